@@ -1,0 +1,142 @@
+import type { Readable, Writable } from 'node:stream';
+
+/** Everything a driver needs to start one sandbox. Sizes are bytes; the driver enforces every limit. */
+export interface SandboxSpec {
+  /** The Corral sandbox id; drivers label what they create with it. */
+  sandboxId: string;
+  /** Image reference, as the user gave it (`python:3.11-slim`, `127.0.0.1:5000/busybox:1`). */
+  image: string;
+  /** Credentials for the image's registry, when the user named a credential set. */
+  registryAuth?: { username: string; password: string; serverAddress: string };
+  /** Run through `/bin/sh -c`. Null: keep the sandbox alive doing nothing. */
+  startCommand: string | null;
+  /** Environment variables and secrets, merged. */
+  env: Record<string, string>;
+  cpuCores: number;
+  memoryBytes: number;
+  /** Limit on what the sandbox can write to its filesystem. */
+  diskBytes: number;
+  pidsLimit: number;
+  /** True: egress to the outside world. False: no route out at all. */
+  networkAccess: boolean;
+  gpuCount: number;
+  gpuType: string | null;
+  /** The writable workspace directory that must exist in the sandbox (`/sandbox-workspace`). */
+  workspacePath: string;
+}
+
+/** How to run one process inside a sandbox. */
+export interface ExecRequest {
+  /** argv; use `['/bin/sh', '-c', script]` for a shell string. */
+  argv: string[];
+  env?: Record<string, string>;
+  cwd?: string;
+  /** `root`, a uid, or `uid:gid` / `user:group`. */
+  user?: string;
+  /** Allocate a PTY of this size; stdout then carries the terminal's output and stderr is empty. */
+  tty?: { rows: number; cols: number };
+  /** Keep stdin open for writing; otherwise the process sees EOF at once. */
+  stdin?: boolean;
+}
+
+/** How a process ended. */
+export interface ExecExit {
+  /** Exit status; 128+N when killed by signal N. */
+  exitCode: number;
+}
+
+/** A running process inside a sandbox. */
+export interface ExecProcess {
+  readonly stdout: Readable;
+  readonly stderr: Readable;
+  /** Present when the request asked for stdin. End it to send EOF. */
+  readonly stdin: Writable | null;
+  /** Resolves when the process has exited and its output streams have ended. */
+  wait(): Promise<ExecExit>;
+  /** Sends a signal to the process and everything it started. */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+  /** Changes the PTY size; a no-op without a PTY. */
+  resize(rows: number, cols: number): Promise<void>;
+}
+
+/** A sandbox as its driver sees it. */
+export interface RuntimeSandboxState {
+  sandboxId: string;
+  runtimeId: string;
+  running: boolean;
+  /** Set once the sandbox's main process has exited. */
+  exitCode: number | null;
+  oomKilled: boolean;
+}
+
+/** Resource usage, for `stats`. */
+export interface RuntimeStats {
+  memoryBytes: number;
+  memoryLimitBytes: number;
+  cpuUsageNanos: number;
+  pids: number;
+}
+
+/** Something the driver noticed about a sandbox it owns. */
+export type RuntimeEvent =
+  | { type: 'exited'; sandboxId: string; runtimeId: string; exitCode: number; oomKilled: boolean };
+
+/** Why a driver failed to create a sandbox; maps to the sandbox's `errorType`. */
+export type RuntimeErrorKind = 'IMAGE_PULL_FAILED' | 'START_FAILED' | 'UNSUPPORTED' | 'NOT_FOUND' | 'RUNTIME_ERROR';
+
+/** An error from a driver, with a kind the services map to API errors and sandbox error types. */
+export class RuntimeError extends Error {
+  constructor(
+    readonly kind: RuntimeErrorKind,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'RuntimeError';
+  }
+}
+
+/** What a host can offer, so the API can refuse what it cannot do with a clear 422. */
+export interface RuntimeCapabilities {
+  gpuCount: number;
+  gpuTypes: string[];
+}
+
+/**
+ * The one interface every runtime driver implements (`docker`, `oci`, `kubernetes`).
+ *
+ * Drivers own containers and nothing else: the store, statuses and timeouts belong to the
+ * services and the reconciler. Every object a driver creates is labelled with the sandbox id
+ * and the server instance, so `list()` can rebuild the picture after a restart.
+ */
+export interface SandboxRuntime {
+  /** `docker`, `oci`, … */
+  readonly name: string;
+  /** Checks the backend answers; starts nothing. */
+  init(): Promise<void>;
+  capabilities(): RuntimeCapabilities;
+  /**
+   * Pulls the image if needed, creates and starts the sandbox, and resolves once a process
+   * can be executed in it. Throws `RuntimeError` (`IMAGE_PULL_FAILED`, `START_FAILED`).
+   */
+  create(spec: SandboxSpec): Promise<{ runtimeId: string }>;
+  /** Starts a process in a running sandbox. Throws `RuntimeError('NOT_FOUND')` once it is gone. */
+  exec(runtimeId: string, request: ExecRequest): Promise<ExecProcess>;
+  /** Writes a file from a stream, creating parent directories. Returns the bytes written. */
+  putFile(runtimeId: string, path: string, content: Readable): Promise<{ size: number }>;
+  /** Streams a file out. Throws `RuntimeError('NOT_FOUND')` when the file does not exist. */
+  getFile(runtimeId: string, path: string): Promise<{ size: number; stream: Readable }>;
+  /** The start command's output, at most `maxBytes` from the end. */
+  logs(runtimeId: string, maxBytes: number): Promise<string>;
+  stats(runtimeId: string): Promise<RuntimeStats>;
+  /** Undefined when the driver has no such sandbox. */
+  inspect(runtimeId: string): Promise<RuntimeSandboxState | undefined>;
+  /** Kills and removes the sandbox and everything it owns. Idempotent. */
+  remove(runtimeId: string): Promise<void>;
+  /** Every sandbox this driver instance owns, running or exited. */
+  list(): Promise<RuntimeSandboxState[]>;
+  /** Subscribes to exit and OOM events; returns the unsubscribe function. */
+  onEvent(listener: (event: RuntimeEvent) => void): () => void;
+  /** Releases connections and watchers. Leaves sandboxes running. */
+  close(): Promise<void>;
+}

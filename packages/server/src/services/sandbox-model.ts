@@ -1,0 +1,85 @@
+/** Lifecycle statuses, as the Prime API names them. */
+export const SANDBOX_STATUSES = ['PENDING', 'PROVISIONING', 'RUNNING', 'PAUSED', 'ERROR', 'TERMINATED', 'TIMEOUT'] as const;
+
+/** A sandbox's lifecycle status. */
+export type SandboxStatus = (typeof SANDBOX_STATUSES)[number];
+
+/** Statuses a sandbox never leaves. */
+export const TERMINAL_STATUSES: readonly SandboxStatus[] = ['ERROR', 'TERMINATED', 'TIMEOUT'];
+
+/** Statuses in which a sandbox still holds (or is about to hold) runtime resources. */
+export const ACTIVE_STATUSES: readonly SandboxStatus[] = ['PENDING', 'PROVISIONING', 'RUNNING', 'PAUSED'];
+
+/** `errorType` values the Prime SDK branches on, plus Corral's own. */
+export type SandboxErrorType = 'OOM_KILLED' | 'TIMEOUT' | 'IMAGE_PULL_FAILED' | 'START_FAILED' | 'RUNTIME_LOST' | 'IDLE_TIMEOUT';
+
+/** Whether a status is terminal. */
+export function isTerminal(status: SandboxStatus): boolean {
+  return TERMINAL_STATUSES.includes(status);
+}
+
+/** Where every sandbox's workspace volume is mounted. */
+export const DISK_MOUNT_PATH = '/sandbox-workspace';
+
+/** A sandbox as the store holds it. Times are ISO-8601 UTC strings. */
+export interface SandboxRecord {
+  id: string;
+  name: string;
+  dockerImage: string;
+  startCommand: string | null;
+  cpuCores: number;
+  memoryGb: number;
+  diskSizeGb: number;
+  gpuCount: number;
+  gpuType: string | null;
+  vm: boolean;
+  networkAccess: boolean;
+  status: SandboxStatus;
+  timeoutMinutes: number;
+  idleTimeoutMinutes: number | null;
+  terminationReason: string | null;
+  environmentVars: Record<string, string> | null;
+  /** Secret values; never leave the server except into the sandbox's environment. */
+  secrets: Record<string, string> | null;
+  advancedConfigs: Record<string, unknown> | null;
+  labels: string[];
+  userId: string;
+  teamId: string | null;
+  region: string | null;
+  registryCredentialsId: string | null;
+  guaranteed: boolean;
+  idempotencyKey: string | null;
+  createdAt: string;
+  updatedAt: string;
+  startedAt: string | null;
+  terminatedAt: string | null;
+  /** Last gateway operation (exec, upload, download, read-file); drives the idle timeout. */
+  lastActivityAt: string | null;
+  exitCode: number | null;
+  errorType: string | null;
+  errorMessage: string | null;
+  /** The runtime driver that owns this sandbox's container, once one was asked to. */
+  runtimeDriver: string | null;
+  /** The driver's handle for the container. */
+  runtimeId: string | null;
+}
+
+/** Fields a status transition may set besides `status`. */
+export type SandboxPatch = Partial<
+  Pick<
+    SandboxRecord,
+    | 'status'
+    | 'timeoutMinutes'
+    | 'labels'
+    | 'terminationReason'
+    | 'startedAt'
+    | 'terminatedAt'
+    | 'lastActivityAt'
+    | 'exitCode'
+    | 'errorType'
+    | 'errorMessage'
+    | 'runtimeDriver'
+    | 'runtimeId'
+    | 'idleTimeoutMinutes'
+  >
+>;

@@ -1,0 +1,421 @@
+import { type Kysely, Migrator, type Selectable, type Transaction, type Updateable, sql } from 'kysely';
+import type { SandboxPatch, SandboxRecord, SandboxStatus } from '../services/sandbox-model.js';
+import { TERMINAL_STATUSES } from '../services/sandbox-model.js';
+import { migrationProvider } from './migrations.js';
+import type { ApiKeysTable, Database, SandboxesTable, TeamMembersTable, UsersTable } from './schema.js';
+import type {
+  ApiKeyRecord,
+  SandboxFilter,
+  Store,
+  TeamMemberRecord,
+  TeamRecord,
+  TeamRole,
+  UserRecord,
+} from './store.js';
+
+type SandboxRow = Selectable<SandboxesTable>;
+
+function parseJson<T>(text: string | null): T | null {
+  return text === null ? null : (JSON.parse(text) as T);
+}
+
+function toJson(value: unknown): string | null {
+  return value === null || value === undefined ? null : JSON.stringify(value);
+}
+
+function rowToSandbox(row: SandboxRow): SandboxRecord {
+  return {
+    id: row.id,
+    name: row.name,
+    dockerImage: row.docker_image,
+    startCommand: row.start_command,
+    cpuCores: Number(row.cpu_cores),
+    memoryGb: Number(row.memory_gb),
+    diskSizeGb: Number(row.disk_size_gb),
+    gpuCount: Number(row.gpu_count),
+    gpuType: row.gpu_type,
+    vm: Number(row.vm) === 1,
+    networkAccess: Number(row.network_access) === 1,
+    status: row.status as SandboxStatus,
+    timeoutMinutes: Number(row.timeout_minutes),
+    idleTimeoutMinutes: row.idle_timeout_minutes === null ? null : Number(row.idle_timeout_minutes),
+    terminationReason: row.termination_reason,
+    environmentVars: parseJson<Record<string, string>>(row.environment_vars),
+    secrets: parseJson<Record<string, string>>(row.secrets),
+    advancedConfigs: parseJson<Record<string, unknown>>(row.advanced_configs),
+    labels: parseJson<string[]>(row.labels) ?? [],
+    userId: row.user_id,
+    teamId: row.team_id,
+    region: row.region,
+    registryCredentialsId: row.registry_credentials_id,
+    guaranteed: Number(row.guaranteed) === 1,
+    idempotencyKey: row.idempotency_key,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    startedAt: row.started_at,
+    terminatedAt: row.terminated_at,
+    lastActivityAt: row.last_activity_at,
+    exitCode: row.exit_code === null ? null : Number(row.exit_code),
+    errorType: row.error_type,
+    errorMessage: row.error_message,
+    runtimeDriver: row.runtime_driver,
+    runtimeId: row.runtime_id,
+  };
+}
+
+function sandboxToRow(s: SandboxRecord): SandboxRow {
+  return {
+    id: s.id,
+    name: s.name,
+    docker_image: s.dockerImage,
+    start_command: s.startCommand,
+    cpu_cores: s.cpuCores,
+    memory_gb: s.memoryGb,
+    disk_size_gb: s.diskSizeGb,
+    gpu_count: s.gpuCount,
+    gpu_type: s.gpuType,
+    vm: s.vm ? 1 : 0,
+    network_access: s.networkAccess ? 1 : 0,
+    status: s.status,
+    timeout_minutes: s.timeoutMinutes,
+    idle_timeout_minutes: s.idleTimeoutMinutes,
+    termination_reason: s.terminationReason,
+    environment_vars: toJson(s.environmentVars),
+    secrets: toJson(s.secrets),
+    advanced_configs: toJson(s.advancedConfigs),
+    labels: JSON.stringify(s.labels),
+    user_id: s.userId,
+    team_id: s.teamId,
+    region: s.region,
+    registry_credentials_id: s.registryCredentialsId,
+    guaranteed: s.guaranteed ? 1 : 0,
+    idempotency_key: s.idempotencyKey,
+    created_at: s.createdAt,
+    updated_at: s.updatedAt,
+    started_at: s.startedAt,
+    terminated_at: s.terminatedAt,
+    last_activity_at: s.lastActivityAt,
+    exit_code: s.exitCode,
+    error_type: s.errorType,
+    error_message: s.errorMessage,
+    runtime_driver: s.runtimeDriver,
+    runtime_id: s.runtimeId,
+  };
+}
+
+const PATCH_COLUMNS: { [K in keyof Required<SandboxPatch>]: keyof SandboxesTable } = {
+  status: 'status',
+  timeoutMinutes: 'timeout_minutes',
+  labels: 'labels',
+  terminationReason: 'termination_reason',
+  startedAt: 'started_at',
+  terminatedAt: 'terminated_at',
+  lastActivityAt: 'last_activity_at',
+  exitCode: 'exit_code',
+  errorType: 'error_type',
+  errorMessage: 'error_message',
+  runtimeDriver: 'runtime_driver',
+  runtimeId: 'runtime_id',
+  idleTimeoutMinutes: 'idle_timeout_minutes',
+};
+
+function rowToUser(row: Selectable<UsersTable>): UserRecord {
+  return { id: row.id, name: row.name, email: row.email, isAdmin: Number(row.is_admin) === 1, createdAt: row.created_at };
+}
+
+function rowToMember(row: Selectable<TeamMembersTable>): TeamMemberRecord {
+  return { teamId: row.team_id, userId: row.user_id, role: row.role as TeamRole, createdAt: row.created_at };
+}
+
+function rowToKey(row: Selectable<ApiKeysTable>): ApiKeyRecord {
+  return {
+    id: row.id,
+    userId: row.user_id,
+    name: row.name,
+    prefix: row.prefix,
+    keyHash: row.key_hash,
+    createdAt: row.created_at,
+    lastUsedAt: row.last_used_at,
+    revokedAt: row.revoked_at,
+  };
+}
+
+/** True when a driver error is a unique-constraint violation (SQLite or PostgreSQL). */
+function isUniqueViolation(error: unknown): boolean {
+  if (typeof error !== 'object' || error === null) return false;
+  const { code, message } = error as { code?: unknown; message?: unknown };
+  return code === '23505' || code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY' ||
+    (typeof message === 'string' && message.includes('UNIQUE constraint failed'));
+}
+
+/** The store over Kysely: the same queries for SQLite and PostgreSQL. */
+export class KyselyStore implements Store {
+  constructor(
+    readonly kind: 'sqlite' | 'postgres',
+    private readonly db: Kysely<Database>,
+  ) {}
+
+  async migrate(): Promise<void> {
+    const migrator = new Migrator({ db: this.db, provider: migrationProvider });
+    const { error } = await migrator.migrateToLatest();
+    if (error) throw error instanceof Error ? error : new Error(String(error));
+  }
+
+  async close(): Promise<void> {
+    await this.db.destroy();
+  }
+
+  async insertSandbox(sandbox: SandboxRecord): Promise<{ sandbox: SandboxRecord; created: boolean }> {
+    try {
+      await this.db.transaction().execute(async (trx) => {
+        await trx.insertInto('sandboxes').values(sandboxToRow(sandbox)).execute();
+        await this.writeLabels(trx, sandbox.id, sandbox.labels);
+      });
+      return { sandbox, created: true };
+    } catch (error) {
+      if (sandbox.idempotencyKey !== null && isUniqueViolation(error)) {
+        const existing = await this.db
+          .selectFrom('sandboxes')
+          .selectAll()
+          .where('user_id', '=', sandbox.userId)
+          .where('idempotency_key', '=', sandbox.idempotencyKey)
+          .executeTakeFirst();
+        if (existing) return { sandbox: rowToSandbox(existing), created: false };
+      }
+      throw error;
+    }
+  }
+
+  private async writeLabels(trx: Transaction<Database>, sandboxId: string, labels: readonly string[]): Promise<void> {
+    await trx.deleteFrom('sandbox_labels').where('sandbox_id', '=', sandboxId).execute();
+    const unique = [...new Set(labels)];
+    if (unique.length > 0) {
+      await trx
+        .insertInto('sandbox_labels')
+        .values(unique.map((label) => ({ sandbox_id: sandboxId, label })))
+        .execute();
+    }
+  }
+
+  async getSandbox(id: string): Promise<SandboxRecord | undefined> {
+    const row = await this.db.selectFrom('sandboxes').selectAll().where('id', '=', id).executeTakeFirst();
+    return row ? rowToSandbox(row) : undefined;
+  }
+
+  async getSandboxes(ids: readonly string[]): Promise<SandboxRecord[]> {
+    if (ids.length === 0) return [];
+    const rows = await this.db.selectFrom('sandboxes').selectAll().where('id', 'in', [...ids]).execute();
+    return rows.map(rowToSandbox);
+  }
+
+  private filtered(filter: SandboxFilter) {
+    let query = this.db.selectFrom('sandboxes');
+    if (filter.userId !== undefined) query = query.where('user_id', '=', filter.userId);
+    if (filter.teamId !== undefined) query = query.where('team_id', '=', filter.teamId);
+    if (filter.status !== undefined) query = query.where('status', '=', filter.status);
+    if (filter.activeOnly) query = query.where('status', 'not in', [...TERMINAL_STATUSES]);
+    if (filter.ids !== undefined) {
+      query = filter.ids.length === 0 ? query.where(sql<boolean>`1 = 0`) : query.where('id', 'in', filter.ids);
+    }
+    const labels = [...new Set(filter.labels ?? [])];
+    if (labels.length > 0) {
+      query = query.where('id', 'in', (eb) =>
+        eb
+          .selectFrom('sandbox_labels')
+          .select('sandbox_id')
+          .where('label', 'in', labels)
+          .groupBy('sandbox_id')
+          .having(sql`count(*)`, '=', labels.length),
+      );
+    }
+    return query;
+  }
+
+  async listSandboxes(
+    filter: SandboxFilter,
+    page: number,
+    perPage: number,
+  ): Promise<{ sandboxes: SandboxRecord[]; total: number }> {
+    const base = this.filtered(filter);
+    const [rows, count] = await Promise.all([
+      base
+        .selectAll()
+        .orderBy('created_at', 'desc')
+        .orderBy('id', 'desc')
+        .limit(perPage)
+        .offset((page - 1) * perPage)
+        .execute(),
+      base.select(sql<string | number>`count(*)`.as('n')).executeTakeFirstOrThrow(),
+    ]);
+    return { sandboxes: rows.map(rowToSandbox), total: Number(count.n) };
+  }
+
+  async findSandboxes(filter: SandboxFilter, limit: number): Promise<SandboxRecord[]> {
+    const rows = await this.filtered(filter)
+      .selectAll()
+      .orderBy('created_at', 'desc')
+      .orderBy('id', 'desc')
+      .limit(limit)
+      .execute();
+    return rows.map(rowToSandbox);
+  }
+
+  async updateSandbox(
+    id: string,
+    patch: SandboxPatch,
+    expectStatus?: readonly SandboxStatus[],
+  ): Promise<SandboxRecord | undefined> {
+    const values: Record<string, string | number | null> = { updated_at: new Date().toISOString() };
+    for (const [key, column] of Object.entries(PATCH_COLUMNS) as [keyof SandboxPatch, keyof SandboxesTable][]) {
+      const value = patch[key];
+      if (value === undefined) continue;
+      values[column] = key === 'labels' ? JSON.stringify(value) : (value as string | number | null);
+    }
+    return this.db.transaction().execute(async (trx) => {
+      let query = trx.updateTable('sandboxes').set(values as Updateable<SandboxesTable>).where('id', '=', id);
+      if (expectStatus) query = query.where('status', 'in', [...expectStatus]);
+      const result = await query.executeTakeFirst();
+      if (Number(result.numUpdatedRows) === 0) return undefined;
+      if (patch.labels) await this.writeLabels(trx, id, patch.labels);
+      const row = await trx.selectFrom('sandboxes').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
+      return rowToSandbox(row);
+    });
+  }
+
+  async touchSandboxes(ids: readonly string[], at: string): Promise<void> {
+    if (ids.length === 0) return;
+    await this.db.updateTable('sandboxes').set({ last_activity_at: at }).where('id', 'in', [...ids]).execute();
+  }
+
+  async insertUser(user: UserRecord): Promise<void> {
+    await this.db
+      .insertInto('users')
+      .values({ id: user.id, name: user.name, email: user.email, is_admin: user.isAdmin ? 1 : 0, created_at: user.createdAt })
+      .execute();
+  }
+
+  async getUser(id: string): Promise<UserRecord | undefined> {
+    const row = await this.db.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst();
+    return row ? rowToUser(row) : undefined;
+  }
+
+  async getUserByName(name: string): Promise<UserRecord | undefined> {
+    const row = await this.db.selectFrom('users').selectAll().where('name', '=', name).executeTakeFirst();
+    return row ? rowToUser(row) : undefined;
+  }
+
+  async listUsers(): Promise<UserRecord[]> {
+    const rows = await this.db.selectFrom('users').selectAll().orderBy('created_at').orderBy('id').execute();
+    return rows.map(rowToUser);
+  }
+
+  async deleteUser(id: string): Promise<boolean> {
+    return this.db.transaction().execute(async (trx) => {
+      await trx.deleteFrom('api_keys').where('user_id', '=', id).execute();
+      await trx.deleteFrom('team_members').where('user_id', '=', id).execute();
+      const result = await trx.deleteFrom('users').where('id', '=', id).executeTakeFirst();
+      return Number(result.numDeletedRows) > 0;
+    });
+  }
+
+  async insertTeam(team: TeamRecord): Promise<void> {
+    await this.db.insertInto('teams').values({ id: team.id, name: team.name, created_at: team.createdAt }).execute();
+  }
+
+  async getTeam(id: string): Promise<TeamRecord | undefined> {
+    const row = await this.db.selectFrom('teams').selectAll().where('id', '=', id).executeTakeFirst();
+    return row ? { id: row.id, name: row.name, createdAt: row.created_at } : undefined;
+  }
+
+  async getTeamByName(name: string): Promise<TeamRecord | undefined> {
+    const row = await this.db.selectFrom('teams').selectAll().where('name', '=', name).executeTakeFirst();
+    return row ? { id: row.id, name: row.name, createdAt: row.created_at } : undefined;
+  }
+
+  async listTeams(): Promise<TeamRecord[]> {
+    const rows = await this.db.selectFrom('teams').selectAll().orderBy('created_at').orderBy('id').execute();
+    return rows.map((row) => ({ id: row.id, name: row.name, createdAt: row.created_at }));
+  }
+
+  async deleteTeam(id: string): Promise<boolean> {
+    return this.db.transaction().execute(async (trx) => {
+      await trx.deleteFrom('team_members').where('team_id', '=', id).execute();
+      const result = await trx.deleteFrom('teams').where('id', '=', id).executeTakeFirst();
+      return Number(result.numDeletedRows) > 0;
+    });
+  }
+
+  async upsertTeamMember(member: TeamMemberRecord): Promise<void> {
+    await this.db
+      .insertInto('team_members')
+      .values({ team_id: member.teamId, user_id: member.userId, role: member.role, created_at: member.createdAt })
+      .onConflict((oc) => oc.columns(['team_id', 'user_id']).doUpdateSet({ role: member.role }))
+      .execute();
+  }
+
+  async removeTeamMember(teamId: string, userId: string): Promise<boolean> {
+    const result = await this.db
+      .deleteFrom('team_members')
+      .where('team_id', '=', teamId)
+      .where('user_id', '=', userId)
+      .executeTakeFirst();
+    return Number(result.numDeletedRows) > 0;
+  }
+
+  async listTeamMembers(teamId: string): Promise<TeamMemberRecord[]> {
+    const rows = await this.db.selectFrom('team_members').selectAll().where('team_id', '=', teamId).orderBy('created_at').execute();
+    return rows.map(rowToMember);
+  }
+
+  async listMemberships(userId: string): Promise<TeamMemberRecord[]> {
+    const rows = await this.db.selectFrom('team_members').selectAll().where('user_id', '=', userId).execute();
+    return rows.map(rowToMember);
+  }
+
+  async insertApiKey(key: ApiKeyRecord): Promise<void> {
+    await this.db
+      .insertInto('api_keys')
+      .values({
+        id: key.id,
+        user_id: key.userId,
+        name: key.name,
+        prefix: key.prefix,
+        key_hash: key.keyHash,
+        created_at: key.createdAt,
+        last_used_at: key.lastUsedAt,
+        revoked_at: key.revokedAt,
+      })
+      .execute();
+  }
+
+  async getApiKeyByHash(keyHash: string): Promise<ApiKeyRecord | undefined> {
+    const row = await this.db.selectFrom('api_keys').selectAll().where('key_hash', '=', keyHash).executeTakeFirst();
+    return row ? rowToKey(row) : undefined;
+  }
+
+  async getApiKey(id: string): Promise<ApiKeyRecord | undefined> {
+    const row = await this.db.selectFrom('api_keys').selectAll().where('id', '=', id).executeTakeFirst();
+    return row ? rowToKey(row) : undefined;
+  }
+
+  async listApiKeys(userId?: string): Promise<ApiKeyRecord[]> {
+    let query = this.db.selectFrom('api_keys').selectAll();
+    if (userId !== undefined) query = query.where('user_id', '=', userId);
+    const rows = await query.orderBy('created_at').orderBy('id').execute();
+    return rows.map(rowToKey);
+  }
+
+  async revokeApiKey(id: string, at: string): Promise<boolean> {
+    const result = await this.db
+      .updateTable('api_keys')
+      .set({ revoked_at: at })
+      .where('id', '=', id)
+      .where('revoked_at', 'is', null)
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows) > 0;
+  }
+
+  async markApiKeyUsed(id: string, at: string): Promise<void> {
+    await this.db.updateTable('api_keys').set({ last_used_at: at }).where('id', '=', id).execute();
+  }
+}

@@ -1,0 +1,105 @@
+import { type Kysely, type Migration, type MigrationProvider, sql } from 'kysely';
+
+/**
+ * The store's schema, one migration per step, applied in name order. Column types are
+ * chosen to mean the same thing in SQLite and PostgreSQL.
+ */
+const migrations: Record<string, Migration> = {
+  '0001_initial': {
+    async up(db: Kysely<unknown>): Promise<void> {
+      const double = sql`double precision`;
+      await db.schema
+        .createTable('users')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('name', 'text', (c) => c.notNull().unique())
+        .addColumn('email', 'text')
+        .addColumn('is_admin', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('teams')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('name', 'text', (c) => c.notNull().unique())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('team_members')
+        .addColumn('team_id', 'text', (c) => c.notNull().references('teams.id').onDelete('cascade'))
+        .addColumn('user_id', 'text', (c) => c.notNull().references('users.id').onDelete('cascade'))
+        .addColumn('role', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addPrimaryKeyConstraint('team_members_pk', ['team_id', 'user_id'])
+        .execute();
+      await db.schema
+        .createTable('api_keys')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('user_id', 'text', (c) => c.notNull().references('users.id').onDelete('cascade'))
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('prefix', 'text', (c) => c.notNull())
+        .addColumn('key_hash', 'text', (c) => c.notNull().unique())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('last_used_at', 'text')
+        .addColumn('revoked_at', 'text')
+        .execute();
+      await db.schema
+        .createTable('sandboxes')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('docker_image', 'text', (c) => c.notNull())
+        .addColumn('start_command', 'text')
+        .addColumn('cpu_cores', double, (c) => c.notNull())
+        .addColumn('memory_gb', double, (c) => c.notNull())
+        .addColumn('disk_size_gb', double, (c) => c.notNull())
+        .addColumn('gpu_count', 'integer', (c) => c.notNull())
+        .addColumn('gpu_type', 'text')
+        .addColumn('vm', 'integer', (c) => c.notNull())
+        .addColumn('network_access', 'integer', (c) => c.notNull())
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('timeout_minutes', 'integer', (c) => c.notNull())
+        .addColumn('idle_timeout_minutes', 'integer')
+        .addColumn('termination_reason', 'text')
+        .addColumn('environment_vars', 'text')
+        .addColumn('secrets', 'text')
+        .addColumn('advanced_configs', 'text')
+        .addColumn('labels', 'text', (c) => c.notNull())
+        .addColumn('user_id', 'text', (c) => c.notNull())
+        .addColumn('team_id', 'text')
+        .addColumn('region', 'text')
+        .addColumn('registry_credentials_id', 'text')
+        .addColumn('guaranteed', 'integer', (c) => c.notNull())
+        .addColumn('idempotency_key', 'text')
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('updated_at', 'text', (c) => c.notNull())
+        .addColumn('started_at', 'text')
+        .addColumn('terminated_at', 'text')
+        .addColumn('last_activity_at', 'text')
+        .addColumn('exit_code', 'integer')
+        .addColumn('error_type', 'text')
+        .addColumn('error_message', 'text')
+        .addColumn('runtime_driver', 'text')
+        .addColumn('runtime_id', 'text')
+        .execute();
+      await db.schema.createIndex('sandboxes_user_created').on('sandboxes').columns(['user_id', 'created_at']).execute();
+      await db.schema.createIndex('sandboxes_team_created').on('sandboxes').columns(['team_id', 'created_at']).execute();
+      await db.schema.createIndex('sandboxes_status').on('sandboxes').column('status').execute();
+      await db.schema
+        .createIndex('sandboxes_idempotency')
+        .on('sandboxes')
+        .columns(['user_id', 'idempotency_key'])
+        .unique()
+        .execute();
+      await db.schema
+        .createTable('sandbox_labels')
+        .addColumn('sandbox_id', 'text', (c) => c.notNull().references('sandboxes.id').onDelete('cascade'))
+        .addColumn('label', 'text', (c) => c.notNull())
+        .addPrimaryKeyConstraint('sandbox_labels_pk', ['sandbox_id', 'label'])
+        .execute();
+      await db.schema.createIndex('sandbox_labels_label').on('sandbox_labels').columns(['label', 'sandbox_id']).execute();
+    },
+  },
+};
+
+/** Hands Kysely's migrator the migrations above. */
+export const migrationProvider: MigrationProvider = {
+  getMigrations: () => Promise.resolve(migrations),
+};

@@ -1,0 +1,89 @@
+
+/** Row shapes of the store's tables. Booleans are 0/1 integers and JSON is text, so one schema serves SQLite and PostgreSQL. */
+export interface SandboxesTable {
+  id: string;
+  name: string;
+  docker_image: string;
+  start_command: string | null;
+  cpu_cores: number;
+  memory_gb: number;
+  disk_size_gb: number;
+  gpu_count: number;
+  gpu_type: string | null;
+  vm: number;
+  network_access: number;
+  status: string;
+  timeout_minutes: number;
+  idle_timeout_minutes: number | null;
+  termination_reason: string | null;
+  environment_vars: string | null;
+  secrets: string | null;
+  advanced_configs: string | null;
+  labels: string;
+  user_id: string;
+  team_id: string | null;
+  region: string | null;
+  registry_credentials_id: string | null;
+  guaranteed: number;
+  idempotency_key: string | null;
+  created_at: string;
+  updated_at: string;
+  started_at: string | null;
+  terminated_at: string | null;
+  last_activity_at: string | null;
+  exit_code: number | null;
+  error_type: string | null;
+  error_message: string | null;
+  runtime_driver: string | null;
+  runtime_id: string | null;
+}
+
+/** One row per (sandbox, label), for ALL-match label filters. */
+export interface SandboxLabelsTable {
+  sandbox_id: string;
+  label: string;
+}
+
+export interface UsersTable {
+  id: string;
+  name: string;
+  email: string | null;
+  is_admin: number;
+  created_at: string;
+}
+
+export interface TeamsTable {
+  id: string;
+  name: string;
+  created_at: string;
+}
+
+export interface TeamMembersTable {
+  team_id: string;
+  user_id: string;
+  role: string;
+  created_at: string;
+}
+
+export interface ApiKeysTable {
+  id: string;
+  user_id: string;
+  name: string;
+  /** The first characters of the key, shown in listings so a user can tell keys apart. */
+  prefix: string;
+  /** SHA-256 of the whole key, hex. The key itself is never stored. */
+  key_hash: string;
+  created_at: string;
+  last_used_at: string | null;
+  revoked_at: string | null;
+}
+
+/** Kysely's view of the whole database. */
+export interface Database {
+  sandboxes: SandboxesTable;
+  sandbox_labels: SandboxLabelsTable;
+  users: UsersTable;
+  teams: TeamsTable;
+  team_members: TeamMembersTable;
+  api_keys: ApiKeysTable;
+}

@@ -1,0 +1,111 @@
+import type { SandboxPatch, SandboxRecord, SandboxStatus } from '../services/sandbox-model.js';
+
+/** Which sandboxes a listing or bulk operation covers. Every field narrows the set. */
+export interface SandboxFilter {
+  userId?: string;
+  teamId?: string;
+  status?: SandboxStatus;
+  /** Only sandboxes that are not in a terminal status. */
+  activeOnly?: boolean;
+  /** Sandboxes that carry every one of these labels. */
+  labels?: string[];
+  /** Only these ids. */
+  ids?: string[];
+}
+
+/** A user account. */
+export interface UserRecord {
+  id: string;
+  name: string;
+  email: string | null;
+  /** Server administrators manage users, teams and everyone's keys. */
+  isAdmin: boolean;
+  createdAt: string;
+}
+
+/** A team; sandboxes may belong to one. */
+export interface TeamRecord {
+  id: string;
+  name: string;
+  createdAt: string;
+}
+
+/** A team member's role: admins see and manage every member's sandboxes in the team. */
+export type TeamRole = 'member' | 'admin';
+
+/** Membership of one user in one team. */
+export interface TeamMemberRecord {
+  teamId: string;
+  userId: string;
+  role: TeamRole;
+  createdAt: string;
+}
+
+/** An API key without its secret. */
+export interface ApiKeyRecord {
+  id: string;
+  userId: string;
+  name: string;
+  prefix: string;
+  keyHash: string;
+  createdAt: string;
+  lastUsedAt: string | null;
+  revokedAt: string | null;
+}
+
+/**
+ * Durable state. One interface, two implementations of the same schema: SQLite (embedded
+ * default) and PostgreSQL (several replicas). Every method is a single transaction.
+ */
+export interface Store {
+  /** `sqlite` or `postgres`. */
+  readonly kind: 'sqlite' | 'postgres';
+  /** Applies pending migrations. Safe to call on every start and from several replicas. */
+  migrate(): Promise<void>;
+  close(): Promise<void>;
+
+  /**
+   * Inserts a sandbox. When the same user already has a sandbox with the same idempotency
+   * key, nothing is written and that sandbox is returned with `created: false`.
+   */
+  insertSandbox(sandbox: SandboxRecord): Promise<{ sandbox: SandboxRecord; created: boolean }>;
+  getSandbox(id: string): Promise<SandboxRecord | undefined>;
+  /** The sandboxes with these ids that exist, in no particular order. */
+  getSandboxes(ids: readonly string[]): Promise<SandboxRecord[]>;
+  /** One page, newest first, and the number of matches. */
+  listSandboxes(filter: SandboxFilter, page: number, perPage: number): Promise<{ sandboxes: SandboxRecord[]; total: number }>;
+  /** Every match, newest first, up to `limit`. */
+  findSandboxes(filter: SandboxFilter, limit: number): Promise<SandboxRecord[]>;
+  /**
+   * Applies a patch. With `expectStatus`, only when the sandbox is currently in one of those
+   * statuses (compare-and-set); returns undefined when it is not, or does not exist.
+   */
+  updateSandbox(id: string, patch: SandboxPatch, expectStatus?: readonly SandboxStatus[]): Promise<SandboxRecord | undefined>;
+  /** Sets `lastActivityAt` for many sandboxes at once. */
+  touchSandboxes(ids: readonly string[], at: string): Promise<void>;
+
+  insertUser(user: UserRecord): Promise<void>;
+  getUser(id: string): Promise<UserRecord | undefined>;
+  getUserByName(name: string): Promise<UserRecord | undefined>;
+  listUsers(): Promise<UserRecord[]>;
+  deleteUser(id: string): Promise<boolean>;
+
+  insertTeam(team: TeamRecord): Promise<void>;
+  getTeam(id: string): Promise<TeamRecord | undefined>;
+  getTeamByName(name: string): Promise<TeamRecord | undefined>;
+  listTeams(): Promise<TeamRecord[]>;
+  deleteTeam(id: string): Promise<boolean>;
+  /** Adds a member or changes an existing member's role. */
+  upsertTeamMember(member: TeamMemberRecord): Promise<void>;
+  removeTeamMember(teamId: string, userId: string): Promise<boolean>;
+  listTeamMembers(teamId: string): Promise<TeamMemberRecord[]>;
+  /** The teams a user belongs to, with the user's role in each. */
+  listMemberships(userId: string): Promise<TeamMemberRecord[]>;
+
+  insertApiKey(key: ApiKeyRecord): Promise<void>;
+  getApiKeyByHash(keyHash: string): Promise<ApiKeyRecord | undefined>;
+  getApiKey(id: string): Promise<ApiKeyRecord | undefined>;
+  listApiKeys(userId?: string): Promise<ApiKeyRecord[]>;
+  revokeApiKey(id: string, at: string): Promise<boolean>;
+  markApiKeyUsed(id: string, at: string): Promise<void>;
+}

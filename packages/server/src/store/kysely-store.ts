@@ -1,4 +1,4 @@
-import { type Kysely, Migrator, type Selectable, type Transaction, type Updateable, sql } from 'kysely';
+import { type Kysely, Migrator, type RawBuilder, type Selectable, type Transaction, type Updateable, sql } from 'kysely';
 import type { SandboxPatch, SandboxRecord, SandboxStatus } from '../services/sandbox-model.js';
 import { TERMINAL_STATUSES } from '../services/sandbox-model.js';
 import { migrationProvider } from './migrations.js';
@@ -202,9 +202,19 @@ export class KyselyStore implements Store {
     return row ? rowToSandbox(row) : undefined;
   }
 
+  /**
+   * `id` is one of `ids`, bound as ONE parameter (a text array in PostgreSQL, a JSON array in
+   * SQLite): an `IN ($1, $2, ...)` list breaks past 32,766 (SQLite) or 65,535 (PostgreSQL) ids.
+   */
+  private idIn(ids: readonly string[]): RawBuilder<boolean> {
+    return this.kind === 'postgres'
+      ? sql<boolean>`${sql.ref('id')} = any(${[...ids]}::text[])`
+      : sql<boolean>`${sql.ref('id')} in (select value from json_each(${JSON.stringify(ids)}))`;
+  }
+
   async getSandboxes(ids: readonly string[]): Promise<SandboxRecord[]> {
     if (ids.length === 0) return [];
-    const rows = await this.db.selectFrom('sandboxes').selectAll().where('id', 'in', [...ids]).execute();
+    const rows = await this.db.selectFrom('sandboxes').selectAll().where(this.idIn(ids)).execute();
     return rows.map(rowToSandbox);
   }
 
@@ -215,7 +225,7 @@ export class KyselyStore implements Store {
     if (filter.status !== undefined) query = query.where('status', '=', filter.status);
     if (filter.activeOnly) query = query.where('status', 'not in', [...TERMINAL_STATUSES]);
     if (filter.ids !== undefined) {
-      query = filter.ids.length === 0 ? query.where(sql<boolean>`1 = 0`) : query.where('id', 'in', filter.ids);
+      query = filter.ids.length === 0 ? query.where(sql<boolean>`1 = 0`) : query.where(this.idIn(filter.ids));
     }
     const labels = [...new Set(filter.labels ?? [])];
     if (labels.length > 0) {
@@ -271,6 +281,8 @@ export class KyselyStore implements Store {
       if (value === undefined) continue;
       values[column] = key === 'labels' ? JSON.stringify(value) : (value as string | number | null);
     }
+    // Nothing is in no status; and `in ()` is a syntax error in PostgreSQL.
+    if (expectStatus && expectStatus.length === 0) return undefined;
     return this.db.transaction().execute(async (trx) => {
       let query = trx.updateTable('sandboxes').set(values as Updateable<SandboxesTable>).where('id', '=', id);
       if (expectStatus) query = query.where('status', 'in', [...expectStatus]);
@@ -284,7 +296,7 @@ export class KyselyStore implements Store {
 
   async touchSandboxes(ids: readonly string[], at: string): Promise<void> {
     if (ids.length === 0) return;
-    await this.db.updateTable('sandboxes').set({ last_activity_at: at }).where('id', 'in', [...ids]).execute();
+    await this.db.updateTable('sandboxes').set({ last_activity_at: at }).where(this.idIn(ids)).execute();
   }
 
   async insertUser(user: UserRecord): Promise<void> {

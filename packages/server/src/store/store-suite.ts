@@ -1,0 +1,783 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+import type { SandboxRecord, SandboxStatus } from '../services/sandbox-model.js';
+import type { ApiKeyRecord, SandboxFilter, Store, TeamRecord, UserRecord } from './store.js';
+
+/**
+ * Registers the behavioural test suite of the {@link Store} interface under `name`.
+ *
+ * `open` must return a migrated store; it is called once for the suite and again by the tests
+ * that need a second, independent connection (a "replica"; PostgreSQL only). Every test uses
+ * ids and names unique to this run, so the suite can run repeatedly (and concurrently) against
+ * one shared database.
+ */
+export function runStoreSuite(name: string, open: () => Promise<Store>): void {
+  describe(name, () => {
+    const run = randomUUID().slice(0, 8);
+    let counter = 0;
+    /** A name unique to this run. */
+    const unique = (what: string): string => `${what}-${run}-${String(++counter).padStart(5, '0')}`;
+    let store: Store;
+
+    before(async () => {
+      store = await open();
+    });
+    after(async () => {
+      await store.close();
+    });
+
+    /** A sandbox with every nullable field null; `overrides` sets the rest. */
+    function sandbox(overrides: Partial<SandboxRecord> = {}): SandboxRecord {
+      return {
+        id: unique('sb'),
+        name: 'box',
+        dockerImage: 'python:3.11-slim',
+        startCommand: null,
+        cpuCores: 1,
+        memoryGb: 2,
+        diskSizeGb: 5,
+        gpuCount: 0,
+        gpuType: null,
+        vm: false,
+        networkAccess: false,
+        status: 'PENDING',
+        timeoutMinutes: 60,
+        idleTimeoutMinutes: null,
+        terminationReason: null,
+        environmentVars: null,
+        secrets: null,
+        advancedConfigs: null,
+        labels: [],
+        userId: unique('user'),
+        teamId: null,
+        region: null,
+        registryCredentialsId: null,
+        guaranteed: false,
+        idempotencyKey: null,
+        createdAt: '2026-01-01T00:00:00.000Z',
+        updatedAt: '2026-01-01T00:00:00.000Z',
+        startedAt: null,
+        terminatedAt: null,
+        lastActivityAt: null,
+        exitCode: null,
+        errorType: null,
+        errorMessage: null,
+        runtimeDriver: null,
+        runtimeId: null,
+        ...overrides,
+      };
+    }
+
+    /** An ISO timestamp `minutes` after a fixed origin, so tests control ordering. */
+    const at = (minutes: number): string => new Date(Date.UTC(2026, 0, 1) + minutes * 60_000).toISOString();
+
+    async function insertAll(records: SandboxRecord[]): Promise<void> {
+      for (const record of records) {
+        const { created } = await store.insertSandbox(record);
+        assert.equal(created, true);
+      }
+    }
+
+    const ids = (records: readonly SandboxRecord[]): string[] => records.map((r) => r.id);
+    const sortedIds = (records: readonly SandboxRecord[]): string[] => ids(records).sort();
+
+    function user(overrides: Partial<UserRecord> = {}): UserRecord {
+      const id = unique('user');
+      return { id, name: `name-${id}`, email: null, isAdmin: false, createdAt: at(0), ...overrides };
+    }
+
+    function team(overrides: Partial<TeamRecord> = {}): TeamRecord {
+      const id = unique('team');
+      return { id, name: `name-${id}`, createdAt: at(0), ...overrides };
+    }
+
+    function apiKey(userId: string, overrides: Partial<ApiKeyRecord> = {}): ApiKeyRecord {
+      const id = unique('key');
+      return {
+        id,
+        userId,
+        name: 'laptop',
+        prefix: 'crl_ab12',
+        keyHash: `hash-${id}`,
+        createdAt: at(0),
+        lastUsedAt: null,
+        revokedAt: null,
+        ...overrides,
+      };
+    }
+
+    test('migrate is idempotent', async () => {
+      await store.migrate();
+      await store.migrate();
+      assert.ok(store.kind === 'sqlite' || store.kind === 'postgres');
+    });
+
+    describe('sandboxes: insert and get', () => {
+      test('round-trips every field when set', async () => {
+        const record = sandbox({
+          name: 'ünïcode 名前 \'quoted\' "double"',
+          startCommand: 'python -c "print(1)"; echo $HOME',
+          cpuCores: 0.1,
+          memoryGb: 0.3,
+          diskSizeGb: 1.5,
+          gpuCount: 2,
+          gpuType: 'H100_80GB',
+          vm: true,
+          networkAccess: true,
+          status: 'RUNNING',
+          timeoutMinutes: 1440,
+          idleTimeoutMinutes: 0,
+          terminationReason: 'user asked',
+          environmentVars: { A: '1', EMPTY: '', 'WITH SPACE': 'x=y', UNICODE: 'é' },
+          secrets: { TOKEN: 's3cr3t"\\' },
+          advancedConfigs: { nested: { list: [1, 2.5, 'x', null, true] }, flag: false },
+          labels: ['b', 'a', 'ünï', 'with space', '%_like'],
+          teamId: unique('team'),
+          region: 'eu-west',
+          registryCredentialsId: unique('cred'),
+          guaranteed: true,
+          idempotencyKey: unique('idem'),
+          createdAt: '2026-03-04T05:06:07.089Z',
+          updatedAt: '2026-03-04T05:06:08.000Z',
+          startedAt: '2026-03-04T05:06:09.000Z',
+          terminatedAt: '2026-03-04T05:07:00.000Z',
+          lastActivityAt: '2026-03-04T05:06:30.123Z',
+          exitCode: 137,
+          errorType: 'OOM_KILLED',
+          errorMessage: 'killed\nsecond line',
+          runtimeDriver: 'docker',
+          runtimeId: 'c0ffee',
+        });
+        const result = await store.insertSandbox(record);
+        assert.equal(result.created, true);
+        assert.deepEqual(result.sandbox, record);
+        assert.deepEqual(await store.getSandbox(record.id), record);
+      });
+
+      test('round-trips nulls, false, zero, negative and empty values', async () => {
+        const record = sandbox({
+          cpuCores: 0.25,
+          memoryGb: 0.5,
+          diskSizeGb: 10,
+          environmentVars: {},
+          secrets: {},
+          advancedConfigs: {},
+          labels: [],
+          exitCode: -1,
+          timeoutMinutes: 0,
+        });
+        await insertAll([record]);
+        const got = await store.getSandbox(record.id);
+        assert.deepEqual(got, record);
+        assert.deepEqual(got?.environmentVars, {});
+        assert.equal(got?.vm, false);
+        assert.equal(got?.startCommand, null);
+        assert.equal(got?.idleTimeoutMinutes, null);
+
+        const nulls = sandbox({ environmentVars: null, secrets: null, advancedConfigs: null });
+        await insertAll([nulls]);
+        assert.deepEqual(await store.getSandbox(nulls.id), nulls);
+      });
+
+      test('keeps duplicate labels and their order in the record', async () => {
+        const record = sandbox({ labels: ['z', 'a', 'z'] });
+        await insertAll([record]);
+        assert.deepEqual((await store.getSandbox(record.id))?.labels, ['z', 'a', 'z']);
+      });
+
+      test('getSandbox returns undefined for an unknown id', async () => {
+        assert.equal(await store.getSandbox(unique('missing')), undefined);
+      });
+
+      test('getSandboxes returns the existing subset', async () => {
+        const a = sandbox();
+        const b = sandbox();
+        await insertAll([a, b]);
+        assert.deepEqual(await store.getSandboxes([]), []);
+        const got = await store.getSandboxes([b.id, unique('missing'), a.id, a.id]);
+        assert.deepEqual(sortedIds(got), [a.id, b.id].sort());
+        assert.deepEqual(
+          got.find((s) => s.id === a.id),
+          a,
+        );
+      });
+
+      test('id lists beyond the drivers\' bind-parameter limits work (70,000 ids)', async () => {
+        const userId = unique('user');
+        const real = [sandbox({ userId, createdAt: at(1) }), sandbox({ userId, createdAt: at(2) })];
+        await insertAll(real);
+        const many = [...Array.from({ length: 70_000 }, (_, i) => `${unique('missing')}-${i}`), ...ids(real)];
+        assert.deepEqual(sortedIds(await store.getSandboxes(many)), sortedIds(real));
+        const listed = await store.listSandboxes({ ids: many }, 1, 10);
+        assert.deepEqual(listed, { sandboxes: [...real].reverse(), total: 2 });
+        assert.deepEqual(ids(await store.findSandboxes({ ids: many, userId }, 10)), ids([...real].reverse()));
+        await store.touchSandboxes(many, at(30));
+        assert.ok((await store.getSandboxes(ids(real))).every((s) => s.lastActivityAt === at(30)));
+      });
+
+      test('a duplicate id is rejected and leaves the original intact', async () => {
+        const original = sandbox({ name: 'original' });
+        await insertAll([original]);
+        await assert.rejects(store.insertSandbox({ ...original, name: 'copy' }));
+        await assert.rejects(store.insertSandbox({ ...original, name: 'copy', idempotencyKey: unique('idem') }));
+        assert.deepEqual(await store.getSandbox(original.id), original);
+      });
+    });
+
+    describe('sandboxes: idempotency', () => {
+      test('the same user and key returns the existing sandbox', async () => {
+        const userId = unique('user');
+        const key = unique('idem');
+        const first = sandbox({ userId, idempotencyKey: key, name: 'first', labels: ['x'] });
+        const second = sandbox({ userId, idempotencyKey: key, name: 'second', labels: ['y'] });
+        assert.deepEqual(await store.insertSandbox(first), { sandbox: first, created: true });
+        assert.deepEqual(await store.insertSandbox(second), { sandbox: first, created: false });
+        assert.equal(await store.getSandbox(second.id), undefined);
+        // The losing insert wrote no labels either.
+        assert.deepEqual(ids(await store.findSandboxes({ labels: ['y'], userId }, 10)), []);
+        assert.deepEqual(ids(await store.findSandboxes({ labels: ['x'], userId }, 10)), [first.id]);
+        assert.equal((await store.listSandboxes({ userId }, 1, 10)).total, 1);
+      });
+
+      test('different users may reuse a key', async () => {
+        const key = unique('idem');
+        const a = sandbox({ idempotencyKey: key });
+        const b = sandbox({ idempotencyKey: key });
+        assert.notEqual(a.userId, b.userId);
+        assert.equal((await store.insertSandbox(a)).created, true);
+        assert.equal((await store.insertSandbox(b)).created, true);
+        assert.deepEqual(await store.getSandbox(b.id), b);
+      });
+
+      test('null keys never collide', async () => {
+        const userId = unique('user');
+        const records = [sandbox({ userId }), sandbox({ userId }), sandbox({ userId })];
+        for (const record of records) assert.equal((await store.insertSandbox(record)).created, true);
+        assert.equal((await store.listSandboxes({ userId }, 1, 10)).total, 3);
+      });
+
+      test('a key is reusable by the same user only through the existing sandbox, whatever its status', async () => {
+        const userId = unique('user');
+        const key = unique('idem');
+        const first = sandbox({ userId, idempotencyKey: key });
+        await insertAll([first]);
+        await store.updateSandbox(first.id, { status: 'TERMINATED' });
+        const again = await store.insertSandbox(sandbox({ userId, idempotencyKey: key }));
+        assert.equal(again.created, false);
+        assert.equal(again.sandbox.id, first.id);
+        assert.equal(again.sandbox.status, 'TERMINATED');
+      });
+    });
+
+    describe('sandboxes: listing', () => {
+      /** One user's fixture: statuses, teams and labels to filter on, created a minute apart. */
+      async function fixture() {
+        const userId = unique('user');
+        const teamId = unique('team');
+        const spec: [SandboxStatus, string | null, string[]][] = [
+          ['PENDING', null, ['a', 'b']],
+          ['RUNNING', teamId, ['a']],
+          ['RUNNING', teamId, ['b', 'c']],
+          ['TERMINATED', null, ['a', 'a', 'b']],
+          ['ERROR', teamId, []],
+          ['TIMEOUT', null, ['A']],
+          ['PAUSED', null, ['%', '_']],
+          ['PROVISIONING', teamId, ['a', 'b', 'c']],
+        ];
+        const records = spec.map(([status, team, labels], i) =>
+          sandbox({ userId, teamId: team, status, labels, createdAt: at(i), updatedAt: at(i) }),
+        );
+        // Insert out of order: listing order must come from createdAt, not insertion order.
+        await insertAll([...records].reverse());
+        // Another user's sandboxes with the same team and labels must never leak into userId filters.
+        await insertAll([sandbox({ teamId, labels: ['a', 'b', 'c'], status: 'RUNNING', createdAt: at(100) })]);
+        return { userId, teamId, records };
+      }
+
+      const newestFirst = (records: SandboxRecord[]): string[] =>
+        [...records].sort((x, y) => (x.createdAt < y.createdAt ? 1 : x.createdAt > y.createdAt ? -1 : 0)).map((r) => r.id);
+
+      test('filters by user, newest first, with the total', async () => {
+        const { userId, records } = await fixture();
+        const { sandboxes, total } = await store.listSandboxes({ userId }, 1, 100);
+        assert.equal(total, records.length);
+        assert.deepEqual(ids(sandboxes), newestFirst(records));
+        assert.deepEqual(sandboxes.at(-1), records[0]);
+      });
+
+      test('filters by team, status and activeOnly, alone and combined', async () => {
+        const { userId, teamId, records } = await fixture();
+        const expect = async (filter: SandboxFilter, keep: (r: SandboxRecord) => boolean): Promise<void> => {
+          const wanted = newestFirst(records.filter(keep));
+          const page = await store.listSandboxes({ userId, ...filter }, 1, 100);
+          assert.deepEqual(ids(page.sandboxes), wanted, JSON.stringify(filter));
+          assert.equal(page.total, wanted.length, JSON.stringify(filter));
+          assert.deepEqual(ids(await store.findSandboxes({ userId, ...filter }, 100)), wanted, JSON.stringify(filter));
+        };
+        await expect({ teamId }, (r) => r.teamId === teamId);
+        await expect({ status: 'RUNNING' }, (r) => r.status === 'RUNNING');
+        await expect({ status: 'PAUSED' }, (r) => r.status === 'PAUSED');
+        await expect({ activeOnly: true }, (r) => !['ERROR', 'TERMINATED', 'TIMEOUT'].includes(r.status));
+        await expect({ activeOnly: false }, () => true);
+        await expect({ teamId, activeOnly: true }, (r) => r.teamId === teamId && !['ERROR', 'TERMINATED', 'TIMEOUT'].includes(r.status));
+        await expect({ teamId, status: 'ERROR' }, (r) => r.teamId === teamId && r.status === 'ERROR');
+        await expect({ status: 'ERROR', activeOnly: true }, () => false);
+
+        // Team filter without a user sees every member's sandboxes in the team.
+        const teamPage = await store.listSandboxes({ teamId }, 1, 100);
+        assert.equal(teamPage.total, records.filter((r) => r.teamId === teamId).length + 1);
+      });
+
+      test('label filters match sandboxes carrying ALL the labels', async () => {
+        const { userId, records } = await fixture();
+        const expect = async (labels: string[]): Promise<void> => {
+          const wanted = newestFirst(records.filter((r) => labels.every((l) => r.labels.includes(l))));
+          const page = await store.listSandboxes({ userId, labels }, 1, 100);
+          assert.deepEqual(ids(page.sandboxes), wanted, JSON.stringify(labels));
+          assert.equal(page.total, wanted.length, JSON.stringify(labels));
+          assert.deepEqual(ids(await store.findSandboxes({ userId, labels }, 100)), wanted, JSON.stringify(labels));
+        };
+        await expect([]);
+        await expect(['a']);
+        await expect(['b']);
+        await expect(['a', 'b']);
+        await expect(['b', 'a']);
+        await expect(['a', 'b', 'c']);
+        await expect(['c']);
+        // Duplicates in the filter mean the same as one occurrence.
+        await expect(['a', 'a']);
+        await expect(['a', 'b', 'b', 'a']);
+        // Case-sensitive, and LIKE metacharacters are literal.
+        await expect(['A']);
+        await expect(['%']);
+        await expect(['_']);
+        await expect(['nope']);
+        await expect(['a', 'nope']);
+        assert.equal((await store.listSandboxes({ userId, labels: ['a', 'a'] }, 1, 100)).total, 4);
+      });
+
+      test('filters by ids', async () => {
+        const { userId, records } = await fixture();
+        const [r0, r1, r2] = records as [SandboxRecord, SandboxRecord, SandboxRecord];
+        const some = await store.listSandboxes({ ids: [r0.id, r2.id, unique('missing')] }, 1, 100);
+        assert.deepEqual(ids(some.sandboxes), [r2.id, r0.id]);
+        assert.equal(some.total, 2);
+        const none = await store.listSandboxes({ ids: [] }, 1, 100);
+        assert.deepEqual(none, { sandboxes: [], total: 0 });
+        assert.deepEqual(await store.findSandboxes({ ids: [] }, 10), []);
+        const combined = await store.listSandboxes({ ids: [r0.id, r1.id], userId, status: 'RUNNING' }, 1, 100);
+        assert.deepEqual(ids(combined.sandboxes), [r1.id]);
+        const otherUser = await store.listSandboxes({ ids: [r0.id], userId: unique('user') }, 1, 100);
+        assert.equal(otherUser.total, 0);
+      });
+
+      test('an unknown user has nothing', async () => {
+        assert.deepEqual(await store.listSandboxes({ userId: unique('user') }, 1, 10), { sandboxes: [], total: 0 });
+      });
+
+      test('paginates without gaps or duplicates, ties broken deterministically', async () => {
+        const userId = unique('user');
+        // 25 sandboxes; groups of five share a createdAt, so the order within a group comes from the id.
+        const records = Array.from({ length: 25 }, (_, i) => sandbox({ userId, createdAt: at(Math.floor(i / 5)) }));
+        await insertAll([...records].reverse());
+        const all = await store.listSandboxes({ userId }, 1, 100);
+        assert.equal(all.total, 25);
+        const expected = [...records]
+          .sort((x, y) => (x.createdAt === y.createdAt ? (x.id < y.id ? 1 : -1) : x.createdAt < y.createdAt ? 1 : -1))
+          .map((r) => r.id);
+        assert.deepEqual(ids(all.sandboxes), expected);
+
+        const pages: string[][] = [];
+        for (let page = 1; page <= 4; page++) {
+          const result = await store.listSandboxes({ userId }, page, 10);
+          assert.equal(result.total, 25);
+          pages.push(ids(result.sandboxes));
+        }
+        assert.deepEqual(
+          pages.map((p) => p.length),
+          [10, 10, 5, 0],
+        );
+        assert.deepEqual(pages.flat(), expected);
+        assert.deepEqual(ids((await store.listSandboxes({ userId }, 3, 7)).sandboxes), expected.slice(14, 21));
+        assert.deepEqual(ids((await store.listSandboxes({ userId }, 1, 1)).sandboxes), expected.slice(0, 1));
+      });
+
+      test('findSandboxes honours the limit and the order', async () => {
+        const userId = unique('user');
+        const records = Array.from({ length: 7 }, (_, i) => sandbox({ userId, createdAt: at(i) }));
+        await insertAll(records);
+        const newest = newestFirst(records);
+        assert.deepEqual(ids(await store.findSandboxes({ userId }, 3)), newest.slice(0, 3));
+        assert.deepEqual(ids(await store.findSandboxes({ userId }, 100)), newest);
+        assert.deepEqual(await store.findSandboxes({ userId }, 0), []);
+      });
+    });
+
+    describe('sandboxes: updates', () => {
+      test('applies a patch and leaves other fields alone', async () => {
+        const original = sandbox({ labels: ['keep'], environmentVars: { A: 'b' }, errorMessage: 'old' });
+        await insertAll([original]);
+        const updated = await store.updateSandbox(original.id, {
+          status: 'RUNNING',
+          startedAt: at(5),
+          runtimeDriver: 'docker',
+          runtimeId: 'abc',
+          timeoutMinutes: 90,
+          idleTimeoutMinutes: 15,
+          errorMessage: null,
+        });
+        assert.ok(updated);
+        assert.notEqual(updated.updatedAt, original.updatedAt);
+        assert.ok(updated.updatedAt > original.updatedAt);
+        const expected: SandboxRecord = {
+          ...original,
+          status: 'RUNNING',
+          startedAt: at(5),
+          runtimeDriver: 'docker',
+          runtimeId: 'abc',
+          timeoutMinutes: 90,
+          idleTimeoutMinutes: 15,
+          errorMessage: null,
+          updatedAt: updated.updatedAt,
+        };
+        assert.deepEqual(updated, expected);
+        assert.deepEqual(await store.getSandbox(original.id), expected);
+
+        const terminal = await store.updateSandbox(original.id, {
+          status: 'ERROR',
+          terminatedAt: at(9),
+          terminationReason: 'oom',
+          exitCode: 137,
+          errorType: 'OOM_KILLED',
+          errorMessage: 'out of memory',
+          lastActivityAt: at(8),
+        });
+        assert.deepEqual(terminal, {
+          ...expected,
+          status: 'ERROR',
+          terminatedAt: at(9),
+          terminationReason: 'oom',
+          exitCode: 137,
+          errorType: 'OOM_KILLED',
+          errorMessage: 'out of memory',
+          lastActivityAt: at(8),
+          updatedAt: terminal?.updatedAt,
+        });
+      });
+
+      test('an empty patch only bumps updatedAt', async () => {
+        const original = sandbox();
+        await insertAll([original]);
+        const updated = await store.updateSandbox(original.id, {});
+        assert.deepEqual(updated, { ...original, updatedAt: updated?.updatedAt });
+      });
+
+      test('rewrites labels, and label filters follow', async () => {
+        const userId = unique('user');
+        const record = sandbox({ userId, labels: ['old', 'shared'] });
+        await insertAll([record]);
+        const updated = await store.updateSandbox(record.id, { labels: ['new', 'shared', 'new'] });
+        assert.deepEqual(updated?.labels, ['new', 'shared', 'new']);
+        assert.deepEqual(ids(await store.findSandboxes({ userId, labels: ['old'] }, 10)), []);
+        assert.deepEqual(ids(await store.findSandboxes({ userId, labels: ['new'] }, 10)), [record.id]);
+        assert.deepEqual(ids(await store.findSandboxes({ userId, labels: ['new', 'shared'] }, 10)), [record.id]);
+
+        await store.updateSandbox(record.id, { labels: [] });
+        assert.deepEqual((await store.getSandbox(record.id))?.labels, []);
+        assert.deepEqual(ids(await store.findSandboxes({ userId, labels: ['shared'] }, 10)), []);
+
+        // A patch without labels keeps them.
+        await store.updateSandbox(record.id, { labels: ['kept'] });
+        await store.updateSandbox(record.id, { status: 'RUNNING' });
+        assert.deepEqual(ids(await store.findSandboxes({ userId, labels: ['kept'] }, 10)), [record.id]);
+      });
+
+      test('compare-and-set on expectStatus', async () => {
+        const record = sandbox({ status: 'PENDING' });
+        await insertAll([record]);
+        assert.equal(await store.updateSandbox(record.id, { status: 'RUNNING', labels: ['x'] }, ['RUNNING', 'PAUSED']), undefined);
+        assert.deepEqual(await store.getSandbox(record.id), record, 'a failed compare-and-set writes nothing');
+        assert.deepEqual(ids(await store.findSandboxes({ userId: record.userId, labels: ['x'] }, 10)), []);
+        assert.equal(await store.updateSandbox(record.id, { status: 'RUNNING' }, []), undefined);
+
+        const moved = await store.updateSandbox(record.id, { status: 'PROVISIONING' }, ['PENDING', 'RUNNING']);
+        assert.equal(moved?.status, 'PROVISIONING');
+        assert.equal(await store.updateSandbox(record.id, { status: 'PROVISIONING' }, ['PENDING']), undefined);
+        assert.equal((await store.getSandbox(record.id))?.status, 'PROVISIONING');
+      });
+
+      test('updating an unknown sandbox returns undefined', async () => {
+        assert.equal(await store.updateSandbox(unique('missing'), { status: 'RUNNING' }), undefined);
+        assert.equal(await store.updateSandbox(unique('missing'), { status: 'RUNNING' }, ['PENDING']), undefined);
+      });
+
+      test('concurrent compare-and-set: exactly one winner', async () => {
+        const record = sandbox({ status: 'PENDING' });
+        await insertAll([record]);
+        const results = await Promise.all(
+          Array.from({ length: 20 }, (_, i) =>
+            store.updateSandbox(record.id, { status: 'PROVISIONING', runtimeId: `rt-${i}` }, ['PENDING']),
+          ),
+        );
+        const winners = results.filter((r): r is SandboxRecord => r !== undefined);
+        assert.equal(winners.length, 1);
+        assert.equal((await store.getSandbox(record.id))?.runtimeId, winners[0]?.runtimeId);
+      });
+
+      test('touchSandboxes sets lastActivityAt on exactly the given sandboxes', async () => {
+        const [a, b, c] = [sandbox(), sandbox(), sandbox({ lastActivityAt: at(1) })];
+        await insertAll([a, b, c]);
+        await store.touchSandboxes([], at(50));
+        await store.touchSandboxes([a.id, b.id, unique('missing')], at(60));
+        assert.equal((await store.getSandbox(a.id))?.lastActivityAt, at(60));
+        assert.equal((await store.getSandbox(b.id))?.lastActivityAt, at(60));
+        assert.deepEqual(await store.getSandbox(c.id), c);
+        await store.touchSandboxes([a.id], at(61));
+        const touched = await store.getSandbox(a.id);
+        assert.deepEqual(touched, { ...a, lastActivityAt: at(61), updatedAt: touched?.updatedAt });
+      });
+
+      test('touchSandboxes handles a large batch', async () => {
+        const userId = unique('user');
+        const records = Array.from({ length: 300 }, () => sandbox({ userId }));
+        await Promise.all(records.map((r) => store.insertSandbox(r)));
+        await store.touchSandboxes(ids(records), at(70));
+        const all = await store.findSandboxes({ userId }, 1000);
+        assert.equal(all.length, 300);
+        assert.ok(all.every((s) => s.lastActivityAt === at(70)));
+      });
+    });
+
+    describe('users, teams and members', () => {
+      test('users: insert, get, get by name, list, duplicate name', async () => {
+        const admin = user({ email: 'admin@example.com', isAdmin: true, createdAt: at(1) });
+        const plain = user({ createdAt: at(2) });
+        await store.insertUser(plain);
+        await store.insertUser(admin);
+        assert.deepEqual(await store.getUser(admin.id), admin);
+        assert.deepEqual(await store.getUser(plain.id), plain);
+        assert.deepEqual(await store.getUserByName(admin.name), admin);
+        assert.equal(await store.getUser(unique('missing')), undefined);
+        assert.equal(await store.getUserByName(unique('missing')), undefined);
+        const listed = (await store.listUsers()).filter((u) => u.id === admin.id || u.id === plain.id);
+        assert.deepEqual(listed, [admin, plain], 'ordered by createdAt');
+        await assert.rejects(store.insertUser({ ...user(), name: admin.name }));
+        await assert.rejects(store.insertUser({ ...admin, name: unique('other') }));
+      });
+
+      test('teams: insert, get, get by name, list, duplicate name', async () => {
+        const t1 = team({ createdAt: at(3) });
+        const t2 = team({ createdAt: at(1) });
+        await store.insertTeam(t1);
+        await store.insertTeam(t2);
+        assert.deepEqual(await store.getTeam(t1.id), t1);
+        assert.deepEqual(await store.getTeamByName(t2.name), t2);
+        assert.equal(await store.getTeam(unique('missing')), undefined);
+        assert.equal(await store.getTeamByName(unique('missing')), undefined);
+        const listed = (await store.listTeams()).filter((t) => t.id === t1.id || t.id === t2.id);
+        assert.deepEqual(listed, [t2, t1]);
+        await assert.rejects(store.insertTeam({ ...team(), name: t1.name }));
+      });
+
+      test('members: upsert adds and changes the role, memberships, removal', async () => {
+        const [alice, bob] = [user(), user()];
+        const [t1, t2] = [team(), team()];
+        await store.insertUser(alice);
+        await store.insertUser(bob);
+        await store.insertTeam(t1);
+        await store.insertTeam(t2);
+
+        await store.upsertTeamMember({ teamId: t1.id, userId: alice.id, role: 'admin', createdAt: at(1) });
+        await store.upsertTeamMember({ teamId: t1.id, userId: bob.id, role: 'member', createdAt: at(2) });
+        await store.upsertTeamMember({ teamId: t2.id, userId: bob.id, role: 'admin', createdAt: at(3) });
+        assert.deepEqual(await store.listTeamMembers(t1.id), [
+          { teamId: t1.id, userId: alice.id, role: 'admin', createdAt: at(1) },
+          { teamId: t1.id, userId: bob.id, role: 'member', createdAt: at(2) },
+        ]);
+
+        // Changing the role keeps one row and the original createdAt.
+        await store.upsertTeamMember({ teamId: t1.id, userId: bob.id, role: 'admin', createdAt: at(9) });
+        assert.deepEqual(await store.listTeamMembers(t1.id), [
+          { teamId: t1.id, userId: alice.id, role: 'admin', createdAt: at(1) },
+          { teamId: t1.id, userId: bob.id, role: 'admin', createdAt: at(2) },
+        ]);
+
+        const memberships = (await store.listMemberships(bob.id)).sort((x, y) => x.createdAt.localeCompare(y.createdAt));
+        assert.deepEqual(memberships, [
+          { teamId: t1.id, userId: bob.id, role: 'admin', createdAt: at(2) },
+          { teamId: t2.id, userId: bob.id, role: 'admin', createdAt: at(3) },
+        ]);
+        assert.deepEqual(await store.listMemberships(unique('missing')), []);
+        assert.deepEqual(await store.listTeamMembers(unique('missing')), []);
+
+        assert.equal(await store.removeTeamMember(t1.id, bob.id), true);
+        assert.equal(await store.removeTeamMember(t1.id, bob.id), false);
+        assert.deepEqual(
+          (await store.listTeamMembers(t1.id)).map((m) => m.userId),
+          [alice.id],
+        );
+      });
+
+      test('members must reference existing users and teams', async () => {
+        const alice = user();
+        const t = team();
+        await store.insertUser(alice);
+        await store.insertTeam(t);
+        await assert.rejects(store.upsertTeamMember({ teamId: t.id, userId: unique('ghost'), role: 'member', createdAt: at(0) }));
+        await assert.rejects(store.upsertTeamMember({ teamId: unique('ghost'), userId: alice.id, role: 'member', createdAt: at(0) }));
+      });
+
+      test('deleting a user removes its memberships and API keys', async () => {
+        const [alice, bob] = [user(), user()];
+        const t = team();
+        await store.insertUser(alice);
+        await store.insertUser(bob);
+        await store.insertTeam(t);
+        await store.upsertTeamMember({ teamId: t.id, userId: alice.id, role: 'admin', createdAt: at(0) });
+        await store.upsertTeamMember({ teamId: t.id, userId: bob.id, role: 'member', createdAt: at(1) });
+        const aliceKey = apiKey(alice.id);
+        const bobKey = apiKey(bob.id);
+        await store.insertApiKey(aliceKey);
+        await store.insertApiKey(bobKey);
+        const owned = sandbox({ userId: alice.id });
+        await insertAll([owned]);
+
+        assert.equal(await store.deleteUser(alice.id), true);
+        assert.equal(await store.deleteUser(alice.id), false);
+        assert.equal(await store.getUser(alice.id), undefined);
+        assert.equal(await store.getUserByName(alice.name), undefined);
+        assert.deepEqual(await store.listMemberships(alice.id), []);
+        assert.deepEqual(
+          (await store.listTeamMembers(t.id)).map((m) => m.userId),
+          [bob.id],
+        );
+        assert.equal(await store.getApiKeyByHash(aliceKey.keyHash), undefined);
+        assert.deepEqual(await store.listApiKeys(alice.id), []);
+        assert.deepEqual(await store.getApiKeyByHash(bobKey.keyHash), bobKey);
+        // Sandboxes are history: they outlive their owner's account.
+        assert.deepEqual(await store.getSandbox(owned.id), owned);
+        // The name is free again.
+        await store.insertUser({ ...user(), name: alice.name });
+      });
+
+      test('deleting a team removes its memberships only', async () => {
+        const alice = user();
+        const [t1, t2] = [team(), team()];
+        await store.insertUser(alice);
+        await store.insertTeam(t1);
+        await store.insertTeam(t2);
+        await store.upsertTeamMember({ teamId: t1.id, userId: alice.id, role: 'member', createdAt: at(0) });
+        await store.upsertTeamMember({ teamId: t2.id, userId: alice.id, role: 'member', createdAt: at(1) });
+        assert.equal(await store.deleteTeam(t1.id), true);
+        assert.equal(await store.deleteTeam(t1.id), false);
+        assert.equal(await store.getTeam(t1.id), undefined);
+        assert.deepEqual(await store.listTeamMembers(t1.id), []);
+        assert.deepEqual(
+          (await store.listMemberships(alice.id)).map((m) => m.teamId),
+          [t2.id],
+        );
+        assert.deepEqual(await store.getUser(alice.id), alice);
+      });
+    });
+
+    describe('API keys', () => {
+      test('insert, get by id and hash, list', async () => {
+        const [alice, bob] = [user(), user()];
+        await store.insertUser(alice);
+        await store.insertUser(bob);
+        const k1 = apiKey(alice.id, { createdAt: at(2), name: 'ci' });
+        const k2 = apiKey(alice.id, { createdAt: at(1), lastUsedAt: at(5), revokedAt: at(6) });
+        const k3 = apiKey(bob.id, { createdAt: at(0) });
+        for (const k of [k1, k2, k3]) await store.insertApiKey(k);
+        assert.deepEqual(await store.getApiKey(k1.id), k1);
+        assert.deepEqual(await store.getApiKey(k2.id), k2);
+        assert.deepEqual(await store.getApiKeyByHash(k3.keyHash), k3);
+        assert.equal(await store.getApiKey(unique('missing')), undefined);
+        assert.equal(await store.getApiKeyByHash(unique('missing')), undefined);
+        assert.deepEqual(await store.listApiKeys(alice.id), [k2, k1]);
+        assert.deepEqual(await store.listApiKeys(bob.id), [k3]);
+        const everyone = (await store.listApiKeys()).filter((k) => [k1.id, k2.id, k3.id].includes(k.id));
+        assert.deepEqual(everyone, [k3, k2, k1]);
+      });
+
+      test('a key hash is unique and a key needs an existing user', async () => {
+        const alice = user();
+        await store.insertUser(alice);
+        const k = apiKey(alice.id);
+        await store.insertApiKey(k);
+        await assert.rejects(store.insertApiKey({ ...apiKey(alice.id), keyHash: k.keyHash }));
+        await assert.rejects(store.insertApiKey(apiKey(unique('ghost'))));
+      });
+
+      test('revoke happens once; markUsed records the time', async () => {
+        const alice = user();
+        await store.insertUser(alice);
+        const k = apiKey(alice.id);
+        await store.insertApiKey(k);
+        await store.markApiKeyUsed(k.id, at(10));
+        assert.equal((await store.getApiKey(k.id))?.lastUsedAt, at(10));
+        assert.equal(await store.revokeApiKey(k.id, at(11)), true);
+        assert.equal(await store.revokeApiKey(k.id, at(12)), false);
+        assert.equal(await store.revokeApiKey(unique('missing'), at(12)), false);
+        assert.deepEqual(await store.getApiKeyByHash(k.keyHash), { ...k, lastUsedAt: at(10), revokedAt: at(11) });
+        await store.markApiKeyUsed(k.id, at(13));
+        assert.equal((await store.getApiKey(k.id))?.lastUsedAt, at(13));
+        await store.markApiKeyUsed(unique('missing'), at(13));
+      });
+    });
+
+    describe('concurrency', () => {
+      test('200 parallel inserts all commit', async () => {
+        const userId = unique('user');
+        const records = Array.from({ length: 200 }, (_, i) =>
+          sandbox({ userId, labels: [`l${i % 3}`], createdAt: at(i), idempotencyKey: i % 2 === 0 ? unique('idem') : null }),
+        );
+        const results = await Promise.all(records.map((r) => store.insertSandbox(r)));
+        assert.ok(results.every((r) => r.created));
+        const { sandboxes, total } = await store.listSandboxes({ userId }, 1, 500);
+        assert.equal(total, 200);
+        assert.deepEqual(sortedIds(sandboxes), sortedIds(records));
+        assert.equal((await store.listSandboxes({ userId, labels: ['l0'] }, 1, 1)).total, 67);
+      });
+
+      test('20 parallel inserts with one idempotency key create exactly one sandbox', async () => {
+        const userId = unique('user');
+        const key = unique('idem');
+        const records = Array.from({ length: 20 }, () => sandbox({ userId, idempotencyKey: key, labels: ['x'] }));
+        const results = await Promise.all(records.map((r) => store.insertSandbox(r)));
+        const created = results.filter((r) => r.created);
+        assert.equal(created.length, 1);
+        const winner = created[0]?.sandbox;
+        assert.ok(winner);
+        assert.ok(results.every((r) => r.sandbox.id === winner.id));
+        assert.deepEqual(await store.getSandbox(winner.id), winner);
+        assert.equal((await store.listSandboxes({ userId }, 1, 100)).total, 1);
+        assert.equal((await store.listSandboxes({ userId, labels: ['x'] }, 1, 100)).total, 1);
+      });
+
+      test('two connections (replicas) racing on one idempotency key create one sandbox', async (t) => {
+        if (store.kind !== 'postgres') {
+          // One SQLite file is served by one process; two connections in one event loop would
+          // only measure better-sqlite3's synchronous busy wait.
+          t.skip('PostgreSQL only: SQLite is single-process');
+          return;
+        }
+        const replica = await open();
+        try {
+          await replica.migrate();
+          const userId = unique('user');
+          const key = unique('idem');
+          const records = Array.from({ length: 20 }, () => sandbox({ userId, idempotencyKey: key }));
+          const results = await Promise.all(records.map((r, i) => (i % 2 === 0 ? store : replica).insertSandbox(r)));
+          assert.equal(results.filter((r) => r.created).length, 1);
+          assert.equal(new Set(results.map((r) => r.sandbox.id)).size, 1);
+          const seen = await replica.getSandbox(results[0]?.sandbox.id ?? '');
+          assert.deepEqual(seen, results[0]?.sandbox);
+        } finally {
+          await replica.close();
+        }
+      });
+    });
+  });
+}

@@ -1,0 +1,38 @@
+/**
+ * Images on a machine without a registry: offline rootfs builds (mmdebstrap, busybox-static),
+ * import into the local Docker engine, OCI layouts (umoci) and pushes to a local registry (skopeo).
+ * See docs/images.md.
+ */
+export { buildRootfs, rootfsKey } from './rootfs.js';
+export type { BuildRootfsOptions, BuiltRootfs } from './rootfs.js';
+export {
+  detectArchiveFormat,
+  importOciArchive,
+  importRootfsToDocker,
+  listLocalImages,
+  localImageLabels,
+  pullImage,
+  registryOf,
+  splitReference,
+} from './docker-images.js';
+export type {
+  ArchiveFormat,
+  DockerOptions,
+  ImportArchiveOptions,
+  ImportRootfsOptions,
+  LocalImage,
+  PullOptions,
+  RegistryCredentials,
+} from './docker-images.js';
+export { DockerProgressError } from './docker-progress.js';
+export { buildOciLayout, pushToRegistry } from './oci.js';
+export type { OciConfigOptions, PushOptions } from './oci.js';
+export { DEFAULT_IMAGES, ensureDefaultImages } from './defaults.js';
+export type { DefaultImage, EnsureDefaultImagesOptions, EnsureResult } from './defaults.js';
+export { freePort, registryConfig, startLocalRegistry, waitForRegistry } from './registry.js';
+export type { LocalRegistry, LocalRegistryOptions } from './registry.js';
+export { DEFAULT_PATH, RECIPE_LABEL, RECIPES } from './recipes.js';
+export type { RootfsKind, RootfsRecipe } from './recipes.js';
+export { cacheDir, ociCacheDir, rootfsCacheDir } from './paths.js';
+export { MissingToolError, ToolFailedError, findTool, requireTool } from './tools.js';
+export { ensureOciLayout, pushRootfsImage } from './push-kind.js';

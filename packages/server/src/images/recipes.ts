@@ -1,0 +1,63 @@
+import { createHash } from 'node:crypto';
+
+/** The kinds of rootfs this library can build without a registry. */
+export type RootfsKind = 'python' | 'busybox';
+
+/** How a rootfs kind is built and how Docker should run it. */
+export interface RootfsRecipe {
+  readonly kind: RootfsKind;
+  /** Bump when the recipe changes in a way the inputs below do not capture: it invalidates the cache. */
+  readonly version: number;
+  /** Debian packages (python) or applets source (busybox) that go into the rootfs. */
+  readonly packages: readonly string[];
+  /** Environment baked into the image config. */
+  readonly env: readonly string[];
+  /** Default command baked into the image config. */
+  readonly cmd: readonly string[];
+}
+
+/** PATH used by both images, the same as Docker's official images. */
+export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/** Label on images this library builds; its value is the rootfs content key. */
+export const RECIPE_LABEL = 'io.corral.image.recipe';
+
+/** The recipes, by kind. */
+export const RECIPES: Readonly<Record<RootfsKind, RootfsRecipe>> = {
+  python: {
+    kind: 'python',
+    version: 1,
+    // Debian bookworm's python3 is 3.11, the minor version of python:3.11-slim. pip and the `python`
+    // name are there because agents expect them; Recommends are not installed.
+    packages: ['python3', 'python3-pip', 'python-is-python3', 'ca-certificates'],
+    env: [`PATH=${DEFAULT_PATH}`, 'LANG=C.UTF-8'],
+    cmd: ['python3'],
+  },
+  busybox: {
+    kind: 'busybox',
+    version: 1,
+    packages: ['busybox-static'],
+    env: [`PATH=${DEFAULT_PATH}`],
+    cmd: ['sh'],
+  },
+};
+
+/** Debian suite the python rootfs is built from. */
+export const DEBIAN_SUITE = 'bookworm';
+
+/**
+ * The content key of a recipe: a short hash of everything that decides the rootfs's content
+ * (`extra` carries inputs found on the host, such as the busybox binary's digest).
+ */
+export function recipeKey(recipe: RootfsRecipe, extra = ''): string {
+  const material = JSON.stringify({
+    kind: recipe.kind,
+    version: recipe.version,
+    packages: recipe.packages,
+    env: recipe.env,
+    cmd: recipe.cmd,
+    suite: DEBIAN_SUITE,
+    extra,
+  });
+  return `${recipe.kind}-v${recipe.version}-${createHash('sha256').update(material).digest('hex').slice(0, 12)}`;
+}

@@ -9,6 +9,8 @@ export const ERROR_STATUS = {
   VALIDATION_FAILED: 422,
   /** The body is not parseable JSON or has the wrong content type. */
   MALFORMED_REQUEST: 400,
+  /** The body's content type is not one this route reads (send `application/json`). */
+  UNSUPPORTED_MEDIA_TYPE: 415,
   /** The body is larger than the server accepts. */
   PAYLOAD_TOO_LARGE: 413,
   /** No API key, an unknown key or a revoked key. */

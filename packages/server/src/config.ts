@@ -1,0 +1,148 @@
+import { readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+/** Which runtime driver starts sandboxes. `none` stores sandboxes but never starts them (they stay PENDING). */
+export type RuntimeDriverName = 'docker' | 'none';
+
+/** The server's whole configuration. */
+export interface CorralConfig {
+  host: string;
+  port: number;
+  dataDir: string;
+  databaseUrl: string | null;
+  publicUrl: string | null;
+  runtime: RuntimeDriverName;
+  dockerHost: string | null;
+  instanceId: string;
+  bootstrapApiKey: string | null;
+  rateLimits: boolean;
+  reconcileIntervalMs: number;
+  logLevel: string;
+  gatewaySecret: string | null;
+  gatewayTokenTtlSeconds: number;
+  maxExecTimeoutSeconds: number;
+  logsMaxBytes: number;
+  pidsLimit: number;
+  terminatedRetentionHours: number;
+}
+
+type Parser = (raw: string, name: string) => unknown;
+
+interface Setting {
+  key: keyof CorralConfig;
+  env: string;
+  description: string;
+  /** Shown in `--help`. */
+  defaultText: string;
+  parse: Parser;
+}
+
+const text: Parser = (raw) => raw;
+const optionalText: Parser = (raw) => (raw === '' ? null : raw);
+function integer(min: number, max: number): Parser {
+  return (raw, name) => {
+    const value = Number(raw);
+    if (!Number.isInteger(value) || value < min || value > max) {
+      throw new Error(`${name} must be an integer from ${min} to ${max}, got "${raw}"`);
+    }
+    return value;
+  };
+}
+function oneOf(...values: string[]): Parser {
+  return (raw, name) => {
+    if (!values.includes(raw)) throw new Error(`${name} must be one of ${values.join(', ')}, got "${raw}"`);
+    return raw;
+  };
+}
+const onOff: Parser = (raw, name) => {
+  if (['1', 'true', 'on', 'yes'].includes(raw.toLowerCase())) return true;
+  if (['0', 'false', 'off', 'no'].includes(raw.toLowerCase())) return false;
+  throw new Error(`${name} must be on or off, got "${raw}"`);
+};
+
+/** Every setting, its environment variable and its default. `corral serve --help` prints this table. */
+export const SETTINGS: readonly Setting[] = [
+  { key: 'host', env: 'CORRAL_HOST', description: 'Address the API listens on', defaultText: '127.0.0.1', parse: text },
+  { key: 'port', env: 'CORRAL_PORT', description: 'Port the API listens on (0 picks a free port)', defaultText: '8080', parse: integer(0, 65535) },
+  { key: 'dataDir', env: 'CORRAL_DATA_DIR', description: 'Directory for the SQLite store and server secrets', defaultText: '~/.corral', parse: text },
+  { key: 'databaseUrl', env: 'DATABASE_URL', description: 'PostgreSQL URL; when set, replaces the embedded SQLite store', defaultText: '(unset: SQLite)', parse: optionalText },
+  { key: 'publicUrl', env: 'CORRAL_PUBLIC_URL', description: 'Absolute URL clients use to reach this server (gateway_url is built from it)', defaultText: 'http://<host>:<port>', parse: optionalText },
+  { key: 'runtime', env: 'CORRAL_RUNTIME', description: 'Runtime driver: docker, or none (sandboxes are stored but never started)', defaultText: 'docker', parse: oneOf('docker', 'none') },
+  { key: 'dockerHost', env: 'DOCKER_HOST', description: 'Docker Engine endpoint for the docker driver', defaultText: 'unix:///var/run/docker.sock', parse: optionalText },
+  { key: 'instanceId', env: 'CORRAL_INSTANCE_ID', description: 'Name stamped on every container this server creates; servers sharing a host need different ones', defaultText: 'corral', parse: text },
+  { key: 'bootstrapApiKey', env: 'CORRAL_BOOTSTRAP_API_KEY', description: 'When set, an admin API key with exactly this value exists after startup', defaultText: '(unset: the first start prints a new admin key)', parse: optionalText },
+  { key: 'rateLimits', env: 'CORRAL_RATE_LIMITS', description: 'Enforce the Prime API rate limits per key (and per sandbox)', defaultText: 'on', parse: onOff },
+  { key: 'reconcileIntervalMs', env: 'CORRAL_RECONCILE_INTERVAL_MS', description: 'How often the reconciler checks timeouts and runtime state', defaultText: '2000', parse: integer(50, 600_000) },
+  { key: 'logLevel', env: 'CORRAL_LOG_LEVEL', description: 'Log level: fatal, error, warn, info, debug, trace, silent', defaultText: 'info', parse: oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent') },
+  { key: 'gatewaySecret', env: 'CORRAL_GATEWAY_SECRET', description: 'Key that signs gateway tokens; replicas must share it', defaultText: '(generated once into the data dir)', parse: optionalText },
+  { key: 'gatewayTokenTtlSeconds', env: 'CORRAL_GATEWAY_TOKEN_TTL', description: 'Lifetime of a gateway token, seconds', defaultText: '3600', parse: integer(60, 86_400) },
+  { key: 'maxExecTimeoutSeconds', env: 'CORRAL_MAX_EXEC_TIMEOUT', description: 'Largest exec timeout a client may ask for, seconds', defaultText: '3600', parse: integer(1, 86_400 * 7) },
+  { key: 'logsMaxBytes', env: 'CORRAL_LOGS_MAX_BYTES', description: 'Most bytes of start-command output returned by the logs endpoint', defaultText: '1048576', parse: integer(1024, 64 * 1024 * 1024) },
+  { key: 'pidsLimit', env: 'CORRAL_PIDS_LIMIT', description: 'Most processes one sandbox may run', defaultText: '1024', parse: integer(16, 1_000_000) },
+  { key: 'terminatedRetentionHours', env: 'CORRAL_RETENTION_HOURS', description: 'How long ended sandboxes stay readable before their rows are purged', defaultText: '168', parse: integer(1, 100_000) },
+];
+
+const DEFAULTS: CorralConfig = {
+  host: '127.0.0.1',
+  port: 8080,
+  dataDir: join(homedir(), '.corral'),
+  databaseUrl: null,
+  publicUrl: null,
+  runtime: 'docker',
+  dockerHost: null,
+  instanceId: 'corral',
+  bootstrapApiKey: null,
+  rateLimits: true,
+  reconcileIntervalMs: 2000,
+  logLevel: 'info',
+  gatewaySecret: null,
+  gatewayTokenTtlSeconds: 3600,
+  maxExecTimeoutSeconds: 3600,
+  logsMaxBytes: 1024 * 1024,
+  pidsLimit: 1024,
+  terminatedRetentionHours: 168,
+};
+
+/**
+ * Builds the configuration: defaults, then the optional JSON config file (keys as in
+ * `CorralConfig`, or as environment variable names), then the environment, then explicit overrides.
+ * Throws an error naming the setting when a value is invalid.
+ */
+export function loadConfig(
+  options: { env?: NodeJS.ProcessEnv; configFile?: string | null; overrides?: Partial<CorralConfig> } = {},
+): CorralConfig {
+  const env = options.env ?? process.env;
+  const config: Record<string, unknown> = { ...DEFAULTS };
+  const file = options.configFile ?? env.CORRAL_CONFIG ?? null;
+  if (file) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(readFileSync(file, 'utf8'));
+    } catch (error) {
+      throw new Error(`cannot read config file ${file}: ${(error as Error).message}`);
+    }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+      throw new Error(`config file ${file} must hold a JSON object`);
+    }
+    for (const [name, value] of Object.entries(parsed)) {
+      const setting = SETTINGS.find((s) => s.key === name || s.env === name);
+      if (!setting) throw new Error(`config file ${file}: unknown setting "${name}"`);
+      config[setting.key] = setting.parse(String(value), `${file}: ${name}`);
+    }
+  }
+  for (const setting of SETTINGS) {
+    const raw = env[setting.env];
+    if (raw !== undefined && raw !== '') config[setting.key] = setting.parse(raw, setting.env);
+  }
+  Object.assign(config, options.overrides ?? {});
+  const result = config as unknown as CorralConfig;
+  result.dataDir = resolve(result.dataDir);
+  return result;
+}
+
+/** The settings table as text, for `--help`. */
+export function describeSettings(): string {
+  const width = Math.max(...SETTINGS.map((s) => s.env.length));
+  return SETTINGS.map((s) => `  ${s.env.padEnd(width)}  ${s.description} (default: ${s.defaultText})`).join('\n');
+}

@@ -1,0 +1,127 @@
+import fastifySwagger from '@fastify/swagger';
+import Fastify, { type FastifyInstance, type FastifyRequest, LogController } from 'fastify';
+import type { Logger } from 'pino';
+import type { CorralConfig } from '../config.js';
+import { ApiError } from '../errors/api-error.js';
+import type { AuthService, Principal } from '../services/auth-service.js';
+import type { RateLimitName, RateLimiter } from '../services/rate-limiter.js';
+import type { SandboxService } from '../services/sandbox-service.js';
+import { errorHandler } from './error-handler.js';
+import { registerAdminRoutes } from './routes/admin-routes.js';
+import { registerExposureRoutes } from './routes/exposure-routes.js';
+import { registerHealthRoutes } from './routes/health-routes.js';
+import { registerSandboxActionRoutes } from './routes/sandbox-action-routes.js';
+import { registerSandboxRoutes } from './routes/sandbox-routes.js';
+import { registerTunnelRoutes } from './routes/tunnel-routes.js';
+import { validatorCompiler } from './validation.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The authenticated caller; set on every route that is not public. */
+    principal: Principal | null;
+  }
+  interface FastifyContextConfig {
+    /** The route needs no API key. */
+    public?: boolean;
+    /** The rate limit this route counts against. */
+    rateLimit?: RateLimitName;
+  }
+}
+
+/** What the HTTP layer calls into. */
+export interface AppServices {
+  config: CorralConfig;
+  auth: AuthService;
+  sandboxes: SandboxService;
+  rateLimiter: RateLimiter;
+  /** True once startup recovery has finished; `/healthz` answers 503 until then. */
+  isReady: () => boolean;
+}
+
+/** The caller of an authenticated route. */
+export function principalOf(request: FastifyRequest): Principal {
+  if (!request.principal) throw new ApiError('UNAUTHORIZED', 'Missing API key: send "Authorization: Bearer <key>"');
+  return request.principal;
+}
+
+function bearer(request: FastifyRequest): string | undefined {
+  const header = request.headers.authorization;
+  if (!header) return undefined;
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  return match?.[1];
+}
+
+/**
+ * Builds the HTTP application: the Prime-compatible management API under `/api/v1`, Corral's
+ * administration routes, `/healthz` and `/openapi.json`. Routes validate and map; services decide.
+ */
+export async function buildApp(services: AppServices, logger: Logger | false = false): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: logger === false ? undefined : logger,
+    logger: logger === false ? false : undefined,
+    bodyLimit: 2 * 1024 * 1024,
+    return503OnClosing: true,
+    requestIdHeader: 'x-request-id',
+    logController: new LogController({ disableRequestLogging: true }),
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 256 },
+  } as Parameters<typeof Fastify>[0]) as unknown as FastifyInstance;
+
+  app.setValidatorCompiler(validatorCompiler);
+  app.setErrorHandler(errorHandler);
+  app.setNotFoundHandler((request, reply) =>
+    reply.code(404).send({ detail: `No route ${request.method} ${request.url.split('?')[0]}`, code: 'ROUTE_NOT_FOUND' }),
+  );
+
+  // Clients (the Prime SDK among them) send `Content-Type: application/json` with an empty body on
+  // POSTs that take none; an empty body is no body, not malformed JSON.
+  const defaultJson = app.getDefaultJsonParser('error', 'ignore');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    if (typeof body === 'string' && body.trim() === '') {
+      done(null, undefined);
+      return;
+    }
+    defaultJson(request, typeof body === 'string' ? body : body.toString('utf8'), done);
+  });
+
+  app.decorateRequest('principal', null);
+  app.addHook('onRequest', async (request) => {
+    if (request.routeOptions.config.public || request.is404) return;
+    request.principal = await services.auth.authenticate(bearer(request));
+  });
+  app.addHook('preHandler', async (request) => {
+    const name = request.routeOptions.config.rateLimit;
+    if (!name || !request.principal) return;
+    const params = request.params as Record<string, string | undefined>;
+    const subject = params.sandbox_id ?? params.tunnel_id;
+    const decision = services.rateLimiter.hit(name, request.principal.apiKeyId, subject);
+    if (!decision.allowed) {
+      throw new ApiError('RATE_LIMITED', `Too Many Requests: rate limit for ${name} exceeded; retry after ${decision.retryAfterSeconds}s`, {
+        retryAfterSeconds: decision.retryAfterSeconds,
+      });
+    }
+  });
+
+  await app.register(fastifySwagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: 'Corral Sandbox API', version: '0.1.0', description: 'Prime-compatible sandbox API served by Corral' },
+      components: { securitySchemes: { HTTPBearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ HTTPBearer: [] }],
+    },
+  });
+
+  registerHealthRoutes(app, services);
+  await app.register(
+    async (api) => {
+      registerSandboxRoutes(api, services);
+      registerSandboxActionRoutes(api, services);
+      registerExposureRoutes(api, services);
+      registerTunnelRoutes(api);
+      registerAdminRoutes(api, services);
+    },
+    { prefix: '/api/v1' },
+  );
+  app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, async () => app.swagger());
+  return app;
+}

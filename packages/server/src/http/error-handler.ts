@@ -1,0 +1,42 @@
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { ApiError, type FieldError } from '../errors/api-error.js';
+import type { ErrorCode } from '../errors/error-codes.js';
+import { toFieldErrors } from './validation.js';
+import type { ErrorObject } from 'ajv';
+
+const STATUS_CODES: Partial<Record<number, ErrorCode>> = {
+  400: 'MALFORMED_REQUEST',
+  404: 'ROUTE_NOT_FOUND',
+  405: 'METHOD_NOT_ALLOWED',
+  413: 'PAYLOAD_TOO_LARGE',
+  415: 'UNSUPPORTED_MEDIA_TYPE',
+};
+
+/** Sends an API error as `{detail, code[, errors]}` with its status (and `Retry-After`). */
+export function sendApiError(reply: FastifyReply, error: ApiError): FastifyReply {
+  if (error.retryAfterSeconds !== undefined) reply.header('retry-after', String(error.retryAfterSeconds));
+  const body: { detail: string; code: string; errors?: FieldError[] } = { detail: error.message, code: error.code };
+  if (error.fieldErrors) body.errors = error.fieldErrors;
+  return reply.code(error.status).send(body);
+}
+
+/**
+ * Maps every error to a JSON body. Validation failures become 422 with one entry per field;
+ * framework errors keep their 4xx status; anything else is a 500 that is logged with the request id.
+ */
+export function errorHandler(error: FastifyError | ApiError | Error, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  if (error instanceof ApiError) return sendApiError(reply, error);
+  const fastifyError = error as FastifyError & { validation?: ErrorObject[]; validationContext?: string };
+  if (fastifyError.validation) {
+    const fieldErrors = toFieldErrors(fastifyError.validation, fastifyError.validationContext);
+    const summary = fieldErrors.map((e) => `${e.param}: ${e.details}`).join('; ');
+    return sendApiError(reply, new ApiError('VALIDATION_FAILED', `Invalid request: ${summary}`, { fieldErrors }));
+  }
+  const status = fastifyError.statusCode;
+  if (status !== undefined && status >= 400 && status < 500) {
+    const code = STATUS_CODES[status] ?? 'MALFORMED_REQUEST';
+    return reply.code(status).send({ detail: fastifyError.message, code });
+  }
+  request.log.error({ err: error }, 'unhandled error');
+  return reply.code(500).send({ detail: `Internal error (request ${request.id}); the server log has the details`, code: 'INTERNAL' });
+}

@@ -1,0 +1,48 @@
+import type { SandboxRecord } from '../services/sandbox-model.js';
+import { DISK_MOUNT_PATH } from '../services/sandbox-model.js';
+import type { SandboxResponse } from './schemas/sandbox-schemas.js';
+
+/** What every secret value reads as. */
+export const SECRET_MASK = '***';
+
+/** A stored sandbox as the API returns it: camelCase, secrets masked. */
+export function toSandboxResponse(s: SandboxRecord): SandboxResponse {
+  return {
+    id: s.id,
+    name: s.name,
+    dockerImage: s.dockerImage,
+    startCommand: s.startCommand,
+    cpuCores: s.cpuCores,
+    memoryGB: s.memoryGb,
+    diskSizeGB: s.diskSizeGb,
+    diskMountPath: DISK_MOUNT_PATH,
+    gpuCount: s.gpuCount,
+    gpuType: s.gpuType,
+    vm: s.vm,
+    networkAccess: s.networkAccess,
+    networkAllowlist: null,
+    networkDenylist: null,
+    status: s.status,
+    timeoutMinutes: s.timeoutMinutes,
+    idleTimeoutMinutes: s.idleTimeoutMinutes,
+    terminationReason: s.terminationReason,
+    environmentVars: s.environmentVars,
+    secrets: s.secrets === null ? null : Object.fromEntries(Object.keys(s.secrets).map((k) => [k, SECRET_MASK])),
+    advancedConfigs: s.advancedConfigs,
+    labels: s.labels,
+    createdAt: s.createdAt,
+    updatedAt: s.updatedAt,
+    startedAt: s.startedAt,
+    terminatedAt: s.terminatedAt,
+    exitCode: s.exitCode,
+    errorType: s.errorType,
+    errorMessage: s.errorMessage,
+    userId: s.userId,
+    teamId: s.teamId,
+    kubernetesJobId: null,
+    region: s.region,
+    registryCredentialsId: s.registryCredentialsId,
+    pendingImageBuildId: null,
+    guaranteed: s.guaranteed,
+  };
+}

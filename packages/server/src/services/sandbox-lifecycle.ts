@@ -1,0 +1,156 @@
+import type { Logger } from 'pino';
+import type { CorralConfig } from '../config.js';
+import { RuntimeError, type RuntimeEvent, type SandboxRuntime, type SandboxSpec } from '../runtime/runtime.js';
+import type { Store } from '../store/store.js';
+import { nowIso } from '../util/time.js';
+import { ACTIVE_STATUSES, DISK_MOUNT_PATH, type SandboxPatch, type SandboxRecord } from './sandbox-model.js';
+
+const GIB = 1024 ** 3;
+
+/** The runtime spec for a stored sandbox. */
+export function specFor(sandbox: SandboxRecord, pidsLimit: number): SandboxSpec {
+  return {
+    sandboxId: sandbox.id,
+    image: sandbox.dockerImage,
+    startCommand: sandbox.startCommand,
+    env: { ...(sandbox.environmentVars ?? {}), ...(sandbox.secrets ?? {}) },
+    cpuCores: sandbox.cpuCores,
+    memoryBytes: Math.round(sandbox.memoryGb * GIB),
+    diskBytes: Math.round(sandbox.diskSizeGb * GIB),
+    pidsLimit,
+    networkAccess: sandbox.networkAccess,
+    gpuCount: sandbox.gpuCount,
+    gpuType: sandbox.gpuType,
+    workspacePath: DISK_MOUNT_PATH,
+  };
+}
+
+/**
+ * Moves sandboxes through their lifecycle against the runtime: provisioning, exits and
+ * termination. Every status change is a compare-and-set on the store, so a delete that races
+ * a provisioning start never leaves a container behind: whoever loses the race removes it.
+ */
+export class SandboxLifecycle {
+  private readonly inFlight = new Map<string, Promise<void>>();
+  private readonly unsubscribe: (() => void) | null;
+
+  constructor(
+    private readonly store: Store,
+    readonly runtime: SandboxRuntime | null,
+    private readonly config: CorralConfig,
+    private readonly log: Logger,
+  ) {
+    this.unsubscribe = runtime ? runtime.onEvent((event) => void this.onRuntimeEvent(event)) : null;
+  }
+
+  /** Whether this process is provisioning the sandbox right now. */
+  isProvisioning(id: string): boolean {
+    return this.inFlight.has(id);
+  }
+
+  /** Starts provisioning in the background. Without a runtime, the sandbox stays PENDING. */
+  provision(sandboxId: string): void {
+    if (!this.runtime || this.inFlight.has(sandboxId)) return;
+    const task = this.runProvision(this.runtime, sandboxId)
+      .catch((error: unknown) => this.log.error({ err: error, sandboxId }, 'provisioning failed unexpectedly'))
+      .finally(() => this.inFlight.delete(sandboxId));
+    this.inFlight.set(sandboxId, task);
+  }
+
+  private async runProvision(runtime: SandboxRuntime, sandboxId: string): Promise<void> {
+    const sandbox = await this.store.updateSandbox(
+      sandboxId,
+      { status: 'PROVISIONING', runtimeDriver: runtime.name },
+      ['PENDING', 'PROVISIONING'],
+    );
+    if (!sandbox) return;
+    let runtimeId: string;
+    try {
+      ({ runtimeId } = await runtime.create(specFor(sandbox, this.config.pidsLimit)));
+    } catch (error) {
+      const kind = error instanceof RuntimeError ? error.kind : 'RUNTIME_ERROR';
+      const errorType = kind === 'IMAGE_PULL_FAILED' ? 'IMAGE_PULL_FAILED' : 'START_FAILED';
+      const message = error instanceof Error ? error.message : String(error);
+      this.log.warn({ sandboxId, errorType, message }, 'sandbox failed to start');
+      await this.store.updateSandbox(
+        sandboxId,
+        { status: 'ERROR', errorType, errorMessage: message, terminatedAt: nowIso(), terminationReason: 'start_failed' },
+        ['PROVISIONING'],
+      );
+      await this.removeBySandboxId(sandboxId);
+      return;
+    }
+    const now = nowIso();
+    const running = await this.store.updateSandbox(
+      sandboxId,
+      { status: 'RUNNING', runtimeId, startedAt: now, lastActivityAt: now },
+      ['PROVISIONING'],
+    );
+    if (!running) {
+      // Deleted (or timed out) while the container was starting: it must not outlive its row.
+      await this.store.updateSandbox(sandboxId, { runtimeId });
+      await this.removeQuietly(runtimeId);
+    }
+  }
+
+  /**
+   * Ends a sandbox: sets a terminal status if it is still active, then removes its container.
+   * Returns the updated row, or undefined when it had already ended.
+   */
+  async terminate(sandbox: SandboxRecord, patch: SandboxPatch): Promise<SandboxRecord | undefined> {
+    const ended = await this.store.updateSandbox(sandbox.id, { terminatedAt: nowIso(), ...patch }, ACTIVE_STATUSES);
+    const runtimeId = ended?.runtimeId ?? sandbox.runtimeId;
+    if (ended && runtimeId) await this.removeQuietly(runtimeId);
+    return ended;
+  }
+
+  /** Records an exit the runtime reported, unless the sandbox already ended. */
+  async recordExit(sandboxId: string, exitCode: number, oomKilled: boolean): Promise<void> {
+    const patch: SandboxPatch = oomKilled
+      ? {
+          status: 'ERROR',
+          errorType: 'OOM_KILLED',
+          errorMessage: 'The sandbox ran out of memory and was killed; ask for more memory_gb',
+          exitCode,
+          terminationReason: 'oom_killed',
+          terminatedAt: nowIso(),
+        }
+      : { status: 'TERMINATED', exitCode, terminationReason: 'exited', terminatedAt: nowIso() };
+    await this.store.updateSandbox(sandboxId, patch, ['RUNNING', 'PROVISIONING']);
+  }
+
+  private async onRuntimeEvent(event: RuntimeEvent): Promise<void> {
+    try {
+      if (event.type === 'exited') await this.recordExit(event.sandboxId, event.exitCode, event.oomKilled);
+    } catch (error) {
+      this.log.error({ err: error, event }, 'could not record runtime event');
+    }
+  }
+
+  /** Removes a container, logging instead of throwing: the reconciler retries leftovers. */
+  async removeQuietly(runtimeId: string): Promise<void> {
+    if (!this.runtime) return;
+    try {
+      await this.runtime.remove(runtimeId);
+    } catch (error) {
+      this.log.warn({ err: error, runtimeId }, 'could not remove container; the reconciler will retry');
+    }
+  }
+
+  private async removeBySandboxId(sandboxId: string): Promise<void> {
+    if (!this.runtime) return;
+    try {
+      for (const state of await this.runtime.list()) {
+        if (state.sandboxId === sandboxId) await this.removeQuietly(state.runtimeId);
+      }
+    } catch (error) {
+      this.log.warn({ err: error, sandboxId }, 'could not list containers for cleanup');
+    }
+  }
+
+  /** Waits for in-flight provisioning and stops listening to runtime events. */
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.inFlight.values()]);
+    this.unsubscribe?.();
+  }
+}

@@ -1,0 +1,301 @@
+import type { CorralConfig } from '../config.js';
+import { ApiError } from '../errors/api-error.js';
+import type { SandboxFilter, Store } from '../store/store.js';
+import { newId } from '../util/ids.js';
+import { nowIso } from '../util/time.js';
+import type { Principal } from './auth-service.js';
+import type { GatewayTokens } from './gateway-tokens.js';
+import type { SandboxLifecycle } from './sandbox-lifecycle.js';
+import { isTerminal, type SandboxRecord, type SandboxStatus } from './sandbox-model.js';
+
+/** A validated create request, in the service's own terms. */
+export interface CreateSandboxInput {
+  name: string;
+  dockerImage: string;
+  startCommand: string | { executable: string; args?: string[] } | null;
+  cpuCores: number;
+  memoryGb: number;
+  diskSizeGb: number;
+  gpuCount: number;
+  gpuType: string | null;
+  vm: boolean;
+  networkAccess: boolean;
+  timeoutMinutes: number;
+  idleTimeoutMinutes: number | null;
+  environmentVars: Record<string, string> | null;
+  secrets: Record<string, string> | null;
+  labels: string[];
+  teamId: string | null;
+  region: string | null;
+  advancedConfigs: Record<string, unknown> | null;
+  registryCredentialsId: string | null;
+  guaranteed: boolean;
+  idempotencyKey: string | null;
+}
+
+/** Which sandboxes a listing covers, as the API's query names it. */
+export interface ListSandboxesInput {
+  teamId?: string;
+  userId?: string;
+  status?: SandboxStatus;
+  isActive?: boolean;
+  labels?: string[];
+  page: number;
+  perPage: number;
+}
+
+/** A bulk delete request. */
+export interface BulkDeleteInput {
+  sandboxIds: string[] | null;
+  labels: string[] | null;
+  teamId: string | null;
+  userId: string | null;
+  allUsers: boolean;
+}
+
+/** The most sandboxes one label-based bulk delete ends. */
+const BULK_DELETE_LABEL_LIMIT = 10_000;
+
+/** Quotes one word for `/bin/sh`. */
+function shellQuote(word: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
+}
+
+/** A structured `{executable, args}` start command as one shell string that runs exactly that argv. */
+function startCommandString(command: CreateSandboxInput['startCommand']): string | null {
+  if (command === null || typeof command === 'string') return command;
+  return [command.executable, ...(command.args ?? [])].map(shellQuote).join(' ');
+}
+
+/**
+ * The sandbox control plane: create, read, list, update and end sandboxes, scoped to the
+ * caller. A sandbox is visible to its owner and to admins of its team; to anyone else it
+ * does not exist (404, never 403).
+ */
+export class SandboxService {
+  constructor(
+    private readonly store: Store,
+    private readonly lifecycle: SandboxLifecycle,
+    private readonly tokens: GatewayTokens,
+    private readonly config: CorralConfig,
+  ) {}
+
+  /** Whether the caller may see and act on a sandbox. */
+  canAccess(caller: Principal, sandbox: SandboxRecord): boolean {
+    return sandbox.userId === caller.user.id || (sandbox.teamId !== null && caller.teams.get(sandbox.teamId) === 'admin');
+  }
+
+  /** Creates a sandbox (or returns the one created earlier with the same idempotency key). */
+  async create(caller: Principal, input: CreateSandboxInput): Promise<SandboxRecord> {
+    this.checkCreate(caller, input);
+    const now = nowIso();
+    const record: SandboxRecord = {
+      id: newId(),
+      name: input.name,
+      dockerImage: input.dockerImage,
+      startCommand: startCommandString(input.startCommand),
+      cpuCores: input.cpuCores,
+      memoryGb: input.memoryGb,
+      diskSizeGb: input.diskSizeGb,
+      gpuCount: input.gpuCount,
+      gpuType: input.gpuType,
+      vm: input.vm,
+      networkAccess: input.networkAccess,
+      status: 'PENDING',
+      timeoutMinutes: input.timeoutMinutes,
+      idleTimeoutMinutes: input.idleTimeoutMinutes,
+      terminationReason: null,
+      environmentVars: input.environmentVars,
+      secrets: input.secrets,
+      advancedConfigs: input.advancedConfigs,
+      labels: [...new Set(input.labels)],
+      userId: caller.user.id,
+      teamId: input.teamId,
+      region: input.region,
+      registryCredentialsId: input.registryCredentialsId,
+      guaranteed: input.guaranteed,
+      idempotencyKey: input.idempotencyKey,
+      createdAt: now,
+      updatedAt: now,
+      startedAt: null,
+      terminatedAt: null,
+      lastActivityAt: null,
+      exitCode: null,
+      errorType: null,
+      errorMessage: null,
+      runtimeDriver: null,
+      runtimeId: null,
+    };
+    const { sandbox, created } = await this.store.insertSandbox(record);
+    if (created) this.lifecycle.provision(sandbox.id);
+    return sandbox;
+  }
+
+  private checkCreate(caller: Principal, input: CreateSandboxInput): void {
+    if (input.teamId !== null && !caller.teams.has(input.teamId)) {
+      throw ApiError.invalid('team_id', `you are not a member of team ${input.teamId}`);
+    }
+    if (input.gpuCount > 0 && input.gpuType === null) {
+      throw ApiError.invalid('gpu_type', 'required when gpu_count > 0');
+    }
+    if (input.gpuCount > 0) {
+      const available = this.lifecycle.runtime?.capabilities().gpuCount ?? 0;
+      if (input.gpuCount > available) {
+        throw new ApiError('UNSUPPORTED_RESOURCE', `gpu_count: this host has ${available} GPU(s); ask for at most ${available}`, {
+          fieldErrors: [{ param: 'gpu_count', details: `this host has ${available} GPU(s)` }],
+        });
+      }
+    }
+    if (input.timeoutMinutes === 0) throw ApiError.invalid('timeout_minutes', 'must be from 1 to 1440, or -1 for no limit');
+    if (input.idleTimeoutMinutes !== null && input.timeoutMinutes > 0 && input.idleTimeoutMinutes > input.timeoutMinutes) {
+      throw ApiError.invalid('idle_timeout_minutes', 'must not exceed timeout_minutes');
+    }
+    const secretNames = Object.keys(input.secrets ?? {});
+    const clash = secretNames.find((name) => input.environmentVars && name in input.environmentVars);
+    if (clash) throw ApiError.invalid(`secrets.${clash}`, 'is also set in environment_vars; pick one');
+  }
+
+  /** A sandbox the caller may see, or 404. */
+  async get(caller: Principal, id: string): Promise<SandboxRecord> {
+    const sandbox = await this.store.getSandbox(id);
+    if (!sandbox || !this.canAccess(caller, sandbox)) throw ApiError.sandboxNotFound(id);
+    return sandbox;
+  }
+
+  /** Resolves the user and team scope of a listing or bulk operation, enforcing who may see what. */
+  private scope(caller: Principal, teamId: string | null | undefined, userId: string | null | undefined, allUsers = false): SandboxFilter {
+    const filter: SandboxFilter = {};
+    if (teamId) {
+      if (!caller.teams.has(teamId)) throw new ApiError('FORBIDDEN', `You are not a member of team ${teamId}`);
+      filter.teamId = teamId;
+    }
+    const otherUser = (userId && userId !== caller.user.id) || allUsers;
+    if (otherUser) {
+      if (!teamId || caller.teams.get(teamId) !== 'admin') {
+        throw new ApiError('FORBIDDEN', "Acting on other users' sandboxes needs team_id of a team you administer");
+      }
+      if (!allUsers && userId) filter.userId = userId;
+    } else {
+      filter.userId = caller.user.id;
+    }
+    return filter;
+  }
+
+  async list(caller: Principal, input: ListSandboxesInput): Promise<{ sandboxes: SandboxRecord[]; total: number }> {
+    const filter = this.scope(caller, input.teamId, input.userId);
+    if (input.status) filter.status = input.status;
+    if (input.isActive) filter.activeOnly = true;
+    if (input.labels && input.labels.length > 0) filter.labels = input.labels;
+    return this.store.listSandboxes(filter, input.page, input.perPage);
+  }
+
+  /** Changes the lifetime, idle timeout or labels of a sandbox. */
+  async update(
+    caller: Principal,
+    id: string,
+    patch: { timeoutMinutes?: number; idleTimeoutMinutes?: number | null; labels?: string[] },
+  ): Promise<SandboxRecord> {
+    const sandbox = await this.get(caller, id);
+    if (patch.timeoutMinutes === 0) throw ApiError.invalid('timeout_minutes', 'must be from 1 to 1440, or -1 for no limit');
+    const timeout = patch.timeoutMinutes ?? sandbox.timeoutMinutes;
+    const idle = patch.idleTimeoutMinutes === undefined ? sandbox.idleTimeoutMinutes : patch.idleTimeoutMinutes;
+    if (idle !== null && timeout > 0 && idle > timeout) {
+      throw ApiError.invalid('idle_timeout_minutes', 'must not exceed timeout_minutes');
+    }
+    if (isTerminal(sandbox.status) && (patch.timeoutMinutes !== undefined || patch.idleTimeoutMinutes !== undefined)) {
+      throw new ApiError('SANDBOX_NOT_RUNNING', `Sandbox ${id} has ended (${sandbox.status}); its timeouts can no longer change`);
+    }
+    const updated = await this.store.updateSandbox(id, {
+      ...(patch.timeoutMinutes !== undefined ? { timeoutMinutes: patch.timeoutMinutes } : {}),
+      ...(patch.idleTimeoutMinutes !== undefined ? { idleTimeoutMinutes: patch.idleTimeoutMinutes } : {}),
+      ...(patch.labels !== undefined ? { labels: [...new Set(patch.labels)] } : {}),
+    });
+    if (!updated) throw ApiError.sandboxNotFound(id);
+    return updated;
+  }
+
+  /** Ends a sandbox. Deleting one that already ended succeeds and changes nothing. */
+  async delete(caller: Principal, id: string): Promise<{ alreadyEnded: boolean }> {
+    const sandbox = await this.get(caller, id);
+    const ended = await this.lifecycle.terminate(sandbox, { status: 'TERMINATED', terminationReason: 'deleted' });
+    return { alreadyEnded: ended === undefined };
+  }
+
+  async bulkDelete(caller: Principal, input: BulkDeleteInput): Promise<{ succeeded: string[]; failed: Array<{ sandbox_id: string; error: string }> }> {
+    if (!input.sandboxIds && !input.labels) {
+      throw ApiError.invalid('sandbox_ids', 'give sandbox_ids or labels (or both)');
+    }
+    const filter = this.scope(caller, input.teamId, input.userId, input.allUsers);
+    const succeeded: string[] = [];
+    const failed: Array<{ sandbox_id: string; error: string }> = [];
+    let targets: SandboxRecord[];
+    if (input.sandboxIds) {
+      const ids = [...new Set(input.sandboxIds)];
+      const found = new Map((await this.store.getSandboxes(ids)).map((s) => [s.id, s]));
+      targets = [];
+      for (const id of ids) {
+        const sandbox = found.get(id);
+        const inScope =
+          sandbox !== undefined &&
+          this.canAccess(caller, sandbox) &&
+          (filter.userId === undefined || sandbox.userId === filter.userId) &&
+          (filter.teamId === undefined || sandbox.teamId === filter.teamId) &&
+          (!input.labels || input.labels.every((label) => sandbox.labels.includes(label)));
+        if (inScope) targets.push(sandbox);
+        else failed.push({ sandbox_id: id, error: 'Sandbox not found' });
+      }
+    } else {
+      filter.labels = input.labels ?? [];
+      filter.activeOnly = true;
+      targets = (await this.store.findSandboxes(filter, BULK_DELETE_LABEL_LIMIT)).filter((s) => this.canAccess(caller, s));
+    }
+    await Promise.all(
+      targets.map(async (sandbox) => {
+        try {
+          await this.lifecycle.terminate(sandbox, { status: 'TERMINATED', terminationReason: 'deleted' });
+          succeeded.push(sandbox.id);
+        } catch (error) {
+          failed.push({ sandbox_id: sandbox.id, error: error instanceof Error ? error.message : String(error) });
+        }
+      }),
+    );
+    return { succeeded, failed };
+  }
+
+  /** Statuses of up to 100 sandboxes, in request order, with a per-id error for the ones the caller can't see. */
+  async batchStatus(caller: Principal, ids: string[]): Promise<{
+    statuses: SandboxRecord[];
+    missing: string[];
+  }> {
+    const unique = new Set(ids);
+    if (unique.size !== ids.length) throw ApiError.invalid('sandbox_ids', 'must not repeat an id');
+    const found = new Map((await this.store.getSandboxes(ids)).map((s) => [s.id, s]));
+    const statuses: SandboxRecord[] = [];
+    const missing: string[] = [];
+    for (const id of ids) {
+      const sandbox = found.get(id);
+      if (sandbox && this.canAccess(caller, sandbox)) statuses.push(sandbox);
+      else missing.push(id);
+    }
+    return { statuses, missing };
+  }
+
+  /** The start command's output, bounded. Empty until the sandbox has a container. */
+  async logs(caller: Principal, id: string): Promise<string> {
+    const sandbox = await this.get(caller, id);
+    const runtime = this.lifecycle.runtime;
+    if (!runtime || !sandbox.runtimeId) return '';
+    try {
+      return await runtime.logs(sandbox.runtimeId, this.config.logsMaxBytes);
+    } catch {
+      return '';
+    }
+  }
+
+  /** A gateway token for one sandbox's data plane. */
+  async authorize(caller: Principal, id: string): Promise<{ token: string; expiresAt: Date; sandbox: SandboxRecord }> {
+    const sandbox = await this.get(caller, id);
+    const { token, expiresAt } = this.tokens.issue(sandbox.id, caller.user.id);
+    return { token, expiresAt, sandbox };
+  }
+}

@@ -1,0 +1,63 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { LightMyRequestResponse } from 'fastify';
+import { loadConfig, type CorralConfig } from '../config.js';
+import { createCorralServer, type CorralServer } from '../server.js';
+
+/** A Corral server on a fresh data dir, with a known admin key, for tests. */
+export interface TestServer {
+  server: CorralServer;
+  adminKey: string;
+  dataDir: string;
+  /** In-process request with the admin key unless `key` is given (`null`: no key). */
+  request(
+    method: 'GET' | 'POST' | 'PATCH' | 'PUT' | 'DELETE',
+    url: string,
+    options?: { body?: unknown; key?: string | null; headers?: Record<string, string>; rawBody?: string },
+  ): Promise<LightMyRequestResponse>;
+  /** Creates a user with a key; returns both. */
+  createUser(name: string, options?: { isAdmin?: boolean }): Promise<{ id: string; key: string }>;
+  close(): Promise<void>;
+}
+
+/** Starts a server (not listening) with runtime `none` unless overridden. */
+export async function startTestServer(overrides: Partial<CorralConfig> = {}, env: NodeJS.ProcessEnv = {}): Promise<TestServer> {
+  const dataDir = overrides.dataDir ?? mkdtempSync(join(tmpdir(), 'corral-test-'));
+  const adminKey = overrides.bootstrapApiKey ?? `corral_test_admin_${Math.random().toString(36).slice(2)}`;
+  const config = loadConfig({
+    env,
+    overrides: { runtime: 'none', logLevel: 'silent', rateLimits: false, port: 0, ...overrides, dataDir, bootstrapApiKey: adminKey },
+  });
+  const server = await createCorralServer(config);
+  const request: TestServer['request'] = (method, url, options = {}) => {
+    const headers: Record<string, string> = { ...(options.headers ?? {}) };
+    const key = options.key === undefined ? adminKey : options.key;
+    if (key !== null) headers.authorization = `Bearer ${key}`;
+    if (options.body !== undefined || options.rawBody !== undefined) headers['content-type'] ??= 'application/json';
+    return server.app.inject({
+      method,
+      url,
+      headers,
+      ...(options.rawBody !== undefined ? { payload: options.rawBody } : options.body !== undefined ? { payload: JSON.stringify(options.body) } : {}),
+    });
+  };
+  return {
+    server,
+    adminKey,
+    dataDir,
+    request,
+    async createUser(name, options = {}) {
+      const user = await request('POST', '/api/v1/users', { body: { name, is_admin: options.isAdmin ?? false } });
+      if (user.statusCode !== 201) throw new Error(`create user: ${user.statusCode} ${user.body}`);
+      const { id } = user.json<{ id: string }>();
+      const key = await request('POST', '/api/v1/keys', { body: { user_id: id, name: 'test' } });
+      if (key.statusCode !== 201) throw new Error(`create key: ${key.statusCode} ${key.body}`);
+      return { id, key: key.json<{ key: string }>().key };
+    },
+    async close() {
+      await server.close();
+      if (!overrides.dataDir) rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}

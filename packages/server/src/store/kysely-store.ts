@@ -1,6 +1,6 @@
 import { type Kysely, Migrator, type RawBuilder, type Selectable, type Transaction, type Updateable, sql } from 'kysely';
 import type { SandboxPatch, SandboxRecord, SandboxStatus } from '../services/sandbox-model.js';
-import { TERMINAL_STATUSES } from '../services/sandbox-model.js';
+import { ACTIVE_STATUSES } from '../services/sandbox-model.js';
 import { migrationProvider } from './migrations.js';
 import type { ApiKeysTable, Database, SandboxesTable, TeamMembersTable, UsersTable } from './schema.js';
 import type {
@@ -223,7 +223,9 @@ export class KyselyStore implements Store {
     if (filter.userId !== undefined) query = query.where('user_id', '=', filter.userId);
     if (filter.teamId !== undefined) query = query.where('team_id', '=', filter.teamId);
     if (filter.status !== undefined) query = query.where('status', '=', filter.status);
-    if (filter.activeOnly) query = query.where('status', 'not in', [...TERMINAL_STATUSES]);
+    // `in (active)` rather than `not in (terminal)`: the status index then skips the terminated
+    // history, which is most rows of a long-lived store.
+    if (filter.activeOnly) query = query.where('status', 'in', [...ACTIVE_STATUSES]);
     if (filter.ids !== undefined) {
       query = filter.ids.length === 0 ? query.where(sql<boolean>`1 = 0`) : query.where(this.idIn(filter.ids));
     }

@@ -47,8 +47,9 @@ apt_install() {
 }
 
 # mmdebstrap builds the python rootfs; busybox-static (not the dynamically linked `busybox`) the busybox
-# one; umoci and skopeo build and push OCI images for the registry tests.
-apt_install mmdebstrap busybox-static umoci skopeo ca-certificates
+# one; umoci and skopeo build and push OCI images, docker-registry and apache2-utils (htpasswd) run the
+# loopback registries of the image-pull tests (scripts/start-registry.sh starts long-running ones).
+apt_install mmdebstrap busybox-static umoci skopeo docker-registry apache2-utils ca-certificates
 
 if [ -x "$REPO/scripts/ensure-docker.sh" ] || [ -f "$REPO/scripts/ensure-docker.sh" ]; then
   bash "$REPO/scripts/ensure-docker.sh"

@@ -28,6 +28,8 @@ export interface EnsureDefaultImagesOptions {
   readonly force?: boolean;
   /** Only these tags (default: all of {@link DEFAULT_IMAGES}). */
   readonly tags?: readonly string[];
+  /** Provide these images instead of {@link DEFAULT_IMAGES} (e.g. other tags for the same kinds). */
+  readonly images?: readonly DefaultImage[];
   readonly log?: (message: string) => void;
 }
 
@@ -54,7 +56,7 @@ export interface EnsureResult {
 export async function ensureDefaultImages(options: EnsureDefaultImagesOptions = {}): Promise<EnsureResult[]> {
   const log = options.log ?? (() => undefined);
   const tryPull = options.tryPull ?? process.env['CORRAL_IMAGES_TRY_PULL'] === '1';
-  const wanted = DEFAULT_IMAGES.filter((image) => options.tags === undefined || options.tags.includes(image.tag));
+  const wanted = (options.images ?? DEFAULT_IMAGES).filter((image) => options.tags === undefined || options.tags.includes(image.tag));
   const results: EnsureResult[] = [];
   for (const { tag, kind } of wanted) {
     const started = Date.now();

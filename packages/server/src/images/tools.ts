@@ -15,8 +15,8 @@ export const TOOLS: Readonly<Record<string, ToolInfo>> = {
   mmdebstrap: { debianPackage: 'mmdebstrap', installedBy: 'scripts/build-images.sh' },
   umoci: { debianPackage: 'umoci', installedBy: 'scripts/build-images.sh' },
   skopeo: { debianPackage: 'skopeo', installedBy: 'scripts/build-images.sh' },
-  'docker-registry': { debianPackage: 'docker-registry', installedBy: 'scripts/start-registry.sh' },
-  htpasswd: { debianPackage: 'apache2-utils', installedBy: 'scripts/start-registry.sh' },
+  'docker-registry': { debianPackage: 'docker-registry', installedBy: 'scripts/build-images.sh' },
+  htpasswd: { debianPackage: 'apache2-utils', installedBy: 'scripts/build-images.sh' },
   busybox: { debianPackage: 'busybox-static', installedBy: 'scripts/build-images.sh' },
 };
 

@@ -1,0 +1,85 @@
+import type Docker from 'dockerode';
+import type { SandboxSpec } from '../runtime.js';
+
+/** Label holding the Corral sandbox id on every container the driver creates. */
+export const LABEL_SANDBOX_ID = 'corral.sandbox-id';
+/** Label holding the driver instance, so several servers on one engine keep apart. */
+export const LABEL_INSTANCE = 'corral.instance';
+/** Label on shared objects (the egress network) the driver manages. */
+export const LABEL_MANAGED = 'corral.managed';
+
+/**
+ * Capabilities kept in every sandbox (everything else is dropped). Enough for a root user to
+ * install packages and manage files the way `apt`, `pip` and `chown` expect:
+ * - CHOWN, FOWNER, FSETID, DAC_OVERRIDE: change owners/modes and write files owned by others
+ *   (dpkg unpacks files as other users; pip and tar restore ownership and setgid bits).
+ * - SETUID, SETGID: switch users (`apt` drops to the `_apt` user, `su`, `runuser`).
+ * - KILL: signal processes of other users in the sandbox.
+ * - NET_BIND_SERVICE: bind ports below 1024 inside the sandbox's own network namespace.
+ * Not kept (Docker keeps them by default): MKNOD, NET_RAW (raw sockets, ARP/ICMP spoofing on the
+ * bridge), SYS_CHROOT, AUDIT_WRITE, SETPCAP, SETFCAP.
+ */
+export const KEPT_CAPABILITIES = ['CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'FSETID', 'SETUID', 'SETGID', 'KILL', 'NET_BIND_SERVICE'];
+
+/**
+ * The command PID 1's child runs when the user gave none: sleeps until signalled, on any image
+ * with a POSIX shell (busybox has no `sleep infinity`).
+ */
+export const IDLE_COMMAND = 'trap "exit 0" TERM INT; while :; do sleep 3600 & wait $!; done';
+
+/** Container name for a sandbox. */
+export function containerName(sandboxId: string): string {
+  return `corral-${sandboxId}`;
+}
+
+/** Everything `buildCreateOptions` needs besides the spec. */
+export interface ContainerPlacement {
+  instance: string;
+  /** Network mode: `none`, or the name of the egress network. */
+  networkMode: string;
+  /** Host directory to bind at the workspace path (a loop-mounted disk), if any. */
+  workspaceSource: string | null;
+  /** Pass `--storage-opt size=` (only when the engine's storage driver supports it). */
+  storageOptSize: boolean;
+  /** GPU device requests to pass, when the spec asks for GPUs. */
+  gpuDriver: string | null;
+}
+
+/** Translates a sandbox spec into Docker's container-create body. */
+export function buildCreateOptions(spec: SandboxSpec, placement: ContainerPlacement): Docker.ContainerCreateOptions {
+  const env = Object.entries(spec.env).map(([k, v]) => `${k}=${v}`);
+  const hostConfig: Docker.HostConfig = {
+    Init: true,
+    NanoCpus: Math.max(1, Math.round(spec.cpuCores * 1e9)),
+    Memory: spec.memoryBytes,
+    MemorySwap: spec.memoryBytes,
+    PidsLimit: spec.pidsLimit,
+    CapDrop: ['ALL'],
+    CapAdd: KEPT_CAPABILITIES,
+    SecurityOpt: ['no-new-privileges'],
+    NetworkMode: placement.networkMode,
+    RestartPolicy: { Name: 'no' },
+    LogConfig: { Type: 'json-file', Config: { 'max-size': '10m', 'max-file': '1' } },
+    Mounts: placement.workspaceSource
+      ? [{ Type: 'bind', Source: placement.workspaceSource, Target: spec.workspacePath, ReadOnly: false }]
+      : [],
+  };
+  if (placement.storageOptSize) hostConfig.StorageOpt = { size: String(spec.diskBytes) };
+  if (spec.gpuCount > 0 && placement.gpuDriver) {
+    hostConfig.DeviceRequests = [{ Driver: placement.gpuDriver, Count: spec.gpuCount, Capabilities: [['gpu']] }];
+  }
+  return {
+    name: containerName(spec.sandboxId),
+    Image: spec.image,
+    Entrypoint: ['/bin/sh', '-c'],
+    Cmd: [spec.startCommand ?? IDLE_COMMAND],
+    Env: env,
+    Labels: { [LABEL_SANDBOX_ID]: spec.sandboxId, [LABEL_INSTANCE]: placement.instance },
+    Hostname: `sandbox-${spec.sandboxId}`.slice(0, 63),
+    Tty: false,
+    OpenStdin: false,
+    AttachStdout: false,
+    AttachStderr: false,
+    HostConfig: hostConfig,
+  };
+}

@@ -1,0 +1,41 @@
+import { randomBytes } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { runConformanceSuite } from '../conformance/conformance-suite.js';
+import { DockerRuntime } from './docker-runtime.js';
+
+const IMAGE = process.env.CORRAL_TEST_IMAGE ?? 'corral-test/busybox:latest';
+const REPO = new URL('../../../../../', import.meta.url).pathname;
+const CACHE = process.env.CORRAL_CACHE_DIR ?? join(REPO, '.cache');
+
+/** Why the suite cannot run here, or undefined when dockerd and the test image are present. */
+function missing(): string | undefined {
+  try {
+    execFileSync('docker', ['image', 'inspect', IMAGE], { stdio: 'ignore' });
+    return undefined;
+  } catch {
+    return `no Docker engine with image ${IMAGE} (run scripts/ensure-docker.sh)`;
+  }
+}
+
+const reason = missing();
+if (reason !== undefined) {
+  test('docker runtime conformance', (t) => {
+    if (process.env.CI === 'true') throw new Error(reason);
+    t.skip(reason);
+  });
+} else {
+  runConformanceSuite('docker', async () => {
+    const instance = `test-${randomBytes(4).toString('hex')}`;
+    const runtime = new DockerRuntime({ instance, diskDir: join(CACHE, 'docker-disks', instance) });
+    return {
+      runtime,
+      image: IMAGE,
+      async cleanup() {
+        for (const s of await runtime.list()) await runtime.remove(s.runtimeId);
+        await runtime.close();
+      },
+    };
+  });
+}

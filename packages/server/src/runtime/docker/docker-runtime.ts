@@ -1,0 +1,438 @@
+import { execFile } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import type { Readable } from 'node:stream';
+import { promisify } from 'node:util';
+import Docker from 'dockerode';
+import { getFileViaExec, putFileViaExec } from '../exec-files.js';
+import { RuntimeError } from '../runtime.js';
+import type {
+  ExecProcess,
+  ExecRequest,
+  RuntimeCapabilities,
+  RuntimeEvent,
+  RuntimeSandboxState,
+  RuntimeStats,
+  SandboxRuntime,
+  SandboxSpec,
+} from '../runtime.js';
+import { buildCreateOptions, containerName, LABEL_INSTANCE, LABEL_SANDBOX_ID } from './container-spec.js';
+import { isConflict, isNotFound, startDockerExec } from './docker-exec.js';
+import { DockerEventWatcher } from './docker-events.js';
+import type { DockerContainerEvent } from './docker-events.js';
+import { EgressNetwork } from './egress-network.js';
+import type { EgressNetworkOptions } from './egress-network.js';
+import { LoopDisks } from './loop-disk.js';
+import { pullImage } from './image-pull.js';
+
+const run = promisify(execFile);
+
+/** How the driver enforces `diskBytes`. */
+export type DiskMode = 'loop' | 'storage-opt' | 'none';
+
+/** Options for {@link DockerRuntime}. */
+export interface DockerRuntimeOptions {
+  /** Server instance name; containers are labelled with it and `list()` only sees its own. */
+  instance: string;
+  /** A dockerode client; default: one built from `DOCKER_HOST` or `/var/run/docker.sock`. */
+  docker?: Docker;
+  /**
+   * Where per-sandbox loop disks live (on the Docker host). Default
+   * `$CORRAL_STATE_DIR/docker-disks` or `/var/lib/corral/docker-disks`.
+   */
+  diskDir?: string;
+  /**
+   * `auto` (default): `storage-opt` when the engine's storage driver can limit a container's
+   * writable layer (btrfs, zfs), else `loop` when this process can make loop disks, else `none`.
+   */
+  diskMode?: DiskMode | 'auto';
+  /** The network sandboxes with network access join, and its firewall. */
+  egress?: Partial<EgressNetworkOptions>;
+  /** Kill the whole sandbox when any of its processes is OOM-killed (default true). */
+  killOnOom?: boolean;
+  /** How long `create` waits for the first exec to work (default 30 s). */
+  readyTimeoutMs?: number;
+}
+
+/** The per-sandbox state the driver keeps in memory. */
+interface Tracked {
+  removing: boolean;
+  oomKilled: boolean;
+}
+
+/**
+ * Runs sandboxes as Docker containers (dockerode over the Engine API).
+ *
+ * Each sandbox is one container named `corral-<sandboxId>`, labelled with the sandbox id and the
+ * driver instance, started with docker-init as PID 1, all capabilities dropped but a small set,
+ * `no-new-privileges`, Docker's default seccomp profile and read-only /proc paths, and cgroup limits
+ * for CPU, memory (no swap) and pids. See docs/runtime-docker.md.
+ */
+export class DockerRuntime implements SandboxRuntime {
+  readonly name = 'docker';
+  private readonly docker: Docker;
+  private readonly instance: string;
+  private readonly disks: LoopDisks;
+  private readonly egress: EgressNetwork;
+  private readonly killOnOom: boolean;
+  private readonly readyTimeoutMs: number;
+  private readonly requestedDiskMode: DiskMode | 'auto';
+  private diskModeValue: DiskMode = 'none';
+  private gpu: RuntimeCapabilities = { gpuCount: 0, gpuTypes: [] };
+  private readonly listeners = new Set<(event: RuntimeEvent) => void>();
+  private readonly tracked = new Map<string, Tracked>();
+  private watcher: DockerEventWatcher | undefined;
+  private watcherStart: Promise<void> | undefined;
+
+  constructor(options: DockerRuntimeOptions) {
+    this.instance = options.instance;
+    this.docker = options.docker ?? new Docker();
+    const stateDir = process.env.CORRAL_STATE_DIR ?? '/var/lib/corral';
+    this.disks = new LoopDisks(options.diskDir ?? `${stateDir}/docker-disks`);
+    this.egress = new EgressNetwork(this.docker, {
+      name: 'corral-egress',
+      bridgeName: 'corral-egress0',
+      firewall: true,
+      extraBlockedCidrs: [],
+      ...options.egress,
+    });
+    this.killOnOom = options.killOnOom ?? true;
+    this.readyTimeoutMs = options.readyTimeoutMs ?? 30_000;
+    this.requestedDiskMode = options.diskMode ?? 'auto';
+  }
+
+  /** How `diskBytes` is enforced, decided by `init()`. */
+  get diskMode(): DiskMode {
+    return this.diskModeValue;
+  }
+
+  async init(): Promise<void> {
+    try {
+      await this.docker.ping();
+    } catch (error) {
+      throw new RuntimeError('RUNTIME_ERROR', `Docker engine does not answer: ${errorText(error)}`, { cause: error });
+    }
+    const info = (await this.docker.info()) as { Driver?: string };
+    this.diskModeValue = await this.chooseDiskMode(info.Driver ?? '');
+    this.gpu = await detectGpus();
+    await this.ensureWatcher();
+  }
+
+  private async chooseDiskMode(storageDriver: string): Promise<DiskMode> {
+    if (this.requestedDiskMode !== 'auto') return this.requestedDiskMode;
+    if (storageDriver === 'btrfs' || storageDriver === 'zfs') return 'storage-opt';
+    if ((await LoopDisks.available()).ok) return 'loop';
+    return 'none';
+  }
+
+  capabilities(): RuntimeCapabilities {
+    return { gpuCount: this.gpu.gpuCount, gpuTypes: [...this.gpu.gpuTypes] };
+  }
+
+  async create(spec: SandboxSpec): Promise<{ runtimeId: string }> {
+    const runtimeId = containerName(spec.sandboxId);
+    await this.ensureWatcher();
+    await this.ensureImage(spec);
+    if (spec.gpuCount > this.gpu.gpuCount) {
+      throw new RuntimeError('UNSUPPORTED', `${spec.gpuCount} GPUs requested, this host has ${this.gpu.gpuCount}`);
+    }
+    const state: Tracked = { removing: false, oomKilled: false };
+    this.tracked.set(runtimeId, state);
+    let workspaceSource: string | null = null;
+    try {
+      if (spec.networkAccess) await this.egress.ensure();
+      if (this.diskModeValue === 'loop') workspaceSource = await this.disks.create(spec.sandboxId, spec.diskBytes);
+      const options = buildCreateOptions(spec, {
+        instance: this.instance,
+        networkMode: spec.networkAccess ? this.egress.options.name : 'none',
+        workspaceSource,
+        storageOptSize: this.diskModeValue === 'storage-opt',
+        gpuDriver: this.gpu.gpuCount > 0 ? 'nvidia' : null,
+      });
+      const container = await this.docker.createContainer(options);
+      await container.start();
+      await this.waitReady(runtimeId, spec.workspacePath);
+      return { runtimeId };
+    } catch (error) {
+      state.removing = true;
+      await this.removeQuietly(runtimeId, spec.sandboxId);
+      this.tracked.delete(runtimeId);
+      if (error instanceof RuntimeError) throw error;
+      throw new RuntimeError('START_FAILED', `starting the sandbox failed: ${errorText(error)}`, { cause: error });
+    }
+  }
+
+  private async ensureImage(spec: SandboxSpec): Promise<void> {
+    try {
+      await this.docker.getImage(spec.image).inspect();
+      return;
+    } catch (error) {
+      if (!isNotFound(error)) throw new RuntimeError('RUNTIME_ERROR', `image inspect failed: ${errorText(error)}`, { cause: error });
+    }
+    await pullImage(this.docker, spec.image, spec.registryAuth);
+  }
+
+  /** Runs `mkdir -p <workspace>` until it succeeds: the sandbox then accepts execs. */
+  private async waitReady(runtimeId: string, workspacePath: string): Promise<void> {
+    const deadline = Date.now() + this.readyTimeoutMs;
+    let lastError = '';
+    while (Date.now() < deadline) {
+      const info = await this.docker.getContainer(runtimeId).inspect();
+      if (!info.State.Running) {
+        const logs = await this.logs(runtimeId, 2048).catch(() => '');
+        throw new RuntimeError(
+          'START_FAILED',
+          `the start command exited with code ${info.State.ExitCode} before the sandbox was ready${logs ? `: ${logs.trim()}` : ''}`,
+        );
+      }
+      try {
+        const proc = await startDockerExec({
+          docker: this.docker,
+          containerId: runtimeId,
+          request: { argv: ['/bin/sh', '-c', 'mkdir -p "$1"', 'corral-ready', workspacePath] },
+        });
+        proc.stdout.resume();
+        let stderr = '';
+        proc.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+        const { exitCode } = await proc.wait();
+        if (exitCode === 0) return;
+        lastError = `exit ${exitCode}: ${stderr.trim()}`;
+        if (exitCode === 126 || exitCode === 127) break;
+      } catch (error) {
+        lastError = errorText(error);
+      }
+      await delay(50);
+    }
+    throw new RuntimeError('START_FAILED', `the sandbox never accepted a command (needs /bin/sh): ${lastError}`);
+  }
+
+  async exec(runtimeId: string, request: ExecRequest): Promise<ExecProcess> {
+    try {
+      return await startDockerExec({ docker: this.docker, containerId: runtimeId, request });
+    } catch (error) {
+      if (isNotFound(error)) throw new RuntimeError('NOT_FOUND', `no sandbox ${runtimeId}`, { cause: error });
+      if (isConflict(error)) throw new RuntimeError('NOT_FOUND', `sandbox ${runtimeId} is not running`, { cause: error });
+      throw new RuntimeError('RUNTIME_ERROR', `exec failed: ${errorText(error)}`, { cause: error });
+    }
+  }
+
+  putFile(runtimeId: string, path: string, content: Readable): Promise<{ size: number }> {
+    return putFileViaExec(this, runtimeId, path, content);
+  }
+
+  getFile(runtimeId: string, path: string): Promise<{ size: number; stream: Readable }> {
+    return getFileViaExec(this, runtimeId, path);
+  }
+
+  async logs(runtimeId: string, maxBytes: number): Promise<string> {
+    let raw: Buffer;
+    try {
+      raw = (await this.docker.getContainer(runtimeId).logs({ stdout: true, stderr: true, follow: false })) as Buffer;
+    } catch (error) {
+      if (isNotFound(error)) throw new RuntimeError('NOT_FOUND', `no sandbox ${runtimeId}`, { cause: error });
+      throw error;
+    }
+    const text = demuxBuffer(raw);
+    const tail = text.length > maxBytes ? text.subarray(text.length - maxBytes) : text;
+    return tail.toString('utf8');
+  }
+
+  async stats(runtimeId: string): Promise<RuntimeStats> {
+    let stats: Docker.ContainerStats;
+    try {
+      stats = (await this.docker.getContainer(runtimeId).stats({ stream: false, 'one-shot': true } as { stream: false })) as Docker.ContainerStats;
+    } catch (error) {
+      if (isNotFound(error)) throw new RuntimeError('NOT_FOUND', `no sandbox ${runtimeId}`, { cause: error });
+      throw error;
+    }
+    const cache = (stats.memory_stats.stats as { cache?: number; total_inactive_file?: number } | undefined) ?? {};
+    const usage = stats.memory_stats.usage ?? 0;
+    return {
+      memoryBytes: Math.max(0, usage - (cache.total_inactive_file ?? cache.cache ?? 0)),
+      memoryLimitBytes: stats.memory_stats.limit ?? 0,
+      cpuUsageNanos: stats.cpu_stats.cpu_usage.total_usage,
+      pids: stats.pids_stats?.current ?? 0,
+    };
+  }
+
+  async inspect(runtimeId: string): Promise<RuntimeSandboxState | undefined> {
+    let info: Docker.ContainerInspectInfo;
+    try {
+      info = await this.docker.getContainer(runtimeId).inspect();
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+    if (info.Config.Labels[LABEL_INSTANCE] !== this.instance) return undefined;
+    return this.toState(info);
+  }
+
+  private toState(info: Docker.ContainerInspectInfo): RuntimeSandboxState {
+    const runtimeId = info.Name.replace(/^\//, '');
+    const running = info.State.Running || info.State.Restarting;
+    return {
+      sandboxId: info.Config.Labels[LABEL_SANDBOX_ID] ?? '',
+      runtimeId,
+      running,
+      exitCode: running ? null : info.State.ExitCode,
+      oomKilled: info.State.OOMKilled || this.tracked.get(runtimeId)?.oomKilled === true,
+    };
+  }
+
+  async remove(runtimeId: string): Promise<void> {
+    const state = this.tracked.get(runtimeId) ?? { removing: true, oomKilled: false };
+    state.removing = true;
+    this.tracked.set(runtimeId, state);
+    const sandboxId = runtimeId.replace(/^corral-/, '');
+    try {
+      const info = await this.docker.getContainer(runtimeId).inspect();
+      if (info.Config.Labels[LABEL_INSTANCE] !== this.instance) return;
+    } catch (error) {
+      if (!isNotFound(error)) throw error;
+    }
+    await this.removeQuietly(runtimeId, sandboxId);
+    this.tracked.delete(runtimeId);
+  }
+
+  private async removeQuietly(runtimeId: string, sandboxId: string): Promise<void> {
+    try {
+      await this.docker.getContainer(runtimeId).remove({ force: true, v: true });
+    } catch (error) {
+      // 409: removal already in progress; 404: gone.
+      if (!isNotFound(error) && !isConflict(error)) throw error;
+      if (isConflict(error)) await this.waitGone(runtimeId);
+    }
+    if (this.diskModeValue === 'loop') await this.disks.remove(sandboxId);
+  }
+
+  private async waitGone(runtimeId: string): Promise<void> {
+    for (let i = 0; i < 100; i++) {
+      try {
+        await this.docker.getContainer(runtimeId).inspect();
+      } catch (error) {
+        if (isNotFound(error)) return;
+      }
+      await delay(100);
+    }
+  }
+
+  async list(): Promise<RuntimeSandboxState[]> {
+    const containers = await this.docker.listContainers({
+      all: true,
+      filters: { label: [`${LABEL_INSTANCE}=${this.instance}`] },
+    });
+    const states = await Promise.all(
+      containers.map(async (c) => {
+        try {
+          return this.toState(await this.docker.getContainer(c.Id).inspect());
+        } catch (error) {
+          if (isNotFound(error)) return undefined;
+          throw error;
+        }
+      }),
+    );
+    return states.filter((s): s is RuntimeSandboxState => s !== undefined);
+  }
+
+  onEvent(listener: (event: RuntimeEvent) => void): () => void {
+    this.listeners.add(listener);
+    void this.ensureWatcher().catch(() => undefined);
+    return () => this.listeners.delete(listener);
+  }
+
+  private ensureWatcher(): Promise<void> {
+    if (!this.watcherStart) {
+      this.watcher = new DockerEventWatcher(this.docker, `${LABEL_INSTANCE}=${this.instance}`, ['die', 'oom'], (event) => {
+        void this.handleEvent(event);
+      });
+      this.watcherStart = this.watcher.start();
+    }
+    return this.watcherStart;
+  }
+
+  private async handleEvent(event: DockerContainerEvent): Promise<void> {
+    const runtimeId = event.attributes.name ?? event.containerId;
+    const sandboxId = event.attributes[LABEL_SANDBOX_ID] ?? runtimeId.replace(/^corral-/, '');
+    const state = this.tracked.get(runtimeId) ?? { removing: false, oomKilled: false };
+    this.tracked.set(runtimeId, state);
+    if (event.action === 'oom') {
+      state.oomKilled = true;
+      if (this.killOnOom && !state.removing) {
+        await this.docker
+          .getContainer(event.containerId)
+          .kill({ signal: 'SIGKILL' })
+          .catch(() => undefined);
+      }
+      return;
+    }
+    if (event.action !== 'die' || state.removing) return;
+    let oomKilled = state.oomKilled;
+    let exitCode = Number(event.attributes.exitCode ?? '-1');
+    try {
+      const info = await this.docker.getContainer(event.containerId).inspect();
+      oomKilled ||= info.State.OOMKilled;
+      if (!info.State.Running) exitCode = info.State.ExitCode;
+      else return; // Restarted meanwhile; not an exit.
+    } catch {
+      // Removed already: the event's own attributes are all there is.
+    }
+    const out: RuntimeEvent = { type: 'exited', sandboxId, runtimeId, exitCode, oomKilled };
+    for (const listener of this.listeners) {
+      try {
+        listener(out);
+      } catch {
+        // A listener's failure is its own.
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    this.watcher?.close();
+    this.watcher = undefined;
+    this.watcherStart = undefined;
+    this.listeners.clear();
+  }
+}
+
+/** GPUs visible on this host: NVIDIA devices, named by `nvidia-smi` when it is installed. */
+async function detectGpus(): Promise<RuntimeCapabilities> {
+  let devices: string[] = [];
+  try {
+    devices = readdirSync('/dev').filter((name) => /^nvidia\d+$/.test(name));
+  } catch {
+    devices = [];
+  }
+  if (devices.length === 0) return { gpuCount: 0, gpuTypes: [] };
+  try {
+    const { stdout } = await run('nvidia-smi', ['--query-gpu=name', '--format=csv,noheader']);
+    const names = stdout.split('\n').map((l) => l.trim()).filter(Boolean);
+    return { gpuCount: names.length, gpuTypes: [...new Set(names)] };
+  } catch {
+    return { gpuCount: existsSync('/dev/nvidiactl') ? devices.length : 0, gpuTypes: [] };
+  }
+}
+
+/** Concatenates the payloads of Docker's multiplexed log frames. */
+function demuxBuffer(raw: Buffer): Buffer {
+  const parts: Buffer[] = [];
+  let offset = 0;
+  while (offset + 8 <= raw.length) {
+    const type = raw.readUInt8(offset);
+    const length = raw.readUInt32BE(offset + 4);
+    if (type > 2) return raw; // Not multiplexed (TTY container).
+    parts.push(raw.subarray(offset + 8, offset + 8 + length));
+    offset += 8 + length;
+  }
+  return Buffer.concat(parts);
+}
+
+function errorText(error: unknown): string {
+  if (error instanceof Error) {
+    const json = (error as { json?: { message?: string } }).json;
+    return json?.message ?? error.message;
+  }
+  return String(error);
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -75,7 +75,7 @@ export async function buildApp(services: AppServices, logger: Logger | false = f
   // Clients (the Prime SDK among them) send `Content-Type: application/json` with an empty body on
   // POSTs that take none; an empty body is no body, not malformed JSON.
   const defaultJson = app.getDefaultJsonParser('error', 'ignore');
-  app.removeContentTypeParser('application/json');
+  app.removeContentTypeParser(['application/json', 'text/plain']);
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
     if (typeof body === 'string' && body.trim() === '') {
       done(null, undefined);

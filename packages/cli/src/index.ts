@@ -1,0 +1,21 @@
+import { Command, Option } from 'commander';
+import { registerKeys } from './commands/keys.js';
+import { registerServe } from './commands/serve.js';
+import { registerTeams } from './commands/teams.js';
+import { registerUsers } from './commands/users.js';
+
+/** The `corral` command with every verb registered. */
+export function buildProgram(): Command {
+  const program = new Command('corral')
+    .description('Corral: self-hosted sandboxes for AI agents, compatible with the Prime Sandbox API')
+    .version('0.1.0')
+    .option('--api-url <url>', 'server URL (CORRAL_API_URL, then PRIME_API_BASE_URL)')
+    .option('--api-key <key>', 'API key (CORRAL_API_KEY, then PRIME_API_KEY)')
+    .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'json']).default('table'))
+    .showHelpAfterError();
+  registerServe(program);
+  registerKeys(program);
+  registerUsers(program);
+  registerTeams(program);
+  return program;
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the npm dependencies (when package-lock.json changed or node_modules is missing) and
+# compiles every workspace. Idempotent and quick when nothing changed.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+log() { echo "setup-node: $*" >&2; }
+
+stamp="node_modules/.corral-lock-stamp"
+lock_sum="$(sha256sum package-lock.json | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_sum" ]; then
+  log "installing npm dependencies (npm ci)"
+  npm ci --no-audit --no-fund
+  echo "$lock_sum" >"$stamp"
+fi
+log "compiling TypeScript"
+npx tsc -b packages/server packages/sdk packages/cli

@@ -43,22 +43,32 @@ test('ensureDefaultImages builds a missing image, replaces one from an older rec
   if (absent(t, await missingComponents(['busybox'], true))) return;
   const tag = testRef('default');
   const images = [{ tag, kind: 'busybox' as const }];
+  const ids: string[] = [];
+  const track = async (): Promise<void> => {
+    ids.push((await docker.getImage(tag).inspect()).Id);
+  };
   try {
     const [built] = await ensureDefaultImages({ images });
+    await track();
     assert.equal(built?.action, 'built');
     assert.equal((await ensureDefaultImages({ images }))[0]?.action, 'present');
 
     const rootfs = await buildRootfs('busybox');
     await importRootfsToDocker(rootfs.cachedPath, tag, { labels: { [RECIPE_LABEL]: 'busybox-v0-stale' } });
+    const staleId = (await docker.getImage(tag).inspect()).Id;
     const [rebuilt] = await ensureDefaultImages({ images });
+    await track();
+    // The replaced image is removed, not left dangling.
+    await assert.rejects(docker.getImage(staleId).inspect(), (error: { statusCode?: number }) => error.statusCode === 404);
     assert.equal(rebuilt?.action, 'rebuilt');
     assert.equal((await docker.getImage(tag).inspect()).Config.Labels?.[RECIPE_LABEL], rootfs.key);
 
     await importRootfsToDocker(rootfs.cachedPath, tag, { labels: { vendor: 'elsewhere' } });
+    await track();
     const [kept] = await ensureDefaultImages({ images });
     assert.equal(kept?.action, 'present');
     assert.equal((await docker.getImage(tag).inspect()).Config.Labels?.['vendor'], 'elsewhere');
   } finally {
-    await removeImages(docker, [tag]);
+    await removeImages(docker, [tag, ...ids]);
   }
 });

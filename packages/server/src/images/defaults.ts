@@ -1,5 +1,6 @@
-import type Docker from 'dockerode';
+import Docker from 'dockerode';
 import { importRootfsToDocker, localImageLabels, pullImage } from './docker-images.js';
+import type { DockerOptions } from './docker-images.js';
 import { RECIPE_LABEL, RECIPES } from './recipes.js';
 import type { RootfsKind } from './recipes.js';
 import { buildRootfs, rootfsKey } from './rootfs.js';
@@ -48,6 +49,24 @@ export interface EnsureResult {
   readonly ms: number;
 }
 
+async function localImageId(ref: string, options: DockerOptions): Promise<string | undefined> {
+  try {
+    return (await (options.docker ?? new Docker()).getImage(ref).inspect()).Id;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Removes a replaced image unless something (a container, another tag) still uses it. */
+async function removeIfUnused(id: string, options: DockerOptions, log: (message: string) => void): Promise<void> {
+  try {
+    await (options.docker ?? new Docker()).getImage(id).remove({ force: false, noprune: false });
+    log(`removed replaced image ${id.slice(0, 19)}`);
+  } catch (error) {
+    log(`kept replaced image ${id.slice(0, 19)}: ${(error as Error).message}`);
+  }
+}
+
 /**
  * Makes sure the default images exist in the local Docker engine, building them offline (mmdebstrap
  * for python, busybox-static for busybox) when they are missing. Images built here carry the label
@@ -82,12 +101,14 @@ export async function ensureDefaultImages(options: EnsureDefaultImagesOptions = 
     const rootfs = await buildRootfs(kind, undefined, { log });
     const recipe = RECIPES[kind];
     log(`${tag}: importing ${rootfs.cachedPath}`);
-    await importRootfsToDocker(rootfs.cachedPath, tag, {
+    const previousId = labels !== undefined ? await localImageId(tag, dockerOptions) : undefined;
+    const id = await importRootfsToDocker(rootfs.cachedPath, tag, {
       ...dockerOptions,
       env: recipe.env,
       cmd: recipe.cmd,
       labels: { [RECIPE_LABEL]: rootfs.key },
     });
+    if (previousId !== undefined && previousId !== id) await removeIfUnused(previousId, dockerOptions, log);
     results.push({ tag, kind, action: labels === undefined ? 'built' : 'rebuilt', key: rootfs.key, ms: Date.now() - started });
     log(`${tag}: ${labels === undefined ? 'built' : 'rebuilt'} in ${Date.now() - started} ms`);
   }

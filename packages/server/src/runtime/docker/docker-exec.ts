@@ -26,7 +26,8 @@ for round in 1 2 3; do
     p="\${d#/proc/}"
     [ "$p" = "$$" ] && continue
     [ "$p" = 1 ] && continue
-    if grep -qs -a -F -e "$marker" "$d/environ" 2>/dev/null; then found="$found $p"; fi
+    # One variable per line: busybox grep stops reading a line at the first NUL.
+    if tr '\\0' '\\n' < "$d/environ" 2>/dev/null | grep -qxF -e "$marker"; then found="$found $p"; fi
   done
   [ -z "$found" ] && exit 0
   # Groups first, in one go each, so a shell does not see its children die before its own signal.

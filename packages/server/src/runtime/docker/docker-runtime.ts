@@ -175,15 +175,17 @@ export class DockerRuntime implements SandboxRuntime {
   private async waitReady(runtimeId: string, workspacePath: string): Promise<void> {
     const deadline = Date.now() + this.readyTimeoutMs;
     let lastError = '';
-    while (Date.now() < deadline) {
+    const failIfExited = async (): Promise<void> => {
       const info = await this.docker.getContainer(runtimeId).inspect();
-      if (!info.State.Running) {
-        const logs = await this.logs(runtimeId, 2048).catch(() => '');
-        throw new RuntimeError(
-          'START_FAILED',
-          `the start command exited with code ${info.State.ExitCode} before the sandbox was ready${logs ? `: ${logs.trim()}` : ''}`,
-        );
-      }
+      if (info.State.Running) return;
+      const logs = await this.logs(runtimeId, 2048).catch(() => '');
+      throw new RuntimeError(
+        'START_FAILED',
+        `the start command exited with code ${info.State.ExitCode} before the sandbox was ready${logs ? `: ${logs.trim()}` : ''}`,
+      );
+    };
+    while (Date.now() < deadline) {
+      await failIfExited();
       try {
         const proc = await startDockerExec({
           docker: this.docker,
@@ -196,10 +198,12 @@ export class DockerRuntime implements SandboxRuntime {
         const { exitCode } = await proc.wait();
         if (exitCode === 0) return;
         lastError = `exit ${exitCode}: ${stderr.trim()}`;
-        if (exitCode === 126 || exitCode === 127) break;
       } catch (error) {
         lastError = errorText(error);
       }
+      // A container that stops while being probed fails execs with 126: report why it stopped.
+      await failIfExited();
+      if (lastError.startsWith('exit 126') || lastError.startsWith('exit 127')) break;
       await delay(50);
     }
     throw new RuntimeError('START_FAILED', `the sandbox never accepted a command (needs /bin/sh): ${lastError}`);

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { runConformanceSuite } from '../conformance/conformance-suite.js';
@@ -28,13 +29,15 @@ if (reason !== undefined) {
 } else {
   runConformanceSuite('docker', async () => {
     const instance = `test-${randomBytes(4).toString('hex')}`;
-    const runtime = new DockerRuntime({ instance, diskDir: join(CACHE, 'docker-disks', instance) });
+    const diskDir = join(CACHE, 'docker-disks', instance);
+    const runtime = new DockerRuntime({ instance, diskDir });
     return {
       runtime,
       image: IMAGE,
       async cleanup() {
         for (const s of await runtime.list()) await runtime.remove(s.runtimeId);
         await runtime.close();
+        await rm(diskDir, { recursive: true, force: true });
       },
     };
   });

@@ -27,9 +27,11 @@ const localExec: ExecCapable = {
     const exited = new Promise<{ exitCode: number }>((resolve) =>
       child.once('close', (code, signal) => resolve({ exitCode: code ?? 128 + (signal === 'SIGKILL' ? 9 : 15) })),
     );
+    const { stdout, stderr } = child;
+    if (!stdout || !stderr) throw new Error('spawn without output pipes');
     return {
-      stdout: child.stdout,
-      stderr: child.stderr,
+      stdout,
+      stderr,
       stdin: child.stdin ?? null,
       wait: () => exited,
       kill: async (signal) => {

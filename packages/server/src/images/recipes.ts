@@ -46,18 +46,18 @@ export const RECIPES: Readonly<Record<RootfsKind, RootfsRecipe>> = {
 export const DEBIAN_SUITE = 'bookworm';
 
 /**
- * The content key of a recipe: a short hash of everything that decides the rootfs's content
- * (`extra` carries inputs found on the host, such as the busybox binary's digest).
+ * The plain-text material a content key hashes. scripts/build-images.sh computes the same string in
+ * bash (it builds the default images without node_modules); a test checks that both agree.
+ */
+export function recipeMaterial(recipe: RootfsRecipe, extra = ''): string {
+  return [recipe.kind, String(recipe.version), DEBIAN_SUITE, recipe.packages.join(','), recipe.env.join(';'), JSON.stringify(recipe.cmd), extra].join('|');
+}
+
+/**
+ * The content key of a recipe: kind, recipe version and a short hash of everything that decides the
+ * rootfs's content (`extra` carries inputs found on the host, such as the busybox binary's digest).
  */
 export function recipeKey(recipe: RootfsRecipe, extra = ''): string {
-  const material = JSON.stringify({
-    kind: recipe.kind,
-    version: recipe.version,
-    packages: recipe.packages,
-    env: recipe.env,
-    cmd: recipe.cmd,
-    suite: DEBIAN_SUITE,
-    extra,
-  });
-  return `${recipe.kind}-v${recipe.version}-${createHash('sha256').update(material).digest('hex').slice(0, 12)}`;
+  const digest = createHash('sha256').update(recipeMaterial(recipe, extra)).digest('hex').slice(0, 12);
+  return `${recipe.kind}-v${recipe.version}-${digest}`;
 }

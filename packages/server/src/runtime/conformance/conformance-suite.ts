@@ -242,11 +242,16 @@ export function runConformanceSuite(name: string, makeRuntime: () => Promise<Con
       assert.equal(err, '');
     });
 
-    it('exec: a 1 MiB argv', async () => {
+    it('exec: 1 MiB of argv, and a 1 MiB shell script', async () => {
       const parts = Array.from({ length: 16 }, (_, i) => String.fromCharCode(97 + i).repeat(64 * 1024));
       const r = await runToEnd(rt, shared, { argv: ['/bin/sh', '-c', 'printf %s "$@" | wc -c', 'argv', ...parts] });
       assert.equal(r.exitCode, 0, r.stderr);
       assert.equal(r.stdout.trim(), String(MiB));
+      // A single 1 MiB shell script (over the kernel's 128 KiB per-argument limit).
+      const script = `x='${'y'.repeat(MiB)}'; printf %s "$x" | wc -c; echo "$0 $1"; exit 4`;
+      const big = await runToEnd(rt, shared, { argv: ['/bin/sh', '-c', script, 'zero', 'one'] });
+      assert.deepEqual(big, { stdout: `${MiB}\nzero one\n`, stderr: '', exitCode: 4 });
+      assert.equal((await runToEnd(rt, shared, 'ls -a /tmp | grep -c corral-script')).stdout.trim(), '0');
     });
 
     it('exec: kill() kills the whole process tree', async () => {
@@ -341,6 +346,7 @@ export function runConformanceSuite(name: string, makeRuntime: () => Promise<Con
       const { runtimeId } = await rt.create(makeSpec(image, { memoryBytes: 64 * MiB }));
       try {
         const exited = nextEvent(rt, (e) => e.runtimeId === runtimeId, 30_000);
+        exited.catch(() => undefined); // Awaited below; do not leak a rejection if an assertion fails first.
         const r = await runToEnd(rt, runtimeId, 'x=$(head -c 300000000 /dev/zero | tr "\\0" a); echo survived');
         assert.notEqual(r.stdout, 'survived\n');
         const event = await exited;

@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
@@ -25,6 +26,9 @@ import { LoopDisks } from './loop-disk.js';
 import { pullImage } from './image-pull.js';
 
 const run = promisify(execFile);
+
+/** Scripts larger than this (bytes) are passed through a file instead of argv. */
+const LARGE_ARGUMENT = 100 * 1024;
 
 /** How the driver enforces `diskBytes`. */
 export type DiskMode = 'loop' | 'storage-opt' | 'none';
@@ -211,12 +215,38 @@ export class DockerRuntime implements SandboxRuntime {
 
   async exec(runtimeId: string, request: ExecRequest): Promise<ExecProcess> {
     try {
-      return await startDockerExec({ docker: this.docker, containerId: runtimeId, request });
+      const prepared = await this.spillLargeScript(runtimeId, request);
+      return await startDockerExec({ docker: this.docker, containerId: runtimeId, request: prepared });
     } catch (error) {
       if (isNotFound(error)) throw new RuntimeError('NOT_FOUND', `no sandbox ${runtimeId}`, { cause: error });
       if (isConflict(error)) throw new RuntimeError('NOT_FOUND', `sandbox ${runtimeId} is not running`, { cause: error });
       throw new RuntimeError('RUNTIME_ERROR', `exec failed: ${errorText(error)}`, { cause: error });
     }
+  }
+
+  /**
+   * Linux refuses any single argument over 128 KiB (MAX_ARG_STRLEN), so a `sh -c <script>` whose
+   * script is larger is rewritten: the script goes to a file in /tmp (written as the exec's user)
+   * and the shell sources it from an open descriptor after deleting the file. `$0` and the
+   * positional parameters stay as given.
+   */
+  private async spillLargeScript(runtimeId: string, request: ExecRequest): Promise<ExecRequest> {
+    const [shell, flag, script, ...rest] = request.argv;
+    if (shell === undefined || flag !== '-c' || script === undefined || Buffer.byteLength(script) <= LARGE_ARGUMENT) return request;
+    if (!/(^|\/)(sh|bash|dash|ash|zsh)$/.test(shell)) return request;
+    const file = `/tmp/.corral-script-${randomUUID()}`;
+    const writer = await startDockerExec({
+      docker: this.docker,
+      containerId: runtimeId,
+      request: { argv: ['/bin/sh', '-c', 'umask 077 && cat > "$1"', 'corral-spill', file], user: request.user, stdin: true },
+    });
+    writer.stdout.resume();
+    writer.stderr.resume();
+    writer.stdin?.end(script);
+    const { exitCode } = await writer.wait();
+    if (exitCode !== 0) return request; // Let the kernel's E2BIG surface as usual.
+    const loader = `exec 9<'${file}' && rm -f '${file}' && . /dev/fd/9`;
+    return { ...request, argv: [shell, '-c', loader, ...rest] };
   }
 
   putFile(runtimeId: string, path: string, content: Readable): Promise<{ size: number }> {

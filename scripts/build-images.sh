@@ -98,6 +98,8 @@ elif ! docker version >/dev/null 2>&1; then
 fi
 
 mkdir -p "$ROOTFS_DIR"
+# An interrupted build leaves no partial tarball behind.
+trap 'rm -rf "$ROOTFS_DIR"/*.tmp-$$.tar "$ROOTFS_DIR"/.busybox.*' EXIT
 
 # build_python OUT.tar
 build_python() {

@@ -99,7 +99,7 @@ fi
 
 mkdir -p "$ROOTFS_DIR"
 # An interrupted build leaves no partial tarball behind.
-trap 'rm -rf "$ROOTFS_DIR"/*.tmp-$$.tar "$ROOTFS_DIR"/.busybox.*' EXIT
+trap 'rm -rf "$ROOTFS_DIR"/*.tmp-$$.tar' EXIT
 
 # build_python OUT.tar
 build_python() {

@@ -16,7 +16,7 @@ import { startTestServer, type TestServer } from '../testing/test-server.js';
 
 const DEFAULT_SEED = 20_260_522;
 const SEED = process.env.CORRAL_FUZZ_SEED !== undefined ? Number.parseInt(process.env.CORRAL_FUZZ_SEED, 10) : DEFAULT_SEED;
-const RUNS_PER_OPERATION = process.env.CORRAL_FUZZ_RUNS !== undefined ? Number.parseInt(process.env.CORRAL_FUZZ_RUNS, 10) : 90;
+const RUNS_PER_OPERATION = process.env.CORRAL_FUZZ_RUNS !== undefined ? Number.parseInt(process.env.CORRAL_FUZZ_RUNS, 10) : 200;
 
 type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE' | 'HEAD' | 'OPTIONS';
 const METHODS: readonly HttpMethod[] = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS'];
@@ -87,7 +87,7 @@ function toJsonText(value: unknown): string {
 }
 
 const deepValue = fc
-  .record({ depth: fc.constantFrom(64, 600, 2_500, 6_000, 12_000), kind: fc.constantFrom('object' as const, 'array' as const) })
+  .record({ depth: fc.constantFrom(64, 600, 2_500, 4_000, 6_000, 12_000), kind: fc.constantFrom('object' as const, 'array' as const) })
   .map(({ depth, kind }) => `${DEEP_MARKER}${depth}:${kind}`);
 
 const hugeString = fc.constantFrom(300, 70_000, 600_000).chain((n) => fc.constantFrom('a', 'é', '😀', '\u0000', ' ').map((c) => c.repeat(n)));
@@ -140,7 +140,8 @@ function validFor(schema: JsonSchema, depth = 0): fc.Arbitrary<unknown> {
       const min = schema.minLength ?? 0;
       const max = Math.min(schema.maxLength ?? 32, 32);
       const boundary = [schema.minLength, schema.maxLength].filter((n): n is number => n !== undefined && n <= 70_000).map((n) => 'a'.repeat(n));
-      const word = fc.stringMatching(/^[A-Za-z_][A-Za-z0-9_]{0,30}$/).filter((s) => s.length >= min && s.length <= Math.max(max, min));
+      // Shaped like a name, an env-var key or a label, so it also passes the patterns those fields have.
+      const word = fc.stringMatching(/^[A-Za-z_][A-Za-z0-9_]{0,30}$/).map((s) => s.padEnd(min, 'a').slice(0, Math.max(max, min)));
       return boundary.length > 0 ? fc.oneof({ arbitrary: word, weight: 4 }, { arbitrary: fc.constantFrom(...boundary), weight: 1 }) : word;
     }
     case 'integer': {
@@ -188,27 +189,43 @@ function mutatedFor(schema: JsonSchema): fc.Arbitrary<unknown> {
   return fc.oneof(...candidates);
 }
 
-/** An object shaped like the schema: required fields mostly present, some fields mutated, odd extra keys. */
+/**
+ * An object shaped like the schema: required fields mostly present, optional ones sometimes.
+ * With `mutate`, one or two fields get a wrong value and odd extra keys (`__proto__`, …) appear,
+ * so the rest of the body stays valid and the bad field reaches the code behind validation.
+ */
 function objectFor(schema: JsonSchema, depth: number, mutate: boolean): fc.Arbitrary<unknown> {
   const properties = schema.properties ?? {};
   const required = new Set(schema.required ?? []);
   const names = Object.keys(properties);
-  const field = (name: string): fc.Arbitrary<unknown> => {
-    const propertySchema = properties[name] ?? {};
-    return mutate ? fc.oneof({ arbitrary: validFor(propertySchema, depth + 1), weight: 3 }, { arbitrary: mutatedFor(propertySchema), weight: 1 }) : validFor(propertySchema, depth + 1);
-  };
-  const present = fc.record(
-    Object.fromEntries(names.map((name) => [name, fc.option(field(name), { nil: undefined, freq: required.has(name) ? 20 : 2 })])) as Record<string, fc.Arbitrary<unknown>>,
-  );
+  const freeForm = names.length === 0 && schema.additionalProperties !== false && typeof schema.additionalProperties !== 'object';
+  if (freeForm) {
+    // Anything goes inside (advanced_configs): deep, huge and prototype-named values are all valid input.
+    const value = depth > 1 ? fc.jsonValue({ maxDepth: 1 }) : fc.oneof({ arbitrary: anyJson, weight: 2 }, { arbitrary: deepValue, weight: 1 });
+    return fc.dictionary(fc.oneof(oddKeys, fc.string({ maxLength: 10 })), value, { minKeys: 1, maxKeys: 4 }).map(ownEntries);
+  }
+  const mutatedNames = mutate && names.length > 0 ? fc.subarray(names, { minLength: 1, maxLength: Math.min(2, names.length) }) : fc.constant<string[]>([]);
   const extraValue = depth > 1 ? fc.jsonValue({ maxDepth: 1 }) : anyJson;
   const extraKeys =
     typeof schema.additionalProperties === 'object'
-      ? fc.dictionary(fc.oneof(oddKeys, fc.stringMatching(/^[A-Za-z_][A-Za-z0-9_]{0,8}$/)), mutate ? fc.oneof(validFor(schema.additionalProperties), extraValue) : validFor(schema.additionalProperties), { maxKeys: 4 })
-      : fc.dictionary(mutate ? oddKeys : fc.stringMatching(/^x_[a-z]{1,6}$/), extraValue, { maxKeys: mutate ? 3 : 1 });
-  return fc.tuple(present, extraKeys).map(([fields, extra]) => {
-    const out = ownEntries(Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined)));
-    for (const [k, v] of Object.entries(extra)) Object.defineProperty(out, k, { value: v, enumerable: true, writable: true, configurable: true });
-    return out;
+      ? fc.dictionary(
+          fc.oneof(oddKeys, fc.stringMatching(/^[A-Za-z_][A-Za-z0-9_]{0,8}$/)),
+          mutate ? fc.oneof(validFor(schema.additionalProperties), extraValue) : validFor(schema.additionalProperties),
+          { maxKeys: 4 },
+        )
+      : fc.dictionary(mutate ? oddKeys : fc.stringMatching(/^x_[a-z]{1,6}$/), extraValue, { maxKeys: mutate ? 2 : 1 });
+  return mutatedNames.chain((mutated) => {
+    const field = (name: string): fc.Arbitrary<unknown> => {
+      const propertySchema = properties[name] ?? {};
+      if (mutated.includes(name)) return mutatedFor(propertySchema);
+      return fc.option(validFor(propertySchema, depth + 1), { nil: undefined, freq: required.has(name) ? 20 : 2 });
+    };
+    const present = fc.record(Object.fromEntries(names.map((name) => [name, field(name)])) as Record<string, fc.Arbitrary<unknown>>);
+    return fc.tuple(present, extraKeys).map(([fields, extra]) => {
+      const out = ownEntries(Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined)));
+      for (const [k, v] of Object.entries(extra)) Object.defineProperty(out, k, { value: v, enumerable: true, writable: true, configurable: true });
+      return out;
+    });
   });
 }
 
@@ -409,7 +426,7 @@ function operationsOf(doc: { paths: Record<string, Record<string, OpenApiOperati
       if (!METHODS.includes(upper)) continue;
       const parameters = op.parameters ?? [];
       const pathParams = [...template.matchAll(/\{([^}]+)\}/g)].map((m) => m[1] ?? '');
-      const escaped = template.replace(/[.*+?^$()|[\]\\]/g, '\\$&').replace(/\\?\{[^}]+\\?\}/g, '[^/]*');
+      const escaped = template.replace(/[.*+?^$()|[\]\\]/g, '\\$&').replace(/\{[^}]+\}/g, '[^/]*');
       operations.push({
         method: upper,
         template,
@@ -417,11 +434,25 @@ function operationsOf(doc: { paths: Record<string, Record<string, OpenApiOperati
         queryParams: parameters.filter((p) => p.in === 'query'),
         bodySchema: op.requestBody?.content?.['application/json']?.schema,
         declaredStatuses: new Set(Object.keys(op.responses ?? {})),
-        pattern: new RegExp(`^${escaped.replace(/\{[^}]+\}/g, '[^/]*')}/?$`),
+        pattern: new RegExp(`^${escaped}/?$`),
       });
     }
   }
   return operations;
+}
+
+/**
+ * Runs a property; on failure throws the (shrunk) first failing request's own assertion message,
+ * which names the request in full, plus the seed to replay it. fast-check's own report would
+ * print multi-megabyte bodies verbatim.
+ */
+async function checkProperty(property: fc.IAsyncProperty<[FuzzRequest]>, parameters: { seed: number; numRuns: number }, label: string): Promise<void> {
+  const details = await fc.check(property, { ...parameters, maxSkipsPerRun: 0 });
+  if (!details.failed) return;
+  const error = details.errorInstance;
+  const message = error instanceof Error ? error.message : String(error);
+  console.error(`fuzz failure on ${label}: rerun with CORRAL_FUZZ_SEED=${SEED} (fast-check seed ${details.seed}, path ${details.counterexamplePath ?? '?'})`);
+  assert.fail(`${label}: failed after ${details.numRuns} run(s), shrunk ${details.numShrinks} time(s), fast-check seed ${details.seed}\n${message}`);
 }
 
 // --- the test -----------------------------------------------------------------------------------
@@ -468,12 +499,7 @@ describe('HTTP fuzz: every route answers 2xx/4xx JSON objects', () => {
           checkResponse(operations, request, response);
           if (response.statusCode < 300 && request.method === op.method) succeededOperations.add(`${op.method} ${op.template}`);
         });
-        try {
-          await fc.assert(property, { seed, numRuns: RUNS_PER_OPERATION, endOnFailure: true });
-        } catch (error) {
-          console.error(`fuzz failure on ${op.method} ${op.template}: rerun with CORRAL_FUZZ_SEED=${SEED} (this operation's fast-check seed ${seed})`);
-          throw error;
-        }
+        await checkProperty(property, { seed, numRuns: RUNS_PER_OPERATION }, `${op.method} ${op.template}`);
       });
     }
   });
@@ -492,15 +518,11 @@ describe('HTTP fuzz: every route answers 2xx/4xx JSON objects', () => {
         headers: { ...(auth !== undefined ? { authorization: auth } : {}), ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
         body,
       }));
-    try {
-      await fc.assert(
-        fc.asyncProperty(request, async (r) => checkResponse(operations, r, await send(ts, r))),
-        { seed: SEED, numRuns: RUNS_PER_OPERATION * 3, endOnFailure: true },
-      );
-    } catch (error) {
-      console.error(`fuzz failure on unknown routes: rerun with CORRAL_FUZZ_SEED=${SEED}`);
-      throw error;
-    }
+    await checkProperty(
+      fc.asyncProperty(request, async (r) => checkResponse(operations, r, await send(ts, r))),
+      { seed: SEED, numRuns: RUNS_PER_OPERATION * 3 },
+      'unknown routes',
+    );
   });
 
   test('the fuzzer reached the handlers, and the server still works afterwards', async () => {

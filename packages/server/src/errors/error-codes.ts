@@ -11,6 +11,8 @@ export const ERROR_STATUS = {
   MALFORMED_REQUEST: 400,
   /** The body's content type is not one this route reads (send `application/json`). */
   UNSUPPORTED_MEDIA_TYPE: 415,
+  /** The URL (or one of its path segments) is longer than the server accepts. */
+  URI_TOO_LONG: 414,
   /** The body is larger than the server accepts. */
   PAYLOAD_TOO_LARGE: 413,
   /** No API key, an unknown key or a revoked key. */

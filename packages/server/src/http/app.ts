@@ -6,7 +6,7 @@ import { ApiError } from '../errors/api-error.js';
 import type { AuthService, Principal } from '../services/auth-service.js';
 import type { RateLimitName, RateLimiter } from '../services/rate-limiter.js';
 import type { SandboxService } from '../services/sandbox-service.js';
-import { errorHandler } from './error-handler.js';
+import { errorHandler, frameworkErrorHandler } from './error-handler.js';
 import { registerAdminRoutes } from './routes/admin-routes.js';
 import { registerExposureRoutes } from './routes/exposure-routes.js';
 import { registerHealthRoutes } from './routes/health-routes.js';
@@ -64,6 +64,7 @@ export async function buildApp(services: AppServices, logger: Logger | false = f
     requestIdHeader: 'x-request-id',
     logController: new LogController({ disableRequestLogging: true }),
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 256 },
+    frameworkErrors: frameworkErrorHandler,
   } as Parameters<typeof Fastify>[0]) as unknown as FastifyInstance;
 
   app.setValidatorCompiler(validatorCompiler);
@@ -74,7 +75,8 @@ export async function buildApp(services: AppServices, logger: Logger | false = f
 
   // Clients (the Prime SDK among them) send `Content-Type: application/json` with an empty body on
   // POSTs that take none; an empty body is no body, not malformed JSON.
-  const defaultJson = app.getDefaultJsonParser('error', 'ignore');
+  // `__proto__` keys are dropped rather than refused: the JSON is valid, the key is simply never used.
+  const defaultJson = app.getDefaultJsonParser('remove', 'ignore');
   app.removeContentTypeParser(['application/json', 'text/plain']);
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
     if (typeof body === 'string' && body.trim() === '') {

@@ -9,6 +9,7 @@ const STATUS_CODES: Partial<Record<number, ErrorCode>> = {
   404: 'ROUTE_NOT_FOUND',
   405: 'METHOD_NOT_ALLOWED',
   413: 'PAYLOAD_TOO_LARGE',
+  414: 'URI_TOO_LONG',
   415: 'UNSUPPORTED_MEDIA_TYPE',
 };
 
@@ -18,6 +19,16 @@ export function sendApiError(reply: FastifyReply, error: ApiError): FastifyReply
   const body: { detail: string; code: string; errors?: FieldError[] } = { detail: error.message, code: error.code };
   if (error.fieldErrors) body.errors = error.fieldErrors;
   return reply.code(error.status).send(body);
+}
+
+/**
+ * Errors Fastify raises before routing (a malformed URL, an overlong path parameter), in the API's
+ * error shape.
+ */
+export function frameworkErrorHandler(error: FastifyError, _request: FastifyRequest, reply: FastifyReply): void {
+  const status = error.statusCode && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 400;
+  const detail = error.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 'A path segment is too long' : `Malformed URL: ${error.message}`;
+  void reply.code(status).send({ detail, code: STATUS_CODES[status] ?? 'MALFORMED_REQUEST' });
 }
 
 /**

@@ -56,6 +56,24 @@ export interface BulkDeleteInput {
 /** The most sandboxes one label-based bulk delete ends. */
 const BULK_DELETE_LABEL_LIMIT = 10_000;
 
+/** The deepest nesting and largest serialized size a free-form JSON field may have. */
+const MAX_JSON_DEPTH = 32;
+const MAX_JSON_BYTES = 64 * 1024;
+
+/** Refuses free-form JSON that is nested too deeply or too large to store (422 naming the field). */
+function checkJsonBounds(param: string, value: unknown): void {
+  const stack: Array<[unknown, number]> = [[value, 1]];
+  while (stack.length > 0) {
+    const [node, depth] = stack.pop() as [unknown, number];
+    if (node === null || typeof node !== 'object') continue;
+    if (depth > MAX_JSON_DEPTH) throw ApiError.invalid(param, `must not be nested more than ${MAX_JSON_DEPTH} levels deep`);
+    for (const child of Object.values(node)) stack.push([child, depth + 1]);
+  }
+  if (Buffer.byteLength(JSON.stringify(value)) > MAX_JSON_BYTES) {
+    throw ApiError.invalid(param, `must serialize to at most ${MAX_JSON_BYTES} bytes of JSON`);
+  }
+}
+
 /** Quotes one word for `/bin/sh`. */
 function shellQuote(word: string): string {
   return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
@@ -150,8 +168,9 @@ export class SandboxService {
     if (input.idleTimeoutMinutes !== null && input.timeoutMinutes > 0 && input.idleTimeoutMinutes > input.timeoutMinutes) {
       throw ApiError.invalid('idle_timeout_minutes', 'must not exceed timeout_minutes');
     }
+    if (input.advancedConfigs !== null) checkJsonBounds('advanced_configs', input.advancedConfigs);
     const secretNames = Object.keys(input.secrets ?? {});
-    const clash = secretNames.find((name) => input.environmentVars && name in input.environmentVars);
+    const clash = secretNames.find((name) => input.environmentVars !== null && Object.hasOwn(input.environmentVars, name));
     if (clash) throw ApiError.invalid(`secrets.${clash}`, 'is also set in environment_vars; pick one');
   }
 

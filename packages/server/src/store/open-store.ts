@@ -4,6 +4,7 @@ import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, PostgresDialect, SqliteDialect } from 'kysely';
 import pg from 'pg';
 import { KyselyStore } from './kysely-store.js';
+import { withStatementCache } from './sqlite-statement-cache.js';
 import type { Database } from './schema.js';
 import type { Store } from './store.js';
 
@@ -23,7 +24,7 @@ export async function openStore(location: StoreLocation): Promise<Store> {
     database.pragma('synchronous = NORMAL');
     database.pragma('foreign_keys = ON');
     database.pragma('busy_timeout = 5000');
-    store = new KyselyStore('sqlite', new Kysely<Database>({ dialect: new SqliteDialect({ database }) }));
+    store = new KyselyStore('sqlite', new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(database) }) }));
   } else {
     const pool = new pg.Pool({ connectionString: location.url, max: location.poolSize ?? 10 });
     pool.on('error', () => {

@@ -23,10 +23,17 @@ export const ErrorBody = Type.Object({
   errors: Type.Optional(Type.Array(Type.Object({ param: Type.String(), details: Type.String() }))),
 });
 
+/** A 422 body: `errors` always names each invalid field (Prime's `ErrorResponse`). */
+export const ValidationErrorBody = Type.Object({
+  detail: Type.String(),
+  code: Type.String(),
+  errors: Type.Array(Type.Object({ param: Type.String(), details: Type.String() })),
+});
+
 /** Standard error responses every authenticated route can return. */
 export const ERROR_RESPONSES = {
   401: ErrorBody,
   404: ErrorBody,
-  422: ErrorBody,
+  422: ValidationErrorBody,
   429: ErrorBody,
 } as const;

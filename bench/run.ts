@@ -1,0 +1,16 @@
+/**
+ * Benchmark runner: `npm run bench -- <scenario> [options]`.
+ * Each scenario writes bench/results/<scenario>.json and prints its figures beside baselines
+ * measured in the same run. Scenarios are not tests: nothing here asserts a time.
+ */
+const SCENARIOS: Record<string, () => Promise<{ run(args: string[]): Promise<void> }>> = {
+  api: () => import('./scenarios/api.js'),
+};
+
+const [name, ...args] = process.argv.slice(2);
+const load = name ? SCENARIOS[name] : undefined;
+if (!load) {
+  console.error(`usage: npm run bench -- <scenario>\nscenarios: ${Object.keys(SCENARIOS).join(', ')}`);
+  process.exit(2);
+}
+await (await load()).run(args);

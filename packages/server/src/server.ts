@@ -8,6 +8,7 @@ import { buildApp } from './http/app.js';
 import { Reconciler } from './reconciler/reconciler.js';
 import { createRuntime } from './runtime/create-runtime.js';
 import type { SandboxRuntime } from './runtime/runtime.js';
+import { ActivityTracker } from './services/activity-tracker.js';
 import { AuthService } from './services/auth-service.js';
 import { GatewayTokens } from './services/gateway-tokens.js';
 import { RateLimiter } from './services/rate-limiter.js';
@@ -65,10 +66,15 @@ export async function createCorralServer(config: CorralConfig, options: { logger
   const auth = new AuthService(store);
   const { createdKey } = await auth.bootstrap(config.bootstrapApiKey);
   const lifecycle = new SandboxLifecycle(store, runtime, config, log);
-  const sandboxes = new SandboxService(store, lifecycle, new GatewayTokens(gatewaySecret(config), config.gatewayTokenTtlSeconds), config);
+  const tokens = new GatewayTokens(gatewaySecret(config), config.gatewayTokenTtlSeconds);
+  const activity = new ActivityTracker(store, log);
+  const sandboxes = new SandboxService(store, lifecycle, tokens, config);
   const reconciler = new Reconciler(store, lifecycle, config.reconcileIntervalMs, log);
   let ready = false;
-  const app = await buildApp({ config, auth, sandboxes, rateLimiter: new RateLimiter(config.rateLimits), isReady: () => ready }, log);
+  const app = await buildApp(
+    { config, auth, sandboxes, rateLimiter: new RateLimiter(config.rateLimits), gateway: { store, runtime, tokens, activity }, isReady: () => ready },
+    log,
+  );
   await reconciler.reconcile();
   reconciler.start();
   ready = true;
@@ -91,6 +97,7 @@ export async function createCorralServer(config: CorralConfig, options: { logger
       ready = false;
       await reconciler.stop();
       await app.close();
+      await activity.flush();
       await lifecycle.close();
       await runtime?.close();
       await store.close();

@@ -3,9 +3,14 @@ import Fastify, { type FastifyInstance, type FastifyRequest, LogController } fro
 import type { Logger } from 'pino';
 import type { CorralConfig } from '../config.js';
 import { ApiError } from '../errors/api-error.js';
+import type { ActivityTracker } from '../services/activity-tracker.js';
 import type { AuthService, Principal } from '../services/auth-service.js';
+import type { GatewayTokens } from '../services/gateway-tokens.js';
+import type { SandboxRuntime } from '../runtime/runtime.js';
+import type { Store } from '../store/store.js';
 import type { RateLimitName, RateLimiter } from '../services/rate-limiter.js';
 import type { SandboxService } from '../services/sandbox-service.js';
+import { registerGateway } from '../gateway/index.js';
 import { errorHandler, frameworkErrorHandler } from './error-handler.js';
 import { registerAdminRoutes } from './routes/admin-routes.js';
 import { registerExposureRoutes } from './routes/exposure-routes.js';
@@ -34,8 +39,18 @@ export interface AppServices {
   auth: AuthService;
   sandboxes: SandboxService;
   rateLimiter: RateLimiter;
+  /** The data plane's view: the store, the runtime, token checks and activity for idle timeouts. */
+  gateway: GatewayServices;
   /** True once startup recovery has finished; `/healthz` answers 503 until then. */
   isReady: () => boolean;
+}
+
+/** What the data-plane gateway needs. */
+export interface GatewayServices {
+  store: Store;
+  runtime: SandboxRuntime | null;
+  tokens: GatewayTokens;
+  activity: ActivityTracker;
 }
 
 /** The caller of an authenticated route. */
@@ -124,6 +139,7 @@ export async function buildApp(services: AppServices, logger: Logger | false = f
     },
     { prefix: '/api/v1' },
   );
+  await app.register(async (gateway) => registerGateway(gateway, services), { prefix: '/gateway' });
   app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, async () => app.swagger());
   return app;
 }

@@ -64,6 +64,10 @@ mkdir -p "$pgdir"
 if [[ "$(id -u)" -eq 0 ]]; then
   chown "$owner:" "$pgdir"
 fi
+# Two callers at once (parallel test files) must not both initdb or start. The lock's descriptor
+# is closed for the server (`9>&-` below): a postmaster that inherited it would hold it forever.
+exec 9>"$pgdir/ensure.lock"
+flock 9
 
 # The data directory: inside the cache when its owner can reach it, else a fallback outside it.
 if [[ -f "$pgdir/datadir" ]]; then
@@ -97,7 +101,7 @@ else
   log "starting on 127.0.0.1:$port (log: $logfile)"
   as_pg "$pg_bin/pg_ctl" -D "$data" -l "$logfile" -w -t 60 \
     -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
-    start >&2 || {
+    start >&2 9>&- || {
     log "server failed to start; last lines of $logfile:"
     tail -n 30 "$logfile" >&2 || true
     exit 1

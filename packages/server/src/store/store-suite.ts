@@ -55,8 +55,8 @@ export function runStoreSuite(name: string, open: () => Promise<Store>): void {
         registryCredentialsId: null,
         guaranteed: false,
         idempotencyKey: null,
-        createdAt: '2026-01-01T00:00:00.000Z',
-        updatedAt: '2026-01-01T00:00:00.000Z',
+        createdAt: '2020-01-01T00:00:00.000Z',
+        updatedAt: '2020-01-01T00:00:00.000Z',
         startedAt: null,
         terminatedAt: null,
         lastActivityAt: null,
@@ -69,8 +69,11 @@ export function runStoreSuite(name: string, open: () => Promise<Store>): void {
       };
     }
 
-    /** An ISO timestamp `minutes` after a fixed origin, so tests control ordering. */
-    const at = (minutes: number): string => new Date(Date.UTC(2026, 0, 1) + minutes * 60_000).toISOString();
+    /**
+     * An ISO timestamp `minutes` after a fixed origin, so tests control ordering. The origin is in
+     * the past: `updateSandbox` stamps `updatedAt` with the real clock, which must come later.
+     */
+    const at = (minutes: number): string => new Date(Date.UTC(2020, 0, 1) + minutes * 60_000).toISOString();
 
     async function insertAll(records: SandboxRecord[]): Promise<void> {
       for (const record of records) {

@@ -17,7 +17,7 @@ start=$(date +%s)
 run_bg() {
   local name="$1"; shift
   ( "$@" >"$CORRAL_CACHE_DIR/logs/$name.out" 2>"$CORRAL_CACHE_DIR/logs/$name.log" ) &
-  echo $!
+  BG_PID=$!
 }
 wait_step() {
   local name="$1" pid="$2"
@@ -36,8 +36,8 @@ system_setup() {
   bash scripts/start-registry.sh --auth corral:corral-secret
   bash scripts/build-images.sh
 }
-sys_pid=$(run_bg system system_setup)
-node_pid=$(run_bg node bash scripts/setup-node.sh)
+run_bg system system_setup; sys_pid=$BG_PID
+run_bg node bash scripts/setup-node.sh; node_pid=$BG_PID
 wait_step node "$node_pid"
 
 log "linting"

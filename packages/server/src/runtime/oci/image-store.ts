@@ -1,0 +1,365 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { RuntimeError } from '../runtime.js';
+import { parseImageRef } from './image-ref.js';
+import { unpackLayer } from './layer-unpack.js';
+import { RegistryClient } from './registry-client.js';
+import type { Descriptor, RegistryClientOptions, RegistryCredentials } from './registry-client.js';
+import { runTool } from './run-tool.js';
+
+/** The parts of an image config a sandbox uses. */
+export interface ImageConfig {
+  env: string[];
+  entrypoint: string[];
+  cmd: string[];
+  workingDir: string;
+  user: string;
+}
+
+/** An image in the store: its layers (bottom first, sha256 hex of the layer blob) and config. */
+export interface ImageRecord {
+  /** Canonical reference (`127.0.0.1:5000/corral/busybox:latest`, `docker.io/library/busybox:latest`). */
+  ref: string;
+  /** Digest of the manifest (or of the imported tarball). */
+  digest: string;
+  layers: string[];
+  config: ImageConfig;
+  /** Where it came from: `registry`, `rootfs`, `oci-archive`, `docker-archive`. */
+  source: string;
+  createdAt: string;
+}
+
+/** Options for {@link ImageStore}. */
+export interface ImageStoreOptions extends RegistryClientOptions {
+  /** Root directory: `layers/<hex>/`, `images/<key>.json`, `tmp/`. */
+  root: string;
+}
+
+/** Default config for images imported from a bare rootfs. */
+export const DEFAULT_IMAGE_CONFIG: ImageConfig = {
+  env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'],
+  entrypoint: [],
+  cmd: ['sh'],
+  workingDir: '',
+  user: '',
+};
+
+/**
+ * A content-addressed image store for the OCI driver: pulls from registries (see
+ * {@link RegistryClient}) and imports local tarballs, unpacking each layer once into
+ * `layers/<sha256 hex>/` with overlayfs whiteouts, so sandboxes stack them read-only.
+ * Concurrent requests for one image (or one layer) share the work. No Docker needed.
+ */
+export class ImageStore {
+  readonly root: string;
+  private readonly pulls = new Map<string, Promise<ImageRecord>>();
+  private readonly layerJobs = new Map<string, Promise<void>>();
+
+  constructor(private readonly options: ImageStoreOptions) {
+    this.root = options.root;
+  }
+
+  /** Directory of an unpacked layer. */
+  layerDir(hex: string): string {
+    return join(this.root, 'layers', hex);
+  }
+
+  private recordPath(ref: string): string {
+    return join(this.root, 'images', `${createHash('sha256').update(ref).digest('hex').slice(0, 32)}.json`);
+  }
+
+  /** The stored image for `reference`, or undefined. */
+  async get(reference: string): Promise<ImageRecord | undefined> {
+    const ref = parseImageRef(reference).canonical;
+    try {
+      const record = JSON.parse(await readFile(this.recordPath(ref), 'utf8')) as ImageRecord;
+      for (const layer of record.layers) await stat(this.layerDir(layer));
+      return record;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Every stored image. */
+  async list(): Promise<ImageRecord[]> {
+    const dir = join(this.root, 'images');
+    const names = await readdir(dir).catch(() => [] as string[]);
+    const out: ImageRecord[] = [];
+    for (const name of names.filter((n) => n.endsWith('.json'))) {
+      try {
+        out.push(JSON.parse(await readFile(join(dir, name), 'utf8')) as ImageRecord);
+      } catch {
+        // A record being written or corrupt: not an image.
+      }
+    }
+    return out;
+  }
+
+  /**
+   * The stored image, pulled first when missing. Pull failures (unreachable registry, 404,
+   * bad credentials, digest mismatch, bad layer) are `RuntimeError('IMAGE_PULL_FAILED')`.
+   */
+  async ensure(reference: string, credentials?: RegistryCredentials): Promise<ImageRecord> {
+    let ref: string;
+    try {
+      ref = parseImageRef(reference).canonical;
+    } catch (error) {
+      throw new RuntimeError('IMAGE_PULL_FAILED', `cannot pull ${reference}: ${(error as Error).message}`, { cause: error });
+    }
+    return (await this.get(ref)) ?? this.pull(ref, credentials);
+  }
+
+  /** Pulls `reference` from its registry (again, if stored). Concurrent pulls of one reference share one download. */
+  pull(reference: string, credentials?: RegistryCredentials): Promise<ImageRecord> {
+    let ref: string;
+    try {
+      ref = parseImageRef(reference).canonical;
+    } catch (error) {
+      return Promise.reject(new RuntimeError('IMAGE_PULL_FAILED', `cannot pull ${reference}: ${(error as Error).message}`, { cause: error }));
+    }
+    let job = this.pulls.get(ref);
+    if (!job) {
+      job = this.doPull(ref, credentials).finally(() => this.pulls.delete(ref));
+      this.pulls.set(ref, job);
+    }
+    return job;
+  }
+
+  private async doPull(ref: string, credentials: RegistryCredentials | undefined): Promise<ImageRecord> {
+    const parsed = parseImageRef(ref);
+    const client = new RegistryClient(parsed, credentials, this.options);
+    try {
+      const { digest, manifest } = await client.resolveManifest();
+      const config = parseImageConfig(await client.fetchBlob(manifest.config.digest));
+      const tmp = await this.tmpDir();
+      try {
+        const layers: string[] = [];
+        for (const layer of manifest.layers) {
+          checkLayerType(layer);
+          const hex = hexOf(layer.digest);
+          await this.ensureLayer(hex, async () => {
+            const blob = join(tmp, hex);
+            await client.downloadBlob(layer.digest, blob);
+            return blob;
+          });
+          layers.push(hex);
+        }
+        return await this.saveRecord({ ref, digest, layers, config, source: 'registry', createdAt: new Date().toISOString() });
+      } finally {
+        await rm(tmp, { recursive: true, force: true });
+      }
+    } catch (error) {
+      if (error instanceof RuntimeError) throw error;
+      throw new RuntimeError('IMAGE_PULL_FAILED', `pulling ${ref} failed: ${(error as Error).message}`, { cause: error });
+    }
+  }
+
+  /** Unpacks a layer once: concurrent callers for the same digest wait for the first. */
+  private async ensureLayer(hex: string, fetchBlob: () => Promise<string>): Promise<void> {
+    if (await pathExists(this.layerDir(hex))) return;
+    let job = this.layerJobs.get(hex);
+    if (!job) {
+      job = (async () => {
+        const blob = await fetchBlob();
+        await mkdir(join(this.root, 'layers'), { recursive: true });
+        await unpackLayer(blob, this.layerDir(hex));
+      })().finally(() => this.layerJobs.delete(hex));
+      this.layerJobs.set(hex, job);
+    }
+    await job;
+  }
+
+  /**
+   * Imports a rootfs tarball (what `packages/server/src/images` builds) as a one-layer image named
+   * `reference`. The layer's digest is the tarball's sha256, so re-importing is cheap.
+   */
+  async importRootfs(tarPath: string, reference: string, config: Partial<ImageConfig> = {}): Promise<ImageRecord> {
+    const ref = parseImageRef(reference).canonical;
+    const hex = await sha256File(tarPath);
+    await this.ensureLayer(hex, () => Promise.resolve(tarPath));
+    return this.saveRecord({
+      ref,
+      digest: `sha256:${hex}`,
+      layers: [hex],
+      config: { ...DEFAULT_IMAGE_CONFIG, ...config },
+      source: 'rootfs',
+      createdAt: new Date().toISOString(),
+    });
+  }
+
+  /**
+   * Imports an OCI image-layout tarball (`index.json` + `blobs/`) or a `docker save` tarball
+   * (`manifest.json`). `reference` names the image in the store; when omitted, the archive's own
+   * name (OCI `org.opencontainers.image.ref.name` or docker `RepoTags[0]`) is used.
+   */
+  async importArchive(archivePath: string, reference?: string): Promise<ImageRecord> {
+    const tmp = await this.tmpDir();
+    try {
+      await runTool('tar', ['--extract', '--file', archivePath, '--directory', tmp, '--no-same-owner']);
+      if (await pathExists(join(tmp, 'index.json'))) return await this.importOciLayout(tmp, reference);
+      if (await pathExists(join(tmp, 'manifest.json'))) return await this.importDockerSave(tmp, reference);
+      throw new Error(`${archivePath} is neither an OCI layout (index.json) nor a docker save archive (manifest.json)`);
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
+    }
+  }
+
+  private async importOciLayout(dir: string, reference: string | undefined): Promise<ImageRecord> {
+    const blobPath = (digest: string): string => join(dir, 'blobs', 'sha256', hexOf(digest));
+    const readJson = async <T>(digest: string): Promise<T> => {
+      const path = blobPath(digest);
+      const hex = await sha256File(path);
+      if (`sha256:${hex}` !== digest) throw new Error(`blob ${digest} does not match its digest`);
+      return JSON.parse(await readFile(path, 'utf8')) as T;
+    };
+    const index = JSON.parse(await readFile(join(dir, 'index.json'), 'utf8')) as { manifests?: (Descriptor & { annotations?: Record<string, string> })[] };
+    const entries = index.manifests ?? [];
+    const wantedTag = reference !== undefined ? parseImageRef(reference).tag : undefined;
+    const entry =
+      entries.find((m) => wantedTag !== undefined && m.annotations?.['org.opencontainers.image.ref.name'] === wantedTag) ?? entries[0];
+    if (!entry) throw new Error('the OCI layout has no manifests');
+    let manifest = await readJson<{ manifests?: Descriptor[]; config?: Descriptor; layers?: Descriptor[] }>(entry.digest);
+    let digest = entry.digest;
+    if (manifest.manifests) {
+      const chosen = manifest.manifests.find((m) => m.platform?.os === 'linux' && m.platform.architecture === 'amd64') ?? manifest.manifests[0];
+      if (!chosen) throw new Error('the OCI layout index is empty');
+      digest = chosen.digest;
+      manifest = await readJson(chosen.digest);
+    }
+    if (!manifest.config || !manifest.layers) throw new Error('unsupported manifest in the OCI layout');
+    const config = parseImageConfig(await readFile(blobPath(manifest.config.digest)));
+    const layers: string[] = [];
+    for (const layer of manifest.layers) {
+      checkLayerType(layer);
+      const hex = hexOf(layer.digest);
+      await this.ensureLayer(hex, async () => {
+        if ((await sha256File(blobPath(layer.digest))) !== hex) throw new Error(`layer ${layer.digest} does not match its digest`);
+        return blobPath(layer.digest);
+      });
+      layers.push(hex);
+    }
+    const name = reference ?? entry.annotations?.['io.containerd.image.name'] ?? entry.annotations?.['org.opencontainers.image.ref.name'];
+    if (name === undefined) throw new Error('the archive names no image; pass a reference');
+    return this.saveRecord({ ref: parseImageRef(name).canonical, digest, layers, config, source: 'oci-archive', createdAt: new Date().toISOString() });
+  }
+
+  private async importDockerSave(dir: string, reference: string | undefined): Promise<ImageRecord> {
+    const manifests = JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8')) as { Config: string; RepoTags?: string[] | null; Layers: string[] }[];
+    const wanted = reference !== undefined ? parseImageRef(reference).canonical : undefined;
+    const entry = manifests.find((m) => (m.RepoTags ?? []).some((t) => wanted !== undefined && parseImageRef(t).canonical === wanted)) ?? manifests[0];
+    if (!entry) throw new Error('manifest.json lists no images');
+    const inside = (p: string): string => {
+      if (p.includes('..')) throw new Error(`bad path in manifest.json: ${p}`);
+      return join(dir, p);
+    };
+    const config = parseImageConfig(await readFile(inside(entry.Config)));
+    const layers: string[] = [];
+    for (const layerPath of entry.Layers) {
+      const path = inside(layerPath);
+      const hex = await sha256File(path);
+      await this.ensureLayer(hex, () => Promise.resolve(path));
+      layers.push(hex);
+    }
+    const name = reference ?? entry.RepoTags?.[0];
+    if (name === undefined) throw new Error('the archive names no image; pass a reference');
+    const digest = `sha256:${await sha256File(inside(entry.Config))}`;
+    return this.saveRecord({ ref: parseImageRef(name).canonical, digest, layers, config, source: 'docker-archive', createdAt: new Date().toISOString() });
+  }
+
+  /** Forgets an image (its layers stay until {@link gc}). */
+  async remove(reference: string): Promise<void> {
+    await rm(this.recordPath(parseImageRef(reference).canonical), { force: true });
+  }
+
+  /**
+   * Deletes every unpacked layer that no stored image references and that is not in `inUse`
+   * (layers of running sandboxes whose image record was removed). Returns the removed digests.
+   */
+  async gc(inUse: Iterable<string> = []): Promise<string[]> {
+    const keep = new Set(inUse);
+    for (const record of await this.list()) for (const layer of record.layers) keep.add(layer);
+    const dir = join(this.root, 'layers');
+    const removed: string[] = [];
+    for (const name of await readdir(dir).catch(() => [] as string[])) {
+      if (keep.has(name) || this.layerJobs.has(name)) continue;
+      if (name.startsWith('.tmp-')) {
+        // Leftover of an interrupted unpack by a process that no longer exists.
+        const pid = Number(name.split('-').at(-2));
+        if (Number.isInteger(pid) && pid !== process.pid && isAlive(pid)) continue;
+        if (pid === process.pid && this.layerJobs.size > 0) continue;
+      }
+      await rm(join(dir, name), { recursive: true, force: true });
+      removed.push(name);
+    }
+    return removed;
+  }
+
+  private async saveRecord(record: ImageRecord): Promise<ImageRecord> {
+    const path = this.recordPath(record.ref);
+    await mkdir(join(this.root, 'images'), { recursive: true });
+    const tmp = `${path}.${randomBytes(4).toString('hex')}.tmp`;
+    await writeFile(tmp, JSON.stringify(record, null, 2));
+    await rename(tmp, path);
+    return record;
+  }
+
+  private async tmpDir(): Promise<string> {
+    await mkdir(join(this.root, 'tmp'), { recursive: true });
+    return mkdtemp(join(this.root, 'tmp', 'op-'));
+  }
+}
+
+/** Reads the interesting parts of an image config blob. */
+export function parseImageConfig(raw: Buffer): ImageConfig {
+  const parsed = JSON.parse(raw.toString('utf8')) as {
+    config?: { Env?: string[] | null; Entrypoint?: string[] | null; Cmd?: string[] | null; WorkingDir?: string; User?: string };
+    architecture?: string;
+    os?: string;
+  };
+  const c = parsed.config ?? {};
+  return {
+    env: c.Env ?? DEFAULT_IMAGE_CONFIG.env,
+    entrypoint: c.Entrypoint ?? [],
+    cmd: c.Cmd ?? [],
+    workingDir: c.WorkingDir ?? '',
+    user: c.User ?? '',
+  };
+}
+
+function checkLayerType(layer: Descriptor): void {
+  const type = layer.mediaType ?? '';
+  if (/foreign|nondistributable/.test(type) && !type.includes('tar')) throw new Error(`unsupported layer media type ${type}`);
+  if (type !== '' && !/tar/.test(type)) throw new Error(`unsupported layer media type ${type}`);
+}
+
+function hexOf(digest: string): string {
+  const m = /^sha256:([0-9a-f]{64})$/.exec(digest);
+  if (!m?.[1]) throw new Error(`unsupported digest ${digest}`);
+  return m[1];
+}
+
+async function sha256File(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+async function pathExists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

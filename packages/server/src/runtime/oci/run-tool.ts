@@ -1,0 +1,53 @@
+import { spawn } from 'node:child_process';
+
+/** What a host tool printed. */
+export interface ToolOutput {
+  stdout: string;
+  stderr: string;
+}
+
+/** A host tool that exited non-zero (or could not start); carries its stderr. */
+export class ToolError extends Error {
+  constructor(
+    readonly command: string,
+    readonly exitCode: number | null,
+    readonly stderr: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`${command} failed (${exitCode === null ? 'did not run' : `exit ${exitCode}`}): ${stderr.trim().slice(-2000)}`, options);
+    this.name = 'ToolError';
+  }
+}
+
+/**
+ * Runs a host tool to completion and collects its output (bounded to the last 1 MiB per stream).
+ * Rejects with {@link ToolError} on a non-zero exit.
+ */
+export function runTool(command: string, args: readonly string[], options: { input?: string | Buffer; timeoutMs?: number } = {}): Promise<ToolOutput> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    const limit = 1024 * 1024;
+    child.stdout.on('data', (c: Buffer) => {
+      stdout += c.toString('utf8');
+      if (stdout.length > limit) stdout = stdout.slice(-limit);
+    });
+    child.stderr.on('data', (c: Buffer) => {
+      stderr += c.toString('utf8');
+      if (stderr.length > limit) stderr = stderr.slice(-limit);
+    });
+    const timer = options.timeoutMs !== undefined ? setTimeout(() => child.kill('SIGKILL'), options.timeoutMs) : undefined;
+    child.once('error', (error) => {
+      if (timer) clearTimeout(timer);
+      reject(new ToolError(`${command} ${args.join(' ')}`, null, String(error), { cause: error }));
+    });
+    child.once('close', (code, signal) => {
+      if (timer) clearTimeout(timer);
+      if (code === 0) resolve({ stdout, stderr });
+      else reject(new ToolError(`${command} ${args.slice(0, 6).join(' ')}`, code ?? (signal ? 128 : null), stderr));
+    });
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(options.input ?? '');
+  });
+}

@@ -25,6 +25,12 @@ export interface CorralConfig {
   logsMaxBytes: number;
   pidsLimit: number;
   terminatedRetentionHours: number;
+  /** Most bytes of stdout, and separately of stderr, one gateway exec returns; the rest is dropped with a marker. */
+  execOutputMaxBytes: number;
+  /** Largest gateway exec request body (the command is inside it), bytes. */
+  execMaxRequestBytes: number;
+  /** Most gateway operations (exec, file transfers, read-file) running in sandboxes at once; more wait in a queue. */
+  maxConcurrentExecs: number;
 }
 
 type Parser = (raw: string, name: string) => unknown;
@@ -81,6 +87,9 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'logsMaxBytes', env: 'CORRAL_LOGS_MAX_BYTES', description: 'Most bytes of start-command output returned by the logs endpoint', defaultText: '1048576', parse: integer(1024, 64 * 1024 * 1024) },
   { key: 'pidsLimit', env: 'CORRAL_PIDS_LIMIT', description: 'Most processes one sandbox may run', defaultText: '1024', parse: integer(16, 1_000_000) },
   { key: 'terminatedRetentionHours', env: 'CORRAL_RETENTION_HOURS', description: 'How long ended sandboxes stay readable before their rows are purged', defaultText: '168', parse: integer(1, 100_000) },
+  { key: 'execOutputMaxBytes', env: 'CORRAL_EXEC_OUTPUT_MAX_BYTES', description: 'Most bytes of stdout (and of stderr) one gateway exec returns; the rest is replaced by a truncation marker', defaultText: '16777216', parse: integer(1024, 1024 * 1024 * 1024) },
+  { key: 'execMaxRequestBytes', env: 'CORRAL_EXEC_MAX_REQUEST_BYTES', description: 'Largest gateway exec request body, bytes (the command travels inside it)', defaultText: '16777216', parse: integer(64 * 1024, 1024 * 1024 * 1024) },
+  { key: 'maxConcurrentExecs', env: 'CORRAL_MAX_CONCURRENT_EXECS', description: 'Most gateway operations running in sandboxes at once across the server; more wait in a queue', defaultText: '1024', parse: integer(1, 100_000) },
 ];
 
 const DEFAULTS: CorralConfig = {
@@ -102,6 +111,9 @@ const DEFAULTS: CorralConfig = {
   logsMaxBytes: 1024 * 1024,
   pidsLimit: 1024,
   terminatedRetentionHours: 168,
+  execOutputMaxBytes: 16 * 1024 * 1024,
+  execMaxRequestBytes: 16 * 1024 * 1024,
+  maxConcurrentExecs: 1024,
 };
 
 /**

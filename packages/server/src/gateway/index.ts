@@ -1,7 +1,154 @@
-import type { FastifyInstance } from 'fastify';
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { FastifyError, FastifyInstance } from 'fastify';
+import { WebSocketServer, type WebSocket } from 'ws';
 import type { AppServices } from '../http/app.js';
+import { registerExecRoute } from './exec-route.js';
+import { registerFileRoutes } from './file-routes.js';
+import { type GatewayContext, type GatewayParams } from './gateway-context.js';
+import { GatewayError, sendGatewayError } from './gateway-error.js';
+import { bearerToken, resolveTarget } from './gateway-target.js';
+import { Semaphore } from './semaphore.js';
+import { runStreamSession } from './stream-session.js';
 
-/** Registers the data-plane gateway under `/gateway/:user_ns/:job_id/…`. */
-export async function registerGateway(_app: FastifyInstance, _services: AppServices): Promise<void> {
-  // The gateway routes are registered here.
+const STREAM_PATH = /^\/gateway\/([^/?#]+)\/([^/?#]+)\/stream\/?(?:\?.*)?$/;
+
+/**
+ * Registers the data-plane gateway under `/gateway/:user_ns/:job_id/…` (`app` is an
+ * encapsulated plugin with prefix `/gateway`): `exec`, `upload`, `download`, `read-file`,
+ * `authorize` (501 for now) and the streaming-exec WebSocket `stream`. Every route checks the
+ * gateway token and the sandbox's state first; every error is a JSON object
+ * `{error, message, code}`.
+ */
+export async function registerGateway(app: FastifyInstance, services: AppServices): Promise<void> {
+  const ctx: GatewayContext = { services: services.gateway, config: services.config, slots: new Semaphore(services.config.maxConcurrentExecs) };
+
+  // The gateway's own body parsers: JSON keeps its source text (exec tells `10` from `10.0`),
+  // multipart is left unread for the upload route to stream, anything else is read and ignored.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
+    const raw = typeof body === 'string' ? body : body.toString('utf8');
+    if (raw.trim() === '') {
+      done(null, undefined);
+      return;
+    }
+    try {
+      done(null, { raw, value: JSON.parse(raw) as unknown });
+    } catch {
+      done(new GatewayError(400, 'invalid_json', 'The request body is not valid JSON'), undefined);
+    }
+  });
+  app.addContentTypeParser('multipart/form-data', (_request, _payload, done) => done(null, undefined));
+  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: 1024 * 1024 }, (_request, _body, done) => done(null, undefined));
+
+  app.setErrorHandler((error: FastifyError | GatewayError, request, reply) => {
+    if (error instanceof GatewayError) return sendGatewayError(reply, error);
+    const status = error.statusCode;
+    if (status !== undefined && status >= 400 && status < 500) {
+      return sendGatewayError(reply, new GatewayError(status, (error.code ?? 'bad_request').toLowerCase(), error.message));
+    }
+    request.log.error({ err: error }, 'gateway: unhandled error');
+    return sendGatewayError(reply, new GatewayError(500, 'internal_error', `Internal error (request ${request.id}); the server log has the details`));
+  });
+
+  app.decorateRequest('gatewayTarget', null);
+  app.addHook('onRequest', async (request) => {
+    if (request.is404) return;
+    const params = request.params as Partial<GatewayParams>;
+    if (params.user_ns === undefined || params.job_id === undefined) return;
+    request.gatewayTarget = await resolveTarget(services.gateway, params.user_ns, params.job_id, bearerToken(request.headers.authorization));
+  });
+
+  registerExecRoute(app, ctx);
+  registerFileRoutes(app, ctx);
+  app.post<{ Params: GatewayParams }>('/:user_ns/:job_id/authorize', { config: { public: true } }, async () => {
+    throw new GatewayError(501, 'not_implemented', 'SSH session authorisation is not supported by this server yet');
+  });
+  app.get<{ Params: GatewayParams }>('/:user_ns/:job_id/stream', { config: { public: true } }, async () => {
+    throw new GatewayError(426, 'upgrade_required', 'This endpoint speaks WebSocket: connect with Upgrade: websocket (docs/streaming-exec.md)');
+  });
+
+  registerStreamUpgrade(app, ctx);
+}
+
+/** Answers an upgrade request with a plain HTTP error and closes the socket. */
+function refuseUpgrade(socket: Duplex, error: GatewayError): void {
+  const body = JSON.stringify(error.body());
+  const reason = { 400: 'Bad Request', 401: 'Unauthorized', 404: 'Not Found', 409: 'Conflict', 502: 'Bad Gateway', 503: 'Service Unavailable' }[error.status] ?? 'Error';
+  socket.end(
+    `HTTP/1.1 ${error.status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}
+
+/**
+ * Serves `GET /gateway/:user_ns/:job_id/stream` WebSocket upgrades from the HTTP server's
+ * `upgrade` event with `ws` in noServer mode. The token comes from `Authorization: Bearer` or,
+ * for browsers, `?token=`. Open sessions are closed (and their processes killed unless detached)
+ * when the server closes.
+ */
+function registerStreamUpgrade(app: FastifyInstance, ctx: GatewayContext): void {
+  const wss = new WebSocketServer({ noServer: true, maxPayload: 16 * 1024 * 1024, perMessageDeflate: false });
+  const sockets = new Set<WebSocket>();
+  let closing = false;
+
+  const onUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    const match = STREAM_PATH.exec(request.url ?? '');
+    if (!match) {
+      // Not ours. With nobody else listening, nobody would ever answer: refuse it.
+      if (app.server.listenerCount('upgrade') === 1) refuseUpgrade(socket, new GatewayError(404, 'not_found', 'No WebSocket endpoint here'));
+      return;
+    }
+    socket.on('error', () => undefined);
+    if (closing) {
+      refuseUpgrade(socket, new GatewayError(503, 'shutting_down', 'The server is shutting down'));
+      return;
+    }
+    let userNs: string;
+    let jobId: string;
+    try {
+      userNs = decodeURIComponent(match[1] as string);
+      jobId = decodeURIComponent(match[2] as string);
+    } catch {
+      refuseUpgrade(socket, new GatewayError(400, 'bad_request', 'Malformed path'));
+      return;
+    }
+    const query = new URL(request.url ?? '', 'http://localhost').searchParams;
+    const token = bearerToken(request.headers.authorization) ?? query.get('token') ?? undefined;
+    resolveTarget(ctx.services, userNs, jobId, token).then(
+      (target) => {
+        wss.handleUpgrade(request, socket, head, (ws) => {
+          sockets.add(ws);
+          let alive = true;
+          ws.on('pong', () => (alive = true));
+          const heartbeat = setInterval(() => {
+            if (!alive) ws.terminate();
+            alive = false;
+            ws.ping();
+          }, 30_000);
+          heartbeat.unref();
+          ws.on('error', () => undefined);
+          ws.once('close', () => {
+            clearInterval(heartbeat);
+            sockets.delete(ws);
+          });
+          runStreamSession(ws, target, ctx).catch((error: unknown) => {
+            app.log.error({ err: error }, 'gateway: stream session failed');
+            ws.terminate();
+          });
+        });
+      },
+      (error: unknown) => {
+        refuseUpgrade(socket, error instanceof GatewayError ? error : new GatewayError(502, 'gateway_error', String(error)));
+      },
+    );
+  };
+  app.server.on('upgrade', onUpgrade);
+  app.addHook('preClose', async () => {
+    closing = true;
+    app.server.off('upgrade', onUpgrade);
+    for (const ws of sockets) ws.terminate();
+  });
+  app.addHook('onClose', async () => {
+    await new Promise<void>((resolve) => wss.close(() => resolve()));
+  });
 }

@@ -1,0 +1,186 @@
+import { PassThrough, type Readable } from 'node:stream';
+import busboy from 'busboy';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { RuntimeError } from '../runtime/runtime.js';
+import { type GatewayContext, type GatewayParams, clientGone, keepActive, runtimeFailure, targetOf } from './gateway-context.js';
+import { GatewayError, invalid, sandboxNotFound } from './gateway-error.js';
+import type { GatewayTarget } from './gateway-target.js';
+import { MAX_READ_BYTES, readWindow } from './read-window.js';
+
+type FileQuery = { path?: string; offset?: string; length?: string; sandbox_id?: string };
+type FileRoute = { Params: GatewayParams; Querystring: FileQuery };
+
+function pathParam(query: FileQuery, absolute: boolean): string {
+  const path = query.path;
+  if (typeof path !== 'string' || path === '') throw invalid('path: required');
+  if (path.includes('\0')) throw invalid('path: must not contain NUL bytes');
+  if (absolute && !path.startsWith('/')) throw invalid(`path: must be absolute, got ${JSON.stringify(path.slice(0, 200))}`);
+  return path;
+}
+
+function integerParam(value: string | undefined, name: string, min: number): number | undefined {
+  if (value === undefined || value === '') return undefined;
+  if (!/^-?[0-9]{1,16}$/.test(value)) throw invalid(`${name}: must be an integer`);
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < min) throw invalid(`${name}: must be an integer of at least ${min}`);
+  return n;
+}
+
+function notFound(path: string): GatewayError {
+  return new GatewayError(404, 'file_not_found', `File not found: ${path}`, { path });
+}
+
+/**
+ * A driver's NOT_FOUND from a file operation means either "no such file" or "no such sandbox":
+ * ask the driver which.
+ */
+async function fileFailure(target: GatewayTarget, path: string, error: unknown): Promise<GatewayError> {
+  if (error instanceof RuntimeError && error.kind === 'NOT_FOUND') {
+    const state = await target.runtime.inspect(target.runtimeId).catch(() => undefined);
+    if (!state?.running) return sandboxNotFound(target.sandboxId, `Sandbox ${target.sandboxId} is no longer running`);
+    return notFound(path);
+  }
+  return runtimeFailure(target, error);
+}
+
+/** Streams a multipart upload's `file` part into the sandbox; resolves with the bytes written. */
+function receiveUpload(request: FastifyRequest, target: GatewayTarget, path: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let parser: busboy.Busboy;
+    try {
+      parser = busboy({ headers: request.raw.headers, limits: { files: 1, fields: 32, fieldSize: 64 * 1024, parts: 64 } });
+    } catch (error) {
+      reject(invalid(`Expected multipart/form-data with a "file" part: ${(error as Error).message}`));
+      return;
+    }
+    let written: Promise<{ size: number }> | undefined;
+    let settled = false;
+    const fail = (error: unknown): void => {
+      if (settled) return;
+      settled = true;
+      // Read and drop the rest of the body so the client gets to see the answer.
+      request.raw.unpipe(parser);
+      request.raw.resume();
+      reject(error);
+    };
+    parser.on('file', (name, stream) => {
+      if (name !== 'file' || written) {
+        stream.resume();
+        return;
+      }
+      // A separate stream, so a failing copy cannot tear down the multipart parser.
+      const content = new PassThrough();
+      stream.pipe(content);
+      written = target.runtime.putFile(target.runtimeId, path, content);
+      written.catch((error: unknown) => {
+        stream.unpipe(content);
+        stream.resume();
+        fail(error);
+      });
+    });
+    parser.on('error', (error: Error) => fail(invalid(`Malformed multipart body: ${error.message}`)));
+    parser.on('close', () => {
+      if (!written) {
+        fail(invalid('The multipart body has no "file" part'));
+        return;
+      }
+      written.then(({ size }) => {
+        if (!settled) {
+          settled = true;
+          resolve(size);
+        }
+      }, fail);
+    });
+    request.raw.on('error', (error) => fail(error));
+    request.raw.pipe(parser);
+  });
+}
+
+/** `POST …/upload`, `GET …/download` and `GET …/read-file`. */
+export function registerFileRoutes(app: FastifyInstance, ctx: GatewayContext): void {
+  app.post<FileRoute>('/:user_ns/:job_id/upload', { config: { public: true } }, async (request, reply) => {
+    const target = targetOf(request);
+    const path = pathParam(request.query, true);
+    if (!request.headers['content-type']?.toLowerCase().startsWith('multipart/form-data')) {
+      throw invalid('Expected a multipart/form-data body with a "file" part');
+    }
+    const signal = clientGone(request, reply);
+    const done = keepActive(ctx.services, target.sandboxId);
+    try {
+      const size = await ctx.slots.run(() => receiveUpload(request, target, path), signal);
+      return reply.send({ success: true, path, size, timestamp: new Date().toISOString() });
+    } catch (error) {
+      if (signal.aborted) return reply;
+      throw await fileFailure(target, path, error);
+    } finally {
+      done();
+    }
+  });
+
+  app.get<FileRoute>('/:user_ns/:job_id/download', { config: { public: true } }, async (request, reply) => {
+    const target = targetOf(request);
+    const path = pathParam(request.query, false);
+    const signal = clientGone(request, reply);
+    const done = keepActive(ctx.services, target.sandboxId);
+    const release = await ctx.slots.acquire(signal).catch((error: unknown) => {
+      done();
+      throw error;
+    });
+    let file: { size: number; stream: Readable };
+    try {
+      file = await target.runtime.getFile(target.runtimeId, path);
+    } catch (error) {
+      release();
+      done();
+      throw await fileFailure(target, path, error);
+    }
+    const finished = (): void => {
+      release();
+      done();
+    };
+    file.stream.once('close', finished);
+    file.stream.once('end', finished);
+    file.stream.once('error', finished);
+    return sendStream(reply, file);
+  });
+
+  app.get<FileRoute>('/:user_ns/:job_id/read-file', { config: { public: true } }, async (request, reply) => {
+    const target = targetOf(request);
+    const path = pathParam(request.query, false);
+    const offset = integerParam(request.query.offset, 'offset', Number.MIN_SAFE_INTEGER);
+    const length = integerParam(request.query.length, 'length', 0);
+    const signal = clientGone(request, reply);
+    ctx.services.activity.touch(target.sandboxId);
+    let result: Awaited<ReturnType<typeof readWindow>>;
+    try {
+      result = await ctx.slots.run(() => readWindow(target.runtime, target.runtimeId, path, { offset, length, maxBytes: MAX_READ_BYTES }), signal);
+    } catch (error) {
+      if (signal.aborted) return reply;
+      throw runtimeFailure(target, error);
+    }
+    switch (result.kind) {
+      case 'missing':
+        throw notFound(path);
+      case 'too-large':
+        return reply.code(413).send({
+          error: `File size (${result.length} bytes) exceeds max read size (${MAX_READ_BYTES} bytes). Use /download instead.`,
+          code: 413,
+          total_size: result.totalSize,
+        });
+      case 'failed':
+        throw new GatewayError(502, 'gateway_error', result.message);
+      case 'ok':
+        return reply.send({
+          content: result.content.toString('utf8'),
+          size: result.content.length,
+          total_size: result.totalSize,
+          offset: result.offset,
+          truncated: result.offset > 0 || result.offset + result.content.length < result.totalSize,
+        });
+    }
+  });
+}
+
+function sendStream(reply: FastifyReply, file: { size: number; stream: Readable }): FastifyReply {
+  return reply.type('application/octet-stream').header('content-length', String(file.size)).send(file.stream);
+}

@@ -1,0 +1,75 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { CorralConfig } from '../config.js';
+import type { GatewayServices } from '../http/app.js';
+import { RuntimeError } from '../runtime/runtime.js';
+import { GatewayError, sandboxNotFound } from './gateway-error.js';
+import type { GatewayTarget } from './gateway-target.js';
+import type { Semaphore } from './semaphore.js';
+
+/** What every gateway route shares. */
+export interface GatewayContext {
+  services: GatewayServices;
+  config: CorralConfig;
+  /** Bounds how many operations run in sandboxes at once, server-wide. */
+  slots: Semaphore;
+}
+
+/** Route parameters of every gateway route. */
+export interface GatewayParams {
+  user_ns: string;
+  job_id: string;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The checked sandbox of a gateway request; set by the gateway's onRequest hook. */
+    gatewayTarget: GatewayTarget | null;
+  }
+}
+
+/** The request's checked sandbox. */
+export function targetOf(request: FastifyRequest): GatewayTarget {
+  if (!request.gatewayTarget) throw new GatewayError(401, 'unauthorized', 'Missing gateway token');
+  return request.gatewayTarget;
+}
+
+/**
+ * An AbortSignal that fires when the client goes away before the response is sent, so work done
+ * for it (a process, a queue slot) can stop.
+ */
+export function clientGone(request: FastifyRequest, reply: FastifyReply): AbortSignal {
+  const controller = new AbortController();
+  const onClose = (): void => {
+    if (!reply.raw.writableEnded) controller.abort(new Error('client disconnected'));
+  };
+  reply.raw.once('close', onClose);
+  request.raw.once('error', onClose);
+  return controller.signal;
+}
+
+/**
+ * Maps a runtime failure to a gateway error: a sandbox the driver no longer has is a 502
+ * `sandbox_not_found`, anything else a 502 `gateway_error`.
+ */
+export function runtimeFailure(target: GatewayTarget, error: unknown): GatewayError {
+  if (error instanceof GatewayError) return error;
+  if (error instanceof RuntimeError && error.kind === 'NOT_FOUND') {
+    return sandboxNotFound(target.sandboxId, `Sandbox ${target.sandboxId} is no longer running`);
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  return new GatewayError(502, 'gateway_error', `Failed to route request to sandbox: ${message}`);
+}
+
+/**
+ * Marks the sandbox active now and every 30 s until the returned function is called, so a long
+ * operation keeps the idle timer from firing under it.
+ */
+export function keepActive(services: GatewayServices, sandboxId: string): () => void {
+  services.activity.touch(sandboxId);
+  const timer = setInterval(() => services.activity.touch(sandboxId), 30_000);
+  timer.unref();
+  return () => {
+    clearInterval(timer);
+    services.activity.touch(sandboxId);
+  };
+}

@@ -1,0 +1,231 @@
+import type { Readable } from 'node:stream';
+import type { RawData, WebSocket } from 'ws';
+import type { ExecProcess, ExecRequest } from '../runtime/runtime.js';
+import type { GatewayContext } from './gateway-context.js';
+import { keepActive, runtimeFailure } from './gateway-context.js';
+import type { GatewayTarget } from './gateway-target.js';
+
+/** Output channel bytes that prefix every binary frame the server sends. */
+export const STDOUT_CHANNEL = 1;
+/** See `STDOUT_CHANNEL`. */
+export const STDERR_CHANNEL = 2;
+
+/** Signals a client may send to the process tree. */
+const SIGNALS = new Set<NodeJS.Signals>(['SIGINT', 'SIGTERM', 'SIGKILL', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGSTOP', 'SIGCONT', 'SIGWINCH']);
+/** How long the client has to send its `start` message. */
+const START_TIMEOUT_MS = 30_000;
+/** Output is paused while more than this is queued on the socket. */
+const HIGH_WATER = 1024 * 1024;
+
+/** The validated `start` message. */
+interface StartMessage {
+  request: ExecRequest;
+  timeoutSeconds: number | undefined;
+  detach: boolean;
+}
+
+class ProtocolError extends Error {}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function dimension(value: unknown, name: string): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > 10_000) {
+    throw new ProtocolError(`${name}: must be an integer from 1 to 10000`);
+  }
+  return value;
+}
+
+function parseStart(message: unknown, maxTimeoutSeconds: number): StartMessage {
+  if (!isObject(message) || message.type !== 'start') throw new ProtocolError('The first message must be {"type":"start", …}');
+  let argv: string[];
+  if (message.argv !== undefined) {
+    if (!Array.isArray(message.argv) || message.argv.length === 0 || !message.argv.every((a) => typeof a === 'string' && !a.includes('\0'))) {
+      throw new ProtocolError('argv: must be a non-empty array of strings');
+    }
+    argv = message.argv as string[];
+  } else if (typeof message.command === 'string') {
+    argv = ['/bin/sh', '-c', message.command];
+  } else {
+    throw new ProtocolError('start: give argv (array of strings) or command (shell string)');
+  }
+  const request: ExecRequest = { argv };
+  if (message.cwd !== undefined && message.cwd !== null) {
+    if (typeof message.cwd !== 'string' || !message.cwd.startsWith('/')) throw new ProtocolError('cwd: must be an absolute path');
+    request.cwd = message.cwd;
+  }
+  if (message.env !== undefined && message.env !== null) {
+    if (!isObject(message.env) || !Object.values(message.env).every((v) => typeof v === 'string')) {
+      throw new ProtocolError('env: must be an object of strings');
+    }
+    request.env = message.env as Record<string, string>;
+  }
+  if (message.user !== undefined && message.user !== null) {
+    if (typeof message.user !== 'string' || !/^[A-Za-z0-9_][A-Za-z0-9._:-]{0,127}$/.test(message.user)) throw new ProtocolError('user: invalid');
+    request.user = message.user;
+  }
+  if (message.tty !== undefined && message.tty !== null) {
+    if (!isObject(message.tty)) throw new ProtocolError('tty: must be {rows, cols}');
+    request.tty = { rows: dimension(message.tty.rows, 'tty.rows'), cols: dimension(message.tty.cols, 'tty.cols') };
+  }
+  if (message.stdin !== undefined && typeof message.stdin !== 'boolean') throw new ProtocolError('stdin: must be a boolean');
+  request.stdin = message.stdin ?? request.tty !== undefined;
+  let timeoutSeconds: number | undefined;
+  if (message.timeout !== undefined && message.timeout !== null) {
+    const t = message.timeout;
+    if (typeof t !== 'number' || !Number.isInteger(t) || t < 1 || t > maxTimeoutSeconds) {
+      throw new ProtocolError(`timeout: must be an integer from 1 to ${maxTimeoutSeconds}`);
+    }
+    timeoutSeconds = t;
+  }
+  if (message.detach !== undefined && typeof message.detach !== 'boolean') throw new ProtocolError('detach: must be a boolean');
+  return { request, timeoutSeconds, detach: message.detach === true };
+}
+
+function toBuffer(data: RawData): Buffer {
+  if (Buffer.isBuffer(data)) return data;
+  if (Array.isArray(data)) return Buffer.concat(data);
+  return Buffer.from(data);
+}
+
+function sendJson(ws: WebSocket, message: Record<string, unknown>): void {
+  if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(message));
+}
+
+/**
+ * Runs one streaming-exec session on an accepted WebSocket (protocol: docs/streaming-exec.md).
+ * Resolves when the session is over. A client that disconnects before the process exits kills
+ * its process tree, unless it started with `detach: true`.
+ */
+export async function runStreamSession(ws: WebSocket, target: GatewayTarget, ctx: GatewayContext): Promise<void> {
+  const fail = (error: string, message: string, code = 1008): void => {
+    sendJson(ws, { type: 'error', error, message });
+    if (ws.readyState === ws.OPEN) ws.close(code, error.slice(0, 100));
+  };
+  const first = await new Promise<RawData | null>((resolve) => {
+    const timer = setTimeout(() => resolve(null), START_TIMEOUT_MS);
+    ws.once('message', (data) => {
+      clearTimeout(timer);
+      resolve(data);
+    });
+    ws.once('close', () => {
+      clearTimeout(timer);
+      resolve(null);
+    });
+  });
+  if (first === null) {
+    fail('start_timeout', 'No start message');
+    return;
+  }
+  let start: StartMessage;
+  try {
+    start = parseStart(JSON.parse(toBuffer(first).toString('utf8')), ctx.config.maxExecTimeoutSeconds);
+  } catch (error) {
+    fail('invalid_start', error instanceof SyntaxError ? 'The start message must be JSON' : (error as Error).message);
+    return;
+  }
+  if (ws.readyState !== ws.OPEN) return;
+
+  const done = keepActive(ctx.services, target.sandboxId);
+  let proc: ExecProcess;
+  try {
+    proc = await target.runtime.exec(target.runtimeId, start.request);
+  } catch (error) {
+    done();
+    const failure = runtimeFailure(target, error);
+    fail(failure.error, failure.message, 1011);
+    return;
+  }
+  let exited = false;
+  let timedOut = false;
+  const timer = start.timeoutSeconds
+    ? setTimeout(() => {
+        timedOut = true;
+        void proc.kill('SIGKILL').catch(() => undefined);
+      }, start.timeoutSeconds * 1000)
+    : undefined;
+
+  const outputs: Readable[] = [proc.stdout, proc.stderr];
+  const forward = (stream: Readable, channel: number): void => {
+    stream.on('data', (chunk: Buffer) => {
+      if (ws.readyState !== ws.OPEN) return; // Detached or gone: drop output, keep the pipe flowing.
+      ws.send(Buffer.concat([Buffer.from([channel]), chunk]), () => {
+        if (ws.bufferedAmount < HIGH_WATER / 2) for (const s of outputs) s.resume();
+      });
+      if (ws.bufferedAmount > HIGH_WATER) for (const s of outputs) s.pause();
+    });
+    stream.on('error', () => undefined);
+  };
+  proc.stdin?.on('error', () => undefined);
+  const writeStdin = (chunk: Buffer): void => {
+    if (proc.stdin && !proc.stdin.writableEnded) proc.stdin.write(chunk);
+  };
+  forward(proc.stdout, STDOUT_CHANNEL);
+  forward(proc.stderr, STDERR_CHANNEL);
+  sendJson(ws, { type: 'started' });
+
+  ws.on('message', (data, isBinary) => {
+    if (isBinary) {
+      writeStdin(toBuffer(data));
+      return;
+    }
+    let message: unknown;
+    try {
+      message = JSON.parse(toBuffer(data).toString('utf8'));
+    } catch {
+      sendJson(ws, { type: 'error', error: 'invalid_message', message: 'Text messages must be JSON' });
+      return;
+    }
+    if (!isObject(message)) return;
+    switch (message.type) {
+      case 'stdin':
+        if (typeof message.data === 'string') writeStdin(Buffer.from(message.data, message.encoding === 'base64' ? 'base64' : 'utf8'));
+        return;
+      case 'stdin_eof':
+        proc.stdin?.end();
+        return;
+      case 'resize':
+        try {
+          void proc.resize(dimension(message.rows, 'rows'), dimension(message.cols, 'cols')).catch(() => undefined);
+        } catch (error) {
+          sendJson(ws, { type: 'error', error: 'invalid_message', message: (error as Error).message });
+        }
+        return;
+      case 'signal': {
+        const signal = message.signal as NodeJS.Signals;
+        if (!SIGNALS.has(signal)) {
+          sendJson(ws, { type: 'error', error: 'invalid_message', message: `signal: one of ${[...SIGNALS].join(', ')}` });
+          return;
+        }
+        void proc.kill(signal).catch(() => undefined);
+        return;
+      }
+      default:
+        sendJson(ws, { type: 'error', error: 'invalid_message', message: `Unknown message type ${JSON.stringify(message.type)}` });
+    }
+  });
+  ws.on('close', () => {
+    for (const s of outputs) s.resume();
+    if (exited) return;
+    if (start.detach) {
+      proc.stdin?.end();
+      return;
+    }
+    void proc.kill('SIGKILL').catch(() => undefined);
+  });
+
+  try {
+    const { exitCode } = await proc.wait();
+    exited = true;
+    sendJson(ws, timedOut ? { type: 'exit', exit_code: exitCode, timed_out: true } : { type: 'exit', exit_code: exitCode });
+    if (ws.readyState === ws.OPEN) ws.close(1000, 'exited');
+  } catch (error) {
+    exited = true;
+    const failure = runtimeFailure(target, error);
+    fail(failure.error, failure.message, 1011);
+  } finally {
+    clearTimeout(timer);
+    done();
+  }
+}

@@ -1,0 +1,124 @@
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import type { TestContext } from 'node:test';
+import { type TestServer, startTestServer } from '../testing/test-server.js';
+import type { CorralConfig } from '../config.js';
+
+/** The image gateway tests run in. */
+export const TEST_IMAGE = process.env.CORRAL_TEST_IMAGE ?? 'corral-test/busybox:latest';
+
+/** Why Docker tests cannot run here (no engine or no image), or undefined when they can. */
+export function dockerMissing(image = TEST_IMAGE): string | undefined {
+  try {
+    execFileSync('docker', ['image', 'inspect', image], { stdio: 'ignore' });
+    return undefined;
+  } catch {
+    return `no Docker engine with image ${image} (run scripts/ensure-docker.sh)`;
+  }
+}
+
+/**
+ * Skips the test when Docker is missing, except on CI (`CI=true`), where it fails instead.
+ * Returns true when the test should go on.
+ */
+export function needDocker(t: TestContext, image = TEST_IMAGE): boolean {
+  const reason = dockerMissing(image);
+  if (reason === undefined) return true;
+  if (process.env.CI === 'true') throw new Error(reason);
+  t.skip(reason);
+  return false;
+}
+
+/** A listening Docker-backed test server. */
+export interface GatewayTestServer {
+  t: TestServer;
+  url: string;
+  /** Removes every container this server made, then closes it. */
+  close(): Promise<void>;
+}
+
+/** Starts a Docker-backed server on a loopback port with a unique instance id. */
+export async function startGatewayServer(overrides: Partial<CorralConfig> = {}): Promise<GatewayTestServer> {
+  const t = await startTestServer({ runtime: 'docker', instanceId: `gwtest-${randomBytes(4).toString('hex')}`, reconcileIntervalMs: 500, ...overrides });
+  const url = await t.server.listen();
+  return {
+    t,
+    url,
+    async close() {
+      const runtime = t.server.runtime;
+      if (runtime) for (const s of await runtime.list()) await runtime.remove(s.runtimeId).catch(() => undefined);
+      await t.close();
+    },
+  };
+}
+
+/** A running sandbox and what the gateway needs to reach it. */
+export interface GatewaySandbox {
+  id: string;
+  token: string;
+  userNs: string;
+  /** `<gateway_url>/<user_ns>/<job_id>` */
+  base: string;
+}
+
+/** Creates a sandbox through the API, waits until it is RUNNING and fetches a gateway token. */
+export async function createSandbox(server: GatewayTestServer, body: Record<string, unknown> = {}): Promise<GatewaySandbox> {
+  const created = await server.t.request('POST', '/api/v1/sandbox', {
+    body: { name: 'gw', docker_image: TEST_IMAGE, start_command: 'tail -f /dev/null', cpu_cores: 1, memory_gb: 1, disk_size_gb: 1, ...body },
+  });
+  if (created.statusCode !== 201) throw new Error(`create: ${created.statusCode} ${created.body}`);
+  const { id } = created.json<{ id: string }>();
+  await waitForStatus(server, id, 'RUNNING');
+  const auth = await fetch(`${server.url}/api/v1/sandbox/${id}/auth`, { method: 'POST', headers: { authorization: `Bearer ${server.t.adminKey}` } });
+  if (auth.status !== 200) throw new Error(`auth: ${auth.status} ${await auth.text()}`);
+  const a = (await auth.json()) as { token: string; gateway_url: string; user_ns: string; job_id: string };
+  return { id, token: a.token, userNs: a.user_ns, base: `${a.gateway_url}/${a.user_ns}/${a.job_id}` };
+}
+
+/** Polls `GET /sandbox/{id}` until it has `status` (60 s at most). */
+export async function waitForStatus(server: GatewayTestServer, id: string, status: string, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const res = await server.t.request('GET', `/api/v1/sandbox/${id}`);
+    const s = res.json<{ status: string; errorMessage?: string }>();
+    if (s.status === status) return;
+    if (['ERROR', 'TERMINATED', 'TIMEOUT'].includes(s.status) && status !== s.status) {
+      throw new Error(`sandbox ${id} is ${s.status}: ${s.errorMessage ?? ''}`);
+    }
+    if (Date.now() > deadline) throw new Error(`sandbox ${id} still ${s.status} after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** The result of a gateway call: status and parsed JSON body. */
+export interface JsonResponse<T = Record<string, unknown>> {
+  status: number;
+  body: T;
+}
+
+/** `POST <base>/exec` with the sandbox's token. */
+export async function execCall<T = { stdout: string; stderr: string; exit_code: number }>(
+  sb: GatewaySandbox,
+  body: Record<string, unknown> | string,
+  token: string | null = sb.token,
+): Promise<JsonResponse<T>> {
+  const res = await fetch(`${sb.base}/exec`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: typeof body === 'string' ? body : JSON.stringify({ sandbox_id: sb.id, working_dir: null, env: {}, timeout: 30, ...body }),
+  });
+  const text = await res.text();
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new Error(`exec answered ${res.status} with non-JSON: ${text.slice(0, 200)}`);
+  }
+  return { status: res.status, body: parsed as T };
+}
+
+/** `GET <base>/read-file?…` with the sandbox's token. */
+export async function readFileCall(sb: GatewaySandbox, query: Record<string, string>): Promise<JsonResponse> {
+  const res = await fetch(`${sb.base}/read-file?${new URLSearchParams(query)}`, { headers: { authorization: `Bearer ${sb.token}` } });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}

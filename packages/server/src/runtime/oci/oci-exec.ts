@@ -1,0 +1,262 @@
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { constants } from 'node:fs';
+import { open, readFile, readlink, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
+import type { ExecExit, ExecProcess, ExecRequest } from '../runtime.js';
+import { capabilitiesFor } from './oci-spec.js';
+import { runTool } from './run-tool.js';
+
+/** Environment variable marking every process an exec starts, so `kill()` finds the whole tree. */
+export const EXEC_MARKER_ENV = 'CORRAL_EXEC_ID';
+
+/** What an exec needs to know about its sandbox. */
+export interface ExecTarget {
+  runtimeBinary: string;
+  runcRoot: string;
+  containerId: string;
+  /** Host path of the container's root filesystem (to read /etc/passwd and /etc/group). */
+  rootfs: string;
+  /** Directory for per-exec process.json files. */
+  scratchDir: string;
+  /** The sandbox's environment (image env merged with the spec env). */
+  env: string[];
+  workingDir: string;
+  /** Host pids of every process in the sandbox (its cgroup). */
+  listPids(): Promise<number[]>;
+}
+
+/** Resolved process identity. */
+interface Identity {
+  uid: number;
+  gid: number;
+  additionalGids: number[];
+  home: string;
+}
+
+/** Starts `request` with `runc exec` in the foreground and returns a handle on it. */
+export async function startOciExec(target: ExecTarget, request: ExecRequest): Promise<ExecProcess> {
+  const execId = randomUUID();
+  const identity = await resolveUser(target.rootfs, request.user);
+  const env = new Map<string, string>();
+  for (const entry of target.env) {
+    const eq = entry.indexOf('=');
+    if (eq > 0) env.set(entry.slice(0, eq), entry.slice(eq + 1));
+  }
+  if (!env.has('HOME')) env.set('HOME', identity.home);
+  if (request.tty && !env.has('TERM')) env.set('TERM', 'xterm');
+  for (const [k, v] of Object.entries(request.env ?? {})) env.set(k, v);
+  env.set(EXEC_MARKER_ENV, execId);
+  const processSpec = {
+    terminal: request.tty !== undefined,
+    ...(request.tty ? { consoleSize: { height: request.tty.rows, width: request.tty.cols } } : {}),
+    user: { uid: identity.uid, gid: identity.gid, additionalGids: identity.additionalGids },
+    args: request.argv,
+    env: [...env].map(([k, v]) => `${k}=${v}`),
+    cwd: request.cwd ?? (target.workingDir || '/'),
+    capabilities: capabilitiesFor(identity.uid),
+    noNewPrivileges: true,
+  };
+  const processFile = join(target.scratchDir, `exec-${execId}.json`);
+  await writeFile(processFile, JSON.stringify(processSpec), { mode: 0o600 });
+  const runcArgs = ['--root', target.runcRoot, 'exec', '--process', processFile];
+  let child: ChildProcess;
+  if (request.tty) {
+    // runc needs a terminal on its own stdin to relay a PTY in the foreground: `script` gives it one
+    // (a host PTY in raw mode); runc then copies between it and the sandbox's PTY, and resizes the
+    // sandbox's PTY to the host PTY's size on SIGWINCH.
+    runcArgs.push('--tty', target.containerId);
+    const shellLine = `stty raw -echo rows ${request.tty.rows} cols ${request.tty.cols} && exec ${[target.runtimeBinary, ...runcArgs].map(shellQuote).join(' ')}`;
+    child = spawn('script', ['-q', '-f', '-e', '-c', shellLine, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, SHELL: '/bin/sh' } });
+  } else {
+    runcArgs.push(target.containerId);
+    child = spawn(target.runtimeBinary, runcArgs, { stdio: [request.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+  }
+  return new OciExecProcess(target, child, execId, request, processFile);
+}
+
+class OciExecProcess implements ExecProcess {
+  readonly stdout: Readable;
+  readonly stderr: Readable;
+  readonly stdin: Writable | null;
+  private readonly exited: Promise<ExecExit>;
+  private ptyPath: string | undefined;
+
+  constructor(
+    private readonly target: ExecTarget,
+    private readonly child: ChildProcess,
+    private readonly execId: string,
+    private readonly request: ExecRequest,
+    processFile: string,
+  ) {
+    const stdout = child.stdout as Readable;
+    const stderr = child.stderr as Readable;
+    if (request.tty) {
+      // script's own stderr is not the sandbox's: the PTY carries everything on stdout.
+      const err = new PassThrough();
+      err.end();
+      stderr.resume();
+      this.stderr = err;
+    } else {
+      this.stderr = stderr;
+    }
+    this.stdout = stdout;
+    this.stdin = request.stdin ? (child.stdin as Writable) : null;
+    child.stdin?.on('error', () => undefined);
+    let spawnError = '';
+    const runtimeStderr: string[] = [];
+    if (request.tty) stderr.on('data', (c: Buffer) => runtimeStderr.push(c.toString()));
+    this.exited = new Promise<ExecExit>((resolve) => {
+      child.once('error', (error) => {
+        spawnError = String(error);
+        this.stderr.emit('error', error);
+      });
+      child.once('close', (code, signal) => {
+        void rm(processFile, { force: true });
+        if (spawnError !== '') resolve({ exitCode: 126 });
+        else if (code !== null) resolve({ exitCode: code });
+        else resolve({ exitCode: 128 + signalNumber(signal) });
+      });
+    });
+  }
+
+  wait(): Promise<ExecExit> {
+    return this.exited;
+  }
+
+  /**
+   * Signals every process of the sandbox whose environment carries this exec's marker, and the
+   * process group each leads, from the host (no second exec). Repeats for SIGKILL to catch forks.
+   */
+  async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const marker = Buffer.from(`\0${EXEC_MARKER_ENV}=${this.execId}\0`);
+    const nul = Buffer.from([0]);
+    for (let round = 0; round < 3; round++) {
+      const found: number[] = [];
+      for (const pid of await this.target.listPids().catch(() => [] as number[])) {
+        const environ = await readFile(`/proc/${pid}/environ`).catch(() => undefined);
+        if (environ && Buffer.concat([nul, environ, nul]).indexOf(marker) >= 0) found.push(pid);
+      }
+      if (found.length === 0) return;
+      for (const pid of found) {
+        try {
+          process.kill(-pid, signal);
+        } catch {
+          // Not a group leader, or gone.
+        }
+      }
+      for (const pid of found) {
+        try {
+          process.kill(pid, signal);
+        } catch {
+          // Gone.
+        }
+      }
+      if (signal !== 'SIGKILL') return;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  async resize(rows: number, cols: number): Promise<void> {
+    if (this.request.tty === undefined) return;
+    const path = await this.hostPty();
+    if (path === undefined) return;
+    // Sets the host PTY's size; the kernel sends runc SIGWINCH and runc resizes the sandbox's PTY.
+    await runTool('stty', ['-F', path, 'rows', String(rows), 'cols', String(cols)]);
+  }
+
+  /** The host PTY `script` gave runc (runc's stdin). */
+  private async hostPty(): Promise<string | undefined> {
+    if (this.ptyPath !== undefined) return this.ptyPath;
+    const scriptPid = this.child.pid;
+    if (scriptPid === undefined) return undefined;
+    for (let attempt = 0; attempt < 100; attempt++) {
+      const children = await readFile(`/proc/${scriptPid}/task/${scriptPid}/children`, 'utf8').catch(() => '');
+      for (const pid of children.trim().split(/\s+/).filter(Boolean)) {
+        const link = await readlink(`/proc/${pid}/fd/0`).catch(() => '');
+        if (link.startsWith('/dev/pts/')) {
+          this.ptyPath = link;
+          return link;
+        }
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return undefined;
+  }
+}
+
+function signalNumber(signal: NodeJS.Signals | null): number {
+  const table: Partial<Record<NodeJS.Signals, number>> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15, SIGPIPE: 13 };
+  return (signal && table[signal]) ?? 9;
+}
+
+function shellQuote(arg: string): string {
+  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * Resolves `root`, `uid`, `uid:gid`, `name` or `name:group` against the sandbox's /etc/passwd and
+ * /etc/group (read without following symlinks, so an image cannot point them at host files).
+ */
+export async function resolveUser(rootfs: string, user: string | undefined): Promise<Identity> {
+  if (user === undefined || user === '' || user === 'root' || user === '0') return { uid: 0, gid: 0, additionalGids: [], home: '/root' };
+  const [userPart = '', groupPart] = user.split(':');
+  const passwd = parseColonFile(await readNoFollow(rootfs, 'etc/passwd'));
+  let uid: number;
+  let gid: number | undefined;
+  let home = '/';
+  let name: string | undefined;
+  if (/^\d+$/.test(userPart)) {
+    uid = Number(userPart);
+    const entry = passwd.find((f) => f[2] === userPart);
+    if (entry) {
+      gid = Number(entry[3]);
+      home = entry[5] || '/';
+      name = entry[0];
+    }
+  } else {
+    const entry = passwd.find((f) => f[0] === userPart);
+    if (!entry) throw new Error(`unable to find user ${userPart}: no matching entries in passwd file`);
+    uid = Number(entry[2]);
+    gid = Number(entry[3]);
+    home = entry[5] || '/';
+    name = entry[0];
+  }
+  const groups = parseColonFile(await readNoFollow(rootfs, 'etc/group'));
+  if (groupPart !== undefined && groupPart !== '') {
+    if (/^\d+$/.test(groupPart)) gid = Number(groupPart);
+    else {
+      const g = groups.find((f) => f[0] === groupPart);
+      if (!g) throw new Error(`unable to find group ${groupPart}: no matching entries in group file`);
+      gid = Number(g[2]);
+    }
+  }
+  const additionalGids =
+    name !== undefined ? groups.filter((f) => (f[3] ?? '').split(',').includes(name)).map((f) => Number(f[2])).filter((g) => Number.isInteger(g)) : [];
+  return { uid, gid: gid ?? uid, additionalGids, home };
+}
+
+async function readNoFollow(rootfs: string, relative: string): Promise<string> {
+  let handle;
+  try {
+    // O_NOFOLLOW covers the last component; /etc itself must not be a symlink either.
+    const etc = await open(join(rootfs, 'etc'), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_DIRECTORY);
+    await etc.close();
+    handle = await open(join(rootfs, relative), constants.O_RDONLY | constants.O_NOFOLLOW);
+    return await handle.readFile('utf8');
+  } catch {
+    return '';
+  } finally {
+    await handle?.close();
+  }
+}
+
+function parseColonFile(text: string): string[][] {
+  return text
+    .split('\n')
+    .filter((l) => l.trim() !== '' && !l.startsWith('#'))
+    .map((l) => l.split(':'));
+}

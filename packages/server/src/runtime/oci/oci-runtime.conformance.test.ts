@@ -1,0 +1,52 @@
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { runConformanceSuite } from '../conformance/conformance-suite.js';
+import { ImageStore } from './image-store.js';
+import { OciRuntime } from './oci-runtime.js';
+
+const IMAGE = process.env.CORRAL_OCI_TEST_IMAGE ?? '127.0.0.1:5000/corral/busybox:latest';
+const REPO = new URL('../../../../../', import.meta.url).pathname;
+const CACHE = process.env.CORRAL_CACHE_DIR ?? join(REPO, '.cache');
+const STATE_DIR = join(CACHE, 'oci-test');
+
+/** Why the suite cannot run here, or undefined when runc, root and the test registry are present. */
+function missing(): string | undefined {
+  if (process.getuid?.() !== 0) return 'the oci runtime needs root';
+  try {
+    execFileSync('runc', ['--version'], { stdio: 'ignore' });
+    execFileSync('tini-static', ['--version'], { stdio: 'ignore' });
+  } catch {
+    return 'runc or tini-static missing (run scripts/ensure-oci.sh)';
+  }
+  try {
+    execFileSync('curl', ['-sf', '-m', '2', `http://${IMAGE.split('/')[0]}/v2/`], { stdio: 'ignore' });
+  } catch {
+    return `no registry for ${IMAGE} (run scripts/start-registry.sh)`;
+  }
+  return undefined;
+}
+
+const reason = missing();
+if (reason !== undefined) {
+  test('oci runtime conformance', (t) => {
+    if (process.env.CI === 'true') throw new Error(reason);
+    t.skip(reason);
+  });
+} else {
+  // One image store for both runtimes of the suite: the second reuses the layers the first pulled.
+  const images = new ImageStore({ root: join(STATE_DIR, 'images') });
+  runConformanceSuite('oci', async () => {
+    const instance = `test-${randomBytes(4).toString('hex')}`;
+    const runtime = new OciRuntime({ instance, stateDir: STATE_DIR, images });
+    return {
+      runtime,
+      image: IMAGE,
+      async cleanup() {
+        for (const s of await runtime.list()) await runtime.remove(s.runtimeId);
+        await runtime.close();
+      },
+    };
+  });
+}

@@ -1,0 +1,138 @@
+import { readFileSync } from 'node:fs';
+import { IDLE_COMMAND, KEPT_CAPABILITIES } from '../docker/container-spec.js';
+import type { SandboxSpec } from '../runtime.js';
+
+/** Path inside the sandbox where the static init (tini) is bind-mounted. */
+export const INIT_PATH = '/dev/init';
+
+/** Capabilities every sandbox keeps (the Docker driver's set, see docs/runtime-docker.md). */
+export const OCI_CAPABILITIES = KEPT_CAPABILITIES.map((c) => `CAP_${c}`);
+
+/** Paths masked like Docker's defaults (an empty file or tmpfs over them). */
+export const MASKED_PATHS = [
+  '/proc/asound',
+  '/proc/acpi',
+  '/proc/kcore',
+  '/proc/keys',
+  '/proc/latency_stats',
+  '/proc/timer_list',
+  '/proc/timer_stats',
+  '/proc/sched_debug',
+  '/proc/scsi',
+  '/sys/firmware',
+  '/sys/devices/virtual/powercap',
+];
+
+/** Paths mounted read-only like Docker's defaults. */
+export const READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
+
+/** An OCI process capability set. */
+export interface CapabilitySet {
+  bounding: string[];
+  effective: string[];
+  permitted: string[];
+  inheritable: string[];
+  ambient: string[];
+}
+
+/** The capabilities of a process running as `uid`: root keeps the kept set, others only the bounding set. */
+export function capabilitiesFor(uid: number): CapabilitySet {
+  const kept = uid === 0 ? OCI_CAPABILITIES : [];
+  return { bounding: OCI_CAPABILITIES, effective: kept, permitted: kept, inheritable: [], ambient: [] };
+}
+
+let seccompProfile: unknown;
+
+/**
+ * The seccomp profile every sandbox runs under (`seccomp-default.json`, next to this module): the
+ * containers-common default (Docker's, as maintained for podman) resolved for amd64 and for the
+ * capabilities sandboxes keep, with namespace/mount/keyring syscalls restricted as in Docker's.
+ */
+export function defaultSeccompProfile(): unknown {
+  seccompProfile ??= JSON.parse(readFileSync(new URL('./seccomp-default.json', import.meta.url), 'utf8')) as unknown;
+  return seccompProfile;
+}
+
+/** Where the bundle's pieces are on the host. */
+export interface BundlePlacement {
+  /** Absolute path of the merged overlay (the container's root). */
+  rootfs: string;
+  /** Network namespace file to join. */
+  netnsPath: string;
+  /** cgroup path (absolute, under each v1 hierarchy). */
+  cgroupsPath: string;
+  /** Files bind-mounted over /etc/hosts, /etc/resolv.conf and /etc/hostname. */
+  hostsFile: string;
+  resolvConfFile: string;
+  hostnameFile: string;
+  /** The static init binary on the host (tini-static), or undefined to run the shell as PID 1. */
+  initBinary: string | undefined;
+  /** Image environment (`KEY=value`), overridden by the spec's. */
+  imageEnv: string[];
+  /** Working directory from the image config (default `/`). */
+  workingDir: string;
+  hostname: string;
+}
+
+/** Memory.swap equals memory: no swap. CPU: quota = cores × period. */
+export function buildOciConfig(spec: SandboxSpec, placement: BundlePlacement): Record<string, unknown> {
+  const env = mergeEnv(placement.imageEnv, spec.env);
+  const command = ['/bin/sh', '-c', spec.startCommand ?? IDLE_COMMAND];
+  const args = placement.initBinary ? [INIT_PATH, '--', ...command] : command;
+  const period = 100_000;
+  const mounts: Record<string, unknown>[] = [
+    { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
+    { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+    { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'] },
+    { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
+    { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
+    { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+    { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'] },
+    { destination: '/etc/hosts', type: 'bind', source: placement.hostsFile, options: ['rbind', 'rprivate', 'nosuid', 'nodev'] },
+    { destination: '/etc/resolv.conf', type: 'bind', source: placement.resolvConfFile, options: ['rbind', 'rprivate', 'nosuid', 'nodev'] },
+    { destination: '/etc/hostname', type: 'bind', source: placement.hostnameFile, options: ['rbind', 'rprivate', 'nosuid', 'nodev'] },
+  ];
+  if (placement.initBinary) {
+    mounts.push({ destination: INIT_PATH, type: 'bind', source: placement.initBinary, options: ['bind', 'ro', 'nosuid', 'nodev'] });
+  }
+  return {
+    ociVersion: '1.0.2',
+    process: {
+      terminal: false,
+      user: { uid: 0, gid: 0 },
+      args,
+      env,
+      cwd: placement.workingDir || '/',
+      capabilities: capabilitiesFor(0),
+      noNewPrivileges: true,
+    },
+    root: { path: placement.rootfs, readonly: false },
+    hostname: placement.hostname,
+    mounts,
+    linux: {
+      resources: {
+        devices: [{ allow: false, access: 'rwm' }],
+        memory: { limit: spec.memoryBytes, swap: spec.memoryBytes },
+        cpu: { quota: Math.max(1000, Math.round(spec.cpuCores * period)), period },
+        pids: { limit: spec.pidsLimit },
+      },
+      cgroupsPath: placement.cgroupsPath,
+      namespaces: [{ type: 'pid' }, { type: 'network', path: placement.netnsPath }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }],
+      maskedPaths: MASKED_PATHS,
+      readonlyPaths: READONLY_PATHS,
+      seccomp: defaultSeccompProfile(),
+    },
+  };
+}
+
+/** Image env overridden by the spec env, as `KEY=value` (order: image keys first). */
+export function mergeEnv(imageEnv: string[], specEnv: Record<string, string>): string[] {
+  const map = new Map<string, string>();
+  for (const entry of imageEnv) {
+    const eq = entry.indexOf('=');
+    if (eq > 0) map.set(entry.slice(0, eq), entry.slice(eq + 1));
+  }
+  for (const [k, v] of Object.entries(specEnv)) map.set(k, v);
+  if (!map.has('PATH')) map.set('PATH', '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin');
+  return [...map].map(([k, v]) => `${k}=${v}`);
+}

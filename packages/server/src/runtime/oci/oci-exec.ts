@@ -29,6 +29,41 @@ export interface ExecTarget {
   listPids(): Promise<number[]>;
 }
 
+/**
+ * The parent of a non-PTY exec (perl-base is in every Debian system): makes itself a child
+ * subreaper, runs `runc exec --detach` with its own stdio (so the sandbox process writes straight
+ * into the caller's pipes, no copy through runc), and, since runc does not reap detached processes,
+ * receives the exec'd process when its runc parents exit and waits for it. Exits with the
+ * process's status (128+N when killed by signal N), or 126 when runc could not start it.
+ * Arguments: pid file, then the runc command line.
+ */
+const EXEC_REAPER = `
+use strict; use POSIX ();
+my %prctl = ('x86_64' => 157, 'aarch64' => 167);
+my ($arch) = (POSIX::uname())[4];
+my $nr = $prctl{$arch} // die "corral exec: unsupported architecture $arch\n";
+syscall($nr, 36, 1, 0, 0, 0) == 0 or die "corral exec: PR_SET_CHILD_SUBREAPER: $!\n";
+my $pidfile = shift @ARGV;
+my $runc = fork() // die "corral exec: fork: $!\n";
+if ($runc == 0) { exec { $ARGV[0] } @ARGV; print STDERR "corral exec: $ARGV[0]: $!\n"; POSIX::_exit(127); }
+my (%status, $target);
+sub code { my $s = shift; return ($s & 127) ? 128 + ($s & 127) : ($s >> 8); }
+while (1) {
+  my $pid = waitpid(-1, 0);
+  exit(defined $target ? 137 : 126) if $pid <= 0;
+  if ($pid == $runc) {
+    exit 126 if $? != 0;
+    open(my $fh, '<', $pidfile) or exit 126;
+    $target = <$fh>; close $fh;
+    exit 126 unless defined $target && $target =~ /^([0-9]+)/;
+    $target = $1;
+  } else {
+    $status{$pid} = $?;
+  }
+  exit code($status{$target}) if defined $target && exists $status{$target};
+}
+`;
+
 /** Resolved process identity. */
 interface Identity {
   uid: number;
@@ -72,8 +107,12 @@ export async function startOciExec(target: ExecTarget, request: ExecRequest): Pr
     const shellLine = `stty raw -echo rows ${request.tty.rows} cols ${request.tty.cols} && exec ${[target.runtimeBinary, ...runcArgs].map(shellQuote).join(' ')}`;
     child = spawn('script', ['-q', '-f', '-e', '-c', shellLine, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, SHELL: '/bin/sh' } });
   } else {
-    runcArgs.push(target.containerId);
-    child = spawn(target.runtimeBinary, runcArgs, { stdio: [request.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+    const pidFile = join(target.scratchDir, `exec-${execId}.pid`);
+    runcArgs.push('--detach', '--pid-file', pidFile, target.containerId);
+    child = spawn('perl', ['-e', EXEC_REAPER, pidFile, target.runtimeBinary, ...runcArgs], {
+      stdio: [request.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+    });
+    child.once('close', () => void rm(pidFile, { force: true }));
   }
   return new OciExecProcess(target, child, execId, request, processFile);
 }
@@ -92,8 +131,8 @@ class OciExecProcess implements ExecProcess {
     private readonly request: ExecRequest,
     processFile: string,
   ) {
-    const stdout = child.stdout as Readable;
-    const stderr = child.stderr as Readable;
+    const stdout = detachable(child.stdout as Readable);
+    const stderr = detachable(child.stderr as Readable);
     if (request.tty) {
       // script's own stderr is not the sandbox's: the PTY carries everything on stdout.
       const err = new PassThrough();
@@ -114,11 +153,21 @@ class OciExecProcess implements ExecProcess {
         spawnError = String(error);
         this.stderr.emit('error', error);
       });
-      child.once('close', (code, signal) => {
+      child.once('exit', (code, signal) => {
         void rm(processFile, { force: true });
-        if (spawnError !== '') resolve({ exitCode: 126 });
-        else if (code !== null) resolve({ exitCode: code });
-        else resolve({ exitCode: 128 + signalNumber(signal) });
+        const exit = spawnError !== '' ? 126 : code !== null ? code : 128 + signalNumber(signal);
+        // Background processes the exec started may still hold its stdout/stderr: like Docker, the
+        // exec's streams end once its main process has exited (after a short drain), and what the
+        // background processes write later is dropped.
+        const ended = Promise.all([stdout.done, stderr.done]);
+        const timer = setTimeout(() => {
+          stdout.cut();
+          stderr.cut();
+        }, STREAM_DRAIN_MS);
+        void ended.then(() => {
+          clearTimeout(timer);
+          resolve({ exitCode: exit });
+        });
       });
     });
   }
@@ -186,6 +235,30 @@ class OciExecProcess implements ExecProcess {
     }
     return undefined;
   }
+}
+
+/** How long an exec's streams may stay open after its main process exited. */
+const STREAM_DRAIN_MS = 200;
+
+/** A stream that can be ended early, with a promise for its end. */
+type Detachable = Readable & { done: Promise<void>; cut(): void };
+
+/** Wraps a child's output pipe so it can be ended while other processes still hold its write end. */
+function detachable(source: Readable): Detachable {
+  const out = new PassThrough() as PassThrough & { done: Promise<void>; cut(): void };
+  source.pipe(out);
+  out.done = new Promise<void>((resolve) => {
+    out.once('end', () => resolve());
+    out.once('close', () => resolve());
+    out.once('error', () => resolve());
+  });
+  out.cut = () => {
+    source.unpipe(out);
+    source.destroy();
+    // Whatever was already read is delivered; then EOF.
+    if (!out.writableEnded) out.end();
+  };
+  return out;
 }
 
 function signalNumber(signal: NodeJS.Signals | null): number {

@@ -16,7 +16,7 @@ import {
 const OUTPUT_LIMIT = 1024 * 1024;
 const missing = dockerMissing();
 
-describe('gateway exec (Docker)', { skip: missing !== undefined && process.env.CI !== 'true' ? missing : undefined }, () => {
+describe('gateway exec (Docker)', { timeout: 180_000, skip: missing !== undefined && process.env.CI !== 'true' ? missing : undefined }, () => {
   let server: GatewayTestServer;
   let sb: GatewaySandbox;
   let other: GatewaySandbox;

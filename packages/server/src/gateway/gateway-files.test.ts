@@ -81,7 +81,7 @@ function streamDownload(sb: GatewaySandbox, path: string): Promise<{ status: num
   });
 }
 
-describe('gateway files (Docker)', { skip: missing !== undefined && process.env.CI !== 'true' ? missing : undefined }, () => {
+describe('gateway files (Docker)', { timeout: 180_000, skip: missing !== undefined && process.env.CI !== 'true' ? missing : undefined }, () => {
   let server: GatewayTestServer;
   let sb: GatewaySandbox;
 

@@ -103,24 +103,31 @@ export async function runStreamSession(ws: WebSocket, target: GatewayTarget, ctx
     sendJson(ws, { type: 'error', error, message });
     if (ws.readyState === ws.OPEN) ws.close(code, error.slice(0, 100));
   };
-  const first = await new Promise<RawData | null>((resolve) => {
-    const timer = setTimeout(() => resolve(null), START_TIMEOUT_MS);
-    ws.once('message', (data) => {
-      clearTimeout(timer);
-      resolve(data);
-    });
-    ws.once('close', () => {
-      clearTimeout(timer);
-      resolve(null);
-    });
+  // One listener for the whole session: messages that arrive while the process is starting
+  // are queued, not lost.
+  let resolveFirst: (data: RawData | null) => void = () => undefined;
+  const first = new Promise<RawData | null>((resolve) => (resolveFirst = resolve));
+  let gotFirst = false;
+  let handler: ((data: RawData, isBinary: boolean) => void) | null = null;
+  const queued: Array<[RawData, boolean]> = [];
+  ws.on('message', (data, isBinary) => {
+    if (!gotFirst) {
+      gotFirst = true;
+      resolveFirst(data);
+    } else if (handler) handler(data, isBinary);
+    else queued.push([data, isBinary]);
   });
-  if (first === null) {
+  const startTimer = setTimeout(() => resolveFirst(null), START_TIMEOUT_MS);
+  ws.once('close', () => resolveFirst(null));
+  const firstMessage = await first;
+  clearTimeout(startTimer);
+  if (firstMessage === null) {
     fail('start_timeout', 'No start message');
     return;
   }
   let start: StartMessage;
   try {
-    start = parseStart(JSON.parse(toBuffer(first).toString('utf8')), ctx.config.maxExecTimeoutSeconds);
+    start = parseStart(JSON.parse(toBuffer(firstMessage).toString('utf8')), ctx.config.maxExecTimeoutSeconds);
   } catch (error) {
     fail('invalid_start', error instanceof SyntaxError ? 'The start message must be JSON' : (error as Error).message);
     return;
@@ -165,7 +172,7 @@ export async function runStreamSession(ws: WebSocket, target: GatewayTarget, ctx
   forward(proc.stderr, STDERR_CHANNEL);
   sendJson(ws, { type: 'started' });
 
-  ws.on('message', (data, isBinary) => {
+  handler = (data, isBinary) => {
     if (isBinary) {
       writeStdin(toBuffer(data));
       return;
@@ -204,7 +211,8 @@ export async function runStreamSession(ws: WebSocket, target: GatewayTarget, ctx
       default:
         sendJson(ws, { type: 'error', error: 'invalid_message', message: `Unknown message type ${JSON.stringify(message.type)}` });
     }
-  });
+  };
+  for (const [data, isBinary] of queued.splice(0)) handler(data, isBinary);
   ws.on('close', () => {
     for (const s of outputs) s.resume();
     if (exited) return;

@@ -35,17 +35,15 @@ export interface ExecTarget {
  * into the caller's pipes, no copy through runc), and, since runc does not reap detached processes,
  * receives the exec'd process when its runc parents exit and waits for it. Exits with the
  * process's status (128+N when killed by signal N), or 126 when runc could not start it.
- * Arguments: pid file, then the runc command line.
+ * Arguments: prctl syscall number, pid file, then the runc command line.
  */
 const EXEC_REAPER = `
-use strict; use POSIX ();
-my %prctl = ('x86_64' => 157, 'aarch64' => 167);
-my ($arch) = (POSIX::uname())[4];
-my $nr = $prctl{$arch} // die "corral exec: unsupported architecture $arch\n";
+use strict;
+my $nr = shift @ARGV;
 syscall($nr, 36, 1, 0, 0, 0) == 0 or die "corral exec: PR_SET_CHILD_SUBREAPER: $!\n";
 my $pidfile = shift @ARGV;
 my $runc = fork() // die "corral exec: fork: $!\n";
-if ($runc == 0) { exec { $ARGV[0] } @ARGV; print STDERR "corral exec: $ARGV[0]: $!\n"; POSIX::_exit(127); }
+if ($runc == 0) { { exec { $ARGV[0] } @ARGV; } print STDERR "corral exec: $ARGV[0]: $!\n"; exit 127; }
 my (%status, $target);
 sub code { my $s = shift; return ($s & 127) ? 128 + ($s & 127) : ($s >> 8); }
 while (1) {
@@ -63,6 +61,9 @@ while (1) {
   exit code($status{$target}) if defined $target && exists $status{$target};
 }
 `;
+
+/** prctl(2)'s syscall number, which the reaper needs (no POSIX module: it costs ~9 ms to load). */
+const PRCTL_SYSCALL: Partial<Record<string, number>> = { x64: 157, arm64: 167 };
 
 /** Resolved process identity. */
 interface Identity {
@@ -100,16 +101,18 @@ export async function startOciExec(target: ExecTarget, request: ExecRequest): Pr
   const runcArgs = ['--root', target.runcRoot, 'exec', '--process', processFile];
   let child: ChildProcess;
   if (request.tty) {
-    // runc needs a terminal on its own stdin to relay a PTY in the foreground: `script` gives it one
-    // (a host PTY in raw mode); runc then copies between it and the sandbox's PTY, and resizes the
-    // sandbox's PTY to the host PTY's size on SIGWINCH.
+    // runc and crun relay a PTY in the foreground only with a terminal on their own stdin: `script`
+    // gives them one (a host PTY, set raw and to the requested size, which they copy to the
+    // sandbox's PTY). `resize()` then sizes the sandbox's PTY directly.
     runcArgs.push('--tty', target.containerId);
     const shellLine = `stty raw -echo rows ${request.tty.rows} cols ${request.tty.cols} && exec ${[target.runtimeBinary, ...runcArgs].map(shellQuote).join(' ')}`;
     child = spawn('script', ['-q', '-f', '-e', '-c', shellLine, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, SHELL: '/bin/sh' } });
   } else {
     const pidFile = join(target.scratchDir, `exec-${execId}.pid`);
     runcArgs.push('--detach', '--pid-file', pidFile, target.containerId);
-    child = spawn('perl', ['-e', EXEC_REAPER, pidFile, target.runtimeBinary, ...runcArgs], {
+    const prctl = PRCTL_SYSCALL[process.arch];
+    if (prctl === undefined) throw new Error(`exec is not supported on ${process.arch}`);
+    child = spawn('perl', ['-e', EXEC_REAPER, String(prctl), pidFile, target.runtimeBinary, ...runcArgs], {
       stdio: [request.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
     });
     child.once('close', () => void rm(pidFile, { force: true }));
@@ -122,7 +125,6 @@ class OciExecProcess implements ExecProcess {
   readonly stderr: Readable;
   readonly stdin: Writable | null;
   private readonly exited: Promise<ExecExit>;
-  private ptyPath: string | undefined;
 
   constructor(
     private readonly target: ExecTarget,
@@ -181,14 +183,8 @@ class OciExecProcess implements ExecProcess {
    * process group each leads, from the host (no second exec). Repeats for SIGKILL to catch forks.
    */
   async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
-    const marker = Buffer.from(`\0${EXEC_MARKER_ENV}=${this.execId}\0`);
-    const nul = Buffer.from([0]);
     for (let round = 0; round < 3; round++) {
-      const found: number[] = [];
-      for (const pid of await this.target.listPids().catch(() => [] as number[])) {
-        const environ = await readFile(`/proc/${pid}/environ`).catch(() => undefined);
-        if (environ && Buffer.concat([nul, environ, nul]).indexOf(marker) >= 0) found.push(pid);
-      }
+      const found = await this.markedPids();
       if (found.length === 0) return;
       for (const pid of found) {
         try {
@@ -209,31 +205,34 @@ class OciExecProcess implements ExecProcess {
     }
   }
 
+  /**
+   * Sets the size of the sandbox-side PTY directly from the host (`stty -F /proc/<pid>/fd/0` on a
+   * process of this exec that has the PTY as stdin); the kernel sends SIGWINCH to its foreground
+   * process group. Works the same with runc and crun (crun does not forward SIGWINCH).
+   */
   async resize(rows: number, cols: number): Promise<void> {
     if (this.request.tty === undefined) return;
-    const path = await this.hostPty();
-    if (path === undefined) return;
-    // Sets the host PTY's size; the kernel sends runc SIGWINCH and runc resizes the sandbox's PTY.
-    await runTool('stty', ['-F', path, 'rows', String(rows), 'cols', String(cols)]);
-  }
-
-  /** The host PTY `script` gave runc (runc's stdin). */
-  private async hostPty(): Promise<string | undefined> {
-    if (this.ptyPath !== undefined) return this.ptyPath;
-    const scriptPid = this.child.pid;
-    if (scriptPid === undefined) return undefined;
-    for (let attempt = 0; attempt < 100; attempt++) {
-      const children = await readFile(`/proc/${scriptPid}/task/${scriptPid}/children`, 'utf8').catch(() => '');
-      for (const pid of children.trim().split(/\s+/).filter(Boolean)) {
+    for (let attempt = 0; attempt < 50; attempt++) {
+      for (const pid of await this.markedPids()) {
         const link = await readlink(`/proc/${pid}/fd/0`).catch(() => '');
-        if (link.startsWith('/dev/pts/')) {
-          this.ptyPath = link;
-          return link;
-        }
+        if (!link.startsWith('/dev/pts/')) continue;
+        await runTool('stty', ['-F', `/proc/${pid}/fd/0`, 'rows', String(rows), 'cols', String(cols)]);
+        return;
       }
       await new Promise((r) => setTimeout(r, 10));
     }
-    return undefined;
+  }
+
+  /** Host pids of the sandbox processes that carry this exec's marker. */
+  private async markedPids(): Promise<number[]> {
+    const marker = Buffer.from(`\0${EXEC_MARKER_ENV}=${this.execId}\0`);
+    const nul = Buffer.from([0]);
+    const found: number[] = [];
+    for (const pid of await this.target.listPids().catch(() => [] as number[])) {
+      const environ = await readFile(`/proc/${pid}/environ`).catch(() => undefined);
+      if (environ && Buffer.concat([nul, environ, nul]).indexOf(marker) >= 0) found.push(pid);
+    }
+    return found.sort((a, b) => a - b);
   }
 }
 

@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { runConformanceSuite } from '../conformance/conformance-suite.js';
@@ -10,15 +11,17 @@ const IMAGE = process.env.CORRAL_OCI_TEST_IMAGE ?? '127.0.0.1:5000/corral/busybo
 const REPO = new URL('../../../../../', import.meta.url).pathname;
 const CACHE = process.env.CORRAL_CACHE_DIR ?? join(REPO, '.cache');
 const STATE_DIR = join(CACHE, 'oci-test');
+/** `runc` (default) or `crun`. */
+const RUNTIME = process.env.CORRAL_OCI_RUNTIME ?? 'runc';
 
 /** Why the suite cannot run here, or undefined when runc, root and the test registry are present. */
 function missing(): string | undefined {
   if (process.getuid?.() !== 0) return 'the oci runtime needs root';
   try {
-    execFileSync('runc', ['--version'], { stdio: 'ignore' });
+    execFileSync(RUNTIME, ['--version'], { stdio: 'ignore' });
     execFileSync('tini-static', ['--version'], { stdio: 'ignore' });
   } catch {
-    return 'runc or tini-static missing (run scripts/ensure-oci.sh)';
+    return `${RUNTIME} or tini-static missing (run scripts/ensure-oci.sh${RUNTIME === 'crun' ? ' --crun' : ''})`;
   }
   try {
     execFileSync('curl', ['-sf', '-m', '2', `http://${IMAGE.split('/')[0]}/v2/`], { stdio: 'ignore' });
@@ -39,13 +42,14 @@ if (reason !== undefined) {
   const images = new ImageStore({ root: join(STATE_DIR, 'images') });
   runConformanceSuite('oci', async () => {
     const instance = `test-${randomBytes(4).toString('hex')}`;
-    const runtime = new OciRuntime({ instance, stateDir: STATE_DIR, images });
+    const runtime = new OciRuntime({ instance, stateDir: STATE_DIR, images, runtimeBinary: RUNTIME });
     return {
       runtime,
       image: IMAGE,
       async cleanup() {
         for (const s of await runtime.list()) await runtime.remove(s.runtimeId);
         await runtime.close();
+        await rm(join(STATE_DIR, 'instances', instance), { recursive: true, force: true });
       },
     };
   });

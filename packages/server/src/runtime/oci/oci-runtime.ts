@@ -89,23 +89,57 @@ interface Live {
 }
 
 /**
- * The shim that stays the parent of `runc run`: runs the sandbox in the foreground (runc keeps the
- * container's cgroup with --keep), then records `<exit code> <oom_kill count>` in the exit file.
- * Arguments: runtime, runc root, bundle, pid file, container id, log file, memory cgroup dir, exit file.
+ * The shim that stays the parent of a sandbox's init (perl-base is in every Debian system), like
+ * containerd's shim: it makes itself a child subreaper, sends its stdio to the log file, runs
+ * `<runtime> create` (the init, once the runtime's own processes exit, is re-parented to the shim)
+ * and `<runtime> start`, renames the pid file into place to say the sandbox runs, then waits for
+ * the init. When the init exits it records `<exit status> <oom_kill count>` in the exit file (the
+ * container is not deleted, so its memory cgroup and OOM counter are still there to read).
+ * Arguments: prctl syscall number, runtime, state root, bundle, pid file, container id, log file,
+ * memory cgroup directory, exit file.
  */
 const SHIM_SCRIPT = `
-"$1" --root "$2" run --keep --bundle "$3" --pid-file "$4" "$5" >>"$6" 2>&1 </dev/null
-code=$?
-oom=$(sed -n 's/^oom_kill //p' "$7/memory.oom_control" 2>/dev/null)
-echo "$code \${oom:-0}" > "$8.tmp" && mv "$8.tmp" "$8"
+use strict;
+my ($nr, $rt, $root, $bundle, $pidfile, $id, $log, $memcg, $exitfile) = @ARGV;
+syscall($nr, 36, 1, 0, 0, 0) == 0 or die "corral shim: PR_SET_CHILD_SUBREAPER: $!\n";
+open(STDIN, '<', '/dev/null');
+open(STDOUT, '>>', $log) or die "corral shim: $log: $!\n";
+open(STDERR, '>&', \\*STDOUT);
+sub code { my $s = shift; return $s == -1 ? 127 : ($s & 127) ? 128 + ($s & 127) : ($s >> 8); }
+sub record {
+  my $code = shift; my $oom = 0;
+  if (open(my $fh, '<', "$memcg/memory.oom_control")) { while (<$fh>) { $oom = $1 if /^oom_kill ([0-9]+)/; } close $fh; }
+  open(my $out, '>', "$exitfile.tmp") or exit 1;
+  print $out "$code $oom\n"; close $out;
+  rename("$exitfile.tmp", $exitfile); exit 0;
+}
+my $rc = system($rt, '--root', $root, 'create', '--bundle', $bundle, '--pid-file', "$pidfile.tmp", $id);
+record(code($rc)) if $rc != 0;
+open(my $fh, '<', "$pidfile.tmp") or record(255);
+my $init = <$fh>; close $fh;
+record(255) unless defined $init && $init =~ /^([0-9]+)/;
+$init = $1;
+$rc = system($rt, '--root', $root, 'start', $id);
+if ($rc != 0) { kill 'KILL', $init; }
+else { rename("$pidfile.tmp", $pidfile); }
+while (1) {
+  my $pid = waitpid(-1, 0);
+  last if $pid <= 0;
+  record(code($?)) if $pid == $init;
+}
+record(255);
 `;
 
+/** prctl(2)'s syscall number for the shim. */
+const PRCTL_SYSCALL: Partial<Record<string, number>> = { x64: 157, arm64: 167 };
+
 /**
- * Runs sandboxes with runc directly, no daemon: images from {@link ImageStore} (layers stacked by
- * overlayfs), the writable layer on a per-sandbox ext4 loop disk, a pre-made network namespace,
- * cgroup v1 limits, Docker's hardening defaults, and `runc exec` for processes. A small shell shim
- * per sandbox stays the parent of `runc run`, so sandboxes survive a server restart and their exit
- * code and OOM state are recorded on disk. See docs/runtime-oci.md.
+ * Runs sandboxes with an OCI runtime (runc or crun) directly, no daemon: images from
+ * {@link ImageStore} (layers stacked by overlayfs), the writable layer on a per-sandbox ext4 loop
+ * disk, a pre-made network namespace, cgroup v1 limits, Docker's hardening defaults, and
+ * `<runtime> exec` for processes. A small shim per sandbox (a perl subreaper) stays the parent of
+ * its init, so sandboxes survive a server restart and their exit code and OOM state are recorded
+ * on disk. See docs/runtime-oci.md.
  */
 export class OciRuntime implements SandboxRuntime {
   readonly name = 'oci';
@@ -276,9 +310,11 @@ export class OciRuntime implements SandboxRuntime {
     const pidFile = join(dir, 'init.pid');
     const exitFile = join(dir, 'exit');
     const log = join(this.diskMount(record), 'init.log');
+    const prctl = PRCTL_SYSCALL[process.arch];
+    if (prctl === undefined) throw new RuntimeError('UNSUPPORTED', `the oci runtime does not support ${process.arch}`);
     const child = spawn(
-      '/bin/sh',
-      ['-c', SHIM_SCRIPT, 'corral-shim', this.runtimeBinary, this.runcRoot, dir, pidFile, record.runtimeId, log, join(CGROUP_ROOT, 'memory', record.cgroupsPath), exitFile],
+      'perl',
+      ['-e', SHIM_SCRIPT, String(prctl), this.runtimeBinary, this.runcRoot, dir, pidFile, record.runtimeId, log, join(CGROUP_ROOT, 'memory', record.cgroupsPath), exitFile],
       { detached: true, stdio: 'ignore', cwd: '/' },
     );
     child.unref();

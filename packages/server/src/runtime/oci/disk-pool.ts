@@ -105,6 +105,7 @@ export class DiskPool {
       }
     }
     if (await isMountPoint(mnt)) await runTool('umount', ['-l', mnt]).catch(() => undefined);
+    if (await isMountPoint(mnt)) throw new Error(`disk ${id} is still mounted at ${mnt}`);
     await rm(dir, { recursive: true, force: true });
   }
 

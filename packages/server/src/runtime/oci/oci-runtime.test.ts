@@ -1,0 +1,112 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, readdirSync } from 'node:fs';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { runToEnd } from '../conformance/conformance-suite.js';
+import type { RuntimeEvent, SandboxSpec } from '../runtime.js';
+import { ImageStore } from './image-store.js';
+import { OciRuntime } from './oci-runtime.js';
+
+const IMAGE = process.env.CORRAL_OCI_TEST_IMAGE ?? '127.0.0.1:5000/corral/busybox:latest';
+const REPO = new URL('../../../../../', import.meta.url).pathname;
+const STATE_DIR = join(process.env.CORRAL_CACHE_DIR ?? join(REPO, '.cache'), 'oci-test');
+const RUNTIME = process.env.CORRAL_OCI_RUNTIME ?? 'runc';
+
+function missing(): string | undefined {
+  if (process.getuid?.() !== 0) return 'needs root';
+  try {
+    execFileSync(RUNTIME, ['--version'], { stdio: 'ignore' });
+    execFileSync('curl', ['-sf', '-m', '2', `http://${IMAGE.split('/')[0]}/v2/`], { stdio: 'ignore' });
+  } catch {
+    return `${RUNTIME} or the registry for ${IMAGE} is missing (scripts/ensure-oci.sh, scripts/start-registry.sh)`;
+  }
+  return undefined;
+}
+
+function spec(overrides: Partial<SandboxSpec> = {}): SandboxSpec {
+  return {
+    sandboxId: `rt${randomBytes(5).toString('hex')}`,
+    image: IMAGE,
+    startCommand: null,
+    env: {},
+    cpuCores: 1,
+    memoryBytes: 128 * 1024 * 1024,
+    diskBytes: 256 * 1024 * 1024,
+    pidsLimit: 64,
+    networkAccess: false,
+    gpuCount: 0,
+    gpuType: null,
+    workspacePath: '/sandbox-workspace',
+    ...overrides,
+  };
+}
+
+const reason = missing();
+describe('oci runtime: restart and leftovers', { skip: reason }, () => {
+  const instance = `restart-${randomBytes(4).toString('hex')}`;
+  const images = new ImageStore({ root: join(STATE_DIR, 'images') });
+  const make = (): OciRuntime => new OciRuntime({ instance, stateDir: STATE_DIR, images, runtimeBinary: RUNTIME, poolSize: 1, warmDiskSizes: [] });
+  const instanceDir = join(STATE_DIR, 'instances', instance);
+
+  after(async () => {
+    const rt = make();
+    await rt.init();
+    for (const s of await rt.list()) await rt.remove(s.runtimeId);
+    await rt.close();
+    await rm(instanceDir, { recursive: true, force: true });
+  });
+
+  it('a new driver process adopts running and exited sandboxes, reports later exits, and removes them', async () => {
+    const first = make();
+    await first.init();
+    const keep = await first.create(spec());
+    await runToEnd(first, keep.runtimeId, 'echo kept > /sandbox-workspace/f');
+    const exiting = await first.create(spec({ startCommand: 'sleep 1; exit 9' }));
+    const exited = await first.create(spec({ startCommand: 'sleep 0.2; exit 4' }));
+    await new Promise((r) => setTimeout(r, 600)); // `exited` finishes while the first driver runs
+    await first.close(); // the "server" stops; sandboxes keep running
+
+    const second = make();
+    const events: RuntimeEvent[] = [];
+    second.onEvent((e) => events.push(e));
+    await second.init();
+    const states = await second.list();
+    assert.equal(states.find((s) => s.runtimeId === keep.runtimeId)?.running, true);
+    assert.equal(states.find((s) => s.runtimeId === exited.runtimeId)?.exitCode, 4);
+    assert.equal((await runToEnd(second, keep.runtimeId, 'cat /sandbox-workspace/f')).stdout, 'kept\n');
+    for (let i = 0; i < 50 && !events.some((e) => e.runtimeId === exiting.runtimeId); i++) await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(
+      events.find((e) => e.runtimeId === exiting.runtimeId),
+      { type: 'exited', sandboxId: exiting.runtimeId.replace(/^corral-/, ''), runtimeId: exiting.runtimeId, exitCode: 9, oomKilled: false },
+    );
+    for (const s of states) await second.remove(s.runtimeId);
+    assert.deepEqual(await second.list(), []);
+    await second.close();
+  });
+
+  it('init() removes what belongs to no recorded sandbox: half-created sandbox dirs, disks, namespaces', async () => {
+    const rt = make();
+    await rt.init();
+    const { runtimeId } = await rt.create(spec());
+    await rt.close();
+    // Fake leftovers of a crashed create: a sandbox dir without state, an unowned disk dir, a namespace.
+    await mkdir(join(instanceDir, 'sandboxes', 'corral-halfmade', 'rootfs'), { recursive: true });
+    await mkdir(join(instanceDir, 'disks', 'deadbeef0000', 'mnt'), { recursive: true });
+    await writeFile(join(instanceDir, 'disks', 'deadbeef0000', 'disk.img'), '');
+    const prefix = `co-${createHash('sha256').update(instance).digest('hex').slice(0, 8)}-`;
+    assert.ok(readdirSync('/run/netns').some((n) => n.startsWith(prefix)), 'the sandbox has a namespace');
+    const stray = `${prefix}stray000`;
+    execFileSync('ip', ['netns', 'add', stray]);
+    const again = make();
+    await again.init();
+    assert.ok(!existsSync(join(instanceDir, 'sandboxes', 'corral-halfmade')));
+    assert.ok(!existsSync(join(instanceDir, 'disks', 'deadbeef0000')));
+    assert.ok(!existsSync(join('/run/netns', stray)));
+    assert.equal((await again.inspect(runtimeId))?.running, true);
+    await again.remove(runtimeId);
+    await again.close();
+  });
+});

@@ -5,6 +5,7 @@
  */
 const SCENARIOS: Record<string, () => Promise<{ run(args: string[]): Promise<void> }>> = {
   api: () => import('./scenarios/api.js'),
+  exec: () => import('./scenarios/exec.js'),
 };
 
 const [name, ...args] = process.argv.slice(2);

@@ -4,6 +4,7 @@
  *
  *   node --conditions=development --import tsx packages/server/src/runtime/oci/bench-create.ts [count] [image]
  *
+ * CORRAL_OCI_RUNTIME=crun measures crun instead of runc (scripts/ensure-oci.sh --crun).
  * Needs root, runc, tini-static (scripts/ensure-oci.sh) and the image (default: the local registry's
  * busybox, scripts/start-registry.sh).
  */
@@ -18,6 +19,7 @@ import { runTool } from './run-tool.js';
 const count = Number(process.argv[2] ?? 50);
 const image = process.argv[3] ?? '127.0.0.1:5000/corral/busybox:latest';
 const repo = new URL('../../../../../', import.meta.url).pathname;
+const runtimeBinary = process.env.CORRAL_OCI_RUNTIME ?? 'runc';
 const stateDir = join(process.env.CORRAL_CACHE_DIR ?? join(repo, '.cache'), 'oci-bench');
 
 function pct(values: number[], p: number): number {
@@ -29,7 +31,7 @@ function summary(name: string, values: number[]): void {
   console.log(`${name}: p50 ${pct(values, 50).toFixed(1)} ms, p99 ${pct(values, 99).toFixed(1)} ms, min ${Math.min(...values).toFixed(1)} ms, max ${Math.max(...values).toFixed(1)} ms (n=${values.length})`);
 }
 
-const runtime = new OciRuntime({ instance: `bench-${randomBytes(3).toString('hex')}`, stateDir });
+const runtime = new OciRuntime({ instance: `bench-${randomBytes(3).toString('hex')}`, stateDir, runtimeBinary });
 await runtime.init();
 const spec = (networkAccess: boolean): SandboxSpec => ({
   sandboxId: `b${randomBytes(5).toString('hex')}`,
@@ -67,7 +69,7 @@ for (const networkAccess of [false, true]) {
     await runtime.remove(runtimeId);
     await new Promise((r) => setTimeout(r, 60)); // the pools refill in the background, as between real requests
   }
-  console.log(`networkAccess=${networkAccess}`);
+  console.log(`${runtimeBinary}, networkAccess=${networkAccess}`);
   summary('  create', createMs);
   summary('  create → first exec done', firstExecMs);
   summary('  exec round trip (true)', execMs);
@@ -93,10 +95,10 @@ try {
   const runMs: number[] = [];
   for (let i = 0; i < count; i++) {
     const s = performance.now();
-    await runTool('runc', ['--root', join(dir, 'state'), 'run', '--bundle', dir, `base-${i}`]);
+    await runTool(runtimeBinary, ['--root', join(dir, 'state'), 'run', '--bundle', dir, `base-${i}`]);
     runMs.push(performance.now() - s);
   }
-  summary('runc run true (same layers, plain bundle)', runMs);
+  summary(`${runtimeBinary} run true (same layers, plain bundle)`, runMs);
 } finally {
   await runTool('umount', [join(dir, 'rootfs')]);
   await rm(dir, { recursive: true, force: true });

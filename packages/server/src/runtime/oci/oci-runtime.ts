@@ -262,12 +262,12 @@ export class OciRuntime implements SandboxRuntime {
       const [disk, ns] = await Promise.all([this.disks.acquire(spec.diskBytes, runtimeId), this.netns.acquire(spec.networkAccess)]);
       record.diskId = disk.id;
       record.netns = { name: ns.name, ip: ns.ip };
-      await writeFile(join(dir, 'state.json'), JSON.stringify(record, null, 2), { mode: 0o600 });
       const hostname = `sandbox-${spec.sandboxId}`.slice(0, 63);
       const upper = join(disk.mountPoint, 'upper');
       const work = join(disk.mountPoint, 'work');
       const rootfs = join(dir, 'rootfs');
       await Promise.all([
+        writeFile(join(dir, 'state.json'), JSON.stringify(record, null, 2), { mode: 0o600 }),
         mkdir(join(upper, workspace), { recursive: true, mode: 0o755 }),
         mkdir(work),
         mkdir(rootfs),
@@ -291,9 +291,12 @@ export class OciRuntime implements SandboxRuntime {
         hostname,
       });
       await writeFile(join(dir, 'config.json'), JSON.stringify(config), { mode: 0o600 });
-      const live: Live = { record, exitCode: null, oomKilled: false, removing: false, report: true };
+      // Exits are reported once create() succeeded; a start that fails is START_FAILED, not an event.
+      const live: Live = { record, exitCode: null, oomKilled: false, removing: false, report: false };
       this.live.set(runtimeId, live);
       await this.start(record, dir, spec.startCommand !== null);
+      live.report = true;
+      if (live.exitCode !== null) this.emit(live);
       return { runtimeId };
     } catch (error) {
       const live = this.live.get(runtimeId);
@@ -472,13 +475,17 @@ export class OciRuntime implements SandboxRuntime {
     return out;
   }
 
-  /** Reads the exit file of a sandbox not yet known to have exited. */
+  /**
+   * Reads the exit file of a sandbox not yet known to have exited; whoever notices the exit first
+   * (the poller, `inspect()`, `list()`) emits the `exited` event.
+   */
   private async refresh(live: Live): Promise<boolean> {
     if (live.exitCode !== null) return false;
     const exit = await readExitFile(join(this.sandboxDir(live.record.runtimeId), 'exit'));
-    if (!exit) return false;
+    if (!exit || live.exitCode !== null) return false;
     live.exitCode = exit.code;
     live.oomKilled ||= exit.oomKills > 0 || existsSync(join(this.sandboxDir(live.record.runtimeId), 'oom'));
+    if (live.report && !live.removing) this.emit(live);
     return true;
   }
 
@@ -523,10 +530,7 @@ export class OciRuntime implements SandboxRuntime {
     try {
       for (const live of [...this.live.values()]) {
         if (live.removing || live.exitCode !== null) continue;
-        if (await this.refresh(live)) {
-          if (live.report && !live.removing) this.emit(live);
-          continue;
-        }
+        if (await this.refresh(live)) continue;
         if (!live.oomKilled) {
           const control = await readFile(join(CGROUP_ROOT, 'memory', live.record.cgroupsPath, 'memory.oom_control'), 'utf8').catch(() => '');
           if (Number(/^oom_kill (\d+)/m.exec(control)?.[1] ?? 0) > 0) {
@@ -644,10 +648,15 @@ async function readExitFile(path: string): Promise<{ code: number; oomKills: num
   }
 }
 
-/** Removes a sandbox's cgroup directory from every v1 hierarchy (and the cgroup2 mount). */
+/**
+ * Removes a sandbox's cgroup directory from every hierarchy, and the instance's parent directory
+ * when it has no other sandbox left.
+ */
 async function removeCgroups(cgroupsPath: string): Promise<void> {
+  const parent = posix.dirname(cgroupsPath);
   for (const controller of await readdir(CGROUP_ROOT).catch(() => [] as string[])) {
     await rmdir(join(CGROUP_ROOT, controller, cgroupsPath)).catch(() => undefined);
+    await rmdir(join(CGROUP_ROOT, controller, parent)).catch(() => undefined);
   }
 }
 
@@ -660,8 +669,16 @@ function hostsFile(hostname: string, ip: string | undefined): string {
   ].join('\n');
 }
 
+let resolvCache: { at: number; text: Promise<string> } | undefined;
+
+/** {@link readResolvConf}, re-read at most every 10 s. */
+function resolvConf(): Promise<string> {
+  if (!resolvCache || Date.now() - resolvCache.at > 10_000) resolvCache = { at: Date.now(), text: readResolvConf() };
+  return resolvCache.text;
+}
+
 /** The host's nameservers minus loopback ones; Google's public resolvers when none remain (as Docker does). */
-async function resolvConf(): Promise<string> {
+async function readResolvConf(): Promise<string> {
   const host = await readFile('/etc/resolv.conf', 'utf8').catch(() => '');
   const servers = [...host.matchAll(/^\s*nameserver\s+(\S+)/gm)].map((m) => m[1] ?? '').filter((s) => s && !/^(127\.|::1$)/.test(s));
   const search = /^\s*search\s+(.+)$/m.exec(host)?.[1];

@@ -106,6 +106,19 @@ describe('oci runtime: restart and leftovers', { skip: reason }, () => {
     assert.ok(!existsSync(join(instanceDir, 'disks', 'deadbeef0000')));
     assert.ok(!existsSync(join('/run/netns', stray)));
     assert.equal((await again.inspect(runtimeId))?.running, true);
+    // The layers of a running sandbox survive gc even when no image record names them.
+    const layers = (await again.images.get(IMAGE))?.layers ?? [];
+    assert.ok(layers.length > 0);
+    const scratch = new OciRuntime({ instance: `${instance}-gc`, stateDir: STATE_DIR, images: new ImageStore({ root: join(STATE_DIR, 'gc-images') }) });
+    assert.deepEqual(await scratch.gcImages(), []);
+    await again.images.remove(IMAGE);
+    const removed = await again.gcImages();
+    for (const layer of layers) {
+      assert.ok(!removed.includes(layer));
+      assert.ok(existsSync(again.images.layerDir(layer)));
+    }
+    await again.images.ensure(IMAGE); // put the record back for other tests
+    await rm(join(STATE_DIR, 'gc-images'), { recursive: true, force: true });
     await again.remove(runtimeId);
     await again.close();
   });

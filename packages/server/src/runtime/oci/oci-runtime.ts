@@ -620,6 +620,14 @@ export class OciRuntime implements SandboxRuntime {
     }
   }
 
+  /**
+   * Deletes cached layers that no stored image and no sandbox of this instance uses. Other
+   * instances sharing the image store protect their layers only through image records.
+   */
+  gcImages(): Promise<string[]> {
+    return this.images.gc([...this.live.values()].flatMap((l) => l.record.layers));
+  }
+
   /** Stops watching, empties the pools (ready namespaces and disks are deleted). Sandboxes keep running. */
   async close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);

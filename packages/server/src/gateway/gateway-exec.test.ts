@@ -67,6 +67,26 @@ describe('gateway exec (Docker)', { timeout: 180_000, skip: missing !== undefine
     assert.equal(ps.body.stdout.trim(), '0', 'no sleep survived the timeout');
   });
 
+  it('kills the process tree when the client goes away mid-exec', async () => {
+    const controller = new AbortController();
+    const pending = fetch(`${sb.base}/exec`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${sb.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ command: 'sleep 1008', timeout: 60 }),
+      signal: controller.signal,
+    });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    controller.abort();
+    await assert.rejects(pending);
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const ps = await execCall(sb, { command: 'ps -o args | grep -c "^sleep 1008" || true' });
+      if (ps.body.stdout.trim() === '0') break;
+      assert.ok(Date.now() < deadline, 'sleep 1008 survived its client');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  });
+
   it('returns while a background child that redirected its output keeps running', async () => {
     const started = Date.now();
     const r = await execCall(sb, { command: "sh -c 'sleep 2; echo late > /tmp/bg-redirected' < /dev/null > /dev/null 2>&1 & echo started" });

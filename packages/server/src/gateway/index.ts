@@ -51,6 +51,11 @@ export async function registerGateway(app: FastifyInstance, services: AppService
     return sendGatewayError(reply, new GatewayError(500, 'internal_error', `Internal error (request ${request.id}); the server log has the details`));
   });
 
+  // The data plane is not part of the management API's OpenAPI document (Prime's has none either).
+  app.addHook('onRoute', (route) => {
+    route.schema = { ...(route.schema ?? {}), hide: true };
+  });
+
   app.decorateRequest('gatewayTarget', null);
   app.addHook('onRequest', async (request) => {
     if (request.is404) return;

@@ -17,6 +17,17 @@ const START_TIMEOUT_MS = 30_000;
 /** Output is paused while more than this is queued on the socket. */
 const HIGH_WATER = 1024 * 1024;
 
+/**
+ * Docker cannot give an exec its terminal size at creation (Engine API < 1.42): the driver resizes
+ * the PTY right after the process starts, so a program that asks for the size at once can see
+ * 0x0 (busybox `stty size` then fails). With a TTY the process is started through this wrapper,
+ * which waits up to ~1 s for a non-zero size, then execs the real argv. Without `stty` it execs
+ * at once.
+ */
+const TTY_WRAPPER =
+  'command -v stty >/dev/null 2>&1 || exec "$@"; i=0; ' +
+  'while [ $i -lt 100 ]; do s=$(stty size 2>/dev/null); [ -n "$s" ] && [ "$s" != "0 0" ] && break; sleep 0.01; i=$((i+1)); done; exec "$@"';
+
 /** The validated `start` message. */
 interface StartMessage {
   request: ExecRequest;
@@ -71,6 +82,7 @@ function parseStart(message: unknown, maxTimeoutSeconds: number): StartMessage {
   }
   if (message.stdin !== undefined && typeof message.stdin !== 'boolean') throw new ProtocolError('stdin: must be a boolean');
   request.stdin = message.stdin ?? request.tty !== undefined;
+  if (request.tty !== undefined) request.argv = ['/bin/sh', '-c', TTY_WRAPPER, 'corral-tty', ...argv];
   let timeoutSeconds: number | undefined;
   if (message.timeout !== undefined && message.timeout !== null) {
     const t = message.timeout;

@@ -45,7 +45,10 @@ export interface ExecExit {
   exitCode: number;
 }
 
-/** A running process inside a sandbox. */
+/**
+ * A running process inside a sandbox. Output streams apply back-pressure: read (or `resume()`)
+ * both of them, or the process stalls once its pipe buffers fill and `wait()` never resolves.
+ */
 export interface ExecProcess {
   readonly stdout: Readable;
   readonly stderr: Readable;

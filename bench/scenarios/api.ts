@@ -69,6 +69,7 @@ function sandbox(i: number, userId: string): SandboxRecord {
     errorMessage: null,
     runtimeDriver: null,
     runtimeId: null,
+    runtimeOwner: null,
   };
 }
 

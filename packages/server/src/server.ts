@@ -12,6 +12,7 @@ import { ActivityTracker } from './services/activity-tracker.js';
 import { AuthService } from './services/auth-service.js';
 import { GatewayTokens } from './services/gateway-tokens.js';
 import { RateLimiter } from './services/rate-limiter.js';
+import { RegistryCredentialsService } from './services/registry-credentials-service.js';
 import { SandboxLifecycle } from './services/sandbox-lifecycle.js';
 import { SandboxService } from './services/sandbox-service.js';
 import { openStore } from './store/open-store.js';
@@ -68,11 +69,12 @@ export async function createCorralServer(config: CorralConfig, options: { logger
   const lifecycle = new SandboxLifecycle(store, runtime, config, log);
   const tokens = new GatewayTokens(gatewaySecret(config), config.gatewayTokenTtlSeconds);
   const activity = new ActivityTracker(store, log);
-  const sandboxes = new SandboxService(store, lifecycle, tokens, config);
-  const reconciler = new Reconciler(store, lifecycle, config.reconcileIntervalMs, log);
+  const registryCredentials = new RegistryCredentialsService(store);
+  const sandboxes = new SandboxService(store, lifecycle, tokens, config, registryCredentials);
+  const reconciler = new Reconciler(store, lifecycle, config.reconcileIntervalMs, log, config.terminatedRetentionHours * 3_600_000);
   let ready = false;
   const app = await buildApp(
-    { config, auth, sandboxes, rateLimiter: new RateLimiter(config.rateLimits), gateway: { store, runtime, tokens, activity }, isReady: () => ready },
+    { config, auth, sandboxes, registryCredentials, rateLimiter: new RateLimiter(config.rateLimits), gateway: { store, runtime, tokens, activity }, isReady: () => ready },
     log,
   );
   await reconciler.reconcile();

@@ -9,6 +9,7 @@ import type { GatewayTokens } from '../services/gateway-tokens.js';
 import type { SandboxRuntime } from '../runtime/runtime.js';
 import type { Store } from '../store/store.js';
 import type { RateLimitName, RateLimiter } from '../services/rate-limiter.js';
+import type { RegistryCredentialsService } from '../services/registry-credentials-service.js';
 import type { SandboxService } from '../services/sandbox-service.js';
 import { registerGateway } from '../gateway/index.js';
 import { errorHandler, frameworkErrorHandler } from './error-handler.js';
@@ -17,6 +18,7 @@ import { registerExposureRoutes } from './routes/exposure-routes.js';
 import { registerHealthRoutes } from './routes/health-routes.js';
 import { registerSandboxActionRoutes } from './routes/sandbox-action-routes.js';
 import { registerSandboxRoutes } from './routes/sandbox-routes.js';
+import { registerTemplateRoutes } from './routes/template-routes.js';
 import { registerTunnelRoutes } from './routes/tunnel-routes.js';
 import { validatorCompiler } from './validation.js';
 
@@ -38,6 +40,7 @@ export interface AppServices {
   config: CorralConfig;
   auth: AuthService;
   sandboxes: SandboxService;
+  registryCredentials: RegistryCredentialsService;
   rateLimiter: RateLimiter;
   /** The data plane's view: the store, the runtime, token checks and activity for idle timeouts. */
   gateway: GatewayServices;
@@ -136,6 +139,7 @@ export async function buildApp(services: AppServices, logger: Logger | false = f
       registerExposureRoutes(api, services);
       registerTunnelRoutes(api);
       registerAdminRoutes(api, services);
+      registerTemplateRoutes(api, services);
     },
     { prefix: '/api/v1' },
   );

@@ -46,7 +46,12 @@ describe('sandbox API', () => {
   after(async () => t.close());
 
   it('stores every CreateSandboxRequest field and returns it camelCase, with secrets masked', async () => {
-    const created = await t.request('POST', '/api/v1/sandbox', { body: FULL_REQUEST });
+    const credential = await t.request('POST', '/api/v1/template/registry-credentials', {
+      body: { name: 'private', server: '127.0.0.1:5001', username: 'corral', password: 'registry-password' },
+    });
+    assert.equal(credential.statusCode, 201, credential.body);
+    const credentialId = credential.json<{ id: string }>().id;
+    const created = await t.request('POST', '/api/v1/sandbox', { body: { ...FULL_REQUEST, registry_credentials_id: credentialId } });
     assert.equal(created.statusCode, 201, created.body);
     const s = created.json<Sandbox>();
     assert.match(s.id, /^[a-z0-9]{24}$/);
@@ -70,7 +75,7 @@ describe('sandbox API', () => {
       labels: ['exp-1', 'batch-a'],
       region: 'us',
       advancedConfigs: { nested: { a: [1, 2] } },
-      registryCredentialsId: 'cred-1',
+      registryCredentialsId: credentialId,
       guaranteed: true,
       startedAt: null,
       exitCode: null,
@@ -84,6 +89,22 @@ describe('sandbox API', () => {
     assert.ok(!listed.body.includes('super-secret-value'), 'secret value leaked on list');
     const stored = await t.server.store.getSandbox(s.id);
     assert.deepEqual(stored?.secrets, { API_TOKEN: 'super-secret-value' }, 'the real secret is kept for the sandbox');
+  });
+
+  it('lists registry credentials without their passwords and refuses unknown ones on create', async () => {
+    const listed = await t.request('GET', '/api/v1/template/registry-credentials');
+    assert.equal(listed.statusCode, 200);
+    assert.ok(listed.json<{ credentials: Array<{ server: string }> }>().credentials.some((c) => c.server === '127.0.0.1:5001'));
+    assert.ok(!listed.body.includes('registry-password'));
+    const stranger = await t.createUser('cred-stranger');
+    const strangerList = await t.request('GET', '/api/v1/template/registry-credentials', { key: stranger.key });
+    assert.deepEqual(strangerList.json(), { credentials: [] });
+    const own = listed.json<{ credentials: Array<{ id: string }> }>().credentials[0]?.id ?? '';
+    const foreignUse = await t.request('POST', '/api/v1/sandbox', { key: stranger.key, body: { name: 'x', docker_image: 'busybox', registry_credentials_id: own } });
+    assert.equal(foreignUse.statusCode, 422);
+    assert.equal(foreignUse.json<{ errors: Array<{ param: string }> }>().errors[0]?.param, 'registry_credentials_id');
+    const badServer = await t.request('POST', '/api/v1/template/registry-credentials', { body: { name: 'x', server: 'https://x/y', username: 'u', password: 'p' } });
+    assert.equal(badServer.statusCode, 422);
   });
 
   it('applies the documented defaults', async () => {

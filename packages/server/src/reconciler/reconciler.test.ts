@@ -54,6 +54,25 @@ describe('reconciler timeouts', () => {
     assert.equal((await t.server.store.getSandbox(s.id))?.status, 'TIMEOUT');
   });
 
+  it('purges ended sandboxes once they pass the retention period', async () => {
+    const old = await running({}, 1);
+    const recent = await running({}, 1);
+    await t.server.store.updateSandbox(old.id, { status: 'TERMINATED', terminatedAt: new Date(Date.now() - 169 * 3_600_000).toISOString() });
+    await t.server.store.updateSandbox(recent.id, { status: 'TERMINATED', terminatedAt: new Date(Date.now() - 3_600_000).toISOString() });
+    const report = await t.server.reconciler.reconcile();
+    assert.ok(report.purged >= 1);
+    assert.equal((await t.request('GET', `/api/v1/sandbox/${old.id}`)).statusCode, 404);
+    assert.equal((await t.request('GET', `/api/v1/sandbox/${recent.id}`)).statusCode, 200);
+  });
+
+  it('leaves sandboxes owned by another server instance alone', async () => {
+    const foreign = await running({ timeout_minutes: 1 }, 5);
+    await t.server.store.updateSandbox(foreign.id, { runtimeOwner: 'another-replica' });
+    const report = await t.server.reconciler.reconcile();
+    assert.ok(!report.timedOut.includes(foreign.id));
+    assert.equal((await t.server.store.getSandbox(foreign.id))?.status, 'RUNNING');
+  });
+
   it('keeps enforcing after a restart', async () => {
     const dataDir = t.dataDir;
     const s = await running({ timeout_minutes: 1 }, 0);

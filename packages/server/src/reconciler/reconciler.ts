@@ -17,6 +17,8 @@ export interface ReconcileReport {
   adopted: string[];
   provisioned: string[];
   orphansRemoved: string[];
+  /** Ended rows deleted because they passed the retention period. */
+  purged: number;
 }
 
 /**
@@ -26,7 +28,8 @@ export interface ReconcileReport {
  * - a live row whose container vanished → ERROR/RUNTIME_LOST;
  * - PENDING rows, and PROVISIONING rows nobody is provisioning (a restart) → provisioned, or
  *   adopted when their container is already running;
- * - containers with no live row → removed (ended rows keep theirs for a grace period, for logs).
+ * - containers with no live row → removed (ended rows keep theirs for a grace period, for logs);
+ * - ended rows older than the retention period → deleted.
  * Everything it decides comes from the store plus the runtime, so a restart loses nothing.
  */
 export class Reconciler {
@@ -38,6 +41,8 @@ export class Reconciler {
     private readonly lifecycle: SandboxLifecycle,
     private readonly intervalMs: number,
     private readonly log: Logger,
+    /** How long ended sandboxes stay readable; older rows are purged. */
+    private readonly retentionMs = 168 * 3_600_000,
   ) {}
 
   /** Runs one pass now (or joins the pass in progress). */
@@ -67,8 +72,9 @@ export class Reconciler {
   }
 
   private async pass(now: number): Promise<ReconcileReport> {
-    const report: ReconcileReport = { timedOut: [], idled: [], lost: [], exited: [], adopted: [], provisioned: [], orphansRemoved: [] };
-    const live = await this.store.findSandboxes({ activeOnly: true }, 1_000_000);
+    const report: ReconcileReport = { timedOut: [], idled: [], lost: [], exited: [], adopted: [], provisioned: [], orphansRemoved: [], purged: 0 };
+    // Only this instance's sandboxes: other replicas sharing the store reconcile their own.
+    const live = await this.store.findSandboxes({ activeOnly: true, runtimeOwner: this.lifecycle.instanceId }, 1_000_000);
     const runtime = this.lifecycle.runtime;
     const containers = new Map<string, RuntimeSandboxState>();
     if (runtime) {
@@ -113,7 +119,8 @@ export class Reconciler {
     }
 
     if (runtime) await this.removeOrphans(live, containers, now, report);
-    if (report.timedOut.length + report.idled.length + report.lost.length + report.exited.length + report.orphansRemoved.length > 0) {
+    report.purged = await this.store.purgeEndedSandboxes(new Date(now - this.retentionMs).toISOString(), 1000);
+    if (report.timedOut.length + report.idled.length + report.lost.length + report.exited.length + report.orphansRemoved.length + report.purged > 0) {
       this.log.info(report, 'reconciled');
     }
     return report;

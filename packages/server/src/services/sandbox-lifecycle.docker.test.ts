@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it, test } from 'node:test';
 import { TEST_IMAGE, containerExists, dockerMissing, eventually } from '../testing/docker-available.js';
@@ -91,6 +92,38 @@ if (missing) {
       assert.equal(ended.errorType, 'IMAGE_PULL_FAILED');
       assert.ok((ended.errorMessage ?? '').length > 10, 'the registry reason is kept');
       assert.equal((await t.server.runtime!.list()).some((c) => c.sandboxId === id), false);
+    });
+
+    it('pulls from a registry that needs credentials only with them', { timeout: 90_000 }, async (c) => {
+      const image = '127.0.0.1:5001/private/busybox:latest';
+      try {
+        execFileSync('curl', ['-s', '-o', '/dev/null', '-m', '2', 'http://127.0.0.1:5001/v2/']);
+      } catch {
+        if (process.env.CI === 'true') throw new Error('no registry on 127.0.0.1:5001 (scripts/start-registry.sh --auth corral:corral-secret)');
+        c.skip('no registry on 127.0.0.1:5001');
+        return;
+      }
+      const dropLocalCopy = (): void => {
+        try {
+          execFileSync('docker', ['image', 'rm', '-f', image], { stdio: 'ignore' });
+        } catch {
+          // Not present.
+        }
+      };
+      dropLocalCopy();
+      const denied = await create({ docker_image: image });
+      const failed = await until(denied, ['ERROR', 'RUNNING']);
+      assert.equal(failed.status, 'ERROR');
+      assert.equal(failed.errorType, 'IMAGE_PULL_FAILED');
+      const credential = await t.request('POST', '/api/v1/template/registry-credentials', {
+        body: { name: 'local', server: '127.0.0.1:5001', username: 'corral', password: 'corral-secret' },
+      });
+      assert.equal(credential.statusCode, 201, credential.body);
+      dropLocalCopy();
+      const allowed = await create({ docker_image: image, registry_credentials_id: credential.json<{ id: string }>().id });
+      const running = await until(allowed, ['RUNNING', 'ERROR']);
+      assert.equal(running.status, 'RUNNING', running.errorMessage ?? '');
+      await t.request('DELETE', `/api/v1/sandbox/${allowed}`);
     });
 
     it('times out a sandbox past its lifetime and removes its container', { timeout: 90_000 }, async () => {

@@ -43,6 +43,11 @@ export class SandboxLifecycle {
     this.unsubscribe = runtime ? runtime.onEvent((event) => void this.onRuntimeEvent(event)) : null;
   }
 
+  /** The server instance whose sandboxes this lifecycle runs. */
+  get instanceId(): string {
+    return this.config.instanceId;
+  }
+
   /** Whether this process is provisioning the sandbox right now. */
   isProvisioning(id: string): boolean {
     return this.inFlight.has(id);
@@ -66,7 +71,13 @@ export class SandboxLifecycle {
     if (!sandbox) return;
     let runtimeId: string;
     try {
-      ({ runtimeId } = await runtime.create(specFor(sandbox, this.config.pidsLimit)));
+      const spec = specFor(sandbox, this.config.pidsLimit);
+      if (sandbox.registryCredentialsId !== null) {
+        const credential = await this.store.getRegistryCredential(sandbox.registryCredentialsId);
+        if (!credential) throw new RuntimeError('IMAGE_PULL_FAILED', `Registry credentials ${sandbox.registryCredentialsId} no longer exist`);
+        spec.registryAuth = { username: credential.username, password: credential.password, serverAddress: credential.server };
+      }
+      ({ runtimeId } = await runtime.create(spec));
     } catch (error) {
       const kind = error instanceof RuntimeError ? error.kind : 'RUNTIME_ERROR';
       const errorType = kind === 'IMAGE_PULL_FAILED' ? 'IMAGE_PULL_FAILED' : 'START_FAILED';

@@ -62,6 +62,8 @@ export interface SandboxRecord {
   runtimeDriver: string | null;
   /** The driver's handle for the container. */
   runtimeId: string | null;
+  /** The server instance (`CORRAL_INSTANCE_ID`) whose runtime runs this sandbox; only it provisions and reconciles it. */
+  runtimeOwner: string | null;
 }
 
 /** Fields a status transition may set besides `status`. */
@@ -80,6 +82,7 @@ export type SandboxPatch = Partial<
     | 'errorMessage'
     | 'runtimeDriver'
     | 'runtimeId'
+    | 'runtimeOwner'
     | 'idleTimeoutMinutes'
   >
 >;

@@ -5,6 +5,7 @@ import { newId } from '../util/ids.js';
 import { nowIso } from '../util/time.js';
 import type { Principal } from './auth-service.js';
 import type { GatewayTokens } from './gateway-tokens.js';
+import type { RegistryCredentialsService } from './registry-credentials-service.js';
 import type { SandboxLifecycle } from './sandbox-lifecycle.js';
 import { isTerminal, type SandboxRecord, type SandboxStatus } from './sandbox-model.js';
 
@@ -96,6 +97,7 @@ export class SandboxService {
     private readonly lifecycle: SandboxLifecycle,
     private readonly tokens: GatewayTokens,
     private readonly config: CorralConfig,
+    private readonly registryCredentials: RegistryCredentialsService,
   ) {}
 
   /** Whether the caller may see and act on a sandbox. */
@@ -106,6 +108,9 @@ export class SandboxService {
   /** Creates a sandbox (or returns the one created earlier with the same idempotency key). */
   async create(caller: Principal, input: CreateSandboxInput): Promise<SandboxRecord> {
     this.checkCreate(caller, input);
+    if (input.registryCredentialsId !== null && !(await this.registryCredentials.usable(caller, input.registryCredentialsId))) {
+      throw ApiError.invalid('registry_credentials_id', `no registry credentials ${input.registryCredentialsId} that you may use`);
+    }
     const now = nowIso();
     const record: SandboxRecord = {
       id: newId(),
@@ -143,6 +148,7 @@ export class SandboxService {
       errorMessage: null,
       runtimeDriver: null,
       runtimeId: null,
+      runtimeOwner: this.config.instanceId,
     };
     const { sandbox, created } = await this.store.insertSandbox(record);
     if (created) this.lifecycle.provision(sandbox.id);

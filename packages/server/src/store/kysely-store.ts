@@ -1,10 +1,12 @@
 import { type Kysely, Migrator, type RawBuilder, type Selectable, type Transaction, type Updateable, sql } from 'kysely';
 import type { SandboxPatch, SandboxRecord, SandboxStatus } from '../services/sandbox-model.js';
 import { ACTIVE_STATUSES } from '../services/sandbox-model.js';
+import { TERMINAL_STATUSES } from '../services/sandbox-model.js';
 import { migrationProvider } from './migrations.js';
-import type { ApiKeysTable, Database, SandboxesTable, TeamMembersTable, UsersTable } from './schema.js';
+import type { ApiKeysTable, Database, RegistryCredentialsTable, SandboxesTable, TeamMembersTable, UsersTable } from './schema.js';
 import type {
   ApiKeyRecord,
+  RegistryCredentialRecord,
   SandboxFilter,
   Store,
   TeamMemberRecord,
@@ -60,6 +62,7 @@ function rowToSandbox(row: SandboxRow): SandboxRecord {
     errorMessage: row.error_message,
     runtimeDriver: row.runtime_driver,
     runtimeId: row.runtime_id,
+    runtimeOwner: row.runtime_owner,
   };
 }
 
@@ -100,6 +103,7 @@ function sandboxToRow(s: SandboxRecord): SandboxRow {
     error_message: s.errorMessage,
     runtime_driver: s.runtimeDriver,
     runtime_id: s.runtimeId,
+    runtime_owner: s.runtimeOwner,
   };
 }
 
@@ -116,6 +120,7 @@ const PATCH_COLUMNS: { [K in keyof Required<SandboxPatch>]: keyof SandboxesTable
   errorMessage: 'error_message',
   runtimeDriver: 'runtime_driver',
   runtimeId: 'runtime_id',
+  runtimeOwner: 'runtime_owner',
   idleTimeoutMinutes: 'idle_timeout_minutes',
 };
 
@@ -137,6 +142,34 @@ function rowToKey(row: Selectable<ApiKeysTable>): ApiKeyRecord {
     createdAt: row.created_at,
     lastUsedAt: row.last_used_at,
     revokedAt: row.revoked_at,
+  };
+}
+
+function rowToCredential(row: Selectable<RegistryCredentialsTable>): RegistryCredentialRecord {
+  return {
+    id: row.id,
+    userId: row.user_id,
+    teamId: row.team_id,
+    name: row.name,
+    server: row.server,
+    username: row.username,
+    password: row.password,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+  };
+}
+
+function credentialToRow(c: RegistryCredentialRecord): Selectable<RegistryCredentialsTable> {
+  return {
+    id: c.id,
+    user_id: c.userId,
+    team_id: c.teamId,
+    name: c.name,
+    server: c.server,
+    username: c.username,
+    password: c.password,
+    created_at: c.createdAt,
+    updated_at: c.updatedAt,
   };
 }
 
@@ -221,6 +254,7 @@ export class KyselyStore implements Store {
   private filtered(filter: SandboxFilter) {
     let query = this.db.selectFrom('sandboxes');
     if (filter.userId !== undefined) query = query.where('user_id', '=', filter.userId);
+    if (filter.runtimeOwner !== undefined) query = query.where('runtime_owner', '=', filter.runtimeOwner);
     if (filter.teamId !== undefined) query = query.where('team_id', '=', filter.teamId);
     if (filter.status !== undefined) query = query.where('status', '=', filter.status);
     // `in (active)` rather than `not in (terminal)`: the status index then skips the terminated
@@ -431,5 +465,45 @@ export class KyselyStore implements Store {
 
   async markApiKeyUsed(id: string, at: string): Promise<void> {
     await this.db.updateTable('api_keys').set({ last_used_at: at }).where('id', '=', id).execute();
+  }
+
+  async purgeEndedSandboxes(endedBefore: string, limit: number): Promise<number> {
+    const rows = await this.db
+      .selectFrom('sandboxes')
+      .select('id')
+      .where('status', 'in', [...TERMINAL_STATUSES])
+      .where('terminated_at', '<', endedBefore)
+      .limit(limit)
+      .execute();
+    if (rows.length === 0) return 0;
+    const ids = rows.map((r) => r.id);
+    await this.db.transaction().execute(async (trx) => {
+      await trx.deleteFrom('sandbox_labels').where('sandbox_id', 'in', ids).execute();
+      await trx.deleteFrom('sandboxes').where('id', 'in', ids).execute();
+    });
+    return ids.length;
+  }
+
+  async insertRegistryCredential(credential: RegistryCredentialRecord): Promise<void> {
+    await this.db.insertInto('registry_credentials').values(credentialToRow(credential)).execute();
+  }
+
+  async getRegistryCredential(id: string): Promise<RegistryCredentialRecord | undefined> {
+    const row = await this.db.selectFrom('registry_credentials').selectAll().where('id', '=', id).executeTakeFirst();
+    return row ? rowToCredential(row) : undefined;
+  }
+
+  async listRegistryCredentials(userId: string, teamIds: readonly string[]): Promise<RegistryCredentialRecord[]> {
+    let query = this.db.selectFrom('registry_credentials').selectAll();
+    query = teamIds.length > 0
+      ? query.where((eb) => eb.or([eb('user_id', '=', userId), eb('team_id', 'in', [...teamIds])]))
+      : query.where('user_id', '=', userId);
+    const rows = await query.orderBy('created_at').orderBy('id').execute();
+    return rows.map(rowToCredential);
+  }
+
+  async deleteRegistryCredential(id: string): Promise<boolean> {
+    const result = await this.db.deleteFrom('registry_credentials').where('id', '=', id).executeTakeFirst();
+    return Number(result.numDeletedRows) > 0;
   }
 }

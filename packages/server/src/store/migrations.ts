@@ -102,6 +102,27 @@ const migrations: Record<string, Migration> = {
   },
 };
 
+migrations['0002_owner_credentials'] = {
+  async up(db: Kysely<unknown>): Promise<void> {
+    await db.schema.alterTable('sandboxes').addColumn('runtime_owner', 'text').execute();
+    await db.schema.createIndex('sandboxes_owner_status').on('sandboxes').columns(['runtime_owner', 'status']).execute();
+    await db.schema.createIndex('sandboxes_terminated').on('sandboxes').column('terminated_at').execute();
+    await db.schema
+      .createTable('registry_credentials')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('user_id', 'text', (c) => c.notNull().references('users.id').onDelete('cascade'))
+      .addColumn('team_id', 'text')
+      .addColumn('name', 'text', (c) => c.notNull())
+      .addColumn('server', 'text', (c) => c.notNull())
+      .addColumn('username', 'text', (c) => c.notNull())
+      .addColumn('password', 'text', (c) => c.notNull())
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addColumn('updated_at', 'text', (c) => c.notNull())
+      .execute();
+    await db.schema.createIndex('registry_credentials_user').on('registry_credentials').column('user_id').execute();
+  },
+};
+
 /** Hands Kysely's migrator the migrations above. */
 export const migrationProvider: MigrationProvider = {
   getMigrations: () => Promise.resolve(migrations),

@@ -36,6 +36,7 @@ export interface SandboxesTable {
   error_message: string | null;
   runtime_driver: string | null;
   runtime_id: string | null;
+  runtime_owner: string | null;
 }
 
 /** One row per (sandbox, label), for ALL-match label filters. */
@@ -78,6 +79,19 @@ export interface ApiKeysTable {
   revoked_at: string | null;
 }
 
+/** Credentials for pulling images from a private registry. The password never leaves the server. */
+export interface RegistryCredentialsTable {
+  id: string;
+  user_id: string;
+  team_id: string | null;
+  name: string;
+  server: string;
+  username: string;
+  password: string;
+  created_at: string;
+  updated_at: string;
+}
+
 /** Kysely's view of the whole database. */
 export interface Database {
   sandboxes: SandboxesTable;
@@ -86,4 +100,5 @@ export interface Database {
   teams: TeamsTable;
   team_members: TeamMembersTable;
   api_keys: ApiKeysTable;
+  registry_credentials: RegistryCredentialsTable;
 }

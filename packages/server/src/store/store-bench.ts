@@ -59,6 +59,7 @@ function record(prefix: string, i: number, userId: string): SandboxRecord {
     errorMessage: null,
     runtimeDriver: 'docker',
     runtimeId: `c-${i}`,
+    runtimeOwner: null,
   };
 }
 

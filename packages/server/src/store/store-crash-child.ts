@@ -49,6 +49,7 @@ export function crashSandbox(prefix: string, i: number): SandboxRecord {
     errorMessage: null,
     runtimeDriver: null,
     runtimeId: null,
+    runtimeOwner: null,
   };
 }
 

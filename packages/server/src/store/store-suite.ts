@@ -65,6 +65,7 @@ export function runStoreSuite(name: string, open: () => Promise<Store>): void {
         errorMessage: null,
         runtimeDriver: null,
         runtimeId: null,
+        runtimeOwner: null,
         ...overrides,
       };
     }
@@ -780,6 +781,57 @@ export function runStoreSuite(name: string, open: () => Promise<Store>): void {
         } finally {
           await replica.close();
         }
+      });
+    });
+
+    describe('ownership, retention and registry credentials', () => {
+      test('runtimeOwner round-trips, filters and can be patched', async () => {
+        const owner = unique('instance');
+        const mine = sandbox({ runtimeOwner: owner });
+        const other = sandbox({ runtimeOwner: unique('instance'), userId: mine.userId });
+        await store.insertSandbox(mine);
+        await store.insertSandbox(other);
+        assert.equal((await store.getSandbox(mine.id))?.runtimeOwner, owner);
+        assert.deepEqual((await store.findSandboxes({ runtimeOwner: owner }, 10)).map((s) => s.id), [mine.id]);
+        const moved = await store.updateSandbox(other.id, { runtimeOwner: owner });
+        assert.equal(moved?.runtimeOwner, owner);
+        assert.equal((await store.findSandboxes({ runtimeOwner: owner }, 10)).length, 2);
+      });
+
+      test('purgeEndedSandboxes deletes only ended rows older than the cutoff, labels included', async () => {
+        const userId = unique('user');
+        const old = sandbox({ userId, status: 'TERMINATED', terminatedAt: '2000-01-01T00:00:00.000Z', labels: ['purge-me'] });
+        const fresh = sandbox({ userId, status: 'TIMEOUT', terminatedAt: '2999-01-01T00:00:00.000Z' });
+        const live = sandbox({ userId, status: 'RUNNING', terminatedAt: null });
+        for (const s of [old, fresh, live]) await store.insertSandbox(s);
+        let purged = 0;
+        for (let i = 0; i < 1000 && (await store.getSandbox(old.id)); i += 1) {
+          purged += await store.purgeEndedSandboxes('2001-01-01T00:00:00.000Z', 100);
+        }
+        assert.ok(purged >= 1);
+        assert.equal(await store.getSandbox(old.id), undefined);
+        assert.ok(await store.getSandbox(fresh.id));
+        assert.ok(await store.getSandbox(live.id));
+        assert.equal((await store.listSandboxes({ userId, labels: ['purge-me'] }, 1, 10)).total, 0);
+      });
+
+      test('registry credentials: insert, get, list by user and team, delete', async () => {
+        const user: UserRecord = { id: unique('u'), name: unique('cred-user'), email: null, isAdmin: false, createdAt: '2020-01-01T00:00:00.000Z' };
+        const other: UserRecord = { ...user, id: unique('u'), name: unique('cred-other') };
+        await store.insertUser(user);
+        await store.insertUser(other);
+        const teamId = unique('team');
+        const base = { server: '127.0.0.1:5001', username: 'corral', password: 'secret', createdAt: '2020-01-01T00:00:00.000Z', updatedAt: '2020-01-01T00:00:00.000Z' };
+        const own = { ...base, id: unique('cred'), userId: user.id, teamId: null, name: 'own' };
+        const shared = { ...base, id: unique('cred'), userId: other.id, teamId, name: 'team' };
+        const foreign = { ...base, id: unique('cred'), userId: other.id, teamId: null, name: 'foreign' };
+        for (const c of [own, shared, foreign]) await store.insertRegistryCredential(c);
+        assert.deepEqual(await store.getRegistryCredential(own.id), own);
+        assert.deepEqual((await store.listRegistryCredentials(user.id, [])).map((c) => c.id), [own.id]);
+        assert.deepEqual((await store.listRegistryCredentials(user.id, [teamId])).map((c) => c.id).sort(), [own.id, shared.id].sort());
+        assert.equal(await store.deleteRegistryCredential(own.id), true);
+        assert.equal(await store.deleteRegistryCredential(own.id), false);
+        assert.equal(await store.getRegistryCredential(own.id), undefined);
       });
     });
   });

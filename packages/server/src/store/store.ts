@@ -11,6 +11,23 @@ export interface SandboxFilter {
   labels?: string[];
   /** Only these ids. */
   ids?: string[];
+  /** Only sandboxes whose runtime belongs to this server instance. */
+  runtimeOwner?: string;
+}
+
+/** Credentials for a private image registry. */
+export interface RegistryCredentialRecord {
+  id: string;
+  userId: string;
+  /** Team members may use a team's credentials. */
+  teamId: string | null;
+  name: string;
+  /** Registry host (`ghcr.io`, `127.0.0.1:5001`). */
+  server: string;
+  username: string;
+  password: string;
+  createdAt: string;
+  updatedAt: string;
 }
 
 /** A user account. */
@@ -83,6 +100,8 @@ export interface Store {
   updateSandbox(id: string, patch: SandboxPatch, expectStatus?: readonly SandboxStatus[]): Promise<SandboxRecord | undefined>;
   /** Sets `lastActivityAt` for many sandboxes at once. */
   touchSandboxes(ids: readonly string[], at: string): Promise<void>;
+  /** Deletes up to `limit` ended sandboxes whose `terminatedAt` is before `endedBefore`; returns how many. */
+  purgeEndedSandboxes(endedBefore: string, limit: number): Promise<number>;
 
   insertUser(user: UserRecord): Promise<void>;
   getUser(id: string): Promise<UserRecord | undefined>;
@@ -108,4 +127,10 @@ export interface Store {
   listApiKeys(userId?: string): Promise<ApiKeyRecord[]>;
   revokeApiKey(id: string, at: string): Promise<boolean>;
   markApiKeyUsed(id: string, at: string): Promise<void>;
+
+  insertRegistryCredential(credential: RegistryCredentialRecord): Promise<void>;
+  getRegistryCredential(id: string): Promise<RegistryCredentialRecord | undefined>;
+  /** A user's own credentials and those of the given teams. */
+  listRegistryCredentials(userId: string, teamIds: readonly string[]): Promise<RegistryCredentialRecord[]>;
+  deleteRegistryCredential(id: string): Promise<boolean>;
 }

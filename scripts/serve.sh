@@ -1,15 +1,37 @@
 #!/usr/bin/env bash
-# Runs Corral on a fresh machine: installs what it needs (npm dependencies, Docker Engine from
-# Debian, the default python:3.11-slim image built offline), compiles, and starts `corral serve`.
-# Arguments are passed to `corral serve` (try --help). Settings come from CORRAL_* variables.
+# Runs Corral on a fresh machine: installs what it needs, compiles, makes sure the default
+# python:3.11-slim image exists (built offline: no registry needed), and starts `corral serve`.
+#
+# The runtime driver comes from CORRAL_RUNTIME (default `oci`: daemonless runc, no container daemon).
+# With CORRAL_RUNTIME=docker it installs and starts Docker Engine instead. Arguments are passed to
+# `corral serve` (try --help); settings come from CORRAL_* variables.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 export CORRAL_CACHE_DIR="${CORRAL_CACHE_DIR:-$REPO/.cache}"
+runtime="${CORRAL_RUNTIME:-oci}"
+log() { echo "serve: $*" >&2; }
 
 bash scripts/setup-node.sh
-if [ "${CORRAL_RUNTIME:-docker}" = "docker" ]; then
-  bash scripts/ensure-docker.sh
-  bash scripts/build-images.sh
-fi
+case "$runtime" in
+  oci)
+    bash scripts/ensure-oci.sh
+    missing=()
+    for pkg in mmdebstrap busybox-static ca-certificates; do
+      [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)" = "install ok installed" ] || missing+=("$pkg")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+      log "installing ${missing[*]}"
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+    fi
+    # Cached rootfs tarballs make these quick after the first run (python: ~30 s once).
+    node packages/cli/bin/corral.js images build python --runtime oci >/dev/null
+    node packages/cli/bin/corral.js images build busybox --runtime oci >/dev/null
+    ;;
+  docker)
+    bash scripts/ensure-docker.sh
+    bash scripts/build-images.sh
+    ;;
+esac
 exec node packages/cli/bin/corral.js serve "$@"

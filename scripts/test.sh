@@ -31,6 +31,7 @@ wait_step() {
 
 # apt-get takes a lock: the steps that install Debian packages run one after another in one job.
 system_setup() {
+  bash scripts/ensure-oci.sh
   bash scripts/ensure-docker.sh
   bash scripts/ensure-postgres.sh >"$CORRAL_CACHE_DIR/logs/pg-url"
   bash scripts/start-registry.sh --auth corral:corral-secret

@@ -1,4 +1,5 @@
 import { Command, Option } from 'commander';
+import { registerImages } from './commands/images.js';
 import { registerKeys } from './commands/keys.js';
 import { registerServe } from './commands/serve.js';
 import { registerTeams } from './commands/teams.js';
@@ -15,6 +16,7 @@ export function buildProgram(): Command {
     .showHelpAfterError();
   registerServe(program);
   registerKeys(program);
+  registerImages(program);
   registerUsers(program);
   registerTeams(program);
   return program;

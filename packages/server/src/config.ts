@@ -3,7 +3,7 @@ import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 
 /** Which runtime driver starts sandboxes. `none` stores sandboxes but never starts them (they stay PENDING). */
-export type RuntimeDriverName = 'docker' | 'none';
+export type RuntimeDriverName = 'docker' | 'oci' | 'none';
 
 /** The server's whole configuration. */
 export interface CorralConfig {
@@ -14,6 +14,7 @@ export interface CorralConfig {
   publicUrl: string | null;
   runtime: RuntimeDriverName;
   dockerHost: string | null;
+  ociRuntime: string;
   instanceId: string;
   bootstrapApiKey: string | null;
   rateLimits: boolean;
@@ -74,7 +75,8 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'dataDir', env: 'CORRAL_DATA_DIR', description: 'Directory for the SQLite store and server secrets', defaultText: '~/.corral', parse: text },
   { key: 'databaseUrl', env: 'DATABASE_URL', description: 'PostgreSQL URL; when set, replaces the embedded SQLite store', defaultText: '(unset: SQLite)', parse: optionalText },
   { key: 'publicUrl', env: 'CORRAL_PUBLIC_URL', description: 'Absolute URL clients use to reach this server (gateway_url is built from it)', defaultText: 'http://<host>:<port>', parse: optionalText },
-  { key: 'runtime', env: 'CORRAL_RUNTIME', description: 'Runtime driver: docker, or none (sandboxes are stored but never started)', defaultText: 'docker', parse: oneOf('docker', 'none') },
+  { key: 'runtime', env: 'CORRAL_RUNTIME', description: 'Runtime driver: docker, oci (daemonless runc/crun), or none (sandboxes are stored but never started)', defaultText: 'oci', parse: oneOf('docker', 'oci', 'none') },
+  { key: 'ociRuntime', env: 'CORRAL_OCI_RUNTIME', description: 'OCI runtime binary the oci driver calls: runc, or crun (faster; needs scripts/ensure-oci.sh --crun)', defaultText: 'runc', parse: oneOf('runc', 'crun') },
   { key: 'dockerHost', env: 'DOCKER_HOST', description: 'Docker Engine endpoint for the docker driver', defaultText: 'unix:///var/run/docker.sock', parse: optionalText },
   { key: 'instanceId', env: 'CORRAL_INSTANCE_ID', description: 'Name stamped on every container this server creates; servers sharing a host need different ones', defaultText: 'corral', parse: text },
   { key: 'bootstrapApiKey', env: 'CORRAL_BOOTSTRAP_API_KEY', description: 'When set, an admin API key with exactly this value exists after startup', defaultText: '(unset: the first start prints a new admin key)', parse: optionalText },
@@ -98,8 +100,9 @@ const DEFAULTS: CorralConfig = {
   dataDir: join(homedir(), '.corral'),
   databaseUrl: null,
   publicUrl: null,
-  runtime: 'docker',
+  runtime: 'oci',
   dockerHost: null,
+  ociRuntime: 'runc',
   instanceId: 'corral',
   bootstrapApiKey: null,
   rateLimits: true,

@@ -6,3 +6,5 @@ export { ApiError, type FieldError } from './errors/api-error.js';
 export type { SandboxRuntime, SandboxSpec, ExecRequest, ExecProcess, RuntimeEvent } from './runtime/runtime.js';
 export type { Store } from './store/store.js';
 export { openStore, type StoreLocation } from './store/open-store.js';
+export { createRuntime, ociStateDir } from './runtime/create-runtime.js';
+export { DEFAULT_TAGS, buildImage, importImage, listImages, type CatalogImage, type ImageTarget } from './images/image-catalog.js';

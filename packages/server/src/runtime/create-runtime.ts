@@ -2,15 +2,26 @@ import { join } from 'node:path';
 import type { CorralConfig } from '../config.js';
 import type { SandboxRuntime } from './runtime.js';
 
-/** The runtime driver the configuration names, initialised; null for `none`. */
+/** Where the oci driver keeps images and sandbox state for a data dir. */
+export function ociStateDir(dataDir: string): string {
+  return join(dataDir, 'oci');
+}
+
+/** The runtime driver the configuration names, initialised; null for `none`. Drivers load only when selected. */
 export async function createRuntime(config: CorralConfig): Promise<SandboxRuntime | null> {
   switch (config.runtime) {
     case 'none':
       return null;
     case 'docker': {
-      // The Docker client reads DOCKER_HOST itself; the driver is loaded only when selected.
+      // The Docker client reads DOCKER_HOST itself.
       const { DockerRuntime } = await import('./docker/docker-runtime.js');
       const runtime = new DockerRuntime({ instance: config.instanceId, diskDir: join(config.dataDir, 'docker-disks') });
+      await runtime.init();
+      return runtime;
+    }
+    case 'oci': {
+      const { OciRuntime } = await import('./oci/oci-runtime.js');
+      const runtime = new OciRuntime({ instance: config.instanceId, stateDir: ociStateDir(config.dataDir), runtimeBinary: config.ociRuntime });
       await runtime.init();
       return runtime;
     }

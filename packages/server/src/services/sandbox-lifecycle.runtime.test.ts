@@ -2,7 +2,12 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it, test } from 'node:test';
-import { TEST_IMAGE, containerExists, dockerMissing, eventually } from '../testing/docker-available.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildImage } from '../images/image-catalog.js';
+import { ociStateDir } from '../runtime/create-runtime.js';
+import { TEST_IMAGE, dockerMissing, eventually } from '../testing/docker-available.js';
 import { type TestServer, startTestServer } from '../testing/test-server.js';
 
 interface Sandbox {
@@ -14,7 +19,18 @@ interface Sandbox {
   terminationReason: string | null;
 }
 
-const missing = dockerMissing();
+/** Why a driver cannot run here, or undefined. */
+function driverMissing(driver: 'docker' | 'oci'): string | undefined {
+  if (driver === 'docker') return dockerMissing();
+  if (process.getuid?.() !== 0) return 'the oci driver needs root';
+  try {
+    execFileSync('runc', ['--version'], { stdio: 'ignore' });
+    execFileSync('tini-static', ['--version'], { stdio: 'ignore' });
+    return undefined;
+  } catch {
+    return 'runc or tini-static missing (run scripts/ensure-oci.sh)';
+  }
+}
 
 async function collect(stream: NodeJS.ReadableStream): Promise<string> {
   let text = '';
@@ -22,23 +38,31 @@ async function collect(stream: NodeJS.ReadableStream): Promise<string> {
   return text;
 }
 
-if (missing) {
-  test('sandbox lifecycle on the docker driver', (t) => {
-    if (process.env.CI === 'true') throw new Error(missing);
-    t.skip(missing);
-  });
-} else {
-  describe('sandbox lifecycle on the docker driver', { timeout: 120_000 }, () => {
+for (const driver of ['docker', 'oci'] as const) {
+  const missing = driverMissing(driver);
+  if (missing) {
+    test(`sandbox lifecycle on the ${driver} driver`, (t) => {
+      if (process.env.CI === 'true') throw new Error(missing);
+      t.skip(missing);
+    });
+    continue;
+  }
+  describe(`sandbox lifecycle on the ${driver} driver`, { timeout: 180_000 }, () => {
     let t: TestServer;
     before(async () => {
-      t = await startTestServer({ runtime: 'docker', instanceId: `lc-${randomBytes(4).toString('hex')}`, reconcileIntervalMs: 300 });
+      const dataDir = mkdtempSync(join(tmpdir(), `corral-lc-${driver}-`));
+      // The oci driver keeps its own image store: give it the offline test image.
+      if (driver === 'oci') await buildImage('busybox', TEST_IMAGE, { runtime: 'oci', stateDir: ociStateDir(dataDir) });
+      t = await startTestServer({ runtime: driver, dataDir, instanceId: `lc-${randomBytes(4).toString('hex')}`, reconcileIntervalMs: 300 });
     });
     after(async () => {
       const runtime = t.server.runtime;
       if (runtime) for (const c of await runtime.list()) await runtime.remove(c.runtimeId);
       await t.close();
+      rmSync(t.dataDir, { recursive: true, force: true });
     });
 
+    const gone = async (runtimeId: string): Promise<true | undefined> => ((await t.server.runtime!.inspect(runtimeId)) ? undefined : true);
     const create = async (body: Record<string, unknown>): Promise<string> => {
       const response = await t.request('POST', '/api/v1/sandbox', { body: { name: 'lc', docker_image: TEST_IMAGE, ...body } });
       assert.equal(response.statusCode, 201, response.body);
@@ -56,14 +80,14 @@ if (missing) {
       const running = await until(id, ['RUNNING', 'ERROR']);
       assert.equal(running.status, 'RUNNING', running.errorMessage ?? '');
       const row = await t.server.store.getSandbox(id);
-      assert.ok(row?.runtimeId && containerExists(row.runtimeId));
+      assert.ok(row?.runtimeId && (await t.server.runtime!.inspect(row.runtimeId))?.running);
       const exec = await t.server.runtime!.exec(row.runtimeId, { argv: ['/bin/sh', '-c', 'echo "$GREETING $TOKEN"; test -w /sandbox-workspace && echo writable'] });
       exec.stderr.resume();
       const [out, exit] = await Promise.all([collect(exec.stdout), exec.wait()]);
       assert.equal(exit.exitCode, 0);
       assert.equal(out, 'hello s3cret\nwritable\n');
       assert.equal((await t.request('DELETE', `/api/v1/sandbox/${id}`)).statusCode, 200);
-      await eventually(() => (containerExists(row.runtimeId!) ? undefined : true), 20_000, 'container removal');
+      await eventually(() => (gone(row.runtimeId!)), 20_000, 'container removal');
     });
 
     it('ends with the exit code of a start command that exits', { timeout: 90_000 }, async () => {
@@ -104,6 +128,7 @@ if (missing) {
         return;
       }
       const dropLocalCopy = (): void => {
+        if (driver !== 'docker') return; // A fresh oci data dir has no copy.
         try {
           execFileSync('docker', ['image', 'rm', '-f', image], { stdio: 'ignore' });
         } catch {
@@ -132,7 +157,7 @@ if (missing) {
       const row = await t.server.store.updateSandbox(id, { startedAt: new Date(Date.now() - 61_000).toISOString() });
       const ended = await until(id, ['TIMEOUT'], 10_000);
       assert.equal(ended.errorType, 'TIMEOUT');
-      await eventually(() => (containerExists(row!.runtimeId!) ? undefined : true), 20_000, 'container removal');
+      await eventually(() => (gone(row!.runtimeId!)), 20_000, 'container removal');
     });
 
     it('deletes a sandbox while a command runs in it', { timeout: 90_000 }, async () => {
@@ -146,7 +171,7 @@ if (missing) {
       assert.equal((await t.request('DELETE', `/api/v1/sandbox/${id}`)).statusCode, 200);
       await exec.wait().catch(() => undefined);
       assert.ok(Date.now() - started < 20_000, 'the running command ended with the sandbox');
-      await eventually(() => (containerExists(row!.runtimeId!) ? undefined : true), 20_000, 'container removal');
+      await eventually(() => (gone(row!.runtimeId!)), 20_000, 'container removal');
     });
 
     it('leaves no container when deleted while provisioning', { timeout: 90_000 }, async () => {

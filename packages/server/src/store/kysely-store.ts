@@ -3,6 +3,8 @@ import type { SandboxPatch, SandboxRecord, SandboxStatus } from '../services/san
 import { ACTIVE_STATUSES } from '../services/sandbox-model.js';
 import { TERMINAL_STATUSES } from '../services/sandbox-model.js';
 import { migrationProvider } from './migrations.js';
+import type { ExposureRecord, ExposureProtocol, SshKeyRecord, SshSessionRecord, TunnelFilter, TunnelPatch, TunnelRecord, TunnelStatus } from '../network/network-records.js';
+import type { ExposuresTable, NetworkDatabase, SshSessionsTable, TunnelsTable } from '../network/network-tables.js';
 import type { ApiKeysTable, Database, RegistryCredentialsTable, SandboxesTable, TeamMembersTable, UsersTable } from './schema.js';
 import type {
   ApiKeyRecord,
@@ -506,4 +508,217 @@ export class KyselyStore implements Store {
     const result = await this.db.deleteFrom('registry_credentials').where('id', '=', id).executeTakeFirst();
     return Number(result.numDeletedRows) > 0;
   }
+  /** The same database, typed with the networking tables of migration 0003. */
+  private get net(): Kysely<NetworkDatabase> {
+    return this.db as unknown as Kysely<NetworkDatabase>;
+  }
+
+  async insertExposure(e: ExposureRecord): Promise<void> {
+    await this.net
+      .insertInto('exposures')
+      .values({
+        id: e.id,
+        sandbox_id: e.sandboxId,
+        user_id: e.userId,
+        port: e.port,
+        name: e.name,
+        protocol: e.protocol,
+        external_port: e.externalPort,
+        access_token: e.accessToken,
+        created_at: e.createdAt,
+      })
+      .execute();
+  }
+
+  async getExposure(id: string): Promise<ExposureRecord | undefined> {
+    const row = await this.net.selectFrom('exposures').selectAll().where('id', '=', id).executeTakeFirst();
+    return row ? rowToExposure(row) : undefined;
+  }
+
+  async listExposures(sandboxIds: readonly string[] | null): Promise<ExposureRecord[]> {
+    if (sandboxIds !== null && sandboxIds.length === 0) return [];
+    let query = this.net.selectFrom('exposures').selectAll();
+    if (sandboxIds !== null) query = query.where('sandbox_id', 'in', [...sandboxIds]);
+    const rows = await query.orderBy('created_at').orderBy('id').execute();
+    return rows.map(rowToExposure);
+  }
+
+  async deleteExposure(id: string): Promise<boolean> {
+    const result = await this.net.deleteFrom('exposures').where('id', '=', id).executeTakeFirst();
+    return Number(result.numDeletedRows) > 0;
+  }
+
+  async purgeNetworkOfEndedSandboxes(now: string): Promise<{ exposureIds: string[]; sshSessionIds: string[] }> {
+    return this.net.transaction().execute(async (trx) => {
+      const live = trx.selectFrom('sandboxes').select('id').where('status', 'not in', [...TERMINAL_STATUSES]);
+      const exposures = await trx.selectFrom('exposures').select('id').where('sandbox_id', 'not in', live).execute();
+      const sessions = await trx
+        .selectFrom('ssh_sessions')
+        .select('id')
+        .where((eb) => eb.or([eb('sandbox_id', 'not in', live), eb('expires_at', '<=', now)]))
+        .execute();
+      const exposureIds = exposures.map((r) => r.id);
+      const sshSessionIds = sessions.map((r) => r.id);
+      if (exposureIds.length > 0) await trx.deleteFrom('exposures').where('id', 'in', exposureIds).execute();
+      if (sshSessionIds.length > 0) {
+        await trx.deleteFrom('ssh_session_keys').where('session_id', 'in', sshSessionIds).execute();
+        await trx.deleteFrom('ssh_sessions').where('id', 'in', sshSessionIds).execute();
+      }
+      return { exposureIds, sshSessionIds };
+    });
+  }
+
+  async insertSshSession(s: SshSessionRecord): Promise<void> {
+    await this.net
+      .insertInto('ssh_sessions')
+      .values({
+        id: s.id,
+        sandbox_id: s.sandboxId,
+        user_id: s.userId,
+        exposure_id: s.exposureId,
+        ttl_seconds: s.ttlSeconds,
+        created_at: s.createdAt,
+        expires_at: s.expiresAt,
+      })
+      .execute();
+  }
+
+  async getSshSession(id: string): Promise<SshSessionRecord | undefined> {
+    const row = await this.net.selectFrom('ssh_sessions').selectAll().where('id', '=', id).executeTakeFirst();
+    return row ? rowToSshSession(row) : undefined;
+  }
+
+  async deleteSshSession(id: string): Promise<boolean> {
+    return this.net.transaction().execute(async (trx) => {
+      await trx.deleteFrom('ssh_session_keys').where('session_id', '=', id).execute();
+      const result = await trx.deleteFrom('ssh_sessions').where('id', '=', id).executeTakeFirst();
+      return Number(result.numDeletedRows) > 0;
+    });
+  }
+
+  async upsertSshKey(key: SshKeyRecord): Promise<void> {
+    await this.net
+      .insertInto('ssh_session_keys')
+      .values({ session_id: key.sessionId, public_key: key.publicKey, expires_at: key.expiresAt })
+      .onConflict((oc) => oc.columns(['session_id', 'public_key']).doUpdateSet({ expires_at: key.expiresAt }))
+      .execute();
+  }
+
+  async listSshKeys(sessionId: string, now: string): Promise<SshKeyRecord[]> {
+    const rows = await this.net
+      .selectFrom('ssh_session_keys')
+      .selectAll()
+      .where('session_id', '=', sessionId)
+      .where('expires_at', '>', now)
+      .execute();
+    return rows.map((r) => ({ sessionId: r.session_id, publicKey: r.public_key, expiresAt: r.expires_at }));
+  }
+
+  async insertTunnel(t: TunnelRecord): Promise<void> {
+    await this.net.insertInto('tunnels').values(tunnelToRow(t)).execute();
+  }
+
+  async getTunnel(id: string): Promise<TunnelRecord | undefined> {
+    const row = await this.net.selectFrom('tunnels').selectAll().where('id', '=', id).executeTakeFirst();
+    return row ? rowToTunnel(row) : undefined;
+  }
+
+  async listTunnels(filter: TunnelFilter, page: number, perPage: number): Promise<{ tunnels: TunnelRecord[]; total: number }> {
+    let query = this.net.selectFrom('tunnels').selectAll();
+    if (filter.userId !== undefined) query = query.where('user_id', '=', filter.userId);
+    if (filter.teamId !== undefined) query = query.where('team_id', '=', filter.teamId);
+    if (filter.status !== undefined) query = query.where('status', '=', filter.status);
+    const rows = await query.orderBy('created_at', 'desc').orderBy('id', 'desc').execute();
+    // Labels are a JSON array per row; tunnels per user are few, so the label match runs here.
+    const wanted = filter.labels ?? [];
+    const matches = rows.map(rowToTunnel).filter((t) => wanted.every((label) => t.labels.includes(label)));
+    return { tunnels: matches.slice((page - 1) * perPage, page * perPage), total: matches.length };
+  }
+
+  async updateTunnel(id: string, patch: TunnelPatch): Promise<TunnelRecord | undefined> {
+    const set: Partial<TunnelsTable> = {};
+    if (patch.status !== undefined) set.status = patch.status;
+    if (patch.connectedAt !== undefined) set.connected_at = patch.connectedAt;
+    if (patch.terminatedAt !== undefined) set.terminated_at = patch.terminatedAt;
+    if (Object.keys(set).length > 0) await this.net.updateTable('tunnels').set(set).where('id', '=', id).execute();
+    return this.getTunnel(id);
+  }
+
+  async deleteTunnel(id: string): Promise<boolean> {
+    const result = await this.net.deleteFrom('tunnels').where('id', '=', id).executeTakeFirst();
+    return Number(result.numDeletedRows) > 0;
+  }
+
+  async expireTunnels(now: string): Promise<string[]> {
+    return this.net.transaction().execute(async (trx) => {
+      const rows = await trx.selectFrom('tunnels').select('id').where('status', '!=', 'expired').where('expires_at', '<=', now).execute();
+      const ids = rows.map((r) => r.id);
+      if (ids.length > 0) await trx.updateTable('tunnels').set({ status: 'expired' }).where('id', 'in', ids).execute();
+      return ids;
+    });
+  }
+}
+
+function rowToExposure(row: Selectable<ExposuresTable>): ExposureRecord {
+  return {
+    id: row.id,
+    sandboxId: row.sandbox_id,
+    userId: row.user_id,
+    port: Number(row.port),
+    name: row.name,
+    protocol: row.protocol as ExposureProtocol,
+    externalPort: row.external_port === null ? null : Number(row.external_port),
+    accessToken: row.access_token,
+    createdAt: row.created_at,
+  };
+}
+
+function rowToSshSession(row: Selectable<SshSessionsTable>): SshSessionRecord {
+  return {
+    id: row.id,
+    sandboxId: row.sandbox_id,
+    userId: row.user_id,
+    exposureId: row.exposure_id,
+    ttlSeconds: Number(row.ttl_seconds),
+    createdAt: row.created_at,
+    expiresAt: row.expires_at,
+  };
+}
+
+function tunnelToRow(t: TunnelRecord): TunnelsTable {
+  return {
+    id: t.id,
+    user_id: t.userId,
+    team_id: t.teamId,
+    name: t.name,
+    local_port: t.localPort,
+    labels: JSON.stringify(t.labels),
+    http_user: t.httpUser,
+    http_password_hash: t.httpPasswordHash,
+    binding_secret_hash: t.bindingSecretHash,
+    status: t.status,
+    created_at: t.createdAt,
+    connected_at: t.connectedAt,
+    expires_at: t.expiresAt,
+    terminated_at: t.terminatedAt,
+  };
+}
+
+function rowToTunnel(row: Selectable<TunnelsTable>): TunnelRecord {
+  return {
+    id: row.id,
+    userId: row.user_id,
+    teamId: row.team_id,
+    name: row.name,
+    localPort: Number(row.local_port),
+    labels: parseJson<string[]>(row.labels) ?? [],
+    httpUser: row.http_user,
+    httpPasswordHash: row.http_password_hash,
+    bindingSecretHash: row.binding_secret_hash,
+    status: row.status as TunnelStatus,
+    createdAt: row.created_at,
+    connectedAt: row.connected_at,
+    expiresAt: row.expires_at,
+    terminatedAt: row.terminated_at,
+  };
 }

@@ -123,6 +123,61 @@ migrations['0002_owner_credentials'] = {
   },
 };
 
+migrations['0003_network'] = {
+  async up(db: Kysely<unknown>): Promise<void> {
+    await db.schema
+      .createTable('exposures')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('sandbox_id', 'text', (c) => c.notNull())
+      .addColumn('user_id', 'text', (c) => c.notNull())
+      .addColumn('port', 'integer', (c) => c.notNull())
+      .addColumn('name', 'text')
+      .addColumn('protocol', 'text', (c) => c.notNull())
+      .addColumn('external_port', 'integer')
+      .addColumn('access_token', 'text')
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .execute();
+    await db.schema.createIndex('exposures_sandbox').on('exposures').column('sandbox_id').execute();
+    await db.schema
+      .createTable('ssh_sessions')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('sandbox_id', 'text', (c) => c.notNull())
+      .addColumn('user_id', 'text', (c) => c.notNull())
+      .addColumn('exposure_id', 'text', (c) => c.notNull())
+      .addColumn('ttl_seconds', 'integer', (c) => c.notNull())
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addColumn('expires_at', 'text', (c) => c.notNull())
+      .execute();
+    await db.schema.createIndex('ssh_sessions_sandbox').on('ssh_sessions').column('sandbox_id').execute();
+    await db.schema
+      .createTable('ssh_session_keys')
+      .addColumn('session_id', 'text', (c) => c.notNull().references('ssh_sessions.id').onDelete('cascade'))
+      .addColumn('public_key', 'text', (c) => c.notNull())
+      .addColumn('expires_at', 'text', (c) => c.notNull())
+      .addPrimaryKeyConstraint('ssh_session_keys_pk', ['session_id', 'public_key'])
+      .execute();
+    await db.schema
+      .createTable('tunnels')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('user_id', 'text', (c) => c.notNull())
+      .addColumn('team_id', 'text')
+      .addColumn('name', 'text')
+      .addColumn('local_port', 'integer', (c) => c.notNull())
+      .addColumn('labels', 'text', (c) => c.notNull())
+      .addColumn('http_user', 'text')
+      .addColumn('http_password_hash', 'text')
+      .addColumn('binding_secret_hash', 'text', (c) => c.notNull())
+      .addColumn('status', 'text', (c) => c.notNull())
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addColumn('connected_at', 'text')
+      .addColumn('expires_at', 'text', (c) => c.notNull())
+      .addColumn('terminated_at', 'text')
+      .execute();
+    await db.schema.createIndex('tunnels_user_created').on('tunnels').columns(['user_id', 'created_at', 'id']).execute();
+    await db.schema.createIndex('tunnels_team_created').on('tunnels').columns(['team_id', 'created_at', 'id']).execute();
+  },
+};
+
 /** Hands Kysely's migrator the migrations above. */
 export const migrationProvider: MigrationProvider = {
   getMigrations: () => Promise.resolve(migrations),

@@ -833,6 +833,72 @@ export function runStoreSuite(name: string, open: () => Promise<Store>): void {
         assert.equal(await store.deleteRegistryCredential(own.id), false);
         assert.equal(await store.getRegistryCredential(own.id), undefined);
       });
+
+      test('network: exposures, ssh sessions and keys go when their sandbox ends; tunnels list, update, expire', async () => {
+        const live = sandbox({ status: 'RUNNING' });
+        const ended = sandbox({ status: 'RUNNING' });
+        await store.insertSandbox(live);
+        await store.insertSandbox(ended);
+        const at = '2020-01-01T00:00:00.000Z';
+        const exposure = (sandboxId: string, protocol: 'HTTP' | 'TCP' = 'HTTP') => ({
+          id: unique('exp'), sandboxId, userId: live.userId, port: 8000, name: null, protocol, externalPort: protocol === 'TCP' ? 30001 : null, accessToken: null, createdAt: at,
+        });
+        const keep = exposure(live.id, 'TCP');
+        const gone = exposure(ended.id);
+        const orphan = exposure(unique('missing-sandbox'));
+        for (const e of [keep, gone, orphan]) await store.insertExposure(e);
+        assert.deepEqual(await store.getExposure(keep.id), keep);
+        assert.deepEqual((await store.listExposures([live.id, ended.id])).map((e) => e.id).sort(), [keep.id, gone.id].sort());
+        assert.deepEqual(await store.listExposures([]), []);
+        const session = (sandboxId: string, expiresAt: string) => ({
+          id: unique('ssh'), sandboxId, userId: live.userId, exposureId: unique('exp'), ttlSeconds: 900, createdAt: at, expiresAt,
+        });
+        const activeSession = session(live.id, '2999-01-01T00:00:00.000Z');
+        const expiredSession = session(live.id, '2001-01-01T00:00:00.000Z');
+        const endedSession = session(ended.id, '2999-01-01T00:00:00.000Z');
+        for (const x of [activeSession, expiredSession, endedSession]) await store.insertSshSession(x);
+        await store.upsertSshKey({ sessionId: activeSession.id, publicKey: 'ssh-ed25519 AAAA one', expiresAt: '2001-01-01T00:00:00.000Z' });
+        await store.upsertSshKey({ sessionId: activeSession.id, publicKey: 'ssh-ed25519 AAAA one', expiresAt: '2999-01-01T00:00:00.000Z' });
+        await store.upsertSshKey({ sessionId: endedSession.id, publicKey: 'ssh-ed25519 AAAA two', expiresAt: '2999-01-01T00:00:00.000Z' });
+        assert.deepEqual((await store.listSshKeys(activeSession.id, '2020-01-01T00:00:00.000Z')).map((k) => k.publicKey), ['ssh-ed25519 AAAA one']);
+
+        await store.updateSandbox(ended.id, { status: 'TERMINATED', terminatedAt: at });
+        const purged = await store.purgeNetworkOfEndedSandboxes('2020-01-01T00:00:00.000Z');
+        assert.ok(purged.exposureIds.includes(gone.id) && purged.exposureIds.includes(orphan.id) && !purged.exposureIds.includes(keep.id));
+        assert.ok(purged.sshSessionIds.includes(expiredSession.id) && purged.sshSessionIds.includes(endedSession.id));
+        assert.ok(!purged.sshSessionIds.includes(activeSession.id));
+        assert.equal(await store.getExposure(gone.id), undefined);
+        assert.equal(await store.getSshSession(endedSession.id), undefined);
+        assert.deepEqual(await store.listSshKeys(endedSession.id, at), []);
+        assert.deepEqual(await store.getSshSession(activeSession.id), activeSession);
+        assert.equal(await store.deleteExposure(keep.id), true);
+        assert.equal(await store.deleteExposure(keep.id), false);
+        assert.equal(await store.deleteSshSession(activeSession.id), true);
+        assert.deepEqual(await store.listSshKeys(activeSession.id, at), []);
+
+        const userId = unique('tunnel-user');
+        const tunnel = (labels: string[], createdAt: string) => ({
+          id: unique('t'), userId, teamId: null, name: null, localPort: 8765, labels, httpUser: null, httpPasswordHash: null,
+          bindingSecretHash: 'x', status: 'pending' as const, createdAt, connectedAt: null, expiresAt: '2999-01-01T00:00:00.000Z', terminatedAt: null,
+        });
+        const older = tunnel(['a', 'b'], '2020-01-01T00:00:00.000Z');
+        const newer = { ...tunnel(['a'], '2020-01-02T00:00:00.000Z'), expiresAt: '2001-01-01T00:00:00.000Z' };
+        await store.insertTunnel(older);
+        await store.insertTunnel(newer);
+        assert.deepEqual(await store.getTunnel(older.id), older);
+        const page = await store.listTunnels({ userId }, 1, 1);
+        assert.equal(page.total, 2);
+        assert.deepEqual(page.tunnels.map((t) => t.id), [newer.id]);
+        assert.deepEqual((await store.listTunnels({ userId, labels: ['b'] }, 1, 10)).tunnels.map((t) => t.id), [older.id]);
+        const connected = await store.updateTunnel(older.id, { status: 'connected', connectedAt: at });
+        assert.equal(connected?.status, 'connected');
+        assert.equal(connected?.connectedAt, at);
+        assert.ok((await store.expireTunnels('2020-06-01T00:00:00.000Z')).includes(newer.id));
+        assert.equal((await store.getTunnel(newer.id))?.status, 'expired');
+        assert.deepEqual((await store.listTunnels({ userId, status: 'expired' }, 1, 10)).tunnels.map((t) => t.id), [newer.id]);
+        assert.equal(await store.deleteTunnel(older.id), true);
+        assert.equal(await store.deleteTunnel(older.id), false);
+      });
     });
   });
 }

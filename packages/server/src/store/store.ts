@@ -1,4 +1,5 @@
 import type { SandboxPatch, SandboxRecord, SandboxStatus } from '../services/sandbox-model.js';
+import type { ExposureRecord, SshKeyRecord, SshSessionRecord, TunnelFilter, TunnelPatch, TunnelRecord } from '../network/network-records.js';
 
 /** Which sandboxes a listing or bulk operation covers. Every field narrows the set. */
 export interface SandboxFilter {
@@ -133,4 +134,32 @@ export interface Store {
   /** A user's own credentials and those of the given teams. */
   listRegistryCredentials(userId: string, teamIds: readonly string[]): Promise<RegistryCredentialRecord[]>;
   deleteRegistryCredential(id: string): Promise<boolean>;
+  insertExposure(exposure: ExposureRecord): Promise<void>;
+  getExposure(id: string): Promise<ExposureRecord | undefined>;
+  /** Exposures of these sandboxes (every exposure when `sandboxIds` is null), oldest first. */
+  listExposures(sandboxIds: readonly string[] | null): Promise<ExposureRecord[]>;
+  deleteExposure(id: string): Promise<boolean>;
+  /**
+   * Deletes the exposures and SSH sessions of sandboxes that have ended or no longer exist, and
+   * SSH sessions that expired before `now`; returns the ids it deleted.
+   */
+  purgeNetworkOfEndedSandboxes(now: string): Promise<{ exposureIds: string[]; sshSessionIds: string[] }>;
+
+  insertSshSession(session: SshSessionRecord): Promise<void>;
+  getSshSession(id: string): Promise<SshSessionRecord | undefined>;
+  /** Deletes the session and its keys. */
+  deleteSshSession(id: string): Promise<boolean>;
+  /** Admits a key for a session, or moves the expiry of a key admitted before. */
+  upsertSshKey(key: SshKeyRecord): Promise<void>;
+  /** The session's keys that expire after `now`. */
+  listSshKeys(sessionId: string, now: string): Promise<SshKeyRecord[]>;
+
+  insertTunnel(tunnel: TunnelRecord): Promise<void>;
+  getTunnel(id: string): Promise<TunnelRecord | undefined>;
+  /** One page, newest first, and the number of matches. */
+  listTunnels(filter: TunnelFilter, page: number, perPage: number): Promise<{ tunnels: TunnelRecord[]; total: number }>;
+  updateTunnel(id: string, patch: TunnelPatch): Promise<TunnelRecord | undefined>;
+  deleteTunnel(id: string): Promise<boolean>;
+  /** Marks tunnels past `expiresAt` as expired; returns their ids. */
+  expireTunnels(now: string): Promise<string[]>;
 }

@@ -1,2 +1,46 @@
-/** The Corral TypeScript SDK. The typed client lands with the SDK issue; this module names the package version. */
-export const SDK_VERSION = '0.1.0';
+/**
+ * `@corral/sdk`: a typed TypeScript client for Corral and the Prime Sandbox API.
+ *
+ * @example
+ * ```ts
+ * import { CorralClient, Sandbox } from '@corral/sdk';
+ * const client = new CorralClient(); // CORRAL_API_URL / CORRAL_API_KEY
+ * const sandbox = await Sandbox.create(client, { image: 'python:3.11-slim' });
+ * await sandbox.waitUntilRunning();
+ * console.log((await sandbox.exec('python3 --version')).stdout);
+ * await sandbox.delete();
+ * ```
+ */
+export { CorralClient } from './client.js';
+export { Sandbox, createRequest, type CreateSandboxOptions, type SandboxInfo, type WaitOptions } from './sandbox.js';
+export { ExecSession, type ExecSignal, type ExecStreamOptions, type ExecStreamResult } from './exec-stream.js';
+export { GatewayClient, shellQuote, type CommandResult, type ExecOptions, type ProgressCallback, type ReadFileResult, type UploadSource } from './gateway-client.js';
+export { GatewayTokenCache, type GatewayAuth } from './gateway-tokens.js';
+export { StatusCoalescer, MAX_BATCH_IDS, type SandboxStatusEntry } from './status-coalescer.js';
+export { type BackgroundJob, type BackgroundJobStatus } from './background-jobs.js';
+export { SandboxesApi } from './resources/sandboxes-api.js';
+export { KeysApi, TeamsApi, UsersApi } from './resources/admin-api.js';
+export { TunnelsApi } from './resources/tunnels-api.js';
+export { HttpTransport, type CallOptions, type QueryValue } from './http.js';
+export { SDK_VERSION, normaliseApiUrl, resolveOptions, type ClientOptions, type ResolvedOptions } from './options.js';
+export type { RetryPolicy } from './retry.js';
+export {
+  APIError,
+  CommandTimeoutError,
+  ConflictError,
+  ConnectionError,
+  CorralError,
+  FileTooLargeError,
+  ForbiddenError,
+  NotFoundError,
+  NotImplementedError,
+  RateLimitError,
+  ResponseValidationError,
+  SandboxNotRunningError,
+  TimeoutError,
+  UnauthorizedError,
+  ValidationError,
+  type FieldProblem,
+  type SandboxNotRunningKind,
+} from './errors.js';
+export type * from './generated/api.js';

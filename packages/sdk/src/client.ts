@@ -1,0 +1,62 @@
+import type { GetHealthResponse, GetMeResponse } from './generated/api.js';
+import { GatewayClient } from './gateway-client.js';
+import { GatewayTokenCache } from './gateway-tokens.js';
+import { HttpTransport } from './http.js';
+import { type ClientOptions, type ResolvedOptions, resolveOptions } from './options.js';
+import { KeysApi, TeamsApi, UsersApi, getMe } from './resources/admin-api.js';
+import { SandboxesApi } from './resources/sandboxes-api.js';
+import { TunnelsApi } from './resources/tunnels-api.js';
+import { StatusCoalescer } from './status-coalescer.js';
+
+/**
+ * A connection to a Corral (or Prime-compatible) server: the control plane's endpoints, the
+ * status coalescer shared by every `waitUntilRunning()`, and the gateway token cache.
+ *
+ * @example
+ * ```ts
+ * import { CorralClient } from '@corral/sdk';
+ * const client = new CorralClient({ apiUrl: 'http://127.0.0.1:8080', apiKey: process.env.CORRAL_API_KEY });
+ * const me = await client.me();
+ * console.log(me.user.name);
+ * ```
+ */
+export class CorralClient {
+  readonly options: ResolvedOptions;
+  readonly http: HttpTransport;
+  readonly sandboxes: SandboxesApi;
+  readonly tunnels: TunnelsApi;
+  readonly users: UsersApi;
+  readonly teams: TeamsApi;
+  readonly keys: KeysApi;
+  /** Batches status reads into `status:batchGet` (25 ms window, ≤ 100 ids). */
+  readonly statuses: StatusCoalescer;
+  /** The data plane: exec, files, tokens. */
+  readonly gateway: GatewayClient;
+
+  constructor(options: ClientOptions = {}) {
+    this.options = resolveOptions(options);
+    this.http = new HttpTransport(this.options);
+    this.sandboxes = new SandboxesApi(this.http);
+    this.tunnels = new TunnelsApi(this.http);
+    this.users = new UsersApi(this.http);
+    this.teams = new TeamsApi(this.http);
+    this.keys = new KeysApi(this.http);
+    this.statuses = new StatusCoalescer(this.sandboxes, this.options.statusBatchWindowMs);
+    this.gateway = new GatewayClient(new GatewayTokenCache(this.sandboxes, this.options), this.sandboxes, this.options);
+  }
+
+  /** `GET /me`: the caller and their teams. A cheap way to check the URL and key. */
+  me(): Promise<GetMeResponse> {
+    return getMe(this.http);
+  }
+
+  /** `GET /healthz`. */
+  health(): Promise<GetHealthResponse> {
+    return this.http.call('GET', '/healthz', { operation: 'GetHealth' });
+  }
+
+  /** Forgets every cached gateway token. */
+  clearAuthCache(): void {
+    this.gateway.tokens.clear();
+  }
+}

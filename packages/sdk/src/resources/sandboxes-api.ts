@@ -1,0 +1,121 @@
+import type {
+  AuthorizeSandboxResponse,
+  BatchGetSandboxStatusResponse,
+  BulkDeleteSandboxesRequest,
+  BulkDeleteSandboxesResponse,
+  CloseSshSessionResponse,
+  CreateSandboxRequest,
+  CreateSandboxResponse,
+  CreateSshSessionRequest,
+  CreateSshSessionResponse,
+  DeleteSandboxResponse,
+  ExposePortRequest,
+  ExposePortResponse,
+  GetSandboxErrorContextResponse,
+  GetSandboxLogsResponse,
+  GetSandboxResponse,
+  ListAllExposedPortsResponse,
+  ListExposedPortsResponse,
+  ListSandboxesQuery,
+  ListSandboxesResponse,
+  UnexposePortResponse,
+  UpdateSandboxRequest,
+  UpdateSandboxResponse,
+} from '../generated/api.js';
+import type { HttpTransport } from '../http.js';
+
+const seg = encodeURIComponent;
+
+/**
+ * The sandbox endpoints of the control plane, one method per route, with the server's own
+ * (snake_case) request types. Most code uses the {@link Sandbox} handle instead.
+ *
+ * @example
+ * ```ts
+ * const page = await client.sandboxes.list({ labels: ['ci'], is_active: true });
+ * console.log(page.total, page.sandboxes.map((s) => s.id));
+ * ```
+ */
+export class SandboxesApi {
+  constructor(private readonly http: HttpTransport) {}
+
+  /** `POST /sandbox`. Retried on transient failures only when `idempotency_key` is set. */
+  create(body: CreateSandboxRequest, signal?: AbortSignal): Promise<CreateSandboxResponse> {
+    return this.http.call('POST', '/sandbox', { body, idempotent: Boolean(body.idempotency_key), operation: 'CreateSandbox', signal });
+  }
+
+  /** `GET /sandbox`: a page of sandboxes, newest first. */
+  list(query: ListSandboxesQuery = {}): Promise<ListSandboxesResponse> {
+    return this.http.call('GET', '/sandbox', { query, operation: 'ListSandboxes' });
+  }
+
+  /** `GET /sandbox/{id}`. */
+  get(id: string): Promise<GetSandboxResponse> {
+    return this.http.call('GET', `/sandbox/${seg(id)}`, { operation: 'GetSandbox' });
+  }
+
+  /** `PATCH /sandbox/{id}`: timeout, idle timeout, labels. */
+  update(id: string, body: UpdateSandboxRequest): Promise<UpdateSandboxResponse> {
+    return this.http.call('PATCH', `/sandbox/${seg(id)}`, { body, idempotent: true, operation: 'UpdateSandbox' });
+  }
+
+  /** `DELETE /sandbox/{id}`. */
+  delete(id: string): Promise<DeleteSandboxResponse> {
+    return this.http.call('DELETE', `/sandbox/${seg(id)}`, { operation: 'DeleteSandbox' });
+  }
+
+  /** `DELETE /sandbox` with a body: by ids (≤500) and/or labels (all must match). */
+  bulkDelete(body: BulkDeleteSandboxesRequest): Promise<BulkDeleteSandboxesResponse> {
+    return this.http.call('DELETE', '/sandbox', { body, operation: 'BulkDeleteSandboxes' });
+  }
+
+  /** `POST /sandbox/status:batchGet` for up to 100 ids. Prefer `client.statuses.get(id)`, which batches for you. */
+  batchStatus(ids: string[]): Promise<BatchGetSandboxStatusResponse> {
+    return this.http.call('POST', '/sandbox/status:batchGet', { body: { sandbox_ids: ids }, idempotent: true, operation: 'BatchGetSandboxStatus' });
+  }
+
+  /** `GET /sandbox/{id}/logs`: the start command's output. */
+  logs(id: string): Promise<GetSandboxLogsResponse> {
+    return this.http.call('GET', `/sandbox/${seg(id)}/logs`, { operation: 'GetSandboxLogs' });
+  }
+
+  /** `GET /sandbox/{id}/error-context`: status, errorType and errorMessage. */
+  errorContext(id: string): Promise<GetSandboxErrorContextResponse> {
+    return this.http.call('GET', `/sandbox/${seg(id)}/error-context`, { operation: 'GetSandboxErrorContext' });
+  }
+
+  /** `POST /sandbox/{id}/auth`: a gateway token. Prefer the client's token cache (`client.gateway`). */
+  auth(id: string): Promise<AuthorizeSandboxResponse> {
+    return this.http.call('POST', `/sandbox/${seg(id)}/auth`, { idempotent: true, operation: 'AuthorizeSandbox' });
+  }
+
+  /** `POST /sandbox/{id}/expose`. Corral answers 501 today: throws {@link NotImplementedError}. */
+  expose(id: string, body: ExposePortRequest): Promise<ExposePortResponse> {
+    return this.http.call('POST', `/sandbox/${seg(id)}/expose`, { body, operation: 'ExposePort' });
+  }
+
+  /** `GET /sandbox/{id}/expose`. */
+  listExposedPorts(id: string): Promise<ListExposedPortsResponse> {
+    return this.http.call('GET', `/sandbox/${seg(id)}/expose`, { operation: 'ListExposedPorts' });
+  }
+
+  /** `DELETE /sandbox/{id}/expose/{exposureId}`. */
+  unexpose(id: string, exposureId: string): Promise<UnexposePortResponse> {
+    return this.http.call('DELETE', `/sandbox/${seg(id)}/expose/${seg(exposureId)}`, { operation: 'UnexposePort' });
+  }
+
+  /** `GET /sandbox/expose/all`: exposures across your sandboxes. */
+  listAllExposedPorts(): Promise<ListAllExposedPortsResponse> {
+    return this.http.call('GET', '/sandbox/expose/all', { operation: 'ListAllExposedPorts' });
+  }
+
+  /** `POST /sandbox/{id}/ssh-session`. Corral answers 501 today: throws {@link NotImplementedError}. */
+  createSshSession(id: string, body: CreateSshSessionRequest = {}): Promise<CreateSshSessionResponse> {
+    return this.http.call('POST', `/sandbox/${seg(id)}/ssh-session`, { body: body ?? {}, operation: 'CreateSshSession' });
+  }
+
+  /** `DELETE /sandbox/{id}/ssh-session/{sessionId}`. */
+  closeSshSession(id: string, sessionId: string): Promise<CloseSshSessionResponse> {
+    return this.http.call('DELETE', `/sandbox/${seg(id)}/ssh-session/${seg(sessionId)}`, { operation: 'CloseSshSession' });
+  }
+}

@@ -1,0 +1,262 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { type BackgroundJob, type BackgroundJobStatus, getBackgroundJob, startBackgroundJob } from './background-jobs.js';
+import type { CorralClient } from './client.js';
+import { CommandTimeoutError, ConflictError, CorralError, SandboxNotRunningError, TimeoutError, notRunningKind } from './errors.js';
+import { type ExecSession, type ExecStreamOptions, openExecStream } from './exec-stream.js';
+import type { CommandResult, ExecOptions, ProgressCallback, ReadFileResult, UploadSource } from './gateway-client.js';
+import type { CreateSandboxRequest, GetSandboxResponse } from './generated/api.js';
+import { sleep } from './retry.js';
+
+/** A sandbox as the server describes it (camelCase, like Prime's `SandboxResponse`). */
+export type SandboxInfo = GetSandboxResponse;
+
+/** Options of {@link Sandbox.create}, in camelCase; see the server's `CreateSandboxRequest` for limits. */
+export interface CreateSandboxOptions {
+  /** Docker image, e.g. `python:3.11-slim`. */
+  image: string;
+  /** Default: `<image name>-<4 hex>`. */
+  name?: string;
+  /** Shell command that keeps the sandbox alive. Default: `tail -f /dev/null`. */
+  startCommand?: string | null;
+  cpuCores?: number;
+  memoryGb?: number;
+  diskSizeGb?: number;
+  gpuCount?: number;
+  gpuType?: CreateSandboxRequest['gpu_type'];
+  networkAccess?: boolean;
+  /** Lifetime from RUNNING, minutes (1..1440, -1 = none). Default 60. */
+  timeoutMinutes?: number;
+  idleTimeoutMinutes?: number | null;
+  env?: Record<string, string>;
+  secrets?: Record<string, string>;
+  labels?: string[];
+  teamId?: string;
+  region?: string;
+  advancedConfigs?: Record<string, unknown>;
+  registryCredentialsId?: string;
+  /** Makes create safe to retry: the server returns the same sandbox for the same key. Default: a fresh UUID per `create` call. */
+  idempotencyKey?: string;
+  signal?: AbortSignal;
+}
+
+/** Options of {@link Sandbox.waitUntilRunning}. */
+export interface WaitOptions {
+  /** Total budget, ms. Default 120 000. */
+  timeoutMs?: number;
+  /** First delay between polls, ms; grows ×1.5 up to `maxPollIntervalMs`, ±25 % jitter. Default 200. */
+  pollIntervalMs?: number;
+  maxPollIntervalMs?: number;
+  /** After RUNNING, check that commands run (`echo 'sandbox ready'`). Default true. */
+  probe?: boolean;
+}
+
+const TERMINAL = new Set(['ERROR', 'TERMINATED', 'TIMEOUT']);
+
+/** Maps camelCase options to the server's request body. */
+export function createRequest(options: CreateSandboxOptions): CreateSandboxRequest {
+  const slug = (options.image.split('/').pop() ?? 'sandbox').split(/[:@]/)[0]?.replace(/[^A-Za-z0-9-]/g, '-').slice(0, 80) || 'sandbox';
+  const body: CreateSandboxRequest = {
+    name: options.name ?? `${slug}-${randomBytes(2).toString('hex')}`,
+    docker_image: options.image,
+    start_command: options.startCommand === undefined ? 'tail -f /dev/null' : options.startCommand,
+    idempotency_key: options.idempotencyKey ?? randomUUID().replace(/-/g, ''),
+  };
+  if (options.cpuCores !== undefined) body.cpu_cores = options.cpuCores;
+  if (options.memoryGb !== undefined) body.memory_gb = options.memoryGb;
+  if (options.diskSizeGb !== undefined) body.disk_size_gb = options.diskSizeGb;
+  if (options.gpuCount !== undefined) body.gpu_count = options.gpuCount;
+  if (options.gpuType !== undefined) body.gpu_type = options.gpuType;
+  if (options.networkAccess !== undefined) body.network_access = options.networkAccess;
+  if (options.timeoutMinutes !== undefined) body.timeout_minutes = options.timeoutMinutes;
+  if (options.idleTimeoutMinutes !== undefined) body.idle_timeout_minutes = options.idleTimeoutMinutes;
+  if (options.env !== undefined) body.environment_vars = options.env;
+  if (options.secrets !== undefined) body.secrets = options.secrets;
+  if (options.labels !== undefined) body.labels = options.labels;
+  if (options.teamId !== undefined) body.team_id = options.teamId;
+  if (options.region !== undefined) body.region = options.region;
+  if (options.advancedConfigs !== undefined) body.advanced_configs = options.advancedConfigs;
+  if (options.registryCredentialsId !== undefined) body.registry_credentials_id = options.registryCredentialsId;
+  return body;
+}
+
+/**
+ * A handle on one sandbox: lifecycle, commands, files and background jobs.
+ *
+ * @example
+ * ```ts
+ * const sandbox = await Sandbox.create(client, { image: 'python:3.11-slim', labels: ['demo'] });
+ * await sandbox.waitUntilRunning();
+ * const { stdout, exitCode } = await sandbox.exec('python3 -c "print(6 * 7)"');
+ * await sandbox.delete();
+ * ```
+ */
+export class Sandbox {
+  private constructor(
+    readonly client: CorralClient,
+    readonly id: string,
+    /** The last description fetched from the server. */
+    public info: SandboxInfo,
+  ) {}
+
+  /**
+   * Creates a sandbox. Sends an idempotency key (a fresh UUID unless given) that stays the same
+   * across the client's own retries, so a lost answer never makes a second sandbox.
+   */
+  static async create(client: CorralClient, options: CreateSandboxOptions): Promise<Sandbox> {
+    const info = await client.sandboxes.create(createRequest(options), options.signal);
+    return new Sandbox(client, info.id, info);
+  }
+
+  /** A handle on an existing sandbox (reads it once; throws {@link NotFoundError} when unknown). */
+  static async connect(client: CorralClient, id: string): Promise<Sandbox> {
+    return new Sandbox(client, id, await client.sandboxes.get(id));
+  }
+
+  /** Re-reads the sandbox. */
+  async refresh(): Promise<SandboxInfo> {
+    this.info = await this.client.sandboxes.get(this.id);
+    return this.info;
+  }
+
+  /**
+   * Waits until the sandbox is RUNNING and answers commands. Status polls go through the
+   * client's coalescer, so many concurrent waits share `status:batchGet` requests. Throws
+   * {@link SandboxNotRunningError} (with `kind`) if it ends, {@link TimeoutError} if the budget runs out.
+   */
+  async waitUntilRunning(options: WaitOptions = {}): Promise<this> {
+    const deadline = Date.now() + (options.timeoutMs ?? 120_000);
+    let delay = options.pollIntervalMs ?? 200;
+    const maxDelay = options.maxPollIntervalMs ?? 2_000;
+    let last = '';
+    for (;;) {
+      const entry = await this.client.statuses.get(this.id);
+      last = entry.status;
+      if (entry.status === 'RUNNING') break;
+      if (TERMINAL.has(entry.status)) {
+        throw new SandboxNotRunningError(this.id, { kind: notRunningKind(entry.status, entry.errorType), status: entry.status, errorType: entry.errorType, errorMessage: entry.errorMessage });
+      }
+      if (Date.now() > deadline) {
+        throw new TimeoutError(`Sandbox ${this.id} is still ${last} after ${options.timeoutMs ?? 120_000} ms. Check \`corral sandbox logs ${this.id}\` and the server's capacity, or wait longer (timeoutMs).`);
+      }
+      await sleep(Math.min(delay, Math.max(0, deadline - Date.now())) * (0.75 + Math.random() * 0.5));
+      delay = Math.min(delay * 1.5, maxDelay);
+    }
+    if (options.probe !== false) await this.probe(deadline);
+    return this;
+  }
+
+  private async probe(deadline: number): Promise<void> {
+    for (;;) {
+      try {
+        await this.exec("echo 'sandbox ready'", { timeout: 10 });
+        return;
+      } catch (error) {
+        const retryable =
+          error instanceof ConflictError ||
+          error instanceof CommandTimeoutError ||
+          (error instanceof SandboxNotRunningError && error.sandboxStatus === 'RUNNING') ||
+          (error instanceof CorralError && error.status >= 500);
+        if (!retryable) throw error;
+        if (Date.now() > deadline) {
+          throw new SandboxNotRunningError(this.id, { kind: 'GATEWAY_REACHABILITY_TIMEOUT', status: 'RUNNING', errorMessage: error.message });
+        }
+        await sleep(500);
+      }
+    }
+  }
+
+  /**
+   * Runs a shell command (`/bin/sh -c`) and returns stdout, stderr and the exit code. A non-zero
+   * exit code is a result, not an error.
+   *
+   * @example
+   * ```ts
+   * const r = await sandbox.exec('ls /missing', { cwd: '/tmp', timeout: 10 });
+   * if (r.exitCode !== 0) console.error(r.stderr);
+   * ```
+   */
+  exec(command: string, options: ExecOptions = {}): Promise<CommandResult> {
+    return this.client.gateway.exec(this.id, command, options);
+  }
+
+  /** Starts a process with live stdin/stdout/stderr over a WebSocket, optionally on a terminal. See {@link ExecSession}. */
+  execStream(command: string | string[], options: ExecStreamOptions = {}): Promise<ExecSession> {
+    return openExecStream(this.client.gateway, this.id, command, options);
+  }
+
+  /** Writes bytes, text or a stream to `path` (absolute; parent directories are created). Streams are not buffered. */
+  uploadFile(path: string, data: UploadSource, options: { onProgress?: ProgressCallback } = {}): Promise<{ path: string; size: number }> {
+    return this.client.gateway.upload(this.id, path, data, options);
+  }
+
+  /** Same as {@link uploadFile}. */
+  writeFile(path: string, data: UploadSource, options: { onProgress?: ProgressCallback } = {}): Promise<{ path: string; size: number }> {
+    return this.uploadFile(path, data, options);
+  }
+
+  /** Writes UTF-8 text to `path`. */
+  async writeText(path: string, text: string): Promise<void> {
+    await this.uploadFile(path, text);
+  }
+
+  /** The file's bytes as a stream (any size); `.size` is the length when the server sent it. */
+  downloadFile(path: string, options: { onProgress?: ProgressCallback } = {}): Promise<Readable & { size: number | undefined }> {
+    return this.client.gateway.download(this.id, path, options);
+  }
+
+  /** The whole file as UTF-8 text (downloaded, so not limited to 10 MiB). */
+  async readText(path: string): Promise<string> {
+    const chunks: Buffer[] = [];
+    for await (const chunk of await this.downloadFile(path)) chunks.push(chunk as Buffer);
+    return Buffer.concat(chunks).toString('utf8');
+  }
+
+  /** A window of a text file: `offset` (negative = from the end) and `length`, at most 10 MiB. */
+  readFile(path: string, options: { offset?: number; length?: number } = {}): Promise<ReadFileResult> {
+    return this.client.gateway.readFile(this.id, path, options);
+  }
+
+  /**
+   * Starts a command detached (Prime's background-job protocol) and returns at once.
+   *
+   * @example
+   * ```ts
+   * const job = await sandbox.startBackgroundJob('sleep 1; echo done');
+   * let status = await sandbox.getBackgroundJob(job);
+   * while (!status.completed) status = await sandbox.getBackgroundJob(job);
+   * ```
+   */
+  startBackgroundJob(command: string, options: { cwd?: string; env?: Record<string, string>; user?: string } = {}): Promise<BackgroundJob> {
+    return startBackgroundJob(this.client.gateway, this.id, command, options);
+  }
+
+  /** The job's state; output and exit code once it completed. */
+  getBackgroundJob(job: BackgroundJob): Promise<BackgroundJobStatus> {
+    return getBackgroundJob(this.client.gateway, job);
+  }
+
+  /** Starts a background job and polls it until it completes; {@link CommandTimeoutError} after `timeout` seconds. */
+  async runBackgroundJob(command: string, options: { cwd?: string; env?: Record<string, string>; timeout?: number; pollIntervalMs?: number } = {}): Promise<BackgroundJobStatus> {
+    const job = await this.startBackgroundJob(command, options);
+    const timeout = options.timeout ?? 900;
+    const deadline = Date.now() + timeout * 1000;
+    for (;;) {
+      const status = await this.getBackgroundJob(job);
+      if (status.completed) return status;
+      if (Date.now() > deadline) throw new CommandTimeoutError(this.id, command, timeout);
+      await sleep(options.pollIntervalMs ?? 1000);
+    }
+  }
+
+  /** The start command's output. */
+  async logs(): Promise<string> {
+    return (await this.client.sandboxes.logs(this.id)).logs;
+  }
+
+  /** Deletes the sandbox (its container is removed). */
+  async delete(): Promise<void> {
+    await this.client.sandboxes.delete(this.id);
+    this.client.gateway.tokens.forget(this.id);
+  }
+}

@@ -3,7 +3,7 @@ import type { CorralConfig } from '../config.js';
 import { RuntimeError, type RuntimeEvent, type SandboxRuntime, type SandboxSpec } from '../runtime/runtime.js';
 import type { Store } from '../store/store.js';
 import { nowIso } from '../util/time.js';
-import { ACTIVE_STATUSES, DISK_MOUNT_PATH, type SandboxPatch, type SandboxRecord } from './sandbox-model.js';
+import { ACTIVE_STATUSES, DISK_MOUNT_PATH, TERMINAL_STATUSES, type SandboxPatch, type SandboxRecord } from './sandbox-model.js';
 
 const GIB = 1024 ** 3;
 
@@ -105,14 +105,26 @@ export class SandboxLifecycle {
   }
 
   /**
-   * Ends a sandbox: sets a terminal status if it is still active, then removes its container.
+   * Ends a sandbox: sets a terminal status if it is still active, then removes its container —
+   * also when it had ended before (an exited sandbox keeps its container for its logs until then).
    * Returns the updated row, or undefined when it had already ended.
    */
   async terminate(sandbox: SandboxRecord, patch: SandboxPatch): Promise<SandboxRecord | undefined> {
     const ended = await this.store.updateSandbox(sandbox.id, { terminatedAt: nowIso(), ...patch }, ACTIVE_STATUSES);
-    const runtimeId = ended?.runtimeId ?? sandbox.runtimeId;
-    if (ended && runtimeId) await this.removeQuietly(runtimeId);
+    const current = ended ?? (await this.store.getSandbox(sandbox.id));
+    if (current?.runtimeId) await this.removeContainer(current.id, current.runtimeId);
     return ended;
+  }
+
+  /** Removes an ended sandbox's container and forgets its handle, so later deletes cost nothing. */
+  private async removeContainer(sandboxId: string, runtimeId: string): Promise<void> {
+    if (!this.runtime) return;
+    try {
+      await this.runtime.remove(runtimeId);
+      await this.store.updateSandbox(sandboxId, { runtimeId: null }, TERMINAL_STATUSES);
+    } catch (error) {
+      this.log.warn({ err: error, runtimeId }, 'could not remove container; the reconciler will retry');
+    }
   }
 
   /** Records an exit the runtime reported, unless the sandbox already ended. */

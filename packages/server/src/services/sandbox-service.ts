@@ -270,9 +270,11 @@ export class SandboxService {
         else failed.push({ sandbox_id: id, error: 'Sandbox not found' });
       }
     } else {
+      // Live sandboxes, and ended ones that still hold a container (kept for their logs).
       filter.labels = input.labels ?? [];
-      filter.activeOnly = true;
-      targets = (await this.store.findSandboxes(filter, BULK_DELETE_LABEL_LIMIT)).filter((s) => this.canAccess(caller, s));
+      targets = (await this.store.findSandboxes(filter, BULK_DELETE_LABEL_LIMIT)).filter(
+        (s) => this.canAccess(caller, s) && (!isTerminal(s.status) || s.runtimeId !== null),
+      );
     }
     await Promise.all(
       targets.map(async (sandbox) => {

@@ -31,7 +31,7 @@ describe('SDK types against the server\'s /openapi.json', () => {
       const schema = RESPONSE_SCHEMAS.GetSandbox;
       assert.ok(schema);
       assert.deepEqual(validateSchema(schema, created.json()), []);
-      const broken = { ...created.json<Record<string, unknown>>(), cpuCores: '1', labels: [1] };
+      const broken: Record<string, unknown> = { ...created.json<Record<string, unknown>>(), cpuCores: '1', labels: [1] };
       delete broken.status;
       const problems = validateSchema(schema, broken);
       assert.ok(problems.includes('$.status: missing'), problems.join());

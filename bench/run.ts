@@ -6,6 +6,9 @@
 const SCENARIOS: Record<string, () => Promise<{ run(args: string[]): Promise<void> }>> = {
   api: () => import('./scenarios/api.js'),
   exec: () => import('./scenarios/exec.js'),
+  tti: () => import('./scenarios/tti.js'),
+  burst: () => import('./scenarios/burst.js'),
+  density: () => import('./scenarios/density.js'),
 };
 
 const [name, ...args] = process.argv.slice(2);

@@ -1,0 +1,54 @@
+/** The bench's admin key; servers started by bench/lib/serve.ts bootstrap it. */
+export const BENCH_KEY = 'corral_bench_admin_key_0000000000000000000000000';
+
+/** A minimal Corral client for benchmarks: the calls the Prime SDK makes, nothing else. */
+export class BenchClient {
+  constructor(private readonly base: string) {}
+
+  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const response = await fetch(`${this.base}/api/v1${path}`, {
+      method,
+      headers: { authorization: `Bearer ${BENCH_KEY}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    });
+    const text = await response.text();
+    if (!response.ok) throw new Error(`${method} ${path}: HTTP ${response.status} ${text}`);
+    return JSON.parse(text) as T;
+  }
+
+  async create(image: string, extra: Record<string, unknown> = {}): Promise<string> {
+    return (await this.call<{ id: string }>('POST', '/sandbox', { name: 'bench', docker_image: image, ...extra })).id;
+  }
+
+  /** Polls `status:batchGet` every `intervalMs` until the sandbox is RUNNING; throws if it ends. */
+  async waitRunning(id: string, intervalMs = 5, timeoutMs = 120_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const { statuses } = await this.call<{ statuses: Array<{ status: string; error_message: string | null }> }>('POST', '/sandbox/status:batchGet', {
+        sandbox_ids: [id],
+      });
+      const status = statuses[0];
+      if (status?.status === 'RUNNING') return;
+      if (status && ['ERROR', 'TERMINATED', 'TIMEOUT'].includes(status.status)) throw new Error(`${id} ${status.status}: ${status.error_message}`);
+      if (Date.now() > deadline) throw new Error(`${id} not RUNNING after ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, intervalMs));
+    }
+  }
+
+  /** `POST /auth` then the gateway exec, as the Prime SDK does; returns the exit code. */
+  async exec(id: string, command: string): Promise<number> {
+    const auth = await this.call<{ token: string; gateway_url: string; user_ns: string; job_id: string }>('POST', `/sandbox/${id}/auth`);
+    const response = await fetch(`${auth.gateway_url}/${auth.user_ns}/${auth.job_id}/exec`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${auth.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ command, sandbox_id: id, timeout: 60 }),
+    });
+    const text = await response.text();
+    if (response.status !== 200) throw new Error(`exec in ${id}: HTTP ${response.status} ${text}`);
+    return (JSON.parse(text) as { exit_code: number }).exit_code;
+  }
+
+  async delete(id: string): Promise<void> {
+    await this.call('DELETE', `/sandbox/${id}`);
+  }
+}

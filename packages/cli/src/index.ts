@@ -1,6 +1,8 @@
 import { Command, Option } from 'commander';
 import { registerImages } from './commands/images.js';
 import { registerKeys } from './commands/keys.js';
+import { registerLogin } from './commands/login.js';
+import { registerSandbox } from './commands/sandbox.js';
 import { registerServe } from './commands/serve.js';
 import { registerTeams } from './commands/teams.js';
 import { registerUsers } from './commands/users.js';
@@ -10,11 +12,13 @@ export function buildProgram(): Command {
   const program = new Command('corral')
     .description('Corral: self-hosted sandboxes for AI agents, compatible with the Prime Sandbox API')
     .version('0.1.0')
-    .option('--api-url <url>', 'server URL (CORRAL_API_URL, then PRIME_API_BASE_URL)')
-    .option('--api-key <key>', 'API key (CORRAL_API_KEY, then PRIME_API_KEY)')
+    .option('--api-url <url>', 'server URL (CORRAL_API_URL, then PRIME_API_BASE_URL, then `corral login`)')
+    .option('--api-key <key>', 'API key (CORRAL_API_KEY, then PRIME_API_KEY, then `corral login`)')
     .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'json']).default('table'))
     .showHelpAfterError();
   registerServe(program);
+  registerLogin(program);
+  registerSandbox(program);
   registerKeys(program);
   registerImages(program);
   registerUsers(program);

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { CorralError } from '@corral/sdk';
 import { CliApiError } from './api-client.js';
 
 /** Options every command accepts. */
@@ -23,7 +24,8 @@ export function run<A extends unknown[]>(action: (...args: [...A, GlobalOptions]
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
       process.stderr.write(`corral: ${message}\n`);
-      process.exitCode = error instanceof CliApiError && error.status >= 400 && error.status < 500 ? 2 : 1;
+      const status = error instanceof CliApiError || error instanceof CorralError ? error.status : 0;
+      process.exitCode = status >= 400 && status < 500 ? 2 : 1;
     }
   };
 }

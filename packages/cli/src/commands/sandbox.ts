@@ -1,0 +1,22 @@
+import type { Command } from 'commander';
+import { registerCreate } from './sandbox/create.js';
+import { registerDelete } from './sandbox/delete.js';
+import { registerDownload } from './sandbox/download.js';
+import { registerExec } from './sandbox/exec.js';
+import { registerGet } from './sandbox/get.js';
+import { registerList } from './sandbox/list.js';
+import { registerLogs } from './sandbox/logs.js';
+import { registerUpload } from './sandbox/upload.js';
+
+/** `corral sandbox create|list|get|delete|exec|logs|upload|download`, each verb in its own module. */
+export function registerSandbox(program: Command): void {
+  const sandbox = program.command('sandbox').alias('sb').description('Create, use and delete sandboxes');
+  registerCreate(sandbox);
+  registerList(sandbox);
+  registerGet(sandbox);
+  registerDelete(sandbox);
+  registerExec(sandbox);
+  registerLogs(sandbox);
+  registerUpload(sandbox);
+  registerDownload(sandbox);
+}

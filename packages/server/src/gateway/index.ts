@@ -3,6 +3,7 @@ import type { Duplex } from 'node:stream';
 import type { FastifyError, FastifyInstance } from 'fastify';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { AppServices } from '../http/app.js';
+import { registerConnectRoutes } from './connect/connect-routes.js';
 import { registerExecRoute } from './exec-route.js';
 import { registerFileRoutes } from './file-routes.js';
 import { type GatewayContext, type GatewayParams } from './gateway-context.js';
@@ -66,6 +67,7 @@ export async function registerGateway(app: FastifyInstance, services: AppService
 
   registerExecRoute(app, ctx);
   registerFileRoutes(app, ctx);
+  registerConnectRoutes(app, ctx); // Connect-RPC command_session.CommandSession (docs/connect-rpc.md)
   app.post<{ Params: GatewayParams }>('/:user_ns/:job_id/authorize', { config: { public: true } }, async () => {
     throw new GatewayError(501, 'not_implemented', 'SSH session authorisation is not supported by this server yet');
   });

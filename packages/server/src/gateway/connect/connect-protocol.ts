@@ -1,0 +1,169 @@
+/**
+ * The parts of the Connect protocol (connectrpc.com/docs/protocol) the gateway speaks: error
+ * codes and their HTTP statuses, envelopes (1 flag byte, 4-byte big-endian length, message),
+ * end-stream messages and the `Connect-Timeout-Ms` header.
+ */
+import { gunzipSync } from 'node:zlib';
+
+/** Connect error codes. */
+export type ConnectCode =
+  | 'canceled'
+  | 'unknown'
+  | 'invalid_argument'
+  | 'deadline_exceeded'
+  | 'not_found'
+  | 'already_exists'
+  | 'permission_denied'
+  | 'resource_exhausted'
+  | 'failed_precondition'
+  | 'aborted'
+  | 'out_of_range'
+  | 'unimplemented'
+  | 'internal'
+  | 'unavailable'
+  | 'data_loss'
+  | 'unauthenticated';
+
+/** The HTTP status of a unary error response with each code. */
+export const CONNECT_HTTP_STATUS: Record<ConnectCode, number> = {
+  canceled: 499,
+  unknown: 500,
+  invalid_argument: 400,
+  deadline_exceeded: 504,
+  not_found: 404,
+  already_exists: 409,
+  permission_denied: 403,
+  resource_exhausted: 429,
+  failed_precondition: 400,
+  aborted: 409,
+  out_of_range: 400,
+  unimplemented: 501,
+  internal: 500,
+  unavailable: 503,
+  data_loss: 500,
+  unauthenticated: 401,
+};
+
+/** An RPC error with a Connect code. */
+export class ConnectError extends Error {
+  constructor(
+    readonly code: ConnectCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'ConnectError';
+  }
+
+  /** The JSON error object: the body of a unary error, the `error` of an end-stream message. */
+  toJson(): { code: ConnectCode; message: string } {
+    return { code: this.code, message: this.message };
+  }
+}
+
+/** Envelope flag: the message is compressed with the stream's `Connect-Content-Encoding`. */
+export const FLAG_COMPRESSED = 0x01;
+/** Envelope flag: the end-stream message (JSON). */
+export const FLAG_END_STREAM = 0x02;
+
+/** Wraps one message in an envelope. */
+export function envelope(message: Uint8Array, flags = 0): Buffer {
+  const head = Buffer.alloc(5);
+  head[0] = flags;
+  head.writeUInt32BE(message.length, 1);
+  return Buffer.concat([head, message]);
+}
+
+/** The end-stream envelope: `{}` on success, `{"error": {code, message}}` on failure. */
+export function endStreamEnvelope(error?: ConnectError): Buffer {
+  return envelope(Buffer.from(JSON.stringify(error ? { error: error.toJson() } : {}), 'utf8'), FLAG_END_STREAM);
+}
+
+/** One decoded envelope. */
+export interface Envelope {
+  flags: number;
+  message: Buffer;
+}
+
+/** Splits a buffer into whole envelopes; throws `invalid_argument` on a truncated one. */
+export function decodeEnvelopes(buf: Buffer): Envelope[] {
+  const out: Envelope[] = [];
+  let pos = 0;
+  while (pos < buf.length) {
+    if (pos + 5 > buf.length) throw new ConnectError('invalid_argument', 'Truncated envelope header');
+    const flags = buf[pos] as number;
+    const length = buf.readUInt32BE(pos + 1);
+    if (pos + 5 + length > buf.length) throw new ConnectError('invalid_argument', 'Truncated envelope');
+    out.push({ flags, message: buf.subarray(pos + 5, pos + 5 + length) });
+    pos += 5 + length;
+  }
+  return out;
+}
+
+/** Undoes a request's compression (`identity` or `gzip`); anything else is `unimplemented`. */
+export function decompress(message: Buffer, encoding: string | undefined): Buffer {
+  const e = (encoding ?? 'identity').trim().toLowerCase();
+  if (e === '' || e === 'identity') return message;
+  if (e === 'gzip') {
+    try {
+      return gunzipSync(message);
+    } catch {
+      throw new ConnectError('invalid_argument', 'The gzip-compressed message does not decompress');
+    }
+  }
+  throw new ConnectError('unimplemented', `Unsupported compression ${JSON.stringify(encoding)}; use identity or gzip`);
+}
+
+/**
+ * The only message of a server-streaming request body (one envelope, not end-stream, possibly
+ * compressed with `Connect-Content-Encoding`).
+ */
+export function singleStreamMessage(body: Buffer, encoding: string | undefined): Buffer {
+  const envelopes = decodeEnvelopes(body);
+  const first = envelopes[0];
+  if (envelopes.length !== 1 || first === undefined || (first.flags & FLAG_END_STREAM) !== 0) {
+    throw new ConnectError('invalid_argument', `A server-streaming request carries exactly one message; got ${envelopes.length} envelopes`);
+  }
+  return (first.flags & FLAG_COMPRESSED) !== 0 ? decompress(first.message, encoding) : first.message;
+}
+
+/** The deadline in milliseconds from `Connect-Timeout-Ms` (up to 10 digits), if given. */
+export function parseTimeoutMs(header: string | string[] | undefined): number | undefined {
+  if (header === undefined) return undefined;
+  const value = Array.isArray(header) ? header[0] : header;
+  if (value === undefined || !/^\d{1,10}$/.test(value.trim())) {
+    throw new ConnectError('invalid_argument', 'Connect-Timeout-Ms must be a positive integer of at most 10 digits');
+  }
+  return Number(value.trim());
+}
+
+/** The code a failure maps to, from an HTTP status that is not a Connect error. */
+export function codeFromHttpStatus(status: number): ConnectCode {
+  switch (status) {
+    case 400:
+      return 'invalid_argument';
+    case 401:
+      return 'unauthenticated';
+    case 403:
+      return 'permission_denied';
+    case 404:
+      return 'not_found';
+    case 408:
+      return 'deadline_exceeded';
+    case 409:
+      return 'unavailable';
+    case 413:
+      return 'resource_exhausted';
+    case 415:
+      return 'invalid_argument';
+    case 429:
+      return 'resource_exhausted';
+    case 501:
+      return 'unimplemented';
+    case 502:
+    case 503:
+    case 504:
+      return 'unavailable';
+    default:
+      return status >= 500 ? 'internal' : 'unknown';
+  }
+}

@@ -1,0 +1,283 @@
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { ExecProcess, ExecRequest } from '../../runtime/runtime.js';
+import { type GatewayContext, type GatewayParams, keepActive, runtimeFailure, targetOf } from '../gateway-context.js';
+import { GatewayError } from '../gateway-error.js';
+import type { GatewayTarget } from '../gateway-target.js';
+import {
+  type CommandSessionSelector,
+  type CommandSpec,
+  SIGNAL_SIGKILL,
+  SIGNAL_SIGTERM,
+  decodeConnectRequest,
+  decodeSendInputRequest,
+  decodeSendSignalRequest,
+  decodeStartRequest,
+  decodeUpdateRequest,
+  encodeListResponse,
+} from './command-session-codec.js';
+import { CommandSession, CommandSessionRegistry } from './command-sessions.js';
+import { CONNECT_HTTP_STATUS, ConnectError, codeFromHttpStatus, decompress, endStreamEnvelope, parseTimeoutMs, singleStreamMessage } from './connect-protocol.js';
+import { ProtoDecodeError } from './proto-wire.js';
+import { EventStream, pumpSession } from './session-stream.js';
+
+/** The Connect service's path segment. */
+export const SERVICE = 'command_session.CommandSession';
+/** Methods answered with a stream. */
+const STREAMING = new Set(['Start', 'Connect', 'StreamInput']);
+/** Largest request body (SendInput carries stdin). */
+const BODY_LIMIT = 16 * 1024 * 1024;
+/** PTY size when the request gives none. */
+const DEFAULT_PTY = { rows: 24, cols: 80 };
+
+/**
+ * Docker cannot give an exec its terminal size at creation: the driver resizes the PTY right
+ * after the process starts, so a program that asks for the size at once could see 0x0. With a
+ * PTY the process is started through this wrapper, which waits up to ~1 s for a non-zero size,
+ * then execs the real argv (the same wrapper as the WebSocket `stream` endpoint).
+ */
+const TTY_WRAPPER =
+  'command -v stty >/dev/null 2>&1 || exec "$@"; i=0; ' +
+  'while [ $i -lt 100 ]; do s=$(stty size 2>/dev/null); [ -n "$s" ] && [ "$s" != "0 0" ] && break; sleep 0.01; i=$((i+1)); done; exec "$@"';
+
+interface MethodParams extends GatewayParams {
+  method: string;
+}
+
+/**
+ * Maps any failure of a request to a Connect error: gateway 401 → `unauthenticated`, 409 (not
+ * running yet) → `unavailable`, `sandbox_not_found` → `not_found`; runtime failures as the REST
+ * gateway maps them; anything unexpected → `internal`.
+ */
+export function toConnectError(error: unknown, target?: GatewayTarget): ConnectError {
+  if (error instanceof ConnectError) return error;
+  if (error instanceof ProtoDecodeError) return new ConnectError('invalid_argument', `Malformed protobuf message: ${error.message}`);
+  if (error instanceof GatewayError) {
+    if (error.error === 'sandbox_not_found') return new ConnectError('not_found', error.message);
+    if (error.status === 401) return new ConnectError('unauthenticated', error.message);
+    if (error.status === 409) return new ConnectError('unavailable', error.message);
+    return new ConnectError(codeFromHttpStatus(error.status), error.message);
+  }
+  if (target) return toConnectError(runtimeFailure(target, error));
+  const status = (error as Partial<FastifyError>).statusCode;
+  if (typeof status === 'number' && status >= 400 && status < 500) return new ConnectError(codeFromHttpStatus(status), (error as Error).message);
+  return new ConnectError('internal', 'Internal error; the server log has the details');
+}
+
+/** Sends a Connect error in the shape the method's kind (unary or streaming) calls for. */
+function sendConnectError(reply: FastifyReply, method: string | undefined, error: ConnectError): FastifyReply {
+  if (method !== undefined && STREAMING.has(method)) {
+    return reply.code(200).type('application/connect+proto').send(endStreamEnvelope(error));
+  }
+  return reply.code(CONNECT_HTTP_STATUS[error.code]).type('application/json').send(error.toJson());
+}
+
+function requireContentType(request: FastifyRequest, streaming: boolean): void {
+  const type = (request.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
+  const want = streaming ? 'application/connect+proto' : 'application/proto';
+  if (type !== want) throw new ConnectError('unimplemented', `Unsupported content type ${JSON.stringify(type)}: this server speaks ${want}`);
+}
+
+function bodyOf(request: FastifyRequest): Buffer {
+  return Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
+}
+
+function noNul(value: string, name: string): string {
+  if (value.includes('\0')) throw new ConnectError('invalid_argument', `${name}: must not contain NUL`);
+  return value;
+}
+
+function dimension(value: number, name: string): number {
+  if (value < 1 || value > 10_000) throw new ConnectError('invalid_argument', `${name}: must be from 1 to 10000`);
+  return value;
+}
+
+/** The runtime request for a `StartRequest`. */
+function execRequestOf(spec: CommandSpec, pty: { rows: number; cols: number } | undefined, stdin: boolean): ExecRequest {
+  if (!spec.cmd) throw new ConnectError('invalid_argument', 'command.cmd: required');
+  const argv = [noNul(spec.cmd, 'command.cmd'), ...spec.args.map((a) => noNul(a, 'command.args'))];
+  const request: ExecRequest = { argv, stdin: stdin || pty !== undefined };
+  const envKeys = Object.keys(spec.envs);
+  if (envKeys.length > 0) {
+    for (const key of envKeys) {
+      if (key === '' || key.includes('=') || key.includes('\0')) throw new ConnectError('invalid_argument', `command.envs: invalid name ${JSON.stringify(key)}`);
+      noNul(spec.envs[key] as string, `command.envs[${key}]`);
+    }
+    request.env = { ...spec.envs };
+  }
+  if (spec.cwd !== undefined && spec.cwd !== '') {
+    if (!spec.cwd.startsWith('/')) throw new ConnectError('invalid_argument', 'command.cwd: must be an absolute path');
+    request.cwd = noNul(spec.cwd, 'command.cwd');
+  }
+  if (pty) {
+    request.tty = pty;
+    request.argv = ['/bin/sh', '-c', TTY_WRAPPER, 'corral-tty', ...argv];
+  }
+  return request;
+}
+
+function selectorOf(selector: CommandSessionSelector | undefined): CommandSessionSelector {
+  if (!selector) throw new ConnectError('invalid_argument', 'session: give pid or tag');
+  return selector;
+}
+
+function describe(selector: CommandSessionSelector): string {
+  return selector.kind === 'pid' ? `pid ${selector.pid}` : `tag ${JSON.stringify(selector.tag)}`;
+}
+
+/**
+ * Serves Connect-RPC `command_session.CommandSession` under
+ * `/gateway/:user_ns/:job_id/command_session.CommandSession/<Method>` (docs/connect-rpc.md):
+ * `Start` and `Connect` stream a process's events, `SendInput`, `SendSignal`, `List` and
+ * `Update` are unary; `StreamInput` answers `unimplemented`. The gateway's token and state
+ * checks apply, with their failures as Connect errors. Registered as an encapsulated child of
+ * the gateway plugin, with its own body parser and error handler.
+ */
+export function registerConnectRoutes(app: FastifyInstance, ctx: GatewayContext): void {
+  const registry = new CommandSessionRegistry();
+  const streams = new Set<EventStream>();
+
+  void app.register(async (scope) => {
+    scope.removeAllContentTypeParsers();
+    scope.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: BODY_LIMIT }, (_request, body, done) => done(null, body));
+
+    scope.setErrorHandler((error: unknown, request, reply) => {
+      const connectError = toConnectError(error);
+      if (connectError.code === 'internal') request.log.error({ err: error }, 'gateway connect: unhandled error');
+      return sendConnectError(reply, (request.params as Partial<MethodParams>).method, connectError);
+    });
+
+    scope.addHook('preClose', async () => {
+      for (const stream of streams) stream.end(new ConnectError('unavailable', 'The server is shutting down'));
+      await Promise.all(registry.all().map((s) => s.kill('SIGKILL')));
+    });
+
+    scope.post<{ Params: MethodParams }>(`/:user_ns/:job_id/${SERVICE}/:method`, { config: { public: true }, bodyLimit: BODY_LIMIT }, async (request, reply) => {
+      const target = targetOf(request);
+      const method = request.params.method;
+      switch (method) {
+        case 'Start':
+          return start(request, reply, target);
+        case 'Connect':
+          return connect(request, reply, target);
+        case 'SendInput': {
+          const req = decodeSendInputRequest(unaryBody(request));
+          const session = findSession(target, selectorOf(req.session));
+          if (!req.input) throw new ConnectError('invalid_argument', 'input: give stdin or pty bytes');
+          if (!session.acceptsInput) throw new ConnectError('failed_precondition', `Process ${session.pid} was started without stdin: pass stdin: true or a PTY`);
+          session.write(req.input.data);
+          ctx.services.activity.touch(target.sandboxId);
+          return unaryOk(reply, Buffer.alloc(0));
+        }
+        case 'SendSignal': {
+          const req = decodeSendSignalRequest(unaryBody(request));
+          const session = findSession(target, selectorOf(req.session));
+          const signal = req.signal === SIGNAL_SIGKILL ? 'SIGKILL' : req.signal === SIGNAL_SIGTERM ? 'SIGTERM' : undefined;
+          if (!signal) throw new ConnectError('invalid_argument', `signal: SIGNAL_SIGTERM (15) or SIGNAL_SIGKILL (9), not ${req.signal}`);
+          await session.kill(signal);
+          ctx.services.activity.touch(target.sandboxId);
+          return unaryOk(reply, Buffer.alloc(0));
+        }
+        case 'List': {
+          unaryBody(request);
+          const sessions = registry.list(target.sandboxId).map((s) => ({ command: s.spec, pid: s.pid, ...(s.tag !== undefined ? { tag: s.tag } : {}) }));
+          return unaryOk(reply, encodeListResponse({ sessions }));
+        }
+        case 'Update': {
+          const req = decodeUpdateRequest(unaryBody(request));
+          const session = findSession(target, selectorOf(req.session));
+          const size = req.pty?.size;
+          if (!size) throw new ConnectError('invalid_argument', 'pty.size: required');
+          if (!session.pty) throw new ConnectError('failed_precondition', `Process ${session.pid} has no PTY`);
+          await session.proc.resize(dimension(size.rows, 'pty.size.rows'), dimension(size.cols, 'pty.size.cols'));
+          ctx.services.activity.touch(target.sandboxId);
+          return unaryOk(reply, Buffer.alloc(0));
+        }
+        case 'StreamInput':
+          throw new ConnectError('unimplemented', 'StreamInput is not served: send input with SendInput');
+        default:
+          throw new ConnectError('unimplemented', `${SERVICE}/${method} is not a method of this service`);
+      }
+    });
+  });
+
+  function unaryBody(request: FastifyRequest): Buffer {
+    requireContentType(request, false);
+    return decompress(bodyOf(request), request.headers['content-encoding']);
+  }
+
+  function unaryOk(reply: FastifyReply, message: Buffer): FastifyReply {
+    return reply.code(200).type('application/proto').send(message);
+  }
+
+  function findSession(target: GatewayTarget, selector: CommandSessionSelector): CommandSession {
+    const session = registry.find(target.sandboxId, selector);
+    if (!session) throw new ConnectError('not_found', `No running process with ${describe(selector)} in sandbox ${target.sandboxId}`);
+    return session;
+  }
+
+  function streamRequest(request: FastifyRequest): { message: Buffer; deadlineMs: number | undefined } {
+    requireContentType(request, true);
+    const deadlineMs = parseTimeoutMs(request.headers['connect-timeout-ms']);
+    const encoding = request.headers['connect-content-encoding'];
+    const message = singleStreamMessage(bodyOf(request), Array.isArray(encoding) ? encoding[0] : encoding);
+    return { message, deadlineMs };
+  }
+
+  /** Streams `session` on the hijacked reply until it ends. */
+  async function serveStream(reply: FastifyReply, target: GatewayTarget, session: CommandSession, deadlineMs: number | undefined, killOnDeadline: boolean): Promise<void> {
+    reply.hijack();
+    const stream = new EventStream(reply.raw);
+    streams.add(stream);
+    try {
+      await pumpSession(session, stream, { deadlineMs, killOnDeadline, failure: (error) => toConnectError(error, target) });
+    } finally {
+      streams.delete(stream);
+      stream.end();
+    }
+  }
+
+  async function start(request: FastifyRequest, reply: FastifyReply, target: GatewayTarget): Promise<void> {
+    const { message, deadlineMs } = streamRequest(request);
+    const req = decodeStartRequest(message);
+    if (!req.command) throw new ConnectError('invalid_argument', 'command: required');
+    const size = req.pty?.size;
+    const pty = req.pty
+      ? {
+          rows: size?.rows ? dimension(size.rows, 'pty.size.rows') : DEFAULT_PTY.rows,
+          cols: size?.cols ? dimension(size.cols, 'pty.size.cols') : DEFAULT_PTY.cols,
+        }
+      : undefined;
+    const execRequest = execRequestOf(req.command, pty, req.stdin === true);
+    const done = keepActive(ctx.services, target.sandboxId);
+    try {
+      let proc: ExecProcess;
+      try {
+        proc = await target.runtime.exec(target.runtimeId, execRequest);
+      } catch (error) {
+        throw toConnectError(error, target);
+      }
+      const session = new CommandSession(target.sandboxId, registry.allocatePid(target.sandboxId), req.tag, req.command, pty !== undefined, proc);
+      registry.add(session);
+      if (reply.raw.destroyed || reply.raw.socket?.destroyed === true) {
+        // The client left while the process was starting.
+        await session.kill('SIGKILL');
+        return;
+      }
+      await serveStream(reply, target, session, deadlineMs, true);
+    } finally {
+      done();
+    }
+  }
+
+  async function connect(request: FastifyRequest, reply: FastifyReply, target: GatewayTarget): Promise<void> {
+    const { message, deadlineMs } = streamRequest(request);
+    const req = decodeConnectRequest(message);
+    const session = findSession(target, selectorOf(req.session));
+    const done = keepActive(ctx.services, target.sandboxId);
+    try {
+      await serveStream(reply, target, session, deadlineMs, false);
+    } finally {
+      done();
+    }
+  }
+}

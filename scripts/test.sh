@@ -29,8 +29,21 @@ wait_step() {
   log "setup step '$name' done"
 }
 
+# Debian packages the tests drive directly: tmux (interactive PTY sessions), OpenSSH's client.
+test_tools() {
+  local missing=()
+  for pkg in tmux openssh-client curl; do
+    [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)" = "install ok installed" ] || missing+=("$pkg")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+  fi
+}
+
 # apt-get takes a lock: the steps that install Debian packages run one after another in one job.
 system_setup() {
+  test_tools
   bash scripts/ensure-oci.sh
   bash scripts/ensure-docker.sh
   bash scripts/ensure-postgres.sh >"$CORRAL_CACHE_DIR/logs/pg-url"

@@ -25,6 +25,7 @@ export interface CorralServer {
   readonly store: Store;
   readonly runtime: SandboxRuntime | null;
   readonly reconciler: Reconciler;
+  readonly lifecycle: SandboxLifecycle;
   readonly log: Logger;
   /** The admin key created on first start (printed once), if this start created one. */
   readonly createdAdminKey: string | null;
@@ -88,6 +89,7 @@ export async function createCorralServer(config: CorralConfig, options: { logger
     store,
     runtime,
     reconciler,
+    lifecycle,
     log,
     createdAdminKey: createdKey,
     async listen() {

@@ -178,9 +178,8 @@ for (const driver of ['docker', 'oci'] as const) {
       const ids = await Promise.all([1, 2, 3].map(() => create({})));
       await Promise.all(ids.map((id) => t.request('DELETE', `/api/v1/sandbox/${id}`)));
       for (const id of ids) assert.equal((await get(id)).status, 'TERMINATED');
-      await eventually(async () => ((await t.server.runtime!.list()).some((c) => ids.includes(c.sandboxId)) ? undefined : true), 30_000, 'no containers');
-      // And they stay gone once in-flight provisioning has finished.
-      await new Promise((r) => setTimeout(r, 1500));
+      // Provisioning that was under way finishes, sees the delete, and removes what it made.
+      await eventually(() => (ids.some((id) => t.server.lifecycle.isProvisioning(id)) ? undefined : true), 60_000, 'provisioning to finish');
       assert.equal((await t.server.runtime!.list()).some((c) => ids.includes(c.sandboxId)), false);
     });
   });

@@ -64,7 +64,8 @@ describe('oci runtime: restart and leftovers', { skip: reason }, () => {
     await first.init();
     const keep = await first.create(spec());
     await runToEnd(first, keep.runtimeId, 'echo kept > /sandbox-workspace/f');
-    const exiting = await first.create(spec({ startCommand: 'sleep 1; exit 9' }));
+    // Long enough to still be running when the second driver starts, even on a loaded machine.
+    const exiting = await first.create(spec({ startCommand: 'sleep 4; exit 9' }));
     const exited = await first.create(spec({ startCommand: 'sleep 0.2; exit 4' }));
     await new Promise((r) => setTimeout(r, 600)); // `exited` finishes while the first driver runs
     await first.close(); // the "server" stops; sandboxes keep running
@@ -77,7 +78,7 @@ describe('oci runtime: restart and leftovers', { skip: reason }, () => {
     assert.equal(states.find((s) => s.runtimeId === keep.runtimeId)?.running, true);
     assert.equal(states.find((s) => s.runtimeId === exited.runtimeId)?.exitCode, 4);
     assert.equal((await runToEnd(second, keep.runtimeId, 'cat /sandbox-workspace/f')).stdout, 'kept\n');
-    for (let i = 0; i < 50 && !events.some((e) => e.runtimeId === exiting.runtimeId); i++) await new Promise((r) => setTimeout(r, 100));
+    for (let i = 0; i < 150 && !events.some((e) => e.runtimeId === exiting.runtimeId); i++) await new Promise((r) => setTimeout(r, 100));
     assert.deepEqual(
       events.find((e) => e.runtimeId === exiting.runtimeId),
       { type: 'exited', sandboxId: exiting.runtimeId.replace(/^corral-/, ''), runtimeId: exiting.runtimeId, exitCode: 9, oomKilled: false },

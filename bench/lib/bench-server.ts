@@ -14,6 +14,8 @@ export const BENCH_IMAGE = 'corral-test/busybox:latest';
 export interface BenchServer {
   driver: 'docker' | 'oci';
   served: ServedCorral;
+  dataDir: string;
+  instanceId: string;
   client: BenchClient;
   /** The busybox rootfs tarball the images were built from (for raw runtime baselines). */
   rootfsTar: string;
@@ -44,6 +46,8 @@ export async function startBenchServer(driver: 'docker' | 'oci', extraEnv: NodeJ
   return {
     driver,
     served,
+    dataDir,
+    instanceId: `bench-${process.pid}`,
     client: new BenchClient(served.url),
     rootfsTar: rootfs.path,
     async stop() {

@@ -6,7 +6,9 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { DockerRuntime } from '../../packages/server/src/runtime/docker/docker-runtime.js';
 import { machine, percentiles, report, type Baseline } from '../lib/results.js';
+import { driverOption, resultsFile } from '../lib/bench-server.js';
 import { serveCorral } from '../lib/serve.js';
+import { runOci } from './exec-oci.js';
 
 /**
  * `npm run bench -- exec [--runs 300] [--concurrent-runs 960] [--cli-runs 100] [--image corral-test/busybox:latest]`
@@ -74,8 +76,9 @@ async function api(url: string, method: string, path: string, body?: unknown): P
   return json;
 }
 
-/** Runs the scenario. */
+/** Runs the scenario: `--driver oci` measures the oci driver (scenarios/exec-oci.ts), else Docker. */
 export async function run(args: string[]): Promise<void> {
+  if (driverOption(args) === 'oci' && args.includes('--driver')) return runOci(args);
   const runs = option(args, 'runs', 300);
   const concurrentRuns = option(args, 'concurrent-runs', 30 * CONCURRENCY);
   const cliRuns = option(args, 'cli-runs', 100);
@@ -146,7 +149,7 @@ export async function run(args: string[]): Promise<void> {
       },
       image,
       command: 'true',
-    });
+    }, resultsFile('exec', 'docker'));
   } finally {
     if (sandboxId) await api(served.url, 'DELETE', `/api/v1/sandbox/${sandboxId}`).catch(() => undefined);
     for (const s of await runtime.list().catch(() => [])) await runtime.remove(s.runtimeId).catch(() => undefined);

@@ -1,0 +1,76 @@
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { timeRuns } from '../lib/baselines.js';
+import { BENCH_IMAGE, resultsFile, startBenchServer } from '../lib/bench-server.js';
+import { BENCH_KEY } from '../lib/corral-client.js';
+import { machine, percentiles, report, type Baseline } from '../lib/results.js';
+
+const run = promisify(execFile);
+
+/**
+ * The exec scenario on the oci driver: gateway round trip of `true` (1 client, then 32 at once)
+ * against one sandbox, beside `runc exec <container> /bin/sh -c true` through the runtime's own CLI
+ * on the same container, in the same run.
+ */
+export async function runOci(args: string[]): Promise<void> {
+  const opt = (name: string, fallback: number): number => {
+    const i = args.indexOf(`--${name}`);
+    return i >= 0 ? Number(args[i + 1]) : fallback;
+  };
+  const runs = opt('runs', 300);
+  const concurrentRuns = opt('concurrent-runs', 960);
+  const binary = process.env.CORRAL_OCI_RUNTIME ?? 'runc';
+  const server = await startBenchServer('oci');
+  try {
+    const id = await server.client.create(BENCH_IMAGE);
+    await server.client.waitRunning(id);
+    const authResponse = await fetch(`${server.served.url}/api/v1/sandbox/${id}/auth`, { method: 'POST', headers: { authorization: `Bearer ${BENCH_KEY}` } });
+    const auth = (await authResponse.json()) as { token: string; gateway_url: string; user_ns: string; job_id: string };
+    const url = `${auth.gateway_url}/${auth.user_ns}/${auth.job_id}/exec`;
+    const body = JSON.stringify({ command: 'true', sandbox_id: id, timeout: 60 });
+    const headers = { authorization: `Bearer ${auth.token}`, 'content-type': 'application/json' };
+    const gateway = async (): Promise<void> => {
+      const response = await fetch(url, { method: 'POST', headers, body });
+      const result = (await response.json()) as { exit_code?: number };
+      if (response.status !== 200 || result.exit_code !== 0) throw new Error(`exec: HTTP ${response.status}`);
+    };
+    const root = join(server.dataDir, 'oci', 'instances', server.instanceId, 'runc');
+    const cli = async (): Promise<void> => {
+      await run(binary, ['--root', root, 'exec', `corral-${id}`, '/bin/sh', '-c', 'true']);
+    };
+    await timeRuns(30, 4, gateway);
+    const started1 = performance.now();
+    const one = await timeRuns(runs, 1, gateway);
+    const rate1 = one.ms.length / ((performance.now() - started1) / 1000);
+    const started32 = performance.now();
+    const many = await timeRuns(concurrentRuns, 32, gateway);
+    const rate32 = many.ms.length / ((performance.now() - started32) / 1000);
+    const cli1 = await timeRuns(Math.min(runs, 100), 1, cli);
+    const cli32Start = performance.now();
+    const cli32 = await timeRuns(Math.min(concurrentRuns, 320), 32, cli);
+    const cliRate32 = cli32.ms.length / ((performance.now() - cli32Start) / 1000);
+    const mine = percentiles(one.ms);
+    const baselines: Baseline[] = [
+      { name: 'gateway exec, 32 clients', ...percentiles(many.ms), execs_per_sec: Math.round(rate32), errors: many.errors.length },
+      { name: `${binary} exec CLI, 1 caller`, ...percentiles(cli1.ms) },
+      { name: `${binary} exec CLI, 32 callers`, ...percentiles(cli32.ms), execs_per_sec: Math.round(cliRate32) },
+    ];
+    report(
+      {
+        scenario: 'exec',
+        driver: 'oci',
+        machine: machine(),
+        runs: one.ms.length,
+        corral: { ...mine, name: 'gateway exec, 1 client', execs_per_sec: Math.round(rate1), errors: one.errors.length, oci_runtime: binary },
+        baselines,
+        ratio_p50: { [`${binary} exec CLI, 1 caller`]: Math.round(((baselines[1]?.p50_ms ?? 0) / mine.p50_ms) * 100) / 100 },
+        throughput_32_clients_per_sec: Math.round(rate32),
+      },
+      resultsFile('exec', 'oci'),
+    );
+    await server.client.delete(id);
+  } finally {
+    await server.stop();
+  }
+}

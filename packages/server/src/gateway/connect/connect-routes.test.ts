@@ -99,7 +99,8 @@ describe('gateway Connect-RPC command_session (Docker)', { concurrency: true, ti
     const pwd = start(target, { command: { cmd: 'pwd', args: [], envs: {}, cwd: '/tmp' } });
     await pwd.result;
     assert.equal(pwd.text('stdout'), '/tmp\n');
-    const literal = start(target, { command: { cmd: 'echo', args: ['$HOME', 'two words'], envs: {} } });
+    // A 10-digit deadline (beyond what a timer can hold) is no deadline, not an immediate one.
+    const literal = start(target, { command: { cmd: 'echo', args: ['$HOME', 'two words'], envs: {} } }, 9_999_999_999);
     await literal.result;
     assert.equal(literal.text('stdout'), '$HOME two words\n');
   });

@@ -7,6 +7,8 @@ import { ConnectError, endStreamEnvelope, envelope } from './connect-protocol.js
 export const KEEPALIVE_INTERVAL_MS = 15_000;
 /** After killing a process at its deadline, how long to wait for its output to end. */
 const KILL_DRAIN_MS = 5_000;
+/** The longest delay `setTimeout` honours. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * A server-streaming Connect response (`application/connect+proto`) on a hijacked reply:
@@ -68,7 +70,10 @@ export async function pumpSession(
   let deadlineTimer: NodeJS.Timeout | undefined;
   let onClose: (() => void) | undefined;
   const stopped = new Promise<StreamStop>((resolve) => {
-    if (options.deadlineMs !== undefined) deadlineTimer = setTimeout(() => resolve({ why: 'deadline' }), options.deadlineMs);
+    // Timers cannot wait longer than 2^31-1 ms (~24.8 days); a longer deadline is no deadline.
+    if (options.deadlineMs !== undefined && options.deadlineMs <= MAX_TIMER_MS) {
+      deadlineTimer = setTimeout(() => resolve({ why: 'deadline' }), options.deadlineMs);
+    }
     onClose = () => {
       if (!stream.ended || stream.res.destroyed) resolve({ why: 'closed' });
     };

@@ -1,30 +1,17 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFileSync } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, describe, it, test } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { type SandboxRuntime, buildImage, createRuntime, loadConfig, ociStateDir, openStore } from '@corral/server';
+import { driverMissing, unavailableSuite } from '../../../server/src/testing/runtime-available.js';
 import { spawnCli, waitForHealthy } from '../testing/spawn-cli.js';
 
 const IMAGE = process.env.CORRAL_TEST_IMAGE ?? 'corral-test/busybox:latest';
 const KEY = `corral_recovery_${randomBytes(8).toString('hex')}`;
-
-function driverMissing(driver: 'docker' | 'oci'): string | undefined {
-  try {
-    if (driver === 'docker') execFileSync('docker', ['image', 'inspect', IMAGE], { stdio: 'ignore' });
-    else {
-      if (process.getuid?.() !== 0) return 'the oci driver needs root';
-      execFileSync('runc', ['--version'], { stdio: 'ignore' });
-      execFileSync('tini-static', ['--version'], { stdio: 'ignore' });
-    }
-    return undefined;
-  } catch {
-    return `the ${driver} driver is not available (scripts/ensure-${driver}.sh)`;
-  }
-}
 
 async function poll<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -39,10 +26,7 @@ async function poll<T>(what: string, check: () => Promise<T | undefined>, timeou
 for (const driver of ['docker', 'oci'] as const) {
   const missing = driverMissing(driver);
   if (missing) {
-    test(`recovery after SIGKILL (${driver})`, (t) => {
-      if (process.env.CI === 'true') throw new Error(missing);
-      t.skip(missing);
-    });
+    unavailableSuite(`recovery after SIGKILL (${driver})`, missing);
     continue;
   }
 

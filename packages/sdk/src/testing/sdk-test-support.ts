@@ -1,29 +1,14 @@
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import type { TestContext } from 'node:test';
 import type { CorralConfig } from '../../../server/src/config.js';
+import { TEST_IMAGE, dockerMissing, needNothingMissing } from '../../../server/src/testing/runtime-available.js';
 import { type TestServer, startTestServer } from '../../../server/src/testing/test-server.js';
 
-/** The small image SDK tests run sandboxes from. */
-export const TEST_IMAGE = process.env.CORRAL_TEST_IMAGE ?? 'corral-test/busybox:latest';
-
-/** Why Docker-backed tests cannot run here, or undefined when they can. */
-export function dockerMissing(image = TEST_IMAGE): string | undefined {
-  try {
-    execFileSync('docker', ['image', 'inspect', image], { stdio: 'ignore', timeout: 10_000 });
-    return undefined;
-  } catch {
-    return `no Docker engine with image ${image} (run scripts/ensure-docker.sh)`;
-  }
-}
+export { TEST_IMAGE, dockerMissing } from '../../../server/src/testing/runtime-available.js';
 
 /** Skips without Docker, except on CI (`CI=true`), where it fails. Returns true when the test should go on. */
 export function needDocker(t: TestContext, image = TEST_IMAGE): boolean {
-  const reason = dockerMissing(image);
-  if (reason === undefined) return true;
-  if (process.env.CI === 'true') throw new Error(reason);
-  t.skip(reason);
-  return false;
+  return needNothingMissing(t, dockerMissing(image));
 }
 
 /** A listening server for SDK tests. */

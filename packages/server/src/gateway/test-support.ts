@@ -1,32 +1,14 @@
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import type { TestContext } from 'node:test';
+import { TEST_IMAGE, dockerMissing, needNothingMissing } from '../testing/runtime-available.js';
 import { type TestServer, startTestServer } from '../testing/test-server.js';
 import type { CorralConfig } from '../config.js';
 
-/** The image gateway tests run in. */
-export const TEST_IMAGE = process.env.CORRAL_TEST_IMAGE ?? 'corral-test/busybox:latest';
+export { TEST_IMAGE, dockerMissing } from '../testing/runtime-available.js';
 
-/** Why Docker tests cannot run here (no engine or no image), or undefined when they can. */
-export function dockerMissing(image = TEST_IMAGE): string | undefined {
-  try {
-    execFileSync('docker', ['image', 'inspect', image], { stdio: 'ignore' });
-    return undefined;
-  } catch {
-    return `no Docker engine with image ${image} (run scripts/ensure-docker.sh)`;
-  }
-}
-
-/**
- * Skips the test when Docker is missing, except on CI (`CI=true`), where it fails instead.
- * Returns true when the test should go on.
- */
+/** Skips the test when Docker is missing, except on CI (`CI=true`), where it fails. Returns true when it should go on. */
 export function needDocker(t: TestContext, image = TEST_IMAGE): boolean {
-  const reason = dockerMissing(image);
-  if (reason === undefined) return true;
-  if (process.env.CI === 'true') throw new Error(reason);
-  t.skip(reason);
-  return false;
+  return needNothingMissing(t, dockerMissing(image));
 }
 
 /** A listening Docker-backed test server. */

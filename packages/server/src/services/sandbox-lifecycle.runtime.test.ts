@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { after, before, describe, it, test } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildImage } from '../images/image-catalog.js';
 import { ociStateDir } from '../runtime/create-runtime.js';
-import { TEST_IMAGE, dockerMissing, eventually } from '../testing/docker-available.js';
+import { TEST_IMAGE, driverMissing, eventually, unavailableSuite } from '../testing/runtime-available.js';
 import { type TestServer, startTestServer } from '../testing/test-server.js';
 
 interface Sandbox {
@@ -19,19 +19,6 @@ interface Sandbox {
   terminationReason: string | null;
 }
 
-/** Why a driver cannot run here, or undefined. */
-function driverMissing(driver: 'docker' | 'oci'): string | undefined {
-  if (driver === 'docker') return dockerMissing();
-  if (process.getuid?.() !== 0) return 'the oci driver needs root';
-  try {
-    execFileSync('runc', ['--version'], { stdio: 'ignore' });
-    execFileSync('tini-static', ['--version'], { stdio: 'ignore' });
-    return undefined;
-  } catch {
-    return 'runc or tini-static missing (run scripts/ensure-oci.sh)';
-  }
-}
-
 async function collect(stream: NodeJS.ReadableStream): Promise<string> {
   let text = '';
   for await (const chunk of stream) text += chunk.toString();
@@ -41,10 +28,7 @@ async function collect(stream: NodeJS.ReadableStream): Promise<string> {
 for (const driver of ['docker', 'oci'] as const) {
   const missing = driverMissing(driver);
   if (missing) {
-    test(`sandbox lifecycle on the ${driver} driver`, (t) => {
-      if (process.env.CI === 'true') throw new Error(missing);
-      t.skip(missing);
-    });
+    unavailableSuite(`sandbox lifecycle on the ${driver} driver`, missing);
     continue;
   }
   describe(`sandbox lifecycle on the ${driver} driver`, { timeout: 180_000 }, () => {

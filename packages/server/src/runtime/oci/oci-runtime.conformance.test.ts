@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -6,6 +5,7 @@ import { test } from 'node:test';
 import { runConformanceSuite } from '../conformance/conformance-suite.js';
 import { ImageStore } from './image-store.js';
 import { OciRuntime } from './oci-runtime.js';
+import { ociMissing } from '../../testing/runtime-available.js';
 
 const IMAGE = process.env.CORRAL_OCI_TEST_IMAGE ?? '127.0.0.1:5000/corral/busybox:latest';
 const REPO = new URL('../../../../../', import.meta.url).pathname;
@@ -16,19 +16,7 @@ const RUNTIME = process.env.CORRAL_OCI_RUNTIME ?? 'runc';
 
 /** Why the suite cannot run here, or undefined when runc, root and the test registry are present. */
 function missing(): string | undefined {
-  if (process.getuid?.() !== 0) return 'the oci runtime needs root';
-  try {
-    execFileSync(RUNTIME, ['--version'], { stdio: 'ignore' });
-    execFileSync('tini-static', ['--version'], { stdio: 'ignore' });
-  } catch {
-    return `${RUNTIME} or tini-static missing (run scripts/ensure-oci.sh${RUNTIME === 'crun' ? ' --crun' : ''})`;
-  }
-  try {
-    execFileSync('curl', ['-sf', '-m', '2', `http://${IMAGE.split('/')[0]}/v2/`], { stdio: 'ignore' });
-  } catch {
-    return `no registry for ${IMAGE} (run scripts/start-registry.sh)`;
-  }
-  return undefined;
+  return ociMissing({ runtime: RUNTIME, registryImage: IMAGE });
 }
 
 const reason = missing();

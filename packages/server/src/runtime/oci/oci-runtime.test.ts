@@ -9,6 +9,7 @@ import { runToEnd } from '../conformance/conformance-suite.js';
 import type { RuntimeEvent, SandboxSpec } from '../runtime.js';
 import { ImageStore } from './image-store.js';
 import { OciRuntime } from './oci-runtime.js';
+import { ociMissing } from '../../testing/runtime-available.js';
 
 const IMAGE = process.env.CORRAL_OCI_TEST_IMAGE ?? '127.0.0.1:5000/corral/busybox:latest';
 const REPO = new URL('../../../../../', import.meta.url).pathname;
@@ -16,14 +17,7 @@ const STATE_DIR = join(process.env.CORRAL_CACHE_DIR ?? join(REPO, '.cache'), 'oc
 const RUNTIME = process.env.CORRAL_OCI_RUNTIME ?? 'runc';
 
 function missing(): string | undefined {
-  if (process.getuid?.() !== 0) return 'needs root';
-  try {
-    execFileSync(RUNTIME, ['--version'], { stdio: 'ignore' });
-    execFileSync('curl', ['-sf', '-m', '2', `http://${IMAGE.split('/')[0]}/v2/`], { stdio: 'ignore' });
-  } catch {
-    return `${RUNTIME} or the registry for ${IMAGE} is missing (scripts/ensure-oci.sh, scripts/start-registry.sh)`;
-  }
-  return undefined;
+  return ociMissing({ runtime: RUNTIME, registryImage: IMAGE });
 }
 
 function spec(overrides: Partial<SandboxSpec> = {}): SandboxSpec {

@@ -39,8 +39,11 @@ export interface ContainerPlacement {
   networkMode: string;
   /** Host directory to bind at the workspace path (a loop-mounted disk), if any. */
   workspaceSource: string | null;
-  /** Pass `--storage-opt size=` (only when the engine's storage driver supports it). */
-  storageOptSize: boolean;
+  /**
+   * `StorageOpt.size` in bytes (the limit of the container's whole writable layer), or null to pass
+   * none. Only for engines whose storage driver supports it (btrfs, zfs, overlay2 on XFS+pquota).
+   */
+  storageOptBytes: number | null;
   /** GPU device requests to pass, when the spec asks for GPUs. */
   gpuDriver: string | null;
 }
@@ -64,7 +67,7 @@ export function buildCreateOptions(spec: SandboxSpec, placement: ContainerPlacem
       ? [{ Type: 'bind', Source: placement.workspaceSource, Target: spec.workspacePath, ReadOnly: false }]
       : [],
   };
-  if (placement.storageOptSize) hostConfig.StorageOpt = { size: String(spec.diskBytes) };
+  if (placement.storageOptBytes !== null) hostConfig.StorageOpt = { size: String(placement.storageOptBytes) };
   if (spec.gpuCount > 0 && placement.gpuDriver) {
     hostConfig.DeviceRequests = [{ Driver: placement.gpuDriver, Count: spec.gpuCount, Capabilities: [['gpu']] }];
   }

@@ -33,6 +33,12 @@ const LARGE_ARGUMENT = 100 * 1024;
 /** How the driver enforces `diskBytes`. */
 export type DiskMode = 'loop' | 'storage-opt' | 'none';
 
+/**
+ * What `diskBytes` bounds: `container` = everything the sandbox writes to its root filesystem
+ * (`/tmp`, `/usr`, the workspace…); `workspace` = only the workspace path; `none` = nothing.
+ */
+export type DiskScope = 'container' | 'workspace' | 'none';
+
 /** Options for {@link DockerRuntime}. */
 export interface DockerRuntimeOptions {
   /** Server instance name; containers are labelled with it and `list()` only sees its own. */
@@ -55,6 +61,11 @@ export interface DockerRuntimeOptions {
   killOnOom?: boolean;
   /** How long `create` waits for the first exec to work (default 30 s). */
   readyTimeoutMs?: number;
+  /**
+   * Receives operator-facing warnings from `init()` (e.g. that only the workspace is disk-limited).
+   * Default: `process.emitWarning`.
+   */
+  warn?: (message: string) => void;
 }
 
 /** The per-sandbox state the driver keeps in memory. */
@@ -81,6 +92,8 @@ export class DockerRuntime implements SandboxRuntime {
   private readonly readyTimeoutMs: number;
   private readonly requestedDiskMode: DiskMode | 'auto';
   private diskModeValue: DiskMode = 'none';
+  private storageDriver = '';
+  private readonly warn: (message: string) => void;
   private gpu: RuntimeCapabilities = { gpuCount: 0, gpuTypes: [] };
   private readonly listeners = new Set<(event: RuntimeEvent) => void>();
   private readonly tracked = new Map<string, Tracked>();
@@ -102,11 +115,24 @@ export class DockerRuntime implements SandboxRuntime {
     this.killOnOom = options.killOnOom ?? true;
     this.readyTimeoutMs = options.readyTimeoutMs ?? 30_000;
     this.requestedDiskMode = options.diskMode ?? 'auto';
+    this.warn = options.warn ?? ((message) => process.emitWarning(message, { code: 'CORRAL_DOCKER_DISK' }));
   }
 
   /** How `diskBytes` is enforced, decided by `init()`. */
   get diskMode(): DiskMode {
     return this.diskModeValue;
+  }
+
+  /** What `diskBytes` bounds in the current mode, decided by `init()`. */
+  get diskScope(): DiskScope {
+    if (this.diskModeValue === 'storage-opt') return 'container';
+    if (this.diskModeValue === 'loop') return 'workspace';
+    return 'none';
+  }
+
+  /** The engine's storage driver (`overlay2`, `btrfs`…), read by `init()`. */
+  get engineStorageDriver(): string {
+    return this.storageDriver;
   }
 
   async init(): Promise<void> {
@@ -116,7 +142,17 @@ export class DockerRuntime implements SandboxRuntime {
       throw new RuntimeError('RUNTIME_ERROR', `Docker engine does not answer: ${errorText(error)}`, { cause: error });
     }
     const info = (await this.docker.info()) as { Driver?: string };
-    this.diskModeValue = await this.chooseDiskMode(info.Driver ?? '');
+    this.storageDriver = info.Driver ?? '';
+    this.diskModeValue = await this.chooseDiskMode(this.storageDriver);
+    if (this.diskModeValue === 'loop') {
+      this.warn(
+        `Docker storage driver is ${this.storageDriver || 'unknown'}: diskBytes limits only the sandbox workspace (a loop-mounted ext4); ` +
+          'writes elsewhere in a sandbox (/tmp, /usr, package installs) are unlimited and can fill the host disk. ' +
+          'Run dockerd on a btrfs data-root (scripts/ensure-docker.sh does when it starts dockerd) to limit the whole writable layer.',
+      );
+    } else if (this.diskModeValue === 'none') {
+      this.warn('diskBytes is not enforced: the engine cannot limit a container\'s writable layer and this process cannot make loop disks.');
+    }
     this.gpu = await detectGpus();
     await this.ensureWatcher();
   }
@@ -135,7 +171,7 @@ export class DockerRuntime implements SandboxRuntime {
   async create(spec: SandboxSpec): Promise<{ runtimeId: string }> {
     const runtimeId = containerName(spec.sandboxId);
     await this.ensureWatcher();
-    await this.ensureImage(spec);
+    const imageBytes = await this.ensureImage(spec);
     if (spec.gpuCount > this.gpu.gpuCount) {
       throw new RuntimeError('UNSUPPORTED', `${spec.gpuCount} GPUs requested, this host has ${this.gpu.gpuCount}`);
     }
@@ -149,7 +185,7 @@ export class DockerRuntime implements SandboxRuntime {
         instance: this.instance,
         networkMode: spec.networkAccess ? this.egress.options.name : 'none',
         workspaceSource,
-        storageOptSize: this.diskModeValue === 'storage-opt',
+        storageOptBytes: this.diskModeValue === 'storage-opt' ? this.storageOptBytes(spec.diskBytes, imageBytes) : null,
         gpuDriver: this.gpu.gpuCount > 0 ? 'nvidia' : null,
       });
       const container = await this.docker.createContainer(options);
@@ -165,14 +201,29 @@ export class DockerRuntime implements SandboxRuntime {
     }
   }
 
-  private async ensureImage(spec: SandboxSpec): Promise<void> {
+  /**
+   * The `StorageOpt.size` for a sandbox. btrfs limits a container's subvolume by its *referenced*
+   * bytes, which include the image's files the snapshot shares, so the image's size is added:
+   * the sandbox can then write `diskBytes` of its own. zfs's `quota` counts only the clone's own
+   * data, so there the size is `diskBytes`.
+   */
+  private storageOptBytes(diskBytes: number, imageBytes: number): number {
+    return this.storageDriver === 'btrfs' ? diskBytes + imageBytes : diskBytes;
+  }
+
+  /** Pulls the image when it is missing; returns its size in bytes. */
+  private async ensureImage(spec: SandboxSpec): Promise<number> {
     try {
-      await this.docker.getImage(spec.image).inspect();
-      return;
+      return imageSize(await this.docker.getImage(spec.image).inspect());
     } catch (error) {
       if (!isNotFound(error)) throw new RuntimeError('RUNTIME_ERROR', `image inspect failed: ${errorText(error)}`, { cause: error });
     }
     await pullImage(this.docker, spec.image, spec.registryAuth);
+    try {
+      return imageSize(await this.docker.getImage(spec.image).inspect());
+    } catch (error) {
+      throw new RuntimeError('IMAGE_PULL_FAILED', `image ${spec.image} is missing after the pull: ${errorText(error)}`, { cause: error });
+    }
   }
 
   /** Runs `mkdir -p <workspace>` until it succeeds: the sandbox then accepts execs. */
@@ -443,6 +494,11 @@ async function detectGpus(): Promise<RuntimeCapabilities> {
   } catch {
     return { gpuCount: existsSync('/dev/nvidiactl') ? devices.length : 0, gpuTypes: [] };
   }
+}
+
+/** An image's size in bytes as the engine reports it (0 when unknown). */
+function imageSize(info: Docker.ImageInspectInfo): number {
+  return typeof info.Size === 'number' && Number.isFinite(info.Size) && info.Size > 0 ? info.Size : 0;
 }
 
 /** Concatenates the payloads of Docker's multiplexed log frames. */

@@ -17,6 +17,13 @@ export interface EgressNetworkOptions {
   firewall: boolean;
   /** Destinations sandboxes may never reach, besides the host itself. */
   extraBlockedCidrs: string[];
+  /**
+   * Name of the chain jumped to from INPUT (default {@link INPUT_CHAIN}). Each engine whose
+   * sandboxes share a host needs its own: the driver flushes and refills it for its bridge.
+   */
+  inputChain?: string;
+  /** Name of the chain jumped to from DOCKER-USER (default {@link FORWARD_CHAIN}); one per engine, as above. */
+  forwardChain?: string;
 }
 
 /** Chain in the filter table's INPUT path: sandboxes cannot open connections to the host. */
@@ -99,21 +106,23 @@ export class EgressNetwork {
   /** Flushes and refills both chains, and makes sure they are jumped to first. Idempotent. */
   async installRules(): Promise<void> {
     const bridge = this.options.bridgeName;
-    await ensureChain(INPUT_CHAIN);
-    await iptables(['-F', INPUT_CHAIN]);
-    await iptables(['-A', INPUT_CHAIN, '-i', bridge, '-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'ACCEPT']);
-    await iptables(['-A', INPUT_CHAIN, '-i', bridge, '-j', 'DROP']);
-    await ensureJump('INPUT', INPUT_CHAIN);
+    const inputChain = this.options.inputChain ?? INPUT_CHAIN;
+    const forwardChain = this.options.forwardChain ?? FORWARD_CHAIN;
+    await ensureChain(inputChain);
+    await iptables(['-F', inputChain]);
+    await iptables(['-A', inputChain, '-i', bridge, '-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'ACCEPT']);
+    await iptables(['-A', inputChain, '-i', bridge, '-j', 'DROP']);
+    await ensureJump('INPUT', inputChain);
 
-    await ensureChain(FORWARD_CHAIN);
-    await iptables(['-F', FORWARD_CHAIN]);
-    await iptables(['-A', FORWARD_CHAIN, '-i', bridge, '-o', bridge, '-j', 'DROP']);
+    await ensureChain(forwardChain);
+    await iptables(['-F', forwardChain]);
+    await iptables(['-A', forwardChain, '-i', bridge, '-o', bridge, '-j', 'DROP']);
     for (const cidr of this.blockedCidrs()) {
-      await iptables(['-A', FORWARD_CHAIN, '-i', bridge, '-d', cidr, '-j', 'DROP']);
+      await iptables(['-A', forwardChain, '-i', bridge, '-d', cidr, '-j', 'DROP']);
     }
-    await iptables(['-A', FORWARD_CHAIN, '-j', 'RETURN']);
+    await iptables(['-A', forwardChain, '-j', 'RETURN']);
     await ensureChain('DOCKER-USER');
-    await ensureJump('DOCKER-USER', FORWARD_CHAIN);
+    await ensureJump('DOCKER-USER', forwardChain);
   }
 }
 

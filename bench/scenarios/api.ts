@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import autocannon from 'autocannon';
 import { openStore } from '../../packages/server/src/store/open-store.js';
 import type { SandboxRecord } from '../../packages/server/src/services/sandbox-model.js';
+import { sandboxFixture } from '../../packages/server/src/testing/sandbox-fixture.js';
 import { AuthService } from '../../packages/server/src/services/auth-service.js';
 import { machine, percentiles, report, type Baseline } from '../lib/results.js';
 import { serveCorral } from '../lib/serve.js';
@@ -33,44 +34,18 @@ function option(args: string[], name: string, fallback: number): number {
 
 function sandbox(i: number, userId: string): SandboxRecord {
   const t = new Date(Date.UTC(2026, 0, 1) + i * 1000).toISOString();
-  return {
+  return sandboxFixture({
     id: `bench${String(i).padStart(19, '0')}`,
+    userId,
     name: `bench-${i}`,
-    dockerImage: 'python:3.11-slim',
     startCommand: 'tail -f /dev/null',
-    cpuCores: 1,
-    memoryGb: 2,
-    diskSizeGb: 10,
-    gpuCount: 0,
-    gpuType: null,
-    vm: false,
-    networkAccess: true,
     status: i % 10 === 0 ? 'TERMINATED' : 'PENDING',
-    timeoutMinutes: 60,
-    idleTimeoutMinutes: null,
-    terminationReason: null,
     environmentVars: { A: 'b' },
     secrets: { S: 'v' },
-    advancedConfigs: null,
     labels: ['bench', `shard-${i % 16}`],
-    userId,
-    teamId: null,
-    region: null,
-    registryCredentialsId: null,
-    guaranteed: false,
-    idempotencyKey: null,
     createdAt: t,
     updatedAt: t,
-    startedAt: null,
-    terminatedAt: null,
-    lastActivityAt: null,
-    exitCode: null,
-    errorType: null,
-    errorMessage: null,
-    runtimeDriver: null,
-    runtimeId: null,
-    runtimeOwner: null,
-  };
+  });
 }
 
 async function seed(location: Parameters<typeof openStore>[0], count: number): Promise<string[]> {

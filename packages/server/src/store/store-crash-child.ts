@@ -1,4 +1,5 @@
 import { pathToFileURL } from 'node:url';
+import { sandboxFixture } from '../testing/sandbox-fixture.js';
 import type { SandboxPatch, SandboxRecord } from '../services/sandbox-model.js';
 import { openStore } from './open-store.js';
 
@@ -13,7 +14,7 @@ import { openStore } from './open-store.js';
 /** The sandbox the child inserts as number `i` of `prefix`. */
 export function crashSandbox(prefix: string, i: number): SandboxRecord {
   const created = new Date(Date.UTC(2026, 0, 1) + i * 1000).toISOString();
-  return {
+  return sandboxFixture({
     id: `${prefix}-${String(i).padStart(6, '0')}`,
     name: `crash ${i}`,
     dockerImage: 'python:3.11-slim',
@@ -22,35 +23,18 @@ export function crashSandbox(prefix: string, i: number): SandboxRecord {
     memoryGb: 0.5,
     diskSizeGb: 1.25,
     gpuCount: i % 3,
-    gpuType: null,
     vm: i % 2 === 0,
     networkAccess: i % 3 === 0,
-    status: 'PENDING',
-    timeoutMinutes: 60,
     idleTimeoutMinutes: i % 4 === 0 ? null : i,
-    terminationReason: null,
     environmentVars: { INDEX: String(i), PAD: 'x'.repeat(i % 500) },
     secrets: i % 5 === 0 ? null : { TOKEN: `secret-${i}` },
     advancedConfigs: { nested: { i, list: [i, 'two', null] } },
     labels: [`batch-${i % 10}`, 'crash'],
     userId: `${prefix}-user-${i % 4}`,
-    teamId: null,
-    region: null,
-    registryCredentialsId: null,
-    guaranteed: false,
     idempotencyKey: `${prefix}-idem-${i}`,
     createdAt: created,
     updatedAt: created,
-    startedAt: null,
-    terminatedAt: null,
-    lastActivityAt: null,
-    exitCode: null,
-    errorType: null,
-    errorMessage: null,
-    runtimeDriver: null,
-    runtimeId: null,
-    runtimeOwner: null,
-  };
+  });
 }
 
 /** The update the child applies to sandbox `i` after inserting it. */

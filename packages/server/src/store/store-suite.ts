@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import type { SandboxRecord, SandboxStatus } from '../services/sandbox-model.js';
+import { sandboxFixture } from '../testing/sandbox-fixture.js';
 import type { ApiKeyRecord, SandboxFilter, Store, TeamRecord, UserRecord } from './store.js';
 
 /**
@@ -29,45 +30,7 @@ export function runStoreSuite(name: string, open: () => Promise<Store>): void {
 
     /** A sandbox with every nullable field null; `overrides` sets the rest. */
     function sandbox(overrides: Partial<SandboxRecord> = {}): SandboxRecord {
-      return {
-        id: unique('sb'),
-        name: 'box',
-        dockerImage: 'python:3.11-slim',
-        startCommand: null,
-        cpuCores: 1,
-        memoryGb: 2,
-        diskSizeGb: 5,
-        gpuCount: 0,
-        gpuType: null,
-        vm: false,
-        networkAccess: false,
-        status: 'PENDING',
-        timeoutMinutes: 60,
-        idleTimeoutMinutes: null,
-        terminationReason: null,
-        environmentVars: null,
-        secrets: null,
-        advancedConfigs: null,
-        labels: [],
-        userId: unique('user'),
-        teamId: null,
-        region: null,
-        registryCredentialsId: null,
-        guaranteed: false,
-        idempotencyKey: null,
-        createdAt: '2020-01-01T00:00:00.000Z',
-        updatedAt: '2020-01-01T00:00:00.000Z',
-        startedAt: null,
-        terminatedAt: null,
-        lastActivityAt: null,
-        exitCode: null,
-        errorType: null,
-        errorMessage: null,
-        runtimeDriver: null,
-        runtimeId: null,
-        runtimeOwner: null,
-        ...overrides,
-      };
+      return sandboxFixture({ id: unique('sb'), userId: unique('user'), diskSizeGb: 5, networkAccess: false, ...overrides });
     }
 
     /**

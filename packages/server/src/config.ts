@@ -32,6 +32,22 @@ export interface CorralConfig {
   execMaxRequestBytes: number;
   /** Most gateway operations (exec, file transfers, read-file) running in sandboxes at once; more wait in a queue. */
   maxConcurrentExecs: number;
+  /** Exposures and tunnels are served at `<id>.<proxyDomain>`; `localhost` works without DNS since `*.localhost` is loopback. */
+  proxyDomain: string;
+  /** Host name clients use for TCP exposures and SSH sessions. Null: the host of publicUrl, else `host`. */
+  networkHost: string | null;
+  /** First and last external port of TCP exposures, `from-to`. */
+  tcpPortRange: string;
+  /** Port of Corral's SSH server for SSH sessions; 0 picks a free one. */
+  sshPort: number;
+  /** PEM certificate and key files; when both are set, exposures and tunnels are also served over HTTPS on proxyTlsPort. */
+  proxyTlsCert: string | null;
+  proxyTlsKey: string | null;
+  proxyTlsPort: number;
+  /** How long a tunnel lives, seconds. */
+  tunnelTtlSeconds: number;
+  /** Most tunnels (not yet expired) one user may hold. */
+  maxTunnelsPerUser: number;
 }
 
 type Parser = (raw: string, name: string) => unknown;
@@ -62,6 +78,13 @@ function oneOf(...values: string[]): Parser {
     return raw;
   };
 }
+const portRange: Parser = (raw, name) => {
+  const match = /^(\d+)-(\d+)$/.exec(raw.trim());
+  const from = Number(match?.[1]);
+  const to = Number(match?.[2]);
+  if (!match || from < 1 || to > 65535 || from > to) throw new Error(`${name} must be a port range like 30000-30999, got "${raw}"`);
+  return `${from}-${to}`;
+};
 const onOff: Parser = (raw, name) => {
   if (['1', 'true', 'on', 'yes'].includes(raw.toLowerCase())) return true;
   if (['0', 'false', 'off', 'no'].includes(raw.toLowerCase())) return false;
@@ -92,6 +115,15 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'execOutputMaxBytes', env: 'CORRAL_EXEC_OUTPUT_MAX_BYTES', description: 'Most bytes of stdout (and of stderr) one gateway exec returns; the rest is replaced by a truncation marker', defaultText: '16777216', parse: integer(1024, 1024 * 1024 * 1024) },
   { key: 'execMaxRequestBytes', env: 'CORRAL_EXEC_MAX_REQUEST_BYTES', description: 'Largest gateway exec request body, bytes (the command travels inside it)', defaultText: '16777216', parse: integer(64 * 1024, 1024 * 1024 * 1024) },
   { key: 'maxConcurrentExecs', env: 'CORRAL_MAX_CONCURRENT_EXECS', description: 'Most gateway operations running in sandboxes at once across the server; more wait in a queue', defaultText: '1024', parse: integer(1, 100_000) },
+  { key: 'proxyDomain', env: 'CORRAL_PROXY_DOMAIN', description: 'Domain of exposure and tunnel URLs (<id>.<domain>), served by Host header on the API port', defaultText: 'localhost', parse: text },
+  { key: 'networkHost', env: 'CORRAL_NETWORK_HOST', description: 'Host name given to clients for TCP exposures and SSH sessions', defaultText: '(host of CORRAL_PUBLIC_URL, else CORRAL_HOST)', parse: optionalText },
+  { key: 'tcpPortRange', env: 'CORRAL_TCP_PORT_RANGE', description: 'External ports for TCP exposures, from-to', defaultText: '30000-30999', parse: portRange },
+  { key: 'sshPort', env: 'CORRAL_SSH_PORT', description: 'Port of the SSH server behind SSH sessions (0 picks a free port)', defaultText: '2222', parse: integer(0, 65535) },
+  { key: 'proxyTlsCert', env: 'CORRAL_PROXY_TLS_CERT', description: 'PEM certificate file; with CORRAL_PROXY_TLS_KEY, exposures and tunnels are also served over HTTPS', defaultText: '(unset: no TLS)', parse: optionalText },
+  { key: 'proxyTlsKey', env: 'CORRAL_PROXY_TLS_KEY', description: 'PEM private key file for CORRAL_PROXY_TLS_CERT', defaultText: '(unset)', parse: optionalText },
+  { key: 'proxyTlsPort', env: 'CORRAL_PROXY_TLS_PORT', description: 'Port of the HTTPS listener for exposures and tunnels (0 picks a free port)', defaultText: '8443', parse: integer(0, 65535) },
+  { key: 'tunnelTtlSeconds', env: 'CORRAL_TUNNEL_TTL', description: 'How long a tunnel lives, seconds', defaultText: '86400', parse: integer(60, 86_400 * 30) },
+  { key: 'maxTunnelsPerUser', env: 'CORRAL_MAX_TUNNELS_PER_USER', description: 'Most unexpired tunnels one user may hold', defaultText: '20', parse: integer(1, 10_000) },
 ];
 
 const DEFAULTS: CorralConfig = {
@@ -117,6 +149,15 @@ const DEFAULTS: CorralConfig = {
   execOutputMaxBytes: 16 * 1024 * 1024,
   execMaxRequestBytes: 16 * 1024 * 1024,
   maxConcurrentExecs: 1024,
+  proxyDomain: 'localhost',
+  networkHost: null,
+  tcpPortRange: '30000-30999',
+  sshPort: 2222,
+  proxyTlsCert: null,
+  proxyTlsKey: null,
+  proxyTlsPort: 8443,
+  tunnelTtlSeconds: 86_400,
+  maxTunnelsPerUser: 20,
 };
 
 /**

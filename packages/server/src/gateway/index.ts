@@ -6,7 +6,9 @@ import type { AppServices } from '../http/app.js';
 import { registerConnectRoutes } from './connect/connect-routes.js';
 import { registerExecRoute } from './exec-route.js';
 import { registerFileRoutes } from './file-routes.js';
-import { type GatewayContext, type GatewayParams } from './gateway-context.js';
+import { type GatewayContext, type GatewayParams, targetOf } from './gateway-context.js';
+import { existingNetworkService } from '../network/network-service.js';
+import { SshAuthorizeError } from '../network/ssh-gateway.js';
 import { GatewayError, sendGatewayError } from './gateway-error.js';
 import { bearerToken, resolveTarget } from './gateway-target.js';
 import { Semaphore } from './semaphore.js';
@@ -17,7 +19,7 @@ const STREAM_PATH = /^\/gateway\/([^/?#]+)\/([^/?#]+)\/stream\/?(?:\?.*)?$/;
 /**
  * Registers the data-plane gateway under `/gateway/:user_ns/:job_id/…` (`app` is an
  * encapsulated plugin with prefix `/gateway`): `exec`, `upload`, `download`, `read-file`,
- * `authorize` (501 for now) and the streaming-exec WebSocket `stream`. Every route checks the
+ * `authorize` (SSH keys) and the streaming-exec WebSocket `stream`. Every route checks the
  * gateway token and the sandbox's state first; every error is a JSON object
  * `{error, message, code}`.
  */
@@ -68,8 +70,17 @@ export async function registerGateway(app: FastifyInstance, services: AppService
   registerExecRoute(app, ctx);
   registerFileRoutes(app, ctx);
   registerConnectRoutes(app, ctx); // Connect-RPC command_session.CommandSession (docs/connect-rpc.md)
-  app.post<{ Params: GatewayParams }>('/:user_ns/:job_id/authorize', { config: { public: true } }, async () => {
-    throw new GatewayError(501, 'not_implemented', 'SSH session authorisation is not supported by this server yet');
+  // SSH sessions: admits a public key for one session of this sandbox (docs/networking.md).
+  app.post<{ Params: GatewayParams }>('/:user_ns/:job_id/authorize', { config: { public: true } }, async (request) => {
+    const target = targetOf(request);
+    const network = existingNetworkService(services);
+    if (!network) throw new GatewayError(501, 'not_implemented', 'SSH sessions are not served by this server');
+    try {
+      return await network.ssh.authorize(target.sandboxId, (request.body as { value?: unknown } | undefined)?.value);
+    } catch (error) {
+      if (error instanceof SshAuthorizeError) throw new GatewayError(error.status, error.code, error.message);
+      throw error;
+    }
   });
   app.get<{ Params: GatewayParams }>('/:user_ns/:job_id/stream', { config: { public: true } }, async () => {
     throw new GatewayError(426, 'upgrade_required', 'This endpoint speaks WebSocket: connect with Upgrade: websocket (docs/streaming-exec.md)');

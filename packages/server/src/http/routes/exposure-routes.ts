@@ -1,8 +1,8 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import Type from 'typebox';
-import { ApiError } from '../../errors/api-error.js';
+import { NetworkService, networkServiceFor } from '../../network/network-service.js';
 import { type AppServices, principalOf } from '../app.js';
-import { ERROR_RESPONSES, ErrorBody, SandboxIdParams, SuccessResponse } from '../schemas/common.js';
+import { ERROR_RESPONSES, SandboxIdParams, SuccessResponse } from '../schemas/common.js';
 import {
   CreateSshSessionBody,
   ExposePortBody,
@@ -12,17 +12,42 @@ import {
 } from '../schemas/network-schemas.js';
 
 const tags = ['Sandbox'];
-const NOT_IMPLEMENTED = { 501: ErrorBody };
 
-function notYet(feature: string): never {
-  throw new ApiError('NOT_IMPLEMENTED', `${feature} is not available on this Corral server yet`);
+/** The absolute base URL of this server as the client sees it. */
+function baseUrl(services: AppServices, request: FastifyRequest): string {
+  return (services.config.publicUrl ?? `http://${request.host}`).replace(/\/+$/, '');
 }
 
 /**
- * Port exposure and SSH-session routes. They validate, check ownership and count rate limits;
- * the data paths behind them are not served yet and answer 501.
+ * The app's NetworkService, created on first call with hooks that put its Host router in front of
+ * the API once every route is registered and stop it when the app closes.
  */
-export function registerExposureRoutes(app: FastifyInstance, { sandboxes }: AppServices): void {
+export function networkOf(app: FastifyInstance, services: AppServices): NetworkService {
+  return networkServiceFor([services, app], () => {
+    const network = new NetworkService({
+      config: services.config,
+      store: services.gateway.store,
+      runtime: services.gateway.runtime,
+      tokens: services.gateway.tokens,
+      auth: services.auth,
+      activity: services.gateway.activity,
+      log: app.log,
+      server: app.server,
+    });
+    app.addHook('onReady', async () => network.start());
+    app.addHook('preClose', async () => network.close());
+    return network;
+  });
+}
+
+/**
+ * Port exposure and SSH-session routes: they validate, check ownership, count rate limits and
+ * hand over to the NetworkService (docs/networking.md).
+ */
+export function registerExposureRoutes(app: FastifyInstance, services: AppServices): void {
+  const { sandboxes } = services;
+  const network = networkOf(app, services);
+
   app.post<{ Params: { sandbox_id: string }; Body: ExposePortBody }>(
     '/sandbox/:sandbox_id/expose',
     {
@@ -32,12 +57,17 @@ export function registerExposureRoutes(app: FastifyInstance, { sandboxes }: AppS
         summary: 'Expose Port Endpoint',
         params: SandboxIdParams,
         body: ExposePortBody,
-        response: { 200: ExposePortResponse, ...ERROR_RESPONSES, ...NOT_IMPLEMENTED },
+        response: { 200: ExposePortResponse, ...ERROR_RESPONSES },
       },
     },
     async (request) => {
-      await sandboxes.get(principalOf(request), request.params.sandbox_id);
-      return notYet('Port exposure');
+      const sandbox = await sandboxes.get(principalOf(request), request.params.sandbox_id);
+      const body = request.body;
+      return network.expose(
+        sandbox,
+        { port: body.port, name: body.name ?? null, protocol: body.protocol ?? 'HTTP', auth: body.auth ?? 'none' },
+        baseUrl(services, request),
+      );
     },
   );
 
@@ -48,8 +78,8 @@ export function registerExposureRoutes(app: FastifyInstance, { sandboxes }: AppS
       schema: { tags, summary: 'List Exposed Ports Endpoint', params: SandboxIdParams, response: { 200: ListExposedPortsResponse, ...ERROR_RESPONSES } },
     },
     async (request) => {
-      await sandboxes.get(principalOf(request), request.params.sandbox_id);
-      return { exposures: [] };
+      const sandbox = await sandboxes.get(principalOf(request), request.params.sandbox_id);
+      return { exposures: await network.list([sandbox.id], baseUrl(services, request)) };
     },
   );
 
@@ -65,8 +95,9 @@ export function registerExposureRoutes(app: FastifyInstance, { sandboxes }: AppS
       },
     },
     async (request) => {
-      await sandboxes.get(principalOf(request), request.params.sandbox_id);
-      throw new ApiError('EXPOSURE_NOT_FOUND', `Exposure ${request.params.exposure_id} not found`);
+      const sandbox = await sandboxes.get(principalOf(request), request.params.sandbox_id);
+      await network.unexpose(sandbox.id, request.params.exposure_id);
+      return { success: true, message: `Exposure ${request.params.exposure_id} removed` };
     },
   );
 
@@ -76,10 +107,14 @@ export function registerExposureRoutes(app: FastifyInstance, { sandboxes }: AppS
       config: { rateLimit: 'expose.listAll' },
       schema: { tags, summary: 'List All Exposed Ports Endpoint', response: { 200: ListExposedPortsResponse, ...ERROR_RESPONSES } },
     },
-    async () => ({ exposures: [] }),
+    async (request) => {
+      const caller = principalOf(request);
+      const own = await services.gateway.store.findSandboxes({ userId: caller.user.id, activeOnly: true }, 10_000);
+      return { exposures: await network.list(own.map((s) => s.id), baseUrl(services, request)) };
+    },
   );
 
-  app.post<{ Params: { sandbox_id: string }; Body: CreateSshSessionBody | undefined }>(
+  app.post<{ Params: { sandbox_id: string }; Body: CreateSshSessionBody | null | undefined }>(
     '/sandbox/:sandbox_id/ssh-session',
     {
       config: { rateLimit: 'ssh.create' },
@@ -88,12 +123,13 @@ export function registerExposureRoutes(app: FastifyInstance, { sandboxes }: AppS
         summary: 'Create SSH Session Endpoint',
         params: SandboxIdParams,
         body: Type.Union([CreateSshSessionBody, Type.Null()]),
-        response: { 200: SshSessionResponse, ...ERROR_RESPONSES, ...NOT_IMPLEMENTED },
+        response: { 200: SshSessionResponse, ...ERROR_RESPONSES },
       },
     },
     async (request) => {
-      await sandboxes.get(principalOf(request), request.params.sandbox_id);
-      return notYet('SSH sessions');
+      const caller = principalOf(request);
+      const sandbox = await sandboxes.get(caller, request.params.sandbox_id);
+      return network.createSshSession(caller, sandbox, request.body?.ttl_seconds ?? 900, baseUrl(services, request));
     },
   );
 
@@ -109,8 +145,9 @@ export function registerExposureRoutes(app: FastifyInstance, { sandboxes }: AppS
       },
     },
     async (request) => {
-      await sandboxes.get(principalOf(request), request.params.sandbox_id);
-      throw new ApiError('SSH_SESSION_NOT_FOUND', `SSH session ${request.params.session_id} not found`);
+      const sandbox = await sandboxes.get(principalOf(request), request.params.sandbox_id);
+      await network.closeSshSession(sandbox.id, request.params.session_id);
+      return { success: true, message: `SSH session ${request.params.session_id} closed` };
     },
   );
 }

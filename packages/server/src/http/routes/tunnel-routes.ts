@@ -1,7 +1,10 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import Type, { type Static } from 'typebox';
 import { ApiError } from '../../errors/api-error.js';
-import { principalOf } from '../app.js';
+import type { TunnelRecord } from '../../network/network-records.js';
+import { existingNetworkService, type NetworkService } from '../../network/network-service.js';
+import { effectiveStatus } from '../../network/tunnel-hub.js';
+import { type AppServices, principalOf } from '../app.js';
 import { ERROR_RESPONSES, ErrorBody, SuccessResponse } from '../schemas/common.js';
 import {
   BulkDeleteTunnelBody,
@@ -11,25 +14,80 @@ import {
   TunnelResponse,
   TunnelStatusResponse,
 } from '../schemas/network-schemas.js';
+import { networkOf } from './exposure-routes.js';
 
 const tags = ['Tunnel'];
 const TunnelIdParams = Type.Object({ tunnel_id: Type.String({ minLength: 1, maxLength: 128 }) });
 
 /**
- * Reverse-tunnel routes. They validate and count rate limits; the tunnel relay is not served
- * yet, so creation answers 501 and there are never any tunnels to read or delete.
+ * Reverse-tunnel routes (docs/networking.md). Creating a tunnel returns the secrets a client
+ * binds with; `corral tunnel start` then holds a WebSocket to `/api/v1/tunnel/{id}/connect` and
+ * the tunnel is served at `http://<tunnel_id>.<proxy domain>`. Pass `services` (the app's shared
+ * services); without it the routes use the NetworkService the exposure routes registered on `app`.
  */
-export function registerTunnelRoutes(app: FastifyInstance): void {
+export function registerTunnelRoutes(app: FastifyInstance, services?: AppServices): void {
+  const network: NetworkService | undefined = services ? networkOf(app, services) : existingNetworkService(app);
+  const hub = (): NetworkService => {
+    if (!network) throw new ApiError('NOT_IMPLEMENTED', 'Tunnels are not available on this Corral server');
+    return network;
+  };
+  const config = services?.config;
+
+  const statusView = (t: TunnelRecord, request: FastifyRequest) => ({
+    tunnel_id: t.id,
+    name: t.name,
+    status: effectiveStatus(t),
+    hostname: new URL(hub().hostUrl(t.id, request.host)).host,
+    url: hub().hostUrl(t.id, request.host),
+    created_at: t.createdAt,
+    connected_at: t.connectedAt,
+    expires_at: t.expiresAt,
+    user_id: t.userId,
+    team_id: t.teamId,
+    local_port: t.localPort,
+    labels: t.labels,
+    http_user: t.httpUser,
+    terminated_at: t.terminatedAt,
+  });
+
   app.post<{ Body: Static<typeof CreateTunnelBody> }>(
     '/tunnel',
     {
       config: { rateLimit: 'tunnel.create' },
       schema: { tags, summary: 'Create Tunnel', body: CreateTunnelBody, response: { 201: TunnelResponse, ...ERROR_RESPONSES, 501: ErrorBody } },
     },
-    async (request) => {
-      const teamId = request.body.teamId;
-      if (teamId && !principalOf(request).teams.has(teamId)) throw ApiError.invalid('teamId', `you are not a member of team ${teamId}`);
-      throw new ApiError('NOT_IMPLEMENTED', 'Tunnels are not available on this Corral server yet');
+    async (request, reply) => {
+      const caller = principalOf(request);
+      const body = request.body;
+      const teamId = body.teamId ?? null;
+      if (teamId && !caller.teams.has(teamId)) throw ApiError.invalid('teamId', `you are not a member of team ${teamId}`);
+      const network = hub();
+      const created = await network.tunnels.create(
+        caller,
+        { name: body.name ?? null, localPort: body.local_port ?? 8765, teamId, labels: body.labels ?? [], httpUser: body.http_user ?? null },
+        config?.tunnelTtlSeconds ?? 86_400,
+        config?.maxTunnelsPerUser ?? 20,
+      );
+      const url = network.hostUrl(created.tunnel.id, request.host);
+      const base = (config?.publicUrl ?? `http://${request.host}`).replace(/\/+$/, '');
+      const api = new URL(base);
+      reply.code(201);
+      return {
+        tunnel_id: created.tunnel.id,
+        hostname: new URL(url).host,
+        url,
+        frp_token: created.frpToken,
+        binding_secret: created.bindingSecret,
+        server_host: api.hostname,
+        server_port: Number(api.port || (api.protocol === 'https:' ? 443 : 80)),
+        expires_at: created.tunnel.expiresAt,
+        name: created.tunnel.name,
+        local_port: created.tunnel.localPort,
+        labels: created.tunnel.labels,
+        http_user: created.tunnel.httpUser,
+        http_password: created.httpPassword,
+        connect_url: `${base.replace(/^http/, 'ws')}/api/v1/tunnel/${created.tunnel.id}/connect`,
+      };
     },
   );
 
@@ -39,7 +97,25 @@ export function registerTunnelRoutes(app: FastifyInstance): void {
       config: { rateLimit: 'tunnel.list' },
       schema: { tags, summary: 'List Tunnels', querystring: ListTunnelsQuery, response: { 200: TunnelListResponse, ...ERROR_RESPONSES } },
     },
-    async () => ({ tunnels: [], total: 0 }),
+    async (request) => {
+      const caller = principalOf(request);
+      const { teamId, status, labels } = request.query;
+      const page = request.query.page ?? 1;
+      const perPage = request.query.perPage ?? 50;
+      if (teamId && !caller.teams.has(teamId)) throw new ApiError('FORBIDDEN', `You are not a member of team ${teamId}`);
+      const result = await hub().tunnels.list(
+        { ...(teamId ? { teamId } : { userId: caller.user.id }), ...(status ? { status } : {}), ...(labels ? { labels } : {}) },
+        page,
+        perPage,
+      );
+      return {
+        tunnels: result.tunnels.map((t) => statusView(t, request)),
+        total: result.total,
+        page,
+        per_page: perPage,
+        has_next: page * perPage < result.total,
+      };
+    },
   );
 
   app.delete<{ Body: Static<typeof BulkDeleteTunnelBody> }>(
@@ -61,12 +137,20 @@ export function registerTunnelRoutes(app: FastifyInstance): void {
       },
     },
     async (request) => {
+      const caller = principalOf(request);
       const ids = [...new Set(request.body.tunnel_ids)];
-      return {
-        succeeded: [],
-        failed: ids.map((id) => ({ tunnel_id: id, error: 'Tunnel not found' })),
-        message: `Deleted 0 tunnel(s), ${ids.length} failed`,
-      };
+      const succeeded: string[] = [];
+      const failed: Array<Record<string, string>> = [];
+      for (const id of ids) {
+        try {
+          await hub().tunnels.delete(caller, id);
+          succeeded.push(id);
+        } catch (error) {
+          if (!(error instanceof ApiError)) throw error;
+          failed.push({ tunnel_id: id, error: 'Tunnel not found' });
+        }
+      }
+      return { succeeded, failed, message: `Deleted ${succeeded.length} tunnel(s), ${failed.length} failed` };
     },
   );
 
@@ -76,9 +160,7 @@ export function registerTunnelRoutes(app: FastifyInstance): void {
       config: { rateLimit: 'tunnel.get' },
       schema: { tags, summary: 'Get Tunnel', params: TunnelIdParams, response: { 200: TunnelStatusResponse, ...ERROR_RESPONSES } },
     },
-    async (request) => {
-      throw new ApiError('TUNNEL_NOT_FOUND', `Tunnel ${request.params.tunnel_id} not found`);
-    },
+    async (request) => statusView(await hub().tunnels.get(principalOf(request), request.params.tunnel_id), request),
   );
 
   app.delete<{ Params: Static<typeof TunnelIdParams> }>(
@@ -88,7 +170,8 @@ export function registerTunnelRoutes(app: FastifyInstance): void {
       schema: { tags, summary: 'Delete Tunnel', params: TunnelIdParams, response: { 200: SuccessResponse, ...ERROR_RESPONSES } },
     },
     async (request) => {
-      throw new ApiError('TUNNEL_NOT_FOUND', `Tunnel ${request.params.tunnel_id} not found`);
+      await hub().tunnels.delete(principalOf(request), request.params.tunnel_id);
+      return { success: true, message: `Tunnel ${request.params.tunnel_id} deleted` };
     },
   );
 }

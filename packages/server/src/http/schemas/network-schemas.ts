@@ -6,6 +6,8 @@ export const ExposePortBody = Type.Object({
   port: Type.Integer({ minimum: 22, maximum: 9000 }),
   name: Type.Optional(Nullable(Type.String({ maxLength: 50 }))),
   protocol: Type.Optional(StringEnum(['HTTP', 'TCP'] as const, { default: 'HTTP' })),
+  /** Corral: `token` makes an HTTP exposure private; requests then need the returned `access_token`. */
+  auth: Type.Optional(StringEnum(['none', 'token'] as const, { default: 'none' })),
 });
 export type ExposePortBody = Static<typeof ExposePortBody>;
 
@@ -20,6 +22,11 @@ export const ExposePortResponse = Type.Object({
   tls_socket: Type.String(),
   external_port: Type.Optional(Nullable(Type.Integer())),
   external_endpoint: Type.Optional(Nullable(Type.String())),
+  created_at: Type.Optional(Type.String()),
+  /** Corral: `token` when the exposure is private. */
+  auth: Type.Optional(Type.String()),
+  /** Corral: for private exposures, the token requests carry (header `x-corral-exposure-token` or `?corral_token=`); returned only here. */
+  access_token: Type.Optional(Type.String()),
 });
 
 /** `ExposedPortInfo` list. */
@@ -36,6 +43,7 @@ export const ListExposedPortsResponse = Type.Object({
       external_port: Nullable(Type.Integer()),
       external_endpoint: Nullable(Type.String()),
       created_at: Nullable(Type.String()),
+      auth: Type.Optional(Type.String()),
     }),
   ),
 });
@@ -81,6 +89,14 @@ export const TunnelResponse = Type.Object({
   server_host: Type.String(),
   server_port: Type.Integer(),
   expires_at: Type.String(),
+  name: Type.Optional(Nullable(Type.String())),
+  local_port: Type.Optional(Type.Integer()),
+  labels: Type.Optional(Type.Array(Type.String())),
+  http_user: Type.Optional(Nullable(Type.String())),
+  /** Returned once, when `http_user` was given. */
+  http_password: Type.Optional(Nullable(Type.String())),
+  /** Corral: the WebSocket URL a tunnel client binds to (with the API key and `binding_secret`). */
+  connect_url: Type.Optional(Type.String()),
 });
 
 /** `TunnelStatusResponse`. */
@@ -95,6 +111,10 @@ export const TunnelStatusResponse = Type.Object({
   expires_at: Type.String(),
   user_id: Type.String(),
   team_id: Nullable(Type.String()),
+  local_port: Type.Optional(Type.Integer()),
+  labels: Type.Optional(Type.Array(Type.String())),
+  http_user: Type.Optional(Nullable(Type.String())),
+  terminated_at: Type.Optional(Nullable(Type.String())),
 });
 
 /** `GET /tunnel` query. */
@@ -112,4 +132,10 @@ export const BulkDeleteTunnelBody = Type.Object({
 });
 
 /** `TunnelListResponse`. */
-export const TunnelListResponse = Type.Object({ tunnels: Type.Array(TunnelStatusResponse), total: Type.Integer() });
+export const TunnelListResponse = Type.Object({
+  tunnels: Type.Array(TunnelStatusResponse),
+  total: Type.Integer(),
+  page: Type.Optional(Type.Integer()),
+  per_page: Type.Optional(Type.Integer()),
+  has_next: Type.Optional(Type.Boolean()),
+});

@@ -78,7 +78,21 @@ function longname(name: string, a: Attributes): string {
  * through `getFile`/`putFile` staged in a temporary file on the host (reads are fetched whole at
  * open; writes are sent on close).
  */
-export function serveSftp(sftp: SFTPWrapper, runtime: SandboxRuntime, runtimeId: string, log: FastifyBaseLogger): void {
+export function serveSftp(
+  sftp: SFTPWrapper,
+  target: Promise<{ runtime: SandboxRuntime; runtimeId: string } | string>,
+  log: FastifyBaseLogger,
+): void {
+  // Handlers are registered at once (the client's first requests follow the INIT immediately)
+  // and each waits for the sandbox to be resolved first.
+  let runtime!: SandboxRuntime;
+  let runtimeId!: string;
+  const ready = target.then((resolved) => {
+    if (typeof resolved === 'string') throw new Error(resolved);
+    runtime = resolved.runtime;
+    runtimeId = resolved.runtimeId;
+  });
+  ready.catch(() => sftp.end());
   const staging = mkdtempSync(join(tmpdir(), 'corral-sftp-'));
   const handles = new Map<number, FileHandleState | DirHandleState>();
   let nextHandle = 1;
@@ -105,8 +119,11 @@ export function serveSftp(sftp: SFTPWrapper, runtime: SandboxRuntime, runtimeId:
     const outcome = await run(runtime, runtimeId, argv);
     sftp.status(reqid, outcome.exitCode === 0 ? STATUS_CODE.OK : statusOf(outcome.stderr), outcome.exitCode === 0 ? undefined : outcome.stderr.trim());
   };
+  // Requests are answered one at a time, in the order they came: OpenSSH's scp keeps reading
+  // past the first out-of-order READ reply and then truncates the file at that point.
+  let queue: Promise<void> = ready.catch(() => undefined);
   const guard = (reqid: number, work: () => Promise<void>): void => {
-    work().catch((error: unknown) => {
+    queue = queue.then(() => ready).then(work).catch((error: unknown) => {
       log.debug({ err: error }, 'sftp: request failed');
       const code = error instanceof RuntimeError && error.kind === 'NOT_FOUND' ? STATUS_CODE.NO_SUCH_FILE : STATUS_CODE.FAILURE;
       try {
@@ -116,6 +133,7 @@ export function serveSftp(sftp: SFTPWrapper, runtime: SandboxRuntime, runtimeId:
       }
     });
   };
+
 
   sftp.on('REALPATH', (reqid, path) =>
     guard(reqid, async () => {
@@ -242,6 +260,16 @@ export function serveSftp(sftp: SFTPWrapper, runtime: SandboxRuntime, runtimeId:
   sftp.on('SETSTAT', (reqid, path, attrs) => void resolvePath(path).then((p) => setstat(reqid, p, attrs)));
   // Mode changes on an open handle are applied to nothing yet (the file is written at close); accepted as a no-op.
   sftp.on('FSETSTAT', (reqid, _handle, attrs) => setstat(reqid, null, attrs));
+  // The client's EOF ends the subsystem: close the channel from this side too.
+  // OpenSSH's scp reports failure unless the channel carries exit status 0; ssh2's SFTP object has
+  // no public call for it, so it goes through the protocol object underneath.
+  sftp.on('end', () => {
+    const internals = sftp as unknown as { _protocol?: { exitStatus(id: number, status: number): void }; outgoing?: { id: number; state: string } };
+    if (internals._protocol && internals.outgoing && ['open', 'eof'].includes(internals.outgoing.state)) {
+      internals._protocol.exitStatus(internals.outgoing.id, 0);
+    }
+    sftp.end();
+  });
   sftp.on('close', () => {
     for (const state of handles.values()) if (state.kind === 'file') void state.fd.close().catch(() => undefined);
     handles.clear();

@@ -263,11 +263,10 @@ export class SshGateway {
     };
     session.on('shell', (accept) => run(accept(), ['/bin/sh', '-c', LOGIN_SHELL]));
     session.on('exec', (accept, _reject, info) => run(accept(), ['/bin/sh', '-c', info.command]));
-    session.on('sftp', (accept, reject) => {
-      void this.target(sessionId).then((target) => {
-        if (typeof target === 'string') return reject();
-        serveSftp(accept(), target.runtime, target.runtimeId, this.deps.log);
-      });
+    session.on('sftp', (accept) => {
+      // Accept at once: the client's SFTP INIT follows immediately and must find the channel ready.
+      const sftp = accept();
+      serveSftp(sftp, this.target(sessionId), this.deps.log);
     });
   }
 }

@@ -48,6 +48,11 @@ export class BenchClient {
     return (JSON.parse(text) as { exit_code: number }).exit_code;
   }
 
+  /** The sandbox as `GET /sandbox/{id}` returns it. */
+  async get(id: string): Promise<Record<string, unknown>> {
+    return this.call<Record<string, unknown>>('GET', `/sandbox/${id}`);
+  }
+
   async delete(id: string): Promise<void> {
     await this.call('DELETE', `/sandbox/${id}`);
   }

@@ -6,8 +6,8 @@ import { machine, percentiles, report } from '../lib/results.js';
 /**
  * `npm run bench -- density [--driver oci|docker] [--max 1000] [--step 50]`
  *
- * Adds idle sandboxes `step` at a time (created `step` at once) up to `max`. After each step it
- * times 20 gateway execs on random sandboxes. It stops when the step's create p99 or exec p99 passes
+ * Adds idle sandboxes `step` at a time (8 created at once) up to `max`. After each step it times 10
+ * more creates one by one (create → RUNNING) and 20 gateway execs on random sandboxes. It stops when the step's create p99 or exec p99 passes
  * 1 s, or at `max`. Host memory per idle sandbox = drop in free memory / sandboxes held. Baseline:
  * `docker run -d` + `docker exec` of the first step's size, for scale.
  */
@@ -21,21 +21,30 @@ export async function run(args: string[]): Promise<void> {
   const step = opt('step', 50);
   const server = await startBenchServer(driver, { CORRAL_PIDS_LIMIT: '64' });
   const held: string[] = [];
-  const steps: Array<{ sandboxes: number; create_p99_ms: number; exec_p99_ms: number; exec_p50_ms: number; free_mem_mib: number; errors: number }> = [];
+  const steps: Array<{ sandboxes: number; create_p99_ms: number; exec_p99_ms: number; exec_p50_ms: number; free_mem_mib: number; errors: number; first_error: string | null }> = [];
   const freeAtStart = freemem();
   let lastCreate = percentiles([]);
   try {
     while (held.length < max) {
       const size = Math.min(step, max - held.length);
-      const creates = await timeRuns(size, size, async () => {
+      const createOne = async (): Promise<void> => {
         const id = await server.client.create(BENCH_IMAGE, { memory_gb: 0.1, cpu_cores: 0.1, disk_size_gb: 0.1 });
         held.push(id);
-        await server.client.waitRunning(id, 50, 300_000);
-      });
+        await server.client.waitRunning(id, 20, 300_000);
+      };
+      // Fill at a steady pace (8 at a time), then probe: how long one more create takes at this density.
+      const fill = await timeRuns(Math.max(0, size - 10), 8, createOne);
+      const creates = await timeRuns(Math.min(10, size), 1, createOne);
+      creates.errors.push(...fill.errors);
       lastCreate = percentiles(creates.ms);
       const execs = await timeRuns(20, 4, async () => {
         const id = held[Math.floor(Math.random() * held.length)] as string;
-        await server.client.exec(id, 'true');
+        try {
+          await server.client.exec(id, 'true');
+        } catch (error) {
+          const s = await server.client.get(id).catch(() => ({}));
+          throw new Error(`${(error as Error).message}; sandbox: ${JSON.stringify({ status: s.status, errorType: s.errorType, errorMessage: s.errorMessage, terminationReason: s.terminationReason, exitCode: s.exitCode, startedAt: s.startedAt, terminatedAt: s.terminatedAt })}`);
+        }
       });
       const execP = percentiles(execs.ms);
       const entry = {
@@ -45,6 +54,7 @@ export async function run(args: string[]): Promise<void> {
         exec_p50_ms: execP.p50_ms,
         free_mem_mib: Math.round(freemem() / 1024 ** 2),
         errors: creates.errors.length + execs.errors.length,
+        first_error: creates.errors[0] ?? execs.errors[0] ?? null,
       };
       steps.push(entry);
       console.log(JSON.stringify(entry));

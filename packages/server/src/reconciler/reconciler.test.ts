@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import type { SandboxRuntime } from '../runtime/runtime.js';
 import type { SandboxRecord } from '../services/sandbox-model.js';
 import { type TestServer, startTestServer } from '../testing/test-server.js';
 
@@ -88,5 +89,39 @@ describe('reconciler timeouts', () => {
       await restarted.close();
     }
     t = await startTestServer({ dataDir, bootstrapApiKey: t.adminKey });
+  });
+});
+
+describe('reconciler and sandboxes created during a pass', () => {
+  it('does not take a container whose row appeared after the pass read the store for an orphan', async () => {
+    const t = await startTestServer();
+    try {
+      const created: string[] = [];
+      const removed: string[] = [];
+      // A runtime whose listing shows a container for a sandbox the store did not have when the pass began.
+      const runtime = {
+        name: 'race',
+        list: async () => {
+          const id = (await t.request('POST', '/api/v1/sandbox', { body: { name: 'late', docker_image: 'busybox' } })).json<{ id: string }>().id;
+          created.push(id);
+          await t.server.store.updateSandbox(id, { status: 'RUNNING', startedAt: new Date().toISOString(), runtimeId: `c-${id}` });
+          return [{ sandboxId: id, runtimeId: `c-${id}`, running: true, exitCode: null, oomKilled: false }];
+        },
+        remove: async (runtimeId: string) => {
+          removed.push(runtimeId);
+        },
+        onEvent: () => () => undefined,
+      };
+      const { Reconciler } = await import('./reconciler.js');
+      const { SandboxLifecycle } = await import('../services/sandbox-lifecycle.js');
+      const lifecycle = new SandboxLifecycle(t.server.store, runtime as unknown as SandboxRuntime, t.server.config, t.server.log);
+      const reconciler = new Reconciler(t.server.store, lifecycle, 60_000, t.server.log);
+      const report = await reconciler.reconcile();
+      assert.deepEqual(report.orphansRemoved, []);
+      assert.deepEqual(removed, []);
+      assert.equal((await t.server.store.getSandbox(created[0] ?? ''))?.status, 'RUNNING');
+    } finally {
+      await t.close();
+    }
   });
 });

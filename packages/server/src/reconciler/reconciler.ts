@@ -168,6 +168,8 @@ export class Reconciler {
     const rows = new Map((await this.store.getSandboxes(candidates.map((c) => c.sandboxId))).map((s) => [s.id, s]));
     for (const container of candidates) {
       const row = rows.get(container.sandboxId);
+      // Read after the runtime listing: a sandbox created since this pass began is live, not an orphan.
+      if (row && ACTIVE_STATUSES.includes(row.status)) continue;
       const endedAt = row?.terminatedAt ? toMillis(row.terminatedAt) : 0;
       const keepForLogs = row !== undefined && row.terminationReason !== 'deleted' && !container.running && now - endedAt < ENDED_CONTAINER_GRACE_MS;
       if (keepForLogs) continue;

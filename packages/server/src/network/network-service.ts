@@ -117,6 +117,11 @@ export class NetworkService {
     this.sweepTimer.unref();
   }
 
+  /** The server configuration this service runs with. */
+  get config(): CorralConfig {
+    return this.deps.config;
+  }
+
   /** Stops every listener and connection this service holds. Sandboxes and stored rows are left alone. */
   async close(): Promise<void> {
     if (this.closed) return;

@@ -37,6 +37,9 @@ export function effectiveStatus(tunnel: TunnelRecord, now = Date.now()): TunnelS
 
 /** One stream (one proxied connection) inside a tunnel link. */
 class TunnelStream extends Duplex {
+  /** The client sent END: everything it will send has arrived. */
+  remoteEnded = false;
+
   constructor(
     private readonly link: TunnelLink,
     readonly id: number,
@@ -87,9 +90,13 @@ class TunnelLink {
       const stream = this.streams.get(frame.streamId);
       if (!stream) return;
       if (frame.op === FRAME.DATA) stream.push(frame.payload);
-      else if (frame.op === FRAME.END) stream.push(null);
-      else if (frame.op === FRAME.RESET) {
+      else if (frame.op === FRAME.END) {
+        stream.remoteEnded = true;
+        stream.push(null);
+      } else if (frame.op === FRAME.RESET) {
         this.streams.delete(frame.streamId);
+        // After END the data is complete: let the reader drain what is buffered rather than fail it.
+        if (stream.remoteEnded && frame.payload.length === 0) return;
         stream.destroy(new Error(frame.payload.length > 0 ? frame.payload.toString('utf8') : 'connection reset by the tunnel client'));
       }
     });
@@ -141,7 +148,8 @@ export class TunnelHub {
       (t) => effectiveStatus(t) !== 'expired',
     ).length;
     if (active >= maxPerUser) {
-      throw ApiError.invalid('tunnel', `You have reached the maximum number of tunnels (${maxPerUser}); delete one first`);
+      // Prime answers 400 here; its SDK maps a 400 mentioning "maximum number of" to TunnelLimitReachedError.
+      throw new ApiError('MALFORMED_REQUEST', `You have reached the maximum number of tunnels (${maxPerUser}); delete one first`);
     }
     const bindingSecret = randomBytes(24).toString('base64url');
     const httpPassword = input.httpUser ? randomBytes(12).toString('base64url') : null;

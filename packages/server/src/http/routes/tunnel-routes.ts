@@ -31,7 +31,7 @@ export function registerTunnelRoutes(app: FastifyInstance, services?: AppService
     if (!network) throw new ApiError('NOT_IMPLEMENTED', 'Tunnels are not available on this Corral server');
     return network;
   };
-  const config = services?.config;
+  const config = services?.config ?? network?.config;
 
   const statusView = (t: TunnelRecord, request: FastifyRequest) => ({
     tunnel_id: t.id,

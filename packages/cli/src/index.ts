@@ -5,6 +5,7 @@ import { registerLogin } from './commands/login.js';
 import { registerSandbox } from './commands/sandbox.js';
 import { registerServe } from './commands/serve.js';
 import { registerTeams } from './commands/teams.js';
+import { registerTunnel } from './commands/tunnel/index.js';
 import { registerUsers } from './commands/users.js';
 
 /** The `corral` command with every verb registered. */
@@ -23,5 +24,6 @@ export function buildProgram(): Command {
   registerImages(program);
   registerUsers(program);
   registerTeams(program);
+  registerTunnel(program);
   return program;
 }

@@ -292,6 +292,7 @@ export type ExposePortRequest = {
   port: number;
   name?: string | null;
   protocol?: "HTTP" | "TCP";
+  auth?: "none" | "token";
 };
 
 /** Success response of `POST /api/v1/sandbox/{sandbox_id}/expose`. */
@@ -305,6 +306,9 @@ export type ExposePortResponse = {
   tls_socket: string;
   external_port?: number | null;
   external_endpoint?: string | null;
+  created_at?: string;
+  auth?: string;
+  access_token?: string;
 };
 
 /** Success response of `GET /api/v1/sandbox/{sandbox_id}/expose`. */
@@ -320,6 +324,7 @@ export type ListExposedPortsResponse = {
     external_port: number | null;
     external_endpoint: string | null;
     created_at: string | null;
+    auth?: string;
   }>;
 };
 
@@ -342,6 +347,7 @@ export type ListAllExposedPortsResponse = {
     external_port: number | null;
     external_endpoint: string | null;
     created_at: string | null;
+    auth?: string;
   }>;
 };
 
@@ -391,6 +397,12 @@ export type CreateTunnelResponse = {
   server_host: string;
   server_port: number;
   expires_at: string;
+  name?: string | null;
+  local_port?: number;
+  labels?: Array<string>;
+  http_user?: string | null;
+  http_password?: string | null;
+  connect_url?: string;
 };
 
 /** Query of `GET /api/v1/tunnel`. */
@@ -415,8 +427,15 @@ export type ListTunnelsResponse = {
     expires_at: string;
     user_id: string;
     team_id: string | null;
+    local_port?: number;
+    labels?: Array<string>;
+    http_user?: string | null;
+    terminated_at?: string | null;
   }>;
   total: number;
+  page?: number;
+  per_page?: number;
+  has_next?: boolean;
 };
 
 /** Body of `DELETE /api/v1/tunnel`. */
@@ -443,6 +462,10 @@ export type GetTunnelResponse = {
   expires_at: string;
   user_id: string;
   team_id: string | null;
+  local_port?: number;
+  labels?: Array<string>;
+  http_user?: string | null;
+  terminated_at?: string | null;
 };
 
 /** Success response of `DELETE /api/v1/tunnel/{tunnel_id}`. */
@@ -698,16 +721,16 @@ export const RESPONSE_SCHEMAS: Readonly<Record<string, JsonSchema>> = {
   GetSandboxLogs: {"type":"object","properties":{"logs":{"type":"string"}},"required":["logs"]},
   GetSandboxErrorContext: {"type":"object","properties":{"status":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorType":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["status","errorType","errorMessage"]},
   AuthorizeSandbox: {"type":"object","properties":{"token":{"type":"string"},"gateway_url":{"type":"string"},"user_ns":{"type":"string"},"job_id":{"type":"string"},"expires_at":{"type":"string"}},"required":["token","gateway_url","user_ns","job_id","expires_at"]},
-  ExposePort: {"type":"object","properties":{"exposure_id":{"type":"string"},"sandbox_id":{"type":"string"},"port":{"type":"integer"},"name":{"anyOf":[{"type":"string"},{"type":"null"}]},"protocol":{"type":"string"},"url":{"type":"string"},"tls_socket":{"type":"string"},"external_port":{"anyOf":[{"type":"integer"},{"type":"null"}]},"external_endpoint":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["exposure_id","sandbox_id","port","name","protocol","url","tls_socket"]},
-  ListExposedPorts: {"type":"object","properties":{"exposures":{"type":"array","items":{"type":"object","properties":{"exposure_id":{"type":"string"},"sandbox_id":{"type":"string"},"port":{"type":"integer"},"name":{"anyOf":[{"type":"string"},{"type":"null"}]},"protocol":{"anyOf":[{"type":"string"},{"type":"null"}]},"url":{"type":"string"},"tls_socket":{"type":"string"},"external_port":{"anyOf":[{"type":"integer"},{"type":"null"}]},"external_endpoint":{"anyOf":[{"type":"string"},{"type":"null"}]},"created_at":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["exposure_id","sandbox_id","port","name","protocol","url","tls_socket","external_port","external_endpoint","created_at"]}}},"required":["exposures"]},
+  ExposePort: {"type":"object","properties":{"exposure_id":{"type":"string"},"sandbox_id":{"type":"string"},"port":{"type":"integer"},"name":{"anyOf":[{"type":"string"},{"type":"null"}]},"protocol":{"type":"string"},"url":{"type":"string"},"tls_socket":{"type":"string"},"external_port":{"anyOf":[{"type":"integer"},{"type":"null"}]},"external_endpoint":{"anyOf":[{"type":"string"},{"type":"null"}]},"created_at":{"type":"string"},"auth":{"type":"string"},"access_token":{"type":"string"}},"required":["exposure_id","sandbox_id","port","name","protocol","url","tls_socket"]},
+  ListExposedPorts: {"type":"object","properties":{"exposures":{"type":"array","items":{"type":"object","properties":{"exposure_id":{"type":"string"},"sandbox_id":{"type":"string"},"port":{"type":"integer"},"name":{"anyOf":[{"type":"string"},{"type":"null"}]},"protocol":{"anyOf":[{"type":"string"},{"type":"null"}]},"url":{"type":"string"},"tls_socket":{"type":"string"},"external_port":{"anyOf":[{"type":"integer"},{"type":"null"}]},"external_endpoint":{"anyOf":[{"type":"string"},{"type":"null"}]},"created_at":{"anyOf":[{"type":"string"},{"type":"null"}]},"auth":{"type":"string"}},"required":["exposure_id","sandbox_id","port","name","protocol","url","tls_socket","external_port","external_endpoint","created_at"]}}},"required":["exposures"]},
   UnexposePort: {"type":"object","properties":{"success":{"type":"boolean"},"message":{"type":"string"}},"required":["success","message"]},
-  ListAllExposedPorts: {"type":"object","properties":{"exposures":{"type":"array","items":{"type":"object","properties":{"exposure_id":{"type":"string"},"sandbox_id":{"type":"string"},"port":{"type":"integer"},"name":{"anyOf":[{"type":"string"},{"type":"null"}]},"protocol":{"anyOf":[{"type":"string"},{"type":"null"}]},"url":{"type":"string"},"tls_socket":{"type":"string"},"external_port":{"anyOf":[{"type":"integer"},{"type":"null"}]},"external_endpoint":{"anyOf":[{"type":"string"},{"type":"null"}]},"created_at":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["exposure_id","sandbox_id","port","name","protocol","url","tls_socket","external_port","external_endpoint","created_at"]}}},"required":["exposures"]},
+  ListAllExposedPorts: {"type":"object","properties":{"exposures":{"type":"array","items":{"type":"object","properties":{"exposure_id":{"type":"string"},"sandbox_id":{"type":"string"},"port":{"type":"integer"},"name":{"anyOf":[{"type":"string"},{"type":"null"}]},"protocol":{"anyOf":[{"type":"string"},{"type":"null"}]},"url":{"type":"string"},"tls_socket":{"type":"string"},"external_port":{"anyOf":[{"type":"integer"},{"type":"null"}]},"external_endpoint":{"anyOf":[{"type":"string"},{"type":"null"}]},"created_at":{"anyOf":[{"type":"string"},{"type":"null"}]},"auth":{"type":"string"}},"required":["exposure_id","sandbox_id","port","name","protocol","url","tls_socket","external_port","external_endpoint","created_at"]}}},"required":["exposures"]},
   CreateSshSession: {"type":"object","properties":{"session_id":{"type":"string"},"exposure_id":{"type":"string"},"sandbox_id":{"type":"string"},"host":{"type":"string"},"port":{"type":"integer"},"external_endpoint":{"type":"string"},"expires_at":{"type":"string"},"ttl_seconds":{"type":"integer"},"gateway_url":{"type":"string"},"user_ns":{"type":"string"},"job_id":{"type":"string"},"token":{"type":"string"}},"required":["session_id","exposure_id","sandbox_id","host","port","external_endpoint","expires_at","ttl_seconds","gateway_url","user_ns","job_id","token"]},
   CloseSshSession: {"type":"object","properties":{"success":{"type":"boolean"},"message":{"type":"string"}},"required":["success","message"]},
-  CreateTunnel: {"type":"object","properties":{"tunnel_id":{"type":"string"},"hostname":{"type":"string"},"url":{"type":"string"},"frp_token":{"type":"string"},"binding_secret":{"type":"string"},"server_host":{"type":"string"},"server_port":{"type":"integer"},"expires_at":{"type":"string"}},"required":["tunnel_id","hostname","url","frp_token","binding_secret","server_host","server_port","expires_at"]},
-  ListTunnels: {"type":"object","properties":{"tunnels":{"type":"array","items":{"type":"object","properties":{"tunnel_id":{"type":"string"},"name":{"anyOf":[{"type":"string"},{"type":"null"}]},"status":{"type":"string"},"hostname":{"type":"string"},"url":{"type":"string"},"created_at":{"type":"string"},"connected_at":{"anyOf":[{"type":"string"},{"type":"null"}]},"expires_at":{"type":"string"},"user_id":{"type":"string"},"team_id":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["tunnel_id","name","status","hostname","url","created_at","connected_at","expires_at","user_id","team_id"]}},"total":{"type":"integer"}},"required":["tunnels","total"]},
+  CreateTunnel: {"type":"object","properties":{"tunnel_id":{"type":"string"},"hostname":{"type":"string"},"url":{"type":"string"},"frp_token":{"type":"string"},"binding_secret":{"type":"string"},"server_host":{"type":"string"},"server_port":{"type":"integer"},"expires_at":{"type":"string"},"name":{"anyOf":[{"type":"string"},{"type":"null"}]},"local_port":{"type":"integer"},"labels":{"type":"array","items":{"type":"string"}},"http_user":{"anyOf":[{"type":"string"},{"type":"null"}]},"http_password":{"anyOf":[{"type":"string"},{"type":"null"}]},"connect_url":{"type":"string"}},"required":["tunnel_id","hostname","url","frp_token","binding_secret","server_host","server_port","expires_at"]},
+  ListTunnels: {"type":"object","properties":{"tunnels":{"type":"array","items":{"type":"object","properties":{"tunnel_id":{"type":"string"},"name":{"anyOf":[{"type":"string"},{"type":"null"}]},"status":{"type":"string"},"hostname":{"type":"string"},"url":{"type":"string"},"created_at":{"type":"string"},"connected_at":{"anyOf":[{"type":"string"},{"type":"null"}]},"expires_at":{"type":"string"},"user_id":{"type":"string"},"team_id":{"anyOf":[{"type":"string"},{"type":"null"}]},"local_port":{"type":"integer"},"labels":{"type":"array","items":{"type":"string"}},"http_user":{"anyOf":[{"type":"string"},{"type":"null"}]},"terminated_at":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["tunnel_id","name","status","hostname","url","created_at","connected_at","expires_at","user_id","team_id"]}},"total":{"type":"integer"},"page":{"type":"integer"},"per_page":{"type":"integer"},"has_next":{"type":"boolean"}},"required":["tunnels","total"]},
   BulkDeleteTunnels: {"type":"object","properties":{"succeeded":{"type":"array","items":{"type":"string"}},"failed":{"type":"array","items":{"type":"object","additionalProperties":{"type":"string"}}},"message":{"type":"string"}},"required":["succeeded","failed","message"]},
-  GetTunnel: {"type":"object","properties":{"tunnel_id":{"type":"string"},"name":{"anyOf":[{"type":"string"},{"type":"null"}]},"status":{"type":"string"},"hostname":{"type":"string"},"url":{"type":"string"},"created_at":{"type":"string"},"connected_at":{"anyOf":[{"type":"string"},{"type":"null"}]},"expires_at":{"type":"string"},"user_id":{"type":"string"},"team_id":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["tunnel_id","name","status","hostname","url","created_at","connected_at","expires_at","user_id","team_id"]},
+  GetTunnel: {"type":"object","properties":{"tunnel_id":{"type":"string"},"name":{"anyOf":[{"type":"string"},{"type":"null"}]},"status":{"type":"string"},"hostname":{"type":"string"},"url":{"type":"string"},"created_at":{"type":"string"},"connected_at":{"anyOf":[{"type":"string"},{"type":"null"}]},"expires_at":{"type":"string"},"user_id":{"type":"string"},"team_id":{"anyOf":[{"type":"string"},{"type":"null"}]},"local_port":{"type":"integer"},"labels":{"type":"array","items":{"type":"string"}},"http_user":{"anyOf":[{"type":"string"},{"type":"null"}]},"terminated_at":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["tunnel_id","name","status","hostname","url","created_at","connected_at","expires_at","user_id","team_id"]},
   DeleteTunnel: {"type":"object","properties":{"success":{"type":"boolean"},"message":{"type":"string"}},"required":["success","message"]},
   GetMe: {"type":"object","properties":{"user":{"type":"object","properties":{"id":{"type":"string"},"name":{"type":"string"},"email":{"anyOf":[{"type":"string"},{"type":"null"}]},"is_admin":{"type":"boolean"},"created_at":{"type":"string"}},"required":["id","name","email","is_admin","created_at"]},"teams":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"name":{"type":"string"},"created_at":{"type":"string"},"role":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","name","created_at"]}}},"required":["user","teams"]},
   ListUsers: {"type":"object","properties":{"users":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"name":{"type":"string"},"email":{"anyOf":[{"type":"string"},{"type":"null"}]},"is_admin":{"type":"boolean"},"created_at":{"type":"string"}},"required":["id","name","email","is_admin","created_at"]}}},"required":["users"]},

@@ -37,6 +37,8 @@ export const ERROR_STATUS = {
   CONFLICT: 409,
   /** The sandbox is not in a state that allows this operation. */
   SANDBOX_NOT_RUNNING: 409,
+  /** The user holds as many unexpired tunnels as allowed (Prime's 400 "maximum number of"). */
+  TUNNEL_LIMIT_REACHED: 400,
   /** Too many requests for this key (and sandbox) in the current window; see `Retry-After`. */
   RATE_LIMITED: 429,
   /** The feature exists in the API but this server has no backend for it yet. */

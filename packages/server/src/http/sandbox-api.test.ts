@@ -292,23 +292,18 @@ describe('sandbox API', () => {
     assert.equal(auth.token.split('.').length, 3);
   });
 
-  it('answers the not-yet-served network routes with JSON, after ownership checks', async () => {
+  it('validates the network routes and hides other tenants\' sandboxes behind 404', async () => {
     const id = (await t.request('POST', '/api/v1/sandbox', { body: { name: 'net', docker_image: 'busybox' } })).json<Sandbox>().id;
-    const expose = await t.request('POST', `/api/v1/sandbox/${id}/expose`, { body: { port: 8000 } });
-    assert.equal(expose.statusCode, 501);
-    assert.equal(expose.json<{ code: string }>().code, 'NOT_IMPLEMENTED');
     const badPort = await t.request('POST', `/api/v1/sandbox/${id}/expose`, { body: { port: 9001 } });
     assert.equal(badPort.statusCode, 422);
-    const ssh = await t.request('POST', `/api/v1/sandbox/${id}/ssh-session`, { body: {} });
-    assert.equal(ssh.statusCode, 501);
+    assert.equal(badPort.json<{ errors: Array<{ param: string }> }>().errors[0]?.param, 'port');
     const sshTtl = await t.request('POST', `/api/v1/sandbox/${id}/ssh-session`, { body: { ttl_seconds: 99_999 } });
     assert.equal(sshTtl.statusCode, 422);
+    const notRunning = await t.request('POST', `/api/v1/sandbox/${id}/ssh-session`, { body: {} });
+    assert.equal(notRunning.statusCode, 409, 'a sandbox that has not started has no shell to open');
     const stranger = await t.createUser('stranger-net');
     const foreign = await t.request('POST', `/api/v1/sandbox/${id}/expose`, { key: stranger.key, body: { port: 8000 } });
     assert.equal(foreign.statusCode, 404);
-    const tunnel = await t.request('POST', '/api/v1/tunnel', { body: { local_port: 8765 } });
-    assert.equal(tunnel.statusCode, 501);
-    assert.deepEqual((await t.request('GET', '/api/v1/tunnel')).json(), { tunnels: [], total: 0 });
-    assert.equal((await t.request('GET', '/api/v1/tunnel/t-1')).statusCode, 404);
+    assert.equal((await t.request('GET', '/api/v1/tunnel/t-unknown')).statusCode, 404);
   });
 });

@@ -149,7 +149,7 @@ export class TunnelHub {
     ).length;
     if (active >= maxPerUser) {
       // Prime answers 400 here; its SDK maps a 400 mentioning "maximum number of" to TunnelLimitReachedError.
-      throw new ApiError('MALFORMED_REQUEST', `You have reached the maximum number of tunnels (${maxPerUser}); delete one first`);
+      throw new ApiError('TUNNEL_LIMIT_REACHED', `You have reached the maximum number of tunnels (${maxPerUser}); delete one first`);
     }
     const bindingSecret = randomBytes(24).toString('base64url');
     const httpPassword = input.httpUser ? randomBytes(12).toString('base64url') : null;

@@ -1,4 +1,6 @@
 import { randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { type Server as HttpsServer, createServer as createHttpsServer } from 'node:https';
 import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -85,6 +87,7 @@ export class NetworkService {
   private sweepTimer: NodeJS.Timeout | null = null;
   private sweeping: Promise<void> | null = null;
   private closed = false;
+  private tlsServer: HttpsServer | null = null;
 
   constructor(private readonly deps: NetworkDeps) {
     this.domainSuffix = `.${deps.config.proxyDomain.toLowerCase().replace(/^\.+|\.+$/g, '')}`;
@@ -111,10 +114,50 @@ export class NetworkService {
       if (upgradeListeners.length === 0) refuseUpgradeWithPage(socket, 404, 'Not Found', 'No WebSocket endpoint here');
       for (const listener of upgradeListeners) listener.call(server, req, socket, head);
     });
+    await this.startTls();
     await this.restoreTcpListeners();
     const every = Math.max(1000, this.deps.config.reconcileIntervalMs);
     this.sweepTimer = setInterval(() => void this.cleanup().catch((error: unknown) => this.deps.log.warn({ err: error }, 'network: cleanup failed')), every);
     this.sweepTimer.unref();
+  }
+
+  /**
+   * With `CORRAL_PROXY_TLS_CERT` and `_KEY`, serves exposures and tunnels over HTTPS on
+   * `CORRAL_PROXY_TLS_PORT`: TLS ends here and the request goes through the same Host router.
+   * Anything that is not an exposure or tunnel host gets a 404 page (the API stays on its own port).
+   */
+  private async startTls(): Promise<void> {
+    const { proxyTlsCert, proxyTlsKey, proxyTlsPort, host } = this.deps.config;
+    if (!proxyTlsCert || !proxyTlsKey) return;
+    let cert: Buffer;
+    let key: Buffer;
+    try {
+      cert = readFileSync(proxyTlsCert);
+      key = readFileSync(proxyTlsKey);
+    } catch (error) {
+      throw new Error(`CORRAL_PROXY_TLS_CERT/KEY: cannot read ${proxyTlsCert} or ${proxyTlsKey}: ${(error as Error).message}`);
+    }
+    const server = createHttpsServer({ cert, key });
+    server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+      if (!this.routeRequest(req, res)) sendErrorPage(res, 404, 'Not Found', 'No exposure or tunnel answers for this host name');
+    });
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      if (!this.routeUpgrade(req, socket, head)) refuseUpgradeWithPage(socket, 404, 'Not Found', 'No exposure or tunnel answers for this host name');
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(proxyTlsPort, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    this.tlsServer = server;
+  }
+
+  /** The port of the HTTPS listener, when TLS is configured. */
+  get tlsPort(): number | null {
+    const address = this.tlsServer?.address();
+    return address && typeof address === 'object' ? address.port : null;
   }
 
   /** The server configuration this service runs with. */
@@ -127,6 +170,11 @@ export class NetworkService {
     if (this.closed) return;
     this.closed = true;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    if (this.tlsServer) {
+      const tls = this.tlsServer;
+      tls.closeAllConnections();
+      await new Promise<void>((resolve) => tls.close(() => resolve()));
+    }
     await this.sweeping;
     for (const set of this.streams.values()) for (const s of set) s.destroy();
     this.streams.clear();
@@ -231,7 +279,7 @@ export class NetworkService {
 
   private view(r: ExposureRecord, base: string): ExposureView {
     const host = this.networkHost();
-    const tls = this.deps.config.proxyTlsCert && this.deps.config.proxyTlsKey ? `${r.id}${this.domainSuffix}:${this.deps.config.proxyTlsPort}` : '';
+    const tls = this.deps.config.proxyTlsCert && this.deps.config.proxyTlsKey ? `${r.id}${this.domainSuffix}:${this.tlsPort ?? this.deps.config.proxyTlsPort}` : '';
     return {
       exposure_id: r.id,
       sandbox_id: r.sandboxId,

@@ -60,7 +60,7 @@ export class RateLimitError extends CorralError {
   }
 }
 
-/** 501: the route exists but this server does not serve it yet (port exposure, SSH, tunnels). */
+/** 501: the route exists in the API but this server does not serve it. */
 export class NotImplementedError extends CorralError {}
 
 /** The request took longer than the client's timeout. */

@@ -5,7 +5,8 @@ import type { CorralClient } from './client.js';
 import { CommandTimeoutError, ConflictError, CorralError, SandboxNotRunningError, TimeoutError, notRunningKind } from './errors.js';
 import { type ExecSession, type ExecStreamOptions, openExecStream } from './exec-stream.js';
 import type { CommandResult, ExecOptions, ProgressCallback, ReadFileResult, UploadSource } from './gateway-client.js';
-import type { CreateSandboxRequest, GetSandboxResponse } from './generated/api.js';
+import type { CreateSandboxRequest, CreateSshSessionResponse, ExposePortRequest, ExposePortResponse, GetSandboxResponse, ListExposedPortsResponse, UnexposePortResponse } from './generated/api.js';
+import { connectionError, parseJson } from './http.js';
 import { sleep } from './retry.js';
 
 /** A sandbox as the server describes it (camelCase, like Prime's `SandboxResponse`). */
@@ -49,6 +50,30 @@ export interface WaitOptions {
   maxPollIntervalMs?: number;
   /** After RUNNING, check that commands run (`echo 'sandbox ready'`). Default true. */
   probe?: boolean;
+}
+
+/** Options of {@link Sandbox.expose}. */
+export interface ExposeOptions {
+  /** A name for the exposure. */
+  name?: string;
+  /** `HTTP` (default): served at `url`; `TCP`: a raw port at `external_endpoint`. */
+  protocol?: 'HTTP' | 'TCP';
+  /** `token` (HTTP only, Corral only): requests must carry the `access_token` returned once. */
+  auth?: ExposePortRequest['auth'];
+}
+
+/** One exposed port, as {@link Sandbox.listPorts} returns it. */
+export type ExposedPort = ListExposedPortsResponse['exposures'][number];
+
+/**
+ * An SSH session on a sandbox ({@link Sandbox.createSshSession}): the server's answer plus helpers.
+ * Connect with `ssh -i <key> -p <port> <session_id>@<host>` after {@link SshSession.authorize}.
+ */
+export interface SshSession extends CreateSshSessionResponse {
+  /** Admits an OpenSSH public key (`ssh-ed25519 AAAA…`) for this session only, through the gateway. */
+  authorize(publicKey: string, options?: { ttlSeconds?: number }): Promise<void>;
+  /** Deletes the session: its keys go and its connections are closed. */
+  close(): Promise<void>;
 }
 
 const TERMINAL = new Set(['ERROR', 'TERMINATED', 'TIMEOUT']);
@@ -247,6 +272,67 @@ export class Sandbox {
       if (Date.now() > deadline) throw new CommandTimeoutError(this.id, command, timeout);
       await sleep(options.pollIntervalMs ?? 1000);
     }
+  }
+
+  /**
+   * Exposes a port of the sandbox: HTTP at the returned `url`, TCP at `external_endpoint`.
+   *
+   * @example
+   * ```ts
+   * const exposure = await sandbox.expose(8000, { name: 'web' });
+   * console.log(exposure.url);
+   * await sandbox.unexpose(exposure.exposure_id);
+   * ```
+   */
+  expose(port: number, options: ExposeOptions = {}): Promise<ExposePortResponse> {
+    return this.client.sandboxes.expose(this.id, {
+      port,
+      protocol: options.protocol ?? 'HTTP',
+      ...(options.name !== undefined ? { name: options.name } : {}),
+      ...(options.auth !== undefined ? { auth: options.auth } : {}),
+    });
+  }
+
+  /** Removes an exposure; its open connections are cut. */
+  unexpose(exposureId: string): Promise<UnexposePortResponse> {
+    return this.client.sandboxes.unexpose(this.id, exposureId);
+  }
+
+  /** This sandbox's exposures. */
+  async listPorts(): Promise<ExposedPort[]> {
+    return (await this.client.sandboxes.listExposedPorts(this.id)).exposures;
+  }
+
+  /**
+   * Creates an SSH session (the sandbox must be RUNNING). Authorize a public key with
+   * `session.authorize(publicKey)`, connect with `ssh <session_id>@<host> -p <port>`, and
+   * `session.close()` when done (it also ends at `expires_at`).
+   */
+  async createSshSession(options: { ttlSeconds?: number } = {}): Promise<SshSession> {
+    const created = await this.client.sandboxes.createSshSession(this.id, options.ttlSeconds !== undefined ? { ttl_seconds: options.ttlSeconds } : {});
+    const client = this.client;
+    const sandboxId = this.id;
+    return {
+      ...created,
+      async authorize(publicKey: string, authorizeOptions: { ttlSeconds?: number } = {}): Promise<void> {
+        const url = `${created.gateway_url.replace(/\/+$/, '')}/${encodeURIComponent(created.user_ns)}/${encodeURIComponent(created.job_id)}/authorize`;
+        let response: Response;
+        try {
+          response = await client.options.fetch(url, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${created.token}`, 'content-type': 'application/json', 'user-agent': client.options.userAgent },
+            body: JSON.stringify({ session_id: created.session_id, public_key: publicKey.trim(), ttl_seconds: authorizeOptions.ttlSeconds ?? created.ttl_seconds }),
+          });
+        } catch (error) {
+          throw connectionError(created.gateway_url, error);
+        }
+        const text = await response.text();
+        if (!response.ok) throw await client.gateway.errorFor(sandboxId, response.status, parseJson(text), `ssh key authorize for session ${created.session_id}`);
+      },
+      async close(): Promise<void> {
+        await client.sandboxes.closeSshSession(sandboxId, created.session_id);
+      },
+    };
   }
 
   /** The start command's output. */

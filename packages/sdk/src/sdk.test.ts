@@ -9,7 +9,6 @@ import {
   CommandTimeoutError,
   ConnectionError,
   NotFoundError,
-  NotImplementedError,
   RateLimitError,
   SandboxNotRunningError,
   UnauthorizedError,
@@ -173,7 +172,7 @@ describe('SDK against a real server', { concurrency: true, timeout: 120_000 }, (
       await assert.rejects(oom.waitUntilRunning(), (error: unknown) => error instanceof SandboxNotRunningError && error.kind === 'OOM_KILLED');
     });
 
-    it('maps errors to types with advice: 404, 401, 422 fields, 501, unreachable server, idempotent create', async (t) => {
+    it('maps errors to types with advice: 404, 401, 422 fields, unreachable server; idempotent create; ports and tunnels', async (t) => {
       if (!needDocker(t)) return;
       await assert.rejects(client.sandboxes.get('aaaaaaaaaaaaaaaaaaaaaaaa'), (error: unknown) => {
         assert.ok(error instanceof NotFoundError);
@@ -197,10 +196,10 @@ describe('SDK against a real server', { concurrency: true, timeout: 120_000 }, (
       const a = await Sandbox.create(client, { image: TEST_IMAGE, idempotencyKey: key, memoryGb: 0.25 });
       const b = await Sandbox.create(client, { image: TEST_IMAGE, idempotencyKey: key, memoryGb: 0.25 });
       assert.equal(a.id, b.id, 'the same idempotency key gives the same sandbox');
-      await assert.rejects(client.sandboxes.expose(a.id, { port: 8000 }), NotImplementedError);
-      await assert.rejects(client.sandboxes.createSshSession(a.id), NotImplementedError);
-      await assert.rejects(client.tunnels.create({ local_port: 8000 }), NotImplementedError);
-      assert.deepEqual((await client.sandboxes.listExposedPorts(a.id)).exposures, []);
+      const exposure = await client.sandboxes.expose(a.id, { port: 8000 });
+      assert.deepEqual((await client.sandboxes.listExposedPorts(a.id)).exposures.map((e) => e.exposure_id), [exposure.exposure_id]);
+      const tunnel = await client.tunnels.create({ local_port: 8000 });
+      assert.match(tunnel.url, /^https?:\/\//);
       await a.delete();
     });
 

@@ -12,8 +12,8 @@ import type { HttpTransport } from '../http.js';
 const seg = encodeURIComponent;
 
 /**
- * Reverse tunnels (`/tunnel`). Corral does not relay tunnels yet: `create` throws
- * {@link NotImplementedError}, `list` is empty and `get`/`delete` throw {@link NotFoundError}.
+ * Reverse tunnels (`/tunnel`): create one, then run `corral tunnel start` (or bind with the returned
+ * `binding_secret`) to serve a local port at its URL. Unknown ids throw {@link NotFoundError}.
  */
 export class TunnelsApi {
   constructor(private readonly http: HttpTransport) {}

@@ -26,7 +26,7 @@ interface TunnelStatusView {
 
 const COLUMNS = ['tunnel_id', 'name', 'status', 'url', 'local_port', 'expires_at'];
 
-/** `corral tunnel start|list|get|delete`: reverse tunnels from this machine to a Corral server. */
+/** `corral tunnel start|list|get|delete` (`stop` = `delete`): reverse tunnels from this machine to a Corral server. */
 export function registerTunnel(program: Command): void {
   const tunnel = program.command('tunnel').description('Serve a local port at a public Corral URL (reverse tunnel)');
   tunnel
@@ -94,7 +94,8 @@ export function registerTunnel(program: Command): void {
     );
   tunnel
     .command('delete <tunnelId>')
-    .description('Delete a tunnel (its client stops)')
+    .alias('stop')
+    .description('Delete a tunnel (its client stops); `stop` is an alias, as in `prime tunnel stop`')
     .action(
       run(async (tunnelId: string, _options: object, globals: GlobalOptions) => {
         const result = await callApi<{ message: string }>(resolveTarget(globals), 'DELETE', `/tunnel/${encodeURIComponent(tunnelId)}`);

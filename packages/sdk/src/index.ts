@@ -12,7 +12,7 @@
  * ```
  */
 export { CorralClient } from './client.js';
-export { Sandbox, createRequest, type CreateSandboxOptions, type SandboxInfo, type WaitOptions } from './sandbox.js';
+export { Sandbox, createRequest, type CreateSandboxOptions, type ExposeOptions, type ExposedPort, type SandboxInfo, type SshSession, type WaitOptions } from './sandbox.js';
 export { ExecSession, type ExecSignal, type ExecStreamOptions, type ExecStreamResult } from './exec-stream.js';
 export { GatewayClient, shellQuote, type CommandResult, type ExecOptions, type ProgressCallback, type ReadFileResult, type UploadSource } from './gateway-client.js';
 export { GatewayTokenCache, type GatewayAuth } from './gateway-tokens.js';

@@ -89,7 +89,7 @@ export class SandboxesApi {
     return this.http.call('POST', `/sandbox/${seg(id)}/auth`, { idempotent: true, operation: 'AuthorizeSandbox' });
   }
 
-  /** `POST /sandbox/{id}/expose`. Corral answers 501 today: throws {@link NotImplementedError}. */
+  /** `POST /sandbox/{id}/expose`: an HTTP URL or a TCP endpoint for a port in the sandbox. */
   expose(id: string, body: ExposePortRequest): Promise<ExposePortResponse> {
     return this.http.call('POST', `/sandbox/${seg(id)}/expose`, { body, operation: 'ExposePort' });
   }
@@ -109,7 +109,7 @@ export class SandboxesApi {
     return this.http.call('GET', '/sandbox/expose/all', { operation: 'ListAllExposedPorts' });
   }
 
-  /** `POST /sandbox/{id}/ssh-session`. Corral answers 501 today: throws {@link NotImplementedError}. */
+  /** `POST /sandbox/{id}/ssh-session`: a session on Corral's SSH server; authorize a key through the gateway. */
   createSshSession(id: string, body: CreateSshSessionRequest = {}): Promise<CreateSshSessionResponse> {
     return this.http.call('POST', `/sandbox/${seg(id)}/ssh-session`, { body: body ?? {}, operation: 'CreateSshSession' });
   }

@@ -209,13 +209,13 @@ describe('gateway exec (Docker)', { timeout: 180_000, skip: missing !== undefine
     assert.ok(afterExec && afterExec !== before, `lastActivityAt ${before} -> ${afterExec}`);
   });
 
-  it('answers 501 JSON on authorize', async () => {
+  it('refuses a malformed SSH key on authorize with a JSON 400', async () => {
     const res = await fetch(`${sb.base}/authorize`, {
       method: 'POST',
       headers: { authorization: `Bearer ${sb.token}`, 'content-type': 'application/json' },
       body: JSON.stringify({ session_id: 'x', public_key: 'ssh-ed25519 AAAA', ttl_seconds: 60 }),
     });
-    assert.equal(res.status, 501);
-    assert.equal(((await res.json()) as { code: number }).code, 501);
+    assert.equal(res.status, 400);
+    assert.equal(((await res.json()) as { code: number }).code, 400);
   });
 });

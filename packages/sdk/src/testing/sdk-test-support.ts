@@ -1,8 +1,7 @@
-import { randomBytes } from 'node:crypto';
 import type { TestContext } from 'node:test';
 import type { CorralConfig } from '../../../server/src/config.js';
 import { TEST_IMAGE, dockerMissing, needNothingMissing } from '../../../server/src/testing/runtime-available.js';
-import { type TestServer, startTestServer } from '../../../server/src/testing/test-server.js';
+import { type ListeningTestServer, startListeningServer } from '../../../server/src/testing/test-server.js';
 
 export { TEST_IMAGE, dockerMissing } from '../../../server/src/testing/runtime-available.js';
 
@@ -12,25 +11,11 @@ export function needDocker(t: TestContext, image = TEST_IMAGE): boolean {
 }
 
 /** A listening server for SDK tests. */
-export interface ListeningServer {
-  t: TestServer;
-  url: string;
-  close(): Promise<void>;
-}
+export type ListeningServer = ListeningTestServer;
 
 /** Starts a listening server (docker runtime unless overridden) with a unique instance id; `close` removes its containers. */
-export async function startServer(overrides: Partial<CorralConfig> = {}): Promise<ListeningServer> {
-  const t = await startTestServer({ runtime: 'docker', instanceId: `sdk-${randomBytes(4).toString('hex')}`, reconcileIntervalMs: 300, ...overrides });
-  const url = await t.server.listen();
-  return {
-    t,
-    url,
-    async close() {
-      const runtime = t.server.runtime;
-      if (runtime) for (const s of await runtime.list()) await runtime.remove(s.runtimeId).catch(() => undefined);
-      await t.close();
-    },
-  };
+export function startServer(overrides: Partial<CorralConfig> = {}): Promise<ListeningServer> {
+  return startListeningServer('sdk', { reconcileIntervalMs: 300, ...overrides });
 }
 
 /** A `fetch` that records `METHOD path` of every call. */

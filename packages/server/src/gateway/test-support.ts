@@ -1,7 +1,6 @@
-import { randomBytes } from 'node:crypto';
 import type { TestContext } from 'node:test';
 import { TEST_IMAGE, dockerMissing, needNothingMissing } from '../testing/runtime-available.js';
-import { type TestServer, startTestServer } from '../testing/test-server.js';
+import { type ListeningTestServer, startListeningServer } from '../testing/test-server.js';
 import type { CorralConfig } from '../config.js';
 
 export { TEST_IMAGE, dockerMissing } from '../testing/runtime-available.js';
@@ -12,26 +11,11 @@ export function needDocker(t: TestContext, image = TEST_IMAGE): boolean {
 }
 
 /** A listening Docker-backed test server. */
-export interface GatewayTestServer {
-  t: TestServer;
-  url: string;
-  /** Removes every container this server made, then closes it. */
-  close(): Promise<void>;
-}
+export type GatewayTestServer = ListeningTestServer;
 
 /** Starts a Docker-backed server on a loopback port with a unique instance id. */
-export async function startGatewayServer(overrides: Partial<CorralConfig> = {}): Promise<GatewayTestServer> {
-  const t = await startTestServer({ runtime: 'docker', instanceId: `gwtest-${randomBytes(4).toString('hex')}`, reconcileIntervalMs: 500, ...overrides });
-  const url = await t.server.listen();
-  return {
-    t,
-    url,
-    async close() {
-      const runtime = t.server.runtime;
-      if (runtime) for (const s of await runtime.list()) await runtime.remove(s.runtimeId).catch(() => undefined);
-      await t.close();
-    },
-  };
+export function startGatewayServer(overrides: Partial<CorralConfig> = {}): Promise<GatewayTestServer> {
+  return startListeningServer('gwtest', overrides);
 }
 
 /** A running sandbox and what the gateway needs to reach it. */

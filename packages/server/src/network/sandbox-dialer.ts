@@ -1,5 +1,6 @@
 import { connect, type Socket } from 'node:net';
-import { Duplex } from 'node:stream';
+import type { Duplex } from 'node:stream';
+import { SocketLikeDuplex } from './socket-like-duplex.js';
 import type { ExecProcess, SandboxRuntime } from '../runtime/runtime.js';
 
 /** Opens a byte stream to a port; rejects when it cannot even start. */
@@ -32,7 +33,7 @@ const RELAY_SCRIPT = [
  * A connection to a sandbox port carried over one exec'd relay process: writes go to its stdin,
  * its stdout is what the port sends. It behaves like a socket for `http.request` and `pipe`.
  */
-class ExecRelayStream extends Duplex {
+class ExecRelayStream extends SocketLikeDuplex {
   private received = 0;
   private stderr = '';
 
@@ -78,22 +79,6 @@ class ExecRelayStream extends Duplex {
     callback(error);
   }
 
-  // `http.request` treats the stream as a socket and may call these.
-  setNoDelay(): this {
-    return this;
-  }
-  setKeepAlive(): this {
-    return this;
-  }
-  setTimeout(): this {
-    return this;
-  }
-  ref(): this {
-    return this;
-  }
-  unref(): this {
-    return this;
-  }
 }
 
 /** Opens a relay inside the sandbox to its own 127.0.0.1:`port`. Works on every driver and with no network. */

@@ -1,6 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { Duplex } from 'node:stream';
+import type { Duplex } from 'node:stream';
+import { SocketLikeDuplex } from './socket-like-duplex.js';
 import type { FastifyBaseLogger } from 'fastify';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { ApiError } from '../errors/api-error.js';
@@ -36,7 +37,7 @@ export function effectiveStatus(tunnel: TunnelRecord, now = Date.now()): TunnelS
 }
 
 /** One stream (one proxied connection) inside a tunnel link. */
-class TunnelStream extends Duplex {
+class TunnelStream extends SocketLikeDuplex {
   /** The client sent END: everything it will send has arrived. */
   remoteEnded = false;
 
@@ -59,21 +60,6 @@ class TunnelStream extends Duplex {
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     if (this.link.streams.delete(this.id) && !(this.readableEnded && this.writableFinished)) this.link.send(FRAME.RESET, this.id);
     callback(error);
-  }
-  setNoDelay(): this {
-    return this;
-  }
-  setKeepAlive(): this {
-    return this;
-  }
-  setTimeout(): this {
-    return this;
-  }
-  ref(): this {
-    return this;
-  }
-  unref(): this {
-    return this;
   }
 }
 

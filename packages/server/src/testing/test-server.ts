@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -58,6 +59,29 @@ export async function startTestServer(overrides: Partial<CorralConfig> = {}, env
     async close() {
       await server.close();
       if (!overrides.dataDir) rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A test server listening on a loopback port, with the runtime's containers removed on close. */
+export interface ListeningTestServer {
+  t: TestServer;
+  url: string;
+  /** Removes every container this server made, then closes it. */
+  close(): Promise<void>;
+}
+
+/** Starts a listening server (docker runtime unless overridden) with a unique instance id named after `prefix`. */
+export async function startListeningServer(prefix: string, overrides: Partial<CorralConfig> = {}): Promise<ListeningTestServer> {
+  const t = await startTestServer({ runtime: 'docker', instanceId: `${prefix}-${randomBytes(4).toString('hex')}`, reconcileIntervalMs: 500, ...overrides });
+  const url = await t.server.listen();
+  return {
+    t,
+    url,
+    async close() {
+      const runtime = t.server.runtime;
+      if (runtime) for (const s of await runtime.list()) await runtime.remove(s.runtimeId).catch(() => undefined);
+      await t.close();
     },
   };
 }

@@ -14,6 +14,8 @@ import {
 
 const missing = dockerMissing();
 const MiB = 1024 * 1024;
+/** The large-transfer size the data-plane issue asks for: 1 GiB. */
+const SIZE_MIB = 1024;
 
 /** Uploads `chunks` chunks of 1 MiB as a streamed multipart body; returns status, JSON and the sha256 sent. */
 function streamUpload(sb: GatewaySandbox, path: string, chunks: number): Promise<{ status: number; body: Record<string, unknown>; sha256: string }> {
@@ -96,7 +98,7 @@ describe('gateway files (Docker)', { timeout: 180_000, skip: missing !== undefin
   });
   after(async () => server?.close());
 
-  it('round-trips 256 MiB through upload and download with bounded server memory', async () => {
+  it('round-trips 1 GiB through upload and download with bounded server memory', async () => {
     global.gc?.();
     const base = process.memoryUsage();
     let peakRss = base.rss;
@@ -111,11 +113,11 @@ describe('gateway files (Docker)', { timeout: 180_000, skip: missing !== undefin
     let down: Awaited<ReturnType<typeof streamDownload>>;
     const started = Date.now();
     try {
-      up = await streamUpload(sb, path, 256);
+      up = await streamUpload(sb, path, SIZE_MIB);
       const upMs = Date.now() - started;
       down = await streamDownload(sb, path);
       console.log(
-        `256 MiB: upload ${upMs} ms, download ${Date.now() - started - upMs} ms; ` +
+        `${SIZE_MIB} MiB: upload ${upMs} ms, download ${Date.now() - started - upMs} ms; ` +
           `RSS growth ${((peakRss - base.rss) / MiB).toFixed(1)} MiB, heap growth ${((peakHeap - base.heapUsed) / MiB).toFixed(1)} MiB (test client in the same process)`,
       );
     } finally {
@@ -124,12 +126,12 @@ describe('gateway files (Docker)', { timeout: 180_000, skip: missing !== undefin
     assert.equal(up.status, 200, JSON.stringify(up.body));
     assert.equal(up.body.success, true);
     assert.equal(up.body.path, path);
-    assert.equal(up.body.size, 256 * MiB);
+    assert.equal(up.body.size, SIZE_MIB * MiB);
     assert.ok(!Number.isNaN(Date.parse(String(up.body.timestamp))));
     assert.equal(down.status, 200);
     assert.equal(down.type, 'application/octet-stream');
-    assert.equal(down.length, String(256 * MiB));
-    assert.equal(down.size, 256 * MiB);
+    assert.equal(down.length, String(SIZE_MIB * MiB));
+    assert.equal(down.size, SIZE_MIB * MiB);
     assert.equal(down.sha256, up.sha256);
     assert.ok(peakRss - base.rss < 64 * MiB, `RSS grew ${((peakRss - base.rss) / MiB).toFixed(1)} MiB`);
     assert.ok(peakHeap - base.heapUsed < 64 * MiB, `heap grew ${((peakHeap - base.heapUsed) / MiB).toFixed(1)} MiB`);

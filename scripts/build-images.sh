@@ -51,19 +51,8 @@ done
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]; }
-APT_UPDATED=0
-apt_install() {
-  local missing=() pkg
-  for pkg in "$@"; do installed "$pkg" || missing+=("$pkg"); done
-  if [ "${#missing[@]}" -eq 0 ]; then return 0; fi
-  log "installing ${missing[*]}"
-  if [ "$APT_UPDATED" -eq 0 ]; then
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 update -qq
-    APT_UPDATED=1
-  fi
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends "${missing[@]}"
-}
+# shellcheck source=lib/apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 
 join_by() { local sep="$1" out="" item; shift; for item in "$@"; do out="${out:+$out$sep}$item"; done; printf '%s' "$out"; }
 # key KIND VERSION PACKAGES ENV_JOINED CMD_JSON EXTRA -> KIND-vVERSION-<12 hex of sha256(material)>

@@ -31,14 +31,8 @@ log() { echo "ensure-docker: $*" >&2; }
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-APT_UPDATED=0
-apt_install() {
-  if [ "$APT_UPDATED" -eq 0 ]; then
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    APT_UPDATED=1
-  fi
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
-}
+# shellcheck source=lib/apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 
 engine_answers() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 

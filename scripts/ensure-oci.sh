@@ -29,19 +29,8 @@ done
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]; }
-APT_UPDATED=0
-apt_install() {
-  local missing=()
-  for pkg in "$@"; do installed "$pkg" || missing+=("$pkg"); done
-  [ "${#missing[@]}" -eq 0 ] && return 0
-  log "installing ${missing[*]}"
-  if [ "$APT_UPDATED" -eq 0 ]; then
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 update -qq
-    APT_UPDATED=1
-  fi
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends "${missing[@]}"
-}
+# shellcheck source=lib/apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 
 PACKAGES=(runc tini iproute2 iptables e2fsprogs util-linux bsdutils tar zstd attr busybox-static)
 if [ "$WITH_CRUN" -eq 1 ]; then PACKAGES+=(crun); fi

@@ -10,21 +10,14 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 export CORRAL_CACHE_DIR="${CORRAL_CACHE_DIR:-$REPO/.cache}"
 runtime="${CORRAL_RUNTIME:-oci}"
-log() { echo "serve: $*" >&2; }
+# shellcheck source=lib/apt.sh
+source "$REPO/scripts/lib/apt.sh"
 
 bash scripts/setup-node.sh
 case "$runtime" in
   oci)
     bash scripts/ensure-oci.sh
-    missing=()
-    for pkg in mmdebstrap busybox-static ca-certificates; do
-      [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)" = "install ok installed" ] || missing+=("$pkg")
-    done
-    if [ "${#missing[@]}" -gt 0 ]; then
-      log "installing ${missing[*]}"
-      apt-get update -qq
-      DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
-    fi
+    apt_install mmdebstrap busybox-static ca-certificates
     # Cached rootfs tarballs make these quick after the first run (python: ~30 s once).
     node packages/cli/bin/corral.js images build python --runtime oci >/dev/null
     node packages/cli/bin/corral.js images build busybox --runtime oci >/dev/null

@@ -11,6 +11,8 @@ cd "$REPO"
 export CORRAL_CACHE_DIR="${CORRAL_CACHE_DIR:-$REPO/.cache}"
 mkdir -p "$CORRAL_CACHE_DIR/logs"
 log() { echo "test: $*" >&2; }
+# shellcheck source=lib/apt.sh
+source "$REPO/scripts/lib/apt.sh"
 start=$(date +%s)
 
 # Independent setup steps run in parallel; each logs to its own file.
@@ -31,14 +33,7 @@ wait_step() {
 
 # Debian packages the tests drive directly: tmux (interactive PTY sessions), OpenSSH's client.
 test_tools() {
-  local missing=()
-  for pkg in tmux openssh-client curl; do
-    [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)" = "install ok installed" ] || missing+=("$pkg")
-  done
-  if [ "${#missing[@]}" -gt 0 ]; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
-  fi
+  apt_install tmux openssh-client curl openssl
 }
 
 # apt-get takes a lock: the steps that install Debian packages run one after another in one job.

@@ -277,6 +277,17 @@ export function runConformanceSuite(name: string, makeRuntime: () => Promise<Con
       assert.equal(left, '0');
     });
 
+    it('exec: kill() right after exec() still reaches the process', async () => {
+      const proc = await rt.exec(shared, { argv: ['sleep', '1002'] });
+      proc.stdout.resume();
+      proc.stderr.resume();
+      const started = Date.now();
+      await proc.kill('SIGKILL');
+      const { exitCode } = await proc.wait();
+      assert.equal(exitCode, 137);
+      assert.ok(Date.now() - started < 15_000, 'the process ended with the signal, not by itself');
+    });
+
     it('exec: 32 concurrent processes', async () => {
       const results = await Promise.all(
         Array.from({ length: 32 }, (_, i) => runToEnd(rt, shared, { argv: ['/bin/sh', '-c', `echo ${i}; echo e${i} >&2; exit ${i % 7}`] })),

@@ -137,9 +137,30 @@ class DockerExecProcess implements ExecProcess {
     }
   }
 
+  /**
+   * Waits (up to ~2 s) until Docker reports the exec's process running. Docker starts it
+   * asynchronously, and a signal sent before it exists would find nothing to kill. False when the
+   * exec has already finished.
+   */
+  private async started(): Promise<boolean> {
+    for (let attempt = 0; attempt < 40; attempt++) {
+      let info: Docker.ExecInspectInfo;
+      try {
+        info = await this.exec.inspect();
+      } catch {
+        return false;
+      }
+      if (info.Running && info.Pid > 0) return true;
+      if (!info.Running && info.ExitCode !== null) return false;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    return true;
+  }
+
   async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
     const name = signal.replace(/^SIG/, '');
     if (!/^[A-Z0-9+-]+$/.test(name)) throw new Error(`invalid signal ${signal}`);
+    if (!(await this.started())) return;
     let stream: Duplex;
     try {
       const killer = await this.docker.getContainer(this.containerId).exec({

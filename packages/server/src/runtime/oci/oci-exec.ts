@@ -182,7 +182,21 @@ class OciExecProcess implements ExecProcess {
    * Signals every process of the sandbox whose environment carries this exec's marker, and the
    * process group each leads, from the host (no second exec). Repeats for SIGKILL to catch forks.
    */
+  /**
+   * Waits (up to ~2 s) until a process of this exec exists in the sandbox: the runtime starts it
+   * asynchronously, and a signal sent before then would find nothing. False once the exec finished.
+   */
+  private async started(): Promise<boolean> {
+    for (let attempt = 0; attempt < 100; attempt++) {
+      if (this.child.exitCode !== null || this.child.signalCode !== null) return false;
+      if ((await this.markedPids()).length > 0) return true;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return true;
+  }
+
   async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    if (!(await this.started())) return;
     for (let round = 0; round < 3; round++) {
       const found = await this.markedPids();
       if (found.length === 0) return;

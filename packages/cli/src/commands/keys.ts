@@ -1,17 +1,10 @@
+import type { ListKeysResponse } from '@corral/sdk';
 import type { Command } from 'commander';
 import { callApi, resolveTarget } from '../api-client.js';
 import { type OutputFormat, printResult } from '../output.js';
 import { type GlobalOptions, run } from '../run.js';
 
-interface KeyView {
-  id: string;
-  name: string;
-  prefix: string;
-  user_id: string;
-  created_at: string;
-  last_used_at: string | null;
-  revoked_at: string | null;
-}
+type KeyView = ListKeysResponse['keys'][number];
 
 /** `corral keys create|list|revoke`. */
 export function registerKeys(program: Command): void {

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { type SandboxRuntime, buildImage, createRuntime, loadConfig, ociStateDir, openStore } from '@corral/server';
 import { driverMissing, unavailableSuite } from '../../../server/src/testing/runtime-available.js';
+import { specFixture } from '../../../server/src/testing/sandbox-fixture.js';
 import { spawnCli, waitForHealthy } from '../testing/spawn-cli.js';
 
 const IMAGE = process.env.CORRAL_TEST_IMAGE ?? 'corral-test/busybox:latest';
@@ -98,20 +99,16 @@ for (const driver of ['docker', 'oci'] as const) {
       killer.stdout.resume();
       killer.stderr.resume();
       await killer.wait().catch(() => undefined);
-      const orphan = await runtime.create({
-        sandboxId: `orphan${randomBytes(9).toString('hex')}`,
-        image: IMAGE,
-        startCommand: null,
-        env: {},
-        cpuCores: 0.5,
-        memoryBytes: 64 * 1024 * 1024,
-        diskBytes: 256 * 1024 * 1024,
-        pidsLimit: 64,
-        networkAccess: false,
-        gpuCount: 0,
-        gpuType: null,
-        workspacePath: '/sandbox-workspace',
-      });
+      const orphan = await runtime.create(
+        specFixture({
+          sandboxId: `orphan${randomBytes(9).toString('hex')}`,
+          image: IMAGE,
+          cpuCores: 0.5,
+          memoryBytes: 64 * 1024 * 1024,
+          diskBytes: 256 * 1024 * 1024,
+          pidsLimit: 64,
+        }),
+      );
       await runtime.close();
       runtime = null;
       const store = await openStore({ kind: 'sqlite', path: join(dataDir, 'corral.db') });

@@ -1,3 +1,4 @@
+import type { SandboxSpec } from '../runtime/runtime.js';
 import type { SandboxRecord } from '../services/sandbox-model.js';
 
 /**
@@ -40,6 +41,26 @@ export function sandboxFixture(overrides: Partial<SandboxRecord> & Pick<SandboxR
     runtimeDriver: null,
     runtimeId: null,
     runtimeOwner: null,
+    ...overrides,
+  };
+}
+
+/**
+ * A runtime spec for driver tests: no start command, no network, no GPU, the standard workspace.
+ * `overrides` sets the image, id and limits a test cares about.
+ */
+export function specFixture(overrides: Partial<SandboxSpec> & Pick<SandboxSpec, 'sandboxId' | 'image'>): SandboxSpec {
+  return {
+    startCommand: null,
+    env: {},
+    cpuCores: 1,
+    memoryBytes: 256 * 1024 * 1024,
+    diskBytes: 1024 * 1024 * 1024,
+    pidsLimit: 256,
+    networkAccess: false,
+    gpuCount: 0,
+    gpuType: null,
+    workspacePath: '/sandbox-workspace',
     ...overrides,
   };
 }

@@ -7,6 +7,7 @@ import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { RuntimeError } from '../runtime.js';
 import type { ExecRequest, RuntimeEvent, SandboxRuntime, SandboxSpec } from '../runtime.js';
+import { specFixture } from '../../testing/sandbox-fixture.js';
 
 /** What a driver's conformance test provides: a fresh runtime (own instance), an image, a cleanup. */
 export interface ConformanceTarget {
@@ -44,21 +45,7 @@ function sandboxId(): string {
 }
 
 function makeSpec(image: string, overrides: Partial<SandboxSpec> = {}): SandboxSpec {
-  return {
-    sandboxId: sandboxId(),
-    image,
-    startCommand: null,
-    env: {},
-    cpuCores: 1,
-    memoryBytes: 256 * MiB,
-    diskBytes: 1024 * MiB,
-    pidsLimit: 256,
-    networkAccess: false,
-    gpuCount: 0,
-    gpuType: null,
-    workspacePath: '/sandbox-workspace',
-    ...overrides,
-  };
+  return specFixture({ sandboxId: sandboxId(), image, memoryBytes: 256 * MiB, diskBytes: 1024 * MiB, pidsLimit: 256, ...overrides });
 }
 
 /** Resolves with the first event matching `predicate`, or rejects after `timeoutMs`. */

@@ -10,6 +10,7 @@ import type { RuntimeEvent, SandboxSpec } from '../runtime.js';
 import { ImageStore } from './image-store.js';
 import { OciRuntime } from './oci-runtime.js';
 import { ociMissing } from '../../testing/runtime-available.js';
+import { specFixture } from '../../testing/sandbox-fixture.js';
 
 const IMAGE = process.env.CORRAL_OCI_TEST_IMAGE ?? '127.0.0.1:5000/corral/busybox:latest';
 const REPO = new URL('../../../../../', import.meta.url).pathname;
@@ -21,21 +22,14 @@ function missing(): string | undefined {
 }
 
 function spec(overrides: Partial<SandboxSpec> = {}): SandboxSpec {
-  return {
+  return specFixture({
     sandboxId: `rt${randomBytes(5).toString('hex')}`,
     image: IMAGE,
-    startCommand: null,
-    env: {},
-    cpuCores: 1,
     memoryBytes: 128 * 1024 * 1024,
     diskBytes: 256 * 1024 * 1024,
     pidsLimit: 64,
-    networkAccess: false,
-    gpuCount: 0,
-    gpuType: null,
-    workspacePath: '/sandbox-workspace',
     ...overrides,
-  };
+  });
 }
 
 const reason = missing();

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Makes sure this host can run the daemonless `oci` runtime driver (packages/server/src/runtime/oci):
 #
-# - runc (the OCI runtime the driver calls), tini (static init bind-mounted as each sandbox's PID 1),
+# - runc (the OCI runtime the driver calls), gcc and libc6-dev (the driver compiles corral-agent, each
+#   sandbox's static PID 1 and shim, from packages/server/agent/corral-agent.c on first start),
 #   iproute2 (network namespaces, veth, bridge), iptables (egress NAT and isolation), e2fsprogs
-#   (per-sandbox ext4 disk images), util-linux (mount, losetup, `script` for exec PTYs), GNU tar and
-#   zstd (layer unpacking), attr (overlay opaque-directory xattrs), busybox-static (test image);
+#   (per-sandbox ext4 disk images), util-linux (mount, losetup), GNU tar and zstd (layer unpacking),
+#   attr (overlay opaque-directory xattrs), busybox-static (test image);
 # - loads the overlay and loop kernel modules when they are modules and not loaded yet;
 # - sets net.ipv4.ip_forward=1 (sandboxes with network access are routed through the host).
 #
@@ -21,7 +22,7 @@ WITH_CRUN=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --crun) WITH_CRUN=1; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) log "unknown argument: $1"; exit 2 ;;
   esac
 done
@@ -32,11 +33,11 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # shellcheck source=lib/apt.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 
-PACKAGES=(runc tini iproute2 iptables e2fsprogs util-linux bsdutils tar zstd attr busybox-static)
+PACKAGES=(runc gcc libc6-dev iproute2 iptables e2fsprogs util-linux bsdutils tar zstd attr busybox-static)
 if [ "$WITH_CRUN" -eq 1 ]; then PACKAGES+=(crun); fi
 apt_install "${PACKAGES[@]}"
 
-for tool in runc tini-static ip iptables mkfs.ext4 mount losetup script tar zstd setfattr mknod; do
+for tool in runc cc ip iptables mkfs.ext4 mount losetup tar zstd setfattr mknod; do
   command -v "$tool" >/dev/null 2>&1 || { log "missing $tool after install"; exit 1; }
 done
 

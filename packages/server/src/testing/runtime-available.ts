@@ -16,16 +16,16 @@ export function dockerMissing(image = TEST_IMAGE): string | undefined {
 
 /**
  * Why oci-driver tests cannot run here, or undefined when they can: root, the runtime binary and
- * tini-static, and (when named) a reachable registry for `registryImage`.
+ * a C compiler for corral-agent, and (when named) a reachable registry for `registryImage`.
  */
 export function ociMissing(options: { runtime?: string; registryImage?: string } = {}): string | undefined {
   const runtime = options.runtime ?? process.env.CORRAL_OCI_RUNTIME ?? 'runc';
   if (process.getuid?.() !== 0) return 'the oci driver needs root';
   try {
     execFileSync(runtime, ['--version'], { stdio: 'ignore' });
-    execFileSync('tini-static', ['--version'], { stdio: 'ignore' });
+    execFileSync('cc', ['--version'], { stdio: 'ignore' });
   } catch {
-    return `${runtime} or tini-static missing (run scripts/ensure-oci.sh${runtime === 'crun' ? ' --crun' : ''})`;
+    return `${runtime} or cc missing (run scripts/ensure-oci.sh${runtime === 'crun' ? ' --crun' : ''})`;
   }
   if (options.registryImage !== undefined) {
     try {

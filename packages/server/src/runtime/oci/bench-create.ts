@@ -5,7 +5,7 @@
  *   node --conditions=development --import tsx packages/server/src/runtime/oci/bench-create.ts [count] [image]
  *
  * CORRAL_OCI_RUNTIME=crun measures crun instead of runc (scripts/ensure-oci.sh --crun).
- * Needs root, runc, tini-static (scripts/ensure-oci.sh) and the image (default: the local registry's
+ * Needs root, runc and a C compiler (scripts/ensure-oci.sh) and the image (default: the local registry's
  * busybox, scripts/start-registry.sh).
  */
 import { randomBytes } from 'node:crypto';

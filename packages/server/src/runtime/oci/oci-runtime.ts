@@ -1,10 +1,13 @@
 import { spawn } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, open, readdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import type { Readable } from 'node:stream';
 import { getFileViaExec, putFileViaExec } from '../exec-files.js';
+import { ensureAgentBinary } from './agent-binary.js';
+import { detectCgroupLayout } from './cgroups.js';
+import type { CgroupLayout } from './cgroups.js';
 import { RuntimeError } from '../runtime.js';
 import type {
   ExecProcess,
@@ -28,7 +31,6 @@ import type { BridgeOptions } from './sandbox-network.js';
 /** Scripts larger than this (bytes) are passed through a file instead of argv. */
 const LARGE_ARGUMENT = 100 * 1024;
 const GiB = 1024 * 1024 * 1024;
-const CGROUP_ROOT = '/sys/fs/cgroup';
 
 /** Options for {@link OciRuntime}. */
 export interface OciRuntimeOptions {
@@ -41,8 +43,15 @@ export interface OciRuntimeOptions {
   stateDir: string;
   /** OCI runtime binary (default `runc`). */
   runtimeBinary?: string;
-  /** Static init bind-mounted as PID 1 (default: `tini-static` from $PATH; null: the shell is PID 1). */
-  initBinary?: string | null;
+  /**
+   * The compiled `corral-agent` (PID 1 of every sandbox and its host-side shim). Default: built
+   * from `packages/server/agent/corral-agent.c` into `<stateDir>/bin` by `init()`.
+   */
+  agentBinary?: string;
+  /** Directory for the agents' exec sockets (default `/run/corral-oci/<hash of the instance directory>`). */
+  socketDir?: string;
+  /** cgroup root (default `/sys/fs/cgroup`); v1, hybrid and v2 layouts are detected. */
+  cgroupRoot?: string;
   /** Image store; default one rooted at `<stateDir>/images`. */
   images?: ImageStore;
   /** Registries reached over plain HTTP besides loopback ones. */
@@ -75,6 +84,8 @@ interface SandboxRecord {
   diskId: string;
   netns: { name: string; ip: string | undefined };
   cgroupsPath: string;
+  /** The Unix socket the sandbox's agent accepts exec sessions on. */
+  agentSocket: string;
   createdAt: string;
 }
 
@@ -89,64 +100,23 @@ interface Live {
 }
 
 /**
- * The shim that stays the parent of a sandbox's init (perl-base is in every Debian system), like
- * containerd's shim: it makes itself a child subreaper, sends its stdio to the log file, runs
- * `<runtime> create` (the init, once the runtime's own processes exit, is re-parented to the shim)
- * and `<runtime> start`, renames the pid file into place to say the sandbox runs, then waits for
- * the init. When the init exits it records `<exit status> <oom_kill count>` in the exit file (the
- * container is not deleted, so its memory cgroup and OOM counter are still there to read).
- * Arguments: prctl syscall number, runtime, state root, bundle, pid file, container id, log file,
- * memory cgroup directory, exit file.
- */
-const SHIM_SCRIPT = `
-use strict;
-my ($nr, $rt, $root, $bundle, $pidfile, $id, $log, $memcg, $exitfile) = @ARGV;
-syscall($nr, 36, 1, 0, 0, 0) == 0 or die "corral shim: PR_SET_CHILD_SUBREAPER: $!\n";
-open(STDIN, '<', '/dev/null');
-open(STDOUT, '>>', $log) or die "corral shim: $log: $!\n";
-open(STDERR, '>&', \\*STDOUT);
-sub code { my $s = shift; return $s == -1 ? 127 : ($s & 127) ? 128 + ($s & 127) : ($s >> 8); }
-sub record {
-  my $code = shift; my $oom = 0;
-  if (open(my $fh, '<', "$memcg/memory.oom_control")) { while (<$fh>) { $oom = $1 if /^oom_kill ([0-9]+)/; } close $fh; }
-  open(my $out, '>', "$exitfile.tmp") or exit 1;
-  print $out "$code $oom\n"; close $out;
-  rename("$exitfile.tmp", $exitfile); exit 0;
-}
-my $rc = system($rt, '--root', $root, 'create', '--bundle', $bundle, '--pid-file', "$pidfile.tmp", $id);
-record(code($rc)) if $rc != 0;
-open(my $fh, '<', "$pidfile.tmp") or record(255);
-my $init = <$fh>; close $fh;
-record(255) unless defined $init && $init =~ /^([0-9]+)/;
-$init = $1;
-$rc = system($rt, '--root', $root, 'start', $id);
-if ($rc != 0) { kill 'KILL', $init; }
-else { rename("$pidfile.tmp", $pidfile); }
-while (1) {
-  my $pid = waitpid(-1, 0);
-  last if $pid <= 0;
-  record(code($?)) if $pid == $init;
-}
-record(255);
-`;
-
-/** prctl(2)'s syscall number for the shim. */
-const PRCTL_SYSCALL: Partial<Record<string, number>> = { x64: 157, arm64: 167 };
-
-/**
  * Runs sandboxes with an OCI runtime (runc or crun) directly, no daemon: images from
  * {@link ImageStore} (layers stacked by overlayfs), the writable layer on a per-sandbox ext4 loop
- * disk, a pre-made network namespace, cgroup v1 limits, Docker's hardening defaults, and
- * `<runtime> exec` for processes. A small shim per sandbox (a perl subreaper) stays the parent of
- * its init, so sandboxes survive a server restart and their exit code and OOM state are recorded
- * on disk. See docs/runtime-oci.md.
+ * disk, a pre-made network namespace, cgroup (v1 or v2) limits and Docker's hardening defaults.
+ * `corral-agent` is both the sandbox's PID 1, which forks exec'd processes on request over a Unix
+ * socket, and the small shim per sandbox that stays the parent of that init, so sandboxes survive
+ * a server restart and their exit code and OOM state are recorded on disk. See docs/runtime-oci.md.
  */
 export class OciRuntime implements SandboxRuntime {
   readonly name = 'oci';
   readonly images: ImageStore;
   private readonly instance: string;
   private readonly runtimeBinary: string;
-  private readonly initBinary: string | undefined;
+  private readonly stateDir: string;
+  private agentBinary: string | undefined;
+  private readonly socketDir: string;
+  private readonly cgroupRoot: string | undefined;
+  private cgroups!: CgroupLayout;
   private readonly instanceDir: string;
   private readonly sandboxesDir: string;
   private readonly runcRoot: string;
@@ -167,13 +137,17 @@ export class OciRuntime implements SandboxRuntime {
   constructor(options: OciRuntimeOptions) {
     this.instance = options.instance;
     this.runtimeBinary = options.runtimeBinary ?? 'runc';
-    this.initBinary = options.initBinary === null ? undefined : (options.initBinary ?? findOnPath('tini-static'));
+    this.stateDir = options.stateDir;
+    this.agentBinary = options.agentBinary;
+    this.cgroupRoot = options.cgroupRoot;
     this.images = options.images ?? new ImageStore({ root: join(options.stateDir, 'images'), insecureRegistries: options.insecureRegistries ?? [] });
     const safeInstance = options.instance.replace(/[^A-Za-z0-9_.-]/g, '_');
     this.instanceDir = join(options.stateDir, 'instances', safeInstance);
     this.sandboxesDir = join(this.instanceDir, 'sandboxes');
     this.runcRoot = join(this.instanceDir, 'runc');
     this.cgroupParent = `/corral-oci/${safeInstance}`;
+    // Unix socket paths are limited to 107 bytes: a short directory named by the instance directory.
+    this.socketDir = options.socketDir ?? join('/run/corral-oci', shortHash(this.instanceDir, 12));
     const poolSize = options.poolSize ?? 2;
     this.disks = new DiskPool(join(this.instanceDir, 'disks'), poolSize);
     this.netns = new NetnsPool(
@@ -208,8 +182,13 @@ export class OciRuntime implements SandboxRuntime {
     } catch (error) {
       throw new RuntimeError('RUNTIME_ERROR', `${this.runtimeBinary} is not usable (bash scripts/ensure-oci.sh installs it): ${(error as Error).message}`, { cause: error });
     }
+    this.agentBinary ??= await ensureAgentBinary(join(this.stateDir, 'bin')).catch((error: unknown) => {
+      throw new RuntimeError('RUNTIME_ERROR', (error as Error).message, { cause: error });
+    });
+    this.cgroups = await detectCgroupLayout(this.cgroupRoot);
     await mkdir(this.sandboxesDir, { recursive: true });
     await mkdir(this.runcRoot, { recursive: true, mode: 0o700 });
+    await mkdir(this.socketDir, { recursive: true, mode: 0o700 });
     await this.adopt();
     await this.removeOrphans();
     for (const size of this.warmDiskSizes) void this.disks.warm(size);
@@ -256,6 +235,7 @@ export class OciRuntime implements SandboxRuntime {
       diskId: '',
       netns: { name: '', ip: undefined },
       cgroupsPath: `${this.cgroupParent}/${runtimeId}`,
+      agentSocket: join(this.socketDir, `${shortHash(runtimeId, 16)}.sock`),
       createdAt: new Date().toISOString(),
     };
     try {
@@ -285,7 +265,7 @@ export class OciRuntime implements SandboxRuntime {
         hostsFile: join(dir, 'hosts'),
         resolvConfFile: join(dir, 'resolv.conf'),
         hostnameFile: join(dir, 'hostname'),
-        initBinary: this.initBinary,
+        agentBinary: this.agent(),
         imageEnv: image.config.env,
         workingDir: image.config.workingDir,
         hostname,
@@ -308,16 +288,19 @@ export class OciRuntime implements SandboxRuntime {
     }
   }
 
-  /** Starts the shim and waits until runc has started the init (and, with a start command, that it did not exit at once). */
+  private agent(): string {
+    if (this.agentBinary === undefined) throw new RuntimeError('RUNTIME_ERROR', 'the oci runtime is not initialized');
+    return this.agentBinary;
+  }
+
+  /** Starts the shim and waits until the runtime has started the init (and, with a start command, that it did not exit at once). */
   private async start(record: SandboxRecord, dir: string, watchStart: boolean): Promise<void> {
     const pidFile = join(dir, 'init.pid');
     const exitFile = join(dir, 'exit');
     const log = join(this.diskMount(record), 'init.log');
-    const prctl = PRCTL_SYSCALL[process.arch];
-    if (prctl === undefined) throw new RuntimeError('UNSUPPORTED', `the oci runtime does not support ${process.arch}`);
     const child = spawn(
-      'perl',
-      ['-e', SHIM_SCRIPT, String(prctl), this.runtimeBinary, this.runcRoot, dir, pidFile, record.runtimeId, log, join(CGROUP_ROOT, 'memory', record.cgroupsPath), exitFile],
+      this.agent(),
+      ['shim', this.runtimeBinary, this.runcRoot, dir, pidFile, record.runtimeId, log, this.cgroups.oomFile(record.cgroupsPath), exitFile, record.agentSocket],
       { detached: true, stdio: 'ignore', cwd: '/' },
     );
     child.unref();
@@ -347,25 +330,14 @@ export class OciRuntime implements SandboxRuntime {
 
   private execTarget(live: Live): ExecTarget {
     const record = live.record;
+    if (!record.agentSocket) throw new RuntimeError('RUNTIME_ERROR', `sandbox ${record.runtimeId} was started without an exec agent; recreate it`);
     return {
-      runtimeBinary: this.runtimeBinary,
-      runcRoot: this.runcRoot,
-      containerId: record.runtimeId,
+      socketPath: record.agentSocket,
       rootfs: join(this.sandboxDir(record.runtimeId), 'rootfs'),
-      scratchDir: this.sandboxDir(record.runtimeId),
       env: record.env,
       workingDir: record.workingDir,
-      listPids: () => this.listPids(record),
+      listPids: () => this.cgroups.listPids(record.cgroupsPath),
     };
-  }
-
-  private async listPids(record: SandboxRecord): Promise<number[]> {
-    const text = await readFile(join(CGROUP_ROOT, 'pids', record.cgroupsPath, 'cgroup.procs'), 'utf8');
-    return text
-      .split('\n')
-      .filter(Boolean)
-      .map(Number)
-      .filter((n) => Number.isInteger(n) && n > 0);
   }
 
   private running(runtimeId: string): Live {
@@ -440,22 +412,7 @@ export class OciRuntime implements SandboxRuntime {
   async stats(runtimeId: string): Promise<RuntimeStats> {
     const live = this.live.get(runtimeId);
     if (!live) throw new RuntimeError('NOT_FOUND', `no sandbox ${runtimeId}`);
-    const cg = live.record.cgroupsPath;
-    const read = (controller: string, file: string): Promise<string> => readFile(join(CGROUP_ROOT, controller, cg, file), 'utf8').catch(() => '0');
-    const [usage, limit, memStat, cpu, pids] = await Promise.all([
-      read('memory', 'memory.usage_in_bytes'),
-      read('memory', 'memory.limit_in_bytes'),
-      read('memory', 'memory.stat'),
-      read('cpuacct', 'cpuacct.usage'),
-      read('pids', 'pids.current'),
-    ]);
-    const inactive = Number(/^total_inactive_file (\d+)/m.exec(memStat)?.[1] ?? 0);
-    return {
-      memoryBytes: Math.max(0, Number(usage) - inactive),
-      memoryLimitBytes: Number(limit),
-      cpuUsageNanos: Number(cpu),
-      pids: Number(pids),
-    };
+    return this.cgroups.stats(live.record.cgroupsPath);
   }
 
   async inspect(runtimeId: string): Promise<RuntimeSandboxState | undefined> {
@@ -493,14 +450,20 @@ export class OciRuntime implements SandboxRuntime {
     const live = this.live.get(runtimeId);
     if (!live) return; // Not this instance's.
     live.removing = true;
-    await runTool(this.runtimeBinary, ['--root', this.runcRoot, 'kill', '--all', runtimeId, 'KILL']).catch(() => undefined);
+    await this.killAll(live.record);
     const exitFile = join(this.sandboxDir(runtimeId), 'exit');
     for (let i = 0; i < 200 && !existsSync(exitFile); i++) {
-      if (i % 20 === 19) await runTool(this.runtimeBinary, ['--root', this.runcRoot, 'kill', '--all', runtimeId, 'KILL']).catch(() => undefined);
+      if (i % 20 === 19) await this.killAll(live.record);
       await delay(10);
     }
     await this.teardown(live.record);
     this.live.delete(runtimeId);
+  }
+
+  /** SIGKILLs every process of the sandbox (cgroup.kill on cgroup v2, else `<runtime> kill --all`). */
+  private async killAll(record: SandboxRecord): Promise<void> {
+    if (await this.cgroups.killAll(record.cgroupsPath)) return;
+    await runTool(this.runtimeBinary, ['--root', this.runcRoot, 'kill', '--all', record.runtimeId, 'KILL']).catch(() => undefined);
   }
 
   /** Deletes the runc container, unmounts the rootfs, frees disk and namespace, removes the directory. Idempotent. */
@@ -514,7 +477,8 @@ export class OciRuntime implements SandboxRuntime {
     if (await isMountPoint(rootfs)) await runTool('umount', ['-l', rootfs]).catch(() => undefined);
     if (record.netns.name) await this.netns.destroy(record.netns);
     if (record.diskId) await this.disks.destroy(record.diskId);
-    await removeCgroups(record.cgroupsPath);
+    await this.cgroups.remove(record.cgroupsPath);
+    if (record.agentSocket) await rm(record.agentSocket, { force: true });
     await rm(dir, { recursive: true, force: true });
   }
 
@@ -532,13 +496,10 @@ export class OciRuntime implements SandboxRuntime {
         if (live.removing || live.exitCode !== null) continue;
         if (await this.refresh(live)) continue;
         if (!live.oomKilled) {
-          const control = await readFile(join(CGROUP_ROOT, 'memory', live.record.cgroupsPath, 'memory.oom_control'), 'utf8').catch(() => '');
-          if (Number(/^oom_kill (\d+)/m.exec(control)?.[1] ?? 0) > 0) {
+          if ((await this.cgroups.oomKills(live.record.cgroupsPath)) > 0) {
             live.oomKilled = true;
             await writeFile(join(this.sandboxDir(live.record.runtimeId), 'oom'), '').catch(() => undefined);
-            if (this.killOnOom) {
-              await runTool(this.runtimeBinary, ['--root', this.runcRoot, 'kill', '--all', live.record.runtimeId, 'KILL']).catch(() => undefined);
-            }
+            if (this.killOnOom) await this.killAll(live.record);
           }
         }
       }
@@ -612,11 +573,12 @@ export class OciRuntime implements SandboxRuntime {
     for (const id of await readdir(this.runcRoot).catch(() => [] as string[])) {
       if (!this.live.has(id)) await runTool(this.runtimeBinary, ['--root', this.runcRoot, 'delete', '--force', id]).catch(() => undefined);
     }
-    for (const controller of await readdir(CGROUP_ROOT).catch(() => [] as string[])) {
-      const parent = join(CGROUP_ROOT, controller, this.cgroupParent);
-      for (const child of await readdir(parent, { withFileTypes: true }).catch(() => [])) {
-        if (child.isDirectory() && !this.live.has(child.name)) await rmdir(join(parent, child.name)).catch(() => undefined);
-      }
+    for (const name of await this.cgroups.childNames(this.cgroupParent)) {
+      if (!this.live.has(name)) await this.cgroups.remove(`${this.cgroupParent}/${name}`);
+    }
+    const sockets = new Set([...this.live.values()].map((l) => l.record.agentSocket));
+    for (const name of await readdir(this.socketDir).catch(() => [] as string[])) {
+      if (!sockets.has(join(this.socketDir, name))) await rm(join(this.socketDir, name), { force: true });
     }
   }
 
@@ -653,18 +615,6 @@ async function readExitFile(path: string): Promise<{ code: number; oomKills: num
     return { code: Number.isInteger(code) ? (code as number) : 255, oomKills: Number.isInteger(oom) ? (oom as number) : 0 };
   } catch {
     return undefined;
-  }
-}
-
-/**
- * Removes a sandbox's cgroup directory from every hierarchy, and the instance's parent directory
- * when it has no other sandbox left.
- */
-async function removeCgroups(cgroupsPath: string): Promise<void> {
-  const parent = posix.dirname(cgroupsPath);
-  for (const controller of await readdir(CGROUP_ROOT).catch(() => [] as string[])) {
-    await rmdir(join(CGROUP_ROOT, controller, cgroupsPath)).catch(() => undefined);
-    await rmdir(join(CGROUP_ROOT, controller, parent)).catch(() => undefined);
   }
 }
 
@@ -705,11 +655,9 @@ function runToolIn(cwd: string, command: string, args: string[]): Promise<void> 
   });
 }
 
-function findOnPath(tool: string): string | undefined {
-  for (const dir of (process.env['PATH'] ?? '').split(':').concat(['/usr/sbin', '/usr/bin', '/sbin', '/bin'])) {
-    if (dir && existsSync(join(dir, tool))) return join(dir, tool);
-  }
-  return undefined;
+/** The first `length` hex digits of the SHA-256 of `text`. */
+function shortHash(text: string, length: number): string {
+  return createHash('sha256').update(text).digest('hex').slice(0, length);
 }
 
 function delay(ms: number): Promise<void> {

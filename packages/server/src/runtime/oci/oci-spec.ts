@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { IDLE_COMMAND, KEPT_CAPABILITIES } from '../docker/container-spec.js';
 import type { SandboxSpec } from '../runtime.js';
 
-/** Path inside the sandbox where the static init (tini) is bind-mounted. */
+/** Path inside the sandbox where `corral-agent` (its PID 1) is bind-mounted. */
 export const INIT_PATH = '/dev/init';
 
 /** Capabilities every sandbox keeps (the Docker driver's set, see docs/runtime-docker.md). */
@@ -65,8 +65,8 @@ export interface BundlePlacement {
   hostsFile: string;
   resolvConfFile: string;
   hostnameFile: string;
-  /** The static init binary on the host (tini-static), or undefined to run the shell as PID 1. */
-  initBinary: string | undefined;
+  /** `corral-agent` on the host: PID 1 of the sandbox, serving exec sessions on the socket passed as fd 3. */
+  agentBinary: string;
   /** Image environment (`KEY=value`), overridden by the spec's. */
   imageEnv: string[];
   /** Working directory from the image config (default `/`). */
@@ -78,7 +78,7 @@ export interface BundlePlacement {
 export function buildOciConfig(spec: SandboxSpec, placement: BundlePlacement): Record<string, unknown> {
   const env = mergeEnv(placement.imageEnv, spec.env);
   const command = ['/bin/sh', '-c', spec.startCommand ?? IDLE_COMMAND];
-  const args = placement.initBinary ? [INIT_PATH, '--', ...command] : command;
+  const args = [INIT_PATH, 'init', '--', ...command];
   const period = 100_000;
   const mounts: Record<string, unknown>[] = [
     { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
@@ -92,9 +92,7 @@ export function buildOciConfig(spec: SandboxSpec, placement: BundlePlacement): R
     { destination: '/etc/resolv.conf', type: 'bind', source: placement.resolvConfFile, options: ['rbind', 'rprivate', 'nosuid', 'nodev'] },
     { destination: '/etc/hostname', type: 'bind', source: placement.hostnameFile, options: ['rbind', 'rprivate', 'nosuid', 'nodev'] },
   ];
-  if (placement.initBinary) {
-    mounts.push({ destination: INIT_PATH, type: 'bind', source: placement.initBinary, options: ['bind', 'ro', 'nosuid', 'nodev'] });
-  }
+  mounts.push({ destination: INIT_PATH, type: 'bind', source: placement.agentBinary, options: ['bind', 'ro', 'nosuid', 'nodev'] });
   return {
     ociVersion: '1.0.2',
     process: {

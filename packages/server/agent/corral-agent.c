@@ -1,0 +1,708 @@
+/*
+ * corral-agent: the two native pieces of Corral's `oci` runtime driver, in one static binary.
+ *
+ *   corral-agent shim <runtime> <state root> <bundle> <pid file> <container id> <log file>
+ *                     <oom file> <exit file> <socket path>
+ *     Runs on the host as the parent of one sandbox (like containerd's shim). Makes itself a child
+ *     subreaper, sends its stdio to the log file, binds and listens on <socket path>, runs
+ *     `<runtime> run --detach --preserve-fds 1` so the listening socket becomes fd 3 of the
+ *     sandbox's init, renames the pid file into place once the sandbox runs, then waits for the
+ *     init. When it exits, writes `<exit status> <oom_kill count>` to the exit file (the count is
+ *     the `oom_kill N` line of <oom file>: memory.oom_control on cgroup v1, memory.events on v2).
+ *
+ *   corral-agent init -- <command...>
+ *     PID 1 inside the sandbox. Runs <command> (the start command) and exits with its status,
+ *     forwards termination signals to it, reaps every orphan, and serves exec sessions: each
+ *     connection accepted on fd 3 carries one process (see agent-protocol.ts for the frames).
+ *     Sessions inherit the sandbox's namespaces, cgroup, capabilities, seccomp filter and
+ *     no_new_privs from this process. The agent makes itself non-dumpable, so processes in the
+ *     sandbox cannot reach its descriptors through /proc/1/fd.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+/* Frame types, host -> agent. */
+#define F_EXEC 'E'
+#define F_STDIN 'I'
+#define F_STDIN_CLOSE 'C'
+#define F_SIGNAL 'S'
+#define F_RESIZE 'R'
+/* Frame types, agent -> host. */
+#define F_PID 'P'
+#define F_STDOUT '1'
+#define F_STDERR '2'
+#define F_EXIT 'X'
+
+#define HEADER 5
+#define MAX_FRAME (64u << 20)
+#define MAX_SESSIONS 4096
+#define READ_CHUNK 65536
+#define OUT_HIGH_WATER (256u << 10)
+#define DRAIN_MS 200
+#define FLAG_TTY 1u
+#define FLAG_STDIN 2u
+
+struct buffer {
+  unsigned char *data;
+  size_t len, off, cap;
+};
+
+struct session {
+  int conn;
+  pid_t pid;
+  int out, err, in, tty;
+  int exited, code, exit_sent, stdin_close_pending;
+  long long deadline;
+  struct buffer rbuf, ibuf, wbuf;
+};
+
+static struct session *sessions[MAX_SESSIONS];
+static int session_count;
+static pid_t main_pid;
+
+static long long now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int exit_code(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return 255;
+}
+
+static int reserve(struct buffer *b, size_t extra) {
+  if (b->off > 0 && b->off == b->len) b->off = b->len = 0;
+  if (b->len + extra <= b->cap) return 0;
+  if (b->off > 0) {
+    memmove(b->data, b->data + b->off, b->len - b->off);
+    b->len -= b->off;
+    b->off = 0;
+    if (b->len + extra <= b->cap) return 0;
+  }
+  size_t cap = b->cap ? b->cap : 4096;
+  while (cap < b->len + extra) cap *= 2;
+  unsigned char *data = realloc(b->data, cap);
+  if (!data) return -1;
+  b->data = data;
+  b->cap = cap;
+  return 0;
+}
+
+static void put_u32(unsigned char *p, uint32_t v) {
+  p[0] = v >> 24;
+  p[1] = v >> 16;
+  p[2] = v >> 8;
+  p[3] = v;
+}
+
+static uint32_t get_u32(const unsigned char *p) {
+  return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+static int queue_frame(struct session *s, char type, const void *payload, size_t len) {
+  if (reserve(&s->wbuf, HEADER + len) < 0) return -1;
+  unsigned char *p = s->wbuf.data + s->wbuf.len;
+  p[0] = (unsigned char)type;
+  put_u32(p + 1, (uint32_t)len);
+  if (len) memcpy(p + HEADER, payload, len);
+  s->wbuf.len += HEADER + len;
+  return 0;
+}
+
+static void close_fd(int *fd) {
+  if (*fd >= 0) close(*fd);
+  *fd = -1;
+}
+
+static void free_session(int index) {
+  struct session *s = sessions[index];
+  close_fd(&s->conn);
+  if (s->tty >= 0) {
+    /* out and in are the tty master too. */
+    if (s->out == s->tty) s->out = -1;
+    if (s->in == s->tty) s->in = -1;
+  }
+  close_fd(&s->out);
+  close_fd(&s->err);
+  close_fd(&s->in);
+  close_fd(&s->tty);
+  free(s->rbuf.data);
+  free(s->ibuf.data);
+  free(s->wbuf.data);
+  free(s);
+  sessions[index] = sessions[--session_count];
+}
+
+/* The child side of an exec: identity, cwd, stdio, then execvp with the session's environment. */
+static void exec_child(const char *cwd, char **argv, char **envp, uint32_t uid, uint32_t gid, uint32_t ngroups,
+                       const gid_t *groups, int in, int out, int err, const char *slave) {
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  signal(SIGPIPE, SIG_DFL);
+  setsid();
+  if (slave) {
+    int fd = open(slave, O_RDWR);
+    if (fd < 0) _exit(126);
+    ioctl(fd, TIOCSCTTY, 0);
+    dup2(fd, 0);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    if (fd > 2) close(fd);
+  } else {
+    int null_in = in;
+    if (null_in < 0) null_in = open("/dev/null", O_RDONLY);
+    if (null_in >= 0) dup2(null_in, 0);
+    dup2(out, 1);
+    dup2(err, 2);
+  }
+  if (setgroups(ngroups, groups) < 0 && errno != EPERM) {
+    dprintf(2, "corral: setgroups: %s\n", strerror(errno));
+    _exit(126);
+  }
+  if (setgid(gid) < 0 || setuid(uid) < 0) {
+    dprintf(2, "corral: cannot run as %u:%u: %s\n", uid, gid, strerror(errno));
+    _exit(126);
+  }
+  if (cwd[0] && chdir(cwd) < 0) {
+    dprintf(2, "corral: cannot enter %s: %s\n", cwd, strerror(errno));
+    _exit(126);
+  }
+  environ = envp;
+  execvp(argv[0], argv);
+  int e = errno;
+  dprintf(2, "corral: cannot run %s: %s\n", argv[0], strerror(e));
+  _exit(e == ENOENT ? 127 : 126);
+}
+
+/* Parses an exec frame and starts the process. Returns -1 to drop the session. */
+static int start_exec(struct session *s, const unsigned char *p, uint32_t len) {
+  if (s->pid != 0 || len < 28) return -1;
+  uint32_t flags = get_u32(p), size = get_u32(p + 4), uid = get_u32(p + 8), gid = get_u32(p + 12);
+  uint32_t ngroups = get_u32(p + 16), argc = get_u32(p + 20), envc = get_u32(p + 24);
+  unsigned short rows = size >> 16, cols = size & 0xffff;
+  if (ngroups > 256 || argc == 0 || argc > len || envc > len) return -1;
+  size_t pos = 28;
+  if (len - pos < (size_t)ngroups * 4) return -1;
+  gid_t groups[256];
+  for (uint32_t i = 0; i < ngroups; i++, pos += 4) groups[i] = get_u32(p + pos);
+  /* Strings: cwd, argv..., env...; each NUL-terminated. */
+  size_t count = 1 + (size_t)argc + envc;
+  char **strings = calloc(count + 2, sizeof(char *));
+  if (!strings) return -1;
+  for (size_t i = 0; i < count; i++) {
+    const unsigned char *end = memchr(p + pos, 0, len - pos);
+    if (!end) {
+      free(strings);
+      return -1;
+    }
+    strings[i] = (char *)(p + pos);
+    pos = (size_t)(end - p) + 1;
+  }
+  char *cwd = strings[0];
+  char **argv = malloc((argc + 1) * sizeof(char *));
+  char **envp = malloc((envc + 1) * sizeof(char *));
+  if (!argv || !envp) {
+    free(strings);
+    free(argv);
+    free(envp);
+    return -1;
+  }
+  for (uint32_t i = 0; i < argc; i++) argv[i] = strings[1 + i];
+  argv[argc] = NULL;
+  for (uint32_t i = 0; i < envc; i++) envp[i] = strings[1 + argc + i];
+  envp[envc] = NULL;
+  free(strings);
+
+  int child_in = -1, child_out = -1, child_err = -1;
+  char slave[128] = {0};
+  int ok = 0;
+  if (flags & FLAG_TTY) {
+    int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (master >= 0 && grantpt(master) == 0 && unlockpt(master) == 0 && ptsname_r(master, slave, sizeof slave) == 0) {
+      struct winsize ws = {.ws_row = rows ? rows : 24, .ws_col = cols ? cols : 80};
+      ioctl(master, TIOCSWINSZ, &ws);
+      fcntl(master, F_SETFL, O_NONBLOCK);
+      s->tty = s->out = s->in = master;
+      ok = 1;
+    } else if (master >= 0) {
+      close(master);
+    }
+  } else {
+    int o[2], e[2], i[2] = {-1, -1};
+    if (pipe2(o, O_CLOEXEC) == 0) {
+      if (pipe2(e, O_CLOEXEC) == 0) {
+        if (!(flags & FLAG_STDIN) || pipe2(i, O_CLOEXEC) == 0) {
+          s->out = o[0];
+          s->err = e[0];
+          s->in = i[1];
+          child_out = o[1];
+          child_err = e[1];
+          child_in = i[0];
+          fcntl(s->out, F_SETFL, O_NONBLOCK);
+          fcntl(s->err, F_SETFL, O_NONBLOCK);
+          if (s->in >= 0) fcntl(s->in, F_SETFL, O_NONBLOCK);
+          ok = 1;
+        } else {
+          close(e[0]);
+          close(e[1]);
+          close(o[0]);
+          close(o[1]);
+        }
+      } else {
+        close(o[0]);
+        close(o[1]);
+      }
+    }
+  }
+  pid_t pid = ok ? fork() : -1;
+  if (pid == 0) exec_child(cwd, argv, envp, uid, gid, ngroups, groups, child_in, child_out, child_err, (flags & FLAG_TTY) ? slave : NULL);
+  free(argv);
+  free(envp);
+  close_fd(&child_in);
+  close_fd(&child_out);
+  close_fd(&child_err);
+  if (pid < 0) {
+    const char *msg = "corral: cannot start the process\n";
+    queue_frame(s, F_STDERR, msg, strlen(msg));
+    s->exited = 1;
+    s->code = 126;
+    s->deadline = now_ms();
+    return 0;
+  }
+  s->pid = pid;
+  unsigned char b[4];
+  put_u32(b, (uint32_t)pid);
+  return queue_frame(s, F_PID, b, 4);
+}
+
+/* Handles one complete frame from the host. Returns -1 to drop the session. */
+static int handle_frame(struct session *s, unsigned char type, const unsigned char *p, uint32_t len) {
+  switch (type) {
+    case F_EXEC:
+      return start_exec(s, p, len);
+    case F_STDIN:
+      if (s->in < 0 || s->stdin_close_pending) return 0;
+      if (reserve(&s->ibuf, len) < 0) return -1;
+      memcpy(s->ibuf.data + s->ibuf.len, p, len);
+      s->ibuf.len += len;
+      return 0;
+    case F_STDIN_CLOSE:
+      if (s->tty < 0) s->stdin_close_pending = 1;
+      return 0;
+    case F_SIGNAL:
+      if (len >= 4 && s->pid > 0 && !s->exited) {
+        int sig = (int)get_u32(p);
+        if (kill(-s->pid, sig) < 0) kill(s->pid, sig);
+      }
+      return 0;
+    case F_RESIZE:
+      if (len >= 4 && s->tty >= 0) {
+        struct winsize ws = {.ws_row = (unsigned short)((p[0] << 8) | p[1]), .ws_col = (unsigned short)((p[2] << 8) | p[3])};
+        ioctl(s->tty, TIOCSWINSZ, &ws);
+      }
+      return 0;
+    default:
+      return -1;
+  }
+}
+
+/* Reads what the host sent and handles every complete frame. Returns -1 when the host is gone. */
+static int read_conn(struct session *s) {
+  if (reserve(&s->rbuf, READ_CHUNK) < 0) return -1;
+  ssize_t n = read(s->conn, s->rbuf.data + s->rbuf.len, READ_CHUNK);
+  if (n == 0) return -1;
+  if (n < 0) return (errno == EAGAIN || errno == EINTR) ? 0 : -1;
+  s->rbuf.len += (size_t)n;
+  while (s->rbuf.len - s->rbuf.off >= HEADER) {
+    unsigned char *p = s->rbuf.data + s->rbuf.off;
+    uint32_t len = get_u32(p + 1);
+    if (len > MAX_FRAME) return -1;
+    if (s->rbuf.len - s->rbuf.off < HEADER + (size_t)len) {
+      if (reserve(&s->rbuf, HEADER + (size_t)len) < 0) return -1;
+      break;
+    }
+    if (handle_frame(s, p[0], p + HEADER, len) < 0) return -1;
+    s->rbuf.off += HEADER + (size_t)len;
+  }
+  return 0;
+}
+
+/* Moves one chunk of the process's output into the outgoing buffer. */
+static void read_output(struct session *s, int *fd, char type) {
+  if (reserve(&s->wbuf, HEADER + READ_CHUNK) < 0) return;
+  ssize_t n = read(*fd, s->wbuf.data + s->wbuf.len + HEADER, READ_CHUNK);
+  if (n > 0) {
+    unsigned char *p = s->wbuf.data + s->wbuf.len;
+    p[0] = (unsigned char)type;
+    put_u32(p + 1, (uint32_t)n);
+    s->wbuf.len += HEADER + (size_t)n;
+    return;
+  }
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+  /* EOF, or EIO from a tty master once the last slave holder closed it. */
+  if (*fd == s->tty) {
+    s->out = -1;
+    if (s->in == s->tty) s->in = -1;
+    close_fd(&s->tty);
+  } else {
+    close_fd(fd);
+  }
+}
+
+static int write_conn(struct session *s) {
+  while (s->wbuf.off < s->wbuf.len) {
+    ssize_t n = write(s->conn, s->wbuf.data + s->wbuf.off, s->wbuf.len - s->wbuf.off);
+    if (n < 0) return (errno == EAGAIN || errno == EINTR) ? 0 : -1;
+    s->wbuf.off += (size_t)n;
+  }
+  s->wbuf.off = s->wbuf.len = 0;
+  return 0;
+}
+
+static void write_stdin(struct session *s) {
+  while (s->ibuf.off < s->ibuf.len && s->in >= 0) {
+    ssize_t n = write(s->in, s->ibuf.data + s->ibuf.off, s->ibuf.len - s->ibuf.off);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) return;
+      s->ibuf.off = s->ibuf.len = 0; /* The process closed its stdin. */
+      if (s->in != s->tty) close_fd(&s->in);
+      return;
+    }
+    s->ibuf.off += (size_t)n;
+  }
+  s->ibuf.off = s->ibuf.len = 0;
+  if (s->stdin_close_pending && s->in >= 0 && s->in != s->tty) close_fd(&s->in);
+}
+
+static void reap(void) {
+  int status;
+  pid_t pid;
+  while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+    if (pid == main_pid) exit(exit_code(status));
+    for (int i = 0; i < session_count; i++) {
+      struct session *s = sessions[i];
+      if (s->pid == pid && !s->exited) {
+        s->exited = 1;
+        s->code = exit_code(status);
+        s->deadline = now_ms() + DRAIN_MS;
+        if (s->in != s->tty) close_fd(&s->in);
+      }
+    }
+  }
+}
+
+/* Once the process exited and its output drained (or the drain time passed), sends the exit frame. */
+static void maybe_finish(struct session *s, long long now) {
+  if (!s->exited || s->exit_sent) return;
+  if (s->out >= 0 || s->err >= 0) {
+    if (now < s->deadline) return;
+    if (s->tty >= 0) {
+      s->out = -1;
+      s->in = -1;
+      close_fd(&s->tty);
+    }
+    close_fd(&s->out);
+    close_fd(&s->err);
+  }
+  unsigned char b[4];
+  put_u32(b, (uint32_t)s->code);
+  queue_frame(s, F_EXIT, b, 4);
+  s->exit_sent = 1;
+}
+
+static int run_init(int argc, char **argv) {
+  int first = 2;
+  if (first < argc && strcmp(argv[first], "--") == 0) first++;
+  if (first >= argc) {
+    fprintf(stderr, "corral-agent init: no command\n");
+    return 2;
+  }
+  int listener = 3;
+  int accepting = 0;
+  socklen_t optlen = sizeof accepting;
+  if (getsockopt(listener, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &optlen) < 0 || !accepting) listener = -1;
+  if (listener >= 0) {
+    fcntl(listener, F_SETFD, FD_CLOEXEC);
+    fcntl(listener, F_SETFL, O_NONBLOCK);
+  }
+  prctl(PR_SET_DUMPABLE, 0);
+  signal(SIGPIPE, SIG_IGN);
+  sigset_t mask;
+  sigfillset(&mask);
+  sigdelset(&mask, SIGSEGV);
+  sigdelset(&mask, SIGBUS);
+  sigdelset(&mask, SIGFPE);
+  sigdelset(&mask, SIGILL);
+  sigdelset(&mask, SIGPIPE);
+  sigprocmask(SIG_SETMASK, &mask, NULL);
+  int sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (sigfd < 0) {
+    perror("corral-agent: signalfd");
+    return 1;
+  }
+  main_pid = fork();
+  if (main_pid < 0) {
+    perror("corral-agent: fork");
+    return 1;
+  }
+  if (main_pid == 0) {
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGPIPE, SIG_DFL);
+    setpgid(0, 0);
+    execvp(argv[first], argv + first);
+    fprintf(stderr, "corral-agent: cannot run %s: %s\n", argv[first], strerror(errno));
+    _exit(errno == ENOENT ? 127 : 126);
+  }
+
+  static struct pollfd fds[2 + MAX_SESSIONS * 5];
+  static struct {
+    struct session *s;
+    int kind;
+  } owners[2 + MAX_SESSIONS * 5];
+  static struct session *dropped[MAX_SESSIONS];
+  for (;;) {
+    int n = 0;
+    fds[n] = (struct pollfd){.fd = sigfd, .events = POLLIN};
+    owners[n++].s = NULL;
+    if (listener >= 0 && session_count < MAX_SESSIONS) {
+      fds[n] = (struct pollfd){.fd = listener, .events = POLLIN};
+      owners[n++].s = NULL;
+    }
+    long long now = now_ms();
+    int timeout = -1;
+    for (int i = 0; i < session_count; i++) {
+      struct session *s = sessions[i];
+      if (s->in < 0) s->ibuf.off = s->ibuf.len = 0;
+      size_t pending = s->wbuf.len - s->wbuf.off;
+      short conn_events = 0;
+      if (!s->exit_sent && s->ibuf.len == s->ibuf.off) conn_events |= POLLIN;
+      if (pending > 0) conn_events |= POLLOUT;
+      fds[n] = (struct pollfd){.fd = s->conn, .events = conn_events};
+      owners[n].s = s;
+      owners[n++].kind = 0;
+      if (pending < OUT_HIGH_WATER) {
+        if (s->out >= 0) {
+          fds[n] = (struct pollfd){.fd = s->out, .events = POLLIN};
+          owners[n].s = s;
+          owners[n++].kind = 1;
+        }
+        if (s->err >= 0) {
+          fds[n] = (struct pollfd){.fd = s->err, .events = POLLIN};
+          owners[n].s = s;
+          owners[n++].kind = 2;
+        }
+      }
+      if (s->in >= 0 && s->ibuf.len > s->ibuf.off) {
+        fds[n] = (struct pollfd){.fd = s->in, .events = POLLOUT};
+        owners[n].s = s;
+        owners[n++].kind = 3;
+      }
+      if (s->exited && !s->exit_sent) {
+        long long left = s->deadline - now;
+        int t = left < 0 ? 0 : (int)left;
+        if (timeout < 0 || t < timeout) timeout = t;
+      }
+    }
+    if (poll(fds, (nfds_t)n, timeout) < 0) {
+      if (errno == EINTR) continue;
+      perror("corral-agent: poll");
+      return 1;
+    }
+    int ndropped = 0;
+    for (int k = 0; k < n; k++) {
+      if (!fds[k].revents) continue;
+      struct session *s = owners[k].s;
+      if (!s) {
+        if (fds[k].fd == sigfd) {
+          struct signalfd_siginfo info;
+          while (read(sigfd, &info, sizeof info) == sizeof info) {
+            if (info.ssi_signo == SIGCHLD) continue;
+            kill(main_pid, (int)info.ssi_signo);
+          }
+          reap();
+        } else {
+          int conn;
+          while (session_count < MAX_SESSIONS && (conn = accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+            struct session *fresh = calloc(1, sizeof *fresh);
+            if (!fresh) {
+              close(conn);
+              break;
+            }
+            fresh->conn = conn;
+            fresh->out = fresh->err = fresh->in = fresh->tty = -1;
+            sessions[session_count++] = fresh;
+          }
+        }
+        continue;
+      }
+      int dead = 0;
+      for (int d = 0; d < ndropped; d++) dead |= dropped[d] == s;
+      if (dead) continue;
+      int drop = 0;
+      switch (owners[k].kind) {
+        case 0:
+          if (fds[k].revents & POLLOUT) drop |= write_conn(s) < 0;
+          if (!drop && (fds[k].revents & (POLLIN | POLLHUP | POLLERR))) drop |= read_conn(s) < 0;
+          break;
+        case 1:
+          if (s->out >= 0) read_output(s, &s->out, F_STDOUT);
+          break;
+        case 2:
+          if (s->err >= 0) read_output(s, &s->err, F_STDERR);
+          break;
+        case 3:
+          write_stdin(s);
+          break;
+      }
+      if (drop) dropped[ndropped++] = s;
+    }
+    now = now_ms();
+    for (int i = 0; i < session_count; i++) {
+      struct session *s = sessions[i];
+      int dead = 0;
+      for (int d = 0; d < ndropped; d++) dead |= dropped[d] == s;
+      if (!dead) {
+        if (s->stdin_close_pending) write_stdin(s);
+        maybe_finish(s, now);
+        if (s->wbuf.len > s->wbuf.off && write_conn(s) < 0) dead = 1;
+        else if (s->exit_sent && s->wbuf.len == s->wbuf.off) dead = 1;
+      }
+      if (dead) {
+        free_session(i);
+        i--;
+      }
+    }
+  }
+}
+
+/* --- shim ------------------------------------------------------------------------------------ */
+
+static const char *exit_file, *oom_file;
+
+static void record(int code) {
+  long long oom = 0;
+  FILE *f = fopen(oom_file, "r");
+  if (f) {
+    char line[256];
+    while (fgets(line, sizeof line, f)) {
+      if (strncmp(line, "oom_kill ", 9) == 0) oom = atoll(line + 9);
+    }
+    fclose(f);
+  }
+  char tmp[4096];
+  snprintf(tmp, sizeof tmp, "%s.tmp", exit_file);
+  FILE *out = fopen(tmp, "w");
+  if (!out) _exit(1);
+  fprintf(out, "%d %lld\n", code, oom);
+  fclose(out);
+  rename(tmp, exit_file);
+  _exit(0);
+}
+
+static int run_shim(int argc, char **argv) {
+  if (argc != 11) {
+    fprintf(stderr, "usage: corral-agent shim <runtime> <root> <bundle> <pid file> <id> <log> <oom file> <exit file> <socket>\n");
+    return 2;
+  }
+  const char *runtime = argv[2], *root = argv[3], *bundle = argv[4], *pid_file = argv[5], *id = argv[6], *log = argv[7];
+  const char *socket_path = argv[10];
+  oom_file = argv[8];
+  exit_file = argv[9];
+  if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) {
+    perror("corral shim: PR_SET_CHILD_SUBREAPER");
+    return 1;
+  }
+  setsid();
+  int null_fd = open("/dev/null", O_RDONLY);
+  int log_fd = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+  if (null_fd < 0 || log_fd < 0) record(255);
+  dup2(null_fd, 0);
+  dup2(log_fd, 1);
+  dup2(log_fd, 2);
+  close(null_fd);
+  close(log_fd);
+
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  if (strlen(socket_path) >= sizeof addr.sun_path) {
+    fprintf(stderr, "corral shim: socket path too long: %s\n", socket_path);
+    record(255);
+  }
+  strcpy(addr.sun_path, socket_path);
+  int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  unlink(socket_path);
+  mode_t old = umask(077);
+  if (sock < 0 || bind(sock, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(sock, 1024) < 0) {
+    fprintf(stderr, "corral shim: listening on %s: %s\n", socket_path, strerror(errno));
+    record(255);
+  }
+  umask(old);
+  if (sock != 3) {
+    if (dup2(sock, 3) < 0) record(255);
+    close(sock);
+  } else {
+    fcntl(3, F_SETFD, 0);
+  }
+
+  char pid_tmp[4096];
+  snprintf(pid_tmp, sizeof pid_tmp, "%s.tmp", pid_file);
+  pid_t runner = fork();
+  if (runner < 0) record(255);
+  if (runner == 0) {
+    execlp(runtime, runtime, "--root", root, "run", "--detach", "--bundle", bundle, "--pid-file", pid_tmp, "--preserve-fds", "1", id, (char *)NULL);
+    fprintf(stderr, "corral shim: %s: %s\n", runtime, strerror(errno));
+    _exit(127);
+  }
+  close(3);
+  int status;
+  while (waitpid(runner, &status, 0) < 0) {
+    if (errno != EINTR) record(255);
+  }
+  if (exit_code(status) != 0) record(exit_code(status));
+  FILE *f = fopen(pid_tmp, "r");
+  long init = 0;
+  if (!f || fscanf(f, "%ld", &init) != 1 || init <= 0) record(255);
+  fclose(f);
+  rename(pid_tmp, pid_file);
+  for (;;) {
+    pid_t pid = waitpid(-1, &status, 0);
+    if (pid < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (pid == (pid_t)init) record(exit_code(status));
+  }
+  record(255);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc >= 2 && strcmp(argv[1], "init") == 0) return run_init(argc, argv);
+  if (argc >= 2 && strcmp(argv[1], "shim") == 0) return run_shim(argc, argv);
+  fprintf(stderr, "usage: corral-agent init -- <command...> | corral-agent shim ...\n");
+  return 2;
+}

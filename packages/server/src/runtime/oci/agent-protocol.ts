@@ -1,0 +1,111 @@
+/**
+ * The wire format between the `oci` driver and `corral-agent init` (PID 1 of every sandbox), one
+ * process per Unix-socket connection. Every frame is a 1-byte type, a 4-byte big-endian payload
+ * length, then the payload.
+ *
+ * Host → agent: `E` exec (once, first), `I` stdin bytes, `C` close stdin, `S` signal (u32; the
+ * agent signals the process group, else the process), `R` resize (u16 rows, u16 cols).
+ * Agent → host: `P` pid inside the sandbox (u32), `1` stdout bytes, `2` stderr bytes, `X` exit
+ * status (u32; 128+N when killed by signal N), after which the agent closes the connection.
+ */
+
+/** Frame type bytes. */
+export const Frame = {
+  exec: 0x45, // E
+  stdin: 0x49, // I
+  stdinClose: 0x43, // C
+  signal: 0x53, // S
+  resize: 0x52, // R
+  pid: 0x50, // P
+  stdout: 0x31, // 1
+  stderr: 0x32, // 2
+  exit: 0x58, // X
+} as const;
+
+const HEADER = 5;
+/** Largest frame either side accepts (the agent drops a connection that sends more). */
+export const MAX_FRAME = 64 * 1024 * 1024;
+
+/** What the agent needs to start a process. */
+export interface AgentExec {
+  argv: string[];
+  env: string[];
+  cwd: string;
+  uid: number;
+  gid: number;
+  groups: number[];
+  tty?: { rows: number; cols: number };
+  stdin: boolean;
+}
+
+/** One frame with its payload. */
+export function frame(type: number, payload: Buffer = Buffer.alloc(0)): Buffer {
+  const header = Buffer.alloc(HEADER);
+  header[0] = type;
+  header.writeUInt32BE(payload.length, 1);
+  return payload.length === 0 ? header : Buffer.concat([header, payload]);
+}
+
+/** A frame carrying one unsigned 32-bit number. */
+export function u32Frame(type: number, value: number): Buffer {
+  const payload = Buffer.alloc(4);
+  payload.writeUInt32BE(value >>> 0);
+  return frame(type, payload);
+}
+
+/** A resize frame. */
+export function resizeFrame(rows: number, cols: number): Buffer {
+  const payload = Buffer.alloc(4);
+  payload.writeUInt16BE(clamp16(rows), 0);
+  payload.writeUInt16BE(clamp16(cols), 2);
+  return frame(Frame.resize, payload);
+}
+
+/**
+ * The exec frame: u32 flags (1 tty, 2 stdin), u32 rows<<16|cols, u32 uid, u32 gid, u32 group
+ * count, u32 argc, u32 envc, the groups (u32 each), then cwd, argv and env as NUL-terminated strings.
+ */
+export function execFrame(exec: AgentExec): Buffer {
+  for (const s of [exec.cwd, ...exec.argv, ...exec.env]) {
+    if (s.includes('\0')) throw new Error('arguments, environment and working directory cannot contain NUL bytes');
+  }
+  if (exec.groups.length > 256) throw new Error('at most 256 supplementary groups');
+  const head = Buffer.alloc(28 + 4 * exec.groups.length);
+  head.writeUInt32BE((exec.tty ? 1 : 0) | (exec.stdin ? 2 : 0), 0);
+  head.writeUInt32BE(exec.tty ? ((clamp16(exec.tty.rows) << 16) | clamp16(exec.tty.cols)) >>> 0 : 0, 4);
+  head.writeUInt32BE(exec.uid >>> 0, 8);
+  head.writeUInt32BE(exec.gid >>> 0, 12);
+  head.writeUInt32BE(exec.groups.length, 16);
+  head.writeUInt32BE(exec.argv.length, 20);
+  head.writeUInt32BE(exec.env.length, 24);
+  exec.groups.forEach((g, i) => head.writeUInt32BE(g >>> 0, 28 + 4 * i));
+  const strings = Buffer.from([exec.cwd, ...exec.argv, ...exec.env].map((s) => `${s}\0`).join(''), 'utf8');
+  const payload = Buffer.concat([head, strings]);
+  if (payload.length > MAX_FRAME) throw new Error(`the command and environment exceed ${MAX_FRAME} bytes`);
+  return frame(Frame.exec, payload);
+}
+
+/** Splits a byte stream into frames. */
+export class FrameReader {
+  private pending: Buffer = Buffer.alloc(0);
+
+  /** Adds bytes and returns every frame they complete. Throws on an oversized frame. */
+  push(chunk: Buffer): { type: number; payload: Buffer }[] {
+    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
+    const frames: { type: number; payload: Buffer }[] = [];
+    let offset = 0;
+    while (this.pending.length - offset >= HEADER) {
+      const length = this.pending.readUInt32BE(offset + 1);
+      if (length > MAX_FRAME) throw new Error(`agent frame of ${length} bytes`);
+      if (this.pending.length - offset < HEADER + length) break;
+      frames.push({ type: this.pending[offset] ?? 0, payload: this.pending.subarray(offset + HEADER, offset + HEADER + length) });
+      offset += HEADER + length;
+    }
+    this.pending = this.pending.subarray(offset);
+    return frames;
+  }
+}
+
+function clamp16(n: number): number {
+  return Math.max(0, Math.min(0xffff, Math.trunc(n)));
+}

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Makes sure this host can run the daemonless `oci` runtime driver (packages/server/src/runtime/oci):
 #
-# - runc (the OCI runtime the driver calls), gcc and libc6-dev (the driver compiles corral-agent, each
-#   sandbox's static PID 1 and shim, from packages/server/agent/corral-agent.c on first start),
+# - runc (the OCI runtime the driver calls), gcc, libc6-dev and libseccomp-dev (the driver compiles
+#   corral-agent, each
+#   sandbox's static PID 1 and shim, and corral-seccomp, which compiles the seccomp profile to BPF once,
+#   from packages/server/agent/ on first start),
 #   iproute2 (network namespaces, veth, bridge), iptables (egress NAT and isolation), e2fsprogs
 #   (per-sandbox ext4 disk images), util-linux (mount, losetup), GNU tar and zstd (layer unpacking),
 #   attr (overlay opaque-directory xattrs), busybox-static (test image);
@@ -22,7 +24,7 @@ WITH_CRUN=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --crun) WITH_CRUN=1; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) log "unknown argument: $1"; exit 2 ;;
   esac
 done
@@ -33,7 +35,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # shellcheck source=lib/apt.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 
-PACKAGES=(runc gcc libc6-dev iproute2 iptables e2fsprogs util-linux bsdutils tar zstd attr busybox-static)
+PACKAGES=(runc gcc libc6-dev libseccomp-dev iproute2 iptables e2fsprogs util-linux bsdutils tar zstd attr busybox-static)
 if [ "$WITH_CRUN" -eq 1 ]; then PACKAGES+=(crun); fi
 apt_install "${PACKAGES[@]}"
 

@@ -2,16 +2,17 @@
  * corral-agent: the two native pieces of Corral's `oci` runtime driver, in one static binary.
  *
  *   corral-agent shim <runtime> <state root> <bundle> <pid file> <container id> <log file>
- *                     <oom file> <exit file> <socket path>
+ *                     <oom file> <exit file> <socket path> [<seccomp BPF file>]
  *     Runs on the host as the parent of one sandbox (like containerd's shim). Makes itself a child
  *     subreaper, sends its stdio to the log file, binds and listens on <socket path>, runs
  *     `<runtime> run --detach --preserve-fds 1` so the listening socket becomes fd 3 of the
- *     sandbox's init, renames the pid file into place once the sandbox runs, then waits for the
+ *     sandbox's init (and the BPF file, when given, fd 4, with --preserve-fds 2), renames the pid file into place once the sandbox runs, then waits for the
  *     init. When it exits, writes `<exit status> <oom_kill count>` to the exit file (the count is
  *     the `oom_kill N` line of <oom file>: memory.oom_control on cgroup v1, memory.events on v2).
  *
- *   corral-agent init -- <command...>
- *     PID 1 inside the sandbox. Runs <command> (the start command) and exits with its status,
+ *   corral-agent init [--seccomp-fd=N] -- <command...>
+ *     PID 1 inside the sandbox. With --seccomp-fd, first loads the seccomp filter compiled by
+ *     corral-seccomp from descriptor N (and refuses to start when it cannot). Runs <command> (the start command) and exits with its status,
  *     forwards termination signals to it, reaps every orphan, and serves exec sessions: each
  *     connection accepted on fd 3 carries one process (see agent-protocol.ts for the frames).
  *     Sessions inherit the sandbox's namespaces, cgroup, capabilities, seccomp filter and
@@ -22,6 +23,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
@@ -433,8 +436,29 @@ static void maybe_finish(struct session *s, long long now) {
   s->exit_sent = 1;
 }
 
+/* Loads a classic BPF seccomp program (an array of struct sock_filter) from `fd`. */
+static int load_seccomp(int fd) {
+  static struct sock_filter program[BPF_MAXINSNS];
+  size_t size = 0;
+  ssize_t n;
+  while ((n = read(fd, (char *)program + size, sizeof program - size)) > 0) size += (size_t)n;
+  close(fd);
+  if (n < 0 || size == 0 || size % sizeof(struct sock_filter) != 0 || size == sizeof program) {
+    fprintf(stderr, "corral-agent: the seccomp program is unreadable or malformed (%zu bytes)\n", size);
+    return -1;
+  }
+  struct sock_fprog prog = {.len = (unsigned short)(size / sizeof(struct sock_filter)), .filter = program};
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0) {
+    fprintf(stderr, "corral-agent: loading the seccomp filter: %s\n", strerror(errno));
+    return -1;
+  }
+  return 0;
+}
+
 static int run_init(int argc, char **argv) {
   int first = 2;
+  int seccomp_fd = -1;
+  for (; first < argc && strncmp(argv[first], "--seccomp-fd=", 13) == 0; first++) seccomp_fd = atoi(argv[first] + 13);
   if (first < argc && strcmp(argv[first], "--") == 0) first++;
   if (first >= argc) {
     fprintf(stderr, "corral-agent init: no command\n");
@@ -448,6 +472,7 @@ static int run_init(int argc, char **argv) {
     fcntl(listener, F_SETFD, FD_CLOEXEC);
     fcntl(listener, F_SETFL, O_NONBLOCK);
   }
+  if (seccomp_fd >= 0 && load_seccomp(seccomp_fd) < 0) return 1;
   prctl(PR_SET_DUMPABLE, 0);
   signal(SIGPIPE, SIG_IGN);
   sigset_t mask;
@@ -625,12 +650,13 @@ static void record(int code) {
 }
 
 static int run_shim(int argc, char **argv) {
-  if (argc != 11) {
-    fprintf(stderr, "usage: corral-agent shim <runtime> <root> <bundle> <pid file> <id> <log> <oom file> <exit file> <socket>\n");
+  if (argc != 11 && argc != 12) {
+    fprintf(stderr, "usage: corral-agent shim <runtime> <root> <bundle> <pid file> <id> <log> <oom file> <exit file> <socket> [<bpf>]\n");
     return 2;
   }
   const char *runtime = argv[2], *root = argv[3], *bundle = argv[4], *pid_file = argv[5], *id = argv[6], *log = argv[7];
   const char *socket_path = argv[10];
+  const char *bpf_path = argc == 12 ? argv[11] : NULL;
   oom_file = argv[8];
   exit_file = argv[9];
   if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) {
@@ -667,17 +693,27 @@ static int run_shim(int argc, char **argv) {
   } else {
     fcntl(3, F_SETFD, 0);
   }
+  if (bpf_path) {
+    int bpf = open(bpf_path, O_RDONLY);
+    if (bpf < 0 || (bpf != 4 && dup2(bpf, 4) < 0)) {
+      fprintf(stderr, "corral shim: %s: %s\n", bpf_path, strerror(errno));
+      record(255);
+    }
+    if (bpf != 4) close(bpf);
+  }
 
   char pid_tmp[4096];
   snprintf(pid_tmp, sizeof pid_tmp, "%s.tmp", pid_file);
   pid_t runner = fork();
   if (runner < 0) record(255);
   if (runner == 0) {
-    execlp(runtime, runtime, "--root", root, "run", "--detach", "--bundle", bundle, "--pid-file", pid_tmp, "--preserve-fds", "1", id, (char *)NULL);
+    execlp(runtime, runtime, "--root", root, "run", "--detach", "--bundle", bundle, "--pid-file", pid_tmp, "--preserve-fds", bpf_path ? "2" : "1", id,
+           (char *)NULL);
     fprintf(stderr, "corral shim: %s: %s\n", runtime, strerror(errno));
     _exit(127);
   }
   close(3);
+  if (bpf_path) close(4);
   int status;
   while (waitpid(runner, &status, 0) < 0) {
     if (errno != EINTR) record(255);

@@ -5,6 +5,9 @@ import type { SandboxSpec } from '../runtime.js';
 /** Path inside the sandbox where `corral-agent` (its PID 1) is bind-mounted. */
 export const INIT_PATH = '/dev/init';
 
+/** The descriptor the shim passes the precompiled seccomp program on (after the agent socket, fd 3). */
+export const SECCOMP_FD = 4;
+
 /** Capabilities every sandbox keeps (the Docker driver's set, see docs/runtime-docker.md). */
 export const OCI_CAPABILITIES = KEPT_CAPABILITIES.map((c) => `CAP_${c}`);
 
@@ -67,6 +70,11 @@ export interface BundlePlacement {
   hostnameFile: string;
   /** `corral-agent` on the host: PID 1 of the sandbox, serving exec sessions on the socket passed as fd 3. */
   agentBinary: string;
+  /**
+   * True: the agent loads the default profile precompiled to BPF from fd 4 (the shim passes it),
+   * and config.json carries no seccomp section. False: the runtime compiles the profile itself.
+   */
+  seccompPrecompiled: boolean;
   /** Image environment (`KEY=value`), overridden by the spec's. */
   imageEnv: string[];
   /** Working directory from the image config (default `/`). */
@@ -78,7 +86,7 @@ export interface BundlePlacement {
 export function buildOciConfig(spec: SandboxSpec, placement: BundlePlacement): Record<string, unknown> {
   const env = mergeEnv(placement.imageEnv, spec.env);
   const command = ['/bin/sh', '-c', spec.startCommand ?? IDLE_COMMAND];
-  const args = [INIT_PATH, 'init', '--', ...command];
+  const args = [INIT_PATH, 'init', ...(placement.seccompPrecompiled ? [`--seccomp-fd=${SECCOMP_FD}`] : []), '--', ...command];
   const period = 100_000;
   const mounts: Record<string, unknown>[] = [
     { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
@@ -118,7 +126,7 @@ export function buildOciConfig(spec: SandboxSpec, placement: BundlePlacement): R
       namespaces: [{ type: 'pid' }, { type: 'network', path: placement.netnsPath }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }],
       maskedPaths: MASKED_PATHS,
       readonlyPaths: READONLY_PATHS,
-      seccomp: defaultSeccompProfile(),
+      ...(placement.seccompPrecompiled ? {} : { seccomp: defaultSeccompProfile() }),
     },
   };
 }

@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # Makes sure this host can run the daemonless `oci` runtime driver (packages/server/src/runtime/oci):
 #
-# - runc (the OCI runtime the driver calls), gcc, libc6-dev and libseccomp-dev (the driver compiles
-#   corral-agent, each
-#   sandbox's static PID 1 and shim, and corral-seccomp, which compiles the seccomp profile to BPF once,
-#   from packages/server/agent/ on first start),
+# - runc (the OCI runtime the driver calls); gcc, libc6-dev and libseccomp-dev (on first start the
+#   driver compiles packages/server/agent/: corral-agent, each sandbox's static PID 1 and shim, and
+#   corral-seccomp, which compiles the seccomp profile to BPF once);
 #   iproute2 (network namespaces, veth, bridge), iptables (egress NAT and isolation), e2fsprogs
 #   (per-sandbox ext4 disk images), util-linux (mount, losetup), GNU tar and zstd (layer unpacking),
 #   attr (overlay opaque-directory xattrs), busybox-static (test image);
@@ -24,7 +23,7 @@ WITH_CRUN=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --crun) WITH_CRUN=1; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) log "unknown argument: $1"; exit 2 ;;
   esac
 done

@@ -49,8 +49,9 @@ run_bg system system_setup; sys_pid=$BG_PID
 run_bg node bash scripts/setup-node.sh; node_pid=$BG_PID
 wait_step node "$node_pid"
 
-log "linting"
+log "linting; typechecking the benchmarks (not built, but they must keep compiling)"
 npx eslint .
+npx tsc -p bench --noEmit
 
 wait_step system "$sys_pid"
 CORRAL_TEST_DATABASE_URL="$(tail -n 1 "$CORRAL_CACHE_DIR/logs/pg-url")"

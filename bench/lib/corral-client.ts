@@ -3,6 +3,9 @@ export const BENCH_KEY = 'corral_bench_admin_key_0000000000000000000000000';
 
 /** A minimal Corral client for benchmarks: the calls the Prime SDK makes, nothing else. */
 export class BenchClient {
+  private readonly waiting = new Map<string, { resolve: () => void; reject: (e: Error) => void; deadline: number }>();
+  private polling = false;
+
   constructor(private readonly base: string) {}
 
   private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
@@ -32,6 +35,51 @@ export class BenchClient {
       if (status && ['ERROR', 'TERMINATED', 'TIMEOUT'].includes(status.status)) throw new Error(`${id} ${status.status}: ${status.error_message}`);
       if (Date.now() > deadline) throw new Error(`${id} not RUNNING after ${timeoutMs} ms`);
       await new Promise((r) => setTimeout(r, intervalMs));
+    }
+  }
+
+  /**
+   * Like {@link waitRunning}, but every sandbox waited on this way shares one `status:batchGet`
+   * of up to 100 ids per `intervalMs`, as `@corral/sdk`'s batched waits (and a Prime user waiting
+   * on many sandboxes) do; a burst of creates then costs one status request per interval.
+   */
+  waitRunningBatched(id: string, intervalMs = 20, timeoutMs = 120_000): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject, deadline: Date.now() + timeoutMs });
+      if (!this.polling) void this.pollBatches(intervalMs);
+    });
+  }
+
+  private async pollBatches(intervalMs: number): Promise<void> {
+    this.polling = true;
+    try {
+      while (this.waiting.size > 0) {
+        await new Promise((r) => setTimeout(r, intervalMs));
+        const ids = [...this.waiting.keys()];
+        for (let i = 0; i < ids.length; i += 100) {
+          const { statuses } = await this.call<{ statuses: Array<{ sandbox_id: string; status: string; error_message: string | null }> }>('POST', '/sandbox/status:batchGet', {
+            sandbox_ids: ids.slice(i, i + 100),
+          });
+          for (const status of statuses) {
+            const waiter = this.waiting.get(status.sandbox_id);
+            if (!waiter) continue;
+            if (status.status === 'RUNNING') {
+              this.waiting.delete(status.sandbox_id);
+              waiter.resolve();
+            } else if (['ERROR', 'TERMINATED', 'TIMEOUT'].includes(status.status) || Date.now() > waiter.deadline) {
+              this.waiting.delete(status.sandbox_id);
+              waiter.reject(new Error(`${status.sandbox_id} ${status.status}: ${status.error_message}`));
+            }
+          }
+        }
+      }
+    } catch (error) {
+      for (const [id, waiter] of this.waiting) {
+        this.waiting.delete(id);
+        waiter.reject(error as Error);
+      }
+    } finally {
+      this.polling = false;
     }
   }
 

@@ -6,7 +6,8 @@ import { machine, percentiles, report, type Baseline } from '../lib/results.js';
  * `npm run bench -- burst [--driver oci|docker] [--count 100]`
  *
  * `count` creates at once; each is timed from its `POST /sandbox` to its first successful gateway
- * exec (status polled through `status:batchGet`, as the Prime SDK does). Baseline: the same number
+ * exec (status polled through one shared `status:batchGet` every 20 ms for all pending sandboxes, as
+ * `@corral/sdk`'s batched waits do). Baseline: the same number
  * of `docker run -d` + `docker exec true` (and, for oci, `runc run true`) started at once.
  */
 export async function run(args: string[]): Promise<void> {
@@ -23,7 +24,7 @@ export async function run(args: string[]): Promise<void> {
     const corral = await timeRuns(count, count, async () => {
       const id = await server.client.create(BENCH_IMAGE);
       created.push(id);
-      await server.client.waitRunning(id, 20);
+      await server.client.waitRunningBatched(id, 20);
       const code = await server.client.exec(id, 'true');
       if (code !== 0) throw new Error(`exit ${code}`);
     });

@@ -42,7 +42,7 @@ export async function run(args: string[]): Promise<void> {
         try {
           await server.client.exec(id, 'true');
         } catch (error) {
-          const s = await server.client.get(id).catch(() => ({}));
+          const s = await server.client.get(id).catch((): Record<string, unknown> => ({}));
           throw new Error(`${(error as Error).message}; sandbox: ${JSON.stringify({ status: s.status, errorType: s.errorType, errorMessage: s.errorMessage, terminationReason: s.terminationReason, exitCode: s.exitCode, startedAt: s.startedAt, terminatedAt: s.terminatedAt })}`);
         }
       });

@@ -10,7 +10,7 @@
  *     init. When it exits, writes `<exit status> <oom_kill count>` to the exit file (the count is
  *     the `oom_kill N` line of <oom file>: memory.oom_control on cgroup v1, memory.events on v2).
  *
- *   corral-agent init [--seccomp-fd=N] -- <command...>
+ *   corral-agent init [--seccomp-fd=N] [--listen=<socket path>] -- <command...>
  *     PID 1 inside the sandbox. With --seccomp-fd, first loads the seccomp filter compiled by
  *     corral-seccomp from descriptor N (and refuses to start when it cannot). Runs <command> (the start command) and exits with its status,
  *     forwards termination signals to it, reaps every orphan, and serves exec sessions: each
@@ -18,6 +18,9 @@
  *     Sessions inherit the sandbox's namespaces, cgroup, capabilities, seccomp filter and
  *     no_new_privs from this process. The agent makes itself non-dumpable, so processes in the
  *     sandbox cannot reach its descriptors through /proc/1/fd.
+ *     With --listen it binds its own socket instead of using fd 3: the server runs one such agent
+ *     on the host (command `cat`, reading a pipe from the server, so it ends with the server) to
+ *     start host tools, because forking this small process costs far less than forking Node.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -458,13 +461,37 @@ static int load_seccomp(int fd) {
 static int run_init(int argc, char **argv) {
   int first = 2;
   int seccomp_fd = -1;
-  for (; first < argc && strncmp(argv[first], "--seccomp-fd=", 13) == 0; first++) seccomp_fd = atoi(argv[first] + 13);
+  const char *listen_path = NULL;
+  for (; first < argc && strncmp(argv[first], "--", 2) == 0 && argv[first][2] != 0; first++) {
+    if (strncmp(argv[first], "--seccomp-fd=", 13) == 0) seccomp_fd = atoi(argv[first] + 13);
+    else if (strncmp(argv[first], "--listen=", 9) == 0) listen_path = argv[first] + 9;
+    else {
+      fprintf(stderr, "corral-agent init: unknown option %s\n", argv[first]);
+      return 2;
+    }
+  }
   if (first < argc && strcmp(argv[first], "--") == 0) first++;
   if (first >= argc) {
     fprintf(stderr, "corral-agent init: no command\n");
     return 2;
   }
   int listener = 3;
+  if (listen_path) {
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    if (strlen(listen_path) >= sizeof addr.sun_path) {
+      fprintf(stderr, "corral-agent: socket path too long: %s\n", listen_path);
+      return 1;
+    }
+    strcpy(addr.sun_path, listen_path);
+    listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    unlink(listen_path);
+    mode_t old = umask(077);
+    if (listener < 0 || bind(listener, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(listener, 1024) < 0) {
+      fprintf(stderr, "corral-agent: listening on %s: %s\n", listen_path, strerror(errno));
+      return 1;
+    }
+    umask(old);
+  }
   int accepting = 0;
   socklen_t optlen = sizeof accepting;
   if (getsockopt(listener, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &optlen) < 0 || !accepting) listener = -1;

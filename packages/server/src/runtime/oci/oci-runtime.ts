@@ -22,6 +22,7 @@ import type {
   SandboxSpec,
 } from '../runtime.js';
 import { DiskPool, isMountPoint } from './disk-pool.js';
+import { HostLauncher, hostLauncher, useHostLauncher } from './host-launcher.js';
 import { ImageStore } from './image-store.js';
 import { startOciExec } from './oci-exec.js';
 import type { ExecTarget } from './oci-exec.js';
@@ -54,6 +55,8 @@ export interface OciRuntimeOptions {
   socketDir?: string;
   /** cgroup root (default `/sys/fs/cgroup`); v1, hybrid and v2 layouts are detected. */
   cgroupRoot?: string;
+  /** Start host tools through one `corral-agent` on the host instead of forking Node (default true; see host-launcher.ts). */
+  hostLauncher?: boolean;
   /** Image store; default one rooted at `<stateDir>/images`. */
   images?: ImageStore;
   /** Registries reached over plain HTTP besides loopback ones. */
@@ -118,6 +121,7 @@ export class OciRuntime implements SandboxRuntime {
   private agentBinary: string | undefined;
   private readonly socketDir: string;
   private readonly cgroupRoot: string | undefined;
+  private readonly useLauncher: boolean;
   private cgroups!: CgroupLayout;
   /** The default seccomp profile compiled to BPF once, which each sandbox's agent loads; undefined: the runtime compiles it. */
   private seccompBpf: string | undefined;
@@ -144,6 +148,7 @@ export class OciRuntime implements SandboxRuntime {
     this.stateDir = options.stateDir;
     this.agentBinary = options.agentBinary;
     this.cgroupRoot = options.cgroupRoot;
+    this.useLauncher = options.hostLauncher ?? true;
     this.images = options.images ?? new ImageStore({ root: join(options.stateDir, 'images'), insecureRegistries: options.insecureRegistries ?? [] });
     const safeInstance = options.instance.replace(/[^A-Za-z0-9_.-]/g, '_');
     this.instanceDir = join(options.stateDir, 'instances', safeInstance);
@@ -189,6 +194,13 @@ export class OciRuntime implements SandboxRuntime {
     this.agentBinary ??= await ensureAgentBinary(join(this.stateDir, 'bin')).catch((error: unknown) => {
       throw new RuntimeError('RUNTIME_ERROR', (error as Error).message, { cause: error });
     });
+    if (this.useLauncher && !hostLauncher()) {
+      await mkdir(LAUNCHER_DIR, { recursive: true, mode: 0o700 });
+      await removeStaleLaunchers();
+      const launcher = new HostLauncher(this.agent(), join(LAUNCHER_DIR, `launcher-${process.pid}.sock`));
+      useHostLauncher(launcher);
+      await launcher.start();
+    }
     this.cgroups = await detectCgroupLayout(this.cgroupRoot);
     // Without libseccomp-dev the profile goes into config.json and the runtime compiles it at every start (~15 ms).
     this.seccompBpf = await ensureSeccompCompiler(join(this.stateDir, 'bin'))
@@ -312,9 +324,7 @@ export class OciRuntime implements SandboxRuntime {
     const pidFile = join(dir, 'init.pid');
     const exitFile = join(dir, 'exit');
     const log = join(this.diskMount(record), 'init.log');
-    const child = spawn(
-      this.agent(),
-      [
+    const shimArgs = [
         'shim',
         this.runtimeBinary,
         this.runcRoot,
@@ -326,10 +336,11 @@ export class OciRuntime implements SandboxRuntime {
         exitFile,
         record.agentSocket,
         ...(this.seccompBpf ? [this.seccompBpf] : []),
-      ],
-      { detached: true, stdio: 'ignore', cwd: '/' },
-    );
-    child.unref();
+      ];
+    if (!(await hostLauncher()?.launch(this.agent(), shimArgs))) {
+      const child = spawn(this.agent(), shimArgs, { detached: true, stdio: 'ignore', cwd: '/' });
+      child.unref();
+    }
     const deadline = Date.now() + this.readyTimeoutMs;
     const failed = async (): Promise<never> => {
       const exit = await readExitFile(exitFile);
@@ -679,6 +690,17 @@ function runToolIn(cwd: string, command: string, args: string[]): Promise<void> 
     child.once('error', reject);
     child.once('close', (code) => (code === 0 ? resolve() : reject(new Error(`${command} ${args.join(' ')} failed (exit ${code}): ${stderr.trim()}`))));
   });
+}
+
+/** Where host launchers (one per server process) listen. */
+const LAUNCHER_DIR = '/run/corral-oci';
+
+/** Deletes the sockets of launchers whose server process is gone. */
+async function removeStaleLaunchers(): Promise<void> {
+  for (const name of await readdir(LAUNCHER_DIR).catch(() => [] as string[])) {
+    const pid = /^launcher-(\d+)\.sock$/.exec(name)?.[1];
+    if (pid !== undefined && !existsSync(`/proc/${pid}`)) await rm(join(LAUNCHER_DIR, name), { force: true });
+  }
 }
 
 /** The first `length` hex digits of the SHA-256 of `text`. */

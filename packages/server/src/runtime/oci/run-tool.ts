@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { hostLauncher } from './host-launcher.js';
 
 /** What a host tool printed. */
 export interface ToolOutput {
@@ -20,10 +21,18 @@ export class ToolError extends Error {
 }
 
 /**
- * Runs a host tool to completion and collects its output (bounded to the last 1 MiB per stream).
+ * Runs a host tool to completion and collects its output (bounded to the last 1 MiB per stream),
+ * through the host launcher when one runs (see host-launcher.ts), else with `spawn`.
  * Rejects with {@link ToolError} on a non-zero exit.
  */
-export function runTool(command: string, args: readonly string[], options: { input?: string | Buffer; timeoutMs?: number } = {}): Promise<ToolOutput> {
+export async function runTool(command: string, args: readonly string[], options: { input?: string | Buffer; timeoutMs?: number } = {}): Promise<ToolOutput> {
+  const launched = await hostLauncher()?.run(command, args, options);
+  if (launched === undefined) return spawnTool(command, args, options);
+  if (launched.exitCode === 0) return { stdout: launched.stdout, stderr: launched.stderr };
+  throw new ToolError(`${command} ${args.slice(0, 6).join(' ')}`, launched.exitCode, launched.stderr);
+}
+
+function spawnTool(command: string, args: readonly string[], options: { input?: string | Buffer; timeoutMs?: number }): Promise<ToolOutput> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';

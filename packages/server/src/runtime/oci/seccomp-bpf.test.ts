@@ -65,8 +65,8 @@ describe('seccomp precompiler: the compiled default profile, loaded by corral-ag
       const child = spawn(agent, ['init', '--seccomp-fd=4', '--', 'perl', '-e', script], { stdio: ['ignore', 'pipe', 'pipe', 'ignore', fd] });
       let out = '';
       let err = '';
-      child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-      child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+      child.stdout?.on('data', (c: Buffer) => (out += c.toString()));
+      child.stderr?.on('data', (c: Buffer) => (err += c.toString()));
       const code = await new Promise<number | null>((resolve) => child.once('close', resolve));
       assert.equal(code, 0, err);
       return Object.fromEntries(out.trim().split('\n').map((line) => [line.split(' ')[0] ?? '', Number(line.split(' ')[1])]));
@@ -99,7 +99,7 @@ describe('seccomp precompiler: the compiled default profile, loaded by corral-ag
     try {
       const child = spawn(agent, ['init', '--seccomp-fd=4', '--', 'true'], { stdio: ['ignore', 'ignore', 'pipe', 'ignore', fd] });
       let err = '';
-      child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+      child.stderr?.on('data', (c: Buffer) => (err += c.toString()));
       const code = await new Promise<number | null>((resolve) => child.once('close', resolve));
       assert.equal(code, 1);
       assert.match(err, /seccomp program is unreadable or malformed/);

@@ -1,0 +1,76 @@
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { HostLauncher, useHostLauncher } from './host-launcher.js';
+import { ensureAgentBinary } from './native-build.js';
+import { runTool, ToolError } from './run-tool.js';
+
+const REPO = new URL('../../../../../', import.meta.url).pathname;
+const BIN = join(process.env.CORRAL_CACHE_DIR ?? join(REPO, '.cache'), 'native-test');
+
+describe('host launcher', { skip: process.platform !== 'linux' ? 'Linux only' : undefined }, () => {
+  let dir: string;
+  let launcher: HostLauncher;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'corral-launcher-'));
+    launcher = new HostLauncher(await ensureAgentBinary(BIN), join(dir, 'launcher.sock'));
+    await launcher.start();
+  });
+
+  after(async () => {
+    useHostLauncher(undefined);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('runs tools: output, exit codes, stdin, missing programs, timeouts', async () => {
+    assert.ok(launcher.available);
+    assert.deepEqual(await launcher.run('sh', ['-c', 'echo out; echo err >&2; exit 3']), { stdout: 'out\n', stderr: 'err\n', exitCode: 3 });
+    assert.deepEqual(await launcher.run('wc', ['-c'], { input: 'hello' }), { stdout: '5\n', stderr: '', exitCode: 0 });
+    const missing = await launcher.run('corral-no-such-tool', []);
+    assert.equal(missing?.exitCode, 127);
+    assert.match(missing?.stderr ?? '', /cannot run corral-no-such-tool/);
+    const started = Date.now();
+    const slow = await launcher.run('sleep', ['30'], { timeoutMs: 100 });
+    assert.equal(slow?.exitCode, 137);
+    assert.ok(Date.now() - started < 10_000);
+  });
+
+  it('runTool goes through it when it is set, with the same results as spawn', async () => {
+    useHostLauncher(launcher);
+    try {
+      assert.deepEqual(await runTool('sh', ['-c', 'echo $0 $1', 'a', 'b']), { stdout: 'a b\n', stderr: '' });
+      await assert.rejects(runTool('sh', ['-c', 'echo bad >&2; exit 2']), (e: unknown) => e instanceof ToolError && e.exitCode === 2 && e.stderr === 'bad\n');
+    } finally {
+      useHostLauncher(undefined);
+    }
+  });
+
+  it('launch() starts a process without waiting for it', async () => {
+    const marker = join(dir, 'launched');
+    assert.equal(await launcher.launch('sh', ['-c', `sleep 0.3; echo done > ${marker}`]), true);
+    assert.equal(existsSync(marker), false, 'launch() returned before the process finished');
+    for (let i = 0; i < 100 && !existsSync(marker); i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(readFileSync(marker, 'utf8'), 'done\n');
+  });
+
+  it('when its agent is gone, callers get undefined (and spawn), and it starts again', async () => {
+    const pid = Number((await launcher.run('sh', ['-c', 'echo $PPID']))?.stdout.trim());
+    assert.ok(pid > 1);
+    process.kill(pid, 'SIGKILL');
+    for (let i = 0; i < 100 && launcher.available; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(await launcher.run('true', []), undefined);
+    useHostLauncher(launcher);
+    try {
+      assert.deepEqual(await runTool('echo', ['fallback']), { stdout: 'fallback\n', stderr: '' });
+    } finally {
+      useHostLauncher(undefined);
+    }
+    await launcher.start();
+    assert.ok(launcher.available);
+    assert.equal((await launcher.run('true', []))?.exitCode, 0);
+  });
+});

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { IDLE_COMMAND, KEPT_CAPABILITIES } from '../docker/container-spec.js';
 import type { SandboxSpec } from '../runtime.js';
+import type { UsernsMapping } from './userns.js';
 
 /** Path inside the sandbox where the static init (tini) is bind-mounted. */
 export const INIT_PATH = '/dev/init';
@@ -22,6 +23,12 @@ export const MASKED_PATHS = [
   '/sys/firmware',
   '/sys/devices/virtual/powercap',
 ];
+
+/**
+ * Also masked in a user namespace, where /sys is the host's (bound read-only): the host's network
+ * interfaces would show there.
+ */
+export const USERNS_MASKED_PATHS = ['/sys/class/net', '/sys/devices/virtual/net'];
 
 /** Paths mounted read-only like Docker's defaults. */
 export const READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
@@ -72,21 +79,31 @@ export interface BundlePlacement {
   /** Working directory from the image config (default `/`). */
   workingDir: string;
   hostname: string;
+  /** Run the sandbox in a user namespace with this mapping (the rootfs must be id-mapped to match). */
+  userns?: UsernsMapping;
 }
 
-/** Memory.swap equals memory: no swap. CPU: quota = cores × period. */
+/**
+ * Memory.swap equals memory: no swap. CPU: quota = cores × period. With `placement.userns`: a user
+ * namespace with that mapping, and /sys bound read-only from the host instead of a new sysfs (the
+ * kernel refuses sysfs in a user namespace that does not own the network namespace, which here
+ * the host's does).
+ */
 export function buildOciConfig(spec: SandboxSpec, placement: BundlePlacement): Record<string, unknown> {
   const env = mergeEnv(placement.imageEnv, spec.env);
   const command = ['/bin/sh', '-c', spec.startCommand ?? IDLE_COMMAND];
   const args = placement.initBinary ? [INIT_PATH, '--', ...command] : command;
   const period = 100_000;
+  const userns = placement.userns;
   const mounts: Record<string, unknown>[] = [
     { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
     { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
     { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'] },
     { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
     { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
-    { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+    userns
+      ? { destination: '/sys', type: 'bind', source: '/sys', options: ['rbind', 'rro', 'nosuid', 'noexec', 'nodev'] }
+      : { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
     { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'] },
     { destination: '/etc/hosts', type: 'bind', source: placement.hostsFile, options: ['rbind', 'rprivate', 'nosuid', 'nodev'] },
     { destination: '/etc/resolv.conf', type: 'bind', source: placement.resolvConfFile, options: ['rbind', 'rprivate', 'nosuid', 'nodev'] },
@@ -117,8 +134,12 @@ export function buildOciConfig(spec: SandboxSpec, placement: BundlePlacement): R
         pids: { limit: spec.pidsLimit },
       },
       cgroupsPath: placement.cgroupsPath,
-      namespaces: [{ type: 'pid' }, { type: 'network', path: placement.netnsPath }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }],
-      maskedPaths: MASKED_PATHS,
+      namespaces: [{ type: 'pid' }, { type: 'network', path: placement.netnsPath }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, ...(userns ? [{ type: 'user' }] : [])],
+      ...(userns && {
+        uidMappings: [{ containerID: 0, hostID: userns.hostUid, size: userns.size }],
+        gidMappings: [{ containerID: 0, hostID: userns.hostGid, size: userns.size }],
+      }),
+      maskedPaths: userns ? [...MASKED_PATHS, ...USERNS_MASKED_PATHS] : MASKED_PATHS,
       readonlyPaths: READONLY_PATHS,
       seccomp: defaultSeccompProfile(),
     },

@@ -24,7 +24,7 @@ import { buildOciConfig, mergeEnv } from './oci-spec.js';
 import { runTool } from './run-tool.js';
 import { NetnsPool } from './sandbox-network.js';
 import type { BridgeOptions } from './sandbox-network.js';
-import { chownToSandboxRoot, mountIdmappedRootfs, resolveUserns } from './userns.js';
+import { chownToSandboxRoot, mountIdmappedRootfs, resolveUserns, unmountSysfs } from './userns.js';
 import type { UsernsMapping } from './userns.js';
 
 /** Scripts larger than this (bytes) are passed through a file instead of argv. */
@@ -292,7 +292,7 @@ export class OciRuntime implements SandboxRuntime {
       if (userns) {
         await chownToSandboxRoot(userns, [join(dir, 'hosts'), join(dir, 'resolv.conf'), join(dir, 'hostname')], { upper, path: workspace });
         const layers = image.layers.map((l) => this.images.layerDir(l));
-        await mountIdmappedRootfs(userns, { layers, upper, work, rootfs, scratch: join(dir, 'lower'), netnsPath: ns.path });
+        await mountIdmappedRootfs(userns, { layers, upper, work, rootfs, scratch: join(dir, 'lower'), netns: { path: ns.path, sysfs: join(dir, 'sys') } });
       } else {
         // Relative lowerdirs (resolved against the layers directory) keep the mount data short.
         const lower = [...image.layers].reverse().join(':');
@@ -309,7 +309,7 @@ export class OciRuntime implements SandboxRuntime {
         imageEnv: image.config.env,
         workingDir: image.config.workingDir,
         hostname,
-        userns,
+        userns: userns && { mapping: userns, sysfs: join(dir, 'sys') },
       });
       await writeFile(join(dir, 'config.json'), JSON.stringify(config), { mode: 0o600 });
       // Exits are reported once create() succeeded; a start that fails is START_FAILED, not an event.
@@ -533,6 +533,7 @@ export class OciRuntime implements SandboxRuntime {
       await runTool('umount', [rootfs]).catch(() => delay(50));
     }
     if (await isMountPoint(rootfs)) await runTool('umount', ['-l', rootfs]).catch(() => undefined);
+    await unmountSysfs(join(dir, 'sys')).catch(() => undefined);
     if (record.netns.name) await this.netns.destroy(record.netns);
     if (record.diskId) await this.disks.destroy(record.diskId);
     await removeCgroups(record.cgroupsPath);

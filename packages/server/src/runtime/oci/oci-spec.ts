@@ -24,12 +24,6 @@ export const MASKED_PATHS = [
   '/sys/devices/virtual/powercap',
 ];
 
-/**
- * Also masked in a user namespace, where /sys is the host's (bound read-only): the host's network
- * interfaces would show there.
- */
-export const USERNS_MASKED_PATHS = ['/sys/class/net', '/sys/devices/virtual/net'];
-
 /** Paths mounted read-only like Docker's defaults. */
 export const READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
 
@@ -79,15 +73,18 @@ export interface BundlePlacement {
   /** Working directory from the image config (default `/`). */
   workingDir: string;
   hostname: string;
-  /** Run the sandbox in a user namespace with this mapping (the rootfs must be id-mapped to match). */
-  userns?: UsernsMapping;
+  /**
+   * Run the sandbox in a user namespace with this mapping (the rootfs must be id-mapped to match),
+   * with `sysfs` (mounted by the host in the sandbox's network namespace) bound read-only at /sys.
+   */
+  userns?: { mapping: UsernsMapping; sysfs: string };
 }
 
 /**
  * Memory.swap equals memory: no swap. CPU: quota = cores × period. With `placement.userns`: a user
- * namespace with that mapping, and /sys bound read-only from the host instead of a new sysfs (the
- * kernel refuses sysfs in a user namespace that does not own the network namespace, which here
- * the host's does).
+ * namespace with that mapping, and the host-made sysfs bound at /sys instead of a new one (the
+ * kernel refuses sysfs in a user namespace that does not own the network namespace, and the host
+ * owns it).
  */
 export function buildOciConfig(spec: SandboxSpec, placement: BundlePlacement): Record<string, unknown> {
   const env = mergeEnv(placement.imageEnv, spec.env);
@@ -102,7 +99,7 @@ export function buildOciConfig(spec: SandboxSpec, placement: BundlePlacement): R
     { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
     { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
     userns
-      ? { destination: '/sys', type: 'bind', source: '/sys', options: ['rbind', 'rro', 'nosuid', 'noexec', 'nodev'] }
+      ? { destination: '/sys', type: 'bind', source: userns.sysfs, options: ['rbind', 'rro', 'nosuid', 'noexec', 'nodev'] }
       : { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
     { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'] },
     { destination: '/etc/hosts', type: 'bind', source: placement.hostsFile, options: ['rbind', 'rprivate', 'nosuid', 'nodev'] },
@@ -136,10 +133,10 @@ export function buildOciConfig(spec: SandboxSpec, placement: BundlePlacement): R
       cgroupsPath: placement.cgroupsPath,
       namespaces: [{ type: 'pid' }, { type: 'network', path: placement.netnsPath }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, ...(userns ? [{ type: 'user' }] : [])],
       ...(userns && {
-        uidMappings: [{ containerID: 0, hostID: userns.hostUid, size: userns.size }],
-        gidMappings: [{ containerID: 0, hostID: userns.hostGid, size: userns.size }],
+        uidMappings: [{ containerID: 0, hostID: userns.mapping.hostUid, size: userns.mapping.size }],
+        gidMappings: [{ containerID: 0, hostID: userns.mapping.hostGid, size: userns.mapping.size }],
       }),
-      maskedPaths: userns ? [...MASKED_PATHS, ...USERNS_MASKED_PATHS] : MASKED_PATHS,
+      maskedPaths: MASKED_PATHS,
       readonlyPaths: READONLY_PATHS,
       seccomp: defaultSeccompProfile(),
     },

@@ -70,15 +70,14 @@ describe('userns: OCI config', () => {
     assert.equal(config.mounts.find((m) => m.destination === '/sys')?.type, 'sysfs');
   });
 
-  it('with a mapping: user namespace, uid/gid maps, /sys bound read-only with host interfaces masked', () => {
-    const config = buildOciConfig(spec, { ...placement, userns: MAPPING }) as { linux: Linux; mounts: Mount[] };
+  it('with a mapping: user namespace, uid/gid maps, the host-made sysfs bound read-only', () => {
+    const config = buildOciConfig(spec, { ...placement, userns: { mapping: MAPPING, sysfs: '/b/sys' } }) as { linux: Linux; mounts: Mount[] };
     assert.ok(config.linux.namespaces.some((n) => n.type === 'user'));
     assert.deepEqual(config.linux.uidMappings, [{ containerID: 0, hostID: MAPPING.hostUid, size: MAPPING.size }]);
     assert.deepEqual(config.linux.gidMappings, [{ containerID: 0, hostID: MAPPING.hostGid, size: MAPPING.size }]);
-    const sys = config.mounts.find((m) => m.destination === '/sys');
-    assert.equal(sys?.type, 'bind');
+    const sys = config.mounts.find((m) => m.destination === '/sys') as (Mount & { source: string }) | undefined;
+    assert.deepEqual([sys?.type, sys?.source], ['bind', '/b/sys']);
     assert.ok(sys?.options.includes('rro'));
-    assert.ok(config.linux.maskedPaths.includes('/sys/class/net'));
     assert.ok(config.linux.maskedPaths.includes('/sys/firmware'));
   });
 });

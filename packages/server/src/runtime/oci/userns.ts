@@ -1,6 +1,7 @@
-import { lchown, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { lchown, mkdir, readFile, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { join, posix, resolve } from 'node:path';
 import { RuntimeError } from '../runtime.js';
+import { isMountPoint } from './disk-pool.js';
 import { runTool, ToolError } from './run-tool.js';
 
 /**
@@ -33,14 +34,16 @@ const SYSCALLS: Partial<Record<string, { unshare: number; setns: number; mount: 
  * attached at `<scratch>/<i>` (`move_mount`); overlayfs is mounted with them as lowerdirs
  * (relative to `<scratch>`, top layer first), then the layer mounts are detached (overlayfs holds
  * its own private clones) and `<scratch>` removed. With a network namespace path, it then joins
- * that namespace and sets `net.ipv4.ip_unprivileged_port_start=0`: the namespace belongs to the
- * host's user namespace, where the sandbox's root has no CAP_NET_BIND_SERVICE.
+ * that namespace, sets `net.ipv4.ip_unprivileged_port_start=0` there (the namespace belongs to the
+ * host's user namespace, where the sandbox's root has no CAP_NET_BIND_SERVICE) and mounts a sysfs
+ * (read-only, nosuid, nodev, noexec) at the sysfs path, which therefore shows that namespace's
+ * interfaces: the sandbox itself may not mount one, for the same reason.
  * Arguments: unshare, setns, mount, umount2 numbers, host uid, host gid, size, scratch, netns path
- * (or ''), rootfs, upperdir, workdir, layer directories bottom first.
+ * (or ''), sysfs path, rootfs, upperdir, workdir, layer directories bottom first.
  */
 const HELPER_SCRIPT = `
 use strict;
-my ($nr_unshare, $nr_setns, $nr_mount, $nr_umount2, $uid, $gid, $size, $scratch, $netns, $target, $upper, $work, @layers) = @ARGV;
+my ($nr_unshare, $nr_setns, $nr_mount, $nr_umount2, $uid, $gid, $size, $scratch, $netns, $sysfs, $target, $upper, $work, @layers) = @ARGV;
 my @attached;
 sub cleanup { for my $m (reverse @attached) { syscall($nr_umount2, $m, 2); rmdir $m; } @attached = (); rmdir $scratch; }
 $SIG{__DIE__} = sub { cleanup(); };
@@ -86,6 +89,9 @@ if ($netns ne '') {
   open(my $fh, '>', '/proc/sys/net/ipv4/ip_unprivileged_port_start') or die "ip_unprivileged_port_start: $!\\n";
   print $fh "0\\n";
   close $fh or die "ip_unprivileged_port_start: $!\\n";
+  my $type = 'sysfs';
+  mkdir $sysfs or die "$sysfs: $!\\n";
+  syscall($nr_mount, $type, $sysfs, $type, 1 | 2 | 4 | 8, 0) == 0 or die "mounting sysfs: $!\\n";
 }
 `;
 
@@ -99,8 +105,11 @@ export interface IdmappedRootfs {
   rootfs: string;
   /** A path that does not exist yet, in a directory of the host's mount namespace; removed again. */
   scratch: string;
-  /** The sandbox's network namespace: its unprivileged port floor is set to 0. */
-  netnsPath?: string;
+  /**
+   * The sandbox's network namespace (`path`): its unprivileged port floor is set to 0, and a sysfs
+   * showing it is mounted at `sysfs` (a path that does not exist yet; {@link unmountSysfs} removes it).
+   */
+  netns?: { path: string; sysfs: string };
 }
 
 /**
@@ -121,13 +130,20 @@ export async function mountIdmappedRootfs(mapping: UsernsMapping, paths: Idmappe
     String(mapping.hostGid),
     String(mapping.size),
     resolve(paths.scratch),
-    paths.netnsPath ?? '',
+    paths.netns?.path ?? '',
+    paths.netns ? resolve(paths.netns.sysfs) : '',
     resolve(paths.rootfs),
     resolve(paths.upper),
     resolve(paths.work),
     ...paths.layers.map((l) => resolve(l)),
   ];
   await runTool('perl', args, { input: HELPER_SCRIPT });
+}
+
+/** Unmounts and removes the sysfs {@link mountIdmappedRootfs} mounted at `path`, if any. */
+export async function unmountSysfs(path: string): Promise<void> {
+  if (await isMountPoint(path)) await runTool('umount', ['-l', path]);
+  await rmdir(path).catch(() => undefined);
 }
 
 /**

@@ -24,7 +24,7 @@ import { buildOciConfig, mergeEnv } from './oci-spec.js';
 import { runTool } from './run-tool.js';
 import { NetnsPool } from './sandbox-network.js';
 import type { BridgeOptions } from './sandbox-network.js';
-import { chownToSandboxRoot, mountIdmappedRootfs, resolveUserns, unmountSysfs } from './userns.js';
+import { chownToSandboxRoot, mountIdmappedRootfs, resolveUserns } from './userns.js';
 import type { UsernsMapping } from './userns.js';
 
 /** Scripts larger than this (bytes) are passed through a file instead of argv. */
@@ -222,7 +222,8 @@ export class OciRuntime implements SandboxRuntime {
     }
     await mkdir(this.sandboxesDir, { recursive: true });
     await mkdir(this.runcRoot, { recursive: true, mode: 0o700 });
-    this.userns = await resolveUserns(this.usernsOption, join(this.images.root, 'tmp'), this.runtimeBinary);
+    this.userns = await resolveUserns(this.usernsOption, join(this.images.root, 'tmp'));
+    this.netns.userns = this.userns;
     await this.adopt();
     await this.removeOrphans();
     for (const size of this.warmDiskSizes) void this.disks.warm(size);
@@ -288,11 +289,11 @@ export class OciRuntime implements SandboxRuntime {
         writeFile(join(dir, 'resolv.conf'), await resolvConf()),
         writeFile(join(dir, 'hostname'), `${hostname}\n`),
       ]);
-      const userns = this.userns ?? undefined;
+      const userns = this.userns && ns.usernsPath !== undefined ? { mapping: this.userns, path: ns.usernsPath } : undefined;
       if (userns) {
-        await chownToSandboxRoot(userns, [join(dir, 'hosts'), join(dir, 'resolv.conf'), join(dir, 'hostname')], { upper, path: workspace });
+        await chownToSandboxRoot(userns.mapping, [join(dir, 'hosts'), join(dir, 'resolv.conf'), join(dir, 'hostname')], { upper, path: workspace });
         const layers = image.layers.map((l) => this.images.layerDir(l));
-        await mountIdmappedRootfs(userns, { layers, upper, work, rootfs, scratch: join(dir, 'lower'), netns: { path: ns.path, sysfs: join(dir, 'sys') } });
+        await mountIdmappedRootfs(userns.mapping, { layers, upper, work, rootfs, scratch: join(dir, 'lower') });
       } else {
         // Relative lowerdirs (resolved against the layers directory) keep the mount data short.
         const lower = [...image.layers].reverse().join(':');
@@ -309,7 +310,7 @@ export class OciRuntime implements SandboxRuntime {
         imageEnv: image.config.env,
         workingDir: image.config.workingDir,
         hostname,
-        userns: userns && { mapping: userns, sysfs: join(dir, 'sys') },
+        userns,
       });
       await writeFile(join(dir, 'config.json'), JSON.stringify(config), { mode: 0o600 });
       // Exits are reported once create() succeeded; a start that fails is START_FAILED, not an event.
@@ -533,7 +534,6 @@ export class OciRuntime implements SandboxRuntime {
       await runTool('umount', [rootfs]).catch(() => delay(50));
     }
     if (await isMountPoint(rootfs)) await runTool('umount', ['-l', rootfs]).catch(() => undefined);
-    await unmountSysfs(join(dir, 'sys')).catch(() => undefined);
     if (record.netns.name) await this.netns.destroy(record.netns);
     if (record.diskId) await this.disks.destroy(record.diskId);
     await removeCgroups(record.cgroupsPath);

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -7,6 +8,7 @@ import { runToEnd } from '../conformance/conformance-suite.js';
 import type { SandboxSpec } from '../runtime.js';
 import { ImageStore } from './image-store.js';
 import { OciRuntime } from './oci-runtime.js';
+import { USERNS_DIR } from './sandbox-network.js';
 import { DEFAULT_USERNS_MAPPING, usernsUnavailable } from './userns.js';
 import { ociMissing } from '../../testing/runtime-available.js';
 import { specFixture } from '../../testing/sandbox-fixture.js';
@@ -43,7 +45,7 @@ describe('oci runtime: user namespace', { skip: reason }, () => {
   let unavailable: string | undefined;
 
   before(async () => {
-    unavailable = await usernsUnavailable(DEFAULT_USERNS_MAPPING, join(STATE_DIR, 'images', 'tmp'), RUNTIME);
+    unavailable = await usernsUnavailable(DEFAULT_USERNS_MAPPING, join(STATE_DIR, 'images', 'tmp'));
     await rt.init();
   });
 
@@ -81,7 +83,8 @@ describe('oci runtime: user namespace', { skip: reason }, () => {
     assert.equal(await run('id -u; echo mine > /tmp/u1000; stat -c %u /tmp/u1000; cat /sandbox-workspace/f', '1000'), '1000\n1000\nws\n');
 
     // On the host, in the overlay's upper directory, files carry host ids.
-    const record = JSON.parse(await readFile(join(STATE_DIR, 'instances', instance, 'sandboxes', runtimeId, 'state.json'), 'utf8')) as { diskId: string };
+    const sandboxDir = join(STATE_DIR, 'instances', instance, 'sandboxes', runtimeId);
+    const record = JSON.parse(await readFile(join(sandboxDir, 'state.json'), 'utf8')) as { diskId: string };
     const upper = join(STATE_DIR, 'instances', instance, 'disks', record.diskId, 'mnt', 'upper');
     const owner = async (p: string): Promise<number[]> => {
       const s = await stat(join(upper, p));
@@ -91,15 +94,15 @@ describe('oci runtime: user namespace', { skip: reason }, () => {
     assert.deepEqual(await owner('sandbox-workspace/f'), [hostUid + 1000, hostGid + 1000]);
     assert.deepEqual(await owner('tmp/u1000'), [hostUid + 1000, hostGid + 1000]);
 
-    // The namespace's port floor is lowered (the network namespace is the host's user namespace's).
+    // Its user namespace owns its network namespace: root binds ports below 1024, sysfs shows its interfaces.
     assert.match(await run('nc -l -p 80 & sleep 0.3; netstat -ltn; kill $!'), /:80\s/);
-    // /sys (mounted by the host in the sandbox's network namespace) shows its interfaces, read-only.
     assert.equal(await run('ls /sys/class/net'), 'lo\n');
     assert.match(await run('touch /sys/kernel/x 2>&1 || true'), /Read-only/);
-    const sandboxDir = join(STATE_DIR, 'instances', instance, 'sandboxes', runtimeId);
-    assert.ok((await readFile('/proc/self/mountinfo', 'utf8')).includes(join(sandboxDir, 'sys')));
+    const kept = join(USERNS_DIR, (JSON.parse(await readFile(join(sandboxDir, 'state.json'), 'utf8')) as { netns: { name: string } }).netns.name);
+    assert.ok(existsSync(kept));
     await rt.remove(runtimeId);
-    assert.ok(!(await readFile('/proc/self/mountinfo', 'utf8')).includes(sandboxDir), 'no mount of the sandbox is left');
+    assert.ok(!existsSync(kept), 'the user namespace is released with the sandbox');
+    assert.ok(!(await readFile('/proc/self/mountinfo', 'utf8')).includes(kept));
   });
 
   it('null turns it off: root in the sandbox is host root', async () => {

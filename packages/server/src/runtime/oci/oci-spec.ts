@@ -74,33 +74,26 @@ export interface BundlePlacement {
   workingDir: string;
   hostname: string;
   /**
-   * Run the sandbox in a user namespace with this mapping (the rootfs must be id-mapped to match),
-   * with `sysfs` (mounted by the host in the sandbox's network namespace) bound read-only at /sys.
+   * Join the user namespace kept at `path` (made with `mapping`; it owns the network namespace at
+   * `netnsPath`); the rootfs must be id-mapped to match.
    */
-  userns?: { mapping: UsernsMapping; sysfs: string };
+  userns?: { mapping: UsernsMapping; path: string };
 }
 
-/**
- * Memory.swap equals memory: no swap. CPU: quota = cores × period. With `placement.userns`: a user
- * namespace with that mapping, and the host-made sysfs bound at /sys instead of a new one (the
- * kernel refuses sysfs in a user namespace that does not own the network namespace, and the host
- * owns it).
- */
+/** Memory.swap equals memory: no swap. CPU: quota = cores × period. */
 export function buildOciConfig(spec: SandboxSpec, placement: BundlePlacement): Record<string, unknown> {
   const env = mergeEnv(placement.imageEnv, spec.env);
   const command = ['/bin/sh', '-c', spec.startCommand ?? IDLE_COMMAND];
   const args = placement.initBinary ? [INIT_PATH, '--', ...command] : command;
-  const period = 100_000;
   const userns = placement.userns;
+  const period = 100_000;
   const mounts: Record<string, unknown>[] = [
     { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
     { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
     { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'] },
     { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
     { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
-    userns
-      ? { destination: '/sys', type: 'bind', source: userns.sysfs, options: ['rbind', 'rro', 'nosuid', 'noexec', 'nodev'] }
-      : { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+    { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
     { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'] },
     { destination: '/etc/hosts', type: 'bind', source: placement.hostsFile, options: ['rbind', 'rprivate', 'nosuid', 'nodev'] },
     { destination: '/etc/resolv.conf', type: 'bind', source: placement.resolvConfFile, options: ['rbind', 'rprivate', 'nosuid', 'nodev'] },
@@ -131,7 +124,14 @@ export function buildOciConfig(spec: SandboxSpec, placement: BundlePlacement): R
         pids: { limit: spec.pidsLimit },
       },
       cgroupsPath: placement.cgroupsPath,
-      namespaces: [{ type: 'pid' }, { type: 'network', path: placement.netnsPath }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, ...(userns ? [{ type: 'user' }] : [])],
+      namespaces: [
+        ...(userns ? [{ type: 'user', path: userns.path }] : []),
+        { type: 'pid' },
+        { type: 'network', path: placement.netnsPath },
+        { type: 'ipc' },
+        { type: 'uts' },
+        { type: 'mount' },
+      ],
       ...(userns && {
         uidMappings: [{ containerID: 0, hostID: userns.mapping.hostUid, size: userns.mapping.size }],
         gidMappings: [{ containerID: 0, hostID: userns.mapping.hostGid, size: userns.mapping.size }],

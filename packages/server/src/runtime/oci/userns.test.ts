@@ -10,7 +10,7 @@ import { specFixture } from '../../testing/sandbox-fixture.js';
 import { isMountPoint } from './disk-pool.js';
 import { buildOciConfig } from './oci-spec.js';
 import type { BundlePlacement } from './oci-spec.js';
-import { accountsInRange, chownToSandboxRoot, mountIdmappedRootfs, overlappingSubids, resolveUserns, runtimeRefusesUserns, usernsUnavailable } from './userns.js';
+import { accountsInRange, chownToSandboxRoot, mountIdmappedRootfs, overlappingSubids, resolveUserns, usernsUnavailable } from './userns.js';
 import type { UsernsMapping } from './userns.js';
 
 const REPO = new URL('../../../../../', import.meta.url).pathname;
@@ -30,19 +30,11 @@ describe('userns: host range checks', () => {
     assert.deepEqual(accountsInRange(passwd, 1, 1000), []);
   });
 
-  it('runc before 1.2.1 cannot exec into it (runc#4390); crun and later runc can', () => {
-    assert.match(runtimeRefusesUserns('runc version 1.1.5+ds1\ncommit: 1.1.5+ds1-1+deb12u1\n') ?? '', /runc 1\.1\.5 cannot exec/);
-    assert.ok(runtimeRefusesUserns('runc version 1.2.0\n') !== undefined);
-    assert.equal(runtimeRefusesUserns('runc version 1.2.1\n'), undefined);
-    assert.equal(runtimeRefusesUserns('runc version 1.3.0\n'), undefined);
-    assert.equal(runtimeRefusesUserns('crun version 1.8.1\ncommit: f8a0\n'), undefined);
-  });
-
   it('refuses invalid mappings; null is off; an explicit mapping the host refuses fails', async () => {
-    assert.match((await usernsUnavailable({ hostUid: 0, hostGid: 1, size: 10 }, SCRATCH, 'crun')) ?? '', /invalid mapping/);
-    assert.match((await usernsUnavailable({ hostUid: 0xffff_fff0, hostGid: 1, size: 65_536 }, SCRATCH, 'crun')) ?? '', /invalid mapping/);
-    assert.equal(await resolveUserns(null, SCRATCH, 'crun'), null);
-    await assert.rejects(resolveUserns({ hostUid: 1, hostGid: 1, size: 0 }, SCRATCH, 'crun'), (e: unknown) => e instanceof RuntimeError && /invalid mapping/.test(e.message));
+    assert.match((await usernsUnavailable({ hostUid: 0, hostGid: 1, size: 10 }, SCRATCH)) ?? '', /invalid mapping/);
+    assert.match((await usernsUnavailable({ hostUid: 0xffff_fff0, hostGid: 1, size: 65_536 }, SCRATCH)) ?? '', /invalid mapping/);
+    assert.equal(await resolveUserns(null, SCRATCH), null);
+    await assert.rejects(resolveUserns({ hostUid: 1, hostGid: 1, size: 0 }, SCRATCH), (e: unknown) => e instanceof RuntimeError && /invalid mapping/.test(e.message));
   });
 });
 
@@ -60,7 +52,7 @@ describe('userns: OCI config', () => {
     hostname: 'x',
   };
   const spec = specFixture({ sandboxId: 'x', image: 'x' });
-  type Linux = { namespaces: { type: string }[]; uidMappings?: unknown; gidMappings?: unknown; maskedPaths: string[] };
+  type Linux = { namespaces: { type: string; path?: string }[]; uidMappings?: unknown; gidMappings?: unknown; maskedPaths: string[] };
   type Mount = { destination: string; type: string; options: string[] };
 
   it('without a mapping: no user namespace, a new sysfs', () => {
@@ -70,15 +62,13 @@ describe('userns: OCI config', () => {
     assert.equal(config.mounts.find((m) => m.destination === '/sys')?.type, 'sysfs');
   });
 
-  it('with a mapping: user namespace, uid/gid maps, the host-made sysfs bound read-only', () => {
-    const config = buildOciConfig(spec, { ...placement, userns: { mapping: MAPPING, sysfs: '/b/sys' } }) as { linux: Linux; mounts: Mount[] };
-    assert.ok(config.linux.namespaces.some((n) => n.type === 'user'));
+  it('with a mapping: joins the user namespace first, by path, with its uid/gid maps', () => {
+    const config = buildOciConfig(spec, { ...placement, userns: { mapping: MAPPING, path: '/run/u/x' } }) as { linux: Linux; mounts: Mount[] };
+    assert.deepEqual(config.linux.namespaces[0], { type: 'user', path: '/run/u/x' });
     assert.deepEqual(config.linux.uidMappings, [{ containerID: 0, hostID: MAPPING.hostUid, size: MAPPING.size }]);
     assert.deepEqual(config.linux.gidMappings, [{ containerID: 0, hostID: MAPPING.hostGid, size: MAPPING.size }]);
-    const sys = config.mounts.find((m) => m.destination === '/sys') as (Mount & { source: string }) | undefined;
-    assert.deepEqual([sys?.type, sys?.source], ['bind', '/b/sys']);
-    assert.ok(sys?.options.includes('rro'));
-    assert.ok(config.linux.maskedPaths.includes('/sys/firmware'));
+    // It owns the network namespace, so it mounts its own sysfs as without one.
+    assert.equal(config.mounts.find((m) => m.destination === '/sys')?.type, 'sysfs');
   });
 });
 
@@ -94,8 +84,7 @@ describe('userns: id-mapped layers under overlayfs', { skip: rootless }, () => {
 
   before(async () => {
     await mkdir(SCRATCH, { recursive: true });
-    // The runtime does not matter here, only the kernel and the filesystem.
-    unavailable = await usernsUnavailable(MAPPING, SCRATCH, 'crun');
+    unavailable = await usernsUnavailable(MAPPING, SCRATCH);
     for (const d of [bottom, top, upper, work, rootfs]) await mkdir(d, { recursive: true });
     // Bottom layer: setuid and file-capability binaries, links, an id-1000 file, directories to hide.
     await writeFile(join(bottom, 'suid'), '#!/bin/sh\n');

@@ -1,7 +1,6 @@
-import { lchown, mkdir, readFile, rm, rmdir, stat, writeFile } from 'node:fs/promises';
-import { join, posix, resolve } from 'node:path';
+import { lchown, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { dirname, join, posix, resolve } from 'node:path';
 import { RuntimeError } from '../runtime.js';
-import { isMountPoint } from './disk-pool.js';
 import { runTool, ToolError } from './run-tool.js';
 
 /**
@@ -22,10 +21,16 @@ export interface UsernsMapping {
 export const DEFAULT_USERNS_MAPPING: UsernsMapping = { hostUid: 0x7000_0000, hostGid: 0x7000_0000, size: 65_536 };
 
 /** x86-64 / arm64 numbers of the syscalls the helper makes (the new mount API's are the same on both). */
-const SYSCALLS: Partial<Record<string, { unshare: number; setns: number; mount: number; umount2: number }>> = {
-  x64: { unshare: 272, setns: 308, mount: 165, umount2: 166 },
-  arm64: { unshare: 97, setns: 268, mount: 40, umount2: 39 },
+const SYSCALLS: Partial<Record<string, { unshare: number; mount: number; umount2: number }>> = {
+  x64: { unshare: 272, mount: 165, umount2: 166 },
+  arm64: { unshare: 97, mount: 40, umount2: 39 },
 };
+
+function syscalls(): { unshare: number; mount: number; umount2: number } {
+  const nr = SYSCALLS[process.arch];
+  if (!nr) throw new RuntimeError('UNSUPPORTED', `user namespaces are not supported on ${process.arch}`);
+  return nr;
+}
 
 /**
  * Mounts a sandbox's rootfs with its image layers id-mapped (perl-base, read from stdin). A child
@@ -33,17 +38,13 @@ const SYSCALLS: Partial<Record<string, { unshare: number; setns: number; mount: 
  * (`open_tree`), made read-only and id-mapped through that namespace (`mount_setattr`), and
  * attached at `<scratch>/<i>` (`move_mount`); overlayfs is mounted with them as lowerdirs
  * (relative to `<scratch>`, top layer first), then the layer mounts are detached (overlayfs holds
- * its own private clones) and `<scratch>` removed. With a network namespace path, it then joins
- * that namespace, sets `net.ipv4.ip_unprivileged_port_start=0` there (the namespace belongs to the
- * host's user namespace, where the sandbox's root has no CAP_NET_BIND_SERVICE) and mounts a sysfs
- * (read-only, nosuid, nodev, noexec) at the sysfs path, which therefore shows that namespace's
- * interfaces: the sandbox itself may not mount one, for the same reason.
- * Arguments: unshare, setns, mount, umount2 numbers, host uid, host gid, size, scratch, netns path
- * (or ''), sysfs path, rootfs, upperdir, workdir, layer directories bottom first.
+ * its own private clones) and `<scratch>` removed.
+ * Arguments: unshare, mount, umount2 numbers, host uid, host gid, size, scratch, rootfs, upperdir,
+ * workdir, layer directories bottom first.
  */
-const HELPER_SCRIPT = `
+const ROOTFS_SCRIPT = `
 use strict;
-my ($nr_unshare, $nr_setns, $nr_mount, $nr_umount2, $uid, $gid, $size, $scratch, $netns, $sysfs, $target, $upper, $work, @layers) = @ARGV;
+my ($nr_unshare, $nr_mount, $nr_umount2, $uid, $gid, $size, $scratch, $target, $upper, $work, @layers) = @ARGV;
 my @attached;
 sub cleanup { for my $m (reverse @attached) { syscall($nr_umount2, $m, 2); rmdir $m; } @attached = (); rmdir $scratch; }
 $SIG{__DIE__} = sub { cleanup(); };
@@ -83,16 +84,41 @@ syscall($nr_mount, $fstype, $target, $fstype, 0, $data) == 0 or die "mounting th
 chdir '/';
 cleanup();
 close $go_w; waitpid($child, 0);
-if ($netns ne '') {
-  open(my $net, '<', $netns) or die "$netns: $!\\n";
-  syscall($nr_setns, fileno($net), 0x40000000) == 0 or die "setns $netns: $!\\n";
-  open(my $fh, '>', '/proc/sys/net/ipv4/ip_unprivileged_port_start') or die "ip_unprivileged_port_start: $!\\n";
-  print $fh "0\\n";
-  close $fh or die "ip_unprivileged_port_start: $!\\n";
-  my $type = 'sysfs';
-  mkdir $sysfs or die "$sysfs: $!\\n";
-  syscall($nr_mount, $type, $sysfs, $type, 1 | 2 | 4 | 8, 0) == 0 or die "mounting sysfs: $!\\n";
+`;
+
+/**
+ * Makes a user namespace with the mapping and a network namespace it owns (one
+ * `unshare(CLONE_NEWUSER|CLONE_NEWNET)` in a child the parent gives the mapping), and keeps both
+ * by bind-mounting their nsfs files onto the two paths (created empty).
+ * Arguments: unshare, mount numbers, host uid, host gid, size, user namespace path, netns path.
+ */
+const NAMESPACES_SCRIPT = `
+use strict;
+my ($nr_unshare, $nr_mount, $uid, $gid, $size, $userfile, $netfile) = @ARGV;
+pipe(my $go_r, my $go_w) or die "pipe: $!\\n";
+pipe(my $ready_r, my $ready_w) or die "pipe: $!\\n";
+my $child = fork();
+die "fork: $!\\n" unless defined $child;
+if ($child == 0) {
+  close $go_w; close $ready_r;
+  exit 1 if syscall($nr_unshare, 0x10000000 | 0x40000000) != 0;
+  syswrite($ready_w, 'u'); close $ready_w;
+  sysread($go_r, my $byte, 1); exit 0;
 }
+close $go_r; close $ready_w;
+sysread($ready_r, my $byte, 1) == 1 or die "unshare(CLONE_NEWUSER|CLONE_NEWNET) failed\\n";
+for (['uid_map', $uid], ['gid_map', $gid]) {
+  open(my $fh, '>', "/proc/$child/$_->[0]") or die "$_->[0]: $!\\n";
+  print $fh "0 $_->[1] $size\\n";
+  close $fh or die "writing $_->[0]: $!\\n";
+}
+my $none = '';
+for ([$userfile, 'user'], [$netfile, 'net']) {
+  my ($file, $type) = @$_;
+  open(my $fh, '>', $file) or die "$file: $!\\n"; close $fh;
+  syscall($nr_mount, "/proc/$child/ns/$type", $file, $none, 4096, 0) == 0 or die "keeping the $type namespace at $file: $!\\n";
+}
+close $go_w; waitpid($child, 0);
 `;
 
 /** Where {@link mountIdmappedRootfs} mounts what. */
@@ -105,11 +131,6 @@ export interface IdmappedRootfs {
   rootfs: string;
   /** A path that does not exist yet, in a directory of the host's mount namespace; removed again. */
   scratch: string;
-  /**
-   * The sandbox's network namespace (`path`): its unprivileged port floor is set to 0, and a sysfs
-   * showing it is mounted at `sysfs` (a path that does not exist yet; {@link unmountSysfs} removes it).
-   */
-  netns?: { path: string; sysfs: string };
 }
 
 /**
@@ -118,32 +139,53 @@ export interface IdmappedRootfs {
  * kernel ≥ 5.19 and a layer filesystem that supports id-mapped mounts (ext4, xfs, btrfs, tmpfs ≥ 6.3).
  */
 export async function mountIdmappedRootfs(mapping: UsernsMapping, paths: IdmappedRootfs): Promise<void> {
-  const nr = SYSCALLS[process.arch];
-  if (!nr) throw new RuntimeError('UNSUPPORTED', `user namespaces are not supported on ${process.arch}`);
+  const nr = syscalls();
   const args = [
     '-',
     String(nr.unshare),
-    String(nr.setns),
     String(nr.mount),
     String(nr.umount2),
     String(mapping.hostUid),
     String(mapping.hostGid),
     String(mapping.size),
     resolve(paths.scratch),
-    paths.netns?.path ?? '',
-    paths.netns ? resolve(paths.netns.sysfs) : '',
     resolve(paths.rootfs),
     resolve(paths.upper),
     resolve(paths.work),
     ...paths.layers.map((l) => resolve(l)),
   ];
-  await runTool('perl', args, { input: HELPER_SCRIPT });
+  await runTool('perl', args, { input: ROOTFS_SCRIPT });
 }
 
-/** Unmounts and removes the sysfs {@link mountIdmappedRootfs} mounted at `path`, if any. */
-export async function unmountSysfs(path: string): Promise<void> {
-  if (await isMountPoint(path)) await runTool('umount', ['-l', path]);
-  await rmdir(path).catch(() => undefined);
+/**
+ * Creates a user namespace with `mapping`, kept at `usernsPath`, and a network namespace it owns,
+ * kept at `netnsPath` (both files must not exist; `ip netns delete` removes the network one,
+ * {@link removeKeptNamespace} either). A sandbox joins both by path: owning its network namespace,
+ * its root may mount sysfs and bind ports below 1024 there, and `runc exec` (which joins the user
+ * namespace first) may join it.
+ */
+export async function createOwnedNetns(mapping: UsernsMapping, usernsPath: string, netnsPath: string): Promise<void> {
+  const nr = syscalls();
+  await mkdir(dirname(usernsPath), { recursive: true });
+  await mkdir(dirname(netnsPath), { recursive: true });
+  const args = ['-', String(nr.unshare), String(nr.mount), String(mapping.hostUid), String(mapping.hostGid), String(mapping.size), usernsPath, netnsPath];
+  try {
+    await runTool('perl', args, { input: NAMESPACES_SCRIPT });
+  } catch (error) {
+    await Promise.all([removeKeptNamespace(usernsPath), removeKeptNamespace(netnsPath)]);
+    throw error;
+  }
+}
+
+/** Unmounts (lazily) and deletes a namespace file kept by a bind mount. Idempotent. */
+export async function removeKeptNamespace(path: string): Promise<void> {
+  try {
+    await stat(path);
+  } catch {
+    return;
+  }
+  await runTool('umount', ['-l', path]).catch(() => undefined);
+  await rm(path, { force: true });
 }
 
 /**
@@ -189,38 +231,16 @@ export function accountsInRange(text: string, start: number, size: number): stri
 }
 
 /**
- * Why the OCI runtime whose `--version` printed `versionText` cannot exec into a sandbox in a user
- * namespace, or undefined. runc before 1.2.1 joins the sandbox's user namespace before its network
- * namespace, and the network namespace (made beforehand, owned by the host's user namespace) then
- * refuses it: `runc exec` fails with "failed to setns into net namespace: Operation not permitted"
- * (opencontainers/runc#4390, fixed by the two-stage join of #4492). crun joins it.
- */
-export function runtimeRefusesUserns(versionText: string): string | undefined {
-  const runc = /^runc version (\d+)\.(\d+)\.(\d+)/m.exec(versionText);
-  if (!runc) return undefined;
-  const [major, minor, patch] = runc.slice(1).map(Number) as [number, number, number];
-  if (major > 1 || (major === 1 && (minor > 2 || (minor === 2 && patch >= 1)))) return undefined;
-  return `runc ${major}.${minor}.${patch} cannot exec into a sandbox whose user namespace does not own its network namespace (runc#4390, fixed in 1.2.1); crun can (CORRAL_OCI_RUNTIME=crun)`;
-}
-
-/**
- * Why `mapping` cannot be used on this host with `runtimeBinary`, or undefined when it can: the
- * runtime must handle it ({@link runtimeRefusesUserns}), user namespaces must be enabled
- * (`user.max_user_namespaces` > 0), no /etc/subuid, /etc/subgid, /etc/passwd or /etc/group entry
+ * Why `mapping` cannot be used on this host, or undefined when it can: user namespaces must be
+ * enabled (`user.max_user_namespaces` > 0), no /etc/subuid, /etc/subgid, /etc/passwd or /etc/group entry
  * may use the range, and an id-mapped layer must stack under overlayfs on the filesystem of
  * `scratchDir` (tried for real: a directory is id-mapped, overlaid, and its owner checked).
  */
-export async function usernsUnavailable(mapping: UsernsMapping, scratchDir: string, runtimeBinary: string): Promise<string | undefined> {
+export async function usernsUnavailable(mapping: UsernsMapping, scratchDir: string): Promise<string | undefined> {
   const { hostUid, hostGid, size } = mapping;
   if (![hostUid, hostGid, size].every((n) => Number.isInteger(n) && n > 0) || hostUid + size > 0xffff_ffff || hostGid + size > 0xffff_ffff) {
     return `invalid mapping ${hostUid}:${hostGid}:${size}`;
   }
-  const version = await runTool(runtimeBinary, ['--version']).then(
-    (r) => r.stdout,
-    (error: Error) => error.message,
-  );
-  const refused = runtimeRefusesUserns(version);
-  if (refused !== undefined) return refused;
   const max = (await readFile('/proc/sys/user/max_user_namespaces', 'utf8').catch(() => '')).trim();
   if (max === '') return 'the kernel has no user namespaces (/proc/sys/user/max_user_namespaces is missing)';
   if (Number(max) === 0) return 'user namespaces are disabled (/proc/sys/user/max_user_namespaces is 0)';
@@ -262,14 +282,14 @@ async function probeIdmappedOverlay(mapping: UsernsMapping, scratchDir: string):
 }
 
 /**
- * The mapping the driver uses with `runtimeBinary`: `null` (off) stays off; `undefined` (auto) is
+ * The mapping the driver uses: `null` (off) stays off; `undefined` (auto) is
  * {@link DEFAULT_USERNS_MAPPING} when {@link usernsUnavailable} finds no obstacle, else off with a process warning saying
  * why; an explicit mapping the host does not allow is a RUNTIME_ERROR.
  */
-export async function resolveUserns(option: UsernsMapping | null | undefined, scratchDir: string, runtimeBinary: string): Promise<UsernsMapping | null> {
+export async function resolveUserns(option: UsernsMapping | null | undefined, scratchDir: string): Promise<UsernsMapping | null> {
   if (option === null) return null;
   const mapping = option ?? DEFAULT_USERNS_MAPPING;
-  const reason = await usernsUnavailable(mapping, scratchDir, runtimeBinary);
+  const reason = await usernsUnavailable(mapping, scratchDir);
   if (reason === undefined) return mapping;
   if (option !== undefined) throw new RuntimeError('RUNTIME_ERROR', `the user namespace mapping cannot be used: ${reason}`);
   process.emitWarning(`oci runtime: sandboxes run without a user namespace (root in a sandbox is host root): ${reason}`, { code: 'CORRAL_OCI_USERNS' });

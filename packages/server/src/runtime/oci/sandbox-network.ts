@@ -119,9 +119,9 @@ export class NetnsPool {
     const path = join(NETNS_DIR, name);
     const userns = this.userns;
     const usernsPath = userns ? join(USERNS_DIR, name) : undefined;
-    if (userns && usernsPath) await createOwnedNetns(userns, usernsPath, path);
     if (!online) {
-      if (!userns) await runTool('ip', ['netns', 'add', name]);
+      if (userns && usernsPath) await createOwnedNetns(userns, usernsPath, path);
+      else await runTool('ip', ['netns', 'add', name]);
       try {
         await runTool('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
       } catch (error) {
@@ -134,6 +134,7 @@ export class NetnsPool {
     const ip = await this.lease(name);
     const hostVeth = `vc${id}`;
     try {
+      if (userns && usernsPath) await createOwnedNetns(userns, usernsPath, path);
       await runTool('ip', ['-batch', '-'], {
         input: [
           ...(userns ? [] : [`netns add ${name}`]),

@@ -20,7 +20,7 @@ export interface UsernsMapping {
  */
 export const DEFAULT_USERNS_MAPPING: UsernsMapping = { hostUid: 0x7000_0000, hostGid: 0x7000_0000, size: 65_536 };
 
-/** x86-64 / arm64 numbers of the syscalls the helper makes (the new mount API's are the same on both). */
+/** x86-64 / arm64 numbers of the syscalls the helpers make (the new mount API's are the same on both). */
 const SYSCALLS: Partial<Record<string, { unshare: number; mount: number; umount2: number }>> = {
   x64: { unshare: 272, mount: 165, umount2: 166 },
   arm64: { unshare: 97, mount: 40, umount2: 39 },
@@ -38,7 +38,9 @@ function syscalls(): { unshare: number; mount: number; umount2: number } {
  * (`open_tree`), made read-only and id-mapped through that namespace (`mount_setattr`), and
  * attached at `<scratch>/<i>` (`move_mount`); overlayfs is mounted with them as lowerdirs
  * (relative to `<scratch>`, top layer first), then the layer mounts are detached (overlayfs holds
- * its own private clones) and `<scratch>` removed.
+ * its own private clones) and `<scratch>` removed. The layer mounts are read-only so that nothing
+ * (a recursive delete of the sandbox directory after a killed helper, say) can change the shared
+ * cache through them.
  * Arguments: unshare, mount, umount2 numbers, host uid, host gid, size, scratch, rootfs, upperdir,
  * workdir, layer directories bottom first.
  */

@@ -15,6 +15,8 @@ export interface CorralConfig {
   runtime: RuntimeDriverName;
   dockerHost: string | null;
   ociRuntime: string;
+  /** User namespace of oci sandboxes: `auto` (on where the host allows it), `off`, or an explicit host id range (required). */
+  ociUserns: 'auto' | 'off' | { hostUid: number; hostGid: number; size: number };
   instanceId: string;
   bootstrapApiKey: string | null;
   rateLimits: boolean;
@@ -85,6 +87,15 @@ const portRange: Parser = (raw, name) => {
   if (!match || from < 1 || to > 65535 || from > to) throw new Error(`${name} must be a port range like 30000-30999, got "${raw}"`);
   return `${from}-${to}`;
 };
+const usernsMode: Parser = (raw, name) => {
+  if (raw === 'auto' || raw === 'off') return raw;
+  const match = /^(\d+):(\d+):(\d+)$/.exec(raw.trim());
+  const [hostUid, hostGid, size] = [match?.[1], match?.[2], match?.[3]].map(Number) as [number, number, number];
+  if (!match || hostUid < 1 || hostGid < 1 || size < 1 || hostUid + size > 0xffffffff || hostGid + size > 0xffffffff) {
+    throw new Error(`${name} must be auto, off, or <hostUid>:<hostGid>:<size> (non-zero ids), got "${raw}"`);
+  }
+  return { hostUid, hostGid, size };
+};
 const onOff: Parser = (raw, name) => {
   if (['1', 'true', 'on', 'yes'].includes(raw.toLowerCase())) return true;
   if (['0', 'false', 'off', 'no'].includes(raw.toLowerCase())) return false;
@@ -100,6 +111,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'publicUrl', env: 'CORRAL_PUBLIC_URL', description: 'Absolute URL clients use to reach this server (gateway_url is built from it)', defaultText: 'http://<host>:<port>', parse: optionalText },
   { key: 'runtime', env: 'CORRAL_RUNTIME', description: 'Runtime driver: docker, oci (daemonless runc/crun), or none (sandboxes are stored but never started)', defaultText: 'oci', parse: oneOf('docker', 'oci', 'none') },
   { key: 'ociRuntime', env: 'CORRAL_OCI_RUNTIME', description: 'OCI runtime binary the oci driver calls: runc, or crun (faster; needs scripts/ensure-oci.sh --crun)', defaultText: 'runc', parse: oneOf('runc', 'crun') },
+  { key: 'ociUserns', env: 'CORRAL_OCI_USERNS', description: 'Root in oci sandboxes is an unprivileged host id: auto (on where the host allows it; the default range is 1879048192:1879048192:65536), off, or <hostUid>:<hostGid>:<size> (required)', defaultText: 'auto', parse: usernsMode },
   { key: 'dockerHost', env: 'DOCKER_HOST', description: 'Docker Engine endpoint for the docker driver', defaultText: 'unix:///var/run/docker.sock', parse: optionalText },
   { key: 'instanceId', env: 'CORRAL_INSTANCE_ID', description: 'Name stamped on every container this server creates; servers sharing a host need different ones', defaultText: 'corral', parse: text },
   { key: 'bootstrapApiKey', env: 'CORRAL_BOOTSTRAP_API_KEY', description: 'When set, an admin API key with exactly this value exists after startup', defaultText: '(unset: the first start prints a new admin key)', parse: optionalText },
@@ -135,6 +147,7 @@ const DEFAULTS: CorralConfig = {
   runtime: 'oci',
   dockerHost: null,
   ociRuntime: 'runc',
+  ociUserns: 'auto',
   instanceId: 'corral',
   bootstrapApiKey: null,
   rateLimits: true,

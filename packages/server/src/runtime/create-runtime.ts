@@ -21,7 +21,8 @@ export async function createRuntime(config: CorralConfig): Promise<SandboxRuntim
     }
     case 'oci': {
       const { OciRuntime } = await import('./oci/oci-runtime.js');
-      const runtime = new OciRuntime({ instance: config.instanceId, stateDir: ociStateDir(config.dataDir), runtimeBinary: config.ociRuntime });
+      const userns = config.ociUserns === 'auto' ? undefined : config.ociUserns === 'off' ? null : config.ociUserns;
+      const runtime = new OciRuntime({ instance: config.instanceId, stateDir: ociStateDir(config.dataDir), runtimeBinary: config.ociRuntime, userns });
       await runtime.init();
       return runtime;
     }

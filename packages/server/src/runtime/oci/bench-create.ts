@@ -4,7 +4,8 @@
  *
  *   node --conditions=development --import tsx packages/server/src/runtime/oci/bench-create.ts [count] [image]
  *
- * CORRAL_OCI_RUNTIME=crun measures crun instead of runc (scripts/ensure-oci.sh --crun).
+ * CORRAL_OCI_RUNTIME=crun measures crun instead of runc (scripts/ensure-oci.sh --crun);
+ * CORRAL_OCI_USERNS=off measures sandboxes without a user namespace (default: the driver's auto).
  * Needs root, runc and a C compiler (scripts/ensure-oci.sh) and the image (default: the local registry's
  * busybox, scripts/start-registry.sh).
  */
@@ -31,8 +32,10 @@ function summary(name: string, values: number[]): void {
   console.log(`${name}: p50 ${pct(values, 50).toFixed(1)} ms, p99 ${pct(values, 99).toFixed(1)} ms, min ${Math.min(...values).toFixed(1)} ms, max ${Math.max(...values).toFixed(1)} ms (n=${values.length})`);
 }
 
-const runtime = new OciRuntime({ instance: `bench-${randomBytes(3).toString('hex')}`, stateDir, runtimeBinary });
+const userns = process.env.CORRAL_OCI_USERNS === 'off' ? null : undefined;
+const runtime = new OciRuntime({ instance: `bench-${randomBytes(3).toString('hex')}`, stateDir, runtimeBinary, userns });
 await runtime.init();
+console.log(`user namespace: ${JSON.stringify(runtime.userns)}`);
 const spec = (networkAccess: boolean): SandboxSpec => ({
   sandboxId: `b${randomBytes(5).toString('hex')}`,
   image,

@@ -30,6 +30,8 @@ import { buildOciConfig, defaultSeccompProfile, mergeEnv } from './oci-spec.js';
 import { runTool } from './run-tool.js';
 import { NetnsPool } from './sandbox-network.js';
 import type { BridgeOptions } from './sandbox-network.js';
+import { chownToSandboxRoot, mountIdmappedRootfs, resolveUserns } from './userns.js';
+import type { UsernsMapping } from './userns.js';
 
 /** Scripts larger than this (bytes) are passed through a file instead of argv. */
 const LARGE_ARGUMENT = 100 * 1024;
@@ -75,6 +77,12 @@ export interface OciRuntimeOptions {
   pollIntervalMs?: number;
   /** How long `create()` waits for the runtime to start the sandbox (default 30 s). */
   readyTimeoutMs?: number;
+  /**
+   * Root in a sandbox is this host id range (see userns.ts). Default: `DEFAULT_USERNS_MAPPING` when
+   * `init()` finds the host allows it, else none (with a process warning); `null`: none; a mapping
+   * the host does not allow fails `init()`.
+   */
+  userns?: UsernsMapping | null;
 }
 
 /** What the driver records about a sandbox in `state.json`. */
@@ -141,6 +149,9 @@ export class OciRuntime implements SandboxRuntime {
   private timer: NodeJS.Timeout | undefined;
   private polling = false;
   private initialized: Promise<void> | undefined;
+  private readonly usernsOption: UsernsMapping | null | undefined;
+  /** The mapping new sandboxes get, decided by `init()`. */
+  userns: UsernsMapping | null = null;
 
   constructor(options: OciRuntimeOptions) {
     this.instance = options.instance;
@@ -169,6 +180,7 @@ export class OciRuntime implements SandboxRuntime {
     this.pollIntervalMs = options.pollIntervalMs ?? 100;
     this.readyTimeoutMs = options.readyTimeoutMs ?? 30_000;
     this.warmDiskSizes = options.warmDiskSizes ?? [GiB];
+    this.usernsOption = options.userns;
   }
 
   /**
@@ -209,6 +221,8 @@ export class OciRuntime implements SandboxRuntime {
     await mkdir(this.sandboxesDir, { recursive: true });
     await mkdir(this.runcRoot, { recursive: true, mode: 0o700 });
     await mkdir(this.socketDir, { recursive: true, mode: 0o700 });
+    this.userns = await resolveUserns(this.usernsOption, join(this.images.root, 'tmp'));
+    this.netns.userns = this.userns;
     await this.adopt();
     await this.removeOrphans();
     for (const size of this.warmDiskSizes) void this.disks.warm(size);
@@ -275,9 +289,16 @@ export class OciRuntime implements SandboxRuntime {
         writeFile(join(dir, 'resolv.conf'), await resolvConf()),
         writeFile(join(dir, 'hostname'), `${hostname}\n`),
       ]);
-      // Relative lowerdirs (resolved against the layers directory) keep the mount data short.
-      const lower = [...image.layers].reverse().join(':');
-      await runToolIn(this.images.layerDir(''), 'mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower},upperdir=${upper},workdir=${work}`, rootfs]);
+      const userns = this.userns && ns.usernsPath !== undefined ? { mapping: this.userns, path: ns.usernsPath } : undefined;
+      if (userns) {
+        await chownToSandboxRoot(userns.mapping, [join(dir, 'hosts'), join(dir, 'resolv.conf'), join(dir, 'hostname')], { upper, path: workspace });
+        const layers = image.layers.map((l) => this.images.layerDir(l));
+        await mountIdmappedRootfs(userns.mapping, { layers, upper, work, rootfs, scratch: join(dir, 'lower') });
+      } else {
+        // Relative lowerdirs (resolved against the layers directory) keep the mount data short.
+        const lower = [...image.layers].reverse().join(':');
+        await runToolIn(this.images.layerDir(''), 'mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower},upperdir=${upper},workdir=${work}`, rootfs]);
+      }
       const config = buildOciConfig(spec, {
         rootfs,
         netnsPath: ns.path,
@@ -290,6 +311,7 @@ export class OciRuntime implements SandboxRuntime {
         imageEnv: image.config.env,
         workingDir: image.config.workingDir,
         hostname,
+        userns,
       });
       await writeFile(join(dir, 'config.json'), JSON.stringify(config), { mode: 0o600 });
       // Exits are reported once create() succeeded; a start that fails is START_FAILED, not an event.

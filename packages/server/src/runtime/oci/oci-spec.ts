@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { IDLE_COMMAND, KEPT_CAPABILITIES } from '../docker/container-spec.js';
 import type { SandboxSpec } from '../runtime.js';
+import type { UsernsMapping } from './userns.js';
 
 /** Path inside the sandbox where `corral-agent` (its PID 1) is bind-mounted. */
 export const INIT_PATH = '/dev/init';
@@ -80,6 +81,11 @@ export interface BundlePlacement {
   /** Working directory from the image config (default `/`). */
   workingDir: string;
   hostname: string;
+  /**
+   * Join the user namespace kept at `path` (made with `mapping`; it owns the network namespace at
+   * `netnsPath`); the rootfs must be id-mapped to match.
+   */
+  userns?: { mapping: UsernsMapping; path: string };
 }
 
 /** Memory.swap equals memory: no swap. CPU: quota = cores × period. */
@@ -87,6 +93,7 @@ export function buildOciConfig(spec: SandboxSpec, placement: BundlePlacement): R
   const env = mergeEnv(placement.imageEnv, spec.env);
   const command = ['/bin/sh', '-c', spec.startCommand ?? IDLE_COMMAND];
   const args = [INIT_PATH, 'init', ...(placement.seccompPrecompiled ? [`--seccomp-fd=${SECCOMP_FD}`] : []), '--', ...command];
+  const userns = placement.userns;
   const period = 100_000;
   const mounts: Record<string, unknown>[] = [
     { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
@@ -123,7 +130,18 @@ export function buildOciConfig(spec: SandboxSpec, placement: BundlePlacement): R
         pids: { limit: spec.pidsLimit },
       },
       cgroupsPath: placement.cgroupsPath,
-      namespaces: [{ type: 'pid' }, { type: 'network', path: placement.netnsPath }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }],
+      namespaces: [
+        ...(userns ? [{ type: 'user', path: userns.path }] : []),
+        { type: 'pid' },
+        { type: 'network', path: placement.netnsPath },
+        { type: 'ipc' },
+        { type: 'uts' },
+        { type: 'mount' },
+      ],
+      ...(userns && {
+        uidMappings: [{ containerID: 0, hostID: userns.mapping.hostUid, size: userns.mapping.size }],
+        gidMappings: [{ containerID: 0, hostID: userns.mapping.hostGid, size: userns.mapping.size }],
+      }),
       maskedPaths: MASKED_PATHS,
       readonlyPaths: READONLY_PATHS,
       ...(placement.seccompPrecompiled ? {} : { seccomp: defaultSeccompProfile() }),

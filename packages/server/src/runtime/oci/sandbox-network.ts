@@ -4,9 +4,13 @@ import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { networkOf } from '../docker/egress-network.js';
 import { runTool } from './run-tool.js';
+import { createOwnedNetns, removeKeptNamespace } from './userns.js';
+import type { UsernsMapping } from './userns.js';
 
 /** Where `ip netns` keeps named network namespaces. */
 export const NETNS_DIR = '/run/netns';
+/** Where the user namespaces owning them are kept (same names), when the pool makes them. */
+export const USERNS_DIR = '/run/corral-oci/userns';
 
 /** Settings of the shared sandbox bridge. */
 export interface BridgeOptions {
@@ -27,6 +31,8 @@ export interface SandboxNetns {
   ip: string | undefined;
   /** Host side of the veth pair, when networked. */
   hostVeth: string | undefined;
+  /** The user namespace that owns it, when the pool has a mapping. */
+  usernsPath?: string;
 }
 
 /** Filter chain jumped to first from INPUT: sandboxes cannot open connections to the host. */
@@ -58,6 +64,11 @@ export class NetnsPool {
   private readonly leaseDir: string;
   private readonly gateway: string;
   private readonly prefixLength: number;
+  /**
+   * When set, each namespace is made inside a user namespace of its own with this mapping (kept at
+   * `USERNS_DIR/<name>`), which a sandbox joins: see `createOwnedNetns`. Set it before the pool fills.
+   */
+  userns: UsernsMapping | null = null;
 
   constructor(
     instance: string,
@@ -106,23 +117,27 @@ export class NetnsPool {
     const id = randomBytes(4).toString('hex');
     const name = `${this.prefix}${id}`;
     const path = join(NETNS_DIR, name);
+    const userns = this.userns;
+    const usernsPath = userns ? join(USERNS_DIR, name) : undefined;
     if (!online) {
-      await runTool('ip', ['netns', 'add', name]);
+      if (userns && usernsPath) await createOwnedNetns(userns, usernsPath, path);
+      else await runTool('ip', ['netns', 'add', name]);
       try {
         await runTool('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
       } catch (error) {
-        await runTool('ip', ['netns', 'delete', name]).catch(() => undefined);
+        await this.destroy({ name, ip: undefined });
         throw error;
       }
-      return { name, path, ip: undefined, hostVeth: undefined };
+      return { name, path, ip: undefined, hostVeth: undefined, usernsPath };
     }
     await ensureBridge(this.bridge);
     const ip = await this.lease(name);
     const hostVeth = `vc${id}`;
     try {
+      if (userns && usernsPath) await createOwnedNetns(userns, usernsPath, path);
       await runTool('ip', ['-batch', '-'], {
         input: [
-          `netns add ${name}`,
+          ...(userns ? [] : [`netns add ${name}`]),
           `link add ${hostVeth} type veth peer name eth0 netns ${name}`,
           `link set ${hostVeth} master ${this.bridge.bridgeName}`,
           `link set dev ${hostVeth} type bridge_slave isolated on`,
@@ -141,7 +156,7 @@ export class NetnsPool {
       await this.destroy({ name, ip }).catch(() => undefined);
       throw error;
     }
-    return { name, path, ip, hostVeth };
+    return { name, path, ip, hostVeth, usernsPath };
   }
 
   /** Leases a free address of the subnet for `owner`. */
@@ -167,9 +182,10 @@ export class NetnsPool {
     throw new Error(`no free address in ${this.bridge.subnet}`);
   }
 
-  /** Deletes a namespace (and with it the veth pair) and frees its address. Idempotent. */
+  /** Deletes a namespace (and with it the veth pair, and its user namespace) and frees its address. Idempotent. */
   async destroy(ns: Pick<SandboxNetns, 'name' | 'ip'>): Promise<void> {
     await runTool('ip', ['netns', 'delete', ns.name]).catch(() => undefined);
+    await removeKeptNamespace(join(USERNS_DIR, ns.name)).catch(() => undefined);
     if (ns.ip !== undefined) {
       const leaseFile = join(this.leaseDir, ns.ip);
       const owner = await readFile(leaseFile, 'utf8').catch(() => undefined);
@@ -188,6 +204,9 @@ export class NetnsPool {
       if (!name.startsWith(this.prefix) || keep.has(name) || pooled.has(name)) continue;
       await runTool('ip', ['netns', 'delete', name]).catch(() => undefined);
       removed.push(name);
+    }
+    for (const name of await readdir(USERNS_DIR).catch(() => [] as string[])) {
+      if (name.startsWith(this.prefix) && !keep.has(name) && !pooled.has(name)) await removeKeptNamespace(join(USERNS_DIR, name)).catch(() => undefined);
     }
     for (const ip of await readdir(this.leaseDir).catch(() => [] as string[])) {
       const owner = await readFile(join(this.leaseDir, ip), 'utf8').catch(() => '');

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import type { Socket } from 'node:net';
 import { constants as osConstants } from 'node:os';
@@ -43,6 +43,8 @@ export class HostLauncher {
   /** Starts the agent (once) and resolves when it accepts connections, or after 2 s without it. */
   start(): Promise<void> {
     this.starting ??= (async () => {
+      // A socket left by an agent that died would look ready before the new one listens.
+      rmSync(this.socketPath, { force: true });
       const child = spawn(this.agentBinary, ['init', `--listen=${this.socketPath}`, '--', 'cat'], { stdio: ['pipe', 'ignore', 'inherit'], cwd: '/' });
       this.child = child;
       child.once('error', () => this.lost());

@@ -482,11 +482,16 @@ static int run_init(int argc, char **argv) {
       fprintf(stderr, "corral-agent: socket path too long: %s\n", listen_path);
       return 1;
     }
-    strcpy(addr.sun_path, listen_path);
+    /* Bound under a temporary name and renamed once listening: the path appears ready. */
+    snprintf(addr.sun_path, sizeof addr.sun_path, "%s.%d", listen_path, (int)getpid());
+    if (strlen(addr.sun_path) >= sizeof addr.sun_path - 1) {
+      fprintf(stderr, "corral-agent: socket path too long: %s\n", listen_path);
+      return 1;
+    }
     listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    unlink(listen_path);
+    unlink(addr.sun_path);
     mode_t old = umask(077);
-    if (listener < 0 || bind(listener, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(listener, 1024) < 0) {
+    if (listener < 0 || bind(listener, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(listener, 1024) < 0 || rename(addr.sun_path, listen_path) < 0) {
       fprintf(stderr, "corral-agent: listening on %s: %s\n", listen_path, strerror(errno));
       return 1;
     }

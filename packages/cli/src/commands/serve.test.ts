@@ -5,6 +5,8 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { buildImage, ociStateDir } from '@corral/server';
+import { needNothingMissing, ociMissing } from '../../../server/src/testing/runtime-available.js';
 import { runCli, spawnCli, waitForHealthy } from '../testing/spawn-cli.js';
 
 async function freePort(): Promise<number> {
@@ -92,5 +94,53 @@ describe('corral serve over a real socket', () => {
     const bad = await runCli(['serve'], { CORRAL_PORT: 'eighty', CORRAL_DATA_DIR: dataDir });
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /CORRAL_PORT must be an integer/);
+  });
+});
+
+describe('the built CLI (bin/corral.js, what scripts/serve.sh runs) on the default oci runtime', { timeout: 120_000 }, () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'corral-serve-built-'));
+  let server: ReturnType<typeof spawnCli> | undefined;
+  after(async () => {
+    if (server && server.exitCode === null) {
+      server.kill('SIGTERM');
+      await once(server, 'exit');
+    }
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('creates a sandbox and runs a command in it through the gateway', async (t) => {
+    if (!needNothingMissing(t, ociMissing())) return;
+    const image = 'corral-test/busybox:built';
+    await buildImage('busybox', image, { runtime: 'oci', stateDir: ociStateDir(dataDir) });
+    const port = await freePort();
+    const key = 'corral_built_cli_test_key_000000000000000000000';
+    server = spawnCli(['serve'], { CORRAL_DATA_DIR: dataDir, CORRAL_PORT: String(port), CORRAL_BOOTSTRAP_API_KEY: key, CORRAL_LOG_LEVEL: 'warn' }, { built: true });
+    let stderr = '';
+    server.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));
+    const base = `http://127.0.0.1:${port}`;
+    await waitForHealthy(`${base}/healthz`, 60_000);
+    const call = async (method: string, path: string, body?: unknown, auth = `Bearer ${key}`): Promise<Record<string, unknown>> => {
+      const response = await fetch(path.startsWith('http') ? path : `${base}/api/v1${path}`, {
+        method,
+        headers: { authorization: auth, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+      });
+      const json = (await response.json()) as Record<string, unknown>;
+      assert.ok(response.ok, `${method} ${path}: ${response.status} ${JSON.stringify(json)}; server: ${stderr}`);
+      return json;
+    };
+    const { id } = (await call('POST', '/sandbox', { name: 'built', docker_image: image })) as { id: string };
+    let sandbox: Record<string, unknown> = {};
+    for (let i = 0; i < 300 && sandbox.status !== 'RUNNING'; i++) {
+      sandbox = await call('GET', `/sandbox/${id}`);
+      assert.ok(sandbox.status !== 'ERROR', JSON.stringify(sandbox));
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(sandbox.status, 'RUNNING');
+    const auth = (await call('POST', `/sandbox/${id}/auth`)) as { token: string; gateway_url: string; user_ns: string; job_id: string };
+    const result = await call('POST', `${auth.gateway_url}/${auth.user_ns}/${auth.job_id}/exec`, { command: 'echo built; grep Seccomp: /proc/self/status', sandbox_id: id, timeout: 30 }, `Bearer ${auth.token}`);
+    assert.equal(result.exit_code, 0, JSON.stringify(result));
+    assert.match(String(result.stdout), /^built\nSeccomp:\s+2\n$/);
+    await call('DELETE', `/sandbox/${id}`);
   });
 });

@@ -2,6 +2,8 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 const MAIN = fileURLToPath(new URL('../main.ts', import.meta.url));
+/** The installed entry point: runs the compiled dist/ build, as scripts/serve.sh does. */
+const BIN = fileURLToPath(new URL('../../bin/corral.js', import.meta.url));
 
 /** Output and exit status of one CLI run. */
 export interface CliResult {
@@ -10,9 +12,13 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Spawns `corral` from source, as a user's shell would run it. */
-export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
-  return spawn(process.execPath, ['--conditions=development', '--import', 'tsx', MAIN, ...args], {
+/**
+ * Spawns `corral` from source, as a user's shell would run it; with `built`, the compiled
+ * `bin/corral.js` (dist/, which the test script builds first) instead.
+ */
+export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}, options: { built?: boolean } = {}): ChildProcess {
+  const command = options.built ? [BIN, ...args] : ['--conditions=development', '--import', 'tsx', MAIN, ...args];
+  return spawn(process.execPath, command, {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -47,8 +47,8 @@ export class HostLauncher {
       rmSync(this.socketPath, { force: true });
       const child = spawn(this.agentBinary, ['init', `--listen=${this.socketPath}`, '--', 'cat'], { stdio: ['pipe', 'ignore', 'inherit'], cwd: '/' });
       this.child = child;
-      child.once('error', () => this.lost());
-      child.once('exit', () => this.lost());
+      child.once('error', () => this.lost(child));
+      child.once('exit', () => this.lost(child));
       child.unref();
       (child.stdin as unknown as Socket | null)?.unref();
       for (let i = 0; i < 400 && !this.ready && this.child === child; i++) {
@@ -59,7 +59,8 @@ export class HostLauncher {
     return this.starting;
   }
 
-  private lost(): void {
+  private lost(child: ChildProcess): void {
+    if (this.child !== child) return;
     this.ready = false;
     this.child = undefined;
     this.starting = undefined;
@@ -133,10 +134,9 @@ export class HostLauncher {
         socket.removeAllListeners('error');
         resolve(socket);
       });
+      // The caller spawns the tool itself this time; the agent is restarted only once it exited.
       socket.once('error', () => {
         socket.destroy();
-        this.child?.kill('SIGKILL');
-        this.lost();
         resolve(undefined);
       });
     });

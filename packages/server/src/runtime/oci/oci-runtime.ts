@@ -221,7 +221,7 @@ export class OciRuntime implements SandboxRuntime {
     await mkdir(this.sandboxesDir, { recursive: true });
     await mkdir(this.runcRoot, { recursive: true, mode: 0o700 });
     await mkdir(this.socketDir, { recursive: true, mode: 0o700 });
-    this.userns = await resolveUserns(this.usernsOption, join(this.images.root, 'tmp'));
+    this.userns = await resolveUserns(this.usernsOption, join(this.images.root, 'tmp'), [this.sandboxesDir, this.agent()]);
     this.netns.userns = this.userns;
     await this.adopt();
     await this.removeOrphans();
@@ -720,7 +720,7 @@ const LAUNCHER_DIR = '/run/corral-oci';
 /** Deletes the sockets of launchers whose server process is gone. */
 async function removeStaleLaunchers(): Promise<void> {
   for (const name of await readdir(LAUNCHER_DIR).catch(() => [] as string[])) {
-    const pid = /^launcher-(\d+)\.sock$/.exec(name)?.[1];
+    const pid = /^launcher-(\d+)\.sock(\.\d+)?$/.exec(name)?.[1];
     if (pid !== undefined && !existsSync(`/proc/${pid}`)) await rm(join(LAUNCHER_DIR, name), { force: true });
   }
 }

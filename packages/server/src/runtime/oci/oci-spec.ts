@@ -48,12 +48,12 @@ export function capabilitiesFor(uid: number): CapabilitySet {
 let seccompProfile: unknown;
 
 /**
- * The seccomp profile every sandbox runs under (`seccomp-default.json`, next to this module): the
+ * The seccomp profile every sandbox runs under (`packages/server/agent/seccomp-default.json`, found from src/ and dist/ alike): the
  * containers-common default (Docker's, as maintained for podman) resolved for amd64 and for the
  * capabilities sandboxes keep, with namespace/mount/keyring syscalls restricted as in Docker's.
  */
 export function defaultSeccompProfile(): unknown {
-  seccompProfile ??= JSON.parse(readFileSync(new URL('./seccomp-default.json', import.meta.url), 'utf8')) as unknown;
+  seccompProfile ??= JSON.parse(readFileSync(new URL('../../../agent/seccomp-default.json', import.meta.url), 'utf8')) as unknown;
   return seccompProfile;
 }
 

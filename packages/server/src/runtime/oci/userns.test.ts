@@ -10,7 +10,7 @@ import { specFixture } from '../../testing/sandbox-fixture.js';
 import { isMountPoint } from './disk-pool.js';
 import { buildOciConfig } from './oci-spec.js';
 import type { BundlePlacement } from './oci-spec.js';
-import { accountsInRange, chownToSandboxRoot, mountIdmappedRootfs, overlappingSubids, resolveUserns, usernsUnavailable } from './userns.js';
+import { accountsInRange, chownToSandboxRoot, mountIdmappedRootfs, overlappingSubids, resolveUserns, unsearchableAncestor, usernsUnavailable } from './userns.js';
 import type { UsernsMapping } from './userns.js';
 
 const REPO = new URL('../../../../../', import.meta.url).pathname;
@@ -35,6 +35,35 @@ describe('userns: host range checks', () => {
     assert.match((await usernsUnavailable({ hostUid: 0xffff_fff0, hostGid: 1, size: 65_536 }, SCRATCH)) ?? '', /invalid mapping/);
     assert.equal(await resolveUserns(null, SCRATCH), null);
     await assert.rejects(resolveUserns({ hostUid: 1, hostGid: 1, size: 0 }, SCRATCH), (e: unknown) => e instanceof RuntimeError && /invalid mapping/.test(e.message));
+  });
+
+  it('a data directory the sandbox root cannot search turns the user namespace off (auto) or fails init (explicit)', async () => {
+    const closed = join(SCRATCH, `closed-${randomBytes(3).toString('hex')}`);
+    const inside = join(closed, 'instances', 'x', 'sandboxes');
+    await mkdir(inside, { recursive: true });
+    try {
+      await chmod(closed, 0o700);
+      assert.match((await unsearchableAncestor(MAPPING, [inside])) ?? '', new RegExp(`${closed} \\(mode 0700\\) cannot be searched.*chmod o\\+x`));
+      await chown(closed, MAPPING.hostUid, 0);
+      assert.equal(await unsearchableAncestor(MAPPING, [inside]), undefined, 'owned by the mapped root: searchable');
+      await chown(closed, 0, 0);
+      await chmod(closed, 0o711);
+      assert.equal(await unsearchableAncestor(MAPPING, [inside]), undefined);
+      await chmod(closed, 0o700);
+      const warnings: string[] = [];
+      const onWarning = (w: Error): void => void warnings.push(w.message);
+      process.on('warning', onWarning);
+      try {
+        assert.equal(await resolveUserns(undefined, SCRATCH, [inside]), null);
+        await new Promise((r) => setImmediate(r));
+        assert.ok(warnings.some((w) => /cannot be searched/.test(w)), warnings.join('; '));
+      } finally {
+        process.off('warning', onWarning);
+      }
+      await assert.rejects(resolveUserns(MAPPING, SCRATCH, [inside]), /cannot be searched/);
+    } finally {
+      await rm(closed, { recursive: true, force: true });
+    }
   });
 });
 

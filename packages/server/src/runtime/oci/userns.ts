@@ -238,6 +238,32 @@ export function accountsInRange(text: string, start: number, size: number): stri
  * may use the range, and an id-mapped layer must stack under overlayfs on the filesystem of
  * `scratchDir` (tried for real: a directory is id-mapped, overlaid, and its owner checked).
  */
+/**
+ * The runtime mounts the rootfs, the agent and the /etc files from inside the user namespace, so
+ * the sandbox's root (host uid `hostUid`, group `hostGid`) must be able to search every directory
+ * above them. Returns why not for the first directory of `paths` (or their ancestors) it cannot.
+ */
+export async function unsearchableAncestor(mapping: UsernsMapping, paths: string[]): Promise<string | undefined> {
+  for (const path of paths) {
+    let dir = resolve(path);
+    for (;;) {
+      const info = await stat(dir).catch(() => undefined);
+      if (info) {
+        const searchable =
+          (info.mode & 0o001) !== 0 || (info.uid === mapping.hostUid && (info.mode & 0o100) !== 0) || (info.gid === mapping.hostGid && (info.mode & 0o010) !== 0);
+        if (!searchable) {
+          const mode = (info.mode & 0o777).toString(8).padStart(4, '0');
+          return `${dir} (mode ${mode}) cannot be searched by a sandbox's root (host uid ${mapping.hostUid}); make it searchable (chmod o+x ${dir}) or keep the data directory elsewhere`;
+        }
+      }
+      const parent = dirname(dir);
+      if (parent === dir) break;
+      dir = parent;
+    }
+  }
+  return undefined;
+}
+
 export async function usernsUnavailable(mapping: UsernsMapping, scratchDir: string): Promise<string | undefined> {
   const { hostUid, hostGid, size } = mapping;
   if (![hostUid, hostGid, size].every((n) => Number.isInteger(n) && n > 0) || hostUid + size > 0xffff_ffff || hostGid + size > 0xffff_ffff) {
@@ -288,10 +314,10 @@ async function probeIdmappedOverlay(mapping: UsernsMapping, scratchDir: string):
  * {@link DEFAULT_USERNS_MAPPING} when {@link usernsUnavailable} finds no obstacle, else off with a process warning saying
  * why; an explicit mapping the host does not allow is a RUNTIME_ERROR.
  */
-export async function resolveUserns(option: UsernsMapping | null | undefined, scratchDir: string): Promise<UsernsMapping | null> {
+export async function resolveUserns(option: UsernsMapping | null | undefined, scratchDir: string, reachable: string[] = []): Promise<UsernsMapping | null> {
   if (option === null) return null;
   const mapping = option ?? DEFAULT_USERNS_MAPPING;
-  const reason = await usernsUnavailable(mapping, scratchDir);
+  const reason = (await unsearchableAncestor(mapping, reachable)) ?? (await usernsUnavailable(mapping, scratchDir));
   if (reason === undefined) return mapping;
   if (option !== undefined) throw new RuntimeError('RUNTIME_ERROR', `the user namespace mapping cannot be used: ${reason}`);
   process.emitWarning(`oci runtime: sandboxes run without a user namespace (root in a sandbox is host root): ${reason}`, { code: 'CORRAL_OCI_USERNS' });

@@ -2,7 +2,8 @@
 # Runs Corral on a fresh machine: installs what it needs, compiles, makes sure the default
 # python:3.11-slim image exists (built offline: no registry needed), and starts `corral serve`.
 #
-# The runtime driver comes from CORRAL_RUNTIME (default `oci`: daemonless runc, no container daemon).
+# The runtime driver comes from CORRAL_RUNTIME (default `oci`: daemonless, no container daemon; it
+# calls crun, prepared by `ensure-oci.sh --crun`, unless CORRAL_OCI_RUNTIME=runc).
 # With CORRAL_RUNTIME=docker it installs and starts Docker Engine instead. Arguments are passed to
 # `corral serve` (try --help); settings come from CORRAL_* variables.
 set -euo pipefail
@@ -16,7 +17,8 @@ source "$REPO/scripts/lib/apt.sh"
 bash scripts/setup-node.sh
 case "$runtime" in
   oci)
-    bash scripts/ensure-oci.sh
+    export CORRAL_OCI_RUNTIME="${CORRAL_OCI_RUNTIME:-crun}"
+    if [ "$CORRAL_OCI_RUNTIME" = crun ]; then bash scripts/ensure-oci.sh --crun; else bash scripts/ensure-oci.sh; fi
     apt_install mmdebstrap busybox-static ca-certificates
     # Cached rootfs tarballs make these quick after the first run (python: ~30 s once).
     node packages/cli/bin/corral.js images build python --runtime oci >/dev/null

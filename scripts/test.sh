@@ -39,7 +39,7 @@ test_tools() {
 # apt-get takes a lock: the steps that install Debian packages run one after another in one job.
 system_setup() {
   test_tools
-  bash scripts/ensure-oci.sh
+  bash scripts/ensure-oci.sh --crun
   bash scripts/ensure-docker.sh
   bash scripts/ensure-postgres.sh >"$CORRAL_CACHE_DIR/logs/pg-url"
   bash scripts/start-registry.sh --auth corral:corral-secret

@@ -13,28 +13,25 @@ const IMAGE = process.env.CORRAL_OCI_TEST_IMAGE ?? '127.0.0.1:5000/corral/busybo
 const REPO = new URL('../../../../../', import.meta.url).pathname;
 const CACHE = process.env.CORRAL_CACHE_DIR ?? join(REPO, '.cache');
 const STATE_DIR = join(CACHE, 'oci-test');
-/** `runc` (default) or `crun`. */
-const RUNTIME = process.env.CORRAL_OCI_RUNTIME ?? 'runc';
+/** The runtimes the suite runs against: CORRAL_OCI_RUNTIME alone when set, else runc and crun. */
+const RUNTIMES = process.env.CORRAL_OCI_RUNTIME ? [process.env.CORRAL_OCI_RUNTIME] : ['runc', 'crun'];
 /** `off` runs the suite without user namespaces; by default sandboxes get one where the host allows it. */
 const USERNS = process.env.CORRAL_OCI_USERNS === 'off' ? null : undefined;
+// One image store for every runtime of the suite: later ones reuse the layers the first pulled.
+const images = new ImageStore({ root: join(STATE_DIR, 'images') });
 
-/** Why the suite cannot run here, or undefined when runc, root and the test registry are present. */
-function missing(): string | undefined {
-  return ociMissing({ runtime: RUNTIME, registryImage: IMAGE });
-}
-
-const reason = missing();
-if (reason !== undefined) {
-  test('oci runtime conformance', (t) => {
-    if (process.env.CI === 'true') throw new Error(reason);
-    t.skip(reason);
-  });
-} else {
-  // One image store for both runtimes of the suite: the second reuses the layers the first pulled.
-  const images = new ImageStore({ root: join(STATE_DIR, 'images') });
-  runConformanceSuite('oci', async () => {
+for (const runtimeBinary of RUNTIMES) {
+  const reason = ociMissing({ runtime: runtimeBinary, registryImage: IMAGE });
+  if (reason !== undefined) {
+    test(`oci runtime conformance (${runtimeBinary})`, (t) => {
+      if (process.env.CI === 'true') throw new Error(reason);
+      t.skip(reason);
+    });
+    continue;
+  }
+  runConformanceSuite(`oci (${runtimeBinary})`, async () => {
     const instance = `test-${randomBytes(4).toString('hex')}`;
-    const runtime = new OciRuntime({ instance, stateDir: STATE_DIR, images, runtimeBinary: RUNTIME, userns: USERNS });
+    const runtime = new OciRuntime({ instance, stateDir: STATE_DIR, images, runtimeBinary, userns: USERNS });
     const expected = USERNS === null || (await usernsUnavailable(DEFAULT_USERNS_MAPPING, join(STATE_DIR, 'images', 'tmp'))) !== undefined ? null : DEFAULT_USERNS_MAPPING;
     return {
       runtime,

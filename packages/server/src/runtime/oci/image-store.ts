@@ -275,15 +275,21 @@ export class ImageStore {
 
   /**
    * Deletes every unpacked layer that no stored image references and that is not in `inUse`
-   * (layers of running sandboxes whose image record was removed). Returns the removed digests.
+   * (layers of running sandboxes whose image record was removed). With `minAgeMs`, only layers
+   * unpacked at least that long ago: another process sharing the store may have just unpacked a
+   * layer whose image record it has not written yet. Returns the removed digests.
    */
-  async gc(inUse: Iterable<string> = []): Promise<string[]> {
+  async gc(inUse: Iterable<string> = [], minAgeMs = 0): Promise<string[]> {
     const keep = new Set(inUse);
     for (const record of await this.list()) for (const layer of record.layers) keep.add(layer);
     const dir = join(this.root, 'layers');
     const removed: string[] = [];
     for (const name of await readdir(dir).catch(() => [] as string[])) {
       if (keep.has(name) || this.layerJobs.has(name)) continue;
+      if (minAgeMs > 0) {
+        const info = await stat(join(dir, name)).catch(() => undefined);
+        if (!info || Date.now() - info.ctimeMs < minAgeMs) continue;
+      }
       if (name.startsWith('.tmp-')) {
         // Leftover of an interrupted unpack by a process that no longer exists.
         const pid = Number(name.split('-').at(-2));

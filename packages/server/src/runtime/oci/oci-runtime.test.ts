@@ -111,4 +111,71 @@ describe('oci runtime: restart and leftovers', { skip: reason }, () => {
     await again.remove(runtimeId);
     await again.close();
   });
+
+  it('deletes unused layers periodically, sparing ones unpacked too recently to have an image record yet', async () => {
+    const root = join(STATE_DIR, `gc-timer-${randomBytes(3).toString('hex')}`);
+    const old = join(root, 'layers', 'a'.repeat(64));
+    const young = join(root, 'layers', 'b'.repeat(64));
+    await mkdir(old, { recursive: true });
+    const rt = new OciRuntime({
+      instance: `${instance}-gct`,
+      stateDir: STATE_DIR,
+      images: new ImageStore({ root }),
+      runtimeBinary: RUNTIME,
+      poolSize: 0,
+      warmDiskSizes: [],
+      imageGcIntervalMs: 50,
+      imageGcMinAgeMs: 600,
+    });
+    try {
+      await rt.init();
+      for (let i = 0; i < 100 && existsSync(old); i++) await new Promise((r) => setTimeout(r, 20));
+      assert.ok(!existsSync(old), 'an unused layer older than the minimum age is deleted');
+      await mkdir(young);
+      await new Promise((r) => setTimeout(r, 300)); // six collections
+      assert.ok(existsSync(young), 'a layer unpacked moments ago is kept');
+    } finally {
+      await rt.close();
+      await rm(root, { recursive: true, force: true });
+      await rm(join(STATE_DIR, 'instances', `${instance}-gct`), { recursive: true, force: true });
+    }
+  });
+});
+
+describe('oci runtime: the agent (PID 1) and its exec sessions', { skip: reason }, () => {
+  const instance = `agent-${randomBytes(4).toString('hex')}`;
+  const rt = new OciRuntime({ instance, stateDir: STATE_DIR, images: new ImageStore({ root: join(STATE_DIR, 'images') }), runtimeBinary: RUNTIME, poolSize: 0, warmDiskSizes: [] });
+
+  after(async () => {
+    for (const s of await rt.list()) await rt.remove(s.runtimeId);
+    await rt.close();
+    await rm(join(STATE_DIR, 'instances', instance), { recursive: true, force: true });
+  });
+
+  it('processes in the sandbox cannot reach the agent: no socket path, no /proc/1 descriptors', async () => {
+    await rt.init();
+    const { runtimeId } = await rt.create(spec({ networkAccess: false }));
+    const r = await runToEnd(
+      rt,
+      runtimeId,
+      'cat /proc/1/cmdline | tr "\\0" " "; echo; readlink /proc/1/fd/3 >/dev/null 2>&1; echo fd=$?; cat /proc/1/environ >/dev/null 2>&1; echo env=$?; ls -a /dev | grep -c corral || true',
+    );
+    assert.equal(r.exitCode, 0, r.stderr);
+    const [cmdline, fd, env, sockets] = r.stdout.trim().split('\n');
+    assert.match(cmdline ?? '', /^\/dev\/init init /);
+    assert.equal(fd, 'fd=1', 'following PID 1 descriptors is refused');
+    assert.equal(env, 'env=1', 'reading PID 1 environment is refused');
+    assert.equal(sockets, '0');
+  });
+
+  it('a missing program is 127 and a missing directory 126, with the reason on stderr', async () => {
+    const [state] = await rt.list();
+    assert.ok(state);
+    const missing = await runToEnd(rt, state.runtimeId, { argv: ['no-such-program'] });
+    assert.equal(missing.exitCode, 127);
+    assert.match(missing.stderr, /cannot run no-such-program: No such file or directory/);
+    const cwd = await runToEnd(rt, state.runtimeId, { argv: ['true'], cwd: '/no/such/dir' });
+    assert.equal(cwd.exitCode, 126);
+    assert.match(cwd.stderr, /cannot enter \/no\/such\/dir/);
+  });
 });

@@ -57,6 +57,12 @@ export interface OciRuntimeOptions {
   socketDir?: string;
   /** cgroup root (default `/sys/fs/cgroup`); v1, hybrid and v2 layouts are detected. */
   cgroupRoot?: string;
+  /**
+   * How often unused image layers are deleted (default 1 h; 0 never): layers that no stored image
+   * and no sandbox of this instance uses, unpacked more than `imageGcMinAgeMs` (default 1 h) ago.
+   */
+  imageGcIntervalMs?: number;
+  imageGcMinAgeMs?: number;
   /** Start host tools through one `corral-agent` on the host instead of forking Node (default true; see host-launcher.ts). */
   hostLauncher?: boolean;
   /** Image store; default one rooted at `<stateDir>/images`. */
@@ -130,6 +136,9 @@ export class OciRuntime implements SandboxRuntime {
   private readonly socketDir: string;
   private readonly cgroupRoot: string | undefined;
   private readonly useLauncher: boolean;
+  private readonly imageGcIntervalMs: number;
+  private readonly imageGcMinAgeMs: number;
+  private gcTimer: NodeJS.Timeout | undefined;
   private cgroups!: CgroupLayout;
   /** The default seccomp profile compiled to BPF once, which each sandbox's agent loads; undefined: the runtime compiles it. */
   private seccompBpf: string | undefined;
@@ -160,6 +169,8 @@ export class OciRuntime implements SandboxRuntime {
     this.agentBinary = options.agentBinary;
     this.cgroupRoot = options.cgroupRoot;
     this.useLauncher = options.hostLauncher ?? true;
+    this.imageGcIntervalMs = options.imageGcIntervalMs ?? 3_600_000;
+    this.imageGcMinAgeMs = options.imageGcMinAgeMs ?? 3_600_000;
     this.images = options.images ?? new ImageStore({ root: join(options.stateDir, 'images'), insecureRegistries: options.insecureRegistries ?? [] });
     const safeInstance = options.instance.replace(/[^A-Za-z0-9_.-]/g, '_');
     this.instanceDir = join(options.stateDir, 'instances', safeInstance);
@@ -229,6 +240,10 @@ export class OciRuntime implements SandboxRuntime {
     void this.netns.warm(false);
     this.timer = setInterval(() => void this.poll(), this.pollIntervalMs);
     this.timer.unref();
+    if (this.imageGcIntervalMs > 0) {
+      this.gcTimer = setInterval(() => void this.gcImages().catch(() => undefined), this.imageGcIntervalMs);
+      this.gcTimer.unref();
+    }
   }
 
   capabilities(): RuntimeCapabilities {
@@ -646,13 +661,18 @@ export class OciRuntime implements SandboxRuntime {
    * instances sharing the image store protect their layers only through image records.
    */
   gcImages(): Promise<string[]> {
-    return this.images.gc([...this.live.values()].flatMap((l) => l.record.layers));
+    return this.images.gc(
+      [...this.live.values()].flatMap((l) => l.record.layers),
+      this.imageGcMinAgeMs,
+    );
   }
 
   /** Stops watching, empties the pools (ready namespaces and disks are deleted). Sandboxes keep running. */
   async close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    if (this.gcTimer) clearInterval(this.gcTimer);
     this.timer = undefined;
+    this.gcTimer = undefined;
     this.listeners.clear();
     await Promise.all([this.disks.close(), this.netns.close()]);
   }

@@ -21,6 +21,15 @@
  *     With --listen it binds its own socket instead of using fd 3: the server runs one such agent
  *     on the host (command `cat`, reading a pipe from the server, so it ends with the server) to
  *     start host tools, because forking this small process costs far less than forking Node.
+ *
+ *   corral-agent netns <host uid> <host gid> <size> <user namespace file> <network namespace file>
+ *     Makes a user namespace with the mapping 0 -> <host uid/gid> (size ids) and a network namespace
+ *     it owns, and keeps both by bind-mounting their nsfs files onto the two files (created empty).
+ *
+ *   corral-agent idmap-mount <host uid> <host gid> <size> <scratch> <target> <upper> <work> <layer>...
+ *     Mounts overlayfs at <target> with every <layer> (bottom first) cloned, made read-only and
+ *     id-mapped through a user namespace with the mapping, then detaches the layer mounts again
+ *     (overlayfs keeps its own clones) and removes <scratch>, where they were attached meanwhile.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -29,12 +38,15 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/syscall.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -768,9 +780,159 @@ static int run_shim(int argc, char **argv) {
   return 0;
 }
 
+/* --- user namespaces ------------------------------------------------------------------------- */
+
+/*
+ * Forks a child that unshares `flags` (CLONE_NEWUSER and more) and waits; the parent writes the
+ * mapping into the child's uid_map and gid_map. The child exits when `*release` is closed.
+ */
+static pid_t mapped_child(int flags, const char *uid, const char *gid, const char *size, int *release) {
+  int go[2], ready[2];
+  if (pipe2(go, O_CLOEXEC) < 0 || pipe2(ready, O_CLOEXEC) < 0) return -1;
+  pid_t child = fork();
+  if (child < 0) return -1;
+  if (child == 0) {
+    close(go[1]);
+    close(ready[0]);
+    if (unshare(flags) < 0) _exit(1);
+    if (write(ready[1], "u", 1) != 1) _exit(1);
+    char byte;
+    while (read(go[0], &byte, 1) < 0 && errno == EINTR) {
+    }
+    _exit(0);
+  }
+  close(go[0]);
+  close(ready[1]);
+  char byte;
+  ssize_t n = read(ready[0], &byte, 1);
+  close(ready[0]);
+  if (n != 1) {
+    fprintf(stderr, "corral-agent: unshare(0x%x) failed in the helper child\n", flags);
+    close(go[1]);
+    waitpid(child, NULL, 0);
+    return -1;
+  }
+  const char *maps[2][2] = {{"uid_map", uid}, {"gid_map", gid}};
+  for (int i = 0; i < 2; i++) {
+    char path[64], line[96];
+    snprintf(path, sizeof path, "/proc/%d/%s", (int)child, maps[i][0]);
+    int len = snprintf(line, sizeof line, "0 %s %s\n", maps[i][1], size);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, line, (size_t)len) != len) {
+      fprintf(stderr, "corral-agent: writing %s: %s\n", path, strerror(errno));
+      if (fd >= 0) close(fd);
+      close(go[1]);
+      waitpid(child, NULL, 0);
+      return -1;
+    }
+    close(fd);
+  }
+  *release = go[1];
+  return child;
+}
+
+static void release_child(pid_t child, int release) {
+  close(release);
+  waitpid(child, NULL, 0);
+}
+
+static int run_netns(int argc, char **argv) {
+  if (argc != 7) {
+    fprintf(stderr, "usage: corral-agent netns <uid> <gid> <size> <userns file> <netns file>\n");
+    return 2;
+  }
+  int release;
+  pid_t child = mapped_child(CLONE_NEWUSER | CLONE_NEWNET, argv[2], argv[3], argv[4], &release);
+  if (child < 0) return 1;
+  const char *kept[2][2] = {{argv[5], "user"}, {argv[6], "net"}};
+  for (int i = 0; i < 2; i++) {
+    char source[64];
+    snprintf(source, sizeof source, "/proc/%d/ns/%s", (int)child, kept[i][1]);
+    int fd = open(kept[i][0], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
+    if (fd < 0 || close(fd) < 0 || mount(source, kept[i][0], NULL, MS_BIND, NULL) < 0) {
+      fprintf(stderr, "corral-agent: keeping the %s namespace at %s: %s\n", kept[i][1], kept[i][0], strerror(errno));
+      release_child(child, release);
+      return 1;
+    }
+  }
+  release_child(child, release);
+  return 0;
+}
+
+struct mount_attr_arg {
+  uint64_t attr_set, attr_clr, propagation, userns_fd;
+};
+
+static int run_idmap_mount(int argc, char **argv) {
+  if (argc < 10) {
+    fprintf(stderr, "usage: corral-agent idmap-mount <uid> <gid> <size> <scratch> <target> <upper> <work> <layer>...\n");
+    return 2;
+  }
+  const char *scratch = argv[5], *target = argv[6], *upper = argv[7], *work = argv[8];
+  int layers = argc - 9;
+  int release;
+  pid_t child = mapped_child(CLONE_NEWUSER, argv[2], argv[3], argv[4], &release);
+  if (child < 0) return 1;
+  char ns_path[64];
+  snprintf(ns_path, sizeof ns_path, "/proc/%d/ns/user", (int)child);
+  int ns = open(ns_path, O_RDONLY | O_CLOEXEC);
+  int rc = 1, attached = 0;
+  size_t data_len = 64 + strlen(upper) + strlen(work) + (size_t)layers * 12;
+  char *data = malloc(data_len);
+  char dir[4096];
+  if (ns < 0 || !data || mkdir(scratch, 0700) < 0) {
+    fprintf(stderr, "corral-agent: preparing %s: %s\n", scratch, strerror(errno));
+    goto out;
+  }
+  /* MOUNT_ATTR_RDONLY | MOUNT_ATTR_IDMAP */
+  struct mount_attr_arg attr = {.attr_set = 0x1 | 0x00100000, .userns_fd = (uint64_t)ns};
+  for (int i = 0; i < layers; i++) {
+    /* OPEN_TREE_CLONE | AT_RECURSIVE | OPEN_TREE_CLOEXEC */
+    int fd = (int)syscall(SYS_open_tree, AT_FDCWD, argv[9 + i], 1 | 0x8000 | O_CLOEXEC);
+    if (fd < 0) {
+      fprintf(stderr, "corral-agent: open_tree %s: %s\n", argv[9 + i], strerror(errno));
+      goto out;
+    }
+    snprintf(dir, sizeof dir, "%s/%d", scratch, i);
+    /* AT_EMPTY_PATH; MOVE_MOUNT_F_EMPTY_PATH */
+    if (syscall(SYS_mount_setattr, fd, "", 0x1000, &attr, sizeof attr) < 0 || mkdir(dir, 0700) < 0 ||
+        syscall(SYS_move_mount, fd, "", AT_FDCWD, dir, 4) < 0) {
+      fprintf(stderr, "corral-agent: id-mapping %s: %s\n", argv[9 + i], strerror(errno));
+      close(fd);
+      rmdir(dir);
+      goto out;
+    }
+    close(fd);
+    attached++;
+  }
+  /* lowerdir is top layer first, relative to scratch (short mount data). */
+  int pos = snprintf(data, data_len, "lowerdir=");
+  for (int i = layers - 1; i >= 0; i--) pos += snprintf(data + pos, data_len - (size_t)pos, "%d%s", i, i ? ":" : "");
+  snprintf(data + pos, data_len - (size_t)pos, ",upperdir=%s,workdir=%s", upper, work);
+  if (chdir(scratch) < 0 || mount("overlay", target, "overlay", 0, data) < 0) {
+    fprintf(stderr, "corral-agent: mounting the overlay at %s: %s\n", target, strerror(errno));
+    goto out;
+  }
+  rc = 0;
+out:
+  if (chdir("/") < 0) rc = 1;
+  for (int i = attached - 1; i >= 0; i--) {
+    snprintf(dir, sizeof dir, "%s/%d", scratch, i);
+    umount2(dir, MNT_DETACH);
+    rmdir(dir);
+  }
+  rmdir(scratch);
+  free(data);
+  if (ns >= 0) close(ns);
+  release_child(child, release);
+  return rc;
+}
+
 int main(int argc, char **argv) {
   if (argc >= 2 && strcmp(argv[1], "init") == 0) return run_init(argc, argv);
   if (argc >= 2 && strcmp(argv[1], "shim") == 0) return run_shim(argc, argv);
+  if (argc >= 2 && strcmp(argv[1], "netns") == 0) return run_netns(argc, argv);
+  if (argc >= 2 && strcmp(argv[1], "idmap-mount") == 0) return run_idmap_mount(argc, argv);
   fprintf(stderr, "usage: corral-agent init -- <command...> | corral-agent shim ...\n");
   return 2;
 }

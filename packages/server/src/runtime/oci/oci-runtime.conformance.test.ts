@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import { runConformanceSuite } from '../conformance/conformance-suite.js';
 import { ImageStore } from './image-store.js';
 import { OciRuntime } from './oci-runtime.js';
+import { ensureAgentBinary } from './native-build.js';
 import { DEFAULT_USERNS_MAPPING, usernsUnavailable } from './userns.js';
 import { ociMissing } from '../../testing/runtime-available.js';
 
@@ -32,7 +33,7 @@ for (const runtimeBinary of RUNTIMES) {
   runConformanceSuite(`oci (${runtimeBinary})`, async () => {
     const instance = `test-${randomBytes(4).toString('hex')}`;
     const runtime = new OciRuntime({ instance, stateDir: STATE_DIR, images, runtimeBinary, userns: USERNS });
-    const expected = USERNS === null || (await usernsUnavailable(DEFAULT_USERNS_MAPPING, join(STATE_DIR, 'images', 'tmp'))) !== undefined ? null : DEFAULT_USERNS_MAPPING;
+    const expected = USERNS === null || (await usernsUnavailable(DEFAULT_USERNS_MAPPING, join(STATE_DIR, 'images', 'tmp'), await ensureAgentBinary(join(STATE_DIR, 'bin')))) !== undefined ? null : DEFAULT_USERNS_MAPPING;
     return {
       runtime,
       image: IMAGE,

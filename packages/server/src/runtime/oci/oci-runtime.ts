@@ -232,8 +232,9 @@ export class OciRuntime implements SandboxRuntime {
     await mkdir(this.sandboxesDir, { recursive: true });
     await mkdir(this.runcRoot, { recursive: true, mode: 0o700 });
     await mkdir(this.socketDir, { recursive: true, mode: 0o700 });
-    this.userns = await resolveUserns(this.usernsOption, join(this.images.root, 'tmp'), [this.sandboxesDir, this.agent()]);
+    this.userns = await resolveUserns(this.usernsOption, join(this.images.root, 'tmp'), this.agent(), [this.sandboxesDir, this.agent()]);
     this.netns.userns = this.userns;
+    this.netns.agentBinary = this.agent();
     await this.adopt();
     await this.removeOrphans();
     for (const size of this.warmDiskSizes) void this.disks.warm(size);
@@ -308,7 +309,7 @@ export class OciRuntime implements SandboxRuntime {
       if (userns) {
         await chownToSandboxRoot(userns.mapping, [join(dir, 'hosts'), join(dir, 'resolv.conf'), join(dir, 'hostname')], { upper, path: workspace });
         const layers = image.layers.map((l) => this.images.layerDir(l));
-        await mountIdmappedRootfs(userns.mapping, { layers, upper, work, rootfs, scratch: join(dir, 'lower') });
+        await mountIdmappedRootfs(userns.mapping, { layers, upper, work, rootfs, scratch: join(dir, 'lower') }, this.agent());
       } else {
         // Relative lowerdirs (resolved against the layers directory) keep the mount data short.
         const lower = [...image.layers].reverse().join(':');

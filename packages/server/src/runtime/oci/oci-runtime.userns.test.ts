@@ -9,6 +9,7 @@ import type { SandboxSpec } from '../runtime.js';
 import { ImageStore } from './image-store.js';
 import { OciRuntime } from './oci-runtime.js';
 import { USERNS_DIR } from './sandbox-network.js';
+import { ensureAgentBinary } from './native-build.js';
 import { DEFAULT_USERNS_MAPPING, usernsUnavailable } from './userns.js';
 import { ociMissing } from '../../testing/runtime-available.js';
 import { specFixture } from '../../testing/sandbox-fixture.js';
@@ -45,7 +46,7 @@ describe('oci runtime: user namespace', { skip: reason }, () => {
   let unavailable: string | undefined;
 
   before(async () => {
-    unavailable = await usernsUnavailable(DEFAULT_USERNS_MAPPING, join(STATE_DIR, 'images', 'tmp'));
+    unavailable = await usernsUnavailable(DEFAULT_USERNS_MAPPING, join(STATE_DIR, 'images', 'tmp'), await ensureAgentBinary(join(STATE_DIR, 'bin')));
     await rt.init();
   });
 

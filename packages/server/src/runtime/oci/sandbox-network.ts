@@ -69,6 +69,8 @@ export class NetnsPool {
    * `USERNS_DIR/<name>`), which a sandbox joins: see `createOwnedNetns`. Set it before the pool fills.
    */
   userns: UsernsMapping | null = null;
+  /** `corral-agent`, which makes the owned namespaces; set with {@link userns}. */
+  agentBinary = '';
 
   constructor(
     instance: string,
@@ -120,7 +122,7 @@ export class NetnsPool {
     const userns = this.userns;
     const usernsPath = userns ? join(USERNS_DIR, name) : undefined;
     if (!online) {
-      if (userns && usernsPath) await createOwnedNetns(userns, usernsPath, path);
+      if (userns && usernsPath) await createOwnedNetns(userns, usernsPath, path, this.agentBinary);
       else await runTool('ip', ['netns', 'add', name]);
       try {
         await runTool('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
@@ -134,7 +136,7 @@ export class NetnsPool {
     const ip = await this.lease(name);
     const hostVeth = `vc${id}`;
     try {
-      if (userns && usernsPath) await createOwnedNetns(userns, usernsPath, path);
+      if (userns && usernsPath) await createOwnedNetns(userns, usernsPath, path, this.agentBinary);
       await runTool('ip', ['-batch', '-'], {
         input: [
           ...(userns ? [] : [`netns add ${name}`]),

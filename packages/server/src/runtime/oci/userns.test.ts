@@ -8,6 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { RuntimeError } from '../runtime.js';
 import { specFixture } from '../../testing/sandbox-fixture.js';
 import { isMountPoint } from './disk-pool.js';
+import { ensureAgentBinary } from './native-build.js';
 import { buildOciConfig } from './oci-spec.js';
 import type { BundlePlacement } from './oci-spec.js';
 import { accountsInRange, chownToSandboxRoot, mountIdmappedRootfs, overlappingSubids, resolveUserns, unsearchableAncestor, usernsUnavailable } from './userns.js';
@@ -15,6 +16,8 @@ import type { UsernsMapping } from './userns.js';
 
 const REPO = new URL('../../../../../', import.meta.url).pathname;
 const SCRATCH = join(process.env.CORRAL_CACHE_DIR ?? join(REPO, '.cache'), 'userns-test');
+/** corral-agent, which makes the id-mapped mounts. */
+const AGENT = await ensureAgentBinary(join(process.env.CORRAL_CACHE_DIR ?? join(REPO, '.cache'), 'native-test'));
 const MAPPING: UsernsMapping = { hostUid: 0x7000_0000, hostGid: 0x7000_0000 + 7, size: 65_536 };
 /** v2 `security.capability` granting cap_net_raw (bit 13), effective. */
 const CAP_NET_RAW_V2 = '0x0100000200200000000000000000000000000000';
@@ -31,10 +34,10 @@ describe('userns: host range checks', () => {
   });
 
   it('refuses invalid mappings; null is off; an explicit mapping the host refuses fails', async () => {
-    assert.match((await usernsUnavailable({ hostUid: 0, hostGid: 1, size: 10 }, SCRATCH)) ?? '', /invalid mapping/);
-    assert.match((await usernsUnavailable({ hostUid: 0xffff_fff0, hostGid: 1, size: 65_536 }, SCRATCH)) ?? '', /invalid mapping/);
-    assert.equal(await resolveUserns(null, SCRATCH), null);
-    await assert.rejects(resolveUserns({ hostUid: 1, hostGid: 1, size: 0 }, SCRATCH), (e: unknown) => e instanceof RuntimeError && /invalid mapping/.test(e.message));
+    assert.match((await usernsUnavailable({ hostUid: 0, hostGid: 1, size: 10 }, SCRATCH, AGENT)) ?? '', /invalid mapping/);
+    assert.match((await usernsUnavailable({ hostUid: 0xffff_fff0, hostGid: 1, size: 65_536 }, SCRATCH, AGENT)) ?? '', /invalid mapping/);
+    assert.equal(await resolveUserns(null, SCRATCH, AGENT), null);
+    await assert.rejects(resolveUserns({ hostUid: 1, hostGid: 1, size: 0 }, SCRATCH, AGENT), (e: unknown) => e instanceof RuntimeError && /invalid mapping/.test(e.message));
   });
 
   it('a data directory the sandbox root cannot search turns the user namespace off (auto) or fails init (explicit)', async () => {
@@ -54,13 +57,13 @@ describe('userns: host range checks', () => {
       const onWarning = (w: Error): void => void warnings.push(w.message);
       process.on('warning', onWarning);
       try {
-        assert.equal(await resolveUserns(undefined, SCRATCH, [inside]), null);
+        assert.equal(await resolveUserns(undefined, SCRATCH, AGENT, [inside]), null);
         await new Promise((r) => setImmediate(r));
         assert.ok(warnings.some((w) => /cannot be searched/.test(w)), warnings.join('; '));
       } finally {
         process.off('warning', onWarning);
       }
-      await assert.rejects(resolveUserns(MAPPING, SCRATCH, [inside]), /cannot be searched/);
+      await assert.rejects(resolveUserns(MAPPING, SCRATCH, AGENT, [inside]), /cannot be searched/);
     } finally {
       await rm(closed, { recursive: true, force: true });
     }
@@ -114,7 +117,7 @@ describe('userns: id-mapped layers under overlayfs', { skip: rootless }, () => {
 
   before(async () => {
     await mkdir(SCRATCH, { recursive: true });
-    unavailable = await usernsUnavailable(MAPPING, SCRATCH);
+    unavailable = await usernsUnavailable(MAPPING, SCRATCH, AGENT);
     for (const d of [bottom, top, upper, work, rootfs]) await mkdir(d, { recursive: true });
     // Bottom layer: setuid and file-capability binaries, links, an id-1000 file, directories to hide.
     await writeFile(join(bottom, 'suid'), '#!/bin/sh\n');
@@ -143,7 +146,7 @@ describe('userns: id-mapped layers under overlayfs', { skip: rootless }, () => {
   it('maps owners by the range, keeps setuid bits, file capabilities, links and whiteouts', async (t) => {
     if (unavailable !== undefined) return t.skip(unavailable);
     const scratch = join(base, 'lower');
-    await mountIdmappedRootfs(MAPPING, { layers: [bottom, top], upper, work, rootfs, scratch });
+    await mountIdmappedRootfs(MAPPING, { layers: [bottom, top], upper, work, rootfs, scratch }, AGENT);
     const uid = MAPPING.hostUid;
     const gid = MAPPING.hostGid;
 

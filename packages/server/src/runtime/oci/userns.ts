@@ -20,109 +20,6 @@ export interface UsernsMapping {
  */
 export const DEFAULT_USERNS_MAPPING: UsernsMapping = { hostUid: 0x7000_0000, hostGid: 0x7000_0000, size: 65_536 };
 
-/** x86-64 / arm64 numbers of the syscalls the helpers make (the new mount API's are the same on both). */
-const SYSCALLS: Partial<Record<string, { unshare: number; mount: number; umount2: number }>> = {
-  x64: { unshare: 272, mount: 165, umount2: 166 },
-  arm64: { unshare: 97, mount: 40, umount2: 39 },
-};
-
-function syscalls(): { unshare: number; mount: number; umount2: number } {
-  const nr = SYSCALLS[process.arch];
-  if (!nr) throw new RuntimeError('UNSUPPORTED', `user namespaces are not supported on ${process.arch}`);
-  return nr;
-}
-
-/**
- * Mounts a sandbox's rootfs with its image layers id-mapped (perl-base, read from stdin). A child
- * process unshares a user namespace that the parent gives the mapping; each layer is cloned
- * (`open_tree`), made read-only and id-mapped through that namespace (`mount_setattr`), and
- * attached at `<scratch>/<i>` (`move_mount`); overlayfs is mounted with them as lowerdirs
- * (relative to `<scratch>`, top layer first), then the layer mounts are detached (overlayfs holds
- * its own private clones) and `<scratch>` removed. The layer mounts are read-only so that nothing
- * (a recursive delete of the sandbox directory after a killed helper, say) can change the shared
- * cache through them.
- * Arguments: unshare, mount, umount2 numbers, host uid, host gid, size, scratch, rootfs, upperdir,
- * workdir, layer directories bottom first.
- */
-const ROOTFS_SCRIPT = `
-use strict;
-my ($nr_unshare, $nr_mount, $nr_umount2, $uid, $gid, $size, $scratch, $target, $upper, $work, @layers) = @ARGV;
-my @attached;
-sub cleanup { for my $m (reverse @attached) { syscall($nr_umount2, $m, 2); rmdir $m; } @attached = (); rmdir $scratch; }
-$SIG{__DIE__} = sub { cleanup(); };
-pipe(my $go_r, my $go_w) or die "pipe: $!\\n";
-pipe(my $ready_r, my $ready_w) or die "pipe: $!\\n";
-my $child = fork();
-die "fork: $!\\n" unless defined $child;
-if ($child == 0) {
-  close $go_w; close $ready_r;
-  exit 1 if syscall($nr_unshare, 0x10000000) != 0;
-  syswrite($ready_w, 'u'); close $ready_w;
-  sysread($go_r, my $byte, 1); exit 0;
-}
-close $go_r; close $ready_w;
-sysread($ready_r, my $byte, 1) == 1 or die "unshare(CLONE_NEWUSER) failed\\n";
-for (['uid_map', $uid], ['gid_map', $gid]) {
-  open(my $fh, '>', "/proc/$child/$_->[0]") or die "$_->[0]: $!\\n";
-  print $fh "0 $_->[1] $size\\n";
-  close $fh or die "writing $_->[0]: $!\\n";
-}
-open(my $ns, '<', "/proc/$child/ns/user") or die "user namespace: $!\\n";
-mkdir $scratch or die "$scratch: $!\\n";
-my $empty = '';
-my $attr = pack('QQQQ', 0x00100000 | 0x1, 0, 0, fileno($ns));
-for my $i (0 .. $#layers) {
-  my $fd = syscall(428, -100, $layers[$i], 1 | 0x8000 | 0x80000);
-  die "open_tree $layers[$i]: $!\\n" if $fd < 0;
-  syscall(442, $fd, $empty, 0x1000, $attr, length $attr) == 0 or die "id-mapping $layers[$i]: $!\\n";
-  my $dir = "$scratch/$i";
-  mkdir $dir or die "$dir: $!\\n";
-  syscall(429, $fd, $empty, -100, $dir, 4) == 0 or die "move_mount $dir: $!\\n";
-  push @attached, $dir;
-}
-chdir $scratch or die "$scratch: $!\\n";
-my ($fstype, $data) = ('overlay', 'lowerdir=' . join(':', reverse 0 .. $#layers) . ",upperdir=$upper,workdir=$work");
-syscall($nr_mount, $fstype, $target, $fstype, 0, $data) == 0 or die "mounting the overlay: $!\\n";
-chdir '/';
-cleanup();
-close $go_w; waitpid($child, 0);
-`;
-
-/**
- * Makes a user namespace with the mapping and a network namespace it owns (one
- * `unshare(CLONE_NEWUSER|CLONE_NEWNET)` in a child the parent gives the mapping), and keeps both
- * by bind-mounting their nsfs files onto the two paths (created empty).
- * Arguments: unshare, mount numbers, host uid, host gid, size, user namespace path, netns path.
- */
-const NAMESPACES_SCRIPT = `
-use strict;
-my ($nr_unshare, $nr_mount, $uid, $gid, $size, $userfile, $netfile) = @ARGV;
-pipe(my $go_r, my $go_w) or die "pipe: $!\\n";
-pipe(my $ready_r, my $ready_w) or die "pipe: $!\\n";
-my $child = fork();
-die "fork: $!\\n" unless defined $child;
-if ($child == 0) {
-  close $go_w; close $ready_r;
-  exit 1 if syscall($nr_unshare, 0x10000000 | 0x40000000) != 0;
-  syswrite($ready_w, 'u'); close $ready_w;
-  sysread($go_r, my $byte, 1); exit 0;
-}
-close $go_r; close $ready_w;
-sysread($ready_r, my $byte, 1) == 1 or die "unshare(CLONE_NEWUSER|CLONE_NEWNET) failed\\n";
-for (['uid_map', $uid], ['gid_map', $gid]) {
-  open(my $fh, '>', "/proc/$child/$_->[0]") or die "$_->[0]: $!\\n";
-  print $fh "0 $_->[1] $size\\n";
-  close $fh or die "writing $_->[0]: $!\\n";
-}
-my $none = '';
-for ([$userfile, 'user'], [$netfile, 'net']) {
-  my ($file, $type) = @$_;
-  open(my $fh, '>', $file) or die "$file: $!\\n"; close $fh;
-  syscall($nr_mount, "/proc/$child/ns/$type", $file, $none, 4096, 0) == 0 or die "keeping the $type namespace at $file: $!\\n";
-}
-close $go_w; waitpid($child, 0);
-`;
-
 /** Where {@link mountIdmappedRootfs} mounts what. */
 export interface IdmappedRootfs {
   /** Image layer directories, bottom first. */
@@ -137,16 +34,16 @@ export interface IdmappedRootfs {
 
 /**
  * Mounts overlayfs at `rootfs` with every layer id-mapped to `mapping` (files owned by host uid
- * `n` appear owned by `hostUid + n`; setuid bits and file capabilities follow), read-only. Needs
+ * `n` appear owned by `hostUid + n`; setuid bits and file capabilities follow), read-only, through
+ * `corral-agent idmap-mount` (`agent`): each layer is cloned (`open_tree`), made read-only and
+ * id-mapped through a throwaway user namespace (`mount_setattr`), attached under `scratch`, stacked
+ * as a lowerdir, and detached again once the overlay is mounted (overlayfs keeps its own clones).
+ * The layer mounts are read-only so that nothing can change the shared cache through them. Needs
  * kernel ≥ 5.19 and a layer filesystem that supports id-mapped mounts (ext4, xfs, btrfs, tmpfs ≥ 6.3).
  */
-export async function mountIdmappedRootfs(mapping: UsernsMapping, paths: IdmappedRootfs): Promise<void> {
-  const nr = syscalls();
-  const args = [
-    '-',
-    String(nr.unshare),
-    String(nr.mount),
-    String(nr.umount2),
+export async function mountIdmappedRootfs(mapping: UsernsMapping, paths: IdmappedRootfs, agent: string): Promise<void> {
+  await runTool(agent, [
+    'idmap-mount',
     String(mapping.hostUid),
     String(mapping.hostGid),
     String(mapping.size),
@@ -155,24 +52,21 @@ export async function mountIdmappedRootfs(mapping: UsernsMapping, paths: Idmappe
     resolve(paths.upper),
     resolve(paths.work),
     ...paths.layers.map((l) => resolve(l)),
-  ];
-  await runTool('perl', args, { input: ROOTFS_SCRIPT });
+  ]);
 }
 
 /**
  * Creates a user namespace with `mapping`, kept at `usernsPath`, and a network namespace it owns,
- * kept at `netnsPath` (both files must not exist; `ip netns delete` removes the network one,
- * {@link removeKeptNamespace} either). A sandbox joins both by path: owning its network namespace,
- * its root may mount sysfs and bind ports below 1024 there, and `runc exec` (which joins the user
- * namespace first) may join it.
+ * kept at `netnsPath` (`corral-agent netns`; both files must not exist; `ip netns delete` removes
+ * the network one, {@link removeKeptNamespace} either). A sandbox joins both by path: owning its
+ * network namespace, its root may mount sysfs and bind ports below 1024 there, and `runc exec`
+ * (which joins the user namespace first) may join it.
  */
-export async function createOwnedNetns(mapping: UsernsMapping, usernsPath: string, netnsPath: string): Promise<void> {
-  const nr = syscalls();
+export async function createOwnedNetns(mapping: UsernsMapping, usernsPath: string, netnsPath: string, agent: string): Promise<void> {
   await mkdir(dirname(usernsPath), { recursive: true });
   await mkdir(dirname(netnsPath), { recursive: true });
-  const args = ['-', String(nr.unshare), String(nr.mount), String(mapping.hostUid), String(mapping.hostGid), String(mapping.size), usernsPath, netnsPath];
   try {
-    await runTool('perl', args, { input: NAMESPACES_SCRIPT });
+    await runTool(agent, ['netns', String(mapping.hostUid), String(mapping.hostGid), String(mapping.size), usernsPath, netnsPath]);
   } catch (error) {
     await Promise.all([removeKeptNamespace(usernsPath), removeKeptNamespace(netnsPath)]);
     throw error;
@@ -264,7 +158,7 @@ export async function unsearchableAncestor(mapping: UsernsMapping, paths: string
   return undefined;
 }
 
-export async function usernsUnavailable(mapping: UsernsMapping, scratchDir: string): Promise<string | undefined> {
+export async function usernsUnavailable(mapping: UsernsMapping, scratchDir: string, agent: string): Promise<string | undefined> {
   const { hostUid, hostGid, size } = mapping;
   if (![hostUid, hostGid, size].every((n) => Number.isInteger(n) && n > 0) || hostUid + size > 0xffff_ffff || hostGid + size > 0xffff_ffff) {
     return `invalid mapping ${hostUid}:${hostGid}:${size}`;
@@ -281,17 +175,17 @@ export async function usernsUnavailable(mapping: UsernsMapping, scratchDir: stri
     ...accountsInRange(group, hostGid, size).map((n) => `group ${n}`),
   ];
   if (clashes.length > 0) return `the host id range ${hostUid}:${hostGid}:${size} is already in use (${clashes.join(', ')})`;
-  return probeIdmappedOverlay(mapping, scratchDir);
+  return probeIdmappedOverlay(mapping, scratchDir, agent);
 }
 
-async function probeIdmappedOverlay(mapping: UsernsMapping, scratchDir: string): Promise<string | undefined> {
+async function probeIdmappedOverlay(mapping: UsernsMapping, scratchDir: string, agent: string): Promise<string | undefined> {
   const dir = join(scratchDir, `userns-probe-${process.pid}-${Math.random().toString(36).slice(2)}`);
   const [layer, upper, work, rootfs] = ['layer', 'upper', 'work', 'rootfs'].map((d) => join(dir, d)) as [string, string, string, string];
   try {
     await mkdir(scratchDir, { recursive: true });
     await Promise.all([layer, upper, work, rootfs].map((d) => mkdir(d, { recursive: true })));
     await writeFile(join(layer, 'probe'), '');
-    await mountIdmappedRootfs(mapping, { layers: [layer], upper, work, rootfs, scratch: join(dir, 'lower') });
+    await mountIdmappedRootfs(mapping, { layers: [layer], upper, work, rootfs, scratch: join(dir, 'lower') }, agent);
     try {
       const owner = await stat(join(rootfs, 'probe'));
       if (owner.uid !== mapping.hostUid || owner.gid !== mapping.hostGid) {
@@ -314,10 +208,10 @@ async function probeIdmappedOverlay(mapping: UsernsMapping, scratchDir: string):
  * {@link DEFAULT_USERNS_MAPPING} when {@link usernsUnavailable} finds no obstacle, else off with a process warning saying
  * why; an explicit mapping the host does not allow is a RUNTIME_ERROR.
  */
-export async function resolveUserns(option: UsernsMapping | null | undefined, scratchDir: string, reachable: string[] = []): Promise<UsernsMapping | null> {
+export async function resolveUserns(option: UsernsMapping | null | undefined, scratchDir: string, agent: string, reachable: string[] = []): Promise<UsernsMapping | null> {
   if (option === null) return null;
   const mapping = option ?? DEFAULT_USERNS_MAPPING;
-  const reason = (await unsearchableAncestor(mapping, reachable)) ?? (await usernsUnavailable(mapping, scratchDir));
+  const reason = (await unsearchableAncestor(mapping, reachable)) ?? (await usernsUnavailable(mapping, scratchDir, agent));
   if (reason === undefined) return mapping;
   if (option !== undefined) throw new RuntimeError('RUNTIME_ERROR', `the user namespace mapping cannot be used: ${reason}`);
   process.emitWarning(`oci runtime: sandboxes run without a user namespace (root in a sandbox is host root): ${reason}`, { code: 'CORRAL_OCI_USERNS' });

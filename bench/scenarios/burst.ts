@@ -3,7 +3,7 @@ import { BENCH_IMAGE, driverOption, resultsFile, startBenchServer } from '../lib
 import { machine, percentiles, report, type Baseline } from '../lib/results.js';
 
 /**
- * `npm run bench -- burst [--driver oci|docker] [--count 100]`
+ * `npm run bench -- burst [--driver oci|docker] [--count 100] [--settle <seconds>]`
  *
  * `count` creates at once; each is timed from its `POST /sandbox` to its first successful gateway
  * exec (status polled through one shared `status:batchGet` every 20 ms for all pending sandboxes, as
@@ -14,11 +14,15 @@ export async function run(args: string[]): Promise<void> {
   const driver = driverOption(args);
   const countAt = args.indexOf('--count');
   const count = countAt >= 0 ? Number(args[countAt + 1]) : 100;
+  // Seconds to wait after the warm-up sandbox, so the driver's pools (CORRAL_OCI_POOL_SIZE) fill first.
+  const settleAt = args.indexOf('--settle');
+  const settleMs = settleAt >= 0 ? Number(args[settleAt + 1]) * 1000 : 0;
   const server = await startBenchServer(driver);
   try {
     const warm = await server.client.create(BENCH_IMAGE);
     await server.client.waitRunning(warm);
     await server.client.delete(warm);
+    await new Promise((r) => setTimeout(r, settleMs));
     const created: string[] = [];
     const wallStart = performance.now();
     const corral = await timeRuns(count, count, async () => {

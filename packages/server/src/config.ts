@@ -17,6 +17,8 @@ export interface CorralConfig {
   ociRuntime: string;
   /** User namespace of oci sandboxes: `auto` (on where the host allows it), `off`, or an explicit host id range (required). */
   ociUserns: 'auto' | 'off' | { hostUid: number; hostGid: number; size: number };
+  /** Namespaces and disks the oci driver keeps ready ahead of creates. */
+  ociPoolSize: number;
   instanceId: string;
   bootstrapApiKey: string | null;
   rateLimits: boolean;
@@ -112,6 +114,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'runtime', env: 'CORRAL_RUNTIME', description: 'Runtime driver: docker, oci (daemonless runc/crun), or none (sandboxes are stored but never started)', defaultText: 'oci', parse: oneOf('docker', 'oci', 'none') },
   { key: 'ociRuntime', env: 'CORRAL_OCI_RUNTIME', description: 'OCI runtime binary the oci driver calls: runc, or crun (faster; needs scripts/ensure-oci.sh --crun)', defaultText: 'runc', parse: oneOf('runc', 'crun') },
   { key: 'ociUserns', env: 'CORRAL_OCI_USERNS', description: 'Root in oci sandboxes is an unprivileged host id: auto (on where the host allows it; the default range is 1879048192:1879048192:65536), off, or <hostUid>:<hostGid>:<size> (required)', defaultText: 'auto', parse: usernsMode },
+  { key: 'ociPoolSize', env: 'CORRAL_OCI_POOL_SIZE', description: 'Network namespaces (of each kind) and formatted disks (of each recent size) the oci driver keeps ready ahead of creates; set it near your largest burst of creates', defaultText: '8', parse: integer(0, 4096) },
   { key: 'dockerHost', env: 'DOCKER_HOST', description: 'Docker Engine endpoint for the docker driver', defaultText: 'unix:///var/run/docker.sock', parse: optionalText },
   { key: 'instanceId', env: 'CORRAL_INSTANCE_ID', description: 'Name stamped on every container this server creates; servers sharing a host need different ones', defaultText: 'corral', parse: text },
   { key: 'bootstrapApiKey', env: 'CORRAL_BOOTSTRAP_API_KEY', description: 'When set, an admin API key with exactly this value exists after startup', defaultText: '(unset: the first start prints a new admin key)', parse: optionalText },
@@ -148,6 +151,7 @@ const DEFAULTS: CorralConfig = {
   dockerHost: null,
   ociRuntime: 'runc',
   ociUserns: 'auto',
+  ociPoolSize: 8,
   instanceId: 'corral',
   bootstrapApiKey: null,
   rateLimits: true,

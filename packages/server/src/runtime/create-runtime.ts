@@ -22,7 +22,13 @@ export async function createRuntime(config: CorralConfig): Promise<SandboxRuntim
     case 'oci': {
       const { OciRuntime } = await import('./oci/oci-runtime.js');
       const userns = config.ociUserns === 'auto' ? undefined : config.ociUserns === 'off' ? null : config.ociUserns;
-      const runtime = new OciRuntime({ instance: config.instanceId, stateDir: ociStateDir(config.dataDir), runtimeBinary: config.ociRuntime, userns });
+      const runtime = new OciRuntime({
+        instance: config.instanceId,
+        stateDir: ociStateDir(config.dataDir),
+        runtimeBinary: config.ociRuntime,
+        userns,
+        poolSize: config.ociPoolSize,
+      });
       await runtime.init();
       return runtime;
     }

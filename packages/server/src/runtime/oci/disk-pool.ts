@@ -22,6 +22,8 @@ export class DiskPool {
   private readonly ready = new Map<number, Disk[]>();
   private readonly filling = new Map<number, Promise<void>>();
   private closed = false;
+  /** While this says true (creates in flight), refilling waits: it would only compete with them for the CPU. */
+  busy: () => boolean = () => false;
 
   constructor(
     private readonly root: string,
@@ -61,7 +63,8 @@ export class DiskPool {
     const job = (async () => {
       const list = this.ready.get(sizeBytes);
       while (!this.closed && list && list.length < this.poolSize && this.ready.get(sizeBytes) === list) {
-        list.push(await this.make(sizeBytes));
+        if (this.busy()) await new Promise((r) => setTimeout(r, 20));
+        else list.push(await this.make(sizeBytes));
       }
     })()
       .catch(() => undefined)

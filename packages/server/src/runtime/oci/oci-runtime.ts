@@ -157,6 +157,8 @@ export class OciRuntime implements SandboxRuntime {
   private readonly listeners = new Set<(event: RuntimeEvent) => void>();
   private timer: NodeJS.Timeout | undefined;
   private polling = false;
+  /** Creates in flight; the pools refill only when there are none. */
+  private creating = 0;
   private initialized: Promise<void> | undefined;
   private readonly usernsOption: UsernsMapping | null | undefined;
   /** The mapping new sandboxes get, decided by `init()`. */
@@ -181,11 +183,13 @@ export class OciRuntime implements SandboxRuntime {
     this.socketDir = options.socketDir ?? join('/run/corral-oci', shortHash(this.instanceDir, 12));
     const poolSize = options.poolSize ?? 2;
     this.disks = new DiskPool(join(this.instanceDir, 'disks'), poolSize);
+    this.disks.busy = () => this.creating > 0;
     this.netns = new NetnsPool(
       options.instance,
       { bridgeName: 'corral-oci0', subnet: '10.213.0.0/16', extraBlockedCidrs: [], ...options.bridge },
       poolSize,
     );
+    this.netns.busy = () => this.creating > 0;
     this.killOnOom = options.killOnOom ?? true;
     this.startCheckMs = options.startCheckMs ?? 100;
     this.pollIntervalMs = options.pollIntervalMs ?? 100;
@@ -239,6 +243,7 @@ export class OciRuntime implements SandboxRuntime {
     await this.removeOrphans();
     for (const size of this.warmDiskSizes) void this.disks.warm(size);
     void this.netns.warm(false);
+    void this.netns.warm(true);
     this.timer = setInterval(() => void this.poll(), this.pollIntervalMs);
     this.timer.unref();
     if (this.imageGcIntervalMs > 0) {
@@ -260,6 +265,15 @@ export class OciRuntime implements SandboxRuntime {
   }
 
   async create(spec: SandboxSpec): Promise<{ runtimeId: string }> {
+    this.creating++;
+    try {
+      return await this.createSandbox(spec);
+    } finally {
+      this.creating--;
+    }
+  }
+
+  private async createSandbox(spec: SandboxSpec): Promise<{ runtimeId: string }> {
     await this.init();
     if (spec.gpuCount > 0) throw new RuntimeError('UNSUPPORTED', `${spec.gpuCount} GPUs requested, the oci runtime offers none`);
     if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$/.test(spec.sandboxId)) throw new RuntimeError('START_FAILED', `invalid sandbox id ${spec.sandboxId}`);

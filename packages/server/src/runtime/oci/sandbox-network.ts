@@ -69,6 +69,8 @@ export class NetnsPool {
    * `USERNS_DIR/<name>`), which a sandbox joins: see `createOwnedNetns`. Set it before the pool fills.
    */
   userns: UsernsMapping | null = null;
+  /** While this says true (creates in flight), refilling waits: it would only compete with them for the CPU. */
+  busy: () => boolean = () => false;
   /** `corral-agent`, which makes the owned namespaces; set with {@link userns}. */
   agentBinary = '';
 
@@ -108,7 +110,10 @@ export class NetnsPool {
   private refill(kind: 'online' | 'offline'): void {
     if (this.closed || this.poolSize <= 0 || this.filling.has(kind)) return;
     const job = (async () => {
-      while (!this.closed && this.ready[kind].length < this.poolSize) this.ready[kind].push(await this.make(kind === 'online'));
+      while (!this.closed && this.ready[kind].length < this.poolSize) {
+        if (this.busy()) await new Promise((r) => setTimeout(r, 20));
+        else this.ready[kind].push(await this.make(kind === 'online'));
+      }
     })()
       .catch(() => undefined)
       .finally(() => this.filling.delete(kind));

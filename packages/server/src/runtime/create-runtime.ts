@@ -28,6 +28,8 @@ export async function createRuntime(config: CorralConfig): Promise<SandboxRuntim
         runtimeBinary: config.ociRuntime,
         userns,
         poolSize: config.ociPoolSize,
+        // The API's default disk_size_gb (10): most creates ask for it.
+        warmDiskSizes: [10 * 1024 ** 3],
       });
       await runtime.init();
       return runtime;

@@ -157,7 +157,7 @@ export class OciRuntime implements SandboxRuntime {
   private readonly listeners = new Set<(event: RuntimeEvent) => void>();
   private timer: NodeJS.Timeout | undefined;
   private polling = false;
-  /** Creates in flight; the pools refill only when there are none. */
+  /** Creates in flight; the pools refill only while there is at most one (a burst needs the CPU more). */
   private creating = 0;
   private initialized: Promise<void> | undefined;
   private readonly usernsOption: UsernsMapping | null | undefined;
@@ -183,13 +183,13 @@ export class OciRuntime implements SandboxRuntime {
     this.socketDir = options.socketDir ?? join('/run/corral-oci', shortHash(this.instanceDir, 12));
     const poolSize = options.poolSize ?? 2;
     this.disks = new DiskPool(join(this.instanceDir, 'disks'), poolSize);
-    this.disks.busy = () => this.creating > 0;
+    this.disks.busy = () => this.creating > 1;
     this.netns = new NetnsPool(
       options.instance,
       { bridgeName: 'corral-oci0', subnet: '10.213.0.0/16', extraBlockedCidrs: [], ...options.bridge },
       poolSize,
     );
-    this.netns.busy = () => this.creating > 0;
+    this.netns.busy = () => this.creating > 1;
     this.killOnOom = options.killOnOom ?? true;
     this.startCheckMs = options.startCheckMs ?? 100;
     this.pollIntervalMs = options.pollIntervalMs ?? 100;

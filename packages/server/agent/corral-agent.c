@@ -48,6 +48,7 @@
 #include <sys/mount.h>
 #include <sys/syscall.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -79,6 +80,7 @@ extern char **environ;
 #define DRAIN_MS 200
 #define FLAG_TTY 1u
 #define FLAG_STDIN 2u
+#define FLAG_BACKGROUND 4u
 
 struct buffer {
   unsigned char *data;
@@ -175,12 +177,13 @@ static void free_session(int index) {
 
 /* The child side of an exec: identity, cwd, stdio, then execvp with the session's environment. */
 static void exec_child(const char *cwd, char **argv, char **envp, uint32_t uid, uint32_t gid, uint32_t ngroups,
-                       const gid_t *groups, int in, int out, int err, const char *slave) {
+                       const gid_t *groups, int in, int out, int err, const char *slave, int background) {
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);
   signal(SIGPIPE, SIG_DFL);
   setsid();
+  if (background) setpriority(PRIO_PROCESS, 0, 10);
   if (slave) {
     int fd = open(slave, O_RDWR);
     if (fd < 0) _exit(126);
@@ -296,7 +299,8 @@ static int start_exec(struct session *s, const unsigned char *p, uint32_t len) {
     }
   }
   pid_t pid = ok ? fork() : -1;
-  if (pid == 0) exec_child(cwd, argv, envp, uid, gid, ngroups, groups, child_in, child_out, child_err, (flags & FLAG_TTY) ? slave : NULL);
+  if (pid == 0) exec_child(cwd, argv, envp, uid, gid, ngroups, groups, child_in, child_out, child_err, (flags & FLAG_TTY) ? slave : NULL,
+                             (flags & FLAG_BACKGROUND) != 0);
   free(argv);
   free(envp);
   close_fd(&child_in);

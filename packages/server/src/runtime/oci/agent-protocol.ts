@@ -36,6 +36,8 @@ export interface AgentExec {
   groups: number[];
   tty?: { rows: number; cols: number };
   stdin: boolean;
+  /** Run at a lower CPU priority (nice 10): host housekeeping that must not slow sandbox starts. */
+  background?: boolean;
 }
 
 /** One frame with its payload. */
@@ -62,7 +64,7 @@ export function resizeFrame(rows: number, cols: number): Buffer {
 }
 
 /**
- * The exec frame: u32 flags (1 tty, 2 stdin), u32 rows<<16|cols, u32 uid, u32 gid, u32 group
+ * The exec frame: u32 flags (1 tty, 2 stdin, 4 background), u32 rows<<16|cols, u32 uid, u32 gid, u32 group
  * count, u32 argc, u32 envc, the groups (u32 each), then cwd, argv and env as NUL-terminated strings.
  */
 export function execFrame(exec: AgentExec): Buffer {
@@ -71,7 +73,7 @@ export function execFrame(exec: AgentExec): Buffer {
   }
   if (exec.groups.length > 256) throw new Error('at most 256 supplementary groups');
   const head = Buffer.alloc(28 + 4 * exec.groups.length);
-  head.writeUInt32BE((exec.tty ? 1 : 0) | (exec.stdin ? 2 : 0), 0);
+  head.writeUInt32BE((exec.tty ? 1 : 0) | (exec.stdin ? 2 : 0) | (exec.background ? 4 : 0), 0);
   head.writeUInt32BE(exec.tty ? ((clamp16(exec.tty.rows) << 16) | clamp16(exec.tty.cols)) >>> 0 : 0, 4);
   head.writeUInt32BE(exec.uid >>> 0, 8);
   head.writeUInt32BE(exec.gid >>> 0, 12);

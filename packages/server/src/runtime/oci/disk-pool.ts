@@ -64,7 +64,7 @@ export class DiskPool {
       const list = this.ready.get(sizeBytes);
       while (!this.closed && list && list.length < this.poolSize && this.ready.get(sizeBytes) === list) {
         if (this.busy()) await new Promise((r) => setTimeout(r, 20));
-        else list.push(await this.make(sizeBytes));
+        else list.push(await this.make(sizeBytes, true));
       }
     })()
       .catch(() => undefined)
@@ -72,8 +72,8 @@ export class DiskPool {
     this.filling.set(sizeBytes, job);
   }
 
-  /** Formats and mounts a new disk. */
-  private async make(sizeBytes: number): Promise<Disk> {
+  /** Formats and mounts a new disk; `background`: at a lower CPU priority (a refill, not a create waiting). */
+  private async make(sizeBytes: number, background = false): Promise<Disk> {
     const id = randomBytes(6).toString('hex');
     const dir = join(this.root, id);
     const mountPoint = join(dir, 'mnt');
@@ -86,8 +86,8 @@ export class DiskPool {
       } finally {
         await handle.close();
       }
-      await runTool('mkfs.ext4', ['-q', '-F', '-m', '0', '-E', 'lazy_itable_init=1,lazy_journal_init=1,nodiscard', image]);
-      await runTool('mount', ['-o', 'loop,nosuid,nodev', image, mountPoint]);
+      await runTool('mkfs.ext4', ['-q', '-F', '-m', '0', '-E', 'lazy_itable_init=1,lazy_journal_init=1,nodiscard', image], { background });
+      await runTool('mount', ['-o', 'loop,nosuid,nodev', image, mountPoint], { background });
       await rm(join(mountPoint, 'lost+found'), { recursive: true, force: true });
     } catch (error) {
       await this.destroy(id).catch(() => undefined);
@@ -102,7 +102,7 @@ export class DiskPool {
     const mnt = join(dir, 'mnt');
     for (let attempt = 0; attempt < 20 && (await isMountPoint(mnt)); attempt++) {
       try {
-        await runTool('umount', [mnt]);
+        await runTool('umount', [mnt], { background: true });
       } catch {
         await new Promise((r) => setTimeout(r, 50));
       }

@@ -33,6 +33,9 @@ describe('host launcher', { skip: process.platform !== 'linux' ? 'Linux only' : 
     const missing = await launcher.run('corral-no-such-tool', []);
     assert.equal(missing?.exitCode, 127);
     assert.match(missing?.stderr ?? '', /cannot run corral-no-such-tool/);
+    const nice = "cut -d' ' -f19 /proc/self/stat";
+    assert.equal((await launcher.run('sh', ['-c', nice]))?.stdout, `${(await launcher.run('sh', ['-c', 'cut -d" " -f19 /proc/$PPID/stat']))?.stdout.trim()}\n`);
+    assert.equal((await launcher.run('sh', ['-c', nice], { background: true }))?.stdout, '10\n', 'background tools run at nice 10');
     const started = Date.now();
     const slow = await launcher.run('sleep', ['30'], { timeoutMs: 100 });
     assert.equal(slow?.exitCode, 137);
@@ -55,6 +58,11 @@ describe('host launcher', { skip: process.platform !== 'linux' ? 'Linux only' : 
     assert.equal(existsSync(marker), false, 'launch() returned before the process finished');
     for (let i = 0; i < 100 && !existsSync(marker); i++) await new Promise((r) => setTimeout(r, 20));
     assert.equal(readFileSync(marker, 'utf8'), 'done\n');
+  });
+
+  it('without a launcher, runTool spawns, and background tools still run at nice 10', async () => {
+    useHostLauncher(undefined);
+    assert.deepEqual(await runTool('sh', ['-c', "cut -d' ' -f19 /proc/self/stat"], { background: true }), { stdout: '10\n', stderr: '' });
   });
 
   it('when its agent is gone, callers get undefined (and spawn), and it starts again', async () => {

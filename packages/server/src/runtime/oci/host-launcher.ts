@@ -14,6 +14,16 @@ export interface LaunchedRun {
   exitCode: number | null;
 }
 
+/** How a host tool is run. */
+export interface ToolOptions {
+  /** Written to its stdin, which is then closed. */
+  input?: string | Buffer;
+  /** SIGKILL after this long. */
+  timeoutMs?: number;
+  /** At a lower CPU priority (nice 10): pool refills and teardown, which must not slow sandbox starts. */
+  background?: boolean;
+}
+
 /** Output kept per stream (the end of it). */
 const OUTPUT_LIMIT = 1024 * 1024;
 
@@ -75,7 +85,7 @@ export class HostLauncher {
    * Runs `command` to completion through the agent. Resolves undefined when the agent cannot be
    * reached (the caller spawns the tool itself).
    */
-  async run(command: string, args: readonly string[], options: { input?: string | Buffer; timeoutMs?: number } = {}): Promise<LaunchedRun | undefined> {
+  async run(command: string, args: readonly string[], options: ToolOptions = {}): Promise<LaunchedRun | undefined> {
     const socket = await this.connect();
     if (!socket) return undefined;
     return new Promise<LaunchedRun>((resolve) => {
@@ -96,7 +106,18 @@ export class HostLauncher {
         if (timer) clearTimeout(timer);
         resolve({ stdout, stderr, exitCode });
       });
-      socket.write(execFrame({ argv: [command, ...args], env: this.env, cwd: '/', uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, groups: [], stdin: true }));
+      socket.write(
+        execFrame({
+          argv: [command, ...args],
+          env: this.env,
+          cwd: '/',
+          uid: process.getuid?.() ?? 0,
+          gid: process.getgid?.() ?? 0,
+          groups: [],
+          stdin: true,
+          background: options.background,
+        }),
+      );
       if (options.input !== undefined && options.input.length > 0) socket.write(frame(Frame.stdin, Buffer.from(options.input)));
       socket.write(frame(Frame.stdinClose));
     });

@@ -557,11 +557,11 @@ export class OciRuntime implements SandboxRuntime {
 
   /** Deletes the runc container, unmounts the rootfs, frees disk and namespace, removes the directory. Idempotent. */
   private async teardown(record: SandboxRecord): Promise<void> {
-    await runTool(this.runtimeBinary, ['--root', this.runcRoot, 'delete', '--force', record.runtimeId]).catch(() => undefined);
+    await runTool(this.runtimeBinary, ['--root', this.runcRoot, 'delete', '--force', record.runtimeId], { background: true }).catch(() => undefined);
     const dir = this.sandboxDir(record.runtimeId);
     const rootfs = join(dir, 'rootfs');
     for (let attempt = 0; attempt < 20 && (await isMountPoint(rootfs)); attempt++) {
-      await runTool('umount', [rootfs]).catch(() => delay(50));
+      await runTool('umount', [rootfs], { background: true }).catch(() => delay(50));
     }
     if (await isMountPoint(rootfs)) await runTool('umount', ['-l', rootfs]).catch(() => undefined);
     if (record.netns.name) await this.netns.destroy(record.netns);

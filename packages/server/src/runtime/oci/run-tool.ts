@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { hostLauncher } from './host-launcher.js';
+import type { ToolOptions } from './host-launcher.js';
 
 /** What a host tool printed. */
 export interface ToolOutput {
@@ -25,16 +26,17 @@ export class ToolError extends Error {
  * through the host launcher when one runs (see host-launcher.ts), else with `spawn`.
  * Rejects with {@link ToolError} on a non-zero exit.
  */
-export async function runTool(command: string, args: readonly string[], options: { input?: string | Buffer; timeoutMs?: number } = {}): Promise<ToolOutput> {
+export async function runTool(command: string, args: readonly string[], options: ToolOptions = {}): Promise<ToolOutput> {
   const launched = await hostLauncher()?.run(command, args, options);
   if (launched === undefined) return spawnTool(command, args, options);
   if (launched.exitCode === 0) return { stdout: launched.stdout, stderr: launched.stderr };
   throw new ToolError(`${command} ${args.slice(0, 6).join(' ')}`, launched.exitCode, launched.stderr);
 }
 
-function spawnTool(command: string, args: readonly string[], options: { input?: string | Buffer; timeoutMs?: number }): Promise<ToolOutput> {
+function spawnTool(command: string, args: readonly string[], options: ToolOptions): Promise<ToolOutput> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const [file, argv] = options.background ? ['nice', ['-n', '10', command, ...args]] : [command, [...args]];
+    const child = spawn(file, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     const limit = 1024 * 1024;

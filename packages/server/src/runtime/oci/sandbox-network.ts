@@ -112,7 +112,7 @@ export class NetnsPool {
     const job = (async () => {
       while (!this.closed && this.ready[kind].length < this.poolSize) {
         if (this.busy()) await new Promise((r) => setTimeout(r, 20));
-        else this.ready[kind].push(await this.make(kind === 'online'));
+        else this.ready[kind].push(await this.make(kind === 'online', true));
       }
     })()
       .catch(() => undefined)
@@ -120,17 +120,18 @@ export class NetnsPool {
     this.filling.set(kind, job);
   }
 
-  private async make(online: boolean): Promise<SandboxNetns> {
+  /** Makes a namespace; `background`: at a lower CPU priority (a refill, not a create waiting). */
+  private async make(online: boolean, background = false): Promise<SandboxNetns> {
     const id = randomBytes(4).toString('hex');
     const name = `${this.prefix}${id}`;
     const path = join(NETNS_DIR, name);
     const userns = this.userns;
     const usernsPath = userns ? join(USERNS_DIR, name) : undefined;
     if (!online) {
-      if (userns && usernsPath) await createOwnedNetns(userns, usernsPath, path, this.agentBinary);
-      else await runTool('ip', ['netns', 'add', name]);
+      if (userns && usernsPath) await createOwnedNetns(userns, usernsPath, path, this.agentBinary, background);
+      else await runTool('ip', ['netns', 'add', name], { background });
       try {
-        await runTool('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
+        await runTool('ip', ['-n', name, 'link', 'set', 'lo', 'up'], { background });
       } catch (error) {
         await this.destroy({ name, ip: undefined });
         throw error;
@@ -141,8 +142,9 @@ export class NetnsPool {
     const ip = await this.lease(name);
     const hostVeth = `vc${id}`;
     try {
-      if (userns && usernsPath) await createOwnedNetns(userns, usernsPath, path, this.agentBinary);
+      if (userns && usernsPath) await createOwnedNetns(userns, usernsPath, path, this.agentBinary, background);
       await runTool('ip', ['-batch', '-'], {
+        background,
         input: [
           ...(userns ? [] : [`netns add ${name}`]),
           `link add ${hostVeth} type veth peer name eth0 netns ${name}`,
@@ -152,6 +154,7 @@ export class NetnsPool {
         ].join('\n'),
       });
       await runTool('ip', ['-n', name, '-batch', '-'], {
+        background,
         input: [
           'link set lo up',
           `addr add ${ip}/${this.prefixLength} dev eth0`,
@@ -191,7 +194,7 @@ export class NetnsPool {
 
   /** Deletes a namespace (and with it the veth pair, and its user namespace) and frees its address. Idempotent. */
   async destroy(ns: Pick<SandboxNetns, 'name' | 'ip'>): Promise<void> {
-    await runTool('ip', ['netns', 'delete', ns.name]).catch(() => undefined);
+    await runTool('ip', ['netns', 'delete', ns.name], { background: true }).catch(() => undefined);
     await removeKeptNamespace(join(USERNS_DIR, ns.name)).catch(() => undefined);
     if (ns.ip !== undefined) {
       const leaseFile = join(this.leaseDir, ns.ip);

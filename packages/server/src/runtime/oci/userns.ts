@@ -62,11 +62,11 @@ export async function mountIdmappedRootfs(mapping: UsernsMapping, paths: Idmappe
  * network namespace, its root may mount sysfs and bind ports below 1024 there, and `runc exec`
  * (which joins the user namespace first) may join it.
  */
-export async function createOwnedNetns(mapping: UsernsMapping, usernsPath: string, netnsPath: string, agent: string): Promise<void> {
+export async function createOwnedNetns(mapping: UsernsMapping, usernsPath: string, netnsPath: string, agent: string, background = false): Promise<void> {
   await mkdir(dirname(usernsPath), { recursive: true });
   await mkdir(dirname(netnsPath), { recursive: true });
   try {
-    await runTool(agent, ['netns', String(mapping.hostUid), String(mapping.hostGid), String(mapping.size), usernsPath, netnsPath]);
+    await runTool(agent, ['netns', String(mapping.hostUid), String(mapping.hostGid), String(mapping.size), usernsPath, netnsPath], { background });
   } catch (error) {
     await Promise.all([removeKeptNamespace(usernsPath), removeKeptNamespace(netnsPath)]);
     throw error;
@@ -80,7 +80,7 @@ export async function removeKeptNamespace(path: string): Promise<void> {
   } catch {
     return;
   }
-  await runTool('umount', ['-l', path]).catch(() => undefined);
+  await runTool('umount', ['-l', path], { background: true }).catch(() => undefined);
   await rm(path, { force: true });
 }
 

@@ -177,9 +177,16 @@ export async function runStreamSession(ws: WebSocket, target: GatewayTarget, ctx
     stream.on('error', () => undefined);
   };
   proc.stdin?.on('error', () => undefined);
-  const writeStdin = (chunk: Buffer): void => {
-    if (proc.stdin && !proc.stdin.writableEnded) proc.stdin.write(chunk);
+  // Client messages take effect in the order they came: stdin sent after a resize reaches the
+  // process only once the resize has been applied (Docker applies it through a separate API call).
+  let ordered: Promise<unknown> = Promise.resolve();
+  const inOrder = (step: () => unknown): void => {
+    ordered = ordered.then(step).catch(() => undefined);
   };
+  const writeStdin = (chunk: Buffer): void =>
+    inOrder(() => {
+      if (proc.stdin && !proc.stdin.writableEnded) proc.stdin.write(chunk);
+    });
   forward(proc.stdout, STDOUT_CHANNEL);
   forward(proc.stderr, STDERR_CHANNEL);
   sendJson(ws, { type: 'started' });
@@ -202,15 +209,19 @@ export async function runStreamSession(ws: WebSocket, target: GatewayTarget, ctx
         if (typeof message.data === 'string') writeStdin(Buffer.from(message.data, message.encoding === 'base64' ? 'base64' : 'utf8'));
         return;
       case 'stdin_eof':
-        proc.stdin?.end();
+        inOrder(() => proc.stdin?.end());
         return;
-      case 'resize':
+      case 'resize': {
+        let size: [number, number];
         try {
-          void proc.resize(dimension(message.rows, 'rows'), dimension(message.cols, 'cols')).catch(() => undefined);
+          size = [dimension(message.rows, 'rows'), dimension(message.cols, 'cols')];
         } catch (error) {
           sendJson(ws, { type: 'error', error: 'invalid_message', message: (error as Error).message });
+          return;
         }
+        inOrder(() => proc.resize(...size));
         return;
+      }
       case 'signal': {
         const signal = message.signal as NodeJS.Signals;
         if (!SIGNALS.has(signal)) {

@@ -78,6 +78,8 @@ extern char **environ;
 #define READ_CHUNK 65536
 #define OUT_HIGH_WATER (256u << 10)
 #define DRAIN_MS 200
+/* How long a finished session waits for the host to close its side before closing anyway. */
+#define LINGER_MS 5000
 #define FLAG_TTY 1u
 #define FLAG_STDIN 2u
 #define FLAG_BACKGROUND 4u
@@ -92,6 +94,8 @@ struct session {
   pid_t pid;
   int out, err, in, tty;
   int exited, code, exit_sent, stdin_close_pending;
+  /* After the exit frame: our side is shut down, and we wait (until `deadline`) for the host to close. */
+  int shut;
   long long deadline;
   struct buffer rbuf, ibuf, wbuf;
 };
@@ -573,7 +577,7 @@ static int run_init(int argc, char **argv) {
       if (s->in < 0) s->ibuf.off = s->ibuf.len = 0;
       size_t pending = s->wbuf.len - s->wbuf.off;
       short conn_events = 0;
-      if (!s->exit_sent && s->ibuf.len == s->ibuf.off) conn_events |= POLLIN;
+      if ((!s->exit_sent && s->ibuf.len == s->ibuf.off) || s->shut) conn_events |= POLLIN;
       if (pending > 0) conn_events |= POLLOUT;
       fds[n] = (struct pollfd){.fd = s->conn, .events = conn_events};
       owners[n].s = s;
@@ -595,7 +599,7 @@ static int run_init(int argc, char **argv) {
         owners[n].s = s;
         owners[n++].kind = 3;
       }
-      if (s->exited && !s->exit_sent) {
+      if ((s->exited && !s->exit_sent) || s->shut) {
         long long left = s->deadline - now;
         int t = left < 0 ? 0 : (int)left;
         if (timeout < 0 || t < timeout) timeout = t;
@@ -639,6 +643,13 @@ static int run_init(int argc, char **argv) {
       int drop = 0;
       switch (owners[k].kind) {
         case 0:
+          if (s->shut) {
+            /* Discard what the host still sends; its close (EOF) ends the session. */
+            char scratch[4096];
+            ssize_t got = read(s->conn, scratch, sizeof scratch);
+            drop |= got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR);
+            break;
+          }
           if (fds[k].revents & POLLOUT) drop |= write_conn(s) < 0;
           if (!drop && (fds[k].revents & (POLLIN | POLLHUP | POLLERR))) drop |= read_conn(s) < 0;
           break;
@@ -663,7 +674,18 @@ static int run_init(int argc, char **argv) {
         if (s->stdin_close_pending) write_stdin(s);
         maybe_finish(s, now);
         if (s->wbuf.len > s->wbuf.off && write_conn(s) < 0) dead = 1;
-        else if (s->exit_sent && s->wbuf.len == s->wbuf.off) dead = 1;
+        else if (s->exit_sent && s->wbuf.len == s->wbuf.off && !s->shut) {
+          /*
+           * Closing now could drop frames the host sent meanwhile unread, which makes the kernel
+           * reset the connection and the host lose the exit frame: shut our side down and let the
+           * host close first.
+           */
+          shutdown(s->conn, SHUT_WR);
+          s->shut = 1;
+          s->deadline = now + LINGER_MS;
+        } else if (s->shut && now >= s->deadline) {
+          dead = 1;
+        }
       }
       if (dead) {
         free_session(i);

@@ -122,7 +122,8 @@ function defaultGateway(routeTable: string): string | undefined {
  * is called twice (the second runtime is a separate instance, to check `list()` isolation).
  */
 export function runConformanceSuite(name: string, makeRuntime: () => Promise<ConformanceTarget>): void {
-  describe(`${name} runtime conformance`, { concurrency: 6 }, () => {
+  // A hung test fails the suite with its name instead of stalling CI.
+  describe(`${name} runtime conformance`, { concurrency: 6, timeout: 240_000 }, () => {
     let target: ConformanceTarget;
     let rt: SandboxRuntime;
     let image: string;

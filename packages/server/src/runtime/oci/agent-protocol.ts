@@ -6,7 +6,9 @@
  * Host → agent: `E` exec (once, first), `I` stdin bytes, `C` close stdin, `S` signal (u32; the
  * agent signals the process group, else the process), `R` resize (u16 rows, u16 cols).
  * Agent → host: `P` pid inside the sandbox (u32), `1` stdout bytes, `2` stderr bytes, `X` exit
- * status (u32; 128+N when killed by signal N), after which the agent closes the connection.
+ * status (u32; 128+N when killed by signal N), after which the agent shuts its side down and the host
+ * closes the connection (closing first could make the kernel reset the connection over frames the
+ * agent had not read, and the host lose the exit frame).
  */
 
 /** Frame type bytes. */

@@ -98,7 +98,11 @@ export class HostLauncher {
         for (const { type, payload } of reader.push(chunk)) {
           if (type === Frame.stdout) stdout = (stdout + payload.toString('utf8')).slice(-OUTPUT_LIMIT);
           else if (type === Frame.stderr) stderr = (stderr + payload.toString('utf8')).slice(-OUTPUT_LIMIT);
-          else if (type === Frame.exit) exitCode = payload.readUInt32BE(0);
+          else if (type === Frame.exit) {
+            exitCode = payload.readUInt32BE(0);
+            // The agent waits for this side to close before it closes its own (see corral-agent.c).
+            socket.end();
+          }
         }
       });
       socket.on('error', () => undefined);

@@ -157,6 +157,8 @@ class AgentExecProcess implements ExecProcess {
           if (!this.stderr.push(payload)) socket.pause();
         } else if (type === Frame.exit && payload.length >= 4) {
           this.exitCode = payload.readUInt32BE(0);
+          // The agent waits for this side to close before it closes its own (see corral-agent.c).
+          socket.end();
         }
       }
     });

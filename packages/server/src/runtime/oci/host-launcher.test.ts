@@ -2,8 +2,10 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { Frame, FrameReader, execFrame, frame } from './agent-protocol.js';
 import { HostLauncher, useHostLauncher } from './host-launcher.js';
 import { ensureAgentBinary } from './native-build.js';
 import { runTool, ToolError } from './run-tool.js';
@@ -50,6 +52,32 @@ describe('host launcher', { skip: process.platform !== 'linux' ? 'Linux only' : 
     } finally {
       useHostLauncher(undefined);
     }
+  });
+
+  it('after the exit frame the agent half-closes and reads on, so late frames cannot reset the connection', async () => {
+    // Half-open allowed: this side decides when to close, as the launcher and the exec client do.
+    const socket = createConnection({ path: join(dir, 'launcher.sock'), allowHalfOpen: true });
+    const reader = new FrameReader();
+    const types: number[] = [];
+    let ended = false;
+    let failed: Error | undefined;
+    socket.on('data', (chunk: Buffer) => types.push(...reader.push(chunk).map((f) => f.type)));
+    socket.on('end', () => (ended = true));
+    socket.on('error', (error) => (failed = error));
+    await new Promise((r) => socket.once('connect', r));
+    socket.write(execFrame({ argv: ['true'], env: ['PATH=/usr/bin:/bin'], cwd: '/', uid: 0, gid: 0, groups: [], stdin: true }));
+    for (let i = 0; i < 200 && !ended; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.ok(ended, 'the agent shut its side down after the exit frame');
+    assert.deepEqual(types, [Frame.pid, Frame.exit]);
+    // Frames sent after the exit (a late stdin close, say) are read and dropped, not answered with a reset.
+    socket.write(frame(Frame.stdin, Buffer.from('late')));
+    socket.write(frame(Frame.stdinClose));
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(failed, undefined);
+    assert.equal(socket.destroyed, false, 'the agent keeps the connection until the host closes it');
+    socket.end();
+    await new Promise((r) => socket.once('close', r));
+    assert.equal(failed, undefined);
   });
 
   it('launch() starts a process without waiting for it', async () => {

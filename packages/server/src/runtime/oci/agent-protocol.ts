@@ -11,6 +11,24 @@
  * agent had not read, and the host lose the exit frame).
  */
 
+import { createConnection } from 'node:net';
+import type { Socket } from 'node:net';
+
+/** Connects to an agent's socket; rejects with the connection error (ENOENT, ECONNREFUSED, …). */
+export function connectAgent(path: string): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = createConnection(path);
+    socket.once('connect', () => {
+      socket.removeAllListeners('error');
+      resolve(socket);
+    });
+    socket.once('error', (error) => {
+      socket.destroy();
+      reject(error);
+    });
+  });
+}
+
 /** Frame type bytes. */
 export const Frame = {
   exec: 0x45, // E

@@ -1,10 +1,9 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
-import { createConnection } from 'node:net';
 import type { Socket } from 'node:net';
 import { constants as osConstants } from 'node:os';
-import { Frame, FrameReader, execFrame, frame, u32Frame } from './agent-protocol.js';
+import { Frame, FrameReader, connectAgent, execFrame, frame, u32Frame } from './agent-protocol.js';
 
 /** What a tool printed and how it ended. */
 export interface LaunchedRun {
@@ -110,18 +109,7 @@ export class HostLauncher {
         if (timer) clearTimeout(timer);
         resolve({ stdout, stderr, exitCode });
       });
-      socket.write(
-        execFrame({
-          argv: [command, ...args],
-          env: this.env,
-          cwd: '/',
-          uid: process.getuid?.() ?? 0,
-          gid: process.getgid?.() ?? 0,
-          groups: [],
-          stdin: true,
-          background: options.background,
-        }),
-      );
+      socket.write(this.execOf(command, args, { stdin: true, background: options.background }));
       if (options.input !== undefined && options.input.length > 0) socket.write(frame(Frame.stdin, Buffer.from(options.input)));
       socket.write(frame(Frame.stdinClose));
     });
@@ -144,8 +132,13 @@ export class HostLauncher {
       });
       socket.on('error', () => undefined);
       socket.once('close', () => resolve(false));
-      socket.write(execFrame({ argv: [command, ...args], env: this.env, cwd: '/', uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, groups: [], stdin: false }));
+      socket.write(this.execOf(command, args, { stdin: false }));
     });
+  }
+
+  /** The exec frame for a host tool: this process's environment and ids, cwd `/`. */
+  private execOf(command: string, args: readonly string[], how: { stdin: boolean; background?: boolean }): Buffer {
+    return execFrame({ argv: [command, ...args], env: this.env, cwd: '/', uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, groups: [], ...how });
   }
 
   private async connect(): Promise<Socket | undefined> {
@@ -153,18 +146,8 @@ export class HostLauncher {
       void this.start();
       return undefined;
     }
-    return new Promise<Socket | undefined>((resolve) => {
-      const socket = createConnection(this.socketPath);
-      socket.once('connect', () => {
-        socket.removeAllListeners('error');
-        resolve(socket);
-      });
-      // The caller spawns the tool itself this time; the agent is restarted only once it exited.
-      socket.once('error', () => {
-        socket.destroy();
-        resolve(undefined);
-      });
-    });
+    // On an error the caller spawns the tool itself this time; the agent is restarted only once it exited.
+    return connectAgent(this.socketPath).catch(() => undefined);
   }
 }
 

@@ -1,14 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
-import { createConnection } from 'node:net';
 import type { Socket } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { RuntimeError } from '../runtime.js';
 import type { ExecExit, ExecProcess, ExecRequest } from '../runtime.js';
-import { Frame, FrameReader, execFrame, frame, resizeFrame, u32Frame } from './agent-protocol.js';
+import { Frame, FrameReader, connectAgent, execFrame, frame, resizeFrame, u32Frame } from './agent-protocol.js';
 
 /** Environment variable marking every process an exec starts, so `kill()` finds the whole tree. */
 export const EXEC_MARKER_ENV = 'CORRAL_EXEC_ID';
@@ -67,17 +66,9 @@ export async function startOciExec(target: ExecTarget, request: ExecRequest): Pr
 }
 
 function connect(path: string): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = createConnection(path);
-    socket.once('connect', () => {
-      socket.removeAllListeners('error');
-      resolve(socket);
-    });
-    socket.once('error', (error: NodeJS.ErrnoException) => {
-      socket.destroy();
-      const gone = error.code === 'ENOENT' || error.code === 'ECONNREFUSED';
-      reject(new RuntimeError(gone ? 'NOT_FOUND' : 'RUNTIME_ERROR', `the sandbox's agent is not reachable at ${path}: ${error.message}`, { cause: error }));
-    });
+  return connectAgent(path).catch((error: NodeJS.ErrnoException) => {
+    const gone = error.code === 'ENOENT' || error.code === 'ECONNREFUSED';
+    throw new RuntimeError(gone ? 'NOT_FOUND' : 'RUNTIME_ERROR', `the sandbox's agent is not reachable at ${path}: ${error.message}`, { cause: error });
   });
 }
 

@@ -13,6 +13,7 @@ import { GatewayError, sendGatewayError } from './gateway-error.js';
 import { bearerToken, resolveTarget } from './gateway-target.js';
 import { Semaphore } from './semaphore.js';
 import { runStreamSession } from './stream-session.js';
+import { keepAlive } from '../util/ws-heartbeat.js';
 
 const STREAM_PATH = /^\/gateway\/([^/?#]+)\/([^/?#]+)\/stream\/?(?:\?.*)?$/;
 
@@ -136,19 +137,9 @@ function registerStreamUpgrade(app: FastifyInstance, ctx: GatewayContext): void 
       (target) => {
         wss.handleUpgrade(request, socket, head, (ws) => {
           sockets.add(ws);
-          let alive = true;
-          ws.on('pong', () => (alive = true));
-          const heartbeat = setInterval(() => {
-            if (!alive) ws.terminate();
-            alive = false;
-            ws.ping();
-          }, 30_000);
-          heartbeat.unref();
+          keepAlive(ws, 30_000);
           ws.on('error', () => undefined);
-          ws.once('close', () => {
-            clearInterval(heartbeat);
-            sockets.delete(ws);
-          });
+          ws.once('close', () => sockets.delete(ws));
           runStreamSession(ws, target, ctx).catch((error: unknown) => {
             app.log.error({ err: error }, 'gateway: stream session failed');
             ws.terminate();

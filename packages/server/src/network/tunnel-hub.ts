@@ -1,6 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
+import { keepAlive } from '../util/ws-heartbeat.js';
 import { SocketLikeDuplex } from './socket-like-duplex.js';
 import type { FastifyBaseLogger } from 'fastify';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -230,17 +231,9 @@ export class TunnelHub {
     const link = new TunnelLink(ws);
     this.links.set(tunnel.id, link);
     ws.on('error', () => undefined);
-    let alive = true;
-    ws.on('pong', () => (alive = true));
-    const heartbeat = setInterval(() => {
-      if (!alive) ws.terminate();
-      alive = false;
-      ws.ping();
-    }, 15_000);
-    heartbeat.unref();
+    keepAlive(ws, 15_000);
     void this.deps.store.updateTunnel(tunnel.id, { status: 'connected', connectedAt: new Date().toISOString() }).catch(() => undefined);
     ws.once('close', () => {
-      clearInterval(heartbeat);
       if (this.links.get(tunnel.id) !== link) return;
       this.links.delete(tunnel.id);
       void this.deps.store

@@ -44,12 +44,13 @@ function sandboxId(): string {
   return `cf${randomBytes(6).toString('hex')}`;
 }
 
-function makeSpec(image: string, overrides: Partial<SandboxSpec> = {}): SandboxSpec {
+/** A spec for a small test sandbox of `image` (256 MiB, 1 GiB disk, 256 pids), with `overrides`. */
+export function makeSpec(image: string, overrides: Partial<SandboxSpec> = {}): SandboxSpec {
   return specFixture({ sandboxId: sandboxId(), image, memoryBytes: 256 * MiB, diskBytes: 1024 * MiB, pidsLimit: 256, ...overrides });
 }
 
 /** Resolves with the first event matching `predicate`, or rejects after `timeoutMs`. */
-function nextEvent(runtime: SandboxRuntime, predicate: (e: RuntimeEvent) => boolean, timeoutMs: number): Promise<RuntimeEvent> {
+export function nextEvent(runtime: SandboxRuntime, predicate: (e: RuntimeEvent) => boolean, timeoutMs: number): Promise<RuntimeEvent> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       unsubscribe();
@@ -118,6 +119,17 @@ function defaultGateway(routeTable: string): string | undefined {
 }
 
 /**
+ * What a module of further conformance cases sees: the suite's runtime, image and shared sandbox,
+ * valid inside its tests (they are set in the suite's `before`).
+ */
+export interface ConformanceContext {
+  readonly runtime: SandboxRuntime;
+  readonly image: string;
+  /** A long-lived sandbox (network access on) for tests that only run processes and files in it. */
+  readonly shared: string;
+}
+
+/**
  * Registers the driver-level conformance tests every `SandboxRuntime` must pass. `makeRuntime`
  * is called twice (the second runtime is a separate instance, to check `list()` isolation).
  */
@@ -143,6 +155,20 @@ export function runConformanceSuite(name: string, makeRuntime: () => Promise<Con
       if (shared) await rt.remove(shared).catch(() => undefined);
       await target?.cleanup();
     });
+
+    const context: ConformanceContext = {
+      get runtime() {
+        return rt;
+      },
+      get image() {
+        return image;
+      },
+      get shared() {
+        return shared;
+      },
+    };
+    // Modules of further cases register here, one line each: registerXCases(context);
+    void context;
 
     it('lifecycle: create, exec, inspect, remove, list', async (t) => {
       const spec = makeSpec(image);

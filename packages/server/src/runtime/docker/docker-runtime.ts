@@ -256,9 +256,14 @@ export class DockerRuntime implements SandboxRuntime {
       } catch (error) {
         lastError = errorText(error);
       }
-      // A container that stops while being probed fails execs with 126: report why it stopped.
-      await failIfExited();
-      if (lastError.startsWith('exit 126') || lastError.startsWith('exit 127')) break;
+      // A container that stops while being probed fails execs with 126 before the engine reports it
+      // stopped: give the state a moment to catch up, then report why it stopped.
+      const cannotExec = lastError.startsWith('exit 126') || lastError.startsWith('exit 127');
+      for (let i = 0; i < (cannotExec ? 20 : 1); i++) {
+        await failIfExited();
+        if (cannotExec) await delay(100);
+      }
+      if (cannotExec) break;
       await delay(50);
     }
     throw new RuntimeError('START_FAILED', `the sandbox never accepted a command (needs /bin/sh): ${lastError}`);

@@ -46,7 +46,16 @@ export interface ContainerPlacement {
   storageOptBytes: number | null;
   /** GPU device requests to pass, when the spec asks for GPUs. */
   gpuDriver: string | null;
+  /** Turn IPv6 off in the container's network namespace (false only where the kernel has no IPv6). */
+  disableIpv6: boolean;
 }
+
+/**
+ * Sysctls that turn IPv6 off on every interface of a container (`lo` included, as Docker does for
+ * networks without IPv6): a sandbox cannot reach the host or its neighbours over link-local IPv6.
+ * `/proc/sys` is read-only in the container and NET_ADMIN is dropped, so it cannot turn IPv6 back on.
+ */
+export const IPV6_OFF_SYSCTLS: Record<string, string> = { 'net.ipv6.conf.all.disable_ipv6': '1', 'net.ipv6.conf.default.disable_ipv6': '1' };
 
 /** Translates a sandbox spec into Docker's container-create body. */
 export function buildCreateOptions(spec: SandboxSpec, placement: ContainerPlacement): Docker.ContainerCreateOptions {
@@ -67,6 +76,7 @@ export function buildCreateOptions(spec: SandboxSpec, placement: ContainerPlacem
       ? [{ Type: 'bind', Source: placement.workspaceSource, Target: spec.workspacePath, ReadOnly: false }]
       : [],
   };
+  if (placement.disableIpv6) hostConfig.Sysctls = { ...IPV6_OFF_SYSCTLS };
   if (placement.storageOptBytes !== null) hostConfig.StorageOpt = { size: String(placement.storageOptBytes) };
   if (spec.gpuCount > 0 && placement.gpuDriver) {
     hostConfig.DeviceRequests = [{ Driver: placement.gpuDriver, Count: spec.gpuCount, Capabilities: [['gpu']] }];

@@ -147,11 +147,11 @@ function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/** Best-effort removal of an iptables jump and chain the egress network of this test installed. */
-function dropChain(from: string, chain: string): void {
+/** Best-effort removal of an iptables (or ip6tables) jump and chain the egress network of this test installed. */
+function dropChain(from: string, chain: string, binary = 'iptables'): void {
   const ipt = (args: string[]): void => {
     try {
-      execFileSync('iptables', ['-w', '5', ...args], { stdio: 'ignore' });
+      execFileSync(binary, ['-w', '5', ...args], { stdio: 'ignore' });
     } catch {
       // Absent already.
     }
@@ -190,6 +190,8 @@ if (reason !== undefined) {
     await engine.docker.getNetwork(egress.name ?? '').remove().catch(() => undefined);
     dropChain('INPUT', egress.inputChain ?? '');
     dropChain('DOCKER-USER', egress.forwardChain ?? '');
+    dropChain('INPUT', egress.inputChain ?? '', 'ip6tables');
+    dropChain('FORWARD', egress.forwardChain ?? '', 'ip6tables');
     await engine.stop();
   });
 

@@ -20,7 +20,7 @@ import { buildCreateOptions, containerName, LABEL_INSTANCE, LABEL_SANDBOX_ID } f
 import { isConflict, isNotFound, startDockerExec } from './docker-exec.js';
 import { DockerEventWatcher } from './docker-events.js';
 import type { DockerContainerEvent } from './docker-events.js';
-import { EgressNetwork } from './egress-network.js';
+import { EgressNetwork, hostHasIpv6 } from './egress-network.js';
 import type { EgressNetworkOptions } from './egress-network.js';
 import { LoopDisks } from './loop-disk.js';
 import { pullImage } from './image-pull.js';
@@ -187,6 +187,7 @@ export class DockerRuntime implements SandboxRuntime {
         workspaceSource,
         storageOptBytes: this.diskModeValue === 'storage-opt' ? this.storageOptBytes(spec.diskBytes, imageBytes) : null,
         gpuDriver: this.gpu.gpuCount > 0 ? 'nvidia' : null,
+        disableIpv6: hostHasIpv6(),
       });
       const container = await this.docker.createContainer(options);
       await container.start();

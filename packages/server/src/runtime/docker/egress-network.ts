@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { promisify } from 'node:util';
 import type Docker from 'dockerode';
@@ -26,6 +27,11 @@ export interface EgressNetworkOptions {
   forwardChain?: string;
 }
 
+/** Whether the host kernel has IPv6 (without it there is nothing to turn off or filter). */
+export function hostHasIpv6(): boolean {
+  return existsSync('/proc/sys/net/ipv6');
+}
+
 /** Chain in the filter table's INPUT path: sandboxes cannot open connections to the host. */
 export const INPUT_CHAIN = 'CORRAL-INPUT';
 /** Chain jumped to from DOCKER-USER: destinations forwarded traffic from sandboxes may not reach. */
@@ -40,7 +46,10 @@ export const FORWARD_CHAIN = 'CORRAL-FORWARD';
  * - `CORRAL-FORWARD` (jumped to first from DOCKER-USER) drops forwarded traffic from the bridge to
  *   link-local 169.254.0.0/16 (cloud metadata), to the subnets of the host's other interfaces, and
  *   to `extraBlockedCidrs`.
- * Everything else is routed and masqueraded by Docker as usual.
+ * Everything else is routed and masqueraded by Docker as usual. The network has no IPv6
+ * (`EnableIPv6: false`; containers also turn it off, see `buildCreateOptions`), and with IPv6 in
+ * the host kernel the same two chains exist in ip6tables (jumped to from INPUT and FORWARD)
+ * dropping every IPv6 packet from or to the bridge.
  */
 export class EgressNetwork {
   private ready: Promise<void> | undefined;
@@ -77,6 +86,7 @@ export class EgressNetwork {
         Name: this.options.name,
         Driver: 'bridge',
         CheckDuplicate: true,
+        EnableIPv6: false,
         Labels: { [LABEL_MANAGED]: 'true' },
         Options: {
           'com.docker.network.bridge.enable_icc': 'false',
@@ -123,36 +133,51 @@ export class EgressNetwork {
     await iptables(['-A', forwardChain, '-j', 'RETURN']);
     await ensureChain('DOCKER-USER');
     await ensureJump('DOCKER-USER', forwardChain);
+
+    if (!hostHasIpv6()) return;
+    const v6 = 'ip6tables';
+    await ensureChain(inputChain, v6);
+    await iptables(['-F', inputChain], v6);
+    await iptables(['-A', inputChain, '-i', bridge, '-j', 'DROP'], v6);
+    await ensureJump('INPUT', inputChain, v6);
+    await ensureChain(forwardChain, v6);
+    await iptables(['-F', forwardChain], v6);
+    await iptables(['-A', forwardChain, '-i', bridge, '-j', 'DROP'], v6);
+    await iptables(['-A', forwardChain, '-o', bridge, '-j', 'DROP'], v6);
+    await ensureJump('FORWARD', forwardChain, v6);
   }
 }
 
-async function iptables(args: string[]): Promise<void> {
+/** `iptables` or `ip6tables`. */
+type Firewall = 'iptables' | 'ip6tables';
+
+async function iptables(args: string[], binary: Firewall = 'iptables'): Promise<void> {
   try {
-    await run('iptables', ['-w', '5', ...args]);
+    await run(binary, ['-w', '5', ...args]);
   } catch (error) {
     const stderr = (error as { stderr?: string }).stderr ?? '';
-    throw new Error(`iptables ${args.join(' ')} failed: ${stderr.trim() || String(error)}`, { cause: error });
+    throw new Error(`${binary} ${args.join(' ')} failed: ${stderr.trim() || String(error)}`, { cause: error });
   }
 }
 
-async function ensureChain(chain: string): Promise<void> {
+async function ensureChain(chain: string, binary: Firewall = 'iptables'): Promise<void> {
   try {
-    await run('iptables', ['-w', '5', '-n', '-L', chain]);
+    await run(binary, ['-w', '5', '-n', '-L', chain]);
   } catch {
-    await iptables(['-N', chain]).catch(async (error: unknown) => {
+    await iptables(['-N', chain], binary).catch(async (error: unknown) => {
       // Created concurrently by another instance.
-      await run('iptables', ['-w', '5', '-n', '-L', chain]).catch(() => {
+      await run(binary, ['-w', '5', '-n', '-L', chain]).catch(() => {
         throw error;
       });
     });
   }
 }
 
-async function ensureJump(from: string, to: string): Promise<void> {
+async function ensureJump(from: string, to: string, binary: Firewall = 'iptables'): Promise<void> {
   try {
-    await run('iptables', ['-w', '5', '-C', from, '-j', to]);
+    await run(binary, ['-w', '5', '-C', from, '-j', to]);
   } catch {
-    await iptables(['-I', from, '1', '-j', to]);
+    await iptables(['-I', from, '1', '-j', to], binary);
   }
 }
 

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
-import { networkOf } from '../docker/egress-network.js';
+import { hostHasIpv6, networkOf } from '../docker/egress-network.js';
 import { runTool } from './run-tool.js';
 import { createOwnedNetns, removeKeptNamespace } from './userns.js';
 import type { UsernsMapping } from './userns.js';
@@ -41,6 +41,24 @@ export const OCI_INPUT_CHAIN = 'CORRAL-OCI-INPUT';
 export const OCI_FORWARD_CHAIN = 'CORRAL-OCI-FORWARD';
 /** NAT chain jumped to from POSTROUTING: masquerade sandbox egress. */
 export const OCI_NAT_CHAIN = 'CORRAL-OCI-NAT';
+
+/**
+ * Turns IPv6 off in a sandbox's network namespace, from inside it (`nsenter --net`; /proc/sys/net
+ * shows the namespace of the process reading it): on `eth0` when present (which drops its
+ * link-local address and routes) and for every interface made later (`default`). `lo` keeps `::1`,
+ * which leads nowhere but the namespace itself and lets programs bind `localhost` on IPv6.
+ */
+async function disableIpv6(netnsPath: string, online: boolean, background: boolean): Promise<void> {
+  if (!hostHasIpv6()) return;
+  const conf = '/proc/sys/net/ipv6/conf';
+  const writes = [`echo 1 > ${conf}/default/disable_ipv6`, ...(online ? [`echo 1 > ${conf}/eth0/disable_ipv6`] : [])];
+  await runTool('nsenter', [`--net=${netnsPath}`, '--', 'sh', '-ec', writes.join('; ')], { background });
+}
+
+/** Sets `net.ipv6.conf.<iface>.disable_ipv6=1` on a host interface, when the host has IPv6. */
+async function disableHostIpv6(iface: string): Promise<void> {
+  if (hostHasIpv6()) await writeFile(`/proc/sys/net/ipv6/conf/${iface}/disable_ipv6`, '1');
+}
 
 const bridgeSetups = new Map<string, Promise<void>>();
 
@@ -132,6 +150,7 @@ export class NetnsPool {
       else await runTool('ip', ['netns', 'add', name], { background });
       try {
         await runTool('ip', ['-n', name, 'link', 'set', 'lo', 'up'], { background });
+        await disableIpv6(path, false, background);
       } catch (error) {
         await this.destroy({ name, ip: undefined });
         throw error;
@@ -162,6 +181,8 @@ export class NetnsPool {
           `route add default via ${this.gateway}`,
         ].join('\n'),
       });
+      await disableIpv6(path, true, background);
+      await disableHostIpv6(hostVeth);
     } catch (error) {
       await this.destroy({ name, ip }).catch(() => undefined);
       throw error;
@@ -258,6 +279,9 @@ export function blockedCidrs(options: BridgeOptions): string[] {
  *   (sandbox to sandbox when routed), to link-local (cloud metadata), to the host's other subnets
  *   and to extra CIDRs; accept the rest out; towards the bridge, only replies.
  * - `CORRAL-OCI-NAT` (POSTROUTING): masquerade the subnet leaving through any other interface.
+ * - With IPv6 in the kernel: IPv6 off on the bridge (no link-local address for sandboxes to reach)
+ *   and the same two filter chains in ip6tables dropping every IPv6 packet from or to the bridge
+ *   (sandboxes have no IPv6 but on `lo`; these rules hold should one get it anyway).
  * Also turns on `net.ipv4.ip_forward`.
  */
 export function ensureBridge(options: BridgeOptions): Promise<void> {
@@ -304,28 +328,45 @@ async function setUpBridge(options: BridgeOptions): Promise<void> {
   await iptables(['-t', 'nat', '-F', OCI_NAT_CHAIN]);
   await iptables(['-t', 'nat', '-A', OCI_NAT_CHAIN, '-s', options.subnet, '!', '-o', br, '-j', 'MASQUERADE']);
   await ensureJump('nat', 'POSTROUTING', OCI_NAT_CHAIN);
+
+  if (hostHasIpv6()) {
+    await disableHostIpv6(br);
+    const v6 = 'ip6tables';
+    await ensureChain('filter', OCI_INPUT_CHAIN, v6);
+    await iptables(['-F', OCI_INPUT_CHAIN], v6);
+    await iptables(['-A', OCI_INPUT_CHAIN, '-i', br, '-j', 'DROP'], v6);
+    await ensureJump('filter', 'INPUT', OCI_INPUT_CHAIN, v6);
+    await ensureChain('filter', OCI_FORWARD_CHAIN, v6);
+    await iptables(['-F', OCI_FORWARD_CHAIN], v6);
+    await iptables(['-A', OCI_FORWARD_CHAIN, '-i', br, '-j', 'DROP'], v6);
+    await iptables(['-A', OCI_FORWARD_CHAIN, '-o', br, '-j', 'DROP'], v6);
+    await ensureJump('filter', 'FORWARD', OCI_FORWARD_CHAIN, v6);
+  }
 }
 
-async function iptables(args: string[]): Promise<void> {
-  await runTool('iptables', ['-w', '5', ...args]);
+/** `iptables` or `ip6tables`. */
+type Firewall = 'iptables' | 'ip6tables';
+
+async function iptables(args: string[], binary: Firewall = 'iptables'): Promise<void> {
+  await runTool(binary, ['-w', '5', ...args]);
 }
 
-async function ensureChain(table: string, chain: string): Promise<void> {
+async function ensureChain(table: string, chain: string, binary: Firewall = 'iptables'): Promise<void> {
   try {
-    await runTool('iptables', ['-w', '5', '-t', table, '-n', '-L', chain]);
+    await runTool(binary, ['-w', '5', '-t', table, '-n', '-L', chain]);
   } catch {
-    await iptables(['-t', table, '-N', chain]).catch(async (error: unknown) => {
-      await runTool('iptables', ['-w', '5', '-t', table, '-n', '-L', chain]).catch(() => {
+    await iptables(['-t', table, '-N', chain], binary).catch(async (error: unknown) => {
+      await runTool(binary, ['-w', '5', '-t', table, '-n', '-L', chain]).catch(() => {
         throw error;
       });
     });
   }
 }
 
-async function ensureJump(table: string, from: string, to: string): Promise<void> {
+async function ensureJump(table: string, from: string, to: string, binary: Firewall = 'iptables'): Promise<void> {
   try {
-    await runTool('iptables', ['-w', '5', '-t', table, '-C', from, '-j', to]);
+    await runTool(binary, ['-w', '5', '-t', table, '-C', from, '-j', to]);
   } catch {
-    await iptables(['-t', table, '-I', from, '1', '-j', to]);
+    await iptables(['-t', table, '-I', from, '1', '-j', to], binary);
   }
 }

@@ -126,7 +126,7 @@ function defaultGateway(routeTable: string): string | undefined {
 export interface ConformanceContext {
   readonly runtime: SandboxRuntime;
   readonly image: string;
-  /** A long-lived sandbox (network access on) for tests that only run processes and files in it. */
+  /** A long-lived sandbox (the suite's default spec) for tests that only run processes and files in it. */
   readonly shared: string;
 }
 

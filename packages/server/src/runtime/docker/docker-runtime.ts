@@ -11,6 +11,7 @@ import type {
   ExecRequest,
   RuntimeCapabilities,
   RuntimeEvent,
+  RuntimeIsolation,
   RuntimeSandboxState,
   RuntimeStats,
   SandboxRuntime,
@@ -68,6 +69,26 @@ export interface DockerRuntimeOptions {
   warn?: (message: string) => void;
 }
 
+/** The parts of `GET /info` the driver reads. */
+interface EngineInfo {
+  Driver?: string;
+  CgroupVersion?: string;
+  SecurityOptions?: string[];
+}
+
+/** What the engine's settings give every sandbox (see {@link DockerRuntime.isolation}). */
+export function engineIsolation(info: EngineInfo): RuntimeIsolation {
+  const options = (info.SecurityOptions ?? []).map((o) => o.split(',').find((f) => f.startsWith('name='))?.slice(5));
+  const userNamespace = options.includes('userns');
+  return {
+    userNamespace,
+    seccomp: options.includes('seccomp'),
+    cgroupVersion: info.CgroupVersion === '2' ? 2 : 1,
+    cgroupNamespace: true,
+    ...(userNamespace ? {} : { reason: 'the Docker engine runs without userns-remap (root in a sandbox is host root); set "userns-remap" in daemon.json' }),
+  };
+}
+
 /** The per-sandbox state the driver keeps in memory. */
 interface Tracked {
   removing: boolean;
@@ -95,6 +116,7 @@ export class DockerRuntime implements SandboxRuntime {
   private storageDriver = '';
   private readonly warn: (message: string) => void;
   private gpu: RuntimeCapabilities = { gpuCount: 0, gpuTypes: [] };
+  private isolationValue: RuntimeIsolation = { userNamespace: false, seccomp: false, cgroupVersion: 1, cgroupNamespace: false, reason: 'not initialized' };
   private readonly listeners = new Set<(event: RuntimeEvent) => void>();
   private readonly tracked = new Map<string, Tracked>();
   private watcher: DockerEventWatcher | undefined;
@@ -141,8 +163,9 @@ export class DockerRuntime implements SandboxRuntime {
     } catch (error) {
       throw new RuntimeError('RUNTIME_ERROR', `Docker engine does not answer: ${errorText(error)}`, { cause: error });
     }
-    const info = (await this.docker.info()) as { Driver?: string };
+    const info = (await this.docker.info()) as EngineInfo;
     this.storageDriver = info.Driver ?? '';
+    this.isolationValue = engineIsolation(info);
     this.diskModeValue = await this.chooseDiskMode(this.storageDriver);
     if (this.diskModeValue === 'loop') {
       this.warn(
@@ -162,6 +185,11 @@ export class DockerRuntime implements SandboxRuntime {
     if (storageDriver === 'btrfs' || storageDriver === 'zfs') return 'storage-opt';
     if ((await LoopDisks.available()).ok) return 'loop';
     return 'none';
+  }
+
+  /** Read from the engine's info: user namespace = `userns-remap`, seccomp = a seccomp profile is on; cgroup namespace: every sandbox gets a private one. */
+  isolation(): RuntimeIsolation {
+    return { ...this.isolationValue };
   }
 
   capabilities(): RuntimeCapabilities {

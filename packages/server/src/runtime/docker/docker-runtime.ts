@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import Docker from 'dockerode';
@@ -17,7 +18,8 @@ import type {
   SandboxRuntime,
   SandboxSpec,
 } from '../runtime.js';
-import { buildCreateOptions, containerName, LABEL_INSTANCE, LABEL_SANDBOX_ID } from './container-spec.js';
+import { buildCreateOptions, containerName, LABEL_INSTANCE, LABEL_SANDBOX_ID, sandboxHostname } from './container-spec.js';
+import { SandboxEtcFiles } from './etc-files.js';
 import { isConflict, isNotFound, startDockerExec } from './docker-exec.js';
 import { DockerEventWatcher } from './docker-events.js';
 import type { DockerContainerEvent } from './docker-events.js';
@@ -51,6 +53,11 @@ export interface DockerRuntimeOptions {
    * `$CORRAL_STATE_DIR/docker-disks` or `/var/lib/corral/docker-disks`.
    */
   diskDir?: string;
+  /**
+   * Where the driver writes each sandbox's /etc/hosts, /etc/resolv.conf and /etc/hostname (mounted
+   * read-only; on the Docker host). Default: `etc` beside `diskDir`.
+   */
+  etcDir?: string;
   /**
    * `auto` (default): `storage-opt` when the engine's storage driver can limit a container's
    * writable layer (btrfs, zfs), else `loop` when this process can make loop disks, else `none`.
@@ -108,6 +115,7 @@ export class DockerRuntime implements SandboxRuntime {
   private readonly docker: Docker;
   private readonly instance: string;
   private readonly disks: LoopDisks;
+  private readonly etcFiles: SandboxEtcFiles;
   private readonly egress: EgressNetwork;
   private readonly killOnOom: boolean;
   private readonly readyTimeoutMs: number;
@@ -126,7 +134,9 @@ export class DockerRuntime implements SandboxRuntime {
     this.instance = options.instance;
     this.docker = options.docker ?? new Docker();
     const stateDir = process.env.CORRAL_STATE_DIR ?? '/var/lib/corral';
-    this.disks = new LoopDisks(options.diskDir ?? `${stateDir}/docker-disks`);
+    const diskDir = options.diskDir ?? `${stateDir}/docker-disks`;
+    this.disks = new LoopDisks(diskDir);
+    this.etcFiles = new SandboxEtcFiles(options.etcDir ?? join(diskDir, '..', 'docker-etc', options.instance));
     this.egress = new EgressNetwork(this.docker, {
       name: 'corral-egress',
       bridgeName: 'corral-egress0',
@@ -209,12 +219,14 @@ export class DockerRuntime implements SandboxRuntime {
     try {
       if (spec.networkAccess) await this.egress.ensure();
       if (this.diskModeValue === 'loop') workspaceSource = await this.disks.create(spec.sandboxId, spec.diskBytes);
+      const etcFiles = await this.etcFiles.write(spec.sandboxId, sandboxHostname(spec.sandboxId), spec.networkAccess);
       const options = buildCreateOptions(spec, {
         instance: this.instance,
         networkMode: spec.networkAccess ? this.egress.options.name : 'none',
         workspaceSource,
         storageOptBytes: this.diskModeValue === 'storage-opt' ? this.storageOptBytes(spec.diskBytes, imageBytes) : null,
         gpuDriver: this.gpu.gpuCount > 0 ? 'nvidia' : null,
+        etcFiles,
       });
       const container = await this.docker.createContainer(options);
       await container.start();
@@ -415,6 +427,7 @@ export class DockerRuntime implements SandboxRuntime {
       if (isConflict(error)) await this.waitGone(runtimeId);
     }
     if (this.diskModeValue === 'loop') await this.disks.remove(sandboxId);
+    await this.etcFiles.remove(sandboxId);
   }
 
   private async waitGone(runtimeId: string): Promise<void> {

@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { defaultDataDir } from './config.js';
 import { runToEnd } from './runtime/conformance/conformance-suite.js';
 import { ensureAgentBinary } from './runtime/oci/native-build.js';
 import { DEFAULT_USERNS_MAPPING, kernelCannotMapUsers } from './runtime/oci/userns.js';
@@ -59,6 +60,12 @@ describe('server: data directory and secret file modes', () => {
     } finally {
       rmSync(dataDir, { recursive: true, force: true });
     }
+  });
+
+  it('the default data dir is /var/lib/corral for root, else the XDG data home', () => {
+    assert.equal(defaultDataDir({}, 0), '/var/lib/corral');
+    assert.equal(defaultDataDir({ XDG_DATA_HOME: '/x/data' }, 1000), '/x/data/corral');
+    assert.equal(defaultDataDir({}, 1000), join(homedir(), '.local', 'share', 'corral'));
   });
 
   it('/healthz reports no isolation for the none runtime', async () => {

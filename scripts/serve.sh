@@ -5,7 +5,8 @@
 # The runtime driver comes from CORRAL_RUNTIME (default `oci`: daemonless, no container daemon; it
 # calls crun, prepared by `ensure-oci.sh --crun`, unless CORRAL_OCI_RUNTIME=runc).
 # With CORRAL_RUNTIME=docker it installs and starts Docker Engine instead. Arguments are passed to
-# `corral serve` (try --help); settings come from CORRAL_* variables.
+# `corral serve` (try --help); settings come from CORRAL_* variables. As root (as here) the data directory
+# defaults to /var/lib/corral (0700; CORRAL_DATA_DIR overrides it).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"

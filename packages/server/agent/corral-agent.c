@@ -935,7 +935,7 @@ static int run_idmap_mount(int argc, char **argv) {
   int pos = snprintf(data, data_len, "lowerdir=");
   for (int i = layers - 1; i >= 0; i--) pos += snprintf(data + pos, data_len - (size_t)pos, "%d%s", i, i ? ":" : "");
   snprintf(data + pos, data_len - (size_t)pos, ",upperdir=%s,workdir=%s", upper, work);
-  if (chdir(scratch) < 0 || mount("overlay", target, "overlay", 0, data) < 0) {
+  if (chdir(scratch) < 0 || mount("overlay", target, "overlay", MS_NOSUID | MS_NODEV, data) < 0) {
     fprintf(stderr, "corral-agent: mounting the overlay at %s: %s\n", target, strerror(errno));
     goto out;
   }

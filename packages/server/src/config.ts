@@ -54,6 +54,16 @@ export interface CorralConfig {
   maxTunnelsPerUser: number;
 }
 
+/**
+ * The data directory when none is configured: `/var/lib/corral` for root (a system service), else
+ * `$XDG_DATA_HOME/corral` (default `~/.local/share/corral`).
+ */
+export function defaultDataDir(env: NodeJS.ProcessEnv = process.env, uid = process.getuid?.()): string {
+  if (uid === 0) return '/var/lib/corral';
+  const xdg = env.XDG_DATA_HOME;
+  return join(xdg && xdg.startsWith('/') ? xdg : join(homedir(), '.local', 'share'), 'corral');
+}
+
 type Parser = (raw: string, name: string) => unknown;
 
 interface Setting {
@@ -108,7 +118,7 @@ const onOff: Parser = (raw, name) => {
 export const SETTINGS: readonly Setting[] = [
   { key: 'host', env: 'CORRAL_HOST', description: 'Address the API listens on', defaultText: '127.0.0.1', parse: text },
   { key: 'port', env: 'CORRAL_PORT', description: 'Port the API listens on (0 picks a free port)', defaultText: '8080', parse: integer(0, 65535) },
-  { key: 'dataDir', env: 'CORRAL_DATA_DIR', description: 'Directory for the SQLite store and server secrets', defaultText: '~/.corral', parse: text },
+  { key: 'dataDir', env: 'CORRAL_DATA_DIR', description: 'Directory for the SQLite store, server secrets and sandbox state; kept 0700 (its files 0600)', defaultText: '/var/lib/corral as root, else $XDG_DATA_HOME/corral (~/.local/share/corral)', parse: text },
   { key: 'databaseUrl', env: 'DATABASE_URL', description: 'PostgreSQL URL; when set, replaces the embedded SQLite store', defaultText: '(unset: SQLite)', parse: optionalText },
   { key: 'publicUrl', env: 'CORRAL_PUBLIC_URL', description: 'Absolute URL clients use to reach this server (gateway_url is built from it)', defaultText: 'http://<host>:<port>', parse: optionalText },
   { key: 'runtime', env: 'CORRAL_RUNTIME', description: 'Runtime driver: docker, oci (daemonless runc/crun), or none (sandboxes are stored but never started)', defaultText: 'oci', parse: oneOf('docker', 'oci', 'none') },
@@ -144,7 +154,7 @@ export const SETTINGS: readonly Setting[] = [
 const DEFAULTS: CorralConfig = {
   host: '127.0.0.1',
   port: 8080,
-  dataDir: join(homedir(), '.corral'),
+  dataDir: defaultDataDir(),
   databaseUrl: null,
   publicUrl: null,
   runtime: 'oci',

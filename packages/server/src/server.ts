@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
@@ -7,7 +7,7 @@ import type { CorralConfig } from './config.js';
 import { buildApp } from './http/app.js';
 import { Reconciler } from './reconciler/reconciler.js';
 import { createRuntime } from './runtime/create-runtime.js';
-import type { SandboxRuntime } from './runtime/runtime.js';
+import type { RuntimeIsolation, SandboxRuntime } from './runtime/runtime.js';
 import { ActivityTracker } from './services/activity-tracker.js';
 import { AuthService } from './services/auth-service.js';
 import { GatewayTokens } from './services/gateway-tokens.js';
@@ -40,13 +40,30 @@ function gatewaySecret(config: CorralConfig): string {
   if (config.gatewaySecret) return config.gatewaySecret;
   const file = join(config.dataDir, 'gateway-secret');
   try {
-    return readFileSync(file, 'utf8').trim();
+    const secret = readFileSync(file, 'utf8').trim();
+    chmodSync(file, 0o600);
+    return secret;
   } catch {
-    mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
     const secret = randomBytes(32).toString('base64url');
     writeFileSync(file, `${secret}\n`, { mode: 0o600, flag: 'wx' });
     return readFileSync(file, 'utf8').trim();
   }
+}
+
+/**
+ * Creates the data directory 0700 (parents too, when missing) and makes an existing one 0700, before
+ * anything is written into it: it holds the store, the gateway key and sandbox state.
+ */
+export function prepareDataDir(dataDir: string): void {
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  chmodSync(dataDir, 0o700);
+}
+
+/** The one startup line about isolation: what sandboxes get, and why not when root in a sandbox is host root. */
+function logIsolation(log: Logger, runtime: string, isolation: RuntimeIsolation): void {
+  const summary = `sandbox isolation (${runtime}): user namespace ${isolation.userNamespace ? 'on' : 'OFF'}, seccomp ${isolation.seccomp ? 'on' : 'OFF'}, cgroup v${isolation.cgroupVersion}, cgroup namespace ${isolation.cgroupNamespace ? 'on' : 'OFF'}`;
+  if (isolation.userNamespace) log.info({ isolation }, summary);
+  else log.warn({ isolation }, `${summary}: root in a sandbox is host root (${isolation.reason ?? 'no reason given'})`);
 }
 
 /**
@@ -55,6 +72,7 @@ function gatewaySecret(config: CorralConfig): string {
  */
 export async function createCorralServer(config: CorralConfig, options: { logger?: Logger } = {}): Promise<CorralServer> {
   const log = options.logger ?? pino({ level: config.logLevel, base: { service: 'corral' } });
+  prepareDataDir(config.dataDir);
   const store = await openStore(
     config.databaseUrl ? { kind: 'postgres', url: config.databaseUrl } : { kind: 'sqlite', path: join(config.dataDir, 'corral.db') },
   );
@@ -65,6 +83,7 @@ export async function createCorralServer(config: CorralConfig, options: { logger
     await store.close();
     throw error;
   }
+  if (runtime) logIsolation(log, runtime.name, runtime.isolation());
   const auth = new AuthService(store);
   const { createdKey } = await auth.bootstrap(config.bootstrapApiKey);
   const lifecycle = new SandboxLifecycle(store, runtime, config, log);

@@ -534,7 +534,7 @@ describe('HTTP fuzz: every route answers 2xx/4xx JSON objects', () => {
     );
     const health = await ts.request('GET', '/healthz', { key: null });
     assert.equal(health.statusCode, 200, health.body);
-    assert.deepEqual(health.json(), { status: 'ok' });
+    assert.deepEqual(health.json(), { status: 'ok', isolation: null });
     const created = await ts.request('POST', '/api/v1/sandbox', { body: { name: 'after-fuzz', docker_image: 'busybox' } });
     assert.equal(created.statusCode, 201, created.body);
     const { id } = created.json<{ id: string }>();

@@ -105,6 +105,20 @@ export interface RuntimeCapabilities {
   gpuTypes: string[];
 }
 
+/** The isolation a driver's sandboxes really get; `GET /healthz` reports it and the server logs it at startup. */
+export interface RuntimeIsolation {
+  /** Root in a sandbox is an unprivileged host id (a user namespace), not host root. */
+  userNamespace: boolean;
+  /** Every sandbox process runs under a seccomp filter. */
+  seccomp: boolean;
+  /** The host's cgroup hierarchy that limits sandboxes: 1 (v1 or hybrid) or 2 (unified). */
+  cgroupVersion: 1 | 2;
+  /** Sandboxes have a cgroup namespace: they see their own cgroup as the root. */
+  cgroupNamespace: boolean;
+  /** Why `userNamespace` is false, when it is. */
+  reason?: string;
+}
+
 /**
  * The one interface every runtime driver implements (`docker`, `oci`, `kubernetes`).
  *
@@ -118,6 +132,8 @@ export interface SandboxRuntime {
   /** Checks the backend answers; starts nothing. */
   init(): Promise<void>;
   capabilities(): RuntimeCapabilities;
+  /** What isolation sandboxes get on this host; valid once `init()` has resolved. */
+  isolation(): RuntimeIsolation;
   /**
    * Pulls the image if needed, creates and starts the sandbox, and resolves once a process
    * can be executed in it. Throws `RuntimeError` (`IMAGE_PULL_FAILED`, `START_FAILED`).

@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, PostgresDialect, SqliteDialect } from 'kysely';
@@ -12,13 +12,26 @@ import type { Store } from './store.js';
 export type StoreLocation = { kind: 'sqlite'; path: string } | { kind: 'postgres'; url: string; poolSize?: number };
 
 /**
+ * Creates the SQLite file 0600 if it is missing, and makes it and its `-wal`/`-shm` files 0600:
+ * the store holds secrets and registry passwords. SQLite gives the WAL and shared-memory files it
+ * creates the database file's mode.
+ */
+function restrictToOwner(path: string): void {
+  closeSync(openSync(path, 'a', 0o600));
+  for (const file of [path, `${path}-wal`, `${path}-shm`]) if (existsSync(file)) chmodSync(file, 0o600);
+}
+
+/**
  * Opens the store and applies migrations. SQLite runs in WAL mode with `synchronous=NORMAL`:
  * a committed transaction survives the process being killed at any point.
  */
 export async function openStore(location: StoreLocation): Promise<Store> {
   let store: KyselyStore;
   if (location.kind === 'sqlite') {
-    if (location.path !== ':memory:') mkdirSync(dirname(location.path), { recursive: true });
+    if (location.path !== ':memory:') {
+      mkdirSync(dirname(location.path), { recursive: true, mode: 0o700 });
+      restrictToOwner(location.path);
+    }
     const database = new BetterSqlite3(location.path);
     database.pragma('journal_mode = WAL');
     database.pragma('synchronous = NORMAL');

@@ -1,5 +1,6 @@
 import type Docker from 'dockerode';
 import type { SandboxSpec } from '../runtime.js';
+import type { EtcFilePaths } from './etc-files.js';
 
 /** Label holding the Corral sandbox id on every container the driver creates. */
 export const LABEL_SANDBOX_ID = 'corral.sandbox-id';
@@ -48,6 +49,13 @@ export interface ContainerPlacement {
   gpuDriver: string | null;
   /** Turn IPv6 off in the container's network namespace (false only where the kernel has no IPv6). */
   disableIpv6: boolean;
+  /** Files mounted read-only over /etc/hosts, /etc/resolv.conf and /etc/hostname (Docker then mounts none of its own). */
+  etcFiles: EtcFilePaths | null;
+}
+
+/** Sandbox hostname: `sandbox-<id>`, at most 63 characters. */
+export function sandboxHostname(sandboxId: string): string {
+  return `sandbox-${sandboxId}`.slice(0, 63);
 }
 
 /**
@@ -60,7 +68,8 @@ export const IPV6_OFF_SYSCTLS: Record<string, string> = { 'net.ipv6.conf.all.dis
 /** Translates a sandbox spec into Docker's container-create body. */
 export function buildCreateOptions(spec: SandboxSpec, placement: ContainerPlacement): Docker.ContainerCreateOptions {
   const env = Object.entries(spec.env).map(([k, v]) => `${k}=${v}`);
-  const hostConfig: Docker.HostConfig = {
+  // CgroupnsMode (Engine API 1.41) is missing from dockerode's types.
+  const hostConfig: Docker.HostConfig & { CgroupnsMode: 'private' | 'host' } = {
     Init: true,
     NanoCpus: Math.max(1, Math.round(spec.cpuCores * 1e9)),
     Memory: spec.memoryBytes,
@@ -69,12 +78,20 @@ export function buildCreateOptions(spec: SandboxSpec, placement: ContainerPlacem
     CapDrop: ['ALL'],
     CapAdd: KEPT_CAPABILITIES,
     SecurityOpt: ['no-new-privileges'],
+    CgroupnsMode: 'private',
     NetworkMode: placement.networkMode,
     RestartPolicy: { Name: 'no' },
     LogConfig: { Type: 'json-file', Config: { 'max-size': '10m', 'max-file': '1' } },
-    Mounts: placement.workspaceSource
-      ? [{ Type: 'bind', Source: placement.workspaceSource, Target: spec.workspacePath, ReadOnly: false }]
-      : [],
+    Mounts: [
+      ...(placement.workspaceSource ? [{ Type: 'bind' as const, Source: placement.workspaceSource, Target: spec.workspacePath, ReadOnly: false }] : []),
+      ...(placement.etcFiles
+        ? [
+            { Type: 'bind' as const, Source: placement.etcFiles.hosts, Target: '/etc/hosts', ReadOnly: true },
+            { Type: 'bind' as const, Source: placement.etcFiles.resolvConf, Target: '/etc/resolv.conf', ReadOnly: true },
+            { Type: 'bind' as const, Source: placement.etcFiles.hostname, Target: '/etc/hostname', ReadOnly: true },
+          ]
+        : []),
+    ],
   };
   if (placement.disableIpv6) hostConfig.Sysctls = { ...IPV6_OFF_SYSCTLS };
   if (placement.storageOptBytes !== null) hostConfig.StorageOpt = { size: String(placement.storageOptBytes) };
@@ -88,7 +105,7 @@ export function buildCreateOptions(spec: SandboxSpec, placement: ContainerPlacem
     Cmd: [spec.startCommand ?? IDLE_COMMAND],
     Env: env,
     Labels: { [LABEL_SANDBOX_ID]: spec.sandboxId, [LABEL_INSTANCE]: placement.instance },
-    Hostname: `sandbox-${spec.sandboxId}`.slice(0, 63),
+    Hostname: sandboxHostname(spec.sandboxId),
     Tty: false,
     OpenStdin: false,
     AttachStdout: false,

@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import Docker from 'dockerode';
@@ -11,12 +12,14 @@ import type {
   ExecRequest,
   RuntimeCapabilities,
   RuntimeEvent,
+  RuntimeIsolation,
   RuntimeSandboxState,
   RuntimeStats,
   SandboxRuntime,
   SandboxSpec,
 } from '../runtime.js';
-import { buildCreateOptions, containerName, LABEL_INSTANCE, LABEL_SANDBOX_ID } from './container-spec.js';
+import { buildCreateOptions, containerName, LABEL_INSTANCE, LABEL_SANDBOX_ID, sandboxHostname } from './container-spec.js';
+import { SandboxEtcFiles } from './etc-files.js';
 import { isConflict, isNotFound, startDockerExec } from './docker-exec.js';
 import { DockerEventWatcher } from './docker-events.js';
 import type { DockerContainerEvent } from './docker-events.js';
@@ -51,6 +54,11 @@ export interface DockerRuntimeOptions {
    */
   diskDir?: string;
   /**
+   * Where the driver writes each sandbox's /etc/hosts, /etc/resolv.conf and /etc/hostname (mounted
+   * read-only; on the Docker host). Default: `etc` beside `diskDir`.
+   */
+  etcDir?: string;
+  /**
    * `auto` (default): `storage-opt` when the engine's storage driver can limit a container's
    * writable layer (btrfs, zfs), else `loop` when this process can make loop disks, else `none`.
    */
@@ -66,6 +74,26 @@ export interface DockerRuntimeOptions {
    * Default: `process.emitWarning`.
    */
   warn?: (message: string) => void;
+}
+
+/** The parts of `GET /info` the driver reads. */
+interface EngineInfo {
+  Driver?: string;
+  CgroupVersion?: string;
+  SecurityOptions?: string[];
+}
+
+/** What the engine's settings give every sandbox (see {@link DockerRuntime.isolation}). */
+export function engineIsolation(info: EngineInfo): RuntimeIsolation {
+  const options = (info.SecurityOptions ?? []).map((o) => o.split(',').find((f) => f.startsWith('name='))?.slice(5));
+  const userNamespace = options.includes('userns');
+  return {
+    userNamespace,
+    seccomp: options.includes('seccomp'),
+    cgroupVersion: info.CgroupVersion === '2' ? 2 : 1,
+    cgroupNamespace: true,
+    ...(userNamespace ? {} : { reason: 'the Docker engine runs without userns-remap (root in a sandbox is host root); set "userns-remap" in daemon.json' }),
+  };
 }
 
 /** The per-sandbox state the driver keeps in memory. */
@@ -87,6 +115,7 @@ export class DockerRuntime implements SandboxRuntime {
   private readonly docker: Docker;
   private readonly instance: string;
   private readonly disks: LoopDisks;
+  private readonly etcFiles: SandboxEtcFiles;
   private readonly egress: EgressNetwork;
   private readonly killOnOom: boolean;
   private readonly readyTimeoutMs: number;
@@ -95,6 +124,7 @@ export class DockerRuntime implements SandboxRuntime {
   private storageDriver = '';
   private readonly warn: (message: string) => void;
   private gpu: RuntimeCapabilities = { gpuCount: 0, gpuTypes: [] };
+  private isolationValue: RuntimeIsolation = { userNamespace: false, seccomp: false, cgroupVersion: 1, cgroupNamespace: false, reason: 'not initialized' };
   private readonly listeners = new Set<(event: RuntimeEvent) => void>();
   private readonly tracked = new Map<string, Tracked>();
   private watcher: DockerEventWatcher | undefined;
@@ -104,7 +134,9 @@ export class DockerRuntime implements SandboxRuntime {
     this.instance = options.instance;
     this.docker = options.docker ?? new Docker();
     const stateDir = process.env.CORRAL_STATE_DIR ?? '/var/lib/corral';
-    this.disks = new LoopDisks(options.diskDir ?? `${stateDir}/docker-disks`);
+    const diskDir = options.diskDir ?? `${stateDir}/docker-disks`;
+    this.disks = new LoopDisks(diskDir);
+    this.etcFiles = new SandboxEtcFiles(options.etcDir ?? join(diskDir, '..', 'docker-etc', options.instance));
     this.egress = new EgressNetwork(this.docker, {
       name: 'corral-egress',
       bridgeName: 'corral-egress0',
@@ -141,8 +173,9 @@ export class DockerRuntime implements SandboxRuntime {
     } catch (error) {
       throw new RuntimeError('RUNTIME_ERROR', `Docker engine does not answer: ${errorText(error)}`, { cause: error });
     }
-    const info = (await this.docker.info()) as { Driver?: string };
+    const info = (await this.docker.info()) as EngineInfo;
     this.storageDriver = info.Driver ?? '';
+    this.isolationValue = engineIsolation(info);
     this.diskModeValue = await this.chooseDiskMode(this.storageDriver);
     if (this.diskModeValue === 'loop') {
       this.warn(
@@ -164,6 +197,11 @@ export class DockerRuntime implements SandboxRuntime {
     return 'none';
   }
 
+  /** Read from the engine's info: user namespace = `userns-remap`, seccomp = a seccomp profile is on; cgroup namespace: every sandbox gets a private one. */
+  isolation(): RuntimeIsolation {
+    return { ...this.isolationValue };
+  }
+
   capabilities(): RuntimeCapabilities {
     return { gpuCount: this.gpu.gpuCount, gpuTypes: [...this.gpu.gpuTypes] };
   }
@@ -181,6 +219,7 @@ export class DockerRuntime implements SandboxRuntime {
     try {
       if (spec.networkAccess) await this.egress.ensure();
       if (this.diskModeValue === 'loop') workspaceSource = await this.disks.create(spec.sandboxId, spec.diskBytes);
+      const etcFiles = await this.etcFiles.write(spec.sandboxId, sandboxHostname(spec.sandboxId), spec.networkAccess);
       const options = buildCreateOptions(spec, {
         instance: this.instance,
         networkMode: spec.networkAccess ? this.egress.options.name : 'none',
@@ -188,6 +227,7 @@ export class DockerRuntime implements SandboxRuntime {
         storageOptBytes: this.diskModeValue === 'storage-opt' ? this.storageOptBytes(spec.diskBytes, imageBytes) : null,
         gpuDriver: this.gpu.gpuCount > 0 ? 'nvidia' : null,
         disableIpv6: hostHasIpv6(),
+        etcFiles,
       });
       const container = await this.docker.createContainer(options);
       await container.start();
@@ -393,6 +433,7 @@ export class DockerRuntime implements SandboxRuntime {
       if (isConflict(error)) await this.waitGone(runtimeId);
     }
     if (this.diskModeValue === 'loop') await this.disks.remove(sandboxId);
+    await this.etcFiles.remove(sandboxId);
   }
 
   private async waitGone(runtimeId: string): Promise<void> {

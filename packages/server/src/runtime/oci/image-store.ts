@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RuntimeError } from '../runtime.js';
 import { parseImageRef } from './image-ref.js';
@@ -163,7 +163,9 @@ export class ImageStore {
     if (!job) {
       job = (async () => {
         const blob = await fetchBlob();
-        await mkdir(join(this.root, 'layers'), { recursive: true });
+        // Layers are the host's copy of every image: not readable by other host users, whoever made the directory.
+        await mkdir(join(this.root, 'layers'), { recursive: true, mode: 0o700 });
+        await chmod(join(this.root, 'layers'), 0o700);
         await unpackLayer(blob, this.layerDir(hex));
       })().finally(() => this.layerJobs.delete(hex));
       this.layerJobs.set(hex, job);

@@ -1,8 +1,8 @@
 import { spawn } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { join, posix } from 'node:path';
+import { chmod, copyFile, mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { basename, dirname, join, posix } from 'node:path';
 import type { Readable } from 'node:stream';
 import { getFileViaExec, putFileViaExec } from '../exec-files.js';
 import { ensureAgentBinary, ensureSeccompCompiler } from './native-build.js';
@@ -16,6 +16,7 @@ import type {
   ExecRequest,
   RuntimeCapabilities,
   RuntimeEvent,
+  RuntimeIsolation,
   RuntimeSandboxState,
   RuntimeStats,
   SandboxRuntime,
@@ -53,7 +54,7 @@ export interface OciRuntimeOptions {
    * from `packages/server/agent/corral-agent.c` into `<stateDir>/bin` by `init()`.
    */
   agentBinary?: string;
-  /** Directory for the agents' exec sockets (default `/run/corral-oci/<hash of the instance directory>`). */
+  /** Directory for the agents' exec sockets (default `/run/corral-oci/<hash of the instance directory>/sock`). */
   socketDir?: string;
   /** cgroup root (default `/sys/fs/cgroup`); v1, hybrid and v2 layouts are detected. */
   cgroupRoot?: string;
@@ -105,6 +106,8 @@ interface SandboxRecord {
   cgroupsPath: string;
   /** The Unix socket the sandbox's agent accepts exec sessions on. */
   agentSocket: string;
+  /** Where the merged overlay is mounted; absent in records of older versions (then `<sandbox dir>/rootfs`). */
+  rootfs?: string;
   createdAt: string;
 }
 
@@ -134,6 +137,15 @@ export class OciRuntime implements SandboxRuntime {
   private readonly stateDir: string;
   private agentBinary: string | undefined;
   private readonly socketDir: string;
+  /**
+   * `/run/corral-oci/<hash>`: what the sandbox's root must reach while the runtime starts it (rootfs
+   * mount points under `mnt/`, the agent under `bin/`), outside the data directory so that the
+   * data directory stays 0700. Searchable (0711), not listable.
+   */
+  private readonly runDir: string;
+  private readonly mountDir: string;
+  /** The copy of `corral-agent` bind-mounted into sandboxes as their init (under `runDir`). */
+  private sandboxAgent: string | undefined;
   private readonly cgroupRoot: string | undefined;
   private readonly useLauncher: boolean;
   private readonly imageGcIntervalMs: number;
@@ -161,6 +173,8 @@ export class OciRuntime implements SandboxRuntime {
   private creating = 0;
   private initialized: Promise<void> | undefined;
   private readonly usernsOption: UsernsMapping | null | undefined;
+  /** Why new sandboxes get no user namespace, when they get none. */
+  private usernsReason: string | undefined;
   /** The mapping new sandboxes get, decided by `init()`. */
   userns: UsernsMapping | null = null;
 
@@ -180,7 +194,9 @@ export class OciRuntime implements SandboxRuntime {
     this.runcRoot = join(this.instanceDir, 'runc');
     this.cgroupParent = `/corral-oci/${safeInstance}`;
     // Unix socket paths are limited to 107 bytes: a short directory named by the instance directory.
-    this.socketDir = options.socketDir ?? join('/run/corral-oci', shortHash(this.instanceDir, 12));
+    this.runDir = join(LAUNCHER_DIR, shortHash(this.instanceDir, 12));
+    this.mountDir = join(this.runDir, 'mnt');
+    this.socketDir = options.socketDir ?? join(this.runDir, 'sock');
     const poolSize = options.poolSize ?? 2;
     this.disks = new DiskPool(join(this.instanceDir, 'disks'), poolSize);
     this.disks.busy = () => this.creating > 1;
@@ -236,7 +252,10 @@ export class OciRuntime implements SandboxRuntime {
     await mkdir(this.sandboxesDir, { recursive: true });
     await mkdir(this.runcRoot, { recursive: true, mode: 0o700 });
     await mkdir(this.socketDir, { recursive: true, mode: 0o700 });
-    this.userns = await resolveUserns(this.usernsOption, join(this.images.root, 'tmp'), this.agent(), [this.sandboxesDir, this.agent()]);
+    this.sandboxAgent = await this.prepareRunDir();
+    const decision = await resolveUserns(this.usernsOption, join(this.images.root, 'tmp'), this.agent(), [this.mountDir, this.sandboxAgent]);
+    this.userns = decision.mapping;
+    this.usernsReason = decision.reason;
     this.netns.userns = this.userns;
     this.netns.agentBinary = this.agent();
     await this.adopt();
@@ -252,12 +271,48 @@ export class OciRuntime implements SandboxRuntime {
     }
   }
 
+  /**
+   * Makes `runDir` and its parent searchable but not listable (0711) and copies the agent into
+   * `runDir/bin` (0755): a sandbox's root reaches them while the runtime starts it from inside the
+   * user namespace. Returns the copy's path.
+   */
+  private async prepareRunDir(): Promise<string> {
+    const bin = join(this.runDir, 'bin');
+    await mkdir(this.mountDir, { recursive: true, mode: 0o711 });
+    await mkdir(bin, { recursive: true, mode: 0o711 });
+    for (const dir of [LAUNCHER_DIR, this.runDir, this.mountDir, bin]) await chmod(dir, 0o711);
+    const copy = join(bin, basename(this.agent()));
+    if (!existsSync(copy)) {
+      const temp = `${copy}.${process.pid}.tmp`;
+      await copyFile(this.agent(), temp);
+      await chmod(temp, 0o755);
+      await rename(temp, copy);
+    }
+    return copy;
+  }
+
   capabilities(): RuntimeCapabilities {
     return { gpuCount: 0, gpuTypes: [] };
   }
 
+  /** User namespace as `init()` decided (with why not), seccomp always (precompiled or by the runtime), a cgroup namespace per sandbox. */
+  isolation(): RuntimeIsolation {
+    return {
+      userNamespace: this.userns !== null,
+      seccomp: true,
+      cgroupVersion: this.cgroups?.version === 'v2' ? 2 : 1,
+      cgroupNamespace: true,
+      ...(this.userns === null ? { reason: this.usernsReason ?? 'not initialized' } : {}),
+    };
+  }
+
   private sandboxDir(runtimeId: string): string {
     return join(this.sandboxesDir, runtimeId);
+  }
+
+  /** Where a sandbox's merged overlay is mounted: `<mountDir>/<runtimeId>/rootfs` (older records: in the sandbox directory). */
+  private rootfsOf(record: SandboxRecord): string {
+    return record.rootfs ?? join(this.sandboxDir(record.runtimeId), 'rootfs');
   }
 
   private diskMount(record: SandboxRecord): string {
@@ -300,6 +355,7 @@ export class OciRuntime implements SandboxRuntime {
       netns: { name: '', ip: undefined },
       cgroupsPath: `${this.cgroupParent}/${runtimeId}`,
       agentSocket: join(this.socketDir, `${shortHash(runtimeId, 16)}.sock`),
+      rootfs: join(this.mountDir, runtimeId, 'rootfs'),
       createdAt: new Date().toISOString(),
     };
     try {
@@ -309,34 +365,37 @@ export class OciRuntime implements SandboxRuntime {
       const hostname = `sandbox-${spec.sandboxId}`.slice(0, 63);
       const upper = join(disk.mountPoint, 'upper');
       const work = join(disk.mountPoint, 'work');
-      const rootfs = join(dir, 'rootfs');
+      const rootfs = this.rootfsOf(record);
+      // /etc/hosts, resolv.conf and hostname live in the upper layer: on the sandbox's own disk, within its limit.
+      const etc = join(upper, 'etc');
+      const etcFiles = ['hosts', 'resolv.conf', 'hostname'].map((f) => join(etc, f));
       await Promise.all([
         writeFile(join(dir, 'state.json'), JSON.stringify(record, null, 2), { mode: 0o600 }),
         mkdir(join(upper, workspace), { recursive: true, mode: 0o755 }),
         mkdir(work),
-        mkdir(rootfs),
-        writeFile(join(dir, 'hosts'), hostsFile(hostname, ns.ip)),
-        writeFile(join(dir, 'resolv.conf'), await resolvConf()),
-        writeFile(join(dir, 'hostname'), `${hostname}\n`),
+        mkdir(rootfs, { recursive: true, mode: 0o700 }),
+        (async () => {
+          await mkdir(etc, { recursive: true, mode: 0o755 });
+          const texts = [hostsFile(hostname, ns.ip), await resolvConf(), `${hostname}\n`];
+          await Promise.all(etcFiles.map((file, i) => writeFile(file, texts[i] ?? '', { mode: 0o644 })));
+        })(),
       ]);
       const userns = this.userns && ns.usernsPath !== undefined ? { mapping: this.userns, path: ns.usernsPath } : undefined;
       if (userns) {
-        await chownToSandboxRoot(userns.mapping, [join(dir, 'hosts'), join(dir, 'resolv.conf'), join(dir, 'hostname')], { upper, path: workspace });
+        // The mount point's directory (0700) is the mapped root's: the runtime reaches the rootfs through it from inside the user namespace.
+        await chownToSandboxRoot(userns.mapping, [dirname(rootfs), etc, ...etcFiles], { upper, path: workspace });
         const layers = image.layers.map((l) => this.images.layerDir(l));
         await mountIdmappedRootfs(userns.mapping, { layers, upper, work, rootfs, scratch: join(dir, 'lower') }, this.agent());
       } else {
         // Relative lowerdirs (resolved against the layers directory) keep the mount data short.
         const lower = [...image.layers].reverse().join(':');
-        await runToolIn(this.images.layerDir(''), 'mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower},upperdir=${upper},workdir=${work}`, rootfs]);
+        await runToolIn(this.images.layerDir(''), 'mount', ['-t', 'overlay', 'overlay', '-o', `nosuid,nodev,lowerdir=${lower},upperdir=${upper},workdir=${work}`, rootfs]);
       }
       const config = buildOciConfig(spec, {
         rootfs,
         netnsPath: ns.path,
         cgroupsPath: record.cgroupsPath,
-        hostsFile: join(dir, 'hosts'),
-        resolvConfFile: join(dir, 'resolv.conf'),
-        hostnameFile: join(dir, 'hostname'),
-        agentBinary: this.agent(),
+        agentBinary: this.sandboxAgent ?? this.agent(),
         seccompPrecompiled: this.seccompBpf !== undefined,
         imageEnv: image.config.env,
         workingDir: image.config.workingDir,
@@ -422,7 +481,7 @@ export class OciRuntime implements SandboxRuntime {
     if (!record.agentSocket) throw new RuntimeError('RUNTIME_ERROR', `sandbox ${record.runtimeId} was started without an exec agent; recreate it`);
     return {
       socketPath: record.agentSocket,
-      rootfs: join(this.sandboxDir(record.runtimeId), 'rootfs'),
+      rootfs: this.rootfsOf(record),
       env: record.env,
       workingDir: record.workingDir,
       listPids: () => this.cgroups.listPids(record.cgroupsPath),
@@ -559,7 +618,7 @@ export class OciRuntime implements SandboxRuntime {
   private async teardown(record: SandboxRecord): Promise<void> {
     await runTool(this.runtimeBinary, ['--root', this.runcRoot, 'delete', '--force', record.runtimeId], { background: true }).catch(() => undefined);
     const dir = this.sandboxDir(record.runtimeId);
-    const rootfs = join(dir, 'rootfs');
+    const rootfs = this.rootfsOf(record);
     for (let attempt = 0; attempt < 20 && (await isMountPoint(rootfs)); attempt++) {
       await runTool('umount', [rootfs], { background: true }).catch(() => delay(50));
     }
@@ -568,6 +627,7 @@ export class OciRuntime implements SandboxRuntime {
     if (record.diskId) await this.disks.destroy(record.diskId);
     await this.cgroups.remove(record.cgroupsPath);
     if (record.agentSocket) await rm(record.agentSocket, { force: true });
+    if (!(await isMountPoint(rootfs))) await rm(join(this.mountDir, record.runtimeId), { recursive: true, force: true });
     await rm(dir, { recursive: true, force: true });
   }
 
@@ -653,6 +713,12 @@ export class OciRuntime implements SandboxRuntime {
         await runTool('umount', ['-l', join(dir, 'rootfs')]).catch(() => undefined);
         await rm(dir, { recursive: true, force: true });
       }
+    }
+    for (const runtimeId of await readdir(this.mountDir).catch(() => [] as string[])) {
+      if (this.live.has(runtimeId)) continue;
+      const rootfs = join(this.mountDir, runtimeId, 'rootfs');
+      if (await isMountPoint(rootfs)) await runTool('umount', ['-l', rootfs]).catch(() => undefined);
+      if (!(await isMountPoint(rootfs))) await rm(join(this.mountDir, runtimeId), { recursive: true, force: true });
     }
     const owned = new Set([...this.live.values()].map((l) => l.record.diskId));
     for (const disk of await this.disks.scan()) {

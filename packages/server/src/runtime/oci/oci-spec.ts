@@ -59,16 +59,12 @@ export function defaultSeccompProfile(): unknown {
 
 /** Where the bundle's pieces are on the host. */
 export interface BundlePlacement {
-  /** Absolute path of the merged overlay (the container's root). */
+  /** Absolute path of the merged overlay (the container's root; mounted nosuid,nodev). */
   rootfs: string;
   /** Network namespace file to join. */
   netnsPath: string;
   /** cgroup path (absolute, under each v1 hierarchy). */
   cgroupsPath: string;
-  /** Files bind-mounted over /etc/hosts, /etc/resolv.conf and /etc/hostname. */
-  hostsFile: string;
-  resolvConfFile: string;
-  hostnameFile: string;
   /** `corral-agent` on the host: PID 1 of the sandbox, serving exec sessions on the socket passed as fd 3. */
   agentBinary: string;
   /**
@@ -103,10 +99,8 @@ export function buildOciConfig(spec: SandboxSpec, placement: BundlePlacement): R
     { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
     { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
     { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'] },
-    { destination: '/etc/hosts', type: 'bind', source: placement.hostsFile, options: ['rbind', 'rprivate', 'nosuid', 'nodev'] },
-    { destination: '/etc/resolv.conf', type: 'bind', source: placement.resolvConfFile, options: ['rbind', 'rprivate', 'nosuid', 'nodev'] },
-    { destination: '/etc/hostname', type: 'bind', source: placement.hostnameFile, options: ['rbind', 'rprivate', 'nosuid', 'nodev'] },
   ];
+  // /etc/hosts, /etc/resolv.conf and /etc/hostname are files in the rootfs's upper layer (the sandbox's own disk), not mounts.
   mounts.push({ destination: INIT_PATH, type: 'bind', source: placement.agentBinary, options: ['bind', 'ro', 'nosuid', 'nodev'] });
   return {
     ociVersion: '1.0.2',
@@ -137,6 +131,7 @@ export function buildOciConfig(spec: SandboxSpec, placement: BundlePlacement): R
         { type: 'ipc' },
         { type: 'uts' },
         { type: 'mount' },
+        { type: 'cgroup' },
       ],
       ...(userns && {
         uidMappings: [{ containerID: 0, hostID: userns.mapping.hostUid, size: userns.mapping.size }],

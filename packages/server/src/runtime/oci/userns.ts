@@ -127,12 +127,6 @@ export function accountsInRange(text: string, start: number, size: number): stri
 }
 
 /**
- * Why `mapping` cannot be used on this host, or undefined when it can: user namespaces must be
- * enabled (`user.max_user_namespaces` > 0), no /etc/subuid, /etc/subgid, /etc/passwd or /etc/group entry
- * may use the range, and an id-mapped layer must stack under overlayfs on the filesystem of
- * `scratchDir` (tried for real: a directory is id-mapped, overlaid, and its owner checked).
- */
-/**
  * The runtime mounts the rootfs, the agent and the /etc files from inside the user namespace, so
  * the sandbox's root (host uid `hostUid`, group `hostGid`) must be able to search every directory
  * above them. Returns why not for the first directory of `paths` (or their ancestors) it cannot.
@@ -158,14 +152,20 @@ export async function unsearchableAncestor(mapping: UsernsMapping, paths: string
   return undefined;
 }
 
+/**
+ * Why `mapping` cannot be used on this host, or undefined when it can: {@link hostRangeInUse}, then
+ * {@link kernelCannotMapUsers}.
+ */
 export async function usernsUnavailable(mapping: UsernsMapping, scratchDir: string, agent: string): Promise<string | undefined> {
+  return (await hostRangeInUse(mapping)) ?? (await kernelCannotMapUsers(mapping, scratchDir, agent));
+}
+
+/** Why the host's id range `mapping` is taken (an /etc/subuid, /etc/subgid, /etc/passwd or /etc/group entry uses it), or undefined. */
+export async function hostRangeInUse(mapping: UsernsMapping): Promise<string | undefined> {
   const { hostUid, hostGid, size } = mapping;
   if (![hostUid, hostGid, size].every((n) => Number.isInteger(n) && n > 0) || hostUid + size > 0xffff_ffff || hostGid + size > 0xffff_ffff) {
     return `invalid mapping ${hostUid}:${hostGid}:${size}`;
   }
-  const max = (await readFile('/proc/sys/user/max_user_namespaces', 'utf8').catch(() => '')).trim();
-  if (max === '') return 'the kernel has no user namespaces (/proc/sys/user/max_user_namespaces is missing)';
-  if (Number(max) === 0) return 'user namespaces are disabled (/proc/sys/user/max_user_namespaces is 0)';
   const read = (path: string): Promise<string> => readFile(path, 'utf8').catch(() => '');
   const [subuid, subgid, passwd, group] = await Promise.all([read('/etc/subuid'), read('/etc/subgid'), read('/etc/passwd'), read('/etc/group')]);
   const clashes = [
@@ -175,6 +175,18 @@ export async function usernsUnavailable(mapping: UsernsMapping, scratchDir: stri
     ...accountsInRange(group, hostGid, size).map((n) => `group ${n}`),
   ];
   if (clashes.length > 0) return `the host id range ${hostUid}:${hostGid}:${size} is already in use (${clashes.join(', ')})`;
+  return undefined;
+}
+
+/**
+ * Why the kernel cannot give sandboxes a user namespace here, or undefined: user namespaces must be
+ * enabled (`user.max_user_namespaces` > 0) and an id-mapped layer must stack under overlayfs on the
+ * filesystem of `scratchDir` (tried for real: a directory is id-mapped, overlaid, and its owner checked).
+ */
+export async function kernelCannotMapUsers(mapping: UsernsMapping, scratchDir: string, agent: string): Promise<string | undefined> {
+  const max = (await readFile('/proc/sys/user/max_user_namespaces', 'utf8').catch(() => '')).trim();
+  if (max === '') return 'the kernel has no user namespaces (/proc/sys/user/max_user_namespaces is missing)';
+  if (Number(max) === 0) return 'user namespaces are disabled (/proc/sys/user/max_user_namespaces is 0)';
   return probeIdmappedOverlay(mapping, scratchDir, agent);
 }
 
@@ -203,17 +215,28 @@ async function probeIdmappedOverlay(mapping: UsernsMapping, scratchDir: string, 
   }
 }
 
+/** What {@link resolveUserns} decided: the mapping new sandboxes get, or null and why not. */
+export interface UsernsDecision {
+  mapping: UsernsMapping | null;
+  reason?: string;
+}
+
 /**
  * The mapping the driver uses: `null` (off) stays off; `undefined` (auto) is
- * {@link DEFAULT_USERNS_MAPPING} when {@link usernsUnavailable} finds no obstacle, else off with a process warning saying
- * why; an explicit mapping the host does not allow is a RUNTIME_ERROR.
+ * {@link DEFAULT_USERNS_MAPPING}, or off (with the reason) only where the kernel cannot do it
+ * ({@link kernelCannotMapUsers}). A host range that is in use, or a path in `reachable` the
+ * sandbox's root cannot search, is a RUNTIME_ERROR in every mode, as is an explicit mapping the
+ * kernel cannot use.
  */
-export async function resolveUserns(option: UsernsMapping | null | undefined, scratchDir: string, agent: string, reachable: string[] = []): Promise<UsernsMapping | null> {
-  if (option === null) return null;
+export async function resolveUserns(option: UsernsMapping | null | undefined, scratchDir: string, agent: string, reachable: string[] = []): Promise<UsernsDecision> {
+  if (option === null) return { mapping: null, reason: 'turned off (CORRAL_OCI_USERNS=off)' };
   const mapping = option ?? DEFAULT_USERNS_MAPPING;
-  const reason = (await unsearchableAncestor(mapping, reachable)) ?? (await usernsUnavailable(mapping, scratchDir, agent));
-  if (reason === undefined) return mapping;
+  const blocked = (await hostRangeInUse(mapping)) ?? (await unsearchableAncestor(mapping, reachable));
+  if (blocked !== undefined) {
+    throw new RuntimeError('RUNTIME_ERROR', `the user namespace mapping cannot be used: ${blocked} (set CORRAL_OCI_USERNS to a free <hostUid>:<hostGid>:<size> range, or to off)`);
+  }
+  const reason = await kernelCannotMapUsers(mapping, scratchDir, agent);
+  if (reason === undefined) return { mapping };
   if (option !== undefined) throw new RuntimeError('RUNTIME_ERROR', `the user namespace mapping cannot be used: ${reason}`);
-  process.emitWarning(`oci runtime: sandboxes run without a user namespace (root in a sandbox is host root): ${reason}`, { code: 'CORRAL_OCI_USERNS' });
-  return null;
+  return { mapping: null, reason };
 }

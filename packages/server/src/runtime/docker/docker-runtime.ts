@@ -97,6 +97,8 @@ export class DockerRuntime implements SandboxRuntime {
   private gpu: RuntimeCapabilities = { gpuCount: 0, gpuTypes: [] };
   private readonly listeners = new Set<(event: RuntimeEvent) => void>();
   private readonly tracked = new Map<string, Tracked>();
+  /** Sandboxes (runtime id → sandbox id) whose container went but whose removal failed after (their disk): `list()` shows them so removal is retried. */
+  private readonly removeFailed = new Map<string, string>();
   private watcher: DockerEventWatcher | undefined;
   private watcherStart: Promise<void> | undefined;
 
@@ -374,7 +376,13 @@ export class DockerRuntime implements SandboxRuntime {
     } catch (error) {
       if (!isNotFound(error)) throw error;
     }
-    await this.removeQuietly(runtimeId, sandboxId);
+    try {
+      await this.removeQuietly(runtimeId, sandboxId);
+    } catch (error) {
+      this.removeFailed.set(runtimeId, sandboxId);
+      throw error;
+    }
+    this.removeFailed.delete(runtimeId);
     this.tracked.delete(runtimeId);
   }
 
@@ -415,7 +423,12 @@ export class DockerRuntime implements SandboxRuntime {
         }
       }),
     );
-    return states.filter((s): s is RuntimeSandboxState => s !== undefined);
+    const listed = states.filter((s): s is RuntimeSandboxState => s !== undefined);
+    const seen = new Set(listed.map((s) => s.runtimeId));
+    for (const [runtimeId, sandboxId] of this.removeFailed) {
+      if (!seen.has(runtimeId)) listed.push({ sandboxId, runtimeId, running: false, exitCode: 137, oomKilled: false });
+    }
+    return listed;
   }
 
   onEvent(listener: (event: RuntimeEvent) => void): () => void {

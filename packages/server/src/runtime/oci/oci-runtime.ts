@@ -114,6 +114,8 @@ interface Live {
   exitCode: number | null;
   oomKilled: boolean;
   removing: boolean;
+  /** A `remove()` failed part-way: `list()` shows the sandbox (not running) so the caller retries the removal. */
+  removeFailed: boolean;
   /** Emit an `exited` event when the exit is noticed (false for exits that happened while the server was down). */
   report: boolean;
 }
@@ -345,7 +347,7 @@ export class OciRuntime implements SandboxRuntime {
       });
       await writeFile(join(dir, 'config.json'), JSON.stringify(config), { mode: 0o600 });
       // Exits are reported once create() succeeded; a start that fails is START_FAILED, not an event.
-      const live: Live = { record, exitCode: null, oomKilled: false, removing: false, report: false };
+      const live: Live = { record, exitCode: null, oomKilled: false, removing: false, removeFailed: false, report: false };
       this.live.set(runtimeId, live);
       await this.start(record, dir, spec.startCommand !== null);
       live.report = true;
@@ -431,7 +433,7 @@ export class OciRuntime implements SandboxRuntime {
 
   private running(runtimeId: string): Live {
     const live = this.live.get(runtimeId);
-    if (!live || live.removing) throw new RuntimeError('NOT_FOUND', `no sandbox ${runtimeId}`);
+    if (!live || live.removing || live.removeFailed) throw new RuntimeError('NOT_FOUND', `no sandbox ${runtimeId}`);
     if (live.exitCode !== null || existsSync(join(this.sandboxDir(runtimeId), 'exit'))) throw new RuntimeError('NOT_FOUND', `sandbox ${runtimeId} is not running`);
     return live;
   }
@@ -539,13 +541,20 @@ export class OciRuntime implements SandboxRuntime {
     const live = this.live.get(runtimeId);
     if (!live) return; // Not this instance's.
     live.removing = true;
-    await this.killAll(live.record);
-    const exitFile = join(this.sandboxDir(runtimeId), 'exit');
-    for (let i = 0; i < 200 && !existsSync(exitFile); i++) {
-      if (i % 20 === 19) await this.killAll(live.record);
-      await delay(10);
+    try {
+      await this.killAll(live.record);
+      const exitFile = join(this.sandboxDir(runtimeId), 'exit');
+      for (let i = 0; i < 200 && !existsSync(exitFile); i++) {
+        if (i % 20 === 19) await this.killAll(live.record);
+        await delay(10);
+      }
+      await this.teardown(live.record);
+    } catch (error) {
+      // Half torn down: keep it listed (as ended) so the reconciler sees it and retries.
+      live.removing = false;
+      live.removeFailed = true;
+      throw error;
     }
-    await this.teardown(live.record);
     this.live.delete(runtimeId);
   }
 
@@ -626,7 +635,7 @@ export class OciRuntime implements SandboxRuntime {
         continue; // An interrupted create: removeOrphans() cleans it.
       }
       if (!existsSync(join(dir, 'init.pid'))) continue;
-      const live: Live = { record, exitCode: null, oomKilled: existsSync(join(dir, 'oom')), removing: false, report: false };
+      const live: Live = { record, exitCode: null, oomKilled: existsSync(join(dir, 'oom')), removing: false, removeFailed: false, report: false };
       if (!(await this.refresh(live))) {
         const status = await runTool(this.runtimeBinary, ['--root', this.runcRoot, 'state', runtimeId]).then(
           (r) => (JSON.parse(r.stdout) as { status?: string }).status,
@@ -697,8 +706,8 @@ function toState(live: Live): RuntimeSandboxState {
   return {
     sandboxId: live.record.sandboxId,
     runtimeId: live.record.runtimeId,
-    running: live.exitCode === null,
-    exitCode: live.exitCode,
+    running: live.exitCode === null && !live.removeFailed,
+    exitCode: live.exitCode ?? (live.removeFailed ? 137 : null),
     oomKilled: live.oomKilled,
   };
 }

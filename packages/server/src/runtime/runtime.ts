@@ -105,6 +105,17 @@ export interface RuntimeCapabilities {
   gpuTypes: string[];
 }
 
+/** Space on the filesystem that holds a driver's sandbox disks, for admitting creates. */
+export interface DiskCapacity {
+  /** Bytes free on that filesystem. */
+  freeBytes: number;
+  totalBytes: number;
+  /** Sum of the sizes of the disks the driver holds (sandboxes' and ready pools'), and of disks being made. */
+  allocatedBytes: number;
+  /** Bytes those disks already take on the filesystem (not free any more). */
+  usedBytes: number;
+}
+
 /**
  * The one interface every runtime driver implements (`docker`, `oci`, `kubernetes`).
  *
@@ -118,6 +129,11 @@ export interface SandboxRuntime {
   /** Checks the backend answers; starts nothing. */
   init(): Promise<void>;
   capabilities(): RuntimeCapabilities;
+  /**
+   * The space sandbox disks draw on (undefined when the driver cannot tell). `create()` refuses
+   * (`START_FAILED`) a disk that does not fit under the driver's disk policy (runtime/disk-admission.ts).
+   */
+  diskCapacity(): Promise<DiskCapacity | undefined>;
   /**
    * Pulls the image if needed, creates and starts the sandbox, and resolves once a process
    * can be executed in it. Throws `RuntimeError` (`IMAGE_PULL_FAILED`, `START_FAILED`).

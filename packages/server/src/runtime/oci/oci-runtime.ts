@@ -12,6 +12,7 @@ import { detectCgroupLayout } from './cgroups.js';
 import type { CgroupLayout } from './cgroups.js';
 import { RuntimeError } from '../runtime.js';
 import type {
+  DiskCapacity,
   ExecProcess,
   ExecRequest,
   RuntimeCapabilities,
@@ -21,6 +22,8 @@ import type {
   SandboxRuntime,
   SandboxSpec,
 } from '../runtime.js';
+import { diskShortfall, filesystemSpace, NO_RESERVE } from '../disk-admission.js';
+import type { DiskPolicy } from '../disk-admission.js';
 import { DiskPool, isMountPoint } from './disk-pool.js';
 import { HostLauncher, hostLauncher, useHostLauncher } from './host-launcher.js';
 import { ImageStore } from './image-store.js';
@@ -89,6 +92,8 @@ export interface OciRuntimeOptions {
    * the host does not allow fails `init()`.
    */
   userns?: UsernsMapping | null;
+  /** Which disks `create()` admits (runtime/disk-admission.ts); default: a disk must only fit in free space. */
+  diskPolicy?: DiskPolicy;
 }
 
 /** What the driver records about a sandbox in `state.json`. */
@@ -148,6 +153,9 @@ export class OciRuntime implements SandboxRuntime {
   private readonly sandboxesDir: string;
   private readonly runcRoot: string;
   private readonly disks: DiskPool;
+  private readonly diskPolicy: DiskPolicy;
+  /** Bytes of disks admitted by creates that have not got their disk yet. */
+  private admittedBytes = 0;
   private readonly netns: NetnsPool;
   private readonly killOnOom: boolean;
   private readonly startCheckMs: number;
@@ -198,6 +206,7 @@ export class OciRuntime implements SandboxRuntime {
     this.readyTimeoutMs = options.readyTimeoutMs ?? 30_000;
     this.warmDiskSizes = options.warmDiskSizes ?? [GiB];
     this.usernsOption = options.userns;
+    this.diskPolicy = options.diskPolicy ?? NO_RESERVE;
   }
 
   /**
@@ -258,6 +267,32 @@ export class OciRuntime implements SandboxRuntime {
     return { gpuCount: 0, gpuTypes: [] };
   }
 
+  async diskCapacity(): Promise<DiskCapacity | undefined> {
+    await this.init();
+    const [space, usedBytes] = await Promise.all([filesystemSpace(join(this.instanceDir, 'disks')), this.disks.usedBytes()]);
+    return { ...space, usedBytes, allocatedBytes: this.disks.allocatedBytes() + this.admittedBytes };
+  }
+
+  /**
+   * Admits a disk of `bytes` under the disk policy, or throws `START_FAILED`. The admitted bytes
+   * count as allocated until the returned release is called (once the disk exists, or the create failed).
+   */
+  private async admitDisk(bytes: number): Promise<() => void> {
+    const capacity = await this.diskCapacity();
+    // Synchronous from here: concurrent creates see each other's admissions.
+    if (capacity) {
+      const shortfall = diskShortfall({ ...capacity, allocatedBytes: this.disks.allocatedBytes() + this.admittedBytes }, bytes, this.diskPolicy);
+      if (shortfall) throw new RuntimeError('START_FAILED', `not enough disk space: ${shortfall}`);
+    }
+    this.admittedBytes += bytes;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.admittedBytes -= bytes;
+    };
+  }
+
   private sandboxDir(runtimeId: string): string {
     return join(this.sandboxesDir, runtimeId);
   }
@@ -282,6 +317,21 @@ export class OciRuntime implements SandboxRuntime {
     const workspace = posix.normalize(spec.workspacePath);
     if (!workspace.startsWith('/') || workspace.split('/').includes('..')) throw new RuntimeError('START_FAILED', `invalid workspace path ${spec.workspacePath}`);
     const auth = spec.registryAuth ? { username: spec.registryAuth.username, password: spec.registryAuth.password } : undefined;
+    await mkdir(join(this.instanceDir, 'disks'), { recursive: true });
+    const releaseDisk = await this.admitDisk(spec.diskBytes);
+    try {
+      return await this.createAdmitted(spec, workspace, auth, releaseDisk);
+    } finally {
+      releaseDisk();
+    }
+  }
+
+  private async createAdmitted(
+    spec: SandboxSpec,
+    workspace: string,
+    auth: { username: string; password: string } | undefined,
+    releaseDisk: () => void,
+  ): Promise<{ runtimeId: string }> {
     const image = await this.images.ensure(spec.image, auth);
     const runtimeId = `corral-${spec.sandboxId}`;
     const dir = this.sandboxDir(runtimeId);
@@ -307,6 +357,7 @@ export class OciRuntime implements SandboxRuntime {
     try {
       const [disk, ns] = await Promise.all([this.disks.acquire(spec.diskBytes, runtimeId), this.netns.acquire(spec.networkAccess)]);
       record.diskId = disk.id;
+      releaseDisk(); // Counted by the pool from now on.
       record.netns = { name: ns.name, ip: ns.ip };
       const hostname = `sandbox-${spec.sandboxId}`.slice(0, 63);
       const upper = join(disk.mountPoint, 'upper');

@@ -269,6 +269,7 @@ export class OciRuntime implements SandboxRuntime {
 
   async diskCapacity(): Promise<DiskCapacity | undefined> {
     await this.init();
+    await mkdir(join(this.instanceDir, 'disks'), { recursive: true });
     const [space, usedBytes] = await Promise.all([filesystemSpace(join(this.instanceDir, 'disks')), this.disks.usedBytes()]);
     return { ...space, usedBytes, allocatedBytes: this.disks.allocatedBytes() + this.admittedBytes };
   }
@@ -317,7 +318,6 @@ export class OciRuntime implements SandboxRuntime {
     const workspace = posix.normalize(spec.workspacePath);
     if (!workspace.startsWith('/') || workspace.split('/').includes('..')) throw new RuntimeError('START_FAILED', `invalid workspace path ${spec.workspacePath}`);
     const auth = spec.registryAuth ? { username: spec.registryAuth.username, password: spec.registryAuth.password } : undefined;
-    await mkdir(join(this.instanceDir, 'disks'), { recursive: true });
     const releaseDisk = await this.admitDisk(spec.diskBytes);
     try {
       return await this.createAdmitted(spec, workspace, auth, releaseDisk);

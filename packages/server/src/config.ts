@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { homedir } from 'node:os';
+import { availableParallelism, homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 
 /** Which runtime driver starts sandboxes. `none` stores sandboxes but never starts them (they stay PENDING). */
@@ -52,6 +52,15 @@ export interface CorralConfig {
   tunnelTtlSeconds: number;
   /** Most tunnels (not yet expired) one user may hold. */
   maxTunnelsPerUser: number;
+  /** Most sandboxes being provisioned (runtime.create) at once; later creates wait, PENDING, in arrival order. */
+  maxConcurrentProvisioning: number;
+  /** GiB kept free on the filesystem of sandbox disks: a create whose disk would eat into it is refused. */
+  diskReserveGb: number;
+  /**
+   * Overcommit factor of the sparse sandbox disks: the space existing disks could still grow by,
+   * divided by this, must fit in free space beside the new disk. 0: only the new disk must fit.
+   */
+  diskOvercommit: number;
 }
 
 /**
@@ -149,6 +158,9 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'proxyTlsPort', env: 'CORRAL_PROXY_TLS_PORT', description: 'Port of the HTTPS listener for exposures and tunnels (0 picks a free port)', defaultText: '8443', parse: integer(0, 65535) },
   { key: 'tunnelTtlSeconds', env: 'CORRAL_TUNNEL_TTL', description: 'How long a tunnel lives, seconds', defaultText: '86400', parse: integer(60, 86_400 * 30) },
   { key: 'maxTunnelsPerUser', env: 'CORRAL_MAX_TUNNELS_PER_USER', description: 'Most unexpired tunnels one user may hold', defaultText: '20', parse: integer(1, 10_000) },
+  { key: 'maxConcurrentProvisioning', env: 'CORRAL_MAX_CONCURRENT_PROVISIONING', description: 'Most sandboxes provisioned at once; later creates stay PENDING in a FIFO queue', defaultText: '4 per CPU core, at least 8', parse: integer(1, 10_000) },
+  { key: 'diskReserveGb', env: 'CORRAL_DISK_RESERVE_GB', description: 'GiB kept free on the filesystem holding sandbox disks; a create whose disk does not fit in free space minus this is refused (422)', defaultText: '5', parse: integer(0, 1_000_000) },
+  { key: 'diskOvercommit', env: 'CORRAL_DISK_OVERCOMMIT', description: 'Overcommit factor of sparse sandbox disks: a create is refused unless new disk + (unwritten space of existing disks) / factor fits in free space minus the reserve; 0 checks only the new disk', defaultText: '200', parse: integer(0, 1_000_000) },
 ];
 
 const DEFAULTS: CorralConfig = {
@@ -185,6 +197,9 @@ const DEFAULTS: CorralConfig = {
   proxyTlsPort: 8443,
   tunnelTtlSeconds: 86_400,
   maxTunnelsPerUser: 20,
+  maxConcurrentProvisioning: Math.max(8, 4 * availableParallelism()),
+  diskReserveGb: 5,
+  diskOvercommit: 200,
 };
 
 /**

@@ -91,7 +91,7 @@ export async function createCorralServer(config: CorralConfig, options: { logger
   const activity = new ActivityTracker(store, log);
   const registryCredentials = new RegistryCredentialsService(store);
   const sandboxes = new SandboxService(store, lifecycle, tokens, config, registryCredentials);
-  const reconciler = new Reconciler(store, lifecycle, config.reconcileIntervalMs, log, config.terminatedRetentionHours * 3_600_000);
+  const reconciler = new Reconciler(store, lifecycle, config.reconcileIntervalMs, log, { retentionMs: config.terminatedRetentionHours * 3_600_000 });
   let ready = false;
   const app = await buildApp(
     { config, auth, sandboxes, registryCredentials, rateLimiter: new RateLimiter(config.rateLimits), gateway: { store, runtime, tokens, activity }, isReady: () => ready },

@@ -1,12 +1,17 @@
 import type { Logger } from 'pino';
 import type { RuntimeSandboxState } from '../runtime/runtime.js';
 import type { SandboxLifecycle } from '../services/sandbox-lifecycle.js';
-import { ACTIVE_STATUSES, type SandboxRecord } from '../services/sandbox-model.js';
+import { ACTIVE_STATUSES, TERMINAL_STATUSES, type SandboxRecord } from '../services/sandbox-model.js';
 import type { Store } from '../store/store.js';
 import { toMillis } from '../util/time.js';
 
 /** How long an ended sandbox's container is kept (for its logs) before the reconciler removes it. */
 const ENDED_CONTAINER_GRACE_MS = 10 * 60_000;
+/** Rows changed this long before the previous changed-rows query are read again (clock skew between replicas, slow commits). */
+const CHANGE_OVERLAP_MS = 5_000;
+/** A failed container removal is retried after 1 s, then twice as long after each failure, up to 5 minutes. */
+const REMOVE_RETRY_BASE_MS = 1_000;
+const REMOVE_RETRY_MAX_MS = 5 * 60_000;
 
 /** What one pass changed, for logs and tests. */
 export interface ReconcileReport {
@@ -17,8 +22,20 @@ export interface ReconcileReport {
   adopted: string[];
   provisioned: string[];
   orphansRemoved: string[];
+  /** Sandboxes whose container could not be removed this pass; retried with backoff. */
+  removeFailed: string[];
   /** Ended rows deleted because they passed the retention period. */
   purged: number;
+}
+
+/** Tuning of {@link Reconciler}. */
+export interface ReconcilerOptions {
+  /** How long ended sandboxes stay readable; older rows are purged (default 168 h). */
+  retentionMs?: number;
+  /** How often the whole set of this instance's active rows is re-read (default 60 s); between, only changed and due rows are. */
+  fullResyncMs?: number;
+  /** Sandboxes worked on at once within a pass (default 16). */
+  concurrency?: number;
 }
 
 /**
@@ -29,21 +46,42 @@ export interface ReconcileReport {
  * - PENDING rows, and PROVISIONING rows nobody is provisioning (a restart) → provisioned, or
  *   adopted when their container is already running;
  * - containers with no live row → removed (ended rows keep theirs for a grace period, for logs);
+ *   a removal that fails is retried on later passes, with backoff, until the container is gone;
  * - ended rows older than the retention period → deleted.
+ *
+ * The pass works from an in-memory view of this instance's active rows: the whole set is read at
+ * the first pass and every `fullResyncMs`; the passes between read only the rows written since the
+ * previous pass, plus the rows whose timeout or idle deadline looks due in the view (re-read, since
+ * activity touches do not mark rows as written). Sandboxes are worked on `concurrency` at a time.
  * Everything it decides comes from the store plus the runtime, so a restart loses nothing.
  */
 export class Reconciler {
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<ReconcileReport> | null = null;
+  private readonly retentionMs: number;
+  private readonly fullResyncMs: number;
+  private readonly concurrency: number;
+  /** This instance's active rows as of the last pass. */
+  private readonly view = new Map<string, SandboxRecord>();
+  /** Wall-clock time of the last full read; undefined before the first. */
+  private resyncedAt: number | undefined;
+  /** Wall-clock time the last changed-rows (or full) query started. */
+  private readFrom = 0;
+  /** Containers whose removal failed: how often, and when the next attempt is due. */
+  private readonly removeRetries = new Map<string, { attempts: number; retryAt: number }>();
 
   constructor(
     private readonly store: Store,
     private readonly lifecycle: SandboxLifecycle,
     private readonly intervalMs: number,
     private readonly log: Logger,
-    /** How long ended sandboxes stay readable; older rows are purged. */
-    private readonly retentionMs = 168 * 3_600_000,
-  ) {}
+    options: ReconcilerOptions | number = {},
+  ) {
+    const resolved = typeof options === 'number' ? { retentionMs: options } : options;
+    this.retentionMs = resolved.retentionMs ?? 168 * 3_600_000;
+    this.fullResyncMs = resolved.fullResyncMs ?? 60_000;
+    this.concurrency = Math.max(1, resolved.concurrency ?? 16);
+  }
 
   /** Runs one pass now (or joins the pass in progress). */
   reconcile(now = Date.now()): Promise<ReconcileReport> {
@@ -71,59 +109,112 @@ export class Reconciler {
     await this.running?.catch(() => undefined);
   }
 
-  private async pass(now: number): Promise<ReconcileReport> {
-    const report: ReconcileReport = { timedOut: [], idled: [], lost: [], exited: [], adopted: [], provisioned: [], orphansRemoved: [], purged: 0 };
+  /** Brings the view of this instance's active rows up to date and returns it. */
+  private async refreshView(now: number): Promise<SandboxRecord[]> {
     // Only this instance's sandboxes: other replicas sharing the store reconcile their own.
-    const live = await this.store.findSandboxes({ activeOnly: true, runtimeOwner: this.lifecycle.instanceId }, 1_000_000);
+    const owner = this.lifecycle.instanceId;
+    const queryStart = Date.now();
+    if (this.resyncedAt === undefined || queryStart - this.resyncedAt >= this.fullResyncMs) {
+      const rows = await this.store.findSandboxes({ activeOnly: true, runtimeOwner: owner }, 1_000_000);
+      this.view.clear();
+      for (const row of rows) this.view.set(row.id, row);
+      this.resyncedAt = queryStart;
+    } else {
+      const since = new Date(this.readFrom - CHANGE_OVERLAP_MS).toISOString();
+      this.apply(await this.store.findSandboxes({ runtimeOwner: owner, updatedSince: since }, 1_000_000));
+    }
+    this.readFrom = queryStart;
+    // Activity touches do not mark a row written: re-read the rows whose deadline looks due.
+    const due = [...this.view.values()].filter((row) => row.status === 'RUNNING' && deadlineOf(row, now) <= now);
+    if (due.length > 0) {
+      const fresh = await this.store.getSandboxes(due.map((row) => row.id));
+      const found = new Set(fresh.map((row) => row.id));
+      for (const row of due) if (!found.has(row.id)) this.view.delete(row.id);
+      this.apply(fresh);
+    }
+    return [...this.view.values()];
+  }
+
+  /** Puts rows read from the store into the view (ended ones leave it). */
+  private apply(rows: SandboxRecord[]): void {
+    for (const row of rows) {
+      if (ACTIVE_STATUSES.includes(row.status) && row.runtimeOwner === this.lifecycle.instanceId) this.view.set(row.id, row);
+      else this.view.delete(row.id);
+    }
+  }
+
+  private async pass(now: number): Promise<ReconcileReport> {
+    const report: ReconcileReport = {
+      timedOut: [],
+      idled: [],
+      lost: [],
+      exited: [],
+      adopted: [],
+      provisioned: [],
+      orphansRemoved: [],
+      removeFailed: [],
+      purged: 0,
+    };
+    const live = await this.refreshView(now);
     const runtime = this.lifecycle.runtime;
     const containers = new Map<string, RuntimeSandboxState>();
     if (runtime) {
       for (const state of await runtime.list()) containers.set(state.sandboxId, state);
     }
-
-    for (const sandbox of live) {
-      if (sandbox.status === 'RUNNING') {
-        if (await this.enforceTimeouts(sandbox, now, report)) continue;
-        if (!runtime) continue;
-        const container = containers.get(sandbox.id);
-        if (!container) {
-          await this.lifecycle.terminate(sandbox, {
-            status: 'ERROR',
-            errorType: 'RUNTIME_LOST',
-            errorMessage: 'The sandbox container disappeared from the runtime',
-            terminationReason: 'runtime_lost',
-          });
-          report.lost.push(sandbox.id);
-        } else if (!container.running) {
-          await this.lifecycle.recordExit(sandbox.id, container.exitCode ?? 0, container.oomKilled);
-          report.exited.push(sandbox.id);
-        }
-      } else if ((sandbox.status === 'PENDING' || sandbox.status === 'PROVISIONING') && runtime) {
-        if (this.lifecycle.isProvisioning(sandbox.id)) continue;
-        const container = containers.get(sandbox.id);
-        if (sandbox.status === 'PROVISIONING' && container?.running) {
-          const adopted = await this.store.updateSandbox(
-            sandbox.id,
-            { status: 'RUNNING', runtimeId: container.runtimeId, startedAt: new Date(now).toISOString() },
-            ['PROVISIONING'],
-          );
-          if (adopted) report.adopted.push(sandbox.id);
-          continue;
-        }
-        if (container) await this.lifecycle.removeQuietly(container.runtimeId);
-        containers.delete(sandbox.id);
-        await this.store.updateSandbox(sandbox.id, { status: 'PENDING' }, ['PROVISIONING']);
-        this.lifecycle.provision(sandbox.id);
-        report.provisioned.push(sandbox.id);
-      }
-    }
-
-    if (runtime) await this.removeOrphans(live, containers, now, report);
+    await forEachLimited(live, this.concurrency, (sandbox) => this.reconcileOne(sandbox, containers, now, report));
+    if (runtime) await this.removeOrphans(containers, now, report);
     report.purged = await this.store.purgeEndedSandboxes(new Date(now - this.retentionMs).toISOString(), 1000);
-    if (report.timedOut.length + report.idled.length + report.lost.length + report.exited.length + report.orphansRemoved.length + report.purged > 0) {
-      this.log.info(report, 'reconciled');
-    }
+    const changed =
+      report.timedOut.length + report.idled.length + report.lost.length + report.exited.length + report.orphansRemoved.length + report.removeFailed.length + report.purged;
+    if (changed > 0) this.log.info(report, 'reconciled');
     return report;
+  }
+
+  /** Makes one active row and its container agree. */
+  private async reconcileOne(sandbox: SandboxRecord, containers: Map<string, RuntimeSandboxState>, now: number, report: ReconcileReport): Promise<void> {
+    const runtime = this.lifecycle.runtime;
+    if (sandbox.status === 'RUNNING') {
+      if (await this.enforceTimeouts(sandbox, now, report)) {
+        this.view.delete(sandbox.id);
+        return;
+      }
+      if (!runtime) return;
+      const container = containers.get(sandbox.id);
+      if (!container) {
+        await this.lifecycle.terminate(sandbox, {
+          status: 'ERROR',
+          errorType: 'RUNTIME_LOST',
+          errorMessage: 'The sandbox container disappeared from the runtime',
+          terminationReason: 'runtime_lost',
+        });
+        this.view.delete(sandbox.id);
+        report.lost.push(sandbox.id);
+      } else if (!container.running) {
+        await this.lifecycle.recordExit(sandbox.id, container.exitCode ?? 0, container.oomKilled);
+        this.view.delete(sandbox.id);
+        report.exited.push(sandbox.id);
+      }
+    } else if ((sandbox.status === 'PENDING' || sandbox.status === 'PROVISIONING') && runtime) {
+      if (this.lifecycle.isProvisioning(sandbox.id)) return;
+      const container = containers.get(sandbox.id);
+      if (sandbox.status === 'PROVISIONING' && container?.running) {
+        const adopted = await this.store.updateSandbox(
+          sandbox.id,
+          { status: 'RUNNING', runtimeId: container.runtimeId, startedAt: new Date(now).toISOString() },
+          ['PROVISIONING'],
+        );
+        if (adopted) {
+          this.view.set(adopted.id, adopted);
+          report.adopted.push(sandbox.id);
+        }
+        return;
+      }
+      if (container) await this.lifecycle.removeQuietly(container.runtimeId);
+      containers.delete(sandbox.id);
+      await this.store.updateSandbox(sandbox.id, { status: 'PENDING' }, ['PROVISIONING']);
+      this.lifecycle.provision(sandbox.id);
+      report.provisioned.push(sandbox.id);
+    }
   }
 
   /** Ends a RUNNING sandbox past its lifetime or idle limit. True when it ended. */
@@ -155,26 +246,58 @@ export class Reconciler {
     return false;
   }
 
-  /** Removes containers that no live row owns. Ended rows keep their container for a grace period. */
-  private async removeOrphans(
-    live: SandboxRecord[],
-    containers: Map<string, RuntimeSandboxState>,
-    now: number,
-    report: ReconcileReport,
-  ): Promise<void> {
-    const liveIds = new Set(live.filter((s) => ACTIVE_STATUSES.includes(s.status)).map((s) => s.id));
-    const candidates = [...containers.values()].filter((c) => !liveIds.has(c.sandboxId) && !this.lifecycle.isProvisioning(c.sandboxId));
+  /**
+   * Removes containers that no live row owns. Ended rows keep their container for a grace period.
+   * A removal that fails is retried on later passes, waiting longer after each failure.
+   */
+  private async removeOrphans(containers: Map<string, RuntimeSandboxState>, now: number, report: ReconcileReport): Promise<void> {
+    const listed = new Set([...containers.values()].map((c) => c.runtimeId));
+    for (const runtimeId of this.removeRetries.keys()) if (!listed.has(runtimeId)) this.removeRetries.delete(runtimeId);
+    const candidates = [...containers.values()].filter((c) => !this.view.has(c.sandboxId) && !this.lifecycle.isProvisioning(c.sandboxId));
     if (candidates.length === 0) return;
     const rows = new Map((await this.store.getSandboxes(candidates.map((c) => c.sandboxId))).map((s) => [s.id, s]));
-    for (const container of candidates) {
+    await forEachLimited(candidates, this.concurrency, async (container) => {
       const row = rows.get(container.sandboxId);
       // Read after the runtime listing: a sandbox created since this pass began is live, not an orphan.
-      if (row && ACTIVE_STATUSES.includes(row.status)) continue;
+      if (row && ACTIVE_STATUSES.includes(row.status)) return;
       const endedAt = row?.terminatedAt ? toMillis(row.terminatedAt) : 0;
       const keepForLogs = row !== undefined && row.terminationReason !== 'deleted' && !container.running && now - endedAt < ENDED_CONTAINER_GRACE_MS;
-      if (keepForLogs) continue;
-      await this.lifecycle.removeQuietly(container.runtimeId);
+      if (keepForLogs) return;
+      const retry = this.removeRetries.get(container.runtimeId);
+      if (retry && now < retry.retryAt) return;
+      if (!(await this.lifecycle.removeQuietly(container.runtimeId))) {
+        const attempts = (retry?.attempts ?? 0) + 1;
+        const wait = Math.min(REMOVE_RETRY_MAX_MS, REMOVE_RETRY_BASE_MS * 2 ** (attempts - 1));
+        this.removeRetries.set(container.runtimeId, { attempts, retryAt: now + wait });
+        report.removeFailed.push(container.sandboxId);
+        return;
+      }
+      this.removeRetries.delete(container.runtimeId);
+      if (row?.runtimeId === container.runtimeId) await this.store.updateSandbox(row.id, { runtimeId: null }, TERMINAL_STATUSES);
       report.orphansRemoved.push(container.sandboxId);
-    }
+    });
   }
+}
+
+/** When a RUNNING row's lifetime or idle limit runs out, as far as the row says (Infinity: never). */
+function deadlineOf(row: SandboxRecord, now: number): number {
+  const started = row.startedAt ? toMillis(row.startedAt) : now;
+  let deadline = row.timeoutMinutes > 0 ? started + row.timeoutMinutes * 60_000 : Infinity;
+  if (row.idleTimeoutMinutes !== null) {
+    const lastActive = row.lastActivityAt ? toMillis(row.lastActivityAt) : started;
+    deadline = Math.min(deadline, lastActive + row.idleTimeoutMinutes * 60_000);
+  }
+  return deadline;
+}
+
+/** Runs `work` over `items`, at most `limit` at a time. */
+async function forEachLimited<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const item = items[next++] as T;
+      await work(item);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }

@@ -1,6 +1,12 @@
 import { join } from 'node:path';
 import type { CorralConfig } from '../config.js';
+import type { DiskPolicy } from './disk-admission.js';
 import type { SandboxRuntime } from './runtime.js';
+
+/** The disk admission policy the configuration sets (CORRAL_DISK_RESERVE_GB, CORRAL_DISK_OVERCOMMIT). */
+export function diskPolicyOf(config: CorralConfig): DiskPolicy {
+  return { reserveBytes: config.diskReserveGb * 1024 ** 3, overcommit: config.diskOvercommit };
+}
 
 /** Where the oci driver keeps images and sandbox state for a data dir. */
 export function ociStateDir(dataDir: string): string {
@@ -15,7 +21,7 @@ export async function createRuntime(config: CorralConfig): Promise<SandboxRuntim
     case 'docker': {
       // The Docker client reads DOCKER_HOST itself.
       const { DockerRuntime } = await import('./docker/docker-runtime.js');
-      const runtime = new DockerRuntime({ instance: config.instanceId, diskDir: join(config.dataDir, 'docker-disks') });
+      const runtime = new DockerRuntime({ instance: config.instanceId, diskDir: join(config.dataDir, 'docker-disks'), diskPolicy: diskPolicyOf(config) });
       await runtime.init();
       return runtime;
     }
@@ -28,6 +34,7 @@ export async function createRuntime(config: CorralConfig): Promise<SandboxRuntim
         runtimeBinary: config.ociRuntime,
         userns,
         poolSize: config.ociPoolSize,
+        diskPolicy: diskPolicyOf(config),
         // The API's default disk_size_gb (10): most creates ask for it.
         warmDiskSizes: [10 * 1024 ** 3],
       });

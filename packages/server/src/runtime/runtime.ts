@@ -119,6 +119,17 @@ export interface RuntimeIsolation {
   reason?: string;
 }
 
+/** Space on the filesystem that holds a driver's sandbox disks, for admitting creates. */
+export interface DiskCapacity {
+  /** Bytes free on that filesystem. */
+  freeBytes: number;
+  totalBytes: number;
+  /** Sum of the sizes of the disks the driver holds (sandboxes' and ready pools'), and of disks being made. */
+  allocatedBytes: number;
+  /** Bytes those disks already take on the filesystem (not free any more). */
+  usedBytes: number;
+}
+
 /**
  * The one interface every runtime driver implements (`docker`, `oci`, `kubernetes`).
  *
@@ -134,6 +145,11 @@ export interface SandboxRuntime {
   capabilities(): RuntimeCapabilities;
   /** What isolation sandboxes get on this host; valid once `init()` has resolved. */
   isolation(): RuntimeIsolation;
+  /**
+   * The space sandbox disks draw on (undefined when the driver cannot tell). `create()` refuses
+   * (`START_FAILED`) a disk that does not fit under the driver's disk policy (runtime/disk-admission.ts).
+   */
+  diskCapacity(): Promise<DiskCapacity | undefined>;
   /**
    * Pulls the image if needed, creates and starts the sandbox, and resolves once a process
    * can be executed in it. Throws `RuntimeError` (`IMAGE_PULL_FAILED`, `START_FAILED`).

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { CorralConfig } from '../config.js';
+import { Semaphore } from '../gateway/semaphore.js';
 import { RuntimeError, type RuntimeEvent, type SandboxRuntime, type SandboxSpec } from '../runtime/runtime.js';
 import type { Store } from '../store/store.js';
 import { nowIso } from '../util/time.js';
@@ -33,6 +34,8 @@ export function specFor(sandbox: SandboxRecord, pidsLimit: number): SandboxSpec 
 export class SandboxLifecycle {
   private readonly inFlight = new Map<string, Promise<void>>();
   private readonly unsubscribe: (() => void) | null;
+  /** At most `maxConcurrentProvisioning` creates run at once; the rest wait (PENDING) in arrival order. */
+  private readonly provisioning: Semaphore;
 
   constructor(
     private readonly store: Store,
@@ -41,6 +44,7 @@ export class SandboxLifecycle {
     private readonly log: Logger,
   ) {
     this.unsubscribe = runtime ? runtime.onEvent((event) => void this.onRuntimeEvent(event)) : null;
+    this.provisioning = new Semaphore(config.maxConcurrentProvisioning);
   }
 
   /** The server instance whose sandboxes this lifecycle runs. */
@@ -53,10 +57,21 @@ export class SandboxLifecycle {
     return this.inFlight.has(id);
   }
 
-  /** Starts provisioning in the background. Without a runtime, the sandbox stays PENDING. */
+  /** Sandboxes waiting for a provisioning slot (still PENDING). */
+  get provisioningQueued(): number {
+    return this.provisioning.queued;
+  }
+
+  /**
+   * Starts provisioning in the background, once one of the `maxConcurrentProvisioning` slots is
+   * free (first come, first served; the sandbox stays PENDING while it waits). Without a runtime,
+   * the sandbox stays PENDING.
+   */
   provision(sandboxId: string): void {
-    if (!this.runtime || this.inFlight.has(sandboxId)) return;
-    const task = this.runProvision(this.runtime, sandboxId)
+    const runtime = this.runtime;
+    if (!runtime || this.inFlight.has(sandboxId)) return;
+    const task = this.provisioning
+      .run(() => this.runProvision(runtime, sandboxId))
       .catch((error: unknown) => this.log.error({ err: error, sandboxId }, 'provisioning failed unexpectedly'))
       .finally(() => this.inFlight.delete(sandboxId));
     this.inFlight.set(sandboxId, task);
@@ -150,13 +165,15 @@ export class SandboxLifecycle {
     }
   }
 
-  /** Removes a container, logging instead of throwing: the reconciler retries leftovers. */
-  async removeQuietly(runtimeId: string): Promise<void> {
-    if (!this.runtime) return;
+  /** Removes a container, logging instead of throwing: the reconciler retries leftovers. True when it is gone. */
+  async removeQuietly(runtimeId: string): Promise<boolean> {
+    if (!this.runtime) return true;
     try {
       await this.runtime.remove(runtimeId);
+      return true;
     } catch (error) {
       this.log.warn({ err: error, runtimeId }, 'could not remove container; the reconciler will retry');
+      return false;
     }
   }
 

@@ -1,5 +1,7 @@
 import type { CorralConfig } from '../config.js';
 import { ApiError } from '../errors/api-error.js';
+import { diskPolicyOf } from '../runtime/create-runtime.js';
+import { diskShortfall } from '../runtime/disk-admission.js';
 import type { SandboxFilter, Store } from '../store/store.js';
 import { newId } from '../util/ids.js';
 import { nowIso } from '../util/time.js';
@@ -108,6 +110,7 @@ export class SandboxService {
   /** Creates a sandbox (or returns the one created earlier with the same idempotency key). */
   async create(caller: Principal, input: CreateSandboxInput): Promise<SandboxRecord> {
     this.checkCreate(caller, input);
+    await this.checkDisk(input.diskSizeGb);
     if (input.registryCredentialsId !== null && !(await this.registryCredentials.usable(caller, input.registryCredentialsId))) {
       throw ApiError.invalid('registry_credentials_id', `no registry credentials ${input.registryCredentialsId} that you may use`);
     }
@@ -178,6 +181,20 @@ export class SandboxService {
     const secretNames = Object.keys(input.secrets ?? {});
     const clash = secretNames.find((name) => input.environmentVars !== null && Object.hasOwn(input.environmentVars, name));
     if (clash) throw ApiError.invalid(`secrets.${clash}`, 'is also set in environment_vars; pick one');
+  }
+
+  /**
+   * Refuses (422 `UNSUPPORTED_RESOURCE` naming `disk_size_gb`) a disk the host cannot hold under
+   * the disk policy (runtime/disk-admission.ts). The driver checks again when it makes the disk,
+   * where concurrent creates are counted exactly.
+   */
+  private async checkDisk(diskSizeGb: number): Promise<void> {
+    const capacity = await this.lifecycle.runtime?.diskCapacity();
+    if (!capacity) return;
+    const shortfall = diskShortfall(capacity, Math.round(diskSizeGb * 1024 ** 3), diskPolicyOf(this.config));
+    if (shortfall) {
+      throw new ApiError('UNSUPPORTED_RESOURCE', `disk_size_gb: ${shortfall}`, { fieldErrors: [{ param: 'disk_size_gb', details: shortfall }] });
+    }
   }
 
   /** A sandbox the caller may see, or 404. */

@@ -259,6 +259,7 @@ export class KyselyStore implements Store {
     if (filter.runtimeOwner !== undefined) query = query.where('runtime_owner', '=', filter.runtimeOwner);
     if (filter.teamId !== undefined) query = query.where('team_id', '=', filter.teamId);
     if (filter.status !== undefined) query = query.where('status', '=', filter.status);
+    if (filter.updatedSince !== undefined) query = query.where('updated_at', '>=', filter.updatedSince);
     // `in (active)` rather than `not in (terminal)`: the status index then skips the terminated
     // history, which is most rows of a long-lived store.
     if (filter.activeOnly) query = query.where('status', 'in', [...ACTIVE_STATUSES]);

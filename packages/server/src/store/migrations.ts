@@ -178,6 +178,13 @@ migrations['0003_network'] = {
   },
 };
 
+migrations['0004_owner_updated'] = {
+  async up(db: Kysely<unknown>): Promise<void> {
+    // The reconciler reads this instance's rows changed since its previous pass.
+    await db.schema.createIndex('sandboxes_owner_updated').on('sandboxes').columns(['runtime_owner', 'updated_at']).execute();
+  },
+};
+
 /** Hands Kysely's migrator the migrations above. */
 export const migrationProvider: MigrationProvider = {
   getMigrations: () => Promise.resolve(migrations),

@@ -761,6 +761,19 @@ export function runStoreSuite(name: string, open: () => Promise<Store>): void {
         assert.equal((await store.findSandboxes({ runtimeOwner: owner }, 10)).length, 2);
       });
 
+      test('updatedSince finds the rows written (inserted or patched) at or after a time, not the touched ones', async () => {
+        const owner = unique('instance');
+        const old = sandbox({ runtimeOwner: owner, createdAt: at(1), updatedAt: at(1) });
+        const touched = sandbox({ runtimeOwner: owner, createdAt: at(2), updatedAt: at(2) });
+        const patched = sandbox({ runtimeOwner: owner, createdAt: at(3), updatedAt: at(3) });
+        await insertAll([old, touched, patched]);
+        const since = new Date().toISOString();
+        await store.touchSandboxes([touched.id], new Date().toISOString());
+        await store.updateSandbox(patched.id, { status: 'TERMINATED' });
+        assert.deepEqual(ids(await store.findSandboxes({ runtimeOwner: owner, updatedSince: since }, 10)), [patched.id]);
+        assert.deepEqual(sortedIds(await store.findSandboxes({ runtimeOwner: owner, updatedSince: at(2) }, 10)), [patched.id, touched.id].sort());
+      });
+
       test('purgeEndedSandboxes deletes only ended rows older than the cutoff, labels included', async () => {
         const userId = unique('user');
         const old = sandbox({ userId, status: 'TERMINATED', terminatedAt: '2000-01-01T00:00:00.000Z', labels: ['purge-me'] });

@@ -14,6 +14,8 @@ export interface SandboxFilter {
   ids?: string[];
   /** Only sandboxes whose runtime belongs to this server instance. */
   runtimeOwner?: string;
+  /** Only sandboxes written (inserted or patched; `touchSandboxes` does not count) at or after this ISO time. */
+  updatedSince?: string;
 }
 
 /** Credentials for a private image registry. */

@@ -10,6 +10,7 @@ import type { ExecRequest, RuntimeEvent, SandboxRuntime, SandboxSpec } from '../
 import { specFixture } from '../../testing/sandbox-fixture.js';
 import { registerNetworkIsolationCases } from './network-isolation-cases.js';
 import { registerIsolationCases } from './isolation-cases.js';
+import { registerDiskCases } from './disk-cases.js';
 
 /** What a driver's conformance test provides: a fresh runtime (own instance), an image, a cleanup. */
 export interface ConformanceTarget {
@@ -172,6 +173,7 @@ export function runConformanceSuite(name: string, makeRuntime: () => Promise<Con
     // Modules of further cases register here, one line each: registerXCases(context);
     registerNetworkIsolationCases(context);
     registerIsolationCases(context);
+    registerDiskCases(context);
 
     it('lifecycle: create, exec, inspect, remove, list', async (t) => {
       const spec = makeSpec(image);

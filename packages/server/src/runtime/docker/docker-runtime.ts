@@ -1,13 +1,17 @@
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
+import { mkdir, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import Docker from 'dockerode';
 import { getFileViaExec, putFileViaExec } from '../exec-files.js';
+import { diskShortfall, filesystemSpace, NO_RESERVE } from '../disk-admission.js';
+import type { DiskPolicy } from '../disk-admission.js';
 import { RuntimeError } from '../runtime.js';
 import type {
+  DiskCapacity,
   ExecProcess,
   ExecRequest,
   RuntimeCapabilities,
@@ -74,6 +78,8 @@ export interface DockerRuntimeOptions {
    * Default: `process.emitWarning`.
    */
   warn?: (message: string) => void;
+  /** Which disks `create()` admits (runtime/disk-admission.ts); default: a disk must only fit in free space. */
+  diskPolicy?: DiskPolicy;
 }
 
 /** The parts of `GET /info` the driver reads. */
@@ -100,6 +106,8 @@ export function engineIsolation(info: EngineInfo): RuntimeIsolation {
 interface Tracked {
   removing: boolean;
   oomKilled: boolean;
+  /** The disk size the sandbox was created with (0 when unknown, e.g. created before a restart). */
+  diskBytes?: number;
 }
 
 /**
@@ -122,11 +130,18 @@ export class DockerRuntime implements SandboxRuntime {
   private readonly requestedDiskMode: DiskMode | 'auto';
   private diskModeValue: DiskMode = 'none';
   private storageDriver = '';
+  private dockerRootDir = '';
+  private readonly diskDir: string;
+  private readonly diskPolicy: DiskPolicy;
+  /** Bytes of disks admitted by creates still in flight. */
+  private admittedBytes = 0;
   private readonly warn: (message: string) => void;
   private gpu: RuntimeCapabilities = { gpuCount: 0, gpuTypes: [] };
   private isolationValue: RuntimeIsolation = { userNamespace: false, seccomp: false, cgroupVersion: 1, cgroupNamespace: false, reason: 'not initialized' };
   private readonly listeners = new Set<(event: RuntimeEvent) => void>();
   private readonly tracked = new Map<string, Tracked>();
+  /** Sandboxes (runtime id → sandbox id) whose container went but whose removal failed after (their disk): `list()` shows them so removal is retried. */
+  private readonly removeFailed = new Map<string, string>();
   private watcher: DockerEventWatcher | undefined;
   private watcherStart: Promise<void> | undefined;
 
@@ -134,9 +149,10 @@ export class DockerRuntime implements SandboxRuntime {
     this.instance = options.instance;
     this.docker = options.docker ?? new Docker();
     const stateDir = process.env.CORRAL_STATE_DIR ?? '/var/lib/corral';
-    const diskDir = options.diskDir ?? `${stateDir}/docker-disks`;
-    this.disks = new LoopDisks(diskDir);
-    this.etcFiles = new SandboxEtcFiles(options.etcDir ?? join(diskDir, '..', 'docker-etc', options.instance));
+    this.diskDir = options.diskDir ?? `${stateDir}/docker-disks`;
+    this.disks = new LoopDisks(this.diskDir);
+    this.diskPolicy = options.diskPolicy ?? NO_RESERVE;
+    this.etcFiles = new SandboxEtcFiles(options.etcDir ?? join(this.diskDir, '..', 'docker-etc', options.instance));
     this.egress = new EgressNetwork(this.docker, {
       name: 'corral-egress',
       bridgeName: 'corral-egress0',
@@ -173,9 +189,10 @@ export class DockerRuntime implements SandboxRuntime {
     } catch (error) {
       throw new RuntimeError('RUNTIME_ERROR', `Docker engine does not answer: ${errorText(error)}`, { cause: error });
     }
-    const info = (await this.docker.info()) as EngineInfo;
+    const info = (await this.docker.info()) as EngineInfo & { DockerRootDir?: string };
     this.storageDriver = info.Driver ?? '';
     this.isolationValue = engineIsolation(info);
+    this.dockerRootDir = info.DockerRootDir ?? '';
     this.diskModeValue = await this.chooseDiskMode(this.storageDriver);
     if (this.diskModeValue === 'loop') {
       this.warn(
@@ -206,7 +223,56 @@ export class DockerRuntime implements SandboxRuntime {
     return { gpuCount: this.gpu.gpuCount, gpuTypes: [...this.gpu.gpuTypes] };
   }
 
+  /**
+   * In `loop` mode, the filesystem of the disk directory and the loop images on it; in
+   * `storage-opt` mode, the engine's data root (when this host can see it) and the disk sizes of
+   * this process's sandboxes, none counted as written yet. Undefined in `none` mode.
+   */
+  async diskCapacity(): Promise<DiskCapacity | undefined> {
+    if (this.diskModeValue === 'loop') {
+      await mkdir(this.diskDir, { recursive: true });
+      const [space, images] = await Promise.all([filesystemSpace(this.diskDir), this.loopImages()]);
+      return { ...space, allocatedBytes: images.allocatedBytes + this.admittedBytes, usedBytes: images.usedBytes };
+    }
+    if (this.diskModeValue === 'storage-opt' && this.dockerRootDir && existsSync(this.dockerRootDir)) {
+      const space = await filesystemSpace(this.dockerRootDir);
+      let allocatedBytes = this.admittedBytes;
+      for (const state of this.tracked.values()) allocatedBytes += state.diskBytes ?? 0;
+      return { ...space, allocatedBytes, usedBytes: 0 };
+    }
+    return undefined;
+  }
+
+  /** Sizes of the loop disk images: apparent (allocated) and on the host (used). */
+  private async loopImages(): Promise<{ allocatedBytes: number; usedBytes: number }> {
+    const names = await readdir(this.diskDir).catch(() => [] as string[]);
+    const stats = await Promise.all(names.map((name) => stat(join(this.diskDir, name, 'disk.img')).catch(() => undefined)));
+    let allocatedBytes = 0;
+    let usedBytes = 0;
+    for (const st of stats) {
+      if (!st) continue;
+      allocatedBytes += st.size;
+      usedBytes += st.blocks * 512;
+    }
+    return { allocatedBytes, usedBytes };
+  }
+
   async create(spec: SandboxSpec): Promise<{ runtimeId: string }> {
+    const capacity = await this.diskCapacity();
+    // Synchronous from here to the reservation: concurrent creates see each other's admissions.
+    if (capacity) {
+      const shortfall = diskShortfall(capacity, spec.diskBytes, this.diskPolicy);
+      if (shortfall) throw new RuntimeError('START_FAILED', `not enough disk space: ${shortfall}`);
+    }
+    this.admittedBytes += spec.diskBytes;
+    try {
+      return await this.createAdmitted(spec);
+    } finally {
+      this.admittedBytes -= spec.diskBytes;
+    }
+  }
+
+  private async createAdmitted(spec: SandboxSpec): Promise<{ runtimeId: string }> {
     const runtimeId = containerName(spec.sandboxId);
     await this.ensureWatcher();
     const imageBytes = await this.ensureImage(spec);
@@ -215,6 +281,7 @@ export class DockerRuntime implements SandboxRuntime {
     }
     const state: Tracked = { removing: false, oomKilled: false };
     this.tracked.set(runtimeId, state);
+    if (this.diskModeValue === 'storage-opt') state.diskBytes = spec.diskBytes;
     let workspaceSource: string | null = null;
     try {
       if (spec.networkAccess) await this.egress.ensure();
@@ -420,7 +487,13 @@ export class DockerRuntime implements SandboxRuntime {
     } catch (error) {
       if (!isNotFound(error)) throw error;
     }
-    await this.removeQuietly(runtimeId, sandboxId);
+    try {
+      await this.removeQuietly(runtimeId, sandboxId);
+    } catch (error) {
+      this.removeFailed.set(runtimeId, sandboxId);
+      throw error;
+    }
+    this.removeFailed.delete(runtimeId);
     this.tracked.delete(runtimeId);
   }
 
@@ -462,7 +535,12 @@ export class DockerRuntime implements SandboxRuntime {
         }
       }),
     );
-    return states.filter((s): s is RuntimeSandboxState => s !== undefined);
+    const listed = states.filter((s): s is RuntimeSandboxState => s !== undefined);
+    const seen = new Set(listed.map((s) => s.runtimeId));
+    for (const [runtimeId, sandboxId] of this.removeFailed) {
+      if (!seen.has(runtimeId)) listed.push({ sandboxId, runtimeId, running: false, exitCode: 137, oomKilled: false });
+    }
+    return listed;
   }
 
   onEvent(listener: (event: RuntimeEvent) => void): () => void {

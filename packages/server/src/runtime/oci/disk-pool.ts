@@ -22,6 +22,11 @@ export class DiskPool {
   private readonly ready = new Map<number, Disk[]>();
   private readonly filling = new Map<number, Promise<void>>();
   private closed = false;
+  /** Apparent size of every disk this pool made or found (ready, owned or orphaned), by id. */
+  private readonly sizes = new Map<string, number>();
+  /** Bytes of disks being made right now. */
+  private makingBytes = 0;
+  private usedCache: { at: number; bytes: Promise<number> } | undefined;
   /** While this says true (creates in flight), refilling waits: it would only compete with them for the CPU. */
   busy: () => boolean = () => false;
 
@@ -78,8 +83,9 @@ export class DiskPool {
     const dir = join(this.root, id);
     const mountPoint = join(dir, 'mnt');
     const image = join(dir, 'disk.img');
-    await mkdir(mountPoint, { recursive: true });
+    this.makingBytes += sizeBytes;
     try {
+      await mkdir(mountPoint, { recursive: true });
       const handle = await open(image, 'w');
       try {
         await handle.truncate(sizeBytes);
@@ -89,9 +95,12 @@ export class DiskPool {
       await runTool('mkfs.ext4', ['-q', '-F', '-m', '0', '-E', 'lazy_itable_init=1,lazy_journal_init=1,nodiscard', image], { background });
       await runTool('mount', ['-o', 'loop,nosuid,nodev', image, mountPoint], { background });
       await rm(join(mountPoint, 'lost+found'), { recursive: true, force: true });
+      this.sizes.set(id, sizeBytes);
     } catch (error) {
       await this.destroy(id).catch(() => undefined);
       throw error;
+    } finally {
+      this.makingBytes -= sizeBytes;
     }
     return { id, sizeBytes, mountPoint };
   }
@@ -110,13 +119,36 @@ export class DiskPool {
     if (await isMountPoint(mnt)) await runTool('umount', ['-l', mnt]).catch(() => undefined);
     if (await isMountPoint(mnt)) throw new Error(`disk ${id} is still mounted at ${mnt}`);
     await rm(dir, { recursive: true, force: true });
+    this.sizes.delete(id);
+    this.usedCache = undefined;
   }
 
-  /** Every disk directory with its owner (undefined for pooled or orphaned disks). */
+  /** Sum of the sizes of the disks that exist or are being made (sparse: most of it is not on the host's disk yet). */
+  allocatedBytes(): number {
+    let total = this.makingBytes;
+    for (const size of this.sizes.values()) total += size;
+    return total;
+  }
+
+  /** Bytes the disks take on the host's filesystem; measured at most once a second. */
+  usedBytes(): Promise<number> {
+    if (!this.usedCache || Date.now() - this.usedCache.at > 1000) {
+      const ids = [...this.sizes.keys()];
+      const bytes = Promise.all(ids.map((id) => stat(join(this.root, id, 'disk.img')).then((st) => st.blocks * 512, () => 0))).then((all) =>
+        all.reduce((sum, n) => sum + n, 0),
+      );
+      this.usedCache = { at: Date.now(), bytes };
+    }
+    return this.usedCache.bytes;
+  }
+
+  /** Every disk directory with its owner (undefined for pooled or orphaned disks); counts their sizes in {@link allocatedBytes}. */
   async scan(): Promise<{ id: string; owner: string | undefined }[]> {
     const out: { id: string; owner: string | undefined }[] = [];
     for (const id of await readdir(this.root).catch(() => [] as string[])) {
       const owner = await readFile(join(this.root, id, 'owner'), 'utf8').catch(() => undefined);
+      const size = await stat(join(this.root, id, 'disk.img')).then((st) => st.size, () => undefined);
+      if (size !== undefined && !this.sizes.has(id)) this.sizes.set(id, size);
       out.push({ id, owner });
     }
     return out;

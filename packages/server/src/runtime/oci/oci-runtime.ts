@@ -12,6 +12,7 @@ import { detectCgroupLayout } from './cgroups.js';
 import type { CgroupLayout } from './cgroups.js';
 import { RuntimeError } from '../runtime.js';
 import type {
+  DiskCapacity,
   ExecProcess,
   ExecRequest,
   RuntimeCapabilities,
@@ -22,6 +23,8 @@ import type {
   SandboxRuntime,
   SandboxSpec,
 } from '../runtime.js';
+import { diskShortfall, filesystemSpace, NO_RESERVE } from '../disk-admission.js';
+import type { DiskPolicy } from '../disk-admission.js';
 import { DiskPool, isMountPoint } from './disk-pool.js';
 import { HostLauncher, hostLauncher, useHostLauncher } from './host-launcher.js';
 import { ImageStore } from './image-store.js';
@@ -90,6 +93,8 @@ export interface OciRuntimeOptions {
    * the host does not allow fails `init()`.
    */
   userns?: UsernsMapping | null;
+  /** Which disks `create()` admits (runtime/disk-admission.ts); default: a disk must only fit in free space. */
+  diskPolicy?: DiskPolicy;
 }
 
 /** What the driver records about a sandbox in `state.json`. */
@@ -117,6 +122,8 @@ interface Live {
   exitCode: number | null;
   oomKilled: boolean;
   removing: boolean;
+  /** A `remove()` failed part-way: `list()` shows the sandbox (not running) so the caller retries the removal. */
+  removeFailed: boolean;
   /** Emit an `exited` event when the exit is noticed (false for exits that happened while the server was down). */
   report: boolean;
 }
@@ -158,6 +165,9 @@ export class OciRuntime implements SandboxRuntime {
   private readonly sandboxesDir: string;
   private readonly runcRoot: string;
   private readonly disks: DiskPool;
+  private readonly diskPolicy: DiskPolicy;
+  /** Bytes of disks admitted by creates that have not got their disk yet. */
+  private admittedBytes = 0;
   private readonly netns: NetnsPool;
   private readonly killOnOom: boolean;
   private readonly startCheckMs: number;
@@ -212,6 +222,7 @@ export class OciRuntime implements SandboxRuntime {
     this.readyTimeoutMs = options.readyTimeoutMs ?? 30_000;
     this.warmDiskSizes = options.warmDiskSizes ?? [GiB];
     this.usernsOption = options.userns;
+    this.diskPolicy = options.diskPolicy ?? NO_RESERVE;
   }
 
   /**
@@ -306,6 +317,33 @@ export class OciRuntime implements SandboxRuntime {
     };
   }
 
+  async diskCapacity(): Promise<DiskCapacity | undefined> {
+    await this.init();
+    await mkdir(join(this.instanceDir, 'disks'), { recursive: true });
+    const [space, usedBytes] = await Promise.all([filesystemSpace(join(this.instanceDir, 'disks')), this.disks.usedBytes()]);
+    return { ...space, usedBytes, allocatedBytes: this.disks.allocatedBytes() + this.admittedBytes };
+  }
+
+  /**
+   * Admits a disk of `bytes` under the disk policy, or throws `START_FAILED`. The admitted bytes
+   * count as allocated until the returned release is called (once the disk exists, or the create failed).
+   */
+  private async admitDisk(bytes: number): Promise<() => void> {
+    const capacity = await this.diskCapacity();
+    // Synchronous from here: concurrent creates see each other's admissions.
+    if (capacity) {
+      const shortfall = diskShortfall({ ...capacity, allocatedBytes: this.disks.allocatedBytes() + this.admittedBytes }, bytes, this.diskPolicy);
+      if (shortfall) throw new RuntimeError('START_FAILED', `not enough disk space: ${shortfall}`);
+    }
+    this.admittedBytes += bytes;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.admittedBytes -= bytes;
+    };
+  }
+
   private sandboxDir(runtimeId: string): string {
     return join(this.sandboxesDir, runtimeId);
   }
@@ -335,6 +373,20 @@ export class OciRuntime implements SandboxRuntime {
     const workspace = posix.normalize(spec.workspacePath);
     if (!workspace.startsWith('/') || workspace.split('/').includes('..')) throw new RuntimeError('START_FAILED', `invalid workspace path ${spec.workspacePath}`);
     const auth = spec.registryAuth ? { username: spec.registryAuth.username, password: spec.registryAuth.password } : undefined;
+    const releaseDisk = await this.admitDisk(spec.diskBytes);
+    try {
+      return await this.createAdmitted(spec, workspace, auth, releaseDisk);
+    } finally {
+      releaseDisk();
+    }
+  }
+
+  private async createAdmitted(
+    spec: SandboxSpec,
+    workspace: string,
+    auth: { username: string; password: string } | undefined,
+    releaseDisk: () => void,
+  ): Promise<{ runtimeId: string }> {
     const image = await this.images.ensure(spec.image, auth);
     const runtimeId = `corral-${spec.sandboxId}`;
     const dir = this.sandboxDir(runtimeId);
@@ -361,6 +413,7 @@ export class OciRuntime implements SandboxRuntime {
     try {
       const [disk, ns] = await Promise.all([this.disks.acquire(spec.diskBytes, runtimeId), this.netns.acquire(spec.networkAccess)]);
       record.diskId = disk.id;
+      releaseDisk(); // Counted by the pool from now on.
       record.netns = { name: ns.name, ip: ns.ip };
       const hostname = `sandbox-${spec.sandboxId}`.slice(0, 63);
       const upper = join(disk.mountPoint, 'upper');
@@ -404,7 +457,7 @@ export class OciRuntime implements SandboxRuntime {
       });
       await writeFile(join(dir, 'config.json'), JSON.stringify(config), { mode: 0o600 });
       // Exits are reported once create() succeeded; a start that fails is START_FAILED, not an event.
-      const live: Live = { record, exitCode: null, oomKilled: false, removing: false, report: false };
+      const live: Live = { record, exitCode: null, oomKilled: false, removing: false, removeFailed: false, report: false };
       this.live.set(runtimeId, live);
       await this.start(record, dir, spec.startCommand !== null);
       live.report = true;
@@ -490,7 +543,7 @@ export class OciRuntime implements SandboxRuntime {
 
   private running(runtimeId: string): Live {
     const live = this.live.get(runtimeId);
-    if (!live || live.removing) throw new RuntimeError('NOT_FOUND', `no sandbox ${runtimeId}`);
+    if (!live || live.removing || live.removeFailed) throw new RuntimeError('NOT_FOUND', `no sandbox ${runtimeId}`);
     if (live.exitCode !== null || existsSync(join(this.sandboxDir(runtimeId), 'exit'))) throw new RuntimeError('NOT_FOUND', `sandbox ${runtimeId} is not running`);
     return live;
   }
@@ -598,13 +651,20 @@ export class OciRuntime implements SandboxRuntime {
     const live = this.live.get(runtimeId);
     if (!live) return; // Not this instance's.
     live.removing = true;
-    await this.killAll(live.record);
-    const exitFile = join(this.sandboxDir(runtimeId), 'exit');
-    for (let i = 0; i < 200 && !existsSync(exitFile); i++) {
-      if (i % 20 === 19) await this.killAll(live.record);
-      await delay(10);
+    try {
+      await this.killAll(live.record);
+      const exitFile = join(this.sandboxDir(runtimeId), 'exit');
+      for (let i = 0; i < 200 && !existsSync(exitFile); i++) {
+        if (i % 20 === 19) await this.killAll(live.record);
+        await delay(10);
+      }
+      await this.teardown(live.record);
+    } catch (error) {
+      // Half torn down: keep it listed (as ended) so the reconciler sees it and retries.
+      live.removing = false;
+      live.removeFailed = true;
+      throw error;
     }
-    await this.teardown(live.record);
     this.live.delete(runtimeId);
   }
 
@@ -686,7 +746,7 @@ export class OciRuntime implements SandboxRuntime {
         continue; // An interrupted create: removeOrphans() cleans it.
       }
       if (!existsSync(join(dir, 'init.pid'))) continue;
-      const live: Live = { record, exitCode: null, oomKilled: existsSync(join(dir, 'oom')), removing: false, report: false };
+      const live: Live = { record, exitCode: null, oomKilled: existsSync(join(dir, 'oom')), removing: false, removeFailed: false, report: false };
       if (!(await this.refresh(live))) {
         const status = await runTool(this.runtimeBinary, ['--root', this.runcRoot, 'state', runtimeId]).then(
           (r) => (JSON.parse(r.stdout) as { status?: string }).status,
@@ -763,8 +823,8 @@ function toState(live: Live): RuntimeSandboxState {
   return {
     sandboxId: live.record.sandboxId,
     runtimeId: live.record.runtimeId,
-    running: live.exitCode === null,
-    exitCode: live.exitCode,
+    running: live.exitCode === null && !live.removeFailed,
+    exitCode: live.exitCode ?? (live.removeFailed ? 137 : null),
     oomKilled: live.oomKilled,
   };
 }

@@ -8,6 +8,8 @@ import { buildApp } from './http/app.js';
 import { Reconciler } from './reconciler/reconciler.js';
 import { createRuntime } from './runtime/create-runtime.js';
 import type { SandboxRuntime } from './runtime/runtime.js';
+import { AccessChecker } from './services/access-checker.js';
+import { AccessEvents } from './services/access-events.js';
 import { ActivityTracker } from './services/activity-tracker.js';
 import { AuthService } from './services/auth-service.js';
 import { GatewayTokens } from './services/gateway-tokens.js';
@@ -65,17 +67,24 @@ export async function createCorralServer(config: CorralConfig, options: { logger
     await store.close();
     throw error;
   }
-  const auth = new AuthService(store);
+  const accessEvents = new AccessEvents((error, change) => log.warn({ err: error, change }, 'acting on an access change failed'));
+  const access = new AccessChecker(store);
+  // First listener: every later one (network, sandboxes) re-checks against the store, not the cache.
+  accessEvents.subscribe(() => access.invalidate());
+  const auth = new AuthService(store, accessEvents);
   const { createdKey } = await auth.bootstrap(config.bootstrapApiKey);
   const lifecycle = new SandboxLifecycle(store, runtime, config, log);
   const tokens = new GatewayTokens(gatewaySecret(config), config.gatewayTokenTtlSeconds);
   const activity = new ActivityTracker(store, log);
   const registryCredentials = new RegistryCredentialsService(store);
   const sandboxes = new SandboxService(store, lifecycle, tokens, config, registryCredentials);
+  accessEvents.subscribe(async (change) => {
+    if (change.kind === 'userDeleted') await sandboxes.terminateOwnedBy(change.userId);
+  });
   const reconciler = new Reconciler(store, lifecycle, config.reconcileIntervalMs, log, config.terminatedRetentionHours * 3_600_000);
   let ready = false;
   const app = await buildApp(
-    { config, auth, sandboxes, registryCredentials, rateLimiter: new RateLimiter(config.rateLimits), gateway: { store, runtime, tokens, activity }, isReady: () => ready },
+    { config, auth, sandboxes, registryCredentials, rateLimiter: new RateLimiter(config.rateLimits), gateway: { store, runtime, tokens, access, activity }, isReady: () => ready },
     log,
   );
   await reconciler.reconcile();

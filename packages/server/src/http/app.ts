@@ -3,6 +3,7 @@ import Fastify, { type FastifyInstance, type FastifyRequest, LogController } fro
 import type { Logger } from 'pino';
 import type { CorralConfig } from '../config.js';
 import { ApiError } from '../errors/api-error.js';
+import type { AccessChecker } from '../services/access-checker.js';
 import type { ActivityTracker } from '../services/activity-tracker.js';
 import type { AuthService, Principal } from '../services/auth-service.js';
 import type { GatewayTokens } from '../services/gateway-tokens.js';
@@ -53,6 +54,8 @@ export interface GatewayServices {
   store: Store;
   runtime: SandboxRuntime | null;
   tokens: GatewayTokens;
+  /** Re-checks on use that the key, user and team role behind a token still grant access. */
+  access: AccessChecker;
   activity: ActivityTracker;
 }
 
@@ -114,7 +117,7 @@ export async function buildApp(services: AppServices, logger: Logger | false = f
     if (!name || !request.principal) return;
     const params = request.params as Record<string, string | undefined>;
     const subject = params.sandbox_id ?? params.tunnel_id;
-    const decision = services.rateLimiter.hit(name, request.principal.apiKeyId, subject);
+    const decision = services.rateLimiter.hit(name, request.principal.user.id, subject);
     if (!decision.allowed) {
       throw new ApiError('RATE_LIMITED', `Too Many Requests: rate limit for ${name} exceeded; retry after ${decision.retryAfterSeconds}s`, {
         retryAfterSeconds: decision.retryAfterSeconds,

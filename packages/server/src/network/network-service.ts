@@ -478,7 +478,7 @@ export class NetworkService {
       expiresAt: new Date(now + ttlSeconds * 1000).toISOString(),
     };
     await this.deps.store.insertSshSession(session);
-    const { token } = this.deps.tokens.issue(sandbox.id, caller.user.id);
+    const { token } = this.deps.tokens.issue(sandbox.id, caller.user.id, caller.apiKeyId);
     const host = this.networkHost();
     return {
       session_id: session.id,

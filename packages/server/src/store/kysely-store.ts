@@ -568,6 +568,32 @@ export class KyselyStore implements Store {
     });
   }
 
+  async purgeRevokedNetworkAccess(): Promise<{ sshSessionIds: string[]; tunnelIds: string[] }> {
+    return this.net.transaction().execute(async (trx) => {
+      const liveKeys = trx.selectFrom('api_keys').select('id').where('revoked_at', 'is', null);
+      const users = trx.selectFrom('users').select('id');
+      const sessions = await trx
+        .selectFrom('ssh_sessions')
+        .select('id')
+        .where('api_key_id', 'is not', null)
+        .where('api_key_id', 'not in', liveKeys)
+        .execute();
+      const tunnels = await trx
+        .selectFrom('tunnels')
+        .select('id')
+        .where((eb) => eb.or([eb.and([eb('api_key_id', 'is not', null), eb('api_key_id', 'not in', liveKeys)]), eb('user_id', 'not in', users)]))
+        .execute();
+      const sshSessionIds = sessions.map((r) => r.id);
+      const tunnelIds = tunnels.map((r) => r.id);
+      if (sshSessionIds.length > 0) {
+        await trx.deleteFrom('ssh_session_keys').where('session_id', 'in', sshSessionIds).execute();
+        await trx.deleteFrom('ssh_sessions').where('id', 'in', sshSessionIds).execute();
+      }
+      if (tunnelIds.length > 0) await trx.deleteFrom('tunnels').where('id', 'in', tunnelIds).execute();
+      return { sshSessionIds, tunnelIds };
+    });
+  }
+
   async insertSshSession(s: SshSessionRecord): Promise<void> {
     await this.net
       .insertInto('ssh_sessions')
@@ -579,6 +605,7 @@ export class KyselyStore implements Store {
         ttl_seconds: s.ttlSeconds,
         created_at: s.createdAt,
         expires_at: s.expiresAt,
+        api_key_id: s.apiKeyId,
       })
       .execute();
   }
@@ -682,6 +709,7 @@ function rowToSshSession(row: Selectable<SshSessionsTable>): SshSessionRecord {
     ttlSeconds: Number(row.ttl_seconds),
     createdAt: row.created_at,
     expiresAt: row.expires_at,
+    apiKeyId: row.api_key_id,
   };
 }
 
@@ -701,6 +729,7 @@ function tunnelToRow(t: TunnelRecord): TunnelsTable {
     connected_at: t.connectedAt,
     expires_at: t.expiresAt,
     terminated_at: t.terminatedAt,
+    api_key_id: t.apiKeyId,
   };
 }
 
@@ -720,5 +749,6 @@ function rowToTunnel(row: Selectable<TunnelsTable>): TunnelRecord {
     connectedAt: row.connected_at,
     expiresAt: row.expires_at,
     terminatedAt: row.terminated_at,
+    apiKeyId: row.api_key_id,
   };
 }

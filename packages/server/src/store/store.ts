@@ -145,6 +145,12 @@ export interface Store {
    */
   purgeNetworkOfEndedSandboxes(now: string): Promise<{ exposureIds: string[]; sshSessionIds: string[] }>;
 
+  /**
+   * Deletes the SSH sessions and tunnels whose API key is revoked or gone, and the tunnels of
+   * users that no longer exist; returns the ids it deleted.
+   */
+  purgeRevokedNetworkAccess(): Promise<{ sshSessionIds: string[]; tunnelIds: string[] }>;
+
   insertSshSession(session: SshSessionRecord): Promise<void>;
   getSshSession(id: string): Promise<SshSessionRecord | undefined>;
   /** Deletes the session and its keys. */

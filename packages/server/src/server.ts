@@ -13,6 +13,7 @@ import { AccessEvents } from './services/access-events.js';
 import { ActivityTracker } from './services/activity-tracker.js';
 import { AuthService } from './services/auth-service.js';
 import { GatewayTokens } from './services/gateway-tokens.js';
+import { QuotaService } from './services/quota-service.js';
 import { RateLimiter } from './services/rate-limiter.js';
 import { RegistryCredentialsService } from './services/registry-credentials-service.js';
 import { SandboxLifecycle } from './services/sandbox-lifecycle.js';
@@ -77,14 +78,15 @@ export async function createCorralServer(config: CorralConfig, options: { logger
   const tokens = new GatewayTokens(gatewaySecret(config), config.gatewayTokenTtlSeconds);
   const activity = new ActivityTracker(store, log);
   const registryCredentials = new RegistryCredentialsService(store);
-  const sandboxes = new SandboxService(store, lifecycle, tokens, config, registryCredentials);
+  const quotas = new QuotaService(store, config);
+  const sandboxes = new SandboxService(store, lifecycle, tokens, config, registryCredentials, quotas);
   accessEvents.subscribe(async (change) => {
     if (change.kind === 'userDeleted') await sandboxes.terminateOwnedBy(change.userId);
   });
   const reconciler = new Reconciler(store, lifecycle, config.reconcileIntervalMs, log, config.terminatedRetentionHours * 3_600_000);
   let ready = false;
   const app = await buildApp(
-    { config, auth, sandboxes, registryCredentials, rateLimiter: new RateLimiter(config.rateLimits), gateway: { store, runtime, tokens, access, activity }, isReady: () => ready },
+    { config, auth, sandboxes, quotas, registryCredentials, rateLimiter: new RateLimiter(config.rateLimits), gateway: { store, runtime, tokens, access, activity }, isReady: () => ready },
     log,
   );
   await reconciler.reconcile();

@@ -10,11 +10,13 @@ import type { GatewayTokens } from '../services/gateway-tokens.js';
 import type { SandboxRuntime } from '../runtime/runtime.js';
 import type { Store } from '../store/store.js';
 import type { RateLimitName, RateLimiter } from '../services/rate-limiter.js';
+import type { QuotaService } from '../services/quota-service.js';
 import type { RegistryCredentialsService } from '../services/registry-credentials-service.js';
 import type { SandboxService } from '../services/sandbox-service.js';
 import { registerGateway } from '../gateway/index.js';
 import { errorHandler, frameworkErrorHandler } from './error-handler.js';
 import { registerAdminRoutes } from './routes/admin-routes.js';
+import { registerQuotaRoutes } from './routes/quota-routes.js';
 import { registerExposureRoutes } from './routes/exposure-routes.js';
 import { registerHealthRoutes } from './routes/health-routes.js';
 import { registerSandboxActionRoutes } from './routes/sandbox-action-routes.js';
@@ -41,6 +43,8 @@ export interface AppServices {
   config: CorralConfig;
   auth: AuthService;
   sandboxes: SandboxService;
+  /** Per-user and per-team quotas over active sandboxes. */
+  quotas: QuotaService;
   registryCredentials: RegistryCredentialsService;
   rateLimiter: RateLimiter;
   /** The data plane's view: the store, the runtime, token checks and activity for idle timeouts. */
@@ -142,6 +146,7 @@ export async function buildApp(services: AppServices, logger: Logger | false = f
       registerExposureRoutes(api, services);
       registerTunnelRoutes(api);
       registerAdminRoutes(api, services);
+      registerQuotaRoutes(api, services);
       registerTemplateRoutes(api, services);
     },
     { prefix: '/api/v1' },

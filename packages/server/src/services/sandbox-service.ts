@@ -5,6 +5,7 @@ import { newId } from '../util/ids.js';
 import { nowIso } from '../util/time.js';
 import type { Principal } from './auth-service.js';
 import type { GatewayTokens } from './gateway-tokens.js';
+import { QuotaExceededError, QuotaService } from './quota-service.js';
 import type { RegistryCredentialsService } from './registry-credentials-service.js';
 import type { SandboxLifecycle } from './sandbox-lifecycle.js';
 import { isTerminal, type SandboxRecord, type SandboxStatus } from './sandbox-model.js';
@@ -100,6 +101,7 @@ export class SandboxService {
     private readonly tokens: GatewayTokens,
     private readonly config: CorralConfig,
     private readonly registryCredentials: RegistryCredentialsService,
+    private readonly quotas: QuotaService = new QuotaService(store, config),
   ) {}
 
   /** Whether the caller may see and act on a sandbox. */
@@ -107,7 +109,10 @@ export class SandboxService {
     return maySeeSandbox(caller.user.id, caller.teams, sandbox);
   }
 
-  /** Creates a sandbox (or returns the one created earlier with the same idempotency key). */
+  /**
+   * Creates a sandbox (or returns the one created earlier with the same idempotency key), within
+   * the caller's and the team's quotas (403 QUOTA_EXCEEDED otherwise).
+   */
   async create(caller: Principal, input: CreateSandboxInput): Promise<SandboxRecord> {
     this.checkCreate(caller, input);
     if (input.registryCredentialsId !== null && !(await this.registryCredentials.usable(caller, input.registryCredentialsId))) {
@@ -152,7 +157,15 @@ export class SandboxService {
       runtimeId: null,
       runtimeOwner: this.config.instanceId,
     };
-    const { sandbox, created } = await this.store.insertSandbox(record);
+    const quota = await this.quotas.checkFor(caller, input.teamId);
+    let inserted: { sandbox: SandboxRecord; created: boolean };
+    try {
+      inserted = await this.store.insertSandbox(record, quota);
+    } catch (error) {
+      if (error instanceof QuotaExceededError) throw QuotaService.toApiError(error);
+      throw error;
+    }
+    const { sandbox, created } = inserted;
     if (created) this.lifecycle.provision(sandbox.id);
     return sandbox;
   }

@@ -61,6 +61,16 @@ export interface CorralConfig {
    * divided by this, must fit in free space beside the new disk. 0: only the new disk must fit.
    */
   diskOvercommit: number;
+  /** Default per-user quota over active sandboxes (null: no limit); server admins have none unless set for them. */
+  quotaSandboxes: number | null;
+  quotaCpuCores: number | null;
+  quotaMemoryGb: number | null;
+  quotaDiskGb: number | null;
+  /** Default per-team quota over the team's active sandboxes (null: no limit). */
+  teamQuotaSandboxes: number | null;
+  teamQuotaCpuCores: number | null;
+  teamQuotaMemoryGb: number | null;
+  teamQuotaDiskGb: number | null;
 }
 
 /**
@@ -101,6 +111,17 @@ function oneOf(...values: string[]): Parser {
     return raw;
   };
 }
+/** A quota default: a number from 0 up, or `unlimited` (also -1) for no limit. */
+function quota(integerOnly: boolean): Parser {
+  return (raw, name) => {
+    if (raw === 'unlimited' || raw === '-1') return null;
+    const value = Number(raw);
+    if (!Number.isFinite(value) || value < 0 || (integerOnly && !Number.isInteger(value))) {
+      throw new Error(`${name} must be ${integerOnly ? 'an integer' : 'a number'} from 0 up, or unlimited, got "${raw}"`);
+    }
+    return value;
+  };
+}
 const portRange: Parser = (raw, name) => {
   const match = /^(\d+)-(\d+)$/.exec(raw.trim());
   const from = Number(match?.[1]);
@@ -137,7 +158,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'dockerHost', env: 'DOCKER_HOST', description: 'Docker Engine endpoint for the docker driver', defaultText: 'unix:///var/run/docker.sock', parse: optionalText },
   { key: 'instanceId', env: 'CORRAL_INSTANCE_ID', description: 'Name stamped on every container this server creates; servers sharing a host need different ones', defaultText: 'corral', parse: text },
   { key: 'bootstrapApiKey', env: 'CORRAL_BOOTSTRAP_API_KEY', description: 'When set, an admin API key with exactly this value exists after startup', defaultText: '(unset: the first start prints a new admin key)', parse: optionalText },
-  { key: 'rateLimits', env: 'CORRAL_RATE_LIMITS', description: 'Enforce the Prime API rate limits per key (and per sandbox)', defaultText: 'on', parse: onOff },
+  { key: 'rateLimits', env: 'CORRAL_RATE_LIMITS', description: 'Enforce the Prime API rate limits per user, whichever key is used (and per sandbox)', defaultText: 'on', parse: onOff },
   { key: 'reconcileIntervalMs', env: 'CORRAL_RECONCILE_INTERVAL_MS', description: 'How often the reconciler checks timeouts and runtime state', defaultText: '2000', parse: integer(50, 600_000) },
   { key: 'logLevel', env: 'CORRAL_LOG_LEVEL', description: 'Log level: fatal, error, warn, info, debug, trace, silent', defaultText: 'info', parse: oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent') },
   { key: 'gatewaySecret', env: 'CORRAL_GATEWAY_SECRET', description: 'Key that signs gateway tokens; replicas must share it', defaultText: '(generated once into the data dir)', parse: optionalText },
@@ -161,6 +182,14 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'maxConcurrentProvisioning', env: 'CORRAL_MAX_CONCURRENT_PROVISIONING', description: 'Most sandboxes provisioned at once; later creates stay PENDING in a FIFO queue', defaultText: '4 per CPU core, at least 8', parse: integer(1, 10_000) },
   { key: 'diskReserveGb', env: 'CORRAL_DISK_RESERVE_GB', description: 'GiB kept free on the filesystem holding sandbox disks; a create whose disk does not fit in free space minus this is refused (422)', defaultText: '5', parse: integer(0, 1_000_000) },
   { key: 'diskOvercommit', env: 'CORRAL_DISK_OVERCOMMIT', description: 'Overcommit factor of sparse sandbox disks: a create is refused unless new disk + (unwritten space of existing disks) / factor fits in free space minus the reserve; 0 checks only the new disk', defaultText: '200', parse: integer(0, 1_000_000) },
+  { key: 'quotaSandboxes', env: 'CORRAL_QUOTA_SANDBOXES', description: 'Default per-user quota: most active sandboxes (unlimited: no limit; server admins have no default quota)', defaultText: '50', parse: quota(true) },
+  { key: 'quotaCpuCores', env: 'CORRAL_QUOTA_CPU_CORES', description: 'Default per-user quota: total CPU cores of active sandboxes', defaultText: '64', parse: quota(false) },
+  { key: 'quotaMemoryGb', env: 'CORRAL_QUOTA_MEMORY_GB', description: 'Default per-user quota: total memory of active sandboxes, GB', defaultText: '256', parse: quota(false) },
+  { key: 'quotaDiskGb', env: 'CORRAL_QUOTA_DISK_GB', description: 'Default per-user quota: total disk of active sandboxes, GB', defaultText: '2000', parse: quota(false) },
+  { key: 'teamQuotaSandboxes', env: 'CORRAL_TEAM_QUOTA_SANDBOXES', description: "Default per-team quota: most active sandboxes in the team (all members')", defaultText: 'unlimited', parse: quota(true) },
+  { key: 'teamQuotaCpuCores', env: 'CORRAL_TEAM_QUOTA_CPU_CORES', description: 'Default per-team quota: total CPU cores of active sandboxes in the team', defaultText: 'unlimited', parse: quota(false) },
+  { key: 'teamQuotaMemoryGb', env: 'CORRAL_TEAM_QUOTA_MEMORY_GB', description: 'Default per-team quota: total memory of active sandboxes in the team, GB', defaultText: 'unlimited', parse: quota(false) },
+  { key: 'teamQuotaDiskGb', env: 'CORRAL_TEAM_QUOTA_DISK_GB', description: 'Default per-team quota: total disk of active sandboxes in the team, GB', defaultText: 'unlimited', parse: quota(false) },
 ];
 
 const DEFAULTS: CorralConfig = {
@@ -200,6 +229,14 @@ const DEFAULTS: CorralConfig = {
   maxConcurrentProvisioning: Math.max(8, 4 * availableParallelism()),
   diskReserveGb: 5,
   diskOvercommit: 200,
+  quotaSandboxes: 50,
+  quotaCpuCores: 64,
+  quotaMemoryGb: 256,
+  quotaDiskGb: 2000,
+  teamQuotaSandboxes: null,
+  teamQuotaCpuCores: null,
+  teamQuotaMemoryGb: null,
+  teamQuotaDiskGb: null,
 };
 
 /**

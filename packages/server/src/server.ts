@@ -8,9 +8,12 @@ import { buildApp } from './http/app.js';
 import { Reconciler } from './reconciler/reconciler.js';
 import { createRuntime } from './runtime/create-runtime.js';
 import type { RuntimeIsolation, SandboxRuntime } from './runtime/runtime.js';
+import { AccessChecker } from './services/access-checker.js';
+import { AccessEvents } from './services/access-events.js';
 import { ActivityTracker } from './services/activity-tracker.js';
 import { AuthService } from './services/auth-service.js';
 import { GatewayTokens } from './services/gateway-tokens.js';
+import { QuotaService } from './services/quota-service.js';
 import { RateLimiter } from './services/rate-limiter.js';
 import { RegistryCredentialsService } from './services/registry-credentials-service.js';
 import { SandboxLifecycle } from './services/sandbox-lifecycle.js';
@@ -84,17 +87,25 @@ export async function createCorralServer(config: CorralConfig, options: { logger
     throw error;
   }
   if (runtime) logIsolation(log, runtime.name, runtime.isolation());
-  const auth = new AuthService(store);
+  const accessEvents = new AccessEvents((error, change) => log.warn({ err: error, change }, 'acting on an access change failed'));
+  const access = new AccessChecker(store);
+  // First listener: every later one (network, sandboxes) re-checks against the store, not the cache.
+  accessEvents.subscribe(() => access.invalidate());
+  const auth = new AuthService(store, accessEvents);
   const { createdKey } = await auth.bootstrap(config.bootstrapApiKey);
   const lifecycle = new SandboxLifecycle(store, runtime, config, log);
   const tokens = new GatewayTokens(gatewaySecret(config), config.gatewayTokenTtlSeconds);
   const activity = new ActivityTracker(store, log);
   const registryCredentials = new RegistryCredentialsService(store);
-  const sandboxes = new SandboxService(store, lifecycle, tokens, config, registryCredentials);
+  const quotas = new QuotaService(store, config);
+  const sandboxes = new SandboxService(store, lifecycle, tokens, config, registryCredentials, quotas);
+  accessEvents.subscribe(async (change) => {
+    if (change.kind === 'userDeleted') await sandboxes.terminateOwnedBy(change.userId);
+  });
   const reconciler = new Reconciler(store, lifecycle, config.reconcileIntervalMs, log, { retentionMs: config.terminatedRetentionHours * 3_600_000 });
   let ready = false;
   const app = await buildApp(
-    { config, auth, sandboxes, registryCredentials, rateLimiter: new RateLimiter(config.rateLimits), gateway: { store, runtime, tokens, activity }, isReady: () => ready },
+    { config, auth, sandboxes, quotas, registryCredentials, rateLimiter: new RateLimiter(config.rateLimits), gateway: { store, runtime, tokens, access, activity }, isReady: () => ready },
     log,
   );
   await reconciler.reconcile();

@@ -39,7 +39,9 @@ export const ERROR_STATUS = {
   SANDBOX_NOT_RUNNING: 409,
   /** The user holds as many unexpired tunnels as allowed (Prime's 400 "maximum number of"). */
   TUNNEL_LIMIT_REACHED: 400,
-  /** Too many requests for this key (and sandbox) in the current window; see `Retry-After`. */
+  /** The create would take the user's or team's active sandboxes past a quota (count, CPU, memory or disk). */
+  QUOTA_EXCEEDED: 403,
+  /** Too many requests from this user (any of their keys; per sandbox where Prime counts so) in the current window; see `Retry-After`. */
   RATE_LIMITED: 429,
   /** The feature exists in the API but this server has no backend for it yet. */
   NOT_IMPLEMENTED: 501,

@@ -150,9 +150,10 @@ describe('gateway exec (Docker)', { timeout: 180_000, skip: missing !== undefine
     assert.equal((await execCall(sb, { command: 'true' }, other.token)).status, 401, "another sandbox's token");
     const secret = readFileSync(join(server.t.dataDir, 'gateway-secret'), 'utf8').trim();
     const tokens = new GatewayTokens(secret, 60);
-    const expired = tokens.issue(sb.id, sb.userNs, Date.now() - 61_000).token;
+    const keyId = (await server.t.server.store.listApiKeys(sb.userNs))[0]?.id ?? 'no-key';
+    const expired = tokens.issue(sb.id, sb.userNs, keyId, Date.now() - 61_000).token;
     assert.equal((await execCall(sb, { command: 'true' }, expired)).status, 401);
-    const fresh = tokens.issue(sb.id, sb.userNs).token;
+    const fresh = tokens.issue(sb.id, sb.userNs, keyId).token;
     assert.equal((await execCall(sb, { command: 'true' }, fresh)).status, 200, 'the same secret, unexpired');
     const wrongNs = await fetch(`${sb.base.replace(`/${sb.userNs}/`, '/someone-else/')}/exec`, {
       method: 'POST',

@@ -21,7 +21,9 @@ export function bearerToken(header: string | undefined): string | undefined {
  *
  * - 401 unless the token verifies, is unexpired, names this sandbox (`sid` = `job_id`), and
  *   `user_ns` is the token's user or the sandbox's owner (`/auth` answers with the owner's id
- *   as `user_ns`, while the token carries the caller's id, e.g. a team member's).
+ *   as `user_ns`, while the token carries the caller's id, e.g. a team member's); and unless
+ *   the API key it was issued through is still unrevoked, its user still exists and may still
+ *   see the sandbox (re-checked on use, cached for a second or two by `AccessChecker`).
  * - 409 while the sandbox is PENDING, PROVISIONING or PAUSED: Prime's SDK retries while the
  *   sandbox's status says RUNNING.
  * - 502 `sandbox_not_found` when it has ended, is missing, or has no container.
@@ -39,6 +41,9 @@ export async function resolveTarget(
   const sandbox = await services.store.getSandbox(jobId);
   if (!sandbox) throw sandboxNotFound(jobId, `Sandbox ${jobId} not found`);
   if (userNs !== claims.uid && userNs !== sandbox.userId) throw unauthorized('This gateway token is for another user namespace');
+  if (!(await services.access.maySee(claims.kid, sandbox, claims.uid))) {
+    throw unauthorized('The access this gateway token was issued with has been revoked; request a new token with a valid API key');
+  }
   switch (sandbox.status) {
     case 'PENDING':
     case 'PROVISIONING':

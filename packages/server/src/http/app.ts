@@ -3,17 +3,20 @@ import Fastify, { type FastifyInstance, type FastifyRequest, LogController } fro
 import type { Logger } from 'pino';
 import type { CorralConfig } from '../config.js';
 import { ApiError } from '../errors/api-error.js';
+import type { AccessChecker } from '../services/access-checker.js';
 import type { ActivityTracker } from '../services/activity-tracker.js';
 import type { AuthService, Principal } from '../services/auth-service.js';
 import type { GatewayTokens } from '../services/gateway-tokens.js';
 import type { SandboxRuntime } from '../runtime/runtime.js';
 import type { Store } from '../store/store.js';
 import type { RateLimitName, RateLimiter } from '../services/rate-limiter.js';
+import type { QuotaService } from '../services/quota-service.js';
 import type { RegistryCredentialsService } from '../services/registry-credentials-service.js';
 import type { SandboxService } from '../services/sandbox-service.js';
 import { registerGateway } from '../gateway/index.js';
 import { errorHandler, frameworkErrorHandler } from './error-handler.js';
 import { registerAdminRoutes } from './routes/admin-routes.js';
+import { registerQuotaRoutes } from './routes/quota-routes.js';
 import { registerExposureRoutes } from './routes/exposure-routes.js';
 import { registerHealthRoutes } from './routes/health-routes.js';
 import { registerSandboxActionRoutes } from './routes/sandbox-action-routes.js';
@@ -40,6 +43,8 @@ export interface AppServices {
   config: CorralConfig;
   auth: AuthService;
   sandboxes: SandboxService;
+  /** Per-user and per-team quotas over active sandboxes. */
+  quotas: QuotaService;
   registryCredentials: RegistryCredentialsService;
   rateLimiter: RateLimiter;
   /** The data plane's view: the store, the runtime, token checks and activity for idle timeouts. */
@@ -53,6 +58,8 @@ export interface GatewayServices {
   store: Store;
   runtime: SandboxRuntime | null;
   tokens: GatewayTokens;
+  /** Re-checks on use that the key, user and team role behind a token still grant access. */
+  access: AccessChecker;
   activity: ActivityTracker;
 }
 
@@ -114,7 +121,7 @@ export async function buildApp(services: AppServices, logger: Logger | false = f
     if (!name || !request.principal) return;
     const params = request.params as Record<string, string | undefined>;
     const subject = params.sandbox_id ?? params.tunnel_id;
-    const decision = services.rateLimiter.hit(name, request.principal.apiKeyId, subject);
+    const decision = services.rateLimiter.hit(name, request.principal.user.id, subject);
     if (!decision.allowed) {
       throw new ApiError('RATE_LIMITED', `Too Many Requests: rate limit for ${name} exceeded; retry after ${decision.retryAfterSeconds}s`, {
         retryAfterSeconds: decision.retryAfterSeconds,
@@ -139,6 +146,7 @@ export async function buildApp(services: AppServices, logger: Logger | false = f
       registerExposureRoutes(api, services);
       registerTunnelRoutes(api);
       registerAdminRoutes(api, services);
+      registerQuotaRoutes(api, services);
       registerTemplateRoutes(api, services);
     },
     { prefix: '/api/v1' },

@@ -60,3 +60,39 @@ test('the API on PostgreSQL keeps its state across a restart', async (t) => {
     rmSync(dataDir, { recursive: true, force: true });
   }
 });
+
+test('quotas hold across two replicas sharing PostgreSQL: 50 concurrent creates do not overshoot', async (t) => {
+  const url = process.env.CORRAL_TEST_DATABASE_URL;
+  if (!url) {
+    if (process.env.CI === 'true') assert.fail('CORRAL_TEST_DATABASE_URL is required under CI=true (scripts/test.sh sets it)');
+    t.skip('CORRAL_TEST_DATABASE_URL unset (scripts/ensure-postgres.sh prints one)');
+    return;
+  }
+  const admin = new pg.Client({ connectionString: url });
+  await admin.connect();
+  const name = `corral_quota_${randomUUID().replaceAll('-', '').slice(0, 12)}`;
+  await admin.query(`create database ${name}`);
+  const scratch = new URL(url);
+  scratch.pathname = `/${name}`;
+  try {
+    const a = await startTestServer({ databaseUrl: scratch.toString(), instanceId: 'quota-a' });
+    const b = await startTestServer({ databaseUrl: scratch.toString(), instanceId: 'quota-b', bootstrapApiKey: a.adminKey });
+    try {
+      const user = await a.createUser('pg-quota');
+      assert.equal((await a.request('PUT', `/api/v1/users/${user.id}/quota`, { body: { sandboxes: 10 } })).statusCode, 200);
+      const create = (server: typeof a) =>
+        server.request('POST', '/api/v1/sandbox', { key: user.key, body: { name: 'q', docker_image: 'busybox', cpu_cores: 0.1, memory_gb: 0.1, disk_size_gb: 0.1 } });
+      const results = await Promise.all(Array.from({ length: 50 }, (_, i) => create(i % 2 === 0 ? a : b)));
+      const codes = results.map((r) => r.statusCode);
+      assert.equal(codes.filter((c) => c === 201).length, 10, codes.join(','));
+      assert.ok(codes.every((c) => c === 201 || c === 403), codes.join(','));
+      assert.equal((await a.server.store.quotaUsage('user', user.id)).sandboxes, 10);
+    } finally {
+      await b.close();
+      await a.close();
+    }
+  } finally {
+    await admin.query(`drop database if exists ${name} with (force)`);
+    await admin.end();
+  }
+});

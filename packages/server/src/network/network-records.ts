@@ -28,6 +28,8 @@ export interface SshSessionRecord {
   ttlSeconds: number;
   createdAt: string;
   expiresAt: string;
+  /** The API key the session was opened with (null on sessions stored before keys were recorded); revoking it ends the session. */
+  apiKeyId: string | null;
 }
 
 /** A public key admitted for one SSH session until `expiresAt`. */
@@ -60,6 +62,8 @@ export interface TunnelRecord {
   connectedAt: string | null;
   expiresAt: string;
   terminatedAt: string | null;
+  /** The API key the tunnel was created with (null on tunnels stored before keys were recorded); revoking it deletes the tunnel. */
+  apiKeyId: string | null;
 }
 
 /** Which tunnels a listing covers. */

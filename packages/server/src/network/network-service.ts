@@ -8,6 +8,8 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { CorralConfig } from '../config.js';
 import { ApiError } from '../errors/api-error.js';
 import type { SandboxRuntime } from '../runtime/runtime.js';
+import type { AccessChecker } from '../services/access-checker.js';
+import type { AccessChange } from '../services/access-events.js';
 import type { ActivityTracker } from '../services/activity-tracker.js';
 import type { AuthService, Principal } from '../services/auth-service.js';
 import type { GatewayTokens } from '../services/gateway-tokens.js';
@@ -18,6 +20,7 @@ import type { ExposureProtocol, ExposureRecord } from './network-records.js';
 import { dialSandbox } from './sandbox-dialer.js';
 import { SshGateway } from './ssh-gateway.js';
 import { listenTcp, parsePortRange, type TcpForwarder } from './tcp-ports.js';
+import { LINK_CLOSE } from './tunnel-frames.js';
 import { TunnelHub } from './tunnel-hub.js';
 
 /** What the networking layer needs from the rest of the server. */
@@ -27,6 +30,8 @@ export interface NetworkDeps {
   runtime: SandboxRuntime | null;
   tokens: GatewayTokens;
   auth: AuthService;
+  /** Re-checks that the key an SSH session or tunnel link was opened with still grants access. */
+  access: AccessChecker;
   activity: ActivityTracker;
   log: FastifyBaseLogger;
   /** The API's HTTP server: exposures and tunnels are served on it, routed by Host header. */
@@ -88,11 +93,25 @@ export class NetworkService {
   private sweeping: Promise<void> | null = null;
   private closed = false;
   private tlsServer: HttpsServer | null = null;
+  private readonly unsubscribeAccess: () => void;
 
   constructor(private readonly deps: NetworkDeps) {
     this.domainSuffix = `.${deps.config.proxyDomain.toLowerCase().replace(/^\.+|\.+$/g, '')}`;
-    this.ssh = new SshGateway({ config: deps.config, store: deps.store, runtime: deps.runtime, activity: deps.activity, log: deps.log });
-    this.tunnels = new TunnelHub({ store: deps.store, auth: deps.auth, log: deps.log });
+    this.ssh = new SshGateway({ config: deps.config, store: deps.store, runtime: deps.runtime, access: deps.access, activity: deps.activity, log: deps.log });
+    this.tunnels = new TunnelHub({ store: deps.store, auth: deps.auth, access: deps.access, log: deps.log });
+    this.unsubscribeAccess = deps.auth.events.subscribe((change) => this.onAccessChange(change));
+  }
+
+  /**
+   * Access was taken away (key revoked, user deleted, membership changed): sweep at once rather
+   * than at the next timer tick, after any sweep already running (it may have read the store
+   * before the change).
+   */
+  private async onAccessChange(change: AccessChange): Promise<void> {
+    if (this.closed) return;
+    await this.sweeping?.catch(() => undefined);
+    await this.cleanup();
+    this.deps.log.debug({ change }, 'network: swept after an access change');
   }
 
   /**
@@ -169,6 +188,7 @@ export class NetworkService {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.unsubscribeAccess();
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     if (this.tlsServer) {
       const tls = this.tlsServer;
@@ -186,8 +206,11 @@ export class NetworkService {
 
   /**
    * Removes what belongs to ended sandboxes and expired sessions and tunnels: stored exposures and
-   * SSH sessions, their listeners and open connections. Runs on a timer; the reconciler may also
-   * call it right after a sandbox ends.
+   * SSH sessions, their listeners and open connections. Also ends what access was taken away from:
+   * SSH sessions and tunnels whose API key is revoked or whose user is gone, live SSH connections
+   * whose key or user may no longer use the sandbox, tunnel links bound with a revoked key. Runs on
+   * a timer (the backstop for changes made on other replicas), right after an access change in this
+   * process, and the reconciler may call it right after a sandbox ends.
    */
   async cleanup(): Promise<void> {
     if (this.sweeping) return this.sweeping;
@@ -197,6 +220,11 @@ export class NetworkService {
       for (const id of purged.exposureIds) await this.closeExposure(id);
       for (const id of purged.sshSessionIds) this.ssh.closeSession(id);
       for (const id of await this.deps.store.expireTunnels(now)) this.tunnels.closeLink(id, 4410, 'tunnel expired');
+      const revoked = await this.deps.store.purgeRevokedNetworkAccess();
+      for (const id of revoked.sshSessionIds) this.ssh.closeSession(id);
+      for (const id of revoked.tunnelIds) this.tunnels.closeLink(id, LINK_CLOSE.NOT_FOUND, 'tunnel access revoked');
+      await this.ssh.revalidate();
+      await this.tunnels.revalidate();
     })().finally(() => {
       this.sweeping = null;
     });
@@ -476,9 +504,10 @@ export class NetworkService {
       ttlSeconds,
       createdAt: new Date(now).toISOString(),
       expiresAt: new Date(now + ttlSeconds * 1000).toISOString(),
+      apiKeyId: caller.apiKeyId,
     };
     await this.deps.store.insertSshSession(session);
-    const { token } = this.deps.tokens.issue(sandbox.id, caller.user.id);
+    const { token } = this.deps.tokens.issue(sandbox.id, caller.user.id, caller.apiKeyId);
     const host = this.networkHost();
     return {
       session_id: session.id,

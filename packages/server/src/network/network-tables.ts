@@ -22,6 +22,8 @@ export interface SshSessionsTable {
   ttl_seconds: number;
   created_at: string;
   expires_at: string;
+  /** Migration 0005. */
+  api_key_id: string | null;
 }
 
 /** Keys admitted per SSH session (migration 0003). */
@@ -47,6 +49,8 @@ export interface TunnelsTable {
   connected_at: string | null;
   expires_at: string;
   terminated_at: string | null;
+  /** Migration 0005. */
+  api_key_id: string | null;
 }
 
 /** The store's database with the networking tables. */

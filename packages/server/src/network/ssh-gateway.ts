@@ -4,8 +4,10 @@ import type { FastifyBaseLogger } from 'fastify';
 import ssh2, { type AuthContext, type Connection, type PseudoTtyInfo, type ServerChannel, type Session } from 'ssh2';
 import type { CorralConfig } from '../config.js';
 import type { ExecProcess, SandboxRuntime } from '../runtime/runtime.js';
+import type { AccessChecker } from '../services/access-checker.js';
 import type { ActivityTracker } from '../services/activity-tracker.js';
 import type { Store } from '../store/store.js';
+import type { SshSessionRecord } from './network-records.js';
 import { serveSftp } from './sftp-session.js';
 
 const { Server, utils } = ssh2;
@@ -18,6 +20,8 @@ export interface SshGatewayDeps {
   config: CorralConfig;
   store: Store;
   runtime: SandboxRuntime | null;
+  /** Whether the key a session was opened with still grants access to its sandbox. */
+  access: AccessChecker;
   activity: ActivityTracker;
   log: FastifyBaseLogger;
 }
@@ -121,6 +125,28 @@ export class SshGateway {
     this.connections.delete(sessionId);
   }
 
+  /**
+   * Closes the connections of sessions that have ended or whose access was taken away (the key
+   * they were opened with is revoked, its user gone, or no longer allowed on the sandbox), and
+   * deletes those sessions.
+   */
+  async revalidate(): Promise<void> {
+    for (const sessionId of [...this.connections.keys()]) {
+      const session = await this.deps.store.getSshSession(sessionId);
+      if (session && (await this.sessionAllowed(session))) continue;
+      if (session) await this.deps.store.deleteSshSession(sessionId);
+      this.closeSession(sessionId);
+    }
+  }
+
+  /** Whether a session's key still grants access to its sandbox (sessions stored without a key: the sandbox's owner still exists). */
+  private async sessionAllowed(session: SshSessionRecord): Promise<boolean> {
+    const sandbox = await this.deps.store.getSandbox(session.sandboxId);
+    if (!sandbox) return false;
+    if (session.apiKeyId === null) return (await this.deps.store.getUser(sandbox.userId)) !== undefined;
+    return this.deps.access.maySee(session.apiKeyId, sandbox);
+  }
+
   /** Stops the server and closes every connection. */
   async close(): Promise<void> {
     for (const id of [...this.connections.keys()]) this.closeSession(id);
@@ -134,6 +160,7 @@ export class SshGateway {
     if (ctx.method !== 'publickey') return false;
     const session = await this.deps.store.getSshSession(ctx.username);
     if (!session || Date.parse(session.expiresAt) <= Date.now()) return false;
+    if (!(await this.sessionAllowed(session))) return false;
     const keys = await this.deps.store.listSshKeys(session.id, new Date().toISOString());
     for (const stored of keys) {
       const parsed = utils.parseKey(stored.publicKey);

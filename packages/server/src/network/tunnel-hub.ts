@@ -6,6 +6,7 @@ import { SocketLikeDuplex } from './socket-like-duplex.js';
 import type { FastifyBaseLogger } from 'fastify';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { ApiError } from '../errors/api-error.js';
+import type { AccessChecker } from '../services/access-checker.js';
 import type { AuthService, Principal } from '../services/auth-service.js';
 import type { Store } from '../store/store.js';
 import { proxyHttp, proxyUpgrade, refuseUpgradeWithPage, sendErrorPage } from './http-proxy.js';
@@ -16,6 +17,8 @@ import { FRAME, LINK_CLOSE, decodeFrame, encodeFrame, type FrameOp } from './tun
 export interface TunnelHubDeps {
   store: Store;
   auth: AuthService;
+  /** Whether the key a link was bound with is still live. */
+  access: AccessChecker;
   log: FastifyBaseLogger;
 }
 
@@ -69,7 +72,11 @@ class TunnelLink {
   readonly streams = new Map<number, TunnelStream>();
   private nextId = 1;
 
-  constructor(readonly ws: WebSocket) {
+  constructor(
+    readonly ws: WebSocket,
+    /** The API key the client bound the link with. */
+    readonly apiKeyId: string,
+  ) {
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       if (!isBinary) return;
       const frame = decodeFrame(data);
@@ -156,6 +163,7 @@ export class TunnelHub {
       connectedAt: null,
       expiresAt: new Date(now + ttlSeconds * 1000).toISOString(),
       terminatedAt: null,
+      apiKeyId: caller.apiKeyId,
     };
     await this.deps.store.insertTunnel(tunnel);
     return { tunnel, bindingSecret, frpToken: randomBytes(24).toString('base64url'), httpPassword };
@@ -197,6 +205,13 @@ export class TunnelHub {
     setTimeout(() => link.ws.terminate(), 2000).unref();
   }
 
+  /** Closes the links bound with an API key that is now revoked or whose user is gone. */
+  async revalidate(): Promise<void> {
+    for (const [id, link] of [...this.links]) {
+      if ((await this.deps.access.keyHolder(link.apiKeyId)) === null) this.closeLink(id, LINK_CLOSE.FORBIDDEN, 'the API key of this tunnel client was revoked');
+    }
+  }
+
   /** Drops every link. */
   close(): void {
     for (const link of this.links.values()) link.ws.terminate();
@@ -220,15 +235,15 @@ export class TunnelHub {
         const secret = req.headers[BINDING_SECRET_HEADER];
         if (typeof secret !== 'string' || !sameHash(sha256(secret), tunnel.bindingSecretHash)) return refuse(403, 'Wrong binding secret for this tunnel');
         if (effectiveStatus(tunnel) === 'expired') return refuse(410, `Tunnel ${tunnelId} has expired`);
-        this.wss.handleUpgrade(req, socket, head, (ws) => this.bind(tunnel, ws));
+        this.wss.handleUpgrade(req, socket, head, (ws) => this.bind(tunnel, ws, principal.apiKeyId));
       })
       .catch((error: unknown) => refuse(error instanceof ApiError ? 401 : 500, error instanceof Error ? error.message : 'refused'));
   }
 
-  private bind(tunnel: TunnelRecord, ws: WebSocket): void {
+  private bind(tunnel: TunnelRecord, ws: WebSocket, apiKeyId: string): void {
     const previous = this.links.get(tunnel.id);
     if (previous) previous.ws.close(LINK_CLOSE.REPLACED, 'another client bound this tunnel');
-    const link = new TunnelLink(ws);
+    const link = new TunnelLink(ws, apiKeyId);
     this.links.set(tunnel.id, link);
     ws.on('error', () => undefined);
     keepAlive(ws, 15_000);

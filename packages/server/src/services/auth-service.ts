@@ -3,6 +3,7 @@ import { ApiError } from '../errors/api-error.js';
 import type { ApiKeyRecord, Store, TeamMemberRecord, TeamRecord, TeamRole, UserRecord } from '../store/store.js';
 import { newId, newSecret } from '../util/ids.js';
 import { nowIso } from '../util/time.js';
+import { AccessEvents } from './access-events.js';
 
 /** Who is calling: the user behind a valid API key, with their team roles. */
 export interface Principal {
@@ -46,12 +47,19 @@ function viewKey(key: ApiKeyRecord): ApiKeyView {
  * Users, teams and API keys. Keys are random, returned once at creation, stored as
  * SHA-256 hashes, and revocable. Verified keys are cached for a few seconds so the hot
  * path does one hash and one map lookup; revocation through this service clears the cache.
+ * Every change that takes access away (a key revoked, a user deleted, a membership removed or
+ * changed, a team deleted) is announced on `events` once stored, and the call waits for the
+ * listeners, so what they cut off is cut off when the API answers.
  */
 export class AuthService {
   private readonly cache = new Map<string, { principal: Principal; expires: number }>();
   private readonly lastUsedWrites = new Map<string, number>();
 
-  constructor(private readonly store: Store) {}
+  constructor(
+    private readonly store: Store,
+    /** Where access changes are announced. */
+    readonly events: AccessEvents = new AccessEvents(),
+  ) {}
 
   /** Resolves a bearer key to its principal, or throws 401. */
   async authenticate(key: string | undefined): Promise<Principal> {
@@ -154,6 +162,7 @@ export class AuthService {
     if (key.revokedAt !== null) return;
     await this.store.revokeApiKey(keyId, nowIso());
     this.cache.delete(key.keyHash);
+    await this.events.emit({ kind: 'keyRevoked', keyId, userId: key.userId });
   }
 
   /** Creates a key on behalf of `userId` (self, or anyone for an admin). */
@@ -181,6 +190,7 @@ export class AuthService {
     if (userId === caller.user.id) throw new ApiError('CONFLICT', 'You cannot delete your own user');
     if (!(await this.store.deleteUser(userId))) throw new ApiError('RESOURCE_NOT_FOUND', `User ${userId} not found`);
     this.cache.clear();
+    await this.events.emit({ kind: 'userDeleted', userId });
   }
 
   async createTeam(caller: Principal, name: string): Promise<TeamRecord> {
@@ -203,6 +213,7 @@ export class AuthService {
     this.requireAdmin(caller);
     if (!(await this.store.deleteTeam(teamId))) throw new ApiError('RESOURCE_NOT_FOUND', `Team ${teamId} not found`);
     this.cache.clear();
+    await this.events.emit({ kind: 'teamDeleted', teamId });
   }
 
   async listMembers(caller: Principal, teamId: string): Promise<TeamMemberRecord[]> {
@@ -217,6 +228,7 @@ export class AuthService {
     const member: TeamMemberRecord = { teamId, userId, role, createdAt: nowIso() };
     await this.store.upsertTeamMember(member);
     this.cache.clear();
+    await this.events.emit({ kind: 'membershipChanged', teamId, userId });
     return member;
   }
 
@@ -226,6 +238,7 @@ export class AuthService {
       throw new ApiError('RESOURCE_NOT_FOUND', `User ${userId} is not a member of team ${teamId}`);
     }
     this.cache.clear();
+    await this.events.emit({ kind: 'membershipChanged', teamId, userId });
   }
 
   private requireAdmin(caller: Principal): void {

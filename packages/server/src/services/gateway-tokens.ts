@@ -6,6 +6,8 @@ export interface GatewayClaims {
   sid: string;
   /** User id of the caller the token was issued to. */
   uid: string;
+  /** Id of the API key the token was issued through: the token dies with that key. */
+  kid: string;
   /** Expiry, seconds since the epoch. */
   exp: number;
 }
@@ -23,15 +25,19 @@ export class GatewayTokens {
     private readonly ttlSeconds: number,
   ) {}
 
-  /** A token for one sandbox, with its expiry. */
-  issue(sandboxId: string, userId: string, now = Date.now()): { token: string; expiresAt: Date } {
+  /** A token for one sandbox, issued to a user through one of their API keys, with its expiry. */
+  issue(sandboxId: string, userId: string, apiKeyId: string, now = Date.now()): { token: string; expiresAt: Date } {
     const exp = Math.floor(now / 1000) + this.ttlSeconds;
-    const payload = base64url(JSON.stringify({ sid: sandboxId, uid: userId, exp } satisfies GatewayClaims));
+    const payload = base64url(JSON.stringify({ sid: sandboxId, uid: userId, kid: apiKeyId, exp } satisfies GatewayClaims));
     const signature = createHmac('sha256', this.secret).update(`${HEADER}.${payload}`).digest('base64url');
     return { token: `${HEADER}.${payload}.${signature}`, expiresAt: new Date(exp * 1000) };
   }
 
-  /** The claims of a valid, unexpired token; undefined for anything else. */
+  /**
+   * The claims of a valid, unexpired token; undefined for anything else (tokens without `kid`,
+   * issued before keys were recorded, included). Whether the key and the user's access still
+   * stand is the caller's check (`AccessChecker`).
+   */
   verify(token: string, now = Date.now()): GatewayClaims | undefined {
     const parts = token.split('.');
     if (parts.length !== 3 || parts[0] !== HEADER) return undefined;
@@ -46,9 +52,9 @@ export class GatewayTokens {
       return undefined;
     }
     if (typeof claims !== 'object' || claims === null) return undefined;
-    const { sid, uid, exp } = claims as Record<string, unknown>;
-    if (typeof sid !== 'string' || typeof uid !== 'string' || typeof exp !== 'number') return undefined;
+    const { sid, uid, kid, exp } = claims as Record<string, unknown>;
+    if (typeof sid !== 'string' || typeof uid !== 'string' || typeof kid !== 'string' || typeof exp !== 'number') return undefined;
     if (exp * 1000 <= now) return undefined;
-    return { sid, uid, exp };
+    return { sid, uid, kid, exp };
   }
 }

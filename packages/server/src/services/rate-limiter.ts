@@ -1,11 +1,14 @@
-/** One limit: `limit` requests per `windowSeconds`, counted per key or per key and sandbox. */
+/** One limit: `limit` requests per `windowSeconds`, counted per user or per user and sandbox. */
 export interface RateLimitRule {
   limit: number;
   windowSeconds: number;
   perSandbox: boolean;
 }
 
-/** The Prime API's published limits (per 60 s, per token, and per sandbox where marked). */
+/**
+ * The Prime API's published limits (per 60 s, per token, and per sandbox where marked). Corral
+ * counts them per user, so creating more keys does not multiply a user's limit.
+ */
 export const PRIME_RATE_LIMITS = {
   'sandbox.create': { limit: 500, windowSeconds: 60, perSandbox: false },
   'sandbox.list': { limit: 1000, windowSeconds: 60, perSandbox: false },
@@ -46,11 +49,11 @@ export class RateLimiter {
 
   constructor(private readonly enabled: boolean) {}
 
-  /** Counts a request against a limit for a key (and sandbox, when the rule is per sandbox). */
-  hit(name: RateLimitName, apiKeyId: string, subjectId: string | undefined, now = Date.now()): RateLimitDecision {
+  /** Counts a request against a limit for a user, whichever of their keys sent it (and sandbox, when the rule is per sandbox). */
+  hit(name: RateLimitName, userId: string, subjectId: string | undefined, now = Date.now()): RateLimitDecision {
     if (!this.enabled) return { allowed: true };
     const rule: RateLimitRule = PRIME_RATE_LIMITS[name];
-    const key = rule.perSandbox && subjectId !== undefined ? `${name}|${apiKeyId}|${subjectId}` : `${name}|${apiKeyId}`;
+    const key = rule.perSandbox && subjectId !== undefined ? `${name}|${userId}|${subjectId}` : `${name}|${userId}`;
     this.sweep(now);
     let window = this.windows.get(key);
     if (!window || window.resetAt <= now) {

@@ -7,9 +7,11 @@ import { newId } from '../util/ids.js';
 import { nowIso } from '../util/time.js';
 import type { Principal } from './auth-service.js';
 import type { GatewayTokens } from './gateway-tokens.js';
+import { QuotaExceededError, QuotaService } from './quota-service.js';
 import type { RegistryCredentialsService } from './registry-credentials-service.js';
 import type { SandboxLifecycle } from './sandbox-lifecycle.js';
 import { isTerminal, type SandboxRecord, type SandboxStatus } from './sandbox-model.js';
+import { maySeeSandbox } from './sandbox-visibility.js';
 
 /** A validated create request, in the service's own terms. */
 export interface CreateSandboxInput {
@@ -91,7 +93,8 @@ function startCommandString(command: CreateSandboxInput['startCommand']): string
 /**
  * The sandbox control plane: create, read, list, update and end sandboxes, scoped to the
  * caller. A sandbox is visible to its owner and to admins of its team; to anyone else it
- * does not exist (404, never 403).
+ * does not exist (404, never 403). Server admins (`is_admin`) may also end (DELETE) any
+ * sandbox by id, but read, list and use only the sandboxes visible to them as users.
  */
 export class SandboxService {
   constructor(
@@ -100,14 +103,18 @@ export class SandboxService {
     private readonly tokens: GatewayTokens,
     private readonly config: CorralConfig,
     private readonly registryCredentials: RegistryCredentialsService,
+    private readonly quotas: QuotaService = new QuotaService(store, config),
   ) {}
 
   /** Whether the caller may see and act on a sandbox. */
   canAccess(caller: Principal, sandbox: SandboxRecord): boolean {
-    return sandbox.userId === caller.user.id || (sandbox.teamId !== null && caller.teams.get(sandbox.teamId) === 'admin');
+    return maySeeSandbox(caller.user.id, caller.teams, sandbox);
   }
 
-  /** Creates a sandbox (or returns the one created earlier with the same idempotency key). */
+  /**
+   * Creates a sandbox (or returns the one created earlier with the same idempotency key), within
+   * the caller's and the team's quotas (403 QUOTA_EXCEEDED otherwise).
+   */
   async create(caller: Principal, input: CreateSandboxInput): Promise<SandboxRecord> {
     this.checkCreate(caller, input);
     await this.checkDisk(input.diskSizeGb);
@@ -153,7 +160,15 @@ export class SandboxService {
       runtimeId: null,
       runtimeOwner: this.config.instanceId,
     };
-    const { sandbox, created } = await this.store.insertSandbox(record);
+    const quota = await this.quotas.checkFor(caller, input.teamId);
+    let inserted: { sandbox: SandboxRecord; created: boolean };
+    try {
+      inserted = await this.store.insertSandbox(record, quota);
+    } catch (error) {
+      if (error instanceof QuotaExceededError) throw QuotaService.toApiError(error);
+      throw error;
+    }
+    const { sandbox, created } = inserted;
     if (created) this.lifecycle.provision(sandbox.id);
     return sandbox;
   }
@@ -256,9 +271,13 @@ export class SandboxService {
     return updated;
   }
 
-  /** Ends a sandbox. Deleting one that already ended succeeds and changes nothing. */
+  /**
+   * Ends a sandbox the caller may see, or any sandbox for a server admin. Deleting one that
+   * already ended succeeds and changes nothing.
+   */
   async delete(caller: Principal, id: string): Promise<{ alreadyEnded: boolean }> {
-    const sandbox = await this.get(caller, id);
+    const sandbox = caller.user.isAdmin ? await this.store.getSandbox(id) : await this.get(caller, id);
+    if (!sandbox) throw ApiError.sandboxNotFound(id);
     const ended = await this.lifecycle.terminate(sandbox, { status: 'TERMINATED', terminationReason: 'deleted' });
     return { alreadyEnded: ended === undefined };
   }
@@ -336,10 +355,22 @@ export class SandboxService {
     }
   }
 
+  /**
+   * Ends every live sandbox a (deleted) user owns, through the lifecycle; their rows stay for
+   * the retention period. Returns how many it ended.
+   */
+  async terminateOwnedBy(userId: string): Promise<number> {
+    const live = await this.store.findSandboxes({ userId, activeOnly: true }, BULK_DELETE_LABEL_LIMIT);
+    const ended = await Promise.all(
+      live.map((sandbox) => this.lifecycle.terminate(sandbox, { status: 'TERMINATED', terminationReason: 'owner_deleted' })),
+    );
+    return ended.filter((s) => s !== undefined).length;
+  }
+
   /** A gateway token for one sandbox's data plane. */
   async authorize(caller: Principal, id: string): Promise<{ token: string; expiresAt: Date; sandbox: SandboxRecord }> {
     const sandbox = await this.get(caller, id);
-    const { token, expiresAt } = this.tokens.issue(sandbox.id, caller.user.id);
+    const { token, expiresAt } = this.tokens.issue(sandbox.id, caller.user.id, caller.apiKeyId);
     return { token, expiresAt, sandbox };
   }
 }

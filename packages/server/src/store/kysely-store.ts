@@ -3,6 +3,7 @@ import type { SandboxPatch, SandboxRecord, SandboxStatus } from '../services/san
 import { ACTIVE_STATUSES } from '../services/sandbox-model.js';
 import { TERMINAL_STATUSES } from '../services/sandbox-model.js';
 import { migrationProvider } from './migrations.js';
+import { checkQuota, type QuotaCheck, type QuotaRecord, type QuotaScope, type QuotaUsage } from './quota-records.js';
 import type { ExposureRecord, ExposureProtocol, SshKeyRecord, SshSessionRecord, TunnelFilter, TunnelPatch, TunnelRecord, TunnelStatus } from '../network/network-records.js';
 import type { ExposuresTable, NetworkDatabase, SshSessionsTable, TunnelsTable } from '../network/network-tables.js';
 import type { ApiKeysTable, Database, RegistryCredentialsTable, SandboxesTable, TeamMembersTable, UsersTable } from './schema.js';
@@ -200,13 +201,35 @@ export class KyselyStore implements Store {
     await this.db.destroy();
   }
 
-  async insertSandbox(sandbox: SandboxRecord): Promise<{ sandbox: SandboxRecord; created: boolean }> {
+  async insertSandbox(sandbox: SandboxRecord, quota?: QuotaCheck): Promise<{ sandbox: SandboxRecord; created: boolean }> {
     try {
-      await this.db.transaction().execute(async (trx) => {
+      const existing = await this.db.transaction().execute(async (trx) => {
+        if (quota) {
+          // An idempotent retry returns what the first call created, whatever the quota says now.
+          if (sandbox.idempotencyKey !== null) {
+            const earlier = await trx
+              .selectFrom('sandboxes')
+              .selectAll()
+              .where('user_id', '=', sandbox.userId)
+              .where('idempotency_key', '=', sandbox.idempotencyKey)
+              .executeTakeFirst();
+            if (earlier) return rowToSandbox(earlier);
+          }
+          const asked: QuotaUsage = { sandboxes: 1, cpuCores: sandbox.cpuCores, memoryGb: sandbox.memoryGb, diskGb: sandbox.diskSizeGb };
+          // SQLite runs one transaction at a time; PostgreSQL serializes creates per owner and team
+          // (always user first, then team, so two locks never wait on each other in a cycle).
+          await this.lockQuota(trx, 'user', sandbox.userId);
+          checkQuota('user', sandbox.userId, quota.user, await this.usageIn(trx, 'user', sandbox.userId), asked);
+          if (quota.team && sandbox.teamId !== null) {
+            await this.lockQuota(trx, 'team', sandbox.teamId);
+            checkQuota('team', sandbox.teamId, quota.team, await this.usageIn(trx, 'team', sandbox.teamId), asked);
+          }
+        }
         await trx.insertInto('sandboxes').values(sandboxToRow(sandbox)).execute();
         await this.writeLabels(trx, sandbox.id, sandbox.labels);
+        return undefined;
       });
-      return { sandbox, created: true };
+      return existing ? { sandbox: existing, created: false } : { sandbox, created: true };
     } catch (error) {
       if (sandbox.idempotencyKey !== null && isUniqueViolation(error)) {
         const existing = await this.db
@@ -219,6 +242,64 @@ export class KyselyStore implements Store {
       }
       throw error;
     }
+  }
+
+  private async lockQuota(trx: Transaction<Database>, scope: QuotaScope, subjectId: string): Promise<void> {
+    if (this.kind !== 'postgres') return;
+    await sql`select pg_advisory_xact_lock(hashtext(${`corral-quota:${scope}:${subjectId}`}))`.execute(trx);
+  }
+
+  private async usageIn(db: Kysely<Database>, scope: QuotaScope, subjectId: string): Promise<QuotaUsage> {
+    const row = await db
+      .selectFrom('sandboxes')
+      .select((eb) => [
+        eb.fn.countAll().as('sandboxes'),
+        eb.fn.sum<number | string | null>('cpu_cores').as('cpu'),
+        eb.fn.sum<number | string | null>('memory_gb').as('memory'),
+        eb.fn.sum<number | string | null>('disk_size_gb').as('disk'),
+      ])
+      .where(scope === 'user' ? 'user_id' : 'team_id', '=', subjectId)
+      .where('status', 'in', [...ACTIVE_STATUSES])
+      .executeTakeFirst();
+    return {
+      sandboxes: Number(row?.sandboxes ?? 0),
+      cpuCores: Number(row?.cpu ?? 0),
+      memoryGb: Number(row?.memory ?? 0),
+      diskGb: Number(row?.disk ?? 0),
+    };
+  }
+
+  async quotaUsage(scope: QuotaScope, subjectId: string): Promise<QuotaUsage> {
+    return this.usageIn(this.db, scope, subjectId);
+  }
+
+  async getQuota(scope: QuotaScope, subjectId: string): Promise<QuotaRecord | undefined> {
+    const row = await this.db.selectFrom('quotas').selectAll().where('scope', '=', scope).where('subject_id', '=', subjectId).executeTakeFirst();
+    if (!row) return undefined;
+    const num = (v: number | null): number | null => (v === null ? null : Number(v));
+    return {
+      scope,
+      subjectId,
+      sandboxes: num(row.max_sandboxes),
+      cpuCores: num(row.cpu_cores),
+      memoryGb: num(row.memory_gb),
+      diskGb: num(row.disk_gb),
+      updatedAt: row.updated_at,
+    };
+  }
+
+  async putQuota(q: QuotaRecord): Promise<void> {
+    const values = { max_sandboxes: q.sandboxes, cpu_cores: q.cpuCores, memory_gb: q.memoryGb, disk_gb: q.diskGb, updated_at: q.updatedAt };
+    await this.db
+      .insertInto('quotas')
+      .values({ scope: q.scope, subject_id: q.subjectId, ...values })
+      .onConflict((oc) => oc.columns(['scope', 'subject_id']).doUpdateSet(values))
+      .execute();
+  }
+
+  async deleteQuota(scope: QuotaScope, subjectId: string): Promise<boolean> {
+    const result = await this.db.deleteFrom('quotas').where('scope', '=', scope).where('subject_id', '=', subjectId).executeTakeFirst();
+    return Number(result.numDeletedRows) > 0;
   }
 
   private async writeLabels(trx: Transaction<Database>, sandboxId: string, labels: readonly string[]): Promise<void> {
@@ -364,6 +445,7 @@ export class KyselyStore implements Store {
     return this.db.transaction().execute(async (trx) => {
       await trx.deleteFrom('api_keys').where('user_id', '=', id).execute();
       await trx.deleteFrom('team_members').where('user_id', '=', id).execute();
+      await trx.deleteFrom('quotas').where('scope', '=', 'user').where('subject_id', '=', id).execute();
       const result = await trx.deleteFrom('users').where('id', '=', id).executeTakeFirst();
       return Number(result.numDeletedRows) > 0;
     });
@@ -391,6 +473,7 @@ export class KyselyStore implements Store {
   async deleteTeam(id: string): Promise<boolean> {
     return this.db.transaction().execute(async (trx) => {
       await trx.deleteFrom('team_members').where('team_id', '=', id).execute();
+      await trx.deleteFrom('quotas').where('scope', '=', 'team').where('subject_id', '=', id).execute();
       const result = await trx.deleteFrom('teams').where('id', '=', id).executeTakeFirst();
       return Number(result.numDeletedRows) > 0;
     });
@@ -569,6 +652,32 @@ export class KyselyStore implements Store {
     });
   }
 
+  async purgeRevokedNetworkAccess(): Promise<{ sshSessionIds: string[]; tunnelIds: string[] }> {
+    return this.net.transaction().execute(async (trx) => {
+      const liveKeys = trx.selectFrom('api_keys').select('id').where('revoked_at', 'is', null);
+      const users = trx.selectFrom('users').select('id');
+      const sessions = await trx
+        .selectFrom('ssh_sessions')
+        .select('id')
+        .where('api_key_id', 'is not', null)
+        .where('api_key_id', 'not in', liveKeys)
+        .execute();
+      const tunnels = await trx
+        .selectFrom('tunnels')
+        .select('id')
+        .where((eb) => eb.or([eb.and([eb('api_key_id', 'is not', null), eb('api_key_id', 'not in', liveKeys)]), eb('user_id', 'not in', users)]))
+        .execute();
+      const sshSessionIds = sessions.map((r) => r.id);
+      const tunnelIds = tunnels.map((r) => r.id);
+      if (sshSessionIds.length > 0) {
+        await trx.deleteFrom('ssh_session_keys').where('session_id', 'in', sshSessionIds).execute();
+        await trx.deleteFrom('ssh_sessions').where('id', 'in', sshSessionIds).execute();
+      }
+      if (tunnelIds.length > 0) await trx.deleteFrom('tunnels').where('id', 'in', tunnelIds).execute();
+      return { sshSessionIds, tunnelIds };
+    });
+  }
+
   async insertSshSession(s: SshSessionRecord): Promise<void> {
     await this.net
       .insertInto('ssh_sessions')
@@ -580,6 +689,7 @@ export class KyselyStore implements Store {
         ttl_seconds: s.ttlSeconds,
         created_at: s.createdAt,
         expires_at: s.expiresAt,
+        api_key_id: s.apiKeyId,
       })
       .execute();
   }
@@ -683,6 +793,7 @@ function rowToSshSession(row: Selectable<SshSessionsTable>): SshSessionRecord {
     ttlSeconds: Number(row.ttl_seconds),
     createdAt: row.created_at,
     expiresAt: row.expires_at,
+    apiKeyId: row.api_key_id,
   };
 }
 
@@ -702,6 +813,7 @@ function tunnelToRow(t: TunnelRecord): TunnelsTable {
     connected_at: t.connectedAt,
     expires_at: t.expiresAt,
     terminated_at: t.terminatedAt,
+    api_key_id: t.apiKeyId,
   };
 }
 
@@ -721,5 +833,6 @@ function rowToTunnel(row: Selectable<TunnelsTable>): TunnelRecord {
     connectedAt: row.connected_at,
     expiresAt: row.expires_at,
     terminatedAt: row.terminated_at,
+    apiKeyId: row.api_key_id,
   };
 }

@@ -185,6 +185,28 @@ migrations['0004_owner_updated'] = {
   },
 };
 
+migrations['0005_access_quotas'] = {
+  async up(db: Kysely<unknown>): Promise<void> {
+    // The API key an SSH session or tunnel was created with: revoking the key ends them.
+    await db.schema.alterTable('ssh_sessions').addColumn('api_key_id', 'text').execute();
+    await db.schema.alterTable('tunnels').addColumn('api_key_id', 'text').execute();
+    // Quota overrides per user or team; a null column means "the server's default".
+    await db.schema
+      .createTable('quotas')
+      .addColumn('scope', 'text', (c) => c.notNull())
+      .addColumn('subject_id', 'text', (c) => c.notNull())
+      .addColumn('max_sandboxes', 'integer')
+      .addColumn('cpu_cores', sql`double precision`)
+      .addColumn('memory_gb', sql`double precision`)
+      .addColumn('disk_gb', sql`double precision`)
+      .addColumn('updated_at', 'text', (c) => c.notNull())
+      .addPrimaryKeyConstraint('quotas_pk', ['scope', 'subject_id'])
+      .execute();
+    await db.schema.createIndex('sandboxes_user_status').on('sandboxes').columns(['user_id', 'status']).execute();
+    await db.schema.createIndex('sandboxes_team_status').on('sandboxes').columns(['team_id', 'status']).execute();
+  },
+};
+
 /** Hands Kysely's migrator the migrations above. */
 export const migrationProvider: MigrationProvider = {
   getMigrations: () => Promise.resolve(migrations),

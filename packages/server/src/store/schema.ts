@@ -93,7 +93,19 @@ export interface RegistryCredentialsTable {
 }
 
 /** Kysely's view of the whole database. */
+/** Quota overrides (migration 0005). */
+export interface QuotasTable {
+  scope: string;
+  subject_id: string;
+  max_sandboxes: number | null;
+  cpu_cores: number | null;
+  memory_gb: number | null;
+  disk_gb: number | null;
+  updated_at: string;
+}
+
 export interface Database {
+  quotas: QuotasTable;
   sandboxes: SandboxesTable;
   sandbox_labels: SandboxLabelsTable;
   users: UsersTable;

@@ -827,7 +827,7 @@ export function runStoreSuite(name: string, open: () => Promise<Store>): void {
         assert.deepEqual((await store.listExposures([live.id, ended.id])).map((e) => e.id).sort(), [keep.id, gone.id].sort());
         assert.deepEqual(await store.listExposures([]), []);
         const session = (sandboxId: string, expiresAt: string) => ({
-          id: unique('ssh'), sandboxId, userId: live.userId, exposureId: unique('exp'), ttlSeconds: 900, createdAt: at, expiresAt,
+          id: unique('ssh'), sandboxId, userId: live.userId, exposureId: unique('exp'), ttlSeconds: 900, createdAt: at, expiresAt, apiKeyId: null,
         });
         const activeSession = session(live.id, '2999-01-01T00:00:00.000Z');
         const expiredSession = session(live.id, '2001-01-01T00:00:00.000Z');
@@ -856,6 +856,7 @@ export function runStoreSuite(name: string, open: () => Promise<Store>): void {
         const tunnel = (labels: string[], createdAt: string) => ({
           id: unique('t'), userId, teamId: null, name: null, localPort: 8765, labels, httpUser: null, httpPasswordHash: null,
           bindingSecretHash: 'x', status: 'pending' as const, createdAt, connectedAt: null, expiresAt: '2999-01-01T00:00:00.000Z', terminatedAt: null,
+          apiKeyId: null,
         });
         const older = tunnel(['a', 'b'], '2020-01-01T00:00:00.000Z');
         const newer = { ...tunnel(['a'], '2020-01-02T00:00:00.000Z'), expiresAt: '2001-01-01T00:00:00.000Z' };

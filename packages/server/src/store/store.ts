@@ -1,4 +1,5 @@
 import type { SandboxPatch, SandboxRecord, SandboxStatus } from '../services/sandbox-model.js';
+import type { QuotaCheck, QuotaRecord, QuotaScope, QuotaUsage } from './quota-records.js';
 import type { ExposureRecord, SshKeyRecord, SshSessionRecord, TunnelFilter, TunnelPatch, TunnelRecord } from '../network/network-records.js';
 
 /** Which sandboxes a listing or bulk operation covers. Every field narrows the set. */
@@ -86,9 +87,19 @@ export interface Store {
 
   /**
    * Inserts a sandbox. When the same user already has a sandbox with the same idempotency
-   * key, nothing is written and that sandbox is returned with `created: false`.
+   * key, nothing is written and that sandbox is returned with `created: false`. With `quota`,
+   * the owner's (and team's) active sandboxes plus this one must stay within the limits, or
+   * QuotaExceededError is thrown and nothing is written; the check and the insert are one
+   * transaction serialized per owner and team (an advisory lock on PostgreSQL), so concurrent
+   * creates, on any replica, cannot overshoot.
    */
-  insertSandbox(sandbox: SandboxRecord): Promise<{ sandbox: SandboxRecord; created: boolean }>;
+  insertSandbox(sandbox: SandboxRecord, quota?: QuotaCheck): Promise<{ sandbox: SandboxRecord; created: boolean }>;
+  /** What the active sandboxes of a user, or of a team, use now. */
+  quotaUsage(scope: QuotaScope, subjectId: string): Promise<QuotaUsage>;
+  getQuota(scope: QuotaScope, subjectId: string): Promise<QuotaRecord | undefined>;
+  /** Stores a user's or team's override, replacing any earlier one. */
+  putQuota(quota: QuotaRecord): Promise<void>;
+  deleteQuota(scope: QuotaScope, subjectId: string): Promise<boolean>;
   getSandbox(id: string): Promise<SandboxRecord | undefined>;
   /** The sandboxes with these ids that exist, in no particular order. */
   getSandboxes(ids: readonly string[]): Promise<SandboxRecord[]>;
@@ -146,6 +157,12 @@ export interface Store {
    * SSH sessions that expired before `now`; returns the ids it deleted.
    */
   purgeNetworkOfEndedSandboxes(now: string): Promise<{ exposureIds: string[]; sshSessionIds: string[] }>;
+
+  /**
+   * Deletes the SSH sessions and tunnels whose API key is revoked or gone, and the tunnels of
+   * users that no longer exist; returns the ids it deleted.
+   */
+  purgeRevokedNetworkAccess(): Promise<{ sshSessionIds: string[]; tunnelIds: string[] }>;
 
   insertSshSession(session: SshSessionRecord): Promise<void>;
   getSshSession(id: string): Promise<SshSessionRecord | undefined>;

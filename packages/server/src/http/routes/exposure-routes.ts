@@ -30,6 +30,7 @@ export function networkOf(app: FastifyInstance, services: AppServices): NetworkS
       runtime: services.gateway.runtime,
       tokens: services.gateway.tokens,
       auth: services.auth,
+      access: services.gateway.access,
       activity: services.gateway.activity,
       log: app.log,
       server: app.server,

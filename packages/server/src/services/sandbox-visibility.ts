@@ -1,0 +1,10 @@
+import type { TeamRole } from '../store/store.js';
+import type { SandboxRecord } from './sandbox-model.js';
+
+/**
+ * Whether a user with these team roles may see and act on a sandbox: its owner, or an admin of
+ * the sandbox's team. The control plane and every re-check of data-plane access use this one rule.
+ */
+export function maySeeSandbox(userId: string, teams: ReadonlyMap<string, TeamRole>, sandbox: Pick<SandboxRecord, 'userId' | 'teamId'>): boolean {
+  return sandbox.userId === userId || (sandbox.teamId !== null && teams.get(sandbox.teamId) === 'admin');
+}

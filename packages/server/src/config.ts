@@ -52,6 +52,10 @@ export interface CorralConfig {
   tunnelTtlSeconds: number;
   /** Most tunnels (not yet expired) one user may hold. */
   maxTunnelsPerUser: number;
+  /** Registries (`host[:port]`) pulls may reach over plain HTTP and at loopback, private or link-local addresses. */
+  registryInsecure: string[];
+  /** Most bytes one image pull may download, and separately unpack (oci driver). */
+  imageMaxBytes: number;
 }
 
 type Parser = (raw: string, name: string) => unknown;
@@ -98,6 +102,15 @@ const usernsMode: Parser = (raw, name) => {
   }
   return { hostUid, hostGid, size };
 };
+const hostList: Parser = (raw, name) => {
+  const hosts = raw.split(',').map((h) => h.trim().toLowerCase()).filter((h) => h !== '');
+  for (const host of hosts) {
+    if (!/^(?:[a-z0-9]([a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*|\[[0-9a-f:.]+\])(?::\d{1,5})?$/.test(host)) {
+      throw new Error(`${name} must be a comma-separated list of registry hosts like 127.0.0.1:5000 or registry.internal, got "${host}"`);
+    }
+  }
+  return hosts;
+};
 const onOff: Parser = (raw, name) => {
   if (['1', 'true', 'on', 'yes'].includes(raw.toLowerCase())) return true;
   if (['0', 'false', 'off', 'no'].includes(raw.toLowerCase())) return false;
@@ -139,6 +152,8 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'proxyTlsPort', env: 'CORRAL_PROXY_TLS_PORT', description: 'Port of the HTTPS listener for exposures and tunnels (0 picks a free port)', defaultText: '8443', parse: integer(0, 65535) },
   { key: 'tunnelTtlSeconds', env: 'CORRAL_TUNNEL_TTL', description: 'How long a tunnel lives, seconds', defaultText: '86400', parse: integer(60, 86_400 * 30) },
   { key: 'maxTunnelsPerUser', env: 'CORRAL_MAX_TUNNELS_PER_USER', description: 'Most unexpired tunnels one user may hold', defaultText: '20', parse: integer(1, 10_000) },
+  { key: 'registryInsecure', env: 'CORRAL_REGISTRY_INSECURE', description: 'Registries (host[:port], comma-separated, as written in image names) that pulls may reach over plain HTTP and at loopback, private or link-local addresses; every other registry must be public HTTPS', defaultText: '(none)', parse: hostList },
+  { key: 'imageMaxBytes', env: 'CORRAL_IMAGE_MAX_BYTES', description: 'Most bytes one image pull may download, and separately unpack, in the oci driver; larger images fail with IMAGE_PULL_FAILED', defaultText: '8589934592 (8 GiB)', parse: integer(1024 * 1024, 2 ** 50) },
 ];
 
 const DEFAULTS: CorralConfig = {
@@ -175,6 +190,8 @@ const DEFAULTS: CorralConfig = {
   proxyTlsPort: 8443,
   tunnelTtlSeconds: 86_400,
   maxTunnelsPerUser: 20,
+  registryInsecure: [],
+  imageMaxBytes: 8 * 1024 ** 3,
 };
 
 /**

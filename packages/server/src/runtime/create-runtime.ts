@@ -15,7 +15,11 @@ export async function createRuntime(config: CorralConfig): Promise<SandboxRuntim
     case 'docker': {
       // The Docker client reads DOCKER_HOST itself.
       const { DockerRuntime } = await import('./docker/docker-runtime.js');
-      const runtime = new DockerRuntime({ instance: config.instanceId, diskDir: join(config.dataDir, 'docker-disks') });
+      const runtime = new DockerRuntime({
+        instance: config.instanceId,
+        diskDir: join(config.dataDir, 'docker-disks'),
+        insecureRegistries: config.registryInsecure,
+      });
       await runtime.init();
       return runtime;
     }
@@ -28,6 +32,8 @@ export async function createRuntime(config: CorralConfig): Promise<SandboxRuntim
         runtimeBinary: config.ociRuntime,
         userns,
         poolSize: config.ociPoolSize,
+        insecureRegistries: config.registryInsecure,
+        maxImageBytes: config.imageMaxBytes,
         // The API's default disk_size_gb (10): most creates ask for it.
         warmDiskSizes: [10 * 1024 ** 3],
       });

@@ -88,7 +88,7 @@ class LayerState {
   private readonly parents = new Set<string>();
   private readonly nonDirectories = new Set<string>();
 
-  accept(header: tar.Headers): void {
+  accept(header: tar.Header): void {
     this.entries++;
     const type = header.type ?? 'file';
     if (!ALLOWED_TYPES.has(type)) throw new LayerRejectedError(`layer entry ${quote(header.name)} has unsupported type ${type}`);

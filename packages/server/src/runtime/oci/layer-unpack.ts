@@ -22,11 +22,12 @@ export interface UnpackOptions {
  * below one of its own symlinks, a malformed whiteout or too many bytes is refused
  * (`LayerRejectedError`) before anything is written. Unpacks into a sibling temporary directory and
  * renames it into place, so `dest` either does not exist or is complete; a refused or failed unpack
- * leaves nothing behind. Returns false when another process completed `dest` first.
+ * leaves nothing behind. Returns whether this call created `dest` (false when another process
+ * completed it first) and the layer's decompressed bytes.
  */
-export async function unpackLayer(tarPath: string, dest: string, options: UnpackOptions = {}): Promise<boolean> {
-  if (await exists(dest)) return false;
-  const { whiteouts } = await checkLayer(tarPath, options.maxBytes ?? DEFAULT_LAYER_MAX_BYTES);
+export async function unpackLayer(tarPath: string, dest: string, options: UnpackOptions = {}): Promise<{ created: boolean; bytes: number }> {
+  if (await exists(dest)) return { created: false, bytes: 0 };
+  const { whiteouts, bytes } = await checkLayer(tarPath, options.maxBytes ?? DEFAULT_LAYER_MAX_BYTES);
   const tmp = join(dirname(dest), `.tmp-${basename(dest)}-${process.pid}-${Math.random().toString(36).slice(2)}`);
   await mkdir(tmp, { recursive: true });
   try {
@@ -52,10 +53,10 @@ export async function unpackLayer(tarPath: string, dest: string, options: Unpack
     try {
       await rename(tmp, dest);
     } catch (error) {
-      if (await exists(dest)) return false;
+      if (await exists(dest)) return { created: false, bytes };
       throw error;
     }
-    return true;
+    return { created: true, bytes };
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }

@@ -56,6 +56,8 @@ npx tsc -p bench --noEmit
 wait_step system "$sys_pid"
 CORRAL_TEST_DATABASE_URL="$(tail -n 1 "$CORRAL_CACHE_DIR/logs/pg-url")"
 export CORRAL_TEST_DATABASE_URL
+# Pulls reach loopback registries only when listed: these are the local ones start-registry.sh runs.
+export CORRAL_REGISTRY_INSECURE="${CORRAL_REGISTRY_INSECURE:-127.0.0.1:5000,127.0.0.1:5001}"
 log "setup took $(( $(date +%s) - start ))s; PostgreSQL at $CORRAL_TEST_DATABASE_URL"
 
 if [ "$#" -gt 0 ]; then

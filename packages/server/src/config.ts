@@ -71,6 +71,10 @@ export interface CorralConfig {
   teamQuotaCpuCores: number | null;
   teamQuotaMemoryGb: number | null;
   teamQuotaDiskGb: number | null;
+  /** Registries (`host[:port]`) pulls may reach over plain HTTP and at loopback, private or link-local addresses. */
+  registryInsecure: string[];
+  /** Most bytes one image pull may download, and separately unpack (oci driver). */
+  imageMaxBytes: number;
 }
 
 /**
@@ -138,6 +142,15 @@ const usernsMode: Parser = (raw, name) => {
   }
   return { hostUid, hostGid, size };
 };
+const hostList: Parser = (raw, name) => {
+  const hosts = raw.split(',').map((h) => h.trim().toLowerCase()).filter((h) => h !== '');
+  for (const host of hosts) {
+    if (!/^(?:[a-z0-9]([a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*|\[[0-9a-f:.]+\])(?::\d{1,5})?$/.test(host)) {
+      throw new Error(`${name} must be a comma-separated list of registry hosts like 127.0.0.1:5000 or registry.internal, got "${host}"`);
+    }
+  }
+  return hosts;
+};
 const onOff: Parser = (raw, name) => {
   if (['1', 'true', 'on', 'yes'].includes(raw.toLowerCase())) return true;
   if (['0', 'false', 'off', 'no'].includes(raw.toLowerCase())) return false;
@@ -190,6 +203,8 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'teamQuotaCpuCores', env: 'CORRAL_TEAM_QUOTA_CPU_CORES', description: 'Default per-team quota: total CPU cores of active sandboxes in the team', defaultText: 'unlimited', parse: quota(false) },
   { key: 'teamQuotaMemoryGb', env: 'CORRAL_TEAM_QUOTA_MEMORY_GB', description: 'Default per-team quota: total memory of active sandboxes in the team, GB', defaultText: 'unlimited', parse: quota(false) },
   { key: 'teamQuotaDiskGb', env: 'CORRAL_TEAM_QUOTA_DISK_GB', description: 'Default per-team quota: total disk of active sandboxes in the team, GB', defaultText: 'unlimited', parse: quota(false) },
+  { key: 'registryInsecure', env: 'CORRAL_REGISTRY_INSECURE', description: 'Registries (host[:port], comma-separated, as written in image names) that pulls may reach over plain HTTP and at loopback, private or link-local addresses; every other registry must be public HTTPS', defaultText: '(none)', parse: hostList },
+  { key: 'imageMaxBytes', env: 'CORRAL_IMAGE_MAX_BYTES', description: 'Most bytes one image pull may download, and separately unpack, in the oci driver; larger images fail with IMAGE_PULL_FAILED', defaultText: '8589934592 (8 GiB)', parse: integer(1024 * 1024, 2 ** 50) },
 ];
 
 const DEFAULTS: CorralConfig = {
@@ -237,6 +252,8 @@ const DEFAULTS: CorralConfig = {
   teamQuotaCpuCores: null,
   teamQuotaMemoryGb: null,
   teamQuotaDiskGb: null,
+  registryInsecure: [],
+  imageMaxBytes: 8 * 1024 ** 3,
 };
 
 /**

@@ -21,7 +21,12 @@ export async function createRuntime(config: CorralConfig): Promise<SandboxRuntim
     case 'docker': {
       // The Docker client reads DOCKER_HOST itself.
       const { DockerRuntime } = await import('./docker/docker-runtime.js');
-      const runtime = new DockerRuntime({ instance: config.instanceId, diskDir: join(config.dataDir, 'docker-disks'), diskPolicy: diskPolicyOf(config) });
+      const runtime = new DockerRuntime({
+        instance: config.instanceId,
+        diskDir: join(config.dataDir, 'docker-disks'),
+        insecureRegistries: config.registryInsecure,
+        diskPolicy: diskPolicyOf(config),
+      });
       await runtime.init();
       return runtime;
     }
@@ -35,6 +40,8 @@ export async function createRuntime(config: CorralConfig): Promise<SandboxRuntim
         userns,
         poolSize: config.ociPoolSize,
         diskPolicy: diskPolicyOf(config),
+        insecureRegistries: config.registryInsecure,
+        maxImageBytes: config.imageMaxBytes,
         // The API's default disk_size_gb (10): most creates ask for it.
         warmDiskSizes: [10 * 1024 ** 3],
       });

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { LightMyRequestResponse } from 'fastify';
 import { loadConfig, type CorralConfig } from '../config.js';
+import { LOCAL_TEST_REGISTRIES } from './local-registries.js';
 import { createCorralServer, type CorralServer } from '../server.js';
 
 /** A Corral server on a fresh data dir, with a known admin key, for tests. */
@@ -28,7 +29,7 @@ export async function startTestServer(overrides: Partial<CorralConfig> = {}, env
   const adminKey = overrides.bootstrapApiKey ?? `corral_test_admin_${Math.random().toString(36).slice(2)}`;
   const config = loadConfig({
     env,
-    overrides: { runtime: 'none', logLevel: 'silent', rateLimits: false, port: 0, ...overrides, dataDir, bootstrapApiKey: adminKey },
+    overrides: { runtime: 'none', logLevel: 'silent', rateLimits: false, port: 0, registryInsecure: [...LOCAL_TEST_REGISTRIES], ...overrides, dataDir, bootstrapApiKey: adminKey },
   });
   const server = await createCorralServer(config);
   const request: TestServer['request'] = (method, url, options = {}) => {

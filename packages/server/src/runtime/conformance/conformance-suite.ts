@@ -11,6 +11,7 @@ import { specFixture } from '../../testing/sandbox-fixture.js';
 import { registerNetworkIsolationCases } from './network-isolation-cases.js';
 import { registerIsolationCases } from './isolation-cases.js';
 import { registerDiskCases } from './disk-cases.js';
+import { registerRegistryCases } from './registry-cases.js';
 
 /** What a driver's conformance test provides: a fresh runtime (own instance), an image, a cleanup. */
 export interface ConformanceTarget {
@@ -174,6 +175,7 @@ export function runConformanceSuite(name: string, makeRuntime: () => Promise<Con
     registerNetworkIsolationCases(context);
     registerIsolationCases(context);
     registerDiskCases(context);
+    registerRegistryCases(context);
 
     it('lifecycle: create, exec, inspect, remove, list', async (t) => {
       const spec = makeSpec(image);

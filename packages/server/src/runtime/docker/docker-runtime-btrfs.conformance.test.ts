@@ -20,6 +20,7 @@ import Docker from 'dockerode';
 import { runConformanceSuite, runToEnd } from '../conformance/conformance-suite.js';
 import type { SandboxSpec } from '../runtime.js';
 import { DockerRuntime } from './docker-runtime.js';
+import { LOCAL_TEST_REGISTRIES } from '../../testing/local-registries.js';
 import type { DockerRuntimeOptions } from './docker-runtime.js';
 
 const run = promisify(execFile);
@@ -184,6 +185,7 @@ if (reason !== undefined) {
       diskDir: join(CACHE, 'docker-disks', 'unused'),
       egress,
       warn: () => undefined,
+      insecureRegistries: [...LOCAL_TEST_REGISTRIES],
     });
 
   after(async () => {

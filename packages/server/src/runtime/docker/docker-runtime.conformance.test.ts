@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { runConformanceSuite } from '../conformance/conformance-suite.js';
 import { DockerRuntime } from './docker-runtime.js';
+import { LOCAL_TEST_REGISTRIES } from '../../testing/local-registries.js';
 
 const IMAGE = process.env.CORRAL_TEST_IMAGE ?? 'corral-test/busybox:latest';
 const REPO = new URL('../../../../../', import.meta.url).pathname;
@@ -32,7 +33,7 @@ if (reason !== undefined) {
     const diskDir = join(CACHE, 'docker-disks', instance);
     // Loop mode whatever the engine's storage driver, so it stays tested on a btrfs engine too;
     // storage-opt mode is covered by docker-runtime-btrfs.conformance.test.ts.
-    const runtime = new DockerRuntime({ instance, diskDir, diskMode: 'loop', warn: () => undefined });
+    const runtime = new DockerRuntime({ instance, diskDir, diskMode: 'loop', warn: () => undefined, insecureRegistries: [...LOCAL_TEST_REGISTRIES] });
     return {
       runtime,
       image: IMAGE,

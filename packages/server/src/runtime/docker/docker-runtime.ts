@@ -31,6 +31,10 @@ import { EgressNetwork, hostHasIpv6 } from './egress-network.js';
 import type { EgressNetworkOptions } from './egress-network.js';
 import { LoopDisks } from './loop-disk.js';
 import { pullImage } from './image-pull.js';
+import { parseImageRef } from '../oci/image-ref.js';
+import type { ImageRef } from '../oci/image-ref.js';
+import { RegistryAccessCheck, credentialsFor } from '../oci/registry-access-check.js';
+import { checkRegistryAddress } from '../oci/registry-address-policy.js';
 
 const run = promisify(execFile);
 
@@ -50,6 +54,11 @@ export type DiskScope = 'container' | 'workspace' | 'none';
 export interface DockerRuntimeOptions {
   /** Server instance name; containers are labelled with it and `list()` only sees its own. */
   instance: string;
+  /**
+   * Registries (`host[:port]`) that may be at loopback, private or link-local addresses (and that
+   * Corral's own access checks reach over plain HTTP). Every other registry must be public.
+   */
+  insecureRegistries?: string[];
   /** A dockerode client; default: one built from `DOCKER_HOST` or `/var/run/docker.sock`. */
   docker?: Docker;
   /**
@@ -122,6 +131,9 @@ export class DockerRuntime implements SandboxRuntime {
   readonly name = 'docker';
   private readonly docker: Docker;
   private readonly instance: string;
+  private readonly insecureRegistries: readonly string[];
+  /** Access checks for images the engine already holds. */
+  private readonly access: RegistryAccessCheck;
   private readonly disks: LoopDisks;
   private readonly etcFiles: SandboxEtcFiles;
   private readonly egress: EgressNetwork;
@@ -147,6 +159,8 @@ export class DockerRuntime implements SandboxRuntime {
 
   constructor(options: DockerRuntimeOptions) {
     this.instance = options.instance;
+    this.insecureRegistries = options.insecureRegistries ?? [];
+    this.access = new RegistryAccessCheck({ insecureRegistries: this.insecureRegistries });
     this.docker = options.docker ?? new Docker();
     const stateDir = process.env.CORRAL_STATE_DIR ?? '/var/lib/corral';
     this.diskDir = options.diskDir ?? `${stateDir}/docker-disks`;
@@ -319,13 +333,41 @@ export class DockerRuntime implements SandboxRuntime {
     return this.storageDriver === 'btrfs' ? diskBytes + imageBytes : diskBytes;
   }
 
-  /** Pulls the image when it is missing; returns its size in bytes. */
+  /**
+   * Pulls the image when it is missing; returns its size in bytes. Credentials are used only for
+   * the registry they were made for. An image the engine already holds under a name that came from
+   * a registry (it has a repo digest for that repository, or it was named by id or digest) is used
+   * only once the registry confirms the caller's credentials (or anonymous access) may pull it:
+   * someone else's authenticated pull, or the operator's `docker login`, does not share it.
+   * Before the engine pulls, the registry must not be at a non-public address the operator did not
+   * allow, and credentials are tried by Corral's own client first (which sends them only to that
+   * registry and its own token service).
+   */
   private async ensureImage(spec: SandboxSpec): Promise<number> {
+    let ref: ImageRef;
     try {
-      return imageSize(await this.docker.getImage(spec.image).inspect());
+      ref = parseImageRef(spec.image);
+    } catch (error) {
+      throw new RuntimeError('IMAGE_PULL_FAILED', `cannot pull ${spec.image}: ${(error as Error).message}`, { cause: error });
+    }
+    const credentials = credentialsFor(ref, spec.registryAuth);
+    let local: Docker.ImageInspectInfo | undefined;
+    try {
+      local = await this.docker.getImage(spec.image).inspect();
     } catch (error) {
       if (!isNotFound(error)) throw new RuntimeError('RUNTIME_ERROR', `image inspect failed: ${errorText(error)}`, { cause: error });
     }
+    if (local) {
+      const source = registrySource(local, ref);
+      if (source) await this.access.check(source, credentials);
+      return imageSize(local);
+    }
+    try {
+      await checkRegistryAddress(ref.registry, this.insecureRegistries);
+    } catch (error) {
+      throw new RuntimeError('IMAGE_PULL_FAILED', `pulling ${spec.image} failed: ${(error as Error).message}`, { cause: error });
+    }
+    if (credentials) await this.access.check(ref, credentials);
     await pullImage(this.docker, spec.image, spec.registryAuth);
     try {
       return imageSize(await this.docker.getImage(spec.image).inspect());
@@ -619,6 +661,31 @@ async function detectGpus(): Promise<RuntimeCapabilities> {
   } catch {
     return { gpuCount: existsSync('/dev/nvidiactl') ? devices.length : 0, gpuTypes: [] };
   }
+}
+
+/**
+ * The registry reference whose access guards a local image, or undefined for an image that did
+ * not come from a registry under this name (built, loaded, or tagged locally by the operator).
+ */
+function registrySource(info: Docker.ImageInspectInfo, named: ImageRef): ImageRef | undefined {
+  const digests: ImageRef[] = [];
+  for (const text of info.RepoDigests ?? []) {
+    try {
+      digests.push(parseImageRef(text));
+    } catch {
+      // Not a reference this client can check: ignored.
+    }
+  }
+  if (digests.length === 0) return undefined;
+  if (digests.some((d) => d.registry === named.registry && d.repository === named.repository)) return named;
+  const byTag = (info.RepoTags ?? []).some((tag) => {
+    try {
+      return parseImageRef(tag).canonical === named.canonical;
+    } catch {
+      return false;
+    }
+  });
+  return byTag ? undefined : digests[0];
 }
 
 /** An image's size in bytes as the engine reports it (0 when unknown). */

@@ -11,7 +11,9 @@ interface PullProgress {
 
 /**
  * Pulls `image`, with credentials when given. Every failure (unknown image, refused credentials,
- * unreachable registry) becomes `RuntimeError('IMAGE_PULL_FAILED')` carrying the registry's reason.
+ * unreachable registry) becomes `RuntimeError('IMAGE_PULL_FAILED')` with a short reason: the
+ * engine's message is classified, never passed on (it can quote a registry's response body).
+ * The full message stays on the error's `cause` for the server's log.
  */
 export async function pullImage(docker: Docker, image: string, auth: SandboxSpec['registryAuth']): Promise<void> {
   const authconfig = auth ? { username: auth.username, password: auth.password, serveraddress: auth.serverAddress } : undefined;
@@ -19,25 +21,42 @@ export async function pullImage(docker: Docker, image: string, auth: SandboxSpec
   try {
     stream = await docker.pull(image, authconfig ? { authconfig } : {});
   } catch (error) {
-    throw new RuntimeError('IMAGE_PULL_FAILED', `pulling ${image} failed: ${reason(error)}`, { cause: error });
+    throw new RuntimeError('IMAGE_PULL_FAILED', `pulling ${image} failed: ${shortPullReason(reason(error))}`, { cause: error });
   }
   await new Promise<void>((resolve, reject) => {
     docker.modem.followProgress(
       stream,
       (error: Error | null, output: PullProgress[]) => {
         if (error) {
-          reject(new RuntimeError('IMAGE_PULL_FAILED', `pulling ${image} failed: ${reason(error)}`, { cause: error }));
+          reject(new RuntimeError('IMAGE_PULL_FAILED', `pulling ${image} failed: ${shortPullReason(reason(error))}`, { cause: error }));
           return;
         }
         const failed = output.find((line) => line.error ?? line.errorDetail?.message);
         if (failed) {
-          reject(new RuntimeError('IMAGE_PULL_FAILED', `pulling ${image} failed: ${failed.errorDetail?.message ?? failed.error}`));
+          const text = failed.errorDetail?.message ?? failed.error ?? '';
+          reject(new RuntimeError('IMAGE_PULL_FAILED', `pulling ${image} failed: ${shortPullReason(text)}`, { cause: new Error(text) }));
           return;
         }
         resolve();
       },
     );
   });
+}
+
+/** A short, fixed reason for an engine pull error (whose text may quote a registry's response body). */
+export function shortPullReason(text: string): string {
+  const t = text.toLowerCase();
+  if (/unauthorized|authentication required|no basic auth credentials|denied|forbidden|incorrect username or password/.test(t)) {
+    return 'the registry refused access (the image may not exist or may need other credentials)';
+  }
+  if (/manifest unknown|not found|does not exist|no such image/.test(t)) return 'the image was not found in the registry';
+  if (/no matching manifest|platform/.test(t)) return 'the image has no variant for this platform';
+  if (/toomanyrequests|too many requests|rate limit/.test(t)) return 'the registry is rate limiting pulls';
+  if (/timeout|timed out|deadline exceeded/.test(t)) return 'the registry did not answer in time';
+  if (/no such host|connection refused|dial tcp|network is unreachable|lookup |tls|x509|certificate/.test(t)) return 'the registry could not be reached';
+  if (/invalid reference|invalid repository|invalid tag/.test(t)) return 'invalid image reference';
+  if (/no space left/.test(t)) return 'the host is out of disk space';
+  return 'the engine could not pull the image';
 }
 
 function reason(error: unknown): string {

@@ -33,7 +33,7 @@ function summary(name: string, values: number[]): void {
 }
 
 const userns = process.env.CORRAL_OCI_USERNS === 'off' ? null : undefined;
-const runtime = new OciRuntime({ instance: `bench-${randomBytes(3).toString('hex')}`, stateDir, runtimeBinary, userns });
+const runtime = new OciRuntime({ instance: `bench-${randomBytes(3).toString('hex')}`, stateDir, runtimeBinary, userns, insecureRegistries: [image.split('/')[0] ?? ''] });
 await runtime.init();
 console.log(`user namespace: ${JSON.stringify(runtime.userns)}`);
 const spec = (networkAccess: boolean): SandboxSpec => ({

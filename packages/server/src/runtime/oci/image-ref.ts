@@ -60,8 +60,13 @@ export function registryEndpoint(registry: string): string {
   return registry === DOCKER_HUB ? 'registry-1.docker.io' : registry;
 }
 
-/** Whether a registry host is on loopback (plain HTTP is allowed there). */
-export function isLoopbackRegistry(registry: string): boolean {
-  const host = registry.startsWith('[') ? registry.slice(1, registry.indexOf(']')) : (registry.split(':')[0] ?? '');
-  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+/**
+ * The registry host a credential's `server` names, in the form image references use:
+ * `https://index.docker.io/v1/` → `docker.io`, `GHCR.io/` → `ghcr.io`, `127.0.0.1:5001` unchanged.
+ */
+export function normalizeRegistryHost(server: string): string {
+  let host = server.trim().toLowerCase().replace(/^[a-z][a-z0-9+.-]*:\/\//, '');
+  host = host.split('/')[0] ?? '';
+  if (host === 'index.docker.io' || host === 'registry-1.docker.io' || host === 'registry.hub.docker.com') return DOCKER_HUB;
+  return host;
 }

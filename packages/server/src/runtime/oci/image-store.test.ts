@@ -127,9 +127,11 @@ describe('image references', () => {
 describe('oci image store', { concurrency: 1 }, () => {
   let root: string;
   let store: ImageStore;
+  // Loopback registries are reached only when listed; tests add their own servers' ports.
+  const insecure: string[] = [REGISTRY, AUTH_REGISTRY, '127.0.0.1:1'];
   before(() => {
     root = mkdtempSync(join(tmpdir(), 'corral-images-'));
-    store = new ImageStore({ root });
+    store = new ImageStore({ root, insecureRegistries: insecure });
   });
   after(() => rmSync(root, { recursive: true, force: true }));
 
@@ -193,6 +195,7 @@ describe('oci image store', { concurrency: 1 }, () => {
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const port = (server.address() as AddressInfo).port;
+    insecure.push(`127.0.0.1:${port}`);
     try {
       const record = await store.pull(`127.0.0.1:${port}/test/img:v1`);
       assert.ok(tokenRequests >= 1);

@@ -4,7 +4,9 @@ import { chmod, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile }
 import { join } from 'node:path';
 import { RuntimeError } from '../runtime.js';
 import { parseImageRef } from './image-ref.js';
+import { LayerRejectedError } from './layer-check.js';
 import { unpackLayer } from './layer-unpack.js';
+import { credentialKey, RegistryAccessCheck } from './registry-access-check.js';
 import { RegistryClient } from './registry-client.js';
 import type { Descriptor, RegistryClientOptions, RegistryCredentials } from './registry-client.js';
 import { runTool } from './run-tool.js';
@@ -28,6 +30,8 @@ export interface ImageRecord {
   config: ImageConfig;
   /** Where it came from: `registry`, `rootfs`, `oci-archive`, `docker-archive`. */
   source: string;
+  /** Pulled with credentials: whoever uses it later must show the registry lets them pull it. */
+  authenticated?: boolean;
   createdAt: string;
 }
 
@@ -35,7 +39,14 @@ export interface ImageRecord {
 export interface ImageStoreOptions extends RegistryClientOptions {
   /** Root directory: `layers/<hex>/`, `images/<key>.json`, `tmp/`. */
   root: string;
+  /** Most bytes one pull may download, and separately unpack (default {@link DEFAULT_MAX_IMAGE_BYTES}). */
+  maxImageBytes?: number;
 }
+
+/** Default cap on an image's compressed and on its decompressed layer bytes (8 GiB). */
+export const DEFAULT_MAX_IMAGE_BYTES = 8 * 1024 ** 3;
+/** Most layers an image may have (overlayfs stacks at most about 128 lower directories by name length anyway). */
+export const MAX_IMAGE_LAYERS = 128;
 
 /** Default config for images imported from a bare rootfs. */
 export const DEFAULT_IMAGE_CONFIG: ImageConfig = {
@@ -55,10 +66,14 @@ export const DEFAULT_IMAGE_CONFIG: ImageConfig = {
 export class ImageStore {
   readonly root: string;
   private readonly pulls = new Map<string, Promise<ImageRecord>>();
-  private readonly layerJobs = new Map<string, Promise<void>>();
+  private readonly layerJobs = new Map<string, Promise<number>>();
+  private readonly access: RegistryAccessCheck;
+  private readonly maxImageBytes: number;
 
   constructor(private readonly options: ImageStoreOptions) {
     this.root = options.root;
+    this.access = new RegistryAccessCheck(options);
+    this.maxImageBytes = options.maxImageBytes ?? DEFAULT_MAX_IMAGE_BYTES;
   }
 
   /** Directory of an unpacked layer. */
@@ -98,8 +113,10 @@ export class ImageStore {
   }
 
   /**
-   * The stored image, pulled first when missing. Pull failures (unreachable registry, 404,
-   * bad credentials, digest mismatch, bad layer) are `RuntimeError('IMAGE_PULL_FAILED')`.
+   * The stored image, pulled first when missing. An image that was pulled with credentials is
+   * handed out only after the registry confirms that `credentials` (or anonymous access, without
+   * them) may pull it. Pull failures (unreachable registry, 404, bad credentials, digest mismatch,
+   * bad layer, size caps) and refused access are `RuntimeError('IMAGE_PULL_FAILED')`.
    */
   async ensure(reference: string, credentials?: RegistryCredentials): Promise<ImageRecord> {
     let ref: string;
@@ -108,10 +125,16 @@ export class ImageStore {
     } catch (error) {
       throw new RuntimeError('IMAGE_PULL_FAILED', `cannot pull ${reference}: ${(error as Error).message}`, { cause: error });
     }
-    return (await this.get(ref)) ?? this.pull(ref, credentials);
+    const stored = await this.get(ref);
+    if (!stored) return this.pull(ref, credentials);
+    if (stored.authenticated === true) await this.access.check(parseImageRef(ref), credentials);
+    return stored;
   }
 
-  /** Pulls `reference` from its registry (again, if stored). Concurrent pulls of one reference share one download. */
+  /**
+   * Pulls `reference` from its registry (again, if stored). Concurrent pulls of one reference with
+   * the same credentials share one download; with other credentials each pull asks the registry.
+   */
   pull(reference: string, credentials?: RegistryCredentials): Promise<ImageRecord> {
     let ref: string;
     try {
@@ -119,10 +142,11 @@ export class ImageStore {
     } catch (error) {
       return Promise.reject(new RuntimeError('IMAGE_PULL_FAILED', `cannot pull ${reference}: ${(error as Error).message}`, { cause: error }));
     }
-    let job = this.pulls.get(ref);
+    const key = `${ref}\0${credentialKey(credentials)}`;
+    let job = this.pulls.get(key);
     if (!job) {
-      job = this.doPull(ref, credentials).finally(() => this.pulls.delete(ref));
-      this.pulls.set(ref, job);
+      job = this.doPull(ref, credentials).finally(() => this.pulls.delete(key));
+      this.pulls.set(key, job);
     }
     return job;
   }
@@ -132,33 +156,53 @@ export class ImageStore {
     const client = new RegistryClient(parsed, credentials, this.options);
     try {
       const { digest, manifest } = await client.resolveManifest();
+      if (manifest.layers.length > MAX_IMAGE_LAYERS) throw new Error(`the image has ${manifest.layers.length} layers, more than ${MAX_IMAGE_LAYERS}`);
+      const declared = manifest.layers.reduce((sum, l) => sum + (typeof l.size === 'number' && l.size > 0 ? l.size : 0), 0);
+      if (declared > this.maxImageBytes) throw new Error(`the image's layers are ${declared} bytes, more than the ${this.maxImageBytes} allowed`);
       const config = parseImageConfig(await client.fetchBlob(manifest.config.digest));
       const tmp = await this.tmpDir();
       try {
         const layers: string[] = [];
+        let downloaded = 0;
+        let unpacked = 0;
         for (const layer of manifest.layers) {
           checkLayerType(layer);
           const hex = hexOf(layer.digest);
-          await this.ensureLayer(hex, async () => {
+          const budget = this.maxImageBytes - downloaded;
+          const limit = typeof layer.size === 'number' && layer.size >= 0 ? Math.min(layer.size, budget) : budget;
+          unpacked += await this.ensureLayer(hex, async () => {
             const blob = join(tmp, hex);
-            await client.downloadBlob(layer.digest, blob);
+            await client.downloadBlob(layer.digest, blob, limit);
+            downloaded += (await stat(blob)).size;
             return blob;
-          });
+          }, this.maxImageBytes - unpacked);
           layers.push(hex);
         }
-        return await this.saveRecord({ ref, digest, layers, config, source: 'registry', createdAt: new Date().toISOString() });
+        return await this.saveRecord({
+          ref,
+          digest,
+          layers,
+          config,
+          source: 'registry',
+          ...(credentials ? { authenticated: true } : {}),
+          createdAt: new Date().toISOString(),
+        });
       } finally {
         await rm(tmp, { recursive: true, force: true });
       }
     } catch (error) {
       if (error instanceof RuntimeError) throw error;
-      throw new RuntimeError('IMAGE_PULL_FAILED', `pulling ${ref} failed: ${(error as Error).message}`, { cause: error });
+      const reason = error instanceof LayerRejectedError ? `a layer was refused: ${error.message}` : (error as Error).message;
+      throw new RuntimeError('IMAGE_PULL_FAILED', `pulling ${ref} failed: ${reason}`, { cause: error });
     }
   }
 
-  /** Unpacks a layer once: concurrent callers for the same digest wait for the first. */
-  private async ensureLayer(hex: string, fetchBlob: () => Promise<string>): Promise<void> {
-    if (await pathExists(this.layerDir(hex))) return;
+  /**
+   * Unpacks a layer once (at most `maxBytes` decompressed): concurrent callers for the same digest
+   * wait for the first. Returns the bytes unpacked, 0 when the layer was already there.
+   */
+  private async ensureLayer(hex: string, fetchBlob: () => Promise<string>, maxBytes = this.maxImageBytes): Promise<number> {
+    if (await pathExists(this.layerDir(hex))) return 0;
     let job = this.layerJobs.get(hex);
     if (!job) {
       job = (async () => {
@@ -166,11 +210,11 @@ export class ImageStore {
         // Layers are the host's copy of every image: not readable by other host users, whoever made the directory.
         await mkdir(join(this.root, 'layers'), { recursive: true, mode: 0o700 });
         await chmod(join(this.root, 'layers'), 0o700);
-        await unpackLayer(blob, this.layerDir(hex));
+        return (await unpackLayer(blob, this.layerDir(hex), { maxBytes })).bytes;
       })().finally(() => this.layerJobs.delete(hex));
       this.layerJobs.set(hex, job);
     }
-    await job;
+    return job;
   }
 
   /**

@@ -9,6 +9,7 @@ import { OciRuntime } from './oci-runtime.js';
 import { ensureAgentBinary } from './native-build.js';
 import { DEFAULT_USERNS_MAPPING, usernsUnavailable } from './userns.js';
 import { ociMissing } from '../../testing/runtime-available.js';
+import { insecureRegistriesFor } from '../../testing/local-registries.js';
 
 const IMAGE = process.env.CORRAL_OCI_TEST_IMAGE ?? '127.0.0.1:5000/corral/busybox:latest';
 const REPO = new URL('../../../../../', import.meta.url).pathname;
@@ -19,7 +20,7 @@ const RUNTIMES = process.env.CORRAL_OCI_RUNTIME ? [process.env.CORRAL_OCI_RUNTIM
 /** `off` runs the suite without user namespaces; by default sandboxes get one where the host allows it. */
 const USERNS = process.env.CORRAL_OCI_USERNS === 'off' ? null : undefined;
 // One image store for every runtime of the suite: later ones reuse the layers the first pulled.
-const images = new ImageStore({ root: join(STATE_DIR, 'images') });
+const images = new ImageStore({ root: join(STATE_DIR, 'images'), insecureRegistries: insecureRegistriesFor(IMAGE) });
 
 for (const runtimeBinary of RUNTIMES) {
   const reason = ociMissing({ runtime: runtimeBinary, registryImage: IMAGE });

@@ -10,6 +10,7 @@ import type { RuntimeEvent, SandboxSpec } from '../runtime.js';
 import { ImageStore } from './image-store.js';
 import { OciRuntime } from './oci-runtime.js';
 import { ociMissing } from '../../testing/runtime-available.js';
+import { insecureRegistriesFor } from '../../testing/local-registries.js';
 import { specFixture } from '../../testing/sandbox-fixture.js';
 
 const IMAGE = process.env.CORRAL_OCI_TEST_IMAGE ?? '127.0.0.1:5000/corral/busybox:latest';
@@ -35,7 +36,7 @@ function spec(overrides: Partial<SandboxSpec> = {}): SandboxSpec {
 const reason = missing();
 describe('oci runtime: restart and leftovers', { skip: reason }, () => {
   const instance = `restart-${randomBytes(4).toString('hex')}`;
-  const images = new ImageStore({ root: join(STATE_DIR, 'images') });
+  const images = new ImageStore({ root: join(STATE_DIR, 'images'), insecureRegistries: insecureRegistriesFor(IMAGE) });
   const make = (): OciRuntime => new OciRuntime({ instance, stateDir: STATE_DIR, images, runtimeBinary: RUNTIME, poolSize: 1, warmDiskSizes: [] });
   const instanceDir = join(STATE_DIR, 'instances', instance);
 
@@ -98,7 +99,7 @@ describe('oci runtime: restart and leftovers', { skip: reason }, () => {
     // The layers of a running sandbox survive gc even when no image record names them.
     const layers = (await again.images.get(IMAGE))?.layers ?? [];
     assert.ok(layers.length > 0);
-    const scratch = new OciRuntime({ instance: `${instance}-gc`, stateDir: STATE_DIR, images: new ImageStore({ root: join(STATE_DIR, 'gc-images') }) });
+    const scratch = new OciRuntime({ instance: `${instance}-gc`, stateDir: STATE_DIR, images: new ImageStore({ root: join(STATE_DIR, 'gc-images'), insecureRegistries: insecureRegistriesFor(IMAGE) }) });
     assert.deepEqual(await scratch.gcImages(), []);
     await again.images.remove(IMAGE);
     const removed = await again.gcImages();
@@ -120,7 +121,7 @@ describe('oci runtime: restart and leftovers', { skip: reason }, () => {
     const rt = new OciRuntime({
       instance: `${instance}-gct`,
       stateDir: STATE_DIR,
-      images: new ImageStore({ root }),
+      images: new ImageStore({ root, insecureRegistries: insecureRegistriesFor(IMAGE) }),
       runtimeBinary: RUNTIME,
       poolSize: 0,
       warmDiskSizes: [],
@@ -144,7 +145,7 @@ describe('oci runtime: restart and leftovers', { skip: reason }, () => {
 
 describe('oci runtime: the agent (PID 1) and its exec sessions', { skip: reason }, () => {
   const instance = `agent-${randomBytes(4).toString('hex')}`;
-  const rt = new OciRuntime({ instance, stateDir: STATE_DIR, images: new ImageStore({ root: join(STATE_DIR, 'images') }), runtimeBinary: RUNTIME, poolSize: 0, warmDiskSizes: [] });
+  const rt = new OciRuntime({ instance, stateDir: STATE_DIR, images: new ImageStore({ root: join(STATE_DIR, 'images'), insecureRegistries: insecureRegistriesFor(IMAGE) }), runtimeBinary: RUNTIME, poolSize: 0, warmDiskSizes: [] });
 
   after(async () => {
     for (const s of await rt.list()) await rt.remove(s.runtimeId);

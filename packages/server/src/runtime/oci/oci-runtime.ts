@@ -28,6 +28,10 @@ import type { DiskPolicy } from '../disk-admission.js';
 import { DiskPool, isMountPoint } from './disk-pool.js';
 import { HostLauncher, hostLauncher, useHostLauncher } from './host-launcher.js';
 import { ImageStore } from './image-store.js';
+import { parseImageRef } from './image-ref.js';
+import type { ImageRef } from './image-ref.js';
+import { credentialsFor } from './registry-access-check.js';
+import type { RegistryCredentials } from './registry-client.js';
 import { startOciExec } from './oci-exec.js';
 import type { ExecTarget } from './oci-exec.js';
 import { buildOciConfig, defaultSeccompProfile, mergeEnv } from './oci-spec.js';
@@ -71,8 +75,10 @@ export interface OciRuntimeOptions {
   hostLauncher?: boolean;
   /** Image store; default one rooted at `<stateDir>/images`. */
   images?: ImageStore;
-  /** Registries reached over plain HTTP besides loopback ones. */
+  /** Registries (`host[:port]`) the default image store may reach over plain HTTP and at loopback, private or link-local addresses. */
   insecureRegistries?: string[];
+  /** Cap on one pull's compressed and on its decompressed layer bytes for the default image store (default 8 GiB). */
+  maxImageBytes?: number;
   /** The bridge networked sandboxes join (default `corral-oci0`, `10.213.0.0/16`). */
   bridge?: Partial<BridgeOptions>;
   /** Network namespaces and disks kept ready per kind/size (default 2; 0 disables pooling). */
@@ -197,7 +203,11 @@ export class OciRuntime implements SandboxRuntime {
     this.useLauncher = options.hostLauncher ?? true;
     this.imageGcIntervalMs = options.imageGcIntervalMs ?? 3_600_000;
     this.imageGcMinAgeMs = options.imageGcMinAgeMs ?? 3_600_000;
-    this.images = options.images ?? new ImageStore({ root: join(options.stateDir, 'images'), insecureRegistries: options.insecureRegistries ?? [] });
+    this.images = options.images ?? new ImageStore({
+        root: join(options.stateDir, 'images'),
+        insecureRegistries: options.insecureRegistries ?? [],
+        ...(options.maxImageBytes !== undefined ? { maxImageBytes: options.maxImageBytes } : {}),
+      });
     const safeInstance = options.instance.replace(/[^A-Za-z0-9_.-]/g, '_');
     this.instanceDir = join(options.stateDir, 'instances', safeInstance);
     this.sandboxesDir = join(this.instanceDir, 'sandboxes');
@@ -372,7 +382,7 @@ export class OciRuntime implements SandboxRuntime {
     if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$/.test(spec.sandboxId)) throw new RuntimeError('START_FAILED', `invalid sandbox id ${spec.sandboxId}`);
     const workspace = posix.normalize(spec.workspacePath);
     if (!workspace.startsWith('/') || workspace.split('/').includes('..')) throw new RuntimeError('START_FAILED', `invalid workspace path ${spec.workspacePath}`);
-    const auth = spec.registryAuth ? { username: spec.registryAuth.username, password: spec.registryAuth.password } : undefined;
+    const auth = pullCredentials(spec);
     const releaseDisk = await this.admitDisk(spec.diskBytes);
     try {
       return await this.createAdmitted(spec, workspace, auth, releaseDisk);
@@ -384,7 +394,7 @@ export class OciRuntime implements SandboxRuntime {
   private async createAdmitted(
     spec: SandboxSpec,
     workspace: string,
-    auth: { username: string; password: string } | undefined,
+    auth: RegistryCredentials | undefined,
     releaseDisk: () => void,
   ): Promise<{ runtimeId: string }> {
     const image = await this.images.ensure(spec.image, auth);
@@ -895,3 +905,15 @@ function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+
+/** The credentials of a spec for its image's registry (refused when made for another registry). */
+function pullCredentials(spec: SandboxSpec): RegistryCredentials | undefined {
+  if (!spec.registryAuth) return undefined;
+  let ref: ImageRef;
+  try {
+    ref = parseImageRef(spec.image);
+  } catch (error) {
+    throw new RuntimeError('IMAGE_PULL_FAILED', `cannot pull ${spec.image}: ${(error as Error).message}`, { cause: error });
+  }
+  return credentialsFor(ref, spec.registryAuth);
+}

@@ -12,6 +12,7 @@ import { USERNS_DIR } from './sandbox-network.js';
 import { ensureAgentBinary } from './native-build.js';
 import { DEFAULT_USERNS_MAPPING, usernsUnavailable } from './userns.js';
 import { ociMissing } from '../../testing/runtime-available.js';
+import { insecureRegistriesFor } from '../../testing/local-registries.js';
 import { specFixture } from '../../testing/sandbox-fixture.js';
 
 const IMAGE = process.env.CORRAL_OCI_TEST_IMAGE ?? '127.0.0.1:5000/corral/busybox:latest';
@@ -41,7 +42,7 @@ async function hostUids(pid: number): Promise<number[]> {
 const reason = ociMissing({ runtime: RUNTIME, registryImage: IMAGE });
 describe('oci runtime: user namespace', { skip: reason }, () => {
   const instance = `userns-${randomBytes(4).toString('hex')}`;
-  const images = new ImageStore({ root: join(STATE_DIR, 'images') });
+  const images = new ImageStore({ root: join(STATE_DIR, 'images'), insecureRegistries: insecureRegistriesFor(IMAGE) });
   const rt = new OciRuntime({ instance, stateDir: STATE_DIR, images, runtimeBinary: RUNTIME, poolSize: 1, warmDiskSizes: [] });
   let unavailable: string | undefined;
 

@@ -1,0 +1,12 @@
+/**
+ * The local registries the test infrastructure runs (scripts/start-registry.sh): 127.0.0.1:5000
+ * without auth and 127.0.0.1:5001 with basic auth. Pulls reach loopback registries only when
+ * listed (CORRAL_REGISTRY_INSECURE / `insecureRegistries`), so tests that pull from them pass this.
+ */
+export const LOCAL_TEST_REGISTRIES: readonly string[] = ['127.0.0.1:5000', '127.0.0.1:5001'];
+
+/** {@link LOCAL_TEST_REGISTRIES} plus the registry of `image` (a test may name another local one). */
+export function insecureRegistriesFor(image: string): string[] {
+  const registry = image.split('/')[0] ?? '';
+  return [...new Set([...LOCAL_TEST_REGISTRIES, ...(registry.includes(':') || registry.includes('.') ? [registry] : [])])];
+}

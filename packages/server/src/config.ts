@@ -52,6 +52,8 @@ export interface CorralConfig {
   tunnelTtlSeconds: number;
   /** Most tunnels (not yet expired) one user may hold. */
   maxTunnelsPerUser: number;
+  /** Longest time `POST /sandbox` holds its answer while the sandbox provisions, ms; 0 answers at once (PENDING). */
+  createWaitMs: number;
 }
 
 type Parser = (raw: string, name: string) => unknown;
@@ -139,6 +141,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'proxyTlsPort', env: 'CORRAL_PROXY_TLS_PORT', description: 'Port of the HTTPS listener for exposures and tunnels (0 picks a free port)', defaultText: '8443', parse: integer(0, 65535) },
   { key: 'tunnelTtlSeconds', env: 'CORRAL_TUNNEL_TTL', description: 'How long a tunnel lives, seconds', defaultText: '86400', parse: integer(60, 86_400 * 30) },
   { key: 'maxTunnelsPerUser', env: 'CORRAL_MAX_TUNNELS_PER_USER', description: 'Most unexpired tunnels one user may hold', defaultText: '20', parse: integer(1, 10_000) },
+  { key: 'createWaitMs', env: 'CORRAL_CREATE_WAIT_MS', description: 'Longest time POST /api/v1/sandbox holds its answer while the sandbox starts, so it answers RUNNING; 0 answers at once (PENDING). Clients may shorten it with the X-Corral-Create-Wait header', defaultText: '3000', parse: integer(0, 25_000) },
 ];
 
 const DEFAULTS: CorralConfig = {
@@ -175,6 +178,7 @@ const DEFAULTS: CorralConfig = {
   proxyTlsPort: 8443,
   tunnelTtlSeconds: 86_400,
   maxTunnelsPerUser: 20,
+  createWaitMs: 3000,
 };
 
 /**

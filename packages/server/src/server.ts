@@ -10,6 +10,7 @@ import { createRuntime } from './runtime/create-runtime.js';
 import type { SandboxRuntime } from './runtime/runtime.js';
 import { ActivityTracker } from './services/activity-tracker.js';
 import { AuthService } from './services/auth-service.js';
+import { CreateHold } from './services/create-hold.js';
 import { GatewayTokens } from './services/gateway-tokens.js';
 import { RateLimiter } from './services/rate-limiter.js';
 import { RegistryCredentialsService } from './services/registry-credentials-service.js';
@@ -53,14 +54,17 @@ function gatewaySecret(config: CorralConfig): string {
  * Wires the store, runtime driver, services, reconciler and HTTP app together, runs startup
  * recovery (one reconcile pass) and returns the server ready to listen.
  */
-export async function createCorralServer(config: CorralConfig, options: { logger?: Logger } = {}): Promise<CorralServer> {
+export async function createCorralServer(
+  config: CorralConfig,
+  options: { logger?: Logger; /** Used instead of the driver `config.runtime` names (tests wrap drivers with it). */ runtime?: SandboxRuntime } = {},
+): Promise<CorralServer> {
   const log = options.logger ?? pino({ level: config.logLevel, base: { service: 'corral' } });
   const store = await openStore(
     config.databaseUrl ? { kind: 'postgres', url: config.databaseUrl } : { kind: 'sqlite', path: join(config.dataDir, 'corral.db') },
   );
   let runtime: SandboxRuntime | null = null;
   try {
-    runtime = await createRuntime(config);
+    runtime = options.runtime ?? (await createRuntime(config));
   } catch (error) {
     await store.close();
     throw error;
@@ -75,7 +79,7 @@ export async function createCorralServer(config: CorralConfig, options: { logger
   const reconciler = new Reconciler(store, lifecycle, config.reconcileIntervalMs, log, config.terminatedRetentionHours * 3_600_000);
   let ready = false;
   const app = await buildApp(
-    { config, auth, sandboxes, registryCredentials, rateLimiter: new RateLimiter(config.rateLimits), gateway: { store, runtime, tokens, activity }, isReady: () => ready },
+    { config, auth, sandboxes, createHold: new CreateHold(store, lifecycle, config.createWaitMs), registryCredentials, rateLimiter: new RateLimiter(config.rateLimits), gateway: { store, runtime, tokens, activity }, isReady: () => ready },
     log,
   );
   await reconciler.reconcile();

@@ -5,6 +5,7 @@ import type { CorralConfig } from '../config.js';
 import { ApiError } from '../errors/api-error.js';
 import type { ActivityTracker } from '../services/activity-tracker.js';
 import type { AuthService, Principal } from '../services/auth-service.js';
+import type { CreateHold } from '../services/create-hold.js';
 import type { GatewayTokens } from '../services/gateway-tokens.js';
 import type { SandboxRuntime } from '../runtime/runtime.js';
 import type { Store } from '../store/store.js';
@@ -40,6 +41,8 @@ export interface AppServices {
   config: CorralConfig;
   auth: AuthService;
   sandboxes: SandboxService;
+  /** Holds `POST /sandbox` answers while their sandbox starts. */
+  createHold: CreateHold;
   registryCredentials: RegistryCredentialsService;
   rateLimiter: RateLimiter;
   /** The data plane's view: the store, the runtime, token checks and activity for idle timeouts. */

@@ -44,7 +44,7 @@ export function registerCreate(sandbox: Command): void {
     .option('--secret <K=V>', 'secret environment variable, masked when read back (repeatable)', collect)
     .option('-l, --label <label>', 'label (repeatable)', collect)
     .option('--team-id <id>', 'create it in a team')
-    .option('--wait', 'wait until it is RUNNING and answers commands')
+    .option('--wait', 'wait until it is RUNNING and answers commands (the server answers most creates RUNNING already)')
     .action(
       run(async (image: string, startArgs: string[], options: CreateOptions, globals: GlobalOptions) => {
         const client = clientFor(globals);
@@ -70,7 +70,9 @@ export function registerCreate(sandbox: Command): void {
           ...(options.label ? { labels: options.label } : {}),
           ...(options.teamId !== undefined ? { teamId: options.teamId } : {}),
         });
-        if (options.wait) {
+        // The server holds its answer while the sandbox starts: usually it is RUNNING already, and
+        // `waitUntilRunning` returns without asking again.
+        if (options.wait && sandbox.info.status !== 'RUNNING') {
           const started = Date.now();
           let frame = 0;
           const spinner = process.stderr.isTTY

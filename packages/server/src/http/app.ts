@@ -13,6 +13,7 @@ import type { RateLimitName, RateLimiter } from '../services/rate-limiter.js';
 import type { RegistryCredentialsService } from '../services/registry-credentials-service.js';
 import type { SandboxService } from '../services/sandbox-service.js';
 import { registerGateway } from '../gateway/index.js';
+import { answerContinueEarly } from './early-continue.js';
 import { errorHandler, frameworkErrorHandler } from './error-handler.js';
 import { registerAdminRoutes } from './routes/admin-routes.js';
 import { registerExposureRoutes } from './routes/exposure-routes.js';
@@ -88,6 +89,7 @@ export async function buildApp(services: AppServices, logger: Logger | false = f
     frameworkErrors: frameworkErrorHandler,
   } as Parameters<typeof Fastify>[0]) as unknown as FastifyInstance;
 
+  answerContinueEarly(app.server);
   app.setValidatorCompiler(validatorCompiler);
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler((request, reply) =>

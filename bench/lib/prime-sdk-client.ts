@@ -1,13 +1,15 @@
 import { randomUUID } from 'node:crypto';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { BENCH_KEY } from './corral-client.js';
 
 /**
  * A benchmark client that behaves as the Prime Python SDK (prime-sandboxes 0.2.39, sync
  * `SandboxClient`) does, so the bench measures what its users see:
  *
- * - control plane: one kept-alive connection pool (the SDK's `APIClient` holds one `httpx.Client`),
- *   its headers (`User-Agent: prime-sandboxes/…`, `Content-Type: application/json`, Bearer key);
+ * - control plane: one kept-alive connection pool (the SDK's `APIClient` holds one `httpx.Client`:
+ *   up to 20 idle connections kept), its headers (`User-Agent: prime-sandboxes/…`, `Content-Type:
+ *   application/json`, Bearer key), each request's head and body in two writes without TCP_NODELAY
+ *   (httpcore's sync backend);
  * - `create`: `POST /sandbox` with the SDK's defaults and a fresh `idempotency_key`;
  * - `waitForCreation`: the SDK's status coalescer (asks are collected for 25 ms, then one
  *   `status:batchGet` of ≤ 100 ids), asked at once; while not RUNNING it sleeps
@@ -27,25 +29,23 @@ export class PrimeSdkClient {
   /** Status requests sent, for the report. */
   statusRequests = 0;
 
+  private readonly pool: HttpxStylePool;
+
   constructor(
-    private readonly base: string,
+    base: string,
     private readonly options: { createHeaders?: Record<string, string> } = {},
-  ) {}
+  ) {
+    this.pool = new HttpxStylePool(new URL(base));
+  }
 
   private async call<T>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
-    const response = await fetch(`${this.base}/api/v1${path}`, {
-      method,
-      headers: {
-        'content-type': 'application/json',
-        authorization: `Bearer ${BENCH_KEY}`,
-        'user-agent': 'prime-sandboxes/0.2.39 python/3.11.7',
-        ...headers,
-      },
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-    });
-    const text = await response.text();
-    if (!response.ok) throw new Error(`${method} ${path}: HTTP ${response.status} ${text}`);
-    return JSON.parse(text) as T;
+    const answer = await this.pool.request(method, `/api/v1${path}`, {
+      'Content-Type': 'application/json',
+      Authorization: `Bearer ${BENCH_KEY}`,
+      ...headers,
+    }, body === undefined ? undefined : JSON.stringify(body));
+    if (answer.status < 200 || answer.status >= 300) throw new Error(`${method} ${path}: HTTP ${answer.status} ${answer.body}`);
+    return JSON.parse(answer.body) as T;
   }
 
   /** `SandboxClient.create(CreateSandboxRequest(name, docker_image))`. Returns the id and the status it answered. */
@@ -180,44 +180,137 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/**
- * One POST exactly as `httpx.Client().post(url, json=…, headers={'Authorization': …})` puts it on
- * the wire: a new connection, TCP_NODELAY, the request head and the body as two writes, and the
- * connection closed once the answer is read.
- */
-export function httpxStylePost(url: URL, token: string, body: string): Promise<{ status: number; body: string }> {
-  const head =
-    `POST ${url.pathname}${url.search} HTTP/1.1\r\n` +
-    `Host: ${url.host}\r\n` +
-    'Accept: */*\r\n' +
-    'Accept-Encoding: gzip, deflate\r\n' +
-    'Connection: keep-alive\r\n' +
-    'User-Agent: python-httpx/0.28.1\r\n' +
-    `Authorization: Bearer ${token}\r\n` +
-    `Content-Length: ${Buffer.byteLength(body)}\r\n` +
-    'Content-Type: application/json\r\n\r\n';
-  return new Promise((resolve, reject) => {
-    const socket = connect({ host: url.hostname, port: Number(url.port || 80), noDelay: true });
-    let received = Buffer.alloc(0);
-    socket.on('connect', () => {
-      socket.write(head);
-      socket.write(body);
-    });
+/** The request head httpx writes: its header order, then the caller's headers, then the length. */
+function httpxHead(method: string, url: URL, path: string, headers: Record<string, string>, body: string | undefined): string {
+  const lines = [
+    `${method} ${path} HTTP/1.1`,
+    `Host: ${url.host}`,
+    'Accept: */*',
+    'Accept-Encoding: gzip, deflate',
+    'Connection: keep-alive',
+    `User-Agent: ${headers['User-Agent'] ?? 'python-httpx/0.28.1'}`,
+    ...Object.entries(headers)
+      .filter(([name]) => name !== 'User-Agent')
+      .map(([name, value]) => `${name}: ${value}`),
+    ...(body !== undefined ? [`Content-Length: ${Buffer.byteLength(body)}`] : method === 'POST' ? ['Content-Length: 0'] : []),
+  ];
+  return `${lines.join('\r\n')}\r\n\r\n`;
+}
+
+/** One HTTP/1.1 connection that sends a request as two writes and reads one answer at a time (1xx skipped). */
+class HttpxStyleConnection {
+  private buffered = Buffer.alloc(0);
+  private waiter: { wake: () => void; fail: (e: Error) => void } | undefined;
+  private failure: Error | undefined;
+
+  private constructor(readonly socket: Socket) {
     socket.on('data', (chunk: Buffer) => {
-      received = Buffer.concat([received, chunk]);
-      const end = received.indexOf('\r\n\r\n');
-      if (end < 0) return;
-      const headText = received.subarray(0, end).toString('latin1');
-      const length = Number(/\r\ncontent-length:\s*(\d+)/i.exec(headText)?.[1] ?? NaN);
-      if (!Number.isFinite(length)) {
-        socket.destroy();
-        reject(new Error(`no Content-Length in ${headText}`));
-        return;
-      }
-      if (received.length < end + 4 + length) return;
-      socket.destroy();
-      resolve({ status: Number(headText.split(' ')[1]), body: received.subarray(end + 4, end + 4 + length).toString('utf8') });
+      this.buffered = Buffer.concat([this.buffered, chunk]);
+      this.waiter?.wake();
     });
-    socket.on('error', reject);
-  });
+    const fail = (error: Error): void => {
+      this.failure ??= error;
+      this.waiter?.fail(this.failure);
+    };
+    socket.on('error', fail);
+    socket.on('close', () => fail(new Error('connection closed')));
+  }
+
+  /** Connects without TCP_NODELAY, as httpcore's sync backend does. */
+  static async open(url: URL): Promise<HttpxStyleConnection> {
+    const socket = connect({ host: url.hostname, port: Number(url.port || 80), noDelay: false });
+    await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+    return new HttpxStyleConnection(socket);
+  }
+
+  get usable(): boolean {
+    return this.failure === undefined && !this.socket.destroyed;
+  }
+
+  private more(): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise<void>((resolve, reject) => {
+      this.waiter = {
+        wake: () => {
+          this.waiter = undefined;
+          resolve();
+        },
+        fail: (e) => {
+          this.waiter = undefined;
+          reject(e);
+        },
+      };
+    });
+  }
+
+  async exchange(head: string, body: string | undefined): Promise<{ status: number; body: string; close: boolean }> {
+    this.socket.write(head);
+    if (body !== undefined) this.socket.write(body);
+    for (;;) {
+      const end = this.buffered.indexOf('\r\n\r\n');
+      if (end < 0) {
+        await this.more();
+        continue;
+      }
+      const headText = this.buffered.subarray(0, end).toString('latin1');
+      const status = Number(headText.split(' ')[1]);
+      if (status < 200) {
+        this.buffered = this.buffered.subarray(end + 4);
+        continue;
+      }
+      const length = Number(/\r\ncontent-length:\s*(\d+)/i.exec(headText)?.[1] ?? NaN);
+      if (!Number.isFinite(length)) throw new Error(`no Content-Length in ${headText}`);
+      while (this.buffered.length < end + 4 + length) await this.more();
+      const text = this.buffered.subarray(end + 4, end + 4 + length).toString('utf8');
+      this.buffered = this.buffered.subarray(end + 4 + length);
+      return { status, body: text, close: /\r\nconnection:\s*close/i.test(headText) };
+    }
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+/** httpx's connection pool as the SDK's `APIClient` uses it: kept-alive connections, at most 20 idle. */
+class HttpxStylePool {
+  private readonly idle: HttpxStyleConnection[] = [];
+
+  constructor(private readonly base: URL) {}
+
+  async request(method: string, path: string, headers: Record<string, string>, body: string | undefined): Promise<{ status: number; body: string }> {
+    const head = httpxHead(method, this.base, path, { 'User-Agent': 'prime-sandboxes/0.2.39 python/3.11.7', ...headers }, body);
+    for (;;) {
+      let reused = false;
+      let connection: HttpxStyleConnection | undefined;
+      while ((connection = this.idle.pop()) && !connection.usable) connection.close();
+      if (connection) reused = true;
+      else connection = await HttpxStyleConnection.open(this.base);
+      try {
+        const answer = await connection.exchange(head, body);
+        if (!answer.close && this.idle.length < 20) this.idle.push(connection);
+        else connection.close();
+        return answer;
+      } catch (error) {
+        connection.close();
+        // A kept-alive connection the server closed meanwhile: httpcore retries on a new one.
+        if (!reused) throw error;
+      }
+    }
+  }
+}
+
+/**
+ * One POST exactly as `with httpx.Client(timeout=…) as c: c.post(url, json=…, headers={'Authorization': …})`
+ * puts it on the wire: a new connection (no TCP_NODELAY), the request head and the body as two
+ * writes, and the connection closed once the answer is read.
+ */
+export async function httpxStylePost(url: URL, token: string, body: string): Promise<{ status: number; body: string }> {
+  const connection = await HttpxStyleConnection.open(url);
+  try {
+    const answer = await connection.exchange(httpxHead('POST', url, `${url.pathname}${url.search}`, { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' }, body), body);
+    return { status: answer.status, body: answer.body };
+  } finally {
+    connection.close();
+  }
 }

@@ -4,7 +4,7 @@ import { PrimeSdkClient } from '../lib/prime-sdk-client.js';
 import { machine, percentiles, report, type Baseline } from '../lib/results.js';
 
 /**
- * `npm run bench -- burst [--driver oci|docker] [--count 100] [--settle <seconds>]`
+ * `npm run bench -- burst [--driver oci|docker] [--count 100] [--settle <seconds>] [--create-wait-ms <ms>]`
  *
  * `count` creates at once; each is timed from its `POST /sandbox` to its first successful gateway
  * exec (status polled through one shared `status:batchGet` every 20 ms for all pending sandboxes, as
@@ -22,7 +22,9 @@ export async function run(args: string[]): Promise<void> {
   // Seconds to wait after the warm-up sandbox, so the driver's pools (CORRAL_OCI_POOL_SIZE) fill first.
   const settleAt = args.indexOf('--settle');
   const settleMs = settleAt >= 0 ? Number(args[settleAt + 1]) * 1000 : 0;
-  const server = await startBenchServer(driver);
+  // The server's create hold (CORRAL_CREATE_WAIT_MS); default: the server's own default (3000).
+  const holdAt = args.indexOf('--create-wait-ms');
+  const server = await startBenchServer(driver, holdAt >= 0 ? { CORRAL_CREATE_WAIT_MS: args[holdAt + 1] } : {});
   try {
     const warm = await server.client.create(BENCH_IMAGE);
     await server.client.waitRunning(warm);

@@ -9,8 +9,8 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
  * host's kernel delays that acknowledgement until it has something to send (delayed ACK, 40 ms
  * on Linux). Nothing moves for 40 ms per request. The interim response carries the ACK, so the body
  * follows at once. RFC 9110 §15.2 requires clients to accept 1xx responses they did not ask for;
- * it is sent only when the body is still missing once the head has been parsed, never after the
- * final response has started, and never twice.
+ * it is sent only for a small body (Content-Length ≤ 64 KiB) still wholly missing once the head
+ * has been parsed, never after the final response has started, and never twice.
  */
 export function answerContinueEarly(server: Server): void {
   server.on('request', (request: IncomingMessage, response: ServerResponse) => {
@@ -26,8 +26,15 @@ export function answerContinueEarly(server: Server): void {
   });
 }
 
+/** The largest body the interim answer is sent for: JSON calls, not uploads or large commands. */
+const SMALL_BODY_BYTES = 64 * 1024;
+
+/**
+ * A small body of known length. Large or chunked bodies (uploads, megabyte commands) are left
+ * alone: their clients stream them without waiting on Nagle, and some (undici) refuse an interim
+ * answer that arrives while they are still writing the body.
+ */
 function expectsBody(request: IncomingMessage): boolean {
-  const length = request.headers['content-length'];
-  if (length !== undefined) return Number(length) > 0;
-  return request.headers['transfer-encoding'] !== undefined;
+  const length = Number(request.headers['content-length'] ?? NaN);
+  return Number.isInteger(length) && length > 0 && length <= SMALL_BODY_BYTES && request.headers['transfer-encoding'] === undefined;
 }

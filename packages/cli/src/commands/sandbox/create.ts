@@ -70,25 +70,27 @@ export function registerCreate(sandbox: Command): void {
           ...(options.label ? { labels: options.label } : {}),
           ...(options.teamId !== undefined ? { teamId: options.teamId } : {}),
         });
-        // The server holds its answer while the sandbox starts: usually it is RUNNING already, and
-        // `waitUntilRunning` returns without asking again.
-        if (options.wait && sandbox.info.status !== 'RUNNING') {
+        if (options.wait) {
+          // The server holds its answer while the sandbox starts, so it is usually RUNNING already:
+          // then there is nothing to wait for and no spinner.
           const started = Date.now();
-          let frame = 0;
-          const spinner = process.stderr.isTTY
-            ? setInterval(() => process.stderr.write(`\r${FRAMES[frame++ % FRAMES.length]} waiting for ${sandbox.id} to be RUNNING (${Math.round((Date.now() - started) / 1000)}s)\x1b[K`), 100)
-            : undefined;
-          if (!spinner) process.stderr.write(`waiting for ${sandbox.id} to be RUNNING…\n`);
-          try {
-            await sandbox.waitUntilRunning();
-          } finally {
-            if (spinner) {
-              clearInterval(spinner);
-              process.stderr.write('\r\x1b[K');
+          if (sandbox.info.status !== 'RUNNING') {
+            let frame = 0;
+            const spinner = process.stderr.isTTY
+              ? setInterval(() => process.stderr.write(`\r${FRAMES[frame++ % FRAMES.length]} waiting for ${sandbox.id} to be RUNNING (${Math.round((Date.now() - started) / 1000)}s)\x1b[K`), 100)
+              : undefined;
+            if (!spinner) process.stderr.write(`waiting for ${sandbox.id} to be RUNNING…\n`);
+            try {
+              await sandbox.waitUntilRunning();
+            } finally {
+              if (spinner) {
+                clearInterval(spinner);
+                process.stderr.write('\r\x1b[K');
+              }
             }
+            await sandbox.refresh();
           }
           process.stderr.write(`${sandbox.id} is RUNNING (${((Date.now() - started) / 1000).toFixed(1)}s)\n`);
-          await sandbox.refresh();
         }
         if (globals.output === 'json') printResult('json', sandbox.info, [], []);
         else process.stdout.write(`${sandbox.id}\n`);

@@ -1,5 +1,5 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus, totalmem } from 'node:os';
+import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -46,7 +46,8 @@ export function percentiles(values: readonly number[]): Percentiles {
 /** A one-line description of this machine for results files. */
 export function machine(): string {
   const cpu = cpus();
-  return `${cpu.length}x ${cpu[0]?.model ?? 'cpu'}, ${Math.round(totalmem() / 1024 ** 3)} GiB, node ${process.version}`;
+  const load = loadavg().map((l) => l.toFixed(1)).join('/');
+  return `${cpu.length}x ${cpu[0]?.model ?? 'cpu'}, ${Math.round(totalmem() / 1024 ** 3)} GiB, node ${process.version}, load ${load} (1/5/15 min) at the end of the run`;
 }
 
 const RESULTS_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'results');

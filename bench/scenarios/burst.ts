@@ -1,13 +1,18 @@
 import { dockerRunExec, runcRunTrue, timeRuns, type BaselineOp } from '../lib/baselines.js';
 import { BENCH_IMAGE, driverOption, resultsFile, startBenchServer } from '../lib/bench-server.js';
+import { PrimeSdkClient } from '../lib/prime-sdk-client.js';
 import { machine, percentiles, report, type Baseline } from '../lib/results.js';
 
 /**
- * `npm run bench -- burst [--driver oci|docker] [--count 100] [--settle <seconds>]`
+ * `npm run bench -- burst [--driver oci|docker] [--count 100] [--settle <seconds>] [--create-wait-ms <ms>]`
  *
  * `count` creates at once; each is timed from its `POST /sandbox` to its first successful gateway
  * exec (status polled through one shared `status:batchGet` every 20 ms for all pending sandboxes, as
- * `@corral/sdk`'s batched waits do). Baseline: the same number
+ * `@corral/sdk`'s batched waits do). In the same run, the same burst through the Prime SDK's own
+ * schedule (`lib/prime-sdk-client.ts`: one client's 25 ms status coalescer and 1.0 s × 1.5 jittered
+ * backoff, as `asyncio.gather` over the async SDK's `create` + `wait_for_creation` +
+ * `execute_command("true")` does), and the server-side readiness of each burst (`startedAt −
+ * createdAt` of every row). Baseline: the same number
  * of `docker run -d` + `docker exec true` (and, for oci, `runc run true`) started at once.
  */
 export async function run(args: string[]): Promise<void> {
@@ -17,7 +22,9 @@ export async function run(args: string[]): Promise<void> {
   // Seconds to wait after the warm-up sandbox, so the driver's pools (CORRAL_OCI_POOL_SIZE) fill first.
   const settleAt = args.indexOf('--settle');
   const settleMs = settleAt >= 0 ? Number(args[settleAt + 1]) * 1000 : 0;
-  const server = await startBenchServer(driver);
+  // The server's create hold (CORRAL_CREATE_WAIT_MS); default: the server's own default (3000).
+  const holdAt = args.indexOf('--create-wait-ms');
+  const server = await startBenchServer(driver, holdAt >= 0 ? { CORRAL_CREATE_WAIT_MS: args[holdAt + 1] } : {});
   try {
     const warm = await server.client.create(BENCH_IMAGE);
     await server.client.waitRunning(warm);
@@ -33,7 +40,26 @@ export async function run(args: string[]): Promise<void> {
       if (code !== 0) throw new Error(`exit ${code}`);
     });
     const wallMs = performance.now() - wallStart;
+    const readiness = async (ids: string[]): Promise<number[]> =>
+      (await Promise.all(ids.map((id) => server.client.get(id)))).flatMap((s) =>
+        typeof s.startedAt === 'string' && typeof s.createdAt === 'string' ? [Date.parse(s.startedAt) - Date.parse(s.createdAt)] : [],
+      );
+    const fastReadiness = await readiness(created);
     await Promise.all(created.map((id) => server.client.delete(id).catch(() => undefined)));
+    await new Promise((r) => setTimeout(r, settleMs));
+    const sdkClient = new PrimeSdkClient(server.served.url);
+    const sdkCreated: string[] = [];
+    const sdkWallStart = performance.now();
+    const sdk = await timeRuns(count, count, async () => {
+      const { id } = await sdkClient.create(BENCH_IMAGE);
+      sdkCreated.push(id);
+      await sdkClient.waitForCreation(id);
+      const code = await sdkClient.executeCommand(id, 'true');
+      if (code !== 0) throw new Error(`exit ${code}`);
+    });
+    const sdkWallMs = performance.now() - sdkWallStart;
+    const sdkReadiness = await readiness(sdkCreated);
+    await Promise.all(sdkCreated.map((id) => sdkClient.delete(id).catch(() => undefined)));
     const ops: BaselineOp[] = [dockerRunExec(BENCH_IMAGE)];
     if (driver === 'oci') ops.push(await runcRunTrue(server.rootfsTar));
     const baselines: Baseline[] = [];
@@ -50,6 +76,17 @@ export async function run(args: string[]): Promise<void> {
         machine: machine(),
         runs: count,
         corral: { ...mine, succeeded: corral.ms.length, errors: corral.errors.length, first_errors: corral.errors.slice(0, 3), wall_ms: Math.round(wallMs) },
+        server_readiness: percentiles(fastReadiness),
+        prime_sdk_schedule: {
+          ...percentiles(sdk.ms),
+          succeeded: sdk.ms.length,
+          errors: sdk.errors.length,
+          first_errors: sdk.errors.slice(0, 3),
+          wall_ms: Math.round(sdkWallMs),
+          status_requests: sdkClient.statusRequests,
+          server_readiness: percentiles(sdkReadiness),
+          p99_over_server_readiness_p99_ms: Math.round(percentiles(sdk.ms).p99_ms - percentiles(sdkReadiness).p99_ms),
+        },
         baselines,
         ratio_p50: Object.fromEntries(baselines.map((b) => [b.name, Math.round((b.p50_ms / mine.p50_ms) * 100) / 100])),
       },

@@ -4,6 +4,7 @@ import { promisify } from 'node:util';
 import { timeRuns } from '../lib/baselines.js';
 import { BENCH_IMAGE, resultsFile, startBenchServer } from '../lib/bench-server.js';
 import { BENCH_KEY } from '../lib/corral-client.js';
+import { httpxStylePost } from '../lib/prime-sdk-client.js';
 import { machine, percentiles, report, type Baseline } from '../lib/results.js';
 
 const run = promisify(execFile);
@@ -11,7 +12,9 @@ const run = promisify(execFile);
 /**
  * The exec scenario on the oci driver: gateway round trip of `true` (1 client, then 32 at once)
  * against one sandbox, beside `runc exec <container> /bin/sh -c true` through the runtime's own CLI
- * on the same container, in the same run.
+ * on the same container, in the same run; and the exec exactly as the Prime SDK's sync
+ * `execute_command` sends it (`lib/prime-sdk-client.ts`: a new connection per call, httpx's
+ * headers and JSON, head and body in two writes), 1 client.
  */
 export async function runOci(args: string[]): Promise<void> {
   const opt = (name: string, fallback: number): number => {
@@ -35,6 +38,11 @@ export async function runOci(args: string[]): Promise<void> {
       const result = (await response.json()) as { exit_code?: number };
       if (response.status !== 200 || result.exit_code !== 0) throw new Error(`exec: HTTP ${response.status}`);
     };
+    const sdkBody = JSON.stringify({ command: 'true', working_dir: null, env: {}, sandbox_id: id, timeout: 300 });
+    const sdkShaped = async (): Promise<void> => {
+      const answer = await httpxStylePost(new URL(url), auth.token, sdkBody);
+      if (answer.status !== 200 || (JSON.parse(answer.body) as { exit_code?: number }).exit_code !== 0) throw new Error(`exec: HTTP ${answer.status}`);
+    };
     const root = join(server.dataDir, 'oci', 'instances', server.instanceId, 'runc');
     const cli = async (): Promise<void> => {
       await run(binary, ['--root', root, 'exec', `corral-${id}`, '/bin/sh', '-c', 'true']);
@@ -43,6 +51,8 @@ export async function runOci(args: string[]): Promise<void> {
     const started1 = performance.now();
     const one = await timeRuns(runs, 1, gateway);
     const rate1 = one.ms.length / ((performance.now() - started1) / 1000);
+    await timeRuns(10, 1, sdkShaped);
+    const sdk1 = await timeRuns(runs, 1, sdkShaped);
     const started32 = performance.now();
     const many = await timeRuns(concurrentRuns, 32, gateway);
     const rate32 = many.ms.length / ((performance.now() - started32) / 1000);
@@ -52,6 +62,7 @@ export async function runOci(args: string[]): Promise<void> {
     const cliRate32 = cli32.ms.length / ((performance.now() - cli32Start) / 1000);
     const mine = percentiles(one.ms);
     const baselines: Baseline[] = [
+      { name: 'Prime SDK-shaped exec (new connection per call), 1 client', ...percentiles(sdk1.ms), errors: sdk1.errors.length },
       { name: 'gateway exec, 32 clients', ...percentiles(many.ms), execs_per_sec: Math.round(rate32), errors: many.errors.length },
       { name: `${binary} exec CLI, 1 caller`, ...percentiles(cli1.ms) },
       { name: `${binary} exec CLI, 32 callers`, ...percentiles(cli32.ms), execs_per_sec: Math.round(cliRate32) },
@@ -64,7 +75,10 @@ export async function runOci(args: string[]): Promise<void> {
         runs: one.ms.length,
         corral: { ...mine, name: 'gateway exec, 1 client', execs_per_sec: Math.round(rate1), errors: one.errors.length, oci_runtime: binary },
         baselines,
-        ratio_p50: { [`${binary} exec CLI, 1 caller`]: Math.round(((baselines[1]?.p50_ms ?? 0) / mine.p50_ms) * 100) / 100 },
+        ratio_p50: {
+          [`${binary} exec CLI, 1 caller`]: Math.round(((baselines[2]?.p50_ms ?? 0) / mine.p50_ms) * 100) / 100,
+          'Prime SDK-shaped exec, 1 client': Math.round(((baselines[0]?.p50_ms ?? 0) / mine.p50_ms) * 100) / 100,
+        },
         throughput_32_clients_per_sec: Math.round(rate32),
       },
       resultsFile('exec', 'oci'),

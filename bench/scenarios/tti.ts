@@ -1,5 +1,6 @@
 import { type BaselineOp, dockerRunExec, runcRunTrue, timeRuns } from '../lib/baselines.js';
 import { BENCH_IMAGE, driverOption, resultsFile, startBenchServer } from '../lib/bench-server.js';
+import { PrimeSdkClient } from '../lib/prime-sdk-client.js';
 import { machine, percentiles, report, type Baseline } from '../lib/results.js';
 
 /**
@@ -7,6 +8,10 @@ import { machine, percentiles, report, type Baseline } from '../lib/results.js';
  *
  * Time to interactive, sequentially: `POST /sandbox` → `status:batchGet` every 5 ms until RUNNING →
  * `POST /auth` → gateway exec of `true`, against a `corral serve` child. Deletes are not timed.
+ * In the same run, the Prime SDK's own schedule (`lib/prime-sdk-client.ts`: `create`,
+ * `wait_for_creation` with its 25 ms batch window and 1.0 s × 1.5 jittered backoff, then
+ * `execute_command("true")`), with the held create and, for `--sdk-no-hold-runs` runs (default
+ * 10), without it (`X-Corral-Create-Wait: 0`, the old behaviour).
  * Baselines in the same run: `docker run -d` + `docker exec true` through the CLI, and (oci)
  * `runc run` of `true` on a plain bundle of the same rootfs.
  */
@@ -34,6 +39,30 @@ export async function run(args: string[]): Promise<void> {
       if (code !== 0) throw new Error(`exit ${code}`);
     });
     for (const id of created) await server.client.delete(id);
+    const sdkTimed = async (client: PrimeSdkClient, n: number): Promise<{ ms: number[]; errors: string[]; statusRequests: number }> => {
+      const ids: string[] = [];
+      const measured = await timeRuns(n, 1, async () => {
+        const { id } = await client.create(BENCH_IMAGE);
+        ids.push(id);
+        await client.waitForCreation(id);
+        const code = await client.executeCommand(id, 'true');
+        if (code !== 0) throw new Error(`exit ${code}`);
+      });
+      for (const id of ids) await client.delete(id);
+      return { ...measured, statusRequests: client.statusRequests };
+    };
+    const noHoldAt = args.indexOf('--sdk-no-hold-runs');
+    const noHoldRuns = noHoldAt >= 0 ? Number(args[noHoldAt + 1]) : 10;
+    const sdk = await sdkTimed(new PrimeSdkClient(server.served.url), runs);
+    const sdkNoHold = await sdkTimed(new PrimeSdkClient(server.served.url, { createHeaders: { 'x-corral-create-wait': '0' } }), noHoldRuns);
+    const sdkFigures = (m: { ms: number[]; errors: string[]; statusRequests: number }): Record<string, unknown> => ({
+      ...percentiles(m.ms),
+      max_ms: Math.round(Math.max(...m.ms) * 100) / 100,
+      runs: m.ms.length,
+      errors: m.errors.length,
+      first_errors: m.errors.slice(0, 3),
+      status_requests: m.statusRequests,
+    });
     const baselines: Baseline[] = [];
     for (const op of baselineOps) {
       const measured = await timeRuns(Math.min(runs, 50), 1, () => op.once());
@@ -48,6 +77,8 @@ export async function run(args: string[]): Promise<void> {
         machine: machine(),
         runs: corral.ms.length,
         corral: { ...mine, errors: corral.errors.length, first_errors: corral.errors.slice(0, 3) },
+        prime_sdk_schedule: sdkFigures(sdk),
+        prime_sdk_schedule_no_hold: sdkFigures(sdkNoHold),
         baselines,
         ratio_p50: Object.fromEntries(baselines.map((b) => [b.name, Math.round((b.p50_ms / mine.p50_ms) * 100) / 100])),
       },

@@ -30,6 +30,8 @@ export interface CallOptions {
   operation?: string;
   signal?: AbortSignal | undefined;
   timeoutMs?: number;
+  /** Extra request headers. */
+  headers?: Record<string, string>;
 }
 
 const PRE_SEND_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT']);
@@ -153,7 +155,7 @@ export class HttpTransport {
       let response: Response;
       let text: string;
       try {
-        response = await this.options.fetch(url, { method, headers: this.headers(hasBody), ...(body !== undefined ? { body } : {}), signal });
+        response = await this.options.fetch(url, { method, headers: { ...this.headers(hasBody), ...options.headers }, ...(body !== undefined ? { body } : {}), signal });
         text = await response.text();
       } catch (error) {
         if (options.signal?.aborted) throw options.signal.reason;

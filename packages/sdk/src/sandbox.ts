@@ -38,6 +38,11 @@ export interface CreateSandboxOptions {
   registryCredentialsId?: string;
   /** Makes create safe to retry: the server returns the same sandbox for the same key. Default: a fresh UUID per `create` call. */
   idempotencyKey?: string;
+  /**
+   * Longest time the server may hold its answer while the sandbox starts, ms; 0 answers at once
+   * (PENDING). Default: the server's `CORRAL_CREATE_WAIT_MS` (3 s).
+   */
+  holdMs?: number;
   signal?: AbortSignal;
 }
 
@@ -45,8 +50,9 @@ export interface CreateSandboxOptions {
 export interface WaitOptions {
   /** Total budget, ms. Default 120 000. */
   timeoutMs?: number;
-  /** First delay between polls, ms; grows ×1.5 up to `maxPollIntervalMs`, ±25 % jitter. Default 200. */
+  /** First delay between polls, ms; grows ×1.5 up to `maxPollIntervalMs`, ±25 % jitter. Default 100. */
   pollIntervalMs?: number;
+  /** Longest delay between polls, ms. Default 1000. */
   maxPollIntervalMs?: number;
   /** After RUNNING, check that commands run (`echo 'sandbox ready'`). Default true. */
   probe?: boolean;
@@ -122,6 +128,8 @@ export class Sandbox {
     readonly id: string,
     /** The last description fetched from the server. */
     public info: SandboxInfo,
+    /** `create` answered RUNNING (the server held its answer until the sandbox started). */
+    private readonly createdRunning = false,
   ) {}
 
   /**
@@ -129,8 +137,8 @@ export class Sandbox {
    * across the client's own retries, so a lost answer never makes a second sandbox.
    */
   static async create(client: CorralClient, options: CreateSandboxOptions): Promise<Sandbox> {
-    const info = await client.sandboxes.create(createRequest(options), options.signal);
-    return new Sandbox(client, info.id, info);
+    const info = await client.sandboxes.create(createRequest(options), options.signal, options.holdMs);
+    return new Sandbox(client, info.id, info, info.status === 'RUNNING');
   }
 
   /** A handle on an existing sandbox (reads it once; throws {@link NotFoundError} when unknown). */
@@ -148,13 +156,16 @@ export class Sandbox {
    * Waits until the sandbox is RUNNING and answers commands. Status polls go through the
    * client's coalescer, so many concurrent waits share `status:batchGet` requests. Throws
    * {@link SandboxNotRunningError} (with `kind`) if it ends, {@link TimeoutError} if the budget runs out.
+   * When `create` already answered RUNNING (the server holds the create while the sandbox starts)
+   * it asks for no status and goes straight to the probe; otherwise it polls 100 ms apart at first,
+   * growing to 1 s.
    */
   async waitUntilRunning(options: WaitOptions = {}): Promise<this> {
     const deadline = Date.now() + (options.timeoutMs ?? 120_000);
-    let delay = options.pollIntervalMs ?? 200;
-    const maxDelay = options.maxPollIntervalMs ?? 2_000;
+    let delay = options.pollIntervalMs ?? 100;
+    const maxDelay = options.maxPollIntervalMs ?? 1_000;
     let last = '';
-    for (;;) {
+    while (!this.createdRunning) {
       const entry = await this.client.statuses.get(this.id);
       last = entry.status;
       if (entry.status === 'RUNNING') break;
@@ -261,16 +272,23 @@ export class Sandbox {
     return getBackgroundJob(this.client.gateway, job);
   }
 
-  /** Starts a background job and polls it until it completes; {@link CommandTimeoutError} after `timeout` seconds. */
+  /**
+   * Starts a background job and polls it until it completes; {@link CommandTimeoutError} after
+   * `timeout` seconds. Polls 50 ms after the start, then ×1.5 up to `pollIntervalMs` (default 1000),
+   * so a short job is seen done within tens of ms.
+   */
   async runBackgroundJob(command: string, options: { cwd?: string; env?: Record<string, string>; timeout?: number; pollIntervalMs?: number } = {}): Promise<BackgroundJobStatus> {
     const job = await this.startBackgroundJob(command, options);
     const timeout = options.timeout ?? 900;
     const deadline = Date.now() + timeout * 1000;
+    const maxDelay = options.pollIntervalMs ?? 1000;
+    let delay = Math.min(50, maxDelay);
     for (;;) {
       const status = await this.getBackgroundJob(job);
       if (status.completed) return status;
       if (Date.now() > deadline) throw new CommandTimeoutError(this.id, command, timeout);
-      await sleep(options.pollIntervalMs ?? 1000);
+      await sleep(delay);
+      delay = Math.min(delay * 1.5, maxDelay);
     }
   }
 

@@ -45,7 +45,8 @@ describe('SDK against a real server', { concurrency: true, timeout: 120_000 }, (
     let client: CorralClient;
     before(async () => {
       if (missing) return;
-      server = await startServer();
+      // A long hold, so a slow start on a loaded machine still answers the create RUNNING.
+      server = await startServer({ createWaitMs: 20_000 });
       client = new CorralClient({ apiUrl: server.url, apiKey: server.t.adminKey });
     });
     after(async () => server?.close());
@@ -105,7 +106,8 @@ describe('SDK against a real server', { concurrency: true, timeout: 120_000 }, (
       const rec = recordingFetch();
       const batching = new CorralClient({ apiUrl: server.url, apiKey: server.t.adminKey, fetch: rec.fetch });
       const label = `batch-${randomBytes(3).toString('hex')}`;
-      const sandboxes = await Promise.all([0, 1, 2].map(() => Sandbox.create(batching, { image: TEST_IMAGE, labels: [label], memoryGb: 0.25 })));
+      // Not held (holdMs 0), so the waits have something to poll.
+      const sandboxes = await Promise.all([0, 1, 2].map(() => Sandbox.create(batching, { image: TEST_IMAGE, labels: [label], memoryGb: 0.25, holdMs: 0 })));
       await Promise.all(sandboxes.map((s) => s.waitUntilRunning({ probe: false })));
       const reads = rec.calls.filter((c) => c.path.endsWith('status:batchGet') || (c.method === 'GET' && /\/sandbox\/[a-z0-9]{24}$/.test(c.path)));
       assert.ok(reads.length > 0);
@@ -114,6 +116,19 @@ describe('SDK against a real server', { concurrency: true, timeout: 120_000 }, (
       assert.deepEqual(new Set(first.sandbox_ids), new Set(sandboxes.map((s) => s.id)), 'the first poll asks for all three at once');
       const result = await batching.sandboxes.bulkDelete({ labels: [label] });
       assert.deepEqual(new Set(result.succeeded), new Set(sandboxes.map((s) => s.id)));
+    });
+
+    it('needs no status poll when create answers RUNNING: the server held it while the sandbox started', async (t) => {
+      if (!needDocker(t)) return;
+      const rec = recordingFetch();
+      const held = new CorralClient({ apiUrl: server.url, apiKey: server.t.adminKey, fetch: rec.fetch });
+      const sandbox = await Sandbox.create(held, { image: TEST_IMAGE, memoryGb: 0.25 });
+      assert.equal(sandbox.info.status, 'RUNNING');
+      await sandbox.waitUntilRunning();
+      const afterCreate = rec.calls.slice(1).map((c) => `${c.method} ${c.path.replace(sandbox.id, 'ID')}`);
+      assert.deepEqual(afterCreate.filter((c) => /status:batchGet|GET \/api\/v1\/sandbox\/ID$/.test(c)), [], 'no status read');
+      assert.equal((await sandbox.exec('echo hi')).stdout, 'hi\n');
+      await sandbox.delete();
     });
 
     it('streams: stdin and EOF, exit codes, a PTY with resize, signals', async (t) => {

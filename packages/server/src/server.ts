@@ -12,6 +12,7 @@ import { AccessChecker } from './services/access-checker.js';
 import { AccessEvents } from './services/access-events.js';
 import { ActivityTracker } from './services/activity-tracker.js';
 import { AuthService } from './services/auth-service.js';
+import { CreateHold } from './services/create-hold.js';
 import { GatewayTokens } from './services/gateway-tokens.js';
 import { QuotaService } from './services/quota-service.js';
 import { RateLimiter } from './services/rate-limiter.js';
@@ -73,7 +74,10 @@ function logIsolation(log: Logger, runtime: string, isolation: RuntimeIsolation)
  * Wires the store, runtime driver, services, reconciler and HTTP app together, runs startup
  * recovery (one reconcile pass) and returns the server ready to listen.
  */
-export async function createCorralServer(config: CorralConfig, options: { logger?: Logger } = {}): Promise<CorralServer> {
+export async function createCorralServer(
+  config: CorralConfig,
+  options: { logger?: Logger; /** Used instead of the driver `config.runtime` names (tests wrap drivers with it). */ runtime?: SandboxRuntime } = {},
+): Promise<CorralServer> {
   const log = options.logger ?? pino({ level: config.logLevel, base: { service: 'corral' } });
   prepareDataDir(config.dataDir);
   const store = await openStore(
@@ -81,7 +85,7 @@ export async function createCorralServer(config: CorralConfig, options: { logger
   );
   let runtime: SandboxRuntime | null = null;
   try {
-    runtime = await createRuntime(config);
+    runtime = options.runtime ?? (await createRuntime(config));
   } catch (error) {
     await store.close();
     throw error;
@@ -105,7 +109,7 @@ export async function createCorralServer(config: CorralConfig, options: { logger
   const reconciler = new Reconciler(store, lifecycle, config.reconcileIntervalMs, log, { retentionMs: config.terminatedRetentionHours * 3_600_000 });
   let ready = false;
   const app = await buildApp(
-    { config, auth, sandboxes, quotas, registryCredentials, rateLimiter: new RateLimiter(config.rateLimits), gateway: { store, runtime, tokens, access, activity }, isReady: () => ready },
+    { config, auth, sandboxes, quotas, createHold: new CreateHold(store, lifecycle, config.createWaitMs), registryCredentials, rateLimiter: new RateLimiter(config.rateLimits), gateway: { store, runtime, tokens, access, activity }, isReady: () => ready },
     log,
   );
   await reconciler.reconcile();

@@ -39,9 +39,18 @@ const seg = encodeURIComponent;
 export class SandboxesApi {
   constructor(private readonly http: HttpTransport) {}
 
-  /** `POST /sandbox`. Retried on transient failures only when `idempotency_key` is set. */
-  create(body: CreateSandboxRequest, signal?: AbortSignal): Promise<CreateSandboxResponse> {
-    return this.http.call('POST', '/sandbox', { body, idempotent: Boolean(body.idempotency_key), operation: 'CreateSandbox', signal });
+  /**
+   * `POST /sandbox`. Retried on transient failures only when `idempotency_key` is set. The server
+   * holds its answer while the sandbox starts; `holdMs` shortens that hold (0: answer at once).
+   */
+  create(body: CreateSandboxRequest, signal?: AbortSignal, holdMs?: number): Promise<CreateSandboxResponse> {
+    return this.http.call('POST', '/sandbox', {
+      body,
+      idempotent: Boolean(body.idempotency_key),
+      operation: 'CreateSandbox',
+      signal,
+      ...(holdMs !== undefined ? { headers: { 'x-corral-create-wait': String(Math.max(0, Math.round(holdMs))) } } : {}),
+    });
   }
 
   /** `GET /sandbox`: a page of sandboxes, newest first. */

@@ -6,6 +6,7 @@ import { ApiError } from '../errors/api-error.js';
 import type { AccessChecker } from '../services/access-checker.js';
 import type { ActivityTracker } from '../services/activity-tracker.js';
 import type { AuthService, Principal } from '../services/auth-service.js';
+import type { CreateHold } from '../services/create-hold.js';
 import type { GatewayTokens } from '../services/gateway-tokens.js';
 import type { SandboxRuntime } from '../runtime/runtime.js';
 import type { Store } from '../store/store.js';
@@ -14,6 +15,7 @@ import type { QuotaService } from '../services/quota-service.js';
 import type { RegistryCredentialsService } from '../services/registry-credentials-service.js';
 import type { SandboxService } from '../services/sandbox-service.js';
 import { registerGateway } from '../gateway/index.js';
+import { answerContinueEarly } from './early-continue.js';
 import { errorHandler, frameworkErrorHandler } from './error-handler.js';
 import { registerAdminRoutes } from './routes/admin-routes.js';
 import { registerQuotaRoutes } from './routes/quota-routes.js';
@@ -45,6 +47,8 @@ export interface AppServices {
   sandboxes: SandboxService;
   /** Per-user and per-team quotas over active sandboxes. */
   quotas: QuotaService;
+  /** Holds `POST /sandbox` answers while their sandbox starts. */
+  createHold: CreateHold;
   registryCredentials: RegistryCredentialsService;
   rateLimiter: RateLimiter;
   /** The data plane's view: the store, the runtime, token checks and activity for idle timeouts. */
@@ -92,6 +96,7 @@ export async function buildApp(services: AppServices, logger: Logger | false = f
     frameworkErrors: frameworkErrorHandler,
   } as Parameters<typeof Fastify>[0]) as unknown as FastifyInstance;
 
+  answerContinueEarly(app.server);
   app.setValidatorCompiler(validatorCompiler);
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler((request, reply) =>

@@ -47,8 +47,8 @@ for (const driver of ['docker', 'oci'] as const) {
     });
 
     const gone = async (runtimeId: string): Promise<true | undefined> => ((await t.server.runtime!.inspect(runtimeId)) ? undefined : true);
-    const create = async (body: Record<string, unknown>): Promise<string> => {
-      const response = await t.request('POST', '/api/v1/sandbox', { body: { name: 'lc', docker_image: TEST_IMAGE, ...body } });
+    const create = async (body: Record<string, unknown>, headers: Record<string, string> = {}): Promise<string> => {
+      const response = await t.request('POST', '/api/v1/sandbox', { body: { name: 'lc', docker_image: TEST_IMAGE, ...body }, headers });
       assert.equal(response.statusCode, 201, response.body);
       return response.json<Sandbox>().id;
     };
@@ -159,7 +159,8 @@ for (const driver of ['docker', 'oci'] as const) {
     });
 
     it('leaves no container when deleted while provisioning', { timeout: 90_000 }, async () => {
-      const ids = await Promise.all([1, 2, 3].map(() => create({})));
+      // Not held: the deletes must land while the sandboxes provision.
+      const ids = await Promise.all([1, 2, 3].map(() => create({}, { 'x-corral-create-wait': '0' })));
       await Promise.all(ids.map((id) => t.request('DELETE', `/api/v1/sandbox/${id}`)));
       for (const id of ids) assert.equal((await get(id)).status, 'TERMINATED');
       // Provisioning that was under way finishes, sees the delete, and removes what it made.

@@ -52,7 +52,7 @@ export class SandboxLifecycle {
     return this.config.instanceId;
   }
 
-  /** Whether this process is provisioning the sandbox right now. */
+  /** Whether this process is provisioning the sandbox right now, or has it waiting for a provisioning slot. */
   isProvisioning(id: string): boolean {
     return this.inFlight.has(id);
   }

@@ -186,6 +186,8 @@ function isUniqueViolation(error: unknown): boolean {
 
 /** The store over Kysely: the same queries for SQLite and PostgreSQL. */
 export class KyselyStore implements Store {
+  private readonly updateListeners = new Set<(sandbox: SandboxRecord) => void>();
+
   constructor(
     readonly kind: 'sqlite' | 'postgres',
     private readonly db: Kysely<Database>,
@@ -403,7 +405,7 @@ export class KyselyStore implements Store {
     }
     // Nothing is in no status; and `in ()` is a syntax error in PostgreSQL.
     if (expectStatus && expectStatus.length === 0) return undefined;
-    return this.db.transaction().execute(async (trx) => {
+    const updated = await this.db.transaction().execute(async (trx) => {
       let query = trx.updateTable('sandboxes').set(values as Updateable<SandboxesTable>).where('id', '=', id);
       if (expectStatus) query = query.where('status', 'in', [...expectStatus]);
       const result = await query.executeTakeFirst();
@@ -412,6 +414,13 @@ export class KyselyStore implements Store {
       const row = await trx.selectFrom('sandboxes').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
       return rowToSandbox(row);
     });
+    if (updated) for (const listener of this.updateListeners) listener(updated);
+    return updated;
+  }
+
+  onSandboxUpdated(listener: (sandbox: SandboxRecord) => void): () => void {
+    this.updateListeners.add(listener);
+    return () => this.updateListeners.delete(listener);
   }
 
   async touchSandboxes(ids: readonly string[], at: string): Promise<void> {

@@ -112,6 +112,11 @@ export interface Store {
    * statuses (compare-and-set); returns undefined when it is not, or does not exist.
    */
   updateSandbox(id: string, patch: SandboxPatch, expectStatus?: readonly SandboxStatus[]): Promise<SandboxRecord | undefined>;
+  /**
+   * Calls `listener` with the row after every `updateSandbox` this process commits (not other
+   * replicas'). Returns the function that stops the calls. Held creates wait on this.
+   */
+  onSandboxUpdated(listener: (sandbox: SandboxRecord) => void): () => void;
   /** Sets `lastActivityAt` for many sandboxes at once. */
   touchSandboxes(ids: readonly string[], at: string): Promise<void>;
   /** Deletes up to `limit` ended sandboxes whose `terminatedAt` is before `endedBefore`; returns how many. */

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import type { LightMyRequestResponse } from 'fastify';
 import { loadConfig, type CorralConfig } from '../config.js';
 import { LOCAL_TEST_REGISTRIES } from './local-registries.js';
+import type { SandboxRuntime } from '../runtime/runtime.js';
 import { createCorralServer, type CorralServer } from '../server.js';
 
 /** A Corral server on a fresh data dir, with a known admin key, for tests. */
@@ -24,14 +25,18 @@ export interface TestServer {
 }
 
 /** Starts a server (not listening) with runtime `none` unless overridden. */
-export async function startTestServer(overrides: Partial<CorralConfig> = {}, env: NodeJS.ProcessEnv = {}): Promise<TestServer> {
+export async function startTestServer(
+  overrides: Partial<CorralConfig> = {},
+  env: NodeJS.ProcessEnv = {},
+  options: { /** Used instead of the configured driver. */ runtime?: SandboxRuntime } = {},
+): Promise<TestServer> {
   const dataDir = overrides.dataDir ?? mkdtempSync(join(tmpdir(), 'corral-test-'));
   const adminKey = overrides.bootstrapApiKey ?? `corral_test_admin_${Math.random().toString(36).slice(2)}`;
   const config = loadConfig({
     env,
     overrides: { runtime: 'none', logLevel: 'silent', rateLimits: false, port: 0, registryInsecure: [...LOCAL_TEST_REGISTRIES], ...overrides, dataDir, bootstrapApiKey: adminKey },
   });
-  const server = await createCorralServer(config);
+  const server = await createCorralServer(config, options.runtime ? { runtime: options.runtime } : {});
   const request: TestServer['request'] = (method, url, options = {}) => {
     const headers: Record<string, string> = { ...(options.headers ?? {}) };
     const key = options.key === undefined ? adminKey : options.key;

@@ -44,7 +44,7 @@ export function registerCreate(sandbox: Command): void {
     .option('--secret <K=V>', 'secret environment variable, masked when read back (repeatable)', collect)
     .option('-l, --label <label>', 'label (repeatable)', collect)
     .option('--team-id <id>', 'create it in a team')
-    .option('--wait', 'wait until it is RUNNING and answers commands')
+    .option('--wait', 'wait until it is RUNNING and answers commands (the server answers most creates RUNNING already)')
     .action(
       run(async (image: string, startArgs: string[], options: CreateOptions, globals: GlobalOptions) => {
         const client = clientFor(globals);
@@ -71,22 +71,26 @@ export function registerCreate(sandbox: Command): void {
           ...(options.teamId !== undefined ? { teamId: options.teamId } : {}),
         });
         if (options.wait) {
+          // The server holds its answer while the sandbox starts, so it is usually RUNNING already:
+          // then there is nothing to wait for and no spinner.
           const started = Date.now();
-          let frame = 0;
-          const spinner = process.stderr.isTTY
-            ? setInterval(() => process.stderr.write(`\r${FRAMES[frame++ % FRAMES.length]} waiting for ${sandbox.id} to be RUNNING (${Math.round((Date.now() - started) / 1000)}s)\x1b[K`), 100)
-            : undefined;
-          if (!spinner) process.stderr.write(`waiting for ${sandbox.id} to be RUNNING…\n`);
-          try {
-            await sandbox.waitUntilRunning();
-          } finally {
-            if (spinner) {
-              clearInterval(spinner);
-              process.stderr.write('\r\x1b[K');
+          if (sandbox.info.status !== 'RUNNING') {
+            let frame = 0;
+            const spinner = process.stderr.isTTY
+              ? setInterval(() => process.stderr.write(`\r${FRAMES[frame++ % FRAMES.length]} waiting for ${sandbox.id} to be RUNNING (${Math.round((Date.now() - started) / 1000)}s)\x1b[K`), 100)
+              : undefined;
+            if (!spinner) process.stderr.write(`waiting for ${sandbox.id} to be RUNNING…\n`);
+            try {
+              await sandbox.waitUntilRunning();
+            } finally {
+              if (spinner) {
+                clearInterval(spinner);
+                process.stderr.write('\r\x1b[K');
+              }
             }
+            await sandbox.refresh();
           }
           process.stderr.write(`${sandbox.id} is RUNNING (${((Date.now() - started) / 1000).toFixed(1)}s)\n`);
-          await sandbox.refresh();
         }
         if (globals.output === 'json') printResult('json', sandbox.info, [], []);
         else process.stdout.write(`${sandbox.id}\n`);

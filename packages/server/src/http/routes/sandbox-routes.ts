@@ -1,4 +1,6 @@
 import type { FastifyInstance } from 'fastify';
+import { ApiError } from '../../errors/api-error.js';
+import { CREATE_WAIT_HEADER, requestedCreateWait } from '../../services/create-hold.js';
 import type { SandboxStatus } from '../../services/sandbox-model.js';
 import { type AppServices, principalOf } from '../app.js';
 import { toSandboxResponse } from '../sandbox-mapper.js';
@@ -18,7 +20,7 @@ import {
 const tags = ['Sandbox'];
 
 /** Sandbox CRUD, listing, bulk delete and batch status: `/api/v1/sandbox…`. */
-export function registerSandboxRoutes(app: FastifyInstance, { sandboxes }: AppServices): void {
+export function registerSandboxRoutes(app: FastifyInstance, { sandboxes, createHold }: AppServices): void {
   app.post<{ Body: CreateSandboxBody }>(
     '/sandbox',
     {
@@ -27,7 +29,9 @@ export function registerSandboxRoutes(app: FastifyInstance, { sandboxes }: AppSe
     },
     async (request, reply) => {
       const b = request.body;
-      const sandbox = await sandboxes.create(principalOf(request), {
+      const wait = requestedCreateWait(request.headers[CREATE_WAIT_HEADER]);
+      if (wait.error !== undefined) throw ApiError.invalid(CREATE_WAIT_HEADER, wait.error);
+      const created = await sandboxes.create(principalOf(request), {
         name: b.name,
         dockerImage: b.docker_image,
         startCommand: b.start_command ?? null,
@@ -50,7 +54,17 @@ export function registerSandboxRoutes(app: FastifyInstance, { sandboxes }: AppSe
         guaranteed: b.guaranteed ?? false,
         idempotencyKey: b.idempotency_key ?? null,
       });
-      return reply.code(201).send(toSandboxResponse(sandbox));
+      // Held while it provisions (bounded); a client that goes away ends the hold, never the provisioning.
+      const left = new AbortController();
+      const onClose = (): void => left.abort();
+      reply.raw.once('close', onClose);
+      try {
+        const sandbox = await createHold.settle(created, { ...(wait.ms !== undefined ? { requestedMs: wait.ms } : {}), signal: left.signal });
+        reply.code(201);
+        return toSandboxResponse(sandbox);
+      } finally {
+        reply.raw.off('close', onClose);
+      }
     },
   );
 

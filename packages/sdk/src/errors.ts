@@ -35,6 +35,12 @@ export class UnauthorizedError extends CorralError {}
 /** 403: the key is valid but may not do this. */
 export class ForbiddenError extends CorralError {}
 
+/**
+ * 403 `QUOTA_EXCEEDED`: creating the sandbox would take your (or the team's) active sandboxes past
+ * a quota: their number, total CPU cores, memory or disk. The message names the limit and the usage.
+ */
+export class QuotaExceededError extends ForbiddenError {}
+
 /** 404: the sandbox (or user, key, team, file…) does not exist or is not yours. */
 export class NotFoundError extends CorralError {}
 

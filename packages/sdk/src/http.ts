@@ -6,6 +6,7 @@ import {
   ForbiddenError,
   NotFoundError,
   NotImplementedError,
+  QuotaExceededError,
   RateLimitError,
   ResponseValidationError,
   TimeoutError,
@@ -89,6 +90,13 @@ export function controlPlaneError(status: number, body: unknown, text: string, r
     case 401:
       return new UnauthorizedError(`${detail}. Check the API key (apiKey option, --api-key, CORRAL_API_KEY or PRIME_API_KEY); an admin can create one with \`corral keys create\`.`, opts);
     case 403:
+      if (code === 'QUOTA_EXCEEDED') {
+        return new QuotaExceededError(
+          `${detail}. Sandboxes count until they end (\`corral sandbox list\`, \`corral sandbox delete <id>\`); ` +
+            'see the limits and usage with `corral users quota <user-id>` or `corral teams quota <team-id>` (client.users.quota(), client.teams.quota()).',
+          opts,
+        );
+      }
       return new ForbiddenError(`${detail}. Use a key whose user may do this (an admin, or an admin of the team).`, opts);
     case 404:
       return new NotFoundError(

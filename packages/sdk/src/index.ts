@@ -19,7 +19,7 @@ export { GatewayTokenCache, type GatewayAuth } from './gateway-tokens.js';
 export { StatusCoalescer, MAX_BATCH_IDS, type SandboxStatusEntry } from './status-coalescer.js';
 export { type BackgroundJob, type BackgroundJobStatus } from './background-jobs.js';
 export { SandboxesApi } from './resources/sandboxes-api.js';
-export { KeysApi, TeamsApi, UsersApi } from './resources/admin-api.js';
+export { KeysApi, QUOTA_UNLIMITED, TeamsApi, UsersApi, type Quota, type QuotaOverrides } from './resources/admin-api.js';
 export { TunnelsApi } from './resources/tunnels-api.js';
 export { HttpTransport, type CallOptions, type QueryValue } from './http.js';
 export { SDK_VERSION, normaliseApiUrl, resolveOptions, type ClientOptions, type ResolvedOptions } from './options.js';
@@ -34,6 +34,7 @@ export {
   ForbiddenError,
   NotFoundError,
   NotImplementedError,
+  QuotaExceededError,
   RateLimitError,
   ResponseValidationError,
   SandboxNotRunningError,

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { callApi, resolveTarget } from '../api-client.js';
 import { printResult } from '../output.js';
 import { type GlobalOptions, run } from '../run.js';
+import { registerQuota } from './quota.js';
 
 interface TeamView {
   id: string;
@@ -15,7 +16,7 @@ function print(globals: GlobalOptions, result: { message: string }): void {
   else process.stdout.write(`${result.message}\n`);
 }
 
-/** `corral teams create|list|delete|members|add-member|remove-member`. */
+/** `corral teams create|list|delete|members|add-member|remove-member|quota`. */
 export function registerTeams(program: Command): void {
   const teams = program.command('teams').description('Manage teams and their members');
   teams
@@ -76,4 +77,5 @@ export function registerTeams(program: Command): void {
         print(globals, await callApi(resolveTarget(globals), 'DELETE', `/teams/${encodeURIComponent(teamId)}/members/${encodeURIComponent(userId)}`));
       }),
     );
+  registerQuota(teams, 'team');
 }

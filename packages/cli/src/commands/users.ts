@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { callApi, resolveTarget } from '../api-client.js';
 import { printResult } from '../output.js';
 import { type GlobalOptions, run } from '../run.js';
+import { registerQuota } from './quota.js';
 
 interface UserView {
   id: string;
@@ -11,7 +12,7 @@ interface UserView {
   created_at: string;
 }
 
-/** `corral users create|list|delete` (server administrators). */
+/** `corral users create|list|delete` (server administrators) and `corral users quota`. */
 export function registerUsers(program: Command): void {
   const users = program.command('users').description('Manage users (admin)');
   users
@@ -52,4 +53,5 @@ export function registerUsers(program: Command): void {
         else process.stdout.write(`${result.message}\n`);
       }),
     );
+  registerQuota(users, 'user');
 }

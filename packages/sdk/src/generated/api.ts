@@ -631,6 +631,166 @@ export type RevokeKeyResponse = {
   message: string;
 };
 
+/** Success response of `GET /api/v1/users/{user_id}/quota`. */
+export type GetUserQuotaResponse = {
+  scope: string;
+  subject_id: string;
+  limits: {
+    sandboxes: number | null;
+    cpu_cores: number | null;
+    memory_gb: number | null;
+    disk_gb: number | null;
+  };
+  overrides: {
+    sandboxes: number | null;
+    cpu_cores: number | null;
+    memory_gb: number | null;
+    disk_gb: number | null;
+  };
+  usage: {
+    sandboxes: number;
+    cpu_cores: number;
+    memory_gb: number;
+    disk_gb: number;
+  };
+};
+
+/** Body of `PUT /api/v1/users/{user_id}/quota`. */
+export type SetUserQuotaRequest = {
+  sandboxes?: number | null;
+  cpu_cores?: number | null;
+  memory_gb?: number | null;
+  disk_gb?: number | null;
+};
+
+/** Success response of `PUT /api/v1/users/{user_id}/quota`. */
+export type SetUserQuotaResponse = {
+  scope: string;
+  subject_id: string;
+  limits: {
+    sandboxes: number | null;
+    cpu_cores: number | null;
+    memory_gb: number | null;
+    disk_gb: number | null;
+  };
+  overrides: {
+    sandboxes: number | null;
+    cpu_cores: number | null;
+    memory_gb: number | null;
+    disk_gb: number | null;
+  };
+  usage: {
+    sandboxes: number;
+    cpu_cores: number;
+    memory_gb: number;
+    disk_gb: number;
+  };
+};
+
+/** Success response of `DELETE /api/v1/users/{user_id}/quota`. */
+export type ResetUserQuotaResponse = {
+  scope: string;
+  subject_id: string;
+  limits: {
+    sandboxes: number | null;
+    cpu_cores: number | null;
+    memory_gb: number | null;
+    disk_gb: number | null;
+  };
+  overrides: {
+    sandboxes: number | null;
+    cpu_cores: number | null;
+    memory_gb: number | null;
+    disk_gb: number | null;
+  };
+  usage: {
+    sandboxes: number;
+    cpu_cores: number;
+    memory_gb: number;
+    disk_gb: number;
+  };
+};
+
+/** Success response of `GET /api/v1/teams/{team_id}/quota`. */
+export type GetTeamQuotaResponse = {
+  scope: string;
+  subject_id: string;
+  limits: {
+    sandboxes: number | null;
+    cpu_cores: number | null;
+    memory_gb: number | null;
+    disk_gb: number | null;
+  };
+  overrides: {
+    sandboxes: number | null;
+    cpu_cores: number | null;
+    memory_gb: number | null;
+    disk_gb: number | null;
+  };
+  usage: {
+    sandboxes: number;
+    cpu_cores: number;
+    memory_gb: number;
+    disk_gb: number;
+  };
+};
+
+/** Body of `PUT /api/v1/teams/{team_id}/quota`. */
+export type SetTeamQuotaRequest = {
+  sandboxes?: number | null;
+  cpu_cores?: number | null;
+  memory_gb?: number | null;
+  disk_gb?: number | null;
+};
+
+/** Success response of `PUT /api/v1/teams/{team_id}/quota`. */
+export type SetTeamQuotaResponse = {
+  scope: string;
+  subject_id: string;
+  limits: {
+    sandboxes: number | null;
+    cpu_cores: number | null;
+    memory_gb: number | null;
+    disk_gb: number | null;
+  };
+  overrides: {
+    sandboxes: number | null;
+    cpu_cores: number | null;
+    memory_gb: number | null;
+    disk_gb: number | null;
+  };
+  usage: {
+    sandboxes: number;
+    cpu_cores: number;
+    memory_gb: number;
+    disk_gb: number;
+  };
+};
+
+/** Success response of `DELETE /api/v1/teams/{team_id}/quota`. */
+export type ResetTeamQuotaResponse = {
+  scope: string;
+  subject_id: string;
+  limits: {
+    sandboxes: number | null;
+    cpu_cores: number | null;
+    memory_gb: number | null;
+    disk_gb: number | null;
+  };
+  overrides: {
+    sandboxes: number | null;
+    cpu_cores: number | null;
+    memory_gb: number | null;
+    disk_gb: number | null;
+  };
+  usage: {
+    sandboxes: number;
+    cpu_cores: number;
+    memory_gb: number;
+    disk_gb: number;
+  };
+};
+
 /** Success response of `GET /api/v1/template/registry-credentials`. */
 export type GetTemplateRegistryCredentialsResponse = {
   credentials: Array<{
@@ -707,6 +867,12 @@ export const OPERATION_ROUTES = {
   ListKeys: { method: "GET", path: "/api/v1/keys" },
   CreateKey: { method: "POST", path: "/api/v1/keys" },
   RevokeKey: { method: "DELETE", path: "/api/v1/keys/{key_id}" },
+  GetUserQuota: { method: "GET", path: "/api/v1/users/{user_id}/quota" },
+  SetUserQuota: { method: "PUT", path: "/api/v1/users/{user_id}/quota" },
+  ResetUserQuota: { method: "DELETE", path: "/api/v1/users/{user_id}/quota" },
+  GetTeamQuota: { method: "GET", path: "/api/v1/teams/{team_id}/quota" },
+  SetTeamQuota: { method: "PUT", path: "/api/v1/teams/{team_id}/quota" },
+  ResetTeamQuota: { method: "DELETE", path: "/api/v1/teams/{team_id}/quota" },
   GetTemplateRegistryCredentials: { method: "GET", path: "/api/v1/template/registry-credentials" },
   PostTemplateRegistryCredentials: { method: "POST", path: "/api/v1/template/registry-credentials" },
   DeleteTemplateRegistryCredentialsCredentialsId: { method: "DELETE", path: "/api/v1/template/registry-credentials/{credentials_id}" },
@@ -752,6 +918,12 @@ export const RESPONSE_SCHEMAS: Readonly<Record<string, JsonSchema>> = {
   ListKeys: {"type":"object","properties":{"keys":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"name":{"type":"string"},"prefix":{"type":"string"},"user_id":{"type":"string"},"created_at":{"type":"string"},"last_used_at":{"anyOf":[{"type":"string"},{"type":"null"}]},"revoked_at":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","name","prefix","user_id","created_at","last_used_at","revoked_at"]}}},"required":["keys"]},
   CreateKey: {"type":"object","properties":{"id":{"type":"string"},"name":{"type":"string"},"prefix":{"type":"string"},"user_id":{"type":"string"},"created_at":{"type":"string"},"last_used_at":{"anyOf":[{"type":"string"},{"type":"null"}]},"revoked_at":{"anyOf":[{"type":"string"},{"type":"null"}]},"key":{"type":"string"}},"required":["id","name","prefix","user_id","created_at","last_used_at","revoked_at","key"]},
   RevokeKey: {"type":"object","properties":{"success":{"type":"boolean"},"message":{"type":"string"}},"required":["success","message"]},
+  GetUserQuota: {"type":"object","properties":{"scope":{"type":"string"},"subject_id":{"type":"string"},"limits":{"type":"object","properties":{"sandboxes":{"anyOf":[{"type":"number"},{"type":"null"}]},"cpu_cores":{"anyOf":[{"type":"number"},{"type":"null"}]},"memory_gb":{"anyOf":[{"type":"number"},{"type":"null"}]},"disk_gb":{"anyOf":[{"type":"number"},{"type":"null"}]}},"required":["sandboxes","cpu_cores","memory_gb","disk_gb"]},"overrides":{"type":"object","properties":{"sandboxes":{"anyOf":[{"type":"number"},{"type":"null"}]},"cpu_cores":{"anyOf":[{"type":"number"},{"type":"null"}]},"memory_gb":{"anyOf":[{"type":"number"},{"type":"null"}]},"disk_gb":{"anyOf":[{"type":"number"},{"type":"null"}]}},"required":["sandboxes","cpu_cores","memory_gb","disk_gb"]},"usage":{"type":"object","properties":{"sandboxes":{"type":"number"},"cpu_cores":{"type":"number"},"memory_gb":{"type":"number"},"disk_gb":{"type":"number"}},"required":["sandboxes","cpu_cores","memory_gb","disk_gb"]}},"required":["scope","subject_id","limits","overrides","usage"]},
+  SetUserQuota: {"type":"object","properties":{"scope":{"type":"string"},"subject_id":{"type":"string"},"limits":{"type":"object","properties":{"sandboxes":{"anyOf":[{"type":"number"},{"type":"null"}]},"cpu_cores":{"anyOf":[{"type":"number"},{"type":"null"}]},"memory_gb":{"anyOf":[{"type":"number"},{"type":"null"}]},"disk_gb":{"anyOf":[{"type":"number"},{"type":"null"}]}},"required":["sandboxes","cpu_cores","memory_gb","disk_gb"]},"overrides":{"type":"object","properties":{"sandboxes":{"anyOf":[{"type":"number"},{"type":"null"}]},"cpu_cores":{"anyOf":[{"type":"number"},{"type":"null"}]},"memory_gb":{"anyOf":[{"type":"number"},{"type":"null"}]},"disk_gb":{"anyOf":[{"type":"number"},{"type":"null"}]}},"required":["sandboxes","cpu_cores","memory_gb","disk_gb"]},"usage":{"type":"object","properties":{"sandboxes":{"type":"number"},"cpu_cores":{"type":"number"},"memory_gb":{"type":"number"},"disk_gb":{"type":"number"}},"required":["sandboxes","cpu_cores","memory_gb","disk_gb"]}},"required":["scope","subject_id","limits","overrides","usage"]},
+  ResetUserQuota: {"type":"object","properties":{"scope":{"type":"string"},"subject_id":{"type":"string"},"limits":{"type":"object","properties":{"sandboxes":{"anyOf":[{"type":"number"},{"type":"null"}]},"cpu_cores":{"anyOf":[{"type":"number"},{"type":"null"}]},"memory_gb":{"anyOf":[{"type":"number"},{"type":"null"}]},"disk_gb":{"anyOf":[{"type":"number"},{"type":"null"}]}},"required":["sandboxes","cpu_cores","memory_gb","disk_gb"]},"overrides":{"type":"object","properties":{"sandboxes":{"anyOf":[{"type":"number"},{"type":"null"}]},"cpu_cores":{"anyOf":[{"type":"number"},{"type":"null"}]},"memory_gb":{"anyOf":[{"type":"number"},{"type":"null"}]},"disk_gb":{"anyOf":[{"type":"number"},{"type":"null"}]}},"required":["sandboxes","cpu_cores","memory_gb","disk_gb"]},"usage":{"type":"object","properties":{"sandboxes":{"type":"number"},"cpu_cores":{"type":"number"},"memory_gb":{"type":"number"},"disk_gb":{"type":"number"}},"required":["sandboxes","cpu_cores","memory_gb","disk_gb"]}},"required":["scope","subject_id","limits","overrides","usage"]},
+  GetTeamQuota: {"type":"object","properties":{"scope":{"type":"string"},"subject_id":{"type":"string"},"limits":{"type":"object","properties":{"sandboxes":{"anyOf":[{"type":"number"},{"type":"null"}]},"cpu_cores":{"anyOf":[{"type":"number"},{"type":"null"}]},"memory_gb":{"anyOf":[{"type":"number"},{"type":"null"}]},"disk_gb":{"anyOf":[{"type":"number"},{"type":"null"}]}},"required":["sandboxes","cpu_cores","memory_gb","disk_gb"]},"overrides":{"type":"object","properties":{"sandboxes":{"anyOf":[{"type":"number"},{"type":"null"}]},"cpu_cores":{"anyOf":[{"type":"number"},{"type":"null"}]},"memory_gb":{"anyOf":[{"type":"number"},{"type":"null"}]},"disk_gb":{"anyOf":[{"type":"number"},{"type":"null"}]}},"required":["sandboxes","cpu_cores","memory_gb","disk_gb"]},"usage":{"type":"object","properties":{"sandboxes":{"type":"number"},"cpu_cores":{"type":"number"},"memory_gb":{"type":"number"},"disk_gb":{"type":"number"}},"required":["sandboxes","cpu_cores","memory_gb","disk_gb"]}},"required":["scope","subject_id","limits","overrides","usage"]},
+  SetTeamQuota: {"type":"object","properties":{"scope":{"type":"string"},"subject_id":{"type":"string"},"limits":{"type":"object","properties":{"sandboxes":{"anyOf":[{"type":"number"},{"type":"null"}]},"cpu_cores":{"anyOf":[{"type":"number"},{"type":"null"}]},"memory_gb":{"anyOf":[{"type":"number"},{"type":"null"}]},"disk_gb":{"anyOf":[{"type":"number"},{"type":"null"}]}},"required":["sandboxes","cpu_cores","memory_gb","disk_gb"]},"overrides":{"type":"object","properties":{"sandboxes":{"anyOf":[{"type":"number"},{"type":"null"}]},"cpu_cores":{"anyOf":[{"type":"number"},{"type":"null"}]},"memory_gb":{"anyOf":[{"type":"number"},{"type":"null"}]},"disk_gb":{"anyOf":[{"type":"number"},{"type":"null"}]}},"required":["sandboxes","cpu_cores","memory_gb","disk_gb"]},"usage":{"type":"object","properties":{"sandboxes":{"type":"number"},"cpu_cores":{"type":"number"},"memory_gb":{"type":"number"},"disk_gb":{"type":"number"}},"required":["sandboxes","cpu_cores","memory_gb","disk_gb"]}},"required":["scope","subject_id","limits","overrides","usage"]},
+  ResetTeamQuota: {"type":"object","properties":{"scope":{"type":"string"},"subject_id":{"type":"string"},"limits":{"type":"object","properties":{"sandboxes":{"anyOf":[{"type":"number"},{"type":"null"}]},"cpu_cores":{"anyOf":[{"type":"number"},{"type":"null"}]},"memory_gb":{"anyOf":[{"type":"number"},{"type":"null"}]},"disk_gb":{"anyOf":[{"type":"number"},{"type":"null"}]}},"required":["sandboxes","cpu_cores","memory_gb","disk_gb"]},"overrides":{"type":"object","properties":{"sandboxes":{"anyOf":[{"type":"number"},{"type":"null"}]},"cpu_cores":{"anyOf":[{"type":"number"},{"type":"null"}]},"memory_gb":{"anyOf":[{"type":"number"},{"type":"null"}]},"disk_gb":{"anyOf":[{"type":"number"},{"type":"null"}]}},"required":["sandboxes","cpu_cores","memory_gb","disk_gb"]},"usage":{"type":"object","properties":{"sandboxes":{"type":"number"},"cpu_cores":{"type":"number"},"memory_gb":{"type":"number"},"disk_gb":{"type":"number"}},"required":["sandboxes","cpu_cores","memory_gb","disk_gb"]}},"required":["scope","subject_id","limits","overrides","usage"]},
   GetTemplateRegistryCredentials: {"type":"object","properties":{"credentials":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"name":{"type":"string"},"server":{"type":"string"},"createdAt":{"type":"string"},"updatedAt":{"type":"string"},"userId":{"type":"string"},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","name","server","createdAt","updatedAt","userId","teamId"]}}},"required":["credentials"]},
   PostTemplateRegistryCredentials: {"type":"object","properties":{"id":{"type":"string"},"name":{"type":"string"},"server":{"type":"string"},"createdAt":{"type":"string"},"updatedAt":{"type":"string"},"userId":{"type":"string"},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","name","server","createdAt","updatedAt","userId","teamId"]},
   DeleteTemplateRegistryCredentialsCredentialsId: {"type":"object","properties":{"success":{"type":"boolean"},"message":{"type":"string"}},"required":["success","message"]},

@@ -7,6 +7,7 @@ import type {
   DeleteTeamResponse,
   DeleteUserResponse,
   GetMeResponse,
+  GetUserQuotaResponse,
   ListKeysResponse,
   ListTeamMembersResponse,
   ListTeamsResponse,
@@ -15,10 +16,27 @@ import type {
   RevokeKeyResponse,
   SetTeamMemberRequest,
   SetTeamMemberResponse,
+  SetUserQuotaRequest,
 } from '../generated/api.js';
 import type { HttpTransport } from '../http.js';
 
 const seg = encodeURIComponent;
+
+/**
+ * A user's or team's quota over their active sandboxes, as `GET /users/{id}/quota` and
+ * `/teams/{id}/quota` answer: `limits` in force (null: no limit), the stored `overrides` (null: the
+ * server default applies, -1: no limit) and current `usage`.
+ */
+export type Quota = GetUserQuotaResponse;
+
+/**
+ * The overrides a `setQuota` stores. It replaces the stored overrides: a field left out or null goes
+ * back to the server default (`CORRAL_QUOTA_*`, `CORRAL_TEAM_QUOTA_*`); {@link QUOTA_UNLIMITED} (-1) means no limit.
+ */
+export type QuotaOverrides = SetUserQuotaRequest;
+
+/** The override value that lifts a quota limit. */
+export const QUOTA_UNLIMITED = -1;
 
 /**
  * API keys: yours, or any user's for an admin.
@@ -46,11 +64,13 @@ export class KeysApi {
 }
 
 /**
- * Users (admin only, except through `client.me()`).
+ * Users (admin only, except through `client.me()` and reading your own quota).
  *
  * @example
  * ```ts
  * const carol = await client.users.create({ name: 'carol' });
+ * await client.users.setQuota(carol.id, { sandboxes: 5, memory_gb: 16 }); // other limits: server defaults
+ * const { limits, usage } = await client.users.quota(carol.id);
  * ```
  */
 export class UsersApi {
@@ -67,15 +87,31 @@ export class UsersApi {
   delete(userId: string): Promise<DeleteUserResponse> {
     return this.http.call('DELETE', `/users/${seg(userId)}`, { operation: 'DeleteUser' });
   }
+  /** `GET /users/{id}/quota`: limits, overrides and usage; a user may read their own, an admin anyone's. */
+  quota(userId: string): Promise<Quota> {
+    return this.http.call('GET', `/users/${seg(userId)}/quota`, { operation: 'GetUserQuota' });
+  }
+  /**
+   * `PUT /users/{id}/quota` (admin): replaces the user's overrides; fields left out or null use the
+   * server default, {@link QUOTA_UNLIMITED} lifts the limit. Answers the quota now in force.
+   */
+  setQuota(userId: string, overrides: QuotaOverrides): Promise<Quota> {
+    return this.http.call('PUT', `/users/${seg(userId)}/quota`, { body: overrides, operation: 'SetUserQuota' });
+  }
+  /** `DELETE /users/{id}/quota` (admin): drops the overrides, so the server defaults apply again. */
+  resetQuota(userId: string): Promise<Quota> {
+    return this.http.call('DELETE', `/users/${seg(userId)}/quota`, { operation: 'ResetUserQuota' });
+  }
 }
 
 /**
- * Teams and their members.
+ * Teams, their members and their quotas (over every member's active sandboxes in the team).
  *
  * @example
  * ```ts
  * const team = await client.teams.create('ml');
  * await client.teams.setMember(team.id, userId, 'member');
+ * await client.teams.setQuota(team.id, { sandboxes: 20, cpu_cores: QUOTA_UNLIMITED });
  * ```
  */
 export class TeamsApi {
@@ -103,6 +139,21 @@ export class TeamsApi {
   /** `DELETE /teams/{id}/members/{userId}`. */
   removeMember(teamId: string, userId: string): Promise<RemoveTeamMemberResponse> {
     return this.http.call('DELETE', `/teams/${seg(teamId)}/members/${seg(userId)}`, { operation: 'RemoveTeamMember' });
+  }
+  /** `GET /teams/{id}/quota`: limits, overrides and usage; members and admins may read it. */
+  quota(teamId: string): Promise<Quota> {
+    return this.http.call('GET', `/teams/${seg(teamId)}/quota`, { operation: 'GetTeamQuota' });
+  }
+  /**
+   * `PUT /teams/{id}/quota` (admin): replaces the team's overrides; fields left out or null use the
+   * server default, {@link QUOTA_UNLIMITED} lifts the limit. Answers the quota now in force.
+   */
+  setQuota(teamId: string, overrides: QuotaOverrides): Promise<Quota> {
+    return this.http.call('PUT', `/teams/${seg(teamId)}/quota`, { body: overrides, operation: 'SetTeamQuota' });
+  }
+  /** `DELETE /teams/{id}/quota` (admin): drops the overrides, so the server defaults apply again. */
+  resetQuota(teamId: string): Promise<Quota> {
+    return this.http.call('DELETE', `/teams/${seg(teamId)}/quota`, { operation: 'ResetTeamQuota' });
   }
 }
 

@@ -63,6 +63,7 @@ describe('a request body sent apart from its head (httpx without TCP_NODELAY, on
   const body = JSON.stringify({ sandbox_ids: ['nosuchsandbox0000000000000'] });
   const head = (): string =>
     `POST /api/v1/sandbox/status:batchGet HTTP/1.1\r\nHost: ${url.host}\r\nAccept: */*\r\nConnection: keep-alive\r\n` +
+    `User-Agent: prime-sandboxes/0.2.39 python/3.11.7\r\n` +
     `Authorization: Bearer ${t.adminKey}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json\r\n\r\n`;
 
   it('is answered without waiting for the delayed ACK (40 ms): the server answers 100 Continue at once', async () => {
@@ -101,6 +102,30 @@ describe('a request body sent apart from its head (httpx without TCP_NODELAY, on
       assert.deepEqual(get.interim, []);
     } finally {
       connection.socket.destroy();
+    }
+  });
+
+  it("sends no interim answer to clients that do not accept one (undici's fetch fails on it)", async () => {
+    const connection = await RawConnection.open(url, false);
+    try {
+      connection.socket.write(head().replace(/User-Agent: [^\r]*/, 'User-Agent: node'));
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      connection.socket.write(body);
+      const answer = await connection.answer();
+      assert.equal(answer.status, 200, answer.body);
+      assert.deepEqual(answer.interim, []);
+    } finally {
+      connection.socket.destroy();
+    }
+  });
+
+  it('a small multipart upload through fetch (undici) still works', async () => {
+    const form = new FormData();
+    form.set('file', new Blob([Buffer.alloc(3000, 7)]), 'f.bin');
+    for (let i = 0; i < 20; i++) {
+      const response = await fetch(`${url.origin}/api/v1/sandbox/status:batchGet`, { method: 'POST', headers: { authorization: `Bearer ${t.adminKey}` }, body: form });
+      await response.arrayBuffer();
+      assert.ok(response.status >= 400 && response.status < 500, `status ${response.status}`);
     }
   });
 });

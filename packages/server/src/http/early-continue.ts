@@ -10,12 +10,15 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
  * on Linux). Nothing moves for 40 ms per request. The interim response carries the ACK, so the body
  * follows at once. RFC 9110 §15.2 requires clients to accept 1xx responses they did not ask for;
  * it is sent only for a small body (Content-Length ≤ 64 KiB) still wholly missing once the head
- * has been parsed, never after the final response has started, and never twice.
+ * has been parsed, never after the final response has started, and never twice — and only to
+ * clients known to accept it (the Prime SDK and CLI, httpx, curl): undici (Node's `fetch`, and so
+ * `@corral/sdk`) fails a request with "bad response" on any 1xx it did not ask for, RFC or not.
  */
 export function answerContinueEarly(server: Server): void {
   server.on('request', (request: IncomingMessage, response: ServerResponse) => {
     // 1xx exist from HTTP/1.1 on; a client that asked with Expect gets Node's own answer.
     if (request.httpVersion === '1.0' || !expectsBody(request) || request.headers.expect !== undefined) return;
+    if (!acceptsUnaskedInterim(request.headers['user-agent'])) return;
     // Body bytes that came in the same read as the head are parsed (and buffered, or complete)
     // before this runs; nothing here reads the body, so the route's parser still gets all of it.
     setImmediate(() => {
@@ -37,4 +40,12 @@ const SMALL_BODY_BYTES = 64 * 1024;
 function expectsBody(request: IncomingMessage): boolean {
   const length = Number(request.headers['content-length'] ?? NaN);
   return Number.isInteger(length) && length > 0 && length <= SMALL_BODY_BYTES && request.headers['transfer-encoding'] === undefined;
+}
+
+/** User agents whose HTTP stacks skip a `100 Continue` they did not ask for (h11/httpx, curl). */
+const INTERIM_TOLERANT_AGENTS = /^(prime-sandboxes\/|prime\/|prime-cli\/|python-httpx\/|curl\/)/;
+
+/** Whether a client with this User-Agent accepts an interim answer it did not ask for. */
+export function acceptsUnaskedInterim(userAgent: string | undefined): boolean {
+  return userAgent !== undefined && INTERIM_TOLERANT_AGENTS.test(userAgent);
 }

@@ -8,6 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { RuntimeError } from '../runtime.js';
 import type { ExecRequest, RuntimeEvent, SandboxRuntime, SandboxSpec } from '../runtime.js';
 import { specFixture } from '../../testing/sandbox-fixture.js';
+import { registerExecUserCases } from './exec-user-cases.js';
 
 /** What a driver's conformance test provides: a fresh runtime (own instance), an image, a cleanup. */
 export interface ConformanceTarget {
@@ -168,7 +169,7 @@ export function runConformanceSuite(name: string, makeRuntime: () => Promise<Con
       },
     };
     // Modules of further cases register here, one line each: registerXCases(context);
-    void context;
+    registerExecUserCases(context);
 
     it('lifecycle: create, exec, inspect, remove, list', async (t) => {
       const spec = makeSpec(image);

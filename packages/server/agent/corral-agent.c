@@ -17,7 +17,9 @@
  *     connection accepted on fd 3 carries one process (see agent-protocol.ts for the frames).
  *     Sessions inherit the sandbox's namespaces, cgroup, capabilities, seccomp filter and
  *     no_new_privs from this process. The agent makes itself non-dumpable, so processes in the
- *     sandbox cannot reach its descriptors through /proc/1/fd.
+ *     sandbox cannot reach its descriptors through /proc/1/fd. It resolves an exec's user from the
+ *     sandbox's /etc/passwd and /etc/group itself (small regular files only, never blocking), and
+ *     kills an exec's setsid'd children through pidfds (see signal_marked).
  *     With --listen it binds its own socket instead of using fd 3: the server runs one such agent
  *     on the host (command `cat`, reading a pipe from the server, so it ends with the server) to
  *     start host tools, because forking this small process costs far less than forking Node.

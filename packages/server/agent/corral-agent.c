@@ -17,7 +17,9 @@
  *     connection accepted on fd 3 carries one process (see agent-protocol.ts for the frames).
  *     Sessions inherit the sandbox's namespaces, cgroup, capabilities, seccomp filter and
  *     no_new_privs from this process. The agent makes itself non-dumpable, so processes in the
- *     sandbox cannot reach its descriptors through /proc/1/fd.
+ *     sandbox cannot reach its descriptors through /proc/1/fd. It resolves an exec's user from the
+ *     sandbox's /etc/passwd and /etc/group itself (small regular files only, never blocking), and
+ *     kills an exec's setsid'd children through pidfds (see signal_marked).
  *     With --listen it binds its own socket instead of using fd 3: the server runs one such agent
  *     on the host (command `cat`, reading a pipe from the server, so it ends with the server) to
  *     start host tools, because forking this small process costs far less than forking Node.
@@ -32,6 +34,7 @@
  *     (overlayfs keeps its own clones) and removes <scratch>, where they were attached meanwhile.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -62,6 +65,8 @@ extern char **environ;
 
 /* Frame types, host -> agent. */
 #define F_EXEC 'E'
+/* Like F_EXEC, with a user spec string after the environment that the agent resolves itself. */
+#define F_EXEC_AS_USER 'U'
 #define F_STDIN 'I'
 #define F_STDIN_CLOSE 'C'
 #define F_SIGNAL 'S'
@@ -83,6 +88,11 @@ extern char **environ;
 #define FLAG_TTY 1u
 #define FLAG_STDIN 2u
 #define FLAG_BACKGROUND 4u
+/* Largest /etc/passwd or /etc/group the agent reads. */
+#define MAX_ACCOUNT_FILE (4u << 20)
+#define MAX_GROUPS 256
+/* The variable marking every process of an exec (oci-exec.ts EXEC_MARKER_ENV). */
+#define MARKER_NAME "CORRAL_EXEC_ID="
 
 struct buffer {
   unsigned char *data;
@@ -98,6 +108,9 @@ struct session {
   int shut;
   long long deadline;
   struct buffer rbuf, ibuf, wbuf;
+  /* The exec's user, and `CORRAL_EXEC_ID=<id>` from its environment (empty when absent), for kills. */
+  uint32_t uid, gid;
+  char marker[96];
 };
 
 static struct session *sessions[MAX_SESSIONS];
@@ -179,6 +192,236 @@ static void free_session(int index) {
   sessions[index] = sessions[--session_count];
 }
 
+/* --- users: resolved from the sandbox's own /etc/passwd and /etc/group ---------------------- */
+
+struct identity {
+  uint32_t uid, gid, ngroups;
+  gid_t groups[MAX_GROUPS];
+  char home[1024];
+};
+
+/*
+ * Reads `path` (inside the sandbox: the agent's root is the sandbox's, so symlinks resolve there)
+ * into a NUL-terminated buffer. A missing file reads as empty. Anything but a regular file of at
+ * most MAX_ACCOUNT_FILE bytes is refused with a reason in `err`: opening with O_NONBLOCK never
+ * waits for a FIFO's writer, and the type is checked on the open descriptor.
+ */
+static char *read_account_file(const char *path, char *err, size_t errlen) {
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return calloc(1, 1);
+    snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+    return NULL;
+  }
+  struct stat st;
+  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+    snprintf(err, errlen, "cannot read %s: not a regular file", path);
+    close(fd);
+    return NULL;
+  }
+  if (st.st_size > (off_t)MAX_ACCOUNT_FILE) {
+    snprintf(err, errlen, "cannot read %s: larger than %u bytes", path, MAX_ACCOUNT_FILE);
+    close(fd);
+    return NULL;
+  }
+  size_t cap = (size_t)st.st_size + 1, len = 0;
+  char *data = malloc(cap + 1);
+  while (data) {
+    ssize_t n = read(fd, data + len, cap - len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+      free(data);
+      data = NULL;
+      break;
+    }
+    if (n == 0) break;
+    len += (size_t)n;
+    if (len == cap) {
+      /* It grew past its size: allow up to the bound. */
+      if (cap > MAX_ACCOUNT_FILE) {
+        snprintf(err, errlen, "cannot read %s: larger than %u bytes", path, MAX_ACCOUNT_FILE);
+        free(data);
+        data = NULL;
+        break;
+      }
+      size_t more = cap * 2 > MAX_ACCOUNT_FILE + 1 ? MAX_ACCOUNT_FILE + 1 : cap * 2;
+      char *grown = realloc(data, more + 1);
+      if (!grown) {
+        free(data);
+        data = NULL;
+        break;
+      }
+      data = grown;
+      cap = more;
+    }
+  }
+  if (!data && !err[0]) snprintf(err, errlen, "cannot read %s: out of memory", path);
+  close(fd);
+  if (data) data[len] = 0;
+  return data;
+}
+
+/* Splits one line of a colon file into at most `max` fields (in place). Returns the field count. */
+static int split_fields(char *line, char **fields, int max) {
+  int n = 0;
+  fields[n++] = line;
+  for (char *p = line; *p && n < max; p++) {
+    if (*p == ':') {
+      *p = 0;
+      fields[n++] = p + 1;
+    }
+  }
+  return n;
+}
+
+/* A decimal id (what runc accepts: digits only, fits 32 bits). */
+static int parse_id(const char *s, uint32_t *out) {
+  if (!*s) return -1;
+  unsigned long long v = 0;
+  for (const char *p = s; *p; p++) {
+    if (*p < '0' || *p > '9') return -1;
+    v = v * 10 + (unsigned)(*p - '0');
+    if (v > 0xffffffffull) return -1;
+  }
+  *out = (uint32_t)v;
+  return 0;
+}
+
+/* Calls `fn(fields, count, arg)` for each non-empty, non-comment line; stops when it returns non-zero. */
+static int each_line(char *text, int max_fields, int (*fn)(char **, int, void *), void *arg) {
+  char *line = text;
+  while (line && *line) {
+    char *next = strchr(line, '\n');
+    if (next) *next++ = 0;
+    if (*line && *line != '#') {
+      char *fields[8];
+      int n = split_fields(line, fields, max_fields);
+      int stop = fn(fields, n, arg);
+      /* Restore the separators so the text can be scanned again. */
+      for (int i = 1; i < n; i++) fields[i][-1] = ':';
+      if (stop) {
+        if (next) next[-1] = '\n';
+        return stop;
+      }
+    }
+    if (next) next[-1] = '\n';
+    line = next;
+  }
+  return 0;
+}
+
+struct passwd_query {
+  const char *name;
+  int by_uid;
+  uint32_t uid;
+  int found;
+  uint32_t found_uid, found_gid;
+  char name_out[256], home[1024];
+};
+
+static int passwd_match(char **f, int n, void *arg) {
+  struct passwd_query *q = arg;
+  if (n < 4) return 0;
+  uint32_t uid, gid;
+  if (parse_id(f[2], &uid) < 0 || parse_id(f[3], &gid) < 0) return 0;
+  if (q->by_uid ? uid != q->uid : strcmp(f[0], q->name) != 0) return 0;
+  q->found = 1;
+  q->found_uid = uid;
+  q->found_gid = gid;
+  snprintf(q->name_out, sizeof q->name_out, "%s", f[0]);
+  snprintf(q->home, sizeof q->home, "%s", n >= 6 && f[5][0] ? f[5] : "/");
+  return 1;
+}
+
+struct group_query {
+  const char *name;
+  int found;
+  uint32_t gid;
+};
+
+static int group_match(char **f, int n, void *arg) {
+  struct group_query *q = arg;
+  uint32_t gid;
+  if (n < 3 || parse_id(f[2], &gid) < 0 || strcmp(f[0], q->name) != 0) return 0;
+  q->found = 1;
+  q->gid = gid;
+  return 1;
+}
+
+struct member_query {
+  const char *name;
+  struct identity *id;
+};
+
+static int member_match(char **f, int n, void *arg) {
+  struct member_query *q = arg;
+  uint32_t gid;
+  if (n < 4 || parse_id(f[2], &gid) < 0) return 0;
+  size_t len = strlen(q->name);
+  for (const char *m = f[3]; *m;) {
+    const char *end = strchr(m, ',');
+    size_t mlen = end ? (size_t)(end - m) : strlen(m);
+    if (mlen == len && strncmp(m, q->name, len) == 0) {
+      if (q->id->ngroups < MAX_GROUPS) q->id->groups[q->id->ngroups++] = gid;
+      break;
+    }
+    if (!end) break;
+    m = end + 1;
+  }
+  return 0;
+}
+
+/*
+ * Resolves `user` (`name`, `uid`, optionally `:group` or `:gid`) like runc: a name must exist in
+ * /etc/passwd; a uid need not (its gid is then the uid and HOME is /); supplementary groups are
+ * the /etc/group entries listing the user's name. Returns -1 with the reason in `err`.
+ */
+static int resolve_user(char *user, struct identity *id, char *err, size_t errlen) {
+  memset(id, 0, sizeof *id);
+  snprintf(id->home, sizeof id->home, "/");
+  char *group_part = strchr(user, ':');
+  if (group_part) *group_part++ = 0;
+  err[0] = 0;
+  char *passwd = read_account_file("/etc/passwd", err, errlen);
+  if (!passwd) return -1;
+  struct passwd_query pq = {.name = user};
+  pq.by_uid = parse_id(user, &pq.uid) == 0;
+  each_line(passwd, 7, passwd_match, &pq);
+  free(passwd);
+  if (pq.found) {
+    id->uid = pq.found_uid;
+    id->gid = pq.found_gid;
+    snprintf(id->home, sizeof id->home, "%s", pq.home);
+  } else if (pq.by_uid) {
+    id->uid = id->gid = pq.uid;
+  } else {
+    snprintf(err, errlen, "unable to find user %s: no matching entries in passwd file", user);
+    return -1;
+  }
+  int need_group_file = pq.found || (group_part && *group_part && parse_id(group_part, &id->gid) < 0);
+  if (!need_group_file) return 0;
+  char *group = read_account_file("/etc/group", err, errlen);
+  if (!group) return -1;
+  int rc = 0;
+  if (group_part && *group_part && parse_id(group_part, &id->gid) < 0) {
+    struct group_query gq = {.name = group_part};
+    each_line(group, 4, group_match, &gq);
+    if (gq.found) {
+      id->gid = gq.gid;
+    } else {
+      snprintf(err, errlen, "unable to find group %s: no matching entries in group file", group_part);
+      rc = -1;
+    }
+  }
+  if (rc == 0 && pq.found) {
+    struct member_query mq = {.name = pq.name_out, .id = id};
+    each_line(group, 4, member_match, &mq);
+  }
+  free(group);
+  return rc;
+}
+
 /* The child side of an exec: identity, cwd, stdio, then execvp with the session's environment. */
 static void exec_child(const char *cwd, char **argv, char **envp, uint32_t uid, uint32_t gid, uint32_t ngroups,
                        const gid_t *groups, int in, int out, int err, const char *slave, int background) {
@@ -222,8 +465,26 @@ static void exec_child(const char *cwd, char **argv, char **envp, uint32_t uid, 
   _exit(e == ENOENT ? 127 : 126);
 }
 
-/* Parses an exec frame and starts the process. Returns -1 to drop the session. */
-static int start_exec(struct session *s, const unsigned char *p, uint32_t len) {
+/* Ends a session before it started a process: `message` on stderr, exit status 126. */
+static int refuse_exec(struct session *s, const char *message) {
+  char line[1200];
+  int n = snprintf(line, sizeof line, "corral: %s\n", message);
+  if (n < 0) n = 0;
+  if ((size_t)n >= sizeof line) n = (int)sizeof line - 1;
+  queue_frame(s, F_STDERR, line, (size_t)n);
+  s->pid = -1;
+  s->exited = 1;
+  s->code = 126;
+  s->deadline = now_ms();
+  return 0;
+}
+
+/*
+ * Parses an exec frame and starts the process. With `as_user`, the frame's uid, gid and groups
+ * are replaced by the user spec that follows the environment, resolved here (see resolve_user),
+ * and HOME is added from /etc/passwd when the environment has none. Returns -1 to drop the session.
+ */
+static int start_exec(struct session *s, const unsigned char *p, uint32_t len, int as_user) {
   if (s->pid != 0 || len < 28) return -1;
   uint32_t flags = get_u32(p), size = get_u32(p + 4), uid = get_u32(p + 8), gid = get_u32(p + 12);
   uint32_t ngroups = get_u32(p + 16), argc = get_u32(p + 20), envc = get_u32(p + 24);
@@ -231,10 +492,10 @@ static int start_exec(struct session *s, const unsigned char *p, uint32_t len) {
   if (ngroups > 256 || argc == 0 || argc > len || envc > len) return -1;
   size_t pos = 28;
   if (len - pos < (size_t)ngroups * 4) return -1;
-  gid_t groups[256];
+  gid_t groups[MAX_GROUPS];
   for (uint32_t i = 0; i < ngroups; i++, pos += 4) groups[i] = get_u32(p + pos);
-  /* Strings: cwd, argv..., env...; each NUL-terminated. */
-  size_t count = 1 + (size_t)argc + envc;
+  /* Strings: cwd, argv..., env..., [user]; each NUL-terminated. */
+  size_t count = 1 + (size_t)argc + envc + (as_user ? 1 : 0);
   char **strings = calloc(count + 2, sizeof(char *));
   if (!strings) return -1;
   for (size_t i = 0; i < count; i++) {
@@ -247,8 +508,9 @@ static int start_exec(struct session *s, const unsigned char *p, uint32_t len) {
     pos = (size_t)(end - p) + 1;
   }
   char *cwd = strings[0];
+  char *user = as_user ? strings[count - 1] : NULL;
   char **argv = malloc((argc + 1) * sizeof(char *));
-  char **envp = malloc((envc + 1) * sizeof(char *));
+  char **envp = malloc((envc + 2) * sizeof(char *));
   if (!argv || !envp) {
     free(strings);
     free(argv);
@@ -257,9 +519,36 @@ static int start_exec(struct session *s, const unsigned char *p, uint32_t len) {
   }
   for (uint32_t i = 0; i < argc; i++) argv[i] = strings[1 + i];
   argv[argc] = NULL;
-  for (uint32_t i = 0; i < envc; i++) envp[i] = strings[1 + argc + i];
+  int has_home = 0;
+  for (uint32_t i = 0; i < envc; i++) {
+    envp[i] = strings[1 + argc + i];
+    has_home |= strncmp(envp[i], "HOME=", 5) == 0;
+    if (strncmp(envp[i], MARKER_NAME, strlen(MARKER_NAME)) == 0 && strlen(envp[i]) < sizeof s->marker) snprintf(s->marker, sizeof s->marker, "%s", envp[i]);
+  }
   envp[envc] = NULL;
   free(strings);
+  char home_env[1100];
+  if (user) {
+    /* The frame's payload is ours to modify: split the spec in place. */
+    static struct identity id;
+    char err[1100];
+    if (resolve_user(user, &id, err, sizeof err) < 0) {
+      free(argv);
+      free(envp);
+      return refuse_exec(s, err);
+    }
+    uid = id.uid;
+    gid = id.gid;
+    ngroups = id.ngroups;
+    memcpy(groups, id.groups, sizeof(gid_t) * id.ngroups);
+    if (!has_home) {
+      snprintf(home_env, sizeof home_env, "HOME=%s", id.home);
+      envp[envc] = home_env;
+      envp[envc + 1] = NULL;
+    }
+  }
+  s->uid = uid;
+  s->gid = gid;
 
   int child_in = -1, child_out = -1, child_err = -1;
   char slave[128] = {0};
@@ -324,11 +613,77 @@ static int start_exec(struct session *s, const unsigned char *p, uint32_t len) {
   return queue_frame(s, F_PID, b, 4);
 }
 
+/* Whether `environ` (NUL-separated, `len` bytes) holds the entry `marker` exactly. */
+static int environ_has(const char *environ, size_t len, const char *marker) {
+  size_t mlen = strlen(marker);
+  for (size_t i = 0; i < len;) {
+    const char *entry = environ + i;
+    size_t elen = strnlen(entry, len - i);
+    if (elen == mlen && memcmp(entry, marker, mlen) == 0) return 1;
+    i += elen + 1;
+  }
+  return 0;
+}
+
+/*
+ * Signals every process of the sandbox whose environment carries `marker` (an exec's children
+ * that left its process group with setsid), from a helper child running as the exec's user (it
+ * can read those processes' /proc/<pid>/environ; the agent, as PID 1, reaps it). Each candidate
+ * is pinned with a pidfd first; it is signalled through that pidfd only if it is still alive
+ * after its environment matched, so a pid reused meanwhile is never signalled. Three rounds
+ * catch processes forked while a round ran.
+ */
+static void signal_marked(const char *marker, uint32_t uid, uint32_t gid, int sig) {
+  pid_t helper = fork();
+  if (helper != 0) return;
+  syscall(SYS_close_range, 3, ~0u, 0);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  if ((setgroups(0, NULL) < 0 && errno != EPERM) || setgid(gid) < 0 || setuid(uid) < 0) _exit(1);
+  size_t cap = 4u << 20;
+  char *environ_buf = malloc(cap);
+  if (!environ_buf) _exit(1);
+  pid_t self = getpid();
+  for (int round = 0; round < 3; round++) {
+    int found = 0;
+    DIR *proc = opendir("/proc");
+    if (!proc) _exit(1);
+    struct dirent *entry;
+    while ((entry = readdir(proc))) {
+      uint32_t id;
+      if (parse_id(entry->d_name, &id) < 0 || id <= 1 || (pid_t)id == self) continue;
+      int pidfd = (int)syscall(SYS_pidfd_open, (pid_t)id, 0);
+      if (pidfd < 0) continue;
+      char path[64];
+      snprintf(path, sizeof path, "/proc/%u/environ", id);
+      int fd = open(path, O_RDONLY | O_CLOEXEC);
+      size_t len = 0;
+      if (fd >= 0) {
+        ssize_t n;
+        while (len < cap && (n = read(fd, environ_buf + len, cap - len)) > 0) len += (size_t)n;
+        close(fd);
+      }
+      if (len > 0 && environ_has(environ_buf, len, marker) && syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0) {
+        syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
+        found = 1;
+      }
+      close(pidfd);
+    }
+    closedir(proc);
+    if (!found) break;
+    struct timespec pause = {.tv_sec = 0, .tv_nsec = 20 * 1000000};
+    nanosleep(&pause, NULL);
+  }
+  _exit(0);
+}
+
 /* Handles one complete frame from the host. Returns -1 to drop the session. */
 static int handle_frame(struct session *s, unsigned char type, const unsigned char *p, uint32_t len) {
   switch (type) {
     case F_EXEC:
-      return start_exec(s, p, len);
+    case F_EXEC_AS_USER:
+      return start_exec(s, (unsigned char *)p, len, type == F_EXEC_AS_USER);
     case F_STDIN:
       if (s->in < 0 || s->stdin_close_pending) return 0;
       if (reserve(&s->ibuf, len) < 0) return -1;
@@ -341,7 +696,9 @@ static int handle_frame(struct session *s, unsigned char type, const unsigned ch
     case F_SIGNAL:
       if (len >= 4 && s->pid > 0 && !s->exited) {
         int sig = (int)get_u32(p);
+        /* The agent is the process's parent: until it reaps it, its pid (and group id) cannot be reused. */
         if (kill(-s->pid, sig) < 0) kill(s->pid, sig);
+        if (sig == SIGKILL && s->marker[0]) signal_marked(s->marker, s->uid, s->gid, sig);
       }
       return 0;
     case F_RESIZE:

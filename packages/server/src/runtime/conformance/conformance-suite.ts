@@ -12,6 +12,7 @@ import { registerNetworkIsolationCases } from './network-isolation-cases.js';
 import { registerIsolationCases } from './isolation-cases.js';
 import { registerDiskCases } from './disk-cases.js';
 import { registerRegistryCases } from './registry-cases.js';
+import { registerExecUserCases } from './exec-user-cases.js';
 
 /** What a driver's conformance test provides: a fresh runtime (own instance), an image, a cleanup. */
 export interface ConformanceTarget {
@@ -176,6 +177,7 @@ export function runConformanceSuite(name: string, makeRuntime: () => Promise<Con
     registerIsolationCases(context);
     registerDiskCases(context);
     registerRegistryCases(context);
+    registerExecUserCases(context);
 
     it('lifecycle: create, exec, inspect, remove, list', async (t) => {
       const spec = makeSpec(image);

@@ -3,8 +3,9 @@
  * process per Unix-socket connection. Every frame is a 1-byte type, a 4-byte big-endian payload
  * length, then the payload.
  *
- * Host → agent: `E` exec (once, first), `I` stdin bytes, `C` close stdin, `S` signal (u32; the
- * agent signals the process group, else the process), `R` resize (u16 rows, u16 cols).
+ * Host → agent: `E` exec (once, first; or `U`: exec as a user the agent resolves), `I` stdin bytes, `C` close stdin, `S` signal (u32; the
+ * agent signals the process group, else the process; for SIGKILL also every process carrying the
+ * exec's `CORRAL_EXEC_ID` marker, through pidfds), `R` resize (u16 rows, u16 cols).
  * Agent → host: `P` pid inside the sandbox (u32), `1` stdout bytes, `2` stderr bytes, `X` exit
  * status (u32; 128+N when killed by signal N), after which the agent shuts its side down and the host
  * closes the connection (closing first could make the kernel reset the connection over frames the
@@ -32,6 +33,7 @@ export function connectAgent(path: string): Promise<Socket> {
 /** Frame type bytes. */
 export const Frame = {
   exec: 0x45, // E
+  execAsUser: 0x55, // U
   stdin: 0x49, // I
   stdinClose: 0x43, // C
   signal: 0x53, // S
@@ -58,6 +60,13 @@ export interface AgentExec {
   stdin: boolean;
   /** Run at a lower CPU priority (nice 10): host housekeeping that must not slow sandbox starts. */
   background?: boolean;
+  /**
+   * A user spec (`name`, `uid`, with `:group` or `:gid`) the agent resolves against the sandbox's
+   * own /etc/passwd and /etc/group, replacing `uid`, `gid` and `groups` and adding `HOME` when
+   * `env` has none. An unknown user, or a file that is not a regular file of at most 4 MiB, ends
+   * the exec with status 126 and the reason on stderr.
+   */
+  user?: string;
 }
 
 /** One frame with its payload. */
@@ -86,9 +95,11 @@ export function resizeFrame(rows: number, cols: number): Buffer {
 /**
  * The exec frame: u32 flags (1 tty, 2 stdin, 4 background), u32 rows<<16|cols, u32 uid, u32 gid, u32 group
  * count, u32 argc, u32 envc, the groups (u32 each), then cwd, argv and env as NUL-terminated strings.
+ * With `user`, the frame type is `U` and the user spec follows as one more string.
  */
 export function execFrame(exec: AgentExec): Buffer {
-  for (const s of [exec.cwd, ...exec.argv, ...exec.env]) {
+  const user = exec.user !== undefined ? [exec.user] : [];
+  for (const s of [exec.cwd, ...exec.argv, ...exec.env, ...user]) {
     if (s.includes('\0')) throw new Error('arguments, environment and working directory cannot contain NUL bytes');
   }
   if (exec.groups.length > 256) throw new Error('at most 256 supplementary groups');
@@ -101,10 +112,10 @@ export function execFrame(exec: AgentExec): Buffer {
   head.writeUInt32BE(exec.argv.length, 20);
   head.writeUInt32BE(exec.env.length, 24);
   exec.groups.forEach((g, i) => head.writeUInt32BE(g >>> 0, 28 + 4 * i));
-  const strings = Buffer.from([exec.cwd, ...exec.argv, ...exec.env].map((s) => `${s}\0`).join(''), 'utf8');
+  const strings = Buffer.from([exec.cwd, ...exec.argv, ...exec.env, ...user].map((s) => `${s}\0`).join(''), 'utf8');
   const payload = Buffer.concat([head, strings]);
   if (payload.length > MAX_FRAME) throw new Error(`the command and environment exceed ${MAX_FRAME} bytes`);
-  return frame(Frame.exec, payload);
+  return frame(exec.user !== undefined ? Frame.execAsUser : Frame.exec, payload);
 }
 
 /** Splits a byte stream into frames. */

@@ -544,10 +544,8 @@ export class OciRuntime implements SandboxRuntime {
     if (!record.agentSocket) throw new RuntimeError('RUNTIME_ERROR', `sandbox ${record.runtimeId} was started without an exec agent; recreate it`);
     return {
       socketPath: record.agentSocket,
-      rootfs: this.rootfsOf(record),
       env: record.env,
       workingDir: record.workingDir,
-      listPids: () => this.cgroups.listPids(record.cgroupsPath),
     };
   }
 

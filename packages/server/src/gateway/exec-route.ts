@@ -18,17 +18,20 @@ export function registerExecRoute(app: FastifyInstance, ctx: GatewayContext): vo
       const body = parseExecBody(request.body, ctx.config.maxExecTimeoutSeconds);
       const signal = clientGone(request, reply);
       const done = keepActive(ctx.services, target.sandboxId);
+      let dispose: (() => void) | undefined;
       try {
         const outcome = await ctx.slots.run(
+          target,
           () =>
             runCommand(
               target.runtime,
               target.runtimeId,
               { argv: ['/bin/sh', '-c', body.command], env: body.env, cwd: body.workingDir, user: body.user },
-              { timeoutMs: body.timeoutSeconds * 1000, maxOutputBytes: ctx.config.execOutputMaxBytes, signal },
+              { timeoutMs: body.timeoutSeconds * 1000, maxOutputBytes: ctx.config.execOutputMaxBytes, signal, budget: ctx.outputBudget },
             ),
           signal,
         );
+        dispose = outcome.dispose;
         if (outcome.timedOut) {
           throw new GatewayError(408, 'command_timeout', `Command timed out after ${body.timeoutSeconds} seconds; its processes were killed`, {
             stdout: outcome.stdout,
@@ -40,6 +43,7 @@ export function registerExecRoute(app: FastifyInstance, ctx: GatewayContext): vo
         if (signal.aborted) return reply; // Nobody is listening any more.
         throw runtimeFailure(target, error);
       } finally {
+        dispose?.();
         done();
       }
     },

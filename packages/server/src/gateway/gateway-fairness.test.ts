@@ -94,7 +94,7 @@ describe('gateway fairness and bounds (oci)', { timeout: 240_000, skip }, () => 
       // Let A's requests reach the server and fill the queue.
       await new Promise((resolve) => setTimeout(resolve, 1500));
       const started = Date.now();
-      const r = await Promise.race([execCall(b, { command: 'echo b' }), new Promise<undefined>((resolve) => setTimeout(resolve, 15_000))]);
+      const r = await Promise.race([execCall(b, { command: 'echo b' }), new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 15_000))]);
       const ms = Date.now() - started;
       assert.ok(r, 'B was not served within 15 s');
       assert.equal(r.status, 200);

@@ -127,12 +127,19 @@ export async function runStreamSession(ws: WebSocket, target: GatewayTarget, ctx
   let gotFirst = false;
   let handler: ((data: RawData, isBinary: boolean) => void) | null = null;
   const queued: Array<[RawData, boolean]> = [];
+  let queuedBytes = 0;
   ws.on('message', (data, isBinary) => {
     if (!gotFirst) {
       gotFirst = true;
       resolveFirst(data);
     } else if (handler) handler(data, isBinary);
-    else queued.push([data, isBinary]);
+    else {
+      // Kept until the process runs (it may wait for a session slot): past STDIN_HIGH_WATER
+      // bytes the socket is not read any more.
+      queued.push([data, isBinary]);
+      queuedBytes += toBuffer(data).length;
+      if (queuedBytes > STDIN_HIGH_WATER && !ws.isPaused) ws.pause();
+    }
   });
   const startTimer = setTimeout(() => resolveFirst(null), START_TIMEOUT_MS);
   ws.once('close', () => resolveFirst(null));
@@ -272,6 +279,8 @@ export async function runStreamSession(ws: WebSocket, target: GatewayTarget, ctx
     }
   };
   for (const [data, isBinary] of queued.splice(0)) handler(data, isBinary);
+  queuedBytes = 0;
+  if (ws.isPaused && pendingStdin <= STDIN_HIGH_WATER / 2) ws.resume();
   ws.on('close', () => {
     for (const s of outputs) s.resume();
     if (exited) return;

@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import { StringDecoder } from 'node:string_decoder';
 import type { OutputBudget } from './output-budget.js';
 
 /**
@@ -64,9 +65,28 @@ export class BoundedOutput {
 
   /** What was kept, as text, with `[corral: output truncated …]` appended when bytes were dropped. */
   text(): string {
-    const body = this.bytes().toString('utf8');
-    if (this.dropped === 0) return body;
+    return this.bytes().toString('utf8') + this.marker();
+  }
+
+  /**
+   * The same text as `text()`, JSON-escaped (without the surrounding quotes), in pieces of at
+   * most `sliceBytes` of output each, so a large output can be serialized a slice at a time.
+   */
+  *jsonSlices(sliceBytes = 64 * 1024): Generator<string> {
+    const decoder = new StringDecoder('utf8');
+    for (const chunk of this.chunks) {
+      for (let at = 0; at < chunk.length; at += sliceBytes) {
+        const text = decoder.write(chunk.subarray(at, at + sliceBytes));
+        if (text !== '') yield JSON.stringify(text).slice(1, -1);
+      }
+    }
+    const tail = decoder.end() + this.marker();
+    if (tail !== '') yield JSON.stringify(tail).slice(1, -1);
+  }
+
+  private marker(): string {
+    if (this.dropped === 0) return '';
     const why = this.budgetExhausted ? `the server's exec output memory (CORRAL_EXEC_OUTPUT_BUDGET_BYTES) is in use by other calls` : `limit ${this.maxBytes} bytes per stream`;
-    return `${body}\n[corral: output truncated: ${this.dropped} more bytes not shown (${why})]\n`;
+    return `\n[corral: output truncated: ${this.dropped} more bytes not shown (${why})]\n`;
   }
 }

@@ -1,8 +1,18 @@
+import { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { parseExecBody } from './exec-request.js';
 import { type GatewayContext, type GatewayParams, clientGone, keepActive, runtimeFailure, targetOf } from './gateway-context.js';
 import { GatewayError } from './gateway-error.js';
-import { runCommand } from './run-command.js';
+import { type CommandOutcome, runCommand } from './run-command.js';
+
+/** `{"stdout": …, "stderr": …, "exit_code": N}` as JSON text, in slices. */
+function* execAnswer(outcome: CommandOutcome): Generator<string> {
+  yield '{"stdout":"';
+  yield* outcome.stdout.jsonSlices();
+  yield '","stderr":"';
+  yield* outcome.stderr.jsonSlices();
+  yield `","exit_code":${outcome.exitCode}}`;
+}
 
 /**
  * `POST …/exec {command, working_dir, env, timeout, user}`: runs `/bin/sh -c command` and answers
@@ -34,11 +44,17 @@ export function registerExecRoute(app: FastifyInstance, ctx: GatewayContext): vo
         dispose = outcome.dispose;
         if (outcome.timedOut) {
           throw new GatewayError(408, 'command_timeout', `Command timed out after ${body.timeoutSeconds} seconds; its processes were killed`, {
-            stdout: outcome.stdout,
-            stderr: outcome.stderr,
+            stdout: outcome.stdout.text(),
+            stderr: outcome.stderr.text(),
           });
         }
-        return reply.send({ stdout: outcome.stdout, stderr: outcome.stderr, exit_code: outcome.exitCode });
+        // Serialized a slice at a time as the client takes it: a large output never blocks the
+        // event loop (other tenants' requests) for long, nor exists twice as one big string.
+        const answer = Readable.from(execAnswer(outcome), { highWaterMark: 1 });
+        dispose = undefined;
+        const release = outcome.dispose;
+        answer.once('close', release);
+        return reply.type('application/json; charset=utf-8').send(answer);
       } catch (error) {
         if (signal.aborted) return reply; // Nobody is listening any more.
         throw runtimeFailure(target, error);

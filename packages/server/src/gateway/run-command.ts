@@ -4,8 +4,9 @@ import type { OutputBudget } from './output-budget.js';
 
 /** How a gateway exec ended. */
 export interface CommandOutcome {
-  stdout: string;
-  stderr: string;
+  /** What was kept of stdout (`text()` or `jsonSlices()`). */
+  stdout: BoundedOutput;
+  stderr: BoundedOutput;
   /** Exit status; meaningless when `timedOut` or `aborted`. */
   exitCode: number;
   timedOut: boolean;
@@ -51,7 +52,7 @@ export async function runCommand(
   try {
     const first = await Promise.race([exited.then((exit) => ({ exit })), stopped]);
     if (typeof first === 'object') {
-      return { stdout: stdout.text(), stderr: stderr.text(), exitCode: first.exit.exitCode, timedOut: false, aborted: false, dispose };
+      return { stdout, stderr, exitCode: first.exit.exitCode, timedOut: false, aborted: false, dispose };
     }
     await proc.kill('SIGKILL').catch(() => undefined);
     let drainTimer: NodeJS.Timeout | undefined;
@@ -62,7 +63,7 @@ export async function runCommand(
       }),
     ]);
     clearTimeout(drainTimer);
-    return { stdout: stdout.text(), stderr: stderr.text(), exitCode: 137, timedOut: first === 'timeout', aborted: first === 'aborted', dispose };
+    return { stdout, stderr, exitCode: 137, timedOut: first === 'timeout', aborted: first === 'aborted', dispose };
   } catch (error) {
     dispose();
     throw error;

@@ -20,8 +20,9 @@ interface GatewayAuth {
  * the target is B's p99 under the flood ≤ 2× its p99 alone.
  *
  * `npm run bench -- fairness [--driver oci|docker] [--runs 1000] [--long-execs 512] [--big-outputs 16] [--sessions 128] [--a-sandboxes 4]
- *  [--max-execs-per-user N] [--max-sessions-per-user N]` (the last two set the server's
- * CORRAL_MAX_EXECS_PER_USER / CORRAL_MAX_SESSIONS_PER_USER, e.g. to 1024 to see the flood without per-user caps).
+ *  [--max-execs-per-user N] [--max-sessions-per-user N] [--env NAME=VALUE]…` (these set the server's
+ * CORRAL_MAX_EXECS_PER_USER / CORRAL_MAX_SESSIONS_PER_USER, e.g. to 1024 to see the flood without
+ * per-user caps, or any other setting).
  */
 export async function run(args: string[]): Promise<void> {
   const opt = (name: string, fallback: number): number => {
@@ -37,6 +38,11 @@ export async function run(args: string[]): Promise<void> {
   const env: NodeJS.ProcessEnv = {};
   if (args.includes('--max-execs-per-user')) env.CORRAL_MAX_EXECS_PER_USER = String(opt('max-execs-per-user', 128));
   if (args.includes('--max-sessions-per-user')) env.CORRAL_MAX_SESSIONS_PER_USER = String(opt('max-sessions-per-user', 128));
+  // Any other server setting: --env NAME=VALUE (repeatable).
+  args.forEach((arg, i) => {
+    const setting = args[i + 1];
+    if (arg === '--env' && setting?.includes('=')) env[setting.slice(0, setting.indexOf('='))] = setting.slice(setting.indexOf('=') + 1);
+  });
   const server = await startBenchServer(driver, env);
   const api = async <T>(key: string, method: string, path: string, body?: unknown): Promise<T> => {
     const response = await fetch(`${server.served.url}/api/v1${path}`, {

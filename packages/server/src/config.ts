@@ -52,6 +52,8 @@ export interface CorralConfig {
   gatewayRateBurst: number;
   /** Most exec output bytes held in memory across every in-flight gateway exec; past it output is dropped with a marker. */
   execOutputBudgetBytes: number;
+  /** Most of execOutputBudgetBytes one user's in-flight execs may hold. */
+  execOutputBudgetPerUserBytes: number;
   /** An upload, download or read-file that moves no byte to or from its client for this long is cut, seconds. */
   transferIdleTimeoutSeconds: number;
   /** Exposures and tunnels are served at `<id>.<proxyDomain>`; `localhost` works without DNS since `*.localhost` is loopback. */
@@ -156,6 +158,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'gatewayRateLimit', env: 'CORRAL_GATEWAY_RATE_LIMIT', description: 'Gateway requests per second per user (token bucket; applied when CORRAL_RATE_LIMITS is on); over it: 429 with Retry-After', defaultText: '200', parse: integer(1, 1_000_000) },
   { key: 'gatewayRateBurst', env: 'CORRAL_GATEWAY_RATE_BURST', description: 'Gateway requests one user may make at once before CORRAL_GATEWAY_RATE_LIMIT applies', defaultText: '2000', parse: integer(1, 10_000_000) },
   { key: 'execOutputBudgetBytes', env: 'CORRAL_EXEC_OUTPUT_BUDGET_BYTES', description: 'Most exec output bytes held in memory across all in-flight gateway execs; past it further output is dropped with a truncation marker', defaultText: '536870912', parse: integer(1024 * 1024, 64 * 1024 * 1024 * 1024) },
+  { key: 'execOutputBudgetPerUserBytes', env: 'CORRAL_EXEC_OUTPUT_BUDGET_PER_USER_BYTES', description: "Most exec output bytes one user's in-flight gateway execs hold (a share of CORRAL_EXEC_OUTPUT_BUDGET_BYTES); past it that user's further output is dropped with a marker", defaultText: '134217728', parse: integer(1024 * 1024, 64 * 1024 * 1024 * 1024) },
   { key: 'transferIdleTimeoutSeconds', env: 'CORRAL_TRANSFER_IDLE_TIMEOUT', description: 'An upload, download or read-file that moves no byte to or from its client for this many seconds is cut', defaultText: '60', parse: integer(1, 86_400) },
   { key: 'proxyDomain', env: 'CORRAL_PROXY_DOMAIN', description: 'Domain of exposure and tunnel URLs (<id>.<domain>), served by Host header on the API port', defaultText: 'localhost', parse: text },
   { key: 'networkHost', env: 'CORRAL_NETWORK_HOST', description: 'Host name given to clients for TCP exposures and SSH sessions', defaultText: '(host of CORRAL_PUBLIC_URL, else CORRAL_HOST)', parse: optionalText },
@@ -201,6 +204,7 @@ const DEFAULTS: CorralConfig = {
   gatewayRateLimit: 200,
   gatewayRateBurst: 2000,
   execOutputBudgetBytes: 512 * 1024 * 1024,
+  execOutputBudgetPerUserBytes: 128 * 1024 * 1024,
   transferIdleTimeoutSeconds: 60,
   proxyDomain: 'localhost',
   networkHost: null,

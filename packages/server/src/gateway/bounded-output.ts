@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
-import type { OutputBudget } from './output-budget.js';
+import type { OutputReservation } from './output-budget.js';
 
 /**
  * Keeps the first `maxBytes` of a stream and counts the rest, which it reads and drops so the
@@ -19,7 +19,7 @@ export class BoundedOutput {
   constructor(
     stream: Readable,
     private readonly maxBytes: number,
-    private readonly budget?: OutputBudget,
+    private readonly budget?: OutputReservation,
   ) {
     stream.on('data', (chunk: Buffer) => this.add(chunk));
     // A broken stream ends the output; the process's exit decides the outcome.
@@ -86,7 +86,7 @@ export class BoundedOutput {
 
   private marker(): string {
     if (this.dropped === 0) return '';
-    const why = this.budgetExhausted ? `the server's exec output memory (CORRAL_EXEC_OUTPUT_BUDGET_BYTES) is in use by other calls` : `limit ${this.maxBytes} bytes per stream`;
+    const why = this.budgetExhausted ? `the server's exec output memory (CORRAL_EXEC_OUTPUT_BUDGET_BYTES, or this user's share CORRAL_EXEC_OUTPUT_BUDGET_PER_USER_BYTES) is in use by other calls` : `limit ${this.maxBytes} bytes per stream`;
     return `\n[corral: output truncated: ${this.dropped} more bytes not shown (${why})]\n`;
   }
 }

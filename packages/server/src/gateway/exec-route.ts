@@ -4,6 +4,7 @@ import { parseExecBody } from './exec-request.js';
 import { type GatewayContext, type GatewayParams, clientGone, keepActive, runtimeFailure, targetOf } from './gateway-context.js';
 import { GatewayError } from './gateway-error.js';
 import { type CommandOutcome, runCommand } from './run-command.js';
+import { watchTransferIdle } from './transfer-idle.js';
 
 /** `{"stdout": …, "stderr": …, "exit_code": N}` as JSON text, in slices. */
 function* execAnswer(outcome: CommandOutcome): Generator<string> {
@@ -37,7 +38,7 @@ export function registerExecRoute(app: FastifyInstance, ctx: GatewayContext): vo
               target.runtime,
               target.runtimeId,
               { argv: ['/bin/sh', '-c', body.command], env: body.env, cwd: body.workingDir, user: body.user },
-              { timeoutMs: body.timeoutSeconds * 1000, maxOutputBytes: ctx.config.execOutputMaxBytes, signal, budget: ctx.outputBudget },
+              { timeoutMs: body.timeoutSeconds * 1000, maxOutputBytes: ctx.config.execOutputMaxBytes, signal, budget: ctx.outputBudget.forUser(target.userId) },
             ),
           signal,
         );
@@ -52,8 +53,13 @@ export function registerExecRoute(app: FastifyInstance, ctx: GatewayContext): vo
         // event loop (other tenants' requests) for long, nor exists twice as one big string.
         const answer = Readable.from(execAnswer(outcome), { highWaterMark: 1 });
         dispose = undefined;
+        // A client that stops reading its answer is cut like an idle transfer, freeing its output.
+        const unwatch = watchTransferIdle(request.raw.socket, ctx.config.transferIdleTimeoutSeconds * 1000, () => request.raw.socket?.destroy());
         const release = outcome.dispose;
-        answer.once('close', release);
+        answer.once('close', () => {
+          unwatch();
+          release();
+        });
         return reply.type('application/json; charset=utf-8').send(answer);
       } catch (error) {
         if (signal.aborted) return reply; // Nobody is listening any more.

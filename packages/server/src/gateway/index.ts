@@ -43,7 +43,7 @@ export async function registerGateway(app: FastifyInstance, services: AppService
       perSandbox: config.maxSessionsPerSandbox,
       maxQueuedPerUser: config.maxQueuedPerUser,
     }),
-    outputBudget: new OutputBudget(config.execOutputBudgetBytes),
+    outputBudget: new OutputBudget(config.execOutputBudgetBytes, config.execOutputBudgetPerUserBytes),
   };
   const rateLimit = config.rateLimits ? new UserRateLimit(config.gatewayRateLimit, config.gatewayRateBurst) : null;
   /** Counts a request against its sandbox owner's gateway rate; throws 429 over it. */

@@ -1,6 +1,6 @@
 import type { ExecRequest, SandboxRuntime } from '../runtime/runtime.js';
 import { BoundedOutput } from './bounded-output.js';
-import type { OutputBudget } from './output-budget.js';
+import type { OutputReservation } from './output-budget.js';
 
 /** How a gateway exec ended. */
 export interface CommandOutcome {
@@ -31,7 +31,7 @@ export async function runCommand(
   runtime: SandboxRuntime,
   runtimeId: string,
   request: ExecRequest,
-  options: { timeoutMs: number; maxOutputBytes: number; signal?: AbortSignal; budget?: OutputBudget },
+  options: { timeoutMs: number; maxOutputBytes: number; signal?: AbortSignal; budget?: OutputReservation },
 ): Promise<CommandOutcome> {
   const proc = await runtime.exec(runtimeId, request);
   const stdout = new BoundedOutput(proc.stdout, options.maxOutputBytes, options.budget);

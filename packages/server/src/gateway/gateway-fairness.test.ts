@@ -172,10 +172,17 @@ describe('gateway fairness and bounds (oci)', { timeout: 240_000, skip }, () => 
     socket.write(`GET ${url.pathname}${url.search} HTTP/1.1\r\nHost: ${url.host}\r\nAuthorization: Bearer ${a.token}\r\n\r\n`);
     let received = 0;
     let closed = false;
-    socket.on('data', (chunk: Buffer) => (received += chunk.length));
+    let first: () => void = () => undefined;
+    const gotFirst = new Promise<void>((resolve) => (first = resolve));
+    socket.on('data', (chunk: Buffer) => {
+      received += chunk.length;
+      if (received === chunk.length) {
+        socket.pause(); // stop reading after the first bytes
+        first();
+      }
+    });
     socket.once('close', () => (closed = true));
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    socket.pause(); // stop reading
+    await gotFirst;
     await new Promise((resolve) => setTimeout(resolve, 4000));
     socket.resume();
     await closedWithin(socket, 5000);

@@ -9,6 +9,7 @@ const SCENARIOS: Record<string, () => Promise<{ run(args: string[]): Promise<voi
   tti: () => import('./scenarios/tti.js'),
   burst: () => import('./scenarios/burst.js'),
   density: () => import('./scenarios/density.js'),
+  fairness: () => import('./scenarios/fairness.js'),
 };
 
 const [name, ...args] = process.argv.slice(2);

@@ -36,6 +36,26 @@ export interface CorralConfig {
   execMaxRequestBytes: number;
   /** Most gateway operations (exec, file transfers, read-file) running in sandboxes at once; more wait in a queue. */
   maxConcurrentExecs: number;
+  /** Most gateway operations of one user (a sandbox's owner) running at once; more wait, served round-robin between users. */
+  maxExecsPerUser: number;
+  /** Most gateway operations of one sandbox running at once. */
+  maxExecsPerSandbox: number;
+  /** Most gateway operations (or sessions) one user may have waiting for a slot; more are answered 429. */
+  maxQueuedPerUser: number;
+  /** Most open streaming sessions (WebSocket `stream`, Connect `Start`) of one user; they have their own pool of maxConcurrentExecs slots. */
+  maxSessionsPerUser: number;
+  /** Most open streaming sessions of one sandbox. */
+  maxSessionsPerSandbox: number;
+  /** Gateway requests per second per user (token bucket, when rateLimits is on). */
+  gatewayRateLimit: number;
+  /** Gateway requests one user may make at once before gatewayRateLimit applies. */
+  gatewayRateBurst: number;
+  /** Most exec output bytes held in memory across every in-flight gateway exec; past it output is dropped with a marker. */
+  execOutputBudgetBytes: number;
+  /** Most of execOutputBudgetBytes one user's in-flight execs may hold. */
+  execOutputBudgetPerUserBytes: number;
+  /** An upload, download or read-file that moves no byte to or from its client for this long is cut, seconds. */
+  transferIdleTimeoutSeconds: number;
   /** Exposures and tunnels are served at `<id>.<proxyDomain>`; `localhost` works without DNS since `*.localhost` is loopback. */
   proxyDomain: string;
   /** Host name clients use for TCP exposures and SSH sessions. Null: the host of publicUrl, else `host`. */
@@ -185,6 +205,16 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'execOutputMaxBytes', env: 'CORRAL_EXEC_OUTPUT_MAX_BYTES', description: 'Most bytes of stdout (and of stderr) one gateway exec returns; the rest is replaced by a truncation marker', defaultText: '16777216', parse: integer(1024, 1024 * 1024 * 1024) },
   { key: 'execMaxRequestBytes', env: 'CORRAL_EXEC_MAX_REQUEST_BYTES', description: 'Largest gateway exec request body, bytes (the command travels inside it)', defaultText: '16777216', parse: integer(64 * 1024, 1024 * 1024 * 1024) },
   { key: 'maxConcurrentExecs', env: 'CORRAL_MAX_CONCURRENT_EXECS', description: 'Most gateway operations running in sandboxes at once across the server; more wait in a queue', defaultText: '1024', parse: integer(1, 100_000) },
+  { key: 'maxExecsPerUser', env: 'CORRAL_MAX_EXECS_PER_USER', description: 'Most gateway operations of one user (the sandbox owner) running at once; more wait, and free slots go round-robin between users', defaultText: '128', parse: integer(1, 100_000) },
+  { key: 'maxExecsPerSandbox', env: 'CORRAL_MAX_EXECS_PER_SANDBOX', description: 'Most gateway operations of one sandbox running at once', defaultText: '32', parse: integer(1, 100_000) },
+  { key: 'maxQueuedPerUser', env: 'CORRAL_MAX_QUEUED_PER_USER', description: 'Most gateway operations (or sessions) of one user waiting for a slot; more are answered 429 with Retry-After', defaultText: '4096', parse: integer(0, 1_000_000) },
+  { key: 'maxSessionsPerUser', env: 'CORRAL_MAX_SESSIONS_PER_USER', description: 'Most open streaming sessions (WebSocket stream, Connect Start) of one user; sessions have their own pool of CORRAL_MAX_CONCURRENT_EXECS slots, more wait', defaultText: '128', parse: integer(1, 100_000) },
+  { key: 'maxSessionsPerSandbox', env: 'CORRAL_MAX_SESSIONS_PER_SANDBOX', description: 'Most open streaming sessions of one sandbox', defaultText: '32', parse: integer(1, 100_000) },
+  { key: 'gatewayRateLimit', env: 'CORRAL_GATEWAY_RATE_LIMIT', description: 'Gateway requests per second per user (token bucket; applied when CORRAL_RATE_LIMITS is on); over it: 429 with Retry-After', defaultText: '200', parse: integer(1, 1_000_000) },
+  { key: 'gatewayRateBurst', env: 'CORRAL_GATEWAY_RATE_BURST', description: 'Gateway requests one user may make at once before CORRAL_GATEWAY_RATE_LIMIT applies', defaultText: '2000', parse: integer(1, 10_000_000) },
+  { key: 'execOutputBudgetBytes', env: 'CORRAL_EXEC_OUTPUT_BUDGET_BYTES', description: 'Most exec output bytes held in memory across all in-flight gateway execs; past it further output is dropped with a truncation marker', defaultText: '536870912', parse: integer(1024 * 1024, 64 * 1024 * 1024 * 1024) },
+  { key: 'execOutputBudgetPerUserBytes', env: 'CORRAL_EXEC_OUTPUT_BUDGET_PER_USER_BYTES', description: "Most exec output bytes one user's in-flight gateway execs hold (a share of CORRAL_EXEC_OUTPUT_BUDGET_BYTES); past it that user's further output is dropped with a marker", defaultText: '33554432', parse: integer(1024 * 1024, 64 * 1024 * 1024 * 1024) },
+  { key: 'transferIdleTimeoutSeconds', env: 'CORRAL_TRANSFER_IDLE_TIMEOUT', description: 'An upload, download or read-file that moves no byte to or from its client for this many seconds is cut', defaultText: '60', parse: integer(1, 86_400) },
   { key: 'proxyDomain', env: 'CORRAL_PROXY_DOMAIN', description: 'Domain of exposure and tunnel URLs (<id>.<domain>), served by Host header on the API port', defaultText: 'localhost', parse: text },
   { key: 'networkHost', env: 'CORRAL_NETWORK_HOST', description: 'Host name given to clients for TCP exposures and SSH sessions', defaultText: '(host of CORRAL_PUBLIC_URL, else CORRAL_HOST)', parse: optionalText },
   { key: 'tcpPortRange', env: 'CORRAL_TCP_PORT_RANGE', description: 'External ports for TCP exposures, from-to', defaultText: '30000-30999', parse: portRange },
@@ -235,6 +265,16 @@ const DEFAULTS: CorralConfig = {
   execOutputMaxBytes: 16 * 1024 * 1024,
   execMaxRequestBytes: 16 * 1024 * 1024,
   maxConcurrentExecs: 1024,
+  maxExecsPerUser: 128,
+  maxExecsPerSandbox: 32,
+  maxQueuedPerUser: 4096,
+  maxSessionsPerUser: 128,
+  maxSessionsPerSandbox: 32,
+  gatewayRateLimit: 200,
+  gatewayRateBurst: 2000,
+  execOutputBudgetBytes: 512 * 1024 * 1024,
+  execOutputBudgetPerUserBytes: 32 * 1024 * 1024,
+  transferIdleTimeoutSeconds: 60,
   proxyDomain: 'localhost',
   networkHost: null,
   tcpPortRange: '30000-30999',

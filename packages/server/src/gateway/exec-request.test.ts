@@ -4,7 +4,6 @@ import fc from 'fast-check';
 import { parseExecBody } from './exec-request.js';
 import { GatewayError } from './gateway-error.js';
 import { topLevelRawValues } from './raw-json.js';
-import { Semaphore } from './semaphore.js';
 
 const parse = (raw: string, max = 3600): ReturnType<typeof parseExecBody> => parseExecBody({ raw, value: JSON.parse(raw) as unknown }, max);
 const status = (fn: () => unknown): number | undefined => {
@@ -61,41 +60,5 @@ describe('parseExecBody', () => {
       assert.equal(status(() => parse(body)), 422, body);
     }
     assert.equal(status(() => parseExecBody(undefined, 10)), 422);
-  });
-});
-
-describe('Semaphore', () => {
-  it('never runs more than its limit and serves waiters in order', async () => {
-    const slots = new Semaphore(3);
-    let running = 0;
-    let peak = 0;
-    const order: number[] = [];
-    await Promise.all(
-      Array.from({ length: 20 }, (_, i) =>
-        slots.run(async () => {
-          order.push(i);
-          running++;
-          peak = Math.max(peak, running);
-          await new Promise((resolve) => setTimeout(resolve, 2));
-          running--;
-        }),
-      ),
-    );
-    assert.equal(peak, 3);
-    assert.deepEqual(order, Array.from({ length: 20 }, (_, i) => i));
-    assert.equal(slots.inUse, 0);
-  });
-
-  it('drops a waiter whose signal aborts', async () => {
-    const slots = new Semaphore(1);
-    const release = await slots.acquire();
-    const controller = new AbortController();
-    const waiting = slots.acquire(controller.signal);
-    assert.equal(slots.queued, 1);
-    controller.abort(new Error('gone'));
-    await assert.rejects(waiting, /gone/);
-    assert.equal(slots.queued, 0);
-    release();
-    assert.equal(slots.inUse, 0);
   });
 });

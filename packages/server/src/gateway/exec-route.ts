@@ -1,8 +1,19 @@
+import { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { parseExecBody } from './exec-request.js';
 import { type GatewayContext, type GatewayParams, clientGone, keepActive, runtimeFailure, targetOf } from './gateway-context.js';
 import { GatewayError } from './gateway-error.js';
-import { runCommand } from './run-command.js';
+import { type CommandOutcome, runCommand } from './run-command.js';
+import { watchTransferIdle } from './transfer-idle.js';
+
+/** `{"stdout": …, "stderr": …, "exit_code": N}` as JSON text, in slices. */
+function* execAnswer(outcome: CommandOutcome): Generator<string> {
+  yield '{"stdout":"';
+  yield* outcome.stdout.jsonSlices();
+  yield '","stderr":"';
+  yield* outcome.stderr.jsonSlices();
+  yield `","exit_code":${outcome.exitCode}}`;
+}
 
 /**
  * `POST …/exec {command, working_dir, env, timeout, user}`: runs `/bin/sh -c command` and answers
@@ -18,28 +29,43 @@ export function registerExecRoute(app: FastifyInstance, ctx: GatewayContext): vo
       const body = parseExecBody(request.body, ctx.config.maxExecTimeoutSeconds);
       const signal = clientGone(request, reply);
       const done = keepActive(ctx.services, target.sandboxId);
+      let dispose: (() => void) | undefined;
       try {
         const outcome = await ctx.slots.run(
+          target,
           () =>
             runCommand(
               target.runtime,
               target.runtimeId,
               { argv: ['/bin/sh', '-c', body.command], env: body.env, cwd: body.workingDir, user: body.user },
-              { timeoutMs: body.timeoutSeconds * 1000, maxOutputBytes: ctx.config.execOutputMaxBytes, signal },
+              { timeoutMs: body.timeoutSeconds * 1000, maxOutputBytes: ctx.config.execOutputMaxBytes, signal, budget: ctx.outputBudget.forUser(target.userId) },
             ),
           signal,
         );
+        dispose = outcome.dispose;
         if (outcome.timedOut) {
           throw new GatewayError(408, 'command_timeout', `Command timed out after ${body.timeoutSeconds} seconds; its processes were killed`, {
-            stdout: outcome.stdout,
-            stderr: outcome.stderr,
+            stdout: outcome.stdout.text(),
+            stderr: outcome.stderr.text(),
           });
         }
-        return reply.send({ stdout: outcome.stdout, stderr: outcome.stderr, exit_code: outcome.exitCode });
+        // Serialized a slice at a time as the client takes it: a large output never blocks the
+        // event loop (other tenants' requests) for long, nor exists twice as one big string.
+        const answer = Readable.from(execAnswer(outcome), { highWaterMark: 1 });
+        dispose = undefined;
+        // A client that stops reading its answer is cut like an idle transfer, freeing its output.
+        const unwatch = watchTransferIdle(request.raw.socket, ctx.config.transferIdleTimeoutSeconds * 1000, () => request.raw.socket?.destroy());
+        const release = outcome.dispose;
+        answer.once('close', () => {
+          unwatch();
+          release();
+        });
+        return reply.type('application/json; charset=utf-8').send(answer);
       } catch (error) {
         if (signal.aborted) return reply; // Nobody is listening any more.
         throw runtimeFailure(target, error);
       } finally {
+        dispose?.();
         done();
       }
     },

@@ -6,6 +6,7 @@ import { type GatewayContext, type GatewayParams, clientGone, keepActive, runtim
 import { GatewayError, invalid, sandboxNotFound } from './gateway-error.js';
 import type { GatewayTarget } from './gateway-target.js';
 import { MAX_READ_BYTES, readWindow } from './read-window.js';
+import { watchTransferIdle } from './transfer-idle.js';
 
 type FileQuery = { path?: string; offset?: string; length?: string; sandbox_id?: string };
 type FileRoute = { Params: GatewayParams; Querystring: FileQuery };
@@ -43,8 +44,16 @@ async function fileFailure(target: GatewayTarget, path: string, error: unknown):
   return runtimeFailure(target, error);
 }
 
-/** Streams a multipart upload's `file` part into the sandbox; resolves with the bytes written. */
-function receiveUpload(request: FastifyRequest, target: GatewayTarget, path: string): Promise<number> {
+/** 408 `idle_timeout`: a transfer moved no byte for the idle timeout; the connection is closed after it. */
+function idleTimeout(seconds: number): GatewayError {
+  return new GatewayError(408, 'idle_timeout', `No data moved for ${seconds} seconds (CORRAL_TRANSFER_IDLE_TIMEOUT); the transfer was cut`);
+}
+
+/**
+ * Streams a multipart upload's `file` part into the sandbox; resolves with the bytes written.
+ * When `signal` aborts, the copy stops (its process is killed) and the promise rejects.
+ */
+function receiveUpload(request: FastifyRequest, target: GatewayTarget, path: string, signal: AbortSignal): Promise<number> {
   return new Promise((resolve, reject) => {
     let parser: busboy.Busboy;
     try {
@@ -54,6 +63,7 @@ function receiveUpload(request: FastifyRequest, target: GatewayTarget, path: str
       return;
     }
     let written: Promise<{ size: number }> | undefined;
+    let content: PassThrough | undefined;
     let settled = false;
     const fail = (error: unknown): void => {
       if (settled) return;
@@ -69,7 +79,7 @@ function receiveUpload(request: FastifyRequest, target: GatewayTarget, path: str
         return;
       }
       // A separate stream, so a failing copy cannot tear down the multipart parser.
-      const content = new PassThrough();
+      content = new PassThrough();
       stream.pipe(content);
       written = target.runtime.putFile(target.runtimeId, path, content);
       written.catch((error: unknown) => {
@@ -92,6 +102,15 @@ function receiveUpload(request: FastifyRequest, target: GatewayTarget, path: str
       }, fail);
     });
     request.raw.on('error', (error) => fail(error));
+    signal.addEventListener(
+      'abort',
+      () => {
+        const reason = signal.reason instanceof Error ? signal.reason : new Error('aborted');
+        content?.destroy(reason);
+        fail(reason);
+      },
+      { once: true },
+    );
     request.raw.pipe(parser);
   });
 }
@@ -106,13 +125,30 @@ export function registerFileRoutes(app: FastifyInstance, ctx: GatewayContext): v
     }
     const signal = clientGone(request, reply);
     const done = keepActive(ctx.services, target.sandboxId);
+    const idleSeconds = ctx.config.transferIdleTimeoutSeconds;
+    const stalled = new AbortController();
+    const cut = AbortSignal.any([signal, stalled.signal]);
+    let unwatch = (): void => undefined;
     try {
-      const size = await ctx.slots.run(() => receiveUpload(request, target, path), signal);
+      const size = await ctx.slots.run(
+        target,
+        () => {
+          unwatch = watchTransferIdle(request.raw.socket, idleSeconds * 1000, () => stalled.abort(idleTimeout(idleSeconds)));
+          return receiveUpload(request, target, path, cut);
+        },
+        signal,
+      );
       return reply.send({ success: true, path, size, timestamp: new Date().toISOString() });
     } catch (error) {
+      if (stalled.signal.aborted) {
+        // The rest of the body will not come: answer and close the connection.
+        reply.header('connection', 'close');
+        throw stalled.signal.reason as GatewayError;
+      }
       if (signal.aborted) return reply;
       throw await fileFailure(target, path, error);
     } finally {
+      unwatch();
       done();
     }
   });
@@ -122,22 +158,34 @@ export function registerFileRoutes(app: FastifyInstance, ctx: GatewayContext): v
     const path = pathParam(request.query, false);
     const signal = clientGone(request, reply);
     const done = keepActive(ctx.services, target.sandboxId);
-    const release = await ctx.slots.acquire(signal).catch((error: unknown) => {
+    const release = await ctx.slots.acquire(target, signal).catch((error: unknown) => {
       done();
       throw error;
     });
+    const idleMs = ctx.config.transferIdleTimeoutSeconds * 1000;
+    // A client that stops reading (or a sandbox that stops feeding) is cut: its socket is closed.
+    const unwatch = watchTransferIdle(request.raw.socket, idleMs, () => request.raw.socket?.destroy());
     let file: { size: number; stream: Readable };
     try {
       file = await target.runtime.getFile(target.runtimeId, path);
     } catch (error) {
+      unwatch();
       release();
       done();
       throw await fileFailure(target, path, error);
     }
+    let finishedOnce = false;
     const finished = (): void => {
+      if (finishedOnce) return;
+      finishedOnce = true;
+      unwatch();
       release();
       done();
     };
+    reply.raw.once('close', () => {
+      finished();
+      file.stream.destroy();
+    });
     file.stream.once('close', finished);
     file.stream.once('end', finished);
     file.stream.once('error', finished);
@@ -151,13 +199,31 @@ export function registerFileRoutes(app: FastifyInstance, ctx: GatewayContext): v
     const length = integerParam(request.query.length, 'length', 0);
     const signal = clientGone(request, reply);
     ctx.services.activity.touch(target.sandboxId);
+    const idleSeconds = ctx.config.transferIdleTimeoutSeconds;
+    const stalled = new AbortController();
+    let unwatch = (): void => undefined;
     let result: Awaited<ReturnType<typeof readWindow>>;
     try {
-      result = await ctx.slots.run(() => readWindow(target.runtime, target.runtimeId, path, { offset, length, maxBytes: MAX_READ_BYTES }), signal);
+      result = await ctx.slots.run(
+        target,
+        () => {
+          // From here until the answer is taken by the client: a read (or a client) that moves
+          // nothing for the idle timeout is cut.
+          unwatch = watchTransferIdle(request.raw.socket, idleSeconds * 1000, () => {
+            if (reply.sent) request.raw.socket?.destroy();
+            else stalled.abort(idleTimeout(idleSeconds));
+          });
+          return readWindow(target.runtime, target.runtimeId, path, { offset, length, maxBytes: MAX_READ_BYTES }, AbortSignal.any([signal, stalled.signal]));
+        },
+        signal,
+      );
     } catch (error) {
+      unwatch();
+      if (stalled.signal.aborted) throw stalled.signal.reason as GatewayError;
       if (signal.aborted) return reply;
       throw runtimeFailure(target, error);
     }
+    reply.raw.once('close', unwatch);
     switch (result.kind) {
       case 'missing':
         throw notFound(path);

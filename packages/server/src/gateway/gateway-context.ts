@@ -4,14 +4,19 @@ import type { GatewayServices } from '../http/app.js';
 import { RuntimeError } from '../runtime/runtime.js';
 import { GatewayError, sandboxNotFound } from './gateway-error.js';
 import type { GatewayTarget } from './gateway-target.js';
-import type { Semaphore } from './semaphore.js';
+import type { FairScheduler } from './fair-scheduler.js';
+import type { OutputBudget } from './output-budget.js';
 
 /** What every gateway route shares. */
 export interface GatewayContext {
   services: GatewayServices;
   config: CorralConfig;
-  /** Bounds how many operations run in sandboxes at once, server-wide. */
-  slots: Semaphore;
+  /** Slots of exec, upload, download and read-file: server-wide, per user and per sandbox, queued fairly. */
+  slots: FairScheduler;
+  /** Slots of long-lived streaming sessions (WebSocket `stream`, Connect `Start`), a pool of their own. */
+  sessions: FairScheduler;
+  /** Exec output held in memory across every in-flight exec. */
+  outputBudget: OutputBudget;
 }
 
 /** Route parameters of every gateway route. */

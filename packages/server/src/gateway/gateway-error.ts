@@ -44,7 +44,24 @@ export function sandboxNotFound(sandboxId: string, message: string): GatewayErro
   return new GatewayError(502, 'sandbox_not_found', message, { sandboxId });
 }
 
-/** Sends a gateway error. */
+/**
+ * 429 `rate_limited`: the user sent more gateway requests than its rate allows, or has too many
+ * operations waiting. The answer carries `Retry-After: <seconds>` and `retry_after` in the body;
+ * the message starts with "Too Many Requests", which the Prime SDK matches on.
+ */
+export function tooManyRequests(message: string, retryAfterSeconds: number): GatewayError {
+  return new GatewayError(429, 'rate_limited', message, { retry_after: retryAfterSeconds });
+}
+
+/** The `Retry-After` seconds of an error, when it has one. */
+export function retryAfterOf(error: GatewayError): number | undefined {
+  const value = error.extra.retry_after;
+  return typeof value === 'number' ? value : undefined;
+}
+
+/** Sends a gateway error (with `Retry-After` when it has one). */
 export function sendGatewayError(reply: FastifyReply, error: GatewayError): FastifyReply {
+  const retryAfter = retryAfterOf(error);
+  if (retryAfter !== undefined) reply.header('retry-after', String(retryAfter));
   return reply.code(error.status).type('application/json').send(error.body());
 }

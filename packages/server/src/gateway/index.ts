@@ -9,9 +9,11 @@ import { registerFileRoutes } from './file-routes.js';
 import { type GatewayContext, type GatewayParams, targetOf } from './gateway-context.js';
 import { existingNetworkService } from '../network/network-service.js';
 import { SshAuthorizeError } from '../network/ssh-gateway.js';
-import { GatewayError, sendGatewayError } from './gateway-error.js';
-import { bearerToken, resolveTarget } from './gateway-target.js';
-import { Semaphore } from './semaphore.js';
+import { FairScheduler } from './fair-scheduler.js';
+import { GatewayError, retryAfterOf, sendGatewayError, tooManyRequests } from './gateway-error.js';
+import { type GatewayTarget, bearerToken, resolveTarget } from './gateway-target.js';
+import { OutputBudget } from './output-budget.js';
+import { UserRateLimit } from './user-rate-limit.js';
 import { runStreamSession } from './stream-session.js';
 import { keepAlive } from '../util/ws-heartbeat.js';
 
@@ -25,7 +27,35 @@ const STREAM_PATH = /^\/gateway\/([^/?#]+)\/([^/?#]+)\/stream\/?(?:\?.*)?$/;
  * `{error, message, code}`.
  */
 export async function registerGateway(app: FastifyInstance, services: AppServices): Promise<void> {
-  const ctx: GatewayContext = { services: services.gateway, config: services.config, slots: new Semaphore(services.config.maxConcurrentExecs) };
+  const config = services.config;
+  const ctx: GatewayContext = {
+    services: services.gateway,
+    config,
+    slots: new FairScheduler('exec', {
+      global: config.maxConcurrentExecs,
+      perUser: config.maxExecsPerUser,
+      perSandbox: config.maxExecsPerSandbox,
+      maxQueuedPerUser: config.maxQueuedPerUser,
+    }),
+    sessions: new FairScheduler('session', {
+      global: config.maxConcurrentExecs,
+      perUser: config.maxSessionsPerUser,
+      perSandbox: config.maxSessionsPerSandbox,
+      maxQueuedPerUser: config.maxQueuedPerUser,
+    }),
+    outputBudget: new OutputBudget(config.execOutputBudgetBytes, config.execOutputBudgetPerUserBytes),
+  };
+  const rateLimit = config.rateLimits ? new UserRateLimit(config.gatewayRateLimit, config.gatewayRateBurst) : null;
+  /** Counts a request against its sandbox owner's gateway rate; throws 429 over it. */
+  const countRequest = (target: GatewayTarget): void => {
+    const decision = rateLimit?.hit(target.userId);
+    if (decision && !decision.allowed) {
+      throw tooManyRequests(
+        `Too Many Requests: over ${config.gatewayRateLimit} gateway requests per second for this user; retry after ${decision.retryAfterSeconds}s`,
+        decision.retryAfterSeconds,
+      );
+    }
+  };
 
   // The gateway's own body parsers: JSON keeps its source text (exec tells `10` from `10.0`),
   // multipart is left unread for the upload route to stream, anything else is read and ignored.
@@ -65,7 +95,9 @@ export async function registerGateway(app: FastifyInstance, services: AppService
     if (request.is404) return;
     const params = request.params as Partial<GatewayParams>;
     if (params.user_ns === undefined || params.job_id === undefined) return;
-    request.gatewayTarget = await resolveTarget(services.gateway, params.user_ns, params.job_id, bearerToken(request.headers.authorization));
+    const target = await resolveTarget(services.gateway, params.user_ns, params.job_id, bearerToken(request.headers.authorization));
+    countRequest(target);
+    request.gatewayTarget = target;
   });
 
   registerExecRoute(app, ctx);
@@ -87,15 +119,18 @@ export async function registerGateway(app: FastifyInstance, services: AppService
     throw new GatewayError(426, 'upgrade_required', 'This endpoint speaks WebSocket: connect with Upgrade: websocket (docs/streaming-exec.md)');
   });
 
-  registerStreamUpgrade(app, ctx);
+  registerStreamUpgrade(app, ctx, countRequest);
 }
 
 /** Answers an upgrade request with a plain HTTP error and closes the socket. */
 function refuseUpgrade(socket: Duplex, error: GatewayError): void {
   const body = JSON.stringify(error.body());
-  const reason = { 400: 'Bad Request', 401: 'Unauthorized', 404: 'Not Found', 409: 'Conflict', 502: 'Bad Gateway', 503: 'Service Unavailable' }[error.status] ?? 'Error';
+  const reason =
+    { 400: 'Bad Request', 401: 'Unauthorized', 404: 'Not Found', 409: 'Conflict', 429: 'Too Many Requests', 502: 'Bad Gateway', 503: 'Service Unavailable' }[error.status] ?? 'Error';
+  const retryAfter = retryAfterOf(error);
   socket.end(
-    `HTTP/1.1 ${error.status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    `HTTP/1.1 ${error.status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+      `${retryAfter !== undefined ? `Retry-After: ${retryAfter}\r\n` : ''}Connection: close\r\n\r\n${body}`,
   );
 }
 
@@ -105,7 +140,7 @@ function refuseUpgrade(socket: Duplex, error: GatewayError): void {
  * for browsers, `?token=`. Open sessions are closed (and their processes killed unless detached)
  * when the server closes.
  */
-function registerStreamUpgrade(app: FastifyInstance, ctx: GatewayContext): void {
+function registerStreamUpgrade(app: FastifyInstance, ctx: GatewayContext, countRequest: (target: GatewayTarget) => void): void {
   const wss = new WebSocketServer({ noServer: true, maxPayload: 16 * 1024 * 1024, perMessageDeflate: false });
   const sockets = new Set<WebSocket>();
   let closing = false;
@@ -135,6 +170,12 @@ function registerStreamUpgrade(app: FastifyInstance, ctx: GatewayContext): void 
     const token = bearerToken(request.headers.authorization) ?? query.get('token') ?? undefined;
     resolveTarget(ctx.services, userNs, jobId, token).then(
       (target) => {
+        try {
+          countRequest(target);
+        } catch (error) {
+          refuseUpgrade(socket, error as GatewayError);
+          return;
+        }
         wss.handleUpgrade(request, socket, head, (ws) => {
           sockets.add(ws);
           keepAlive(ws, 30_000);

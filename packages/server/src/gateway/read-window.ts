@@ -38,20 +38,39 @@ export type ReadWindowResult =
 
 /**
  * Reads `length` bytes (default: to the end) from `offset` (negative: from the end) of a file in
- * a sandbox with one exec. Never holds more than `maxBytes` plus a line in memory.
+ * a sandbox with one exec. Never holds more than `maxBytes` plus a line in memory. When `signal`
+ * aborts, the exec is killed and the promise rejects with the signal's reason.
  */
 export async function readWindow(
   runtime: SandboxRuntime,
   runtimeId: string,
   path: string,
   window: { offset: number | undefined; length: number | undefined; maxBytes: number },
+  signal?: AbortSignal,
 ): Promise<ReadWindowResult> {
   const proc = await runtime.exec(runtimeId, {
     argv: ['/bin/sh', '-c', READ_SCRIPT, 'corral-read', path, window.offset?.toString() ?? '', window.length?.toString() ?? '', String(window.maxBytes)],
   });
   const stdout = new BoundedOutput(proc.stdout, window.maxBytes + 64);
   const stderr = new BoundedOutput(proc.stderr, 4096);
-  const { exitCode } = await proc.wait();
+  const exited = proc.wait();
+  let onAbort: (() => void) | undefined;
+  const aborted = new Promise<never>((_resolve, reject) => {
+    onAbort = () => {
+      void proc.kill('SIGKILL').catch(() => undefined);
+      reject(signal?.reason instanceof Error ? signal.reason : new Error('aborted'));
+    };
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener('abort', onAbort, { once: true });
+  });
+  aborted.catch(() => undefined);
+  let exitCode: number;
+  try {
+    ({ exitCode } = await Promise.race([exited, aborted]));
+  } finally {
+    if (onAbort) signal?.removeEventListener('abort', onAbort);
+    exited.catch(() => undefined);
+  }
   if (exitCode === MISSING_EXIT) return { kind: 'missing' };
   const out = stdout.bytes();
   const newline = out.indexOf(0x0a);

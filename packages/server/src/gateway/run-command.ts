@@ -1,22 +1,27 @@
 import type { ExecRequest, SandboxRuntime } from '../runtime/runtime.js';
 import { BoundedOutput } from './bounded-output.js';
+import type { OutputReservation } from './output-budget.js';
 
 /** How a gateway exec ended. */
 export interface CommandOutcome {
-  stdout: string;
-  stderr: string;
+  /** What was kept of stdout (`text()` or `jsonSlices()`). */
+  stdout: BoundedOutput;
+  stderr: BoundedOutput;
   /** Exit status; meaningless when `timedOut` or `aborted`. */
   exitCode: number;
   timedOut: boolean;
   /** The caller went away before the command finished. */
   aborted: boolean;
+  /** Gives the output's share of the shared budget back; call once the answer has been sent. */
+  dispose: () => void;
 }
 
 /** After killing a process tree, how long to wait for its output streams to close. */
 const KILL_DRAIN_MS = 5000;
 
 /**
- * Runs one process to completion, keeping at most `maxOutputBytes` of stdout and of stderr.
+ * Runs one process to completion, keeping at most `maxOutputBytes` of stdout and of stderr (and,
+ * with a `budget`, no more than it grants across all calls).
  * On timeout, or when `signal` aborts, the whole process tree is killed with SIGKILL and the
  * output read so far is returned. Resolves as soon as the process has exited and its output
  * streams have closed (Docker closes them at most about 2 s after the foreground process exits,
@@ -26,11 +31,15 @@ export async function runCommand(
   runtime: SandboxRuntime,
   runtimeId: string,
   request: ExecRequest,
-  options: { timeoutMs: number; maxOutputBytes: number; signal?: AbortSignal },
+  options: { timeoutMs: number; maxOutputBytes: number; signal?: AbortSignal; budget?: OutputReservation },
 ): Promise<CommandOutcome> {
   const proc = await runtime.exec(runtimeId, request);
-  const stdout = new BoundedOutput(proc.stdout, options.maxOutputBytes);
-  const stderr = new BoundedOutput(proc.stderr, options.maxOutputBytes);
+  const stdout = new BoundedOutput(proc.stdout, options.maxOutputBytes, options.budget);
+  const stderr = new BoundedOutput(proc.stderr, options.maxOutputBytes, options.budget);
+  const dispose = (): void => {
+    stdout.dispose();
+    stderr.dispose();
+  };
   let timer: NodeJS.Timeout | undefined;
   let onAbort: (() => void) | undefined;
   const stopped = new Promise<'timeout' | 'aborted'>((resolve) => {
@@ -43,7 +52,7 @@ export async function runCommand(
   try {
     const first = await Promise.race([exited.then((exit) => ({ exit })), stopped]);
     if (typeof first === 'object') {
-      return { stdout: stdout.text(), stderr: stderr.text(), exitCode: first.exit.exitCode, timedOut: false, aborted: false };
+      return { stdout, stderr, exitCode: first.exit.exitCode, timedOut: false, aborted: false, dispose };
     }
     await proc.kill('SIGKILL').catch(() => undefined);
     let drainTimer: NodeJS.Timeout | undefined;
@@ -54,7 +63,10 @@ export async function runCommand(
       }),
     ]);
     clearTimeout(drainTimer);
-    return { stdout: stdout.text(), stderr: stderr.text(), exitCode: 137, timedOut: first === 'timeout', aborted: first === 'aborted' };
+    return { stdout, stderr, exitCode: 137, timedOut: first === 'timeout', aborted: first === 'aborted', dispose };
+  } catch (error) {
+    dispose();
+    throw error;
   } finally {
     clearTimeout(timer);
     if (onAbort) options.signal?.removeEventListener('abort', onAbort);

@@ -1,8 +1,11 @@
 import type { Readable } from 'node:stream';
 import type { RawData, WebSocket } from 'ws';
 import type { ExecProcess, ExecRequest } from '../runtime/runtime.js';
+import type { Release } from './fair-scheduler.js';
 import type { GatewayContext } from './gateway-context.js';
 import { keepActive, runtimeFailure } from './gateway-context.js';
+import { GatewayError } from './gateway-error.js';
+import { writeDrained } from './write-drained.js';
 import type { GatewayTarget } from './gateway-target.js';
 
 /** Output channel bytes that prefix every binary frame the server sends. */
@@ -16,6 +19,8 @@ const SIGNALS = new Set<NodeJS.Signals>(['SIGINT', 'SIGTERM', 'SIGKILL', 'SIGHUP
 const START_TIMEOUT_MS = 30_000;
 /** Output is paused while more than this is queued on the socket. */
 const HIGH_WATER = 1024 * 1024;
+/** The client's messages stop being read while more than this much stdin waits for the process. */
+const STDIN_HIGH_WATER = 1024 * 1024;
 
 /**
  * Docker cannot give an exec its terminal size at creation (Engine API < 1.42): the driver resizes
@@ -122,12 +127,19 @@ export async function runStreamSession(ws: WebSocket, target: GatewayTarget, ctx
   let gotFirst = false;
   let handler: ((data: RawData, isBinary: boolean) => void) | null = null;
   const queued: Array<[RawData, boolean]> = [];
+  let queuedBytes = 0;
   ws.on('message', (data, isBinary) => {
     if (!gotFirst) {
       gotFirst = true;
       resolveFirst(data);
     } else if (handler) handler(data, isBinary);
-    else queued.push([data, isBinary]);
+    else {
+      // Kept until the process runs (it may wait for a session slot): past STDIN_HIGH_WATER
+      // bytes the socket is not read any more.
+      queued.push([data, isBinary]);
+      queuedBytes += toBuffer(data).length;
+      if (queuedBytes > STDIN_HIGH_WATER && !ws.isPaused) ws.pause();
+    }
   });
   const startTimer = setTimeout(() => resolveFirst(null), START_TIMEOUT_MS);
   ws.once('close', () => resolveFirst(null));
@@ -146,11 +158,31 @@ export async function runStreamSession(ws: WebSocket, target: GatewayTarget, ctx
   }
   if (ws.readyState !== ws.OPEN) return;
 
+  // A session holds a slot of the session pool (not of the exec pool) until its process exits;
+  // it waits for one in the fair queue, and gives up when the client leaves first.
+  const left = new AbortController();
+  const onLeft = (): void => left.abort(new Error('client disconnected'));
+  ws.once('close', onLeft);
+  let release: Release;
+  try {
+    release = await ctx.sessions.acquire(target, left.signal);
+  } catch (error) {
+    if (error instanceof GatewayError) fail(error.error, error.message, 1013);
+    return;
+  } finally {
+    ws.off('close', onLeft);
+  }
+  if (ws.readyState !== ws.OPEN) {
+    release();
+    return;
+  }
+
   const done = keepActive(ctx.services, target.sandboxId);
   let proc: ExecProcess;
   try {
     proc = await target.runtime.exec(target.runtimeId, start.request);
   } catch (error) {
+    release();
     done();
     const failure = runtimeFailure(target, error);
     fail(failure.error, failure.message, 1011);
@@ -183,10 +215,21 @@ export async function runStreamSession(ws: WebSocket, target: GatewayTarget, ctx
   const inOrder = (step: () => unknown): void => {
     ordered = ordered.then(step).catch(() => undefined);
   };
-  const writeStdin = (chunk: Buffer): void =>
-    inOrder(() => {
-      if (proc.stdin && !proc.stdin.writableEnded) proc.stdin.write(chunk);
+  // Stdin respects back-pressure: each write waits for the process's stdin to drain, and while
+  // more than STDIN_HIGH_WATER bytes wait, the WebSocket is not read (TCP holds the client back).
+  let pendingStdin = 0;
+  const writeStdin = (chunk: Buffer): void => {
+    pendingStdin += chunk.length;
+    if (pendingStdin > STDIN_HIGH_WATER && !ws.isPaused) ws.pause();
+    inOrder(async () => {
+      try {
+        if (proc.stdin) await writeDrained(proc.stdin, chunk);
+      } finally {
+        pendingStdin -= chunk.length;
+        if (pendingStdin <= STDIN_HIGH_WATER / 2 && ws.isPaused) ws.resume();
+      }
     });
+  };
   forward(proc.stdout, STDOUT_CHANNEL);
   forward(proc.stderr, STDERR_CHANNEL);
   sendJson(ws, { type: 'started' });
@@ -236,6 +279,8 @@ export async function runStreamSession(ws: WebSocket, target: GatewayTarget, ctx
     }
   };
   for (const [data, isBinary] of queued.splice(0)) handler(data, isBinary);
+  queuedBytes = 0;
+  if (ws.isPaused && pendingStdin <= STDIN_HIGH_WATER / 2) ws.resume();
   ws.on('close', () => {
     for (const s of outputs) s.resume();
     if (exited) return;
@@ -257,6 +302,7 @@ export async function runStreamSession(ws: WebSocket, target: GatewayTarget, ctx
     fail(failure.error, failure.message, 1011);
   } finally {
     clearTimeout(timer);
+    release();
     done();
   }
 }

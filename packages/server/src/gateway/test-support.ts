@@ -27,25 +27,26 @@ export interface GatewaySandbox {
   base: string;
 }
 
-/** Creates a sandbox through the API, waits until it is RUNNING and fetches a gateway token. */
-export async function createSandbox(server: GatewayTestServer, body: Record<string, unknown> = {}): Promise<GatewaySandbox> {
+/** Creates a sandbox through the API (as the owner of `key`, the admin by default), waits until it is RUNNING and fetches a gateway token. */
+export async function createSandbox(server: GatewayTestServer, body: Record<string, unknown> = {}, key = server.t.adminKey): Promise<GatewaySandbox> {
   const created = await server.t.request('POST', '/api/v1/sandbox', {
     body: { name: 'gw', docker_image: TEST_IMAGE, start_command: 'tail -f /dev/null', cpu_cores: 1, memory_gb: 1, disk_size_gb: 1, ...body },
+    key,
   });
   if (created.statusCode !== 201) throw new Error(`create: ${created.statusCode} ${created.body}`);
   const { id } = created.json<{ id: string }>();
-  await waitForStatus(server, id, 'RUNNING');
-  const auth = await fetch(`${server.url}/api/v1/sandbox/${id}/auth`, { method: 'POST', headers: { authorization: `Bearer ${server.t.adminKey}` } });
+  await waitForStatus(server, id, 'RUNNING', 60_000, key);
+  const auth = await fetch(`${server.url}/api/v1/sandbox/${id}/auth`, { method: 'POST', headers: { authorization: `Bearer ${key}` } });
   if (auth.status !== 200) throw new Error(`auth: ${auth.status} ${await auth.text()}`);
   const a = (await auth.json()) as { token: string; gateway_url: string; user_ns: string; job_id: string };
   return { id, token: a.token, userNs: a.user_ns, base: `${a.gateway_url}/${a.user_ns}/${a.job_id}` };
 }
 
-/** Polls `GET /sandbox/{id}` until it has `status` (60 s at most). */
-export async function waitForStatus(server: GatewayTestServer, id: string, status: string, timeoutMs = 60_000): Promise<void> {
+/** Polls `GET /sandbox/{id}` (with `key`, the admin's by default) until it has `status` (60 s at most). */
+export async function waitForStatus(server: GatewayTestServer, id: string, status: string, timeoutMs = 60_000, key = server.t.adminKey): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const res = await server.t.request('GET', `/api/v1/sandbox/${id}`);
+    const res = await server.t.request('GET', `/api/v1/sandbox/${id}`, { key });
     const s = res.json<{ status: string; errorMessage?: string }>();
     if (s.status === status) return;
     if (['ERROR', 'TERMINATED', 'TIMEOUT'].includes(s.status) && status !== s.status) {

@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
 import type { ExecProcess } from '../../runtime/runtime.js';
+import { writeDrained } from '../write-drained.js';
 import type { CommandSessionEvent, CommandSessionSelector, CommandSpec, EndEvent } from './command-session-codec.js';
 
 /**
@@ -26,6 +27,8 @@ export class CommandSession {
   readonly outcome: Promise<SessionOutcome>;
   /** Set once `outcome` has resolved. */
   finished = false;
+  /** The last stdin write; the next one waits for it. */
+  private writing: Promise<void> = Promise.resolve();
 
   constructor(
     readonly sandboxId: string,
@@ -80,10 +83,18 @@ export class CommandSession {
     return this.proc.stdin !== null;
   }
 
-  /** Writes to the process's stdin (the PTY's input with a PTY). */
-  write(data: Buffer): void {
-    const stdin = this.proc.stdin;
-    if (stdin && !stdin.writableEnded && !stdin.destroyed) stdin.write(data);
+  /**
+   * Writes to the process's stdin (the PTY's input with a PTY), after any earlier write, and
+   * resolves once the stdin has taken it (drained below its high-water mark): a process that
+   * does not read holds its writers back instead of filling the server's memory.
+   */
+  write(data: Buffer): Promise<void> {
+    const step = this.writing.then(async () => {
+      const stdin = this.proc.stdin;
+      if (stdin) await writeDrained(stdin, data);
+    });
+    this.writing = step.catch(() => undefined);
+    return step;
   }
 
   /** Signals the process tree; errors (the process already gone) are ignored. */

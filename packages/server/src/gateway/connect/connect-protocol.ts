@@ -99,14 +99,24 @@ export function decodeEnvelopes(buf: Buffer): Envelope[] {
   return out;
 }
 
-/** Undoes a request's compression (`identity` or `gzip`); anything else is `unimplemented`. */
-export function decompress(message: Buffer, encoding: string | undefined): Buffer {
+/** The largest message a request may carry once decompressed (the request body limit). */
+export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Undoes a request's compression (`identity` or `gzip`); anything else is `unimplemented`.
+ * Decompression stops at `maxBytes` of output: a bigger message (a gzip bomb) is
+ * `resource_exhausted` (HTTP 429 for a unary call), and never more than `maxBytes` is allocated.
+ */
+export function decompress(message: Buffer, encoding: string | undefined, maxBytes = MAX_MESSAGE_BYTES): Buffer {
   const e = (encoding ?? 'identity').trim().toLowerCase();
   if (e === '' || e === 'identity') return message;
   if (e === 'gzip') {
     try {
-      return gunzipSync(message);
-    } catch {
+      return gunzipSync(message, { maxOutputLength: maxBytes });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
+        throw new ConnectError('resource_exhausted', `The gzip-compressed message expands to more than ${maxBytes} bytes`);
+      }
       throw new ConnectError('invalid_argument', 'The gzip-compressed message does not decompress');
     }
   }

@@ -1,7 +1,8 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ExecProcess, ExecRequest } from '../../runtime/runtime.js';
+import type { Release } from '../fair-scheduler.js';
 import { type GatewayContext, type GatewayParams, keepActive, runtimeFailure, targetOf } from '../gateway-context.js';
-import { GatewayError } from '../gateway-error.js';
+import { GatewayError, retryAfterOf } from '../gateway-error.js';
 import type { GatewayTarget } from '../gateway-target.js';
 import {
   type CommandSessionSelector,
@@ -142,6 +143,8 @@ export function registerConnectRoutes(app: FastifyInstance, ctx: GatewayContext)
 
     scope.setErrorHandler((error: unknown, request, reply) => {
       const connectError = toConnectError(error);
+      const retryAfter = error instanceof GatewayError ? retryAfterOf(error) : undefined;
+      if (retryAfter !== undefined) reply.header('retry-after', String(retryAfter));
       if (connectError.code === 'internal') request.log.error({ err: error }, 'gateway connect: unhandled error');
       return sendConnectError(reply, (request.params as Partial<MethodParams>).method, connectError);
     });
@@ -164,7 +167,7 @@ export function registerConnectRoutes(app: FastifyInstance, ctx: GatewayContext)
           const session = findSession(target, selectorOf(req.session));
           if (!req.input) throw new ConnectError('invalid_argument', 'input: give stdin or pty bytes');
           if (!session.acceptsInput) throw new ConnectError('failed_precondition', `Process ${session.pid} was started without stdin: pass stdin: true or a PTY`);
-          session.write(req.input.data);
+          await session.write(req.input.data);
           ctx.services.activity.touch(target.sandboxId);
           return unaryOk(reply, Buffer.alloc(0));
         }
@@ -248,6 +251,25 @@ export function registerConnectRoutes(app: FastifyInstance, ctx: GatewayContext)
         }
       : undefined;
     const execRequest = execRequestOf(req.command, pty, req.stdin === true);
+    // The process holds a slot of the session pool until it exits (docs/gateway.md); waiting for
+    // one ends when the client leaves.
+    const left = new AbortController();
+    const onLeft = (): void => left.abort(new Error('client disconnected'));
+    reply.raw.once('close', onLeft);
+    let release: Release;
+    try {
+      release = await ctx.sessions.acquire(target, left.signal);
+    } catch (error) {
+      if (left.signal.aborted) return;
+      throw error;
+    } finally {
+      reply.raw.off('close', onLeft);
+    }
+    if (left.signal.aborted) {
+      release();
+      return;
+    }
+    let released = false;
     const done = keepActive(ctx.services, target.sandboxId);
     try {
       let proc: ExecProcess;
@@ -258,6 +280,8 @@ export function registerConnectRoutes(app: FastifyInstance, ctx: GatewayContext)
       }
       const session = new CommandSession(target.sandboxId, registry.allocatePid(target.sandboxId), req.tag, req.command, pty !== undefined, proc);
       registry.add(session);
+      released = true;
+      void session.outcome.then(release);
       if (reply.raw.destroyed || reply.raw.socket?.destroyed === true) {
         // The client left while the process was starting.
         await session.kill('SIGKILL');
@@ -265,6 +289,7 @@ export function registerConnectRoutes(app: FastifyInstance, ctx: GatewayContext)
       }
       await serveStream(reply, target, session, deadlineMs, true);
     } finally {
+      if (!released) release();
       done();
     }
   }

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { CorralConfig } from '../config.js';
-import { Semaphore } from '../gateway/semaphore.js';
+import { Semaphore } from '../util/semaphore.js';
 import { RuntimeError, type RuntimeEvent, type SandboxRuntime, type SandboxSpec } from '../runtime/runtime.js';
 import type { Store } from '../store/store.js';
 import { nowIso } from '../util/time.js';

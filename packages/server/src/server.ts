@@ -109,7 +109,7 @@ export async function createCorralServer(
   const reconciler = new Reconciler(store, lifecycle, config.reconcileIntervalMs, log, { retentionMs: config.terminatedRetentionHours * 3_600_000 });
   let ready = false;
   const app = await buildApp(
-    { config, auth, sandboxes, quotas, createHold: new CreateHold(store, lifecycle, config.createWaitMs), registryCredentials, rateLimiter: new RateLimiter(config.rateLimits), gateway: { store, runtime, tokens, access, activity }, isReady: () => ready },
+    { config, auth, sandboxes, quotas, createHold: new CreateHold(store, lifecycle, config.createWaitMs), registryCredentials, rateLimiter: new RateLimiter(config.rateLimits), gateway: { store, runtime, tokens, access, accessEvents, activity }, isReady: () => ready },
     log,
   );
   await reconciler.reconcile();

@@ -1,6 +1,7 @@
 import type { GatewayServices } from '../http/app.js';
 import type { SandboxRuntime } from '../runtime/runtime.js';
 import { GatewayError, sandboxNotFound, unauthorized } from './gateway-error.js';
+import type { GatewayGrant } from './live-grants.js';
 
 /** The sandbox a gateway request acts on, once its token and state have been checked. */
 export interface GatewayTarget {
@@ -8,6 +9,8 @@ export interface GatewayTarget {
   userId: string;
   runtimeId: string;
   runtime: SandboxRuntime;
+  /** The access the token was issued with; open work is cut when it is taken away (`LiveGrants`). */
+  grant: GatewayGrant;
 }
 
 /** The token in an `Authorization: Bearer <token>` header, if any. */
@@ -59,5 +62,11 @@ export async function resolveTarget(
   }
   if (!sandbox.runtimeId) throw sandboxNotFound(jobId, `Sandbox ${jobId} has no container`);
   if (!services.runtime) throw new GatewayError(502, 'gateway_error', 'This server has no runtime driver to reach sandboxes');
-  return { sandboxId: sandbox.id, userId: sandbox.userId, runtimeId: sandbox.runtimeId, runtime: services.runtime };
+  return {
+    sandboxId: sandbox.id,
+    userId: sandbox.userId,
+    runtimeId: sandbox.runtimeId,
+    runtime: services.runtime,
+    grant: { keyId: claims.kid, callerId: claims.uid, sandboxId: sandbox.id },
+  };
 }

@@ -10,12 +10,16 @@ import { type GatewayContext, type GatewayParams, targetOf } from './gateway-con
 import { existingNetworkService } from '../network/network-service.js';
 import { SshAuthorizeError } from '../network/ssh-gateway.js';
 import { FairScheduler } from './fair-scheduler.js';
+import { LiveGrants } from './live-grants.js';
 import { GatewayError, retryAfterOf, sendGatewayError, tooManyRequests } from './gateway-error.js';
 import { type GatewayTarget, bearerToken, resolveTarget } from './gateway-target.js';
 import { OutputBudget } from './output-budget.js';
 import { UserRateLimit } from './user-rate-limit.js';
 import { runStreamSession } from './stream-session.js';
 import { keepAlive } from '../util/ws-heartbeat.js';
+
+/** How often open gateway work is re-checked against the store (access changed on another replica). */
+const LIVE_RECHECK_MS = 5_000;
 
 const STREAM_PATH = /^\/gateway\/([^/?#]+)\/([^/?#]+)\/stream\/?(?:\?.*)?$/;
 
@@ -45,6 +49,19 @@ export async function registerGateway(app: FastifyInstance, services: AppService
     }),
     outputBudget: new OutputBudget(config.execOutputBudgetBytes, config.execOutputBudgetPerUserBytes),
   };
+  // Access taken away (a revoked key, a deleted user, a lost team role) cuts what is already open:
+  // at once for changes made through this process, within LIVE_RECHECK_MS for other replicas'.
+  const live = new LiveGrants(services.gateway.store, services.gateway.access);
+  const recheck = (): void => void live.recheck().catch((error: unknown) => app.log.warn({ err: error }, 'gateway: re-checking open grants failed'));
+  const unsubscribe = services.gateway.accessEvents.subscribe(() => live.recheck());
+  const timer = setInterval(() => {
+    if (live.size > 0) recheck();
+  }, LIVE_RECHECK_MS);
+  timer.unref();
+  app.addHook('onClose', async () => {
+    clearInterval(timer);
+    unsubscribe();
+  });
   const rateLimit = config.rateLimits ? new UserRateLimit(config.gatewayRateLimit, config.gatewayRateBurst) : null;
   /** Counts a request against its sandbox owner's gateway rate; throws 429 over it. */
   const countRequest = (target: GatewayTarget): void => {
@@ -91,13 +108,17 @@ export async function registerGateway(app: FastifyInstance, services: AppService
   });
 
   app.decorateRequest('gatewayTarget', null);
-  app.addHook('onRequest', async (request) => {
+  app.addHook('onRequest', async (request, reply) => {
     if (request.is404) return;
     const params = request.params as Partial<GatewayParams>;
     if (params.user_ns === undefined || params.job_id === undefined) return;
     const target = await resolveTarget(services.gateway, params.user_ns, params.job_id, bearerToken(request.headers.authorization));
     countRequest(target);
     request.gatewayTarget = target;
+    // Tracked until the exchange ends; cutting destroys the socket, which ends the call (an exec's
+    // process is killed as for a client that went away) and anything else on that connection.
+    const untrack = live.track(target.grant, () => request.raw.socket?.destroy());
+    reply.raw.once('close', untrack);
   });
 
   registerExecRoute(app, ctx);
@@ -119,7 +140,7 @@ export async function registerGateway(app: FastifyInstance, services: AppService
     throw new GatewayError(426, 'upgrade_required', 'This endpoint speaks WebSocket: connect with Upgrade: websocket (docs/streaming-exec.md)');
   });
 
-  registerStreamUpgrade(app, ctx, countRequest);
+  registerStreamUpgrade(app, ctx, countRequest, live);
 }
 
 /** Answers an upgrade request with a plain HTTP error and closes the socket. */
@@ -140,7 +161,7 @@ function refuseUpgrade(socket: Duplex, error: GatewayError): void {
  * for browsers, `?token=`. Open sessions are closed (and their processes killed unless detached)
  * when the server closes.
  */
-function registerStreamUpgrade(app: FastifyInstance, ctx: GatewayContext, countRequest: (target: GatewayTarget) => void): void {
+function registerStreamUpgrade(app: FastifyInstance, ctx: GatewayContext, countRequest: (target: GatewayTarget) => void, live: LiveGrants): void {
   const wss = new WebSocketServer({ noServer: true, maxPayload: 16 * 1024 * 1024, perMessageDeflate: false });
   const sockets = new Set<WebSocket>();
   let closing = false;
@@ -180,7 +201,14 @@ function registerStreamUpgrade(app: FastifyInstance, ctx: GatewayContext, countR
           sockets.add(ws);
           keepAlive(ws, 30_000);
           ws.on('error', () => undefined);
-          ws.once('close', () => sockets.delete(ws));
+          const untrack = live.track(target.grant, () => {
+            ws.close(4401, 'access revoked');
+            setTimeout(() => ws.terminate(), 1_000).unref();
+          });
+          ws.once('close', () => {
+            sockets.delete(ws);
+            untrack();
+          });
           runStreamSession(ws, target, ctx).catch((error: unknown) => {
             app.log.error({ err: error }, 'gateway: stream session failed');
             ws.terminate();

@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { CorralConfig } from '../config.js';
 import { ApiError } from '../errors/api-error.js';
 import type { AccessChecker } from '../services/access-checker.js';
+import type { AccessEvents } from '../services/access-events.js';
 import type { ActivityTracker } from '../services/activity-tracker.js';
 import type { AuthService, Principal } from '../services/auth-service.js';
 import type { CreateHold } from '../services/create-hold.js';
@@ -64,6 +65,8 @@ export interface GatewayServices {
   tokens: GatewayTokens;
   /** Re-checks on use that the key, user and team role behind a token still grant access. */
   access: AccessChecker;
+  /** Announces access taken away, so the gateway cuts what is already open. */
+  accessEvents: AccessEvents;
   activity: ActivityTracker;
 }
 

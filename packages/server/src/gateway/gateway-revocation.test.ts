@@ -1,0 +1,108 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { WebSocket } from 'ws';
+import { buildImage } from '../images/image-catalog.js';
+import { ociStateDir } from '../runtime/create-runtime.js';
+import { ociMissing } from '../testing/runtime-available.js';
+import { type GatewaySandbox, type GatewayTestServer, TEST_IMAGE, createSandbox, execCall, startGatewayServer } from './test-support.js';
+
+const missing = ociMissing();
+const skip = missing !== undefined && process.env.CI !== 'true' ? missing : undefined;
+
+/** Opens a streaming-exec session running `argv`; resolves once the process has started. */
+async function openSession(sb: GatewaySandbox, token: string, argv: string[]): Promise<{ ws: WebSocket; closed: Promise<{ code: number; at: number }> }> {
+  const ws = new WebSocket(`${sb.base.replace(/^http/, 'ws')}/stream`, { headers: { authorization: `Bearer ${token}` } });
+  const closed = new Promise<{ code: number; at: number }>((resolve) => ws.once('close', (code) => resolve({ code, at: Date.now() })));
+  await new Promise<void>((resolve, reject) => {
+    ws.once('error', reject);
+    ws.once('open', () => ws.send(JSON.stringify({ type: 'start', argv })));
+    ws.on('message', (data, isBinary) => {
+      if (!isBinary && (JSON.parse(data.toString()) as { type?: string }).type === 'started') resolve();
+    });
+  });
+  return { ws, closed };
+}
+
+describe('taking access away cuts open gateway work (oci)', { timeout: 180_000, skip }, () => {
+  let server: GatewayTestServer;
+  let dataDir: string;
+
+  before(async () => {
+    if (missing !== undefined) throw new Error(missing);
+    dataDir = mkdtempSync(join(tmpdir(), 'corral-gwrevoke-'));
+    await buildImage('busybox', TEST_IMAGE, { runtime: 'oci', stateDir: ociStateDir(dataDir) });
+    server = await startGatewayServer({ runtime: 'oci', dataDir });
+  });
+  after(async () => {
+    await server?.close();
+    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  /** A user with a second key, a running sandbox of theirs and a gateway token issued through the second key. */
+  async function tenant(name: string): Promise<{ sb: GatewaySandbox; keyId: string; key: string; token: string; ownerKey: string }> {
+    const user = await server.t.createUser(name);
+    const created = await server.t.request('POST', '/api/v1/keys', { body: { user_id: user.id, name: 'second' } });
+    assert.equal(created.statusCode, 201, created.body);
+    const second = created.json<{ id: string; key: string }>();
+    const sb = await createSandbox(server, {}, user.key);
+    const auth = await server.t.request('POST', `/api/v1/sandbox/${sb.id}/auth`, { key: second.key });
+    assert.equal(auth.statusCode, 200, auth.body);
+    return { sb, keyId: second.id, key: second.key, token: auth.json<{ token: string }>().token, ownerKey: user.key };
+  }
+
+  it('revoking a key closes its open streaming-exec session and kills the process within 2 s', async () => {
+    const { sb, keyId, key, token, ownerKey } = await tenant('ws-revokee');
+    const { closed } = await openSession(sb, token, ['sh', '-c', 'echo $$ > /tmp/ws.pid; exec sleep 120']);
+    const revokedAt = Date.now();
+    assert.equal((await server.t.request('DELETE', `/api/v1/keys/${keyId}`, { key })).statusCode, 200);
+    const { code, at } = await Promise.race([closed, new Promise<{ code: number; at: number }>((r) => setTimeout(() => r({ code: -1, at: Date.now() }), 5_000))]);
+    assert.notEqual(code, -1, 'the session was still open 5 s after its key was revoked');
+    assert.ok(at - revokedAt <= 2_000, `closed ${at - revokedAt} ms after the revocation`);
+    // The sandbox's other access (its owner's own key) still works, and the session's process is gone.
+    await processGone(await ownerView(sb, ownerKey), '/tmp/ws.pid');
+  });
+
+  it('revoking a key cuts its exec in flight, and the command is killed', async () => {
+    const { sb, keyId, key, token, ownerKey } = await tenant('exec-revokee');
+    const running = execCall({ ...sb, token }, { command: 'echo $$ > /tmp/exec.pid; exec sleep 120', timeout: 300 }).then(
+      (r) => ({ cut: false as const, status: r.status }),
+      () => ({ cut: true as const, status: 0 }),
+    );
+    const owner = await ownerView(sb, ownerKey);
+    for (let i = 0; i < 100; i++) {
+      const r = await execCall(owner, { command: 'cat /tmp/exec.pid 2>/dev/null || true' });
+      if (r.body.stdout.trim() !== '') break;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const revokedAt = Date.now();
+    assert.equal((await server.t.request('DELETE', `/api/v1/keys/${keyId}`, { key })).statusCode, 200);
+    const outcome = await Promise.race([running, new Promise<{ cut: false; status: -1 }>((r) => setTimeout(() => r({ cut: false, status: -1 }), 5_000))]);
+    assert.notEqual(outcome.status, -1, 'the exec was still running 5 s after its key was revoked');
+    assert.ok(Date.now() - revokedAt <= 2_500, `cut ${Date.now() - revokedAt} ms after the revocation`);
+    assert.ok(outcome.cut, `the call ended with a response (${outcome.status}) instead of being cut`);
+    await processGone(owner, '/tmp/exec.pid');
+  });
+
+  /** The sandbox with a token through its owner's own key (not the revoked one). */
+  async function ownerView(sb: GatewaySandbox, ownerKey: string): Promise<GatewaySandbox> {
+    const auth = await server.t.request('POST', `/api/v1/sandbox/${sb.id}/auth`, { key: ownerKey });
+    assert.equal(auth.statusCode, 200, auth.body);
+    return { ...sb, token: auth.json<{ token: string }>().token };
+  }
+
+  /** Waits (10 s at most) until the process whose pid the sandbox wrote to `pidFile` is gone. */
+  async function processGone(owner: GatewaySandbox, pidFile: string): Promise<void> {
+    const pid = (await execCall(owner, { command: `cat ${pidFile}` })).body.stdout.trim();
+    assert.match(pid, /^\d+$/);
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const r = await execCall(owner, { command: `kill -0 ${pid} 2>/dev/null && echo alive || echo gone` });
+      if (r.body.stdout.trim() === 'gone') return;
+      assert.ok(Date.now() < deadline, `process ${pid} still runs 10 s after its access was revoked`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+});

@@ -245,7 +245,9 @@ if (reason !== undefined) {
       const info = await engine.docker.getContainer(runtimeId).inspect();
       const imageSize = (await engine.docker.getImage(IMAGE).inspect()).Size;
       assert.equal(info.HostConfig.StorageOpt?.size, String(diskBytes + imageSize));
-      assert.deepEqual(info.HostConfig.Mounts ?? [], [], 'no loop disk is bound in storage-opt mode');
+      // Only the read-only /etc/hosts, /etc/resolv.conf and /etc/hostname files are bound, no loop disk.
+      const mounts = (info.HostConfig.Mounts ?? []).map((m) => ({ target: m.Target, readOnly: m.ReadOnly === true }));
+      assert.deepEqual(mounts, ['/etc/hosts', '/etc/resolv.conf', '/etc/hostname'].map((target) => ({ target, readOnly: true })), 'no loop disk is bound in storage-opt mode');
     });
 
     for (const path of ['/tmp/big', '/big', '/usr/lib-big', '/sandbox-workspace/big']) {

@@ -164,6 +164,20 @@ describe('SFTP transfers go straight to and from the sandbox, nothing is staged 
         assert.ok(buffer.subarray(0, n).equals(whole.subarray(position, position + n)), `bytes at ${position}`);
       }
       await new Promise<void>((resolve) => sftpClient.close(handle, () => resolve()));
+      // More handles read in turn than the server keeps copies open for: each still reads its own bytes in sequence.
+      const many = await Promise.all(
+        Array.from({ length: 11 }, () => new Promise<Buffer>((resolve, reject) => sftpClient.open('/tmp/down.bin', 'r', (error, h) => (error ? reject(error) : resolve(h))))),
+      );
+      for (let round = 0; round < 3; round++) {
+        for (const [i, h] of many.entries()) {
+          const position = i * 500_000 + round * 20_000;
+          const buffer = Buffer.alloc(20_000);
+          const n = await new Promise<number>((resolve, reject) => sftpClient.read(h, buffer, 0, 20_000, position, (error, bytesRead) => (error ? reject(error) : resolve(bytesRead))));
+          assert.equal(n, 20_000);
+          assert.ok(buffer.equals(whole.subarray(position, position + 20_000)), `handle ${i} round ${round}`);
+        }
+      }
+      for (const h of many) await new Promise<void>((resolve) => sftpClient.close(h, () => resolve()));
       assert.ok((await readAt('/tmp/down.bin', 3_000_001, 100_000)).equals(whole.subarray(3_000_001, 3_100_001)));
       assert.equal((await readAt('/tmp/sparse.bin', 53687091200, 100)).toString(), 'tail-bytes');
       assert.equal((await readAt('/tmp/sparse.bin', 1073741824 - 2, 8)).toString('hex'), Buffer.from('\0\0head\0\0').toString('hex'));

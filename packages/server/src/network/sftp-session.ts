@@ -1,11 +1,8 @@
-import { createWriteStream, mkdtempSync, rmSync } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join, posix } from 'node:path';
-import { pipeline } from 'node:stream/promises';
+import { posix } from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
 import ssh2, { type Attributes, type FileEntry, type SFTPWrapper } from 'ssh2';
 import { RuntimeError, type ExecProcess, type SandboxRuntime } from '../runtime/runtime.js';
+import { SandboxFileReader, SandboxReadError } from './sandbox-file-reader.js';
 
 const { OPEN_MODE, STATUS_CODE } = ssh2.utils.sftp;
 
@@ -14,18 +11,19 @@ const STAT_FORMAT = '%f %s %u %g %X %Y %n';
 /** Lists "$1" as one STAT_FORMAT line per entry, dot files included. */
 const LIST_SCRIPT = `cd -- "$1" || exit 1; for f in * .[!.]* ..?*; do if [ -e "$f" ] || [ -L "$f" ]; then stat -c '${STAT_FORMAT}' -- "$f"; fi; done`;
 
-/** A file opened for reading: fetched whole into a host temporary file at open. */
+/** A file opened only for reading: read in ranges straight from the sandbox, nothing staged on the host. */
 interface FileHandleState {
   kind: 'file';
   remote: string;
-  local: string;
-  fd: FileHandle;
+  reader: SandboxFileReader;
 }
 /** A file opened for writing: written in place in the sandbox, nothing staged on the host. */
 interface WriteHandleState {
   kind: 'write';
   remote: string;
   append: boolean;
+  /** Reads of the file through this handle (after the writes so far). */
+  reader: SandboxFileReader;
   /** The exec a run of consecutive WRITEs streams into, and the file offset it has reached. */
   writer: { proc: ExecProcess; offset: number; stderr: Promise<string> } | null;
 }
@@ -61,8 +59,12 @@ const OPEN_WRITE_SCRIPT =
   'else echo "$1: No such file" >&2; exit 1; fi; fi';
 /** Sets the size of "$1" to "$2" bytes (dd truncates its output file at the seek position). */
 const TRUNCATE_SCRIPT = 'dd if=/dev/null of="$1" bs=1 seek="$2" 2>/dev/null || { echo "$1: cannot set size" >&2; exit 1; }';
-/** Prints "$3" bytes of "$1" from offset "$2". */
-const READ_AT_SCRIPT = 'tail -c +$(($2 + 1)) "$1" | head -c "$3"';
+/** Checks that "$1" can be opened for reading and is not a directory. */
+const OPEN_READ_SCRIPT = 'if [ -d "$1" ]; then echo "$1: Is a directory" >&2; exit 1; fi; exec 0<"$1"';
+/** The most one READ answers (OpenSSH asks for 32 KiB at a time). */
+const MAX_READ = 256 * 1024;
+/** Open copies per SFTP channel: beyond this, the least recently read handle's copy stops (its next read starts another). */
+const MAX_ACTIVE_READERS = 8;
 
 /** Collects a stream's text, keeping at most 4 KiB. */
 function collectText(stream: NodeJS.ReadableStream): Promise<string> {
@@ -75,12 +77,6 @@ function collectText(stream: NodeJS.ReadableStream): Promise<string> {
     stream.once('close', () => resolve(text));
     stream.once('error', () => resolve(text));
   });
-}
-
-/** Collects a process's stdout into `chunks` and drains its stderr. */
-function collectStdout(child: ExecProcess, chunks: Buffer[]): void {
-  child.stdout.on('data', (c: Buffer) => chunks.push(c));
-  child.stderr.resume();
 }
 
 function statusOf(stderr: string): number {
@@ -117,7 +113,9 @@ function longname(name: string, a: Attributes): string {
  * the runtime: metadata through small exec'd commands (`stat`, `mkdir`, `mv`, …). Writes go
  * straight into the file in the sandbox: consecutive WRITEs stream into one exec'd `cat` placed at
  * their offset (a WRITE elsewhere starts another), so an upload takes space only on the sandbox's
- * own disk. Files opened only for reading are fetched whole into a host temporary file at open.
+ * own disk. Reads stream out of the file in the sandbox (`SandboxFileReader`: one exec'd `cat` per
+ * run of sequential reads, started at their offset), so a download takes no space on the host and
+ * memory stays bounded whatever the file's size.
  */
 export function serveSftp(
   sftp: SFTPWrapper,
@@ -134,11 +132,16 @@ export function serveSftp(
     runtimeId = resolved.runtimeId;
   });
   ready.catch(() => sftp.end());
-  let stagingDir: string | undefined;
-  const staging = (): string => (stagingDir ??= mkdtempSync(join(tmpdir(), 'corral-sftp-')));
   const handles = new Map<number, FileHandleState | WriteHandleState | DirHandleState>();
   let nextHandle = 1;
   let home: Promise<string> | null = null;
+  /** Readers in the order they were last read from, most recent last. */
+  let recentReaders: SandboxFileReader[] = [];
+  const readFrom = (reader: SandboxFileReader, offset: number, length: number): Promise<Buffer | null> => {
+    recentReaders = [...recentReaders.filter((r) => r !== reader && r.active), reader];
+    while (recentReaders.length > MAX_ACTIVE_READERS) recentReaders.shift()?.close();
+    return reader.read(offset, length);
+  };
 
   const resolvePath = async (path: string): Promise<string> => {
     home ??= run(runtime, runtimeId, ['/bin/sh', '-c', 'cd ~ 2>/dev/null || cd /; pwd']).then((o) => o.stdout.trim() || '/', () => '/');
@@ -171,6 +174,7 @@ export function serveSftp(
     if (exitCode !== 0) throw new Error(`writing ${state.remote} failed: ${(await writer.stderr).trim() || `exit ${exitCode}`}`);
   };
   const writeAt = async (state: WriteHandleState, offset: number, data: Buffer): Promise<void> => {
+    state.reader.close();
     if (state.writer && !state.append && state.writer.offset !== offset) await flush(state);
     if (!state.writer) {
       const proc = await runtime.exec(runtimeId, {
@@ -230,41 +234,28 @@ export function serveSftp(
         const prepared = await run(runtime, runtimeId, ['/bin/sh', '-c', OPEN_WRITE_SCRIPT, 'corral-sftp-open', remote, truncate ? 'trunc' : 'keep', create]);
         if (prepared.exitCode !== 0) return sftp.status(reqid, statusOf(prepared.stderr), prepared.stderr.trim());
         const append = (flags & OPEN_MODE.APPEND) !== 0;
-        return sftp.handle(reqid, newHandle({ kind: 'write', remote, append, writer: null }));
+        return sftp.handle(reqid, newHandle({ kind: 'write', remote, append, writer: null, reader: new SandboxFileReader(runtime, runtimeId, remote) }));
       }
-      const local = join(staging(), String(nextHandle));
-      try {
-        const file = await runtime.getFile(runtimeId, remote);
-        await pipeline(file.stream, createWriteStream(local));
-      } catch (error) {
-        if (error instanceof RuntimeError && error.kind === 'NOT_FOUND') return sftp.status(reqid, STATUS_CODE.NO_SUCH_FILE);
-        throw error;
-      }
-      const fd = await open(local, 'r');
-      sftp.handle(reqid, newHandle({ kind: 'file', remote, local, fd }));
+      const readable = await run(runtime, runtimeId, ['/bin/sh', '-c', OPEN_READ_SCRIPT, 'corral-sftp-open', remote]);
+      if (readable.exitCode !== 0) return sftp.status(reqid, statusOf(readable.stderr), readable.stderr.trim());
+      sftp.handle(reqid, newHandle({ kind: 'file', remote, reader: new SandboxFileReader(runtime, runtimeId, remote) }));
     }),
   );
   sftp.on('READ', (reqid, handle, offset, length) =>
     guard(reqid, async () => {
       const state = handleOf(handle);
-      if (state?.kind === 'write') {
-        // Reading a file open for writing: from the sandbox, after the writes so far.
-        await flush(state);
-        const outcome = await runtime.exec(runtimeId, { argv: ['/bin/sh', '-c', READ_AT_SCRIPT, 'corral-sftp-read', state.remote, String(offset), String(Math.min(length, 256 * 1024))] });
-        const chunks: Buffer[] = [];
-        collectStdout(outcome, chunks);
-        const { exitCode } = await outcome.wait();
-        const data = Buffer.concat(chunks);
-        if (exitCode !== 0 && data.length === 0) return sftp.status(reqid, STATUS_CODE.FAILURE);
-        if (data.length === 0) sftp.status(reqid, STATUS_CODE.EOF);
-        else sftp.data(reqid, data);
-        return;
+      if (!state || state.kind === 'dir') return sftp.status(reqid, STATUS_CODE.FAILURE, 'Bad handle');
+      // Reading a file open for writing: after the writes so far.
+      if (state.kind === 'write') await flush(state);
+      let data: Buffer | null;
+      try {
+        data = await readFrom(state.reader, offset, Math.min(length, MAX_READ));
+      } catch (error) {
+        if (error instanceof SandboxReadError) return sftp.status(reqid, statusOf(error.stderr), error.message);
+        throw error;
       }
-      if (!state || state.kind !== 'file') return sftp.status(reqid, STATUS_CODE.FAILURE, 'Bad handle');
-      const buffer = Buffer.alloc(Math.min(length, 256 * 1024));
-      const { bytesRead } = await state.fd.read(buffer, 0, buffer.length, offset);
-      if (bytesRead === 0) sftp.status(reqid, STATUS_CODE.EOF);
-      else sftp.data(reqid, buffer.subarray(0, bytesRead));
+      if (data === null || data.length === 0) sftp.status(reqid, STATUS_CODE.EOF);
+      else sftp.data(reqid, data);
     }),
   );
   sftp.on('WRITE', (reqid, handle, offset, data) =>
@@ -278,17 +269,11 @@ export function serveSftp(
   sftp.on('FSTAT', (reqid, handle) =>
     guard(reqid, async () => {
       const state = handleOf(handle);
-      if (state?.kind === 'write') {
-        await flush(state);
-        const attrs = await statPath(state.remote, true);
-        if (typeof attrs === 'number') sftp.status(reqid, attrs);
-        else sftp.attrs(reqid, attrs);
-        return;
-      }
-      if (!state || state.kind !== 'file') return sftp.status(reqid, STATUS_CODE.FAILURE, 'Bad handle');
-      const stat = await state.fd.stat();
-      const now = Math.floor(Date.now() / 1000);
-      sftp.attrs(reqid, { mode: 0o100644, size: stat.size, uid: 0, gid: 0, atime: now, mtime: Math.floor(stat.mtimeMs / 1000) });
+      if (!state || state.kind === 'dir') return sftp.status(reqid, STATUS_CODE.FAILURE, 'Bad handle');
+      if (state.kind === 'write') await flush(state);
+      const attrs = await statPath(state.remote, true);
+      if (typeof attrs === 'number') sftp.status(reqid, attrs);
+      else sftp.attrs(reqid, attrs);
     }),
   );
   sftp.on('CLOSE', (reqid, handle) =>
@@ -296,12 +281,8 @@ export function serveSftp(
       const state = handleOf(handle);
       if (!state) return sftp.status(reqid, STATUS_CODE.FAILURE, 'Bad handle');
       handles.delete(handle.readUInt32BE(0));
-      if (state.kind === 'file') {
-        await state.fd.close();
-        rmSync(state.local, { force: true });
-      } else if (state.kind === 'write') {
-        await flush(state);
-      }
+      if (state.kind !== 'dir') state.reader.close();
+      if (state.kind === 'write') await flush(state);
       sftp.status(reqid, STATUS_CODE.OK);
     }),
   );
@@ -368,10 +349,9 @@ export function serveSftp(
   });
   sftp.on('close', () => {
     for (const state of handles.values()) {
-      if (state.kind === 'file') void state.fd.close().catch(() => undefined);
+      if (state.kind !== 'dir') state.reader.close();
       if (state.kind === 'write') void flush(state).catch(() => undefined);
     }
     handles.clear();
-    if (stagingDir) rmSync(stagingDir, { recursive: true, force: true });
   });
 }

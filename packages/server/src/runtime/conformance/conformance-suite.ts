@@ -13,6 +13,7 @@ import { registerIsolationCases } from './isolation-cases.js';
 import { registerDiskCases } from './disk-cases.js';
 import { registerRegistryCases } from './registry-cases.js';
 import { registerExecUserCases } from './exec-user-cases.js';
+import { registerRemovalCases, type RemovalFaults } from './removal-cases.js';
 
 /** What a driver's conformance test provides: a fresh runtime (own instance), an image, a cleanup. */
 export interface ConformanceTarget {
@@ -21,6 +22,8 @@ export interface ConformanceTarget {
   image: string;
   /** Removes whatever the runtime still owns and closes it. */
   cleanup(): Promise<void>;
+  /** How to make this driver's removals fail (removal-cases.ts); without it those cases skip. */
+  removalFaults?: RemovalFaults;
 }
 
 const MiB = 1024 * 1024;
@@ -132,6 +135,8 @@ export interface ConformanceContext {
   readonly image: string;
   /** A long-lived sandbox (the suite's default spec) for tests that only run processes and files in it. */
   readonly shared: string;
+  /** The driver test's ways to make a removal fail, if it has any. */
+  readonly removalFaults: RemovalFaults | undefined;
 }
 
 /**
@@ -171,6 +176,9 @@ export function runConformanceSuite(name: string, makeRuntime: () => Promise<Con
       get shared() {
         return shared;
       },
+      get removalFaults() {
+        return target.removalFaults;
+      },
     };
     // Modules of further cases register here, one line each: registerXCases(context);
     registerNetworkIsolationCases(context);
@@ -178,6 +186,7 @@ export function runConformanceSuite(name: string, makeRuntime: () => Promise<Con
     registerDiskCases(context);
     registerRegistryCases(context);
     registerExecUserCases(context);
+    registerRemovalCases(context);
 
     it('lifecycle: create, exec, inspect, remove, list', async (t) => {
       const spec = makeSpec(image);

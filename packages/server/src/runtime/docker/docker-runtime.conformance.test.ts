@@ -1,11 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { runConformanceSuite } from '../conformance/conformance-suite.js';
 import { DockerRuntime } from './docker-runtime.js';
 import { LOCAL_TEST_REGISTRIES } from '../../testing/local-registries.js';
+import { immutableObstacle, loopBackingFiles, mountPoints, present } from '../conformance/host-objects.js';
 
 const IMAGE = process.env.CORRAL_TEST_IMAGE ?? 'corral-test/busybox:latest';
 const REPO = new URL('../../../../../', import.meta.url).pathname;
@@ -41,6 +43,32 @@ if (reason !== undefined) {
         for (const s of await runtime.list()) await runtime.remove(s.runtimeId);
         await runtime.close();
         await rm(diskDir, { recursive: true, force: true });
+      },
+      removalFaults: {
+        async trackHostObjects(runtimeId) {
+          const sandboxId = runtimeId.replace(/^corral-/, '');
+          const disk = join(diskDir, sandboxId);
+          const etc = join(CACHE, 'docker-disks', 'docker-etc', instance, sandboxId);
+          const checks: Record<string, () => boolean> = {
+            container: () => {
+              try {
+                execFileSync('docker', ['container', 'inspect', runtimeId], { stdio: 'ignore' });
+                return true;
+              } catch {
+                return false;
+              }
+            },
+            'disk directory': () => existsSync(disk),
+            'disk mount': () => mountPoints().has(join(disk, 'mnt')),
+            'loop device': () => loopBackingFiles().some((f) => f.startsWith(`${disk}/`)),
+            '/etc files': () => existsSync(etc),
+          };
+          return async () => present(checks);
+        },
+        async obstructRemoval(runtimeId) {
+          // The loop disk's directory, removed after the container and the disk's unmount.
+          return immutableObstacle(join(diskDir, runtimeId.replace(/^corral-/, '')));
+        },
       },
     };
   });

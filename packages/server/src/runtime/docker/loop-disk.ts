@@ -59,7 +59,7 @@ export class LoopDisks {
     return mnt;
   }
 
-  /** Unmounts (the loop device auto-detaches) and deletes a sandbox's disk. Idempotent. */
+  /** Unmounts (the loop device auto-detaches) and deletes a sandbox's disk; throws when something of it could not be deleted. Idempotent. */
   async remove(sandboxId: string): Promise<void> {
     const dir = this.dir(sandboxId);
     const mnt = this.mountPoint(sandboxId);
@@ -78,7 +78,8 @@ export class LoopDisks {
     }
     await rm(join(dir, 'disk.img'), { force: true });
     await rmdir(mnt).catch(() => undefined);
-    await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+    // A directory that cannot go fails the removal (the caller keeps the sandbox listed and retries).
+    await rm(dir, { recursive: true, force: true });
   }
 }
 

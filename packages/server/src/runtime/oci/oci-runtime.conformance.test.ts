@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -10,6 +11,7 @@ import { ensureAgentBinary } from './native-build.js';
 import { DEFAULT_USERNS_MAPPING, usernsUnavailable } from './userns.js';
 import { ociMissing } from '../../testing/runtime-available.js';
 import { insecureRegistriesFor } from '../../testing/local-registries.js';
+import { immutableObstacle, loopBackingFiles, mountPoints, present } from '../conformance/host-objects.js';
 
 const IMAGE = process.env.CORRAL_OCI_TEST_IMAGE ?? '127.0.0.1:5000/corral/busybox:latest';
 const REPO = new URL('../../../../../', import.meta.url).pathname;
@@ -34,6 +36,16 @@ for (const runtimeBinary of RUNTIMES) {
   runConformanceSuite(`oci (${runtimeBinary})`, async () => {
     const instance = `test-${randomBytes(4).toString('hex')}`;
     const runtime = new OciRuntime({ instance, stateDir: STATE_DIR, images, runtimeBinary, userns: USERNS });
+    const instanceDir = join(STATE_DIR, 'instances', instance);
+    /** The fields of the driver's per-sandbox state.json the checks need. */
+    const recordOf = (runtimeId: string) =>
+      JSON.parse(readFileSync(join(instanceDir, 'sandboxes', runtimeId, 'state.json'), 'utf8')) as {
+        diskId: string;
+        netns: { name: string };
+        cgroupsPath: string;
+        agentSocket: string;
+        rootfs?: string;
+      };
     const expected = USERNS === null || (await usernsUnavailable(DEFAULT_USERNS_MAPPING, join(STATE_DIR, 'images', 'tmp'), await ensureAgentBinary(join(STATE_DIR, 'bin')))) !== undefined ? null : DEFAULT_USERNS_MAPPING;
     return {
       runtime,
@@ -43,6 +55,33 @@ for (const runtimeBinary of RUNTIMES) {
         for (const s of await runtime.list()) await runtime.remove(s.runtimeId);
         await runtime.close();
         await rm(join(STATE_DIR, 'instances', instance), { recursive: true, force: true });
+      },
+      removalFaults: {
+        async trackHostObjects(runtimeId) {
+          const record = recordOf(runtimeId);
+          const sandboxDir = join(instanceDir, 'sandboxes', runtimeId);
+          const diskDir = join(instanceDir, 'disks', record.diskId);
+          const rootfs = record.rootfs ?? join(sandboxDir, 'rootfs');
+          const cgroupDirs = ['', 'memory', 'pids', 'cpu'].map((c) => join('/sys/fs/cgroup', c, record.cgroupsPath));
+          const checks: Record<string, () => boolean> = {
+            'sandbox directory': () => existsSync(sandboxDir),
+            'rootfs mount': () => mountPoints().has(rootfs),
+            'rootfs directory': () => existsSync(rootfs),
+            'disk directory': () => existsSync(diskDir),
+            'disk mount': () => mountPoints().has(join(diskDir, 'mnt')),
+            'loop device': () => loopBackingFiles().some((f) => f.startsWith(`${diskDir}/`)),
+            'network namespace': () => record.netns.name !== '' && existsSync(join('/run/netns', record.netns.name)),
+            cgroup: () => cgroupDirs.some((d) => existsSync(d)),
+            'agent socket': () => existsSync(record.agentSocket),
+            'runtime state': () => existsSync(join(instanceDir, 'runc', runtimeId)),
+          };
+          return async () => present(checks);
+        },
+        async obstructRemoval(runtimeId) {
+          // The disk's directory: removing it is a middle step of the teardown (after the
+          // rootfs, namespace and disk are unmounted, before the cgroup and directories go).
+          return immutableObstacle(join(instanceDir, 'disks', recordOf(runtimeId).diskId));
+        },
       },
     };
   });

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 import { readFileSync } from 'node:fs';
@@ -72,4 +73,26 @@ export async function api<T = Record<string, unknown>>(server: GatewayTestServer
   });
   const text = await res.text();
   return { status: res.status, body: (text ? JSON.parse(text) : {}) as T };
+}
+
+/** An SSH session as `POST /api/v1/sandbox/{id}/ssh-session` answers it. */
+export interface SshSession {
+  session_id: string;
+  host: string;
+  port: number;
+  gateway_url: string;
+  user_ns: string;
+  job_id: string;
+  token: string;
+  expires_at: string;
+}
+
+/** Whether a command is on this machine's PATH. */
+export function hasTool(tool: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
 }

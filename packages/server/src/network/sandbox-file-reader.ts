@@ -1,4 +1,5 @@
 import type { ExecProcess, SandboxRuntime } from '../runtime/runtime.js';
+import { collectBounded } from '../runtime/exec-files.js';
 
 /**
  * Streams "$1" from byte offset "$2" to its end: `dd` with a count of 0 only moves the shared
@@ -8,7 +9,6 @@ import type { ExecProcess, SandboxRuntime } from '../runtime/runtime.js';
 const READ_FROM_SCRIPT = 'exec 0<"$1" || exit 1; if [ "$2" -gt 0 ]; then dd bs=1 skip="$2" count=0 2>/dev/null || exit 1; fi; exec cat';
 
 /** At most this much stderr is kept for the error message of a failed read. */
-const STDERR_LIMIT = 4096;
 
 /** Read-ahead kept on the host per open copy: the copy pauses once this much is waiting to be asked for. */
 const READ_AHEAD = 256 * 1024;
@@ -176,15 +176,3 @@ export class SandboxFileReader {
   }
 }
 
-/** Collects up to STDERR_LIMIT characters of a stream, draining the rest. */
-function collectBounded(stream: NodeJS.ReadableStream): Promise<string> {
-  return new Promise((resolve) => {
-    let text = '';
-    stream.on('data', (chunk: Buffer) => {
-      if (text.length < STDERR_LIMIT) text += chunk.toString('utf8').slice(0, STDERR_LIMIT - text.length);
-    });
-    stream.once('end', () => resolve(text));
-    stream.once('close', () => resolve(text));
-    stream.once('error', () => resolve(text));
-  });
-}

@@ -7,26 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import ssh2, { type SFTPWrapper } from 'ssh2';
 import { createSandbox, dockerMissing, execCall, startGatewayServer, type GatewaySandbox, type GatewayTestServer } from '../gateway/test-support.js';
-import { api } from './network-test-support.js';
-
-interface SshSession {
-  session_id: string;
-  host: string;
-  port: number;
-  gateway_url: string;
-  user_ns: string;
-  job_id: string;
-  token: string;
-}
-
-function hasTool(tool: string): boolean {
-  try {
-    execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { api, type SshSession, hasTool } from './network-test-support.js';
 
 const missing = dockerMissing() ?? (process.getuid?.() !== 0 ? 'needs root to mount a tmpfs' : hasTool('scp') && hasTool('ssh-keygen') ? undefined : 'OpenSSH client (scp, ssh-keygen) not installed');
 

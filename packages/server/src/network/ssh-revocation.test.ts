@@ -5,26 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createSandbox, dockerMissing, startGatewayServer, type GatewaySandbox, type GatewayTestServer } from '../gateway/test-support.js';
-import { api } from './network-test-support.js';
-
-interface SshSession {
-  session_id: string;
-  host: string;
-  port: number;
-  gateway_url: string;
-  user_ns: string;
-  job_id: string;
-  token: string;
-}
-
-function hasTool(tool: string): boolean {
-  try {
-    execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { api, type SshSession, hasTool } from './network-test-support.js';
 
 const missing = dockerMissing() ?? (hasTool('ssh') && hasTool('ssh-keygen') ? undefined : 'OpenSSH client (ssh, ssh-keygen) not installed');
 

@@ -130,8 +130,8 @@ function readSizeLine(proc: ExecProcess): Promise<{ line: string; rest: Buffer }
   });
 }
 
-/** Collects up to STDERR_LIMIT characters of a stream, draining the rest. */
-function collectBounded(stream: Readable): Promise<string> {
+/** Collects up to STDERR_LIMIT (4 KiB) characters of a stream, draining the rest: a process's stderr, for an error message. */
+export function collectBounded(stream: NodeJS.ReadableStream): Promise<string> {
   return new Promise((resolve) => {
     let text = '';
     stream.on('data', (chunk: Buffer) => {

@@ -13,6 +13,7 @@ import { registerIsolationCases } from './isolation-cases.js';
 import { registerDiskCases } from './disk-cases.js';
 import { registerRegistryCases } from './registry-cases.js';
 import { registerExecUserCases } from './exec-user-cases.js';
+import { registerFifoEtcCases } from './fifo-etc-cases.js';
 
 /** What a driver's conformance test provides: a fresh runtime (own instance), an image, a cleanup. */
 export interface ConformanceTarget {
@@ -178,6 +179,7 @@ export function runConformanceSuite(name: string, makeRuntime: () => Promise<Con
     registerDiskCases(context);
     registerRegistryCases(context);
     registerExecUserCases(context);
+    registerFifoEtcCases(context);
 
     it('lifecycle: create, exec, inspect, remove, list', async (t) => {
       const spec = makeSpec(image);

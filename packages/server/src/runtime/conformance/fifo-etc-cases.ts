@@ -69,7 +69,8 @@ export function registerFifoEtcCases(context: ConformanceContext): void {
       assert.equal(await within(5000, 'inspect after remove', rt.inspect(id)), undefined);
       assert.ok(!(await within(5000, 'list after remove', rt.list())).some((s) => s.runtimeId === id), 'the sandbox is still listed');
       const exits = await within(10_000, 'the pending execs ending', Promise.all(pending.map((p) => p.wait())));
-      for (const exit of exits.slice(0, 2)) assert.notEqual(exit.exitCode, 0, 'an exec of a removed sandbox reported success');
+      // A root exec may have run before the removal (a driver that needs no /etc/passwd for root); the user's cannot have.
+      assert.notEqual(exits[0]?.exitCode, 0, 'an exec as a user whose /etc/passwd is a FIFO reported success');
       await new Promise((r) => setTimeout(r, 1000));
       const left = lingering(stuckBefore, await hostRuncProcesses()).filter((p) => !baseline.has(p));
       assert.deepEqual(left, [], `runc processes from before the removal are still alive: ${left.join(' ')}`);

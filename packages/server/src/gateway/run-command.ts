@@ -54,7 +54,7 @@ export async function runCommand(
     if (typeof first === 'object') {
       return { stdout, stderr, exitCode: first.exit.exitCode, timedOut: false, aborted: false, dispose };
     }
-    await proc.kill('SIGKILL').catch(() => undefined);
+    await Promise.race([proc.kill('SIGKILL').catch(() => undefined), new Promise((resolve) => setTimeout(resolve, KILL_DRAIN_MS).unref())]);
     let drainTimer: NodeJS.Timeout | undefined;
     await Promise.race([
       exited.catch(() => undefined),

@@ -14,6 +14,7 @@ import { registerDiskCases } from './disk-cases.js';
 import { registerRegistryCases } from './registry-cases.js';
 import { registerExecUserCases } from './exec-user-cases.js';
 import { registerRemovalCases, type RemovalFaults } from './removal-cases.js';
+import { registerFifoEtcCases } from './fifo-etc-cases.js';
 
 /** What a driver's conformance test provides: a fresh runtime (own instance), an image, a cleanup. */
 export interface ConformanceTarget {
@@ -187,6 +188,7 @@ export function runConformanceSuite(name: string, makeRuntime: () => Promise<Con
     registerRegistryCases(context);
     registerExecUserCases(context);
     registerRemovalCases(context);
+    registerFifoEtcCases(context);
 
     it('lifecycle: create, exec, inspect, remove, list', async (t) => {
       const spec = makeSpec(image);

@@ -44,31 +44,140 @@ export interface DockerExecOptions {
   docker: Docker;
   containerId: string;
   request: ExecRequest;
+  /**
+   * How long the exec may take to start (its process to appear) before `unstick` is called, every
+   * 250 ms, until it starts or ends. Default {@link DEFAULT_EXEC_START_TIMEOUT_MS}.
+   */
+  startTimeoutMs?: number;
+  /** Ends the container's execs stuck starting (the driver kills their `runc init` from the host). */
+  unstick?: () => Promise<void>;
+  /**
+   * The container's live execs: each adds a function that drops its connection (used once the
+   * container is removed, when the engine may never close it) and deletes it when its streams end.
+   */
+  live?: Set<() => void>;
 }
 
-/** Starts `request` in a container through the exec API and returns a handle on it. */
+/** Default bound on an exec's start (see {@link DockerExecOptions.startTimeoutMs}). */
+export const DEFAULT_EXEC_START_TIMEOUT_MS = 10_000;
+
+/** After the start bound, how much longer an exec create or start call is awaited before the exec fails. */
+const START_GRACE_MS = 10_000;
+
+/**
+ * Watches one exec's start: after the bound it calls `unstick` every 250 ms until the exec's
+ * process appeared or the exec ended, and remembers that it had to (the exec then failed to start).
+ */
+class StartGuard {
+  readonly deadline: number;
+  private timer: NodeJS.Timeout | undefined;
+  private running = false;
+  /** The bound passed before the exec's process appeared. */
+  timedOut = false;
+
+  constructor(
+    readonly timeoutMs: number,
+    private readonly unstick: (() => Promise<void>) | undefined,
+  ) {
+    this.deadline = Date.now() + timeoutMs;
+    this.timer = setInterval(() => void this.tick(), 250);
+    this.timer.unref();
+  }
+
+  private async tick(): Promise<void> {
+    if (Date.now() < this.deadline || this.running || this.timer === undefined) return;
+    this.timedOut = true;
+    this.running = true;
+    try {
+      await this.unstick?.();
+    } catch {
+      // Retried on the next tick.
+    } finally {
+      this.running = false;
+    }
+  }
+
+  /** Unsticks now, without waiting for the bound (kill of an exec that has not started). */
+  async force(): Promise<void> {
+    this.timedOut = true;
+    await this.unstick?.().catch(() => undefined);
+  }
+
+  /** The exec started or ended: stop watching. */
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** Awaits `promise` (an engine call of this exec), failing once the bound and its grace passed. */
+  async bounded<T>(promise: Promise<T>, what: string): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        promise,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new ExecStartTimeout(`${what} did not finish within ${this.timeoutMs + START_GRACE_MS} ms`)), this.deadline + START_GRACE_MS - Date.now());
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+/** An exec that did not start within its bound. */
+export class ExecStartTimeout extends Error {}
+
+/** Why an exec did not start, as the exec's stderr reports it. */
+function startFailureMessage(timeoutMs: number): string {
+  return `corral: the exec did not start within ${timeoutMs} ms and was ended: the container runtime (runc) reads the sandbox's /etc/passwd and /etc/group on every exec and blocks when they are not regular files (a FIFO, for example)\n`;
+}
+
+/** Resolves with `promise`'s value, or `fallback` after `ms`. */
+async function orAfter<T>(promise: Promise<T>, ms: number, fallback: T): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([promise, new Promise<T>((resolve) => (timer = setTimeout(() => resolve(fallback), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Starts `request` in a container through the exec API and returns a handle on it. The engine
+ * calls and the wait for the process to appear are bounded (see {@link DockerExecOptions}).
+ */
 export async function startDockerExec(options: DockerExecOptions): Promise<ExecProcess> {
   const { docker, containerId, request } = options;
-  const execId = randomUUID();
-  const env = Object.entries(request.env ?? {}).map(([k, v]) => `${k}=${v}`);
-  env.push(`${EXEC_MARKER_ENV}=${execId}`);
-  const tty = request.tty !== undefined;
-  const container = docker.getContainer(containerId);
-  const exec = await container.exec({
-    Cmd: request.argv,
-    Env: env,
-    WorkingDir: request.cwd,
-    User: request.user ?? '',
-    Tty: tty,
-    AttachStdin: request.stdin === true,
-    AttachStdout: true,
-    AttachStderr: true,
-  });
-  const socket = (await exec.start({ hijack: true, stdin: request.stdin === true, Tty: tty })) as Duplex;
-  if (tty && request.tty !== undefined) {
-    await exec.resize({ h: request.tty.rows, w: request.tty.cols }).catch(() => undefined);
+  const guard = new StartGuard(options.startTimeoutMs ?? DEFAULT_EXEC_START_TIMEOUT_MS, options.unstick);
+  try {
+    const execId = randomUUID();
+    const env = Object.entries(request.env ?? {}).map(([k, v]) => `${k}=${v}`);
+    env.push(`${EXEC_MARKER_ENV}=${execId}`);
+    const tty = request.tty !== undefined;
+    const container = docker.getContainer(containerId);
+    const exec = await guard.bounded(
+      container.exec({
+        Cmd: request.argv,
+        Env: env,
+        WorkingDir: request.cwd,
+        User: request.user ?? '',
+        Tty: tty,
+        AttachStdin: request.stdin === true,
+        AttachStdout: true,
+        AttachStderr: true,
+      }),
+      'creating the exec',
+    );
+    const socket = (await guard.bounded(exec.start({ hijack: true, stdin: request.stdin === true, Tty: tty }), 'starting the exec')) as Duplex;
+    if (tty && request.tty !== undefined) {
+      await orAfter(exec.resize({ h: request.tty.rows, w: request.tty.cols }).catch(() => undefined), 1000, undefined);
+    }
+    return new DockerExecProcess(docker, containerId, exec, socket, execId, request, guard, options);
+  } catch (error) {
+    guard.stop();
+    throw error;
   }
-  return new DockerExecProcess(docker, containerId, exec, socket, execId, request);
 }
 
 /** A process started through Docker's exec API. */
@@ -78,6 +187,8 @@ class DockerExecProcess implements ExecProcess {
   readonly stdin: Writable | null;
   private readonly ended: Promise<void>;
   private exitPromise: Promise<ExecExit> | undefined;
+  /** Resolves true once the process appeared, false when the exec ended without one. */
+  private readonly startedPromise: Promise<boolean>;
 
   constructor(
     private readonly docker: Docker,
@@ -86,22 +197,42 @@ class DockerExecProcess implements ExecProcess {
     socket: Duplex,
     private readonly execId: string,
     private readonly request: ExecRequest,
+    private readonly guard: StartGuard,
+    private readonly options: DockerExecOptions,
   ) {
+    let rawStderr: Readable;
     if (request.tty !== undefined) {
       const out = new PassThrough();
       const err = new PassThrough();
       socket.pipe(out);
       err.end();
       this.stdout = out;
-      this.stderr = err;
+      rawStderr = err;
     } else {
       const demux = new DockerStreamDemux();
       socket.pipe(demux);
       this.stdout = demux.stdout;
-      this.stderr = demux.stderr;
+      rawStderr = demux.stderr;
     }
+    // stderr ends with the reason when the exec never started.
+    const stderr = new PassThrough();
+    rawStderr.pipe(stderr, { end: false });
+    rawStderr.once('end', () => {
+      if (this.guard.timedOut && !this.processAppeared) stderr.write(startFailureMessage(this.guard.timeoutMs));
+      stderr.end();
+    });
+    rawStderr.once('error', (error: Error) => stderr.destroy(error));
+    this.stderr = stderr;
     socket.on('error', (error: Error) => {
       (this.stdout as PassThrough).destroy(error);
+    });
+    // A connection dropped by the driver (see `abandon`) ends the output streams too.
+    socket.once('close', () => {
+      if (this.dropped) {
+        this.stdout.destroy();
+        rawStderr.destroy();
+        stderr.destroy();
+      }
     });
     this.stdin = request.stdin === true ? new StdinWriter(socket) : null;
     if (request.stdin !== true) socket.end();
@@ -113,10 +244,70 @@ class DockerExecProcess implements ExecProcess {
         s.once('error', () => resolve());
       });
     this.ended = Promise.all([streamDone(this.stdout), streamDone(this.stderr)]).then(() => undefined);
+    this.startedPromise = this.watchStart(socket);
+    const abandon = (): void => {
+      this.abandoned = true;
+      this.dropped = true;
+      socket.destroy();
+    };
+    options.live?.add(abandon);
+    void this.ended.then(() => options.live?.delete(abandon));
+  }
+
+  /** The container was removed under this exec and its connection dropped. */
+  private abandoned = false;
+  /** The driver dropped the exec's connection (abandoned, or it never started). */
+  private dropped = false;
+
+  /** The exec's process was seen running. */
+  private processAppeared = false;
+
+  /**
+   * Polls exec inspect until the process appears (`Pid` set) or the exec ends; the guard ends an
+   * exec stuck starting. When the guard cannot (no cgroup access), the connection is dropped once
+   * the bound and its grace passed, so the exec's streams end anyway.
+   */
+  private async watchStart(socket: Duplex): Promise<boolean> {
+    let ended = false;
+    void this.ended.then(() => (ended = true));
+    try {
+      for (let attempt = 0; ; attempt++) {
+        const info = await orAfter(
+          this.exec.inspect().catch((error: unknown) => (isNotFound(error) ? ('gone' as const) : undefined)),
+          1000,
+          undefined,
+        );
+        if (info === 'gone' || this.abandoned) {
+          // The container was removed: no process will come; end the streams.
+          this.dropped = true;
+          socket.destroy();
+          return false;
+        }
+        if (info?.Running === true && info.Pid > 0) {
+          this.processAppeared = true;
+          return true;
+        }
+        if (info !== undefined && !info.Running && info.ExitCode !== null) return false;
+        if (ended && info === undefined) return false;
+        if (Date.now() > this.guard.deadline + START_GRACE_MS) {
+          this.dropped = true;
+          socket.destroy();
+          return false;
+        }
+        await new Promise((resolve) => setTimeout(resolve, Math.min(10 + attempt * 10, 100)));
+      }
+    } finally {
+      this.guard.stop();
+    }
   }
 
   wait(): Promise<ExecExit> {
-    this.exitPromise ??= this.ended.then(() => this.readExitCode());
+    this.exitPromise ??= this.ended.then(async () => {
+      const appeared = await this.startedPromise;
+      if (this.abandoned) return { exitCode: 137 };
+      if (!appeared && this.guard.timedOut) return { exitCode: 126 };
+      return this.readExitCode();
+    });
     return this.exitPromise;
   }
 
@@ -125,7 +316,9 @@ class DockerExecProcess implements ExecProcess {
     for (let attempt = 0; ; attempt++) {
       let info: Docker.ExecInspectInfo;
       try {
-        info = await this.exec.inspect();
+        const answer = await orAfter(this.exec.inspect(), 2000, undefined);
+        if (answer === undefined) return { exitCode: 137 }; // The engine is stuck on the container.
+        info = answer;
       } catch (error) {
         // The container (and with it the exec) was removed while the process ran: it was killed.
         if (isNotFound(error)) return { exitCode: 137 };
@@ -137,51 +330,29 @@ class DockerExecProcess implements ExecProcess {
     }
   }
 
-  /**
-   * Waits (up to ~2 s) until Docker reports the exec's process running. Docker starts it
-   * asynchronously, and a signal sent before it exists would find nothing to kill. False when the
-   * exec has already finished.
-   */
-  private async started(): Promise<boolean> {
-    for (let attempt = 0; attempt < 40; attempt++) {
-      let info: Docker.ExecInspectInfo;
-      try {
-        info = await this.exec.inspect();
-      } catch {
-        return false;
-      }
-      if (info.Running && info.Pid > 0) return true;
-      if (!info.Running && info.ExitCode !== null) return false;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-    return true;
-  }
-
   async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
     const name = signal.replace(/^SIG/, '');
     if (!/^[A-Z0-9+-]+$/.test(name)) throw new Error(`invalid signal ${signal}`);
-    if (!(await this.started())) return;
-    let stream: Duplex;
-    try {
-      const killer = await this.docker.getContainer(this.containerId).exec({
-        Cmd: ['/bin/sh', '-c', KILL_SCRIPT, 'corral-kill', name, `${EXEC_MARKER_ENV}=${this.execId}`],
-        User: this.request.user ?? '',
-        AttachStdout: true,
-        AttachStderr: true,
-      });
-      stream = (await killer.start({ hijack: true, stdin: false })) as Duplex;
-    } catch (error) {
-      // The sandbox is gone or stopped: so is the process.
-      if (isNotFound(error) || isConflict(error)) return;
-      throw error;
+    // Docker starts the process asynchronously; a signal sent before it exists would find nothing.
+    const started = await orAfter(this.startedPromise, 2000, undefined);
+    if (started === false) return;
+    if (started === undefined) {
+      // Still starting after 2 s: stuck (runc blocked in the sandbox). End the start itself.
+      await this.guard.force();
+      return;
     }
-    stream.resume();
-    stream.end();
-    await new Promise<void>((resolve) => {
-      stream.once('end', resolve);
-      stream.once('close', resolve);
-      stream.once('error', () => resolve());
+    const killer = await startDockerExec({
+      ...this.options,
+      request: { argv: ['/bin/sh', '-c', KILL_SCRIPT, 'corral-kill', name, `${EXEC_MARKER_ENV}=${this.execId}`], user: this.request.user },
+    }).catch((error: unknown) => {
+      // The sandbox is gone or stopped (so is the process), or the engine did not take the exec.
+      if (isNotFound(error) || isConflict(error) || error instanceof ExecStartTimeout) return undefined;
+      throw error;
     });
+    if (!killer) return;
+    killer.stdout.resume();
+    killer.stderr.resume();
+    await killer.wait();
   }
 
   async resize(rows: number, cols: number): Promise<void> {

@@ -35,7 +35,7 @@ if (reason !== undefined) {
     const diskDir = join(CACHE, 'docker-disks', instance);
     // Loop mode whatever the engine's storage driver, so it stays tested on a btrfs engine too;
     // storage-opt mode is covered by docker-runtime-btrfs.conformance.test.ts.
-    const runtime = new DockerRuntime({ instance, diskDir, diskMode: 'loop', warn: () => undefined, insecureRegistries: [...LOCAL_TEST_REGISTRIES] });
+    const runtime = new DockerRuntime({ instance, diskDir, diskMode: 'loop', warn: () => undefined, insecureRegistries: [...LOCAL_TEST_REGISTRIES], execStartTimeoutMs: 5000 });
     return {
       runtime,
       image: IMAGE,

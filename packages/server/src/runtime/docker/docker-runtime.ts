@@ -24,7 +24,9 @@ import type {
 } from '../runtime.js';
 import { buildCreateOptions, containerName, LABEL_INSTANCE, LABEL_SANDBOX_ID, sandboxHostname } from './container-spec.js';
 import { SandboxEtcFiles } from './etc-files.js';
-import { isConflict, isNotFound, startDockerExec } from './docker-exec.js';
+import { DEFAULT_EXEC_START_TIMEOUT_MS, isConflict, isNotFound, startDockerExec } from './docker-exec.js';
+import type { DockerExecOptions } from './docker-exec.js';
+import { killContainerProcesses, killStartingExecs } from './cgroup-reaper.js';
 import { DockerEventWatcher } from './docker-events.js';
 import type { DockerContainerEvent } from './docker-events.js';
 import { EgressNetwork, hostHasIpv6 } from './egress-network.js';
@@ -83,6 +85,16 @@ export interface DockerRuntimeOptions {
   /** How long `create` waits for the first exec to work (default 30 s). */
   readyTimeoutMs?: number;
   /**
+   * How long an exec may take to start before the driver ends it from the host (its `runc init`
+   * killed through the container's cgroup) and it fails with exit code 126. Default 10 s.
+   */
+  execStartTimeoutMs?: number;
+  /**
+   * How long `remove()` waits for the engine's `rm -f` before it kills every process of the
+   * container through its cgroup and waits again. Default 5 s.
+   */
+  removeTimeoutMs?: number;
+  /**
    * Receives operator-facing warnings from `init()` (e.g. that only the workspace is disk-limited).
    * Default: `process.emitWarning`.
    */
@@ -139,6 +151,12 @@ export class DockerRuntime implements SandboxRuntime {
   private readonly egress: EgressNetwork;
   private readonly killOnOom: boolean;
   private readonly readyTimeoutMs: number;
+  private readonly execStartTimeoutMs: number;
+  private readonly removeTimeoutMs: number;
+  /** Per container, the host-side unstick in progress (one at a time: it freezes the cgroup). */
+  private readonly unsticking = new Map<string, Promise<void>>();
+  /** Per container, the live execs (see `DockerExecOptions.live`); `remove()` drops them. */
+  private readonly liveExecs = new Map<string, Set<() => void>>();
   private readonly requestedDiskMode: DiskMode | 'auto';
   private diskModeValue: DiskMode = 'none';
   private storageDriver = '';
@@ -176,6 +194,8 @@ export class DockerRuntime implements SandboxRuntime {
     });
     this.killOnOom = options.killOnOom ?? true;
     this.readyTimeoutMs = options.readyTimeoutMs ?? 30_000;
+    this.execStartTimeoutMs = options.execStartTimeoutMs ?? DEFAULT_EXEC_START_TIMEOUT_MS;
+    this.removeTimeoutMs = options.removeTimeoutMs ?? 5000;
     this.requestedDiskMode = options.diskMode ?? 'auto';
     this.warn = options.warn ?? ((message) => process.emitWarning(message, { code: 'CORRAL_DOCKER_DISK' }));
   }
@@ -393,8 +413,7 @@ export class DockerRuntime implements SandboxRuntime {
       await failIfExited();
       try {
         const proc = await startDockerExec({
-          docker: this.docker,
-          containerId: runtimeId,
+          ...this.execOptions(runtimeId),
           request: { argv: ['/bin/sh', '-c', 'mkdir -p "$1"', 'corral-ready', workspacePath] },
         });
         proc.stdout.resume();
@@ -422,12 +441,37 @@ export class DockerRuntime implements SandboxRuntime {
   async exec(runtimeId: string, request: ExecRequest): Promise<ExecProcess> {
     try {
       const prepared = await this.spillLargeScript(runtimeId, request);
-      return await startDockerExec({ docker: this.docker, containerId: runtimeId, request: prepared });
+      return await startDockerExec({ ...this.execOptions(runtimeId), request: prepared });
     } catch (error) {
       if (isNotFound(error)) throw new RuntimeError('NOT_FOUND', `no sandbox ${runtimeId}`, { cause: error });
       if (isConflict(error)) throw new RuntimeError('NOT_FOUND', `sandbox ${runtimeId} is not running`, { cause: error });
       throw new RuntimeError('RUNTIME_ERROR', `exec failed: ${errorText(error)}`, { cause: error });
     }
+  }
+
+  /** What every exec of `runtimeId` is started with: the start bound and the host-side unstick. */
+  private execOptions(runtimeId: string): Omit<DockerExecOptions, 'request'> {
+    let live = this.liveExecs.get(runtimeId);
+    if (!live) this.liveExecs.set(runtimeId, (live = new Set()));
+    return { docker: this.docker, containerId: runtimeId, startTimeoutMs: this.execStartTimeoutMs, unstick: () => this.unstick(runtimeId), live };
+  }
+
+  /** The engine's full id of container `runtimeId` (from the list, which does not wait on a stuck container). */
+  private async containerId(runtimeId: string): Promise<string | undefined> {
+    const found = await this.docker.listContainers({ all: true, filters: { name: [runtimeId] } });
+    return found.find((c) => c.Names.includes(`/${runtimeId}`))?.Id;
+  }
+
+  /** Kills, from the host, the `runc init` of every exec of the container that is stuck starting. */
+  private unstick(runtimeId: string): Promise<void> {
+    const running = this.unsticking.get(runtimeId);
+    if (running) return running;
+    const next = (async () => {
+      const id = await this.containerId(runtimeId);
+      if (id) await killStartingExecs(id);
+    })().finally(() => this.unsticking.delete(runtimeId));
+    this.unsticking.set(runtimeId, next);
+    return next;
   }
 
   /**
@@ -442,8 +486,7 @@ export class DockerRuntime implements SandboxRuntime {
     if (!/(^|\/)(sh|bash|dash|ash|zsh)$/.test(shell)) return request;
     const file = `/tmp/.corral-script-${randomUUID()}`;
     const writer = await startDockerExec({
-      docker: this.docker,
-      containerId: runtimeId,
+      ...this.execOptions(runtimeId),
       request: { argv: ['/bin/sh', '-c', 'umask 077 && cat > "$1"', 'corral-spill', file], user: request.user, stdin: true },
     });
     writer.stdout.resume();
@@ -495,12 +538,16 @@ export class DockerRuntime implements SandboxRuntime {
   }
 
   async inspect(runtimeId: string): Promise<RuntimeSandboxState | undefined> {
-    let info: Docker.ContainerInspectInfo;
+    let info: Docker.ContainerInspectInfo | undefined;
     try {
-      info = await this.docker.getContainer(runtimeId).inspect();
+      info = await withTimeout(this.docker.getContainer(runtimeId).inspect(), 3000, undefined);
     } catch (error) {
       if (isNotFound(error)) return undefined;
       throw error;
+    }
+    if (info === undefined) {
+      // The engine waits on this container (an exec stuck starting): answer from the list.
+      return (await this.list()).find((s) => s.runtimeId === runtimeId);
     }
     if (info.Config.Labels[LABEL_INSTANCE] !== this.instance) return undefined;
     return this.toState(info);
@@ -523,12 +570,10 @@ export class DockerRuntime implements SandboxRuntime {
     state.removing = true;
     this.tracked.set(runtimeId, state);
     const sandboxId = runtimeId.replace(/^corral-/, '');
-    try {
-      const info = await this.docker.getContainer(runtimeId).inspect();
-      if (info.Config.Labels[LABEL_INSTANCE] !== this.instance) return;
-    } catch (error) {
-      if (!isNotFound(error)) throw error;
-    }
+    // From the list, not inspect: inspect waits while an exec is stuck starting in the container.
+    const listed = await this.docker.listContainers({ all: true, filters: { name: [runtimeId] } });
+    const own = listed.find((c) => c.Names.includes(`/${runtimeId}`));
+    if (own && own.Labels[LABEL_INSTANCE] !== this.instance) return;
     try {
       await this.removeQuietly(runtimeId, sandboxId);
     } catch (error) {
@@ -539,14 +584,38 @@ export class DockerRuntime implements SandboxRuntime {
     this.tracked.delete(runtimeId);
   }
 
+  /**
+   * Removes the container, bounded: when the engine's `rm -f` has not finished within
+   * `removeTimeoutMs` (an exec stuck starting holds the container), every process of the container
+   * is killed through its cgroup from the host, which releases the engine, and the removal is
+   * awaited again.
+   */
+  private async forceRemove(runtimeId: string): Promise<void> {
+    const removal = this.docker.getContainer(runtimeId).remove({ force: true, v: true });
+    removal.catch(() => undefined);
+    const timedOut = Symbol('timeout');
+    if ((await withTimeout(removal, this.removeTimeoutMs, timedOut)) !== timedOut) return;
+    const id = await this.containerId(runtimeId);
+    if (id) {
+      await killStartingExecs(id);
+      await killContainerProcesses(id);
+    }
+    if ((await withTimeout(removal, 3 * this.removeTimeoutMs, timedOut)) === timedOut) {
+      throw new RuntimeError('RUNTIME_ERROR', `the engine did not remove ${runtimeId} within ${4 * this.removeTimeoutMs} ms`);
+    }
+  }
+
   private async removeQuietly(runtimeId: string, sandboxId: string): Promise<void> {
     try {
-      await this.docker.getContainer(runtimeId).remove({ force: true, v: true });
+      await this.forceRemove(runtimeId);
     } catch (error) {
       // 409: removal already in progress; 404: gone.
       if (!isNotFound(error) && !isConflict(error)) throw error;
       if (isConflict(error)) await this.waitGone(runtimeId);
     }
+    // The engine may never close the connection of an exec that was stuck starting: drop them all.
+    for (const abandon of this.liveExecs.get(runtimeId) ?? []) abandon();
+    this.liveExecs.delete(runtimeId);
     if (this.diskModeValue === 'loop') await this.disks.remove(sandboxId);
     await this.etcFiles.remove(sandboxId);
   }
@@ -570,7 +639,11 @@ export class DockerRuntime implements SandboxRuntime {
     const states = await Promise.all(
       containers.map(async (c) => {
         try {
-          return this.toState(await this.docker.getContainer(c.Id).inspect());
+          const info = await withTimeout(this.docker.getContainer(c.Id).inspect(), 3000, undefined);
+          if (info) return this.toState(info);
+          // The engine waits on this container (an exec stuck starting): report it from the list.
+          const running = c.State === 'running';
+          return { sandboxId: c.Labels[LABEL_SANDBOX_ID] ?? '', runtimeId: (c.Names[0] ?? c.Id).replace(/^\//, ''), running, exitCode: running ? null : 137, oomKilled: false };
         } catch (error) {
           if (isNotFound(error)) return undefined;
           throw error;
@@ -713,6 +786,16 @@ function errorText(error: unknown): string {
     return json?.message ?? error.message;
   }
   return String(error);
+}
+
+/** `promise`'s value, or `fallback` when it takes longer than `ms`. */
+async function withTimeout<T, F>(promise: Promise<T>, ms: number, fallback: F): Promise<T | F> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([promise, new Promise<F>((resolve) => (timer = setTimeout(() => resolve(fallback), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 function delay(ms: number): Promise<void> {

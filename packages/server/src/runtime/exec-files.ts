@@ -88,8 +88,12 @@ export async function getFileViaExec(
     );
   });
   out.once('close', () => {
-    // The consumer gave up early: stop the copy.
-    if (!proc.stdout.readableEnded) void proc.kill('SIGKILL').catch(() => undefined);
+    // The consumer gave up early: stop the copy, and drain what is still in flight so the exec's
+    // stream ends and its connection closes (a paused stream keeps a Docker exec socket open).
+    if (proc.stdout.readableEnded) return;
+    proc.stdout.unpipe(out);
+    proc.stdout.resume();
+    void proc.kill('SIGKILL').catch(() => undefined);
   });
   return { size, stream: out };
 }

@@ -128,3 +128,44 @@ describe('exec-files', () => {
     assert.equal(kills.length, 1, 'the reading process was not killed');
   });
 });
+
+describe('getFileViaExec when the consumer gives up', () => {
+  it("kills the copy and drains the exec's output to its end, so the exec's stream (and a Docker exec socket) closes", async () => {
+    let killed = false;
+    // Output that goes on until the kill, and a little after it (what was in flight), as a runtime's
+    // stream does; it ends only if someone reads it.
+    let sent = 0;
+    let afterKill = 0;
+    const stdout = new Readable({
+      highWaterMark: 1024,
+      read() {
+        if (sent === 0) this.push(Buffer.from('1073741824\n'));
+        if (killed && ++afterKill > 8) return void this.push(null);
+        sent += 1;
+        setTimeout(() => this.push(Buffer.alloc(16 * 1024, 1)), 1);
+      },
+    });
+    const proc: ExecProcess = {
+      stdout,
+      stderr: Readable.from([]),
+      stdin: null,
+      wait: async () => ({ exitCode: 137 }),
+      kill: async () => {
+        killed = true;
+      },
+      resize: async () => undefined,
+    };
+    const { stream } = await getFileViaExec({ exec: async () => proc }, 'rt', '/big');
+    await new Promise<void>((resolve) => stream.once('data', () => resolve()));
+    stream.destroy();
+    await new Promise<void>((resolve, reject) => {
+      if (stdout.readableEnded) return resolve();
+      const timer = setTimeout(() => reject(new Error(`the exec's stdout was left paused after ${sent} chunks`)), 2_000);
+      stdout.once('end', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    assert.ok(killed, 'the copy was killed');
+  });
+});

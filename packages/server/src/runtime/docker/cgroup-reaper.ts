@@ -83,23 +83,43 @@ function killQuietly(pid: number): void {
   }
 }
 
+/** Kernel wait channels of a task blocked opening a FIFO that has no other end. */
+const FIFO_OPEN_WAITS = new Set(['wait_for_partner', 'fifo_open']);
+
+/** Whether a process sleeps in the kernel opening a FIFO (its `wchan`). */
+async function blockedOpeningFifo(pid: number): Promise<boolean> {
+  return FIFO_OPEN_WAITS.has((await readFile(`/proc/${pid}/wchan`, 'utf8').catch(() => '')).trim());
+}
+
+/** Whether a process of the cgroup is the `runc init` of an exec: its parent is a host `runc` outside the cgroup. */
+async function isExecInit(pid: number, inside: ReadonlySet<number>): Promise<boolean> {
+  const ppid = await parentPid(pid);
+  return ppid !== undefined && !inside.has(ppid) && (await processName(ppid)) === 'runc';
+}
+
 /**
- * SIGKILLs the `runc init` processes of execs that have not started yet: processes in the
- * container's cgroup whose parent is outside it and is a host `runc` (a `runc exec`). The sandbox
- * cannot fake one: it names neither the parent nor where it lives. Their execs then fail and the
- * engine lets go of the container. Returns how many were killed (0 when the cgroup is not found).
+ * SIGKILLs the `runc init` processes of execs stuck starting because the sandbox made a file runc
+ * opens (`/etc/passwd`, `/etc/group`) a FIFO: processes in the container's cgroup whose parent is a
+ * host `runc` outside it (a `runc exec`) and that sleep in the kernel opening a FIFO. An exec that
+ * is only slow to start (a loaded host) is never one of them. The sandbox cannot fake one: it names
+ * neither the parent nor where it lives. The wait channel is read before freezing (a frozen task
+ * waits in the freezer instead); the parent is checked again while frozen, so no reused pid is
+ * signalled. Their execs then fail and the engine lets go of the container. Returns how many were
+ * killed (0 when the cgroup is not found).
  */
 export async function killStartingExecs(containerId: string): Promise<number> {
   const cgroup = containerCgroup(containerId);
   if (!cgroup) return 0;
+  const before = await cgroupPids(cgroup);
+  const inside = new Set(before);
+  const stuck: number[] = [];
+  for (const pid of before) if ((await isExecInit(pid, inside)) && (await blockedOpeningFifo(pid))) stuck.push(pid);
+  if (stuck.length === 0) return 0;
   return whileFrozen(cgroup, async () => {
-    const pids = await cgroupPids(cgroup);
-    const inside = new Set(pids);
+    const now = new Set(await cgroupPids(cgroup));
     let killed = 0;
-    for (const pid of pids) {
-      const ppid = await parentPid(pid);
-      if (ppid === undefined || inside.has(ppid)) continue;
-      if ((await processName(ppid)) !== 'runc') continue;
+    for (const pid of stuck) {
+      if (!now.has(pid) || !(await isExecInit(pid, now))) continue;
       killQuietly(pid);
       killed++;
     }

@@ -50,7 +50,7 @@ export interface DockerExecOptions {
    */
   startTimeoutMs?: number;
   /** Ends the container's execs stuck starting (the driver kills their `runc init` from the host). */
-  unstick?: () => Promise<void>;
+  unstick?: () => Promise<number>;
   /**
    * The container's live execs: each adds a function that drops its connection (used once the
    * container is removed, when the engine may never close it) and deletes it when its streams end.
@@ -66,18 +66,20 @@ const START_GRACE_MS = 10_000;
 
 /**
  * Watches one exec's start: after the bound it calls `unstick` every 250 ms until the exec's
- * process appeared or the exec ended, and remembers that it had to (the exec then failed to start).
+ * process appeared or the exec ended, and remembers when that ended a stuck start (the exec then
+ * failed to start). An exec that is only slow to start is not ended: `unstick` kills only starts
+ * blocked opening a FIFO.
  */
 class StartGuard {
   readonly deadline: number;
   private timer: NodeJS.Timeout | undefined;
   private running = false;
-  /** The bound passed before the exec's process appeared. */
+  /** After the bound, `unstick` ended a start stuck in the container before this exec's process appeared. */
   timedOut = false;
 
   constructor(
     readonly timeoutMs: number,
-    private readonly unstick: (() => Promise<void>) | undefined,
+    private readonly unstick: (() => Promise<number>) | undefined,
   ) {
     this.deadline = Date.now() + timeoutMs;
     this.timer = setInterval(() => void this.tick(), 250);
@@ -86,10 +88,9 @@ class StartGuard {
 
   private async tick(): Promise<void> {
     if (Date.now() < this.deadline || this.running || this.timer === undefined) return;
-    this.timedOut = true;
     this.running = true;
     try {
-      await this.unstick?.();
+      if (((await this.unstick?.()) ?? 0) > 0) this.timedOut = true;
     } catch {
       // Retried on the next tick.
     } finally {
@@ -99,8 +100,7 @@ class StartGuard {
 
   /** Unsticks now, without waiting for the bound (kill of an exec that has not started). */
   async force(): Promise<void> {
-    this.timedOut = true;
-    await this.unstick?.().catch(() => undefined);
+    if (((await this.unstick?.().catch(() => 0)) ?? 0) > 0) this.timedOut = true;
   }
 
   /** The exec started or ended: stop watching. */
@@ -223,6 +223,11 @@ class DockerExecProcess implements ExecProcess {
     });
     rawStderr.once('error', (error: Error) => stderr.destroy(error));
     this.stderr = stderr;
+    // Output means the process runs (or ran): it started, however slowly. (The socket already flows
+    // into the demultiplexer; one more listener does not change how it is read.)
+    socket.once('data', () => {
+      this.processAppeared = true;
+    });
     socket.on('error', (error: Error) => {
       (this.stdout as PassThrough).destroy(error);
     });
@@ -283,7 +288,8 @@ class DockerExecProcess implements ExecProcess {
           socket.destroy();
           return false;
         }
-        if (info?.Running === true && info.Pid > 0) {
+        // A process that ran keeps its Pid in exec inspect after it exits (a fast one is never seen Running).
+        if (this.processAppeared || (info !== undefined && info.Pid > 0)) {
           this.processAppeared = true;
           return true;
         }

@@ -154,7 +154,7 @@ export class DockerRuntime implements SandboxRuntime {
   private readonly execStartTimeoutMs: number;
   private readonly removeTimeoutMs: number;
   /** Per container, the host-side unstick in progress (one at a time: it freezes the cgroup). */
-  private readonly unsticking = new Map<string, Promise<void>>();
+  private readonly unsticking = new Map<string, Promise<number>>();
   /** Per container, the live execs (see `DockerExecOptions.live`); `remove()` drops them. */
   private readonly liveExecs = new Map<string, Set<() => void>>();
   private readonly requestedDiskMode: DiskMode | 'auto';
@@ -462,13 +462,13 @@ export class DockerRuntime implements SandboxRuntime {
     return found.find((c) => c.Names.includes(`/${runtimeId}`))?.Id;
   }
 
-  /** Kills, from the host, the `runc init` of every exec of the container that is stuck starting. */
-  private unstick(runtimeId: string): Promise<void> {
+  /** Kills, from the host, the `runc init` of every exec of the container stuck starting on a FIFO; resolves with how many. */
+  private unstick(runtimeId: string): Promise<number> {
     const running = this.unsticking.get(runtimeId);
     if (running) return running;
     const next = (async () => {
       const id = await this.containerId(runtimeId);
-      if (id) await killStartingExecs(id);
+      return id ? killStartingExecs(id) : 0;
     })().finally(() => this.unsticking.delete(runtimeId));
     this.unsticking.set(runtimeId, next);
     return next;

@@ -61,6 +61,9 @@ export interface DockerExecOptions {
 /** Default bound on an exec's start (see {@link DockerExecOptions.startTimeoutMs}). */
 export const DEFAULT_EXEC_START_TIMEOUT_MS = 10_000;
 
+/** How long reading a finished exec's exit code from the engine may take before it counts as killed. */
+const EXIT_INSPECT_BOUND_MS = 15_000;
+
 /** After the start bound, how much longer an exec create or start call is awaited before the exec fails. */
 const START_GRACE_MS = 10_000;
 
@@ -322,8 +325,10 @@ class DockerExecProcess implements ExecProcess {
     for (let attempt = 0; ; attempt++) {
       let info: Docker.ExecInspectInfo;
       try {
-        const answer = await orAfter(this.exec.inspect(), 2000, undefined);
-        if (answer === undefined) return { exitCode: 137 }; // The engine is stuck on the container.
+        // Bounded: an engine stuck on the container (a start blocked on a FIFO) answers nothing. The
+        // bound is generous, since a loaded engine answers slowly and a made-up 137 would be a lie.
+        const answer = await orAfter(this.exec.inspect(), EXIT_INSPECT_BOUND_MS, undefined);
+        if (answer === undefined) return { exitCode: 137 };
         info = answer;
       } catch (error) {
         // The container (and with it the exec) was removed while the process ran: it was killed.
@@ -340,13 +345,14 @@ class DockerExecProcess implements ExecProcess {
     const name = signal.replace(/^SIG/, '');
     if (!/^[A-Z0-9+-]+$/.test(name)) throw new Error(`invalid signal ${signal}`);
     // Docker starts the process asynchronously; a signal sent before it exists would find nothing.
-    const started = await orAfter(this.startedPromise, 2000, undefined);
-    if (started === false) return;
+    let started = await orAfter(this.startedPromise, 2000, undefined);
     if (started === undefined) {
-      // Still starting after 2 s: stuck (runc blocked in the sandbox). End the start itself.
+      // Still starting after 2 s: if runc is blocked on a FIFO in the sandbox, end the start itself;
+      // if the host is only slow, wait (bounded) for the process and signal it as usual.
       await this.guard.force();
-      return;
+      started = await orAfter(this.startedPromise, this.guard.timeoutMs + START_GRACE_MS, undefined);
     }
+    if (started !== true) return;
     const killer = await startDockerExec({
       ...this.options,
       request: { argv: ['/bin/sh', '-c', KILL_SCRIPT, 'corral-kill', name, `${EXEC_MARKER_ENV}=${this.execId}`], user: this.request.user },

@@ -3,6 +3,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { connect as netConnect } from 'node:net';
+import { pino } from 'pino';
 import { WebSocket } from 'ws';
 import { buildImage } from '../images/image-catalog.js';
 import { ociStateDir } from '../runtime/create-runtime.js';
@@ -29,12 +31,15 @@ async function openSession(sb: GatewaySandbox, token: string, argv: string[]): P
 describe('taking access away cuts open gateway work (oci)', { timeout: 180_000, skip }, () => {
   let server: GatewayTestServer;
   let dataDir: string;
+  /** The server's log lines at level error (50) and above. */
+  const errorLines: string[] = [];
 
   before(async () => {
     if (missing !== undefined) throw new Error(missing);
     dataDir = mkdtempSync(join(tmpdir(), 'corral-gwrevoke-'));
     await buildImage('busybox', TEST_IMAGE, { runtime: 'oci', stateDir: ociStateDir(dataDir) });
-    server = await startGatewayServer({ runtime: 'oci', dataDir });
+    const logger = pino({ level: 'error' }, { write: (line: string) => void errorLines.push(line) });
+    server = await startGatewayServer({ runtime: 'oci', dataDir }, { logger });
   });
   after(async () => {
     await server?.close();
@@ -84,6 +89,37 @@ describe('taking access away cuts open gateway work (oci)', { timeout: 180_000, 
     assert.ok(Date.now() - revokedAt <= 2_500, `cut ${Date.now() - revokedAt} ms after the revocation`);
     assert.ok(outcome.cut, `the call ended with a response (${outcome.status}) instead of being cut`);
     await processGone(owner, '/tmp/exec.pid');
+  });
+
+  it('an exec answer cut short (its client gone, or its sandbox deleted) is not a server error', async () => {
+    const { sb, token, ownerKey } = await tenant('walks-away');
+    const { hostname, port } = new URL(sb.base);
+    const path = new URL(`${sb.base}/exec`).pathname;
+    /** Starts an exec whose answer is large and slow, and resolves once its first bytes arrive. */
+    const startLargeAnswer = async (): Promise<{ socket: ReturnType<typeof netConnect>; closed: Promise<void> }> => {
+      const body = JSON.stringify({ command: 'i=0; while [ $i -lt 400 ]; do head -c 65536 /dev/zero; sleep 0.02; i=$((i+1)); done', sandbox_id: sb.id, working_dir: null, env: {}, timeout: 60 });
+      const socket = netConnect({ host: hostname, port: Number(port) });
+      const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+      socket.on('error', () => undefined);
+      await new Promise<void>((resolve, reject) => {
+        socket.once('connect', resolve);
+        socket.once('error', reject);
+      });
+      socket.write(
+        `POST ${path} HTTP/1.1\r\nHost: ${hostname}:${port}\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+      );
+      await new Promise<void>((resolve) => socket.once('data', () => resolve()));
+      return { socket, closed };
+    };
+    const before = errorLines.length;
+    const walker = await startLargeAnswer();
+    walker.socket.destroy();
+    const cut = await startLargeAnswer();
+    cut.socket.resume();
+    assert.equal((await server.t.request('DELETE', `/api/v1/sandbox/${sb.id}`, { key: ownerKey })).statusCode, 200);
+    await Promise.race([cut.closed, new Promise((resolve) => setTimeout(resolve, 15_000))]);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.deepEqual(errorLines.slice(before), [], 'the server logged errors for answers cut short');
   });
 
   /** The sandbox with a token through its owner's own key (not the revoked one). */

@@ -98,6 +98,12 @@ export async function registerGateway(app: FastifyInstance, services: AppService
     if (status !== undefined && status >= 400 && status < 500) {
       return sendGatewayError(reply, new GatewayError(status, (error.code ?? 'bad_request').toLowerCase(), error.message));
     }
+    // A client that went away mid-answer (a streamed exec answer or download cut short) is not a
+    // server error, and there is nobody left to answer.
+    if (error.code === 'ERR_STREAM_PREMATURE_CLOSE' || request.raw.socket?.destroyed === true || reply.raw.destroyed) {
+      request.log.debug({ err: error }, 'gateway: the client went away');
+      return reply;
+    }
     request.log.error({ err: error }, 'gateway: unhandled error');
     return sendGatewayError(reply, new GatewayError(500, 'internal_error', `Internal error (request ${request.id}); the server log has the details`));
   });

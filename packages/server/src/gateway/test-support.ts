@@ -1,3 +1,4 @@
+import type { Logger } from 'pino';
 import type { TestContext } from 'node:test';
 import { TEST_IMAGE, dockerMissing, needNothingMissing } from '../testing/runtime-available.js';
 import { type ListeningTestServer, startListeningServer } from '../testing/test-server.js';
@@ -14,8 +15,8 @@ export function needDocker(t: TestContext, image = TEST_IMAGE): boolean {
 export type GatewayTestServer = ListeningTestServer;
 
 /** Starts a Docker-backed server on a loopback port with a unique instance id. */
-export function startGatewayServer(overrides: Partial<CorralConfig> = {}): Promise<GatewayTestServer> {
-  return startListeningServer('gwtest', overrides);
+export function startGatewayServer(overrides: Partial<CorralConfig> = {}, options: { logger?: Logger } = {}): Promise<GatewayTestServer> {
+  return startListeningServer('gwtest', overrides, options);
 }
 
 /** A running sandbox and what the gateway needs to reach it. */

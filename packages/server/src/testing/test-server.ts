@@ -6,6 +6,7 @@ import type { LightMyRequestResponse } from 'fastify';
 import { loadConfig, type CorralConfig } from '../config.js';
 import { LOCAL_TEST_REGISTRIES } from './local-registries.js';
 import type { SandboxRuntime } from '../runtime/runtime.js';
+import type { Logger } from 'pino';
 import { createCorralServer, type CorralServer } from '../server.js';
 
 /** A Corral server on a fresh data dir, with a known admin key, for tests. */
@@ -28,7 +29,7 @@ export interface TestServer {
 export async function startTestServer(
   overrides: Partial<CorralConfig> = {},
   env: NodeJS.ProcessEnv = {},
-  options: { /** Used instead of the configured driver. */ runtime?: SandboxRuntime } = {},
+  options: { /** Used instead of the configured driver. */ runtime?: SandboxRuntime; /** Receives the server's log. */ logger?: Logger } = {},
 ): Promise<TestServer> {
   const dataDir = overrides.dataDir ?? mkdtempSync(join(tmpdir(), 'corral-test-'));
   const adminKey = overrides.bootstrapApiKey ?? `corral_test_admin_${Math.random().toString(36).slice(2)}`;
@@ -36,7 +37,7 @@ export async function startTestServer(
     env,
     overrides: { runtime: 'none', logLevel: 'silent', rateLimits: false, port: 0, registryInsecure: [...LOCAL_TEST_REGISTRIES], ...overrides, dataDir, bootstrapApiKey: adminKey },
   });
-  const server = await createCorralServer(config, options.runtime ? { runtime: options.runtime } : {});
+  const server = await createCorralServer(config, { ...(options.runtime ? { runtime: options.runtime } : {}), ...(options.logger ? { logger: options.logger } : {}) });
   const request: TestServer['request'] = (method, url, options = {}) => {
     const headers: Record<string, string> = { ...(options.headers ?? {}) };
     const key = options.key === undefined ? adminKey : options.key;
@@ -78,8 +79,8 @@ export interface ListeningTestServer {
 }
 
 /** Starts a listening server (docker runtime unless overridden) with a unique instance id named after `prefix`. */
-export async function startListeningServer(prefix: string, overrides: Partial<CorralConfig> = {}): Promise<ListeningTestServer> {
-  const t = await startTestServer({ runtime: 'docker', instanceId: `${prefix}-${randomBytes(4).toString('hex')}`, reconcileIntervalMs: 500, ...overrides });
+export async function startListeningServer(prefix: string, overrides: Partial<CorralConfig> = {}, options: { logger?: Logger } = {}): Promise<ListeningTestServer> {
+  const t = await startTestServer({ runtime: 'docker', instanceId: `${prefix}-${randomBytes(4).toString('hex')}`, reconcileIntervalMs: 500, ...overrides }, {}, options);
   const url = await t.server.listen();
   return {
     t,

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { networkInterfaces } from 'node:os';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { hostHasIpv6, networkOf } from '../docker/egress-network.js';
 import { runTool } from './run-tool.js';
@@ -309,19 +309,23 @@ async function setUpBridge(options: BridgeOptions): Promise<void> {
   const forward = await readFile('/proc/sys/net/ipv4/ip_forward', 'utf8');
   if (forward.trim() !== '1') await writeFile('/proc/sys/net/ipv4/ip_forward', '1');
 
-  await ensureChain('filter', OCI_INPUT_CHAIN);
-  await iptables(['-F', OCI_INPUT_CHAIN]);
-  await iptables(['-A', OCI_INPUT_CHAIN, '-i', br, '-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'ACCEPT']);
-  await iptables(['-A', OCI_INPUT_CHAIN, '-i', br, '-j', 'DROP']);
+  // Both chains are replaced in one atomic commit: flushing and refilling them rule by rule left a
+  // moment with no DROP, in which a sandbox could reach the host (seen when two processes on one
+  // host installed the rules at once).
+  await replaceChains('iptables', {
+    [OCI_INPUT_CHAIN]: [
+      ['-i', br, '-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'ACCEPT'],
+      ['-i', br, '-j', 'DROP'],
+    ],
+    [OCI_FORWARD_CHAIN]: [
+      ['-i', br, '-o', br, '-j', 'DROP'],
+      ...blockedCidrs(options).map((cidr) => ['-i', br, '-d', cidr, '-j', 'DROP']),
+      ['-i', br, '-j', 'ACCEPT'],
+      ['-o', br, '-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'ACCEPT'],
+      ['-o', br, '-j', 'DROP'],
+    ],
+  });
   await ensureJump('filter', 'INPUT', OCI_INPUT_CHAIN);
-
-  await ensureChain('filter', OCI_FORWARD_CHAIN);
-  await iptables(['-F', OCI_FORWARD_CHAIN]);
-  await iptables(['-A', OCI_FORWARD_CHAIN, '-i', br, '-o', br, '-j', 'DROP']);
-  for (const cidr of blockedCidrs(options)) await iptables(['-A', OCI_FORWARD_CHAIN, '-i', br, '-d', cidr, '-j', 'DROP']);
-  await iptables(['-A', OCI_FORWARD_CHAIN, '-i', br, '-j', 'ACCEPT']);
-  await iptables(['-A', OCI_FORWARD_CHAIN, '-o', br, '-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'ACCEPT']);
-  await iptables(['-A', OCI_FORWARD_CHAIN, '-o', br, '-j', 'DROP']);
   await ensureJump('filter', 'FORWARD', OCI_FORWARD_CHAIN);
 
   await ensureChain('nat', OCI_NAT_CHAIN);
@@ -332,20 +336,39 @@ async function setUpBridge(options: BridgeOptions): Promise<void> {
   if (hostHasIpv6()) {
     await disableHostIpv6(br);
     const v6 = 'ip6tables';
-    await ensureChain('filter', OCI_INPUT_CHAIN, v6);
-    await iptables(['-F', OCI_INPUT_CHAIN], v6);
-    await iptables(['-A', OCI_INPUT_CHAIN, '-i', br, '-j', 'DROP'], v6);
+    await replaceChains(v6, {
+      [OCI_INPUT_CHAIN]: [['-i', br, '-j', 'DROP']],
+      [OCI_FORWARD_CHAIN]: [
+        ['-i', br, '-j', 'DROP'],
+        ['-o', br, '-j', 'DROP'],
+      ],
+    });
     await ensureJump('filter', 'INPUT', OCI_INPUT_CHAIN, v6);
-    await ensureChain('filter', OCI_FORWARD_CHAIN, v6);
-    await iptables(['-F', OCI_FORWARD_CHAIN], v6);
-    await iptables(['-A', OCI_FORWARD_CHAIN, '-i', br, '-j', 'DROP'], v6);
-    await iptables(['-A', OCI_FORWARD_CHAIN, '-o', br, '-j', 'DROP'], v6);
     await ensureJump('filter', 'FORWARD', OCI_FORWARD_CHAIN, v6);
   }
 }
 
 /** `iptables` or `ip6tables`. */
 type Firewall = 'iptables' | 'ip6tables';
+
+/**
+ * Creates or replaces user chains of the filter table in one atomic commit (`iptables-restore
+ * --noflush`: a declared chain is emptied and refilled within the same commit, other chains are left
+ * alone), so no packet ever sees a chain half filled.
+ */
+async function replaceChains(binary: Firewall, chains: Record<string, string[][]>): Promise<void> {
+  const lines = ['*filter', ...Object.keys(chains).map((chain) => `:${chain} - [0:0]`)];
+  for (const [chain, rules] of Object.entries(chains)) for (const rule of rules) lines.push(['-A', chain, ...rule].join(' '));
+  lines.push('COMMIT', '');
+  const dir = await mkdtemp(join(tmpdir(), 'corral-fw-'));
+  try {
+    const file = join(dir, 'rules');
+    await writeFile(file, lines.join('\n'), { mode: 0o600 });
+    await runTool(`${binary}-restore`, ['-w', '5', '--noflush', file]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
 
 async function iptables(args: string[], binary: Firewall = 'iptables'): Promise<void> {
   await runTool(binary, ['-w', '5', ...args]);

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { it } from 'node:test';
 import type { SandboxRuntime } from '../runtime.js';
-import { type ConformanceContext, makeSpec, runToEnd } from './conformance-suite.js';
+import { type ConformanceContext, makeSpec, runToEnd, within } from './conformance-suite.js';
 
 const MiB = 1024 * 1024;
 
@@ -16,21 +16,6 @@ async function withSandbox(runtime: SandboxRuntime, image: string, fn: (runtimeI
     await fn(runtimeId);
   } finally {
     await runtime.remove(runtimeId);
-  }
-}
-
-/** Rejects when `promise` takes longer than `ms`. */
-async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 

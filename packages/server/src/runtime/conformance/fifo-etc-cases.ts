@@ -2,22 +2,7 @@ import assert from 'node:assert/strict';
 import { readdir, readFile } from 'node:fs/promises';
 import { it } from 'node:test';
 import type { ExecProcess } from '../runtime.js';
-import { type ConformanceContext, makeSpec, runToEnd } from './conformance-suite.js';
-
-/** Rejects when `promise` takes longer than `ms`. */
-async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+import { type ConformanceContext, makeSpec, runToEnd, within } from './conformance-suite.js';
 
 /** Host processes whose name starts with `runc` (runc itself, `runc:[2:INIT]`…), as `pid:starttime`. */
 async function hostRuncProcesses(): Promise<Set<string>> {

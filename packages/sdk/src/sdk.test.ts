@@ -242,7 +242,9 @@ describe('SDK against a real server', { concurrency: true, timeout: 120_000 }, (
 
   it('a gateway 401 (expired token) triggers one re-auth and a retry', async (t) => {
     if (!needDocker(t)) return;
-    const server = await startServer({ gatewayTokenTtlSeconds: 1 });
+    // Tokens live 2–3 s (expiry is rounded up to whole seconds): long enough that the fresh token
+    // survives its retry on a loaded machine, short enough to outwait.
+    const server = await startServer({ gatewayTokenTtlSeconds: 2 });
     try {
       const rec = recordingFetch();
       // The client's clock runs ten minutes late, so it keeps using a token the server has expired.
@@ -251,7 +253,7 @@ describe('SDK against a real server', { concurrency: true, timeout: 120_000 }, (
       await sandbox.waitUntilRunning();
       const count = (suffix: string): number => rec.calls.filter((c) => c.path.endsWith(suffix)).length;
       const [auths, execs] = [count('/auth'), count('/exec')];
-      await sleep(1500);
+      await sleep(3100);
       assert.equal((await sandbox.exec('echo again')).stdout, 'again\n');
       assert.equal(count('/auth'), auths + 1, 'one re-auth');
       assert.equal(count('/exec'), execs + 2, 'the refused exec and its retry');

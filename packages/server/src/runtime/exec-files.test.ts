@@ -92,6 +92,15 @@ describe('exec-files', () => {
     );
   });
 
+  it('reports the shell error, not a broken pipe, when the shell fails before reading a large upload', async () => {
+    await putFileViaExec(localExec, 'x', join(dir, 'plain2'), Readable.from([Buffer.from('x')]));
+    // 8 MiB cannot fit the pipe, so the write meets a shell that has already exited.
+    await assert.rejects(
+      putFileViaExec(localExec, 'x', join(dir, 'plain2', 'child'), patternStream(8 * 1024 * 1024)),
+      (e: unknown) => e instanceof RuntimeError && e.kind === 'RUNTIME_ERROR' && /exit [1-9]/.test(e.message) && /plain2/.test(e.message),
+    );
+  });
+
   it('streams 200 MB both ways without holding it in memory', async () => {
     const total = 200 * 1000 * 1000;
     const path = join(dir, 'big.bin');

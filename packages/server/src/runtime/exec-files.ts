@@ -39,17 +39,35 @@ export async function putFileViaExec(
       callback(null, chunk);
     },
   });
+  const failed = async (exitCode: number): Promise<RuntimeError> =>
+    new RuntimeError('RUNTIME_ERROR', `writing ${path} failed (exit ${exitCode}): ${(await stderr).trim()}`);
   try {
     await pipeline(content, counter, stdin);
   } catch (error) {
+    // A broken pipe usually means the shell gave up first (say, a parent path is a file): its
+    // exit status and stderr say why, so report those when it has ended.
+    const ended = await exitWithin(proc, EXIT_AFTER_PIPE_ERROR_MS);
+    if (ended !== undefined && ended.exitCode !== 0) throw await failed(ended.exitCode);
     await proc.kill('SIGKILL').catch(() => undefined);
     throw error;
   }
   const { exitCode } = await proc.wait();
-  if (exitCode !== 0) {
-    throw new RuntimeError('RUNTIME_ERROR', `writing ${path} failed (exit ${exitCode}): ${(await stderr).trim()}`);
-  }
+  if (exitCode !== 0) throw await failed(exitCode);
   return { size };
+}
+
+/** How long a failed upload waits for the shell's exit status before it kills the shell. */
+const EXIT_AFTER_PIPE_ERROR_MS = 1000;
+
+/** The exit of `proc` if it comes within `ms`, else undefined. */
+async function exitWithin(proc: ExecProcess, ms: number): Promise<{ exitCode: number } | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<undefined>((resolve) => (timer = setTimeout(resolve, ms)));
+  try {
+    return await Promise.race([proc.wait(), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /**

@@ -25,9 +25,12 @@ export class GatewayTokens {
     private readonly ttlSeconds: number,
   ) {}
 
-  /** A token for one sandbox, issued to a user through one of their API keys, with its expiry. */
+  /**
+   * A token for one sandbox, issued to a user through one of their API keys, with its expiry.
+   * `exp` is whole seconds, rounded up, so a token lives at least the configured lifetime.
+   */
   issue(sandboxId: string, userId: string, apiKeyId: string, now = Date.now()): { token: string; expiresAt: Date } {
-    const exp = Math.floor(now / 1000) + this.ttlSeconds;
+    const exp = Math.ceil(now / 1000 + this.ttlSeconds);
     const payload = base64url(JSON.stringify({ sid: sandboxId, uid: userId, kid: apiKeyId, exp } satisfies GatewayClaims));
     const signature = createHmac('sha256', this.secret).update(`${HEADER}.${payload}`).digest('base64url');
     return { token: `${HEADER}.${payload}.${signature}`, expiresAt: new Date(exp * 1000) };

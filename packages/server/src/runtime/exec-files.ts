@@ -62,7 +62,7 @@ const EXIT_AFTER_PIPE_ERROR_MS = 1000;
 /** The exit of `proc` if it comes within `ms`, else undefined. */
 async function exitWithin(proc: ExecProcess, ms: number): Promise<{ exitCode: number } | undefined> {
   let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<undefined>((resolve) => (timer = setTimeout(resolve, ms)));
+  const timeout = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ms)));
   try {
     return await Promise.race([proc.wait(), timeout]);
   } finally {

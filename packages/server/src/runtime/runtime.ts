@@ -1,4 +1,7 @@
 import type { Readable, Writable } from 'node:stream';
+import type { EgressPolicy } from './egress/egress-policy.js';
+
+export type { EgressPolicy } from './egress/egress-policy.js';
 
 /** Everything a driver needs to start one sandbox. Sizes are bytes; the driver enforces every limit. */
 export interface SandboxSpec {
@@ -19,6 +22,11 @@ export interface SandboxSpec {
   pidsLimit: number;
   /** True: egress to the outside world. False: no route out at all. */
   networkAccess: boolean;
+  /**
+   * What the sandbox may reach when `networkAccess` is true; absent: everything. An empty allow
+   * list means no route out at all, as `networkAccess: false`.
+   */
+  egress?: EgressPolicy;
   gpuCount: number;
   gpuType: string | null;
   /** The writable workspace directory that must exist in the sandbox (`/sandbox-workspace`). */
@@ -99,6 +107,23 @@ export class RuntimeError extends Error {
   }
 }
 
+/** One line of a sandbox's egress log. */
+export interface EgressLogEntry {
+  /** ISO-8601 time. */
+  at: string;
+  /** `dns`: a name the sandbox asked for; `connect`: a connection it opened or tried. */
+  kind: 'dns' | 'connect';
+  /** The name asked for (`dns`) or the address connected to (`connect`). */
+  destination: string;
+  /** Destination port (`connect`); null for `dns`. */
+  port: number | null;
+  /** `tcp`, `udp`, `icmp`… */
+  protocol: string;
+  verdict: 'allowed' | 'denied';
+  /** Addresses the answer held (`dns`). */
+  answers?: string[];
+}
+
 /** What a host can offer, so the API can refuse what it cannot do with a clear 422. */
 export interface RuntimeCapabilities {
   gpuCount: number;
@@ -170,6 +195,13 @@ export interface SandboxRuntime {
   remove(runtimeId: string): Promise<void>;
   /** Every sandbox this driver instance owns, running or exited. */
   list(): Promise<RuntimeSandboxState[]>;
+  /**
+   * Replaces the egress policy of a running sandbox, in place: new connections follow it at once
+   * and established ones to what it no longer allows are cut. Resolves once it is enforced.
+   */
+  setEgressPolicy(runtimeId: string, policy: EgressPolicy): Promise<void>;
+  /** The sandbox's recent DNS answers and connection attempts, oldest first, at most `limit`. */
+  egressLog(runtimeId: string, limit: number): Promise<EgressLogEntry[]>;
   /** Subscribes to exit and OOM events; returns the unsubscribe function. */
   onEvent(listener: (event: RuntimeEvent) => void): () => void;
   /** Releases connections and watchers. Leaves sandboxes running. */

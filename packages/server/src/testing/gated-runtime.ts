@@ -2,6 +2,8 @@ import type { Readable } from 'node:stream';
 import {
   type ExecProcess,
   type DiskCapacity,
+  type EgressLogEntry,
+  type EgressPolicy,
   type RuntimeCapabilities,
   type RuntimeIsolation,
   RuntimeError,
@@ -96,6 +98,16 @@ export class GatedRuntime implements SandboxRuntime {
   async list(): Promise<RuntimeSandboxState[]> {
     return [...this.containers.values()];
   }
+  /** Not enforced by this driver yet: refused rather than ignored. */
+  async setEgressPolicy(runtimeId: string, _policy: EgressPolicy): Promise<void> {
+    throw new RuntimeError('UNSUPPORTED', `egress policies are not enforced by this driver yet (sandbox ${runtimeId})`);
+  }
+
+  /** Not recorded by this driver yet. */
+  async egressLog(runtimeId: string, _limit: number): Promise<EgressLogEntry[]> {
+    throw new RuntimeError('UNSUPPORTED', `egress logs are not recorded by this driver yet (sandbox ${runtimeId})`);
+  }
+
   onEvent(): () => void {
     return () => {};
   }

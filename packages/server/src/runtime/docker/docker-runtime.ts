@@ -12,6 +12,8 @@ import type { DiskPolicy } from '../disk-admission.js';
 import { RuntimeError } from '../runtime.js';
 import type {
   DiskCapacity,
+  EgressLogEntry,
+  EgressPolicy,
   ExecProcess,
   ExecRequest,
   RuntimeCapabilities,
@@ -656,6 +658,16 @@ export class DockerRuntime implements SandboxRuntime {
       if (!seen.has(runtimeId)) listed.push({ sandboxId, runtimeId, running: false, exitCode: 137, oomKilled: false });
     }
     return listed;
+  }
+
+  /** Not enforced by this driver yet: refused rather than ignored. */
+  async setEgressPolicy(runtimeId: string, _policy: EgressPolicy): Promise<void> {
+    throw new RuntimeError('UNSUPPORTED', `egress policies are not enforced by this driver yet (sandbox ${runtimeId})`);
+  }
+
+  /** Not recorded by this driver yet. */
+  async egressLog(runtimeId: string, _limit: number): Promise<EgressLogEntry[]> {
+    throw new RuntimeError('UNSUPPORTED', `egress logs are not recorded by this driver yet (sandbox ${runtimeId})`);
   }
 
   onEvent(listener: (event: RuntimeEvent) => void): () => void {

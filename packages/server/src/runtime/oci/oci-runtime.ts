@@ -13,6 +13,8 @@ import type { CgroupLayout } from './cgroups.js';
 import { RuntimeError } from '../runtime.js';
 import type {
   DiskCapacity,
+  EgressLogEntry,
+  EgressPolicy,
   ExecProcess,
   ExecRequest,
   RuntimeCapabilities,
@@ -697,6 +699,16 @@ export class OciRuntime implements SandboxRuntime {
     if (record.agentSocket) await rm(record.agentSocket, { force: true });
     if (!(await isMountPoint(rootfs))) await rm(join(this.mountDir, record.runtimeId), { recursive: true, force: true });
     await rm(dir, { recursive: true, force: true });
+  }
+
+  /** Not enforced by this driver yet: refused rather than ignored. */
+  async setEgressPolicy(runtimeId: string, _policy: EgressPolicy): Promise<void> {
+    throw new RuntimeError('UNSUPPORTED', `egress policies are not enforced by this driver yet (sandbox ${runtimeId})`);
+  }
+
+  /** Not recorded by this driver yet. */
+  async egressLog(runtimeId: string, _limit: number): Promise<EgressLogEntry[]> {
+    throw new RuntimeError('UNSUPPORTED', `egress logs are not recorded by this driver yet (sandbox ${runtimeId})`);
   }
 
   onEvent(listener: (event: RuntimeEvent) => void): () => void {

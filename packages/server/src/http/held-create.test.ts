@@ -184,6 +184,52 @@ describe('held create (POST /sandbox answers once the sandbox has started, up to
   });
 });
 
+describe('held status:batchGet (answers once the sandboxes asked for have started, up to a bound)', { timeout: 60_000 }, () => {
+  /** Asks the batch status the way the Prime SDK's wait does, and times the answer. */
+  async function timedBatch(t: TestServer, ids: string[], headers: Record<string, string> = {}): Promise<{ statuses: Record<string, string>; ms: number; status: number }> {
+    const started = performance.now();
+    const response = await t.request('POST', '/api/v1/sandbox/status:batchGet', { body: { sandbox_ids: ids }, headers });
+    const body = response.json<{ statuses?: Array<{ sandbox_id: string; status: string }> }>();
+    return { status: response.statusCode, statuses: Object.fromEntries((body.statuses ?? []).map((s) => [s.sandbox_id, s.status])), ms: performance.now() - started };
+  }
+
+  it('holds until every starting sandbox asked for is RUNNING, then answers them all', async () => {
+    const s = await gatedServer({ createWaitMs: 5_000 });
+    try {
+      const ids = await Promise.all([0, 1].map(async () => (await timedCreate(s.t, BODY, { 'X-Corral-Create-Wait': '0' })).sandbox.id));
+      const answer = timedBatch(s.t, ids);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      s.runtime.open(ids[0] ?? '');
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      s.runtime.open(ids[1] ?? '');
+      const { statuses, ms } = await answer;
+      assert.deepEqual(statuses, { [ids[0] ?? '']: 'RUNNING', [ids[1] ?? '']: 'RUNNING' });
+      assert.ok(ms >= 240 && ms < 4_000, `answered after ${Math.round(ms)} ms: when the last one started`);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('answers at the bound with what is still starting; at once for settled or unknown ids and with the header at 0', async () => {
+    const s = await gatedServer({ createWaitMs: 300 });
+    try {
+      const { sandbox } = await timedCreate(s.t, BODY, { 'X-Corral-Create-Wait': '0' });
+      const bounded = await timedBatch(s.t, [sandbox.id]);
+      assert.equal(bounded.statuses[sandbox.id], 'PROVISIONING');
+      assert.ok(bounded.ms >= 290 && bounded.ms < 3_000, `answered after ${Math.round(bounded.ms)} ms, at the 300 ms bound`);
+      const optOut = await timedBatch(s.t, [sandbox.id], { 'X-Corral-Create-Wait': '0' });
+      assert.ok(optOut.ms < 250, `opted out: answered after ${Math.round(optOut.ms)} ms`);
+      s.runtime.open(sandbox.id);
+      await eventually(async () => ((await timedBatch(s.t, [sandbox.id])).statuses[sandbox.id] === 'RUNNING' ? true : undefined), 5_000, 'RUNNING');
+      const settled = await timedBatch(s.t, [sandbox.id, 'nosuchsandboxid0000000000']);
+      assert.equal(settled.status, 200);
+      assert.ok(settled.ms < 250, `nothing starting: answered after ${Math.round(settled.ms)} ms`);
+    } finally {
+      await s.close();
+    }
+  });
+});
+
 const missing = ociMissing();
 if (missing) {
   unavailableSuite('held create on the oci driver', missing);

@@ -17,11 +17,12 @@ export interface ProvisioningView {
 }
 
 /**
- * Holds the answer of `POST /sandbox` while its sandbox provisions, so a client's first status
- * ask already sees it RUNNING. It waits on the store's in-process update notifications (no
- * polling) and answers with the row as it then is: when it leaves PENDING/PROVISIONING (RUNNING,
- * ERROR, or TERMINATED after a delete), when the bound passes, or when the client goes away.
- * Provisioning itself never depends on the hold.
+ * Holds the answer of `POST /sandbox` (and of `status:batchGet`) while sandboxes provision, so a
+ * client's first status ask already sees them RUNNING. It waits on the store's in-process update
+ * notifications (no polling) and answers when the sandboxes have left PENDING/PROVISIONING
+ * (RUNNING, ERROR, or TERMINATED after a delete), when the bound passes, or when the client goes
+ * away. Only sandboxes this process is provisioning are waited for. Provisioning itself never
+ * depends on the hold.
  */
 export class CreateHold {
   constructor(
@@ -36,15 +37,30 @@ export class CreateHold {
    * requestedMs)` or when `signal` aborts. Answers at once when this process is not provisioning
    * it (no runtime, queued, or already settled).
    */
-  async settle(sandbox: SandboxRecord, options: { requestedMs?: number; signal?: AbortSignal } = {}): Promise<SandboxRecord> {
+  async settle(sandbox: SandboxRecord, options: HoldOptions = {}): Promise<SandboxRecord> {
+    if (!STARTING.includes(sandbox.status)) return sandbox;
+    if (!(await this.settleAll([sandbox.id], options))) return sandbox;
+    return (await this.store.getSandbox(sandbox.id)) ?? sandbox;
+  }
+
+  /**
+   * Waits until none of `ids` that this process is provisioning is PENDING/PROVISIONING, for at
+   * most `min(boundMs, requestedMs)` or until `signal` aborts. Resolves false when it did not wait
+   * at all (bound 0, aborted, nothing of ours starting), true otherwise; the caller reads the rows
+   * afterwards.
+   */
+  async settleAll(ids: readonly string[], options: HoldOptions = {}): Promise<boolean> {
     const bound = Math.min(this.boundMs, options.requestedMs ?? this.boundMs);
-    if (bound <= 0 || !STARTING.includes(sandbox.status) || options.signal?.aborted) return sandbox;
+    if (bound <= 0 || ids.length === 0 || options.signal?.aborted) return false;
+    const pending = new Set(ids.filter((id) => this.provisioning.isProvisioning(id)));
+    if (pending.size === 0) return false;
     let stop = (): void => {};
-    const settled = new Promise<SandboxRecord | undefined>((resolve) => {
-      const timer = setTimeout(() => resolve(undefined), bound);
-      const onAbort = (): void => resolve(undefined);
+    const settled = new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, bound);
+      const onAbort = (): void => resolve();
       const unsubscribe = this.store.onSandboxUpdated((row) => {
-        if (row.id === sandbox.id && !STARTING.includes(row.status)) resolve(row);
+        if (pending.has(row.id) && !STARTING.includes(row.status)) pending.delete(row.id);
+        if (pending.size === 0) resolve();
       });
       options.signal?.addEventListener('abort', onAbort, { once: true });
       stop = () => {
@@ -54,14 +70,25 @@ export class CreateHold {
       };
     });
     try {
-      // Subscribed first, then re-read: a change between the insert and the subscription is not missed.
-      const current = await this.store.getSandbox(sandbox.id);
-      if (!current || !STARTING.includes(current.status) || !this.provisioning.isProvisioning(sandbox.id)) return current ?? sandbox;
-      return (await settled) ?? (await this.store.getSandbox(sandbox.id)) ?? current;
+      // Subscribed first, then re-read: a change between the caller's read and the subscription is not missed.
+      const rows = await Promise.all([...pending].map((id) => this.store.getSandbox(id)));
+      for (const row of rows) if (row && !STARTING.includes(row.status)) pending.delete(row.id);
+      for (const id of [...pending]) if (!rows.some((row) => row?.id === id)) pending.delete(id);
+      if (pending.size === 0) return true;
+      await settled;
+      return true;
     } finally {
       stop();
     }
   }
+}
+
+/** How a caller bounds one hold. */
+export interface HoldOptions {
+  /** A shorter bound than the server's, ms (from `X-Corral-Create-Wait`). */
+  requestedMs?: number;
+  /** Ends the hold early: the client went away. */
+  signal?: AbortSignal;
 }
 
 /**

@@ -116,8 +116,25 @@ export function registerSandboxRoutes(app: FastifyInstance, { sandboxes, createH
       config: { rateLimit: 'sandbox.batchStatus' },
       schema: { tags, summary: 'Batch Get Sandbox Statuses', body: BatchStatusBody, response: { 200: BatchStatusResponse, ...ERROR_RESPONSES } },
     },
-    async (request) => {
-      const { statuses, missing } = await sandboxes.batchStatus(principalOf(request), request.body.sandbox_ids);
+    async (request, reply) => {
+      const wait = requestedCreateWait(request.headers[CREATE_WAIT_HEADER]);
+      if (wait.error !== undefined) throw ApiError.invalid(CREATE_WAIT_HEADER, wait.error);
+      const principal = principalOf(request);
+      let { statuses, missing } = await sandboxes.batchStatus(principal, request.body.sandbox_ids);
+      // Held (bounded) while sandboxes asked for are still starting here, so the Prime SDK's
+      // wait sees them RUNNING instead of sleeping a second; the answer is re-read afterwards.
+      const starting = statuses.filter((s) => s.status === 'PENDING' || s.status === 'PROVISIONING').map((s) => s.id);
+      if (starting.length > 0) {
+        const left = new AbortController();
+        const onClose = (): void => left.abort();
+        reply.raw.once('close', onClose);
+        try {
+          const held = await createHold.settleAll(starting, { ...(wait.ms !== undefined ? { requestedMs: wait.ms } : {}), signal: left.signal });
+          if (held) ({ statuses, missing } = await sandboxes.batchStatus(principal, request.body.sandbox_ids));
+        } finally {
+          reply.raw.off('close', onClose);
+        }
+      }
       return {
         statuses: statuses.map((s) => ({
           sandbox_id: s.id,

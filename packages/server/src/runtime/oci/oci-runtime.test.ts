@@ -143,6 +143,37 @@ describe('oci runtime: restart and leftovers', { skip: reason }, () => {
   });
 });
 
+describe('oci runtime: the start check', { skip: reason }, () => {
+  const instance = `startcheck-${randomBytes(4).toString('hex')}`;
+  // A start check long enough that waiting it out is unmistakable next to a create's own time.
+  const rt = new OciRuntime({ instance, stateDir: STATE_DIR, images: new ImageStore({ root: join(STATE_DIR, 'images'), insecureRegistries: insecureRegistriesFor(IMAGE) }), runtimeBinary: RUNTIME, poolSize: 0, warmDiskSizes: [], startCheckMs: 3000 });
+
+  after(async () => {
+    for (const s of await rt.list()) await rt.remove(s.runtimeId);
+    await rt.close();
+    await rm(join(STATE_DIR, 'instances', instance), { recursive: true, force: true });
+  });
+
+  it("an idle start command (the Prime SDK's `tail -f /dev/null`) is ready once it idles, without the whole check", async () => {
+    await rt.init();
+    for (const startCommand of ['tail -f /dev/null', 'sleep infinity']) {
+      const started = Date.now();
+      const { runtimeId } = await rt.create(spec({ networkAccess: false, startCommand }));
+      const took = Date.now() - started;
+      assert.ok(took < 2500, `${startCommand}: create took ${took} ms, the 3 s check was waited out`);
+      assert.equal((await runToEnd(rt, runtimeId, 'echo ok')).stdout, 'ok\n');
+      await rt.remove(runtimeId);
+    }
+  });
+
+  it('a start command that fails at once still fails the create, idle-looking or not', async () => {
+    await rt.init();
+    for (const startCommand of ['exit 3', 'tail -f /no/such/file', 'sleep forever-and-ever']) {
+      await assert.rejects(rt.create(spec({ networkAccess: false, startCommand })), /before it was ready/, startCommand);
+    }
+  });
+});
+
 describe('oci runtime: the agent (PID 1) and its exec sessions', { skip: reason }, () => {
   const instance = `agent-${randomBytes(4).toString('hex')}`;
   const rt = new OciRuntime({ instance, stateDir: STATE_DIR, images: new ImageStore({ root: join(STATE_DIR, 'images'), insecureRegistries: insecureRegistriesFor(IMAGE) }), runtimeBinary: RUNTIME, poolSize: 0, warmDiskSizes: [] });

@@ -471,7 +471,7 @@ export class OciRuntime implements SandboxRuntime {
       // Exits are reported once create() succeeded; a start that fails is START_FAILED, not an event.
       const live: Live = { record, exitCode: null, oomKilled: false, removing: false, removeFailed: false, report: false };
       this.live.set(runtimeId, live);
-      await this.start(record, dir, spec.startCommand !== null);
+      await this.start(record, dir, spec.startCommand);
       live.report = true;
       if (live.exitCode !== null) this.emit(live);
       return { runtimeId };
@@ -495,8 +495,12 @@ export class OciRuntime implements SandboxRuntime {
     return this.agentBinary;
   }
 
-  /** Starts the shim and waits until the runtime has started the init (and, with a start command, that it did not exit at once). */
-  private async start(record: SandboxRecord, dir: string, watchStart: boolean): Promise<void> {
+  /**
+   * Starts the shim and waits until the runtime has started the init and, with a start command,
+   * that it did not exit at once: for `startCheckMs`, or until an idle command (`tail -f
+   * /dev/null`, `sleep infinity`) is seen sleeping.
+   */
+  private async start(record: SandboxRecord, dir: string, startCommand: string | null): Promise<void> {
     const pidFile = join(dir, 'init.pid');
     const exitFile = join(dir, 'exit');
     const log = join(this.diskMount(record), 'init.log');
@@ -532,11 +536,15 @@ export class OciRuntime implements SandboxRuntime {
       if (Date.now() > deadline) throw new RuntimeError('START_FAILED', `${this.runtimeBinary} did not start the sandbox within ${this.readyTimeoutMs} ms`);
       await delay(i < 50 ? 1 : 5);
     }
-    if (!watchStart) return;
+    if (startCommand === null) return;
+    // An idle start command is settled once its process sleeps: it cannot fail "at once" any more.
+    const idle = idleProgram(startCommand);
+    const initPid = idle === undefined ? undefined : Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
     const until = Date.now() + this.startCheckMs;
     while (Date.now() < until) {
       if (existsSync(exitFile)) await failed();
-      await delay(5);
+      if (idle !== undefined && initPid && (await childIdles(initPid, idle))) return;
+      await delay(idle === undefined ? 5 : 1);
     }
     if (existsSync(exitFile)) await failed();
   }
@@ -926,4 +934,22 @@ function pullCredentials(spec: SandboxSpec): RegistryCredentials | undefined {
     throw new RuntimeError('IMAGE_PULL_FAILED', `cannot pull ${spec.image}: ${(error as Error).message}`, { cause: error });
   }
   return credentialsFor(ref, spec.registryAuth);
+}
+
+/** The program an idle start command (the Prime SDK's default `tail -f /dev/null`, or `sleep infinity`) ends up as. */
+function idleProgram(startCommand: string): 'tail' | 'sleep' | undefined {
+  const command = startCommand.trim().replace(/\s+/g, ' ');
+  if (/^(exec )?tail -f \/dev\/null$/.test(command)) return 'tail';
+  if (/^(exec )?sleep (infinity|inf)$/.test(command)) return 'sleep';
+  return undefined;
+}
+
+/** Whether a child of the sandbox's init (the start command) is `program`, asleep. */
+async function childIdles(initPid: number, program: string): Promise<boolean> {
+  const children = (await readFile(`/proc/${initPid}/task/${initPid}/children`, 'utf8').catch(() => '')).trim();
+  for (const pid of children.split(' ').filter(Boolean)) {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+    if (stat.startsWith(`${pid} (${program}) S `)) return true;
+  }
+  return false;
 }

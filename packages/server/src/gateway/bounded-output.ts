@@ -58,6 +58,11 @@ export class BoundedOutput {
     return this.dropped;
   }
 
+  /** How many bytes were kept. */
+  get keptBytes(): number {
+    return this.kept;
+  }
+
   /** What was kept, as bytes, without any marker. */
   bytes(): Buffer {
     return Buffer.concat(this.chunks, this.kept);

@@ -7,6 +7,9 @@ import { type CommandOutcome, runCommand } from './run-command.js';
 import { watchTransferIdle } from './transfer-idle.js';
 
 /** `{"stdout": …, "stderr": …, "exit_code": N}` as JSON text, in slices. */
+/** Output up to this size is answered as one string with a Content-Length; larger is streamed. */
+const SMALL_ANSWER_BYTES = 64 * 1024;
+
 function* execAnswer(outcome: CommandOutcome): Generator<string> {
   yield '{"stdout":"';
   yield* outcome.stdout.jsonSlices();
@@ -49,7 +52,11 @@ export function registerExecRoute(app: FastifyInstance, ctx: GatewayContext): vo
             stderr: outcome.stderr.text(),
           });
         }
-        // Serialized a slice at a time as the client takes it: a large output never blocks the
+        // A small answer goes out whole, with a Content-Length, in one write.
+        if (outcome.stdout.keptBytes + outcome.stderr.keptBytes <= SMALL_ANSWER_BYTES) {
+          return reply.type('application/json; charset=utf-8').send([...execAnswer(outcome)].join(''));
+        }
+        // A large one is serialized a slice at a time as the client takes it: it never blocks the
         // event loop (other tenants' requests) for long, nor exists twice as one big string.
         const answer = Readable.from(execAnswer(outcome), { highWaterMark: 1 });
         dispose = undefined;

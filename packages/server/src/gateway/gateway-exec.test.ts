@@ -35,6 +35,22 @@ describe('gateway exec (Docker)', { timeout: 180_000, skip: missing !== undefine
     assert.deepEqual(r.body, { stdout: 'out\n', stderr: 'err\n', exit_code: 7 });
   });
 
+  it('answers a small output whole, with a Content-Length; a large one streamed', async () => {
+    const call = (command: string): Promise<Response> =>
+      fetch(`${sb.base}/exec`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${sb.token}` },
+        body: JSON.stringify({ sandbox_id: sb.id, working_dir: null, env: {}, timeout: 30, command }),
+      });
+    const small = await call('echo hi');
+    const smallText = await small.text();
+    assert.equal(small.headers.get('content-length'), String(Buffer.byteLength(smallText)));
+    assert.equal(small.headers.get('transfer-encoding'), null);
+    const large = await call('head -c 300000 /dev/zero | tr "\\0" a');
+    assert.equal(large.headers.get('transfer-encoding'), 'chunked');
+    assert.equal((JSON.parse(await large.text()) as { stdout: string }).stdout.length, 300_000);
+  });
+
   it('passes env, working_dir and user; timeout null means the default', async () => {
     const r = await execCall(sb, { command: 'echo "$GREETING $(pwd) $(id -u)"', env: { GREETING: "it's me" }, working_dir: '/tmp', user: '1234', timeout: null });
     assert.equal(r.status, 200);

@@ -33,7 +33,8 @@ export class PrimeSdkClient {
 
   constructor(
     base: string,
-    private readonly options: { createHeaders?: Record<string, string> } = {},
+    /** `holdHeaders` go with the create and the status asks (`x-corral-create-wait: 0` = the old, unheld answers). */
+    private readonly options: { holdHeaders?: Record<string, string> } = {},
   ) {
     this.pool = new HttpxStylePool(new URL(base));
   }
@@ -63,7 +64,7 @@ export class PrimeSdkClient {
       labels: [],
       idempotency_key: randomUUID().replace(/-/g, ''),
     };
-    return this.call<{ id: string; status: string }>('POST', '/sandbox', body, this.options.createHeaders ?? {});
+    return this.call<{ id: string; status: string }>('POST', '/sandbox', body, this.options.holdHeaders ?? {});
   }
 
   /** The SDK's `_SyncRequestBatcher`: the first asker waits 25 ms, then every pending id goes out in batches of 100. */
@@ -87,7 +88,7 @@ export class PrimeSdkClient {
         for (const id of ids) this.pending.delete(id);
         try {
           this.statusRequests++;
-          const answer = await this.call<{ statuses: StatusSnapshot[] }>('POST', '/sandbox/status:batchGet', { sandbox_ids: ids });
+          const answer = await this.call<{ statuses: StatusSnapshot[] }>('POST', '/sandbox/status:batchGet', { sandbox_ids: ids }, this.options.holdHeaders ?? {});
           const byId = new Map(answer.statuses.map((s) => [s.sandbox_id, s]));
           for (const [id, list] of waiters) {
             const snapshot = byId.get(id);

@@ -54,7 +54,7 @@ export async function run(args: string[]): Promise<void> {
     const noHoldAt = args.indexOf('--sdk-no-hold-runs');
     const noHoldRuns = noHoldAt >= 0 ? Number(args[noHoldAt + 1]) : 10;
     const sdk = await sdkTimed(new PrimeSdkClient(server.served.url), runs);
-    const sdkNoHold = await sdkTimed(new PrimeSdkClient(server.served.url, { createHeaders: { 'x-corral-create-wait': '0' } }), noHoldRuns);
+    const sdkNoHold = await sdkTimed(new PrimeSdkClient(server.served.url, { holdHeaders: { 'x-corral-create-wait': '0' } }), noHoldRuns);
     const sdkFigures = (m: { ms: number[]; errors: string[]; statusRequests: number }): Record<string, unknown> => ({
       ...percentiles(m.ms),
       max_ms: Math.round(Math.max(...m.ms) * 100) / 100,

@@ -237,7 +237,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'teamQuotaDiskGb', env: 'CORRAL_TEAM_QUOTA_DISK_GB', description: 'Default per-team quota: total disk of active sandboxes in the team, GB', defaultText: 'unlimited', parse: quota(false) },
   { key: 'registryInsecure', env: 'CORRAL_REGISTRY_INSECURE', description: 'Registries (host[:port], comma-separated, as written in image names) that pulls may reach over plain HTTP and at loopback, private or link-local addresses; every other registry must be public HTTPS', defaultText: '(none)', parse: hostList },
   { key: 'imageMaxBytes', env: 'CORRAL_IMAGE_MAX_BYTES', description: 'Most bytes one image pull may download, and separately unpack, in the oci driver; larger images fail with IMAGE_PULL_FAILED', defaultText: '8589934592 (8 GiB)', parse: integer(1024 * 1024, 2 ** 50) },
-  { key: 'createWaitMs', env: 'CORRAL_CREATE_WAIT_MS', description: 'Longest time POST /api/v1/sandbox holds its answer while the sandbox starts, so it answers RUNNING; 0 answers at once (PENDING). Clients may shorten it with the X-Corral-Create-Wait header', defaultText: '3000', parse: integer(0, 25_000) },
+  { key: 'createWaitMs', env: 'CORRAL_CREATE_WAIT_MS', description: 'Longest time POST /api/v1/sandbox holds its answer while the sandbox starts, so it answers RUNNING (0 answers at once, PENDING), and status:batchGet while sandboxes it asks about are starting. Clients may shorten it with the X-Corral-Create-Wait header', defaultText: '3000', parse: integer(0, 25_000) },
 ];
 
 const DEFAULTS: CorralConfig = {

@@ -230,7 +230,7 @@ export class NflogReader {
       dst,
       protocol,
       dport: port === '-' ? null : Number(port),
-      at: new Date(Number(at)),
+      at: Number.isFinite(Number(at)) ? new Date(Number(at)) : new Date(),
     };
     this.#stats.records++;
     try {

@@ -333,9 +333,11 @@ int main(int argc, char **argv) {
   out = malloc(out_cap);
   if (out == NULL) die("malloc");
 
-  /* End with the server: on its death, and when it closes our stdin or stdout. */
+  /*
+   * End with the server: on its death, and when it closes our stdin or stdout. (A parent that died
+   * before this prctl has closed the stdin pipe already, so the loop below sees end-of-file.)
+   */
   prctl(PR_SET_PDEATHSIG, SIGTERM);
-  if (getppid() == 1) return 0;
   signal(SIGPIPE, SIG_IGN);
 
   if (netns != NULL) {

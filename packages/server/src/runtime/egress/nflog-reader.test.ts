@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
@@ -198,6 +198,33 @@ describe('NflogReader: packets logged to an NFLOG group, as records', { skip: mi
     await waitFor('the five records after the restart', () => summary(records).length >= EXPECTED.length);
     assert.deepEqual(summary(records), EXPECTED);
     await restarting.close();
+  });
+
+  it('its receiver ends when the server process is killed, so the group is free again', async () => {
+    const module = new URL('./nflog-reader.ts', import.meta.url).pathname;
+    const script = `
+      import { NflogReader } from ${JSON.stringify(module)};
+      const reader = new NflogReader({ group: ${GROUP}, binDir: ${JSON.stringify(BIN)}, netns: ${JSON.stringify(pair.aPath)}, onRecord: () => {} });
+      await reader.start();
+      console.log(reader.receiverPid);
+      setInterval(() => {}, 1000);
+    `;
+    const server = spawn(process.execPath, ['--conditions=development', '--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      const line = await new Promise<string>((resolve, reject) => {
+        server.stdout.setEncoding('utf8');
+        server.stdout.once('data', (chunk: string) => resolve(chunk.trim()));
+        server.once('exit', (code) => reject(new Error(`the server process exited (${code}) before its reader started`)));
+      });
+      const receiver = Number(line);
+      assert.ok(Number.isInteger(receiver) && alive(receiver), `receiver pid ${line}`);
+      server.kill('SIGKILL');
+      await waitFor('the receiver to end', () => !alive(receiver));
+    } finally {
+      server.kill('SIGKILL');
+    }
+    const { reader: next } = reader();
+    await next.start();
   });
 
   it('drops and counts records while the reader is slow instead of buffering without bound', async () => {

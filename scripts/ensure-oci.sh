@@ -3,7 +3,8 @@
 #
 # - runc (the OCI runtime the driver calls); gcc, libc6-dev and libseccomp-dev (on first start the
 #   driver compiles packages/server/agent/: corral-agent, each sandbox's static PID 1 and shim, and
-#   corral-seccomp, which compiles the seccomp profile to BPF once);
+#   corral-seccomp, which compiles the seccomp profile to BPF once, and corral-nflog, which reads the
+#   NFLOG group of the egress connection log and needs the kernel headers of linux-libc-dev);
 #   iproute2 (network namespaces, veth, bridge), iptables (egress NAT and isolation), e2fsprogs
 #   (per-sandbox ext4 disk images), util-linux (mount, losetup), GNU tar and zstd (layer unpacking),
 #   attr (overlay opaque-directory xattrs), busybox-static (test image);
@@ -34,7 +35,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # shellcheck source=lib/apt.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 
-PACKAGES=(runc gcc libc6-dev libseccomp-dev iproute2 iptables e2fsprogs util-linux bsdutils tar zstd attr busybox-static)
+PACKAGES=(runc gcc libc6-dev linux-libc-dev libseccomp-dev iproute2 iptables e2fsprogs util-linux bsdutils tar zstd attr busybox-static)
 if [ "$WITH_CRUN" -eq 1 ]; then PACKAGES+=(crun); fi
 apt_install "${PACKAGES[@]}"
 

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { availableParallelism, homedir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { DEFAULT_NFLOG_GROUP } from './runtime/egress/nflog-prefix.js';
 
 /** Which runtime driver starts sandboxes. `none` stores sandboxes but never starts them (they stay PENDING). */
 export type RuntimeDriverName = 'docker' | 'oci' | 'none';
@@ -64,6 +65,8 @@ export interface CorralConfig {
   tcpPortRange: string;
   /** Port of Corral's SSH server for SSH sessions; 0 picks a free one. */
   sshPort: number;
+  /** NFLOG group egress rules log connection attempts to, read by the egress connection log; one reader per group and host. */
+  egressNflogGroup: number;
   /** PEM certificate and key files; when both are set, exposures and tunnels are also served over HTTPS on proxyTlsPort. */
   proxyTlsCert: string | null;
   proxyTlsKey: string | null;
@@ -219,6 +222,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'networkHost', env: 'CORRAL_NETWORK_HOST', description: 'Host name given to clients for TCP exposures and SSH sessions', defaultText: '(host of CORRAL_PUBLIC_URL, else CORRAL_HOST)', parse: optionalText },
   { key: 'tcpPortRange', env: 'CORRAL_TCP_PORT_RANGE', description: 'External ports for TCP exposures, from-to', defaultText: '30000-30999', parse: portRange },
   { key: 'sshPort', env: 'CORRAL_SSH_PORT', description: 'Port of the SSH server behind SSH sessions (0 picks a free port)', defaultText: '2222', parse: integer(0, 65535) },
+  { key: 'egressNflogGroup', env: 'CORRAL_EGRESS_NFLOG_GROUP', description: 'NFLOG group (0-65535) that egress rules log connection attempts to for the egress log; a group has one reader per host, so servers sharing a host need different groups', defaultText: String(DEFAULT_NFLOG_GROUP), parse: integer(0, 65535) },
   { key: 'proxyTlsCert', env: 'CORRAL_PROXY_TLS_CERT', description: 'PEM certificate file; with CORRAL_PROXY_TLS_KEY, exposures and tunnels are also served over HTTPS', defaultText: '(unset: no TLS)', parse: optionalText },
   { key: 'proxyTlsKey', env: 'CORRAL_PROXY_TLS_KEY', description: 'PEM private key file for CORRAL_PROXY_TLS_CERT', defaultText: '(unset)', parse: optionalText },
   { key: 'proxyTlsPort', env: 'CORRAL_PROXY_TLS_PORT', description: 'Port of the HTTPS listener for exposures and tunnels (0 picks a free port)', defaultText: '8443', parse: integer(0, 65535) },
@@ -279,6 +283,7 @@ const DEFAULTS: CorralConfig = {
   networkHost: null,
   tcpPortRange: '30000-30999',
   sshPort: 2222,
+  egressNflogGroup: DEFAULT_NFLOG_GROUP,
   proxyTlsCert: null,
   proxyTlsKey: null,
   proxyTlsPort: 8443,

@@ -22,6 +22,8 @@ interface NativeProgram {
 const AGENT: NativeProgram = { name: 'corral-agent', flags: ['-static', '-O2', '-Wall'], libraries: [], packages: 'gcc and libc6-dev' };
 /** Compiles seccomp profiles to BPF on the host. */
 const SECCOMP: NativeProgram = { name: 'corral-seccomp', flags: ['-O2', '-Wall'], libraries: ['-lseccomp'], packages: 'gcc and libseccomp-dev' };
+/** Reads an NFLOG group for the egress connection log (runtime/egress/nflog-reader.ts); libc and kernel headers only. */
+const NFLOG: NativeProgram = { name: 'corral-nflog', flags: ['-O2', '-Wall'], libraries: [], packages: 'gcc, libc6-dev and linux-libc-dev' };
 
 const building = new Map<string, Promise<string>>();
 
@@ -36,6 +38,11 @@ export function ensureAgentBinary(dir: string): Promise<string> {
 /** Returns the path of the compiled `corral-seccomp` (profile → BPF), compiling it on first use. */
 export function ensureSeccompCompiler(dir: string): Promise<string> {
   return ensureBuilt(dir, SECCOMP);
+}
+
+/** Returns the path of the compiled `corral-nflog` (NFLOG group → one line per logged packet), compiling it on first use. */
+export function ensureNflogReceiver(dir: string): Promise<string> {
+  return ensureBuilt(dir, NFLOG);
 }
 
 /**

@@ -1,6 +1,7 @@
 import { PassThrough, Transform } from 'node:stream';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { orAfter } from '../util/time.js';
 import { RuntimeError } from './runtime.js';
 import type { ExecProcess, SandboxRuntime } from './runtime.js';
 
@@ -46,7 +47,7 @@ export async function putFileViaExec(
   } catch (error) {
     // A broken pipe usually means the shell gave up first (say, a parent path is a file): its
     // exit status and stderr say why, so report those when it has ended.
-    const ended = await exitWithin(proc, EXIT_AFTER_PIPE_ERROR_MS);
+    const ended = await orAfter(proc.wait(), EXIT_AFTER_PIPE_ERROR_MS, undefined);
     if (ended !== undefined && ended.exitCode !== 0) throw await failed(ended.exitCode);
     await proc.kill('SIGKILL').catch(() => undefined);
     throw error;
@@ -59,16 +60,6 @@ export async function putFileViaExec(
 /** How long a failed upload waits for the shell's exit status before it kills the shell. */
 const EXIT_AFTER_PIPE_ERROR_MS = 1000;
 
-/** The exit of `proc` if it comes within `ms`, else undefined. */
-async function exitWithin(proc: ExecProcess, ms: number): Promise<{ exitCode: number } | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ms)));
-  try {
-    return await Promise.race([proc.wait(), timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /**
  * Streams `path` out of a sandbox through `cat`. Resolves once the size is known; the stream

@@ -4,6 +4,7 @@ import type { Readable, Duplex } from 'node:stream';
 import type Docker from 'dockerode';
 import type { ExecExit, ExecProcess, ExecRequest } from '../runtime.js';
 import { DockerStreamDemux } from './docker-stream-demux.js';
+import { orAfter } from '../../util/time.js';
 
 /**
  * Environment variable the driver sets on every exec so the process tree it starts can be found
@@ -136,15 +137,6 @@ function startFailureMessage(timeoutMs: number): string {
   return `corral: the exec did not start within ${timeoutMs} ms and was ended: the container runtime (runc) reads the sandbox's /etc/passwd and /etc/group on every exec and blocks when they are not regular files (a FIFO, for example)\n`;
 }
 
-/** Resolves with `promise`'s value, or `fallback` after `ms`. */
-async function orAfter<T>(promise: Promise<T>, ms: number, fallback: T): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([promise, new Promise<T>((resolve) => (timer = setTimeout(() => resolve(fallback), ms)))]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /**
  * Starts `request` in a container through the exec API and returns a handle on it. The engine

@@ -39,6 +39,7 @@ import { parseImageRef } from '../oci/image-ref.js';
 import type { ImageRef } from '../oci/image-ref.js';
 import { RegistryAccessCheck, credentialsFor } from '../oci/registry-access-check.js';
 import { checkRegistryAddress } from '../oci/registry-address-policy.js';
+import { orAfter } from '../../util/time.js';
 
 const run = promisify(execFile);
 
@@ -542,7 +543,7 @@ export class DockerRuntime implements SandboxRuntime {
   async inspect(runtimeId: string): Promise<RuntimeSandboxState | undefined> {
     let info: Docker.ContainerInspectInfo | undefined;
     try {
-      info = await withTimeout(this.docker.getContainer(runtimeId).inspect(), 3000, undefined);
+      info = await orAfter(this.docker.getContainer(runtimeId).inspect(), 3000, undefined);
     } catch (error) {
       if (isNotFound(error)) return undefined;
       throw error;
@@ -596,13 +597,13 @@ export class DockerRuntime implements SandboxRuntime {
     const removal = this.docker.getContainer(runtimeId).remove({ force: true, v: true });
     removal.catch(() => undefined);
     const timedOut = Symbol('timeout');
-    if ((await withTimeout(removal, this.removeTimeoutMs, timedOut)) !== timedOut) return;
+    if ((await orAfter(removal, this.removeTimeoutMs, timedOut)) !== timedOut) return;
     const id = await this.containerId(runtimeId);
     if (id) {
       await killStartingExecs(id);
       await killContainerProcesses(id);
     }
-    if ((await withTimeout(removal, 3 * this.removeTimeoutMs, timedOut)) === timedOut) {
+    if ((await orAfter(removal, 3 * this.removeTimeoutMs, timedOut)) === timedOut) {
       throw new RuntimeError('RUNTIME_ERROR', `the engine did not remove ${runtimeId} within ${4 * this.removeTimeoutMs} ms`);
     }
   }
@@ -641,7 +642,7 @@ export class DockerRuntime implements SandboxRuntime {
     const states = await Promise.all(
       containers.map(async (c) => {
         try {
-          const info = await withTimeout(this.docker.getContainer(c.Id).inspect(), 3000, undefined);
+          const info = await orAfter(this.docker.getContainer(c.Id).inspect(), 3000, undefined);
           if (info) return this.toState(info);
           // The engine waits on this container (an exec stuck starting): report it from the list.
           const running = c.State === 'running';
@@ -800,15 +801,6 @@ function errorText(error: unknown): string {
   return String(error);
 }
 
-/** `promise`'s value, or `fallback` when it takes longer than `ms`. */
-async function withTimeout<T, F>(promise: Promise<T>, ms: number, fallback: F): Promise<T | F> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([promise, new Promise<F>((resolve) => (timer = setTimeout(() => resolve(fallback), ms)))]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));

@@ -45,12 +45,15 @@ export function checkEgressPolicy(policy: EgressPolicy, fields: { allowlist: str
   });
 }
 
-/** The 422 for a driver that does not enforce egress policies. */
-export function egressUnsupported(runtimeName: string): ApiError {
-  return new ApiError(
-    'EGRESS_UNSUPPORTED',
-    `The ${runtimeName} runtime driver does not enforce egress policies; only open egress or no network (network_allowlist: []) can be asked for`,
-  );
+/** The 422 for a driver that does not enforce egress policies; `param` names the field that asked for one. */
+export function egressUnsupported(runtimeName: string, param: string): ApiError {
+  const details = `the ${runtimeName} runtime driver does not enforce egress policies; only open egress or no network (an empty allow list) can be asked for`;
+  return new ApiError('EGRESS_UNSUPPORTED', `${param}: ${details}`, { fieldErrors: [{ param, details }] });
+}
+
+/** The request field that carries the list of a policy, as `fields` spells the two lists. */
+function listField(policy: EgressPolicy, fields: { allowlist: string; denylist: string }): string {
+  return policy.denylist !== null ? fields.denylist : fields.allowlist;
 }
 
 /**
@@ -62,17 +65,17 @@ export function resolveCreateEgress(input: {
   networkAccess: boolean | null;
   networkAllowlist: string[] | null;
   networkDenylist: string[] | null;
-}): { networkAccess: boolean; policy: EgressPolicy } {
+}): { networkAccess: boolean; policy: EgressPolicy; field: string } {
   const given: EgressPolicy = { allowlist: input.networkAllowlist, denylist: input.networkDenylist };
   checkEgressPolicy(given, { allowlist: 'network_allowlist', denylist: 'network_denylist' });
   if (input.networkAccess === false) {
     if (given.denylist !== null || (given.allowlist !== null && given.allowlist.length > 0)) {
       throw ApiError.invalid('network_access', 'false means no network at all; it cannot be combined with a non-empty network_allowlist or a network_denylist');
     }
-    return { networkAccess: false, policy: { allowlist: [], denylist: null } };
+    return { networkAccess: false, policy: { allowlist: [], denylist: null }, field: 'network_access' };
   }
   const policy = normalizeEgressPolicy(given);
-  return { networkAccess: !isNoEgress(policy), policy };
+  return { networkAccess: !isNoEgress(policy), policy, field: listField(policy, { allowlist: 'network_allowlist', denylist: 'network_denylist' }) };
 }
 
 /**
@@ -112,7 +115,7 @@ export class EgressService {
     }
     const runtime = this.lifecycle.runtime;
     if (runtime && sandbox.networkAccess && !enforcesEgress(runtime) && !(isOpenEgress(policy) && isOpenEgress(egressPolicyOf(sandbox)))) {
-      throw egressUnsupported(runtime.name);
+      throw egressUnsupported(runtime.name, listField(policy, { allowlist: 'allowlist', denylist: 'denylist' }));
     }
     const updated = await this.store.setSandboxEgress(id, policy, ACTIVE_STATUSES);
     if (!updated) throw new ApiError('SANDBOX_NOT_RUNNING', `Sandbox ${id} has ended; its egress policy can no longer change`);
@@ -123,7 +126,7 @@ export class EgressService {
     try {
       await Promise.race([applying, bound]);
     } catch (error) {
-      if (error instanceof RuntimeError && error.kind === 'UNSUPPORTED') throw egressUnsupported(runtime?.name ?? 'configured');
+      if (error instanceof RuntimeError && error.kind === 'UNSUPPORTED') throw egressUnsupported(runtime?.name ?? 'configured', listField(policy, { allowlist: 'allowlist', denylist: 'denylist' }));
       // Anything else is retried by the reconciler; the answer says `applied: false` meanwhile.
     } finally {
       clearTimeout(timer);
@@ -137,12 +140,12 @@ export class EgressService {
     const sandbox = await this.sandboxes.get(caller, id);
     const runtime = this.lifecycle.runtime;
     if (!runtime || sandbox.runtimeId === null) return [];
-    if (!enforcesEgress(runtime)) throw egressUnsupported(runtime.name);
+    if (!enforcesEgress(runtime)) throw egressUnsupported(runtime.name, 'sandbox_id');
     try {
       return await runtime.egressLog(sandbox.runtimeId, Math.min(Math.max(1, limit), EGRESS_LOG_MAX_LIMIT));
     } catch (error) {
       if (error instanceof RuntimeError && error.kind === 'NOT_FOUND') return [];
-      if (error instanceof RuntimeError && error.kind === 'UNSUPPORTED') throw egressUnsupported(runtime.name);
+      if (error instanceof RuntimeError && error.kind === 'UNSUPPORTED') throw egressUnsupported(runtime.name, 'sandbox_id');
       throw error;
     }
   }

@@ -126,7 +126,7 @@ export class SandboxService {
     this.checkCreate(caller, input);
     const network = resolveCreateEgress(input);
     const runtime = this.lifecycle.runtime;
-    if (runtime && network.networkAccess && !isOpenEgress(network.policy) && !enforcesEgress(runtime)) throw egressUnsupported(runtime.name);
+    if (runtime && network.networkAccess && !isOpenEgress(network.policy) && !enforcesEgress(runtime)) throw egressUnsupported(runtime.name, network.field);
     await this.checkDisk(input.diskSizeGb);
     if (input.registryCredentialsId !== null && !(await this.registryCredentials.usable(caller, input.registryCredentialsId))) {
       throw ApiError.invalid('registry_credentials_id', `no registry credentials ${input.registryCredentialsId} that you may use`);

@@ -8,6 +8,7 @@ import type { CorralConfig } from '../config.js';
 import { MAX_EGRESS_POLICY_ENTRIES } from '../runtime/egress/egress-policy.js';
 import type { EgressLogEntry } from '../runtime/runtime.js';
 import { GatedRuntime } from '../testing/gated-runtime.js';
+import { sandboxFixture } from '../testing/sandbox-fixture.js';
 import { eventually } from '../testing/runtime-available.js';
 import { type TestServer, startTestServer } from '../testing/test-server.js';
 
@@ -343,6 +344,29 @@ describe('GET/PUT /sandbox/{id}/egress-policy', { timeout: 60_000 }, () => {
       assert.deepEqual([stillOpen.status, stillOpen.body.applied], [200, true], 'open stays open: nothing to enforce');
       const log = await s.t.request('GET', `/api/v1/sandbox/${sb.id}/egress-log`);
       assert.deepEqual([log.statusCode, log.json<ErrorBody>().code], [422, 'EGRESS_UNSUPPORTED']);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('never starts a stored policy on a driver that does not enforce it: ERROR START_FAILED instead of unrestricted', async () => {
+    const s = await egressServer({ egress: false });
+    try {
+      // A row written while the server ran without a runtime (or by a replica with another driver).
+      const owner = await s.t.createUser(`owner-${randomBytes(3).toString('hex')}`);
+      const id = `pre${randomBytes(10).toString('hex')}`;
+      await s.t.server.store.insertSandbox(
+        sandboxFixture({ id, userId: owner.id, dockerImage: 'busybox:latest', networkAllowlist: ['a.test'], runtimeOwner: s.t.server.config.instanceId, createdAt: new Date().toISOString(), updatedAt: new Date().toISOString() }),
+      );
+      await s.t.server.reconciler.reconcile();
+      const ended = await eventually(async () => {
+        const row = await s.t.server.store.getSandbox(id);
+        return row?.status === 'ERROR' ? row : undefined;
+      }, 5_000, 'ERROR');
+      assert.equal(ended.errorType, 'START_FAILED');
+      assert.match(ended.errorMessage ?? '', /does not enforce egress policies/);
+      assert.ok(!s.runtime.live().includes(id), 'no container is left running');
+      assert.ok(!s.runtime.created.includes(id), 'the driver was never asked');
     } finally {
       await s.close();
     }

@@ -314,6 +314,25 @@ describe('GET/PUT /sandbox/{id}/egress-policy', { timeout: 60_000 }, () => {
     }
   });
 
+  it("stores a PUT on another replica's sandbox without touching this runtime (that replica applies it)", async () => {
+    const s = await egressServer();
+    try {
+      const id = `rep${randomBytes(10).toString('hex')}`;
+      const admin = (await s.t.request('GET', '/api/v1/me')).json<{ user: { id: string } }>().user.id;
+      const now = new Date().toISOString();
+      await s.t.server.store.insertSandbox(
+        sandboxFixture({ id, userId: admin, status: 'RUNNING', runtimeId: 'elsewhere-1', runtimeOwner: 'another-replica', egressAppliedGeneration: 1, createdAt: now, updatedAt: now }),
+      );
+      const put = await putPolicy(s.t, id, { allowlist: ['a.test'] });
+      assert.deepEqual([put.status, put.body.generation, put.body.applied], [200, 2, false]);
+      await s.t.server.reconciler.reconcile();
+      assert.equal(s.runtime.egressPolicies.size, 0, 'this runtime was never asked');
+      assert.equal((await getPolicy(s.t, id)).applied, false);
+    } finally {
+      await s.close();
+    }
+  });
+
   it('applies concurrent PUTs in order: the last one stored is the one enforced', async () => {
     const s = await egressServer();
     try {

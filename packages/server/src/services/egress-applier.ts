@@ -46,6 +46,8 @@ export class EgressApplier {
     private readonly store: Store,
     private readonly runtime: SandboxRuntime | null,
     private readonly log: Logger,
+    /** This server instance: only its own sandboxes are applied here. */
+    private readonly instanceId: string,
   ) {}
 
   /** Records that the runtime created the sandbox with generation `generation` of its policy. */
@@ -66,7 +68,7 @@ export class EgressApplier {
    * open and never changed, and one without network, need nothing. Honours the retry backoff.
    */
   needsApply(sandbox: SandboxRecord, now = Date.now()): boolean {
-    if (!this.runtime || sandbox.status !== 'RUNNING' || sandbox.runtimeId === null) return false;
+    if (!this.runtime || sandbox.status !== 'RUNNING' || sandbox.runtimeId === null || sandbox.runtimeOwner !== this.instanceId) return false;
     const enforced = this.enforced.get(sandbox.id);
     const behind = sandbox.egressAppliedGeneration < sandbox.egressGeneration;
     if (!behind) {
@@ -96,7 +98,7 @@ export class EgressApplier {
 
   private async applyNow(sandboxId: string): Promise<SandboxRecord | undefined> {
     const sandbox = await this.store.getSandbox(sandboxId);
-    if (!this.runtime || !sandbox || sandbox.status !== 'RUNNING' || sandbox.runtimeId === null) return sandbox;
+    if (!this.runtime || !sandbox || sandbox.status !== 'RUNNING' || sandbox.runtimeId === null || sandbox.runtimeOwner !== this.instanceId) return sandbox;
     const generation = sandbox.egressGeneration;
     try {
       // A sandbox without network has only `lo`: its one possible policy (the empty allow list) holds by

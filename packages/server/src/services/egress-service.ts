@@ -98,7 +98,8 @@ export class EgressService {
    * Replaces the policy (`{allowlist, denylist}`, exactly one non-null; `{allowlist: null,
    * denylist: []}` is open). On a RUNNING sandbox it is applied at once, waiting up to
    * {@link EGRESS_APPLY_WAIT_MS}; the reconciler finishes (and retries) what that did not. A
-   * PENDING or PROVISIONING sandbox starts with it. An ended sandbox is a 409.
+   * PENDING or PROVISIONING sandbox starts with it; another replica's sandbox gets it from that
+   * replica's reconciler. An ended sandbox is a 409.
    */
   async put(caller: Principal, id: string, given: EgressPolicy): Promise<EgressPolicyStatus> {
     const sandbox = await this.sandboxes.get(caller, id);
@@ -119,7 +120,8 @@ export class EgressService {
     }
     const updated = await this.store.setSandboxEgress(id, policy, ACTIVE_STATUSES);
     if (!updated) throw new ApiError('SANDBOX_NOT_RUNNING', `Sandbox ${id} has ended; its egress policy can no longer change`);
-    if (updated.status !== 'RUNNING') return egressStatusOf(updated);
+    // Another replica's sandbox: its reconciler sees the changed row and applies it there.
+    if (updated.status !== 'RUNNING' || updated.runtimeOwner !== this.lifecycle.instanceId) return egressStatusOf(updated);
     const applying = this.lifecycle.egress.apply(id);
     let timer: NodeJS.Timeout | undefined;
     const bound = new Promise<'waited'>((resolve) => (timer = setTimeout(() => resolve('waited'), EGRESS_APPLY_WAIT_MS)));

@@ -54,7 +54,7 @@ export class SandboxLifecycle {
   ) {
     this.unsubscribe = runtime ? runtime.onEvent((event) => void this.onRuntimeEvent(event)) : null;
     this.provisioning = new Semaphore(config.maxConcurrentProvisioning);
-    this.egress = new EgressApplier(store, runtime, log);
+    this.egress = new EgressApplier(store, runtime, log, config.instanceId);
   }
 
   /** The server instance whose sandboxes this lifecycle runs. */

@@ -1,3 +1,4 @@
+import { type EgressLogEntry, type EgressLogOptions, type EgressPolicyChange, type EgressPolicyStatus, egressPolicyBody } from './egress.js';
 import type { GetHealthResponse, GetMeResponse } from './generated/api.js';
 import { GatewayClient } from './gateway-client.js';
 import { GatewayTokenCache } from './gateway-tokens.js';
@@ -53,6 +54,30 @@ export class CorralClient {
   /** `GET /healthz`. */
   health(): Promise<GetHealthResponse> {
     return this.http.call('GET', '/healthz', { operation: 'GetHealth' });
+  }
+
+  /** A sandbox's egress policy, its generation and whether the runtime enforces it yet (`applied`). */
+  getEgressPolicy(sandboxId: string): Promise<EgressPolicyStatus> {
+    return this.sandboxes.getEgressPolicy(sandboxId);
+  }
+
+  /**
+   * Replaces a sandbox's egress policy: `{ allow: [...] }` or `{ deny: [...] }` (`{ deny: [] }` is
+   * open, `{ allow: [] }` is none). A running sandbox follows it within a second; the answer's
+   * `applied` says whether it already does.
+   *
+   * @example
+   * ```ts
+   * await client.setEgressPolicy(id, { allow: ['*.pypi.org', 'files.pythonhosted.org'] });
+   * ```
+   */
+  setEgressPolicy(sandboxId: string, change: EgressPolicyChange): Promise<EgressPolicyStatus> {
+    return this.sandboxes.setEgressPolicy(sandboxId, egressPolicyBody(change));
+  }
+
+  /** A sandbox's recent DNS answers and connection attempts, oldest first. */
+  async egressLog(sandboxId: string, options: EgressLogOptions = {}): Promise<EgressLogEntry[]> {
+    return (await this.sandboxes.egressLog(sandboxId, options.limit !== undefined ? { limit: options.limit } : {})).entries;
   }
 
   /** Forgets every cached gateway token. */

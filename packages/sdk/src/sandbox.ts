@@ -3,6 +3,7 @@ import type { Readable } from 'node:stream';
 import { type BackgroundJob, type BackgroundJobStatus, getBackgroundJob, startBackgroundJob } from './background-jobs.js';
 import type { CorralClient } from './client.js';
 import { CommandTimeoutError, ConflictError, CorralError, SandboxNotRunningError, TimeoutError, notRunningKind } from './errors.js';
+import type { EgressLogEntry, EgressLogOptions, EgressPolicyChange, EgressPolicyStatus } from './egress.js';
 import { type ExecSession, type ExecStreamOptions, openExecStream } from './exec-stream.js';
 import type { CommandResult, ExecOptions, ProgressCallback, ReadFileResult, UploadSource } from './gateway-client.js';
 import type { CreateSandboxRequest, CreateSshSessionResponse, ExposePortRequest, ExposePortResponse, GetSandboxResponse, ListExposedPortsResponse, UnexposePortResponse } from './generated/api.js';
@@ -25,7 +26,15 @@ export interface CreateSandboxOptions {
   diskSizeGb?: number;
   gpuCount?: number;
   gpuType?: CreateSandboxRequest['gpu_type'];
+  /** Legacy switch: `false` is `networkAllowlist: []`. */
   networkAccess?: boolean;
+  /**
+   * Only these domains (`*.` leftmost wildcards), IPs and CIDRs are reachable; `[]` is no network at
+   * all. At most 256 entries; exclusive with `networkDenylist`.
+   */
+  networkAllowlist?: string[] | null;
+  /** Everything but these domains, IPs and CIDRs is reachable. */
+  networkDenylist?: string[] | null;
   /** Lifetime from RUNNING, minutes (1..1440, -1 = none). Default 60. */
   timeoutMinutes?: number;
   idleTimeoutMinutes?: number | null;
@@ -99,6 +108,8 @@ export function createRequest(options: CreateSandboxOptions): CreateSandboxReque
   if (options.gpuCount !== undefined) body.gpu_count = options.gpuCount;
   if (options.gpuType !== undefined) body.gpu_type = options.gpuType;
   if (options.networkAccess !== undefined) body.network_access = options.networkAccess;
+  if (options.networkAllowlist !== undefined) body.network_allowlist = options.networkAllowlist;
+  if (options.networkDenylist !== undefined) body.network_denylist = options.networkDenylist;
   if (options.timeoutMinutes !== undefined) body.timeout_minutes = options.timeoutMinutes;
   if (options.idleTimeoutMinutes !== undefined) body.idle_timeout_minutes = options.idleTimeoutMinutes;
   if (options.env !== undefined) body.environment_vars = options.env;
@@ -144,6 +155,24 @@ export class Sandbox {
   /** A handle on an existing sandbox (reads it once; throws {@link NotFoundError} when unknown). */
   static async connect(client: CorralClient, id: string): Promise<Sandbox> {
     return new Sandbox(client, id, await client.sandboxes.get(id));
+  }
+
+  /** The egress policy, its generation and whether the runtime enforces it yet (`applied`). */
+  getEgressPolicy(): Promise<EgressPolicyStatus> {
+    return this.client.getEgressPolicy(this.id);
+  }
+
+  /**
+   * Replaces the egress policy (`{ allow: [...] }` or `{ deny: [...] }`; `{ deny: [] }` is open).
+   * The sandbox follows it within a second; `applied` in the answer says whether it already does.
+   */
+  setEgressPolicy(change: EgressPolicyChange): Promise<EgressPolicyStatus> {
+    return this.client.setEgressPolicy(this.id, change);
+  }
+
+  /** Recent DNS answers and connection attempts, oldest first. */
+  egressLog(options: EgressLogOptions = {}): Promise<EgressLogEntry[]> {
+    return this.client.egressLog(this.id, options);
   }
 
   /** Re-reads the sandbox. */

@@ -13,6 +13,7 @@ import { AccessEvents } from './services/access-events.js';
 import { ActivityTracker } from './services/activity-tracker.js';
 import { AuthService } from './services/auth-service.js';
 import { CreateHold } from './services/create-hold.js';
+import { EgressService } from './services/egress-service.js';
 import { GatewayTokens } from './services/gateway-tokens.js';
 import { QuotaService } from './services/quota-service.js';
 import { RateLimiter } from './services/rate-limiter.js';
@@ -109,7 +110,7 @@ export async function createCorralServer(
   const reconciler = new Reconciler(store, lifecycle, config.reconcileIntervalMs, log, { retentionMs: config.terminatedRetentionHours * 3_600_000 });
   let ready = false;
   const app = await buildApp(
-    { config, auth, sandboxes, quotas, createHold: new CreateHold(store, lifecycle, config.createWaitMs), registryCredentials, rateLimiter: new RateLimiter(config.rateLimits), gateway: { store, runtime, tokens, access, accessEvents, activity }, isReady: () => ready },
+    { config, auth, sandboxes, egress: new EgressService(store, sandboxes, lifecycle), quotas, createHold: new CreateHold(store, lifecycle, config.createWaitMs), registryCredentials, rateLimiter: new RateLimiter(config.rateLimits), gateway: { store, runtime, tokens, access, accessEvents, activity }, isReady: () => ready },
     log,
   );
   await reconciler.reconcile();

@@ -30,6 +30,8 @@ export type CreateSandboxRequest = {
   gpu_type?: "CPU_NODE" | "A10_24GB" | "A100_80GB" | "A100_40GB" | "A30_24GB" | "A40_48GB" | "B200_180GB" | "B300_262GB" | "GB200" | "GB300" | "RTX3070_8GB" | "RTX3080_10GB" | "RTX3080Ti_12GB" | "RTX3090_24GB" | "RTX3090Ti_24GB" | "RTX4070Ti_12GB" | "RTX4080_16GB" | "RTX4080Ti_16GB" | "RTX4090_24GB" | "RTX5090_32GB" | "H100_80GB" | "H200_96GB" | "GH200_96GB" | "H200_141GB" | "GH200_480GB" | "GH200_624GB" | "L4_24GB" | "L40_48GB" | "L40S_48GB" | "RTX4000_8GB" | "RTX5000_16GB" | "RTX6000_24GB" | "RTX8000_48GB" | "RTX2000Ada_16GB" | "RTX4000Ada_20GB" | "RTX5000Ada_32GB" | "RTX6000Ada_48GB" | "A2000_6GB" | "A4000_16GB" | "A4500_20GB" | "A5000_24GB" | "A6000_48GB" | "V100_16GB" | "V100_32GB" | "P100_16GB" | "T4_16GB" | "P4_8GB" | "P40_24GB" | "RTX_PRO_6000B_96GB" | "RTX_PRO_6000" | "H200" | null;
   vm?: boolean | null;
   network_access?: boolean;
+  network_allowlist?: Array<string> | null;
+  network_denylist?: Array<string> | null;
   timeout_minutes?: number;
   idle_timeout_minutes?: number | null;
   environment_vars?: Record<string, string> | null;
@@ -292,6 +294,52 @@ export type AuthorizeSandboxResponse = {
   user_ns: string;
   job_id: string;
   expires_at: string;
+};
+
+/** Success response of `GET /api/v1/sandbox/{sandbox_id}/egress-policy`. */
+export type GetEgressPolicyResponse = {
+  policy: {
+    allowlist: Array<string> | null;
+    denylist: Array<string> | null;
+  };
+  generation: number;
+  applied_generation: number;
+  applied: boolean;
+};
+
+/** Body of `PUT /api/v1/sandbox/{sandbox_id}/egress-policy`. */
+export type SetEgressPolicyRequest = {
+  allowlist?: Array<string> | null;
+  denylist?: Array<string> | null;
+};
+
+/** Success response of `PUT /api/v1/sandbox/{sandbox_id}/egress-policy`. */
+export type SetEgressPolicyResponse = {
+  policy: {
+    allowlist: Array<string> | null;
+    denylist: Array<string> | null;
+  };
+  generation: number;
+  applied_generation: number;
+  applied: boolean;
+};
+
+/** Query of `GET /api/v1/sandbox/{sandbox_id}/egress-log`. */
+export type GetEgressLogQuery = {
+  limit?: number;
+};
+
+/** Success response of `GET /api/v1/sandbox/{sandbox_id}/egress-log`. */
+export type GetEgressLogResponse = {
+  entries: Array<{
+    at: string;
+    kind: "dns" | "connect";
+    destination: string;
+    port: number | null;
+    protocol: string;
+    verdict: "allowed" | "denied";
+    answers?: Array<string>;
+  }>;
 };
 
 /** Body of `POST /api/v1/sandbox/{sandbox_id}/expose`. */
@@ -843,6 +891,9 @@ export const OPERATION_ROUTES = {
   GetSandboxLogs: { method: "GET", path: "/api/v1/sandbox/{sandbox_id}/logs" },
   GetSandboxErrorContext: { method: "GET", path: "/api/v1/sandbox/{sandbox_id}/error-context" },
   AuthorizeSandbox: { method: "POST", path: "/api/v1/sandbox/{sandbox_id}/auth" },
+  GetEgressPolicy: { method: "GET", path: "/api/v1/sandbox/{sandbox_id}/egress-policy" },
+  SetEgressPolicy: { method: "PUT", path: "/api/v1/sandbox/{sandbox_id}/egress-policy" },
+  GetEgressLog: { method: "GET", path: "/api/v1/sandbox/{sandbox_id}/egress-log" },
   ExposePort: { method: "POST", path: "/api/v1/sandbox/{sandbox_id}/expose" },
   ListExposedPorts: { method: "GET", path: "/api/v1/sandbox/{sandbox_id}/expose" },
   UnexposePort: { method: "DELETE", path: "/api/v1/sandbox/{sandbox_id}/expose/{exposure_id}" },
@@ -894,6 +945,9 @@ export const RESPONSE_SCHEMAS: Readonly<Record<string, JsonSchema>> = {
   GetSandboxLogs: {"type":"object","properties":{"logs":{"type":"string"}},"required":["logs"]},
   GetSandboxErrorContext: {"type":"object","properties":{"status":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorType":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["status","errorType","errorMessage"]},
   AuthorizeSandbox: {"type":"object","properties":{"token":{"type":"string"},"gateway_url":{"type":"string"},"user_ns":{"type":"string"},"job_id":{"type":"string"},"expires_at":{"type":"string"}},"required":["token","gateway_url","user_ns","job_id","expires_at"]},
+  GetEgressPolicy: {"type":"object","properties":{"policy":{"type":"object","properties":{"allowlist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"denylist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]}},"required":["allowlist","denylist"]},"generation":{"type":"integer"},"applied_generation":{"type":"integer"},"applied":{"type":"boolean"}},"required":["policy","generation","applied_generation","applied"]},
+  SetEgressPolicy: {"type":"object","properties":{"policy":{"type":"object","properties":{"allowlist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"denylist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]}},"required":["allowlist","denylist"]},"generation":{"type":"integer"},"applied_generation":{"type":"integer"},"applied":{"type":"boolean"}},"required":["policy","generation","applied_generation","applied"]},
+  GetEgressLog: {"type":"object","properties":{"entries":{"type":"array","items":{"type":"object","properties":{"at":{"type":"string"},"kind":{"type":"string"},"destination":{"type":"string"},"port":{"anyOf":[{"type":"integer"},{"type":"null"}]},"protocol":{"type":"string"},"verdict":{"type":"string"},"answers":{"type":"array","items":{"type":"string"}}},"required":["at","kind","destination","port","protocol","verdict"]}}},"required":["entries"]},
   ExposePort: {"type":"object","properties":{"exposure_id":{"type":"string"},"sandbox_id":{"type":"string"},"port":{"type":"integer"},"name":{"anyOf":[{"type":"string"},{"type":"null"}]},"protocol":{"type":"string"},"url":{"type":"string"},"tls_socket":{"type":"string"},"external_port":{"anyOf":[{"type":"integer"},{"type":"null"}]},"external_endpoint":{"anyOf":[{"type":"string"},{"type":"null"}]},"created_at":{"type":"string"},"auth":{"type":"string"},"access_token":{"type":"string"}},"required":["exposure_id","sandbox_id","port","name","protocol","url","tls_socket"]},
   ListExposedPorts: {"type":"object","properties":{"exposures":{"type":"array","items":{"type":"object","properties":{"exposure_id":{"type":"string"},"sandbox_id":{"type":"string"},"port":{"type":"integer"},"name":{"anyOf":[{"type":"string"},{"type":"null"}]},"protocol":{"anyOf":[{"type":"string"},{"type":"null"}]},"url":{"type":"string"},"tls_socket":{"type":"string"},"external_port":{"anyOf":[{"type":"integer"},{"type":"null"}]},"external_endpoint":{"anyOf":[{"type":"string"},{"type":"null"}]},"created_at":{"anyOf":[{"type":"string"},{"type":"null"}]},"auth":{"type":"string"}},"required":["exposure_id","sandbox_id","port","name","protocol","url","tls_socket","external_port","external_endpoint","created_at"]}}},"required":["exposures"]},
   UnexposePort: {"type":"object","properties":{"success":{"type":"boolean"},"message":{"type":"string"}},"required":["success","message"]},

@@ -11,6 +11,9 @@ import type {
   DeleteSandboxResponse,
   ExposePortRequest,
   ExposePortResponse,
+  GetEgressLogQuery,
+  GetEgressLogResponse,
+  GetEgressPolicyResponse,
   GetSandboxErrorContextResponse,
   GetSandboxLogsResponse,
   GetSandboxResponse,
@@ -18,6 +21,8 @@ import type {
   ListExposedPortsResponse,
   ListSandboxesQuery,
   ListSandboxesResponse,
+  SetEgressPolicyRequest,
+  SetEgressPolicyResponse,
   UnexposePortResponse,
   UpdateSandboxRequest,
   UpdateSandboxResponse,
@@ -96,6 +101,21 @@ export class SandboxesApi {
   /** `POST /sandbox/{id}/auth`: a gateway token. Prefer the client's token cache (`client.gateway`). */
   auth(id: string): Promise<AuthorizeSandboxResponse> {
     return this.http.call('POST', `/sandbox/${seg(id)}/auth`, { idempotent: true, operation: 'AuthorizeSandbox' });
+  }
+
+  /** `GET /sandbox/{id}/egress-policy`: the policy, its generation and whether it is applied. */
+  getEgressPolicy(id: string): Promise<GetEgressPolicyResponse> {
+    return this.http.call('GET', `/sandbox/${seg(id)}/egress-policy`, { operation: 'GetEgressPolicy' });
+  }
+
+  /** `PUT /sandbox/{id}/egress-policy`: replaces the policy; a running sandbox follows it within a second. */
+  setEgressPolicy(id: string, body: SetEgressPolicyRequest): Promise<SetEgressPolicyResponse> {
+    return this.http.call('PUT', `/sandbox/${seg(id)}/egress-policy`, { body, idempotent: true, operation: 'SetEgressPolicy' });
+  }
+
+  /** `GET /sandbox/{id}/egress-log` (Corral's own): recent DNS answers and connection attempts, oldest first. */
+  egressLog(id: string, query: GetEgressLogQuery = {}): Promise<GetEgressLogResponse> {
+    return this.http.call('GET', `/sandbox/${seg(id)}/egress-log`, { query, operation: 'GetEgressLog' });
   }
 
   /** `POST /sandbox/{id}/expose`: an HTTP URL or a TCP endpoint for a port in the sandbox. */

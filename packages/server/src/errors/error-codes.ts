@@ -47,6 +47,10 @@ export const ERROR_STATUS = {
   NOT_IMPLEMENTED: 501,
   /** The host cannot provide what was asked for (for example: GPUs on a host without any). */
   UNSUPPORTED_RESOURCE: 422,
+  /** The runtime driver does not enforce egress policies: only open egress and no network can be asked for. */
+  EGRESS_UNSUPPORTED: 422,
+  /** The sandbox was created without network: its egress can only stay closed (an empty allow list). */
+  EGRESS_NO_NETWORK: 409,
   /** The server is shutting down or a dependency is unavailable; retry later. */
   SERVICE_UNAVAILABLE: 503,
   /** A bug: the server failed in a way it did not expect. Reported with a request id. */

@@ -8,6 +8,7 @@ import type { AccessEvents } from '../services/access-events.js';
 import type { ActivityTracker } from '../services/activity-tracker.js';
 import type { AuthService, Principal } from '../services/auth-service.js';
 import type { CreateHold } from '../services/create-hold.js';
+import type { EgressService } from '../services/egress-service.js';
 import type { GatewayTokens } from '../services/gateway-tokens.js';
 import type { SandboxRuntime } from '../runtime/runtime.js';
 import type { Store } from '../store/store.js';
@@ -19,6 +20,7 @@ import { registerGateway } from '../gateway/index.js';
 import { answerContinueEarly } from './early-continue.js';
 import { errorHandler, frameworkErrorHandler } from './error-handler.js';
 import { registerAdminRoutes } from './routes/admin-routes.js';
+import { registerEgressRoutes } from './routes/egress-routes.js';
 import { registerQuotaRoutes } from './routes/quota-routes.js';
 import { registerExposureRoutes } from './routes/exposure-routes.js';
 import { registerHealthRoutes } from './routes/health-routes.js';
@@ -46,6 +48,8 @@ export interface AppServices {
   config: CorralConfig;
   auth: AuthService;
   sandboxes: SandboxService;
+  /** Sandboxes' egress policies and logs. */
+  egress: EgressService;
   /** Per-user and per-team quotas over active sandboxes. */
   quotas: QuotaService;
   /** Holds `POST /sandbox` answers while their sandbox starts. */
@@ -151,6 +155,7 @@ export async function buildApp(services: AppServices, logger: Logger | false = f
     async (api) => {
       registerSandboxRoutes(api, services);
       registerSandboxActionRoutes(api, services);
+      registerEgressRoutes(api, services);
       registerExposureRoutes(api, services);
       registerTunnelRoutes(api);
       registerAdminRoutes(api, services);

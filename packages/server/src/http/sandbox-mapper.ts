@@ -19,9 +19,10 @@ export function toSandboxResponse(s: SandboxRecord): SandboxResponse {
     gpuCount: s.gpuCount,
     gpuType: s.gpuType,
     vm: s.vm,
-    networkAccess: s.networkAccess,
-    networkAllowlist: null,
-    networkDenylist: null,
+    // Legacy view of the policy: false exactly when the allow list is empty (no egress at all).
+    networkAccess: !(s.networkAllowlist !== null && s.networkAllowlist.length === 0),
+    networkAllowlist: s.networkAllowlist,
+    networkDenylist: s.networkDenylist,
     status: s.status,
     timeoutMinutes: s.timeoutMinutes,
     idleTimeoutMinutes: s.idleTimeoutMinutes,

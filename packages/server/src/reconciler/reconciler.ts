@@ -26,6 +26,10 @@ export interface ReconcileReport {
   removeFailed: string[];
   /** Ended rows deleted because they passed the retention period. */
   purged: number;
+  /** Running sandboxes whose egress policy was (re-)applied to the runtime this pass. */
+  egressApplied: string[];
+  /** Running sandboxes whose egress policy could not be applied; retried with backoff. */
+  egressFailed: string[];
 }
 
 /** Tuning of {@link Reconciler}. */
@@ -47,7 +51,9 @@ export interface ReconcilerOptions {
  *   adopted when their container is already running;
  * - containers with no live row → removed (ended rows keep theirs for a grace period, for logs);
  *   a removal that fails is retried on later passes, with backoff, until the container is gone;
- * - ended rows older than the retention period → deleted.
+ * - ended rows older than the retention period → deleted;
+ * - a RUNNING sandbox whose egress policy generation is not applied yet, or whose policy this
+ *   process's runtime was never given (after a restart) → applied (`EgressApplier`), with backoff.
  *
  * The pass works from an in-memory view of this instance's active rows: the whole set is read at
  * the first pass and every `fullResyncMs`; the passes between read only the rows written since the
@@ -154,6 +160,8 @@ export class Reconciler {
       orphansRemoved: [],
       removeFailed: [],
       purged: 0,
+      egressApplied: [],
+      egressFailed: [],
     };
     const live = await this.refreshView(now);
     const runtime = this.lifecycle.runtime;
@@ -165,7 +173,8 @@ export class Reconciler {
     if (runtime) await this.removeOrphans(containers, now, report);
     report.purged = await this.store.purgeEndedSandboxes(new Date(now - this.retentionMs).toISOString(), 1000);
     const changed =
-      report.timedOut.length + report.idled.length + report.lost.length + report.exited.length + report.orphansRemoved.length + report.removeFailed.length + report.purged;
+      report.timedOut.length + report.idled.length + report.lost.length + report.exited.length + report.orphansRemoved.length + report.removeFailed.length + report.purged +
+      report.egressApplied.length + report.egressFailed.length;
     if (changed > 0) this.log.info(report, 'reconciled');
     return report;
   }
@@ -193,6 +202,13 @@ export class Reconciler {
         await this.lifecycle.recordExit(sandbox.id, container.exitCode ?? 0, container.oomKilled);
         this.view.delete(sandbox.id);
         report.exited.push(sandbox.id);
+      } else if (this.lifecycle.egress.needsApply(sandbox)) {
+        try {
+          await this.lifecycle.egress.apply(sandbox.id);
+          report.egressApplied.push(sandbox.id);
+        } catch {
+          report.egressFailed.push(sandbox.id);
+        }
       }
     } else if ((sandbox.status === 'PENDING' || sandbox.status === 'PROVISIONING') && runtime) {
       if (this.lifecycle.isProvisioning(sandbox.id)) return;

@@ -128,6 +128,12 @@ export interface EgressLogEntry {
 export interface RuntimeCapabilities {
   gpuCount: number;
   gpuTypes: string[];
+  /**
+   * The driver enforces `SandboxSpec.egress` at create and implements `setEgressPolicy` and
+   * `egressLog`. Absent or false: the API refuses (422 `EGRESS_UNSUPPORTED`) every policy but open
+   * and no network, rather than run a sandbox unrestricted.
+   */
+  egressPolicy?: boolean;
 }
 
 /** The isolation a driver's sandboxes really get; `GET /healthz` reports it and the server logs it at startup. */

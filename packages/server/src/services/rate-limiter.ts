@@ -20,6 +20,10 @@ export const PRIME_RATE_LIMITS = {
   'sandbox.errorContext': { limit: 600, windowSeconds: 60, perSandbox: true },
   'sandbox.logs': { limit: 300, windowSeconds: 60, perSandbox: true },
   'sandbox.batchStatus': { limit: 1000, windowSeconds: 60, perSandbox: false },
+  // Corral's own (Prime publishes no limits for these): like `sandbox.get` / `sandbox.update`.
+  'sandbox.egressPolicy.get': { limit: 300, windowSeconds: 60, perSandbox: true },
+  'sandbox.egressPolicy.set': { limit: 60, windowSeconds: 60, perSandbox: true },
+  'sandbox.egressLog': { limit: 300, windowSeconds: 60, perSandbox: true },
   'expose.create': { limit: 20, windowSeconds: 60, perSandbox: true },
   'expose.list': { limit: 60, windowSeconds: 60, perSandbox: true },
   'expose.delete': { limit: 20, windowSeconds: 60, perSandbox: true },

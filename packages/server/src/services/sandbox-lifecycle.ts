@@ -4,13 +4,20 @@ import { Semaphore } from '../util/semaphore.js';
 import { RuntimeError, type RuntimeEvent, type SandboxRuntime, type SandboxSpec } from '../runtime/runtime.js';
 import type { Store } from '../store/store.js';
 import { nowIso } from '../util/time.js';
+import { EgressApplier, egressPolicyOf, enforcesEgress, isOpenEgress } from './egress-applier.js';
 import { ACTIVE_STATUSES, DISK_MOUNT_PATH, TERMINAL_STATUSES, type SandboxPatch, type SandboxRecord } from './sandbox-model.js';
 
 const GIB = 1024 ** 3;
 
-/** The runtime spec for a stored sandbox. */
+/**
+ * The runtime spec for a stored sandbox. A sandbox without network (`network_access: false` or an
+ * empty allow list at create) gets `networkAccess: false`: only `lo`. One with network gets its
+ * egress policy, unless the policy is open.
+ */
 export function specFor(sandbox: SandboxRecord, pidsLimit: number): SandboxSpec {
+  const policy = egressPolicyOf(sandbox);
   return {
+    ...(sandbox.networkAccess && !isOpenEgress(policy) ? { egress: policy } : {}),
     sandboxId: sandbox.id,
     image: sandbox.dockerImage,
     startCommand: sandbox.startCommand,
@@ -36,6 +43,8 @@ export class SandboxLifecycle {
   private readonly unsubscribe: (() => void) | null;
   /** At most `maxConcurrentProvisioning` creates run at once; the rest wait (PENDING) in arrival order. */
   private readonly provisioning: Semaphore;
+  /** Hands egress policies to the runtime; the reconciler and the egress routes use it too. */
+  readonly egress: EgressApplier;
 
   constructor(
     private readonly store: Store,
@@ -45,6 +54,7 @@ export class SandboxLifecycle {
   ) {
     this.unsubscribe = runtime ? runtime.onEvent((event) => void this.onRuntimeEvent(event)) : null;
     this.provisioning = new Semaphore(config.maxConcurrentProvisioning);
+    this.egress = new EgressApplier(store, runtime, log, config.instanceId);
   }
 
   /** The server instance whose sandboxes this lifecycle runs. */
@@ -87,6 +97,9 @@ export class SandboxLifecycle {
     let runtimeId: string;
     try {
       const spec = specFor(sandbox, this.config.pidsLimit);
+      if (spec.egress && !enforcesEgress(runtime)) {
+        throw new RuntimeError('UNSUPPORTED', `The ${runtime.name} runtime driver does not enforce egress policies; the sandbox was not started unrestricted`);
+      }
       if (sandbox.registryCredentialsId !== null) {
         const credential = await this.store.getRegistryCredential(sandbox.registryCredentialsId);
         if (!credential) throw new RuntimeError('IMAGE_PULL_FAILED', `Registry credentials ${sandbox.registryCredentialsId} no longer exist`);
@@ -107,12 +120,18 @@ export class SandboxLifecycle {
       return;
     }
     const now = nowIso();
+    this.egress.noteCreated(sandboxId, sandbox.egressGeneration);
     const running = await this.store.updateSandbox(
       sandboxId,
-      { status: 'RUNNING', runtimeId, startedAt: now, lastActivityAt: now },
+      { status: 'RUNNING', runtimeId, startedAt: now, lastActivityAt: now, egressAppliedGeneration: sandbox.egressGeneration },
       ['PROVISIONING'],
     );
+    if (running && running.egressGeneration > sandbox.egressGeneration) {
+      // The policy changed while the container was starting: apply the newer one now (the reconciler retries).
+      this.egress.apply(sandboxId).catch(() => undefined);
+    }
     if (!running) {
+      this.egress.forget(sandboxId);
       // Deleted (or timed out) while the container was starting: it must not outlive its row.
       await this.store.updateSandbox(sandboxId, { runtimeId });
       await this.removeQuietly(runtimeId);
@@ -126,6 +145,7 @@ export class SandboxLifecycle {
    */
   async terminate(sandbox: SandboxRecord, patch: SandboxPatch): Promise<SandboxRecord | undefined> {
     const ended = await this.store.updateSandbox(sandbox.id, { terminatedAt: nowIso(), ...patch }, ACTIVE_STATUSES);
+    this.egress.forget(sandbox.id);
     const current = ended ?? (await this.store.getSandbox(sandbox.id));
     if (current?.runtimeId) await this.removeContainer(current.id, current.runtimeId);
     return ended;
@@ -155,6 +175,7 @@ export class SandboxLifecycle {
         }
       : { status: 'TERMINATED', exitCode, terminationReason: 'exited', terminatedAt: nowIso() };
     await this.store.updateSandbox(sandboxId, patch, ['RUNNING', 'PROVISIONING']);
+    this.egress.forget(sandboxId);
   }
 
   private async onRuntimeEvent(event: RuntimeEvent): Promise<void> {
@@ -191,6 +212,7 @@ export class SandboxLifecycle {
   /** Waits for in-flight provisioning and stops listening to runtime events. */
   async close(): Promise<void> {
     await Promise.allSettled([...this.inFlight.values()]);
+    await this.egress.settle();
     this.unsubscribe?.();
   }
 }

@@ -33,7 +33,19 @@ export interface SandboxRecord {
   gpuCount: number;
   gpuType: string | null;
   vm: boolean;
+  /**
+   * Whether the sandbox has (or gets) a network interface: false for `network_access: false` and
+   * for an empty allow list at create. Fixed at create; the egress policy below narrows it.
+   */
   networkAccess: boolean;
+  /** The egress allow list, normalized; null: none. `[]` is no egress at all. */
+  networkAllowlist: string[] | null;
+  /** The egress deny list, normalized; null: none. At most one of the two lists is non-null. */
+  networkDenylist: string[] | null;
+  /** The policy's generation: 1 at create, bumped by every `PUT …/egress-policy`. */
+  egressGeneration: number;
+  /** The newest generation the runtime enforces; 0 until the sandbox runs. */
+  egressAppliedGeneration: number;
   status: SandboxStatus;
   timeoutMinutes: number;
   idleTimeoutMinutes: number | null;
@@ -84,5 +96,6 @@ export type SandboxPatch = Partial<
     | 'runtimeId'
     | 'runtimeOwner'
     | 'idleTimeoutMinutes'
+    | 'egressAppliedGeneration'
   >
 >;

@@ -7,6 +7,8 @@ import { newId } from '../util/ids.js';
 import { nowIso } from '../util/time.js';
 import type { Principal } from './auth-service.js';
 import type { GatewayTokens } from './gateway-tokens.js';
+import { enforcesEgress, isOpenEgress } from './egress-applier.js';
+import { egressUnsupported, resolveCreateEgress } from './egress-service.js';
 import { QuotaExceededError, QuotaService } from './quota-service.js';
 import type { RegistryCredentialsService } from './registry-credentials-service.js';
 import type { SandboxLifecycle } from './sandbox-lifecycle.js';
@@ -24,7 +26,12 @@ export interface CreateSandboxInput {
   gpuCount: number;
   gpuType: string | null;
   vm: boolean;
-  networkAccess: boolean;
+  /** The legacy switch; null when the request did not give it. `false` is `networkAllowlist: []`. */
+  networkAccess: boolean | null;
+  /** Only what it names is reachable; `[]`: no egress at all. Exclusive with `networkDenylist`. */
+  networkAllowlist: string[] | null;
+  /** Everything but what it names is reachable. */
+  networkDenylist: string[] | null;
   timeoutMinutes: number;
   idleTimeoutMinutes: number | null;
   environmentVars: Record<string, string> | null;
@@ -117,6 +124,9 @@ export class SandboxService {
    */
   async create(caller: Principal, input: CreateSandboxInput): Promise<SandboxRecord> {
     this.checkCreate(caller, input);
+    const network = resolveCreateEgress(input);
+    const runtime = this.lifecycle.runtime;
+    if (runtime && network.networkAccess && !isOpenEgress(network.policy) && !enforcesEgress(runtime)) throw egressUnsupported(runtime.name, network.field);
     await this.checkDisk(input.diskSizeGb);
     if (input.registryCredentialsId !== null && !(await this.registryCredentials.usable(caller, input.registryCredentialsId))) {
       throw ApiError.invalid('registry_credentials_id', `no registry credentials ${input.registryCredentialsId} that you may use`);
@@ -133,7 +143,11 @@ export class SandboxService {
       gpuCount: input.gpuCount,
       gpuType: input.gpuType,
       vm: input.vm,
-      networkAccess: input.networkAccess,
+      networkAccess: network.networkAccess,
+      networkAllowlist: network.policy.allowlist,
+      networkDenylist: network.policy.denylist,
+      egressGeneration: 1,
+      egressAppliedGeneration: 0,
       status: 'PENDING',
       timeoutMinutes: input.timeoutMinutes,
       idleTimeoutMinutes: input.idleTimeoutMinutes,

@@ -41,6 +41,10 @@ function rowToSandbox(row: SandboxRow): SandboxRecord {
     gpuType: row.gpu_type,
     vm: Number(row.vm) === 1,
     networkAccess: Number(row.network_access) === 1,
+    networkAllowlist: parseJson<string[]>(row.network_allowlist),
+    networkDenylist: parseJson<string[]>(row.network_denylist),
+    egressGeneration: Number(row.egress_generation),
+    egressAppliedGeneration: Number(row.egress_applied_generation),
     status: row.status as SandboxStatus,
     timeoutMinutes: Number(row.timeout_minutes),
     idleTimeoutMinutes: row.idle_timeout_minutes === null ? null : Number(row.idle_timeout_minutes),
@@ -82,6 +86,10 @@ function sandboxToRow(s: SandboxRecord): SandboxRow {
     gpu_type: s.gpuType,
     vm: s.vm ? 1 : 0,
     network_access: s.networkAccess ? 1 : 0,
+    network_allowlist: toJson(s.networkAllowlist),
+    network_denylist: toJson(s.networkDenylist),
+    egress_generation: s.egressGeneration,
+    egress_applied_generation: s.egressAppliedGeneration,
     status: s.status,
     timeout_minutes: s.timeoutMinutes,
     idle_timeout_minutes: s.idleTimeoutMinutes,
@@ -125,6 +133,7 @@ const PATCH_COLUMNS: { [K in keyof Required<SandboxPatch>]: keyof SandboxesTable
   runtimeId: 'runtime_id',
   runtimeOwner: 'runtime_owner',
   idleTimeoutMinutes: 'idle_timeout_minutes',
+  egressAppliedGeneration: 'egress_applied_generation',
 };
 
 function rowToUser(row: Selectable<UsersTable>): UserRecord {
@@ -416,6 +425,46 @@ export class KyselyStore implements Store {
     });
     if (updated) for (const listener of this.updateListeners) listener(updated);
     return updated;
+  }
+
+  async setSandboxEgress(
+    id: string,
+    lists: { allowlist: string[] | null; denylist: string[] | null },
+    expectStatus: readonly SandboxStatus[],
+  ): Promise<SandboxRecord | undefined> {
+    if (expectStatus.length === 0) return undefined;
+    const updated = await this.db.transaction().execute(async (trx) => {
+      const result = await trx
+        .updateTable('sandboxes')
+        .set((eb) => ({
+          network_allowlist: toJson(lists.allowlist),
+          network_denylist: toJson(lists.denylist),
+          egress_generation: eb('egress_generation', '+', 1),
+          updated_at: new Date().toISOString(),
+        }))
+        .where('id', '=', id)
+        .where('status', 'in', [...expectStatus])
+        .executeTakeFirst();
+      if (Number(result.numUpdatedRows) === 0) return undefined;
+      return rowToSandbox(await trx.selectFrom('sandboxes').selectAll().where('id', '=', id).executeTakeFirstOrThrow());
+    });
+    if (updated) for (const listener of this.updateListeners) listener(updated);
+    return updated;
+  }
+
+  async markEgressApplied(id: string, generation: number): Promise<SandboxRecord | undefined> {
+    const updated = await this.db.transaction().execute(async (trx) => {
+      const result = await trx
+        .updateTable('sandboxes')
+        .set({ egress_applied_generation: generation, updated_at: new Date().toISOString() })
+        .where('id', '=', id)
+        .where('egress_applied_generation', '<', generation)
+        .executeTakeFirst();
+      const row = await trx.selectFrom('sandboxes').selectAll().where('id', '=', id).executeTakeFirst();
+      return { row: row ? rowToSandbox(row) : undefined, changed: Number(result.numUpdatedRows) > 0 };
+    });
+    if (updated.changed && updated.row) for (const listener of this.updateListeners) listener(updated.row);
+    return updated.row;
   }
 
   onSandboxUpdated(listener: (sandbox: SandboxRecord) => void): () => void {

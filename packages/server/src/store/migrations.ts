@@ -207,6 +207,19 @@ migrations['0005_access_quotas'] = {
   },
 };
 
+migrations['0006_egress_policy'] = {
+  async up(db: Kysely<unknown>): Promise<void> {
+    // The egress policy (JSON arrays; null = no list) and its generations. SQLite adds one column per statement.
+    await db.schema.alterTable('sandboxes').addColumn('network_allowlist', 'text').execute();
+    await db.schema.alterTable('sandboxes').addColumn('network_denylist', 'text').execute();
+    await db.schema.alterTable('sandboxes').addColumn('egress_generation', 'integer', (c) => c.notNull().defaultTo(1)).execute();
+    await db.schema.alterTable('sandboxes').addColumn('egress_applied_generation', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+    // Earlier rows: `network_access: false` is the empty allow list; what started was enforced as created.
+    await sql`update sandboxes set network_allowlist = '[]' where network_access = 0`.execute(db);
+    await sql`update sandboxes set egress_applied_generation = 1 where status not in ('PENDING', 'PROVISIONING')`.execute(db);
+  },
+};
+
 /** Hands Kysely's migrator the migrations above. */
 export const migrationProvider: MigrationProvider = {
   getMigrations: () => Promise.resolve(migrations),

@@ -12,6 +12,11 @@ export interface SandboxesTable {
   gpu_type: string | null;
   vm: number;
   network_access: number;
+  /** JSON array, or null for no list (migration 0006). */
+  network_allowlist: string | null;
+  network_denylist: string | null;
+  egress_generation: number;
+  egress_applied_generation: number;
   status: string;
   timeout_minutes: number;
   idle_timeout_minutes: number | null;

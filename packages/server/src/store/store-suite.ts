@@ -516,6 +516,53 @@ export function runStoreSuite(name: string, open: () => Promise<Store>): void {
       });
     });
 
+    describe('sandboxes: egress policy', () => {
+      test('stores both lists (null = no list, [] kept apart from null) and the generations', async () => {
+        const allow = sandbox({ networkAccess: true, networkAllowlist: ['*.example.test', '198.51.100.0/24'], egressGeneration: 1, egressAppliedGeneration: 0 });
+        const none = sandbox({ networkAllowlist: [] });
+        const deny = sandbox({ networkAccess: true, networkDenylist: ['evil.test'] });
+        await insertAll([allow, none, deny]);
+        const [a, n, d] = await Promise.all([allow, none, deny].map((s) => store.getSandbox(s.id)));
+        assert.deepEqual([a?.networkAllowlist, a?.networkDenylist, a?.egressGeneration, a?.egressAppliedGeneration], [['*.example.test', '198.51.100.0/24'], null, 1, 0]);
+        assert.deepEqual([n?.networkAllowlist, n?.networkDenylist], [[], null]);
+        assert.deepEqual([d?.networkAllowlist, d?.networkDenylist], [null, ['evil.test']]);
+      });
+
+      test('setSandboxEgress replaces the lists and bumps the generation, only in the expected statuses', async () => {
+        const s = sandbox({ networkAccess: true, status: 'RUNNING', networkAllowlist: ['a.test'] });
+        await insertAll([s]);
+        const seen: SandboxRecord[] = [];
+        const stop = store.onSandboxUpdated((row) => row.id === s.id && seen.push(row));
+        const first = await store.setSandboxEgress(s.id, { allowlist: null, denylist: ['b.test'] }, ['RUNNING']);
+        assert.deepEqual([first?.networkAllowlist, first?.networkDenylist, first?.egressGeneration], [null, ['b.test'], 2]);
+        const second = await store.setSandboxEgress(s.id, { allowlist: [], denylist: null }, ['RUNNING', 'PENDING']);
+        assert.deepEqual([second?.networkAllowlist, second?.networkDenylist, second?.egressGeneration], [[], null, 3]);
+        assert.equal(await store.setSandboxEgress(s.id, { allowlist: null, denylist: null }, ['TERMINATED']), undefined);
+        assert.equal(await store.setSandboxEgress(unique('sb'), { allowlist: null, denylist: null }, ['RUNNING']), undefined);
+        assert.equal((await store.getSandbox(s.id))?.egressGeneration, 3);
+        stop();
+        assert.deepEqual(seen.map((row) => row.egressGeneration), [2, 3]);
+      });
+
+      test('concurrent policy changes each bump the generation once', async () => {
+        const s = sandbox({ networkAccess: true, status: 'RUNNING' });
+        await insertAll([s]);
+        await Promise.all(Array.from({ length: 8 }, (_, i) => store.setSandboxEgress(s.id, { allowlist: [`h${i}.test`], denylist: null }, ['RUNNING'])));
+        assert.equal((await store.getSandbox(s.id))?.egressGeneration, 9);
+      });
+
+      test('markEgressApplied raises the applied generation and never lowers it', async () => {
+        const s = sandbox({ networkAccess: true, status: 'RUNNING', egressGeneration: 5, egressAppliedGeneration: 0 });
+        await insertAll([s]);
+        assert.equal((await store.markEgressApplied(s.id, 4))?.egressAppliedGeneration, 4);
+        assert.equal((await store.markEgressApplied(s.id, 2))?.egressAppliedGeneration, 4);
+        assert.equal((await store.markEgressApplied(s.id, 5))?.egressAppliedGeneration, 5);
+        assert.equal(await store.markEgressApplied(unique('sb'), 1), undefined);
+        const patched = await store.updateSandbox(s.id, { egressAppliedGeneration: 6 });
+        assert.equal(patched?.egressAppliedGeneration, 6);
+      });
+    });
+
     describe('users, teams and members', () => {
       test('users: insert, get, get by name, list, duplicate name', async () => {
         const admin = user({ email: 'admin@example.com', isAdmin: true, createdAt: at(1) });

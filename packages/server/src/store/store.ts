@@ -113,6 +113,16 @@ export interface Store {
    */
   updateSandbox(id: string, patch: SandboxPatch, expectStatus?: readonly SandboxStatus[]): Promise<SandboxRecord | undefined>;
   /**
+   * Replaces a sandbox's egress lists and bumps `egressGeneration` by one, in one statement;
+   * only while its status is one of `expectStatus`. Returns the row, or undefined.
+   */
+  setSandboxEgress(id: string, lists: { allowlist: string[] | null; denylist: string[] | null }, expectStatus: readonly SandboxStatus[]): Promise<SandboxRecord | undefined>;
+  /**
+   * Records that the runtime enforces generation `generation`: raises `egressAppliedGeneration`
+   * to it, never lowers it. Returns the row (undefined when the sandbox does not exist).
+   */
+  markEgressApplied(id: string, generation: number): Promise<SandboxRecord | undefined>;
+  /**
    * Calls `listener` with the row after every `updateSandbox` this process commits (not other
    * replicas'). Returns the function that stops the calls. Held creates wait on this.
    */

@@ -16,11 +16,31 @@ import {
 /**
  * A runtime whose `create` finishes only when the test opens the sandbox's gate, so tests can
  * hold a sandbox in PROVISIONING as long as they like. It runs nothing: exec and files throw.
+ *
+ * Egress: it claims to enforce policies (`egressPolicy: true`) unless built with
+ * `{ egress: false }`, records every policy it is given (at create and through
+ * `setEgressPolicy`), answers `egressLog` from {@link egressLogs}, and can be made to fail or
+ * stall `setEgressPolicy` ({@link failEgress}, {@link egressDelayMs}).
  */
 export class GatedRuntime implements SandboxRuntime {
   readonly name = 'gated';
   /** Sandbox ids `create` was called for, in order. */
   readonly created: string[] = [];
+  /** The spec `create` was given, by sandbox id. */
+  readonly specs = new Map<string, SandboxSpec>();
+  /** Every policy `setEgressPolicy` was given, by runtime id, in order. */
+  readonly egressPolicies = new Map<string, EgressPolicy[]>();
+  /** What `egressLog` answers, by runtime id. */
+  readonly egressLogs = new Map<string, EgressLogEntry[]>();
+  /** While set, `setEgressPolicy` throws this (a `RuntimeError` kind). */
+  failEgress: 'UNSUPPORTED' | 'RUNTIME_ERROR' | null = null;
+  /** How long `setEgressPolicy` takes. */
+  egressDelayMs = 0;
+  private readonly enforcesEgress: boolean;
+
+  constructor(options: { /** Whether it claims to enforce egress policies (default true). */ egress?: boolean } = {}) {
+    this.enforcesEgress = options.egress ?? true;
+  }
   private readonly containers = new Map<string, RuntimeSandboxState>();
   private readonly gates = new Map<string, { open: () => void; opened: Promise<void> }>();
   private readonly startedWaiters: Array<{ id: string; resolve: () => void }> = [];
@@ -56,7 +76,7 @@ export class GatedRuntime implements SandboxRuntime {
 
   async init(): Promise<void> {}
   capabilities(): RuntimeCapabilities {
-    return { gpuCount: 0, gpuTypes: [] };
+    return { gpuCount: 0, gpuTypes: [], egressPolicy: this.enforcesEgress };
   }
   /** Runs nothing, so it isolates nothing: reported as such. */
   isolation(): RuntimeIsolation {
@@ -68,6 +88,7 @@ export class GatedRuntime implements SandboxRuntime {
   }
   async create(spec: SandboxSpec): Promise<{ runtimeId: string }> {
     this.created.push(spec.sandboxId);
+    this.specs.set(spec.sandboxId, spec);
     for (const waiter of this.startedWaiters.filter((w) => w.id === spec.sandboxId)) waiter.resolve();
     const runtimeId = `gated-${spec.sandboxId}`;
     this.containers.set(runtimeId, { sandboxId: spec.sandboxId, runtimeId, running: true, exitCode: null, oomKilled: false });
@@ -98,14 +119,22 @@ export class GatedRuntime implements SandboxRuntime {
   async list(): Promise<RuntimeSandboxState[]> {
     return [...this.containers.values()];
   }
-  /** Not enforced by this driver yet: refused rather than ignored. */
-  async setEgressPolicy(runtimeId: string, _policy: EgressPolicy): Promise<void> {
-    throw new RuntimeError('UNSUPPORTED', `egress policies are not enforced by this driver yet (sandbox ${runtimeId})`);
+  /** Records the policy (after `egressDelayMs`), or throws `failEgress`; refuses when built without egress. */
+  async setEgressPolicy(runtimeId: string, policy: EgressPolicy): Promise<void> {
+    if (!this.enforcesEgress) throw new RuntimeError('UNSUPPORTED', `egress policies are not enforced by the gated runtime (sandbox ${runtimeId})`);
+    if (this.egressDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.egressDelayMs));
+    if (this.failEgress) throw new RuntimeError(this.failEgress, `egress policy refused by the test (sandbox ${runtimeId})`);
+    if (!this.containers.has(runtimeId)) throw new RuntimeError('NOT_FOUND', `no sandbox ${runtimeId}`);
+    const list = this.egressPolicies.get(runtimeId) ?? [];
+    list.push({ allowlist: policy.allowlist === null ? null : [...policy.allowlist], denylist: policy.denylist === null ? null : [...policy.denylist] });
+    this.egressPolicies.set(runtimeId, list);
   }
 
-  /** Not recorded by this driver yet. */
-  async egressLog(runtimeId: string, _limit: number): Promise<EgressLogEntry[]> {
-    throw new RuntimeError('UNSUPPORTED', `egress logs are not recorded by this driver yet (sandbox ${runtimeId})`);
+  /** The last `limit` entries of `egressLogs`; refuses when built without egress. */
+  async egressLog(runtimeId: string, limit: number): Promise<EgressLogEntry[]> {
+    if (!this.enforcesEgress) throw new RuntimeError('UNSUPPORTED', `egress logs are not recorded by the gated runtime (sandbox ${runtimeId})`);
+    if (!this.containers.has(runtimeId)) throw new RuntimeError('NOT_FOUND', `no sandbox ${runtimeId}`);
+    return (this.egressLogs.get(runtimeId) ?? []).slice(-limit);
   }
 
   onEvent(): () => void {

@@ -17,6 +17,20 @@ interface CreateOptions {
   label?: string[];
   teamId?: string;
   wait?: boolean;
+  allow?: string[];
+  deny?: string[];
+  /** False with `--no-network`. */
+  network?: boolean;
+}
+
+/** The egress fields the flags ask for; throws on flags that contradict each other. */
+export function createEgress(options: Pick<CreateOptions, 'allow' | 'deny' | 'network'>): { networkAllowlist?: string[]; networkDenylist?: string[] } {
+  const given = [options.allow !== undefined, options.deny !== undefined, options.network === false].filter(Boolean).length;
+  if (given > 1) throw new Error('give one of --allow, --deny or --no-network');
+  if (options.network === false) return { networkAllowlist: [] };
+  if (options.allow) return { networkAllowlist: options.allow };
+  if (options.deny) return { networkDenylist: options.deny };
+  return {};
 }
 
 const FRAMES = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
@@ -44,6 +58,9 @@ export function registerCreate(sandbox: Command): void {
     .option('--secret <K=V>', 'secret environment variable, masked when read back (repeatable)', collect)
     .option('-l, --label <label>', 'label (repeatable)', collect)
     .option('--team-id <id>', 'create it in a team')
+    .option('--allow <entry>', 'egress only to this domain (*.leftmost wildcard), IP or CIDR (repeatable)', collect)
+    .option('--deny <entry>', 'egress to everything but this domain, IP or CIDR (repeatable)', collect)
+    .option('--no-network', 'no network at all (only loopback)')
     .option('--wait', 'wait until it is RUNNING and answers commands (the server answers most creates RUNNING already)')
     .action(
       run(async (image: string, startArgs: string[], options: CreateOptions, globals: GlobalOptions) => {
@@ -56,6 +73,7 @@ export function registerCreate(sandbox: Command): void {
         const idleTimeoutMinutes = number(options.idleTimeoutMinutes, '--idle-timeout-minutes');
         const env = keyValues(options.env, '--env');
         const secrets = keyValues(options.secret, '--secret');
+        const egress = createEgress(options);
         const sandbox = await Sandbox.create(client, {
           image,
           ...(options.name !== undefined ? { name: options.name } : {}),
@@ -69,6 +87,7 @@ export function registerCreate(sandbox: Command): void {
           ...(secrets ? { secrets } : {}),
           ...(options.label ? { labels: options.label } : {}),
           ...(options.teamId !== undefined ? { teamId: options.teamId } : {}),
+          ...egress,
         });
         if (options.wait) {
           // The server holds its answer while the sandbox starts, so it is usually RUNNING already:

@@ -36,7 +36,13 @@ export const CreateSandboxBody = Type.Object({
   gpu_count: Type.Optional(Type.Integer({ minimum: 0, maximum: 8, default: 0 })),
   gpu_type: Type.Optional(Nullable(StringEnum(GPU_TYPES))),
   vm: Type.Optional(Nullable(Type.Boolean())),
-  network_access: Type.Optional(Type.Boolean({ default: true })),
+  network_access: Type.Optional(Type.Boolean({ default: true, description: 'Legacy: false is network_allowlist: []' })),
+  network_allowlist: Type.Optional(
+    Nullable(Type.Array(Type.String({ maxLength: 512 }), { description: 'Only these domains (*. leftmost wildcards), IPs and CIDRs are reachable; [] is no egress' })),
+  ),
+  network_denylist: Type.Optional(
+    Nullable(Type.Array(Type.String({ maxLength: 512 }), { description: 'Everything but these domains, IPs and CIDRs is reachable' })),
+  ),
   timeout_minutes: Type.Optional(Type.Integer({ minimum: -1, maximum: 1440, default: 60, description: '1..1440, or -1 for no limit' })),
   idle_timeout_minutes: Type.Optional(Nullable(Type.Integer({ minimum: 1, maximum: 1440 }))),
   environment_vars: Type.Optional(Nullable(EnvMap)),

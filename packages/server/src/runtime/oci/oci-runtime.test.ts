@@ -143,16 +143,22 @@ describe('oci runtime: restart and leftovers', { skip: reason }, () => {
   });
 });
 
-describe('oci runtime: the start check', { skip: reason }, () => {
-  const instance = `startcheck-${randomBytes(4).toString('hex')}`;
-  // A start check long enough that waiting it out is unmistakable next to a create's own time.
-  const rt = new OciRuntime({ instance, stateDir: STATE_DIR, images: new ImageStore({ root: join(STATE_DIR, 'images'), insecureRegistries: insecureRegistriesFor(IMAGE) }), runtimeBinary: RUNTIME, poolSize: 0, warmDiskSizes: [], startCheckMs: 3000 });
-
+/** A driver of its own for one describe block, without pools; its sandboxes and state go in `after`. */
+function isolatedRuntime(prefix: string, options: { startCheckMs?: number } = {}): OciRuntime {
+  const instance = `${prefix}-${randomBytes(4).toString('hex')}`;
+  const images = new ImageStore({ root: join(STATE_DIR, 'images'), insecureRegistries: insecureRegistriesFor(IMAGE) });
+  const rt = new OciRuntime({ instance, stateDir: STATE_DIR, images, runtimeBinary: RUNTIME, poolSize: 0, warmDiskSizes: [], ...options });
   after(async () => {
     for (const s of await rt.list()) await rt.remove(s.runtimeId);
     await rt.close();
     await rm(join(STATE_DIR, 'instances', instance), { recursive: true, force: true });
   });
+  return rt;
+}
+
+describe('oci runtime: the start check', { skip: reason }, () => {
+  // A start check long enough that waiting it out is unmistakable next to a create's own time.
+  const rt = isolatedRuntime('startcheck', { startCheckMs: 3000 });
 
   it("an idle start command (the Prime SDK's `tail -f /dev/null`) is ready once it idles, without the whole check", async () => {
     await rt.init();
@@ -175,14 +181,7 @@ describe('oci runtime: the start check', { skip: reason }, () => {
 });
 
 describe('oci runtime: the agent (PID 1) and its exec sessions', { skip: reason }, () => {
-  const instance = `agent-${randomBytes(4).toString('hex')}`;
-  const rt = new OciRuntime({ instance, stateDir: STATE_DIR, images: new ImageStore({ root: join(STATE_DIR, 'images'), insecureRegistries: insecureRegistriesFor(IMAGE) }), runtimeBinary: RUNTIME, poolSize: 0, warmDiskSizes: [] });
-
-  after(async () => {
-    for (const s of await rt.list()) await rt.remove(s.runtimeId);
-    await rt.close();
-    await rm(join(STATE_DIR, 'instances', instance), { recursive: true, force: true });
-  });
+  const rt = isolatedRuntime('agent');
 
   it('processes in the sandbox cannot reach the agent: no socket path, no /proc/1 descriptors', async () => {
     await rt.init();

@@ -3,7 +3,8 @@ import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { connect } from 'node:net';
+import { BlockList, connect } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { runTool } from '../runtime/oci/run-tool.js';
 
@@ -31,7 +32,7 @@ export const TICK_PORT = 9000;
 
 /**
  * A little internet that exists only on this machine, for egress tests: a network namespace of its
- * own, reached from the host over a veth (link 192.0.2.4n/30, TEST-NET-1), holding a /28 of
+ * own, reached from the host over a veth (link 203.0.113.4n/30, TEST-NET-3), holding a /28 of
  * 198.51.100.0/24 (TEST-NET-2) routed from the host. Inside: `dnsmasq` (UDP and TCP) answering
  * {@link TEST_INTERNET_HOSTS} (A records, 5 s TTL, plus an AAAA in 2001:db8::/64 that is not
  * routed), the CNAME {@link TEST_INTERNET_ALIAS}, and one `node` process serving HTTP on port 80 of
@@ -76,6 +77,7 @@ export class TestInternet {
 
   /** Starts one, claiming a free block. */
   static async start(): Promise<TestInternet> {
+    refuseOverlaps();
     const block = await claimBlock();
     const id = randomBytes(3).toString('hex');
     const namespace = `corral-ti-${id}`;
@@ -84,7 +86,7 @@ export class TestInternet {
     const children: ChildProcess[] = [];
     const internet = new TestInternet(block, namespace, hostVeth, children, dir);
     try {
-      const link = (n: number) => `192.0.2.${block * 4 + n}`;
+      const link = (n: number) => `203.0.113.${block * 4 + n}`;
       await runTool('ip', ['netns', 'add', namespace]);
       await runTool('ip', ['-batch', '-'], {
         input: [
@@ -195,6 +197,22 @@ async function claimBlock(): Promise<number> {
 /** Removes a route to a block left by a process that died without closing its test internet. */
 async function removeStaleRoute(block: number): Promise<void> {
   await runTool('ip', ['route', 'del', `198.51.100.${block * 16}/28`]).catch(() => undefined);
+}
+
+/**
+ * Refuses to start on a host whose own networks use TEST-NET-2 or TEST-NET-3: the test internet
+ * would shadow them.
+ */
+function refuseOverlaps(): void {
+  const ours = new BlockList();
+  ours.addSubnet('198.51.100.0', 24);
+  ours.addSubnet('203.0.113.0', 24);
+  for (const [name, addresses] of Object.entries(networkInterfaces())) {
+    if (name.startsWith('cti')) continue;
+    for (const a of addresses ?? []) {
+      if (a.family === 'IPv4' && ours.check(a.address)) throw new Error(`the host's ${name} has ${a.address}: the test internet (198.51.100.0/24, 203.0.113.0/24) cannot run here`);
+    }
+  }
 }
 
 /** Resolves once a TCP connection to `host:port` succeeds (servers inside take a moment to listen). */

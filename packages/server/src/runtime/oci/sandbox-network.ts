@@ -190,6 +190,51 @@ export class NetnsPool {
     return { name, path, ip, hostVeth, usernsPath };
   }
 
+  /**
+   * Gives a running sandbox's offline namespace its network, live: a veth to the bridge, an
+   * address and the default route (as {@link make} does for online ones). Returns the new fields.
+   */
+  async connect(ns: Pick<SandboxNetns, 'name'>): Promise<{ ip: string; hostVeth: string }> {
+    await ensureBridge(this.bridge);
+    const ip = await this.lease(ns.name);
+    const hostVeth = `vc${randomBytes(4).toString('hex')}`;
+    try {
+      await runTool('ip', ['-batch', '-'], {
+        input: [
+          `link add ${hostVeth} type veth peer name eth0 netns ${ns.name}`,
+          `link set ${hostVeth} master ${this.bridge.bridgeName}`,
+          `link set dev ${hostVeth} type bridge_slave isolated on`,
+          `link set ${hostVeth} up`,
+        ].join('\n'),
+      });
+      await disableIpv6(join(NETNS_DIR, ns.name), true, false);
+      await disableHostIpv6(hostVeth);
+      await runTool('ip', ['-n', ns.name, '-batch', '-'], {
+        input: [`addr add ${ip}/${this.prefixLength} dev eth0`, 'link set eth0 up', `route add default via ${this.gateway}`].join('\n'),
+      });
+    } catch (error) {
+      await runTool('ip', ['link', 'delete', hostVeth]).catch(() => undefined);
+      await this.release(ns.name, ip);
+      throw error;
+    }
+    return { ip, hostVeth };
+  }
+
+  /** Takes a running sandbox's network away, live: deletes its veth pair (and route) and frees its address. */
+  async disconnect(ns: Pick<SandboxNetns, 'name' | 'ip'>): Promise<void> {
+    await runTool('ip', ['-n', ns.name, 'link', 'delete', 'eth0']).catch(async (error: unknown) => {
+      const links = await runTool('ip', ['-n', ns.name, '-o', 'link', 'show', 'eth0']).catch(() => undefined);
+      if (links) throw error;
+    });
+    if (ns.ip !== undefined) await this.release(ns.name, ns.ip);
+  }
+
+  /** Frees `ip` when `owner` holds its lease. */
+  private async release(owner: string, ip: string): Promise<void> {
+    const leaseFile = join(this.leaseDir, ip);
+    if ((await readFile(leaseFile, 'utf8').catch(() => undefined)) === owner) await rm(leaseFile, { force: true });
+  }
+
   /** Leases a free address of the subnet for `owner`. */
   private async lease(owner: string): Promise<string> {
     await mkdir(this.leaseDir, { recursive: true });

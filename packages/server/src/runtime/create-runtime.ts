@@ -44,6 +44,8 @@ export async function createRuntime(config: CorralConfig): Promise<SandboxRuntim
         maxImageBytes: config.imageMaxBytes,
         // The API's default disk_size_gb (10): most creates ask for it.
         warmDiskSizes: [10 * 1024 ** 3],
+        ...(config.egressDnsUpstream !== null ? { egressDnsUpstream: config.egressDnsUpstream } : {}),
+        egressTtlFloorSeconds: config.egressTtlFloorSeconds,
       });
       await runtime.init();
       return runtime;

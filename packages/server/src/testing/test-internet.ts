@@ -78,10 +78,10 @@ export class TestInternet {
   /** Starts one, claiming a free block. */
   static async start(): Promise<TestInternet> {
     refuseOverlaps();
-    const block = await claimBlock();
     const id = randomBytes(3).toString('hex');
     const namespace = `corral-ti-${id}`;
     const hostVeth = `cti${id}`;
+    const block = await claimBlock(`${process.pid} ${namespace} ${hostVeth}`);
     const dir = join(LOCK_DIR, `${block}.d`);
     const children: ChildProcess[] = [];
     const internet = new TestInternet(block, namespace, hostVeth, children, dir);
@@ -169,22 +169,25 @@ function spawnIn(namespace: string, command: string, args: string[]): ChildProce
   return child;
 }
 
-/** Claims the first block whose lock file is absent or held by a dead process. */
-async function claimBlock(): Promise<number> {
+/**
+ * Claims the first block whose lock file is absent or held by a dead process; the lock file holds
+ * `<pid> <namespace> <host veth>` of its owner.
+ */
+async function claimBlock(owner: string): Promise<number> {
   await mkdir(LOCK_DIR, { recursive: true });
   for (let block = 0; block < 16; block++) {
     const file = join(LOCK_DIR, String(block));
     try {
-      await writeFile(file, String(process.pid), { flag: 'wx' });
+      await writeFile(file, owner, { flag: 'wx' });
       return block;
     } catch {
-      const owner = Number(await readFile(file, 'utf8').catch(() => ''));
-      if (Number.isInteger(owner) && owner > 0 && existsSync(`/proc/${owner}`)) continue;
-      // Left by a process that died without closing: take the block over.
+      const [pid, namespace, hostVeth] = (await readFile(file, 'utf8').catch(() => '')).split(' ');
+      if (pid && /^\d+$/.test(pid) && existsSync(`/proc/${pid}`)) continue;
+      // Left by a process that died without closing: remove its leftovers and take the block over.
+      if (namespace && hostVeth) await removeLeftovers(namespace, hostVeth);
       await rm(file, { force: true });
       try {
-        await writeFile(file, String(process.pid), { flag: 'wx' });
-        await removeStaleRoute(block);
+        await writeFile(file, owner, { flag: 'wx' });
         return block;
       } catch {
         continue;
@@ -194,9 +197,18 @@ async function claimBlock(): Promise<number> {
   throw new Error('no free test internet block (16 in use)');
 }
 
-/** Removes a route to a block left by a process that died without closing its test internet. */
-async function removeStaleRoute(block: number): Promise<void> {
-  await runTool('ip', ['route', 'del', `198.51.100.${block * 16}/28`]).catch(() => undefined);
+/** Kills the servers of a dead process's test internet and deletes its namespace and veth. */
+async function removeLeftovers(namespace: string, hostVeth: string): Promise<void> {
+  const pids = await runTool('ip', ['netns', 'pids', namespace]).catch(() => ({ stdout: '' }));
+  for (const pid of pids.stdout.split(/\s+/).filter((p) => /^\d+$/.test(p))) {
+    try {
+      process.kill(Number(pid), 'SIGKILL');
+    } catch {
+      // Already gone.
+    }
+  }
+  await runTool('ip', ['netns', 'delete', namespace]).catch(() => undefined);
+  await runTool('ip', ['link', 'delete', hostVeth]).catch(() => undefined);
 }
 
 /**

@@ -157,10 +157,23 @@ export class EgressFirewall {
     const rules = this.sandboxes.get(key);
     const tag = this.tagOf(key);
     const t = `inet ${this.table}`;
-    if (rules) {
-      await this.commit([`delete element ${t} sandboxes { ${rules.ip} }`, `delete element ${t} dns_clients { ${rules.ip} }`]).catch(() => undefined);
-    }
     this.sandboxes.delete(key);
+    if (rules) {
+      // Everything apply() made, in one transaction; piece by piece if that fails (something was missing).
+      const all = [
+        `delete element ${t} sandboxes { ${rules.ip} }`,
+        `delete element ${t} dns_clients { ${rules.ip} }`,
+        `flush chain ${t} s_${tag}`,
+        `delete chain ${t} s_${tag}`,
+        `flush chain ${t} r_${tag}`,
+        `delete chain ${t} r_${tag}`,
+        `delete set ${t} a_${tag}`,
+        `delete set ${t} d_${tag}`,
+      ];
+      if (await this.commit(all).then(() => true, () => false)) return;
+      await this.commit(all.slice(0, 1)).catch(() => undefined);
+      await this.commit(all.slice(1, 2)).catch(() => undefined);
+    }
     await this.dropObjects(tag);
   }
 

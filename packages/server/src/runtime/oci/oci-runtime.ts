@@ -952,10 +952,12 @@ function hostsFile(hostname: string, ip: string | undefined): string {
 
 /**
  * Every sandbox resolves names through the egress resolver on its gateway (the firewall redirects
- * its port 53 there), with or without a policy; `ndots:0` as Docker writes it.
+ * its port 53 there), with or without a policy. `single-request`: glibc asks A and AAAA one after
+ * the other, not at once from one socket (two simultaneous first packets of one UDP flow through
+ * DNAT can race in conntrack and one is dropped: a 5 s stall).
  */
 function resolvConf(gateway: string): string {
-  return `nameserver ${gateway}\noptions ndots:0\n`;
+  return `nameserver ${gateway}\noptions ndots:0 single-request\n`;
 }
 
 function runToolIn(cwd: string, command: string, args: string[]): Promise<void> {

@@ -168,8 +168,14 @@ export class EgressEnforcer implements ConnectionLogSink {
         const v4 = addresses.filter((a) => a.family === 4);
         if (v4.length === 0) return;
         const seconds = this.holdSeconds(v4);
-        await this.firewall.addResolved(state.key, 'allowed', v4.map((a) => a.address), seconds);
-        const expires = Date.now() + seconds * 1000;
+        const now = Date.now();
+        const expires = now + seconds * 1000;
+        // Open for this name already, for more than half the hold: no firewall update (it costs a transaction).
+        const fresh = v4.every((a) => {
+          const entry = state.resolved.get(a.address);
+          return entry !== undefined && entry.names.has(name) && entry.expires - now > (seconds * 1000) / 2;
+        });
+        if (!fresh) await this.firewall.addResolved(state.key, 'allowed', v4.map((a) => a.address), seconds);
         for (const a of v4) {
           const entry = state.resolved.get(a.address) ?? { expires, names: new Set<string>() };
           entry.expires = Math.max(entry.expires, expires);

@@ -141,11 +141,34 @@ export function registerEgressCases(context: ConformanceContext): void {
         // The test internet's DNS server is inside an allowed CIDR: only its port 53 is refused.
         await reaches(id, net().dnsAddress, net().dnsAddress);
         assert.equal(await lookup(id, 'api.example.test', net().dnsAddress), null, 'UDP DNS to another server');
+        // Docker's embedded DNS answers container names (the sandbox's own among them) and forwards the rest outside the firewall.
+        assert.equal(await lookup(id, id, '127.0.0.11'), null, "Docker's embedded DNS (where there is one) is out of reach");
         assert.equal(await lookupTcp(id, 'api.example.test', net().dnsAddress), null, 'TCP DNS to another server');
         const gateway = (await runToEnd(context.runtime, id, `awk '/^nameserver/ { print $2; exit }' /etc/resolv.conf`)).stdout.trim();
         assert.deepEqual(await lookupTcp(id, 'api.example.test', gateway), { rcode: 'NOERROR', addresses: [net().address('api.example.test')] });
         assert.equal((await lookupTcp(id, 'cdn.other.test', gateway))?.rcode, 'NXDOMAIN');
       });
+    });
+
+    egressIt('egress: the policy holds from the start command\'s first instruction', async () => {
+      const api = net().address('api.example.test');
+      const startCommand =
+        `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 10 api.example.test 80 > /tmp/allowed 2>&1; echo $? >> /tmp/allowed; ` +
+        `nc -w 10 ${net().unnamedAddress} 80 < /dev/null > /tmp/denied 2>&1; echo $? >> /tmp/denied; sleep 1000`;
+      const { runtimeId } = await context.runtime.create(makeSpec(context.image, { networkAccess: true, egress: { allowlist: ['*.example.test'], denylist: null }, startCommand }));
+      try {
+        let denied = '';
+        for (let i = 0; i < 100 && !/\d\s*$/.test(denied); i++) {
+          await new Promise((r) => setTimeout(r, 100));
+          denied = (await runToEnd(context.runtime, runtimeId, 'cat /tmp/denied 2>/dev/null')).stdout;
+        }
+        const allowed = (await runToEnd(context.runtime, runtimeId, 'cat /tmp/allowed')).stdout;
+        assert.match(allowed, new RegExp(`hello from ${api.replace(/\./g, '\\.')}\\n0\\n$`), 'the first lookup and connection work');
+        assert.match(denied, /refused/i, 'the first connection to a closed address is refused');
+        assert.doesNotMatch(denied, /\n0\n$/);
+      } finally {
+        await context.runtime.remove(runtimeId);
+      }
     });
 
     egressIt('egress: a CNAME chain from an allowed name into another domain is followed', async () => {

@@ -183,6 +183,7 @@ export class EgressEnforcer implements ConnectionLogSink {
           state.resolved.set(a.address, entry);
         }
       },
+      resolvesDenied: () => state.policy.mode === 'deny',
       onDenied: async (_name, addresses) => {
         if (state.policy.mode !== 'deny') return;
         const v4 = addresses.filter((a) => a.family === 4);

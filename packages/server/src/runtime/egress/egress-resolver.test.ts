@@ -78,10 +78,16 @@ describe('egress resolver', () => {
   let known = true;
   const opened: Array<{ name: string; addresses: ResolvedAddress[] }> = [];
   const log = new EgressLogRing(10);
+  /** Names the upstream was asked, in order. */
+  const upstreamQuestions: string[] = [];
   const policy = new CompiledEgressPolicy({ allowlist: ['*.example.test'], denylist: null });
 
   before(async () => {
-    upstream.on('message', (message, remote) => upstream.send(upstreamAnswer(dnsPacket.decode(message)), remote.port, remote.address));
+    upstream.on('message', (message, remote) => {
+      const decoded = dnsPacket.decode(message);
+      upstreamQuestions.push(decoded.questions?.[0]?.name ?? '');
+      upstream.send(upstreamAnswer(decoded), remote.port, remote.address);
+    });
     await new Promise<void>((resolve) => upstream.bind(0, '127.0.0.1', () => resolve()));
     await new Promise<void>((resolve) => upstreamTcp.listen(upstream.address().port, '127.0.0.1', resolve));
     const client: ResolverClient = {
@@ -90,6 +96,7 @@ describe('egress resolver', () => {
         await new Promise((r) => setTimeout(r, 50));
         opened.push({ name, addresses });
       },
+      resolvesDenied: () => false,
       onDenied: async () => undefined,
       record: (entry) => log.push({ at: new Date().toISOString(), kind: 'dns', destination: entry.name, port: 53, protocol: 'dns', verdict: entry.verdict, answers: entry.answers }),
     };
@@ -116,8 +123,11 @@ describe('egress resolver', () => {
     assert.deepEqual(opened.at(-1), { name: 'api.example.test', addresses: [{ address: '198.51.100.2', family: 4, ttl: 7 }] });
   });
 
-  it('answers NXDOMAIN for a name the policy does not allow, and logs both verdicts', async () => {
+  it('answers NXDOMAIN for a name the policy does not allow, never asks the upstream for it, and logs both verdicts', async () => {
+    const asked = upstreamQuestions.length;
     const answer = await askUdp(resolver.port, query('cdn.other.test', 9));
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(upstreamQuestions.length, asked, 'a denied name under an allow list does not leave the host');
     assert.equal(answer.id, 9);
     assert.equal(rcodeOf(answer), 'NXDOMAIN');
     assert.equal(answer.answers?.length, 0);

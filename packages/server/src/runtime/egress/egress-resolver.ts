@@ -32,9 +32,13 @@ export interface ResolverClient {
    */
   onAllowed(name: string, addresses: ResolvedAddress[]): Promise<void>;
   /**
-   * Called with the addresses a denied name resolves to, after the sandbox got NXDOMAIN (the
-   * deny-list firewall closes them, best effort).
+   * Whether a denied name is still resolved upstream (after the sandbox got NXDOMAIN) so that
+   * {@link onDenied} can close its addresses: true only for deny lists, where the sandbox reaches
+   * everything else anyway. Under an allow list a denied name never leaves the host (it would be
+   * a channel to any domain's nameservers).
    */
+  resolvesDenied(): boolean;
+  /** Called with the addresses a denied name resolves to (the deny-list firewall closes them, best effort). */
   onDenied(name: string, addresses: ResolvedAddress[]): Promise<void>;
   /** Records one question and what became of it. */
   record(entry: { name: string; type: string; verdict: 'allowed' | 'denied'; answers: string[] }): void;
@@ -150,7 +154,7 @@ export class EgressResolver {
     const name = question.name.toLowerCase().replace(/\.$/, '');
     if (!client.allowsName(name)) {
       client.record({ name, type: question.type, verdict: 'denied', answers: [] });
-      void this.learnDenied(client, name, message, transport);
+      if (client.resolvesDenied()) void this.learnDenied(client, name, message, transport);
       return reply(query, RCODE.NXDOMAIN);
     }
     let upstream: Buffer;

@@ -14,6 +14,10 @@ const UPSTREAM_TIMEOUT_MS = 2000;
 const TCP_IDLE_MS = 10_000;
 /** Largest DNS message over TCP the resolver reads. */
 const MAX_TCP_MESSAGE = 65_535;
+/** Questions one sandbox may have in flight upstream at once; more are REFUSED (a flood costs sockets). */
+const MAX_IN_FLIGHT_PER_SOURCE = 64;
+/** Open TCP connections one sandbox may hold to the resolver. */
+const MAX_TCP_PER_SOURCE = 16;
 
 /** Addresses an allowed answer held, with their TTL in seconds. */
 export interface ResolvedAddress {
@@ -65,6 +69,9 @@ export class EgressResolver {
   private udp: UdpSocket | undefined;
   private tcp: Server | undefined;
   private readonly connections = new Set<Socket>();
+  /** Per source address: questions in flight upstream, and open TCP connections. */
+  private readonly inFlight = new Map<string, number>();
+  private readonly tcpOpen = new Map<string, number>();
   /** The port the resolver listens on (UDP and TCP), once started. */
   port = 0;
 
@@ -114,12 +121,23 @@ export class EgressResolver {
 
   /** Reads length-prefixed messages from a TCP connection and answers each. */
   private serveTcp(socket: Socket): void {
+    const source = socket.remoteAddress?.replace(/^::ffff:/, '') ?? '';
+    const open = this.tcpOpen.get(source) ?? 0;
+    if (open >= MAX_TCP_PER_SOURCE) {
+      socket.destroy();
+      return;
+    }
+    this.tcpOpen.set(source, open + 1);
     this.connections.add(socket);
     socket.setTimeout(TCP_IDLE_MS, () => socket.destroy());
     socket.on('error', () => undefined);
-    socket.on('close', () => this.connections.delete(socket));
+    socket.on('close', () => {
+      this.connections.delete(socket);
+      const left = (this.tcpOpen.get(source) ?? 1) - 1;
+      if (left > 0) this.tcpOpen.set(source, left);
+      else this.tcpOpen.delete(source);
+    });
     let buffer = Buffer.alloc(0);
-    const source = socket.remoteAddress?.replace(/^::ffff:/, '') ?? '';
     socket.on('data', (chunk: Buffer) => {
       buffer = Buffer.concat([buffer, chunk]);
       while (buffer.length >= 2) {
@@ -157,12 +175,19 @@ export class EgressResolver {
       if (client.resolvesDenied()) void this.learnDenied(client, name, message, transport);
       return reply(query, RCODE.NXDOMAIN);
     }
+    const flying = this.inFlight.get(source) ?? 0;
+    if (flying >= MAX_IN_FLIGHT_PER_SOURCE) return reply(query, RCODE.REFUSED);
+    this.inFlight.set(source, flying + 1);
     let upstream: Buffer;
     try {
       upstream = await this.forward(message, transport);
     } catch {
       client.record({ name, type: question.type, verdict: 'allowed', answers: [] });
       return reply(query, RCODE.SERVFAIL);
+    } finally {
+      const left = (this.inFlight.get(source) ?? 1) - 1;
+      if (left > 0) this.inFlight.set(source, left);
+      else this.inFlight.delete(source);
     }
     let decoded: DecodedPacket;
     try {

@@ -36,6 +36,7 @@ import type { EgressNetworkOptions } from './egress-network.js';
 import { LoopDisks } from './loop-disk.js';
 import { containerNetwork, gatedCommand, loadPolicy, OPEN_GATE_ARGV, prepareNamespace, savePolicy } from './docker-egress.js';
 import { EgressEnforcer } from '../egress/egress-enforcer.js';
+import type { ConnectionLogSink } from '../egress/egress-log.js';
 import { egressPolicyProblems, OPEN_EGRESS } from '../egress/egress-policy.js';
 import { pullImage } from './image-pull.js';
 import { parseImageRef } from '../oci/image-ref.js';
@@ -763,6 +764,18 @@ export class DockerRuntime implements SandboxRuntime {
     await this.etcFiles.useResolver(sandboxId, gateway);
     await savePolicy(this.etcFiles.dir, sandboxId, policy);
     await this.enforceEgress(runtimeId, policy);
+  }
+
+  /**
+   * Where the connection logger (reading NFLOG group `EGRESS_NFLOG_GROUP`) delivers the packets the
+   * egress firewall logged; they appear in {@link egressLog}.
+   */
+  get egressConnectionLog(): ConnectionLogSink {
+    return {
+      recordPacket: (packet) => {
+        void this.enforcer?.then(({ enforcer }) => enforcer.recordPacket(packet)).catch(() => undefined);
+      },
+    };
   }
 
   /** The sandbox's recent DNS answers and connection attempts, oldest first (empty before it had a policy). */

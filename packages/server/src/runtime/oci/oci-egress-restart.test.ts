@@ -5,7 +5,8 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { runToEnd } from '../conformance/conformance-suite.js';
-import { egressTableName } from '../egress/egress-firewall.js';
+import { egressTableName, egressTag } from '../egress/egress-firewall.js';
+import { egressLogPrefix } from '../egress/egress-log.js';
 import { ImageStore } from './image-store.js';
 import { OciRuntime } from './oci-runtime.js';
 import { ociMissing } from '../../testing/runtime-available.js';
@@ -74,6 +75,12 @@ describe('oci runtime: egress policy across a driver restart', { skip: ociMissin
       // One entry per question (A and AAAA are two): consecutive repeats collapsed.
       const asked = (await second.egressLog(runtimeId, 20)).filter((e) => e.kind === 'dns').map((e) => `${e.destination} ${e.verdict}`);
       assert.deepEqual(asked.filter((e, i) => e !== asked[i - 1]).slice(-3), ['www.example.test allowed', 'cdn.other.test denied', 'cdn.other.test allowed']);
+      // What the connection logger reports shows up in the sandbox's log; other prefixes are ignored.
+      const tag = egressTag(instance, runtimeId);
+      second.egressConnectionLog.recordPacket({ prefix: egressLogPrefix(tag, 'denied'), src: '10.213.0.9', dst: api, protocol: 'tcp', dport: 80 });
+      second.egressConnectionLog.recordPacket({ prefix: 'something else', src: '10.213.0.9', dst: api, protocol: 'tcp', dport: 81 });
+      const connects = (await second.egressLog(runtimeId, 50)).filter((e) => e.kind === 'connect');
+      assert.deepEqual(connects.map(({ destination, port, protocol, verdict }) => ({ destination, port, protocol, verdict })), [{ destination: api, port: 80, protocol: 'tcp', verdict: 'denied' }]);
       await second.remove(runtimeId);
     } finally {
       await second.close();

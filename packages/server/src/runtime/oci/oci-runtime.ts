@@ -40,6 +40,7 @@ import { buildOciConfig, defaultSeccompProfile, mergeEnv } from './oci-spec.js';
 import { runTool } from './run-tool.js';
 import { ensureBridge, NetnsPool } from './sandbox-network.js';
 import { EgressEnforcer } from '../egress/egress-enforcer.js';
+import type { ConnectionLogSink } from '../egress/egress-log.js';
 import { egressPolicyProblems, OPEN_EGRESS } from '../egress/egress-policy.js';
 import type { BridgeOptions } from './sandbox-network.js';
 import { chownToSandboxRoot, mountIdmappedRootfs, resolveUserns } from './userns.js';
@@ -775,6 +776,14 @@ export class OciRuntime implements SandboxRuntime {
     await this.egress.apply(runtimeId, record.netns.ip, policy);
     record.egress = policy;
     await writeFile(join(this.sandboxDir(runtimeId), 'state.json'), JSON.stringify(record, null, 2), { mode: 0o600 });
+  }
+
+  /**
+   * Where the connection logger (reading NFLOG group `EGRESS_NFLOG_GROUP`) delivers the packets the
+   * egress firewall logged; they appear in {@link egressLog}.
+   */
+  get egressConnectionLog(): ConnectionLogSink {
+    return this.egress;
   }
 
   /** The sandbox's recent DNS answers and connection attempts, oldest first. */

@@ -26,6 +26,8 @@ export async function createRuntime(config: CorralConfig): Promise<SandboxRuntim
         diskDir: join(config.dataDir, 'docker-disks'),
         insecureRegistries: config.registryInsecure,
         diskPolicy: diskPolicyOf(config),
+        ...(config.egressDnsUpstream !== null ? { egressDnsUpstream: config.egressDnsUpstream } : {}),
+        egressTtlFloorSeconds: config.egressTtlFloorSeconds,
       });
       await runtime.init();
       return runtime;

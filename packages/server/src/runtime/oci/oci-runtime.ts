@@ -425,7 +425,8 @@ export class OciRuntime implements SandboxRuntime {
       if (live.exitCode !== null || !live.record.netns.name) continue;
       await this.egress.apply(live.record.runtimeId, live.record.netns.ip, live.record.egress ?? OPEN_EGRESS);
     }
-    await this.egress.retainOnlyKnown();
+    // Leftovers of sandboxes that are gone only cost table entries: a failure here must not stop the driver.
+    await this.egress.retainOnlyKnown().catch(() => undefined);
   }
 
   private async createAdmitted(

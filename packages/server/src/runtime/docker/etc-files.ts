@@ -48,7 +48,7 @@ export class SandboxEtcFiles {
 
 /** A resolv.conf naming only the egress resolver (`single-request`: see the oci driver's resolv.conf). */
 function resolverConf(resolver: string): string {
-  return `nameserver ${resolver}\noptions ndots:0 single-request\n`;
+  return `nameserver ${resolver}\noptions ndots:0 single-request timeout:2 attempts:3\n`;
 }
 
 /** Docker's embedded DNS for networked sandboxes (plus the host's search domains); the host's non-loopback nameservers otherwise. */

@@ -964,10 +964,11 @@ function hostsFile(hostname: string, ip: string | undefined): string {
  * Every sandbox resolves names through the egress resolver on its gateway (the firewall redirects
  * its port 53 there), with or without a policy. `single-request`: glibc asks A and AAAA one after
  * the other, not at once from one socket (two simultaneous first packets of one UDP flow through
- * DNAT can race in conntrack and one is dropped: a 5 s stall).
+ * DNAT can race in conntrack and one is dropped: a 5 s stall). `timeout:2 attempts:3`: an answer
+ * lost or late (the resolver shares the server's event loop) costs 2 s, not glibc's default 5.
  */
 function resolvConf(gateway: string): string {
-  return `nameserver ${gateway}\noptions ndots:0 single-request\n`;
+  return `nameserver ${gateway}\noptions ndots:0 single-request timeout:2 attempts:3\n`;
 }
 
 function runToolIn(cwd: string, command: string, args: string[]): Promise<void> {

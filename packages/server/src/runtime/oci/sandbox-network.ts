@@ -373,9 +373,9 @@ async function setUpBridge(options: BridgeOptions): Promise<void> {
   await ensureJump('filter', 'INPUT', OCI_INPUT_CHAIN);
   await ensureJump('filter', 'FORWARD', OCI_FORWARD_CHAIN);
 
-  await ensureChain('nat', OCI_NAT_CHAIN);
-  await iptables(['-t', 'nat', '-F', OCI_NAT_CHAIN]);
-  await iptables(['-t', 'nat', '-A', OCI_NAT_CHAIN, '-s', options.subnet, '!', '-o', br, '-j', 'MASQUERADE']);
+  // Atomic too: between a flush and the append, a sandbox's first packet of a connection left
+  // unmasqueraded, and the whole connection with it (its answers never came back).
+  await replaceChains('iptables', { [OCI_NAT_CHAIN]: [['-s', options.subnet, '!', '-o', br, '-j', 'MASQUERADE']] }, 'nat');
   await ensureJump('nat', 'POSTROUTING', OCI_NAT_CHAIN);
 
   if (hostHasIpv6()) {
@@ -397,12 +397,12 @@ async function setUpBridge(options: BridgeOptions): Promise<void> {
 type Firewall = 'iptables' | 'ip6tables';
 
 /**
- * Creates or replaces user chains of the filter table in one atomic commit (`iptables-restore
- * --noflush`: a declared chain is emptied and refilled within the same commit, other chains are left
- * alone), so no packet ever sees a chain half filled.
+ * Creates or replaces user chains of a table (default filter) in one atomic commit
+ * (`iptables-restore --noflush`: a declared chain is emptied and refilled within the same commit,
+ * other chains are left alone), so no packet ever sees a chain half filled.
  */
-async function replaceChains(binary: Firewall, chains: Record<string, string[][]>): Promise<void> {
-  const lines = ['*filter', ...Object.keys(chains).map((chain) => `:${chain} - [0:0]`)];
+async function replaceChains(binary: Firewall, chains: Record<string, string[][]>, table = 'filter'): Promise<void> {
+  const lines = [`*${table}`, ...Object.keys(chains).map((chain) => `:${chain} - [0:0]`)];
   for (const [chain, rules] of Object.entries(chains)) for (const rule of rules) lines.push(['-A', chain, ...rule].join(' '));
   lines.push('COMMIT', '');
   const dir = await mkdtemp(join(tmpdir(), 'corral-fw-'));
@@ -417,18 +417,6 @@ async function replaceChains(binary: Firewall, chains: Record<string, string[][]
 
 async function iptables(args: string[], binary: Firewall = 'iptables'): Promise<void> {
   await runTool(binary, ['-w', '5', ...args]);
-}
-
-async function ensureChain(table: string, chain: string, binary: Firewall = 'iptables'): Promise<void> {
-  try {
-    await runTool(binary, ['-w', '5', '-t', table, '-n', '-L', chain]);
-  } catch {
-    await iptables(['-t', table, '-N', chain], binary).catch(async (error: unknown) => {
-      await runTool(binary, ['-w', '5', '-t', table, '-n', '-L', chain]).catch(() => {
-        throw error;
-      });
-    });
-  }
 }
 
 async function ensureJump(table: string, from: string, to: string, binary: Firewall = 'iptables'): Promise<void> {

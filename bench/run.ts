@@ -10,6 +10,7 @@ const SCENARIOS: Record<string, () => Promise<{ run(args: string[]): Promise<voi
   burst: () => import('./scenarios/burst.js'),
   density: () => import('./scenarios/density.js'),
   fairness: () => import('./scenarios/fairness.js'),
+  egress: () => import('./scenarios/egress.js'),
 };
 
 const [name, ...args] = process.argv.slice(2);

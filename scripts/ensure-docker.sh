@@ -98,6 +98,10 @@ if ! command -v docker >/dev/null 2>&1 || ! command -v dockerd >/dev/null 2>&1; 
   # iptables: dockerd's bridge networking and the driver's egress rules need it.
   apt_install docker.io iptables ca-certificates
 fi
+# nftables, conntrack, ipset: egress policy enforcement; dnsmasq-base: the egress tests' little internet.
+if ! command -v nft >/dev/null 2>&1 || ! command -v dnsmasq >/dev/null 2>&1; then
+  apt_install nftables conntrack ipset dnsmasq-base
+fi
 
 # btrfs-progs also serves docker-runtime-btrfs.conformance.test.ts, which runs its own btrfs dockerd
 # even when the main engine was already running.

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { availableParallelism, homedir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { DEFAULT_NFLOG_GROUP } from './runtime/egress/nflog-prefix.js';
+import { DEFAULT_NFLOG_GROUP } from './runtime/egress/egress-log.js';
 
 /** Which runtime driver starts sandboxes. `none` stores sandboxes but never starts them (they stay PENDING). */
 export type RuntimeDriverName = 'docker' | 'oci' | 'none';
@@ -20,6 +20,10 @@ export interface CorralConfig {
   ociUserns: 'auto' | 'off' | { hostUid: number; hostGid: number; size: number };
   /** Namespaces and disks the oci driver keeps ready ahead of creates. */
   ociPoolSize: number;
+  /** DNS server (`address[:port]`) the egress resolver forwards allowed names to; null: the host's first nameserver. */
+  egressDnsUpstream: string | null;
+  /** Seconds a resolved address stays open at least, whatever the answer's TTL. */
+  egressTtlFloorSeconds: number;
   instanceId: string;
   bootstrapApiKey: string | null;
   rateLimits: boolean;
@@ -193,6 +197,8 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'ociRuntime', env: 'CORRAL_OCI_RUNTIME', description: 'OCI runtime binary the oci driver calls: runc, or crun (faster; needs scripts/ensure-oci.sh --crun)', defaultText: 'runc', parse: oneOf('runc', 'crun') },
   { key: 'ociUserns', env: 'CORRAL_OCI_USERNS', description: 'Root in oci sandboxes is an unprivileged host id: auto (on where the host allows it; the default range is 1879048192:1879048192:65536), off, or <hostUid>:<hostGid>:<size> (required)', defaultText: 'auto', parse: usernsMode },
   { key: 'ociPoolSize', env: 'CORRAL_OCI_POOL_SIZE', description: 'Network namespaces (of each kind) and formatted disks (of each recent size) the oci driver keeps ready ahead of creates; set it near your largest burst of creates', defaultText: '8', parse: integer(0, 4096) },
+  { key: 'egressDnsUpstream', env: 'CORRAL_EGRESS_DNS_UPSTREAM', description: "DNS server (address[:port]) the sandboxes' resolver forwards names their egress policy allows to", defaultText: "(the host's first nameserver in /etc/resolv.conf)", parse: optionalText },
+  { key: 'egressTtlFloorSeconds', env: 'CORRAL_EGRESS_TTL_FLOOR', description: 'Seconds an address an allowed name resolved to stays open at least, whatever the DNS answer\'s TTL', defaultText: '60', parse: integer(1, 86_400) },
   { key: 'dockerHost', env: 'DOCKER_HOST', description: 'Docker Engine endpoint for the docker driver', defaultText: 'unix:///var/run/docker.sock', parse: optionalText },
   { key: 'instanceId', env: 'CORRAL_INSTANCE_ID', description: 'Name stamped on every container this server creates; servers sharing a host need different ones', defaultText: 'corral', parse: text },
   { key: 'bootstrapApiKey', env: 'CORRAL_BOOTSTRAP_API_KEY', description: 'When set, an admin API key with exactly this value exists after startup', defaultText: '(unset: the first start prints a new admin key)', parse: optionalText },
@@ -255,6 +261,8 @@ const DEFAULTS: CorralConfig = {
   ociRuntime: 'runc',
   ociUserns: 'auto',
   ociPoolSize: 8,
+  egressDnsUpstream: null,
+  egressTtlFloorSeconds: 60,
   instanceId: 'corral',
   bootstrapApiKey: null,
   rateLimits: true,

@@ -132,8 +132,10 @@ describe('egress policy at create', { timeout: 60_000 }, () => {
       for (const body of [{ network_allowlist: [] }, { network_access: false }, { network_access: false, network_allowlist: [] }]) {
         const none = await create(s.t, body);
         assert.deepEqual([none.networkAccess, none.networkAllowlist, none.networkDenylist], [false, [], null], JSON.stringify(body));
-        assert.equal(s.runtime.specs.get(none.id)?.networkAccess, false);
-        assert.equal(s.runtime.specs.get(none.id)?.egress, undefined);
+        // A driver that enforces policies gets the sandbox wired, with the empty allow list to enforce
+        // (no route, nothing out), so that a later policy can open it.
+        assert.equal(s.runtime.specs.get(none.id)?.networkAccess, true);
+        assert.deepEqual(s.runtime.specs.get(none.id)?.egress, { allowlist: [], denylist: null });
       }
 
       for (const body of [{}, { network_access: true }, { network_denylist: [] }, { network_allowlist: null, network_denylist: null }]) {
@@ -171,7 +173,10 @@ describe('egress policy at create', { timeout: 60_000 }, () => {
         assert.equal(error.errors?.[0]?.param, Object.keys(body)[0]);
       }
       assert.equal(s.runtime.created.length, 0);
-      await create(s.t, { network_allowlist: [] });
+      const none = await create(s.t, { network_allowlist: [] });
+      // No policy to hand over: the sandbox gets no network at all.
+      assert.equal(s.runtime.specs.get(none.id)?.networkAccess, false);
+      assert.equal(s.runtime.specs.get(none.id)?.egress, undefined);
       await create(s.t, { network_denylist: [] });
       await create(s.t, {});
     } finally {
@@ -257,7 +262,7 @@ describe('GET/PUT /sandbox/{id}/egress-policy', { timeout: 60_000 }, () => {
     }
   });
 
-  it('answers 409 on an ended sandbox, 409 EGRESS_NO_NETWORK when opening a sandbox created without network, and 404 to others', async () => {
+  it('answers 409 on an ended sandbox, opens a sandbox created without egress (409 EGRESS_NO_NETWORK where the driver cannot), and 404 to others', async () => {
     const s = await egressServer();
     try {
       const ended = await create(s.t, {});
@@ -266,13 +271,27 @@ describe('GET/PUT /sandbox/{id}/egress-policy', { timeout: 60_000 }, () => {
       assert.deepEqual([late.status, late.body.code], [409, 'SANDBOX_NOT_RUNNING']);
       assert.equal((await getPolicy(s.t, ended.id)).generation, 1, 'an ended sandbox still shows its policy');
 
+      // On a driver that enforces policies, a sandbox created with no egress can be opened later.
       const offline = await create(s.t, { network_allowlist: [] });
-      for (const body of [{ allowlist: ['a.test'] }, { denylist: [] }, { denylist: ['x.test'] }]) {
-        const opened = await putPolicy(s.t, offline.id, body);
-        assert.deepEqual([opened.status, opened.body.code], [409, 'EGRESS_NO_NETWORK'], JSON.stringify(body));
+      const opened = await putPolicy(s.t, offline.id, { allowlist: ['a.test'] });
+      assert.deepEqual([opened.status, opened.body.generation, opened.body.applied], [200, 2, true], JSON.stringify(opened.body));
+      assert.deepEqual(s.runtime.egressPolicies.get(await runtimeIdOf(s.t, offline.id))?.at(-1), { allowlist: ['a.test'], denylist: null });
+      const closedAgain = await putPolicy(s.t, offline.id, { allowlist: [] });
+      assert.deepEqual([closedAgain.status, closedAgain.body.generation, closedAgain.body.applied], [200, 3, true]);
+
+      // On one that does not, it has no interface: it can only stay closed.
+      const plain = await egressServer({ egress: false });
+      try {
+        const unwired = await create(plain.t, { network_allowlist: [] });
+        for (const body of [{ allowlist: ['a.test'] }, { denylist: [] }, { denylist: ['x.test'] }]) {
+          const refusedOpen = await putPolicy(plain.t, unwired.id, body);
+          assert.deepEqual([refusedOpen.status, refusedOpen.body.code], [409, 'EGRESS_NO_NETWORK'], JSON.stringify(body));
+        }
+        const stillClosed = await putPolicy(plain.t, unwired.id, { allowlist: [] });
+        assert.deepEqual([stillClosed.status, stillClosed.body.generation, stillClosed.body.applied], [200, 2, true]);
+      } finally {
+        await plain.close();
       }
-      const stillClosed = await putPolicy(s.t, offline.id, { allowlist: [] });
-      assert.deepEqual([stillClosed.status, stillClosed.body.generation, stillClosed.body.applied], [200, 2, true]);
 
       const other = await s.t.createUser(`other-${randomBytes(3).toString('hex')}`);
       for (const [method, url, body] of [
@@ -413,7 +432,8 @@ describe('GET/PUT /sandbox/{id}/egress-policy', { timeout: 60_000 }, () => {
         assert.deepEqual(reapplied[0], [{ allowlist: ['a.test'], denylist: null }], 'restricted: re-applied at startup');
         assert.deepEqual(reapplied[1]?.at(-1), { allowlist: null, denylist: [] }, 'changed live: re-applied');
         assert.equal(reapplied[1]?.length, 2);
-        assert.deepEqual([reapplied[2]?.length, reapplied[3]?.length], [0, 0], 'created open or offline: nothing to re-apply');
+        assert.equal(reapplied[2]?.length, 0, 'created open: nothing to re-apply');
+        assert.deepEqual(reapplied[3], [{ allowlist: [], denylist: null }], 'created with no egress: re-applied (the driver holds it closed)');
         // And once only.
         await after.t.server.reconciler.reconcile();
         assert.equal(runtime.egressPolicies.get(ids[0] as string)?.length, 1);

@@ -24,8 +24,11 @@ export async function createRuntime(config: CorralConfig): Promise<SandboxRuntim
       const runtime = new DockerRuntime({
         instance: config.instanceId,
         diskDir: join(config.dataDir, 'docker-disks'),
+        egressConnectionLog: { group: config.egressNflogGroup, binDir: join(config.dataDir, 'bin') },
         insecureRegistries: config.registryInsecure,
         diskPolicy: diskPolicyOf(config),
+        ...(config.egressDnsUpstream !== null ? { egressDnsUpstream: config.egressDnsUpstream } : {}),
+        egressTtlFloorSeconds: config.egressTtlFloorSeconds,
       });
       await runtime.init();
       return runtime;
@@ -36,6 +39,7 @@ export async function createRuntime(config: CorralConfig): Promise<SandboxRuntim
       const runtime = new OciRuntime({
         instance: config.instanceId,
         stateDir: ociStateDir(config.dataDir),
+        egressConnectionLog: { group: config.egressNflogGroup, binDir: join(ociStateDir(config.dataDir), 'bin') },
         runtimeBinary: config.ociRuntime,
         userns,
         poolSize: config.ociPoolSize,
@@ -44,6 +48,8 @@ export async function createRuntime(config: CorralConfig): Promise<SandboxRuntim
         maxImageBytes: config.imageMaxBytes,
         // The API's default disk_size_gb (10): most creates ask for it.
         warmDiskSizes: [10 * 1024 ** 3],
+        ...(config.egressDnsUpstream !== null ? { egressDnsUpstream: config.egressDnsUpstream } : {}),
+        egressTtlFloorSeconds: config.egressTtlFloorSeconds,
       });
       await runtime.init();
       return runtime;

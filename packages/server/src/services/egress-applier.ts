@@ -73,7 +73,7 @@ export class EgressApplier {
     const behind = sandbox.egressAppliedGeneration < sandbox.egressGeneration;
     if (!behind) {
       if (enforced !== undefined && enforced >= sandbox.egressGeneration) return false;
-      if (!sandbox.networkAccess) return false;
+      if (!sandbox.networkAccess && !enforcesEgress(this.runtime)) return false;
       if (sandbox.egressGeneration <= 1 && isOpenEgress(egressPolicyOf(sandbox))) return false;
     }
     const retry = this.retries.get(sandbox.id);
@@ -101,10 +101,11 @@ export class EgressApplier {
     if (!this.runtime || !sandbox || sandbox.status !== 'RUNNING' || sandbox.runtimeId === null || sandbox.runtimeOwner !== this.instanceId) return sandbox;
     const generation = sandbox.egressGeneration;
     try {
-      // A sandbox without network has only `lo`: its one possible policy (the empty allow list) holds by
-      // construction. An open policy on a driver that enforces none holds as well.
+      // On a driver that enforces no policy, a sandbox without network has only `lo`: its one possible
+      // policy (the empty allow list) holds by construction, and so does an open one.
       const policy = egressPolicyOf(sandbox);
-      const holdsAlready = !sandbox.networkAccess || (isOpenEgress(policy) && !enforcesEgress(this.runtime));
+      const enforces = enforcesEgress(this.runtime);
+      const holdsAlready = !enforces && (!sandbox.networkAccess || isOpenEgress(policy));
       if (!holdsAlready) await this.runtime.setEgressPolicy(sandbox.runtimeId, policy);
     } catch (error) {
       const attempts = (this.retries.get(sandboxId)?.attempts ?? 0) + 1;

@@ -111,10 +111,10 @@ export class EgressService {
     if (isTerminal(sandbox.status)) {
       throw new ApiError('SANDBOX_NOT_RUNNING', `Sandbox ${id} has ended (${sandbox.status}); its egress policy can no longer change`);
     }
-    if (!sandbox.networkAccess && !isNoEgress(policy)) {
+    const runtime = this.lifecycle.runtime;
+    if (!sandbox.networkAccess && !isNoEgress(policy) && !(runtime && enforcesEgress(runtime))) {
       throw new ApiError('EGRESS_NO_NETWORK', `Sandbox ${id} was created without network; its egress can only stay closed. Create a sandbox with the policy it needs`);
     }
-    const runtime = this.lifecycle.runtime;
     if (runtime && sandbox.networkAccess && !enforcesEgress(runtime) && !(isOpenEgress(policy) && isOpenEgress(egressPolicyOf(sandbox)))) {
       throw egressUnsupported(runtime.name, listField(policy, { allowlist: 'allowlist', denylist: 'denylist' }));
     }

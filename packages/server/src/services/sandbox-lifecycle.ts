@@ -10,14 +10,17 @@ import { ACTIVE_STATUSES, DISK_MOUNT_PATH, TERMINAL_STATUSES, type SandboxPatch,
 const GIB = 1024 ** 3;
 
 /**
- * The runtime spec for a stored sandbox. A sandbox without network (`network_access: false` or an
- * empty allow list at create) gets `networkAccess: false`: only `lo`. One with network gets its
- * egress policy, unless the policy is open.
+ * The runtime spec for a stored sandbox. On a driver that enforces egress policies every sandbox
+ * is wired for network and gets its policy (unless open): the driver keeps one with an empty allow
+ * list to `lo` and no route, and can open it later. On one that does not, a sandbox without network
+ * (`network_access: false` or an empty allow list at create) gets `networkAccess: false`: only `lo`,
+ * for good.
  */
-export function specFor(sandbox: SandboxRecord, pidsLimit: number): SandboxSpec {
+export function specFor(sandbox: SandboxRecord, pidsLimit: number, enforcesPolicies: boolean): SandboxSpec {
   const policy = egressPolicyOf(sandbox);
+  const wired = sandbox.networkAccess || enforcesPolicies;
   return {
-    ...(sandbox.networkAccess && !isOpenEgress(policy) ? { egress: policy } : {}),
+    ...(wired && !isOpenEgress(policy) ? { egress: policy } : {}),
     sandboxId: sandbox.id,
     image: sandbox.dockerImage,
     startCommand: sandbox.startCommand,
@@ -26,7 +29,7 @@ export function specFor(sandbox: SandboxRecord, pidsLimit: number): SandboxSpec 
     memoryBytes: Math.round(sandbox.memoryGb * GIB),
     diskBytes: Math.round(sandbox.diskSizeGb * GIB),
     pidsLimit,
-    networkAccess: sandbox.networkAccess,
+    networkAccess: wired,
     gpuCount: sandbox.gpuCount,
     gpuType: sandbox.gpuType,
     workspacePath: DISK_MOUNT_PATH,
@@ -96,7 +99,7 @@ export class SandboxLifecycle {
     if (!sandbox) return;
     let runtimeId: string;
     try {
-      const spec = specFor(sandbox, this.config.pidsLimit);
+      const spec = specFor(sandbox, this.config.pidsLimit, enforcesEgress(runtime));
       if (spec.egress && !enforcesEgress(runtime)) {
         throw new RuntimeError('UNSUPPORTED', `The ${runtime.name} runtime driver does not enforce egress policies; the sandbox was not started unrestricted`);
       }

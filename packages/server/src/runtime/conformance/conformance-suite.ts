@@ -15,6 +15,8 @@ import { registerRegistryCases } from './registry-cases.js';
 import { registerExecUserCases } from './exec-user-cases.js';
 import { registerRemovalCases, type RemovalFaults } from './removal-cases.js';
 import { registerFifoEtcCases } from './fifo-etc-cases.js';
+import { registerEgressCases } from './egress-cases.js';
+import type { TestInternet } from '../../testing/test-internet.js';
 
 /** What a driver's conformance test provides: a fresh runtime (own instance), an image, a cleanup. */
 export interface ConformanceTarget {
@@ -25,6 +27,8 @@ export interface ConformanceTarget {
   cleanup(): Promise<void>;
   /** How to make this driver's removals fail (removal-cases.ts); without it those cases skip. */
   removalFaults?: RemovalFaults;
+  /** The test internet the runtime's egress resolver forwards to (egress-cases.ts); without it those cases skip. */
+  testInternet?: TestInternet;
 }
 
 const MiB = 1024 * 1024;
@@ -153,6 +157,8 @@ export interface ConformanceContext {
   readonly shared: string;
   /** The driver test's ways to make a removal fail, if it has any. */
   readonly removalFaults: RemovalFaults | undefined;
+  /** The target's test internet, if it has one. */
+  readonly testInternet: TestInternet | undefined;
 }
 
 /**
@@ -195,6 +201,9 @@ export function runConformanceSuite(name: string, makeRuntime: () => Promise<Con
       get removalFaults() {
         return target.removalFaults;
       },
+      get testInternet() {
+        return target.testInternet;
+      },
     };
     // Modules of further cases register here, one line each: registerXCases(context);
     registerNetworkIsolationCases(context);
@@ -204,6 +213,7 @@ export function runConformanceSuite(name: string, makeRuntime: () => Promise<Con
     registerExecUserCases(context);
     registerRemovalCases(context);
     registerFifoEtcCases(context);
+    registerEgressCases(context);
 
     it('lifecycle: create, exec, inspect, remove, list', async (t) => {
       const spec = makeSpec(image);

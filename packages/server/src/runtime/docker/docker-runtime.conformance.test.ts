@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import { runConformanceSuite } from '../conformance/conformance-suite.js';
 import { DockerRuntime } from './docker-runtime.js';
 import { LOCAL_TEST_REGISTRIES } from '../../testing/local-registries.js';
+import { TestInternet, testConnectionLog } from '../../testing/test-internet.js';
 import { immutableObstacle, loopBackingFiles, mountPoints, present } from '../conformance/host-objects.js';
 
 const IMAGE = process.env.CORRAL_TEST_IMAGE ?? 'corral-test/busybox:latest';
@@ -35,13 +36,16 @@ if (reason !== undefined) {
     const diskDir = join(CACHE, 'docker-disks', instance);
     // Loop mode whatever the engine's storage driver, so it stays tested on a btrfs engine too;
     // storage-opt mode is covered by docker-runtime-btrfs.conformance.test.ts.
-    const runtime = new DockerRuntime({ instance, diskDir, diskMode: 'loop', warn: () => undefined, insecureRegistries: [...LOCAL_TEST_REGISTRIES], execStartTimeoutMs: 5000 });
+    const testInternet = await TestInternet.start();
+    const runtime = new DockerRuntime({ instance, diskDir, diskMode: 'loop', warn: () => undefined, insecureRegistries: [...LOCAL_TEST_REGISTRIES], execStartTimeoutMs: 5000, egressDnsUpstream: testInternet.dnsAddress, egressConnectionLog: testConnectionLog(join(diskDir, 'bin')) });
     return {
       runtime,
       image: IMAGE,
+      testInternet,
       async cleanup() {
         for (const s of await runtime.list()) await runtime.remove(s.runtimeId);
         await runtime.close();
+        await testInternet.close();
         await rm(diskDir, { recursive: true, force: true });
       },
       removalFaults: {

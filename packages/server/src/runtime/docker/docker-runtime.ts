@@ -24,7 +24,7 @@ import type {
   SandboxRuntime,
   SandboxSpec,
 } from '../runtime.js';
-import { buildCreateOptions, containerName, LABEL_INSTANCE, LABEL_SANDBOX_ID, sandboxHostname } from './container-spec.js';
+import { buildCreateOptions, containerName, IDLE_COMMAND, LABEL_INSTANCE, LABEL_SANDBOX_ID, sandboxHostname } from './container-spec.js';
 import { SandboxEtcFiles } from './etc-files.js';
 import { DEFAULT_EXEC_START_TIMEOUT_MS, isConflict, isNotFound, startDockerExec } from './docker-exec.js';
 import type { DockerExecOptions } from './docker-exec.js';
@@ -34,6 +34,11 @@ import type { DockerContainerEvent } from './docker-events.js';
 import { EgressNetwork, hostHasIpv6 } from './egress-network.js';
 import type { EgressNetworkOptions } from './egress-network.js';
 import { LoopDisks } from './loop-disk.js';
+import { containerNetwork, gatedCommand, loadPolicy, OPEN_GATE_ARGV, prepareNamespace, savePolicy } from './docker-egress.js';
+import { EgressEnforcer } from '../egress/egress-enforcer.js';
+import type { EgressConnectionLogOptions } from '../egress/egress-enforcer.js';
+import type { ConnectionLogSink } from '../egress/egress-log.js';
+import { egressPolicyProblems, OPEN_EGRESS } from '../egress/egress-policy.js';
 import { pullImage } from './image-pull.js';
 import { parseImageRef } from '../oci/image-ref.js';
 import type { ImageRef } from '../oci/image-ref.js';
@@ -83,6 +88,12 @@ export interface DockerRuntimeOptions {
   diskMode?: DiskMode | 'auto';
   /** The network sandboxes with network access join, and its firewall. */
   egress?: Partial<EgressNetworkOptions>;
+  /** DNS server (`address[:port]`) the egress resolver forwards allowed names to; default the host's first nameserver. */
+  egressDnsUpstream?: string;
+  /** Addresses allowed names resolve to stay open at least this long, in seconds (default 60). */
+  egressTtlFloorSeconds?: number;
+  /** Log sandboxes' connection attempts (NFLOG group, and where its reader is compiled); default: DNS only. */
+  egressConnectionLog?: EgressConnectionLogOptions;
   /** Kill the whole sandbox when any of its processes is OOM-killed (default true). */
   killOnOom?: boolean;
   /** How long `create` waits for the first exec to work (default 30 s). */
@@ -152,6 +163,11 @@ export class DockerRuntime implements SandboxRuntime {
   private readonly disks: LoopDisks;
   private readonly etcFiles: SandboxEtcFiles;
   private readonly egress: EgressNetwork;
+  /** The egress resolver and firewall on the network's bridge, once a sandbox needed them. */
+  private enforcer: Promise<{ enforcer: EgressEnforcer; gateway: string }> | undefined;
+  private readonly enforcerOptions: { upstream?: string; ttlFloorSeconds?: number; connectionLog?: EgressConnectionLogOptions };
+  /** Policy changes in flight per sandbox, so they apply one after another. */
+  private readonly egressChanges = new Map<string, Promise<void>>();
   private readonly killOnOom: boolean;
   private readonly readyTimeoutMs: number;
   private readonly execStartTimeoutMs: number;
@@ -195,6 +211,11 @@ export class DockerRuntime implements SandboxRuntime {
       extraBlockedCidrs: [],
       ...options.egress,
     });
+    this.enforcerOptions = {
+      ...(options.egressDnsUpstream !== undefined ? { upstream: options.egressDnsUpstream } : {}),
+      ...(options.egressTtlFloorSeconds !== undefined ? { ttlFloorSeconds: options.egressTtlFloorSeconds } : {}),
+      ...(options.egressConnectionLog !== undefined ? { connectionLog: options.egressConnectionLog } : {}),
+    };
     this.killOnOom = options.killOnOom ?? true;
     this.readyTimeoutMs = options.readyTimeoutMs ?? 30_000;
     this.execStartTimeoutMs = options.execStartTimeoutMs ?? DEFAULT_EXEC_START_TIMEOUT_MS;
@@ -242,6 +263,7 @@ export class DockerRuntime implements SandboxRuntime {
     }
     this.gpu = await detectGpus();
     await this.ensureWatcher();
+    await this.readoptEgress();
   }
 
   private async chooseDiskMode(storageDriver: string): Promise<DiskMode> {
@@ -257,7 +279,7 @@ export class DockerRuntime implements SandboxRuntime {
   }
 
   capabilities(): RuntimeCapabilities {
-    return { gpuCount: this.gpu.gpuCount, gpuTypes: [...this.gpu.gpuTypes] };
+    return { gpuCount: this.gpu.gpuCount, gpuTypes: [...this.gpu.gpuTypes], egressPolicy: true };
   }
 
   /**
@@ -320,10 +342,15 @@ export class DockerRuntime implements SandboxRuntime {
     this.tracked.set(runtimeId, state);
     if (this.diskModeValue === 'storage-opt') state.diskBytes = spec.diskBytes;
     let workspaceSource: string | null = null;
+    // A policy other than open is enforced once Docker has given the sandbox its address: its start
+    // command waits behind a gate until the rules are in.
+    const policy = spec.networkAccess ? (spec.egress ?? OPEN_EGRESS) : undefined;
+    const gated = policy !== undefined && (policy.allowlist !== null || policy.denylist !== null);
     try {
       if (spec.networkAccess) await this.egress.ensure();
+      const egress = gated ? await this.egressEnforcer() : undefined;
       if (this.diskModeValue === 'loop') workspaceSource = await this.disks.create(spec.sandboxId, spec.diskBytes);
-      const etcFiles = await this.etcFiles.write(spec.sandboxId, sandboxHostname(spec.sandboxId), spec.networkAccess);
+      const etcFiles = await this.etcFiles.write(spec.sandboxId, sandboxHostname(spec.sandboxId), spec.networkAccess, egress?.gateway);
       const options = buildCreateOptions(spec, {
         instance: this.instance,
         networkMode: spec.networkAccess ? this.egress.options.name : 'none',
@@ -333,8 +360,14 @@ export class DockerRuntime implements SandboxRuntime {
         disableIpv6: hostHasIpv6(),
         etcFiles,
       });
+      if (gated) options.Cmd = gatedCommand(spec.startCommand ?? IDLE_COMMAND);
       const container = await this.docker.createContainer(options);
       await container.start();
+      if (gated && policy) {
+        await savePolicy(this.etcFiles.dir, spec.sandboxId, policy);
+        await this.enforceEgress(runtimeId, policy);
+        await this.openGate(runtimeId);
+      }
       await this.waitReady(runtimeId, spec.workspacePath);
       return { runtimeId };
     } catch (error) {
@@ -620,6 +653,7 @@ export class DockerRuntime implements SandboxRuntime {
     for (const abandon of this.liveExecs.get(runtimeId) ?? []) abandon();
     this.liveExecs.delete(runtimeId);
     if (this.diskModeValue === 'loop') await this.disks.remove(sandboxId);
+    if (this.enforcer) await (await this.enforcer).enforcer.remove(runtimeId);
     await this.etcFiles.remove(sandboxId);
   }
 
@@ -661,14 +695,107 @@ export class DockerRuntime implements SandboxRuntime {
     return listed;
   }
 
-  /** Not enforced by this driver yet: refused rather than ignored. */
-  async setEgressPolicy(runtimeId: string, _policy: EgressPolicy): Promise<void> {
-    throw new RuntimeError('UNSUPPORTED', `egress policies are not enforced by this driver yet (sandbox ${runtimeId})`);
+  /**
+   * The egress resolver and firewall on the sandbox network's bridge (started once; the network
+   * must exist). Sandboxes recorded with a policy (after a restart) get it re-applied.
+   */
+  private egressEnforcer(): Promise<{ enforcer: EgressEnforcer; gateway: string }> {
+    this.enforcer ??= (async () => {
+      await this.egress.ensure();
+      const network = await this.docker.getNetwork(this.egress.options.name).inspect() as { IPAM?: { Config?: Array<{ Gateway?: string }> } };
+      const gateway = network.IPAM?.Config?.find((c) => c.Gateway)?.Gateway;
+      if (!gateway) throw new RuntimeError('RUNTIME_ERROR', `network ${this.egress.options.name} has no IPv4 gateway`);
+      const enforcer = new EgressEnforcer({ instance: `docker:${this.instance}`, bridgeName: this.egress.options.bridgeName, gateway, ...this.enforcerOptions });
+      await enforcer.start();
+      return { enforcer, gateway };
+    })().catch((error: unknown) => {
+      this.enforcer = undefined;
+      throw error;
+    });
+    return this.enforcer;
   }
 
-  /** Not recorded by this driver yet. */
-  async egressLog(runtimeId: string, _limit: number): Promise<EgressLogEntry[]> {
-    throw new RuntimeError('UNSUPPORTED', `egress logs are not recorded by this driver yet (sandbox ${runtimeId})`);
+  /** Installs `policy` for a running sandbox: its namespace (DNS, route), then its firewall rules. */
+  private async enforceEgress(runtimeId: string, policy: EgressPolicy): Promise<void> {
+    const { enforcer, gateway } = await this.egressEnforcer();
+    const { ip, pid } = await containerNetwork(this.docker, runtimeId, this.egress.options.name);
+    if (ip === undefined || pid <= 0) throw new RuntimeError('RUNTIME_ERROR', `sandbox ${runtimeId} has no address on ${this.egress.options.name}`);
+    await prepareNamespace(pid, policy, gateway);
+    await enforcer.apply(runtimeId, ip, policy);
+  }
+
+  /** Lets a gated start command run. */
+  private async openGate(runtimeId: string): Promise<void> {
+    const proc = await startDockerExec({ ...this.execOptions(runtimeId), request: { argv: OPEN_GATE_ARGV, user: 'root' } });
+    proc.stdout.resume();
+    proc.stderr.resume();
+    const { exitCode } = await proc.wait();
+    if (exitCode !== 0) throw new RuntimeError('START_FAILED', `could not start the sandbox's command (exit ${exitCode})`);
+  }
+
+  /**
+   * Replaces a running sandbox's egress policy. The first policy moves its DNS from Docker's
+   * embedded server to the egress resolver (resolv.conf rewritten in place, 127.0.0.11 rejected);
+   * an empty allow list deletes its default route, any other policy restores it. A sandbox created
+   * without network access (`network none`) cannot get one on this driver: `UNSUPPORTED`.
+   */
+  async setEgressPolicy(runtimeId: string, policy: EgressPolicy): Promise<void> {
+    const problems = egressPolicyProblems(policy);
+    if (problems.length > 0) throw new RuntimeError('RUNTIME_ERROR', `invalid egress policy: ${problems.map((p) => `${p.field} ${p.reason}`).join('; ')}`);
+    const previous = this.egressChanges.get(runtimeId) ?? Promise.resolve();
+    const job = previous.catch(() => undefined).then(() => this.changeEgress(runtimeId, policy));
+    this.egressChanges.set(runtimeId, job);
+    try {
+      await job;
+    } finally {
+      if (this.egressChanges.get(runtimeId) === job) this.egressChanges.delete(runtimeId);
+    }
+  }
+
+  private async changeEgress(runtimeId: string, policy: EgressPolicy): Promise<void> {
+    let networkMode: string;
+    try {
+      ({ networkMode } = await containerNetwork(this.docker, runtimeId, this.egress.options.name));
+    } catch (error) {
+      if (isNotFound(error)) throw new RuntimeError('NOT_FOUND', `no sandbox ${runtimeId}`, { cause: error });
+      throw error;
+    }
+    if (networkMode === 'none') {
+      if (policy.allowlist !== null && policy.allowlist.length === 0) return;
+      throw new RuntimeError('UNSUPPORTED', `sandbox ${runtimeId} was created without network access; the docker driver cannot give it a network`);
+    }
+    const sandboxId = runtimeId.replace(/^corral-/, '');
+    const { gateway } = await this.egressEnforcer();
+    await this.etcFiles.useResolver(sandboxId, gateway);
+    await savePolicy(this.etcFiles.dir, sandboxId, policy);
+    await this.enforceEgress(runtimeId, policy);
+  }
+
+  /**
+   * Where the connection logger (reading the NFLOG group of `egressConnectionLog`) delivers the packets the
+   * egress firewall logged; they appear in {@link egressLog}.
+   */
+  get egressConnectionLog(): ConnectionLogSink {
+    return {
+      recordPacket: (packet) => {
+        void this.enforcer?.then(({ enforcer }) => enforcer.recordPacket(packet)).catch(() => undefined);
+      },
+    };
+  }
+
+  /** The sandbox's recent DNS answers and connection attempts, oldest first (empty before it had a policy). */
+  async egressLog(runtimeId: string, limit: number): Promise<EgressLogEntry[]> {
+    if (!this.enforcer) return [];
+    return (await this.enforcer).enforcer.log(runtimeId, limit);
+  }
+
+  /** Re-applies the recorded policies of this instance's running sandboxes (after a restart). */
+  private async readoptEgress(): Promise<void> {
+    for (const state of await this.list()) {
+      if (!state.running) continue;
+      const policy = await loadPolicy(this.etcFiles.dir, state.sandboxId).catch(() => undefined);
+      if (policy) await this.enforceEgress(state.runtimeId, policy).catch(() => undefined);
+    }
   }
 
   onEvent(listener: (event: RuntimeEvent) => void): () => void {
@@ -724,6 +851,12 @@ export class DockerRuntime implements SandboxRuntime {
   }
 
   async close(): Promise<void> {
+    if (this.enforcer) {
+      const { enforcer } = await this.enforcer.catch(() => ({ enforcer: undefined }));
+      const left = await this.list().catch(() => [{}]);
+      await enforcer?.close(left.length === 0);
+      this.enforcer = undefined;
+    }
     this.watcher?.close();
     this.watcher = undefined;
     this.watcherStart = undefined;

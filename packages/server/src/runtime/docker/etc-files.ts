@@ -17,24 +17,38 @@ export interface EtcFilePaths {
 export class SandboxEtcFiles {
   constructor(readonly dir: string) {}
 
-  /** Writes the three files for a sandbox. With network access, names resolve through Docker's embedded DNS (127.0.0.11), as Docker's own file says. */
-  async write(sandboxId: string, hostname: string, networkAccess: boolean): Promise<EtcFilePaths> {
+  /**
+   * Writes the three files for a sandbox. With network access, names resolve through Docker's
+   * embedded DNS (127.0.0.11), as Docker's own file says, or through `resolver` (the egress
+   * resolver) when given.
+   */
+  async write(sandboxId: string, hostname: string, networkAccess: boolean, resolver?: string): Promise<EtcFilePaths> {
     const dir = join(this.dir, sandboxId);
     await mkdir(dir, { recursive: true, mode: 0o755 });
     const paths: EtcFilePaths = { hosts: join(dir, 'hosts'), resolvConf: join(dir, 'resolv.conf'), hostname: join(dir, 'hostname') };
     const hosts = [`127.0.0.1\tlocalhost ${hostname}`, '::1\tlocalhost ip6-localhost ip6-loopback', ''].join('\n');
     await Promise.all([
       writeFile(paths.hosts, hosts, { mode: 0o644 }),
-      writeFile(paths.resolvConf, await resolvConf(networkAccess), { mode: 0o644 }),
+      writeFile(paths.resolvConf, resolver !== undefined ? resolverConf(resolver) : await resolvConf(networkAccess), { mode: 0o644 }),
       writeFile(paths.hostname, `${hostname}\n`, { mode: 0o644 }),
     ]);
     return paths;
+  }
+
+  /** Points a running sandbox's resolv.conf at `resolver`, in place (the read-only mount shows the same file). */
+  async useResolver(sandboxId: string, resolver: string): Promise<void> {
+    await writeFile(join(this.dir, sandboxId, 'resolv.conf'), resolverConf(resolver));
   }
 
   /** Deletes a sandbox's files. Idempotent. */
   async remove(sandboxId: string): Promise<void> {
     await rm(join(this.dir, sandboxId), { recursive: true, force: true });
   }
+}
+
+/** A resolv.conf naming only the egress resolver (`single-request`: see the oci driver's resolv.conf). */
+function resolverConf(resolver: string): string {
+  return `nameserver ${resolver}\noptions ndots:0 single-request timeout:2 attempts:3\n`;
 }
 
 /** Docker's embedded DNS for networked sandboxes (plus the host's search domains); the host's non-loopback nameservers otherwise. */

@@ -11,6 +11,7 @@ import { ensureAgentBinary } from './native-build.js';
 import { DEFAULT_USERNS_MAPPING, usernsUnavailable } from './userns.js';
 import { ociMissing } from '../../testing/runtime-available.js';
 import { insecureRegistriesFor } from '../../testing/local-registries.js';
+import { TestInternet, testConnectionLog } from '../../testing/test-internet.js';
 import { immutableObstacle, loopBackingFiles, mountPoints, present } from '../conformance/host-objects.js';
 
 const IMAGE = process.env.CORRAL_OCI_TEST_IMAGE ?? '127.0.0.1:5000/corral/busybox:latest';
@@ -35,7 +36,8 @@ for (const runtimeBinary of RUNTIMES) {
   }
   runConformanceSuite(`oci (${runtimeBinary})`, async () => {
     const instance = `test-${randomBytes(4).toString('hex')}`;
-    const runtime = new OciRuntime({ instance, stateDir: STATE_DIR, images, runtimeBinary, userns: USERNS });
+    const testInternet = await TestInternet.start();
+    const runtime = new OciRuntime({ instance, stateDir: STATE_DIR, images, runtimeBinary, userns: USERNS, egressDnsUpstream: testInternet.dnsAddress, egressConnectionLog: testConnectionLog(join(STATE_DIR, 'bin')) });
     const instanceDir = join(STATE_DIR, 'instances', instance);
     /** The fields of the driver's per-sandbox state.json the checks need. */
     const recordOf = (runtimeId: string) =>
@@ -50,10 +52,12 @@ for (const runtimeBinary of RUNTIMES) {
     return {
       runtime,
       image: IMAGE,
+      testInternet,
       async cleanup() {
         assert.deepEqual(runtime.userns, expected, 'the suite ran with the user namespace setting it meant to test');
         for (const s of await runtime.list()) await runtime.remove(s.runtimeId);
         await runtime.close();
+        await testInternet.close();
         await rm(join(STATE_DIR, 'instances', instance), { recursive: true, force: true });
       },
       removalFaults: {

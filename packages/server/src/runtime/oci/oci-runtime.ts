@@ -38,7 +38,11 @@ import { startOciExec } from './oci-exec.js';
 import type { ExecTarget } from './oci-exec.js';
 import { buildOciConfig, defaultSeccompProfile, mergeEnv } from './oci-spec.js';
 import { runTool } from './run-tool.js';
-import { NetnsPool } from './sandbox-network.js';
+import { ensureBridge, NetnsPool } from './sandbox-network.js';
+import { EgressEnforcer } from '../egress/egress-enforcer.js';
+import type { EgressConnectionLogOptions } from '../egress/egress-enforcer.js';
+import type { ConnectionLogSink } from '../egress/egress-log.js';
+import { egressPolicyProblems, OPEN_EGRESS } from '../egress/egress-policy.js';
 import type { BridgeOptions } from './sandbox-network.js';
 import { chownToSandboxRoot, mountIdmappedRootfs, resolveUserns } from './userns.js';
 import type { UsernsMapping } from './userns.js';
@@ -103,6 +107,12 @@ export interface OciRuntimeOptions {
   userns?: UsernsMapping | null;
   /** Which disks `create()` admits (runtime/disk-admission.ts); default: a disk must only fit in free space. */
   diskPolicy?: DiskPolicy;
+  /** DNS server (`address[:port]`) the egress resolver forwards allowed names to; default the host's first nameserver. */
+  egressDnsUpstream?: string;
+  /** Addresses allowed names resolve to stay open at least this long, in seconds (default 60). */
+  egressTtlFloorSeconds?: number;
+  /** Log sandboxes' connection attempts (NFLOG group, and where its reader is compiled); default: DNS only. */
+  egressConnectionLog?: EgressConnectionLogOptions;
 }
 
 /** What the driver records about a sandbox in `state.json`. */
@@ -116,6 +126,8 @@ interface SandboxRecord {
   workingDir: string;
   diskId: string;
   netns: { name: string; ip: string | undefined };
+  /** The egress policy enforced (absent in records of older versions: open). */
+  egress?: EgressPolicy;
   cgroupsPath: string;
   /** The Unix socket the sandbox's agent accepts exec sessions on. */
   agentSocket: string;
@@ -177,6 +189,9 @@ export class OciRuntime implements SandboxRuntime {
   /** Bytes of disks admitted by creates that have not got their disk yet. */
   private admittedBytes = 0;
   private readonly netns: NetnsPool;
+  private readonly egress: EgressEnforcer;
+  /** Policy changes in flight per sandbox, so they apply one after another. */
+  private readonly egressChanges = new Map<string, Promise<void>>();
   private readonly killOnOom: boolean;
   private readonly startCheckMs: number;
   private readonly pollIntervalMs: number;
@@ -228,6 +243,14 @@ export class OciRuntime implements SandboxRuntime {
       poolSize,
     );
     this.netns.busy = () => this.creating > 1;
+    this.egress = new EgressEnforcer({
+      instance: options.instance,
+      bridgeName: this.netns.bridge.bridgeName,
+      gateway: this.netns.gatewayAddress,
+      ...(options.egressDnsUpstream !== undefined ? { upstream: options.egressDnsUpstream } : {}),
+      ...(options.egressTtlFloorSeconds !== undefined ? { ttlFloorSeconds: options.egressTtlFloorSeconds } : {}),
+      ...(options.egressConnectionLog !== undefined ? { connectionLog: options.egressConnectionLog } : {}),
+    });
     this.killOnOom = options.killOnOom ?? true;
     this.startCheckMs = options.startCheckMs ?? 100;
     this.pollIntervalMs = options.pollIntervalMs ?? 100;
@@ -283,6 +306,7 @@ export class OciRuntime implements SandboxRuntime {
     this.netns.agentBinary = this.agent();
     await this.adopt();
     await this.removeOrphans();
+    await this.startEgress();
     for (const size of this.warmDiskSizes) void this.disks.warm(size);
     void this.netns.warm(false);
     void this.netns.warm(true);
@@ -315,7 +339,7 @@ export class OciRuntime implements SandboxRuntime {
   }
 
   capabilities(): RuntimeCapabilities {
-    return { gpuCount: 0, gpuTypes: [] };
+    return { gpuCount: 0, gpuTypes: [], egressPolicy: true };
   }
 
   /** User namespace as `init()` decided (with why not), seccomp always (precompiled or by the runtime), a cgroup namespace per sandbox. */
@@ -393,12 +417,30 @@ export class OciRuntime implements SandboxRuntime {
     }
   }
 
+  /**
+   * Starts the egress resolver and firewall on the bridge and re-applies the recorded policy of
+   * every adopted sandbox (the firewall rules themselves outlive a restart; the resolver's port
+   * does not), then removes rules of sandboxes that are gone.
+   */
+  private async startEgress(): Promise<void> {
+    await ensureBridge(this.netns.bridge);
+    await this.egress.start();
+    for (const live of this.live.values()) {
+      if (live.exitCode !== null || !live.record.netns.name) continue;
+      await this.egress.apply(live.record.runtimeId, live.record.netns.ip, live.record.egress ?? OPEN_EGRESS);
+    }
+    // Leftovers of sandboxes that are gone only cost table entries: a failure here must not stop the driver.
+    await this.egress.retainOnlyKnown().catch(() => undefined);
+  }
+
   private async createAdmitted(
     spec: SandboxSpec,
     workspace: string,
     auth: RegistryCredentials | undefined,
     releaseDisk: () => void,
   ): Promise<{ runtimeId: string }> {
+    const egress = effectiveEgress(spec);
+    const online = !isOffline(egress);
     const image = await this.images.ensure(spec.image, auth);
     const runtimeId = `corral-${spec.sandboxId}`;
     const dir = this.sandboxDir(runtimeId);
@@ -417,13 +459,14 @@ export class OciRuntime implements SandboxRuntime {
       workingDir: image.config.workingDir,
       diskId: '',
       netns: { name: '', ip: undefined },
+      egress,
       cgroupsPath: `${this.cgroupParent}/${runtimeId}`,
       agentSocket: join(this.socketDir, `${shortHash(runtimeId, 16)}.sock`),
       rootfs: join(this.mountDir, runtimeId, 'rootfs'),
       createdAt: new Date().toISOString(),
     };
     try {
-      const [disk, ns] = await Promise.all([this.disks.acquire(spec.diskBytes, runtimeId), this.netns.acquire(spec.networkAccess)]);
+      const [disk, ns] = await Promise.all([this.disks.acquire(spec.diskBytes, runtimeId), this.netns.acquire(online)]);
       record.diskId = disk.id;
       releaseDisk(); // Counted by the pool from now on.
       record.netns = { name: ns.name, ip: ns.ip };
@@ -441,7 +484,7 @@ export class OciRuntime implements SandboxRuntime {
         mkdir(rootfs, { recursive: true, mode: 0o700 }),
         (async () => {
           await mkdir(etc, { recursive: true, mode: 0o755 });
-          const texts = [hostsFile(hostname, ns.ip), await resolvConf(), `${hostname}\n`];
+          const texts = [hostsFile(hostname, ns.ip), resolvConf(this.netns.gatewayAddress), `${hostname}\n`];
           await Promise.all(etcFiles.map((file, i) => writeFile(file, texts[i] ?? '', { mode: 0o644 })));
         })(),
       ]);
@@ -468,6 +511,8 @@ export class OciRuntime implements SandboxRuntime {
         userns,
       });
       await writeFile(join(dir, 'config.json'), JSON.stringify(config), { mode: 0o600 });
+      // Enforced before the sandbox's first process: no window of open network.
+      await this.egress.apply(runtimeId, ns.ip, egress);
       // Exits are reported once create() succeeded; a start that fails is START_FAILED, not an event.
       const live: Live = { record, exitCode: null, oomKilled: false, removing: false, removeFailed: false, report: false };
       this.live.set(runtimeId, live);
@@ -701,6 +746,7 @@ export class OciRuntime implements SandboxRuntime {
       await runTool('umount', [rootfs], { background: true }).catch(() => delay(50));
     }
     if (await isMountPoint(rootfs)) await runTool('umount', ['-l', rootfs]).catch(() => undefined);
+    await this.egress.remove(record.runtimeId);
     if (record.netns.name) await this.netns.destroy(record.netns);
     if (record.diskId) await this.disks.destroy(record.diskId);
     await this.cgroups.remove(record.cgroupsPath);
@@ -709,14 +755,54 @@ export class OciRuntime implements SandboxRuntime {
     await rm(dir, { recursive: true, force: true });
   }
 
-  /** Not enforced by this driver yet: refused rather than ignored. */
-  async setEgressPolicy(runtimeId: string, _policy: EgressPolicy): Promise<void> {
-    throw new RuntimeError('UNSUPPORTED', `egress policies are not enforced by this driver yet (sandbox ${runtimeId})`);
+  /**
+   * Replaces a running sandbox's egress policy: an empty allow list takes its network away (veth
+   * and route deleted), any other policy gives it back when it had none; then the resolver and the
+   * firewall follow the new policy in one transaction. Changes to one sandbox apply in order.
+   */
+  async setEgressPolicy(runtimeId: string, policy: EgressPolicy): Promise<void> {
+    const problems = egressPolicyProblems(policy);
+    if (problems.length > 0) throw new RuntimeError('RUNTIME_ERROR', `invalid egress policy: ${problems.map((p) => `${p.field} ${p.reason}`).join('; ')}`);
+    const previous = this.egressChanges.get(runtimeId) ?? Promise.resolve();
+    const job = previous.catch(() => undefined).then(() => this.changeEgress(runtimeId, policy));
+    this.egressChanges.set(runtimeId, job);
+    try {
+      await job;
+    } finally {
+      if (this.egressChanges.get(runtimeId) === job) this.egressChanges.delete(runtimeId);
+    }
   }
 
-  /** Not recorded by this driver yet. */
-  async egressLog(runtimeId: string, _limit: number): Promise<EgressLogEntry[]> {
-    throw new RuntimeError('UNSUPPORTED', `egress logs are not recorded by this driver yet (sandbox ${runtimeId})`);
+  private async changeEgress(runtimeId: string, policy: EgressPolicy): Promise<void> {
+    const live = this.running(runtimeId);
+    const record = live.record;
+    if (!record.netns.name) throw new RuntimeError('NOT_FOUND', `sandbox ${runtimeId} has no network namespace`);
+    const online = !isOffline(policy);
+    if (!online && record.netns.ip !== undefined) {
+      await this.egress.apply(runtimeId, undefined, policy);
+      await this.netns.disconnect(record.netns);
+      record.netns = { name: record.netns.name, ip: undefined };
+    } else if (online && record.netns.ip === undefined) {
+      const { ip } = await this.netns.connect(record.netns);
+      record.netns = { name: record.netns.name, ip };
+    }
+    await this.egress.apply(runtimeId, record.netns.ip, policy);
+    record.egress = policy;
+    await writeFile(join(this.sandboxDir(runtimeId), 'state.json'), JSON.stringify(record, null, 2), { mode: 0o600 });
+  }
+
+  /**
+   * Where the connection logger (reading the NFLOG group of `egressConnectionLog`) delivers the packets the
+   * egress firewall logged; they appear in {@link egressLog}.
+   */
+  get egressConnectionLog(): ConnectionLogSink {
+    return this.egress;
+  }
+
+  /** The sandbox's recent DNS answers and connection attempts, oldest first. */
+  async egressLog(runtimeId: string, limit: number): Promise<EgressLogEntry[]> {
+    if (!this.live.has(runtimeId)) throw new RuntimeError('NOT_FOUND', `no sandbox ${runtimeId}`);
+    return this.egress.log(runtimeId, limit);
   }
 
   onEvent(listener: (event: RuntimeEvent) => void): () => void {
@@ -843,8 +929,19 @@ export class OciRuntime implements SandboxRuntime {
     this.timer = undefined;
     this.gcTimer = undefined;
     this.listeners.clear();
-    await Promise.all([this.disks.close(), this.netns.close()]);
+    await Promise.all([this.disks.close(), this.netns.close(), this.egress.close(this.live.size === 0)]);
   }
+}
+
+/** The policy a spec asks for: `networkAccess: false` is an empty allow list; no policy is open. */
+function effectiveEgress(spec: SandboxSpec): EgressPolicy {
+  if (!spec.networkAccess) return { allowlist: [], denylist: null };
+  return spec.egress ?? OPEN_EGRESS;
+}
+
+/** An empty allow list: the sandbox gets no network at all. */
+function isOffline(policy: EgressPolicy): boolean {
+  return policy.allowlist !== null && policy.allowlist.length === 0;
 }
 
 function toState(live: Live): RuntimeSandboxState {
@@ -875,22 +972,15 @@ function hostsFile(hostname: string, ip: string | undefined): string {
   ].join('\n');
 }
 
-let resolvCache: { at: number; text: Promise<string> } | undefined;
-
-/** {@link readResolvConf}, re-read at most every 10 s. */
-function resolvConf(): Promise<string> {
-  if (!resolvCache || Date.now() - resolvCache.at > 10_000) resolvCache = { at: Date.now(), text: readResolvConf() };
-  return resolvCache.text;
-}
-
-/** The host's nameservers minus loopback ones; Google's public resolvers when none remain (as Docker does). */
-async function readResolvConf(): Promise<string> {
-  const host = await readFile('/etc/resolv.conf', 'utf8').catch(() => '');
-  const servers = [...host.matchAll(/^\s*nameserver\s+(\S+)/gm)].map((m) => m[1] ?? '').filter((s) => s && !/^(127\.|::1$)/.test(s));
-  const search = /^\s*search\s+(.+)$/m.exec(host)?.[1];
-  const lines = (servers.length > 0 ? servers : ['8.8.8.8', '8.8.4.4']).map((s) => `nameserver ${s}`);
-  if (search) lines.push(`search ${search.trim()}`);
-  return `${lines.join('\n')}\n`;
+/**
+ * Every sandbox resolves names through the egress resolver on its gateway (the firewall redirects
+ * its port 53 there), with or without a policy. `single-request`: glibc asks A and AAAA one after
+ * the other, not at once from one socket (two simultaneous first packets of one UDP flow through
+ * DNAT can race in conntrack and one is dropped: a 5 s stall). `timeout:2 attempts:3`: an answer
+ * lost or late (the resolver shares the server's event loop) costs 2 s, not glibc's default 5.
+ */
+function resolvConf(gateway: string): string {
+  return `nameserver ${gateway}\noptions ndots:0 single-request timeout:2 attempts:3\n`;
 }
 
 function runToolIn(cwd: string, command: string, args: string[]): Promise<void> {

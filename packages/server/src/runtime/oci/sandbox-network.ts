@@ -190,6 +190,51 @@ export class NetnsPool {
     return { name, path, ip, hostVeth, usernsPath };
   }
 
+  /**
+   * Gives a running sandbox's offline namespace its network, live: a veth to the bridge, an
+   * address and the default route (as {@link make} does for online ones). Returns the new fields.
+   */
+  async connect(ns: Pick<SandboxNetns, 'name'>): Promise<{ ip: string; hostVeth: string }> {
+    await ensureBridge(this.bridge);
+    const ip = await this.lease(ns.name);
+    const hostVeth = `vc${randomBytes(4).toString('hex')}`;
+    try {
+      await runTool('ip', ['-batch', '-'], {
+        input: [
+          `link add ${hostVeth} type veth peer name eth0 netns ${ns.name}`,
+          `link set ${hostVeth} master ${this.bridge.bridgeName}`,
+          `link set dev ${hostVeth} type bridge_slave isolated on`,
+          `link set ${hostVeth} up`,
+        ].join('\n'),
+      });
+      await disableIpv6(join(NETNS_DIR, ns.name), true, false);
+      await disableHostIpv6(hostVeth);
+      await runTool('ip', ['-n', ns.name, '-batch', '-'], {
+        input: [`addr add ${ip}/${this.prefixLength} dev eth0`, 'link set eth0 up', `route add default via ${this.gateway}`].join('\n'),
+      });
+    } catch (error) {
+      await runTool('ip', ['link', 'delete', hostVeth]).catch(() => undefined);
+      await this.release(ns.name, ip);
+      throw error;
+    }
+    return { ip, hostVeth };
+  }
+
+  /** Takes a running sandbox's network away, live: deletes its veth pair (and route) and frees its address. */
+  async disconnect(ns: Pick<SandboxNetns, 'name' | 'ip'>): Promise<void> {
+    await runTool('ip', ['-n', ns.name, 'link', 'delete', 'eth0']).catch(async (error: unknown) => {
+      const links = await runTool('ip', ['-n', ns.name, '-o', 'link', 'show', 'eth0']).catch(() => undefined);
+      if (links) throw error;
+    });
+    if (ns.ip !== undefined) await this.release(ns.name, ns.ip);
+  }
+
+  /** Frees `ip` when `owner` holds its lease. */
+  private async release(owner: string, ip: string): Promise<void> {
+    const leaseFile = join(this.leaseDir, ip);
+    if ((await readFile(leaseFile, 'utf8').catch(() => undefined)) === owner) await rm(leaseFile, { force: true });
+  }
+
   /** Leases a free address of the subnet for `owner`. */
   private async lease(owner: string): Promise<string> {
     await mkdir(this.leaseDir, { recursive: true });
@@ -328,9 +373,9 @@ async function setUpBridge(options: BridgeOptions): Promise<void> {
   await ensureJump('filter', 'INPUT', OCI_INPUT_CHAIN);
   await ensureJump('filter', 'FORWARD', OCI_FORWARD_CHAIN);
 
-  await ensureChain('nat', OCI_NAT_CHAIN);
-  await iptables(['-t', 'nat', '-F', OCI_NAT_CHAIN]);
-  await iptables(['-t', 'nat', '-A', OCI_NAT_CHAIN, '-s', options.subnet, '!', '-o', br, '-j', 'MASQUERADE']);
+  // Atomic too: between a flush and the append, a sandbox's first packet of a connection left
+  // unmasqueraded, and the whole connection with it (its answers never came back).
+  await replaceChains('iptables', { [OCI_NAT_CHAIN]: [['-s', options.subnet, '!', '-o', br, '-j', 'MASQUERADE']] }, 'nat');
   await ensureJump('nat', 'POSTROUTING', OCI_NAT_CHAIN);
 
   if (hostHasIpv6()) {
@@ -352,12 +397,12 @@ async function setUpBridge(options: BridgeOptions): Promise<void> {
 type Firewall = 'iptables' | 'ip6tables';
 
 /**
- * Creates or replaces user chains of the filter table in one atomic commit (`iptables-restore
- * --noflush`: a declared chain is emptied and refilled within the same commit, other chains are left
- * alone), so no packet ever sees a chain half filled.
+ * Creates or replaces user chains of a table (default filter) in one atomic commit
+ * (`iptables-restore --noflush`: a declared chain is emptied and refilled within the same commit,
+ * other chains are left alone), so no packet ever sees a chain half filled.
  */
-async function replaceChains(binary: Firewall, chains: Record<string, string[][]>): Promise<void> {
-  const lines = ['*filter', ...Object.keys(chains).map((chain) => `:${chain} - [0:0]`)];
+async function replaceChains(binary: Firewall, chains: Record<string, string[][]>, table = 'filter'): Promise<void> {
+  const lines = [`*${table}`, ...Object.keys(chains).map((chain) => `:${chain} - [0:0]`)];
   for (const [chain, rules] of Object.entries(chains)) for (const rule of rules) lines.push(['-A', chain, ...rule].join(' '));
   lines.push('COMMIT', '');
   const dir = await mkdtemp(join(tmpdir(), 'corral-fw-'));
@@ -372,18 +417,6 @@ async function replaceChains(binary: Firewall, chains: Record<string, string[][]
 
 async function iptables(args: string[], binary: Firewall = 'iptables'): Promise<void> {
   await runTool(binary, ['-w', '5', ...args]);
-}
-
-async function ensureChain(table: string, chain: string, binary: Firewall = 'iptables'): Promise<void> {
-  try {
-    await runTool(binary, ['-w', '5', '-t', table, '-n', '-L', chain]);
-  } catch {
-    await iptables(['-t', table, '-N', chain], binary).catch(async (error: unknown) => {
-      await runTool(binary, ['-w', '5', '-t', table, '-n', '-L', chain]).catch(() => {
-        throw error;
-      });
-    });
-  }
 }
 
 async function ensureJump(table: string, from: string, to: string, binary: Firewall = 'iptables'): Promise<void> {

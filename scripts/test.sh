@@ -66,5 +66,5 @@ else
   mapfile -t files < <(find packages -path '*/node_modules' -prune -o -path '*/dist' -prune -o -name '*.test.ts' -print | sort)
 fi
 log "running ${#files[@]} test file(s)"
-node --conditions=development --import tsx --test --test-concurrency="${CORRAL_TEST_CONCURRENCY:-3}" "${files[@]}"
+node --conditions=development --import tsx --test --test-concurrency="${CORRAL_TEST_CONCURRENCY:-2}" "${files[@]}"
 log "all tests passed in $(( $(date +%s) - start ))s"

@@ -22,7 +22,8 @@ function getVia(serverUrl: string, exposureUrl: string): Promise<{ status: numbe
   });
 }
 
-describe('corral sandbox expose|ports|unexpose|ssh against a real server', { timeout: 90_000 }, () => {
+// Each step spawns the CLI (a Node process loading the CLI from source): on a loaded host that is seconds per call.
+describe('corral sandbox expose|ports|unexpose|ssh against a real server', { timeout: 240_000 }, () => {
   let server: ListeningServer;
   let env: NodeJS.ProcessEnv;
   let sandbox: Sandbox;

@@ -89,7 +89,9 @@ export function registerEgressCases(context: ConformanceContext): void {
     async function lookupTcp(id: string, name: string, server: string): Promise<{ rcode: string; addresses: string[] } | null> {
       const query = dnsPacket.streamEncode({ type: 'query', id: 4242, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name }] });
       await context.runtime.putFile(id, '/tmp/q.bin', Readable.from([query]));
-      const r = await runToEnd(context.runtime, id, `(cat /tmp/q.bin; sleep 2) | timeout 5 nc ${server} 53 | od -An -v -tx1`);
+      // stdin stays open a while so nc waits for the answer (an allowed name's first answer waits for
+      // its upstream and a firewall update, which take seconds on a loaded host).
+      const r = await runToEnd(context.runtime, id, `(cat /tmp/q.bin; sleep 6) | timeout 8 nc ${server} 53 | od -An -v -tx1`);
       const bytes = Buffer.from(r.stdout.replace(/\s+/g, ''), 'hex');
       if (bytes.length < 4) return null;
       const answer = dnsPacket.streamDecode(bytes) as ReturnType<typeof dnsPacket.decode>;

@@ -133,7 +133,9 @@ describe('gateway files (Docker)', { timeout: 180_000, skip: missing !== undefin
     assert.equal(down.length, String(SIZE_MIB * MiB));
     assert.equal(down.size, SIZE_MIB * MiB);
     assert.equal(down.sha256, up.sha256);
-    assert.ok(peakRss - base.rss < 64 * MiB, `RSS grew ${((peakRss - base.rss) / MiB).toFixed(1)} MiB`);
+    // RSS also moves with allocator arenas and the suite's other tests running beside this one (a
+    // clean run saw 72 MiB); a gigabyte held anywhere would show as far more than this bound.
+    assert.ok(peakRss - base.rss < 128 * MiB, `RSS grew ${((peakRss - base.rss) / MiB).toFixed(1)} MiB`);
     assert.ok(peakHeap - base.heapUsed < 64 * MiB, `heap grew ${((peakHeap - base.heapUsed) / MiB).toFixed(1)} MiB`);
     const inside = await execCall(sb, { command: `sha256sum ${path} | cut -d' ' -f1` });
     assert.equal(inside.body.stdout.trim(), up.sha256);

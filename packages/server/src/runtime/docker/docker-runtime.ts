@@ -35,10 +35,11 @@ import { EgressNetwork, hostHasIpv6 } from './egress-network.js';
 import type { EgressNetworkOptions } from './egress-network.js';
 import { LoopDisks } from './loop-disk.js';
 import { containerNetwork, gatedCommand, loadPolicy, OPEN_GATE_ARGV, prepareNamespace, savePolicy } from './docker-egress.js';
+import { EgressChanges } from '../egress/egress-changes.js';
 import { EgressEnforcer } from '../egress/egress-enforcer.js';
 import type { EgressConnectionLogOptions } from '../egress/egress-enforcer.js';
 import type { ConnectionLogSink } from '../egress/egress-log.js';
-import { egressPolicyProblems, OPEN_EGRESS } from '../egress/egress-policy.js';
+import { OPEN_EGRESS } from '../egress/egress-policy.js';
 import { pullImage } from './image-pull.js';
 import { parseImageRef } from '../oci/image-ref.js';
 import type { ImageRef } from '../oci/image-ref.js';
@@ -167,7 +168,7 @@ export class DockerRuntime implements SandboxRuntime {
   private enforcer: Promise<{ enforcer: EgressEnforcer; gateway: string }> | undefined;
   private readonly enforcerOptions: { upstream?: string; ttlFloorSeconds?: number; connectionLog?: EgressConnectionLogOptions };
   /** Policy changes in flight per sandbox, so they apply one after another. */
-  private readonly egressChanges = new Map<string, Promise<void>>();
+  private readonly egressChanges = new EgressChanges();
   private readonly killOnOom: boolean;
   private readonly readyTimeoutMs: number;
   private readonly execStartTimeoutMs: number;
@@ -740,16 +741,7 @@ export class DockerRuntime implements SandboxRuntime {
    * without network access (`network none`) cannot get one on this driver: `UNSUPPORTED`.
    */
   async setEgressPolicy(runtimeId: string, policy: EgressPolicy): Promise<void> {
-    const problems = egressPolicyProblems(policy);
-    if (problems.length > 0) throw new RuntimeError('RUNTIME_ERROR', `invalid egress policy: ${problems.map((p) => `${p.field} ${p.reason}`).join('; ')}`);
-    const previous = this.egressChanges.get(runtimeId) ?? Promise.resolve();
-    const job = previous.catch(() => undefined).then(() => this.changeEgress(runtimeId, policy));
-    this.egressChanges.set(runtimeId, job);
-    try {
-      await job;
-    } finally {
-      if (this.egressChanges.get(runtimeId) === job) this.egressChanges.delete(runtimeId);
-    }
+    await this.egressChanges.apply(runtimeId, policy, (next) => this.changeEgress(runtimeId, next));
   }
 
   private async changeEgress(runtimeId: string, policy: EgressPolicy): Promise<void> {

@@ -39,10 +39,11 @@ import type { ExecTarget } from './oci-exec.js';
 import { buildOciConfig, defaultSeccompProfile, mergeEnv } from './oci-spec.js';
 import { runTool } from './run-tool.js';
 import { ensureBridge, NetnsPool } from './sandbox-network.js';
+import { EgressChanges } from '../egress/egress-changes.js';
 import { EgressEnforcer } from '../egress/egress-enforcer.js';
 import type { EgressConnectionLogOptions } from '../egress/egress-enforcer.js';
 import type { ConnectionLogSink } from '../egress/egress-log.js';
-import { egressPolicyProblems, OPEN_EGRESS } from '../egress/egress-policy.js';
+import { OPEN_EGRESS } from '../egress/egress-policy.js';
 import type { BridgeOptions } from './sandbox-network.js';
 import { chownToSandboxRoot, mountIdmappedRootfs, resolveUserns } from './userns.js';
 import type { UsernsMapping } from './userns.js';
@@ -191,7 +192,7 @@ export class OciRuntime implements SandboxRuntime {
   private readonly netns: NetnsPool;
   private readonly egress: EgressEnforcer;
   /** Policy changes in flight per sandbox, so they apply one after another. */
-  private readonly egressChanges = new Map<string, Promise<void>>();
+  private readonly egressChanges = new EgressChanges();
   private readonly killOnOom: boolean;
   private readonly startCheckMs: number;
   private readonly pollIntervalMs: number;
@@ -761,16 +762,7 @@ export class OciRuntime implements SandboxRuntime {
    * firewall follow the new policy in one transaction. Changes to one sandbox apply in order.
    */
   async setEgressPolicy(runtimeId: string, policy: EgressPolicy): Promise<void> {
-    const problems = egressPolicyProblems(policy);
-    if (problems.length > 0) throw new RuntimeError('RUNTIME_ERROR', `invalid egress policy: ${problems.map((p) => `${p.field} ${p.reason}`).join('; ')}`);
-    const previous = this.egressChanges.get(runtimeId) ?? Promise.resolve();
-    const job = previous.catch(() => undefined).then(() => this.changeEgress(runtimeId, policy));
-    this.egressChanges.set(runtimeId, job);
-    try {
-      await job;
-    } finally {
-      if (this.egressChanges.get(runtimeId) === job) this.egressChanges.delete(runtimeId);
-    }
+    await this.egressChanges.apply(runtimeId, policy, (next) => this.changeEgress(runtimeId, next));
   }
 
   private async changeEgress(runtimeId: string, policy: EgressPolicy): Promise<void> {

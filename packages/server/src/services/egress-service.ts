@@ -7,6 +7,7 @@ import { egressPolicyOf, enforcesEgress, isNoEgress, isOpenEgress } from './egre
 import type { SandboxLifecycle } from './sandbox-lifecycle.js';
 import { ACTIVE_STATUSES, isTerminal, type SandboxRecord } from './sandbox-model.js';
 import type { SandboxService } from './sandbox-service.js';
+import { orAfter } from '../util/time.js';
 
 /** How long a `PUT …/egress-policy` waits for the runtime to apply the policy before answering `applied: false`. */
 export const EGRESS_APPLY_WAIT_MS = 1_000;
@@ -123,17 +124,13 @@ export class EgressService {
     // Another replica's sandbox: its reconciler sees the changed row and applies it there.
     if (updated.status !== 'RUNNING' || updated.runtimeOwner !== this.lifecycle.instanceId) return egressStatusOf(updated);
     const applying = this.lifecycle.egress.apply(id);
-    let timer: NodeJS.Timeout | undefined;
-    const bound = new Promise<'waited'>((resolve) => (timer = setTimeout(() => resolve('waited'), EGRESS_APPLY_WAIT_MS)));
+    applying.catch(() => undefined);
     try {
-      await Promise.race([applying, bound]);
+      await orAfter(applying, EGRESS_APPLY_WAIT_MS, 'waited');
     } catch (error) {
       if (error instanceof RuntimeError && error.kind === 'UNSUPPORTED') throw egressUnsupported(runtime?.name ?? 'configured', listField(policy, { allowlist: 'allowlist', denylist: 'denylist' }));
       // Anything else is retried by the reconciler; the answer says `applied: false` meanwhile.
-    } finally {
-      clearTimeout(timer);
     }
-    applying.catch(() => undefined);
     return egressStatusOf((await this.store.getSandbox(id)) ?? updated);
   }
 

@@ -10,7 +10,7 @@ import { gzipSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
 import tar from 'tar-stream';
 import { RuntimeError } from '../runtime.js';
-import { parseImageRef } from './image-ref.js';
+import { parseImageRef } from '../registry/image-ref.js';
 import { ImageStore } from './image-store.js';
 
 const REGISTRY = '127.0.0.1:5000';

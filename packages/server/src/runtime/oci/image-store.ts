@@ -3,13 +3,13 @@ import { createReadStream } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RuntimeError } from '../runtime.js';
-import { parseImageRef } from './image-ref.js';
+import { parseImageRef } from '../registry/image-ref.js';
 import { LayerRejectedError } from './layer-check.js';
 import { unpackLayer } from './layer-unpack.js';
-import { credentialKey, RegistryAccessCheck } from './registry-access-check.js';
-import { RegistryClient } from './registry-client.js';
-import type { Descriptor, RegistryClientOptions, RegistryCredentials } from './registry-client.js';
-import { runTool } from './run-tool.js';
+import { credentialKey, RegistryAccessCheck } from '../registry/registry-access-check.js';
+import { RegistryClient } from '../registry/registry-client.js';
+import type { Descriptor, RegistryClientOptions, RegistryCredentials } from '../registry/registry-client.js';
+import { runTool } from '../run-tool.js';
 
 /** The parts of an image config a sandbox uses. */
 export interface ImageConfig {

@@ -21,3 +21,6 @@ export const KEPT_CAPABILITIES = ['CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'FSETID', '
  * with a POSIX shell (busybox has no `sleep infinity`).
  */
 export const IDLE_COMMAND = 'trap "exit 0" TERM INT; while :; do sleep 3600 & wait $!; done';
+
+/** `PATH` of an image made from a bare rootfs tarball, in every driver. */
+export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';

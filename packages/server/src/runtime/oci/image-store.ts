@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { DEFAULT_PATH } from '../container-policy.js';
 import { RuntimeError } from '../runtime.js';
 import { parseImageRef } from '../registry/image-ref.js';
 import { LayerRejectedError } from './layer-check.js';
@@ -50,7 +51,7 @@ export const MAX_IMAGE_LAYERS = 128;
 
 /** Default config for images imported from a bare rootfs. */
 export const DEFAULT_IMAGE_CONFIG: ImageConfig = {
-  env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'],
+  env: [`PATH=${DEFAULT_PATH}`],
   entrypoint: [],
   cmd: ['sh'],
   workingDir: '',

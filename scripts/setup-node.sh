@@ -13,5 +13,14 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_sum" ]; then
   npm ci --no-audit --no-fund
   echo "$lock_sum" >"$stamp"
 fi
+# tsc -b never deletes outputs: when what a build includes changes (a tsconfig.json), start dist/ afresh
+# so nothing it no longer compiles (tests, benchmarks) stays behind to ship.
+build_stamp="node_modules/.corral-build-stamp"
+build_sum="$(cat tsconfig.base.json packages/*/tsconfig.json | sha256sum | cut -d' ' -f1)"
+if [ ! -f "$build_stamp" ] || [ "$(cat "$build_stamp")" != "$build_sum" ]; then
+  log "build settings changed: cleaning dist/"
+  rm -rf packages/server/dist packages/sdk/dist packages/cli/dist
+fi
 log "compiling TypeScript"
 npx tsc -b packages/server packages/sdk packages/cli
+echo "$build_sum" >"$build_stamp"

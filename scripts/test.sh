@@ -49,8 +49,9 @@ run_bg system system_setup; sys_pid=$BG_PID
 run_bg node bash scripts/setup-node.sh; node_pid=$BG_PID
 wait_step node "$node_pid"
 
-log "linting; typechecking the benchmarks (not built, but they must keep compiling)"
+log "linting; typechecking the tests and the benchmarks (neither is built into dist, both must keep compiling)"
 npx eslint .
+npx tsc -p tsconfig.test.json
 npx tsc -p bench --noEmit
 
 wait_step system "$sys_pid"

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildImage } from '../../packages/server/src/images/image-catalog.js';
 import { buildRootfs } from '../../packages/server/src/images/rootfs.js';
-import { ociStateDir } from '../../packages/server/src/runtime/create-runtime.js';
+import { createRuntimeImages } from '../../packages/server/src/runtime/create-runtime.js';
 import { BENCH_KEY, BenchClient } from './corral-client.js';
 import { type ServedCorral, serveCorral } from './serve.js';
 
@@ -34,7 +34,7 @@ export function driverOption(args: string[]): 'docker' | 'oci' {
 export async function startBenchServer(driver: 'docker' | 'oci', extraEnv: NodeJS.ProcessEnv = {}): Promise<BenchServer> {
   const dataDir = mkdtempSync(join(tmpdir(), `corral-bench-${driver}-`));
   const rootfs = await buildRootfs('busybox');
-  if (driver === 'oci') await buildImage('busybox', BENCH_IMAGE, { runtime: 'oci', stateDir: ociStateDir(dataDir) });
+  if (driver === 'oci') await buildImage('busybox', BENCH_IMAGE, await createRuntimeImages({ runtime: 'oci', dataDir }));
   const served = await serveCorral({
     CORRAL_DATA_DIR: dataDir,
     CORRAL_RUNTIME: driver,

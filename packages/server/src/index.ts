@@ -6,5 +6,6 @@ export { ApiError, type FieldError } from './errors/api-error.js';
 export type { SandboxRuntime, SandboxSpec, ExecRequest, ExecProcess, RuntimeEvent } from './runtime/runtime.js';
 export type { Store } from './store/store.js';
 export { openStore, type StoreLocation } from './store/open-store.js';
-export { createRuntime, ociStateDir } from './runtime/create-runtime.js';
-export { DEFAULT_TAGS, buildImage, importImage, listImages, type CatalogImage, type ImageTarget } from './images/image-catalog.js';
+export { createRuntime, createRuntimeImages, ociStateDir } from './runtime/create-runtime.js';
+export type { RuntimeImage, RuntimeImages } from './runtime/runtime-images.js';
+export { DEFAULT_TAGS, buildImage, importImage } from './images/image-catalog.js';

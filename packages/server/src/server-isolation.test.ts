@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { defaultDataDir } from './config.js';
 import { runToEnd } from './runtime/conformance/conformance-suite.js';
-import { ensureAgentBinary } from './runtime/oci/native-build.js';
+import { ensureAgentBinary } from './runtime/native-build.js';
 import { DEFAULT_USERNS_MAPPING, kernelCannotMapUsers } from './runtime/oci/userns.js';
 import { specFixture } from './testing/sandbox-fixture.js';
 import { ociMissing } from './testing/runtime-available.js';

@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { type SandboxRuntime, buildImage, createRuntime, loadConfig, ociStateDir, openStore } from '@corral/server';
+import { type SandboxRuntime, buildImage, createRuntime, loadConfig, createRuntimeImages, openStore } from '@corral/server';
 import { driverMissing, unavailableSuite } from '../../../server/src/testing/runtime-available.js';
 import { specFixture } from '../../../server/src/testing/sandbox-fixture.js';
 import { spawnCli, waitForHealthy } from '../testing/spawn-cli.js';
@@ -74,7 +74,7 @@ for (const driver of ['docker', 'oci'] as const) {
     });
 
     it('re-adopts running sandboxes, marks vanished ones, provisions pending ones and removes orphans', async () => {
-      if (driver === 'oci') await buildImage('busybox', IMAGE, { runtime: 'oci', stateDir: ociStateDir(dataDir) });
+      if (driver === 'oci') await buildImage('busybox', IMAGE, await createRuntimeImages({ runtime: 'oci', dataDir }));
       await start();
       const ids: string[] = [];
       for (const name of ['survivor', 'vanished', 'ended']) {

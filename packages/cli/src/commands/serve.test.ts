@@ -5,7 +5,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { buildImage, ociStateDir } from '@corral/server';
+import { buildImage, createRuntimeImages } from '@corral/server';
 import { needNothingMissing, ociMissing } from '../../../server/src/testing/runtime-available.js';
 import { runCli, spawnCli, waitForHealthy } from '../testing/spawn-cli.js';
 
@@ -111,7 +111,7 @@ describe('the built CLI (bin/corral.js, what scripts/serve.sh runs) on the defau
   it('creates a sandbox and runs a command in it through the gateway', async (t) => {
     if (!needNothingMissing(t, ociMissing())) return;
     const image = 'corral-test/busybox:built';
-    await buildImage('busybox', image, { runtime: 'oci', stateDir: ociStateDir(dataDir) });
+    await buildImage('busybox', image, await createRuntimeImages({ runtime: 'oci', dataDir }));
     const port = await freePort();
     const key = 'corral_built_cli_test_key_000000000000000000000';
     server = spawnCli(['serve'], { CORRAL_DATA_DIR: dataDir, CORRAL_PORT: String(port), CORRAL_BOOTSTRAP_API_KEY: key, CORRAL_LOG_LEVEL: 'warn' }, { built: true });

@@ -8,7 +8,7 @@ import { gzipSync } from 'node:zlib';
 import { WebSocket } from 'ws';
 import type { CorralConfig } from '../config.js';
 import { buildImage } from '../images/image-catalog.js';
-import { ociStateDir } from '../runtime/create-runtime.js';
+import { createRuntimeImages } from '../runtime/create-runtime.js';
 import { ociMissing } from '../testing/runtime-available.js';
 import { encodeSendInputRequest } from './connect/command-session-codec.js';
 import { type GatewaySandbox, type GatewayTestServer, TEST_IMAGE, createSandbox, execCall, startGatewayServer } from './test-support.js';
@@ -20,7 +20,7 @@ const MiB = 1024 * 1024;
 /** A listening server on the oci driver (the default) with the offline test image in its store. */
 async function startOciServer(overrides: Partial<CorralConfig>): Promise<GatewayTestServer> {
   const dataDir = mkdtempSync(join(tmpdir(), 'corral-fair-'));
-  await buildImage('busybox', TEST_IMAGE, { runtime: 'oci', stateDir: ociStateDir(dataDir) });
+  await buildImage('busybox', TEST_IMAGE, await createRuntimeImages({ runtime: 'oci', dataDir }));
   const server = await startGatewayServer({ runtime: 'oci', dataDir, ...overrides });
   return {
     ...server,

@@ -7,7 +7,7 @@ import { connect as netConnect } from 'node:net';
 import { pino } from 'pino';
 import { WebSocket } from 'ws';
 import { buildImage } from '../images/image-catalog.js';
-import { ociStateDir } from '../runtime/create-runtime.js';
+import { createRuntimeImages } from '../runtime/create-runtime.js';
 import { ociMissing } from '../testing/runtime-available.js';
 import { type GatewaySandbox, type GatewayTestServer, TEST_IMAGE, createSandbox, execCall, startGatewayServer } from './test-support.js';
 
@@ -37,7 +37,7 @@ describe('taking access away cuts open gateway work (oci)', { timeout: 180_000, 
   before(async () => {
     if (missing !== undefined) throw new Error(missing);
     dataDir = mkdtempSync(join(tmpdir(), 'corral-gwrevoke-'));
-    await buildImage('busybox', TEST_IMAGE, { runtime: 'oci', stateDir: ociStateDir(dataDir) });
+    await buildImage('busybox', TEST_IMAGE, await createRuntimeImages({ runtime: 'oci', dataDir }));
     const logger = pino({ level: 'error' }, { write: (line: string) => void errorLines.push(line) });
     server = await startGatewayServer({ runtime: 'oci', dataDir }, { logger });
   });

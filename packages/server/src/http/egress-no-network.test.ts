@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { buildImage } from '../images/image-catalog.js';
-import { ociStateDir } from '../runtime/create-runtime.js';
+import { createRuntimeImages } from '../runtime/create-runtime.js';
 import { TEST_IMAGE, driverMissing, eventually, unavailableSuite } from '../testing/runtime-available.js';
 import { type TestServer, startTestServer } from '../testing/test-server.js';
 
@@ -32,7 +32,7 @@ if (missing) {
     let t: TestServer;
     before(async () => {
       const dataDir = mkdtempSync(join(tmpdir(), 'corral-egress-'));
-      await buildImage('busybox', TEST_IMAGE, { runtime: 'oci', stateDir: ociStateDir(dataDir) });
+      await buildImage('busybox', TEST_IMAGE, await createRuntimeImages({ runtime: 'oci', dataDir }));
       t = await startTestServer({ runtime: 'oci', dataDir, instanceId: `eg-${randomBytes(4).toString('hex')}`, reconcileIntervalMs: 300 });
     });
     after(async () => {

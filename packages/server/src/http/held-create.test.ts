@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { CorralConfig } from '../config.js';
 import { buildImage } from '../images/image-catalog.js';
-import { ociStateDir } from '../runtime/create-runtime.js';
+import { createRuntimeImages } from '../runtime/create-runtime.js';
 import { GatedRuntime } from '../testing/gated-runtime.js';
 import { TEST_IMAGE, eventually, ociMissing, unavailableSuite } from '../testing/runtime-available.js';
 import { type TestServer, startTestServer } from '../testing/test-server.js';
@@ -238,7 +238,7 @@ if (missing) {
     let t: TestServer;
     before(async () => {
       const dataDir = mkdtempSync(join(tmpdir(), 'corral-held-'));
-      await buildImage('busybox', TEST_IMAGE, { runtime: 'oci', stateDir: ociStateDir(dataDir) });
+      await buildImage('busybox', TEST_IMAGE, await createRuntimeImages({ runtime: 'oci', dataDir }));
       t = await startTestServer({ runtime: 'oci', dataDir, instanceId: `held-${randomBytes(4).toString('hex')}`, createWaitMs: 20_000 });
     });
     after(async () => {

@@ -1,34 +1,13 @@
 /**
  * Images on a machine without a registry: offline rootfs builds (mmdebstrap, busybox-static),
- * import into the local Docker engine, OCI layouts (umoci) and pushes to a local registry (skopeo).
- * See docs/images.md.
+ * imported into a driver's image store through `RuntimeImages` (`image-catalog.ts`), OCI layouts
+ * (umoci) and pushes to a local registry (skopeo). See docs/images.md.
  */
 export { buildRootfs, rootfsKey } from './rootfs.js';
 export type { BuildRootfsOptions, BuiltRootfs } from './rootfs.js';
-export {
-  detectArchiveFormat,
-  importOciArchive,
-  importRootfsToDocker,
-  listLocalImages,
-  localImageLabels,
-  pullImage,
-  registryOf,
-  splitReference,
-} from './docker-images.js';
-export type {
-  ArchiveFormat,
-  DockerOptions,
-  ImportArchiveOptions,
-  ImportRootfsOptions,
-  LocalImage,
-  PullOptions,
-  RegistryCredentials,
-} from './docker-images.js';
-export { DockerProgressError } from './docker-progress.js';
+export { DEFAULT_TAGS, buildImage, importImage } from './image-catalog.js';
 export { buildOciLayout, pushToRegistry } from './oci.js';
 export type { OciConfigOptions, PushOptions } from './oci.js';
-export { DEFAULT_IMAGES, ensureDefaultImages } from './defaults.js';
-export type { DefaultImage, EnsureDefaultImagesOptions, EnsureResult } from './defaults.js';
 export { freePort, registryConfig, startLocalRegistry, waitForRegistry } from './registry.js';
 export type { LocalRegistry, LocalRegistryOptions } from './registry.js';
 export { DEFAULT_PATH, RECIPE_LABEL, RECIPES } from './recipes.js';

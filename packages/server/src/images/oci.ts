@@ -1,7 +1,7 @@
 import { chmod, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { RegistryCredentials } from './docker-images.js';
+import type { RegistryCredentials } from '../runtime/registry/registry-client.js';
 import { DEFAULT_PATH } from './recipes.js';
 import { runTool } from './tools.js';
 

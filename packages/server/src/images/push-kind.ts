@@ -1,6 +1,6 @@
 import { rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { RegistryCredentials } from './docker-images.js';
+import type { RegistryCredentials } from '../runtime/registry/registry-client.js';
 import { buildOciLayout, pushToRegistry } from './oci.js';
 import { ociCacheDir } from './paths.js';
 import { RECIPE_LABEL, RECIPES } from './recipes.js';

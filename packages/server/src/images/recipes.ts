@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { DEFAULT_PATH } from '../runtime/container-policy.js';
 
 /** The kinds of rootfs this library can build without a registry. */
 export type RootfsKind = 'python' | 'busybox';
@@ -16,8 +17,8 @@ export interface RootfsRecipe {
   readonly cmd: readonly string[];
 }
 
-/** PATH used by both images, the same as Docker's official images. */
-export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+/** PATH used by both images, the same as Docker's official images (and every driver's default for a bare rootfs). */
+export { DEFAULT_PATH };
 
 /** Label on images this library builds; its value is the rootfs content key. */
 export const RECIPE_LABEL = 'io.corral.image.recipe';

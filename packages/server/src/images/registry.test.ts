@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import Docker from 'dockerode';
-import { pullImage } from './docker-images.js';
+import { pullImage } from '../runtime/docker/docker-images.js';
 import { pushRootfsImage } from './push-kind.js';
 import { startLocalRegistry } from './registry.js';
 import type { LocalRegistry } from './registry.js';

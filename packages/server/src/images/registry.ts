@@ -5,7 +5,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { RegistryCredentials } from './docker-images.js';
+import type { RegistryCredentials } from '../runtime/registry/registry-client.js';
 import { requireTool, runTool } from './tools.js';
 
 /** Options for {@link startLocalRegistry}. */

@@ -7,7 +7,7 @@ import type { ExecProcess, SandboxRuntime } from '../runtime/runtime.js';
 import type { AccessChecker } from '../services/access-checker.js';
 import type { ActivityTracker } from '../services/activity-tracker.js';
 import type { Store } from '../store/store.js';
-import type { SshSessionRecord } from './network-records.js';
+import type { SshSessionRecord } from '../store/network-records.js';
 import { serveSftp } from './sftp-session.js';
 
 const { Server, utils } = ssh2;

@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import type { CorralConfig } from '../config.js';
 import type { DiskPolicy } from './disk-admission.js';
 import type { SandboxRuntime } from './runtime.js';
+import type { RuntimeImages } from './runtime-images.js';
 
 /** The disk admission policy the configuration sets (CORRAL_DISK_RESERVE_GB, CORRAL_DISK_OVERCOMMIT). */
 export function diskPolicyOf(config: CorralConfig): DiskPolicy {
@@ -53,6 +54,26 @@ export async function createRuntime(config: CorralConfig): Promise<SandboxRuntim
       });
       await runtime.init();
       return runtime;
+    }
+  }
+}
+
+/**
+ * The local image store of the driver the configuration names, opened without starting the driver
+ * (what `corral images` and tests use to put images where the driver finds them). Throws for `none`,
+ * which keeps no images.
+ */
+export async function createRuntimeImages(config: Pick<CorralConfig, 'runtime' | 'dataDir'>): Promise<RuntimeImages> {
+  switch (config.runtime) {
+    case 'none':
+      throw new Error('the none runtime keeps no images: choose a driver with --runtime or CORRAL_RUNTIME');
+    case 'docker': {
+      const { DockerRuntimeImages } = await import('./docker/docker-runtime-images.js');
+      return new DockerRuntimeImages();
+    }
+    case 'oci': {
+      const { OciRuntimeImages } = await import('./oci/oci-runtime-images.js');
+      return new OciRuntimeImages(ociStateDir(config.dataDir));
     }
   }
 }

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ToolError, runTool } from './oci/run-tool.js';
+import { ToolError, runTool } from './run-tool.js';
 
 /** `iptables` or `ip6tables`. */
 export type Firewall = 'iptables' | 'ip6tables';

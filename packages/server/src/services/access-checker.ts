@@ -1,5 +1,5 @@
 import type { Store, TeamRole } from '../store/store.js';
-import type { SandboxRecord } from './sandbox-model.js';
+import type { SandboxRecord } from '../store/sandbox-records.js';
 import { maySeeSandbox } from './sandbox-visibility.js';
 
 /** The user behind a live API key, with their team roles. */

@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildImage } from '../images/image-catalog.js';
-import { ociStateDir } from '../runtime/create-runtime.js';
+import { createRuntimeImages } from '../runtime/create-runtime.js';
 import { TEST_IMAGE, driverMissing, eventually, unavailableSuite } from '../testing/runtime-available.js';
 import { type TestServer, startTestServer } from '../testing/test-server.js';
 
@@ -36,7 +36,7 @@ for (const driver of ['docker', 'oci'] as const) {
     before(async () => {
       const dataDir = mkdtempSync(join(tmpdir(), `corral-lc-${driver}-`));
       // The oci driver keeps its own image store: give it the offline test image.
-      if (driver === 'oci') await buildImage('busybox', TEST_IMAGE, { runtime: 'oci', stateDir: ociStateDir(dataDir) });
+      if (driver === 'oci') await buildImage('busybox', TEST_IMAGE, await createRuntimeImages({ runtime: 'oci', dataDir }));
       t = await startTestServer({ runtime: driver, dataDir, instanceId: `lc-${randomBytes(4).toString('hex')}`, reconcileIntervalMs: 300 });
     });
     after(async () => {

@@ -1,11 +1,11 @@
 import { type Kysely, Migrator, type RawBuilder, type Selectable, type Transaction, type Updateable, sql } from 'kysely';
-import type { SandboxPatch, SandboxRecord, SandboxStatus } from '../services/sandbox-model.js';
-import { ACTIVE_STATUSES } from '../services/sandbox-model.js';
-import { TERMINAL_STATUSES } from '../services/sandbox-model.js';
+import type { SandboxPatch, SandboxRecord, SandboxStatus } from './sandbox-records.js';
+import { ACTIVE_STATUSES } from './sandbox-records.js';
+import { TERMINAL_STATUSES } from './sandbox-records.js';
 import { migrationProvider } from './migrations.js';
 import { checkQuota, type QuotaCheck, type QuotaRecord, type QuotaScope, type QuotaUsage } from './quota-records.js';
-import type { ExposureRecord, ExposureProtocol, SshKeyRecord, SshSessionRecord, TunnelFilter, TunnelPatch, TunnelRecord, TunnelStatus } from '../network/network-records.js';
-import type { ExposuresTable, NetworkDatabase, SshSessionsTable, TunnelsTable } from '../network/network-tables.js';
+import type { ExposureRecord, ExposureProtocol, SshKeyRecord, SshSessionRecord, TunnelFilter, TunnelPatch, TunnelRecord, TunnelStatus } from './network-records.js';
+import type { ExposuresTable, NetworkDatabase, SshSessionsTable, TunnelsTable } from './network-tables.js';
 import type { ApiKeysTable, Database, RegistryCredentialsTable, SandboxesTable, TeamMembersTable, UsersTable } from './schema.js';
 import type {
   ApiKeyRecord,

@@ -1,6 +1,6 @@
 import { pathToFileURL } from 'node:url';
 import { sandboxFixture } from '../testing/sandbox-fixture.js';
-import type { SandboxPatch, SandboxRecord } from '../services/sandbox-model.js';
+import type { SandboxPatch, SandboxRecord } from './sandbox-records.js';
 import { openStore } from './open-store.js';
 
 /**

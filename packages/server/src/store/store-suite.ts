@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import type { SandboxRecord, SandboxStatus } from '../services/sandbox-model.js';
+import type { SandboxRecord, SandboxStatus } from './sandbox-records.js';
 import { sandboxFixture } from '../testing/sandbox-fixture.js';
 import type { ApiKeyRecord, SandboxFilter, Store, TeamRecord, UserRecord } from './store.js';
 

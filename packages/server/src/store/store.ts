@@ -1,6 +1,6 @@
-import type { SandboxPatch, SandboxRecord, SandboxStatus } from '../services/sandbox-model.js';
+import type { SandboxPatch, SandboxRecord, SandboxStatus } from './sandbox-records.js';
 import type { QuotaCheck, QuotaRecord, QuotaScope, QuotaUsage } from './quota-records.js';
-import type { ExposureRecord, SshKeyRecord, SshSessionRecord, TunnelFilter, TunnelPatch, TunnelRecord } from '../network/network-records.js';
+import type { ExposureRecord, SshKeyRecord, SshSessionRecord, TunnelFilter, TunnelPatch, TunnelRecord } from './network-records.js';
 
 /** Which sandboxes a listing or bulk operation covers. Every field narrows the set. */
 export interface SandboxFilter {

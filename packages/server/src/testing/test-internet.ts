@@ -6,7 +6,7 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { BlockList, connect } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
-import { runTool } from '../runtime/oci/run-tool.js';
+import { runTool } from '../runtime/run-tool.js';
 
 /** Where blocks of the test internet's address range are claimed, one file per block holding the owner's pid. */
 const LOCK_DIR = '/run/corral-test-internet';

@@ -15,7 +15,7 @@ export function registerImagesBuild(images: Command): void {
     .action(
       run(async (kind: string, options: ImageTargetOptions & { tag?: string }, globals: GlobalOptions) => {
         if (kind !== 'python' && kind !== 'busybox') throw new Error(`unknown image kind "${kind}": use python or busybox`);
-        const image = await buildImage(kind, options.tag ?? DEFAULT_TAGS[kind], imageTarget(options), (line) => process.stderr.write(`${line}\n`));
+        const image = await buildImage(kind, options.tag ?? DEFAULT_TAGS[kind], await imageTarget(options), (line) => process.stderr.write(`${line}\n`));
         printResult(globals.output, image, [image as unknown as Record<string, unknown>], ['reference', 'id', 'source']);
       }),
     );

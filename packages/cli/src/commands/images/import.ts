@@ -14,7 +14,7 @@ export function registerImagesImport(images: Command): void {
     .option('--data-dir <dir>', "the server's data dir, for oci (default: CORRAL_DATA_DIR)")
     .action(
       run(async (file: string, options: ImageTargetOptions & { tag?: string }, globals: GlobalOptions) => {
-        const image = await importImage(file, options.tag, imageTarget(options));
+        const image = await importImage(file, options.tag, await imageTarget(options));
         printResult(globals.output, image, [image as unknown as Record<string, unknown>], ['reference', 'id', 'source']);
       }),
     );

@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { listImages } from '@corral/server';
 import { printResult } from '../../output.js';
 import { type GlobalOptions, run } from '../../run.js';
 import { type ImageTargetOptions, imageTarget } from './image-target.js';
@@ -13,7 +12,7 @@ export function registerImagesList(images: Command): void {
     .option('--data-dir <dir>', "the server's data dir, for oci (default: CORRAL_DATA_DIR)")
     .action(
       run(async (options: ImageTargetOptions, globals: GlobalOptions) => {
-        const list = await listImages(imageTarget(options));
+        const list = await (await imageTarget(options)).list();
         printResult(globals.output, { images: list }, list as unknown as Array<Record<string, unknown>>, ['reference', 'id', 'source']);
       }),
     );

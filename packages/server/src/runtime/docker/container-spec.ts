@@ -1,4 +1,5 @@
 import type Docker from 'dockerode';
+import { IDLE_COMMAND, KEPT_CAPABILITIES } from '../container-policy.js';
 import type { SandboxSpec } from '../runtime.js';
 import type { EtcFilePaths } from './etc-files.js';
 
@@ -8,25 +9,6 @@ export const LABEL_SANDBOX_ID = 'corral.sandbox-id';
 export const LABEL_INSTANCE = 'corral.instance';
 /** Label on shared objects (the egress network) the driver manages. */
 export const LABEL_MANAGED = 'corral.managed';
-
-/**
- * Capabilities kept in every sandbox (everything else is dropped). Enough for a root user to
- * install packages and manage files the way `apt`, `pip` and `chown` expect:
- * - CHOWN, FOWNER, FSETID, DAC_OVERRIDE: change owners/modes and write files owned by others
- *   (dpkg unpacks files as other users; pip and tar restore ownership and setgid bits).
- * - SETUID, SETGID: switch users (`apt` drops to the `_apt` user, `su`, `runuser`).
- * - KILL: signal processes of other users in the sandbox.
- * - NET_BIND_SERVICE: bind ports below 1024 inside the sandbox's own network namespace.
- * Not kept (Docker keeps them by default): MKNOD, NET_RAW (raw sockets, ARP/ICMP spoofing on the
- * bridge), SYS_CHROOT, AUDIT_WRITE, SETPCAP, SETFCAP.
- */
-export const KEPT_CAPABILITIES = ['CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'FSETID', 'SETUID', 'SETGID', 'KILL', 'NET_BIND_SERVICE'];
-
-/**
- * The command PID 1's child runs when the user gave none: sleeps until signalled, on any image
- * with a POSIX shell (busybox has no `sleep infinity`).
- */
-export const IDLE_COMMAND = 'trap "exit 0" TERM INT; while :; do sleep 3600 & wait $!; done';
 
 /** Container name for a sandbox. */
 export function containerName(sandboxId: string): string {

@@ -1,7 +1,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type Docker from 'dockerode';
-import { runTool } from '../oci/run-tool.js';
+import { runTool } from '../run-tool.js';
 import type { EgressPolicy } from '../runtime.js';
 
 /** The file whose existence lets a gated start command run (see {@link gatedCommand}). */

@@ -24,7 +24,8 @@ import type {
   SandboxRuntime,
   SandboxSpec,
 } from '../runtime.js';
-import { buildCreateOptions, containerName, IDLE_COMMAND, LABEL_INSTANCE, LABEL_SANDBOX_ID, sandboxHostname } from './container-spec.js';
+import { IDLE_COMMAND } from '../container-policy.js';
+import { buildCreateOptions, containerName, LABEL_INSTANCE, LABEL_SANDBOX_ID, sandboxHostname } from './container-spec.js';
 import { SandboxEtcFiles } from './etc-files.js';
 import { DEFAULT_EXEC_START_TIMEOUT_MS, isConflict, isNotFound, startDockerExec } from './docker-exec.js';
 import type { DockerExecOptions } from './docker-exec.js';
@@ -42,10 +43,10 @@ import type { EgressConnectionLogOptions } from '../egress/egress-enforcer.js';
 import type { ConnectionLogSink } from '../egress/egress-log.js';
 import { OPEN_EGRESS } from '../egress/egress-policy.js';
 import { pullImage } from './image-pull.js';
-import { parseImageRef } from '../oci/image-ref.js';
-import type { ImageRef } from '../oci/image-ref.js';
-import { RegistryAccessCheck, credentialsFor } from '../oci/registry-access-check.js';
-import { checkRegistryAddress } from '../oci/registry-address-policy.js';
+import { parseImageRef } from '../registry/image-ref.js';
+import type { ImageRef } from '../registry/image-ref.js';
+import { RegistryAccessCheck, credentialsFor } from '../registry/registry-access-check.js';
+import { checkRegistryAddress } from '../registry/registry-address-policy.js';
 import { orAfter } from '../../util/time.js';
 
 const run = promisify(execFile);

@@ -3,7 +3,7 @@ import type Docker from 'dockerode';
 import { isConflict } from './docker-exec.js';
 import { LABEL_MANAGED } from './container-spec.js';
 import { ensureJump, hostHasIpv6, networkOf, redirectedDnsAccept, replaceChains } from '../host-firewall.js';
-import { runTool } from '../oci/run-tool.js';
+import { runTool } from '../run-tool.js';
 
 /** Settings for the network sandboxes with `networkAccess: true` join. */
 export interface EgressNetworkOptions {

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { Resolver } from 'node:dns/promises';
 import { isIPv4 } from 'node:net';
-import { runTool } from '../oci/run-tool.js';
+import { runTool } from '../run-tool.js';
 import type { EgressLogEntry } from '../runtime.js';
 import { EgressFirewall } from './egress-firewall.js';
 import { EgressLogRing, parseEgressLogPrefix } from './egress-log.js';

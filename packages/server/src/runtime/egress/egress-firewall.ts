@@ -1,5 +1,5 @@
 import { createHash, randomInt } from 'node:crypto';
-import { runTool } from '../oci/run-tool.js';
+import { runTool } from '../run-tool.js';
 import type { CompiledEgressPolicy } from './egress-policy.js';
 import { DEFAULT_NFLOG_GROUP, egressLogPrefix } from './egress-log.js';
 

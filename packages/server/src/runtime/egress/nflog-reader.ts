@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcessByStdio } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
-import { ensureNflogReceiver } from '../oci/native-build.js';
+import { ensureNflogReceiver } from '../native-build.js';
 
 /** One packet netfilter logged to the group (`log group <G> prefix "<prefix>"`). */
 export interface NflogRecord {

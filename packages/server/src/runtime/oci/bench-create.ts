@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import type { SandboxSpec } from '../runtime.js';
 import { runToEnd } from '../conformance/conformance-suite.js';
 import { OciRuntime } from './oci-runtime.js';
-import { runTool } from './run-tool.js';
+import { runTool } from '../run-tool.js';
 
 const count = Number(process.argv[2] ?? 50);
 const image = process.argv[3] ?? '127.0.0.1:5000/corral/busybox:latest';

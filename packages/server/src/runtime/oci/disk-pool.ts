@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { runTool } from './run-tool.js';
+import { runTool } from '../run-tool.js';
 
 /** A formatted, mounted ext4 image: a sandbox's writable layer lives on it. */
 export interface Disk {

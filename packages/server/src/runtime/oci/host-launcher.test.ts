@@ -7,8 +7,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Frame, FrameReader, execFrame, frame } from './agent-protocol.js';
 import { HostLauncher, useHostLauncher } from './host-launcher.js';
-import { ensureAgentBinary } from './native-build.js';
-import { runTool, ToolError } from './run-tool.js';
+import { ensureAgentBinary } from '../native-build.js';
+import { runTool, ToolError } from '../run-tool.js';
 
 const REPO = new URL('../../../../../', import.meta.url).pathname;
 const BIN = join(process.env.CORRAL_CACHE_DIR ?? join(REPO, '.cache'), 'native-test');

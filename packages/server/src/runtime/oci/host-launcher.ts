@@ -3,25 +3,9 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { constants as osConstants } from 'node:os';
+import { useToolLauncher } from '../run-tool.js';
+import type { LaunchedRun, ToolLauncher, ToolOptions } from '../run-tool.js';
 import { Frame, FrameReader, connectAgent, execFrame, frame, u32Frame } from './agent-protocol.js';
-
-/** What a tool printed and how it ended. */
-export interface LaunchedRun {
-  stdout: string;
-  stderr: string;
-  /** Exit status; 128+N when killed by signal N; null when it could not be started. */
-  exitCode: number | null;
-}
-
-/** How a host tool is run. */
-export interface ToolOptions {
-  /** Written to its stdin, which is then closed. */
-  input?: string | Buffer;
-  /** SIGKILL after this long. */
-  timeoutMs?: number;
-  /** At a lower CPU priority (nice 10): pool refills and teardown, which must not slow sandbox starts. */
-  background?: boolean;
-}
 
 /** Output kept per stream (the end of it). */
 const OUTPUT_LIMIT = 1024 * 1024;
@@ -34,7 +18,7 @@ const OUTPUT_LIMIT = 1024 * 1024;
  * process, so it exits with the server. When the agent is not (or no longer) reachable, callers
  * fall back to `spawn` and the launcher restarts it.
  */
-export class HostLauncher {
+export class HostLauncher implements ToolLauncher {
   private child: ChildProcess | undefined;
   private ready = false;
   private starting: Promise<void> | undefined;
@@ -156,6 +140,7 @@ let shared: HostLauncher | undefined;
 /** Routes `runTool` and shim starts through `launcher` (the oci runtime sets it up in `init()`). */
 export function useHostLauncher(launcher: HostLauncher | undefined): void {
   shared = launcher;
+  useToolLauncher(launcher);
 }
 
 /** The process-wide launcher, when one is set. */

@@ -10,7 +10,6 @@ import { gzipSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
 import tar from 'tar-stream';
 import { RuntimeError } from '../runtime.js';
-import { parseImageRef } from './image-ref.js';
 import { ImageStore } from './image-store.js';
 
 const REGISTRY = '127.0.0.1:5000';
@@ -111,18 +110,6 @@ function checkWhiteoutLayers(store: ImageStore, layers: string[]): void {
     rmSync(scratch, { recursive: true, force: true });
   }
 }
-
-describe('image references', () => {
-  it('parses like Docker', () => {
-    assert.equal(parseImageRef('busybox').canonical, 'docker.io/library/busybox:latest');
-    assert.equal(parseImageRef('corral-test/x:nope').canonical, 'docker.io/corral-test/x:nope');
-    assert.equal(parseImageRef('127.0.0.1:5000/corral/busybox:latest').registry, '127.0.0.1:5000');
-    assert.equal(parseImageRef('localhost/a').registry, 'localhost');
-    const pinned = parseImageRef(`ghcr.io/o/r@sha256:${'a'.repeat(64)}`);
-    assert.equal(pinned.digest, `sha256:${'a'.repeat(64)}`);
-    assert.throws(() => parseImageRef('UPPER/case'));
-  });
-});
 
 describe('oci image store', { concurrency: 1 }, () => {
   let root: string;

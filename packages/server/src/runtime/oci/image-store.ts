@@ -2,14 +2,15 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { DEFAULT_PATH } from '../container-policy.js';
 import { RuntimeError } from '../runtime.js';
-import { parseImageRef } from './image-ref.js';
+import { parseImageRef } from '../registry/image-ref.js';
 import { LayerRejectedError } from './layer-check.js';
 import { unpackLayer } from './layer-unpack.js';
-import { credentialKey, RegistryAccessCheck } from './registry-access-check.js';
-import { RegistryClient } from './registry-client.js';
-import type { Descriptor, RegistryClientOptions, RegistryCredentials } from './registry-client.js';
-import { runTool } from './run-tool.js';
+import { credentialKey, RegistryAccessCheck } from '../registry/registry-access-check.js';
+import { RegistryClient } from '../registry/registry-client.js';
+import type { Descriptor, RegistryClientOptions, RegistryCredentials } from '../registry/registry-client.js';
+import { runTool } from '../run-tool.js';
 
 /** The parts of an image config a sandbox uses. */
 export interface ImageConfig {
@@ -50,7 +51,7 @@ export const MAX_IMAGE_LAYERS = 128;
 
 /** Default config for images imported from a bare rootfs. */
 export const DEFAULT_IMAGE_CONFIG: ImageConfig = {
-  env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'],
+  env: [`PATH=${DEFAULT_PATH}`],
   entrypoint: [],
   cmd: ['sh'],
   workingDir: '',

@@ -2,7 +2,7 @@ import { lstat, mkdir, realpath, rename, rm, stat, unlink } from 'node:fs/promis
 import { basename, dirname, join } from 'node:path';
 import { checkLayer, OPAQUE_MARKER, WHITEOUT_PREFIX } from './layer-check.js';
 import type { LayerWhiteout } from './layer-check.js';
-import { runTool } from './run-tool.js';
+import { runTool } from '../run-tool.js';
 
 /** Default cap on one layer's decompressed bytes when the caller names none (8 GiB). */
 export const DEFAULT_LAYER_MAX_BYTES = 8 * 1024 ** 3;

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import { runConformanceSuite } from '../conformance/conformance-suite.js';
 import { ImageStore } from './image-store.js';
 import { OciRuntime } from './oci-runtime.js';
-import { ensureAgentBinary } from './native-build.js';
+import { ensureAgentBinary } from '../native-build.js';
 import { DEFAULT_USERNS_MAPPING, usernsUnavailable } from './userns.js';
 import { ociMissing } from '../../testing/runtime-available.js';
 import { insecureRegistriesFor } from '../../testing/local-registries.js';

@@ -9,7 +9,7 @@ import type { SandboxSpec } from '../runtime.js';
 import { ImageStore } from './image-store.js';
 import { OciRuntime } from './oci-runtime.js';
 import { USERNS_DIR } from './sandbox-network.js';
-import { ensureAgentBinary } from './native-build.js';
+import { ensureAgentBinary } from '../native-build.js';
 import { DEFAULT_USERNS_MAPPING, usernsUnavailable } from './userns.js';
 import { ociMissing } from '../../testing/runtime-available.js';
 import { insecureRegistriesFor } from '../../testing/local-registries.js';

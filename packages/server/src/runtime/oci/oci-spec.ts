@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { IDLE_COMMAND, KEPT_CAPABILITIES } from '../docker/container-spec.js';
+import { IDLE_COMMAND, KEPT_CAPABILITIES } from '../container-policy.js';
 import type { SandboxSpec } from '../runtime.js';
 import type { UsernsMapping } from './userns.js';
 

@@ -10,9 +10,9 @@ import { gzipSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
 import tar from 'tar-stream';
 import { RuntimeError } from '../runtime.js';
-import { parseImageRef } from './image-ref.js';
+import { parseImageRef } from '../registry/image-ref.js';
 import { ImageStore } from './image-store.js';
-import { credentialsFor } from './registry-access-check.js';
+import { credentialsFor } from '../registry/registry-access-check.js';
 
 const sha = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const SECRET_BODY = 'SECRET-BODY-TEXT-do-not-echo';

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
-import { runTool } from './run-tool.js';
+import { runTool } from '../run-tool.js';
 import { ensureJump, hostHasIpv6, networkOf, redirectedDnsAccept, replaceChains } from '../host-firewall.js';
 import { createOwnedNetns, removeKeptNamespace } from './userns.js';
 import type { UsernsMapping } from './userns.js';

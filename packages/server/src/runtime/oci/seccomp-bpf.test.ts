@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { ensureAgentBinary, ensureSeccompCompiler } from './native-build.js';
+import { ensureAgentBinary, ensureSeccompCompiler } from '../native-build.js';
 import { defaultSeccompProfile } from './oci-spec.js';
 import { compileSeccompProfile, seccompRules } from './seccomp-bpf.js';
 import type { SeccompProfile } from './seccomp-bpf.js';

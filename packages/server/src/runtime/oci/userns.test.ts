@@ -8,7 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { RuntimeError } from '../runtime.js';
 import { specFixture } from '../../testing/sandbox-fixture.js';
 import { isMountPoint } from './disk-pool.js';
-import { ensureAgentBinary } from './native-build.js';
+import { ensureAgentBinary } from '../native-build.js';
 import { buildOciConfig } from './oci-spec.js';
 import type { BundlePlacement } from './oci-spec.js';
 import { accountsInRange, chownToSandboxRoot, mountIdmappedRootfs, overlappingSubids, resolveUserns, unsearchableAncestor, usernsUnavailable } from './userns.js';

@@ -1,7 +1,7 @@
 import { lchown, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, posix, resolve } from 'node:path';
 import { RuntimeError } from '../runtime.js';
-import { runTool, ToolError } from './run-tool.js';
+import { runTool, ToolError } from '../run-tool.js';
 
 /**
  * The host id range root in a sandbox maps to: sandbox uid `n` is host uid `hostUid + n` for

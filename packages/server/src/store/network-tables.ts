@@ -1,4 +1,4 @@
-import type { Database } from '../store/schema.js';
+import type { Database } from './schema.js';
 
 /** Port exposures (migration 0003). */
 export interface ExposuresTable {

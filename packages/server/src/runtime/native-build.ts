@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { runTool } from './run-tool.js';
 
 /** The native sources (`packages/server/agent/`), the same path from src/ and dist/. */
-const SOURCES = fileURLToPath(new URL('../../../agent/', import.meta.url));
+const SOURCES = fileURLToPath(new URL('../../agent/', import.meta.url));
 
 /** A native program the driver compiles on first use. */
 interface NativeProgram {

@@ -1,14 +1,16 @@
 import { createReadStream } from 'node:fs';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import Docker from 'dockerode';
-import tar from 'tar-stream';
+import { DEFAULT_PATH } from '../container-policy.js';
+import { detectArchiveFormat } from '../image-archive.js';
+import type { ArchiveFormat } from '../image-archive.js';
+import { parseImageRef } from '../registry/image-ref.js';
+import type { RegistryCredentials } from '../registry/registry-client.js';
+import { runTool } from '../run-tool.js';
 import { readProgress } from './docker-progress.js';
 import type { ProgressMessage } from './docker-progress.js';
-import { DEFAULT_PATH } from './recipes.js';
-import { runTool } from './tools.js';
 
 /** Options shared by the functions that talk to the Docker engine. */
 export interface DockerOptions {
@@ -44,13 +46,10 @@ function client(options: DockerOptions): Docker {
   return options.docker ?? new Docker();
 }
 
-/** Splits `registry:5000/name:tag` into repository and tag (default `latest`); digests are left in the repo. */
-export function splitReference(ref: string): { repo: string; tag: string } {
-  if (ref.includes('@')) return { repo: ref, tag: '' };
-  const slash = ref.lastIndexOf('/');
-  const colon = ref.lastIndexOf(':');
-  if (colon > slash) return { repo: ref.slice(0, colon), tag: ref.slice(colon + 1) };
-  return { repo: ref, tag: 'latest' };
+/** Repository (as written) and tag of `tag`, as the engine's import and tag calls take them. */
+function repoAndTag(reference: string): { repo: string; tag: string } {
+  const ref = parseImageRef(reference);
+  return { repo: ref.name, tag: ref.tag };
 }
 
 /**
@@ -59,7 +58,7 @@ export function splitReference(ref: string): { repo: string; tag: string } {
  */
 export async function importRootfsToDocker(rootfsTar: string, tag: string, options: ImportRootfsOptions = {}): Promise<string> {
   const docker = client(options);
-  const { repo, tag: version } = splitReference(tag);
+  const { repo, tag: version } = repoAndTag(tag);
   const env = options.env ?? [`PATH=${DEFAULT_PATH}`];
   const changes = [...env.map((entry) => `ENV ${entry}`), `CMD ${JSON.stringify(options.cmd ?? ['sh'])}`];
   for (const [key, value] of Object.entries(options.labels ?? {})) changes.push(`LABEL ${JSON.stringify(key)}=${JSON.stringify(value)}`);
@@ -68,39 +67,6 @@ export async function importRootfsToDocker(rootfsTar: string, tag: string, optio
   await readProgress(stream);
   const info = await docker.getImage(tag).inspect();
   return info.Id;
-}
-
-/** Top-level entry names of a tar archive (read to its end, bodies skipped). */
-async function tarEntryNames(path: string): Promise<Set<string>> {
-  const names = new Set<string>();
-  const extract = tar.extract();
-  extract.on('entry', (header, body, next) => {
-    names.add(header.name.replace(/^\.\//, ''));
-    body.on('end', next);
-    body.resume();
-  });
-  await pipeline(createReadStream(path), extract);
-  return names;
-}
-
-/** Formats {@link importOciArchive} accepts. */
-export type ArchiveFormat = 'docker-archive' | 'oci-archive' | 'oci-dir';
-
-/** Tells a `docker save` tarball from an OCI layout (tarball or directory). */
-export async function detectArchiveFormat(path: string): Promise<ArchiveFormat> {
-  const info = await stat(path);
-  if (info.isDirectory()) {
-    try {
-      await stat(join(path, 'index.json'));
-      return 'oci-dir';
-    } catch {
-      throw new Error(`${path} is a directory without index.json: not an OCI layout`);
-    }
-  }
-  const names = await tarEntryNames(path);
-  if (names.has('manifest.json')) return 'docker-archive';
-  if (names.has('index.json') && names.has('oci-layout')) return 'oci-archive';
-  throw new Error(`${path} is neither a docker-save archive (manifest.json) nor an OCI layout (index.json + oci-layout)`);
 }
 
 function loadedReferences(messages: readonly ProgressMessage[]): string[] {
@@ -149,7 +115,7 @@ export async function importOciArchive(
     if (tag !== undefined && !references.includes(tag)) {
       const source = references[0];
       if (source === undefined) throw new Error(`docker load of ${path} reported no image to tag as ${tag}`);
-      const { repo, tag: version } = splitReference(tag);
+      const { repo, tag: version } = repoAndTag(tag);
       await docker.getImage(source).tag({ repo, tag: version });
     }
     const info = await docker.getImage(first).inspect();
@@ -171,43 +137,20 @@ export async function listLocalImages(options: DockerOptions = {}): Promise<Loca
   }));
 }
 
-/** The labels of a local image, or undefined when the engine does not have it. */
-export async function localImageLabels(ref: string, options: DockerOptions = {}): Promise<Readonly<Record<string, string>> | undefined> {
-  try {
-    const info = await client(options).getImage(ref).inspect();
-    return info.Config.Labels ?? {};
-  } catch (error) {
-    if ((error as { statusCode?: number }).statusCode === 404) return undefined;
-    throw error;
-  }
-}
-
-/** Registry credentials for a pull or push. */
-export interface RegistryCredentials {
-  readonly username: string;
-  readonly password: string;
-}
-
 /** Options for {@link pullImage}. */
 export interface PullOptions extends DockerOptions {
   readonly credentials?: RegistryCredentials;
 }
 
-/** Registry host of a reference (`127.0.0.1:5000/x:y` → `127.0.0.1:5000`, `python:3.11` → `docker.io`). */
-export function registryOf(ref: string): string {
-  const first = ref.split('/')[0] ?? '';
-  return ref.includes('/') && (first.includes('.') || first.includes(':') || first === 'localhost') ? first : 'docker.io';
-}
-
 /** Pulls an image through the engine; rejects with the engine's reason (e.g. `unauthorized`). */
 export async function pullImage(ref: string, options: PullOptions = {}): Promise<void> {
   const docker = client(options);
-  const { repo, tag } = splitReference(ref);
-  const pullOptions: Record<string, string> = { fromImage: repo };
-  if (tag !== '') pullOptions['tag'] = tag;
+  const parsed = parseImageRef(ref);
+  const pullOptions: Record<string, string> =
+    parsed.digest !== undefined ? { fromImage: `${parsed.name}@${parsed.digest}` } : { fromImage: parsed.name, tag: parsed.tag };
   // Credentials travel in the X-Registry-Auth header, never in the query string.
   const stream = options.credentials
-    ? await docker.createImage({ ...options.credentials, serveraddress: registryOf(ref) }, pullOptions)
+    ? await docker.createImage({ ...options.credentials, serveraddress: parsed.registry }, pullOptions)
     : await docker.createImage(pullOptions);
   await readProgress(stream);
 }

@@ -8,11 +8,12 @@ import { pipeline } from 'node:stream/promises';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import Docker from 'dockerode';
-import { detectArchiveFormat, importOciArchive, importRootfsToDocker, listLocalImages } from './docker-images.js';
-import { buildOciLayout } from './oci.js';
-import { RECIPE_LABEL } from './recipes.js';
-import { buildRootfs } from './rootfs.js';
-import { absent, containerOutput, missingComponents, removeImages, runInImage, testRef } from './test-support.js';
+import { buildOciLayout } from '../../images/oci.js';
+import { RECIPE_LABEL } from '../../images/recipes.js';
+import { buildRootfs } from '../../images/rootfs.js';
+import { absent, containerOutput, missingComponents, removeImages, runInImage, testRef } from '../../images/test-support.js';
+import { detectArchiveFormat } from '../image-archive.js';
+import { importOciArchive, importRootfsToDocker, listLocalImages } from './docker-images.js';
 
 const docker = new Docker();
 const missing = await missingComponents(['busybox', 'umoci', 'skopeo'], true);

@@ -10,6 +10,8 @@ export interface ImageRef {
   digest: string | undefined;
   /** Canonical text: `registry/repository:tag` or `registry/repository@digest`. */
   canonical: string;
+  /** The reference as written without its tag and digest (`python`, `127.0.0.1:5000/corral/busybox`): what Docker's API takes as a repository. */
+  name: string;
 }
 
 const DOCKER_HUB = 'docker.io';
@@ -37,6 +39,7 @@ export function parseImageRef(reference: string): ImageRef {
     tag = rest.slice(colon + 1);
     rest = rest.slice(0, colon);
   }
+  const name = rest;
   let registry = DOCKER_HUB;
   const parts = rest.split('/');
   const first = parts[0] ?? '';
@@ -52,7 +55,7 @@ export function parseImageRef(reference: string): ImageRef {
   }
   if (!/^[\w][\w.-]{0,127}$/.test(tag)) throw new Error(`invalid tag in image reference ${JSON.stringify(reference)}`);
   const canonical = digest !== undefined ? `${registry}/${repository}@${digest}` : `${registry}/${repository}:${tag}`;
-  return { registry, repository, tag, digest, canonical };
+  return { registry, repository, tag, digest, canonical, name };
 }
 
 /** The host an HTTP client talks to for a registry (`registry-1.docker.io` for Docker Hub). */

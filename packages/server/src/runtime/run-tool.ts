@@ -1,6 +1,38 @@
 import { spawn } from 'node:child_process';
-import { hostLauncher } from './host-launcher.js';
-import type { ToolOptions } from './host-launcher.js';
+
+/** How a host tool is run. */
+export interface ToolOptions {
+  /** Written to its stdin, which is then closed. */
+  input?: string | Buffer;
+  /** SIGKILL after this long. */
+  timeoutMs?: number;
+  /** At a lower CPU priority (nice 10): pool refills and teardown, which must not slow sandbox starts. */
+  background?: boolean;
+}
+
+/** What a launched tool printed and how it ended. */
+export interface LaunchedRun {
+  stdout: string;
+  stderr: string;
+  /** Exit status; 128+N when killed by signal N; null when it could not be started. */
+  exitCode: number | null;
+}
+
+/**
+ * Something that starts host tools more cheaply than `child_process.spawn` (the oci driver's
+ * host-side agent). `run` resolves undefined when it cannot run the tool now; {@link runTool}
+ * then spawns it itself.
+ */
+export interface ToolLauncher {
+  run(command: string, args: readonly string[], options?: ToolOptions): Promise<LaunchedRun | undefined>;
+}
+
+let launcher: ToolLauncher | undefined;
+
+/** Routes {@link runTool} through `next` (undefined: spawn every tool). A driver sets it in its `init()`. */
+export function useToolLauncher(next: ToolLauncher | undefined): void {
+  launcher = next;
+}
 
 /** What a host tool printed. */
 export interface ToolOutput {
@@ -23,11 +55,11 @@ export class ToolError extends Error {
 
 /**
  * Runs a host tool to completion and collects its output (bounded to the last 1 MiB per stream),
- * through the host launcher when one runs (see host-launcher.ts), else with `spawn`.
+ * through the tool launcher when one is set ({@link useToolLauncher}), else with `spawn`.
  * Rejects with {@link ToolError} on a non-zero exit.
  */
 export async function runTool(command: string, args: readonly string[], options: ToolOptions = {}): Promise<ToolOutput> {
-  const launched = await hostLauncher()?.run(command, args, options);
+  const launched = await launcher?.run(command, args, options);
   if (launched === undefined) return spawnTool(command, args, options);
   if (launched.exitCode === 0) return { stdout: launched.stdout, stderr: launched.stderr };
   throw new ToolError(`${command} ${args.slice(0, 6).join(' ')}`, launched.exitCode, launched.stderr);

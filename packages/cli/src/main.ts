@@ -1,3 +1,6 @@
+import { addServeSettingsHelp } from './commands/serve.js';
 import { buildProgram } from './index.js';
 
-await buildProgram().parseAsync(process.argv);
+const program = buildProgram();
+await addServeSettingsHelp(program, process.argv.slice(2));
+await program.parseAsync(process.argv);

@@ -1,7 +1,10 @@
 import { type CorralConfig, createCorralServer, loadConfig } from '@corral/server';
 import type { ServeOptions } from './serve.js';
 
-/** `corral serve`: runs the API server until SIGTERM or SIGINT, then shuts down cleanly. */
+/**
+ * `corral serve`: runs the API server until SIGTERM or SIGINT, then shuts down cleanly and exits.
+ * The returned promise never settles: the command ends only through those signals.
+ */
 export async function serve(options: ServeOptions): Promise<void> {
   const env = { ...process.env };
   if (options.host) env.CORRAL_HOST = options.host;
@@ -39,4 +42,5 @@ export async function serve(options: ServeOptions): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  await new Promise<never>(() => undefined);
 }

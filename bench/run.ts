@@ -11,6 +11,7 @@ const SCENARIOS: Record<string, () => Promise<{ run(args: string[]): Promise<voi
   density: () => import('./scenarios/density.js'),
   fairness: () => import('./scenarios/fairness.js'),
   egress: () => import('./scenarios/egress.js'),
+  'cli-startup': () => import('./scenarios/cli-startup.js'),
 };
 
 const [name, ...args] = process.argv.slice(2);

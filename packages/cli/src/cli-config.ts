@@ -34,3 +34,23 @@ export function writeConfigFile(config: CliConfigFile, env: NodeJS.ProcessEnv = 
   chmodSync(path, 0o600);
   return path;
 }
+
+/** Where the CLI talks to and with which key. */
+export interface ApiTarget {
+  baseUrl: string;
+  apiKey: string | undefined;
+}
+
+/**
+ * Resolves the API target from flags, then `CORRAL_*`, then the Prime SDK's variables, then the
+ * file `corral login` writes, then `http://127.0.0.1:8080`.
+ */
+export function resolveTarget(options: { apiUrl?: string; apiKey?: string }, env: NodeJS.ProcessEnv = process.env): ApiTarget {
+  const set = (v: string | undefined): string | undefined => (v === undefined || v === '' ? undefined : v);
+  const file = readConfigFile(env);
+  const raw = set(options.apiUrl) ?? set(env.CORRAL_API_URL) ?? set(env.PRIME_API_BASE_URL) ?? set(env.PRIME_BASE_URL) ?? set(file.api_url) ?? 'http://127.0.0.1:8080';
+  return {
+    baseUrl: raw.replace(/\/+$/, '').replace(/\/api\/v1$/, ''),
+    apiKey: set(options.apiKey) ?? set(env.CORRAL_API_KEY) ?? set(env.PRIME_API_KEY) ?? set(file.api_key),
+  };
+}

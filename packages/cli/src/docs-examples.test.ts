@@ -5,8 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { dockerMissing, needNothingMissing } from '../../server/src/testing/runtime-available.js';
-import { type ListeningTestServer, startListeningServer } from '../../server/src/testing/test-server.js';
+import { dockerMissing, type ListeningTestServer, needNothingMissing, startListeningServer } from '@corral/server/testing';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const MAIN = fileURLToPath(new URL('./main.ts', import.meta.url));

@@ -5,10 +5,14 @@ import { registerLogin } from './commands/login.js';
 import { registerSandbox } from './commands/sandbox.js';
 import { registerServe } from './commands/serve.js';
 import { registerTeams } from './commands/teams.js';
-import { registerTunnel } from './commands/tunnel/index.js';
+import { registerTunnel } from './commands/tunnel.js';
 import { registerUsers } from './commands/users.js';
 
-/** The `corral` command with every verb registered. */
+/**
+ * The `corral` command with every verb registered: names, options and help text only. Each action
+ * imports its implementation (and the SDK or the server) when it runs, so `corral --version` and
+ * `corral sandbox list` do not load the server.
+ */
 export function buildProgram(): Command {
   const program = new Command('corral')
     .description('Corral: self-hosted sandboxes for AI agents, compatible with the Prime Sandbox API')

@@ -1,4 +1,4 @@
-import { WebSocket, type RawData } from 'ws';
+import type { RawData, WebSocket } from 'ws';
 import type { IncomingMessage } from 'node:http';
 import { CorralError } from './errors.js';
 import type { GatewayClient } from './gateway-client.js';
@@ -97,6 +97,9 @@ export async function openExecStream(gateway: GatewayClient, sandboxId: string, 
     ...(options.detach ? { detach: true } : {}),
   };
   const what = Array.isArray(command) ? command.join(' ') : command;
+  // `ws` is loaded on the first streaming exec, not with the SDK: programs that never stream
+  // (the CLI's `sandbox list`, for one) do not pay for it at start-up.
+  const { WebSocket } = await import('ws');
   return gateway.withAuth(sandboxId, async (auth) => {
     const url = `${auth.base.replace(/^http/, 'ws')}/stream`;
     const ws = new WebSocket(url, { headers: { authorization: `Bearer ${auth.token}` }, perMessageDeflate: false });

@@ -1,23 +1,11 @@
 import type { Command } from 'commander';
-import { CorralClient } from '@corral/sdk';
-import { configFilePath, readConfigFile, writeConfigFile } from '../cli-config.js';
-import { type GlobalOptions, run } from '../run.js';
+import { configFilePath } from '../cli-config.js';
+import { lazy } from '../run.js';
 
-/** `corral login`: checks a URL and key against the server and stores them for later commands. */
+/** `corral login`: checks a URL and key against the server and stores them for later commands (`login-action.ts`). */
 export function registerLogin(program: Command): void {
   program
     .command('login')
     .description(`Check and store the server URL and API key (in ${configFilePath()}, mode 0600)`)
-    .action(
-      run(async (_options: object, globals: GlobalOptions) => {
-        const stored = readConfigFile();
-        const apiUrl = globals.apiUrl ?? process.env.CORRAL_API_URL ?? stored.api_url ?? 'http://127.0.0.1:8080';
-        const apiKey = globals.apiKey ?? process.env.CORRAL_API_KEY ?? process.env.PRIME_API_KEY ?? stored.api_key;
-        if (!apiKey) throw new Error('give the key: `corral login --api-url <url> --api-key <key>` (or set CORRAL_API_KEY)');
-        const client = new CorralClient({ apiUrl, apiKey, env: {} });
-        const me = await client.me();
-        const path = writeConfigFile({ api_url: client.options.apiUrl, api_key: apiKey });
-        process.stderr.write(`Logged in to ${client.options.apiUrl} as ${me.user.name}${me.user.is_admin ? ' (admin)' : ''}; saved to ${path}\n`);
-      }),
-    );
+    .action(lazy(async () => (await import('./login-action.js')).login));
 }

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { type ListeningServer, startServer } from '../../../sdk/src/testing/sdk-test-support.js';
+import { type ListeningServer, startServer } from '../testing/cli-test-server.js';
 import { runCli } from '../testing/spawn-cli.js';
 
 interface QuotaJson {

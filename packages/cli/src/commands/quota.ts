@@ -1,19 +1,19 @@
-import { type Quota, type QuotaOverrides, QUOTA_UNLIMITED } from '@corral/sdk';
+import type { QuotaOverrides } from '@corral/sdk';
 import { type Command, InvalidArgumentError } from 'commander';
-import { printResult } from '../output.js';
-import { type GlobalOptions, run } from '../run.js';
-import { clientFor } from './sandbox/sdk-client.js';
+import { lazy } from '../run.js';
 
 /** Whose quota a `quota` command shows or changes. */
 export type QuotaSubject = 'user' | 'team';
 
 /**
- * A flag's value: a limit, {@link QUOTA_UNLIMITED}, or `default` for the server default (commander
- * turns a parser's null into '', so the server default travels as a word until the request is built).
+ * A flag's value: a limit, `unlimited` (the SDK's `QUOTA_UNLIMITED`), or `default` for the server
+ * default. Both travel as words until the request is built (commander turns a parser's null into '',
+ * and the SDK, which holds the constant, loads only when the command runs).
  */
-export type Limit = number | 'default';
+export type Limit = number | 'unlimited' | 'default';
 
-interface QuotaOptions {
+/** The flags of a `quota` command. */
+export interface QuotaOptions {
   sandboxes?: Limit;
   cpuCores?: Limit;
   memoryGb?: Limit;
@@ -22,7 +22,7 @@ interface QuotaOptions {
 }
 
 /** The quota resources in display order: CLI name (as the flag), wire name, option key. */
-const RESOURCES = [
+export const RESOURCES = [
   ['sandboxes', 'sandboxes', 'sandboxes'],
   ['cpu-cores', 'cpu_cores', 'cpuCores'],
   ['memory-gb', 'memory_gb', 'memoryGb'],
@@ -36,28 +36,13 @@ const RESOURCES = [
 export function parseLimit(integer: boolean): (value: string) => Limit {
   return (value) => {
     const text = value.trim().toLowerCase();
-    if (text === 'unlimited' || text === '-1') return QUOTA_UNLIMITED;
+    if (text === 'unlimited' || text === '-1') return 'unlimited';
     if (text === 'default') return 'default';
     if (!(integer ? /^\d+$/ : /^\d+(\.\d+)?$/).test(text)) {
       throw new InvalidArgumentError(`expected ${integer ? 'a whole number' : 'a number'} from 0 up, \`unlimited\` or \`default\`.`);
     }
     return Number(text);
   };
-}
-
-function shown(value: number | null, nullText: string): string {
-  if (value === null) return nullText;
-  return value === QUOTA_UNLIMITED ? 'unlimited' : String(value);
-}
-
-/** One row per resource: what is in use, the limit in force and where it comes from. */
-export function quotaRows(quota: Quota): Array<Record<string, string>> {
-  return RESOURCES.map(([name, wire]) => ({
-    resource: name,
-    used: String(quota.usage[wire]),
-    limit: shown(quota.limits[wire], 'unlimited'),
-    override: shown(quota.overrides[wire], 'default'),
-  }));
 }
 
 /**
@@ -80,23 +65,5 @@ export function registerQuota(parent: Command, subject: QuotaSubject): void {
     .option('--memory-gb <n>', 'total memory of active sandboxes, GB', parseLimit(false))
     .option('--disk-gb <n>', 'total disk of active sandboxes, GB', parseLimit(false))
     .option('--reset', 'drop every override so the server defaults apply (with limit flags: keep only those)')
-    .action(
-      run(async (id: string, options: QuotaOptions, globals: GlobalOptions) => {
-        const client = clientFor(globals);
-        const api = subject === 'user' ? client.users : client.teams;
-        const changes: QuotaOverrides = {};
-        for (const [, wire, key] of RESOURCES) {
-          const value = options[key];
-          if (value !== undefined) changes[wire] = value === 'default' ? null : value;
-        }
-        const changing = Object.keys(changes).length > 0;
-        let quota: Quota;
-        if (!changing) quota = options.reset ? await api.resetQuota(id) : await api.quota(id);
-        else if (options.reset) quota = await api.setQuota(id, changes);
-        else quota = await api.setQuota(id, { ...(await api.quota(id)).overrides, ...changes });
-        if (globals.output === 'json') printResult('json', quota, [], []);
-        else printResult('table', quota, quotaRows(quota), ['resource', 'used', 'limit', 'override']);
-        if (changing || options.reset) process.stderr.write(`${options.reset && !changing ? 'Reset' : 'Set'} the quota of ${subject} ${id}.\n`);
-      }),
-    );
+    .action(lazy(async () => (await import('./quota-action.js')).quotaCommand(subject)));
 }

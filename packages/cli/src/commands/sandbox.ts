@@ -1,34 +1,121 @@
 import type { Command } from 'commander';
-import { registerCreate } from './sandbox/create.js';
-import { registerDelete } from './sandbox/delete.js';
-import { registerDownload } from './sandbox/download.js';
-import { registerEgressLog } from './sandbox/egress-log.js';
-import { registerExec } from './sandbox/exec.js';
-import { registerExpose } from './sandbox/expose.js';
-import { registerGet } from './sandbox/get.js';
-import { registerList } from './sandbox/list.js';
-import { registerLogs } from './sandbox/logs.js';
-import { registerNetwork } from './sandbox/network.js';
-import { registerPorts } from './sandbox/ports.js';
-import { registerSsh } from './sandbox/ssh.js';
-import { registerUnexpose } from './sandbox/unexpose.js';
-import { registerUpload } from './sandbox/upload.js';
+import { collect } from '../option-parsers.js';
+import { lazy } from '../run.js';
 
-/** `corral sandbox create|list|get|delete|exec|logs|upload|download|expose|unexpose|ports|ssh|network|egress-log`, each verb in its own module. */
+/**
+ * `corral sandbox create|list|get|delete|exec|logs|upload|download|expose|unexpose|ports|ssh|network|egress-log`:
+ * names, options and help here; each verb's implementation is its own module under `sandbox/`, imported
+ * (with the SDK) only when that verb runs.
+ */
 export function registerSandbox(program: Command): void {
   const sandbox = program.command('sandbox').alias('sb').description('Create, use and delete sandboxes');
-  registerCreate(sandbox);
-  registerList(sandbox);
-  registerGet(sandbox);
-  registerDelete(sandbox);
-  registerExec(sandbox);
-  registerLogs(sandbox);
-  registerUpload(sandbox);
-  registerDownload(sandbox);
-  registerExpose(sandbox);
-  registerUnexpose(sandbox);
-  registerPorts(sandbox);
-  registerSsh(sandbox);
-  registerNetwork(sandbox);
-  registerEgressLog(sandbox);
+  sandbox
+    .command('create <image> [startCommand...]')
+    .description('Create a sandbox and print its id (the start command defaults to `tail -f /dev/null`)')
+    .option('--name <name>', 'name (default: <image>-<4 hex>)')
+    .option('--start-command <cmd>', 'shell command that keeps the sandbox alive (or give it after --)')
+    .option('--cpu-cores <n>', 'CPU cores (server default 1)')
+    .option('--memory-gb <n>', 'memory in GB (server default 2)')
+    .option('--disk-size-gb <n>', 'disk in GB (server default 10)')
+    .option('--timeout-minutes <n>', 'lifetime from RUNNING, minutes (default 60; -1 = none)')
+    .option('--idle-timeout-minutes <n>', 'end the sandbox after this long without commands or file transfers')
+    .option('-e, --env <K=V>', 'environment variable (repeatable)', collect)
+    .option('--secret <K=V>', 'secret environment variable, masked when read back (repeatable)', collect)
+    .option('-l, --label <label>', 'label (repeatable)', collect)
+    .option('--team-id <id>', 'create it in a team')
+    .option('--allow <entry>', 'egress only to this domain (*.leftmost wildcard), IP or CIDR (repeatable)', collect)
+    .option('--deny <entry>', 'egress to everything but this domain, IP or CIDR (repeatable)', collect)
+    .option('--no-network', 'no network at all (only loopback)')
+    .option('--wait', 'wait until it is RUNNING and answers commands (the server answers most creates RUNNING already)')
+    .action(lazy(async () => (await import('./sandbox/create.js')).createSandbox));
+
+  sandbox
+    .command('list')
+    .alias('ls')
+    .description('List your sandboxes (active ones unless --all or --status)')
+    .option('-l, --label <label>', 'only sandboxes with this label (repeatable; all must match)', collect)
+    .option('--status <status>', 'only this status (PENDING, RUNNING, TERMINATED, …)')
+    .option('-a, --all', 'include ended sandboxes')
+    .option('-p, --page <n>', 'page', '1')
+    .option('-n, --num <n>', 'per page (≤ 1000)', '50')
+    .action(lazy(async () => (await import('./sandbox/list.js')).listSandboxes));
+
+  sandbox
+    .command('get <id>')
+    .description('Show one sandbox')
+    .action(lazy(async () => (await import('./sandbox/get.js')).getSandbox));
+
+  sandbox
+    .command('delete [ids...]')
+    .alias('rm')
+    .description('Delete sandboxes by id (space or comma separated), by label, or all of yours')
+    .option('-l, --label <label>', 'delete every sandbox with this label (repeatable; all must match)', collect)
+    .option('-a, --all', 'delete all your active sandboxes')
+    .action(lazy(async () => (await import('./sandbox/delete.js')).deleteSandboxes));
+
+  sandbox
+    .command('exec <id> [command...]')
+    .alias('run')
+    .description('Run a command in a sandbox and exit with its exit code (put the command after --)')
+    .option('-i, --interactive', 'stream: forward stdin, print output as it comes')
+    .option('-t, --tty', 'allocate a terminal (with -i: raw mode, resizes follow the window)')
+    .option('-w, --workdir <dir>', 'working directory')
+    .option('-e, --env <K=V>', 'environment variable (repeatable)', collect)
+    .option('-u, --user <user>', 'run as this user (name, uid or uid:gid)')
+    .option('--timeout <seconds>', 'kill the command after this many seconds (default 300 without -i, none with -i)')
+    .action(lazy(async () => (await import('./sandbox/exec.js')).execInSandbox));
+
+  sandbox
+    .command('logs <id>')
+    .description("Print the start command's output")
+    .action(lazy(async () => (await import('./sandbox/logs.js')).printLogs));
+
+  sandbox
+    .command('upload <id> <local> <remote>')
+    .description('Copy a local file into a sandbox, streamed (parent directories are created; "-" reads stdin)')
+    .action(lazy(async () => (await import('./sandbox/upload.js')).uploadFile));
+
+  sandbox
+    .command('download <id> <remote> [local]')
+    .description('Copy a file out of a sandbox, streamed (LOCAL defaults to its name here; "-" writes stdout)')
+    .action(lazy(async () => (await import('./sandbox/download.js')).downloadFile));
+
+  sandbox
+    .command('expose <id> <port>')
+    .description('Expose a sandbox port: prints its URL (HTTP) or host:port (TCP); -o json prints the whole answer')
+    .option('--name <name>', 'a name for the exposure')
+    .option('-p, --protocol <protocol>', 'HTTP or TCP', 'HTTP')
+    .action(lazy(async () => (await import('./sandbox/expose.js')).exposePort));
+
+  sandbox
+    .command('unexpose <id> <exposureId>')
+    .description('Remove an exposed port (see `corral sandbox ports ID` for exposure ids)')
+    .action(lazy(async () => (await import('./sandbox/unexpose.js')).unexposePort));
+
+  sandbox
+    .command('ports [id]')
+    .alias('list-ports')
+    .description("List exposed ports: one sandbox's, or those of all your active sandboxes")
+    .action(lazy(async () => (await import('./sandbox/ports.js')).listPorts));
+
+  sandbox
+    .command('ssh <id> [sshArgs...]')
+    .description('Open an SSH session into a sandbox (no sshd needed in the image); arguments after -- go to ssh, e.g. a remote command')
+    .option('--ttl <seconds>', 'session lifetime, 60..3600', '900')
+    .action(lazy(async () => (await import('./sandbox/ssh.js')).sshIntoSandbox));
+
+  sandbox
+    .command('network <id>')
+    .description("Show a sandbox's egress policy, or replace it (a running sandbox follows within a second)")
+    .option('--allow <entry>', 'only this domain (*.leftmost wildcard), IP or CIDR is reachable (repeatable)', collect)
+    .option('--deny <entry>', 'everything but this domain, IP or CIDR is reachable (repeatable)', collect)
+    .option('--open', 'open egress (no list)')
+    .option('--none', 'no egress at all (an empty allow list)')
+    .action(lazy(async () => (await import('./sandbox/network.js')).showOrSetNetwork));
+
+  sandbox
+    .command('egress-log <id>')
+    .description("Show a sandbox's recent DNS answers and connection attempts, with their verdicts")
+    .option('--limit <n>', 'at most this many entries, the newest (1..1000, default 100)')
+    .action(lazy(async () => (await import('./sandbox/egress-log.js')).printEgressLog));
 }

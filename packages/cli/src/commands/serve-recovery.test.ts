@@ -7,8 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { type SandboxRuntime, buildImage, createRuntime, loadConfig, createRuntimeImages, openStore } from '@corral/server';
-import { driverMissing, unavailableSuite } from '../../../server/src/testing/runtime-available.js';
-import { specFixture } from '../../../server/src/testing/sandbox-fixture.js';
+import { driverMissing, specFixture, unavailableSuite } from '@corral/server/testing';
 import { spawnCli, waitForHealthy } from '../testing/spawn-cli.js';
 
 const IMAGE = process.env.CORRAL_TEST_IMAGE ?? 'corral-test/busybox:latest';

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { buildImage, createRuntimeImages } from '@corral/server';
-import { needNothingMissing, ociMissing } from '../../../server/src/testing/runtime-available.js';
+import { needNothingMissing, ociMissing } from '@corral/server/testing';
 import { runCli, spawnCli, waitForHealthy } from '../testing/spawn-cli.js';
 
 async function freePort(): Promise<number> {

@@ -1,7 +1,18 @@
 import type { Command } from 'commander';
-import { type CorralConfig, createCorralServer, describeSettings, loadConfig } from '@corral/server';
 
-/** `corral serve`: runs the API server until SIGTERM or SIGINT, then shuts down cleanly. */
+/** The flags of `corral serve`. */
+export interface ServeOptions {
+  host?: string;
+  port?: string;
+  dataDir?: string;
+  runtime?: string;
+  config?: string;
+}
+
+/**
+ * `corral serve`: runs the API server until SIGTERM or SIGINT (`serve-action.ts`, which loads the
+ * server package when it runs).
+ */
 export function registerServe(program: Command): void {
   program
     .command('serve')
@@ -11,43 +22,17 @@ export function registerServe(program: Command): void {
     .option('--data-dir <dir>', 'state directory (CORRAL_DATA_DIR)')
     .option('--runtime <driver>', 'runtime driver: docker or none (CORRAL_RUNTIME)')
     .option('--config <file>', 'JSON config file; its keys are the settings below (CORRAL_CONFIG)')
-    .addHelpText('after', `\nSettings (environment variables; a config file may use the same names):\n${describeSettings()}\n`)
-    .action(async (options: { host?: string; port?: string; dataDir?: string; runtime?: string; config?: string }) => {
-      const env = { ...process.env };
-      if (options.host) env.CORRAL_HOST = options.host;
-      if (options.port) env.CORRAL_PORT = options.port;
-      if (options.dataDir) env.CORRAL_DATA_DIR = options.dataDir;
-      if (options.runtime) env.CORRAL_RUNTIME = options.runtime;
-      let config: CorralConfig;
-      try {
-        config = loadConfig({ env, configFile: options.config ?? null });
-      } catch (error) {
-        process.stderr.write(`corral serve: ${(error as Error).message}\n`);
-        process.exit(2);
-      }
-      const server = await createCorralServer(config);
-      const url = await server.listen();
-      if (server.createdAdminKey) {
-        process.stderr.write(
-          `\nCreated the first admin API key. It is shown only this once; keep it:\n\n    ${server.createdAdminKey}\n\n` +
-            `Use it with: export CORRAL_API_KEY=${server.createdAdminKey}\n\n`,
-        );
-      }
-      server.log.info({ url, runtime: config.runtime, store: server.store.kind, dataDir: config.dataDir }, 'corral listening');
-      let stopping = false;
-      const stop = (signal: string): void => {
-        if (stopping) return;
-        stopping = true;
-        server.log.info({ signal }, 'shutting down');
-        server
-          .close()
-          .then(() => process.exit(0))
-          .catch((error: unknown) => {
-            server.log.error({ err: error }, 'shutdown failed');
-            process.exit(1);
-          });
-      };
-      process.on('SIGTERM', () => stop('SIGTERM'));
-      process.on('SIGINT', () => stop('SIGINT'));
-    });
+    .action(async (options: ServeOptions) => (await import('./serve-action.js')).serve(options));
+}
+
+/**
+ * Adds the server's settings table to `corral serve --help` (and `corral help serve`). The table
+ * comes from the server package, which registration does not load, and commander prints help
+ * synchronously: so this runs before parsing, and only when the arguments name `serve`.
+ */
+export async function addServeSettingsHelp(program: Command, args: readonly string[]): Promise<void> {
+  const serve = program.commands.find((c) => c.name() === 'serve');
+  if (!serve || !args.includes('serve')) return;
+  const { describeSettings } = await import('@corral/server');
+  serve.addHelpText('after', `\nSettings (environment variables; a config file may use the same names):\n${describeSettings()}\n`);
 }

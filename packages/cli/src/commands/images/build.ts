@@ -1,8 +1,7 @@
 import type { Command } from 'commander';
-import { DEFAULT_TAGS, buildImage } from '@corral/server';
 import { printResult } from '../../output.js';
 import { type GlobalOptions, run } from '../../run.js';
-import { type ImageTargetOptions, imageTarget } from './image-target.js';
+import type { ImageTargetOptions } from './image-target.js';
 
 /** `corral images build <python|busybox>`: builds an image offline and imports it into the runtime. */
 export function registerImagesBuild(images: Command): void {
@@ -14,6 +13,8 @@ export function registerImagesBuild(images: Command): void {
     .option('--data-dir <dir>', "the server's data dir, for oci (default: CORRAL_DATA_DIR)")
     .action(
       run(async (kind: string, options: ImageTargetOptions & { tag?: string }, globals: GlobalOptions) => {
+        // The server package (and its image code) loads when the command runs, not at start-up.
+        const [{ DEFAULT_TAGS, buildImage }, { imageTarget }] = await Promise.all([import('@corral/server'), import('./image-target.js')]);
         if (kind !== 'python' && kind !== 'busybox') throw new Error(`unknown image kind "${kind}": use python or busybox`);
         const image = await buildImage(kind, options.tag ?? DEFAULT_TAGS[kind], await imageTarget(options), (line) => process.stderr.write(`${line}\n`));
         printResult(globals.output, image, [image as unknown as Record<string, unknown>], ['reference', 'id', 'source']);

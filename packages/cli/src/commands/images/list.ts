@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { printResult } from '../../output.js';
 import { type GlobalOptions, run } from '../../run.js';
-import { type ImageTargetOptions, imageTarget } from './image-target.js';
+import type { ImageTargetOptions } from './image-target.js';
 
 /** `corral images list`. */
 export function registerImagesList(images: Command): void {
@@ -12,6 +12,8 @@ export function registerImagesList(images: Command): void {
     .option('--data-dir <dir>', "the server's data dir, for oci (default: CORRAL_DATA_DIR)")
     .action(
       run(async (options: ImageTargetOptions, globals: GlobalOptions) => {
+        // The image code loads when the command runs, not at start-up.
+        const { imageTarget } = await import('./image-target.js');
         const list = await (await imageTarget(options)).list();
         printResult(globals.output, { images: list }, list as unknown as Array<Record<string, unknown>>, ['reference', 'id', 'source']);
       }),

@@ -1,10 +1,10 @@
-import type { Command } from 'commander';
 import { Sandbox } from '@corral/sdk';
 import { printResult } from '../../output.js';
-import { type GlobalOptions, run } from '../../run.js';
-import { clientFor, collect, keyValues } from './sdk-client.js';
+import type { GlobalOptions } from '../../run.js';
+import { clientFor } from '../../sdk-client.js';
+import { keyValues } from '../../option-parsers.js';
 
-interface CreateOptions {
+export interface CreateOptions {
   name?: string;
   startCommand?: string;
   cpuCores?: string;
@@ -43,76 +43,54 @@ function number(value: string | undefined, flag: string): number | undefined {
 }
 
 /** `corral sandbox create IMAGE [-- START COMMAND…]`: prints the new id; `--wait` waits until RUNNING. */
-export function registerCreate(sandbox: Command): void {
-  sandbox
-    .command('create <image> [startCommand...]')
-    .description('Create a sandbox and print its id (the start command defaults to `tail -f /dev/null`)')
-    .option('--name <name>', 'name (default: <image>-<4 hex>)')
-    .option('--start-command <cmd>', 'shell command that keeps the sandbox alive (or give it after --)')
-    .option('--cpu-cores <n>', 'CPU cores (server default 1)')
-    .option('--memory-gb <n>', 'memory in GB (server default 2)')
-    .option('--disk-size-gb <n>', 'disk in GB (server default 10)')
-    .option('--timeout-minutes <n>', 'lifetime from RUNNING, minutes (default 60; -1 = none)')
-    .option('--idle-timeout-minutes <n>', 'end the sandbox after this long without commands or file transfers')
-    .option('-e, --env <K=V>', 'environment variable (repeatable)', collect)
-    .option('--secret <K=V>', 'secret environment variable, masked when read back (repeatable)', collect)
-    .option('-l, --label <label>', 'label (repeatable)', collect)
-    .option('--team-id <id>', 'create it in a team')
-    .option('--allow <entry>', 'egress only to this domain (*.leftmost wildcard), IP or CIDR (repeatable)', collect)
-    .option('--deny <entry>', 'egress to everything but this domain, IP or CIDR (repeatable)', collect)
-    .option('--no-network', 'no network at all (only loopback)')
-    .option('--wait', 'wait until it is RUNNING and answers commands (the server answers most creates RUNNING already)')
-    .action(
-      run(async (image: string, startArgs: string[], options: CreateOptions, globals: GlobalOptions) => {
-        const client = clientFor(globals);
-        const startCommand = startArgs.length > 0 ? startArgs.join(' ') : options.startCommand;
-        const memoryGb = number(options.memoryGb, '--memory-gb');
-        const cpuCores = number(options.cpuCores, '--cpu-cores');
-        const diskSizeGb = number(options.diskSizeGb, '--disk-size-gb');
-        const timeoutMinutes = number(options.timeoutMinutes, '--timeout-minutes');
-        const idleTimeoutMinutes = number(options.idleTimeoutMinutes, '--idle-timeout-minutes');
-        const env = keyValues(options.env, '--env');
-        const secrets = keyValues(options.secret, '--secret');
-        const egress = createEgress(options);
-        const sandbox = await Sandbox.create(client, {
-          image,
-          ...(options.name !== undefined ? { name: options.name } : {}),
-          ...(startCommand !== undefined ? { startCommand } : {}),
-          ...(cpuCores !== undefined ? { cpuCores } : {}),
-          ...(memoryGb !== undefined ? { memoryGb } : {}),
-          ...(diskSizeGb !== undefined ? { diskSizeGb } : {}),
-          ...(timeoutMinutes !== undefined ? { timeoutMinutes } : {}),
-          ...(idleTimeoutMinutes !== undefined ? { idleTimeoutMinutes } : {}),
-          ...(env ? { env } : {}),
-          ...(secrets ? { secrets } : {}),
-          ...(options.label ? { labels: options.label } : {}),
-          ...(options.teamId !== undefined ? { teamId: options.teamId } : {}),
-          ...egress,
-        });
-        if (options.wait) {
-          // The server holds its answer while the sandbox starts, so it is usually RUNNING already:
-          // then there is nothing to wait for and no spinner.
-          const started = Date.now();
-          if (sandbox.info.status !== 'RUNNING') {
-            let frame = 0;
-            const spinner = process.stderr.isTTY
-              ? setInterval(() => process.stderr.write(`\r${FRAMES[frame++ % FRAMES.length]} waiting for ${sandbox.id} to be RUNNING (${Math.round((Date.now() - started) / 1000)}s)\x1b[K`), 100)
-              : undefined;
-            if (!spinner) process.stderr.write(`waiting for ${sandbox.id} to be RUNNING…\n`);
-            try {
-              await sandbox.waitUntilRunning();
-            } finally {
-              if (spinner) {
-                clearInterval(spinner);
-                process.stderr.write('\r\x1b[K');
-              }
-            }
-            await sandbox.refresh();
-          }
-          process.stderr.write(`${sandbox.id} is RUNNING (${((Date.now() - started) / 1000).toFixed(1)}s)\n`);
+export async function createSandbox(image: string, startArgs: string[], options: CreateOptions, globals: GlobalOptions): Promise<void> {
+  const client = clientFor(globals);
+  const startCommand = startArgs.length > 0 ? startArgs.join(' ') : options.startCommand;
+  const memoryGb = number(options.memoryGb, '--memory-gb');
+  const cpuCores = number(options.cpuCores, '--cpu-cores');
+  const diskSizeGb = number(options.diskSizeGb, '--disk-size-gb');
+  const timeoutMinutes = number(options.timeoutMinutes, '--timeout-minutes');
+  const idleTimeoutMinutes = number(options.idleTimeoutMinutes, '--idle-timeout-minutes');
+  const env = keyValues(options.env, '--env');
+  const secrets = keyValues(options.secret, '--secret');
+  const egress = createEgress(options);
+  const sandbox = await Sandbox.create(client, {
+    image,
+    ...(options.name !== undefined ? { name: options.name } : {}),
+    ...(startCommand !== undefined ? { startCommand } : {}),
+    ...(cpuCores !== undefined ? { cpuCores } : {}),
+    ...(memoryGb !== undefined ? { memoryGb } : {}),
+    ...(diskSizeGb !== undefined ? { diskSizeGb } : {}),
+    ...(timeoutMinutes !== undefined ? { timeoutMinutes } : {}),
+    ...(idleTimeoutMinutes !== undefined ? { idleTimeoutMinutes } : {}),
+    ...(env ? { env } : {}),
+    ...(secrets ? { secrets } : {}),
+    ...(options.label ? { labels: options.label } : {}),
+    ...(options.teamId !== undefined ? { teamId: options.teamId } : {}),
+    ...egress,
+  });
+  if (options.wait) {
+    // The server holds its answer while the sandbox starts, so it is usually RUNNING already:
+    // then there is nothing to wait for and no spinner.
+    const started = Date.now();
+    if (sandbox.info.status !== 'RUNNING') {
+      let frame = 0;
+      const spinner = process.stderr.isTTY
+        ? setInterval(() => process.stderr.write(`\r${FRAMES[frame++ % FRAMES.length]} waiting for ${sandbox.id} to be RUNNING (${Math.round((Date.now() - started) / 1000)}s)\x1b[K`), 100)
+        : undefined;
+      if (!spinner) process.stderr.write(`waiting for ${sandbox.id} to be RUNNING…\n`);
+      try {
+        await sandbox.waitUntilRunning();
+      } finally {
+        if (spinner) {
+          clearInterval(spinner);
+          process.stderr.write('\r\x1b[K');
         }
-        if (globals.output === 'json') printResult('json', sandbox.info, [], []);
-        else process.stdout.write(`${sandbox.id}\n`);
-      }),
-    );
+      }
+      await sandbox.refresh();
+    }
+    process.stderr.write(`${sandbox.id} is RUNNING (${((Date.now() - started) / 1000).toFixed(1)}s)\n`);
+  }
+  if (globals.output === 'json') printResult('json', sandbox.info, [], []);
+  else process.stdout.write(`${sandbox.id}\n`);
 }

@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { GatedRuntime } from '../../../../server/src/testing/gated-runtime.js';
-import { type TestServer, startTestServer } from '../../../../server/src/testing/test-server.js';
+import { GatedRuntime, startTestServer, type TestServer } from '@corral/server/testing';
 import { runCli } from '../../testing/spawn-cli.js';
 
 describe('corral sandbox create --allow/--deny/--no-network, network and egress-log against a real server', { timeout: 120_000, concurrency: true }, () => {

@@ -1,9 +1,9 @@
-import type { Command } from 'commander';
 import { type ExecSession, Sandbox, shellQuote } from '@corral/sdk';
-import { type GlobalOptions, run } from '../../run.js';
-import { clientFor, collect, keyValues } from './sdk-client.js';
+import type { GlobalOptions } from '../../run.js';
+import { clientFor } from '../../sdk-client.js';
+import { keyValues } from '../../option-parsers.js';
 
-interface ExecFlags {
+export interface ExecFlags {
   interactive?: boolean;
   tty?: boolean;
   workdir?: string;
@@ -55,39 +55,25 @@ async function interactive(sandbox: Sandbox, argv: string[], flags: ExecFlags, e
 }
 
 /** `corral sandbox exec ID -- CMD…`: exits with the command's exit code; `-it` for an interactive terminal. */
-export function registerExec(sandbox: Command): void {
-  sandbox
-    .command('exec <id> [command...]')
-    .alias('run')
-    .description('Run a command in a sandbox and exit with its exit code (put the command after --)')
-    .option('-i, --interactive', 'stream: forward stdin, print output as it comes')
-    .option('-t, --tty', 'allocate a terminal (with -i: raw mode, resizes follow the window)')
-    .option('-w, --workdir <dir>', 'working directory')
-    .option('-e, --env <K=V>', 'environment variable (repeatable)', collect)
-    .option('-u, --user <user>', 'run as this user (name, uid or uid:gid)')
-    .option('--timeout <seconds>', 'kill the command after this many seconds (default 300 without -i, none with -i)')
-    .action(
-      run(async (id: string, argv: string[], flags: ExecFlags, globals: GlobalOptions) => {
-        if (argv.length === 0) throw new Error('give the command to run after --, e.g. `corral sandbox exec <id> -- ls -la`');
-        const client = clientFor(globals);
-        const handle = await Sandbox.connect(client, id);
-        const env = keyValues(flags.env, '--env');
-        if (flags.interactive || flags.tty) {
-          process.exitCode = await interactive(handle, argv, flags, env);
-          return;
-        }
-        const result = await handle.exec(shellCommand(argv), {
-          ...(flags.workdir ? { cwd: flags.workdir } : {}),
-          ...(env ? { env } : {}),
-          ...(flags.user ? { user: flags.user } : {}),
-          ...(flags.timeout ? { timeout: Number(flags.timeout) } : {}),
-        });
-        if (globals.output === 'json') process.stdout.write(`${JSON.stringify({ stdout: result.stdout, stderr: result.stderr, exit_code: result.exitCode }, null, 2)}\n`);
-        else {
-          process.stdout.write(result.stdout);
-          process.stderr.write(result.stderr);
-        }
-        process.exitCode = result.exitCode;
-      }),
-    );
+export async function execInSandbox(id: string, argv: string[], flags: ExecFlags, globals: GlobalOptions): Promise<void> {
+  if (argv.length === 0) throw new Error('give the command to run after --, e.g. `corral sandbox exec <id> -- ls -la`');
+  const client = clientFor(globals);
+  const handle = await Sandbox.connect(client, id);
+  const env = keyValues(flags.env, '--env');
+  if (flags.interactive || flags.tty) {
+    process.exitCode = await interactive(handle, argv, flags, env);
+    return;
+  }
+  const result = await handle.exec(shellCommand(argv), {
+    ...(flags.workdir ? { cwd: flags.workdir } : {}),
+    ...(env ? { env } : {}),
+    ...(flags.user ? { user: flags.user } : {}),
+    ...(flags.timeout ? { timeout: Number(flags.timeout) } : {}),
+  });
+  if (globals.output === 'json') process.stdout.write(`${JSON.stringify({ stdout: result.stdout, stderr: result.stderr, exit_code: result.exitCode }, null, 2)}\n`);
+  else {
+    process.stdout.write(result.stdout);
+    process.stderr.write(result.stderr);
+  }
+  process.exitCode = result.exitCode;
 }

@@ -1,8 +1,7 @@
-import type { Command } from 'commander';
 import { Sandbox } from '@corral/sdk';
 import { printResult } from '../../output.js';
-import { type GlobalOptions, run } from '../../run.js';
-import { clientFor } from './sdk-client.js';
+import type { GlobalOptions } from '../../run.js';
+import { clientFor } from '../../sdk-client.js';
 
 /** Parses a port number for the exposure (the server accepts 22..9000). */
 function parsePort(value: string): number {
@@ -12,24 +11,15 @@ function parsePort(value: string): number {
 }
 
 /** `corral sandbox expose ID PORT [--name N] [--protocol HTTP|TCP]`: prints the URL (HTTP) or the external endpoint (TCP). */
-export function registerExpose(sandbox: Command): void {
-  sandbox
-    .command('expose <id> <port>')
-    .description('Expose a sandbox port: prints its URL (HTTP) or host:port (TCP); -o json prints the whole answer')
-    .option('--name <name>', 'a name for the exposure')
-    .option('-p, --protocol <protocol>', 'HTTP or TCP', 'HTTP')
-    .action(
-      run(async (id: string, port: string, options: { name?: string; protocol: string }, globals: GlobalOptions) => {
-        const protocol = options.protocol.toUpperCase();
-        if (protocol !== 'HTTP' && protocol !== 'TCP') throw new Error(`--protocol must be HTTP or TCP, got "${options.protocol}"`);
-        const handle = await Sandbox.connect(clientFor(globals), id);
-        const exposure = await handle.expose(parsePort(port), { protocol, ...(options.name !== undefined ? { name: options.name } : {}) });
-        if (globals.output === 'json') {
-          printResult('json', exposure, [], []);
-          return;
-        }
-        process.stdout.write(`${protocol === 'TCP' && exposure.external_endpoint ? exposure.external_endpoint : exposure.url}\n`);
-        process.stderr.write(`Exposed port ${exposure.port} of ${id} as ${exposure.exposure_id} (remove with \`corral sandbox unexpose ${id} ${exposure.exposure_id}\`)\n`);
-      }),
-    );
+export async function exposePort(id: string, port: string, options: { name?: string; protocol: string }, globals: GlobalOptions): Promise<void> {
+  const protocol = options.protocol.toUpperCase();
+  if (protocol !== 'HTTP' && protocol !== 'TCP') throw new Error(`--protocol must be HTTP or TCP, got "${options.protocol}"`);
+  const handle = await Sandbox.connect(clientFor(globals), id);
+  const exposure = await handle.expose(parsePort(port), { protocol, ...(options.name !== undefined ? { name: options.name } : {}) });
+  if (globals.output === 'json') {
+    printResult('json', exposure, [], []);
+    return;
+  }
+  process.stdout.write(`${protocol === 'TCP' && exposure.external_endpoint ? exposure.external_endpoint : exposure.url}\n`);
+  process.stderr.write(`Exposed port ${exposure.port} of ${id} as ${exposure.exposure_id} (remove with \`corral sandbox unexpose ${id} ${exposure.exposure_id}\`)\n`);
 }

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { CorralClient, Sandbox } from '@corral/sdk';
-import { type ListeningServer, TEST_IMAGE, dockerMissing, needDocker, startServer } from '../../../../sdk/src/testing/sdk-test-support.js';
+import { type ListeningServer, TEST_IMAGE, dockerMissing, needDocker, startServer } from '../../testing/cli-test-server.js';
 import { runCli } from '../../testing/spawn-cli.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

@@ -1,10 +1,9 @@
-import type { Command } from 'commander';
 import type { EgressPolicyChange, EgressPolicyStatus } from '@corral/sdk';
 import { printResult } from '../../output.js';
-import { type GlobalOptions, run } from '../../run.js';
-import { clientFor, collect } from './sdk-client.js';
+import type { GlobalOptions } from '../../run.js';
+import { clientFor } from '../../sdk-client.js';
 
-interface NetworkOptions {
+export interface NetworkOptions {
   allow?: string[];
   deny?: string[];
   open?: boolean;
@@ -33,21 +32,10 @@ export function describePolicy(policy: EgressPolicyStatus['policy']): string {
  * `corral sandbox network ID [--allow E… | --deny E… | --open | --none]`: shows the egress policy,
  * or replaces it (live; the sandbox follows within a second).
  */
-export function registerNetwork(sandbox: Command): void {
-  sandbox
-    .command('network <id>')
-    .description("Show a sandbox's egress policy, or replace it (a running sandbox follows within a second)")
-    .option('--allow <entry>', 'only this domain (*.leftmost wildcard), IP or CIDR is reachable (repeatable)', collect)
-    .option('--deny <entry>', 'everything but this domain, IP or CIDR is reachable (repeatable)', collect)
-    .option('--open', 'open egress (no list)')
-    .option('--none', 'no egress at all (an empty allow list)')
-    .action(
-      run(async (id: string, options: NetworkOptions, globals: GlobalOptions) => {
-        const client = clientFor(globals);
-        const change = networkChange(options);
-        const status = change ? await client.setEgressPolicy(id, change) : await client.getEgressPolicy(id);
-        const state = status.applied ? 'applied' : `applying (enforced: generation ${status.applied_generation})`;
-        printResult(globals.output, status, [{ policy: describePolicy(status.policy), generation: status.generation, state }], ['policy', 'generation', 'state']);
-      }),
-    );
+export async function showOrSetNetwork(id: string, options: NetworkOptions, globals: GlobalOptions): Promise<void> {
+  const client = clientFor(globals);
+  const change = networkChange(options);
+  const status = change ? await client.setEgressPolicy(id, change) : await client.getEgressPolicy(id);
+  const state = status.applied ? 'applied' : `applying (enforced: generation ${status.applied_generation})`;
+  printResult(globals.output, status, [{ policy: describePolicy(status.policy), generation: status.generation, state }], ['policy', 'generation', 'state']);
 }

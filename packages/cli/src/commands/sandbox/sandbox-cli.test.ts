@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import { type ListeningServer, TEST_IMAGE, dockerMissing, needDocker, startServer } from '../../../../sdk/src/testing/sdk-test-support.js';
+import { type ListeningServer, TEST_IMAGE, dockerMissing, needDocker, startServer } from '../../testing/cli-test-server.js';
 import { runCli } from '../../testing/spawn-cli.js';
 
 const MAIN = fileURLToPath(new URL('../../main.ts', import.meta.url));

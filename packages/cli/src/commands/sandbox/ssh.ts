@@ -1,12 +1,11 @@
-import type { Command } from 'commander';
 import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { constants as osConstants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Sandbox } from '@corral/sdk';
-import { type GlobalOptions, run } from '../../run.js';
-import { clientFor } from './sdk-client.js';
+import type { GlobalOptions } from '../../run.js';
+import { clientFor } from '../../sdk-client.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -49,44 +48,36 @@ function runSsh(args: string[]): Promise<number> {
  * for it through the gateway, then `ssh` with inherited stdio. Exits with ssh's exit code; the
  * session and the key are deleted afterwards.
  */
-export function registerSsh(sandbox: Command): void {
-  sandbox
-    .command('ssh <id> [sshArgs...]')
-    .description('Open an SSH session into a sandbox (no sshd needed in the image); arguments after -- go to ssh, e.g. a remote command')
-    .option('--ttl <seconds>', 'session lifetime, 60..3600', '900')
-    .action(
-      run(async (id: string, sshArgs: string[], options: { ttl: string }, globals: GlobalOptions) => {
-        const ttlSeconds = Number(options.ttl);
-        if (!Number.isInteger(ttlSeconds) || ttlSeconds < 60 || ttlSeconds > 3600) throw new Error(`--ttl must be 60..3600 seconds, got "${options.ttl}"`);
-        const handle = await Sandbox.connect(clientFor(globals), id);
-        const dir = await mkdtemp(join(tmpdir(), 'corral-ssh-'));
-        try {
-          const { keyPath, publicKey } = await ephemeralKey(dir, `corral-${id}`);
-          const session = await handle.createSshSession({ ttlSeconds });
-          try {
-            await session.authorize(publicKey);
-            process.exitCode = await runSsh([
-              '-i',
-              keyPath,
-              '-p',
-              String(session.port),
-              '-o',
-              'StrictHostKeyChecking=no',
-              '-o',
-              'UserKnownHostsFile=/dev/null',
-              '-o',
-              'IdentitiesOnly=yes',
-              '-o',
-              'LogLevel=ERROR',
-              `${session.session_id}@${session.host}`,
-              ...sshArgs,
-            ]);
-          } finally {
-            await session.close().catch(() => undefined);
-          }
-        } finally {
-          await rm(dir, { recursive: true, force: true });
-        }
-      }),
-    );
+export async function sshIntoSandbox(id: string, sshArgs: string[], options: { ttl: string }, globals: GlobalOptions): Promise<void> {
+  const ttlSeconds = Number(options.ttl);
+  if (!Number.isInteger(ttlSeconds) || ttlSeconds < 60 || ttlSeconds > 3600) throw new Error(`--ttl must be 60..3600 seconds, got "${options.ttl}"`);
+  const handle = await Sandbox.connect(clientFor(globals), id);
+  const dir = await mkdtemp(join(tmpdir(), 'corral-ssh-'));
+  try {
+    const { keyPath, publicKey } = await ephemeralKey(dir, `corral-${id}`);
+    const session = await handle.createSshSession({ ttlSeconds });
+    try {
+      await session.authorize(publicKey);
+      process.exitCode = await runSsh([
+        '-i',
+        keyPath,
+        '-p',
+        String(session.port),
+        '-o',
+        'StrictHostKeyChecking=no',
+        '-o',
+        'UserKnownHostsFile=/dev/null',
+        '-o',
+        'IdentitiesOnly=yes',
+        '-o',
+        'LogLevel=ERROR',
+        `${session.session_id}@${session.host}`,
+        ...sshArgs,
+      ]);
+    } finally {
+      await session.close().catch(() => undefined);
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }

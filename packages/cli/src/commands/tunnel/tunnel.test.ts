@@ -7,9 +7,9 @@ import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { WebSocket, WebSocketServer } from 'ws';
-import { startTestServer, type TestServer } from '../../../../server/src/testing/test-server.js';
+import { startTestServer, type TestServer } from '@corral/server/testing';
 
-const ENTRY = fileURLToPath(new URL('./tunnel-dev-entry.ts', import.meta.url));
+const ENTRY = fileURLToPath(new URL('../../main.ts', import.meta.url));
 
 /** A local app: GET echo, /stream chunks, POST → "<bytes> <sha256>", /ws WebSocket echo. */
 function startLocalApp(): Promise<Server> {

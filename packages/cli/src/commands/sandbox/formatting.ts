@@ -1,30 +1,3 @@
-import { CorralClient } from '@corral/sdk';
-import { resolveTarget } from '../../api-client.js';
-import type { GlobalOptions } from '../../run.js';
-
-/** An SDK client for the target the global options, environment and `corral login` name. */
-export function clientFor(globals: GlobalOptions): CorralClient {
-  const target = resolveTarget(globals);
-  return new CorralClient({ apiUrl: target.baseUrl, ...(target.apiKey !== undefined ? { apiKey: target.apiKey } : {}) });
-}
-
-/** Collects a repeatable option into an array. */
-export function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
-}
-
-/** `K=V` pairs to an object; throws on a pair without `=`. */
-export function keyValues(pairs: string[] | undefined, flag: string): Record<string, string> | undefined {
-  if (!pairs || pairs.length === 0) return undefined;
-  const out: Record<string, string> = {};
-  for (const pair of pairs) {
-    const at = pair.indexOf('=');
-    if (at <= 0) throw new Error(`${flag} expects KEY=VALUE, got "${pair}"`);
-    out[pair.slice(0, at)] = pair.slice(at + 1);
-  }
-  return out;
-}
-
 /** `3m`, `2h`, `5d`: how long ago an ISO time was. */
 export function age(iso: string, now = Date.now()): string {
   const seconds = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));

@@ -1,0 +1,9 @@
+/**
+ * Test helpers other packages' tests use, as `@corral/server/testing`. The export exists only under
+ * the `development` condition (tests run with `--conditions=development`): nothing built into
+ * `dist` may import it.
+ */
+export { GatedRuntime } from './gated-runtime.js';
+export { TEST_IMAGE, dockerMissing, driverMissing, eventually, needNothingMissing, ociMissing, unavailableSuite } from './runtime-available.js';
+export { sandboxFixture, specFixture } from './sandbox-fixture.js';
+export { type ListeningTestServer, type TestServer, startListeningServer, startTestServer } from './test-server.js';

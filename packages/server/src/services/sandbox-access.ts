@@ -57,10 +57,10 @@ export class SandboxAccess {
     private readonly deps: {
       store: SandboxAccessStore;
       runtime: SandboxRuntime | null;
-      tokens: GatewayTokens;
+      tokens: Pick<GatewayTokens, 'verify'>;
       /** Re-checks that the key behind a token or session still grants access. */
-      access: AccessChecker;
-      activity: ActivityTracker;
+      access: Pick<AccessChecker, 'maySee'>;
+      activity: Pick<ActivityTracker, 'touch'>;
       /** This server's instance id: only sandboxes it runs are served here. */
       instanceId: string;
     },

@@ -4,6 +4,8 @@ import type { GatewayDeps } from './gateway/gateway-deps.js';
 import { LiveGrants } from './gateway/live-grants.js';
 import type { AppServices } from './http/app-services.js';
 import { NetworkService } from './network/network-service.js';
+import { SshGateway } from './network/ssh-gateway.js';
+import { TunnelHub } from './network/tunnel-hub.js';
 import { Reconciler } from './reconciler/reconciler.js';
 import type { SandboxRuntime } from './runtime/runtime.js';
 import { AccessChecker } from './services/access-checker.js';
@@ -59,7 +61,9 @@ export function wireServer(config: CorralConfig, store: Store, runtime: SandboxR
   const reconciler = new Reconciler(store, lifecycle, config.reconcileIntervalMs, log, { retentionMs: config.terminatedRetentionHours * 3_600_000 });
 
   const sandboxAccess = new SandboxAccess({ store, runtime, tokens, access, activity, instanceId: config.instanceId });
-  const network = new NetworkService({ config, store, sandboxAccess, tokens, auth, access, log });
+  const ssh = new SshGateway({ config, store, sandboxAccess, log });
+  const tunnels = new TunnelHub({ store, auth, access, log });
+  const network = new NetworkService({ config, store, sandboxAccess, tokens, accessEvents, ssh, tunnels, log });
   // Access taken away (a revoked key, a deleted user, a lost team role) cuts the gateway's open
   // work: at once for changes made through this process, within seconds for other replicas'.
   const liveGrants = new LiveGrants({
@@ -68,7 +72,7 @@ export function wireServer(config: CorralConfig, store: Store, runtime: SandboxR
     onError: (error) => log.warn({ err: error }, 'gateway: re-checking open grants failed'),
   });
   liveGrants.start();
-  const gateway: GatewayDeps = { config, sandboxAccess, liveGrants, sshKeys: network.ssh };
+  const gateway: GatewayDeps = { config, sandboxAccess, liveGrants, sshKeys: ssh };
 
   let ready = false;
   const services: AppServices = {

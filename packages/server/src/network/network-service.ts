@@ -7,19 +7,18 @@ import type { Duplex } from 'node:stream';
 import type { FastifyBaseLogger } from 'fastify';
 import type { CorralConfig } from '../config.js';
 import { ApiError } from '../errors/api-error.js';
-import type { AccessChecker } from '../services/access-checker.js';
-import type { AccessChange } from '../services/access-events.js';
-import type { AuthService, Principal } from '../services/auth-service.js';
+import type { AccessChange, AccessEvents } from '../services/access-events.js';
+import type { Principal } from '../services/auth-service.js';
 import type { GatewayTokens } from '../services/gateway-tokens.js';
 import type { SandboxAccess } from '../services/sandbox-access.js';
 import { isTerminal, type SandboxRecord } from '../services/sandbox-model.js';
 import { type Dialer, proxyHttp, proxyUpgrade, refuseUpgradeWithPage, sendErrorPage } from './http-proxy.js';
 import type { NetworkRecords } from './network-deps.js';
 import type { ExposureProtocol, ExposureRecord } from './network-records.js';
-import { SshGateway } from './ssh-gateway.js';
+import type { SshGateway } from './ssh-gateway.js';
 import { listenTcp, parsePortRange, type TcpForwarder } from './tcp-ports.js';
 import { LINK_CLOSE } from './tunnel-frames.js';
-import { TunnelHub } from './tunnel-hub.js';
+import type { TunnelHub } from './tunnel-hub.js';
 
 /** What the networking layer needs from the rest of the server. */
 export interface NetworkDeps {
@@ -28,10 +27,14 @@ export interface NetworkDeps {
   store: NetworkRecords;
   /** Resolves sandboxes, checks they run here, hands back runtime handles, records activity. */
   sandboxAccess: SandboxAccess;
-  tokens: GatewayTokens;
-  auth: AuthService;
-  /** Re-checks that the key a tunnel link was bound with still grants access. */
-  access: AccessChecker;
+  /** Issues the gateway token an SSH session's `authorize` call carries. */
+  tokens: Pick<GatewayTokens, 'issue'>;
+  /** Announces access taken away (revoked keys, deleted users, changed memberships): swept at once. */
+  accessEvents: Pick<AccessEvents, 'subscribe'>;
+  /** Corral's SSH server, which this service starts with the first session and closes. */
+  ssh: SshGateway;
+  /** The reverse tunnels, served through this service's Host router. */
+  tunnels: TunnelHub;
   log: FastifyBaseLogger;
 }
 
@@ -76,9 +79,8 @@ function cookie(req: IncomingMessage, name: string): string | undefined {
  * Port exposures (HTTP by hostname, TCP on their own ports), SSH sessions and reverse tunnels.
  *
  * HTTP exposures and tunnels are served on the API's own listener: a request whose Host is
- * `<id>.<proxyDomain>` never reaches the API router. Connections to sandbox ports go straight to
- * the container's bridge address when the docker driver gave it one, else through a relay
- * process exec'd inside the sandbox (sandboxes without network, other drivers).
+ * `<id>.<proxyDomain>` never reaches the API router. Connections to sandbox ports go through
+ * `SandboxAccess` (is the sandbox running here, which runtime handle) and the driver's `dial`.
  */
 export class NetworkService {
   readonly ssh: SshGateway;
@@ -96,9 +98,9 @@ export class NetworkService {
 
   constructor(private readonly deps: NetworkDeps) {
     this.domainSuffix = `.${deps.config.proxyDomain.toLowerCase().replace(/^\.+|\.+$/g, '')}`;
-    this.ssh = new SshGateway({ config: deps.config, store: deps.store, sandboxAccess: deps.sandboxAccess, log: deps.log });
-    this.tunnels = new TunnelHub({ store: deps.store, auth: deps.auth, access: deps.access, log: deps.log });
-    this.unsubscribeAccess = deps.auth.events.subscribe((change) => this.onAccessChange(change));
+    this.ssh = deps.ssh;
+    this.tunnels = deps.tunnels;
+    this.unsubscribeAccess = deps.accessEvents.subscribe((change) => this.onAccessChange(change));
   }
 
   /**

@@ -1,7 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { availableParallelism, homedir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { DEFAULT_NFLOG_GROUP } from './runtime/egress/egress-log.js';
+
+/**
+ * The netfilter log group the firewall sends connection attempts to (`log group <G>`) when
+ * `CORRAL_EGRESS_NFLOG_GROUP` is not set; the connection logger (nflog-reader.ts) reads it. A
+ * group has one reader per network namespace, so servers sharing a host need different groups.
+ */
+export const DEFAULT_NFLOG_GROUP = 1637;
 
 /** Which runtime driver starts sandboxes. `none` stores sandboxes but never starts them (they stay PENDING). */
 export type RuntimeDriverName = 'docker' | 'oci' | 'none';

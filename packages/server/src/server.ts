@@ -5,23 +5,13 @@ import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
 import type { CorralConfig } from './config.js';
 import { buildApp } from './http/app.js';
-import { Reconciler } from './reconciler/reconciler.js';
+import type { Reconciler } from './reconciler/reconciler.js';
 import { createRuntime } from './runtime/create-runtime.js';
 import type { RuntimeIsolation, SandboxRuntime } from './runtime/runtime.js';
-import { AccessChecker } from './services/access-checker.js';
-import { AccessEvents } from './services/access-events.js';
-import { ActivityTracker } from './services/activity-tracker.js';
-import { AuthService } from './services/auth-service.js';
-import { CreateHold } from './services/create-hold.js';
-import { EgressService } from './services/egress-service.js';
-import { GatewayTokens } from './services/gateway-tokens.js';
-import { QuotaService } from './services/quota-service.js';
-import { RateLimiter } from './services/rate-limiter.js';
-import { RegistryCredentialsService } from './services/registry-credentials-service.js';
-import { SandboxLifecycle } from './services/sandbox-lifecycle.js';
-import { SandboxService } from './services/sandbox-service.js';
+import type { SandboxLifecycle } from './services/sandbox-lifecycle.js';
 import { openStore } from './store/open-store.js';
 import type { Store } from './store/store.js';
+import { wireServer } from './wiring.js';
 
 /** A running Corral server and the parts tests reach into. */
 export interface CorralServer {
@@ -72,8 +62,8 @@ function logIsolation(log: Logger, runtime: string, isolation: RuntimeIsolation)
 }
 
 /**
- * Wires the store, runtime driver, services, reconciler and HTTP app together, runs startup
- * recovery (one reconcile pass) and returns the server ready to listen.
+ * Opens the store and the runtime driver, has `wireServer` build the services on them, builds the
+ * HTTP app, runs startup recovery (one reconcile pass) and returns the server ready to listen.
  */
 export async function createCorralServer(
   config: CorralConfig,
@@ -92,30 +82,12 @@ export async function createCorralServer(
     throw error;
   }
   if (runtime) logIsolation(log, runtime.name, runtime.isolation());
-  const accessEvents = new AccessEvents((error, change) => log.warn({ err: error, change }, 'acting on an access change failed'));
-  const access = new AccessChecker(store);
-  // First listener: every later one (network, sandboxes) re-checks against the store, not the cache.
-  accessEvents.subscribe(() => access.invalidate());
-  const auth = new AuthService(store, accessEvents);
+  const { services, auth, lifecycle, reconciler, activity, liveGrants, setReady } = wireServer(config, store, runtime, log, gatewaySecret(config));
   const { createdKey } = await auth.bootstrap(config.bootstrapApiKey);
-  const lifecycle = new SandboxLifecycle(store, runtime, config, log);
-  const tokens = new GatewayTokens(gatewaySecret(config), config.gatewayTokenTtlSeconds);
-  const activity = new ActivityTracker(store, log);
-  const registryCredentials = new RegistryCredentialsService(store);
-  const quotas = new QuotaService(store, config);
-  const sandboxes = new SandboxService(store, lifecycle, tokens, config, registryCredentials, quotas);
-  accessEvents.subscribe(async (change) => {
-    if (change.kind === 'userDeleted') await sandboxes.terminateOwnedBy(change.userId);
-  });
-  const reconciler = new Reconciler(store, lifecycle, config.reconcileIntervalMs, log, { retentionMs: config.terminatedRetentionHours * 3_600_000 });
-  let ready = false;
-  const app = await buildApp(
-    { config, auth, sandboxes, egress: new EgressService(store, sandboxes, lifecycle), quotas, createHold: new CreateHold(store, lifecycle, config.createWaitMs), registryCredentials, rateLimiter: new RateLimiter(config.rateLimits), gateway: { store, runtime, tokens, access, accessEvents, activity }, isReady: () => ready },
-    log,
-  );
+  const app = await buildApp(services, log);
   await reconciler.reconcile();
   reconciler.start();
-  ready = true;
+  setReady(true);
 
   let closed = false;
   return {
@@ -133,9 +105,10 @@ export async function createCorralServer(
     async close() {
       if (closed) return;
       closed = true;
-      ready = false;
+      setReady(false);
       await reconciler.stop();
       await app.close();
+      liveGrants.close();
       await activity.flush();
       await lifecycle.close();
       await runtime?.close();

@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { parseExecBody } from './exec-request.js';
-import { type GatewayContext, type GatewayParams, clientGone, keepActive, runtimeFailure, targetOf } from './gateway-context.js';
+import { type GatewayContext, type GatewayParams, clientGone, runtimeFailure, targetOf } from './gateway-context.js';
 import { GatewayError } from './gateway-error.js';
 import { type CommandOutcome, runCommand } from './run-command.js';
 import { watchTransferIdle } from './transfer-idle.js';
@@ -31,7 +31,7 @@ export function registerExecRoute(app: FastifyInstance, ctx: GatewayContext): vo
       const target = targetOf(request);
       const body = parseExecBody(request.body, ctx.config.maxExecTimeoutSeconds);
       const signal = clientGone(request, reply);
-      const done = keepActive(ctx.services, target.sandboxId);
+      const done = ctx.access.keepActive(target.sandboxId);
       let dispose: (() => void) | undefined;
       try {
         const outcome = await ctx.slots.run(

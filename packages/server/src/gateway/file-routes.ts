@@ -2,7 +2,7 @@ import { PassThrough, type Readable } from 'node:stream';
 import busboy from 'busboy';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { RuntimeError } from '../runtime/runtime.js';
-import { type GatewayContext, type GatewayParams, clientGone, keepActive, runtimeFailure, targetOf } from './gateway-context.js';
+import { type GatewayContext, type GatewayParams, clientGone, runtimeFailure, targetOf } from './gateway-context.js';
 import { GatewayError, invalid, sandboxNotFound } from './gateway-error.js';
 import type { GatewayTarget } from './gateway-target.js';
 import { MAX_READ_BYTES, readWindow } from './read-window.js';
@@ -124,7 +124,7 @@ export function registerFileRoutes(app: FastifyInstance, ctx: GatewayContext): v
       throw invalid('Expected a multipart/form-data body with a "file" part');
     }
     const signal = clientGone(request, reply);
-    const done = keepActive(ctx.services, target.sandboxId);
+    const done = ctx.access.keepActive(target.sandboxId);
     const idleSeconds = ctx.config.transferIdleTimeoutSeconds;
     const stalled = new AbortController();
     const cut = AbortSignal.any([signal, stalled.signal]);
@@ -157,7 +157,7 @@ export function registerFileRoutes(app: FastifyInstance, ctx: GatewayContext): v
     const target = targetOf(request);
     const path = pathParam(request.query, false);
     const signal = clientGone(request, reply);
-    const done = keepActive(ctx.services, target.sandboxId);
+    const done = ctx.access.keepActive(target.sandboxId);
     const release = await ctx.slots.acquire(target, signal).catch((error: unknown) => {
       done();
       throw error;
@@ -198,7 +198,7 @@ export function registerFileRoutes(app: FastifyInstance, ctx: GatewayContext): v
     const offset = integerParam(request.query.offset, 'offset', Number.MIN_SAFE_INTEGER);
     const length = integerParam(request.query.length, 'length', 0);
     const signal = clientGone(request, reply);
-    ctx.services.activity.touch(target.sandboxId);
+    ctx.access.touch(target.sandboxId);
     const idleSeconds = ctx.config.transferIdleTimeoutSeconds;
     const stalled = new AbortController();
     let unwatch = (): void => undefined;

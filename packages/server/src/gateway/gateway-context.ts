@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { CorralConfig } from '../config.js';
-import type { GatewayServices } from '../http/app.js';
 import { RuntimeError } from '../runtime/runtime.js';
+import type { SandboxAccess } from '../services/sandbox-access.js';
 import { GatewayError, sandboxNotFound } from './gateway-error.js';
 import type { GatewayTarget } from './gateway-target.js';
 import type { FairScheduler } from './fair-scheduler.js';
@@ -9,7 +9,8 @@ import type { OutputBudget } from './output-budget.js';
 
 /** What every gateway route shares. */
 export interface GatewayContext {
-  services: GatewayServices;
+  /** Resolves sandboxes and records their activity (idle timeouts). */
+  access: SandboxAccess;
   config: CorralConfig;
   /** Slots of exec, upload, download and read-file: server-wide, per user and per sandbox, queued fairly. */
   slots: FairScheduler;
@@ -63,18 +64,4 @@ export function runtimeFailure(target: GatewayTarget, error: unknown): GatewayEr
   }
   const message = error instanceof Error ? error.message : String(error);
   return new GatewayError(502, 'gateway_error', `Failed to route request to sandbox: ${message}`);
-}
-
-/**
- * Marks the sandbox active now and every 30 s until the returned function is called, so a long
- * operation keeps the idle timer from firing under it.
- */
-export function keepActive(services: GatewayServices, sandboxId: string): () => void {
-  services.activity.touch(sandboxId);
-  const timer = setInterval(() => services.activity.touch(sandboxId), 30_000);
-  timer.unref();
-  return () => {
-    clearInterval(timer);
-    services.activity.touch(sandboxId);
-  };
 }

@@ -1,17 +1,21 @@
-import type { GatewayServices } from '../http/app.js';
-import type { SandboxRuntime } from '../runtime/runtime.js';
+import type { SandboxAccess, SandboxHandle, TokenDenial } from '../services/sandbox-access.js';
 import { GatewayError, sandboxNotFound, unauthorized } from './gateway-error.js';
 import type { GatewayGrant } from './live-grants.js';
 
 /** The sandbox a gateway request acts on, once its token and state have been checked. */
-export interface GatewayTarget {
-  sandboxId: string;
-  userId: string;
-  runtimeId: string;
-  runtime: SandboxRuntime;
+export interface GatewayTarget extends SandboxHandle {
   /** The access the token was issued with; open work is cut when it is taken away (`LiveGrants`). */
   grant: GatewayGrant;
 }
+
+/** What the gateway answers (401) for each way a token can fail. */
+const DENIALS: Record<TokenDenial, string> = {
+  'missing-token': 'Missing gateway token: send "Authorization: Bearer <token>" from POST /api/v1/sandbox/{id}/auth',
+  'invalid-token': 'Invalid or expired gateway token; request a new one from POST /api/v1/sandbox/{id}/auth',
+  'other-sandbox': 'This gateway token is for another sandbox',
+  'other-namespace': 'This gateway token is for another user namespace',
+  revoked: 'The access this gateway token was issued with has been revoked; request a new token with a valid API key',
+};
 
 /** The token in an `Authorization: Bearer <token>` header, if any. */
 export function bearerToken(header: string | undefined): string | undefined {
@@ -31,42 +35,22 @@ export function bearerToken(header: string | undefined): string | undefined {
  *   sandbox's status says RUNNING.
  * - 502 `sandbox_not_found` when it has ended, is missing, or has no container.
  */
-export async function resolveTarget(
-  services: GatewayServices,
-  userNs: string,
-  jobId: string,
-  token: string | undefined,
-): Promise<GatewayTarget> {
-  if (!token) throw unauthorized('Missing gateway token: send "Authorization: Bearer <token>" from POST /api/v1/sandbox/{id}/auth');
-  const claims = services.tokens.verify(token);
-  if (!claims) throw unauthorized('Invalid or expired gateway token; request a new one from POST /api/v1/sandbox/{id}/auth');
-  if (claims.sid !== jobId) throw unauthorized('This gateway token is for another sandbox');
-  const sandbox = await services.store.getSandbox(jobId);
-  if (!sandbox) throw sandboxNotFound(jobId, `Sandbox ${jobId} not found`);
-  if (userNs !== claims.uid && userNs !== sandbox.userId) throw unauthorized('This gateway token is for another user namespace');
-  if (!(await services.access.maySee(claims.kid, sandbox, claims.uid))) {
-    throw unauthorized('The access this gateway token was issued with has been revoked; request a new token with a valid API key');
+export async function resolveTarget(access: SandboxAccess, userNs: string, jobId: string, token: string | undefined): Promise<GatewayTarget> {
+  const resolved = await access.forGatewayToken(userNs, jobId, token);
+  if (!resolved.ok) throw unauthorized(DENIALS[resolved.denied]);
+  const state = resolved.state;
+  switch (state.kind) {
+    case 'missing':
+      throw sandboxNotFound(jobId, `Sandbox ${jobId} not found`);
+    case 'not-running':
+      throw new GatewayError(409, 'sandbox_not_ready', `Sandbox ${jobId} is ${state.status}, not RUNNING yet`, { sandboxId: jobId, status: state.status });
+    case 'ended':
+      throw sandboxNotFound(jobId, `Sandbox ${jobId} is no longer running (${state.status})`);
+    case 'no-container':
+      throw sandboxNotFound(jobId, `Sandbox ${jobId} has no container`);
+    case 'no-runtime':
+      throw new GatewayError(502, 'gateway_error', 'This server has no runtime driver to reach sandboxes');
+    case 'running':
+      return { ...state.handle, grant: resolved.grant };
   }
-  switch (sandbox.status) {
-    case 'PENDING':
-    case 'PROVISIONING':
-    case 'PAUSED':
-      throw new GatewayError(409, 'sandbox_not_ready', `Sandbox ${jobId} is ${sandbox.status}, not RUNNING yet`, {
-        sandboxId: jobId,
-        status: sandbox.status,
-      });
-    case 'RUNNING':
-      break;
-    default:
-      throw sandboxNotFound(jobId, `Sandbox ${jobId} is no longer running (${sandbox.status})`);
-  }
-  if (!sandbox.runtimeId) throw sandboxNotFound(jobId, `Sandbox ${jobId} has no container`);
-  if (!services.runtime) throw new GatewayError(502, 'gateway_error', 'This server has no runtime driver to reach sandboxes');
-  return {
-    sandboxId: sandbox.id,
-    userId: sandbox.userId,
-    runtimeId: sandbox.runtimeId,
-    runtime: services.runtime,
-    grant: { keyId: claims.kid, callerId: claims.uid, sandboxId: sandbox.id },
-  };
 }

@@ -2,24 +2,20 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { FastifyError, FastifyInstance } from 'fastify';
 import { WebSocketServer, type WebSocket } from 'ws';
-import type { AppServices } from '../http/app.js';
 import { registerConnectRoutes } from './connect/connect-routes.js';
 import { registerExecRoute } from './exec-route.js';
 import { registerFileRoutes } from './file-routes.js';
 import { type GatewayContext, type GatewayParams, targetOf } from './gateway-context.js';
-import { existingNetworkService } from '../network/network-service.js';
 import { SshAuthorizeError } from '../network/ssh-gateway.js';
 import { FairScheduler } from './fair-scheduler.js';
-import { LiveGrants } from './live-grants.js';
+import type { GatewayDeps } from './gateway-deps.js';
+import type { LiveGrants } from './live-grants.js';
 import { GatewayError, retryAfterOf, sendGatewayError, tooManyRequests } from './gateway-error.js';
 import { type GatewayTarget, bearerToken, resolveTarget } from './gateway-target.js';
 import { OutputBudget } from './output-budget.js';
 import { UserRateLimit } from './user-rate-limit.js';
 import { runStreamSession } from './stream-session.js';
 import { keepAlive } from '../util/ws-heartbeat.js';
-
-/** How often open gateway work is re-checked against the store (access changed on another replica). */
-const LIVE_RECHECK_MS = 5_000;
 
 const STREAM_PATH = /^\/gateway\/([^/?#]+)\/([^/?#]+)\/stream\/?(?:\?.*)?$/;
 
@@ -28,12 +24,12 @@ const STREAM_PATH = /^\/gateway\/([^/?#]+)\/([^/?#]+)\/stream\/?(?:\?.*)?$/;
  * encapsulated plugin with prefix `/gateway`): `exec`, `upload`, `download`, `read-file`,
  * `authorize` (SSH keys) and the streaming-exec WebSocket `stream`. Every route checks the
  * gateway token and the sandbox's state first; every error is a JSON object
- * `{error, message, code}`.
+ * `{error, message, code}`. Open work is tracked in `deps.liveGrants`, which its owner starts and stops.
  */
-export async function registerGateway(app: FastifyInstance, services: AppServices): Promise<void> {
-  const config = services.config;
+export async function registerGateway(app: FastifyInstance, deps: GatewayDeps): Promise<void> {
+  const config = deps.config;
   const ctx: GatewayContext = {
-    services: services.gateway,
+    access: deps.sandboxAccess,
     config,
     slots: new FairScheduler('exec', {
       global: config.maxConcurrentExecs,
@@ -49,19 +45,8 @@ export async function registerGateway(app: FastifyInstance, services: AppService
     }),
     outputBudget: new OutputBudget(config.execOutputBudgetBytes, config.execOutputBudgetPerUserBytes),
   };
-  // Access taken away (a revoked key, a deleted user, a lost team role) cuts what is already open:
-  // at once for changes made through this process, within LIVE_RECHECK_MS for other replicas'.
-  const live = new LiveGrants(services.gateway.store, services.gateway.access);
-  const recheck = (): void => void live.recheck().catch((error: unknown) => app.log.warn({ err: error }, 'gateway: re-checking open grants failed'));
-  const unsubscribe = services.gateway.accessEvents.subscribe(() => live.recheck());
-  const timer = setInterval(() => {
-    if (live.size > 0) recheck();
-  }, LIVE_RECHECK_MS);
-  timer.unref();
-  app.addHook('onClose', async () => {
-    clearInterval(timer);
-    unsubscribe();
-  });
+  // Access taken away (a revoked key, a deleted user, a lost team role) cuts what is already open.
+  const live = deps.liveGrants;
   const rateLimit = config.rateLimits ? new UserRateLimit(config.gatewayRateLimit, config.gatewayRateBurst) : null;
   /** Counts a request against its sandbox owner's gateway rate; throws 429 over it. */
   const countRequest = (target: GatewayTarget): void => {
@@ -118,7 +103,7 @@ export async function registerGateway(app: FastifyInstance, services: AppService
     if (request.is404) return;
     const params = request.params as Partial<GatewayParams>;
     if (params.user_ns === undefined || params.job_id === undefined) return;
-    const target = await resolveTarget(services.gateway, params.user_ns, params.job_id, bearerToken(request.headers.authorization));
+    const target = await resolveTarget(deps.sandboxAccess, params.user_ns, params.job_id, bearerToken(request.headers.authorization));
     countRequest(target);
     request.gatewayTarget = target;
     // Tracked until the exchange ends; cutting destroys the socket, which ends the call (an exec's
@@ -133,10 +118,9 @@ export async function registerGateway(app: FastifyInstance, services: AppService
   // SSH sessions: admits a public key for one session of this sandbox (docs/networking.md).
   app.post<{ Params: GatewayParams }>('/:user_ns/:job_id/authorize', { config: { public: true } }, async (request) => {
     const target = targetOf(request);
-    const network = existingNetworkService(services);
-    if (!network) throw new GatewayError(501, 'not_implemented', 'SSH sessions are not served by this server');
+    if (!deps.sshKeys) throw new GatewayError(501, 'not_implemented', 'SSH sessions are not served by this server');
     try {
-      return await network.ssh.authorize(target.sandboxId, (request.body as { value?: unknown } | undefined)?.value);
+      return await deps.sshKeys.authorize(target.sandboxId, (request.body as { value?: unknown } | undefined)?.value);
     } catch (error) {
       if (error instanceof SshAuthorizeError) throw new GatewayError(error.status, error.code, error.message);
       throw error;
@@ -195,7 +179,7 @@ function registerStreamUpgrade(app: FastifyInstance, ctx: GatewayContext, countR
     }
     const query = new URL(request.url ?? '', 'http://localhost').searchParams;
     const token = bearerToken(request.headers.authorization) ?? query.get('token') ?? undefined;
-    resolveTarget(ctx.services, userNs, jobId, token).then(
+    resolveTarget(ctx.access, userNs, jobId, token).then(
       (target) => {
         try {
           countRequest(target);

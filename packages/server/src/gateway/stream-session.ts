@@ -3,7 +3,7 @@ import type { RawData, WebSocket } from 'ws';
 import type { ExecProcess, ExecRequest } from '../runtime/runtime.js';
 import type { Release } from './fair-scheduler.js';
 import type { GatewayContext } from './gateway-context.js';
-import { keepActive, runtimeFailure } from './gateway-context.js';
+import { runtimeFailure } from './gateway-context.js';
 import { GatewayError } from './gateway-error.js';
 import { writeDrained } from './write-drained.js';
 import type { GatewayTarget } from './gateway-target.js';
@@ -177,7 +177,7 @@ export async function runStreamSession(ws: WebSocket, target: GatewayTarget, ctx
     return;
   }
 
-  const done = keepActive(ctx.services, target.sandboxId);
+  const done = ctx.access.keepActive(target.sandboxId);
   let proc: ExecProcess;
   try {
     proc = await target.runtime.exec(target.runtimeId, start.request);

@@ -1,21 +1,8 @@
 import fastifySwagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance, type FastifyRequest, LogController } from 'fastify';
 import type { Logger } from 'pino';
-import type { CorralConfig } from '../config.js';
 import { ApiError } from '../errors/api-error.js';
-import type { AccessChecker } from '../services/access-checker.js';
-import type { AccessEvents } from '../services/access-events.js';
-import type { ActivityTracker } from '../services/activity-tracker.js';
-import type { AuthService, Principal } from '../services/auth-service.js';
-import type { CreateHold } from '../services/create-hold.js';
-import type { EgressService } from '../services/egress-service.js';
-import type { GatewayTokens } from '../services/gateway-tokens.js';
-import type { SandboxRuntime } from '../runtime/runtime.js';
-import type { Store } from '../store/store.js';
-import type { RateLimitName, RateLimiter } from '../services/rate-limiter.js';
-import type { QuotaService } from '../services/quota-service.js';
-import type { RegistryCredentialsService } from '../services/registry-credentials-service.js';
-import type { SandboxService } from '../services/sandbox-service.js';
+import type { AppServices } from './app-services.js';
 import { registerGateway } from '../gateway/index.js';
 import { answerContinueEarly } from './early-continue.js';
 import { errorHandler, frameworkErrorHandler } from './error-handler.js';
@@ -30,56 +17,6 @@ import { registerTemplateRoutes } from './routes/template-routes.js';
 import { registerTunnelRoutes } from './routes/tunnel-routes.js';
 import { validatorCompiler } from './validation.js';
 
-declare module 'fastify' {
-  interface FastifyRequest {
-    /** The authenticated caller; set on every route that is not public. */
-    principal: Principal | null;
-  }
-  interface FastifyContextConfig {
-    /** The route needs no API key. */
-    public?: boolean;
-    /** The rate limit this route counts against. */
-    rateLimit?: RateLimitName;
-  }
-}
-
-/** What the HTTP layer calls into. */
-export interface AppServices {
-  config: CorralConfig;
-  auth: AuthService;
-  sandboxes: SandboxService;
-  /** Sandboxes' egress policies and logs. */
-  egress: EgressService;
-  /** Per-user and per-team quotas over active sandboxes. */
-  quotas: QuotaService;
-  /** Holds `POST /sandbox` answers while their sandbox starts. */
-  createHold: CreateHold;
-  registryCredentials: RegistryCredentialsService;
-  rateLimiter: RateLimiter;
-  /** The data plane's view: the store, the runtime, token checks and activity for idle timeouts. */
-  gateway: GatewayServices;
-  /** True once startup recovery has finished; `/healthz` answers 503 until then. */
-  isReady: () => boolean;
-}
-
-/** What the data-plane gateway needs. */
-export interface GatewayServices {
-  store: Store;
-  runtime: SandboxRuntime | null;
-  tokens: GatewayTokens;
-  /** Re-checks on use that the key, user and team role behind a token still grant access. */
-  access: AccessChecker;
-  /** Announces access taken away, so the gateway cuts what is already open. */
-  accessEvents: AccessEvents;
-  activity: ActivityTracker;
-}
-
-/** The caller of an authenticated route. */
-export function principalOf(request: FastifyRequest): Principal {
-  if (!request.principal) throw new ApiError('UNAUTHORIZED', 'Missing API key: send "Authorization: Bearer <key>"');
-  return request.principal;
-}
-
 function bearer(request: FastifyRequest): string | undefined {
   const header = request.headers.authorization;
   if (!header) return undefined;
@@ -89,7 +26,9 @@ function bearer(request: FastifyRequest): string | undefined {
 
 /**
  * Builds the HTTP application: the Prime-compatible management API under `/api/v1`, Corral's
- * administration routes, `/healthz` and `/openapi.json`. Routes validate and map; services decide.
+ * administration routes, `/healthz`, `/openapi.json` and the data-plane gateway under `/gateway`.
+ * Routes validate and map; services decide. The network service's Host router goes in front of the
+ * app's listeners once the app is ready, and stops when it closes.
  */
 export async function buildApp(services: AppServices, logger: Logger | false = false): Promise<FastifyInstance> {
   const app = Fastify({
@@ -157,14 +96,16 @@ export async function buildApp(services: AppServices, logger: Logger | false = f
       registerSandboxActionRoutes(api, services);
       registerEgressRoutes(api, services);
       registerExposureRoutes(api, services);
-      registerTunnelRoutes(api);
+      registerTunnelRoutes(api, services);
       registerAdminRoutes(api, services);
       registerQuotaRoutes(api, services);
       registerTemplateRoutes(api, services);
     },
     { prefix: '/api/v1' },
   );
-  await app.register(async (gateway) => registerGateway(gateway, services), { prefix: '/gateway' });
+  await app.register(async (gateway) => registerGateway(gateway, services.gateway), { prefix: '/gateway' });
+  app.addHook('onReady', async () => services.network.start(app.server));
+  app.addHook('preClose', async () => services.network.close());
   app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, async () => app.swagger());
   return app;
 }

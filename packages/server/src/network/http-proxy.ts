@@ -1,6 +1,8 @@
 import { type IncomingHttpHeaders, type IncomingMessage, type RequestOptions, type ServerResponse, request as httpRequest, STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
-import type { Dialer } from './sandbox-dialer.js';
+
+/** Opens a byte stream to a port; rejects when it cannot even start. */
+export type Dialer = () => Promise<Duplex>;
 
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
 

@@ -7,35 +7,35 @@ import type { Duplex } from 'node:stream';
 import type { FastifyBaseLogger } from 'fastify';
 import type { CorralConfig } from '../config.js';
 import { ApiError } from '../errors/api-error.js';
-import type { SandboxRuntime } from '../runtime/runtime.js';
-import type { AccessChecker } from '../services/access-checker.js';
-import type { AccessChange } from '../services/access-events.js';
-import type { ActivityTracker } from '../services/activity-tracker.js';
-import type { AuthService, Principal } from '../services/auth-service.js';
+import type { AccessChange, AccessEvents } from '../services/access-events.js';
+import type { Principal } from '../services/auth-service.js';
 import type { GatewayTokens } from '../services/gateway-tokens.js';
+import type { SandboxAccess } from '../services/sandbox-access.js';
 import { isTerminal, type SandboxRecord } from '../store/sandbox-records.js';
-import type { Store } from '../store/store.js';
-import { proxyHttp, proxyUpgrade, refuseUpgradeWithPage, sendErrorPage } from './http-proxy.js';
+import { type Dialer, proxyHttp, proxyUpgrade, refuseUpgradeWithPage, sendErrorPage } from './http-proxy.js';
+import type { NetworkRecords } from './network-deps.js';
 import type { ExposureProtocol, ExposureRecord } from '../store/network-records.js';
-import { dialSandbox } from './sandbox-dialer.js';
-import { SshGateway } from './ssh-gateway.js';
+import type { SshGateway } from './ssh-gateway.js';
 import { listenTcp, parsePortRange, type TcpForwarder } from './tcp-ports.js';
 import { LINK_CLOSE } from './tunnel-frames.js';
-import { TunnelHub } from './tunnel-hub.js';
+import type { TunnelHub } from './tunnel-hub.js';
 
 /** What the networking layer needs from the rest of the server. */
 export interface NetworkDeps {
   config: CorralConfig;
-  store: Store;
-  runtime: SandboxRuntime | null;
-  tokens: GatewayTokens;
-  auth: AuthService;
-  /** Re-checks that the key an SSH session or tunnel link was opened with still grants access. */
-  access: AccessChecker;
-  activity: ActivityTracker;
+  /** Exposures, SSH sessions and tunnels as stored. */
+  store: NetworkRecords;
+  /** Resolves sandboxes, checks they run here, hands back runtime handles, records activity. */
+  sandboxAccess: SandboxAccess;
+  /** Issues the gateway token an SSH session's `authorize` call carries. */
+  tokens: Pick<GatewayTokens, 'issue'>;
+  /** Announces access taken away (revoked keys, deleted users, changed memberships): swept at once. */
+  accessEvents: Pick<AccessEvents, 'subscribe'>;
+  /** Corral's SSH server, which this service starts with the first session and closes. */
+  ssh: SshGateway;
+  /** The reverse tunnels, served through this service's Host router. */
+  tunnels: TunnelHub;
   log: FastifyBaseLogger;
-  /** The API's HTTP server: exposures and tunnels are served on it, routed by Host header. */
-  server: HttpServer;
 }
 
 /** `ExposePortResponse` / `ExposedPortInfo`, plus Corral's private-exposure fields. */
@@ -79,9 +79,8 @@ function cookie(req: IncomingMessage, name: string): string | undefined {
  * Port exposures (HTTP by hostname, TCP on their own ports), SSH sessions and reverse tunnels.
  *
  * HTTP exposures and tunnels are served on the API's own listener: a request whose Host is
- * `<id>.<proxyDomain>` never reaches the API router. Connections to sandbox ports go straight to
- * the container's bridge address when the docker driver gave it one, else through a relay
- * process exec'd inside the sandbox (sandboxes without network, other drivers).
+ * `<id>.<proxyDomain>` never reaches the API router. Connections to sandbox ports go through
+ * `SandboxAccess` (is the sandbox running here, which runtime handle) and the driver's `dial`.
  */
 export class NetworkService {
   readonly ssh: SshGateway;
@@ -93,13 +92,15 @@ export class NetworkService {
   private sweeping: Promise<void> | null = null;
   private closed = false;
   private tlsServer: HttpsServer | null = null;
+  /** The API's HTTP server, once started. */
+  private server: HttpServer | null = null;
   private readonly unsubscribeAccess: () => void;
 
   constructor(private readonly deps: NetworkDeps) {
     this.domainSuffix = `.${deps.config.proxyDomain.toLowerCase().replace(/^\.+|\.+$/g, '')}`;
-    this.ssh = new SshGateway({ config: deps.config, store: deps.store, runtime: deps.runtime, access: deps.access, activity: deps.activity, log: deps.log });
-    this.tunnels = new TunnelHub({ store: deps.store, auth: deps.auth, access: deps.access, log: deps.log });
-    this.unsubscribeAccess = deps.auth.events.subscribe((change) => this.onAccessChange(change));
+    this.ssh = deps.ssh;
+    this.tunnels = deps.tunnels;
+    this.unsubscribeAccess = deps.accessEvents.subscribe((change) => this.onAccessChange(change));
   }
 
   /**
@@ -115,11 +116,12 @@ export class NetworkService {
   }
 
   /**
-   * Puts the Host-header router in front of the API's request and upgrade listeners (call once
-   * every listener is registered), restores TCP listeners of stored exposures and starts the sweep.
+   * Puts the Host-header router in front of the request and upgrade listeners of the API's HTTP
+   * server (call once every listener is registered; exposures and tunnels are served on it), restores
+   * TCP listeners of stored exposures and starts the sweep.
    */
-  async start(): Promise<void> {
-    const server = this.deps.server;
+  async start(server: HttpServer): Promise<void> {
+    this.server = server;
     const requestListeners = server.listeners('request') as RequestListener[];
     server.removeAllListeners('request');
     server.on('request', (req: IncomingMessage, res: ServerResponse) => {
@@ -177,11 +179,6 @@ export class NetworkService {
   get tlsPort(): number | null {
     const address = this.tlsServer?.address();
     return address && typeof address === 'object' ? address.port : null;
-  }
-
-  /** The server configuration this service runs with. */
-  get config(): CorralConfig {
-    return this.deps.config;
   }
 
   /** Stops every listener and connection this service holds. Sandboxes and stored rows are left alone. */
@@ -284,7 +281,7 @@ export class NetworkService {
       const url = new URL(this.deps.config.publicUrl);
       return { scheme: url.protocol.replace(':', ''), port: url.port };
     }
-    const address = this.deps.server.address();
+    const address = this.server?.address();
     const listening = typeof address === 'object' && address ? String(address.port) : null;
     const fromHost = /:(\d+)$/.exec(requestHost)?.[1] ?? null;
     const port = listening ?? fromHost ?? String(this.deps.config.port);
@@ -364,11 +361,9 @@ export class NetworkService {
   private async restoreTcpListeners(): Promise<void> {
     const records = (await this.deps.store.listExposures(null)).filter((e) => e.protocol === 'TCP' && e.externalPort !== null);
     if (records.length === 0) return;
-    const sandboxes = new Map((await this.deps.store.getSandboxes([...new Set(records.map((r) => r.sandboxId))])).map((s) => [s.id, s]));
+    const live = await this.deps.sandboxAccess.liveHere([...new Set(records.map((r) => r.sandboxId))]);
     for (const record of records) {
-      const sandbox = sandboxes.get(record.sandboxId);
-      if (!sandbox || isTerminal(sandbox.status)) continue;
-      if (sandbox.runtimeOwner !== null && sandbox.runtimeOwner !== this.deps.config.instanceId) continue;
+      if (!live.has(record.sandboxId)) continue;
       try {
         this.tcp.set(record.id, await listenTcp(this.deps.config.host, record.externalPort as number, (socket) => this.forwardTcp(record.id, socket)));
       } catch (error) {
@@ -399,21 +394,26 @@ export class NetworkService {
   }
 
   /** The running sandbox behind an exposure, or a reason it cannot be reached (as text). */
-  private async resolveExposureTarget(exposureId: string, record?: ExposureRecord): Promise<{ dial: () => Promise<Duplex>; describe: string } | string> {
+  private async resolveExposureTarget(exposureId: string, record?: ExposureRecord): Promise<{ dial: Dialer; describe: string } | string> {
     const exposure = record ?? (await this.deps.store.getExposure(exposureId));
     if (!exposure) return 'gone';
-    const sandbox = await this.deps.store.getSandbox(exposure.sandboxId);
-    if (!sandbox || isTerminal(sandbox.status)) {
-      await this.deps.store.deleteExposure(exposureId);
-      await this.closeExposure(exposureId);
-      return 'gone';
+    const state = await this.deps.sandboxAccess.open(exposure.sandboxId);
+    switch (state.kind) {
+      case 'missing':
+      case 'ended':
+        await this.deps.store.deleteExposure(exposureId);
+        await this.closeExposure(exposureId);
+        return 'gone';
+      case 'not-running':
+      case 'no-container':
+        return `Sandbox ${state.sandboxId} is ${state.status}, not RUNNING yet`;
+      case 'no-runtime':
+        return 'This server has no runtime driver to reach sandboxes';
+      case 'running': {
+        const { runtime, runtimeId, sandboxId } = state.handle;
+        return { dial: () => runtime.dial(runtimeId, exposure.port), describe: `port ${exposure.port} of sandbox ${sandboxId}` };
+      }
     }
-    if (sandbox.status !== 'RUNNING' || !sandbox.runtimeId) return `Sandbox ${sandbox.id} is ${sandbox.status}, not RUNNING yet`;
-    const runtime = this.deps.runtime;
-    if (!runtime) return 'This server has no runtime driver to reach sandboxes';
-    const runtimeId = sandbox.runtimeId;
-    this.deps.activity.touch(sandbox.id);
-    return { dial: () => dialSandbox(runtime, runtimeId, exposure.port), describe: `port ${exposure.port} of sandbox ${sandbox.id}` };
   }
 
   // ---- Host routing ----
@@ -532,19 +532,4 @@ export class NetworkService {
     await this.deps.store.deleteSshSession(sessionId);
     this.ssh.closeSession(sessionId);
   }
-}
-
-const services = new WeakMap<object, NetworkService>();
-
-/** The one NetworkService of an app, created on first use and findable by any of `keys` (the app's shared services object, its route plugin). */
-export function networkServiceFor(keys: readonly object[], create: () => NetworkService): NetworkService {
-  let service = keys.map((k) => services.get(k)).find((s) => s !== undefined);
-  service ??= create();
-  for (const key of keys) services.set(key, service);
-  return service;
-}
-
-/** The NetworkService registered under `key`, if any. */
-export function existingNetworkService(key: object): NetworkService | undefined {
-  return services.get(key);
 }

@@ -1,8 +1,7 @@
 import { posix } from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
 import ssh2, { type Attributes, type FileEntry, type SFTPWrapper } from 'ssh2';
-import { RuntimeError, type ExecProcess, type SandboxRuntime } from '../runtime/runtime.js';
-import { SandboxFileReader, SandboxReadError } from './sandbox-file-reader.js';
+import { RuntimeError, type ExecProcess, type SandboxFileReader, SandboxReadError, type SandboxRuntime } from '../runtime/runtime.js';
 
 const { OPEN_MODE, STATUS_CODE } = ssh2.utils.sftp;
 
@@ -234,11 +233,11 @@ export function serveSftp(
         const prepared = await run(runtime, runtimeId, ['/bin/sh', '-c', OPEN_WRITE_SCRIPT, 'corral-sftp-open', remote, truncate ? 'trunc' : 'keep', create]);
         if (prepared.exitCode !== 0) return sftp.status(reqid, statusOf(prepared.stderr), prepared.stderr.trim());
         const append = (flags & OPEN_MODE.APPEND) !== 0;
-        return sftp.handle(reqid, newHandle({ kind: 'write', remote, append, writer: null, reader: new SandboxFileReader(runtime, runtimeId, remote) }));
+        return sftp.handle(reqid, newHandle({ kind: 'write', remote, append, writer: null, reader: runtime.openFileReader(runtimeId, remote) }));
       }
       const readable = await run(runtime, runtimeId, ['/bin/sh', '-c', OPEN_READ_SCRIPT, 'corral-sftp-open', remote]);
       if (readable.exitCode !== 0) return sftp.status(reqid, statusOf(readable.stderr), readable.stderr.trim());
-      sftp.handle(reqid, newHandle({ kind: 'file', remote, reader: new SandboxFileReader(runtime, runtimeId, remote) }));
+      sftp.handle(reqid, newHandle({ kind: 'file', remote, reader: runtime.openFileReader(runtimeId, remote) }));
     }),
   );
   sftp.on('READ', (reqid, handle, offset, length) =>

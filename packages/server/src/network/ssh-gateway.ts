@@ -3,10 +3,9 @@ import { join } from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
 import ssh2, { type AuthContext, type Connection, type PseudoTtyInfo, type ServerChannel, type Session } from 'ssh2';
 import type { CorralConfig } from '../config.js';
-import type { ExecProcess, SandboxRuntime } from '../runtime/runtime.js';
-import type { AccessChecker } from '../services/access-checker.js';
-import type { ActivityTracker } from '../services/activity-tracker.js';
-import type { Store } from '../store/store.js';
+import type { ExecProcess } from '../runtime/runtime.js';
+import type { SandboxAccess, SandboxHandle } from '../services/sandbox-access.js';
+import type { SshSessionRecords } from './network-deps.js';
 import type { SshSessionRecord } from '../store/network-records.js';
 import { serveSftp } from './sftp-session.js';
 
@@ -18,11 +17,9 @@ const LOGIN_SHELL = 'cd ~ 2>/dev/null || cd /; if command -v bash >/dev/null 2>&
 /** What the SSH server needs. */
 export interface SshGatewayDeps {
   config: CorralConfig;
-  store: Store;
-  runtime: SandboxRuntime | null;
-  /** Whether the key a session was opened with still grants access to its sandbox. */
-  access: AccessChecker;
-  activity: ActivityTracker;
+  store: SshSessionRecords;
+  /** Resolves a session's sandbox, checks the key it was opened with still grants access, records activity. */
+  sandboxAccess: SandboxAccess;
   log: FastifyBaseLogger;
 }
 
@@ -141,10 +138,7 @@ export class SshGateway {
 
   /** Whether a session's key still grants access to its sandbox (sessions stored without a key: the sandbox's owner still exists). */
   private async sessionAllowed(session: SshSessionRecord): Promise<boolean> {
-    const sandbox = await this.deps.store.getSandbox(session.sandboxId);
-    if (!sandbox) return false;
-    if (session.apiKeyId === null) return (await this.deps.store.getUser(sandbox.userId)) !== undefined;
-    return this.deps.access.maySee(session.apiKeyId, sandbox);
+    return this.deps.sandboxAccess.mayUse(session.apiKeyId, session.sandboxId);
   }
 
   /** Stops the server and closes every connection. */
@@ -213,14 +207,13 @@ export class SshGateway {
   }
 
   /** The running sandbox of a session, or a message why there is none. */
-  private async target(sessionId: string): Promise<{ runtime: SandboxRuntime; runtimeId: string; sandboxId: string } | string> {
+  private async target(sessionId: string): Promise<SandboxHandle | string> {
     const session = await this.deps.store.getSshSession(sessionId);
     if (!session) return 'This SSH session has ended';
-    const sandbox = await this.deps.store.getSandbox(session.sandboxId);
-    if (!sandbox || sandbox.status !== 'RUNNING' || !sandbox.runtimeId) return `Sandbox ${session.sandboxId} is not running`;
-    if (!this.deps.runtime) return 'This server has no runtime driver';
-    this.deps.activity.touch(sandbox.id);
-    return { runtime: this.deps.runtime, runtimeId: sandbox.runtimeId, sandboxId: sandbox.id };
+    const state = await this.deps.sandboxAccess.open(session.sandboxId);
+    if (state.kind === 'running') return state.handle;
+    if (state.kind === 'no-runtime') return 'This server has no runtime driver';
+    return `Sandbox ${session.sandboxId} is not running`;
   }
 
   private onSession(sessionId: string, session: Session, processes: Set<ExecProcess>): void {
@@ -273,7 +266,7 @@ export class SshGateway {
         channel.on('close', () => {
           if (processes.has(proc)) proc.kill('SIGKILL').catch(() => undefined);
         });
-        const keepAlive = setInterval(() => this.deps.activity.touch(target.sandboxId), 30_000);
+        const keepAlive = setInterval(() => this.deps.sandboxAccess.touch(target.sandboxId), 30_000);
         keepAlive.unref();
         let exitCode = 255;
         try {

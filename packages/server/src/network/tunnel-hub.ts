@@ -2,20 +2,20 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { keepAlive } from '../util/ws-heartbeat.js';
-import { SocketLikeDuplex } from './socket-like-duplex.js';
+import { SocketLikeDuplex } from '../util/socket-like-duplex.js';
 import type { FastifyBaseLogger } from 'fastify';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { ApiError } from '../errors/api-error.js';
 import type { AccessChecker } from '../services/access-checker.js';
 import type { AuthService, Principal } from '../services/auth-service.js';
-import type { Store } from '../store/store.js';
 import { proxyHttp, proxyUpgrade, refuseUpgradeWithPage, sendErrorPage } from './http-proxy.js';
+import type { TunnelRecords } from './network-deps.js';
 import type { TunnelFilter, TunnelRecord, TunnelStatus } from '../store/network-records.js';
 import { FRAME, LINK_CLOSE, decodeFrame, encodeFrame, type FrameOp } from './tunnel-frames.js';
 
 /** What the tunnel hub needs. */
 export interface TunnelHubDeps {
-  store: Store;
+  store: TunnelRecords;
   auth: AuthService;
   /** Whether the key a link was bound with is still live. */
   access: AccessChecker;

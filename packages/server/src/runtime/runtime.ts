@@ -1,4 +1,4 @@
-import type { Readable, Writable } from 'node:stream';
+import type { Duplex, Readable, Writable } from 'node:stream';
 import type { EgressPolicy } from './egress/egress-policy.js';
 
 export type { EgressPolicy } from './egress/egress-policy.js';
@@ -107,6 +107,36 @@ export class RuntimeError extends Error {
   }
 }
 
+/** A read of a file in a sandbox that failed there; `stderr` holds what the read command said. */
+export class SandboxReadError extends Error {
+  constructor(
+    readonly path: string,
+    readonly exitCode: number,
+    readonly stderr: string,
+  ) {
+    super(`reading ${path} failed: ${stderr.trim() || `exit ${exitCode}`}`);
+    this.name = 'SandboxReadError';
+  }
+}
+
+/**
+ * Byte ranges of one file inside a sandbox, read with nothing staged on the host and memory bounded
+ * whatever the file's size (`SandboxRuntime.openFileReader`). Sequential reads are cheapest.
+ */
+export interface SandboxFileReader {
+  /** Absolute path of the file in the sandbox. */
+  readonly path: string;
+  /**
+   * Up to `length` bytes from `offset` (fewer only at the end of the file); null at or past the end.
+   * Throws `SandboxReadError` when the sandbox cannot read the file.
+   */
+  read(offset: number, length: number): Promise<Buffer | null>;
+  /** True while a copy is open (work in the sandbox and read-ahead on the host). */
+  readonly active: boolean;
+  /** Stops the current copy, if any (the next read starts another). */
+  close(): void;
+}
+
 /** One line of a sandbox's egress log. */
 export interface EgressLogEntry {
   /** ISO-8601 time. */
@@ -192,6 +222,14 @@ export interface SandboxRuntime {
   putFile(runtimeId: string, path: string, content: Readable): Promise<{ size: number }>;
   /** Streams a file out. Throws `RuntimeError('NOT_FOUND')` when the file does not exist. */
   getFile(runtimeId: string, path: string): Promise<{ size: number; stream: Readable }>;
+  /** Opens a reader of byte ranges of a file in a running sandbox; nothing runs until the first read. */
+  openFileReader(runtimeId: string, path: string): SandboxFileReader;
+  /**
+   * Opens a byte stream to `port` on the sandbox's own loopback or network address, however the
+   * driver reaches it (a bridge address, or a relay exec'd inside the sandbox when it has no
+   * network). Rejects, or errors the stream, with "connection refused" when nothing listens there.
+   */
+  dial(runtimeId: string, port: number): Promise<Duplex>;
   /** The start command's output, at most `maxBytes` from the end. */
   logs(runtimeId: string, maxBytes: number): Promise<string>;
   stats(runtimeId: string): Promise<RuntimeStats>;

@@ -381,6 +381,11 @@ export class SandboxService {
     return ended.filter((s) => s !== undefined).length;
   }
 
+  /** The ids of a user's own sandboxes that have not ended (at most 10 000). */
+  async activeIdsOf(userId: string): Promise<string[]> {
+    return (await this.store.findSandboxes({ userId, activeOnly: true }, 10_000)).map((s) => s.id);
+  }
+
   /** A gateway token for one sandbox's data plane. */
   async authorize(caller: Principal, id: string): Promise<{ token: string; expiresAt: Date; sandbox: SandboxRecord }> {
     const sandbox = await this.get(caller, id);

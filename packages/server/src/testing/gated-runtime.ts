@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import {
   type ExecProcess,
   type DiskCapacity,
@@ -9,6 +9,7 @@ import {
   RuntimeError,
   type RuntimeSandboxState,
   type RuntimeStats,
+  type SandboxFileReader,
   type SandboxRuntime,
   type SandboxSpec,
 } from '../runtime/runtime.js';
@@ -103,6 +104,12 @@ export class GatedRuntime implements SandboxRuntime {
   }
   getFile(): Promise<{ size: number; stream: Readable }> {
     return Promise.reject(new RuntimeError('UNSUPPORTED', 'the gated test runtime has no files'));
+  }
+  openFileReader(): SandboxFileReader {
+    throw new RuntimeError('UNSUPPORTED', 'the gated test runtime has no files');
+  }
+  dial(): Promise<Duplex> {
+    return Promise.reject(new RuntimeError('UNSUPPORTED', 'the gated test runtime runs nothing to connect to'));
   }
   async logs(): Promise<string> {
     return '';

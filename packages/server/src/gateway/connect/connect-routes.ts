@@ -1,7 +1,7 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ExecProcess, ExecRequest } from '../../runtime/runtime.js';
 import type { Release } from '../fair-scheduler.js';
-import { type GatewayContext, type GatewayParams, keepActive, runtimeFailure, targetOf } from '../gateway-context.js';
+import { type GatewayContext, type GatewayParams, runtimeFailure, targetOf } from '../gateway-context.js';
 import { GatewayError, retryAfterOf } from '../gateway-error.js';
 import type { GatewayTarget } from '../gateway-target.js';
 import {
@@ -168,7 +168,7 @@ export function registerConnectRoutes(app: FastifyInstance, ctx: GatewayContext)
           if (!req.input) throw new ConnectError('invalid_argument', 'input: give stdin or pty bytes');
           if (!session.acceptsInput) throw new ConnectError('failed_precondition', `Process ${session.pid} was started without stdin: pass stdin: true or a PTY`);
           await session.write(req.input.data);
-          ctx.services.activity.touch(target.sandboxId);
+          ctx.access.touch(target.sandboxId);
           return unaryOk(reply, Buffer.alloc(0));
         }
         case 'SendSignal': {
@@ -177,7 +177,7 @@ export function registerConnectRoutes(app: FastifyInstance, ctx: GatewayContext)
           const signal = req.signal === SIGNAL_SIGKILL ? 'SIGKILL' : req.signal === SIGNAL_SIGTERM ? 'SIGTERM' : undefined;
           if (!signal) throw new ConnectError('invalid_argument', `signal: SIGNAL_SIGTERM (15) or SIGNAL_SIGKILL (9), not ${req.signal}`);
           await session.kill(signal);
-          ctx.services.activity.touch(target.sandboxId);
+          ctx.access.touch(target.sandboxId);
           return unaryOk(reply, Buffer.alloc(0));
         }
         case 'List': {
@@ -192,7 +192,7 @@ export function registerConnectRoutes(app: FastifyInstance, ctx: GatewayContext)
           if (!size) throw new ConnectError('invalid_argument', 'pty.size: required');
           if (!session.pty) throw new ConnectError('failed_precondition', `Process ${session.pid} has no PTY`);
           await session.proc.resize(dimension(size.rows, 'pty.size.rows'), dimension(size.cols, 'pty.size.cols'));
-          ctx.services.activity.touch(target.sandboxId);
+          ctx.access.touch(target.sandboxId);
           return unaryOk(reply, Buffer.alloc(0));
         }
         case 'StreamInput':
@@ -270,7 +270,7 @@ export function registerConnectRoutes(app: FastifyInstance, ctx: GatewayContext)
       return;
     }
     let released = false;
-    const done = keepActive(ctx.services, target.sandboxId);
+    const done = ctx.access.keepActive(target.sandboxId);
     try {
       let proc: ExecProcess;
       try {
@@ -298,7 +298,7 @@ export function registerConnectRoutes(app: FastifyInstance, ctx: GatewayContext)
     const { message, deadlineMs } = streamRequest(request);
     const req = decodeConnectRequest(message);
     const session = findSession(target, selectorOf(req.session));
-    const done = keepActive(ctx.services, target.sandboxId);
+    const done = ctx.access.keepActive(target.sandboxId);
     try {
       await serveStream(reply, target, session, deadlineMs, false);
     } finally {

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { Static } from 'typebox';
 import { type EgressPolicyStatus, EGRESS_LOG_DEFAULT_LIMIT } from '../../services/egress-service.js';
-import { type AppServices, principalOf } from '../app.js';
+import { type AppServices, principalOf } from '../app-services.js';
 import { ERROR_RESPONSES, ErrorBody, SandboxIdParams } from '../schemas/common.js';
 import { EgressLogQuery, EgressLogResponse, EgressPolicyBody, EgressPolicyStatusResponse } from '../schemas/egress-schemas.js';
 

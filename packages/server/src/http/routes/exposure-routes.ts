@@ -1,7 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import Type from 'typebox';
-import { NetworkService, networkServiceFor } from '../../network/network-service.js';
-import { type AppServices, principalOf } from '../app.js';
+import { type AppServices, principalOf } from '../app-services.js';
 import { ERROR_RESPONSES, SandboxIdParams, SuccessResponse } from '../schemas/common.js';
 import {
   CreateSshSessionBody,
@@ -14,40 +13,16 @@ import {
 const tags = ['Sandbox'];
 
 /** The absolute base URL of this server as the client sees it. */
-function baseUrl(services: AppServices, request: FastifyRequest): string {
+function baseUrl(services: Pick<AppServices, 'config'>, request: FastifyRequest): string {
   return (services.config.publicUrl ?? `http://${request.host}`).replace(/\/+$/, '');
-}
-
-/**
- * The app's NetworkService, created on first call with hooks that put its Host router in front of
- * the API once every route is registered and stop it when the app closes.
- */
-export function networkOf(app: FastifyInstance, services: AppServices): NetworkService {
-  return networkServiceFor([services, app], () => {
-    const network = new NetworkService({
-      config: services.config,
-      store: services.gateway.store,
-      runtime: services.gateway.runtime,
-      tokens: services.gateway.tokens,
-      auth: services.auth,
-      access: services.gateway.access,
-      activity: services.gateway.activity,
-      log: app.log,
-      server: app.server,
-    });
-    app.addHook('onReady', async () => network.start());
-    app.addHook('preClose', async () => network.close());
-    return network;
-  });
 }
 
 /**
  * Port exposure and SSH-session routes: they validate, check ownership, count rate limits and
  * hand over to the NetworkService (docs/networking.md).
  */
-export function registerExposureRoutes(app: FastifyInstance, services: AppServices): void {
-  const { sandboxes } = services;
-  const network = networkOf(app, services);
+export function registerExposureRoutes(app: FastifyInstance, services: Pick<AppServices, 'config' | 'sandboxes' | 'network'>): void {
+  const { sandboxes, network } = services;
 
   app.post<{ Params: { sandbox_id: string }; Body: ExposePortBody }>(
     '/sandbox/:sandbox_id/expose',
@@ -110,8 +85,7 @@ export function registerExposureRoutes(app: FastifyInstance, services: AppServic
     },
     async (request) => {
       const caller = principalOf(request);
-      const own = await services.gateway.store.findSandboxes({ userId: caller.user.id, activeOnly: true }, 10_000);
-      return { exposures: await network.list(own.map((s) => s.id), baseUrl(services, request)) };
+      return { exposures: await network.list(await sandboxes.activeIdsOf(caller.user.id), baseUrl(services, request)) };
     },
   );
 

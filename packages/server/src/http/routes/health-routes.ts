@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import Type from 'typebox';
-import type { AppServices } from '../app.js';
+import type { AppServices } from '../app-services.js';
 
 /** The isolation sandboxes get on this server (the runtime driver's report); null with runtime `none`. */
 const IsolationSchema = Type.Union([
@@ -15,7 +15,7 @@ const IsolationSchema = Type.Union([
 ]);
 
 /** `GET /healthz`: 200 once startup recovery has finished, 503 before, with the sandboxes' isolation. Needs no key. */
-export function registerHealthRoutes(app: FastifyInstance, services: AppServices): void {
+export function registerHealthRoutes(app: FastifyInstance, services: Pick<AppServices, 'isReady' | 'isolation'>): void {
   app.get(
     '/healthz',
     {
@@ -31,6 +31,6 @@ export function registerHealthRoutes(app: FastifyInstance, services: AppServices
       },
     },
     async (_request, reply) =>
-      services.isReady() ? { status: 'ok', isolation: services.gateway.runtime?.isolation() ?? null } : reply.code(503).send({ status: 'starting' }),
+      services.isReady() ? { status: 'ok', isolation: services.isolation() } : reply.code(503).send({ status: 'starting' }),
   );
 }

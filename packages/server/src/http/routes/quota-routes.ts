@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import Type, { type Static } from 'typebox';
 import type { QuotaScope } from '../../store/quota-records.js';
-import { type AppServices, principalOf } from '../app.js';
+import { type AppServices, principalOf } from '../app-services.js';
 import { ERROR_RESPONSES, ErrorBody, Nullable } from '../schemas/common.js';
 
 const tags = ['Administration'];

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { type AppServices, principalOf } from '../app.js';
+import { type AppServices, principalOf } from '../app-services.js';
 import { ERROR_RESPONSES, SandboxIdParams } from '../schemas/common.js';
 import { AuthResponse, ErrorContextResponse, LogsResponse } from '../schemas/sandbox-schemas.js';
 

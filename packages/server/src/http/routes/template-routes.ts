@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import Type, { type Static } from 'typebox';
-import { type AppServices, principalOf } from '../app.js';
+import { type AppServices, principalOf } from '../app-services.js';
 import { ERROR_RESPONSES, Nullable, SuccessResponse } from '../schemas/common.js';
 
 const tags = ['Template'];

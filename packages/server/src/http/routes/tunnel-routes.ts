@@ -2,9 +2,8 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import Type, { type Static } from 'typebox';
 import { ApiError } from '../../errors/api-error.js';
 import type { TunnelRecord } from '../../store/network-records.js';
-import { existingNetworkService, type NetworkService } from '../../network/network-service.js';
 import { effectiveStatus } from '../../network/tunnel-hub.js';
-import { type AppServices, principalOf } from '../app.js';
+import { type AppServices, principalOf } from '../app-services.js';
 import { ERROR_RESPONSES, ErrorBody, SuccessResponse } from '../schemas/common.js';
 import {
   BulkDeleteTunnelBody,
@@ -14,31 +13,24 @@ import {
   TunnelResponse,
   TunnelStatusResponse,
 } from '../schemas/network-schemas.js';
-import { networkOf } from './exposure-routes.js';
 
 const tags = ['Tunnel'];
 const TunnelIdParams = Type.Object({ tunnel_id: Type.String({ minLength: 1, maxLength: 128 }) });
 
 /**
  * Reverse-tunnel routes (docs/networking.md). Creating a tunnel returns the secrets a client
- * binds with; `corral tunnel start` then holds a WebSocket to `/api/v1/tunnel/{id}/connect` and
- * the tunnel is served at `http://<tunnel_id>.<proxy domain>`. Pass `services` (the app's shared
- * services); without it the routes use the NetworkService the exposure routes registered on `app`.
+ * binds with; `corral tunnel start` then holds a WebSocket to `/api/v1/tunnel/{id}/connect` (which
+ * the network service's router takes) and the tunnel is served at `http://<tunnel_id>.<proxy domain>`.
  */
-export function registerTunnelRoutes(app: FastifyInstance, services?: AppServices): void {
-  const network: NetworkService | undefined = services ? networkOf(app, services) : existingNetworkService(app);
-  const hub = (): NetworkService => {
-    if (!network) throw new ApiError('NOT_IMPLEMENTED', 'Tunnels are not available on this Corral server');
-    return network;
-  };
-  const config = services?.config ?? network?.config;
+export function registerTunnelRoutes(app: FastifyInstance, services: Pick<AppServices, 'config' | 'network'>): void {
+  const { config, network } = services;
 
   const statusView = (t: TunnelRecord, request: FastifyRequest) => ({
     tunnel_id: t.id,
     name: t.name,
     status: effectiveStatus(t),
-    hostname: new URL(hub().hostUrl(t.id, request.host)).host,
-    url: hub().hostUrl(t.id, request.host),
+    hostname: new URL(network.hostUrl(t.id, request.host)).host,
+    url: network.hostUrl(t.id, request.host),
     created_at: t.createdAt,
     connected_at: t.connectedAt,
     expires_at: t.expiresAt,
@@ -61,15 +53,14 @@ export function registerTunnelRoutes(app: FastifyInstance, services?: AppService
       const body = request.body;
       const teamId = body.teamId ?? null;
       if (teamId && !caller.teams.has(teamId)) throw ApiError.invalid('teamId', `you are not a member of team ${teamId}`);
-      const network = hub();
       const created = await network.tunnels.create(
         caller,
         { name: body.name ?? null, localPort: body.local_port ?? 8765, teamId, labels: body.labels ?? [], httpUser: body.http_user ?? null },
-        config?.tunnelTtlSeconds ?? 86_400,
-        config?.maxTunnelsPerUser ?? 20,
+        config.tunnelTtlSeconds,
+        config.maxTunnelsPerUser,
       );
       const url = network.hostUrl(created.tunnel.id, request.host);
-      const base = (config?.publicUrl ?? `http://${request.host}`).replace(/\/+$/, '');
+      const base = (config.publicUrl ?? `http://${request.host}`).replace(/\/+$/, '');
       const api = new URL(base);
       reply.code(201);
       return {
@@ -103,7 +94,7 @@ export function registerTunnelRoutes(app: FastifyInstance, services?: AppService
       const page = request.query.page ?? 1;
       const perPage = request.query.perPage ?? 50;
       if (teamId && !caller.teams.has(teamId)) throw new ApiError('FORBIDDEN', `You are not a member of team ${teamId}`);
-      const result = await hub().tunnels.list(
+      const result = await network.tunnels.list(
         { ...(teamId ? { teamId } : { userId: caller.user.id }), ...(status ? { status } : {}), ...(labels ? { labels } : {}) },
         page,
         perPage,
@@ -143,7 +134,7 @@ export function registerTunnelRoutes(app: FastifyInstance, services?: AppService
       const failed: Array<Record<string, string>> = [];
       for (const id of ids) {
         try {
-          await hub().tunnels.delete(caller, id);
+          await network.tunnels.delete(caller, id);
           succeeded.push(id);
         } catch (error) {
           if (!(error instanceof ApiError)) throw error;
@@ -160,7 +151,7 @@ export function registerTunnelRoutes(app: FastifyInstance, services?: AppService
       config: { rateLimit: 'tunnel.get' },
       schema: { tags, summary: 'Get Tunnel', params: TunnelIdParams, response: { 200: TunnelStatusResponse, ...ERROR_RESPONSES } },
     },
-    async (request) => statusView(await hub().tunnels.get(principalOf(request), request.params.tunnel_id), request),
+    async (request) => statusView(await network.tunnels.get(principalOf(request), request.params.tunnel_id), request),
   );
 
   app.delete<{ Params: Static<typeof TunnelIdParams> }>(
@@ -170,7 +161,7 @@ export function registerTunnelRoutes(app: FastifyInstance, services?: AppService
       schema: { tags, summary: 'Delete Tunnel', params: TunnelIdParams, response: { 200: SuccessResponse, ...ERROR_RESPONSES } },
     },
     async (request) => {
-      await hub().tunnels.delete(principalOf(request), request.params.tunnel_id);
+      await network.tunnels.delete(principalOf(request), request.params.tunnel_id);
       return { success: true, message: `Tunnel ${request.params.tunnel_id} deleted` };
     },
   );

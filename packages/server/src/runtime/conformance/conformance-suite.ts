@@ -16,6 +16,7 @@ import { registerExecUserCases } from './exec-user-cases.js';
 import { registerRemovalCases, type RemovalFaults } from './removal-cases.js';
 import { registerFifoEtcCases } from './fifo-etc-cases.js';
 import { registerEgressCases } from './egress-cases.js';
+import { registerDialCases } from './dial-cases.js';
 import type { TestInternet } from '../../testing/test-internet.js';
 
 /** What a driver's conformance test provides: a fresh runtime (own instance), an image, a cleanup. */
@@ -214,6 +215,7 @@ export function runConformanceSuite(name: string, makeRuntime: () => Promise<Con
     registerRemovalCases(context);
     registerFifoEtcCases(context);
     registerEgressCases(context);
+    registerDialCases(context);
 
     it('lifecycle: create, exec, inspect, remove, list', async (t) => {
       const spec = makeSpec(image);

@@ -3,9 +3,10 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
 import { mkdir, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import Docker from 'dockerode';
+import { ExecFileReader } from '../exec-file-reader.js';
 import { getFileViaExec, putFileViaExec } from '../exec-files.js';
 import { diskShortfall, filesystemSpace, NO_RESERVE } from '../disk-admission.js';
 import type { DiskPolicy } from '../disk-admission.js';
@@ -21,9 +22,11 @@ import type {
   RuntimeIsolation,
   RuntimeSandboxState,
   RuntimeStats,
+  SandboxFileReader,
   SandboxRuntime,
   SandboxSpec,
 } from '../runtime.js';
+import { DockerDialer } from './docker-dial.js';
 import { IDLE_COMMAND } from '../container-policy.js';
 import { buildCreateOptions, containerName, LABEL_INSTANCE, LABEL_SANDBOX_ID, sandboxHostname } from './container-spec.js';
 import { SandboxEtcFiles } from './etc-files.js';
@@ -159,6 +162,7 @@ interface Tracked {
 export class DockerRuntime implements SandboxRuntime {
   readonly name = 'docker';
   private readonly docker: Docker;
+  private readonly dialer: DockerDialer;
   private readonly instance: string;
   private readonly insecureRegistries: readonly string[];
   /** Access checks for images the engine already holds. */
@@ -202,6 +206,7 @@ export class DockerRuntime implements SandboxRuntime {
     this.insecureRegistries = options.insecureRegistries ?? [];
     this.access = new RegistryAccessCheck({ insecureRegistries: this.insecureRegistries });
     this.docker = options.docker ?? new Docker();
+    this.dialer = new DockerDialer(this.docker, this);
     const stateDir = process.env.CORRAL_STATE_DIR ?? '/var/lib/corral';
     this.diskDir = options.diskDir ?? `${stateDir}/docker-disks`;
     this.disks = new LoopDisks(this.diskDir);
@@ -543,6 +548,15 @@ export class DockerRuntime implements SandboxRuntime {
 
   getFile(runtimeId: string, path: string): Promise<{ size: number; stream: Readable }> {
     return getFileViaExec(this, runtimeId, path);
+  }
+
+  openFileReader(runtimeId: string, path: string): SandboxFileReader {
+    return new ExecFileReader(this, runtimeId, path);
+  }
+
+  /** A direct connection to the container's bridge address; a relay exec'd inside when it has no network. */
+  dial(runtimeId: string, port: number): Promise<Duplex> {
+    return this.dialer.dial(runtimeId, port);
   }
 
   async logs(runtimeId: string, maxBytes: number): Promise<string> {

@@ -3,12 +3,7 @@ import type { EgressLogEntry } from '../runtime.js';
 /** How many entries each sandbox's log keeps (the oldest are dropped first). */
 export const EGRESS_LOG_CAPACITY = 1000;
 
-/**
- * The netfilter log group the firewall sends connection attempts to (`log group <G>`) when
- * `CORRAL_EGRESS_NFLOG_GROUP` is not set; the connection logger (nflog-reader.ts) reads it. A
- * group has one reader per network namespace, so servers sharing a host need different groups.
- */
-export const DEFAULT_NFLOG_GROUP = 1637;
+export { DEFAULT_NFLOG_GROUP } from '../../config.js';
 
 /**
  * The prefix of every firewall log line: `corral-eg <tag> <verdict> ` where `<tag>` is the

@@ -3,8 +3,10 @@ import { createHash, randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, copyFile, mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, posix } from 'node:path';
-import type { Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
+import { ExecFileReader } from '../exec-file-reader.js';
 import { getFileViaExec, putFileViaExec } from '../exec-files.js';
+import { dialViaExec } from '../exec-relay.js';
 import { ensureAgentBinary, ensureSeccompCompiler } from '../native-build.js';
 import { compileSeccompProfile } from './seccomp-bpf.js';
 import type { SeccompProfile } from './seccomp-bpf.js';
@@ -22,6 +24,7 @@ import type {
   RuntimeIsolation,
   RuntimeSandboxState,
   RuntimeStats,
+  SandboxFileReader,
   SandboxRuntime,
   SandboxSpec,
 } from '../runtime.js';
@@ -651,6 +654,15 @@ export class OciRuntime implements SandboxRuntime {
 
   getFile(runtimeId: string, path: string): Promise<{ size: number; stream: Readable }> {
     return getFileViaExec(this, runtimeId, path);
+  }
+
+  openFileReader(runtimeId: string, path: string): SandboxFileReader {
+    return new ExecFileReader(this, runtimeId, path);
+  }
+
+  /** A relay process exec'd inside the sandbox to its own 127.0.0.1:`port` (works with and without network). */
+  dial(runtimeId: string, port: number): Promise<Duplex> {
+    return dialViaExec(this, runtimeId, port);
   }
 
   async logs(runtimeId: string, maxBytes: number): Promise<string> {

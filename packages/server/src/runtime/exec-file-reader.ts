@@ -1,5 +1,5 @@
-import type { ExecProcess, SandboxRuntime } from '../runtime/runtime.js';
-import { collectBounded } from '../runtime/exec-files.js';
+import { collectBounded } from './exec-files.js';
+import { type ExecProcess, type SandboxFileReader, SandboxReadError, type SandboxRuntime } from './runtime.js';
 
 /**
  * Streams "$1" from byte offset "$2" to its end: `dd` with a count of 0 only moves the shared
@@ -7,8 +7,6 @@ import { collectBounded } from '../runtime/exec-files.js';
  * rest. Works with busybox and GNU `dd` alike (no `iflag=skip_bytes` needed).
  */
 const READ_FROM_SCRIPT = 'exec 0<"$1" || exit 1; if [ "$2" -gt 0 ]; then dd bs=1 skip="$2" count=0 2>/dev/null || exit 1; fi; exec cat';
-
-/** At most this much stderr is kept for the error message of a failed read. */
 
 /** Read-ahead kept on the host per open copy: the copy pauses once this much is waiting to be asked for. */
 const READ_AHEAD = 256 * 1024;
@@ -98,26 +96,15 @@ class ReadStream {
   }
 }
 
-/** A read that failed in the sandbox; `stderr` holds what the read command said. */
-export class SandboxReadError extends Error {
-  constructor(
-    readonly path: string,
-    readonly exitCode: number,
-    readonly stderr: string,
-  ) {
-    super(`reading ${path} failed: ${stderr.trim() || `exit ${exitCode}`}`);
-    this.name = 'SandboxReadError';
-  }
-}
-
 /**
- * Reads byte ranges of one file inside a sandbox, with nothing staged on the host. Sequential
+ * Reads byte ranges of one file inside a sandbox through exec, so every driver can share it (as
+ * `exec-files.ts`), with nothing staged on the host. Sequential
  * reads are served from one exec'd `cat` started at the first offset asked for; a read at another
  * offset stops it and starts another there. At most READ_AHEAD bytes are read ahead of the
  * requests; back-pressure holds the rest in the sandbox, so memory stays bounded whatever the
  * file's size.
  */
-export class SandboxFileReader {
+export class ExecFileReader implements SandboxFileReader {
   private stream: ReadStream | null = null;
 
   constructor(

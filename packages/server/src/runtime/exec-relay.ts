@@ -1,10 +1,6 @@
-import { connect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { SocketLikeDuplex } from './socket-like-duplex.js';
-import type { ExecProcess, SandboxRuntime } from '../runtime/runtime.js';
-
-/** Opens a byte stream to a port; rejects when it cannot even start. */
-export type Dialer = () => Promise<Duplex>;
+import { SocketLikeDuplex } from '../util/socket-like-duplex.js';
+import type { ExecProcess, SandboxRuntime } from './runtime.js';
 
 /** A TCP relay from stdin/stdout to 127.0.0.1:$1, with whatever the image has: busybox/OpenBSD nc, python3 or bash. */
 const PY_RELAY = [
@@ -82,56 +78,7 @@ class ExecRelayStream extends SocketLikeDuplex {
 }
 
 /** Opens a relay inside the sandbox to its own 127.0.0.1:`port`. Works on every driver and with no network. */
-export async function dialViaExec(runtime: SandboxRuntime, runtimeId: string, port: number): Promise<Duplex> {
+export async function dialViaExec(runtime: Pick<SandboxRuntime, 'exec'>, runtimeId: string, port: number): Promise<Duplex> {
   const proc = await runtime.exec(runtimeId, { argv: ['/bin/sh', '-c', RELAY_SCRIPT, 'corral-relay', String(port)], stdin: true });
   return new ExecRelayStream(proc);
-}
-
-interface DockerInspector {
-  getContainer(id: string): { inspect(): Promise<{ NetworkSettings?: { Networks?: Record<string, { IPAddress?: string }> } }> };
-}
-
-let docker: Promise<DockerInspector> | null = null;
-const addressCache = new Map<string, { ip: string | null; until: number }>();
-
-/** The sandbox container's bridge address, when the docker driver gave it a network; cached briefly. */
-async function containerAddress(runtimeId: string): Promise<string | null> {
-  const cached = addressCache.get(runtimeId);
-  if (cached && cached.until > Date.now()) return cached.ip;
-  docker ??= import('dockerode').then((m) => new m.default() as unknown as DockerInspector);
-  let ip: string | null = null;
-  try {
-    const info = await (await docker).getContainer(runtimeId).inspect();
-    ip = Object.values(info.NetworkSettings?.Networks ?? {}).map((n) => n.IPAddress).find((a) => a !== undefined && a !== '') ?? null;
-  } catch {
-    ip = null;
-  }
-  if (addressCache.size > 10_000) addressCache.clear();
-  addressCache.set(runtimeId, { ip, until: Date.now() + 30_000 });
-  return ip;
-}
-
-function connectTcp(host: string, port: number): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = connect({ host, port });
-    socket.once('connect', () => {
-      socket.removeListener('error', reject);
-      resolve(socket);
-    });
-    socket.once('error', reject);
-  });
-}
-
-/**
- * Opens a connection to `port` inside a sandbox. With the docker driver and a sandbox on a bridge
- * network, a direct TCP connection to the container's address; otherwise (no network, other
- * drivers) a relay process exec'd inside the sandbox. Rejects or errors with "connection refused"
- * when nothing listens there.
- */
-export async function dialSandbox(runtime: SandboxRuntime, runtimeId: string, port: number): Promise<Duplex> {
-  if (runtime.name === 'docker') {
-    const ip = await containerAddress(runtimeId);
-    if (ip) return connectTcp(ip, port);
-  }
-  return dialViaExec(runtime, runtimeId, port);
 }

@@ -1,0 +1,103 @@
+import type { Logger } from 'pino';
+import type { CorralConfig } from './config.js';
+import type { GatewayDeps } from './gateway/gateway-deps.js';
+import { LiveGrants } from './gateway/live-grants.js';
+import type { AppServices } from './http/app-services.js';
+import { NetworkService } from './network/network-service.js';
+import { SshGateway } from './network/ssh-gateway.js';
+import { TunnelHub } from './network/tunnel-hub.js';
+import { Reconciler } from './reconciler/reconciler.js';
+import type { SandboxRuntime } from './runtime/runtime.js';
+import { AccessChecker } from './services/access-checker.js';
+import { AccessEvents } from './services/access-events.js';
+import { ActivityTracker } from './services/activity-tracker.js';
+import { AuthService } from './services/auth-service.js';
+import { CreateHold } from './services/create-hold.js';
+import { EgressService } from './services/egress-service.js';
+import { GatewayTokens } from './services/gateway-tokens.js';
+import { QuotaService } from './services/quota-service.js';
+import { RateLimiter } from './services/rate-limiter.js';
+import { RegistryCredentialsService } from './services/registry-credentials-service.js';
+import { SandboxAccess } from './services/sandbox-access.js';
+import { SandboxLifecycle } from './services/sandbox-lifecycle.js';
+import { SandboxService } from './services/sandbox-service.js';
+import type { Store } from './store/store.js';
+
+/** Every long-lived part of a server, built and connected; `server.ts` starts and stops them. */
+export interface ServerWiring {
+  /** What the HTTP app (and, through it, the gateway and the network routes) calls into. */
+  services: AppServices;
+  auth: AuthService;
+  lifecycle: SandboxLifecycle;
+  reconciler: Reconciler;
+  activity: ActivityTracker;
+  /** The gateway's open work, cut when access is taken away; started here, closed by the caller. */
+  liveGrants: LiveGrants;
+  /** Sets what `/healthz` reports: true once startup recovery has finished. */
+  setReady(ready: boolean): void;
+}
+
+/**
+ * The one place that constructs the server's services and hands them to each other, the routes
+ * and the gateway: the store and the runtime driver come in, nothing is looked up elsewhere.
+ * Nothing here does I/O; `server.ts` runs the startup steps (admin key, recovery) and owns the
+ * shutdown order.
+ */
+export function wireServer(config: CorralConfig, store: Store, runtime: SandboxRuntime | null, log: Logger, gatewaySecret: string): ServerWiring {
+  const accessEvents = new AccessEvents((error, change) => log.warn({ err: error, change }, 'acting on an access change failed'));
+  const access = new AccessChecker(store);
+  // First listener: every later one (network, sandboxes, open gateway work) re-checks against the store, not the cache.
+  accessEvents.subscribe(() => access.invalidate());
+  const auth = new AuthService(store, accessEvents);
+  const lifecycle = new SandboxLifecycle(store, runtime, config, log);
+  const tokens = new GatewayTokens(gatewaySecret, config.gatewayTokenTtlSeconds);
+  const activity = new ActivityTracker(store, log);
+  const registryCredentials = new RegistryCredentialsService(store);
+  const quotas = new QuotaService(store, config);
+  const sandboxes = new SandboxService(store, lifecycle, tokens, config, registryCredentials, quotas);
+  accessEvents.subscribe(async (change) => {
+    if (change.kind === 'userDeleted') await sandboxes.terminateOwnedBy(change.userId);
+  });
+  const reconciler = new Reconciler(store, lifecycle, config.reconcileIntervalMs, log, { retentionMs: config.terminatedRetentionHours * 3_600_000 });
+
+  const sandboxAccess = new SandboxAccess({ store, runtime, tokens, access, activity, instanceId: config.instanceId });
+  const ssh = new SshGateway({ config, store, sandboxAccess, log });
+  const tunnels = new TunnelHub({ store, auth, access, log });
+  const network = new NetworkService({ config, store, sandboxAccess, tokens, accessEvents, ssh, tunnels, log });
+  // Access taken away (a revoked key, a deleted user, a lost team role) cuts the gateway's open
+  // work: at once for changes made through this process, within seconds for other replicas'.
+  const liveGrants = new LiveGrants({
+    access: sandboxAccess,
+    subscribe: (listener) => accessEvents.subscribe(listener),
+    onError: (error) => log.warn({ err: error }, 'gateway: re-checking open grants failed'),
+  });
+  liveGrants.start();
+  const gateway: GatewayDeps = { config, sandboxAccess, liveGrants, sshKeys: ssh };
+
+  let ready = false;
+  const services: AppServices = {
+    config,
+    auth,
+    sandboxes,
+    egress: new EgressService(store, sandboxes, lifecycle),
+    quotas,
+    createHold: new CreateHold(store, lifecycle, config.createWaitMs),
+    registryCredentials,
+    rateLimiter: new RateLimiter(config.rateLimits),
+    network,
+    gateway,
+    isReady: () => ready,
+    isolation: () => runtime?.isolation() ?? null,
+  };
+  return {
+    services,
+    auth,
+    lifecycle,
+    reconciler,
+    activity,
+    liveGrants,
+    setReady(value) {
+      ready = value;
+    },
+  };
+}

@@ -1,6 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { CorralConfig } from '../config.js';
 import type { GatewayServices } from '../http/app.js';
+import { RUNTIME_FAILURES } from '../errors/error-codes.js';
 import { RuntimeError } from '../runtime/runtime.js';
 import { GatewayError, sandboxNotFound } from './gateway-error.js';
 import type { GatewayTarget } from './gateway-target.js';
@@ -34,7 +35,7 @@ declare module 'fastify' {
 
 /** The request's checked sandbox. */
 export function targetOf(request: FastifyRequest): GatewayTarget {
-  if (!request.gatewayTarget) throw new GatewayError(401, 'unauthorized', 'Missing gateway token');
+  if (!request.gatewayTarget) throw new GatewayError('unauthorized', 'Missing gateway token');
   return request.gatewayTarget;
 }
 
@@ -53,16 +54,16 @@ export function clientGone(request: FastifyRequest, reply: FastifyReply): AbortS
 }
 
 /**
- * Maps a runtime failure to a gateway error: a sandbox the driver no longer has is a 502
- * `sandbox_not_found`, anything else a 502 `gateway_error`.
+ * Maps a runtime failure to a gateway error through the registry (`RUNTIME_FAILURES`): a sandbox
+ * the driver no longer has is a 502 `sandbox_not_found`, anything else a 502 `gateway_error`.
  */
 export function runtimeFailure(target: GatewayTarget, error: unknown): GatewayError {
   if (error instanceof GatewayError) return error;
-  if (error instanceof RuntimeError && error.kind === 'NOT_FOUND') {
+  if (error instanceof RuntimeError && RUNTIME_FAILURES[error.kind].gateway === 'sandbox_not_found') {
     return sandboxNotFound(target.sandboxId, `Sandbox ${target.sandboxId} is no longer running`);
   }
   const message = error instanceof Error ? error.message : String(error);
-  return new GatewayError(502, 'gateway_error', `Failed to route request to sandbox: ${message}`);
+  return new GatewayError('gateway_error', `Failed to route request to sandbox: ${message}`);
 }
 
 /**

@@ -51,7 +51,7 @@ export async function resolveTarget(
     case 'PENDING':
     case 'PROVISIONING':
     case 'PAUSED':
-      throw new GatewayError(409, 'sandbox_not_ready', `Sandbox ${jobId} is ${sandbox.status}, not RUNNING yet`, {
+      throw new GatewayError('sandbox_not_ready', `Sandbox ${jobId} is ${sandbox.status}, not RUNNING yet`, {
         sandboxId: jobId,
         status: sandbox.status,
       });
@@ -61,7 +61,7 @@ export async function resolveTarget(
       throw sandboxNotFound(jobId, `Sandbox ${jobId} is no longer running (${sandbox.status})`);
   }
   if (!sandbox.runtimeId) throw sandboxNotFound(jobId, `Sandbox ${jobId} has no container`);
-  if (!services.runtime) throw new GatewayError(502, 'gateway_error', 'This server has no runtime driver to reach sandboxes');
+  if (!services.runtime) throw new GatewayError('gateway_error', 'This server has no runtime driver to reach sandboxes');
   return {
     sandboxId: sandbox.id,
     userId: sandbox.userId,

@@ -1,4 +1,5 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { connectCodeOfStatus } from '../../errors/error-codes.js';
 import type { ExecProcess, ExecRequest } from '../../runtime/runtime.js';
 import type { Release } from '../fair-scheduler.js';
 import { type GatewayContext, type GatewayParams, keepActive, runtimeFailure, targetOf } from '../gateway-context.js';
@@ -17,7 +18,7 @@ import {
   encodeListResponse,
 } from './command-session-codec.js';
 import { CommandSession, CommandSessionRegistry } from './command-sessions.js';
-import { CONNECT_HTTP_STATUS, ConnectError, codeFromHttpStatus, decompress, endStreamEnvelope, parseTimeoutMs, singleStreamMessage } from './connect-protocol.js';
+import { ConnectError, decompress, endStreamEnvelope, parseTimeoutMs, singleStreamMessage } from './connect-protocol.js';
 import { ProtoDecodeError } from './proto-wire.js';
 import { EventStream, pumpSession } from './session-stream.js';
 
@@ -45,22 +46,18 @@ interface MethodParams extends GatewayParams {
 }
 
 /**
- * Maps any failure of a request to a Connect error: gateway 401 → `unauthenticated`, 409 (not
- * running yet) → `unavailable`, `sandbox_not_found` → `not_found`; runtime failures as the REST
- * gateway maps them; anything unexpected → `internal`.
+ * Maps any failure of a request to a Connect error: a gateway error to its registered Connect
+ * code (`GATEWAY_ERRORS`: 401 → `unauthenticated`, `sandbox_not_ready` → `unavailable`,
+ * `sandbox_not_found` → `not_found`, …); runtime failures as the REST gateway maps them; a
+ * framework 4xx by its status; anything unexpected → `internal`.
  */
 export function toConnectError(error: unknown, target?: GatewayTarget): ConnectError {
   if (error instanceof ConnectError) return error;
   if (error instanceof ProtoDecodeError) return new ConnectError('invalid_argument', `Malformed protobuf message: ${error.message}`);
-  if (error instanceof GatewayError) {
-    if (error.error === 'sandbox_not_found') return new ConnectError('not_found', error.message);
-    if (error.status === 401) return new ConnectError('unauthenticated', error.message);
-    if (error.status === 409) return new ConnectError('unavailable', error.message);
-    return new ConnectError(codeFromHttpStatus(error.status), error.message);
-  }
+  if (error instanceof GatewayError) return new ConnectError(error.connectCode, error.message);
   if (target) return toConnectError(runtimeFailure(target, error));
   const status = (error as Partial<FastifyError>).statusCode;
-  if (typeof status === 'number' && status >= 400 && status < 500) return new ConnectError(codeFromHttpStatus(status), (error as Error).message);
+  if (typeof status === 'number' && status >= 400 && status < 500) return new ConnectError(connectCodeOfStatus(status), (error as Error).message);
   return new ConnectError('internal', 'Internal error; the server log has the details');
 }
 
@@ -69,7 +66,7 @@ function sendConnectError(reply: FastifyReply, method: string | undefined, error
   if (method !== undefined && STREAMING.has(method)) {
     return reply.code(200).type('application/connect+proto').send(endStreamEnvelope(error));
   }
-  return reply.code(CONNECT_HTTP_STATUS[error.code]).type('application/json').send(error.toJson());
+  return reply.code(error.status).type('application/json').send(error.toJson());
 }
 
 function requireContentType(request: FastifyRequest, streaming: boolean): void {

@@ -4,7 +4,8 @@
  * Prime's Python SDK makes them.
  */
 import { type CommandSessionEvent, decodeStartResponse } from './command-session-codec.js';
-import { type ConnectCode, FLAG_END_STREAM, envelope } from './connect-protocol.js';
+import type { ConnectCode } from '../../errors/error-codes.js';
+import { FLAG_END_STREAM, envelope } from './connect-protocol.js';
 
 /** A Connect error as a client sees it. */
 export interface ClientError {

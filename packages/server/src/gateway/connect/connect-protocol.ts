@@ -4,6 +4,7 @@
  * end-stream messages and the `Connect-Timeout-Ms` header.
  */
 import { gunzipSync } from 'node:zlib';
+import { type DescMessage, type MessageShape, fromBinary } from '@bufbuild/protobuf';
 import { CONNECT_STATUS, type ConnectCode } from '../../errors/error-codes.js';
 
 /** An RPC error with a Connect code. */
@@ -111,4 +112,17 @@ export function parseTimeoutMs(header: string | string[] | undefined): number | 
     throw new ConnectError('invalid_argument', 'Connect-Timeout-Ms must be a positive integer of at most 10 digits');
   }
   return Number(value.trim());
+}
+
+/**
+ * Decodes a binary protobuf message with the generated `schema` (unknown fields are kept aside
+ * and ignored); a message that does not decode — truncated, a wrong wire type, invalid UTF-8 in a
+ * string — is `invalid_argument`.
+ */
+export function decodeMessage<Desc extends DescMessage>(schema: Desc, bytes: Uint8Array): MessageShape<Desc> {
+  try {
+    return fromBinary(schema, bytes);
+  } catch (error) {
+    throw new ConnectError('invalid_argument', `Malformed protobuf message: ${(error as Error).message}`);
+  }
 }

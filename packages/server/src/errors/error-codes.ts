@@ -172,6 +172,23 @@ export const GATEWAY_ERRORS = {
 /** A gateway error code. */
 export type GatewayErrorCode = keyof typeof GATEWAY_ERRORS;
 
+/**
+ * The streaming-exec WebSocket's own in-band errors (`{"type": "error", "error", "message"}`,
+ * docs/streaming-exec.md), with the WebSocket close code that follows (null: the session stays
+ * open). Gateway failures during a session are sent the same way with their gateway code.
+ */
+export const STREAM_ERRORS = {
+  /** No `start` message within the start timeout. */
+  start_timeout: { close: 1008 },
+  /** The `start` message is not JSON or not a valid start. */
+  invalid_start: { close: 1008 },
+  /** A later message could not be used (not JSON, an unknown type, a bad signal or resize). */
+  invalid_message: { close: null },
+} as const satisfies Record<string, { close: number | null }>;
+
+/** A streaming-exec error code. */
+export type StreamErrorCode = keyof typeof STREAM_ERRORS;
+
 /** Whether `code` is a registered gateway code. */
 export function isGatewayErrorCode(code: string): code is GatewayErrorCode {
   return Object.hasOwn(GATEWAY_ERRORS, code);

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { it } from 'node:test';
 import { SETTINGS } from '../config.js';
-import { API_ERRORS, CONNECT_STATUS, GATEWAY_ERRORS, RUNTIME_FAILURES } from './error-codes.js';
+import { API_ERRORS, CONNECT_STATUS, GATEWAY_ERRORS, RUNTIME_FAILURES, STREAM_ERRORS } from './error-codes.js';
 
 const root = new URL('../../../../', import.meta.url);
 const doc = (): string => readFileSync(new URL('docs/errors.md', root), 'utf8');
@@ -32,6 +32,14 @@ it('documents every Connect code with its status', () => {
   const text = doc();
   for (const [code, status] of Object.entries(CONNECT_STATUS)) {
     assert.match(text, row(code, String(status)), `docs/errors.md has no row for Connect code ${code} (${status})`);
+  }
+});
+
+it('documents every streaming-exec code with its close code', () => {
+  const text = doc();
+  for (const [code, spec] of Object.entries(STREAM_ERRORS)) {
+    const close = spec.close === null ? '—' : String(spec.close);
+    assert.match(text, row(code, close), `docs/errors.md has no row for streaming-exec code ${code} (${close})`);
   }
 });
 

@@ -17,7 +17,7 @@ import { type SessionEvent, decodeSessionEvent, encodeSessionEvent } from './ses
 
 const hex = (bytes: Uint8Array): string => Buffer.from(bytes).toString('hex');
 
-// Known encodings: the bytes the hand-written codec this replaced put on the wire (and protoc's).
+// Known encodings: the bytes the hand-written codec this replaced put on the wire.
 describe('command_session messages on the wire', () => {
   it('encodes StartRequest with args, a map, cwd, PTY, tag and stdin as before', () => {
     const init = {

@@ -47,7 +47,7 @@ export function registerExecRoute(app: FastifyInstance, ctx: GatewayContext): vo
         );
         dispose = outcome.dispose;
         if (outcome.timedOut) {
-          throw new GatewayError(408, 'command_timeout', `Command timed out after ${body.timeoutSeconds} seconds; its processes were killed`, {
+          throw new GatewayError('command_timeout', `Command timed out after ${body.timeoutSeconds} seconds; its processes were killed`, {
             stdout: outcome.stdout.text(),
             stderr: outcome.stderr.text(),
           });

@@ -113,10 +113,10 @@ export class FairScheduler {
         resolve(this.take(owner));
       };
       const onAbort = (): void => {
-        if (this.remove(owner, grant)) reject(signal?.reason instanceof Error ? signal.reason : new GatewayError(499, 'client_closed', 'aborted'));
+        if (this.remove(owner, grant)) reject(signal?.reason instanceof Error ? signal.reason : new GatewayError('client_closed', 'aborted'));
       };
       if (signal?.aborted) {
-        reject(signal.reason instanceof Error ? signal.reason : new GatewayError(499, 'client_closed', 'aborted'));
+        reject(signal.reason instanceof Error ? signal.reason : new GatewayError('client_closed', 'aborted'));
         return;
       }
       signal?.addEventListener('abort', onAbort, { once: true });

@@ -1,6 +1,7 @@
 import { PassThrough, type Readable } from 'node:stream';
 import busboy from 'busboy';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { GATEWAY_ERRORS } from '../errors/error-codes.js';
 import { RuntimeError } from '../runtime/runtime.js';
 import { type GatewayContext, type GatewayParams, clientGone, runtimeFailure, targetOf } from './gateway-context.js';
 import { GatewayError, invalid, sandboxNotFound } from './gateway-error.js';
@@ -28,7 +29,7 @@ function integerParam(value: string | undefined, name: string, min: number): num
 }
 
 function notFound(path: string): GatewayError {
-  return new GatewayError(404, 'file_not_found', `File not found: ${path}`, { path });
+  return new GatewayError('file_not_found', `File not found: ${path}`, { path });
 }
 
 /**
@@ -46,7 +47,7 @@ async function fileFailure(target: GatewayTarget, path: string, error: unknown):
 
 /** 408 `idle_timeout`: a transfer moved no byte for the idle timeout; the connection is closed after it. */
 function idleTimeout(seconds: number): GatewayError {
-  return new GatewayError(408, 'idle_timeout', `No data moved for ${seconds} seconds (CORRAL_TRANSFER_IDLE_TIMEOUT); the transfer was cut`);
+  return new GatewayError('idle_timeout', `No data moved for ${seconds} seconds (CORRAL_TRANSFER_IDLE_TIMEOUT); the transfer was cut`);
 }
 
 /**
@@ -228,13 +229,14 @@ export function registerFileRoutes(app: FastifyInstance, ctx: GatewayContext): v
       case 'missing':
         throw notFound(path);
       case 'too-large':
-        return reply.code(413).send({
+        // Prime's shape: the message is the `error` (docs/errors.md, `read_file_too_large`).
+        return reply.code(GATEWAY_ERRORS.read_file_too_large.status).send({
           error: `File size (${result.length} bytes) exceeds max read size (${MAX_READ_BYTES} bytes). Use /download instead.`,
-          code: 413,
+          code: GATEWAY_ERRORS.read_file_too_large.status,
           total_size: result.totalSize,
         });
       case 'failed':
-        throw new GatewayError(502, 'gateway_error', result.message);
+        throw new GatewayError('gateway_error', result.message);
       case 'ok':
         return reply.send({
           content: result.content.toString('utf8'),

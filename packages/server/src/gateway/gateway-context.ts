@@ -1,5 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { CorralConfig } from '../config.js';
+import { RUNTIME_FAILURES } from '../errors/error-codes.js';
 import { RuntimeError } from '../runtime/runtime.js';
 import type { SandboxAccess } from '../services/sandbox-access.js';
 import { GatewayError, sandboxNotFound } from './gateway-error.js';
@@ -35,7 +36,7 @@ declare module 'fastify' {
 
 /** The request's checked sandbox. */
 export function targetOf(request: FastifyRequest): GatewayTarget {
-  if (!request.gatewayTarget) throw new GatewayError(401, 'unauthorized', 'Missing gateway token');
+  if (!request.gatewayTarget) throw new GatewayError('unauthorized', 'Missing gateway token');
   return request.gatewayTarget;
 }
 
@@ -54,14 +55,14 @@ export function clientGone(request: FastifyRequest, reply: FastifyReply): AbortS
 }
 
 /**
- * Maps a runtime failure to a gateway error: a sandbox the driver no longer has is a 502
- * `sandbox_not_found`, anything else a 502 `gateway_error`.
+ * Maps a runtime failure to a gateway error through the registry (`RUNTIME_FAILURES`): a sandbox
+ * the driver no longer has is a 502 `sandbox_not_found`, anything else a 502 `gateway_error`.
  */
 export function runtimeFailure(target: GatewayTarget, error: unknown): GatewayError {
   if (error instanceof GatewayError) return error;
-  if (error instanceof RuntimeError && error.kind === 'NOT_FOUND') {
+  if (error instanceof RuntimeError && RUNTIME_FAILURES[error.kind].gateway === 'sandbox_not_found') {
     return sandboxNotFound(target.sandboxId, `Sandbox ${target.sandboxId} is no longer running`);
   }
   const message = error instanceof Error ? error.message : String(error);
-  return new GatewayError(502, 'gateway_error', `Failed to route request to sandbox: ${message}`);
+  return new GatewayError('gateway_error', `Failed to route request to sandbox: ${message}`);
 }

@@ -1,4 +1,5 @@
 import type { FastifyReply } from 'fastify';
+import { type ConnectCode, GATEWAY_ERRORS, type GatewayErrorCode, isGatewayErrorCode } from '../errors/error-codes.js';
 
 /** The JSON body of every gateway error: `{error, message, code}`, plus fields some errors add. */
 export interface GatewayErrorBody {
@@ -9,18 +10,27 @@ export interface GatewayErrorBody {
 }
 
 /**
- * An error the gateway answers with its own status and a JSON body. `error` is a short machine
- * name (`sandbox_not_found`, `unauthorized`, …) as Prime's gateway uses it.
+ * An error the gateway answers with a JSON body. `error` is a short machine name
+ * (`sandbox_not_found`, `unauthorized`, …) as Prime's gateway uses it; its HTTP status and the
+ * Connect code a Connect-RPC call gets for it come from the registry (`GATEWAY_ERRORS`).
  */
 export class GatewayError extends Error {
+  /** The HTTP status, from the registry. */
+  readonly status: number;
+
   constructor(
-    readonly status: number,
-    readonly error: string,
+    readonly error: GatewayErrorCode,
     message: string,
     readonly extra: Record<string, unknown> = {},
   ) {
     super(message);
     this.name = 'GatewayError';
+    this.status = GATEWAY_ERRORS[error].status;
+  }
+
+  /** The Connect code a Connect-RPC call answers with for this failure. */
+  get connectCode(): ConnectCode {
+    return GATEWAY_ERRORS[this.error].connect;
   }
 
   /** The response body. */
@@ -31,17 +41,17 @@ export class GatewayError extends Error {
 
 /** 401: the token is missing, invalid, expired or for another sandbox. */
 export function unauthorized(message: string): GatewayError {
-  return new GatewayError(401, 'unauthorized', message);
+  return new GatewayError('unauthorized', message);
 }
 
 /** 422: the request is malformed. */
 export function invalid(message: string): GatewayError {
-  return new GatewayError(422, 'validation_error', message);
+  return new GatewayError('validation_error', message);
 }
 
 /** 502 in the shape the Prime SDK maps to `SandboxNotRunningError` (`SANDBOX_NOT_FOUND`). */
 export function sandboxNotFound(sandboxId: string, message: string): GatewayError {
-  return new GatewayError(502, 'sandbox_not_found', message, { sandboxId });
+  return new GatewayError('sandbox_not_found', message, { sandboxId });
 }
 
 /**
@@ -50,7 +60,7 @@ export function sandboxNotFound(sandboxId: string, message: string): GatewayErro
  * the message starts with "Too Many Requests", which the Prime SDK matches on.
  */
 export function tooManyRequests(message: string, retryAfterSeconds: number): GatewayError {
-  return new GatewayError(429, 'rate_limited', message, { retry_after: retryAfterSeconds });
+  return new GatewayError('rate_limited', message, { retry_after: retryAfterSeconds });
 }
 
 /** The `Retry-After` seconds of an error, when it has one. */
@@ -64,4 +74,16 @@ export function sendGatewayError(reply: FastifyReply, error: GatewayError): Fast
   const retryAfter = retryAfterOf(error);
   if (retryAfter !== undefined) reply.header('retry-after', String(retryAfter));
   return reply.code(error.status).type('application/json').send(error.body());
+}
+
+/**
+ * Sends a 4xx the HTTP framework raised on a gateway route, in the gateway's shape: a registered
+ * code (`fst_err_ctp_body_too_large`, …) as a `GatewayError`; any other keeps the framework's
+ * status and its code lower-cased (`bad_request` without one), as docs/errors.md describes.
+ */
+export function sendFrameworkRejection(reply: FastifyReply, status: number, frameworkCode: string | undefined, message: string): FastifyReply {
+  const code = (frameworkCode ?? 'bad_request').toLowerCase();
+  if (isGatewayErrorCode(code) && GATEWAY_ERRORS[code].status === status) return sendGatewayError(reply, new GatewayError(code, message));
+  const body: GatewayErrorBody = { error: code, message, code: status };
+  return reply.code(status).type('application/json').send(body);
 }

@@ -10,7 +10,8 @@ import type { CorralConfig } from '../config.js';
 import { buildImage } from '../images/image-catalog.js';
 import { createRuntimeImages } from '../runtime/create-runtime.js';
 import { ociMissing } from '../testing/runtime-available.js';
-import { encodeSendInputRequest } from './connect/command-session-codec.js';
+import { encode } from './connect/connect-test-client.js';
+import { SendInputRequestSchema } from './connect/gen/command_session_pb.js';
 import { type GatewaySandbox, type GatewayTestServer, TEST_IMAGE, createSandbox, execCall, startGatewayServer } from './test-support.js';
 
 const missing = ociMissing();
@@ -126,7 +127,7 @@ describe('gateway fairness and bounds (oci)', { timeout: 240_000, skip }, () => 
 
   it('answers a Connect gzip bomb with a 4xx without expanding it in memory', async () => {
     // 64 gzip members of 16 MiB of zeros each: 1 GiB once expanded, ~1 MiB on the wire.
-    const member = gzipSync(encodeSendInputRequest({ session: { kind: 'pid', pid: 1 }, input: { kind: 'stdin', data: Buffer.alloc(16 * MiB) } }), { level: 9 });
+    const member = gzipSync(encode(SendInputRequestSchema, { session: { selector: { case: 'pid', value: 1 } }, input: { input: { case: 'stdin', value: Buffer.alloc(16 * MiB) } } }), { level: 9 });
     const bomb = Buffer.concat(Array.from({ length: 64 }, () => member));
     assert.ok(bomb.length < 4 * MiB);
     const before = Math.max(peakRss(), process.memoryUsage().rss);

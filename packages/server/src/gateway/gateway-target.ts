@@ -43,13 +43,13 @@ export async function resolveTarget(access: SandboxAccess, userNs: string, jobId
     case 'missing':
       throw sandboxNotFound(jobId, `Sandbox ${jobId} not found`);
     case 'not-running':
-      throw new GatewayError(409, 'sandbox_not_ready', `Sandbox ${jobId} is ${state.status}, not RUNNING yet`, { sandboxId: jobId, status: state.status });
+      throw new GatewayError('sandbox_not_ready', `Sandbox ${jobId} is ${state.status}, not RUNNING yet`, { sandboxId: jobId, status: state.status });
     case 'ended':
       throw sandboxNotFound(jobId, `Sandbox ${jobId} is no longer running (${state.status})`);
     case 'no-container':
       throw sandboxNotFound(jobId, `Sandbox ${jobId} has no container`);
     case 'no-runtime':
-      throw new GatewayError(502, 'gateway_error', 'This server has no runtime driver to reach sandboxes');
+      throw new GatewayError('gateway_error', 'This server has no runtime driver to reach sandboxes');
     case 'running':
       return { ...state.handle, grant: resolved.grant };
   }

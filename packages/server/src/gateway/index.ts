@@ -2,6 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { FastifyError, FastifyInstance } from 'fastify';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { isGatewayErrorCode } from '../errors/error-codes.js';
 import { registerConnectRoutes } from './connect/connect-routes.js';
 import { registerExecRoute } from './exec-route.js';
 import { registerFileRoutes } from './file-routes.js';
@@ -10,7 +11,7 @@ import { SshAuthorizeError } from '../network/ssh-gateway.js';
 import { FairScheduler } from './fair-scheduler.js';
 import type { GatewayDeps } from './gateway-deps.js';
 import type { LiveGrants } from './live-grants.js';
-import { GatewayError, retryAfterOf, sendGatewayError, tooManyRequests } from './gateway-error.js';
+import { GatewayError, retryAfterOf, sendFrameworkRejection, sendGatewayError, tooManyRequests } from './gateway-error.js';
 import { type GatewayTarget, bearerToken, resolveTarget } from './gateway-target.js';
 import { OutputBudget } from './output-budget.js';
 import { UserRateLimit } from './user-rate-limit.js';
@@ -71,7 +72,7 @@ export async function registerGateway(app: FastifyInstance, deps: GatewayDeps): 
     try {
       done(null, { raw, value: JSON.parse(raw) as unknown });
     } catch {
-      done(new GatewayError(400, 'invalid_json', 'The request body is not valid JSON'), undefined);
+      done(new GatewayError('invalid_json', 'The request body is not valid JSON'), undefined);
     }
   });
   app.addContentTypeParser('multipart/form-data', (_request, _payload, done) => done(null, undefined));
@@ -81,7 +82,7 @@ export async function registerGateway(app: FastifyInstance, deps: GatewayDeps): 
     if (error instanceof GatewayError) return sendGatewayError(reply, error);
     const status = error.statusCode;
     if (status !== undefined && status >= 400 && status < 500) {
-      return sendGatewayError(reply, new GatewayError(status, (error.code ?? 'bad_request').toLowerCase(), error.message));
+      return sendFrameworkRejection(reply, status, error.code, error.message);
     }
     // A client that went away mid-answer (a streamed exec answer or download cut short) is not a
     // server error, and there is nobody left to answer.
@@ -90,7 +91,7 @@ export async function registerGateway(app: FastifyInstance, deps: GatewayDeps): 
       return reply;
     }
     request.log.error({ err: error }, 'gateway: unhandled error');
-    return sendGatewayError(reply, new GatewayError(500, 'internal_error', `Internal error (request ${request.id}); the server log has the details`));
+    return sendGatewayError(reply, new GatewayError('internal_error', `Internal error (request ${request.id}); the server log has the details`));
   });
 
   // The data plane is not part of the management API's OpenAPI document (Prime's has none either).
@@ -118,16 +119,17 @@ export async function registerGateway(app: FastifyInstance, deps: GatewayDeps): 
   // SSH sessions: admits a public key for one session of this sandbox (docs/networking.md).
   app.post<{ Params: GatewayParams }>('/:user_ns/:job_id/authorize', { config: { public: true } }, async (request) => {
     const target = targetOf(request);
-    if (!deps.sshKeys) throw new GatewayError(501, 'not_implemented', 'SSH sessions are not served by this server');
+    if (!deps.sshKeys) throw new GatewayError('not_implemented', 'SSH sessions are not served by this server');
     try {
       return await deps.sshKeys.authorize(target.sandboxId, (request.body as { value?: unknown } | undefined)?.value);
     } catch (error) {
-      if (error instanceof SshAuthorizeError) throw new GatewayError(error.status, error.code, error.message);
+      // Its codes (`bad_request`, `ssh_session_not_found`) are registered; the status comes from the registry.
+      if (error instanceof SshAuthorizeError) throw new GatewayError(isGatewayErrorCode(error.code) ? error.code : 'bad_request', error.message);
       throw error;
     }
   });
   app.get<{ Params: GatewayParams }>('/:user_ns/:job_id/stream', { config: { public: true } }, async () => {
-    throw new GatewayError(426, 'upgrade_required', 'This endpoint speaks WebSocket: connect with Upgrade: websocket (docs/streaming-exec.md)');
+    throw new GatewayError('upgrade_required', 'This endpoint speaks WebSocket: connect with Upgrade: websocket (docs/streaming-exec.md)');
   });
 
   registerStreamUpgrade(app, ctx, countRequest, live);
@@ -160,12 +162,12 @@ function registerStreamUpgrade(app: FastifyInstance, ctx: GatewayContext, countR
     const match = STREAM_PATH.exec(request.url ?? '');
     if (!match) {
       // Not ours. With nobody else listening, nobody would ever answer: refuse it.
-      if (app.server.listenerCount('upgrade') === 1) refuseUpgrade(socket, new GatewayError(404, 'not_found', 'No WebSocket endpoint here'));
+      if (app.server.listenerCount('upgrade') === 1) refuseUpgrade(socket, new GatewayError('not_found', 'No WebSocket endpoint here'));
       return;
     }
     socket.on('error', () => undefined);
     if (closing) {
-      refuseUpgrade(socket, new GatewayError(503, 'shutting_down', 'The server is shutting down'));
+      refuseUpgrade(socket, new GatewayError('shutting_down', 'The server is shutting down'));
       return;
     }
     let userNs: string;
@@ -174,7 +176,7 @@ function registerStreamUpgrade(app: FastifyInstance, ctx: GatewayContext, countR
       userNs = decodeURIComponent(match[1] as string);
       jobId = decodeURIComponent(match[2] as string);
     } catch {
-      refuseUpgrade(socket, new GatewayError(400, 'bad_request', 'Malformed path'));
+      refuseUpgrade(socket, new GatewayError('bad_request', 'Malformed path'));
       return;
     }
     const query = new URL(request.url ?? '', 'http://localhost').searchParams;
@@ -206,7 +208,7 @@ function registerStreamUpgrade(app: FastifyInstance, ctx: GatewayContext, countR
         });
       },
       (error: unknown) => {
-        refuseUpgrade(socket, error instanceof GatewayError ? error : new GatewayError(502, 'gateway_error', String(error)));
+        refuseUpgrade(socket, error instanceof GatewayError ? error : new GatewayError('gateway_error', String(error)));
       },
     );
   };

@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
 import type { RawData, WebSocket } from 'ws';
+import { type GatewayErrorCode, STREAM_ERRORS, type StreamErrorCode } from '../errors/error-codes.js';
 import type { ExecProcess, ExecRequest } from '../runtime/runtime.js';
 import type { Release } from './fair-scheduler.js';
 import type { GatewayContext } from './gateway-context.js';
@@ -106,6 +107,12 @@ function toBuffer(data: RawData): Buffer {
   return Buffer.from(data);
 }
 
+/** Sends an `invalid_message` error; the session stays open. */
+function invalidMessage(ws: WebSocket, message: string): void {
+  const error: StreamErrorCode = 'invalid_message';
+  sendJson(ws, { type: 'error', error, message });
+}
+
 function sendJson(ws: WebSocket, message: Record<string, unknown>): void {
   if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(message));
 }
@@ -116,7 +123,7 @@ function sendJson(ws: WebSocket, message: Record<string, unknown>): void {
  * its process tree, unless it started with `detach: true`.
  */
 export async function runStreamSession(ws: WebSocket, target: GatewayTarget, ctx: GatewayContext): Promise<void> {
-  const fail = (error: string, message: string, code = 1008): void => {
+  const fail = (error: StreamErrorCode | GatewayErrorCode, message: string, code: number): void => {
     sendJson(ws, { type: 'error', error, message });
     if (ws.readyState === ws.OPEN) ws.close(code, error.slice(0, 100));
   };
@@ -146,14 +153,14 @@ export async function runStreamSession(ws: WebSocket, target: GatewayTarget, ctx
   const firstMessage = await first;
   clearTimeout(startTimer);
   if (firstMessage === null) {
-    fail('start_timeout', 'No start message');
+    fail('start_timeout', 'No start message', STREAM_ERRORS.start_timeout.close);
     return;
   }
   let start: StartMessage;
   try {
     start = parseStart(JSON.parse(toBuffer(firstMessage).toString('utf8')), ctx.config.maxExecTimeoutSeconds);
   } catch (error) {
-    fail('invalid_start', error instanceof SyntaxError ? 'The start message must be JSON' : (error as Error).message);
+    fail('invalid_start', error instanceof SyntaxError ? 'The start message must be JSON' : (error as Error).message, STREAM_ERRORS.invalid_start.close);
     return;
   }
   if (ws.readyState !== ws.OPEN) return;
@@ -243,7 +250,7 @@ export async function runStreamSession(ws: WebSocket, target: GatewayTarget, ctx
     try {
       message = JSON.parse(toBuffer(data).toString('utf8'));
     } catch {
-      sendJson(ws, { type: 'error', error: 'invalid_message', message: 'Text messages must be JSON' });
+      invalidMessage(ws, 'Text messages must be JSON');
       return;
     }
     if (!isObject(message)) return;
@@ -259,7 +266,7 @@ export async function runStreamSession(ws: WebSocket, target: GatewayTarget, ctx
         try {
           size = [dimension(message.rows, 'rows'), dimension(message.cols, 'cols')];
         } catch (error) {
-          sendJson(ws, { type: 'error', error: 'invalid_message', message: (error as Error).message });
+          invalidMessage(ws, (error as Error).message);
           return;
         }
         inOrder(() => proc.resize(...size));
@@ -268,14 +275,14 @@ export async function runStreamSession(ws: WebSocket, target: GatewayTarget, ctx
       case 'signal': {
         const signal = message.signal as NodeJS.Signals;
         if (!SIGNALS.has(signal)) {
-          sendJson(ws, { type: 'error', error: 'invalid_message', message: `signal: one of ${[...SIGNALS].join(', ')}` });
+          invalidMessage(ws, `signal: one of ${[...SIGNALS].join(', ')}`);
           return;
         }
         void proc.kill(signal).catch(() => undefined);
         return;
       }
       default:
-        sendJson(ws, { type: 'error', error: 'invalid_message', message: `Unknown message type ${JSON.stringify(message.type)}` });
+        invalidMessage(ws, `Unknown message type ${JSON.stringify(message.type)}`);
     }
   };
   for (const [data, isBinary] of queued.splice(0)) handler(data, isBinary);

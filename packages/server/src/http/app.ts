@@ -5,7 +5,7 @@ import { ApiError } from '../errors/api-error.js';
 import type { AppServices } from './app-services.js';
 import { registerGateway } from '../gateway/index.js';
 import { answerContinueEarly } from './early-continue.js';
-import { errorHandler, frameworkErrorHandler } from './error-handler.js';
+import { errorHandler, frameworkErrorHandler, sendApiError } from './error-handler.js';
 import { registerAdminRoutes } from './routes/admin-routes.js';
 import { registerEgressRoutes } from './routes/egress-routes.js';
 import { registerQuotaRoutes } from './routes/quota-routes.js';
@@ -46,7 +46,7 @@ export async function buildApp(services: AppServices, logger: Logger | false = f
   app.setValidatorCompiler(validatorCompiler);
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler((request, reply) =>
-    reply.code(404).send({ detail: `No route ${request.method} ${request.url.split('?')[0]}`, code: 'ROUTE_NOT_FOUND' }),
+    sendApiError(reply, new ApiError('ROUTE_NOT_FOUND', `No route ${request.method} ${request.url.split('?')[0]}`)),
   );
 
   // Clients (the Prime SDK among them) send `Content-Type: application/json` with an empty body on

@@ -4,6 +4,10 @@ import type { ErrorCode } from '../errors/error-codes.js';
 import { toFieldErrors } from './validation.js';
 import type { ErrorObject } from 'ajv';
 
+/**
+ * The code of a 4xx the HTTP framework raises, by its status; the status itself is the
+ * framework's (a 4xx not listed here goes out as `MALFORMED_REQUEST` with that status).
+ */
 const STATUS_CODES: Partial<Record<number, ErrorCode>> = {
   400: 'MALFORMED_REQUEST',
   404: 'ROUTE_NOT_FOUND',
@@ -49,5 +53,5 @@ export function errorHandler(error: FastifyError | ApiError | Error, request: Fa
     return reply.code(status).send({ detail: fastifyError.message, code });
   }
   request.log.error({ err: error }, 'unhandled error');
-  return reply.code(500).send({ detail: `Internal error (request ${request.id}); the server log has the details`, code: 'INTERNAL' });
+  return sendApiError(reply, new ApiError('INTERNAL', `Internal error (request ${request.id}); the server log has the details`));
 }

@@ -1,4 +1,5 @@
 import type { Duplex, Readable, Writable } from 'node:stream';
+import type { RuntimeErrorKind } from '../errors/error-codes.js';
 import type { EgressPolicy } from './egress/egress-policy.js';
 
 export type { EgressPolicy } from './egress/egress-policy.js';
@@ -92,10 +93,11 @@ export interface RuntimeStats {
 export type RuntimeEvent =
   | { type: 'exited'; sandboxId: string; runtimeId: string; exitCode: number; oomKilled: boolean };
 
-/** Why a driver failed to create a sandbox; maps to the sandbox's `errorType`. */
-export type RuntimeErrorKind = 'IMAGE_PULL_FAILED' | 'START_FAILED' | 'UNSUPPORTED' | 'NOT_FOUND' | 'RUNTIME_ERROR';
 
-/** An error from a driver, with a kind the services map to API errors and sandbox error types. */
+/**
+ * An error from a driver. Its kind is mapped to the codes callers see in one place: the
+ * registry's `RUNTIME_FAILURES` (errors/error-codes.ts).
+ */
 export class RuntimeError extends Error {
   constructor(
     readonly kind: RuntimeErrorKind,

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { CorralConfig } from '../config.js';
+import { RUNTIME_FAILURES } from '../errors/error-codes.js';
 import { Semaphore } from '../util/semaphore.js';
 import { RuntimeError, type RuntimeEvent, type SandboxRuntime, type SandboxSpec } from '../runtime/runtime.js';
 import type { Store } from '../store/store.js';
@@ -111,7 +112,7 @@ export class SandboxLifecycle {
       ({ runtimeId } = await runtime.create(spec));
     } catch (error) {
       const kind = error instanceof RuntimeError ? error.kind : 'RUNTIME_ERROR';
-      const errorType = kind === 'IMAGE_PULL_FAILED' ? 'IMAGE_PULL_FAILED' : 'START_FAILED';
+      const errorType = RUNTIME_FAILURES[kind].startErrorType;
       const message = error instanceof Error ? error.message : String(error);
       this.log.warn({ sandboxId, errorType, message }, 'sandbox failed to start');
       await this.store.updateSandbox(

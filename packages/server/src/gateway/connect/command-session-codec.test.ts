@@ -1,127 +1,112 @@
 import assert from 'node:assert/strict';
 import { gzipSync } from 'node:zlib';
 import { describe, it } from 'node:test';
+import { type MessageInitShape, create, fromBinary } from '@bufbuild/protobuf';
+import { ConnectError, FLAG_COMPRESSED, FLAG_END_STREAM, decodeEnvelopes, decodeMessage, endStreamEnvelope, envelope, parseTimeoutMs, singleStreamMessage } from './connect-protocol.js';
+import { encode } from './connect-test-client.js';
 import {
-  type CommandSessionEvent,
-  type ListResponse,
-  decodeCommandSpec,
-  decodeConnectRequest,
-  decodeEvent,
-  decodeListResponse,
-  decodeSendInputRequest,
-  decodeSendSignalRequest,
-  decodeStartRequest,
-  decodeStartResponse,
-  decodeUpdateRequest,
-  encodeCommandSpec,
-  encodeConnectRequest,
-  encodeEvent,
-  encodeListResponse,
-  encodeSendInputRequest,
-  encodeSendSignalRequest,
-  encodeStartRequest,
-  encodeStartResponse,
-  encodeUpdateRequest,
-} from './command-session-codec.js';
-import { ConnectError, FLAG_COMPRESSED, FLAG_END_STREAM, decodeEnvelopes, endStreamEnvelope, envelope, parseTimeoutMs, singleStreamMessage } from './connect-protocol.js';
-import { ProtoDecodeError, ProtoWriter, readFields, zigzagDecode } from './proto-wire.js';
+  CommandSpecSchema,
+  ListResponseSchema,
+  SendInputRequestSchema,
+  SendSignalRequestSchema,
+  Signal,
+  StartRequestSchema,
+  UpdateRequestSchema,
+} from './gen/command_session_pb.js';
+import { type SessionEvent, decodeSessionEvent, encodeSessionEvent } from './session-events.js';
 
-describe('proto wire format', () => {
-  it('encodes varints, zigzag sint32 and negative int32 like protoc', () => {
-    assert.deepEqual([...new ProtoWriter().uint32(1, 150).finish()], [0x08, 0x96, 0x01]);
-    assert.deepEqual([...new ProtoWriter().uint32(1, 0xffffffff).finish()], [0x08, 0xff, 0xff, 0xff, 0xff, 0x0f]);
-    assert.deepEqual([...new ProtoWriter().sint32(1, -1).finish()], [0x08, 0x01]);
-    assert.deepEqual([...new ProtoWriter().sint32(1, 1).finish()], [0x08, 0x02]);
-    assert.deepEqual([...new ProtoWriter().sint32(1, -2147483648).finish()], [0x08, 0xff, 0xff, 0xff, 0xff, 0x0f]);
-    // int32 -1 is ten bytes on the wire.
-    assert.deepEqual([...new ProtoWriter().varint(-1).finish()], [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
-    const [f] = readFields(new ProtoWriter().tag(3, 0).varint(-5).finish());
-    assert.equal(f?.value !== undefined && typeof f.value === 'number' ? f.value | 0 : NaN, -5);
-    for (const n of [0, 1, -1, 127, -128, 2147483647, -2147483648, 123456, -654321]) {
-      const [g] = readFields(new ProtoWriter().sint32(1, n).finish());
-      assert.equal(zigzagDecode(g?.value as number), n);
-    }
-  });
+const hex = (bytes: Uint8Array): string => Buffer.from(bytes).toString('hex');
 
-  it('skips unknown fields of every wire type and refuses truncated input', () => {
-    const spec = Buffer.concat([
-      new ProtoWriter().string(1, 'ls').finish(),
-      Buffer.from([0x49, 1, 2, 3, 4, 5, 6, 7, 8]), // field 9, fixed64
-      Buffer.from([0x55, 1, 2, 3, 4]), // field 10, fixed32
-      new ProtoWriter().uint32(11, 7).string(12, 'x').finish(),
-    ]);
-    assert.deepEqual(decodeCommandSpec(spec), { cmd: 'ls', args: [], envs: {} });
-    assert.throws(() => readFields(Buffer.from([0x0a, 0x05, 0x61])), ProtoDecodeError);
-    assert.throws(() => readFields(Buffer.from([0x08, 0x80])), ProtoDecodeError);
-    assert.throws(() => readFields(Buffer.from([0x0b])), ProtoDecodeError); // group
-  });
-});
-
-describe('command_session messages', () => {
-  it('round-trips StartRequest with args, a map, cwd, PTY, tag and stdin', () => {
-    const req = {
-      command: { cmd: '/bin/bash', args: ['-c', 'echo ü', ''], envs: { A: '1', EMPTY: '', 'B.C': 'x=y' }, cwd: '/tmp' },
+// Known encodings: the bytes the hand-written codec this replaced put on the wire.
+describe('command_session messages on the wire', () => {
+  it('encodes StartRequest with args, a map, cwd, PTY, tag and stdin as before', () => {
+    const init = {
+      command: { cmd: '/bin/bash', args: ['-c', 'echo ü', ''], envs: { A: '1', 'B.C': 'x=y' }, cwd: '/tmp' },
       pty: { size: { cols: 132, rows: 50 } },
       tag: 'job-1',
       stdin: false,
     };
-    assert.deepEqual(decodeStartRequest(encodeStartRequest(req)), req);
-    assert.deepEqual(decodeStartRequest(encodeStartRequest({ command: { cmd: 'ls', args: [], envs: {} } })), { command: { cmd: 'ls', args: [], envs: {} } });
-    // Optional fields keep their presence even when empty.
-    assert.deepEqual(decodeStartRequest(encodeStartRequest({ tag: '', stdin: false, pty: {} })), { tag: '', stdin: false, pty: {} });
+    const bytes = encode(StartRequestSchema, init);
+    assert.equal(
+      hex(bytes),
+      '0a340a092f62696e2f6261736812022d6312076563686f20c3bc12001a060a01411201311a0a0a03422e431203783d7922042f746d7012070a0508840110321a056a6f622d312000',
+    );
+    const decoded = decodeMessage(StartRequestSchema, bytes);
+    assert.deepEqual(decoded, create(StartRequestSchema, init));
+    // Optional fields keep their presence even when empty; absent ones stay absent.
+    const empty = decodeMessage(StartRequestSchema, encode(StartRequestSchema, { tag: '', stdin: false, pty: {} }));
+    assert.equal(empty.tag, '');
+    assert.equal(empty.stdin, false);
+    assert.ok(empty.pty);
+    assert.equal(empty.command, undefined);
+    const none = decodeMessage(StartRequestSchema, new Uint8Array(0));
+    assert.equal(none.tag, undefined);
+    assert.equal(none.stdin, undefined);
+    assert.equal(none.pty, undefined);
   });
 
-  it('reads a map entry without key or value, and keeps the last of a repeated key', () => {
-    const entry = (k: string, v: string): Buffer => new ProtoWriter().string(1, k).string(2, v).finish();
-    const buf = new ProtoWriter().string(1, 'x').bytes(3, entry('K', 'a')).bytes(3, entry('K', 'b')).bytes(3, Buffer.alloc(0)).finish();
-    assert.deepEqual(decodeCommandSpec(buf).envs, { K: 'b', '': '' });
-    assert.deepEqual(decodeCommandSpec(encodeCommandSpec({ cmd: 'x', args: [], envs: { Z: '1', A: '2' } })).envs, { A: '2', Z: '1' });
-  });
-
-  it('round-trips every event kind, negative exit codes included', () => {
-    const events: CommandSessionEvent[] = [
-      { kind: 'start', pid: 42 },
-      { kind: 'start', pid: 0 },
-      { kind: 'data', stream: 'stdout', data: Buffer.from('hi\n') },
-      { kind: 'data', stream: 'stderr', data: Buffer.from([0, 255, 10]) },
-      { kind: 'data', stream: 'pty', data: Buffer.alloc(0) },
-      { kind: 'end', exitCode: 3, exited: true, status: 'exited' },
-      { kind: 'end', exitCode: -1, exited: false, status: 'signal: killed', error: 'boom' },
-      { kind: 'end', exitCode: -2147483648, exited: true, status: '' },
-      { kind: 'end', exitCode: 0, exited: true, status: 'exited' },
-      { kind: 'keepalive' },
+  it('encodes every event kind as before, negative exit codes included (sint32 zigzag)', () => {
+    const known: Array<[SessionEvent, string]> = [
+      [{ kind: 'start', pid: 42 }, '0a040a02082a'],
+      [{ kind: 'start', pid: 0 }, '0a020a00'],
+      [{ kind: 'data', stream: 'stdout', data: Buffer.from('hi\n') }, '0a0712050a0368690a'],
+      [{ kind: 'data', stream: 'stderr', data: Buffer.from([0, 255, 10]) }, '0a071205120300ff0a'],
+      [{ kind: 'data', stream: 'pty', data: Buffer.alloc(0) }, '0a0412021a00'],
+      [{ kind: 'end', exitCode: 3, exited: true, status: 'exited' }, '0a0e1a0c080610011a06657869746564'],
+      [{ kind: 'end', exitCode: -1, exited: false, status: 'signal: killed', error: 'boom' }, '0a1a1a1808011a0e7369676e616c3a206b696c6c65642204626f6f6d'],
+      [{ kind: 'end', exitCode: -2147483648, exited: true, status: '' }, '0a0a1a0808ffffffff0f1001'],
+      [{ kind: 'end', exitCode: 0, exited: true, status: 'exited' }, '0a0c1a0a10011a06657869746564'],
+      // KeepAlive is present on the wire as an empty message.
+      [{ kind: 'keepalive' }, '0a022200'],
     ];
-    for (const event of events) {
-      assert.deepEqual(decodeEvent(encodeEvent(event)), event);
-      assert.deepEqual(decodeStartResponse(encodeStartResponse({ event })), { event });
+    for (const [event, bytes] of known) {
+      assert.equal(hex(encodeSessionEvent(event)), bytes, JSON.stringify(event));
+      assert.deepEqual(decodeSessionEvent(encodeSessionEvent(event)), event);
     }
-    assert.deepEqual(decodeStartResponse(encodeStartResponse({})), {});
-    // EndEvent{exit_code: -1} is zigzag: field 1 varint 1.
-    assert.deepEqual([...encodeEvent({ kind: 'end', exitCode: -1, exited: false, status: '' })], [0x1a, 0x02, 0x08, 0x01]);
-    // KeepAlive is present on the wire as an empty message.
-    assert.deepEqual([...encodeEvent({ kind: 'keepalive' })], [0x22, 0x00]);
+    assert.equal(decodeSessionEvent(new Uint8Array(0)), undefined);
   });
 
-  it('round-trips SendInput, SendSignal, Update, Connect and List', () => {
-    const input = { session: { kind: 'pid' as const, pid: 7 }, input: { kind: 'stdin' as const, data: Buffer.from('abc') } };
-    assert.deepEqual(decodeSendInputRequest(encodeSendInputRequest(input)), input);
-    const ptyInput = { session: { kind: 'tag' as const, tag: 't' }, input: { kind: 'pty' as const, data: Buffer.from('\r') } };
-    assert.deepEqual(decodeSendInputRequest(encodeSendInputRequest(ptyInput)), ptyInput);
-    assert.deepEqual(decodeSendInputRequest(Buffer.alloc(0)), {});
-    const signal = { session: { kind: 'pid' as const, pid: 1 }, signal: 9 };
-    assert.deepEqual(decodeSendSignalRequest(encodeSendSignalRequest(signal)), signal);
-    assert.deepEqual(decodeSendSignalRequest(encodeSendSignalRequest({ signal: 15 })), { signal: 15 });
-    const update = { session: { kind: 'tag' as const, tag: 'x' }, pty: { size: { cols: 10, rows: 5 } } };
-    assert.deepEqual(decodeUpdateRequest(encodeUpdateRequest(update)), update);
-    assert.deepEqual(decodeConnectRequest(encodeConnectRequest({ session: { kind: 'pid', pid: 3 } })), { session: { kind: 'pid', pid: 3 } });
-    const list: ListResponse = {
+  it('encodes SendInput, SendSignal, Update and List as before', () => {
+    assert.equal(hex(encode(SendSignalRequestSchema, { session: { selector: { case: 'pid', value: 1 } }, signal: Signal.SIGKILL })), '0a0208011009');
+    assert.equal(
+      hex(encode(SendInputRequestSchema, { session: { selector: { case: 'tag', value: 't' } }, input: { input: { case: 'pty', value: Buffer.from('\r') } } })),
+      '0a03120174120312010d',
+    );
+    assert.equal(hex(encode(UpdateRequestSchema, { session: { selector: { case: 'pid', value: 3 } }, pty: { size: { cols: 10, rows: 5 } } })), '0a02080312060a04080a1005');
+    const list: MessageInitShape<typeof ListResponseSchema> = {
       sessions: [
         { command: { cmd: 'sleep', args: ['9'], envs: { A: 'b' } }, pid: 1, tag: 'a' },
         { command: { cmd: 'cat', args: [], envs: {}, cwd: '/' }, pid: 2 },
       ],
     };
-    assert.deepEqual(decodeListResponse(encodeListResponse(list)), list);
-    assert.deepEqual(decodeListResponse(Buffer.alloc(0)), { sessions: [] });
+    assert.equal(hex(encode(ListResponseSchema, list)), '0a190a120a05736c6565701201391a060a014112016210011a01610a0c0a080a0363617422012f1002');
+    // A signal outside the enum is kept (proto3 enums are open), for the route to refuse by number.
+    assert.equal(decodeMessage(SendSignalRequestSchema, encode(SendSignalRequestSchema, { signal: 2 as Signal })).signal, 2);
+  });
+
+  it('reads a map entry without key or value, and keeps the last of a repeated key', () => {
+    // CommandSpec{cmd: "x", envs: [K=a, K=b, (empty entry)]}
+    const bytes = Buffer.from('0a01781a060a014b1201611a060a014b1201621a00', 'hex');
+    assert.deepEqual(fromBinary(CommandSpecSchema, bytes).envs, { K: 'b', '': '' });
+  });
+
+  it('skips unknown fields of every wire type and refuses malformed input as invalid_argument', () => {
+    // cmd "ls", then unknown fields 9 (fixed64), 10 (fixed32), 11 (varint), 12 (bytes).
+    const spec = Buffer.from('0a026c73' + '490102030405060708' + '5501020304' + '5807' + '620178', 'hex');
+    const decoded = decodeMessage(CommandSpecSchema, spec);
+    assert.equal(decoded.cmd, 'ls');
+    assert.deepEqual(decoded.args, []);
+    assert.deepEqual(decoded.envs, {});
+    const refused = (bytes: number[]): void => {
+      assert.throws(
+        () => decodeMessage(CommandSpecSchema, Buffer.from(bytes)),
+        (error: unknown) => error instanceof ConnectError && error.code === 'invalid_argument' && /^Malformed protobuf message/.test(error.message),
+      );
+    };
+    refused([0x0a, 0x05, 0x61]); // truncated string
+    refused([0x08, 0x80]); // truncated varint
+    refused([0x0b]); // a group where a string is
+    refused([0x0a, 0x02, 0xff, 0xfe]); // invalid UTF-8 in a string
   });
 });
 
@@ -149,5 +134,11 @@ describe('Connect envelopes', () => {
     assert.equal(parseTimeoutMs('300000'), 300000);
     assert.throws(() => parseTimeoutMs('-1'), ConnectError);
     assert.throws(() => parseTimeoutMs('12345678901'), ConnectError);
+  });
+
+  it('gives each Connect error the HTTP status of its code', () => {
+    assert.equal(new ConnectError('invalid_argument', 'x').status, 400);
+    assert.equal(new ConnectError('unauthenticated', 'x').status, 401);
+    assert.equal(new ConnectError('unimplemented', 'x').status, 501);
   });
 });

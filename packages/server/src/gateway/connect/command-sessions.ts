@@ -1,7 +1,11 @@
 import type { Readable } from 'node:stream';
 import type { ExecProcess } from '../../runtime/runtime.js';
 import { writeDrained } from '../write-drained.js';
-import type { CommandSessionEvent, CommandSessionSelector, CommandSpec, EndEvent } from './command-session-codec.js';
+import type { CommandSpec } from './gen/command_session_pb.js';
+import type { EndEvent, SessionEvent } from './session-events.js';
+
+/** A `CommandSessionSelector` with its oneof set: a process by its gateway pid or by its tag. */
+export type ProcessSelector = { case: 'pid'; value: number } | { case: 'tag'; value: string };
 
 /**
  * Where one stream (a `Start` or `Connect` response) receives a process's events. `send`
@@ -9,7 +13,7 @@ import type { CommandSessionEvent, CommandSessionSelector, CommandSpec, EndEvent
  * until `drained` is called.
  */
 export interface SessionListener {
-  send(event: CommandSessionEvent): boolean;
+  send(event: SessionEvent): boolean;
 }
 
 /** How a session ended: an `EndEvent`, or an error from the runtime. */
@@ -53,7 +57,7 @@ export class CommandSession {
     void this.outcome.then(() => (this.finished = true));
   }
 
-  private emit(event: CommandSessionEvent): void {
+  private emit(event: SessionEvent): void {
     for (const listener of this.listeners) {
       if (!listener.send(event)) this.congested.add(listener);
     }
@@ -138,9 +142,9 @@ export class CommandSessionRegistry {
   }
 
   /** The running session a selector names (by tag: the oldest with that tag). */
-  find(sandboxId: string, selector: CommandSessionSelector): CommandSession | undefined {
-    if (selector.kind === 'pid') return this.bySandbox.get(sandboxId)?.get(selector.pid);
-    return this.list(sandboxId).find((s) => s.tag === selector.tag);
+  find(sandboxId: string, selector: ProcessSelector): CommandSession | undefined {
+    if (selector.case === 'pid') return this.bySandbox.get(sandboxId)?.get(selector.value);
+    return this.list(sandboxId).find((s) => s.tag === selector.value);
   }
 
   /** Every running session of every sandbox. */

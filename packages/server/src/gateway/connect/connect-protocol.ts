@@ -1,48 +1,11 @@
 /**
- * The parts of the Connect protocol (connectrpc.com/docs/protocol) the gateway speaks: error
- * codes and their HTTP statuses, envelopes (1 flag byte, 4-byte big-endian length, message),
+ * The parts of the Connect protocol (connectrpc.com/docs/protocol) the gateway speaks: errors
+ * (their codes and HTTP statuses are in the registry, errors/error-codes.ts), envelopes (1 flag byte, 4-byte big-endian length, message),
  * end-stream messages and the `Connect-Timeout-Ms` header.
  */
 import { gunzipSync } from 'node:zlib';
-
-/** Connect error codes. */
-export type ConnectCode =
-  | 'canceled'
-  | 'unknown'
-  | 'invalid_argument'
-  | 'deadline_exceeded'
-  | 'not_found'
-  | 'already_exists'
-  | 'permission_denied'
-  | 'resource_exhausted'
-  | 'failed_precondition'
-  | 'aborted'
-  | 'out_of_range'
-  | 'unimplemented'
-  | 'internal'
-  | 'unavailable'
-  | 'data_loss'
-  | 'unauthenticated';
-
-/** The HTTP status of a unary error response with each code. */
-export const CONNECT_HTTP_STATUS: Record<ConnectCode, number> = {
-  canceled: 499,
-  unknown: 500,
-  invalid_argument: 400,
-  deadline_exceeded: 504,
-  not_found: 404,
-  already_exists: 409,
-  permission_denied: 403,
-  resource_exhausted: 429,
-  failed_precondition: 400,
-  aborted: 409,
-  out_of_range: 400,
-  unimplemented: 501,
-  internal: 500,
-  unavailable: 503,
-  data_loss: 500,
-  unauthenticated: 401,
-};
+import { type DescMessage, type MessageShape, fromBinary } from '@bufbuild/protobuf';
+import { CONNECT_STATUS, type ConnectCode } from '../../errors/error-codes.js';
 
 /** An RPC error with a Connect code. */
 export class ConnectError extends Error {
@@ -52,6 +15,11 @@ export class ConnectError extends Error {
   ) {
     super(message);
     this.name = 'ConnectError';
+  }
+
+  /** The HTTP status of a unary error response with this code. */
+  get status(): number {
+    return CONNECT_STATUS[this.code];
   }
 
   /** The JSON error object: the body of a unary error, the `error` of an end-stream message. */
@@ -146,34 +114,15 @@ export function parseTimeoutMs(header: string | string[] | undefined): number | 
   return Number(value.trim());
 }
 
-/** The code a failure maps to, from an HTTP status that is not a Connect error. */
-export function codeFromHttpStatus(status: number): ConnectCode {
-  switch (status) {
-    case 400:
-      return 'invalid_argument';
-    case 401:
-      return 'unauthenticated';
-    case 403:
-      return 'permission_denied';
-    case 404:
-      return 'not_found';
-    case 408:
-      return 'deadline_exceeded';
-    case 409:
-      return 'unavailable';
-    case 413:
-      return 'resource_exhausted';
-    case 415:
-      return 'invalid_argument';
-    case 429:
-      return 'resource_exhausted';
-    case 501:
-      return 'unimplemented';
-    case 502:
-    case 503:
-    case 504:
-      return 'unavailable';
-    default:
-      return status >= 500 ? 'internal' : 'unknown';
+/**
+ * Decodes a binary protobuf message with the generated `schema` (unknown fields are kept aside
+ * and ignored); a message that does not decode — truncated, a wrong wire type, invalid UTF-8 in a
+ * string — is `invalid_argument`.
+ */
+export function decodeMessage<Desc extends DescMessage>(schema: Desc, bytes: Uint8Array): MessageShape<Desc> {
+  try {
+    return fromBinary(schema, bytes);
+  } catch (error) {
+    throw new ConnectError('invalid_argument', `Malformed protobuf message: ${(error as Error).message}`);
   }
 }

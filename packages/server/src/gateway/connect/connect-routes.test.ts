@@ -1,19 +1,19 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { create, fromBinary } from '@bufbuild/protobuf';
 import {
-  SIGNAL_SIGKILL,
-  SIGNAL_SIGTERM,
-  type StartRequest,
-  decodeListResponse,
-  encodeConnectRequest,
-  encodeSendInputRequest,
-  encodeSendSignalRequest,
-  encodeStartRequest,
-  encodeUpdateRequest,
-} from './command-session-codec.js';
+  CommandSessionInfoSchema,
+  ConnectRequestSchema,
+  ListResponseSchema,
+  SendInputRequestSchema,
+  SendSignalRequestSchema,
+  Signal,
+  StartRequestSchema,
+  UpdateRequestSchema,
+} from './gen/command_session_pb.js';
 import { toConnectError } from './connect-routes.js';
 import { ConnectError } from './connect-protocol.js';
-import { type ConnectTarget, StreamCall, unaryCall } from './connect-test-client.js';
+import { type ConnectTarget, StreamCall, encode, unaryCall } from './connect-test-client.js';
 import { GatewayError, sandboxNotFound, unauthorized } from '../gateway-error.js';
 import { RuntimeError } from '../../runtime/runtime.js';
 import type { GatewayTarget } from '../gateway-target.js';
@@ -21,11 +21,19 @@ import { type GatewaySandbox, type GatewayTestServer, createSandbox, dockerMissi
 
 const missing = dockerMissing();
 
-function start(target: ConnectTarget, req: StartRequest, timeoutMs?: number): StreamCall {
-  return new StreamCall(target, 'Start', encodeStartRequest(req), timeoutMs);
+/** The fields of a `StartRequest` the tests set, as plain values. */
+interface StartInit {
+  command?: { cmd: string; args?: string[]; envs?: Record<string, string>; cwd?: string };
+  pty?: { size?: { cols: number; rows: number } };
+  stdin?: boolean;
+  tag?: string;
 }
 
-function sh(script: string, extra: Partial<StartRequest> = {}): StartRequest {
+function start(target: ConnectTarget, req: StartInit, timeoutMs?: number): StreamCall {
+  return new StreamCall(target, 'Start', encode(StartRequestSchema, req), timeoutMs);
+}
+
+function sh(script: string, extra: StartInit = {}): StartInit {
   return { command: { cmd: '/bin/sh', args: ['-c', script], envs: {} }, ...extra };
 }
 
@@ -49,9 +57,9 @@ async function waitGone(sb: GatewaySandbox, pattern: string): Promise<void> {
 describe('Connect error mapping', () => {
   it('maps gateway and runtime failures to Connect codes', () => {
     assert.equal(toConnectError(unauthorized('no')).code, 'unauthenticated');
-    assert.equal(toConnectError(new GatewayError(409, 'sandbox_not_ready', 'PENDING')).code, 'unavailable');
+    assert.equal(toConnectError(new GatewayError('sandbox_not_ready', 'PENDING')).code, 'unavailable');
     assert.equal(toConnectError(sandboxNotFound('x', 'gone')).code, 'not_found');
-    assert.equal(toConnectError(new GatewayError(502, 'gateway_error', 'down')).code, 'unavailable');
+    assert.equal(toConnectError(new GatewayError('gateway_error', 'down')).code, 'unavailable');
     assert.equal(toConnectError(new ConnectError('aborted', 'a')).code, 'aborted');
     assert.equal(toConnectError(new Error('secret detail')).code, 'internal');
     assert.doesNotMatch(toConnectError(new Error('secret detail')).message, /secret/);
@@ -113,28 +121,28 @@ describe('gateway Connect-RPC command_session (Docker)', { concurrency: true, ti
     const call = start(target, { command: { cmd: 'cat', args: [], envs: {} }, stdin: true, tag: 'cat-1' });
     await call.until((c) => c.events.length > 0, 'start');
     const pid = pidOf(call);
-    const r1 = await unaryCall(target, 'SendInput', encodeSendInputRequest({ session: { kind: 'pid', pid }, input: { kind: 'stdin', data: Buffer.from('hello ') } }));
+    const r1 = await unaryCall(target, 'SendInput', encode(SendInputRequestSchema, { session: { selector: { case: 'pid', value: pid } }, input: { input: { case: 'stdin', value: Buffer.from('hello ') } } }));
     assert.equal(r1.status, 200);
     assert.equal(r1.message?.length, 0);
-    const r2 = await unaryCall(target, 'SendInput', encodeSendInputRequest({ session: { kind: 'tag', tag: 'cat-1' }, input: { kind: 'stdin', data: Buffer.from('world') } }));
+    const r2 = await unaryCall(target, 'SendInput', encode(SendInputRequestSchema, { session: { selector: { case: 'tag', value: 'cat-1' } }, input: { input: { case: 'stdin', value: Buffer.from('world') } } }));
     assert.equal(r2.status, 200);
     await call.until((c) => c.text('stdout') === 'hello world', 'echoed input');
 
     const listed = await unaryCall(target, 'List', Buffer.alloc(0));
-    const sessions = decodeListResponse(listed.message ?? Buffer.alloc(0)).sessions;
+    const sessions = fromBinary(ListResponseSchema, listed.message ?? Buffer.alloc(0)).sessions;
     assert.deepEqual(
       sessions.find((s) => s.pid === pid),
-      { pid, tag: 'cat-1', command: { cmd: 'cat', args: [], envs: {} } },
+      create(CommandSessionInfoSchema, { pid, tag: 'cat-1', command: { cmd: 'cat', args: [], envs: {} } }),
     );
 
-    const kill = await unaryCall(target, 'SendSignal', encodeSendSignalRequest({ session: { kind: 'pid', pid }, signal: SIGNAL_SIGKILL }));
+    const kill = await unaryCall(target, 'SendSignal', encode(SendSignalRequestSchema, { session: { selector: { case: 'pid', value: pid } }, signal: Signal.SIGKILL }));
     assert.equal(kill.status, 200);
     const result = await call.result;
     const end = result.events.at(-1);
     assert.equal(end?.kind, 'end');
     assert.equal(end?.kind === 'end' ? end.exitCode : 0, 137);
 
-    const gone = await unaryCall(target, 'SendInput', encodeSendInputRequest({ session: { kind: 'pid', pid }, input: { kind: 'stdin', data: Buffer.from('x') } }));
+    const gone = await unaryCall(target, 'SendInput', encode(SendInputRequestSchema, { session: { selector: { case: 'pid', value: pid } }, input: { input: { case: 'stdin', value: Buffer.from('x') } } }));
     assert.equal(gone.status, 404);
     assert.equal(gone.error?.code, 'not_found');
   });
@@ -143,9 +151,9 @@ describe('gateway Connect-RPC command_session (Docker)', { concurrency: true, ti
     const call = start(target, sh('echo ready; sleep 1001'));
     await call.until((c) => c.text('stdout') === 'ready\n', 'ready');
     const pid = pidOf(call);
-    const input = await unaryCall(target, 'SendInput', encodeSendInputRequest({ session: { kind: 'pid', pid }, input: { kind: 'stdin', data: Buffer.from('x') } }));
+    const input = await unaryCall(target, 'SendInput', encode(SendInputRequestSchema, { session: { selector: { case: 'pid', value: pid } }, input: { input: { case: 'stdin', value: Buffer.from('x') } } }));
     assert.equal(input.error?.code, 'failed_precondition');
-    const bad = await unaryCall(target, 'SendSignal', encodeSendSignalRequest({ session: { kind: 'pid', pid }, signal: 2 }));
+    const bad = await unaryCall(target, 'SendSignal', encode(SendSignalRequestSchema, { session: { selector: { case: 'pid', value: pid } }, signal: 2 as Signal }));
     assert.equal(bad.status, 400);
     assert.equal(bad.error?.code, 'invalid_argument');
     const json = await unaryCall(target, 'List', Buffer.from('{}'), 'application/json');
@@ -155,7 +163,7 @@ describe('gateway Connect-RPC command_session (Docker)', { concurrency: true, ti
     assert.equal(streamIn.error?.code, 'unimplemented');
     const unknown = await unaryCall(target, 'Nope', Buffer.alloc(0));
     assert.equal(unknown.error?.code, 'unimplemented');
-    const term = await unaryCall(target, 'SendSignal', encodeSendSignalRequest({ session: { kind: 'pid', pid }, signal: SIGNAL_SIGTERM }));
+    const term = await unaryCall(target, 'SendSignal', encode(SendSignalRequestSchema, { session: { selector: { case: 'pid', value: pid } }, signal: Signal.SIGTERM }));
     assert.equal(term.status, 200);
     const end = (await call.result).events.at(-1);
     assert.equal(end?.kind === 'end' ? end.exitCode : 0, 143);
@@ -167,10 +175,10 @@ describe('gateway Connect-RPC command_session (Docker)', { concurrency: true, ti
     const call = start(target, { ...sh('stty size; read line; stty size; echo got:$line'), pty: { size: { cols: 80, rows: 24 } } });
     await call.until((c) => c.text('pty').includes('24 80'), 'stty size');
     const pid = pidOf(call);
-    const upd = await unaryCall(target, 'Update', encodeUpdateRequest({ session: { kind: 'pid', pid }, pty: { size: { cols: 132, rows: 50 } } }));
+    const upd = await unaryCall(target, 'Update', encode(UpdateRequestSchema, { session: { selector: { case: 'pid', value: pid } }, pty: { size: { cols: 132, rows: 50 } } }));
     assert.equal(upd.status, 200);
     await new Promise((resolve) => setTimeout(resolve, 200));
-    const input = await unaryCall(target, 'SendInput', encodeSendInputRequest({ session: { kind: 'pid', pid }, input: { kind: 'pty', data: Buffer.from('go\r') } }));
+    const input = await unaryCall(target, 'SendInput', encode(SendInputRequestSchema, { session: { selector: { case: 'pid', value: pid } }, input: { input: { case: 'pty', value: Buffer.from('go\r') } } }));
     assert.equal(input.status, 200);
     const result = await call.result;
     assert.match(call.text('pty'), /50 132/);
@@ -183,16 +191,16 @@ describe('gateway Connect-RPC command_session (Docker)', { concurrency: true, ti
     const call = start(target, { ...sh('read a; echo after:$a; exit 4'), stdin: true, tag: 'reattach' });
     await call.until((c) => c.events.length > 0, 'start');
     const pid = pidOf(call);
-    const second = new StreamCall(target, 'Connect', encodeConnectRequest({ session: { kind: 'tag', tag: 'reattach' } }));
+    const second = new StreamCall(target, 'Connect', encode(ConnectRequestSchema, { session: { selector: { case: 'tag', value: 'reattach' } } }));
     await second.until((c) => c.events.length > 0, 'connect start');
     assert.deepEqual(second.events[0], { kind: 'start', pid });
-    await unaryCall(target, 'SendInput', encodeSendInputRequest({ session: { kind: 'pid', pid }, input: { kind: 'stdin', data: Buffer.from('x\n') } }));
+    await unaryCall(target, 'SendInput', encode(SendInputRequestSchema, { session: { selector: { case: 'pid', value: pid } }, input: { input: { case: 'stdin', value: Buffer.from('x\n') } } }));
     for (const c of [call, second]) {
       const result = await c.result;
       assert.equal(c.text('stdout'), 'after:x\n');
       assert.deepEqual(result.events.at(-1), { kind: 'end', exitCode: 4, exited: true, status: 'exited' });
     }
-    const none = await new StreamCall(target, 'Connect', encodeConnectRequest({ session: { kind: 'pid', pid: 99999 } })).result;
+    const none = await new StreamCall(target, 'Connect', encode(ConnectRequestSchema, { session: { selector: { case: 'pid', value: 99999 } } })).result;
     assert.equal(none.error?.code, 'not_found');
   });
 

@@ -1,30 +1,32 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { connectCodeOfStatus } from '../../errors/error-codes.js';
 import type { ExecProcess, ExecRequest } from '../../runtime/runtime.js';
 import type { Release } from '../fair-scheduler.js';
 import { type GatewayContext, type GatewayParams, runtimeFailure, targetOf } from '../gateway-context.js';
 import { GatewayError, retryAfterOf } from '../gateway-error.js';
 import type { GatewayTarget } from '../gateway-target.js';
+import { create, toBinary } from '@bufbuild/protobuf';
+import { CommandSession, CommandSessionRegistry, type ProcessSelector } from './command-sessions.js';
+import { ConnectError, decodeMessage, decompress, endStreamEnvelope, parseTimeoutMs, singleStreamMessage } from './connect-protocol.js';
 import {
   type CommandSessionSelector,
   type CommandSpec,
-  SIGNAL_SIGKILL,
-  SIGNAL_SIGTERM,
-  decodeConnectRequest,
-  decodeSendInputRequest,
-  decodeSendSignalRequest,
-  decodeStartRequest,
-  decodeUpdateRequest,
-  encodeListResponse,
-} from './command-session-codec.js';
-import { CommandSession, CommandSessionRegistry } from './command-sessions.js';
-import { CONNECT_HTTP_STATUS, ConnectError, codeFromHttpStatus, decompress, endStreamEnvelope, parseTimeoutMs, singleStreamMessage } from './connect-protocol.js';
-import { ProtoDecodeError } from './proto-wire.js';
+  CommandSession as CommandSessionService,
+  CommandSpecSchema,
+  ConnectRequestSchema,
+  ListResponseSchema,
+  SendInputRequestSchema,
+  SendSignalRequestSchema,
+  Signal,
+  StartRequestSchema,
+  UpdateRequestSchema,
+} from './gen/command_session_pb.js';
 import { EventStream, pumpSession } from './session-stream.js';
 
 /** The Connect service's path segment. */
-export const SERVICE = 'command_session.CommandSession';
-/** Methods answered with a stream. */
-const STREAMING = new Set(['Start', 'Connect', 'StreamInput']);
+export const SERVICE = CommandSessionService.typeName;
+/** Methods whose errors are end-stream messages: every one but the unary ones (`Start`, `Connect`, `StreamInput`). */
+const STREAMING = new Set(CommandSessionService.methods.filter((m) => m.methodKind !== 'unary').map((m) => m.name));
 /** Largest request body (SendInput carries stdin). */
 const BODY_LIMIT = 16 * 1024 * 1024;
 /** PTY size when the request gives none. */
@@ -45,22 +47,17 @@ interface MethodParams extends GatewayParams {
 }
 
 /**
- * Maps any failure of a request to a Connect error: gateway 401 → `unauthenticated`, 409 (not
- * running yet) → `unavailable`, `sandbox_not_found` → `not_found`; runtime failures as the REST
- * gateway maps them; anything unexpected → `internal`.
+ * Maps any failure of a request to a Connect error: a gateway error to its registered Connect
+ * code (`GATEWAY_ERRORS`: 401 → `unauthenticated`, `sandbox_not_ready` → `unavailable`,
+ * `sandbox_not_found` → `not_found`, …); runtime failures as the REST gateway maps them; a
+ * framework 4xx by its status; anything unexpected → `internal`.
  */
 export function toConnectError(error: unknown, target?: GatewayTarget): ConnectError {
   if (error instanceof ConnectError) return error;
-  if (error instanceof ProtoDecodeError) return new ConnectError('invalid_argument', `Malformed protobuf message: ${error.message}`);
-  if (error instanceof GatewayError) {
-    if (error.error === 'sandbox_not_found') return new ConnectError('not_found', error.message);
-    if (error.status === 401) return new ConnectError('unauthenticated', error.message);
-    if (error.status === 409) return new ConnectError('unavailable', error.message);
-    return new ConnectError(codeFromHttpStatus(error.status), error.message);
-  }
+  if (error instanceof GatewayError) return new ConnectError(error.connectCode, error.message);
   if (target) return toConnectError(runtimeFailure(target, error));
   const status = (error as Partial<FastifyError>).statusCode;
-  if (typeof status === 'number' && status >= 400 && status < 500) return new ConnectError(codeFromHttpStatus(status), (error as Error).message);
+  if (typeof status === 'number' && status >= 400 && status < 500) return new ConnectError(connectCodeOfStatus(status), (error as Error).message);
   return new ConnectError('internal', 'Internal error; the server log has the details');
 }
 
@@ -69,7 +66,7 @@ function sendConnectError(reply: FastifyReply, method: string | undefined, error
   if (method !== undefined && STREAMING.has(method)) {
     return reply.code(200).type('application/connect+proto').send(endStreamEnvelope(error));
   }
-  return reply.code(CONNECT_HTTP_STATUS[error.code]).type('application/json').send(error.toJson());
+  return reply.code(error.status).type('application/json').send(error.toJson());
 }
 
 function requireContentType(request: FastifyRequest, streaming: boolean): void {
@@ -116,13 +113,25 @@ function execRequestOf(spec: CommandSpec, pty: { rows: number; cols: number } | 
   return request;
 }
 
-function selectorOf(selector: CommandSessionSelector | undefined): CommandSessionSelector {
-  if (!selector) throw new ConnectError('invalid_argument', 'session: give pid or tag');
+function selectorOf(session: CommandSessionSelector | undefined): ProcessSelector {
+  const selector = session?.selector;
+  if (selector === undefined || selector.case === undefined) throw new ConnectError('invalid_argument', 'session: give pid or tag');
   return selector;
 }
 
-function describe(selector: CommandSessionSelector): string {
-  return selector.kind === 'pid' ? `pid ${selector.pid}` : `tag ${JSON.stringify(selector.tag)}`;
+/** A `CommandSpec` with its `envs` in key order, as `List` answers it. */
+function sortedEnvs(spec: CommandSpec): CommandSpec {
+  const envs = Object.fromEntries(Object.entries(spec.envs).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  return create(CommandSpecSchema, { cmd: spec.cmd, args: spec.args, envs, ...(spec.cwd !== undefined ? { cwd: spec.cwd } : {}) });
+}
+
+function describe(selector: ProcessSelector): string {
+  return selector.case === 'pid' ? `pid ${selector.value}` : `tag ${JSON.stringify(selector.value)}`;
+}
+
+/** The bytes of a `bytes` field as a Buffer over the same memory. */
+function bufferOf(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 /**
@@ -163,18 +172,19 @@ export function registerConnectRoutes(app: FastifyInstance, ctx: GatewayContext)
         case 'Connect':
           return connect(request, reply, target);
         case 'SendInput': {
-          const req = decodeSendInputRequest(unaryBody(request));
+          const req = decodeMessage(SendInputRequestSchema, unaryBody(request));
           const session = findSession(target, selectorOf(req.session));
-          if (!req.input) throw new ConnectError('invalid_argument', 'input: give stdin or pty bytes');
+          const input = req.input?.input;
+          if (input === undefined || input.case === undefined) throw new ConnectError('invalid_argument', 'input: give stdin or pty bytes');
           if (!session.acceptsInput) throw new ConnectError('failed_precondition', `Process ${session.pid} was started without stdin: pass stdin: true or a PTY`);
-          await session.write(req.input.data);
+          await session.write(bufferOf(input.value));
           ctx.access.touch(target.sandboxId);
           return unaryOk(reply, Buffer.alloc(0));
         }
         case 'SendSignal': {
-          const req = decodeSendSignalRequest(unaryBody(request));
+          const req = decodeMessage(SendSignalRequestSchema, unaryBody(request));
           const session = findSession(target, selectorOf(req.session));
-          const signal = req.signal === SIGNAL_SIGKILL ? 'SIGKILL' : req.signal === SIGNAL_SIGTERM ? 'SIGTERM' : undefined;
+          const signal = req.signal === Signal.SIGKILL ? 'SIGKILL' : req.signal === Signal.SIGTERM ? 'SIGTERM' : undefined;
           if (!signal) throw new ConnectError('invalid_argument', `signal: SIGNAL_SIGTERM (15) or SIGNAL_SIGKILL (9), not ${req.signal}`);
           await session.kill(signal);
           ctx.access.touch(target.sandboxId);
@@ -182,11 +192,11 @@ export function registerConnectRoutes(app: FastifyInstance, ctx: GatewayContext)
         }
         case 'List': {
           unaryBody(request);
-          const sessions = registry.list(target.sandboxId).map((s) => ({ command: s.spec, pid: s.pid, ...(s.tag !== undefined ? { tag: s.tag } : {}) }));
-          return unaryOk(reply, encodeListResponse({ sessions }));
+          const sessions = registry.list(target.sandboxId).map((s) => ({ command: sortedEnvs(s.spec), pid: s.pid, ...(s.tag !== undefined ? { tag: s.tag } : {}) }));
+          return unaryOk(reply, toBinary(ListResponseSchema, create(ListResponseSchema, { sessions })));
         }
         case 'Update': {
-          const req = decodeUpdateRequest(unaryBody(request));
+          const req = decodeMessage(UpdateRequestSchema, unaryBody(request));
           const session = findSession(target, selectorOf(req.session));
           const size = req.pty?.size;
           if (!size) throw new ConnectError('invalid_argument', 'pty.size: required');
@@ -208,11 +218,11 @@ export function registerConnectRoutes(app: FastifyInstance, ctx: GatewayContext)
     return decompress(bodyOf(request), request.headers['content-encoding']);
   }
 
-  function unaryOk(reply: FastifyReply, message: Buffer): FastifyReply {
+  function unaryOk(reply: FastifyReply, message: Uint8Array): FastifyReply {
     return reply.code(200).type('application/proto').send(message);
   }
 
-  function findSession(target: GatewayTarget, selector: CommandSessionSelector): CommandSession {
+  function findSession(target: GatewayTarget, selector: ProcessSelector): CommandSession {
     const session = registry.find(target.sandboxId, selector);
     if (!session) throw new ConnectError('not_found', `No running process with ${describe(selector)} in sandbox ${target.sandboxId}`);
     return session;
@@ -241,7 +251,7 @@ export function registerConnectRoutes(app: FastifyInstance, ctx: GatewayContext)
 
   async function start(request: FastifyRequest, reply: FastifyReply, target: GatewayTarget): Promise<void> {
     const { message, deadlineMs } = streamRequest(request);
-    const req = decodeStartRequest(message);
+    const req = decodeMessage(StartRequestSchema, message);
     if (!req.command) throw new ConnectError('invalid_argument', 'command: required');
     const size = req.pty?.size;
     const pty = req.pty
@@ -296,7 +306,7 @@ export function registerConnectRoutes(app: FastifyInstance, ctx: GatewayContext)
 
   async function connect(request: FastifyRequest, reply: FastifyReply, target: GatewayTarget): Promise<void> {
     const { message, deadlineMs } = streamRequest(request);
-    const req = decodeConnectRequest(message);
+    const req = decodeMessage(ConnectRequestSchema, message);
     const session = findSession(target, selectorOf(req.session));
     const done = ctx.access.keepActive(target.sandboxId);
     try {

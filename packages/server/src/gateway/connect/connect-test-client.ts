@@ -3,8 +3,15 @@
  * calls with `application/connect+proto` envelopes and unary calls with `application/proto`, as
  * Prime's Python SDK makes them.
  */
-import { type CommandSessionEvent, decodeStartResponse } from './command-session-codec.js';
-import { type ConnectCode, FLAG_END_STREAM, envelope } from './connect-protocol.js';
+import { type DescMessage, type MessageInitShape, create, toBinary } from '@bufbuild/protobuf';
+import type { ConnectCode } from '../../errors/error-codes.js';
+import { FLAG_END_STREAM, envelope } from './connect-protocol.js';
+import { type SessionEvent, decodeSessionEvent } from './session-events.js';
+
+/** The binary encoding of a message built from `init` with the generated `schema`. */
+export function encode<Desc extends DescMessage>(schema: Desc, init: MessageInitShape<Desc>): Buffer {
+  return Buffer.from(toBinary(schema, create(schema, init)));
+}
 
 /** A Connect error as a client sees it. */
 export interface ClientError {
@@ -16,7 +23,7 @@ export interface ClientError {
 export interface StreamResult {
   /** HTTP status of the response. */
   status: number;
-  events: CommandSessionEvent[];
+  events: SessionEvent[];
   /** From the end-stream message; undefined on a clean end. */
   error?: ClientError;
   /** False when the body ended without an end-stream message. */
@@ -49,7 +56,7 @@ function headers(target: ConnectTarget, contentType: string, timeoutMs?: number)
 
 /** A running streaming call: events as they arrive, and the final result. */
 export class StreamCall {
-  readonly events: CommandSessionEvent[] = [];
+  readonly events: SessionEvent[] = [];
   readonly result: Promise<StreamResult>;
   private readonly controller = new AbortController();
   private waiters: Array<() => void> = [];
@@ -88,7 +95,7 @@ export class StreamCall {
             const end = JSON.parse(body.toString('utf8')) as { error?: ClientError };
             error = end.error;
           } else {
-            const event = decodeStartResponse(Buffer.from(body)).event;
+            const event = decodeSessionEvent(body);
             if (event) this.events.push(event);
           }
           this.notify();

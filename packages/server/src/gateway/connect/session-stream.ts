@@ -1,5 +1,5 @@
 import type { ServerResponse } from 'node:http';
-import { type CommandSessionEvent, encodeStartResponse } from './command-session-codec.js';
+import { type SessionEvent, encodeSessionEvent } from './session-events.js';
 import type { CommandSession, SessionListener, SessionOutcome } from './command-sessions.js';
 import { ConnectError, endStreamEnvelope, envelope } from './connect-protocol.js';
 
@@ -31,9 +31,9 @@ export class EventStream {
   }
 
   /** Writes one event; false when the socket is congested (wait for `drain`). */
-  send(event: CommandSessionEvent): boolean {
+  send(event: SessionEvent): boolean {
     if (this.ended) return true;
-    return this.res.write(envelope(encodeStartResponse({ event })));
+    return this.res.write(envelope(encodeSessionEvent(event)));
   }
 
   /** Writes the end-stream message (with `error` on failure) and ends the response. */

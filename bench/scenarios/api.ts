@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
 import { openStore } from '../../packages/server/src/store/open-store.js';
-import type { SandboxRecord } from '../../packages/server/src/store/sandbox-records.js';
+import type { SandboxRecord } from '../../packages/server/src/records/sandbox-records.js';
 import { sandboxFixture } from '../../packages/server/src/testing/sandbox-fixture.js';
 import { AuthService } from '../../packages/server/src/services/auth-service.js';
 import { machine, percentiles, report, type Baseline } from '../lib/results.js';

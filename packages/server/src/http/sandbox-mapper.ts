@@ -1,5 +1,5 @@
-import type { SandboxRecord } from '../store/sandbox-records.js';
-import { DISK_MOUNT_PATH } from '../store/sandbox-records.js';
+import type { SandboxRecord } from '../records/sandbox-records.js';
+import { DISK_MOUNT_PATH } from '../records/sandbox-records.js';
 import type { SandboxResponse } from './schemas/sandbox-schemas.js';
 
 /** What every secret value reads as. */

@@ -1,4 +1,4 @@
-import type { ExposureRecord, SshKeyRecord, SshSessionRecord, TunnelFilter, TunnelPatch, TunnelRecord } from '../store/network-records.js';
+import type { ExposureRecord, SshKeyRecord, SshSessionRecord, TunnelFilter, TunnelPatch, TunnelRecord } from '../records/network-records.js';
 
 /**
  * The stored SSH sessions and their admitted keys, as the SSH server reads and writes them. The

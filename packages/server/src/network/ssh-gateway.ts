@@ -6,7 +6,7 @@ import type { CorralConfig } from '../config.js';
 import type { ExecProcess } from '../runtime/runtime.js';
 import type { SandboxAccess, SandboxHandle } from '../services/sandbox-access.js';
 import type { SshSessionRecords } from './network-deps.js';
-import type { SshSessionRecord } from '../store/network-records.js';
+import type { SshSessionRecord } from '../records/network-records.js';
 import { serveSftp } from './sftp-session.js';
 
 const { Server, utils } = ssh2;

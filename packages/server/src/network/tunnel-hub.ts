@@ -10,7 +10,7 @@ import type { AccessChecker } from '../services/access-checker.js';
 import type { AuthService, Principal } from '../services/auth-service.js';
 import { proxyHttp, proxyUpgrade, refuseUpgradeWithPage, sendErrorPage } from './http-proxy.js';
 import type { TunnelRecords } from './network-deps.js';
-import type { TunnelFilter, TunnelRecord, TunnelStatus } from '../store/network-records.js';
+import type { TunnelFilter, TunnelRecord, TunnelStatus } from '../records/network-records.js';
 import { FRAME, LINK_CLOSE, decodeFrame, encodeFrame, type FrameOp } from './tunnel-frames.js';
 
 /** What the tunnel hub needs. */

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { SandboxRuntime } from '../runtime/runtime.js';
-import type { SandboxRecord } from '../store/sandbox-records.js';
+import type { SandboxRecord } from '../records/sandbox-records.js';
 import { type TestServer, startTestServer } from '../testing/test-server.js';
 
 describe('reconciler timeouts', () => {

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { RuntimeSandboxState } from '../runtime/runtime.js';
 import type { SandboxLifecycle } from '../services/sandbox-lifecycle.js';
-import { ACTIVE_STATUSES, TERMINAL_STATUSES, type SandboxRecord } from '../store/sandbox-records.js';
+import { ACTIVE_STATUSES, TERMINAL_STATUSES, type SandboxRecord } from '../records/sandbox-records.js';
 import type { Store } from '../store/store.js';
 import { toMillis } from '../util/time.js';
 

@@ -1,5 +1,6 @@
-import type { Store, TeamRole } from '../store/store.js';
-import type { SandboxRecord } from '../store/sandbox-records.js';
+import type { Store } from '../store/store.js';
+import type { TeamRole } from '../records/account-records.js';
+import type { SandboxRecord } from '../records/sandbox-records.js';
 import { maySeeSandbox } from './sandbox-visibility.js';
 
 /** The user behind a live API key, with their team roles. */

@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { ApiError } from '../errors/api-error.js';
-import type { ApiKeyRecord, Store, TeamMemberRecord, TeamRecord, TeamRole, UserRecord } from '../store/store.js';
+import type { Store } from '../store/store.js';
+import type { ApiKeyRecord, TeamMemberRecord, TeamRecord, TeamRole, UserRecord } from '../records/account-records.js';
 import { newId, newSecret } from '../util/ids.js';
 import { nowIso } from '../util/time.js';
 import { AccessEvents } from './access-events.js';

@@ -1,5 +1,5 @@
 import type { Store } from '../store/store.js';
-import type { SandboxRecord, SandboxStatus } from '../store/sandbox-records.js';
+import type { SandboxRecord, SandboxStatus } from '../records/sandbox-records.js';
 
 /** Statuses a sandbox passes through while it starts; a held create answers once it has left them. */
 const STARTING: readonly SandboxStatus[] = ['PENDING', 'PROVISIONING'];

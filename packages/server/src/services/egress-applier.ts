@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { EgressPolicy } from '../runtime/egress/egress-policy.js';
 import type { SandboxRuntime } from '../runtime/runtime.js';
 import type { Store } from '../store/store.js';
-import type { SandboxRecord } from '../store/sandbox-records.js';
+import type { SandboxRecord } from '../records/sandbox-records.js';
 
 /** A failed apply is retried after 1 s, then twice as long after each failure, up to a minute. */
 const RETRY_BASE_MS = 1_000;

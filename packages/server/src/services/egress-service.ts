@@ -5,7 +5,7 @@ import type { Store } from '../store/store.js';
 import type { Principal } from './auth-service.js';
 import { egressPolicyOf, enforcesEgress, isNoEgress, isOpenEgress } from './egress-applier.js';
 import type { SandboxLifecycle } from './sandbox-lifecycle.js';
-import { ACTIVE_STATUSES, isTerminal, type SandboxRecord } from '../store/sandbox-records.js';
+import { ACTIVE_STATUSES, isTerminal, type SandboxRecord } from '../records/sandbox-records.js';
 import type { SandboxService } from './sandbox-service.js';
 import { orAfter } from '../util/time.js';
 

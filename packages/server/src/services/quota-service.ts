@@ -1,6 +1,6 @@
 import type { CorralConfig } from '../config.js';
 import { ApiError } from '../errors/api-error.js';
-import { type QuotaCheck, QuotaExceededError, type QuotaLimits, type QuotaRecord, type QuotaScope, type QuotaUsage } from '../store/quota-records.js';
+import { type QuotaCheck, QuotaExceededError, type QuotaLimits, type QuotaRecord, type QuotaScope, type QuotaUsage } from '../records/quota-records.js';
 import type { Store } from '../store/store.js';
 import { nowIso } from '../util/time.js';
 import type { Principal } from './auth-service.js';

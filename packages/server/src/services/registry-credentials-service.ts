@@ -1,5 +1,6 @@
 import { ApiError } from '../errors/api-error.js';
-import type { RegistryCredentialRecord, Store } from '../store/store.js';
+import type { Store } from '../store/store.js';
+import type { RegistryCredentialRecord } from '../records/account-records.js';
 import { newId } from '../util/ids.js';
 import { nowIso } from '../util/time.js';
 import type { Principal } from './auth-service.js';

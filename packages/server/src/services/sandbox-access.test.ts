@@ -4,7 +4,7 @@ import type { SandboxRuntime } from '../runtime/runtime.js';
 import { sandboxFixture } from '../testing/sandbox-fixture.js';
 import { GatewayTokens } from './gateway-tokens.js';
 import { SandboxAccess } from './sandbox-access.js';
-import type { SandboxRecord } from '../store/sandbox-records.js';
+import type { SandboxRecord } from '../records/sandbox-records.js';
 
 const runtime = { name: 'fake' } as unknown as SandboxRuntime;
 

@@ -3,7 +3,7 @@ import type { Store } from '../store/store.js';
 import type { AccessChecker } from './access-checker.js';
 import type { ActivityTracker } from './activity-tracker.js';
 import type { GatewayTokens } from './gateway-tokens.js';
-import { isTerminal, type SandboxRecord, type SandboxStatus } from '../store/sandbox-records.js';
+import { isTerminal, type SandboxRecord, type SandboxStatus } from '../records/sandbox-records.js';
 
 /** What the data plane reads from the store. */
 export type SandboxAccessStore = Pick<Store, 'getSandbox' | 'getSandboxes' | 'getUser'>;

@@ -6,7 +6,7 @@ import { RuntimeError, type RuntimeEvent, type SandboxRuntime, type SandboxSpec 
 import type { Store } from '../store/store.js';
 import { nowIso } from '../util/time.js';
 import { EgressApplier, egressPolicyOf, enforcesEgress, isOpenEgress } from './egress-applier.js';
-import { ACTIVE_STATUSES, DISK_MOUNT_PATH, TERMINAL_STATUSES, type SandboxPatch, type SandboxRecord } from '../store/sandbox-records.js';
+import { ACTIVE_STATUSES, DISK_MOUNT_PATH, TERMINAL_STATUSES, type SandboxPatch, type SandboxRecord } from '../records/sandbox-records.js';
 
 const GIB = 1024 ** 3;
 

@@ -12,7 +12,7 @@ import { egressUnsupported, resolveCreateEgress } from './egress-service.js';
 import { QuotaExceededError, QuotaService } from './quota-service.js';
 import type { RegistryCredentialsService } from './registry-credentials-service.js';
 import type { SandboxLifecycle } from './sandbox-lifecycle.js';
-import { isTerminal, type SandboxRecord, type SandboxStatus } from '../store/sandbox-records.js';
+import { isTerminal, type SandboxRecord, type SandboxStatus } from '../records/sandbox-records.js';
 import { maySeeSandbox } from './sandbox-visibility.js';
 
 /** A validated create request, in the service's own terms. */

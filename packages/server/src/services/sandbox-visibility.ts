@@ -1,5 +1,5 @@
-import type { TeamRole } from '../store/store.js';
-import type { SandboxRecord } from '../store/sandbox-records.js';
+import type { TeamRole } from '../records/account-records.js';
+import type { SandboxRecord } from '../records/sandbox-records.js';
 
 /**
  * Whether a user with these team roles may see and act on a sandbox: its owner, or an admin of

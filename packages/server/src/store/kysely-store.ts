@@ -1,22 +1,14 @@
 import { type Kysely, Migrator, type RawBuilder, type Selectable, type Transaction, type Updateable, sql } from 'kysely';
-import type { SandboxPatch, SandboxRecord, SandboxStatus } from './sandbox-records.js';
-import { ACTIVE_STATUSES } from './sandbox-records.js';
-import { TERMINAL_STATUSES } from './sandbox-records.js';
+import type { SandboxPatch, SandboxRecord, SandboxStatus } from '../records/sandbox-records.js';
+import { ACTIVE_STATUSES } from '../records/sandbox-records.js';
+import { TERMINAL_STATUSES } from '../records/sandbox-records.js';
 import { migrationProvider } from './migrations.js';
-import { checkQuota, type QuotaCheck, type QuotaRecord, type QuotaScope, type QuotaUsage } from './quota-records.js';
-import type { ExposureRecord, ExposureProtocol, SshKeyRecord, SshSessionRecord, TunnelFilter, TunnelPatch, TunnelRecord, TunnelStatus } from './network-records.js';
+import { checkQuota, type QuotaCheck, type QuotaRecord, type QuotaScope, type QuotaUsage } from '../records/quota-records.js';
+import type { ExposureRecord, ExposureProtocol, SshKeyRecord, SshSessionRecord, TunnelFilter, TunnelPatch, TunnelRecord, TunnelStatus } from '../records/network-records.js';
 import type { ExposuresTable, NetworkDatabase, SshSessionsTable, TunnelsTable } from './network-tables.js';
 import type { ApiKeysTable, Database, RegistryCredentialsTable, SandboxesTable, TeamMembersTable, UsersTable } from './schema.js';
-import type {
-  ApiKeyRecord,
-  RegistryCredentialRecord,
-  SandboxFilter,
-  Store,
-  TeamMemberRecord,
-  TeamRecord,
-  TeamRole,
-  UserRecord,
-} from './store.js';
+import type { SandboxFilter, Store } from './store.js';
+import type { ApiKeyRecord, RegistryCredentialRecord, TeamMemberRecord, TeamRecord, TeamRole, UserRecord } from '../records/account-records.js';
 
 type SandboxRow = Selectable<SandboxesTable>;
 

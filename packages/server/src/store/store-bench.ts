@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
-import type { SandboxRecord } from './sandbox-records.js';
+import type { SandboxRecord } from '../records/sandbox-records.js';
 import { type StoreLocation, openStore } from './open-store.js';
 import pg from 'pg';
 import type { Store } from './store.js';

@@ -1,6 +1,6 @@
 import { pathToFileURL } from 'node:url';
 import { sandboxFixture } from '../testing/sandbox-fixture.js';
-import type { SandboxPatch, SandboxRecord } from './sandbox-records.js';
+import type { SandboxPatch, SandboxRecord } from '../records/sandbox-records.js';
 import { openStore } from './open-store.js';
 
 /**

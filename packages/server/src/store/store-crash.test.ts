@@ -7,7 +7,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { after, test } from 'node:test';
 import BetterSqlite3 from 'better-sqlite3';
-import type { SandboxRecord } from './sandbox-records.js';
+import type { SandboxRecord } from '../records/sandbox-records.js';
 import { openStore } from './open-store.js';
 import { crashPatch, crashSandbox } from './store-crash-child.js';
 

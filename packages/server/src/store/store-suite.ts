@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import type { SandboxRecord, SandboxStatus } from './sandbox-records.js';
+import type { SandboxRecord, SandboxStatus } from '../records/sandbox-records.js';
 import { sandboxFixture } from '../testing/sandbox-fixture.js';
-import type { ApiKeyRecord, SandboxFilter, Store, TeamRecord, UserRecord } from './store.js';
+import type { SandboxFilter, Store } from './store.js';
+import type { ApiKeyRecord, TeamRecord, UserRecord } from '../records/account-records.js';
 
 /**
  * Registers the behavioural test suite of the {@link Store} interface under `name`.

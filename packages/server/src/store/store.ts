@@ -1,6 +1,7 @@
-import type { SandboxPatch, SandboxRecord, SandboxStatus } from './sandbox-records.js';
-import type { QuotaCheck, QuotaRecord, QuotaScope, QuotaUsage } from './quota-records.js';
-import type { ExposureRecord, SshKeyRecord, SshSessionRecord, TunnelFilter, TunnelPatch, TunnelRecord } from './network-records.js';
+import type { SandboxPatch, SandboxRecord, SandboxStatus } from '../records/sandbox-records.js';
+import type { QuotaCheck, QuotaRecord, QuotaScope, QuotaUsage } from '../records/quota-records.js';
+import type { ExposureRecord, SshKeyRecord, SshSessionRecord, TunnelFilter, TunnelPatch, TunnelRecord } from '../records/network-records.js';
+import type { ApiKeyRecord, RegistryCredentialRecord, TeamMemberRecord, TeamRecord, UserRecord } from '../records/account-records.js';
 
 /** Which sandboxes a listing or bulk operation covers. Every field narrows the set. */
 export interface SandboxFilter {
@@ -17,61 +18,6 @@ export interface SandboxFilter {
   runtimeOwner?: string;
   /** Only sandboxes written (inserted or patched; `touchSandboxes` does not count) at or after this ISO time. */
   updatedSince?: string;
-}
-
-/** Credentials for a private image registry. */
-export interface RegistryCredentialRecord {
-  id: string;
-  userId: string;
-  /** Team members may use a team's credentials. */
-  teamId: string | null;
-  name: string;
-  /** Registry host (`ghcr.io`, `127.0.0.1:5001`). */
-  server: string;
-  username: string;
-  password: string;
-  createdAt: string;
-  updatedAt: string;
-}
-
-/** A user account. */
-export interface UserRecord {
-  id: string;
-  name: string;
-  email: string | null;
-  /** Server administrators manage users, teams and everyone's keys. */
-  isAdmin: boolean;
-  createdAt: string;
-}
-
-/** A team; sandboxes may belong to one. */
-export interface TeamRecord {
-  id: string;
-  name: string;
-  createdAt: string;
-}
-
-/** A team member's role: admins see and manage every member's sandboxes in the team. */
-export type TeamRole = 'member' | 'admin';
-
-/** Membership of one user in one team. */
-export interface TeamMemberRecord {
-  teamId: string;
-  userId: string;
-  role: TeamRole;
-  createdAt: string;
-}
-
-/** An API key without its secret. */
-export interface ApiKeyRecord {
-  id: string;
-  userId: string;
-  name: string;
-  prefix: string;
-  keyHash: string;
-  createdAt: string;
-  lastUsedAt: string | null;
-  revokedAt: string | null;
 }
 
 /**

@@ -1,5 +1,5 @@
 import type { SandboxSpec } from '../runtime/runtime.js';
-import type { SandboxRecord } from '../store/sandbox-records.js';
+import type { SandboxRecord } from '../records/sandbox-records.js';
 
 /**
  * A stored sandbox for tests and benchmarks that write rows directly: PENDING, default resources,

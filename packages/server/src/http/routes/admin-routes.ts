@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import Type, { type Static } from 'typebox';
-import type { TeamRecord, UserRecord } from '../../store/store.js';
+import type { TeamRecord, UserRecord } from '../../records/account-records.js';
 import { type AppServices, principalOf } from '../app-services.js';
 import { ERROR_RESPONSES, ErrorBody, Nullable, StringEnum, SuccessResponse } from '../schemas/common.js';
 

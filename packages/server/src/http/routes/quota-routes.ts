@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import Type, { type Static } from 'typebox';
-import type { QuotaScope } from '../../store/quota-records.js';
+import type { QuotaScope } from '../../records/quota-records.js';
 import { type AppServices, principalOf } from '../app-services.js';
 import { ERROR_RESPONSES, ErrorBody, Nullable } from '../schemas/common.js';
 

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { ApiError } from '../../errors/api-error.js';
 import { CREATE_WAIT_HEADER, requestedCreateWait } from '../../services/create-hold.js';
-import type { SandboxStatus } from '../../store/sandbox-records.js';
+import type { SandboxStatus } from '../../records/sandbox-records.js';
 import { type AppServices, principalOf } from '../app-services.js';
 import { toSandboxResponse } from '../sandbox-mapper.js';
 import { ERROR_RESPONSES, SandboxIdParams, SuccessResponse } from '../schemas/common.js';

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import Type, { type Static } from 'typebox';
 import { ApiError } from '../../errors/api-error.js';
-import type { TunnelRecord } from '../../store/network-records.js';
+import type { TunnelRecord } from '../../records/network-records.js';
 import { effectiveStatus } from '../../network/tunnel-hub.js';
 import { type AppServices, principalOf } from '../app-services.js';
 import { ERROR_RESPONSES, ErrorBody, SuccessResponse } from '../schemas/common.js';

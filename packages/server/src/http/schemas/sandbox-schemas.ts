@@ -1,5 +1,5 @@
 import Type, { type Static } from 'typebox';
-import { SANDBOX_STATUSES } from '../../store/sandbox-records.js';
+import { SANDBOX_STATUSES } from '../../records/sandbox-records.js';
 import { Nullable, StringEnum } from './common.js';
 
 /** GPU types the Prime API names. */

@@ -10,7 +10,10 @@ import { join, resolve } from 'node:path';
 export const DEFAULT_NFLOG_GROUP = 1637;
 
 /** Which runtime driver starts sandboxes. `none` stores sandboxes but never starts them (they stay PENDING). */
-export type RuntimeDriverName = 'docker' | 'oci' | 'none';
+/** The names `CORRAL_RUNTIME` takes: each driver's (see runtime/create-runtime.ts), and `none`. */
+export const RUNTIME_DRIVER_NAMES = ['docker', 'oci', 'none'] as const;
+
+export type RuntimeDriverName = (typeof RUNTIME_DRIVER_NAMES)[number];
 
 /** The server's whole configuration. */
 export interface CorralConfig {
@@ -199,7 +202,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'dataDir', env: 'CORRAL_DATA_DIR', description: 'Directory for the SQLite store, server secrets and sandbox state; kept 0700 (its files 0600)', defaultText: '/var/lib/corral as root, else $XDG_DATA_HOME/corral (~/.local/share/corral)', parse: text },
   { key: 'databaseUrl', env: 'DATABASE_URL', description: 'PostgreSQL URL; when set, replaces the embedded SQLite store', defaultText: '(unset: SQLite)', parse: optionalText },
   { key: 'publicUrl', env: 'CORRAL_PUBLIC_URL', description: 'Absolute URL clients use to reach this server (gateway_url is built from it)', defaultText: 'http://<host>:<port>', parse: optionalText },
-  { key: 'runtime', env: 'CORRAL_RUNTIME', description: 'Runtime driver: docker, oci (daemonless runc/crun), or none (sandboxes are stored but never started)', defaultText: 'oci', parse: oneOf('docker', 'oci', 'none') },
+  { key: 'runtime', env: 'CORRAL_RUNTIME', description: 'Runtime driver: docker, oci (daemonless runc/crun), or none (sandboxes are stored but never started)', defaultText: 'oci', parse: oneOf(...RUNTIME_DRIVER_NAMES) },
   { key: 'ociRuntime', env: 'CORRAL_OCI_RUNTIME', description: 'OCI runtime binary the oci driver calls: runc, or crun (faster; needs scripts/ensure-oci.sh --crun)', defaultText: 'runc', parse: oneOf('runc', 'crun') },
   { key: 'ociUserns', env: 'CORRAL_OCI_USERNS', description: 'Root in oci sandboxes is an unprivileged host id: auto (on where the host allows it; the default range is 1879048192:1879048192:65536), off, or <hostUid>:<hostGid>:<size> (required)', defaultText: 'auto', parse: usernsMode },
   { key: 'ociPoolSize', env: 'CORRAL_OCI_POOL_SIZE', description: 'Network namespaces (of each kind) and formatted disks (of each recent size) the oci driver keeps ready ahead of creates; set it near your largest burst of creates', defaultText: '8', parse: integer(0, 4096) },

@@ -1,61 +1,24 @@
-import { join } from 'node:path';
-import type { CorralConfig } from '../config.js';
-import type { DiskPolicy } from './disk-admission.js';
+import type { CorralConfig, RuntimeDriverName } from '../config.js';
 import type { SandboxRuntime } from './runtime.js';
+import type { RuntimeDriver } from './runtime-driver.js';
 import type { RuntimeImages } from './runtime-images.js';
 
-/** The disk admission policy the configuration sets (CORRAL_DISK_RESERVE_GB, CORRAL_DISK_OVERCOMMIT). */
-export function diskPolicyOf(config: CorralConfig): DiskPolicy {
-  return { reserveBytes: config.diskReserveGb * 1024 ** 3, overcommit: config.diskOvercommit };
-}
+export { ociStateDir } from './oci/oci-driver.js';
 
-/** Where the oci driver keeps images and sandbox state for a data dir. */
-export function ociStateDir(dataDir: string): string {
-  return join(dataDir, 'oci');
-}
+/**
+ * The drivers, by the name `CORRAL_RUNTIME` gives: the one place that names them. A driver is a
+ * folder under `runtime/` exporting a {@link RuntimeDriver}, its name in `config.ts`'s
+ * `RUNTIME_DRIVER_NAMES`, a line here, and its conformance test file. Each loads only when chosen.
+ */
+const DRIVERS: Record<Exclude<RuntimeDriverName, 'none'>, () => Promise<RuntimeDriver>> = {
+  docker: async () => (await import('./docker/docker-driver.js')).dockerDriver,
+  oci: async () => (await import('./oci/oci-driver.js')).ociDriver,
+};
 
-/** The runtime driver the configuration names, initialised; null for `none`. Drivers load only when selected. */
+/** The runtime driver the configuration names, initialised; null for `none`. */
 export async function createRuntime(config: CorralConfig): Promise<SandboxRuntime | null> {
-  switch (config.runtime) {
-    case 'none':
-      return null;
-    case 'docker': {
-      // The Docker client reads DOCKER_HOST itself.
-      const { DockerRuntime } = await import('./docker/docker-runtime.js');
-      const runtime = new DockerRuntime({
-        instance: config.instanceId,
-        diskDir: join(config.dataDir, 'docker-disks'),
-        egressConnectionLog: { group: config.egressNflogGroup, binDir: join(config.dataDir, 'bin') },
-        insecureRegistries: config.registryInsecure,
-        diskPolicy: diskPolicyOf(config),
-        ...(config.egressDnsUpstream !== null ? { egressDnsUpstream: config.egressDnsUpstream } : {}),
-        egressTtlFloorSeconds: config.egressTtlFloorSeconds,
-      });
-      await runtime.init();
-      return runtime;
-    }
-    case 'oci': {
-      const { OciRuntime } = await import('./oci/oci-runtime.js');
-      const userns = config.ociUserns === 'auto' ? undefined : config.ociUserns === 'off' ? null : config.ociUserns;
-      const runtime = new OciRuntime({
-        instance: config.instanceId,
-        stateDir: ociStateDir(config.dataDir),
-        egressConnectionLog: { group: config.egressNflogGroup, binDir: join(ociStateDir(config.dataDir), 'bin') },
-        runtimeBinary: config.ociRuntime,
-        userns,
-        poolSize: config.ociPoolSize,
-        diskPolicy: diskPolicyOf(config),
-        insecureRegistries: config.registryInsecure,
-        maxImageBytes: config.imageMaxBytes,
-        // The API's default disk_size_gb (10): most creates ask for it.
-        warmDiskSizes: [10 * 1024 ** 3],
-        ...(config.egressDnsUpstream !== null ? { egressDnsUpstream: config.egressDnsUpstream } : {}),
-        egressTtlFloorSeconds: config.egressTtlFloorSeconds,
-      });
-      await runtime.init();
-      return runtime;
-    }
-  }
+  if (config.runtime === 'none') return null;
+  return (await DRIVERS[config.runtime]()).create(config);
 }
 
 /**
@@ -64,16 +27,6 @@ export async function createRuntime(config: CorralConfig): Promise<SandboxRuntim
  * which keeps no images.
  */
 export async function createRuntimeImages(config: Pick<CorralConfig, 'runtime' | 'dataDir'>): Promise<RuntimeImages> {
-  switch (config.runtime) {
-    case 'none':
-      throw new Error('the none runtime keeps no images: choose a driver with --runtime or CORRAL_RUNTIME');
-    case 'docker': {
-      const { DockerRuntimeImages } = await import('./docker/docker-runtime-images.js');
-      return new DockerRuntimeImages();
-    }
-    case 'oci': {
-      const { OciRuntimeImages } = await import('./oci/oci-runtime-images.js');
-      return new OciRuntimeImages(ociStateDir(config.dataDir));
-    }
-  }
+  if (config.runtime === 'none') throw new Error('the none runtime keeps no images: choose a driver with --runtime or CORRAL_RUNTIME');
+  return (await DRIVERS[config.runtime]()).images(config);
 }

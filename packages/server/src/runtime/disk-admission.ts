@@ -1,4 +1,5 @@
 import { statfs } from 'node:fs/promises';
+import type { CorralConfig } from '../config.js';
 import type { DiskCapacity } from './runtime.js';
 
 const GiB = 1024 ** 3;
@@ -16,6 +17,11 @@ export interface DiskPolicy {
 
 /** With no policy given, a disk must only fit in the free space. */
 export const NO_RESERVE: DiskPolicy = { reserveBytes: 0, overcommit: 0 };
+
+/** The disk admission policy the configuration sets (CORRAL_DISK_RESERVE_GB, CORRAL_DISK_OVERCOMMIT). */
+export function diskPolicyOf(config: Pick<CorralConfig, 'diskReserveGb' | 'diskOvercommit'>): DiskPolicy {
+  return { reserveBytes: config.diskReserveGb * 1024 ** 3, overcommit: config.diskOvercommit };
+}
 
 /**
  * Why a new disk of `diskBytes` must be refused, or null when it may be made. The rule, over the

@@ -1,7 +1,6 @@
 import type { CorralConfig } from '../config.js';
 import { ApiError } from '../errors/api-error.js';
-import { diskPolicyOf } from '../runtime/create-runtime.js';
-import { diskShortfall } from '../runtime/disk-admission.js';
+import { diskPolicyOf, diskShortfall } from '../runtime/disk-admission.js';
 import type { SandboxFilter, Store } from '../store/store.js';
 import { newId } from '../util/ids.js';
 import { nowIso } from '../util/time.js';

@@ -1,0 +1,25 @@
+import { join } from 'node:path';
+import { diskPolicyOf } from '../disk-admission.js';
+import type { RuntimeDriver } from '../runtime-driver.js';
+
+/** The `docker` driver: sandboxes as Docker Engine containers. The Docker client reads DOCKER_HOST itself. */
+export const dockerDriver: RuntimeDriver = {
+  async create(config) {
+    const { DockerRuntime } = await import('./docker-runtime.js');
+    const runtime = new DockerRuntime({
+      instance: config.instanceId,
+      diskDir: join(config.dataDir, 'docker-disks'),
+      egressConnectionLog: { group: config.egressNflogGroup, binDir: join(config.dataDir, 'bin') },
+      insecureRegistries: config.registryInsecure,
+      diskPolicy: diskPolicyOf(config),
+      ...(config.egressDnsUpstream !== null ? { egressDnsUpstream: config.egressDnsUpstream } : {}),
+      egressTtlFloorSeconds: config.egressTtlFloorSeconds,
+    });
+    await runtime.init();
+    return runtime;
+  },
+  async images() {
+    const { DockerRuntimeImages } = await import('./docker-runtime-images.js');
+    return new DockerRuntimeImages();
+  },
+};

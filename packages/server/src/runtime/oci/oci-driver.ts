@@ -1,0 +1,37 @@
+import { join } from 'node:path';
+import { diskPolicyOf } from '../disk-admission.js';
+import type { RuntimeDriver } from '../runtime-driver.js';
+
+/** Where the oci driver keeps images and sandbox state for a data dir. */
+export function ociStateDir(dataDir: string): string {
+  return join(dataDir, 'oci');
+}
+
+/** The `oci` driver: daemonless runc/crun sandboxes with an agent as PID 1. */
+export const ociDriver: RuntimeDriver = {
+  async create(config) {
+    const { OciRuntime } = await import('./oci-runtime.js');
+    const userns = config.ociUserns === 'auto' ? undefined : config.ociUserns === 'off' ? null : config.ociUserns;
+    const runtime = new OciRuntime({
+      instance: config.instanceId,
+      stateDir: ociStateDir(config.dataDir),
+      egressConnectionLog: { group: config.egressNflogGroup, binDir: join(ociStateDir(config.dataDir), 'bin') },
+      runtimeBinary: config.ociRuntime,
+      userns,
+      poolSize: config.ociPoolSize,
+      diskPolicy: diskPolicyOf(config),
+      insecureRegistries: config.registryInsecure,
+      maxImageBytes: config.imageMaxBytes,
+      // The API's default disk_size_gb (10): most creates ask for it.
+      warmDiskSizes: [10 * 1024 ** 3],
+      ...(config.egressDnsUpstream !== null ? { egressDnsUpstream: config.egressDnsUpstream } : {}),
+      egressTtlFloorSeconds: config.egressTtlFloorSeconds,
+    });
+    await runtime.init();
+    return runtime;
+  },
+  async images(config) {
+    const { OciRuntimeImages } = await import('./oci-runtime-images.js');
+    return new OciRuntimeImages(ociStateDir(config.dataDir));
+  },
+};

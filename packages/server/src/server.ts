@@ -5,7 +5,7 @@ import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
 import type { CorralConfig } from './config.js';
 import { buildApp } from './http/app.js';
-import type { Reconciler } from './reconciler/reconciler.js';
+import type { Reconciler } from './services/reconciler.js';
 import { createRuntime } from './runtime/create-runtime.js';
 import type { RuntimeIsolation, SandboxRuntime } from './runtime/runtime.js';
 import type { SandboxLifecycle } from './services/sandbox-lifecycle.js';

@@ -6,7 +6,7 @@ import type { AppServices } from './http/app-services.js';
 import { NetworkService } from './network/network-service.js';
 import { SshGateway } from './network/ssh-gateway.js';
 import { TunnelHub } from './network/tunnel-hub.js';
-import { Reconciler } from './reconciler/reconciler.js';
+import { Reconciler } from './services/reconciler.js';
 import type { SandboxRuntime } from './runtime/runtime.js';
 import { AccessChecker } from './services/access-checker.js';
 import { AccessEvents } from './services/access-events.js';

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { parseExecBody } from './exec-request.js';
-import { GatewayError } from './gateway-error.js';
+import { GatewayError } from '../errors/gateway-error.js';
 import { topLevelRawValues } from './raw-json.js';
 
 const parse = (raw: string, max = 3600): ReturnType<typeof parseExecBody> => parseExecBody({ raw, value: JSON.parse(raw) as unknown }, max);

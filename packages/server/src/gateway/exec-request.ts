@@ -1,4 +1,4 @@
-import { invalid } from './gateway-error.js';
+import { invalid } from '../errors/gateway-error.js';
 import { topLevelRawValues } from './raw-json.js';
 
 /** A JSON request body with its source text, as the gateway's JSON parser produces it. */

@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { parseExecBody } from './exec-request.js';
 import { type GatewayContext, type GatewayParams, clientGone, runtimeFailure, targetOf } from './gateway-context.js';
-import { GatewayError } from './gateway-error.js';
+import { GatewayError } from '../errors/gateway-error.js';
 import { type CommandOutcome, runCommand } from './run-command.js';
 import { watchTransferIdle } from './transfer-idle.js';
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { FairScheduler, type Release, type SlotOwner } from './fair-scheduler.js';
-import { GatewayError } from './gateway-error.js';
+import { GatewayError } from '../errors/gateway-error.js';
 
 const A1: SlotOwner = { userId: 'a', sandboxId: 'a1' };
 const A2: SlotOwner = { userId: 'a', sandboxId: 'a2' };

@@ -1,4 +1,4 @@
-import { GatewayError, tooManyRequests } from './gateway-error.js';
+import { GatewayError, tooManyRequests } from '../errors/gateway-error.js';
 
 /** Whose operation a slot is for: the sandbox's owner and the sandbox. */
 export interface SlotOwner {

@@ -4,7 +4,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { GATEWAY_ERRORS } from '../errors/error-codes.js';
 import { RuntimeError } from '../runtime/runtime.js';
 import { type GatewayContext, type GatewayParams, clientGone, runtimeFailure, targetOf } from './gateway-context.js';
-import { GatewayError, invalid, sandboxNotFound } from './gateway-error.js';
+import { GatewayError, invalid, sandboxNotFound } from '../errors/gateway-error.js';
 import type { GatewayTarget } from './gateway-target.js';
 import { MAX_READ_BYTES, readWindow } from './read-window.js';
 import { watchTransferIdle } from './transfer-idle.js';

@@ -3,7 +3,7 @@ import type { CorralConfig } from '../config.js';
 import { RUNTIME_FAILURES } from '../errors/error-codes.js';
 import { RuntimeError } from '../runtime/runtime.js';
 import type { SandboxAccess } from '../services/sandbox-access.js';
-import { GatewayError, sandboxNotFound } from './gateway-error.js';
+import { GatewayError, sandboxNotFound } from '../errors/gateway-error.js';
 import type { GatewayTarget } from './gateway-target.js';
 import type { FairScheduler } from './fair-scheduler.js';
 import type { OutputBudget } from './output-budget.js';

@@ -4,7 +4,7 @@ import type { LiveGrants } from './live-grants.js';
 
 /** Admits a public key for one SSH session of a sandbox (the gateway's `authorize` route). */
 export interface SshKeyAuthorizer {
-  /** Throws `SshAuthorizeError` with the status and code to answer with. */
+  /** Throws a `GatewayError` (`bad_request`, `ssh_session_not_found`) to answer with. */
   authorize(sandboxId: string, body: unknown): Promise<{ success: true; session_id: string; expires_at: string; message: string }>;
 }
 

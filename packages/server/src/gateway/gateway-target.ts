@@ -1,5 +1,5 @@
 import type { SandboxAccess, SandboxHandle, TokenDenial } from '../services/sandbox-access.js';
-import { GatewayError, sandboxNotFound, unauthorized } from './gateway-error.js';
+import { GatewayError, sandboxNotFound, unauthorized } from '../errors/gateway-error.js';
 import type { GatewayGrant } from './live-grants.js';
 
 /** The sandbox a gateway request acts on, once its token and state have been checked. */

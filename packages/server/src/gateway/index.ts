@@ -2,16 +2,15 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { FastifyError, FastifyInstance } from 'fastify';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { isGatewayErrorCode } from '../errors/error-codes.js';
 import { registerConnectRoutes } from './connect/connect-routes.js';
 import { registerExecRoute } from './exec-route.js';
 import { registerFileRoutes } from './file-routes.js';
 import { type GatewayContext, type GatewayParams, targetOf } from './gateway-context.js';
-import { SshAuthorizeError } from '../network/ssh-gateway.js';
 import { FairScheduler } from './fair-scheduler.js';
 import type { GatewayDeps } from './gateway-deps.js';
 import type { LiveGrants } from './live-grants.js';
-import { GatewayError, retryAfterOf, sendFrameworkRejection, sendGatewayError, tooManyRequests } from './gateway-error.js';
+import { GatewayError, retryAfterOf, tooManyRequests } from '../errors/gateway-error.js';
+import { sendFrameworkRejection, sendGatewayError } from './gateway-reply.js';
 import { type GatewayTarget, bearerToken, resolveTarget } from './gateway-target.js';
 import { OutputBudget } from './output-budget.js';
 import { UserRateLimit } from './user-rate-limit.js';
@@ -120,13 +119,8 @@ export async function registerGateway(app: FastifyInstance, deps: GatewayDeps): 
   app.post<{ Params: GatewayParams }>('/:user_ns/:job_id/authorize', { config: { public: true } }, async (request) => {
     const target = targetOf(request);
     if (!deps.sshKeys) throw new GatewayError('not_implemented', 'SSH sessions are not served by this server');
-    try {
-      return await deps.sshKeys.authorize(target.sandboxId, (request.body as { value?: unknown } | undefined)?.value);
-    } catch (error) {
-      // Its codes (`bad_request`, `ssh_session_not_found`) are registered; the status comes from the registry.
-      if (error instanceof SshAuthorizeError) throw new GatewayError(isGatewayErrorCode(error.code) ? error.code : 'bad_request', error.message);
-      throw error;
-    }
+    // Refusals are GatewayErrors (`bad_request`, `ssh_session_not_found`) with the registry's statuses.
+    return deps.sshKeys.authorize(target.sandboxId, (request.body as { value?: unknown } | undefined)?.value);
   });
   app.get<{ Params: GatewayParams }>('/:user_ns/:job_id/stream', { config: { public: true } }, async () => {
     throw new GatewayError('upgrade_required', 'This endpoint speaks WebSocket: connect with Upgrade: websocket (docs/streaming-exec.md)');

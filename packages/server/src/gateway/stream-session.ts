@@ -5,7 +5,7 @@ import type { ExecProcess, ExecRequest } from '../runtime/runtime.js';
 import type { Release } from './fair-scheduler.js';
 import type { GatewayContext } from './gateway-context.js';
 import { runtimeFailure } from './gateway-context.js';
-import { GatewayError } from './gateway-error.js';
+import { GatewayError } from '../errors/gateway-error.js';
 import { writeDrained } from './write-drained.js';
 import type { GatewayTarget } from './gateway-target.js';
 

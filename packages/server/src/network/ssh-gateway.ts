@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
 import ssh2, { type AuthContext, type Connection, type PseudoTtyInfo, type ServerChannel, type Session } from 'ssh2';
 import type { CorralConfig } from '../config.js';
+import { GatewayError } from '../errors/gateway-error.js';
 import type { ExecProcess } from '../runtime/runtime.js';
 import type { SandboxAccess, SandboxHandle } from '../services/sandbox-access.js';
 import type { SshSessionRecords } from './network-deps.js';
@@ -21,17 +22,6 @@ export interface SshGatewayDeps {
   /** Resolves a session's sandbox, checks the key it was opened with still grants access, records activity. */
   sandboxAccess: SandboxAccess;
   log: FastifyBaseLogger;
-}
-
-/** Thrown by `authorize` with an HTTP status for the gateway to answer with. */
-export class SshAuthorizeError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
 }
 
 /** The host key: generated once into the data dir, then reused so clients' known_hosts stay valid. */
@@ -91,23 +81,23 @@ export class SshGateway {
 
   /**
    * Admits a public key for a session of this sandbox until the session ends or `ttlSeconds`
-   * pass, whichever is first. Throws SshAuthorizeError.
+   * pass, whichever is first. Throws a GatewayError (`bad_request`, `ssh_session_not_found`) for the gateway to answer with.
    */
   async authorize(sandboxId: string, body: unknown): Promise<{ success: true; session_id: string; expires_at: string; message: string }> {
-    if (typeof body !== 'object' || body === null) throw new SshAuthorizeError(400, 'bad_request', 'Send a JSON body {session_id, public_key, ttl_seconds}');
+    if (typeof body !== 'object' || body === null) throw new GatewayError('bad_request', 'Send a JSON body {session_id, public_key, ttl_seconds}');
     const { session_id: sessionId, public_key: publicKey, ttl_seconds: ttl } = body as Record<string, unknown>;
-    if (typeof sessionId !== 'string' || sessionId === '') throw new SshAuthorizeError(400, 'bad_request', 'session_id must be a non-empty string');
-    if (typeof publicKey !== 'string' || publicKey.length > 16_384) throw new SshAuthorizeError(400, 'bad_request', 'public_key must be an OpenSSH public key line');
+    if (typeof sessionId !== 'string' || sessionId === '') throw new GatewayError('bad_request', 'session_id must be a non-empty string');
+    if (typeof publicKey !== 'string' || publicKey.length > 16_384) throw new GatewayError('bad_request', 'public_key must be an OpenSSH public key line');
     if (ttl !== undefined && ttl !== null && (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl < 1 || ttl > 86_400)) {
-      throw new SshAuthorizeError(400, 'bad_request', 'ttl_seconds must be an integer from 1 to 86400');
+      throw new GatewayError('bad_request', 'ttl_seconds must be an integer from 1 to 86400');
     }
     const parsed = utils.parseKey(publicKey.trim());
     const key = Array.isArray(parsed) ? parsed[0] : parsed;
-    if (!key || key instanceof Error || key.isPrivateKey()) throw new SshAuthorizeError(400, 'bad_request', 'public_key is not an OpenSSH public key');
+    if (!key || key instanceof Error || key.isPrivateKey()) throw new GatewayError('bad_request', 'public_key is not an OpenSSH public key');
     const session = await this.deps.store.getSshSession(sessionId);
     const now = Date.now();
     if (!session || session.sandboxId !== sandboxId || Date.parse(session.expiresAt) <= now) {
-      throw new SshAuthorizeError(404, 'ssh_session_not_found', `No active SSH session ${sessionId} on this sandbox`);
+      throw new GatewayError('ssh_session_not_found', `No active SSH session ${sessionId} on this sandbox`);
     }
     const until = Math.min(Date.parse(session.expiresAt), now + (typeof ttl === 'number' ? ttl : session.ttlSeconds) * 1000);
     const expiresAt = new Date(until).toISOString();

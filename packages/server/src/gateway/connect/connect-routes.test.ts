@@ -14,7 +14,7 @@ import {
 import { toConnectError } from './connect-routes.js';
 import { ConnectError } from './connect-protocol.js';
 import { type ConnectTarget, StreamCall, encode, unaryCall } from './connect-test-client.js';
-import { GatewayError, sandboxNotFound, unauthorized } from '../gateway-error.js';
+import { GatewayError, sandboxNotFound, unauthorized } from '../../errors/gateway-error.js';
 import { RuntimeError } from '../../runtime/runtime.js';
 import type { GatewayTarget } from '../gateway-target.js';
 import { type GatewaySandbox, type GatewayTestServer, createSandbox, dockerMissing, execCall, startGatewayServer, waitForStatus } from '../test-support.js';

@@ -3,7 +3,7 @@ import { connectCodeOfStatus } from '../../errors/error-codes.js';
 import type { ExecProcess, ExecRequest } from '../../runtime/runtime.js';
 import type { Release } from '../fair-scheduler.js';
 import { type GatewayContext, type GatewayParams, runtimeFailure, targetOf } from '../gateway-context.js';
-import { GatewayError, retryAfterOf } from '../gateway-error.js';
+import { GatewayError, retryAfterOf } from '../../errors/gateway-error.js';
 import type { GatewayTarget } from '../gateway-target.js';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { CommandSession, CommandSessionRegistry, type ProcessSelector } from './command-sessions.js';

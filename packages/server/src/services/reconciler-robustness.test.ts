@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { RuntimeSandboxState, SandboxRuntime, SandboxSpec } from '../runtime/runtime.js';
-import { SandboxLifecycle } from '../services/sandbox-lifecycle.js';
+import { SandboxLifecycle } from './sandbox-lifecycle.js';
 import type { SandboxFilter, Store } from '../store/store.js';
 import { type TestServer, startTestServer } from '../testing/test-server.js';
 import { Reconciler } from './reconciler.js';

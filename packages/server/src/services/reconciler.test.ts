@@ -113,7 +113,7 @@ describe('reconciler and sandboxes created during a pass', () => {
         onEvent: () => () => undefined,
       };
       const { Reconciler } = await import('./reconciler.js');
-      const { SandboxLifecycle } = await import('../services/sandbox-lifecycle.js');
+      const { SandboxLifecycle } = await import('./sandbox-lifecycle.js');
       const lifecycle = new SandboxLifecycle(t.server.store, runtime as unknown as SandboxRuntime, t.server.config, t.server.log);
       const reconciler = new Reconciler(t.server.store, lifecycle, 60_000, t.server.log);
       const report = await reconciler.reconcile();

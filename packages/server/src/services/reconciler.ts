@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { RuntimeSandboxState } from '../runtime/runtime.js';
-import type { SandboxLifecycle } from '../services/sandbox-lifecycle.js';
+import type { SandboxLifecycle } from './sandbox-lifecycle.js';
 import { ACTIVE_STATUSES, TERMINAL_STATUSES, type SandboxRecord } from '../records/sandbox-records.js';
 import type { Store } from '../store/store.js';
 import { toMillis } from '../util/time.js';

@@ -60,6 +60,12 @@ const layerRules = LAYERS.flatMap((layer, level) =>
   }),
 );
 
+/** What nothing under runtime/ may import: higher layers, and the store beside it. */
+const runtimeBounds = [
+  ...LAYERS.slice(2).flat().map((other) => ({ regex: reaching(other), message: `runtime may not import ${other}: it is a higher layer (docs/architecture.md, "Layers").` })),
+  { regex: reaching('store'), message: 'runtime may not import store: another folder of the same layer.' },
+];
+
 /** Inside runtime/: no driver imports another, and shared code imports no driver (create-runtime.ts aside). */
 const driverRules = [
   ...DRIVERS.map((driver) => ({
@@ -70,8 +76,7 @@ const driverRules = [
         'error',
         {
           patterns: [
-            ...LAYERS.slice(2).flat().map((other) => ({ regex: reaching(other), message: `runtime may not import ${other}: it is a higher layer (docs/architecture.md, "Layers").` })),
-            { regex: reaching('store'), message: 'runtime may not import store: another folder of the same layer.' },
+            ...runtimeBounds,
             ...DRIVERS.filter((d) => d !== driver).map((other) => ({ regex: `^(\\.\\./)+${other}/`, message: `The ${driver} driver may not import the ${other} driver: shared code belongs in runtime/.` })),
           ],
         },
@@ -86,8 +91,7 @@ const driverRules = [
         'error',
         {
           patterns: [
-            ...LAYERS.slice(2).flat().map((other) => ({ regex: reaching(other), message: `runtime may not import ${other}: it is a higher layer (docs/architecture.md, "Layers").` })),
-            { regex: reaching('store'), message: 'runtime may not import store: another folder of the same layer.' },
+            ...runtimeBounds,
             { regex: `^(\\.\\./|\\./)+(${DRIVERS.join('|')})/`, message: 'Only runtime/create-runtime.ts names a driver.' },
           ],
         },

@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { GatedRuntime } from '../../server/src/testing/gated-runtime.js';
-import { type TestServer, startTestServer } from '../../server/src/testing/test-server.js';
+import { GatedRuntime, type TestServer, startTestServer } from '@corral/server/testing';
 import { CorralClient } from './client.js';
 import { ConflictError, NotFoundError, ValidationError } from './errors.js';
 import { Sandbox } from './sandbox.js';

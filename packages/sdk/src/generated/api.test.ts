@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { startTestServer } from '../../../server/src/testing/test-server.js';
+import { startTestServer } from '@corral/server/testing';
 import { generateApiModule, type OpenApiDocument } from '../codegen/openapi-to-ts.js';
 import { validateSchema } from '../validate.js';
 import { RESPONSE_SCHEMAS } from './api.js';

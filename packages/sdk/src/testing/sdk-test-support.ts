@@ -1,9 +1,8 @@
 import type { TestContext } from 'node:test';
-import type { CorralConfig } from '../../../server/src/config.js';
-import { TEST_IMAGE, dockerMissing, needNothingMissing } from '../../../server/src/testing/runtime-available.js';
-import { type ListeningTestServer, startListeningServer } from '../../../server/src/testing/test-server.js';
+import type { CorralConfig } from '@corral/server';
+import { TEST_IMAGE, dockerMissing, needNothingMissing, type ListeningTestServer, startListeningServer } from '@corral/server/testing';
 
-export { TEST_IMAGE, dockerMissing } from '../../../server/src/testing/runtime-available.js';
+export { TEST_IMAGE, dockerMissing } from '@corral/server/testing';
 
 /** Skips without Docker, except on CI (`CI=true`), where it fails. Returns true when the test should go on. */
 export function needDocker(t: TestContext, image = TEST_IMAGE): boolean {

@@ -11,8 +11,8 @@
 #  2. reads the limits back from the container's cgroups (memory 64 MiB, CPU quota 0.5 core);
 #  3. `kubectl exec` into it 5 times and prints each latency and the median;
 #  4. dials the Pod IP from the host with `nc` and reads the page it serves;
-#  5. runs a Guaranteed Pod (requests = limits, 32 MiB) that allocates 128 MiB, and times
-#     create -> the container terminated with reason OOMKilled;
+#  5. runs a Guaranteed Pod (requests = limits, 32 MiB) whose main process allocates 128 MiB, and
+#     times create -> the container terminated with reason OOMKilled and exit code 137; reads its log;
 #  6. deletes the namespace and times it.
 # Uses $CORRAL_CACHE_DIR (default <repo>/.cache) to find the kubeconfig and kubectl.
 set -euo pipefail
@@ -96,7 +96,7 @@ echo "host -> pod IP $ip:8080: connected, page read"
 t="$(now_ms)"
 k run oom --image="$TEST_IMAGE" --restart=Never \
   --requests=cpu=100m,memory=32Mi --limits=cpu=100m,memory=32Mi \
-  --command -- sh -c 'echo allocating; dd if=/dev/zero of=/dev/null bs=128M count=1; echo survived' >/dev/null
+  --command -- sh -c 'echo allocating; exec dd if=/dev/zero of=/dev/null bs=128M count=1' >/dev/null
 reason=""
 for _ in $(seq 1 240); do
   reason="$(k get pod oom -o 'jsonpath={.status.containerStatuses[0].state.terminated.reason}' 2>/dev/null || true)"
@@ -104,12 +104,13 @@ for _ in $(seq 1 240); do
   sleep 0.25
 done
 elapsed=$(($(now_ms) - t))
-[ "$reason" = "OOMKilled" ] || {
+code="$(k get pod oom -o 'jsonpath={.status.containerStatuses[0].state.terminated.exitCode}')"
+if [ "$reason" != "OOMKilled" ] || [ "$code" != "137" ]; then
   k describe pod oom >&2
-  fail "pod oom ended with '$reason', not OOMKilled"
-}
-echo "Guaranteed pod ($(k get pod oom -o 'jsonpath={.status.qosClass}')) create -> OOMKilled: $elapsed ms" \
-  "(exit code $(k get pod oom -o 'jsonpath={.status.containerStatuses[0].state.terminated.exitCode}'))"
+  fail "pod oom ended with '$reason' (exit code $code), not OOMKilled (137)"
+fi
+[ "$(k logs oom)" = "allocating" ] || fail "kubectl logs oom printed '$(k logs oom)'"
+echo "Guaranteed pod ($(k get pod oom -o 'jsonpath={.status.qosClass}')) create -> OOMKilled: $elapsed ms (exit code $code); kubectl logs ok"
 
 # 6. delete.
 t="$(now_ms)"

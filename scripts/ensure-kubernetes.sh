@@ -21,7 +21,7 @@
 #                                                                     https://127.0.0.1:$CORRAL_K8S_API_PORT (6443)
 #   kube-scheduler, kube-controller-manager (no insecure ports, no leader election)
 #   kubelet (dockershim against the running dockerd, cgroupfs, no CNI: pods sit on Docker's default
-#            bridge, so Pod IPs are reachable from the host; node name $CORRAL_K8S_NODE_NAME)
+#            bridge, so Pod IPs are reachable from the host; the node is named 127.0.0.1)
 # Certificates (openssl), the service-account key pair and the admin token are made once under
 # <cache>/kubernetes/pki/. The pause image is `docker import`ed as k8s.gcr.io/pause:3.2 (the kubelet
 # never pulls it), and 127.0.0.1:5000/corral/busybox:latest is pulled from the local registry when
@@ -192,7 +192,10 @@ if [ "$BUILD_ONLY" -eq 1 ]; then exit 0; fi
 # ---------------------------------------------------------------------------------------------
 # Run
 # ---------------------------------------------------------------------------------------------
-NODE_NAME="${CORRAL_K8S_NODE_NAME:-corral-node}"
+# The node is named after its address: the kubelet refuses a loopback --node-ip ("nodeIP can't be
+# loopback address"), but takes an IP given as its hostname as its InternalIP unchecked, and the
+# API server reaches the kubelet (exec, logs) at that InternalIP, where it listens.
+NODE_NAME="127.0.0.1"
 API_PORT="${CORRAL_K8S_API_PORT:-6443}"
 ETCD_PORT="${CORRAL_K8S_ETCD_PORT:-2379}"
 ETCD_PEER_PORT="${CORRAL_K8S_ETCD_PEER_PORT:-2380}"
@@ -286,7 +289,7 @@ make_cert admin corral-admin system:masters clientAuth
 make_cert kube-scheduler system:kube-scheduler "" clientAuth
 make_cert kube-controller-manager system:kube-controller-manager "" clientAuth
 make_cert kubelet-client "system:node:$NODE_NAME" system:nodes clientAuth
-make_cert kubelet-serving "$NODE_NAME" "" serverAuth "IP:127.0.0.1,DNS:localhost,DNS:$NODE_NAME"
+make_cert kubelet-serving "$NODE_NAME" "" serverAuth "IP:127.0.0.1,DNS:localhost"
 if [ ! -s "$PKI_DIR/sa.key" ] || [ ! -s "$PKI_DIR/sa.pub" ]; then
   openssl genrsa -out "$PKI_DIR/sa.key" 2048 2>/dev/null
   openssl rsa -in "$PKI_DIR/sa.key" -pubout -out "$PKI_DIR/sa.pub" 2>/dev/null
@@ -477,7 +480,7 @@ start kubelet "$BIN_DIR/kubelet" "$BIN_DIR/kubelet" \
   --container-runtime docker --docker-endpoint "$docker_endpoint" --network-plugin= \
   --pod-infra-container-image "$PAUSE_IMAGE" \
   --root-dir "$KUBELET_ROOT" --experimental-dockershim-root-directory "$DOCKERSHIM_ROOT" \
-  --hostname-override "$NODE_NAME" --node-ip 127.0.0.1
+  --hostname-override "$NODE_NAME"
 
 # The test image, from the local registry (started when it does not answer).
 registry="${TEST_IMAGE%%/*}"

@@ -7,7 +7,8 @@
 #
 # No Kubernetes binary is packaged for Debian, so the first run builds Debian's `kubernetes` source
 # package (1.20.2 with upstream vendor/, debian/patches applied, plus the two-line OOM-score patch
-# these machines need: they lack CAP_SYS_RESOURCE, so a negative oom_score_adj fails runc) into
+# these machines need: they lack CAP_SYS_RESOURCE, so a negative oom_score_adj fails runc; and the
+# vendored reflect2 replaced by Debian's 1.0.2, without which Go 1.19 builds crash) into
 # $CORRAL_CACHE_DIR/kubernetes/bin/ (default cache: <repo>/.cache): kube-apiserver, kube-scheduler,
 # kube-controller-manager, kubelet, kubectl, and the static `pause` binary. The source tree (2.7 GB
 # once built) lives in a temporary directory that is deleted afterwards. The binaries are keyed by a
@@ -47,7 +48,7 @@ BUILD_ONLY=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --build-only) BUILD_ONLY=1; shift ;;
-    -h | --help) sed -n '2,33p' "$0"; exit 0 ;;
+    -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) log "unknown argument: $1"; exit 2 ;;
   esac
 done
@@ -65,7 +66,7 @@ mkdir -p "$K8S_DIR" "$LOG_DIR"
 # constants next to them; the stamp is a hash of their text, so editing the recipe rebuilds.
 # ---------------------------------------------------------------------------------------------
 K8S_BINARIES=(kube-apiserver kube-scheduler kube-controller-manager kubelet kubectl)
-RECIPE_NOTE="debian kubernetes source + debian/patches + OOM adj 0; CGO_ENABLED=0; pause gcc -static"
+RECIPE_NOTE="debian kubernetes source + debian/patches + OOM adj 0 + reflect2 1.0.2; CGO_ENABLED=0; pause gcc -static"
 
 # A deb-src entry for each deb entry of debian.sources (same URIs and suites), in a file of our own.
 ensure_deb_src() {
@@ -97,6 +98,21 @@ patch_oom_scores() {
   grep -Eq 'guaranteedOOMScoreAdj\s+int\s*=\s*0$' pkg/kubelet/qos/policy.go
 }
 
+# Kubernetes 1.20 vendors github.com/modern-go/reflect2 v1.0.1, whose map iteration breaks under Go
+# >= 1.18: built with Debian's Go 1.19, kube-apiserver dies within a minute ("unexpected fault
+# address", SIGSEGV in runtime.mapiterinit under json-iterator). v1.0.2 is the upstream fix; Debian
+# packages it (golang-github-modern-go-reflect2-dev), so the vendored copy is replaced by that one.
+patch_reflect2() {
+  local debian_src=/usr/share/gocode/src/github.com/modern-go/reflect2
+  [ -f "$debian_src/unsafe_map.go" ] || { echo "missing $debian_src"; return 1; }
+  rm -rf vendor/github.com/modern-go/reflect2
+  mkdir -p vendor/github.com/modern-go/reflect2
+  find "$debian_src" -maxdepth 1 -type f \( -name '*.go' -o -name '*.s' -o -name LICENSE \) ! -name '*_test.go' \
+    -exec cp {} vendor/github.com/modern-go/reflect2/ \;
+  sed -i 's#github.com/modern-go/reflect2 v1.0.1#github.com/modern-go/reflect2 v1.0.2#g' go.mod vendor/modules.txt
+  grep -q 'modern-go/reflect2 v1.0.2' vendor/modules.txt
+}
+
 # Builds in $2 (a scratch directory) into $1 (a new directory): the five binaries, pause, and
 # VERSION (what was built from what).
 build_kubernetes() {
@@ -115,6 +131,7 @@ build_kubernetes() {
       patch -p1 --forward --batch <"debian/patches/$p"
     done <debian/patches/series
     patch_oom_scores
+    patch_reflect2
     mkdir -p .go/src/k8s.io
     ln -s ../../.. .go/src/k8s.io/kubernetes
     local targets=()
@@ -136,7 +153,7 @@ build_kubernetes() {
 }
 
 recipe_stamp() {
-  { declare -f ensure_deb_src patch_oom_scores build_kubernetes; echo "${K8S_BINARIES[*]}|$RECIPE_NOTE"; } |
+  { declare -f ensure_deb_src patch_oom_scores patch_reflect2 build_kubernetes; echo "${K8S_BINARIES[*]}|$RECIPE_NOTE"; } |
     sha256sum | cut -c1-16
 }
 
@@ -153,7 +170,7 @@ ensure_binaries() {
   fi
   log "building Kubernetes from Debian's source package into $BIN_DIR (stamp $stamp);" \
     "takes 7-20 minutes; log: $BUILD_LOG"
-  apt_install golang-go rsync gcc libc6-dev patch xz-utils ca-certificates
+  apt_install golang-go rsync gcc libc6-dev patch xz-utils ca-certificates golang-github-modern-go-reflect2-dev
   ensure_deb_src
   local started new work rc
   started="$(date +%s)"

@@ -32,7 +32,7 @@ PURGE=0
 case "${1:-}" in
   "") ;;
   --purge) PURGE=1 ;;
-  -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
+  -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
   *) log "unknown argument: $1"; exit 2 ;;
 esac
 

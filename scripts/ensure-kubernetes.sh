@@ -25,10 +25,12 @@
 #            bridge, so Pod IPs are reachable from the host; the node is named 127.0.0.1)
 # Certificates (openssl), the service-account key pair and the admin token are made once under
 # <cache>/kubernetes/pki/. The pause image is `docker import`ed as k8s.gcr.io/pause:3.2 (the kubelet
-# never pulls it), and 127.0.0.1:5000/corral/busybox:latest is pulled from the local registry when
-# that registry answers. Before the kubelet first starts, the kernel sysctls it changes are saved
-# to <cache>/kubernetes/run/sysctls.saved; scripts/stop-kubernetes.sh restores them.
-# Waits for /readyz and for the node to be Ready. Idempotent: with everything up it only checks.
+# never pulls it), and 127.0.0.1:5000/corral/busybox:latest is pulled from the local registry
+# (started with scripts/start-registry.sh when it does not answer). Before the kubelet first
+# starts, the kernel sysctls it changes are saved to <cache>/kubernetes/run/sysctls.saved;
+# scripts/stop-kubernetes.sh restores them. Waits for /readyz, for the node to be Ready and for the
+# default service account. Idempotent: with everything up it only checks; a component that died is
+# started again. See docs/kubernetes-test-cluster.md.
 # Stop with scripts/stop-kubernetes.sh (the cached binaries stay); smoke test: scripts/check-kubernetes.sh.
 set -euo pipefail
 

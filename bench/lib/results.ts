@@ -29,6 +29,18 @@ export interface ScenarioResult {
   [extra: string]: unknown;
 }
 
+/** Whether a result field holds percentiles (a row to print). */
+function isPercentiles(value: unknown): value is Percentiles & Record<string, unknown> {
+  return typeof value === 'object' && value !== null && typeof (value as Record<string, unknown>).p50_ms === 'number';
+}
+
+/** Rows for the other clients and measures a scenario reports beside Corral's (`server_readiness`, `prime_sdk_schedule`, …). */
+function extraRows(result: ScenarioResult): Array<[string, Percentiles & Record<string, unknown>]> {
+  return Object.entries(result)
+    .filter(([key, value]) => !['corral', 'baselines'].includes(key) && isPercentiles(value))
+    .map(([key, value]) => [`  ${key.replaceAll('_', ' ')}`, value as Percentiles & Record<string, unknown>]);
+}
+
 /** The p-th percentile (0..100) of a sample, nearest-rank. */
 export function percentile(values: readonly number[], p: number): number {
   if (values.length === 0) return Number.NaN;
@@ -56,7 +68,7 @@ const RESULTS_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'results
 export function report(result: ScenarioResult, file = result.scenario): void {
   mkdirSync(RESULTS_DIR, { recursive: true });
   writeFileSync(join(RESULTS_DIR, `${file}.json`), `${JSON.stringify(result, null, 2)}\n`);
-  const rows: Array<[string, Percentiles & Record<string, unknown>]> = [['corral', result.corral], ...result.baselines.map((b) => [b.name, b] as [string, Baseline])];
+  const rows: Array<[string, Percentiles & Record<string, unknown>]> = [['corral', result.corral], ...extraRows(result), ...result.baselines.map((b) => [b.name, b] as [string, Baseline])];
   const width = Math.max(...rows.map(([name]) => name.length), 8);
   console.log(`\n${result.scenario} (${result.driver}, ${result.runs} runs) on ${result.machine}`);
   console.log(`${'what'.padEnd(width)}  ${'p50 ms'.padStart(9)}  ${'p95 ms'.padStart(9)}  ${'p99 ms'.padStart(9)}`);

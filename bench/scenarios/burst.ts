@@ -92,6 +92,8 @@ export async function run(args: string[]): Promise<void> {
       },
       resultsFile('burst', driver),
     );
+    const overReadiness = Math.round(percentiles(sdk.ms).p99_ms - percentiles(sdkReadiness).p99_ms);
+    console.log(`Prime SDK schedule p99 over its own sandboxes' server readiness p99: ${overReadiness} ms (issue 18 target: ≤ 300), ${sdkClient.statusRequests} status requests`);
   } finally {
     await server.stop();
   }

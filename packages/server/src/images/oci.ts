@@ -1,9 +1,10 @@
-import { chmod, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { RegistryCredentials } from '../runtime/registry/registry-client.js';
 import { DEFAULT_PATH } from './recipes.js';
 import { runTool } from './tools.js';
+import { pathExists } from '../util/path-exists.js';
 
 /** Image config written by {@link buildOciLayout}. */
 export interface OciConfigOptions {
@@ -14,14 +15,6 @@ export interface OciConfigOptions {
   readonly labels?: Readonly<Record<string, string>>;
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /**
  * Builds (or replaces) the image `ref` in the OCI layout `dir` from a rootfs tarball, using umoci:
@@ -30,7 +23,7 @@ async function exists(path: string): Promise<boolean> {
  */
 export async function buildOciLayout(rootfsTar: string, dir: string, ref: string, options: OciConfigOptions = {}): Promise<string> {
   const image = `${dir}:${ref}`;
-  if (!(await exists(join(dir, 'index.json')))) {
+  if (!(await pathExists(join(dir, 'index.json')))) {
     await runTool('umoci', ['init', '--layout', dir]);
   } else {
     const { stdout } = await runTool('umoci', ['ls', '--layout', dir]);

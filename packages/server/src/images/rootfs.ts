@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { copyFile, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { copyFile, mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
@@ -8,6 +8,7 @@ import { rootfsCacheDir } from './paths.js';
 import { DEBIAN_SUITE, RECIPES, recipeKey } from './recipes.js';
 import type { RootfsKind } from './recipes.js';
 import { requireTool, runTool } from './tools.js';
+import { pathExists } from '../util/path-exists.js';
 
 /** A rootfs tarball in the cache. */
 export interface BuiltRootfs {
@@ -32,14 +33,6 @@ export interface BuildRootfsOptions {
   readonly log?: (message: string) => void;
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** True when the ELF file has no program interpreter, i.e. runs in an empty rootfs. */
 async function isStaticElf(path: string): Promise<boolean> {
@@ -144,7 +137,7 @@ export async function buildRootfs(kind: RootfsKind, outTar?: string, options: Bu
   const key = await rootfsKey(kind, busybox?.bytes);
   const dir = rootfsCacheDir();
   const cachedPath = join(dir, `${key}.tar`);
-  const cached = !options.force && (await exists(cachedPath));
+  const cached = !options.force && (await pathExists(cachedPath));
   if (!cached) {
     if (kind === 'python') requireTool('mmdebstrap');
     await mkdir(dir, { recursive: true });

@@ -11,6 +11,7 @@ import { credentialKey, RegistryAccessCheck } from '../registry/registry-access-
 import { RegistryClient } from '../registry/registry-client.js';
 import type { Descriptor, RegistryClientOptions, RegistryCredentials } from '../registry/registry-client.js';
 import { runTool } from '../run-tool.js';
+import { pathExists } from '../../util/path-exists.js';
 
 /** The parts of an image config a sandbox uses. */
 export interface ImageConfig {
@@ -399,14 +400,6 @@ async function sha256File(path: string): Promise<string> {
   return hash.digest('hex');
 }
 
-async function pathExists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function isAlive(pid: number): boolean {
   try {

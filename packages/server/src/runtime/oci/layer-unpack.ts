@@ -1,8 +1,9 @@
-import { lstat, mkdir, realpath, rename, rm, stat, unlink } from 'node:fs/promises';
+import { lstat, mkdir, realpath, rename, rm, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { checkLayer, OPAQUE_MARKER, WHITEOUT_PREFIX } from './layer-check.js';
 import type { LayerWhiteout } from './layer-check.js';
 import { runTool } from '../run-tool.js';
+import { pathExists } from '../../util/path-exists.js';
 
 /** Default cap on one layer's decompressed bytes when the caller names none (8 GiB). */
 export const DEFAULT_LAYER_MAX_BYTES = 8 * 1024 ** 3;
@@ -26,7 +27,7 @@ export interface UnpackOptions {
  * completed it first) and the layer's decompressed bytes.
  */
 export async function unpackLayer(tarPath: string, dest: string, options: UnpackOptions = {}): Promise<{ created: boolean; bytes: number }> {
-  if (await exists(dest)) return { created: false, bytes: 0 };
+  if (await pathExists(dest)) return { created: false, bytes: 0 };
   const { whiteouts, bytes } = await checkLayer(tarPath, options.maxBytes ?? DEFAULT_LAYER_MAX_BYTES);
   const tmp = join(dirname(dest), `.tmp-${basename(dest)}-${process.pid}-${Math.random().toString(36).slice(2)}`);
   await mkdir(tmp, { recursive: true });
@@ -53,7 +54,7 @@ export async function unpackLayer(tarPath: string, dest: string, options: Unpack
     try {
       await rename(tmp, dest);
     } catch (error) {
-      if (await exists(dest)) return { created: false, bytes };
+      if (await pathExists(dest)) return { created: false, bytes };
       throw error;
     }
     return { created: true, bytes };
@@ -92,11 +93,3 @@ export async function convertWhiteouts(root: string, whiteouts: readonly LayerWh
   return { whiteouts: count, opaque };
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}

@@ -53,7 +53,11 @@ class FakeRuntime {
     for (const [id, c] of this.containers) if (c.runtimeId === runtimeId) this.containers.delete(id);
   }
 
+  /** When set, answers `list()` instead of the map (a test's hook into the middle of a pass). */
+  listHook: (() => Promise<RuntimeSandboxState[]>) | undefined;
+
   async list(): Promise<RuntimeSandboxState[]> {
+    if (this.listHook) return this.listHook();
     return [...this.containers.values()];
   }
 
@@ -164,5 +168,36 @@ describe('reconciler and provisioning robustness', () => {
     const report = await reconciler.reconcile(Date.now());
     assert.deepEqual(report.timedOut, [fresh]);
     assert.equal(fullListings, 1);
+  });
+  it('never removes the container of a sandbox whose provisioning finished during the pass', async () => {
+    const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+    const runtime = new FakeRuntime();
+    const { lifecycle, reconciler } = parts(runtime);
+    // One row the pass reads as PROVISIONING, one it reads as PENDING; both finish provisioning after the
+    // pass read the store and while it lists the runtime, whose snapshot shows their containers created
+    // but not yet started (as Docker lists a container between create and start).
+    const provisioning = await createRow();
+    const pending = await createRow();
+    runtime.hold();
+    lifecycle.provision(provisioning);
+    while ((await t.server.store.getSandbox(provisioning))?.status !== 'PROVISIONING') await sleep(5);
+    runtime.listHook = async () => {
+      runtime.release();
+      lifecycle.provision(pending);
+      while (lifecycle.isProvisioning(provisioning) || lifecycle.isProvisioning(pending)) await sleep(5);
+      return [provisioning, pending].map((id) => ({ sandboxId: id, runtimeId: `c-${id}`, running: false, exitCode: null, oomKilled: false }));
+    };
+    const report = await reconciler.reconcile(Date.now());
+    runtime.listHook = undefined;
+    assert.deepEqual(runtime.removeCalls, [], 'no container of a running sandbox was removed');
+    assert.deepEqual(report.provisioned, []);
+    for (const id of [provisioning, pending]) {
+      assert.equal((await t.server.store.getSandbox(id))?.status, 'RUNNING');
+      assert.equal(runtime.containers.has(id), true);
+    }
+    // The next pass sees them running, not lost.
+    const next = await reconciler.reconcile(Date.now());
+    assert.deepEqual(next.lost, []);
+    await lifecycle.close();
   });
 });

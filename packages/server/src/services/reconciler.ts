@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { RuntimeSandboxState } from '../runtime/runtime.js';
 import type { SandboxLifecycle } from './sandbox-lifecycle.js';
-import { ACTIVE_STATUSES, TERMINAL_STATUSES, type SandboxRecord } from '../records/sandbox-records.js';
+import { ACTIVE_STATUSES, TERMINAL_STATUSES, isTerminal, type SandboxRecord } from '../records/sandbox-records.js';
 import type { Store } from '../store/store.js';
 import { toMillis } from '../util/time.js';
 
@@ -212,6 +212,16 @@ export class Reconciler {
       }
     } else if ((sandbox.status === 'PENDING' || sandbox.status === 'PROVISIONING') && runtime) {
       if (this.lifecycle.isProvisioning(sandbox.id)) return;
+      // The view and the runtime listing are snapshots: provisioning may have started and finished
+      // since. Act on the row as it is now, or a sandbox that just became RUNNING would lose the
+      // container the listing caught between create and start.
+      const fresh = await this.store.getSandbox(sandbox.id);
+      if (!fresh || (fresh.status !== 'PENDING' && fresh.status !== 'PROVISIONING') || this.lifecycle.isProvisioning(sandbox.id)) {
+        if (fresh && !isTerminal(fresh.status)) this.view.set(fresh.id, fresh);
+        else this.view.delete(sandbox.id);
+        return;
+      }
+      sandbox = fresh;
       const container = containers.get(sandbox.id);
       if (sandbox.status === 'PROVISIONING' && container?.running) {
         const adopted = await this.store.updateSandbox(

@@ -10,9 +10,11 @@ import { ExecFileReader } from '../exec-file-reader.js';
 import { getFileViaExec, putFileViaExec } from '../exec-files.js';
 import { diskShortfall, filesystemSpace, NO_RESERVE } from '../disk-admission.js';
 import type { DiskPolicy } from '../disk-admission.js';
+import { type CapacityReserve, hostCapacity } from '../host-capacity.js';
 import { RuntimeError } from '../runtime.js';
 import type {
   DiskCapacity,
+  SandboxCapacity,
   EgressLogEntry,
   EgressPolicy,
   ExecProcess,
@@ -121,6 +123,8 @@ export interface DockerRuntimeOptions {
   warn?: (message: string) => void;
   /** Which disks `create()` admits (runtime/disk-admission.ts); default: a disk must only fit in free space. */
   diskPolicy?: DiskPolicy;
+  /** What `capacity()` keeps out of the host's CPU and memory (runtime/host-capacity.ts); default none. */
+  capacityReserve?: CapacityReserve;
 }
 
 /** The parts of `GET /info` the driver reads. */
@@ -189,6 +193,7 @@ export class DockerRuntime implements SandboxRuntime {
   private dockerRootDir = '';
   private readonly diskDir: string;
   private readonly diskPolicy: DiskPolicy;
+  private readonly capacityReserve: CapacityReserve;
   /** Bytes of disks admitted by creates still in flight. */
   private admittedBytes = 0;
   private readonly warn: (message: string) => void;
@@ -211,6 +216,7 @@ export class DockerRuntime implements SandboxRuntime {
     this.diskDir = options.diskDir ?? `${stateDir}/docker-disks`;
     this.disks = new LoopDisks(this.diskDir);
     this.diskPolicy = options.diskPolicy ?? NO_RESERVE;
+    this.capacityReserve = options.capacityReserve ?? { cpuCores: 0, memoryBytes: 0 };
     this.etcFiles = new SandboxEtcFiles(options.etcDir ?? join(this.diskDir, '..', 'docker-etc', options.instance));
     this.egress = new EgressNetwork(this.docker, {
       name: 'corral-egress',
@@ -295,6 +301,11 @@ export class DockerRuntime implements SandboxRuntime {
    * `storage-opt` mode, the engine's data root (when this host can see it) and the disk sizes of
    * this process's sandboxes, none counted as written yet. Undefined in `none` mode.
    */
+  /** The host's CPU cores and memory minus the configured reserve: what sandboxes may reserve. */
+  async capacity(): Promise<SandboxCapacity> {
+    return hostCapacity(this.capacityReserve);
+  }
+
   async diskCapacity(): Promise<DiskCapacity | undefined> {
     if (this.diskModeValue === 'loop') {
       await mkdir(this.diskDir, { recursive: true });

@@ -68,6 +68,7 @@ export class AdmissionQueue {
   private readonly unsubscribe: () => void;
   /** Rows that ended while the reservations were being read (so the read does not count them). */
   private endedWhileLoading = new Set<string>();
+  private closed = false;
 
   constructor(
     private readonly store: Store,
@@ -270,7 +271,7 @@ export class AdmissionQueue {
 
   /** Admits waiting creates, in turn, while a slot is free and the next one fits. */
   private dispatch(): void {
-    if (!this.loaded) return;
+    if (!this.loaded || this.closed) return;
     this.capacityBlocked = false;
     while (this.provisioning < this.config.maxConcurrentProvisioning) {
       const next = this.queues.entries().next();
@@ -342,8 +343,9 @@ export class AdmissionQueue {
     }
   }
 
-  /** Stops the deadline timers and the store subscription. */
+  /** Stops admitting, the deadline timers and the store subscription. */
   close(): void {
+    this.closed = true;
     this.unsubscribe();
     for (const entry of this.entries.values()) if (entry.timer) clearTimeout(entry.timer);
   }

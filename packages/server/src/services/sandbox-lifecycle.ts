@@ -44,6 +44,8 @@ export function specFor(sandbox: SandboxRecord, pidsLimit: number, enforcesPolic
  */
 export class SandboxLifecycle {
   private readonly inFlight = new Map<string, Promise<void>>();
+  /** Row reads of `provision(id)` calls not yet in the queue. */
+  private readonly lookups = new Set<Promise<void>>();
   private readonly unsubscribe: (() => void) | null;
   /**
    * Admits creates: at most `maxConcurrentProvisioning` provision at once, and only what fits the
@@ -110,12 +112,14 @@ export class SandboxLifecycle {
       if (sandbox.status === 'PENDING') admission.enqueue(sandbox);
       return;
     }
-    void this.store.getSandbox(id).then(
+    const lookup = this.store.getSandbox(id).then(
       (row) => {
         if (row && row.status === 'PENDING' && !this.isTracked(id)) admission.enqueue(row);
       },
       (error: unknown) => this.log.error({ err: error, sandboxId: id }, 'could not read a sandbox to provision'),
     );
+    this.lookups.add(lookup);
+    void lookup.finally(() => this.lookups.delete(lookup));
   }
 
   /** Provisions an admitted sandbox; its slot frees when provisioning is over. */
@@ -257,10 +261,17 @@ export class SandboxLifecycle {
     }
   }
 
-  /** Waits for in-flight provisioning and stops listening to runtime events. */
+  /**
+   * Waits for in-flight provisioning, and for the creates that wait only for a provisioning slot
+   * to be provisioned too; creates still waiting for capacity stay PENDING (the next start queues
+   * them again). Then stops admitting and listening to runtime events.
+   */
   async close(): Promise<void> {
+    await this.admission?.load();
+    while (this.lookups.size > 0 || this.inFlight.size > 0) {
+      await Promise.allSettled([...this.lookups, ...this.inFlight.values()]);
+    }
     this.admission?.close();
-    await Promise.allSettled([...this.inFlight.values()]);
     await this.egress.settle();
     this.unsubscribe?.();
   }

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { availableParallelism, totalmem } from 'node:os';
 import { describe, it } from 'node:test';
 import { startTestServer } from '../testing/test-server.js';
-import { needNothingMissing, ociMissing } from '../testing/runtime-available.js';
+import { dockerMissing, needNothingMissing, ociMissing } from '../testing/runtime-available.js';
 import { capacityReserveOf, hostCapacity } from './host-capacity.js';
 
 const GiB = 1024 ** 3;
@@ -32,6 +32,21 @@ describe('host capacity', () => {
         assert.equal(res.statusCode, 422, res.body);
         assert.equal(res.json<{ errors: Array<{ param: string }> }>().errors[0]?.param, 'cpu_cores');
       }
+    } finally {
+      await t.close();
+    }
+  });
+
+  const noDocker = dockerMissing();
+  it('the docker driver reports the engine host\'s cores and memory minus CORRAL_RESERVE_*', async (t0) => {
+    if (!needNothingMissing(t0, noDocker)) return;
+    const t = await startTestServer({ runtime: 'docker', instanceId: `cap-${randomBytes(4).toString('hex')}`, reserveCpu: 0.5, reserveMemoryGb: 1 });
+    try {
+      const capacity = await t.server.runtime?.capacity?.();
+      assert.ok(capacity, 'the docker driver reports its capacity');
+      // The engine runs on this host in the test setup.
+      assert.equal(capacity.cpuCores, Math.max(0.1, availableParallelism() - 0.5));
+      assert.ok(Math.abs(capacity.memoryBytes - (totalmem() - GiB)) < 64 * 1024 ** 2, `${capacity.memoryBytes} vs ${totalmem() - GiB}`);
     } finally {
       await t.close();
     }

@@ -111,7 +111,8 @@ export class AdmissionQueue {
       },
       (error: unknown) => {
         this.loading = null;
-        this.log.error({ err: error }, 'admission: could not read capacity and reservations; retried at the next create');
+        this.log.error({ err: error }, 'admission: could not read capacity and reservations; retrying in 1 s');
+        if (!this.closed) setTimeout(() => void this.load(), 1_000).unref();
       },
     );
     return this.loading;

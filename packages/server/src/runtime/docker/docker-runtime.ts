@@ -130,6 +130,9 @@ export interface DockerRuntimeOptions {
 /** The parts of `GET /info` the driver reads. */
 interface EngineInfo {
   Driver?: string;
+  /** CPUs and memory of the engine's host. */
+  NCPU?: number;
+  MemTotal?: number;
   CgroupVersion?: string;
   SecurityOptions?: string[];
 }
@@ -194,6 +197,8 @@ export class DockerRuntime implements SandboxRuntime {
   private readonly diskDir: string;
   private readonly diskPolicy: DiskPolicy;
   private readonly capacityReserve: CapacityReserve;
+  /** The engine's host (from `docker info` at init); undefined: this host. */
+  private engineHost: SandboxCapacity | undefined;
   /** Bytes of disks admitted by creates still in flight. */
   private admittedBytes = 0;
   private readonly warn: (message: string) => void;
@@ -265,6 +270,9 @@ export class DockerRuntime implements SandboxRuntime {
     this.storageDriver = info.Driver ?? '';
     this.isolationValue = engineIsolation(info);
     this.dockerRootDir = info.DockerRootDir ?? '';
+    if (typeof info.NCPU === 'number' && info.NCPU > 0 && typeof info.MemTotal === 'number' && info.MemTotal > 0) {
+      this.engineHost = { cpuCores: info.NCPU, memoryBytes: info.MemTotal };
+    }
     this.diskModeValue = await this.chooseDiskMode(this.storageDriver);
     if (this.diskModeValue === 'loop') {
       this.warn(
@@ -301,9 +309,9 @@ export class DockerRuntime implements SandboxRuntime {
    * `storage-opt` mode, the engine's data root (when this host can see it) and the disk sizes of
    * this process's sandboxes, none counted as written yet. Undefined in `none` mode.
    */
-  /** The host's CPU cores and memory minus the configured reserve: what sandboxes may reserve. */
+  /** The engine host's CPU cores and memory (`docker info`) minus the configured reserve: what sandboxes may reserve. */
   async capacity(): Promise<SandboxCapacity> {
-    return hostCapacity(this.capacityReserve);
+    return this.engineHost ? hostCapacity(this.capacityReserve, this.engineHost) : hostCapacity(this.capacityReserve);
   }
 
   async diskCapacity(): Promise<DiskCapacity | undefined> {

@@ -7,6 +7,8 @@ import { isTerminal, type SandboxRecord } from '../records/sandbox-records.js';
 import { nowIso } from '../util/time.js';
 
 const GiB = 1024 ** 3;
+/** While creates wait for capacity, the reservations are re-read from the store this often (rows another replica ended). */
+const RESYNC_MS = 30_000;
 /** What a full queue tells clients to wait before they try again, seconds. */
 const QUEUE_FULL_RETRY_AFTER_SECONDS = 10;
 
@@ -45,7 +47,8 @@ interface Limits {
  * within a user. The create whose turn it is blocks the ones behind it when it does not fit (no
  * backfill), so a large create is never starved by small ones. The reservations are read from the
  * store before anything is admitted and kept up from the store's update notifications, so they
- * are right after a restart. A create with a deadline that is still waiting then ends in ERROR
+ * are right after a restart (and re-read every 30 s while creates wait for capacity, for rows
+ * another replica ended). A create with a deadline that is still waiting then ends in ERROR
  * (`ADMISSION_TIMEOUT`).
  */
 export class AdmissionQueue {
@@ -54,8 +57,12 @@ export class AdmissionQueue {
   private readonly entries = new Map<string, Entry>();
   /** What admitted, still active sandboxes of this instance reserve. */
   private readonly reserved = new Map<string, Reservation>();
-  /** Sandboxes provisioning now (a slot each). */
-  private provisioning = 0;
+  /** Sandboxes admitted and provisioning now (a slot each). */
+  private readonly admitted = new Set<string>();
+  /** Re-reads the reservations while creates wait for capacity. */
+  private resyncTimer: NodeJS.Timeout | null = null;
+  /** While a re-read of the reservations runs: what was admitted and what ended meanwhile. */
+  private reading: { admitted: Set<string>; ended: Set<string> } | null = null;
   /** Creates that passed the queue-size check and are not enqueued yet, per user. */
   private readonly claims = new Map<string, number>();
   private claimsTotal = 0;
@@ -77,6 +84,8 @@ export class AdmissionQueue {
     private readonly log: Logger,
     /** Starts provisioning an admitted create; call `finished` when it is over. */
     private readonly start: (sandboxId: string) => void,
+    /** How often the reservations are re-read while creates wait for capacity. */
+    private readonly resyncMs = RESYNC_MS,
   ) {
     this.unsubscribe = store.onSandboxUpdated((row) => this.onUpdated(row));
   }
@@ -210,8 +219,37 @@ export class AdmissionQueue {
   }
 
   /** A provisioning admitted by this queue is over (RUNNING, ERROR or deleted): its slot frees. */
-  finished(): void {
-    this.provisioning = Math.max(0, this.provisioning - 1);
+  finished(id: string): void {
+    this.admitted.delete(id);
+    this.dispatch();
+  }
+
+  /**
+   * Reads the reservations again from the store: this instance's PROVISIONING/RUNNING/PAUSED rows,
+   * plus what is being provisioned. Catches rows that ended without this process's notification
+   * (a delete through another replica sharing the store).
+   */
+  private async resync(): Promise<void> {
+    this.resyncTimer = null;
+    if (this.closed) return;
+    // What changes while the rows are read is applied on top: admitted since (kept), ended since (dropped).
+    this.reading = { admitted: new Set(), ended: new Set() };
+    try {
+      const rows = await this.store.findSandboxes({ activeOnly: true, runtimeOwner: this.config.instanceId }, 1_000_000);
+      const next = new Map<string, Reservation>();
+      for (const row of rows) if (row.status !== 'PENDING') next.set(row.id, { cpuCores: row.cpuCores, memoryGb: row.memoryGb });
+      for (const id of [...this.admitted, ...this.reading.admitted]) {
+        const mine = this.reserved.get(id);
+        if (mine) next.set(id, mine);
+      }
+      for (const id of this.reading.ended) next.delete(id);
+      this.reserved.clear();
+      for (const [id, reservation] of next) this.reserved.set(id, reservation);
+    } catch (error) {
+      this.log.warn({ err: error }, 'admission: could not re-read reservations');
+    } finally {
+      this.reading = null;
+    }
     this.dispatch();
   }
 
@@ -274,7 +312,7 @@ export class AdmissionQueue {
   private dispatch(): void {
     if (!this.loaded || this.closed) return;
     this.capacityBlocked = false;
-    while (this.provisioning < this.config.maxConcurrentProvisioning) {
+    while (this.admitted.size < this.config.maxConcurrentProvisioning) {
       const next = this.queues.entries().next();
       if (next.done) break;
       const [userId, queue] = next.value;
@@ -293,8 +331,13 @@ export class AdmissionQueue {
       this.entries.delete(entry.id);
       if (entry.timer) clearTimeout(entry.timer);
       this.reserved.set(entry.id, { cpuCores: entry.cpuCores, memoryGb: entry.memoryGb });
-      this.provisioning++;
+      this.admitted.add(entry.id);
+      this.reading?.admitted.add(entry.id);
       this.start(entry.id);
+    }
+    if (this.capacityBlocked && !this.resyncTimer) {
+      this.resyncTimer = setTimeout(() => void this.resync(), this.resyncMs);
+      this.resyncTimer.unref();
     }
   }
 
@@ -337,6 +380,7 @@ export class AdmissionQueue {
   private onUpdated(row: SandboxRecord): void {
     if (isTerminal(row.status)) {
       if (!this.loaded) this.endedWhileLoading.add(row.id);
+      this.reading?.ended.add(row.id);
       const dropped = this.drop(row.id) !== undefined;
       if (this.reserved.delete(row.id) || dropped) this.dispatch();
     } else if (row.status !== 'PENDING' && row.runtimeOwner === this.config.instanceId && !this.reserved.has(row.id) && this.loaded) {
@@ -348,6 +392,7 @@ export class AdmissionQueue {
   close(): void {
     this.closed = true;
     this.unsubscribe();
+    if (this.resyncTimer) clearTimeout(this.resyncTimer);
     for (const entry of this.entries.values()) if (entry.timer) clearTimeout(entry.timer);
   }
 }

@@ -60,9 +60,10 @@ export class SandboxLifecycle {
     readonly runtime: SandboxRuntime | null,
     private readonly config: CorralConfig,
     private readonly log: Logger,
+    options: { /** How often waiting creates re-read the reservations (default 30 s). */ admissionResyncMs?: number } = {},
   ) {
     this.unsubscribe = runtime ? runtime.onEvent((event) => void this.onRuntimeEvent(event)) : null;
-    this.admission = runtime ? new AdmissionQueue(store, runtime, config, log, (id) => this.startProvisioning(runtime, id)) : null;
+    this.admission = runtime ? new AdmissionQueue(store, runtime, config, log, (id) => this.startProvisioning(runtime, id), options.admissionResyncMs) : null;
     this.egress = new EgressApplier(store, runtime, log, config.instanceId);
   }
 
@@ -132,7 +133,7 @@ export class SandboxLifecycle {
       .catch((error: unknown) => this.log.error({ err: error, sandboxId }, 'provisioning failed unexpectedly'))
       .finally(() => {
         this.inFlight.delete(sandboxId);
-        this.admission?.finished();
+        this.admission?.finished(sandboxId);
       });
     this.inFlight.set(sandboxId, task);
   }

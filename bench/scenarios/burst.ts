@@ -14,6 +14,10 @@ import { machine, percentiles, report, type Baseline } from '../lib/results.js';
  * `execute_command("true")` does), and the server-side readiness of each burst (`startedAt −
  * createdAt` of every row). Baseline: the same number
  * of `docker run -d` + `docker exec true` (and, for oci, `runc run true`) started at once.
+ *
+ * The burst measures start latency, so admission (issue 19: at most capacity × CORRAL_OVERCOMMIT_*
+ * of reserved CPU and memory, the rest queued) is opened wide for it: 1-CPU creates would otherwise
+ * mostly wait in the queue on a small host. `--default-admission` keeps the server's defaults.
  */
 export async function run(args: string[]): Promise<void> {
   const driver = driverOption(args);
@@ -24,7 +28,9 @@ export async function run(args: string[]): Promise<void> {
   const settleMs = settleAt >= 0 ? Number(args[settleAt + 1]) * 1000 : 0;
   // The server's create hold (CORRAL_CREATE_WAIT_MS); default: the server's own default (3000).
   const holdAt = args.indexOf('--create-wait-ms');
-  const server = await startBenchServer(driver, holdAt >= 0 ? { CORRAL_CREATE_WAIT_MS: args[holdAt + 1] } : {});
+  const admission = args.includes('--default-admission') ? {} : { CORRAL_OVERCOMMIT_CPU: '1000', CORRAL_OVERCOMMIT_MEMORY: '100' };
+  if (!args.includes('--default-admission')) console.log('burst: admission opened wide (CORRAL_OVERCOMMIT_CPU=1000, CORRAL_OVERCOMMIT_MEMORY=100); --default-admission keeps the defaults');
+  const server = await startBenchServer(driver, { ...admission, ...(holdAt >= 0 ? { CORRAL_CREATE_WAIT_MS: args[holdAt + 1] } : {}) });
   try {
     const warm = await server.client.create(BENCH_IMAGE);
     await server.client.waitRunning(warm);

@@ -19,7 +19,8 @@ export async function run(args: string[]): Promise<void> {
   };
   const max = opt('max', 1000);
   const step = opt('step', 50);
-  const server = await startBenchServer(driver, { CORRAL_PIDS_LIMIT: '64' });
+  // Density measures how many idle sandboxes fit, so admission (CPU and memory reservations) is opened wide.
+  const server = await startBenchServer(driver, { CORRAL_PIDS_LIMIT: '64', CORRAL_OVERCOMMIT_CPU: '1000', CORRAL_OVERCOMMIT_MEMORY: '100' });
   const held: string[] = [];
   const steps: Array<{ sandboxes: number; create_p99_ms: number; exec_p99_ms: number; exec_p50_ms: number; free_mem_mib: number; errors: number; first_error: string | null }> = [];
   const freeAtStart = freemem();

@@ -48,6 +48,11 @@ export interface CreateSandboxOptions {
   /** Makes create safe to retry: the server returns the same sandbox for the same key. Default: a fresh UUID per `create` call. */
   idempotencyKey?: string;
   /**
+   * A create still waiting for capacity (PENDING in the server's admission queue) after this many
+   * seconds ends in ERROR (`ADMISSION_TIMEOUT`). Default: it waits as long as it takes.
+   */
+  admissionTimeoutSeconds?: number;
+  /**
    * Longest time the server may hold its answer while the sandbox starts, ms; 0 answers at once
    * (PENDING). Default: the server's `CORRAL_CREATE_WAIT_MS` (3 s).
    */
@@ -119,6 +124,7 @@ export function createRequest(options: CreateSandboxOptions): CreateSandboxReque
   if (options.region !== undefined) body.region = options.region;
   if (options.advancedConfigs !== undefined) body.advanced_configs = options.advancedConfigs;
   if (options.registryCredentialsId !== undefined) body.registry_credentials_id = options.registryCredentialsId;
+  if (options.admissionTimeoutSeconds !== undefined) body.admission_timeout_seconds = options.admissionTimeoutSeconds;
   return body;
 }
 

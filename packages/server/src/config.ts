@@ -113,6 +113,18 @@ export interface CorralConfig {
   imageMaxBytes: number;
   /** Longest time `POST /sandbox` holds its answer while the sandbox provisions, ms; 0 answers at once (PENDING). */
   createWaitMs: number;
+  /** CPU cores of the host kept for the server and the host itself; sandboxes' capacity is the rest. */
+  reserveCpu: number;
+  /** GB of the host's memory kept for the server and the host itself; sandboxes' capacity is the rest. */
+  reserveMemoryGb: number;
+  /** How far the sum of active sandboxes' `cpu_cores` may exceed the CPU capacity (a factor). */
+  overcommitCpu: number;
+  /** How far the sum of active sandboxes' `memory_gb` may exceed the memory capacity (a factor). */
+  overcommitMemory: number;
+  /** Most creates waiting for capacity (or a provisioning slot) server-wide; more are answered 429. */
+  admissionQueueMax: number;
+  /** Most of them one user may have waiting; more are answered 429. */
+  admissionQueueMaxPerUser: number;
 }
 
 /**
@@ -160,6 +172,16 @@ function quota(integerOnly: boolean): Parser {
     const value = Number(raw);
     if (!Number.isFinite(value) || value < 0 || (integerOnly && !Number.isInteger(value))) {
       throw new Error(`${name} must be ${integerOnly ? 'an integer' : 'a number'} from 0 up, or unlimited, got "${raw}"`);
+    }
+    return value;
+  };
+}
+/** A decimal number from `min` to `max`. */
+function decimal(min: number, max: number): Parser {
+  return (raw, name) => {
+    const value = Number(raw);
+    if (raw.trim() === '' || !Number.isFinite(value) || value < min || value > max) {
+      throw new Error(`${name} must be a number from ${min} to ${max}, got "${raw}"`);
     }
     return value;
   };
@@ -243,7 +265,13 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'proxyTlsPort', env: 'CORRAL_PROXY_TLS_PORT', description: 'Port of the HTTPS listener for exposures and tunnels (0 picks a free port)', defaultText: '8443', parse: integer(0, 65535) },
   { key: 'tunnelTtlSeconds', env: 'CORRAL_TUNNEL_TTL', description: 'How long a tunnel lives, seconds', defaultText: '86400', parse: integer(60, 86_400 * 30) },
   { key: 'maxTunnelsPerUser', env: 'CORRAL_MAX_TUNNELS_PER_USER', description: 'Most unexpired tunnels one user may hold', defaultText: '20', parse: integer(1, 10_000) },
-  { key: 'maxConcurrentProvisioning', env: 'CORRAL_MAX_CONCURRENT_PROVISIONING', description: 'Most sandboxes provisioned at once; later creates stay PENDING in a FIFO queue', defaultText: '4 per CPU core, at least 8', parse: integer(1, 10_000) },
+  { key: 'maxConcurrentProvisioning', env: 'CORRAL_MAX_CONCURRENT_PROVISIONING', description: 'Most sandboxes provisioned at once; later creates stay PENDING in the admission queue (round-robin across users, first in first out within one)', defaultText: '4 per CPU core, at least 8', parse: integer(1, 10_000) },
+  { key: 'reserveCpu', env: 'CORRAL_RESERVE_CPU', description: "CPU cores of the host the oci and docker drivers keep out of the sandboxes' capacity (for the server and the host)", defaultText: '0.5', parse: decimal(0, 100_000) },
+  { key: 'reserveMemoryGb', env: 'CORRAL_RESERVE_MEMORY_GB', description: "GB of the host's memory the oci and docker drivers keep out of the sandboxes' capacity", defaultText: '1', parse: decimal(0, 1_000_000) },
+  { key: 'overcommitCpu', env: 'CORRAL_OVERCOMMIT_CPU', description: "How far the sum of active sandboxes' cpu_cores may exceed the CPU capacity; a create past it waits, PENDING, in the admission queue", defaultText: '4', parse: decimal(0.1, 1000) },
+  { key: 'overcommitMemory', env: 'CORRAL_OVERCOMMIT_MEMORY', description: "How far the sum of active sandboxes' memory_gb may exceed the memory capacity; a create past it waits, PENDING, in the admission queue", defaultText: '1.0', parse: decimal(0.1, 1000) },
+  { key: 'admissionQueueMax', env: 'CORRAL_ADMISSION_QUEUE_MAX', description: 'Most creates waiting in the admission queue server-wide; past it a create is answered 429 ADMISSION_QUEUE_FULL with Retry-After and nothing is stored', defaultText: '1000', parse: integer(0, 1_000_000) },
+  { key: 'admissionQueueMaxPerUser', env: 'CORRAL_ADMISSION_QUEUE_MAX_PER_USER', description: "Most of one user's creates waiting in the admission queue; past it that user's creates are answered 429 ADMISSION_QUEUE_FULL", defaultText: '250', parse: integer(0, 1_000_000) },
   { key: 'diskReserveGb', env: 'CORRAL_DISK_RESERVE_GB', description: 'GiB kept free on the filesystem holding sandbox disks; a create whose disk does not fit in free space minus this is refused (422)', defaultText: '5', parse: integer(0, 1_000_000) },
   { key: 'diskOvercommit', env: 'CORRAL_DISK_OVERCOMMIT', description: 'Overcommit factor of sparse sandbox disks: a create is refused unless new disk + (unwritten space of existing disks) / factor fits in free space minus the reserve; 0 checks only the new disk', defaultText: '200', parse: integer(0, 1_000_000) },
   { key: 'quotaSandboxes', env: 'CORRAL_QUOTA_SANDBOXES', description: 'Default per-user quota: most active sandboxes (unlimited: no limit; server admins have no default quota)', defaultText: '50', parse: quota(true) },
@@ -320,6 +348,12 @@ const DEFAULTS: CorralConfig = {
   registryInsecure: [],
   imageMaxBytes: 8 * 1024 ** 3,
   createWaitMs: 3000,
+  reserveCpu: 0.5,
+  reserveMemoryGb: 1,
+  overcommitCpu: 4,
+  overcommitMemory: 1,
+  admissionQueueMax: 1000,
+  admissionQueueMaxPerUser: 250,
 };
 
 /**

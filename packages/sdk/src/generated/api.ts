@@ -43,6 +43,7 @@ export type CreateSandboxRequest = {
   registry_credentials_id?: string | null;
   guaranteed?: boolean;
   idempotency_key?: string | null;
+  admission_timeout_seconds?: number | null;
 };
 
 /** Success response of `POST /api/v1/sandbox`. */

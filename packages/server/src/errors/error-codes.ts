@@ -83,6 +83,8 @@ export const API_ERRORS = {
   TUNNEL_LIMIT_REACHED: { status: 400 },
   /** The create would take the user's or team's active sandboxes past a quota (count, CPU, memory or disk). */
   QUOTA_EXCEEDED: { status: 403 },
+  /** The admission queue (creates waiting for capacity) is full, server-wide or for this user; nothing was stored; see `Retry-After`. */
+  ADMISSION_QUEUE_FULL: { status: 429 },
   /** Too many requests from this user (any of their keys; per sandbox where Prime counts so) in the current window; see `Retry-After`. */
   RATE_LIMITED: { status: 429 },
   /** The feature exists in the API but this server has no backend for it yet. */

@@ -11,7 +11,7 @@ export const TERMINAL_STATUSES: readonly SandboxStatus[] = ['ERROR', 'TERMINATED
 export const ACTIVE_STATUSES: readonly SandboxStatus[] = ['PENDING', 'PROVISIONING', 'RUNNING', 'PAUSED'];
 
 /** `errorType` values the Prime SDK branches on, plus Corral's own. */
-export type SandboxErrorType = 'OOM_KILLED' | 'TIMEOUT' | 'IMAGE_PULL_FAILED' | 'START_FAILED' | 'RUNTIME_LOST' | 'IDLE_TIMEOUT';
+export type SandboxErrorType = 'OOM_KILLED' | 'TIMEOUT' | 'IMAGE_PULL_FAILED' | 'START_FAILED' | 'RUNTIME_LOST' | 'IDLE_TIMEOUT' | 'ADMISSION_TIMEOUT';
 
 /** Whether a status is terminal. */
 export function isTerminal(status: SandboxStatus): boolean {
@@ -76,6 +76,11 @@ export interface SandboxRecord {
   runtimeId: string | null;
   /** The server instance (`CORRAL_INSTANCE_ID`) whose runtime runs this sandbox; only it provisions and reconciles it. */
   runtimeOwner: string | null;
+  /**
+   * When a create still waiting for capacity ends in ERROR (`ADMISSION_TIMEOUT`), ISO time; null:
+   * it waits as long as it takes. Set at create from `admission_timeout_seconds` (a Corral extension).
+   */
+  admissionDeadline: string | null;
 }
 
 /** Fields a status transition may set besides `status`. */

@@ -193,6 +193,12 @@ export interface DiskCapacity {
   usedBytes: number;
 }
 
+/** CPU and memory a driver offers sandboxes (the host's, minus a reserve), for admitting creates. */
+export interface SandboxCapacity {
+  cpuCores: number;
+  memoryBytes: number;
+}
+
 /**
  * The one interface every runtime driver implements (`docker`, `oci`, `kubernetes`).
  *
@@ -213,6 +219,12 @@ export interface SandboxRuntime {
    * (`START_FAILED`) a disk that does not fit under the driver's disk policy (runtime/disk-admission.ts).
    */
   diskCapacity(): Promise<DiskCapacity | undefined>;
+  /**
+   * The CPU and memory sandboxes may reserve (`cpu_cores`, `memory_gb`) before the admission queue
+   * holds creates back (times `CORRAL_OVERCOMMIT_CPU`/`_MEMORY`). Absent, or undefined: the driver
+   * does not report it and creates are admitted without a capacity check (a Kubernetes scheduler does its own).
+   */
+  capacity?(): Promise<SandboxCapacity | undefined>;
   /**
    * Pulls the image if needed, creates and starts the sandbox, and resolves once a process
    * can be executed in it. Throws `RuntimeError` (`IMAGE_PULL_FAILED`, `START_FAILED`).

@@ -47,7 +47,8 @@ export interface ReconcilerOptions {
  * - RUNNING past `startedAt + timeoutMinutes` → TIMEOUT; past its idle timeout → TIMEOUT (`idle_timeout`);
  * - a live row whose container exited → TERMINATED with its exit code, or ERROR/OOM_KILLED;
  * - a live row whose container vanished → ERROR/RUNTIME_LOST;
- * - PENDING rows, and PROVISIONING rows nobody is provisioning (a restart) → provisioned, or
+ * - PENDING rows, and PROVISIONING rows nobody is provisioning (a restart) → into the admission
+ *   queue in creation order, or
  *   adopted when their container is already running;
  * - containers with no live row → removed (ended rows keep theirs for a grace period, for logs);
  *   a removal that fails is retried on later passes, with backoff, until the container is gone;
@@ -169,7 +170,14 @@ export class Reconciler {
     if (runtime) {
       for (const state of await runtime.list()) containers.set(state.sandboxId, state);
     }
-    await forEachLimited(live, this.concurrency, (sandbox) => this.reconcileOne(sandbox, containers, now, report));
+    const toProvision: SandboxRecord[] = [];
+    await forEachLimited(live, this.concurrency, (sandbox) => this.reconcileOne(sandbox, containers, now, report, toProvision));
+    // PENDING rows (after a restart: every one) enter the admission queue in their original order.
+    toProvision.sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.id.localeCompare(b.id));
+    for (const sandbox of toProvision) {
+      this.lifecycle.provision(sandbox);
+      report.provisioned.push(sandbox.id);
+    }
     if (runtime) await this.removeOrphans(containers, now, report);
     report.purged = await this.store.purgeEndedSandboxes(new Date(now - this.retentionMs).toISOString(), 1000);
     const changed =
@@ -180,7 +188,13 @@ export class Reconciler {
   }
 
   /** Makes one active row and its container agree. */
-  private async reconcileOne(sandbox: SandboxRecord, containers: Map<string, RuntimeSandboxState>, now: number, report: ReconcileReport): Promise<void> {
+  private async reconcileOne(
+    sandbox: SandboxRecord,
+    containers: Map<string, RuntimeSandboxState>,
+    now: number,
+    report: ReconcileReport,
+    toProvision: SandboxRecord[],
+  ): Promise<void> {
     const runtime = this.lifecycle.runtime;
     if (sandbox.status === 'RUNNING') {
       if (await this.enforceTimeouts(sandbox, now, report)) {
@@ -211,12 +225,12 @@ export class Reconciler {
         }
       }
     } else if ((sandbox.status === 'PENDING' || sandbox.status === 'PROVISIONING') && runtime) {
-      if (this.lifecycle.isProvisioning(sandbox.id)) return;
+      if (this.lifecycle.isTracked(sandbox.id)) return;
       // The view and the runtime listing are snapshots: provisioning may have started and finished
       // since. Act on the row as it is now, or a sandbox that just became RUNNING would lose the
       // container the listing caught between create and start.
       const fresh = await this.store.getSandbox(sandbox.id);
-      if (!fresh || (fresh.status !== 'PENDING' && fresh.status !== 'PROVISIONING') || this.lifecycle.isProvisioning(sandbox.id)) {
+      if (!fresh || (fresh.status !== 'PENDING' && fresh.status !== 'PROVISIONING') || this.lifecycle.isTracked(sandbox.id)) {
         if (fresh && !isTerminal(fresh.status)) this.view.set(fresh.id, fresh);
         else this.view.delete(sandbox.id);
         return;
@@ -237,9 +251,9 @@ export class Reconciler {
       }
       if (container) await this.lifecycle.removeQuietly(container.runtimeId);
       containers.delete(sandbox.id);
-      await this.store.updateSandbox(sandbox.id, { status: 'PENDING' }, ['PROVISIONING']);
-      this.lifecycle.provision(sandbox.id);
-      report.provisioned.push(sandbox.id);
+      const pending = sandbox.status === 'PENDING' ? sandbox : await this.store.updateSandbox(sandbox.id, { status: 'PENDING' }, ['PROVISIONING']);
+      // Queued after the pass's workers, in creation order (the admission queue's order).
+      if (pending) toProvision.push(pending);
     }
   }
 

@@ -1,10 +1,10 @@
 import type { Logger } from 'pino';
 import type { CorralConfig } from '../config.js';
 import { RUNTIME_FAILURES } from '../errors/error-codes.js';
-import { Semaphore } from '../util/semaphore.js';
 import { RuntimeError, type RuntimeEvent, type SandboxRuntime, type SandboxSpec } from '../runtime/runtime.js';
 import type { Store } from '../store/store.js';
 import { nowIso } from '../util/time.js';
+import { AdmissionQueue } from './admission-queue.js';
 import { EgressApplier, egressPolicyOf, enforcesEgress, isOpenEgress } from './egress-applier.js';
 import { ACTIVE_STATUSES, DISK_MOUNT_PATH, TERMINAL_STATUSES, type SandboxPatch, type SandboxRecord } from '../records/sandbox-records.js';
 
@@ -44,9 +44,14 @@ export function specFor(sandbox: SandboxRecord, pidsLimit: number, enforcesPolic
  */
 export class SandboxLifecycle {
   private readonly inFlight = new Map<string, Promise<void>>();
+  /** Row reads of `provision(id)` calls not yet in the queue. */
+  private readonly lookups = new Set<Promise<void>>();
   private readonly unsubscribe: (() => void) | null;
-  /** At most `maxConcurrentProvisioning` creates run at once; the rest wait (PENDING) in arrival order. */
-  private readonly provisioning: Semaphore;
+  /**
+   * Admits creates: at most `maxConcurrentProvisioning` provision at once, and only what fits the
+   * driver's capacity × overcommit; the rest wait, PENDING, round-robin across users. Null without a runtime.
+   */
+  readonly admission: AdmissionQueue | null;
   /** Hands egress policies to the runtime; the reconciler and the egress routes use it too. */
   readonly egress: EgressApplier;
 
@@ -55,9 +60,10 @@ export class SandboxLifecycle {
     readonly runtime: SandboxRuntime | null,
     private readonly config: CorralConfig,
     private readonly log: Logger,
+    options: { /** How often waiting creates re-read the reservations (default 30 s). */ admissionResyncMs?: number } = {},
   ) {
     this.unsubscribe = runtime ? runtime.onEvent((event) => void this.onRuntimeEvent(event)) : null;
-    this.provisioning = new Semaphore(config.maxConcurrentProvisioning);
+    this.admission = runtime ? new AdmissionQueue(store, runtime, config, log, (id) => this.startProvisioning(runtime, id), options.admissionResyncMs) : null;
     this.egress = new EgressApplier(store, runtime, log, config.instanceId);
   }
 
@@ -66,38 +72,80 @@ export class SandboxLifecycle {
     return this.config.instanceId;
   }
 
-  /** Whether this process is provisioning the sandbox right now, or has it waiting for a provisioning slot. */
+  /**
+   * Whether this process is provisioning the sandbox right now, or has it waiting only for a
+   * provisioning slot (not for capacity): what a held create waits for.
+   */
   isProvisioning(id: string): boolean {
-    return this.inFlight.has(id);
+    return this.inFlight.has(id) || (this.admission?.waitsOnlyForSlot(id) ?? false);
   }
 
-  /** Sandboxes waiting for a provisioning slot (still PENDING). */
+  /** Whether this process is provisioning the sandbox or has it in its admission queue. */
+  isTracked(id: string): boolean {
+    return this.inFlight.has(id) || (this.admission?.has(id) ?? false);
+  }
+
+  /** Sandboxes waiting in the admission queue (still PENDING). */
   get provisioningQueued(): number {
-    return this.provisioning.queued;
+    return this.admission?.queued ?? 0;
   }
 
   /**
-   * Starts provisioning in the background, once one of the `maxConcurrentProvisioning` slots is
-   * free (first come, first served; the sandbox stays PENDING while it waits). Without a runtime,
-   * the sandbox stays PENDING.
+   * Why a sandbox of this process still waits to be admitted (see `AdmissionQueue.reasonOf`), or
+   * undefined. What the API shows as the PENDING sandbox's `errorMessage`.
    */
-  provision(sandboxId: string): void {
-    const runtime = this.runtime;
-    if (!runtime || this.inFlight.has(sandboxId)) return;
-    const task = this.provisioning
-      .run(() => this.runProvision(runtime, sandboxId))
+  admissionReason(id: string): string | undefined {
+    return this.admission?.reasonOf(id);
+  }
+
+  /**
+   * Puts a PENDING sandbox in the admission queue: it provisions in the background once a
+   * provisioning slot is free and it fits the capacity (round-robin across users, first in first
+   * out within one; it stays PENDING while it waits). Without a runtime, the sandbox stays PENDING.
+   * Given an id, the row is read first.
+   */
+  provision(sandbox: string | SandboxRecord): void {
+    const admission = this.admission;
+    if (!admission) return;
+    const id = typeof sandbox === 'string' ? sandbox : sandbox.id;
+    if (this.isTracked(id)) return;
+    if (typeof sandbox !== 'string') {
+      if (sandbox.status === 'PENDING') admission.enqueue(sandbox);
+      return;
+    }
+    const lookup = this.store.getSandbox(id).then(
+      (row) => {
+        if (row && row.status === 'PENDING' && !this.isTracked(id)) admission.enqueue(row);
+      },
+      (error: unknown) => this.log.error({ err: error, sandboxId: id }, 'could not read a sandbox to provision'),
+    );
+    this.lookups.add(lookup);
+    void lookup.finally(() => this.lookups.delete(lookup));
+  }
+
+  /** Provisions an admitted sandbox; its slot frees when provisioning is over. */
+  private startProvisioning(runtime: SandboxRuntime, sandboxId: string): void {
+    const task = this.runProvision(runtime, sandboxId)
+      .then((started) => {
+        // Ended (or gone) before it could start: it holds no share of the capacity.
+        if (!started) this.admission?.release(sandboxId);
+      })
       .catch((error: unknown) => this.log.error({ err: error, sandboxId }, 'provisioning failed unexpectedly'))
-      .finally(() => this.inFlight.delete(sandboxId));
+      .finally(() => {
+        this.inFlight.delete(sandboxId);
+        this.admission?.finished(sandboxId);
+      });
     this.inFlight.set(sandboxId, task);
   }
 
-  private async runProvision(runtime: SandboxRuntime, sandboxId: string): Promise<void> {
+  /** Provisions one sandbox; false when it was no longer PENDING/PROVISIONING (nothing was started). */
+  private async runProvision(runtime: SandboxRuntime, sandboxId: string): Promise<boolean> {
     const sandbox = await this.store.updateSandbox(
       sandboxId,
       { status: 'PROVISIONING', runtimeDriver: runtime.name },
       ['PENDING', 'PROVISIONING'],
     );
-    if (!sandbox) return;
+    if (!sandbox) return false;
     let runtimeId: string;
     try {
       const spec = specFor(sandbox, this.config.pidsLimit, enforcesEgress(runtime));
@@ -121,7 +169,7 @@ export class SandboxLifecycle {
         ['PROVISIONING'],
       );
       await this.removeBySandboxId(sandboxId);
-      return;
+      return true;
     }
     const now = nowIso();
     this.egress.noteCreated(sandboxId, sandbox.egressGeneration);
@@ -140,6 +188,7 @@ export class SandboxLifecycle {
       await this.store.updateSandbox(sandboxId, { runtimeId });
       await this.removeQuietly(runtimeId);
     }
+    return true;
   }
 
   /**
@@ -213,9 +262,17 @@ export class SandboxLifecycle {
     }
   }
 
-  /** Waits for in-flight provisioning and stops listening to runtime events. */
+  /**
+   * Waits for in-flight provisioning, and for the creates that wait only for a provisioning slot
+   * to be provisioned too; creates still waiting for capacity stay PENDING (the next start queues
+   * them again). Then stops admitting and listening to runtime events.
+   */
   async close(): Promise<void> {
-    await Promise.allSettled([...this.inFlight.values()]);
+    await this.admission?.load();
+    while (this.lookups.size > 0 || this.inFlight.size > 0) {
+      await Promise.allSettled([...this.lookups, ...this.inFlight.values()]);
+    }
+    this.admission?.close();
     await this.egress.settle();
     this.unsubscribe?.();
   }

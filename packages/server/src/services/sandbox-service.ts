@@ -42,6 +42,11 @@ export interface CreateSandboxInput {
   registryCredentialsId: string | null;
   guaranteed: boolean;
   idempotencyKey: string | null;
+  /**
+   * Corral extension: a create still waiting for capacity this many seconds after it was made
+   * ends in ERROR (`ADMISSION_TIMEOUT`). Null: it waits as long as it takes.
+   */
+  admissionTimeoutSeconds: number | null;
 }
 
 /** Which sandboxes a listing covers, as the API's query names it. */
@@ -127,10 +132,12 @@ export class SandboxService {
     const runtime = this.lifecycle.runtime;
     if (runtime && network.networkAccess && !isOpenEgress(network.policy) && !enforcesEgress(runtime)) throw egressUnsupported(runtime.name, network.field);
     await this.checkDisk(input.diskSizeGb);
+    await this.lifecycle.admission?.checkEverFits(input.cpuCores, input.memoryGb);
     if (input.registryCredentialsId !== null && !(await this.registryCredentials.usable(caller, input.registryCredentialsId))) {
       throw ApiError.invalid('registry_credentials_id', `no registry credentials ${input.registryCredentialsId} that you may use`);
     }
     const now = nowIso();
+    const deadline = input.admissionTimeoutSeconds === null ? null : new Date(Date.parse(now) + input.admissionTimeoutSeconds * 1000).toISOString();
     const record: SandboxRecord = {
       id: newId(),
       name: input.name,
@@ -172,18 +179,32 @@ export class SandboxService {
       runtimeDriver: null,
       runtimeId: null,
       runtimeOwner: this.config.instanceId,
+      admissionDeadline: deadline,
     };
     const quota = await this.quotas.checkFor(caller, input.teamId);
+    // A place in the admission queue (429 ADMISSION_QUEUE_FULL when there is none), held until it is queued.
+    const releaseClaim = this.lifecycle.admission?.claim(caller.user.id);
     let inserted: { sandbox: SandboxRecord; created: boolean };
     try {
       inserted = await this.store.insertSandbox(record, quota);
+      if (inserted.created) this.lifecycle.provision(inserted.sandbox);
     } catch (error) {
       if (error instanceof QuotaExceededError) throw QuotaService.toApiError(error);
       throw error;
+    } finally {
+      releaseClaim?.();
     }
-    const { sandbox, created } = inserted;
-    if (created) this.lifecycle.provision(sandbox.id);
-    return sandbox;
+    return this.withAdmissionReason(inserted.sandbox);
+  }
+
+  /**
+   * The row as the API shows it: a PENDING sandbox waiting in this process's admission queue has
+   * why it waits (and its place in the queue) as its `errorMessage`.
+   */
+  private withAdmissionReason(sandbox: SandboxRecord): SandboxRecord {
+    if (sandbox.status !== 'PENDING') return sandbox;
+    const reason = this.lifecycle.admissionReason(sandbox.id);
+    return reason === undefined ? sandbox : { ...sandbox, errorMessage: reason };
   }
 
   private checkCreate(caller: Principal, input: CreateSandboxInput): void {
@@ -229,7 +250,7 @@ export class SandboxService {
   async get(caller: Principal, id: string): Promise<SandboxRecord> {
     const sandbox = await this.store.getSandbox(id);
     if (!sandbox || !this.canAccess(caller, sandbox)) throw ApiError.sandboxNotFound(id);
-    return sandbox;
+    return this.withAdmissionReason(sandbox);
   }
 
   /** Resolves the user and team scope of a listing or bulk operation, enforcing who may see what. */
@@ -256,7 +277,8 @@ export class SandboxService {
     if (input.status) filter.status = input.status;
     if (input.isActive) filter.activeOnly = true;
     if (input.labels && input.labels.length > 0) filter.labels = input.labels;
-    return this.store.listSandboxes(filter, input.page, input.perPage);
+    const { sandboxes, total } = await this.store.listSandboxes(filter, input.page, input.perPage);
+    return { sandboxes: sandboxes.map((s) => this.withAdmissionReason(s)), total };
   }
 
   /** Changes the lifetime, idle timeout or labels of a sandbox. */
@@ -350,7 +372,7 @@ export class SandboxService {
     const missing: string[] = [];
     for (const id of ids) {
       const sandbox = found.get(id);
-      if (sandbox && this.canAccess(caller, sandbox)) statuses.push(sandbox);
+      if (sandbox && this.canAccess(caller, sandbox)) statuses.push(this.withAdmissionReason(sandbox));
       else missing.push(id);
     }
     return { statuses, missing };

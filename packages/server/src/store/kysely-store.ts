@@ -62,6 +62,7 @@ function rowToSandbox(row: SandboxRow): SandboxRecord {
     runtimeDriver: row.runtime_driver,
     runtimeId: row.runtime_id,
     runtimeOwner: row.runtime_owner,
+    admissionDeadline: row.admission_deadline ?? null,
   };
 }
 
@@ -107,6 +108,7 @@ function sandboxToRow(s: SandboxRecord): SandboxRow {
     runtime_driver: s.runtimeDriver,
     runtime_id: s.runtimeId,
     runtime_owner: s.runtimeOwner,
+    admission_deadline: s.admissionDeadline,
   };
 }
 

@@ -220,6 +220,13 @@ migrations['0006_egress_policy'] = {
   },
 };
 
+migrations['0007_admission_deadline'] = {
+  async up(db: Kysely<unknown>): Promise<void> {
+    // When a create still waiting for capacity ends in ERROR (ADMISSION_TIMEOUT); null: no deadline.
+    await db.schema.alterTable('sandboxes').addColumn('admission_deadline', 'text').execute();
+  },
+};
+
 /** Hands Kysely's migrator the migrations above. */
 export const migrationProvider: MigrationProvider = {
   getMigrations: () => Promise.resolve(migrations),

@@ -42,6 +42,8 @@ export interface SandboxesTable {
   runtime_driver: string | null;
   runtime_id: string | null;
   runtime_owner: string | null;
+  /** Added by migration 0007; ISO time or null. */
+  admission_deadline: string | null;
 }
 
 /** One row per (sandbox, label), for ALL-match label filters. */

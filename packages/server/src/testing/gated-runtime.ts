@@ -2,6 +2,7 @@ import type { Duplex, Readable } from 'node:stream';
 import {
   type ExecProcess,
   type DiskCapacity,
+  type SandboxCapacity,
   type EgressLogEntry,
   type EgressPolicy,
   type RuntimeCapabilities,
@@ -37,6 +38,8 @@ export class GatedRuntime implements SandboxRuntime {
   failEgress: 'UNSUPPORTED' | 'RUNTIME_ERROR' | null = null;
   /** How long `setEgressPolicy` takes. */
   egressDelayMs = 0;
+  /** What `capacity()` reports; undefined (the default): no capacity, creates are admitted unchecked. */
+  reportedCapacity: SandboxCapacity | undefined = undefined;
   private readonly enforcesEgress: boolean;
 
   constructor(options: { /** Whether it claims to enforce egress policies (default true). */ egress?: boolean } = {}) {
@@ -86,6 +89,10 @@ export class GatedRuntime implements SandboxRuntime {
   /** No disks: nothing to admit against. */
   async diskCapacity(): Promise<DiskCapacity | undefined> {
     return undefined;
+  }
+  /** {@link reportedCapacity}. */
+  async capacity(): Promise<SandboxCapacity | undefined> {
+    return this.reportedCapacity;
   }
   async create(spec: SandboxSpec): Promise<{ runtimeId: string }> {
     this.created.push(spec.sandboxId);

@@ -55,6 +55,7 @@ export function registerSandboxRoutes(app: FastifyInstance, { sandboxes, createH
         registryCredentialsId: b.registry_credentials_id ?? null,
         guaranteed: b.guaranteed ?? false,
         idempotencyKey: b.idempotency_key ?? null,
+        admissionTimeoutSeconds: b.admission_timeout_seconds ?? null,
       });
       // Held while it provisions (bounded); a client that goes away ends the hold, never the provisioning.
       const left = new AbortController();

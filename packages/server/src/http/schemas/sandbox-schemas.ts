@@ -54,6 +54,15 @@ export const CreateSandboxBody = Type.Object({
   registry_credentials_id: Type.Optional(Nullable(Type.String({ minLength: 1, maxLength: 128 }))),
   guaranteed: Type.Optional(Type.Boolean({ default: false })),
   idempotency_key: Type.Optional(Nullable(Type.String({ minLength: 1, maxLength: 128 }))),
+  admission_timeout_seconds: Type.Optional(
+    Nullable(
+      Type.Integer({
+        minimum: 1,
+        maximum: 86_400,
+        description: 'Corral extension: a create still waiting for capacity after this many seconds ends in ERROR (ADMISSION_TIMEOUT)',
+      }),
+    ),
+  ),
 });
 export type CreateSandboxBody = Static<typeof CreateSandboxBody>;
 

@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import { diskPolicyOf } from '../disk-admission.js';
+import { capacityReserveOf } from '../host-capacity.js';
 import type { RuntimeDriver } from '../runtime-driver.js';
 
 /** The `docker` driver: sandboxes as Docker Engine containers. The Docker client reads DOCKER_HOST itself. */
@@ -12,6 +13,7 @@ export const dockerDriver: RuntimeDriver = {
       egressConnectionLog: { group: config.egressNflogGroup, binDir: join(config.dataDir, 'bin') },
       insecureRegistries: config.registryInsecure,
       diskPolicy: diskPolicyOf(config),
+      capacityReserve: capacityReserveOf(config),
       ...(config.egressDnsUpstream !== null ? { egressDnsUpstream: config.egressDnsUpstream } : {}),
       egressTtlFloorSeconds: config.egressTtlFloorSeconds,
     });

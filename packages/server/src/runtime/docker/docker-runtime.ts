@@ -10,9 +10,11 @@ import { ExecFileReader } from '../exec-file-reader.js';
 import { getFileViaExec, putFileViaExec } from '../exec-files.js';
 import { diskShortfall, filesystemSpace, NO_RESERVE } from '../disk-admission.js';
 import type { DiskPolicy } from '../disk-admission.js';
+import { type CapacityReserve, hostCapacity } from '../host-capacity.js';
 import { RuntimeError } from '../runtime.js';
 import type {
   DiskCapacity,
+  SandboxCapacity,
   EgressLogEntry,
   EgressPolicy,
   ExecProcess,
@@ -121,11 +123,16 @@ export interface DockerRuntimeOptions {
   warn?: (message: string) => void;
   /** Which disks `create()` admits (runtime/disk-admission.ts); default: a disk must only fit in free space. */
   diskPolicy?: DiskPolicy;
+  /** What `capacity()` keeps out of the host's CPU and memory (runtime/host-capacity.ts); default none. */
+  capacityReserve?: CapacityReserve;
 }
 
 /** The parts of `GET /info` the driver reads. */
 interface EngineInfo {
   Driver?: string;
+  /** CPUs and memory of the engine's host. */
+  NCPU?: number;
+  MemTotal?: number;
   CgroupVersion?: string;
   SecurityOptions?: string[];
 }
@@ -189,6 +196,9 @@ export class DockerRuntime implements SandboxRuntime {
   private dockerRootDir = '';
   private readonly diskDir: string;
   private readonly diskPolicy: DiskPolicy;
+  private readonly capacityReserve: CapacityReserve;
+  /** The engine's host (from `docker info` at init); undefined: this host. */
+  private engineHost: SandboxCapacity | undefined;
   /** Bytes of disks admitted by creates still in flight. */
   private admittedBytes = 0;
   private readonly warn: (message: string) => void;
@@ -211,6 +221,7 @@ export class DockerRuntime implements SandboxRuntime {
     this.diskDir = options.diskDir ?? `${stateDir}/docker-disks`;
     this.disks = new LoopDisks(this.diskDir);
     this.diskPolicy = options.diskPolicy ?? NO_RESERVE;
+    this.capacityReserve = options.capacityReserve ?? { cpuCores: 0, memoryBytes: 0 };
     this.etcFiles = new SandboxEtcFiles(options.etcDir ?? join(this.diskDir, '..', 'docker-etc', options.instance));
     this.egress = new EgressNetwork(this.docker, {
       name: 'corral-egress',
@@ -259,6 +270,9 @@ export class DockerRuntime implements SandboxRuntime {
     this.storageDriver = info.Driver ?? '';
     this.isolationValue = engineIsolation(info);
     this.dockerRootDir = info.DockerRootDir ?? '';
+    if (typeof info.NCPU === 'number' && info.NCPU > 0 && typeof info.MemTotal === 'number' && info.MemTotal > 0) {
+      this.engineHost = { cpuCores: info.NCPU, memoryBytes: info.MemTotal };
+    }
     this.diskModeValue = await this.chooseDiskMode(this.storageDriver);
     if (this.diskModeValue === 'loop') {
       this.warn(
@@ -295,6 +309,11 @@ export class DockerRuntime implements SandboxRuntime {
    * `storage-opt` mode, the engine's data root (when this host can see it) and the disk sizes of
    * this process's sandboxes, none counted as written yet. Undefined in `none` mode.
    */
+  /** The engine host's CPU cores and memory (`docker info`) minus the configured reserve: what sandboxes may reserve. */
+  async capacity(): Promise<SandboxCapacity> {
+    return this.engineHost ? hostCapacity(this.capacityReserve, this.engineHost) : hostCapacity(this.capacityReserve);
+  }
+
   async diskCapacity(): Promise<DiskCapacity | undefined> {
     if (this.diskModeValue === 'loop') {
       await mkdir(this.diskDir, { recursive: true });

@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import { diskPolicyOf } from '../disk-admission.js';
+import { capacityReserveOf } from '../host-capacity.js';
 import type { RuntimeDriver } from '../runtime-driver.js';
 
 /** Where the oci driver keeps images and sandbox state for a data dir. */
@@ -20,6 +21,7 @@ export const ociDriver: RuntimeDriver = {
       userns,
       poolSize: config.ociPoolSize,
       diskPolicy: diskPolicyOf(config),
+      capacityReserve: capacityReserveOf(config),
       insecureRegistries: config.registryInsecure,
       maxImageBytes: config.imageMaxBytes,
       // The API's default disk_size_gb (10): most creates ask for it.

@@ -15,6 +15,7 @@ import type { CgroupLayout } from './cgroups.js';
 import { RuntimeError } from '../runtime.js';
 import type {
   DiskCapacity,
+  SandboxCapacity,
   EgressLogEntry,
   EgressPolicy,
   ExecProcess,
@@ -30,6 +31,7 @@ import type {
 } from '../runtime.js';
 import { diskShortfall, filesystemSpace, NO_RESERVE } from '../disk-admission.js';
 import type { DiskPolicy } from '../disk-admission.js';
+import { type CapacityReserve, hostCapacity } from '../host-capacity.js';
 import { DiskPool, isMountPoint } from './disk-pool.js';
 import { HostLauncher, hostLauncher, useHostLauncher } from './host-launcher.js';
 import { ImageStore } from './image-store.js';
@@ -111,6 +113,8 @@ export interface OciRuntimeOptions {
   userns?: UsernsMapping | null;
   /** Which disks `create()` admits (runtime/disk-admission.ts); default: a disk must only fit in free space. */
   diskPolicy?: DiskPolicy;
+  /** What `capacity()` keeps out of the host's CPU and memory (runtime/host-capacity.ts); default none. */
+  capacityReserve?: CapacityReserve;
   /** DNS server (`address[:port]`) the egress resolver forwards allowed names to; default the host's first nameserver. */
   egressDnsUpstream?: string;
   /** Addresses allowed names resolve to stay open at least this long, in seconds (default 60). */
@@ -190,6 +194,7 @@ export class OciRuntime implements SandboxRuntime {
   private readonly runcRoot: string;
   private readonly disks: DiskPool;
   private readonly diskPolicy: DiskPolicy;
+  private readonly capacityReserve: CapacityReserve;
   /** Bytes of disks admitted by creates that have not got their disk yet. */
   private admittedBytes = 0;
   private readonly netns: NetnsPool;
@@ -262,6 +267,7 @@ export class OciRuntime implements SandboxRuntime {
     this.warmDiskSizes = options.warmDiskSizes ?? [GiB];
     this.usernsOption = options.userns;
     this.diskPolicy = options.diskPolicy ?? NO_RESERVE;
+    this.capacityReserve = options.capacityReserve ?? { cpuCores: 0, memoryBytes: 0 };
   }
 
   /**
@@ -355,6 +361,11 @@ export class OciRuntime implements SandboxRuntime {
       cgroupNamespace: true,
       ...(this.userns === null ? { reason: this.usernsReason ?? 'not initialized' } : {}),
     };
+  }
+
+  /** The host's CPU cores and memory minus the configured reserve: what sandboxes may reserve. */
+  async capacity(): Promise<SandboxCapacity> {
+    return hostCapacity(this.capacityReserve);
   }
 
   async diskCapacity(): Promise<DiskCapacity | undefined> {

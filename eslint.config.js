@@ -21,7 +21,7 @@ const LAYERS = [
 /** Above the services nothing touches the store: the data plane and the HTTP layer go through services. */
 const ABOVE_SERVICES = ['gateway', 'network', 'http'];
 /** Driver folders: only `runtime/create-runtime.ts` names them. */
-const DRIVERS = ['docker', 'oci'];
+const DRIVERS = ['docker', 'oci', 'kubernetes'];
 const TEST_CODE = [
   '**/*.test.ts',
   `${SERVER}/testing/**`,

@@ -34,6 +34,11 @@
  *     a forked relay writes their bytes to a pipe that becomes the command's stdin and closes it at
  *     the EOF frame, so the caller can send EOF without closing the connection.
  *
+ *   corral-agent netdown
+ *     Deletes every network interface of its network namespace but loopback: the kubernetes
+ *     driver's init container (the only one with CAP_NET_ADMIN) gives a Pod without network access
+ *     nothing but loopback this way.
+ *
  *   corral-agent netns <host uid> <host gid> <size> <user namespace file> <network namespace file>
  *     Makes a user namespace with the mapping 0 -> <host uid/gid> (size ids) and a network namespace
  *     it owns, and keeps both by bind-mounting their nsfs files onto the two files (created empty).
@@ -1427,6 +1432,23 @@ static int run_exec(int argc, char **argv) {
     fprintf(stderr, "corral: no command\n");
     return 126;
   }
+  /* A `sh -c <script>` whose script is over the kernel's 128 KiB argument limit: the script goes
+     to a file the shell sources (and deletes first), so $0, $1… stay what the caller gave. */
+  if (command[1] && strcmp(command[1], "-c") == 0 && command[2] && strlen(command[2]) > 100 * 1024) {
+    static char path[64], sourced[96];
+    snprintf(path, sizeof path, "/.corral/script-%d", (int)getpid());
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    char head[96];
+    int headlen = snprintf(head, sizeof head, "rm -f -- %s\n", path);
+    if (fd < 0 || write_full(fd, (const unsigned char *)head, (size_t)headlen) < 0 ||
+        write_full(fd, (const unsigned char *)command[2], strlen(command[2])) < 0) {
+      fprintf(stderr, "corral: cannot write the script to %s: %s\n", path, strerror(errno));
+      return 126;
+    }
+    close(fd);
+    snprintf(sourced, sizeof sourced, ". %s", path);
+    command[2] = sourced;
+  }
   struct identity id;
   memset(&id, 0, sizeof id);
   if (user && *user) {
@@ -1482,12 +1504,66 @@ static int run_exec(int argc, char **argv) {
   return e == ENOENT ? 127 : 126;
 }
 
+/* --- netdown: a sandbox without network keeps only loopback (kubernetes driver) ------------- */
+
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <net/if.h>
+
+/* Deletes every network interface of this network namespace but loopback (needs CAP_NET_ADMIN). */
+static int run_netdown(void) {
+  struct if_nameindex *names = if_nameindex();
+  if (!names) {
+    fprintf(stderr, "corral: if_nameindex: %s\n", strerror(errno));
+    return 1;
+  }
+  int sock = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+  if (sock < 0) {
+    fprintf(stderr, "corral: netlink: %s\n", strerror(errno));
+    return 1;
+  }
+  int rc = 0;
+  for (struct if_nameindex *n = names; n->if_index != 0; n++) {
+    if (strcmp(n->if_name, "lo") == 0) continue;
+    struct {
+      struct nlmsghdr h;
+      struct ifinfomsg i;
+    } req;
+    memset(&req, 0, sizeof req);
+    req.h.nlmsg_len = sizeof req;
+    req.h.nlmsg_type = RTM_DELLINK;
+    req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+    req.h.nlmsg_seq = n->if_index;
+    req.i.ifi_family = AF_UNSPEC;
+    req.i.ifi_index = (int)n->if_index;
+    if (send(sock, &req, sizeof req, 0) < 0) {
+      fprintf(stderr, "corral: deleting %s: %s\n", n->if_name, strerror(errno));
+      rc = 1;
+      continue;
+    }
+    char reply[4096];
+    ssize_t len = recv(sock, reply, sizeof reply, 0);
+    struct nlmsghdr *h = (struct nlmsghdr *)reply;
+    if (len >= (ssize_t)sizeof *h && h->nlmsg_type == NLMSG_ERROR) {
+      struct nlmsgerr *e = NLMSG_DATA(h);
+      if (e->error != 0) {
+        fprintf(stderr, "corral: deleting %s: %s\n", n->if_name, strerror(-e->error));
+        rc = 1;
+      }
+    }
+  }
+  if_freenameindex(names);
+  close(sock);
+  return rc;
+}
+
 int main(int argc, char **argv) {
   if (argc >= 2 && strcmp(argv[1], "init") == 0) return run_init(argc, argv);
   if (argc >= 2 && strcmp(argv[1], "shim") == 0) return run_shim(argc, argv);
   if (argc >= 2 && strcmp(argv[1], "netns") == 0) return run_netns(argc, argv);
   if (argc >= 2 && strcmp(argv[1], "idmap-mount") == 0) return run_idmap_mount(argc, argv);
   if (argc >= 2 && strcmp(argv[1], "exec") == 0) return run_exec(argc, argv);
+  if (argc >= 2 && strcmp(argv[1], "netdown") == 0) return run_netdown();
   fprintf(stderr, "usage: corral-agent init -- <command...> | corral-agent shim ...\n");
   return 2;
 }

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import type { Duplex, Readable } from 'node:stream';
@@ -33,7 +34,6 @@ import {
   buildPod,
   buildPullSecret,
   envSecretName,
-  HELPER_PATH,
   LABEL_INSTANCE,
   LABEL_SANDBOX_ID,
   labelValue,
@@ -122,16 +122,8 @@ function errorText(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-/** Sets up the sandbox after its container runs: the exec helper, the workspace, and what isolation it got. */
-const SETUP_SCRIPT = [
-  'set -e',
-  'head -c "$1" > "$2.tmp"',
-  '[ "$(wc -c < "$2.tmp")" -eq "$1" ]',
-  'chmod 755 "$2.tmp"',
-  'mv "$2.tmp" "$2"',
-  'mkdir -p "$3"',
-  'cat /proc/self/cgroup',
-].join('\n');
+/** Sets up the sandbox once its container runs: the workspace, and what isolation it got. */
+const SETUP_SCRIPT = 'mkdir -p "$1" && cat /proc/self/cgroup';
 
 /** The sandbox's cgroup usage: `<memory> <limit> <cpu ns> <pids>` on one line, on cgroup v1 or v2. */
 const STATS_SCRIPT = [
@@ -160,7 +152,8 @@ export class KubernetesRuntime implements SandboxRuntime {
   private readonly config = new KubeConfig();
   private core!: CoreV1Api;
   private watch: PodWatch | undefined;
-  private helper: Buffer | undefined;
+  /** The ConfigMap holding the helper, once `init()` made sure it exists. */
+  private helperConfigMap: string | undefined;
   private readonly listeners = new Set<(event: RuntimeEvent) => void>();
   /** Pods whose create is in progress (their exits are create's to report) or whose removal is. */
   private readonly quiet = new Set<string>();
@@ -218,11 +211,35 @@ export class KubernetesRuntime implements SandboxRuntime {
         if (!isApiStatus(e, 409)) throw new RuntimeError('RUNTIME_ERROR', `cannot create namespace ${this.namespace}: ${errorText(e)}`, { cause: e });
       });
     }
-    this.helper = await readFile(await ensureAgentBinary(this.options.binDir));
+    this.helperConfigMap = await this.ensureHelper();
     const watch = new PodWatch(this.config, this.namespace, `${LABEL_INSTANCE}=${labelValue(this.options.instance)}`);
     watch.onChange((pod, change) => this.onPodChange(pod, change));
     await watch.start();
     this.watch = watch;
+  }
+
+  /**
+   * The ConfigMap `corral-agent-<hash>` holding the helper binary (compiled on the host), created
+   * when missing; every Pod mounts it at `/.corral/bin`.
+   */
+  private async ensureHelper(): Promise<string> {
+    const binary = await readFile(await ensureAgentBinary(this.options.binDir));
+    const name = `corral-agent-${createHash('sha256').update(binary).digest('hex').slice(0, 16)}`;
+    try {
+      await this.core.readNamespacedConfigMap({ name, namespace: this.namespace });
+      return name;
+    } catch (error) {
+      if (!isApiStatus(error, 404)) throw new RuntimeError('RUNTIME_ERROR', `reading ConfigMap ${name}: ${errorText(error)}`, { cause: error });
+    }
+    try {
+      await this.core.createNamespacedConfigMap({
+        namespace: this.namespace,
+        body: { metadata: { name, labels: { 'app.kubernetes.io/managed-by': 'corral' } }, binaryData: { 'corral-agent': binary.toString('base64') } },
+      });
+    } catch (error) {
+      if (!isApiStatus(error, 409)) throw new RuntimeError('RUNTIME_ERROR', `creating ConfigMap ${name} (the exec helper, ${binary.length} bytes): ${errorText(error)}`, { cause: error });
+    }
+    return name;
   }
 
   capabilities(): RuntimeCapabilities {
@@ -307,6 +324,7 @@ export class KubernetesRuntime implements SandboxRuntime {
         ...this.options,
         runtimeClass: this.options.runtimeClass ?? null,
         cpuRequestFraction: this.options.cpuRequestFraction ?? 1,
+        helperConfigMap: this.helperConfigMap ?? '',
         envSecret: envSecret?.metadata?.name ?? null,
         pullSecret: pullSecret?.metadata?.name ?? null,
       }),
@@ -326,8 +344,9 @@ export class KubernetesRuntime implements SandboxRuntime {
     let lastScheduling = '';
     await this.pods.waitFor(
       runtimeId,
-      (current) => {
-        if (!current) throw new RuntimeError('START_FAILED', `Pod ${runtimeId} was deleted while it started`);
+      (current, deleted) => {
+        if (deleted) throw new RuntimeError('START_FAILED', `Pod ${runtimeId} was deleted while it started`);
+        if (!current) return undefined;
         const view = podView(current);
         if (view.pullFailure) throw new RuntimeError('IMAGE_PULL_FAILED', `pulling ${spec.image} failed: ${view.pullFailure}`);
         if (view.unschedulable) lastScheduling = view.unschedulable;
@@ -351,16 +370,14 @@ export class KubernetesRuntime implements SandboxRuntime {
     throw new RuntimeError('START_FAILED', `the start command exited with code ${view.exitCode ?? '?'} before the sandbox was ready${logs ? `: ${logs.trim()}` : ''}`);
   }
 
-  /** Copies the exec helper in and makes the workspace; retried while the container is starting. */
+  /** Makes the workspace (the first process in the sandbox); retried while the container is starting. */
   private async setUp(runtimeId: string, spec: SandboxSpec): Promise<void> {
-    const helper = this.helper;
-    if (!helper) throw new RuntimeError('RUNTIME_ERROR', 'the kubernetes driver is not initialised');
     const deadline = Date.now() + 30_000;
     let last = '';
     while (Date.now() < deadline) {
       await this.failIfEnded(runtimeId);
       try {
-        const r = await runRaw(this.target(runtimeId), ['/bin/sh', '-c', SETUP_SCRIPT, 'corral-setup', String(helper.length), HELPER_PATH, spec.workspacePath], helper);
+        const r = await runRaw(this.target(runtimeId), ['/bin/sh', '-c', SETUP_SCRIPT, 'corral-setup', spec.workspacePath]);
         if (r.exitCode === 0) {
           this.noteCgroups(r.stdout);
           return;
@@ -375,7 +392,7 @@ export class KubernetesRuntime implements SandboxRuntime {
         await delay(100);
       }
     }
-    throw new RuntimeError('START_FAILED', `the sandbox never accepted a command (needs /bin/sh, head, wc, chmod, mv): ${last}`);
+    throw new RuntimeError('START_FAILED', `the sandbox never accepted a command (needs /bin/sh and mkdir): ${last}`);
   }
 
   /** Learns the cgroup version and whether sandboxes have a cgroup namespace from a sandbox's /proc/self/cgroup. */

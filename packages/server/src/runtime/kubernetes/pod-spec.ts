@@ -8,10 +8,10 @@ export const LABEL_SANDBOX_ID = 'corral.dev/sandbox-id';
 export const LABEL_INSTANCE = 'corral.dev/instance';
 /** The one container of a sandbox Pod. */
 export const SANDBOX_CONTAINER = 'sandbox';
-/** Where the driver's helper (`corral-agent exec`) lives inside every sandbox: an emptyDir volume. */
+/** The driver's scratch directory inside every sandbox (an emptyDir): large commands and scripts pass through it. */
 export const HELPER_DIR = '/.corral';
-/** The helper binary's path inside the sandbox. */
-export const HELPER_PATH = `${HELPER_DIR}/corral-agent`;
+/** The helper binary (`corral-agent`, from a ConfigMap mounted read-only at `/.corral/bin`). */
+export const HELPER_PATH = `${HELPER_DIR}/bin/corral-agent`;
 
 /** What the Pod builder needs besides the sandbox spec. */
 export interface PodOptions {
@@ -25,6 +25,8 @@ export interface PodOptions {
   pullSecret: string | null;
   /** CPU request as a fraction of the limit (1: requests = limits; less lets a node hold more idle sandboxes). */
   cpuRequestFraction: number;
+  /** The ConfigMap holding the helper binary (`corral-agent`). */
+  helperConfigMap: string;
 }
 
 /**
@@ -126,7 +128,32 @@ export function buildPod(spec: SandboxSpec, name: string, options: PodOptions): 
       ...(options.runtimeClass ? { runtimeClassName: options.runtimeClass } : {}),
       ...(options.pullSecret ? { imagePullSecrets: [{ name: options.pullSecret }] } : {}),
       securityContext: { seccompProfile: { type: 'RuntimeDefault' } },
-      volumes: [{ name: 'corral', emptyDir: { sizeLimit: '16Mi' } }],
+      volumes: [
+        { name: 'corral', emptyDir: { sizeLimit: '64Mi' } },
+        { name: 'corral-bin', configMap: { name: options.helperConfigMap, defaultMode: 0o755 } },
+      ],
+      // Without network access the Pod keeps only loopback: an init container, the only one with
+      // CAP_NET_ADMIN, deletes its other interfaces (the helper is static: any image runs it).
+      ...(spec.networkAccess
+        ? {}
+        : {
+            initContainers: [
+              {
+                name: 'corral-netdown',
+                image: spec.image,
+                imagePullPolicy: 'IfNotPresent',
+                command: [HELPER_PATH, 'netdown'],
+                resources: { requests: { ...requests, cpu: '1m' }, limits },
+                securityContext: {
+                  allowPrivilegeEscalation: false,
+                  privileged: false,
+                  capabilities: { drop: ['ALL'], add: ['NET_ADMIN'] },
+                  seccompProfile: { type: 'RuntimeDefault' },
+                },
+                volumeMounts: [{ name: 'corral-bin', mountPath: `${HELPER_DIR}/bin`, readOnly: true }],
+              },
+            ],
+          }),
       containers: [
         {
           name: SANDBOX_CONTAINER,
@@ -142,7 +169,10 @@ export function buildPod(spec: SandboxSpec, name: string, options: PodOptions): 
             capabilities: { drop: ['ALL'], add: [...KEPT_CAPABILITIES] },
             seccompProfile: { type: 'RuntimeDefault' },
           },
-          volumeMounts: [{ name: 'corral', mountPath: HELPER_DIR }],
+          volumeMounts: [
+            { name: 'corral', mountPath: HELPER_DIR },
+            { name: 'corral-bin', mountPath: `${HELPER_DIR}/bin`, readOnly: true },
+          ],
         },
       ],
     },

@@ -81,17 +81,18 @@ export class PodWatch {
   }
 
   /**
-   * Resolves with the first non-undefined value of `test` over the cached Pod (undefined once it is
-   * gone), checked now and on every change of it; rejects after `timeoutMs` with `onTimeout()`.
+   * Resolves with the first non-undefined value of `test` over the cached Pod (undefined while the
+   * cache has none; `deleted` once the watch saw it go), checked now and on every change of it;
+   * rejects after `timeoutMs` with `onTimeout()`.
    */
-  waitFor<T>(name: string, test: (pod: V1Pod | undefined) => T | undefined, timeoutMs: number, onTimeout: () => Error): Promise<T> {
+  waitFor<T>(name: string, test: (pod: V1Pod | undefined, deleted: boolean) => T | undefined, timeoutMs: number, onTimeout: () => Error): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       let settled = false;
-      const check = (pod: V1Pod | undefined): void => {
+      const check = (pod: V1Pod | undefined, deleted: boolean): void => {
         if (settled) return;
         let value: T | undefined;
         try {
-          value = test(pod);
+          value = test(pod, deleted);
         } catch (error) {
           finish();
           reject(error instanceof Error ? error : new Error(String(error)));
@@ -103,7 +104,7 @@ export class PodWatch {
       };
       const unsubscribe = this.onChange((pod, change) => {
         if (pod.metadata?.name !== name) return;
-        check(change === 'delete' ? undefined : pod);
+        check(change === 'delete' ? undefined : pod, change === 'delete');
       });
       const timer = setTimeout(() => {
         if (settled) return;
@@ -115,7 +116,7 @@ export class PodWatch {
         clearTimeout(timer);
         unsubscribe();
       };
-      check(this.get(name));
+      check(this.get(name), false);
     });
   }
 

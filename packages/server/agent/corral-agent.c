@@ -28,7 +28,7 @@
  *     One process inside a sandbox, for drivers that start processes through an exec API that
  *     cannot switch users or close stdin (the kubernetes driver's exec over the API server). Resolves
  *     <user> as `init` does (small regular /etc/passwd and /etc/group only), sets the environment
- *     (HOME from the user's entry unless given), enters <dir> and execs <command>. With --argv-file
+ *     (HOME from the user's entry unless --env gives one), enters <dir> and execs <command>. With --argv-file
  *     the command is read from that file instead (NUL-separated), which is then deleted. With
  *     --framed-stdin, fd 0 carries frames (4-byte big-endian length, then bytes; length 0 = EOF):
  *     a forked relay writes their bytes to a pipe that becomes the command's stdin and closes it at
@@ -1404,7 +1404,7 @@ static char **read_argv_file(const char *path) {
 
 static int run_exec(int argc, char **argv) {
   const char *user = NULL, *cwd = "", *argv_file = NULL;
-  int framed = 0, i = 2;
+  int framed = 0, home_given = 0, i = 2;
   for (; i < argc; i++) {
     if (strcmp(argv[i], "--") == 0) {
       i++;
@@ -1412,7 +1412,10 @@ static int run_exec(int argc, char **argv) {
     }
     if (strncmp(argv[i], "--user=", 7) == 0) user = argv[i] + 7;
     else if (strncmp(argv[i], "--cwd=", 6) == 0) cwd = argv[i] + 6;
-    else if (strncmp(argv[i], "--env=", 6) == 0) putenv(argv[i] + 6);
+    else if (strncmp(argv[i], "--env=", 6) == 0) {
+      putenv(argv[i] + 6);
+      if (strncmp(argv[i] + 6, "HOME=", 5) == 0) home_given = 1;
+    }
     else if (strcmp(argv[i], "--framed-stdin") == 0) framed = 1;
     else if (strncmp(argv[i], "--argv-file=", 12) == 0) argv_file = argv[i] + 12;
     else {
@@ -1458,7 +1461,8 @@ static int run_exec(int argc, char **argv) {
       fprintf(stderr, "corral: %s\n", copy ? err : "out of memory");
       return 126;
     }
-    if (!getenv("HOME")) setenv("HOME", id.home, 1);
+    /* The container's own HOME (root's) is replaced by the user's unless the caller gave one. */
+    if (!home_given) setenv("HOME", id.home, 1);
   }
   if (framed) {
     int p[2];

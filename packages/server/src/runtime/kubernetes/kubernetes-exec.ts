@@ -176,7 +176,12 @@ function argvFileContent(argv: string[]): Buffer {
  * user, sets env and cwd and turns framed stdin into a pipe that can be closed. Large commands
  * travel in a file written by a first exec.
  */
-export async function startPodExec(target: PodExecTarget, request: ExecRequest, onExit?: (exitCode: number) => void): Promise<ExecProcess> {
+export async function startPodExec(
+  target: PodExecTarget,
+  request: ExecRequest,
+  onExit?: (exitCode: number) => void,
+  live?: Set<() => void>,
+): Promise<ExecProcess> {
   const execId = randomUUID();
   let argvFile: string | null = null;
   const argvBytes = request.argv.reduce((n, a) => n + Buffer.byteLength(a) + 1, 0);
@@ -189,7 +194,15 @@ export async function startPodExec(target: PodExecTarget, request: ExecRequest, 
   }
   const tty = request.tty !== undefined;
   const ws = await openExecSocket(target, helperArgv(request, execId, argvFile), { stdin: request.stdin === true || tty, tty });
-  return new PodExecProcess(target, ws, execId, request, onExit);
+  const proc = new PodExecProcess(target, ws, execId, request, onExit);
+  if (live) {
+    // The driver drops the connection once the Pod is removed: an exec stuck in the container
+    // runtime (runc blocked on a FIFO /etc/passwd) would otherwise never end.
+    const abandon = (): void => ws.terminate();
+    live.add(abandon);
+    void proc.wait().then(() => live.delete(abandon));
+  }
+  return proc;
 }
 
 /** A process started through the Kubernetes exec API. */

@@ -161,6 +161,8 @@ export class KubernetesRuntime implements SandboxRuntime {
   private readonly reported = new Set<string>();
   /** Pods the driver ended because of an OOM kill in them. */
   private readonly oomEnded = new Set<string>();
+  /** Per Pod, the live execs' functions that drop their connections (called once it is removed). */
+  private readonly liveExecs = new Map<string, Set<() => void>>();
   /** Last OOM kill count seen per Pod. */
   private readonly oomCounts = new Map<string, number>();
   private readonly diskPolicy: DiskPolicy;
@@ -406,9 +408,19 @@ export class KubernetesRuntime implements SandboxRuntime {
   async exec(runtimeId: string, request: ExecRequest): Promise<ExecProcess> {
     const pod = this.pods.get(runtimeId);
     if (!pod || !podView(pod).running) throw new RuntimeError('NOT_FOUND', `no running sandbox ${runtimeId}`);
-    return startPodExec(this.target(runtimeId), request, (exitCode) => {
-      if (exitCode === 137) void this.checkOom(runtimeId).catch(() => undefined);
-    });
+    let live = this.liveExecs.get(runtimeId);
+    if (!live) {
+      live = new Set();
+      this.liveExecs.set(runtimeId, live);
+    }
+    return startPodExec(
+      this.target(runtimeId),
+      request,
+      (exitCode) => {
+        if (exitCode === 137) void this.checkOom(runtimeId).catch(() => undefined);
+      },
+      live,
+    );
   }
 
   /**
@@ -538,6 +550,8 @@ export class KubernetesRuntime implements SandboxRuntime {
     }
     this.oomEnded.delete(runtimeId);
     this.oomCounts.delete(runtimeId);
+    for (const abandon of this.liveExecs.get(runtimeId) ?? []) abandon();
+    this.liveExecs.delete(runtimeId);
   }
 
   private async deleteObjects(runtimeId: string, sandboxId: string | null): Promise<void> {

@@ -24,7 +24,7 @@
  *     on the host (command `cat`, reading a pipe from the server, so it ends with the server) to
  *     start host tools, because forking this small process costs far less than forking Node.
  *
- *   corral-agent exec [--user=<user>] [--cwd=<dir>] [--env=K=V]... [--framed-stdin] [--argv-file=<path>] -- <command...>
+ *   corral-agent exec [--user=<user>] [--cwd=<dir>] [--env=K=V]... [--framed-stdin] [--wait-tty-size] [--argv-file=<path>] -- <command...>
  *     One process inside a sandbox, for drivers that start processes through an exec API that
  *     cannot switch users or close stdin (the kubernetes driver's exec over the API server). Resolves
  *     <user> as `init` does (small regular /etc/passwd and /etc/group only), sets the environment
@@ -32,7 +32,8 @@
  *     the command is read from that file instead (NUL-separated), which is then deleted. With
  *     --framed-stdin, fd 0 carries frames (4-byte big-endian length, then bytes; length 0 = EOF):
  *     a forked relay writes their bytes to a pipe that becomes the command's stdin and closes it at
- *     the EOF frame, so the caller can send EOF without closing the connection.
+ *     the EOF frame, so the caller can send EOF without closing the connection. --wait-tty-size
+ *     waits (up to 1 s) until the PTY on fd 0 has a size.
  *
  *   corral-agent netdown
  *     Deletes every network interface of its network namespace but loopback: the kubernetes
@@ -1417,6 +1418,14 @@ static int run_exec(int argc, char **argv) {
       if (strncmp(argv[i] + 6, "HOME=", 5) == 0) home_given = 1;
     }
     else if (strcmp(argv[i], "--framed-stdin") == 0) framed = 1;
+    else if (strcmp(argv[i], "--wait-tty-size") == 0) {
+      /* The exec API applies a PTY's first size asynchronously: give it up to 1 s to arrive. */
+      struct winsize ws;
+      for (int tries = 0; tries < 200; tries++) {
+        if (ioctl(0, TIOCGWINSZ, &ws) < 0 || (ws.ws_row > 0 && ws.ws_col > 0)) break;
+        usleep(5000);
+      }
+    }
     else if (strncmp(argv[i], "--argv-file=", 12) == 0) argv_file = argv[i] + 12;
     else {
       fprintf(stderr, "corral: unknown option %s\n", argv[i]);

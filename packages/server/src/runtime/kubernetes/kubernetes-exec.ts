@@ -129,6 +129,7 @@ function helperArgv(request: ExecRequest, execId: string, argvFile: string | nul
   if (request.cwd) argv.push(`--cwd=${request.cwd}`);
   if (request.user) argv.push(`--user=${request.user}`);
   if (request.stdin === true && request.tty === undefined) argv.push('--framed-stdin');
+  if (request.tty !== undefined) argv.push('--wait-tty-size');
   if (argvFile) argv.push(`--argv-file=${argvFile}`);
   argv.push('--');
   if (!argvFile) argv.push(...request.argv);

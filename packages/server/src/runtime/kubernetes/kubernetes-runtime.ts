@@ -343,6 +343,8 @@ export class KubernetesRuntime implements SandboxRuntime {
           .catch(() => undefined),
       ),
     );
+    // Exec works as soon as the kubelet runs the container, before the Pod's status says so (the
+    // kubelet reports it up to a second later): so once the Pod is on a node, setUp() tries.
     let lastScheduling = '';
     await this.pods.waitFor(
       runtimeId,
@@ -352,32 +354,34 @@ export class KubernetesRuntime implements SandboxRuntime {
         const view = podView(current);
         if (view.pullFailure) throw new RuntimeError('IMAGE_PULL_FAILED', `pulling ${spec.image} failed: ${view.pullFailure}`);
         if (view.unschedulable) lastScheduling = view.unschedulable;
-        if (!view.running) return 'ended';
-        const state = containerOf(current)?.state;
-        return state?.running ? 'running' : undefined;
+        return current.spec?.nodeName || !view.running ? true : undefined;
       },
       this.readyTimeoutMs,
-      () => new RuntimeError('START_FAILED', `the sandbox did not start within ${this.readyTimeoutMs} ms${lastScheduling ? ` (${lastScheduling})` : ''}`),
+      () => new RuntimeError('START_FAILED', `the sandbox was not scheduled within ${this.readyTimeoutMs} ms${lastScheduling ? ` (${lastScheduling})` : ''}`),
     );
     await this.setUp(runtimeId, spec);
   }
 
-  /** Throws START_FAILED with the exit code and the start command's output once the container ended. */
-  private async failIfEnded(runtimeId: string): Promise<void> {
+  /**
+   * Throws IMAGE_PULL_FAILED when the kubelet cannot pull the image, START_FAILED with the exit code
+   * and the start command's output once the container ended. Returns whether the container runs.
+   */
+  private async failIfEnded(runtimeId: string, image: string): Promise<boolean> {
     const pod = this.pods.get(runtimeId);
     if (!pod) throw new RuntimeError('START_FAILED', `Pod ${runtimeId} is gone`);
     const view = podView(pod);
-    if (view.running) return;
+    if (view.pullFailure) throw new RuntimeError('IMAGE_PULL_FAILED', `pulling ${image} failed: ${view.pullFailure}`);
+    if (view.running) return containerOf(pod)?.state?.running !== undefined;
     const logs = await this.logs(runtimeId, 2048).catch(() => '');
     throw new RuntimeError('START_FAILED', `the start command exited with code ${view.exitCode ?? '?'} before the sandbox was ready${logs ? `: ${logs.trim()}` : ''}`);
   }
 
   /** Makes the workspace (the first process in the sandbox); retried while the container is starting. */
   private async setUp(runtimeId: string, spec: SandboxSpec): Promise<void> {
-    const deadline = Date.now() + 30_000;
+    const deadline = Date.now() + this.readyTimeoutMs;
     let last = '';
     while (Date.now() < deadline) {
-      await this.failIfEnded(runtimeId);
+      const running = await this.failIfEnded(runtimeId, spec.image);
       try {
         const r = await runRaw(this.target(runtimeId), ['/bin/sh', '-c', SETUP_SCRIPT, 'corral-setup', spec.workspacePath]);
         if (r.exitCode === 0) {
@@ -388,13 +392,12 @@ export class KubernetesRuntime implements SandboxRuntime {
       } catch (error) {
         last = errorText(error);
       }
-      // A container that stopped fails execs before its status says so: give the watch a moment.
-      for (let i = 0; i < 10; i++) {
-        await this.failIfEnded(runtimeId);
-        await delay(100);
-      }
+      // Not started yet (pulling, init container), or a container that stopped fails execs before
+      // its status says so: give the watch a moment.
+      await delay(running ? 300 : 150);
+      await this.failIfEnded(runtimeId, spec.image);
     }
-    throw new RuntimeError('START_FAILED', `the sandbox never accepted a command (needs /bin/sh and mkdir): ${last}`);
+    throw new RuntimeError('START_FAILED', `the sandbox never accepted a command within ${this.readyTimeoutMs} ms (needs /bin/sh and mkdir): ${last}`);
   }
 
   /** Learns the cgroup version and whether sandboxes have a cgroup namespace from a sandbox's /proc/self/cgroup. */

@@ -22,6 +22,9 @@ const RESIZE = 4;
  */
 export const EXEC_MARKER_ENV = 'CORRAL_EXEC_ID';
 
+/** How long `resize()` waits after sending a size, for the kubelet to apply it (see there). */
+const RESIZE_SETTLE_MS = 150;
+
 /** Commands whose argv (in bytes) exceeds this travel in a file, not in the exec URL. */
 const LARGE_ARGV = 64 * 1024;
 
@@ -280,7 +283,10 @@ class PodExecProcess implements ExecProcess {
     } else {
       this.stdin = null;
     }
-    if (tty && request.tty) void this.resize(request.tty.rows, request.tty.cols);
+    if (tty && request.tty) {
+      const body = Buffer.from(JSON.stringify({ Width: request.tty.cols, Height: request.tty.rows }), 'utf8');
+      ws.send(Buffer.concat([Buffer.from([RESIZE]), body]));
+    }
   }
 
   wait(): Promise<ExecExit> {
@@ -304,6 +310,10 @@ class PodExecProcess implements ExecProcess {
     if (this.request.tty === undefined || this.ws.readyState !== WebSocket.OPEN) return;
     const body = Buffer.from(JSON.stringify({ Width: cols, Height: rows }), 'utf8');
     await new Promise<void>((resolve) => this.ws.send(Buffer.concat([Buffer.from([RESIZE]), body]), () => resolve()));
+    // The kubelet applies a resize in a goroutine of its own (a container runtime call) while the
+    // stdin that follows goes straight to the PTY: give it a moment so input sent after resize()
+    // resolves sees the new size. Nothing reports when the size is applied.
+    await new Promise((resolve) => setTimeout(resolve, RESIZE_SETTLE_MS));
   }
 }
 

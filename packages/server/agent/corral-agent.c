@@ -24,6 +24,22 @@
  *     on the host (command `cat`, reading a pipe from the server, so it ends with the server) to
  *     start host tools, because forking this small process costs far less than forking Node.
  *
+ *   corral-agent exec [--user=<user>] [--cwd=<dir>] [--env=K=V]... [--framed-stdin] [--wait-tty-size] [--argv-file=<path>] -- <command...>
+ *     One process inside a sandbox, for drivers that start processes through an exec API that
+ *     cannot switch users or close stdin (the kubernetes driver's exec over the API server). Resolves
+ *     <user> as `init` does (small regular /etc/passwd and /etc/group only), sets the environment
+ *     (HOME from the user's entry unless --env gives one), enters <dir> and execs <command>. With --argv-file
+ *     the command is read from that file instead (NUL-separated), which is then deleted. With
+ *     --framed-stdin, fd 0 carries frames (4-byte big-endian length, then bytes; length 0 = EOF):
+ *     a forked relay writes their bytes to a pipe that becomes the command's stdin and closes it at
+ *     the EOF frame, so the caller can send EOF without closing the connection. --wait-tty-size
+ *     waits (up to 1 s) until the PTY on fd 0 has a size.
+ *
+ *   corral-agent netdown
+ *     Deletes every network interface of its network namespace but loopback: the kubernetes
+ *     driver's init container (the only one with CAP_NET_ADMIN) gives a Pod without network access
+ *     nothing but loopback this way.
+ *
  *   corral-agent netns <host uid> <host gid> <size> <user namespace file> <network namespace file>
  *     Makes a user namespace with the mapping 0 -> <host uid/gid> (size ids) and a network namespace
  *     it owns, and keeps both by bind-mounting their nsfs files onto the two files (created empty).
@@ -1311,11 +1327,256 @@ out:
   return rc;
 }
 
+/* --- exec: one process for an exec API without users or stdin EOF (kubernetes driver) ------- */
+
+/* Reads exactly `len` bytes; 0 on success, -1 at EOF or on an error. */
+static int read_full(int fd, unsigned char *buf, size_t len) {
+  size_t got = 0;
+  while (got < len) {
+    ssize_t n = read(fd, buf + got, len - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return -1;
+    got += (size_t)n;
+  }
+  return 0;
+}
+
+static int write_full(int fd, const unsigned char *buf, size_t len) {
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = write(fd, buf + done, len - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return -1;
+    done += (size_t)n;
+  }
+  return 0;
+}
+
+/* The relay of --framed-stdin: frames from fd 0 to `out` until the EOF frame, the end of fd 0, or a closed reader. */
+static void relay_frames(int out) {
+  signal(SIGPIPE, SIG_IGN);
+  unsigned char *buf = malloc(65536);
+  unsigned char head[4];
+  while (buf && read_full(0, head, 4) == 0) {
+    uint32_t len = get_u32(head);
+    if (len == 0) break;
+    while (len > 0) {
+      size_t chunk = len > 65536 ? 65536 : len;
+      if (read_full(0, buf, chunk) < 0 || write_full(out, buf, chunk) < 0) _exit(0);
+      len -= (uint32_t)chunk;
+    }
+  }
+  _exit(0);
+}
+
+/* Reads a NUL-separated argv file (at most 64 MiB) into a NULL-terminated array; deletes the file. */
+static char **read_argv_file(const char *path) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return NULL;
+  struct stat st;
+  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > 64 * 1024 * 1024) {
+    close(fd);
+    return NULL;
+  }
+  size_t size = (size_t)st.st_size;
+  char *data = malloc(size + 1);
+  if (!data || (size > 0 && read_full(fd, (unsigned char *)data, size) < 0)) {
+    close(fd);
+    return NULL;
+  }
+  close(fd);
+  unlink(path);
+  data[size] = 0;
+  size_t count = 0;
+  for (size_t i = 0; i < size; i++) if (data[i] == 0) count++;
+  char **argv = calloc(count + 2, sizeof *argv);
+  if (!argv) return NULL;
+  size_t n = 0, start = 0;
+  for (size_t i = 0; i < size; i++) {
+    if (data[i] == 0) {
+      argv[n++] = data + start;
+      start = i + 1;
+    }
+  }
+  if (start < size) argv[n++] = data + start;
+  argv[n] = NULL;
+  return argv;
+}
+
+static int run_exec(int argc, char **argv) {
+  const char *user = NULL, *cwd = "", *argv_file = NULL;
+  int framed = 0, home_given = 0, i = 2;
+  for (; i < argc; i++) {
+    if (strcmp(argv[i], "--") == 0) {
+      i++;
+      break;
+    }
+    if (strncmp(argv[i], "--user=", 7) == 0) user = argv[i] + 7;
+    else if (strncmp(argv[i], "--cwd=", 6) == 0) cwd = argv[i] + 6;
+    else if (strncmp(argv[i], "--env=", 6) == 0) {
+      putenv(argv[i] + 6);
+      if (strncmp(argv[i] + 6, "HOME=", 5) == 0) home_given = 1;
+    }
+    else if (strcmp(argv[i], "--framed-stdin") == 0) framed = 1;
+    else if (strcmp(argv[i], "--wait-tty-size") == 0) {
+      /* The exec API applies a PTY's first size asynchronously: give it up to 1 s to arrive. */
+      struct winsize ws;
+      for (int tries = 0; tries < 200; tries++) {
+        if (ioctl(0, TIOCGWINSZ, &ws) < 0 || (ws.ws_row > 0 && ws.ws_col > 0)) break;
+        usleep(5000);
+      }
+    }
+    else if (strncmp(argv[i], "--argv-file=", 12) == 0) argv_file = argv[i] + 12;
+    else {
+      fprintf(stderr, "corral: unknown option %s\n", argv[i]);
+      return 126;
+    }
+  }
+  char **command = argv + i;
+  if (argv_file) {
+    command = read_argv_file(argv_file);
+    if (!command) {
+      fprintf(stderr, "corral: cannot read the command from %s\n", argv_file);
+      return 126;
+    }
+  }
+  if (!command[0]) {
+    fprintf(stderr, "corral: no command\n");
+    return 126;
+  }
+  /* A `sh -c <script>` whose script is over the kernel's 128 KiB argument limit: the script goes
+     to a file the shell sources (and deletes first), so $0, $1… stay what the caller gave. */
+  if (command[1] && strcmp(command[1], "-c") == 0 && command[2] && strlen(command[2]) > 100 * 1024) {
+    static char path[64], sourced[96];
+    snprintf(path, sizeof path, "/.corral/script-%d", (int)getpid());
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    char head[96];
+    int headlen = snprintf(head, sizeof head, "rm -f -- %s\n", path);
+    if (fd < 0 || write_full(fd, (const unsigned char *)head, (size_t)headlen) < 0 ||
+        write_full(fd, (const unsigned char *)command[2], strlen(command[2])) < 0) {
+      fprintf(stderr, "corral: cannot write the script to %s: %s\n", path, strerror(errno));
+      return 126;
+    }
+    close(fd);
+    snprintf(sourced, sizeof sourced, ". %s", path);
+    command[2] = sourced;
+  }
+  struct identity id;
+  memset(&id, 0, sizeof id);
+  if (user && *user) {
+    char err[512];
+    char *copy = strdup(user);
+    if (!copy || resolve_user(copy, &id, err, sizeof err) < 0) {
+      fprintf(stderr, "corral: %s\n", copy ? err : "out of memory");
+      return 126;
+    }
+    /* The container's own HOME (root's) is replaced by the user's unless the caller gave one. */
+    if (!home_given) setenv("HOME", id.home, 1);
+  }
+  if (framed) {
+    int p[2];
+    if (pipe(p) < 0) {
+      fprintf(stderr, "corral: pipe: %s\n", strerror(errno));
+      return 126;
+    }
+    pid_t relay = fork();
+    if (relay < 0) {
+      fprintf(stderr, "corral: fork: %s\n", strerror(errno));
+      return 126;
+    }
+    if (relay == 0) {
+      close(p[0]);
+      int null_fd = open("/dev/null", O_RDWR);
+      if (null_fd >= 0) {
+        dup2(null_fd, 1);
+        dup2(null_fd, 2);
+      }
+      relay_frames(p[1]);
+    }
+    close(p[1]);
+    dup2(p[0], 0);
+    close(p[0]);
+  }
+  if (user && *user) {
+    if (setgroups(id.ngroups, id.groups) < 0 && errno != EPERM) {
+      fprintf(stderr, "corral: setgroups: %s\n", strerror(errno));
+      return 126;
+    }
+    if (setgid(id.gid) < 0 || setuid(id.uid) < 0) {
+      fprintf(stderr, "corral: cannot run as %u:%u: %s\n", id.uid, id.gid, strerror(errno));
+      return 126;
+    }
+  }
+  if (cwd[0] && chdir(cwd) < 0) {
+    fprintf(stderr, "corral: cannot enter %s: %s\n", cwd, strerror(errno));
+    return 126;
+  }
+  execvp(command[0], command);
+  int e = errno;
+  fprintf(stderr, "corral: cannot run %s: %s\n", command[0], strerror(e));
+  return e == ENOENT ? 127 : 126;
+}
+
+/* --- netdown: a sandbox without network keeps only loopback (kubernetes driver) ------------- */
+
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <net/if.h>
+
+/* Deletes every network interface of this network namespace but loopback (needs CAP_NET_ADMIN). */
+static int run_netdown(void) {
+  struct if_nameindex *names = if_nameindex();
+  if (!names) {
+    fprintf(stderr, "corral: if_nameindex: %s\n", strerror(errno));
+    return 1;
+  }
+  int sock = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+  if (sock < 0) {
+    fprintf(stderr, "corral: netlink: %s\n", strerror(errno));
+    return 1;
+  }
+  int rc = 0;
+  for (struct if_nameindex *n = names; n->if_index != 0; n++) {
+    if (strcmp(n->if_name, "lo") == 0) continue;
+    struct {
+      struct nlmsghdr h;
+      struct ifinfomsg i;
+    } req;
+    memset(&req, 0, sizeof req);
+    req.h.nlmsg_len = sizeof req;
+    req.h.nlmsg_type = RTM_DELLINK;
+    req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+    req.h.nlmsg_seq = n->if_index;
+    req.i.ifi_family = AF_UNSPEC;
+    req.i.ifi_index = (int)n->if_index;
+    if (send(sock, &req, sizeof req, 0) < 0) {
+      fprintf(stderr, "corral: deleting %s: %s\n", n->if_name, strerror(errno));
+      rc = 1;
+      continue;
+    }
+    char reply[4096];
+    ssize_t len = recv(sock, reply, sizeof reply, 0);
+    struct nlmsghdr *h = (struct nlmsghdr *)reply;
+    if (len >= (ssize_t)sizeof *h && h->nlmsg_type == NLMSG_ERROR) {
+      struct nlmsgerr *e = NLMSG_DATA(h);
+      if (e->error != 0) {
+        fprintf(stderr, "corral: deleting %s: %s\n", n->if_name, strerror(-e->error));
+        rc = 1;
+      }
+    }
+  }
+  if_freenameindex(names);
+  close(sock);
+  return rc;
+}
+
 int main(int argc, char **argv) {
   if (argc >= 2 && strcmp(argv[1], "init") == 0) return run_init(argc, argv);
   if (argc >= 2 && strcmp(argv[1], "shim") == 0) return run_shim(argc, argv);
   if (argc >= 2 && strcmp(argv[1], "netns") == 0) return run_netns(argc, argv);
   if (argc >= 2 && strcmp(argv[1], "idmap-mount") == 0) return run_idmap_mount(argc, argv);
+  if (argc >= 2 && strcmp(argv[1], "exec") == 0) return run_exec(argc, argv);
+  if (argc >= 2 && strcmp(argv[1], "netdown") == 0) return run_netdown();
   fprintf(stderr, "usage: corral-agent init -- <command...> | corral-agent shim ...\n");
   return 2;
 }

@@ -11,7 +11,7 @@ export const DEFAULT_NFLOG_GROUP = 1637;
 
 /** Which runtime driver starts sandboxes. `none` stores sandboxes but never starts them (they stay PENDING). */
 /** The names `CORRAL_RUNTIME` takes: each driver's (see runtime/create-runtime.ts), and `none`. */
-export const RUNTIME_DRIVER_NAMES = ['docker', 'oci', 'none'] as const;
+export const RUNTIME_DRIVER_NAMES = ['docker', 'oci', 'kubernetes', 'none'] as const;
 
 export type RuntimeDriverName = (typeof RUNTIME_DRIVER_NAMES)[number];
 
@@ -29,6 +29,10 @@ export interface CorralConfig {
   ociUserns: 'auto' | 'off' | { hostUid: number; hostGid: number; size: number };
   /** Namespaces and disks the oci driver keeps ready ahead of creates. */
   ociPoolSize: number;
+  /** Namespace of the kubernetes driver's sandbox Pods and Secrets (created when missing). */
+  k8sNamespace: string;
+  /** `runtimeClassName` of sandbox Pods (gVisor, Kata…); null: the cluster's default. */
+  k8sRuntimeClass: string | null;
   /** DNS server (`address[:port]`) the egress resolver forwards allowed names to; null: the host's first nameserver. */
   egressDnsUpstream: string | null;
   /** Seconds a resolved address stays open at least, whatever the answer's TTL. */
@@ -211,6 +215,12 @@ const hostList: Parser = (raw, name) => {
   }
   return hosts;
 };
+/** A Kubernetes object name that is a DNS-1123 label (namespaces, runtime classes). */
+const dnsLabel: Parser = (raw, name) => {
+  if (!/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(raw)) throw new Error(`${name} must be a DNS-1123 label (lowercase letters, digits and -, at most 63), got "${raw}"`);
+  return raw;
+};
+const optionalDnsLabel: Parser = (raw, name) => (raw === '' ? null : dnsLabel(raw, name));
 const onOff: Parser = (raw, name) => {
   if (['1', 'true', 'on', 'yes'].includes(raw.toLowerCase())) return true;
   if (['0', 'false', 'off', 'no'].includes(raw.toLowerCase())) return false;
@@ -224,10 +234,12 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'dataDir', env: 'CORRAL_DATA_DIR', description: 'Directory for the SQLite store, server secrets and sandbox state; kept 0700 (its files 0600)', defaultText: '/var/lib/corral as root, else $XDG_DATA_HOME/corral (~/.local/share/corral)', parse: text },
   { key: 'databaseUrl', env: 'DATABASE_URL', description: 'PostgreSQL URL; when set, replaces the embedded SQLite store', defaultText: '(unset: SQLite)', parse: optionalText },
   { key: 'publicUrl', env: 'CORRAL_PUBLIC_URL', description: 'Absolute URL clients use to reach this server (gateway_url is built from it)', defaultText: 'http://<host>:<port>', parse: optionalText },
-  { key: 'runtime', env: 'CORRAL_RUNTIME', description: 'Runtime driver: docker, oci (daemonless runc/crun), or none (sandboxes are stored but never started)', defaultText: 'oci', parse: oneOf(...RUNTIME_DRIVER_NAMES) },
+  { key: 'runtime', env: 'CORRAL_RUNTIME', description: 'Runtime driver: docker, oci (daemonless runc/crun), kubernetes (one Pod per sandbox; KUBECONFIG or in-cluster), or none (sandboxes are stored but never started)', defaultText: 'oci', parse: oneOf(...RUNTIME_DRIVER_NAMES) },
   { key: 'ociRuntime', env: 'CORRAL_OCI_RUNTIME', description: 'OCI runtime binary the oci driver calls: runc, or crun (faster; needs scripts/ensure-oci.sh --crun)', defaultText: 'runc', parse: oneOf('runc', 'crun') },
   { key: 'ociUserns', env: 'CORRAL_OCI_USERNS', description: 'Root in oci sandboxes is an unprivileged host id: auto (on where the host allows it; the default range is 1879048192:1879048192:65536), off, or <hostUid>:<hostGid>:<size> (required)', defaultText: 'auto', parse: usernsMode },
   { key: 'ociPoolSize', env: 'CORRAL_OCI_POOL_SIZE', description: 'Network namespaces (of each kind) and formatted disks (of each recent size) the oci driver keeps ready ahead of creates; set it near your largest burst of creates', defaultText: '8', parse: integer(0, 4096) },
+  { key: 'k8sNamespace', env: 'CORRAL_K8S_NAMESPACE', description: 'Namespace of the kubernetes driver\'s sandbox Pods and Secrets (created when missing); the cluster is the one KUBECONFIG names, else the in-cluster service account, else ~/.kube/config', defaultText: 'corral-sandboxes', parse: dnsLabel },
+  { key: 'k8sRuntimeClass', env: 'CORRAL_K8S_RUNTIME_CLASS', description: 'runtimeClassName of the kubernetes driver\'s sandbox Pods (gVisor, Kata… for stronger isolation)', defaultText: "(unset: the cluster's default)", parse: optionalDnsLabel },
   { key: 'egressDnsUpstream', env: 'CORRAL_EGRESS_DNS_UPSTREAM', description: "DNS server (address[:port]) the sandboxes' resolver forwards names their egress policy allows to", defaultText: "(the host's first nameserver in /etc/resolv.conf)", parse: optionalText },
   { key: 'egressTtlFloorSeconds', env: 'CORRAL_EGRESS_TTL_FLOOR', description: 'Seconds an address an allowed name resolved to stays open at least, whatever the DNS answer\'s TTL', defaultText: '60', parse: integer(1, 86_400) },
   { key: 'dockerHost', env: 'DOCKER_HOST', description: 'Docker Engine endpoint for the docker driver', defaultText: 'unix:///var/run/docker.sock', parse: optionalText },
@@ -298,6 +310,8 @@ const DEFAULTS: CorralConfig = {
   ociRuntime: 'runc',
   ociUserns: 'auto',
   ociPoolSize: 8,
+  k8sNamespace: 'corral-sandboxes',
+  k8sRuntimeClass: null,
   egressDnsUpstream: null,
   egressTtlFloorSeconds: 60,
   instanceId: 'corral',

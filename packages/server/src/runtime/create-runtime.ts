@@ -13,6 +13,7 @@ export { ociStateDir } from './oci/oci-driver.js';
 const DRIVERS: Record<Exclude<RuntimeDriverName, 'none'>, () => Promise<RuntimeDriver>> = {
   docker: async () => (await import('./docker/docker-driver.js')).dockerDriver,
   oci: async () => (await import('./oci/oci-driver.js')).ociDriver,
+  kubernetes: async () => (await import('./kubernetes/kubernetes-driver.js')).kubernetesDriver,
 };
 
 /** The runtime driver the configuration names, initialised; null for `none`. */

@@ -1,0 +1,634 @@
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { connect } from 'node:net';
+import type { Duplex, Readable } from 'node:stream';
+import { ApiException, CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import type { V1ContainerStatus, V1Pod, V1Secret } from '@kubernetes/client-node';
+import { diskShortfall, NO_RESERVE } from '../disk-admission.js';
+import type { DiskPolicy } from '../disk-admission.js';
+import { ExecFileReader } from '../exec-file-reader.js';
+import { getFileViaExec, putFileViaExec } from '../exec-files.js';
+import { dialViaExec } from '../exec-relay.js';
+import { ensureAgentBinary } from '../native-build.js';
+import { parseImageRef } from '../registry/image-ref.js';
+import { checkRegistryAddress } from '../registry/registry-address-policy.js';
+import { RuntimeError } from '../runtime.js';
+import type {
+  DiskCapacity,
+  EgressLogEntry,
+  ExecProcess,
+  ExecRequest,
+  RuntimeCapabilities,
+  RuntimeEvent,
+  RuntimeIsolation,
+  RuntimeSandboxState,
+  RuntimeStats,
+  SandboxFileReader,
+  SandboxRuntime,
+  SandboxSpec,
+} from '../runtime.js';
+import { runRaw, startPodExec } from './kubernetes-exec.js';
+import type { PodExecTarget } from './kubernetes-exec.js';
+import {
+  buildEnvSecret,
+  buildPod,
+  buildPullSecret,
+  envSecretName,
+  LABEL_INSTANCE,
+  LABEL_SANDBOX_ID,
+  labelValue,
+  podName,
+  pullSecretName,
+  SANDBOX_CONTAINER,
+} from './pod-spec.js';
+import { PodWatch } from './pod-watch.js';
+import { parseQuantity } from './quantity.js';
+
+/** Options for {@link KubernetesRuntime}. */
+export interface KubernetesRuntimeOptions {
+  /** Server instance name; Pods are labelled with it and `list()` only sees its own. */
+  instance: string;
+  /** Namespace the sandboxes' Pods and Secrets live in (created when missing). */
+  namespace: string;
+  /** `runtimeClassName` of every sandbox Pod; null: the cluster's default. */
+  runtimeClass?: string | null;
+  /** A kubeconfig file; default: `KUBECONFIG`, the in-cluster service account, or `~/.kube/config`. */
+  kubeconfigPath?: string | null;
+  /** Where the host compiles the exec helper (`corral-agent`) that is copied into every sandbox. */
+  binDir: string;
+  /** Registries (`host[:port]`) that may be at loopback, private or link-local addresses. */
+  insecureRegistries?: string[];
+  /** Which disks `create()` admits against the nodes' allocatable ephemeral storage. */
+  diskPolicy?: DiskPolicy;
+  /** CPU request as a fraction of the sandbox's CPU limit (default 1: requests = limits). */
+  cpuRequestFraction?: number;
+  /** How long `create` waits for the Pod to run and take a command (default 120 s). */
+  readyTimeoutMs?: number;
+}
+
+/** Container waiting reasons that mean the image cannot be pulled. */
+const PULL_FAILURES = new Set(['ErrImagePull', 'ImagePullBackOff', 'InvalidImageName', 'ErrImageNeverPull', 'RegistryUnavailable']);
+
+/** How a sandbox's container stands, read from its Pod. */
+interface PodView {
+  running: boolean;
+  exitCode: number | null;
+  reason: string;
+  pullFailure: string | null;
+  /** Why the scheduler has not placed the Pod, while it has not. */
+  unschedulable: string | null;
+  podIP: string | null;
+}
+
+function containerOf(pod: V1Pod): V1ContainerStatus | undefined {
+  return pod.status?.containerStatuses?.find((c) => c.name === SANDBOX_CONTAINER);
+}
+
+/** Reads what the driver needs from a Pod's status. */
+export function podView(pod: V1Pod): PodView {
+  const status = containerOf(pod);
+  const terminated = status?.state?.terminated;
+  const waiting = status?.state?.waiting;
+  const scheduled = pod.status?.conditions?.find((c) => c.type === 'PodScheduled');
+  const phase = pod.status?.phase ?? 'Pending';
+  const ended = terminated !== undefined || phase === 'Succeeded' || phase === 'Failed';
+  return {
+    running: !ended,
+    exitCode: terminated ? terminated.exitCode : ended ? 137 : null,
+    reason: terminated?.reason ?? pod.status?.reason ?? '',
+    pullFailure: waiting?.reason && PULL_FAILURES.has(waiting.reason) ? `${waiting.reason}: ${waiting.message ?? ''}`.trim() : null,
+    unschedulable: scheduled?.status === 'False' ? `${scheduled.reason ?? 'Unschedulable'}: ${scheduled.message ?? ''}`.trim() : null,
+    podIP: pod.status?.podIP ?? null,
+  };
+}
+
+function isApiStatus(error: unknown, code: number): boolean {
+  return error instanceof ApiException && error.code === code;
+}
+
+function errorText(error: unknown): string {
+  if (error instanceof ApiException) {
+    const body = error.body as unknown;
+    if (typeof body === 'string') {
+      try {
+        return (JSON.parse(body) as { message?: string }).message ?? body;
+      } catch {
+        return body;
+      }
+    }
+    if (body && typeof body === 'object' && 'message' in body) return String((body as { message: unknown }).message);
+    return `HTTP ${error.code}`;
+  }
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** Sets up the sandbox once its container runs: the workspace, and what isolation it got. */
+const SETUP_SCRIPT = 'mkdir -p "$1" && cat /proc/self/cgroup';
+
+/** The sandbox's cgroup usage: `<memory> <limit> <cpu ns> <pids>` on one line, on cgroup v1 or v2. */
+const STATS_SCRIPT = [
+  'c=/sys/fs/cgroup',
+  'if [ -f $c/memory.max ]; then',
+  '  echo "$(cat $c/memory.current) $(cat $c/memory.max) $(awk \'/^usage_usec/ {printf "%d", $2*1000}\' $c/cpu.stat) $(cat $c/pids.current)"',
+  'else',
+  '  cpu=$(cat $c/cpuacct/cpuacct.usage 2>/dev/null || cat $c/cpu,cpuacct/cpuacct.usage 2>/dev/null || echo 0)',
+  '  echo "$(cat $c/memory/memory.usage_in_bytes) $(cat $c/memory/memory.limit_in_bytes) $cpu $(cat $c/pids/pids.current 2>/dev/null || echo 1)"',
+  'fi',
+].join('\n');
+
+/** The number of OOM kills in the sandbox's memory cgroup so far (cgroup v1 or v2). */
+const OOM_COUNT_SCRIPT = "cat /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null | awk '$1 == \"oom_kill\" { print $2 }'";
+
+/**
+ * Runs sandboxes as Kubernetes Pods (one Pod per sandbox, `@kubernetes/client-node`).
+ *
+ * State comes from an informer on the instance's Pods; processes start through the API server's
+ * exec API under a small helper copied into each sandbox; files and dial (without a Pod address)
+ * are built on exec. See docs/runtime-kubernetes.md.
+ */
+export class KubernetesRuntime implements SandboxRuntime {
+  readonly name = 'kubernetes';
+  private readonly options: KubernetesRuntimeOptions;
+  private readonly config = new KubeConfig();
+  private core!: CoreV1Api;
+  private watch: PodWatch | undefined;
+  /** The ConfigMap holding the helper, once `init()` made sure it exists. */
+  private helperConfigMap: string | undefined;
+  private readonly listeners = new Set<(event: RuntimeEvent) => void>();
+  /** Pods whose create is in progress (their exits are create's to report) or whose removal is. */
+  private readonly quiet = new Set<string>();
+  /** Pod uids whose exit was reported. */
+  private readonly reported = new Set<string>();
+  /** Pods the driver ended because of an OOM kill in them. */
+  private readonly oomEnded = new Set<string>();
+  /** Per Pod, the live execs' functions that drop their connections (called once it is removed). */
+  private readonly liveExecs = new Map<string, Set<() => void>>();
+  /** Last OOM kill count seen per Pod. */
+  private readonly oomCounts = new Map<string, number>();
+  private readonly diskPolicy: DiskPolicy;
+  private readonly readyTimeoutMs: number;
+  private admittedBytes = 0;
+  private nodeStorage: { at: number; bytes: number } | undefined;
+  private isolationValue: RuntimeIsolation = {
+    userNamespace: false,
+    seccomp: true,
+    cgroupVersion: 1,
+    cgroupNamespace: false,
+    reason: 'Pods on Kubernetes 1.20 share the node\'s user namespace (root in a sandbox is root on the node, confined by capabilities and seccomp); use a runtime class such as gVisor or Kata (CORRAL_K8S_RUNTIME_CLASS) for more',
+  };
+
+  constructor(options: KubernetesRuntimeOptions) {
+    this.options = options;
+    this.diskPolicy = options.diskPolicy ?? NO_RESERVE;
+    this.readyTimeoutMs = options.readyTimeoutMs ?? 120_000;
+  }
+
+  private get namespace(): string {
+    return this.options.namespace;
+  }
+
+  private target(runtimeId: string): PodExecTarget {
+    return { config: this.config, namespace: this.namespace, pod: runtimeId, container: SANDBOX_CONTAINER };
+  }
+
+  private get pods(): PodWatch {
+    if (!this.watch) throw new RuntimeError('RUNTIME_ERROR', 'the kubernetes driver is not initialised');
+    return this.watch;
+  }
+
+  async init(): Promise<void> {
+    if (this.watch) return;
+    try {
+      if (this.options.kubeconfigPath) this.config.loadFromFile(this.options.kubeconfigPath);
+      else this.config.loadFromDefault();
+    } catch (error) {
+      throw new RuntimeError('RUNTIME_ERROR', `cannot load the Kubernetes configuration: ${errorText(error)}`, { cause: error });
+    }
+    this.core = this.config.makeApiClient(CoreV1Api);
+    try {
+      await this.core.readNamespace({ name: this.namespace });
+    } catch (error) {
+      if (!isApiStatus(error, 404)) throw new RuntimeError('RUNTIME_ERROR', `the Kubernetes API does not answer: ${errorText(error)}`, { cause: error });
+      await this.core.createNamespace({ body: { metadata: { name: this.namespace, labels: { 'app.kubernetes.io/managed-by': 'corral' } } } }).catch((e: unknown) => {
+        if (!isApiStatus(e, 409)) throw new RuntimeError('RUNTIME_ERROR', `cannot create namespace ${this.namespace}: ${errorText(e)}`, { cause: e });
+      });
+    }
+    this.helperConfigMap = await this.ensureHelper();
+    const watch = new PodWatch(this.config, this.namespace, `${LABEL_INSTANCE}=${labelValue(this.options.instance)}`);
+    watch.onChange((pod, change) => this.onPodChange(pod, change));
+    await watch.start();
+    this.watch = watch;
+  }
+
+  /**
+   * The ConfigMap `corral-agent-<hash>` holding the helper binary (compiled on the host), created
+   * when missing; every Pod mounts it at `/.corral/bin`.
+   */
+  private async ensureHelper(): Promise<string> {
+    const binary = await readFile(await ensureAgentBinary(this.options.binDir));
+    const name = `corral-agent-${createHash('sha256').update(binary).digest('hex').slice(0, 16)}`;
+    try {
+      await this.core.readNamespacedConfigMap({ name, namespace: this.namespace });
+      return name;
+    } catch (error) {
+      if (!isApiStatus(error, 404)) throw new RuntimeError('RUNTIME_ERROR', `reading ConfigMap ${name}: ${errorText(error)}`, { cause: error });
+    }
+    try {
+      await this.core.createNamespacedConfigMap({
+        namespace: this.namespace,
+        body: { metadata: { name, labels: { 'app.kubernetes.io/managed-by': 'corral' } }, binaryData: { 'corral-agent': binary.toString('base64') } },
+      });
+    } catch (error) {
+      if (!isApiStatus(error, 409)) throw new RuntimeError('RUNTIME_ERROR', `creating ConfigMap ${name} (the exec helper, ${binary.length} bytes): ${errorText(error)}`, { cause: error });
+    }
+    return name;
+  }
+
+  capabilities(): RuntimeCapabilities {
+    return { gpuCount: 0, gpuTypes: [], egressPolicy: false };
+  }
+
+  /** User namespace: none (Kubernetes 1.20); seccomp: RuntimeDefault; cgroups as the first sandbox saw them. */
+  isolation(): RuntimeIsolation {
+    return { ...this.isolationValue };
+  }
+
+  /**
+   * The nodes' allocatable ephemeral storage (summed over Ready nodes, read at most every 10 s) as
+   * the total; free is that minus the ephemeral-storage requests of this instance's Pods.
+   */
+  async diskCapacity(): Promise<DiskCapacity | undefined> {
+    if (!this.nodeStorage || Date.now() - this.nodeStorage.at > 10_000) {
+      const nodes = await this.core.listNode();
+      let bytes = 0;
+      for (const node of nodes.items) {
+        const ready = node.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
+        const allocatable = node.status?.allocatable?.['ephemeral-storage'];
+        if (ready && allocatable) bytes += parseQuantity(allocatable);
+      }
+      this.nodeStorage = { at: Date.now(), bytes };
+    }
+    let requested = this.admittedBytes;
+    for (const pod of this.pods.list()) {
+      if (!podView(pod).running) continue;
+      const request = pod.spec?.containers[0]?.resources?.requests?.['ephemeral-storage'];
+      if (request) requested += parseQuantity(request);
+    }
+    const totalBytes = this.nodeStorage.bytes;
+    return { totalBytes, freeBytes: Math.max(0, totalBytes - requested), allocatedBytes: requested, usedBytes: 0 };
+  }
+
+  async create(spec: SandboxSpec): Promise<{ runtimeId: string }> {
+    const capacity = await this.diskCapacity();
+    if (capacity) {
+      const shortfall = diskShortfall(capacity, spec.diskBytes, this.diskPolicy);
+      if (shortfall) throw new RuntimeError('START_FAILED', `not enough disk space: ${shortfall}`);
+    }
+    if (spec.gpuCount > 0) throw new RuntimeError('UNSUPPORTED', `${spec.gpuCount} GPUs requested; the kubernetes driver does not schedule GPUs yet`);
+    await this.checkImage(spec.image);
+    this.admittedBytes += spec.diskBytes;
+    const runtimeId = podName(spec.sandboxId);
+    this.quiet.add(runtimeId);
+    try {
+      await this.createPod(spec, runtimeId);
+      return { runtimeId };
+    } catch (error) {
+      await this.deleteObjects(runtimeId, spec.sandboxId).catch(() => undefined);
+      if (error instanceof RuntimeError) throw error;
+      throw new RuntimeError('START_FAILED', `starting the sandbox failed: ${errorText(error)}`, { cause: error });
+    } finally {
+      this.admittedBytes -= spec.diskBytes;
+      this.quiet.delete(runtimeId);
+    }
+  }
+
+  /** Refuses image references that cannot be parsed, and registries at addresses the operator did not allow. */
+  private async checkImage(image: string): Promise<void> {
+    try {
+      const ref = parseImageRef(image);
+      await checkRegistryAddress(ref.registry, this.options.insecureRegistries ?? []);
+    } catch (error) {
+      throw new RuntimeError('IMAGE_PULL_FAILED', `cannot pull ${image}: ${(error as Error).message}`, { cause: error });
+    }
+  }
+
+  private async createPod(spec: SandboxSpec, runtimeId: string): Promise<void> {
+    const secrets: V1Secret[] = [];
+    const envSecret = Object.keys(spec.env).length > 0 ? buildEnvSecret(spec, envSecretName(runtimeId), this.options) : null;
+    const pullSecret = buildPullSecret(spec, pullSecretName(runtimeId), this.options);
+    for (const secret of [envSecret, pullSecret]) {
+      if (!secret) continue;
+      secrets.push(await this.core.createNamespacedSecret({ namespace: this.namespace, body: secret }));
+    }
+    const pod = await this.core.createNamespacedPod({
+      namespace: this.namespace,
+      body: buildPod(spec, runtimeId, {
+        ...this.options,
+        runtimeClass: this.options.runtimeClass ?? null,
+        cpuRequestFraction: this.options.cpuRequestFraction ?? 1,
+        helperConfigMap: this.helperConfigMap ?? '',
+        envSecret: envSecret?.metadata?.name ?? null,
+        pullSecret: pullSecret?.metadata?.name ?? null,
+      }),
+    });
+    // The Secrets belong to the Pod: the garbage collector deletes them with it (remove() does too).
+    await Promise.all(
+      secrets.map((secret) =>
+        this.core
+          .replaceNamespacedSecret({
+            name: secret.metadata?.name ?? '',
+            namespace: this.namespace,
+            body: { ...secret, metadata: { ...secret.metadata, ownerReferences: [{ apiVersion: 'v1', kind: 'Pod', name: runtimeId, uid: pod.metadata?.uid ?? '' }] } },
+          })
+          .catch(() => undefined),
+      ),
+    );
+    // Exec works as soon as the kubelet runs the container, before the Pod's status says so (the
+    // kubelet reports it up to a second later): so once the Pod is on a node, setUp() tries.
+    let lastScheduling = '';
+    await this.pods.waitFor(
+      runtimeId,
+      (current, deleted) => {
+        if (deleted) throw new RuntimeError('START_FAILED', `Pod ${runtimeId} was deleted while it started`);
+        if (!current) return undefined;
+        const view = podView(current);
+        if (view.pullFailure) throw new RuntimeError('IMAGE_PULL_FAILED', `pulling ${spec.image} failed: ${view.pullFailure}`);
+        if (view.unschedulable) lastScheduling = view.unschedulable;
+        return current.spec?.nodeName || !view.running ? true : undefined;
+      },
+      this.readyTimeoutMs,
+      () => new RuntimeError('START_FAILED', `the sandbox was not scheduled within ${this.readyTimeoutMs} ms${lastScheduling ? ` (${lastScheduling})` : ''}`),
+    );
+    await this.setUp(runtimeId, spec);
+  }
+
+  /**
+   * Throws IMAGE_PULL_FAILED when the kubelet cannot pull the image, START_FAILED with the exit code
+   * and the start command's output once the container ended. Returns whether the container runs.
+   */
+  private async failIfEnded(runtimeId: string, image: string): Promise<boolean> {
+    const pod = this.pods.get(runtimeId);
+    if (!pod) throw new RuntimeError('START_FAILED', `Pod ${runtimeId} is gone`);
+    const view = podView(pod);
+    if (view.pullFailure) throw new RuntimeError('IMAGE_PULL_FAILED', `pulling ${image} failed: ${view.pullFailure}`);
+    if (view.running) return containerOf(pod)?.state?.running !== undefined;
+    const logs = await this.logs(runtimeId, 2048).catch(() => '');
+    throw new RuntimeError('START_FAILED', `the start command exited with code ${view.exitCode ?? '?'} before the sandbox was ready${logs ? `: ${logs.trim()}` : ''}`);
+  }
+
+  /** Makes the workspace (the first process in the sandbox); retried while the container is starting. */
+  private async setUp(runtimeId: string, spec: SandboxSpec): Promise<void> {
+    const deadline = Date.now() + this.readyTimeoutMs;
+    let last = '';
+    while (Date.now() < deadline) {
+      const running = await this.failIfEnded(runtimeId, spec.image);
+      try {
+        const r = await runRaw(this.target(runtimeId), ['/bin/sh', '-c', SETUP_SCRIPT, 'corral-setup', spec.workspacePath]);
+        if (r.exitCode === 0) {
+          this.noteCgroups(r.stdout);
+          return;
+        }
+        last = `exit ${r.exitCode}: ${r.stderr.trim()}`;
+      } catch (error) {
+        last = errorText(error);
+      }
+      // Not started yet (pulling, init container), or a container that stopped fails execs before
+      // its status says so: give the watch a moment.
+      await delay(running ? 300 : 150);
+      await this.failIfEnded(runtimeId, spec.image);
+    }
+    throw new RuntimeError('START_FAILED', `the sandbox never accepted a command within ${this.readyTimeoutMs} ms (needs /bin/sh and mkdir): ${last}`);
+  }
+
+  /** Learns the cgroup version and whether sandboxes have a cgroup namespace from a sandbox's /proc/self/cgroup. */
+  private noteCgroups(procSelfCgroup: string): void {
+    const lines = procSelfCgroup.trim().split('\n').filter(Boolean);
+    if (lines.length === 0) return;
+    this.isolationValue.cgroupVersion = lines.every((l) => l.startsWith('0::')) ? 2 : 1;
+    this.isolationValue.cgroupNamespace = lines.every((l) => /^\d+:[^:]*:\/$/.test(l));
+  }
+
+  async exec(runtimeId: string, request: ExecRequest): Promise<ExecProcess> {
+    const pod = this.pods.get(runtimeId);
+    if (!pod || !podView(pod).running) throw new RuntimeError('NOT_FOUND', `no running sandbox ${runtimeId}`);
+    let live = this.liveExecs.get(runtimeId);
+    if (!live) {
+      live = new Set();
+      this.liveExecs.set(runtimeId, live);
+    }
+    return startPodExec(
+      this.target(runtimeId),
+      request,
+      (exitCode) => {
+        if (exitCode === 137) void this.checkOom(runtimeId).catch(() => undefined);
+      },
+      live,
+    );
+  }
+
+  /**
+   * After an exec was SIGKILLed: when the sandbox's memory cgroup counted a new OOM kill, the whole
+   * sandbox ends (its Pod's `activeDeadlineSeconds` set to 1, so the kubelet stops it and it keeps
+   * its status and logs), as on the other drivers, and its exit is reported as an OOM kill.
+   */
+  private async checkOom(runtimeId: string): Promise<void> {
+    const r = await runRaw(this.target(runtimeId), ['/bin/sh', '-c', OOM_COUNT_SCRIPT]);
+    const count = Number(r.stdout.trim().split('\n')[0]);
+    if (!Number.isInteger(count) || count <= (this.oomCounts.get(runtimeId) ?? 0)) return;
+    this.oomCounts.set(runtimeId, count);
+    this.oomEnded.add(runtimeId);
+    await this.endPod(runtimeId);
+  }
+
+  /** Stops a Pod without deleting it: a 1 s active deadline, which the kubelet enforces at once. */
+  private async endPod(runtimeId: string): Promise<void> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const pod = await this.core.readNamespacedPod({ name: runtimeId, namespace: this.namespace });
+      if (!pod.spec) return;
+      pod.spec.activeDeadlineSeconds = 1;
+      try {
+        await this.core.replaceNamespacedPod({ name: runtimeId, namespace: this.namespace, body: pod });
+        return;
+      } catch (error) {
+        if (!isApiStatus(error, 409)) throw error;
+      }
+    }
+  }
+
+  putFile(runtimeId: string, path: string, content: Readable): Promise<{ size: number }> {
+    return putFileViaExec(this, runtimeId, path, content);
+  }
+
+  getFile(runtimeId: string, path: string): Promise<{ size: number; stream: Readable }> {
+    return getFileViaExec(this, runtimeId, path);
+  }
+
+  openFileReader(runtimeId: string, path: string): SandboxFileReader {
+    return new ExecFileReader(this, runtimeId, path);
+  }
+
+  /** A TCP connection to the Pod's address for a sandbox with network access; a relay exec'd inside it otherwise. */
+  async dial(runtimeId: string, port: number): Promise<Duplex> {
+    const pod = this.pods.get(runtimeId);
+    if (!pod || !podView(pod).running) throw new RuntimeError('NOT_FOUND', `no running sandbox ${runtimeId}`);
+    const ip = podView(pod).podIP;
+    if (ip && pod.metadata?.annotations?.['corral.dev/network-access'] === 'true') {
+      return new Promise((resolve, reject) => {
+        const socket = connect({ host: ip, port });
+        socket.once('connect', () => {
+          socket.removeListener('error', reject);
+          resolve(socket);
+        });
+        socket.once('error', reject);
+      });
+    }
+    return dialViaExec(this, runtimeId, port);
+  }
+
+  async logs(runtimeId: string, maxBytes: number): Promise<string> {
+    let text: string;
+    try {
+      text = await this.core.readNamespacedPodLog({ name: runtimeId, namespace: this.namespace, container: SANDBOX_CONTAINER });
+    } catch (error) {
+      if (isApiStatus(error, 404)) throw new RuntimeError('NOT_FOUND', `no sandbox ${runtimeId}`, { cause: error });
+      throw new RuntimeError('RUNTIME_ERROR', `reading the logs of ${runtimeId}: ${errorText(error)}`, { cause: error });
+    }
+    const bytes = Buffer.from(text ?? '', 'utf8');
+    return bytes.subarray(Math.max(0, bytes.length - maxBytes)).toString('utf8');
+  }
+
+  /** Read from the sandbox's own cgroup files through an exec (no metrics server needed). */
+  async stats(runtimeId: string): Promise<RuntimeStats> {
+    const pod = this.pods.get(runtimeId);
+    if (!pod || !podView(pod).running) throw new RuntimeError('NOT_FOUND', `no running sandbox ${runtimeId}`);
+    const r = await runRaw(this.target(runtimeId), ['/bin/sh', '-c', STATS_SCRIPT]);
+    const [memory, limit, cpu, pids] = r.stdout.trim().split(/\s+/).map(Number);
+    const limitBytes = Number.isFinite(limit) ? (limit as number) : 0;
+    return { memoryBytes: memory || 0, memoryLimitBytes: limitBytes, cpuUsageNanos: cpu || 0, pids: pids || 0 };
+  }
+
+  async inspect(runtimeId: string): Promise<RuntimeSandboxState | undefined> {
+    const pod = this.pods.get(runtimeId);
+    return pod ? this.toState(pod) : undefined;
+  }
+
+  private toState(pod: V1Pod): RuntimeSandboxState {
+    const view = podView(pod);
+    const runtimeId = pod.metadata?.name ?? '';
+    return {
+      sandboxId: pod.metadata?.annotations?.[LABEL_SANDBOX_ID] ?? pod.metadata?.labels?.[LABEL_SANDBOX_ID] ?? '',
+      runtimeId,
+      running: view.running,
+      exitCode: view.running ? null : view.exitCode,
+      oomKilled: !view.running && this.isOom(runtimeId, view),
+    };
+  }
+
+  /** An OOM ended the sandbox: its main process was OOM-killed (reason and 137), or the driver ended it after an OOM kill. */
+  private isOom(runtimeId: string, view: PodView): boolean {
+    if (this.oomEnded.has(runtimeId)) return true;
+    return view.reason === 'OOMKilled' && view.exitCode === 137;
+  }
+
+  /**
+   * Deletes the Pod (no grace period) and its Secrets, and waits until the watch has seen the Pod
+   * go. A Pod of another instance is left alone.
+   */
+  async remove(runtimeId: string): Promise<void> {
+    let pod = this.pods.get(runtimeId);
+    if (!pod) {
+      try {
+        pod = await this.core.readNamespacedPod({ name: runtimeId, namespace: this.namespace });
+      } catch (error) {
+        if (!isApiStatus(error, 404)) throw new RuntimeError('RUNTIME_ERROR', `removing ${runtimeId}: ${errorText(error)}`, { cause: error });
+      }
+      if (pod && pod.metadata?.labels?.[LABEL_INSTANCE] !== labelValue(this.options.instance)) return;
+    }
+    const sandboxId = pod?.metadata?.annotations?.[LABEL_SANDBOX_ID] ?? null;
+    this.quiet.add(runtimeId);
+    try {
+      await this.deleteObjects(runtimeId, sandboxId);
+    } finally {
+      this.quiet.delete(runtimeId);
+    }
+    this.oomEnded.delete(runtimeId);
+    this.oomCounts.delete(runtimeId);
+    for (const abandon of this.liveExecs.get(runtimeId) ?? []) abandon();
+    this.liveExecs.delete(runtimeId);
+  }
+
+  private async deleteObjects(runtimeId: string, sandboxId: string | null): Promise<void> {
+    try {
+      await this.core.deleteNamespacedPod({ name: runtimeId, namespace: this.namespace, gracePeriodSeconds: 0 });
+    } catch (error) {
+      if (!isApiStatus(error, 404)) throw new RuntimeError('RUNTIME_ERROR', `deleting Pod ${runtimeId}: ${errorText(error)}`, { cause: error });
+    }
+    const selector = [`${LABEL_INSTANCE}=${labelValue(this.options.instance)}`];
+    if (sandboxId !== null) selector.push(`${LABEL_SANDBOX_ID}=${labelValue(sandboxId)}`);
+    for (const name of [envSecretName(runtimeId), pullSecretName(runtimeId)]) {
+      try {
+        const secret = await this.core.readNamespacedSecret({ name, namespace: this.namespace });
+        if (secret.metadata?.labels?.[LABEL_INSTANCE] !== labelValue(this.options.instance)) continue;
+        await this.core.deleteNamespacedSecret({ name, namespace: this.namespace });
+      } catch (error) {
+        if (!isApiStatus(error, 404)) throw new RuntimeError('RUNTIME_ERROR', `deleting Secret ${name}: ${errorText(error)}`, { cause: error });
+      }
+    }
+    await this.pods.waitFor(runtimeId, (pod) => (pod === undefined ? true : undefined), 60_000, () => new RuntimeError('RUNTIME_ERROR', `Pod ${runtimeId} was not deleted within 60 s`));
+  }
+
+  /** Every Pod of this instance in the watch's cache. */
+  async list(): Promise<RuntimeSandboxState[]> {
+    return this.pods.list().map((pod) => this.toState(pod));
+  }
+
+  setEgressPolicy(runtimeId: string): Promise<void> {
+    return Promise.reject(new RuntimeError('UNSUPPORTED', `the kubernetes driver does not enforce egress policies (sandbox ${runtimeId})`));
+  }
+
+  async egressLog(_runtimeId: string, _limit: number): Promise<EgressLogEntry[]> {
+    return [];
+  }
+
+  onEvent(listener: (event: RuntimeEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Reports a container's end once per Pod (not while the driver itself creates or removes it). */
+  private onPodChange(pod: V1Pod, change: 'add' | 'update' | 'delete'): void {
+    const runtimeId = pod.metadata?.name ?? '';
+    const uid = pod.metadata?.uid ?? runtimeId;
+    if (change === 'delete') {
+      this.reported.delete(uid);
+      return;
+    }
+    const view = podView(pod);
+    if (view.running || this.reported.has(uid) || this.quiet.has(runtimeId)) return;
+    this.reported.add(uid);
+    const event: RuntimeEvent = {
+      type: 'exited',
+      sandboxId: pod.metadata?.annotations?.[LABEL_SANDBOX_ID] ?? '',
+      runtimeId,
+      exitCode: view.exitCode ?? 137,
+      oomKilled: this.isOom(runtimeId, view),
+    };
+    for (const listener of this.listeners) {
+      try {
+        listener(event);
+      } catch {
+        // A listener's failure is its own.
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.watch?.stop();
+    this.watch = undefined;
+    this.listeners.clear();
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,180 @@
+import type { V1Pod, V1Secret } from '@kubernetes/client-node';
+import { IDLE_COMMAND, KEPT_CAPABILITIES } from '../container-policy.js';
+import type { SandboxSpec } from '../runtime.js';
+
+/** Label holding the Corral sandbox id on every object the driver creates. */
+export const LABEL_SANDBOX_ID = 'corral.dev/sandbox-id';
+/** Label holding the driver instance (`CORRAL_INSTANCE_ID`); `list()` and the watch select on it. */
+export const LABEL_INSTANCE = 'corral.dev/instance';
+/** The one container of a sandbox Pod. */
+export const SANDBOX_CONTAINER = 'sandbox';
+/** The driver's scratch directory inside every sandbox (an emptyDir): large commands and scripts pass through it. */
+export const HELPER_DIR = '/.corral';
+/** The helper binary (`corral-agent`, from a ConfigMap mounted read-only at `/.corral/bin`). */
+export const HELPER_PATH = `${HELPER_DIR}/bin/corral-agent`;
+
+/** What the Pod builder needs besides the sandbox spec. */
+export interface PodOptions {
+  instance: string;
+  namespace: string;
+  /** `runtimeClassName` (gVisor, Kata…); null: the cluster's default. */
+  runtimeClass: string | null;
+  /** Name of the Secret holding the spec's env, or null when it has none. */
+  envSecret: string | null;
+  /** Name of the docker-registry Secret for the image pull, or null. */
+  pullSecret: string | null;
+  /** CPU request as a fraction of the limit (1: requests = limits; less lets a node hold more idle sandboxes). */
+  cpuRequestFraction: number;
+  /** The ConfigMap holding the helper binary (`corral-agent`). */
+  helperConfigMap: string;
+}
+
+/**
+ * A DNS-1123 label made from a sandbox id (lowercase letters, digits and `-`, at most 63
+ * characters): the Pod's name and the driver's runtime id.
+ */
+export function podName(sandboxId: string): string {
+  const clean = sandboxId.toLowerCase().replace(/[^a-z0-9-]/g, '-').replace(/^-+|-+$/g, '');
+  return `corral-${clean}`.slice(0, 63).replace(/-+$/, '');
+}
+
+/** The Secret holding a sandbox's environment (variables and secrets, as the spec merges them). */
+export function envSecretName(runtimeId: string): string {
+  return `${runtimeId}-env`.slice(0, 253);
+}
+
+/** The docker-registry Secret holding a sandbox's image pull credentials. */
+export function pullSecretName(runtimeId: string): string {
+  return `${runtimeId}-pull`.slice(0, 253);
+}
+
+/** A label value (at most 63 characters of `[A-Za-z0-9_.-]`, alphanumeric at both ends). */
+export function labelValue(text: string): string {
+  return text.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 63).replace(/^[^A-Za-z0-9]+|[^A-Za-z0-9]+$/g, '') || 'x';
+}
+
+/** Kubernetes quantity of CPU in millicores (at least 1m). */
+export function cpuQuantity(cores: number): string {
+  return `${Math.max(1, Math.round(cores * 1000))}m`;
+}
+
+/** The Secret that carries `env` into the Pod (`envFrom`), so values never appear in the Pod spec. */
+export function buildEnvSecret(spec: SandboxSpec, name: string, options: Pick<PodOptions, 'instance' | 'namespace'>): V1Secret {
+  return {
+    apiVersion: 'v1',
+    kind: 'Secret',
+    metadata: { name, namespace: options.namespace, labels: labels(spec.sandboxId, options.instance) },
+    type: 'Opaque',
+    stringData: { ...spec.env },
+  };
+}
+
+/** A `kubernetes.io/dockerconfigjson` Secret for the spec's registry credentials. */
+export function buildPullSecret(spec: SandboxSpec, name: string, options: Pick<PodOptions, 'instance' | 'namespace'>): V1Secret | null {
+  const auth = spec.registryAuth;
+  if (!auth) return null;
+  const config = {
+    auths: {
+      [auth.serverAddress]: {
+        username: auth.username,
+        password: auth.password,
+        auth: Buffer.from(`${auth.username}:${auth.password}`).toString('base64'),
+      },
+    },
+  };
+  return {
+    apiVersion: 'v1',
+    kind: 'Secret',
+    metadata: { name, namespace: options.namespace, labels: labels(spec.sandboxId, options.instance) },
+    type: 'kubernetes.io/dockerconfigjson',
+    stringData: { '.dockerconfigjson': JSON.stringify(config) },
+  };
+}
+
+function labels(sandboxId: string, instance: string): Record<string, string> {
+  return { [LABEL_SANDBOX_ID]: labelValue(sandboxId), [LABEL_INSTANCE]: labelValue(instance), 'app.kubernetes.io/managed-by': 'corral' };
+}
+
+/**
+ * The Pod of one sandbox: one container running the start command (or the idle command) under
+ * `/bin/sh -c`, `restartPolicy: Never`, limits from the spec's CPU and memory (requests equal, CPU's
+ * scaled by `cpuRequestFraction`),
+ * `ephemeral-storage` from its disk, every capability dropped but the documented set, the
+ * runtime's default seccomp profile, no privilege escalation, no service account token, env from a
+ * Secret, and an emptyDir at {@link HELPER_DIR} for the driver's exec helper.
+ */
+export function buildPod(spec: SandboxSpec, name: string, options: PodOptions): V1Pod {
+  const limits = {
+    cpu: cpuQuantity(spec.cpuCores),
+    memory: String(spec.memoryBytes),
+    'ephemeral-storage': String(spec.diskBytes),
+  };
+  const requests = { ...limits, cpu: cpuQuantity(spec.cpuCores * options.cpuRequestFraction) };
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: {
+      name,
+      namespace: options.namespace,
+      labels: labels(spec.sandboxId, options.instance),
+      annotations: { 'corral.dev/sandbox-id': spec.sandboxId, 'corral.dev/network-access': String(spec.networkAccess) },
+    },
+    spec: {
+      restartPolicy: 'Never',
+      automountServiceAccountToken: false,
+      enableServiceLinks: false,
+      hostname: `sandbox-${name.replace(/^corral-/, '')}`.slice(0, 63).replace(/-+$/, ''),
+      terminationGracePeriodSeconds: 2,
+      ...(options.runtimeClass ? { runtimeClassName: options.runtimeClass } : {}),
+      ...(options.pullSecret ? { imagePullSecrets: [{ name: options.pullSecret }] } : {}),
+      securityContext: { seccompProfile: { type: 'RuntimeDefault' } },
+      volumes: [
+        { name: 'corral', emptyDir: { sizeLimit: '64Mi' } },
+        { name: 'corral-bin', configMap: { name: options.helperConfigMap, defaultMode: 0o755 } },
+      ],
+      // Without network access the Pod keeps only loopback: an init container, the only one with
+      // CAP_NET_ADMIN, deletes its other interfaces (the helper is static: any image runs it).
+      ...(spec.networkAccess
+        ? {}
+        : {
+            initContainers: [
+              {
+                name: 'corral-netdown',
+                image: spec.image,
+                imagePullPolicy: 'IfNotPresent',
+                command: [HELPER_PATH, 'netdown'],
+                resources: { requests: { ...requests, cpu: '1m' }, limits },
+                securityContext: {
+                  allowPrivilegeEscalation: false,
+                  privileged: false,
+                  capabilities: { drop: ['ALL'], add: ['NET_ADMIN'] },
+                  seccompProfile: { type: 'RuntimeDefault' },
+                },
+                volumeMounts: [{ name: 'corral-bin', mountPath: `${HELPER_DIR}/bin`, readOnly: true }],
+              },
+            ],
+          }),
+      containers: [
+        {
+          name: SANDBOX_CONTAINER,
+          image: spec.image,
+          // Every image, `:latest` included: a node that holds the image does not contact the registry.
+          imagePullPolicy: 'IfNotPresent',
+          command: ['/bin/sh', '-c', spec.startCommand ?? IDLE_COMMAND],
+          ...(options.envSecret ? { envFrom: [{ secretRef: { name: options.envSecret } }] } : {}),
+          resources: { requests, limits },
+          securityContext: {
+            allowPrivilegeEscalation: false,
+            privileged: false,
+            capabilities: { drop: ['ALL'], add: [...KEPT_CAPABILITIES] },
+            seccompProfile: { type: 'RuntimeDefault' },
+          },
+          volumeMounts: [
+            { name: 'corral', mountPath: HELPER_DIR },
+            { name: 'corral-bin', mountPath: `${HELPER_DIR}/bin`, readOnly: true },
+          ],
+        },
+      ],
+    },
+  };
+}

@@ -5,40 +5,13 @@ import type Docker from 'dockerode';
 import type { ExecExit, ExecProcess, ExecRequest } from '../runtime.js';
 import { DockerStreamDemux } from './docker-stream-demux.js';
 import { orAfter } from '../../util/time.js';
+import { KILL_TREE_SCRIPT } from '../kill-tree-script.js';
 
 /**
  * Environment variable the driver sets on every exec so the process tree it starts can be found
  * again for `kill()`. Children inherit it; the value is a random id per exec.
  */
 export const EXEC_MARKER_ENV = 'CORRAL_EXEC_ID';
-
-/**
- * Shell script run by a second exec (as the same user) to signal an exec's process tree: every
- * process whose environment carries the marker, and the process group each of them leads (runc
- * makes every exec a session and group leader, so the group holds everything it started that did
- * not leave it). Repeats a few times to catch processes forked while it ran.
- * Arguments: $1 signal name, $2 marker (`CORRAL_EXEC_ID=<id>`).
- */
-const KILL_SCRIPT = `
-sig="$1"; marker="$2"
-for round in 1 2 3; do
-  found=""
-  for d in /proc/[0-9]*; do
-    p="\${d#/proc/}"
-    [ "$p" = "$$" ] && continue
-    [ "$p" = 1 ] && continue
-    # One variable per line: busybox grep stops reading a line at the first NUL.
-    if tr '\\0' '\\n' < "$d/environ" 2>/dev/null | grep -qxF -e "$marker"; then found="$found $p"; fi
-  done
-  [ -z "$found" ] && exit 0
-  # Groups first, in one go each, so a shell does not see its children die before its own signal.
-  # dash needs "--" before a negative pid, busybox ash refuses it: try both.
-  for p in $found; do kill -s "$sig" -- "-$p" 2>/dev/null || kill -s "$sig" "-$p" 2>/dev/null || true; done
-  for p in $found; do kill -s "$sig" "$p" 2>/dev/null || true; done
-  [ "$sig" = KILL ] || exit 0
-done
-exit 0
-`;
 
 /** What `startDockerExec` needs. */
 export interface DockerExecOptions {
@@ -347,7 +320,7 @@ class DockerExecProcess implements ExecProcess {
     if (started !== true) return;
     const killer = await startDockerExec({
       ...this.options,
-      request: { argv: ['/bin/sh', '-c', KILL_SCRIPT, 'corral-kill', name, `${EXEC_MARKER_ENV}=${this.execId}`], user: this.request.user },
+      request: { argv: ['/bin/sh', '-c', KILL_TREE_SCRIPT, 'corral-kill', name, `${EXEC_MARKER_ENV}=${this.execId}`, '3', '0'], user: this.request.user },
     }).catch((error: unknown) => {
       // The sandbox is gone or stopped (so is the process), or the engine did not take the exec.
       if (isNotFound(error) || isConflict(error) || error instanceof ExecStartTimeout) return undefined;

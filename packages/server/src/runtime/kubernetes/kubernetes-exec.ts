@@ -8,6 +8,7 @@ import WebSocket from 'ws';
 import { RuntimeError } from '../runtime.js';
 import type { ExecExit, ExecProcess, ExecRequest } from '../runtime.js';
 import { HELPER_DIR, HELPER_PATH } from './pod-spec.js';
+import { KILL_TREE_SCRIPT } from '../kill-tree-script.js';
 
 /** Channels of the `v4.channel.k8s.io` exec protocol (first byte of every binary message). */
 const STDIN = 0;
@@ -27,35 +28,6 @@ const RESIZE_SETTLE_MS = 150;
 
 /** Commands whose argv (in bytes) exceeds this travel in a file, not in the exec URL. */
 const LARGE_ARGV = 64 * 1024;
-
-/**
- * Signals every process whose environment carries the marker, and the process group each leads.
- * It waits (up to about 3 s) for a first such process, since the exec API starts the process
- * asynchronously, then repeats a few times to catch processes forked meanwhile.
- * Arguments: $1 signal name, $2 marker (`CORRAL_EXEC_ID=<id>`).
- */
-const KILL_SCRIPT = `
-sig="$1"; marker="$2"; seen=0
-for round in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30; do
-  found=""
-  for d in /proc/[0-9]*; do
-    p="\${d#/proc/}"
-    [ "$p" = "$$" ] && continue
-    [ "$p" = 1 ] && continue
-    if tr '\\0' '\\n' < "$d/environ" 2>/dev/null | grep -qxF -e "$marker"; then found="$found $p"; fi
-  done
-  if [ -z "$found" ]; then
-    [ "$seen" = 1 ] && exit 0
-    sleep 0.1 2>/dev/null || sleep 1
-    continue
-  fi
-  seen=1
-  for p in $found; do kill -s "$sig" -- "-$p" 2>/dev/null || kill -s "$sig" "-$p" 2>/dev/null || true; done
-  for p in $found; do kill -s "$sig" "$p" 2>/dev/null || true; done
-  [ "$sig" = KILL ] || exit 0
-done
-exit 0
-`;
 
 /** Where an exec runs: a container of a Pod, through the API server of `config`. */
 export interface PodExecTarget {
@@ -298,7 +270,7 @@ class PodExecProcess implements ExecProcess {
     const name = signal.replace(/^SIG/, '');
     if (!/^[A-Z0-9+-]+$/.test(name)) throw new Error(`invalid signal ${signal}`);
     if (this.ws.readyState === WebSocket.CLOSED) return;
-    const done = runRaw(this.target, ['/bin/sh', '-c', KILL_SCRIPT, 'corral-kill', name, `${EXEC_MARKER_ENV}=${this.execId}`]).catch((error: unknown) => {
+    const done = runRaw(this.target, ['/bin/sh', '-c', KILL_TREE_SCRIPT, 'corral-kill', name, `${EXEC_MARKER_ENV}=${this.execId}`, '30', '1']).catch((error: unknown) => {
       if (error instanceof RuntimeError && error.kind === 'NOT_FOUND') return undefined;
       throw error;
     });

@@ -3,8 +3,9 @@
  * (storage driver `btrfs`), where the driver runs in `storage-opt` mode; plus checks that
  * `diskBytes` then bounds every write in the sandbox, not only the workspace.
  *
- * The test starts and stops its own dockerd (own socket, exec-root, data-root; `--bridge none`,
- * `--iptables=false`, so it never touches the host's main engine or its firewall chains) on a
+ * The test starts and stops its own dockerd (own socket, exec-root, data-root, its own default
+ * bridge `cbt-<id>` on 10.199.255.0/24, `--iptables=false`, so it never touches the host's main
+ * engine, its bridge or its firewall chains) on a
  * sparse btrfs image under `$CORRAL_CACHE_DIR`. It needs root, `mkfs.btrfs` (btrfs-progs), btrfs in
  * the kernel, loop devices and `dockerd`; without them it skips with the reason, except under
  * `CI=true` where it fails.
@@ -72,6 +73,11 @@ async function startEngine(): Promise<BtrfsEngine> {
   execFileSync('mount', ['-o', 'loop,discard=async', imageFile, dataRoot]);
   execFileSync('btrfs', ['quota', 'enable', dataRoot]);
   const logFd = openSync(join(dir, 'dockerd.log'), 'a');
+  // Its own default bridge: with `--bridge none` dockerd deletes the host's `docker0` at start,
+  // which the main engine (and a kubelet on it) still use.
+  const bridge = `cbt-${randomBytes(4).toString('hex')}`;
+  execFileSync('ip', ['link', 'add', bridge, 'type', 'bridge']);
+  execFileSync('ip', ['addr', 'add', '10.199.255.1/24', 'dev', bridge]);
   const daemon = spawn(
     'dockerd',
     [
@@ -80,7 +86,7 @@ async function startEngine(): Promise<BtrfsEngine> {
       '--exec-root', execRoot,
       '--pidfile', `${execRoot}.pid`,
       '--storage-driver', 'btrfs',
-      '--bridge', 'none',
+      '--bridge', bridge,
       '--iptables=false',
     ],
     { stdio: ['ignore', logFd, logFd], detached: true },
@@ -110,6 +116,11 @@ async function startEngine(): Promise<BtrfsEngine> {
     rmSync(dir, { recursive: true, force: true });
     rmSync(execRoot, { recursive: true, force: true });
     rmSync(socketPath, { force: true });
+    try {
+      execFileSync('ip', ['link', 'delete', bridge], { stdio: 'ignore' });
+    } catch {
+      // Already gone.
+    }
   };
 
   try {

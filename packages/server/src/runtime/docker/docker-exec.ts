@@ -6,6 +6,7 @@ import type { ExecExit, ExecProcess, ExecRequest } from '../runtime.js';
 import { DockerStreamDemux } from './docker-stream-demux.js';
 import { orAfter } from '../../util/time.js';
 import { KILL_TREE_SCRIPT } from '../kill-tree-script.js';
+import { streamSettled } from '../../util/stream-settled.js';
 
 /**
  * Environment variable the driver sets on every exec so the process tree it starts can be found
@@ -209,14 +210,7 @@ class DockerExecProcess implements ExecProcess {
     });
     this.stdin = request.stdin === true ? new StdinWriter(socket) : null;
     if (request.stdin !== true) socket.end();
-    const streamDone = (s: Readable): Promise<void> =>
-      new Promise((resolve) => {
-        if (s.readableEnded || s.destroyed) resolve();
-        s.once('end', () => resolve());
-        s.once('close', () => resolve());
-        s.once('error', () => resolve());
-      });
-    this.ended = Promise.all([streamDone(this.stdout), streamDone(this.stderr)]).then(() => undefined);
+    this.ended = Promise.all([streamSettled(this.stdout), streamSettled(this.stderr)]).then(() => undefined);
     this.startedPromise = this.watchStart(socket);
     const abandon = (): void => {
       this.abandoned = true;

@@ -9,6 +9,7 @@ import { RuntimeError } from '../runtime.js';
 import type { ExecExit, ExecProcess, ExecRequest } from '../runtime.js';
 import { HELPER_DIR, HELPER_PATH } from './pod-spec.js';
 import { KILL_TREE_SCRIPT } from '../kill-tree-script.js';
+import { streamSettled } from '../../util/stream-settled.js';
 
 /** Channels of the `v4.channel.k8s.io` exec protocol (first byte of every binary message). */
 const STDIN = 0;
@@ -237,14 +238,7 @@ class PodExecProcess implements ExecProcess {
         resolve();
       });
     });
-    const ended = (s: Readable): Promise<void> =>
-      new Promise((resolve) => {
-        if (s.readableEnded || s.destroyed) resolve();
-        s.once('end', () => resolve());
-        s.once('close', () => resolve());
-        s.once('error', () => resolve());
-      });
-    this.exitPromise = Promise.all([this.closed, ended(stdout), ended(stderr)]).then(() => {
+    this.exitPromise = Promise.all([this.closed, streamSettled(stdout), streamSettled(stderr)]).then(() => {
       const exitCode = this.exitCode ?? 137;
       this.onExit?.(exitCode);
       return { exitCode };

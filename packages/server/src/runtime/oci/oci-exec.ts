@@ -5,6 +5,7 @@ import { Readable, Writable } from 'node:stream';
 import { RuntimeError } from '../runtime.js';
 import type { ExecExit, ExecProcess, ExecRequest } from '../runtime.js';
 import { Frame, FrameReader, connectAgent, execFrame, frame, resizeFrame, u32Frame } from './agent-protocol.js';
+import { streamSettled } from '../../util/stream-settled.js';
 
 /** Environment variable marking every process an exec starts, so the agent's SIGKILL finds the whole tree. */
 export const EXEC_MARKER_ENV = 'CORRAL_EXEC_ID';
@@ -107,13 +108,7 @@ class AgentExecProcess implements ExecProcess {
       : null;
     this.stdin?.on('error', () => undefined);
     const reader = new FrameReader();
-    const ended = (stream: Readable): Promise<void> =>
-      new Promise<void>((resolve) => {
-        if (stream.readableEnded) return resolve();
-        stream.once('end', () => resolve());
-        stream.once('close', () => resolve());
-      });
-    const outputsEnded = Promise.all([ended(this.stdout), ended(this.stderr)]);
+    const outputsEnded = Promise.all([streamSettled(this.stdout), streamSettled(this.stderr)]);
     this.exited = new Promise<ExecExit>((resolve) => {
       const finish = (): void => {
         this.stdout.push(null);

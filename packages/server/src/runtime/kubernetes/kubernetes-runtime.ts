@@ -174,7 +174,7 @@ export class KubernetesRuntime implements SandboxRuntime {
     seccomp: true,
     cgroupVersion: 1,
     cgroupNamespace: false,
-    reason: 'Pods on Kubernetes 1.20 share the node\'s user namespace (root in a sandbox is root on the node, confined by capabilities and seccomp); use a runtime class such as gVisor or Kata (CORRAL_K8S_RUNTIME_CLASS) for more',
+    reason: 'Pods on Kubernetes 1.20 share the node\'s user namespace (root in a sandbox is root on the node, confined by capabilities and seccomp); use a runtime class such as gVisor or Kata (CORRAL_K8S_RUNTIME_CLASS) for more. This first cut creates no NetworkPolicy: sandboxes can reach each other and the node unless the cluster keeps Pods apart itself (docs/runtime-kubernetes.md)',
   };
 
   constructor(options: KubernetesRuntimeOptions) {

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { availableParallelism, homedir } from 'node:os';
+import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 
 /**
@@ -14,6 +15,12 @@ export const DEFAULT_NFLOG_GROUP = 1637;
 export const RUNTIME_DRIVER_NAMES = ['docker', 'oci', 'kubernetes', 'none'] as const;
 
 export type RuntimeDriverName = (typeof RUNTIME_DRIVER_NAMES)[number];
+
+/** Pods by namespace and labels (`CORRAL_K8S_SERVER_PODS`). */
+export interface K8sPodSelector {
+  namespace: string;
+  labels: Record<string, string>;
+}
 
 /** The server's whole configuration. */
 export interface CorralConfig {
@@ -33,6 +40,14 @@ export interface CorralConfig {
   k8sNamespace: string;
   /** `runtimeClassName` of sandbox Pods (gVisor, Kata…); null: the cluster's default. */
   k8sRuntimeClass: string | null;
+  /** `required`: a NetworkPolicy per sandbox (egress policy, ingress only from the server), or the sandbox does not start; `off`: none, and egress policies are refused. */
+  k8sNetworkPolicy: 'required' | 'off';
+  /** CIDRs the server connects to sandbox Pods from (when it runs outside the cluster or on the host network). */
+  k8sServerCidrs: string[];
+  /** The server's own Pods, when it runs in the cluster: their namespace and labels; null: none. */
+  k8sServerPods: K8sPodSelector | null;
+  /** CIDRs no sandbox may reach, besides the private, link-local and reserved ranges always closed. */
+  k8sBlockedCidrs: string[];
   /** DNS server (`address[:port]`) the egress resolver forwards allowed names to; null: the host's first nameserver. */
   egressDnsUpstream: string | null;
   /** Seconds a resolved address stays open at least, whatever the answer's TTL. */
@@ -221,6 +236,39 @@ const dnsLabel: Parser = (raw, name) => {
   return raw;
 };
 const optionalDnsLabel: Parser = (raw, name) => (raw === '' ? null : dnsLabel(raw, name));
+/** A comma-separated list of IPv4/IPv6 CIDRs (a bare address is a /32 or /128). */
+const cidrList: Parser = (raw, name) => {
+  const cidrs = raw.split(',').map((c) => c.trim()).filter((c) => c !== '');
+  return cidrs.map((cidr) => {
+    const [address = '', prefixText, extra] = cidr.split('/');
+    const family = isIP(address);
+    const max = family === 6 ? 128 : 32;
+    const prefix = prefixText === undefined ? max : Number(prefixText);
+    if (family === 0 || extra !== undefined || !/^\d{1,3}$/.test(prefixText ?? String(max)) || prefix > max) {
+      throw new Error(`${name} must be a comma-separated list of CIDRs like 10.0.0.5/32, got "${cidr}"`);
+    }
+    return `${address}/${prefix}`;
+  });
+};
+const LABEL_KEY = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+const LABEL_VALUE = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/;
+/** `<namespace>/<key>=<value>[,<key>=<value>…]`: Pods with those labels in that namespace. */
+const podSelector: Parser = (raw, name) => {
+  if (raw === '') return null;
+  const slash = raw.indexOf('/');
+  const namespace = raw.slice(0, slash);
+  const labels: Record<string, string> = {};
+  const problem = `${name} must be <namespace>/<key>=<value>[,<key>=<value>…] (e.g. corral/app.kubernetes.io/name=corral), got "${raw}"`;
+  if (slash < 1 || !/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(namespace)) throw new Error(problem);
+  for (const pair of raw.slice(slash + 1).split(',')) {
+    const eq = pair.indexOf('=');
+    const key = pair.slice(0, eq).trim();
+    const value = pair.slice(eq + 1).trim();
+    if (eq < 1 || !LABEL_KEY.test(key) || !LABEL_VALUE.test(value)) throw new Error(problem);
+    labels[key] = value;
+  }
+  return { namespace, labels };
+};
 const onOff: Parser = (raw, name) => {
   if (['1', 'true', 'on', 'yes'].includes(raw.toLowerCase())) return true;
   if (['0', 'false', 'off', 'no'].includes(raw.toLowerCase())) return false;
@@ -240,6 +288,10 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'ociPoolSize', env: 'CORRAL_OCI_POOL_SIZE', description: 'Network namespaces (of each kind) and formatted disks (of each recent size) the oci driver keeps ready ahead of creates; set it near your largest burst of creates', defaultText: '8', parse: integer(0, 4096) },
   { key: 'k8sNamespace', env: 'CORRAL_K8S_NAMESPACE', description: 'Namespace of the kubernetes driver\'s sandbox Pods and Secrets (created when missing); the cluster is the one KUBECONFIG names, else the in-cluster service account, else ~/.kube/config', defaultText: 'corral-sandboxes', parse: dnsLabel },
   { key: 'k8sRuntimeClass', env: 'CORRAL_K8S_RUNTIME_CLASS', description: 'runtimeClassName of the kubernetes driver\'s sandbox Pods (gVisor, Kata… for stronger isolation)', defaultText: "(unset: the cluster's default)", parse: optionalDnsLabel },
+  { key: 'k8sNetworkPolicy', env: 'CORRAL_K8S_NETWORK_POLICY', description: 'required: every kubernetes sandbox gets a NetworkPolicy (its egress policy; ingress only from the server) before its Pod, or does not start — enforced only where the cluster\'s network plugin enforces NetworkPolicies; off: none, sandboxes are not kept apart and egress policies are refused (422)', defaultText: 'required', parse: oneOf('required', 'off') },
+  { key: 'k8sServerCidrs', env: 'CORRAL_K8S_SERVER_CIDRS', description: 'Comma-separated CIDRs the server connects to sandbox Pods from (exposures, SSH, the agent), when it runs outside the cluster or on the host network; the only ingress sandbox NetworkPolicies allow besides CORRAL_K8S_SERVER_PODS', defaultText: '(none)', parse: cidrList },
+  { key: 'k8sServerPods', env: 'CORRAL_K8S_SERVER_PODS', description: 'The server\'s Pods when it runs in the cluster, <namespace>/<key>=<value>[,…] (the namespace is matched by its kubernetes.io/metadata.name label, set by Kubernetes ≥ 1.21; label it yourself on older clusters); sandbox NetworkPolicies allow ingress from them', defaultText: '(none)', parse: podSelector },
+  { key: 'k8sBlockedCidrs', env: 'CORRAL_K8S_BLOCKED_CIDRS', description: 'Comma-separated CIDRs no kubernetes sandbox may reach, besides the private (RFC 1918), CGNAT, loopback, link-local (metadata) and reserved IPv4 ranges that are always closed (e.g. public addresses of your nodes)', defaultText: '(none)', parse: cidrList },
   { key: 'egressDnsUpstream', env: 'CORRAL_EGRESS_DNS_UPSTREAM', description: "DNS server (address[:port]) the sandboxes' resolver forwards names their egress policy allows to", defaultText: "(the host's first nameserver in /etc/resolv.conf)", parse: optionalText },
   { key: 'egressTtlFloorSeconds', env: 'CORRAL_EGRESS_TTL_FLOOR', description: 'Seconds an address an allowed name resolved to stays open at least, whatever the DNS answer\'s TTL', defaultText: '60', parse: integer(1, 86_400) },
   { key: 'dockerHost', env: 'DOCKER_HOST', description: 'Docker Engine endpoint for the docker driver', defaultText: 'unix:///var/run/docker.sock', parse: optionalText },
@@ -312,6 +364,10 @@ const DEFAULTS: CorralConfig = {
   ociPoolSize: 8,
   k8sNamespace: 'corral-sandboxes',
   k8sRuntimeClass: null,
+  k8sNetworkPolicy: 'required',
+  k8sServerCidrs: [],
+  k8sServerPods: null,
+  k8sBlockedCidrs: [],
   egressDnsUpstream: null,
   egressTtlFloorSeconds: 60,
   instanceId: 'corral',

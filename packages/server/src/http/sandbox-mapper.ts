@@ -40,7 +40,7 @@ export function toSandboxResponse(s: SandboxRecord): SandboxResponse {
     errorMessage: s.errorMessage,
     userId: s.userId,
     teamId: s.teamId,
-    kubernetesJobId: null,
+    kubernetesJobId: s.kubernetesJobId,
     region: s.region,
     registryCredentialsId: s.registryCredentialsId,
     pendingImageBuildId: null,

@@ -81,6 +81,11 @@ export interface SandboxRecord {
    * it waits as long as it takes. Set at create from `admission_timeout_seconds` (a Corral extension).
    */
   admissionDeadline: string | null;
+  /**
+   * The Kubernetes object that runs the sandbox (its Pod's name) on the kubernetes driver, as its
+   * `create` reported it; null on other drivers and before it runs. Prime's `kubernetesJobId`.
+   */
+  kubernetesJobId: string | null;
 }
 
 /** Fields a status transition may set besides `status`. */
@@ -102,5 +107,6 @@ export type SandboxPatch = Partial<
     | 'runtimeOwner'
     | 'idleTimeoutMinutes'
     | 'egressAppliedGeneration'
+    | 'kubernetesJobId'
   >
 >;

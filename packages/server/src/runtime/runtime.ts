@@ -166,6 +166,26 @@ export interface RuntimeCapabilities {
    * and no network, rather than run a sandbox unrestricted.
    */
   egressPolicy?: boolean;
+  /**
+   * Whether policies may name domains (`api.example.com`, `*.example.com`). False: only IP
+   * addresses and CIDRs (the kubernetes driver's NetworkPolicies hold IP blocks only); the API
+   * refuses a domain entry with 422 `EGRESS_UNSUPPORTED` naming it. Absent: true.
+   */
+  egressDomains?: boolean;
+  /**
+   * Whether `setEgressPolicy` can give a sandbox started with no network (an empty allow list) a
+   * network later. False: it keeps only `lo` for good, and the API answers 409 `EGRESS_NO_NETWORK`
+   * to a policy that would open it. Absent: true.
+   */
+  egressOpensNoNetwork?: boolean;
+}
+
+/** What `SandboxRuntime.create` made. */
+export interface CreatedSandbox {
+  /** The driver's handle for the sandbox. */
+  runtimeId: string;
+  /** The Kubernetes object that runs the sandbox (its Pod's name), on drivers that run sandboxes on Kubernetes; Prime's `kubernetesJobId`. */
+  kubernetesJobId?: string;
 }
 
 /** The isolation a driver's sandboxes really get; `GET /healthz` reports it and the server logs it at startup. */
@@ -229,7 +249,7 @@ export interface SandboxRuntime {
    * Pulls the image if needed, creates and starts the sandbox, and resolves once a process
    * can be executed in it. Throws `RuntimeError` (`IMAGE_PULL_FAILED`, `START_FAILED`).
    */
-  create(spec: SandboxSpec): Promise<{ runtimeId: string }>;
+  create(spec: SandboxSpec): Promise<CreatedSandbox>;
   /** Starts a process in a running sandbox. Throws `RuntimeError('NOT_FOUND')` once it is gone. */
   exec(runtimeId: string, request: ExecRequest): Promise<ExecProcess>;
   /** Writes a file from a stream, creating parent directories. Returns the bytes written. */

@@ -1,6 +1,6 @@
 import { ApiError } from '../errors/api-error.js';
-import { type EgressPolicy, egressPolicyProblems, normalizeEgressPolicy } from '../runtime/egress/egress-policy.js';
-import { type EgressLogEntry, RuntimeError } from '../runtime/runtime.js';
+import { type EgressPolicy, egressPolicyProblems, normalizeEgressPolicy, parseEgressEntry } from '../runtime/egress/egress-policy.js';
+import { type EgressLogEntry, RuntimeError, type SandboxRuntime } from '../runtime/runtime.js';
 import type { Store } from '../store/store.js';
 import type { Principal } from './auth-service.js';
 import { egressPolicyOf, enforcesEgress, isNoEgress, isOpenEgress } from './egress-applier.js';
@@ -50,6 +50,28 @@ export function checkEgressPolicy(policy: EgressPolicy, fields: { allowlist: str
 export function egressUnsupported(runtimeName: string, param: string): ApiError {
   const details = `the ${runtimeName} runtime driver does not enforce egress policies; only open egress or no network (an empty allow list) can be asked for`;
   return new ApiError('EGRESS_UNSUPPORTED', `${param}: ${details}`, { fieldErrors: [{ param, details }] });
+}
+
+/**
+ * Throws 422 `EGRESS_UNSUPPORTED` naming the first domain entry of `policy` when the driver
+ * enforces addresses and CIDRs only (`RuntimeCapabilities.egressDomains` false).
+ */
+export function checkEgressEntriesSupported(runtime: SandboxRuntime | null, policy: EgressPolicy, fields: { allowlist: string; denylist: string }): void {
+  if (!runtime || runtime.capabilities().egressDomains !== false) return;
+  for (const key of ['allowlist', 'denylist'] as const) {
+    for (const [i, entry] of (policy[key] ?? []).entries()) {
+      const parsed = parseEgressEntry(entry);
+      if ('error' in parsed || parsed.kind !== 'domain') continue;
+      const param = `${fields[key]}[${i}]`;
+      const details = `${JSON.stringify(entry)} is a domain name; the ${runtime.name} runtime driver enforces egress policies on IP addresses and CIDRs only (see docs/networking.md)`;
+      throw new ApiError('EGRESS_UNSUPPORTED', `${param}: ${details}`, { fieldErrors: [{ param, details }] });
+    }
+  }
+}
+
+/** Whether the runtime can give a sandbox created without network a network later. */
+function opensNoNetwork(runtime: SandboxRuntime | null): boolean {
+  return runtime !== null && enforcesEgress(runtime) && runtime.capabilities().egressOpensNoNetwork !== false;
 }
 
 /** The request field that carries the list of a policy, as `fields` spells the two lists. */
@@ -113,12 +135,13 @@ export class EgressService {
       throw new ApiError('SANDBOX_NOT_RUNNING', `Sandbox ${id} has ended (${sandbox.status}); its egress policy can no longer change`);
     }
     const runtime = this.lifecycle.runtime;
-    if (!sandbox.networkAccess && !isNoEgress(policy) && !(runtime && enforcesEgress(runtime))) {
+    if (!sandbox.networkAccess && !isNoEgress(policy) && !opensNoNetwork(runtime)) {
       throw new ApiError('EGRESS_NO_NETWORK', `Sandbox ${id} was created without network; its egress can only stay closed. Create a sandbox with the policy it needs`);
     }
     if (runtime && sandbox.networkAccess && !enforcesEgress(runtime) && !(isOpenEgress(policy) && isOpenEgress(egressPolicyOf(sandbox)))) {
       throw egressUnsupported(runtime.name, listField(policy, { allowlist: 'allowlist', denylist: 'denylist' }));
     }
+    checkEgressEntriesSupported(runtime, policy, { allowlist: 'allowlist', denylist: 'denylist' });
     const updated = await this.store.setSandboxEgress(id, policy, ACTIVE_STATUSES);
     if (!updated) throw new ApiError('SANDBOX_NOT_RUNNING', `Sandbox ${id} has ended; its egress policy can no longer change`);
     // Another replica's sandbox: its reconciler sees the changed row and applies it there.

@@ -147,6 +147,7 @@ export class SandboxLifecycle {
     );
     if (!sandbox) return false;
     let runtimeId: string;
+    let kubernetesJobId: string | null;
     try {
       const spec = specFor(sandbox, this.config.pidsLimit, enforcesEgress(runtime));
       if (spec.egress && !enforcesEgress(runtime)) {
@@ -157,7 +158,9 @@ export class SandboxLifecycle {
         if (!credential) throw new RuntimeError('IMAGE_PULL_FAILED', `Registry credentials ${sandbox.registryCredentialsId} no longer exist`);
         spec.registryAuth = { username: credential.username, password: credential.password, serverAddress: credential.server };
       }
-      ({ runtimeId } = await runtime.create(spec));
+      const created = await runtime.create(spec);
+      runtimeId = created.runtimeId;
+      kubernetesJobId = created.kubernetesJobId ?? null;
     } catch (error) {
       const kind = error instanceof RuntimeError ? error.kind : 'RUNTIME_ERROR';
       const errorType = RUNTIME_FAILURES[kind].startErrorType;
@@ -175,7 +178,7 @@ export class SandboxLifecycle {
     this.egress.noteCreated(sandboxId, sandbox.egressGeneration);
     const running = await this.store.updateSandbox(
       sandboxId,
-      { status: 'RUNNING', runtimeId, startedAt: now, lastActivityAt: now, egressAppliedGeneration: sandbox.egressGeneration },
+      { status: 'RUNNING', runtimeId, kubernetesJobId, startedAt: now, lastActivityAt: now, egressAppliedGeneration: sandbox.egressGeneration },
       ['PROVISIONING'],
     );
     if (running && running.egressGeneration > sandbox.egressGeneration) {

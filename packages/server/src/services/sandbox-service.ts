@@ -7,7 +7,7 @@ import { nowIso } from '../util/time.js';
 import type { Principal } from './auth-service.js';
 import type { GatewayTokens } from './gateway-tokens.js';
 import { enforcesEgress, isOpenEgress } from './egress-applier.js';
-import { egressUnsupported, resolveCreateEgress } from './egress-service.js';
+import { checkEgressEntriesSupported, egressUnsupported, resolveCreateEgress } from './egress-service.js';
 import { QuotaExceededError, QuotaService } from './quota-service.js';
 import type { RegistryCredentialsService } from './registry-credentials-service.js';
 import type { SandboxLifecycle } from './sandbox-lifecycle.js';
@@ -131,6 +131,7 @@ export class SandboxService {
     const network = resolveCreateEgress(input);
     const runtime = this.lifecycle.runtime;
     if (runtime && network.networkAccess && !isOpenEgress(network.policy) && !enforcesEgress(runtime)) throw egressUnsupported(runtime.name, network.field);
+    checkEgressEntriesSupported(runtime, network.policy, { allowlist: 'network_allowlist', denylist: 'network_denylist' });
     await this.checkDisk(input.diskSizeGb);
     await this.lifecycle.admission?.checkEverFits(input.cpuCores, input.memoryGb);
     if (input.registryCredentialsId !== null && !(await this.registryCredentials.usable(caller, input.registryCredentialsId))) {
@@ -176,6 +177,7 @@ export class SandboxService {
       exitCode: null,
       errorType: null,
       errorMessage: null,
+      kubernetesJobId: null,
       runtimeDriver: null,
       runtimeId: null,
       runtimeOwner: this.config.instanceId,

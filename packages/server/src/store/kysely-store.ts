@@ -63,6 +63,7 @@ function rowToSandbox(row: SandboxRow): SandboxRecord {
     runtimeId: row.runtime_id,
     runtimeOwner: row.runtime_owner,
     admissionDeadline: row.admission_deadline ?? null,
+    kubernetesJobId: row.kubernetes_job_id ?? null,
   };
 }
 
@@ -109,6 +110,7 @@ function sandboxToRow(s: SandboxRecord): SandboxRow {
     runtime_id: s.runtimeId,
     runtime_owner: s.runtimeOwner,
     admission_deadline: s.admissionDeadline,
+    kubernetes_job_id: s.kubernetesJobId,
   };
 }
 
@@ -128,6 +130,7 @@ const PATCH_COLUMNS: { [K in keyof Required<SandboxPatch>]: keyof SandboxesTable
   runtimeOwner: 'runtime_owner',
   idleTimeoutMinutes: 'idle_timeout_minutes',
   egressAppliedGeneration: 'egress_applied_generation',
+  kubernetesJobId: 'kubernetes_job_id',
 };
 
 function rowToUser(row: Selectable<UsersTable>): UserRecord {

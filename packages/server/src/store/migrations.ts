@@ -227,6 +227,13 @@ migrations['0007_admission_deadline'] = {
   },
 };
 
+migrations['0008_kubernetes_job_id'] = {
+  async up(db: Kysely<unknown>): Promise<void> {
+    // Prime's kubernetesJobId: the Pod that runs the sandbox on the kubernetes driver; null elsewhere.
+    await db.schema.alterTable('sandboxes').addColumn('kubernetes_job_id', 'text').execute();
+  },
+};
+
 /** Hands Kysely's migrator the migrations above. */
 export const migrationProvider: MigrationProvider = {
   getMigrations: () => Promise.resolve(migrations),

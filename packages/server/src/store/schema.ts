@@ -44,6 +44,8 @@ export interface SandboxesTable {
   runtime_owner: string | null;
   /** Added by migration 0007; ISO time or null. */
   admission_deadline: string | null;
+  /** Added by migration 0008: the Pod's name on the kubernetes driver, else null. */
+  kubernetes_job_id: string | null;
 }
 
 /** One row per (sandbox, label), for ALL-match label filters. */

@@ -65,6 +65,7 @@ function record(prefix: string, i: number, userId: string): SandboxRecord {
     runtimeId: `c-${i}`,
     runtimeOwner: null,
     admissionDeadline: null,
+    kubernetesJobId: null,
   };
 }
 

@@ -46,6 +46,7 @@ export function sandboxFixture(overrides: Partial<SandboxRecord> & Pick<SandboxR
     runtimeId: null,
     runtimeOwner: null,
     admissionDeadline: null,
+    kubernetesJobId: null,
     ...overrides,
   };
 }

@@ -1,4 +1,6 @@
 import { join } from 'node:path';
+import type { V1NetworkPolicyPeer } from '@kubernetes/client-node';
+import type { CorralConfig } from '../../config.js';
 import { diskPolicyOf } from '../disk-admission.js';
 import { RuntimeError } from '../runtime.js';
 import type { RuntimeDriver } from '../runtime-driver.js';
@@ -10,6 +12,23 @@ const NO_LOCAL_IMAGES: RuntimeImages = {
   importArchive: () => Promise.reject(new RuntimeError('UNSUPPORTED', 'the kubernetes driver keeps no local images: push the image to a registry the nodes can pull from')),
   list: () => Promise.resolve([]),
 };
+
+/**
+ * Who may connect to sandbox Pods: the server's CIDRs (as ipBlocks) and its Pods (by the
+ * namespace's `kubernetes.io/metadata.name` label and the Pods' labels). Server Pods in the
+ * sandboxes' own namespace are refused: a selector there could match sandboxes.
+ */
+export function serverPeersOf(config: Pick<CorralConfig, 'k8sServerCidrs' | 'k8sServerPods' | 'k8sNamespace'>): V1NetworkPolicyPeer[] {
+  const peers: V1NetworkPolicyPeer[] = config.k8sServerCidrs.map((cidr) => ({ ipBlock: { cidr } }));
+  const pods = config.k8sServerPods;
+  if (pods) {
+    if (pods.namespace === config.k8sNamespace) {
+      throw new RuntimeError('RUNTIME_ERROR', `CORRAL_K8S_SERVER_PODS names the sandboxes' namespace ${pods.namespace}: run the server in a namespace of its own`);
+    }
+    peers.push({ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': pods.namespace } }, podSelector: { matchLabels: { ...pods.labels } } });
+  }
+  return peers;
+}
 
 /** The `kubernetes` driver: one Pod per sandbox in `CORRAL_K8S_NAMESPACE`, through the cluster's API server. */
 export const kubernetesDriver: RuntimeDriver = {
@@ -23,6 +42,9 @@ export const kubernetesDriver: RuntimeDriver = {
       binDir: join(config.dataDir, 'bin'),
       insecureRegistries: config.registryInsecure,
       diskPolicy: diskPolicyOf(config),
+      networkPolicy: config.k8sNetworkPolicy,
+      serverPeers: serverPeersOf(config),
+      blockedCidrs: config.k8sBlockedCidrs,
     });
     await runtime.init();
     return runtime;

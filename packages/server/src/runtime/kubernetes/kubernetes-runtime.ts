@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import type { Duplex, Readable } from 'node:stream';
 import { ApiException, CoreV1Api, KubeConfig } from '@kubernetes/client-node';
-import type { V1ContainerStatus, V1Pod, V1Secret } from '@kubernetes/client-node';
+import type { V1ContainerStatus, V1NetworkPolicyPeer, V1Pod, V1Secret } from '@kubernetes/client-node';
 import { diskShortfall, NO_RESERVE } from '../disk-admission.js';
 import type { DiskPolicy } from '../disk-admission.js';
 import { ExecFileReader } from '../exec-file-reader.js';
@@ -14,8 +14,10 @@ import { parseImageRef } from '../registry/image-ref.js';
 import { checkRegistryAddress } from '../registry/registry-address-policy.js';
 import { RuntimeError } from '../runtime.js';
 import type {
+  CreatedSandbox,
   DiskCapacity,
   EgressLogEntry,
+  EgressPolicy,
   ExecProcess,
   ExecRequest,
   RuntimeCapabilities,
@@ -34,6 +36,7 @@ import {
   buildPod,
   buildPullSecret,
   envSecretName,
+  hasNetworkInterface,
   LABEL_INSTANCE,
   LABEL_SANDBOX_ID,
   labelValue,
@@ -41,6 +44,8 @@ import {
   pullSecretName,
   SANDBOX_CONTAINER,
 } from './pod-spec.js';
+import { NetworkPolicyClient } from './network-policy-client.js';
+import { networkPolicyProblem } from './network-policy.js';
 import { PodWatch } from './pod-watch.js';
 import { parseQuantity } from './quantity.js';
 
@@ -64,6 +69,25 @@ export interface KubernetesRuntimeOptions {
   cpuRequestFraction?: number;
   /** How long `create` waits for the Pod to run and take a command (default 120 s). */
   readyTimeoutMs?: number;
+  /**
+   * `required` (default): every sandbox gets a NetworkPolicy (its egress policy, ingress only from
+   * `serverPeers`) before its Pod exists, or is not started; `off`: none, and egress policies are
+   * not enforced (`capabilities().egressPolicy` false).
+   */
+  networkPolicy?: 'required' | 'off';
+  /** Who may connect to sandbox Pods (the Corral server's Pods or addresses); empty: nobody. */
+  serverPeers?: V1NetworkPolicyPeer[];
+  /** CIDRs no sandbox may reach besides the private, link-local and reserved ranges. */
+  blockedCidrs?: string[];
+}
+
+/** How the isolation report describes sandbox networking, by NetworkPolicy mode. */
+function networkIsolationText(options: KubernetesRuntimeOptions): string {
+  if (options.networkPolicy === 'off') {
+    return 'CORRAL_K8S_NETWORK_POLICY=off: no NetworkPolicy is created, so sandboxes can reach each other, the nodes and the cluster unless the cluster keeps Pods apart itself, and egress policies are refused (docs/networking.md)';
+  }
+  const ingress = (options.serverPeers ?? []).length > 0 ? 'ingress only from the Corral server (CORRAL_K8S_SERVER_CIDRS / CORRAL_K8S_SERVER_PODS)' : 'no ingress at all (neither CORRAL_K8S_SERVER_CIDRS nor CORRAL_K8S_SERVER_PODS is set: the server reaches sandboxes only through the exec API)';
+  return `Each sandbox has a NetworkPolicy (its egress policy; ${ingress}; never private, link-local or metadata addresses), but whether it is enforced depends on the cluster's network plugin (Calico, Cilium… do; a plugin without NetworkPolicy support, such as Docker's bridge under dockershim, silently does not, and then sandboxes can reach each other): Corral cannot check it (docs/networking.md)`;
 }
 
 /** Container waiting reasons that mean the image cannot be pulled. */
@@ -152,6 +176,8 @@ export class KubernetesRuntime implements SandboxRuntime {
   private readonly config = new KubeConfig();
   private core!: CoreV1Api;
   private watch: PodWatch | undefined;
+  /** The sandboxes' NetworkPolicies; undefined with `networkPolicy: 'off'` or before `init()`. */
+  private policies: NetworkPolicyClient | undefined;
   /** The ConfigMap holding the helper, once `init()` made sure it exists. */
   private helperConfigMap: string | undefined;
   private readonly listeners = new Set<(event: RuntimeEvent) => void>();
@@ -174,13 +200,14 @@ export class KubernetesRuntime implements SandboxRuntime {
     seccomp: true,
     cgroupVersion: 1,
     cgroupNamespace: false,
-    reason: 'Pods on Kubernetes 1.20 share the node\'s user namespace (root in a sandbox is root on the node, confined by capabilities and seccomp); use a runtime class such as gVisor or Kata (CORRAL_K8S_RUNTIME_CLASS) for more. This first cut creates no NetworkPolicy: sandboxes can reach each other and the node unless the cluster keeps Pods apart itself (docs/runtime-kubernetes.md)',
+    reason: 'Pods on Kubernetes 1.20 share the node\'s user namespace (root in a sandbox is root on the node, confined by capabilities and seccomp); use a runtime class such as gVisor or Kata (CORRAL_K8S_RUNTIME_CLASS) for more. ',
   };
 
   constructor(options: KubernetesRuntimeOptions) {
     this.options = options;
     this.diskPolicy = options.diskPolicy ?? NO_RESERVE;
     this.readyTimeoutMs = options.readyTimeoutMs ?? 120_000;
+    this.isolationValue.reason += networkIsolationText(options);
   }
 
   private get namespace(): string {
@@ -218,6 +245,18 @@ export class KubernetesRuntime implements SandboxRuntime {
     watch.onChange((pod, change) => this.onPodChange(pod, change));
     await watch.start();
     this.watch = watch;
+    if (this.options.networkPolicy !== 'off') {
+      const policies = new NetworkPolicyClient(this.config, {
+        instance: this.options.instance,
+        namespace: this.namespace,
+        serverPeers: this.options.serverPeers ?? [],
+        blockedCidrs: this.options.blockedCidrs ?? [],
+      });
+      await policies.check();
+      // Policies left by a create that died between its policy and its Pod (the Pod's own go with it).
+      await policies.sweep((name) => watch.get(name) !== undefined);
+      this.policies = policies;
+    }
   }
 
   /**
@@ -245,7 +284,7 @@ export class KubernetesRuntime implements SandboxRuntime {
   }
 
   capabilities(): RuntimeCapabilities {
-    return { gpuCount: 0, gpuTypes: [], egressPolicy: false };
+    return { gpuCount: 0, gpuTypes: [], egressPolicy: this.options.networkPolicy !== 'off', egressDomains: false, egressOpensNoNetwork: false };
   }
 
   /** User namespace: none (Kubernetes 1.20); seccomp: RuntimeDefault; cgroups as the first sandbox saw them. */
@@ -278,7 +317,7 @@ export class KubernetesRuntime implements SandboxRuntime {
     return { totalBytes, freeBytes: Math.max(0, totalBytes - requested), allocatedBytes: requested, usedBytes: 0 };
   }
 
-  async create(spec: SandboxSpec): Promise<{ runtimeId: string }> {
+  async create(spec: SandboxSpec): Promise<CreatedSandbox> {
     const capacity = await this.diskCapacity();
     if (capacity) {
       const shortfall = diskShortfall(capacity, spec.diskBytes, this.diskPolicy);
@@ -286,12 +325,17 @@ export class KubernetesRuntime implements SandboxRuntime {
     }
     if (spec.gpuCount > 0) throw new RuntimeError('UNSUPPORTED', `${spec.gpuCount} GPUs requested; the kubernetes driver does not schedule GPUs yet`);
     await this.checkImage(spec.image);
+    const egress = this.egressOf(spec);
     this.admittedBytes += spec.diskBytes;
     const runtimeId = podName(spec.sandboxId);
     this.quiet.add(runtimeId);
     try {
+      // The policy exists before the Pod, so no moment of the Pod runs without it.
+      await this.policies?.apply(spec.sandboxId, runtimeId, egress);
       await this.createPod(spec, runtimeId);
-      return { runtimeId };
+      const uid = this.pods.get(runtimeId)?.metadata?.uid;
+      if (uid) await this.policies?.own(runtimeId, { name: runtimeId, uid }).catch(() => undefined);
+      return { runtimeId, kubernetesJobId: runtimeId };
     } catch (error) {
       await this.deleteObjects(runtimeId, spec.sandboxId).catch(() => undefined);
       if (error instanceof RuntimeError) throw error;
@@ -300,6 +344,25 @@ export class KubernetesRuntime implements SandboxRuntime {
       this.admittedBytes -= spec.diskBytes;
       this.quiet.delete(runtimeId);
     }
+  }
+
+  /**
+   * The egress policy a spec's NetworkPolicy holds: none out for a sandbox without a network
+   * interface, else its policy (open when absent). Throws UNSUPPORTED for what a NetworkPolicy
+   * cannot express (domain entries), and when NetworkPolicies are off for any policy but open.
+   */
+  private egressOf(spec: SandboxSpec): EgressPolicy {
+    if (!hasNetworkInterface(spec)) return { allowlist: [], denylist: null };
+    const policy = spec.egress ?? { allowlist: null, denylist: null };
+    this.checkEnforceable(policy, spec.sandboxId);
+    return policy;
+  }
+
+  private checkEnforceable(policy: EgressPolicy, what: string): void {
+    const open = policy.allowlist === null && (policy.denylist === null || policy.denylist.length === 0);
+    if (!this.policies && !open) throw new RuntimeError('UNSUPPORTED', `CORRAL_K8S_NETWORK_POLICY=off: the kubernetes driver does not enforce egress policies (${what})`);
+    const problem = networkPolicyProblem(policy);
+    if (problem) throw new RuntimeError('UNSUPPORTED', `${problem.list}[${problem.index}]: ${problem.reason}`);
   }
 
   /** Refuses image references that cannot be parsed, and registries at addresses the operator did not allow. */
@@ -575,6 +638,8 @@ export class KubernetesRuntime implements SandboxRuntime {
       }
     }
     await this.pods.waitFor(runtimeId, (pod) => (pod === undefined ? true : undefined), 60_000, () => new RuntimeError('RUNTIME_ERROR', `Pod ${runtimeId} was not deleted within 60 s`));
+    // Only once the Pod is gone: until then it stays under its policy.
+    await this.policies?.remove(runtimeId);
   }
 
   /** Every Pod of this instance in the watch's cache. */
@@ -582,10 +647,23 @@ export class KubernetesRuntime implements SandboxRuntime {
     return this.pods.list().map((pod) => this.toState(pod));
   }
 
-  setEgressPolicy(runtimeId: string): Promise<void> {
-    return Promise.reject(new RuntimeError('UNSUPPORTED', `the kubernetes driver does not enforce egress policies (sandbox ${runtimeId})`));
+  /**
+   * Replaces the sandbox's NetworkPolicy with one for `policy`. A sandbox started without a network
+   * interface keeps none: anything but the empty allow list is UNSUPPORTED for it.
+   */
+  async setEgressPolicy(runtimeId: string, policy: EgressPolicy): Promise<void> {
+    const pod = this.pods.get(runtimeId);
+    if (!pod || !podView(pod).running) throw new RuntimeError('NOT_FOUND', `no running sandbox ${runtimeId}`);
+    const closed = policy.allowlist !== null && policy.allowlist.length === 0;
+    if (!closed && pod.metadata?.annotations?.['corral.dev/network-access'] !== 'true') {
+      throw new RuntimeError('UNSUPPORTED', `sandbox ${runtimeId} was started without a network interface; its egress can only stay closed`);
+    }
+    this.checkEnforceable(policy, `sandbox ${runtimeId}`);
+    const sandboxId = pod.metadata?.annotations?.[LABEL_SANDBOX_ID] ?? pod.metadata?.labels?.[LABEL_SANDBOX_ID] ?? runtimeId;
+    await this.policies?.apply(sandboxId, runtimeId, policy);
   }
 
+  /** Always empty: a NetworkPolicy logs nothing the driver can read. */
   async egressLog(_runtimeId: string, _limit: number): Promise<EgressLogEntry[]> {
     return [];
   }

@@ -53,6 +53,14 @@ export function labelValue(text: string): string {
   return text.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 63).replace(/^[^A-Za-z0-9]+|[^A-Za-z0-9]+$/g, '') || 'x';
 }
 
+/**
+ * Whether the sandbox's Pod keeps its network interface: not without network access, nor with an
+ * empty allow list (no egress at all must not depend on the cluster enforcing NetworkPolicies).
+ */
+export function hasNetworkInterface(spec: SandboxSpec): boolean {
+  return spec.networkAccess && spec.egress?.allowlist?.length !== 0;
+}
+
 /** Kubernetes quantity of CPU in millicores (at least 1m). */
 export function cpuQuantity(cores: number): string {
   return `${Math.max(1, Math.round(cores * 1000))}m`;
@@ -117,7 +125,7 @@ export function buildPod(spec: SandboxSpec, name: string, options: PodOptions): 
       name,
       namespace: options.namespace,
       labels: labels(spec.sandboxId, options.instance),
-      annotations: { 'corral.dev/sandbox-id': spec.sandboxId, 'corral.dev/network-access': String(spec.networkAccess) },
+      annotations: { 'corral.dev/sandbox-id': spec.sandboxId, 'corral.dev/network-access': String(hasNetworkInterface(spec)) },
     },
     spec: {
       restartPolicy: 'Never',
@@ -132,9 +140,9 @@ export function buildPod(spec: SandboxSpec, name: string, options: PodOptions): 
         { name: 'corral', emptyDir: { sizeLimit: '64Mi' } },
         { name: 'corral-bin', configMap: { name: options.helperConfigMap, defaultMode: 0o755 } },
       ],
-      // Without network access the Pod keeps only loopback: an init container, the only one with
+      // Without network access (or with an empty allow list) the Pod keeps only loopback: an init container, the only one with
       // CAP_NET_ADMIN, deletes its other interfaces (the helper is static: any image runs it).
-      ...(spec.networkAccess
+      ...(hasNetworkInterface(spec)
         ? {}
         : {
             initContainers: [

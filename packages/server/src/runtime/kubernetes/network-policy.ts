@@ -152,6 +152,7 @@ export function sandboxSelector(sandboxId: string, instance: string): Record<str
  */
 export function buildNetworkPolicy(sandboxId: string, name: string, policy: EgressPolicy, options: NetworkPolicyOptions): V1NetworkPolicy {
   const selector = sandboxSelector(sandboxId, options.instance);
+  const egress = egressRules(policy, options.blockedCidrs ?? []);
   return {
     apiVersion: 'networking.k8s.io/v1',
     kind: 'NetworkPolicy',
@@ -163,9 +164,10 @@ export function buildNetworkPolicy(sandboxId: string, name: string, policy: Egre
     },
     spec: {
       podSelector: { matchLabels: selector },
+      // Both types listed: a direction without rules allows nothing (the API server drops empty lists).
       policyTypes: ['Ingress', 'Egress'],
-      ingress: options.serverPeers.length > 0 ? [{ _from: options.serverPeers }] : [],
-      egress: egressRules(policy, options.blockedCidrs ?? []),
+      ...(options.serverPeers.length > 0 ? { ingress: [{ _from: options.serverPeers }] } : {}),
+      ...(egress.length > 0 ? { egress } : {}),
     },
   };
 }

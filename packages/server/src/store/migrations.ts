@@ -227,7 +227,7 @@ migrations['0007_admission_deadline'] = {
   },
 };
 
-migrations['0008_kubernetes_job_id'] = {
+migrations['0009_kubernetes_job_id'] = {
   async up(db: Kysely<unknown>): Promise<void> {
     // Prime's kubernetesJobId: the Pod that runs the sandbox on the kubernetes driver; null elsewhere.
     await db.schema.alterTable('sandboxes').addColumn('kubernetes_job_id', 'text').execute();

@@ -44,7 +44,7 @@ export interface SandboxesTable {
   runtime_owner: string | null;
   /** Added by migration 0007; ISO time or null. */
   admission_deadline: string | null;
-  /** Added by migration 0008: the Pod's name on the kubernetes driver, else null. */
+  /** Added by migration 0009: the Pod's name on the kubernetes driver, else null. */
   kubernetes_job_id: string | null;
 }
 

@@ -116,6 +116,7 @@ export function runStoreSuite(name: string, open: () => Promise<Store>): void {
           errorMessage: 'killed\nsecond line',
           runtimeDriver: 'docker',
           runtimeId: 'c0ffee',
+          kubernetesJobId: 'corral-c0ffee',
         });
         const result = await store.insertSandbox(record);
         assert.equal(result.created, true);

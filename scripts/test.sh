@@ -51,7 +51,8 @@ system_setup() {
   bash scripts/build-images.sh
 }
 run_bg system system_setup; sys_pid=$BG_PID
-kubernetes="${CORRAL_TEST_KUBERNETES:-1}"
+export CORRAL_TEST_KUBERNETES="${CORRAL_TEST_KUBERNETES:-1}"
+kubernetes="$CORRAL_TEST_KUBERNETES"
 if [ "$kubernetes" = 1 ]; then
   # Building needs apt too; apt_install waits for the other job's lock.
   run_bg kubernetes-build bash scripts/ensure-kubernetes.sh --build-only; kbuild_pid=$BG_PID

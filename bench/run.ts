@@ -9,6 +9,7 @@ const SCENARIOS: Record<string, () => Promise<{ run(args: string[]): Promise<voi
   tti: () => import('./scenarios/tti.js'),
   burst: () => import('./scenarios/burst.js'),
   density: () => import('./scenarios/density.js'),
+  overload: () => import('./scenarios/overload.js'),
   fairness: () => import('./scenarios/fairness.js'),
   egress: () => import('./scenarios/egress.js'),
   'cli-startup': () => import('./scenarios/cli-startup.js'),

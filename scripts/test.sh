@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Runs every test from a clean clone on a fresh machine: installs npm dependencies and the Debian
-# packages the tests use (Docker Engine, PostgreSQL, a local registry, image tools), starts them,
-# typechecks, lints, then runs every *.test.ts with node's test runner. Exits non-zero on any failure.
+# packages the tests use (Docker Engine, PostgreSQL, a local registry, image tools, a one-node
+# Kubernetes built from Debian's source package), starts them, typechecks, lints, then runs every
+# *.test.ts with node's test runner. Exits non-zero on any failure.
 #
 #   scripts/test.sh                 # everything
 #   scripts/test.sh path/a.test.ts  # only these files (services are still started)
+#   CORRAL_TEST_KUBERNETES=0 scripts/test.sh   # without the Kubernetes cluster: its tests skip
+#
+# The Kubernetes binaries are built once into $CORRAL_CACHE_DIR/kubernetes/bin (7-20 minutes, in
+# parallel with the rest of the setup); a cluster this script started is stopped when it exits.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
@@ -46,6 +51,12 @@ system_setup() {
   bash scripts/build-images.sh
 }
 run_bg system system_setup; sys_pid=$BG_PID
+export CORRAL_TEST_KUBERNETES="${CORRAL_TEST_KUBERNETES:-1}"
+kubernetes="$CORRAL_TEST_KUBERNETES"
+if [ "$kubernetes" = 1 ]; then
+  # Building needs apt too; apt_install waits for the other job's lock.
+  run_bg kubernetes-build bash scripts/ensure-kubernetes.sh --build-only; kbuild_pid=$BG_PID
+fi
 run_bg node bash scripts/setup-node.sh; node_pid=$BG_PID
 wait_step node "$node_pid"
 
@@ -55,6 +66,17 @@ npx tsc -p tsconfig.test.json
 npx tsc -p bench --noEmit
 
 wait_step system "$sys_pid"
+if [ "$kubernetes" = 1 ]; then
+  wait_step kubernetes-build "$kbuild_pid"
+  # The kubelet runs Pods on the Docker Engine system_setup started.
+  # A cluster that was already up (a developer's) is left running; one started here is stopped.
+  if ! curl -skf --max-time 2 "https://127.0.0.1:${CORRAL_K8S_API_PORT:-6443}/readyz" >/dev/null 2>&1; then
+    trap 'bash scripts/stop-kubernetes.sh >&2 || true' EXIT
+  fi
+  CORRAL_K8S_KUBECONFIG="$(bash scripts/ensure-kubernetes.sh 2>"$CORRAL_CACHE_DIR/logs/kubernetes-start.log" | tail -n 1)"
+  export CORRAL_K8S_KUBECONFIG
+  log "Kubernetes cluster up; kubeconfig $CORRAL_K8S_KUBECONFIG"
+fi
 CORRAL_TEST_DATABASE_URL="$(tail -n 1 "$CORRAL_CACHE_DIR/logs/pg-url")"
 export CORRAL_TEST_DATABASE_URL
 # Pulls reach loopback registries only when listed: these are the local ones start-registry.sh runs.

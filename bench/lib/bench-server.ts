@@ -30,11 +30,19 @@ export function driverOption(args: string[]): 'docker' | 'oci' {
   return driver;
 }
 
-/** Starts a server for a runtime scenario; for oci, imports the test image into its store first. */
-export async function startBenchServer(driver: 'docker' | 'oci', extraEnv: NodeJS.ProcessEnv = {}): Promise<BenchServer> {
+/** The offline python image (Debian + python3) a scenario may ask {@link startBenchServer} for. */
+export const BENCH_PYTHON_IMAGE = 'python:3.11-slim';
+
+/**
+ * Starts a server for a runtime scenario; for oci, imports the test image (and, with
+ * `withPython`, the offline python image) into its store first.
+ */
+export async function startBenchServer(driver: 'docker' | 'oci', extraEnv: NodeJS.ProcessEnv = {}, withPython = false): Promise<BenchServer> {
   const dataDir = mkdtempSync(join(tmpdir(), `corral-bench-${driver}-`));
   const rootfs = await buildRootfs('busybox');
-  if (driver === 'oci') await buildImage('busybox', BENCH_IMAGE, await createRuntimeImages({ runtime: 'oci', dataDir }));
+  const images = await createRuntimeImages({ runtime: driver, dataDir });
+  if (driver === 'oci') await buildImage('busybox', BENCH_IMAGE, images);
+  if (withPython) await buildImage('python', BENCH_PYTHON_IMAGE, images);
   const served = await serveCorral({
     CORRAL_DATA_DIR: dataDir,
     CORRAL_RUNTIME: driver,

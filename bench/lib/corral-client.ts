@@ -96,12 +96,65 @@ export class BenchClient {
     return (JSON.parse(text) as { exit_code: number }).exit_code;
   }
 
+  private readonly tokens = new Map<string, Promise<{ token: string; base: string }>>();
+
+  /** The sandbox's gateway token and base URL, asked once and kept (as the Prime SDK's auth cache does). */
+  private gateway(id: string): Promise<{ token: string; base: string }> {
+    let entry = this.tokens.get(id);
+    if (!entry) {
+      entry = this.call<{ token: string; gateway_url: string; user_ns: string; job_id: string }>('POST', `/sandbox/${id}/auth`).then((a) => ({
+        token: a.token,
+        base: `${a.gateway_url}/${a.user_ns}/${a.job_id}`,
+      }));
+      entry.catch(() => this.tokens.delete(id));
+      this.tokens.set(id, entry);
+    }
+    return entry;
+  }
+
+  /**
+   * A gateway exec with a cached token, a command `timeout` (seconds) and the client's own deadline
+   * (`clientTimeoutMs`, as the SDK's HTTP timeout); resolves with the exit code and stdout.
+   */
+  async execTimed(id: string, command: string, timeoutSeconds: number, clientTimeoutMs: number): Promise<{ exitCode: number; stdout: string }> {
+    const { token, base } = await this.gateway(id);
+    const response = await fetch(`${base}/exec`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ command, sandbox_id: id, timeout: timeoutSeconds }),
+      signal: AbortSignal.timeout(clientTimeoutMs),
+    });
+    const text = await response.text();
+    if (response.status !== 200) throw new Error(`exec in ${id}: HTTP ${response.status} ${text.slice(0, 200)}`);
+    const body = JSON.parse(text) as { exit_code: number; stdout: string };
+    return { exitCode: body.exit_code, stdout: body.stdout };
+  }
+
+  /** Uploads `data` to `path` in the sandbox (multipart, as the Prime SDK's `upload_file`). */
+  async upload(id: string, path: string, data: Uint8Array): Promise<void> {
+    const { token, base } = await this.gateway(id);
+    const form = new FormData();
+    form.append('file', new Blob([data]), 'bundle');
+    const response = await fetch(`${base}/upload?path=${encodeURIComponent(path)}`, { method: 'POST', headers: { authorization: `Bearer ${token}` }, body: form });
+    if (!response.ok) throw new Error(`upload to ${id}: HTTP ${response.status} ${(await response.text()).slice(0, 200)}`);
+  }
+
+  /** Milliseconds one `GET` of `path` (under the server, not /api/v1) takes; throws on a non-2xx answer. */
+  async timeGet(path: string): Promise<number> {
+    const started = performance.now();
+    const response = await fetch(`${this.base}${path}`, { headers: { authorization: `Bearer ${BENCH_KEY}` } });
+    await response.arrayBuffer();
+    if (!response.ok) throw new Error(`GET ${path}: HTTP ${response.status}`);
+    return performance.now() - started;
+  }
+
   /** The sandbox as `GET /sandbox/{id}` returns it. */
   async get(id: string): Promise<Record<string, unknown>> {
     return this.call<Record<string, unknown>>('GET', `/sandbox/${id}`);
   }
 
   async delete(id: string): Promise<void> {
+    this.tokens.delete(id);
     await this.call('DELETE', `/sandbox/${id}`);
   }
 }

@@ -73,6 +73,8 @@ export interface CorralConfig {
   maxExecsPerUser: number;
   /** Most gateway operations of one sandbox running at once. */
   maxExecsPerSandbox: number;
+  /** Gateway operations one sandbox runs at once per CPU core it has (rounded up, at least 1, at most maxExecsPerSandbox); 0: no per-core bound. */
+  execsPerCpu: number;
   /** Most gateway operations (or sessions) one user may have waiting for a slot; more are answered 429. */
   maxQueuedPerUser: number;
   /** Most open streaming sessions (WebSocket `stream`, Connect `Start`) of one user; they have their own pool of maxConcurrentExecs slots. */
@@ -311,6 +313,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'maxConcurrentExecs', env: 'CORRAL_MAX_CONCURRENT_EXECS', description: 'Most gateway operations running in sandboxes at once across the server; more wait in a queue', defaultText: '1024', parse: integer(1, 100_000) },
   { key: 'maxExecsPerUser', env: 'CORRAL_MAX_EXECS_PER_USER', description: 'Most gateway operations of one user (the sandbox owner) running at once; more wait, and free slots go round-robin between users', defaultText: '128', parse: integer(1, 100_000) },
   { key: 'maxExecsPerSandbox', env: 'CORRAL_MAX_EXECS_PER_SANDBOX', description: 'Most gateway operations of one sandbox running at once', defaultText: '32', parse: integer(1, 100_000) },
+  { key: 'execsPerCpu', env: 'CORRAL_EXECS_PER_CPU', description: "Gateway operations one sandbox runs at once per CPU core of its cpu_cores (rounded up, at least 1, at most CORRAL_MAX_EXECS_PER_SANDBOX); more wait in its queue, and a command's timeout starts when it runs. 0: no per-core bound", defaultText: '8', parse: decimal(0, 10_000) },
   { key: 'maxQueuedPerUser', env: 'CORRAL_MAX_QUEUED_PER_USER', description: 'Most gateway operations (or sessions) of one user waiting for a slot; more are answered 429 with Retry-After', defaultText: '4096', parse: integer(0, 1_000_000) },
   { key: 'maxSessionsPerUser', env: 'CORRAL_MAX_SESSIONS_PER_USER', description: 'Most open streaming sessions (WebSocket stream, Connect Start) of one user; sessions have their own pool of CORRAL_MAX_CONCURRENT_EXECS slots, more wait', defaultText: '128', parse: integer(1, 100_000) },
   { key: 'maxSessionsPerSandbox', env: 'CORRAL_MAX_SESSIONS_PER_SANDBOX', description: 'Most open streaming sessions of one sandbox', defaultText: '32', parse: integer(1, 100_000) },
@@ -386,6 +389,7 @@ const DEFAULTS: CorralConfig = {
   maxConcurrentExecs: 1024,
   maxExecsPerUser: 128,
   maxExecsPerSandbox: 32,
+  execsPerCpu: 8,
   maxQueuedPerUser: 4096,
   maxSessionsPerUser: 128,
   maxSessionsPerSandbox: 32,

@@ -33,6 +33,45 @@ describe('FairScheduler', () => {
     assert.equal(slots.inUse, 0);
   });
 
+  it('bounds a sandbox by its CPU cores (perCpu) and serves its waiters in order', async () => {
+    const slots = new FairScheduler('exec', limits({ global: 100, perUser: 100, perSandbox: 32, perCpu: 4 }));
+    const small: SlotOwner = { userId: 'a', sandboxId: 'one-core', cpuCores: 1 };
+    const half: SlotOwner = { userId: 'a', sandboxId: 'half-core', cpuCores: 0.1 };
+    const big: SlotOwner = { userId: 'b', sandboxId: 'sixteen-cores', cpuCores: 16 };
+    assert.equal(slots.sandboxLimit(small), 4);
+    assert.equal(slots.sandboxLimit(half), 1);
+    assert.equal(slots.sandboxLimit(big), 32);
+    const peaks = new Map<string, number>();
+    const running = new Map<string, number>();
+    const order: number[] = [];
+    const work = (owner: SlotOwner, i: number): Promise<void> =>
+      slots.run(owner, async () => {
+        if (owner === small) order.push(i);
+        running.set(owner.sandboxId, (running.get(owner.sandboxId) ?? 0) + 1);
+        peaks.set(owner.sandboxId, Math.max(peaks.get(owner.sandboxId) ?? 0, running.get(owner.sandboxId) ?? 0));
+        await new Promise((resolve) => setTimeout(resolve, 2));
+        running.set(owner.sandboxId, (running.get(owner.sandboxId) ?? 0) - 1);
+      });
+    await Promise.all([
+      ...Array.from({ length: 20 }, (_, i) => work(small, i)),
+      ...Array.from({ length: 5 }, (_, i) => work(half, i)),
+      ...Array.from({ length: 40 }, (_, i) => work(big, i)),
+    ]);
+    assert.equal(peaks.get('one-core'), 4);
+    assert.equal(peaks.get('half-core'), 1);
+    assert.equal(peaks.get('sixteen-cores'), 32);
+    assert.deepEqual(order, Array.from({ length: 20 }, (_, i) => i));
+    assert.equal(slots.inUse, 0);
+    assert.equal(slots.queued, 0);
+  });
+
+  it('without perCpu, or for an owner without cores, perSandbox alone bounds a sandbox', () => {
+    const slots = new FairScheduler('exec', limits({ perSandbox: 7 }));
+    assert.equal(slots.sandboxLimit({ userId: 'a', sandboxId: 'x', cpuCores: 1 }), 7);
+    const perCpu = new FairScheduler('exec', limits({ perSandbox: 7, perCpu: 2 }));
+    assert.equal(perCpu.sandboxLimit({ userId: 'a', sandboxId: 'x' }), 7);
+  });
+
   it('drops a waiter whose signal aborts', async () => {
     const slots = new FairScheduler('exec', limits({ global: 1 }));
     const release = await slots.acquire(A1);

@@ -4,6 +4,8 @@ import { GatewayError, tooManyRequests } from '../errors/gateway-error.js';
 export interface SlotOwner {
   userId: string;
   sandboxId: string;
+  /** The sandbox's CPU cores; with {@link FairLimits.perCpu} they bound its slots. */
+  cpuCores?: number;
 }
 
 /** The limits of one {@link FairScheduler}. */
@@ -14,6 +16,12 @@ export interface FairLimits {
   perUser: number;
   /** Slots one sandbox holds at once. */
   perSandbox: number;
+  /**
+   * Slots one sandbox holds at once per CPU core (`ceil(cpuCores × perCpu)`, at least 1, at most
+   * `perSandbox`); 0 or unset: `perSandbox` alone. Keeps a 1-core sandbox from running 32 CPU-bound
+   * commands at once, each then taking 32 times as long.
+   */
+  perCpu?: number;
   /** Operations one user may have waiting; one more is refused with 429. */
   maxQueuedPerUser: number;
 }
@@ -42,6 +50,8 @@ export class FairScheduler {
   private active = 0;
   private readonly activeByUser = new Map<string, number>();
   private readonly activeBySandbox = new Map<string, number>();
+  /** Each waiting sandbox's slot limit (dispatch has only the sandbox id of a waiter). */
+  private readonly limitBySandbox = new Map<string, number>();
   private readonly users = new Map<string, UserQueue>();
   private waiting = 0;
 
@@ -65,11 +75,18 @@ export class FairScheduler {
     return this.activeByUser.get(userId) ?? 0;
   }
 
+  /** The slots `owner`'s sandbox may hold at once. */
+  sandboxLimit(owner: SlotOwner): number {
+    const { perSandbox, perCpu } = this.limits;
+    if (!perCpu || owner.cpuCores === undefined || !(owner.cpuCores > 0)) return perSandbox;
+    return Math.min(perSandbox, Math.max(1, Math.ceil(owner.cpuCores * perCpu)));
+  }
+
   private eligible(owner: SlotOwner): boolean {
     return (
       this.active < this.limits.global &&
       (this.activeByUser.get(owner.userId) ?? 0) < this.limits.perUser &&
-      (this.activeBySandbox.get(owner.sandboxId) ?? 0) < this.limits.perSandbox
+      (this.activeBySandbox.get(owner.sandboxId) ?? 0) < this.sandboxLimit(owner)
     );
   }
 
@@ -85,6 +102,7 @@ export class FairScheduler {
       decrement(this.activeByUser, owner.userId);
       decrement(this.activeBySandbox, owner.sandboxId);
       this.dispatch();
+      this.forgetIdle(owner);
     };
   }
 
@@ -124,6 +142,7 @@ export class FairScheduler {
         queue = { sandboxes: new Map(), queued: 0 };
         this.users.set(owner.userId, queue);
       }
+      this.limitBySandbox.set(owner.sandboxId, this.sandboxLimit(owner));
       const waiters = queue.sandboxes.get(owner.sandboxId);
       if (waiters) waiters.push(grant);
       else queue.sandboxes.set(owner.sandboxId, [grant]);
@@ -152,7 +171,14 @@ export class FairScheduler {
     queue.queued--;
     this.waiting--;
     if (queue.queued === 0) this.users.delete(owner.userId);
+    this.forgetIdle(owner);
     return true;
+  }
+
+  /** Drops a sandbox's remembered limit once it has no waiter. */
+  private forgetIdle(owner: SlotOwner): void {
+    if (this.users.get(owner.userId)?.sandboxes.has(owner.sandboxId)) return;
+    this.limitBySandbox.delete(owner.sandboxId);
   }
 
   /** Grants free slots to eligible waiters, users in round-robin order. */
@@ -184,7 +210,7 @@ export class FairScheduler {
       const held = this.activeByUser.get(userId) ?? 0;
       if (held >= this.limits.perUser || held >= bestHeld) continue;
       for (const [sandboxId, waiters] of queue.sandboxes) {
-        if ((this.activeBySandbox.get(sandboxId) ?? 0) < this.limits.perSandbox) {
+        if ((this.activeBySandbox.get(sandboxId) ?? 0) < (this.limitBySandbox.get(sandboxId) ?? this.limits.perSandbox)) {
           best = { userId, sandboxId, queue, waiters };
           bestHeld = held;
           break;

@@ -35,6 +35,7 @@ export async function registerGateway(app: FastifyInstance, deps: GatewayDeps): 
       global: config.maxConcurrentExecs,
       perUser: config.maxExecsPerUser,
       perSandbox: config.maxExecsPerSandbox,
+      perCpu: config.execsPerCpu,
       maxQueuedPerUser: config.maxQueuedPerUser,
     }),
     sessions: new FairScheduler('session', {

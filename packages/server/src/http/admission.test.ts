@@ -72,7 +72,7 @@ describe('admission (creates wait, PENDING, for capacity; round-robin across use
       assert.equal(a2.status, 201, a2.body);
       assert.equal(a2.sandbox.status, 'PENDING');
       assert.ok(a2.ms < 1_500, `a queued create is not held (${a2.ms} ms)`);
-      assert.match(a2.sandbox.errorMessage ?? '', /^waiting for capacity: 0\.0 of 1\.0 CPU free, asks 1\.0; 1st in queue$/);
+      assert.match(a2.sandbox.errorMessage ?? '', /^waiting for capacity: 0\.0 of 1\.0 CPU free, needs 1\.0; 1st in queue$/);
       const a3 = (await create(t, alice.key)).sandbox;
       const b1 = (await create(t, bob.key)).sandbox;
       const b2 = (await create(t, bob.key)).sandbox;
@@ -122,6 +122,29 @@ describe('admission (creates wait, PENDING, for capacity; round-robin across use
       assert.equal((await t.request('GET', '/api/v1/sandbox')).json<{ total: number }>().total, 0);
       const fits = await create(t, undefined, { cpu_cores: 2 });
       assert.equal(fits.sandbox.status, 'RUNNING');
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('takes a guaranteed sandbox\'s whole size out of the capacity (its limits × the overcommit ratio)', async () => {
+    // 2 cores × CORRAL_OVERCOMMIT_CPU 2: 4.0 of reservations.
+    const { t } = await admissionServer(2, { overcommitCpu: 2 });
+    try {
+      const plain = [await create(t, undefined), await create(t, undefined)];
+      for (const p of plain) assert.equal(p.sandbox.status, 'RUNNING', p.body);
+      const guaranteed = await create(t, undefined, { guaranteed: true });
+      assert.equal(guaranteed.status, 201, guaranteed.body);
+      assert.equal(guaranteed.sandbox.status, 'RUNNING', 'a 1-core guaranteed sandbox reserves 2.0 and fits in the 2.0 left');
+      const next = await create(t, undefined);
+      assert.equal(next.sandbox.status, 'PENDING');
+      assert.match(next.sandbox.errorMessage ?? '', /^waiting for capacity: 0\.0 of 4\.0 CPU free, needs 1\.0; 1st in queue$/);
+      // 3 cores fit 4.0 as a plain sandbox but not as a guaranteed one (6.0).
+      const big = await create(t, undefined, { guaranteed: true, cpu_cores: 3 });
+      assert.equal(big.status, 422, big.body);
+      assert.match(big.body, /asks 3 CPU cores as a guaranteed sandbox/);
+      await remove(t, guaranteed.sandbox.id);
+      await running(t, next.sandbox.id);
     } finally {
       await t.close();
     }
@@ -193,7 +216,7 @@ describe('admission (creates wait, PENDING, for capacity; round-robin across use
       try {
         // The running sandbox still holds both cores: nothing queued may start.
         assert.deepEqual(runtime.created, [big.id]);
-        assert.match((await get(after.t, q1.id)).errorMessage ?? '', /0\.0 of 2\.0 CPU free, asks 1\.0; 1st in queue$/);
+        assert.match((await get(after.t, q1.id)).errorMessage ?? '', /0\.0 of 2\.0 CPU free, needs 1\.0; 1st in queue$/);
         assert.match((await get(after.t, q3.id)).errorMessage ?? '', /3rd in queue$/);
         await remove(after.t, big.id);
         await running(after.t, q1.id);

@@ -18,7 +18,7 @@ interface Reservation {
   memoryGb: number;
 }
 
-/** One create waiting for admission. */
+/** One create waiting for admission; `cpuCores` and `memoryGb` are what it reserves ({@link AdmissionQueue.reservationOf}). */
 interface Entry {
   id: string;
   userId: string;
@@ -134,7 +134,7 @@ export class AdmissionQueue {
       : null;
     const rows = await this.store.findSandboxes({ activeOnly: true, runtimeOwner: this.config.instanceId }, 1_000_000);
     for (const row of rows) {
-      if (row.status !== 'PENDING' && !this.endedWhileLoading.has(row.id)) this.reserved.set(row.id, { cpuCores: row.cpuCores, memoryGb: row.memoryGb });
+      if (row.status !== 'PENDING' && !this.endedWhileLoading.has(row.id)) this.reserved.set(row.id, this.reservationOf(row));
     }
   }
 
@@ -148,18 +148,31 @@ export class AdmissionQueue {
   }
 
   /**
-   * Refuses (422 `UNSUPPORTED_RESOURCE` on the field) a create that could never be admitted: it
-   * asks more than the whole capacity × overcommit.
+   * What a sandbox reserves against capacity × overcommit: its limits, or for a `guaranteed`
+   * sandbox (Prime: "requests equal to its limits, bypassing the default oversubscription
+   * multiplier") its limits times the overcommit ratios, so it takes its whole size out of the
+   * host's capacity.
    */
-  async checkEverFits(cpuCores: number, memoryGb: number): Promise<void> {
+  reservationOf(row: Pick<SandboxRecord, 'cpuCores' | 'memoryGb' | 'guaranteed'>): Reservation {
+    if (!row.guaranteed) return { cpuCores: row.cpuCores, memoryGb: row.memoryGb };
+    return { cpuCores: row.cpuCores * this.config.overcommitCpu, memoryGb: row.memoryGb * this.config.overcommitMemory };
+  }
+
+  /**
+   * Refuses (422 `UNSUPPORTED_RESOURCE` on the field) a create that could never be admitted: it
+   * reserves more than the whole capacity × overcommit.
+   */
+  async checkEverFits(sandbox: Pick<SandboxRecord, 'cpuCores' | 'memoryGb' | 'guaranteed'>): Promise<void> {
     const limits = await this.admissionLimits();
     if (!limits) return;
+    const { cpuCores, memoryGb } = this.reservationOf(sandbox);
+    const how = sandbox.guaranteed ? ' as a guaranteed sandbox (its whole size out of the capacity)' : '';
     if (cpuCores > limits.cpuCores) {
-      const details = `asks ${cpuCores} CPU cores; this host admits at most ${fmt(limits.cpuCores)} (its capacity × CORRAL_OVERCOMMIT_CPU)`;
+      const details = `asks ${sandbox.cpuCores} CPU cores${how}; this host admits at most ${fmt(limits.cpuCores)} (its capacity × CORRAL_OVERCOMMIT_CPU)`;
       throw new ApiError('UNSUPPORTED_RESOURCE', `cpu_cores: ${details}`, { fieldErrors: [{ param: 'cpu_cores', details }] });
     }
     if (memoryGb > limits.memoryGb) {
-      const details = `asks ${memoryGb} GB of memory; this host admits at most ${fmt(limits.memoryGb)} GB (its capacity × CORRAL_OVERCOMMIT_MEMORY)`;
+      const details = `asks ${sandbox.memoryGb} GB of memory${how}; this host admits at most ${fmt(limits.memoryGb)} GB (its capacity × CORRAL_OVERCOMMIT_MEMORY)`;
       throw new ApiError('UNSUPPORTED_RESOURCE', `memory_gb: ${details}`, { fieldErrors: [{ param: 'memory_gb', details }] });
     }
   }
@@ -204,7 +217,7 @@ export class AdmissionQueue {
    */
   enqueue(row: SandboxRecord): void {
     if (this.entries.has(row.id)) return;
-    const entry: Entry = { id: row.id, userId: row.userId, cpuCores: row.cpuCores, memoryGb: row.memoryGb, timer: null };
+    const entry: Entry = { id: row.id, userId: row.userId, ...this.reservationOf(row), timer: null };
     if (row.admissionDeadline !== null) {
       const delay = Math.max(0, Date.parse(row.admissionDeadline) - Date.now());
       entry.timer = setTimeout(() => void this.expire(entry.id), Math.min(delay, 2 ** 31 - 1));
@@ -237,7 +250,7 @@ export class AdmissionQueue {
     try {
       const rows = await this.store.findSandboxes({ activeOnly: true, runtimeOwner: this.config.instanceId }, 1_000_000);
       const next = new Map<string, Reservation>();
-      for (const row of rows) if (row.status !== 'PENDING') next.set(row.id, { cpuCores: row.cpuCores, memoryGb: row.memoryGb });
+      for (const row of rows) if (row.status !== 'PENDING') next.set(row.id, this.reservationOf(row));
       for (const id of [...this.admitted, ...this.reading.admitted]) {
         const mine = this.reserved.get(id);
         if (mine) next.set(id, mine);
@@ -260,7 +273,7 @@ export class AdmissionQueue {
 
   /**
    * Why a waiting create waits, for `errorMessage` while it is PENDING: "waiting for capacity: 3.0
-   * of 8.0 CPU free, asks 4.0; 5th in queue". Undefined when it does not wait here.
+   * of 8.0 CPU free, needs 4.0; 5th in queue". Undefined when it does not wait here.
    */
   reasonOf(id: string): string | undefined {
     const entry = this.entries.get(id);
@@ -271,8 +284,8 @@ export class AdmissionQueue {
       const used = this.used();
       const cpuFree = Math.max(0, this.limits.cpuCores - used.cpuCores);
       const memFree = Math.max(0, this.limits.memoryGb - used.memoryGb);
-      if (entry.cpuCores > cpuFree) return `waiting for capacity: ${fmt(cpuFree)} of ${fmt(this.limits.cpuCores)} CPU free, asks ${fmt(entry.cpuCores)}; ${place}`;
-      if (entry.memoryGb > memFree) return `waiting for capacity: ${fmt(memFree)} of ${fmt(this.limits.memoryGb)} GB memory free, asks ${fmt(entry.memoryGb)}; ${place}`;
+      if (entry.cpuCores > cpuFree) return `waiting for capacity: ${fmt(cpuFree)} of ${fmt(this.limits.cpuCores)} CPU free, needs ${fmt(entry.cpuCores)}; ${place}`;
+      if (entry.memoryGb > memFree) return `waiting for capacity: ${fmt(memFree)} of ${fmt(this.limits.memoryGb)} GB memory free, needs ${fmt(entry.memoryGb)}; ${place}`;
       if (this.capacityBlocked) return `waiting for capacity behind earlier creates; ${place}`;
     }
     return `waiting for a provisioning slot (${this.config.maxConcurrentProvisioning} provision at once); ${place}`;
@@ -384,7 +397,7 @@ export class AdmissionQueue {
       const dropped = this.drop(row.id) !== undefined;
       if (this.reserved.delete(row.id) || dropped) this.dispatch();
     } else if (row.status !== 'PENDING' && row.runtimeOwner === this.config.instanceId && !this.reserved.has(row.id) && this.loaded) {
-      this.reserved.set(row.id, { cpuCores: row.cpuCores, memoryGb: row.memoryGb });
+      this.reserved.set(row.id, this.reservationOf(row));
     }
   }
 

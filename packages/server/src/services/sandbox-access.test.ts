@@ -41,7 +41,7 @@ describe('SandboxAccess', () => {
     assert.deepEqual(await access.state('ended'), { kind: 'ended', sandboxId: 'ended', status: 'TIMEOUT' });
     assert.deepEqual(await access.state('starting'), { kind: 'not-running', sandboxId: 'starting', status: 'PROVISIONING' });
     assert.deepEqual(await access.state('bare'), { kind: 'no-container', sandboxId: 'bare', status: 'RUNNING' });
-    assert.deepEqual(await access.state('up'), { kind: 'running', handle: { sandboxId: 'up', userId: 'u', runtimeId: 'r-up', runtime } });
+    assert.deepEqual(await access.state('up'), { kind: 'running', handle: { sandboxId: 'up', userId: 'u', runtimeId: 'r-up', runtime, cpuCores: 1 } });
     assert.deepEqual(touched, [], 'state() records no activity');
     assert.equal((await access.open('up')).kind, 'running');
     assert.equal((await access.open('starting')).kind, 'not-running');

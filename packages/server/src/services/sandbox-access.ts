@@ -15,6 +15,8 @@ export interface SandboxHandle {
   userId: string;
   runtimeId: string;
   runtime: SandboxRuntime;
+  /** The sandbox's `cpu_cores`: the gateway bounds its concurrent operations by them. */
+  cpuCores: number;
 }
 
 /** The access a gateway request or session was opened with: the API key behind its token, and its caller. */
@@ -158,6 +160,6 @@ export class SandboxAccess {
     if (sandbox.status !== 'RUNNING') return { kind: 'not-running', sandboxId: sandbox.id, status: sandbox.status };
     if (!sandbox.runtimeId) return { kind: 'no-container', sandboxId: sandbox.id, status: sandbox.status };
     if (!this.deps.runtime) return { kind: 'no-runtime', sandboxId: sandbox.id };
-    return { kind: 'running', handle: { sandboxId: sandbox.id, userId: sandbox.userId, runtimeId: sandbox.runtimeId, runtime: this.deps.runtime } };
+    return { kind: 'running', handle: { sandboxId: sandbox.id, userId: sandbox.userId, runtimeId: sandbox.runtimeId, runtime: this.deps.runtime, cpuCores: sandbox.cpuCores } };
   }
 }

@@ -133,7 +133,7 @@ export class SandboxService {
     if (runtime && network.networkAccess && !isOpenEgress(network.policy) && !enforcesEgress(runtime)) throw egressUnsupported(runtime.name, network.field);
     checkEgressEntriesSupported(runtime, network.policy, { allowlist: 'network_allowlist', denylist: 'network_denylist' });
     await this.checkDisk(input.diskSizeGb);
-    await this.lifecycle.admission?.checkEverFits(input.cpuCores, input.memoryGb);
+    await this.lifecycle.admission?.checkEverFits(input);
     if (input.registryCredentialsId !== null && !(await this.registryCredentials.usable(caller, input.registryCredentialsId))) {
       throw ApiError.invalid('registry_credentials_id', `no registry credentials ${input.registryCredentialsId} that you may use`);
     }

@@ -1,0 +1,45 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+
+const REPO = new URL('../../../../', import.meta.url).pathname;
+const CACHE = process.env.CORRAL_CACHE_DIR ?? join(REPO, '.cache');
+
+/** The test cluster's kubeconfig: `CORRAL_K8S_KUBECONFIG`, or the one scripts/ensure-kubernetes.sh writes. */
+export const TEST_KUBECONFIG = process.env.CORRAL_K8S_KUBECONFIG ?? join(CACHE, 'kubernetes', 'kubeconfig');
+
+/** The image Kubernetes tests run: in the local registry, which the node's Docker pulls from. */
+export const K8S_TEST_IMAGE = process.env.CORRAL_K8S_TEST_IMAGE ?? '127.0.0.1:5000/corral/busybox:latest';
+
+/** Where the kubernetes driver's tests compile `corral-agent`. */
+export const K8S_TEST_BIN_DIR = join(CACHE, 'kubernetes-driver-bin');
+
+/** Why Kubernetes tests cannot run here, or undefined when the cluster of {@link TEST_KUBECONFIG} answers with a Ready node. */
+export async function kubernetesMissing(): Promise<string | undefined> {
+  if (!existsSync(TEST_KUBECONFIG)) return `no kubeconfig at ${TEST_KUBECONFIG} (run scripts/ensure-kubernetes.sh, or set CORRAL_K8S_KUBECONFIG)`;
+  try {
+    const config = new KubeConfig();
+    config.loadFromFile(TEST_KUBECONFIG);
+    const core = config.makeApiClient(CoreV1Api);
+    const nodes = await Promise.race([
+      core.listNode(),
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no answer within 3 s')), 3000).unref()),
+    ]);
+    if (!nodes.items.some((n) => n.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'))) return 'the cluster has no Ready node';
+    return undefined;
+  } catch (error) {
+    return `the Kubernetes API of ${TEST_KUBECONFIG} does not answer (${(error as Error).message}); run scripts/ensure-kubernetes.sh`;
+  }
+}
+
+/**
+ * Registers a stand-in for a Kubernetes suite that cannot run: under `CI=true` it fails (scripts/test.sh
+ * starts the cluster there), unless `CORRAL_TEST_KUBERNETES=0` left the cluster out; otherwise it skips.
+ */
+export function kubernetesUnavailable(name: string, reason: string): void {
+  test(name, (t) => {
+    if (process.env.CI === 'true' && process.env.CORRAL_TEST_KUBERNETES !== '0') throw new Error(reason);
+    t.skip(reason);
+  });
+}

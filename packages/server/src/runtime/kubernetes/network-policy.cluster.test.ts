@@ -1,7 +1,5 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { CoreV1Api, KubeConfig, NetworkingV1Api } from '@kubernetes/client-node';
 import type { V1NetworkPolicy } from '@kubernetes/client-node';
@@ -10,40 +8,24 @@ import { RuntimeError } from '../runtime.js';
 import type { EgressPolicy } from '../runtime.js';
 import { eventually } from '../../testing/runtime-available.js';
 import { LOCAL_TEST_REGISTRIES } from '../../testing/local-registries.js';
+import { K8S_TEST_BIN_DIR, K8S_TEST_IMAGE, kubernetesMissing, kubernetesUnavailable, TEST_KUBECONFIG } from '../../testing/kubernetes-available.js';
 import { KubernetesRuntime } from './kubernetes-runtime.js';
 import { NetworkPolicyClient, ORPHAN_AGE_MS } from './network-policy-client.js';
 import { buildNetworkPolicy } from './network-policy.js';
 
-const IMAGE = process.env.CORRAL_K8S_TEST_IMAGE ?? '127.0.0.1:5000/corral/busybox:latest';
-const REPO = new URL('../../../../../', import.meta.url).pathname;
-const CACHE = process.env.CORRAL_CACHE_DIR ?? join(REPO, '.cache');
-const KUBECONFIG = process.env.CORRAL_K8S_KUBECONFIG ?? join(CACHE, 'kubernetes', 'kubeconfig');
 /** This file's own namespace, deleted at the end. */
 const NAMESPACE = 'corral-netpol';
 const SERVER_PEERS = [{ ipBlock: { cidr: '192.0.2.10/32' } }];
+const IMAGE = K8S_TEST_IMAGE;
+const KUBECONFIG = TEST_KUBECONFIG;
 
 /** A client model object as plain JSON (the client's classes are not deep-equal to object literals). */
 function plain(value: unknown): unknown {
   return value === undefined ? undefined : JSON.parse(JSON.stringify(value));
 }
 
-/** Why the cluster cannot be used, or undefined when it answers. */
-async function missing(): Promise<string | undefined> {
-  if (!existsSync(KUBECONFIG)) return `no kubeconfig at ${KUBECONFIG} (run scripts/ensure-kubernetes.sh, or set CORRAL_K8S_KUBECONFIG)`;
-  try {
-    const config = new KubeConfig();
-    config.loadFromFile(KUBECONFIG);
-    await Promise.race([
-      config.makeApiClient(CoreV1Api).listNode(),
-      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no answer within 3 s')), 3000).unref()),
-    ]);
-    return undefined;
-  } catch (error) {
-    return `the Kubernetes API of ${KUBECONFIG} does not answer (${(error as Error).message})`;
-  }
-}
-
-const reason = await missing();
+const reason = await kubernetesMissing();
+if (reason !== undefined) kubernetesUnavailable('kubernetes NetworkPolicies on a live cluster', reason);
 
 describe('kubernetes NetworkPolicies on a live cluster', { skip: reason, concurrency: 1, timeout: 300_000 }, () => {
   const config = new KubeConfig();
@@ -81,7 +63,7 @@ describe('kubernetes NetworkPolicies on a live cluster', { skip: reason, concurr
       instance,
       namespace: NAMESPACE,
       kubeconfigPath: KUBECONFIG,
-      binDir: join(CACHE, 'kubernetes-driver-bin'),
+      binDir: K8S_TEST_BIN_DIR,
       insecureRegistries: [...LOCAL_TEST_REGISTRIES],
       cpuRequestFraction: 0.01,
       serverPeers: SERVER_PEERS,
@@ -182,7 +164,7 @@ describe('kubernetes NetworkPolicies on a live cluster', { skip: reason, concurr
       instance: `${instance}-off`,
       namespace: NAMESPACE,
       kubeconfigPath: KUBECONFIG,
-      binDir: join(CACHE, 'kubernetes-driver-bin'),
+      binDir: K8S_TEST_BIN_DIR,
       insecureRegistries: [...LOCAL_TEST_REGISTRIES],
       cpuRequestFraction: 0.01,
       networkPolicy: 'off',

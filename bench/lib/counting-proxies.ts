@@ -159,6 +159,8 @@ export async function startApiCountingProxy(upstream: URL, ca: Buffer): Promise<
     const what = note(req);
     const forwarded = httpsRequest({ host, port, ca, method: req.method, path: req.url, headers: { ...req.headers, host: upstream.host } }, (answer) => {
       res.writeHead(answer.statusCode ?? 502, answer.headers);
+      // A watch answers headers at once and events later: pass the headers on now.
+      res.flushHeaders();
       if (what.startsWith('watch ')) {
         answer.on('data', (chunk: Buffer) => {
           counts.watchBytes += chunk.length;

@@ -41,8 +41,9 @@ export function kubernetesServerEnv(): NodeJS.ProcessEnv {
  * `kubectl run` of the bench image (requests = limits = {@link K8S_SANDBOX_RESOURCES}, as the
  * driver's Pods, `IfNotPresent` as the driver), `kubectl wait --for=condition=Ready`, then a first
  * `kubectl exec … true`: what a user of plain Kubernetes pays for a Pod that takes a command.
+ * `deleteAfter`: each run deletes its Pod after it is timed (sequential scenarios).
  */
-export function kubectlRunExec(image = K8S_BENCH_IMAGE): BaselineOp {
+export function kubectlRunExec(image = K8S_BENCH_IMAGE, deleteAfter = false): BaselineOp {
   const cpu = `${Math.round(K8S_SANDBOX_RESOURCES.cpu_cores * 1000)}m`;
   const memory = `${Math.round(K8S_SANDBOX_RESOURCES.memory_gb * 1024)}Mi`;
   return {
@@ -56,6 +57,9 @@ export function kubectlRunExec(image = K8S_BENCH_IMAGE): BaselineOp {
       ]);
       await kubectl(['-n', BENCH_NAMESPACE, 'wait', '--for=condition=Ready', '--timeout=120s', `pod/${name}`]);
       await kubectl(['-n', BENCH_NAMESPACE, 'exec', name, '--', 'true']);
+      // Untimed: the Pod goes once measured when `deleteAfter`, so sequential runs fit the small node.
+      if (deleteAfter) return () => kubectl(['-n', BENCH_NAMESPACE, 'delete', 'pod', name, '--grace-period=0', '--force', '--wait=true']);
+      return undefined;
     },
     async cleanup() {
       await kubectl(['-n', BENCH_NAMESPACE, 'delete', 'pods', '-l', BASELINE_LABEL, '--grace-period=0', '--force', '--wait=false']).catch(() => '');

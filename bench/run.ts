@@ -13,6 +13,7 @@ const SCENARIOS: Record<string, () => Promise<{ run(args: string[]): Promise<voi
   fairness: () => import('./scenarios/fairness.js'),
   egress: () => import('./scenarios/egress.js'),
   'cli-startup': () => import('./scenarios/cli-startup.js'),
+  'scale-costs': () => import('./scenarios/scale-costs.js'),
 };
 
 const [name, ...args] = process.argv.slice(2);

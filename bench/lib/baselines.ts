@@ -7,10 +7,13 @@ import { promisify } from 'node:util';
 
 const run = promisify(execFile);
 
-/** A baseline: one timed operation, and cleanup for everything it made. */
+/**
+ * A baseline: one timed operation, and cleanup for everything it made. `once` may return an
+ * untimed cleanup of what it made, which {@link timeRuns} runs after timing it.
+ */
 export interface BaselineOp {
   name: string;
-  once(): Promise<void>;
+  once(): Promise<void | (() => Promise<unknown>)>;
   cleanup(): Promise<void>;
 }
 
@@ -62,8 +65,11 @@ export async function runcRunTrue(rootfsTar: string, binary = 'runc'): Promise<B
   };
 }
 
-/** Runs `op` `total` times with `concurrency` workers and returns each duration in ms. */
-export async function timeRuns(total: number, concurrency: number, op: () => Promise<void>): Promise<{ ms: number[]; errors: string[] }> {
+/**
+ * Runs `op` `total` times with `concurrency` workers and returns each duration in ms. When `op`
+ * resolves to a function, that function runs after the duration is taken (untimed cleanup).
+ */
+export async function timeRuns(total: number, concurrency: number, op: () => Promise<void | (() => Promise<unknown>)>): Promise<{ ms: number[]; errors: string[] }> {
   const ms: number[] = [];
   const errors: string[] = [];
   let next = 0;
@@ -73,8 +79,9 @@ export async function timeRuns(total: number, concurrency: number, op: () => Pro
         next++;
         const t0 = performance.now();
         try {
-          await op();
+          const after = await op();
           ms.push(performance.now() - t0);
+          if (typeof after === 'function') await after();
         } catch (error) {
           errors.push(error instanceof Error ? error.message : String(error));
         }

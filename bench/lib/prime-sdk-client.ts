@@ -33,8 +33,11 @@ export class PrimeSdkClient {
 
   constructor(
     base: string,
-    /** `holdHeaders` go with the create and the status asks (`x-corral-create-wait: 0` = the old, unheld answers). */
-    private readonly options: { holdHeaders?: Record<string, string> } = {},
+    /**
+     * `holdHeaders` go with the create and the status asks (`x-corral-create-wait: 0` = the old,
+     * unheld answers); `resources` replace the create's `cpu_cores`/`memory_gb` (1 and 1).
+     */
+    private readonly options: { holdHeaders?: Record<string, string>; resources?: { cpu_cores: number; memory_gb: number } } = {},
   ) {
     this.pool = new HttpxStylePool(new URL(base));
   }
@@ -63,6 +66,7 @@ export class PrimeSdkClient {
       timeout_minutes: 60,
       labels: [],
       idempotency_key: randomUUID().replace(/-/g, ''),
+      ...this.options.resources,
     };
     return this.call<{ id: string; status: string }>('POST', '/sandbox', body, this.options.holdHeaders ?? {});
   }

@@ -1,10 +1,11 @@
 import { dockerRunExec, runcRunTrue, timeRuns, type BaselineOp } from '../lib/baselines.js';
-import { BENCH_IMAGE, driverOption, resultsFile, startBenchServer } from '../lib/bench-server.js';
+import { benchImage, createExtra, resultsFile, runtimeDriverOption, startBenchServer } from '../lib/bench-server.js';
+import { ensureBenchNamespace, K8S_SANDBOX_RESOURCES, kubectlRunExec, waitForNoSandboxPods } from '../lib/kubernetes-bench.js';
 import { PrimeSdkClient } from '../lib/prime-sdk-client.js';
 import { machine, percentiles, report, type Baseline } from '../lib/results.js';
 
 /**
- * `npm run bench -- burst [--driver oci|docker] [--count 100] [--settle <seconds>] [--create-wait-ms <ms>]`
+ * `npm run bench -- burst [--driver oci|docker|kubernetes] [--count 100 (kubernetes: 10)] [--settle <seconds>] [--create-wait-ms <ms>]`
  *
  * `count` creates at once; each is timed from its `POST /sandbox` to its first successful gateway
  * exec (status polled through one shared `status:batchGet` every 20 ms for all pending sandboxes, as
@@ -13,16 +14,20 @@ import { machine, percentiles, report, type Baseline } from '../lib/results.js';
  * backoff, as `asyncio.gather` over the async SDK's `create` + `wait_for_creation` +
  * `execute_command("true")` does), and the server-side readiness of each burst (`startedAt −
  * createdAt` of every row). Baseline: the same number
- * of `docker run -d` + `docker exec true` (and, for oci, `runc run true`) started at once.
+ * of `docker run -d` + `docker exec true` (and, for oci, `runc run true`) started at once; on
+ * kubernetes, the same number of `kubectl run` + wait Ready + `kubectl exec true` (0.1 CPU, 0.25 GB
+ * each, as the sandboxes: the 2-core test node holds about 20 of them).
  *
  * The burst measures start latency, so admission (issue 19: at most capacity × CORRAL_OVERCOMMIT_*
  * of reserved CPU and memory, the rest queued) is opened wide for it: 1-CPU creates would otherwise
  * mostly wait in the queue on a small host. `--default-admission` keeps the server's defaults.
  */
 export async function run(args: string[]): Promise<void> {
-  const driver = driverOption(args);
+  const driver = runtimeDriverOption(args);
   const countAt = args.indexOf('--count');
-  const count = countAt >= 0 ? Number(args[countAt + 1]) : 100;
+  const count = countAt >= 0 ? Number(args[countAt + 1]) : driver === 'kubernetes' ? 10 : 100;
+  const image = benchImage(driver);
+  const extra = createExtra(driver);
   // Seconds to wait after the warm-up sandbox, so the driver's pools (CORRAL_OCI_POOL_SIZE) fill first.
   const settleAt = args.indexOf('--settle');
   const settleMs = settleAt >= 0 ? Number(args[settleAt + 1]) * 1000 : 0;
@@ -32,14 +37,15 @@ export async function run(args: string[]): Promise<void> {
   if (!args.includes('--default-admission')) console.log('burst: admission opened wide (CORRAL_OVERCOMMIT_CPU=1000, CORRAL_OVERCOMMIT_MEMORY=100); --default-admission keeps the defaults');
   const server = await startBenchServer(driver, { ...admission, ...(holdAt >= 0 ? { CORRAL_CREATE_WAIT_MS: args[holdAt + 1] } : {}) });
   try {
-    const warm = await server.client.create(BENCH_IMAGE);
+    const warm = await server.client.create(image, extra);
     await server.client.waitRunning(warm);
     await server.client.delete(warm);
+    if (driver === 'kubernetes') await waitForNoSandboxPods(server.instanceId);
     await new Promise((r) => setTimeout(r, settleMs));
     const created: string[] = [];
     const wallStart = performance.now();
     const corral = await timeRuns(count, count, async () => {
-      const id = await server.client.create(BENCH_IMAGE);
+      const id = await server.client.create(image, extra);
       created.push(id);
       await server.client.waitRunningBatched(id, 20);
       const code = await server.client.exec(id, 'true');
@@ -52,12 +58,13 @@ export async function run(args: string[]): Promise<void> {
       );
     const fastReadiness = await readiness(created);
     await Promise.all(created.map((id) => server.client.delete(id).catch(() => undefined)));
+    if (driver === 'kubernetes') await waitForNoSandboxPods(server.instanceId);
     await new Promise((r) => setTimeout(r, settleMs));
-    const sdkClient = new PrimeSdkClient(server.served.url);
+    const sdkClient = new PrimeSdkClient(server.served.url, driver === 'kubernetes' ? { resources: { ...K8S_SANDBOX_RESOURCES } } : {});
     const sdkCreated: string[] = [];
     const sdkWallStart = performance.now();
     const sdk = await timeRuns(count, count, async () => {
-      const { id } = await sdkClient.create(BENCH_IMAGE);
+      const { id } = await sdkClient.create(image);
       sdkCreated.push(id);
       await sdkClient.waitForCreation(id);
       const code = await sdkClient.executeCommand(id, 'true');
@@ -66,7 +73,9 @@ export async function run(args: string[]): Promise<void> {
     const sdkWallMs = performance.now() - sdkWallStart;
     const sdkReadiness = await readiness(sdkCreated);
     await Promise.all(sdkCreated.map((id) => sdkClient.delete(id).catch(() => undefined)));
-    const ops: BaselineOp[] = [dockerRunExec(BENCH_IMAGE)];
+    if (driver === 'kubernetes') await waitForNoSandboxPods(server.instanceId);
+    if (driver === 'kubernetes') await ensureBenchNamespace();
+    const ops: BaselineOp[] = driver === 'kubernetes' ? [kubectlRunExec()] : [dockerRunExec(image)];
     if (driver === 'oci') ops.push(await runcRunTrue(server.rootfsTar));
     const baselines: Baseline[] = [];
     for (const op of ops) {

@@ -6,12 +6,13 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { DockerRuntime } from '../../packages/server/src/runtime/docker/docker-runtime.js';
 import { machine, percentiles, report, type Baseline } from '../lib/results.js';
-import { driverOption, resultsFile } from '../lib/bench-server.js';
+import { resultsFile, runtimeDriverOption } from '../lib/bench-server.js';
 import { serveCorral } from '../lib/serve.js';
+import { runKubernetes } from './exec-kubernetes.js';
 import { runOci } from './exec-oci.js';
 
 /**
- * `npm run bench -- exec [--runs 300] [--concurrent-runs 960] [--cli-runs 100] [--image corral-test/busybox:latest]`
+ * `npm run bench -- exec [--driver docker|oci|kubernetes] [--runs 300] [--concurrent-runs 960] [--cli-runs 100] [--image corral-test/busybox:latest]`
  *
  * Round trip of `true` through the gateway (`POST …/exec`, what the Prime SDK sends) against one
  * Docker sandbox of a `corral serve` child process: one client in sequence, then 32 clients at
@@ -76,9 +77,14 @@ async function api(url: string, method: string, path: string, body?: unknown): P
   return json;
 }
 
-/** Runs the scenario: `--driver oci` measures the oci driver (scenarios/exec-oci.ts), else Docker. */
+/**
+ * Runs the scenario: `--driver oci` measures the oci driver (scenarios/exec-oci.ts), `--driver
+ * kubernetes` the kubernetes driver (scenarios/exec-kubernetes.ts), else Docker.
+ */
 export async function run(args: string[]): Promise<void> {
-  if (driverOption(args) === 'oci' && args.includes('--driver')) return runOci(args);
+  const driver = runtimeDriverOption(args);
+  if (driver === 'kubernetes') return runKubernetes(args);
+  if (driver === 'oci' && args.includes('--driver')) return runOci(args);
   const runs = option(args, 'runs', 300);
   const concurrentRuns = option(args, 'concurrent-runs', 30 * CONCURRENCY);
   const cliRuns = option(args, 'cli-runs', 100);

@@ -1,10 +1,11 @@
 import { type BaselineOp, dockerRunExec, runcRunTrue, timeRuns } from '../lib/baselines.js';
-import { BENCH_IMAGE, driverOption, resultsFile, startBenchServer } from '../lib/bench-server.js';
+import { benchImage, createExtra, resultsFile, runtimeDriverOption, startBenchServer } from '../lib/bench-server.js';
+import { K8S_SANDBOX_RESOURCES, kubectlRunExec } from '../lib/kubernetes-bench.js';
 import { PrimeSdkClient } from '../lib/prime-sdk-client.js';
 import { machine, percentiles, report, type Baseline } from '../lib/results.js';
 
 /**
- * `npm run bench -- tti [--driver oci|docker] [--runs 100]`
+ * `npm run bench -- tti [--driver oci|docker|kubernetes] [--runs 100]`
  *
  * Time to interactive, sequentially: `POST /sandbox` → `status:batchGet` every 5 ms until RUNNING →
  * `POST /auth` → gateway exec of `true`, against a `corral serve` child. Deletes are not timed.
@@ -13,48 +14,58 @@ import { machine, percentiles, report, type Baseline } from '../lib/results.js';
  * `execute_command("true")`), with the held create and, for `--sdk-no-hold-runs` runs (default
  * 10), without it (`X-Corral-Create-Wait: 0`, the old behaviour).
  * Baselines in the same run: `docker run -d` + `docker exec true` through the CLI, and (oci)
- * `runc run` of `true` on a plain bundle of the same rootfs.
+ * `runc run` of `true` on a plain bundle of the same rootfs. On kubernetes (the cluster of
+ * scripts/ensure-kubernetes.sh, namespace `corral-bench`, sandboxes of 0.1 CPU and 0.25 GB): `kubectl
+ * run` of the same image with the same requests and limits until Ready, then a first `kubectl exec
+ * … true`, instead of the Docker baseline.
  */
 export async function run(args: string[]): Promise<void> {
-  const driver = driverOption(args);
+  const driver = runtimeDriverOption(args);
   const runsAt = args.indexOf('--runs');
   const runs = runsAt >= 0 ? Number(args[runsAt + 1]) : 100;
+  const image = benchImage(driver);
+  const extra = createExtra(driver);
+  const sdkResources = driver === 'kubernetes' ? { resources: { ...K8S_SANDBOX_RESOURCES } } : {};
   const server = await startBenchServer(driver);
-  const baselineOps: BaselineOp[] = [dockerRunExec(BENCH_IMAGE)];
+  const baselineOps: BaselineOp[] = driver === 'kubernetes' ? [kubectlRunExec(undefined, true)] : [dockerRunExec(image)];
+  // On kubernetes each sandbox is deleted once timed (untimed), so the runs fit the 2-core node.
+  const deleteNow = driver === 'kubernetes';
   if (driver === 'oci') baselineOps.push(await runcRunTrue(server.rootfsTar));
   try {
     // Warm up: the first sandbox pays for pools, caches and JIT.
     for (let i = 0; i < 3; i += 1) {
-      const id = await server.client.create(BENCH_IMAGE);
+      const id = await server.client.create(image, extra);
       await server.client.waitRunning(id);
       await server.client.exec(id, 'true');
       await server.client.delete(id);
     }
     const created: string[] = [];
     const corral = await timeRuns(runs, 1, async () => {
-      const id = await server.client.create(BENCH_IMAGE);
-      created.push(id);
+      const id = await server.client.create(image, extra);
+      if (!deleteNow) created.push(id);
       await server.client.waitRunning(id);
       const code = await server.client.exec(id, 'true');
       if (code !== 0) throw new Error(`exit ${code}`);
+      return deleteNow ? () => server.client.delete(id) : undefined;
     });
     for (const id of created) await server.client.delete(id);
     const sdkTimed = async (client: PrimeSdkClient, n: number): Promise<{ ms: number[]; errors: string[]; statusRequests: number }> => {
       const ids: string[] = [];
       const measured = await timeRuns(n, 1, async () => {
-        const { id } = await client.create(BENCH_IMAGE);
-        ids.push(id);
+        const { id } = await client.create(image);
+        if (!deleteNow) ids.push(id);
         await client.waitForCreation(id);
         const code = await client.executeCommand(id, 'true');
         if (code !== 0) throw new Error(`exit ${code}`);
+        return deleteNow ? () => client.delete(id) : undefined;
       });
       for (const id of ids) await client.delete(id);
       return { ...measured, statusRequests: client.statusRequests };
     };
     const noHoldAt = args.indexOf('--sdk-no-hold-runs');
     const noHoldRuns = noHoldAt >= 0 ? Number(args[noHoldAt + 1]) : 10;
-    const sdk = await sdkTimed(new PrimeSdkClient(server.served.url), runs);
-    const sdkNoHold = await sdkTimed(new PrimeSdkClient(server.served.url, { holdHeaders: { 'x-corral-create-wait': '0' } }), noHoldRuns);
+    const sdk = await sdkTimed(new PrimeSdkClient(server.served.url, sdkResources), runs);
+    const sdkNoHold = await sdkTimed(new PrimeSdkClient(server.served.url, { holdHeaders: { 'x-corral-create-wait': '0' }, ...sdkResources }), noHoldRuns);
     const sdkFigures = (m: { ms: number[]; errors: string[]; statusRequests: number }): Record<string, unknown> => ({
       ...percentiles(m.ms),
       max_ms: Math.round(Math.max(...m.ms) * 100) / 100,

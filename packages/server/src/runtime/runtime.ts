@@ -166,6 +166,14 @@ export interface RuntimeCapabilities {
    * and no network, rather than run a sandbox unrestricted.
    */
   egressPolicy?: boolean;
+  /**
+   * The driver's sandboxes are reachable from every replica of a deployment (same
+   * `CORRAL_INSTANCE_ID`): any replica lists, execs in, dials, removes and adopts any of them
+   * (kubernetes: one cluster; docker: one engine, with the replicas on its host sharing the data
+   * directory). Absent or false (oci: sandboxes live in one process's host): a second live replica
+   * of the deployment is refused at startup.
+   */
+  sharedRuntime?: boolean;
 }
 
 /** The isolation a driver's sandboxes really get; `GET /healthz` reports it and the server logs it at startup. */

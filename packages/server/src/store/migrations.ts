@@ -227,6 +227,28 @@ migrations['0007_admission_deadline'] = {
   },
 };
 
+migrations['0008_replicas'] = {
+  async up(db: Kysely<unknown>): Promise<void> {
+    // Replicas' heartbeats: a replica is live while expires_at (ms since the epoch, the database's clock) is ahead.
+    await db.schema
+      .createTable('replicas')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('instance_id', 'text', (c) => c.notNull())
+      .addColumn('started_at', 'text', (c) => c.notNull())
+      .addColumn('expires_at', sql`double precision`, (c) => c.notNull())
+      .execute();
+    // Named leases (the reconciler's leader lease), held by one replica until expires_at.
+    await db.schema
+      .createTable('leases')
+      .addColumn('name', 'text', (c) => c.primaryKey())
+      .addColumn('holder', 'text', (c) => c.notNull())
+      .addColumn('expires_at', sql`double precision`, (c) => c.notNull())
+      .execute();
+    // The replica that holds a PENDING/PROVISIONING sandbox's provisioning work; null: nobody.
+    await db.schema.alterTable('sandboxes').addColumn('provisioner', 'text').execute();
+  },
+};
+
 /** Hands Kysely's migrator the migrations above. */
 export const migrationProvider: MigrationProvider = {
   getMigrations: () => Promise.resolve(migrations),

@@ -245,7 +245,7 @@ export class KubernetesRuntime implements SandboxRuntime {
   }
 
   capabilities(): RuntimeCapabilities {
-    return { gpuCount: 0, gpuTypes: [], egressPolicy: false };
+    return { gpuCount: 0, gpuTypes: [], egressPolicy: false, sharedRuntime: true };
   }
 
   /** User namespace: none (Kubernetes 1.20); seccomp: RuntimeDefault; cgroups as the first sandbox saw them. */

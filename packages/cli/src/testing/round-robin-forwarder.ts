@@ -7,6 +7,8 @@ export interface RoundRobinForwarder {
   url: string;
   /** Requests forwarded, per backend port. */
   forwarded: Map<number, number>;
+  /** Connections a backend cut or refused: port, error code, method and path. */
+  failures: string[];
   close(): Promise<void>;
 }
 
@@ -20,6 +22,7 @@ export interface RoundRobinForwarder {
 export async function startRoundRobinForwarder(backends: readonly number[]): Promise<RoundRobinForwarder> {
   let next = 0;
   const forwarded = new Map<number, number>();
+  const failures: string[] = [];
 
   /** Sends the request to backend `index`, else (refused) to the next ones in order; 503 once each refused. */
   const forward = (req: IncomingMessage, res: ServerResponse, body: Buffer, index: number, tried: number): void => {
@@ -39,6 +42,7 @@ export async function startRoundRobinForwarder(backends: readonly number[]): Pro
       response.on('aborted', () => res.destroy());
     });
     upstream.on('error', (error: NodeJS.ErrnoException) => {
+      failures.push(`${port} ${error.code ?? error.message} ${req.method ?? ''} ${req.url ?? ''}`);
       if (answered) {
         res.destroy();
       } else if (error.code === 'ECONNREFUSED') {
@@ -61,6 +65,7 @@ export async function startRoundRobinForwarder(backends: readonly number[]): Pro
   return {
     url: `http://127.0.0.1:${port}`,
     forwarded,
+    failures,
     async close() {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));

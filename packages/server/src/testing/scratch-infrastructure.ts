@@ -61,9 +61,21 @@ export async function kubernetesMissing(kubeconfig: string): Promise<string | un
   }
 }
 
-/** Deletes a namespace a test created (and everything in it); a missing one is fine. */
-export async function deleteKubernetesNamespace(kubeconfig: string, namespace: string): Promise<void> {
-  await (await kubernetesCore(kubeconfig))
-    .deleteNamespace({ name: namespace })
-    .catch(() => undefined);
+/**
+ * Deletes a namespace a test created (and everything in it) and waits, up to `timeoutMs`, until it
+ * is gone: a namespace still terminating refuses new Pods, so a next run must not find it. A
+ * missing one is fine.
+ */
+export async function deleteKubernetesNamespace(kubeconfig: string, namespace: string, timeoutMs = 120_000): Promise<void> {
+  const core = await kubernetesCore(kubeconfig);
+  await core.deleteNamespace({ name: namespace }).catch(() => undefined);
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const gone = await core.readNamespace({ name: namespace }).then(
+      () => false,
+      () => true,
+    );
+    if (gone) return;
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+  }
 }

@@ -173,8 +173,10 @@ for (const entry of variants) {
         }
       }
 
+      let killerDone = false;
+      /** At least `cycles` cycles, and on until both replicas were killed and restarted. */
       async function worker(w: number): Promise<void> {
-        for (let i = 0; i < variant.cycles; i++) {
+        for (let i = 0; i < variant.cycles || !killerDone; i++) {
           const step = `worker ${w} cycle ${i}`;
           try {
             const sandbox = await Sandbox.create(client, { image: variant.image, name: `r-${w}-${i}`, cpuCores: 0.1, memoryGb: 0.125, diskSizeGb: 1, timeoutMinutes: 30 });
@@ -196,6 +198,8 @@ for (const entry of variants) {
       /** Killed replica id → when SIGKILL was sent. */
       const killed = new Map<string, number>();
       let adoptions = 0;
+      /** From SIGKILL to the adopted sandbox RUNNING, ms. */
+      const adoptionMs: number[] = [];
       const work = Promise.all(Array.from({ length: variant.workers }, (_, w) => worker(w)));
       // Each replica killed in turn while it provisions (as soon as it holds a starting sandbox, within
       // 30 s), then restarted: a new process with a new replica id.
@@ -217,15 +221,17 @@ for (const entry of variants) {
           await new Promise((resolve) => setTimeout(resolve, 1_000));
           await start(index);
         }
-      })();
+      })().finally(() => {
+        killerDone = true;
+      });
       try {
         await Promise.all([work, killer]);
       } finally {
         await observer.close();
       }
 
-      assert.deepEqual(failures, [], `every call succeeds with the client's retries\n--- replica 0 ---\n${logs[0]}\n--- replica 1 ---\n${logs[1]}`);
-      assert.equal(cyclesDone, variant.workers * variant.cycles);
+      assert.deepEqual(failures, [], `every call succeeds with the client's retries\n--- forwarder: cut or refused ---\n${forwarder.failures.join('\n')}\n--- replica 0 ---\n${logs[0]}\n--- replica 1 ---\n${logs[1]}`);
+      assert.ok(cyclesDone >= variant.workers * variant.cycles);
       assert.equal(new Set(created).size, created.length, 'no create made two sandboxes');
       // (Which replica served what is in the summary line: the forwarder counts answered calls per port.)
 
@@ -242,7 +248,11 @@ for (const entry of variants) {
           const killedAt = killed.get(row.provisioner ?? '');
           // Adopted by another replica, or started by the killed one in the moment before SIGKILL landed.
           const adopted = killedAt === undefined;
-          if (adopted) adoptions++;
+          if (adopted) {
+            adoptions++;
+            const killedAtAll = Math.max(...[...killed.values()].filter((at) => row.startedAt !== null && at <= Date.parse(row.startedAt)));
+            if (row.startedAt !== null && Number.isFinite(killedAtAll)) adoptionMs.push(Date.parse(row.startedAt) - killedAtAll);
+          }
           assert.ok(adopted || (row.startedAt !== null && Date.parse(row.startedAt) <= killedAt), `${row.id} was adopted (provisioner ${row.provisioner ?? 'null'}, started ${row.startedAt ?? 'never'})`);
         }
         const live = await store.findSandboxes({ activeOnly: true, runtimeOwner: deployment }, 1000);
@@ -258,7 +268,7 @@ for (const entry of variants) {
         await new Promise((resolve) => setTimeout(resolve, 1_000));
       } while (Date.now() < deadline);
       assert.deepEqual(left, [], 'the runtime holds nothing without a live row');
-      process.stderr.write(`# ${variant.driver}: ${cyclesDone} cycles, ${created.length} sandboxes, exec retried after a cut connection ${execRetries}×, killed while provisioning ${orphanedByKill.length} (adopted ${adoptions}), forwarded ${JSON.stringify([...forwarder.forwarded])}, cut or refused: ${JSON.stringify(forwarder.failures)}\n`);
+      process.stderr.write(`# ${variant.driver}: ${cyclesDone} cycles, ${created.length} sandboxes, exec retried after a cut connection ${execRetries}×, killed while provisioning ${orphanedByKill.length} (adopted ${adoptions}, RUNNING ${JSON.stringify(adoptionMs)} ms after the kill), forwarded ${JSON.stringify([...forwarder.forwarded])}, cut or refused: ${JSON.stringify(forwarder.failures)}\n`);
     });
   });
 }

@@ -105,7 +105,11 @@ for (const entry of variants) {
       child.stderr?.on('data', (chunk: Buffer) => (logs[index] = (logs[index] + chunk.toString()).slice(-20_000)));
       child.stdout?.on('data', (chunk: Buffer) => (logs[index] = (logs[index] + chunk.toString()).slice(-20_000)));
       replicas[index] = child;
-      await waitForHealthy(`http://127.0.0.1:${ports[index]}/healthz`, 120_000);
+      try {
+        await waitForHealthy(`http://127.0.0.1:${ports[index]}/healthz`, 120_000);
+      } catch (error) {
+        throw new Error(`replica ${index} did not start: ${String(error)}\n${logs[index]}`);
+      }
     }
 
     async function kill(index: number): Promise<void> {

@@ -6,6 +6,8 @@ import { openStore } from '../store/open-store.js';
 import type { Store } from '../store/store.js';
 import { GatedRuntime } from '../testing/gated-runtime.js';
 import { sandboxFixture } from '../testing/sandbox-fixture.js';
+import { AccessEvents } from './access-events.js';
+import { AuthService } from './auth-service.js';
 import { Reconciler } from './reconciler.js';
 import { ReplicaPresence, UnsharedRuntimeError } from './replica-presence.js';
 import { SandboxLifecycle } from './sandbox-lifecycle.js';
@@ -140,5 +142,19 @@ describe('replicas of one deployment on one store', () => {
     await restarted.start();
     closers.push(() => restarted.stop());
     assert.deepEqual(await store.liveReplicas(deployment), ['restarted']);
+  });
+
+  it('replicas starting together on a fresh store both bootstrap: one admin, the bootstrap key works', async () => {
+    const fresh = await openStore({ kind: 'sqlite', path: ':memory:' });
+    try {
+      const key = `corral_bootstrap_${process.pid}`;
+      const services = Array.from({ length: 3 }, () => new AuthService(fresh, new AccessEvents(() => undefined)));
+      const results = await Promise.all(services.map((auth) => auth.bootstrap(key)));
+      assert.deepEqual(results, results.map(() => ({ createdKey: null })));
+      assert.equal((await fresh.listUsers()).filter((u) => u.name === 'admin').length, 1);
+      assert.equal((await services[1]?.authenticate(key))?.user.name, 'admin');
+    } finally {
+      await fresh.close();
+    }
   });
 });

@@ -10,6 +10,8 @@ import { toMillis } from '../util/time.js';
 const ENDED_CONTAINER_GRACE_MS = 10 * 60_000;
 /** Rows changed this long before the previous changed-rows query are read again (clock skew between replicas, slow commits). */
 const CHANGE_OVERLAP_MS = 5_000;
+/** How long a pass waits before listing again when a RUNNING sandbox's container is missing. */
+const LOST_CONFIRM_MS = 500;
 /** A failed container removal is retried after 1 s, then twice as long after each failure, up to 5 minutes. */
 const REMOVE_RETRY_BASE_MS = 1_000;
 const REMOVE_RETRY_MAX_MS = 5 * 60_000;
@@ -53,7 +55,7 @@ export interface ReconcilerOptions {
  * Owns the lifecycle over time. Each pass reads the store and the runtime and makes them agree:
  * - RUNNING past `startedAt + timeoutMinutes` → TIMEOUT; past its idle timeout → TIMEOUT (`idle_timeout`);
  * - a live row whose container exited → TERMINATED with its exit code, or ERROR/OOM_KILLED;
- * - a live row whose container vanished (missing from two passes' listings in a row) → ERROR/RUNTIME_LOST;
+ * - a live row whose container vanished (missing from two listings 0.5 s apart) → ERROR/RUNTIME_LOST;
  * - PENDING rows, and PROVISIONING rows nobody is provisioning (a restart) → into the admission
  *   queue in creation order, or
  *   adopted when their container is already running;
@@ -82,8 +84,6 @@ export class Reconciler {
   private resyncedAt: number | undefined;
   /** Wall-clock time the last changed-rows (or full) query started. */
   private readFrom = 0;
-  /** RUNNING sandboxes the last pass's listing did not show; lost when the next one does not either. */
-  private readonly missing = new Set<string>();
   /** Containers whose removal failed: how often, and when the next attempt is due. */
   private readonly removeRetries = new Map<string, { attempts: number; retryAt: number }>();
 
@@ -167,17 +167,21 @@ export class Reconciler {
       // Another replica reconciles; when this one leads again it starts from a full read.
       this.resyncedAt = undefined;
       this.view.clear();
-      this.missing.clear();
       return report;
     }
     const live = await this.refreshView(now);
-    for (const id of this.missing) if (!this.view.has(id)) this.missing.delete(id);
     // Starting sandboxes another live replica provisions are left to it.
     const liveReplicas = this.presence ? await this.presence.liveReplicas() : new Set<string>();
     const runtime = this.lifecycle.runtime;
     const containers = new Map<string, RuntimeSandboxState>();
     if (runtime) {
       for (const state of await runtime.list()) containers.set(state.sandboxId, state);
+      // A listing from a cache (the kubernetes driver's informer) may not show yet what another
+      // replica just started: a RUNNING sandbox missing from it is looked for once more before it is lost.
+      if (live.some((row) => row.status === 'RUNNING' && !containers.has(row.id))) {
+        await new Promise((resolve) => setTimeout(resolve, LOST_CONFIRM_MS));
+        for (const state of await runtime.list()) if (!containers.has(state.sandboxId)) containers.set(state.sandboxId, state);
+      }
     }
     const toProvision: SandboxRecord[] = [];
     await forEachLimited(live, this.concurrency, (sandbox) => this.reconcileOne(sandbox, containers, now, report, toProvision, liveReplicas));
@@ -213,13 +217,7 @@ export class Reconciler {
       }
       if (!runtime) return;
       const container = containers.get(sandbox.id);
-      if (container) this.missing.delete(sandbox.id);
-      if (!container && !this.missing.has(sandbox.id)) {
-        // Missing from one listing only: a listing from a cache (the kubernetes driver's informer)
-        // may not show yet what another replica just started. Lost once the next pass agrees.
-        this.missing.add(sandbox.id);
-      } else if (!container) {
-        this.missing.delete(sandbox.id);
+      if (!container) {
         await this.lifecycle.terminate(sandbox, {
           status: 'ERROR',
           errorType: 'RUNTIME_LOST',

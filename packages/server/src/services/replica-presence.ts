@@ -1,8 +1,19 @@
+import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { Store } from '../store/store.js';
 
 /** What {@link ReplicaPresence} reads and writes. */
-export type ReplicaStore = Pick<Store, 'heartbeatReplica' | 'removeReplica' | 'liveReplicas' | 'acquireLease' | 'releaseLease'>;
+export type ReplicaStore = Pick<Store, 'heartbeatReplica' | 'removeReplica' | 'liveReplicas' | 'liveReplicasOn' | 'acquireLease' | 'releaseLease'>;
+
+/** Whether process `pid` exists on this host (EPERM: it does, as another user). */
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
 
 /** Tuning and identity of {@link ReplicaPresence}. */
 export interface ReplicaPresenceOptions {
@@ -37,6 +48,8 @@ export class ReplicaPresence {
   /** Whether the last leader-lease attempt got it. */
   private leading = false;
   private stopped = false;
+  /** This host's name, in the heartbeat: a restart here can tell a dead predecessor. */
+  private readonly host = hostname();
 
   constructor(
     private readonly store: ReplicaStore,
@@ -55,13 +68,15 @@ export class ReplicaPresence {
   }
 
   /**
-   * Writes the first heartbeat and starts renewing it. With a driver whose sandboxes live on one
+   * Writes the first heartbeat and starts renewing it; first removes the heartbeats of replicas of
+   * the deployment on this host whose process is gone (a crash's predecessor). With a driver whose sandboxes live on one
    * host (`sharedRuntime` false), another live replica of the same deployment is an error: this
    * waits up to one lease for the other heartbeats to lapse (a killed predecessor's do), then throws
    * {@link UnsharedRuntimeError} naming them.
    */
   async start(): Promise<void> {
-    await this.store.heartbeatReplica(this.options.replicaId, this.options.instanceId, this.options.leaseMs);
+    await this.heartbeat();
+    await this.reapDeadPredecessors();
     if (!this.options.sharedRuntime) {
       const deadline = Date.now() + this.options.leaseMs;
       let others = await this.others();
@@ -81,6 +96,24 @@ export class ReplicaPresence {
     this.timer.unref();
   }
 
+  private heartbeat(): Promise<void> {
+    return this.store.heartbeatReplica(this.options.replicaId, this.options.instanceId, this.options.leaseMs, { host: this.host, pid: process.pid });
+  }
+
+  /**
+   * Deletes the heartbeats (and leases) of this deployment's replicas on this host whose process is
+   * gone: a restart after a crash takes over the leader lease and the dead one's provisioning at
+   * once instead of after a lease. (A pid reused by another process counts as alive: the lease then
+   * lapses on its own.)
+   */
+  private async reapDeadPredecessors(): Promise<void> {
+    for (const other of await this.store.liveReplicasOn(this.options.instanceId, this.host)) {
+      if (other.id === this.options.replicaId || other.pid <= 0 || processAlive(other.pid)) continue;
+      await this.store.removeReplica(other.id);
+      this.log.info({ replicaId: other.id, pid: other.pid }, 'removed the heartbeat of a replica on this host whose process is gone');
+    }
+  }
+
   /** The deployment's live replicas other than this one. */
   private async others(): Promise<string[]> {
     return (await this.store.liveReplicas(this.options.instanceId)).filter((id) => id !== this.options.replicaId);
@@ -91,7 +124,7 @@ export class ReplicaPresence {
     if (this.beating || this.stopped) return this.beating ?? Promise.resolve();
     this.beating = (async () => {
       try {
-        await this.store.heartbeatReplica(this.options.replicaId, this.options.instanceId, this.options.leaseMs);
+        await this.heartbeat();
         if (this.leading) this.leading = await this.store.acquireLease(this.leaderLease, this.options.replicaId, this.options.leaseMs);
       } catch (error) {
         this.log.warn({ err: error, replicaId: this.options.replicaId }, 'could not renew the replica heartbeat');
@@ -129,7 +162,7 @@ export class ReplicaPresence {
     this.timer = null;
     await this.beating;
     try {
-      await this.store.releaseLease(this.leaderLease, this.options.replicaId);
+      // Gives its leases (the leader lease) up too.
       await this.store.removeReplica(this.options.replicaId);
     } catch (error) {
       this.log.warn({ err: error }, 'could not remove the replica heartbeat; it lapses on its own');

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { hostname } from 'node:os';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { loadConfig } from '../config.js';
@@ -142,6 +143,20 @@ describe('replicas of one deployment on one store', () => {
     await restarted.start();
     closers.push(() => restarted.stop());
     assert.deepEqual(await store.liveReplicas(deployment), ['restarted']);
+  });
+
+  it("a restart on the same host takes over a dead predecessor's leader lease and heartbeat at once", async () => {
+    const deployment = unique('deploy');
+    // A predecessor on this host whose process is gone (a pid above any pid_max), holding the leader lease for a minute.
+    await store.heartbeatReplica('dead', deployment, 60_000, { host: hostname(), pid: 2 ** 30 });
+    assert.equal(await store.acquireLease(`reconciler:${deployment}`, 'dead', 60_000), true);
+    // A live one elsewhere is left alone.
+    await store.heartbeatReplica('elsewhere', deployment, 60_000, { host: `not-${hostname()}`, pid: 2 ** 30 });
+    const restarted = new ReplicaPresence(store, { instanceId: deployment, replicaId: 'restarted', leaseMs: 60_000, sharedRuntime: true, runtimeName: 'docker' }, log);
+    await restarted.start();
+    closers.push(() => restarted.stop());
+    assert.deepEqual(await store.liveReplicas(deployment), ['elsewhere', 'restarted']);
+    assert.equal(await restarted.tryLead(), true);
   });
 
   it('replicas starting together on a fresh store both bootstrap: one admin, the bootstrap key works', async () => {

@@ -640,19 +640,34 @@ export class KyselyStore implements Store {
       : sql<number>`((julianday('now') - 2440587.5) * 86400000.0)`;
   }
 
-  async heartbeatReplica(replicaId: string, instanceId: string, ttlMs: number): Promise<void> {
+  async heartbeatReplica(replicaId: string, instanceId: string, ttlMs: number, origin: { host: string; pid: number } = { host: '', pid: 0 }): Promise<void> {
     const expires = sql<number>`${this.dbNowMs()} + ${ttlMs}`;
     await this.db
       .insertInto('replicas')
-      .values({ id: replicaId, instance_id: instanceId, started_at: new Date().toISOString(), expires_at: expires })
-      .onConflict((oc) => oc.column('id').doUpdateSet({ instance_id: instanceId, expires_at: expires }))
+      .values({ id: replicaId, instance_id: instanceId, started_at: new Date().toISOString(), expires_at: expires, host: origin.host, pid: origin.pid })
+      .onConflict((oc) => oc.column('id').doUpdateSet({ instance_id: instanceId, expires_at: expires, host: origin.host, pid: origin.pid }))
       .execute();
     // Heartbeats lapsed for an hour are of replicas long gone.
     await this.db.deleteFrom('replicas').where('expires_at', '<', sql<number>`${this.dbNowMs()} - 3600000`).execute();
   }
 
   async removeReplica(replicaId: string): Promise<void> {
-    await this.db.deleteFrom('replicas').where('id', '=', replicaId).execute();
+    await this.db.transaction().execute(async (trx) => {
+      await trx.deleteFrom('leases').where('holder', '=', replicaId).execute();
+      await trx.deleteFrom('replicas').where('id', '=', replicaId).execute();
+    });
+  }
+
+  async liveReplicasOn(instanceId: string, host: string): Promise<Array<{ id: string; pid: number }>> {
+    const rows = await this.db
+      .selectFrom('replicas')
+      .select(['id', 'pid'])
+      .where('instance_id', '=', instanceId)
+      .where('host', '=', host)
+      .where('expires_at', '>', this.dbNowMs())
+      .orderBy('id')
+      .execute();
+    return rows.map((r) => ({ id: r.id, pid: Number(r.pid) }));
   }
 
   async liveReplicas(instanceId: string): Promise<string[]> {

@@ -236,6 +236,9 @@ migrations['0008_replicas'] = {
       .addColumn('instance_id', 'text', (c) => c.notNull())
       .addColumn('started_at', 'text', (c) => c.notNull())
       .addColumn('expires_at', sql`double precision`, (c) => c.notNull())
+      // Where the process runs, so a restart on the same host can tell a dead predecessor (its pid is gone).
+      .addColumn('host', 'text', (c) => c.notNull().defaultTo(''))
+      .addColumn('pid', 'integer', (c) => c.notNull().defaultTo(0))
       .execute();
     // Named leases (the reconciler's leader lease), held by one replica until expires_at.
     await db.schema

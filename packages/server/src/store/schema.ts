@@ -119,6 +119,8 @@ export interface ReplicasTable {
   instance_id: string;
   started_at: string;
   expires_at: number;
+  host: string;
+  pid: number;
 }
 
 /** Named leases (migration 0008); `expires_at` is ms since the epoch on the database's clock. */

@@ -828,6 +828,20 @@ export function runStoreSuite(name: string, open: () => Promise<Store>): void {
         assert.equal(await store.acquireLease(name, a, 60_000), true, 'released: free at once');
       });
 
+      test("replicas are listed per host with their pid; removing one gives its leases up", async () => {
+        const instance = unique('deploy');
+        const [a, b, c] = [unique('replica'), unique('replica'), unique('replica')];
+        await store.heartbeatReplica(a, instance, 60_000, { host: 'h1', pid: 11 });
+        await store.heartbeatReplica(b, instance, 60_000, { host: 'h1', pid: 12 });
+        await store.heartbeatReplica(c, instance, 60_000, { host: 'h2', pid: 11 });
+        assert.deepEqual(await store.liveReplicasOn(instance, 'h1'), [{ id: a, pid: 11 }, { id: b, pid: 12 }].sort((x, y) => x.id.localeCompare(y.id)));
+        const lease = unique('lease');
+        assert.equal(await store.acquireLease(lease, a, 60_000), true);
+        await store.removeReplica(a);
+        assert.deepEqual((await store.liveReplicasOn(instance, 'h1')).map((r) => r.id), [b]);
+        assert.equal(await store.acquireLease(lease, b, 60_000), true, "a's lease went with it");
+      });
+
       test('of many replicas racing for one free lease, exactly one gets it', async () => {
         const name = unique('lease');
         const contenders = Array.from({ length: 8 }, () => unique('replica'));

@@ -69,12 +69,18 @@ export interface Store {
   claimProvisioning(id: string, replicaId: string, patch?: SandboxPatch): Promise<SandboxRecord | undefined>;
 
   /**
-   * Records that replica `replicaId` of deployment `instanceId` is alive for `ttlMs` more (the
-   * database's clock), creating its row on the first call. Rows lapsed for an hour are deleted.
+   * Records that replica `replicaId` of deployment `instanceId` (running as `origin`: host name and
+   * process id) is alive for `ttlMs` more (the database's clock), creating its row on the first
+   * call. Rows lapsed for an hour are deleted.
    */
-  heartbeatReplica(replicaId: string, instanceId: string, ttlMs: number): Promise<void>;
-  /** Deletes a replica's heartbeat (clean shutdown): its provisioning claims may be adopted at once. */
+  heartbeatReplica(replicaId: string, instanceId: string, ttlMs: number, origin?: { host: string; pid: number }): Promise<void>;
+  /**
+   * Deletes a replica's heartbeat and gives up the leases it holds (a clean shutdown, or a dead
+   * predecessor found on this host): its provisioning claims may be adopted at once.
+   */
   removeReplica(replicaId: string): Promise<void>;
+  /** The live replicas of `instanceId` whose heartbeat names host `host`, with their process ids. */
+  liveReplicasOn(instanceId: string, host: string): Promise<Array<{ id: string; pid: number }>>;
   /** The replicas of `instanceId` whose heartbeat has not lapsed, by id. */
   liveReplicas(instanceId: string): Promise<string[]>;
   /**

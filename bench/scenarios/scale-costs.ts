@@ -276,5 +276,6 @@ function runningRecord(id: string, instance: string, now: string): SandboxRecord
     runtimeOwner: instance,
     admissionDeadline: null,
     kubernetesJobId: null,
+    provisioner: null,
   };
 }

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { availableParallelism, homedir } from 'node:os';
+import { availableParallelism, homedir, hostname } from 'node:os';
 import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 
@@ -52,7 +52,15 @@ export interface CorralConfig {
   egressDnsUpstream: string | null;
   /** Seconds a resolved address stays open at least, whatever the answer's TTL. */
   egressTtlFloorSeconds: number;
+  /**
+   * The deployment's name: stamped on every container it creates, shared by all its replicas (they
+   * reconcile and serve each other's sandboxes).
+   */
   instanceId: string;
+  /** This process's name among the deployment's replicas; default `<hostname>-<pid>`. */
+  replicaId: string;
+  /** How long a replica's heartbeat (and the reconciler's leader lease) lasts unrenewed, ms; renewed every quarter of it. */
+  replicaLeaseMs: number;
   bootstrapApiKey: string | null;
   rateLimits: boolean;
   reconcileIntervalMs: number;
@@ -297,7 +305,9 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'egressDnsUpstream', env: 'CORRAL_EGRESS_DNS_UPSTREAM', description: "DNS server (address[:port]) the sandboxes' resolver forwards names their egress policy allows to", defaultText: "(the host's first nameserver in /etc/resolv.conf)", parse: optionalText },
   { key: 'egressTtlFloorSeconds', env: 'CORRAL_EGRESS_TTL_FLOOR', description: 'Seconds an address an allowed name resolved to stays open at least, whatever the DNS answer\'s TTL', defaultText: '60', parse: integer(1, 86_400) },
   { key: 'dockerHost', env: 'DOCKER_HOST', description: 'Docker Engine endpoint for the docker driver', defaultText: 'unix:///var/run/docker.sock', parse: optionalText },
-  { key: 'instanceId', env: 'CORRAL_INSTANCE_ID', description: 'Name stamped on every container this server creates; servers sharing a host need different ones', defaultText: 'corral', parse: text },
+  { key: 'instanceId', env: 'CORRAL_INSTANCE_ID', description: 'Name of the deployment, stamped on every container it creates: replicas of one deployment share it (and a runtime the driver can share: kubernetes, or docker on one engine); separate servers sharing a host need different ones', defaultText: 'corral', parse: text },
+  { key: 'replicaId', env: 'CORRAL_REPLICA_ID', description: 'Name of this process among the deployment\'s replicas (its heartbeat and provisioning leases in the store); unique per process', defaultText: '<hostname>-<pid>', parse: text },
+  { key: 'replicaLeaseMs', env: 'CORRAL_REPLICA_LEASE_MS', description: 'How long a replica\'s heartbeat and the reconciler\'s leader lease last unrenewed (renewed every quarter of it); after it, another replica adopts a dead one\'s provisioning and reconciling', defaultText: '10000', parse: integer(1000, 600_000) },
   { key: 'bootstrapApiKey', env: 'CORRAL_BOOTSTRAP_API_KEY', description: 'When set, an admin API key with exactly this value exists after startup', defaultText: '(unset: the first start prints a new admin key)', parse: optionalText },
   { key: 'rateLimits', env: 'CORRAL_RATE_LIMITS', description: 'Enforce the Prime API rate limits per user, whichever key is used (and per sandbox)', defaultText: 'on', parse: onOff },
   { key: 'reconcileIntervalMs', env: 'CORRAL_RECONCILE_INTERVAL_MS', description: 'How often the reconciler checks timeouts and runtime state', defaultText: '2000', parse: integer(50, 600_000) },
@@ -374,6 +384,8 @@ const DEFAULTS: CorralConfig = {
   egressDnsUpstream: null,
   egressTtlFloorSeconds: 60,
   instanceId: 'corral',
+  replicaId: `${hostname()}-${process.pid}`,
+  replicaLeaseMs: 10_000,
   bootstrapApiKey: null,
   rateLimits: true,
   reconcileIntervalMs: 2000,

@@ -82,7 +82,17 @@ export async function createCorralServer(
     throw error;
   }
   if (runtime) logIsolation(log, runtime.name, runtime.isolation());
-  const { services, auth, lifecycle, reconciler, activity, liveGrants, setReady } = wireServer(config, store, runtime, log, gatewaySecret(config));
+  const { services, auth, lifecycle, reconciler, presence, activity, liveGrants, setReady } = wireServer(config, store, runtime, log, gatewaySecret(config));
+  try {
+    // Refuses a second live replica of the deployment on a driver that cannot share sandboxes.
+    await presence.start();
+  } catch (error) {
+    liveGrants.close();
+    await lifecycle.close();
+    await runtime?.close();
+    await store.close();
+    throw error;
+  }
   const { createdKey } = await auth.bootstrap(config.bootstrapApiKey);
   const app = await buildApp(services, log);
   await reconciler.reconcile();
@@ -111,6 +121,8 @@ export async function createCorralServer(
       liveGrants.close();
       await activity.flush();
       await lifecycle.close();
+      // After provisioning settled: the heartbeat goes, so other replicas take over at once.
+      await presence.stop();
       await runtime?.close();
       await store.close();
     },

@@ -17,6 +17,7 @@ import { EgressService } from './services/egress-service.js';
 import { GatewayTokens } from './services/gateway-tokens.js';
 import { QuotaService } from './services/quota-service.js';
 import { RateLimiter } from './services/rate-limiter.js';
+import { ReplicaPresence } from './services/replica-presence.js';
 import { RegistryCredentialsService } from './services/registry-credentials-service.js';
 import { SandboxAccess } from './services/sandbox-access.js';
 import { SandboxLifecycle } from './services/sandbox-lifecycle.js';
@@ -30,6 +31,8 @@ export interface ServerWiring {
   auth: AuthService;
   lifecycle: SandboxLifecycle;
   reconciler: Reconciler;
+  /** This replica's heartbeat and leader lease; started before the first reconcile, stopped last. */
+  presence: ReplicaPresence;
   activity: ActivityTracker;
   /** The gateway's open work, cut when access is taken away; started here, closed by the caller. */
   liveGrants: LiveGrants;
@@ -58,7 +61,19 @@ export function wireServer(config: CorralConfig, store: Store, runtime: SandboxR
   accessEvents.subscribe(async (change) => {
     if (change.kind === 'userDeleted') await sandboxes.terminateOwnedBy(change.userId);
   });
-  const reconciler = new Reconciler(store, lifecycle, config.reconcileIntervalMs, log, { retentionMs: config.terminatedRetentionHours * 3_600_000 });
+  const presence = new ReplicaPresence(
+    store,
+    {
+      instanceId: config.instanceId,
+      replicaId: config.replicaId,
+      leaseMs: config.replicaLeaseMs,
+      // Without a runtime nothing runs anywhere: nothing to keep apart.
+      sharedRuntime: runtime ? runtime.capabilities().sharedRuntime === true : true,
+      runtimeName: runtime?.name ?? 'none',
+    },
+    log,
+  );
+  const reconciler = new Reconciler(store, lifecycle, config.reconcileIntervalMs, log, { retentionMs: config.terminatedRetentionHours * 3_600_000, presence });
 
   const sandboxAccess = new SandboxAccess({ store, runtime, tokens, access, activity, instanceId: config.instanceId });
   const ssh = new SshGateway({ config, store, sandboxAccess, log });
@@ -94,6 +109,7 @@ export function wireServer(config: CorralConfig, store: Store, runtime: SandboxR
     auth,
     lifecycle,
     reconciler,
+    presence,
     activity,
     liveGrants,
     setReady(value) {

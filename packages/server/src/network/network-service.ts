@@ -86,6 +86,10 @@ export class NetworkService {
   readonly ssh: SshGateway;
   readonly tunnels: TunnelHub;
   private readonly tcp = new Map<string, TcpForwarder>();
+  /** TCP exposures the last listener sync found stored. */
+  private tcpSeenStored = new Set<string>();
+  /** TCP exposures this process could not listen for (the port is taken); not retried. */
+  private readonly tcpListenFailed = new Set<string>();
   private readonly streams = new Map<string, Set<Duplex>>();
   private readonly domainSuffix: string;
   private sweepTimer: NodeJS.Timeout | null = null;
@@ -222,6 +226,7 @@ export class NetworkService {
       for (const id of revoked.tunnelIds) this.tunnels.closeLink(id, LINK_CLOSE.NOT_FOUND, 'tunnel access revoked');
       await this.ssh.revalidate();
       await this.tunnels.revalidate();
+      await this.syncTcpListeners();
     })().finally(() => {
       this.sweeping = null;
     });
@@ -358,16 +363,32 @@ export class NetworkService {
     throw new ApiError('CONFLICT', `No free TCP port left in ${this.deps.config.tcpPortRange} for a TCP exposure`);
   }
 
-  private async restoreTcpListeners(): Promise<void> {
+  private restoreTcpListeners(): Promise<void> {
+    return this.syncTcpListeners();
+  }
+
+  /**
+   * Listens for the stored TCP exposures of live sandboxes that have no listener in this process
+   * yet (at startup, and on each sweep: exposures another replica created), and closes the
+   * listeners whose exposure is gone (deleted through another replica). A port this process cannot
+   * listen on (taken, e.g. by another replica on the same host) is warned about once, not retried.
+   */
+  private async syncTcpListeners(): Promise<void> {
     const records = (await this.deps.store.listExposures(null)).filter((e) => e.protocol === 'TCP' && e.externalPort !== null);
-    if (records.length === 0) return;
-    const live = await this.deps.sandboxAccess.liveHere([...new Set(records.map((r) => r.sandboxId))]);
-    for (const record of records) {
-      if (!live.has(record.sandboxId)) continue;
+    const stored = new Set(records.map((r) => r.id));
+    // Only listeners whose exposure an earlier sync saw stored: one being created here is not stored yet.
+    for (const id of [...this.tcp.keys()]) if (!stored.has(id) && this.tcpSeenStored.has(id)) await this.closeExposure(id);
+    this.tcpSeenStored = stored;
+    const missing = records.filter((r) => !this.tcp.has(r.id) && !this.tcpListenFailed.has(r.id));
+    if (missing.length === 0) return;
+    const live = await this.deps.sandboxAccess.liveHere([...new Set(missing.map((r) => r.sandboxId))]);
+    for (const record of missing) {
+      if (!live.has(record.sandboxId) || this.tcp.has(record.id)) continue;
       try {
         this.tcp.set(record.id, await listenTcp(this.deps.config.host, record.externalPort as number, (socket) => this.forwardTcp(record.id, socket)));
       } catch (error) {
-        this.deps.log.warn({ err: error, exposureId: record.id, port: record.externalPort }, 'network: cannot listen again for a TCP exposure');
+        this.tcpListenFailed.add(record.id);
+        this.deps.log.warn({ err: error, exposureId: record.id, port: record.externalPort }, 'network: cannot listen for a TCP exposure');
       }
     }
   }

@@ -74,8 +74,17 @@ export interface SandboxRecord {
   runtimeDriver: string | null;
   /** The driver's handle for the container. */
   runtimeId: string | null;
-  /** The server instance (`CORRAL_INSTANCE_ID`) whose runtime runs this sandbox; only it provisions and reconciles it. */
+  /**
+   * The deployment (`CORRAL_INSTANCE_ID`, shared by all its replicas) whose runtime runs this
+   * sandbox; only its replicas provision and reconcile it.
+   */
   runtimeOwner: string | null;
+  /**
+   * The replica (`CORRAL_REPLICA_ID`) that holds this sandbox's provisioning work while it is
+   * PENDING or PROVISIONING: a claim that lasts while that replica's heartbeat does, after which
+   * another replica may adopt the work (`Store.claimProvisioning`). Null: nobody claimed it.
+   */
+  provisioner: string | null;
   /**
    * When a create still waiting for capacity ends in ERROR (`ADMISSION_TIMEOUT`), ISO time; null:
    * it waits as long as it takes. Set at create from `admission_timeout_seconds` (a Corral extension).
@@ -105,6 +114,7 @@ export type SandboxPatch = Partial<
     | 'runtimeDriver'
     | 'runtimeId'
     | 'runtimeOwner'
+    | 'provisioner'
     | 'idleTimeoutMinutes'
     | 'egressAppliedGeneration'
     | 'kubernetesJobId'

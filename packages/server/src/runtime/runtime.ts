@@ -178,6 +178,14 @@ export interface RuntimeCapabilities {
    * to a policy that would open it. Absent: true.
    */
   egressOpensNoNetwork?: boolean;
+  /**
+   * The driver's sandboxes are reachable from every replica of a deployment (same
+   * `CORRAL_INSTANCE_ID`): any replica lists, execs in, dials, removes and adopts any of them
+   * (kubernetes: one cluster; docker: one engine, with the replicas on its host sharing the data
+   * directory). Absent or false (oci: sandboxes live in one process's host): a second live replica
+   * of the deployment is refused at startup.
+   */
+  sharedRuntime?: boolean;
 }
 
 /** What `SandboxRuntime.create` made. */

@@ -98,6 +98,18 @@ export class AuthService {
    * new key so the caller can print it once; later starts return null.
    */
   async bootstrap(bootstrapKey: string | null): Promise<{ createdKey: string | null }> {
+    // Replicas starting together on a fresh store race to insert the admin user and key: the
+    // loser's insert fails on a unique constraint, and reading again finds the winner's rows.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.bootstrapOnce(bootstrapKey);
+      } catch (error) {
+        if (attempt >= 3) throw error;
+      }
+    }
+  }
+
+  private async bootstrapOnce(bootstrapKey: string | null): Promise<{ createdKey: string | null }> {
     let admin = await this.store.getUserByName('admin');
     const users = admin ? [admin] : await this.store.listUsers();
     if (!admin && users.length === 0) {

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { RuntimeSandboxState } from '../runtime/runtime.js';
+import type { ReplicaPresence } from './replica-presence.js';
 import type { SandboxLifecycle } from './sandbox-lifecycle.js';
 import { ACTIVE_STATUSES, TERMINAL_STATUSES, isTerminal, type SandboxRecord } from '../records/sandbox-records.js';
 import type { Store } from '../store/store.js';
@@ -9,6 +10,8 @@ import { toMillis } from '../util/time.js';
 const ENDED_CONTAINER_GRACE_MS = 10 * 60_000;
 /** Rows changed this long before the previous changed-rows query are read again (clock skew between replicas, slow commits). */
 const CHANGE_OVERLAP_MS = 5_000;
+/** How long a pass waits before listing again when a RUNNING sandbox's container is missing. */
+const LOST_CONFIRM_MS = 500;
 /** A failed container removal is retried after 1 s, then twice as long after each failure, up to 5 minutes. */
 const REMOVE_RETRY_BASE_MS = 1_000;
 const REMOVE_RETRY_MAX_MS = 5 * 60_000;
@@ -40,13 +43,19 @@ export interface ReconcilerOptions {
   fullResyncMs?: number;
   /** Sandboxes worked on at once within a pass (default 16). */
   concurrency?: number;
+  /**
+   * This replica among the deployment's (heartbeats and the leader lease): a pass runs only while
+   * this replica holds the leader lease, and leaves starting sandboxes that another live replica
+   * provisions alone. Absent: this process is the deployment's only reconciler.
+   */
+  presence?: Pick<ReplicaPresence, 'tryLead' | 'liveReplicas'>;
 }
 
 /**
  * Owns the lifecycle over time. Each pass reads the store and the runtime and makes them agree:
  * - RUNNING past `startedAt + timeoutMinutes` → TIMEOUT; past its idle timeout → TIMEOUT (`idle_timeout`);
  * - a live row whose container exited → TERMINATED with its exit code, or ERROR/OOM_KILLED;
- * - a live row whose container vanished → ERROR/RUNTIME_LOST;
+ * - a live row whose container vanished (missing from two listings 0.5 s apart) → ERROR/RUNTIME_LOST;
  * - PENDING rows, and PROVISIONING rows nobody is provisioning (a restart) → into the admission
  *   queue in creation order, or
  *   adopted when their container is already running;
@@ -68,6 +77,7 @@ export class Reconciler {
   private readonly retentionMs: number;
   private readonly fullResyncMs: number;
   private readonly concurrency: number;
+  private readonly presence: Pick<ReplicaPresence, 'tryLead' | 'liveReplicas'> | undefined;
   /** This instance's active rows as of the last pass. */
   private readonly view = new Map<string, SandboxRecord>();
   /** Wall-clock time of the last full read; undefined before the first. */
@@ -88,6 +98,7 @@ export class Reconciler {
     this.retentionMs = resolved.retentionMs ?? 168 * 3_600_000;
     this.fullResyncMs = resolved.fullResyncMs ?? 60_000;
     this.concurrency = Math.max(1, resolved.concurrency ?? 16);
+    this.presence = resolved.presence;
   }
 
   /** Runs one pass now (or joins the pass in progress). */
@@ -151,27 +162,29 @@ export class Reconciler {
   }
 
   private async pass(now: number): Promise<ReconcileReport> {
-    const report: ReconcileReport = {
-      timedOut: [],
-      idled: [],
-      lost: [],
-      exited: [],
-      adopted: [],
-      provisioned: [],
-      orphansRemoved: [],
-      removeFailed: [],
-      purged: 0,
-      egressApplied: [],
-      egressFailed: [],
-    };
+    const report = emptyReport();
+    if (this.presence && !(await this.presence.tryLead())) {
+      // Another replica reconciles; when this one leads again it starts from a full read.
+      this.resyncedAt = undefined;
+      this.view.clear();
+      return report;
+    }
     const live = await this.refreshView(now);
+    // Starting sandboxes another live replica provisions are left to it.
+    const liveReplicas = this.presence ? await this.presence.liveReplicas() : new Set<string>();
     const runtime = this.lifecycle.runtime;
     const containers = new Map<string, RuntimeSandboxState>();
     if (runtime) {
       for (const state of await runtime.list()) containers.set(state.sandboxId, state);
+      // A listing from a cache (the kubernetes driver's informer) may not show yet what another
+      // replica just started: a RUNNING sandbox missing from it is looked for once more before it is lost.
+      if (live.some((row) => row.status === 'RUNNING' && !containers.has(row.id))) {
+        await new Promise((resolve) => setTimeout(resolve, LOST_CONFIRM_MS));
+        for (const state of await runtime.list()) if (!containers.has(state.sandboxId)) containers.set(state.sandboxId, state);
+      }
     }
     const toProvision: SandboxRecord[] = [];
-    await forEachLimited(live, this.concurrency, (sandbox) => this.reconcileOne(sandbox, containers, now, report, toProvision));
+    await forEachLimited(live, this.concurrency, (sandbox) => this.reconcileOne(sandbox, containers, now, report, toProvision, liveReplicas));
     // PENDING rows (after a restart: every one) enter the admission queue in their original order.
     toProvision.sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.id.localeCompare(b.id));
     for (const sandbox of toProvision) {
@@ -182,7 +195,7 @@ export class Reconciler {
     report.purged = await this.store.purgeEndedSandboxes(new Date(now - this.retentionMs).toISOString(), 1000);
     const changed =
       report.timedOut.length + report.idled.length + report.lost.length + report.exited.length + report.orphansRemoved.length + report.removeFailed.length + report.purged +
-      report.egressApplied.length + report.egressFailed.length;
+      report.egressApplied.length + report.egressFailed.length + report.adopted.length;
     if (changed > 0) this.log.info(report, 'reconciled');
     return report;
   }
@@ -194,6 +207,7 @@ export class Reconciler {
     now: number,
     report: ReconcileReport,
     toProvision: SandboxRecord[],
+    liveReplicas: ReadonlySet<string>,
   ): Promise<void> {
     const runtime = this.lifecycle.runtime;
     if (sandbox.status === 'RUNNING') {
@@ -235,13 +249,30 @@ export class Reconciler {
         else this.view.delete(sandbox.id);
         return;
       }
-      sandbox = fresh;
+      // Another live replica provisions it (its claim lasts while its heartbeat does).
+      const me = this.lifecycle.replicaId;
+      if (fresh.provisioner !== null && fresh.provisioner !== me && liveReplicas.has(fresh.provisioner)) {
+        this.view.set(fresh.id, fresh);
+        return;
+      }
+      // Nobody's, this replica's from before, or a lapsed replica's: claimed (compare-and-set), so
+      // of replicas racing for it one acts; the provisioning writes that follow are fenced on the claim.
+      const claimed = await this.lifecycle.claim(fresh.id);
+      if (!claimed) {
+        const now2 = await this.store.getSandbox(fresh.id);
+        if (now2 && !isTerminal(now2.status)) this.view.set(now2.id, now2);
+        else this.view.delete(fresh.id);
+        return;
+      }
+      if (fresh.provisioner !== null && fresh.provisioner !== me) this.log.info({ sandboxId: fresh.id, from: fresh.provisioner, replicaId: me }, 'adopted the provisioning of a replica whose heartbeat lapsed');
+      sandbox = claimed;
       const container = containers.get(sandbox.id);
       if (sandbox.status === 'PROVISIONING' && container?.running) {
         const adopted = await this.store.updateSandbox(
           sandbox.id,
           { status: 'RUNNING', runtimeId: container.runtimeId, startedAt: new Date(now).toISOString() },
           ['PROVISIONING'],
+          me,
         );
         if (adopted) {
           this.view.set(adopted.id, adopted);
@@ -251,7 +282,7 @@ export class Reconciler {
       }
       if (container) await this.lifecycle.removeQuietly(container.runtimeId);
       containers.delete(sandbox.id);
-      const pending = sandbox.status === 'PENDING' ? sandbox : await this.store.updateSandbox(sandbox.id, { status: 'PENDING' }, ['PROVISIONING']);
+      const pending = sandbox.status === 'PENDING' ? sandbox : await this.store.updateSandbox(sandbox.id, { status: 'PENDING' }, ['PROVISIONING'], me);
       // Queued after the pass's workers, in creation order (the admission queue's order).
       if (pending) toProvision.push(pending);
     }
@@ -317,6 +348,22 @@ export class Reconciler {
       report.orphansRemoved.push(container.sandboxId);
     });
   }
+}
+
+function emptyReport(): ReconcileReport {
+  return {
+    timedOut: [],
+    idled: [],
+    lost: [],
+    exited: [],
+    adopted: [],
+    provisioned: [],
+    orphansRemoved: [],
+    removeFailed: [],
+    purged: 0,
+    egressApplied: [],
+    egressFailed: [],
+  };
 }
 
 /** When a RUNNING row's lifetime or idle limit runs out, as far as the row says (Infinity: never). */

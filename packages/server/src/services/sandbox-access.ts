@@ -63,7 +63,10 @@ export class SandboxAccess {
       /** Re-checks that the key behind a token or session still grants access. */
       access: Pick<AccessChecker, 'maySee'>;
       activity: Pick<ActivityTracker, 'touch'>;
-      /** This server's instance id: only sandboxes it runs are served here. */
+      /**
+       * The deployment (`CORRAL_INSTANCE_ID`): its sandboxes are served here. Its replicas share it,
+       * and the runtime (`sharedRuntime`), so every replica serves every sandbox of the deployment.
+       */
       instanceId: string;
     },
   ) {}
@@ -124,7 +127,10 @@ export class SandboxAccess {
     return revoked;
   }
 
-  /** The sandboxes among `sandboxIds` that have not ended and are run by this server (or not yet claimed). */
+  /**
+   * The sandboxes among `sandboxIds` that have not ended and are run by this deployment (any of its
+   * replicas: they share the runtime), or not yet claimed by one.
+   */
   async liveHere(sandboxIds: readonly string[]): Promise<Set<string>> {
     const live = new Set<string>();
     for (const sandbox of await this.deps.store.getSandboxes(sandboxIds)) {

@@ -67,9 +67,14 @@ export class SandboxLifecycle {
     this.egress = new EgressApplier(store, runtime, log, config.instanceId);
   }
 
-  /** The server instance whose sandboxes this lifecycle runs. */
+  /** The deployment (`CORRAL_INSTANCE_ID`) whose sandboxes this lifecycle runs. */
   get instanceId(): string {
     return this.config.instanceId;
+  }
+
+  /** This process among the deployment's replicas (`CORRAL_REPLICA_ID`): what its provisioning claims name. */
+  get replicaId(): string {
+    return this.config.replicaId;
   }
 
   /**
@@ -138,13 +143,16 @@ export class SandboxLifecycle {
     this.inFlight.set(sandboxId, task);
   }
 
-  /** Provisions one sandbox; false when it was no longer PENDING/PROVISIONING (nothing was started). */
+  /**
+   * Provisions one sandbox; false when it was no longer PENDING/PROVISIONING, or another live
+   * replica holds its provisioning (nothing was started). Every write is fenced on this replica
+   * still holding the claim: when another replica adopted the work (this one's heartbeat lapsed),
+   * this one writes nothing and leaves the container to it (names are per sandbox, so it is the
+   * same container the adopter replaces or adopts).
+   */
   private async runProvision(runtime: SandboxRuntime, sandboxId: string): Promise<boolean> {
-    const sandbox = await this.store.updateSandbox(
-      sandboxId,
-      { status: 'PROVISIONING', runtimeDriver: runtime.name },
-      ['PENDING', 'PROVISIONING'],
-    );
+    const me = this.replicaId;
+    const sandbox = await this.store.claimProvisioning(sandboxId, me, { status: 'PROVISIONING', runtimeDriver: runtime.name });
     if (!sandbox) return false;
     let runtimeId: string;
     let kubernetesJobId: string | null;
@@ -166,12 +174,13 @@ export class SandboxLifecycle {
       const errorType = RUNTIME_FAILURES[kind].startErrorType;
       const message = error instanceof Error ? error.message : String(error);
       this.log.warn({ sandboxId, errorType, message }, 'sandbox failed to start');
-      await this.store.updateSandbox(
+      const failed = await this.store.updateSandbox(
         sandboxId,
         { status: 'ERROR', errorType, errorMessage: message, terminatedAt: nowIso(), terminationReason: 'start_failed' },
         ['PROVISIONING'],
+        me,
       );
-      await this.removeBySandboxId(sandboxId);
+      if (failed || !(await this.adoptedElsewhere(sandboxId))) await this.removeBySandboxId(sandboxId);
       return true;
     }
     const now = nowIso();
@@ -180,6 +189,7 @@ export class SandboxLifecycle {
       sandboxId,
       { status: 'RUNNING', runtimeId, kubernetesJobId, startedAt: now, lastActivityAt: now, egressAppliedGeneration: sandbox.egressGeneration },
       ['PROVISIONING'],
+      me,
     );
     if (running && running.egressGeneration > sandbox.egressGeneration) {
       // The policy changed while the container was starting: apply the newer one now (the reconciler retries).
@@ -187,11 +197,29 @@ export class SandboxLifecycle {
     }
     if (!running) {
       this.egress.forget(sandboxId);
+      if (await this.adoptedElsewhere(sandboxId)) {
+        this.log.warn({ sandboxId, replicaId: me }, 'another replica adopted this provisioning (this replica\'s heartbeat lapsed); leaving the container to it');
+        return true;
+      }
       // Deleted (or timed out) while the container was starting: it must not outlive its row.
-      await this.store.updateSandbox(sandboxId, { runtimeId });
+      await this.store.updateSandbox(sandboxId, { runtimeId }, TERMINAL_STATUSES);
       await this.removeQuietly(runtimeId);
     }
     return true;
+  }
+
+  /** Whether another replica now holds the provisioning of a sandbox that is still starting. */
+  private async adoptedElsewhere(sandboxId: string): Promise<boolean> {
+    const row = await this.store.getSandbox(sandboxId);
+    return row !== undefined && ACTIVE_STATUSES.includes(row.status) && row.provisioner !== null && row.provisioner !== this.replicaId;
+  }
+
+  /**
+   * Claims a starting sandbox's provisioning for this replica (see `Store.claimProvisioning`):
+   * the reconciler adopts the work of a replica whose heartbeat lapsed this way.
+   */
+  claim(sandboxId: string): Promise<SandboxRecord | undefined> {
+    return this.store.claimProvisioning(sandboxId, this.replicaId);
   }
 
   /**

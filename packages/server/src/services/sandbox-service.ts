@@ -181,6 +181,8 @@ export class SandboxService {
       runtimeDriver: null,
       runtimeId: null,
       runtimeOwner: this.config.instanceId,
+      // This replica provisions what it creates; another adopts the work if its heartbeat lapses.
+      provisioner: this.config.replicaId,
       admissionDeadline: deadline,
     };
     const quota = await this.quotas.checkFor(caller, input.teamId);

@@ -64,6 +64,7 @@ function rowToSandbox(row: SandboxRow): SandboxRecord {
     runtimeOwner: row.runtime_owner,
     admissionDeadline: row.admission_deadline ?? null,
     kubernetesJobId: row.kubernetes_job_id ?? null,
+    provisioner: row.provisioner ?? null,
   };
 }
 
@@ -111,6 +112,7 @@ function sandboxToRow(s: SandboxRecord): SandboxRow {
     runtime_owner: s.runtimeOwner,
     admission_deadline: s.admissionDeadline,
     kubernetes_job_id: s.kubernetesJobId,
+    provisioner: s.provisioner,
   };
 }
 
@@ -128,10 +130,22 @@ const PATCH_COLUMNS: { [K in keyof Required<SandboxPatch>]: keyof SandboxesTable
   runtimeDriver: 'runtime_driver',
   runtimeId: 'runtime_id',
   runtimeOwner: 'runtime_owner',
+  provisioner: 'provisioner',
   idleTimeoutMinutes: 'idle_timeout_minutes',
   egressAppliedGeneration: 'egress_applied_generation',
   kubernetesJobId: 'kubernetes_job_id',
 };
+
+/** The columns a patch sets, with `updated_at` now. */
+function patchValues(patch: SandboxPatch): Record<string, string | number | null> {
+  const values: Record<string, string | number | null> = { updated_at: new Date().toISOString() };
+  for (const [key, column] of Object.entries(PATCH_COLUMNS) as [keyof SandboxPatch, keyof SandboxesTable][]) {
+    const value = patch[key];
+    if (value === undefined) continue;
+    values[column] = key === 'labels' ? JSON.stringify(value) : (value as string | number | null);
+  }
+  return values;
+}
 
 function rowToUser(row: Selectable<UsersTable>): UserRecord {
   return { id: row.id, name: row.name, email: row.email, isAdmin: Number(row.is_admin) === 1, createdAt: row.created_at };
@@ -402,18 +416,15 @@ export class KyselyStore implements Store {
     id: string,
     patch: SandboxPatch,
     expectStatus?: readonly SandboxStatus[],
+    expectProvisioner?: string,
   ): Promise<SandboxRecord | undefined> {
-    const values: Record<string, string | number | null> = { updated_at: new Date().toISOString() };
-    for (const [key, column] of Object.entries(PATCH_COLUMNS) as [keyof SandboxPatch, keyof SandboxesTable][]) {
-      const value = patch[key];
-      if (value === undefined) continue;
-      values[column] = key === 'labels' ? JSON.stringify(value) : (value as string | number | null);
-    }
+    const values = patchValues(patch);
     // Nothing is in no status; and `in ()` is a syntax error in PostgreSQL.
     if (expectStatus && expectStatus.length === 0) return undefined;
     const updated = await this.db.transaction().execute(async (trx) => {
       let query = trx.updateTable('sandboxes').set(values as Updateable<SandboxesTable>).where('id', '=', id);
       if (expectStatus) query = query.where('status', 'in', [...expectStatus]);
+      if (expectProvisioner !== undefined) query = query.where('provisioner', '=', expectProvisioner);
       const result = await query.executeTakeFirst();
       if (Number(result.numUpdatedRows) === 0) return undefined;
       if (patch.labels) await this.writeLabels(trx, id, patch.labels);
@@ -623,6 +634,93 @@ export class KyselyStore implements Store {
       await trx.deleteFrom('sandboxes').where('id', 'in', ids).execute();
     });
     return ids.length;
+  }
+
+  /** Now on the database's clock, in ms since the epoch (every lease compares against it, never a replica's clock). */
+  private dbNowMs(): RawBuilder<number> {
+    return this.kind === 'postgres'
+      ? sql<number>`(extract(epoch from now()) * 1000)::double precision`
+      : sql<number>`((julianday('now') - 2440587.5) * 86400000.0)`;
+  }
+
+  async heartbeatReplica(replicaId: string, instanceId: string, ttlMs: number, origin: { host: string; pid: number } = { host: '', pid: 0 }): Promise<void> {
+    const expires = sql<number>`${this.dbNowMs()} + ${ttlMs}`;
+    await this.db
+      .insertInto('replicas')
+      .values({ id: replicaId, instance_id: instanceId, started_at: new Date().toISOString(), expires_at: expires, host: origin.host, pid: origin.pid })
+      .onConflict((oc) => oc.column('id').doUpdateSet({ instance_id: instanceId, expires_at: expires, host: origin.host, pid: origin.pid }))
+      .execute();
+    // Heartbeats lapsed for an hour are of replicas long gone.
+    await this.db.deleteFrom('replicas').where('expires_at', '<', sql<number>`${this.dbNowMs()} - 3600000`).execute();
+  }
+
+  async removeReplica(replicaId: string): Promise<void> {
+    await this.db.transaction().execute(async (trx) => {
+      await trx.deleteFrom('leases').where('holder', '=', replicaId).execute();
+      await trx.deleteFrom('replicas').where('id', '=', replicaId).execute();
+    });
+  }
+
+  async liveReplicasOn(instanceId: string, host: string): Promise<Array<{ id: string; pid: number }>> {
+    const rows = await this.db
+      .selectFrom('replicas')
+      .select(['id', 'pid'])
+      .where('instance_id', '=', instanceId)
+      .where('host', '=', host)
+      .where('expires_at', '>', this.dbNowMs())
+      .orderBy('id')
+      .execute();
+    return rows.map((r) => ({ id: r.id, pid: Number(r.pid) }));
+  }
+
+  async liveReplicas(instanceId: string): Promise<string[]> {
+    const rows = await this.db
+      .selectFrom('replicas')
+      .select('id')
+      .where('instance_id', '=', instanceId)
+      .where('expires_at', '>', this.dbNowMs())
+      .orderBy('id')
+      .execute();
+    return rows.map((r) => r.id);
+  }
+
+  async acquireLease(name: string, holder: string, ttlMs: number): Promise<boolean> {
+    const expires = sql<number>`${this.dbNowMs()} + ${ttlMs}`;
+    // One statement: insert, or take over when the lease is the holder's own or has lapsed.
+    const result = await this.db
+      .insertInto('leases')
+      .values({ name, holder, expires_at: expires })
+      .onConflict((oc) =>
+        oc
+          .column('name')
+          .doUpdateSet({ holder, expires_at: expires })
+          .where((eb) => eb.or([eb('leases.holder', '=', holder), eb('leases.expires_at', '<=', this.dbNowMs())])),
+      )
+      .executeTakeFirst();
+    return Number(result.numInsertedOrUpdatedRows ?? 0n) > 0;
+  }
+
+  async releaseLease(name: string, holder: string): Promise<void> {
+    await this.db.deleteFrom('leases').where('name', '=', name).where('holder', '=', holder).execute();
+  }
+
+  async claimProvisioning(id: string, replicaId: string, patch: SandboxPatch = {}): Promise<SandboxRecord | undefined> {
+    const live = this.db.selectFrom('replicas').select('id').where('expires_at', '>', this.dbNowMs());
+    const values = { ...patchValues(patch), provisioner: replicaId };
+    const claimed = await this.db.transaction().execute(async (trx) => {
+      const result = await trx
+        .updateTable('sandboxes')
+        .set(values as Updateable<SandboxesTable>)
+        .where('id', '=', id)
+        .where('status', 'in', ['PENDING', 'PROVISIONING'])
+        .where((eb) => eb.or([eb('provisioner', 'is', null), eb('provisioner', '=', replicaId), eb('provisioner', 'not in', live)]))
+        .executeTakeFirst();
+      if (Number(result.numUpdatedRows) === 0) return undefined;
+      if (patch.labels) await this.writeLabels(trx, id, patch.labels);
+      return rowToSandbox(await trx.selectFrom('sandboxes').selectAll().where('id', '=', id).executeTakeFirstOrThrow());
+    });
+    if (claimed) for (const listener of this.updateListeners) listener(claimed);
+    return claimed;
   }
 
   async insertRegistryCredential(credential: RegistryCredentialRecord): Promise<void> {

@@ -227,6 +227,31 @@ migrations['0007_admission_deadline'] = {
   },
 };
 
+migrations['0008_replicas'] = {
+  async up(db: Kysely<unknown>): Promise<void> {
+    // Replicas' heartbeats: a replica is live while expires_at (ms since the epoch, the database's clock) is ahead.
+    await db.schema
+      .createTable('replicas')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('instance_id', 'text', (c) => c.notNull())
+      .addColumn('started_at', 'text', (c) => c.notNull())
+      .addColumn('expires_at', sql`double precision`, (c) => c.notNull())
+      // Where the process runs, so a restart on the same host can tell a dead predecessor (its pid is gone).
+      .addColumn('host', 'text', (c) => c.notNull().defaultTo(''))
+      .addColumn('pid', 'integer', (c) => c.notNull().defaultTo(0))
+      .execute();
+    // Named leases (the reconciler's leader lease), held by one replica until expires_at.
+    await db.schema
+      .createTable('leases')
+      .addColumn('name', 'text', (c) => c.primaryKey())
+      .addColumn('holder', 'text', (c) => c.notNull())
+      .addColumn('expires_at', sql`double precision`, (c) => c.notNull())
+      .execute();
+    // The replica that holds a PENDING/PROVISIONING sandbox's provisioning work; null: nobody.
+    await db.schema.alterTable('sandboxes').addColumn('provisioner', 'text').execute();
+  },
+};
+
 migrations['0009_kubernetes_job_id'] = {
   async up(db: Kysely<unknown>): Promise<void> {
     // Prime's kubernetesJobId: the Pod that runs the sandbox on the kubernetes driver; null elsewhere.

@@ -46,6 +46,8 @@ export interface SandboxesTable {
   admission_deadline: string | null;
   /** Added by migration 0009: the Pod's name on the kubernetes driver, else null. */
   kubernetes_job_id: string | null;
+  /** The replica holding the provisioning work (migration 0008). */
+  provisioner: string | null;
 }
 
 /** One row per (sandbox, label), for ALL-match label filters. */
@@ -113,7 +115,26 @@ export interface QuotasTable {
   updated_at: string;
 }
 
+/** Replicas' heartbeats (migration 0008); `expires_at` is ms since the epoch on the database's clock. */
+export interface ReplicasTable {
+  id: string;
+  instance_id: string;
+  started_at: string;
+  expires_at: number;
+  host: string;
+  pid: number;
+}
+
+/** Named leases (migration 0008); `expires_at` is ms since the epoch on the database's clock. */
+export interface LeasesTable {
+  name: string;
+  holder: string;
+  expires_at: number;
+}
+
 export interface Database {
+  replicas: ReplicasTable;
+  leases: LeasesTable;
   quotas: QuotasTable;
   sandboxes: SandboxesTable;
   sandbox_labels: SandboxLabelsTable;

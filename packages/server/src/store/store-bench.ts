@@ -64,6 +64,7 @@ function record(prefix: string, i: number, userId: string): SandboxRecord {
     runtimeDriver: 'docker',
     runtimeId: `c-${i}`,
     runtimeOwner: null,
+    provisioner: null,
     admissionDeadline: null,
     kubernetesJobId: null,
   };

@@ -796,6 +796,117 @@ export function runStoreSuite(name: string, open: () => Promise<Store>): void {
       });
     });
 
+    describe('replicas: heartbeats, leases and provisioning claims', () => {
+      const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+      test('a heartbeat makes a replica live for its lease; it lapses unrenewed, and removal ends it at once', async () => {
+        const instance = unique('deploy');
+        const [a, b] = [unique('replica'), unique('replica')];
+        await store.heartbeatReplica(a, instance, 60_000);
+        await store.heartbeatReplica(b, instance, 300);
+        await store.heartbeatReplica(unique('replica'), unique('other-deploy'), 60_000);
+        assert.deepEqual(await store.liveReplicas(instance), [a, b].sort());
+        await sleep(450);
+        assert.deepEqual(await store.liveReplicas(instance), [a], 'b lapsed');
+        await store.heartbeatReplica(b, instance, 60_000);
+        assert.deepEqual(await store.liveReplicas(instance), [a, b].sort(), 'a renewal brings it back');
+        await store.removeReplica(a);
+        assert.deepEqual(await store.liveReplicas(instance), [b]);
+      });
+
+      test('a lease has one holder until it lapses; the holder renews it, another takes it over after', async () => {
+        const name = unique('lease');
+        const [a, b] = [unique('replica'), unique('replica')];
+        assert.equal(await store.acquireLease(name, a, 300), true);
+        assert.equal(await store.acquireLease(name, b, 300), false, 'held by a');
+        assert.equal(await store.acquireLease(name, a, 300), true, 'a renews');
+        await sleep(450);
+        assert.equal(await store.acquireLease(name, b, 60_000), true, 'lapsed: b takes it');
+        assert.equal(await store.acquireLease(name, a, 60_000), false, 'now held by b');
+        await store.releaseLease(name, a);
+        assert.equal(await store.acquireLease(name, a, 60_000), false, 'only the holder releases');
+        await store.releaseLease(name, b);
+        assert.equal(await store.acquireLease(name, a, 60_000), true, 'released: free at once');
+      });
+
+      test("replicas are listed per host with their pid; removing one gives its leases up", async () => {
+        const instance = unique('deploy');
+        const [a, b, c] = [unique('replica'), unique('replica'), unique('replica')];
+        await store.heartbeatReplica(a, instance, 60_000, { host: 'h1', pid: 11 });
+        await store.heartbeatReplica(b, instance, 60_000, { host: 'h1', pid: 12 });
+        await store.heartbeatReplica(c, instance, 60_000, { host: 'h2', pid: 11 });
+        assert.deepEqual(await store.liveReplicasOn(instance, 'h1'), [{ id: a, pid: 11 }, { id: b, pid: 12 }].sort((x, y) => x.id.localeCompare(y.id)));
+        const lease = unique('lease');
+        assert.equal(await store.acquireLease(lease, a, 60_000), true);
+        await store.removeReplica(a);
+        assert.deepEqual((await store.liveReplicasOn(instance, 'h1')).map((r) => r.id), [b]);
+        assert.equal(await store.acquireLease(lease, b, 60_000), true, "a's lease went with it");
+      });
+
+      test('of many replicas racing for one free lease, exactly one gets it', async () => {
+        const name = unique('lease');
+        const contenders = Array.from({ length: 8 }, () => unique('replica'));
+        const second = store.kind === 'postgres' ? await open() : store;
+        try {
+          const won = await Promise.all(contenders.map((c, i) => (i % 2 === 0 ? store : second).acquireLease(name, c, 60_000)));
+          assert.equal(won.filter(Boolean).length, 1, `winners: ${JSON.stringify(won)}`);
+        } finally {
+          if (second !== store) await second.close();
+        }
+      });
+
+      test('a provisioning claim is exclusive while its holder is live, and adopted (compare-and-set) once its heartbeat lapses', async () => {
+        const instance = unique('deploy');
+        const [a, b] = [unique('replica'), unique('replica')];
+        await store.heartbeatReplica(a, instance, 400);
+        await store.heartbeatReplica(b, instance, 60_000);
+        const row = sandbox({ status: 'PENDING', provisioner: a });
+        await store.insertSandbox(row);
+        assert.equal(await store.claimProvisioning(row.id, b), undefined, 'a is live');
+        const mine = await store.claimProvisioning(row.id, a, { status: 'PROVISIONING' });
+        assert.equal(mine?.provisioner, a, 'the holder re-claims');
+        assert.equal(mine?.status, 'PROVISIONING', 'with its patch');
+        // Writes fenced on the claim: only the holder's pass.
+        assert.equal(await store.updateSandbox(row.id, { errorMessage: 'x' }, ['PROVISIONING'], b), undefined);
+        assert.ok(await store.updateSandbox(row.id, { errorMessage: 'y' }, ['PROVISIONING'], a));
+        await sleep(550);
+        const adopted = await store.claimProvisioning(row.id, b);
+        assert.equal(adopted?.provisioner, b, 'a lapsed: b adopts');
+        assert.equal(await store.updateSandbox(row.id, { status: 'RUNNING' }, ['PROVISIONING'], a), undefined, 'a can no longer finish it');
+        await store.heartbeatReplica(a, instance, 60_000);
+        assert.equal(await store.claimProvisioning(row.id, a), undefined, 'a is back, but b holds it now');
+        const unclaimed = sandbox({ status: 'PENDING', provisioner: null });
+        await store.insertSandbox(unclaimed);
+        assert.equal((await store.claimProvisioning(unclaimed.id, a))?.provisioner, a, 'nobody held it');
+        const running = sandbox({ status: 'RUNNING', provisioner: null });
+        await store.insertSandbox(running);
+        assert.equal(await store.claimProvisioning(running.id, a), undefined, 'only starting sandboxes are claimed');
+        assert.equal(await store.claimProvisioning(unique('missing'), a), undefined);
+      });
+
+      test('replicas racing to adopt one lapsed claim: exactly one wins', async () => {
+        const instance = unique('deploy');
+        const dead = unique('replica');
+        await store.heartbeatReplica(dead, instance, 1);
+        const contenders = Array.from({ length: 8 }, () => unique('replica'));
+        for (const c of contenders) await store.heartbeatReplica(c, instance, 60_000);
+        const rows = Array.from({ length: 5 }, () => sandbox({ status: 'PROVISIONING', provisioner: dead }));
+        await insertAll(rows);
+        await sleep(20);
+        const second = store.kind === 'postgres' ? await open() : store;
+        try {
+          for (const row of rows) {
+            const claims = await Promise.all(contenders.map((c, i) => (i % 2 === 0 ? store : second).claimProvisioning(row.id, c)));
+            const winners = claims.filter((c) => c !== undefined);
+            assert.equal(winners.length, 1, `one winner for ${row.id}`);
+            assert.equal((await store.getSandbox(row.id))?.provisioner, winners[0]?.provisioner);
+          }
+        } finally {
+          if (second !== store) await second.close();
+        }
+      });
+    });
+
     describe('ownership, retention and registry credentials', () => {
       test('runtimeOwner round-trips, filters and can be patched', async () => {
         const owner = unique('instance');

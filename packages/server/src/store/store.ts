@@ -55,9 +55,42 @@ export interface Store {
   findSandboxes(filter: SandboxFilter, limit: number): Promise<SandboxRecord[]>;
   /**
    * Applies a patch. With `expectStatus`, only when the sandbox is currently in one of those
-   * statuses (compare-and-set); returns undefined when it is not, or does not exist.
+   * statuses, and with `expectProvisioner` only while that replica holds its provisioning
+   * (compare-and-set); returns undefined when it is not, or does not exist.
    */
-  updateSandbox(id: string, patch: SandboxPatch, expectStatus?: readonly SandboxStatus[]): Promise<SandboxRecord | undefined>;
+  updateSandbox(id: string, patch: SandboxPatch, expectStatus?: readonly SandboxStatus[], expectProvisioner?: string): Promise<SandboxRecord | undefined>;
+  /**
+   * Claims a PENDING or PROVISIONING sandbox's provisioning work for `replicaId` (compare-and-set on
+   * `provisioner`): when nobody holds it, `replicaId` already does, or its holder's heartbeat has
+   * lapsed (database clock). Returns the claimed row, or undefined when another live replica holds
+   * it or the sandbox is not starting (or does not exist). `patch` is applied in the same statement.
+   * Notifies `onSandboxUpdated` listeners.
+   */
+  claimProvisioning(id: string, replicaId: string, patch?: SandboxPatch): Promise<SandboxRecord | undefined>;
+
+  /**
+   * Records that replica `replicaId` of deployment `instanceId` (running as `origin`: host name and
+   * process id) is alive for `ttlMs` more (the database's clock), creating its row on the first
+   * call. Rows lapsed for an hour are deleted.
+   */
+  heartbeatReplica(replicaId: string, instanceId: string, ttlMs: number, origin?: { host: string; pid: number }): Promise<void>;
+  /**
+   * Deletes a replica's heartbeat and gives up the leases it holds (a clean shutdown, or a dead
+   * predecessor found on this host): its provisioning claims may be adopted at once.
+   */
+  removeReplica(replicaId: string): Promise<void>;
+  /** The live replicas of `instanceId` whose heartbeat names host `host`, with their process ids. */
+  liveReplicasOn(instanceId: string, host: string): Promise<Array<{ id: string; pid: number }>>;
+  /** The replicas of `instanceId` whose heartbeat has not lapsed, by id. */
+  liveReplicas(instanceId: string): Promise<string[]>;
+  /**
+   * Takes lease `name` for `holder` for `ttlMs` (database clock) when nobody holds it, its holder's
+   * lease has lapsed, or `holder` holds it already (a renewal). One statement: of concurrent
+   * callers, exactly one gets a free lease. True when `holder` holds it now.
+   */
+  acquireLease(name: string, holder: string, ttlMs: number): Promise<boolean>;
+  /** Gives lease `name` up, if `holder` holds it. */
+  releaseLease(name: string, holder: string): Promise<void>;
   /**
    * Replaces a sandbox's egress lists and bumps `egressGeneration` by one, in one statement;
    * only while its status is one of `expectStatus`. Returns the row, or undefined.

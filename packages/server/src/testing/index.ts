@@ -7,3 +7,4 @@ export { GatedRuntime } from './gated-runtime.js';
 export { TEST_IMAGE, dockerMissing, driverMissing, eventually, needNothingMissing, ociMissing, unavailableSuite } from './runtime-available.js';
 export { sandboxFixture, specFixture } from './sandbox-fixture.js';
 export { type ListeningTestServer, type TestServer, startListeningServer, startTestServer } from './test-server.js';
+export { createScratchDatabase, deleteKubernetesNamespace, dropScratchDatabase, kubernetesMissing } from './scratch-infrastructure.js';

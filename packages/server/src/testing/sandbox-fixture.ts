@@ -45,6 +45,7 @@ export function sandboxFixture(overrides: Partial<SandboxRecord> & Pick<SandboxR
     runtimeDriver: null,
     runtimeId: null,
     runtimeOwner: null,
+    provisioner: null,
     admissionDeadline: null,
     kubernetesJobId: null,
     ...overrides,

@@ -301,7 +301,7 @@ export class DockerRuntime implements SandboxRuntime {
   }
 
   capabilities(): RuntimeCapabilities {
-    return { gpuCount: this.gpu.gpuCount, gpuTypes: [...this.gpu.gpuTypes], egressPolicy: true };
+    return { gpuCount: this.gpu.gpuCount, gpuTypes: [...this.gpu.gpuTypes], egressPolicy: true, sharedRuntime: true };
   }
 
   /**

@@ -284,7 +284,7 @@ export class KubernetesRuntime implements SandboxRuntime {
   }
 
   capabilities(): RuntimeCapabilities {
-    return { gpuCount: 0, gpuTypes: [], egressPolicy: this.options.networkPolicy !== 'off', egressDomains: false, egressOpensNoNetwork: false };
+    return { gpuCount: 0, gpuTypes: [], egressPolicy: this.options.networkPolicy !== 'off', egressDomains: false, egressOpensNoNetwork: false, sharedRuntime: true };
   }
 
   /** User namespace: none (Kubernetes 1.20); seccomp: RuntimeDefault; cgroups as the first sandbox saw them. */

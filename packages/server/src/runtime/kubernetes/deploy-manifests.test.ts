@@ -224,7 +224,10 @@ describe('deploy/kubernetes manifests', () => {
       assert.equal(entry.value, undefined, `${name} must not be written in the manifest`);
       assert.equal(entry.valueFrom?.secretKeyRef?.name, 'corral', `${name} comes from the Secret corral`);
     }
-    assert.equal(envOf(container, 'CORRAL_INSTANCE_ID').valueFrom?.fieldRef?.fieldPath, 'metadata.name');
+    // One deployment: every replica the same instance id (a literal), each its own replica id (the Pod's name).
+    assert.ok(envOf(container, 'CORRAL_INSTANCE_ID').value, 'CORRAL_INSTANCE_ID is one literal for every replica');
+    assert.equal(envOf(container, 'CORRAL_REPLICA_ID').valueFrom?.fieldRef?.fieldPath, 'metadata.name');
+    assert.match(envOf(container, 'CORRAL_K8S_SERVER_PODS').value ?? '', /^corral\//, 'the sandboxes admit the API Pods');
     // Every variable the container sets is a setting the server reads (config.ts).
     const known = new Set(SETTINGS.map((s) => s.env));
     for (const entry of container.env ?? []) assert.ok(known.has(entry.name), `${entry.name} is not a setting in config.ts`);

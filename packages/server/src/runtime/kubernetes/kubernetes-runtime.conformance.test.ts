@@ -11,8 +11,8 @@ const IMAGE = process.env.CORRAL_K8S_TEST_IMAGE ?? '127.0.0.1:5000/corral/busybo
 const REPO = new URL('../../../../../', import.meta.url).pathname;
 const CACHE = process.env.CORRAL_CACHE_DIR ?? join(REPO, '.cache');
 const KUBECONFIG = process.env.CORRAL_K8S_KUBECONFIG ?? join(CACHE, 'kubernetes', 'kubeconfig');
-/** The suite's own namespace, kept between runs (deleting one takes seconds). */
-const NAMESPACE = 'corral-conformance';
+/** The suite's namespace (`CORRAL_K8S_NAMESPACE`, default `corral-conformance`), kept between runs (deleting one takes seconds). */
+const NAMESPACE = process.env.CORRAL_K8S_NAMESPACE ?? 'corral-conformance';
 
 /** Why the suite cannot run here, or undefined when the cluster of the kubeconfig answers. */
 async function missing(): Promise<string | undefined> {

@@ -23,6 +23,7 @@ export const kubernetesDriver: RuntimeDriver = {
       binDir: join(config.dataDir, 'bin'),
       insecureRegistries: config.registryInsecure,
       diskPolicy: diskPolicyOf(config),
+      exec: config.k8sExec,
     });
     await runtime.init();
     return runtime;

@@ -32,6 +32,10 @@ async function missing(): Promise<string | undefined> {
   }
 }
 
+function execMode(value: string | undefined): 'auto' | 'agent' | 'api' {
+  return value === 'auto' || value === 'api' ? value : 'agent';
+}
+
 const reason = await missing();
 if (reason !== undefined) {
   test('kubernetes runtime conformance', (t) => {
@@ -49,6 +53,9 @@ if (reason !== undefined) {
       insecureRegistries: [...LOCAL_TEST_REGISTRIES],
       // The test node has 2 cores and the suite runs many 1-core sandboxes at once.
       cpuRequestFraction: 0.01,
+      // `agent` unless CORRAL_K8S_EXEC says otherwise: an agent that does not answer fails the
+      // case instead of falling back to the exec API unseen (sandboxes without network use the API).
+      exec: execMode(process.env.CORRAL_K8S_EXEC),
     });
     return {
       runtime,

@@ -1,6 +1,7 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { connect } from 'node:net';
+import type { Socket } from 'node:net';
 import type { Duplex, Readable } from 'node:stream';
 import { ApiException, CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import type { V1ContainerStatus, V1Pod, V1Secret } from '@kubernetes/client-node';
@@ -29,7 +30,11 @@ import type {
 } from '../runtime.js';
 import { runRaw, startPodExec } from './kubernetes-exec.js';
 import type { PodExecTarget } from './kubernetes-exec.js';
+import { AgentUnreachable, connectPodAgent, startPodAgentExec } from './pod-agent.js';
+import type { PodAgentAddress } from './pod-agent.js';
 import {
+  AGENT_PORT,
+  AGENT_SECRET_ENV,
   buildEnvSecret,
   buildPod,
   buildPullSecret,
@@ -64,7 +69,18 @@ export interface KubernetesRuntimeOptions {
   cpuRequestFraction?: number;
   /** How long `create` waits for the Pod to run and take a command (default 120 s). */
   readyTimeoutMs?: number;
+  /**
+   * How processes start (`CORRAL_K8S_EXEC`): `agent` over the Pod IP, `api` through the API
+   * server's exec, `auto` (default) the agent with a per-sandbox fallback to the API. Sandboxes
+   * without network access have only loopback and always use the API.
+   */
+  exec?: 'auto' | 'agent' | 'api';
 }
+
+/** How long a connection to a sandbox's agent may take, handshake included, before auto mode gives up on it. */
+const AGENT_CONNECT_MS = 2000;
+/** How long an exec in `agent` mode waits for a just-created Pod's IP to appear in its status. */
+const AGENT_ADDRESS_WAIT_MS = 10_000;
 
 /** Container waiting reasons that mean the image cannot be pulled. */
 const PULL_FAILURES = new Set(['ErrImagePull', 'ImagePullBackOff', 'InvalidImageName', 'ErrImageNeverPull', 'RegistryUnavailable']);
@@ -165,6 +181,11 @@ export class KubernetesRuntime implements SandboxRuntime {
   private readonly liveExecs = new Map<string, Set<() => void>>();
   /** Last OOM kill count seen per Pod. */
   private readonly oomCounts = new Map<string, number>();
+  /** Per Pod, its agent's secret (read from its env Secret once per process: any replica can serve any sandbox). */
+  private readonly agentSecrets = new Map<string, string | null>();
+  /** Pods whose agent did not answer (auto mode): their processes go through the exec API. */
+  private readonly apiOnly = new Set<string>();
+  private readonly execMode: 'auto' | 'agent' | 'api';
   private readonly diskPolicy: DiskPolicy;
   private readonly readyTimeoutMs: number;
   private admittedBytes = 0;
@@ -181,6 +202,7 @@ export class KubernetesRuntime implements SandboxRuntime {
     this.options = options;
     this.diskPolicy = options.diskPolicy ?? NO_RESERVE;
     this.readyTimeoutMs = options.readyTimeoutMs ?? 120_000;
+    this.execMode = options.exec ?? 'auto';
   }
 
   private get namespace(): string {
@@ -314,8 +336,10 @@ export class KubernetesRuntime implements SandboxRuntime {
 
   private async createPod(spec: SandboxSpec, runtimeId: string): Promise<void> {
     const secrets: V1Secret[] = [];
-    const envSecret = Object.keys(spec.env).length > 0 ? buildEnvSecret(spec, envSecretName(runtimeId), this.options) : null;
+    const agentSecret = randomBytes(32).toString('base64url');
+    const envSecret = buildEnvSecret(spec, envSecretName(runtimeId), this.options, agentSecret);
     const pullSecret = buildPullSecret(spec, pullSecretName(runtimeId), this.options);
+    this.agentSecrets.set(runtimeId, agentSecret);
     for (const secret of [envSecret, pullSecret]) {
       if (!secret) continue;
       secrets.push(await this.core.createNamespacedSecret({ namespace: this.namespace, body: secret }));
@@ -327,7 +351,7 @@ export class KubernetesRuntime implements SandboxRuntime {
         runtimeClass: this.options.runtimeClass ?? null,
         cpuRequestFraction: this.options.cpuRequestFraction ?? 1,
         helperConfigMap: this.helperConfigMap ?? '',
-        envSecret: envSecret?.metadata?.name ?? null,
+        envSecret: envSecretName(runtimeId),
         pullSecret: pullSecret?.metadata?.name ?? null,
       }),
     });
@@ -376,14 +400,33 @@ export class KubernetesRuntime implements SandboxRuntime {
     throw new RuntimeError('START_FAILED', `the start command exited with code ${view.exitCode ?? '?'} before the sandbox was ready${logs ? `: ${logs.trim()}` : ''}`);
   }
 
-  /** Makes the workspace (the first process in the sandbox); retried while the container is starting. */
+  /**
+   * Makes the workspace (the first process in the sandbox); retried while the container is
+   * starting. Through the agent once the Pod's status has its address (which the kubelet reports
+   * up to a second after the container started), through the exec API until then; in auto mode,
+   * an agent that does not answer three times while the container runs sends the sandbox to the
+   * exec API for good.
+   */
   private async setUp(runtimeId: string, spec: SandboxSpec): Promise<void> {
     const deadline = Date.now() + this.readyTimeoutMs;
+    const setup = ['/bin/sh', '-c', SETUP_SCRIPT, 'corral-setup', spec.workspacePath];
     let last = '';
+    let agentFailures = 0;
     while (Date.now() < deadline) {
       const running = await this.failIfEnded(runtimeId, spec.image);
+      const address = this.agentEligible(runtimeId) ? await this.agentAddress(runtimeId) : null;
       try {
-        const r = await runRaw(this.target(runtimeId), ['/bin/sh', '-c', SETUP_SCRIPT, 'corral-setup', spec.workspacePath]);
+        let r: { exitCode: number; stdout: string; stderr: string };
+        if (address) {
+          try {
+            r = await this.runOnAgent(await connectPodAgent(address, AGENT_CONNECT_MS), setup);
+          } catch (error) {
+            if (error instanceof AgentUnreachable && running && ++agentFailures >= 3 && this.execMode === 'auto') this.apiOnly.add(runtimeId);
+            throw error;
+          }
+        } else {
+          r = await runRaw(this.target(runtimeId), setup);
+        }
         if (r.exitCode === 0) {
           this.noteCgroups(r.stdout);
           return;
@@ -398,6 +441,74 @@ export class KubernetesRuntime implements SandboxRuntime {
       await this.failIfEnded(runtimeId, spec.image);
     }
     throw new RuntimeError('START_FAILED', `the sandbox never accepted a command within ${this.readyTimeoutMs} ms (needs /bin/sh and mkdir): ${last}`);
+  }
+
+  /** Whether the sandbox's processes go through its agent: not in api mode, only with network access, not after a fallback. */
+  private agentEligible(runtimeId: string): boolean {
+    if (this.execMode === 'api' || this.apiOnly.has(runtimeId)) return false;
+    return this.pods.get(runtimeId)?.metadata?.annotations?.['corral.dev/network-access'] === 'true';
+  }
+
+  /** The sandbox's agent address (Pod IP, port, secret), or null while the Pod has no IP or its Secret holds no agent secret. */
+  private async agentAddress(runtimeId: string): Promise<PodAgentAddress | null> {
+    const host = podView(this.pods.get(runtimeId) ?? {}).podIP;
+    if (!host) return null;
+    let secret = this.agentSecrets.get(runtimeId);
+    if (secret === undefined) {
+      try {
+        const stored = await this.core.readNamespacedSecret({ name: envSecretName(runtimeId), namespace: this.namespace });
+        const encoded = stored.data?.[AGENT_SECRET_ENV];
+        secret = encoded ? Buffer.from(encoded, 'base64').toString('utf8') : null;
+      } catch (error) {
+        if (!isApiStatus(error, 404)) throw new RuntimeError('RUNTIME_ERROR', `reading the agent secret of ${runtimeId}: ${errorText(error)}`, { cause: error });
+        secret = null;
+      }
+      this.agentSecrets.set(runtimeId, secret);
+    }
+    return secret ? { host, port: AGENT_PORT, secret } : null;
+  }
+
+  /**
+   * An authenticated connection to the sandbox's agent, or null when its processes go through the
+   * exec API (api mode, no network access, a Pod of an older driver, or auto mode's fallback: the
+   * agent did not answer within {@link AGENT_CONNECT_MS}, decided once per sandbox).
+   */
+  private async openAgent(runtimeId: string): Promise<Socket | null> {
+    if (!this.agentEligible(runtimeId)) return null;
+    let address = await this.agentAddress(runtimeId);
+    if (!address && this.execMode === 'agent') {
+      // Just created: the kubelet reports the Pod's IP up to a second after the container started.
+      await this.pods.waitFor(runtimeId, (pod) => (pod === undefined || podView(pod).podIP ? true : undefined), AGENT_ADDRESS_WAIT_MS, () => new RuntimeError('RUNTIME_ERROR', `sandbox ${runtimeId} has no Pod IP after ${AGENT_ADDRESS_WAIT_MS} ms`));
+      address = await this.agentAddress(runtimeId);
+      if (!address) throw new RuntimeError('RUNTIME_ERROR', `sandbox ${runtimeId} has no agent address (no Pod IP or agent secret)`);
+    }
+    // Auto mode: the exec API while the status has no IP yet (just created), the agent after.
+    if (!address) return null;
+    try {
+      return await connectPodAgent(address, AGENT_CONNECT_MS);
+    } catch (error) {
+      if (!(error instanceof AgentUnreachable) || this.execMode === 'agent') throw error;
+      this.apiOnly.add(runtimeId);
+      return null;
+    }
+  }
+
+  /** Runs a command to its end on an agent connection and collects its output. */
+  private async runOnAgent(socket: Socket, argv: string[], input?: Buffer): Promise<{ exitCode: number; stdout: string; stderr: string }> {
+    const proc = startPodAgentExec(socket, { argv, stdin: input !== undefined });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    proc.stdout.on('data', (c: Buffer) => out.push(c));
+    proc.stderr.on('data', (c: Buffer) => err.push(c));
+    proc.stdin?.end(input);
+    const { exitCode } = await proc.wait();
+    return { exitCode, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') };
+  }
+
+  /** Runs one of the driver's own scripts in the sandbox: through its agent when it has one, else the exec API. */
+  private async runScript(runtimeId: string, argv: string[]): Promise<{ exitCode: number; stdout: string; stderr: string }> {
+    const socket = await this.openAgent(runtimeId);
+    return socket ? this.runOnAgent(socket, argv) : runRaw(this.target(runtimeId), argv);
   }
 
   /** Learns the cgroup version and whether sandboxes have a cgroup namespace from a sandbox's /proc/self/cgroup. */
@@ -416,14 +527,20 @@ export class KubernetesRuntime implements SandboxRuntime {
       live = new Set();
       this.liveExecs.set(runtimeId, live);
     }
-    return startPodExec(
-      this.target(runtimeId),
-      request,
-      (exitCode) => {
-        if (exitCode === 137) void this.checkOom(runtimeId).catch(() => undefined);
-      },
-      live,
-    );
+    const onExit = (exitCode: number): void => {
+      if (exitCode === 137) void this.checkOom(runtimeId).catch(() => undefined);
+    };
+    const socket = await this.openAgent(runtimeId);
+    if (!socket) return startPodExec(this.target(runtimeId), request, onExit, live);
+    const proc = startPodAgentExec(socket, request);
+    // The connection is dropped once the Pod is removed, whatever the network does meanwhile.
+    const abandon = (): void => void socket.destroy();
+    live.add(abandon);
+    void proc.wait().then(({ exitCode }) => {
+      live.delete(abandon);
+      onExit(exitCode);
+    });
+    return proc;
   }
 
   /**
@@ -432,7 +549,7 @@ export class KubernetesRuntime implements SandboxRuntime {
    * its status and logs), as on the other drivers, and its exit is reported as an OOM kill.
    */
   private async checkOom(runtimeId: string): Promise<void> {
-    const r = await runRaw(this.target(runtimeId), ['/bin/sh', '-c', OOM_COUNT_SCRIPT]);
+    const r = await this.runScript(runtimeId, ['/bin/sh', '-c', OOM_COUNT_SCRIPT]);
     const count = Number(r.stdout.trim().split('\n')[0]);
     if (!Number.isInteger(count) || count <= (this.oomCounts.get(runtimeId) ?? 0)) return;
     this.oomCounts.set(runtimeId, count);
@@ -501,7 +618,7 @@ export class KubernetesRuntime implements SandboxRuntime {
   async stats(runtimeId: string): Promise<RuntimeStats> {
     const pod = this.pods.get(runtimeId);
     if (!pod || !podView(pod).running) throw new RuntimeError('NOT_FOUND', `no running sandbox ${runtimeId}`);
-    const r = await runRaw(this.target(runtimeId), ['/bin/sh', '-c', STATS_SCRIPT]);
+    const r = await this.runScript(runtimeId, ['/bin/sh', '-c', STATS_SCRIPT]);
     const [memory, limit, cpu, pids] = r.stdout.trim().split(/\s+/).map(Number);
     const limitBytes = Number.isFinite(limit) ? (limit as number) : 0;
     return { memoryBytes: memory || 0, memoryLimitBytes: limitBytes, cpuUsageNanos: cpu || 0, pids: pids || 0 };
@@ -553,6 +670,8 @@ export class KubernetesRuntime implements SandboxRuntime {
     }
     this.oomEnded.delete(runtimeId);
     this.oomCounts.delete(runtimeId);
+    this.agentSecrets.delete(runtimeId);
+    this.apiOnly.delete(runtimeId);
     for (const abandon of this.liveExecs.get(runtimeId) ?? []) abandon();
     this.liveExecs.delete(runtimeId);
   }

@@ -7,14 +7,7 @@ import { RuntimeError } from '../runtime.js';
 import type { ExecProcess, ExecRequest } from '../runtime.js';
 import { EXEC_MARKER_ENV } from './kubernetes-exec.js';
 
-/** The TCP port `corral-agent init` (PID 1 of every sandbox Pod) listens on, on every address of the Pod. */
-export const AGENT_PORT = 61000;
-
-/**
- * The environment variable (from the sandbox's env Secret) the agent reads its secret from; the
- * agent removes it before it starts anything, and `corral-agent exec` removes it too.
- */
-export const AGENT_SECRET_ENV = 'CORRAL_AGENT_SECRET';
+export { AGENT_PORT, AGENT_SECRET_ENV } from './pod-spec.js';
 
 /** Where a sandbox's agent listens and the secret its connections must prove. */
 export interface PodAgentAddress {

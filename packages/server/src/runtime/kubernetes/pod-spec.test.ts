@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { specFixture } from '../../testing/sandbox-fixture.js';
 import { KEPT_CAPABILITIES } from '../container-policy.js';
-import { buildEnvSecret, buildPod, LABEL_INSTANCE, LABEL_SANDBOX_ID, podName } from './pod-spec.js';
+import { AGENT_PORT, AGENT_SECRET_ENV, buildEnvSecret, buildPod, HELPER_PATH, LABEL_INSTANCE, LABEL_SANDBOX_ID, podName } from './pod-spec.js';
 import { exitCodeOf } from './kubernetes-exec.js';
 import { parseQuantity } from './quantity.js';
 
@@ -23,8 +23,17 @@ describe('kubernetes pod spec', () => {
     assert.deepEqual(container?.resources?.limits, { cpu: '500m', memory: String(256 * 1024 ** 2), 'ephemeral-storage': String(1024 ** 3) });
     assert.equal(pod.metadata?.labels?.[LABEL_SANDBOX_ID], 'abc');
     assert.equal(pod.metadata?.labels?.[LABEL_INSTANCE], 'inst');
-    const secret = buildEnvSecret(spec, 'corral-abc-env', OPTIONS);
-    assert.deepEqual(secret.stringData, { SECRET_TOKEN: 'hunter2' });
+    const secret = buildEnvSecret(spec, 'corral-abc-env', OPTIONS, 'agent-secret-0123456789');
+    assert.deepEqual(secret.stringData, { SECRET_TOKEN: 'hunter2', [AGENT_SECRET_ENV]: 'agent-secret-0123456789' });
+  });
+
+  it('runs corral-agent as PID 1 on the agent port, its secret from the env Secret, never in the Pod spec', () => {
+    const spec = specFixture({ sandboxId: 'abc', image: 'busybox:1', env: { [AGENT_SECRET_ENV]: 'user-value' }, startCommand: 'echo hi' });
+    const pod = buildPod(spec, podName(spec.sandboxId), OPTIONS);
+    assert.deepEqual(pod.spec?.containers[0]?.command, [HELPER_PATH, 'init', `--listen-tcp=${AGENT_PORT}`, `--secret-env=${AGENT_SECRET_ENV}`, '--', '/bin/sh', '-c', 'echo hi']);
+    assert.ok(!JSON.stringify(pod).includes('agent-secret-0123456789'));
+    // The driver's value wins over a user variable of the same name.
+    assert.equal(buildEnvSecret(spec, 'x', OPTIONS, 'agent-secret-0123456789').stringData?.[AGENT_SECRET_ENV], 'agent-secret-0123456789');
   });
 
   it('gives a sandbox without network an init container that only has NET_ADMIN', () => {

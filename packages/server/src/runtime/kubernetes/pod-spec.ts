@@ -12,6 +12,13 @@ export const SANDBOX_CONTAINER = 'sandbox';
 export const HELPER_DIR = '/.corral';
 /** The helper binary (`corral-agent`, from a ConfigMap mounted read-only at `/.corral/bin`). */
 export const HELPER_PATH = `${HELPER_DIR}/bin/corral-agent`;
+/** The TCP port `corral-agent init` (PID 1 of every sandbox Pod) listens on, on every address of the Pod. */
+export const AGENT_PORT = 61000;
+/**
+ * The key of the sandbox's env Secret (and so the environment variable) holding its agent's
+ * secret; the agent removes it before it starts anything, and `corral-agent exec` removes it too.
+ */
+export const AGENT_SECRET_ENV = 'CORRAL_AGENT_SECRET';
 
 /** What the Pod builder needs besides the sandbox spec. */
 export interface PodOptions {
@@ -19,8 +26,8 @@ export interface PodOptions {
   namespace: string;
   /** `runtimeClassName` (gVisor, Kata…); null: the cluster's default. */
   runtimeClass: string | null;
-  /** Name of the Secret holding the spec's env, or null when it has none. */
-  envSecret: string | null;
+  /** Name of the Secret holding the spec's env and the agent's secret ({@link buildEnvSecret}). */
+  envSecret: string;
   /** Name of the docker-registry Secret for the image pull, or null. */
   pullSecret: string | null;
   /** CPU request as a fraction of the limit (1: requests = limits; less lets a node hold more idle sandboxes). */
@@ -58,14 +65,17 @@ export function cpuQuantity(cores: number): string {
   return `${Math.max(1, Math.round(cores * 1000))}m`;
 }
 
-/** The Secret that carries `env` into the Pod (`envFrom`), so values never appear in the Pod spec. */
-export function buildEnvSecret(spec: SandboxSpec, name: string, options: Pick<PodOptions, 'instance' | 'namespace'>): V1Secret {
+/**
+ * The Secret that carries `env` into the Pod (`envFrom`), so values never appear in the Pod spec,
+ * with the agent's secret as {@link AGENT_SECRET_ENV} (it wins over a variable of that name in `env`).
+ */
+export function buildEnvSecret(spec: SandboxSpec, name: string, options: Pick<PodOptions, 'instance' | 'namespace'>, agentSecret: string): V1Secret {
   return {
     apiVersion: 'v1',
     kind: 'Secret',
     metadata: { name, namespace: options.namespace, labels: labels(spec.sandboxId, options.instance) },
     type: 'Opaque',
-    stringData: { ...spec.env },
+    stringData: { ...spec.env, [AGENT_SECRET_ENV]: agentSecret },
   };
 }
 
@@ -96,8 +106,9 @@ function labels(sandboxId: string, instance: string): Record<string, string> {
 }
 
 /**
- * The Pod of one sandbox: one container running the start command (or the idle command) under
- * `/bin/sh -c`, `restartPolicy: Never`, limits from the spec's CPU and memory (requests equal, CPU's
+ * The Pod of one sandbox: one container whose PID 1 is `corral-agent init` (listening on
+ * {@link AGENT_PORT} for authenticated exec sessions) running the start command (or the idle
+ * command) under `/bin/sh -c`, `restartPolicy: Never`, limits from the spec's CPU and memory (requests equal, CPU's
  * scaled by `cpuRequestFraction`),
  * `ephemeral-storage` from its disk, every capability dropped but the documented set, the
  * runtime's default seccomp profile, no privilege escalation, no service account token, env from a
@@ -160,8 +171,8 @@ export function buildPod(spec: SandboxSpec, name: string, options: PodOptions): 
           image: spec.image,
           // Every image, `:latest` included: a node that holds the image does not contact the registry.
           imagePullPolicy: 'IfNotPresent',
-          command: ['/bin/sh', '-c', spec.startCommand ?? IDLE_COMMAND],
-          ...(options.envSecret ? { envFrom: [{ secretRef: { name: options.envSecret } }] } : {}),
+          command: [HELPER_PATH, 'init', `--listen-tcp=${AGENT_PORT}`, `--secret-env=${AGENT_SECRET_ENV}`, '--', '/bin/sh', '-c', spec.startCommand ?? IDLE_COMMAND],
+          envFrom: [{ secretRef: { name: options.envSecret } }],
           resources: { requests, limits },
           securityContext: {
             allowPrivilegeEscalation: false,

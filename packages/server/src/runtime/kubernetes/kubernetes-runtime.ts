@@ -45,6 +45,7 @@ import {
   podName,
   pullSecretName,
   SANDBOX_CONTAINER,
+  serverResolvConf,
 } from './pod-spec.js';
 import { PodWatch } from './pod-watch.js';
 import { parseQuantity } from './quantity.js';
@@ -75,6 +76,8 @@ export interface KubernetesRuntimeOptions {
    * without network access have only loopback and always use the API.
    */
   exec?: 'auto' | 'agent' | 'api';
+  /** The sandboxes' /etc/resolv.conf; default: from the server's own (see serverResolvConf); null: the kubelet's. */
+  resolvConf?: string | null;
 }
 
 /** How long a connection to a sandbox's agent may take, handshake included, before auto mode gives up on it. */
@@ -186,6 +189,7 @@ export class KubernetesRuntime implements SandboxRuntime {
   /** Pods whose agent did not answer (auto mode): their processes go through the exec API. */
   private readonly apiOnly = new Set<string>();
   private readonly execMode: 'auto' | 'agent' | 'api';
+  private resolvConf: string | null = null;
   private readonly diskPolicy: DiskPolicy;
   private readonly readyTimeoutMs: number;
   private admittedBytes = 0;
@@ -236,6 +240,7 @@ export class KubernetesRuntime implements SandboxRuntime {
       });
     }
     this.helperConfigMap = await this.ensureHelper();
+    this.resolvConf = this.options.resolvConf !== undefined ? this.options.resolvConf : serverResolvConf(await readFile('/etc/resolv.conf', 'utf8').catch(() => ''));
     const watch = new PodWatch(this.config, this.namespace, `${LABEL_INSTANCE}=${labelValue(this.options.instance)}`);
     watch.onChange((pod, change) => this.onPodChange(pod, change));
     await watch.start();
@@ -351,6 +356,7 @@ export class KubernetesRuntime implements SandboxRuntime {
         runtimeClass: this.options.runtimeClass ?? null,
         cpuRequestFraction: this.options.cpuRequestFraction ?? 1,
         helperConfigMap: this.helperConfigMap ?? '',
+        resolvConf: this.resolvConf,
         envSecret: envSecretName(runtimeId),
         pullSecret: pullSecret?.metadata?.name ?? null,
       }),

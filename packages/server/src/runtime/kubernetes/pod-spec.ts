@@ -34,6 +34,23 @@ export interface PodOptions {
   cpuRequestFraction: number;
   /** The ConfigMap holding the helper binary (`corral-agent`). */
   helperConfigMap: string;
+  /** The sandbox's /etc/resolv.conf ({@link serverResolvConf}); null: the kubelet's (a writable mount of a node file). */
+  resolvConf: string | null;
+}
+
+/** Annotations whose values the Pod's read-only /etc files are (a downward API volume). */
+const ETC_ANNOTATIONS = { hosts: 'corral.dev/etc-hosts', hostname: 'corral.dev/etc-hostname', 'resolv.conf': 'corral.dev/etc-resolv-conf' } as const;
+
+/**
+ * A resolv.conf for sandboxes from the server's own (`text`): its nameservers but loopback ones
+ * (which would be the sandbox's own loopback), its search and options lines; null when no
+ * nameserver is left (then the kubelet writes the sandbox's).
+ */
+export function serverResolvConf(text: string): string | null {
+  const lines = text.split('\n').map((l) => l.trim());
+  const servers = lines.filter((l) => /^nameserver\s+/.test(l) && !/^nameserver\s+(127\.|::1$|0\.0\.0\.0)/.test(l));
+  if (servers.length === 0) return null;
+  return [...servers, ...lines.filter((l) => /^(search|domain|options)\s+/.test(l))].join('\n') + '\n';
 }
 
 /**
@@ -115,6 +132,13 @@ function labels(sandboxId: string, instance: string): Record<string, string> {
  * Secret, and an emptyDir at {@link HELPER_DIR} for the driver's exec helper.
  */
 export function buildPod(spec: SandboxSpec, name: string, options: PodOptions): V1Pod {
+  const hostname = `sandbox-${name.replace(/^corral-/, '')}`.slice(0, 63).replace(/-+$/, '');
+  const etc: Record<string, string> = {
+    hosts: `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${hostname}\n`,
+    hostname: `${hostname}\n`,
+    ...(options.resolvConf !== null ? { 'resolv.conf': options.resolvConf } : {}),
+  };
+  const etcFiles = Object.keys(etc) as (keyof typeof ETC_ANNOTATIONS)[];
   const limits = {
     cpu: cpuQuantity(spec.cpuCores),
     memory: String(spec.memoryBytes),
@@ -128,13 +152,17 @@ export function buildPod(spec: SandboxSpec, name: string, options: PodOptions): 
       name,
       namespace: options.namespace,
       labels: labels(spec.sandboxId, options.instance),
-      annotations: { 'corral.dev/sandbox-id': spec.sandboxId, 'corral.dev/network-access': String(spec.networkAccess) },
+      annotations: {
+        'corral.dev/sandbox-id': spec.sandboxId,
+        'corral.dev/network-access': String(spec.networkAccess),
+        ...Object.fromEntries(etcFiles.map((file) => [ETC_ANNOTATIONS[file], etc[file] ?? ''])),
+      },
     },
     spec: {
       restartPolicy: 'Never',
       automountServiceAccountToken: false,
       enableServiceLinks: false,
-      hostname: `sandbox-${name.replace(/^corral-/, '')}`.slice(0, 63).replace(/-+$/, ''),
+      hostname,
       terminationGracePeriodSeconds: 2,
       ...(options.runtimeClass ? { runtimeClassName: options.runtimeClass } : {}),
       ...(options.pullSecret ? { imagePullSecrets: [{ name: options.pullSecret }] } : {}),
@@ -142,6 +170,7 @@ export function buildPod(spec: SandboxSpec, name: string, options: PodOptions): 
       volumes: [
         { name: 'corral', emptyDir: { sizeLimit: '64Mi' } },
         { name: 'corral-bin', configMap: { name: options.helperConfigMap, defaultMode: 0o755 } },
+        { name: 'corral-etc', downwardAPI: { items: etcFiles.map((file) => ({ path: file, fieldRef: { fieldPath: `metadata.annotations['${ETC_ANNOTATIONS[file]}']` } })) } },
       ],
       // Without network access the Pod keeps only loopback: an init container, the only one with
       // CAP_NET_ADMIN, deletes its other interfaces (the helper is static: any image runs it).
@@ -180,9 +209,12 @@ export function buildPod(spec: SandboxSpec, name: string, options: PodOptions): 
             capabilities: { drop: ['ALL'], add: [...KEPT_CAPABILITIES] },
             seccompProfile: { type: 'RuntimeDefault' },
           },
+          // Read-only /etc files of the Pod's own: the kubelet and the container runtime mount none
+          // at a path the container mounts itself (theirs are writable files on the node's disk).
           volumeMounts: [
             { name: 'corral', mountPath: HELPER_DIR },
             { name: 'corral-bin', mountPath: `${HELPER_DIR}/bin`, readOnly: true },
+            ...etcFiles.map((file) => ({ name: 'corral-etc', mountPath: `/etc/${file}`, subPath: file, readOnly: true })),
           ],
         },
       ],

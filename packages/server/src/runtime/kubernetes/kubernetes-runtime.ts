@@ -13,6 +13,7 @@ import { dialViaExec } from '../exec-relay.js';
 import { ensureAgentBinary } from '../native-build.js';
 import { parseImageRef } from '../registry/image-ref.js';
 import { checkRegistryAddress } from '../registry/registry-address-policy.js';
+import { credentialsFor } from '../registry/registry-access-check.js';
 import { RuntimeError } from '../runtime.js';
 import type {
   DiskCapacity,
@@ -107,7 +108,8 @@ function containerOf(pod: V1Pod): V1ContainerStatus | undefined {
 export function podView(pod: V1Pod): PodView {
   const status = containerOf(pod);
   const terminated = status?.state?.terminated;
-  const waiting = status?.state?.waiting;
+  // The init container (a sandbox without network) pulls the same image first.
+  const waiting = [...(pod.status?.initContainerStatuses ?? []), ...(status ? [status] : [])].map((c) => c.state?.waiting).find((w) => w?.reason && PULL_FAILURES.has(w.reason));
   const scheduled = pod.status?.conditions?.find((c) => c.type === 'PodScheduled');
   const phase = pod.status?.phase ?? 'Pending';
   const ended = terminated !== undefined || phase === 'Succeeded' || phase === 'Failed';
@@ -115,10 +117,16 @@ export function podView(pod: V1Pod): PodView {
     running: !ended,
     exitCode: terminated ? terminated.exitCode : ended ? 137 : null,
     reason: terminated?.reason ?? pod.status?.reason ?? '',
-    pullFailure: waiting?.reason && PULL_FAILURES.has(waiting.reason) ? `${waiting.reason}: ${waiting.message ?? ''}`.trim() : null,
+    pullFailure: waiting?.reason ? `${waiting.reason}: ${waiting.message ?? ''}`.trim() : null,
     unschedulable: scheduled?.status === 'False' ? `${scheduled.reason ?? 'Unschedulable'}: ${scheduled.message ?? ''}`.trim() : null,
     podIP: pod.status?.podIP ?? null,
   };
+}
+
+/** The reason a pull failed, saying so plainly when the registry refused the Pod's credentials (or their absence). */
+function pullFailureMessage(image: string, failure: string): string {
+  const refused = /unauthorized|authentication required|denied|401/i.test(failure);
+  return `pulling ${image} failed${refused ? ': the registry refused access (credentials missing or wrong)' : ''}: ${failure}`;
 }
 
 function isApiStatus(error: unknown, code: number): boolean {
@@ -312,7 +320,7 @@ export class KubernetesRuntime implements SandboxRuntime {
       if (shortfall) throw new RuntimeError('START_FAILED', `not enough disk space: ${shortfall}`);
     }
     if (spec.gpuCount > 0) throw new RuntimeError('UNSUPPORTED', `${spec.gpuCount} GPUs requested; the kubernetes driver does not schedule GPUs yet`);
-    await this.checkImage(spec.image);
+    await this.checkImage(spec.image, spec.registryAuth);
     this.admittedBytes += spec.diskBytes;
     const runtimeId = podName(spec.sandboxId);
     this.quiet.add(runtimeId);
@@ -329,14 +337,19 @@ export class KubernetesRuntime implements SandboxRuntime {
     }
   }
 
-  /** Refuses image references that cannot be parsed, and registries at addresses the operator did not allow. */
-  private async checkImage(image: string): Promise<void> {
+  /**
+   * Refuses image references that cannot be parsed, registries at addresses the operator did not
+   * allow, and credentials made for another registry (never handed to the kubelet for this one).
+   */
+  private async checkImage(image: string, auth: SandboxSpec['registryAuth']): Promise<void> {
+    let ref;
     try {
-      const ref = parseImageRef(image);
+      ref = parseImageRef(image);
       await checkRegistryAddress(ref.registry, this.options.insecureRegistries ?? []);
     } catch (error) {
       throw new RuntimeError('IMAGE_PULL_FAILED', `cannot pull ${image}: ${(error as Error).message}`, { cause: error });
     }
+    credentialsFor(ref, auth);
   }
 
   private async createPod(spec: SandboxSpec, runtimeId: string): Promise<void> {
@@ -382,7 +395,7 @@ export class KubernetesRuntime implements SandboxRuntime {
         if (deleted) throw new RuntimeError('START_FAILED', `Pod ${runtimeId} was deleted while it started`);
         if (!current) return undefined;
         const view = podView(current);
-        if (view.pullFailure) throw new RuntimeError('IMAGE_PULL_FAILED', `pulling ${spec.image} failed: ${view.pullFailure}`);
+        if (view.pullFailure) throw new RuntimeError('IMAGE_PULL_FAILED', pullFailureMessage(spec.image, view.pullFailure));
         if (view.unschedulable) lastScheduling = view.unschedulable;
         return current.spec?.nodeName || !view.running ? true : undefined;
       },
@@ -400,7 +413,7 @@ export class KubernetesRuntime implements SandboxRuntime {
     const pod = this.pods.get(runtimeId);
     if (!pod) throw new RuntimeError('START_FAILED', `Pod ${runtimeId} is gone`);
     const view = podView(pod);
-    if (view.pullFailure) throw new RuntimeError('IMAGE_PULL_FAILED', `pulling ${image} failed: ${view.pullFailure}`);
+    if (view.pullFailure) throw new RuntimeError('IMAGE_PULL_FAILED', pullFailureMessage(image, view.pullFailure));
     if (view.running) return containerOf(pod)?.state?.running !== undefined;
     const logs = await this.logs(runtimeId, 2048).catch(() => '');
     throw new RuntimeError('START_FAILED', `the start command exited with code ${view.exitCode ?? '?'} before the sandbox was ready${logs ? `: ${logs.trim()}` : ''}`);

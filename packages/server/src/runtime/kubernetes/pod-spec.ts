@@ -181,7 +181,7 @@ export function buildPod(spec: SandboxSpec, name: string, options: PodOptions): 
               {
                 name: 'corral-netdown',
                 image: spec.image,
-                imagePullPolicy: 'IfNotPresent',
+                imagePullPolicy: 'Always',
                 command: [HELPER_PATH, 'netdown'],
                 resources: { requests: { ...requests, cpu: '1m' }, limits },
                 securityContext: {
@@ -198,8 +198,10 @@ export function buildPod(spec: SandboxSpec, name: string, options: PodOptions): 
         {
           name: SANDBOX_CONTAINER,
           image: spec.image,
-          // Every image, `:latest` included: a node that holds the image does not contact the registry.
-          imagePullPolicy: 'IfNotPresent',
+          // Always: the kubelet asks the registry, with this Pod's pull secret, on every start (a
+          // manifest check when the node holds the layers). With IfNotPresent a node that pulled a
+          // private image for one caller would run it for any other caller without credentials.
+          imagePullPolicy: 'Always',
           command: [HELPER_PATH, 'init', `--listen-tcp=${AGENT_PORT}`, `--secret-env=${AGENT_SECRET_ENV}`, '--', '/bin/sh', '-c', spec.startCommand ?? IDLE_COMMAND],
           envFrom: [{ secretRef: { name: options.envSecret } }],
           resources: { requests, limits },

@@ -94,6 +94,15 @@ describe('kubernetes agent exec path', { skip: available ? false : `no cluster a
     assert.equal(r.stdout, '0\nclosed\n', r.stderr);
   });
 
+  it('1 MiB of argv and a 1 MiB shell script (through a file) run over the agent', async () => {
+    const args = Array.from({ length: 1024 }, (_, i) => `${i}`.padEnd(1024, 'x'));
+    const many = await runToEnd(runtime, a, { argv: ['/bin/sh', '-c', 'echo $#', 'sh', ...args] });
+    assert.equal(many.stdout, '1024\n', many.stderr);
+    const script = `${'# filler line\n'.repeat(80_000)}echo "big $1"`;
+    const big = await runToEnd(runtime, a, { argv: ['/bin/sh', '-c', script, 'sh', 'arg1'] });
+    assert.deepEqual(big, { stdout: 'big arg1\n', stderr: '', exitCode: 0 });
+  });
+
   it('a FIFO /etc/passwd fails an exec with a user promptly and blocks nothing (the agent resolves users itself)', async () => {
     const { runtimeId } = await runtime.create(makeSpec(IMAGE, { networkAccess: true }));
     try {

@@ -83,6 +83,8 @@ export interface KubernetesRuntimeOptions {
 
 /** How long a connection to a sandbox's agent may take, handshake included, before auto mode gives up on it. */
 const AGENT_CONNECT_MS = 2000;
+/** `sh -c` scripts larger than this (bytes) reach the agent through a file, not argv. */
+const LARGE_SCRIPT = 100 * 1024;
 /** How long an exec in `agent` mode waits for a just-created Pod's IP to appear in its status. */
 const AGENT_ADDRESS_WAIT_MS = 10_000;
 
@@ -551,7 +553,7 @@ export class KubernetesRuntime implements SandboxRuntime {
     };
     const socket = await this.openAgent(runtimeId);
     if (!socket) return startPodExec(this.target(runtimeId), request, onExit, live);
-    const proc = startPodAgentExec(socket, request);
+    const proc = startPodAgentExec(socket, await this.spillLargeScript(runtimeId, request, socket));
     // The connection is dropped once the Pod is removed, whatever the network does meanwhile.
     const abandon = (): void => void socket.destroy();
     live.add(abandon);
@@ -560,6 +562,31 @@ export class KubernetesRuntime implements SandboxRuntime {
       onExit(exitCode);
     });
     return proc;
+  }
+
+  /**
+   * A `sh -c` script over {@link LARGE_SCRIPT} bytes (beyond the kernel's 128 KiB limit for one
+   * argument) is written to a file by a first agent exec, as the same user, and sourced from an
+   * open descriptor after the file is deleted, so $0, $1… stay as given. `held` is the connection
+   * the script will run on: closed when writing fails.
+   */
+  private async spillLargeScript(runtimeId: string, request: ExecRequest, held: Socket): Promise<ExecRequest> {
+    const [shell, flag, script, ...rest] = request.argv;
+    if (shell === undefined || flag !== '-c' || script === undefined || Buffer.byteLength(script) <= LARGE_SCRIPT) return request;
+    if (!/(^|\/)(sh|bash|dash|ash|zsh)$/.test(shell)) return request;
+    const file = `/tmp/.corral-script-${randomBytes(16).toString('hex')}`;
+    const socket = await this.openAgent(runtimeId);
+    if (!socket) return request;
+    const writer = startPodAgentExec(socket, { argv: ['/bin/sh', '-c', 'umask 077 && cat > "$1"', 'corral-spill', file], user: request.user, stdin: true });
+    writer.stdout.resume();
+    writer.stderr.resume();
+    writer.stdin?.end(script);
+    const { exitCode } = await writer.wait();
+    if (exitCode !== 0) {
+      held.destroy();
+      throw new RuntimeError('RUNTIME_ERROR', `could not pass the ${Buffer.byteLength(script)}-byte script to the sandbox (exit ${exitCode})`);
+    }
+    return { ...request, argv: [shell, '-c', `exec 9<'${file}' && rm -f '${file}' && . /dev/fd/9`, ...rest] };
   }
 
   /**

@@ -83,6 +83,8 @@ export interface KubernetesRuntimeOptions {
 
 /** How long a connection to a sandbox's agent may take, handshake included, before auto mode gives up on it. */
 const AGENT_CONNECT_MS = 2000;
+/** How long a registry refusal of a Pod with a pull Secret may last before create fails (two kubelet attempts). */
+const PULL_SECRET_GRACE_MS = 25_000;
 /** `sh -c` scripts larger than this (bytes) reach the agent through a file, not argv. */
 const LARGE_SCRIPT = 100 * 1024;
 /** How long an exec in `agent` mode waits for a just-created Pod's IP to appear in its status. */
@@ -127,7 +129,7 @@ export function podView(pod: V1Pod): PodView {
 
 /** The reason a pull failed, saying so plainly when the registry refused the Pod's credentials (or their absence). */
 function pullFailureMessage(image: string, failure: string): string {
-  const refused = /unauthorized|authentication required|denied|401/i.test(failure);
+  const refused = /unauthorized|authentication required|no basic auth|denied|401/i.test(failure);
   return `pulling ${image} failed${refused ? ': the registry refused access (credentials missing or wrong)' : ''}: ${failure}`;
 }
 
@@ -200,6 +202,8 @@ export class KubernetesRuntime implements SandboxRuntime {
   private readonly apiOnly = new Set<string>();
   private readonly execMode: 'auto' | 'agent' | 'api';
   private resolvConf: string | null = null;
+  /** When a Pod with a pull Secret first saw its registry refuse the pull (see pullFailureFinal). */
+  private readonly pullRefusedSince = new Map<string, { at: number; failure: string }>();
   private readonly diskPolicy: DiskPolicy;
   private readonly readyTimeoutMs: number;
   private admittedBytes = 0;
@@ -336,6 +340,7 @@ export class KubernetesRuntime implements SandboxRuntime {
     } finally {
       this.admittedBytes -= spec.diskBytes;
       this.quiet.delete(runtimeId);
+      this.pullRefusedSince.delete(runtimeId);
     }
   }
 
@@ -397,7 +402,8 @@ export class KubernetesRuntime implements SandboxRuntime {
         if (deleted) throw new RuntimeError('START_FAILED', `Pod ${runtimeId} was deleted while it started`);
         if (!current) return undefined;
         const view = podView(current);
-        if (view.pullFailure) throw new RuntimeError('IMAGE_PULL_FAILED', pullFailureMessage(spec.image, view.pullFailure));
+        const failed = view.pullFailure && this.pullFailureFinal(runtimeId, current, view.pullFailure);
+        if (failed) throw new RuntimeError('IMAGE_PULL_FAILED', pullFailureMessage(spec.image, failed));
         if (view.unschedulable) lastScheduling = view.unschedulable;
         return current.spec?.nodeName || !view.running ? true : undefined;
       },
@@ -415,7 +421,8 @@ export class KubernetesRuntime implements SandboxRuntime {
     const pod = this.pods.get(runtimeId);
     if (!pod) throw new RuntimeError('START_FAILED', `Pod ${runtimeId} is gone`);
     const view = podView(pod);
-    if (view.pullFailure) throw new RuntimeError('IMAGE_PULL_FAILED', pullFailureMessage(image, view.pullFailure));
+    const failed = view.pullFailure && this.pullFailureFinal(runtimeId, pod, view.pullFailure);
+    if (failed) throw new RuntimeError('IMAGE_PULL_FAILED', pullFailureMessage(image, failed));
     if (view.running) return containerOf(pod)?.state?.running !== undefined;
     const logs = await this.logs(runtimeId, 2048).catch(() => '');
     throw new RuntimeError('START_FAILED', `the start command exited with code ${view.exitCode ?? '?'} before the sandbox was ready${logs ? `: ${logs.trim()}` : ''}`);
@@ -530,6 +537,23 @@ export class KubernetesRuntime implements SandboxRuntime {
   private async runScript(runtimeId: string, argv: string[]): Promise<{ exitCode: number; stdout: string; stderr: string }> {
     const socket = await this.openAgent(runtimeId);
     return socket ? this.runOnAgent(socket, argv) : runRaw(this.target(runtimeId), argv);
+  }
+
+  /**
+   * Whether a pull failure ends the create. A refusal by the registry while the Pod has a pull
+   * Secret may be the kubelet's: it sometimes pulls before its secret cache has a new Pod's Secret
+   * ("Unable to retrieve pull secret … not registered") and then without credentials, and retries
+   * after a 10 s back-off. Such a refusal ends the create only once it lasted {@link PULL_SECRET_GRACE_MS}.
+   * Returns the failure to report, or null to keep waiting.
+   */
+  private pullFailureFinal(runtimeId: string, pod: V1Pod, failure: string): string | null {
+    const refusal = this.pullRefusedSince.get(runtimeId);
+    const refused = /unauthorized|authentication required|no basic auth|denied|401/i.test(failure);
+    if (!pod.spec?.imagePullSecrets?.length || (!refused && !(refusal && failure.startsWith('ImagePullBackOff')))) return failure;
+    // The back-off between attempts says nothing new: the refusal seen first is the reason.
+    const first = refusal ?? { at: Date.now(), failure };
+    this.pullRefusedSince.set(runtimeId, first);
+    return Date.now() - first.at >= PULL_SECRET_GRACE_MS ? first.failure : null;
   }
 
   /** Learns the cgroup version and whether sandboxes have a cgroup namespace from a sandbox's /proc/self/cgroup. */

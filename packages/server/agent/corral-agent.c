@@ -24,6 +24,21 @@
  *     on the host (command `cat`, reading a pipe from the server, so it ends with the server) to
  *     start host tools, because forking this small process costs far less than forking Node.
  *
+ *   corral-agent init --listen-tcp=[<IPv4 address>:]<port> --secret-env=<NAME> [...] -- <command...>
+ *     The same PID 1 for the kubernetes driver, which reaches it over the Pod's IP: it accepts TCP
+ *     connections (on every address, or the one given) instead of fd 3, and authenticates each one
+ *     before it honours any frame. The secret (at least 16 bytes) comes from the environment
+ *     variable <NAME>, which the agent wipes from its own memory and removes from its environment
+ *     before it starts anything, so no process it starts inherits it; being non-dumpable, its
+ *     /proc/1/environ is closed to the sandbox's processes as well. Each connection first gets an `N`
+ *     frame with 32 random bytes; the first frame back must be `A` with
+ *     HMAC-SHA256(secret, "corral-agent-auth-v1" || nonce), compared in constant time, within 5 s.
+ *     Anything else closes the connection without running anything; a fresh nonce per connection
+ *     means a recorded handshake cannot be replayed. At most 64 connections wait for their
+ *     handshake at once (a newer one displaces the oldest). The frames are not encrypted.
+ *     With FLAG_INHERIT_ENV in an exec frame, the process gets the agent's own environment (the
+ *     container's) overlaid with the frame's.
+ *
  *   corral-agent exec [--user=<user>] [--cwd=<dir>] [--env=K=V]... [--framed-stdin] [--wait-tty-size] [--argv-file=<path>] -- <command...>
  *     One process inside a sandbox, for drivers that start processes through an exec API that
  *     cannot switch users or close stdin (the kubernetes driver's exec over the API server). Resolves
@@ -33,7 +48,8 @@
  *     --framed-stdin, fd 0 carries frames (4-byte big-endian length, then bytes; length 0 = EOF):
  *     a forked relay writes their bytes to a pipe that becomes the command's stdin and closes it at
  *     the EOF frame, so the caller can send EOF without closing the connection. --wait-tty-size
- *     waits (up to 1 s) until the PTY on fd 0 has a size.
+ *     waits (up to 1 s) until the PTY on fd 0 has a size. CORRAL_AGENT_SECRET (the variable the
+ *     kubernetes driver passes the TCP agent's secret in) is removed from the command's environment.
  *
  *   corral-agent netdown
  *     Deletes every network interface of its network namespace but loopback: the kubernetes
@@ -67,6 +83,10 @@
 #include <sys/mount.h>
 #include <sys/syscall.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -92,6 +112,15 @@ extern char **environ;
 #define F_STDOUT '1'
 #define F_STDERR '2'
 #define F_EXIT 'X'
+/* TCP listeners only: the agent's challenge (32 random bytes) and the host's answer (the HMAC). */
+#define F_NONCE 'N'
+#define F_AUTH 'A'
+#define NONCE_LEN 32
+#define AUTH_MS 5000
+#define MAX_UNAUTHED 64
+#define AUTH_CONTEXT "corral-agent-auth-v1"
+/* The variable the kubernetes driver passes the secret in; `exec` removes it from its command's environment. */
+#define SECRET_ENV "CORRAL_AGENT_SECRET"
 
 #define HEADER 5
 #define MAX_FRAME (64u << 20)
@@ -104,6 +133,7 @@ extern char **environ;
 #define FLAG_TTY 1u
 #define FLAG_STDIN 2u
 #define FLAG_BACKGROUND 4u
+#define FLAG_INHERIT_ENV 8u
 /* Largest /etc/passwd or /etc/group the agent reads. */
 #define MAX_ACCOUNT_FILE (4u << 20)
 #define MAX_GROUPS 256
@@ -127,6 +157,10 @@ struct session {
   /* The exec's user, and `CORRAL_EXEC_ID=<id>` from its environment (empty when absent), for kills. */
   uint32_t uid, gid;
   char marker[96];
+  /* A TCP connection is unauthenticated until its `A` frame matched; `deadline` bounds the wait. */
+  int authed, doomed;
+  long long accepted;
+  unsigned char nonce[NONCE_LEN];
 };
 
 static struct session *sessions[MAX_SESSIONS];
@@ -206,6 +240,113 @@ static void free_session(int index) {
   free(s->wbuf.data);
   free(s);
   sessions[index] = sessions[--session_count];
+}
+
+/* --- authentication of TCP connections: HMAC-SHA256 (FIPS 180-4, RFC 2104) ------------------ */
+
+struct sha256 {
+  uint32_t h[8];
+  unsigned char block[64];
+  size_t used;
+  uint64_t bytes;
+};
+
+static const uint32_t SHA256_K[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be,
+    0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa,
+    0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85,
+    0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3,
+    0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f,
+    0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+
+#define ROTR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+static void sha256_block(struct sha256 *c, const unsigned char *p) {
+  uint32_t w[64], a, b, d, e, f, g, h, x;
+  for (int i = 0; i < 16; i++) w[i] = ((uint32_t)p[4 * i] << 24) | ((uint32_t)p[4 * i + 1] << 16) | ((uint32_t)p[4 * i + 2] << 8) | p[4 * i + 3];
+  for (int i = 16; i < 64; i++) {
+    uint32_t s0 = ROTR(w[i - 15], 7) ^ ROTR(w[i - 15], 18) ^ (w[i - 15] >> 3);
+    uint32_t s1 = ROTR(w[i - 2], 17) ^ ROTR(w[i - 2], 19) ^ (w[i - 2] >> 10);
+    w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+  }
+  a = c->h[0], b = c->h[1], x = c->h[2], d = c->h[3], e = c->h[4], f = c->h[5], g = c->h[6], h = c->h[7];
+  for (int i = 0; i < 64; i++) {
+    uint32_t t1 = h + (ROTR(e, 6) ^ ROTR(e, 11) ^ ROTR(e, 25)) + ((e & f) ^ (~e & g)) + SHA256_K[i] + w[i];
+    uint32_t t2 = (ROTR(a, 2) ^ ROTR(a, 13) ^ ROTR(a, 22)) + ((a & b) ^ (a & x) ^ (b & x));
+    h = g, g = f, f = e, e = d + t1, d = x, x = b, b = a, a = t1 + t2;
+  }
+  c->h[0] += a, c->h[1] += b, c->h[2] += x, c->h[3] += d, c->h[4] += e, c->h[5] += f, c->h[6] += g, c->h[7] += h;
+}
+
+static void sha256_init(struct sha256 *c) {
+  static const uint32_t iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+  memcpy(c->h, iv, sizeof iv);
+  c->used = 0;
+  c->bytes = 0;
+}
+
+static void sha256_update(struct sha256 *c, const unsigned char *p, size_t len) {
+  c->bytes += len;
+  while (len > 0) {
+    size_t take = 64 - c->used < len ? 64 - c->used : len;
+    memcpy(c->block + c->used, p, take);
+    c->used += take;
+    p += take;
+    len -= take;
+    if (c->used == 64) {
+      sha256_block(c, c->block);
+      c->used = 0;
+    }
+  }
+}
+
+static void sha256_final(struct sha256 *c, unsigned char out[32]) {
+  uint64_t bits = c->bytes * 8;
+  unsigned char pad = 0x80, zero = 0, len[8];
+  sha256_update(c, &pad, 1);
+  while (c->used != 56) sha256_update(c, &zero, 1);
+  for (int i = 0; i < 8; i++) len[i] = (unsigned char)(bits >> (56 - 8 * i));
+  sha256_update(c, len, 8);
+  for (int i = 0; i < 8; i++) put_u32(out + 4 * i, c->h[i]);
+}
+
+/* HMAC-SHA256 of the two parts `a` and `b` (concatenated) under `key`. */
+static void hmac_sha256(const unsigned char *key, size_t keylen, const unsigned char *a, size_t alen, const unsigned char *b, size_t blen,
+                        unsigned char out[32]) {
+  unsigned char k[64] = {0}, pad[64], inner[32];
+  struct sha256 c;
+  if (keylen > 64) {
+    sha256_init(&c);
+    sha256_update(&c, key, keylen);
+    sha256_final(&c, k);
+  } else {
+    memcpy(k, key, keylen);
+  }
+  for (int i = 0; i < 64; i++) pad[i] = k[i] ^ 0x36;
+  sha256_init(&c);
+  sha256_update(&c, pad, 64);
+  sha256_update(&c, a, alen);
+  sha256_update(&c, b, blen);
+  sha256_final(&c, inner);
+  for (int i = 0; i < 64; i++) pad[i] = k[i] ^ 0x5c;
+  sha256_init(&c);
+  sha256_update(&c, pad, 64);
+  sha256_update(&c, inner, 32);
+  sha256_final(&c, out);
+}
+
+/* The TCP listener's secret (empty: the listener is a Unix socket, whose connections need none). */
+static unsigned char agent_secret[256];
+static size_t agent_secret_len;
+
+/* Whether `mac` is the HMAC of the session's nonce; compares every byte, whatever differs. */
+static int auth_matches(const struct session *s, const unsigned char *mac, uint32_t len) {
+  if (len != 32 || agent_secret_len == 0) return 0;
+  unsigned char want[32];
+  hmac_sha256(agent_secret, agent_secret_len, (const unsigned char *)AUTH_CONTEXT, strlen(AUTH_CONTEXT), s->nonce, NONCE_LEN, want);
+  volatile unsigned char diff = 0;
+  for (int i = 0; i < 32; i++) diff |= want[i] ^ mac[i];
+  return diff == 0;
 }
 
 /* --- users: resolved from the sandbox's own /etc/passwd and /etc/group ---------------------- */
@@ -525,8 +666,12 @@ static int start_exec(struct session *s, const unsigned char *p, uint32_t len, i
   }
   char *cwd = strings[0];
   char *user = as_user ? strings[count - 1] : NULL;
+  /* With FLAG_INHERIT_ENV: the agent's own environment first, minus what the frame sets (and HOME for another user). */
+  size_t ninherit = 0;
+  if (flags & FLAG_INHERIT_ENV)
+    for (char **e = environ; *e; e++) ninherit++;
   char **argv = malloc((argc + 1) * sizeof(char *));
-  char **envp = malloc((envc + 2) * sizeof(char *));
+  char **envp = malloc((ninherit + envc + 2) * sizeof(char *));
   if (!argv || !envp) {
     free(strings);
     free(argv);
@@ -536,12 +681,25 @@ static int start_exec(struct session *s, const unsigned char *p, uint32_t len, i
   for (uint32_t i = 0; i < argc; i++) argv[i] = strings[1 + i];
   argv[argc] = NULL;
   int has_home = 0;
-  for (uint32_t i = 0; i < envc; i++) {
-    envp[i] = strings[1 + argc + i];
-    has_home |= strncmp(envp[i], "HOME=", 5) == 0;
-    if (strncmp(envp[i], MARKER_NAME, strlen(MARKER_NAME)) == 0 && strlen(envp[i]) < sizeof s->marker) snprintf(s->marker, sizeof s->marker, "%s", envp[i]);
+  size_t nenv = 0;
+  for (size_t i = 0; i < ninherit; i++) {
+    const char *entry = environ[i];
+    const char *eq = strchr(entry, '=');
+    size_t name_len = eq ? (size_t)(eq - entry) + 1 : strlen(entry);
+    int overridden = user != NULL && strncmp(entry, "HOME=", 5) == 0;
+    for (uint32_t j = 0; j < envc && !overridden; j++) overridden = strncmp(strings[1 + argc + j], entry, name_len) == 0;
+    if (!overridden) {
+      envp[nenv++] = (char *)entry;
+      has_home |= strncmp(entry, "HOME=", 5) == 0;
+    }
   }
-  envp[envc] = NULL;
+  for (uint32_t i = 0; i < envc; i++) {
+    char *entry = strings[1 + argc + i];
+    envp[nenv++] = entry;
+    has_home |= strncmp(entry, "HOME=", 5) == 0;
+    if (strncmp(entry, MARKER_NAME, strlen(MARKER_NAME)) == 0 && strlen(entry) < sizeof s->marker) snprintf(s->marker, sizeof s->marker, "%s", entry);
+  }
+  envp[nenv] = NULL;
   free(strings);
   char home_env[1100];
   if (user) {
@@ -559,8 +717,8 @@ static int start_exec(struct session *s, const unsigned char *p, uint32_t len, i
     memcpy(groups, id.groups, sizeof(gid_t) * id.ngroups);
     if (!has_home) {
       snprintf(home_env, sizeof home_env, "HOME=%s", id.home);
-      envp[envc] = home_env;
-      envp[envc + 1] = NULL;
+      envp[nenv] = home_env;
+      envp[nenv + 1] = NULL;
     }
   }
   s->uid = uid;
@@ -738,12 +896,18 @@ static int read_conn(struct session *s) {
   while (s->rbuf.len - s->rbuf.off >= HEADER) {
     unsigned char *p = s->rbuf.data + s->rbuf.off;
     uint32_t len = get_u32(p + 1);
-    if (len > MAX_FRAME) return -1;
+    if (len > MAX_FRAME || (!s->authed && len > 64)) return -1;
     if (s->rbuf.len - s->rbuf.off < HEADER + (size_t)len) {
       if (reserve(&s->rbuf, HEADER + (size_t)len) < 0) return -1;
       break;
     }
-    if (handle_frame(s, p[0], p + HEADER, len) < 0) return -1;
+    if (!s->authed) {
+      /* Nothing is honoured before the handshake: the first frame must be the right `A`. */
+      if (p[0] != F_AUTH || !auth_matches(s, p + HEADER, len)) return -1;
+      s->authed = 1;
+    } else if (handle_frame(s, p[0], p + HEADER, len) < 0) {
+      return -1;
+    }
     s->rbuf.off += HEADER + (size_t)len;
   }
   return 0;
@@ -851,13 +1015,88 @@ static int load_seccomp(int fd) {
   return 0;
 }
 
+/*
+ * Copies the secret from the environment variable `name` into agent_secret, then wipes the
+ * variable's bytes where they are (the initial environment, which /proc/<pid>/environ shows) and
+ * removes it, so nothing the agent starts inherits it.
+ */
+static int take_secret(const char *name) {
+  char *value = name ? getenv(name) : NULL;
+  size_t len = value ? strlen(value) : 0;
+  if (len < 16 || len > sizeof agent_secret) {
+    fprintf(stderr, "corral-agent: --listen-tcp needs --secret-env naming a variable of 16 to %zu bytes\n", sizeof agent_secret);
+    return -1;
+  }
+  memcpy(agent_secret, value, len);
+  agent_secret_len = len;
+  /* getenv points into the entry `<name>=<value>`: unset it, then wipe the whole entry. */
+  char *entry = value - strlen(name) - 1;
+  unsetenv(name);
+  explicit_bzero(entry, strlen(name) + 1 + len);
+  return 0;
+}
+
+/* Listens on `[<IPv4 address>:]<port>` (every address when none is given). Returns the socket or -1. */
+static int listen_on_tcp(const char *spec) {
+  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_ANY)};
+  char host[64] = {0};
+  const char *colon = strrchr(spec, ':');
+  const char *port_text = colon ? colon + 1 : spec;
+  if (colon) {
+    size_t n = (size_t)(colon - spec);
+    if (n >= sizeof host) n = sizeof host - 1;
+    memcpy(host, spec, n);
+    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) {
+      fprintf(stderr, "corral-agent: not an IPv4 address: %s\n", host);
+      return -1;
+    }
+  }
+  uint32_t port;
+  if (parse_id(port_text, &port) < 0 || port == 0 || port > 65535) {
+    fprintf(stderr, "corral-agent: not a port: %s\n", port_text);
+    return -1;
+  }
+  addr.sin_port = htons((uint16_t)port);
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 || bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0 ||
+      listen(fd, 1024) < 0) {
+    fprintf(stderr, "corral-agent: listening on TCP %s: %s\n", spec, strerror(errno));
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/* A new session on `conn`; a TCP one (a secret is set) first gets its challenge and must answer it. */
+static struct session *open_session(int conn) {
+  struct session *fresh = calloc(1, sizeof *fresh);
+  if (!fresh) return NULL;
+  fresh->conn = conn;
+  fresh->out = fresh->err = fresh->in = fresh->tty = -1;
+  fresh->authed = agent_secret_len == 0;
+  fresh->accepted = now_ms();
+  if (!fresh->authed) {
+    int one = 1;
+    setsockopt(conn, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (getrandom(fresh->nonce, NONCE_LEN, 0) != NONCE_LEN || queue_frame(fresh, F_NONCE, fresh->nonce, NONCE_LEN) < 0) {
+      free(fresh->wbuf.data);
+      free(fresh);
+      return NULL;
+    }
+  }
+  return fresh;
+}
+
 static int run_init(int argc, char **argv) {
   int first = 2;
   int seccomp_fd = -1;
-  const char *listen_path = NULL;
+  const char *listen_path = NULL, *listen_tcp = NULL, *secret_env = NULL;
   for (; first < argc && strncmp(argv[first], "--", 2) == 0 && argv[first][2] != 0; first++) {
     if (strncmp(argv[first], "--seccomp-fd=", 13) == 0) seccomp_fd = atoi(argv[first] + 13);
     else if (strncmp(argv[first], "--listen=", 9) == 0) listen_path = argv[first] + 9;
+    else if (strncmp(argv[first], "--listen-tcp=", 13) == 0) listen_tcp = argv[first] + 13;
+    else if (strncmp(argv[first], "--secret-env=", 13) == 0) secret_env = argv[first] + 13;
     else {
       fprintf(stderr, "corral-agent init: unknown option %s\n", argv[first]);
       return 2;
@@ -869,7 +1108,9 @@ static int run_init(int argc, char **argv) {
     return 2;
   }
   int listener = 3;
-  if (listen_path) {
+  if (listen_tcp) {
+    if (listen_path || take_secret(secret_env) < 0 || (listener = listen_on_tcp(listen_tcp)) < 0) return 1;
+  } else if (listen_path) {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     if (strlen(listen_path) >= sizeof addr.sun_path) {
       fprintf(stderr, "corral-agent: socket path too long: %s\n", listen_path);
@@ -972,6 +1213,11 @@ static int run_init(int argc, char **argv) {
         owners[n].s = s;
         owners[n++].kind = 3;
       }
+      if (!s->authed) {
+        long long left = s->accepted + AUTH_MS - now;
+        int t = left < 0 ? 0 : (int)left;
+        if (timeout < 0 || t < timeout) timeout = t;
+      }
       if ((s->exited && !s->exit_sent) || s->shut) {
         long long left = s->deadline - now;
         int t = left < 0 ? 0 : (int)left;
@@ -998,13 +1244,23 @@ static int run_init(int argc, char **argv) {
         } else {
           int conn;
           while (session_count < MAX_SESSIONS && (conn = accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
-            struct session *fresh = calloc(1, sizeof *fresh);
+            struct session *fresh = open_session(conn);
             if (!fresh) {
               close(conn);
               break;
             }
-            fresh->conn = conn;
-            fresh->out = fresh->err = fresh->in = fresh->tty = -1;
+            /* Connections still owing their handshake are capped: the oldest gives way. */
+            int waiting = 0, oldest = -1;
+            for (int i = 0; i < session_count; i++) {
+              if (sessions[i]->authed || sessions[i]->doomed) continue;
+              waiting++;
+              if (oldest < 0 || sessions[i]->accepted < sessions[oldest]->accepted) oldest = i;
+            }
+            if (!fresh->authed && waiting >= MAX_UNAUTHED && oldest >= 0) {
+              /* Freed with the other dropped sessions below (events of this round may still name it). */
+              sessions[oldest]->doomed = 1;
+              dropped[ndropped++] = sessions[oldest];
+            }
             sessions[session_count++] = fresh;
           }
         }
@@ -1057,6 +1313,8 @@ static int run_init(int argc, char **argv) {
           s->shut = 1;
           s->deadline = now + LINGER_MS;
         } else if (s->shut && now >= s->deadline) {
+          dead = 1;
+        } else if (!s->authed && now >= s->accepted + AUTH_MS) {
           dead = 1;
         }
       }
@@ -1406,6 +1664,7 @@ static char **read_argv_file(const char *path) {
 static int run_exec(int argc, char **argv) {
   const char *user = NULL, *cwd = "", *argv_file = NULL;
   int framed = 0, home_given = 0, i = 2;
+  unsetenv(SECRET_ENV);
   for (; i < argc; i++) {
     if (strcmp(argv[i], "--") == 0) {
       i++;

@@ -48,6 +48,11 @@ export interface CorralConfig {
   k8sServerPods: K8sPodSelector | null;
   /** CIDRs no sandbox may reach, besides the private, link-local and reserved ranges always closed. */
   k8sBlockedCidrs: string[];
+  /**
+   * How the kubernetes driver runs processes: `agent` (TCP to the sandbox's PID 1 at its Pod IP),
+   * `api` (the API server's exec), `auto` (the agent, falling back to the API per sandbox).
+   */
+  k8sExec: 'auto' | 'agent' | 'api';
   /** DNS server (`address[:port]`) the egress resolver forwards allowed names to; null: the host's first nameserver. */
   egressDnsUpstream: string | null;
   /** Seconds a resolved address stays open at least, whatever the answer's TTL. */
@@ -297,6 +302,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'ociUserns', env: 'CORRAL_OCI_USERNS', description: 'Root in oci sandboxes is an unprivileged host id: auto (on where the host allows it; the default range is 1879048192:1879048192:65536), off, or <hostUid>:<hostGid>:<size> (required)', defaultText: 'auto', parse: usernsMode },
   { key: 'ociPoolSize', env: 'CORRAL_OCI_POOL_SIZE', description: 'Network namespaces (of each kind) and formatted disks (of each recent size) the oci driver keeps ready ahead of creates; set it near your largest burst of creates', defaultText: '8', parse: integer(0, 4096) },
   { key: 'k8sNamespace', env: 'CORRAL_K8S_NAMESPACE', description: 'Namespace of the kubernetes driver\'s sandbox Pods and Secrets (created when missing); the cluster is the one KUBECONFIG names, else the in-cluster service account, else ~/.kube/config', defaultText: 'corral-sandboxes', parse: dnsLabel },
+  { key: 'k8sExec', env: 'CORRAL_K8S_EXEC', description: 'How the kubernetes driver runs commands in sandboxes with network access: agent (TCP to corral-agent, PID 1 of the Pod, at the Pod IP, authenticated with a per-sandbox secret), api (the API server\'s exec), or auto (the agent; a sandbox whose agent does not answer within 2 s falls back to the API). Sandboxes without network access always use the API', defaultText: 'auto', parse: oneOf('auto', 'agent', 'api') },
   { key: 'k8sRuntimeClass', env: 'CORRAL_K8S_RUNTIME_CLASS', description: 'runtimeClassName of the kubernetes driver\'s sandbox Pods (gVisor, Kata… for stronger isolation)', defaultText: "(unset: the cluster's default)", parse: optionalDnsLabel },
   { key: 'k8sNetworkPolicy', env: 'CORRAL_K8S_NETWORK_POLICY', description: 'required: every kubernetes sandbox gets a NetworkPolicy (its egress policy; ingress only from the server) before its Pod, or does not start — enforced only where the cluster\'s network plugin enforces NetworkPolicies; off: none, sandboxes are not kept apart and egress policies are refused (422)', defaultText: 'required', parse: oneOf('required', 'off') },
   { key: 'k8sServerCidrs', env: 'CORRAL_K8S_SERVER_CIDRS', description: 'Comma-separated CIDRs the server connects to sandbox Pods from (exposures, SSH, the agent), when it runs outside the cluster or on the host network; the only ingress sandbox NetworkPolicies allow besides CORRAL_K8S_SERVER_PODS', defaultText: '(none)', parse: cidrList },
@@ -381,6 +387,7 @@ const DEFAULTS: CorralConfig = {
   k8sServerCidrs: [],
   k8sServerPods: null,
   k8sBlockedCidrs: [],
+  k8sExec: 'auto',
   egressDnsUpstream: null,
   egressTtlFloorSeconds: 60,
   instanceId: 'corral',

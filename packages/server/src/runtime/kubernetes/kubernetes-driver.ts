@@ -45,6 +45,7 @@ export const kubernetesDriver: RuntimeDriver = {
       networkPolicy: config.k8sNetworkPolicy,
       serverPeers: serverPeersOf(config),
       blockedCidrs: config.k8sBlockedCidrs,
+      exec: config.k8sExec,
     });
     await runtime.init();
     return runtime;

@@ -1,6 +1,7 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { connect } from 'node:net';
+import type { Socket } from 'node:net';
 import type { Duplex, Readable } from 'node:stream';
 import { ApiException, CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import type { V1ContainerStatus, V1NetworkPolicyPeer, V1Pod, V1Secret } from '@kubernetes/client-node';
@@ -12,6 +13,7 @@ import { dialViaExec } from '../exec-relay.js';
 import { ensureAgentBinary } from '../native-build.js';
 import { parseImageRef } from '../registry/image-ref.js';
 import { checkRegistryAddress } from '../registry/registry-address-policy.js';
+import { credentialsFor } from '../registry/registry-access-check.js';
 import { RuntimeError } from '../runtime.js';
 import type {
   CreatedSandbox,
@@ -31,7 +33,11 @@ import type {
 } from '../runtime.js';
 import { runRaw, startPodExec } from './kubernetes-exec.js';
 import type { PodExecTarget } from './kubernetes-exec.js';
+import { AgentUnreachable, connectPodAgent, startPodAgentExec } from './pod-agent.js';
+import type { PodAgentAddress } from './pod-agent.js';
 import {
+  AGENT_PORT,
+  AGENT_SECRET_ENV,
   buildEnvSecret,
   buildPod,
   buildPullSecret,
@@ -43,6 +49,7 @@ import {
   podName,
   pullSecretName,
   SANDBOX_CONTAINER,
+  serverResolvConf,
 } from './pod-spec.js';
 import { NetworkPolicyClient } from './network-policy-client.js';
 import { networkPolicyProblem } from './network-policy.js';
@@ -79,6 +86,14 @@ export interface KubernetesRuntimeOptions {
   serverPeers?: V1NetworkPolicyPeer[];
   /** CIDRs no sandbox may reach besides the private, link-local and reserved ranges. */
   blockedCidrs?: string[];
+  /**
+   * How processes start (`CORRAL_K8S_EXEC`): `agent` over the Pod IP, `api` through the API
+   * server's exec, `auto` (default) the agent with a per-sandbox fallback to the API. Sandboxes
+   * without network access have only loopback and always use the API.
+   */
+  exec?: 'auto' | 'agent' | 'api';
+  /** The sandboxes' /etc/resolv.conf; default: from the server's own (see serverResolvConf); null: the kubelet's. */
+  resolvConf?: string | null;
 }
 
 /** How the isolation report describes sandbox networking, by NetworkPolicy mode. */
@@ -89,6 +104,15 @@ function networkIsolationText(options: KubernetesRuntimeOptions): string {
   const ingress = (options.serverPeers ?? []).length > 0 ? 'ingress only from the Corral server (CORRAL_K8S_SERVER_CIDRS / CORRAL_K8S_SERVER_PODS)' : 'no ingress at all (neither CORRAL_K8S_SERVER_CIDRS nor CORRAL_K8S_SERVER_PODS is set: the server reaches sandboxes only through the exec API)';
   return `Each sandbox has a NetworkPolicy (its egress policy; ${ingress}; never private, link-local or metadata addresses), but whether it is enforced depends on the cluster's network plugin (Calico, Cilium… do; a plugin without NetworkPolicy support, such as Docker's bridge under dockershim, silently does not, and then sandboxes can reach each other): Corral cannot check it (docs/networking.md)`;
 }
+
+/** How long a connection to a sandbox's agent may take, handshake included, before auto mode gives up on it. */
+const AGENT_CONNECT_MS = 2000;
+/** How long a registry refusal of a Pod with a pull Secret may last before create fails (two kubelet attempts). */
+const PULL_SECRET_GRACE_MS = 25_000;
+/** `sh -c` scripts larger than this (bytes) reach the agent through a file, not argv. */
+const LARGE_SCRIPT = 100 * 1024;
+/** How long an exec in `agent` mode waits for a just-created Pod's IP to appear in its status. */
+const AGENT_ADDRESS_WAIT_MS = 10_000;
 
 /** Container waiting reasons that mean the image cannot be pulled. */
 const PULL_FAILURES = new Set(['ErrImagePull', 'ImagePullBackOff', 'InvalidImageName', 'ErrImageNeverPull', 'RegistryUnavailable']);
@@ -112,7 +136,8 @@ function containerOf(pod: V1Pod): V1ContainerStatus | undefined {
 export function podView(pod: V1Pod): PodView {
   const status = containerOf(pod);
   const terminated = status?.state?.terminated;
-  const waiting = status?.state?.waiting;
+  // The init container (a sandbox without network) pulls the same image first.
+  const waiting = [...(pod.status?.initContainerStatuses ?? []), ...(status ? [status] : [])].map((c) => c.state?.waiting).find((w) => w?.reason && PULL_FAILURES.has(w.reason));
   const scheduled = pod.status?.conditions?.find((c) => c.type === 'PodScheduled');
   const phase = pod.status?.phase ?? 'Pending';
   const ended = terminated !== undefined || phase === 'Succeeded' || phase === 'Failed';
@@ -120,10 +145,16 @@ export function podView(pod: V1Pod): PodView {
     running: !ended,
     exitCode: terminated ? terminated.exitCode : ended ? 137 : null,
     reason: terminated?.reason ?? pod.status?.reason ?? '',
-    pullFailure: waiting?.reason && PULL_FAILURES.has(waiting.reason) ? `${waiting.reason}: ${waiting.message ?? ''}`.trim() : null,
+    pullFailure: waiting?.reason ? `${waiting.reason}: ${waiting.message ?? ''}`.trim() : null,
     unschedulable: scheduled?.status === 'False' ? `${scheduled.reason ?? 'Unschedulable'}: ${scheduled.message ?? ''}`.trim() : null,
     podIP: pod.status?.podIP ?? null,
   };
+}
+
+/** The reason a pull failed, saying so plainly when the registry refused the Pod's credentials (or their absence). */
+function pullFailureMessage(image: string, failure: string): string {
+  const refused = /unauthorized|authentication required|no basic auth|denied|401/i.test(failure);
+  return `pulling ${image} failed${refused ? ': the registry refused access (credentials missing or wrong)' : ''}: ${failure}`;
 }
 
 function isApiStatus(error: unknown, code: number): boolean {
@@ -191,6 +222,14 @@ export class KubernetesRuntime implements SandboxRuntime {
   private readonly liveExecs = new Map<string, Set<() => void>>();
   /** Last OOM kill count seen per Pod. */
   private readonly oomCounts = new Map<string, number>();
+  /** Per Pod, its agent's secret (read from its env Secret once per process: any replica can serve any sandbox). */
+  private readonly agentSecrets = new Map<string, string | null>();
+  /** Pods whose agent did not answer (auto mode): their processes go through the exec API. */
+  private readonly apiOnly = new Set<string>();
+  private readonly execMode: 'auto' | 'agent' | 'api';
+  private resolvConf: string | null = null;
+  /** When a Pod with a pull Secret first saw its registry refuse the pull (see pullFailureFinal). */
+  private readonly pullRefusedSince = new Map<string, { at: number; failure: string }>();
   private readonly diskPolicy: DiskPolicy;
   private readonly readyTimeoutMs: number;
   private admittedBytes = 0;
@@ -208,6 +247,7 @@ export class KubernetesRuntime implements SandboxRuntime {
     this.diskPolicy = options.diskPolicy ?? NO_RESERVE;
     this.readyTimeoutMs = options.readyTimeoutMs ?? 120_000;
     this.isolationValue.reason += networkIsolationText(options);
+    this.execMode = options.exec ?? 'auto';
   }
 
   private get namespace(): string {
@@ -241,6 +281,7 @@ export class KubernetesRuntime implements SandboxRuntime {
       });
     }
     this.helperConfigMap = await this.ensureHelper();
+    this.resolvConf = this.options.resolvConf !== undefined ? this.options.resolvConf : serverResolvConf(await readFile('/etc/resolv.conf', 'utf8').catch(() => ''));
     const watch = new PodWatch(this.config, this.namespace, `${LABEL_INSTANCE}=${labelValue(this.options.instance)}`);
     watch.onChange((pod, change) => this.onPodChange(pod, change));
     await watch.start();
@@ -324,7 +365,7 @@ export class KubernetesRuntime implements SandboxRuntime {
       if (shortfall) throw new RuntimeError('START_FAILED', `not enough disk space: ${shortfall}`);
     }
     if (spec.gpuCount > 0) throw new RuntimeError('UNSUPPORTED', `${spec.gpuCount} GPUs requested; the kubernetes driver does not schedule GPUs yet`);
-    await this.checkImage(spec.image);
+    await this.checkImage(spec.image, spec.registryAuth);
     const egress = this.egressOf(spec);
     this.admittedBytes += spec.diskBytes;
     const runtimeId = podName(spec.sandboxId);
@@ -343,6 +384,7 @@ export class KubernetesRuntime implements SandboxRuntime {
     } finally {
       this.admittedBytes -= spec.diskBytes;
       this.quiet.delete(runtimeId);
+      this.pullRefusedSince.delete(runtimeId);
     }
   }
 
@@ -365,20 +407,27 @@ export class KubernetesRuntime implements SandboxRuntime {
     if (problem) throw new RuntimeError('UNSUPPORTED', `${problem.list}[${problem.index}]: ${problem.reason}`);
   }
 
-  /** Refuses image references that cannot be parsed, and registries at addresses the operator did not allow. */
-  private async checkImage(image: string): Promise<void> {
+  /**
+   * Refuses image references that cannot be parsed, registries at addresses the operator did not
+   * allow, and credentials made for another registry (never handed to the kubelet for this one).
+   */
+  private async checkImage(image: string, auth: SandboxSpec['registryAuth']): Promise<void> {
+    let ref;
     try {
-      const ref = parseImageRef(image);
+      ref = parseImageRef(image);
       await checkRegistryAddress(ref.registry, this.options.insecureRegistries ?? []);
     } catch (error) {
       throw new RuntimeError('IMAGE_PULL_FAILED', `cannot pull ${image}: ${(error as Error).message}`, { cause: error });
     }
+    credentialsFor(ref, auth);
   }
 
   private async createPod(spec: SandboxSpec, runtimeId: string): Promise<void> {
     const secrets: V1Secret[] = [];
-    const envSecret = Object.keys(spec.env).length > 0 ? buildEnvSecret(spec, envSecretName(runtimeId), this.options) : null;
+    const agentSecret = randomBytes(32).toString('base64url');
+    const envSecret = buildEnvSecret(spec, envSecretName(runtimeId), this.options, agentSecret);
     const pullSecret = buildPullSecret(spec, pullSecretName(runtimeId), this.options);
+    this.agentSecrets.set(runtimeId, agentSecret);
     for (const secret of [envSecret, pullSecret]) {
       if (!secret) continue;
       secrets.push(await this.core.createNamespacedSecret({ namespace: this.namespace, body: secret }));
@@ -390,7 +439,8 @@ export class KubernetesRuntime implements SandboxRuntime {
         runtimeClass: this.options.runtimeClass ?? null,
         cpuRequestFraction: this.options.cpuRequestFraction ?? 1,
         helperConfigMap: this.helperConfigMap ?? '',
-        envSecret: envSecret?.metadata?.name ?? null,
+        resolvConf: this.resolvConf,
+        envSecret: envSecretName(runtimeId),
         pullSecret: pullSecret?.metadata?.name ?? null,
       }),
     });
@@ -415,7 +465,8 @@ export class KubernetesRuntime implements SandboxRuntime {
         if (deleted) throw new RuntimeError('START_FAILED', `Pod ${runtimeId} was deleted while it started`);
         if (!current) return undefined;
         const view = podView(current);
-        if (view.pullFailure) throw new RuntimeError('IMAGE_PULL_FAILED', `pulling ${spec.image} failed: ${view.pullFailure}`);
+        const failed = view.pullFailure && this.pullFailureFinal(runtimeId, current, view.pullFailure);
+        if (failed) throw new RuntimeError('IMAGE_PULL_FAILED', pullFailureMessage(spec.image, failed));
         if (view.unschedulable) lastScheduling = view.unschedulable;
         return current.spec?.nodeName || !view.running ? true : undefined;
       },
@@ -433,20 +484,40 @@ export class KubernetesRuntime implements SandboxRuntime {
     const pod = this.pods.get(runtimeId);
     if (!pod) throw new RuntimeError('START_FAILED', `Pod ${runtimeId} is gone`);
     const view = podView(pod);
-    if (view.pullFailure) throw new RuntimeError('IMAGE_PULL_FAILED', `pulling ${image} failed: ${view.pullFailure}`);
+    const failed = view.pullFailure && this.pullFailureFinal(runtimeId, pod, view.pullFailure);
+    if (failed) throw new RuntimeError('IMAGE_PULL_FAILED', pullFailureMessage(image, failed));
     if (view.running) return containerOf(pod)?.state?.running !== undefined;
     const logs = await this.logs(runtimeId, 2048).catch(() => '');
     throw new RuntimeError('START_FAILED', `the start command exited with code ${view.exitCode ?? '?'} before the sandbox was ready${logs ? `: ${logs.trim()}` : ''}`);
   }
 
-  /** Makes the workspace (the first process in the sandbox); retried while the container is starting. */
+  /**
+   * Makes the workspace (the first process in the sandbox); retried while the container is
+   * starting. Through the agent once the Pod's status has its address (which the kubelet reports
+   * up to a second after the container started), through the exec API until then; in auto mode,
+   * an agent that does not answer three times while the container runs sends the sandbox to the
+   * exec API for good.
+   */
   private async setUp(runtimeId: string, spec: SandboxSpec): Promise<void> {
     const deadline = Date.now() + this.readyTimeoutMs;
+    const setup = ['/bin/sh', '-c', SETUP_SCRIPT, 'corral-setup', spec.workspacePath];
     let last = '';
+    let agentFailures = 0;
     while (Date.now() < deadline) {
       const running = await this.failIfEnded(runtimeId, spec.image);
+      const address = this.agentEligible(runtimeId) ? await this.agentAddress(runtimeId) : null;
       try {
-        const r = await runRaw(this.target(runtimeId), ['/bin/sh', '-c', SETUP_SCRIPT, 'corral-setup', spec.workspacePath]);
+        let r: { exitCode: number; stdout: string; stderr: string };
+        if (address) {
+          try {
+            r = await this.runOnAgent(await connectPodAgent(address, AGENT_CONNECT_MS), setup);
+          } catch (error) {
+            if (error instanceof AgentUnreachable && running && ++agentFailures >= 3 && this.execMode === 'auto') this.apiOnly.add(runtimeId);
+            throw error;
+          }
+        } else {
+          r = await runRaw(this.target(runtimeId), setup);
+        }
         if (r.exitCode === 0) {
           this.noteCgroups(r.stdout);
           return;
@@ -461,6 +532,91 @@ export class KubernetesRuntime implements SandboxRuntime {
       await this.failIfEnded(runtimeId, spec.image);
     }
     throw new RuntimeError('START_FAILED', `the sandbox never accepted a command within ${this.readyTimeoutMs} ms (needs /bin/sh and mkdir): ${last}`);
+  }
+
+  /** Whether the sandbox's processes go through its agent: not in api mode, only with network access, not after a fallback. */
+  private agentEligible(runtimeId: string): boolean {
+    if (this.execMode === 'api' || this.apiOnly.has(runtimeId)) return false;
+    return this.pods.get(runtimeId)?.metadata?.annotations?.['corral.dev/network-access'] === 'true';
+  }
+
+  /** The sandbox's agent address (Pod IP, port, secret), or null while the Pod has no IP or its Secret holds no agent secret. */
+  private async agentAddress(runtimeId: string): Promise<PodAgentAddress | null> {
+    const host = podView(this.pods.get(runtimeId) ?? {}).podIP;
+    if (!host) return null;
+    let secret = this.agentSecrets.get(runtimeId);
+    if (secret === undefined) {
+      try {
+        const stored = await this.core.readNamespacedSecret({ name: envSecretName(runtimeId), namespace: this.namespace });
+        const encoded = stored.data?.[AGENT_SECRET_ENV];
+        secret = encoded ? Buffer.from(encoded, 'base64').toString('utf8') : null;
+      } catch (error) {
+        if (!isApiStatus(error, 404)) throw new RuntimeError('RUNTIME_ERROR', `reading the agent secret of ${runtimeId}: ${errorText(error)}`, { cause: error });
+        secret = null;
+      }
+      this.agentSecrets.set(runtimeId, secret);
+    }
+    return secret ? { host, port: AGENT_PORT, secret } : null;
+  }
+
+  /**
+   * An authenticated connection to the sandbox's agent, or null when its processes go through the
+   * exec API (api mode, no network access, a Pod of an older driver, or auto mode's fallback: the
+   * agent did not answer within {@link AGENT_CONNECT_MS}, decided once per sandbox).
+   */
+  private async openAgent(runtimeId: string): Promise<Socket | null> {
+    if (!this.agentEligible(runtimeId)) return null;
+    let address = await this.agentAddress(runtimeId);
+    if (!address && this.execMode === 'agent') {
+      // Just created: the kubelet reports the Pod's IP up to a second after the container started.
+      await this.pods.waitFor(runtimeId, (pod) => (pod === undefined || podView(pod).podIP ? true : undefined), AGENT_ADDRESS_WAIT_MS, () => new RuntimeError('RUNTIME_ERROR', `sandbox ${runtimeId} has no Pod IP after ${AGENT_ADDRESS_WAIT_MS} ms`));
+      address = await this.agentAddress(runtimeId);
+      if (!address) throw new RuntimeError('RUNTIME_ERROR', `sandbox ${runtimeId} has no agent address (no Pod IP or agent secret)`);
+    }
+    // Auto mode: the exec API while the status has no IP yet (just created), the agent after.
+    if (!address) return null;
+    try {
+      return await connectPodAgent(address, AGENT_CONNECT_MS);
+    } catch (error) {
+      if (!(error instanceof AgentUnreachable) || this.execMode === 'agent') throw error;
+      this.apiOnly.add(runtimeId);
+      return null;
+    }
+  }
+
+  /** Runs a command to its end on an agent connection and collects its output. */
+  private async runOnAgent(socket: Socket, argv: string[], input?: Buffer): Promise<{ exitCode: number; stdout: string; stderr: string }> {
+    const proc = startPodAgentExec(socket, { argv, stdin: input !== undefined });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    proc.stdout.on('data', (c: Buffer) => out.push(c));
+    proc.stderr.on('data', (c: Buffer) => err.push(c));
+    proc.stdin?.end(input);
+    const { exitCode } = await proc.wait();
+    return { exitCode, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') };
+  }
+
+  /** Runs one of the driver's own scripts in the sandbox: through its agent when it has one, else the exec API. */
+  private async runScript(runtimeId: string, argv: string[]): Promise<{ exitCode: number; stdout: string; stderr: string }> {
+    const socket = await this.openAgent(runtimeId);
+    return socket ? this.runOnAgent(socket, argv) : runRaw(this.target(runtimeId), argv);
+  }
+
+  /**
+   * Whether a pull failure ends the create. A refusal by the registry while the Pod has a pull
+   * Secret may be the kubelet's: it sometimes pulls before its secret cache has a new Pod's Secret
+   * ("Unable to retrieve pull secret … not registered") and then without credentials, and retries
+   * after a 10 s back-off. Such a refusal ends the create only once it lasted {@link PULL_SECRET_GRACE_MS}.
+   * Returns the failure to report, or null to keep waiting.
+   */
+  private pullFailureFinal(runtimeId: string, pod: V1Pod, failure: string): string | null {
+    const refusal = this.pullRefusedSince.get(runtimeId);
+    const refused = /unauthorized|authentication required|no basic auth|denied|401/i.test(failure);
+    if (!pod.spec?.imagePullSecrets?.length || (!refused && !(refusal && failure.startsWith('ImagePullBackOff')))) return failure;
+    // The back-off between attempts says nothing new: the refusal seen first is the reason.
+    const first = refusal ?? { at: Date.now(), failure };
+    this.pullRefusedSince.set(runtimeId, first);
+    return Date.now() - first.at >= PULL_SECRET_GRACE_MS ? first.failure : null;
   }
 
   /** Learns the cgroup version and whether sandboxes have a cgroup namespace from a sandbox's /proc/self/cgroup. */
@@ -479,14 +635,45 @@ export class KubernetesRuntime implements SandboxRuntime {
       live = new Set();
       this.liveExecs.set(runtimeId, live);
     }
-    return startPodExec(
-      this.target(runtimeId),
-      request,
-      (exitCode) => {
-        if (exitCode === 137) void this.checkOom(runtimeId).catch(() => undefined);
-      },
-      live,
-    );
+    const onExit = (exitCode: number): void => {
+      if (exitCode === 137) void this.checkOom(runtimeId).catch(() => undefined);
+    };
+    const socket = await this.openAgent(runtimeId);
+    if (!socket) return startPodExec(this.target(runtimeId), request, onExit, live);
+    const proc = startPodAgentExec(socket, await this.spillLargeScript(runtimeId, request, socket));
+    // The connection is dropped once the Pod is removed, whatever the network does meanwhile.
+    const abandon = (): void => void socket.destroy();
+    live.add(abandon);
+    void proc.wait().then(({ exitCode }) => {
+      live.delete(abandon);
+      onExit(exitCode);
+    });
+    return proc;
+  }
+
+  /**
+   * A `sh -c` script over {@link LARGE_SCRIPT} bytes (beyond the kernel's 128 KiB limit for one
+   * argument) is written to a file by a first agent exec, as the same user, and sourced from an
+   * open descriptor after the file is deleted, so $0, $1… stay as given. `held` is the connection
+   * the script will run on: closed when writing fails.
+   */
+  private async spillLargeScript(runtimeId: string, request: ExecRequest, held: Socket): Promise<ExecRequest> {
+    const [shell, flag, script, ...rest] = request.argv;
+    if (shell === undefined || flag !== '-c' || script === undefined || Buffer.byteLength(script) <= LARGE_SCRIPT) return request;
+    if (!/(^|\/)(sh|bash|dash|ash|zsh)$/.test(shell)) return request;
+    const file = `/tmp/.corral-script-${randomBytes(16).toString('hex')}`;
+    const socket = await this.openAgent(runtimeId);
+    if (!socket) return request;
+    const writer = startPodAgentExec(socket, { argv: ['/bin/sh', '-c', 'umask 077 && cat > "$1"', 'corral-spill', file], user: request.user, stdin: true });
+    writer.stdout.resume();
+    writer.stderr.resume();
+    writer.stdin?.end(script);
+    const { exitCode } = await writer.wait();
+    if (exitCode !== 0) {
+      held.destroy();
+      throw new RuntimeError('RUNTIME_ERROR', `could not pass the ${Buffer.byteLength(script)}-byte script to the sandbox (exit ${exitCode})`);
+    }
+    return { ...request, argv: [shell, '-c', `exec 9<'${file}' && rm -f '${file}' && . /dev/fd/9`, ...rest] };
   }
 
   /**
@@ -495,7 +682,7 @@ export class KubernetesRuntime implements SandboxRuntime {
    * its status and logs), as on the other drivers, and its exit is reported as an OOM kill.
    */
   private async checkOom(runtimeId: string): Promise<void> {
-    const r = await runRaw(this.target(runtimeId), ['/bin/sh', '-c', OOM_COUNT_SCRIPT]);
+    const r = await this.runScript(runtimeId, ['/bin/sh', '-c', OOM_COUNT_SCRIPT]);
     const count = Number(r.stdout.trim().split('\n')[0]);
     if (!Number.isInteger(count) || count <= (this.oomCounts.get(runtimeId) ?? 0)) return;
     this.oomCounts.set(runtimeId, count);
@@ -564,7 +751,7 @@ export class KubernetesRuntime implements SandboxRuntime {
   async stats(runtimeId: string): Promise<RuntimeStats> {
     const pod = this.pods.get(runtimeId);
     if (!pod || !podView(pod).running) throw new RuntimeError('NOT_FOUND', `no running sandbox ${runtimeId}`);
-    const r = await runRaw(this.target(runtimeId), ['/bin/sh', '-c', STATS_SCRIPT]);
+    const r = await this.runScript(runtimeId, ['/bin/sh', '-c', STATS_SCRIPT]);
     const [memory, limit, cpu, pids] = r.stdout.trim().split(/\s+/).map(Number);
     const limitBytes = Number.isFinite(limit) ? (limit as number) : 0;
     return { memoryBytes: memory || 0, memoryLimitBytes: limitBytes, cpuUsageNanos: cpu || 0, pids: pids || 0 };
@@ -616,6 +803,8 @@ export class KubernetesRuntime implements SandboxRuntime {
     }
     this.oomEnded.delete(runtimeId);
     this.oomCounts.delete(runtimeId);
+    this.agentSecrets.delete(runtimeId);
+    this.apiOnly.delete(runtimeId);
     for (const abandon of this.liveExecs.get(runtimeId) ?? []) abandon();
     this.liveExecs.delete(runtimeId);
   }

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Frame, FrameReader, execFrame, frame } from './agent-protocol.js';
+import { Frame, FrameReader, execFrame, frame } from '../agent-protocol.js';
 import { HostLauncher, useHostLauncher } from './host-launcher.js';
 import { ensureAgentBinary } from '../native-build.js';
 import { runTool, ToolError } from '../run-tool.js';

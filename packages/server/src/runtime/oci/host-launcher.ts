@@ -5,7 +5,7 @@ import type { Socket } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { useToolLauncher } from '../run-tool.js';
 import type { LaunchedRun, ToolLauncher, ToolOptions } from '../run-tool.js';
-import { Frame, FrameReader, connectAgent, execFrame, frame, u32Frame } from './agent-protocol.js';
+import { Frame, FrameReader, connectAgent, execFrame, frame, u32Frame } from '../agent-protocol.js';
 
 /** Output kept per stream (the end of it). */
 const OUTPUT_LIMIT = 1024 * 1024;

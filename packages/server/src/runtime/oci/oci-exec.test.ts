@@ -5,7 +5,7 @@ import type { Server, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it, mock } from 'node:test';
-import { Frame, FrameReader, u32Frame } from './agent-protocol.js';
+import { Frame, FrameReader, u32Frame } from '../agent-protocol.js';
 import { EXEC_MARKER_ENV, startOciExec } from './oci-exec.js';
 
 /** A frame the fake agent received. */

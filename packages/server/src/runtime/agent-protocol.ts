@@ -1,7 +1,11 @@
 /**
- * The wire format between the `oci` driver and `corral-agent init` (PID 1 of every sandbox), one
- * process per Unix-socket connection. Every frame is a 1-byte type, a 4-byte big-endian payload
- * length, then the payload.
+ * The wire format between a driver and `corral-agent init` (PID 1 of every sandbox), one process
+ * per connection: a Unix socket on the `oci` driver, TCP to the Pod's IP on the `kubernetes`
+ * driver. Every frame is a 1-byte type, a 4-byte big-endian payload length, then the payload.
+ *
+ * On TCP the agent first sends `N` (32 random bytes, a fresh nonce) and honours nothing until the
+ * first frame back is `A` with HMAC-SHA256(secret, "corral-agent-auth-v1" || nonce)
+ * ({@link authFrame}); anything else closes the connection.
  *
  * Host → agent: `E` exec (once, first; or `U`: exec as a user the agent resolves), `I` stdin bytes, `C` close stdin, `S` signal (u32; the
  * agent signals the process group, else the process; for SIGKILL also every process carrying the
@@ -12,6 +16,7 @@
  * agent had not read, and the host lose the exit frame).
  */
 
+import { createHmac } from 'node:crypto';
 import { createConnection } from 'node:net';
 import type { Socket } from 'node:net';
 
@@ -42,7 +47,20 @@ export const Frame = {
   stdout: 0x31, // 1
   stderr: 0x32, // 2
   exit: 0x58, // X
+  nonce: 0x4e, // N
+  auth: 0x41, // A
 } as const;
+
+/** Length of the agent's challenge (`N`) on a TCP connection. */
+export const NONCE_BYTES = 32;
+
+/** What the HMAC of a TCP handshake covers before the nonce. */
+const AUTH_CONTEXT = 'corral-agent-auth-v1';
+
+/** The `A` frame answering the agent's nonce: HMAC-SHA256 under the sandbox's agent secret. */
+export function authFrame(secret: string | Buffer, nonce: Buffer): Buffer {
+  return frame(Frame.auth, createHmac('sha256', secret).update(AUTH_CONTEXT).update(nonce).digest());
+}
 
 const HEADER = 5;
 /** Largest frame either side accepts (the agent drops a connection that sends more). */
@@ -60,6 +78,11 @@ export interface AgentExec {
   stdin: boolean;
   /** Run at a lower CPU priority (nice 10): host housekeeping that must not slow sandbox starts. */
   background?: boolean;
+  /**
+   * Start from the agent's own environment (the container's, as the kubernetes driver's Pods get
+   * it), overlaid with `env`; HOME is not inherited for a `user` exec (the agent adds the user's).
+   */
+  inheritEnv?: boolean;
   /**
    * A user spec (`name`, `uid`, with `:group` or `:gid`) the agent resolves against the sandbox's
    * own /etc/passwd and /etc/group, replacing `uid`, `gid` and `groups` and adding `HOME` when
@@ -93,7 +116,7 @@ export function resizeFrame(rows: number, cols: number): Buffer {
 }
 
 /**
- * The exec frame: u32 flags (1 tty, 2 stdin, 4 background), u32 rows<<16|cols, u32 uid, u32 gid, u32 group
+ * The exec frame: u32 flags (1 tty, 2 stdin, 4 background, 8 inherit env), u32 rows<<16|cols, u32 uid, u32 gid, u32 group
  * count, u32 argc, u32 envc, the groups (u32 each), then cwd, argv and env as NUL-terminated strings.
  * With `user`, the frame type is `U` and the user spec follows as one more string.
  */
@@ -104,7 +127,7 @@ export function execFrame(exec: AgentExec): Buffer {
   }
   if (exec.groups.length > 256) throw new Error('at most 256 supplementary groups');
   const head = Buffer.alloc(28 + 4 * exec.groups.length);
-  head.writeUInt32BE((exec.tty ? 1 : 0) | (exec.stdin ? 2 : 0) | (exec.background ? 4 : 0), 0);
+  head.writeUInt32BE((exec.tty ? 1 : 0) | (exec.stdin ? 2 : 0) | (exec.background ? 4 : 0) | (exec.inheritEnv ? 8 : 0), 0);
   head.writeUInt32BE(exec.tty ? ((clamp16(exec.tty.rows) << 16) | clamp16(exec.tty.cols)) >>> 0 : 0, 4);
   head.writeUInt32BE(exec.uid >>> 0, 8);
   head.writeUInt32BE(exec.gid >>> 0, 12);

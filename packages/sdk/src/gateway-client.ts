@@ -168,7 +168,7 @@ export class GatewayClient {
             return 'retry';
           }
           if (timeout.aborted) throw new TimeoutError(`${what} in sandbox ${sandboxId} got no answer within ${policy.timeoutMs} ms.`, { cause: error });
-          throw connectionError(new URL(url).origin, error);
+          throw connectionError(new URL(url).origin, error, `${what} in sandbox ${sandboxId}`);
         }
         if (res.status === 401) {
           await res.body?.cancel();

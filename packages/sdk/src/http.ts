@@ -63,9 +63,9 @@ function reasonOf(error: unknown): string {
 }
 
 /** The error for a server that did not answer. */
-export function connectionError(apiUrl: string, error: unknown): ConnectionError {
+export function connectionError(apiUrl: string, error: unknown, request?: string): ConnectionError {
   return new ConnectionError(
-    `Cannot reach Corral at ${apiUrl} (${reasonOf(error)}). Is the server running (\`corral serve\`)? Check the URL (apiUrl option, --api-url or CORRAL_API_URL).`,
+    `${request ? `${request}: ` : ''}Cannot reach Corral at ${apiUrl} (${reasonOf(error)}). Is the server running (\`corral serve\`)? Check the URL (apiUrl option, --api-url or CORRAL_API_URL).`,
     { cause: error },
   );
 }
@@ -178,7 +178,7 @@ export class HttpTransport {
           await sleep(backoffDelay(this.options.retry, transientAttempts++), options.signal);
           continue;
         }
-        throw connectionError(this.options.apiUrl, error);
+        throw connectionError(this.options.apiUrl, error, `${method} ${path}`);
       }
       if (response.status === 429 && rateLimitAttempts < this.options.rateLimitRetry.maxRetries) {
         const after = retryAfterSeconds(response.headers.get('retry-after'));

@@ -7,10 +7,10 @@ import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it, test } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { ConnectionError, CorralClient, Sandbox } from '@corral/sdk';
 import { type SandboxRuntime, createRuntime, loadConfig, openStore } from '@corral/server';
-import { TEST_IMAGE, createScratchDatabase, deleteKubernetesNamespace, dockerMissing, dropScratchDatabase, kubernetesMissing, unavailableSuite } from '@corral/server/testing';
+import { TEST_IMAGE, createScratchDatabase, deleteKubernetesNamespace, dockerMissing, dropScratchDatabase, kubernetesMissing, kubernetesUnavailable, TEST_KUBECONFIG, unavailableSuite } from '@corral/server/testing';
 import { startRoundRobinForwarder, type RoundRobinForwarder } from '../testing/round-robin-forwarder.js';
 import { spawnCli, waitForHealthy } from '../testing/spawn-cli.js';
 
@@ -22,9 +22,7 @@ import { spawnCli, waitForHealthy } from '../testing/spawn-cli.js';
  */
 
 const DATABASE_URL = process.env.CORRAL_TEST_DATABASE_URL;
-const REPO = new URL('../../../../', import.meta.url).pathname;
-const CACHE = process.env.CORRAL_CACHE_DIR ?? join(REPO, '.cache');
-const KUBECONFIG = process.env.CORRAL_K8S_KUBECONFIG ?? join(CACHE, 'kubernetes', 'kubeconfig');
+const KUBECONFIG = TEST_KUBECONFIG;
 const K8S_IMAGE = process.env.CORRAL_K8S_TEST_IMAGE ?? '127.0.0.1:5000/corral/busybox:latest';
 const K8S_NAMESPACE = 'corral-replicas';
 
@@ -63,7 +61,7 @@ else {
 for (const entry of variants) {
   if ('missing' in entry) {
     if (entry.ci) unavailableSuite(`two replicas, each killed in turn (${entry.driver})`, entry.missing);
-    else test(`two replicas, each killed in turn (${entry.driver})`, (t) => t.skip(entry.missing));
+    else kubernetesUnavailable(`two replicas, each killed in turn (${entry.driver})`, entry.missing);
     continue;
   }
   const variant: Variant = entry;
@@ -182,8 +180,10 @@ for (const entry of variants) {
       async function worker(w: number): Promise<void> {
         for (let i = 0; i < variant.cycles || !killerDone; i++) {
           const step = `worker ${w} cycle ${i}`;
+          let id: string | undefined;
           try {
             const sandbox = await Sandbox.create(client, { image: variant.image, name: `r-${w}-${i}`, cpuCores: 0.1, memoryGb: 0.125, diskSizeGb: 1, timeoutMinutes: 30 });
+            id = sandbox.id;
             created.push(sandbox.id);
             await sandbox.waitUntilRunning({ timeoutMs: 180_000 });
             const out = await execWithRetry(sandbox, `echo ${w}-${i}`);
@@ -191,7 +191,10 @@ for (const entry of variants) {
             await sandbox.delete();
             cyclesDone++;
           } catch (error) {
-            failures.push(`${step}: ${error instanceof Error ? `${error.name}: ${error.message}` : String(error)}`);
+            // The row as the store has it, so a failure says how the sandbox ended and who held it.
+            const row = id ? await observer.getSandbox(id).catch(() => undefined) : undefined;
+            const state = row ? ` (row: ${JSON.stringify({ status: row.status, terminationReason: row.terminationReason, errorType: row.errorType, errorMessage: row.errorMessage, provisioner: row.provisioner })})` : '';
+            failures.push(`${step}: ${error instanceof Error ? `${error.name}: ${error.message}` : String(error)}${state}`);
           }
         }
       }

@@ -7,4 +7,5 @@ export { GatedRuntime } from './gated-runtime.js';
 export { TEST_IMAGE, dockerMissing, driverMissing, eventually, needNothingMissing, ociMissing, unavailableSuite } from './runtime-available.js';
 export { sandboxFixture, specFixture } from './sandbox-fixture.js';
 export { type ListeningTestServer, type TestServer, startListeningServer, startTestServer } from './test-server.js';
-export { createScratchDatabase, deleteKubernetesNamespace, dropScratchDatabase, kubernetesMissing } from './scratch-infrastructure.js';
+export { createScratchDatabase, deleteKubernetesNamespace, dropScratchDatabase } from './scratch-infrastructure.js';
+export { K8S_TEST_BIN_DIR, K8S_TEST_IMAGE, TEST_KUBECONFIG, kubernetesMissing, kubernetesUnavailable } from './kubernetes-available.js';

@@ -15,12 +15,12 @@ export const K8S_TEST_IMAGE = process.env.CORRAL_K8S_TEST_IMAGE ?? '127.0.0.1:50
 /** Where the kubernetes driver's tests compile `corral-agent`. */
 export const K8S_TEST_BIN_DIR = join(CACHE, 'kubernetes-driver-bin');
 
-/** Why Kubernetes tests cannot run here, or undefined when the cluster of {@link TEST_KUBECONFIG} answers with a Ready node. */
-export async function kubernetesMissing(): Promise<string | undefined> {
-  if (!existsSync(TEST_KUBECONFIG)) return `no kubeconfig at ${TEST_KUBECONFIG} (run scripts/ensure-kubernetes.sh, or set CORRAL_K8S_KUBECONFIG)`;
+/** Why Kubernetes tests cannot run here, or undefined when the cluster of `kubeconfig` answers with a Ready node. */
+export async function kubernetesMissing(kubeconfig = TEST_KUBECONFIG): Promise<string | undefined> {
+  if (!existsSync(kubeconfig)) return `no kubeconfig at ${kubeconfig} (run scripts/ensure-kubernetes.sh, or set CORRAL_K8S_KUBECONFIG)`;
   try {
     const config = new KubeConfig();
-    config.loadFromFile(TEST_KUBECONFIG);
+    config.loadFromFile(kubeconfig);
     const core = config.makeApiClient(CoreV1Api);
     const nodes = await Promise.race([
       core.listNode(),
@@ -29,7 +29,7 @@ export async function kubernetesMissing(): Promise<string | undefined> {
     if (!nodes.items.some((n) => n.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'))) return 'the cluster has no Ready node';
     return undefined;
   } catch (error) {
-    return `the Kubernetes API of ${TEST_KUBECONFIG} does not answer (${(error as Error).message}); run scripts/ensure-kubernetes.sh`;
+    return `the Kubernetes API of ${kubeconfig} does not answer (${(error as Error).message}); run scripts/ensure-kubernetes.sh`;
   }
 }
 

@@ -1,4 +1,3 @@
-import { existsSync } from 'node:fs';
 import type { CoreV1Api } from '@kubernetes/client-node';
 import type { Client } from 'pg';
 
@@ -42,22 +41,6 @@ export async function dropScratchDatabase(baseUrl: string, name: string): Promis
     await admin.query(`drop database if exists ${name} with (force)`);
   } finally {
     await admin.end();
-  }
-}
-
-/** Why the cluster of `kubeconfig` cannot run tests here, or undefined when it answers with a Ready node. */
-export async function kubernetesMissing(kubeconfig: string): Promise<string | undefined> {
-  if (!existsSync(kubeconfig)) return `no kubeconfig at ${kubeconfig} (run scripts/ensure-kubernetes.sh)`;
-  try {
-    const core = await kubernetesCore(kubeconfig);
-    const nodes = await Promise.race([
-      core.listNode(),
-      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no answer within 3 s')), 3000).unref()),
-    ]);
-    if (!nodes.items.some((n) => n.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'))) return 'the cluster has no Ready node';
-    return undefined;
-  } catch (error) {
-    return `the Kubernetes API of ${kubeconfig} does not answer (${(error as Error).message}); run scripts/ensure-kubernetes.sh`;
   }
 }
 

@@ -14,6 +14,7 @@ import { makeSpec, runToEnd } from '../conformance/conformance-suite.js';
 import { LOCAL_TEST_REGISTRIES } from '../../testing/local-registries.js';
 import { KubernetesRuntime } from './kubernetes-runtime.js';
 import { envSecretName } from './pod-spec.js';
+import { TEST_KUBECONFIG, kubernetesMissing, kubernetesUnavailable } from '../../testing/kubernetes-available.js';
 
 /**
  * deploy/kubernetes/: the manifests that run Corral in a cluster. Static checks (the Deployment's
@@ -28,7 +29,7 @@ const REPO = new URL('../../../../../', import.meta.url).pathname;
 const DEPLOY = join(REPO, 'deploy', 'kubernetes');
 const DRIVER_DIR = new URL('.', import.meta.url).pathname;
 const CACHE = process.env.CORRAL_CACHE_DIR ?? join(REPO, '.cache');
-const KUBECONFIG = process.env.CORRAL_K8S_KUBECONFIG ?? join(CACHE, 'kubernetes', 'kubeconfig');
+const KUBECONFIG = TEST_KUBECONFIG;
 const KUBECTL = process.env.CORRAL_KUBECTL ?? join(CACHE, 'kubernetes', 'bin', 'kubectl');
 const IMAGE = process.env.CORRAL_K8S_TEST_IMAGE ?? '127.0.0.1:5000/corral/busybox:latest';
 
@@ -285,7 +286,8 @@ describe('deploy/kubernetes manifests', () => {
 
 /** Why the cluster tests cannot run here, or undefined when the cluster answers. */
 async function clusterMissing(): Promise<string | undefined> {
-  if (!existsSync(KUBECONFIG)) return `no kubeconfig at ${KUBECONFIG} (run scripts/ensure-kubernetes.sh, or set CORRAL_K8S_KUBECONFIG)`;
+  const cluster = await kubernetesMissing(KUBECONFIG);
+  if (cluster !== undefined) return cluster;
   if (!existsSync(KUBECTL)) return `no kubectl at ${KUBECTL} (scripts/ensure-kubernetes.sh builds it; or set CORRAL_KUBECTL)`;
   try {
     await run(KUBECTL, ['--kubeconfig', KUBECONFIG, '--request-timeout=3s', 'get', '--raw', '/readyz'], { timeout: 5000 });
@@ -330,6 +332,7 @@ function toYaml(objects: K8sObject[]): string {
 }
 
 const reason = await clusterMissing();
+if (reason !== undefined) kubernetesUnavailable('deploy/kubernetes on the test cluster', reason);
 describe('deploy/kubernetes on the test cluster', { skip: reason }, () => {
   const objects = rendered([...loadManifests(), ...loadFile('secret.example.yaml')]);
   const namespaces = objects.filter((o) => o.kind === 'Namespace');

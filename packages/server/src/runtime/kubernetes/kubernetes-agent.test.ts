@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
@@ -10,6 +9,7 @@ import { makeSpec, runToEnd, within } from '../conformance/conformance-suite.js'
 import { LOCAL_TEST_REGISTRIES } from '../../testing/local-registries.js';
 import { KubernetesRuntime } from './kubernetes-runtime.js';
 import { AGENT_PORT } from './pod-spec.js';
+import { TEST_KUBECONFIG, kubernetesMissing, kubernetesUnavailable } from '../../testing/kubernetes-available.js';
 
 /**
  * The kubernetes driver's agent path on the local cluster (scripts/ensure-kubernetes.sh): execs of
@@ -20,24 +20,13 @@ import { AGENT_PORT } from './pod-spec.js';
 const IMAGE = process.env.CORRAL_K8S_TEST_IMAGE ?? '127.0.0.1:5000/corral/busybox:latest';
 const REPO = new URL('../../../../../', import.meta.url).pathname;
 const CACHE = process.env.CORRAL_CACHE_DIR ?? join(REPO, '.cache');
-const KUBECONFIG = process.env.CORRAL_K8S_KUBECONFIG ?? join(CACHE, 'kubernetes', 'kubeconfig');
+const KUBECONFIG = TEST_KUBECONFIG;
 const NAMESPACE = process.env.CORRAL_K8S_NAMESPACE ?? 'corral-conformance';
 
-async function clusterAnswers(): Promise<boolean> {
-  if (!existsSync(KUBECONFIG)) return false;
-  try {
-    const config = new KubeConfig();
-    config.loadFromFile(KUBECONFIG);
-    await Promise.race([config.makeApiClient(CoreV1Api).listNode(), new Promise((_, reject) => setTimeout(() => reject(new Error('timeout')), 3000).unref())]);
-    return true;
-  } catch {
-    return false;
-  }
-}
+const reason = await kubernetesMissing(KUBECONFIG);
+if (reason !== undefined) kubernetesUnavailable('kubernetes agent exec path', reason);
 
-const available = await clusterAnswers();
-
-describe('kubernetes agent exec path', { skip: available ? false : `no cluster at ${KUBECONFIG} (scripts/ensure-kubernetes.sh)` }, () => {
+describe('kubernetes agent exec path', { skip: reason }, () => {
   let runtime: KubernetesRuntime;
   let a: string;
   let b: string;

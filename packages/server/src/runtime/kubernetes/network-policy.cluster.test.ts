@@ -79,7 +79,7 @@ describe('kubernetes NetworkPolicies on a live cluster', { skip: reason, concurr
   });
 
   it('reports egress enforcement (addresses only), and says enforcement depends on the network plugin', () => {
-    assert.deepEqual(runtime.capabilities(), { gpuCount: 0, gpuTypes: [], egressPolicy: true, egressDomains: false, egressOpensNoNetwork: false });
+    assert.deepEqual(runtime.capabilities(), { gpuCount: 0, gpuTypes: [], egressPolicy: true, egressDomains: false, egressOpensNoNetwork: false, sharedRuntime: true });
     assert.match(runtime.isolation().reason ?? '', /NetworkPolicy .*whether it is enforced depends on the cluster's network plugin/);
   });
 

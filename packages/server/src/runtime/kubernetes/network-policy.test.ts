@@ -32,7 +32,7 @@ describe('kubernetes NetworkPolicy', () => {
 
   it('selects the labels the Pod carries', () => {
     const spec = specFixture({ sandboxId: 'AbC.9', image: 'busybox:1' });
-    const pod = buildPod(spec, 'corral-abc-9', { instance: 'inst', namespace: 'ns', runtimeClass: null, envSecret: null, pullSecret: null, cpuRequestFraction: 1, helperConfigMap: 'x' });
+    const pod = buildPod(spec, 'corral-abc-9', { instance: 'inst', namespace: 'ns', runtimeClass: null, envSecret: 'env', pullSecret: null, cpuRequestFraction: 1, helperConfigMap: 'x', resolvConf: null });
     const selector = buildNetworkPolicy(spec.sandboxId, 'corral-abc-9', OPEN, OPTIONS).spec?.podSelector?.matchLabels ?? {};
     assert.ok(Object.keys(selector).length === 2);
     for (const [key, value] of Object.entries(selector)) assert.equal(pod.metadata?.labels?.[key], value, key);
@@ -102,7 +102,7 @@ describe('kubernetes NetworkPolicy', () => {
     assert.equal(hasNetworkInterface(specFixture({ sandboxId: 'n', image: 'busybox:1', networkAccess: true, egress: allow() })), false);
     assert.equal(hasNetworkInterface(specFixture({ sandboxId: 'n', image: 'busybox:1', networkAccess: true, egress: allow('203.0.113.7') })), true);
     assert.equal(hasNetworkInterface(specFixture({ sandboxId: 'n', image: 'busybox:1', networkAccess: true })), true);
-    const options = { instance: 'i', namespace: 'ns', runtimeClass: null, envSecret: null, pullSecret: null, cpuRequestFraction: 1, helperConfigMap: 'x' };
+    const options = { instance: 'i', namespace: 'ns', runtimeClass: null, envSecret: 'env', pullSecret: null, cpuRequestFraction: 1, helperConfigMap: 'x', resolvConf: null };
     const pod = buildPod(specFixture({ sandboxId: 'a', image: 'busybox:1', networkAccess: true, egress: allow() }), 'corral-a', options);
     assert.equal(pod.spec?.initContainers?.[0]?.name, 'corral-netdown');
     assert.equal(pod.metadata?.annotations?.['corral.dev/network-access'], 'false');

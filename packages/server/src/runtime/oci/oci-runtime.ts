@@ -512,7 +512,8 @@ export class OciRuntime implements SandboxRuntime {
     const list = this.warm.get(templateKey(template));
     if (!list || list.length === 0) return undefined;
     const image = await this.images.ensure(spec.image, auth);
-    for (let record = list.shift(); record; record = list.shift()) {
+    // At most two tries: a failure that is not the warm sandbox's own (the firewall, say) must not use up the pool.
+    for (let attempt = 0, record = list.shift(); record && attempt < 2; attempt++, record = attempt < 2 ? list.shift() : undefined) {
       try {
         if (record.imageDigest !== image.digest) throw new Error('the image changed since the sandbox was started');
         await this.applyClaim(record, spec, image, egress);

@@ -38,6 +38,7 @@ const TEST_CODE = [
   `${SERVER}/store/store-bench.ts`,
   `${SERVER}/store/store-crash-child.ts`,
   `${SERVER}/runtime/oci/bench-create.ts`,
+  `${SERVER}/runtime/oci/bench-warm.ts`,
 ];
 
 /** A regex matching relative import specifiers that reach `unit` (a folder or a root file) from anywhere in the tree. */

@@ -1,3 +1,4 @@
+import { loadavg } from 'node:os';
 import { dockerRunExec, runcRunTrue, timeRuns, type BaselineOp } from '../lib/baselines.js';
 import { benchImage, createExtra, resultsFile, runtimeDriverOption, startBenchServer } from '../lib/bench-server.js';
 import { ensureBenchNamespace, K8S_SANDBOX_RESOURCES, kubectlRunExec, waitForNoSandboxPods } from '../lib/kubernetes-bench.js';
@@ -5,7 +6,7 @@ import { PrimeSdkClient } from '../lib/prime-sdk-client.js';
 import { machine, percentiles, report, type Baseline } from '../lib/results.js';
 
 /**
- * `npm run bench -- burst [--driver oci|docker|kubernetes] [--count 100 (kubernetes: 10)] [--settle <seconds>] [--create-wait-ms <ms>]`
+ * `npm run bench -- burst [--driver oci|docker|kubernetes] [--count 100 (kubernetes: 10)] [--settle <seconds>] [--rounds <n>] [--create-wait-ms <ms>]`
  *
  * `count` creates at once; each is timed from its `POST /sandbox` to its first successful gateway
  * exec (status polled through one shared `status:batchGet` every 20 ms for all pending sandboxes, as
@@ -17,6 +18,11 @@ import { machine, percentiles, report, type Baseline } from '../lib/results.js';
  * of `docker run -d` + `docker exec true` (and, for oci, `runc run true`) started at once; on
  * kubernetes, the same number of `kubectl run` + wait Ready + `kubectl exec true` (0.1 CPU, 0.25 GB
  * each, as the sandboxes: the 2-core test node holds about 20 of them).
+ *
+ * `--rounds n` (default 1) repeats the timed burst n times, `--settle` apart (each round's sandboxes
+ * deleted first): later rounds show what the oci driver's warm pool, sized by recent creates
+ * (CORRAL_OCI_WARM_POOL_MAX), does for a workload that bursts again, as RL steps do. `corral` is the
+ * first round; `rounds` lists every round.
  *
  * The burst measures start latency, so admission (issue 19: at most capacity × CORRAL_OVERCOMMIT_*
  * of reserved CPU and memory, the rest queued) is opened wide for it: 1-CPU creates would otherwise
@@ -33,6 +39,8 @@ export async function run(args: string[]): Promise<void> {
   const settleMs = settleAt >= 0 ? Number(args[settleAt + 1]) * 1000 : 0;
   // The server's create hold (CORRAL_CREATE_WAIT_MS); default: the server's own default (3000).
   const holdAt = args.indexOf('--create-wait-ms');
+  const roundsAt = args.indexOf('--rounds');
+  const rounds = roundsAt >= 0 ? Math.max(1, Number(args[roundsAt + 1])) : 1;
   const admission = args.includes('--default-admission') ? {} : { CORRAL_OVERCOMMIT_CPU: '1000', CORRAL_OVERCOMMIT_MEMORY: '100' };
   if (!args.includes('--default-admission')) console.log('burst: admission opened wide (CORRAL_OVERCOMMIT_CPU=1000, CORRAL_OVERCOMMIT_MEMORY=100); --default-admission keeps the defaults');
   const server = await startBenchServer(driver, { ...admission, ...(holdAt >= 0 ? { CORRAL_CREATE_WAIT_MS: args[holdAt + 1] } : {}) });
@@ -42,24 +50,37 @@ export async function run(args: string[]): Promise<void> {
     await server.client.delete(warm);
     if (driver === 'kubernetes') await waitForNoSandboxPods(server.instanceId);
     await new Promise((r) => setTimeout(r, settleMs));
-    const created: string[] = [];
-    const wallStart = performance.now();
-    const corral = await timeRuns(count, count, async () => {
-      const id = await server.client.create(image, extra);
-      created.push(id);
-      await server.client.waitRunningBatched(id, 20);
-      const code = await server.client.exec(id, 'true');
-      if (code !== 0) throw new Error(`exit ${code}`);
-    });
-    const wallMs = performance.now() - wallStart;
     const readiness = async (ids: string[]): Promise<number[]> =>
       (await Promise.all(ids.map((id) => server.client.get(id)))).flatMap((s) =>
         typeof s.startedAt === 'string' && typeof s.createdAt === 'string' ? [Date.parse(s.startedAt) - Date.parse(s.createdAt)] : [],
       );
-    const fastReadiness = await readiness(created);
-    await Promise.all(created.map((id) => server.client.delete(id).catch(() => undefined)));
-    if (driver === 'kubernetes') await waitForNoSandboxPods(server.instanceId);
-    await new Promise((r) => setTimeout(r, settleMs));
+    const burstOnce = async (): Promise<{ corral: Awaited<ReturnType<typeof timeRuns>>; wallMs: number; readiness: number[] }> => {
+      const created: string[] = [];
+      const wallStart = performance.now();
+      const corral = await timeRuns(count, count, async () => {
+        const id = await server.client.create(image, extra);
+        created.push(id);
+        await server.client.waitRunningBatched(id, 20);
+        const code = await server.client.exec(id, 'true');
+        if (code !== 0) throw new Error(`exit ${code}`);
+      });
+      const wallMs = performance.now() - wallStart;
+      const ready = await readiness(created);
+      await Promise.all(created.map((id) => server.client.delete(id).catch(() => undefined)));
+      if (driver === 'kubernetes') await waitForNoSandboxPods(server.instanceId);
+      await new Promise((r) => setTimeout(r, settleMs));
+      return { corral, wallMs, readiness: ready };
+    };
+    const allRounds: Awaited<ReturnType<typeof burstOnce>>[] = [];
+    for (let i = 0; i < rounds; i++) {
+      const round = await burstOnce();
+      allRounds.push(round);
+      const p = percentiles(round.corral.ms);
+      console.log(`burst round ${i + 1}/${rounds}: p50 ${Math.round(p.p50_ms)} ms, p99 ${Math.round(p.p99_ms)} ms, ${round.corral.ms.length}/${count} succeeded (load ${loadavg().map((l) => l.toFixed(1)).join('/')})`);
+    }
+    const [firstRound] = allRounds;
+    if (!firstRound) throw new Error('no round ran');
+    const { corral, wallMs, readiness: fastReadiness } = firstRound;
     const sdkClient = new PrimeSdkClient(server.served.url, driver === 'kubernetes' ? { resources: { ...K8S_SANDBOX_RESOURCES } } : {});
     const sdkCreated: string[] = [];
     const sdkWallStart = performance.now();
@@ -92,6 +113,7 @@ export async function run(args: string[]): Promise<void> {
         runs: count,
         corral: { ...mine, succeeded: corral.ms.length, errors: corral.errors.length, first_errors: corral.errors.slice(0, 3), wall_ms: Math.round(wallMs) },
         server_readiness: percentiles(fastReadiness),
+        rounds: allRounds.map((r) => ({ ...percentiles(r.corral.ms), succeeded: r.corral.ms.length, errors: r.corral.errors.length, wall_ms: Math.round(r.wallMs) })),
         prime_sdk_schedule: {
           ...percentiles(sdk.ms),
           succeeded: sdk.ms.length,

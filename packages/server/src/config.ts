@@ -36,6 +36,7 @@ export interface CorralConfig {
   ociUserns: 'auto' | 'off' | { hostUid: number; hostGid: number; size: number };
   /** Namespaces and disks the oci driver keeps ready ahead of creates. */
   ociPoolSize: number;
+  ociWarmPoolMax: number;
   /** Namespace of the kubernetes driver's sandbox Pods and Secrets (created when missing). */
   k8sNamespace: string;
   /** `runtimeClassName` of sandbox Pods (gVisor, Kata…); null: the cluster's default. */
@@ -301,6 +302,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'ociRuntime', env: 'CORRAL_OCI_RUNTIME', description: 'OCI runtime binary the oci driver calls: runc, or crun (faster; needs scripts/ensure-oci.sh --crun)', defaultText: 'runc', parse: oneOf('runc', 'crun') },
   { key: 'ociUserns', env: 'CORRAL_OCI_USERNS', description: 'Root in oci sandboxes is an unprivileged host id: auto (on where the host allows it; the default range is 1879048192:1879048192:65536), off, or <hostUid>:<hostGid>:<size> (required)', defaultText: 'auto', parse: usernsMode },
   { key: 'ociPoolSize', env: 'CORRAL_OCI_POOL_SIZE', description: 'Network namespaces (of each kind) and formatted disks (of each recent size) the oci driver keeps ready ahead of creates; set it near your largest burst of creates', defaultText: '8', parse: integer(0, 4096) },
+  { key: 'ociWarmPoolMax', env: 'CORRAL_OCI_WARM_POOL_MAX', description: 'Most sandboxes the oci driver keeps started ahead of creates (for the most used image, idle start command, network kind and disk size; as many per kind as it had creates in the last 5 minutes); 0 disables', defaultText: '16', parse: integer(0, 4096) },
   { key: 'k8sNamespace', env: 'CORRAL_K8S_NAMESPACE', description: 'Namespace of the kubernetes driver\'s sandbox Pods and Secrets (created when missing); the cluster is the one KUBECONFIG names, else the in-cluster service account, else ~/.kube/config', defaultText: 'corral-sandboxes', parse: dnsLabel },
   { key: 'k8sExec', env: 'CORRAL_K8S_EXEC', description: 'How the kubernetes driver runs commands in sandboxes with network access: agent (TCP to corral-agent, PID 1 of the Pod, at the Pod IP, authenticated with a per-sandbox secret), api (the API server\'s exec), or auto (the agent; a sandbox whose agent does not answer within 2 s falls back to the API). Sandboxes without network access always use the API', defaultText: 'auto', parse: oneOf('auto', 'agent', 'api') },
   { key: 'k8sRuntimeClass', env: 'CORRAL_K8S_RUNTIME_CLASS', description: 'runtimeClassName of the kubernetes driver\'s sandbox Pods (gVisor, Kata… for stronger isolation)', defaultText: "(unset: the cluster's default)", parse: optionalDnsLabel },
@@ -381,6 +383,7 @@ const DEFAULTS: CorralConfig = {
   ociRuntime: 'runc',
   ociUserns: 'auto',
   ociPoolSize: 8,
+  ociWarmPoolMax: 16,
   k8sNamespace: 'corral-sandboxes',
   k8sRuntimeClass: null,
   k8sNetworkPolicy: 'required',

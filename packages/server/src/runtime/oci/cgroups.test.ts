@@ -99,6 +99,25 @@ describe('cgroups: v1 layout', () => {
     assert.deepEqual(await cg.childNames('/missing'), []);
   });
 
+  it('sets memory (memsw equal: no swap), CPU quota and pids limits of a running sandbox, and fails for a vanished cgroup', async () => {
+    const root = await v1Root();
+    await tree(root, {
+      [`memory${SANDBOX}/memory.memsw.limit_in_bytes`]: `${256 * MiB}\n`,
+      [`cpu${SANDBOX}/cpu.cfs_period_us`]: '100000\n',
+      [`cpu${SANDBOX}/cpu.cfs_quota_us`]: '-1\n',
+      [`pids${SANDBOX}/pids.max`]: 'max\n',
+    });
+    const layout = new CgroupV1Layout(root);
+    for (const memoryBytes of [512 * MiB, 64 * MiB]) {
+      await layout.setLimits(SANDBOX, { memoryBytes, cpuCores: 0.5, pidsLimit: 77 });
+      assert.equal(await readFile(join(root, `memory${SANDBOX}/memory.limit_in_bytes`), 'utf8'), String(memoryBytes));
+      assert.equal(await readFile(join(root, `memory${SANDBOX}/memory.memsw.limit_in_bytes`), 'utf8'), String(memoryBytes));
+    }
+    assert.equal(await readFile(join(root, `cpu${SANDBOX}/cpu.cfs_quota_us`), 'utf8'), '50000');
+    assert.equal(await readFile(join(root, `pids${SANDBOX}/pids.max`), 'utf8'), '77');
+    await assert.rejects(layout.setLimits('/corral-oci/inst/gone', { memoryBytes: MiB, cpuCores: 1, pidsLimit: 1 }));
+  });
+
   it('cannot kill through the cgroup', async () => {
     assert.equal(await new CgroupV1Layout(await v1Root()).killAll(SANDBOX), false);
   });
@@ -162,6 +181,14 @@ describe('cgroups: v2 layout', () => {
     assert.equal(existsSync(join(root, SANDBOX)), false);
     assert.ok(existsSync(join(root, 'corral-oci/inst/box2')), 'a parent with another sandbox stays');
     await cg.remove('/gone/box');
+  });
+
+  it('sets memory.max, no swap, cpu.max and pids.max of a running sandbox', async () => {
+    const root = await v2Root();
+    await tree(root, { [`${SANDBOX}/memory.swap.max`]: 'max\n', [`${SANDBOX}/cpu.max`]: 'max 100000\n', [`${SANDBOX}/pids.max`]: 'max\n' });
+    await new CgroupV2Layout(root).setLimits(SANDBOX, { memoryBytes: 300 * MiB, cpuCores: 2, pidsLimit: 42 });
+    const read = (file: string): Promise<string> => readFile(join(root, SANDBOX, file), 'utf8');
+    assert.deepEqual(await Promise.all(['memory.max', 'memory.swap.max', 'cpu.max', 'pids.max'].map(read)), [String(300 * MiB), '0', '200000 100000', '42']);
   });
 
   it('lists child names', async () => {

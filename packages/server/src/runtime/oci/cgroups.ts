@@ -1,3 +1,4 @@
+import { constants } from 'node:fs';
 import { access, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import type { RuntimeStats } from '../runtime.js';
@@ -35,6 +36,27 @@ export interface CgroupLayout {
    * true; returns false when that is unavailable, so the caller falls back to `runc kill --all`.
    */
   killAll(cgroupsPath: string): Promise<boolean>;
+  /**
+   * Sets the memory (no swap), CPU quota (100 ms period) and pids limits of a running sandbox's
+   * cgroup, as the runtime sets them at start from the OCI config. Throws when a limit cannot be
+   * written (a vanished cgroup, memory in use above the new limit that cannot be reclaimed).
+   */
+  setLimits(cgroupsPath: string, limits: CgroupLimits): Promise<void>;
+}
+
+/** A sandbox's resource limits, as the OCI config's `linux.resources` gives them. */
+export interface CgroupLimits {
+  memoryBytes: number;
+  cpuCores: number;
+  pidsLimit: number;
+}
+
+/** The CFS period every sandbox runs with (the OCI config's `cpu.period`), in microseconds. */
+export const CPU_PERIOD_US = 100_000;
+
+/** CPU quota in microseconds per {@link CPU_PERIOD_US} for `cores` (at least 1 ms). */
+export function cpuQuotaUs(cores: number): number {
+  return Math.max(1000, Math.round(cores * CPU_PERIOD_US));
 }
 
 /**
@@ -106,6 +128,24 @@ export class CgroupV1Layout implements CgroupLayout {
     return Promise.resolve(false);
   }
 
+  /**
+   * memory.limit_in_bytes and memory.memsw.limit_in_bytes (when swap accounting exists) in the
+   * order the kernel accepts (memsw may never be below the limit), cpu.cfs_quota_us, pids.max.
+   */
+  async setLimits(cgroupsPath: string, limits: CgroupLimits): Promise<void> {
+    const write = (controller: string, file: string, value: string | number): Promise<void> =>
+      writeFile(join(this.root, controller, cgroupsPath, file), String(value), { flag: WRITE_EXISTING });
+    const memsw = join(this.root, 'memory', cgroupsPath, 'memory.memsw.limit_in_bytes');
+    const hasMemsw = await access(memsw).then(() => true, () => false);
+    const current = toNumber(await readText(join(this.root, 'memory', cgroupsPath, 'memory.limit_in_bytes')));
+    if (hasMemsw && limits.memoryBytes > current) await write('memory', 'memory.memsw.limit_in_bytes', limits.memoryBytes);
+    await write('memory', 'memory.limit_in_bytes', limits.memoryBytes);
+    if (hasMemsw && limits.memoryBytes <= current) await write('memory', 'memory.memsw.limit_in_bytes', limits.memoryBytes);
+    await write('cpu', 'cpu.cfs_period_us', CPU_PERIOD_US);
+    await write('cpu', 'cpu.cfs_quota_us', cpuQuotaUs(limits.cpuCores));
+    await write('pids', 'pids.max', limits.pidsLimit);
+  }
+
   /** Absolute paths of the hierarchy mounts: the real directories (not symlinks) in `root`. */
   private async hierarchies(): Promise<string[]> {
     return (await childDirs(this.root)).map((name) => join(this.root, name));
@@ -167,7 +207,21 @@ export class CgroupV2Layout implements CgroupLayout {
       () => false,
     );
   }
+
+  /** memory.max, memory.swap.max 0 (when swap is accounted), cpu.max, pids.max. */
+  async setLimits(cgroupsPath: string, limits: CgroupLimits): Promise<void> {
+    const write = (file: string, value: string | number): Promise<void> => writeFile(join(this.root, cgroupsPath, file), String(value), { flag: WRITE_EXISTING });
+    await write('memory.max', limits.memoryBytes);
+    await write('memory.swap.max', 0).catch((error: unknown) => {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    });
+    await write('cpu.max', `${cpuQuotaUs(limits.cpuCores)} ${CPU_PERIOD_US}`);
+    await write('pids.max', limits.pidsLimit);
+  }
 }
+
+/** Open for writing without creating (a cgroup file that is missing is an error), truncating. */
+const WRITE_EXISTING = constants.O_WRONLY | constants.O_TRUNC;
 
 /** File contents, or '' when it cannot be read. */
 function readText(path: string): Promise<string> {

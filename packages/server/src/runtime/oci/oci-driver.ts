@@ -20,6 +20,7 @@ export const ociDriver: RuntimeDriver = {
       runtimeBinary: config.ociRuntime,
       userns,
       poolSize: config.ociPoolSize,
+      warmPoolMax: config.ociWarmPoolMax,
       diskPolicy: diskPolicyOf(config),
       capacityReserve: capacityReserveOf(config),
       insecureRegistries: config.registryInsecure,

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, copyFile, mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, posix } from 'node:path';
@@ -37,6 +37,7 @@ import { HostLauncher, hostLauncher, useHostLauncher } from './host-launcher.js'
 import { ImageStore } from './image-store.js';
 import { parseImageRef } from '../registry/image-ref.js';
 import type { ImageRef } from '../registry/image-ref.js';
+import type { ImageRecord } from './image-store.js';
 import { credentialsFor } from '../registry/registry-access-check.js';
 import type { RegistryCredentials } from '../registry/registry-client.js';
 import { startOciExec } from './oci-exec.js';
@@ -52,10 +53,25 @@ import { OPEN_EGRESS } from '../egress/egress-policy.js';
 import type { BridgeOptions } from './sandbox-network.js';
 import { chownToSandboxRoot, mountIdmappedRootfs, resolveUserns } from './userns.js';
 import type { UsernsMapping } from './userns.js';
+import { idleProgram, templateKey, WarmDemand, warmTemplateOf } from './warm-pool.js';
+import type { WarmTemplate } from './warm-pool.js';
 
 /** Scripts larger than this (bytes) are passed through a file instead of argv. */
 const LARGE_ARGUMENT = 100 * 1024;
 const GiB = 1024 * 1024 * 1024;
+
+/** Default of {@link OciRuntimeOptions.warmPoolMax}. */
+export const DEFAULT_WARM_POOL_MAX = 16;
+
+/**
+ * Warm sandboxes are started only after this long without a create starting or ending: a start
+ * (~50 ms of CPU) next to a create's own work slows that create more than a claim saves it when
+ * creates come one after another.
+ */
+const WARM_QUIET_MS = 250;
+
+/** The egress policy of a warm sandbox with a network until it is claimed: nothing reachable. */
+const WARM_EGRESS: EgressPolicy = Object.freeze({ allowlist: [], denylist: null }) as EgressPolicy;
 
 /** Options for {@link OciRuntime}. */
 export interface OciRuntimeOptions {
@@ -95,6 +111,15 @@ export interface OciRuntimeOptions {
   bridge?: Partial<BridgeOptions>;
   /** Network namespaces and disks kept ready per kind/size (default 2; 0 disables pooling). */
   poolSize?: number;
+  /**
+   * Most sandboxes kept started ahead of creates ("warm", see docs/runtime-oci.md), across all
+   * templates (image, idle start command, network kind, disk size, workspace); each template gets
+   * as many as it had creates in the last `warmPoolWindowMs`, most used first. Default
+   * {@link DEFAULT_WARM_POOL_MAX}; 0 disables.
+   */
+  warmPoolMax?: number;
+  /** The window of recent creates that sizes the warm pool (default 5 min). */
+  warmPoolWindowMs?: number;
   /** Disk sizes to keep formatted ahead of time from `init()` (default [1 GiB]). */
   warmDiskSizes?: number[];
   /** Kill the whole sandbox when any of its processes is OOM-killed (default true). */
@@ -141,6 +166,13 @@ interface SandboxRecord {
   agentSocket: string;
   /** Where the merged overlay is mounted; absent in records of older versions (then `<sandbox dir>/rootfs`). */
   rootfs?: string;
+  /** Digest of the image's manifest (absent in records of older versions). */
+  imageDigest?: string;
+  /**
+   * A warm sandbox: started ahead of any create, never claimed. Never adopted after a restart (the
+   * orphan sweep removes it); a claim rewrites the record without it.
+   */
+  warm?: boolean;
   createdAt: string;
 }
 
@@ -213,7 +245,17 @@ export class OciRuntime implements SandboxRuntime {
   private polling = false;
   /** Creates in flight; the pools refill only while there is at most one (a burst needs the CPU more). */
   private creating = 0;
+  /** When a create last started or ended (ms since the epoch): warm sandboxes wait for {@link WARM_QUIET_MS} of quiet. */
+  private lastCreateAt = 0;
   private initialized: Promise<void> | undefined;
+  /** Sandbox ids whose create is in flight (a second create of one id fails). */
+  private readonly startingIds = new Set<string>();
+  /** Warm sandboxes per template key, ready to be claimed. Not in `live`: no caller can see or reach them. */
+  private readonly warm = new Map<string, SandboxRecord[]>();
+  private readonly warmDemand: WarmDemand;
+  private warmLoop: Promise<void> | undefined;
+  private warmTimer: NodeJS.Timeout | undefined;
+  private closed = false;
   private readonly usernsOption: UsernsMapping | null | undefined;
   /** Why new sandboxes get no user namespace, when they get none. */
   private usernsReason: string | undefined;
@@ -265,6 +307,7 @@ export class OciRuntime implements SandboxRuntime {
     this.pollIntervalMs = options.pollIntervalMs ?? 100;
     this.readyTimeoutMs = options.readyTimeoutMs ?? 30_000;
     this.warmDiskSizes = options.warmDiskSizes ?? [GiB];
+    this.warmDemand = new WarmDemand(options.warmPoolMax ?? DEFAULT_WARM_POOL_MAX, options.warmPoolWindowMs ?? 300_000);
     this.usernsOption = options.userns;
     this.diskPolicy = options.diskPolicy ?? NO_RESERVE;
     this.capacityReserve = options.capacityReserve ?? { cpuCores: 0, memoryBytes: 0 };
@@ -322,6 +365,11 @@ export class OciRuntime implements SandboxRuntime {
     void this.netns.warm(true);
     this.timer = setInterval(() => void this.poll(), this.pollIntervalMs);
     this.timer.unref();
+    if (this.warmDemand.max > 0) {
+      // Shrinks the warm pool once demand leaves the window, and retries fills that failed.
+      this.warmTimer = setInterval(() => this.scheduleWarm(), 5_000);
+      this.warmTimer.unref();
+    }
     if (this.imageGcIntervalMs > 0) {
       this.gcTimer = setInterval(() => void this.gcImages().catch(() => undefined), this.imageGcIntervalMs);
       this.gcTimer.unref();
@@ -410,10 +458,12 @@ export class OciRuntime implements SandboxRuntime {
 
   async create(spec: SandboxSpec): Promise<{ runtimeId: string }> {
     this.creating++;
+    this.lastCreateAt = Date.now();
     try {
       return await this.createSandbox(spec);
     } finally {
       this.creating--;
+      this.lastCreateAt = Date.now();
     }
   }
 
@@ -423,10 +473,171 @@ export class OciRuntime implements SandboxRuntime {
     if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$/.test(spec.sandboxId)) throw new RuntimeError('START_FAILED', `invalid sandbox id ${spec.sandboxId}`);
     const workspace = posix.normalize(spec.workspacePath);
     if (!workspace.startsWith('/') || workspace.split('/').includes('..')) throw new RuntimeError('START_FAILED', `invalid workspace path ${spec.workspacePath}`);
+    // A claimed sandbox keeps its warm runtime id: the id is checked here, not by its directory.
+    if (this.startingIds.has(spec.sandboxId) || [...this.live.values()].some((l) => l.record.sandboxId === spec.sandboxId)) {
+      throw new RuntimeError('START_FAILED', `sandbox corral-${spec.sandboxId} already exists`);
+    }
     const auth = pullCredentials(spec);
-    const releaseDisk = await this.admitDisk(spec.diskBytes);
+    const egress = effectiveEgress(spec);
+    const template = this.warmTemplate(spec, workspace, !isOffline(egress));
+    this.startingIds.add(spec.sandboxId);
     try {
-      return await this.createAdmitted(spec, workspace, auth, releaseDisk);
+      if (template) {
+        this.warmDemand.record(template);
+        const claimed = await this.claimWarm(template, spec, auth, egress);
+        if (claimed) return claimed;
+      }
+      const releaseDisk = await this.admitDisk(spec.diskBytes);
+      try {
+        const image = await this.images.ensure(spec.image, auth);
+        const record = await this.startSandbox(spec, workspace, image, { runtimeId: `corral-${spec.sandboxId}`, egress, online: !isOffline(egress), warm: false }, releaseDisk);
+        return { runtimeId: record.runtimeId };
+      } finally {
+        releaseDisk();
+      }
+    } finally {
+      this.startingIds.delete(spec.sandboxId);
+      if (template) this.scheduleWarm();
+    }
+  }
+
+  /** The warm template of a create, when the warm pool is on and the create can be served from it. */
+  private warmTemplate(spec: SandboxSpec, workspace: string, online: boolean): WarmTemplate | undefined {
+    if (this.warmDemand.max <= 0) return undefined;
+    let canonical: string;
+    try {
+      canonical = parseImageRef(spec.image).canonical;
+    } catch {
+      return undefined;
+    }
+    return warmTemplateOf(spec, canonical, workspace, online);
+  }
+
+  /**
+   * Hands a warm sandbox of `template` to this create, or returns undefined (none ready, or none
+   * could be claimed: the create takes the normal path). The image is resolved first with the
+   * create's own credentials, so a tenant gets an image pulled with credentials only when the
+   * registry lets them pull it, and only a warm sandbox of the same image digest.
+   */
+  private async claimWarm(template: WarmTemplate, spec: SandboxSpec, auth: RegistryCredentials | undefined, egress: EgressPolicy): Promise<{ runtimeId: string } | undefined> {
+    const list = this.warm.get(templateKey(template));
+    if (!list || list.length === 0) return undefined;
+    const image = await this.images.ensure(spec.image, auth);
+    // At most two tries: a failure that is not the warm sandbox's own (the firewall, say) must not use up the pool.
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const record = list.shift();
+      if (!record) break;
+      try {
+        if (record.imageDigest !== image.digest) throw new Error('the image changed since the sandbox was started');
+        await this.applyClaim(record, spec, image, egress);
+        return { runtimeId: record.runtimeId };
+      } catch {
+        // Possibly half given to this create: never offered again.
+        this.live.delete(record.runtimeId);
+        await this.destroyRecord(record).catch(() => undefined);
+      }
+    }
+    return undefined;
+  }
+
+  /**
+   * Makes a warm sandbox the create's own: its cgroup limits, hostname (set in its UTS namespace
+   * from the host: nothing in the sandbox needs a capability for it), /etc/hosts and /etc/hostname,
+   * egress policy, then its record (sandbox id, env for every exec) replaces the warm one on disk
+   * in one rename. Until that rename a restart removes it as a leftover.
+   */
+  private async applyClaim(record: SandboxRecord, spec: SandboxSpec, image: ImageRecord, egress: EgressPolicy): Promise<void> {
+    const dir = this.sandboxDir(record.runtimeId);
+    if (existsSync(join(dir, 'exit'))) throw new Error('the warm sandbox exited');
+    const initPid = Number((await readFile(join(dir, 'init.pid'), 'utf8')).trim());
+    // The pid must still be this sandbox's init (not a reused pid) before its namespace is entered.
+    const cgroup = await readFile(`/proc/${initPid}/cgroup`, 'utf8').catch(() => '');
+    if (!(initPid > 0) || !cgroup.includes(`${record.cgroupsPath}\n`)) throw new Error('the warm sandbox is not running');
+    const hostname = `sandbox-${spec.sandboxId}`.slice(0, 63);
+    const etc = join(this.diskMount(record), 'upper', 'etc');
+    await Promise.all([
+      this.cgroups.setLimits(record.cgroupsPath, spec),
+      runTool('nsenter', [`--target=${initPid}`, '--uts', '--', 'hostname', hostname]),
+      writeFile(join(etc, 'hosts'), hostsFile(hostname, record.netns.ip)),
+      writeFile(join(etc, 'hostname'), `${hostname}\n`),
+      this.egress.apply(record.runtimeId, record.netns.ip, egress),
+    ]);
+    if (existsSync(join(dir, 'exit'))) throw new Error('the warm sandbox exited');
+    const claimed: SandboxRecord = { ...record, sandboxId: spec.sandboxId, env: mergeEnv(image.config.env, spec.env), egress, createdAt: new Date().toISOString() };
+    delete claimed.warm;
+    const temp = join(dir, 'state.json.tmp');
+    await writeFile(temp, JSON.stringify(claimed, null, 2), { mode: 0o600 });
+    await rename(temp, join(dir, 'state.json'));
+    this.live.set(record.runtimeId, { record: claimed, exitCode: null, oomKilled: false, removing: false, removeFailed: false, report: true });
+  }
+
+  /**
+   * Starts the background fill of the warm pool unless it runs: each step waits until no create
+   * has started or ended for {@link WARM_QUIET_MS}, then removes warm sandboxes of templates over
+   * their target and starts one for a template under its target, until every template is at its
+   * target (see {@link WarmDemand}). A fill that fails ends the round; the next create or the 5 s
+   * timer starts another.
+   */
+  private scheduleWarm(): void {
+    if (this.warmDemand.max <= 0 || this.closed || this.warmLoop) return;
+    this.warmLoop = this.fillWarmPool()
+      .catch(() => undefined)
+      .finally(() => {
+        this.warmLoop = undefined;
+      });
+  }
+
+  private async fillWarmPool(): Promise<void> {
+    while (!this.closed) {
+      const quietFor = Date.now() - this.lastCreateAt;
+      if (this.creating > 0 || quietFor < WARM_QUIET_MS) {
+        await delay(this.creating > 0 ? 20 : WARM_QUIET_MS - quietFor);
+        continue;
+      }
+      const targets = this.warmDemand.targets();
+      for (const [key, list] of this.warm) {
+        const keep = targets.get(key)?.count ?? 0;
+        while (list.length > keep && !this.closed) {
+          const record = list.pop();
+          if (record) await this.destroyRecord(record).catch(() => undefined);
+        }
+        if (list.length === 0) this.warm.delete(key);
+      }
+      const next = [...targets.entries()].find(([key, t]) => (this.warm.get(key)?.length ?? 0) < t.count);
+      if (!next) return;
+      await this.fillOne(next[0], next[1].template);
+    }
+  }
+
+  /** Starts one warm sandbox of `template` (with no env of any tenant, a placeholder hostname and no egress) and pools it. */
+  private async fillOne(key: string, template: WarmTemplate): Promise<void> {
+    const image = await this.images.get(template.image);
+    if (!image) throw new Error(`image ${template.image} is not stored`);
+    const releaseDisk = await this.admitDisk(template.diskBytes);
+    try {
+      const id = `warm-${randomBytes(6).toString('hex')}`;
+      const spec: SandboxSpec = {
+        sandboxId: id,
+        image: template.image,
+        startCommand: template.startCommand,
+        env: {},
+        cpuCores: template.cpuCores,
+        memoryBytes: template.memoryBytes,
+        diskBytes: template.diskBytes,
+        pidsLimit: template.pidsLimit,
+        networkAccess: template.online,
+        gpuCount: 0,
+        gpuType: null,
+        workspacePath: template.workspacePath,
+      };
+      const record = await this.startSandbox(spec, template.workspacePath, image, { runtimeId: `corral-${id}`, egress: WARM_EGRESS, online: template.online, warm: true }, releaseDisk);
+      if (this.closed) {
+        await this.destroyRecord(record);
+        return;
+      }
+      const list = this.warm.get(key) ?? [];
+      list.push(record);
+      this.warm.set(key, list);
     } finally {
       releaseDisk();
     }
@@ -448,16 +659,19 @@ export class OciRuntime implements SandboxRuntime {
     await this.egress.retainOnlyKnown().catch(() => undefined);
   }
 
-  private async createAdmitted(
+  /**
+   * Makes and starts a sandbox: disk and network namespace (from the pools), the /etc files, the
+   * rootfs, config.json, egress policy, then the shim. `how.warm`: a warm sandbox, kept out of
+   * `live` (the caller pools it) and recorded as warm.
+   */
+  private async startSandbox(
     spec: SandboxSpec,
     workspace: string,
-    auth: RegistryCredentials | undefined,
+    image: ImageRecord,
+    how: { runtimeId: string; egress: EgressPolicy; online: boolean; warm: boolean },
     releaseDisk: () => void,
-  ): Promise<{ runtimeId: string }> {
-    const egress = effectiveEgress(spec);
-    const online = !isOffline(egress);
-    const image = await this.images.ensure(spec.image, auth);
-    const runtimeId = `corral-${spec.sandboxId}`;
+  ): Promise<SandboxRecord> {
+    const { runtimeId, egress, online } = how;
     const dir = this.sandboxDir(runtimeId);
     try {
       await mkdir(dir);
@@ -478,6 +692,8 @@ export class OciRuntime implements SandboxRuntime {
       cgroupsPath: `${this.cgroupParent}/${runtimeId}`,
       agentSocket: join(this.socketDir, `${shortHash(runtimeId, 16)}.sock`),
       rootfs: join(this.mountDir, runtimeId, 'rootfs'),
+      imageDigest: image.digest,
+      ...(how.warm ? { warm: true } : {}),
       createdAt: new Date().toISOString(),
     };
     try {
@@ -529,12 +745,16 @@ export class OciRuntime implements SandboxRuntime {
       // Enforced before the sandbox's first process: no window of open network.
       await this.egress.apply(runtimeId, ns.ip, egress);
       // Exits are reported once create() succeeded; a start that fails is START_FAILED, not an event.
+      if (how.warm) {
+        await this.start(record, dir, spec.startCommand);
+        return record;
+      }
       const live: Live = { record, exitCode: null, oomKilled: false, removing: false, removeFailed: false, report: false };
       this.live.set(runtimeId, live);
       await this.start(record, dir, spec.startCommand);
       live.report = true;
       if (live.exitCode !== null) this.emit(live);
-      return { runtimeId };
+      return record;
     } catch (error) {
       const live = this.live.get(runtimeId);
       if (live) live.removing = true;
@@ -543,6 +763,13 @@ export class OciRuntime implements SandboxRuntime {
       if (error instanceof RuntimeError) throw error;
       throw new RuntimeError('START_FAILED', `starting the sandbox failed: ${(error as Error).message}`, { cause: error });
     }
+  }
+
+  /** How many warm sandboxes are ready to be claimed, across templates. */
+  warmReady(): number {
+    let n = 0;
+    for (const list of this.warm.values()) n += list.length;
+    return n;
   }
 
   /** True when sandboxes load the precompiled seccomp filter (libseccomp-dev was there to build the compiler). */
@@ -739,13 +966,7 @@ export class OciRuntime implements SandboxRuntime {
     if (!live) return; // Not this instance's.
     live.removing = true;
     try {
-      await this.killAll(live.record);
-      const exitFile = join(this.sandboxDir(runtimeId), 'exit');
-      for (let i = 0; i < 200 && !existsSync(exitFile); i++) {
-        if (i % 20 === 19) await this.killAll(live.record);
-        await delay(10);
-      }
-      await this.teardown(live.record);
+      await this.destroyRecord(live.record);
     } catch (error) {
       // Half torn down: keep it listed (as ended) so the reconciler sees it and retries.
       live.removing = false;
@@ -753,6 +974,17 @@ export class OciRuntime implements SandboxRuntime {
       throw error;
     }
     this.live.delete(runtimeId);
+  }
+
+  /** Kills every process of the sandbox, waits up to 2 s for its shim to record the exit, then tears it down. */
+  private async destroyRecord(record: SandboxRecord): Promise<void> {
+    await this.killAll(record);
+    const exitFile = join(this.sandboxDir(record.runtimeId), 'exit');
+    for (let i = 0; i < 200 && !existsSync(exitFile); i++) {
+      if (i % 20 === 19) await this.killAll(record);
+      await delay(10);
+    }
+    await this.teardown(record);
   }
 
   /** SIGKILLs every process of the sandbox (cgroup.kill on cgroup v2, else `<runtime> kill --all`). */
@@ -874,6 +1106,8 @@ export class OciRuntime implements SandboxRuntime {
       } catch {
         continue; // An interrupted create: removeOrphans() cleans it.
       }
+      // A warm sandbox of an earlier run is never handed out: removeOrphans() removes it like a leftover.
+      if (record.warm) continue;
       if (!existsSync(join(dir, 'init.pid'))) continue;
       const live: Live = { record, exitCode: null, oomKilled: existsSync(join(dir, 'oom')), removing: false, removeFailed: false, report: false };
       if (!(await this.refresh(live))) {
@@ -932,18 +1166,28 @@ export class OciRuntime implements SandboxRuntime {
    */
   gcImages(): Promise<string[]> {
     return this.images.gc(
-      [...this.live.values()].flatMap((l) => l.record.layers),
+      [...this.live.values()].map((l) => l.record).concat([...this.warm.values()].flat()).flatMap((r) => r.layers),
       this.imageGcMinAgeMs,
     );
   }
 
-  /** Stops watching, empties the pools (ready namespaces and disks are deleted). Sandboxes keep running. */
+  /**
+   * Stops watching, removes the warm sandboxes and empties the pools (ready namespaces and disks
+   * are deleted). Sandboxes keep running.
+   */
   async close(): Promise<void> {
+    this.closed = true;
     if (this.timer) clearInterval(this.timer);
     if (this.gcTimer) clearInterval(this.gcTimer);
+    if (this.warmTimer) clearInterval(this.warmTimer);
     this.timer = undefined;
     this.gcTimer = undefined;
+    this.warmTimer = undefined;
     this.listeners.clear();
+    await this.warmLoop;
+    const warm = [...this.warm.values()].flat();
+    this.warm.clear();
+    await Promise.all(warm.map((record) => this.destroyRecord(record).catch(() => undefined)));
     await Promise.all([this.disks.close(), this.netns.close(), this.egress.close(this.live.size === 0)]);
   }
 }
@@ -1039,14 +1283,6 @@ function pullCredentials(spec: SandboxSpec): RegistryCredentials | undefined {
     throw new RuntimeError('IMAGE_PULL_FAILED', `cannot pull ${spec.image}: ${(error as Error).message}`, { cause: error });
   }
   return credentialsFor(ref, spec.registryAuth);
-}
-
-/** The program an idle start command (the Prime SDK's default `tail -f /dev/null`, or `sleep infinity`) ends up as. */
-function idleProgram(startCommand: string): 'tail' | 'sleep' | undefined {
-  const command = startCommand.trim().replace(/\s+/g, ' ');
-  if (/^(exec )?tail -f \/dev\/null$/.test(command)) return 'tail';
-  if (/^(exec )?sleep (infinity|inf)$/.test(command)) return 'sleep';
-  return undefined;
 }
 
 /** Whether a child of the sandbox's init (the start command) is `program`, asleep. */

@@ -241,7 +241,8 @@ KUBELET_HOST_DIRS=(/var/log/pods /var/log/containers)
 KUBECTL=("$BIN_DIR/kubectl" --kubeconfig "$KUBECONFIG_OUT")
 
 apt_install etcd-server openssl curl iproute2
-"$REPO/scripts/ensure-docker.sh" >&2
+# fd 9 (the lock) closed: a daemon started there would hold the lock for good.
+"$REPO/scripts/ensure-docker.sh" >&2 9>&-
 mkdir -p "$RUN_DIR" "$PKI_DIR" "$CONF_DIR" "$ETCD_DATA" "$KUBELET_ROOT" "$DOCKERSHIM_ROOT"
 chmod 700 "$PKI_DIR" "$ETCD_DATA"
 
@@ -506,7 +507,7 @@ registry="${TEST_IMAGE%%/*}"
 if ! docker image inspect "$TEST_IMAGE" >/dev/null 2>&1; then
   if ! curl -fsS "http://$registry/v2/" >/dev/null 2>&1 && [[ "$registry" == 127.0.0.1:* ]]; then
     log "registry $registry does not answer: running scripts/start-registry.sh"
-    CORRAL_CACHE_DIR="$CACHE_DIR" CORRAL_REGISTRY_PORT="${registry#*:}" "$REPO/scripts/start-registry.sh" >&2
+    CORRAL_CACHE_DIR="$CACHE_DIR" CORRAL_REGISTRY_PORT="${registry#*:}" "$REPO/scripts/start-registry.sh" >&2 9>&-
   fi
   log "pulling $TEST_IMAGE"
   docker pull -q "$TEST_IMAGE" >/dev/null

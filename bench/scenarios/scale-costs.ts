@@ -16,6 +16,7 @@ import { BENCH_KEY } from '../lib/corral-client.js';
 import { type ApiCounts, type StatementCounts, startApiCountingProxy, startPgCountingProxy } from '../lib/counting-proxies.js';
 import { KUBECONFIG, waitForNoSandboxPods } from '../lib/kubernetes-bench.js';
 import { machine } from '../lib/results.js';
+import { sandboxFixture } from '../../packages/server/src/testing/sandbox-fixture.js';
 
 /**
  * `npm run bench -- scale-costs [--lifecycles 10] [--rows 1000,10000] [--database-url postgres://…]`
@@ -233,49 +234,23 @@ export async function run(args: string[]): Promise<void> {
 
 /** A RUNNING sandbox row of `instance`, started now. */
 function runningRecord(id: string, instance: string, now: string): SandboxRecord {
-  return {
+  return sandboxFixture({
     id,
+    userId: 'scale-user',
     name: 'scale',
     dockerImage: 'busybox',
-    startCommand: null,
     cpuCores: 0.1,
     memoryGb: 0.25,
     diskSizeGb: 1,
-    gpuCount: 0,
-    gpuType: null,
-    vm: false,
-    networkAccess: true,
-    networkAllowlist: null,
-    networkDenylist: null,
-    egressGeneration: 1,
     egressAppliedGeneration: 1,
     status: 'RUNNING',
     timeoutMinutes: 600,
-    idleTimeoutMinutes: null,
-    terminationReason: null,
     environmentVars: {},
-    secrets: null,
-    advancedConfigs: null,
-    labels: [],
-    userId: 'scale-user',
-    teamId: null,
-    region: null,
-    registryCredentialsId: null,
-    guaranteed: false,
-    idempotencyKey: null,
     createdAt: now,
     updatedAt: now,
     startedAt: now,
-    terminatedAt: null,
-    lastActivityAt: null,
-    exitCode: null,
-    errorType: null,
-    errorMessage: null,
     runtimeDriver: 'kubernetes',
     runtimeId: `c-${id}`,
     runtimeOwner: instance,
-    admissionDeadline: null,
-    kubernetesJobId: null,
-    provisioner: null,
-  };
+  });
 }

@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import type { Socket } from 'node:net';
 import type { Duplex, Readable } from 'node:stream';
-import { ApiException, CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import type { V1ContainerStatus, V1NetworkPolicyPeer, V1Pod, V1Secret } from '@kubernetes/client-node';
 import { diskShortfall, NO_RESERVE } from '../disk-admission.js';
 import type { DiskPolicy } from '../disk-admission.js';
@@ -55,6 +55,7 @@ import { NetworkPolicyClient } from './network-policy-client.js';
 import { networkPolicyProblem } from './network-policy.js';
 import { PodWatch } from './pod-watch.js';
 import { parseQuantity } from './quantity.js';
+import { apiErrorText, isApiStatus } from './api-errors.js';
 
 /** Options for {@link KubernetesRuntime}. */
 export interface KubernetesRuntimeOptions {
@@ -157,26 +158,6 @@ function pullFailureMessage(image: string, failure: string): string {
   return `pulling ${image} failed${refused ? ': the registry refused access (credentials missing or wrong)' : ''}: ${failure}`;
 }
 
-function isApiStatus(error: unknown, code: number): boolean {
-  return error instanceof ApiException && error.code === code;
-}
-
-function errorText(error: unknown): string {
-  if (error instanceof ApiException) {
-    const body = error.body as unknown;
-    if (typeof body === 'string') {
-      try {
-        return (JSON.parse(body) as { message?: string }).message ?? body;
-      } catch {
-        return body;
-      }
-    }
-    if (body && typeof body === 'object' && 'message' in body) return String((body as { message: unknown }).message);
-    return `HTTP ${error.code}`;
-  }
-  return error instanceof Error ? error.message : String(error);
-}
-
 /** Sets up the sandbox once its container runs: the workspace, and what isolation it got. */
 const SETUP_SCRIPT = 'mkdir -p "$1" && cat /proc/self/cgroup';
 
@@ -269,15 +250,15 @@ export class KubernetesRuntime implements SandboxRuntime {
       if (this.options.kubeconfigPath) this.config.loadFromFile(this.options.kubeconfigPath);
       else this.config.loadFromDefault();
     } catch (error) {
-      throw new RuntimeError('RUNTIME_ERROR', `cannot load the Kubernetes configuration: ${errorText(error)}`, { cause: error });
+      throw new RuntimeError('RUNTIME_ERROR', `cannot load the Kubernetes configuration: ${apiErrorText(error)}`, { cause: error });
     }
     this.core = this.config.makeApiClient(CoreV1Api);
     try {
       await this.core.readNamespace({ name: this.namespace });
     } catch (error) {
-      if (!isApiStatus(error, 404)) throw new RuntimeError('RUNTIME_ERROR', `the Kubernetes API does not answer: ${errorText(error)}`, { cause: error });
+      if (!isApiStatus(error, 404)) throw new RuntimeError('RUNTIME_ERROR', `the Kubernetes API does not answer: ${apiErrorText(error)}`, { cause: error });
       await this.core.createNamespace({ body: { metadata: { name: this.namespace, labels: { 'app.kubernetes.io/managed-by': 'corral' } } } }).catch((e: unknown) => {
-        if (!isApiStatus(e, 409)) throw new RuntimeError('RUNTIME_ERROR', `cannot create namespace ${this.namespace}: ${errorText(e)}`, { cause: e });
+        if (!isApiStatus(e, 409)) throw new RuntimeError('RUNTIME_ERROR', `cannot create namespace ${this.namespace}: ${apiErrorText(e)}`, { cause: e });
       });
     }
     this.helperConfigMap = await this.ensureHelper();
@@ -311,7 +292,7 @@ export class KubernetesRuntime implements SandboxRuntime {
       await this.core.readNamespacedConfigMap({ name, namespace: this.namespace });
       return name;
     } catch (error) {
-      if (!isApiStatus(error, 404)) throw new RuntimeError('RUNTIME_ERROR', `reading ConfigMap ${name}: ${errorText(error)}`, { cause: error });
+      if (!isApiStatus(error, 404)) throw new RuntimeError('RUNTIME_ERROR', `reading ConfigMap ${name}: ${apiErrorText(error)}`, { cause: error });
     }
     try {
       await this.core.createNamespacedConfigMap({
@@ -319,7 +300,7 @@ export class KubernetesRuntime implements SandboxRuntime {
         body: { metadata: { name, labels: { 'app.kubernetes.io/managed-by': 'corral' } }, binaryData: { 'corral-agent': binary.toString('base64') } },
       });
     } catch (error) {
-      if (!isApiStatus(error, 409)) throw new RuntimeError('RUNTIME_ERROR', `creating ConfigMap ${name} (the exec helper, ${binary.length} bytes): ${errorText(error)}`, { cause: error });
+      if (!isApiStatus(error, 409)) throw new RuntimeError('RUNTIME_ERROR', `creating ConfigMap ${name} (the exec helper, ${binary.length} bytes): ${apiErrorText(error)}`, { cause: error });
     }
     return name;
   }
@@ -380,7 +361,7 @@ export class KubernetesRuntime implements SandboxRuntime {
     } catch (error) {
       await this.deleteObjects(runtimeId, spec.sandboxId).catch(() => undefined);
       if (error instanceof RuntimeError) throw error;
-      throw new RuntimeError('START_FAILED', `starting the sandbox failed: ${errorText(error)}`, { cause: error });
+      throw new RuntimeError('START_FAILED', `starting the sandbox failed: ${apiErrorText(error)}`, { cause: error });
     } finally {
       this.admittedBytes -= spec.diskBytes;
       this.quiet.delete(runtimeId);
@@ -524,7 +505,7 @@ export class KubernetesRuntime implements SandboxRuntime {
         }
         last = `exit ${r.exitCode}: ${r.stderr.trim()}`;
       } catch (error) {
-        last = errorText(error);
+        last = apiErrorText(error);
       }
       // Not started yet (pulling, init container), or a container that stopped fails execs before
       // its status says so: give the watch a moment.
@@ -551,7 +532,7 @@ export class KubernetesRuntime implements SandboxRuntime {
         const encoded = stored.data?.[AGENT_SECRET_ENV];
         secret = encoded ? Buffer.from(encoded, 'base64').toString('utf8') : null;
       } catch (error) {
-        if (!isApiStatus(error, 404)) throw new RuntimeError('RUNTIME_ERROR', `reading the agent secret of ${runtimeId}: ${errorText(error)}`, { cause: error });
+        if (!isApiStatus(error, 404)) throw new RuntimeError('RUNTIME_ERROR', `reading the agent secret of ${runtimeId}: ${apiErrorText(error)}`, { cause: error });
         secret = null;
       }
       this.agentSecrets.set(runtimeId, secret);
@@ -741,7 +722,7 @@ export class KubernetesRuntime implements SandboxRuntime {
       text = await this.core.readNamespacedPodLog({ name: runtimeId, namespace: this.namespace, container: SANDBOX_CONTAINER });
     } catch (error) {
       if (isApiStatus(error, 404)) throw new RuntimeError('NOT_FOUND', `no sandbox ${runtimeId}`, { cause: error });
-      throw new RuntimeError('RUNTIME_ERROR', `reading the logs of ${runtimeId}: ${errorText(error)}`, { cause: error });
+      throw new RuntimeError('RUNTIME_ERROR', `reading the logs of ${runtimeId}: ${apiErrorText(error)}`, { cause: error });
     }
     const bytes = Buffer.from(text ?? '', 'utf8');
     return bytes.subarray(Math.max(0, bytes.length - maxBytes)).toString('utf8');
@@ -790,7 +771,7 @@ export class KubernetesRuntime implements SandboxRuntime {
       try {
         pod = await this.core.readNamespacedPod({ name: runtimeId, namespace: this.namespace });
       } catch (error) {
-        if (!isApiStatus(error, 404)) throw new RuntimeError('RUNTIME_ERROR', `removing ${runtimeId}: ${errorText(error)}`, { cause: error });
+        if (!isApiStatus(error, 404)) throw new RuntimeError('RUNTIME_ERROR', `removing ${runtimeId}: ${apiErrorText(error)}`, { cause: error });
       }
       if (pod && pod.metadata?.labels?.[LABEL_INSTANCE] !== labelValue(this.options.instance)) return;
     }
@@ -813,7 +794,7 @@ export class KubernetesRuntime implements SandboxRuntime {
     try {
       await this.core.deleteNamespacedPod({ name: runtimeId, namespace: this.namespace, gracePeriodSeconds: 0 });
     } catch (error) {
-      if (!isApiStatus(error, 404)) throw new RuntimeError('RUNTIME_ERROR', `deleting Pod ${runtimeId}: ${errorText(error)}`, { cause: error });
+      if (!isApiStatus(error, 404)) throw new RuntimeError('RUNTIME_ERROR', `deleting Pod ${runtimeId}: ${apiErrorText(error)}`, { cause: error });
     }
     const selector = [`${LABEL_INSTANCE}=${labelValue(this.options.instance)}`];
     if (sandboxId !== null) selector.push(`${LABEL_SANDBOX_ID}=${labelValue(sandboxId)}`);
@@ -823,7 +804,7 @@ export class KubernetesRuntime implements SandboxRuntime {
         if (secret.metadata?.labels?.[LABEL_INSTANCE] !== labelValue(this.options.instance)) continue;
         await this.core.deleteNamespacedSecret({ name, namespace: this.namespace });
       } catch (error) {
-        if (!isApiStatus(error, 404)) throw new RuntimeError('RUNTIME_ERROR', `deleting Secret ${name}: ${errorText(error)}`, { cause: error });
+        if (!isApiStatus(error, 404)) throw new RuntimeError('RUNTIME_ERROR', `deleting Secret ${name}: ${apiErrorText(error)}`, { cause: error });
       }
     }
     await this.pods.waitFor(runtimeId, (pod) => (pod === undefined ? true : undefined), 60_000, () => new RuntimeError('RUNTIME_ERROR', `Pod ${runtimeId} was not deleted within 60 s`));

@@ -1,32 +1,15 @@
-import { ApiException, NetworkingV1Api } from '@kubernetes/client-node';
+import { NetworkingV1Api } from '@kubernetes/client-node';
 import type { KubeConfig, V1NetworkPolicy } from '@kubernetes/client-node';
 import { RuntimeError } from '../runtime.js';
 import type { EgressPolicy } from '../egress/egress-policy.js';
 import { buildNetworkPolicy } from './network-policy.js';
 import type { NetworkPolicyOptions } from './network-policy.js';
 import { LABEL_INSTANCE, labelValue } from './pod-spec.js';
+import { apiErrorText, isApiStatus } from './api-errors.js';
 
 /** A NetworkPolicy without its Pod is removed by the sweep only once it is this old (a create may be between the two). */
 export const ORPHAN_AGE_MS = 5 * 60_000;
 
-function isStatus(error: unknown, code: number): boolean {
-  return error instanceof ApiException && error.code === code;
-}
-
-function messageOf(error: unknown): string {
-  if (error instanceof ApiException) {
-    const body = error.body as unknown;
-    if (typeof body === 'string') {
-      try {
-        return (JSON.parse(body) as { message?: string }).message ?? body;
-      } catch {
-        return body;
-      }
-    }
-    return `HTTP ${error.code}`;
-  }
-  return error instanceof Error ? error.message : String(error);
-}
 
 /**
  * The NetworkPolicies of one driver instance's sandboxes, through the cluster's API: one per
@@ -59,10 +42,10 @@ export class NetworkPolicyClient {
     try {
       await this.api.createNamespacedNetworkPolicy({ namespace: this.namespace, body: probe, dryRun: 'All' });
     } catch (error) {
-      if (isStatus(error, 409)) return;
+      if (isApiStatus(error, 409)) return;
       throw new RuntimeError(
         'RUNTIME_ERROR',
-        `cannot create NetworkPolicies in namespace ${this.namespace} (${messageOf(error)}); grant the server create/update/delete/list on networking.k8s.io networkpolicies there, or set CORRAL_K8S_NETWORK_POLICY=off (then egress policies are refused and sandboxes are not kept apart)`,
+        `cannot create NetworkPolicies in namespace ${this.namespace} (${apiErrorText(error)}); grant the server create/update/delete/list on networking.k8s.io networkpolicies there, or set CORRAL_K8S_NETWORK_POLICY=off (then egress policies are refused and sandboxes are not kept apart)`,
         { cause: error },
       );
     }
@@ -75,7 +58,7 @@ export class NetworkPolicyClient {
       try {
         return await this.api.createNamespacedNetworkPolicy({ namespace: this.namespace, body });
       } catch (error) {
-        if (!isStatus(error, 409)) throw error;
+        if (!isApiStatus(error, 409)) throw error;
       }
       for (let attempt = 0; ; attempt++) {
         const current = await this.api.readNamespacedNetworkPolicy({ name, namespace: this.namespace });
@@ -87,11 +70,11 @@ export class NetworkPolicyClient {
         try {
           return await this.api.replaceNamespacedNetworkPolicy({ name, namespace: this.namespace, body: next });
         } catch (error) {
-          if (!isStatus(error, 409) || attempt >= 4) throw error;
+          if (!isApiStatus(error, 409) || attempt >= 4) throw error;
         }
       }
     } catch (error) {
-      throw new RuntimeError('RUNTIME_ERROR', `applying NetworkPolicy ${name}: ${messageOf(error)}`, { cause: error });
+      throw new RuntimeError('RUNTIME_ERROR', `applying NetworkPolicy ${name}: ${apiErrorText(error)}`, { cause: error });
     }
   }
 
@@ -104,7 +87,7 @@ export class NetworkPolicyClient {
         await this.api.replaceNamespacedNetworkPolicy({ name, namespace: this.namespace, body: current });
         return;
       } catch (error) {
-        if (!isStatus(error, 409)) throw error;
+        if (!isApiStatus(error, 409)) throw error;
       }
     }
   }
@@ -114,8 +97,8 @@ export class NetworkPolicyClient {
     try {
       return await this.api.readNamespacedNetworkPolicy({ name, namespace: this.namespace });
     } catch (error) {
-      if (isStatus(error, 404)) return undefined;
-      throw new RuntimeError('RUNTIME_ERROR', `reading NetworkPolicy ${name}: ${messageOf(error)}`, { cause: error });
+      if (isApiStatus(error, 404)) return undefined;
+      throw new RuntimeError('RUNTIME_ERROR', `reading NetworkPolicy ${name}: ${apiErrorText(error)}`, { cause: error });
     }
   }
 
@@ -126,9 +109,9 @@ export class NetworkPolicyClient {
       if (!current || !this.ours(current)) return;
       await this.api.deleteNamespacedNetworkPolicy({ name, namespace: this.namespace });
     } catch (error) {
-      if (isStatus(error, 404)) return;
+      if (isApiStatus(error, 404)) return;
       if (error instanceof RuntimeError) throw error;
-      throw new RuntimeError('RUNTIME_ERROR', `deleting NetworkPolicy ${name}: ${messageOf(error)}`, { cause: error });
+      throw new RuntimeError('RUNTIME_ERROR', `deleting NetworkPolicy ${name}: ${apiErrorText(error)}`, { cause: error });
     }
   }
 

@@ -61,7 +61,7 @@ const LARGE_ARGUMENT = 100 * 1024;
 const GiB = 1024 * 1024 * 1024;
 
 /** Default of {@link OciRuntimeOptions.warmPoolMax}. */
-export const DEFAULT_WARM_POOL_MAX = 16;
+export const DEFAULT_WARM_POOL_MAX = 0;
 
 /**
  * Warm sandboxes are started only after this long without a create starting or ending: a start

@@ -110,6 +110,8 @@ function networkIsolationText(options: KubernetesRuntimeOptions): string {
 const AGENT_CONNECT_MS = 2000;
 /** How long a registry refusal of a Pod with a pull Secret may last before create fails (two kubelet attempts). */
 const PULL_SECRET_GRACE_MS = 25_000;
+/** How long a pull back-off without a reason waits for the kubelet's next attempt to say why (it retries after 10 s). */
+const BARE_BACK_OFF_WAIT_MS = 15_000;
 /** `sh -c` scripts larger than this (bytes) reach the agent through a file, not argv. */
 const LARGE_SCRIPT = 100 * 1024;
 /** How long an exec in `agent` mode waits for a just-created Pod's IP to appear in its status. */
@@ -211,6 +213,10 @@ export class KubernetesRuntime implements SandboxRuntime {
   private resolvConf: string | null = null;
   /** When a Pod with a pull Secret first saw its registry refuse the pull (see pullFailureFinal). */
   private readonly pullRefusedSince = new Map<string, { at: number; failure: string }>();
+  /** The last pull failure with the registry's own reason (ErrImagePull…) per starting Pod: a back-off repeats it without it. */
+  private readonly pullErrors = new Map<string, string>();
+  /** When a starting Pod was first seen in a pull back-off whose message gives no reason. */
+  private readonly bareBackOffSince = new Map<string, number>();
   private readonly diskPolicy: DiskPolicy;
   private readonly readyTimeoutMs: number;
   private admittedBytes = 0;
@@ -366,6 +372,8 @@ export class KubernetesRuntime implements SandboxRuntime {
       this.admittedBytes -= spec.diskBytes;
       this.quiet.delete(runtimeId);
       this.pullRefusedSince.delete(runtimeId);
+      this.pullErrors.delete(runtimeId);
+      this.bareBackOffSince.delete(runtimeId);
     }
   }
 
@@ -590,7 +598,21 @@ export class KubernetesRuntime implements SandboxRuntime {
    * after a 10 s back-off. Such a refusal ends the create only once it lasted {@link PULL_SECRET_GRACE_MS}.
    * Returns the failure to report, or null to keep waiting.
    */
-  private pullFailureFinal(runtimeId: string, pod: V1Pod, failure: string): string | null {
+  private pullFailureFinal(runtimeId: string, pod: V1Pod, reported: string): string | null {
+    // "ImagePullBackOff: Back-off pulling image …" says only that the kubelet waits to retry; the
+    // reason is the last ErrImagePull's. When the watch delivered none (updates coalesce), wait for
+    // the retry's (after the kubelet's 10 s back-off), up to BARE_BACK_OFF_WAIT_MS.
+    let failure = reported;
+    if (!reported.startsWith('ImagePullBackOff')) this.pullErrors.set(runtimeId, reported);
+    else {
+      const known = this.pullErrors.get(runtimeId);
+      if (known) failure = known;
+      else if (/^ImagePullBackOff: Back-off pulling image/.test(reported)) {
+        const since = this.bareBackOffSince.get(runtimeId) ?? Date.now();
+        this.bareBackOffSince.set(runtimeId, since);
+        if (Date.now() - since < BARE_BACK_OFF_WAIT_MS) return null;
+      }
+    }
     const refusal = this.pullRefusedSince.get(runtimeId);
     const refused = /unauthorized|authentication required|no basic auth|denied|401/i.test(failure);
     if (!pod.spec?.imagePullSecrets?.length || (!refused && !(refusal && failure.startsWith('ImagePullBackOff')))) return failure;

@@ -357,10 +357,21 @@ export class KubernetesRuntime implements SandboxRuntime {
     this.admittedBytes += spec.diskBytes;
     const runtimeId = podName(spec.sandboxId);
     this.quiet.add(runtimeId);
-    try {
-      // The policy exists before the Pod, so no moment of the Pod runs without it.
+    // The policy exists before the Pod, so no moment of the Pod runs without it.
+    const start = async (): Promise<void> => {
       await this.policies?.apply(spec.sandboxId, runtimeId, egress);
       await this.createPod(spec, runtimeId);
+    };
+    try {
+      try {
+        await start();
+      } catch (error) {
+        if (!isApiStatus(error, 409)) throw error;
+        // Objects of an earlier attempt at this sandbox (the Pod's name is derived from its id): a
+        // replica that died while it provisioned it, whose work this one adopted. Remove them, start again.
+        await this.deleteObjects(runtimeId, spec.sandboxId);
+        await start();
+      }
       const uid = this.pods.get(runtimeId)?.metadata?.uid;
       if (uid) await this.policies?.own(runtimeId, { name: runtimeId, uid }).catch(() => undefined);
       return { runtimeId, kubernetesJobId: runtimeId };

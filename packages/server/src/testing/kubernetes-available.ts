@@ -2,6 +2,8 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { KubernetesRuntime, type KubernetesRuntimeOptions } from '../runtime/kubernetes/kubernetes-runtime.js';
+import { LOCAL_TEST_REGISTRIES } from './local-registries.js';
 
 const REPO = new URL('../../../../', import.meta.url).pathname;
 const CACHE = process.env.CORRAL_CACHE_DIR ?? join(REPO, '.cache');
@@ -41,5 +43,20 @@ export function kubernetesUnavailable(name: string, reason: string): void {
   test(name, (t) => {
     if (process.env.CI === 'true' && process.env.CORRAL_TEST_KUBERNETES !== '0') throw new Error(reason);
     t.skip(reason);
+  });
+}
+
+/**
+ * A kubernetes driver against the test cluster with the tests' defaults: the local registries
+ * allowed, the cached agent build, and CPU requests at 1 % of the limit (the 2-core node runs many
+ * 1-core sandboxes at once). `options` adds to or overrides them.
+ */
+export function testKubernetesRuntime(options: Pick<KubernetesRuntimeOptions, 'instance' | 'namespace'> & Partial<KubernetesRuntimeOptions>): KubernetesRuntime {
+  return new KubernetesRuntime({
+    kubeconfigPath: TEST_KUBECONFIG,
+    binDir: K8S_TEST_BIN_DIR,
+    insecureRegistries: [...LOCAL_TEST_REGISTRIES],
+    cpuRequestFraction: 0.01,
+    ...options,
   });
 }

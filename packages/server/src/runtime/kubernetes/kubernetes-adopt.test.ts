@@ -2,9 +2,8 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { makeSpec, runToEnd } from '../conformance/conformance-suite.js';
-import { KubernetesRuntime } from './kubernetes-runtime.js';
-import { LOCAL_TEST_REGISTRIES } from '../../testing/local-registries.js';
-import { K8S_TEST_BIN_DIR, K8S_TEST_IMAGE, TEST_KUBECONFIG, kubernetesMissing, kubernetesUnavailable } from '../../testing/kubernetes-available.js';
+import type { KubernetesRuntime } from './kubernetes-runtime.js';
+import { K8S_TEST_IMAGE, kubernetesMissing, kubernetesUnavailable, testKubernetesRuntime } from '../../testing/kubernetes-available.js';
 
 const NAMESPACE = process.env.CORRAL_K8S_NAMESPACE ?? 'corral-conformance';
 const reason = await kubernetesMissing();
@@ -13,8 +12,7 @@ if (reason !== undefined) kubernetesUnavailable('kubernetes: adopting a sandbox 
 describe('kubernetes: adopting a sandbox another replica started', { skip: reason, timeout: 180_000 }, () => {
   it('a create of a sandbox whose Pod and Secrets an earlier attempt left replaces them and runs', async () => {
     const instance = `adopt-${randomBytes(4).toString('hex')}`;
-    const make = (): KubernetesRuntime =>
-      new KubernetesRuntime({ instance, namespace: NAMESPACE, kubeconfigPath: TEST_KUBECONFIG, binDir: K8S_TEST_BIN_DIR, insecureRegistries: [...LOCAL_TEST_REGISTRIES], cpuRequestFraction: 0.01 });
+    const make = (): KubernetesRuntime => testKubernetesRuntime({ instance, namespace: NAMESPACE });
     // Two replicas of one deployment (same instance): the first starts the sandbox and "dies"
     // (its objects stay), the second provisions the same sandbox again.
     const first = make();

@@ -1,9 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { runConformanceSuite } from '../conformance/conformance-suite.js';
 import type { ConformanceGap } from '../conformance/conformance-suite.js';
-import { KubernetesRuntime } from './kubernetes-runtime.js';
-import { LOCAL_TEST_REGISTRIES } from '../../testing/local-registries.js';
-import { K8S_TEST_BIN_DIR, K8S_TEST_IMAGE as IMAGE, TEST_KUBECONFIG as KUBECONFIG, kubernetesMissing, kubernetesUnavailable } from '../../testing/kubernetes-available.js';
+import { K8S_TEST_IMAGE as IMAGE, kubernetesMissing, kubernetesUnavailable, testKubernetesRuntime } from '../../testing/kubernetes-available.js';
 
 /** The suite's namespace (`CORRAL_K8S_NAMESPACE`, default `corral-conformance`), kept between runs (deleting one takes seconds). */
 const NAMESPACE = process.env.CORRAL_K8S_NAMESPACE ?? 'corral-conformance';
@@ -41,14 +39,9 @@ if (reason !== undefined) {
 } else {
   runConformanceSuite('kubernetes', async () => {
     const instance = `test-${randomBytes(4).toString('hex')}`;
-    const runtime = new KubernetesRuntime({
+    const runtime = testKubernetesRuntime({
       instance,
       namespace: NAMESPACE,
-      kubeconfigPath: KUBECONFIG,
-      binDir: K8S_TEST_BIN_DIR,
-      insecureRegistries: [...LOCAL_TEST_REGISTRIES],
-      // The test node has 2 cores and the suite runs many 1-core sandboxes at once.
-      cpuRequestFraction: 0.01,
       // `agent` unless CORRAL_K8S_EXEC says otherwise: an agent that does not answer fails the
       // case instead of falling back to the exec API unseen (sandboxes without network use the API).
       exec: execMode(process.env.CORRAL_K8S_EXEC),

@@ -7,9 +7,8 @@ import { makeSpec } from '../conformance/conformance-suite.js';
 import { RuntimeError } from '../runtime.js';
 import type { EgressPolicy } from '../runtime.js';
 import { eventually } from '../../testing/runtime-available.js';
-import { LOCAL_TEST_REGISTRIES } from '../../testing/local-registries.js';
-import { K8S_TEST_BIN_DIR, K8S_TEST_IMAGE, kubernetesMissing, kubernetesUnavailable, TEST_KUBECONFIG } from '../../testing/kubernetes-available.js';
-import { KubernetesRuntime } from './kubernetes-runtime.js';
+import { K8S_TEST_IMAGE, kubernetesMissing, kubernetesUnavailable, TEST_KUBECONFIG, testKubernetesRuntime } from '../../testing/kubernetes-available.js';
+import type { KubernetesRuntime } from './kubernetes-runtime.js';
 import { NetworkPolicyClient, ORPHAN_AGE_MS } from './network-policy-client.js';
 import { buildNetworkPolicy } from './network-policy.js';
 
@@ -59,15 +58,7 @@ describe('kubernetes NetworkPolicies on a live cluster', { skip: reason, concurr
     config.loadFromFile(KUBECONFIG);
     api = config.makeApiClient(NetworkingV1Api);
     core = config.makeApiClient(CoreV1Api);
-    runtime = new KubernetesRuntime({
-      instance,
-      namespace: NAMESPACE,
-      kubeconfigPath: KUBECONFIG,
-      binDir: K8S_TEST_BIN_DIR,
-      insecureRegistries: [...LOCAL_TEST_REGISTRIES],
-      cpuRequestFraction: 0.01,
-      serverPeers: SERVER_PEERS,
-    });
+    runtime = testKubernetesRuntime({ instance, namespace: NAMESPACE, serverPeers: SERVER_PEERS });
     await runtime.init();
   });
 
@@ -160,15 +151,7 @@ describe('kubernetes NetworkPolicies on a live cluster', { skip: reason, concurr
   });
 
   it('CORRAL_K8S_NETWORK_POLICY=off: no policy, no egress enforcement, policies refused', async () => {
-    const off = new KubernetesRuntime({
-      instance: `${instance}-off`,
-      namespace: NAMESPACE,
-      kubeconfigPath: KUBECONFIG,
-      binDir: K8S_TEST_BIN_DIR,
-      insecureRegistries: [...LOCAL_TEST_REGISTRIES],
-      cpuRequestFraction: 0.01,
-      networkPolicy: 'off',
-    });
+    const off = testKubernetesRuntime({ instance: `${instance}-off`, namespace: NAMESPACE, networkPolicy: 'off' });
     await off.init();
     try {
       assert.equal(off.capabilities().egressPolicy, false);

@@ -4,7 +4,7 @@ import { connect } from 'node:net';
 import type { Socket } from 'node:net';
 import type { Duplex, Readable } from 'node:stream';
 import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
-import type { V1ContainerStatus, V1NetworkPolicyPeer, V1Pod, V1Secret } from '@kubernetes/client-node';
+import type { CoreV1Event, V1ContainerStatus, V1NetworkPolicyPeer, V1Pod, V1Secret } from '@kubernetes/client-node';
 import { diskShortfall, NO_RESERVE } from '../disk-admission.js';
 import type { DiskPolicy } from '../disk-admission.js';
 import { ExecFileReader } from '../exec-file-reader.js';
@@ -217,6 +217,8 @@ export class KubernetesRuntime implements SandboxRuntime {
   private readonly pullErrors = new Map<string, string>();
   /** When a starting Pod was first seen in a pull back-off whose message gives no reason. */
   private readonly bareBackOffSince = new Map<string, number>();
+  /** When the Pod's events were last read for a pull failure's reason (see readPullFailureEvent). */
+  private readonly pullEventsReadAt = new Map<string, number>();
   private readonly diskPolicy: DiskPolicy;
   private readonly readyTimeoutMs: number;
   private admittedBytes = 0;
@@ -385,6 +387,7 @@ export class KubernetesRuntime implements SandboxRuntime {
       this.pullRefusedSince.delete(runtimeId);
       this.pullErrors.delete(runtimeId);
       this.bareBackOffSince.delete(runtimeId);
+      this.pullEventsReadAt.delete(runtimeId);
     }
   }
 
@@ -621,6 +624,7 @@ export class KubernetesRuntime implements SandboxRuntime {
       else if (/^ImagePullBackOff: Back-off pulling image/.test(reported)) {
         const since = this.bareBackOffSince.get(runtimeId) ?? Date.now();
         this.bareBackOffSince.set(runtimeId, since);
+        this.readPullFailureEvent(runtimeId);
         if (Date.now() - since < BARE_BACK_OFF_WAIT_MS) return null;
       }
     }
@@ -631,6 +635,28 @@ export class KubernetesRuntime implements SandboxRuntime {
     const first = refusal ?? { at: Date.now(), failure };
     this.pullRefusedSince.set(runtimeId, first);
     return Date.now() - first.at >= PULL_SECRET_GRACE_MS ? first.failure : null;
+  }
+
+  /**
+   * Reads the Pod's newest `Failed` event ("Failed to pull image …: … 401 Unauthorized") into
+   * pullErrors, at most once a second per Pod: the kubelet records every failed attempt as an event,
+   * while the Pod's status may only ever show the back-off between them (status updates coalesce).
+   * The create's polling (failIfEnded) picks the reason up.
+   */
+  private readPullFailureEvent(runtimeId: string): void {
+    const now = Date.now();
+    if (now - (this.pullEventsReadAt.get(runtimeId) ?? 0) < 1000) return;
+    this.pullEventsReadAt.set(runtimeId, now);
+    void this.core
+      .listNamespacedEvent({ namespace: this.namespace, fieldSelector: `involvedObject.kind=Pod,involvedObject.name=${runtimeId},reason=Failed` })
+      .then((list) => {
+        const failures = list.items
+          .filter((e) => /^Failed to pull image/.test(e.message ?? ''))
+          .sort((a, b) => eventTime(a) - eventTime(b));
+        const newest = failures.at(-1)?.message;
+        if (newest && !this.pullErrors.has(runtimeId) && this.bareBackOffSince.has(runtimeId)) this.pullErrors.set(runtimeId, `ErrImagePull: ${newest}`);
+      })
+      .catch(() => undefined);
   }
 
   /** Learns the cgroup version and whether sandboxes have a cgroup namespace from a sandbox's /proc/self/cgroup. */
@@ -912,4 +938,10 @@ export class KubernetesRuntime implements SandboxRuntime {
 
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** When an event last happened (ms since the epoch; 0 when it carries no time). */
+function eventTime(event: CoreV1Event): number {
+  const at = event.lastTimestamp ?? event.eventTime ?? event.firstTimestamp;
+  return at ? new Date(at).getTime() : 0;
 }

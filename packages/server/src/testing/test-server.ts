@@ -6,7 +6,7 @@ import type { LightMyRequestResponse } from 'fastify';
 import { loadConfig, type CorralConfig } from '../config.js';
 import { LOCAL_TEST_REGISTRIES } from './local-registries.js';
 import type { SandboxRuntime } from '../runtime/runtime.js';
-import type { Logger } from 'pino';
+import { pino, type Logger } from 'pino';
 import { createCorralServer, type CorralServer } from '../server.js';
 
 /** A Corral server on a fresh data dir, with a known admin key, for tests. */
@@ -25,6 +25,22 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
+/**
+ * The log of a test server that was given none: silent but for unhandled errors (the 500s the
+ * API answers "the server log has the details" for), which go to stderr, where the test runner
+ * shows them beside the failing test.
+ */
+function unhandledErrorLogger(): Logger {
+  return pino(
+    { level: 'error' },
+    {
+      write(line: string) {
+        if (/"msg":"[^"]*unhandled error"/.test(line)) process.stderr.write(`corral test server: ${line}`);
+      },
+    },
+  );
+}
+
 /** Starts a server (not listening) with runtime `none` unless overridden. */
 export async function startTestServer(
   overrides: Partial<CorralConfig> = {},
@@ -37,7 +53,7 @@ export async function startTestServer(
     env,
     overrides: { runtime: 'none', logLevel: 'silent', rateLimits: false, port: 0, registryInsecure: [...LOCAL_TEST_REGISTRIES], ...overrides, dataDir, bootstrapApiKey: adminKey },
   });
-  const server = await createCorralServer(config, { ...(options.runtime ? { runtime: options.runtime } : {}), ...(options.logger ? { logger: options.logger } : {}) });
+  const server = await createCorralServer(config, { ...(options.runtime ? { runtime: options.runtime } : {}), logger: options.logger ?? unhandledErrorLogger() });
   const request: TestServer['request'] = (method, url, options = {}) => {
     const headers: Record<string, string> = { ...(options.headers ?? {}) };
     const key = options.key === undefined ? adminKey : options.key;

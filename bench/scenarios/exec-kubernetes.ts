@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { timeRuns } from '../lib/baselines.js';
 import { benchImage, createExtra, resultsFile, startBenchServer } from '../lib/bench-server.js';
-import { BENCH_KEY } from '../lib/corral-client.js';
+import { gatewayTrueExec } from '../lib/gateway-true-exec.js';
 import { BENCH_NAMESPACE, KUBECONFIG, kubectlExecTrue, K8S_BENCH_IMAGE } from '../lib/kubernetes-bench.js';
 import { machine, percentiles, report, type Baseline } from '../lib/results.js';
 import { KubernetesRuntime } from '../../packages/server/src/runtime/kubernetes/kubernetes-runtime.js';
@@ -36,16 +36,8 @@ export async function runKubernetes(args: string[]): Promise<void> {
     await runtime.init();
     const pod = (await runtime.list()).find((s) => s.sandboxId === id)?.runtimeId;
     if (!pod) throw new Error(`the sandbox ${id} has no Pod the driver sees`);
-    const authResponse = await fetch(`${server.served.url}/api/v1/sandbox/${id}/auth`, { method: 'POST', headers: { authorization: `Bearer ${BENCH_KEY}` } });
-    const auth = (await authResponse.json()) as { token: string; gateway_url: string; user_ns: string; job_id: string };
-    const url = `${auth.gateway_url}/${auth.user_ns}/${auth.job_id}/exec`;
-    const body = JSON.stringify({ command: 'true', sandbox_id: id, timeout: 60 });
-    const headers = { authorization: `Bearer ${auth.token}`, 'content-type': 'application/json' };
-    const gateway = async (): Promise<void> => {
-      const response = await fetch(url, { method: 'POST', headers, body });
-      const result = (await response.json()) as { exit_code?: number };
-      if (response.status !== 200 || result.exit_code !== 0) throw new Error(`exec: HTTP ${response.status} ${JSON.stringify(result)}`);
-    };
+    const exec = await gatewayTrueExec(server.served.url, id);
+    const gateway = exec.run;
     const driver = async (): Promise<void> => {
       const proc = await runtime.exec(pod, { argv: ['/bin/sh', '-c', 'true'] });
       proc.stdout.resume();

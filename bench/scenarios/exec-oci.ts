@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { timeRuns } from '../lib/baselines.js';
 import { BENCH_IMAGE, resultsFile, startBenchServer } from '../lib/bench-server.js';
-import { BENCH_KEY } from '../lib/corral-client.js';
+import { gatewayTrueExec } from '../lib/gateway-true-exec.js';
 import { httpxStylePost } from '../lib/prime-sdk-client.js';
 import { machine, percentiles, report, type Baseline } from '../lib/results.js';
 
@@ -28,19 +28,11 @@ export async function runOci(args: string[]): Promise<void> {
   try {
     const id = await server.client.create(BENCH_IMAGE);
     await server.client.waitRunning(id);
-    const authResponse = await fetch(`${server.served.url}/api/v1/sandbox/${id}/auth`, { method: 'POST', headers: { authorization: `Bearer ${BENCH_KEY}` } });
-    const auth = (await authResponse.json()) as { token: string; gateway_url: string; user_ns: string; job_id: string };
-    const url = `${auth.gateway_url}/${auth.user_ns}/${auth.job_id}/exec`;
-    const body = JSON.stringify({ command: 'true', sandbox_id: id, timeout: 60 });
-    const headers = { authorization: `Bearer ${auth.token}`, 'content-type': 'application/json' };
-    const gateway = async (): Promise<void> => {
-      const response = await fetch(url, { method: 'POST', headers, body });
-      const result = (await response.json()) as { exit_code?: number };
-      if (response.status !== 200 || result.exit_code !== 0) throw new Error(`exec: HTTP ${response.status}`);
-    };
+    const exec = await gatewayTrueExec(server.served.url, id);
+    const gateway = exec.run;
     const sdkBody = JSON.stringify({ command: 'true', working_dir: null, env: {}, sandbox_id: id, timeout: 300 });
     const sdkShaped = async (): Promise<void> => {
-      const answer = await httpxStylePost(new URL(url), auth.token, sdkBody);
+      const answer = await httpxStylePost(new URL(exec.url), exec.token, sdkBody);
       if (answer.status !== 200 || (JSON.parse(answer.body) as { exit_code?: number }).exit_code !== 0) throw new Error(`exec: HTTP ${answer.status}`);
     };
     const root = join(server.dataDir, 'oci', 'instances', server.instanceId, 'runc');

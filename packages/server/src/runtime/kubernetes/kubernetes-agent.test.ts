@@ -1,15 +1,13 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import { authFrame, execFrame } from '../agent-protocol.js';
 import { makeSpec, runToEnd, within } from '../conformance/conformance-suite.js';
-import { LOCAL_TEST_REGISTRIES } from '../../testing/local-registries.js';
-import { KubernetesRuntime } from './kubernetes-runtime.js';
+import type { KubernetesRuntime } from './kubernetes-runtime.js';
 import { AGENT_PORT } from './pod-spec.js';
-import { TEST_KUBECONFIG, kubernetesMissing, kubernetesUnavailable } from '../../testing/kubernetes-available.js';
+import { K8S_TEST_IMAGE, TEST_KUBECONFIG, kubernetesMissing, kubernetesUnavailable, testKubernetesRuntime } from '../../testing/kubernetes-available.js';
 
 /**
  * The kubernetes driver's agent path on the local cluster (scripts/ensure-kubernetes.sh): execs of
@@ -17,9 +15,7 @@ import { TEST_KUBECONFIG, kubernetesMissing, kubernetesUnavailable } from '../..
  * reaches that port (another sandbox, or the host without the sandbox's secret) runs anything.
  */
 
-const IMAGE = process.env.CORRAL_K8S_TEST_IMAGE ?? '127.0.0.1:5000/corral/busybox:latest';
-const REPO = new URL('../../../../../', import.meta.url).pathname;
-const CACHE = process.env.CORRAL_CACHE_DIR ?? join(REPO, '.cache');
+const IMAGE = K8S_TEST_IMAGE;
 const KUBECONFIG = TEST_KUBECONFIG;
 const NAMESPACE = process.env.CORRAL_K8S_NAMESPACE ?? 'corral-conformance';
 
@@ -33,15 +29,7 @@ describe('kubernetes agent exec path', { skip: reason }, () => {
   let ipA: string;
 
   before(async () => {
-    runtime = new KubernetesRuntime({
-      instance: `agent-${randomBytes(4).toString('hex')}`,
-      namespace: NAMESPACE,
-      kubeconfigPath: KUBECONFIG,
-      binDir: join(CACHE, 'kubernetes-driver-bin'),
-      insecureRegistries: [...LOCAL_TEST_REGISTRIES],
-      cpuRequestFraction: 0.01,
-      exec: 'agent',
-    });
+    runtime = testKubernetesRuntime({ instance: `agent-${randomBytes(4).toString('hex')}`, namespace: NAMESPACE, exec: 'agent' });
     await runtime.init();
     [a, b] = await Promise.all([runtime.create(makeSpec(IMAGE, { networkAccess: true })), runtime.create(makeSpec(IMAGE, { networkAccess: true }))]).then((r) => r.map((x) => x.runtimeId));
     // Through the agent, an exec's parent is PID 1 (through the exec API it has none in the sandbox).

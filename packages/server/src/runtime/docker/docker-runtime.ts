@@ -816,13 +816,17 @@ export class DockerRuntime implements SandboxRuntime {
     return (await this.enforcer).enforcer.log(runtimeId, limit);
   }
 
-  /** Re-applies the recorded policies of this instance's running sandboxes (after a restart). */
+  /**
+   * Re-applies the recorded policies of this instance's running sandboxes (after a restart), then
+   * removes the firewall's leftovers of sandboxes that are gone (runs in init, before any create).
+   */
   private async readoptEgress(): Promise<void> {
     for (const state of await this.list()) {
       if (!state.running) continue;
       const policy = await loadPolicy(this.etcFiles.dir, state.sandboxId).catch(() => undefined);
       if (policy) await this.enforceEgress(state.runtimeId, policy).catch(() => undefined);
     }
+    if (this.enforcer) await (await this.enforcer).enforcer.retainOnlyKnown().catch(() => undefined);
   }
 
   onEvent(listener: (event: RuntimeEvent) => void): () => void {

@@ -60,6 +60,8 @@ export class EgressFirewall {
   private generation = randomInt(1, 0x3fffffff);
   /** Serializes transactions (each is atomic; this keeps their order). */
   private queue: Promise<unknown> = Promise.resolve();
+  /** nftables transactions run so far (each an `nft -f` process; they share one queue with the resolver's updates). */
+  transactions = 0;
 
   constructor(private readonly options: EgressFirewallOptions) {
     this.table = egressTableName(options.instance);
@@ -158,28 +160,30 @@ export class EgressFirewall {
     await this.commit([`add element ${name} { ${list} }`, `delete element ${name} { ${list} }`, `add element ${name} { ${timed} }`]);
   }
 
-  /** Removes everything of sandbox `key` (idempotent). */
+  /**
+   * Removes everything of sandbox `key` (idempotent). A sandbox it holds no rules for (none
+   * applied, or removed already) costs nothing: what a previous process left is retainOnly's.
+   */
   async remove(key: string): Promise<void> {
     const rules = this.sandboxes.get(key);
+    if (!rules) return;
     const tag = this.tagOf(key);
     const t = `inet ${this.table}`;
     this.sandboxes.delete(key);
-    if (rules) {
-      // Everything apply() made, in one transaction; piece by piece if that fails (something was missing).
-      const all = [
-        `delete element ${t} sandboxes { ${rules.ip} }`,
-        `delete element ${t} dns_clients { ${rules.ip} }`,
-        `flush chain ${t} s_${tag}`,
-        `delete chain ${t} s_${tag}`,
-        `flush chain ${t} r_${tag}`,
-        `delete chain ${t} r_${tag}`,
-        `delete set ${t} a_${tag}`,
-        `delete set ${t} d_${tag}`,
-      ];
-      if (await this.commit(all).then(() => true, () => false)) return;
-      await this.commit(all.slice(0, 1)).catch(() => undefined);
-      await this.commit(all.slice(1, 2)).catch(() => undefined);
-    }
+    // Everything apply() made, in one transaction; piece by piece if that fails (something was missing).
+    const all = [
+      `delete element ${t} sandboxes { ${rules.ip} }`,
+      `delete element ${t} dns_clients { ${rules.ip} }`,
+      `flush chain ${t} s_${tag}`,
+      `delete chain ${t} s_${tag}`,
+      `flush chain ${t} r_${tag}`,
+      `delete chain ${t} r_${tag}`,
+      `delete set ${t} a_${tag}`,
+      `delete set ${t} d_${tag}`,
+    ];
+    if (await this.commit(all).then(() => true, () => false)) return;
+    await this.commit(all.slice(0, 1)).catch(() => undefined);
+    await this.commit(all.slice(1, 2)).catch(() => undefined);
     await this.dropObjects(tag);
   }
 
@@ -237,6 +241,7 @@ export class EgressFirewall {
   /** Runs `lines` as one nftables transaction. */
   private commit(lines: string[]): Promise<void> {
     const job = this.queue.then(async () => {
+      this.transactions++;
       await runTool('nft', ['-f', '-'], { input: `${lines.join('\n')}\n` });
     });
     this.queue = job.catch(() => undefined);

@@ -15,6 +15,29 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
+/** `corral serve` children still running: stopped when the bench ends, however it ends. */
+const children = new Set<ChildProcess>();
+let exitHandlersInstalled = false;
+
+/**
+ * A bench stopped by a signal (a `timeout`, Ctrl-C) must not leave its server running: it would
+ * keep its sandboxes, its NFLOG group and the host's CPU busy under the next run.
+ */
+function stopChildrenOnExit(): void {
+  if (exitHandlersInstalled) return;
+  exitHandlersInstalled = true;
+  const stopAll = (): void => {
+    for (const child of children) if (child.exitCode === null) child.kill('SIGTERM');
+  };
+  process.once('exit', stopAll);
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      stopAll();
+      process.exit(signal === 'SIGINT' ? 130 : 143);
+    });
+  }
+}
+
 /** A `corral serve` child process and its base URL. */
 export interface ServedCorral {
   url: string;
@@ -29,6 +52,9 @@ export async function serveCorral(env: NodeJS.ProcessEnv): Promise<ServedCorral>
     env: { ...process.env, CORRAL_PORT: String(port), CORRAL_LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'inherit', 'inherit'],
   });
+  stopChildrenOnExit();
+  children.add(child);
+  child.once('exit', () => children.delete(child));
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 60_000;
   for (;;) {

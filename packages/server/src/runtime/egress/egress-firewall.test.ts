@@ -59,4 +59,34 @@ describe('egress firewall transactions', { skip: process.env.CI !== 'true' && mi
     await restarted.retainOnly([]);
     assert.doesNotMatch(chains(), new RegExp(`s_${tag}|a_${tag}|10\\.254\\.0\\.3`));
   });
+
+  it('updates asked for while a transaction runs go out together in the next one, in order', async () => {
+    await firewall.apply('sb-3', '10.254.0.4', allow, []);
+    const before = firewall.transactions;
+    const addresses = Array.from({ length: 20 }, (_, i) => `198.51.100.${i + 1}`);
+    await Promise.all(addresses.map((address) => firewall.addResolved('sb-3', 'allowed', [address], 60)));
+    const used = firewall.transactions - before;
+    assert.ok(used >= 1 && used <= 3, `20 concurrent updates took ${used} transactions`);
+    const listed = chains();
+    for (const address of addresses) assert.match(listed, new RegExp(`${address.replace(/\./g, '\\.')}\\b`));
+    await firewall.remove('sb-3');
+  });
+
+  it('a failing update merged with others fails alone: the others still apply', async () => {
+    await firewall.apply('sb-4', '10.254.0.5', allow, []);
+    await firewall.apply('sb-5', '10.254.0.6', allow, []);
+    // sb-4's set vanishes behind the firewall's back: its next update fails.
+    execFileSync('nft', ['delete', 'element', 'inet', egressTableName(instance), 'sandboxes', '{ 10.254.0.5 }']);
+    execFileSync('nft', ['flush', 'chain', 'inet', egressTableName(instance), `s_${firewall.tagOf('sb-4')}`]);
+    execFileSync('nft', ['delete', 'set', 'inet', egressTableName(instance), `a_${firewall.tagOf('sb-4')}`]);
+    const results = await Promise.allSettled([
+      firewall.addResolved('sb-5', 'allowed', ['198.51.100.100'], 60),
+      firewall.addResolved('sb-4', 'allowed', ['198.51.100.101'], 60),
+      firewall.addResolved('sb-5', 'allowed', ['198.51.100.102'], 60),
+    ]);
+    assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled']);
+    const set = execFileSync('nft', ['list', 'set', 'inet', egressTableName(instance), `a_${firewall.tagOf('sb-5')}`], { encoding: 'utf8' });
+    assert.match(set, /198\.51\.100\.100\b/);
+    assert.match(set, /198\.51\.100\.102\b/);
+  });
 });

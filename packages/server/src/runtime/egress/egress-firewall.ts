@@ -13,6 +13,9 @@ export interface EgressFirewallOptions {
   nflogGroup?: number;
 }
 
+/** Most changes merged into one transaction (a failed merge is retried change by change). */
+const MAX_MERGED_CHANGES = 64;
+
 /** Connection attempts logged per second per rule at most (the rest pass or fail unlogged). */
 const LOG_RATE = 'limit rate 20/second burst 40 packets';
 
@@ -58,8 +61,9 @@ export class EgressFirewall {
   readonly table: string;
   private readonly sandboxes = new Map<string, SandboxRules>();
   private generation = randomInt(1, 0x3fffffff);
-  /** Serializes transactions (each is atomic; this keeps their order). */
-  private queue: Promise<unknown> = Promise.resolve();
+  /** Changes waiting for the running transaction to end, in the order they were asked for. */
+  private readonly pending: Array<{ lines: string[]; done: (error?: unknown) => void }> = [];
+  private draining = false;
   /** nftables transactions run so far (each an `nft -f` process; they share one queue with the resolver's updates). */
   transactions = 0;
 
@@ -238,13 +242,44 @@ export class EgressFirewall {
     return this.generation;
   }
 
-  /** Runs `lines` as one nftables transaction. */
+  /**
+   * Runs `lines` as one atomic nftables change. Changes are applied in the order asked for; those
+   * asked for while a transaction runs go out together in the next one (an `nft -f` process costs
+   * tens of milliseconds, more on a loaded host, and the resolver's answers wait on theirs). When a
+   * merged transaction fails, its changes are run one by one, so only the failing one fails.
+   */
   private commit(lines: string[]): Promise<void> {
-    const job = this.queue.then(async () => {
-      this.transactions++;
-      await runTool('nft', ['-f', '-'], { input: `${lines.join('\n')}\n` });
+    return new Promise<void>((resolve, reject) => {
+      this.pending.push({ lines, done: (error) => (error === undefined ? resolve() : reject(error)) });
+      if (!this.draining) void this.drain();
     });
-    this.queue = job.catch(() => undefined);
-    return job;
+  }
+
+  private async drain(): Promise<void> {
+    this.draining = true;
+    try {
+      while (this.pending.length > 0) {
+        const batch = this.pending.splice(0, MAX_MERGED_CHANGES);
+        const failed = await this.run(batch.flatMap((change) => change.lines));
+        if (failed === undefined || batch.length === 1) {
+          for (const change of batch) change.done(failed);
+          continue;
+        }
+        for (const change of batch) change.done(await this.run(change.lines));
+      }
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  /** One `nft -f` transaction; the error when it failed. */
+  private async run(lines: string[]): Promise<unknown> {
+    this.transactions++;
+    try {
+      await runTool('nft', ['-f', '-'], { input: `${lines.join('\n')}\n` });
+      return undefined;
+    } catch (error) {
+      return error ?? new Error('nft failed');
+    }
   }
 }

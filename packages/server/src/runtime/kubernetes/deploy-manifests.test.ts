@@ -186,11 +186,10 @@ function permissionsNeeded(): Permission[] {
 }
 
 /**
- * Rules the Role grants on purpose before this branch's driver calls them: exec's `create` (the verb
- * websocket execs need from Kubernetes 1.30, and SPDY clients always), and the NetworkPolicy verbs
- * of the per-sandbox policies another part of issue 14 adds.
+ * Rules the Role grants on purpose though no driver source calls them: exec's `create` (the verb
+ * websocket execs need from Kubernetes 1.30, and SPDY clients always).
  */
-const GRANTED_AHEAD = new Set(['/pods/exec/create', ...['create', 'get', 'list', 'watch', 'delete', 'patch'].map((v) => `networking.k8s.io/networkpolicies/${v}`)]);
+const GRANTED_AHEAD = new Set(['/pods/exec/create']);
 
 /** Calls the manifests make unnecessary, and why. */
 const NOT_NEEDED_WITH_MANIFESTS: Record<string, string> = {

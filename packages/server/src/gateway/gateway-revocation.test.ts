@@ -61,13 +61,16 @@ describe('taking access away cuts open gateway work (oci)', { timeout: 180_000, 
   it('revoking a key closes its open streaming-exec session and kills the process within 2 s', async () => {
     const { sb, keyId, key, token, ownerKey } = await tenant('ws-revokee');
     const { closed } = await openSession(sb, token, ['sh', '-c', 'echo $$ > /tmp/ws.pid; exec sleep 120']);
+    const owner = await ownerView(sb, ownerKey);
+    // Revoked only once the process runs (wrote its pid), so its death is the revocation's doing.
+    await pidWritten(owner, '/tmp/ws.pid');
     const revokedAt = Date.now();
     assert.equal((await server.t.request('DELETE', `/api/v1/keys/${keyId}`, { key })).statusCode, 200);
     const { code, at } = await Promise.race([closed, new Promise<{ code: number; at: number }>((r) => setTimeout(() => r({ code: -1, at: Date.now() }), 5_000))]);
     assert.notEqual(code, -1, 'the session was still open 5 s after its key was revoked');
     assert.ok(at - revokedAt <= 2_000, `closed ${at - revokedAt} ms after the revocation`);
     // The sandbox's other access (its owner's own key) still works, and the session's process is gone.
-    await processGone(await ownerView(sb, ownerKey), '/tmp/ws.pid');
+    await processGone(owner, '/tmp/ws.pid');
   });
 
   it('revoking a key cuts its exec in flight, and the command is killed', async () => {
@@ -77,11 +80,7 @@ describe('taking access away cuts open gateway work (oci)', { timeout: 180_000, 
       () => ({ cut: true as const, status: 0 }),
     );
     const owner = await ownerView(sb, ownerKey);
-    for (let i = 0; i < 100; i++) {
-      const r = await execCall(owner, { command: 'cat /tmp/exec.pid 2>/dev/null || true' });
-      if (r.body.stdout.trim() !== '') break;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    await pidWritten(owner, '/tmp/exec.pid');
     const revokedAt = Date.now();
     assert.equal((await server.t.request('DELETE', `/api/v1/keys/${keyId}`, { key })).statusCode, 200);
     const outcome = await Promise.race([running, new Promise<{ cut: false; status: -1 }>((r) => setTimeout(() => r({ cut: false, status: -1 }), 5_000))]);
@@ -127,6 +126,17 @@ describe('taking access away cuts open gateway work (oci)', { timeout: 180_000, 
     const auth = await server.t.request('POST', `/api/v1/sandbox/${sb.id}/auth`, { key: ownerKey });
     assert.equal(auth.statusCode, 200, auth.body);
     return { ...sb, token: auth.json<{ token: string }>().token };
+  }
+
+  /** Waits (10 s at most) until a process in the sandbox wrote its pid to `pidFile`. */
+  async function pidWritten(owner: GatewaySandbox, pidFile: string): Promise<void> {
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const r = await execCall(owner, { command: `cat ${pidFile} 2>/dev/null || true` });
+      if (/^\d+$/.test(r.body.stdout.trim())) return;
+      assert.ok(Date.now() < deadline, `no pid in ${pidFile} 10 s after the command started`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
   }
 
   /** Waits (10 s at most) until the process whose pid the sandbox wrote to `pidFile` is gone. */

@@ -1,4 +1,3 @@
-import { constants } from 'node:fs';
 import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 
@@ -55,7 +54,7 @@ export async function setCgroupCpuWeight(cgroupPath: string, weight: number, opt
     await writeFile(join(posix.dirname(dir), 'cgroup.subtree_control'), '+cpu');
   }
   const current = await readFile(setting.file, 'utf8').catch(() => '');
-  if (Number(current.trim()) !== setting.value) await writeFile(setting.file, String(setting.value), { flag: constants.O_WRONLY | constants.O_TRUNC });
+  if (Number(current.trim()) !== setting.value) await writeFile(setting.file, String(setting.value));
   return setting;
 }
 

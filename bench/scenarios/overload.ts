@@ -6,7 +6,7 @@ import { BENCH_PYTHON_IMAGE, type BenchServer, driverOption, resultsFile, startB
 import { machine, percentiles, report, type Percentiles } from '../lib/results.js';
 
 /**
- * `npm run bench -- overload [--driver oci|docker] [--sandboxes 16] [--concurrency 1,4,32] [--runs 64] [--client-timeout 20] [--open-admission]`
+ * `npm run bench -- overload [--driver oci|docker] [--sandboxes 16] [--concurrency 1,4,32] [--runs 64] [--client-timeout 20] [--open-admission] [--hog 2]`
  *
  * Issue 19's RL code-reward workload against a server with its default admission and gateway
  * bounds: `sandboxes` sandboxes (1 CPU, 1 GB, the offline python image) at once, each: upload a
@@ -19,7 +19,8 @@ import { machine, percentiles, report, type Percentiles } from '../lib/results.j
  * p50/p99 (client side, waiting included), management p99, errors and the sandboxes left behind.
  * Baseline in the same run: the host's ideal, the same test run with `cores` sandboxes at C = 1
  * (one command per core at a time). `--open-admission` lifts the CPU and memory admission limits
- * to show what admission itself buys.
+ * to show what admission itself buys. `--hog S` replaces each test run by S seconds of a shell busy
+ * loop (pure CPU, no I/O): the host saturated from inside sandboxes, to read the management p99 under.
  */
 export async function run(args: string[]): Promise<void> {
   const driver = driverOption(args);
@@ -33,16 +34,20 @@ export async function run(args: string[]): Promise<void> {
   const clientTimeoutMs = Number(opt('client-timeout', '20')) * 1000;
   const cores = cpus().length;
   const env = args.includes('--open-admission') ? { CORRAL_OVERCOMMIT_CPU: '1000', CORRAL_OVERCOMMIT_MEMORY: '100' } : {};
+  const hogIndex = args.indexOf('--hog');
+  const hogSeconds = hogIndex >= 0 ? Number(args[hogIndex + 1] ?? '2') : 0;
+  const testCommand = (k: number): string =>
+    hogSeconds > 0 ? `timeout ${hogSeconds} sh -c 'while :; do :; done'; exit 0` : `python3 /tmp/tests/test_${k % 8}.py`;
   const bundle = makeBundle();
   const server = await startBenchServer(driver, env, true);
   try {
     // Warm the image (first create unpacks it) outside any step.
-    await workload(server, bundle.data, 1, 1, 2, clientTimeoutMs);
-    const ideal = summary(await workload(server, bundle.data, cores, 1, runs, clientTimeoutMs));
+    await workload(server, bundle.data, testCommand, 1, 1, 2, clientTimeoutMs);
+    const ideal = summary(await workload(server, bundle.data, testCommand, cores, 1, runs, clientTimeoutMs));
     console.log(JSON.stringify({ step: 'ideal', sandboxes: cores, concurrency: 1, ...ideal }));
     const results: Array<ReturnType<typeof summary> & { concurrency: number; oversubscription: number }> = [];
     for (const c of steps) {
-      const step = await workload(server, bundle.data, sandboxes, c, runs, clientTimeoutMs);
+      const step = await workload(server, bundle.data, testCommand, sandboxes, c, runs, clientTimeoutMs);
       const entry = { concurrency: c, oversubscription: (sandboxes * c) / cores, ...summary(step) };
       results.push(entry);
       console.log(JSON.stringify(entry));
@@ -60,9 +65,10 @@ export async function run(args: string[]): Promise<void> {
         ratio_p50: {},
         goodput_at_8x_of_best: at8 ? round(at8.goodput_per_s / best) : null,
         steps: results,
+        workload: hogSeconds > 0 ? `${hogSeconds} s shell busy loops` : 'python3 test runs',
         admission: args.includes('--open-admission') ? 'open (CORRAL_OVERCOMMIT_CPU=1000, CORRAL_OVERCOMMIT_MEMORY=100)' : 'server defaults',
       },
-      resultsFile(args.includes('--open-admission') ? 'overload-open' : 'overload', driver),
+      resultsFile(`overload${args.includes('--open-admission') ? '-open' : ''}${hogSeconds > 0 ? '-hog' : ''}`, driver),
     );
   } finally {
     await server.stop();
@@ -121,7 +127,11 @@ function summary(step: StepResult): {
 }
 
 /** One step: `count` sandboxes at once, each uploading, extracting and running `runs` tests with `c` at once. */
-async function workload(server: BenchServer, bundle: Uint8Array, count: number, c: number, runs: number, clientTimeoutMs: number): Promise<StepResult> {
+async function workload(
+  server: BenchServer,
+  bundle: Uint8Array,
+  testCommand: (k: number) => string,
+  count: number, c: number, runs: number, clientTimeoutMs: number): Promise<StepResult> {
   const client = server.client;
   const execMs: number[] = [];
   const errors: string[] = [];
@@ -156,7 +166,7 @@ async function workload(server: BenchServer, bundle: Uint8Array, count: number, 
           const k = next++;
           const t0 = performance.now();
           try {
-            const r = await client.execTimed(sandboxId, `python3 /tmp/tests/test_${k % 8}.py`, 60, clientTimeoutMs);
+            const r = await client.execTimed(sandboxId, testCommand(k), 60, clientTimeoutMs);
             if (r.exitCode !== 0) throw new Error(`exit ${r.exitCode}`);
             execMs.push(performance.now() - t0);
           } catch (error) {

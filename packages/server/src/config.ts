@@ -37,6 +37,12 @@ export interface CorralConfig {
   /** Namespaces and disks the oci driver keeps ready ahead of creates. */
   ociPoolSize: number;
   ociWarmPoolMax: number;
+  /**
+   * CPU weight (cgroup v2 scale, 1–10000, 100 = a default cgroup's) of the cgroup all sandboxes sit
+   * under (oci: `/corral-oci`; docker: the containers' cgroup parent), below the server's so a
+   * saturated host still serves the control plane; null (`off`): leave it alone.
+   */
+  sandboxCpuWeight: number | null;
   /** Namespace of the kubernetes driver's sandbox Pods and Secrets (created when missing). */
   k8sNamespace: string;
   /** `runtimeClassName` of sandbox Pods (gVisor, Kata…); null: the cluster's default. */
@@ -251,6 +257,7 @@ const dnsLabel: Parser = (raw, name) => {
   if (!/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(raw)) throw new Error(`${name} must be a DNS-1123 label (lowercase letters, digits and -, at most 63), got "${raw}"`);
   return raw;
 };
+const optionalWeight: Parser = (raw, name) => (raw.toLowerCase() === 'off' ? null : integer(1, 10_000)(raw, name));
 const optionalDnsLabel: Parser = (raw, name) => (raw === '' ? null : dnsLabel(raw, name));
 /** A comma-separated list of IPv4/IPv6 CIDRs (a bare address is a /32 or /128). */
 const cidrList: Parser = (raw, name) => {
@@ -303,6 +310,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'ociUserns', env: 'CORRAL_OCI_USERNS', description: 'Root in oci sandboxes is an unprivileged host id: auto (on where the host allows it; the default range is 1879048192:1879048192:65536), off, or <hostUid>:<hostGid>:<size> (required)', defaultText: 'auto', parse: usernsMode },
   { key: 'ociPoolSize', env: 'CORRAL_OCI_POOL_SIZE', description: 'Network namespaces (of each kind) and formatted disks (of each recent size) the oci driver keeps ready ahead of creates; set it near your largest burst of creates', defaultText: '8', parse: integer(0, 4096) },
   { key: 'ociWarmPoolMax', env: 'CORRAL_OCI_WARM_POOL_MAX', description: 'Most sandboxes the oci driver keeps started ahead of creates (for the most used image, idle start command, network kind and disk size; as many per kind as it had creates in the last 5 minutes); 0 (the default, until claims are proven under load) disables', defaultText: '0', parse: integer(0, 4096) },
+  { key: 'sandboxCpuWeight', env: 'CORRAL_SANDBOX_CPU_WEIGHT', description: "CPU weight of the cgroup all sandboxes sit under (oci: /corral-oci, shared by the host's instances; docker: the containers' cgroup parent /corral-docker, or corral.slice with the systemd cgroup driver), on cgroup v2's 1–10000 scale where 100 is every other cgroup's (v1 cpu.shares = weight × 1024 / 100). A share, not a limit: sandboxes still use idle CPUs and keep their own limits, but on a saturated host the server (management calls, /healthz, the gateway) is scheduled first. off: leave the weight (and, on docker, Docker's default parent) alone", defaultText: '10', parse: optionalWeight },
   { key: 'k8sNamespace', env: 'CORRAL_K8S_NAMESPACE', description: 'Namespace of the kubernetes driver\'s sandbox Pods and Secrets (created when missing); the cluster is the one KUBECONFIG names, else the in-cluster service account, else ~/.kube/config', defaultText: 'corral-sandboxes', parse: dnsLabel },
   { key: 'k8sExec', env: 'CORRAL_K8S_EXEC', description: 'How the kubernetes driver runs commands in sandboxes with network access: agent (TCP to corral-agent, PID 1 of the Pod, at the Pod IP, authenticated with a per-sandbox secret), api (the API server\'s exec), or auto (the agent; a sandbox whose agent does not answer within 2 s falls back to the API). Sandboxes without network access always use the API', defaultText: 'auto', parse: oneOf('auto', 'agent', 'api') },
   { key: 'k8sRuntimeClass', env: 'CORRAL_K8S_RUNTIME_CLASS', description: 'runtimeClassName of the kubernetes driver\'s sandbox Pods (gVisor, Kata… for stronger isolation)', defaultText: "(unset: the cluster's default)", parse: optionalDnsLabel },
@@ -384,6 +392,7 @@ const DEFAULTS: CorralConfig = {
   ociUserns: 'auto',
   ociPoolSize: 8,
   ociWarmPoolMax: 0,
+  sandboxCpuWeight: 10,
   k8sNamespace: 'corral-sandboxes',
   k8sRuntimeClass: null,
   k8sNetworkPolicy: 'required',

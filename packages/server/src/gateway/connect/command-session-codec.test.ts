@@ -121,12 +121,12 @@ describe('Connect envelopes', () => {
     assert.throws(() => decodeEnvelopes(Buffer.from([0, 0, 0, 0, 9, 1])), ConnectError);
   });
 
-  it('reads the one message of a streaming request, gzip included', () => {
-    assert.deepEqual(singleStreamMessage(envelope(Buffer.from('m')), undefined), Buffer.from('m'));
-    assert.deepEqual(singleStreamMessage(envelope(gzipSync(Buffer.from('zip')), FLAG_COMPRESSED), 'gzip'), Buffer.from('zip'));
-    assert.throws(() => singleStreamMessage(Buffer.concat([envelope(Buffer.from('a')), envelope(Buffer.from('b'))]), undefined), /exactly one/);
-    assert.throws(() => singleStreamMessage(Buffer.alloc(0), undefined), /exactly one/);
-    assert.throws(() => singleStreamMessage(envelope(Buffer.from('x'), FLAG_COMPRESSED), 'br'), /Unsupported compression/);
+  it('reads the one message of a streaming request, gzip included', async () => {
+    assert.deepEqual(await singleStreamMessage(envelope(Buffer.from('m')), undefined), Buffer.from('m'));
+    assert.deepEqual(await singleStreamMessage(envelope(gzipSync(Buffer.from('zip')), FLAG_COMPRESSED), 'gzip'), Buffer.from('zip'));
+    await assert.rejects(singleStreamMessage(Buffer.concat([envelope(Buffer.from('a')), envelope(Buffer.from('b'))]), undefined), /exactly one/);
+    await assert.rejects(singleStreamMessage(Buffer.alloc(0), undefined), /exactly one/);
+    await assert.rejects(singleStreamMessage(envelope(Buffer.from('x'), FLAG_COMPRESSED), 'br'), /Unsupported compression/);
   });
 
   it('parses Connect-Timeout-Ms', () => {

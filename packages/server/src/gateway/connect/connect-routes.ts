@@ -172,7 +172,7 @@ export function registerConnectRoutes(app: FastifyInstance, ctx: GatewayContext)
         case 'Connect':
           return connect(request, reply, target);
         case 'SendInput': {
-          const req = decodeMessage(SendInputRequestSchema, unaryBody(request));
+          const req = decodeMessage(SendInputRequestSchema, await unaryBody(request));
           const session = findSession(target, selectorOf(req.session));
           const input = req.input?.input;
           if (input === undefined || input.case === undefined) throw new ConnectError('invalid_argument', 'input: give stdin or pty bytes');
@@ -182,7 +182,7 @@ export function registerConnectRoutes(app: FastifyInstance, ctx: GatewayContext)
           return unaryOk(reply, Buffer.alloc(0));
         }
         case 'SendSignal': {
-          const req = decodeMessage(SendSignalRequestSchema, unaryBody(request));
+          const req = decodeMessage(SendSignalRequestSchema, await unaryBody(request));
           const session = findSession(target, selectorOf(req.session));
           const signal = req.signal === Signal.SIGKILL ? 'SIGKILL' : req.signal === Signal.SIGTERM ? 'SIGTERM' : undefined;
           if (!signal) throw new ConnectError('invalid_argument', `signal: SIGNAL_SIGTERM (15) or SIGNAL_SIGKILL (9), not ${req.signal}`);
@@ -191,12 +191,12 @@ export function registerConnectRoutes(app: FastifyInstance, ctx: GatewayContext)
           return unaryOk(reply, Buffer.alloc(0));
         }
         case 'List': {
-          unaryBody(request);
+          await unaryBody(request);
           const sessions = registry.list(target.sandboxId).map((s) => ({ command: sortedEnvs(s.spec), pid: s.pid, ...(s.tag !== undefined ? { tag: s.tag } : {}) }));
           return unaryOk(reply, toBinary(ListResponseSchema, create(ListResponseSchema, { sessions })));
         }
         case 'Update': {
-          const req = decodeMessage(UpdateRequestSchema, unaryBody(request));
+          const req = decodeMessage(UpdateRequestSchema, await unaryBody(request));
           const session = findSession(target, selectorOf(req.session));
           const size = req.pty?.size;
           if (!size) throw new ConnectError('invalid_argument', 'pty.size: required');
@@ -213,7 +213,7 @@ export function registerConnectRoutes(app: FastifyInstance, ctx: GatewayContext)
     });
   });
 
-  function unaryBody(request: FastifyRequest): Buffer {
+  function unaryBody(request: FastifyRequest): Promise<Buffer> {
     requireContentType(request, false);
     return decompress(bodyOf(request), request.headers['content-encoding']);
   }
@@ -228,11 +228,11 @@ export function registerConnectRoutes(app: FastifyInstance, ctx: GatewayContext)
     return session;
   }
 
-  function streamRequest(request: FastifyRequest): { message: Buffer; deadlineMs: number | undefined } {
+  async function streamRequest(request: FastifyRequest): Promise<{ message: Buffer; deadlineMs: number | undefined }> {
     requireContentType(request, true);
     const deadlineMs = parseTimeoutMs(request.headers['connect-timeout-ms']);
     const encoding = request.headers['connect-content-encoding'];
-    const message = singleStreamMessage(bodyOf(request), Array.isArray(encoding) ? encoding[0] : encoding);
+    const message = await singleStreamMessage(bodyOf(request), Array.isArray(encoding) ? encoding[0] : encoding);
     return { message, deadlineMs };
   }
 
@@ -250,7 +250,7 @@ export function registerConnectRoutes(app: FastifyInstance, ctx: GatewayContext)
   }
 
   async function start(request: FastifyRequest, reply: FastifyReply, target: GatewayTarget): Promise<void> {
-    const { message, deadlineMs } = streamRequest(request);
+    const { message, deadlineMs } = await streamRequest(request);
     const req = decodeMessage(StartRequestSchema, message);
     if (!req.command) throw new ConnectError('invalid_argument', 'command: required');
     const size = req.pty?.size;
@@ -305,7 +305,7 @@ export function registerConnectRoutes(app: FastifyInstance, ctx: GatewayContext)
   }
 
   async function connect(request: FastifyRequest, reply: FastifyReply, target: GatewayTarget): Promise<void> {
-    const { message, deadlineMs } = streamRequest(request);
+    const { message, deadlineMs } = await streamRequest(request);
     const req = decodeMessage(ConnectRequestSchema, message);
     const session = findSession(target, selectorOf(req.session));
     const done = ctx.access.keepActive(target.sandboxId);

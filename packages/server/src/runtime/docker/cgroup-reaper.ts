@@ -19,12 +19,19 @@ interface ContainerCgroup {
   v2: boolean;
 }
 
-/** The container's cgroup directory (cgroupfs or systemd driver; v1 freezer or v2), if found. */
+/** The container's cgroup directory (cgroupfs or systemd driver, Docker's default parent or the driver's; v1 freezer or v2), if found. */
 export function containerCgroup(containerId: string, root = CGROUP_ROOT): ContainerCgroup | undefined {
   if (!/^[0-9a-f]{64}$/.test(containerId)) return undefined;
   const v2 = existsSync(join(root, 'cgroup.controllers'));
   const base = v2 ? root : join(root, 'freezer');
-  for (const dir of [join(base, 'docker', containerId), join(base, 'system.slice', `docker-${containerId}.scope`)]) {
+  const candidates = [
+    join(base, 'docker', containerId),
+    join(base, 'system.slice', `docker-${containerId}.scope`),
+    // The driver's own cgroup parents (docker-runtime.ts, sandboxCgroupParent).
+    join(base, 'corral-docker', containerId),
+    join(base, 'corral.slice', `docker-${containerId}.scope`),
+  ];
+  for (const dir of candidates) {
     if (existsSync(join(dir, 'cgroup.procs'))) return { dir, v2 };
   }
   return undefined;

@@ -33,6 +33,8 @@ export interface ContainerPlacement {
   disableIpv6: boolean;
   /** Files mounted read-only over /etc/hosts, /etc/resolv.conf and /etc/hostname (Docker then mounts none of its own). */
   etcFiles: EtcFilePaths | null;
+  /** `HostConfig.CgroupParent` (the cgroup the container's goes under), or null for Docker's default. */
+  cgroupParent?: string | null;
 }
 
 /** Sandbox hostname: `sandbox-<id>`, at most 63 characters. */
@@ -75,6 +77,7 @@ export function buildCreateOptions(spec: SandboxSpec, placement: ContainerPlacem
         : []),
     ],
   };
+  if (placement.cgroupParent) hostConfig.CgroupParent = placement.cgroupParent;
   if (placement.disableIpv6) hostConfig.Sysctls = { ...IPV6_OFF_SYSCTLS };
   if (placement.storageOptBytes !== null) hostConfig.StorageOpt = { size: String(placement.storageOptBytes) };
   if (spec.gpuCount > 0 && placement.gpuDriver) {

@@ -14,6 +14,7 @@ export const dockerDriver: RuntimeDriver = {
       insecureRegistries: config.registryInsecure,
       diskPolicy: diskPolicyOf(config),
       capacityReserve: capacityReserveOf(config),
+      sandboxCpuWeight: config.sandboxCpuWeight,
       ...(config.egressDnsUpstream !== null ? { egressDnsUpstream: config.egressDnsUpstream } : {}),
       egressTtlFloorSeconds: config.egressTtlFloorSeconds,
     });

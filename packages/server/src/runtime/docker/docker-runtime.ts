@@ -30,6 +30,7 @@ import type {
 } from '../runtime.js';
 import { DockerDialer } from './docker-dial.js';
 import { IDLE_COMMAND } from '../container-policy.js';
+import { DEFAULT_SANDBOX_CPU_WEIGHT, setCgroupCpuWeight } from '../cgroup-cpu-weight.js';
 import { buildCreateOptions, containerName, LABEL_INSTANCE, LABEL_SANDBOX_ID, sandboxHostname } from './container-spec.js';
 import { SandboxEtcFiles } from './etc-files.js';
 import { DEFAULT_EXEC_START_TIMEOUT_MS, isConflict, isNotFound, startDockerExec } from './docker-exec.js';
@@ -125,6 +126,23 @@ export interface DockerRuntimeOptions {
   diskPolicy?: DiskPolicy;
   /** What `capacity()` keeps out of the host's CPU and memory (runtime/host-capacity.ts); default none. */
   capacityReserve?: CapacityReserve;
+  /**
+   * CPU weight (cgroup v2 scale, 1–10000) of the cgroup parent every sandbox container is put under
+   * ({@link sandboxCgroupParent}), so a host saturated from inside sandboxes still runs the server
+   * promptly (runtime/cgroup-cpu-weight.ts). Written where that cgroup is visible to this process
+   * (an engine on this host). Default {@link DEFAULT_SANDBOX_CPU_WEIGHT}; null: containers get
+   * Docker's default parent and no weight is written.
+   */
+  sandboxCpuWeight?: number | null;
+}
+
+/**
+ * The `CgroupParent` of sandbox containers and the cgroup it names (absolute in the hierarchy):
+ * `/corral-docker` with the engine's cgroupfs driver, the `corral.slice` systemd slice
+ * (`/corral.slice`) with its systemd driver.
+ */
+export function sandboxCgroupParent(cgroupDriver: string | undefined): { parent: string; cgroupPath: string } {
+  return cgroupDriver === 'systemd' ? { parent: 'corral.slice', cgroupPath: '/corral.slice' } : { parent: '/corral-docker', cgroupPath: '/corral-docker' };
 }
 
 /** The parts of `GET /info` the driver reads. */
@@ -134,6 +152,8 @@ interface EngineInfo {
   NCPU?: number;
   MemTotal?: number;
   CgroupVersion?: string;
+  /** `cgroupfs` or `systemd`. */
+  CgroupDriver?: string;
   SecurityOptions?: string[];
 }
 
@@ -197,6 +217,12 @@ export class DockerRuntime implements SandboxRuntime {
   private readonly diskDir: string;
   private readonly diskPolicy: DiskPolicy;
   private readonly capacityReserve: CapacityReserve;
+  private readonly sandboxCpuWeight: number | null;
+  /** Where sandbox containers go (decided by `init()` from the engine's cgroup driver); null: Docker's default. */
+  private cgroupParent: { parent: string; cgroupPath: string } | null = null;
+  /** Whether the parent's CPU weight has been written (it exists only once a container is in it). */
+  private cgroupWeightSet = false;
+  private cgroupWeightWarned = false;
   /** The engine's host (from `docker info` at init); undefined: this host. */
   private engineHost: SandboxCapacity | undefined;
   /** Bytes of disks admitted by creates still in flight. */
@@ -222,6 +248,7 @@ export class DockerRuntime implements SandboxRuntime {
     this.disks = new LoopDisks(this.diskDir);
     this.diskPolicy = options.diskPolicy ?? NO_RESERVE;
     this.capacityReserve = options.capacityReserve ?? { cpuCores: 0, memoryBytes: 0 };
+    this.sandboxCpuWeight = options.sandboxCpuWeight === undefined ? DEFAULT_SANDBOX_CPU_WEIGHT : options.sandboxCpuWeight;
     this.etcFiles = new SandboxEtcFiles(options.etcDir ?? join(this.diskDir, '..', 'docker-etc', options.instance));
     this.egress = new EgressNetwork(this.docker, {
       name: 'corral-egress',
@@ -270,6 +297,10 @@ export class DockerRuntime implements SandboxRuntime {
     this.storageDriver = info.Driver ?? '';
     this.isolationValue = engineIsolation(info);
     this.dockerRootDir = info.DockerRootDir ?? '';
+    if (this.sandboxCpuWeight !== null) {
+      this.cgroupParent = sandboxCgroupParent(info.CgroupDriver);
+      await this.applySandboxCpuWeight();
+    }
     if (typeof info.NCPU === 'number' && info.NCPU > 0 && typeof info.MemTotal === 'number' && info.MemTotal > 0) {
       this.engineHost = { cpuCores: info.NCPU, memoryBytes: info.MemTotal };
     }
@@ -286,6 +317,22 @@ export class DockerRuntime implements SandboxRuntime {
     this.gpu = await detectGpus();
     await this.ensureWatcher();
     await this.readoptEgress();
+  }
+
+  /**
+   * Writes the sandboxes' cgroup parent's CPU weight when that cgroup exists on this host (an
+   * engine elsewhere keeps it there: nothing is written). A failure is warned about once; sandboxes
+   * keep their own limits either way, only the server's priority over them is missing.
+   */
+  private async applySandboxCpuWeight(): Promise<void> {
+    if (!this.cgroupParent || this.sandboxCpuWeight === null) return;
+    try {
+      this.cgroupWeightSet = (await setCgroupCpuWeight(this.cgroupParent.cgroupPath, this.sandboxCpuWeight)) !== null;
+    } catch (error) {
+      this.cgroupWeightSet = true;
+      if (!this.cgroupWeightWarned) this.warn(`cannot set the CPU weight of the sandboxes' cgroup ${this.cgroupParent.cgroupPath}: ${errorText(error)}`);
+      this.cgroupWeightWarned = true;
+    }
   }
 
   private async chooseDiskMode(storageDriver: string): Promise<DiskMode> {
@@ -386,10 +433,13 @@ export class DockerRuntime implements SandboxRuntime {
         gpuDriver: this.gpu.gpuCount > 0 ? 'nvidia' : null,
         disableIpv6: hostHasIpv6(),
         etcFiles,
+        cgroupParent: this.cgroupParent?.parent ?? null,
       });
       if (gated) options.Cmd = gatedCommand(spec.startCommand ?? IDLE_COMMAND);
       const container = await this.docker.createContainer(options);
       await container.start();
+      // The engine makes the parent with the first container in it (and with its default weight).
+      if (!this.cgroupWeightSet) await this.applySandboxCpuWeight();
       if (gated && policy) {
         await savePolicy(this.etcFiles.dir, spec.sandboxId, policy);
         await this.enforceEgress(runtimeId, policy);

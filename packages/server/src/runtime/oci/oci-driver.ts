@@ -23,6 +23,7 @@ export const ociDriver: RuntimeDriver = {
       warmPoolMax: config.ociWarmPoolMax,
       diskPolicy: diskPolicyOf(config),
       capacityReserve: capacityReserveOf(config),
+      sandboxCpuWeight: config.sandboxCpuWeight,
       insecureRegistries: config.registryInsecure,
       maxImageBytes: config.imageMaxBytes,
       // The API's default disk_size_gb (10): most creates ask for it.

@@ -32,6 +32,7 @@ import type {
 import { diskShortfall, filesystemSpace, NO_RESERVE } from '../disk-admission.js';
 import type { DiskPolicy } from '../disk-admission.js';
 import { type CapacityReserve, hostCapacity } from '../host-capacity.js';
+import { DEFAULT_SANDBOX_CPU_WEIGHT, setCgroupCpuWeight } from '../cgroup-cpu-weight.js';
 import { DiskPool, isMountPoint } from './disk-pool.js';
 import { HostLauncher, hostLauncher, useHostLauncher } from './host-launcher.js';
 import { ImageStore } from './image-store.js';
@@ -72,6 +73,12 @@ const WARM_QUIET_MS = 250;
 
 /** The egress policy of a warm sandbox with a network until it is claimed: nothing reachable. */
 const WARM_EGRESS: EgressPolicy = Object.freeze({ allowlist: [], denylist: null }) as EgressPolicy;
+
+/**
+ * The cgroup every oci sandbox sits under, in every hierarchy: `<SANDBOXES_CGROUP>/<instance>/<runtime id>`.
+ * Shared by the instances on a host; never removed.
+ */
+export const SANDBOXES_CGROUP = '/corral-oci';
 
 /** Options for {@link OciRuntime}. */
 export interface OciRuntimeOptions {
@@ -140,6 +147,13 @@ export interface OciRuntimeOptions {
   diskPolicy?: DiskPolicy;
   /** What `capacity()` keeps out of the host's CPU and memory (runtime/host-capacity.ts); default none. */
   capacityReserve?: CapacityReserve;
+  /**
+   * CPU weight (cgroup v2 scale, 1–10000; v1 `cpu.shares` = weight × 1024 / 100) `init()` gives
+   * {@link SANDBOXES_CGROUP}, the cgroup every instance's sandboxes sit under, so a host saturated
+   * from inside sandboxes still runs the server promptly (runtime/cgroup-cpu-weight.ts). Default
+   * {@link DEFAULT_SANDBOX_CPU_WEIGHT}; null leaves the cgroup's weight as it is.
+   */
+  sandboxCpuWeight?: number | null;
   /** DNS server (`address[:port]`) the egress resolver forwards allowed names to; default the host's first nameserver. */
   egressDnsUpstream?: string;
   /** Addresses allowed names resolve to stay open at least this long, in seconds (default 60). */
@@ -239,6 +253,7 @@ export class OciRuntime implements SandboxRuntime {
   private readonly readyTimeoutMs: number;
   private readonly warmDiskSizes: number[];
   private readonly cgroupParent: string;
+  private readonly sandboxCpuWeight: number | null;
   private readonly live = new Map<string, Live>();
   private readonly listeners = new Set<(event: RuntimeEvent) => void>();
   private timer: NodeJS.Timeout | undefined;
@@ -280,7 +295,8 @@ export class OciRuntime implements SandboxRuntime {
     this.instanceDir = join(options.stateDir, 'instances', safeInstance);
     this.sandboxesDir = join(this.instanceDir, 'sandboxes');
     this.runcRoot = join(this.instanceDir, 'runc');
-    this.cgroupParent = `/corral-oci/${safeInstance}`;
+    this.cgroupParent = `${SANDBOXES_CGROUP}/${safeInstance}`;
+    this.sandboxCpuWeight = options.sandboxCpuWeight === undefined ? DEFAULT_SANDBOX_CPU_WEIGHT : options.sandboxCpuWeight;
     // Unix socket paths are limited to 107 bytes: a short directory named by the instance directory.
     this.runDir = join(LAUNCHER_DIR, shortHash(this.instanceDir, 12));
     this.mountDir = join(this.runDir, 'mnt');
@@ -344,6 +360,11 @@ export class OciRuntime implements SandboxRuntime {
       await launcher.start();
     }
     this.cgroups = await detectCgroupLayout(this.cgroupRoot);
+    if (this.sandboxCpuWeight !== null) {
+      await setCgroupCpuWeight(SANDBOXES_CGROUP, this.sandboxCpuWeight, { create: true, ...(this.cgroupRoot !== undefined ? { root: this.cgroupRoot } : {}) }).catch((error: unknown) => {
+        throw new RuntimeError('RUNTIME_ERROR', `cannot set the CPU weight of the sandboxes' cgroup ${SANDBOXES_CGROUP} (CORRAL_SANDBOX_CPU_WEIGHT=off leaves it alone): ${(error as Error).message}`, { cause: error });
+      });
+    }
     // Without libseccomp-dev the profile goes into config.json and the runtime compiles it at every start (~15 ms).
     this.seccompBpf = await ensureSeccompCompiler(join(this.stateDir, 'bin'))
       .then((compiler) => compileSeccompProfile(defaultSeccompProfile() as SeccompProfile, compiler, join(this.stateDir, 'bin')))

@@ -71,6 +71,9 @@ export const DEFAULT_WARM_POOL_MAX = 0;
  */
 const WARM_QUIET_MS = 250;
 
+/** The most a start check's window grows by while the sandbox waits for a CPU (see start()). */
+const START_CHECK_MAX_EXTRA_MS = 3000;
+
 /** The egress policy of a warm sandbox with a network until it is claimed: nothing reachable. */
 const WARM_EGRESS: EgressPolicy = Object.freeze({ allowlist: [], denylist: null }) as EgressPolicy;
 
@@ -847,12 +850,16 @@ export class OciRuntime implements SandboxRuntime {
     if (startCommand === null) return;
     // An idle start command is settled once its process sleeps: it cannot fail "at once" any more.
     const idle = idleProgram(startCommand);
-    const initPid = idle === undefined ? undefined : Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
-    const until = Date.now() + this.startCheckMs;
-    while (Date.now() < until) {
+    const initPid = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
+    // The window is startCheckMs of the sandbox's own time: time its processes spent waiting for a
+    // CPU (a loaded host, the sandboxes' low CPU weight) extends it, up to START_CHECK_MAX_EXTRA_MS.
+    const started = Date.now();
+    let starved = 0;
+    while (Date.now() < started + this.startCheckMs + starved) {
       if (existsSync(exitFile)) await failed();
       if (idle !== undefined && initPid && (await childIdles(initPid, idle))) return;
       await delay(idle === undefined ? 5 : 1);
+      if (initPid) starved = Math.min(START_CHECK_MAX_EXTRA_MS, await runQueueWaitMs(initPid));
     }
     if (existsSync(exitFile)) await failed();
   }
@@ -1307,6 +1314,20 @@ function pullCredentials(spec: SandboxSpec): RegistryCredentials | undefined {
 }
 
 /** Whether a child of the sandbox's init (the start command) is `program`, asleep. */
+/**
+ * How long (ms) the sandbox's init and its children have waited for a CPU while runnable, from
+ * `/proc/<pid>/schedstat` (0 where the kernel does not keep it).
+ */
+async function runQueueWaitMs(initPid: number): Promise<number> {
+  const children = (await readFile(`/proc/${initPid}/task/${initPid}/children`, 'utf8').catch(() => '')).trim();
+  let total = 0;
+  for (const pid of [String(initPid), ...children.split(' ').filter(Boolean)]) {
+    const waited = Number((await readFile(`/proc/${pid}/schedstat`, 'utf8').catch(() => '')).split(' ')[1]);
+    if (Number.isFinite(waited)) total += waited / 1e6;
+  }
+  return total;
+}
+
 async function childIdles(initPid: number, program: string): Promise<boolean> {
   const children = (await readFile(`/proc/${initPid}/task/${initPid}/children`, 'utf8').catch(() => '')).trim();
   for (const pid of children.split(' ').filter(Boolean)) {

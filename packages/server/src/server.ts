@@ -121,6 +121,8 @@ export async function createCorralServer(
       liveGrants.close();
       await activity.flush();
       await lifecycle.close();
+      // Running builds finish (or hit their deadline) before the driver and the store go.
+      await services.images.close();
       // After provisioning settled: the heartbeat goes, so other replicas take over at once.
       await presence.stop();
       await runtime?.close();

@@ -1,0 +1,319 @@
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { join, relative, resolve } from 'node:path';
+import { type ImageBuilder, ImageBuildError, type ImageBuildRequest, type ImageBuildResult } from '../image-builder.js';
+import { parseImageRef } from '../registry/image-ref.js';
+import { RuntimeError } from '../runtime.js';
+import { runTool } from '../run-tool.js';
+import type { ImageRecord, ImageStore } from './image-store.js';
+import { pathExists } from '../../util/path-exists.js';
+
+/** Limits and isolation of builds on the oci driver. */
+export interface OciImageBuildOptions {
+  /** Root of the builder's state: `storage/<owner>/` (buildah's per-owner layer cache), `run/`, `work/`. */
+  root: string;
+  /** The driver's image store: where `FROM` images come from and where results go. */
+  images: ImageStore;
+  /** CPU cores a build may use. */
+  cpus: number;
+  /** Memory a build may use, in bytes. */
+  memoryBytes: number;
+  /** How long a build may take before it is killed. */
+  timeoutMs: number;
+  /** Whether `RUN` steps get network (default false: a network namespace with only loopback). */
+  network: boolean;
+  /** Host ids root in a build maps to: build uid `n` is host uid `hostId + n`, for `size` ids. */
+  userns: { hostId: number; size: number };
+}
+
+/** Default host id range of builds: next to the sandboxes' 0x70000000 range, apart from it. */
+export const DEFAULT_BUILD_USERNS = { hostId: 0x7100_0000, size: 65_536 };
+
+/** Most output kept in memory for the failure report. */
+const OUTPUT_TAIL_BYTES = 64 * 1024;
+/** Output shown with a failure. */
+const FAILURE_TAIL_BYTES = 4 * 1024;
+
+/**
+ * The base images a Dockerfile names in its `FROM` lines, in order, without stage names,
+ * `scratch` and references built from build arguments (those buildah resolves itself, and finds
+ * only when an earlier build left them in the owner's cache). Not a Dockerfile parser: it reads
+ * the one instruction whose images must be in place before buildah starts.
+ */
+export function scanBaseImages(dockerfile: string): string[] {
+  const stages = new Set<string>();
+  const bases: string[] = [];
+  const joined = dockerfile.replace(/\\\r?\n/g, ' ');
+  for (const line of joined.split(/\r?\n/)) {
+    const m = /^\s*FROM\s+((?:--\S+\s+)*)(\S+)(?:\s+AS\s+(\S+))?\s*$/i.exec(line);
+    if (!m?.[2]) continue;
+    const image = m[2];
+    const earlierStage = stages.has(image.toLowerCase());
+    if (m[3]) stages.add(m[3].toLowerCase());
+    if (earlierStage || image.toLowerCase() === 'scratch' || image.includes('$')) continue;
+    if (!bases.includes(image)) bases.push(image);
+  }
+  return bases;
+}
+
+/** The step a buildah log was at: its last `STEP n/m:` line. */
+export function lastStep(output: string): string | null {
+  const steps = output.match(/^(?:\[\d+\/\d+\] )?STEP \d+\/\d+: .*$/gm);
+  return steps?.at(-1) ?? null;
+}
+
+/**
+ * Builds Dockerfiles with Debian's `buildah` (daemonless): one build at a time per owner (each
+ * owner has a storage root, which is the layer cache between their builds), `RUN` steps in runc
+ * with a user namespace (root in a build is an unprivileged host id), no network unless allowed,
+ * CPU and memory limits and a deadline. `FROM` images come from the driver's image store (pulled
+ * into it from a registry first when missing), copied into the owner's storage; buildah itself
+ * never pulls. The result is imported into the image store under the requested reference.
+ */
+export class OciImageBuilder implements ImageBuilder {
+  private readonly perOwner = new Map<string, Promise<unknown>>();
+  private readonly policyFile: string;
+  private readonly registriesFile: string;
+
+  constructor(private readonly options: OciImageBuildOptions) {
+    this.policyFile = join(options.root, 'policy.json');
+    this.registriesFile = join(options.root, 'registries.conf');
+  }
+
+  async unavailable(): Promise<string | undefined> {
+    for (const [tool, pkg] of [['buildah', 'buildah'], ['skopeo', 'skopeo'], ['tar', 'tar']] as const) {
+      try {
+        await runTool(tool, ['--version'], { timeoutMs: 10_000 });
+      } catch {
+        return `required tool '${tool}' is not installed (Debian package '${pkg}'); run 'bash scripts/ensure-oci.sh' to install it`;
+      }
+    }
+    return undefined;
+  }
+
+  build(request: ImageBuildRequest): Promise<ImageBuildResult> {
+    const previous = this.perOwner.get(request.cacheKey) ?? Promise.resolve();
+    const job = previous.catch(() => undefined).then(() => this.buildNow(request));
+    const tail = job.catch(() => undefined);
+    this.perOwner.set(request.cacheKey, tail);
+    void tail.then(() => {
+      if (this.perOwner.get(request.cacheKey) === tail) this.perOwner.delete(request.cacheKey);
+    });
+    return job;
+  }
+
+  async remove(reference: string): Promise<void> {
+    await this.options.images.remove(reference);
+  }
+
+  private storageArgs(cacheKey: string): string[] {
+    const safe = cacheKey.replace(/[^A-Za-z0-9_.-]/g, '_');
+    return ['--root', join(this.options.root, 'storage', safe), '--runroot', join(this.options.root, 'run', safe), '--storage-driver', 'overlay'];
+  }
+
+  private async setup(): Promise<void> {
+    await mkdir(join(this.options.root, 'work'), { recursive: true, mode: 0o700 });
+    // Images come only from Corral's store: no signature checks to make, no registry to search.
+    await writeFile(this.policyFile, JSON.stringify({ default: [{ type: 'insecureAcceptAnything' }] }));
+    await writeFile(this.registriesFile, 'unqualified-search-registries = ["docker.io"]\n');
+  }
+
+  private async buildNow(request: ImageBuildRequest): Promise<ImageBuildResult> {
+    await this.setup();
+    const work = await mkdtemp(join(this.options.root, 'work', 'build-'));
+    let output = '';
+    const emit = (text: string): void => {
+      output = (output + text).slice(-OUTPUT_TAIL_BYTES);
+      request.onOutput(text);
+    };
+    try {
+      const context = join(work, 'context');
+      await mkdir(context);
+      try {
+        // GNU tar refuses members with `..` and holds back links that point out of the directory.
+        await runTool('tar', ['--extract', '--file', request.contextTar, '--directory', context, '--no-same-owner', '--no-same-permissions'], { timeoutMs: 300_000 });
+      } catch (error) {
+        throw new ImageBuildError(`the build context is not a readable tar archive: ${(error as Error).message.slice(-500)}`, null, '');
+      }
+      const dockerfile = resolve(context, request.dockerfilePath);
+      if (relative(context, dockerfile).startsWith('..') || !(await pathExists(dockerfile))) {
+        throw new ImageBuildError(`the build context has no ${request.dockerfilePath}`, null, '');
+      }
+      const storage = this.storageArgs(request.cacheKey);
+      for (const base of scanBaseImages(await readFile(dockerfile, 'utf8'))) {
+        emit(`corral: resolving FROM ${base}\n`);
+        await this.provideBase(base, request, storage, work);
+      }
+      const reference = parseImageRef(request.reference).canonical;
+      await this.runBuild(request, storage, context, dockerfile, reference, emit);
+      const archive = join(work, 'image.tar');
+      await runTool('buildah', [...storage, 'push', '--signature-policy', this.policyFile, reference, `oci-archive:${archive}:${reference}`], { timeoutMs: 600_000 });
+      const record = await this.options.images.importArchive(archive, reference);
+      const sizeBytes = (await stat(archive)).size;
+      emit(`corral: stored ${reference} (${record.digest}, ${sizeBytes} bytes)\n`);
+      return { reference, digest: record.digest, sizeBytes };
+    } catch (error) {
+      if (error instanceof ImageBuildError) throw error;
+      throw new ImageBuildError((error as Error).message.slice(-2000), lastStep(output), output.slice(-FAILURE_TAIL_BYTES));
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
+  }
+
+  /** Puts a `FROM` image into the owner's storage, from the driver's image store. */
+  private async provideBase(base: string, request: ImageBuildRequest, storage: string[], work: string): Promise<void> {
+    let canonical: string;
+    try {
+      canonical = parseImageRef(base).canonical;
+    } catch (error) {
+      throw new ImageBuildError(`FROM ${base}: ${(error as Error).message}`, null, '');
+    }
+    if (!(await request.mayUseBase(canonical))) throw new ImageBuildError(`FROM ${base}: no such image`, null, '');
+    let record: ImageRecord;
+    try {
+      record = await this.options.images.ensure(canonical);
+    } catch (error) {
+      const message = error instanceof RuntimeError ? error.message : String(error);
+      throw new ImageBuildError(`FROM ${base}: not in Corral's image store and not pullable: ${message}`, null, '');
+    }
+    const marker = join(storage[1] ?? work, 'corral-bases', createHash('sha256').update(canonical).digest('hex').slice(0, 32));
+    if ((await readFile(marker, 'utf8').catch(() => '')) === record.digest) return;
+    const layout = join(work, `base-${createHash('sha256').update(canonical).digest('hex').slice(0, 12)}`);
+    await writeOciLayout(record, layout, (hex) => this.options.images.layerDir(hex));
+    await runTool('skopeo', [
+      'copy', '--quiet', '--policy', this.policyFile,
+      `oci:${layout}:latest`,
+      `containers-storage:[overlay@${storage[1]}+${storage[3]}]${canonical}`,
+    ], { timeoutMs: 600_000 });
+    await mkdir(join(marker, '..'), { recursive: true });
+    await writeFile(`${marker}.tmp`, record.digest);
+    await rename(`${marker}.tmp`, marker);
+  }
+
+  private runBuild(
+    request: ImageBuildRequest,
+    storage: string[],
+    context: string,
+    dockerfile: string,
+    reference: string,
+    emit: (text: string) => void,
+  ): Promise<void> {
+    const { cpus, memoryBytes, timeoutMs, network, userns } = this.options;
+    const memory = `${Math.max(6, Math.floor(memoryBytes / 1024 ** 2))}m`;
+    const map = `0:${userns.hostId}:${userns.size}`;
+    const args = [
+      ...storage,
+      'bud',
+      '--pull-never',
+      '--layers',
+      '--isolation', 'oci',
+      '--cgroup-manager', 'cgroupfs',
+      '--signature-policy', this.policyFile,
+      '--network', network ? 'host' : 'none',
+      '--userns-uid-map', map,
+      '--userns-gid-map', map,
+      '--memory', memory,
+      '--memory-swap', memory,
+      '--cpu-period', '100000',
+      '--cpu-quota', String(Math.max(1000, Math.round(cpus * 100_000))),
+      '--format', 'oci',
+      '--file', dockerfile,
+      '--tag', reference,
+      context,
+    ];
+    return new Promise((resolveBuild, reject) => {
+      const child = spawn('buildah', args, {
+        detached: true,
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', HOME: this.options.root, CONTAINERS_REGISTRIES_CONF: this.registriesFile, BUILDAH_LAYERS: 'true', TMPDIR: join(context, '..') },
+      });
+      let output = '';
+      const collect = (chunk: Buffer): void => {
+        const text = chunk.toString('utf8');
+        output = (output + text).slice(-OUTPUT_TAIL_BYTES);
+        emit(text);
+      };
+      child.stdout.on('data', collect);
+      child.stderr.on('data', collect);
+      let timedOut = false;
+      const timer = setTimeout(() => {
+        timedOut = true;
+        if (child.pid !== undefined) {
+          try {
+            process.kill(-child.pid, 'SIGKILL');
+          } catch {
+            // Already gone.
+          }
+        }
+      }, timeoutMs);
+      child.once('error', (error) => {
+        clearTimeout(timer);
+        reject(new ImageBuildError(`buildah did not start: ${error.message}`, null, ''));
+      });
+      child.once('close', (code) => {
+        clearTimeout(timer);
+        if (code === 0 && !timedOut) {
+          resolveBuild();
+          return;
+        }
+        // A killed build can leave working containers in the owner's storage; they hold no image.
+        void runTool('buildah', [...storage, 'rm', '--all'], { timeoutMs: 60_000 }).catch(() => undefined);
+        const step = lastStep(output);
+        const reason = timedOut ? `the build took longer than ${Math.round(timeoutMs / 1000)} s and was stopped` : `the build failed (buildah exit ${code ?? 'signal'})`;
+        reject(new ImageBuildError(step ? `${reason} at ${step}` : reason, step, output.slice(-FAILURE_TAIL_BYTES)));
+      });
+    });
+  }
+}
+
+/**
+ * Writes an image of the store as an OCI layout buildah can read: each unpacked layer archived
+ * again (uncompressed, ids as stored; overlay whiteouts stay as they are, which buildah's overlay
+ * storage reads as whiteouts), with a config holding the image's env, command and user.
+ */
+async function writeOciLayout(record: ImageRecord, dir: string, layerDir: (hex: string) => string): Promise<void> {
+  const blobs = join(dir, 'blobs', 'sha256');
+  await mkdir(blobs, { recursive: true });
+  const put = async (path: string): Promise<{ digest: string; size: number }> => {
+    const hex = await sha256File(path);
+    await rename(path, join(blobs, hex));
+    return { digest: `sha256:${hex}`, size: (await stat(join(blobs, hex))).size };
+  };
+  const putJson = async (value: unknown): Promise<{ digest: string; size: number }> => {
+    const path = join(dir, 'blob.json');
+    await writeFile(path, JSON.stringify(value));
+    return put(path);
+  };
+  const layers: { digest: string; size: number }[] = [];
+  for (const hex of record.layers) {
+    const tar = join(dir, 'layer.tar');
+    await runTool('tar', ['--create', '--file', tar, '--directory', layerDir(hex), '--numeric-owner', '--xattrs', '--xattrs-include=trusted.overlay.*', '.'], { timeoutMs: 600_000 });
+    layers.push(await put(tar));
+  }
+  const c = record.config;
+  const config = await putJson({
+    architecture: 'amd64',
+    os: 'linux',
+    config: { Env: c.env, Entrypoint: c.entrypoint.length > 0 ? c.entrypoint : null, Cmd: c.cmd.length > 0 ? c.cmd : null, WorkingDir: c.workingDir, User: c.user },
+    rootfs: { type: 'layers', diff_ids: layers.map((l) => l.digest) },
+  });
+  const manifest = await putJson({
+    schemaVersion: 2,
+    mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
+    layers: layers.map((l) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...l })),
+  });
+  await writeFile(join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+  await writeFile(
+    join(dir, 'index.json'),
+    JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...manifest, annotations: { 'org.opencontainers.image.ref.name': 'latest' } }] }),
+  );
+}
+
+async function sha256File(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}

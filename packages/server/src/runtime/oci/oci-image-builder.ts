@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { type ImageBuilder, ImageBuildError, type ImageBuildRequest, type ImageBuildResult } from '../image-builder.js';
 import { parseImageRef } from '../registry/image-ref.js';
@@ -12,7 +12,7 @@ import { pathExists } from '../../util/path-exists.js';
 
 /** Limits and isolation of builds on the oci driver. */
 export interface OciImageBuildOptions {
-  /** Root of the builder's state: `storage/<owner>/` (buildah's per-owner layer cache), `run/`, `work/`. */
+  /** Root of the builder's state: `storage/<owner>/` (buildah's storage per owner: base images kept between builds), `run/`, `work/`. */
   root: string;
   /** The driver's image store: where `FROM` images come from and where results go. */
   images: ImageStore;
@@ -66,7 +66,7 @@ export function lastStep(output: string): string | null {
 
 /**
  * Builds Dockerfiles with Debian's `buildah` (daemonless): one build at a time per owner (each
- * owner has a storage root, which is the layer cache between their builds), `RUN` steps in runc
+ * owner has a storage root, which keeps their base images between builds), `RUN` steps in runc
  * with a user namespace (root in a build is an unprivileged host id), no network unless allowed,
  * CPU and memory limits and a deadline. `FROM` images come from the driver's image store (pulled
  * into it from a registry first when missing), copied into the owner's storage; buildah itself
@@ -123,6 +123,11 @@ export class OciImageBuilder implements ImageBuilder {
   private async buildNow(request: ImageBuildRequest): Promise<ImageBuildResult> {
     await this.setup();
     const work = await mkdtemp(join(this.options.root, 'work', 'build-'));
+    // buildah's scratch directory (TMPDIR), where it mounts each RUN step's root file system: root in
+    // the build's user namespace must reach it, which a data dir under a private (0700) parent does
+    // not allow, so it is a directory of its own under /var/tmp, searchable but not listable.
+    const scratch = await mkdtemp('/var/tmp/corral-build-');
+    await chmod(scratch, 0o711);
     let output = '';
     const emit = (text: string): void => {
       output = (output + text).slice(-OUTPUT_TAIL_BYTES);
@@ -147,7 +152,7 @@ export class OciImageBuilder implements ImageBuilder {
         await this.provideBase(base, request, storage, work);
       }
       const reference = parseImageRef(request.reference).canonical;
-      await this.runBuild(request, storage, context, dockerfile, reference, emit);
+      await this.runBuild(request, storage, context, dockerfile, reference, scratch, emit);
       const archive = join(work, 'image.tar');
       await runTool('buildah', [...storage, 'push', '--signature-policy', this.policyFile, reference, `oci-archive:${archive}:${reference}`], { timeoutMs: 600_000 });
       const record = await this.options.images.importArchive(archive, reference);
@@ -159,6 +164,7 @@ export class OciImageBuilder implements ImageBuilder {
       throw new ImageBuildError((error as Error).message.slice(-2000), lastStep(output), output.slice(-FAILURE_TAIL_BYTES));
     } finally {
       await rm(work, { recursive: true, force: true });
+      await rm(scratch, { recursive: true, force: true });
     }
   }
 
@@ -198,6 +204,7 @@ export class OciImageBuilder implements ImageBuilder {
     context: string,
     dockerfile: string,
     reference: string,
+    scratch: string,
     emit: (text: string) => void,
   ): Promise<void> {
     const { cpus, memoryBytes, timeoutMs, network, userns } = this.options;
@@ -207,8 +214,11 @@ export class OciImageBuilder implements ImageBuilder {
       ...storage,
       'bud',
       '--pull-never',
-      '--layers',
+      // No --layers: buildah 1.28 commits a step's layer with its host ids under a user namespace,
+      // so the next step sees its own files as nobody's (checked by hand; see docs/images.md).
+      '--layers=false',
       '--isolation', 'oci',
+      '--runtime', 'runc',
       '--cgroup-manager', 'cgroupfs',
       '--signature-policy', this.policyFile,
       '--network', network ? 'host' : 'none',
@@ -227,7 +237,7 @@ export class OciImageBuilder implements ImageBuilder {
       const child = spawn('buildah', args, {
         detached: true,
         stdio: ['ignore', 'pipe', 'pipe'],
-        env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', HOME: this.options.root, CONTAINERS_REGISTRIES_CONF: this.registriesFile, BUILDAH_LAYERS: 'true', TMPDIR: join(context, '..') },
+        env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', HOME: this.options.root, CONTAINERS_REGISTRIES_CONF: this.registriesFile, TMPDIR: scratch },
       });
       let output = '';
       const collect = (chunk: Buffer): void => {
@@ -298,6 +308,8 @@ async function writeOciLayout(record: ImageRecord, dir: string, layerDir: (hex: 
     os: 'linux',
     config: { Env: c.env, Entrypoint: c.entrypoint.length > 0 ? c.entrypoint : null, Cmd: c.cmd.length > 0 ? c.cmd : null, WorkingDir: c.workingDir, User: c.user },
     rootfs: { type: 'layers', diff_ids: layers.map((l) => l.digest) },
+    // buildah checks that the history names as many non-empty layers as there are.
+    history: layers.map(() => ({ created: record.createdAt, created_by: `corral image store: ${record.ref}` })),
   });
   const manifest = await putJson({
     schemaVersion: 2,

@@ -83,7 +83,7 @@ describe('images API (stand-in builder)', () => {
       [{ dockerfile_path: '../Dockerfile' }, 'dockerfile_path'],
       [{ dockerfile_path: '/etc/passwd' }, 'dockerfile_path'],
       [{ platform: 'linux/arm64' }, 'platform'],
-    ] as const) {
+    ] as [Record<string, string>, string][]) {
       const response = await t.request('POST', '/api/v1/images/build', { key: alice.key, body: { image_name: 'app', image_tag: 'v1', ...body } });
       assert.equal(response.statusCode, 422, response.body);
       assert.equal(response.json<{ errors: { param: string }[] }>().errors[0]?.param, param);

@@ -54,7 +54,15 @@ if (missing) {
       writeFileSync(hostMarker, 'host');
       const dataDir = mkdtempSync(join(tmpdir(), 'corral-build-'));
       await buildImage('busybox', 'busybox:latest', await createRuntimeImages({ runtime: 'oci', dataDir }));
-      t = await startTestServer({ runtime: 'oci', dataDir, instanceId: `ib-${randomBytes(4).toString('hex')}`, reconcileIntervalMs: 300 });
+      t = await startTestServer({
+        runtime: 'oci',
+        dataDir,
+        instanceId: `ib-${randomBytes(4).toString('hex')}`,
+        reconcileIntervalMs: 300,
+        imageBuildMemoryMb: 512,
+        imageBuildCpus: 0.5,
+        imageBuildTimeoutSeconds: 20,
+      });
       alice = await t.createUser('alice');
       bob = await t.createUser('bob');
     });
@@ -98,7 +106,7 @@ if (missing) {
           'WORKDIR /src',
           'COPY app.sh ./',
           // What a RUN step sees: its network interfaces, its id mapping, and whether a host file is there.
-          `RUN echo "$GREETING from $STAGE" > out.txt && ls /sys/class/net | tr '\\n' ' ' >> out.txt && echo >> out.txt && head -1 /proc/self/uid_map >> out.txt && (test -e ${hostMarker} && echo host-visible || echo host-hidden) >> out.txt && (wget -q -T 3 -O- http://127.0.0.1:5000/v2/ >/dev/null 2>&1 && echo net-yes || echo net-no) >> out.txt`,
+          `RUN echo "$GREETING from $STAGE" > out.txt && ls /sys/class/net | tr '\\n' ' ' >> out.txt && echo >> out.txt && head -1 /proc/self/uid_map >> out.txt && (test -e ${hostMarker} && echo host-visible || echo host-hidden) >> out.txt && (wget -q -T 3 -O- http://127.0.0.1:5000/v2/ >/dev/null 2>&1 && echo net-yes || echo net-no) >> out.txt && (cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max) >> out.txt`,
           'FROM busybox',
           'COPY --from=builder /src /app',
           'WORKDIR /app',
@@ -134,6 +142,7 @@ if (missing) {
       assert.deepEqual(lines[4]?.trim().split(/\s+/), ['0', String(0x7100_0000), '65536']);
       assert.equal(lines[5], 'host-hidden');
       assert.equal(lines[6], 'net-no');
+      assert.equal(lines[7], String(512 * 1024 ** 2), 'the memory limit applies to RUN steps');
       assert.equal((await t.request('DELETE', `/api/v1/sandbox/${id}`, { key: alice.key })).statusCode, 200);
     });
 
@@ -146,6 +155,16 @@ if (missing) {
       const from = await build(bob.key, 'steal', 'v1', { Dockerfile: `FROM ${image}\nRUN true\n` });
       assert.equal(from.status, 'FAILED');
       assert.match(from.errorMessage ?? '', /no such image/);
+    });
+
+    it('stops a build that runs past its deadline', async () => {
+      const result = await build(alice.key, 'slow', 'v1', { Dockerfile: 'FROM busybox\nRUN echo sleeping && sleep 613\n' });
+      assert.equal(result.status, 'FAILED');
+      assert.match(result.errorMessage ?? '', /longer than 20 s/);
+      assert.match(result.failedStep ?? '', /RUN echo sleeping && sleep 613/);
+      // The RUN step's process went with the build (runc had started it in a session of its own).
+      const left = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).split('\n').filter((line) => line.trim() === 'sleep 613');
+      assert.deepEqual(left, []);
     });
 
     it('reports the failing step and its output', async () => {

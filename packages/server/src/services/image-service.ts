@@ -266,6 +266,8 @@ export class ImageService {
         ? { accessible: true, details: `Image ${image} was built on this server` }
         : { accessible: false, details: `Image ${image} not found` };
     }
+    // Without a driver nothing is ever pulled, so nothing is asked of a registry either.
+    if (this.runtime === null) return { accessible: false, details: 'This server has no runtime driver (CORRAL_RUNTIME=none): it pulls no images' };
     let credentials: { username: string; password: string } | undefined;
     if (credentialsId !== null) {
       const record = await this.registryCredentials.usable(caller, credentialsId);

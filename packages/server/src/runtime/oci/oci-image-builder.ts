@@ -1,8 +1,8 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { chmod, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { join, relative, resolve } from 'node:path';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { basename, join, relative, resolve } from 'node:path';
 import { type ImageBuilder, ImageBuildError, type ImageBuildRequest, type ImageBuildResult } from '../image-builder.js';
 import { parseImageRef } from '../registry/image-ref.js';
 import { RuntimeError } from '../runtime.js';
@@ -31,6 +31,8 @@ export interface OciImageBuildOptions {
 /** Default host id range of builds: next to the sandboxes' 0x70000000 range, apart from it. */
 export const DEFAULT_BUILD_USERNS = { hostId: 0x7100_0000, size: 65_536 };
 
+/** Most processes of build uids at once (RLIMIT_NPROC of RUN steps). */
+export const BUILD_NPROC = 4096;
 /** Most output kept in memory for the failure report. */
 const OUTPUT_TAIL_BYTES = 64 * 1024;
 /** Output shown with a failure. */
@@ -220,6 +222,8 @@ export class OciImageBuilder implements ImageBuilder {
       '--isolation', 'oci',
       '--runtime', 'runc',
       '--cgroup-manager', 'cgroupfs',
+      // Every RUN step's cgroup goes under one of this build's, so a stopped build's processes can be found.
+      '--cgroup-parent', buildCgroup(scratch),
       '--signature-policy', this.policyFile,
       '--network', network ? 'host' : 'none',
       '--userns-uid-map', map,
@@ -228,6 +232,8 @@ export class OciImageBuilder implements ImageBuilder {
       '--memory-swap', memory,
       '--cpu-period', '100000',
       '--cpu-quota', String(Math.max(1000, Math.round(cpus * 100_000))),
+      // buildah 1.28 has no --pids-limit; RLIMIT_NPROC counts the build's (shared, unprivileged) host uid.
+      '--ulimit', `nproc=${BUILD_NPROC}:${BUILD_NPROC}`,
       '--format', 'oci',
       '--file', dockerfile,
       '--tag', reference,
@@ -268,13 +274,66 @@ export class OciImageBuilder implements ImageBuilder {
           resolveBuild();
           return;
         }
-        // A killed build can leave working containers in the owner's storage; they hold no image.
-        void runTool('buildah', [...storage, 'rm', '--all'], { timeoutMs: 60_000 }).catch(() => undefined);
+        // A killed buildah leaves its RUN step running (runc starts it in a session of its own) and
+        // its working containers in the owner's storage, which hold no image.
+        const cleanup = async (): Promise<void> => {
+          await killCgroupTree(buildCgroup(scratch));
+          await runTool('buildah', [...storage, 'rm', '--all'], { timeoutMs: 60_000 }).catch(() => undefined);
+        };
         const step = lastStep(output);
-        const reason = timedOut ? `the build took longer than ${Math.round(timeoutMs / 1000)} s and was stopped` : `the build failed (buildah exit ${code ?? 'signal'})`;
-        reject(new ImageBuildError(step ? `${reason} at ${step}` : reason, step, output.slice(-FAILURE_TAIL_BYTES)));
+        const failed = (): void => {
+          const reason = timedOut ? `the build took longer than ${Math.round(timeoutMs / 1000)} s and was stopped` : `the build failed (buildah exit ${code ?? 'signal'})`;
+          reject(new ImageBuildError(step ? `${reason} at ${step}` : reason, step, output.slice(-FAILURE_TAIL_BYTES)));
+        };
+        void cleanup().finally(failed);
       });
     });
+  }
+}
+
+/** The cgroup (under each hierarchy's root, or this process's cgroup for memory) a build's RUN steps go under. */
+function buildCgroup(scratch: string): string {
+  return `corral-${basename(scratch)}`;
+}
+
+/**
+ * SIGKILLs every process in cgroups named `name` (found at most four levels deep under
+ * /sys/fs/cgroup, in every hierarchy) and their children, then removes those cgroups.
+ */
+export async function killCgroupTree(name: string, root = '/sys/fs/cgroup'): Promise<void> {
+  const found: string[] = [];
+  const search = async (dir: string, depth: number): Promise<void> => {
+    if (depth > 4) return;
+    for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+      if (!entry.isDirectory()) continue;
+      const path = join(dir, entry.name);
+      if (entry.name === name) found.push(path);
+      else await search(path, depth + 1);
+    }
+  };
+  await search(root, 0);
+  const tree: string[] = [];
+  const collect = async (dir: string): Promise<void> => {
+    tree.push(dir);
+    for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) if (entry.isDirectory()) await collect(join(dir, entry.name));
+  };
+  for (const dir of found) await collect(dir);
+  for (let attempt = 0; attempt < 50 && tree.length > 0; attempt += 1) {
+    for (const dir of tree) {
+      const pids = (await readFile(join(dir, 'cgroup.procs'), 'utf8').catch(() => '')).split('\n').filter(Boolean);
+      for (const pid of pids) {
+        try {
+          process.kill(Number(pid), 'SIGKILL');
+        } catch {
+          // Already gone.
+        }
+      }
+    }
+    // Deepest first: a cgroup goes once its children and processes have.
+    for (const dir of [...tree].sort((a, b) => b.length - a.length)) {
+      await rmdir(dir).then(() => tree.splice(tree.indexOf(dir), 1)).catch(() => undefined);
+    }
+    if (tree.length > 0) await new Promise((r) => setTimeout(r, 100));
   }
 }
 

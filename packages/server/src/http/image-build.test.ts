@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -76,10 +76,11 @@ if (missing) {
     });
 
     /** Builds `files` (a Dockerfile and its context) as `name:tag` for `key`; the final status. */
-    const build = async (key: string, name: string, tag: string, files: Record<string, string>): Promise<BuildStatus & { id: string }> => {
+    const build = async (key: string, name: string, tag: string, files: Record<string, string>, prepare?: (dir: string) => void): Promise<BuildStatus & { id: string }> => {
       const dir = join(scratch, `${name}-${tag}`);
       mkdirSync(dir, { recursive: true });
       for (const [file, text] of Object.entries(files)) writeFileSync(join(dir, file), text);
+      prepare?.(dir);
       const tarball = `${dir}.tar.gz`;
       execFileSync('tar', ['-czf', tarball, '-C', dir, '.']);
       const init = await t.request('POST', '/api/v1/images/build', { key, body: { image_name: name, image_tag: tag } });
@@ -165,6 +166,15 @@ if (missing) {
       // The RUN step's process went with the build (runc had started it in a session of its own).
       const left = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).split('\n').filter((line) => line.trim() === 'sleep 613');
       assert.deepEqual(left, []);
+    });
+
+    it('refuses a context with a device node, and a Dockerfile that links out of the context', async () => {
+      const device = await build(alice.key, 'device', 'v1', { Dockerfile: 'FROM busybox\nCOPY . /ctx\n' }, (dir) => execFileSync('mknod', [join(dir, 'null'), 'c', '1', '3']));
+      assert.equal(device.status, 'FAILED');
+      assert.match(device.errorMessage ?? '', /not a readable tar archive[\s\S]*null/);
+      const linked = await build(alice.key, 'linked', 'v1', {}, (dir) => symlinkSync(hostMarker, join(dir, 'Dockerfile')));
+      assert.equal(linked.status, 'FAILED');
+      assert.match(linked.errorMessage ?? '', /has no file Dockerfile/);
     });
 
     it('reports the failing step and its output', async () => {

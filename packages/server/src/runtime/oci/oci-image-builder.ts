@@ -1,14 +1,13 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { chmod, mkdir, mkdtemp, readdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, open, readdir, readFile, realpath, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { basename, join, relative, resolve } from 'node:path';
 import { type ImageBuilder, ImageBuildError, type ImageBuildRequest, type ImageBuildResult } from '../image-builder.js';
 import { parseImageRef } from '../registry/image-ref.js';
 import { RuntimeError } from '../runtime.js';
 import { runTool } from '../run-tool.js';
 import type { ImageRecord, ImageStore } from './image-store.js';
-import { pathExists } from '../../util/path-exists.js';
 
 /** Limits and isolation of builds on the oci driver. */
 export interface OciImageBuildOptions {
@@ -136,17 +135,21 @@ export class OciImageBuilder implements ImageBuilder {
       request.onOutput(text);
     };
     try {
-      const context = join(work, 'context');
-      await mkdir(context);
+      // Unpacked by an unprivileged host user (nobody) reading the tarball on stdin: no device nodes,
+      // set-id bits or owners from the archive, and no write outside the directory it owns. GNU tar
+      // also refuses members with `..` and holds back links that point out of the directory.
+      const context = join(scratch, 'context');
+      await mkdir(context, { mode: 0o700 });
+      await chown(context, NOBODY, NOBODY);
       try {
-        // GNU tar refuses members with `..` and holds back links that point out of the directory.
-        await runTool('tar', ['--extract', '--file', request.contextTar, '--directory', context, '--no-same-owner', '--no-same-permissions'], { timeoutMs: 300_000 });
+        await extractAsNobody(request.contextTar, context);
       } catch (error) {
         throw new ImageBuildError(`the build context is not a readable tar archive: ${(error as Error).message.slice(-500)}`, null, '');
       }
       const dockerfile = resolve(context, request.dockerfilePath);
-      if (relative(context, dockerfile).startsWith('..') || !(await pathExists(dockerfile))) {
-        throw new ImageBuildError(`the build context has no ${request.dockerfilePath}`, null, '');
+      const real = await realpath(dockerfile).catch(() => undefined);
+      if (real === undefined || relative(context, real).startsWith('..') || !(await stat(real)).isFile()) {
+        throw new ImageBuildError(`the build context has no file ${request.dockerfilePath}`, null, '');
       }
       const storage = this.storageArgs(request.cacheKey);
       for (const base of scanBaseImages(await readFile(dockerfile, 'utf8'))) {
@@ -289,6 +292,47 @@ export class OciImageBuilder implements ImageBuilder {
       });
     });
   }
+}
+
+/** The host user that unpacks build contexts. */
+const NOBODY = 65_534;
+
+/** Unpacks a tarball (plain, gzip or zstd) into `dir` as {@link NOBODY}, the archive on stdin. */
+async function extractAsNobody(tarball: string, dir: string): Promise<void> {
+  // tar cannot tell the compression of a pipe: the magic numbers of gzip and zstd say it.
+  const head = Buffer.alloc(4);
+  const file = await open(tarball, 'r');
+  try {
+    await file.read(head, 0, 4, 0);
+  } finally {
+    await file.close();
+  }
+  const compression = head[0] === 0x1f && head[1] === 0x8b ? ['--gzip'] : head.readUInt32LE(0) === 0xfd2fb528 ? ['--zstd'] : [];
+  return new Promise((done, fail) => {
+    const child = spawn(
+      'setpriv',
+      [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--', 'tar', '--extract', ...compression, '--file', '-', '--directory', dir, '--no-same-owner', '--no-same-permissions'],
+      { stdio: ['pipe', 'ignore', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' } },
+    );
+    let stderr = '';
+    child.stderr.on('data', (c: Buffer) => {
+      stderr = (stderr + c.toString('utf8')).slice(-4000);
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 300_000);
+    child.once('error', (error) => {
+      clearTimeout(timer);
+      fail(error);
+    });
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      if (code === 0) done();
+      else fail(new Error(`tar exit ${code ?? 'signal'}: ${stderr.trim()}`));
+    });
+    const input = createReadStream(tarball);
+    input.once('error', (error) => child.kill('SIGKILL') && fail(error));
+    child.stdin.on('error', () => undefined);
+    input.pipe(child.stdin);
+  });
 }
 
 /** The cgroup (under each hierarchy's root, or this process's cgroup for memory) a build's RUN steps go under. */

@@ -176,6 +176,12 @@ describe('images API (stand-in builder)', () => {
     const own = await t.request('POST', '/api/v1/template/check-docker-image', { key: alice.key, body: { image: ok.fullImagePath } });
     assert.equal(own.json<{ accessible: boolean }>().accessible, true);
 
+    const pub = await t.request('PATCH', '/api/v1/images/web/v1/visibility', { key: alice.key, body: { visibility: 'PUBLIC' } });
+    assert.equal(pub.statusCode, 501, pub.body);
+    const priv = await t.request('PATCH', '/api/v1/images/web/v1/visibility', { key: alice.key, body: { visibility: 'PRIVATE' } });
+    assert.equal(priv.statusCode, 200, priv.body);
+    assert.equal(priv.json<{ images: { fullImagePath: string }[] }>().images[0]?.fullImagePath, ok.fullImagePath);
+    assert.equal((await t.request('PATCH', '/api/v1/images/web/v1/visibility', { key: bob.key, body: { visibility: 'PRIVATE' } })).statusCode, 404);
     assert.equal((await t.request('DELETE', '/api/v1/images/web/v1', { key: bob.key })).statusCode, 404);
     assert.equal((await t.request('DELETE', '/api/v1/images/web/v1', { key: alice.key })).statusCode, 200);
     const left = (await t.request('GET', '/api/v1/images', { key: alice.key })).json<{ data: { status: string }[]; total_count: number }>();

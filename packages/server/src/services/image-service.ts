@@ -234,13 +234,26 @@ export class ImageService {
     return { rows, total: artifacts.total };
   }
 
-  /** Deletes a built image (the caller's, or one of a team they are in) from the store and the driver. */
-  async deleteImage(caller: Principal, name: string, tag: string, teamId: string | null): Promise<void> {
+  /** A built image of the caller (or of a team they are in) by name and tag; 404 otherwise. */
+  private async ownImage(caller: Principal, name: string, tag: string, teamId: string | null): Promise<ImageArtifactRecord> {
     if (teamId !== null && !caller.teams.has(teamId)) throw new ApiError('FORBIDDEN', `You are not a member of team ${teamId}`);
     const owner = teamId === null ? caller.user.id : `team-${teamId}`;
-    const path = `${BUILT_IMAGE_REGISTRY}/${owner}/${name}:${tag}`;
-    const artifact = await this.store.getImageArtifactByPath(path);
+    const artifact = await this.store.getImageArtifactByPath(`${BUILT_IMAGE_REGISTRY}/${owner}/${name}:${tag}`);
     if (!artifact || !mayUse(caller, artifact)) throw new ApiError('IMAGE_NOT_FOUND', `Image ${name}:${tag} not found`);
+    return artifact;
+  }
+
+  /** Prime's visibility change: images stay PRIVATE (PUBLIC is not supported yet: 501). */
+  async setVisibility(caller: Principal, name: string, tag: string, visibility: 'PRIVATE' | 'PUBLIC', teamId: string | null): Promise<ImageArtifactRecord> {
+    const artifact = await this.ownImage(caller, name, tag, teamId);
+    if (visibility === 'PUBLIC') throw new ApiError('NOT_IMPLEMENTED', 'PUBLIC images are not supported yet: images are PRIVATE to their owner (or team)');
+    return artifact;
+  }
+
+  /** Deletes a built image (the caller's, or one of a team they are in) from the store and the driver. */
+  async deleteImage(caller: Principal, name: string, tag: string, teamId: string | null): Promise<void> {
+    const artifact = await this.ownImage(caller, name, tag, teamId);
+    const path = artifact.fullImagePath;
     if (artifact.teamId !== null && artifact.userId !== caller.user.id && caller.teams.get(artifact.teamId) !== 'admin') {
       throw new ApiError('FORBIDDEN', 'Only the image creator or a team admin can delete a team image');
     }

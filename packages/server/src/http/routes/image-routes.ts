@@ -50,7 +50,7 @@ const ImageRow = Type.Object({
   completedAt: Nullable(Type.String()),
   pushedAt: Nullable(Type.String()),
   teamId: Nullable(Type.String()),
-  ownerType: StringEnum(['personal', 'team', 'platform']),
+  ownerType: StringEnum(['personal', 'team']),
   displayRef: Nullable(Type.String()),
 });
 
@@ -306,6 +306,29 @@ export async function registerImageRoutes(app: FastifyInstance, services: AppSer
       const { image_name: name, image_tag: tag } = request.params;
       await images.deleteImage(principalOf(request), name, tag, request.query.teamId ?? null);
       return { success: true, message: `Image ${name}:${tag} deleted` };
+    },
+  );
+
+  app.patch<{ Params: Static<typeof ImageParams>; Body: { visibility: 'PRIVATE' | 'PUBLIC'; teamId?: string | null } }>(
+    '/images/:image_name/:image_tag/visibility',
+    {
+      schema: {
+        tags,
+        summary: 'Update Image Visibility (PRIVATE only: PUBLIC answers 501)',
+        params: ImageParams,
+        body: Type.Object({ visibility: StringEnum(['PRIVATE', 'PUBLIC']), teamId: Type.Optional(Nullable(Type.String({ minLength: 1, maxLength: 128 }))) }),
+        response: {
+          200: Type.Object({ success: Type.Boolean(), message: Type.String(), visibility: StringEnum(['PRIVATE', 'PUBLIC']), images: Type.Array(ImageRow) }),
+          403: ErrorBody,
+          501: ErrorBody,
+          ...ERROR_RESPONSES,
+        },
+      },
+    },
+    async (request) => {
+      const { image_name: name, image_tag: tag } = request.params;
+      const artifact = await images.setVisibility(principalOf(request), name, tag, request.body.visibility, request.body.teamId ?? null);
+      return { success: true, message: `Image ${name}:${tag} is ${artifact.visibility}`, visibility: artifact.visibility, images: [artifactView(artifact)] };
     },
   );
 

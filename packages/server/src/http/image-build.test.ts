@@ -131,7 +131,7 @@ if (missing) {
       }, 120_000, 'RUNNING');
       assert.equal(sandbox.status, 'RUNNING', sandbox.errorMessage ?? '');
       const row = await t.server.store.getSandbox(id);
-      const exec = await t.server.runtime!.exec(row!.runtimeId!, { argv: ['/bin/sh', '-c', 'pwd; sh ./app.sh; cat /app/out.txt'] });
+      const exec = await t.server.runtime!.exec(row!.runtimeId!, { argv: ['/bin/sh', '-c', 'pwd; sh ./app.sh; cat /app/out.txt; stat -c %u:%g /app/out.txt /app'] });
       exec.stderr.resume();
       const [out] = await Promise.all([collect(exec.stdout), exec.wait()]);
       const lines = out.trim().split('\n');
@@ -144,10 +144,12 @@ if (missing) {
       assert.equal(lines[5], 'host-hidden');
       assert.equal(lines[6], 'net-no');
       assert.equal(lines[7], String(512 * 1024 ** 2), 'the memory limit applies to RUN steps');
+      // What the build's root made is root's in the image, not the build's host id.
+      assert.deepEqual(lines.slice(8), ['0:0', '0:0']);
       assert.equal((await t.request('DELETE', `/api/v1/sandbox/${id}`, { key: alice.key })).statusCode, 200);
     });
 
-    it('keeps the image from another user: no sandbox, no listing, no FROM', async () => {
+    it('keeps the image from another user (no sandbox, no listing, no FROM) but not from its owner', async () => {
       assert.ok(image, 'the first test built the image');
       const create = await t.request('POST', '/api/v1/sandbox', { key: bob.key, body: { name: 'steal', docker_image: image } });
       assert.equal(create.statusCode, 404, create.body);
@@ -156,6 +158,9 @@ if (missing) {
       const from = await build(bob.key, 'steal', 'v1', { Dockerfile: `FROM ${image}\nRUN true\n` });
       assert.equal(from.status, 'FAILED');
       assert.match(from.errorMessage ?? '', /no such image/);
+      // Its owner may build on it: the built image's layers go back into buildah from the driver's store.
+      const own = await build(alice.key, 'derived', 'v1', { Dockerfile: `FROM ${image}\nRUN test "$(cat /app/out.txt | head -1)" = "hello from build" && rm /app/app.sh\n` });
+      assert.equal(own.status, 'COMPLETED', own.errorMessage ?? '');
     });
 
     it('stops a build that runs past its deadline', async () => {

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { chmod, chown, mkdir, mkdtemp, open, readdir, readFile, realpath, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, lchown, lstat, mkdir, mkdtemp, open, readdir, readFile, realpath, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { basename, join, relative, resolve } from 'node:path';
 import { type ImageBuilder, ImageBuildError, type ImageBuildRequest, type ImageBuildResult } from '../image-builder.js';
 import { parseImageRef } from '../registry/image-ref.js';
@@ -75,6 +75,8 @@ export function lastStep(output: string): string | null {
  */
 export class OciImageBuilder implements ImageBuilder {
   private readonly perOwner = new Map<string, Promise<unknown>>();
+  /** Set once buildah, skopeo and tar were found: they are not looked for again. */
+  private toolsFound = false;
   private readonly policyFile: string;
   private readonly registriesFile: string;
 
@@ -84,6 +86,7 @@ export class OciImageBuilder implements ImageBuilder {
   }
 
   async unavailable(): Promise<string | undefined> {
+    if (this.toolsFound) return undefined;
     for (const [tool, pkg] of [['buildah', 'buildah'], ['skopeo', 'skopeo'], ['tar', 'tar']] as const) {
       try {
         await runTool(tool, ['--version'], { timeoutMs: 10_000 });
@@ -91,6 +94,7 @@ export class OciImageBuilder implements ImageBuilder {
         return `required tool '${tool}' is not installed (Debian package '${pkg}'); run 'bash scripts/ensure-oci.sh' to install it`;
       }
     }
+    this.toolsFound = true;
     return undefined;
   }
 
@@ -161,6 +165,11 @@ export class OciImageBuilder implements ImageBuilder {
       const archive = join(work, 'image.tar');
       await runTool('buildah', [...storage, 'push', '--signature-policy', this.policyFile, reference, `oci-archive:${archive}:${reference}`], { timeoutMs: 600_000 });
       const record = await this.options.images.importArchive(archive, reference);
+      // buildah 1.28 commits the layers a build made with their host ids (root as 0x71000000, not 0):
+      // they are given back the ids the build saw, or sandboxes would see them as nobody's.
+      for (const hex of record.layers) await unshiftOwners(this.options.images.layerDir(hex), this.options.userns);
+      // The driver's store holds the result now; the owner's storage keeps only base images.
+      await runTool('buildah', [...storage, 'rmi', '--force', reference], { timeoutMs: 120_000 }).catch(() => undefined);
       const sizeBytes = (await stat(archive)).size;
       emit(`corral: stored ${reference} (${record.digest}, ${sizeBytes} bytes)\n`);
       return { reference, digest: record.digest, sizeBytes };
@@ -292,6 +301,29 @@ export class OciImageBuilder implements ImageBuilder {
       });
     });
   }
+}
+
+/**
+ * Gives every file under `dir` whose owner or group lies in the build's host id range the id it
+ * had in the build (`host id - hostId`); other ids are left alone. Links are changed, not followed.
+ */
+export async function unshiftOwners(dir: string, userns: { hostId: number; size: number }): Promise<number> {
+  const shift = (id: number): number => (id >= userns.hostId && id < userns.hostId + userns.size ? id - userns.hostId : id);
+  let changed = 0;
+  const walk = async (path: string): Promise<void> => {
+    const info = await lstat(path);
+    const uid = shift(info.uid);
+    const gid = shift(info.gid);
+    if (uid !== info.uid || gid !== info.gid) {
+      await lchown(path, uid, gid);
+      // chown clears set-id bits: put back what the build made.
+      if ((info.mode & 0o6000) !== 0 && !info.isSymbolicLink()) await chmod(path, info.mode & 0o7777);
+      changed += 1;
+    }
+    if (info.isDirectory()) for (const name of await readdir(path)) await walk(join(path, name));
+  };
+  await walk(dir);
+  return changed;
 }
 
 /** The host user that unpacks build contexts. */

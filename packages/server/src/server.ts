@@ -96,6 +96,8 @@ export async function createCorralServer(
   const { createdKey } = await auth.bootstrap(config.bootstrapApiKey);
   const app = await buildApp(services, log);
   await reconciler.reconcile();
+  const interrupted = await services.images.recover(await presence.liveReplicas());
+  if (interrupted > 0) log.warn({ builds: interrupted }, 'image builds interrupted by a restart were marked FAILED');
   reconciler.start();
   setReady(true);
 

@@ -3,6 +3,9 @@
  * `fastify.inject()` with a stand-in builder (no buildah): image-build.test.ts builds for real.
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { ImageBuilder, ImageBuildRequest, ImageBuildResult } from '../runtime/image-builder.js';
 import { ImageBuildError } from '../runtime/image-builder.js';
@@ -196,6 +199,34 @@ describe('images API (stand-in builder)', () => {
     const missing = await t.request('POST', '/api/v1/template/check-docker-image', { key: alice.key, body: { image: '127.0.0.1:1/none:v1' } });
     assert.equal(missing.statusCode, 200, missing.body);
     assert.equal(missing.json<{ accessible: boolean }>().accessible, false);
+  });
+});
+
+describe('images API across a restart', () => {
+  it('fails the builds whose replica is gone, and only those', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'corral-image-restart-'));
+    try {
+      const first = await startTestServer({ dataDir, replicaId: 'replica-old' }, {}, { runtime: new BuildingRuntime() });
+      const init = (body: Record<string, unknown>) => first.request('POST', '/api/v1/images/build', { body: { image_tag: 'v1', ...body } });
+      const uploaded = (await init({ image_name: 'uploaded' })).json<Initiated>();
+      const fresh = (await init({ image_name: 'fresh' })).json<Initiated>();
+      const put = await first.server.app.inject({ method: 'PUT', url: uploaded.upload_url.replace(/^https?:\/\/[^/]+/, ''), payload: 'tar' });
+      assert.equal(put.statusCode, 200, put.body);
+      const adminKey = first.adminKey;
+      await first.close();
+      const second = await startTestServer({ dataDir, replicaId: 'replica-new', bootstrapApiKey: adminKey }, {}, { runtime: new BuildingRuntime() });
+      try {
+        const status = (id: string) => second.request('GET', `/api/v1/images/build/${id}`).then((r) => r.json<{ status: string; errorMessage: string | null }>());
+        const lost = await status(uploaded.build_id);
+        assert.equal(lost.status, 'FAILED');
+        assert.match(lost.errorMessage ?? '', /interrupted.*replica-old/);
+        assert.equal((await status(fresh.build_id)).status, 'PENDING', 'nothing uploaded: nothing lost');
+      } finally {
+        await second.close();
+      }
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -26,10 +26,12 @@ export interface ImageBuildRecord {
   createdAt: string;
   startedAt: string | null;
   completedAt: string | null;
+  /** The replica that holds the uploaded context and runs the build; null until the upload. */
+  replicaId: string | null;
 }
 
 /** Fields of a build that change after it is created. */
-export type ImageBuildPatch = Partial<Pick<ImageBuildRecord, 'status' | 'contextBytes' | 'failedStep' | 'errorMessage' | 'startedAt' | 'completedAt'>>;
+export type ImageBuildPatch = Partial<Pick<ImageBuildRecord, 'status' | 'contextBytes' | 'failedStep' | 'errorMessage' | 'startedAt' | 'completedAt' | 'replicaId'>>;
 
 /** A built image a sandbox can be created from, one per owner, name and tag. */
 export interface ImageArtifactRecord {

@@ -128,6 +128,7 @@ export class ImageService {
       createdAt: nowIso(),
       startedAt: null,
       completedAt: null,
+      replicaId: null,
     };
     await this.store.insertImageBuild(build);
     const ttl = this.config.imageBuildUploadTtlSeconds;
@@ -178,7 +179,7 @@ export class ImageService {
       await rm(partial, { force: true });
       throw error;
     }
-    await this.store.updateImageBuild(buildId, { contextBytes: bytes }, ['PENDING']);
+    await this.store.updateImageBuild(buildId, { contextBytes: bytes, replicaId: this.config.replicaId }, ['PENDING']);
     return { bytes };
   }
 
@@ -194,6 +195,9 @@ export class ImageService {
     const build = await this.get(caller, id);
     if (build.status !== 'PENDING' || this.queue.some((q) => q.id === id)) return build;
     if (build.contextBytes === null) throw new ApiError('CONFLICT', `Upload the build context to the upload_url of build ${id} before starting it`);
+    if (build.replicaId !== this.config.replicaId) {
+      throw new ApiError('CONFLICT', `The context of build ${id} was uploaded to another replica (${build.replicaId ?? 'none'}); start it there`);
+    }
     this.builder();
     this.queue.push({ id, caller });
     this.pump();
@@ -300,6 +304,24 @@ export class ImageService {
     } catch (error) {
       return { accessible: false, details: `Image ${ref.canonical} is not accessible: ${(error as Error).message}` };
     }
+  }
+
+  /**
+   * Fails the builds whose context sits with a replica that is gone (or with this one before it
+   * restarted): their queue and their buildah process went with it. Run once at startup.
+   */
+  async recover(liveReplicas: ReadonlySet<string>): Promise<number> {
+    let failed = 0;
+    for (const build of await this.store.listImageBuildsByStatus(['PENDING', 'UPLOADING', 'BUILDING'])) {
+      if (build.replicaId === null || (build.replicaId !== this.config.replicaId && liveReplicas.has(build.replicaId))) continue;
+      const done = await this.store.updateImageBuild(
+        build.id,
+        { status: 'FAILED', completedAt: nowIso(), errorMessage: `The build was interrupted: the server that held it (${build.replicaId}) stopped; start a new build` },
+        [build.status],
+      );
+      if (done) failed += 1;
+    }
+    return failed;
   }
 
   /** Stops taking queued builds and waits up to 10 s for the running ones to record how they ended. */

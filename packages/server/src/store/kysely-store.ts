@@ -186,6 +186,7 @@ function rowToImageBuild(row: Selectable<ImageBuildsTable>): ImageBuildRecord {
     createdAt: row.created_at,
     startedAt: row.started_at,
     completedAt: row.completed_at,
+    replicaId: row.replica_id,
   };
 }
 
@@ -802,6 +803,7 @@ export class KyselyStore implements Store {
         created_at: b.createdAt,
         started_at: b.startedAt,
         completed_at: b.completedAt,
+        replica_id: b.replicaId,
       })
       .execute();
   }
@@ -819,6 +821,7 @@ export class KyselyStore implements Store {
     if (patch.errorMessage !== undefined) values.error_message = patch.errorMessage;
     if (patch.startedAt !== undefined) values.started_at = patch.startedAt;
     if (patch.completedAt !== undefined) values.completed_at = patch.completedAt;
+    if (patch.replicaId !== undefined) values.replica_id = patch.replicaId;
     let query = this.db.updateTable('image_builds').set(values).where('id', '=', id);
     if (expectStatus !== undefined) query = query.where('status', 'in', [...expectStatus]);
     const result = await query.executeTakeFirst();
@@ -833,6 +836,11 @@ export class KyselyStore implements Store {
     const count = await base.select((eb) => eb.fn.countAll<number | string>().as('n')).executeTakeFirstOrThrow();
     const rows = await base.selectAll().orderBy('created_at', 'desc').orderBy('id').limit(page.limit).offset(page.offset).execute();
     return { rows: rows.map(rowToImageBuild), total: Number(count.n) };
+  }
+
+  async listImageBuildsByStatus(statuses: readonly ImageBuildStatus[]): Promise<ImageBuildRecord[]> {
+    const rows = await this.db.selectFrom('image_builds').selectAll().where('status', 'in', [...statuses]).orderBy('created_at').limit(10_000).execute();
+    return rows.map(rowToImageBuild);
   }
 
   async putImageArtifact(a: ImageArtifactRecord): Promise<void> {

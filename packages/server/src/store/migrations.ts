@@ -278,7 +278,10 @@ migrations['0010_image_builds'] = {
       .addColumn('created_at', 'text', (c) => c.notNull())
       .addColumn('started_at', 'text')
       .addColumn('completed_at', 'text')
+      // The replica that holds the build's uploaded context and runs it; null until the upload.
+      .addColumn('replica_id', 'text')
       .execute();
+    await db.schema.createIndex('image_builds_status').on('image_builds').column('status').execute();
     await db.schema.createIndex('image_builds_user').on('image_builds').columns(['user_id', 'created_at']).execute();
     await db.schema
       .createTable('image_artifacts')

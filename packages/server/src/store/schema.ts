@@ -148,6 +148,7 @@ export interface ImageBuildsTable {
   created_at: string;
   started_at: string | null;
   completed_at: string | null;
+  replica_id: string | null;
 }
 
 /** Built images (migration 0010); `full_image_path` is unique. */

@@ -989,6 +989,7 @@ export function runStoreSuite(name: string, open: () => Promise<Store>): void {
           createdAt: '2020-01-01T00:00:00.000Z',
           startedAt: null,
           completedAt: null,
+          replicaId: null,
           ...overrides,
         });
         const first = build({});
@@ -1003,6 +1004,9 @@ export function runStoreSuite(name: string, open: () => Promise<Store>): void {
         assert.equal(await store.updateImageBuild(first.id, { status: 'BUILDING' }, ['PENDING']), undefined, 'compare-and-set on the status');
         const failed = await store.updateImageBuild(first.id, { status: 'FAILED', failedStep: 'STEP 2/2: RUN false', errorMessage: 'tail' });
         assert.deepEqual([failed?.status, failed?.failedStep, failed?.errorMessage], ['FAILED', 'STEP 2/2: RUN false', 'tail']);
+        assert.equal((await store.updateImageBuild(second.id, { replicaId: 'host-1' }))?.replicaId, 'host-1');
+        const pending = (await store.listImageBuildsByStatus(['PENDING'])).map((b) => b.id);
+        assert.ok(pending.includes(second.id) && pending.includes(team.id) && !pending.includes(first.id));
         const personal = await store.listImageBuilds(userId, null, { offset: 0, limit: 1 });
         assert.equal(personal.total, 2);
         assert.deepEqual(personal.rows.map((b) => b.id), [second.id], 'newest first');

@@ -148,6 +148,8 @@ export interface Store {
   updateImageBuild(id: string, patch: ImageBuildPatch, expectStatus?: readonly ImageBuildStatus[]): Promise<ImageBuildRecord | undefined>;
   /** A user's builds (`teamId` null: personal ones; else the team's), newest first, and how many there are. */
   listImageBuilds(userId: string, teamId: string | null, page: { offset: number; limit: number }): Promise<{ rows: ImageBuildRecord[]; total: number }>;
+  /** Builds (of every owner) in one of `statuses`, oldest first (at most 10 000). */
+  listImageBuildsByStatus(statuses: readonly ImageBuildStatus[]): Promise<ImageBuildRecord[]>;
   /** Inserts the artifact, replacing the one with the same `fullImagePath`. */
   putImageArtifact(artifact: ImageArtifactRecord): Promise<void>;
   getImageArtifactByPath(fullImagePath: string): Promise<ImageArtifactRecord | undefined>;

@@ -188,7 +188,7 @@ export async function registerImageRoutes(app: FastifyInstance, services: AppSer
 
   app.post<{ Body: Static<typeof BuildBody> }>(
     '/images/build',
-    { schema: { tags, summary: 'Initiate Image Build', body: BuildBody, response: { 201: BuildResponse, 403: ErrorBody, 501: ErrorBody, 503: ErrorBody, ...ERROR_RESPONSES } } },
+    { config: { rateLimit: 'images.build' }, schema: { tags, summary: 'Initiate Image Build', body: BuildBody, response: { 201: BuildResponse, 403: ErrorBody, 501: ErrorBody, 503: ErrorBody, ...ERROR_RESPONSES } } },
     async (request, reply) => {
       const b = request.body;
       const visibility = b.visibility ?? null;
@@ -270,6 +270,7 @@ export async function registerImageRoutes(app: FastifyInstance, services: AppSer
   app.get<{ Querystring: Static<typeof ImagesQuery> }>(
     '/images',
     {
+      config: { rateLimit: 'images.list' },
       schema: {
         tags,
         summary: 'List User Images',
@@ -294,6 +295,7 @@ export async function registerImageRoutes(app: FastifyInstance, services: AppSer
   app.delete<{ Params: Static<typeof ImageParams>; Querystring: { teamId?: string } }>(
     '/images/:image_name/:image_tag',
     {
+      config: { rateLimit: 'images.delete' },
       schema: {
         tags,
         summary: 'Delete User Image',
@@ -312,6 +314,7 @@ export async function registerImageRoutes(app: FastifyInstance, services: AppSer
   app.patch<{ Params: Static<typeof ImageParams>; Body: { visibility: 'PRIVATE' | 'PUBLIC'; teamId?: string | null } }>(
     '/images/:image_name/:image_tag/visibility',
     {
+      config: { rateLimit: 'images.visibility' },
       schema: {
         tags,
         summary: 'Update Image Visibility (PRIVATE only: PUBLIC answers 501)',

@@ -7,7 +7,8 @@
 #   NFLOG group of the egress connection log and needs the kernel headers of linux-libc-dev);
 #   iproute2 (network namespaces, veth, bridge), iptables (egress NAT and isolation), e2fsprogs
 #   (per-sandbox ext4 disk images), util-linux (mount, losetup), GNU tar and zstd (layer unpacking),
-#   attr (overlay opaque-directory xattrs), busybox-static (test image); nftables and conntrack
+#   attr (overlay opaque-directory xattrs), busybox-static (test image); buildah and skopeo
+#   (Dockerfile builds, POST /api/v1/images/build: docs/images.md); nftables and conntrack
 #   (egress policy firewall), dnsmasq-base (the egress tests' little internet), ipset;
 # - loads the overlay and loop kernel modules when they are modules and not loaded yet;
 # - sets net.ipv4.ip_forward=1 (sandboxes with network access are routed through the host).
@@ -36,7 +37,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # shellcheck source=lib/apt.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 
-PACKAGES=(runc gcc libc6-dev linux-libc-dev libseccomp-dev iproute2 iptables nftables conntrack ipset dnsmasq-base e2fsprogs util-linux bsdutils tar zstd attr busybox-static)
+PACKAGES=(runc buildah skopeo gcc libc6-dev linux-libc-dev libseccomp-dev iproute2 iptables nftables conntrack ipset dnsmasq-base e2fsprogs util-linux bsdutils tar zstd attr busybox-static)
 if [ "$WITH_CRUN" -eq 1 ]; then PACKAGES+=(crun); fi
 apt_install "${PACKAGES[@]}"
 

@@ -152,6 +152,20 @@ export interface CorralConfig {
   registryInsecure: string[];
   /** Most bytes one image pull may download, and separately unpack (oci driver). */
   imageMaxBytes: number;
+  /** Builds that run at once; more wait in a queue (oci driver). */
+  imageBuildConcurrency: number;
+  /** CPU cores one build may use. */
+  imageBuildCpus: number;
+  /** Memory one build may use, MiB. */
+  imageBuildMemoryMb: number;
+  /** Longest a build may run, seconds. */
+  imageBuildTimeoutSeconds: number;
+  /** Whether `RUN` steps of builds get network. */
+  imageBuildNetwork: boolean;
+  /** Largest build context upload, bytes. */
+  imageBuildContextMaxBytes: number;
+  /** How long an upload URL is valid, seconds. */
+  imageBuildUploadTtlSeconds: number;
   /** Longest time `POST /sandbox` holds its answer while the sandbox provisions, ms; 0 answers at once (PENDING). */
   createWaitMs: number;
   /** CPU cores of the host kept for the server and the host itself; sandboxes' capacity is the rest. */
@@ -377,6 +391,13 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'teamQuotaDiskGb', env: 'CORRAL_TEAM_QUOTA_DISK_GB', description: 'Default per-team quota: total disk of active sandboxes in the team, GB', defaultText: 'unlimited', parse: quota(false) },
   { key: 'registryInsecure', env: 'CORRAL_REGISTRY_INSECURE', description: 'Registries (host[:port], comma-separated, as written in image names) that pulls may reach over plain HTTP and at loopback, private or link-local addresses; every other registry must be public HTTPS', defaultText: '(none)', parse: hostList },
   { key: 'imageMaxBytes', env: 'CORRAL_IMAGE_MAX_BYTES', description: 'Most bytes one image pull may download, and separately unpack, in the oci driver; larger images fail with IMAGE_PULL_FAILED', defaultText: '8589934592 (8 GiB)', parse: integer(1024 * 1024, 2 ** 50) },
+  { key: 'imageBuildConcurrency', env: 'CORRAL_IMAGE_BUILD_CONCURRENCY', description: 'Dockerfile builds that run at once; more wait (status PENDING) in order', defaultText: '2', parse: integer(1, 64) },
+  { key: 'imageBuildCpus', env: 'CORRAL_IMAGE_BUILD_CPUS', description: 'CPU cores one Dockerfile build may use', defaultText: '2', parse: decimal(0.1, 256) },
+  { key: 'imageBuildMemoryMb', env: 'CORRAL_IMAGE_BUILD_MEMORY_MB', description: 'Memory one Dockerfile build may use, MiB (RUN steps past it are OOM-killed)', defaultText: '2048', parse: integer(64, 1024 * 1024) },
+  { key: 'imageBuildTimeoutSeconds', env: 'CORRAL_IMAGE_BUILD_TIMEOUT_SECONDS', description: 'Longest a Dockerfile build may run before it is killed and FAILED', defaultText: '1800', parse: integer(10, 86_400) },
+  { key: 'imageBuildNetwork', env: 'CORRAL_IMAGE_BUILD_NETWORK', description: "Whether RUN steps of Dockerfile builds get the host's network (off: loopback only)", defaultText: 'off', parse: onOff },
+  { key: 'imageBuildContextMaxBytes', env: 'CORRAL_IMAGE_BUILD_CONTEXT_MAX_BYTES', description: 'Largest build context tarball an upload URL accepts (413 past it)', defaultText: '536870912 (512 MiB)', parse: integer(1024, 2 ** 40) },
+  { key: 'imageBuildUploadTtlSeconds', env: 'CORRAL_IMAGE_BUILD_UPLOAD_TTL_SECONDS', description: 'How long the signed upload URL of a build is valid', defaultText: '900', parse: integer(10, 86_400) },
   { key: 'createWaitMs', env: 'CORRAL_CREATE_WAIT_MS', description: 'Longest time POST /api/v1/sandbox holds its answer while the sandbox starts, so it answers RUNNING (0 answers at once, PENDING), and status:batchGet while sandboxes it asks about are starting. Clients may shorten it with the X-Corral-Create-Wait header', defaultText: '3000', parse: integer(0, 25_000) },
 ];
 
@@ -452,6 +473,13 @@ const DEFAULTS: CorralConfig = {
   teamQuotaDiskGb: null,
   registryInsecure: [],
   imageMaxBytes: 8 * 1024 ** 3,
+  imageBuildConcurrency: 2,
+  imageBuildCpus: 2,
+  imageBuildMemoryMb: 2048,
+  imageBuildTimeoutSeconds: 1800,
+  imageBuildNetwork: false,
+  imageBuildContextMaxBytes: 512 * 1024 ** 2,
+  imageBuildUploadTtlSeconds: 900,
   createWaitMs: 3000,
   reserveCpu: 0.5,
   reserveMemoryGb: 1,

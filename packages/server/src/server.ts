@@ -96,6 +96,8 @@ export async function createCorralServer(
   const { createdKey } = await auth.bootstrap(config.bootstrapApiKey);
   const app = await buildApp(services, log);
   await reconciler.reconcile();
+  const interrupted = await services.images.recover(await presence.liveReplicas());
+  if (interrupted > 0) log.warn({ builds: interrupted }, 'image builds interrupted by a restart were marked FAILED');
   reconciler.start();
   setReady(true);
 
@@ -121,6 +123,8 @@ export async function createCorralServer(
       liveGrants.close();
       await activity.flush();
       await lifecycle.close();
+      // Running builds finish (or hit their deadline) before the driver and the store go.
+      await services.images.close();
       // After provisioning settled: the heartbeat goes, so other replicas take over at once.
       await presence.stop();
       await runtime?.close();

@@ -1,3 +1,4 @@
+import { createHmac } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { CorralConfig } from './config.js';
 import type { GatewayDeps } from './gateway/gateway-deps.js';
@@ -22,6 +23,7 @@ import { RegistryCredentialsService } from './services/registry-credentials-serv
 import { SandboxAccess } from './services/sandbox-access.js';
 import { SandboxLifecycle } from './services/sandbox-lifecycle.js';
 import { SandboxService } from './services/sandbox-service.js';
+import { ImageService } from './services/image-service.js';
 import type { Store } from './store/store.js';
 
 /** Every long-lived part of a server, built and connected; `server.ts` starts and stops them. */
@@ -57,7 +59,8 @@ export function wireServer(config: CorralConfig, store: Store, runtime: SandboxR
   const activity = new ActivityTracker(store, log);
   const registryCredentials = new RegistryCredentialsService(store);
   const quotas = new QuotaService(store, config);
-  const sandboxes = new SandboxService(store, lifecycle, tokens, config, registryCredentials, quotas);
+  const images = new ImageService(store, runtime, config, registryCredentials, createHmac('sha256', gatewaySecret).update('image-context-uploads').digest('hex'), log);
+  const sandboxes = new SandboxService(store, lifecycle, tokens, config, registryCredentials, quotas, images);
   accessEvents.subscribe(async (change) => {
     if (change.kind === 'userDeleted') await sandboxes.terminateOwnedBy(change.userId);
   });
@@ -98,6 +101,7 @@ export function wireServer(config: CorralConfig, store: Store, runtime: SandboxR
     quotas,
     createHold: new CreateHold(store, lifecycle, config.createWaitMs),
     registryCredentials,
+    images,
     rateLimiter: new RateLimiter(config.rateLimits),
     network,
     gateway,

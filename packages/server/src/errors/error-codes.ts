@@ -75,6 +75,12 @@ export const API_ERRORS = {
   TUNNEL_NOT_FOUND: { status: 404 },
   /** The user, team or API key named does not exist. */
   RESOURCE_NOT_FOUND: { status: 404 },
+  /** The image does not exist, or belongs to someone else (Corral never says which). */
+  IMAGE_NOT_FOUND: { status: 404 },
+  /** The image build does not exist, or belongs to someone else. */
+  IMAGE_BUILD_NOT_FOUND: { status: 404 },
+  /** A build's upload URL whose signature does not match, or that has expired. */
+  UPLOAD_URL_INVALID: { status: 403 },
   /** The request conflicts with the current state (for example: a duplicate name). */
   CONFLICT: { status: 409 },
   /** The sandbox is not in a state that allows this operation. */

@@ -8,6 +8,7 @@ import type { AuthService, Principal } from '../services/auth-service.js';
 import type { CreateHold } from '../services/create-hold.js';
 import type { EgressService } from '../services/egress-service.js';
 import type { RateLimitName, RateLimiter } from '../services/rate-limiter.js';
+import type { ImageService } from '../services/image-service.js';
 import type { QuotaService } from '../services/quota-service.js';
 import type { RegistryCredentialsService } from '../services/registry-credentials-service.js';
 import type { SandboxService } from '../services/sandbox-service.js';
@@ -37,6 +38,8 @@ export interface AppServices {
   /** Holds `POST /sandbox` answers while their sandbox starts. */
   createHold: CreateHold;
   registryCredentials: RegistryCredentialsService;
+  /** Dockerfile builds and built images. */
+  images: ImageService;
   rateLimiter: RateLimiter;
   /** Port exposures, SSH sessions and reverse tunnels; started on the app's HTTP server once it is ready. */
   network: NetworkService;

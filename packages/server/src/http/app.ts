@@ -10,6 +10,7 @@ import { registerAdminRoutes } from './routes/admin-routes.js';
 import { registerEgressRoutes } from './routes/egress-routes.js';
 import { registerQuotaRoutes } from './routes/quota-routes.js';
 import { registerExposureRoutes } from './routes/exposure-routes.js';
+import { registerImageRoutes } from './routes/image-routes.js';
 import { registerHealthRoutes } from './routes/health-routes.js';
 import { registerSandboxActionRoutes } from './routes/sandbox-action-routes.js';
 import { registerSandboxRoutes } from './routes/sandbox-routes.js';
@@ -100,6 +101,7 @@ export async function buildApp(services: AppServices, logger: Logger | false = f
       registerAdminRoutes(api, services);
       registerQuotaRoutes(api, services);
       registerTemplateRoutes(api, services);
+      await registerImageRoutes(api, services);
     },
     { prefix: '/api/v1' },
   );

@@ -1,6 +1,6 @@
 /**
  * Compares Corral's generated `/openapi.json` with Prime's published OpenAPI documents
- * (/work/shared/reference/openapi-sandbox.yml, openapi-tunnel.yml) for every operation the
+ * (/work/shared/reference/openapi-sandbox.yml, openapi-tunnel.yml, openapi-images.yml) for every operation the
  * reference has: the operation exists; request bodies accept every reference property with a
  * compatible type and no stricter bounds or enums, and require nothing more; the success (and
  * 422) responses carry every property the reference requires with a type the client expects;
@@ -16,7 +16,7 @@ import { parse } from 'yaml';
 import { startTestServer, type TestServer } from '../testing/test-server.js';
 
 const REFERENCE_DIR = process.env.CORRAL_REFERENCE_DIR ?? '/work/shared/reference';
-const REFERENCE_FILES = ['openapi-sandbox.yml', 'openapi-tunnel.yml'];
+const REFERENCE_FILES = ['openapi-sandbox.yml', 'openapi-tunnel.yml', 'openapi-images.yml'];
 
 interface Schema {
   $ref?: string;

@@ -1,3 +1,4 @@
+import type { ImageBuilder } from './image-builder.js';
 import type { Duplex, Readable, Writable } from 'node:stream';
 import type { RuntimeErrorKind } from '../errors/error-codes.js';
 import type { EgressPolicy } from './egress/egress-policy.js';
@@ -237,6 +238,8 @@ export interface SandboxCapacity {
 export interface SandboxRuntime {
   /** `docker`, `oci`, … */
   readonly name: string;
+  /** The driver's Dockerfile builder; absent where the driver has none yet. */
+  readonly imageBuilder?: ImageBuilder;
   /** Checks the backend answers; starts nothing. */
   init(): Promise<void>;
   capabilities(): RuntimeCapabilities;

@@ -35,6 +35,11 @@ export const PRIME_RATE_LIMITS = {
   'tunnel.bulkDelete': { limit: 100, windowSeconds: 60, perSandbox: false },
   'tunnel.get': { limit: 300, windowSeconds: 60, perSandbox: true },
   'tunnel.delete': { limit: 100, windowSeconds: 60, perSandbox: false },
+  // Prime's images API (openapi-images.yml): list 300, build 150, delete and visibility 100 per minute.
+  'images.list': { limit: 300, windowSeconds: 60, perSandbox: false },
+  'images.build': { limit: 150, windowSeconds: 60, perSandbox: false },
+  'images.delete': { limit: 100, windowSeconds: 60, perSandbox: false },
+  'images.visibility': { limit: 100, windowSeconds: 60, perSandbox: false },
 } as const satisfies Record<string, RateLimitRule>;
 
 /** A named limit from the table above. */

@@ -8,6 +8,7 @@ import type { Principal } from './auth-service.js';
 import type { GatewayTokens } from './gateway-tokens.js';
 import { enforcesEgress, isOpenEgress } from './egress-applier.js';
 import { checkEgressEntriesSupported, egressUnsupported, resolveCreateEgress } from './egress-service.js';
+import type { ImageService } from './image-service.js';
 import { QuotaExceededError, QuotaService } from './quota-service.js';
 import type { RegistryCredentialsService } from './registry-credentials-service.js';
 import type { SandboxLifecycle } from './sandbox-lifecycle.js';
@@ -115,6 +116,8 @@ export class SandboxService {
     private readonly config: CorralConfig,
     private readonly registryCredentials: RegistryCredentialsService,
     private readonly quotas: QuotaService = new QuotaService(store, config),
+    /** Refuses a built image (`corral.local/…`) the caller may not use; absent: no built images. */
+    private readonly images?: Pick<ImageService, 'checkUse'>,
   ) {}
 
   /** Whether the caller may see and act on a sandbox. */
@@ -134,6 +137,7 @@ export class SandboxService {
     checkEgressEntriesSupported(runtime, network.policy, { allowlist: 'network_allowlist', denylist: 'network_denylist' });
     await this.checkDisk(input.diskSizeGb);
     await this.lifecycle.admission?.checkEverFits(input);
+    await this.images?.checkUse(caller, input.dockerImage);
     if (input.registryCredentialsId !== null && !(await this.registryCredentials.usable(caller, input.registryCredentialsId))) {
       throw ApiError.invalid('registry_credentials_id', `no registry credentials ${input.registryCredentialsId} that you may use`);
     }

@@ -6,6 +6,8 @@ import { migrationProvider } from './migrations.js';
 import { checkQuota, type QuotaCheck, type QuotaRecord, type QuotaScope, type QuotaUsage } from '../records/quota-records.js';
 import type { ExposureRecord, ExposureProtocol, SshKeyRecord, SshSessionRecord, TunnelFilter, TunnelPatch, TunnelRecord, TunnelStatus } from '../records/network-records.js';
 import type { ExposuresTable, NetworkDatabase, SshSessionsTable, TunnelsTable } from './network-tables.js';
+import type { ImageArtifactRecord, ImageBuildPatch, ImageBuildRecord, ImageBuildStatus, ImageVisibility } from '../records/image-records.js';
+import type { ImageArtifactsTable, ImageBuildsTable } from './schema.js';
 import type { ApiKeysTable, Database, RegistryCredentialsTable, SandboxesTable, TeamMembersTable, UsersTable } from './schema.js';
 import type { SandboxFilter, Store } from './store.js';
 import type { ApiKeyRecord, RegistryCredentialRecord, TeamMemberRecord, TeamRecord, TeamRole, UserRecord } from '../records/account-records.js';
@@ -165,6 +167,43 @@ function rowToKey(row: Selectable<ApiKeysTable>): ApiKeyRecord {
     createdAt: row.created_at,
     lastUsedAt: row.last_used_at,
     revokedAt: row.revoked_at,
+  };
+}
+
+function rowToImageBuild(row: Selectable<ImageBuildsTable>): ImageBuildRecord {
+  return {
+    id: row.id,
+    userId: row.user_id,
+    teamId: row.team_id,
+    imageName: row.image_name,
+    imageTag: row.image_tag,
+    dockerfilePath: row.dockerfile_path,
+    fullImagePath: row.full_image_path,
+    status: row.status as ImageBuildStatus,
+    contextBytes: row.context_bytes === null ? null : Number(row.context_bytes),
+    failedStep: row.failed_step,
+    errorMessage: row.error_message,
+    createdAt: row.created_at,
+    startedAt: row.started_at,
+    completedAt: row.completed_at,
+    replicaId: row.replica_id,
+  };
+}
+
+function rowToImageArtifact(row: Selectable<ImageArtifactsTable>): ImageArtifactRecord {
+  return {
+    id: row.id,
+    userId: row.user_id,
+    teamId: row.team_id,
+    imageName: row.image_name,
+    imageTag: row.image_tag,
+    fullImagePath: row.full_image_path,
+    runtimeRef: row.runtime_ref,
+    visibility: row.visibility as ImageVisibility,
+    sizeBytes: Number(row.size_bytes),
+    buildId: row.build_id,
+    createdAt: row.created_at,
+    pushedAt: row.pushed_at,
   };
 }
 
@@ -743,6 +782,115 @@ export class KyselyStore implements Store {
 
   async deleteRegistryCredential(id: string): Promise<boolean> {
     const result = await this.db.deleteFrom('registry_credentials').where('id', '=', id).executeTakeFirst();
+    return Number(result.numDeletedRows) > 0;
+  }
+
+  async insertImageBuild(b: ImageBuildRecord): Promise<void> {
+    await this.db
+      .insertInto('image_builds')
+      .values({
+        id: b.id,
+        user_id: b.userId,
+        team_id: b.teamId,
+        image_name: b.imageName,
+        image_tag: b.imageTag,
+        dockerfile_path: b.dockerfilePath,
+        full_image_path: b.fullImagePath,
+        status: b.status,
+        context_bytes: b.contextBytes,
+        failed_step: b.failedStep,
+        error_message: b.errorMessage,
+        created_at: b.createdAt,
+        started_at: b.startedAt,
+        completed_at: b.completedAt,
+        replica_id: b.replicaId,
+      })
+      .execute();
+  }
+
+  async getImageBuild(id: string): Promise<ImageBuildRecord | undefined> {
+    const row = await this.db.selectFrom('image_builds').selectAll().where('id', '=', id).executeTakeFirst();
+    return row ? rowToImageBuild(row) : undefined;
+  }
+
+  async updateImageBuild(id: string, patch: ImageBuildPatch, expectStatus?: readonly ImageBuildStatus[]): Promise<ImageBuildRecord | undefined> {
+    const values: Updateable<ImageBuildsTable> = {};
+    if (patch.status !== undefined) values.status = patch.status;
+    if (patch.contextBytes !== undefined) values.context_bytes = patch.contextBytes;
+    if (patch.failedStep !== undefined) values.failed_step = patch.failedStep;
+    if (patch.errorMessage !== undefined) values.error_message = patch.errorMessage;
+    if (patch.startedAt !== undefined) values.started_at = patch.startedAt;
+    if (patch.completedAt !== undefined) values.completed_at = patch.completedAt;
+    if (patch.replicaId !== undefined) values.replica_id = patch.replicaId;
+    let query = this.db.updateTable('image_builds').set(values).where('id', '=', id);
+    if (expectStatus !== undefined) query = query.where('status', 'in', [...expectStatus]);
+    const result = await query.executeTakeFirst();
+    if (Number(result.numUpdatedRows) === 0) return undefined;
+    return this.getImageBuild(id);
+  }
+
+  async listImageBuilds(userId: string, teamId: string | null, page: { offset: number; limit: number }): Promise<{ rows: ImageBuildRecord[]; total: number }> {
+    const base = teamId === null
+      ? this.db.selectFrom('image_builds').where('user_id', '=', userId).where('team_id', 'is', null)
+      : this.db.selectFrom('image_builds').where('team_id', '=', teamId);
+    const count = await base.select((eb) => eb.fn.countAll<number | string>().as('n')).executeTakeFirstOrThrow();
+    const rows = await base.selectAll().orderBy('created_at', 'desc').orderBy('id').limit(page.limit).offset(page.offset).execute();
+    return { rows: rows.map(rowToImageBuild), total: Number(count.n) };
+  }
+
+  async listImageBuildsByStatus(statuses: readonly ImageBuildStatus[]): Promise<ImageBuildRecord[]> {
+    const rows = await this.db.selectFrom('image_builds').selectAll().where('status', 'in', [...statuses]).orderBy('created_at').limit(10_000).execute();
+    return rows.map(rowToImageBuild);
+  }
+
+  async putImageArtifact(a: ImageArtifactRecord): Promise<void> {
+    await this.db.transaction().execute(async (trx) => {
+      await trx.deleteFrom('image_artifacts').where('full_image_path', '=', a.fullImagePath).execute();
+      await trx
+        .insertInto('image_artifacts')
+        .values({
+          id: a.id,
+          user_id: a.userId,
+          team_id: a.teamId,
+          image_name: a.imageName,
+          image_tag: a.imageTag,
+          full_image_path: a.fullImagePath,
+          runtime_ref: a.runtimeRef,
+          visibility: a.visibility,
+          size_bytes: a.sizeBytes,
+          build_id: a.buildId,
+          created_at: a.createdAt,
+          pushed_at: a.pushedAt,
+        })
+        .execute();
+    });
+  }
+
+  async getImageArtifactByPath(fullImagePath: string): Promise<ImageArtifactRecord | undefined> {
+    const row = await this.db.selectFrom('image_artifacts').selectAll().where('full_image_path', '=', fullImagePath).executeTakeFirst();
+    return row ? rowToImageArtifact(row) : undefined;
+  }
+
+  async listImageArtifacts(
+    userId: string,
+    teamId: string | null,
+    page: { offset: number; limit: number; search: string | null },
+  ): Promise<{ rows: ImageArtifactRecord[]; total: number }> {
+    let base = teamId === null
+      ? this.db.selectFrom('image_artifacts').where('user_id', '=', userId).where('team_id', 'is', null)
+      : this.db.selectFrom('image_artifacts').where('team_id', '=', teamId);
+    if (page.search !== null && page.search !== '') {
+      // instr() (SQLite) and strpos() (PostgreSQL) differ; a LIKE with the wildcards escaped works in both.
+      const pattern = `%${page.search.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+      base = base.where(sql<boolean>`image_name like ${pattern} escape '\\'`);
+    }
+    const count = await base.select((eb) => eb.fn.countAll<number | string>().as('n')).executeTakeFirstOrThrow();
+    const rows = await base.selectAll().orderBy('image_name').orderBy('image_tag').limit(page.limit).offset(page.offset).execute();
+    return { rows: rows.map(rowToImageArtifact), total: Number(count.n) };
+  }
+
+  async deleteImageArtifact(id: string): Promise<boolean> {
+    const result = await this.db.deleteFrom('image_artifacts').where('id', '=', id).executeTakeFirst();
     return Number(result.numDeletedRows) > 0;
   }
   /** The same database, typed with the networking tables of migration 0003. */

@@ -259,6 +259,49 @@ migrations['0009_kubernetes_job_id'] = {
   },
 };
 
+migrations['0010_image_builds'] = {
+  async up(db: Kysely<unknown>): Promise<void> {
+    // Dockerfile builds (one row per build) and the images they made (one row per owner, name and tag).
+    await db.schema
+      .createTable('image_builds')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('user_id', 'text', (c) => c.notNull())
+      .addColumn('team_id', 'text')
+      .addColumn('image_name', 'text', (c) => c.notNull())
+      .addColumn('image_tag', 'text', (c) => c.notNull())
+      .addColumn('dockerfile_path', 'text', (c) => c.notNull())
+      .addColumn('full_image_path', 'text', (c) => c.notNull())
+      .addColumn('status', 'text', (c) => c.notNull())
+      .addColumn('context_bytes', sql`bigint`)
+      .addColumn('failed_step', 'text')
+      .addColumn('error_message', 'text')
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addColumn('started_at', 'text')
+      .addColumn('completed_at', 'text')
+      // The replica that holds the build's uploaded context and runs it; null until the upload.
+      .addColumn('replica_id', 'text')
+      .execute();
+    await db.schema.createIndex('image_builds_status').on('image_builds').column('status').execute();
+    await db.schema.createIndex('image_builds_user').on('image_builds').columns(['user_id', 'created_at']).execute();
+    await db.schema
+      .createTable('image_artifacts')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('user_id', 'text', (c) => c.notNull())
+      .addColumn('team_id', 'text')
+      .addColumn('image_name', 'text', (c) => c.notNull())
+      .addColumn('image_tag', 'text', (c) => c.notNull())
+      .addColumn('full_image_path', 'text', (c) => c.notNull().unique())
+      .addColumn('runtime_ref', 'text', (c) => c.notNull())
+      .addColumn('visibility', 'text', (c) => c.notNull())
+      .addColumn('size_bytes', sql`bigint`, (c) => c.notNull())
+      .addColumn('build_id', 'text', (c) => c.notNull())
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addColumn('pushed_at', 'text', (c) => c.notNull())
+      .execute();
+    await db.schema.createIndex('image_artifacts_user').on('image_artifacts').columns(['user_id', 'image_name', 'image_tag']).execute();
+  },
+};
+
 /** Hands Kysely's migrator the migrations above. */
 export const migrationProvider: MigrationProvider = {
   getMigrations: () => Promise.resolve(migrations),

@@ -132,7 +132,44 @@ export interface LeasesTable {
   expires_at: number;
 }
 
+/** Dockerfile builds (migration 0010). */
+export interface ImageBuildsTable {
+  id: string;
+  user_id: string;
+  team_id: string | null;
+  image_name: string;
+  image_tag: string;
+  dockerfile_path: string;
+  full_image_path: string;
+  status: string;
+  context_bytes: number | string | null;
+  failed_step: string | null;
+  error_message: string | null;
+  created_at: string;
+  started_at: string | null;
+  completed_at: string | null;
+  replica_id: string | null;
+}
+
+/** Built images (migration 0010); `full_image_path` is unique. */
+export interface ImageArtifactsTable {
+  id: string;
+  user_id: string;
+  team_id: string | null;
+  image_name: string;
+  image_tag: string;
+  full_image_path: string;
+  runtime_ref: string;
+  visibility: string;
+  size_bytes: number | string;
+  build_id: string;
+  created_at: string;
+  pushed_at: string;
+}
+
 export interface Database {
+  image_builds: ImageBuildsTable;
+  image_artifacts: ImageArtifactsTable;
   replicas: ReplicasTable;
   leases: LeasesTable;
   quotas: QuotasTable;

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
+import type { ImageArtifactRecord, ImageBuildRecord } from '../records/image-records.js';
 import type { SandboxRecord, SandboxStatus } from '../records/sandbox-records.js';
 import { sandboxFixture } from '../testing/sandbox-fixture.js';
 import type { SandboxFilter, Store } from './store.js';
@@ -968,6 +969,78 @@ export function runStoreSuite(name: string, open: () => Promise<Store>): void {
         assert.equal(await store.deleteRegistryCredential(own.id), true);
         assert.equal(await store.deleteRegistryCredential(own.id), false);
         assert.equal(await store.getRegistryCredential(own.id), undefined);
+      });
+
+      test('image builds and artifacts: insert, compare-and-set updates, per-owner listing and paging, search, replace, delete', async () => {
+        const userId = unique('u');
+        const teamId = unique('team');
+        const build = (overrides: Partial<ImageBuildRecord>): ImageBuildRecord => ({
+          id: unique('b'),
+          userId,
+          teamId: null,
+          imageName: 'app',
+          imageTag: 'v1',
+          dockerfilePath: 'Dockerfile',
+          fullImagePath: `corral.local/${userId}/app:v1`,
+          status: 'PENDING',
+          contextBytes: null,
+          failedStep: null,
+          errorMessage: null,
+          createdAt: '2020-01-01T00:00:00.000Z',
+          startedAt: null,
+          completedAt: null,
+          replicaId: null,
+          ...overrides,
+        });
+        const first = build({});
+        const second = build({ createdAt: '2020-01-02T00:00:00.000Z', imageTag: 'v2' });
+        const team = build({ teamId, createdAt: '2020-01-03T00:00:00.000Z' });
+        for (const b of [first, second, team]) await store.insertImageBuild(b);
+        assert.deepEqual(await store.getImageBuild(first.id), first);
+        const big = 6 * 1024 ** 3;
+        assert.equal((await store.updateImageBuild(first.id, { contextBytes: big }, ['PENDING']))?.contextBytes, big);
+        const started = await store.updateImageBuild(first.id, { status: 'BUILDING', startedAt: '2020-01-01T00:00:01.000Z' }, ['PENDING']);
+        assert.equal(started?.status, 'BUILDING');
+        assert.equal(await store.updateImageBuild(first.id, { status: 'BUILDING' }, ['PENDING']), undefined, 'compare-and-set on the status');
+        const failed = await store.updateImageBuild(first.id, { status: 'FAILED', failedStep: 'STEP 2/2: RUN false', errorMessage: 'tail' });
+        assert.deepEqual([failed?.status, failed?.failedStep, failed?.errorMessage], ['FAILED', 'STEP 2/2: RUN false', 'tail']);
+        assert.equal((await store.updateImageBuild(second.id, { replicaId: 'host-1' }))?.replicaId, 'host-1');
+        const pending = (await store.listImageBuildsByStatus(['PENDING'])).map((b) => b.id);
+        assert.ok(pending.includes(second.id) && pending.includes(team.id) && !pending.includes(first.id));
+        const personal = await store.listImageBuilds(userId, null, { offset: 0, limit: 1 });
+        assert.equal(personal.total, 2);
+        assert.deepEqual(personal.rows.map((b) => b.id), [second.id], 'newest first');
+        assert.deepEqual((await store.listImageBuilds(userId, teamId, { offset: 0, limit: 10 })).rows.map((b) => b.id), [team.id]);
+
+        const artifact = (overrides: Partial<ImageArtifactRecord>): ImageArtifactRecord => ({
+          id: unique('a'),
+          userId,
+          teamId: null,
+          imageName: 'app',
+          imageTag: 'v1',
+          fullImagePath: `corral.local/${userId}/app:v1`,
+          runtimeRef: 'sha256:' + 'a'.repeat(64),
+          visibility: 'PRIVATE',
+          sizeBytes: big,
+          buildId: second.id,
+          createdAt: '2020-01-01T00:00:00.000Z',
+          pushedAt: '2020-01-01T00:00:00.000Z',
+          ...overrides,
+        });
+        const app = artifact({});
+        const percent = artifact({ imageName: 'my_%app', fullImagePath: `corral.local/${userId}/my_%app:v1` });
+        await store.putImageArtifact(app);
+        await store.putImageArtifact(percent);
+        assert.deepEqual(await store.getImageArtifactByPath(app.fullImagePath), app);
+        const replaced = artifact({ runtimeRef: 'sha256:' + 'b'.repeat(64) });
+        await store.putImageArtifact(replaced);
+        assert.deepEqual(await store.getImageArtifactByPath(app.fullImagePath), replaced, 'same path: replaced');
+        assert.equal((await store.listImageArtifacts(userId, null, { offset: 0, limit: 10, search: null })).total, 2);
+        assert.deepEqual((await store.listImageArtifacts(userId, null, { offset: 0, limit: 10, search: '_%' })).rows.map((a) => a.id), [percent.id], 'LIKE wildcards are literal');
+        assert.deepEqual((await store.listImageArtifacts(userId, teamId, { offset: 0, limit: 10, search: null })).rows, []);
+        assert.equal(await store.deleteImageArtifact(replaced.id), true);
+        assert.equal(await store.deleteImageArtifact(replaced.id), false);
+        assert.equal(await store.getImageArtifactByPath(app.fullImagePath), undefined);
       });
 
       test('network: exposures, ssh sessions and keys go when their sandbox ends; tunnels list, update, expire', async () => {

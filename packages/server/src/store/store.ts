@@ -1,6 +1,7 @@
 import type { SandboxPatch, SandboxRecord, SandboxStatus } from '../records/sandbox-records.js';
 import type { QuotaCheck, QuotaRecord, QuotaScope, QuotaUsage } from '../records/quota-records.js';
 import type { ExposureRecord, SshKeyRecord, SshSessionRecord, TunnelFilter, TunnelPatch, TunnelRecord } from '../records/network-records.js';
+import type { ImageArtifactRecord, ImageBuildPatch, ImageBuildRecord, ImageBuildStatus } from '../records/image-records.js';
 import type { ApiKeyRecord, RegistryCredentialRecord, TeamMemberRecord, TeamRecord, UserRecord } from '../records/account-records.js';
 
 /** Which sandboxes a listing or bulk operation covers. Every field narrows the set. */
@@ -141,6 +142,20 @@ export interface Store {
   /** A user's own credentials and those of the given teams. */
   listRegistryCredentials(userId: string, teamIds: readonly string[]): Promise<RegistryCredentialRecord[]>;
   deleteRegistryCredential(id: string): Promise<boolean>;
+  insertImageBuild(build: ImageBuildRecord): Promise<void>;
+  getImageBuild(id: string): Promise<ImageBuildRecord | undefined>;
+  /** Applies `patch` when the build's status is one of `expectStatus` (any, when omitted); the updated build, or undefined. */
+  updateImageBuild(id: string, patch: ImageBuildPatch, expectStatus?: readonly ImageBuildStatus[]): Promise<ImageBuildRecord | undefined>;
+  /** A user's builds (`teamId` null: personal ones; else the team's), newest first, and how many there are. */
+  listImageBuilds(userId: string, teamId: string | null, page: { offset: number; limit: number }): Promise<{ rows: ImageBuildRecord[]; total: number }>;
+  /** Builds (of every owner) in one of `statuses`, oldest first (at most 10 000). */
+  listImageBuildsByStatus(statuses: readonly ImageBuildStatus[]): Promise<ImageBuildRecord[]>;
+  /** Inserts the artifact, replacing the one with the same `fullImagePath`. */
+  putImageArtifact(artifact: ImageArtifactRecord): Promise<void>;
+  getImageArtifactByPath(fullImagePath: string): Promise<ImageArtifactRecord | undefined>;
+  /** A user's images (`teamId` null: personal ones; else the team's), by name and tag, filtered by a name substring. */
+  listImageArtifacts(userId: string, teamId: string | null, page: { offset: number; limit: number; search: string | null }): Promise<{ rows: ImageArtifactRecord[]; total: number }>;
+  deleteImageArtifact(id: string): Promise<boolean>;
   insertExposure(exposure: ExposureRecord): Promise<void>;
   getExposure(id: string): Promise<ExposureRecord | undefined>;
   /** Exposures of these sandboxes (every exposure when `sandboxIds` is null), oldest first. */

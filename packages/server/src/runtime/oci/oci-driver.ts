@@ -26,6 +26,12 @@ export const ociDriver: RuntimeDriver = {
       sandboxCpuWeight: config.sandboxCpuWeight,
       insecureRegistries: config.registryInsecure,
       maxImageBytes: config.imageMaxBytes,
+      imageBuild: {
+        cpus: config.imageBuildCpus,
+        memoryBytes: config.imageBuildMemoryMb * 1024 ** 2,
+        timeoutMs: config.imageBuildTimeoutSeconds * 1000,
+        network: config.imageBuildNetwork,
+      },
       // The API's default disk_size_gb (10): most creates ask for it.
       warmDiskSizes: [10 * 1024 ** 3],
       ...(config.egressDnsUpstream !== null ? { egressDnsUpstream: config.egressDnsUpstream } : {}),

@@ -35,6 +35,8 @@ import { type CapacityReserve, hostCapacity } from '../host-capacity.js';
 import { DEFAULT_SANDBOX_CPU_WEIGHT, setCgroupCpuWeight } from '../cgroup-cpu-weight.js';
 import { DiskPool, isMountPoint } from './disk-pool.js';
 import { HostLauncher, hostLauncher, useHostLauncher } from './host-launcher.js';
+import { DEFAULT_BUILD_USERNS, OciImageBuilder, type OciImageBuildOptions } from './oci-image-builder.js';
+import type { ImageBuilder } from '../image-builder.js';
 import { ImageStore } from './image-store.js';
 import { parseImageRef } from '../registry/image-ref.js';
 import type { ImageRef } from '../registry/image-ref.js';
@@ -113,6 +115,8 @@ export interface OciRuntimeOptions {
   hostLauncher?: boolean;
   /** Image store; default one rooted at `<stateDir>/images`. */
   images?: ImageStore;
+  /** Limits of Dockerfile builds (`<stateDir>/builds`); defaults: 2 CPUs, 2 GiB, 30 min, no network. */
+  imageBuild?: Partial<Omit<OciImageBuildOptions, 'root' | 'images'>>;
   /** Registries (`host[:port]`) the default image store may reach over plain HTTP and at loopback, private or link-local addresses. */
   insecureRegistries?: string[];
   /** Cap on one pull's compressed and on its decompressed layer bytes for the default image store (default 8 GiB). */
@@ -216,6 +220,8 @@ interface Live {
 export class OciRuntime implements SandboxRuntime {
   readonly name = 'oci';
   readonly images: ImageStore;
+  /** Builds Dockerfiles into {@link images} with buildah. */
+  readonly imageBuilder: ImageBuilder;
   private readonly instance: string;
   private readonly runtimeBinary: string;
   private readonly stateDir: string;
@@ -294,6 +300,16 @@ export class OciRuntime implements SandboxRuntime {
         insecureRegistries: options.insecureRegistries ?? [],
         ...(options.maxImageBytes !== undefined ? { maxImageBytes: options.maxImageBytes } : {}),
       });
+    this.imageBuilder = new OciImageBuilder({
+      root: join(options.stateDir, 'builds'),
+      images: this.images,
+      cpus: 2,
+      memoryBytes: 2 * 1024 ** 3,
+      timeoutMs: 30 * 60_000,
+      network: false,
+      userns: DEFAULT_BUILD_USERNS,
+      ...options.imageBuild,
+    });
     const safeInstance = options.instance.replace(/[^A-Za-z0-9_.-]/g, '_');
     this.instanceDir = join(options.stateDir, 'instances', safeInstance);
     this.sandboxesDir = join(this.instanceDir, 'sandboxes');

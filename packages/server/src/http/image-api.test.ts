@@ -1,0 +1,244 @@
+/**
+ * The images API's validation, signed upload URL, queue and visibility rules, through
+ * `fastify.inject()` with a stand-in builder (no buildah): image-build.test.ts builds for real.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { ImageBuilder, ImageBuildRequest, ImageBuildResult } from '../runtime/image-builder.js';
+import { ImageBuildError } from '../runtime/image-builder.js';
+import { GatedRuntime } from '../testing/gated-runtime.js';
+import { eventually } from '../testing/runtime-available.js';
+import { type TestServer, startTestServer } from '../testing/test-server.js';
+
+/** Builds nothing: records requests, fails when the context says FAIL, and can be held. */
+class StubBuilder implements ImageBuilder {
+  readonly requests: ImageBuildRequest[] = [];
+  running = 0;
+  maxRunning = 0;
+  hold: Promise<void> = Promise.resolve();
+  unavailable(): Promise<string | undefined> {
+    return Promise.resolve(undefined);
+  }
+  async build(request: ImageBuildRequest): Promise<ImageBuildResult> {
+    this.requests.push(request);
+    this.running += 1;
+    this.maxRunning = Math.max(this.maxRunning, this.running);
+    try {
+      await this.hold;
+      request.onOutput('STEP 1/1: RUN false\n');
+      if (request.dockerfilePath === 'fail.Dockerfile') throw new ImageBuildError('the build failed at STEP 1/1: RUN false', 'STEP 1/1: RUN false', 'boom output');
+      if (!(await request.mayUseBase('corral.local/someone-else/secret:v1'))) request.onOutput('base refused\n');
+      return { reference: request.reference, digest: 'sha256:' + '0'.repeat(64), sizeBytes: 1234 };
+    } finally {
+      this.running -= 1;
+    }
+  }
+  remove(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+class BuildingRuntime extends GatedRuntime {
+  readonly imageBuilder = new StubBuilder();
+}
+
+interface Initiated {
+  build_id: string;
+  upload_url: string;
+  expires_in: number;
+  fullImagePath: string;
+}
+
+describe('images API (stand-in builder)', () => {
+  let t: TestServer;
+  let runtime: BuildingRuntime;
+  let alice: { id: string; key: string };
+  let bob: { id: string; key: string };
+
+  before(async () => {
+    runtime = new BuildingRuntime();
+    t = await startTestServer({ imageBuildContextMaxBytes: 4096, imageBuildConcurrency: 1 }, {}, { runtime });
+    alice = await t.createUser('alice');
+    bob = await t.createUser('bob');
+  });
+  after(async () => t.close());
+
+  const initiate = async (key: string, body: Record<string, unknown> = {}): Promise<Initiated> => {
+    const response = await t.request('POST', '/api/v1/images/build', { key, body: { image_name: 'app', image_tag: 'v1', ...body } });
+    assert.equal(response.statusCode, 201, response.body);
+    return response.json<Initiated>();
+  };
+  const upload = (url: string, payload: string, headers: Record<string, string> = {}) =>
+    t.server.app.inject({ method: 'PUT', url: url.replace(/^https?:\/\/[^/]+/, ''), payload, headers: { 'content-type': 'application/octet-stream', ...headers } });
+  const waitFor = (key: string, id: string, statuses: string[]) =>
+    eventually(async () => {
+      const body = (await t.request('GET', `/api/v1/images/build/${id}`, { key })).json<{ status: string; errorMessage: string | null; failedStep: string | null }>();
+      return statuses.includes(body.status) ? body : undefined;
+    }, 20_000, statuses.join('|'));
+
+  it('refuses bad names, tags, paths and platforms with 422 naming the field', async () => {
+    for (const [body, param] of [
+      [{ image_name: 'Bad Name' }, 'image_name'],
+      [{ image_tag: '-x' }, 'image_tag'],
+      [{ dockerfile_path: '../Dockerfile' }, 'dockerfile_path'],
+      [{ dockerfile_path: '/etc/passwd' }, 'dockerfile_path'],
+      [{ platform: 'linux/arm64' }, 'platform'],
+    ] as [Record<string, string>, string][]) {
+      const response = await t.request('POST', '/api/v1/images/build', { key: alice.key, body: { image_name: 'app', image_tag: 'v1', ...body } });
+      assert.equal(response.statusCode, 422, response.body);
+      assert.equal(response.json<{ errors: { param: string }[] }>().errors[0]?.param, param);
+    }
+    const transfer = await t.request('POST', '/api/v1/images/build', { key: alice.key, body: { source_image: 'busybox:latest' } });
+    assert.equal(transfer.statusCode, 501, transfer.body);
+    const team = await t.request('POST', '/api/v1/images/build', { key: alice.key, body: { image_name: 'a', image_tag: 'b', team_id: 'not-my-team' } });
+    assert.equal(team.statusCode, 403, team.body);
+  });
+
+  it('answers 404 for builds and images that are not the caller\'s', async () => {
+    const unknown = await t.request('GET', '/api/v1/images/build/nosuchbuild', { key: alice.key });
+    assert.equal(unknown.statusCode, 404);
+    assert.equal(unknown.json<{ code: string }>().code, 'IMAGE_BUILD_NOT_FOUND');
+    const deleted = await t.request('DELETE', '/api/v1/images/app/nosuch', { key: alice.key });
+    assert.equal(deleted.statusCode, 404);
+    assert.equal(deleted.json<{ code: string }>().code, 'IMAGE_NOT_FOUND');
+  });
+
+  it('refuses an upload URL with a bad signature, an altered expiry or a body over the cap, and a start before the upload', async () => {
+    const build = await initiate(alice.key);
+    assert.match(build.upload_url, /^http:\/\/.+\/api\/v1\/images\/build\/[a-z0-9]+\/context\?expires=\d+&signature=/);
+    const early = await t.request('POST', `/api/v1/images/build/${build.build_id}/start`, { key: alice.key, body: { context_uploaded: true } });
+    assert.equal(early.statusCode, 409, early.body);
+    const badSignature = await upload(build.upload_url.replace(/signature=[^&]+/, 'signature=AAAA'), 'x');
+    assert.equal(badSignature.statusCode, 403, badSignature.body);
+    assert.equal(badSignature.json<{ code: string }>().code, 'UPLOAD_URL_INVALID');
+    const altered = await upload(build.upload_url.replace(/expires=(\d+)/, (_m, e: string) => `expires=${Number(e) + 3600}`), 'x');
+    assert.equal(altered.statusCode, 403, altered.body);
+    const declaredTooBig = await upload(build.upload_url, 'y'.repeat(5000));
+    assert.equal(declaredTooBig.statusCode, 413, declaredTooBig.body);
+    assert.equal(declaredTooBig.json<{ code: string }>().code, 'PAYLOAD_TOO_LARGE');
+    const fits = await upload(build.upload_url, 'z'.repeat(100));
+    assert.equal(fits.statusCode, 200, fits.body);
+    assert.equal(fits.json<{ bytes: number }>().bytes, 100);
+  });
+
+  it('refuses an expired upload URL', async () => {
+    const expired = await startTestServer({ imageBuildUploadTtlSeconds: -5 }, {}, { runtime: new BuildingRuntime() });
+    try {
+      const response = await expired.request('POST', '/api/v1/images/build', { body: { image_name: 'app', image_tag: 'v1' } });
+      assert.equal(response.statusCode, 201, response.body);
+      const url = response.json<Initiated>().upload_url.replace(/^https?:\/\/[^/]+/, '');
+      const put = await expired.server.app.inject({ method: 'PUT', url, payload: 'x', headers: { 'content-type': 'application/octet-stream' } });
+      assert.equal(put.statusCode, 403, put.body);
+      assert.match(put.json<{ detail: string }>().detail, /expired/);
+    } finally {
+      await expired.close();
+    }
+  });
+
+  it('runs uploaded builds one at a time, records failures with their step, and keeps images to their owner', async () => {
+    let release!: () => void;
+    runtime.imageBuilder.hold = new Promise((r) => (release = r));
+    const ok = await initiate(alice.key, { image_name: 'web', image_tag: 'v1' });
+    const bad = await initiate(alice.key, { image_name: 'web', image_tag: 'broken', dockerfile_path: 'fail.Dockerfile' });
+    for (const b of [ok, bad]) {
+      assert.equal((await upload(b.upload_url, 'tar')).statusCode, 200);
+      const started = await t.request('POST', `/api/v1/images/build/${b.build_id}/start`, { key: alice.key, body: { context_uploaded: true } });
+      assert.equal(started.statusCode, 200, started.body);
+    }
+    const queued = await waitFor(alice.key, bad.build_id, ['PENDING']);
+    assert.equal(queued.status, 'PENDING');
+    release();
+    await waitFor(alice.key, ok.build_id, ['COMPLETED']);
+    const failed = await waitFor(alice.key, bad.build_id, ['FAILED']);
+    assert.equal(failed.failedStep, 'STEP 1/1: RUN false');
+    assert.match(failed.errorMessage ?? '', /RUN false[\s\S]*boom output/);
+    assert.equal(runtime.imageBuilder.maxRunning, 1);
+    const logs = await t.request('GET', `/api/v1/images/build/${ok.build_id}/logs`, { key: alice.key });
+    assert.match(logs.json<{ logs: string }>().logs, /base refused/);
+
+    const mine = (await t.request('GET', '/api/v1/images', { key: alice.key })).json<{ data: { fullImagePath: string; status: string }[]; total_count: number }>();
+    assert.deepEqual(mine.data.filter((r) => r.status === 'COMPLETED').map((r) => r.fullImagePath), [ok.fullImagePath]);
+    // A build not started yet is listed too, as Prime lists open builds beside images.
+    assert.ok(mine.data.some((r) => r.status === 'PENDING' && r.fullImagePath.endsWith('/app:v1')));
+    assert.equal(mine.total_count, 1);
+    const theirs = (await t.request('GET', '/api/v1/images', { key: bob.key })).json<{ data: unknown[] }>();
+    assert.deepEqual(theirs.data, []);
+    assert.equal((await t.request('GET', `/api/v1/images/build/${ok.build_id}`, { key: bob.key })).statusCode, 404);
+    assert.equal((await t.request('GET', `/api/v1/images/build/${ok.build_id}/logs`, { key: bob.key })).statusCode, 404);
+
+    const stolen = await t.request('POST', '/api/v1/sandbox', { key: bob.key, body: { name: 'steal', docker_image: ok.fullImagePath } });
+    assert.equal(stolen.statusCode, 404, stolen.body);
+    assert.equal(stolen.json<{ code: string }>().code, 'IMAGE_NOT_FOUND');
+    const missing = await t.request('POST', '/api/v1/sandbox', { key: alice.key, body: { name: 'nope', docker_image: 'corral.local/x/none:v1' } });
+    assert.equal(missing.statusCode, 404, missing.body);
+    const check = await t.request('POST', '/api/v1/template/check-docker-image', { key: bob.key, body: { image: ok.fullImagePath } });
+    assert.deepEqual(check.json(), { accessible: false, details: `Image ${ok.fullImagePath} not found` });
+    const own = await t.request('POST', '/api/v1/template/check-docker-image', { key: alice.key, body: { image: ok.fullImagePath } });
+    assert.equal(own.json<{ accessible: boolean }>().accessible, true);
+
+    const pub = await t.request('PATCH', '/api/v1/images/web/v1/visibility', { key: alice.key, body: { visibility: 'PUBLIC' } });
+    assert.equal(pub.statusCode, 501, pub.body);
+    const priv = await t.request('PATCH', '/api/v1/images/web/v1/visibility', { key: alice.key, body: { visibility: 'PRIVATE' } });
+    assert.equal(priv.statusCode, 200, priv.body);
+    assert.equal(priv.json<{ images: { fullImagePath: string }[] }>().images[0]?.fullImagePath, ok.fullImagePath);
+    assert.equal((await t.request('PATCH', '/api/v1/images/web/v1/visibility', { key: bob.key, body: { visibility: 'PRIVATE' } })).statusCode, 404);
+    assert.equal((await t.request('DELETE', '/api/v1/images/web/v1', { key: bob.key })).statusCode, 404);
+    assert.equal((await t.request('DELETE', '/api/v1/images/web/v1', { key: alice.key })).statusCode, 200);
+    const left = (await t.request('GET', '/api/v1/images', { key: alice.key })).json<{ data: { status: string }[]; total_count: number }>();
+    assert.equal(left.total_count, 0);
+    assert.deepEqual(left.data.filter((r) => r.status === 'COMPLETED'), []);
+  });
+
+  it('answers check-docker-image for an unreachable or malformed reference without a 5xx', async () => {
+    const bad = await t.request('POST', '/api/v1/template/check-docker-image', { key: alice.key, body: { image: 'UPPER CASE!!' } });
+    assert.equal(bad.statusCode, 200, bad.body);
+    assert.equal(bad.json<{ accessible: boolean }>().accessible, false);
+    const missing = await t.request('POST', '/api/v1/template/check-docker-image', { key: alice.key, body: { image: '127.0.0.1:1/none:v1' } });
+    assert.equal(missing.statusCode, 200, missing.body);
+    assert.equal(missing.json<{ accessible: boolean }>().accessible, false);
+  });
+});
+
+describe('images API across a restart', () => {
+  it('fails the builds whose replica is gone, and only those', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'corral-image-restart-'));
+    try {
+      const first = await startTestServer({ dataDir, replicaId: 'replica-old' }, {}, { runtime: new BuildingRuntime() });
+      const init = (body: Record<string, unknown>) => first.request('POST', '/api/v1/images/build', { body: { image_tag: 'v1', ...body } });
+      const uploaded = (await init({ image_name: 'uploaded' })).json<Initiated>();
+      const fresh = (await init({ image_name: 'fresh' })).json<Initiated>();
+      const put = await first.server.app.inject({ method: 'PUT', url: uploaded.upload_url.replace(/^https?:\/\/[^/]+/, ''), payload: 'tar' });
+      assert.equal(put.statusCode, 200, put.body);
+      const adminKey = first.adminKey;
+      await first.close();
+      const second = await startTestServer({ dataDir, replicaId: 'replica-new', bootstrapApiKey: adminKey }, {}, { runtime: new BuildingRuntime() });
+      try {
+        const status = (id: string) => second.request('GET', `/api/v1/images/build/${id}`).then((r) => r.json<{ status: string; errorMessage: string | null }>());
+        const lost = await status(uploaded.build_id);
+        assert.equal(lost.status, 'FAILED');
+        assert.match(lost.errorMessage ?? '', /interrupted.*replica-old/);
+        assert.equal((await status(fresh.build_id)).status, 'PENDING', 'nothing uploaded: nothing lost');
+      } finally {
+        await second.close();
+      }
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('images API without a builder', () => {
+  it('answers 501 on a driver without image builds', async () => {
+    const t = await startTestServer();
+    try {
+      const response = await t.request('POST', '/api/v1/images/build', { body: { image_name: 'app', image_tag: 'v1' } });
+      assert.equal(response.statusCode, 501, response.body);
+      assert.equal(response.json<{ code: string }>().code, 'NOT_IMPLEMENTED');
+    } finally {
+      await t.close();
+    }
+  });
+});

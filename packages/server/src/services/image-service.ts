@@ -1,0 +1,407 @@
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { appendFile, mkdir, readFile, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { Logger } from 'pino';
+import type { CorralConfig } from '../config.js';
+import { ApiError } from '../errors/api-error.js';
+import type { ImageArtifactRecord, ImageBuildRecord, ImageBuildStatus } from '../records/image-records.js';
+import { ImageBuildError } from '../runtime/image-builder.js';
+import { parseImageRef } from '../runtime/registry/image-ref.js';
+import { RegistryClient } from '../runtime/registry/registry-client.js';
+import type { SandboxRuntime } from '../runtime/runtime.js';
+import type { Store } from '../store/store.js';
+import { newId } from '../util/ids.js';
+import { nowIso } from '../util/time.js';
+import type { Principal } from './auth-service.js';
+import type { RegistryCredentialsService } from './registry-credentials-service.js';
+
+/** The registry host of built images: `docker_image` names them `corral.local/<owner>/<name>:<tag>`. Nothing is ever pulled from it. */
+export const BUILT_IMAGE_REGISTRY = 'corral.local';
+
+/** Prime's image names: lower-case path components separated by `/`, each of alphanumerics joined by `.`, `_` or `-`. */
+const IMAGE_NAME = /^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:\/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$/;
+const IMAGE_TAG = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
+/** Output of one build kept on disk for `GET /images/build/{id}/logs`. */
+const MAX_LOG_BYTES = 4 * 1024 * 1024;
+
+/** What `POST /images/build` asks for. */
+export interface InitiateBuildInput {
+  imageName: string | null;
+  imageTag: string | null;
+  dockerfilePath: string;
+  sourceImage: string | null;
+  platform: string;
+  teamId: string | null;
+  visibility: string | null;
+  ownerScope: string | null;
+}
+
+/** A build just initiated, with where to upload its context. */
+export interface InitiatedBuild {
+  build: ImageBuildRecord;
+  uploadPath: string;
+  expiresIn: number;
+}
+
+/** A row of `GET /images`: a built image, or a build that has not finished. */
+export type ImageListRow = { kind: 'artifact'; artifact: ImageArtifactRecord } | { kind: 'build'; build: ImageBuildRecord };
+
+/** Whether a caller may use an image owned by `userId`/`teamId` (its owner, or a member of its team). */
+function mayUse(caller: Principal, owner: { userId: string; teamId: string | null }): boolean {
+  return owner.teamId === null ? owner.userId === caller.user.id : caller.teams.has(owner.teamId);
+}
+
+/** True for references in the built-image namespace (`corral.local/…`). */
+export function isBuiltImageRef(reference: string): boolean {
+  try {
+    return parseImageRef(reference).registry.toLowerCase() === BUILT_IMAGE_REGISTRY;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Dockerfile builds and the images they make, through the runtime driver's builder: initiate
+ * (a signed, short-lived upload URL served by Corral), upload (streamed to disk, size-capped),
+ * start (queued, at most `imageBuildConcurrency` at once), status, logs, list and delete. A built
+ * image is usable as `docker_image` by its owner (a team image: by the team's members); to anyone
+ * else it does not exist.
+ */
+export class ImageService {
+  private readonly dir: string;
+  private readonly queue: { id: string; caller: Principal }[] = [];
+  private running = 0;
+  private readonly active = new Set<Promise<void>>();
+  private closed = false;
+
+  constructor(
+    private readonly store: Store,
+    private readonly runtime: SandboxRuntime | null,
+    private readonly config: CorralConfig,
+    private readonly registryCredentials: RegistryCredentialsService,
+    private readonly uploadSecret: string,
+    private readonly log: Logger,
+  ) {
+    this.dir = join(config.dataDir, 'image-builds');
+  }
+
+  private builder(): NonNullable<SandboxRuntime['imageBuilder']> {
+    const builder = this.runtime?.imageBuilder;
+    if (!builder) throw new ApiError('NOT_IMPLEMENTED', `Image builds are not available on the ${this.runtime?.name ?? 'none'} runtime driver yet (use CORRAL_RUNTIME=oci)`);
+    return builder;
+  }
+
+  /** Creates a build waiting for its context. */
+  async initiate(caller: Principal, input: InitiateBuildInput): Promise<InitiatedBuild> {
+    if (input.sourceImage !== null) throw new ApiError('NOT_IMPLEMENTED', 'Transfers of an existing source_image are not supported yet: build from a Dockerfile');
+    if (input.ownerScope !== null) throw new ApiError('NOT_IMPLEMENTED', 'ownerScope "platform" images are not supported');
+    if (input.visibility === 'PUBLIC') throw new ApiError('NOT_IMPLEMENTED', 'PUBLIC images are not supported yet: images are PRIVATE to their owner (or team)');
+    if (input.platform !== 'linux/amd64') throw ApiError.invalid('platform', 'only linux/amd64 is supported');
+    if (input.imageName === null || !IMAGE_NAME.test(input.imageName) || input.imageName.length > 128) {
+      throw ApiError.invalid('image_name', 'must be 1-128 lower-case letters, digits and separators (. _ - /), e.g. "myapp"');
+    }
+    if (input.imageTag === null || !IMAGE_TAG.test(input.imageTag)) throw ApiError.invalid('image_tag', 'must be 1-128 letters, digits, _ . - (not starting with . or -)');
+    const path = input.dockerfilePath;
+    if (path === '' || path.length > 1024 || path.startsWith('/') || path.split('/').includes('..') || path.includes('\0')) {
+      throw ApiError.invalid('dockerfile_path', 'must be a relative path inside the build context');
+    }
+    if (input.teamId !== null && !caller.teams.has(input.teamId)) throw new ApiError('FORBIDDEN', `You are not a member of team ${input.teamId}`);
+    const builder = this.builder();
+    const missing = await builder.unavailable();
+    if (missing !== undefined) throw new ApiError('SERVICE_UNAVAILABLE', `Image builds cannot run on this host: ${missing}`);
+    const owner = input.teamId === null ? caller.user.id : `team-${input.teamId}`;
+    const build: ImageBuildRecord = {
+      id: newId(),
+      userId: caller.user.id,
+      teamId: input.teamId,
+      imageName: input.imageName,
+      imageTag: input.imageTag,
+      dockerfilePath: path,
+      fullImagePath: `${BUILT_IMAGE_REGISTRY}/${owner}/${input.imageName}:${input.imageTag}`,
+      status: 'PENDING',
+      contextBytes: null,
+      failedStep: null,
+      errorMessage: null,
+      createdAt: nowIso(),
+      startedAt: null,
+      completedAt: null,
+      replicaId: null,
+    };
+    await this.store.insertImageBuild(build);
+    const ttl = this.config.imageBuildUploadTtlSeconds;
+    const expires = Math.floor(Date.now() / 1000) + ttl;
+    const uploadPath = `/api/v1/images/build/${build.id}/context?expires=${expires}&signature=${this.sign(build.id, expires)}`;
+    return { build, uploadPath, expiresIn: ttl };
+  }
+
+  private sign(buildId: string, expires: number): string {
+    return createHmac('sha256', this.uploadSecret).update(`image-context\0${buildId}\0${expires}`).digest('base64url');
+  }
+
+  /**
+   * Stores a build's context from an upload URL: refused (403) when the signature does not match
+   * or the URL expired, 413 past the size cap (also when a declared length says so up front).
+   */
+  async upload(buildId: string, expires: string, signature: string, declaredLength: number | undefined, body: Readable): Promise<{ bytes: number }> {
+    const expiresAt = Number(expires);
+    const expected = Buffer.from(this.sign(buildId, Number.isSafeInteger(expiresAt) ? expiresAt : -1));
+    const given = Buffer.from(signature);
+    if (!/^\d{1,12}$/.test(expires) || given.length !== expected.length || !timingSafeEqual(given, expected)) {
+      throw new ApiError('UPLOAD_URL_INVALID', 'The upload URL is not valid (its signature does not match)');
+    }
+    if (expiresAt < Date.now() / 1000) throw new ApiError('UPLOAD_URL_INVALID', 'The upload URL has expired; start a new build');
+    const build = await this.store.getImageBuild(buildId);
+    if (!build) throw new ApiError('IMAGE_BUILD_NOT_FOUND', `Image build ${buildId} not found`);
+    if (build.status !== 'PENDING' || this.queue.some((q) => q.id === buildId)) throw new ApiError('CONFLICT', `Image build ${buildId} has already started (${build.status})`);
+    const max = this.config.imageBuildContextMaxBytes;
+    if (declaredLength !== undefined && declaredLength > max) throw new ApiError('PAYLOAD_TOO_LARGE', `The build context is ${declaredLength} bytes, more than the ${max} allowed`);
+    const dir = join(this.dir, buildId);
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const partial = join(dir, `context.${process.pid}.${Date.now()}.part`);
+    let bytes = 0;
+    try {
+      await pipeline(
+        body,
+        async function* (source: AsyncIterable<Buffer>) {
+          for await (const chunk of source) {
+            bytes += chunk.length;
+            if (bytes > max) throw new ApiError('PAYLOAD_TOO_LARGE', `The build context is larger than the ${max} bytes allowed`);
+            yield chunk;
+          }
+        },
+        createWriteStream(partial, { mode: 0o600 }),
+      );
+      await rename(partial, join(dir, 'context.tar'));
+    } catch (error) {
+      await rm(partial, { force: true });
+      throw error;
+    }
+    await this.store.updateImageBuild(buildId, { contextBytes: bytes, replicaId: this.config.replicaId }, ['PENDING']);
+    return { bytes };
+  }
+
+  /** A build the caller may see. */
+  async get(caller: Principal, id: string): Promise<ImageBuildRecord> {
+    const build = await this.store.getImageBuild(id);
+    if (!build || !mayUse(caller, build)) throw new ApiError('IMAGE_BUILD_NOT_FOUND', `Image build ${id} not found`);
+    return build;
+  }
+
+  /** Queues an uploaded build; it runs when a slot is free. */
+  async start(caller: Principal, id: string): Promise<ImageBuildRecord> {
+    const build = await this.get(caller, id);
+    if (build.status !== 'PENDING' || this.queue.some((q) => q.id === id)) return build;
+    if (build.contextBytes === null) throw new ApiError('CONFLICT', `Upload the build context to the upload_url of build ${id} before starting it`);
+    if (build.replicaId !== this.config.replicaId) {
+      throw new ApiError('CONFLICT', `The context of build ${id} was uploaded to another replica (${build.replicaId ?? 'none'}); start it there`);
+    }
+    this.builder();
+    this.queue.push({ id, caller });
+    this.pump();
+    return (await this.store.getImageBuild(id)) ?? build;
+  }
+
+  /** Builds of the caller (personal, or a team's), newest first. */
+  async list(caller: Principal, teamId: string | null, offset: number, limit: number): Promise<{ rows: ImageBuildRecord[]; total: number }> {
+    if (teamId !== null && !caller.teams.has(teamId)) throw new ApiError('FORBIDDEN', `You are not a member of team ${teamId}`);
+    return this.store.listImageBuilds(caller.user.id, teamId, { offset, limit });
+  }
+
+  /** The build's output so far. */
+  async logs(caller: Principal, id: string): Promise<{ build: ImageBuildRecord; logs: string }> {
+    const build = await this.get(caller, id);
+    const logs = await readFile(join(this.dir, id, 'build.log'), 'utf8').catch(() => '');
+    return { build, logs };
+  }
+
+  /** Built images of the caller (personal, or a team's), and their builds that have not finished. */
+  async listImages(
+    caller: Principal,
+    teamId: string | null,
+    page: { offset: number; limit: number; search: string | null },
+  ): Promise<{ rows: ImageListRow[]; total: number }> {
+    if (teamId !== null && !caller.teams.has(teamId)) throw new ApiError('FORBIDDEN', `You are not a member of team ${teamId}`);
+    const artifacts = await this.store.listImageArtifacts(caller.user.id, teamId, page);
+    const rows: ImageListRow[] = artifacts.rows.map((artifact) => ({ kind: 'artifact', artifact }));
+    if (page.offset === 0) {
+      const recent = await this.store.listImageBuilds(caller.user.id, teamId, { offset: 0, limit: 100 });
+      const open: ImageBuildStatus[] = ['PENDING', 'UPLOADING', 'BUILDING'];
+      for (const build of recent.rows) {
+        if (!open.includes(build.status)) continue;
+        if (page.search !== null && !build.imageName.includes(page.search)) continue;
+        rows.push({ kind: 'build', build });
+      }
+    }
+    return { rows, total: artifacts.total };
+  }
+
+  /** A built image of the caller (or of a team they are in) by name and tag; 404 otherwise. */
+  private async ownImage(caller: Principal, name: string, tag: string, teamId: string | null): Promise<ImageArtifactRecord> {
+    if (teamId !== null && !caller.teams.has(teamId)) throw new ApiError('FORBIDDEN', `You are not a member of team ${teamId}`);
+    const owner = teamId === null ? caller.user.id : `team-${teamId}`;
+    const artifact = await this.store.getImageArtifactByPath(`${BUILT_IMAGE_REGISTRY}/${owner}/${name}:${tag}`);
+    if (!artifact || !mayUse(caller, artifact)) throw new ApiError('IMAGE_NOT_FOUND', `Image ${name}:${tag} not found`);
+    return artifact;
+  }
+
+  /** Prime's visibility change: images stay PRIVATE (PUBLIC is not supported yet: 501). */
+  async setVisibility(caller: Principal, name: string, tag: string, visibility: 'PRIVATE' | 'PUBLIC', teamId: string | null): Promise<ImageArtifactRecord> {
+    const artifact = await this.ownImage(caller, name, tag, teamId);
+    if (visibility === 'PUBLIC') throw new ApiError('NOT_IMPLEMENTED', 'PUBLIC images are not supported yet: images are PRIVATE to their owner (or team)');
+    return artifact;
+  }
+
+  /** Deletes a built image (the caller's, or one of a team they are in) from the store and the driver. */
+  async deleteImage(caller: Principal, name: string, tag: string, teamId: string | null): Promise<void> {
+    const artifact = await this.ownImage(caller, name, tag, teamId);
+    const path = artifact.fullImagePath;
+    if (artifact.teamId !== null && artifact.userId !== caller.user.id && caller.teams.get(artifact.teamId) !== 'admin') {
+      throw new ApiError('FORBIDDEN', 'Only the image creator or a team admin can delete a team image');
+    }
+    await this.store.deleteImageArtifact(artifact.id);
+    await this.runtime?.imageBuilder?.remove(path).catch((error: unknown) => this.log.warn({ err: error, image: path }, 'removing a built image from the driver failed'));
+  }
+
+  /**
+   * Refuses (404 IMAGE_NOT_FOUND) a `docker_image` in the built-image namespace that the caller
+   * may not use; any other reference is the driver's to pull.
+   */
+  async checkUse(caller: Principal, reference: string): Promise<void> {
+    if (!isBuiltImageRef(reference)) return;
+    const artifact = await this.store.getImageArtifactByPath(parseImageRef(reference).canonical);
+    if (!artifact || !mayUse(caller, artifact)) throw new ApiError('IMAGE_NOT_FOUND', `Image ${reference} not found: build it first (GET /api/v1/images lists yours)`);
+  }
+
+  /** Prime's `check-docker-image`: whether the image can be pulled with the given credentials. */
+  async checkDockerImage(caller: Principal, image: string, credentialsId: string | null): Promise<{ accessible: boolean; details: string }> {
+    if (isBuiltImageRef(image)) {
+      const artifact = await this.store.getImageArtifactByPath(parseImageRef(image).canonical);
+      return artifact && mayUse(caller, artifact)
+        ? { accessible: true, details: `Image ${image} was built on this server` }
+        : { accessible: false, details: `Image ${image} not found` };
+    }
+    // Without a driver nothing is ever pulled, so nothing is asked of a registry either.
+    if (this.runtime === null) return { accessible: false, details: 'This server has no runtime driver (CORRAL_RUNTIME=none): it pulls no images' };
+    let credentials: { username: string; password: string } | undefined;
+    if (credentialsId !== null) {
+      const record = await this.registryCredentials.usable(caller, credentialsId);
+      if (!record) throw ApiError.invalid('registry_credentials_id', `no registry credentials ${credentialsId} that you may use`);
+      credentials = { username: record.username, password: record.password };
+    }
+    let ref;
+    try {
+      ref = parseImageRef(image);
+    } catch (error) {
+      return { accessible: false, details: `Invalid image reference: ${(error as Error).message}` };
+    }
+    try {
+      const client = new RegistryClient(ref, credentials, { insecureRegistries: this.config.registryInsecure, timeoutMs: 15_000 });
+      const { digest } = await client.resolveManifest();
+      return { accessible: true, details: `Image ${ref.canonical} is accessible (${digest})` };
+    } catch (error) {
+      return { accessible: false, details: `Image ${ref.canonical} is not accessible: ${(error as Error).message}` };
+    }
+  }
+
+  /**
+   * Fails the builds whose context sits with a replica that is gone (or with this one before it
+   * restarted): their queue and their buildah process went with it. Run once at startup.
+   */
+  async recover(liveReplicas: ReadonlySet<string>): Promise<number> {
+    let failed = 0;
+    for (const build of await this.store.listImageBuildsByStatus(['PENDING', 'UPLOADING', 'BUILDING'])) {
+      if (build.replicaId === null || (build.replicaId !== this.config.replicaId && liveReplicas.has(build.replicaId))) continue;
+      const done = await this.store.updateImageBuild(
+        build.id,
+        { status: 'FAILED', completedAt: nowIso(), errorMessage: `The build was interrupted: the server that held it (${build.replicaId}) stopped; start a new build` },
+        [build.status],
+      );
+      if (done) failed += 1;
+    }
+    return failed;
+  }
+
+  /** Stops taking queued builds and waits up to 10 s for the running ones to record how they ended. */
+  async close(): Promise<void> {
+    this.closed = true;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.allSettled([...this.active]), new Promise((r) => (timer = setTimeout(r, 10_000)))]);
+    clearTimeout(timer);
+  }
+
+  private pump(): void {
+    while (!this.closed && this.running < this.config.imageBuildConcurrency && this.queue.length > 0) {
+      const next = this.queue.shift();
+      if (!next) break;
+      this.running += 1;
+      const job = this.run(next.id, next.caller)
+        .catch((error: unknown) => this.log.error({ err: error, buildId: next.id }, 'image build failed unexpectedly'))
+        .finally(() => {
+          this.running -= 1;
+          this.active.delete(job);
+          this.pump();
+        });
+      this.active.add(job);
+    }
+  }
+
+  private async run(id: string, caller: Principal): Promise<void> {
+    const build = await this.store.updateImageBuild(id, { status: 'BUILDING', startedAt: nowIso() }, ['PENDING']);
+    if (!build) return;
+    const dir = join(this.dir, id);
+    const logFile = join(dir, 'build.log');
+    let logged = 0;
+    let writes = Promise.resolve();
+    const onOutput = (text: string): void => {
+      if (logged >= MAX_LOG_BYTES) return;
+      const chunk = text.slice(0, MAX_LOG_BYTES - logged);
+      logged += Buffer.byteLength(chunk);
+      writes = writes.then(() => appendFile(logFile, chunk)).catch(() => undefined);
+    };
+    try {
+      const result = await this.builder().build({
+        contextTar: join(dir, 'context.tar'),
+        dockerfilePath: build.dockerfilePath,
+        reference: build.fullImagePath,
+        cacheKey: build.teamId === null ? `user-${build.userId}` : `team-${build.teamId}`,
+        mayUseBase: async (reference) => {
+          if (!isBuiltImageRef(reference)) return true;
+          const artifact = await this.store.getImageArtifactByPath(reference);
+          return artifact !== undefined && mayUse(caller, artifact);
+        },
+        onOutput,
+      });
+      const now = nowIso();
+      await this.store.putImageArtifact({
+        id: newId(),
+        userId: build.userId,
+        teamId: build.teamId,
+        imageName: build.imageName,
+        imageTag: build.imageTag,
+        fullImagePath: result.reference,
+        runtimeRef: result.digest,
+        visibility: 'PRIVATE',
+        sizeBytes: result.sizeBytes,
+        buildId: build.id,
+        createdAt: now,
+        pushedAt: now,
+      });
+      await this.store.updateImageBuild(id, { status: 'COMPLETED', completedAt: nowIso() });
+    } catch (error) {
+      const failure = error instanceof ImageBuildError ? error : new ImageBuildError((error as Error).message, null, '');
+      const tail = failure.outputTail.trim();
+      await this.store.updateImageBuild(id, {
+        status: 'FAILED',
+        completedAt: nowIso(),
+        failedStep: failure.failedStep,
+        errorMessage: tail === '' ? failure.message : `${failure.message}\n--- last output ---\n${tail}`,
+      });
+    } finally {
+      await writes;
+      await rm(join(dir, 'context.tar'), { force: true });
+    }
+  }
+}

@@ -80,7 +80,7 @@ export const API_ERRORS = {
   /** The sandbox is not in a state that allows this operation (ended, or not RUNNING/PAUSED for pause and resume). */
   SANDBOX_NOT_RUNNING: { status: 409 },
   /** The runtime driver cannot pause sandboxes (`kubernetes`, or a driver without the capability). */
-  PAUSE_UNSUPPORTED: { status: 422 },
+  PAUSE_UNSUPPORTED: { status: 409 },
   /** The user holds as many unexpired tunnels as allowed (Prime's 400 "maximum number of"). */
   TUNNEL_LIMIT_REACHED: { status: 400 },
   /** The create would take the user's or team's active sandboxes past a quota (count, CPU, memory or disk). */

@@ -193,7 +193,7 @@ export interface RuntimeCapabilities {
   sharedRuntime?: boolean;
   /**
    * The driver implements `pause` and `resume` (freezes every process of a sandbox, keeping its
-   * memory). Absent or false: the API refuses pause and resume with 422 `PAUSE_UNSUPPORTED`.
+   * memory). Absent or false: the API refuses pause and resume with 409 `PAUSE_UNSUPPORTED`.
    */
   pause?: boolean;
 }

@@ -515,13 +515,13 @@ export class DockerRuntime implements SandboxRuntime {
 
   /**
    * The engine's pause (the cgroup freezer; it answers once the container is frozen). Idempotent:
-   * the engine's 409 for a container that is already paused is success.
+   * the engine's refusal of a container that is already paused is success.
    */
   async pause(runtimeId: string): Promise<void> {
     await this.setPaused(runtimeId, true);
   }
 
-  /** The engine's unpause. Idempotent: its 409 for a container that is not paused is success. */
+  /** The engine's unpause. Idempotent: its refusal of a container that is not paused is success. */
   async resume(runtimeId: string): Promise<void> {
     await this.setPaused(runtimeId, false);
   }
@@ -532,11 +532,10 @@ export class DockerRuntime implements SandboxRuntime {
       await (paused ? container.pause() : container.unpause());
     } catch (error) {
       if (isNotFound(error)) throw new RuntimeError('NOT_FOUND', `no sandbox ${runtimeId}`, { cause: error });
-      if (isConflict(error)) {
-        const state = await container.inspect().then((info) => info.State, () => undefined);
-        if (state?.Running && state.Paused === paused) return;
-        if (state && !state.Running) throw new RuntimeError('NOT_FOUND', `sandbox ${runtimeId} is not running`, { cause: error });
-      }
+      // "already paused" / "not paused" (a 409 or a 500, by engine version): success when the state is the one asked for.
+      const state = await container.inspect().then((info) => info.State, () => undefined);
+      if (state?.Running && state.Paused === paused) return;
+      if (state && !state.Running) throw new RuntimeError('NOT_FOUND', `sandbox ${runtimeId} is not running`, { cause: error });
       throw new RuntimeError('RUNTIME_ERROR', `${paused ? 'pause' : 'unpause'} failed: ${errorText(error)}`, { cause: error });
     }
   }

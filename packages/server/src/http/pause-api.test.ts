@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { CorralConfig } from '../config.js';
-import type { RuntimeCapabilities, RuntimeSandboxState } from '../runtime/runtime.js';
 import { GatedRuntime } from '../testing/gated-runtime.js';
+import { PausableRuntime } from '../testing/pausable-runtime.js';
 import { eventually } from '../testing/runtime-available.js';
 import { type TestServer, startTestServer } from '../testing/test-server.js';
 
@@ -17,27 +17,6 @@ interface Sandbox {
 interface ErrorBody {
   code: string;
   detail: string;
-}
-
-/** The gated test runtime with pause and resume: it records which sandboxes are frozen and every call. */
-class PausableRuntime extends GatedRuntime {
-  readonly frozen = new Set<string>();
-  readonly calls: string[] = [];
-
-  override capabilities(): RuntimeCapabilities {
-    return { ...super.capabilities(), pause: true };
-  }
-  async pause(runtimeId: string): Promise<void> {
-    this.calls.push(`pause ${runtimeId}`);
-    this.frozen.add(runtimeId);
-  }
-  async resume(runtimeId: string): Promise<void> {
-    this.calls.push(`resume ${runtimeId}`);
-    this.frozen.delete(runtimeId);
-  }
-  override async list(): Promise<RuntimeSandboxState[]> {
-    return (await super.list()).map((s) => ({ ...s, paused: this.frozen.has(s.runtimeId) }));
-  }
 }
 
 async function server(runtime: GatedRuntime, overrides: Partial<CorralConfig> = {}): Promise<TestServer> {

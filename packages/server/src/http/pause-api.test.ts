@@ -57,6 +57,17 @@ describe('pause and resume API', () => {
       assert.equal((await t.request('GET', `/api/v1/sandbox/${s.id}`)).json<Sandbox>().status, 'PAUSED');
       const batch = await t.request('POST', '/api/v1/sandbox/status:batchGet', { body: { sandbox_ids: [s.id] } });
       assert.equal(batch.json<{ statuses: Array<{ status: string }> }>().statuses[0]?.status, 'PAUSED');
+      // The data plane refuses at once with the 409 Prime's SDK knows (it then reads error-context: PAUSED).
+      const auth = (await t.request('POST', `/api/v1/sandbox/${s.id}/auth`)).json<{ token: string; user_ns: string; job_id: string }>();
+      const exec = await t.server.app.inject({
+        method: 'POST',
+        url: `/gateway/${auth.user_ns}/${auth.job_id}/exec`,
+        headers: { authorization: `Bearer ${auth.token}`, 'content-type': 'application/json' },
+        payload: '{"command":"true"}',
+      });
+      assert.equal(exec.statusCode, 409, exec.body);
+      assert.equal(exec.json<{ error: string }>().error, 'sandbox_not_ready');
+      assert.equal((await t.request('GET', `/api/v1/sandbox/${s.id}/error-context`)).json<{ status: string }>().status, 'PAUSED');
 
       r = await act(t, s.id, 'resume');
       assert.equal(r.status, 200, JSON.stringify(r.body));

@@ -388,6 +388,24 @@ export class Sandbox {
     };
   }
 
+  /**
+   * Pauses the sandbox (Corral's extension): every process is frozen, its memory kept, and its
+   * `timeoutMinutes` and idle timers stop. Until {@link Sandbox.resume}, exec and file calls fail
+   * (the gateway answers 409 `sandbox_not_ready`). Idempotent. Throws `ConflictError` (409) when
+   * the sandbox is not RUNNING (`SANDBOX_NOT_RUNNING`) or the server's runtime driver cannot pause
+   * (`PAUSE_UNSUPPORTED`).
+   */
+  async pause(): Promise<SandboxInfo> {
+    this.info = await this.client.sandboxes.pause(this.id);
+    return this.info;
+  }
+
+  /** Resumes a paused sandbox: its processes continue where they stopped, its timers with the time they had left. Idempotent. */
+  async resume(): Promise<SandboxInfo> {
+    this.info = await this.client.sandboxes.resume(this.id);
+    return this.info;
+  }
+
   /** The start command's output. */
   async logs(): Promise<string> {
     return (await this.client.sandboxes.logs(this.id)).logs;

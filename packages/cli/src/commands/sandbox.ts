@@ -3,7 +3,7 @@ import { collect } from '../option-parsers.js';
 import { lazy } from '../run.js';
 
 /**
- * `corral sandbox create|list|get|delete|exec|logs|upload|download|expose|unexpose|ports|ssh|network|egress-log`:
+ * `corral sandbox create|list|get|delete|exec|logs|upload|download|expose|unexpose|ports|ssh|network|egress-log|pause|resume`:
  * names, options and help here; each verb's implementation is its own module under `sandbox/`, imported
  * (with the SDK) only when that verb runs.
  */
@@ -118,4 +118,14 @@ export function registerSandbox(program: Command): void {
     .description("Show a sandbox's recent DNS answers and connection attempts, with their verdicts")
     .option('--limit <n>', 'at most this many entries, the newest (1..1000, default 100)')
     .action(lazy(async () => (await import('./sandbox/egress-log.js')).printEgressLog));
+
+  sandbox
+    .command('pause <id>')
+    .description('Freeze every process of a running sandbox (memory kept; its timeout and idle timers stop)')
+    .action(lazy(async () => (await import('./sandbox/pause.js')).pauseSandbox));
+
+  sandbox
+    .command('resume <id>')
+    .description('Continue a paused sandbox where it stopped (its timers with the time they had left)')
+    .action(lazy(async () => (await import('./sandbox/resume.js')).resumeSandbox));
 }

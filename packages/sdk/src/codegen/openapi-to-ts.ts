@@ -43,6 +43,8 @@ export const OPERATIONS: Readonly<Record<string, string>> = {
   'GET /api/v1/sandbox/{sandbox_id}/egress-policy': 'GetEgressPolicy',
   'PUT /api/v1/sandbox/{sandbox_id}/egress-policy': 'SetEgressPolicy',
   'GET /api/v1/sandbox/{sandbox_id}/egress-log': 'GetEgressLog',
+  'POST /api/v1/sandbox/{sandbox_id}/pause': 'PauseSandbox',
+  'POST /api/v1/sandbox/{sandbox_id}/resume': 'ResumeSandbox',
   'POST /api/v1/sandbox/{sandbox_id}/expose': 'ExposePort',
   'GET /api/v1/sandbox/{sandbox_id}/expose': 'ListExposedPorts',
   'DELETE /api/v1/sandbox/{sandbox_id}/expose/{exposure_id}': 'UnexposePort',

@@ -276,6 +276,86 @@ export type DeleteSandboxResponse = {
   message: string;
 };
 
+/** Success response of `POST /api/v1/sandbox/{sandbox_id}/pause`. */
+export type PauseSandboxResponse = {
+  id: string;
+  name: string;
+  dockerImage: string;
+  startCommand: string | null;
+  cpuCores: number;
+  memoryGB: number;
+  diskSizeGB: number;
+  diskMountPath: string;
+  gpuCount: number;
+  gpuType: string | null;
+  vm: boolean;
+  networkAccess: boolean;
+  networkAllowlist: Array<string> | null;
+  networkDenylist: Array<string> | null;
+  status: "PENDING" | "PROVISIONING" | "RUNNING" | "PAUSED" | "ERROR" | "TERMINATED" | "TIMEOUT";
+  timeoutMinutes: number;
+  idleTimeoutMinutes: number | null;
+  terminationReason: string | null;
+  environmentVars: Record<string, string> | null;
+  secrets: Record<string, string> | null;
+  advancedConfigs: Record<string, unknown> | null;
+  labels: Array<string>;
+  createdAt: string;
+  updatedAt: string;
+  startedAt: string | null;
+  terminatedAt: string | null;
+  exitCode: number | null;
+  errorType: string | null;
+  errorMessage: string | null;
+  userId: string | null;
+  teamId: string | null;
+  kubernetesJobId: string | null;
+  region: string | null;
+  registryCredentialsId: string | null;
+  pendingImageBuildId: string | null;
+  guaranteed: boolean;
+};
+
+/** Success response of `POST /api/v1/sandbox/{sandbox_id}/resume`. */
+export type ResumeSandboxResponse = {
+  id: string;
+  name: string;
+  dockerImage: string;
+  startCommand: string | null;
+  cpuCores: number;
+  memoryGB: number;
+  diskSizeGB: number;
+  diskMountPath: string;
+  gpuCount: number;
+  gpuType: string | null;
+  vm: boolean;
+  networkAccess: boolean;
+  networkAllowlist: Array<string> | null;
+  networkDenylist: Array<string> | null;
+  status: "PENDING" | "PROVISIONING" | "RUNNING" | "PAUSED" | "ERROR" | "TERMINATED" | "TIMEOUT";
+  timeoutMinutes: number;
+  idleTimeoutMinutes: number | null;
+  terminationReason: string | null;
+  environmentVars: Record<string, string> | null;
+  secrets: Record<string, string> | null;
+  advancedConfigs: Record<string, unknown> | null;
+  labels: Array<string>;
+  createdAt: string;
+  updatedAt: string;
+  startedAt: string | null;
+  terminatedAt: string | null;
+  exitCode: number | null;
+  errorType: string | null;
+  errorMessage: string | null;
+  userId: string | null;
+  teamId: string | null;
+  kubernetesJobId: string | null;
+  region: string | null;
+  registryCredentialsId: string | null;
+  pendingImageBuildId: string | null;
+  guaranteed: boolean;
+};
+
 /** Success response of `GET /api/v1/sandbox/{sandbox_id}/logs`. */
 export type GetSandboxLogsResponse = {
   logs: string;
@@ -889,6 +969,8 @@ export const OPERATION_ROUTES = {
   GetSandbox: { method: "GET", path: "/api/v1/sandbox/{sandbox_id}" },
   UpdateSandbox: { method: "PATCH", path: "/api/v1/sandbox/{sandbox_id}" },
   DeleteSandbox: { method: "DELETE", path: "/api/v1/sandbox/{sandbox_id}" },
+  PauseSandbox: { method: "POST", path: "/api/v1/sandbox/{sandbox_id}/pause" },
+  ResumeSandbox: { method: "POST", path: "/api/v1/sandbox/{sandbox_id}/resume" },
   GetSandboxLogs: { method: "GET", path: "/api/v1/sandbox/{sandbox_id}/logs" },
   GetSandboxErrorContext: { method: "GET", path: "/api/v1/sandbox/{sandbox_id}/error-context" },
   AuthorizeSandbox: { method: "POST", path: "/api/v1/sandbox/{sandbox_id}/auth" },
@@ -943,6 +1025,8 @@ export const RESPONSE_SCHEMAS: Readonly<Record<string, JsonSchema>> = {
   GetSandbox: {"type":"object","properties":{"id":{"type":"string"},"name":{"type":"string"},"dockerImage":{"type":"string"},"startCommand":{"anyOf":[{"type":"string"},{"type":"null"}]},"cpuCores":{"type":"number"},"memoryGB":{"type":"number"},"diskSizeGB":{"type":"number"},"diskMountPath":{"type":"string"},"gpuCount":{"type":"integer"},"gpuType":{"anyOf":[{"type":"string"},{"type":"null"}]},"vm":{"type":"boolean"},"networkAccess":{"type":"boolean"},"networkAllowlist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"networkDenylist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"status":{"type":"string"},"timeoutMinutes":{"type":"integer"},"idleTimeoutMinutes":{"anyOf":[{"type":"integer"},{"type":"null"}]},"terminationReason":{"anyOf":[{"type":"string"},{"type":"null"}]},"environmentVars":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"secrets":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"advancedConfigs":{"anyOf":[{"type":"object","properties":{}},{"type":"null"}]},"labels":{"type":"array","items":{"type":"string"}},"createdAt":{"type":"string"},"updatedAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"terminatedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"exitCode":{"anyOf":[{"type":"integer"},{"type":"null"}]},"errorType":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"userId":{"anyOf":[{"type":"string"},{"type":"null"}]},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]},"kubernetesJobId":{"anyOf":[{"type":"string"},{"type":"null"}]},"region":{"anyOf":[{"type":"string"},{"type":"null"}]},"registryCredentialsId":{"anyOf":[{"type":"string"},{"type":"null"}]},"pendingImageBuildId":{"anyOf":[{"type":"string"},{"type":"null"}]},"guaranteed":{"type":"boolean"}},"required":["id","name","dockerImage","startCommand","cpuCores","memoryGB","diskSizeGB","diskMountPath","gpuCount","gpuType","vm","networkAccess","networkAllowlist","networkDenylist","status","timeoutMinutes","idleTimeoutMinutes","terminationReason","environmentVars","secrets","advancedConfigs","labels","createdAt","updatedAt","startedAt","terminatedAt","exitCode","errorType","errorMessage","userId","teamId","kubernetesJobId","region","registryCredentialsId","pendingImageBuildId","guaranteed"]},
   UpdateSandbox: {"type":"object","properties":{"id":{"type":"string"},"name":{"type":"string"},"dockerImage":{"type":"string"},"startCommand":{"anyOf":[{"type":"string"},{"type":"null"}]},"cpuCores":{"type":"number"},"memoryGB":{"type":"number"},"diskSizeGB":{"type":"number"},"diskMountPath":{"type":"string"},"gpuCount":{"type":"integer"},"gpuType":{"anyOf":[{"type":"string"},{"type":"null"}]},"vm":{"type":"boolean"},"networkAccess":{"type":"boolean"},"networkAllowlist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"networkDenylist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"status":{"type":"string"},"timeoutMinutes":{"type":"integer"},"idleTimeoutMinutes":{"anyOf":[{"type":"integer"},{"type":"null"}]},"terminationReason":{"anyOf":[{"type":"string"},{"type":"null"}]},"environmentVars":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"secrets":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"advancedConfigs":{"anyOf":[{"type":"object","properties":{}},{"type":"null"}]},"labels":{"type":"array","items":{"type":"string"}},"createdAt":{"type":"string"},"updatedAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"terminatedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"exitCode":{"anyOf":[{"type":"integer"},{"type":"null"}]},"errorType":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"userId":{"anyOf":[{"type":"string"},{"type":"null"}]},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]},"kubernetesJobId":{"anyOf":[{"type":"string"},{"type":"null"}]},"region":{"anyOf":[{"type":"string"},{"type":"null"}]},"registryCredentialsId":{"anyOf":[{"type":"string"},{"type":"null"}]},"pendingImageBuildId":{"anyOf":[{"type":"string"},{"type":"null"}]},"guaranteed":{"type":"boolean"}},"required":["id","name","dockerImage","startCommand","cpuCores","memoryGB","diskSizeGB","diskMountPath","gpuCount","gpuType","vm","networkAccess","networkAllowlist","networkDenylist","status","timeoutMinutes","idleTimeoutMinutes","terminationReason","environmentVars","secrets","advancedConfigs","labels","createdAt","updatedAt","startedAt","terminatedAt","exitCode","errorType","errorMessage","userId","teamId","kubernetesJobId","region","registryCredentialsId","pendingImageBuildId","guaranteed"]},
   DeleteSandbox: {"type":"object","properties":{"success":{"type":"boolean"},"message":{"type":"string"}},"required":["success","message"]},
+  PauseSandbox: {"type":"object","properties":{"id":{"type":"string"},"name":{"type":"string"},"dockerImage":{"type":"string"},"startCommand":{"anyOf":[{"type":"string"},{"type":"null"}]},"cpuCores":{"type":"number"},"memoryGB":{"type":"number"},"diskSizeGB":{"type":"number"},"diskMountPath":{"type":"string"},"gpuCount":{"type":"integer"},"gpuType":{"anyOf":[{"type":"string"},{"type":"null"}]},"vm":{"type":"boolean"},"networkAccess":{"type":"boolean"},"networkAllowlist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"networkDenylist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"status":{"type":"string"},"timeoutMinutes":{"type":"integer"},"idleTimeoutMinutes":{"anyOf":[{"type":"integer"},{"type":"null"}]},"terminationReason":{"anyOf":[{"type":"string"},{"type":"null"}]},"environmentVars":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"secrets":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"advancedConfigs":{"anyOf":[{"type":"object","properties":{}},{"type":"null"}]},"labels":{"type":"array","items":{"type":"string"}},"createdAt":{"type":"string"},"updatedAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"terminatedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"exitCode":{"anyOf":[{"type":"integer"},{"type":"null"}]},"errorType":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"userId":{"anyOf":[{"type":"string"},{"type":"null"}]},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]},"kubernetesJobId":{"anyOf":[{"type":"string"},{"type":"null"}]},"region":{"anyOf":[{"type":"string"},{"type":"null"}]},"registryCredentialsId":{"anyOf":[{"type":"string"},{"type":"null"}]},"pendingImageBuildId":{"anyOf":[{"type":"string"},{"type":"null"}]},"guaranteed":{"type":"boolean"}},"required":["id","name","dockerImage","startCommand","cpuCores","memoryGB","diskSizeGB","diskMountPath","gpuCount","gpuType","vm","networkAccess","networkAllowlist","networkDenylist","status","timeoutMinutes","idleTimeoutMinutes","terminationReason","environmentVars","secrets","advancedConfigs","labels","createdAt","updatedAt","startedAt","terminatedAt","exitCode","errorType","errorMessage","userId","teamId","kubernetesJobId","region","registryCredentialsId","pendingImageBuildId","guaranteed"]},
+  ResumeSandbox: {"type":"object","properties":{"id":{"type":"string"},"name":{"type":"string"},"dockerImage":{"type":"string"},"startCommand":{"anyOf":[{"type":"string"},{"type":"null"}]},"cpuCores":{"type":"number"},"memoryGB":{"type":"number"},"diskSizeGB":{"type":"number"},"diskMountPath":{"type":"string"},"gpuCount":{"type":"integer"},"gpuType":{"anyOf":[{"type":"string"},{"type":"null"}]},"vm":{"type":"boolean"},"networkAccess":{"type":"boolean"},"networkAllowlist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"networkDenylist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"status":{"type":"string"},"timeoutMinutes":{"type":"integer"},"idleTimeoutMinutes":{"anyOf":[{"type":"integer"},{"type":"null"}]},"terminationReason":{"anyOf":[{"type":"string"},{"type":"null"}]},"environmentVars":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"secrets":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"advancedConfigs":{"anyOf":[{"type":"object","properties":{}},{"type":"null"}]},"labels":{"type":"array","items":{"type":"string"}},"createdAt":{"type":"string"},"updatedAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"terminatedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"exitCode":{"anyOf":[{"type":"integer"},{"type":"null"}]},"errorType":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"userId":{"anyOf":[{"type":"string"},{"type":"null"}]},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]},"kubernetesJobId":{"anyOf":[{"type":"string"},{"type":"null"}]},"region":{"anyOf":[{"type":"string"},{"type":"null"}]},"registryCredentialsId":{"anyOf":[{"type":"string"},{"type":"null"}]},"pendingImageBuildId":{"anyOf":[{"type":"string"},{"type":"null"}]},"guaranteed":{"type":"boolean"}},"required":["id","name","dockerImage","startCommand","cpuCores","memoryGB","diskSizeGB","diskMountPath","gpuCount","gpuType","vm","networkAccess","networkAllowlist","networkDenylist","status","timeoutMinutes","idleTimeoutMinutes","terminationReason","environmentVars","secrets","advancedConfigs","labels","createdAt","updatedAt","startedAt","terminatedAt","exitCode","errorType","errorMessage","userId","teamId","kubernetesJobId","region","registryCredentialsId","pendingImageBuildId","guaranteed"]},
   GetSandboxLogs: {"type":"object","properties":{"logs":{"type":"string"}},"required":["logs"]},
   GetSandboxErrorContext: {"type":"object","properties":{"status":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorType":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["status","errorType","errorMessage"]},
   AuthorizeSandbox: {"type":"object","properties":{"token":{"type":"string"},"gateway_url":{"type":"string"},"user_ns":{"type":"string"},"job_id":{"type":"string"},"expires_at":{"type":"string"}},"required":["token","gateway_url","user_ns","job_id","expires_at"]},

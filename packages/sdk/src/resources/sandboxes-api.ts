@@ -21,6 +21,8 @@ import type {
   ListExposedPortsResponse,
   ListSandboxesQuery,
   ListSandboxesResponse,
+  PauseSandboxResponse,
+  ResumeSandboxResponse,
   SetEgressPolicyRequest,
   SetEgressPolicyResponse,
   UnexposePortResponse,
@@ -116,6 +118,19 @@ export class SandboxesApi {
   /** `GET /sandbox/{id}/egress-log` (Corral's own): recent DNS answers and connection attempts, oldest first. */
   egressLog(id: string, query: GetEgressLogQuery = {}): Promise<GetEgressLogResponse> {
     return this.http.call('GET', `/sandbox/${seg(id)}/egress-log`, { query, operation: 'GetEgressLog' });
+  }
+
+  /**
+   * `POST /sandbox/{id}/pause` (Corral's own): freezes every process (memory kept; timeout and idle
+   * timers stop). Idempotent, so retried on transient failures.
+   */
+  pause(id: string): Promise<PauseSandboxResponse> {
+    return this.http.call('POST', `/sandbox/${seg(id)}/pause`, { idempotent: true, operation: 'PauseSandbox' });
+  }
+
+  /** `POST /sandbox/{id}/resume` (Corral's own): the processes continue where they stopped. Idempotent. */
+  resume(id: string): Promise<ResumeSandboxResponse> {
+    return this.http.call('POST', `/sandbox/${seg(id)}/resume`, { idempotent: true, operation: 'ResumeSandbox' });
   }
 
   /** `POST /sandbox/{id}/expose`: an HTTP URL or a TCP endpoint for a port in the sandbox. */

@@ -83,8 +83,10 @@ export const API_ERRORS = {
   UPLOAD_URL_INVALID: { status: 403 },
   /** The request conflicts with the current state (for example: a duplicate name). */
   CONFLICT: { status: 409 },
-  /** The sandbox is not in a state that allows this operation. */
+  /** The sandbox is not in a state that allows this operation (ended, or not RUNNING/PAUSED for pause and resume). */
   SANDBOX_NOT_RUNNING: { status: 409 },
+  /** The runtime driver cannot pause sandboxes (`kubernetes`, or a driver without the capability). */
+  PAUSE_UNSUPPORTED: { status: 409 },
   /** The user holds as many unexpired tunnels as allowed (Prime's 400 "maximum number of"). */
   TUNNEL_LIMIT_REACHED: { status: 400 },
   /** The create would take the user's or team's active sandboxes past a quota (count, CPU, memory or disk). */
@@ -252,6 +254,8 @@ export const RUNTIME_FAILURES = {
   UNSUPPORTED: { gateway: 'gateway_error', startErrorType: 'START_FAILED' },
   /** The driver has no such sandbox (any more), or it is not running. */
   NOT_FOUND: { gateway: 'sandbox_not_found', startErrorType: 'START_FAILED' },
+  /** The sandbox is paused: its processes are frozen until it is resumed. */
+  PAUSED: { gateway: 'sandbox_not_ready', startErrorType: 'START_FAILED' },
   /** Anything else the driver or its engine failed at. */
   RUNTIME_ERROR: { gateway: 'gateway_error', startErrorType: 'START_FAILED' },
 } as const satisfies Record<string, { gateway: GatewayErrorCode; startErrorType: StartFailureType }>;

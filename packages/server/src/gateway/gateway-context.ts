@@ -56,12 +56,17 @@ export function clientGone(request: FastifyRequest, reply: FastifyReply): AbortS
 
 /**
  * Maps a runtime failure to a gateway error through the registry (`RUNTIME_FAILURES`): a sandbox
- * the driver no longer has is a 502 `sandbox_not_found`, anything else a 502 `gateway_error`.
+ * the driver no longer has is a 502 `sandbox_not_found`, a paused one a 409 `sandbox_not_ready`,
+ * anything else a 502 `gateway_error`.
  */
 export function runtimeFailure(target: GatewayTarget, error: unknown): GatewayError {
   if (error instanceof GatewayError) return error;
   if (error instanceof RuntimeError && RUNTIME_FAILURES[error.kind].gateway === 'sandbox_not_found') {
     return sandboxNotFound(target.sandboxId, `Sandbox ${target.sandboxId} is no longer running`);
+  }
+  if (error instanceof RuntimeError && RUNTIME_FAILURES[error.kind].gateway === 'sandbox_not_ready') {
+    // Paused between the gateway's status check and the driver call.
+    return new GatewayError('sandbox_not_ready', `Sandbox ${target.sandboxId} is PAUSED, not RUNNING`, { sandboxId: target.sandboxId, status: 'PAUSED' });
   }
   const message = error instanceof Error ? error.message : String(error);
   return new GatewayError('gateway_error', `Failed to route request to sandbox: ${message}`);

@@ -95,6 +95,13 @@ export interface SandboxRecord {
    * `create` reported it; null on other drivers and before it runs. Prime's `kubernetesJobId`.
    */
   kubernetesJobId: string | null;
+  /** When the sandbox was paused (ISO time) while it is PAUSED; null otherwise. */
+  pausedAt: string | null;
+  /**
+   * Milliseconds the sandbox spent paused before its last resume, summed: its `timeout_minutes`
+   * deadline is `startedAt + timeoutMinutes + pausedMs` (the lifetime clock stops while paused).
+   */
+  pausedMs: number;
 }
 
 /** Fields a status transition may set besides `status`. */
@@ -118,5 +125,7 @@ export type SandboxPatch = Partial<
     | 'idleTimeoutMinutes'
     | 'egressAppliedGeneration'
     | 'kubernetesJobId'
+    | 'pausedAt'
+    | 'pausedMs'
   >
 >;

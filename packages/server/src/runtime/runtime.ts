@@ -80,6 +80,11 @@ export interface RuntimeSandboxState {
   /** Set once the sandbox's main process has exited. */
   exitCode: number | null;
   oomKilled: boolean;
+  /**
+   * True while the sandbox's processes are frozen by `pause()` (absent on drivers that cannot
+   * pause, and where the driver does not know).
+   */
+  paused?: boolean;
 }
 
 /** Resource usage, for `stats`. */
@@ -187,6 +192,11 @@ export interface RuntimeCapabilities {
    * of the deployment is refused at startup.
    */
   sharedRuntime?: boolean;
+  /**
+   * The driver implements `pause` and `resume` (freezes every process of a sandbox, keeping its
+   * memory). Absent or false: the API refuses pause and resume with 409 `PAUSE_UNSUPPORTED`.
+   */
+  pause?: boolean;
 }
 
 /** What `SandboxRuntime.create` made. */
@@ -289,6 +299,15 @@ export interface SandboxRuntime {
    * and established ones to what it no longer allows are cut. Resolves once it is enforced.
    */
   setEgressPolicy(runtimeId: string, policy: EgressPolicy): Promise<void>;
+  /**
+   * Freezes every process of a running sandbox (no CPU, memory kept) and resolves once all are
+   * frozen. Idempotent. While paused, `exec` and everything built on it (files, dial) throw
+   * `RuntimeError('PAUSED')` instead of waiting; `remove` works (it thaws first where it must).
+   * Present when `capabilities().pause` is true.
+   */
+  pause?(runtimeId: string): Promise<void>;
+  /** Thaws a paused sandbox: its processes continue where they stopped. Idempotent. */
+  resume?(runtimeId: string): Promise<void>;
   /** The sandbox's recent DNS answers and connection attempts, oldest first, at most `limit`. */
   egressLog(runtimeId: string, limit: number): Promise<EgressLogEntry[]>;
   /** Subscribes to exit and OOM events; returns the unsubscribe function. */

@@ -33,6 +33,8 @@ export interface ReconcileReport {
   egressApplied: string[];
   /** Running sandboxes whose egress policy could not be applied; retried with backoff. */
   egressFailed: string[];
+  /** PAUSED sandboxes the driver reported running unfrozen, frozen again. */
+  repaused: string[];
 }
 
 /** Tuning of {@link Reconciler}. */
@@ -53,7 +55,10 @@ export interface ReconcilerOptions {
 
 /**
  * Owns the lifecycle over time. Each pass reads the store and the runtime and makes them agree:
- * - RUNNING past `startedAt + timeoutMinutes` → TIMEOUT; past its idle timeout → TIMEOUT (`idle_timeout`);
+ * - RUNNING past `startedAt + timeoutMinutes + pausedMs` → TIMEOUT; past its idle timeout → TIMEOUT
+ *   (`idle_timeout`); a PAUSED sandbox never times out (its clocks stop while paused);
+ * - a PAUSED sandbox the driver reports unfrozen → paused again (it stays PAUSED, and is never
+ *   taken for dead while its container runs);
  * - a live row whose container exited → TERMINATED with its exit code, or ERROR/OOM_KILLED;
  * - a live row whose container vanished (missing from two listings 0.5 s apart) → ERROR/RUNTIME_LOST;
  * - PENDING rows, and PROVISIONING rows nobody is provisioning (a restart) → into the admission
@@ -178,7 +183,7 @@ export class Reconciler {
       for (const state of await runtime.list()) containers.set(state.sandboxId, state);
       // A listing from a cache (the kubernetes driver's informer) may not show yet what another
       // replica just started: a RUNNING sandbox missing from it is looked for once more before it is lost.
-      if (live.some((row) => row.status === 'RUNNING' && !containers.has(row.id))) {
+      if (live.some((row) => (row.status === 'RUNNING' || row.status === 'PAUSED') && !containers.has(row.id))) {
         await new Promise((resolve) => setTimeout(resolve, LOST_CONFIRM_MS));
         for (const state of await runtime.list()) if (!containers.has(state.sandboxId)) containers.set(state.sandboxId, state);
       }
@@ -195,7 +200,7 @@ export class Reconciler {
     report.purged = await this.store.purgeEndedSandboxes(new Date(now - this.retentionMs).toISOString(), 1000);
     const changed =
       report.timedOut.length + report.idled.length + report.lost.length + report.exited.length + report.orphansRemoved.length + report.removeFailed.length + report.purged +
-      report.egressApplied.length + report.egressFailed.length + report.adopted.length;
+      report.egressApplied.length + report.egressFailed.length + report.adopted.length + report.repaused.length;
     if (changed > 0) this.log.info(report, 'reconciled');
     return report;
   }
@@ -210,8 +215,8 @@ export class Reconciler {
     liveReplicas: ReadonlySet<string>,
   ): Promise<void> {
     const runtime = this.lifecycle.runtime;
-    if (sandbox.status === 'RUNNING') {
-      if (await this.enforceTimeouts(sandbox, now, report)) {
+    if (sandbox.status === 'RUNNING' || sandbox.status === 'PAUSED') {
+      if (sandbox.status === 'RUNNING' && (await this.enforceTimeouts(sandbox, now, report))) {
         this.view.delete(sandbox.id);
         return;
       }
@@ -230,6 +235,15 @@ export class Reconciler {
         await this.lifecycle.recordExit(sandbox.id, container.exitCode ?? 0, container.oomKilled);
         this.view.delete(sandbox.id);
         report.exited.push(sandbox.id);
+      } else if (sandbox.status === 'PAUSED' && container.paused === false && runtime.pause) {
+        // Thawed behind the server's back (an engine restart): freeze it again, unless it was resumed meanwhile.
+        const fresh = await this.store.getSandbox(sandbox.id);
+        if (fresh?.status === 'PAUSED' && fresh.runtimeId === container.runtimeId) {
+          await runtime.pause(container.runtimeId).then(
+            () => report.repaused.push(sandbox.id),
+            (error: unknown) => this.log.warn({ err: error, sandboxId: sandbox.id }, 'could not pause a PAUSED sandbox found running'),
+          );
+        }
       } else if (this.lifecycle.egress.needsApply(sandbox)) {
         try {
           await this.lifecycle.egress.apply(sandbox.id);
@@ -291,7 +305,7 @@ export class Reconciler {
   /** Ends a RUNNING sandbox past its lifetime or idle limit. True when it ended. */
   private async enforceTimeouts(sandbox: SandboxRecord, now: number, report: ReconcileReport): Promise<boolean> {
     const started = sandbox.startedAt ? toMillis(sandbox.startedAt) : now;
-    if (sandbox.timeoutMinutes > 0 && now >= started + sandbox.timeoutMinutes * 60_000) {
+    if (sandbox.timeoutMinutes > 0 && now >= started + sandbox.timeoutMinutes * 60_000 + sandbox.pausedMs) {
       await this.lifecycle.terminate(sandbox, {
         status: 'TIMEOUT',
         errorType: 'TIMEOUT',
@@ -363,13 +377,14 @@ function emptyReport(): ReconcileReport {
     purged: 0,
     egressApplied: [],
     egressFailed: [],
+    repaused: [],
   };
 }
 
 /** When a RUNNING row's lifetime or idle limit runs out, as far as the row says (Infinity: never). */
 function deadlineOf(row: SandboxRecord, now: number): number {
   const started = row.startedAt ? toMillis(row.startedAt) : now;
-  let deadline = row.timeoutMinutes > 0 ? started + row.timeoutMinutes * 60_000 : Infinity;
+  let deadline = row.timeoutMinutes > 0 ? started + row.timeoutMinutes * 60_000 + row.pausedMs : Infinity;
   if (row.idleTimeoutMinutes !== null) {
     const lastActive = row.lastActivityAt ? toMillis(row.lastActivityAt) : started;
     deadline = Math.min(deadline, lastActive + row.idleTimeoutMinutes * 60_000);

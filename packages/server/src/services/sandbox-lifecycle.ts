@@ -1,9 +1,10 @@
 import type { Logger } from 'pino';
 import type { CorralConfig } from '../config.js';
+import { ApiError } from '../errors/api-error.js';
 import { RUNTIME_FAILURES } from '../errors/error-codes.js';
 import { RuntimeError, type RuntimeEvent, type SandboxRuntime, type SandboxSpec } from '../runtime/runtime.js';
 import type { Store } from '../store/store.js';
-import { nowIso } from '../util/time.js';
+import { nowIso, toMillis } from '../util/time.js';
 import { AdmissionQueue } from './admission-queue.js';
 import { EgressApplier, egressPolicyOf, enforcesEgress, isOpenEgress } from './egress-applier.js';
 import { ACTIVE_STATUSES, DISK_MOUNT_PATH, TERMINAL_STATUSES, type SandboxPatch, type SandboxRecord } from '../records/sandbox-records.js';
@@ -37,6 +38,12 @@ export function specFor(sandbox: SandboxRecord, pidsLimit: number, enforcesPolic
   };
 }
 
+/** 409 `SANDBOX_NOT_RUNNING` for a pause or resume of a sandbox in the wrong status. */
+function notRunning(sandboxId: string, status: string, verb: 'paused' | 'resumed'): ApiError {
+  const can = verb === 'paused' ? 'RUNNING' : 'PAUSED';
+  return new ApiError('SANDBOX_NOT_RUNNING', `Sandbox ${sandboxId} is ${status}; only a ${can} sandbox can be ${verb}`);
+}
+
 /**
  * Moves sandboxes through their lifecycle against the runtime: provisioning, exits and
  * termination. Every status change is a compare-and-set on the store, so a delete that races
@@ -54,6 +61,8 @@ export class SandboxLifecycle {
   readonly admission: AdmissionQueue | null;
   /** Hands egress policies to the runtime; the reconciler and the egress routes use it too. */
   readonly egress: EgressApplier;
+  /** The last pause or resume of each sandbox this process runs, so they apply one after another. */
+  private readonly pauseChains = new Map<string, Promise<unknown>>();
 
   constructor(
     private readonly store: Store,
@@ -235,6 +244,94 @@ export class SandboxLifecycle {
     return ended;
   }
 
+  /**
+   * Pauses a RUNNING sandbox: the driver freezes its processes, then the row becomes PAUSED with
+   * `pausedAt` (compare-and-set from RUNNING). A PAUSED sandbox is returned as it is. 409
+   * `SANDBOX_NOT_RUNNING` for any other status, or when it ended meanwhile; 409
+   * `PAUSE_UNSUPPORTED` when the driver cannot pause (`capabilities().pause`).
+   */
+  pause(sandboxId: string): Promise<SandboxRecord> {
+    const runtime = this.pausingRuntime();
+    return this.inPauseOrder(sandboxId, async () => {
+      const row = await this.store.getSandbox(sandboxId);
+      if (row?.status === 'PAUSED') return row;
+      const runtimeId = this.pausableRuntimeId(row, 'RUNNING', sandboxId);
+      await this.runtimeCall(sandboxId, () => runtime.pause(runtimeId));
+      const paused = await this.store.updateSandbox(sandboxId, { status: 'PAUSED', pausedAt: nowIso() }, ['RUNNING']);
+      if (paused) return paused;
+      // Ended while it froze: its removal thaws and kills it.
+      const now = await this.store.getSandbox(sandboxId);
+      throw notRunning(sandboxId, now?.status ?? 'TERMINATED', 'paused');
+    });
+  }
+
+  /**
+   * Resumes a PAUSED sandbox: the driver thaws it, then the row becomes RUNNING again with the
+   * time it was paused added to `pausedMs` (its lifetime deadline moves by that much) and to
+   * `lastActivityAt` (its idle timer continues with what was left). A RUNNING sandbox is returned
+   * as it is; 409 `SANDBOX_NOT_RUNNING` for any other status; 409 `PAUSE_UNSUPPORTED` as `pause`.
+   */
+  resume(sandboxId: string): Promise<SandboxRecord> {
+    const runtime = this.pausingRuntime();
+    return this.inPauseOrder(sandboxId, async () => {
+      const row = await this.store.getSandbox(sandboxId);
+      if (row?.status === 'RUNNING') return row;
+      const runtimeId = this.pausableRuntimeId(row, 'PAUSED', sandboxId);
+      await this.runtimeCall(sandboxId, () => runtime.resume(runtimeId));
+      const paused = row as SandboxRecord;
+      const now = Date.now();
+      const pausedFor = Math.max(0, now - (paused.pausedAt ? toMillis(paused.pausedAt) : now));
+      const lastActivityAt = paused.lastActivityAt ? new Date(Math.min(now, toMillis(paused.lastActivityAt) + pausedFor)).toISOString() : null;
+      const resumed = await this.store.updateSandbox(
+        sandboxId,
+        { status: 'RUNNING', pausedAt: null, pausedMs: paused.pausedMs + pausedFor, ...(lastActivityAt ? { lastActivityAt } : {}) },
+        ['PAUSED'],
+      );
+      if (resumed) return resumed;
+      const current = await this.store.getSandbox(sandboxId);
+      throw notRunning(sandboxId, current?.status ?? 'TERMINATED', 'resumed');
+    });
+  }
+
+  /** The runtime, when it can pause; else 409 `PAUSE_UNSUPPORTED`. */
+  private pausingRuntime(): Required<Pick<SandboxRuntime, 'pause' | 'resume'>> {
+    const runtime = this.runtime;
+    if (!runtime?.capabilities().pause || !runtime.pause || !runtime.resume) {
+      throw new ApiError('PAUSE_UNSUPPORTED', `The ${runtime?.name ?? 'none'} runtime driver cannot pause sandboxes`);
+    }
+    return { pause: runtime.pause.bind(runtime), resume: runtime.resume.bind(runtime) };
+  }
+
+  /** Runs pause/resume work of one sandbox after the previous one of this process. */
+  private inPauseOrder<T>(sandboxId: string, work: () => Promise<T>): Promise<T> {
+    const previous = this.pauseChains.get(sandboxId) ?? Promise.resolve();
+    const next = previous.catch(() => undefined).then(work);
+    this.pauseChains.set(sandboxId, next);
+    void next.catch(() => undefined).finally(() => {
+      if (this.pauseChains.get(sandboxId) === next) this.pauseChains.delete(sandboxId);
+    });
+    return next;
+  }
+
+  /** The runtime id of a row in `status`, or 409 `SANDBOX_NOT_RUNNING` (404 when the row is gone). */
+  private pausableRuntimeId(row: SandboxRecord | undefined, status: 'RUNNING' | 'PAUSED', sandboxId: string): string {
+    if (!row) throw ApiError.sandboxNotFound(sandboxId);
+    if (row.status !== status || !row.runtimeId) throw notRunning(sandboxId, row.status, status === 'RUNNING' ? 'paused' : 'resumed');
+    return row.runtimeId;
+  }
+
+  /** A driver call for pause/resume: a sandbox the driver no longer runs is 409 `SANDBOX_NOT_RUNNING`. */
+  private async runtimeCall(sandboxId: string, call: () => Promise<void>): Promise<void> {
+    try {
+      await call();
+    } catch (error) {
+      if (error instanceof RuntimeError && error.kind === 'NOT_FOUND') {
+        throw new ApiError('SANDBOX_NOT_RUNNING', `Sandbox ${sandboxId} is no longer running: ${error.message}`);
+      }
+      throw error;
+    }
+  }
+
   /** Removes an ended sandbox's container and forgets its handle, so later deletes cost nothing. */
   private async removeContainer(sandboxId: string, runtimeId: string): Promise<void> {
     if (!this.runtime) return;
@@ -258,7 +355,7 @@ export class SandboxLifecycle {
           terminatedAt: nowIso(),
         }
       : { status: 'TERMINATED', exitCode, terminationReason: 'exited', terminatedAt: nowIso() };
-    await this.store.updateSandbox(sandboxId, patch, ['RUNNING', 'PROVISIONING']);
+    await this.store.updateSandbox(sandboxId, patch, ['RUNNING', 'PROVISIONING', 'PAUSED']);
     this.egress.forget(sandboxId);
   }
 

@@ -182,6 +182,8 @@ export class SandboxService {
       errorType: null,
       errorMessage: null,
       kubernetesJobId: null,
+      pausedAt: null,
+      pausedMs: 0,
       runtimeDriver: null,
       runtimeId: null,
       runtimeOwner: this.config.instanceId,
@@ -312,6 +314,22 @@ export class SandboxService {
     });
     if (!updated) throw ApiError.sandboxNotFound(id);
     return updated;
+  }
+
+  /**
+   * Pauses a RUNNING sandbox the caller may see (Corral's extension): every process frozen, its
+   * memory kept, its timeout and idle timers stopped. Idempotent. 409 `SANDBOX_NOT_RUNNING` in
+   * any status but RUNNING/PAUSED; 409 `PAUSE_UNSUPPORTED` on a driver that cannot pause.
+   */
+  async pause(caller: Principal, id: string): Promise<SandboxRecord> {
+    await this.get(caller, id);
+    return this.lifecycle.pause(id);
+  }
+
+  /** Resumes a PAUSED sandbox the caller may see where it stopped, timers with the time they had left. Idempotent. */
+  async resume(caller: Principal, id: string): Promise<SandboxRecord> {
+    await this.get(caller, id);
+    return this.lifecycle.resume(id);
   }
 
   /**

@@ -66,6 +66,8 @@ function rowToSandbox(row: SandboxRow): SandboxRecord {
     runtimeOwner: row.runtime_owner,
     admissionDeadline: row.admission_deadline ?? null,
     kubernetesJobId: row.kubernetes_job_id ?? null,
+    pausedAt: row.paused_at ?? null,
+    pausedMs: Number(row.paused_ms ?? 0),
     provisioner: row.provisioner ?? null,
   };
 }
@@ -114,6 +116,8 @@ function sandboxToRow(s: SandboxRecord): SandboxRow {
     runtime_owner: s.runtimeOwner,
     admission_deadline: s.admissionDeadline,
     kubernetes_job_id: s.kubernetesJobId,
+    paused_at: s.pausedAt,
+    paused_ms: s.pausedMs,
     provisioner: s.provisioner,
   };
 }
@@ -136,6 +140,8 @@ const PATCH_COLUMNS: { [K in keyof Required<SandboxPatch>]: keyof SandboxesTable
   idleTimeoutMinutes: 'idle_timeout_minutes',
   egressAppliedGeneration: 'egress_applied_generation',
   kubernetesJobId: 'kubernetes_job_id',
+  pausedAt: 'paused_at',
+  pausedMs: 'paused_ms',
 };
 
 /** The columns a patch sets, with `updated_at` now. */

@@ -302,6 +302,15 @@ migrations['0010_image_builds'] = {
   },
 };
 
+migrations['0011_paused'] = {
+  async up(db: Kysely<unknown>): Promise<void> {
+    // Pause and resume: when a PAUSED sandbox was paused, and the time it spent paused before
+    // (its timeout_minutes deadline moves by that much).
+    await db.schema.alterTable('sandboxes').addColumn('paused_at', 'text').execute();
+    await db.schema.alterTable('sandboxes').addColumn('paused_ms', sql`double precision`, (c) => c.notNull().defaultTo(0)).execute();
+  },
+};
+
 /** Hands Kysely's migrator the migrations above. */
 export const migrationProvider: MigrationProvider = {
   getMigrations: () => Promise.resolve(migrations),

@@ -46,6 +46,10 @@ export interface SandboxesTable {
   admission_deadline: string | null;
   /** Added by migration 0009: the Pod's name on the kubernetes driver, else null. */
   kubernetes_job_id: string | null;
+  /** Added by migration 0010: ISO time the sandbox was paused, while PAUSED; else null. */
+  paused_at: string | null;
+  /** Added by migration 0010: milliseconds spent paused before the last resume. */
+  paused_ms: number;
   /** The replica holding the provisioning work (migration 0008). */
   provisioner: string | null;
 }

@@ -67,6 +67,8 @@ function record(prefix: string, i: number, userId: string): SandboxRecord {
     provisioner: null,
     admissionDeadline: null,
     kubernetesJobId: null,
+    pausedAt: null,
+    pausedMs: 0,
   };
 }
 

@@ -118,11 +118,16 @@ export function runStoreSuite(name: string, open: () => Promise<Store>): void {
           runtimeDriver: 'docker',
           runtimeId: 'c0ffee',
           kubernetesJobId: 'corral-c0ffee',
+          pausedAt: '2026-03-04T05:06:40.000Z',
+          pausedMs: 123_456_789_012,
         });
         const result = await store.insertSandbox(record);
         assert.equal(result.created, true);
         assert.deepEqual(result.sandbox, record);
         assert.deepEqual(await store.getSandbox(record.id), record);
+        const resumed = await store.updateSandbox(record.id, { pausedAt: null, pausedMs: 5 });
+        assert.equal(resumed?.pausedAt, null);
+        assert.equal(resumed?.pausedMs, 5);
       });
 
       test('round-trips nulls, false, zero, negative and empty values', async () => {

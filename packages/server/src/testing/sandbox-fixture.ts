@@ -48,6 +48,8 @@ export function sandboxFixture(overrides: Partial<SandboxRecord> & Pick<SandboxR
     provisioner: null,
     admissionDeadline: null,
     kubernetesJobId: null,
+    pausedAt: null,
+    pausedMs: 0,
     ...overrides,
   };
 }

@@ -1,13 +1,33 @@
 import type { FastifyInstance } from 'fastify';
 import { type AppServices, principalOf } from '../app-services.js';
-import { ERROR_RESPONSES, SandboxIdParams } from '../schemas/common.js';
-import { AuthResponse, ErrorContextResponse, LogsResponse } from '../schemas/sandbox-schemas.js';
+import { ERROR_RESPONSES, ErrorBody, SandboxIdParams } from '../schemas/common.js';
+import { toSandboxResponse } from '../sandbox-mapper.js';
+import { AuthResponse, ErrorContextResponse, LogsResponse, SandboxResponse } from '../schemas/sandbox-schemas.js';
 
 const tags = ['Sandbox'];
 type IdParams = { Params: { sandbox_id: string } };
 
-/** Logs, error context and gateway authorization of one sandbox. */
+/** Logs, error context, gateway authorization, pause and resume of one sandbox. */
 export function registerSandboxActionRoutes(app: FastifyInstance, { sandboxes, config }: AppServices): void {
+  // Corral's extensions (Prime has the PAUSED status but no endpoint for it): docs/checkpoints.md.
+  app.post<IdParams>(
+    '/sandbox/:sandbox_id/pause',
+    {
+      config: { rateLimit: 'sandbox.pause' },
+      schema: { tags, summary: 'Pause Sandbox (Corral)', params: SandboxIdParams, response: { 200: SandboxResponse, 409: ErrorBody, ...ERROR_RESPONSES } },
+    },
+    async (request) => toSandboxResponse(await sandboxes.pause(principalOf(request), request.params.sandbox_id)),
+  );
+
+  app.post<IdParams>(
+    '/sandbox/:sandbox_id/resume',
+    {
+      config: { rateLimit: 'sandbox.pause' },
+      schema: { tags, summary: 'Resume Sandbox (Corral)', params: SandboxIdParams, response: { 200: SandboxResponse, 409: ErrorBody, ...ERROR_RESPONSES } },
+    },
+    async (request) => toSandboxResponse(await sandboxes.resume(principalOf(request), request.params.sandbox_id)),
+  );
+
   app.get<IdParams>(
     '/sandbox/:sandbox_id/logs',
     {

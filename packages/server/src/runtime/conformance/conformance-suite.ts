@@ -17,6 +17,7 @@ import { registerRemovalCases, type RemovalFaults } from './removal-cases.js';
 import { registerFifoEtcCases } from './fifo-etc-cases.js';
 import { registerEgressCases } from './egress-cases.js';
 import { registerDialCases } from './dial-cases.js';
+import { registerPauseCases } from './pause-cases.js';
 import type { TestInternet } from '../../testing/test-internet.js';
 
 /** Properties a driver may be unable to give on its platform ({@link ConformanceTarget.gaps}). */
@@ -246,6 +247,7 @@ export function runConformanceSuite(name: string, makeRuntime: () => Promise<Con
     registerFifoEtcCases(context);
     registerEgressCases(context);
     registerDialCases(context);
+    registerPauseCases(context);
 
     it('lifecycle: create, exec, inspect, remove, list', async (t) => {
       const spec = makeSpec(image);

@@ -348,7 +348,7 @@ export class DockerRuntime implements SandboxRuntime {
   }
 
   capabilities(): RuntimeCapabilities {
-    return { gpuCount: this.gpu.gpuCount, gpuTypes: [...this.gpu.gpuTypes], egressPolicy: true, sharedRuntime: true };
+    return { gpuCount: this.gpu.gpuCount, gpuTypes: [...this.gpu.gpuTypes], egressPolicy: true, sharedRuntime: true, pause: true };
   }
 
   /**
@@ -557,8 +557,36 @@ export class DockerRuntime implements SandboxRuntime {
       return await startDockerExec({ ...this.execOptions(runtimeId), request: prepared });
     } catch (error) {
       if (isNotFound(error)) throw new RuntimeError('NOT_FOUND', `no sandbox ${runtimeId}`, { cause: error });
+      if (isConflict(error) && /paused/i.test(errorText(error))) throw new RuntimeError('PAUSED', `sandbox ${runtimeId} is paused`, { cause: error });
       if (isConflict(error)) throw new RuntimeError('NOT_FOUND', `sandbox ${runtimeId} is not running`, { cause: error });
       throw new RuntimeError('RUNTIME_ERROR', `exec failed: ${errorText(error)}`, { cause: error });
+    }
+  }
+
+  /**
+   * The engine's pause (the cgroup freezer; it answers once the container is frozen). Idempotent:
+   * the engine's refusal of a container that is already paused is success.
+   */
+  async pause(runtimeId: string): Promise<void> {
+    await this.setPaused(runtimeId, true);
+  }
+
+  /** The engine's unpause. Idempotent: its refusal of a container that is not paused is success. */
+  async resume(runtimeId: string): Promise<void> {
+    await this.setPaused(runtimeId, false);
+  }
+
+  private async setPaused(runtimeId: string, paused: boolean): Promise<void> {
+    const container = this.docker.getContainer(runtimeId);
+    try {
+      await (paused ? container.pause() : container.unpause());
+    } catch (error) {
+      if (isNotFound(error)) throw new RuntimeError('NOT_FOUND', `no sandbox ${runtimeId}`, { cause: error });
+      // "already paused" / "not paused" (a 409 or a 500, by engine version): success when the state is the one asked for.
+      const state = await container.inspect().then((info) => info.State, () => undefined);
+      if (state?.Running && state.Paused === paused) return;
+      if (state && !state.Running) throw new RuntimeError('NOT_FOUND', `sandbox ${runtimeId} is not running`, { cause: error });
+      throw new RuntimeError('RUNTIME_ERROR', `${paused ? 'pause' : 'unpause'} failed: ${errorText(error)}`, { cause: error });
     }
   }
 
@@ -684,6 +712,7 @@ export class DockerRuntime implements SandboxRuntime {
       running,
       exitCode: running ? null : info.State.ExitCode,
       oomKilled: info.State.OOMKilled || this.tracked.get(runtimeId)?.oomKilled === true,
+      paused: info.State.Paused,
     };
   }
 

@@ -265,3 +265,30 @@ describe('cgroups: this host', { skip: hostSkip }, () => {
     }
   });
 });
+
+describe('cgroups: freezing (fake hierarchies; the real freezer is covered by the oci conformance pause case)', () => {
+  it('v1 writes freezer.state and resolves once it reads the state asked for; isFrozen follows it', async () => {
+    const root = await tempRoot();
+    await tree(root, { [`freezer${SANDBOX}/freezer.state`]: 'THAWED\n' });
+    const layout = new CgroupV1Layout(root);
+    assert.equal(await layout.isFrozen(SANDBOX), false);
+    await layout.setFrozen(SANDBOX, true, 1_000);
+    assert.equal(await readFile(join(root, `freezer${SANDBOX}/freezer.state`), 'utf8'), 'FROZEN');
+    assert.equal(await layout.isFrozen(SANDBOX), true);
+    await layout.setFrozen(SANDBOX, false, 1_000);
+    assert.equal(await layout.isFrozen(SANDBOX), false);
+  });
+
+  it('v1 and v2 fail (never hang) when the cgroup is gone, v2 when the kernel never reports the state', async () => {
+    const root = await tempRoot();
+    await assert.rejects(new CgroupV1Layout(root).setFrozen(SANDBOX, true, 200));
+    await assert.rejects(new CgroupV2Layout(root).setFrozen(SANDBOX, true, 200));
+    assert.equal(await new CgroupV1Layout(root).isFrozen(SANDBOX), false);
+    await tree(root, { [`${SANDBOX.slice(1)}/cgroup.freeze`]: '0\n', [`${SANDBOX.slice(1)}/cgroup.events`]: 'populated 1\nfrozen 0\n' });
+    const v2 = new CgroupV2Layout(root);
+    await assert.rejects(v2.setFrozen(SANDBOX, true, 200), /did not freeze/);
+    assert.equal(await v2.isFrozen(SANDBOX), true, 'cgroup.freeze was written');
+    await writeFile(join(root, `${SANDBOX.slice(1)}/cgroup.events`), 'populated 1\nfrozen 1\n');
+    await v2.setFrozen(SANDBOX, true, 1_000);
+  });
+});

@@ -42,6 +42,15 @@ export interface CgroupLayout {
    * written (a vanished cgroup, memory in use above the new limit that cannot be reclaimed).
    */
   setLimits(cgroupsPath: string, limits: CgroupLimits): Promise<void>;
+  /**
+   * Freezes (`true`) or thaws (`false`) every process of the cgroup and the cgroups below it, and
+   * resolves once the kernel reports that state (v1 `freezer.state` FROZEN/THAWED; v2
+   * `cgroup.freeze` and `cgroup.events`' `frozen`). Throws when the cgroup is gone or the state is
+   * not reached within `timeoutMs` (default 10 s).
+   */
+  setFrozen(cgroupsPath: string, frozen: boolean, timeoutMs?: number): Promise<void>;
+  /** Whether the cgroup is frozen (or freezing); false when it is gone or has no freezer. */
+  isFrozen(cgroupsPath: string): Promise<boolean>;
 }
 
 /** A sandbox's resource limits, as the OCI config's `linux.resources` gives them. */
@@ -146,6 +155,24 @@ export class CgroupV1Layout implements CgroupLayout {
     await write('pids', 'pids.max', limits.pidsLimit);
   }
 
+  async setFrozen(cgroupsPath: string, frozen: boolean, timeoutMs = FREEZE_TIMEOUT_MS): Promise<void> {
+    const file = join(this.root, 'freezer', cgroupsPath, 'freezer.state');
+    const want = frozen ? 'FROZEN' : 'THAWED';
+    await writeFile(file, want, { flag: WRITE_EXISTING });
+    // FREEZING until every task stopped; writing FROZEN again retries tasks that were in the middle of something.
+    await waitFor(async () => {
+      const state = (await readText(file)).trim();
+      if (state === want) return true;
+      if (frozen) await writeFile(file, want, { flag: WRITE_EXISTING });
+      return false;
+    }, timeoutMs, `cgroup ${cgroupsPath} did not reach ${want}`);
+  }
+
+  async isFrozen(cgroupsPath: string): Promise<boolean> {
+    const state = (await readText(join(this.root, 'freezer', cgroupsPath, 'freezer.state'))).trim();
+    return state === 'FROZEN' || state === 'FREEZING';
+  }
+
   /** Absolute paths of the hierarchy mounts: the real directories (not symlinks) in `root`. */
   private async hierarchies(): Promise<string[]> {
     return (await childDirs(this.root)).map((name) => join(this.root, name));
@@ -217,6 +244,29 @@ export class CgroupV2Layout implements CgroupLayout {
     });
     await write('cpu.max', `${cpuQuotaUs(limits.cpuCores)} ${CPU_PERIOD_US}`);
     await write('pids.max', limits.pidsLimit);
+  }
+
+  async setFrozen(cgroupsPath: string, frozen: boolean, timeoutMs = FREEZE_TIMEOUT_MS): Promise<void> {
+    await writeFile(join(this.root, cgroupsPath, 'cgroup.freeze'), frozen ? '1' : '0', { flag: WRITE_EXISTING });
+    const events = join(this.root, cgroupsPath, 'cgroup.events');
+    await waitFor(async () => keyed(await readText(events), 'frozen') === (frozen ? 1 : 0), timeoutMs, `cgroup ${cgroupsPath} did not ${frozen ? 'freeze' : 'thaw'}`);
+  }
+
+  async isFrozen(cgroupsPath: string): Promise<boolean> {
+    return (await readText(join(this.root, cgroupsPath, 'cgroup.freeze'))).trim() === '1';
+  }
+}
+
+/** How long `setFrozen` waits for the kernel to report the state asked for. */
+const FREEZE_TIMEOUT_MS = 10_000;
+
+/** Polls `reached` (every 2 ms, then up to every 50 ms) until it is true; throws `message` after `timeoutMs`. */
+async function waitFor(reached: () => Promise<boolean>, timeoutMs: number, message: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (let wait = 2; ; wait = Math.min(50, wait * 2)) {
+    if (await reached()) return;
+    if (Date.now() >= deadline) throw new Error(message);
+    await new Promise((resolve) => setTimeout(resolve, wait));
   }
 }
 

@@ -207,6 +207,8 @@ interface Live {
   removeFailed: boolean;
   /** Emit an `exited` event when the exit is noticed (false for exits that happened while the server was down). */
   report: boolean;
+  /** Frozen by `pause()` (read from the freezer when a sandbox is adopted after a restart). */
+  paused?: boolean;
 }
 
 /**
@@ -437,7 +439,7 @@ export class OciRuntime implements SandboxRuntime {
   }
 
   capabilities(): RuntimeCapabilities {
-    return { gpuCount: 0, gpuTypes: [], egressPolicy: true };
+    return { gpuCount: 0, gpuTypes: [], egressPolicy: true, pause: true };
   }
 
   /** User namespace as `init()` decided (with why not), seccomp always (precompiled or by the runtime), a cgroup namespace per sandbox. */
@@ -899,6 +901,8 @@ export class OciRuntime implements SandboxRuntime {
 
   async exec(runtimeId: string, request: ExecRequest): Promise<ExecProcess> {
     const live = this.running(runtimeId);
+    // A frozen agent would accept the connection and never answer.
+    if (live.paused) throw new RuntimeError('PAUSED', `sandbox ${runtimeId} is paused`);
     try {
       const target = this.execTarget(live);
       return await startOciExec(target, await this.spillLargeScript(target, request));
@@ -906,6 +910,34 @@ export class OciRuntime implements SandboxRuntime {
       if (error instanceof RuntimeError) throw error;
       throw new RuntimeError('RUNTIME_ERROR', `exec failed: ${(error as Error).message}`, { cause: error });
     }
+  }
+
+  /**
+   * Freezes every process of the sandbox through its cgroup's freezer (v1 `freezer.state`, v2
+   * `cgroup.freeze`) and resolves once the kernel reports it frozen. Idempotent.
+   */
+  async pause(runtimeId: string): Promise<void> {
+    const live = this.running(runtimeId);
+    if (live.paused) return;
+    live.paused = true; // execs are refused from now on, not left hanging on a freezing agent
+    try {
+      await this.cgroups.setFrozen(live.record.cgroupsPath, true);
+    } catch (error) {
+      await this.cgroups.setFrozen(live.record.cgroupsPath, false).catch(() => undefined);
+      live.paused = false;
+      throw new RuntimeError('RUNTIME_ERROR', `could not pause sandbox ${runtimeId}: ${(error as Error).message}`, { cause: error });
+    }
+  }
+
+  /** Thaws a paused sandbox and resolves once the kernel reports it thawed. Idempotent. */
+  async resume(runtimeId: string): Promise<void> {
+    const live = this.running(runtimeId);
+    try {
+      await this.cgroups.setFrozen(live.record.cgroupsPath, false);
+    } catch (error) {
+      throw new RuntimeError('RUNTIME_ERROR', `could not resume sandbox ${runtimeId}: ${(error as Error).message}`, { cause: error });
+    }
+    live.paused = false;
   }
 
   /**
@@ -1020,8 +1052,12 @@ export class OciRuntime implements SandboxRuntime {
     this.live.delete(runtimeId);
   }
 
-  /** Kills every process of the sandbox, waits up to 2 s for its shim to record the exit, then tears it down. */
+  /**
+   * Thaws the sandbox (a frozen task cannot die), kills every process of it, waits up to 2 s for
+   * its shim to record the exit, then tears it down.
+   */
   private async destroyRecord(record: SandboxRecord): Promise<void> {
+    if (await this.cgroups.isFrozen(record.cgroupsPath)) await this.cgroups.setFrozen(record.cgroupsPath, false).catch(() => undefined);
     await this.killAll(record);
     const exitFile = join(this.sandboxDir(record.runtimeId), 'exit');
     for (let i = 0; i < 200 && !existsSync(exitFile); i++) {
@@ -1159,7 +1195,10 @@ export class OciRuntime implements SandboxRuntime {
           (r) => (JSON.parse(r.stdout) as { status?: string }).status,
           () => undefined,
         );
-        if (status === 'running' || status === 'created' || status === 'paused') live.report = true;
+        if (status === 'running' || status === 'created' || status === 'paused') {
+          live.report = true;
+          live.paused = await this.cgroups.isFrozen(record.cgroupsPath);
+        }
         else {
           await writeFile(join(dir, 'exit'), '255 0\n');
           await this.refresh(live);
@@ -1254,6 +1293,7 @@ function toState(live: Live): RuntimeSandboxState {
     running: live.exitCode === null && !live.removeFailed,
     exitCode: live.exitCode ?? (live.removeFailed ? 137 : null),
     oomKilled: live.oomKilled,
+    paused: live.paused === true,
   };
 }
 

@@ -959,6 +959,243 @@ export type DeleteTemplateRegistryCredentialsCredentialsIdResponse = {
   message: string;
 };
 
+/** Body of `POST /api/v1/images/build`. */
+export type PostImagesBuildRequest = {
+  image_name?: string | null;
+  image_tag?: string | null;
+  dockerfile_path?: string;
+  source_image?: string | null;
+  sourceImage?: string | null;
+  platform?: string;
+  team_id?: string | null;
+  teamId?: string | null;
+  visibility?: "INHERIT" | "PRIVATE" | "PUBLIC" | null;
+  owner_scope?: string | null;
+  ownerScope?: string | null;
+};
+
+/** Success response of `POST /api/v1/images/build`. */
+export type PostImagesBuildResponse = {
+  build_id: string;
+  buildIds: Array<string>;
+  upload_url: string;
+  expires_in: number;
+  fullImagePath: string;
+  visibility: "PRIVATE" | "PUBLIC";
+};
+
+/** Body of `POST /api/v1/images/build/{build_id}/start`. */
+export type PostImagesBuildBuildIdStartRequest = {
+  context_uploaded?: boolean;
+};
+
+/** Success response of `POST /api/v1/images/build/{build_id}/start`. */
+export type PostImagesBuildBuildIdStartResponse = {
+  id: string;
+  imageName: string;
+  imageTag: string;
+  status: "PENDING" | "UPLOADING" | "BUILDING" | "COMPLETED" | "FAILED" | "CANCELLED";
+  createdAt: string;
+  startedAt: string | null;
+  completedAt: string | null;
+  artifacts: Array<{
+    id: string;
+    artifactType: "CONTAINER_IMAGE" | "VM_SANDBOX";
+    status: "PENDING" | "UPLOADING" | "BUILDING" | "COMPLETED" | "FAILED" | "CANCELLED";
+    fullImagePath: string | null;
+    errorMessage: string | null;
+    createdAt: string;
+    startedAt: string | null;
+    completedAt: string | null;
+  }>;
+  fullImagePath: string;
+  errorMessage: string | null;
+  failedStep: string | null;
+  teamId: string | null;
+};
+
+/** Success response of `GET /api/v1/images/build/{build_id}`. */
+export type GetImagesBuildBuildIdResponse = {
+  id: string;
+  imageName: string;
+  imageTag: string;
+  status: "PENDING" | "UPLOADING" | "BUILDING" | "COMPLETED" | "FAILED" | "CANCELLED";
+  createdAt: string;
+  startedAt: string | null;
+  completedAt: string | null;
+  artifacts: Array<{
+    id: string;
+    artifactType: "CONTAINER_IMAGE" | "VM_SANDBOX";
+    status: "PENDING" | "UPLOADING" | "BUILDING" | "COMPLETED" | "FAILED" | "CANCELLED";
+    fullImagePath: string | null;
+    errorMessage: string | null;
+    createdAt: string;
+    startedAt: string | null;
+    completedAt: string | null;
+  }>;
+  fullImagePath: string;
+  errorMessage: string | null;
+  failedStep: string | null;
+  teamId: string | null;
+};
+
+/** Success response of `GET /api/v1/images/build/{build_id}/logs`. */
+export type GetImagesBuildBuildIdLogsResponse = {
+  build_id: string;
+  status: "PENDING" | "UPLOADING" | "BUILDING" | "COMPLETED" | "FAILED" | "CANCELLED";
+  logs: string;
+};
+
+/** Query of `GET /api/v1/images/builds`. */
+export type GetImagesBuildsQuery = {
+  offset?: number;
+  limit?: number;
+  teamId?: string;
+};
+
+/** Success response of `GET /api/v1/images/builds`. */
+export type GetImagesBuildsResponse = {
+  data: Array<{
+    id: string;
+    imageName: string;
+    imageTag: string;
+    status: "PENDING" | "UPLOADING" | "BUILDING" | "COMPLETED" | "FAILED" | "CANCELLED";
+    createdAt: string;
+    startedAt: string | null;
+    completedAt: string | null;
+    artifacts: Array<{
+      id: string;
+      artifactType: "CONTAINER_IMAGE" | "VM_SANDBOX";
+      status: "PENDING" | "UPLOADING" | "BUILDING" | "COMPLETED" | "FAILED" | "CANCELLED";
+      fullImagePath: string | null;
+      errorMessage: string | null;
+      createdAt: string;
+      startedAt: string | null;
+      completedAt: string | null;
+    }>;
+    fullImagePath: string;
+    errorMessage: string | null;
+    failedStep: string | null;
+    teamId: string | null;
+  }>;
+  total_count: number;
+  offset: number;
+  limit: number;
+};
+
+/** Query of `GET /api/v1/images`. */
+export type GetImagesQuery = {
+  offset?: number;
+  limit?: number;
+  teamId?: string;
+  ownerScope?: string;
+  search?: string;
+};
+
+/** Success response of `GET /api/v1/images`. */
+export type GetImagesResponse = {
+  data: Array<{
+    id: string;
+    artifactType: "CONTAINER_IMAGE" | "VM_SANDBOX";
+    imageName: string;
+    imageTag: string;
+    status: "PENDING" | "UPLOADING" | "BUILDING" | "COMPLETED" | "FAILED" | "CANCELLED";
+    fullImagePath: string | null;
+    errorMessage: string | null;
+    sizeBytes: number | null;
+    visibility: "PRIVATE" | "PUBLIC";
+    createdAt: string;
+    startedAt: string | null;
+    completedAt: string | null;
+    pushedAt: string | null;
+    teamId: string | null;
+    ownerType: "personal" | "team";
+    displayRef: string | null;
+  }>;
+  total_count: number;
+  totalCount: number;
+  offset: number;
+  limit: number;
+};
+
+/** Query of `DELETE /api/v1/images/{image_name}/{image_tag}`. */
+export type DeleteImagesImageNameImageTagQuery = {
+  teamId?: string;
+};
+
+/** Success response of `DELETE /api/v1/images/{image_name}/{image_tag}`. */
+export type DeleteImagesImageNameImageTagResponse = {
+  success: boolean;
+  message: string;
+};
+
+/** Body of `PATCH /api/v1/images/{image_name}/{image_tag}/visibility`. */
+export type PatchImagesImageNameImageTagVisibilityRequest = {
+  visibility: "PRIVATE" | "PUBLIC";
+  teamId?: string | null;
+};
+
+/** Success response of `PATCH /api/v1/images/{image_name}/{image_tag}/visibility`. */
+export type PatchImagesImageNameImageTagVisibilityResponse = {
+  success: boolean;
+  message: string;
+  visibility: "PRIVATE" | "PUBLIC";
+  images: Array<{
+    id: string;
+    artifactType: "CONTAINER_IMAGE" | "VM_SANDBOX";
+    imageName: string;
+    imageTag: string;
+    status: "PENDING" | "UPLOADING" | "BUILDING" | "COMPLETED" | "FAILED" | "CANCELLED";
+    fullImagePath: string | null;
+    errorMessage: string | null;
+    sizeBytes: number | null;
+    visibility: "PRIVATE" | "PUBLIC";
+    createdAt: string;
+    startedAt: string | null;
+    completedAt: string | null;
+    pushedAt: string | null;
+    teamId: string | null;
+    ownerType: "personal" | "team";
+    displayRef: string | null;
+  }>;
+};
+
+/** Body of `POST /api/v1/template/check-docker-image`. */
+export type PostTemplateCheckDockerImageRequest = {
+  image: string;
+  registry_credentials_id?: string | null;
+};
+
+/** Success response of `POST /api/v1/template/check-docker-image`. */
+export type PostTemplateCheckDockerImageResponse = {
+  accessible: boolean;
+  details: string;
+};
+
+/** Query of `PUT /api/v1/images/build/{build_id}/context`. */
+export type PutImagesBuildBuildIdContextQuery = {
+  expires: string;
+  signature: string;
+};
+
+/** Success response of `PUT /api/v1/images/build/{build_id}/context`. */
+export type PutImagesBuildBuildIdContextResponse = {
+  build_id: string;
+  bytes: number;
+};
+
+/** Query of `POST /api/v1/images/build/{build_id}/context`. */
+export type PostImagesBuildBuildIdContextQuery = {
+  expires: string;
+  signature: string;
+};
+
+/** Success response of `POST /api/v1/images/build/{build_id}/context`. */
+export type PostImagesBuildBuildIdContextResponse = {
+  build_id: string;
+  bytes: number;
+};
+
 /** Method and path template of every operation. */
 export const OPERATION_ROUTES = {
   GetHealth: { method: "GET", path: "/healthz" },
@@ -1010,6 +1247,17 @@ export const OPERATION_ROUTES = {
   GetTemplateRegistryCredentials: { method: "GET", path: "/api/v1/template/registry-credentials" },
   PostTemplateRegistryCredentials: { method: "POST", path: "/api/v1/template/registry-credentials" },
   DeleteTemplateRegistryCredentialsCredentialsId: { method: "DELETE", path: "/api/v1/template/registry-credentials/{credentials_id}" },
+  PostImagesBuild: { method: "POST", path: "/api/v1/images/build" },
+  PostImagesBuildBuildIdStart: { method: "POST", path: "/api/v1/images/build/{build_id}/start" },
+  GetImagesBuildBuildId: { method: "GET", path: "/api/v1/images/build/{build_id}" },
+  GetImagesBuildBuildIdLogs: { method: "GET", path: "/api/v1/images/build/{build_id}/logs" },
+  GetImagesBuilds: { method: "GET", path: "/api/v1/images/builds" },
+  GetImages: { method: "GET", path: "/api/v1/images" },
+  DeleteImagesImageNameImageTag: { method: "DELETE", path: "/api/v1/images/{image_name}/{image_tag}" },
+  PatchImagesImageNameImageTagVisibility: { method: "PATCH", path: "/api/v1/images/{image_name}/{image_tag}/visibility" },
+  PostTemplateCheckDockerImage: { method: "POST", path: "/api/v1/template/check-docker-image" },
+  PutImagesBuildBuildIdContext: { method: "PUT", path: "/api/v1/images/build/{build_id}/context" },
+  PostImagesBuildBuildIdContext: { method: "POST", path: "/api/v1/images/build/{build_id}/context" },
 } as const;
 
 /** Name of an operation. */
@@ -1066,4 +1314,15 @@ export const RESPONSE_SCHEMAS: Readonly<Record<string, JsonSchema>> = {
   GetTemplateRegistryCredentials: {"type":"object","properties":{"credentials":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"name":{"type":"string"},"server":{"type":"string"},"createdAt":{"type":"string"},"updatedAt":{"type":"string"},"userId":{"type":"string"},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","name","server","createdAt","updatedAt","userId","teamId"]}}},"required":["credentials"]},
   PostTemplateRegistryCredentials: {"type":"object","properties":{"id":{"type":"string"},"name":{"type":"string"},"server":{"type":"string"},"createdAt":{"type":"string"},"updatedAt":{"type":"string"},"userId":{"type":"string"},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","name","server","createdAt","updatedAt","userId","teamId"]},
   DeleteTemplateRegistryCredentialsCredentialsId: {"type":"object","properties":{"success":{"type":"boolean"},"message":{"type":"string"}},"required":["success","message"]},
+  PostImagesBuild: {"type":"object","properties":{"build_id":{"type":"string"},"buildIds":{"type":"array","items":{"type":"string"}},"upload_url":{"type":"string"},"expires_in":{"type":"integer"},"fullImagePath":{"type":"string"},"visibility":{"type":"string"}},"required":["build_id","buildIds","upload_url","expires_in","fullImagePath","visibility"]},
+  PostImagesBuildBuildIdStart: {"type":"object","properties":{"id":{"type":"string"},"imageName":{"type":"string"},"imageTag":{"type":"string"},"status":{"type":"string"},"createdAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"completedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"artifacts":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"artifactType":{"type":"string"},"status":{"type":"string"},"fullImagePath":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"createdAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"completedAt":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","artifactType","status","fullImagePath","errorMessage","createdAt","startedAt","completedAt"]}},"fullImagePath":{"type":"string"},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"failedStep":{"anyOf":[{"type":"string"},{"type":"null"}]},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","imageName","imageTag","status","createdAt","startedAt","completedAt","artifacts","fullImagePath","errorMessage","failedStep","teamId"]},
+  GetImagesBuildBuildId: {"type":"object","properties":{"id":{"type":"string"},"imageName":{"type":"string"},"imageTag":{"type":"string"},"status":{"type":"string"},"createdAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"completedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"artifacts":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"artifactType":{"type":"string"},"status":{"type":"string"},"fullImagePath":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"createdAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"completedAt":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","artifactType","status","fullImagePath","errorMessage","createdAt","startedAt","completedAt"]}},"fullImagePath":{"type":"string"},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"failedStep":{"anyOf":[{"type":"string"},{"type":"null"}]},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","imageName","imageTag","status","createdAt","startedAt","completedAt","artifacts","fullImagePath","errorMessage","failedStep","teamId"]},
+  GetImagesBuildBuildIdLogs: {"type":"object","properties":{"build_id":{"type":"string"},"status":{"type":"string"},"logs":{"type":"string"}},"required":["build_id","status","logs"]},
+  GetImagesBuilds: {"type":"object","properties":{"data":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"imageName":{"type":"string"},"imageTag":{"type":"string"},"status":{"type":"string"},"createdAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"completedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"artifacts":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"artifactType":{"type":"string"},"status":{"type":"string"},"fullImagePath":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"createdAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"completedAt":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","artifactType","status","fullImagePath","errorMessage","createdAt","startedAt","completedAt"]}},"fullImagePath":{"type":"string"},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"failedStep":{"anyOf":[{"type":"string"},{"type":"null"}]},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","imageName","imageTag","status","createdAt","startedAt","completedAt","artifacts","fullImagePath","errorMessage","failedStep","teamId"]}},"total_count":{"type":"integer"},"offset":{"type":"integer"},"limit":{"type":"integer"}},"required":["data","total_count","offset","limit"]},
+  GetImages: {"type":"object","properties":{"data":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"artifactType":{"type":"string"},"imageName":{"type":"string"},"imageTag":{"type":"string"},"status":{"type":"string"},"fullImagePath":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"sizeBytes":{"anyOf":[{"type":"integer"},{"type":"null"}]},"visibility":{"type":"string"},"createdAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"completedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"pushedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]},"ownerType":{"type":"string"},"displayRef":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","artifactType","imageName","imageTag","status","fullImagePath","errorMessage","sizeBytes","visibility","createdAt","startedAt","completedAt","pushedAt","teamId","ownerType","displayRef"]}},"total_count":{"type":"integer"},"totalCount":{"type":"integer"},"offset":{"type":"integer"},"limit":{"type":"integer"}},"required":["data","total_count","totalCount","offset","limit"]},
+  DeleteImagesImageNameImageTag: {"type":"object","properties":{"success":{"type":"boolean"},"message":{"type":"string"}},"required":["success","message"]},
+  PatchImagesImageNameImageTagVisibility: {"type":"object","properties":{"success":{"type":"boolean"},"message":{"type":"string"},"visibility":{"type":"string"},"images":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"artifactType":{"type":"string"},"imageName":{"type":"string"},"imageTag":{"type":"string"},"status":{"type":"string"},"fullImagePath":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"sizeBytes":{"anyOf":[{"type":"integer"},{"type":"null"}]},"visibility":{"type":"string"},"createdAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"completedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"pushedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]},"ownerType":{"type":"string"},"displayRef":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","artifactType","imageName","imageTag","status","fullImagePath","errorMessage","sizeBytes","visibility","createdAt","startedAt","completedAt","pushedAt","teamId","ownerType","displayRef"]}}},"required":["success","message","visibility","images"]},
+  PostTemplateCheckDockerImage: {"type":"object","properties":{"accessible":{"type":"boolean"},"details":{"type":"string"}},"required":["accessible","details"]},
+  PutImagesBuildBuildIdContext: {"type":"object","properties":{"build_id":{"type":"string"},"bytes":{"type":"integer"}},"required":["build_id","bytes"]},
+  PostImagesBuildBuildIdContext: {"type":"object","properties":{"build_id":{"type":"string"},"bytes":{"type":"integer"}},"required":["build_id","bytes"]},
 };

@@ -162,15 +162,19 @@ for (const entry of variants) {
       let execRetries = 0;
       let cyclesDone = 0;
 
-      /** An exec is not replayed by the SDK once sent; `echo` is safe to run again after a cut connection. */
+      /**
+       * An exec is not replayed by the SDK once sent; `echo` is safe to run again after a cut
+       * connection. Up to 8 tries, 300 ms growing to 2 s apart: a kill cuts what is in flight, and
+       * on a loaded host the restarted replica takes seconds to listen again.
+       */
       async function execWithRetry(sandbox: Sandbox, command: string): Promise<string> {
         for (let attempt = 0; ; attempt++) {
           try {
             return (await sandbox.exec(command, { timeout: 30 })).stdout;
           } catch (error) {
-            if (!(error instanceof ConnectionError) || attempt >= 4) throw error;
+            if (!(error instanceof ConnectionError) || attempt >= 7) throw error;
             execRetries++;
-            await new Promise((resolve) => setTimeout(resolve, 300));
+            await new Promise((resolve) => setTimeout(resolve, Math.min(2_000, 300 * 1.5 ** attempt)));
           }
         }
       }

@@ -37,10 +37,17 @@ const reason = missing();
 describe('oci runtime: restart and leftovers', { skip: reason }, () => {
   const instance = `restart-${randomBytes(4).toString('hex')}`;
   const images = new ImageStore({ root: join(STATE_DIR, 'images'), insecureRegistries: insecureRegistriesFor(IMAGE) });
-  const make = (): OciRuntime => new OciRuntime({ instance, stateDir: STATE_DIR, images, runtimeBinary: RUNTIME, poolSize: 1, warmDiskSizes: [] });
+  /** Every driver a case made: a case that fails before its own close() must not leave one open (its timers and sockets kept the test file from ever exiting). */
+  const made: OciRuntime[] = [];
+  const make = (): OciRuntime => {
+    const rt = new OciRuntime({ instance, stateDir: STATE_DIR, images, runtimeBinary: RUNTIME, poolSize: 1, warmDiskSizes: [] });
+    made.push(rt);
+    return rt;
+  };
   const instanceDir = join(STATE_DIR, 'instances', instance);
 
   after(async () => {
+    for (const open of made) await open.close().catch(() => undefined);
     const rt = make();
     await rt.init();
     for (const s of await rt.list()) await rt.remove(s.runtimeId);

@@ -869,15 +869,17 @@ export class OciRuntime implements SandboxRuntime {
     // An idle start command is settled once its process sleeps: it cannot fail "at once" any more.
     const idle = idleProgram(startCommand);
     const initPid = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
-    // The window is startCheckMs of the sandbox's own time: time its processes spent waiting for a
-    // CPU (a loaded host, the sandboxes' low CPU weight) extends it, up to START_CHECK_MAX_EXTRA_MS.
+    // The window is startCheckMs of the sandbox's own time: time its processes spend waiting for a
+    // CPU during it (a loaded host, the sandboxes' low CPU weight) extends it, up to
+    // START_CHECK_MAX_EXTRA_MS. Time they spend asleep (`sleep 0.2; exit 4`) does not.
     const started = Date.now();
+    const waitedBefore = initPid ? await runQueueWaitMs(initPid) : 0;
     let starved = 0;
     while (Date.now() < started + this.startCheckMs + starved) {
       if (existsSync(exitFile)) await failed();
       if (idle !== undefined && initPid && (await childIdles(initPid, idle))) return;
       await delay(idle === undefined ? 5 : 1);
-      if (initPid) starved = Math.min(START_CHECK_MAX_EXTRA_MS, await runQueueWaitMs(initPid));
+      if (initPid) starved = Math.max(starved, Math.min(START_CHECK_MAX_EXTRA_MS, (await runQueueWaitMs(initPid)) - waitedBefore));
     }
     if (existsSync(exitFile)) await failed();
   }

@@ -178,6 +178,9 @@ interface Tracked {
   diskBytes?: number;
 }
 
+/** How many times a pause the runtime could not complete ("unable to freeze") is tried. */
+const PAUSE_ATTEMPTS = 5;
+
 /**
  * Runs sandboxes as Docker containers (dockerode over the Engine API).
  *
@@ -186,6 +189,7 @@ interface Tracked {
  * `no-new-privileges`, Docker's default seccomp profile and read-only /proc paths, and cgroup limits
  * for CPU, memory (no swap) and pids. See docs/runtime-docker.md.
  */
+
 export class DockerRuntime implements SandboxRuntime {
   readonly name = 'docker';
   private readonly docker: Docker;
@@ -576,7 +580,24 @@ export class DockerRuntime implements SandboxRuntime {
     await this.setPaused(runtimeId, false);
   }
 
+  /**
+   * runc gives up freezing a cgroup whose processes keep running through its retries ("unable to
+   * freeze", seen with busy loops on a loaded host); the freezer is left thawed and a new attempt
+   * usually makes it. Up to PAUSE_ATTEMPTS tries, 100 ms apart.
+   */
   private async setPaused(runtimeId: string, paused: boolean): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.setPausedOnce(runtimeId, paused);
+        return;
+      } catch (error) {
+        if (!(error instanceof RuntimeError) || error.kind !== 'RUNTIME_ERROR' || !/unable to freeze/i.test(error.message) || attempt >= PAUSE_ATTEMPTS) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
+  }
+
+  private async setPausedOnce(runtimeId: string, paused: boolean): Promise<void> {
     const container = this.docker.getContainer(runtimeId);
     try {
       await (paused ? container.pause() : container.unpause());

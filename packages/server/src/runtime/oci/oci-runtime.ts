@@ -1379,14 +1379,18 @@ function pullCredentials(spec: SandboxSpec): RegistryCredentials | undefined {
 }
 
 /** Whether a child of the sandbox's init (the start command) is `program`, asleep. */
+/** The pids of `initPid`'s children (none when it is gone). */
+async function childPids(initPid: number): Promise<string[]> {
+  return (await readFile(`/proc/${initPid}/task/${initPid}/children`, 'utf8').catch(() => '')).trim().split(' ').filter(Boolean);
+}
+
 /**
  * How long (ms) the sandbox's init and its children have waited for a CPU while runnable, from
  * `/proc/<pid>/schedstat` (0 where the kernel does not keep it).
  */
 async function runQueueWaitMs(initPid: number): Promise<number> {
-  const children = (await readFile(`/proc/${initPid}/task/${initPid}/children`, 'utf8').catch(() => '')).trim();
   let total = 0;
-  for (const pid of [String(initPid), ...children.split(' ').filter(Boolean)]) {
+  for (const pid of [String(initPid), ...(await childPids(initPid))]) {
     const waited = Number((await readFile(`/proc/${pid}/schedstat`, 'utf8').catch(() => '')).split(' ')[1]);
     if (Number.isFinite(waited)) total += waited / 1e6;
   }
@@ -1394,8 +1398,7 @@ async function runQueueWaitMs(initPid: number): Promise<number> {
 }
 
 async function childIdles(initPid: number, program: string): Promise<boolean> {
-  const children = (await readFile(`/proc/${initPid}/task/${initPid}/children`, 'utf8').catch(() => '')).trim();
-  for (const pid of children.split(' ').filter(Boolean)) {
+  for (const pid of await childPids(initPid)) {
     const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
     if (stat.startsWith(`${pid} (${program}) S `)) return true;
   }

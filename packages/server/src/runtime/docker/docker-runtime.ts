@@ -224,9 +224,8 @@ export class DockerRuntime implements SandboxRuntime {
   private readonly sandboxCpuWeight: number | null;
   /** Where sandbox containers go (decided by `init()` from the engine's cgroup driver); null: Docker's default. */
   private cgroupParent: { parent: string; cgroupPath: string } | null = null;
-  /** Whether the parent's CPU weight has been written (it exists only once a container is in it). */
+  /** Whether the parent's CPU weight was written, or failed (then warned about): it is tried until then (the cgroup exists only once a container is in it). */
   private cgroupWeightSet = false;
-  private cgroupWeightWarned = false;
   /** The engine's host (from `docker info` at init); undefined: this host. */
   private engineHost: SandboxCapacity | undefined;
   /** Bytes of disks admitted by creates still in flight. */
@@ -333,9 +332,9 @@ export class DockerRuntime implements SandboxRuntime {
     try {
       this.cgroupWeightSet = (await setCgroupCpuWeight(this.cgroupParent.cgroupPath, this.sandboxCpuWeight)) !== null;
     } catch (error) {
+      // Not tried again (so warned about once).
       this.cgroupWeightSet = true;
-      if (!this.cgroupWeightWarned) this.warn(`cannot set the CPU weight of the sandboxes' cgroup ${this.cgroupParent.cgroupPath}: ${errorText(error)}`);
-      this.cgroupWeightWarned = true;
+      this.warn(`cannot set the CPU weight of the sandboxes' cgroup ${this.cgroupParent.cgroupPath}: ${errorText(error)}`);
     }
   }
 

@@ -243,6 +243,13 @@ KUBECTL=("$BIN_DIR/kubectl" --kubeconfig "$KUBECONFIG_OUT")
 apt_install etcd-server openssl curl iproute2
 # fd 9 (the lock) closed: a daemon started there would hold the lock for good.
 "$REPO/scripts/ensure-docker.sh" >&2 9>&-
+# Pods sit on docker0, whose MAC address dockerd leaves unset: a Linux bridge then takes its lowest
+# port's address, so it changed as Pods came and went, and a Pod that had resolved the host (its
+# gateway) sent its replies into the void until the ARP entry aged out. Setting the address it has
+# pins it (addr_assign_type 3), without changing it.
+if [ -e /sys/class/net/docker0 ] && [ "$(cat /sys/class/net/docker0/addr_assign_type)" != 3 ]; then
+  ip link set dev docker0 address "$(cat /sys/class/net/docker0/address)"
+fi
 mkdir -p "$RUN_DIR" "$PKI_DIR" "$CONF_DIR" "$ETCD_DATA" "$KUBELET_ROOT" "$DOCKERSHIM_ROOT"
 chmod 700 "$PKI_DIR" "$ETCD_DATA"
 

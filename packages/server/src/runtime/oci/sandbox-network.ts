@@ -341,16 +341,36 @@ export function ensureBridge(options: BridgeOptions): Promise<void> {
   return job;
 }
 
+/** `addr_assign_type` of a device whose address was set explicitly (NET_ADDR_SET). */
+const ADDRESS_SET = '3';
+
+/**
+ * Makes the bridge device `name` (or takes over one that exists) with the gateway address
+ * `gatewayCidr` (`10.213.0.1/16`), and brings it up. Its MAC address is pinned: a Linux bridge
+ * whose address was never set takes the lowest of its ports' addresses, so it changed whenever a
+ * sandbox with the lowest one came or went, and every sandbox that had resolved the gateway sent
+ * into the void (connections hung, DNS went unanswered) until its ARP entry aged out. Setting the
+ * address it has pins it without changing it.
+ */
+export async function ensureBridgeDevice(name: string, gatewayCidr: string): Promise<void> {
+  const links = await runTool('ip', ['-o', 'link', 'show', 'dev', name]).catch(() => undefined);
+  if (!links) await runTool('ip', ['link', 'add', name, 'type', 'bridge']).catch(() => undefined);
+  const sysfs = `/sys/class/net/${name}`;
+  if ((await readFile(`${sysfs}/addr_assign_type`, 'utf8')).trim() !== ADDRESS_SET) {
+    const address = (await readFile(`${sysfs}/address`, 'utf8')).trim();
+    await runTool('ip', ['link', 'set', 'dev', name, 'address', address]);
+  }
+  const addrs = await runTool('ip', ['-o', '-4', 'addr', 'show', 'dev', name]);
+  if (!addrs.stdout.includes(`${gatewayCidr.split('/')[0]}/`)) await runTool('ip', ['addr', 'add', gatewayCidr, 'dev', name]);
+  await runTool('ip', ['link', 'set', name, 'up']);
+}
+
 async function setUpBridge(options: BridgeOptions): Promise<void> {
   const br = options.bridgeName;
   const [base, bits] = options.subnet.split('/');
   const o = (base ?? '').split('.');
   const gateway = `${o[0]}.${o[1]}.${o[2]}.1`;
-  const links = await runTool('ip', ['-o', 'link', 'show', 'dev', br]).catch(() => undefined);
-  if (!links) await runTool('ip', ['link', 'add', br, 'type', 'bridge']).catch(() => undefined);
-  const addrs = await runTool('ip', ['-o', '-4', 'addr', 'show', 'dev', br]);
-  if (!addrs.stdout.includes(`${gateway}/`)) await runTool('ip', ['addr', 'add', `${gateway}/${bits}`, 'dev', br]);
-  await runTool('ip', ['link', 'set', br, 'up']);
+  await ensureBridgeDevice(br, `${gateway}/${bits}`);
   const forward = await readFile('/proc/sys/net/ipv4/ip_forward', 'utf8');
   if (forward.trim() !== '1') await writeFile('/proc/sys/net/ipv4/ip_forward', '1');
 

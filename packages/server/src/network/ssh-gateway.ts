@@ -1,5 +1,3 @@
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
 import ssh2, { type AuthContext, type Connection, type PseudoTtyInfo, type ServerChannel, type Session } from 'ssh2';
 import type { CorralConfig } from '../config.js';
@@ -9,6 +7,7 @@ import type { SandboxAccess, SandboxHandle } from '../services/sandbox-access.js
 import type { SshSessionRecords } from './network-deps.js';
 import type { SshSessionRecord } from '../records/network-records.js';
 import { serveSftp } from './sftp-session.js';
+import { loadOrCreateHostKey } from './ssh-host-key.js';
 
 const { Server, utils } = ssh2;
 
@@ -22,25 +21,6 @@ export interface SshGatewayDeps {
   /** Resolves a session's sandbox, checks the key it was opened with still grants access, records activity. */
   sandboxAccess: SandboxAccess;
   log: FastifyBaseLogger;
-}
-
-/** The host key: generated once into the data dir, then reused so clients' known_hosts stay valid. */
-function hostKey(dataDir: string): string {
-  const file = join(dataDir, 'ssh_host_ed25519_key');
-  try {
-    return readFileSync(file, 'utf8');
-  } catch {
-    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-    const pair = utils.generateKeyPairSync('ed25519');
-    try {
-      writeFileSync(file, pair.private, { mode: 0o600, flag: 'wx' });
-      writeFileSync(`${file}.pub`, `${pair.public}\n`, { mode: 0o644 });
-    } catch {
-      // Another start wrote it first; use theirs.
-    }
-    chmodSync(file, 0o600);
-    return readFileSync(file, 'utf8');
-  }
 }
 
 /**
@@ -59,7 +39,7 @@ export class SshGateway {
   /** Starts listening on the configured SSH port if not yet; resolves with the port. */
   ensureListening(): Promise<number> {
     this.listening ??= new Promise<number>((resolve, reject) => {
-      const server = new Server({ hostKeys: [hostKey(this.deps.config.dataDir)] }, (client) => this.onClient(client));
+      const server = new Server({ hostKeys: [loadOrCreateHostKey(this.deps.config.dataDir)] }, (client) => this.onClient(client));
       this.server = server;
       server.once('error', (error: Error) => {
         this.listening = null;

@@ -246,9 +246,16 @@ apt_install etcd-server openssl curl iproute2
 # Pods sit on docker0, whose MAC address dockerd leaves unset: a Linux bridge then takes its lowest
 # port's address, so it changed as Pods came and went, and a Pod that had resolved the host (its
 # gateway) sent its replies into the void until the ARP entry aged out. Setting the address it has
-# pins it (addr_assign_type 3), without changing it.
-if [ -e /sys/class/net/docker0 ] && [ "$(cat /sys/class/net/docker0/addr_assign_type)" != 3 ]; then
-  ip link set dev docker0 address "$(cat /sys/class/net/docker0/address)"
+# pins it (addr_assign_type 3) without changing it; a bridge without ports has 00:00:00:00:00:00,
+# which must not be pinned, so it gets a random locally administered one.
+if [ -e /sys/class/net/docker0 ]; then
+  docker0_mac="$(cat /sys/class/net/docker0/address)"
+  if [ "$docker0_mac" = 00:00:00:00:00:00 ]; then
+    docker0_mac="$(od -An -N5 -tx1 /dev/urandom | tr -s ' ' ':' | sed 's/^:/02:/; s/:$//')"
+    ip link set dev docker0 address "$docker0_mac"
+  elif [ "$(cat /sys/class/net/docker0/addr_assign_type)" != 3 ]; then
+    ip link set dev docker0 address "$docker0_mac"
+  fi
 fi
 mkdir -p "$RUN_DIR" "$PKI_DIR" "$CONF_DIR" "$ETCD_DATA" "$KUBELET_ROOT" "$DOCKERSHIM_ROOT"
 chmod 700 "$PKI_DIR" "$ETCD_DATA"

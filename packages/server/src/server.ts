@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
 import type { CorralConfig } from './config.js';
+import { trackUnusedConnections } from './http/unused-connections.js';
 import { buildApp } from './http/app.js';
 import type { Reconciler } from './services/reconciler.js';
 import { createRuntime } from './runtime/create-runtime.js';
@@ -95,6 +96,7 @@ export async function createCorralServer(
   }
   const { createdKey } = await auth.bootstrap(config.bootstrapApiKey);
   const app = await buildApp(services, log);
+  const destroyUnusedConnections = trackUnusedConnections(app.server);
   await reconciler.reconcile();
   const interrupted = await services.images.recover(await presence.liveReplicas());
   if (interrupted > 0) log.warn({ builds: interrupted }, 'image builds interrupted by a restart were marked FAILED');
@@ -119,7 +121,9 @@ export async function createCorralServer(
       closed = true;
       setReady(false);
       await reconciler.stop();
-      await app.close();
+      const appClosed = app.close();
+      destroyUnusedConnections();
+      await appClosed;
       liveGrants.close();
       await activity.flush();
       await lifecycle.close();

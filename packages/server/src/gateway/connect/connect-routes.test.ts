@@ -214,6 +214,26 @@ describe('gateway Connect-RPC command_session (Docker)', { concurrency: true, ti
     await waitGone(sb, 'sleep 100[23]');
   });
 
+  it('counts Connect-Timeout-Ms from the request: a Start still waiting for a process slot ends at its deadline, and never runs', async () => {
+    const small = await startGatewayServer({ maxSessionsPerSandbox: 1 });
+    try {
+      const box = await createSandbox(small);
+      const boxTarget = { base: box.base, token: box.token };
+      const holder = start(boxTarget, sh('echo held; sleep 1006'));
+      await holder.until((c) => c.text('stdout') === 'held\n', 'held');
+      const waiting = await start(boxTarget, sh('touch /tmp/ran'), 1000).result;
+      assert.equal(waiting.error?.code, 'deadline_exceeded');
+      assert.match(waiting.error?.message ?? '', /waiting for a process slot/);
+      assert.deepEqual(waiting.events, []);
+      holder.abort();
+      await waitGone(box, 'sleep 1006');
+      const ran = await execCall(box, { command: 'test -e /tmp/ran && echo ran || echo not-run' });
+      assert.equal(ran.body.stdout.trim(), 'not-run');
+    } finally {
+      await small.close();
+    }
+  });
+
   it('kills the process tree when the client disconnects', async () => {
     const call = start(target, sh('sleep 1004 & echo ready; sleep 1005'));
     await call.until((c) => c.text('stdout') === 'ready\n', 'ready');

@@ -21,7 +21,7 @@ import {
   StartRequestSchema,
   UpdateRequestSchema,
 } from './gen/command_session_pb.js';
-import { EventStream, pumpSession } from './session-stream.js';
+import { type Deadline, EventStream, pumpSession } from './session-stream.js';
 
 /** The Connect service's path segment. */
 export const SERVICE = CommandSessionService.typeName;
@@ -228,21 +228,23 @@ export function registerConnectRoutes(app: FastifyInstance, ctx: GatewayContext)
     return session;
   }
 
-  async function streamRequest(request: FastifyRequest): Promise<{ message: Buffer; deadlineMs: number | undefined }> {
+  /** The request's message and its deadline (`Connect-Timeout-Ms`, counted from when the request arrived). */
+  async function streamRequest(request: FastifyRequest): Promise<{ message: Buffer; deadline: Deadline | undefined }> {
     requireContentType(request, true);
     const deadlineMs = parseTimeoutMs(request.headers['connect-timeout-ms']);
+    const deadline = deadlineMs === undefined ? undefined : { ms: deadlineMs, at: performance.now() + deadlineMs };
     const encoding = request.headers['connect-content-encoding'];
     const message = await singleStreamMessage(bodyOf(request), Array.isArray(encoding) ? encoding[0] : encoding);
-    return { message, deadlineMs };
+    return { message, deadline };
   }
 
   /** Streams `session` on the hijacked reply until it ends. */
-  async function serveStream(reply: FastifyReply, target: GatewayTarget, session: CommandSession, deadlineMs: number | undefined, killOnDeadline: boolean): Promise<void> {
+  async function serveStream(reply: FastifyReply, target: GatewayTarget, session: CommandSession, deadline: Deadline | undefined, killOnDeadline: boolean): Promise<void> {
     reply.hijack();
     const stream = new EventStream(reply.raw);
     streams.add(stream);
     try {
-      await pumpSession(session, stream, { deadlineMs, killOnDeadline, failure: (error) => toConnectError(error, target) });
+      await pumpSession(session, stream, { deadline, killOnDeadline, failure: (error) => toConnectError(error, target) });
     } finally {
       streams.delete(stream);
       stream.end();
@@ -250,7 +252,7 @@ export function registerConnectRoutes(app: FastifyInstance, ctx: GatewayContext)
   }
 
   async function start(request: FastifyRequest, reply: FastifyReply, target: GatewayTarget): Promise<void> {
-    const { message, deadlineMs } = await streamRequest(request);
+    const { message, deadline } = await streamRequest(request);
     const req = decodeMessage(StartRequestSchema, message);
     if (!req.command) throw new ConnectError('invalid_argument', 'command: required');
     const size = req.pty?.size;
@@ -262,17 +264,21 @@ export function registerConnectRoutes(app: FastifyInstance, ctx: GatewayContext)
       : undefined;
     const execRequest = execRequestOf(req.command, pty, req.stdin === true);
     // The process holds a slot of the session pool until it exits (docs/gateway.md); waiting for
-    // one ends when the client leaves.
+    // one ends when the client leaves or the deadline passes.
     const left = new AbortController();
     const onLeft = (): void => left.abort(new Error('client disconnected'));
     reply.raw.once('close', onLeft);
+    const expired = deadline ? new ConnectError('deadline_exceeded', `Deadline of ${deadline.ms} ms exceeded while waiting for a process slot`) : undefined;
+    const deadlineTimer = deadline ? setTimeout(() => left.abort(expired), Math.max(0, deadline.at - performance.now())) : undefined;
     let release: Release;
     try {
       release = await ctx.sessions.acquire(target, left.signal);
     } catch (error) {
+      if (left.signal.aborted && left.signal.reason === expired && expired) throw expired;
       if (left.signal.aborted) return;
       throw error;
     } finally {
+      clearTimeout(deadlineTimer);
       reply.raw.off('close', onLeft);
     }
     if (left.signal.aborted) {
@@ -297,7 +303,7 @@ export function registerConnectRoutes(app: FastifyInstance, ctx: GatewayContext)
         await session.kill('SIGKILL');
         return;
       }
-      await serveStream(reply, target, session, deadlineMs, true);
+      await serveStream(reply, target, session, deadline, true);
     } finally {
       if (!released) release();
       done();
@@ -305,12 +311,12 @@ export function registerConnectRoutes(app: FastifyInstance, ctx: GatewayContext)
   }
 
   async function connect(request: FastifyRequest, reply: FastifyReply, target: GatewayTarget): Promise<void> {
-    const { message, deadlineMs } = await streamRequest(request);
+    const { message, deadline } = await streamRequest(request);
     const req = decodeMessage(ConnectRequestSchema, message);
     const session = findSession(target, selectorOf(req.session));
     const done = ctx.access.keepActive(target.sandboxId);
     try {
-      await serveStream(reply, target, session, deadlineMs, false);
+      await serveStream(reply, target, session, deadline, false);
     } finally {
       done();
     }

@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { ensureBridgeDevice } from './sandbox-network.js';
+import { ensureBridgeDevice, isUnicastMac } from './sandbox-network.js';
 
 /** Below every locally administered address (RFC 7042 documentation range), so a port with it is the bridge's lowest. */
 const LOW_MAC = '00:00:5e:00:53:01';
@@ -44,6 +44,29 @@ test("the sandbox bridge keeps its MAC address when a port with a lower one join
     await ensureBridgeDevice(bridge, '10.252.0.1/16');
     assert.equal(sysfs(bridge, 'address'), before);
     assert.match(execFileSync('ip', ['-o', '-4', 'addr', 'show', 'dev', bridge], { encoding: 'utf8' }), /10\.252\.0\.1\/16/);
+  } finally {
+    execFileSync('sh', ['-c', `ip link delete ${veth} 2>/dev/null; ip link delete ${bridge} 2>/dev/null; true`]);
+  }
+});
+
+test('a bridge whose ports all left (its address all zeros) gets a random unicast address, not zeros pinned', async (t) => {
+  if (process.getuid?.() !== 0) {
+    if (process.env.CI === 'true') throw new Error('this test needs root (it makes a bridge and a veth pair)');
+    t.skip('needs root');
+    return;
+  }
+  const tag = randomBytes(3).toString('hex');
+  const bridge = `cxz${tag}0`;
+  const veth = `cxw${tag}`;
+  try {
+    ip('link', 'add', bridge, 'type', 'bridge');
+    ip('link', 'add', veth, 'type', 'veth', 'peer', 'name', `${veth}p`);
+    ip('link', 'set', veth, 'master', bridge);
+    ip('link', 'delete', veth);
+    assert.equal(sysfs(bridge, 'address'), '00:00:00:00:00:00', 'the kernel leaves a bridge without ports all zeros');
+    await ensureBridgeDevice(bridge, '10.252.0.1/16');
+    assert.equal(isUnicastMac(sysfs(bridge, 'address')), true, sysfs(bridge, 'address'));
+    assert.equal(sysfs(bridge, 'addr_assign_type'), '3');
   } finally {
     execFileSync('sh', ['-c', `ip link delete ${veth} 2>/dev/null; ip link delete ${bridge} 2>/dev/null; true`]);
   }

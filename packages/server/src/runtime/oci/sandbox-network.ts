@@ -344,21 +344,36 @@ export function ensureBridge(options: BridgeOptions): Promise<void> {
 /** `addr_assign_type` of a device whose address was set explicitly (NET_ADDR_SET). */
 const ADDRESS_SET = '3';
 
+/** Whether `mac` (`aa:bb:…`) is a usable unicast address: not all zeros, not multicast. */
+export function isUnicastMac(mac: string): boolean {
+  const first = Number.parseInt(mac.slice(0, 2), 16);
+  return /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(mac) && mac !== '00:00:00:00:00:00' && (first & 1) === 0;
+}
+
+/** A random locally administered unicast MAC address. */
+function randomLocalMac(): string {
+  const bytes = randomBytes(6);
+  bytes[0] = ((bytes[0] ?? 0) & 0xfc) | 0x02;
+  return [...bytes].map((b) => b.toString(16).padStart(2, '0')).join(':');
+}
+
 /**
  * Makes the bridge device `name` (or takes over one that exists) with the gateway address
  * `gatewayCidr` (`10.213.0.1/16`), and brings it up. Its MAC address is pinned: a Linux bridge
  * whose address was never set takes the lowest of its ports' addresses, so it changed whenever a
  * sandbox with the lowest one came or went, and every sandbox that had resolved the gateway sent
  * into the void (connections hung, DNS went unanswered) until its ARP entry aged out. Setting the
- * address it has pins it without changing it.
+ * address it has pins it without changing it; a bridge left without ports has none (all zeros) and
+ * gets a random one.
  */
 export async function ensureBridgeDevice(name: string, gatewayCidr: string): Promise<void> {
   const links = await runTool('ip', ['-o', 'link', 'show', 'dev', name]).catch(() => undefined);
   if (!links) await runTool('ip', ['link', 'add', name, 'type', 'bridge']).catch(() => undefined);
   const sysfs = `/sys/class/net/${name}`;
-  if ((await readFile(`${sysfs}/addr_assign_type`, 'utf8')).trim() !== ADDRESS_SET) {
-    const address = (await readFile(`${sysfs}/address`, 'utf8')).trim();
-    await runTool('ip', ['link', 'set', 'dev', name, 'address', address]);
+  const current = (await readFile(`${sysfs}/address`, 'utf8')).trim();
+  if ((await readFile(`${sysfs}/addr_assign_type`, 'utf8')).trim() !== ADDRESS_SET || !isUnicastMac(current)) {
+    // A bridge whose last port left has 00:00:00:00:00:00, which the kernel would pin as it is.
+    await runTool('ip', ['link', 'set', 'dev', name, 'address', isUnicastMac(current) ? current : randomLocalMac()]);
   }
   const addrs = await runTool('ip', ['-o', '-4', 'addr', 'show', 'dev', name]);
   if (!addrs.stdout.includes(`${gatewayCidr.split('/')[0]}/`)) await runTool('ip', ['addr', 'add', gatewayCidr, 'dev', name]);

@@ -14,6 +14,7 @@ const SCENARIOS: Record<string, () => Promise<{ run(args: string[]): Promise<voi
   egress: () => import('./scenarios/egress.js'),
   'cli-startup': () => import('./scenarios/cli-startup.js'),
   'scale-costs': () => import('./scenarios/scale-costs.js'),
+  'image-build': () => import('./scenarios/image-build.js'),
 };
 
 const [name, ...args] = process.argv.slice(2);

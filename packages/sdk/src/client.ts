@@ -4,6 +4,7 @@ import { GatewayClient } from './gateway-client.js';
 import { GatewayTokenCache } from './gateway-tokens.js';
 import { HttpTransport } from './http.js';
 import { type ClientOptions, type ResolvedOptions, resolveOptions } from './options.js';
+import { ImagesApi } from './resources/images-api.js';
 import { KeysApi, TeamsApi, UsersApi, getMe } from './resources/admin-api.js';
 import { SandboxesApi } from './resources/sandboxes-api.js';
 import { TunnelsApi } from './resources/tunnels-api.js';
@@ -29,6 +30,8 @@ export class CorralClient {
   readonly users: UsersApi;
   readonly teams: TeamsApi;
   readonly keys: KeysApi;
+  /** Images built from Dockerfiles: build, list, logs, delete. */
+  readonly images: ImagesApi;
   /** Batches status reads into `status:batchGet` (25 ms window, ≤ 100 ids). */
   readonly statuses: StatusCoalescer;
   /** The data plane: exec, files, tokens. */
@@ -42,6 +45,7 @@ export class CorralClient {
     this.users = new UsersApi(this.http);
     this.teams = new TeamsApi(this.http);
     this.keys = new KeysApi(this.http);
+    this.images = new ImagesApi(this.http);
     this.statuses = new StatusCoalescer(this.sandboxes, this.options.statusBatchWindowMs);
     this.gateway = new GatewayClient(new GatewayTokenCache(this.sandboxes, this.options), this.sandboxes, this.options);
   }

@@ -162,3 +162,32 @@ export class ResponseValidationError extends CorralError {}
 
 /** read-file on a file (or window) over the server's 10 MiB read limit (413). */
 export class FileTooLargeError extends CorralError {}
+
+/** The build context could not be packed: a missing directory or Dockerfile, an unreadable file. Nothing was sent. */
+export class BuildContextError extends CorralError {}
+
+/**
+ * An image build ended `FAILED` (or `CANCELLED`): `failedStep` is the Dockerfile step that failed
+ * (`[1/2] STEP 5/6: RUN make`) when the builder got that far, `errorMessage` the server's error text
+ * (what failed, then the tail of the builder's output).
+ */
+export class ImageBuildFailedError extends CorralError {
+  readonly buildId: string;
+  /** The build's final status (`FAILED` or `CANCELLED`). */
+  readonly buildStatus: string;
+  readonly failedStep: string | null;
+  readonly errorMessage: string | null;
+  constructor(buildId: string, image: string, info: { status: string; failedStep: string | null; errorMessage: string | null }) {
+    const where = info.failedStep ? ` at ${info.failedStep}` : '';
+    const what = info.errorMessage ? `\n${info.errorMessage}` : '';
+    super(
+      `Image build ${buildId} of ${image} ended ${info.status}${where}. ` +
+        `Fix that step of the Dockerfile (or the context it reads) and build again; the whole log: \`client.images.logs('${buildId}')\`.${what}`,
+      { status: 0, code: info.status === 'CANCELLED' ? 'IMAGE_BUILD_CANCELLED' : 'IMAGE_BUILD_FAILED' },
+    );
+    this.buildId = buildId;
+    this.buildStatus = info.status;
+    this.failedStep = info.failedStep;
+    this.errorMessage = info.errorMessage;
+  }
+}

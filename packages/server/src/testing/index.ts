@@ -10,3 +10,5 @@ export { sandboxFixture, specFixture } from './sandbox-fixture.js';
 export { type ListeningTestServer, type TestServer, startListeningServer, startTestServer } from './test-server.js';
 export { createScratchDatabase, deleteKubernetesNamespace, dropScratchDatabase } from './scratch-infrastructure.js';
 export { K8S_TEST_BIN_DIR, K8S_TEST_IMAGE, TEST_KUBECONFIG, kubernetesMissing, kubernetesUnavailable } from './kubernetes-available.js';
+export { imageBuildMissing, startImageBuildServer } from './image-build-server.js';
+export { ImageBuildError, type ImageBuilder, type ImageBuildRequest, type ImageBuildResult } from '../runtime/image-builder.js';

@@ -1,23 +1,44 @@
 import type { Command } from 'commander';
-import { printResult } from '../../output.js';
-import { type GlobalOptions, run } from '../../run.js';
+import { lazy } from '../../run.js';
+import type { ContextBuildOptions } from './build-context.js';
 import type { ImageTargetOptions } from './image-target.js';
 
-/** `corral images build <python|busybox>`: builds an image offline and imports it into the runtime. */
+/** The flags of `corral images build`. */
+export type ImagesBuildOptions = ImageTargetOptions & ContextBuildOptions;
+
+/**
+ * `corral images build <context-dir> [-f Dockerfile] --tag name:tag`: a Dockerfile build through the
+ * server's images API; `corral images build <python|busybox>` (when no such directory exists): an
+ * offline preset built and imported into the local runtime's store.
+ */
 export function registerImagesBuild(images: Command): void {
   images
-    .command('build <kind>')
-    .description('Build an image without a registry: python (Debian bookworm + python3 3.11, tagged python:3.11-slim) or busybox')
-    .option('--tag <ref>', 'name to give the image (default: python:3.11-slim / busybox:latest)')
-    .option('--runtime <driver>', 'docker or oci (default: CORRAL_RUNTIME)')
-    .option('--data-dir <dir>', "the server's data dir, for oci (default: CORRAL_DATA_DIR)")
+    .command('build <context>')
+    .summary('Build an image from a Dockerfile context on the server, or an offline preset (python, busybox) into the local store')
+    .description(
+      'Build an image. A directory is a build context: its Dockerfile is built by the server (images API), the log streams to stderr and the ' +
+        'image reference is printed. The words python or busybox (when no such directory exists) build an offline preset into the local ' +
+        "runtime's store: python (Debian bookworm + python3 3.11, tagged python:3.11-slim) or busybox",
+    )
+    .option('-f, --file <path>', 'the Dockerfile, relative to the current directory (default: <context>/Dockerfile)')
+    .option('--tag <ref>', 'context builds: name:tag of the image (required); presets: the name to give it (default python:3.11-slim / busybox:latest)')
+    .option('--team <id>', "context builds: build as this team's image")
+    .option('-q, --quiet', 'context builds: do not stream the build log')
+    .option('--runtime <driver>', 'presets: docker or oci (default: CORRAL_RUNTIME)')
+    .option('--data-dir <dir>', "presets: the server's data dir, for oci (default: CORRAL_DATA_DIR)")
     .action(
-      run(async (kind: string, options: ImageTargetOptions & { tag?: string }, globals: GlobalOptions) => {
-        // The server package (and its image code) loads when the command runs, not at start-up.
-        const [{ DEFAULT_TAGS, buildImage }, { imageTarget }] = await Promise.all([import('@corral/server'), import('./image-target.js')]);
-        if (kind !== 'python' && kind !== 'busybox') throw new Error(`unknown image kind "${kind}": use python or busybox`);
-        const image = await buildImage(kind, options.tag ?? DEFAULT_TAGS[kind], await imageTarget(options), (line) => process.stderr.write(`${line}\n`));
-        printResult(globals.output, image, [image as unknown as Record<string, unknown>], ['reference', 'id', 'source']);
+      lazy<[string, ImagesBuildOptions]>(async () => {
+        const { existsSync, statSync } = await import('node:fs');
+        return async (context, options, globals) => {
+          const isDirectory = existsSync(context) && statSync(context).isDirectory();
+          if (!isDirectory && (context === 'python' || context === 'busybox')) {
+            if (options.file !== undefined || options.team !== undefined) throw new Error(`-f and --team apply to context builds; "${context}" is an offline preset (no directory ${context} here)`);
+            return (await import('./build-preset.js')).buildPreset(context, options, globals);
+          }
+          if (!isDirectory) throw new Error(`no directory ${context}: give a build context directory (with a Dockerfile), or python or busybox for an offline preset`);
+          if (options.runtime !== undefined || options.dataDir !== undefined) throw new Error('--runtime and --data-dir apply to the offline presets; a context build runs on the server');
+          return (await import('./build-context.js')).buildContext(context, options, globals);
+        };
       }),
     );
 }

@@ -13,7 +13,7 @@ interface ImageJson {
 }
 
 // The oci driver's store needs no daemon: the commands work on a data dir of their own.
-describe('corral images build|import|list on the oci store of a data dir', { timeout: 300_000 }, () => {
+describe('corral images build <preset>|import|list --local on the oci store of a data dir', { timeout: 300_000 }, () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'corral-cli-images-'));
   const target = ['--runtime', 'oci', '--data-dir', dataDir, '--output', 'json'];
   after(() => rmSync(dataDir, { recursive: true, force: true }));
@@ -43,6 +43,11 @@ describe('corral images build|import|list on the oci store of a data dir', { tim
     assert.equal(listed.code, 0, listed.stderr);
     const { images } = JSON.parse(listed.stdout) as { images: ImageJson[] };
     assert.deepEqual(images.map((image) => image.reference).sort(), ['docker.io/corral-test/cli:1', 'docker.io/library/busybox:latest']);
+
+    // --local reads the store of the configured runtime (CORRAL_RUNTIME); without it, list asks the server.
+    const local = await runCli(['images', 'list', '--local', '--data-dir', dataDir, '--output', 'json'], { CORRAL_RUNTIME: 'oci' });
+    assert.equal(local.code, 0, local.stderr);
+    assert.deepEqual((JSON.parse(local.stdout) as { images: ImageJson[] }).images.map((image) => image.reference).sort(), images.map((image) => image.reference).sort());
 
     const none = await runCli(['images', 'list', '--runtime', 'none']);
     assert.notEqual(none.code, 0);

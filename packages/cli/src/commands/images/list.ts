@@ -1,21 +1,23 @@
 import type { Command } from 'commander';
-import { printResult } from '../../output.js';
-import { type GlobalOptions, run } from '../../run.js';
+import { lazy } from '../../run.js';
 import type { ImageTargetOptions } from './image-target.js';
 
-/** `corral images list`. */
+/** The flags of `corral images list`. */
+export interface ImagesListOptions extends ImageTargetOptions {
+  local?: boolean;
+  team?: string;
+  search?: string;
+}
+
+/** `corral images list`: the server's images (images API); `--local`, `--runtime` or `--data-dir`: the local runtime's store. */
 export function registerImagesList(images: Command): void {
   images
     .command('list')
-    .description('List the images the runtime has locally')
-    .option('--runtime <driver>', 'docker or oci (default: CORRAL_RUNTIME)')
-    .option('--data-dir <dir>', "the server's data dir, for oci (default: CORRAL_DATA_DIR)")
-    .action(
-      run(async (options: ImageTargetOptions, globals: GlobalOptions) => {
-        // The image code loads when the command runs, not at start-up.
-        const { imageTarget } = await import('./image-target.js');
-        const list = await (await imageTarget(options)).list();
-        printResult(globals.output, { images: list }, list as unknown as Array<Record<string, unknown>>, ['reference', 'id', 'source']);
-      }),
-    );
+    .description("List your images on the server (built ones, and builds not finished); with --local, --runtime or --data-dir: the images the local runtime's store has")
+    .option('--team <id>', "the server's images of this team")
+    .option('--search <text>', 'only images whose name or tag contains this')
+    .option('--local', "list the local runtime's store instead of the server's images")
+    .option('--runtime <driver>', 'local store: docker or oci (default: CORRAL_RUNTIME)')
+    .option('--data-dir <dir>', "local store: the server's data dir, for oci (default: CORRAL_DATA_DIR)")
+    .action(lazy<[ImagesListOptions]>(async () => (await import('./list-action.js')).listImages));
 }

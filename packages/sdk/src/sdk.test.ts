@@ -223,9 +223,11 @@ describe('SDK against a real server', { concurrency: true, timeout: 120_000 }, (
       const sandbox = await Sandbox.create(client, { image: PYTHON_IMAGE, memoryGb: 0.5 });
       try {
         await sandbox.waitUntilRunning();
-        const job = await sandbox.startBackgroundJob('sleep 1; echo "out $V"; echo err >&2; exit 4', { env: { V: "it's" }, cwd: '/tmp' });
+        // The job waits for /tmp/go, so it is still running when first asked, however slow the host.
+        const job = await sandbox.startBackgroundJob('while [ ! -e /tmp/go ]; do sleep 0.1; done; echo "out $V"; echo err >&2; exit 4', { env: { V: "it's" }, cwd: '/tmp' });
         assert.match(job.jobId, /^[0-9a-f]{8}$/);
         assert.equal((await sandbox.getBackgroundJob(job)).completed, false);
+        await sandbox.exec('touch /tmp/go');
         const done = await eventually(async () => {
           const s = await sandbox.getBackgroundJob(job);
           return s.completed ? s : undefined;

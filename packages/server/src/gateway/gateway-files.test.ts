@@ -137,8 +137,9 @@ describe('gateway files (Docker)', { timeout: 180_000, skip: missing !== undefin
     // clean run saw 72 MiB); a gigabyte held anywhere would show as far more than this bound.
     assert.ok(peakRss - base.rss < 128 * MiB, `RSS grew ${((peakRss - base.rss) / MiB).toFixed(1)} MiB`);
     assert.ok(peakHeap - base.heapUsed < 64 * MiB, `heap grew ${((peakHeap - base.heapUsed) / MiB).toFixed(1)} MiB`);
-    const inside = await execCall(sb, { command: `sha256sum ${path} | cut -d' ' -f1` });
-    assert.equal(inside.body.stdout.trim(), up.sha256);
+    // Hashing a gigabyte takes well over the default 30 s on a loaded host.
+    const inside = await execCall(sb, { command: `sha256sum ${path} | cut -d' ' -f1`, timeout: 300 });
+    assert.equal(inside.body.stdout.trim(), up.sha256, JSON.stringify(inside.body));
   });
 
   it('refuses uploads without an absolute path or a file part with 422', async () => {

@@ -13,6 +13,7 @@ import { AccessChecker } from './services/access-checker.js';
 import { AccessEvents } from './services/access-events.js';
 import { ActivityTracker } from './services/activity-tracker.js';
 import { AuthService } from './services/auth-service.js';
+import { CorralMetrics } from './services/corral-metrics.js';
 import { CreateHold } from './services/create-hold.js';
 import { EgressService } from './services/egress-service.js';
 import { GatewayTokens } from './services/gateway-tokens.js';
@@ -54,7 +55,8 @@ export function wireServer(config: CorralConfig, store: Store, runtime: SandboxR
   // First listener: every later one (network, sandboxes, open gateway work) re-checks against the store, not the cache.
   accessEvents.subscribe(() => access.invalidate());
   const auth = new AuthService(store, accessEvents);
-  const lifecycle = new SandboxLifecycle(store, runtime, config, log);
+  const metrics = new CorralMetrics();
+  const lifecycle = new SandboxLifecycle(store, runtime, config, log, { metrics });
   const tokens = new GatewayTokens(gatewaySecret, config.gatewayTokenTtlSeconds);
   const activity = new ActivityTracker(store, log);
   const registryCredentials = new RegistryCredentialsService(store);
@@ -76,7 +78,7 @@ export function wireServer(config: CorralConfig, store: Store, runtime: SandboxR
     },
     log,
   );
-  const reconciler = new Reconciler(store, lifecycle, config.reconcileIntervalMs, log, { retentionMs: config.terminatedRetentionHours * 3_600_000, presence });
+  const reconciler = new Reconciler(store, lifecycle, config.reconcileIntervalMs, log, { retentionMs: config.terminatedRetentionHours * 3_600_000, presence, metrics });
 
   const sandboxAccess = new SandboxAccess({ store, runtime, tokens, access, activity, instanceId: config.instanceId });
   const ssh = new SshGateway({ config, store, sandboxAccess, log });
@@ -90,7 +92,10 @@ export function wireServer(config: CorralConfig, store: Store, runtime: SandboxR
     onError: (error) => log.warn({ err: error }, 'gateway: re-checking open grants failed'),
   });
   liveGrants.start();
-  const gateway: GatewayDeps = { config, sandboxAccess, liveGrants, sshKeys: ssh };
+  const gateway: GatewayDeps = { config, sandboxAccess, liveGrants, sshKeys: ssh, metrics };
+  metrics.sources.sandboxes = () => sandboxes.countActive();
+  metrics.sources.admission = () => ({ queued: lifecycle.provisioningQueued, provisioning: lifecycle.provisioningInFlight });
+  metrics.sources.warmPool = () => runtime?.warmPool?.();
 
   let ready = false;
   const services: AppServices = {
@@ -105,6 +110,7 @@ export function wireServer(config: CorralConfig, store: Store, runtime: SandboxR
     rateLimiter: new RateLimiter(config.rateLimits),
     network,
     gateway,
+    metrics,
     isReady: () => ready,
     isolation: () => runtime?.isolation() ?? null,
   };

@@ -33,19 +33,25 @@ export function registerExecRoute(app: FastifyInstance, ctx: GatewayContext): vo
       const signal = clientGone(request, reply);
       const done = ctx.access.keepActive(target.sandboxId);
       let dispose: (() => void) | undefined;
+      let startedAt: number | undefined;
       try {
         const outcome = await ctx.slots.run(
           target,
-          () =>
-            runCommand(
+          () => {
+            startedAt = performance.now();
+            return runCommand(
               target.runtime,
               target.runtimeId,
               { argv: ['/bin/sh', '-c', body.command], env: body.env, cwd: body.workingDir, user: body.user },
               { timeoutMs: body.timeoutSeconds * 1000, maxOutputBytes: ctx.config.execOutputMaxBytes, signal, budget: ctx.outputBudget.forUser(target.userId) },
-            ),
+            );
+          },
           signal,
         );
         dispose = outcome.dispose;
+        const seconds = (performance.now() - (startedAt ?? 0)) / 1000;
+        ctx.metrics.execSeconds.observe({ outcome: outcome.timedOut ? 'timeout' : outcome.aborted ? 'aborted' : 'exited' }, seconds);
+        ctx.metrics.execOutputBytes.observe(outcome.stdout.keptBytes + outcome.stderr.keptBytes);
         if (outcome.timedOut) {
           throw new GatewayError('command_timeout', `Command timed out after ${body.timeoutSeconds} seconds; its processes were killed`, {
             stdout: outcome.stdout.text(),
@@ -69,6 +75,7 @@ export function registerExecRoute(app: FastifyInstance, ctx: GatewayContext): vo
         });
         return reply.type('application/json; charset=utf-8').send(answer);
       } catch (error) {
+        if (startedAt !== undefined && !(error instanceof GatewayError)) ctx.metrics.execSeconds.observe({ outcome: 'error' }, (performance.now() - startedAt) / 1000);
         if (signal.aborted) return reply; // Nobody is listening any more.
         throw runtimeFailure(target, error);
       } finally {

@@ -130,15 +130,19 @@ export function registerFileRoutes(app: FastifyInstance, ctx: GatewayContext): v
     const stalled = new AbortController();
     const cut = AbortSignal.any([signal, stalled.signal]);
     let unwatch = (): void => undefined;
+    let startedAt = 0;
     try {
       const size = await ctx.slots.run(
         target,
         () => {
+          startedAt = performance.now();
           unwatch = watchTransferIdle(request.raw.socket, idleSeconds * 1000, () => stalled.abort(idleTimeout(idleSeconds)));
           return receiveUpload(request, target, path, cut);
         },
         signal,
       );
+      ctx.metrics.transferSeconds.observe({ direction: 'upload' }, (performance.now() - startedAt) / 1000);
+      ctx.metrics.transferBytes.observe({ direction: 'upload' }, size);
       return reply.send({ success: true, path, size, timestamp: new Date().toISOString() });
     } catch (error) {
       if (stalled.signal.aborted) {
@@ -163,6 +167,7 @@ export function registerFileRoutes(app: FastifyInstance, ctx: GatewayContext): v
       done();
       throw error;
     });
+    const startedAt = performance.now();
     const idleMs = ctx.config.transferIdleTimeoutSeconds * 1000;
     // A client that stops reading (or a sandbox that stops feeding) is cut: its socket is closed.
     const unwatch = watchTransferIdle(request.raw.socket, idleMs, () => request.raw.socket?.destroy());
@@ -186,6 +191,11 @@ export function registerFileRoutes(app: FastifyInstance, ctx: GatewayContext): v
     reply.raw.once('close', () => {
       finished();
       file.stream.destroy();
+      // Counted once the whole answer went out.
+      if (reply.raw.writableFinished) {
+        ctx.metrics.transferSeconds.observe({ direction: 'download' }, (performance.now() - startedAt) / 1000);
+        ctx.metrics.transferBytes.observe({ direction: 'download' }, file.size);
+      }
     });
     file.stream.once('close', finished);
     file.stream.once('end', finished);
@@ -204,10 +214,12 @@ export function registerFileRoutes(app: FastifyInstance, ctx: GatewayContext): v
     const stalled = new AbortController();
     let unwatch = (): void => undefined;
     let result: Awaited<ReturnType<typeof readWindow>>;
+    let startedAt = 0;
     try {
       result = await ctx.slots.run(
         target,
         () => {
+          startedAt = performance.now();
           // From here until the answer is taken by the client: a read (or a client) that moves
           // nothing for the idle timeout is cut.
           unwatch = watchTransferIdle(request.raw.socket, idleSeconds * 1000, () => {
@@ -238,6 +250,8 @@ export function registerFileRoutes(app: FastifyInstance, ctx: GatewayContext): v
       case 'failed':
         throw new GatewayError('gateway_error', result.message);
       case 'ok':
+        ctx.metrics.transferSeconds.observe({ direction: 'read' }, (performance.now() - startedAt) / 1000);
+        ctx.metrics.transferBytes.observe({ direction: 'read' }, result.content.length);
         return reply.send({
           content: result.content.toString('utf8'),
           size: result.content.length,

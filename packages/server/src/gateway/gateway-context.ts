@@ -2,6 +2,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { CorralConfig } from '../config.js';
 import { RUNTIME_FAILURES } from '../errors/error-codes.js';
 import { RuntimeError } from '../runtime/runtime.js';
+import type { CorralMetrics } from '../services/corral-metrics.js';
 import type { SandboxAccess } from '../services/sandbox-access.js';
 import { GatewayError, sandboxNotFound } from '../errors/gateway-error.js';
 import type { GatewayTarget } from './gateway-target.js';
@@ -19,6 +20,8 @@ export interface GatewayContext {
   sessions: FairScheduler;
   /** Exec output held in memory across every in-flight exec. */
   outputBudget: OutputBudget;
+  /** Exec and transfer latency and bytes. */
+  metrics: CorralMetrics;
 }
 
 /** Route parameters of every gateway route. */

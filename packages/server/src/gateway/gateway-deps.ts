@@ -1,4 +1,5 @@
 import type { CorralConfig } from '../config.js';
+import type { CorralMetrics } from '../services/corral-metrics.js';
 import type { SandboxAccess } from '../services/sandbox-access.js';
 import type { LiveGrants } from './live-grants.js';
 
@@ -17,4 +18,6 @@ export interface GatewayDeps {
   liveGrants: LiveGrants;
   /** SSH key admission; null when this server serves no SSH sessions. */
   sshKeys: SshKeyAuthorizer | null;
+  /** Exec and transfer latency and bytes, queue depth and wait. */
+  metrics: CorralMetrics;
 }

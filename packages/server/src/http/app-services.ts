@@ -5,6 +5,7 @@ import type { GatewayDeps } from '../gateway/gateway-deps.js';
 import type { NetworkService } from '../network/network-service.js';
 import type { RuntimeIsolation } from '../runtime/runtime.js';
 import type { AuthService, Principal } from '../services/auth-service.js';
+import type { CorralMetrics } from '../services/corral-metrics.js';
 import type { CreateHold } from '../services/create-hold.js';
 import type { EgressService } from '../services/egress-service.js';
 import type { RateLimitName, RateLimiter } from '../services/rate-limiter.js';
@@ -45,6 +46,8 @@ export interface AppServices {
   network: NetworkService;
   /** What the data-plane gateway under `/gateway` needs. */
   gateway: GatewayDeps;
+  /** The server's Prometheus metrics (`GET /metrics`, the API latency hook). */
+  metrics: CorralMetrics;
   /** True once startup recovery has finished; `/healthz` answers 503 until then. */
   isReady: () => boolean;
   /** The isolation sandboxes get (the driver's report); null without a driver. */

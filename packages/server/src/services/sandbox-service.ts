@@ -405,6 +405,11 @@ export class SandboxService {
   }
 
   /** The start command's output, bounded. Empty until the sandbox has a container. */
+  /** This deployment's active sandboxes by status and driver (`corral_sandboxes`). */
+  countActive(): Promise<Array<{ status: string; driver: string; count: number }>> {
+    return this.store.countActiveSandboxes(this.config.instanceId);
+  }
+
   async logs(caller: Principal, id: string): Promise<string> {
     const sandbox = await this.get(caller, id);
     const runtime = this.lifecycle.runtime;

@@ -664,6 +664,17 @@ export class KyselyStore implements Store {
     await this.db.updateTable('api_keys').set({ last_used_at: at }).where('id', '=', id).execute();
   }
 
+  async countActiveSandboxes(runtimeOwner: string): Promise<Array<{ status: SandboxStatus; driver: string; count: number }>> {
+    const rows = await this.db
+      .selectFrom('sandboxes')
+      .select(['status', 'runtime_driver', (eb) => eb.fn.countAll<number | string>().as('n')])
+      .where('runtime_owner', '=', runtimeOwner)
+      .where('status', 'in', [...ACTIVE_STATUSES])
+      .groupBy(['status', 'runtime_driver'])
+      .execute();
+    return rows.map((row) => ({ status: row.status as SandboxStatus, driver: row.runtime_driver ?? 'none', count: Number(row.n) }));
+  }
+
   async purgeEndedSandboxes(endedBefore: string, limit: number): Promise<number> {
     const rows = await this.db
       .selectFrom('sandboxes')

@@ -107,6 +107,8 @@ export interface Store {
    * replicas'). Returns the function that stops the calls. Held creates wait on this.
    */
   onSandboxUpdated(listener: (sandbox: SandboxRecord) => void): () => void;
+  /** The active sandboxes of deployment `runtimeOwner`, counted by status and driver (`none` before one is chosen). */
+  countActiveSandboxes(runtimeOwner: string): Promise<Array<{ status: SandboxStatus; driver: string; count: number }>>;
   /** Sets `lastActivityAt` for many sandboxes at once. */
   touchSandboxes(ids: readonly string[], at: string): Promise<void>;
   /** Deletes up to `limit` ended sandboxes whose `terminatedAt` is before `endedBefore`; returns how many. */

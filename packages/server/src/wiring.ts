@@ -23,6 +23,7 @@ import { ReplicaPresence } from './services/replica-presence.js';
 import { RegistryCredentialsService } from './services/registry-credentials-service.js';
 import { SandboxAccess } from './services/sandbox-access.js';
 import { SandboxLifecycle } from './services/sandbox-lifecycle.js';
+import { SandboxEvents } from './services/sandbox-events.js';
 import { SandboxService } from './services/sandbox-service.js';
 import { ImageService } from './services/image-service.js';
 import type { Store } from './store/store.js';
@@ -37,6 +38,8 @@ export interface ServerWiring {
   /** This replica's heartbeat and leader lease; started before the first reconcile, stopped last. */
   presence: ReplicaPresence;
   activity: ActivityTracker;
+  /** The sandbox event log; closed (its buffer written) before the store. */
+  events: SandboxEvents;
   /** The gateway's open work, cut when access is taken away; started here, closed by the caller. */
   liveGrants: LiveGrants;
   /** Sets what `/healthz` reports: true once startup recovery has finished. */
@@ -56,7 +59,8 @@ export function wireServer(config: CorralConfig, store: Store, runtime: SandboxR
   accessEvents.subscribe(() => access.invalidate());
   const auth = new AuthService(store, accessEvents);
   const metrics = new CorralMetrics();
-  const lifecycle = new SandboxLifecycle(store, runtime, config, log, { metrics });
+  const events = new SandboxEvents(store, log, metrics);
+  const lifecycle = new SandboxLifecycle(store, runtime, config, log, { metrics, events });
   const tokens = new GatewayTokens(gatewaySecret, config.gatewayTokenTtlSeconds);
   const activity = new ActivityTracker(store, log);
   const registryCredentials = new RegistryCredentialsService(store);
@@ -83,7 +87,7 @@ export function wireServer(config: CorralConfig, store: Store, runtime: SandboxR
   const sandboxAccess = new SandboxAccess({ store, runtime, tokens, access, activity, instanceId: config.instanceId });
   const ssh = new SshGateway({ config, store, sandboxAccess, log });
   const tunnels = new TunnelHub({ store, auth, access, log });
-  const network = new NetworkService({ config, store, sandboxAccess, tokens, accessEvents, ssh, tunnels, log });
+  const network = new NetworkService({ config, store, sandboxAccess, tokens, accessEvents, ssh, tunnels, log, events });
   // Access taken away (a revoked key, a deleted user, a lost team role) cuts the gateway's open
   // work: at once for changes made through this process, within seconds for other replicas'.
   const liveGrants = new LiveGrants({
@@ -92,7 +96,7 @@ export function wireServer(config: CorralConfig, store: Store, runtime: SandboxR
     onError: (error) => log.warn({ err: error }, 'gateway: re-checking open grants failed'),
   });
   liveGrants.start();
-  const gateway: GatewayDeps = { config, sandboxAccess, liveGrants, sshKeys: ssh, metrics };
+  const gateway: GatewayDeps = { config, sandboxAccess, liveGrants, sshKeys: ssh, metrics, events };
   metrics.sources.sandboxes = () => sandboxes.countActive();
   metrics.sources.admission = () => ({ queued: lifecycle.provisioningQueued, provisioning: lifecycle.provisioningInFlight });
   metrics.sources.warmPool = () => runtime?.warmPool?.();
@@ -111,6 +115,7 @@ export function wireServer(config: CorralConfig, store: Store, runtime: SandboxR
     network,
     gateway,
     metrics,
+    events,
     isReady: () => ready,
     isolation: () => runtime?.isolation() ?? null,
   };
@@ -121,6 +126,7 @@ export function wireServer(config: CorralConfig, store: Store, runtime: SandboxR
     reconciler,
     presence,
     activity,
+    events,
     liveGrants,
     setReady(value) {
       ready = value;

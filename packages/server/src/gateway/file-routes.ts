@@ -3,7 +3,7 @@ import busboy from 'busboy';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { GATEWAY_ERRORS } from '../errors/error-codes.js';
 import { RuntimeError } from '../runtime/runtime.js';
-import { type GatewayContext, type GatewayParams, clientGone, runtimeFailure, targetOf } from './gateway-context.js';
+import { type GatewayContext, type GatewayParams, actorOf, clientGone, runtimeFailure, targetOf } from './gateway-context.js';
 import { GatewayError, invalid, sandboxNotFound } from '../errors/gateway-error.js';
 import type { GatewayTarget } from './gateway-target.js';
 import { MAX_READ_BYTES, readWindow } from './read-window.js';
@@ -143,6 +143,7 @@ export function registerFileRoutes(app: FastifyInstance, ctx: GatewayContext): v
       );
       ctx.metrics.transferSeconds.observe({ direction: 'upload' }, (performance.now() - startedAt) / 1000);
       ctx.metrics.transferBytes.observe({ direction: 'upload' }, size);
+      ctx.events.record(target.sandboxId, 'file.upload', { path, bytes: size, direction: 'upload' }, actorOf(target));
       return reply.send({ success: true, path, size, timestamp: new Date().toISOString() });
     } catch (error) {
       if (stalled.signal.aborted) {
@@ -195,6 +196,7 @@ export function registerFileRoutes(app: FastifyInstance, ctx: GatewayContext): v
       if (reply.raw.writableFinished) {
         ctx.metrics.transferSeconds.observe({ direction: 'download' }, (performance.now() - startedAt) / 1000);
         ctx.metrics.transferBytes.observe({ direction: 'download' }, file.size);
+        ctx.events.record(target.sandboxId, 'file.download', { path, bytes: file.size, direction: 'download' }, actorOf(target));
       }
     });
     file.stream.once('close', finished);
@@ -252,6 +254,7 @@ export function registerFileRoutes(app: FastifyInstance, ctx: GatewayContext): v
       case 'ok':
         ctx.metrics.transferSeconds.observe({ direction: 'read' }, (performance.now() - startedAt) / 1000);
         ctx.metrics.transferBytes.observe({ direction: 'read' }, result.content.length);
+        ctx.events.record(target.sandboxId, 'file.read', { path, bytes: result.content.length, offset: result.offset, direction: 'read' }, actorOf(target));
         return reply.send({
           content: result.content.toString('utf8'),
           size: result.content.length,

@@ -4,8 +4,10 @@ import { RUNTIME_FAILURES } from '../errors/error-codes.js';
 import { RuntimeError } from '../runtime/runtime.js';
 import type { CorralMetrics } from '../services/corral-metrics.js';
 import type { SandboxAccess } from '../services/sandbox-access.js';
+import type { SandboxEvents } from '../services/sandbox-events.js';
 import { GatewayError, sandboxNotFound } from '../errors/gateway-error.js';
 import type { GatewayTarget } from './gateway-target.js';
+import type { SandboxEventActor } from '../records/event-records.js';
 import type { FairScheduler } from './fair-scheduler.js';
 import type { OutputBudget } from './output-budget.js';
 
@@ -22,6 +24,13 @@ export interface GatewayContext {
   outputBudget: OutputBudget;
   /** Exec and transfer latency and bytes. */
   metrics: CorralMetrics;
+  /** Where execs, transfers and streaming sessions are recorded as sandbox events. */
+  events: SandboxEvents;
+}
+
+/** Who acts through a gateway request, for sandbox events: the token's caller and the key it was issued through. */
+export function actorOf(target: GatewayTarget): SandboxEventActor {
+  return { userId: target.grant.callerId, keyId: target.grant.keyId };
 }
 
 /** Route parameters of every gateway route. */

@@ -45,6 +45,7 @@ export async function registerGateway(app: FastifyInstance, deps: GatewayDeps): 
       maxQueuedPerUser: config.maxQueuedPerUser,
     }, (ms) => deps.metrics.gatewayWaitSeconds.observe({ pool: 'session' }, ms / 1000)),
     metrics: deps.metrics,
+    events: deps.events,
     outputBudget: new OutputBudget(config.execOutputBudgetBytes, config.execOutputBudgetPerUserBytes),
   };
   deps.metrics.sources.gatewayQueues = () => ({ exec: ctx.slots.queued, session: ctx.sessions.queued });

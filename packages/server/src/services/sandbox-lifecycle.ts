@@ -7,6 +7,7 @@ import type { Store } from '../store/store.js';
 import { nowIso, toMillis } from '../util/time.js';
 import { AdmissionQueue } from './admission-queue.js';
 import type { CorralMetrics } from './corral-metrics.js';
+import type { SandboxEvents } from './sandbox-events.js';
 import { EgressApplier, egressPolicyOf, enforcesEgress, isOpenEgress } from './egress-applier.js';
 import { ACTIVE_STATUSES, DISK_MOUNT_PATH, TERMINAL_STATUSES, type SandboxPatch, type SandboxRecord } from '../records/sandbox-records.js';
 
@@ -65,6 +66,8 @@ export class SandboxLifecycle {
   /** The last pause or resume of each sandbox this process runs, so they apply one after another. */
   private readonly pauseChains = new Map<string, Promise<unknown>>();
   private readonly metrics: CorralMetrics | undefined;
+  /** Sandbox events (`GET …/events`): services record creates and policy changes here; status changes record themselves. */
+  readonly events: SandboxEvents | null;
 
   constructor(
     private readonly store: Store,
@@ -74,9 +77,11 @@ export class SandboxLifecycle {
     options: {
       /** How often waiting creates re-read the reservations (default 30 s). */ admissionResyncMs?: number;
       /** Where start stages and failures are recorded; none when absent. */ metrics?: CorralMetrics;
+      /** The sandbox event log the services record into; none when absent. */ events?: SandboxEvents;
     } = {},
   ) {
     this.metrics = options.metrics;
+    this.events = options.events ?? null;
     this.unsubscribe = runtime ? runtime.onEvent((event) => void this.onRuntimeEvent(event)) : null;
     this.admission = runtime ? new AdmissionQueue(store, runtime, config, log, (id) => this.startProvisioning(runtime, id), options.admissionResyncMs) : null;
     this.egress = new EgressApplier(store, runtime, log, config.instanceId);

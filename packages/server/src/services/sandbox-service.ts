@@ -197,7 +197,10 @@ export class SandboxService {
     let inserted: { sandbox: SandboxRecord; created: boolean };
     try {
       inserted = await this.store.insertSandbox(record, quota);
-      if (inserted.created) this.lifecycle.provision(inserted.sandbox);
+      if (inserted.created) {
+        this.lifecycle.events?.recordCreated(inserted.sandbox, { userId: caller.user.id, keyId: caller.apiKeyId });
+        this.lifecycle.provision(inserted.sandbox);
+      }
     } catch (error) {
       if (error instanceof QuotaExceededError) throw QuotaService.toApiError(error);
       throw error;

@@ -1,5 +1,5 @@
 import { type EgressLogEntry, type EgressLogOptions, type EgressPolicyChange, type EgressPolicyStatus, egressPolicyBody } from './egress.js';
-import { type EventsOptions, type FollowEventsOptions, type SandboxEvent, eventsPage, followEvents } from './events.js';
+import { type EventsOptions, type FollowEventsOptions, type SandboxEvent, type SandboxStats, eventsPage, followEvents, sandboxStats } from './events.js';
 import type { GetHealthResponse, GetMeResponse } from './generated/api.js';
 import { GatewayClient } from './gateway-client.js';
 import { GatewayTokenCache } from './gateway-tokens.js';
@@ -105,6 +105,14 @@ export class CorralClient {
    */
   followEvents(sandboxId: string, options: FollowEventsOptions = {}): AsyncGenerator<SandboxEvent> {
     return followEvents(this.http, sandboxId, options);
+  }
+
+  /**
+   * A RUNNING or PAUSED sandbox's resource usage (a Corral extension): CPU, memory, pids, disk and
+   * network. `ConflictError` (`SANDBOX_NOT_RUNNING`) for any other status.
+   */
+  stats(sandboxId: string): Promise<SandboxStats> {
+    return sandboxStats(this.http, sandboxId);
   }
 
   /** Forgets every cached gateway token. */

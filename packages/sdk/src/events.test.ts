@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { PausableRuntime, type TestServer, startTestServer } from '@corral/server/testing';
 import { CorralClient } from './client.js';
-import { NotFoundError } from './errors.js';
+import { ConflictError, NotFoundError } from './errors.js';
 import type { SandboxEvent } from './events.js';
 import { Sandbox } from './sandbox.js';
 
@@ -21,6 +21,10 @@ describe('SDK sandbox events against a real server (pausable runtime)', { timeou
   it('pages events and follows a whole life, pause and resume included, to its end', async () => {
     const sandbox = await Sandbox.create(client, { image: 'busybox:latest' });
     for (let i = 0; i < 300 && (await sandbox.refresh()).status !== 'RUNNING'; i++) await new Promise((resolve) => setTimeout(resolve, 100));
+    // The gated runtime reports zeros and runs no probe: disk and network are null.
+    const stats = await sandbox.stats();
+    assert.equal(stats.status, 'RUNNING');
+    assert.deepEqual({ disk: stats.disk.usedBytes, network: stats.network, cores: stats.cpu.limitCores }, { disk: null, network: null, cores: 1 });
     const followed: SandboxEvent[] = [];
     const following = (async () => {
       for await (const event of sandbox.followEvents()) followed.push(event);
@@ -29,6 +33,7 @@ describe('SDK sandbox events against a real server (pausable runtime)', { timeou
     await sandbox.resume();
     await sandbox.delete();
     await following; // Ends by itself once the sandbox has ended.
+    await assert.rejects(client.stats(sandbox.id), (error: unknown) => error instanceof ConflictError && /TERMINATED/.test(error.message));
     const moves = followed.filter((e) => e.type === 'sandbox.status').map((e) => `${String(e.data.to)}:${String(e.data.reason)}`);
     assert.deepEqual(moves, ['PROVISIONING:admitted', 'RUNNING:started', 'PAUSED:paused', 'RUNNING:resumed', 'TERMINATED:deleted']);
     assert.equal(followed[0]?.type, 'sandbox.created');

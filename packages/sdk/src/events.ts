@@ -1,4 +1,4 @@
-import type { GetSandboxEventsResponse } from './generated/api.js';
+import type { GetSandboxEventsResponse, GetSandboxStatsResponse } from './generated/api.js';
 import { type HttpTransport, connectionError, controlPlaneError, parseJson } from './http.js';
 
 /**
@@ -10,6 +10,18 @@ import { type HttpTransport, connectionError, controlPlaneError, parseJson } fro
  * `stream.opened`; `actor` is who did it (null for what the server did on its own).
  */
 export type SandboxEvent = GetSandboxEventsResponse['events'][number];
+
+/**
+ * One sandbox's resource usage (`GET /sandbox/{id}/stats`, a Corral extension): CPU time used and
+ * the `cpu_cores` limit, memory used and its limit, pids, disk used on its root filesystem (null
+ * when unreadable, e.g. while PAUSED) and its size, network counters (null when unreadable).
+ */
+export type SandboxStats = GetSandboxStatsResponse;
+
+/** `GET /sandbox/{id}/stats`. */
+export function sandboxStats(http: HttpTransport, sandboxId: string): Promise<SandboxStats> {
+  return http.call('GET', `/sandbox/${encodeURIComponent(sandboxId)}/stats`, { operation: 'GetSandboxStats' });
+}
 
 /** Options of `events`. */
 export interface EventsOptions {

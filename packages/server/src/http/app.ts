@@ -8,7 +8,7 @@ import { answerContinueEarly } from './early-continue.js';
 import { errorHandler, frameworkErrorHandler, sendApiError } from './error-handler.js';
 import { registerAdminRoutes } from './routes/admin-routes.js';
 import { registerEgressRoutes } from './routes/egress-routes.js';
-import { registerEventRoutes } from './routes/event-routes.js';
+import { registerObserveRoutes } from './routes/observe-routes.js';
 import { registerQuotaRoutes } from './routes/quota-routes.js';
 import { registerExposureRoutes } from './routes/exposure-routes.js';
 import { registerImageRoutes } from './routes/image-routes.js';
@@ -107,7 +107,7 @@ export async function buildApp(services: AppServices, logger: Logger | false = f
       registerSandboxRoutes(api, services);
       registerSandboxActionRoutes(api, services);
       registerEgressRoutes(api, services);
-      registerEventRoutes(api, services);
+      registerObserveRoutes(api, services);
       registerExposureRoutes(api, services);
       registerTunnelRoutes(api, services);
       registerAdminRoutes(api, services);

@@ -129,4 +129,32 @@ describe('GET /metrics after a real create and exec (Docker)', { timeout: 180_00
     assert.equal(sample(text, 'corral_admission_queue_length'), 0);
     assert.ok((sample(text, 'corral_http_request_duration_seconds_count', { route: '/gateway/:user_ns/:job_id/exec', method: 'POST', status_class: '2xx' }) ?? 0) >= 1);
   });
+
+  it('GET /sandbox/{id}/stats reports CPU, memory, pids, disk and network; 404 to others, 409 once ended', async () => {
+    await execCall(sb, { command: 'head -c 300000 /dev/urandom > /tmp/r; sleep 0.2' });
+    const res = await server.t.request('GET', `/api/v1/sandbox/${sb.id}/stats`);
+    assert.equal(res.statusCode, 200, res.body);
+    const stats = res.json<{
+      status: string;
+      cpu: { usageSeconds: number; limitCores: number };
+      memory: { usedBytes: number; limitBytes: number };
+      pids: number;
+      disk: { usedBytes: number | null; limitBytes: number };
+      network: { rxBytes: number; txBytes: number } | null;
+    }>();
+    assert.equal(stats.status, 'RUNNING');
+    assert.ok(stats.cpu.usageSeconds > 0);
+    assert.equal(stats.cpu.limitCores, 1);
+    assert.ok(stats.memory.usedBytes > 0 && stats.memory.limitBytes === 1024 ** 3);
+    assert.ok(stats.pids >= 1);
+    assert.equal(stats.disk.limitBytes, 1024 ** 3);
+    assert.ok(stats.disk.usedBytes !== null && stats.disk.usedBytes >= 300_000, `disk used ${stats.disk.usedBytes}`);
+    assert.ok(stats.network !== null, 'network counters read');
+    const other = await server.t.createUser('stats-stranger');
+    assert.equal((await server.t.request('GET', `/api/v1/sandbox/${sb.id}/stats`, { key: other.key })).statusCode, 404);
+    assert.equal((await server.t.request('DELETE', `/api/v1/sandbox/${sb.id}`)).statusCode, 200);
+    const ended = await server.t.request('GET', `/api/v1/sandbox/${sb.id}/stats`);
+    assert.equal(ended.statusCode, 409);
+    assert.equal(ended.json<{ code: string }>().code, 'SANDBOX_NOT_RUNNING');
+  });
 });

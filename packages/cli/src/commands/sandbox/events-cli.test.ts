@@ -4,7 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import { PausableRuntime, startTestServer, type TestServer } from '@corral/server/testing';
 import { runCli } from '../../testing/spawn-cli.js';
 
-describe('corral sandbox events against a real server', { timeout: 120_000 }, () => {
+describe('corral sandbox events and stats against a real server', { timeout: 120_000 }, () => {
   let t: TestServer;
   let env: NodeJS.ProcessEnv;
   before(async () => {
@@ -20,6 +20,13 @@ describe('corral sandbox events against a real server', { timeout: 120_000 }, ()
     assert.equal(created.code, 0, created.stderr);
     const { id } = JSON.parse(created.stdout) as { id: string };
     for (let i = 0; i < 300 && (await t.server.store.getSandbox(id))?.status !== 'RUNNING'; i++) await new Promise((resolve) => setTimeout(resolve, 100));
+
+    const stats = await runCli(['sandbox', 'stats', id], env);
+    assert.equal(stats.code, 0, stats.stderr);
+    assert.match(stats.stdout, /^RESOURCE\s+USED\s+LIMIT\n/);
+    assert.match(stats.stdout, /\ncpu\s+0\.00 s\s+1 cores\n/);
+    const statsJson = JSON.parse((await runCli(['sandbox', 'stats', id, '-o', 'json'], env)).stdout) as { status: string };
+    assert.equal(statsJson.status, 'RUNNING');
 
     const following = runCli(['sandbox', 'events', id, '--follow', '--output', 'json'], env);
     const table = await runCli(['sandbox', 'events', id], env);

@@ -3,7 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import Type from 'typebox';
 import type { SandboxEventRecord } from '../../records/event-records.js';
 import { type AppServices, principalOf } from '../app-services.js';
-import { ERROR_RESPONSES, SandboxIdParams } from '../schemas/common.js';
+import { ERROR_RESPONSES, ErrorBody, SandboxIdParams } from '../schemas/common.js';
 
 const tags = ['Sandbox'];
 
@@ -23,6 +23,19 @@ const EventsQuery = Type.Object({
   follow: Type.Boolean({ default: false, description: 'Stream events as NDJSON (one JSON object a line) until the sandbox has ended' }),
 });
 
+const Nullable = <T extends Type.TSchema>(schema: T) => Type.Union([schema, Type.Null()]);
+
+const StatsResponse = Type.Object({
+  sandboxId: Type.String(),
+  status: Type.String(),
+  at: Type.String({ description: 'When it was read (ISO-8601)' }),
+  cpu: Type.Object({ usageSeconds: Type.Number({ description: 'CPU time used since start' }), limitCores: Type.Number() }),
+  memory: Type.Object({ usedBytes: Type.Number(), limitBytes: Type.Number() }),
+  pids: Type.Integer(),
+  disk: Type.Object({ usedBytes: Nullable(Type.Number()), limitBytes: Type.Number() }),
+  network: Nullable(Type.Object({ rxBytes: Type.Number(), txBytes: Type.Number(), rxPackets: Type.Number(), txPackets: Type.Number() })),
+});
+
 const EventsResponse = Type.Object({
   events: Type.Array(SandboxEvent),
   hasMore: Type.Boolean({ description: 'The page is full: ask again with `after` set to the last id' }),
@@ -33,12 +46,23 @@ function toWire(event: SandboxEventRecord): Record<string, unknown> {
 }
 
 /**
+ * `GET /api/v1/sandbox/{id}/stats` (CPU, memory, pids, disk, network; 409 unless RUNNING or PAUSED) and
  * `GET /api/v1/sandbox/{id}/events` (a Corral extension, docs/events.md): a sandbox's timeline,
  * oldest first, `limit` at a time after the id `after`; with `follow=true`, an NDJSON stream of
  * the events after `after` and then of new ones as they happen, ending once the sandbox has ended.
  * Visible to whoever may see the sandbox (404 otherwise).
  */
-export function registerEventRoutes(app: FastifyInstance, { sandboxes, events }: AppServices): void {
+export function registerObserveRoutes(app: FastifyInstance, { sandboxes, events }: AppServices): void {
+  // A Corral extension: one sandbox's resource usage (docs/operations.md, "Stats").
+  app.get<{ Params: { sandbox_id: string } }>(
+    '/sandbox/:sandbox_id/stats',
+    {
+      config: { rateLimit: 'sandbox.stats' },
+      schema: { tags, summary: 'Get Sandbox Stats (Corral)', params: SandboxIdParams, response: { 200: StatsResponse, 409: ErrorBody, ...ERROR_RESPONSES } },
+    },
+    async (request) => sandboxes.stats(principalOf(request), request.params.sandbox_id),
+  );
+
   // Open follows end when the server closes (it would otherwise wait for them).
   const following = new Set<AbortController>();
   app.addHook('preClose', async () => {

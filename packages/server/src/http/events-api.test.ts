@@ -3,7 +3,10 @@ import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { CorralMetrics } from '../services/corral-metrics.js';
 import { SandboxEvents, truncateText } from '../services/sandbox-events.js';
+import type { SandboxEventRecord } from '../records/event-records.js';
+import type { SandboxRecord } from '../records/sandbox-records.js';
 import type { Store } from '../store/store.js';
+import { sandboxFixture } from '../testing/sandbox-fixture.js';
 import { eventually } from '../testing/runtime-available.js';
 import { startTestServer, type TestServer } from '../testing/test-server.js';
 import { type GatewaySandbox, type GatewayTestServer, createSandbox, dockerMissing, execCall, startGatewayServer } from '../gateway/test-support.js';
@@ -107,6 +110,38 @@ describe('SandboxEvents buffering', () => {
     await events.flush();
     assert.equal(await dropped(metrics, 'write_failed'), 2);
     await events.close();
+  });
+
+  it('records status changes from store notifications; a first sight counts only if the status began just now', async () => {
+    let notify: (row: SandboxRecord) => void = () => undefined;
+    const written: SandboxEventRecord[] = [];
+    const store = {
+      onSandboxUpdated: (listener: (row: SandboxRecord) => void) => {
+        notify = listener;
+        return () => undefined;
+      },
+      insertSandboxEvents: async (events: SandboxEventRecord[]) => void written.push(...events),
+    } as unknown as Store;
+    const events = new SandboxEvents(store, log);
+    const old = '2020-01-01T00:00:00.000Z';
+    const now = new Date().toISOString();
+    // Seen first long after it started (a PATCH after a restart): no event; its end is one.
+    notify(sandboxFixture({ id: 'sb-old', userId: 'u', status: 'RUNNING', startedAt: old }));
+    notify(sandboxFixture({ id: 'sb-old', userId: 'u', status: 'RUNNING', startedAt: old }));
+    notify(sandboxFixture({ id: 'sb-old', userId: 'u', status: 'TIMEOUT', startedAt: old, terminatedAt: now, terminationReason: 'timeout' }));
+    // An ended sandbox's container removed after a restart: no event.
+    notify(sandboxFixture({ id: 'sb-ended', userId: 'u', status: 'TERMINATED', terminatedAt: old }));
+    // A sandbox that just ended, first seen now: an event from null.
+    notify(sandboxFixture({ id: 'sb-new', userId: 'u', status: 'ERROR', terminatedAt: now, errorType: 'OOM_KILLED', terminationReason: 'oom_killed', exitCode: 137 }));
+    await events.close();
+    assert.deepEqual(
+      written.map((e) => [e.sandboxId, e.data.from, e.data.to, e.data.reason]),
+      [
+        ['sb-old', 'RUNNING', 'TIMEOUT', 'timeout'],
+        ['sb-new', null, 'ERROR', 'oom_killed'],
+      ],
+    );
+    assert.deepEqual({ errorType: written[1]?.data.errorType, exitCode: written[1]?.data.exitCode }, { errorType: 'OOM_KILLED', exitCode: 137 });
   });
 
   it('cuts text to 1 KiB without splitting a character', () => {

@@ -134,7 +134,9 @@ export class CorralMetrics {
       registers: [this.registry],
       async collect() {
         this.reset();
-        for (const row of (await sources.sandboxes?.()) ?? []) this.set({ status: row.status, driver: row.driver }, row.count);
+        // A store that cannot answer leaves the gauge empty for this scrape rather than failing it.
+        const rows = await Promise.resolve(sources.sandboxes?.()).catch(() => undefined);
+        for (const row of rows ?? []) this.set({ status: row.status, driver: row.driver }, row.count);
       },
     });
     new Gauge({

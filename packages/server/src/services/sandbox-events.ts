@@ -35,6 +35,20 @@ function secretValuesOf(sandbox: SandboxRecord): string[] {
   return [...Object.values(sandbox.secrets ?? {}), ...Object.values(sandbox.environmentVars ?? {})];
 }
 
+/** A first sight of a sandbox (nothing remembered, e.g. after a restart) counts as a change only if its status began this recently. */
+const FIRST_SIGHT_MS = 60_000;
+
+/**
+ * Whether a row seen for the first time entered its status just now (its status's own timestamp
+ * is recent), rather than being rewritten in a status it had long held (a PATCH of a running
+ * sandbox, the removal of an ended sandbox's container after a restart).
+ */
+function enteredRecently(row: SandboxRecord, now = Date.now()): boolean {
+  if (row.status === 'PROVISIONING') return true;
+  const at = isTerminal(row.status) ? row.terminatedAt : row.status === 'PENDING' ? row.createdAt : row.status === 'RUNNING' ? row.startedAt : row.pausedAt;
+  return at !== null && now - Date.parse(at) <= FIRST_SIGHT_MS;
+}
+
 /** Why a sandbox moved from `from` to its status now, as the event's `reason`. */
 function reasonOf(from: SandboxStatus | null, row: SandboxRecord): string {
   switch (row.status) {
@@ -136,21 +150,33 @@ export class SandboxEvents {
     );
   }
 
-  /** Records a status change seen in a committed write (the first sight of a sandbox counts as one). */
+  /**
+   * Records a status change seen in a committed write. A sandbox this process has no memory of
+   * counts as changed when its status began within the last minute.
+   */
   private noteStatus(row: SandboxRecord): void {
     const from = this.lastStatus.get(row.id) ?? null;
     if (from === row.status) return;
+    if (from === null && !enteredRecently(row)) {
+      this.remember(row);
+      return;
+    }
+    this.remember(row);
+    const data: Record<string, unknown> = { from, to: row.status, reason: reasonOf(from, row) };
+    if (row.errorType) data.errorType = row.errorType;
+    if (row.errorMessage && isTerminal(row.status)) data.errorMessage = truncateText(maskSecrets(row.errorMessage, secretValuesOf(row)));
+    if (row.exitCode !== null && isTerminal(row.status)) data.exitCode = row.exitCode;
+    this.record(row.id, 'sandbox.status', data);
+  }
+
+  /** Remembers a sandbox's status (most recent last; the oldest is forgotten past {@link STATUS_MEMORY}). */
+  private remember(row: SandboxRecord): void {
     this.lastStatus.delete(row.id);
     this.lastStatus.set(row.id, row.status);
     if (this.lastStatus.size > STATUS_MEMORY) {
       const oldest = this.lastStatus.keys().next().value;
       if (oldest !== undefined) this.lastStatus.delete(oldest);
     }
-    const data: Record<string, unknown> = { from, to: row.status, reason: reasonOf(from, row) };
-    if (row.errorType) data.errorType = row.errorType;
-    if (row.errorMessage && isTerminal(row.status)) data.errorMessage = truncateText(maskSecrets(row.errorMessage, secretValuesOf(row)));
-    if (row.exitCode !== null && isTerminal(row.status)) data.exitCode = row.exitCode;
-    this.record(row.id, 'sandbox.status', data);
   }
 
   /** Writes what is buffered now (after any write in progress); resolves once it is stored or dropped. */

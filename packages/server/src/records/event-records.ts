@@ -7,7 +7,7 @@
  * - `exposure.created`, `exposure.deleted`: a port exposure;
  * - `ssh.session_created`, `ssh.session_deleted`: an SSH session;
  * - `egress.policy_changed`: a new egress policy (`generation` and the lists, which hold domains and addresses);
- * - `stream.opened`: a streaming exec or Connect session started (`command` truncated, `tty`).
+ * - `stream.opened`: a streaming exec (WebSocket) or Connect-RPC `Start` session started its process (`command` truncated, `tty`).
  */
 export const SANDBOX_EVENT_TYPES = [
   'sandbox.created',

@@ -95,11 +95,14 @@ describe('SandboxEvents buffering', () => {
     const held = new Promise<void>((resolve) => (release = resolve));
     const metrics = new CorralMetrics({ processMetrics: false });
     const events = new SandboxEvents(fakeStore(() => held), log, metrics, { maxBuffered: 2 });
+    const seen: unknown[] = [];
+    events.onWritten((batch) => seen.push(...batch.map((e) => e.data.i)));
     for (let i = 0; i < 5; i += 1) events.record('sb', 'exec', { i });
     assert.equal(await dropped(metrics, 'buffer_full'), 3);
     release();
     await events.close();
     assert.equal((await metrics.eventsWritten.get()).values[0]?.value, 2);
+    assert.deepEqual(seen, [0, 1], 'listeners get what was stored, in order');
   });
 
   it('a failed write drops its batch, counted, without throwing to the recorder', async () => {

@@ -86,6 +86,7 @@ export class SandboxEvents {
   private seq = 0;
   private readonly lastStatus = new Map<string, SandboxStatus>();
   private readonly waiters = new Map<string, Set<() => void>>();
+  private readonly writtenListeners = new Set<(events: readonly SandboxEventRecord[]) => void>();
   private readonly unsubscribe: () => void;
   private readonly maxBuffered: number;
   private closed = false;
@@ -190,6 +191,13 @@ export class SandboxEvents {
       try {
         await this.store.insertSandboxEvents(batch);
         this.metrics?.eventsWritten.inc(batch.length);
+        for (const listener of this.writtenListeners) {
+          try {
+            listener(batch);
+          } catch (error) {
+            this.log.warn({ err: error }, 'a sandbox event listener failed');
+          }
+        }
       } catch (error) {
         this.metrics?.eventsDropped.inc({ reason: 'write_failed' }, batch.length);
         this.log.warn({ err: error, events: batch.length }, 'could not store sandbox events; they are dropped');
@@ -197,6 +205,16 @@ export class SandboxEvents {
       for (const id of new Set(batch.map((e) => e.sandboxId))) this.wake(id);
     });
     return this.writing;
+  }
+
+  /**
+   * Calls `listener` with each batch of events this process has stored, in id order, after the
+   * write (what webhook delivery builds on). It must not block: it runs on the writer's path.
+   * Returns the function that stops the calls.
+   */
+  onWritten(listener: (events: readonly SandboxEventRecord[]) => void): () => void {
+    this.writtenListeners.add(listener);
+    return () => this.writtenListeners.delete(listener);
   }
 
   /** A page of a sandbox's events after `after` (after writing what this process buffered). */

@@ -74,6 +74,9 @@ describe('GET /metrics: guards', () => {
     assert.equal(sample(text, 'corral_http_request_duration_seconds_count', { route: '/api/v1/sandbox/:sandbox_id', method: 'GET', status_class: '4xx' }), 1);
     assert.equal(sample(text, 'corral_http_request_duration_seconds_count', { route: '/api/v1/sandbox', method: 'POST', status_class: '2xx' }), 1);
     assert.doesNotMatch(text, /no-such-sandbox/);
+    assert.equal((await t.request('POST', '/api/v1/sandbox/status:batchGet', { body: { sandbox_ids: ['x'] } })).statusCode, 200);
+    const after = (await t.server.app.inject({ method: 'GET', url: '/metrics' })).body;
+    assert.equal(sample(after, 'corral_http_request_duration_seconds_count', { route: '/api/v1/sandbox/status:batchGet', method: 'POST', status_class: '2xx' }), 1);
     assert.equal(sample(text, 'corral_sandboxes', { status: 'PENDING', driver: 'none' }), 1);
     // One registry per server: the other server saw none of it.
     const otherText = (await other.server.app.inject({ method: 'GET', url: '/metrics' })).body;

@@ -30,7 +30,7 @@ describe('GET /sandbox/{id}/events', () => {
   });
   after(async () => t?.close());
 
-  it('records a create and a delete with the actor and reason, pages, follows to the end, and shows no secret', async () => {
+  it('records create, exposures, a policy change and the delete with actor and reason; pages; follows to the end; shows no secret', async () => {
     const user = await t.createUser('events-owner');
     const created = await t.request('POST', '/api/v1/sandbox', {
       key: user.key,
@@ -38,14 +38,22 @@ describe('GET /sandbox/{id}/events', () => {
     });
     assert.equal(created.statusCode, 201);
     const { id } = created.json<{ id: string }>();
+    const exposed = await t.request('POST', `/api/v1/sandbox/${id}/expose`, { key: user.key, body: { port: 8000 } });
+    assert.equal(exposed.statusCode, 200, exposed.body);
+    const exposureId = exposed.json<{ exposure_id: string }>().exposure_id;
+    assert.equal((await t.request('DELETE', `/api/v1/sandbox/${id}/expose/${exposureId}`, { key: user.key })).statusCode, 200);
+    const policy = await t.request('PUT', `/api/v1/sandbox/${id}/egress-policy`, { key: user.key, body: { allowlist: ['pypi.org'], denylist: null } });
+    assert.equal(policy.statusCode, 200, policy.body);
     assert.equal((await t.request('DELETE', `/api/v1/sandbox/${id}`, { key: user.key })).statusCode, 200);
 
     const all = await t.request('GET', `/api/v1/sandbox/${id}/events`, { key: user.key });
     assert.equal(all.statusCode, 200);
     const { events, hasMore } = all.json<{ events: WireEvent[]; hasMore: boolean }>();
     assert.equal(hasMore, false);
-    assert.deepEqual(events.map((e) => e.type), ['sandbox.created', 'sandbox.status']);
-    const [createdEvent, ended] = events as [WireEvent, WireEvent];
+    assert.deepEqual(events.map((e) => e.type), ['sandbox.created', 'exposure.created', 'exposure.deleted', 'egress.policy_changed', 'sandbox.status']);
+    const [createdEvent, exposure, , egress, ended] = events as [WireEvent, WireEvent, WireEvent, WireEvent, WireEvent];
+    assert.deepEqual({ id: exposure.data.exposureId, port: exposure.data.port, actor: exposure.actor?.userId }, { id: exposureId, port: 8000, actor: user.id });
+    assert.deepEqual({ allowlist: egress.data.allowlist, actor: egress.actor?.userId }, { allowlist: ['pypi.org'], actor: user.id });
     assert.equal(createdEvent.actor?.userId, user.id);
     assert.equal(typeof createdEvent.actor?.keyId, 'string');
     assert.deepEqual(createdEvent.data.secretNames, ['TOKEN']);
@@ -58,14 +66,14 @@ describe('GET /sandbox/{id}/events', () => {
     assert.equal(page.hasMore, true);
     assert.equal(page.events[0]?.id, createdEvent.id);
     const second = await t.request('GET', `/api/v1/sandbox/${id}/events?limit=1&after=${createdEvent.id}`, { key: user.key });
-    assert.deepEqual(second.json<{ events: WireEvent[] }>().events.map((e) => e.id), [ended.id]);
+    assert.deepEqual(second.json<{ events: WireEvent[] }>().events.map((e) => e.id), [exposure.id]);
 
     // The sandbox has ended: a follow gives everything and ends.
     const follow = await t.request('GET', `/api/v1/sandbox/${id}/events?follow=true`, { key: user.key });
     assert.equal(follow.statusCode, 200);
     assert.match(String(follow.headers['content-type']), /^application\/x-ndjson/);
     const lines = follow.body.trim().split('\n').map((line) => JSON.parse(line) as WireEvent);
-    assert.deepEqual(lines.map((e) => e.id), [createdEvent.id, ended.id]);
+    assert.deepEqual(lines.map((e) => e.id), events.map((e) => e.id));
   });
 
   it('is owner-scoped (404 to others) and refuses bad paging with 422', async () => {

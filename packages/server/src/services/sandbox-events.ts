@@ -82,6 +82,8 @@ export class SandboxEvents {
   private buffer: SandboxEventRecord[] = [];
   private timer: NodeJS.Timeout | null = null;
   private writing: Promise<void> = Promise.resolve();
+  /** Events taken from the buffer whose write has not finished (they count against the bound too). */
+  private inFlight = 0;
   private lastMs = 0;
   private seq = 0;
   private readonly lastStatus = new Map<string, SandboxStatus>();
@@ -99,7 +101,7 @@ export class SandboxEvents {
   ) {
     this.maxBuffered = options.maxBuffered ?? DEFAULT_MAX_BUFFERED;
     this.unsubscribe = store.onSandboxUpdated((row) => this.noteStatus(row));
-    if (metrics) metrics.sources.eventBacklog = () => this.buffer.length;
+    if (metrics) metrics.sources.eventBacklog = () => this.buffer.length + this.inFlight;
   }
 
   /** A new event id: time first, then this process's sequence, then random, so ids sort in recording order. */
@@ -120,7 +122,7 @@ export class SandboxEvents {
    */
   record(sandboxId: string, type: SandboxEventType, data: Record<string, unknown>, actor: SandboxEventActor | null = null): void {
     if (this.closed) return;
-    if (this.buffer.length >= this.maxBuffered) {
+    if (this.buffer.length + this.inFlight >= this.maxBuffered) {
       this.metrics?.eventsDropped.inc({ reason: 'buffer_full' });
       return;
     }
@@ -186,6 +188,7 @@ export class SandboxEvents {
     this.timer = null;
     const batch = this.buffer;
     this.buffer = [];
+    this.inFlight += batch.length;
     this.writing = this.writing.then(async () => {
       if (batch.length === 0) return;
       try {
@@ -201,6 +204,8 @@ export class SandboxEvents {
       } catch (error) {
         this.metrics?.eventsDropped.inc({ reason: 'write_failed' }, batch.length);
         this.log.warn({ err: error, events: batch.length }, 'could not store sandbox events; they are dropped');
+      } finally {
+        this.inFlight -= batch.length;
       }
       for (const id of new Set(batch.map((e) => e.sandboxId))) this.wake(id);
     });

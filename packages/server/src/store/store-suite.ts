@@ -964,7 +964,7 @@ export function runStoreSuite(name: string, open: () => Promise<Store>): void {
         const live = sandbox({ userId, status: 'RUNNING', terminatedAt: null });
         for (const s of [ended, live]) await store.insertSandbox(s);
         const event = (sandboxId: string, i: number): SandboxEventRecord => ({
-          id: `0000evt${String(i).padStart(6, '0')}${sandboxId.slice(-6)}`,
+          id: `${sandboxId}e${String(i).padStart(6, '0')}`,
           sandboxId,
           at: '2020-01-01T00:00:00.000Z',
           type: 'exec',

@@ -3,6 +3,7 @@ import { dockerRunExec, runcRunTrue, timeRuns, type BaselineOp } from '../lib/ba
 import { benchImage, createExtra, resultsFile, runtimeDriverOption, startBenchServer } from '../lib/bench-server.js';
 import { ensureBenchNamespace, K8S_SANDBOX_RESOURCES, kubectlRunExec, waitForNoSandboxPods } from '../lib/kubernetes-bench.js';
 import { PrimeSdkClient } from '../lib/prime-sdk-client.js';
+import { scrapeHistogram } from '../lib/metrics-scrape.js';
 import { machine, percentiles, report, type Baseline } from '../lib/results.js';
 
 /**
@@ -18,6 +19,9 @@ import { machine, percentiles, report, type Baseline } from '../lib/results.js';
  * of `docker run -d` + `docker exec true` (and, for oci, `runc run true`) started at once; on
  * kubernetes, the same number of `kubectl run` + wait Ready + `kubectl exec true` (0.1 CPU, 0.25 GB
  * each, as the sandboxes: the 2-core test node holds about 20 of them).
+ *
+ * At the end it scrapes the server's `/metrics` and prints `corral_sandbox_startup_seconds` per
+ * stage (queued, runtime_create, total): counts and p50/p99 estimated from the buckets.
  *
  * `--rounds n` (default 1) repeats the timed burst n times, `--settle` apart (each round's sandboxes
  * deleted first): later rounds show what the oci driver's warm pool, sized by recent creates
@@ -96,6 +100,11 @@ export async function run(args: string[]): Promise<void> {
     await Promise.all(sdkCreated.map((id) => sdkClient.delete(id).catch(() => undefined)));
     if (driver === 'kubernetes') await waitForNoSandboxPods(server.instanceId);
     if (driver === 'kubernetes') await ensureBenchNamespace();
+    // The server's own view of every start of the run (warm-up, rounds and the SDK burst), per stage.
+    const stages = await scrapeHistogram(server.served.url, 'corral_sandbox_startup_seconds');
+    for (const s of stages) {
+      console.log(`server stage ${s.labels.stage ?? '?'} (${s.labels.driver ?? '?'}): ${s.count} starts, p50 ${s.p50_ms} ms, p99 ${s.p99_ms} ms (from /metrics buckets; load ${loadavg().map((l) => l.toFixed(1)).join('/')})`);
+    }
     const ops: BaselineOp[] = driver === 'kubernetes' ? [kubectlRunExec()] : [dockerRunExec(image)];
     if (driver === 'oci') ops.push(await runcRunTrue(server.rootfsTar));
     const baselines: Baseline[] = [];
@@ -124,6 +133,7 @@ export async function run(args: string[]): Promise<void> {
           server_readiness: percentiles(sdkReadiness),
           p99_over_server_readiness_p99_ms: Math.round(percentiles(sdk.ms).p99_ms - percentiles(sdkReadiness).p99_ms),
         },
+        server_stage_histograms: stages,
         baselines,
         ratio_p50: Object.fromEntries(baselines.map((b) => [b.name, Math.round((b.p50_ms / mine.p50_ms) * 100) / 100])),
       },

@@ -1,4 +1,5 @@
 import { type EgressLogEntry, type EgressLogOptions, type EgressPolicyChange, type EgressPolicyStatus, egressPolicyBody } from './egress.js';
+import { type EventsOptions, type FollowEventsOptions, type SandboxEvent, type SandboxStats, eventsPage, followEvents, sandboxStats } from './events.js';
 import type { GetHealthResponse, GetMeResponse } from './generated/api.js';
 import { GatewayClient } from './gateway-client.js';
 import { GatewayTokenCache } from './gateway-tokens.js';
@@ -82,6 +83,40 @@ export class CorralClient {
   /** A sandbox's recent DNS answers and connection attempts, oldest first. */
   async egressLog(sandboxId: string, options: EgressLogOptions = {}): Promise<EgressLogEntry[]> {
     return (await this.sandboxes.egressLog(sandboxId, options.limit !== undefined ? { limit: options.limit } : {})).entries;
+  }
+
+  /**
+   * A page of a sandbox's events, oldest first (a Corral extension); `hasMore` when the page is
+   * full: ask again with `after` set to the last id.
+   *
+   * @example
+   * ```ts
+   * const { events } = await client.events(id, { limit: 50 });
+   * for (const e of events) console.log(e.at, e.type, e.data);
+   * ```
+   */
+  async events(sandboxId: string, options: EventsOptions = {}): Promise<{ events: SandboxEvent[]; hasMore: boolean }> {
+    return eventsPage(this.http, sandboxId, options);
+  }
+
+  /**
+   * A sandbox's events, then new ones as they happen, until it has ended (or `signal` aborts).
+   *
+   * @example
+   * ```ts
+   * for await (const e of client.followEvents(id)) console.log(e.type, e.data);
+   * ```
+   */
+  followEvents(sandboxId: string, options: FollowEventsOptions = {}): AsyncGenerator<SandboxEvent> {
+    return followEvents(this.http, sandboxId, options);
+  }
+
+  /**
+   * A RUNNING or PAUSED sandbox's resource usage (a Corral extension): CPU, memory, pids, disk and
+   * network. `ConflictError` (`SANDBOX_NOT_RUNNING`) for any other status.
+   */
+  stats(sandboxId: string): Promise<SandboxStats> {
+    return sandboxStats(this.http, sandboxId);
   }
 
   /** Forgets every cached gateway token. */

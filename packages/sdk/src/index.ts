@@ -13,6 +13,7 @@
  */
 export { CorralClient } from './client.js';
 export { Sandbox, createRequest, type CreateSandboxOptions, type ExposeOptions, type ExposedPort, type SandboxInfo, type SshSession, type WaitOptions } from './sandbox.js';
+export type { EventsOptions, FollowEventsOptions, SandboxEvent, SandboxStats } from './events.js';
 export { egressPolicyBody, type EgressLogEntry, type EgressLogOptions, type EgressPolicyChange, type EgressPolicyStatus } from './egress.js';
 export { ExecSession, type ExecSignal, type ExecStreamOptions, type ExecStreamResult } from './exec-stream.js';
 export { GatewayClient, shellQuote, type CommandResult, type ExecOptions, type ProgressCallback, type ReadFileResult, type UploadSource } from './gateway-client.js';

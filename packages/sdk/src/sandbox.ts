@@ -4,6 +4,7 @@ import { type BackgroundJob, type BackgroundJobStatus, getBackgroundJob, startBa
 import type { CorralClient } from './client.js';
 import { CommandTimeoutError, ConflictError, CorralError, SandboxNotRunningError, TimeoutError, notRunningKind } from './errors.js';
 import type { EgressLogEntry, EgressLogOptions, EgressPolicyChange, EgressPolicyStatus } from './egress.js';
+import type { EventsOptions, FollowEventsOptions, SandboxEvent, SandboxStats } from './events.js';
 import { type ExecSession, type ExecStreamOptions, openExecStream } from './exec-stream.js';
 import type { CommandResult, ExecOptions, ProgressCallback, ReadFileResult, UploadSource } from './gateway-client.js';
 import type { CreateSandboxRequest, CreateSshSessionResponse, ExposePortRequest, ExposePortResponse, GetSandboxResponse, ListExposedPortsResponse, UnexposePortResponse } from './generated/api.js';
@@ -179,6 +180,21 @@ export class Sandbox {
   /** Recent DNS answers and connection attempts, oldest first. */
   egressLog(options: EgressLogOptions = {}): Promise<EgressLogEntry[]> {
     return this.client.egressLog(this.id, options);
+  }
+
+  /** A page of this sandbox's events, oldest first (see `CorralClient.events`). */
+  events(options: EventsOptions = {}): Promise<{ events: SandboxEvent[]; hasMore: boolean }> {
+    return this.client.events(this.id, options);
+  }
+
+  /** This sandbox's resource usage (see `CorralClient.stats`). */
+  stats(): Promise<SandboxStats> {
+    return this.client.stats(this.id);
+  }
+
+  /** This sandbox's events, then new ones as they happen, until it has ended (see `CorralClient.followEvents`). */
+  followEvents(options: FollowEventsOptions = {}): AsyncGenerator<SandboxEvent> {
+    return this.client.followEvents(this.id, options);
   }
 
   /** Re-reads the sandbox. */

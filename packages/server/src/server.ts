@@ -83,13 +83,14 @@ export async function createCorralServer(
     throw error;
   }
   if (runtime) logIsolation(log, runtime.name, runtime.isolation());
-  const { services, auth, lifecycle, reconciler, presence, activity, liveGrants, setReady } = wireServer(config, store, runtime, log, gatewaySecret(config));
+  const { services, auth, lifecycle, reconciler, presence, activity, events, liveGrants, setReady } = wireServer(config, store, runtime, log, gatewaySecret(config));
   try {
     // Refuses a second live replica of the deployment on a driver that cannot share sandboxes.
     await presence.start();
   } catch (error) {
     liveGrants.close();
     await lifecycle.close();
+    await events.close();
     await runtime?.close();
     await store.close();
     throw error;
@@ -131,6 +132,7 @@ export async function createCorralServer(
       await services.images.close();
       // After provisioning settled: the heartbeat goes, so other replicas take over at once.
       await presence.stop();
+      await events.close();
       await runtime?.close();
       await store.close();
     },

@@ -13,6 +13,7 @@ import { AccessChecker } from './services/access-checker.js';
 import { AccessEvents } from './services/access-events.js';
 import { ActivityTracker } from './services/activity-tracker.js';
 import { AuthService } from './services/auth-service.js';
+import { CorralMetrics } from './services/corral-metrics.js';
 import { CreateHold } from './services/create-hold.js';
 import { EgressService } from './services/egress-service.js';
 import { GatewayTokens } from './services/gateway-tokens.js';
@@ -22,6 +23,7 @@ import { ReplicaPresence } from './services/replica-presence.js';
 import { RegistryCredentialsService } from './services/registry-credentials-service.js';
 import { SandboxAccess } from './services/sandbox-access.js';
 import { SandboxLifecycle } from './services/sandbox-lifecycle.js';
+import { SandboxEvents } from './services/sandbox-events.js';
 import { SandboxService } from './services/sandbox-service.js';
 import { ImageService } from './services/image-service.js';
 import type { Store } from './store/store.js';
@@ -36,6 +38,8 @@ export interface ServerWiring {
   /** This replica's heartbeat and leader lease; started before the first reconcile, stopped last. */
   presence: ReplicaPresence;
   activity: ActivityTracker;
+  /** The sandbox event log; closed (its buffer written) before the store. */
+  events: SandboxEvents;
   /** The gateway's open work, cut when access is taken away; started here, closed by the caller. */
   liveGrants: LiveGrants;
   /** Sets what `/healthz` reports: true once startup recovery has finished. */
@@ -54,7 +58,9 @@ export function wireServer(config: CorralConfig, store: Store, runtime: SandboxR
   // First listener: every later one (network, sandboxes, open gateway work) re-checks against the store, not the cache.
   accessEvents.subscribe(() => access.invalidate());
   const auth = new AuthService(store, accessEvents);
-  const lifecycle = new SandboxLifecycle(store, runtime, config, log);
+  const metrics = new CorralMetrics();
+  const events = new SandboxEvents(store, log, metrics);
+  const lifecycle = new SandboxLifecycle(store, runtime, config, log, { metrics, events });
   const tokens = new GatewayTokens(gatewaySecret, config.gatewayTokenTtlSeconds);
   const activity = new ActivityTracker(store, log);
   const registryCredentials = new RegistryCredentialsService(store);
@@ -76,12 +82,12 @@ export function wireServer(config: CorralConfig, store: Store, runtime: SandboxR
     },
     log,
   );
-  const reconciler = new Reconciler(store, lifecycle, config.reconcileIntervalMs, log, { retentionMs: config.terminatedRetentionHours * 3_600_000, presence });
+  const reconciler = new Reconciler(store, lifecycle, config.reconcileIntervalMs, log, { retentionMs: config.terminatedRetentionHours * 3_600_000, presence, metrics });
 
   const sandboxAccess = new SandboxAccess({ store, runtime, tokens, access, activity, instanceId: config.instanceId });
   const ssh = new SshGateway({ config, store, sandboxAccess, log });
   const tunnels = new TunnelHub({ store, auth, access, log });
-  const network = new NetworkService({ config, store, sandboxAccess, tokens, accessEvents, ssh, tunnels, log });
+  const network = new NetworkService({ config, store, sandboxAccess, tokens, accessEvents, ssh, tunnels, log, events });
   // Access taken away (a revoked key, a deleted user, a lost team role) cuts the gateway's open
   // work: at once for changes made through this process, within seconds for other replicas'.
   const liveGrants = new LiveGrants({
@@ -90,7 +96,10 @@ export function wireServer(config: CorralConfig, store: Store, runtime: SandboxR
     onError: (error) => log.warn({ err: error }, 'gateway: re-checking open grants failed'),
   });
   liveGrants.start();
-  const gateway: GatewayDeps = { config, sandboxAccess, liveGrants, sshKeys: ssh };
+  const gateway: GatewayDeps = { config, sandboxAccess, liveGrants, sshKeys: ssh, metrics, events };
+  metrics.sources.sandboxes = () => sandboxes.countActive();
+  metrics.sources.admission = () => ({ queued: lifecycle.provisioningQueued, provisioning: lifecycle.provisioningInFlight });
+  metrics.sources.warmPool = () => runtime?.warmPool?.();
 
   let ready = false;
   const services: AppServices = {
@@ -105,6 +114,8 @@ export function wireServer(config: CorralConfig, store: Store, runtime: SandboxR
     rateLimiter: new RateLimiter(config.rateLimits),
     network,
     gateway,
+    metrics,
+    events,
     isReady: () => ready,
     isolation: () => runtime?.isolation() ?? null,
   };
@@ -115,6 +126,7 @@ export function wireServer(config: CorralConfig, store: Store, runtime: SandboxR
     reconciler,
     presence,
     activity,
+    events,
     liveGrants,
     setReady(value) {
       ready = value;

@@ -3,7 +3,7 @@ import { collect } from '../option-parsers.js';
 import { lazy } from '../run.js';
 
 /**
- * `corral sandbox create|list|get|delete|exec|logs|upload|download|expose|unexpose|ports|ssh|network|egress-log|pause|resume`:
+ * `corral sandbox create|list|get|delete|exec|logs|upload|download|expose|unexpose|ports|ssh|network|egress-log|events|stats|pause|resume`:
  * names, options and help here; each verb's implementation is its own module under `sandbox/`, imported
  * (with the SDK) only when that verb runs.
  */
@@ -118,6 +118,19 @@ export function registerSandbox(program: Command): void {
     .description("Show a sandbox's recent DNS answers and connection attempts, with their verdicts")
     .option('--limit <n>', 'at most this many entries, the newest (1..1000, default 100)')
     .action(lazy(async () => (await import('./sandbox/egress-log.js')).printEgressLog));
+
+  sandbox
+    .command('events <id>')
+    .description("Show a sandbox's timeline: status changes with reasons, execs, transfers, exposures, SSH sessions, policy changes")
+    .option('--limit <n>', 'at most this many events (1..1000, default 100)')
+    .option('--after <eventId>', 'only events after this one')
+    .option('-f, --follow', 'print events as they happen, until the sandbox has ended')
+    .action(lazy(async () => (await import('./sandbox/events.js')).printEvents));
+
+  sandbox
+    .command('stats <id>')
+    .description("Show a running sandbox's CPU, memory, pids, disk and network usage")
+    .action(lazy(async () => (await import('./sandbox/stats.js')).printStats));
 
   sandbox
     .command('pause <id>')

@@ -43,6 +43,8 @@ export const OPERATIONS: Readonly<Record<string, string>> = {
   'GET /api/v1/sandbox/{sandbox_id}/egress-policy': 'GetEgressPolicy',
   'PUT /api/v1/sandbox/{sandbox_id}/egress-policy': 'SetEgressPolicy',
   'GET /api/v1/sandbox/{sandbox_id}/egress-log': 'GetEgressLog',
+  'GET /api/v1/sandbox/{sandbox_id}/events': 'GetSandboxEvents',
+  'GET /api/v1/sandbox/{sandbox_id}/stats': 'GetSandboxStats',
   'POST /api/v1/sandbox/{sandbox_id}/pause': 'PauseSandbox',
   'POST /api/v1/sandbox/{sandbox_id}/resume': 'ResumeSandbox',
   'POST /api/v1/sandbox/{sandbox_id}/expose': 'ExposePort',

@@ -423,6 +423,55 @@ export type GetEgressLogResponse = {
   }>;
 };
 
+/** Success response of `GET /api/v1/sandbox/{sandbox_id}/stats`. */
+export type GetSandboxStatsResponse = {
+  sandboxId: string;
+  status: string;
+  at: string;
+  cpu: {
+    usageSeconds: number;
+    limitCores: number;
+  };
+  memory: {
+    usedBytes: number;
+    limitBytes: number;
+  };
+  pids: number;
+  disk: {
+    usedBytes: number | null;
+    limitBytes: number;
+  };
+  network: {
+    rxBytes: number;
+    txBytes: number;
+    rxPackets: number;
+    txPackets: number;
+  } | null;
+};
+
+/** Query of `GET /api/v1/sandbox/{sandbox_id}/events`. */
+export type GetSandboxEventsQuery = {
+  limit: number;
+  after?: string;
+  follow: boolean;
+};
+
+/** Success response of `GET /api/v1/sandbox/{sandbox_id}/events`. */
+export type GetSandboxEventsResponse = {
+  events: Array<{
+    id: string;
+    sandboxId: string;
+    at: string;
+    type: string;
+    actor: {
+      userId: string;
+      keyId: string | null;
+    } | null;
+    data: Record<string, Record<string, never>>;
+  }>;
+  hasMore: boolean;
+};
+
 /** Body of `POST /api/v1/sandbox/{sandbox_id}/expose`. */
 export type ExposePortRequest = {
   port: number;
@@ -1214,6 +1263,8 @@ export const OPERATION_ROUTES = {
   GetEgressPolicy: { method: "GET", path: "/api/v1/sandbox/{sandbox_id}/egress-policy" },
   SetEgressPolicy: { method: "PUT", path: "/api/v1/sandbox/{sandbox_id}/egress-policy" },
   GetEgressLog: { method: "GET", path: "/api/v1/sandbox/{sandbox_id}/egress-log" },
+  GetSandboxStats: { method: "GET", path: "/api/v1/sandbox/{sandbox_id}/stats" },
+  GetSandboxEvents: { method: "GET", path: "/api/v1/sandbox/{sandbox_id}/events" },
   ExposePort: { method: "POST", path: "/api/v1/sandbox/{sandbox_id}/expose" },
   ListExposedPorts: { method: "GET", path: "/api/v1/sandbox/{sandbox_id}/expose" },
   UnexposePort: { method: "DELETE", path: "/api/v1/sandbox/{sandbox_id}/expose/{exposure_id}" },
@@ -1281,6 +1332,8 @@ export const RESPONSE_SCHEMAS: Readonly<Record<string, JsonSchema>> = {
   GetEgressPolicy: {"type":"object","properties":{"policy":{"type":"object","properties":{"allowlist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"denylist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]}},"required":["allowlist","denylist"]},"generation":{"type":"integer"},"applied_generation":{"type":"integer"},"applied":{"type":"boolean"}},"required":["policy","generation","applied_generation","applied"]},
   SetEgressPolicy: {"type":"object","properties":{"policy":{"type":"object","properties":{"allowlist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"denylist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]}},"required":["allowlist","denylist"]},"generation":{"type":"integer"},"applied_generation":{"type":"integer"},"applied":{"type":"boolean"}},"required":["policy","generation","applied_generation","applied"]},
   GetEgressLog: {"type":"object","properties":{"entries":{"type":"array","items":{"type":"object","properties":{"at":{"type":"string"},"kind":{"type":"string"},"destination":{"type":"string"},"port":{"anyOf":[{"type":"integer"},{"type":"null"}]},"protocol":{"type":"string"},"verdict":{"type":"string"},"answers":{"type":"array","items":{"type":"string"}}},"required":["at","kind","destination","port","protocol","verdict"]}}},"required":["entries"]},
+  GetSandboxStats: {"type":"object","properties":{"sandboxId":{"type":"string"},"status":{"type":"string"},"at":{"type":"string"},"cpu":{"type":"object","properties":{"usageSeconds":{"type":"number"},"limitCores":{"type":"number"}},"required":["usageSeconds","limitCores"]},"memory":{"type":"object","properties":{"usedBytes":{"type":"number"},"limitBytes":{"type":"number"}},"required":["usedBytes","limitBytes"]},"pids":{"type":"integer"},"disk":{"type":"object","properties":{"usedBytes":{"anyOf":[{"type":"number"},{"type":"null"}]},"limitBytes":{"type":"number"}},"required":["usedBytes","limitBytes"]},"network":{"anyOf":[{"type":"object","properties":{"rxBytes":{"type":"number"},"txBytes":{"type":"number"},"rxPackets":{"type":"number"},"txPackets":{"type":"number"}},"required":["rxBytes","txBytes","rxPackets","txPackets"]},{"type":"null"}]}},"required":["sandboxId","status","at","cpu","memory","pids","disk","network"]},
+  GetSandboxEvents: {"type":"object","properties":{"events":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"sandboxId":{"type":"string"},"at":{"type":"string"},"type":{"type":"string"},"actor":{"anyOf":[{"type":"object","properties":{"userId":{"type":"string"},"keyId":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["userId","keyId"]},{"type":"null"}]},"data":{"type":"object","additionalProperties":{}}},"required":["id","sandboxId","at","type","actor","data"]}},"hasMore":{"type":"boolean"}},"required":["events","hasMore"]},
   ExposePort: {"type":"object","properties":{"exposure_id":{"type":"string"},"sandbox_id":{"type":"string"},"port":{"type":"integer"},"name":{"anyOf":[{"type":"string"},{"type":"null"}]},"protocol":{"type":"string"},"url":{"type":"string"},"tls_socket":{"type":"string"},"external_port":{"anyOf":[{"type":"integer"},{"type":"null"}]},"external_endpoint":{"anyOf":[{"type":"string"},{"type":"null"}]},"created_at":{"type":"string"},"auth":{"type":"string"},"access_token":{"type":"string"}},"required":["exposure_id","sandbox_id","port","name","protocol","url","tls_socket"]},
   ListExposedPorts: {"type":"object","properties":{"exposures":{"type":"array","items":{"type":"object","properties":{"exposure_id":{"type":"string"},"sandbox_id":{"type":"string"},"port":{"type":"integer"},"name":{"anyOf":[{"type":"string"},{"type":"null"}]},"protocol":{"anyOf":[{"type":"string"},{"type":"null"}]},"url":{"type":"string"},"tls_socket":{"type":"string"},"external_port":{"anyOf":[{"type":"integer"},{"type":"null"}]},"external_endpoint":{"anyOf":[{"type":"string"},{"type":"null"}]},"created_at":{"anyOf":[{"type":"string"},{"type":"null"}]},"auth":{"type":"string"}},"required":["exposure_id","sandbox_id","port","name","protocol","url","tls_socket","external_port","external_endpoint","created_at"]}}},"required":["exposures"]},
   UnexposePort: {"type":"object","properties":{"success":{"type":"boolean"},"message":{"type":"string"}},"required":["success","message"]},

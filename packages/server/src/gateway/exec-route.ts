@@ -1,7 +1,8 @@
 import { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { parseExecBody } from './exec-request.js';
-import { type GatewayContext, type GatewayParams, clientGone, runtimeFailure, targetOf } from './gateway-context.js';
+import { type GatewayContext, type GatewayParams, actorOf, clientGone, runtimeFailure, targetOf } from './gateway-context.js';
+import { maskSecrets, truncateText } from '../services/sandbox-events.js';
 import { GatewayError } from '../errors/gateway-error.js';
 import { type CommandOutcome, runCommand } from './run-command.js';
 import { watchTransferIdle } from './transfer-idle.js';
@@ -33,19 +34,46 @@ export function registerExecRoute(app: FastifyInstance, ctx: GatewayContext): vo
       const signal = clientGone(request, reply);
       const done = ctx.access.keepActive(target.sandboxId);
       let dispose: (() => void) | undefined;
+      let startedAt: number | undefined;
+      /** The exec as an event: the command cut to 1 KiB with the request's env values masked; env names only. */
+      const recordExec = (result: Record<string, unknown>): void =>
+        ctx.events.record(
+          target.sandboxId,
+          'exec',
+          {
+            command: truncateText(maskSecrets(body.command, Object.values(body.env))),
+            envNames: Object.keys(body.env),
+            ...(body.workingDir !== undefined ? { workingDir: body.workingDir } : {}),
+            ...(body.user !== undefined ? { user: body.user } : {}),
+            durationMs: Math.round(performance.now() - (startedAt ?? performance.now())),
+            ...result,
+          },
+          actorOf(target),
+        );
       try {
         const outcome = await ctx.slots.run(
           target,
-          () =>
-            runCommand(
+          () => {
+            startedAt = performance.now();
+            return runCommand(
               target.runtime,
               target.runtimeId,
               { argv: ['/bin/sh', '-c', body.command], env: body.env, cwd: body.workingDir, user: body.user },
               { timeoutMs: body.timeoutSeconds * 1000, maxOutputBytes: ctx.config.execOutputMaxBytes, signal, budget: ctx.outputBudget.forUser(target.userId) },
-            ),
+            );
+          },
           signal,
         );
         dispose = outcome.dispose;
+        const seconds = (performance.now() - (startedAt ?? 0)) / 1000;
+        ctx.metrics.execSeconds.observe({ outcome: outcome.timedOut ? 'timeout' : outcome.aborted ? 'aborted' : 'exited' }, seconds);
+        ctx.metrics.execOutputBytes.observe(outcome.stdout.keptBytes + outcome.stderr.keptBytes);
+        recordExec({
+          exitCode: outcome.timedOut || outcome.aborted ? null : outcome.exitCode,
+          timedOut: outcome.timedOut,
+          aborted: outcome.aborted,
+          outputBytes: outcome.stdout.keptBytes + outcome.stderr.keptBytes,
+        });
         if (outcome.timedOut) {
           throw new GatewayError('command_timeout', `Command timed out after ${body.timeoutSeconds} seconds; its processes were killed`, {
             stdout: outcome.stdout.text(),
@@ -69,6 +97,10 @@ export function registerExecRoute(app: FastifyInstance, ctx: GatewayContext): vo
         });
         return reply.type('application/json; charset=utf-8').send(answer);
       } catch (error) {
+        if (startedAt !== undefined && !(error instanceof GatewayError)) {
+          ctx.metrics.execSeconds.observe({ outcome: 'error' }, (performance.now() - startedAt) / 1000);
+          recordExec({ exitCode: null, failed: true });
+        }
         if (signal.aborted) return reply; // Nobody is listening any more.
         throw runtimeFailure(target, error);
       } finally {

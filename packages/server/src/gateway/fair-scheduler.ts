@@ -58,6 +58,8 @@ export class FairScheduler {
   constructor(
     readonly name: string,
     readonly limits: FairLimits,
+    /** Told how long each operation that had to wait waited for its slot, in ms. */
+    private readonly onWaited?: (ms: number) => void,
   ) {}
 
   /** Holders right now. */
@@ -125,9 +127,11 @@ export class FairScheduler {
         tooManyRequests(`Too Many Requests: ${this.limits.maxQueuedPerUser} ${this.name} operations of this user are already waiting`, 1),
       );
     }
+    const queuedAt = performance.now();
     return new Promise<Release>((resolve, reject) => {
       const grant: Grant = () => {
         signal?.removeEventListener('abort', onAbort);
+        this.onWaited?.(performance.now() - queuedAt);
         resolve(this.take(owner));
       };
       const onAbort = (): void => {

@@ -3,7 +3,7 @@ import busboy from 'busboy';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { GATEWAY_ERRORS } from '../errors/error-codes.js';
 import { RuntimeError } from '../runtime/runtime.js';
-import { type GatewayContext, type GatewayParams, clientGone, runtimeFailure, targetOf } from './gateway-context.js';
+import { type GatewayContext, type GatewayParams, actorOf, clientGone, runtimeFailure, targetOf } from './gateway-context.js';
 import { GatewayError, invalid, sandboxNotFound } from '../errors/gateway-error.js';
 import type { GatewayTarget } from './gateway-target.js';
 import { MAX_READ_BYTES, readWindow } from './read-window.js';
@@ -130,15 +130,20 @@ export function registerFileRoutes(app: FastifyInstance, ctx: GatewayContext): v
     const stalled = new AbortController();
     const cut = AbortSignal.any([signal, stalled.signal]);
     let unwatch = (): void => undefined;
+    let startedAt = 0;
     try {
       const size = await ctx.slots.run(
         target,
         () => {
+          startedAt = performance.now();
           unwatch = watchTransferIdle(request.raw.socket, idleSeconds * 1000, () => stalled.abort(idleTimeout(idleSeconds)));
           return receiveUpload(request, target, path, cut);
         },
         signal,
       );
+      ctx.metrics.transferSeconds.observe({ direction: 'upload' }, (performance.now() - startedAt) / 1000);
+      ctx.metrics.transferBytes.observe({ direction: 'upload' }, size);
+      ctx.events.record(target.sandboxId, 'file.upload', { path, bytes: size, direction: 'upload' }, actorOf(target));
       return reply.send({ success: true, path, size, timestamp: new Date().toISOString() });
     } catch (error) {
       if (stalled.signal.aborted) {
@@ -163,6 +168,7 @@ export function registerFileRoutes(app: FastifyInstance, ctx: GatewayContext): v
       done();
       throw error;
     });
+    const startedAt = performance.now();
     const idleMs = ctx.config.transferIdleTimeoutSeconds * 1000;
     // A client that stops reading (or a sandbox that stops feeding) is cut: its socket is closed.
     const unwatch = watchTransferIdle(request.raw.socket, idleMs, () => request.raw.socket?.destroy());
@@ -186,6 +192,12 @@ export function registerFileRoutes(app: FastifyInstance, ctx: GatewayContext): v
     reply.raw.once('close', () => {
       finished();
       file.stream.destroy();
+      // Counted once the whole answer went out.
+      if (reply.raw.writableFinished) {
+        ctx.metrics.transferSeconds.observe({ direction: 'download' }, (performance.now() - startedAt) / 1000);
+        ctx.metrics.transferBytes.observe({ direction: 'download' }, file.size);
+        ctx.events.record(target.sandboxId, 'file.download', { path, bytes: file.size, direction: 'download' }, actorOf(target));
+      }
     });
     file.stream.once('close', finished);
     file.stream.once('end', finished);
@@ -204,10 +216,12 @@ export function registerFileRoutes(app: FastifyInstance, ctx: GatewayContext): v
     const stalled = new AbortController();
     let unwatch = (): void => undefined;
     let result: Awaited<ReturnType<typeof readWindow>>;
+    let startedAt = 0;
     try {
       result = await ctx.slots.run(
         target,
         () => {
+          startedAt = performance.now();
           // From here until the answer is taken by the client: a read (or a client) that moves
           // nothing for the idle timeout is cut.
           unwatch = watchTransferIdle(request.raw.socket, idleSeconds * 1000, () => {
@@ -238,6 +252,9 @@ export function registerFileRoutes(app: FastifyInstance, ctx: GatewayContext): v
       case 'failed':
         throw new GatewayError('gateway_error', result.message);
       case 'ok':
+        ctx.metrics.transferSeconds.observe({ direction: 'read' }, (performance.now() - startedAt) / 1000);
+        ctx.metrics.transferBytes.observe({ direction: 'read' }, result.content.length);
+        ctx.events.record(target.sandboxId, 'file.read', { path, bytes: result.content.length, offset: result.offset, direction: 'read' }, actorOf(target));
         return reply.send({
           content: result.content.toString('utf8'),
           size: result.content.length,

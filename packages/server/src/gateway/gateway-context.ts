@@ -2,9 +2,12 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { CorralConfig } from '../config.js';
 import { RUNTIME_FAILURES } from '../errors/error-codes.js';
 import { RuntimeError } from '../runtime/runtime.js';
+import type { CorralMetrics } from '../services/corral-metrics.js';
 import type { SandboxAccess } from '../services/sandbox-access.js';
+import type { SandboxEvents } from '../services/sandbox-events.js';
 import { GatewayError, sandboxNotFound } from '../errors/gateway-error.js';
 import type { GatewayTarget } from './gateway-target.js';
+import type { SandboxEventActor } from '../records/event-records.js';
 import type { FairScheduler } from './fair-scheduler.js';
 import type { OutputBudget } from './output-budget.js';
 
@@ -19,6 +22,15 @@ export interface GatewayContext {
   sessions: FairScheduler;
   /** Exec output held in memory across every in-flight exec. */
   outputBudget: OutputBudget;
+  /** Exec and transfer latency and bytes. */
+  metrics: CorralMetrics;
+  /** Where execs, transfers and streaming sessions are recorded as sandbox events. */
+  events: SandboxEvents;
+}
+
+/** Who acts through a gateway request, for sandbox events: the token's caller and the key it was issued through. */
+export function actorOf(target: GatewayTarget): SandboxEventActor {
+  return { userId: target.grant.callerId, keyId: target.grant.keyId };
 }
 
 /** Route parameters of every gateway route. */

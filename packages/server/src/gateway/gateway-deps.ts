@@ -1,5 +1,7 @@
 import type { CorralConfig } from '../config.js';
+import type { CorralMetrics } from '../services/corral-metrics.js';
 import type { SandboxAccess } from '../services/sandbox-access.js';
+import type { SandboxEvents } from '../services/sandbox-events.js';
 import type { LiveGrants } from './live-grants.js';
 
 /** Admits a public key for one SSH session of a sandbox (the gateway's `authorize` route). */
@@ -17,4 +19,8 @@ export interface GatewayDeps {
   liveGrants: LiveGrants;
   /** SSH key admission; null when this server serves no SSH sessions. */
   sshKeys: SshKeyAuthorizer | null;
+  /** Exec and transfer latency and bytes, queue depth and wait. */
+  metrics: CorralMetrics;
+  /** Where execs, transfers and streaming sessions are recorded as sandbox events. */
+  events: SandboxEvents;
 }

@@ -37,15 +37,18 @@ export async function registerGateway(app: FastifyInstance, deps: GatewayDeps): 
       perSandbox: config.maxExecsPerSandbox,
       perCpu: config.execsPerCpu,
       maxQueuedPerUser: config.maxQueuedPerUser,
-    }),
+    }, (ms) => deps.metrics.gatewayWaitSeconds.observe({ pool: 'exec' }, ms / 1000)),
     sessions: new FairScheduler('session', {
       global: config.maxConcurrentExecs,
       perUser: config.maxSessionsPerUser,
       perSandbox: config.maxSessionsPerSandbox,
       maxQueuedPerUser: config.maxQueuedPerUser,
-    }),
+    }, (ms) => deps.metrics.gatewayWaitSeconds.observe({ pool: 'session' }, ms / 1000)),
+    metrics: deps.metrics,
+    events: deps.events,
     outputBudget: new OutputBudget(config.execOutputBudgetBytes, config.execOutputBudgetPerUserBytes),
   };
+  deps.metrics.sources.gatewayQueues = () => ({ exec: ctx.slots.queued, session: ctx.sessions.queued });
   // Access taken away (a revoked key, a deleted user, a lost team role) cuts what is already open.
   const live = deps.liveGrants;
   const rateLimit = config.rateLimits ? new UserRateLimit(config.gatewayRateLimit, config.gatewayRateBurst) : null;

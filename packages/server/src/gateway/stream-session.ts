@@ -4,7 +4,8 @@ import { type GatewayErrorCode, STREAM_ERRORS, type StreamErrorCode } from '../e
 import type { ExecProcess, ExecRequest } from '../runtime/runtime.js';
 import type { Release } from './fair-scheduler.js';
 import type { GatewayContext } from './gateway-context.js';
-import { runtimeFailure } from './gateway-context.js';
+import { actorOf, runtimeFailure } from './gateway-context.js';
+import { maskSecrets, truncateText } from '../services/sandbox-events.js';
 import { GatewayError } from '../errors/gateway-error.js';
 import { writeDrained } from './write-drained.js';
 import type { GatewayTarget } from './gateway-target.js';
@@ -39,6 +40,8 @@ interface StartMessage {
   request: ExecRequest;
   timeoutSeconds: number | undefined;
   detach: boolean;
+  /** What was asked to run, as one line (argv joined), for the sandbox event. */
+  command: string;
 }
 
 class ProtocolError extends Error {}
@@ -98,7 +101,8 @@ function parseStart(message: unknown, maxTimeoutSeconds: number): StartMessage {
     timeoutSeconds = t;
   }
   if (message.detach !== undefined && typeof message.detach !== 'boolean') throw new ProtocolError('detach: must be a boolean');
-  return { request, timeoutSeconds, detach: message.detach === true };
+  const command = message.argv !== undefined ? argv.join(' ') : (argv[2] ?? '');
+  return { request, timeoutSeconds, detach: message.detach === true, command };
 }
 
 function toBuffer(data: RawData): Buffer {
@@ -195,6 +199,12 @@ export async function runStreamSession(ws: WebSocket, target: GatewayTarget, ctx
     fail(failure.error, failure.message, 1011);
     return;
   }
+  ctx.events.record(
+    target.sandboxId,
+    'stream.opened',
+    { command: truncateText(maskSecrets(start.command, Object.values(start.request.env ?? {}))), tty: start.request.tty !== undefined, detach: start.detach },
+    actorOf(target),
+  );
   let exited = false;
   let timedOut = false;
   const timer = start.timeoutSeconds

@@ -4,8 +4,11 @@ import { ApiError } from '../errors/api-error.js';
 import type { GatewayDeps } from '../gateway/gateway-deps.js';
 import type { NetworkService } from '../network/network-service.js';
 import type { RuntimeIsolation } from '../runtime/runtime.js';
+import type { SandboxEventActor } from '../records/event-records.js';
 import type { AuthService, Principal } from '../services/auth-service.js';
+import type { CorralMetrics } from '../services/corral-metrics.js';
 import type { CreateHold } from '../services/create-hold.js';
+import type { SandboxEvents } from '../services/sandbox-events.js';
 import type { EgressService } from '../services/egress-service.js';
 import type { RateLimitName, RateLimiter } from '../services/rate-limiter.js';
 import type { ImageService } from '../services/image-service.js';
@@ -45,10 +48,19 @@ export interface AppServices {
   network: NetworkService;
   /** What the data-plane gateway under `/gateway` needs. */
   gateway: GatewayDeps;
+  /** The server's Prometheus metrics (`GET /metrics`, the API latency hook). */
+  metrics: CorralMetrics;
+  /** Sandbox events: pages and live streams of `GET /sandbox/{id}/events`. */
+  events: SandboxEvents;
   /** True once startup recovery has finished; `/healthz` answers 503 until then. */
   isReady: () => boolean;
   /** The isolation sandboxes get (the driver's report); null without a driver. */
   isolation: () => RuntimeIsolation | null;
+}
+
+/** The caller as the actor of a sandbox event: the user and the API key they called with. */
+export function actorOfPrincipal(principal: Principal): SandboxEventActor {
+  return { userId: principal.user.id, keyId: principal.apiKeyId };
 }
 
 /** The caller of an authenticated route. */

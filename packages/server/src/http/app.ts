@@ -8,10 +8,12 @@ import { answerContinueEarly } from './early-continue.js';
 import { errorHandler, frameworkErrorHandler, sendApiError } from './error-handler.js';
 import { registerAdminRoutes } from './routes/admin-routes.js';
 import { registerEgressRoutes } from './routes/egress-routes.js';
+import { registerObserveRoutes } from './routes/observe-routes.js';
 import { registerQuotaRoutes } from './routes/quota-routes.js';
 import { registerExposureRoutes } from './routes/exposure-routes.js';
 import { registerImageRoutes } from './routes/image-routes.js';
 import { registerHealthRoutes } from './routes/health-routes.js';
+import { registerMetricsRoutes } from './routes/metrics-routes.js';
 import { registerSandboxActionRoutes } from './routes/sandbox-action-routes.js';
 import { registerSandboxRoutes } from './routes/sandbox-routes.js';
 import { registerTemplateRoutes } from './routes/template-routes.js';
@@ -63,6 +65,15 @@ export async function buildApp(services: AppServices, logger: Logger | false = f
     defaultJson(request, typeof body === 'string' ? body : body.toString('utf8'), done);
   });
 
+  // API latency per route pattern (never per URL: ids would make a series each), method and status class.
+  app.addHook('onResponse', async (request, reply) => {
+    services.metrics.httpSeconds.observe(
+      // `::` is how a route spells a literal colon (`status::batchGet`).
+      { route: request.routeOptions.url?.replaceAll('::', ':') ?? 'unmatched', method: request.method, status_class: `${Math.floor(reply.statusCode / 100)}xx` },
+      reply.elapsedTime / 1000,
+    );
+  });
+
   app.decorateRequest('principal', null);
   app.addHook('onRequest', async (request) => {
     if (request.routeOptions.config.public || request.is404) return;
@@ -91,11 +102,13 @@ export async function buildApp(services: AppServices, logger: Logger | false = f
   });
 
   registerHealthRoutes(app, services);
+  registerMetricsRoutes(app, services);
   await app.register(
     async (api) => {
       registerSandboxRoutes(api, services);
       registerSandboxActionRoutes(api, services);
       registerEgressRoutes(api, services);
+      registerObserveRoutes(api, services);
       registerExposureRoutes(api, services);
       registerTunnelRoutes(api, services);
       registerAdminRoutes(api, services);

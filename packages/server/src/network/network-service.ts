@@ -11,6 +11,8 @@ import type { AccessChange, AccessEvents } from '../services/access-events.js';
 import type { Principal } from '../services/auth-service.js';
 import type { GatewayTokens } from '../services/gateway-tokens.js';
 import type { SandboxAccess } from '../services/sandbox-access.js';
+import type { SandboxEvents } from '../services/sandbox-events.js';
+import type { SandboxEventActor } from '../records/event-records.js';
 import { isTerminal, type SandboxRecord } from '../records/sandbox-records.js';
 import { type Dialer, proxyHttp, proxyUpgrade, refuseUpgradeWithPage, sendErrorPage } from './http-proxy.js';
 import type { NetworkRecords } from './network-deps.js';
@@ -36,6 +38,8 @@ export interface NetworkDeps {
   /** The reverse tunnels, served through this service's Host router. */
   tunnels: TunnelHub;
   log: FastifyBaseLogger;
+  /** Where exposures and SSH sessions are recorded as sandbox events; none when absent. */
+  events?: Pick<SandboxEvents, 'record'>;
 }
 
 /** `ExposePortResponse` / `ExposedPortInfo`, plus Corral's private-exposure fields. */
@@ -236,7 +240,12 @@ export class NetworkService {
   // ---- exposures ----
 
   /** Exposes a port of a sandbox the caller may use. */
-  async expose(sandbox: SandboxRecord, input: { port: number; name: string | null; protocol: ExposureProtocol; auth: 'none' | 'token' }, base: string): Promise<ExposureView> {
+  async expose(
+    sandbox: SandboxRecord,
+    input: { port: number; name: string | null; protocol: ExposureProtocol; auth: 'none' | 'token' },
+    base: string,
+    actor: SandboxEventActor | null = null,
+  ): Promise<ExposureView> {
     if (isTerminal(sandbox.status)) throw new ApiError('SANDBOX_NOT_RUNNING', `Sandbox ${sandbox.id} is ${sandbox.status}; its ports can no longer be exposed`);
     if (input.protocol === 'TCP' && input.auth === 'token') throw ApiError.invalid('auth', 'TCP exposures carry raw bytes and cannot check a token; use HTTP');
     const record: ExposureRecord = {
@@ -263,6 +272,12 @@ export class NetworkService {
     } else {
       await this.deps.store.insertExposure(record);
     }
+    this.deps.events?.record(
+      sandbox.id,
+      'exposure.created',
+      { exposureId: record.id, port: record.port, protocol: record.protocol, externalPort: record.externalPort, auth: input.auth },
+      actor,
+    );
     return { ...this.view(record, base), ...(record.accessToken ? { access_token: record.accessToken } : {}) };
   }
 
@@ -273,10 +288,12 @@ export class NetworkService {
   }
 
   /** Removes an exposure of this sandbox and cuts its open connections. */
-  async unexpose(sandboxId: string, exposureId: string): Promise<void> {
+  async unexpose(sandboxId: string, exposureId: string, actor: SandboxEventActor | null = null): Promise<void> {
     const record = await this.deps.store.getExposure(exposureId);
     if (!record || record.sandboxId !== sandboxId) throw new ApiError('EXPOSURE_NOT_FOUND', `Exposure ${exposureId} not found`);
-    await this.deps.store.deleteExposure(exposureId);
+    if (await this.deps.store.deleteExposure(exposureId)) {
+      this.deps.events?.record(sandboxId, 'exposure.deleted', { exposureId, port: record.port, protocol: record.protocol }, actor);
+    }
     await this.closeExposure(exposureId);
   }
 
@@ -528,6 +545,7 @@ export class NetworkService {
       apiKeyId: caller.apiKeyId,
     };
     await this.deps.store.insertSshSession(session);
+    this.deps.events?.record(sandbox.id, 'ssh.session_created', { sessionId: session.id, ttlSeconds }, { userId: caller.user.id, keyId: caller.apiKeyId });
     const { token } = this.deps.tokens.issue(sandbox.id, caller.user.id, caller.apiKeyId);
     const host = this.networkHost();
     return {
@@ -547,10 +565,10 @@ export class NetworkService {
   }
 
   /** Ends an SSH session of this sandbox and closes its connections. */
-  async closeSshSession(sandboxId: string, sessionId: string): Promise<void> {
+  async closeSshSession(sandboxId: string, sessionId: string, actor: SandboxEventActor | null = null): Promise<void> {
     const session = await this.deps.store.getSshSession(sessionId);
     if (!session || session.sandboxId !== sandboxId) throw new ApiError('SSH_SESSION_NOT_FOUND', `SSH session ${sessionId} not found`);
-    await this.deps.store.deleteSshSession(sessionId);
+    if (await this.deps.store.deleteSshSession(sessionId)) this.deps.events?.record(sandboxId, 'ssh.session_deleted', { sessionId }, actor);
     this.ssh.closeSession(sessionId);
   }
 }

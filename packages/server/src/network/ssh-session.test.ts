@@ -155,6 +155,10 @@ describe('SSH sessions (docker, OpenSSH client)', { skip: process.env.CI !== 'tr
     const long = ssh(s, ['sleep 60']);
     await eventually(async () => (await execCall(sb, { command: 'ps | grep -c "[s]leep 60"' })).body.stdout.trim() !== '0', 15_000, 'sleep to start');
     assert.equal((await api(server, 'DELETE', `/sandbox/${sb.id}/ssh-session/${s.session_id}`)).status, 200);
+    // The session's opening and closing are in the sandbox's timeline.
+    const timeline = await api<{ events: Array<{ type: string; data: { sessionId?: string } }> }>(server, 'GET', `/sandbox/${sb.id}/events?limit=1000`);
+    const mine = timeline.body.events.filter((e) => e.data.sessionId === s.session_id).map((e) => e.type);
+    assert.deepEqual(mine, ['ssh.session_created', 'ssh.session_deleted']);
     const ended = await long;
     assert.notEqual(ended.code, 0);
     assert.ok(Date.now() - started < 30_000);

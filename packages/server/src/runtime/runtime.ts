@@ -288,6 +288,8 @@ export interface SandboxRuntime {
   /** The start command's output, at most `maxBytes` from the end. */
   logs(runtimeId: string, maxBytes: number): Promise<string>;
   stats(runtimeId: string): Promise<RuntimeStats>;
+  /** Sandboxes started ahead of creates, and how many recent demand asks for; absent or undefined where there is no warm pool. */
+  warmPool?(): { ready: number; target: number } | undefined;
   /** Undefined when the driver has no such sandbox. */
   inspect(runtimeId: string): Promise<RuntimeSandboxState | undefined>;
   /** Kills and removes the sandbox and everything it owns. Idempotent. */

@@ -144,6 +144,12 @@ export class EgressService {
     checkEgressEntriesSupported(runtime, policy, { allowlist: 'allowlist', denylist: 'denylist' });
     const updated = await this.store.setSandboxEgress(id, policy, ACTIVE_STATUSES);
     if (!updated) throw new ApiError('SANDBOX_NOT_RUNNING', `Sandbox ${id} has ended; its egress policy can no longer change`);
+    this.lifecycle.events?.record(
+      id,
+      'egress.policy_changed',
+      { generation: updated.egressGeneration, allowlist: policy.allowlist, denylist: policy.denylist },
+      { userId: caller.user.id, keyId: caller.apiKeyId },
+    );
     // Another replica's sandbox: its reconciler sees the changed row and applies it there.
     if (updated.status !== 'RUNNING' || updated.runtimeOwner !== this.lifecycle.instanceId) return egressStatusOf(updated);
     const applying = this.lifecycle.egress.apply(id);

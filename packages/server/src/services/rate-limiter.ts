@@ -25,6 +25,8 @@ export const PRIME_RATE_LIMITS = {
   'sandbox.egressPolicy.set': { limit: 60, windowSeconds: 60, perSandbox: true },
   'sandbox.egressLog': { limit: 300, windowSeconds: 60, perSandbox: true },
   'sandbox.pause': { limit: 60, windowSeconds: 60, perSandbox: true },
+  'sandbox.events': { limit: 300, windowSeconds: 60, perSandbox: true },
+  'sandbox.stats': { limit: 300, windowSeconds: 60, perSandbox: true },
   'expose.create': { limit: 20, windowSeconds: 60, perSandbox: true },
   'expose.list': { limit: 60, windowSeconds: 60, perSandbox: true },
   'expose.delete': { limit: 20, windowSeconds: 60, perSandbox: true },

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { RuntimeSandboxState } from '../runtime/runtime.js';
+import type { CorralMetrics } from './corral-metrics.js';
 import type { ReplicaPresence } from './replica-presence.js';
 import type { SandboxLifecycle } from './sandbox-lifecycle.js';
 import { ACTIVE_STATUSES, TERMINAL_STATUSES, isTerminal, type SandboxRecord } from '../records/sandbox-records.js';
@@ -51,6 +52,8 @@ export interface ReconcilerOptions {
    * provisions alone. Absent: this process is the deployment's only reconciler.
    */
   presence?: Pick<ReplicaPresence, 'tryLead' | 'liveReplicas'>;
+  /** Where pass durations are recorded (`corral_reconcile_pass_duration_seconds`). */
+  metrics?: CorralMetrics;
 }
 
 /**
@@ -83,6 +86,7 @@ export class Reconciler {
   private readonly fullResyncMs: number;
   private readonly concurrency: number;
   private readonly presence: Pick<ReplicaPresence, 'tryLead' | 'liveReplicas'> | undefined;
+  private readonly metrics: CorralMetrics | undefined;
   /** This instance's active rows as of the last pass. */
   private readonly view = new Map<string, SandboxRecord>();
   /** Wall-clock time of the last full read; undefined before the first. */
@@ -104,12 +108,15 @@ export class Reconciler {
     this.fullResyncMs = resolved.fullResyncMs ?? 60_000;
     this.concurrency = Math.max(1, resolved.concurrency ?? 16);
     this.presence = resolved.presence;
+    this.metrics = resolved.metrics;
   }
 
   /** Runs one pass now (or joins the pass in progress). */
   reconcile(now = Date.now()): Promise<ReconcileReport> {
     if (!this.running) {
+      const started = performance.now();
       this.running = this.pass(now).finally(() => {
+        this.metrics?.reconcileSeconds.observe((performance.now() - started) / 1000);
         this.running = null;
       });
     }

@@ -6,6 +6,8 @@ import { RuntimeError, type RuntimeEvent, type SandboxRuntime, type SandboxSpec 
 import type { Store } from '../store/store.js';
 import { nowIso, toMillis } from '../util/time.js';
 import { AdmissionQueue } from './admission-queue.js';
+import type { CorralMetrics } from './corral-metrics.js';
+import type { SandboxEvents } from './sandbox-events.js';
 import { EgressApplier, egressPolicyOf, enforcesEgress, isOpenEgress } from './egress-applier.js';
 import { ACTIVE_STATUSES, DISK_MOUNT_PATH, TERMINAL_STATUSES, type SandboxPatch, type SandboxRecord } from '../records/sandbox-records.js';
 
@@ -63,14 +65,23 @@ export class SandboxLifecycle {
   readonly egress: EgressApplier;
   /** The last pause or resume of each sandbox this process runs, so they apply one after another. */
   private readonly pauseChains = new Map<string, Promise<unknown>>();
+  private readonly metrics: CorralMetrics | undefined;
+  /** Sandbox events (`GET …/events`): services record creates and policy changes here; status changes record themselves. */
+  readonly events: SandboxEvents | null;
 
   constructor(
     private readonly store: Store,
     readonly runtime: SandboxRuntime | null,
     private readonly config: CorralConfig,
     private readonly log: Logger,
-    options: { /** How often waiting creates re-read the reservations (default 30 s). */ admissionResyncMs?: number } = {},
+    options: {
+      /** How often waiting creates re-read the reservations (default 30 s). */ admissionResyncMs?: number;
+      /** Where start stages and failures are recorded; none when absent. */ metrics?: CorralMetrics;
+      /** The sandbox event log the services record into; none when absent. */ events?: SandboxEvents;
+    } = {},
   ) {
+    this.metrics = options.metrics;
+    this.events = options.events ?? null;
     this.unsubscribe = runtime ? runtime.onEvent((event) => void this.onRuntimeEvent(event)) : null;
     this.admission = runtime ? new AdmissionQueue(store, runtime, config, log, (id) => this.startProvisioning(runtime, id), options.admissionResyncMs) : null;
     this.egress = new EgressApplier(store, runtime, log, config.instanceId);
@@ -97,6 +108,11 @@ export class SandboxLifecycle {
   /** Whether this process is provisioning the sandbox or has it in its admission queue. */
   isTracked(id: string): boolean {
     return this.inFlight.has(id) || (this.admission?.has(id) ?? false);
+  }
+
+  /** Sandboxes this process is provisioning now. */
+  get provisioningInFlight(): number {
+    return this.inFlight.size;
   }
 
   /** Sandboxes waiting in the admission queue (still PENDING). */
@@ -163,6 +179,9 @@ export class SandboxLifecycle {
     const me = this.replicaId;
     const sandbox = await this.store.claimProvisioning(sandboxId, me, { status: 'PROVISIONING', runtimeDriver: runtime.name });
     if (!sandbox) return false;
+    const claimedAt = Date.now();
+    const createdAt = toMillis(sandbox.createdAt);
+    this.metrics?.startup('queued', runtime.name, claimedAt - createdAt);
     let runtimeId: string;
     let kubernetesJobId: string | null;
     try {
@@ -176,6 +195,7 @@ export class SandboxLifecycle {
         spec.registryAuth = { username: credential.username, password: credential.password, serverAddress: credential.server };
       }
       const created = await runtime.create(spec);
+      this.metrics?.startup('runtime_create', runtime.name, Date.now() - claimedAt);
       runtimeId = created.runtimeId;
       kubernetesJobId = created.kubernetesJobId ?? null;
     } catch (error) {
@@ -183,6 +203,7 @@ export class SandboxLifecycle {
       const errorType = RUNTIME_FAILURES[kind].startErrorType;
       const message = error instanceof Error ? error.message : String(error);
       this.log.warn({ sandboxId, errorType, message }, 'sandbox failed to start');
+      this.metrics?.startFailures.inc({ driver: runtime.name, error_type: errorType });
       const failed = await this.store.updateSandbox(
         sandboxId,
         { status: 'ERROR', errorType, errorMessage: message, terminatedAt: nowIso(), terminationReason: 'start_failed' },
@@ -200,6 +221,7 @@ export class SandboxLifecycle {
       ['PROVISIONING'],
       me,
     );
+    if (running) this.metrics?.startup('total', runtime.name, Date.now() - createdAt);
     if (running && running.egressGeneration > sandbox.egressGeneration) {
       // The policy changed while the container was starting: apply the newer one now (the reconciler retries).
       this.egress.apply(sandboxId).catch(() => undefined);

@@ -1,6 +1,7 @@
 import type { CorralConfig } from '../config.js';
 import { ApiError } from '../errors/api-error.js';
 import { diskPolicyOf, diskShortfall } from '../runtime/disk-admission.js';
+import { RuntimeError, type RuntimeStats } from '../runtime/runtime.js';
 import type { SandboxFilter, Store } from '../store/store.js';
 import { newId } from '../util/ids.js';
 import { nowIso } from '../util/time.js';
@@ -12,6 +13,7 @@ import type { ImageService } from './image-service.js';
 import { QuotaExceededError, QuotaService } from './quota-service.js';
 import type { RegistryCredentialsService } from './registry-credentials-service.js';
 import type { SandboxLifecycle } from './sandbox-lifecycle.js';
+import { type SandboxNetworkUsage, readInsideUsage } from './sandbox-stats.js';
 import { isTerminal, type SandboxRecord, type SandboxStatus } from '../records/sandbox-records.js';
 import { maySeeSandbox } from './sandbox-visibility.js';
 
@@ -100,6 +102,22 @@ function shellQuote(word: string): string {
 function startCommandString(command: CreateSandboxInput['startCommand']): string | null {
   if (command === null || typeof command === 'string') return command;
   return [command.executable, ...(command.args ?? [])].map(shellQuote).join(' ');
+}
+
+/** One sandbox's resource usage (`GET /sandbox/{id}/stats`). */
+export interface SandboxUsage {
+  sandboxId: string;
+  status: SandboxStatus;
+  /** When it was read. */
+  at: string;
+  /** CPU time used since start, and the sandbox's `cpu_cores`. */
+  cpu: { usageSeconds: number; limitCores: number };
+  memory: { usedBytes: number; limitBytes: number };
+  pids: number;
+  /** `usedBytes` of its root filesystem; null when it could not be read (PAUSED, no `df`). */
+  disk: { usedBytes: number | null; limitBytes: number };
+  /** Counters of its interfaces but loopback; null when they could not be read. */
+  network: SandboxNetworkUsage | null;
 }
 
 /**
@@ -197,7 +215,10 @@ export class SandboxService {
     let inserted: { sandbox: SandboxRecord; created: boolean };
     try {
       inserted = await this.store.insertSandbox(record, quota);
-      if (inserted.created) this.lifecycle.provision(inserted.sandbox);
+      if (inserted.created) {
+        this.lifecycle.events?.recordCreated(inserted.sandbox, { userId: caller.user.id, keyId: caller.apiKeyId });
+        this.lifecycle.provision(inserted.sandbox);
+      }
     } catch (error) {
       if (error instanceof QuotaExceededError) throw QuotaService.toApiError(error);
       throw error;
@@ -402,6 +423,43 @@ export class SandboxService {
       else missing.push(id);
     }
     return { statuses, missing };
+  }
+
+  /** This deployment's active sandboxes by status and driver (`corral_sandboxes`). */
+  countActive(): Promise<Array<{ status: string; driver: string; count: number }>> {
+    return this.store.countActiveSandboxes(this.config.instanceId);
+  }
+
+  /**
+   * Resource usage of a RUNNING or PAUSED sandbox the caller may see: CPU, memory and pids from
+   * the driver; disk and network read from inside it (`readInsideUsage`; null while it is PAUSED,
+   * or when they cannot be read). 409 `SANDBOX_NOT_RUNNING` for any other status.
+   */
+  async stats(caller: Principal, id: string): Promise<SandboxUsage> {
+    const sandbox = await this.get(caller, id);
+    const runtime = this.lifecycle.runtime;
+    const runtimeId = sandbox.runtimeId;
+    if (!runtime || !runtimeId || (sandbox.status !== 'RUNNING' && sandbox.status !== 'PAUSED')) {
+      throw new ApiError('SANDBOX_NOT_RUNNING', `Sandbox ${id} is ${sandbox.status}; stats are read from a RUNNING or PAUSED sandbox`);
+    }
+    let usage: RuntimeStats;
+    try {
+      usage = await runtime.stats(runtimeId);
+    } catch (error) {
+      if (error instanceof RuntimeError && error.kind === 'NOT_FOUND') throw new ApiError('SANDBOX_NOT_RUNNING', `Sandbox ${id} is no longer running`);
+      throw error;
+    }
+    const inside = sandbox.status === 'RUNNING' ? await readInsideUsage(runtime, runtimeId) : { diskUsedBytes: null, network: null };
+    return {
+      sandboxId: sandbox.id,
+      status: sandbox.status,
+      at: new Date().toISOString(),
+      cpu: { usageSeconds: usage.cpuUsageNanos / 1e9, limitCores: sandbox.cpuCores },
+      memory: { usedBytes: usage.memoryBytes, limitBytes: usage.memoryLimitBytes },
+      pids: usage.pids,
+      disk: { usedBytes: inside.diskUsedBytes, limitBytes: Math.round(sandbox.diskSizeGb * 1024 ** 3) },
+      network: inside.network,
+    };
   }
 
   /** The start command's output, bounded. Empty until the sandbox has a container. */

@@ -3,6 +3,7 @@ import type { SandboxPatch, SandboxRecord, SandboxStatus } from '../records/sand
 import { ACTIVE_STATUSES } from '../records/sandbox-records.js';
 import { TERMINAL_STATUSES } from '../records/sandbox-records.js';
 import { migrationProvider } from './migrations.js';
+import type { SandboxEventRecord, SandboxEventType } from '../records/event-records.js';
 import { checkQuota, type QuotaCheck, type QuotaRecord, type QuotaScope, type QuotaUsage } from '../records/quota-records.js';
 import type { ExposureRecord, ExposureProtocol, SshKeyRecord, SshSessionRecord, TunnelFilter, TunnelPatch, TunnelRecord, TunnelStatus } from '../records/network-records.js';
 import type { ExposuresTable, NetworkDatabase, SshSessionsTable, TunnelsTable } from './network-tables.js';
@@ -664,6 +665,48 @@ export class KyselyStore implements Store {
     await this.db.updateTable('api_keys').set({ last_used_at: at }).where('id', '=', id).execute();
   }
 
+  async countActiveSandboxes(runtimeOwner: string): Promise<Array<{ status: SandboxStatus; driver: string; count: number }>> {
+    const rows = await this.db
+      .selectFrom('sandboxes')
+      .select(['status', 'runtime_driver', (eb) => eb.fn.countAll<number | string>().as('n')])
+      .where('runtime_owner', '=', runtimeOwner)
+      .where('status', 'in', [...ACTIVE_STATUSES])
+      .groupBy(['status', 'runtime_driver'])
+      .execute();
+    return rows.map((row) => ({ status: row.status as SandboxStatus, driver: row.runtime_driver ?? 'none', count: Number(row.n) }));
+  }
+
+  async insertSandboxEvents(events: readonly SandboxEventRecord[]): Promise<void> {
+    if (events.length === 0) return;
+    const rows = events.map((e) => ({
+      id: e.id,
+      sandbox_id: e.sandboxId,
+      at: e.at,
+      type: e.type,
+      user_id: e.actor?.userId ?? null,
+      key_id: e.actor?.keyId ?? null,
+      data: JSON.stringify(e.data),
+    }));
+    // Bounded statements: SQLite allows 32 766 parameters, PostgreSQL 65 535.
+    await this.db.transaction().execute(async (trx) => {
+      for (let i = 0; i < rows.length; i += 500) await trx.insertInto('sandbox_events').values(rows.slice(i, i + 500)).execute();
+    });
+  }
+
+  async listSandboxEvents(sandboxId: string, after: string | null, limit: number): Promise<SandboxEventRecord[]> {
+    let query = this.db.selectFrom('sandbox_events').selectAll().where('sandbox_id', '=', sandboxId);
+    if (after !== null) query = query.where('id', '>', after);
+    const rows = await query.orderBy('id').limit(limit).execute();
+    return rows.map((row) => ({
+      id: row.id,
+      sandboxId: row.sandbox_id,
+      at: row.at,
+      type: row.type as SandboxEventType,
+      actor: row.user_id === null ? null : { userId: row.user_id, keyId: row.key_id },
+      data: JSON.parse(row.data) as Record<string, unknown>,
+    }));
+  }
+
   async purgeEndedSandboxes(endedBefore: string, limit: number): Promise<number> {
     const rows = await this.db
       .selectFrom('sandboxes')
@@ -676,6 +719,7 @@ export class KyselyStore implements Store {
     const ids = rows.map((r) => r.id);
     await this.db.transaction().execute(async (trx) => {
       await trx.deleteFrom('sandbox_labels').where('sandbox_id', 'in', ids).execute();
+      await trx.deleteFrom('sandbox_events').where('sandbox_id', 'in', ids).execute();
       await trx.deleteFrom('sandboxes').where('id', 'in', ids).execute();
     });
     return ids.length;

@@ -311,6 +311,24 @@ migrations['0011_paused'] = {
   },
 };
 
+migrations['0012_sandbox_events'] = {
+  async up(db: Kysely<unknown>): Promise<void> {
+    // A sandbox's timeline: lifecycle changes, execs, transfers, exposures, SSH sessions, policy
+    // changes. Ids sort in recording order; events are deleted with their sandbox's row.
+    await db.schema
+      .createTable('sandbox_events')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('sandbox_id', 'text', (c) => c.notNull())
+      .addColumn('at', 'text', (c) => c.notNull())
+      .addColumn('type', 'text', (c) => c.notNull())
+      .addColumn('user_id', 'text')
+      .addColumn('key_id', 'text')
+      .addColumn('data', 'text', (c) => c.notNull())
+      .execute();
+    await db.schema.createIndex('sandbox_events_sandbox').on('sandbox_events').columns(['sandbox_id', 'id']).execute();
+  },
+};
+
 /** Hands Kysely's migrator the migrations above. */
 export const migrationProvider: MigrationProvider = {
   getMigrations: () => Promise.resolve(migrations),

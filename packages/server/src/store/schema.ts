@@ -171,7 +171,19 @@ export interface ImageArtifactsTable {
   pushed_at: string;
 }
 
+/** Sandbox events (migration 0012); `data` is JSON text. Rows go with their sandbox's purge. */
+export interface SandboxEventsTable {
+  id: string;
+  sandbox_id: string;
+  at: string;
+  type: string;
+  user_id: string | null;
+  key_id: string | null;
+  data: string;
+}
+
 export interface Database {
+  sandbox_events: SandboxEventsTable;
   image_builds: ImageBuildsTable;
   image_artifacts: ImageArtifactsTable;
   replicas: ReplicasTable;

@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import type { ImageArtifactRecord, ImageBuildRecord } from '../records/image-records.js';
 import type { SandboxRecord, SandboxStatus } from '../records/sandbox-records.js';
+import type { SandboxEventRecord } from '../records/event-records.js';
 import { sandboxFixture } from '../testing/sandbox-fixture.js';
 import type { SandboxFilter, Store } from './store.js';
 import type { ApiKeyRecord, TeamRecord, UserRecord } from '../records/account-records.js';
@@ -955,6 +956,49 @@ export function runStoreSuite(name: string, open: () => Promise<Store>): void {
         assert.ok(await store.getSandbox(fresh.id));
         assert.ok(await store.getSandbox(live.id));
         assert.equal((await store.listSandboxes({ userId, labels: ['purge-me'] }, 1, 10)).total, 0);
+      });
+
+      test('sandbox events: insert in batches, list in id order after a cursor, purged with their sandbox', async () => {
+        const userId = unique('user');
+        const ended = sandbox({ userId, status: 'TERMINATED', terminatedAt: '2000-01-01T00:00:00.000Z' });
+        const live = sandbox({ userId, status: 'RUNNING', terminatedAt: null });
+        for (const s of [ended, live]) await store.insertSandbox(s);
+        const event = (sandboxId: string, i: number): SandboxEventRecord => ({
+          id: `${sandboxId}e${String(i).padStart(6, '0')}`,
+          sandboxId,
+          at: '2020-01-01T00:00:00.000Z',
+          type: 'exec',
+          actor: i % 2 === 0 ? { userId, keyId: 'key-1' } : null,
+          data: { command: `echo ${i}`, exitCode: i, nested: { ok: true } },
+        });
+        const many = Array.from({ length: 1203 }, (_, i) => event(ended.id, i));
+        await store.insertSandboxEvents(many);
+        await store.insertSandboxEvents([event(live.id, 1)]);
+        const first = await store.listSandboxEvents(ended.id, null, 3);
+        assert.deepEqual(first, many.slice(0, 3));
+        const page = await store.listSandboxEvents(ended.id, many[1199]?.id ?? null, 10);
+        assert.deepEqual(page.map((e) => e.id), many.slice(1200).map((e) => e.id));
+        assert.deepEqual(await store.listSandboxEvents(live.id, null, 10), [event(live.id, 1)]);
+        for (let i = 0; i < 1000 && (await store.getSandbox(ended.id)); i += 1) await store.purgeEndedSandboxes('2001-01-01T00:00:00.000Z', 100);
+        assert.deepEqual(await store.listSandboxEvents(ended.id, null, 10), []);
+        assert.equal((await store.listSandboxEvents(live.id, null, 10)).length, 1);
+      });
+
+      test('countActiveSandboxes counts one deployment\'s active rows by status and driver', async () => {
+        const owner = unique('owner');
+        const rows = [
+          sandbox({ runtimeOwner: owner, status: 'RUNNING', runtimeDriver: 'oci' }),
+          sandbox({ runtimeOwner: owner, status: 'RUNNING', runtimeDriver: 'oci' }),
+          sandbox({ runtimeOwner: owner, status: 'PENDING', runtimeDriver: null }),
+          sandbox({ runtimeOwner: owner, status: 'TERMINATED', runtimeDriver: 'oci', terminatedAt: '2999-01-01T00:00:00.000Z' }),
+          sandbox({ runtimeOwner: unique('other'), status: 'RUNNING', runtimeDriver: 'oci' }),
+        ];
+        for (const row of rows) await store.insertSandbox(row);
+        const counts = (await store.countActiveSandboxes(owner)).sort((a, b) => a.status.localeCompare(b.status));
+        assert.deepEqual(counts, [
+          { status: 'PENDING', driver: 'none', count: 1 },
+          { status: 'RUNNING', driver: 'oci', count: 2 },
+        ]);
       });
 
       test('registry credentials: insert, get, list by user and team, delete', async () => {

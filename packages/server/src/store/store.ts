@@ -2,6 +2,7 @@ import type { SandboxPatch, SandboxRecord, SandboxStatus } from '../records/sand
 import type { QuotaCheck, QuotaRecord, QuotaScope, QuotaUsage } from '../records/quota-records.js';
 import type { ExposureRecord, SshKeyRecord, SshSessionRecord, TunnelFilter, TunnelPatch, TunnelRecord } from '../records/network-records.js';
 import type { ImageArtifactRecord, ImageBuildPatch, ImageBuildRecord, ImageBuildStatus } from '../records/image-records.js';
+import type { SandboxEventRecord } from '../records/event-records.js';
 import type { ApiKeyRecord, RegistryCredentialRecord, TeamMemberRecord, TeamRecord, UserRecord } from '../records/account-records.js';
 
 /** Which sandboxes a listing or bulk operation covers. Every field narrows the set. */
@@ -107,9 +108,15 @@ export interface Store {
    * replicas'). Returns the function that stops the calls. Held creates wait on this.
    */
   onSandboxUpdated(listener: (sandbox: SandboxRecord) => void): () => void;
+  /** The active sandboxes of deployment `runtimeOwner`, counted by status and driver (`none` before one is chosen). */
+  countActiveSandboxes(runtimeOwner: string): Promise<Array<{ status: SandboxStatus; driver: string; count: number }>>;
   /** Sets `lastActivityAt` for many sandboxes at once. */
   touchSandboxes(ids: readonly string[], at: string): Promise<void>;
-  /** Deletes up to `limit` ended sandboxes whose `terminatedAt` is before `endedBefore`; returns how many. */
+  /** Stores events (ids unique); one transaction. */
+  insertSandboxEvents(events: readonly SandboxEventRecord[]): Promise<void>;
+  /** A sandbox's events with ids after `after` (from the first when null), in id order, at most `limit`. */
+  listSandboxEvents(sandboxId: string, after: string | null, limit: number): Promise<SandboxEventRecord[]>;
+  /** Deletes up to `limit` ended sandboxes whose `terminatedAt` is before `endedBefore`, with their labels and events; returns how many. */
   purgeEndedSandboxes(endedBefore: string, limit: number): Promise<number>;
 
   insertUser(user: UserRecord): Promise<void>;

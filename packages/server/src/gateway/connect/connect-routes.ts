@@ -2,7 +2,8 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import { connectCodeOfStatus } from '../../errors/error-codes.js';
 import type { ExecProcess, ExecRequest } from '../../runtime/runtime.js';
 import type { Release } from '../fair-scheduler.js';
-import { type GatewayContext, type GatewayParams, runtimeFailure, targetOf } from '../gateway-context.js';
+import { type GatewayContext, type GatewayParams, actorOf, runtimeFailure, targetOf } from '../gateway-context.js';
+import { maskSecrets, truncateText } from '../../services/sandbox-events.js';
 import { GatewayError, retryAfterOf } from '../../errors/gateway-error.js';
 import type { GatewayTarget } from '../gateway-target.js';
 import { create, toBinary } from '@bufbuild/protobuf';
@@ -296,6 +297,7 @@ export function registerConnectRoutes(app: FastifyInstance, ctx: GatewayContext)
       }
       const session = new CommandSession(target.sandboxId, registry.allocatePid(target.sandboxId), req.tag, req.command, pty !== undefined, proc);
       registry.add(session);
+      ctx.events.record(target.sandboxId, 'stream.opened', { command: truncateText(maskSecrets([req.command.cmd, ...req.command.args].join(' '), Object.values(req.command.envs))), tty: pty !== undefined, detach: false, via: 'connect' }, actorOf(target));
       released = true;
       void session.outcome.then(release);
       if (reply.raw.destroyed || reply.raw.socket?.destroyed === true) {

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import Type from 'typebox';
-import { type AppServices, principalOf } from '../app-services.js';
+import { type AppServices, actorOfPrincipal, principalOf } from '../app-services.js';
 import { ERROR_RESPONSES, SandboxIdParams, SuccessResponse } from '../schemas/common.js';
 import {
   CreateSshSessionBody,
@@ -43,6 +43,7 @@ export function registerExposureRoutes(app: FastifyInstance, services: Pick<AppS
         sandbox,
         { port: body.port, name: body.name ?? null, protocol: body.protocol ?? 'HTTP', auth: body.auth ?? 'none' },
         baseUrl(services, request),
+        actorOfPrincipal(principalOf(request)),
       );
     },
   );
@@ -72,7 +73,7 @@ export function registerExposureRoutes(app: FastifyInstance, services: Pick<AppS
     },
     async (request) => {
       const sandbox = await sandboxes.get(principalOf(request), request.params.sandbox_id);
-      await network.unexpose(sandbox.id, request.params.exposure_id);
+      await network.unexpose(sandbox.id, request.params.exposure_id, actorOfPrincipal(principalOf(request)));
       return { success: true, message: `Exposure ${request.params.exposure_id} removed` };
     },
   );
@@ -121,7 +122,7 @@ export function registerExposureRoutes(app: FastifyInstance, services: Pick<AppS
     },
     async (request) => {
       const sandbox = await sandboxes.get(principalOf(request), request.params.sandbox_id);
-      await network.closeSshSession(sandbox.id, request.params.session_id);
+      await network.closeSshSession(sandbox.id, request.params.session_id, actorOfPrincipal(principalOf(request)));
       return { success: true, message: `SSH session ${request.params.session_id} closed` };
     },
   );

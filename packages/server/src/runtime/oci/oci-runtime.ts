@@ -814,6 +814,14 @@ export class OciRuntime implements SandboxRuntime {
     return n;
   }
 
+  /** The warm pool's fill (ready sandboxes, and what recent demand asks for); undefined while it is off. */
+  warmPool(): { ready: number; target: number } | undefined {
+    if (this.warmDemand.max <= 0) return undefined;
+    let target = 0;
+    for (const entry of this.warmDemand.targets().values()) target += entry.count;
+    return { ready: this.warmReady(), target };
+  }
+
   /** True when sandboxes load the precompiled seccomp filter (libseccomp-dev was there to build the compiler). */
   get seccompPrecompiled(): boolean {
     return this.seccompBpf !== undefined;

@@ -394,7 +394,9 @@ export async function killCgroupTree(name: string, root = '/sys/fs/cgroup'): Pro
     for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) if (entry.isDirectory()) await collect(join(dir, entry.name));
   };
   for (const dir of found) await collect(dir);
-  for (let attempt = 0; attempt < 50 && tree.length > 0; attempt += 1) {
+  // A SIGKILLed process leaves only once it is out of uninterruptible waits (I/O on a loaded host):
+  // up to 30 s, then the cgroups are left behind (and the processes, if they never go).
+  for (let attempt = 0; attempt < 300 && tree.length > 0; attempt += 1) {
     for (const dir of tree) {
       const pids = (await readFile(join(dir, 'cgroup.procs'), 'utf8').catch(() => '')).split('\n').filter(Boolean);
       for (const pid of pids) {

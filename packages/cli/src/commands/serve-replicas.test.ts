@@ -164,17 +164,23 @@ for (const entry of variants) {
 
       /**
        * An exec is not replayed by the SDK once sent; `echo` is safe to run again after a cut
-       * connection. Up to 8 tries, 300 ms growing to 2 s apart: a kill cuts what is in flight, and
-       * on a loaded host the restarted replica takes seconds to listen again.
+       * connection. Up to 12 tries, 300 ms growing to 3 s apart (about 25 s in all): a kill cuts
+       * what is in flight, and on a loaded host the restarted replica takes seconds to listen
+       * again. A failure lists every try's error, with when it came.
        */
       async function execWithRetry(sandbox: Sandbox, command: string): Promise<string> {
+        const tries: string[] = [];
+        const started = Date.now();
         for (let attempt = 0; ; attempt++) {
           try {
             return (await sandbox.exec(command, { timeout: 30 })).stdout;
           } catch (error) {
-            if (!(error instanceof ConnectionError) || attempt >= 7) throw error;
+            tries.push(`+${Date.now() - started} ms ${error instanceof Error ? error.message : String(error)}`);
+            if (!(error instanceof ConnectionError) || attempt >= 11) {
+              throw new Error(`exec failed after ${tries.length} tries:\n  ${tries.join('\n  ')}`, { cause: error });
+            }
             execRetries++;
-            await new Promise((resolve) => setTimeout(resolve, Math.min(2_000, 300 * 1.5 ** attempt)));
+            await new Promise((resolve) => setTimeout(resolve, Math.min(3_000, 300 * 1.5 ** attempt)));
           }
         }
       }

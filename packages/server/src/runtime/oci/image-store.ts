@@ -316,6 +316,12 @@ export class ImageStore {
     return this.saveRecord({ ref: parseImageRef(name).canonical, digest, layers, config, source: 'docker-archive', createdAt: new Date().toISOString() });
   }
 
+  /** Stores `image`'s layers and config under another reference too (a copy, never marked as pulled with credentials). */
+  async tag(image: ImageRecord, reference: string): Promise<ImageRecord> {
+    const { authenticated: _authenticated, ...rest } = image;
+    return this.saveRecord({ ...rest, ref: parseImageRef(reference).canonical, createdAt: new Date().toISOString() });
+  }
+
   /** Forgets an image (its layers stay until {@link gc}). */
   async remove(reference: string): Promise<void> {
     await rm(this.recordPath(parseImageRef(reference).canonical), { force: true });

@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { chmod, chown, lchown, lstat, mkdir, mkdtemp, open, readdir, readFile, realpath, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { basename, join, relative, resolve } from 'node:path';
-import { type ImageBuilder, ImageBuildError, type ImageBuildRequest, type ImageBuildResult } from '../image-builder.js';
+import { type ImageBuilder, ImageBuildError, type ImageBuildRequest, type ImageBuildResult, type ImageTransferRequest } from '../image-builder.js';
 import { parseImageRef } from '../registry/image-ref.js';
 import { RuntimeError } from '../runtime.js';
 import { runTool } from '../run-tool.js';
@@ -111,6 +111,42 @@ export class OciImageBuilder implements ImageBuilder {
 
   async remove(reference: string): Promise<void> {
     await this.options.images.remove(reference);
+  }
+
+  async rename(from: string, to: string): Promise<string> {
+    const record = await this.options.images.get(from);
+    if (!record) throw new Error(`${from} is not in the image store`);
+    const copy = await this.options.images.tag(record, to);
+    await this.options.images.remove(from);
+    return copy.digest;
+  }
+
+  /** Pulls `source` into the image store (with the user's credentials, when given) and stores it under the reference too. */
+  async transfer(request: ImageTransferRequest): Promise<ImageBuildResult> {
+    let source: string;
+    try {
+      source = parseImageRef(request.source).canonical;
+    } catch (error) {
+      throw new ImageBuildError(`source_image ${request.source}: ${(error as Error).message}`, null, '');
+    }
+    if (parseImageRef(source).registry === 'corral.local') {
+      throw new ImageBuildError(`source_image ${request.source}: built images are not transferred; build it again or use it as it is`, null, '');
+    }
+    request.onOutput(`corral: pulling ${source}\n`);
+    let record: ImageRecord;
+    try {
+      // Pulled again (not taken from the store): the registry decides whether these credentials may have it.
+      record = await this.options.images.pull(source, request.credentials);
+    } catch (error) {
+      const message = error instanceof RuntimeError ? error.message : String(error);
+      throw new ImageBuildError(`the registry did not give ${source}: ${message}`, null, '');
+    }
+    const reference = parseImageRef(request.reference).canonical;
+    const copy = await this.options.images.tag(record, reference);
+    let sizeBytes = 0;
+    for (const hex of copy.layers) sizeBytes += await directorySize(this.options.images.layerDir(hex));
+    request.onOutput(`corral: stored ${reference} (${copy.digest})\n`);
+    return { reference, digest: copy.digest, sizeBytes };
   }
 
   private storageArgs(cacheKey: string): string[] {
@@ -457,6 +493,16 @@ async function writeOciLayout(record: ImageRecord, dir: string, layerDir: (hex: 
     join(dir, 'index.json'),
     JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...manifest, annotations: { 'org.opencontainers.image.ref.name': 'latest' } }] }),
   );
+}
+
+/** Bytes of the regular files under `dir` (links not followed). */
+async function directorySize(dir: string): Promise<number> {
+  let total = 0;
+  for (const entry of await readdir(dir, { withFileTypes: true, recursive: true }).catch(() => [])) {
+    if (!entry.isFile()) continue;
+    total += (await lstat(join(entry.parentPath ?? entry.path, entry.name)).catch(() => ({ size: 0 }))).size;
+  }
+  return total;
 }
 
 async function sha256File(path: string): Promise<string> {

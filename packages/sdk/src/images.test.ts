@@ -13,6 +13,7 @@ import {
   GatedRuntime,
   ImageBuildError,
   type ImageBuilder,
+  type ImageTransferRequest,
   type ImageBuildRequest,
   type ImageBuildResult,
   type ListeningTestServer,
@@ -97,6 +98,12 @@ class StubBuilder implements ImageBuilder {
     request.onOutput('STEP 2/2: RUN make\nmake: *** no rule\n');
     if (request.dockerfilePath === 'fail.Dockerfile') throw new ImageBuildError('the build failed (buildah exit 1) at STEP 2/2: RUN make', 'STEP 2/2: RUN make', 'make: *** no rule\n');
     return { reference: request.reference, digest: `sha256:${'0'.repeat(64)}`, sizeBytes: 10 };
+  }
+  transfer(request: ImageTransferRequest): Promise<ImageBuildResult> {
+    return Promise.resolve({ reference: request.reference, digest: `sha256:${'1'.repeat(64)}`, sizeBytes: 10 });
+  }
+  rename(): Promise<string> {
+    return Promise.resolve(`sha256:${'0'.repeat(64)}`);
   }
   remove(): Promise<void> {
     return Promise.resolve();

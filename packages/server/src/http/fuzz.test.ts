@@ -12,6 +12,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import type { LightMyRequestResponse } from 'fastify';
+import type { ImageBuilder, ImageBuildRequest, ImageBuildResult, ImageTransferRequest } from '../runtime/image-builder.js';
+import { GatedRuntime } from '../testing/gated-runtime.js';
 import { startTestServer, type TestServer } from '../testing/test-server.js';
 
 const DEFAULT_SEED = 20_260_522;
@@ -541,5 +543,66 @@ describe('HTTP fuzz: every route answers 2xx/4xx JSON objects', () => {
     const fetched = await ts.request('GET', `/api/v1/sandbox/${id}`);
     assert.equal(fetched.statusCode, 200, fetched.body);
     assert.equal(fetched.json<{ id: string; name: string }>().name, 'after-fuzz');
+  });
+});
+
+/** A builder that builds nothing and answers at once: the images API's handlers run past "no builder" (501). */
+class InstantBuilder implements ImageBuilder {
+  unavailable(): Promise<string | undefined> {
+    return Promise.resolve(undefined);
+  }
+  build(request: ImageBuildRequest): Promise<ImageBuildResult> {
+    return Promise.resolve({ reference: request.reference, digest: `sha256:${'0'.repeat(64)}`, sizeBytes: 1 });
+  }
+  transfer(request: ImageTransferRequest): Promise<ImageBuildResult> {
+    return Promise.resolve({ reference: request.reference, digest: `sha256:${'1'.repeat(64)}`, sizeBytes: 1 });
+  }
+  rename(): Promise<string> {
+    return Promise.resolve(`sha256:${'2'.repeat(64)}`);
+  }
+  remove(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+class BuildingRuntime extends GatedRuntime {
+  readonly imageBuilder = new InstantBuilder();
+}
+
+describe('HTTP fuzz: the images API with a builder present', () => {
+  let ts: TestServer;
+  let fixtures: Fixtures;
+  let operations: Operation[];
+
+  before(async () => {
+    ts = await startTestServer({}, {}, { runtime: new BuildingRuntime() });
+    const user = await ts.createUser('fuzz-images');
+    // Something to find: a transferred image of the user, and one of the admin.
+    for (const key of [user.key, ts.adminKey]) {
+      const made = await ts.request('POST', '/api/v1/images/build', { key, body: { source_image: '127.0.0.1:5000/corral/busybox:latest', image_name: 'fuzz', image_tag: 'v1' } });
+      assert.equal(made.statusCode, 201, made.body);
+    }
+    fixtures = { adminKey: ts.adminKey, userKey: user.key, revokedKey: 'sk-revoked-none', realIds: ['fuzz', 'v1', 'busybox', 'latest'] };
+    const doc = await ts.request('GET', '/openapi.json', { key: null });
+    operations = operationsOf(doc.json()).filter((op) => op.template.includes('/images') || op.template.includes('check-docker-image'));
+    assert.ok(operations.length >= 10, `expected the images API's operations, found ${operations.map((o) => o.template).join(', ')}`);
+  });
+
+  after(async () => {
+    await ts?.close();
+  });
+
+  test('every images operation survives random and boundary requests (2xx/4xx JSON; 501 only where declared)', async (t) => {
+    let index = 0;
+    for (const op of operations) {
+      const seed = SEED + 7919 + index++;
+      await t.test(`${op.method} ${op.template}`, async () => {
+        const property = fc.asyncProperty(requestFor(op, fixtures), async (request) => {
+          const response = await send(ts, request);
+          checkResponse(operations, request, response);
+        });
+        await checkProperty(property, { seed, numRuns: RUNS_PER_OPERATION }, `${op.method} ${op.template}`);
+      });
+    }
   });
 });

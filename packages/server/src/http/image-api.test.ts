@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { ImageBuilder, ImageBuildRequest, ImageBuildResult } from '../runtime/image-builder.js';
+import type { ImageBuilder, ImageBuildRequest, ImageBuildResult, ImageTransferRequest } from '../runtime/image-builder.js';
 import { ImageBuildError } from '../runtime/image-builder.js';
 import { GatedRuntime } from '../testing/gated-runtime.js';
 import { eventually } from '../testing/runtime-available.js';
@@ -35,6 +35,17 @@ class StubBuilder implements ImageBuilder {
     } finally {
       this.running -= 1;
     }
+  }
+  readonly transfers: ImageTransferRequest[] = [];
+  readonly renames: [string, string][] = [];
+  transfer(request: ImageTransferRequest): Promise<ImageBuildResult> {
+    this.transfers.push(request);
+    if (request.source.includes('refused')) return Promise.reject(new ImageBuildError('the registry did not give it: the registry refused access', null, ''));
+    return Promise.resolve({ reference: request.reference, digest: 'sha256:' + '1'.repeat(64), sizeBytes: 99 });
+  }
+  rename(from: string, to: string): Promise<string> {
+    this.renames.push([from, to]);
+    return Promise.resolve('sha256:' + '2'.repeat(64));
   }
   remove(): Promise<void> {
     return Promise.resolve();
@@ -91,8 +102,11 @@ describe('images API (stand-in builder)', () => {
       assert.equal(response.statusCode, 422, response.body);
       assert.equal(response.json<{ errors: { param: string }[] }>().errors[0]?.param, param);
     }
-    const transfer = await t.request('POST', '/api/v1/images/build', { key: alice.key, body: { source_image: 'busybox:latest' } });
-    assert.equal(transfer.statusCode, 501, transfer.body);
+    const transfer = await t.request('POST', '/api/v1/images/build', { key: alice.key, body: { source_image: 'Not A Ref!' } });
+    assert.equal(transfer.statusCode, 422, transfer.body);
+    assert.equal(transfer.json<{ errors: { param: string }[] }>().errors[0]?.param, 'source_image');
+    const named = await t.request('POST', '/api/v1/images/build', { key: alice.key, body: { source_image: 'a:1,b:2', image_name: 'x' } });
+    assert.equal(named.statusCode, 422, named.body);
     const team = await t.request('POST', '/api/v1/images/build', { key: alice.key, body: { image_name: 'a', image_tag: 'b', team_id: 'not-my-team' } });
     assert.equal(team.statusCode, 403, team.body);
   });
@@ -190,6 +204,75 @@ describe('images API (stand-in builder)', () => {
     const left = (await t.request('GET', '/api/v1/images', { key: alice.key })).json<{ data: { status: string }[]; total_count: number }>();
     assert.equal(left.total_count, 0);
     assert.deepEqual(left.data.filter((r) => r.status === 'COMPLETED'), []);
+  });
+
+  it('transfers source images (one, or several comma-separated with per-source failures); a refused pull fails the build with its reason', async () => {
+    const one = await t.request('POST', '/api/v1/images/build', { key: bob.key, body: { source_image: '127.0.0.1:5000/corral/tool:1.2' } });
+    assert.equal(one.statusCode, 201, one.body);
+    const single = one.json<{ build_id: string; buildIds: string[]; upload_url: string | null; expires_in: number | null; fullImagePath: string }>();
+    assert.deepEqual([single.upload_url, single.expires_in, single.buildIds], [null, null, [single.build_id]]);
+    assert.equal(single.fullImagePath, `corral.local/${bob.id}/tool:1.2`);
+    assert.equal((await waitFor(bob.key, single.build_id, ['COMPLETED', 'FAILED'])).status, 'COMPLETED');
+    assert.equal(runtime.imageBuilder.transfers.at(-1)?.source, '127.0.0.1:5000/corral/tool:1.2');
+    assert.equal(runtime.imageBuilder.transfers.at(-1)?.credentials, undefined);
+
+    const bulk = await t.request('POST', '/api/v1/images/build', { key: bob.key, body: { sourceImage: '127.0.0.1:5000/a/refused:v1, bad ref!, 127.0.0.1:5000/b/ok@sha256:' + 'a'.repeat(64) } });
+    assert.equal(bulk.statusCode, 201, bulk.body);
+    const { results, failed } = bulk.json<{ results: { sourceImage: string; success: boolean; buildId: string | null; fullImagePath: string | null; error: string | null }[]; failed: { sourceImage: string }[] }>();
+    assert.deepEqual(results.map((r) => r.success), [true, false, true]);
+    assert.deepEqual(failed.map((f) => f.sourceImage), ['bad ref!']);
+    assert.equal(results[2]?.fullImagePath, `corral.local/${bob.id}/ok:sha256-${'a'.repeat(16)}`);
+    const refused = await waitFor(bob.key, results[0]!.buildId!, ['COMPLETED', 'FAILED']);
+    assert.equal(refused.status, 'FAILED');
+    assert.match(refused.errorMessage ?? '', /refused access/);
+    // The user's credentials for the source's registry go with the pull.
+    const cred = await t.request('POST', '/api/v1/template/registry-credentials', { key: bob.key, body: { name: 'r', server: '127.0.0.1:5000', username: 'u', password: 'p' } });
+    assert.equal(cred.statusCode, 201, cred.body);
+    const withCred = await t.request('POST', '/api/v1/images/build', { key: bob.key, body: { source_image: '127.0.0.1:5000/corral/tool:1.3' } });
+    await waitFor(bob.key, withCred.json<{ build_id: string }>().build_id, ['COMPLETED', 'FAILED']);
+    assert.deepEqual(runtime.imageBuilder.transfers.at(-1)?.credentials, { username: 'u', password: 'p' });
+    const other = await t.request('POST', '/api/v1/images/build', { key: bob.key, body: { source_image: '127.0.0.1:5001/x:1', registry_credentials_id: cred.json<{ id: string }>().id } });
+    assert.equal(other.statusCode, 422, other.body);
+  });
+
+  it('PATCH /images renames per item (dry run, conflicts, PUBLIC and missing images fail alone); vm-build answers the image', async () => {
+    for (const tag of ['p1', 'p2']) {
+      const r = await t.request('POST', '/api/v1/images/build', { key: alice.key, body: { source_image: `127.0.0.1:5000/corral/patchme:${tag}` } });
+      await waitFor(alice.key, r.json<{ build_id: string }>().build_id, ['COMPLETED']);
+    }
+    const patch = (body: unknown) => t.request('PATCH', '/api/v1/images', { key: alice.key, body });
+    const dry = await patch({ dryRun: true, updates: [{ source: { reference: 'patchme:p1' }, set: { name: 'renamed' } }] });
+    assert.equal(dry.statusCode, 200, dry.body);
+    assert.deepEqual(dry.json<{ success: boolean; dryRun: boolean; results: { after: { name: string } }[] }>().results[0]?.after.name, 'renamed');
+    assert.equal(runtime.imageBuilder.renames.length, 0, 'a dry run changes nothing');
+    const response = await patch({
+      mode: 'explicit',
+      updates: [
+        { source: { reference: `${alice.id}/patchme:p1` }, set: { name: 'renamed' } },
+        { source: { owner: { type: 'personal' }, name: 'patchme', tag: 'p2' }, set: { name: 'renamed', tag: 'p1' } },
+        { source: { owner: { type: 'personal' }, name: 'patchme', tag: 'p2' }, set: { visibility: 'PUBLIC' } },
+        { source: { reference: 'nosuch:v1' }, set: { tag: 'v2' } },
+        { source: { owner: { type: 'team', teamId: 'not-mine' }, name: 'patchme', tag: 'p2' }, set: { tag: 'v9' } },
+      ],
+    });
+    assert.equal(response.statusCode, 200, response.body);
+    const body = response.json<{ success: boolean; results: { success: boolean; before: { name: string; tag: string } | null; after: { name: string; tag: string } | null; error: { code: string } | null }[] }>();
+    assert.equal(body.success, false);
+    assert.deepEqual(body.results.map((r) => r.error?.code ?? 'ok'), ['ok', 'CONFLICT', 'NOT_IMPLEMENTED', 'IMAGE_NOT_FOUND', 'IMAGE_NOT_FOUND']);
+    assert.deepEqual(body.results[0]?.after, { owner: { type: 'personal' }, name: 'renamed', tag: 'p1', visibility: 'PRIVATE' });
+    assert.deepEqual(runtime.imageBuilder.renames, [[`corral.local/${alice.id}/patchme:p1`, `corral.local/${alice.id}/renamed:p1`]]);
+    const names = (await t.request('GET', '/api/v1/images', { key: alice.key })).json<{ data: { imageName: string; imageTag: string }[] }>().data.map((r) => `${r.imageName}:${r.imageTag}`);
+    assert.ok(names.includes('renamed:p1') && !names.includes('patchme:p1'), names.join());
+    assert.equal((await patch({ updates: [] })).statusCode, 422);
+    // Bob cannot reach alice's image by its reference.
+    const bobs = await t.request('PATCH', '/api/v1/images', { key: bob.key, body: { updates: [{ source: { reference: `${alice.id}/renamed:p1` }, set: { tag: 'mine' } }] } });
+    assert.equal(bobs.json<{ results: { error: { code: string } | null }[] }>().results[0]?.error?.code, 'IMAGE_NOT_FOUND');
+
+    const vm = await t.request('POST', '/api/v1/images/renamed/p1/vm-build', { key: alice.key, body: {} });
+    assert.equal(vm.statusCode, 200, vm.body);
+    assert.deepEqual([vm.json<{ status: string }>().status, vm.json<{ fullImagePath: string }>().fullImagePath], ['COMPLETED', `corral.local/${alice.id}/renamed:p1`]);
+    const bobVm = await t.request('POST', '/api/v1/images/renamed/p1/vm-build', { key: bob.key, body: {} });
+    assert.equal(bobVm.statusCode, 404, bobVm.body);
   });
 
   it('answers check-docker-image for an unreachable or malformed reference without a 5xx', async () => {

@@ -1,6 +1,6 @@
 /**
- * What Prime's clients send for images, byte for byte where it matters, against a real server with
- * real buildah (the oci driver):
+ * What Prime's clients send for images, byte for byte where it matters, against a real server, once
+ * per driver (real buildah on oci, the engine's builder on docker):
  * - `prime_sandboxes.ImageClient` (SDK 0.2.39, `images.py`): `initiate_build(BuildImageRequest(...))`
  *   posts `model_dump(exclude_none=True)`, the caller PUTs the context to `upload_url` as the CLI does,
  *   `start_build` posts `{"context_uploaded": true}`, `get_build_status` is polled, `list()` sends
@@ -126,138 +126,144 @@ function assertImageListResponse(body: Record<string, unknown>): Array<Record<st
   return rows;
 }
 
-const missing = imageBuildMissing() ?? pythonMissing();
-if (missing) {
-  unavailableSuite("Prime's ImageClient and `prime images push` against Corral", missing);
-} else {
-  describe("Prime's ImageClient and `prime images push` against Corral", { timeout: 900_000 }, () => {
-    let server: ListeningTestServer;
-    let user: { id: string; key: string };
-    const scratch = mkdtempSync(join(tmpdir(), 'corral-prime-images-'));
+for (const driver of ['oci', 'docker'] as const) {
+  const missing = imageBuildMissing(driver) ?? pythonMissing();
+  if (missing) {
+    unavailableSuite(`Prime's ImageClient and \`prime images push\` against Corral (${driver} driver)`, missing);
+  } else {
+    describe(`Prime's ImageClient and \`prime images push\` against Corral (${driver} driver)`, { timeout: 900_000 }, () => {
+      let server: ListeningTestServer;
+      let user: { id: string; key: string };
+      const scratch = mkdtempSync(join(tmpdir(), 'corral-prime-images-'));
 
-    before(async () => {
-      server = await startImageBuildServer('prime-img', { imageBuildMemoryMb: 1024, imageBuildCpus: 1 }, ['python', 'busybox']);
-      user = await server.t.createUser('prime-images');
-    });
-    after(async () => {
-      await server?.close();
-      rmSync(scratch, { recursive: true, force: true });
-    });
-
-    /** Polls `get_build_status` until the build ends. */
-    const waitForBuild = (call: ReturnType<typeof apiClient>, id: string) =>
-      eventually(async () => {
-        const answer = await call('GET', `/images/build/${id}`);
-        assert.equal(answer.status, 200, answer.body);
-        const body = answer.json<{ status: string; errorMessage: string | null; fullImagePath: string }>();
-        return ['COMPLETED', 'FAILED', 'CANCELLED'].includes(body.status) ? body : undefined;
-      }, 600_000, `build ${id}`);
-
-    /** Creates a sandbox of `image` as Prime's SDK does and runs `argv` in it; its output. */
-    const runInSandbox = async (call: ReturnType<typeof apiClient>, image: string, argv: string[]): Promise<string> => {
-      const created = await call('POST', '/sandbox', {
-        json: { name: 'prime-built', docker_image: image, cpu_cores: 1.0, memory_gb: 1.0, disk_size_gb: 5.0, gpu_count: 0, timeout_minutes: 60, labels: [] },
+      before(async () => {
+        server = await startImageBuildServer('prime-img', { imageBuildMemoryMb: 1024, imageBuildCpus: 1 }, ['python', 'busybox'], driver);
+        user = await server.t.createUser('prime-images');
       });
-      assert.equal(created.status, 201, created.body);
-      const id = created.json<{ id: string }>().id;
-      const running = await eventually(async () => {
-        const s = (await call('GET', `/sandbox/${id}`)).json<{ status: string; errorMessage: string | null }>();
-        return ['RUNNING', 'ERROR'].includes(s.status) ? s : undefined;
-      }, 180_000, 'RUNNING');
-      assert.equal(running.status, 'RUNNING', running.errorMessage ?? '');
-      const row = await server.t.server.store.getSandbox(id);
-      const exec = await server.t.server.runtime!.exec(row!.runtimeId!, { argv });
-      exec.stderr.resume();
-      let out = '';
-      for await (const chunk of exec.stdout) out += (chunk as Buffer).toString();
-      await exec.wait();
-      assert.equal((await call('DELETE', `/sandbox/${id}`)).status, 200);
-      return out;
-    };
+      after(async () => {
+        // Built images leave the driver's store (the docker engine's is shared with other tests).
+        if (server) for (const row of (await apiClient(server.url, user.key)('GET', '/images')).json<{ data: { imageName: string; imageTag: string }[] }>().data) {
+          await apiClient(server.url, user.key)('DELETE', `/images/${row.imageName}/${row.imageTag}`);
+        }
+        await server?.close();
+        rmSync(scratch, { recursive: true, force: true });
+      });
 
-    it('ImageClient: initiate_build, the upload, start_build, get_build_status and list build FROM python:3.11-slim (multi-stage, COPY --from, RUN); a sandbox runs it', async () => {
-      const call = apiClient(server.url, user.key);
-      const context = join(scratch, 'py');
-      mkdirSync(context);
-      writeFileSync(
-        join(context, 'Dockerfile'),
-        [
-          'FROM python:3.11-slim AS build',
-          'WORKDIR /src',
-          'COPY make_greeting.py .',
-          'RUN python3 make_greeting.py > greeting.txt',
-          'FROM python:3.11-slim',
-          'COPY --from=build /src/greeting.txt /app/greeting.txt',
-          'COPY app.py /app/app.py',
-          'CMD ["python3", "/app/app.py"]',
-          '',
-        ].join('\n'),
-      );
-      writeFileSync(join(context, 'make_greeting.py'), 'import sys\nprint(f"built with python {sys.version_info.major}.{sys.version_info.minor}")\n');
-      writeFileSync(join(context, 'app.py'), 'print(open("/app/greeting.txt").read().strip() + ", run in a sandbox")\n');
-      const tarball = join(scratch, 'py.tar.gz');
-      pythonTarball(context, tarball);
+      /** Polls `get_build_status` until the build ends. */
+      const waitForBuild = (call: ReturnType<typeof apiClient>, id: string) =>
+        eventually(async () => {
+          const answer = await call('GET', `/images/build/${id}`);
+          assert.equal(answer.status, 200, answer.body);
+          const body = answer.json<{ status: string; errorMessage: string | null; fullImagePath: string }>();
+          return ['COMPLETED', 'FAILED', 'CANCELLED'].includes(body.status) ? body : undefined;
+        }, 600_000, `build ${id}`);
 
-      // BuildImageRequest(image_name=..., image_tag=...).model_dump(by_alias=False, exclude_none=True)
-      const initiated = await call('POST', '/images/build', { json: { image_name: 'pyapp', image_tag: 'v1', dockerfile_path: 'Dockerfile', platform: 'linux/amd64' } });
-      assert.equal(initiated.status, 201, initiated.body);
-      const build = initiated.json<Record<string, unknown>>();
-      assertBuildImageResponse(build);
-      const id = build.build_id as string;
+      /** Creates a sandbox of `image` as Prime's SDK does and runs `argv` in it; its output. */
+      const runInSandbox = async (call: ReturnType<typeof apiClient>, image: string, argv: string[]): Promise<string> => {
+        const created = await call('POST', '/sandbox', {
+          json: { name: 'prime-built', docker_image: image, cpu_cores: 1.0, memory_gb: 1.0, disk_size_gb: 5.0, gpu_count: 0, timeout_minutes: 60, labels: [] },
+        });
+        assert.equal(created.status, 201, created.body);
+        const id = created.json<{ id: string }>().id;
+        const running = await eventually(async () => {
+          const s = (await call('GET', `/sandbox/${id}`)).json<{ status: string; errorMessage: string | null }>();
+          return ['RUNNING', 'ERROR'].includes(s.status) ? s : undefined;
+        }, 180_000, 'RUNNING');
+        assert.equal(running.status, 'RUNNING', running.errorMessage ?? '');
+        const row = await server.t.server.store.getSandbox(id);
+        const exec = await server.t.server.runtime!.exec(row!.runtimeId!, { argv });
+        exec.stderr.resume();
+        let out = '';
+        for await (const chunk of exec.stdout) out += (chunk as Buffer).toString();
+        await exec.wait();
+        assert.equal((await call('DELETE', `/sandbox/${id}`)).status, 200);
+        return out;
+      };
 
-      const uploaded = await httpxPutFile(build.upload_url as string, tarball);
-      assert.equal(uploaded.status, 200, uploaded.body);
-      const started = await call('POST', `/images/build/${id}/start`, { json: { context_uploaded: true } });
-      assert.equal(started.status, 200, started.body);
+      it('ImageClient: initiate_build, the upload, start_build, get_build_status and list build FROM python:3.11-slim (multi-stage, COPY --from, RUN); a sandbox runs it', async () => {
+        const call = apiClient(server.url, user.key);
+        const context = join(scratch, 'py');
+        mkdirSync(context);
+        writeFileSync(
+          join(context, 'Dockerfile'),
+          [
+            'FROM python:3.11-slim AS build',
+            'WORKDIR /src',
+            'COPY make_greeting.py .',
+            'RUN python3 make_greeting.py > greeting.txt',
+            'FROM python:3.11-slim',
+            'COPY --from=build /src/greeting.txt /app/greeting.txt',
+            'COPY app.py /app/app.py',
+            'CMD ["python3", "/app/app.py"]',
+            '',
+          ].join('\n'),
+        );
+        writeFileSync(join(context, 'make_greeting.py'), 'import sys\nprint(f"built with python {sys.version_info.major}.{sys.version_info.minor}")\n');
+        writeFileSync(join(context, 'app.py'), 'print(open("/app/greeting.txt").read().strip() + ", run in a sandbox")\n');
+        const tarball = join(scratch, 'py.tar.gz');
+        pythonTarball(context, tarball);
 
-      // The build shows in list() while it runs or once it is done.
-      const listed = await call('GET', '/images', { params: { offset: 0, limit: 100 } });
-      assert.equal(listed.status, 200, listed.body);
-      assert.deepEqual(assertImageListResponse(listed.json()).map((r) => `${r.imageName}:${r.imageTag}`), ['pyapp:v1']);
+        // BuildImageRequest(image_name=..., image_tag=...).model_dump(by_alias=False, exclude_none=True)
+        const initiated = await call('POST', '/images/build', { json: { image_name: 'pyapp', image_tag: 'v1', dockerfile_path: 'Dockerfile', platform: 'linux/amd64' } });
+        assert.equal(initiated.status, 201, initiated.body);
+        const build = initiated.json<Record<string, unknown>>();
+        assertBuildImageResponse(build);
+        const id = build.build_id as string;
 
-      const done = await waitForBuild(call, id);
-      assert.equal(done.status, 'COMPLETED', done.errorMessage ?? '');
-      assert.equal(done.fullImagePath, build.fullImagePath);
-      const rows = assertImageListResponse((await call('GET', '/images', { params: { offset: 0, limit: 100 } })).json());
-      assert.deepEqual(rows.map((r) => [r.imageName, r.status, r.fullImagePath]), [['pyapp', 'COMPLETED', done.fullImagePath]]);
+        const uploaded = await httpxPutFile(build.upload_url as string, tarball);
+        assert.equal(uploaded.status, 200, uploaded.body);
+        const started = await call('POST', `/images/build/${id}/start`, { json: { context_uploaded: true } });
+        assert.equal(started.status, 200, started.body);
 
-      const out = await runInSandbox(call, done.fullImagePath, ['python3', '/app/app.py']);
-      assert.equal(out, 'built with python 3.11, run in a sandbox\n');
+        // The build shows in list() while it runs or once it is done.
+        const listed = await call('GET', '/images', { params: { offset: 0, limit: 100 } });
+        assert.equal(listed.status, 200, listed.body);
+        assert.deepEqual(assertImageListResponse(listed.json()).map((r) => `${r.imageName}:${r.imageTag}`), ['pyapp:v1']);
+
+        const done = await waitForBuild(call, id);
+        assert.equal(done.status, 'COMPLETED', done.errorMessage ?? '');
+        assert.equal(done.fullImagePath, build.fullImagePath);
+        const rows = assertImageListResponse((await call('GET', '/images', { params: { offset: 0, limit: 100 } })).json());
+        assert.deepEqual(rows.map((r) => [r.imageName, r.status, r.fullImagePath]), [['pyapp', 'COMPLETED', done.fullImagePath]]);
+
+        const out = await runInSandbox(call, done.fullImagePath, ['python3', '/app/app.py']);
+        assert.equal(out, 'built with python 3.11, run in a sandbox\n');
+      });
+
+      it('`prime images push` (Dockerfile packed as .__prime_dockerfile__), `prime images list` and `prime images delete`', async () => {
+        const call = apiClient(server.url, user.key);
+        const context = join(scratch, 'push');
+        mkdirSync(join(context, 'bin'), { recursive: true });
+        writeFileSync(join(context, 'bin', 'hello.sh'), '#!/bin/sh\necho pushed-by-prime\n');
+        const dockerfile = join(scratch, 'push.Dockerfile');
+        writeFileSync(dockerfile, 'FROM busybox AS stage\nCOPY bin /opt/bin\nRUN chmod +x /opt/bin/hello.sh\nFROM busybox\nCOPY --from=stage /opt/bin /opt/bin\n');
+        const tarball = join(scratch, 'push.tar.gz');
+        pythonTarball(context, tarball, { path: dockerfile, arcname: '.__prime_dockerfile__' });
+
+        const initiated = await call('POST', '/images/build', { json: { image_name: 'pushed', image_tag: 'v2', dockerfile_path: '.__prime_dockerfile__', platform: 'linux/amd64' } });
+        assert.equal(initiated.status, 201, initiated.body);
+        const build = initiated.json<{ build_id: string; upload_url: string; fullImagePath: string }>();
+        assert.equal((await httpxPutFile(build.upload_url, tarball)).status, 200);
+        assert.equal((await call('POST', `/images/build/${build.build_id}/start`, { json: { context_uploaded: true } })).status, 200);
+        const done = await waitForBuild(call, build.build_id);
+        assert.equal(done.status, 'COMPLETED', done.errorMessage ?? '');
+        assert.equal(await runInSandbox(call, build.fullImagePath, ['/opt/bin/hello.sh']), 'pushed-by-prime\n');
+
+        // `prime images list`: GET /images with no query; it keeps ownerType personal rows and shows displayRef.
+        const listed = await call('GET', '/images');
+        assert.equal(listed.status, 200, listed.body);
+        const rows = assertImageListResponse(listed.json()).filter((r) => r.ownerType === 'personal');
+        assert.deepEqual(rows.map((r) => r.displayRef).sort(), [`${user.id}/pushed:v2`, `${user.id}/pyapp:v1`]);
+
+        // `prime images delete pushed:v2 --yes`: DELETE with the APIClient's JSON content type and no body.
+        const deleted = await call('DELETE', '/images/pushed/v2');
+        assert.equal(deleted.status, 200, deleted.body);
+        assert.equal(deleted.json<{ success: boolean }>().success, true);
+        const again = await call('DELETE', '/images/pushed/v2');
+        assert.equal(again.status, 404, 'the CLI prints "not found" on a 404');
+        const after = assertImageListResponse((await call('GET', '/images')).json());
+        assert.deepEqual(after.map((r) => r.imageName), ['pyapp']);
+      });
     });
-
-    it('`prime images push` (Dockerfile packed as .__prime_dockerfile__), `prime images list` and `prime images delete`', async () => {
-      const call = apiClient(server.url, user.key);
-      const context = join(scratch, 'push');
-      mkdirSync(join(context, 'bin'), { recursive: true });
-      writeFileSync(join(context, 'bin', 'hello.sh'), '#!/bin/sh\necho pushed-by-prime\n');
-      const dockerfile = join(scratch, 'push.Dockerfile');
-      writeFileSync(dockerfile, 'FROM busybox AS stage\nCOPY bin /opt/bin\nRUN chmod +x /opt/bin/hello.sh\nFROM busybox\nCOPY --from=stage /opt/bin /opt/bin\n');
-      const tarball = join(scratch, 'push.tar.gz');
-      pythonTarball(context, tarball, { path: dockerfile, arcname: '.__prime_dockerfile__' });
-
-      const initiated = await call('POST', '/images/build', { json: { image_name: 'pushed', image_tag: 'v2', dockerfile_path: '.__prime_dockerfile__', platform: 'linux/amd64' } });
-      assert.equal(initiated.status, 201, initiated.body);
-      const build = initiated.json<{ build_id: string; upload_url: string; fullImagePath: string }>();
-      assert.equal((await httpxPutFile(build.upload_url, tarball)).status, 200);
-      assert.equal((await call('POST', `/images/build/${build.build_id}/start`, { json: { context_uploaded: true } })).status, 200);
-      const done = await waitForBuild(call, build.build_id);
-      assert.equal(done.status, 'COMPLETED', done.errorMessage ?? '');
-      assert.equal(await runInSandbox(call, build.fullImagePath, ['/opt/bin/hello.sh']), 'pushed-by-prime\n');
-
-      // `prime images list`: GET /images with no query; it keeps ownerType personal rows and shows displayRef.
-      const listed = await call('GET', '/images');
-      assert.equal(listed.status, 200, listed.body);
-      const rows = assertImageListResponse(listed.json()).filter((r) => r.ownerType === 'personal');
-      assert.deepEqual(rows.map((r) => r.displayRef).sort(), [`${user.id}/pushed:v2`, `${user.id}/pyapp:v1`]);
-
-      // `prime images delete pushed:v2 --yes`: DELETE with the APIClient's JSON content type and no body.
-      const deleted = await call('DELETE', '/images/pushed/v2');
-      assert.equal(deleted.status, 200, deleted.body);
-      assert.equal(deleted.json<{ success: boolean }>().success, true);
-      const again = await call('DELETE', '/images/pushed/v2');
-      assert.equal(again.status, 404, 'the CLI prints "not found" on a 404');
-      const after = assertImageListResponse((await call('GET', '/images')).json());
-      assert.deepEqual(after.map((r) => r.imageName), ['pyapp']);
-    });
-  });
+  }
 }

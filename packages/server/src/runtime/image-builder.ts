@@ -17,6 +17,18 @@ export interface ImageBuildRequest {
   onOutput(chunk: string): void;
 }
 
+/** One copy of an existing image from a registry into the driver's store (Prime's `source_image`). */
+export interface ImageTransferRequest {
+  /** The image to copy, as a reference (`host[:port]/repository:tag`, or a Docker Hub name). */
+  source: string;
+  /** The user's registry credentials for the source's registry, when they chose some. */
+  credentials?: { username: string; password: string };
+  /** What the copy is named in the driver's image store (`corral.local/<owner>/<name>:<tag>`). */
+  reference: string;
+  /** Receives progress as it comes. */
+  onOutput(chunk: string): void;
+}
+
 /** What a finished build made. */
 export interface ImageBuildResult {
   /** The reference it is stored under. */
@@ -49,6 +61,13 @@ export interface ImageBuilder {
   unavailable(): Promise<string | undefined>;
   /** Builds and stores the image; rejects with {@link ImageBuildError}. */
   build(request: ImageBuildRequest): Promise<ImageBuildResult>;
+  /**
+   * Copies an image from a registry the driver may reach into its store under `reference`;
+   * rejects with {@link ImageBuildError} saying why a registry refused.
+   */
+  transfer(request: ImageTransferRequest): Promise<ImageBuildResult>;
+  /** Stores the image `from` under `to` instead (a rename or a move to another owner); the digest it has there. */
+  rename(from: string, to: string): Promise<string>;
   /** Removes a built image from the driver's store. */
   remove(reference: string): Promise<void>;
 }

@@ -7,9 +7,10 @@ import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import type { CorralConfig } from '../config.js';
 import { ApiError } from '../errors/api-error.js';
+import type { ErrorCode } from '../errors/error-codes.js';
 import type { ImageArtifactRecord, ImageBuildRecord, ImageBuildStatus } from '../records/image-records.js';
 import { ImageBuildError } from '../runtime/image-builder.js';
-import { parseImageRef } from '../runtime/registry/image-ref.js';
+import { normalizeRegistryHost, parseImageRef } from '../runtime/registry/image-ref.js';
 import { RegistryClient } from '../runtime/registry/registry-client.js';
 import type { SandboxRuntime } from '../runtime/runtime.js';
 import type { Store } from '../store/store.js';
@@ -46,10 +47,71 @@ export interface InitiatedBuild {
   expiresIn: number;
 }
 
+/** A build or transfer waiting for a slot; a transfer's source (and credentials) live only here. */
+interface QueuedBuild {
+  id: string;
+  caller: Principal;
+  transfer?: { source: string; credentials?: { username: string; password: string } };
+}
+
+/** What `POST /images/build` with `source_image` asks for: one or more (comma-separated) images to copy. */
+export interface TransferInput extends Omit<InitiateBuildInput, 'sourceImage' | 'dockerfilePath'> {
+  sources: string[];
+  registryCredentialsId: string | null;
+}
+
+/** One source of a transfer: queued (its build), or refused (why). */
+export type TransferOutcome =
+  | { sourceImage: string; success: true; build: ImageBuildRecord }
+  | { sourceImage: string; success: false; error: string };
+
+/** An image's owner as Prime's `PATCH /images` names it. */
+export type ImageOwnerRef = { type: 'personal' } | { type: 'team'; teamId: string } | { type: 'platform' };
+
+/** One item of `PATCH /images`: which image, and what to change. */
+export interface ImageUpdateItem {
+  source: { owner?: ImageOwnerRef; name?: string; tag?: string; reference?: string };
+  set: { name?: string; tag?: string; owner?: ImageOwnerRef; visibility?: 'PRIVATE' | 'PUBLIC' };
+}
+
+/** An image's coordinates as `PATCH /images` reports them. */
+export interface ImageCoordinates {
+  owner: ImageOwnerRef;
+  name: string;
+  tag: string;
+  visibility: 'PRIVATE' | 'PUBLIC';
+}
+
+/** The outcome of one `PATCH /images` item. */
+export interface ImageUpdateOutcome {
+  success: boolean;
+  before: ImageCoordinates | null;
+  after: ImageCoordinates | null;
+  error: { code: string; message: string } | null;
+}
+
+/** A failure of one `PATCH /images` item (it does not fail the others), with a code of docs/errors.md. */
+class ItemError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
 /** A row of `GET /images`: a built image, or a build that has not finished. */
 export type ImageListRow = { kind: 'artifact'; artifact: ImageArtifactRecord } | { kind: 'build'; build: ImageBuildRecord };
 
 /** Whether a caller may use an image owned by `userId`/`teamId` (its owner, or a member of its team). */
+function coordinates(a: ImageArtifactRecord): ImageCoordinates {
+  return { owner: a.teamId === null ? { type: 'personal' } : { type: 'team', teamId: a.teamId }, name: a.imageName, tag: a.imageTag, visibility: a.visibility };
+}
+
+function validName(name: string): boolean {
+  return name.length <= 128 && IMAGE_NAME.test(name);
+}
+
 function mayUse(caller: Principal, owner: { userId: string; teamId: string | null }): boolean {
   return owner.teamId === null ? owner.userId === caller.user.id : caller.teams.has(owner.teamId);
 }
@@ -72,7 +134,7 @@ export function isBuiltImageRef(reference: string): boolean {
  */
 export class ImageService {
   private readonly dir: string;
-  private readonly queue: { id: string; caller: Principal }[] = [];
+  private readonly queue: QueuedBuild[] = [];
   private running = 0;
   private readonly active = new Set<Promise<void>>();
   private closed = false;
@@ -94,33 +156,26 @@ export class ImageService {
     return builder;
   }
 
-  /** Creates a build waiting for its context. */
-  async initiate(caller: Principal, input: InitiateBuildInput): Promise<InitiatedBuild> {
-    if (input.sourceImage !== null) throw new ApiError('NOT_IMPLEMENTED', 'Transfers of an existing source_image are not supported yet: build from a Dockerfile');
+  /** The checks every build and transfer makes of its owner and options; the owner's path segment. */
+  private async checkTarget(caller: Principal, input: Pick<InitiateBuildInput, 'ownerScope' | 'visibility' | 'platform' | 'teamId'>): Promise<void> {
     if (input.ownerScope !== null) throw new ApiError('NOT_IMPLEMENTED', 'ownerScope "platform" images are not supported');
     if (input.visibility === 'PUBLIC') throw new ApiError('NOT_IMPLEMENTED', 'PUBLIC images are not supported yet: images are PRIVATE to their owner (or team)');
     if (input.platform !== 'linux/amd64') throw ApiError.invalid('platform', 'only linux/amd64 is supported');
-    if (input.imageName === null || !IMAGE_NAME.test(input.imageName) || input.imageName.length > 128) {
-      throw ApiError.invalid('image_name', 'must be 1-128 lower-case letters, digits and separators (. _ - /), e.g. "myapp"');
-    }
-    if (input.imageTag === null || !IMAGE_TAG.test(input.imageTag)) throw ApiError.invalid('image_tag', 'must be 1-128 letters, digits, _ . - (not starting with . or -)');
-    const path = input.dockerfilePath;
-    if (path === '' || path.length > 1024 || path.startsWith('/') || path.split('/').includes('..') || path.includes('\0')) {
-      throw ApiError.invalid('dockerfile_path', 'must be a relative path inside the build context');
-    }
     if (input.teamId !== null && !caller.teams.has(input.teamId)) throw new ApiError('FORBIDDEN', `You are not a member of team ${input.teamId}`);
-    const builder = this.builder();
-    const missing = await builder.unavailable();
+    const missing = await this.builder().unavailable();
     if (missing !== undefined) throw new ApiError('SERVICE_UNAVAILABLE', `Image builds cannot run on this host: ${missing}`);
-    const owner = input.teamId === null ? caller.user.id : `team-${input.teamId}`;
-    const build: ImageBuildRecord = {
+  }
+
+  private newBuild(caller: Principal, teamId: string | null, name: string, tag: string, dockerfilePath: string): ImageBuildRecord {
+    const owner = teamId === null ? caller.user.id : `team-${teamId}`;
+    return {
       id: newId(),
       userId: caller.user.id,
-      teamId: input.teamId,
-      imageName: input.imageName,
-      imageTag: input.imageTag,
-      dockerfilePath: path,
-      fullImagePath: `${BUILT_IMAGE_REGISTRY}/${owner}/${input.imageName}:${input.imageTag}`,
+      teamId,
+      imageName: name,
+      imageTag: tag,
+      dockerfilePath,
+      fullImagePath: `${BUILT_IMAGE_REGISTRY}/${owner}/${name}:${tag}`,
       status: 'PENDING',
       contextBytes: null,
       failedStep: null,
@@ -130,11 +185,92 @@ export class ImageService {
       completedAt: null,
       replicaId: null,
     };
+  }
+
+  /** Creates a build waiting for its context. */
+  async initiate(caller: Principal, input: InitiateBuildInput): Promise<InitiatedBuild> {
+    if (input.sourceImage !== null) throw ApiError.invalid('source_image', 'a transfer has no Dockerfile build: use transfer()');
+    if (input.imageName === null || !validName(input.imageName)) {
+      throw ApiError.invalid('image_name', 'must be 1-128 lower-case letters, digits and separators (. _ - /), e.g. "myapp"');
+    }
+    if (input.imageTag === null || !IMAGE_TAG.test(input.imageTag)) throw ApiError.invalid('image_tag', 'must be 1-128 letters, digits, _ . - (not starting with . or -)');
+    const path = input.dockerfilePath;
+    if (path === '' || path.length > 1024 || path.startsWith('/') || path.split('/').includes('..') || path.includes('\0')) {
+      throw ApiError.invalid('dockerfile_path', 'must be a relative path inside the build context');
+    }
+    await this.checkTarget(caller, input);
+    const build = this.newBuild(caller, input.teamId, input.imageName, input.imageTag, path);
     await this.store.insertImageBuild(build);
     const ttl = this.config.imageBuildUploadTtlSeconds;
     const expires = Math.floor(Date.now() / 1000) + ttl;
     const uploadPath = `/api/v1/images/build/${build.id}/context?expires=${expires}&signature=${this.sign(build.id, expires)}`;
     return { build, uploadPath, expiresIn: ttl };
+  }
+
+  /**
+   * Queues copies of existing images (`source_image`, one or more) into the driver's store as
+   * `corral.local/<owner>/<name>:<tag>`: the name defaults to the source repository's last
+   * component, the tag to the source's. The user's registry credentials for the source's registry
+   * go with the pull (`registryCredentialsId`, else the caller's (or the team's) credentials for
+   * that server). A source that is not a valid reference is refused alone.
+   */
+  async transfer(caller: Principal, input: TransferInput): Promise<TransferOutcome[]> {
+    if (input.sources.length === 0) throw ApiError.invalid('source_image', 'names no image');
+    if (input.sources.length > 20) throw ApiError.invalid('source_image', 'at most 20 images at once');
+    if (input.sources.length > 1 && (input.imageName !== null || input.imageTag !== null)) {
+      throw ApiError.invalid('image_name', 'image_name and image_tag name a single transfer; leave them out for several sources');
+    }
+    await this.checkTarget(caller, input);
+    let chosen: { username: string; password: string; server: string } | undefined;
+    if (input.registryCredentialsId !== null) {
+      const record = await this.registryCredentials.usable(caller, input.registryCredentialsId);
+      if (!record) throw ApiError.invalid('registry_credentials_id', `no registry credentials ${input.registryCredentialsId} that you may use`);
+      chosen = record;
+    }
+    const mine = chosen ? [] : await this.store.listRegistryCredentials(caller.user.id, [...caller.teams.keys()]);
+    const outcomes: TransferOutcome[] = [];
+    for (const sourceImage of input.sources) {
+      let ref;
+      try {
+        ref = parseImageRef(sourceImage);
+      } catch (error) {
+        if (input.sources.length === 1) throw ApiError.invalid('source_image', `${sourceImage}: ${(error as Error).message}`);
+        outcomes.push({ sourceImage, success: false, error: `invalid image reference: ${(error as Error).message}` });
+        continue;
+      }
+      const name = input.imageName ?? ref.repository.split('/').at(-1) ?? '';
+      const tag = input.imageTag ?? (ref.digest !== undefined ? `sha256-${ref.digest.replace(/^sha256:/, '').slice(0, 16)}` : ref.tag);
+      const refusal =
+        ref.registry.toLowerCase() === BUILT_IMAGE_REGISTRY
+          ? 'built images are already in the store: use them as they are'
+          : !validName(name)
+            ? `image name ${name} is not valid`
+            : !IMAGE_TAG.test(tag)
+              ? `image tag ${tag} is not valid`
+              : undefined;
+      if (refusal !== undefined) {
+        if (input.sources.length === 1) throw ApiError.invalid('source_image', `${sourceImage}: ${refusal}`);
+        outcomes.push({ sourceImage, success: false, error: refusal });
+        continue;
+      }
+      const forServer = (c: { server: string }): boolean => {
+        try {
+          return normalizeRegistryHost(c.server) === ref.registry;
+        } catch {
+          return false;
+        }
+      };
+      const credentials = chosen ?? mine.filter((c) => (input.teamId === null ? c.teamId === null : c.teamId === input.teamId)).find(forServer) ?? mine.find(forServer);
+      if (chosen && !forServer(chosen)) {
+        throw ApiError.invalid('registry_credentials_id', `the credentials are for ${chosen.server}, not for ${ref.registry}; they are not sent there`);
+      }
+      const build = { ...this.newBuild(caller, input.teamId, name, tag, ''), contextBytes: 0, replicaId: this.config.replicaId };
+      await this.store.insertImageBuild(build);
+      this.queue.push({ id: build.id, caller, transfer: { source: ref.canonical, ...(credentials ? { credentials: { username: credentials.username, password: credentials.password } } : {}) } });
+      outcomes.push({ sourceImage, success: true, build });
+    }
+    this.pump();
+    return outcomes;
   }
 
   private sign(buildId: string, expires: number): string {
@@ -266,6 +402,84 @@ export class ImageService {
   }
 
   /**
+   * Prime's `PATCH /images`: independent updates of the caller's images, each a rename (name,
+   * tag), a move between the caller's personal scope and a team they are in (owner), or a
+   * visibility (PRIVATE only). An item that fails (not found, not allowed, the target exists,
+   * PUBLIC or platform images) fails alone with a code; `dryRun` checks without changing.
+   */
+  async update(caller: Principal, updates: ImageUpdateItem[], dryRun: boolean): Promise<ImageUpdateOutcome[]> {
+    const outcomes: ImageUpdateOutcome[] = [];
+    for (const item of updates) {
+      let before: ImageCoordinates | null = null;
+      try {
+        const artifact = await this.updateSource(caller, item.source);
+        before = coordinates(artifact);
+        const set = item.set;
+        if (set.visibility === 'PUBLIC') throw new ItemError('NOT_IMPLEMENTED', 'PUBLIC images are not supported yet: images are PRIVATE to their owner (or team)');
+        if (set.owner?.type === 'platform') throw new ItemError('NOT_IMPLEMENTED', 'platform images are not supported');
+        if (set.name !== undefined && !validName(set.name)) throw new ItemError('VALIDATION_FAILED', 'name must be 1-128 lower-case letters, digits and separators (. _ - /)');
+        if (set.tag !== undefined && !IMAGE_TAG.test(set.tag)) throw new ItemError('VALIDATION_FAILED', 'tag must be 1-128 letters, digits, _ . - (not starting with . or -)');
+        const teamId = set.owner === undefined ? artifact.teamId : set.owner.type === 'team' ? set.owner.teamId : null;
+        if (teamId !== null && !caller.teams.has(teamId)) throw new ItemError('FORBIDDEN', `You are not a member of team ${teamId}`);
+        if (artifact.teamId !== null && artifact.userId !== caller.user.id && caller.teams.get(artifact.teamId) !== 'admin') {
+          throw new ItemError('FORBIDDEN', 'Only the image creator or a team admin can change a team image');
+        }
+        const name = set.name ?? artifact.imageName;
+        const tag = set.tag ?? artifact.imageTag;
+        const path = `${BUILT_IMAGE_REGISTRY}/${teamId === null ? caller.user.id : `team-${teamId}`}/${name}:${tag}`;
+        const moved = path !== artifact.fullImagePath;
+        if (moved && (await this.store.getImageArtifactByPath(path))) throw new ItemError('CONFLICT', `An image ${name}:${tag} exists there already`);
+        const next: ImageArtifactRecord = { ...artifact, teamId, imageName: name, imageTag: tag, fullImagePath: path, userId: teamId === null ? caller.user.id : artifact.userId };
+        if (moved && !dryRun) {
+          const digest = await this.builder().rename(artifact.fullImagePath, path).catch((error: unknown) => {
+            throw new ItemError('SERVICE_UNAVAILABLE', `The runtime driver could not rename the image: ${(error as Error).message}`);
+          });
+          await this.store.deleteImageArtifact(artifact.id);
+          await this.store.putImageArtifact({ ...next, runtimeRef: digest });
+        }
+        outcomes.push({ success: true, before, after: coordinates(next), error: null });
+      } catch (error) {
+        if (!(error instanceof ItemError) && !(error instanceof ApiError)) throw error;
+        const code = error instanceof ItemError ? error.code : error.code;
+        outcomes.push({ success: false, before, after: null, error: { code, message: error.message } });
+      }
+    }
+    return outcomes;
+  }
+
+  /** The image a `PATCH /images` item names, if the caller may change it. */
+  private async updateSource(caller: Principal, source: ImageUpdateItem['source']): Promise<ImageArtifactRecord> {
+    let path: string;
+    if (source.reference !== undefined) {
+      if (source.owner !== undefined || source.name !== undefined || source.tag !== undefined) throw new ItemError('VALIDATION_FAILED', 'source accepts either reference or owner/name/tag, not both');
+      // `name:tag` (personal), `<user id>/name:tag` or `team-<id>/name:tag`, or the full `corral.local/…` path.
+      const ref = source.reference.replace(new RegExp(`^${BUILT_IMAGE_REGISTRY.replace('.', '\\.')}/`), '');
+      const first = ref.includes('/') ? ref.slice(0, ref.indexOf('/')) : undefined;
+      const named = first !== undefined && (first === caller.user.id || first.startsWith('team-'));
+      const m = /^(.+):([^:/]+)$/.exec(named ? ref.slice(ref.indexOf('/') + 1) : ref);
+      if (!m?.[1] || !m[2]) throw new ItemError('VALIDATION_FAILED', `reference ${source.reference} is not name:tag or <owner>/name:tag`);
+      path = `${BUILT_IMAGE_REGISTRY}/${named ? first : caller.user.id}/${m[1]}:${m[2]}`;
+    } else {
+      if (source.owner === undefined || source.name === undefined || source.tag === undefined) throw new ItemError('VALIDATION_FAILED', 'source requires owner, name, and tag (or a reference)');
+      if (source.owner.type === 'platform') throw new ItemError('IMAGE_NOT_FOUND', `Image ${source.name}:${source.tag} not found (Corral has no platform images)`);
+      const owner = source.owner.type === 'team' ? `team-${source.owner.teamId}` : caller.user.id;
+      path = `${BUILT_IMAGE_REGISTRY}/${owner}/${source.name}:${source.tag}`;
+    }
+    const artifact = await this.store.getImageArtifactByPath(path);
+    if (!artifact || !mayUse(caller, artifact)) throw new ItemError('IMAGE_NOT_FOUND', `Image ${source.reference ?? `${source.name ?? ''}:${source.tag ?? ''}`} not found`);
+    return artifact;
+  }
+
+  /**
+   * Prime's `POST /images/{name}/{tag}/vm-build`. Corral's sandboxes are containers: an image is
+   * ready for them as soon as it is built, and no VM image is made. Answers the image as it is
+   * (404 when the caller has no such image).
+   */
+  async vmBuild(caller: Principal, name: string, tag: string, teamId: string | null): Promise<ImageArtifactRecord> {
+    return this.ownImage(caller, name, tag, teamId);
+  }
+
+  /**
    * Refuses (404 IMAGE_NOT_FOUND) a `docker_image` in the built-image namespace that the caller
    * may not use; any other reference is the driver's to pull.
    */
@@ -337,7 +551,7 @@ export class ImageService {
       const next = this.queue.shift();
       if (!next) break;
       this.running += 1;
-      const job = this.run(next.id, next.caller)
+      const job = this.run(next)
         .catch((error: unknown) => this.log.error({ err: error, buildId: next.id }, 'image build failed unexpectedly'))
         .finally(() => {
           this.running -= 1;
@@ -348,10 +562,11 @@ export class ImageService {
     }
   }
 
-  private async run(id: string, caller: Principal): Promise<void> {
+  private async run({ id, caller, transfer }: QueuedBuild): Promise<void> {
     const build = await this.store.updateImageBuild(id, { status: 'BUILDING', startedAt: nowIso() }, ['PENDING']);
     if (!build) return;
     const dir = join(this.dir, id);
+    await mkdir(dir, { recursive: true, mode: 0o700 });
     const logFile = join(dir, 'build.log');
     let logged = 0;
     let writes = Promise.resolve();
@@ -362,18 +577,20 @@ export class ImageService {
       writes = writes.then(() => appendFile(logFile, chunk)).catch(() => undefined);
     };
     try {
-      const result = await this.builder().build({
-        contextTar: join(dir, 'context.tar'),
-        dockerfilePath: build.dockerfilePath,
-        reference: build.fullImagePath,
-        cacheKey: build.teamId === null ? `user-${build.userId}` : `team-${build.teamId}`,
-        mayUseBase: async (reference) => {
-          if (!isBuiltImageRef(reference)) return true;
-          const artifact = await this.store.getImageArtifactByPath(reference);
-          return artifact !== undefined && mayUse(caller, artifact);
-        },
-        onOutput,
-      });
+      const result = transfer
+        ? await this.builder().transfer({ source: transfer.source, ...(transfer.credentials ? { credentials: transfer.credentials } : {}), reference: build.fullImagePath, onOutput })
+        : await this.builder().build({
+            contextTar: join(dir, 'context.tar'),
+            dockerfilePath: build.dockerfilePath,
+            reference: build.fullImagePath,
+            cacheKey: build.teamId === null ? `user-${build.userId}` : `team-${build.teamId}`,
+            mayUseBase: async (reference) => {
+              if (!isBuiltImageRef(reference)) return true;
+              const artifact = await this.store.getImageArtifactByPath(reference);
+              return artifact !== undefined && mayUse(caller, artifact);
+            },
+            onOutput,
+          });
       const now = nowIso();
       await this.store.putImageArtifact({
         id: newId(),

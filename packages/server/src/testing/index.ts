@@ -11,4 +11,4 @@ export { type ListeningTestServer, type TestServer, startListeningServer, startT
 export { createScratchDatabase, deleteKubernetesNamespace, dropScratchDatabase } from './scratch-infrastructure.js';
 export { K8S_TEST_BIN_DIR, K8S_TEST_IMAGE, TEST_KUBECONFIG, kubernetesMissing, kubernetesUnavailable } from './kubernetes-available.js';
 export { imageBuildMissing, startImageBuildServer } from './image-build-server.js';
-export { ImageBuildError, type ImageBuilder, type ImageBuildRequest, type ImageBuildResult } from '../runtime/image-builder.js';
+export { ImageBuildError, type ImageBuilder, type ImageBuildRequest, type ImageBuildResult, type ImageTransferRequest } from '../runtime/image-builder.js';

@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import Type, { type Static } from 'typebox';
 import type { ImageArtifactRecord, ImageBuildRecord } from '../../records/image-records.js';
 import type { ImageListRow } from '../../services/image-service.js';
+import { ApiError } from '../../errors/api-error.js';
 import { type AppServices, principalOf } from '../app-services.js';
 import { ERROR_RESPONSES, ErrorBody, Nullable, StringEnum, SuccessResponse } from '../schemas/common.js';
 
@@ -80,15 +81,76 @@ const BuildBody = Type.Object({
   visibility: Type.Optional(Nullable(StringEnum(['INHERIT', 'PRIVATE', 'PUBLIC']))),
   owner_scope: Type.Optional(Nullable(Type.String({ maxLength: 32 }))),
   ownerScope: Type.Optional(Nullable(Type.String({ maxLength: 32 }))),
+  /** Corral: the registry credentials a transfer pulls with (default: the caller's for the source's registry). */
+  registry_credentials_id: Type.Optional(Nullable(Type.String({ maxLength: 128 }))),
 });
 
 const BuildResponse = Type.Object({
   build_id: Type.String(),
   buildIds: Type.Array(Type.String()),
-  upload_url: Type.String(),
-  expires_in: Type.Integer(),
+  /** Null for a transfer: there is no context to upload. */
+  upload_url: Nullable(Type.String()),
+  expires_in: Nullable(Type.Integer()),
   fullImagePath: Type.String(),
   visibility: StringEnum(['PRIVATE', 'PUBLIC']),
+});
+
+const TransferResult = Type.Object({
+  sourceImage: Type.String(),
+  success: Type.Boolean(),
+  buildId: Nullable(Type.String()),
+  fullImagePath: Nullable(Type.String()),
+  visibility: Nullable(StringEnum(['PRIVATE', 'PUBLIC'])),
+  error: Nullable(Type.String()),
+  retryable: Type.Boolean(),
+});
+
+const BulkTransferResponse = Type.Object({ results: Type.Array(TransferResult), failed: Type.Array(TransferResult) });
+
+const Owner = Type.Union([
+  Type.Object({ type: Type.Literal('personal') }),
+  Type.Object({ type: Type.Literal('team'), teamId: Type.String({ minLength: 1, maxLength: 128 }) }),
+  Type.Object({ type: Type.Literal('platform') }),
+]);
+
+const UpdateSource = Type.Object({
+  owner: Type.Optional(Owner),
+  name: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+  tag: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+  reference: Type.Optional(Type.String({ minLength: 1, maxLength: 1024 })),
+});
+
+const UpdateImagesBody = Type.Object({
+  mode: Type.Optional(Type.Literal('explicit')),
+  dryRun: Type.Optional(Type.Boolean()),
+  updates: Type.Array(
+    Type.Object({
+      source: UpdateSource,
+      set: Type.Object({
+        name: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+        tag: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+        owner: Type.Optional(Owner),
+        visibility: Type.Optional(StringEnum(['PRIVATE', 'PUBLIC'])),
+      }),
+    }),
+    { minItems: 1, maxItems: 100 },
+  ),
+});
+
+const Coordinates = Type.Object({ owner: Owner, name: Type.String(), tag: Type.String(), visibility: StringEnum(['PRIVATE', 'PUBLIC']) });
+
+const UpdateImagesResponse = Type.Object({
+  success: Type.Boolean(),
+  dryRun: Type.Boolean(),
+  results: Type.Array(
+    Type.Object({
+      source: UpdateSource,
+      success: Type.Boolean(),
+      before: Nullable(Coordinates),
+      after: Nullable(Coordinates),
+      error: Nullable(Type.Object({ code: Type.String(), message: Type.String() })),
+    }),
+  ),
 });
 
 const BuildIdParams = Type.Object({ build_id: Type.String({ minLength: 1, maxLength: 128 }) });
@@ -188,10 +250,49 @@ export async function registerImageRoutes(app: FastifyInstance, services: AppSer
 
   app.post<{ Body: Static<typeof BuildBody> }>(
     '/images/build',
-    { config: { rateLimit: 'images.build' }, schema: { tags, summary: 'Initiate Image Build', body: BuildBody, response: { 201: BuildResponse, 403: ErrorBody, 501: ErrorBody, 503: ErrorBody, ...ERROR_RESPONSES } } },
+    {
+      config: { rateLimit: 'images.build' },
+      schema: {
+        tags,
+        summary: 'Initiate Image Build (a Dockerfile build, or a transfer of source_image: one image, or several comma-separated)',
+        body: BuildBody,
+        response: { 201: Type.Union([BuildResponse, BulkTransferResponse]), 403: ErrorBody, 501: ErrorBody, 503: ErrorBody, ...ERROR_RESPONSES },
+      },
+    },
     async (request, reply) => {
       const b = request.body;
       const visibility = b.visibility ?? null;
+      const source = b.source_image ?? b.sourceImage ?? null;
+      if (source !== null) {
+        const sources = source.split(',').map((s) => s.trim()).filter((s) => s !== '');
+        const outcomes = await images.transfer(principalOf(request), {
+          sources,
+          imageName: b.image_name ?? null,
+          imageTag: b.image_tag ?? null,
+          platform: b.platform ?? 'linux/amd64',
+          teamId: b.team_id ?? b.teamId ?? null,
+          visibility,
+          ownerScope: b.owner_scope ?? b.ownerScope ?? null,
+          registryCredentialsId: b.registry_credentials_id ?? null,
+        });
+        const first = outcomes[0];
+        if (sources.length === 1 && first?.success === true) {
+          return reply.code(201).send({
+            build_id: first.build.id,
+            buildIds: [first.build.id],
+            upload_url: null,
+            expires_in: null,
+            fullImagePath: first.build.fullImagePath,
+            visibility: 'PRIVATE',
+          });
+        }
+        const results = outcomes.map((o) =>
+          o.success
+            ? { sourceImage: o.sourceImage, success: true, buildId: o.build.id, fullImagePath: o.build.fullImagePath, visibility: 'PRIVATE' as const, error: null, retryable: false }
+            : { sourceImage: o.sourceImage, success: false, buildId: null, fullImagePath: null, visibility: null, error: o.error, retryable: false },
+        );
+        return reply.code(201).send({ results, failed: results.filter((r) => !r.success) });
+      }
       const started = await images.initiate(principalOf(request), {
         imageName: b.image_name ?? null,
         imageTag: b.image_tag ?? null,
@@ -332,6 +433,56 @@ export async function registerImageRoutes(app: FastifyInstance, services: AppSer
       const { image_name: name, image_tag: tag } = request.params;
       const artifact = await images.setVisibility(principalOf(request), name, tag, request.body.visibility, request.body.teamId ?? null);
       return { success: true, message: `Image ${name}:${tag} is ${artifact.visibility}`, visibility: artifact.visibility, images: [artifactView(artifact)] };
+    },
+  );
+
+  app.patch<{ Body: Static<typeof UpdateImagesBody> }>(
+    '/images',
+    {
+      config: { rateLimit: 'images.visibility' },
+      schema: {
+        tags,
+        summary: 'Update Images: renames, moves between personal and team scope, visibility (PRIVATE); each item succeeds or fails alone',
+        body: UpdateImagesBody,
+        response: { 200: UpdateImagesResponse, ...ERROR_RESPONSES },
+      },
+    },
+    async (request) => {
+      const dryRun = request.body.dryRun ?? false;
+      const outcomes = await images.update(principalOf(request), request.body.updates, dryRun);
+      const results = outcomes.map((o, i) => ({ source: request.body.updates[i]?.source ?? {}, ...o }));
+      return { success: results.every((r) => r.success), dryRun, results };
+    },
+  );
+
+  app.post<{ Params: Static<typeof ImageParams>; Body: { teamId?: string | null; ownerScope?: string | null } | undefined }>(
+    '/images/:image_name/:image_tag/vm-build',
+    {
+      config: { rateLimit: 'images.build' },
+      schema: {
+        tags,
+        summary: "Build VM Image: Corral's sandboxes are containers, so the built image is what they run; nothing more is built (the image as it is, COMPLETED)",
+        params: ImageParams,
+        body: Type.Optional(Type.Object({ teamId: Type.Optional(Nullable(Type.String({ minLength: 1, maxLength: 128 }))), ownerScope: Type.Optional(Nullable(Type.String({ maxLength: 32 }))) })),
+        response: {
+          200: Type.Object({ success: Type.Boolean(), message: Type.String(), status: StringEnum(STATUSES), fullImagePath: Type.String(), images: Type.Array(ImageRow) }),
+          403: ErrorBody,
+          501: ErrorBody,
+          ...ERROR_RESPONSES,
+        },
+      },
+    },
+    async (request) => {
+      const { image_name: name, image_tag: tag } = request.params;
+      if ((request.body?.ownerScope ?? null) !== null) throw new ApiError('NOT_IMPLEMENTED', 'ownerScope "platform" images are not supported');
+      const artifact = await images.vmBuild(principalOf(request), name, tag, request.body?.teamId ?? null);
+      return {
+        success: true,
+        message: `Corral's sandboxes are containers: ${artifact.fullImagePath} runs as docker_image as it is; no VM image is built`,
+        status: 'COMPLETED' as const,
+        fullImagePath: artifact.fullImagePath,
+        images: [artifactView(artifact)],
+      };
     },
   );
 

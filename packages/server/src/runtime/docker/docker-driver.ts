@@ -9,6 +9,12 @@ export const dockerDriver: RuntimeDriver = {
     const { DockerRuntime } = await import('./docker-runtime.js');
     const runtime = new DockerRuntime({
       instance: config.instanceId,
+      imageBuild: {
+        cpus: config.imageBuildCpus,
+        memoryBytes: config.imageBuildMemoryMb * 1024 ** 2,
+        timeoutMs: config.imageBuildTimeoutSeconds * 1000,
+        network: config.imageBuildNetwork,
+      },
       diskDir: join(config.dataDir, 'docker-disks'),
       egressConnectionLog: { group: config.egressNflogGroup, binDir: join(config.dataDir, 'bin') },
       insecureRegistries: config.registryInsecure,

@@ -48,7 +48,9 @@ import { EgressEnforcer } from '../egress/egress-enforcer.js';
 import type { EgressConnectionLogOptions } from '../egress/egress-enforcer.js';
 import type { ConnectionLogSink } from '../egress/egress-log.js';
 import { OPEN_EGRESS } from '../egress/egress-policy.js';
-import { pullImage } from './image-pull.js';
+import { pullImage, registrySource } from './image-pull.js';
+import { type DockerImageBuildOptions, DockerImageBuilder } from './docker-image-builder.js';
+import type { ImageBuilder } from '../image-builder.js';
 import { parseImageRef } from '../registry/image-ref.js';
 import type { ImageRef } from '../registry/image-ref.js';
 import { RegistryAccessCheck, credentialsFor } from '../registry/registry-access-check.js';
@@ -73,6 +75,8 @@ export type DiskScope = 'container' | 'workspace' | 'none';
 export interface DockerRuntimeOptions {
   /** Server instance name; containers are labelled with it and `list()` only sees its own. */
   instance: string;
+  /** Limits of Dockerfile builds (default 2 CPUs, 2 GiB, 30 minutes, no network). */
+  imageBuild?: Partial<Pick<DockerImageBuildOptions, 'cpus' | 'memoryBytes' | 'timeoutMs' | 'network'>>;
   /**
    * Registries (`host[:port]`) that may be at loopback, private or link-local addresses (and that
    * Corral's own access checks reach over plain HTTP). Every other registry must be public.
@@ -192,6 +196,8 @@ const PAUSE_ATTEMPTS = 5;
 
 export class DockerRuntime implements SandboxRuntime {
   readonly name = 'docker';
+  /** Dockerfile builds through the engine's builder. */
+  readonly imageBuilder: ImageBuilder;
   private readonly docker: Docker;
   private readonly dialer: DockerDialer;
   private readonly instance: string;
@@ -246,6 +252,15 @@ export class DockerRuntime implements SandboxRuntime {
     this.access = new RegistryAccessCheck({ insecureRegistries: this.insecureRegistries });
     this.docker = options.docker ?? new Docker();
     this.dialer = new DockerDialer(this.docker, this);
+    this.imageBuilder = new DockerImageBuilder({
+      docker: this.docker,
+      insecureRegistries: this.insecureRegistries,
+      cpus: 2,
+      memoryBytes: 2 * 1024 ** 3,
+      timeoutMs: 30 * 60_000,
+      network: false,
+      ...options.imageBuild,
+    });
     const stateDir = process.env.CORRAL_STATE_DIR ?? '/var/lib/corral';
     this.diskDir = options.diskDir ?? `${stateDir}/docker-disks`;
     this.disks = new LoopDisks(this.diskDir);
@@ -1010,31 +1025,6 @@ async function detectGpus(): Promise<RuntimeCapabilities> {
   } catch {
     return { gpuCount: existsSync('/dev/nvidiactl') ? devices.length : 0, gpuTypes: [] };
   }
-}
-
-/**
- * The registry reference whose access guards a local image, or undefined for an image that did
- * not come from a registry under this name (built, loaded, or tagged locally by the operator).
- */
-function registrySource(info: Docker.ImageInspectInfo, named: ImageRef): ImageRef | undefined {
-  const digests: ImageRef[] = [];
-  for (const text of info.RepoDigests ?? []) {
-    try {
-      digests.push(parseImageRef(text));
-    } catch {
-      // Not a reference this client can check: ignored.
-    }
-  }
-  if (digests.length === 0) return undefined;
-  if (digests.some((d) => d.registry === named.registry && d.repository === named.repository)) return named;
-  const byTag = (info.RepoTags ?? []).some((tag) => {
-    try {
-      return parseImageRef(tag).canonical === named.canonical;
-    } catch {
-      return false;
-    }
-  });
-  return byTag ? undefined : digests[0];
 }
 
 /** An image's size in bytes as the engine reports it (0 when unknown). */

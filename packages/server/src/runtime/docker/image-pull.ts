@@ -1,4 +1,6 @@
 import type Docker from 'dockerode';
+import { parseImageRef } from '../registry/image-ref.js';
+import type { ImageRef } from '../registry/image-ref.js';
 import { RuntimeError } from '../runtime.js';
 import type { SandboxSpec } from '../runtime.js';
 
@@ -66,3 +68,29 @@ function reason(error: unknown): string {
   }
   return String(error);
 }
+
+/**
+ * The registry reference whose access guards a local image, or undefined for an image that did
+ * not come from a registry under this name (built, loaded, or tagged locally by the operator).
+ */
+export function registrySource(info: Docker.ImageInspectInfo, named: ImageRef): ImageRef | undefined {
+  const digests: ImageRef[] = [];
+  for (const text of info.RepoDigests ?? []) {
+    try {
+      digests.push(parseImageRef(text));
+    } catch {
+      // Not a reference this client can check: ignored.
+    }
+  }
+  if (digests.length === 0) return undefined;
+  if (digests.some((d) => d.registry === named.registry && d.repository === named.repository)) return named;
+  const byTag = (info.RepoTags ?? []).some((tag) => {
+    try {
+      return parseImageRef(tag).canonical === named.canonical;
+    } catch {
+      return false;
+    }
+  });
+  return byTag ? undefined : digests[0];
+}
+

@@ -244,6 +244,47 @@ describe('oci image store', { concurrency: 1 }, () => {
     }
   });
 
+  it('imports a layout taking known layers from the store without their blobs, and names an image twice (tag)', async () => {
+    const scratch = mkdtempSync(join(tmpdir(), 'corral-layout-'));
+    try {
+      const rootfs = join(scratch, 'base.tar');
+      writeFileSync(rootfs, await makeTar([{ name: 'base-file', content: 'base' }]));
+      const base = await store.importRootfs(rootfs, 'corral-local/base:1');
+      const baseHex = base.layers[0] ?? '';
+      // A build's result: the base layer under the digest buildah gave it (its blob only a placeholder), and a new layer.
+      const top = await makeTar([{ name: 'top-file', content: 'top' }]);
+      const baseDigest = `sha256:${'b'.repeat(64)}`;
+      const config = Buffer.from(JSON.stringify({ config: { Cmd: ['/top'] }, rootfs: { type: 'layers', diff_ids: [baseDigest, `sha256:${sha(top)}`] } }));
+      const manifest = Buffer.from(
+        JSON.stringify({
+          schemaVersion: 2,
+          config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: `sha256:${sha(config)}`, size: config.length },
+          layers: [
+            { mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: baseDigest, size: 0 },
+            { mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: `sha256:${sha(top)}`, size: top.length },
+          ],
+        }),
+      );
+      const layout = join(scratch, 'layout');
+      mkdirSync(join(layout, 'blobs', 'sha256'), { recursive: true });
+      for (const body of [config, manifest, top]) writeFileSync(join(layout, 'blobs', 'sha256', sha(body)), body);
+      writeFileSync(join(layout, 'blobs', 'sha256', 'b'.repeat(64)), '');
+      writeFileSync(join(layout, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [{ digest: `sha256:${sha(manifest)}`, mediaType: 'application/vnd.oci.image.manifest.v1+json' }] }));
+      const { record, added, blobBytes } = await store.importLayout(layout, 'corral.local/u/built:1', new Map([[baseDigest, baseHex]]));
+      assert.deepEqual(record.layers, [baseHex, sha(top)]);
+      assert.deepEqual(added, [sha(top)]);
+      assert.equal(blobBytes, top.length);
+      assert.equal(readFileSync(join(store.layerDir(sha(top)), 'top-file'), 'utf8'), 'top');
+      // Without the mapping the placeholder is read, and refused: it is not the layer it names.
+      await assert.rejects(store.importLayout(layout, 'corral.local/u/built:2', new Map()), /does not match its digest/);
+      const copy = await store.tag(record, 'corral.local/u/renamed:1');
+      assert.deepEqual([copy.ref, copy.layers, copy.digest], ['corral.local/u/renamed:1', record.layers, record.digest]);
+      assert.equal((await store.get('corral.local/u/built:1'))?.digest, record.digest);
+    } finally {
+      rmSync(scratch, { recursive: true, force: true });
+    }
+  });
+
   it('gc removes only layers no image or caller still uses', async () => {
     const scratch = mkdtempSync(join(tmpdir(), 'corral-gc-'));
     try {

@@ -254,7 +254,27 @@ export class ImageStore {
     }
   }
 
-  private async importOciLayout(dir: string, reference: string | undefined): Promise<ImageRecord> {
+  /**
+   * Imports an OCI layout directory as `reference`, taking the layers `known` maps (a layer
+   * digest in the layout to a layer the store holds) from the store without reading their blobs
+   * (which need not be there): a build's result shares its base layers. The layers it read from
+   * blobs are `added`; `blobBytes` counts their blobs.
+   */
+  async importLayout(dir: string, reference: string, known: ReadonlyMap<string, string>): Promise<{ record: ImageRecord; added: string[]; blobBytes: number }> {
+    const added: string[] = [];
+    let blobBytes = 0;
+    const record = await this.importOciLayout(dir, reference, async (digest) => {
+      const hex = known.get(digest);
+      if (hex !== undefined && (await pathExists(this.layerDir(hex)))) return hex;
+      const path = join(dir, 'blobs', 'sha256', hexOf(digest));
+      blobBytes += (await stat(path)).size;
+      added.push(hexOf(digest));
+      return undefined;
+    });
+    return { record, added, blobBytes };
+  }
+
+  private async importOciLayout(dir: string, reference: string | undefined, fromStore?: (digest: string) => Promise<string | undefined>): Promise<ImageRecord> {
     const blobPath = (digest: string): string => join(dir, 'blobs', 'sha256', hexOf(digest));
     const readJson = async <T>(digest: string): Promise<T> => {
       const path = blobPath(digest);
@@ -281,6 +301,11 @@ export class ImageStore {
     const layers: string[] = [];
     for (const layer of manifest.layers) {
       checkLayerType(layer);
+      const stored = await fromStore?.(layer.digest);
+      if (stored !== undefined) {
+        layers.push(stored);
+        continue;
+      }
       const hex = hexOf(layer.digest);
       await this.ensureLayer(hex, async () => {
         if ((await sha256File(blobPath(layer.digest))) !== hex) throw new Error(`layer ${layer.digest} does not match its digest`);
@@ -314,6 +339,12 @@ export class ImageStore {
     if (name === undefined) throw new Error('the archive names no image; pass a reference');
     const digest = `sha256:${await sha256File(inside(entry.Config))}`;
     return this.saveRecord({ ref: parseImageRef(name).canonical, digest, layers, config, source: 'docker-archive', createdAt: new Date().toISOString() });
+  }
+
+  /** Stores `image`'s layers and config under another reference too (a copy, never marked as pulled with credentials). */
+  async tag(image: ImageRecord, reference: string): Promise<ImageRecord> {
+    const { authenticated: _authenticated, ...rest } = image;
+    return this.saveRecord({ ...rest, ref: parseImageRef(reference).canonical, createdAt: new Date().toISOString() });
   }
 
   /** Forgets an image (its layers stay until {@link gc}). */

@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { chmod, chown, lchown, lstat, mkdir, mkdtemp, open, readdir, readFile, realpath, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { basename, join, relative, resolve } from 'node:path';
-import { type ImageBuilder, ImageBuildError, type ImageBuildRequest, type ImageBuildResult } from '../image-builder.js';
+import { type ImageBuilder, ImageBuildError, type ImageBuildRequest, type ImageBuildResult, type ImageTransferRequest } from '../image-builder.js';
 import { parseImageRef } from '../registry/image-ref.js';
 import { RuntimeError } from '../runtime.js';
 import { runTool } from '../run-tool.js';
@@ -113,6 +113,42 @@ export class OciImageBuilder implements ImageBuilder {
     await this.options.images.remove(reference);
   }
 
+  async rename(from: string, to: string): Promise<string> {
+    const record = await this.options.images.get(from);
+    if (!record) throw new Error(`${from} is not in the image store`);
+    const copy = await this.options.images.tag(record, to);
+    await this.options.images.remove(from);
+    return copy.digest;
+  }
+
+  /** Pulls `source` into the image store (with the user's credentials, when given) and stores it under the reference too. */
+  async transfer(request: ImageTransferRequest): Promise<ImageBuildResult> {
+    let source: string;
+    try {
+      source = parseImageRef(request.source).canonical;
+    } catch (error) {
+      throw new ImageBuildError(`source_image ${request.source}: ${(error as Error).message}`, null, '');
+    }
+    if (parseImageRef(source).registry === 'corral.local') {
+      throw new ImageBuildError(`source_image ${request.source}: built images are not transferred; build it again or use it as it is`, null, '');
+    }
+    request.onOutput(`corral: pulling ${source}\n`);
+    let record: ImageRecord;
+    try {
+      // Pulled again (not taken from the store): the registry decides whether these credentials may have it.
+      record = await this.options.images.pull(source, request.credentials);
+    } catch (error) {
+      const message = error instanceof RuntimeError ? error.message : String(error);
+      throw new ImageBuildError(`the registry did not give ${source}: ${message}`, null, '');
+    }
+    const reference = parseImageRef(request.reference).canonical;
+    const copy = await this.options.images.tag(record, reference);
+    let sizeBytes = 0;
+    for (const hex of copy.layers) sizeBytes += await directorySize(this.options.images.layerDir(hex));
+    request.onOutput(`corral: stored ${reference} (${copy.digest})\n`);
+    return { reference, digest: copy.digest, sizeBytes };
+  }
+
   private storageArgs(cacheKey: string): string[] {
     const safe = cacheKey.replace(/[^A-Za-z0-9_.-]/g, '_');
     return ['--root', join(this.options.root, 'storage', safe), '--runroot', join(this.options.root, 'run', safe), '--storage-driver', 'overlay'];
@@ -162,15 +198,22 @@ export class OciImageBuilder implements ImageBuilder {
       }
       const reference = parseImageRef(request.reference).canonical;
       await this.runBuild(request, storage, context, dockerfile, reference, scratch, emit);
-      const archive = join(work, 'image.tar');
-      await runTool('buildah', [...storage, 'push', '--signature-policy', this.policyFile, reference, `oci-archive:${archive}:${reference}`], { timeoutMs: 600_000 });
-      const record = await this.options.images.importArchive(archive, reference);
+      // The result goes out as an OCI layout whose base layers the store already holds: a file
+      // named by each known layer's digest is put in its place first, which buildah's push takes as
+      // "already there" and does not write, and the import takes those layers from the store.
+      const known = await this.knownLayers(storage);
+      const layout = join(work, 'result');
+      await mkdir(join(layout, 'blobs', 'sha256'), { recursive: true });
+      for (const digest of Object.keys(known)) await writeFile(join(layout, 'blobs', 'sha256', digest.replace(/^sha256:/, '')), '');
+      await runTool('buildah', [...storage, 'push', '--disable-compression', '--signature-policy', this.policyFile, reference, `oci:${layout}:${reference}`], { timeoutMs: 600_000 });
+      const imported = await this.options.images.importLayout(layout, reference, new Map(Object.entries(known).map(([digest, layer]) => [digest, layer.hex])));
+      const record = imported.record;
       // buildah 1.28 commits the layers a build made with their host ids (root as 0x71000000, not 0):
       // they are given back the ids the build saw, or sandboxes would see them as nobody's.
-      for (const hex of record.layers) await unshiftOwners(this.options.images.layerDir(hex), this.options.userns);
+      for (const hex of imported.added) await unshiftOwners(this.options.images.layerDir(hex), this.options.userns);
       // The driver's store holds the result now; the owner's storage keeps only base images.
       await runTool('buildah', [...storage, 'rmi', '--force', reference], { timeoutMs: 120_000 }).catch(() => undefined);
-      const sizeBytes = (await stat(archive)).size;
+      const sizeBytes = imported.blobBytes + Object.values(known).filter((l) => record.layers.includes(l.hex)).reduce((sum, l) => sum + l.size, 0);
       emit(`corral: stored ${reference} (${record.digest}, ${sizeBytes} bytes)\n`);
       return { reference, digest: record.digest, sizeBytes };
     } catch (error) {
@@ -180,6 +223,22 @@ export class OciImageBuilder implements ImageBuilder {
       await rm(work, { recursive: true, force: true });
       await rm(scratch, { recursive: true, force: true });
     }
+  }
+
+  /** The owner's base layers: buildah's digest of each (as the archive it was given) to the store's layer. */
+  private async knownLayers(storage: string[]): Promise<Record<string, KnownLayer>> {
+    try {
+      return JSON.parse(await readFile(join(storage[1] ?? '', 'corral-layers.json'), 'utf8')) as Record<string, KnownLayer>;
+    } catch {
+      return {};
+    }
+  }
+
+  private async rememberLayers(storage: string[], layers: Record<string, KnownLayer>): Promise<void> {
+    const file = join(storage[1] ?? '', 'corral-layers.json');
+    await mkdir(join(file, '..'), { recursive: true });
+    await writeFile(`${file}.tmp`, JSON.stringify({ ...(await this.knownLayers(storage)), ...layers }));
+    await rename(`${file}.tmp`, file);
   }
 
   /** Puts a `FROM` image into the owner's storage, from the driver's image store. */
@@ -201,7 +260,8 @@ export class OciImageBuilder implements ImageBuilder {
     const marker = join(storage[1] ?? work, 'corral-bases', createHash('sha256').update(canonical).digest('hex').slice(0, 32));
     if ((await readFile(marker, 'utf8').catch(() => '')) === record.digest) return;
     const layout = join(work, `base-${createHash('sha256').update(canonical).digest('hex').slice(0, 12)}`);
-    await writeOciLayout(record, layout, (hex) => this.options.images.layerDir(hex));
+    const known = await writeOciLayout(record, layout, (hex) => this.options.images.layerDir(hex));
+    await this.rememberLayers(storage, known);
     await runTool('skopeo', [
       'copy', '--quiet', '--policy', this.policyFile,
       `oci:${layout}:latest`,
@@ -420,7 +480,7 @@ export async function killCgroupTree(name: string, root = '/sys/fs/cgroup'): Pro
  * again (uncompressed, ids as stored; overlay whiteouts stay as they are, which buildah's overlay
  * storage reads as whiteouts), with a config holding the image's env, command and user.
  */
-async function writeOciLayout(record: ImageRecord, dir: string, layerDir: (hex: string) => string): Promise<void> {
+async function writeOciLayout(record: ImageRecord, dir: string, layerDir: (hex: string) => string): Promise<Record<string, KnownLayer>> {
   const blobs = join(dir, 'blobs', 'sha256');
   await mkdir(blobs, { recursive: true });
   const put = async (path: string): Promise<{ digest: string; size: number }> => {
@@ -434,10 +494,13 @@ async function writeOciLayout(record: ImageRecord, dir: string, layerDir: (hex: 
     return put(path);
   };
   const layers: { digest: string; size: number }[] = [];
+  const known: Record<string, KnownLayer> = {};
   for (const hex of record.layers) {
     const tar = join(dir, 'layer.tar');
     await runTool('tar', ['--create', '--file', tar, '--directory', layerDir(hex), '--numeric-owner', '--xattrs', '--xattrs-include=trusted.overlay.*', '.'], { timeoutMs: 600_000 });
-    layers.push(await put(tar));
+    const layer = await put(tar);
+    layers.push(layer);
+    known[layer.digest] = { hex, size: layer.size };
   }
   const c = record.config;
   const config = await putJson({
@@ -459,6 +522,25 @@ async function writeOciLayout(record: ImageRecord, dir: string, layerDir: (hex: 
     join(dir, 'index.json'),
     JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...manifest, annotations: { 'org.opencontainers.image.ref.name': 'latest' } }] }),
   );
+  return known;
+}
+
+/** A base layer as buildah holds it (the digest of its archive) and where the image store has it unpacked. */
+export interface KnownLayer {
+  /** The store's layer (`ImageStore.layerDir(hex)`). */
+  hex: string;
+  /** Bytes of the archive buildah was given. */
+  size: number;
+}
+
+/** Bytes of the regular files under `dir` (links not followed). */
+async function directorySize(dir: string): Promise<number> {
+  let total = 0;
+  for (const entry of await readdir(dir, { withFileTypes: true, recursive: true }).catch(() => [])) {
+    if (!entry.isFile()) continue;
+    total += (await lstat(join(entry.parentPath ?? entry.path, entry.name)).catch(() => ({ size: 0 }))).size;
+  }
+  return total;
 }
 
 async function sha256File(path: string): Promise<string> {

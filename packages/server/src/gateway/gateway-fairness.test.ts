@@ -183,7 +183,14 @@ describe('gateway fairness and bounds (oci)', { timeout: 240_000, skip }, () => 
       }
     });
     socket.once('close', () => (closed = true));
-    await gotFirst;
+    // Bounded, so a download that never starts fails here with what is known, not as a suite timeout.
+    let noData: NodeJS.Timeout | undefined;
+    await Promise.race([
+      gotFirst,
+      new Promise<never>((_, reject) => {
+        noData = setTimeout(() => reject(new Error(`no byte of the download within 60 s (socket ${closed ? 'closed' : 'open'})`)), 60_000);
+      }),
+    ]).finally(() => clearTimeout(noData));
     await new Promise((resolve) => setTimeout(resolve, 4000));
     socket.resume();
     await closedWithin(socket, 5000);

@@ -151,6 +151,36 @@ describe('webhooks against a real server (pausable runtime)', { timeout: 120_000
     assert.deepEqual((await asAlice.webhooks.list()).webhooks, []);
     await assert.rejects(asAlice.webhooks.deliveries(hook.id), NotFoundError);
   });
+
+  it("a team admin's endpoint gets the team's sandboxes' events; a member cannot register one; personal endpoints do not get team sandboxes", async () => {
+    const admin = new CorralClient({ apiUrl, apiKey: t.adminKey });
+    const lead = await t.createUser('webhook-team-lead');
+    const member = await t.createUser('webhook-team-member');
+    const team = await admin.teams.create(`webhooks-${randomBytes(3).toString('hex')}`);
+    await admin.teams.setMember(team.id, lead.id, 'admin');
+    await admin.teams.setMember(team.id, member.id, 'member');
+    const asLead = new CorralClient({ apiUrl, apiKey: lead.key });
+    const asMember = new CorralClient({ apiUrl, apiKey: member.key });
+    await assert.rejects(asMember.webhooks.create({ url: `${receiver.url}/nope`, event_types: ['*'], team_id: team.id }), ValidationError);
+    const teamHook = await asLead.webhooks.create({ url: `${receiver.url}/team`, event_types: ['sandbox.created'], team_id: team.id });
+    assert.equal(teamHook.teamId, team.id);
+    await asMember.webhooks.create({ url: `${receiver.url}/member-personal`, event_types: ['*'] });
+    // The member sees no team endpoint (not an admin); the lead does.
+    assert.deepEqual((await asMember.webhooks.list()).webhooks.map((w) => w.teamId), [null]);
+    assert.ok((await asLead.webhooks.list()).webhooks.some((w) => w.id === teamHook.id));
+
+    const teamSandbox = await Sandbox.create(asMember, { image: 'busybox:latest', teamId: team.id });
+    const personal = await Sandbox.create(asMember, { image: 'busybox:latest' });
+    const got = await eventually(() => payloads(receiver.received, '/team')[0], 30_000, 'the team delivery');
+    verifyWebhook(teamHook.secret, (receiver.received.find((r) => r.path === '/team') as Received).headers, (receiver.received.find((r) => r.path === '/team') as Received).body);
+    assert.equal(got.sandboxId, teamSandbox.id);
+    await eventually(() => payloads(receiver.received, '/member-personal').find((p) => p.type === 'sandbox.created'), 30_000, 'the personal delivery');
+    await teamSandbox.delete();
+    await personal.delete();
+    await eventually(() => payloads(receiver.received, '/member-personal').find((p) => p.data.to === 'TERMINATED'), 30_000, 'the personal TERMINATED delivery');
+    assert.deepEqual(new Set(payloads(receiver.received, '/member-personal').map((p) => p.sandboxId)), new Set([personal.id]));
+    assert.deepEqual(payloads(receiver.received, '/team').map((p) => p.sandboxId), [teamSandbox.id]);
+  });
 });
 
 describe('webhook URLs and addresses', { timeout: 60_000 }, () => {

@@ -83,8 +83,12 @@ export function wireServer(config: CorralConfig, store: Store, runtime: SandboxR
   const quotas = new QuotaService(store, config);
   const images = new ImageService(store, runtime, config, registryCredentials, createHmac('sha256', gatewaySecret).update('image-context-uploads').digest('hex'), log);
   const sandboxes = new SandboxService(store, lifecycle, tokens, config, registryCredentials, quotas, images);
+  const webhooks = new WebhookService(store, webhookDelivery, { allowPrivate: config.webhookAllowPrivate });
   accessEvents.subscribe(async (change) => {
     if (change.kind === 'userDeleted') await sandboxes.terminateOwnedBy(change.userId);
+  });
+  accessEvents.subscribe(async (change) => {
+    if (change.kind === 'userDeleted') await webhooks.forgetUser(change.userId);
   });
   const presence = new ReplicaPresence(
     store,
@@ -132,7 +136,7 @@ export function wireServer(config: CorralConfig, store: Store, runtime: SandboxR
     gateway,
     metrics,
     events,
-    webhooks: new WebhookService(store, webhookDelivery, { allowPrivate: config.webhookAllowPrivate }),
+    webhooks,
     isReady: () => ready,
     isolation: () => runtime?.isolation() ?? null,
   };

@@ -120,6 +120,13 @@ export class WebhookService {
     return deliveryView(await this.delivery.sendTest(endpoint));
   }
 
+  /** Deletes a deleted user's personal endpoints (their team endpoints stay: they are the team's). */
+  async forgetUser(userId: string): Promise<void> {
+    for (const endpoint of await this.store.listWebhookEndpoints(userId, [])) {
+      if (endpoint.teamId === null && endpoint.userId === userId) await this.store.deleteWebhookEndpoint(endpoint.id);
+    }
+  }
+
   private manages(caller: Principal, e: WebhookEndpointRecord): boolean {
     return e.teamId === null ? e.userId === caller.user.id : caller.teams.get(e.teamId) === 'admin' || (caller.user.isAdmin && e.userId === caller.user.id);
   }

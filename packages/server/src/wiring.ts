@@ -72,6 +72,7 @@ export function wireServer(config: CorralConfig, store: Store, runtime: SandboxR
       timeoutMs: config.webhookTimeoutMs,
       maxAttempts: config.webhookMaxAttempts,
       retryBaseMs: config.webhookRetryBaseMs,
+      retentionMs: config.terminatedRetentionHours * 3_600_000,
     },
     log,
     metrics,

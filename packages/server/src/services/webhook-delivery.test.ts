@@ -22,7 +22,7 @@ describe('webhook delivery', () => {
   it('drops (and counts) events past its queue bound without touching the store', async () => {
     const store = await openStore({ kind: 'sqlite', path: ':memory:' });
     const metrics = new CorralMetrics({ processMetrics: false });
-    const delivery = new WebhookDelivery(store, { replicaId: 'r', allowPrivate: false, timeoutMs: 1_000, maxAttempts: 3, retryBaseMs: 100, maxQueued: 2 }, pino({ level: 'silent' }), metrics);
+    const delivery = new WebhookDelivery(store, { replicaId: 'r', allowPrivate: false, timeoutMs: 1_000, maxAttempts: 3, retryBaseMs: 100, maxQueued: 2, retentionMs: 3_600_000 }, pino({ level: 'silent' }), metrics);
     const event = (id: string) => ({ id, sandboxId: 'nosuch', at: new Date().toISOString(), type: 'exec' as const, actor: null, data: {} });
     delivery.enqueue([event('a'), event('b'), event('c')]);
     assert.equal((await metrics.webhookEventsDropped.get()).values.find((v) => v.labels.reason === 'queue_full')?.value, 3);
@@ -67,7 +67,7 @@ describe('webhook delivery', () => {
     await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
     const events = new SandboxEvents(store, log);
     const replicas = ['replica-a', 'replica-b'].map(
-      (replicaId) => new WebhookDelivery(store, { replicaId, allowPrivate: true, timeoutMs: 5_000, maxAttempts: 3, retryBaseMs: 100, pollMs: 10 }, log),
+      (replicaId) => new WebhookDelivery(store, { replicaId, allowPrivate: true, timeoutMs: 5_000, maxAttempts: 3, retryBaseMs: 100, pollMs: 10, retentionMs: 3_600_000 }, log),
     );
     try {
       const now = new Date().toISOString();

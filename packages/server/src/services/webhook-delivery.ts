@@ -32,7 +32,12 @@ export interface WebhookDeliveryOptions {
   pollMs?: number;
   /** Events queued at most (default 10 000). */
   maxQueued?: number;
+  /** Delivered and failed deliveries are deleted this long after their creation (the sandboxes' retention). */
+  retentionMs: number;
 }
+
+/** How often finished deliveries past their retention are purged. */
+const PURGE_INTERVAL_MS = 600_000;
 
 /** The wait before attempt `attempt + 1` after `attempt` failed: `base × 2^(attempt−1)`, ±20 % jitter, at most an hour. */
 export function retryDelayMs(attempt: number, baseMs: number, random = Math.random): number {
@@ -80,6 +85,7 @@ export class WebhookDelivery {
   private readonly inFlight = new Set<Promise<void>>();
   private readonly maxQueued: number;
   private closed = false;
+  private lastPurge = 0;
 
   constructor(
     private readonly store: Store,
@@ -202,6 +208,10 @@ export class WebhookDelivery {
   }
 
   private async pass(): Promise<void> {
+    if (Date.now() - this.lastPurge >= PURGE_INTERVAL_MS) {
+      this.lastPurge = Date.now();
+      await this.store.purgeWebhookDeliveries(new Date(Date.now() - this.options.retentionMs).toISOString(), 10_000);
+    }
     const free = CONCURRENCY - this.inFlight.size;
     if (free <= 0) return;
     const now = new Date().toISOString();

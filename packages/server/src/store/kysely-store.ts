@@ -1002,6 +1002,19 @@ export class KyselyStore implements Store {
     return row?.claimedBy === replicaId ? row : undefined;
   }
 
+  async purgeWebhookDeliveries(before: string, limit: number): Promise<number> {
+    const rows = await this.db
+      .selectFrom('webhook_deliveries')
+      .select('id')
+      .where('status', 'in', ['delivered', 'failed'])
+      .where('created_at', '<', before)
+      .limit(limit)
+      .execute();
+    if (rows.length === 0) return 0;
+    await this.db.deleteFrom('webhook_deliveries').where('id', 'in', rows.map((r) => r.id)).execute();
+    return rows.length;
+  }
+
   async updateWebhookDelivery(id: string, patch: WebhookDeliveryPatch, replicaId: string): Promise<WebhookDeliveryRecord | undefined> {
     const result = await this.db
       .updateTable('webhook_deliveries')

@@ -1232,6 +1232,10 @@ export function runStoreSuite(name: string, open: () => Promise<Store>): void {
         assert.deepEqual({ status: done?.status, attempts: done?.attempts, log: done?.attemptLog, code: done?.lastStatusCode }, { status: 'delivered', attempts: 1, log: [attempt], code: 200 });
         assert.ok(!(await store.dueWebhookDeliveries(at(100), 100_000)).includes(due.id));
         assert.deepEqual((await store.listWebhookDeliveries(endpointId, 10)).map((x) => x.id), [later.id, due.id]);
+        // Finished deliveries older than the cutoff are purged; pending ones stay.
+        for (let i = 0; i < 1000 && (await store.getWebhookDelivery(due.id)); i += 1) await store.purgeWebhookDeliveries(at(5), 1000);
+        assert.equal(await store.getWebhookDelivery(due.id), undefined);
+        assert.ok(await store.getWebhookDelivery(later.id));
       });
     });
   });

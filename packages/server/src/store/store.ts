@@ -171,6 +171,8 @@ export interface Store {
    * any replica, exactly one gets the row; the others get undefined.
    */
   claimWebhookDelivery(id: string, replicaId: string, now: string, holdUntil: string): Promise<WebhookDeliveryRecord | undefined>;
+  /** Deletes up to `limit` delivered or failed deliveries created before `before`; returns how many. */
+  purgeWebhookDeliveries(before: string, limit: number): Promise<number>;
   /** Applies `patch` while `replicaId` holds the delivery; the updated row, or undefined when it does not hold it. */
   updateWebhookDelivery(id: string, patch: WebhookDeliveryPatch, replicaId: string): Promise<WebhookDeliveryRecord | undefined>;
   insertImageBuild(build: ImageBuildRecord): Promise<void>;

@@ -6,6 +6,7 @@ import { registerSandbox } from './commands/sandbox.js';
 import { registerServe } from './commands/serve.js';
 import { registerTeams } from './commands/teams.js';
 import { registerTunnel } from './commands/tunnel.js';
+import { registerWebhooks } from './commands/webhooks.js';
 import { registerUsers } from './commands/users.js';
 
 /**
@@ -29,5 +30,6 @@ export function buildProgram(): Command {
   registerUsers(program);
   registerTeams(program);
   registerTunnel(program);
+  registerWebhooks(program);
   return program;
 }

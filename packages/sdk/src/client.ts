@@ -6,6 +6,7 @@ import { GatewayTokenCache } from './gateway-tokens.js';
 import { HttpTransport } from './http.js';
 import { type ClientOptions, type ResolvedOptions, resolveOptions } from './options.js';
 import { ImagesApi } from './resources/images-api.js';
+import { WebhooksApi } from './resources/webhooks-api.js';
 import { KeysApi, TeamsApi, UsersApi, getMe } from './resources/admin-api.js';
 import { SandboxesApi } from './resources/sandboxes-api.js';
 import { TunnelsApi } from './resources/tunnels-api.js';
@@ -33,6 +34,8 @@ export class CorralClient {
   readonly keys: KeysApi;
   /** Images built from Dockerfiles: build, list, logs, delete. */
   readonly images: ImagesApi;
+  /** Webhook endpoints and their deliveries (a Corral extension). */
+  readonly webhooks: WebhooksApi;
   /** Batches status reads into `status:batchGet` (25 ms window, ≤ 100 ids). */
   readonly statuses: StatusCoalescer;
   /** The data plane: exec, files, tokens. */
@@ -47,6 +50,7 @@ export class CorralClient {
     this.teams = new TeamsApi(this.http);
     this.keys = new KeysApi(this.http);
     this.images = new ImagesApi(this.http);
+    this.webhooks = new WebhooksApi(this.http);
     this.statuses = new StatusCoalescer(this.sandboxes, this.options.statusBatchWindowMs);
     this.gateway = new GatewayClient(new GatewayTokenCache(this.sandboxes, this.options), this.sandboxes, this.options);
   }

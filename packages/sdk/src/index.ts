@@ -24,6 +24,8 @@ export { SandboxesApi } from './resources/sandboxes-api.js';
 export { KeysApi, QUOTA_UNLIMITED, TeamsApi, UsersApi, type Quota, type QuotaOverrides } from './resources/admin-api.js';
 export { TunnelsApi } from './resources/tunnels-api.js';
 export { ImagesApi, type ImageBuildOptions } from './resources/images-api.js';
+export { WebhooksApi } from './resources/webhooks-api.js';
+export { WEBHOOK_TOLERANCE_SECONDS, WebhookVerificationError, verifyWebhook, type WebhookHeaders } from './webhook-verify.js';
 export { PACKED_DOCKERFILE_PATH, packBuildContext, type PackedContext } from './build-context.js';
 export { HttpTransport, type CallOptions, type QueryValue } from './http.js';
 export { SDK_VERSION, normaliseApiUrl, resolveOptions, type ClientOptions, type ResolvedOptions } from './options.js';

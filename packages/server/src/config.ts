@@ -175,6 +175,14 @@ export interface CorralConfig {
   imageBuildUploadTtlSeconds: number;
   /** Longest time `POST /sandbox` holds its answer while the sandbox provisions, ms; 0 answers at once (PENDING). */
   createWaitMs: number;
+  /** Webhook URLs may name (or resolve to) loopback, private, link-local and metadata addresses. */
+  webhookAllowPrivate: boolean;
+  /** Longest one webhook delivery attempt may take. */
+  webhookTimeoutMs: number;
+  /** Attempts of one delivery before it is given up (status `failed`). */
+  webhookMaxAttempts: number;
+  /** Wait before the first retry; each later retry waits twice as long (with jitter), up to an hour. */
+  webhookRetryBaseMs: number;
   /** CPU cores of the host kept for the server and the host itself; sandboxes' capacity is the rest. */
   reserveCpu: number;
   /** GB of the host's memory kept for the server and the host itself; sandboxes' capacity is the rest. */
@@ -408,6 +416,10 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'imageBuildContextMaxBytes', env: 'CORRAL_IMAGE_BUILD_CONTEXT_MAX_BYTES', description: 'Largest build context tarball an upload URL accepts (413 past it)', defaultText: '536870912 (512 MiB)', parse: integer(1024, 2 ** 40) },
   { key: 'imageBuildUploadTtlSeconds', env: 'CORRAL_IMAGE_BUILD_UPLOAD_TTL_SECONDS', description: 'How long the signed upload URL of a build is valid', defaultText: '900', parse: integer(10, 86_400) },
   { key: 'createWaitMs', env: 'CORRAL_CREATE_WAIT_MS', description: 'Longest time POST /api/v1/sandbox holds its answer while the sandbox starts, so it answers RUNNING (0 answers at once, PENDING), and status:batchGet while sandboxes it asks about are starting. Clients may shorten it with the X-Corral-Create-Wait header', defaultText: '3000', parse: integer(0, 25_000) },
+  { key: 'webhookAllowPrivate', env: 'CORRAL_WEBHOOK_ALLOW_PRIVATE', description: 'Whether webhook URLs may name, or resolve to, loopback, private, link-local and cloud metadata addresses (checked at registration and again at every delivery)', defaultText: 'off', parse: onOff },
+  { key: 'webhookTimeoutMs', env: 'CORRAL_WEBHOOK_TIMEOUT_MS', description: 'Longest one webhook delivery attempt may take (connect to the end of the answer); past it the attempt failed', defaultText: '10000', parse: integer(100, 120_000) },
+  { key: 'webhookMaxAttempts', env: 'CORRAL_WEBHOOK_MAX_ATTEMPTS', description: 'Attempts of one webhook delivery before it is given up (status failed)', defaultText: '8', parse: integer(1, 50) },
+  { key: 'webhookRetryBaseMs', env: 'CORRAL_WEBHOOK_RETRY_BASE_MS', description: 'Wait before the first retry of a failed webhook delivery; each later one waits twice as long (±20 % jitter), at most an hour', defaultText: '10000', parse: integer(10, 3_600_000) },
 ];
 
 const DEFAULTS: CorralConfig = {
@@ -492,6 +504,10 @@ const DEFAULTS: CorralConfig = {
   imageBuildContextMaxBytes: 512 * 1024 ** 2,
   imageBuildUploadTtlSeconds: 900,
   createWaitMs: 3000,
+  webhookAllowPrivate: false,
+  webhookTimeoutMs: 10_000,
+  webhookMaxAttempts: 8,
+  webhookRetryBaseMs: 10_000,
   reserveCpu: 0.5,
   reserveMemoryGb: 1,
   overcommitCpu: 4,

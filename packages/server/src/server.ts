@@ -83,7 +83,7 @@ export async function createCorralServer(
     throw error;
   }
   if (runtime) logIsolation(log, runtime.name, runtime.isolation());
-  const { services, auth, lifecycle, reconciler, presence, activity, events, liveGrants, setReady } = wireServer(config, store, runtime, log, gatewaySecret(config));
+  const { services, auth, lifecycle, reconciler, presence, activity, events, webhooks, liveGrants, setReady } = wireServer(config, store, runtime, log, gatewaySecret(config));
   try {
     // Refuses a second live replica of the deployment on a driver that cannot share sandboxes.
     await presence.start();
@@ -102,6 +102,7 @@ export async function createCorralServer(
   const interrupted = await services.images.recover(await presence.liveReplicas());
   if (interrupted > 0) log.warn({ builds: interrupted }, 'image builds interrupted by a restart were marked FAILED');
   reconciler.start();
+  webhooks.start(events);
   setReady(true);
 
   let closed = false;
@@ -133,6 +134,8 @@ export async function createCorralServer(
       // After provisioning settled: the heartbeat goes, so other replicas take over at once.
       await presence.stop();
       await events.close();
+      // After the events: their last batch becomes deliveries (attempted by the next start if not now).
+      await webhooks.close();
       await runtime?.close();
       await store.close();
     },

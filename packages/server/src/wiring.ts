@@ -26,6 +26,8 @@ import { SandboxLifecycle } from './services/sandbox-lifecycle.js';
 import { SandboxEvents } from './services/sandbox-events.js';
 import { SandboxService } from './services/sandbox-service.js';
 import { ImageService } from './services/image-service.js';
+import { WebhookDelivery } from './services/webhook-delivery.js';
+import { WebhookService } from './services/webhook-service.js';
 import type { Store } from './store/store.js';
 
 /** Every long-lived part of a server, built and connected; `server.ts` starts and stops them. */
@@ -40,6 +42,8 @@ export interface ServerWiring {
   activity: ActivityTracker;
   /** The sandbox event log; closed (its buffer written) before the store. */
   events: SandboxEvents;
+  /** Webhook delivery; started with the reconciler, closed after `events` (whose last events it delivers). */
+  webhooks: WebhookDelivery;
   /** The gateway's open work, cut when access is taken away; started here, closed by the caller. */
   liveGrants: LiveGrants;
   /** Sets what `/healthz` reports: true once startup recovery has finished. */
@@ -60,6 +64,19 @@ export function wireServer(config: CorralConfig, store: Store, runtime: SandboxR
   const auth = new AuthService(store, accessEvents);
   const metrics = new CorralMetrics();
   const events = new SandboxEvents(store, log, metrics);
+  const webhookDelivery = new WebhookDelivery(
+    store,
+    {
+      replicaId: config.replicaId,
+      allowPrivate: config.webhookAllowPrivate,
+      timeoutMs: config.webhookTimeoutMs,
+      maxAttempts: config.webhookMaxAttempts,
+      retryBaseMs: config.webhookRetryBaseMs,
+      retentionMs: config.terminatedRetentionHours * 3_600_000,
+    },
+    log,
+    metrics,
+  );
   const lifecycle = new SandboxLifecycle(store, runtime, config, log, { metrics, events });
   const tokens = new GatewayTokens(gatewaySecret, config.gatewayTokenTtlSeconds);
   const activity = new ActivityTracker(store, log);
@@ -67,8 +84,12 @@ export function wireServer(config: CorralConfig, store: Store, runtime: SandboxR
   const quotas = new QuotaService(store, config);
   const images = new ImageService(store, runtime, config, registryCredentials, createHmac('sha256', gatewaySecret).update('image-context-uploads').digest('hex'), log);
   const sandboxes = new SandboxService(store, lifecycle, tokens, config, registryCredentials, quotas, images);
+  const webhooks = new WebhookService(store, webhookDelivery, { allowPrivate: config.webhookAllowPrivate });
   accessEvents.subscribe(async (change) => {
     if (change.kind === 'userDeleted') await sandboxes.terminateOwnedBy(change.userId);
+  });
+  accessEvents.subscribe(async (change) => {
+    if (change.kind === 'userDeleted') await webhooks.forgetUser(change.userId);
   });
   const presence = new ReplicaPresence(
     store,
@@ -116,6 +137,7 @@ export function wireServer(config: CorralConfig, store: Store, runtime: SandboxR
     gateway,
     metrics,
     events,
+    webhooks,
     isReady: () => ready,
     isolation: () => runtime?.isolation() ?? null,
   };
@@ -127,6 +149,7 @@ export function wireServer(config: CorralConfig, store: Store, runtime: SandboxR
     presence,
     activity,
     events,
+    webhooks: webhookDelivery,
     liveGrants,
     setReady(value) {
       ready = value;

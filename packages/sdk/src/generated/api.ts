@@ -1008,6 +1008,93 @@ export type DeleteTemplateRegistryCredentialsCredentialsIdResponse = {
   message: string;
 };
 
+/** Body of `POST /api/v1/webhooks`. */
+export type CreateWebhookRequest = {
+  url: string;
+  event_types: Array<string>;
+  team_id?: string | null;
+};
+
+/** Success response of `POST /api/v1/webhooks`. */
+export type CreateWebhookResponse = {
+  id: string;
+  userId: string;
+  teamId: string | null;
+  url: string;
+  eventTypes: Array<string>;
+  enabled: boolean;
+  createdAt: string;
+  secret: string;
+};
+
+/** Success response of `GET /api/v1/webhooks`. */
+export type ListWebhooksResponse = {
+  webhooks: Array<{
+    id: string;
+    userId: string;
+    teamId: string | null;
+    url: string;
+    eventTypes: Array<string>;
+    enabled: boolean;
+    createdAt: string;
+  }>;
+};
+
+/** Success response of `DELETE /api/v1/webhooks/{webhook_id}`. */
+export type DeleteWebhookResponse = {
+  success: boolean;
+  message: string;
+};
+
+/** Query of `GET /api/v1/webhooks/{webhook_id}/deliveries`. */
+export type ListWebhookDeliveriesQuery = {
+  limit: number;
+};
+
+/** Success response of `GET /api/v1/webhooks/{webhook_id}/deliveries`. */
+export type ListWebhookDeliveriesResponse = {
+  deliveries: Array<{
+    id: string;
+    webhookId: string;
+    eventId: string;
+    eventType: string;
+    status: "pending" | "delivering" | "delivered" | "failed";
+    attempts: number;
+    attemptLog: Array<{
+      at: string;
+      durationMs: number;
+      statusCode: number | null;
+      error: string | null;
+    }>;
+    lastStatusCode: number | null;
+    lastError: string | null;
+    nextAttemptAt: string | null;
+    deliveredAt: string | null;
+    createdAt: string;
+  }>;
+};
+
+/** Success response of `POST /api/v1/webhooks/{webhook_id}/test`. */
+export type TestWebhookResponse = {
+  id: string;
+  webhookId: string;
+  eventId: string;
+  eventType: string;
+  status: "pending" | "delivering" | "delivered" | "failed";
+  attempts: number;
+  attemptLog: Array<{
+    at: string;
+    durationMs: number;
+    statusCode: number | null;
+    error: string | null;
+  }>;
+  lastStatusCode: number | null;
+  lastError: string | null;
+  nextAttemptAt: string | null;
+  deliveredAt: string | null;
+  createdAt: string;
+};
+
 /** Body of `POST /api/v1/images/build`. */
 export type PostImagesBuildRequest = {
   image_name?: string | null;
@@ -1298,6 +1385,11 @@ export const OPERATION_ROUTES = {
   GetTemplateRegistryCredentials: { method: "GET", path: "/api/v1/template/registry-credentials" },
   PostTemplateRegistryCredentials: { method: "POST", path: "/api/v1/template/registry-credentials" },
   DeleteTemplateRegistryCredentialsCredentialsId: { method: "DELETE", path: "/api/v1/template/registry-credentials/{credentials_id}" },
+  CreateWebhook: { method: "POST", path: "/api/v1/webhooks" },
+  ListWebhooks: { method: "GET", path: "/api/v1/webhooks" },
+  DeleteWebhook: { method: "DELETE", path: "/api/v1/webhooks/{webhook_id}" },
+  ListWebhookDeliveries: { method: "GET", path: "/api/v1/webhooks/{webhook_id}/deliveries" },
+  TestWebhook: { method: "POST", path: "/api/v1/webhooks/{webhook_id}/test" },
   PostImagesBuild: { method: "POST", path: "/api/v1/images/build" },
   PostImagesBuildBuildIdStart: { method: "POST", path: "/api/v1/images/build/{build_id}/start" },
   GetImagesBuildBuildId: { method: "GET", path: "/api/v1/images/build/{build_id}" },
@@ -1367,6 +1459,11 @@ export const RESPONSE_SCHEMAS: Readonly<Record<string, JsonSchema>> = {
   GetTemplateRegistryCredentials: {"type":"object","properties":{"credentials":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"name":{"type":"string"},"server":{"type":"string"},"createdAt":{"type":"string"},"updatedAt":{"type":"string"},"userId":{"type":"string"},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","name","server","createdAt","updatedAt","userId","teamId"]}}},"required":["credentials"]},
   PostTemplateRegistryCredentials: {"type":"object","properties":{"id":{"type":"string"},"name":{"type":"string"},"server":{"type":"string"},"createdAt":{"type":"string"},"updatedAt":{"type":"string"},"userId":{"type":"string"},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","name","server","createdAt","updatedAt","userId","teamId"]},
   DeleteTemplateRegistryCredentialsCredentialsId: {"type":"object","properties":{"success":{"type":"boolean"},"message":{"type":"string"}},"required":["success","message"]},
+  CreateWebhook: {"type":"object","properties":{"id":{"type":"string"},"userId":{"type":"string"},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]},"url":{"type":"string"},"eventTypes":{"type":"array","items":{"type":"string"}},"enabled":{"type":"boolean"},"createdAt":{"type":"string"},"secret":{"type":"string"}},"required":["id","userId","teamId","url","eventTypes","enabled","createdAt","secret"]},
+  ListWebhooks: {"type":"object","properties":{"webhooks":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"userId":{"type":"string"},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]},"url":{"type":"string"},"eventTypes":{"type":"array","items":{"type":"string"}},"enabled":{"type":"boolean"},"createdAt":{"type":"string"}},"required":["id","userId","teamId","url","eventTypes","enabled","createdAt"]}}},"required":["webhooks"]},
+  DeleteWebhook: {"type":"object","properties":{"success":{"type":"boolean"},"message":{"type":"string"}},"required":["success","message"]},
+  ListWebhookDeliveries: {"type":"object","properties":{"deliveries":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"webhookId":{"type":"string"},"eventId":{"type":"string"},"eventType":{"type":"string"},"status":{"anyOf":[{"type":"string"},{"type":"string"},{"type":"string"},{"type":"string"}]},"attempts":{"type":"integer"},"attemptLog":{"type":"array","items":{"type":"object","properties":{"at":{"type":"string"},"durationMs":{"type":"number"},"statusCode":{"anyOf":[{"type":"integer"},{"type":"null"}]},"error":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["at","durationMs","statusCode","error"]}},"lastStatusCode":{"anyOf":[{"type":"integer"},{"type":"null"}]},"lastError":{"anyOf":[{"type":"string"},{"type":"null"}]},"nextAttemptAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"deliveredAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"createdAt":{"type":"string"}},"required":["id","webhookId","eventId","eventType","status","attempts","attemptLog","lastStatusCode","lastError","nextAttemptAt","deliveredAt","createdAt"]}}},"required":["deliveries"]},
+  TestWebhook: {"type":"object","properties":{"id":{"type":"string"},"webhookId":{"type":"string"},"eventId":{"type":"string"},"eventType":{"type":"string"},"status":{"anyOf":[{"type":"string"},{"type":"string"},{"type":"string"},{"type":"string"}]},"attempts":{"type":"integer"},"attemptLog":{"type":"array","items":{"type":"object","properties":{"at":{"type":"string"},"durationMs":{"type":"number"},"statusCode":{"anyOf":[{"type":"integer"},{"type":"null"}]},"error":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["at","durationMs","statusCode","error"]}},"lastStatusCode":{"anyOf":[{"type":"integer"},{"type":"null"}]},"lastError":{"anyOf":[{"type":"string"},{"type":"null"}]},"nextAttemptAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"deliveredAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"createdAt":{"type":"string"}},"required":["id","webhookId","eventId","eventType","status","attempts","attemptLog","lastStatusCode","lastError","nextAttemptAt","deliveredAt","createdAt"]},
   PostImagesBuild: {"type":"object","properties":{"build_id":{"type":"string"},"buildIds":{"type":"array","items":{"type":"string"}},"upload_url":{"type":"string"},"expires_in":{"type":"integer"},"fullImagePath":{"type":"string"},"visibility":{"type":"string"}},"required":["build_id","buildIds","upload_url","expires_in","fullImagePath","visibility"]},
   PostImagesBuildBuildIdStart: {"type":"object","properties":{"id":{"type":"string"},"imageName":{"type":"string"},"imageTag":{"type":"string"},"status":{"type":"string"},"createdAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"completedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"artifacts":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"artifactType":{"type":"string"},"status":{"type":"string"},"fullImagePath":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"createdAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"completedAt":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","artifactType","status","fullImagePath","errorMessage","createdAt","startedAt","completedAt"]}},"fullImagePath":{"type":"string"},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"failedStep":{"anyOf":[{"type":"string"},{"type":"null"}]},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","imageName","imageTag","status","createdAt","startedAt","completedAt","artifacts","fullImagePath","errorMessage","failedStep","teamId"]},
   GetImagesBuildBuildId: {"type":"object","properties":{"id":{"type":"string"},"imageName":{"type":"string"},"imageTag":{"type":"string"},"status":{"type":"string"},"createdAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"completedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"artifacts":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"artifactType":{"type":"string"},"status":{"type":"string"},"fullImagePath":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"createdAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"completedAt":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","artifactType","status","fullImagePath","errorMessage","createdAt","startedAt","completedAt"]}},"fullImagePath":{"type":"string"},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"failedStep":{"anyOf":[{"type":"string"},{"type":"null"}]},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","imageName","imageTag","status","createdAt","startedAt","completedAt","artifacts","fullImagePath","errorMessage","failedStep","teamId"]},

@@ -75,6 +75,8 @@ export const API_ERRORS = {
   TUNNEL_NOT_FOUND: { status: 404 },
   /** The user, team or API key named does not exist. */
   RESOURCE_NOT_FOUND: { status: 404 },
+  /** The webhook endpoint does not exist, or is not the caller's (nor a team's they administer). */
+  WEBHOOK_NOT_FOUND: { status: 404 },
   /** The image does not exist, or belongs to someone else (Corral never says which). */
   IMAGE_NOT_FOUND: { status: 404 },
   /** The image build does not exist, or belongs to someone else. */

@@ -15,6 +15,7 @@ import type { ImageService } from '../services/image-service.js';
 import type { QuotaService } from '../services/quota-service.js';
 import type { RegistryCredentialsService } from '../services/registry-credentials-service.js';
 import type { SandboxService } from '../services/sandbox-service.js';
+import type { WebhookService } from '../services/webhook-service.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -52,6 +53,8 @@ export interface AppServices {
   metrics: CorralMetrics;
   /** Sandbox events: pages and live streams of `GET /sandbox/{id}/events`. */
   events: SandboxEvents;
+  /** Webhook endpoints and their deliveries (`/webhooks`). */
+  webhooks: WebhookService;
   /** True once startup recovery has finished; `/healthz` answers 503 until then. */
   isReady: () => boolean;
   /** The isolation sandboxes get (the driver's report); null without a driver. */

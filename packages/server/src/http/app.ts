@@ -18,6 +18,7 @@ import { registerSandboxActionRoutes } from './routes/sandbox-action-routes.js';
 import { registerSandboxRoutes } from './routes/sandbox-routes.js';
 import { registerTemplateRoutes } from './routes/template-routes.js';
 import { registerTunnelRoutes } from './routes/tunnel-routes.js';
+import { registerWebhookRoutes } from './routes/webhook-routes.js';
 import { validatorCompiler } from './validation.js';
 
 function bearer(request: FastifyRequest): string | undefined {
@@ -114,6 +115,7 @@ export async function buildApp(services: AppServices, logger: Logger | false = f
       registerAdminRoutes(api, services);
       registerQuotaRoutes(api, services);
       registerTemplateRoutes(api, services);
+      registerWebhookRoutes(api, services);
       await registerImageRoutes(api, services);
     },
     { prefix: '/api/v1' },

@@ -125,6 +125,26 @@ export class CorralMetrics {
     registers: [this.registry],
   });
 
+  readonly webhookDeliveries = new Counter({
+    name: 'corral_webhook_deliveries_total',
+    help: 'Webhook delivery attempts by result: delivered (2xx), retrying (failed, another attempt is due later), failed (failed, given up)',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+  readonly webhookDeliverySeconds = new Histogram({
+    name: 'corral_webhook_delivery_duration_seconds',
+    help: 'Webhook delivery attempts, from the request until the answer ended or failed, by outcome (success, failure)',
+    labelNames: ['outcome'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly webhookEventsDropped = new Counter({
+    name: 'corral_webhook_events_dropped_total',
+    help: 'Sandbox events no webhook delivery was made for: the delivery queue was full, or storing the deliveries failed',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
   constructor(options: { /** Node.js process metrics (`process_*`, `nodejs_*`); default true. */ processMetrics?: boolean } = {}) {
     const sources = this.sources;
     new Gauge({

@@ -9,7 +9,8 @@ import type { ExposureRecord, ExposureProtocol, SshKeyRecord, SshSessionRecord, 
 import type { ExposuresTable, NetworkDatabase, SshSessionsTable, TunnelsTable } from './network-tables.js';
 import type { ImageArtifactRecord, ImageBuildPatch, ImageBuildRecord, ImageBuildStatus, ImageVisibility } from '../records/image-records.js';
 import type { ImageArtifactsTable, ImageBuildsTable } from './schema.js';
-import type { ApiKeysTable, Database, RegistryCredentialsTable, SandboxesTable, TeamMembersTable, UsersTable } from './schema.js';
+import type { ApiKeysTable, Database, RegistryCredentialsTable, SandboxesTable, TeamMembersTable, UsersTable, WebhookDeliveriesTable, WebhookEndpointsTable } from './schema.js';
+import type { WebhookAttemptRecord, WebhookDeliveryPatch, WebhookDeliveryRecord, WebhookDeliveryStatus, WebhookEndpointRecord } from '../records/webhook-records.js';
 import type { SandboxFilter, Store } from './store.js';
 import type { ApiKeyRecord, RegistryCredentialRecord, TeamMemberRecord, TeamRecord, TeamRole, UserRecord } from '../records/account-records.js';
 
@@ -212,6 +213,51 @@ function rowToImageArtifact(row: Selectable<ImageArtifactsTable>): ImageArtifact
     createdAt: row.created_at,
     pushedAt: row.pushed_at,
   };
+}
+
+function rowToWebhookEndpoint(row: Selectable<WebhookEndpointsTable>): WebhookEndpointRecord {
+  return {
+    id: row.id,
+    userId: row.user_id,
+    teamId: row.team_id,
+    url: row.url,
+    eventTypes: JSON.parse(row.event_types) as string[],
+    secret: row.secret,
+    enabled: Number(row.enabled) === 1,
+    createdAt: row.created_at,
+  };
+}
+
+function rowToWebhookDelivery(row: Selectable<WebhookDeliveriesTable>): WebhookDeliveryRecord {
+  return {
+    id: row.id,
+    endpointId: row.endpoint_id,
+    eventId: row.event_id,
+    eventType: row.event_type,
+    payload: row.payload,
+    status: row.status as WebhookDeliveryStatus,
+    attempts: Number(row.attempts),
+    attemptLog: JSON.parse(row.attempt_log) as WebhookAttemptRecord[],
+    lastStatusCode: row.last_status_code === null ? null : Number(row.last_status_code),
+    lastError: row.last_error,
+    nextAttemptAt: row.next_attempt_at,
+    claimedBy: row.claimed_by,
+    deliveredAt: row.delivered_at,
+    createdAt: row.created_at,
+  };
+}
+
+function webhookDeliveryPatchValues(patch: WebhookDeliveryPatch): Updateable<WebhookDeliveriesTable> {
+  const values: Updateable<WebhookDeliveriesTable> = {};
+  if (patch.status !== undefined) values.status = patch.status;
+  if (patch.attempts !== undefined) values.attempts = patch.attempts;
+  if (patch.attemptLog !== undefined) values.attempt_log = JSON.stringify(patch.attemptLog);
+  if (patch.lastStatusCode !== undefined) values.last_status_code = patch.lastStatusCode;
+  if (patch.lastError !== undefined) values.last_error = patch.lastError;
+  if (patch.nextAttemptAt !== undefined) values.next_attempt_at = patch.nextAttemptAt;
+  if (patch.claimedBy !== undefined) values.claimed_by = patch.claimedBy;
+  if (patch.deliveredAt !== undefined) values.delivered_at = patch.deliveredAt;
+  return values;
 }
 
 function rowToCredential(row: Selectable<RegistryCredentialsTable>): RegistryCredentialRecord {
@@ -833,6 +879,152 @@ export class KyselyStore implements Store {
   async deleteRegistryCredential(id: string): Promise<boolean> {
     const result = await this.db.deleteFrom('registry_credentials').where('id', '=', id).executeTakeFirst();
     return Number(result.numDeletedRows) > 0;
+  }
+
+  async insertWebhookEndpoint(e: WebhookEndpointRecord): Promise<void> {
+    await this.db
+      .insertInto('webhook_endpoints')
+      .values({
+        id: e.id,
+        user_id: e.userId,
+        team_id: e.teamId,
+        url: e.url,
+        event_types: JSON.stringify(e.eventTypes),
+        secret: e.secret,
+        enabled: e.enabled ? 1 : 0,
+        created_at: e.createdAt,
+      })
+      .execute();
+  }
+
+  async getWebhookEndpoint(id: string): Promise<WebhookEndpointRecord | undefined> {
+    const row = await this.db.selectFrom('webhook_endpoints').selectAll().where('id', '=', id).executeTakeFirst();
+    return row ? rowToWebhookEndpoint(row) : undefined;
+  }
+
+  async listWebhookEndpoints(userId: string, teamIds: readonly string[]): Promise<WebhookEndpointRecord[]> {
+    let query = this.db.selectFrom('webhook_endpoints').selectAll();
+    query = teamIds.length > 0
+      ? query.where((eb) => eb.or([eb('user_id', '=', userId), eb('team_id', 'in', [...teamIds])]))
+      : query.where('user_id', '=', userId);
+    const rows = await query.orderBy('created_at').orderBy('id').execute();
+    return rows.map(rowToWebhookEndpoint);
+  }
+
+  async findWebhookEndpoints(userIds: readonly string[], teamIds: readonly string[]): Promise<WebhookEndpointRecord[]> {
+    if (userIds.length === 0 && teamIds.length === 0) return [];
+    const rows = await this.db
+      .selectFrom('webhook_endpoints')
+      .selectAll()
+      .where('enabled', '=', 1)
+      .where((eb) => {
+        const ors = [];
+        if (userIds.length > 0) ors.push(eb.and([eb('team_id', 'is', null), eb('user_id', 'in', [...userIds])]));
+        if (teamIds.length > 0) ors.push(eb('team_id', 'in', [...teamIds]));
+        return eb.or(ors);
+      })
+      .orderBy('id')
+      .execute();
+    return rows.map(rowToWebhookEndpoint);
+  }
+
+  async deleteWebhookEndpoint(id: string): Promise<boolean> {
+    return this.db.transaction().execute(async (trx) => {
+      await trx.deleteFrom('webhook_deliveries').where('endpoint_id', '=', id).execute();
+      const result = await trx.deleteFrom('webhook_endpoints').where('id', '=', id).executeTakeFirst();
+      return Number(result.numDeletedRows) > 0;
+    });
+  }
+
+  async insertWebhookDeliveries(deliveries: readonly WebhookDeliveryRecord[]): Promise<void> {
+    if (deliveries.length === 0) return;
+    const rows = deliveries.map((d) => ({
+      id: d.id,
+      endpoint_id: d.endpointId,
+      event_id: d.eventId,
+      event_type: d.eventType,
+      payload: d.payload,
+      status: d.status,
+      attempts: d.attempts,
+      attempt_log: JSON.stringify(d.attemptLog),
+      last_status_code: d.lastStatusCode,
+      last_error: d.lastError,
+      next_attempt_at: d.nextAttemptAt,
+      claimed_by: d.claimedBy,
+      delivered_at: d.deliveredAt,
+      created_at: d.createdAt,
+    }));
+    await this.db.transaction().execute(async (trx) => {
+      for (let i = 0; i < rows.length; i += 200) await trx.insertInto('webhook_deliveries').values(rows.slice(i, i + 200)).execute();
+    });
+  }
+
+  async getWebhookDelivery(id: string): Promise<WebhookDeliveryRecord | undefined> {
+    const row = await this.db.selectFrom('webhook_deliveries').selectAll().where('id', '=', id).executeTakeFirst();
+    return row ? rowToWebhookDelivery(row) : undefined;
+  }
+
+  async listWebhookDeliveries(endpointId: string, limit: number): Promise<WebhookDeliveryRecord[]> {
+    const rows = await this.db
+      .selectFrom('webhook_deliveries')
+      .selectAll()
+      .where('endpoint_id', '=', endpointId)
+      .orderBy('created_at', 'desc')
+      .orderBy('id', 'desc')
+      .limit(limit)
+      .execute();
+    return rows.map(rowToWebhookDelivery);
+  }
+
+  async dueWebhookDeliveries(now: string, limit: number): Promise<string[]> {
+    const rows = await this.db
+      .selectFrom('webhook_deliveries')
+      .select('id')
+      .where('status', 'in', ['pending', 'delivering'])
+      .where('next_attempt_at', '<=', now)
+      .orderBy('next_attempt_at')
+      .limit(limit)
+      .execute();
+    return rows.map((r) => r.id);
+  }
+
+  async claimWebhookDelivery(id: string, replicaId: string, now: string, holdUntil: string): Promise<WebhookDeliveryRecord | undefined> {
+    // One statement: of concurrent claimers only one sees the row still due.
+    const result = await this.db
+      .updateTable('webhook_deliveries')
+      .set({ status: 'delivering', claimed_by: replicaId, next_attempt_at: holdUntil })
+      .where('id', '=', id)
+      .where('status', 'in', ['pending', 'delivering'])
+      .where('next_attempt_at', '<=', now)
+      .executeTakeFirst();
+    if (Number(result.numUpdatedRows) === 0) return undefined;
+    const row = await this.getWebhookDelivery(id);
+    return row?.claimedBy === replicaId ? row : undefined;
+  }
+
+  async purgeWebhookDeliveries(before: string, limit: number): Promise<number> {
+    const rows = await this.db
+      .selectFrom('webhook_deliveries')
+      .select('id')
+      .where('status', 'in', ['delivered', 'failed'])
+      .where('created_at', '<', before)
+      .limit(limit)
+      .execute();
+    if (rows.length === 0) return 0;
+    await this.db.deleteFrom('webhook_deliveries').where('id', 'in', rows.map((r) => r.id)).execute();
+    return rows.length;
+  }
+
+  async updateWebhookDelivery(id: string, patch: WebhookDeliveryPatch, replicaId: string): Promise<WebhookDeliveryRecord | undefined> {
+    const result = await this.db
+      .updateTable('webhook_deliveries')
+      .set(webhookDeliveryPatchValues(patch))
+      .where('id', '=', id)
+      .where('claimed_by', '=', replicaId)
+      .where('status', '=', 'delivering')
+      .executeTakeFirst();
+    if (Number(result.numUpdatedRows) === 0) return undefined;
+    return this.getWebhookDelivery(id);
   }
 
   async insertImageBuild(b: ImageBuildRecord): Promise<void> {

@@ -329,6 +329,46 @@ migrations['0012_sandbox_events'] = {
   },
 };
 
+migrations['0014_webhooks'] = {
+  async up(db: Kysely<unknown>): Promise<void> {
+    // Webhook endpoints (a user's or a team's) and their deliveries, one row per event and
+    // endpoint, with every attempt (`attempt_log`, JSON). A pending delivery's `next_attempt_at`
+    // is when it is due; a delivering one's is when its replica's hold lapses.
+    await db.schema
+      .createTable('webhook_endpoints')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('user_id', 'text', (c) => c.notNull())
+      .addColumn('team_id', 'text')
+      .addColumn('url', 'text', (c) => c.notNull())
+      .addColumn('event_types', 'text', (c) => c.notNull())
+      .addColumn('secret', 'text', (c) => c.notNull())
+      .addColumn('enabled', 'integer', (c) => c.notNull())
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .execute();
+    await db.schema.createIndex('webhook_endpoints_user').on('webhook_endpoints').column('user_id').execute();
+    await db.schema.createIndex('webhook_endpoints_team').on('webhook_endpoints').column('team_id').execute();
+    await db.schema
+      .createTable('webhook_deliveries')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('endpoint_id', 'text', (c) => c.notNull())
+      .addColumn('event_id', 'text', (c) => c.notNull())
+      .addColumn('event_type', 'text', (c) => c.notNull())
+      .addColumn('payload', 'text', (c) => c.notNull())
+      .addColumn('status', 'text', (c) => c.notNull())
+      .addColumn('attempts', 'integer', (c) => c.notNull())
+      .addColumn('attempt_log', 'text', (c) => c.notNull())
+      .addColumn('last_status_code', 'integer')
+      .addColumn('last_error', 'text')
+      .addColumn('next_attempt_at', 'text', (c) => c.notNull())
+      .addColumn('claimed_by', 'text')
+      .addColumn('delivered_at', 'text')
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .execute();
+    await db.schema.createIndex('webhook_deliveries_endpoint').on('webhook_deliveries').columns(['endpoint_id', 'created_at']).execute();
+    await db.schema.createIndex('webhook_deliveries_due').on('webhook_deliveries').columns(['status', 'next_attempt_at']).execute();
+  },
+};
+
 /** Hands Kysely's migrator the migrations above. */
 export const migrationProvider: MigrationProvider = {
   getMigrations: () => Promise.resolve(migrations),

@@ -182,7 +182,39 @@ export interface SandboxEventsTable {
   data: string;
 }
 
+/** Webhook endpoints (migration 0014); `event_types` is a JSON array, `enabled` 0/1. */
+export interface WebhookEndpointsTable {
+  id: string;
+  user_id: string;
+  team_id: string | null;
+  url: string;
+  event_types: string;
+  secret: string;
+  enabled: number;
+  created_at: string;
+}
+
+/** Webhook deliveries (migration 0014); `attempt_log` is a JSON array. */
+export interface WebhookDeliveriesTable {
+  id: string;
+  endpoint_id: string;
+  event_id: string;
+  event_type: string;
+  payload: string;
+  status: string;
+  attempts: number;
+  attempt_log: string;
+  last_status_code: number | null;
+  last_error: string | null;
+  next_attempt_at: string;
+  claimed_by: string | null;
+  delivered_at: string | null;
+  created_at: string;
+}
+
 export interface Database {
+  webhook_endpoints: WebhookEndpointsTable;
+  webhook_deliveries: WebhookDeliveriesTable;
   sandbox_events: SandboxEventsTable;
   image_builds: ImageBuildsTable;
   image_artifacts: ImageArtifactsTable;

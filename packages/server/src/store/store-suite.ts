@@ -4,6 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import type { ImageArtifactRecord, ImageBuildRecord } from '../records/image-records.js';
 import type { SandboxRecord, SandboxStatus } from '../records/sandbox-records.js';
 import type { SandboxEventRecord } from '../records/event-records.js';
+import type { WebhookDeliveryRecord, WebhookEndpointRecord } from '../records/webhook-records.js';
 import { sandboxFixture } from '../testing/sandbox-fixture.js';
 import type { SandboxFilter, Store } from './store.js';
 import type { ApiKeyRecord, TeamRecord, UserRecord } from '../records/account-records.js';
@@ -1157,6 +1158,84 @@ export function runStoreSuite(name: string, open: () => Promise<Store>): void {
         assert.deepEqual((await store.listTunnels({ userId, status: 'expired' }, 1, 10)).tunnels.map((t) => t.id), [newer.id]);
         assert.equal(await store.deleteTunnel(older.id), true);
         assert.equal(await store.deleteTunnel(older.id), false);
+      });
+    });
+
+    describe('webhooks', () => {
+      function delivery(endpointId: string, overrides: Partial<WebhookDeliveryRecord> = {}): WebhookDeliveryRecord {
+        const id = unique('whd');
+        return {
+          id,
+          endpointId,
+          eventId: unique('ev'),
+          eventType: 'exec',
+          payload: '{"a":1}',
+          status: 'pending',
+          attempts: 0,
+          attemptLog: [],
+          lastStatusCode: null,
+          lastError: null,
+          nextAttemptAt: at(0),
+          claimedBy: null,
+          deliveredAt: null,
+          createdAt: at(0),
+          ...overrides,
+        };
+      }
+
+      test('endpoints round-trip; listing and matching by owner; delete takes the deliveries', async () => {
+        const userId = unique('user');
+        const teamId = unique('team');
+        const mine: WebhookEndpointRecord = { id: unique('wh'), userId, teamId: null, url: 'https://example.com/h', eventTypes: ['*'], secret: 'whsec_x', enabled: true, createdAt: at(1) };
+        const teams: WebhookEndpointRecord = { ...mine, id: unique('wh'), userId: unique('user'), teamId, eventTypes: ['exec', 'sandbox.status'], createdAt: at(2) };
+        const off: WebhookEndpointRecord = { ...mine, id: unique('wh'), enabled: false, createdAt: at(3) };
+        for (const e of [mine, teams, off]) await store.insertWebhookEndpoint(e);
+        assert.deepEqual(await store.getWebhookEndpoint(teams.id), teams);
+        assert.deepEqual((await store.listWebhookEndpoints(userId, [])).map((e) => e.id), [mine.id, off.id]);
+        assert.deepEqual((await store.listWebhookEndpoints(userId, [teamId])).map((e) => e.id), [mine.id, teams.id, off.id]);
+        assert.deepEqual((await store.findWebhookEndpoints([userId], [])).map((e) => e.id), [mine.id]);
+        // The team endpoint's registrant's own sandboxes do not reach it: only the team's do.
+        assert.deepEqual((await store.findWebhookEndpoints([teams.userId], [])).map((e) => e.id), []);
+        assert.deepEqual((await store.findWebhookEndpoints([], [teamId])).map((e) => e.id), [teams.id]);
+        const d = delivery(mine.id);
+        await store.insertWebhookDeliveries([d]);
+        assert.deepEqual(await store.getWebhookDelivery(d.id), d);
+        assert.equal(await store.deleteWebhookEndpoint(mine.id), true);
+        assert.equal(await store.deleteWebhookEndpoint(mine.id), false);
+        assert.equal(await store.getWebhookDelivery(d.id), undefined);
+      });
+
+      test('a due delivery is claimed by exactly one replica; only the holder may update it; a lapsed hold is claimed again', async () => {
+        const endpointId = unique('wh');
+        const due = delivery(endpointId, { nextAttemptAt: at(1), createdAt: at(1) });
+        const later = delivery(endpointId, { nextAttemptAt: '2999-01-01T00:00:00.000Z', createdAt: at(2) });
+        await store.insertWebhookDeliveries([due, later]);
+        const now = at(10);
+        const dueIds = await store.dueWebhookDeliveries(now, 100_000);
+        assert.ok(dueIds.includes(due.id));
+        assert.ok(!dueIds.includes(later.id));
+        const claims = await Promise.all(['r1', 'r2', 'r3', 'r4'].map((r) => store.claimWebhookDelivery(due.id, `${r}-${run}`, now, at(11))));
+        const winners = claims.filter((c) => c !== undefined);
+        assert.equal(winners.length, 1);
+        const holder = winners[0]!.claimedBy!;
+        assert.equal(winners[0]!.status, 'delivering');
+        assert.equal(await store.claimWebhookDelivery(later.id, holder, now, at(11)), undefined);
+        const other = ['r1', 'r2'].map((r) => `${r}-${run}`).find((r) => r !== holder)!;
+        assert.equal(await store.updateWebhookDelivery(due.id, { status: 'pending' }, other), undefined);
+        // The hold lapses at minute 11: another replica takes it over.
+        assert.equal(await store.claimWebhookDelivery(due.id, other, at(10.5), at(20)), undefined);
+        const taken = await store.claimWebhookDelivery(due.id, other, at(12), at(20));
+        assert.equal(taken?.claimedBy, other);
+        assert.equal(await store.updateWebhookDelivery(due.id, { status: 'delivered' }, holder), undefined);
+        const attempt = { at: at(12), durationMs: 5, statusCode: 200, error: null };
+        const done = await store.updateWebhookDelivery(due.id, { status: 'delivered', attempts: 1, attemptLog: [attempt], lastStatusCode: 200, deliveredAt: at(12), claimedBy: null }, other);
+        assert.deepEqual({ status: done?.status, attempts: done?.attempts, log: done?.attemptLog, code: done?.lastStatusCode }, { status: 'delivered', attempts: 1, log: [attempt], code: 200 });
+        assert.ok(!(await store.dueWebhookDeliveries(at(100), 100_000)).includes(due.id));
+        assert.deepEqual((await store.listWebhookDeliveries(endpointId, 10)).map((x) => x.id), [later.id, due.id]);
+        // Finished deliveries older than the cutoff are purged; pending ones stay.
+        for (let i = 0; i < 1000 && (await store.getWebhookDelivery(due.id)); i += 1) await store.purgeWebhookDeliveries(at(5), 1000);
+        assert.equal(await store.getWebhookDelivery(due.id), undefined);
+        assert.ok(await store.getWebhookDelivery(later.id));
       });
     });
   });

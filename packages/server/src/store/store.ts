@@ -3,6 +3,7 @@ import type { QuotaCheck, QuotaRecord, QuotaScope, QuotaUsage } from '../records
 import type { ExposureRecord, SshKeyRecord, SshSessionRecord, TunnelFilter, TunnelPatch, TunnelRecord } from '../records/network-records.js';
 import type { ImageArtifactRecord, ImageBuildPatch, ImageBuildRecord, ImageBuildStatus } from '../records/image-records.js';
 import type { SandboxEventRecord } from '../records/event-records.js';
+import type { WebhookDeliveryPatch, WebhookDeliveryRecord, WebhookEndpointRecord } from '../records/webhook-records.js';
 import type { ApiKeyRecord, RegistryCredentialRecord, TeamMemberRecord, TeamRecord, UserRecord } from '../records/account-records.js';
 
 /** Which sandboxes a listing or bulk operation covers. Every field narrows the set. */
@@ -149,6 +150,31 @@ export interface Store {
   /** A user's own credentials and those of the given teams. */
   listRegistryCredentials(userId: string, teamIds: readonly string[]): Promise<RegistryCredentialRecord[]>;
   deleteRegistryCredential(id: string): Promise<boolean>;
+  insertWebhookEndpoint(endpoint: WebhookEndpointRecord): Promise<void>;
+  getWebhookEndpoint(id: string): Promise<WebhookEndpointRecord | undefined>;
+  /** A user's own endpoints and those of the given teams, oldest first. */
+  listWebhookEndpoints(userId: string, teamIds: readonly string[]): Promise<WebhookEndpointRecord[]>;
+  /** The enabled endpoints that get events of these users' own sandboxes (`teamId` null) or of these teams' sandboxes. */
+  findWebhookEndpoints(userIds: readonly string[], teamIds: readonly string[]): Promise<WebhookEndpointRecord[]>;
+  /** Deletes the endpoint and its deliveries. */
+  deleteWebhookEndpoint(id: string): Promise<boolean>;
+  /** Stores deliveries (ids unique); one transaction. */
+  insertWebhookDeliveries(deliveries: readonly WebhookDeliveryRecord[]): Promise<void>;
+  getWebhookDelivery(id: string): Promise<WebhookDeliveryRecord | undefined>;
+  /** An endpoint's deliveries, newest first, at most `limit`. */
+  listWebhookDeliveries(endpointId: string, limit: number): Promise<WebhookDeliveryRecord[]>;
+  /** Ids of deliveries due at `now`: pending ones whose next attempt is due, and delivering ones whose hold lapsed; oldest due first. */
+  dueWebhookDeliveries(now: string, limit: number): Promise<string[]>;
+  /**
+   * Claims a due delivery for `replicaId` until `holdUntil` (compare-and-set in one statement: it
+   * must still be pending and due, or delivering with a lapsed hold). Of concurrent claimers on
+   * any replica, exactly one gets the row; the others get undefined.
+   */
+  claimWebhookDelivery(id: string, replicaId: string, now: string, holdUntil: string): Promise<WebhookDeliveryRecord | undefined>;
+  /** Deletes up to `limit` delivered or failed deliveries created before `before`; returns how many. */
+  purgeWebhookDeliveries(before: string, limit: number): Promise<number>;
+  /** Applies `patch` while `replicaId` holds the delivery; the updated row, or undefined when it does not hold it. */
+  updateWebhookDelivery(id: string, patch: WebhookDeliveryPatch, replicaId: string): Promise<WebhookDeliveryRecord | undefined>;
   insertImageBuild(build: ImageBuildRecord): Promise<void>;
   getImageBuild(id: string): Promise<ImageBuildRecord | undefined>;
   /** Applies `patch` when the build's status is one of `expectStatus` (any, when omitted); the updated build, or undefined. */

@@ -60,10 +60,11 @@ fi
 run_bg node bash scripts/setup-node.sh; node_pid=$BG_PID
 wait_step node "$node_pid"
 
-log "linting; typechecking the tests and the benchmarks (neither is built into dist, both must keep compiling)"
+log "linting; typechecking the tests, the benchmarks (neither is built into dist, both must keep compiling) and the dashboard"
 npx eslint .
 npx tsc -p tsconfig.test.json
 npx tsc -p bench --noEmit
+npx tsc -p packages/server/dashboard
 
 wait_step system "$sys_pid"
 if [ "$kubernetes" = 1 ]; then

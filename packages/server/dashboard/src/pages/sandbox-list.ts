@@ -171,7 +171,7 @@ export function renderSandboxList({ root }: PageContext): Cleanup {
     problem,
     h(
       'div',
-      { class: 'card table-card' },
+      { class: 'table-card' },
       h(
         'table',
         { class: 'table', id: 'sandbox-table' },

@@ -22,7 +22,7 @@ export function renderTerminal(container: HTMLElement, sandboxId: string): () =>
   const status = h('span', { class: 'muted', id: 'terminal-status' }, 'Connecting…');
   const screen = h('div', { class: 'terminal-screen', id: 'terminal' });
   const reconnect = h('button', { class: 'btn btn-ghost btn-small', type: 'button', hidden: true }, 'Reconnect');
-  container.append(h('div', { class: 'terminal-bar' }, status, reconnect), screen);
+  container.append(h('div', { class: 'terminal-bar' }, status, reconnect), h('div', { class: 'terminal-frame' }, screen));
 
   const term = new Terminal({
     cursorBlink: true,

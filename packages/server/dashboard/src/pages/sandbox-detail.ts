@@ -2,7 +2,6 @@ import { type Sandbox, ApiCallError, api, followNdjson } from '../api.js';
 import { type Child, ago, bytes, h, replace, statusBadge } from '../dom.js';
 import type { Cleanup, PageContext } from '../main.js';
 import { sparkline } from './sparkline.js';
-import { renderTerminal } from './terminal.js';
 
 const TABS = ['overview', 'terminal', 'logs', 'events', 'stats', 'exposures'] as const;
 type Tab = (typeof TABS)[number];
@@ -214,6 +213,28 @@ function renderExposures(panel: HTMLElement, id: string): Cleanup {
   return () => undefined;
 }
 
+/**
+ * Loads xterm.js (a separate chunk, nine tenths of the bundle) only when a terminal is opened,
+ * then opens one in `panel`.
+ */
+function openTerminal(panel: HTMLElement, id: string): Cleanup {
+  let closed = false;
+  let close: Cleanup | null = null;
+  replace(panel, h('p', { class: 'muted' }, 'Loading the terminal…'));
+  import('./terminal.js').then(
+    ({ renderTerminal }) => {
+      if (closed) return;
+      replace(panel);
+      close = renderTerminal(panel, id);
+    },
+    (error: unknown) => replace(panel, h('p', { class: 'form-error' }, `Could not load the terminal: ${errorText(error)}`)),
+  );
+  return () => {
+    closed = true;
+    close?.();
+  };
+}
+
 /** One sandbox: details (status polled), and tabs for its terminal, logs, events, stats and exposures. */
 export function renderSandboxDetail({ root }: PageContext, id: string): Cleanup {
   let stopped = false;
@@ -240,7 +261,7 @@ export function renderSandboxDetail({ root }: PageContext, id: string): Cleanup 
     if (tab === 'overview') replace(panel, sandbox ? details(sandbox) : 'Loading…');
     else if (tab === 'terminal') {
       if (sandbox?.status !== 'RUNNING') replace(panel, h('p', { class: 'muted' }, 'The terminal opens once the sandbox is RUNNING.'));
-      else tabCleanup = renderTerminal(panel, id);
+      else tabCleanup = openTerminal(panel, id);
     } else if (tab === 'logs') tabCleanup = renderLogs(panel, id);
     else if (tab === 'events') tabCleanup = renderEvents(panel, id);
     else if (tab === 'stats') tabCleanup = renderStats(panel, id);

@@ -5,6 +5,9 @@
 
 const KEY_STORAGE = 'corral.apiKey';
 
+/** Dispatched on `window` when the API stops accepting the signed-in key. */
+export const SIGNED_OUT_EVENT = 'corral:signed-out';
+
 /** The signed-in API key, or null. */
 export function apiKey(): string | null {
   return sessionStorage.getItem(KEY_STORAGE);
@@ -62,7 +65,14 @@ export async function api<T>(method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE'
       parsed = undefined;
     }
   }
-  if (!response.ok) throw new ApiCallError(response.status, messageOf(response.status, parsed));
+  if (!response.ok) {
+    // A key revoked (or deleted) while signed in: forget it; main.ts shows the sign-in page.
+    if (response.status === 401 && apiKey() !== null && path !== '/me') {
+      setApiKey(null);
+      window.dispatchEvent(new CustomEvent(SIGNED_OUT_EVENT));
+    }
+    throw new ApiCallError(response.status, messageOf(response.status, parsed));
+  }
   return parsed as T;
 }
 

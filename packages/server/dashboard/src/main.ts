@@ -3,7 +3,7 @@
  * `#/sandboxes/<id>`, `#/admin`). Each page returns a cleanup that stops its polling, streams
  * and WebSocket when the operator navigates away.
  */
-import { type Me, ApiCallError, api, apiKey, setApiKey } from './api.js';
+import { type Me, ApiCallError, SIGNED_OUT_EVENT, api, apiKey, setApiKey } from './api.js';
 import { h, replace } from './dom.js';
 import { renderAdmin } from './pages/admin.js';
 import { renderSandboxDetail } from './pages/sandbox-detail.js';
@@ -85,4 +85,10 @@ async function route(): Promise<void> {
 }
 
 window.addEventListener('hashchange', () => void route());
+window.addEventListener(SIGNED_OUT_EVENT, () => {
+  me = null;
+  cleanup?.();
+  cleanup = null;
+  replace(app, renderSignIn(async () => route(), 'The API no longer accepts that key (revoked?). Sign in again.'));
+});
 void route();

@@ -205,6 +205,20 @@ if (missing !== undefined) {
 
       assert.equal(await page.evaluate(() => window.__xss), undefined, 'no markup from the API ran');
       assert.deepEqual(problems, [], 'no CSP violation, page error or failed request');
+
+      // Signed in with a key that is then revoked: the page forgets it and asks again.
+      await page.click('#sign-out');
+      await page.waitForSelector('#api-key');
+      assert.equal(await page.evaluate(() => sessionStorage.getItem('corral.apiKey')), null, 'signing out forgets the key');
+      await page.type('#api-key', secret);
+      await page.click('#sign-in');
+      await page.waitForSelector('#sandbox-table', { timeout: WAIT_MS });
+      const keys = (await server.t.request('GET', '/api/v1/keys')).json<{ keys: Array<{ id: string; name: string }> }>().keys;
+      const keyId = keys.find((k) => k.name === 'from-the-dashboard')?.id;
+      assert.ok(keyId);
+      assert.equal((await server.t.request('DELETE', `/api/v1/keys/${keyId}`)).statusCode, 200);
+      await page.waitForFunction(() => document.querySelector('.signin-card .form-error')?.textContent?.includes('no longer accepts'), { timeout: WAIT_MS });
+      assert.equal(await page.evaluate(() => sessionStorage.getItem('corral.apiKey')), null);
     });
   });
 }

@@ -88,23 +88,26 @@ export function renderSandboxList({ root }: PageContext): Cleanup {
   const tbody = h('tbody', { id: 'sandbox-rows' });
   const formSlot = h('div');
 
+  // Only the newest request's answer is shown: a poll still in flight when a filter changes is dropped.
+  let latest = 0;
   const refresh = async (): Promise<void> => {
     window.clearTimeout(timer);
+    const mine = ++latest;
     const query = new URLSearchParams({ per_page: '200' });
     if (status.value !== '') query.set('status', status.value);
     else if (active.checked) query.set('is_active', 'true');
     for (const l of labelsOf(label.value)) query.append('labels', l);
     try {
       const list = await api<ListResponse>('GET', `/sandbox?${query.toString()}`);
-      if (stopped) return;
+      if (stopped || mine !== latest) return;
       problem.textContent = '';
       summary.textContent = `${list.total} sandbox${list.total === 1 ? '' : 'es'}`;
       renderRows(list.sandboxes);
     } catch (error) {
-      if (stopped) return;
+      if (stopped || mine !== latest) return;
       problem.textContent = error instanceof Error ? error.message : String(error);
     }
-    if (!stopped) timer = window.setTimeout(() => void refresh(), POLL_MS);
+    if (!stopped && mine === latest) timer = window.setTimeout(() => void refresh(), POLL_MS);
   };
 
   const remove = (sandbox: Sandbox): void => {

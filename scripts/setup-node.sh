@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the npm dependencies (when package-lock.json changed or node_modules is missing) and
-# compiles every workspace. Idempotent and quick when nothing changed.
+# compiles every workspace, and bundles the web dashboard (npm run build does the same). Idempotent and quick when nothing changed.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
@@ -23,4 +23,6 @@ if [ ! -f "$build_stamp" ] || [ "$(cat "$build_stamp")" != "$build_sum" ]; then
 fi
 log "compiling TypeScript"
 npx tsc -b packages/server packages/sdk packages/cli
+log "bundling the web dashboard (packages/server/dist/dashboard)"
+node packages/server/dashboard/build.mjs >&2
 echo "$build_sum" >"$build_stamp"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test from a clean clone on a fresh machine: installs npm dependencies and the Debian
-# packages the tests use (Docker Engine, PostgreSQL, a local registry, image tools, a one-node
+# packages the tests use (Docker Engine, PostgreSQL, a local registry, image tools, Chromium, a one-node
 # Kubernetes built from Debian's source package), starts them, typechecks, lints, then runs every
 # *.test.ts with node's test runner. Exits non-zero on any failure.
 #
@@ -49,6 +49,7 @@ system_setup() {
   bash scripts/ensure-postgres.sh >"$CORRAL_CACHE_DIR/logs/pg-url"
   bash scripts/start-registry.sh --auth corral:corral-secret
   bash scripts/build-images.sh
+  bash scripts/ensure-chromium.sh >/dev/null
 }
 run_bg system system_setup; sys_pid=$BG_PID
 export CORRAL_TEST_KUBERNETES="${CORRAL_TEST_KUBERNETES:-1}"
@@ -60,10 +61,11 @@ fi
 run_bg node bash scripts/setup-node.sh; node_pid=$BG_PID
 wait_step node "$node_pid"
 
-log "linting; typechecking the tests and the benchmarks (neither is built into dist, both must keep compiling)"
+log "linting; typechecking the tests, the benchmarks (neither is built into dist, both must keep compiling) and the dashboard"
 npx eslint .
 npx tsc -p tsconfig.test.json
 npx tsc -p bench --noEmit
+npx tsc -p packages/server/dashboard
 
 wait_step system "$sys_pid"
 if [ "$kubernetes" = 1 ]; then

@@ -90,6 +90,10 @@ export interface CorralConfig {
   metrics: 'loopback' | 'key' | 'open' | 'off';
   /** A bearer that may scrape `/metrics` when `metrics` is `key` (besides admin API keys); null: admin keys only. */
   metricsKey: string | null;
+  /** Whether `GET /` serves the web dashboard (docs/dashboard.md). */
+  dashboard: boolean;
+  /** Directory of the built dashboard (index.html, assets/); null: the one built into this package (dist/dashboard). */
+  dashboardDir: string | null;
   /** Most bytes of stdout, and separately of stderr, one gateway exec returns; the rest is dropped with a marker. */
   execOutputMaxBytes: number;
   /** Largest gateway exec request body (the command is inside it), bytes. */
@@ -363,6 +367,8 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'logsMaxBytes', env: 'CORRAL_LOGS_MAX_BYTES', description: 'Most bytes of start-command output returned by the logs endpoint', defaultText: '1048576', parse: integer(1024, 64 * 1024 * 1024) },
   { key: 'pidsLimit', env: 'CORRAL_PIDS_LIMIT', description: 'Most processes one sandbox may run', defaultText: '1024', parse: integer(16, 1_000_000) },
   { key: 'metrics', env: 'CORRAL_METRICS', description: 'Who may scrape GET /metrics (Prometheus text): loopback (requests from 127.0.0.1/::1 only), key (an admin API key or CORRAL_METRICS_KEY as a bearer), open, or off (no route)', defaultText: 'loopback', parse: oneOf('loopback', 'key', 'open', 'off') },
+  { key: 'dashboard', env: 'CORRAL_DASHBOARD', description: 'Whether GET / serves the web dashboard (docs/dashboard.md)', defaultText: 'on', parse: onOff },
+  { key: 'dashboardDir', env: 'CORRAL_DASHBOARD_DIR', description: 'Directory of a built dashboard (index.html and assets/) to serve instead of the one `npm run build` puts in packages/server/dist/dashboard', defaultText: '(the built-in one)', parse: optionalText },
   { key: 'metricsKey', env: 'CORRAL_METRICS_KEY', description: 'A bearer token that may scrape /metrics when CORRAL_METRICS=key, besides admin API keys', defaultText: '(unset: admin keys only)', parse: optionalText },
   { key: 'terminatedRetentionHours', env: 'CORRAL_RETENTION_HOURS', description: 'How long ended sandboxes stay readable before their rows are purged', defaultText: '168', parse: integer(1, 100_000) },
   { key: 'execOutputMaxBytes', env: 'CORRAL_EXEC_OUTPUT_MAX_BYTES', description: 'Most bytes of stdout (and of stderr) one gateway exec returns; the rest is replaced by a truncation marker', defaultText: '16777216', parse: integer(1024, 1024 * 1024 * 1024) },
@@ -459,6 +465,8 @@ const DEFAULTS: CorralConfig = {
   terminatedRetentionHours: 168,
   metrics: 'loopback',
   metricsKey: null,
+  dashboard: true,
+  dashboardDir: null,
   execOutputMaxBytes: 16 * 1024 * 1024,
   execMaxRequestBytes: 16 * 1024 * 1024,
   maxConcurrentExecs: 1024,

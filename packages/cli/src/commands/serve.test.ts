@@ -72,6 +72,20 @@ describe('corral serve over a real socket', () => {
       const teams = await runCli(['teams', 'create', 'ml'], cli);
       assert.equal(teams.code, 0, teams.stderr);
       assert.match(teams.stdout, /ml/);
+
+      // The built server serves the dashboard `npm run build` bundled into packages/server/dist/dashboard.
+      const page = await fetch(`${base}/`);
+      if (page.status === 404 && process.env.CI !== 'true') {
+        assert.match(((await page.json()) as { detail: string }).detail, /not built.*npm run build/);
+      } else {
+        assert.equal(page.status, 200, 'GET / serves the dashboard (npm run build bundles it)');
+        assert.match(page.headers.get('content-security-policy') ?? '', /script-src 'self'/);
+        const script = /src="(\/assets\/app-[A-Za-z0-9]+\.js)"/.exec(await page.text())?.[1];
+        assert.ok(script, 'the page names its script');
+        const js = await fetch(`${base}${script}`);
+        assert.equal(js.status, 200);
+        assert.match(js.headers.get('content-type') ?? '', /^text\/javascript/);
+      }
     } finally {
       second.kill('SIGTERM');
       await once(second, 'exit');

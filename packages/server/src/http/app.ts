@@ -5,6 +5,7 @@ import { ApiError } from '../errors/api-error.js';
 import type { AppServices } from './app-services.js';
 import { registerGateway } from '../gateway/index.js';
 import { answerContinueEarly } from './early-continue.js';
+import { registerDashboardRoutes } from './dashboard-routes.js';
 import { errorHandler, frameworkErrorHandler, sendApiError } from './error-handler.js';
 import { registerAdminRoutes } from './routes/admin-routes.js';
 import { registerEgressRoutes } from './routes/egress-routes.js';
@@ -30,7 +31,8 @@ function bearer(request: FastifyRequest): string | undefined {
 
 /**
  * Builds the HTTP application: the Prime-compatible management API under `/api/v1`, Corral's
- * administration routes, `/healthz`, `/openapi.json` and the data-plane gateway under `/gateway`.
+ * administration routes, `/healthz`, `/openapi.json`, the data-plane gateway under `/gateway`, and
+ * the web dashboard at `/` (its files under `/assets/`).
  * Routes validate and map; services decide. The network service's Host router goes in front of the
  * app's listeners once the app is ready, and stops when it closes.
  */
@@ -124,5 +126,6 @@ export async function buildApp(services: AppServices, logger: Logger | false = f
   app.addHook('onReady', async () => services.network.start(app.server));
   app.addHook('preClose', async () => services.network.close());
   app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, async () => app.swagger());
+  registerDashboardRoutes(app, services);
   return app;
 }

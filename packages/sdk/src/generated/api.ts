@@ -1108,16 +1108,36 @@ export type PostImagesBuildRequest = {
   visibility?: "INHERIT" | "PRIVATE" | "PUBLIC" | null;
   owner_scope?: string | null;
   ownerScope?: string | null;
+  registry_credentials_id?: string | null;
 };
 
 /** Success response of `POST /api/v1/images/build`. */
 export type PostImagesBuildResponse = {
   build_id: string;
   buildIds: Array<string>;
-  upload_url: string;
-  expires_in: number;
+  upload_url: string | null;
+  expires_in: number | null;
   fullImagePath: string;
   visibility: "PRIVATE" | "PUBLIC";
+} | {
+  results: Array<{
+    sourceImage: string;
+    success: boolean;
+    buildId: string | null;
+    fullImagePath: string | null;
+    visibility: "PRIVATE" | "PUBLIC" | null;
+    error: string | null;
+    retryable: boolean;
+  }>;
+  failed: Array<{
+    sourceImage: string;
+    success: boolean;
+    buildId: string | null;
+    fullImagePath: string | null;
+    visibility: "PRIVATE" | "PUBLIC" | null;
+    error: string | null;
+    retryable: boolean;
+  }>;
 };
 
 /** Body of `POST /api/v1/images/build/{build_id}/start`. */
@@ -1254,6 +1274,92 @@ export type GetImagesResponse = {
   limit: number;
 };
 
+/** Body of `PATCH /api/v1/images`. */
+export type PatchImagesRequest = {
+  mode?: "explicit";
+  dryRun?: boolean;
+  updates: Array<{
+    source: {
+      owner?: {
+        type: "personal";
+      } | {
+        type: "team";
+        teamId: string;
+      } | {
+        type: "platform";
+      };
+      name?: string;
+      tag?: string;
+      reference?: string;
+    };
+    set: {
+      name?: string;
+      tag?: string;
+      owner?: {
+        type: "personal";
+      } | {
+        type: "team";
+        teamId: string;
+      } | {
+        type: "platform";
+      };
+      visibility?: "PRIVATE" | "PUBLIC";
+    };
+  }>;
+};
+
+/** Success response of `PATCH /api/v1/images`. */
+export type PatchImagesResponse = {
+  success: boolean;
+  dryRun: boolean;
+  results: Array<{
+    source: {
+      owner?: {
+        type: "personal";
+      } | {
+        type: "team";
+        teamId: string;
+      } | {
+        type: "platform";
+      };
+      name?: string;
+      tag?: string;
+      reference?: string;
+    };
+    success: boolean;
+    before: {
+      owner: {
+        type: "personal";
+      } | {
+        type: "team";
+        teamId: string;
+      } | {
+        type: "platform";
+      };
+      name: string;
+      tag: string;
+      visibility: "PRIVATE" | "PUBLIC";
+    } | null;
+    after: {
+      owner: {
+        type: "personal";
+      } | {
+        type: "team";
+        teamId: string;
+      } | {
+        type: "platform";
+      };
+      name: string;
+      tag: string;
+      visibility: "PRIVATE" | "PUBLIC";
+    } | null;
+    error: {
+      code: string;
+      message: string;
+    } | null;
+  }>;
+};
+
 /** Query of `DELETE /api/v1/images/{image_name}/{image_tag}`. */
 export type DeleteImagesImageNameImageTagQuery = {
   teamId?: string;
@@ -1276,6 +1382,38 @@ export type PatchImagesImageNameImageTagVisibilityResponse = {
   success: boolean;
   message: string;
   visibility: "PRIVATE" | "PUBLIC";
+  images: Array<{
+    id: string;
+    artifactType: "CONTAINER_IMAGE" | "VM_SANDBOX";
+    imageName: string;
+    imageTag: string;
+    status: "PENDING" | "UPLOADING" | "BUILDING" | "COMPLETED" | "FAILED" | "CANCELLED";
+    fullImagePath: string | null;
+    errorMessage: string | null;
+    sizeBytes: number | null;
+    visibility: "PRIVATE" | "PUBLIC";
+    createdAt: string;
+    startedAt: string | null;
+    completedAt: string | null;
+    pushedAt: string | null;
+    teamId: string | null;
+    ownerType: "personal" | "team";
+    displayRef: string | null;
+  }>;
+};
+
+/** Body of `POST /api/v1/images/{image_name}/{image_tag}/vm-build`. */
+export type PostImagesImageNameImageTagVmBuildRequest = {
+  teamId?: string | null;
+  ownerScope?: string | null;
+};
+
+/** Success response of `POST /api/v1/images/{image_name}/{image_tag}/vm-build`. */
+export type PostImagesImageNameImageTagVmBuildResponse = {
+  success: boolean;
+  message: string;
+  status: "PENDING" | "UPLOADING" | "BUILDING" | "COMPLETED" | "FAILED" | "CANCELLED";
+  fullImagePath: string;
   images: Array<{
     id: string;
     artifactType: "CONTAINER_IMAGE" | "VM_SANDBOX";
@@ -1396,8 +1534,10 @@ export const OPERATION_ROUTES = {
   GetImagesBuildBuildIdLogs: { method: "GET", path: "/api/v1/images/build/{build_id}/logs" },
   GetImagesBuilds: { method: "GET", path: "/api/v1/images/builds" },
   GetImages: { method: "GET", path: "/api/v1/images" },
+  PatchImages: { method: "PATCH", path: "/api/v1/images" },
   DeleteImagesImageNameImageTag: { method: "DELETE", path: "/api/v1/images/{image_name}/{image_tag}" },
   PatchImagesImageNameImageTagVisibility: { method: "PATCH", path: "/api/v1/images/{image_name}/{image_tag}/visibility" },
+  PostImagesImageNameImageTagVmBuild: { method: "POST", path: "/api/v1/images/{image_name}/{image_tag}/vm-build" },
   PostTemplateCheckDockerImage: { method: "POST", path: "/api/v1/template/check-docker-image" },
   PutImagesBuildBuildIdContext: { method: "PUT", path: "/api/v1/images/build/{build_id}/context" },
   PostImagesBuildBuildIdContext: { method: "POST", path: "/api/v1/images/build/{build_id}/context" },
@@ -1464,14 +1604,16 @@ export const RESPONSE_SCHEMAS: Readonly<Record<string, JsonSchema>> = {
   DeleteWebhook: {"type":"object","properties":{"success":{"type":"boolean"},"message":{"type":"string"}},"required":["success","message"]},
   ListWebhookDeliveries: {"type":"object","properties":{"deliveries":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"webhookId":{"type":"string"},"eventId":{"type":"string"},"eventType":{"type":"string"},"status":{"anyOf":[{"type":"string"},{"type":"string"},{"type":"string"},{"type":"string"}]},"attempts":{"type":"integer"},"attemptLog":{"type":"array","items":{"type":"object","properties":{"at":{"type":"string"},"durationMs":{"type":"number"},"statusCode":{"anyOf":[{"type":"integer"},{"type":"null"}]},"error":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["at","durationMs","statusCode","error"]}},"lastStatusCode":{"anyOf":[{"type":"integer"},{"type":"null"}]},"lastError":{"anyOf":[{"type":"string"},{"type":"null"}]},"nextAttemptAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"deliveredAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"createdAt":{"type":"string"}},"required":["id","webhookId","eventId","eventType","status","attempts","attemptLog","lastStatusCode","lastError","nextAttemptAt","deliveredAt","createdAt"]}}},"required":["deliveries"]},
   TestWebhook: {"type":"object","properties":{"id":{"type":"string"},"webhookId":{"type":"string"},"eventId":{"type":"string"},"eventType":{"type":"string"},"status":{"anyOf":[{"type":"string"},{"type":"string"},{"type":"string"},{"type":"string"}]},"attempts":{"type":"integer"},"attemptLog":{"type":"array","items":{"type":"object","properties":{"at":{"type":"string"},"durationMs":{"type":"number"},"statusCode":{"anyOf":[{"type":"integer"},{"type":"null"}]},"error":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["at","durationMs","statusCode","error"]}},"lastStatusCode":{"anyOf":[{"type":"integer"},{"type":"null"}]},"lastError":{"anyOf":[{"type":"string"},{"type":"null"}]},"nextAttemptAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"deliveredAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"createdAt":{"type":"string"}},"required":["id","webhookId","eventId","eventType","status","attempts","attemptLog","lastStatusCode","lastError","nextAttemptAt","deliveredAt","createdAt"]},
-  PostImagesBuild: {"type":"object","properties":{"build_id":{"type":"string"},"buildIds":{"type":"array","items":{"type":"string"}},"upload_url":{"type":"string"},"expires_in":{"type":"integer"},"fullImagePath":{"type":"string"},"visibility":{"type":"string"}},"required":["build_id","buildIds","upload_url","expires_in","fullImagePath","visibility"]},
+  PostImagesBuild: {"anyOf":[{"type":"object","properties":{"build_id":{"type":"string"},"buildIds":{"type":"array","items":{"type":"string"}},"upload_url":{"anyOf":[{"type":"string"},{"type":"null"}]},"expires_in":{"anyOf":[{"type":"integer"},{"type":"null"}]},"fullImagePath":{"type":"string"},"visibility":{"type":"string"}},"required":["build_id","buildIds","upload_url","expires_in","fullImagePath","visibility"]},{"type":"object","properties":{"results":{"type":"array","items":{"type":"object","properties":{"sourceImage":{"type":"string"},"success":{"type":"boolean"},"buildId":{"anyOf":[{"type":"string"},{"type":"null"}]},"fullImagePath":{"anyOf":[{"type":"string"},{"type":"null"}]},"visibility":{"anyOf":[{"type":"string"},{"type":"null"}]},"error":{"anyOf":[{"type":"string"},{"type":"null"}]},"retryable":{"type":"boolean"}},"required":["sourceImage","success","buildId","fullImagePath","visibility","error","retryable"]}},"failed":{"type":"array","items":{"type":"object","properties":{"sourceImage":{"type":"string"},"success":{"type":"boolean"},"buildId":{"anyOf":[{"type":"string"},{"type":"null"}]},"fullImagePath":{"anyOf":[{"type":"string"},{"type":"null"}]},"visibility":{"anyOf":[{"type":"string"},{"type":"null"}]},"error":{"anyOf":[{"type":"string"},{"type":"null"}]},"retryable":{"type":"boolean"}},"required":["sourceImage","success","buildId","fullImagePath","visibility","error","retryable"]}}},"required":["results","failed"]}]},
   PostImagesBuildBuildIdStart: {"type":"object","properties":{"id":{"type":"string"},"imageName":{"type":"string"},"imageTag":{"type":"string"},"status":{"type":"string"},"createdAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"completedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"artifacts":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"artifactType":{"type":"string"},"status":{"type":"string"},"fullImagePath":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"createdAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"completedAt":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","artifactType","status","fullImagePath","errorMessage","createdAt","startedAt","completedAt"]}},"fullImagePath":{"type":"string"},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"failedStep":{"anyOf":[{"type":"string"},{"type":"null"}]},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","imageName","imageTag","status","createdAt","startedAt","completedAt","artifacts","fullImagePath","errorMessage","failedStep","teamId"]},
   GetImagesBuildBuildId: {"type":"object","properties":{"id":{"type":"string"},"imageName":{"type":"string"},"imageTag":{"type":"string"},"status":{"type":"string"},"createdAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"completedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"artifacts":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"artifactType":{"type":"string"},"status":{"type":"string"},"fullImagePath":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"createdAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"completedAt":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","artifactType","status","fullImagePath","errorMessage","createdAt","startedAt","completedAt"]}},"fullImagePath":{"type":"string"},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"failedStep":{"anyOf":[{"type":"string"},{"type":"null"}]},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","imageName","imageTag","status","createdAt","startedAt","completedAt","artifacts","fullImagePath","errorMessage","failedStep","teamId"]},
   GetImagesBuildBuildIdLogs: {"type":"object","properties":{"build_id":{"type":"string"},"status":{"type":"string"},"logs":{"type":"string"}},"required":["build_id","status","logs"]},
   GetImagesBuilds: {"type":"object","properties":{"data":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"imageName":{"type":"string"},"imageTag":{"type":"string"},"status":{"type":"string"},"createdAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"completedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"artifacts":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"artifactType":{"type":"string"},"status":{"type":"string"},"fullImagePath":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"createdAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"completedAt":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","artifactType","status","fullImagePath","errorMessage","createdAt","startedAt","completedAt"]}},"fullImagePath":{"type":"string"},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"failedStep":{"anyOf":[{"type":"string"},{"type":"null"}]},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","imageName","imageTag","status","createdAt","startedAt","completedAt","artifacts","fullImagePath","errorMessage","failedStep","teamId"]}},"total_count":{"type":"integer"},"offset":{"type":"integer"},"limit":{"type":"integer"}},"required":["data","total_count","offset","limit"]},
   GetImages: {"type":"object","properties":{"data":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"artifactType":{"type":"string"},"imageName":{"type":"string"},"imageTag":{"type":"string"},"status":{"type":"string"},"fullImagePath":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"sizeBytes":{"anyOf":[{"type":"integer"},{"type":"null"}]},"visibility":{"type":"string"},"createdAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"completedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"pushedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]},"ownerType":{"type":"string"},"displayRef":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","artifactType","imageName","imageTag","status","fullImagePath","errorMessage","sizeBytes","visibility","createdAt","startedAt","completedAt","pushedAt","teamId","ownerType","displayRef"]}},"total_count":{"type":"integer"},"totalCount":{"type":"integer"},"offset":{"type":"integer"},"limit":{"type":"integer"}},"required":["data","total_count","totalCount","offset","limit"]},
+  PatchImages: {"type":"object","properties":{"success":{"type":"boolean"},"dryRun":{"type":"boolean"},"results":{"type":"array","items":{"type":"object","properties":{"source":{"type":"object","properties":{"owner":{"anyOf":[{"type":"object","properties":{"type":{"type":"string"}},"required":["type"]},{"type":"object","properties":{"type":{"type":"string"},"teamId":{"type":"string"}},"required":["type","teamId"]},{"type":"object","properties":{"type":{"type":"string"}},"required":["type"]}]},"name":{"type":"string"},"tag":{"type":"string"},"reference":{"type":"string"}}},"success":{"type":"boolean"},"before":{"anyOf":[{"type":"object","properties":{"owner":{"anyOf":[{"type":"object","properties":{"type":{"type":"string"}},"required":["type"]},{"type":"object","properties":{"type":{"type":"string"},"teamId":{"type":"string"}},"required":["type","teamId"]},{"type":"object","properties":{"type":{"type":"string"}},"required":["type"]}]},"name":{"type":"string"},"tag":{"type":"string"},"visibility":{"type":"string"}},"required":["owner","name","tag","visibility"]},{"type":"null"}]},"after":{"anyOf":[{"type":"object","properties":{"owner":{"anyOf":[{"type":"object","properties":{"type":{"type":"string"}},"required":["type"]},{"type":"object","properties":{"type":{"type":"string"},"teamId":{"type":"string"}},"required":["type","teamId"]},{"type":"object","properties":{"type":{"type":"string"}},"required":["type"]}]},"name":{"type":"string"},"tag":{"type":"string"},"visibility":{"type":"string"}},"required":["owner","name","tag","visibility"]},{"type":"null"}]},"error":{"anyOf":[{"type":"object","properties":{"code":{"type":"string"},"message":{"type":"string"}},"required":["code","message"]},{"type":"null"}]}},"required":["source","success","before","after","error"]}}},"required":["success","dryRun","results"]},
   DeleteImagesImageNameImageTag: {"type":"object","properties":{"success":{"type":"boolean"},"message":{"type":"string"}},"required":["success","message"]},
   PatchImagesImageNameImageTagVisibility: {"type":"object","properties":{"success":{"type":"boolean"},"message":{"type":"string"},"visibility":{"type":"string"},"images":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"artifactType":{"type":"string"},"imageName":{"type":"string"},"imageTag":{"type":"string"},"status":{"type":"string"},"fullImagePath":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"sizeBytes":{"anyOf":[{"type":"integer"},{"type":"null"}]},"visibility":{"type":"string"},"createdAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"completedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"pushedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]},"ownerType":{"type":"string"},"displayRef":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","artifactType","imageName","imageTag","status","fullImagePath","errorMessage","sizeBytes","visibility","createdAt","startedAt","completedAt","pushedAt","teamId","ownerType","displayRef"]}}},"required":["success","message","visibility","images"]},
+  PostImagesImageNameImageTagVmBuild: {"type":"object","properties":{"success":{"type":"boolean"},"message":{"type":"string"},"status":{"type":"string"},"fullImagePath":{"type":"string"},"images":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"artifactType":{"type":"string"},"imageName":{"type":"string"},"imageTag":{"type":"string"},"status":{"type":"string"},"fullImagePath":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"sizeBytes":{"anyOf":[{"type":"integer"},{"type":"null"}]},"visibility":{"type":"string"},"createdAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"completedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"pushedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]},"ownerType":{"type":"string"},"displayRef":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","artifactType","imageName","imageTag","status","fullImagePath","errorMessage","sizeBytes","visibility","createdAt","startedAt","completedAt","pushedAt","teamId","ownerType","displayRef"]}}},"required":["success","message","status","fullImagePath","images"]},
   PostTemplateCheckDockerImage: {"type":"object","properties":{"accessible":{"type":"boolean"},"details":{"type":"string"}},"required":["accessible","details"]},
   PutImagesBuildBuildIdContext: {"type":"object","properties":{"build_id":{"type":"string"},"bytes":{"type":"integer"}},"required":["build_id","bytes"]},
   PostImagesBuildBuildIdContext: {"type":"object","properties":{"build_id":{"type":"string"},"bytes":{"type":"integer"}},"required":["build_id","bytes"]},

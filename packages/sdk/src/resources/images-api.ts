@@ -18,6 +18,9 @@ import { retryAfterSeconds, sleep } from '../retry.js';
 
 const seg = encodeURIComponent;
 
+
+/** The answer to a Dockerfile build request (not a transfer). */
+type DockerfileBuildResponse = Extract<PostImagesBuildResponse, { build_id: string }> & { upload_url: string };
 /** What {@link ImagesApi.build} builds. */
 export interface ImageBuildOptions {
   /** The build context directory (what `COPY` reads). */
@@ -68,13 +71,18 @@ export class ImagesApi {
   async build(options: ImageBuildOptions): Promise<string> {
     const tag = options.tag ?? 'latest';
     const packed = await packBuildContext(options.context, options.dockerfile);
-    let initiated: PostImagesBuildResponse;
+    let initiated: DockerfileBuildResponse;
     try {
-      initiated = await this.http.call<PostImagesBuildResponse>('POST', '/images/build', {
+      const answer = await this.http.call<PostImagesBuildResponse>('POST', '/images/build', {
         body: { image_name: options.name, image_tag: tag, dockerfile_path: packed.dockerfilePath, platform: 'linux/amd64', ...(options.teamId ? { team_id: options.teamId } : {}) },
         operation: 'PostImagesBuild',
         signal: options.signal,
       });
+      // A Dockerfile build answers with its upload URL; the other shape is the bulk transfer's.
+      if (!('build_id' in answer) || answer.upload_url === null) {
+        throw new Error('the server answered a Dockerfile build without an upload URL (a transfer result); is it a Corral server?');
+      }
+      initiated = { ...answer, upload_url: answer.upload_url };
       await this.upload(initiated.upload_url, packed.file, packed.bytes, options.signal);
     } finally {
       await packed.dispose();

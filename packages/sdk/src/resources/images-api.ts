@@ -20,7 +20,7 @@ const seg = encodeURIComponent;
 
 
 /** The answer to a Dockerfile build request (not a transfer). */
-type DockerfileBuildResponse = Extract<PostImagesBuildResponse, { build_id: string }> & { upload_url: string };
+type DockerfileBuildResponse = Extract<PostImagesBuildResponse, { build_id: string }>;
 /** What {@link ImagesApi.build} builds. */
 export interface ImageBuildOptions {
   /** The build context directory (what `COPY` reads). */
@@ -79,10 +79,10 @@ export class ImagesApi {
         signal: options.signal,
       });
       // A Dockerfile build answers with its upload URL; the other shape is the bulk transfer's.
-      if (!('build_id' in answer) || answer.upload_url === null) {
+      if (!('build_id' in answer) || answer.upload_url === '') {
         throw new Error('the server answered a Dockerfile build without an upload URL (a transfer result); is it a Corral server?');
       }
-      initiated = { ...answer, upload_url: answer.upload_url };
+      initiated = answer;
       await this.upload(initiated.upload_url, packed.file, packed.bytes, options.signal);
     } finally {
       await packed.dispose();

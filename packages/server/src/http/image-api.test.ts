@@ -210,7 +210,7 @@ describe('images API (stand-in builder)', () => {
     const one = await t.request('POST', '/api/v1/images/build', { key: bob.key, body: { source_image: '127.0.0.1:5000/corral/tool:1.2' } });
     assert.equal(one.statusCode, 201, one.body);
     const single = one.json<{ build_id: string; buildIds: string[]; upload_url: string | null; expires_in: number | null; fullImagePath: string }>();
-    assert.deepEqual([single.upload_url, single.expires_in, single.buildIds], [null, null, [single.build_id]]);
+    assert.deepEqual([single.upload_url, single.expires_in, single.buildIds], ['', 0, [single.build_id]]);
     assert.equal(single.fullImagePath, `corral.local/${bob.id}/tool:1.2`);
     assert.equal((await waitFor(bob.key, single.build_id, ['COMPLETED', 'FAILED'])).status, 'COMPLETED');
     assert.equal(runtime.imageBuilder.transfers.at(-1)?.source, '127.0.0.1:5000/corral/tool:1.2');

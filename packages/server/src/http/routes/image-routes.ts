@@ -88,9 +88,10 @@ const BuildBody = Type.Object({
 const BuildResponse = Type.Object({
   build_id: Type.String(),
   buildIds: Type.Array(Type.String()),
-  /** Null for a transfer: there is no context to upload. */
-  upload_url: Nullable(Type.String()),
-  expires_in: Nullable(Type.Integer()),
+  /** Empty for a transfer (there is no context to upload): Prime's schema has a string here. */
+  upload_url: Type.String(),
+  /** 0 for a transfer. */
+  expires_in: Type.Integer(),
   fullImagePath: Type.String(),
   visibility: StringEnum(['PRIVATE', 'PUBLIC']),
 });
@@ -280,8 +281,8 @@ export async function registerImageRoutes(app: FastifyInstance, services: AppSer
           return reply.code(201).send({
             build_id: first.build.id,
             buildIds: [first.build.id],
-            upload_url: null,
-            expires_in: null,
+            upload_url: '',
+            expires_in: 0,
             fullImagePath: first.build.fullImagePath,
             visibility: 'PRIVATE',
           });

@@ -17,22 +17,32 @@ import { buildImage } from '../images/image-catalog.js';
 import { createRuntimeImages } from '../runtime/create-runtime.js';
 import { driverMissing, eventually, unavailableSuite } from '../testing/runtime-available.js';
 import { type TestServer, startTestServer } from '../testing/test-server.js';
+import { imageBuildMissing } from '../testing/image-build-server.js';
 
-function buildahMissing(): string | undefined {
-  try {
-    execFileSync('buildah', ['--version'], { stdio: 'ignore' });
-    execFileSync('skopeo', ['--version'], { stdio: 'ignore' });
-    return undefined;
-  } catch {
-    return 'buildah or skopeo missing (run scripts/ensure-oci.sh)';
-  }
-}
 
 interface BuildStatus {
   status: string;
   errorMessage: string | null;
   failedStep: string | null;
   fullImagePath: string;
+}
+
+/** Creates a sandbox of `image` as `key`'s user, runs `script` in it, deletes it; the script's stdout. */
+async function runInNewSandbox(t: TestServer, key: string, name: string, image: string, script: string): Promise<string> {
+  const created = await t.request('POST', '/api/v1/sandbox', { key, body: { name, docker_image: image } });
+  assert.equal(created.statusCode, 201, created.body);
+  const id = created.json<{ id: string }>().id;
+  const sandbox = await eventually(async () => {
+    const s = (await t.request('GET', `/api/v1/sandbox/${id}`, { key })).json<{ status: string; errorMessage: string | null }>();
+    return ['RUNNING', 'ERROR'].includes(s.status) ? s : undefined;
+  }, 120_000, 'RUNNING');
+  assert.equal(sandbox.status, 'RUNNING', sandbox.errorMessage ?? '');
+  const row = await t.server.store.getSandbox(id);
+  const exec = await t.server.runtime!.exec(row!.runtimeId!, { argv: ['/bin/sh', '-c', script] });
+  exec.stderr.resume();
+  const [out] = await Promise.all([collect(exec.stdout), exec.wait()]);
+  assert.equal((await t.request('DELETE', `/api/v1/sandbox/${id}`, { key })).statusCode, 200);
+  return out;
 }
 
 async function collect(stream: NodeJS.ReadableStream): Promise<string> {
@@ -42,7 +52,7 @@ async function collect(stream: NodeJS.ReadableStream): Promise<string> {
 }
 
 for (const driver of ['oci', 'docker'] as const) {
-  const missing = driver === 'oci' ? (driverMissing('oci') ?? buildahMissing()) : driverMissing('docker');
+  const missing = driver === 'oci' ? (driverMissing('oci') ?? imageBuildMissing('oci')) : driverMissing('docker');
   if (missing) {
     unavailableSuite(`Dockerfile builds on the ${driver} driver`, missing);
   } else {
@@ -130,18 +140,7 @@ for (const driver of ['oci', 'docker'] as const) {
         const logs = (await t.request('GET', `/api/v1/images/build/${result.id}/logs`, { key: alice.key })).json<{ logs: string }>().logs;
         assert.match(logs, /(?:STEP|Step) \d+\/\d+ ?: COPY --from=builder/);
 
-        const created = await t.request('POST', '/api/v1/sandbox', { key: alice.key, body: { name: 'built', docker_image: image } });
-        assert.equal(created.statusCode, 201, created.body);
-        const id = created.json<{ id: string }>().id;
-        const sandbox = await eventually(async () => {
-          const s = (await t.request('GET', `/api/v1/sandbox/${id}`, { key: alice.key })).json<{ status: string; errorMessage: string | null }>();
-          return ['RUNNING', 'ERROR'].includes(s.status) ? s : undefined;
-        }, 120_000, 'RUNNING');
-        assert.equal(sandbox.status, 'RUNNING', sandbox.errorMessage ?? '');
-        const row = await t.server.store.getSandbox(id);
-        const exec = await t.server.runtime!.exec(row!.runtimeId!, { argv: ['/bin/sh', '-c', 'pwd; sh ./app.sh; cat /app/out.txt; stat -c %u:%g /app/out.txt /app'] });
-        exec.stderr.resume();
-        const [out] = await Promise.all([collect(exec.stdout), exec.wait()]);
+        const out = await runInNewSandbox(t, alice.key, 'built', image, 'pwd; sh ./app.sh; cat /app/out.txt; stat -c %u:%g /app/out.txt /app');
         const lines = out.trim().split('\n');
         assert.equal(lines[0], '/app');
         assert.equal(lines[1], 'app-ran');
@@ -156,7 +155,6 @@ for (const driver of ['oci', 'docker'] as const) {
         assert.equal(lines[7], String(512 * 1024 ** 2), 'the memory limit applies to RUN steps');
         // What the build's root made is root's in the image, not the build's host id.
         assert.deepEqual(lines.slice(8), ['0:0', '0:0']);
-        assert.equal((await t.request('DELETE', `/api/v1/sandbox/${id}`, { key: alice.key })).statusCode, 200);
       });
 
       it('keeps the image from another user (no sandbox, no listing, no FROM) but not from its owner', async () => {
@@ -252,20 +250,7 @@ for (const driver of ['oci', 'docker'] as const) {
       assert.equal((await t.request('POST', '/api/v1/images/copied/v2/vm-build', { key: bob.key, body: {} })).statusCode, 404);
 
       // The renamed copy runs for its owner.
-      const created = await t.request('POST', '/api/v1/sandbox', { key: alice.key, body: { name: 'copied', docker_image: renamed } });
-      assert.equal(created.statusCode, 201, created.body);
-      const id = created.json<{ id: string }>().id;
-      const sandbox = await eventually(async () => {
-        const s = (await t.request('GET', `/api/v1/sandbox/${id}`, { key: alice.key })).json<{ status: string; errorMessage: string | null }>();
-        return ['RUNNING', 'ERROR'].includes(s.status) ? s : undefined;
-      }, 120_000, 'RUNNING');
-      assert.equal(sandbox.status, 'RUNNING', sandbox.errorMessage ?? '');
-      const row = await t.server.store.getSandbox(id);
-      const exec = await t.server.runtime!.exec(row!.runtimeId!, { argv: ['/bin/sh', '-c', 'echo copied-ran'] });
-      exec.stderr.resume();
-      const [out] = await Promise.all([collect(exec.stdout), exec.wait()]);
-      assert.equal(out.trim(), 'copied-ran');
-      assert.equal((await t.request('DELETE', `/api/v1/sandbox/${id}`, { key: alice.key })).statusCode, 200);
+      assert.equal((await runInNewSandbox(t, alice.key, 'copied', renamed, 'echo copied-ran')).trim(), 'copied-ran');
     });
 
     it('reports the failing step and its output', async () => {

@@ -82,7 +82,7 @@ export function wireServer(config: CorralConfig, store: Store, runtime: SandboxR
   const activity = new ActivityTracker(store, log);
   const registryCredentials = new RegistryCredentialsService(store);
   const quotas = new QuotaService(store, config);
-  const images = new ImageService(store, runtime, config, registryCredentials, createHmac('sha256', gatewaySecret).update('image-context-uploads').digest('hex'), log);
+  const images = new ImageService(store, runtime, config, registryCredentials, createHmac('sha256', gatewaySecret).update('image-context-uploads').digest('hex'), log, metrics);
   const sandboxes = new SandboxService(store, lifecycle, tokens, config, registryCredentials, quotas, images);
   const webhooks = new WebhookService(store, webhookDelivery, { allowPrivate: config.webhookAllowPrivate });
   accessEvents.subscribe(async (change) => {

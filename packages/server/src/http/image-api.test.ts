@@ -164,9 +164,16 @@ describe('images API (stand-in builder)', () => {
     }
     const queued = await waitFor(alice.key, bad.build_id, ['PENDING']);
     assert.equal(queued.status, 'PENDING');
+    const scrape = async (): Promise<string> => (await t.request('GET', '/metrics')).body;
+    assert.match(await scrape(), /^corral_image_builds\{state="queued"\} 1$/m);
+    assert.match(await scrape(), /^corral_image_builds\{state="running"\} 1$/m);
     release();
     await waitFor(alice.key, ok.build_id, ['COMPLETED']);
     const failed = await waitFor(alice.key, bad.build_id, ['FAILED']);
+    const metrics = await scrape();
+    assert.match(metrics, /^corral_image_builds_total\{kind="build",result="completed"\} 1$/m);
+    assert.match(metrics, /^corral_image_builds_total\{kind="build",result="failed"\} 1$/m);
+    assert.match(metrics, /^corral_image_build_duration_seconds_count\{kind="build",result="completed"\} 1$/m);
     assert.equal(failed.failedStep, 'STEP 1/1: RUN false');
     assert.match(failed.errorMessage ?? '', /RUN false[\s\S]*boom output/);
     assert.equal(runtime.imageBuilder.maxRunning, 1);

@@ -35,6 +35,8 @@ export interface MetricSources {
   warmPool?: () => { ready: number; target: number } | undefined;
   /** Events waiting to be written. */
   eventBacklog?: () => number;
+  /** Image builds and transfers waiting for a builder slot, and running. */
+  imageBuilds?: () => { queued: number; running: number };
 }
 
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
@@ -144,6 +146,19 @@ export class CorralMetrics {
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
+  readonly imageBuilds = new Counter({
+    name: 'corral_image_builds_total',
+    help: 'Image builds (Dockerfile) and transfers (source_image) that ended, by kind and result',
+    labelNames: ['kind', 'result'] as const,
+    registers: [this.registry],
+  });
+  readonly imageBuildSeconds = new Histogram({
+    name: 'corral_image_build_duration_seconds',
+    help: 'Image builds and transfers from start (BUILDING) to their end, by kind and result',
+    labelNames: ['kind', 'result'] as const,
+    buckets: [0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800],
+    registers: [this.registry],
+  });
 
   constructor(options: { /** Node.js process metrics (`process_*`, `nodejs_*`); default true. */ processMetrics?: boolean } = {}) {
     const sources = this.sources;
@@ -157,6 +172,17 @@ export class CorralMetrics {
         // A store that cannot answer leaves the gauge empty for this scrape rather than failing it.
         const rows = await Promise.resolve(sources.sandboxes?.()).catch(() => undefined);
         for (const row of rows ?? []) this.set({ status: row.status, driver: row.driver }, row.count);
+      },
+    });
+    new Gauge({
+      name: 'corral_image_builds',
+      help: 'Image builds and transfers on this replica: queued (waiting for a builder slot) and running',
+      labelNames: ['state'] as const,
+      registers: [this.registry],
+      collect() {
+        const builds = sources.imageBuilds?.() ?? { queued: 0, running: 0 };
+        this.set({ state: 'queued' }, builds.queued);
+        this.set({ state: 'running' }, builds.running);
       },
     });
     new Gauge({

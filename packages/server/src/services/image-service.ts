@@ -1,3 +1,4 @@
+import type { CorralMetrics } from './corral-metrics.js';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { appendFile, mkdir, readFile, rename, rm } from 'node:fs/promises';
@@ -146,8 +147,10 @@ export class ImageService {
     private readonly registryCredentials: RegistryCredentialsService,
     private readonly uploadSecret: string,
     private readonly log: Logger,
+    private readonly metrics?: CorralMetrics,
   ) {
     this.dir = join(config.dataDir, 'image-builds');
+    if (metrics) metrics.sources.imageBuilds = () => ({ queued: this.queue.length, running: this.running });
   }
 
   private builder(): NonNullable<SandboxRuntime['imageBuilder']> {
@@ -568,6 +571,12 @@ export class ImageService {
     const dir = join(this.dir, id);
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const logFile = join(dir, 'build.log');
+    const started = performance.now();
+    const kind = transfer ? 'transfer' : 'build';
+    const ended = (result: 'completed' | 'failed'): void => {
+      this.metrics?.imageBuilds.inc({ kind, result });
+      this.metrics?.imageBuildSeconds.observe({ kind, result }, (performance.now() - started) / 1000);
+    };
     let logged = 0;
     let writes = Promise.resolve();
     const onOutput = (text: string): void => {
@@ -607,7 +616,9 @@ export class ImageService {
         pushedAt: now,
       });
       await this.store.updateImageBuild(id, { status: 'COMPLETED', completedAt: nowIso() });
+      ended('completed');
     } catch (error) {
+      ended('failed');
       const failure = error instanceof ImageBuildError ? error : new ImageBuildError((error as Error).message, null, '');
       const tail = failure.outputTail.trim();
       await this.store.updateImageBuild(id, {

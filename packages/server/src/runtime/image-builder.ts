@@ -39,6 +39,11 @@ export interface ImageBuildResult {
   sizeBytes: number;
 }
 
+/** Most of a build's output a builder keeps in memory for the failure report. */
+export const OUTPUT_TAIL_BYTES = 64 * 1024;
+/** How much of that output goes with a failure (`ImageBuildError.outputTail`). */
+export const FAILURE_TAIL_BYTES = 4 * 1024;
+
 /** A build that did not finish: the step that failed, when one did, and the tail of the output. */
 export class ImageBuildError extends Error {
   constructor(

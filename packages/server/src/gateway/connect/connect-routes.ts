@@ -275,7 +275,7 @@ export function registerConnectRoutes(app: FastifyInstance, ctx: GatewayContext)
     try {
       release = await ctx.sessions.acquire(target, left.signal);
     } catch (error) {
-      if (left.signal.aborted && left.signal.reason === expired && expired) throw expired;
+      if (expired !== undefined && left.signal.reason === expired) throw expired;
       if (left.signal.aborted) return;
       throw error;
     } finally {

@@ -8,7 +8,7 @@ import { createGunzip } from 'node:zlib';
 import type Docker from 'dockerode';
 import tar from 'tar-stream';
 import { scanDockerfileImages } from '../dockerfile-refs.js';
-import { type ImageBuilder, ImageBuildError, type ImageBuildRequest, type ImageBuildResult, type ImageTransferRequest } from '../image-builder.js';
+import { FAILURE_TAIL_BYTES, type ImageBuilder, ImageBuildError, type ImageBuildRequest, type ImageBuildResult, type ImageTransferRequest, OUTPUT_TAIL_BYTES } from '../image-builder.js';
 import { type ImageRef, parseImageRef } from '../registry/image-ref.js';
 import { RegistryAccessCheck } from '../registry/registry-access-check.js';
 import { checkRegistryAddress } from '../registry/registry-address-policy.js';
@@ -31,10 +31,6 @@ export interface DockerImageBuildOptions {
   insecureRegistries: readonly string[];
 }
 
-/** Most output kept in memory for the failure report. */
-const OUTPUT_TAIL_BYTES = 64 * 1024;
-/** Output shown with a failure. */
-const FAILURE_TAIL_BYTES = 4 * 1024;
 
 /** One line of the engine's build or pull progress stream. */
 interface ProgressLine {

@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { chmod, chown, lchown, lstat, mkdir, mkdtemp, open, readdir, readFile, realpath, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { basename, join, relative, resolve } from 'node:path';
-import { type ImageBuilder, ImageBuildError, type ImageBuildRequest, type ImageBuildResult, type ImageTransferRequest } from '../image-builder.js';
+import { FAILURE_TAIL_BYTES, type ImageBuilder, ImageBuildError, type ImageBuildRequest, type ImageBuildResult, type ImageTransferRequest, OUTPUT_TAIL_BYTES } from '../image-builder.js';
 import { parseImageRef } from '../registry/image-ref.js';
 import { RuntimeError } from '../runtime.js';
 import { runTool } from '../run-tool.js';
@@ -32,10 +32,6 @@ export const DEFAULT_BUILD_USERNS = { hostId: 0x7100_0000, size: 65_536 };
 
 /** Most processes of build uids at once (RLIMIT_NPROC of RUN steps). */
 export const BUILD_NPROC = 4096;
-/** Most output kept in memory for the failure report. */
-const OUTPUT_TAIL_BYTES = 64 * 1024;
-/** Output shown with a failure. */
-const FAILURE_TAIL_BYTES = 4 * 1024;
 
 /**
  * The base images a Dockerfile names in its `FROM` lines, in order, without stage names,

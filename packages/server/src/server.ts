@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
@@ -13,6 +13,7 @@ import type { SandboxLifecycle } from './services/sandbox-lifecycle.js';
 import { openStore } from './store/open-store.js';
 import type { Store } from './store/store.js';
 import { wireServer } from './wiring.js';
+import { loadOrCreateSecretFile } from './util/secret-file.js';
 
 /** A running Corral server and the parts tests reach into. */
 export interface CorralServer {
@@ -31,19 +32,13 @@ export interface CorralServer {
   close(): Promise<void>;
 }
 
-/** The key that signs gateway tokens: configured, or generated once and kept in the data dir. */
-function gatewaySecret(config: CorralConfig): string {
+/**
+ * The key that signs gateway tokens: configured, or generated once and kept in the data dir
+ * (replicas starting at once on one data dir all get the one key: `loadOrCreateSecretFile`).
+ */
+export function gatewaySecret(config: Pick<CorralConfig, 'gatewaySecret' | 'dataDir'>): string {
   if (config.gatewaySecret) return config.gatewaySecret;
-  const file = join(config.dataDir, 'gateway-secret');
-  try {
-    const secret = readFileSync(file, 'utf8').trim();
-    chmodSync(file, 0o600);
-    return secret;
-  } catch {
-    const secret = randomBytes(32).toString('base64url');
-    writeFileSync(file, `${secret}\n`, { mode: 0o600, flag: 'wx' });
-    return readFileSync(file, 'utf8').trim();
-  }
+  return loadOrCreateSecretFile(join(config.dataDir, 'gateway-secret'), () => `${randomBytes(32).toString('base64url')}\n`).content.trim();
 }
 
 /**

@@ -1,35 +1,23 @@
-import { randomBytes } from 'node:crypto';
-import { linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import ssh2 from 'ssh2';
+import { loadOrCreateSecretFile } from '../util/secret-file.js';
 
 const { utils } = ssh2;
 
 /**
  * The SSH host key of a data dir (`ssh_host_ed25519_key`): generated once, then reused so
- * clients' known_hosts stay valid. Servers sharing a data dir (replicas) may start at once: a
- * new key is written whole to a file of its own and then hard-linked into place, which fails
- * when another server published one first; everyone then reads the one published key. (Writing
- * it in place let a second server read the file while it was still empty.)
+ * clients' known_hosts stay valid; servers starting at once on one data dir all get the one key
+ * (`loadOrCreateSecretFile`). The server that made it writes the public half beside it.
  */
 export function loadOrCreateHostKey(dataDir: string): string {
   const file = join(dataDir, 'ssh_host_ed25519_key');
-  try {
-    return readFileSync(file, 'utf8');
-  } catch {
-    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  let publicKey = '';
+  const { content, created } = loadOrCreateSecretFile(file, () => {
     const pair = utils.generateKeyPairSync('ed25519');
-    const draft = `${file}.${process.pid}-${randomBytes(4).toString('hex')}`;
-    writeFileSync(draft, pair.private, { mode: 0o600 });
-    try {
-      linkSync(draft, file);
-      writeFileSync(`${file}.pub`, `${pair.public}\n`, { mode: 0o644 });
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      // Another server published its key first: use that one.
-    } finally {
-      rmSync(draft, { force: true });
-    }
-    return readFileSync(file, 'utf8');
-  }
+    publicKey = pair.public;
+    return pair.private;
+  });
+  if (created) writeFileSync(`${file}.pub`, `${publicKey}\n`, { mode: 0o644 });
+  return content;
 }

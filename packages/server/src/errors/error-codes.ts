@@ -258,6 +258,8 @@ export const RUNTIME_FAILURES = {
   NOT_FOUND: { gateway: 'sandbox_not_found', startErrorType: 'START_FAILED' },
   /** The sandbox is paused: its processes are frozen until it is resumed. */
   PAUSED: { gateway: 'sandbox_not_ready', startErrorType: 'START_FAILED' },
+  /** A checkpoint could not be taken or restored (the reason says what, e.g. what CRIU could not handle). */
+  CHECKPOINT_FAILED: { gateway: 'gateway_error', startErrorType: 'START_FAILED' },
   /** Anything else the driver or its engine failed at. */
   RUNTIME_ERROR: { gateway: 'gateway_error', startErrorType: 'START_FAILED' },
 } as const satisfies Record<string, { gateway: GatewayErrorCode; startErrorType: StartFailureType }>;

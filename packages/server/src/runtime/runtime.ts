@@ -33,6 +33,13 @@ export interface SandboxSpec {
   gpuType: string | null;
   /** The writable workspace directory that must exist in the sandbox (`/sandbox-workspace`). */
   workspacePath: string;
+  /**
+   * Start from a checkpoint instead of the bare image: the sandbox's filesystem is the image plus
+   * the checkpoint's layers (shared copy-on-write, never copied), `image` still names the image the
+   * checkpoint was made from. With `memory`, its processes continue from the captured memory too
+   * (drivers with `capabilities().memoryCheckpoint`).
+   */
+  checkpoint?: { ref: string; memory: boolean };
 }
 
 /** How to run one process inside a sandbox. */
@@ -197,6 +204,39 @@ export interface RuntimeCapabilities {
    * memory). Absent or false: the API refuses pause and resume with 409 `PAUSE_UNSUPPORTED`.
    */
   pause?: boolean;
+  /**
+   * The driver implements `checkpoint`, `deleteCheckpoint` and `SandboxSpec.checkpoint` for
+   * filesystem checkpoints. Absent or false: the API refuses checkpoints, restores and forks with
+   * 409 `CHECKPOINT_UNSUPPORTED`.
+   */
+  checkpoint?: boolean;
+  /** Checkpoints can also capture running processes and their memory (`CheckpointRequest.memory`, CRIU). */
+  memoryCheckpoint?: boolean;
+}
+
+/** What `SandboxRuntime.checkpoint` is asked to capture. */
+export interface CheckpointRequest {
+  /** The Corral checkpoint id; drivers name what they store with it. */
+  checkpointId: string;
+  /**
+   * The ref of the checkpoint the sandbox was started from, when it was: the new checkpoint is
+   * stored as what changed since then, on top of it.
+   */
+  parentRef?: string;
+  /** Also capture the running processes and their memory (only where `capabilities().memoryCheckpoint`). */
+  memory: boolean;
+  /** Called once the capture is taken and the sandbox's processes run again (Prime's `FROZEN`). */
+  onFrozen?: () => void;
+}
+
+/** A checkpoint as the driver stored it; immutable until `deleteCheckpoint`. */
+export interface RuntimeCheckpoint {
+  /** The driver's handle for it, given back in `SandboxSpec.checkpoint.ref` and `deleteCheckpoint`. */
+  ref: string;
+  /** Bytes stored for this checkpoint alone (what it adds over its parent and the image). */
+  sizeBytes: number;
+  /** True when running processes and their memory were captured too. */
+  memory: boolean;
 }
 
 /** What `SandboxRuntime.create` made. */
@@ -310,6 +350,19 @@ export interface SandboxRuntime {
   pause?(runtimeId: string): Promise<void>;
   /** Thaws a paused sandbox: its processes continue where they stopped. Idempotent. */
   resume?(runtimeId: string): Promise<void>;
+  /**
+   * Captures the sandbox's whole writable filesystem (and, with `memory`, its processes) as an
+   * immutable checkpoint. Processes are frozen only for the moment of capture (`onFrozen` fires when
+   * they run again); resolves once the checkpoint is stored durably. Throws `RuntimeError`
+   * (`NOT_FOUND`, `CHECKPOINT_FAILED` with the reason, e.g. what CRIU could not handle). Present when
+   * `capabilities().checkpoint` is true.
+   */
+  checkpoint?(runtimeId: string, request: CheckpointRequest): Promise<RuntimeCheckpoint>;
+  /**
+   * Deletes a checkpoint's own data. Idempotent. What sandboxes started from it or checkpoints made
+   * on top of it still use stays until they are gone too.
+   */
+  deleteCheckpoint?(ref: string): Promise<void>;
   /** The sandbox's recent DNS answers and connection attempts, oldest first, at most `limit`. */
   egressLog(runtimeId: string, limit: number): Promise<EgressLogEntry[]>;
   /** Subscribes to exit and OOM events; returns the unsubscribe function. */

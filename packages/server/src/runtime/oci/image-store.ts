@@ -220,6 +220,16 @@ export class ImageStore {
   }
 
   /**
+   * Stores a layer tarball content-addressed by its sha256 (unpacked once and checked like a pulled
+   * layer; a layer already stored is not unpacked again). Returns its digest hex and the tarball's bytes.
+   */
+  async importLayer(tarPath: string, maxBytes = this.maxImageBytes): Promise<{ hex: string; tarBytes: number }> {
+    const hex = await sha256File(tarPath);
+    await this.ensureLayer(hex, () => Promise.resolve(tarPath), maxBytes);
+    return { hex, tarBytes: (await stat(tarPath)).size };
+  }
+
+  /**
    * Imports a rootfs tarball (what `packages/server/src/images` builds) as a one-layer image named
    * `reference`. The layer's digest is the tarball's sha256, so re-importing is cheap.
    */

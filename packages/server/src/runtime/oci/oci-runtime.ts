@@ -14,6 +14,7 @@ import { detectCgroupLayout } from './cgroups.js';
 import type { CgroupLayout } from './cgroups.js';
 import { RuntimeError } from '../runtime.js';
 import type {
+  CheckpointRequest,
   DiskCapacity,
   SandboxCapacity,
   EgressLogEntry,
@@ -21,6 +22,7 @@ import type {
   ExecProcess,
   ExecRequest,
   RuntimeCapabilities,
+  RuntimeCheckpoint,
   RuntimeEvent,
   RuntimeIsolation,
   RuntimeSandboxState,
@@ -40,7 +42,9 @@ import type { ImageBuilder } from '../image-builder.js';
 import { ImageStore } from './image-store.js';
 import { parseImageRef } from '../registry/image-ref.js';
 import type { ImageRef } from '../registry/image-ref.js';
-import type { ImageRecord } from './image-store.js';
+import type { ImageConfig, ImageRecord } from './image-store.js';
+import { CheckpointStore } from './checkpoint-store.js';
+import { OciCheckpoints } from './oci-checkpoints.js';
 import { credentialsFor } from '../registry/registry-access-check.js';
 import type { RegistryCredentials } from '../registry/registry-client.js';
 import { startOciExec } from './oci-exec.js';
@@ -189,6 +193,10 @@ interface SandboxRecord {
   rootfs?: string;
   /** Digest of the image's manifest (absent in records of older versions). */
   imageDigest?: string;
+  /** The image's config (checkpoints record it; absent in records of older versions). */
+  imageConfig?: ImageConfig;
+  /** The checkpoint the sandbox was restored from, when it was. */
+  checkpointRef?: string;
   /**
    * A warm sandbox: started ahead of any create, never claimed. Never adopted after a restart (the
    * orphan sweep removes it); a claim rewrites the record without it.
@@ -224,6 +232,8 @@ export class OciRuntime implements SandboxRuntime {
   readonly images: ImageStore;
   /** Builds Dockerfiles into {@link images} with buildah. */
   readonly imageBuilder: ImageBuilder;
+  /** Filesystem checkpoints (`<stateDir>/checkpoints`, layers in {@link images}). */
+  readonly checkpoints: OciCheckpoints;
   private readonly instance: string;
   private readonly runtimeBinary: string;
   private readonly stateDir: string;
@@ -302,6 +312,9 @@ export class OciRuntime implements SandboxRuntime {
         insecureRegistries: options.insecureRegistries ?? [],
         ...(options.maxImageBytes !== undefined ? { maxImageBytes: options.maxImageBytes } : {}),
       });
+    this.checkpoints = new OciCheckpoints(new CheckpointStore(join(options.stateDir, 'checkpoints')), this.images, {
+      setFrozen: (path, frozen) => this.cgroups.setFrozen(path, frozen),
+    });
     this.imageBuilder = new OciImageBuilder({
       root: join(options.stateDir, 'builds'),
       images: this.images,
@@ -401,6 +414,7 @@ export class OciRuntime implements SandboxRuntime {
     this.netns.agentBinary = this.agent();
     await this.adopt();
     await this.removeOrphans();
+    await this.checkpoints.store.removeStaleCaptures();
     await this.startEgress();
     for (const size of this.warmDiskSizes) void this.disks.warm(size);
     void this.netns.warm(false);
@@ -439,7 +453,7 @@ export class OciRuntime implements SandboxRuntime {
   }
 
   capabilities(): RuntimeCapabilities {
-    return { gpuCount: 0, gpuTypes: [], egressPolicy: true, pause: true };
+    return { gpuCount: 0, gpuTypes: [], egressPolicy: true, pause: true, checkpoint: true };
   }
 
   /** User namespace as `init()` decided (with why not), seccomp always (precompiled or by the runtime), a cgroup namespace per sandbox. */
@@ -531,7 +545,10 @@ export class OciRuntime implements SandboxRuntime {
       }
       const releaseDisk = await this.admitDisk(spec.diskBytes);
       try {
-        const image = await this.images.ensure(spec.image, auth);
+        // A restore stacks the checkpoint's layers (shared, never copied) under a fresh upper.
+        const image = spec.checkpoint
+          ? await this.checkpoints.restoreSource(spec.checkpoint.ref, spec.checkpoint.memory)
+          : await this.images.ensure(spec.image, auth);
         const record = await this.startSandbox(spec, workspace, image, { runtimeId: `corral-${spec.sandboxId}`, egress, online: !isOffline(egress), warm: false }, releaseDisk);
         return { runtimeId: record.runtimeId };
       } finally {
@@ -545,7 +562,8 @@ export class OciRuntime implements SandboxRuntime {
 
   /** The warm template of a create, when the warm pool is on and the create can be served from it. */
   private warmTemplate(spec: SandboxSpec, workspace: string, online: boolean): WarmTemplate | undefined {
-    if (this.warmDemand.max <= 0) return undefined;
+    // Warm sandboxes are started from images only: a restore needs its checkpoint's lower stack.
+    if (this.warmDemand.max <= 0 || spec.checkpoint) return undefined;
     let canonical: string;
     try {
       canonical = parseImageRef(spec.image).canonical;
@@ -735,6 +753,8 @@ export class OciRuntime implements SandboxRuntime {
       agentSocket: join(this.socketDir, `${shortHash(runtimeId, 16)}.sock`),
       rootfs: join(this.mountDir, runtimeId, 'rootfs'),
       imageDigest: image.digest,
+      imageConfig: image.config,
+      ...(spec.checkpoint ? { checkpointRef: spec.checkpoint.ref } : {}),
       ...(how.warm ? { warm: true } : {}),
       createdAt: new Date().toISOString(),
     };
@@ -955,6 +975,36 @@ export class OciRuntime implements SandboxRuntime {
       throw new RuntimeError('RUNTIME_ERROR', `could not resume sandbox ${runtimeId}: ${(error as Error).message}`, { cause: error });
     }
     live.paused = false;
+  }
+
+  /**
+   * Captures the sandbox's filesystem as an immutable checkpoint (see oci-checkpoints.ts): its
+   * processes are frozen only while its writable layer is copied (a paused sandbox stays paused).
+   */
+  async checkpoint(runtimeId: string, request: CheckpointRequest): Promise<RuntimeCheckpoint> {
+    const live = this.running(runtimeId);
+    const record = live.record;
+    const imageConfig = record.imageConfig ?? (await this.images.get(record.image))?.config;
+    if (!imageConfig) throw new RuntimeError('CHECKPOINT_FAILED', `sandbox ${runtimeId} predates checkpoints and its image ${record.image} is gone`);
+    return this.checkpoints.capture(
+      {
+        runtimeId,
+        upper: join(this.diskMount(record), 'upper'),
+        cgroupsPath: record.cgroupsPath,
+        layers: record.layers,
+        image: record.image,
+        imageDigest: record.imageDigest ?? '',
+        imageConfig,
+        paused: () => live.paused === true,
+      },
+      request,
+      this.userns,
+    );
+  }
+
+  /** Forgets a checkpoint; its layers stay while running sandboxes or other checkpoints use them. */
+  async deleteCheckpoint(ref: string): Promise<void> {
+    await this.checkpoints.delete(ref);
   }
 
   /**
@@ -1261,12 +1311,14 @@ export class OciRuntime implements SandboxRuntime {
   }
 
   /**
-   * Deletes cached layers that no stored image and no sandbox of this instance uses. Other
-   * instances sharing the image store protect their layers only through image records.
+   * Deletes cached layers that no stored image, no stored checkpoint and no sandbox of this
+   * instance uses. Other instances sharing the image store protect their sandboxes' layers only
+   * through image and checkpoint records.
    */
-  gcImages(): Promise<string[]> {
+  async gcImages(): Promise<string[]> {
+    const checkpointLayers = await this.checkpoints.store.layersInUse();
     return this.images.gc(
-      [...this.live.values()].map((l) => l.record).concat([...this.warm.values()].flat()).flatMap((r) => r.layers),
+      [...this.live.values()].map((l) => l.record).concat([...this.warm.values()].flat()).flatMap((r) => r.layers).concat([...checkpointLayers]),
       this.imageGcMinAgeMs,
     );
   }

@@ -1,0 +1,167 @@
+import { lstat, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { RuntimeError } from '../runtime.js';
+import type { CheckpointRequest, RuntimeCheckpoint } from '../runtime.js';
+import { pathExists } from '../../util/path-exists.js';
+import { copyUpper, writeLayerTar } from './checkpoint-capture.js';
+import { isCheckpointRef } from './checkpoint-store.js';
+import type { CheckpointManifest , CheckpointStore} from './checkpoint-store.js';
+import type { ImageConfig, ImageRecord, ImageStore } from './image-store.js';
+import type { UsernsMapping } from './userns.js';
+
+/** The sandbox's files the driver writes per sandbox: never part of a checkpoint. */
+export const PER_SANDBOX_FILES = ['etc/hosts', 'etc/resolv.conf', 'etc/hostname'] as const;
+
+/** A running sandbox as a capture needs it. */
+export interface CheckpointSubject {
+  runtimeId: string;
+  /** The overlay's upper directory on the sandbox's disk. */
+  upper: string;
+  cgroupsPath: string;
+  /** The sandbox's lower stack (layer digests, bottom first). */
+  layers: string[];
+  image: string;
+  imageDigest: string;
+  imageConfig: ImageConfig;
+  /** True while the sandbox is paused by the caller: the capture then neither freezes nor thaws it. */
+  paused(): boolean;
+}
+
+/** How long the phases of the last capture took (ms). */
+export interface CaptureTimings {
+  /** Processes frozen: from the freeze until the thaw completed (0 for a paused sandbox). */
+  frozenMs: number;
+  /** Copying the upper directory (inside the frozen window). */
+  copyMs: number;
+  /** Building the layer tarball from the copy. */
+  tarMs: number;
+  /** Storing (checking and unpacking) the layer and writing the manifest. */
+  storeMs: number;
+}
+
+/** Freezes and thaws a sandbox's cgroup (the cgroup layout's freezer). */
+export interface Freezer {
+  setFrozen(cgroupsPath: string, frozen: boolean): Promise<void>;
+}
+
+/**
+ * Filesystem checkpoints of oci sandboxes: a capture copies the sandbox's upper directory while
+ * its processes are frozen, then (running again) makes it one OCI layer stored content-addressed
+ * in the image store, recorded with the sandbox's lower stack as a {@link CheckpointManifest}. A
+ * restore mounts the manifest's layers as a new sandbox's lower stack: nothing is copied.
+ */
+export class OciCheckpoints {
+  /** Phase times of the most recent capture (for benchmarks). */
+  lastTimings: CaptureTimings | undefined;
+  private readonly running = new Map<string, Promise<unknown>>();
+
+  constructor(
+    readonly store: CheckpointStore,
+    private readonly images: ImageStore,
+    private readonly freezer: Freezer,
+  ) {}
+
+  /**
+   * Captures `subject`'s filesystem as checkpoint `request.checkpointId`. Captures of one sandbox
+   * run one after another (a second would thaw the first's freeze).
+   */
+  capture(subject: CheckpointSubject, request: CheckpointRequest, userns: UsernsMapping | null): Promise<RuntimeCheckpoint> {
+    if (request.memory) {
+      return Promise.reject(new RuntimeError('CHECKPOINT_FAILED', 'memory checkpoints are not available on this server (filesystem checkpoints are)'));
+    }
+    if (!isCheckpointRef(request.checkpointId)) {
+      return Promise.reject(new RuntimeError('CHECKPOINT_FAILED', `invalid checkpoint id ${JSON.stringify(request.checkpointId)}`));
+    }
+    const previous = this.running.get(subject.runtimeId) ?? Promise.resolve();
+    const job = previous.catch(() => undefined).then(() => this.doCapture(subject, request, userns));
+    this.running.set(subject.runtimeId, job);
+    void job.catch(() => undefined).finally(() => {
+      if (this.running.get(subject.runtimeId) === job) this.running.delete(subject.runtimeId);
+    });
+    return job;
+  }
+
+  private async doCapture(subject: CheckpointSubject, request: CheckpointRequest, userns: UsernsMapping | null): Promise<RuntimeCheckpoint> {
+    const ref = request.checkpointId;
+    if (await this.store.get(ref)) throw new RuntimeError('CHECKPOINT_FAILED', `checkpoint ${ref} already exists`);
+    const tmp = await this.store.tmpDir();
+    try {
+      const staging = join(tmp, 'upper');
+      // Written through the user namespace when the upper's root belongs to the sandbox's mapped root.
+      const mapped = userns !== null && (await lstat(subject.upper)).uid === userns.hostUid ? userns : null;
+      const frozenAt = performance.now();
+      let copyMs = 0;
+      let frozenMs = 0;
+      const freeze = !subject.paused();
+      if (freeze) await this.freezer.setFrozen(subject.cgroupsPath, true);
+      try {
+        await copyUpper(subject.upper, staging);
+        copyMs = performance.now() - frozenAt;
+      } finally {
+        // A pause() that came during the copy keeps the sandbox frozen.
+        if (freeze && !subject.paused()) await this.freezer.setFrozen(subject.cgroupsPath, false);
+        frozenMs = freeze ? performance.now() - frozenAt : 0;
+      }
+      try {
+        request.onFrozen?.();
+      } catch {
+        // The caller's notification must not fail the capture.
+      }
+      const tarStart = performance.now();
+      const tar = join(tmp, 'layer.tar');
+      await writeLayerTar(staging, tar, { exclude: PER_SANDBOX_FILES, userns: mapped });
+      await rm(staging, { recursive: true, force: true });
+      const storeStart = performance.now();
+      const { hex, tarBytes } = await this.images.importLayer(tar);
+      const manifest: CheckpointManifest = {
+        ref,
+        image: subject.image,
+        imageDigest: subject.imageDigest,
+        layers: [...subject.layers, hex],
+        layer: hex,
+        sizeBytes: tarBytes,
+        config: subject.imageConfig,
+        ...(request.parentRef !== undefined ? { parentRef: request.parentRef } : {}),
+        createdAt: new Date().toISOString(),
+      };
+      await this.store.save(manifest);
+      this.lastTimings = { frozenMs, copyMs, tarMs: storeStart - tarStart, storeMs: performance.now() - storeStart };
+      return { ref, sizeBytes: tarBytes, memory: false };
+    } catch (error) {
+      if (error instanceof RuntimeError) throw error;
+      throw new RuntimeError('CHECKPOINT_FAILED', `capturing the sandbox's filesystem failed: ${(error as Error).message}`, { cause: error });
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
+    }
+  }
+
+  /**
+   * The image-like record a restore of `ref` starts from: the checkpoint's layers as the lower
+   * stack, the image's config. `CHECKPOINT_FAILED` when the checkpoint or one of its layers is
+   * gone, or memory is asked for.
+   */
+  async restoreSource(ref: string, memory: boolean): Promise<ImageRecord> {
+    if (memory) throw new RuntimeError('CHECKPOINT_FAILED', 'memory checkpoints are not available on this server (filesystem checkpoints are)');
+    if (!isCheckpointRef(ref)) throw new RuntimeError('CHECKPOINT_FAILED', `invalid checkpoint ref ${JSON.stringify(ref)}`);
+    const manifest = await this.store.get(ref);
+    if (!manifest) throw new RuntimeError('CHECKPOINT_FAILED', `no checkpoint ${ref}`);
+    for (const layer of manifest.layers) {
+      if (!(await pathExists(this.images.layerDir(layer)))) throw new RuntimeError('CHECKPOINT_FAILED', `checkpoint ${ref} lost its layer ${layer}`);
+    }
+    return {
+      ref: manifest.image,
+      digest: manifest.imageDigest,
+      layers: manifest.layers,
+      config: manifest.config,
+      source: 'checkpoint',
+      createdAt: manifest.createdAt,
+    };
+  }
+
+  /** Deletes the manifest of `ref`; its layers stay while a sandbox or another checkpoint uses them. Idempotent. */
+  async delete(ref: string): Promise<void> {
+    if (!isCheckpointRef(ref)) return;
+    await this.store.delete(ref);
+  }
+}

@@ -1,5 +1,5 @@
-import { lstat, readdir, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { lstat, readdir, rm, utimes, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { runTool } from '../run-tool.js';
 import { OPAQUE_MARKER, WHITEOUT_PREFIX } from './layer-check.js';
 import type { UsernsMapping } from './userns.js';
@@ -40,7 +40,17 @@ export interface LayerTarOptions {
  * cannot express (redirected directories, metacopy files).
  */
 export async function writeLayerTar(staging: string, out: string, options: LayerTarOptions): Promise<LayerTarResult> {
-  for (const path of options.exclude) await rm(join(staging, path), { force: true });
+  // Directories this changes keep their times, and the markers get fixed ones: the same upper gives the same bytes.
+  const touched = new Map<string, Date>();
+  const touch = async (dir: string): Promise<void> => {
+    if (!touched.has(dir)) touched.set(dir, (await lstat(dir)).mtime);
+  };
+  for (const path of options.exclude) {
+    const full = join(staging, path);
+    if (!(await lstat(full).catch(() => undefined))) continue;
+    await touch(dirname(full));
+    await rm(full, { force: true });
+  }
   const attrs = await overlayXattrs(staging);
   const opaque: string[] = [];
   for (const [path, names] of attrs) {
@@ -68,12 +78,22 @@ export async function writeLayerTar(staging: string, out: string, options: Layer
   uids.add(top.uid);
   gids.add(top.gid);
   await walk(staging);
+  const markers: string[] = [];
   for (const path of whiteouts) {
-    const slash = path.lastIndexOf('/');
+    await touch(dirname(path));
     await rm(path, { force: true });
-    await writeFile(join(path.slice(0, slash), `${WHITEOUT_PREFIX}${path.slice(slash + 1)}`), '', { mode: 0o600 });
+    const marker = join(dirname(path), `${WHITEOUT_PREFIX}${basename(path)}`);
+    await writeFile(marker, '', { mode: 0o600 });
+    markers.push(marker);
   }
-  for (const dir of opaque) await writeFile(join(dir, OPAQUE_MARKER), '', { mode: 0o600 });
+  for (const dir of opaque) {
+    await touch(dir);
+    await writeFile(join(dir, OPAQUE_MARKER), '', { mode: 0o600 });
+    markers.push(join(dir, OPAQUE_MARKER));
+  }
+  const epoch = new Date(0);
+  for (const marker of markers) await utimes(marker, epoch, epoch);
+  for (const [dir, mtime] of touched) await utimes(dir, mtime, mtime);
   const args = [
     '--create',
     '--file',

@@ -1,0 +1,102 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { runToEnd } from '../conformance/conformance-suite.js';
+import { RuntimeError } from '../runtime.js';
+import type { SandboxSpec } from '../runtime.js';
+import { ImageStore } from './image-store.js';
+import { OciRuntime } from './oci-runtime.js';
+import { ociMissing } from '../../testing/runtime-available.js';
+import { insecureRegistriesFor } from '../../testing/local-registries.js';
+import { specFixture } from '../../testing/sandbox-fixture.js';
+
+const IMAGE = process.env.CORRAL_OCI_TEST_IMAGE ?? '127.0.0.1:5000/corral/busybox:latest';
+const REPO = new URL('../../../../../', import.meta.url).pathname;
+const CACHE = process.env.CORRAL_CACHE_DIR ?? join(REPO, '.cache');
+const STATE_DIR = join(CACHE, 'oci-test');
+const RUNTIME = process.env.CORRAL_OCI_RUNTIME ?? 'runc';
+
+function spec(overrides: Partial<SandboxSpec> = {}): SandboxSpec {
+  return specFixture({ sandboxId: `ck${randomBytes(5).toString('hex')}`, image: IMAGE, memoryBytes: 128 * 1024 * 1024, diskBytes: 256 * 1024 * 1024, pidsLimit: 64, ...overrides });
+}
+
+async function sh(runtime: OciRuntime, runtimeId: string, script: string): Promise<string> {
+  const result = await runToEnd(runtime, runtimeId, script);
+  assert.equal(result.exitCode, 0, `${script}: ${result.stderr}`);
+  return result.stdout;
+}
+
+const reason = ociMissing({ runtime: RUNTIME, registryImage: IMAGE });
+describe('oci checkpoints: durability, GC, paused sandboxes, the warm pool', { skip: reason, timeout: 300_000 }, () => {
+  const instance = `ckpt-${randomBytes(4).toString('hex')}`;
+  const made: OciRuntime[] = [];
+  let imagesRoot: string | undefined;
+  const make = (images: ImageStore, extra: { warmPoolMax?: number } = {}): OciRuntime => {
+    const rt = new OciRuntime({ instance, stateDir: STATE_DIR, images, runtimeBinary: RUNTIME, poolSize: 1, warmDiskSizes: [], imageGcIntervalMs: 0, imageGcMinAgeMs: 0, ...extra });
+    made.push(rt);
+    return rt;
+  };
+
+  after(async () => {
+    for (const rt of made) {
+      for (const s of await rt.list().catch(() => [])) await rt.remove(s.runtimeId).catch(() => undefined);
+      await rt.close().catch(() => undefined);
+    }
+    await rm(join(STATE_DIR, 'instances', instance), { recursive: true, force: true });
+    if (imagesRoot) await rm(imagesRoot, { recursive: true, force: true });
+  });
+
+  it('a checkpoint survives a driver restart; GC keeps its layers until it and its restores are gone; a paused sandbox stays paused; restores never take a warm sandbox', async () => {
+    // A private image store: this case runs the GC with no minimum age, which must not touch the shared store.
+    imagesRoot = await mkdtemp(join(CACHE, 'oci-ckpt-images-'));
+    const images = new ImageStore({ root: imagesRoot, insecureRegistries: insecureRegistriesFor(IMAGE) });
+    const first = make(images, { warmPoolMax: 2 });
+    await first.init();
+    const source = (await first.create(spec())).runtimeId;
+    await sh(first, source, 'echo kept > /sandbox-workspace/kept; rm /bin/arch');
+
+    // A paused sandbox is captured without being thawed.
+    await first.pause(source);
+    let frozen = 0;
+    const ref = `ck${randomBytes(6).toString('hex')}`;
+    const taken = await first.checkpoint(source, { checkpointId: ref, memory: false, onFrozen: () => frozen++ });
+    assert.equal(frozen, 1);
+    assert.equal((await first.inspect(source))?.paused, true, 'the paused sandbox is still paused after the checkpoint');
+    assert.equal(first.checkpoints.lastTimings?.frozenMs, 0, 'a paused sandbox is not frozen again');
+    await first.resume(source);
+    await assert.rejects(first.checkpoint(source, { checkpointId: ref, memory: false }), (e: unknown) => e instanceof RuntimeError && e.kind === 'CHECKPOINT_FAILED', 'a ref is used once');
+    await assert.rejects(first.create(spec({ checkpoint: { ref, memory: true } })), (e: unknown) => e instanceof RuntimeError && e.kind === 'CHECKPOINT_FAILED', 'memory restores are refused');
+
+    // Warm sandboxes of the image are ready; a restore must not take one.
+    for (let i = 0; i < 300 && first.warmReady() === 0; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.ok(first.warmReady() > 0, 'the warm pool filled');
+    const warmBefore = first.warmReady();
+    const fork = (await first.create(spec({ checkpoint: { ref: taken.ref, memory: false } }))).runtimeId;
+    assert.equal(await sh(first, fork, 'cat /sandbox-workspace/kept; test -e /bin/arch || echo gone'), 'kept\ngone\n', 'the restore has the checkpoint, not a warm sandbox of the bare image');
+    assert.equal(first.warmReady(), warmBefore, 'the restore took no warm sandbox');
+    await first.remove(source);
+    await first.close();
+
+    // A new driver process on the same directories restores it, and its GC keeps the layers in use.
+    const second = make(images);
+    await second.init();
+    const manifest = await second.checkpoints.store.get(taken.ref);
+    assert.ok(manifest, 'the manifest is on disk');
+    const own = manifest.layer;
+    assert.deepEqual(await second.gcImages().then((removed) => removed.filter((l) => manifest.layers.includes(l))), [], 'GC keeps a stored checkpoint\'s layers');
+    const again = (await second.create(spec({ checkpoint: { ref: taken.ref, memory: false } }))).runtimeId;
+    assert.equal(await sh(second, again, 'cat /sandbox-workspace/kept'), 'kept\n');
+
+    await second.deleteCheckpoint(taken.ref);
+    assert.equal(await second.checkpoints.store.get(taken.ref), undefined);
+    await second.gcImages();
+    assert.ok(existsSync(images.layerDir(own)), 'GC keeps the layer while sandboxes restored from the deleted checkpoint run');
+    assert.equal(await sh(second, fork, 'cat /sandbox-workspace/kept'), 'kept\n', 'the adopted restore still reads its files');
+    await second.remove(fork);
+    await second.remove(again);
+    assert.ok((await second.gcImages()).includes(own), 'GC removes the layer once nothing uses it');
+  });
+});

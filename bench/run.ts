@@ -15,6 +15,7 @@ const SCENARIOS: Record<string, () => Promise<{ run(args: string[]): Promise<voi
   'cli-startup': () => import('./scenarios/cli-startup.js'),
   'scale-costs': () => import('./scenarios/scale-costs.js'),
   'image-build': () => import('./scenarios/image-build.js'),
+  checkpoint: () => import('./scenarios/checkpoint.js'),
 };
 
 const [name, ...args] = process.argv.slice(2);

@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { lchown, link, mkdir, mkdtemp, open, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { lchown, link, lstat, mkdir, mkdtemp, open, readdir, readFile, readlink, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { copyUpper, writeLayerTar } from './checkpoint-capture.js';
+import { copyUpper, precopyUpper, syncFrozen, writeLayerTar } from './checkpoint-capture.js';
 
 const ROOT = process.getuid?.() === 0;
 
@@ -18,6 +19,23 @@ function listing(tarPath: string): Map<string, string> {
     entries.set(name, `${mode} ${owner}`);
   }
   return entries;
+}
+
+/** Every entry under `root`: type, mode, owner, links, mtime, content hash or link target. */
+async function signature(root: string): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (rel: string): Promise<void> => {
+    for (const name of (await readdir(join(root, rel))).sort()) {
+      const path = rel === '' ? name : `${rel}/${name}`;
+      const info = await lstat(join(root, path));
+      const content = info.isFile() ? createHash('sha256').update(await readFile(join(root, path))).digest('hex') : info.isSymbolicLink() ? await readlink(join(root, path)) : '';
+      const mtime = info.isDirectory() ? '' : String(Math.floor(info.mtimeMs));
+      out.push(`${path} ${info.mode.toString(8)} ${info.uid}:${info.gid} ${info.nlink} ${info.rdev} ${mtime} ${content}`);
+      if (info.isDirectory()) await walk(path);
+    }
+  };
+  await walk('');
+  return out;
 }
 
 describe('checkpoint capture: an overlay upper directory as an OCI layer', { skip: ROOT ? undefined : 'needs root (device nodes, trusted.* xattrs, chown)' }, () => {
@@ -89,6 +107,39 @@ describe('checkpoint capture: an overlay upper directory as an OCI layer', { ski
       tars.push(await readFile(join(dir, `${name}.tar`)));
     }
     assert.ok(tars[0]?.equals(tars[1] ?? Buffer.alloc(0)), 'two captures of the same upper give the same tarball');
+  });
+
+  it('the frozen pass brings the first copy to the upper\'s exact state: changed (even with its old mtime), new, removed, replaced and re-owned entries', async () => {
+    const upper = join(dir, 'sync-upper');
+    await mkdir(join(upper, 'a', 'deep'), { recursive: true });
+    await mkdir(join(upper, 'gone'), { recursive: true });
+    await writeFile(join(upper, 'a', 'same'), 'same');
+    await writeFile(join(upper, 'a', 'sneaky'), 'aaaa');
+    await writeFile(join(upper, 'a', 'deep', 'f'), 'f');
+    await writeFile(join(upper, 'gone', 'x'), 'x');
+    await writeFile(join(upper, 'becomes-dir'), 'file');
+    await writeFile(join(upper, 'owner'), 'o');
+    // Older than the pass's one-second horizon: only their inode change times can make them copied again.
+    await new Promise((resolve) => setTimeout(resolve, 1_200));
+    const staging = join(dir, 'sync-staging');
+    const pre = await precopyUpper(upper, staging);
+
+    // Changes after the first copy: one with its old mtime and size restored (only its ctime tells).
+    const old = await stat(join(upper, 'a', 'sneaky'));
+    await writeFile(join(upper, 'a', 'sneaky'), 'bbbb');
+    await utimes(join(upper, 'a', 'sneaky'), old.atime, old.mtime);
+    await rm(join(upper, 'gone'), { recursive: true });
+    await rm(join(upper, 'becomes-dir'));
+    await mkdir(join(upper, 'becomes-dir', 'sub'), { recursive: true });
+    await writeFile(join(upper, 'becomes-dir', 'sub', 'n'), 'n');
+    await writeFile(join(upper, 'a', 'deep', 'new'), 'new');
+    await link(join(upper, 'a', 'same'), join(upper, 'a', 'same-link'));
+    await lchown(join(upper, 'owner'), 4321, 4321);
+    execFileSync('mknod', ['-m', '0', join(upper, 'a', 'whiteout'), 'c', '0', '0']);
+
+    const { copied } = await syncFrozen(upper, staging, pre);
+    assert.ok(copied < 8, `only what changed is copied again (${copied} paths)`);
+    assert.deepEqual(await signature(staging), await signature(upper), 'the copy equals the upper');
   });
 
   it('refuses an upper that uses overlayfs redirects', async () => {

@@ -1,4 +1,4 @@
-import { lstat, readdir, rm, utimes, writeFile } from 'node:fs/promises';
+import { chmod, lchown, lstat, readdir, rm, utimes, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { runTool } from '../run-tool.js';
 import { OPAQUE_MARKER, WHITEOUT_PREFIX } from './layer-check.js';
@@ -13,6 +13,125 @@ import type { UsernsMapping } from './userns.js';
  */
 export async function copyUpper(upper: string, staging: string): Promise<void> {
   await runTool('cp', ['-a', '--reflink=auto', '--sparse=always', '--no-target-directory', '--', upper, staging]);
+}
+
+/** One entry of a directory tree, as {@link indexTree} saw it. */
+interface IndexEntry {
+  ino: bigint;
+  /** Inode change time (ns): any change of content, metadata, xattrs or links moves it; userspace cannot set it. */
+  ctimeNs: bigint;
+  /** File type bits (`mode & S_IFMT`). */
+  type: bigint;
+}
+
+const S_IFMT = 0o170000n;
+const S_IFDIR = 0o040000n;
+/** How many paths one `cp` of the frozen pass gets. */
+const CP_BATCH = 500;
+
+/** Every entry under `root` by relative path (symlinks not followed). */
+async function indexTree(root: string): Promise<Map<string, IndexEntry>> {
+  const index = new Map<string, IndexEntry>();
+  const walk = async (rel: string): Promise<void> => {
+    for (const entry of await readdir(join(root, rel), { withFileTypes: true })) {
+      const path = rel === '' ? entry.name : `${rel}/${entry.name}`;
+      const info = await lstat(join(root, path), { bigint: true });
+      index.set(path, { ino: info.ino, ctimeNs: info.ctimeNs, type: info.mode & S_IFMT });
+      if (entry.isDirectory()) await walk(path);
+    }
+  };
+  await walk('');
+  return index;
+}
+
+/** What {@link precopyUpper} copied while the sandbox ran, for {@link syncFrozen}. */
+export interface Precopy {
+  /** The upper as it was indexed before the copy started. */
+  upper: Map<string, IndexEntry>;
+  /** The copy's own entries. */
+  staging: Map<string, IndexEntry>;
+  /** When the index was taken (ms since the epoch). */
+  since: number;
+}
+
+/**
+ * First pass of a capture, while the sandbox runs: indexes the upper (inode and ctime of every
+ * entry), then copies it to `staging` ({@link copyUpper}). What changes meanwhile is found and
+ * copied again by {@link syncFrozen}.
+ */
+export async function precopyUpper(upper: string, staging: string): Promise<Precopy> {
+  const since = Date.now();
+  const index = await indexTree(upper);
+  await copyUpper(upper, staging);
+  return { upper: index, staging: await indexTree(staging), since };
+}
+
+/**
+ * Second pass, while the sandbox is frozen: brings `staging` to exactly the upper's state. An
+ * entry is copied again when it is new, its inode or type changed, its ctime moved since the
+ * first pass, or its ctime lies within a second of the first pass (a change in the same clock
+ * tick as the index could keep the ctime); entries gone from the upper are removed. Directories
+ * whose inode stayed get their owner, mode and times back after their entries changed.
+ */
+export async function syncFrozen(upper: string, staging: string, pre: Precopy): Promise<{ copied: number; removed: number }> {
+  const now = await indexTree(upper);
+  const horizon = BigInt(pre.since - 1000) * 1_000_000n;
+  let removed = 0;
+  for (const path of pre.staging.keys()) {
+    if (now.has(path)) continue;
+    // A parent removed first took this one along: rm is forced.
+    await rm(join(staging, path), { recursive: true, force: true });
+    removed++;
+  }
+  const copy: string[] = [];
+  const copiedDirs = new Set<string>();
+  const dirAttrs: string[] = [];
+  for (const [path, entry] of now) {
+    const before = pre.upper.get(path);
+    const copied = pre.staging.get(path);
+    const same = before !== undefined && copied !== undefined && before.ino === entry.ino && before.type === entry.type && copied.type === entry.type && before.ctimeNs === entry.ctimeNs && entry.ctimeNs < horizon;
+    if (same) continue;
+    if (entry.type === S_IFDIR && before !== undefined && copied?.type === S_IFDIR && before.ino === entry.ino) {
+      dirAttrs.push(path);
+      continue;
+    }
+    // A new or replaced directory is copied whole (with its opaque xattr); nothing below it needs its own copy.
+    if (underCopied(path, copiedDirs)) continue;
+    await rm(join(staging, path), { recursive: true, force: true });
+    copy.push(path);
+    if (entry.type === S_IFDIR) copiedDirs.add(path);
+  }
+  for (let i = 0; i < copy.length; i += CP_BATCH) {
+    await runTool('sh', [
+      '-c',
+      'cd -- "$1" && dest=$2 && shift 2 && exec cp -a --reflink=auto --sparse=always --parents -- "$@" "$dest"',
+      'corral-sync',
+      upper,
+      staging,
+      ...copy.slice(i, i + CP_BATCH),
+    ]);
+  }
+  // Deepest first: setting a directory's times must come after its entries changed.
+  for (const path of dirAttrs.sort((a, b) => b.length - a.length)) {
+    const info = await lstat(join(upper, path));
+    const target = join(staging, path);
+    await lchown(target, info.uid, info.gid);
+    await chmod(target, info.mode & 0o7777);
+    await utimes(target, info.atime, info.mtime);
+  }
+  const top = await lstat(upper);
+  await lchown(staging, top.uid, top.gid);
+  await chmod(staging, top.mode & 0o7777);
+  await utimes(staging, top.atime, top.mtime);
+  return { copied: copy.length, removed };
+}
+
+/** Whether a parent directory of `path` is in `dirs`. */
+function underCopied(path: string, dirs: Set<string>): boolean {
+  for (let slash = path.indexOf('/'); slash > 0; slash = path.indexOf('/', slash + 1)) {
+    if (dirs.has(path.slice(0, slash))) return true;
+  }
+  return false;
 }
 
 /** What {@link writeLayerTar} did. */

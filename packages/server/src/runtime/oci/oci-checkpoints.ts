@@ -4,7 +4,7 @@ import { performance } from 'node:perf_hooks';
 import { RuntimeError } from '../runtime.js';
 import type { CheckpointRequest, RuntimeCheckpoint } from '../runtime.js';
 import { pathExists } from '../../util/path-exists.js';
-import { copyUpper, writeLayerTar } from './checkpoint-capture.js';
+import { precopyUpper, syncFrozen, writeLayerTar } from './checkpoint-capture.js';
 import { isCheckpointRef } from './checkpoint-store.js';
 import type { CheckpointManifest , CheckpointStore} from './checkpoint-store.js';
 import type { ImageConfig, ImageRecord, ImageStore } from './image-store.js';
@@ -30,9 +30,9 @@ export interface CheckpointSubject {
 
 /** How long the phases of the last capture took (ms). */
 export interface CaptureTimings {
-  /** Processes frozen: from the freeze until the thaw completed (0 for a paused sandbox). */
+  /** Processes frozen: from the freeze until the thaw completed, copying only what changed during the first copy (0 for a paused sandbox). */
   frozenMs: number;
-  /** Copying the upper directory (inside the frozen window). */
+  /** Copying the upper directory while the sandbox ran (before the frozen window). */
   copyMs: number;
   /** Building the layer tarball from the copy. */
   tarMs: number;
@@ -46,8 +46,9 @@ export interface Freezer {
 }
 
 /**
- * Filesystem checkpoints of oci sandboxes: a capture copies the sandbox's upper directory while
- * its processes are frozen, then (running again) makes it one OCI layer stored content-addressed
+ * Filesystem checkpoints of oci sandboxes: a capture copies the sandbox's upper directory while it
+ * runs, freezes its processes only to copy again what changed meanwhile (found by inode change
+ * times), then (running again) makes it one OCI layer stored content-addressed
  * in the image store, recorded with the sandbox's lower stack as a {@link CheckpointManifest}. A
  * restore mounts the manifest's layers as a new sandbox's lower stack: nothing is copied.
  */
@@ -90,14 +91,16 @@ export class OciCheckpoints {
       const staging = join(tmp, 'upper');
       // Written through the user namespace when the upper's root belongs to the sandbox's mapped root.
       const mapped = userns !== null && (await lstat(subject.upper)).uid === userns.hostUid ? userns : null;
+      // Copied while the sandbox runs; the frozen window only copies what changed meanwhile.
+      const precopyStart = performance.now();
+      const pre = await precopyUpper(subject.upper, staging);
+      const copyMs = performance.now() - precopyStart;
       const frozenAt = performance.now();
-      let copyMs = 0;
       let frozenMs = 0;
       const freeze = !subject.paused();
       if (freeze) await this.freezer.setFrozen(subject.cgroupsPath, true);
       try {
-        await copyUpper(subject.upper, staging);
-        copyMs = performance.now() - frozenAt;
+        await syncFrozen(subject.upper, staging, pre);
       } finally {
         // A pause() that came during the copy keeps the sandbox frozen.
         if (freeze && !subject.paused()) await this.freezer.setFrozen(subject.cgroupsPath, false);

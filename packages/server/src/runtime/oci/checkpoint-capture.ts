@@ -26,6 +26,12 @@ interface IndexEntry {
 
 const S_IFMT = 0o170000n;
 const S_IFDIR = 0o040000n;
+/**
+ * Entries changed this close before the first pass's index are copied again while frozen: a
+ * change in the same tick of the kernel's coarse clock as the index's read can leave the ctime it
+ * read (kernels before multigrain timestamps). Far more than a tick, far less than a write burst.
+ */
+const CTIME_MARGIN_MS = 50;
 /** How many paths one `cp` of the frozen pass gets. */
 const CP_BATCH = 500;
 
@@ -69,13 +75,13 @@ export async function precopyUpper(upper: string, staging: string): Promise<Prec
 /**
  * Second pass, while the sandbox is frozen: brings `staging` to exactly the upper's state. An
  * entry is copied again when it is new, its inode or type changed, its ctime moved since the
- * first pass, or its ctime lies within a second of the first pass (a change in the same clock
- * tick as the index could keep the ctime); entries gone from the upper are removed. Directories
+ * first pass, or its ctime lies within {@link CTIME_MARGIN_MS} before the first pass (a change in
+ * the same clock tick as the index could keep the ctime); entries gone from the upper are removed. Directories
  * whose inode stayed get their owner, mode and times back after their entries changed.
  */
 export async function syncFrozen(upper: string, staging: string, pre: Precopy): Promise<{ copied: number; removed: number }> {
   const now = await indexTree(upper);
-  const horizon = BigInt(pre.since - 1000) * 1_000_000n;
+  const horizon = BigInt(pre.since - CTIME_MARGIN_MS) * 1_000_000n;
   let removed = 0;
   for (const path of pre.staging.keys()) {
     if (now.has(path)) continue;

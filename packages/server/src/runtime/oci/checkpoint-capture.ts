@@ -1,5 +1,5 @@
 import { chmod, lchown, lstat, readdir, rm, utimes, writeFile } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, relative } from 'node:path';
 import { runTool } from '../run-tool.js';
 import { OPAQUE_MARKER, WHITEOUT_PREFIX } from './layer-check.js';
 import type { UsernsMapping } from './userns.js';
@@ -16,7 +16,7 @@ export async function copyUpper(upper: string, staging: string): Promise<void> {
 }
 
 /** One entry of a directory tree, as {@link indexTree} saw it. */
-interface IndexEntry {
+export interface IndexEntry {
   ino: bigint;
   /** Inode change time (ns): any change of content, metadata, xattrs or links moves it; userspace cannot set it. */
   ctimeNs: bigint;
@@ -34,6 +34,9 @@ const S_IFDIR = 0o040000n;
 const CTIME_MARGIN_MS = 50;
 /** How many paths one `cp` of the frozen pass gets. */
 const CP_BATCH = 500;
+
+/** Entries of a directory tree by relative path (`a/b`, no leading `./`). */
+export type TreeIndex = ReadonlyMap<string, IndexEntry>;
 
 /** Every entry under `root` by relative path (symlinks not followed). */
 async function indexTree(root: string): Promise<Map<string, IndexEntry>> {
@@ -79,7 +82,7 @@ export async function precopyUpper(upper: string, staging: string): Promise<Prec
  * the same clock tick as the index could keep the ctime); entries gone from the upper are removed. Directories
  * whose inode stayed get their owner, mode and times back after their entries changed.
  */
-export async function syncFrozen(upper: string, staging: string, pre: Precopy): Promise<{ copied: number; removed: number }> {
+export async function syncFrozen(upper: string, staging: string, pre: Precopy): Promise<{ copied: number; removed: number; index: TreeIndex }> {
   const now = await indexTree(upper);
   const horizon = BigInt(pre.since - CTIME_MARGIN_MS) * 1_000_000n;
   let removed = 0;
@@ -129,7 +132,7 @@ export async function syncFrozen(upper: string, staging: string, pre: Precopy): 
   await lchown(staging, top.uid, top.gid);
   await chmod(staging, top.mode & 0o7777);
   await utimes(staging, top.atime, top.mtime);
-  return { copied: copy.length, removed };
+  return { copied: copy.length, removed, index: now };
 }
 
 /** Whether a parent directory of `path` is in `dirs`. */
@@ -153,6 +156,23 @@ export interface LayerTarOptions {
   exclude: readonly string[];
   /** The user namespace the upper was written through: its host ids become 0…size-1 again. */
   userns?: UsernsMapping | null;
+  /**
+   * Store only what changed since an earlier capture of the same upper: `before` indexed the
+   * upper at that capture, `now` at this one. The layer then goes on top of that capture's
+   * layers: entries whose inode, type and ctime are unchanged are left out (their directories are
+   * kept for their attributes), and entries gone since get `.wh.` whiteouts.
+   */
+  since?: IncrementalBase;
+}
+
+/** What an incremental layer is relative to (see {@link LayerTarOptions.since}). */
+export interface IncrementalBase {
+  /** The upper at the earlier capture's frozen pass. */
+  before: TreeIndex;
+  /** The upper at this capture's frozen pass. */
+  now: TreeIndex;
+  /** Entries whose ctime is at or after this (ms since the epoch; the earlier freeze, less a margin) count as changed. */
+  changedSinceMs: number;
 }
 
 /**
@@ -245,14 +265,74 @@ export async function writeLayerTar(staging: string, out: string, options: Layer
     // File capabilities written from the host's namespace stay valid in a layer; ones written from a user namespace name its host root id.
     args.push('--xattrs-include=security.capability');
   }
-  args.push('.');
+  const listFile = `${out}.list`;
+  if (options.since) {
+    const members = await changedMembers(staging, options.since, new Set(options.exclude), {
+      whiteouts: new Set(whiteouts.map((p) => relative(staging, p))),
+      opaque: new Set(opaque.map((p) => relative(staging, p))),
+    });
+    await writeFile(listFile, ['.', ...members.map((m) => `./${m}`)].join('\0'));
+    args.push('--no-recursion', '--null', `--files-from=${listFile}`);
+  } else {
+    args.push('.');
+  }
   try {
     await runTool('tar', args);
   } finally {
     await rm(`${out}.owners`, { force: true });
     await rm(`${out}.groups`, { force: true });
+    await rm(listFile, { force: true });
   }
   return { whiteouts: whiteouts.length, opaque: opaque.length, entries };
+}
+
+/**
+ * The members (relative paths, sorted) of an incremental layer: entries new or changed since
+ * `before` (whiteouts as their `.wh.` file, opaque directories with their marker), each with its
+ * parent directories, and a `.wh.` marker, written into `staging`, for each topmost entry gone
+ * since (below a directory that is still the same kind of entry).
+ */
+async function changedMembers(
+  staging: string,
+  since: IncrementalBase,
+  excluded: ReadonlySet<string>,
+  converted: { whiteouts: ReadonlySet<string>; opaque: ReadonlySet<string> },
+): Promise<string[]> {
+  const { before, now } = since;
+  const recent = BigInt(since.changedSinceMs - CTIME_MARGIN_MS) * 1_000_000n;
+  const chosen = new Set<string>();
+  const add = (rel: string): void => {
+    chosen.add(rel);
+    for (let slash = rel.lastIndexOf('/'); slash > 0; slash = rel.lastIndexOf('/', slash - 1)) chosen.add(rel.slice(0, slash));
+  };
+  const marker = (rel: string): string => {
+    const slash = rel.lastIndexOf('/');
+    return slash < 0 ? `${WHITEOUT_PREFIX}${rel}` : `${rel.slice(0, slash)}/${WHITEOUT_PREFIX}${rel.slice(slash + 1)}`;
+  };
+  for (const [rel, entry] of now) {
+    if (excluded.has(rel)) continue;
+    const prev = before.get(rel);
+    if (prev && prev.ino === entry.ino && prev.type === entry.type && prev.ctimeNs === entry.ctimeNs && entry.ctimeNs < recent) continue;
+    add(converted.whiteouts.has(rel) ? marker(rel) : rel);
+    if (converted.opaque.has(rel)) add(`${rel}/${OPAQUE_MARKER}`);
+  }
+  const epoch = new Date(0);
+  const underLiveDir = (rel: string): boolean => {
+    for (let slash = rel.indexOf('/'); slash > 0; slash = rel.indexOf('/', slash + 1)) {
+      if (now.get(rel.slice(0, slash))?.type !== S_IFDIR) return false;
+    }
+    return true;
+  };
+  for (const rel of before.keys()) {
+    if (now.has(rel) || excluded.has(rel) || !underLiveDir(rel)) continue;
+    const path = join(staging, marker(rel));
+    const parent = await lstat(dirname(path));
+    await writeFile(path, '', { mode: 0o600 });
+    await utimes(path, epoch, epoch);
+    await utimes(dirname(path), parent.atime, parent.mtime);
+    add(marker(rel));
+  }
+  return [...chosen].sort();
 }
 
 /** A GNU tar `--owner-map`/`--group-map` file: each seen id within the mapping back to the sandbox's own id. */

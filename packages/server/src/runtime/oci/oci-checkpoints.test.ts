@@ -70,6 +70,23 @@ describe('oci checkpoints: durability, GC, paused sandboxes, the warm pool', { s
     await assert.rejects(first.checkpoint(source, { checkpointId: ref, memory: false }), (e: unknown) => e instanceof RuntimeError && e.kind === 'CHECKPOINT_FAILED', 'a ref is used once');
     await assert.rejects(first.create(spec({ checkpoint: { ref, memory: true } })), (e: unknown) => e instanceof RuntimeError && e.kind === 'CHECKPOINT_FAILED', 'memory restores are refused');
 
+    // A checkpoint on top of the sandbox's own previous one stores only what changed since, with whiteouts for what went.
+    await sh(first, source, 'head -c 3000000 /dev/urandom > /sandbox-workspace/big; mkdir -p /opt/d/e; echo 1 > /opt/d/e/f; echo x > /opt/x; sleep 0.1');
+    const base = await first.checkpoint(source, { checkpointId: `ck${randomBytes(6).toString('hex')}`, memory: false });
+    await sh(first, source, 'rm -r /opt/d /sandbox-workspace/kept; echo y > /opt/x; echo new > /opt/new; mkdir /bin/arch; echo dir > /bin/arch/in');
+    const next = await first.checkpoint(source, { checkpointId: `ck${randomBytes(6).toString('hex')}`, parentRef: base.ref, memory: false });
+    assert.ok(base.sizeBytes > 3_000_000, `the base holds the 3 MB file (${base.sizeBytes} bytes)`);
+    assert.ok(next.sizeBytes < 100_000, `the next checkpoint stores only the changes (${next.sizeBytes} bytes)`);
+    const nextManifest = await first.checkpoints.store.get(next.ref);
+    assert.deepEqual(nextManifest?.layers.slice(0, -1), (await first.checkpoints.store.get(base.ref))?.layers, 'it goes on top of the previous checkpoint');
+    const incremental = (await first.create(spec({ checkpoint: { ref: next.ref, memory: false } }))).runtimeId;
+    const state = 'test -e /opt/d && echo d-present || echo d-gone; test -e /sandbox-workspace/kept && echo kept || echo kept-gone; cat /opt/x /opt/new /bin/arch/in; wc -c < /sandbox-workspace/big';
+    assert.equal(await sh(first, incremental, state), await sh(first, source, state), 'a restore of the incremental checkpoint sees the sandbox as it was');
+    assert.equal(await sh(first, incremental, state), 'd-gone\nkept-gone\ny\nnew\ndir\n3000000\n');
+    await first.remove(incremental);
+    await first.deleteCheckpoint(base.ref);
+    await first.deleteCheckpoint(next.ref);
+
     // Warm sandboxes of the image are ready; a restore must not take one.
     for (let i = 0; i < 300 && first.warmReady() === 0; i++) await new Promise((r) => setTimeout(r, 100));
     assert.ok(first.warmReady() > 0, 'the warm pool filled');

@@ -5,6 +5,7 @@ import { RuntimeError } from '../runtime.js';
 import type { CheckpointRequest, RuntimeCheckpoint } from '../runtime.js';
 import { pathExists } from '../../util/path-exists.js';
 import { precopyUpper, syncFrozen, writeLayerTar } from './checkpoint-capture.js';
+import type { TreeIndex } from './checkpoint-capture.js';
 import { isCheckpointRef } from './checkpoint-store.js';
 import type { CheckpointManifest , CheckpointStore} from './checkpoint-store.js';
 import type { ImageConfig, ImageRecord, ImageStore } from './image-store.js';
@@ -56,6 +57,8 @@ export class OciCheckpoints {
   /** Phase times of the most recent capture (for benchmarks). */
   lastTimings: CaptureTimings | undefined;
   private readonly running = new Map<string, Promise<unknown>>();
+  /** Per sandbox, its last capture: a capture with it as `parentRef` stores only what changed since (in memory: after a restart a capture stores the whole upper). */
+  private readonly lastCapture = new Map<string, { ref: string; index: TreeIndex; frozenAtMs: number }>();
 
   constructor(
     readonly store: CheckpointStore,
@@ -96,11 +99,13 @@ export class OciCheckpoints {
       const pre = await precopyUpper(subject.upper, staging);
       const copyMs = performance.now() - precopyStart;
       const frozenAt = performance.now();
+      const frozenAtMs = Date.now();
       let frozenMs = 0;
+      let index: TreeIndex;
       const freeze = !subject.paused();
       if (freeze) await this.freezer.setFrozen(subject.cgroupsPath, true);
       try {
-        await syncFrozen(subject.upper, staging, pre);
+        ({ index } = await syncFrozen(subject.upper, staging, pre));
       } finally {
         // A pause() that came during the copy keeps the sandbox frozen.
         if (freeze && !subject.paused()) await this.freezer.setFrozen(subject.cgroupsPath, false);
@@ -113,7 +118,11 @@ export class OciCheckpoints {
       }
       const tarStart = performance.now();
       const tar = join(tmp, 'layer.tar');
-      await writeLayerTar(staging, tar, { exclude: PER_SANDBOX_FILES, userns: mapped });
+      // On top of the sandbox's own previous checkpoint: only what changed since, over that checkpoint's layers.
+      const last = this.lastCapture.get(subject.runtimeId);
+      const base = last !== undefined && request.parentRef === last.ref ? await this.store.get(last.ref) : undefined;
+      const since = base && last ? { before: last.index, now: index, changedSinceMs: last.frozenAtMs } : undefined;
+      await writeLayerTar(staging, tar, { exclude: PER_SANDBOX_FILES, userns: mapped, ...(since ? { since } : {}) });
       await rm(staging, { recursive: true, force: true });
       const storeStart = performance.now();
       const { hex, tarBytes } = await this.images.importLayer(tar);
@@ -121,7 +130,7 @@ export class OciCheckpoints {
         ref,
         image: subject.image,
         imageDigest: subject.imageDigest,
-        layers: [...subject.layers, hex],
+        layers: [...(base ? base.layers : subject.layers), hex],
         layer: hex,
         sizeBytes: tarBytes,
         config: subject.imageConfig,
@@ -129,6 +138,7 @@ export class OciCheckpoints {
         createdAt: new Date().toISOString(),
       };
       await this.store.save(manifest);
+      this.lastCapture.set(subject.runtimeId, { ref, index, frozenAtMs });
       this.lastTimings = { frozenMs, copyMs, tarMs: storeStart - tarStart, storeMs: performance.now() - storeStart };
       return { ref, sizeBytes: tarBytes, memory: false };
     } catch (error) {
@@ -160,6 +170,11 @@ export class OciCheckpoints {
       source: 'checkpoint',
       createdAt: manifest.createdAt,
     };
+  }
+
+  /** Forgets what the driver keeps in memory about a sandbox (its last capture); called when it is removed. */
+  forget(runtimeId: string): void {
+    this.lastCapture.delete(runtimeId);
   }
 
   /** Deletes the manifest of `ref`; its layers stay while a sandbox or another checkpoint uses them. Idempotent. */

@@ -1117,6 +1117,7 @@ export class OciRuntime implements SandboxRuntime {
       throw error;
     }
     this.live.delete(runtimeId);
+    this.checkpoints.forget(runtimeId);
   }
 
   /**

@@ -143,7 +143,8 @@ export async function run_(args: string[]): Promise<void> {
     });
     if (docker) {
       console.log(`docker commit (10 MiB written): ${docker.commit.toFixed(0)} ms; ${forks} docker run + exec of it: p50 ${percentiles(docker.runs).p50_ms} ms, p99 ${percentiles(docker.runs).p99_ms} ms (load ${load()})`);
-      baselines.push({ name: 'docker commit, 10 MiB written', p50_ms: docker.commit, p95_ms: docker.commit, p99_ms: docker.commit });
+      const commit = Math.round(docker.commit * 100) / 100;
+      baselines.push({ name: 'docker commit, 10 MiB written', p50_ms: commit, p95_ms: commit, p99_ms: commit });
       baselines.push({ name: `${forks} docker run -d + docker exec true of the commit, at once`, ...percentiles(docker.runs) });
     }
     const mine = percentiles(forked);

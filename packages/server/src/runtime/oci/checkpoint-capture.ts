@@ -1,4 +1,4 @@
-import { chmod, lchown, lstat, readdir, rm, utimes, writeFile } from 'node:fs/promises';
+import { chmod, lchown, lstat, mkdir, readdir, rm, utimes, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, relative } from 'node:path';
 import { runTool } from '../run-tool.js';
 import { OPAQUE_MARKER, WHITEOUT_PREFIX } from './layer-check.js';
@@ -6,13 +6,24 @@ import type { UsernsMapping } from './userns.js';
 
 /**
  * Copies an overlay upper directory to `staging` (which must not exist) with everything overlayfs
- * and the layer need: modes, owners, timestamps, symlinks, hard links, device nodes (whiteouts),
- * all xattrs (`trusted.overlay.opaque` included, as root), holes of sparse files, and reflinks
- * where the two directories share a filesystem that can. This is what runs while the sandbox is
- * frozen.
+ * and the layer need: modes, owners, times, symlinks, hard links, device nodes (whiteouts), every
+ * xattr (`trusted.overlay.opaque` included, as root) and the holes of sparse files. Safe while the
+ * sandbox runs and changes the tree: GNU tar walks it through directory descriptors with
+ * `O_NOFOLLOW` (`openat`), so a directory swapped for a symlink mid-copy is never followed out of
+ * the upper (a path-based copy such as `cp -a` would read host files through it). No reflinks: the
+ * upper is on the sandbox's loop disk, another filesystem than the staging directory.
  */
 export async function copyUpper(upper: string, staging: string): Promise<void> {
-  await runTool('cp', ['-a', '--reflink=auto', '--sparse=always', '--no-target-directory', '--', upper, staging]);
+  await mkdir(staging, { mode: 0o700 });
+  await runTool('bash', [
+    '-o',
+    'pipefail',
+    '-c',
+    'tar --create --file=- --directory="$1" --format=posix --numeric-owner --sparse --xattrs "--xattrs-include=*" . | tar --extract --file=- --directory="$2" --numeric-owner --same-owner --preserve-permissions --xattrs "--xattrs-include=*"',
+    'corral-copy-upper',
+    upper,
+    staging,
+  ]);
 }
 
 /** One entry of a directory tree, as {@link indexTree} saw it. */
@@ -55,32 +66,31 @@ async function indexTree(root: string): Promise<Map<string, IndexEntry>> {
 
 /** What {@link precopyUpper} copied while the sandbox ran, for {@link syncFrozen}. */
 export interface Precopy {
-  /** The upper as it was indexed before the copy started. */
-  upper: Map<string, IndexEntry>;
   /** The copy's own entries. */
   staging: Map<string, IndexEntry>;
-  /** When the index was taken (ms since the epoch). */
+  /** When the copy started (ms since the epoch). */
   since: number;
 }
 
 /**
- * First pass of a capture, while the sandbox runs: indexes the upper (inode and ctime of every
- * entry), then copies it to `staging` ({@link copyUpper}). What changes meanwhile is found and
- * copied again by {@link syncFrozen}.
+ * First pass of a capture, while the sandbox runs: copies the upper to `staging`
+ * ({@link copyUpper}). What changes meanwhile is found and copied again by {@link syncFrozen}.
+ * Nothing here walks the running upper by path.
  */
 export async function precopyUpper(upper: string, staging: string): Promise<Precopy> {
   const since = Date.now();
-  const index = await indexTree(upper);
   await copyUpper(upper, staging);
-  return { upper: index, staging: await indexTree(staging), since };
+  return { staging: await indexTree(staging), since };
 }
 
 /**
- * Second pass, while the sandbox is frozen: brings `staging` to exactly the upper's state. An
- * entry is copied again when it is new, its inode or type changed, its ctime moved since the
- * first pass, or its ctime lies within {@link CTIME_MARGIN_MS} before the first pass (a change in
- * the same clock tick as the index could keep the ctime); entries gone from the upper are removed. Directories
- * whose inode stayed get their owner, mode and times back after their entries changed.
+ * Second pass, while the sandbox is frozen (nothing changes the upper, so paths are safe to
+ * follow): brings `staging` to exactly the upper's state. An entry is copied again when the copy
+ * lacks it or has another type, or its ctime is at or after the first pass's start less
+ * {@link CTIME_MARGIN_MS} (any change of content, metadata, xattrs, links or name moves the
+ * ctime, which userspace cannot set; the margin covers a change in the same coarse clock tick as
+ * the copy's read); entries gone from the upper are removed. A directory that is not new only gets
+ * its owner, mode and times back after its entries changed.
  */
 export async function syncFrozen(upper: string, staging: string, pre: Precopy): Promise<{ copied: number; removed: number; index: TreeIndex }> {
   const now = await indexTree(upper);
@@ -96,11 +106,9 @@ export async function syncFrozen(upper: string, staging: string, pre: Precopy): 
   const copiedDirs = new Set<string>();
   const dirAttrs: string[] = [];
   for (const [path, entry] of now) {
-    const before = pre.upper.get(path);
     const copied = pre.staging.get(path);
-    const same = before !== undefined && copied !== undefined && before.ino === entry.ino && before.type === entry.type && copied.type === entry.type && before.ctimeNs === entry.ctimeNs && entry.ctimeNs < horizon;
-    if (same) continue;
-    if (entry.type === S_IFDIR && before !== undefined && copied?.type === S_IFDIR && before.ino === entry.ino) {
+    if (copied !== undefined && copied.type === entry.type && entry.ctimeNs < horizon) continue;
+    if (entry.type === S_IFDIR && copied?.type === S_IFDIR && !underCopied(path, copiedDirs)) {
       dirAttrs.push(path);
       continue;
     }
@@ -119,6 +127,13 @@ export async function syncFrozen(upper: string, staging: string, pre: Precopy): 
       staging,
       ...copy.slice(i, i + CP_BATCH),
     ]);
+  }
+  // A directory made anew since the copy may have become opaque; its user xattrs may have changed.
+  for (let i = 0; i < dirAttrs.length; i += CP_BATCH) {
+    const { stdout } = await runTool('getfattr', ['--absolute-names', '--no-dereference', '--dump', '--encoding=hex', '--match=^(trusted\\.overlay\\.opaque|user\\..*)$', '--', ...dirAttrs.slice(i, i + CP_BATCH).map((p) => join(upper, p))]);
+    const prefix = `# file: ${upper}/`;
+    const dump = stdout.split('\n').map((line) => (line.startsWith(prefix) ? `# file: ${staging}/${line.slice(prefix.length)}` : line)).join('\n');
+    if (dump.trim() !== '') await runTool('setfattr', ['--no-dereference', '--restore=-'], { input: dump });
   }
   // Deepest first: setting a directory's times must come after its entries changed.
   for (const path of dirAttrs.sort((a, b) => b.length - a.length)) {

@@ -302,6 +302,7 @@ export class OciRuntime implements SandboxRuntime {
         insecureRegistries: options.insecureRegistries ?? [],
         ...(options.maxImageBytes !== undefined ? { maxImageBytes: options.maxImageBytes } : {}),
       });
+    this.images.onPull((report) => this.publish({ type: 'image-pulled', ...report }));
     this.imageBuilder = new OciImageBuilder({
       root: join(options.stateDir, 'builds'),
       images: this.images,
@@ -1176,13 +1177,16 @@ export class OciRuntime implements SandboxRuntime {
   }
 
   private emit(live: Live): void {
-    const event: RuntimeEvent = {
+    this.publish({
       type: 'exited',
       sandboxId: live.record.sandboxId,
       runtimeId: live.record.runtimeId,
       exitCode: live.exitCode ?? -1,
       oomKilled: live.oomKilled,
-    };
+    });
+  }
+
+  private publish(event: RuntimeEvent): void {
     for (const listener of this.listeners) {
       try {
         listener(event);

@@ -200,12 +200,26 @@ describe('images API (stand-in builder)', () => {
     const own = await t.request('POST', '/api/v1/template/check-docker-image', { key: alice.key, body: { image: ok.fullImagePath } });
     assert.equal(own.json<{ accessible: boolean }>().accessible, true);
 
+    // Published: everyone may run it by its full path; only its owner lists, changes or deletes it.
     const pub = await t.request('PATCH', '/api/v1/images/web/v1/visibility', { key: alice.key, body: { visibility: 'PUBLIC' } });
-    assert.equal(pub.statusCode, 501, pub.body);
+    assert.equal(pub.statusCode, 200, pub.body);
+    assert.equal(pub.json<{ visibility: string }>().visibility, 'PUBLIC');
+    runtime.openAll();
+    const borrowed = await t.request('POST', '/api/v1/sandbox', { key: bob.key, body: { name: 'borrow', docker_image: ok.fullImagePath } });
+    assert.equal(borrowed.statusCode, 201, borrowed.body);
+    assert.equal((await t.request('POST', '/api/v1/template/check-docker-image', { key: bob.key, body: { image: ok.fullImagePath } })).json<{ accessible: boolean }>().accessible, true);
+    assert.deepEqual((await t.request('GET', '/api/v1/images', { key: bob.key })).json<{ data: unknown[] }>().data, [], 'a public image is not in other users\' lists');
+    assert.equal((await t.request('PATCH', '/api/v1/images/web/v1/visibility', { key: bob.key, body: { visibility: 'PRIVATE' } })).statusCode, 404);
+    const bobPatch = await t.request('PATCH', '/api/v1/images', { key: bob.key, body: { updates: [{ source: { reference: ok.fullImagePath }, set: { visibility: 'PRIVATE' } }] } });
+    assert.equal(bobPatch.json<{ results: { error: { code: string } | null }[] }>().results[0]?.error?.code, 'IMAGE_NOT_FOUND');
+    assert.equal((await t.request('DELETE', '/api/v1/images/web/v1', { key: bob.key })).statusCode, 404);
     const priv = await t.request('PATCH', '/api/v1/images/web/v1/visibility', { key: alice.key, body: { visibility: 'PRIVATE' } });
     assert.equal(priv.statusCode, 200, priv.body);
-    assert.equal(priv.json<{ images: { fullImagePath: string }[] }>().images[0]?.fullImagePath, ok.fullImagePath);
-    assert.equal((await t.request('PATCH', '/api/v1/images/web/v1/visibility', { key: bob.key, body: { visibility: 'PRIVATE' } })).statusCode, 404);
+    assert.equal(priv.json<{ images: { fullImagePath: string; visibility: string }[] }>().images[0]?.fullImagePath, ok.fullImagePath);
+    assert.equal(priv.json<{ images: { visibility: string }[] }>().images[0]?.visibility, 'PRIVATE');
+    const unpublished = await t.request('POST', '/api/v1/sandbox', { key: bob.key, body: { name: 'borrow2', docker_image: ok.fullImagePath } });
+    assert.equal(unpublished.statusCode, 404, 'PRIVATE again: new uses by others are refused');
+    assert.equal((await t.request('DELETE', `/api/v1/sandbox/${borrowed.json<{ id: string }>().id}`, { key: bob.key })).statusCode, 200);
     assert.equal((await t.request('DELETE', '/api/v1/images/web/v1', { key: bob.key })).statusCode, 404);
     assert.equal((await t.request('DELETE', '/api/v1/images/web/v1', { key: alice.key })).statusCode, 200);
     const left = (await t.request('GET', '/api/v1/images', { key: alice.key })).json<{ data: { status: string }[]; total_count: number }>();
@@ -242,7 +256,7 @@ describe('images API (stand-in builder)', () => {
     assert.equal(other.statusCode, 422, other.body);
   });
 
-  it('PATCH /images renames per item (dry run, conflicts, PUBLIC and missing images fail alone); vm-build answers the image', async () => {
+  it('PATCH /images renames and publishes per item (dry run; conflicts and missing images fail alone); vm-build answers the image', async () => {
     for (const tag of ['p1', 'p2']) {
       const r = await t.request('POST', '/api/v1/images/build', { key: alice.key, body: { source_image: `127.0.0.1:5000/corral/patchme:${tag}` } });
       await waitFor(alice.key, r.json<{ build_id: string }>().build_id, ['COMPLETED']);
@@ -263,9 +277,10 @@ describe('images API (stand-in builder)', () => {
       ],
     });
     assert.equal(response.statusCode, 200, response.body);
-    const body = response.json<{ success: boolean; results: { success: boolean; before: { name: string; tag: string } | null; after: { name: string; tag: string } | null; error: { code: string } | null }[] }>();
+    const body = response.json<{ success: boolean; results: { success: boolean; before: { name: string; tag: string } | null; after: { name: string; tag: string; visibility: string } | null; error: { code: string } | null }[] }>();
     assert.equal(body.success, false);
-    assert.deepEqual(body.results.map((r) => r.error?.code ?? 'ok'), ['ok', 'CONFLICT', 'NOT_IMPLEMENTED', 'IMAGE_NOT_FOUND', 'IMAGE_NOT_FOUND']);
+    assert.deepEqual(body.results.map((r) => r.error?.code ?? 'ok'), ['ok', 'CONFLICT', 'ok', 'IMAGE_NOT_FOUND', 'IMAGE_NOT_FOUND']);
+    assert.equal(body.results[2]?.after?.visibility, 'PUBLIC');
     assert.deepEqual(body.results[0]?.after, { owner: { type: 'personal' }, name: 'renamed', tag: 'p1', visibility: 'PRIVATE' });
     assert.deepEqual(runtime.imageBuilder.renames, [[`corral.local/${alice.id}/patchme:p1`, `corral.local/${alice.id}/renamed:p1`]]);
     const names = (await t.request('GET', '/api/v1/images', { key: alice.key })).json<{ data: { imageName: string; imageTag: string }[] }>().data.map((r) => `${r.imageName}:${r.imageTag}`);
@@ -280,6 +295,27 @@ describe('images API (stand-in builder)', () => {
     assert.deepEqual([vm.json<{ status: string }>().status, vm.json<{ fullImagePath: string }>().fullImagePath], ['COMPLETED', `corral.local/${alice.id}/renamed:p1`]);
     const bobVm = await t.request('POST', '/api/v1/images/renamed/p1/vm-build', { key: bob.key, body: {} });
     assert.equal(bobVm.statusCode, 404, bobVm.body);
+  });
+
+  it('a build\'s visibility: PUBLIC or PRIVATE as asked, INHERIT keeps the tag\'s current one (PRIVATE for a new tag)', async () => {
+    const transfer = async (visibility?: string): Promise<{ visibility: string; build_id: string }> => {
+      const r = await t.request('POST', '/api/v1/images/build', { key: alice.key, body: { source_image: '127.0.0.1:5000/corral/vis:v1', ...(visibility ? { visibility } : {}) } });
+      assert.equal(r.statusCode, 201, r.body);
+      const started = r.json<{ visibility: string; build_id: string }>();
+      await waitFor(alice.key, started.build_id, ['COMPLETED']);
+      return started;
+    };
+    const stored = async (): Promise<string | undefined> =>
+      (await t.request('GET', '/api/v1/images', { key: alice.key })).json<{ data: { imageName: string; status: string; visibility: string }[] }>().data.find((r) => r.imageName === 'vis' && r.status === 'COMPLETED')?.visibility;
+    assert.equal((await transfer()).visibility, 'PRIVATE');
+    assert.equal(await stored(), 'PRIVATE');
+    assert.equal((await transfer('PUBLIC')).visibility, 'PUBLIC');
+    assert.equal(await stored(), 'PUBLIC');
+    assert.equal((await transfer('INHERIT')).visibility, 'PUBLIC');
+    assert.equal(await stored(), 'PUBLIC');
+    assert.equal((await transfer('PRIVATE')).visibility, 'PRIVATE');
+    assert.equal(await stored(), 'PRIVATE');
+    assert.equal((await t.request('POST', '/api/v1/images/build', { key: alice.key, body: { source_image: '127.0.0.1:5000/corral/vis:v1', visibility: 'SHARED' } })).statusCode, 422);
   });
 
   it('answers check-docker-image for an unreachable or malformed reference without a 5xx', async () => {

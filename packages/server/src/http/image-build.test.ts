@@ -128,6 +128,8 @@ for (const driver of ['oci', 'docker'] as const) {
             `RUN echo "$GREETING from $STAGE" > out.txt && ls /sys/class/net | tr '\\n' ' ' >> out.txt && echo >> out.txt && head -1 /proc/self/uid_map >> out.txt && (test -e ${hostMarker} && echo host-visible || echo host-hidden) >> out.txt && (wget -q -T 3 -O- http://127.0.0.1:5000/v2/ >/dev/null 2>&1 && echo net-yes || echo net-no) >> out.txt && (cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max) >> out.txt`,
             'FROM busybox',
             'COPY --from=builder /src /app',
+            // An image no FROM names, copied from by name: provided to the builder like a base.
+            'COPY --from=busybox /bin/busybox /app/bb',
             'WORKDIR /app',
             'CMD ["sh"]',
             '',
@@ -140,7 +142,7 @@ for (const driver of ['oci', 'docker'] as const) {
         const logs = (await t.request('GET', `/api/v1/images/build/${result.id}/logs`, { key: alice.key })).json<{ logs: string }>().logs;
         assert.match(logs, /(?:STEP|Step) \d+\/\d+ ?: COPY --from=builder/);
 
-        const out = await runInNewSandbox(t, alice.key, 'built', image, 'pwd; sh ./app.sh; cat /app/out.txt; stat -c %u:%g /app/out.txt /app');
+        const out = await runInNewSandbox(t, alice.key, 'built', image, 'pwd; sh ./app.sh; cat /app/out.txt; stat -c %u:%g /app/out.txt /app; test -x /app/bb && echo bb-copied');
         const lines = out.trim().split('\n');
         assert.equal(lines[0], '/app');
         assert.equal(lines[1], 'app-ran');
@@ -154,7 +156,7 @@ for (const driver of ['oci', 'docker'] as const) {
         assert.equal(lines[6], 'net-no');
         assert.equal(lines[7], String(512 * 1024 ** 2), 'the memory limit applies to RUN steps');
         // What the build's root made is root's in the image, not the build's host id.
-        assert.deepEqual(lines.slice(8), ['0:0', '0:0']);
+        assert.deepEqual(lines.slice(8), ['0:0', '0:0', 'bb-copied']);
       });
 
       it('keeps the image from another user (no sandbox, no listing, no FROM) but not from its owner', async () => {

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { eventually } from '../testing/runtime-available.js';
+import { GatedRuntime } from '../testing/gated-runtime.js';
+import type { RuntimeEvent, SandboxRuntime, SandboxSpec } from '../runtime/runtime.js';
 import { startTestServer, type TestServer } from '../testing/test-server.js';
 import { type GatewaySandbox, type GatewayTestServer, createSandbox, dockerMissing, execCall, startGatewayServer } from '../gateway/test-support.js';
 
@@ -18,8 +20,8 @@ function sample(text: string, name: string, labels: Record<string, string> = {})
 describe('GET /metrics: guards', () => {
   const servers: TestServer[] = [];
   after(async () => Promise.all(servers.map((s) => s.close())));
-  const start = async (overrides: Parameters<typeof startTestServer>[0]): Promise<TestServer> => {
-    const t = await startTestServer(overrides);
+  const start = async (overrides: Parameters<typeof startTestServer>[0], runtime?: SandboxRuntime): Promise<TestServer> => {
+    const t = await startTestServer(overrides, {}, runtime ? { runtime } : {});
     servers.push(t);
     return t;
   };
@@ -83,7 +85,41 @@ describe('GET /metrics: guards', () => {
     assert.equal(sample(otherText, 'corral_http_request_duration_seconds_count', { route: '/api/v1/sandbox', method: 'POST', status_class: '2xx' }), undefined);
     assert.equal(sample(otherText, 'corral_sandboxes', { status: 'PENDING' }), undefined);
   });
+
+  it('counts the image pulls the driver reports during creates, by driver and result, with bytes', async () => {
+    const runtime = new PullReportingRuntime();
+    runtime.openAll();
+    const t = await start({}, runtime);
+    for (const name of ['p1', 'p2']) {
+      const created = await t.request('POST', '/api/v1/sandbox', { body: { name, docker_image: 'busybox', cpu_cores: 1, memory_gb: 1, disk_size_gb: 1 } });
+      assert.equal(created.statusCode, 201, created.body);
+    }
+    const text = await eventually(async () => {
+      const body = (await t.server.app.inject({ method: 'GET', url: '/metrics' })).body;
+      return sample(body, 'corral_image_pulls_total', { driver: 'gated', result: 'failed' }) === 1 ? body : undefined;
+    }, 10_000, 'both pulls counted');
+    assert.equal(sample(text, 'corral_image_pulls_total', { driver: 'gated', result: 'ok' }), 1);
+    assert.equal(sample(text, 'corral_image_pull_duration_seconds_count', { driver: 'gated', result: 'ok' }), 1);
+    assert.equal(sample(text, 'corral_image_pull_duration_seconds_sum', { driver: 'gated', result: 'ok' }), 1.5);
+    assert.equal(sample(text, 'corral_image_pull_bytes_total', { driver: 'gated' }), 4096);
+  });
 });
+
+/** A gated runtime whose creates report an image pull: the first one made, the next one failed. */
+class PullReportingRuntime extends GatedRuntime {
+  private readonly listeners = new Set<(event: RuntimeEvent) => void>();
+
+  override onEvent(listener: (event: RuntimeEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  override async create(spec: SandboxSpec): Promise<{ runtimeId: string }> {
+    const first = this.created.length === 0;
+    for (const listener of this.listeners) listener({ type: 'image-pulled', image: spec.image, seconds: 1.5, bytes: first ? 4096 : 0, ok: first });
+    return super.create(spec);
+  }
+}
 
 const missing = dockerMissing();
 

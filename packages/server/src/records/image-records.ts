@@ -28,6 +28,8 @@ export interface ImageBuildRecord {
   completedAt: string | null;
   /** The replica that holds the uploaded context and runs the build; null until the upload. */
   replicaId: string | null;
+  /** The visibility the image gets when the build completes (the request's, or the tag's current one, else PRIVATE). */
+  visibility: ImageVisibility;
 }
 
 /** Fields of a build that change after it is created. */

@@ -102,9 +102,29 @@ export interface RuntimeStats {
   pids: number;
 }
 
-/** Something the driver noticed about a sandbox it owns. */
-export type RuntimeEvent =
-  | { type: 'exited'; sandboxId: string; runtimeId: string; exitCode: number; oomKilled: boolean };
+/** An image pull a driver made from a registry (a cached image is no pull). */
+export interface ImagePullReport {
+  /** The reference pulled. */
+  image: string;
+  /** Wall time of the pull, seconds. */
+  seconds: number;
+  /** Bytes downloaded, where the driver counts them (oci); null where it does not (docker's engine pulls). */
+  bytes: number | null;
+  /** False when the pull failed. */
+  ok: boolean;
+}
+
+/** A sandbox's main process ended (on its own, killed, or OOM-killed). */
+export interface RuntimeExitEvent {
+  type: 'exited';
+  sandboxId: string;
+  runtimeId: string;
+  exitCode: number;
+  oomKilled: boolean;
+}
+
+/** Something the driver noticed about a sandbox it owns, or an image pull it made. */
+export type RuntimeEvent = RuntimeExitEvent | ({ type: 'image-pulled' } & ImagePullReport);
 
 
 /**

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, exponentialBuckets } from 'prom-client';
+import type { ImagePullReport } from '../runtime/runtime.js';
 
 /**
  * A stage of a sandbox's start, as `corral_sandbox_startup_seconds{stage}` records it:
@@ -160,6 +161,26 @@ export class CorralMetrics {
     registers: [this.registry],
   });
 
+  readonly imagePulls = new Counter({
+    name: 'corral_image_pulls_total',
+    help: 'Image pulls from registries the runtime driver made for sandbox creates and builds (cached images are no pull), by driver and result',
+    labelNames: ['driver', 'result'] as const,
+    registers: [this.registry],
+  });
+  readonly imagePullSeconds = new Histogram({
+    name: 'corral_image_pull_duration_seconds',
+    help: 'Wall time of image pulls from registries, by driver and result',
+    labelNames: ['driver', 'result'] as const,
+    buckets: [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600],
+    registers: [this.registry],
+  });
+  readonly imagePullBytes = new Counter({
+    name: 'corral_image_pull_bytes_total',
+    help: 'Bytes downloaded by image pulls, where the driver counts them (oci)',
+    labelNames: ['driver'] as const,
+    registers: [this.registry],
+  });
+
   constructor(options: { /** Node.js process metrics (`process_*`, `nodejs_*`); default true. */ processMetrics?: boolean } = {}) {
     const sources = this.sources;
     new Gauge({
@@ -241,5 +262,13 @@ export class CorralMetrics {
   /** The registry's exposition, in Prometheus text format. */
   async exposition(): Promise<{ contentType: string; body: string }> {
     return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  }
+
+  /** Records a driver's image pull (a `RuntimeEvent` of type `image-pulled`). */
+  observeImagePull(driver: string, report: ImagePullReport): void {
+    const result = report.ok ? 'ok' : 'failed';
+    this.imagePulls.inc({ driver, result });
+    this.imagePullSeconds.observe({ driver, result }, report.seconds);
+    if (report.bytes !== null && report.bytes > 0) this.imagePullBytes.inc({ driver }, report.bytes);
   }
 }

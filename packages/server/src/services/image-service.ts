@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import type { CorralConfig } from '../config.js';
 import { ApiError } from '../errors/api-error.js';
 import type { ErrorCode } from '../errors/error-codes.js';
-import type { ImageArtifactRecord, ImageBuildRecord, ImageBuildStatus } from '../records/image-records.js';
+import type { ImageArtifactRecord, ImageBuildRecord, ImageBuildStatus, ImageVisibility } from '../records/image-records.js';
 import { ImageBuildError } from '../runtime/image-builder.js';
 import { normalizeRegistryHost, parseImageRef } from '../runtime/registry/image-ref.js';
 import { RegistryClient } from '../runtime/registry/registry-client.js';
@@ -113,8 +113,20 @@ function validName(name: string): boolean {
   return name.length <= 128 && IMAGE_NAME.test(name);
 }
 
+/** Whether a caller owns an image (its owner, or a member of its team): may change, rename or delete it. */
 function mayUse(caller: Principal, owner: { userId: string; teamId: string | null }): boolean {
   return owner.teamId === null ? owner.userId === caller.user.id : caller.teams.has(owner.teamId);
+}
+
+/** Whether a caller may run or build on an image: its owners, and everyone once it is PUBLIC. */
+function mayRun(caller: Principal, artifact: ImageArtifactRecord): boolean {
+  return artifact.visibility === 'PUBLIC' || mayUse(caller, artifact);
+}
+
+/** Prime's build-time visibility: `PRIVATE`/`PUBLIC` as asked; `INHERIT` (or none) keeps the tag's current one, else PRIVATE. */
+function visibilityOf(requested: string | null, existing: ImageArtifactRecord | undefined): ImageVisibility {
+  if (requested === 'PRIVATE' || requested === 'PUBLIC') return requested;
+  return existing?.visibility ?? 'PRIVATE';
 }
 
 /** True for references in the built-image namespace (`corral.local/…`). */
@@ -162,15 +174,16 @@ export class ImageService {
   /** The checks every build and transfer makes of its owner and options; the owner's path segment. */
   private async checkTarget(caller: Principal, input: Pick<InitiateBuildInput, 'ownerScope' | 'visibility' | 'platform' | 'teamId'>): Promise<void> {
     if (input.ownerScope !== null) throw new ApiError('NOT_IMPLEMENTED', 'ownerScope "platform" images are not supported');
-    if (input.visibility === 'PUBLIC') throw new ApiError('NOT_IMPLEMENTED', 'PUBLIC images are not supported yet: images are PRIVATE to their owner (or team)');
+    if (input.visibility !== null && !['INHERIT', 'PRIVATE', 'PUBLIC'].includes(input.visibility)) throw ApiError.invalid('visibility', 'must be INHERIT, PRIVATE or PUBLIC');
     if (input.platform !== 'linux/amd64') throw ApiError.invalid('platform', 'only linux/amd64 is supported');
     if (input.teamId !== null && !caller.teams.has(input.teamId)) throw new ApiError('FORBIDDEN', `You are not a member of team ${input.teamId}`);
     const missing = await this.builder().unavailable();
     if (missing !== undefined) throw new ApiError('SERVICE_UNAVAILABLE', `Image builds cannot run on this host: ${missing}`);
   }
 
-  private newBuild(caller: Principal, teamId: string | null, name: string, tag: string, dockerfilePath: string): ImageBuildRecord {
+  private async newBuild(caller: Principal, teamId: string | null, name: string, tag: string, dockerfilePath: string, visibility: string | null): Promise<ImageBuildRecord> {
     const owner = teamId === null ? caller.user.id : `team-${teamId}`;
+    const fullImagePath = `${BUILT_IMAGE_REGISTRY}/${owner}/${name}:${tag}`;
     return {
       id: newId(),
       userId: caller.user.id,
@@ -178,7 +191,7 @@ export class ImageService {
       imageName: name,
       imageTag: tag,
       dockerfilePath,
-      fullImagePath: `${BUILT_IMAGE_REGISTRY}/${owner}/${name}:${tag}`,
+      fullImagePath,
       status: 'PENDING',
       contextBytes: null,
       failedStep: null,
@@ -187,6 +200,7 @@ export class ImageService {
       startedAt: null,
       completedAt: null,
       replicaId: null,
+      visibility: visibilityOf(visibility, await this.store.getImageArtifactByPath(fullImagePath)),
     };
   }
 
@@ -202,7 +216,7 @@ export class ImageService {
       throw ApiError.invalid('dockerfile_path', 'must be a relative path inside the build context');
     }
     await this.checkTarget(caller, input);
-    const build = this.newBuild(caller, input.teamId, input.imageName, input.imageTag, path);
+    const build = await this.newBuild(caller, input.teamId, input.imageName, input.imageTag, path, input.visibility);
     await this.store.insertImageBuild(build);
     const ttl = this.config.imageBuildUploadTtlSeconds;
     const expires = Math.floor(Date.now() / 1000) + ttl;
@@ -267,7 +281,7 @@ export class ImageService {
       if (chosen && !forServer(chosen)) {
         throw ApiError.invalid('registry_credentials_id', `the credentials are for ${chosen.server}, not for ${ref.registry}; they are not sent there`);
       }
-      const build = { ...this.newBuild(caller, input.teamId, name, tag, ''), contextBytes: 0, replicaId: this.config.replicaId };
+      const build = { ...(await this.newBuild(caller, input.teamId, name, tag, '', input.visibility)), contextBytes: 0, replicaId: this.config.replicaId };
       await this.store.insertImageBuild(build);
       this.queue.push({ id: build.id, caller, transfer: { source: ref.canonical, ...(credentials ? { credentials: { username: credentials.username, password: credentials.password } } : {}) } });
       outcomes.push({ sourceImage, success: true, build });
@@ -386,11 +400,25 @@ export class ImageService {
     return artifact;
   }
 
-  /** Prime's visibility change: images stay PRIVATE (PUBLIC is not supported yet: 501). */
-  async setVisibility(caller: Principal, name: string, tag: string, visibility: 'PRIVATE' | 'PUBLIC', teamId: string | null): Promise<ImageArtifactRecord> {
+  /**
+   * Prime's publish and unpublish: a PUBLIC image may be run (`docker_image`) and built on (`FROM`)
+   * by every user under its full path; only its owners list, change or delete it. Making it
+   * PRIVATE again refuses new uses at once; sandboxes already running keep running.
+   */
+  async setVisibility(caller: Principal, name: string, tag: string, visibility: ImageVisibility, teamId: string | null): Promise<ImageArtifactRecord> {
     const artifact = await this.ownImage(caller, name, tag, teamId);
-    if (visibility === 'PUBLIC') throw new ApiError('NOT_IMPLEMENTED', 'PUBLIC images are not supported yet: images are PRIVATE to their owner (or team)');
-    return artifact;
+    this.checkTeamChange(caller, artifact, (message) => new ApiError('FORBIDDEN', message));
+    if (artifact.visibility === visibility) return artifact;
+    const next = { ...artifact, visibility };
+    await this.store.putImageArtifact(next);
+    return next;
+  }
+
+  /** Refuses a change of a team image by a member who neither made it nor administers the team. */
+  private checkTeamChange(caller: Principal, artifact: ImageArtifactRecord, refuse: (message: string) => Error): void {
+    if (artifact.teamId !== null && artifact.userId !== caller.user.id && caller.teams.get(artifact.teamId) !== 'admin') {
+      throw refuse('Only the image creator or a team admin can change a team image');
+    }
   }
 
   /** Deletes a built image (the caller's, or one of a team they are in) from the store and the driver. */
@@ -418,27 +446,27 @@ export class ImageService {
         const artifact = await this.updateSource(caller, item.source);
         before = coordinates(artifact);
         const set = item.set;
-        if (set.visibility === 'PUBLIC') throw new ItemError('NOT_IMPLEMENTED', 'PUBLIC images are not supported yet: images are PRIVATE to their owner (or team)');
         if (set.owner?.type === 'platform') throw new ItemError('NOT_IMPLEMENTED', 'platform images are not supported');
         if (set.name !== undefined && !validName(set.name)) throw new ItemError('VALIDATION_FAILED', 'name must be 1-128 lower-case letters, digits and separators (. _ - /)');
         if (set.tag !== undefined && !IMAGE_TAG.test(set.tag)) throw new ItemError('VALIDATION_FAILED', 'tag must be 1-128 letters, digits, _ . - (not starting with . or -)');
         const teamId = set.owner === undefined ? artifact.teamId : set.owner.type === 'team' ? set.owner.teamId : null;
         if (teamId !== null && !caller.teams.has(teamId)) throw new ItemError('FORBIDDEN', `You are not a member of team ${teamId}`);
-        if (artifact.teamId !== null && artifact.userId !== caller.user.id && caller.teams.get(artifact.teamId) !== 'admin') {
-          throw new ItemError('FORBIDDEN', 'Only the image creator or a team admin can change a team image');
-        }
+        this.checkTeamChange(caller, artifact, (message) => new ItemError('FORBIDDEN', message));
         const name = set.name ?? artifact.imageName;
         const tag = set.tag ?? artifact.imageTag;
         const path = `${BUILT_IMAGE_REGISTRY}/${teamId === null ? caller.user.id : `team-${teamId}`}/${name}:${tag}`;
         const moved = path !== artifact.fullImagePath;
         if (moved && (await this.store.getImageArtifactByPath(path))) throw new ItemError('CONFLICT', `An image ${name}:${tag} exists there already`);
-        const next: ImageArtifactRecord = { ...artifact, teamId, imageName: name, imageTag: tag, fullImagePath: path, userId: teamId === null ? caller.user.id : artifact.userId };
+        const visibility = set.visibility ?? artifact.visibility;
+        const next: ImageArtifactRecord = { ...artifact, teamId, imageName: name, imageTag: tag, fullImagePath: path, userId: teamId === null ? caller.user.id : artifact.userId, visibility };
         if (moved && !dryRun) {
           const digest = await this.builder().rename(artifact.fullImagePath, path).catch((error: unknown) => {
             throw new ItemError('SERVICE_UNAVAILABLE', `The runtime driver could not rename the image: ${(error as Error).message}`);
           });
           await this.store.deleteImageArtifact(artifact.id);
           await this.store.putImageArtifact({ ...next, runtimeRef: digest });
+        } else if (visibility !== artifact.visibility && !dryRun) {
+          await this.store.putImageArtifact(next);
         }
         outcomes.push({ success: true, before, after: coordinates(next), error: null });
       } catch (error) {
@@ -489,14 +517,14 @@ export class ImageService {
   async checkUse(caller: Principal, reference: string): Promise<void> {
     if (!isBuiltImageRef(reference)) return;
     const artifact = await this.store.getImageArtifactByPath(parseImageRef(reference).canonical);
-    if (!artifact || !mayUse(caller, artifact)) throw new ApiError('IMAGE_NOT_FOUND', `Image ${reference} not found: build it first (GET /api/v1/images lists yours)`);
+    if (!artifact || !mayRun(caller, artifact)) throw new ApiError('IMAGE_NOT_FOUND', `Image ${reference} not found: build it first (GET /api/v1/images lists yours)`);
   }
 
   /** Prime's `check-docker-image`: whether the image can be pulled with the given credentials. */
   async checkDockerImage(caller: Principal, image: string, credentialsId: string | null): Promise<{ accessible: boolean; details: string }> {
     if (isBuiltImageRef(image)) {
       const artifact = await this.store.getImageArtifactByPath(parseImageRef(image).canonical);
-      return artifact && mayUse(caller, artifact)
+      return artifact && mayRun(caller, artifact)
         ? { accessible: true, details: `Image ${image} was built on this server` }
         : { accessible: false, details: `Image ${image} not found` };
     }
@@ -596,7 +624,7 @@ export class ImageService {
             mayUseBase: async (reference) => {
               if (!isBuiltImageRef(reference)) return true;
               const artifact = await this.store.getImageArtifactByPath(reference);
-              return artifact !== undefined && mayUse(caller, artifact);
+              return artifact !== undefined && mayRun(caller, artifact);
             },
             onOutput,
           });
@@ -609,7 +637,7 @@ export class ImageService {
         imageTag: build.imageTag,
         fullImagePath: result.reference,
         runtimeRef: result.digest,
-        visibility: 'PRIVATE',
+        visibility: build.visibility,
         sizeBytes: result.sizeBytes,
         buildId: build.id,
         createdAt: now,

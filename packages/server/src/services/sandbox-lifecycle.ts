@@ -384,6 +384,7 @@ export class SandboxLifecycle {
   private async onRuntimeEvent(event: RuntimeEvent): Promise<void> {
     try {
       if (event.type === 'exited') await this.recordExit(event.sandboxId, event.exitCode, event.oomKilled);
+      else if (event.type === 'image-pulled' && this.runtime) this.metrics?.observeImagePull(this.runtime.name, event);
     } catch (error) {
       this.log.error({ err: error, event }, 'could not record runtime event');
     }

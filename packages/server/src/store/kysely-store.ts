@@ -195,6 +195,7 @@ function rowToImageBuild(row: Selectable<ImageBuildsTable>): ImageBuildRecord {
     startedAt: row.started_at,
     completedAt: row.completed_at,
     replicaId: row.replica_id,
+    visibility: row.visibility as ImageVisibility,
   };
 }
 
@@ -1046,6 +1047,7 @@ export class KyselyStore implements Store {
         started_at: b.startedAt,
         completed_at: b.completedAt,
         replica_id: b.replicaId,
+        visibility: b.visibility,
       })
       .execute();
   }

@@ -369,6 +369,13 @@ migrations['0014_webhooks'] = {
   },
 };
 
+migrations['0016_image_build_visibility'] = {
+  // The visibility a build's image gets when it completes (Prime's `visibility` of POST /images/build).
+  async up(db: Kysely<unknown>): Promise<void> {
+    await db.schema.alterTable('image_builds').addColumn('visibility', 'text', (c) => c.notNull().defaultTo('PRIVATE')).execute();
+  },
+};
+
 /** Hands Kysely's migrator the migrations above. */
 export const migrationProvider: MigrationProvider = {
   getMigrations: () => Promise.resolve(migrations),

@@ -153,6 +153,8 @@ export interface ImageBuildsTable {
   started_at: string | null;
   completed_at: string | null;
   replica_id: string | null;
+  /** Migration 0016. */
+  visibility: string;
 }
 
 /** Built images (migration 0010); `full_image_path` is unique. */

@@ -1033,6 +1033,7 @@ export function runStoreSuite(name: string, open: () => Promise<Store>): void {
           dockerfilePath: 'Dockerfile',
           fullImagePath: `corral.local/${userId}/app:v1`,
           status: 'PENDING',
+          visibility: 'PRIVATE',
           contextBytes: null,
           failedStep: null,
           errorMessage: null,
@@ -1043,7 +1044,7 @@ export function runStoreSuite(name: string, open: () => Promise<Store>): void {
           ...overrides,
         });
         const first = build({});
-        const second = build({ createdAt: '2020-01-02T00:00:00.000Z', imageTag: 'v2' });
+        const second = build({ createdAt: '2020-01-02T00:00:00.000Z', imageTag: 'v2', visibility: 'PUBLIC' });
         const team = build({ teamId, createdAt: '2020-01-03T00:00:00.000Z' });
         for (const b of [first, second, team]) await store.insertImageBuild(b);
         assert.deepEqual(await store.getImageBuild(first.id), first);

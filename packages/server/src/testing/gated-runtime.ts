@@ -6,6 +6,7 @@ import {
   type EgressLogEntry,
   type EgressPolicy,
   type RuntimeCapabilities,
+  type RuntimeEvent,
   type RuntimeIsolation,
   RuntimeError,
   type RuntimeSandboxState,
@@ -151,7 +152,7 @@ export class GatedRuntime implements SandboxRuntime {
     return (this.egressLogs.get(runtimeId) ?? []).slice(-limit);
   }
 
-  onEvent(): () => void {
+  onEvent(_listener: (event: RuntimeEvent) => void): () => void {
     return () => {};
   }
   /** Opens every gate, now and from now on, so provisioning ends (call it before closing the server). */

@@ -227,7 +227,7 @@ function rowView(row: ImageListRow): Static<typeof ImageRow> {
     fullImagePath: b.fullImagePath,
     errorMessage: b.errorMessage,
     sizeBytes: null,
-    visibility: 'PRIVATE',
+    visibility: b.visibility,
     createdAt: b.createdAt,
     startedAt: b.startedAt,
     completedAt: b.completedAt,
@@ -284,12 +284,12 @@ export async function registerImageRoutes(app: FastifyInstance, services: AppSer
             upload_url: '',
             expires_in: 0,
             fullImagePath: first.build.fullImagePath,
-            visibility: 'PRIVATE',
+            visibility: first.build.visibility,
           });
         }
         const results = outcomes.map((o) =>
           o.success
-            ? { sourceImage: o.sourceImage, success: true, buildId: o.build.id, fullImagePath: o.build.fullImagePath, visibility: 'PRIVATE' as const, error: null, retryable: false }
+            ? { sourceImage: o.sourceImage, success: true, buildId: o.build.id, fullImagePath: o.build.fullImagePath, visibility: o.build.visibility, error: null, retryable: false }
             : { sourceImage: o.sourceImage, success: false, buildId: null, fullImagePath: null, visibility: null, error: o.error, retryable: false },
         );
         return reply.code(201).send({ results, failed: results.filter((r) => !r.success) });
@@ -310,7 +310,7 @@ export async function registerImageRoutes(app: FastifyInstance, services: AppSer
         upload_url: `${baseUrl(services, request)}${started.uploadPath}`,
         expires_in: started.expiresIn,
         fullImagePath: started.build.fullImagePath,
-        visibility: 'PRIVATE',
+        visibility: started.build.visibility,
       });
     },
   );
@@ -419,13 +419,12 @@ export async function registerImageRoutes(app: FastifyInstance, services: AppSer
       config: { rateLimit: 'images.visibility' },
       schema: {
         tags,
-        summary: 'Update Image Visibility (PRIVATE only: PUBLIC answers 501)',
+        summary: 'Update Image Visibility (PUBLIC: every user may run it and build FROM it by its full path; only its owners list, change or delete it)',
         params: ImageParams,
         body: Type.Object({ visibility: StringEnum(['PRIVATE', 'PUBLIC']), teamId: Type.Optional(Nullable(Type.String({ minLength: 1, maxLength: 128 }))) }),
         response: {
           200: Type.Object({ success: Type.Boolean(), message: Type.String(), visibility: StringEnum(['PRIVATE', 'PUBLIC']), images: Type.Array(ImageRow) }),
           403: ErrorBody,
-          501: ErrorBody,
           ...ERROR_RESPONSES,
         },
       },

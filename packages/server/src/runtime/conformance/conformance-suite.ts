@@ -6,7 +6,7 @@ import { networkInterfaces } from 'node:os';
 import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { RuntimeError } from '../runtime.js';
-import type { ExecRequest, RuntimeEvent, SandboxRuntime, SandboxSpec } from '../runtime.js';
+import type { ExecRequest, RuntimeExitEvent, SandboxRuntime, SandboxSpec } from '../runtime.js';
 import { specFixture } from '../../testing/sandbox-fixture.js';
 import { registerNetworkIsolationCases } from './network-isolation-cases.js';
 import { registerIsolationCases } from './isolation-cases.js';
@@ -105,15 +105,15 @@ export function makeSpec(image: string, overrides: Partial<SandboxSpec> = {}): S
   return specFixture({ sandboxId: sandboxId(), image, memoryBytes: 256 * MiB, diskBytes: 1024 * MiB, pidsLimit: 256, ...overrides });
 }
 
-/** Resolves with the first event matching `predicate`, or rejects after `timeoutMs`. */
-export function nextEvent(runtime: SandboxRuntime, predicate: (e: RuntimeEvent) => boolean, timeoutMs: number): Promise<RuntimeEvent> {
+/** Resolves with the first exit event matching `predicate`, or rejects after `timeoutMs`. */
+export function nextEvent(runtime: SandboxRuntime, predicate: (e: RuntimeExitEvent) => boolean, timeoutMs: number): Promise<RuntimeExitEvent> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       unsubscribe();
       reject(new Error(`no matching runtime event within ${timeoutMs} ms`));
     }, timeoutMs);
     const unsubscribe = runtime.onEvent((event) => {
-      if (!predicate(event)) return;
+      if (event.type !== 'exited' || !predicate(event)) return;
       clearTimeout(timer);
       unsubscribe();
       resolve(event);

@@ -519,7 +519,14 @@ export class DockerRuntime implements SandboxRuntime {
       throw new RuntimeError('IMAGE_PULL_FAILED', `pulling ${spec.image} failed: ${(error as Error).message}`, { cause: error });
     }
     if (credentials) await this.access.check(ref, credentials);
-    await pullImage(this.docker, spec.image, spec.registryAuth);
+    const started = performance.now();
+    let pulled = false;
+    try {
+      await pullImage(this.docker, spec.image, spec.registryAuth);
+      pulled = true;
+    } finally {
+      this.publish({ type: 'image-pulled', image: ref.canonical, seconds: (performance.now() - started) / 1000, bytes: null, ok: pulled });
+    }
     try {
       return imageSize(await this.docker.getImage(spec.image).inspect());
     } catch (error) {
@@ -985,10 +992,13 @@ export class DockerRuntime implements SandboxRuntime {
     } catch {
       // Removed already: the event's own attributes are all there is.
     }
-    const out: RuntimeEvent = { type: 'exited', sandboxId, runtimeId, exitCode, oomKilled };
+    this.publish({ type: 'exited', sandboxId, runtimeId, exitCode, oomKilled });
+  }
+
+  private publish(event: RuntimeEvent): void {
     for (const listener of this.listeners) {
       try {
-        listener(out);
+        listener(event);
       } catch {
         // A listener's failure is its own.
       }

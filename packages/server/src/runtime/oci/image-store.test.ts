@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
 import tar from 'tar-stream';
-import { RuntimeError } from '../runtime.js';
+import { RuntimeError, type ImagePullReport } from '../runtime.js';
 import { ImageStore } from './image-store.js';
 
 const REGISTRY = '127.0.0.1:5000';
@@ -141,6 +141,30 @@ describe('oci image store', { concurrency: 1 }, () => {
     await assert.rejects(store.pull(ref, { username: 'corral', password: 'wrong' }), (e: unknown) => e instanceof RuntimeError && e.kind === 'IMAGE_PULL_FAILED');
     const record = await store.pull(ref, { username: 'corral', password: 'corral-secret' });
     assert.equal(record.layers.length, 1);
+  });
+
+  it('reports each registry pull (not cached hits) to onPull: time, bytes downloaded, and failures', async (t) => {
+    if (!(await registryUp(REGISTRY))) return t.skip('no registry on 127.0.0.1:5000 (bash scripts/start-registry.sh)');
+    const fresh = new ImageStore({ root: mkdtempSync(join(tmpdir(), 'corral-images-pull-')), insecureRegistries: insecure });
+    const reports: ImagePullReport[] = [];
+    const unsubscribe = fresh.onPull((report) => reports.push(report));
+    try {
+      const ref = `${REGISTRY}/corral/busybox:latest`;
+      await Promise.all([fresh.ensure(ref), fresh.ensure(ref)]);
+      await fresh.ensure(ref);
+      await assert.rejects(fresh.ensure('127.0.0.1:1/corral/nothing:latest'));
+      assert.equal(reports.length, 2, `one shared pull and one failure, not the cached hit: ${JSON.stringify(reports)}`);
+      const [ok, failed] = reports;
+      assert.equal(ok?.ok, true);
+      assert.equal(ok?.image, ref);
+      assert.ok((ok?.bytes ?? 0) > 100_000, `bytes downloaded: ${ok?.bytes}`);
+      assert.ok((ok?.seconds ?? -1) >= 0);
+      assert.equal(failed?.ok, false);
+      assert.equal(failed?.bytes, 0);
+    } finally {
+      unsubscribe();
+      rmSync(fresh.root, { recursive: true, force: true });
+    }
   });
 
   it('pull failures are IMAGE_PULL_FAILED with the reason', async () => {

@@ -4,6 +4,7 @@ import { chmod, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile }
 import { join } from 'node:path';
 import { DEFAULT_PATH } from '../container-policy.js';
 import { RuntimeError } from '../runtime.js';
+import type { ImagePullReport } from '../runtime.js';
 import { parseImageRef } from '../registry/image-ref.js';
 import { LayerRejectedError } from './layer-check.js';
 import { unpackLayer } from './layer-unpack.js';
@@ -71,11 +72,18 @@ export class ImageStore {
   private readonly layerJobs = new Map<string, Promise<number>>();
   private readonly access: RegistryAccessCheck;
   private readonly maxImageBytes: number;
+  private readonly pullListeners = new Set<(report: ImagePullReport) => void>();
 
   constructor(private readonly options: ImageStoreOptions) {
     this.root = options.root;
     this.access = new RegistryAccessCheck(options);
     this.maxImageBytes = options.maxImageBytes ?? DEFAULT_MAX_IMAGE_BYTES;
+  }
+
+  /** Subscribes to the registry pulls this store makes (not cached hits); returns the unsubscribe function. */
+  onPull(listener: (report: ImagePullReport) => void): () => void {
+    this.pullListeners.add(listener);
+    return () => this.pullListeners.delete(listener);
   }
 
   /** Directory of an unpacked layer. */
@@ -154,6 +162,26 @@ export class ImageStore {
   }
 
   private async doPull(ref: string, credentials: RegistryCredentials | undefined): Promise<ImageRecord> {
+    const started = performance.now();
+    const counted = { downloaded: 0 };
+    let ok = false;
+    try {
+      const record = await this.download(ref, credentials, counted);
+      ok = true;
+      return record;
+    } finally {
+      const report: ImagePullReport = { image: ref, seconds: (performance.now() - started) / 1000, bytes: counted.downloaded, ok };
+      for (const listener of this.pullListeners) {
+        try {
+          listener(report);
+        } catch {
+          // A listener's failure is its own.
+        }
+      }
+    }
+  }
+
+  private async download(ref: string, credentials: RegistryCredentials | undefined, counted: { downloaded: number }): Promise<ImageRecord> {
     const parsed = parseImageRef(ref);
     const client = new RegistryClient(parsed, credentials, this.options);
     try {
@@ -175,7 +203,9 @@ export class ImageStore {
           unpacked += await this.ensureLayer(hex, async () => {
             const blob = join(tmp, hex);
             await client.downloadBlob(layer.digest, blob, limit);
-            downloaded += (await stat(blob)).size;
+            const size = (await stat(blob)).size;
+            downloaded += size;
+            counted.downloaded += size;
             return blob;
           }, this.maxImageBytes - unpacked);
           layers.push(hex);

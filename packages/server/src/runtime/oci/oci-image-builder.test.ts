@@ -3,26 +3,7 @@ import { chmodSync, chownSync, lchownSync, lstatSync, mkdirSync, mkdtempSync, rm
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { lastStep, scanBaseImages, unshiftOwners } from './oci-image-builder.js';
-
-describe('scanBaseImages', () => {
-  it('lists FROM images once, in order, without stages, scratch and build-argument references', () => {
-    const dockerfile = [
-      '# syntax=docker/dockerfile:1',
-      'ARG BASE=busybox',
-      'FROM --platform=linux/amd64 python:3.11-slim AS build',
-      'RUN echo FROM nothing',
-      'from build as test',
-      'FROM ${BASE}',
-      'FROM scratch',
-      'FROM \\',
-      '  127.0.0.1:5000/corral/busybox:latest',
-      'FROM python:3.11-slim',
-      'COPY --from=build /a /a',
-    ].join('\n');
-    assert.deepEqual(scanBaseImages(dockerfile), ['python:3.11-slim', '127.0.0.1:5000/corral/busybox:latest']);
-  });
-});
+import { lastStep, unshiftOwners } from './oci-image-builder.js';
 
 describe('lastStep', () => {
   it('is the last STEP line of buildah output, with its stage', () => {

@@ -6,6 +6,7 @@ import { basename, join, relative, resolve } from 'node:path';
 import { FAILURE_TAIL_BYTES, type ImageBuilder, ImageBuildError, type ImageBuildRequest, type ImageBuildResult, type ImageTransferRequest, OUTPUT_TAIL_BYTES } from '../image-builder.js';
 import { parseImageRef } from '../registry/image-ref.js';
 import { RuntimeError } from '../runtime.js';
+import { scanDockerfileImages } from '../dockerfile-refs.js';
 import { runTool } from '../run-tool.js';
 import type { ImageRecord, ImageStore } from './image-store.js';
 
@@ -32,28 +33,6 @@ export const DEFAULT_BUILD_USERNS = { hostId: 0x7100_0000, size: 65_536 };
 
 /** Most processes of build uids at once (RLIMIT_NPROC of RUN steps). */
 export const BUILD_NPROC = 4096;
-
-/**
- * The base images a Dockerfile names in its `FROM` lines, in order, without stage names,
- * `scratch` and references built from build arguments (those buildah resolves itself, and finds
- * only when an earlier build left them in the owner's cache). Not a Dockerfile parser: it reads
- * the one instruction whose images must be in place before buildah starts.
- */
-export function scanBaseImages(dockerfile: string): string[] {
-  const stages = new Set<string>();
-  const bases: string[] = [];
-  const joined = dockerfile.replace(/\\\r?\n/g, ' ');
-  for (const line of joined.split(/\r?\n/)) {
-    const m = /^\s*FROM\s+((?:--\S+\s+)*)(\S+)(?:\s+AS\s+(\S+))?\s*$/i.exec(line);
-    if (!m?.[2]) continue;
-    const image = m[2];
-    const earlierStage = stages.has(image.toLowerCase());
-    if (m[3]) stages.add(m[3].toLowerCase());
-    if (earlierStage || image.toLowerCase() === 'scratch' || image.includes('$')) continue;
-    if (!bases.includes(image)) bases.push(image);
-  }
-  return bases;
-}
 
 /** The step a buildah log was at: its last `STEP n/m:` line. */
 export function lastStep(output: string): string | null {
@@ -188,10 +167,15 @@ export class OciImageBuilder implements ImageBuilder {
         throw new ImageBuildError(`the build context has no file ${request.dockerfilePath}`, null, '');
       }
       const storage = this.storageArgs(request.cacheKey);
-      for (const base of scanBaseImages(await readFile(dockerfile, 'utf8'))) {
-        emit(`corral: resolving FROM ${base}\n`);
+      // Every image the Dockerfile takes content from (FROM, COPY --from, with global ARG defaults)
+      // goes into the owner's storage first; buildah never pulls, so a reference left unresolved
+      // can name only what the owner's storage already holds.
+      const { images, unresolved } = scanDockerfileImages(await readFile(dockerfile, 'utf8'));
+      for (const base of images) {
+        emit(`corral: resolving ${base}\n`);
         await this.provideBase(base, request, storage, work);
       }
+      for (const reference of unresolved) emit(`corral: ${reference} names a build argument without a global ARG default: only images already in your build storage can match it\n`);
       const reference = parseImageRef(request.reference).canonical;
       await this.runBuild(request, storage, context, dockerfile, reference, scratch, emit);
       // The result goes out as an OCI layout whose base layers the store already holds: a file

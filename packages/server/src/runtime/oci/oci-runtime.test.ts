@@ -6,7 +6,7 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { runToEnd } from '../conformance/conformance-suite.js';
-import type { RuntimeEvent, SandboxSpec } from '../runtime.js';
+import type { RuntimeExitEvent, SandboxSpec } from '../runtime.js';
 import { ImageStore } from './image-store.js';
 import { OciRuntime } from './oci-runtime.js';
 import { ociMissing } from '../../testing/runtime-available.js';
@@ -67,8 +67,10 @@ describe('oci runtime: restart and leftovers', { skip: reason }, () => {
     await first.close(); // the "server" stops; sandboxes keep running
 
     const second = make();
-    const events: RuntimeEvent[] = [];
-    second.onEvent((e) => events.push(e));
+    const events: RuntimeExitEvent[] = [];
+    second.onEvent((e) => {
+      if (e.type === 'exited') events.push(e);
+    });
     await second.init();
     const states = await second.list();
     assert.equal(states.find((s) => s.runtimeId === keep.runtimeId)?.running, true);

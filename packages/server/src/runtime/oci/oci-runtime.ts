@@ -312,6 +312,7 @@ export class OciRuntime implements SandboxRuntime {
         insecureRegistries: options.insecureRegistries ?? [],
         ...(options.maxImageBytes !== undefined ? { maxImageBytes: options.maxImageBytes } : {}),
       });
+    this.images.onPull((report) => this.publish({ type: 'image-pulled', ...report }));
     this.checkpoints = new OciCheckpoints(new CheckpointStore(join(options.stateDir, 'checkpoints')), this.images, {
       setFrozen: (path, frozen) => this.cgroups.setFrozen(path, frozen),
     });
@@ -1227,13 +1228,16 @@ export class OciRuntime implements SandboxRuntime {
   }
 
   private emit(live: Live): void {
-    const event: RuntimeEvent = {
+    this.publish({
       type: 'exited',
       sandboxId: live.record.sandboxId,
       runtimeId: live.record.runtimeId,
       exitCode: live.exitCode ?? -1,
       oomKilled: live.oomKilled,
-    };
+    });
+  }
+
+  private publish(event: RuntimeEvent): void {
     for (const listener of this.listeners) {
       try {
         listener(event);

@@ -15,11 +15,11 @@ import type { UsernsMapping } from './userns.js';
  */
 export async function copyUpper(upper: string, staging: string): Promise<void> {
   await mkdir(staging, { mode: 0o700 });
+  // The sandbox runs: files change and go while tar reads them, which it reports with status 1
+  // ("some files differ"; 2 is a real failure). The frozen pass copies those again.
   await runTool('bash', [
-    '-o',
-    'pipefail',
     '-c',
-    'tar --create --file=- --directory="$1" --format=posix --numeric-owner --sparse --xattrs "--xattrs-include=*" . | tar --extract --file=- --directory="$2" --numeric-owner --same-owner --preserve-permissions --xattrs "--xattrs-include=*"',
+    'tar --create --file=- --directory="$1" --format=posix --numeric-owner --sparse --xattrs "--xattrs-include=*" --ignore-failed-read --warning=no-file-changed --warning=no-file-removed --warning=no-file-shrank . | tar --extract --file=- --directory="$2" --numeric-owner --same-owner --preserve-permissions --xattrs "--xattrs-include=*"; status=("${PIPESTATUS[@]}"); [ "${status[0]}" -le 1 ] && [ "${status[1]}" -eq 0 ]',
     'corral-copy-upper',
     upper,
     staging,

@@ -236,7 +236,7 @@ export class CheckpointService {
       }
     }
     const deleting = await this.store.listCheckpoints({ runtimeOwner: owner, states: ['DELETING'] }, 1, SWEEP_LIMIT);
-    for (const checkpoint of deleting.checkpoints) if (await this.track(this.purge(checkpoint, null, null))) changed += 1;
+    for (const checkpoint of deleting.checkpoints) if (await this.track(this.purge(checkpoint, 'deleted', null))) changed += 1;
     const expired = await this.store.listCheckpoints({ runtimeOwner: owner, states: ['DURABLE', 'FAILED'], expiredBefore: new Date(now).toISOString() }, 1, SWEEP_LIMIT);
     for (const checkpoint of expired.checkpoints) {
       const marked = await this.store.updateCheckpoint(checkpoint.id, { state: 'DELETING' }, ['DURABLE', 'FAILED']);
@@ -362,7 +362,7 @@ export class CheckpointService {
    * Deletes a DELETING checkpoint's driver data, then its row. True when the row is gone; false
    * when the driver could not delete (it stays DELETING for the next sweep).
    */
-  private async purge(checkpoint: CheckpointRecord, reason: 'deleted' | 'expired' | null, actor: { userId: string; keyId: string | null } | null): Promise<boolean> {
+  private async purge(checkpoint: CheckpointRecord, reason: 'deleted' | 'expired', actor: { userId: string; keyId: string | null } | null): Promise<boolean> {
     if (checkpoint.runtimeRef !== null) {
       const runtime = this.runtime;
       if (!runtime?.deleteCheckpoint || checkpoint.runtimeOwner !== this.config.instanceId) return false;
@@ -374,7 +374,7 @@ export class CheckpointService {
       }
     }
     const deleted = await this.store.deleteCheckpoint(checkpoint.id);
-    if (deleted && reason !== null) this.events?.record(checkpoint.sandboxId, 'checkpoint.deleted', { checkpointId: checkpoint.id, reason }, actor);
+    if (deleted) this.events?.record(checkpoint.sandboxId, 'checkpoint.deleted', { checkpointId: checkpoint.id, reason }, actor);
     return deleted;
   }
 }

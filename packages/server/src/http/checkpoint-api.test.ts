@@ -364,6 +364,7 @@ describe('checkpoints API', () => {
       runtime.failDeletes = true;
       const refused = await t.request('DELETE', `/api/v1/sandbox/checkpoints/${c.id}`);
       assert.equal(refused.statusCode, 200, refused.body);
+      assert.match(refused.json<{ message: string }>().message, /DELETING/);
       assert.equal((await t.request('GET', `/api/v1/sandbox/checkpoints/${c.id}`)).json<Checkpoint>().state, 'DELETING', 'kept DELETING while the driver refuses');
       runtime.failDeletes = false;
       await t.server.reconciler.reconcile();

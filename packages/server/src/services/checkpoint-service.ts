@@ -202,18 +202,18 @@ export class CheckpointService {
 
   /**
    * Deletes a checkpoint the caller may see: DELETING, then the driver deletes its data, then the
-   * row goes (a failed driver delete leaves it DELETING; the sweep retries). 409 `CHECKPOINT_BUSY`
+   * row goes (a failed driver delete leaves it DELETING, `gone` false; the sweep retries). 409 `CHECKPOINT_BUSY`
    * while its capture runs. Sandboxes restored from it keep running (the driver keeps what they use).
    */
-  async delete(caller: Principal, id: string): Promise<CheckpointRecord> {
+  async delete(caller: Principal, id: string): Promise<{ checkpoint: CheckpointRecord; gone: boolean }> {
     const checkpoint = await this.get(caller, id);
     if (CAPTURING_STATES.includes(checkpoint.state)) {
       throw new ApiError('CHECKPOINT_BUSY', `Checkpoint ${id} is ${checkpoint.state}: its capture still runs; delete it once it is DURABLE or FAILED`);
     }
     const deleting = await this.store.updateCheckpoint(id, { state: 'DELETING' }, ['DURABLE', 'FAILED', 'DELETING']);
     if (!deleting) throw new ApiError('CHECKPOINT_BUSY', `Checkpoint ${id} changed while it was being deleted; try again`);
-    await this.track(this.purge(deleting, 'deleted', { userId: caller.user.id, keyId: caller.apiKeyId }));
-    return deleting;
+    const gone = await this.track(this.purge(deleting, 'deleted', { userId: caller.user.id, keyId: caller.apiKeyId }));
+    return { checkpoint: deleting, gone };
   }
 
   /**

@@ -101,8 +101,8 @@ export function registerCheckpointRoutes(app: FastifyInstance, { checkpoints, fo
     },
     async (request) => {
       const id = request.params.checkpoint_id;
-      await checkpoints.delete(principalOf(request), id);
-      return { success: true, message: `Checkpoint ${id} deleted` };
+      const { gone } = await checkpoints.delete(principalOf(request), id);
+      return { success: true, message: gone ? `Checkpoint ${id} deleted` : `Checkpoint ${id} is DELETING: its data could not be deleted yet; the server retries` };
     },
   );
 

@@ -150,6 +150,10 @@ describe('checkpoints API', () => {
       const noImage = await t.request('POST', '/api/v1/sandbox', { body: { name: 'x' } });
       assert.equal(noImage.statusCode, 422, noImage.body);
       assert.match(noImage.body, /docker_image/);
+
+      const metrics = (await t.server.app.inject({ method: 'GET', url: '/metrics', remoteAddress: '127.0.0.1' })).body;
+      assert.match(metrics, /^corral_checkpoints\{state="DURABLE"\} 3$/m);
+      assert.match(metrics, /^corral_checkpoint_capture_seconds_count\{driver="gated",memory="false",result="durable"\} 3$/m);
     } finally {
       await t.close();
     }

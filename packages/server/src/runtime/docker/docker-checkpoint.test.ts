@@ -1,0 +1,220 @@
+/**
+ * Filesystem checkpoints of the docker driver against the real Docker Engine, in each disk mode
+ * this engine allows (`storage-opt` only on a btrfs or zfs engine; `loop` needs root and loop
+ * devices): files in and out of the workspace and a deleted image file are restored exactly into 8
+ * sandboxes at once, later changes are not; a checkpoint of a restored sandbox adds one layer; a
+ * new driver instance on the same data directory restores from a ref; a checkpoint deleted while a
+ * restore runs leaves nothing behind once its sandboxes are gone.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readdirSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it, test } from 'node:test';
+import Docker from 'dockerode';
+import { makeSpec, runToEnd } from '../conformance/conformance-suite.js';
+import { RuntimeError } from '../runtime.js';
+import type { SandboxSpec } from '../runtime.js';
+import { DockerRuntime } from './docker-runtime.js';
+import type { DiskMode } from './docker-runtime.js';
+import { LOCAL_TEST_REGISTRIES } from '../../testing/local-registries.js';
+
+const IMAGE = process.env.CORRAL_TEST_IMAGE ?? 'corral-test/busybox:latest';
+const REPO = new URL('../../../../../', import.meta.url).pathname;
+const CACHE = process.env.CORRAL_CACHE_DIR ?? join(REPO, '.cache');
+const MiB = 1024 * 1024;
+const WORKSPACE = '/sandbox-workspace';
+
+/** Why the tests cannot run here, or undefined when dockerd and the test image are present. */
+function missing(): string | undefined {
+  try {
+    execFileSync('docker', ['image', 'inspect', IMAGE], { stdio: 'ignore' });
+    return undefined;
+  } catch {
+    return `no Docker engine with image ${IMAGE} (run scripts/ensure-docker.sh)`;
+  }
+}
+
+/** The disk modes this host can run: storage-opt on a btrfs/zfs engine, loop as root with loop devices, none always. */
+function reachableModes(): DiskMode[] {
+  const modes: DiskMode[] = ['none'];
+  const driver = execFileSync('docker', ['info', '--format', '{{.Driver}}'], { encoding: 'utf8' }).trim();
+  if (driver === 'btrfs' || driver === 'zfs') modes.unshift('storage-opt');
+  if (process.getuid?.() === 0 && existsSync('/dev/loop-control')) modes.unshift('loop');
+  return modes;
+}
+
+/** What a sandbox holds of the files the tests write, one `name=value` per line. */
+const PROBE = [
+  `printf 'ws=%s\\n' "$(cat ${WORKSPACE}/data/a.txt 2>/dev/null || echo -)"`,
+  `printf 'ws-mode=%s\\n' "$(stat -c %a ${WORKSPACE}/data/a.txt 2>/dev/null || echo -)"`,
+  `printf 'ws-gone=%s\\n' "$(test -e ${WORKSPACE}/gone.txt && echo present || echo absent)"`,
+  `printf 'ws-later=%s\\n' "$(test -e ${WORKSPACE}/later.txt && echo present || echo absent)"`,
+  `printf 'out=%s\\n' "$(cat /opt/out/b.txt 2>/dev/null || echo -)"`,
+  `printf 'out-later=%s\\n' "$(test -e /tmp/later.txt && echo present || echo absent)"`,
+  `printf 'image-file=%s\\n' "$(test -e /etc/group && echo present || echo absent)"`,
+].join('; ');
+
+/** The probe's answer in a sandbox as checkpointed. */
+const AT_CHECKPOINT = ['ws=workspace-1', 'ws-mode=640', 'ws-gone=absent', 'ws-later=absent', 'out=outside-1', 'out-later=absent', 'image-file=absent', ''].join('\n');
+
+async function sh(runtime: DockerRuntime, runtimeId: string, script: string): Promise<string> {
+  const { stdout, stderr, exitCode } = await runToEnd(runtime, runtimeId, script);
+  assert.equal(exitCode, 0, `${script}: ${stderr}`);
+  return stdout;
+}
+
+/** Every checkpoint image of `instance` in the engine (tagged or not). */
+async function checkpointImages(docker: Docker, instance: string): Promise<Docker.ImageInfo[]> {
+  return docker.listImages({ all: true, filters: { label: [`corral.checkpoint.instance=${instance}`] } });
+}
+
+const reason = missing();
+if (reason !== undefined) {
+  test('docker checkpoints', (t) => {
+    if (process.env.CI === 'true') throw new Error(reason);
+    t.skip(reason);
+  });
+} else {
+  for (const mode of reachableModes()) {
+    describe(`docker checkpoints (${mode} disk mode)`, { concurrency: false }, () => {
+      const docker = new Docker();
+      const instance = `ckpt-${randomBytes(4).toString('hex')}`;
+      const diskDir = join(CACHE, 'docker-disks', instance);
+      const checkpointDir = join(CACHE, 'docker-checkpoints', instance);
+      const options = { instance, diskDir, checkpointDir, diskMode: mode, warn: () => undefined, insecureRegistries: [...LOCAL_TEST_REGISTRIES] };
+      let runtime: DockerRuntime;
+      const spec = (overrides: Partial<SandboxSpec> = {}): SandboxSpec => makeSpec(IMAGE, { diskBytes: 128 * MiB, networkAccess: false, ...overrides });
+
+      before(async () => {
+        runtime = new DockerRuntime(options);
+        await runtime.init();
+      });
+
+      after(async () => {
+        for (const s of await runtime.list()) await runtime.remove(s.runtimeId);
+        await runtime.close();
+        for (const image of await checkpointImages(docker, instance)) await docker.getImage(image.Id).remove({ force: true }).catch(() => undefined);
+        await rm(diskDir, { recursive: true, force: true });
+        await rm(checkpointDir, { recursive: true, force: true });
+        await rm(join(diskDir, '..', 'docker-etc', instance), { recursive: true, force: true });
+      });
+
+      it('restores the checkpointed files, workspace included, into 8 sandboxes at once, without later changes; a paused sandbox stays paused; memory checkpoints are refused', async () => {
+        assert.equal(runtime.capabilities().checkpoint, true);
+        assert.equal(runtime.capabilities().memoryCheckpoint, false);
+        const { runtimeId } = await runtime.create(spec());
+        await sh(
+          runtime,
+          runtimeId,
+          `mkdir -p ${WORKSPACE}/data /opt/out && echo workspace-1 > ${WORKSPACE}/data/a.txt && chmod 640 ${WORKSPACE}/data/a.txt && ` +
+            `echo doomed > ${WORKSPACE}/gone.txt && rm ${WORKSPACE}/gone.txt && echo outside-1 > /opt/out/b.txt && rm /etc/group`,
+        );
+        assert.equal(await sh(runtime, runtimeId, PROBE), AT_CHECKPOINT);
+
+        const refused = await runtime.checkpoint(runtimeId, { checkpointId: 'mem', memory: true }).then(() => undefined, (e: unknown) => e);
+        assert.ok(refused instanceof RuntimeError && refused.kind === 'CHECKPOINT_FAILED' && /oci driver/.test(refused.message), String(refused));
+
+        let frozen = 0;
+        const checkpoint = await runtime.checkpoint(runtimeId, { checkpointId: `c1-${randomBytes(3).toString('hex')}`, memory: false, onFrozen: () => frozen++ });
+        assert.equal(frozen, 1, 'onFrozen fires once');
+        assert.equal(checkpoint.memory, false);
+        assert.ok(checkpoint.sizeBytes > 0, 'the checkpoint stores what the sandbox wrote');
+        assert.equal((await runtime.inspect(runtimeId))?.paused, false, 'the sandbox runs again');
+
+        // Later changes: none of them may reach a restored sandbox.
+        await sh(runtime, runtimeId, `echo workspace-2 > ${WORKSPACE}/data/a.txt && touch ${WORKSPACE}/later.txt /tmp/later.txt && echo outside-2 > /opt/out/b.txt && echo x > /etc/group`);
+
+        // The ref is no image a user can name.
+        const named = await runtime.create(spec({ image: checkpoint.ref })).then(() => undefined, (e: unknown) => e);
+        assert.ok(named instanceof RuntimeError && named.kind === 'IMAGE_PULL_FAILED', String(named));
+
+        const forks = await Promise.all(Array.from({ length: 8 }, () => runtime.create(spec({ checkpoint: { ref: checkpoint.ref, memory: false } }))));
+        for (const fork of forks) assert.equal(await sh(runtime, fork.runtimeId, PROBE), AT_CHECKPOINT, `fork ${fork.runtimeId}`);
+        // Forks are independent of each other.
+        const [first, second] = forks;
+        assert.ok(first && second);
+        await sh(runtime, first.runtimeId, `echo fork > ${WORKSPACE}/data/a.txt && echo fork > /opt/out/b.txt`);
+        assert.equal(await sh(runtime, second.runtimeId, PROBE), AT_CHECKPOINT);
+
+        // A paused sandbox is checkpointed and stays paused.
+        await runtime.pause(runtimeId);
+        const whilePaused = await runtime.checkpoint(runtimeId, { checkpointId: `c2-${randomBytes(3).toString('hex')}`, memory: false });
+        assert.equal((await runtime.inspect(runtimeId))?.paused, true, 'a paused sandbox stays paused');
+        await runtime.resume(runtimeId);
+        const fromPaused = await runtime.create(spec({ checkpoint: { ref: whilePaused.ref, memory: false } }));
+        assert.match(await sh(runtime, fromPaused.runtimeId, PROBE), /^ws=workspace-2\n[^]*ws-later=present\n[^]*out=outside-2\n/);
+
+        for (const s of [runtimeId, fromPaused.runtimeId, ...forks.map((f) => f.runtimeId)]) await runtime.remove(s);
+        await runtime.deleteCheckpoint(checkpoint.ref);
+        await runtime.deleteCheckpoint(whilePaused.ref);
+      });
+
+      it('a checkpoint of a restored sandbox adds one layer on its parent; a new driver instance restores from the ref after a restart', async () => {
+        const { runtimeId } = await runtime.create(spec());
+        await sh(runtime, runtimeId, `echo gen-1 > ${WORKSPACE}/gen.txt && echo gen-1 > /opt-gen.txt`);
+        const parent = await runtime.checkpoint(runtimeId, { checkpointId: `p-${randomBytes(3).toString('hex')}`, memory: false });
+        const child = await runtime.create(spec({ checkpoint: { ref: parent.ref, memory: false } }));
+        await sh(runtime, child.runtimeId, `echo gen-2 > ${WORKSPACE}/gen.txt && echo gen-2 > /opt-gen.txt`);
+        const grandchild = await runtime.checkpoint(child.runtimeId, { checkpointId: `g-${randomBytes(3).toString('hex')}`, memory: false, parentRef: parent.ref });
+        const layers = async (ref: string): Promise<string[]> => (await docker.getImage(ref).inspect()).RootFS.Layers ?? [];
+        const parentLayers = await layers(parent.ref);
+        const childLayers = await layers(grandchild.ref);
+        assert.equal(childLayers.length, parentLayers.length + 1, 'one new layer');
+        assert.deepEqual(childLayers.slice(0, parentLayers.length), parentLayers, 'on top of the parent checkpoint');
+
+        // A restart: a new driver instance on the same engine and data directory.
+        await runtime.close();
+        runtime = new DockerRuntime(options);
+        await runtime.init();
+        const restored = await runtime.create(spec({ checkpoint: { ref: grandchild.ref, memory: false } }));
+        assert.equal(await sh(runtime, restored.runtimeId, `cat ${WORKSPACE}/gen.txt /opt-gen.txt`), 'gen-2\ngen-2\n');
+        const restoredParent = await runtime.create(spec({ checkpoint: { ref: parent.ref, memory: false } }));
+        assert.equal(await sh(runtime, restoredParent.runtimeId, `cat ${WORKSPACE}/gen.txt /opt-gen.txt`), 'gen-1\ngen-1\n');
+
+        // The parent deleted while its child checkpoint still builds on it: the child restores still.
+        await runtime.deleteCheckpoint(parent.ref);
+        await runtime.deleteCheckpoint(parent.ref);
+        const afterDelete = await runtime.create(spec({ checkpoint: { ref: grandchild.ref, memory: false } }));
+        assert.equal(await sh(runtime, afterDelete.runtimeId, `cat ${WORKSPACE}/gen.txt /opt-gen.txt`), 'gen-2\ngen-2\n');
+        const gone = await runtime.create(spec({ checkpoint: { ref: parent.ref, memory: false } })).then(() => undefined, (e: unknown) => e);
+        assert.ok(gone instanceof RuntimeError && gone.kind === 'CHECKPOINT_FAILED', String(gone));
+
+        for (const s of [runtimeId, child.runtimeId, restored.runtimeId, restoredParent.runtimeId, afterDelete.runtimeId]) await runtime.remove(s);
+        await runtime.deleteCheckpoint(grandchild.ref);
+        assert.deepEqual(await checkpointImages(docker, instance), [], 'no checkpoint image is left');
+        if (mode === 'loop') assert.deepEqual(readdirSync(checkpointDir).filter((n) => n.endsWith('.tar')), [], 'no workspace archive is left');
+      });
+
+      it('a checkpoint deleted while restores run: they work or fail cleanly, running sandboxes keep working, nothing is left once they are gone', async () => {
+        const { runtimeId } = await runtime.create(spec());
+        await sh(runtime, runtimeId, `echo kept > ${WORKSPACE}/k.txt && echo kept > /k.txt`);
+        const checkpoint = await runtime.checkpoint(runtimeId, { checkpointId: `d-${randomBytes(3).toString('hex')}`, memory: false });
+        const running = await runtime.create(spec({ checkpoint: { ref: checkpoint.ref, memory: false } }));
+        const restores = Array.from({ length: 3 }, () => runtime.create(spec({ checkpoint: { ref: checkpoint.ref, memory: false } })).then((r) => r, (e: unknown) => e));
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        await runtime.deleteCheckpoint(checkpoint.ref);
+        const outcomes = await Promise.all(restores);
+        const made: string[] = [];
+        for (const outcome of outcomes) {
+          if (outcome instanceof RuntimeError) {
+            assert.equal(outcome.kind, 'CHECKPOINT_FAILED', outcome.message);
+          } else {
+            const { runtimeId: id } = outcome as { runtimeId: string };
+            made.push(id);
+            assert.equal(await sh(runtime, id, `cat ${WORKSPACE}/k.txt /k.txt`), 'kept\nkept\n');
+          }
+        }
+        assert.equal(await sh(runtime, running.runtimeId, `cat ${WORKSPACE}/k.txt /k.txt`), 'kept\nkept\n', 'a sandbox restored before the delete keeps working');
+        const refused = await runtime.create(spec({ checkpoint: { ref: checkpoint.ref, memory: false } })).then(() => undefined, (e: unknown) => e);
+        assert.ok(refused instanceof RuntimeError && refused.kind === 'CHECKPOINT_FAILED', String(refused));
+        assert.equal((await checkpointImages(docker, instance)).length, 1, 'the image stays while sandboxes use it');
+        for (const id of [runtimeId, running.runtimeId, ...made]) await runtime.remove(id);
+        assert.deepEqual(await checkpointImages(docker, instance), [], 'the image goes with the last sandbox using it');
+        if (mode === 'loop') assert.deepEqual(readdirSync(checkpointDir).filter((n) => n.endsWith('.tar')), [], 'no workspace archive is left');
+      });
+    });
+  }
+}

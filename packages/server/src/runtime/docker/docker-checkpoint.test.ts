@@ -215,6 +215,65 @@ if (reason !== undefined) {
         assert.deepEqual(await checkpointImages(docker, instance), [], 'the image goes with the last sandbox using it');
         if (mode === 'loop') assert.deepEqual(readdirSync(checkpointDir).filter((n) => n.endsWith('.tar')), [], 'no workspace archive is left');
       });
+
+      it("keeps environment values out of the checkpoint image; sizeBytes counts what the checkpoint adds; a checkpoint of another disk mode is refused", async () => {
+        const { runtimeId } = await runtime.create(spec({ env: { API_TOKEN: 'hunter2-secret' } }));
+        await sh(runtime, runtimeId, `head -c ${4 * MiB} /dev/urandom > /big.bin && echo small > ${WORKSPACE}/s.txt`);
+        const parent = await runtime.checkpoint(runtimeId, { checkpointId: `e-${randomBytes(3).toString('hex')}`, memory: false });
+        const config = (await docker.getImage(parent.ref).inspect()).Config;
+        assert.ok(!JSON.stringify(config).includes('hunter2'), 'no environment value is stored in the image');
+        assert.ok(parent.sizeBytes >= 4 * MiB, `the checkpoint counts the 4 MiB written (${parent.sizeBytes})`);
+        const fork = await runtime.create(spec({ checkpoint: { ref: parent.ref, memory: false } }));
+        assert.equal(await sh(runtime, fork.runtimeId, 'printf "[%s]" "${API_TOKEN-unset}"'), '[]', 'a restored sandbox has only the environment it is given');
+        await sh(runtime, fork.runtimeId, `echo more > /more.txt`);
+        const child = await runtime.checkpoint(fork.runtimeId, { checkpointId: `f-${randomBytes(3).toString('hex')}`, memory: false, parentRef: parent.ref });
+        assert.ok(child.sizeBytes < MiB, `a checkpoint on a checkpoint counts only what changed since (${child.sizeBytes})`);
+
+        // The same deployment on a driver in another disk mode cannot restore it.
+        const other = new DockerRuntime({ ...options, diskMode: mode === 'loop' ? 'none' : 'loop' });
+        await other.init();
+        try {
+          const refused = await other.create(spec({ checkpoint: { ref: parent.ref, memory: false } })).then(() => undefined, (e: unknown) => e);
+          assert.ok(refused instanceof RuntimeError && refused.kind === 'CHECKPOINT_FAILED', String(refused));
+        } finally {
+          await other.close();
+        }
+        for (const id of [runtimeId, fork.runtimeId]) await runtime.remove(id);
+        await runtime.deleteCheckpoint(child.ref);
+        await runtime.deleteCheckpoint(parent.ref);
+        assert.deepEqual(await checkpointImages(docker, instance), []);
+      });
+
+      it('startup removes deleted checkpoints a crash left behind and stale workspace archives, and keeps every live checkpoint', async () => {
+        const { runtimeId } = await runtime.create(spec());
+        await sh(runtime, runtimeId, `echo live > ${WORKSPACE}/l.txt && echo live > /l.txt`);
+        const live = await runtime.checkpoint(runtimeId, { checkpointId: `l-${randomBytes(3).toString('hex')}`, memory: false });
+        await sh(runtime, runtimeId, `echo dead > ${WORKSPACE}/l.txt`);
+        const dead = await runtime.checkpoint(runtimeId, { checkpointId: `x-${randomBytes(3).toString('hex')}`, memory: false });
+        const user = await runtime.create(spec({ checkpoint: { ref: dead.ref, memory: false } }));
+        await runtime.deleteCheckpoint(dead.ref);
+        // The server "crashes": the sandbox's container goes without the driver (the reconciler's job after a restart).
+        await docker.getContainer(user.runtimeId).remove({ force: true });
+        assert.equal((await checkpointImages(docker, instance)).length, 2, 'the deleted checkpoint image is still there');
+        const stale = join(checkpointDir, `sha256-${'0'.repeat(64)}.tar`);
+        if (mode === 'loop') {
+          execFileSync('touch', ['-d', '2 hours ago', stale]);
+        }
+        await runtime.close();
+        runtime = new DockerRuntime(options);
+        await runtime.init();
+        const left = await checkpointImages(docker, instance);
+        assert.deepEqual(left.map((i) => i.RepoTags), [[live.ref]], 'only the live checkpoint stays');
+        if (mode === 'loop') {
+          assert.equal(existsSync(stale), false, 'a stale archive no checkpoint names is removed');
+          assert.equal(readdirSync(checkpointDir).filter((n) => n.endsWith('.tar')).length, 1, "the live checkpoint's archive stays");
+        }
+        const restored = await runtime.create(spec({ checkpoint: { ref: live.ref, memory: false } }));
+        assert.equal(await sh(runtime, restored.runtimeId, `cat ${WORKSPACE}/l.txt /l.txt`), 'live\nlive\n');
+        for (const id of [runtimeId, restored.runtimeId, user.runtimeId]) await runtime.remove(id);
+        await runtime.deleteCheckpoint(live.ref);
+        assert.deepEqual(await checkpointImages(docker, instance), []);
+      });
     });
   }
 }

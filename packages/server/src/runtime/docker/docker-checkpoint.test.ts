@@ -96,7 +96,12 @@ if (reason !== undefined) {
       after(async () => {
         for (const s of await runtime.list()) await runtime.remove(s.runtimeId);
         await runtime.close();
-        for (const image of await checkpointImages(docker, instance)) await docker.getImage(image.Id).remove({ force: true }).catch(() => undefined);
+        // Children first: a parent goes once no image builds on it.
+        for (let pass = 0; pass < 5; pass++) {
+          const images = await docker.listImages({ filters: { label: [`corral.checkpoint.instance=${instance}`] } });
+          if (images.length === 0) break;
+          for (const image of images) await docker.getImage(image.Id).remove({ force: true }).catch(() => undefined);
+        }
         await rm(diskDir, { recursive: true, force: true });
         await rm(checkpointDir, { recursive: true, force: true });
         await rm(join(diskDir, '..', 'docker-etc', instance), { recursive: true, force: true });

@@ -9,12 +9,14 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it, test } from 'node:test';
 import Docker from 'dockerode';
 import { makeSpec, runToEnd } from '../conformance/conformance-suite.js';
+import { ImageBuildError } from '../image-builder.js';
 import { RuntimeError } from '../runtime.js';
 import type { SandboxSpec } from '../runtime.js';
 import { DockerRuntime } from './docker-runtime.js';
@@ -132,9 +134,20 @@ if (reason !== undefined) {
         // Later changes: none of them may reach a restored sandbox.
         await sh(runtime, runtimeId, `echo workspace-2 > ${WORKSPACE}/data/a.txt && touch ${WORKSPACE}/later.txt /tmp/later.txt && echo outside-2 > /opt/out/b.txt && echo x > /etc/group`);
 
-        // The ref is no image a user can name.
-        const named = await runtime.create(spec({ image: checkpoint.ref })).then(() => undefined, (e: unknown) => e);
-        assert.ok(named instanceof RuntimeError && named.kind === 'IMAGE_PULL_FAILED', String(named));
+        // The ref is no image a user can name, by its name or its id, nor build on.
+        const imageId = (await docker.getImage(checkpoint.ref).inspect()).Id;
+        for (const image of [checkpoint.ref, imageId]) {
+          const named = await runtime.create(spec({ image })).then(() => undefined, (e: unknown) => e);
+          assert.ok(named instanceof RuntimeError && named.kind === 'IMAGE_PULL_FAILED', `${image}: ${String(named)}`);
+        }
+        const contextDir = mkdtempSync(join(tmpdir(), 'corral-ckpt-build-'));
+        writeFileSync(join(contextDir, 'Dockerfile'), `FROM ${checkpoint.ref}\nRUN true\n`);
+        execFileSync('tar', ['-C', contextDir, '-cf', join(contextDir, 'context.tar'), 'Dockerfile']);
+        const built = await runtime.imageBuilder
+          .build({ contextTar: join(contextDir, 'context.tar'), dockerfilePath: 'Dockerfile', reference: `corral.local/${instance}/from-checkpoint:1`, cacheKey: instance, mayUseBase: async () => true, onOutput: () => undefined })
+          .then(() => undefined, (e: unknown) => e);
+        await rm(contextDir, { recursive: true, force: true });
+        assert.ok(built instanceof ImageBuildError && /no such image/.test(built.message), String(built));
 
         const forks = await Promise.all(Array.from({ length: 8 }, () => runtime.create(spec({ checkpoint: { ref: checkpoint.ref, memory: false } }))));
         for (const fork of forks) assert.equal(await sh(runtime, fork.runtimeId, PROBE), AT_CHECKPOINT, `fork ${fork.runtimeId}`);

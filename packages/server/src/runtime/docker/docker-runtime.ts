@@ -644,12 +644,19 @@ export class DockerRuntime implements SandboxRuntime {
    * the engine's refusal of a container that is already paused is success.
    */
   async pause(runtimeId: string): Promise<void> {
+    await this.afterCheckpoint(runtimeId);
     await this.setPaused(runtimeId, true);
   }
 
   /** The engine's unpause. Idempotent: its refusal of a container that is not paused is success. */
   async resume(runtimeId: string): Promise<void> {
+    await this.afterCheckpoint(runtimeId);
     await this.setPaused(runtimeId, false);
+  }
+
+  /** Waits out a checkpoint of the container in progress, whose own freeze and thaw would undo a pause or resume made meanwhile. */
+  private async afterCheckpoint(runtimeId: string): Promise<void> {
+    await this.checkpointing.get(runtimeId)?.catch(() => undefined);
   }
 
   /**

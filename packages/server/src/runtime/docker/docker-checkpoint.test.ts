@@ -19,6 +19,7 @@ import { makeSpec, runToEnd } from '../conformance/conformance-suite.js';
 import { ImageBuildError } from '../image-builder.js';
 import { RuntimeError } from '../runtime.js';
 import type { SandboxSpec } from '../runtime.js';
+import { DockerCheckpoints } from './docker-checkpoints.js';
 import { DockerRuntime } from './docker-runtime.js';
 import type { DiskMode } from './docker-runtime.js';
 import { LOCAL_TEST_REGISTRIES } from '../../testing/local-registries.js';
@@ -104,6 +105,14 @@ if (reason !== undefined) {
           if (images.length === 0) break;
           for (const image of images) await docker.getImage(image.Id).remove({ force: true }).catch(() => undefined);
         }
+        // Disks of sandboxes whose container went without the driver (the crash case, if it failed before its own cleanup).
+        for (const name of existsSync(diskDir) ? readdirSync(diskDir) : []) {
+          try {
+            execFileSync('umount', ['-l', join(diskDir, name, 'mnt')], { stdio: 'ignore' });
+          } catch {
+            // Not mounted.
+          }
+        }
         await rm(diskDir, { recursive: true, force: true });
         await rm(checkpointDir, { recursive: true, force: true });
         await rm(join(diskDir, '..', 'docker-etc', instance), { recursive: true, force: true });
@@ -148,6 +157,9 @@ if (reason !== undefined) {
           .then(() => undefined, (e: unknown) => e);
         await rm(contextDir, { recursive: true, force: true });
         assert.ok(built instanceof ImageBuildError && /no such image/.test(built.message), String(built));
+
+        const memoryRestore = await runtime.create(spec({ checkpoint: { ref: checkpoint.ref, memory: true } })).then(() => undefined, (e: unknown) => e);
+        assert.ok(memoryRestore instanceof RuntimeError && memoryRestore.kind === 'CHECKPOINT_FAILED', String(memoryRestore));
 
         const forks = await Promise.all(Array.from({ length: 8 }, () => runtime.create(spec({ checkpoint: { ref: checkpoint.ref, memory: false } }))));
         for (const fork of forks) assert.equal(await sh(runtime, fork.runtimeId, PROBE), AT_CHECKPOINT, `fork ${fork.runtimeId}`);
@@ -226,6 +238,16 @@ if (reason !== undefined) {
           }
         }
         assert.equal(await sh(runtime, running.runtimeId, `cat ${WORKSPACE}/k.txt /k.txt`), 'kept\nkept\n', 'a sandbox restored before the delete keeps working');
+        // Deterministically: a restore holding the checkpoint (between reading it and creating its container) keeps it through a delete.
+        const again = await runtime.checkpoint(runtimeId, { checkpointId: `h-${randomBytes(3).toString('hex')}`, memory: false });
+        const store = new DockerCheckpoints(docker, instance, checkpointDir);
+        const held = await store.acquire(again.ref);
+        await store.delete(again.ref);
+        assert.ok(await docker.getImage(held.imageId).inspect().then(() => true, () => false), 'a held image stays through a delete');
+        if (held.workspaceDigest !== undefined) assert.ok(existsSync(store.archives.path(held.workspaceDigest)), 'and so does its archive');
+        await store.release(held);
+        assert.equal(await docker.getImage(held.imageId).inspect().then(() => true, () => false), false, 'released, the deleted image goes');
+        if (held.workspaceDigest !== undefined) assert.equal(existsSync(store.archives.path(held.workspaceDigest)), false, 'with its archive');
         const refused = await runtime.create(spec({ checkpoint: { ref: checkpoint.ref, memory: false } })).then(() => undefined, (e: unknown) => e);
         assert.ok(refused instanceof RuntimeError && refused.kind === 'CHECKPOINT_FAILED', String(refused));
         assert.equal((await checkpointImages(docker, instance)).length, 1, 'the image stays while sandboxes use it');
@@ -273,6 +295,8 @@ if (reason !== undefined) {
         // The server "crashes": the sandbox's container goes without the driver (the reconciler's job after a restart).
         await docker.getContainer(user.runtimeId).remove({ force: true });
         assert.equal((await checkpointImages(docker, instance)).length, 2, 'the deleted checkpoint image is still there');
+        // A restore that crashed left its hold on the live checkpoint.
+        await docker.getImage(live.ref).tag({ repo: 'corral-checkpoint', tag: 'hold.1000.0123456789ab' });
         const stale = join(checkpointDir, `sha256-${'0'.repeat(64)}.tar`);
         if (mode === 'loop') {
           execFileSync('touch', ['-d', '2 hours ago', stale]);

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import type Docker from 'dockerode';
 import type { ImageRef } from '../registry/image-ref.js';
@@ -17,10 +17,19 @@ const LABEL_CHECKPOINT_WORKSPACE = 'corral.checkpoint.workspace';
 /** Label holding the size in bytes of the user's image under the checkpoint's layers. */
 const LABEL_CHECKPOINT_BASE_BYTES = 'corral.checkpoint.base-bytes';
 
+/** Tags that hold a checkpoint image for a restore in progress: `hold.<ms since epoch>.<random>`. */
+const HOLD_PREFIX = 'hold.';
+/** A hold's name, with its time. */
+const HOLD_TAG = /^corral-checkpoint:hold\.(\d+)\./;
+/** A hold older than this is a left-over of a crashed restore. */
+const STALE_HOLD_MS = 10 * 60_000;
+
 /** What a restore reads from a checkpoint. */
 export interface CheckpointSource {
   /** The checkpoint image's id: the container is created from it. */
   imageId: string;
+  /** The tag holding the image until `release`. */
+  hold: string;
   /** The workspace archive to extract into the fresh disk (loop disk mode), if the checkpoint has one. */
   workspaceDigest: string | undefined;
   /** Bytes of the user's image the checkpoint was made on (what the first sandbox's disk limit was added to). */
@@ -60,9 +69,6 @@ export interface CaptureRequest {
  */
 export class DockerCheckpoints {
   readonly archives: WorkspaceArchives;
-  /** Restores in progress in this process, per checkpoint image id: `collect` keeps those images and their archives. */
-  private readonly restoring = new Map<string, { count: number; workspaceDigest: string | undefined }>();
-
   constructor(
     private readonly docker: Docker,
     private readonly instance: string,
@@ -136,41 +142,70 @@ export class DockerCheckpoints {
   }
 
   /**
-   * Reads a checkpoint for a restore and holds its image and archive until `release` (a `delete`
-   * meanwhile untags it but removes neither). Throws `CHECKPOINT_FAILED` when there is no such
-   * checkpoint (deleted, or never made by this instance).
+   * Reads a checkpoint for a restore and holds its image (and so its archive) until `release`, by
+   * a second tag of the image (`corral-checkpoint:hold.<ms>.<random>`): a `delete` meanwhile, from
+   * this process or another replica, removes the checkpoint's own tag but neither. Throws
+   * `CHECKPOINT_FAILED` when there is no such checkpoint (deleted, or never made by this instance).
    */
   async acquire(ref: string): Promise<CheckpointSource> {
     if (!ref.startsWith(`${CHECKPOINT_REPOSITORY}:`)) throw new RuntimeError('CHECKPOINT_FAILED', `${ref} is not a docker checkpoint`);
+    const gone = (cause?: unknown): RuntimeError => new RuntimeError('CHECKPOINT_FAILED', `checkpoint ${ref} does not exist (deleted?)`, cause === undefined ? undefined : { cause });
     let info: Docker.ImageInspectInfo;
     try {
       info = await this.docker.getImage(ref).inspect();
     } catch (error) {
-      if (isNotFound(error)) throw new RuntimeError('CHECKPOINT_FAILED', `checkpoint ${ref} does not exist (deleted?)`, { cause: error });
+      if (isNotFound(error)) throw gone(error);
       throw error;
     }
     const labels = info.Config?.Labels ?? {};
     if (labels[LABEL_CHECKPOINT_INSTANCE] !== this.instance || labels[LABEL_CHECKPOINT_ID] === undefined) {
       throw new RuntimeError('CHECKPOINT_FAILED', `checkpoint ${ref} was not made by this deployment`);
     }
-    const workspaceDigest = labels[LABEL_CHECKPOINT_WORKSPACE];
-    const held = this.restoring.get(info.Id) ?? { count: 0, workspaceDigest };
-    held.count++;
-    this.restoring.set(info.Id, held);
-    // Deleted between the inspect and the hold: the image may be going.
-    const still = await this.docker.getImage(info.Id).inspect().catch(() => undefined);
-    if (still === undefined || !hasTag(still, ref)) {
-      await this.release(info.Id);
-      throw new RuntimeError('CHECKPOINT_FAILED', `checkpoint ${ref} does not exist (deleted?)`);
+    const holdTag = `${HOLD_PREFIX}${Date.now()}.${randomBytes(6).toString('hex')}`;
+    try {
+      await this.docker.getImage(info.Id).tag({ repo: CHECKPOINT_REPOSITORY, tag: holdTag });
+    } catch (error) {
+      if (isNotFound(error)) throw gone(error);
+      throw error;
     }
-    return { imageId: info.Id, workspaceDigest, baseImageBytes: Number(labels[LABEL_CHECKPOINT_BASE_BYTES] ?? 0) || 0 };
+    const source: CheckpointSource = {
+      imageId: info.Id,
+      hold: `${CHECKPOINT_REPOSITORY}:${holdTag}`,
+      workspaceDigest: labels[LABEL_CHECKPOINT_WORKSPACE],
+      baseImageBytes: Number(labels[LABEL_CHECKPOINT_BASE_BYTES] ?? 0) || 0,
+    };
+    // Deleted between the inspect and the hold: the hold must not revive it.
+    const still = await this.docker.getImage(ref).inspect().catch(() => undefined);
+    if (still?.Id !== info.Id) {
+      await this.release(source);
+      throw gone();
+    }
+    return source;
   }
 
-  /** Ends a hold of `acquire`; removes the checkpoint's image and archive if it was deleted meanwhile and nothing else uses them. */
-  async release(imageId: string): Promise<void> {
-    const held = this.restoring.get(imageId);
-    if (held && --held.count <= 0) this.restoring.delete(imageId);
-    await this.collect(imageId).catch(() => undefined);
+  /** Ends a hold of `acquire`; the checkpoint's image and archive go if it was deleted meanwhile and nothing else uses them. */
+  async release(source: CheckpointSource): Promise<void> {
+    await this.untag(source.hold).catch(() => undefined);
+    await this.collect(source.imageId).catch(() => undefined);
+    // The untag may have removed the image itself (deleted meanwhile, unused): its archive then goes too.
+    if (source.workspaceDigest !== undefined) await this.collectArchive(source.workspaceDigest).catch(() => undefined);
+  }
+
+  /** Removes one name of a checkpoint image (the image too when nothing else names or uses it). */
+  private async untag(name: string): Promise<void> {
+    try {
+      await this.docker.getImage(name).remove({ noprune: false });
+    } catch (error) {
+      if (isNotFound(error)) return;
+      if (!isConflict(error)) throw error;
+      // Its last name, and a container still uses it: forced, the engine removes the name and keeps the image while it is in use.
+      await this.docker
+        .getImage(name)
+        .remove({ force: true, noprune: false })
+        .catch((e: unknown) => {
+          if (!isNotFound(e) && !isConflict(e)) throw e;
+        });
+    }
   }
 
   /**
@@ -187,33 +222,19 @@ export class DockerCheckpoints {
       throw error;
     }
     if (info.Config?.Labels?.[LABEL_CHECKPOINT_INSTANCE] !== this.instance) return;
-    try {
-      // Untags; removes the image too when it was its only name and no container or child image uses it.
-      await this.docker.getImage(ref).remove({ noprune: false });
-    } catch (error) {
-      if (!isNotFound(error) && !isConflict(error)) throw error;
-      // A container still uses it: forced, the engine removes the name and keeps the image while in use.
-      if (isConflict(error)) {
-        await this.docker
-          .getImage(ref)
-          .remove({ force: true, noprune: false })
-          .catch((e: unknown) => {
-            if (!isNotFound(e) && !isConflict(e)) throw e;
-          });
-      }
-    }
+    // Removes the image too when this was its only name and no container or child image uses it.
+    await this.untag(ref);
     await this.collect(info.Id);
     const digest = info.Config?.Labels?.[LABEL_CHECKPOINT_WORKSPACE];
     if (digest !== undefined) await this.collectArchive(digest);
   }
 
   /**
-   * Removes an untagged (deleted) checkpoint image of this instance when no container, child image
-   * or restore in progress uses it; its parents go with it when they are deleted checkpoints too
+   * Removes an untagged (deleted) checkpoint image of this instance when no container or child
+   * image uses it (a restore in progress holds it by a tag); its parents go with it when they are deleted checkpoints too
    * (the engine prunes them). Does nothing for any other image.
    */
   async collect(imageId: string): Promise<void> {
-    if (this.restoring.has(imageId)) return;
     let info: Docker.ImageInspectInfo;
     try {
       info = await this.docker.getImage(imageId).inspect();
@@ -233,9 +254,8 @@ export class DockerCheckpoints {
     if (digest !== undefined) await this.collectArchive(digest);
   }
 
-  /** Deletes a workspace archive no tagged checkpoint image of this instance and no restore in progress names. */
+  /** Deletes a workspace archive no tagged checkpoint image of this instance (checkpoints, and images held by restores) names. */
   private async collectArchive(digest: string): Promise<void> {
-    for (const held of this.restoring.values()) if (held.workspaceDigest === digest) return;
     const users = await this.docker.listImages({ filters: { label: [`${LABEL_CHECKPOINT_WORKSPACE}=${digest}`] } });
     if (users.some((image) => (image.RepoTags ?? []).some((t) => t !== '<none>:<none>'))) return;
     await this.archives.remove(digest);
@@ -248,6 +268,16 @@ export class DockerCheckpoints {
    */
   async sweep(): Promise<void> {
     const images = await this.docker.listImages({ filters: { label: [`${LABEL_CHECKPOINT_INSTANCE}=${this.instance}`] } });
+    // Holds of restores that crashed (a restore holds its checkpoint for seconds).
+    for (const image of images) {
+      for (const name of image.RepoTags ?? []) {
+        const at = Number(HOLD_TAG.exec(name)?.[1] ?? NaN);
+        if (Date.now() - at > STALE_HOLD_MS) {
+          await this.untag(name).catch(() => undefined);
+          image.RepoTags = (image.RepoTags ?? []).filter((t) => t !== name);
+        }
+      }
+    }
     for (const image of images) {
       if ((image.RepoTags ?? []).some((t) => t !== '<none>:<none>')) continue;
       await this.collect(image.Id).catch(() => undefined);
@@ -296,8 +326,4 @@ function splitRef(ref: string): [string, string] {
 
 function tags(info: Docker.ImageInspectInfo): string[] {
   return (info.RepoTags ?? []).filter((t) => t !== '<none>:<none>');
-}
-
-function hasTag(info: Docker.ImageInspectInfo, ref: string): boolean {
-  return tags(info).some((t) => t === ref || t === `docker.io/library/${ref}` || t.endsWith(`/${ref}`));
 }

@@ -448,7 +448,7 @@ export class DockerRuntime implements SandboxRuntime {
       return await this.createFrom(spec, source);
     } finally {
       // The container (if made) holds the image from here; a checkpoint deleted meanwhile goes once nothing uses it.
-      await this.checkpoints.release(source.imageId);
+      await this.checkpoints.release(source);
     }
   }
 
@@ -462,7 +462,7 @@ export class DockerRuntime implements SandboxRuntime {
     const source = await this.checkpoints.acquire(checkpoint.ref);
     const loop = this.diskModeValue === 'loop';
     if ((source.workspaceDigest !== undefined) !== loop) {
-      await this.checkpoints.release(source.imageId);
+      await this.checkpoints.release(source);
       throw new RuntimeError(
         'CHECKPOINT_FAILED',
         `checkpoint ${checkpoint.ref} was made in ${loop ? 'a disk mode without a loop-disk workspace' : 'loop disk mode'} and restores only on a docker driver in ${loop ? 'storage-opt or none' : 'loop'} disk mode (this one is in ${this.diskModeValue})`,

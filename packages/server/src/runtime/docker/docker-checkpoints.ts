@@ -93,7 +93,12 @@ export class DockerCheckpoints {
     const ref = this.refFor(request.checkpointId);
     const container = this.docker.getContainer(request.containerId);
     const info = await container.inspect();
-    const base = await this.docker.getImage(info.Image).inspect();
+    const base = await this.docker
+      .getImage(info.Image)
+      .inspect()
+      .catch((error: unknown) => {
+        throw isNotFound(error) ? new RuntimeError('CHECKPOINT_FAILED', `the image the sandbox runs on (${info.Image}) is gone from the engine`, { cause: error }) : error;
+      });
     const baseLabels = base.Config?.Labels ?? {};
     const parentDigest = baseLabels[LABEL_CHECKPOINT_INSTANCE] === this.instance ? baseLabels[LABEL_CHECKPOINT_WORKSPACE] : undefined;
     const baseImageBytes = Number(baseLabels[LABEL_CHECKPOINT_BASE_BYTES] ?? base.Size ?? 0) || 0;
@@ -127,18 +132,21 @@ export class DockerCheckpoints {
       await thaw().catch(() => undefined);
       throw error;
     }
-    await thaw();
-    request.onFrozen?.();
     try {
+      await thaw();
+      request.onFrozen?.();
       if (archive) await this.archives.store(archive.temp, archive.digest);
+      const image = await this.docker.getImage(imageId || ref).inspect();
+      const layerBytes = Math.max(0, (image.Size ?? 0) - (base.Size ?? 0));
+      const archiveBytes = archive && archive.digest !== parentDigest ? archive.sizeBytes : 0;
+      return { ref, sizeBytes: layerBytes + archiveBytes };
     } catch (error) {
-      await this.docker.getImage(ref).remove({ noprune: false }).catch(() => undefined);
+      // A checkpoint that failed leaves nothing: its image and any archive only it names go.
+      if (archive) await rm(archive.temp, { force: true });
+      await this.untag(ref).catch(() => undefined);
+      if (archive) await this.collectArchive(archive.digest).catch(() => undefined);
       throw error;
     }
-    const image = await this.docker.getImage(imageId || ref).inspect();
-    const layerBytes = Math.max(0, (image.Size ?? 0) - (base.Size ?? 0));
-    const archiveBytes = archive && archive.digest !== parentDigest ? archive.sizeBytes : 0;
-    return { ref, sizeBytes: layerBytes + archiveBytes };
   }
 
   /**

@@ -11,20 +11,26 @@
  *   dumps with `--leave-running` (frozen only during the dump) and restores into new containers (new
  *   id, bundle, rootfs, cgroup and network namespace), several from one image, each continuing from
  *   the captured memory.
- * - A sandbox in Corral's own user namespace cannot be restored: CRIU recreates the user namespace
- *   from the image (same id mapping) and then cannot join the pre-made network namespace, which
- *   belongs to another user namespace (`Can't setns 16/net: Operation not permitted`); joining the
- *   pre-made user namespace by path comes after CRIU made its own, too late. `memoryCheckpointRefusal`
- *   refuses these up front.
+ * - A sandbox in Corral's own user namespace (pre-made, owning its pre-made network namespace, both
+ *   joined by path) dumps, but cannot be restored into another such pair: CRIU recreates the user
+ *   namespace from the image (same id mapping) and then cannot join a network namespace that belongs
+ *   to another user namespace (`Can't setns 16/net: Operation not permitted`; joining a user
+ *   namespace by path comes after, too late). What works: `detachNetworkNamespace` on the image, then
+ *   `restoreProcesses` with `emptyNetwork` into a bundle whose user and network namespaces have no
+ *   path: CRIU makes a user namespace with the dumped mapping and, inside it, an empty network
+ *   namespace that it owns (the structure of Corral's pair); the host then moves the sandbox's veth
+ *   into it. The mapping is the dumped one: every sandbox shares one range (userns.ts), so a restored
+ *   sandbox maps exactly as a fresh one.
  * - Corral's agent (the init) cannot be dumped: its exec socket is a listening Unix socket made by the
  *   shim in the host's network namespace (`unix: Unix socket <ino> not found`), and its stdout/stderr
  *   is the log file on the sandbox's disk, outside the sandbox's mounts (`Can't lookup mount=…`;
  *   `external file[<mnt hex>:<inode hex>]` in a CRIU config file gets past that one).
  */
 import { execFile, spawn } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { BinaryReader, BinaryWriter } from '@bufbuild/protobuf/wire';
 import { RuntimeError } from '../runtime.js';
 
 const execFileAsync = promisify(execFile);
@@ -67,26 +73,17 @@ function criuFailureText(error: unknown): string {
 export interface MemoryCheckpointFacts {
   /** The OCI runtime binary's name (`runc`, `crun`). */
   runtimeBinary: string;
-  /** The sandbox runs in a user namespace (Corral's pre-made one, owning its network namespace). */
-  userns: boolean;
   /** Its init is Corral's agent holding the exec socket the shim made on the host. */
   agentInit: boolean;
 }
 
 /**
- * Why a sandbox's processes cannot be checkpointed and restored here, or undefined when nothing
- * known stands in the way (CRIU may still refuse: `dumpProcesses` says what it said).
+ * Why a sandbox's processes cannot be checkpointed here, or undefined when nothing known stands
+ * in the way (CRIU may still refuse: `dumpProcesses` says what it said).
  */
 export function memoryCheckpointRefusal(facts: MemoryCheckpointFacts): string | undefined {
   if (facts.runtimeBinary !== 'runc') {
     return `${facts.runtimeBinary} is built without CRIU support here; memory checkpoints need runc`;
-  }
-  if (facts.userns) {
-    return (
-      'the sandbox runs in a user namespace that owns its network namespace; CRIU recreates the user namespace ' +
-      "on restore and then cannot join a pre-made network namespace (setns: EPERM), so its processes could not be " +
-      'restored; the filesystem checkpoint still works'
-    );
   }
   if (facts.agentInit) {
     return (
@@ -95,6 +92,47 @@ export function memoryCheckpointRefusal(facts: MemoryCheckpointFacts): string | 
     );
   }
   return undefined;
+}
+
+/** NetnsEntry.ext_key (criu/images/netdev.proto): the key of an external network namespace. */
+const NETNS_EXT_KEY_FIELD = 8;
+
+/**
+ * Makes the image's network namespace an ordinary (not external) one, so that a restore with
+ * `emptyNetwork` creates a new, empty network namespace inside the restored user namespace
+ * instead of joining a pre-made one (which a restored user namespace cannot: see above). runc
+ * marks every network namespace joined by path as external on dump. Returns how many entries it
+ * changed.
+ */
+export async function detachNetworkNamespace(imageDir: string): Promise<number> {
+  let changed = 0;
+  for (const name of (await readdir(imageDir)).filter((n) => /^netns-\d+\.img$/.test(n))) {
+    const path = join(imageDir, name);
+    const image = await readFile(path);
+    // An image: two magic u32s, then entries of a little-endian u32 size and the message.
+    const parts: Uint8Array[] = [image.subarray(0, 8)];
+    let offset = 8;
+    while (offset + 4 <= image.length) {
+      const size = image.readUInt32LE(offset);
+      const message = image.subarray(offset + 4, offset + 4 + size);
+      if (message.length !== size) throw new RuntimeError('CHECKPOINT_FAILED', `${name}: truncated entry`);
+      const reader = new BinaryReader(message);
+      const writer = new BinaryWriter();
+      while (reader.pos < reader.len) {
+        const [fieldNo, wireType] = reader.tag();
+        const data = reader.skip(wireType, fieldNo);
+        if (fieldNo === NETNS_EXT_KEY_FIELD) changed++;
+        else writer.tag(fieldNo, wireType).raw(data);
+      }
+      const out = writer.finish();
+      const header = Buffer.alloc(4);
+      header.writeUInt32LE(out.length);
+      parts.push(header, out);
+      offset += 4 + size;
+    }
+    await writeFile(path, Buffer.concat(parts));
+  }
+  return changed;
 }
 
 /** A runc container to dump. */
@@ -133,6 +171,11 @@ export interface RestoreRequest {
   workDir: string;
   /** File descriptor the restored processes' stdout and stderr (pipes at dump time) become. */
   outputFd: number;
+  /**
+   * Restore the network namespace empty (`--empty-ns network`): with `detachNetworkNamespace`
+   * and a bundle whose network namespace has no path, CRIU creates it; the caller plumbs it.
+   */
+  emptyNetwork?: boolean;
 }
 
 /**
@@ -141,6 +184,7 @@ export interface RestoreRequest {
  */
 export async function restoreProcesses(request: RestoreRequest): Promise<void> {
   const args = ['--root', request.runtimeRoot, '--criu', request.criuPath, 'restore', '--detach'];
+  if (request.emptyNetwork) args.push('--empty-ns', 'network');
   args.push('--image-path', request.imageDir, '--work-path', request.workDir, '--bundle', request.bundleDir, request.containerId);
   await runRunc(args, join(request.workDir, 'restore.log'), 'restore', request.outputFd);
 }

@@ -45,6 +45,7 @@ test_tools() {
 system_setup() {
   test_tools
   bash scripts/ensure-oci.sh --crun
+  bash scripts/ensure-criu.sh >/dev/null
   bash scripts/ensure-docker.sh
   bash scripts/ensure-postgres.sh >"$CORRAL_CACHE_DIR/logs/pg-url"
   bash scripts/start-registry.sh --auth corral:corral-secret

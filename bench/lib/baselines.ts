@@ -90,3 +90,61 @@ export async function timeRuns(total: number, concurrency: number, op: () => Pro
   );
   return { ms, errors };
 }
+
+/** The `docker commit` + `docker run` baseline of checkpoints and forks (see {@link dockerCommitRun}). */
+export interface DockerCommitBaseline {
+  /** `docker commit` (paused, the CLI's default) of a running container that wrote `writtenBytes`; each commit's image is removed untimed. */
+  commit: BaselineOp;
+  /** `docker run -d --network none` of one committed image + `docker exec true`: a fork to its first exec. */
+  fork: BaselineOp;
+  /** Removes the source container, the committed image and every fork. */
+  cleanup(): Promise<void>;
+}
+
+/**
+ * The same-run baseline for checkpoint and fork figures, through the Docker CLI: a container of
+ * `image` (with `sh`, `head` and /dev/urandom) writes `writtenBytes` of random data to
+ * /corral-bench/data, then `commit` times `docker commit` of it and `fork` times starting a
+ * container from one commit of it to its first exec.
+ */
+export async function dockerCommitRun(image: string, writtenBytes: number): Promise<DockerCommitBaseline> {
+  const id = randomBytes(6).toString('hex');
+  const source = `corral-bench-src-${id}`;
+  const repo = `corral-bench-commit-${id}`;
+  await run('docker', ['run', '-d', '--name', source, '--network', 'none', image, 'sleep', '3600']);
+  await run('docker', ['exec', source, 'sh', '-c', `mkdir -p /corral-bench && head -c ${writtenBytes} /dev/urandom > /corral-bench/data`]);
+  await run('docker', ['commit', source, `${repo}:fork`]);
+  const forks: string[] = [];
+  let commits = 0;
+  const cleanup = async (): Promise<void> => {
+    for (let i = 0; i < forks.length; i += 50) await run('docker', ['rm', '-f', ...forks.slice(i, i + 50)]).catch(() => undefined);
+    forks.length = 0;
+    await run('docker', ['rm', '-f', source]).catch(() => undefined);
+    await run('docker', ['rmi', '-f', `${repo}:fork`]).catch(() => undefined);
+  };
+  return {
+    commit: {
+      name: `docker commit (${writtenBytes} bytes written)`,
+      async once() {
+        const tag = `${repo}:c${commits++}`;
+        await run('docker', ['commit', source, tag]);
+        return () => run('docker', ['rmi', tag]);
+      },
+      async cleanup() {},
+    },
+    fork: {
+      name: 'docker run -d <commit> + docker exec true (CLI)',
+      async once() {
+        const name = `corral-bench-fork-${randomBytes(6).toString('hex')}`;
+        forks.push(name);
+        await run('docker', ['run', '-d', '--name', name, '--network', 'none', `${repo}:fork`, 'sleep', '3600']);
+        await run('docker', ['exec', name, 'true']);
+      },
+      async cleanup() {
+        for (let i = 0; i < forks.length; i += 50) await run('docker', ['rm', '-f', ...forks.slice(i, i + 50)]).catch(() => undefined);
+        forks.length = 0;
+      },
+    },
+    cleanup,
+  };
+}

@@ -157,6 +157,22 @@ export class SandboxNotRunningError extends CorralError {
   }
 }
 
+/**
+ * A checkpoint ended without becoming DURABLE (`FAILED`, or `DELETING`): it cannot be restored or
+ * forked. `error` is the server's reason (for example what a memory checkpoint could not capture).
+ */
+export class CheckpointFailedError extends CorralError {
+  readonly checkpointId: string;
+  readonly state: string;
+  readonly error: string | null;
+  constructor(checkpointId: string, state: string, error: string | null) {
+    super(`Checkpoint ${checkpointId} is ${state}${error ? `: ${error}` : ''}. It cannot be restored; take a new checkpoint.`, { code: 'CHECKPOINT_FAILED' });
+    this.checkpointId = checkpointId;
+    this.state = state;
+    this.error = error;
+  }
+}
+
 /** The server's answer did not have the shape the SDK expects (an incompatible server version?). */
 export class ResponseValidationError extends CorralError {}
 

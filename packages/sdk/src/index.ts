@@ -12,7 +12,8 @@
  * ```
  */
 export { CorralClient } from './client.js';
-export { Sandbox, createRequest, type CreateSandboxOptions, type ExposeOptions, type ExposedPort, type SandboxInfo, type SshSession, type WaitOptions } from './sandbox.js';
+export { Sandbox, createRequest, type CreateSandboxOptions, type ForkOptions, type ExposeOptions, type ExposedPort, type SandboxInfo, type SshSession, type WaitOptions } from './sandbox.js';
+export { waitForCheckpoint, type CheckpointInfo, type WaitForCheckpointOptions } from './checkpoints.js';
 export type { EventsOptions, FollowEventsOptions, SandboxEvent, SandboxStats } from './events.js';
 export { egressPolicyBody, type EgressLogEntry, type EgressLogOptions, type EgressPolicyChange, type EgressPolicyStatus } from './egress.js';
 export { ExecSession, type ExecSignal, type ExecStreamOptions, type ExecStreamResult } from './exec-stream.js';
@@ -33,6 +34,7 @@ export type { RetryPolicy } from './retry.js';
 export {
   APIError,
   BuildContextError,
+  CheckpointFailedError,
   CommandTimeoutError,
   ConflictError,
   ConnectionError,

@@ -9,6 +9,7 @@ import { type ExecSession, type ExecStreamOptions, openExecStream } from './exec
 import type { CommandResult, ExecOptions, ProgressCallback, ReadFileResult, UploadSource } from './gateway-client.js';
 import type { CreateSandboxRequest, CreateSshSessionResponse, ExposePortRequest, ExposePortResponse, GetSandboxResponse, ListExposedPortsResponse, UnexposePortResponse } from './generated/api.js';
 import { connectionError, parseJson } from './http.js';
+import { type CheckpointInfo, type WaitForCheckpointOptions, waitForCheckpoint } from './checkpoints.js';
 import { sleep } from './retry.js';
 
 /** A sandbox as the server describes it (camelCase, like Prime's `SandboxResponse`). */
@@ -16,8 +17,13 @@ export type SandboxInfo = GetSandboxResponse;
 
 /** Options of {@link Sandbox.create}, in camelCase; see the server's `CreateSandboxRequest` for limits. */
 export interface CreateSandboxOptions {
-  /** Docker image, e.g. `python:3.11-slim`. */
-  image: string;
+  /** Docker image, e.g. `python:3.11-slim`. Required unless `checkpointId` is given (a restore runs the checkpoint's image). */
+  image?: string;
+  /**
+   * Restore: start from this DURABLE checkpoint (its filesystem, image and disk size). Leave
+   * `image` and `diskSizeGb` out (the server refuses different ones with a 422).
+   */
+  checkpointId?: string;
   /** Default: `<image name>-<4 hex>`. */
   name?: string;
   /** Shell command that keeps the sandbox alive. Default: `tail -f /dev/null`. */
@@ -61,6 +67,9 @@ export interface CreateSandboxOptions {
   signal?: AbortSignal;
 }
 
+/** Options of {@link Sandbox.fork}: each fork's create fields (its image and disk come from the checkpoint). */
+export type ForkOptions = Omit<CreateSandboxOptions, 'checkpointId' | 'signal' | 'holdMs'>;
+
 /** Options of {@link Sandbox.waitUntilRunning}. */
 export interface WaitOptions {
   /** Total budget, ms. Default 120 000. */
@@ -101,13 +110,16 @@ const TERMINAL = new Set(['ERROR', 'TERMINATED', 'TIMEOUT']);
 
 /** Maps camelCase options to the server's request body. */
 export function createRequest(options: CreateSandboxOptions): CreateSandboxRequest {
-  const slug = (options.image.split('/').pop() ?? 'sandbox').split(/[:@]/)[0]?.replace(/[^A-Za-z0-9-]/g, '-').slice(0, 80) || 'sandbox';
+  if (options.image === undefined && options.checkpointId === undefined) throw new TypeError('createRequest: give an image, or a checkpointId to restore');
+  const base = options.image ?? 'restored';
+  const slug = (base.split('/').pop() ?? 'sandbox').split(/[:@]/)[0]?.replace(/[^A-Za-z0-9-]/g, '-').slice(0, 80) || 'sandbox';
   const body: CreateSandboxRequest = {
     name: options.name ?? `${slug}-${randomBytes(2).toString('hex')}`,
-    docker_image: options.image,
     start_command: options.startCommand === undefined ? 'tail -f /dev/null' : options.startCommand,
     idempotency_key: options.idempotencyKey ?? randomUUID().replace(/-/g, ''),
   };
+  if (options.image !== undefined) body.docker_image = options.image;
+  if (options.checkpointId !== undefined) body.checkpoint_id = options.checkpointId;
   if (options.cpuCores !== undefined) body.cpu_cores = options.cpuCores;
   if (options.memoryGb !== undefined) body.memory_gb = options.memoryGb;
   if (options.diskSizeGb !== undefined) body.disk_size_gb = options.diskSizeGb;
@@ -157,6 +169,16 @@ export class Sandbox {
   static async create(client: CorralClient, options: CreateSandboxOptions): Promise<Sandbox> {
     const info = await client.sandboxes.create(createRequest(options), options.signal, options.holdMs);
     return new Sandbox(client, info.id, info, info.status === 'RUNNING');
+  }
+
+  /**
+   * `count` new sandboxes restored from a DURABLE checkpoint (all or none: when one is refused,
+   * for example by a quota, the others are deleted). `options` are the create fields of each.
+   */
+  static async fork(client: CorralClient, checkpointId: string, count: number, options: ForkOptions = {}): Promise<Sandbox[]> {
+    const { checkpoint_id: _restored, ...body } = createRequest({ ...options, checkpointId });
+    const { sandboxes } = await client.sandboxes.forkCheckpoint(checkpointId, { ...body, count });
+    return sandboxes.map((info) => new Sandbox(client, info.id, info, info.status === 'RUNNING'));
   }
 
   /** A handle on an existing sandbox (reads it once; throws {@link NotFoundError} when unknown). */
@@ -414,6 +436,31 @@ export class Sandbox {
   async pause(): Promise<SandboxInfo> {
     this.info = await this.client.sandboxes.pause(this.id);
     return this.info;
+  }
+
+  /**
+   * Takes a checkpoint of this (RUNNING or PAUSED) sandbox: its whole filesystem, and with
+   * `memory` its processes too (drivers with memory checkpoints). Returns it PENDING, or with
+   * `wait` once it is DURABLE ({@link waitForCheckpoint}: {@link CheckpointFailedError} when it fails).
+   */
+  async checkpoint(options: { memory?: boolean; wait?: boolean | WaitForCheckpointOptions } = {}): Promise<CheckpointInfo> {
+    const started = await this.client.sandboxes.checkpoint(this.id, options.memory !== undefined ? { memory: options.memory } : null);
+    if (!options.wait) return started;
+    return waitForCheckpoint(this.client, started.id, options.wait === true ? {} : options.wait);
+  }
+
+  /** This sandbox's checkpoints, newest first. */
+  async listCheckpoints(): Promise<CheckpointInfo[]> {
+    return (await this.client.sandboxes.listCheckpoints(this.id)).checkpoints;
+  }
+
+  /**
+   * Forks this sandbox `count` times (1..64): a checkpoint first (with `memory`, of its processes
+   * too), then `count` sandboxes restored from it with this one's settings.
+   */
+  async fork(count: number, options: { memory?: boolean } = {}): Promise<{ checkpoint: CheckpointInfo; sandboxes: Sandbox[] }> {
+    const { checkpoint, sandboxes } = await this.client.sandboxes.fork(this.id, { count, ...(options.memory !== undefined ? { memory: options.memory } : {}) });
+    return { checkpoint, sandboxes: sandboxes.map((info) => new Sandbox(this.client, info.id, info, info.status === 'RUNNING')) };
   }
 
   /** Resumes a paused sandbox: its processes continue where they stopped, its timers with the time they had left. Idempotent. */

@@ -83,6 +83,10 @@ export interface CorralConfig {
   logsMaxBytes: number;
   pidsLimit: number;
   terminatedRetentionHours: number;
+  /** Hours a checkpoint is kept before it is deleted; 0: kept until deleted (docs/checkpoints.md). */
+  checkpointRetentionHours: number;
+  /** Most checkpoints one user may hold (every state but FAILED); 0: no limit. */
+  maxCheckpointsPerUser: number;
   /**
    * Who may scrape `GET /metrics`: `loopback` (requests from 127.0.0.1 or ::1 only), `key` (an admin
    * API key or `metricsKey` as a bearer), `open` (anyone), `off` (no such route).
@@ -371,6 +375,8 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'dashboardDir', env: 'CORRAL_DASHBOARD_DIR', description: 'Directory of a built dashboard (index.html and assets/) to serve instead of the one `npm run build` puts in packages/server/dist/dashboard', defaultText: '(the built-in one)', parse: optionalText },
   { key: 'metricsKey', env: 'CORRAL_METRICS_KEY', description: 'A bearer token that may scrape /metrics when CORRAL_METRICS=key, besides admin API keys', defaultText: '(unset: admin keys only)', parse: optionalText },
   { key: 'terminatedRetentionHours', env: 'CORRAL_RETENTION_HOURS', description: 'How long ended sandboxes stay readable before their rows are purged', defaultText: '168', parse: integer(1, 100_000) },
+  { key: 'checkpointRetentionHours', env: 'CORRAL_CHECKPOINT_RETENTION_HOURS', description: 'Hours a checkpoint is kept before it is deleted (its data too); 0 keeps checkpoints until they are deleted', defaultText: '0', parse: integer(0, 100_000) },
+  { key: 'maxCheckpointsPerUser', env: 'CORRAL_MAX_CHECKPOINTS_PER_USER', description: 'Most checkpoints one user may hold (failed ones aside); a new one past it is refused with 403 QUOTA_EXCEEDED; 0: no limit', defaultText: '1000', parse: integer(0, 1_000_000) },
   { key: 'execOutputMaxBytes', env: 'CORRAL_EXEC_OUTPUT_MAX_BYTES', description: 'Most bytes of stdout (and of stderr) one gateway exec returns; the rest is replaced by a truncation marker', defaultText: '16777216', parse: integer(1024, 1024 * 1024 * 1024) },
   { key: 'execMaxRequestBytes', env: 'CORRAL_EXEC_MAX_REQUEST_BYTES', description: 'Largest gateway exec request body, bytes (the command travels inside it)', defaultText: '16777216', parse: integer(64 * 1024, 1024 * 1024 * 1024) },
   { key: 'maxConcurrentExecs', env: 'CORRAL_MAX_CONCURRENT_EXECS', description: 'Most gateway operations running in sandboxes at once across the server; more wait in a queue', defaultText: '1024', parse: integer(1, 100_000) },
@@ -463,6 +469,8 @@ const DEFAULTS: CorralConfig = {
   logsMaxBytes: 1024 * 1024,
   pidsLimit: 1024,
   terminatedRetentionHours: 168,
+  checkpointRetentionHours: 0,
+  maxCheckpointsPerUser: 1000,
   metrics: 'loopback',
   metricsKey: null,
   dashboard: true,

@@ -78,7 +78,7 @@ export async function createCorralServer(
     throw error;
   }
   if (runtime) logIsolation(log, runtime.name, runtime.isolation());
-  const { services, auth, lifecycle, reconciler, presence, activity, events, webhooks, liveGrants, setReady } = wireServer(config, store, runtime, log, gatewaySecret(config));
+  const { services, auth, lifecycle, checkpoints, reconciler, presence, activity, events, webhooks, liveGrants, setReady } = wireServer(config, store, runtime, log, gatewaySecret(config));
   try {
     // Refuses a second live replica of the deployment on a driver that cannot share sandboxes.
     await presence.start();
@@ -124,6 +124,8 @@ export async function createCorralServer(
       liveGrants.close();
       await activity.flush();
       await lifecycle.close();
+      // Captures in flight finish (DURABLE or FAILED) while the driver is still open.
+      await checkpoints.close();
       // Running builds finish (or hit their deadline) before the driver and the store go.
       await services.images.close();
       // After provisioning settled: the heartbeat goes, so other replicas take over at once.

@@ -13,7 +13,9 @@ import { AccessChecker } from './services/access-checker.js';
 import { AccessEvents } from './services/access-events.js';
 import { ActivityTracker } from './services/activity-tracker.js';
 import { AuthService } from './services/auth-service.js';
+import { CheckpointService } from './services/checkpoint-service.js';
 import { CorralMetrics } from './services/corral-metrics.js';
+import { ForkService } from './services/fork-service.js';
 import { CreateHold } from './services/create-hold.js';
 import { EgressService } from './services/egress-service.js';
 import { GatewayTokens } from './services/gateway-tokens.js';
@@ -36,6 +38,8 @@ export interface ServerWiring {
   services: AppServices;
   auth: AuthService;
   lifecycle: SandboxLifecycle;
+  /** Checkpoint captures run in the background; closed (waited for) before the runtime. */
+  checkpoints: CheckpointService;
   reconciler: Reconciler;
   /** This replica's heartbeat and leader lease; started before the first reconcile, stopped last. */
   presence: ReplicaPresence;
@@ -84,6 +88,8 @@ export function wireServer(config: CorralConfig, store: Store, runtime: SandboxR
   const quotas = new QuotaService(store, config);
   const images = new ImageService(store, runtime, config, registryCredentials, createHmac('sha256', gatewaySecret).update('image-context-uploads').digest('hex'), log, metrics);
   const sandboxes = new SandboxService(store, lifecycle, tokens, config, registryCredentials, quotas, images);
+  const checkpoints = new CheckpointService(store, runtime, quotas, config, log, { metrics, events });
+  const forks = new ForkService(sandboxes, checkpoints);
   const webhooks = new WebhookService(store, webhookDelivery, { allowPrivate: config.webhookAllowPrivate });
   accessEvents.subscribe(async (change) => {
     if (change.kind === 'userDeleted') await sandboxes.terminateOwnedBy(change.userId);
@@ -103,7 +109,7 @@ export function wireServer(config: CorralConfig, store: Store, runtime: SandboxR
     },
     log,
   );
-  const reconciler = new Reconciler(store, lifecycle, config.reconcileIntervalMs, log, { retentionMs: config.terminatedRetentionHours * 3_600_000, presence, metrics });
+  const reconciler = new Reconciler(store, lifecycle, config.reconcileIntervalMs, log, { retentionMs: config.terminatedRetentionHours * 3_600_000, presence, metrics, checkpoints });
 
   const sandboxAccess = new SandboxAccess({ store, runtime, tokens, access, activity, instanceId: config.instanceId });
   const ssh = new SshGateway({ config, store, sandboxAccess, log });
@@ -121,12 +127,15 @@ export function wireServer(config: CorralConfig, store: Store, runtime: SandboxR
   metrics.sources.sandboxes = () => sandboxes.countActive();
   metrics.sources.admission = () => ({ queued: lifecycle.provisioningQueued, provisioning: lifecycle.provisioningInFlight });
   metrics.sources.warmPool = () => runtime?.warmPool?.();
+  metrics.sources.checkpoints = () => checkpoints.countByState();
 
   let ready = false;
   const services: AppServices = {
     config,
     auth,
     sandboxes,
+    checkpoints,
+    forks,
     egress: new EgressService(store, sandboxes, lifecycle),
     quotas,
     createHold: new CreateHold(store, lifecycle, config.createWaitMs),
@@ -145,6 +154,7 @@ export function wireServer(config: CorralConfig, store: Store, runtime: SandboxR
     services,
     auth,
     lifecycle,
+    checkpoints,
     reconciler,
     presence,
     activity,

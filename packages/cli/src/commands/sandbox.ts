@@ -3,7 +3,7 @@ import { collect } from '../option-parsers.js';
 import { lazy } from '../run.js';
 
 /**
- * `corral sandbox create|list|get|delete|exec|logs|upload|download|expose|unexpose|ports|ssh|network|egress-log|events|stats|pause|resume`:
+ * `corral sandbox create|list|get|delete|exec|logs|upload|download|expose|unexpose|ports|ssh|network|egress-log|events|stats|pause|resume|checkpoint|checkpoints|fork`:
  * names, options and help here; each verb's implementation is its own module under `sandbox/`, imported
  * (with the SDK) only when that verb runs.
  */
@@ -141,4 +141,27 @@ export function registerSandbox(program: Command): void {
     .command('resume <id>')
     .description('Continue a paused sandbox where it stopped (its timers with the time they had left)')
     .action(lazy(async () => (await import('./sandbox/resume.js')).resumeSandbox));
+
+  sandbox
+    .command('checkpoint <id>')
+    .description("Checkpoint a running or paused sandbox's filesystem (print the checkpoint's id and state)")
+    .option('--memory', 'capture its running processes and their memory too (drivers with memory checkpoints)')
+    .option('--wait', 'wait until the checkpoint is stored (DURABLE); fail if it fails')
+    .option('--timeout <seconds>', 'with --wait: give up after this long (default 300)')
+    .action(lazy(async () => (await import('./sandbox/checkpoint.js')).checkpointSandbox));
+
+  sandbox
+    .command('checkpoints <id>')
+    .description("List a sandbox's checkpoints, newest first")
+    .action(lazy(async () => (await import('./sandbox/checkpoints.js')).listCheckpoints));
+
+  sandbox
+    .command('fork [id]')
+    .description('Branch a sandbox (checkpoint it, then start --count sandboxes from that), or start --count sandboxes from --checkpoint; prints their ids')
+    .requiredOption('--count <n>', 'how many sandboxes (1..64)')
+    .option('--checkpoint <checkpointId>', 'fork this DURABLE checkpoint instead of a sandbox')
+    .option('--memory', 'when forking a sandbox: capture its processes and memory too')
+    .option('--name <name>', 'with --checkpoint: the forks\' name (default fork)')
+    .option('-l, --label <label>', 'with --checkpoint: label the forks (repeatable)', collect)
+    .action(lazy(async () => (await import('./sandbox/fork.js')).forkSandbox));
 }

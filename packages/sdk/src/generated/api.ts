@@ -18,7 +18,8 @@ export type GetHealthResponse = {
 /** Body of `POST /api/v1/sandbox`. */
 export type CreateSandboxRequest = {
   name: string;
-  docker_image: string;
+  docker_image?: string;
+  checkpoint_id?: string | null;
   start_command?: string | {
     executable: string;
     args?: Array<string>;
@@ -84,6 +85,7 @@ export type CreateSandboxResponse = {
   registryCredentialsId: string | null;
   pendingImageBuildId: string | null;
   guaranteed: boolean;
+  checkpointId?: string | null;
 };
 
 /** Query of `GET /api/v1/sandbox`. */
@@ -136,6 +138,7 @@ export type ListSandboxesResponse = {
     registryCredentialsId: string | null;
     pendingImageBuildId: string | null;
     guaranteed: boolean;
+    checkpointId?: string | null;
   }>;
   total: number;
   page: number;
@@ -221,6 +224,7 @@ export type GetSandboxResponse = {
   registryCredentialsId: string | null;
   pendingImageBuildId: string | null;
   guaranteed: boolean;
+  checkpointId?: string | null;
 };
 
 /** Body of `PATCH /api/v1/sandbox/{sandbox_id}`. */
@@ -268,6 +272,7 @@ export type UpdateSandboxResponse = {
   registryCredentialsId: string | null;
   pendingImageBuildId: string | null;
   guaranteed: boolean;
+  checkpointId?: string | null;
 };
 
 /** Success response of `DELETE /api/v1/sandbox/{sandbox_id}`. */
@@ -314,6 +319,7 @@ export type PauseSandboxResponse = {
   registryCredentialsId: string | null;
   pendingImageBuildId: string | null;
   guaranteed: boolean;
+  checkpointId?: string | null;
 };
 
 /** Success response of `POST /api/v1/sandbox/{sandbox_id}/resume`. */
@@ -354,6 +360,7 @@ export type ResumeSandboxResponse = {
   registryCredentialsId: string | null;
   pendingImageBuildId: string | null;
   guaranteed: boolean;
+  checkpointId?: string | null;
 };
 
 /** Success response of `GET /api/v1/sandbox/{sandbox_id}/logs`. */
@@ -375,6 +382,254 @@ export type AuthorizeSandboxResponse = {
   user_ns: string;
   job_id: string;
   expires_at: string;
+};
+
+/** Body of `POST /api/v1/sandbox/{sandbox_id}/checkpoints`. */
+export type CreateCheckpointRequest = {
+  memory?: boolean;
+} | null;
+
+/** Success response of `POST /api/v1/sandbox/{sandbox_id}/checkpoints`. */
+export type CreateCheckpointResponse = {
+  id: string;
+  sandbox_id: string;
+  parent_id: string | null;
+  team_id: string | null;
+  user_id: string;
+  state: "PENDING" | "FROZEN" | "DURABLE" | "FAILED" | "DELETING";
+  depth: number;
+  docker_image: string;
+  disk_size_bytes: number;
+  stored_bytes: number;
+  memory: boolean;
+  error: string | null;
+  created_at: string;
+  updated_at: string;
+  expires_at: string | null;
+};
+
+/** Query of `GET /api/v1/sandbox/{sandbox_id}/checkpoints`. */
+export type ListSandboxCheckpointsQuery = {
+  checkpoint_id?: string;
+};
+
+/** Success response of `GET /api/v1/sandbox/{sandbox_id}/checkpoints`. */
+export type ListSandboxCheckpointsResponse = {
+  checkpoints: Array<{
+    id: string;
+    sandbox_id: string;
+    parent_id: string | null;
+    team_id: string | null;
+    user_id: string;
+    state: "PENDING" | "FROZEN" | "DURABLE" | "FAILED" | "DELETING";
+    depth: number;
+    docker_image: string;
+    disk_size_bytes: number;
+    stored_bytes: number;
+    memory: boolean;
+    error: string | null;
+    created_at: string;
+    updated_at: string;
+    expires_at: string | null;
+  }>;
+};
+
+/** Query of `GET /api/v1/sandbox/checkpoints`. */
+export type ListCheckpointsQuery = {
+  state?: "PENDING" | "FROZEN" | "DURABLE" | "FAILED" | "DELETING";
+  page?: number;
+  per_page?: number;
+};
+
+/** Success response of `GET /api/v1/sandbox/checkpoints`. */
+export type ListCheckpointsResponse = {
+  checkpoints: Array<{
+    id: string;
+    sandbox_id: string;
+    parent_id: string | null;
+    team_id: string | null;
+    user_id: string;
+    state: "PENDING" | "FROZEN" | "DURABLE" | "FAILED" | "DELETING";
+    depth: number;
+    docker_image: string;
+    disk_size_bytes: number;
+    stored_bytes: number;
+    memory: boolean;
+    error: string | null;
+    created_at: string;
+    updated_at: string;
+    expires_at: string | null;
+  }>;
+  total: number;
+  page: number;
+  per_page: number;
+  has_next: boolean;
+};
+
+/** Success response of `GET /api/v1/sandbox/checkpoints/{checkpoint_id}`. */
+export type GetCheckpointResponse = {
+  id: string;
+  sandbox_id: string;
+  parent_id: string | null;
+  team_id: string | null;
+  user_id: string;
+  state: "PENDING" | "FROZEN" | "DURABLE" | "FAILED" | "DELETING";
+  depth: number;
+  docker_image: string;
+  disk_size_bytes: number;
+  stored_bytes: number;
+  memory: boolean;
+  error: string | null;
+  created_at: string;
+  updated_at: string;
+  expires_at: string | null;
+};
+
+/** Success response of `DELETE /api/v1/sandbox/checkpoints/{checkpoint_id}`. */
+export type DeleteCheckpointResponse = {
+  success: boolean;
+  message: string;
+};
+
+/** Body of `POST /api/v1/sandbox/checkpoints/{checkpoint_id}/fork`. */
+export type ForkCheckpointRequest = {
+  docker_image?: string;
+  start_command?: string | {
+    executable: string;
+    args?: Array<string>;
+  } | null;
+  cpu_cores?: number;
+  memory_gb?: number;
+  disk_size_gb?: number;
+  gpu_count?: number;
+  gpu_type?: "CPU_NODE" | "A10_24GB" | "A100_80GB" | "A100_40GB" | "A30_24GB" | "A40_48GB" | "B200_180GB" | "B300_262GB" | "GB200" | "GB300" | "RTX3070_8GB" | "RTX3080_10GB" | "RTX3080Ti_12GB" | "RTX3090_24GB" | "RTX3090Ti_24GB" | "RTX4070Ti_12GB" | "RTX4080_16GB" | "RTX4080Ti_16GB" | "RTX4090_24GB" | "RTX5090_32GB" | "H100_80GB" | "H200_96GB" | "GH200_96GB" | "H200_141GB" | "GH200_480GB" | "GH200_624GB" | "L4_24GB" | "L40_48GB" | "L40S_48GB" | "RTX4000_8GB" | "RTX5000_16GB" | "RTX6000_24GB" | "RTX8000_48GB" | "RTX2000Ada_16GB" | "RTX4000Ada_20GB" | "RTX5000Ada_32GB" | "RTX6000Ada_48GB" | "A2000_6GB" | "A4000_16GB" | "A4500_20GB" | "A5000_24GB" | "A6000_48GB" | "V100_16GB" | "V100_32GB" | "P100_16GB" | "T4_16GB" | "P4_8GB" | "P40_24GB" | "RTX_PRO_6000B_96GB" | "RTX_PRO_6000" | "H200" | null;
+  vm?: boolean | null;
+  network_access?: boolean;
+  network_allowlist?: Array<string> | null;
+  network_denylist?: Array<string> | null;
+  timeout_minutes?: number;
+  idle_timeout_minutes?: number | null;
+  environment_vars?: Record<string, string> | null;
+  secrets?: Record<string, string> | null;
+  labels?: Array<string>;
+  team_id?: string | null;
+  region?: string | null;
+  advanced_configs?: Record<string, unknown> | null;
+  registry_credentials_id?: string | null;
+  guaranteed?: boolean;
+  idempotency_key?: string | null;
+  admission_timeout_seconds?: number | null;
+  count: number;
+  name?: string;
+};
+
+/** Success response of `POST /api/v1/sandbox/checkpoints/{checkpoint_id}/fork`. */
+export type ForkCheckpointResponse = {
+  sandboxes: Array<{
+    id: string;
+    name: string;
+    dockerImage: string;
+    startCommand: string | null;
+    cpuCores: number;
+    memoryGB: number;
+    diskSizeGB: number;
+    diskMountPath: string;
+    gpuCount: number;
+    gpuType: string | null;
+    vm: boolean;
+    networkAccess: boolean;
+    networkAllowlist: Array<string> | null;
+    networkDenylist: Array<string> | null;
+    status: "PENDING" | "PROVISIONING" | "RUNNING" | "PAUSED" | "ERROR" | "TERMINATED" | "TIMEOUT";
+    timeoutMinutes: number;
+    idleTimeoutMinutes: number | null;
+    terminationReason: string | null;
+    environmentVars: Record<string, string> | null;
+    secrets: Record<string, string> | null;
+    advancedConfigs: Record<string, unknown> | null;
+    labels: Array<string>;
+    createdAt: string;
+    updatedAt: string;
+    startedAt: string | null;
+    terminatedAt: string | null;
+    exitCode: number | null;
+    errorType: string | null;
+    errorMessage: string | null;
+    userId: string | null;
+    teamId: string | null;
+    kubernetesJobId: string | null;
+    region: string | null;
+    registryCredentialsId: string | null;
+    pendingImageBuildId: string | null;
+    guaranteed: boolean;
+    checkpointId?: string | null;
+  }>;
+};
+
+/** Body of `POST /api/v1/sandbox/{sandbox_id}/fork`. */
+export type ForkSandboxRequest = {
+  count: number;
+  memory?: boolean;
+};
+
+/** Success response of `POST /api/v1/sandbox/{sandbox_id}/fork`. */
+export type ForkSandboxResponse = {
+  checkpoint: {
+    id: string;
+    sandbox_id: string;
+    parent_id: string | null;
+    team_id: string | null;
+    user_id: string;
+    state: "PENDING" | "FROZEN" | "DURABLE" | "FAILED" | "DELETING";
+    depth: number;
+    docker_image: string;
+    disk_size_bytes: number;
+    stored_bytes: number;
+    memory: boolean;
+    error: string | null;
+    created_at: string;
+    updated_at: string;
+    expires_at: string | null;
+  };
+  sandboxes: Array<{
+    id: string;
+    name: string;
+    dockerImage: string;
+    startCommand: string | null;
+    cpuCores: number;
+    memoryGB: number;
+    diskSizeGB: number;
+    diskMountPath: string;
+    gpuCount: number;
+    gpuType: string | null;
+    vm: boolean;
+    networkAccess: boolean;
+    networkAllowlist: Array<string> | null;
+    networkDenylist: Array<string> | null;
+    status: "PENDING" | "PROVISIONING" | "RUNNING" | "PAUSED" | "ERROR" | "TERMINATED" | "TIMEOUT";
+    timeoutMinutes: number;
+    idleTimeoutMinutes: number | null;
+    terminationReason: string | null;
+    environmentVars: Record<string, string> | null;
+    secrets: Record<string, string> | null;
+    advancedConfigs: Record<string, unknown> | null;
+    labels: Array<string>;
+    createdAt: string;
+    updatedAt: string;
+    startedAt: string | null;
+    terminatedAt: string | null;
+    exitCode: number | null;
+    errorType: string | null;
+    errorMessage: string | null;
+    userId: string | null;
+    teamId: string | null;
+    kubernetesJobId: string | null;
+    region: string | null;
+    registryCredentialsId: string | null;
+    pendingImageBuildId: string | null;
+    guaranteed: boolean;
+    checkpointId?: string | null;
+  }>;
 };
 
 /** Success response of `GET /api/v1/sandbox/{sandbox_id}/egress-policy`. */
@@ -1485,6 +1740,13 @@ export const OPERATION_ROUTES = {
   GetSandboxLogs: { method: "GET", path: "/api/v1/sandbox/{sandbox_id}/logs" },
   GetSandboxErrorContext: { method: "GET", path: "/api/v1/sandbox/{sandbox_id}/error-context" },
   AuthorizeSandbox: { method: "POST", path: "/api/v1/sandbox/{sandbox_id}/auth" },
+  CreateCheckpoint: { method: "POST", path: "/api/v1/sandbox/{sandbox_id}/checkpoints" },
+  ListSandboxCheckpoints: { method: "GET", path: "/api/v1/sandbox/{sandbox_id}/checkpoints" },
+  ListCheckpoints: { method: "GET", path: "/api/v1/sandbox/checkpoints" },
+  GetCheckpoint: { method: "GET", path: "/api/v1/sandbox/checkpoints/{checkpoint_id}" },
+  DeleteCheckpoint: { method: "DELETE", path: "/api/v1/sandbox/checkpoints/{checkpoint_id}" },
+  ForkCheckpoint: { method: "POST", path: "/api/v1/sandbox/checkpoints/{checkpoint_id}/fork" },
+  ForkSandbox: { method: "POST", path: "/api/v1/sandbox/{sandbox_id}/fork" },
   GetEgressPolicy: { method: "GET", path: "/api/v1/sandbox/{sandbox_id}/egress-policy" },
   SetEgressPolicy: { method: "PUT", path: "/api/v1/sandbox/{sandbox_id}/egress-policy" },
   GetEgressLog: { method: "GET", path: "/api/v1/sandbox/{sandbox_id}/egress-log" },
@@ -1549,18 +1811,25 @@ export type OperationName = keyof typeof OPERATION_ROUTES;
 /** What the client checks in each success response: types and required fields. */
 export const RESPONSE_SCHEMAS: Readonly<Record<string, JsonSchema>> = {
   GetHealth: {"type":"object","properties":{"status":{"type":"string"},"isolation":{"anyOf":[{"type":"object","properties":{"userNamespace":{"type":"boolean"},"seccomp":{"type":"boolean"},"cgroupVersion":{"anyOf":[{"type":"number"},{"type":"number"}]},"cgroupNamespace":{"type":"boolean"},"reason":{"type":"string"}},"required":["userNamespace","seccomp","cgroupVersion","cgroupNamespace"]},{"type":"null"}]}},"required":["status","isolation"]},
-  CreateSandbox: {"type":"object","properties":{"id":{"type":"string"},"name":{"type":"string"},"dockerImage":{"type":"string"},"startCommand":{"anyOf":[{"type":"string"},{"type":"null"}]},"cpuCores":{"type":"number"},"memoryGB":{"type":"number"},"diskSizeGB":{"type":"number"},"diskMountPath":{"type":"string"},"gpuCount":{"type":"integer"},"gpuType":{"anyOf":[{"type":"string"},{"type":"null"}]},"vm":{"type":"boolean"},"networkAccess":{"type":"boolean"},"networkAllowlist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"networkDenylist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"status":{"type":"string"},"timeoutMinutes":{"type":"integer"},"idleTimeoutMinutes":{"anyOf":[{"type":"integer"},{"type":"null"}]},"terminationReason":{"anyOf":[{"type":"string"},{"type":"null"}]},"environmentVars":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"secrets":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"advancedConfigs":{"anyOf":[{"type":"object","properties":{}},{"type":"null"}]},"labels":{"type":"array","items":{"type":"string"}},"createdAt":{"type":"string"},"updatedAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"terminatedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"exitCode":{"anyOf":[{"type":"integer"},{"type":"null"}]},"errorType":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"userId":{"anyOf":[{"type":"string"},{"type":"null"}]},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]},"kubernetesJobId":{"anyOf":[{"type":"string"},{"type":"null"}]},"region":{"anyOf":[{"type":"string"},{"type":"null"}]},"registryCredentialsId":{"anyOf":[{"type":"string"},{"type":"null"}]},"pendingImageBuildId":{"anyOf":[{"type":"string"},{"type":"null"}]},"guaranteed":{"type":"boolean"}},"required":["id","name","dockerImage","startCommand","cpuCores","memoryGB","diskSizeGB","diskMountPath","gpuCount","gpuType","vm","networkAccess","networkAllowlist","networkDenylist","status","timeoutMinutes","idleTimeoutMinutes","terminationReason","environmentVars","secrets","advancedConfigs","labels","createdAt","updatedAt","startedAt","terminatedAt","exitCode","errorType","errorMessage","userId","teamId","kubernetesJobId","region","registryCredentialsId","pendingImageBuildId","guaranteed"]},
-  ListSandboxes: {"type":"object","properties":{"sandboxes":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"name":{"type":"string"},"dockerImage":{"type":"string"},"startCommand":{"anyOf":[{"type":"string"},{"type":"null"}]},"cpuCores":{"type":"number"},"memoryGB":{"type":"number"},"diskSizeGB":{"type":"number"},"diskMountPath":{"type":"string"},"gpuCount":{"type":"integer"},"gpuType":{"anyOf":[{"type":"string"},{"type":"null"}]},"vm":{"type":"boolean"},"networkAccess":{"type":"boolean"},"networkAllowlist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"networkDenylist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"status":{"type":"string"},"timeoutMinutes":{"type":"integer"},"idleTimeoutMinutes":{"anyOf":[{"type":"integer"},{"type":"null"}]},"terminationReason":{"anyOf":[{"type":"string"},{"type":"null"}]},"environmentVars":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"secrets":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"advancedConfigs":{"anyOf":[{"type":"object","properties":{}},{"type":"null"}]},"labels":{"type":"array","items":{"type":"string"}},"createdAt":{"type":"string"},"updatedAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"terminatedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"exitCode":{"anyOf":[{"type":"integer"},{"type":"null"}]},"errorType":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"userId":{"anyOf":[{"type":"string"},{"type":"null"}]},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]},"kubernetesJobId":{"anyOf":[{"type":"string"},{"type":"null"}]},"region":{"anyOf":[{"type":"string"},{"type":"null"}]},"registryCredentialsId":{"anyOf":[{"type":"string"},{"type":"null"}]},"pendingImageBuildId":{"anyOf":[{"type":"string"},{"type":"null"}]},"guaranteed":{"type":"boolean"}},"required":["id","name","dockerImage","startCommand","cpuCores","memoryGB","diskSizeGB","diskMountPath","gpuCount","gpuType","vm","networkAccess","networkAllowlist","networkDenylist","status","timeoutMinutes","idleTimeoutMinutes","terminationReason","environmentVars","secrets","advancedConfigs","labels","createdAt","updatedAt","startedAt","terminatedAt","exitCode","errorType","errorMessage","userId","teamId","kubernetesJobId","region","registryCredentialsId","pendingImageBuildId","guaranteed"]}},"total":{"type":"integer"},"page":{"type":"integer"},"per_page":{"type":"integer"},"has_next":{"type":"boolean"}},"required":["sandboxes","total","page","per_page","has_next"]},
+  CreateSandbox: {"type":"object","properties":{"id":{"type":"string"},"name":{"type":"string"},"dockerImage":{"type":"string"},"startCommand":{"anyOf":[{"type":"string"},{"type":"null"}]},"cpuCores":{"type":"number"},"memoryGB":{"type":"number"},"diskSizeGB":{"type":"number"},"diskMountPath":{"type":"string"},"gpuCount":{"type":"integer"},"gpuType":{"anyOf":[{"type":"string"},{"type":"null"}]},"vm":{"type":"boolean"},"networkAccess":{"type":"boolean"},"networkAllowlist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"networkDenylist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"status":{"type":"string"},"timeoutMinutes":{"type":"integer"},"idleTimeoutMinutes":{"anyOf":[{"type":"integer"},{"type":"null"}]},"terminationReason":{"anyOf":[{"type":"string"},{"type":"null"}]},"environmentVars":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"secrets":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"advancedConfigs":{"anyOf":[{"type":"object","properties":{}},{"type":"null"}]},"labels":{"type":"array","items":{"type":"string"}},"createdAt":{"type":"string"},"updatedAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"terminatedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"exitCode":{"anyOf":[{"type":"integer"},{"type":"null"}]},"errorType":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"userId":{"anyOf":[{"type":"string"},{"type":"null"}]},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]},"kubernetesJobId":{"anyOf":[{"type":"string"},{"type":"null"}]},"region":{"anyOf":[{"type":"string"},{"type":"null"}]},"registryCredentialsId":{"anyOf":[{"type":"string"},{"type":"null"}]},"pendingImageBuildId":{"anyOf":[{"type":"string"},{"type":"null"}]},"guaranteed":{"type":"boolean"},"checkpointId":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","name","dockerImage","startCommand","cpuCores","memoryGB","diskSizeGB","diskMountPath","gpuCount","gpuType","vm","networkAccess","networkAllowlist","networkDenylist","status","timeoutMinutes","idleTimeoutMinutes","terminationReason","environmentVars","secrets","advancedConfigs","labels","createdAt","updatedAt","startedAt","terminatedAt","exitCode","errorType","errorMessage","userId","teamId","kubernetesJobId","region","registryCredentialsId","pendingImageBuildId","guaranteed"]},
+  ListSandboxes: {"type":"object","properties":{"sandboxes":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"name":{"type":"string"},"dockerImage":{"type":"string"},"startCommand":{"anyOf":[{"type":"string"},{"type":"null"}]},"cpuCores":{"type":"number"},"memoryGB":{"type":"number"},"diskSizeGB":{"type":"number"},"diskMountPath":{"type":"string"},"gpuCount":{"type":"integer"},"gpuType":{"anyOf":[{"type":"string"},{"type":"null"}]},"vm":{"type":"boolean"},"networkAccess":{"type":"boolean"},"networkAllowlist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"networkDenylist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"status":{"type":"string"},"timeoutMinutes":{"type":"integer"},"idleTimeoutMinutes":{"anyOf":[{"type":"integer"},{"type":"null"}]},"terminationReason":{"anyOf":[{"type":"string"},{"type":"null"}]},"environmentVars":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"secrets":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"advancedConfigs":{"anyOf":[{"type":"object","properties":{}},{"type":"null"}]},"labels":{"type":"array","items":{"type":"string"}},"createdAt":{"type":"string"},"updatedAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"terminatedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"exitCode":{"anyOf":[{"type":"integer"},{"type":"null"}]},"errorType":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"userId":{"anyOf":[{"type":"string"},{"type":"null"}]},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]},"kubernetesJobId":{"anyOf":[{"type":"string"},{"type":"null"}]},"region":{"anyOf":[{"type":"string"},{"type":"null"}]},"registryCredentialsId":{"anyOf":[{"type":"string"},{"type":"null"}]},"pendingImageBuildId":{"anyOf":[{"type":"string"},{"type":"null"}]},"guaranteed":{"type":"boolean"},"checkpointId":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","name","dockerImage","startCommand","cpuCores","memoryGB","diskSizeGB","diskMountPath","gpuCount","gpuType","vm","networkAccess","networkAllowlist","networkDenylist","status","timeoutMinutes","idleTimeoutMinutes","terminationReason","environmentVars","secrets","advancedConfigs","labels","createdAt","updatedAt","startedAt","terminatedAt","exitCode","errorType","errorMessage","userId","teamId","kubernetesJobId","region","registryCredentialsId","pendingImageBuildId","guaranteed"]}},"total":{"type":"integer"},"page":{"type":"integer"},"per_page":{"type":"integer"},"has_next":{"type":"boolean"}},"required":["sandboxes","total","page","per_page","has_next"]},
   BulkDeleteSandboxes: {"type":"object","properties":{"succeeded":{"type":"array","items":{"type":"string"}},"failed":{"type":"array","items":{"type":"object","properties":{"sandbox_id":{"type":"string"},"error":{"type":"string"}},"required":["sandbox_id","error"]}},"message":{"type":"string"}},"required":["succeeded","failed","message"]},
   BatchGetSandboxStatus: {"type":"object","properties":{"statuses":{"type":"array","items":{"type":"object","properties":{"sandbox_id":{"type":"string"},"status":{"type":"string"},"error_type":{"anyOf":[{"type":"string"},{"type":"null"}]},"error_message":{"anyOf":[{"type":"string"},{"type":"null"}]},"pending_image_build_id":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["sandbox_id","status","error_type","error_message","pending_image_build_id"]}},"errors":{"type":"array","items":{"type":"object","properties":{"sandbox_id":{"type":"string"},"code":{"type":"string"},"message":{"type":"string"}},"required":["sandbox_id","code","message"]}}},"required":["statuses","errors"]},
-  GetSandbox: {"type":"object","properties":{"id":{"type":"string"},"name":{"type":"string"},"dockerImage":{"type":"string"},"startCommand":{"anyOf":[{"type":"string"},{"type":"null"}]},"cpuCores":{"type":"number"},"memoryGB":{"type":"number"},"diskSizeGB":{"type":"number"},"diskMountPath":{"type":"string"},"gpuCount":{"type":"integer"},"gpuType":{"anyOf":[{"type":"string"},{"type":"null"}]},"vm":{"type":"boolean"},"networkAccess":{"type":"boolean"},"networkAllowlist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"networkDenylist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"status":{"type":"string"},"timeoutMinutes":{"type":"integer"},"idleTimeoutMinutes":{"anyOf":[{"type":"integer"},{"type":"null"}]},"terminationReason":{"anyOf":[{"type":"string"},{"type":"null"}]},"environmentVars":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"secrets":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"advancedConfigs":{"anyOf":[{"type":"object","properties":{}},{"type":"null"}]},"labels":{"type":"array","items":{"type":"string"}},"createdAt":{"type":"string"},"updatedAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"terminatedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"exitCode":{"anyOf":[{"type":"integer"},{"type":"null"}]},"errorType":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"userId":{"anyOf":[{"type":"string"},{"type":"null"}]},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]},"kubernetesJobId":{"anyOf":[{"type":"string"},{"type":"null"}]},"region":{"anyOf":[{"type":"string"},{"type":"null"}]},"registryCredentialsId":{"anyOf":[{"type":"string"},{"type":"null"}]},"pendingImageBuildId":{"anyOf":[{"type":"string"},{"type":"null"}]},"guaranteed":{"type":"boolean"}},"required":["id","name","dockerImage","startCommand","cpuCores","memoryGB","diskSizeGB","diskMountPath","gpuCount","gpuType","vm","networkAccess","networkAllowlist","networkDenylist","status","timeoutMinutes","idleTimeoutMinutes","terminationReason","environmentVars","secrets","advancedConfigs","labels","createdAt","updatedAt","startedAt","terminatedAt","exitCode","errorType","errorMessage","userId","teamId","kubernetesJobId","region","registryCredentialsId","pendingImageBuildId","guaranteed"]},
-  UpdateSandbox: {"type":"object","properties":{"id":{"type":"string"},"name":{"type":"string"},"dockerImage":{"type":"string"},"startCommand":{"anyOf":[{"type":"string"},{"type":"null"}]},"cpuCores":{"type":"number"},"memoryGB":{"type":"number"},"diskSizeGB":{"type":"number"},"diskMountPath":{"type":"string"},"gpuCount":{"type":"integer"},"gpuType":{"anyOf":[{"type":"string"},{"type":"null"}]},"vm":{"type":"boolean"},"networkAccess":{"type":"boolean"},"networkAllowlist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"networkDenylist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"status":{"type":"string"},"timeoutMinutes":{"type":"integer"},"idleTimeoutMinutes":{"anyOf":[{"type":"integer"},{"type":"null"}]},"terminationReason":{"anyOf":[{"type":"string"},{"type":"null"}]},"environmentVars":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"secrets":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"advancedConfigs":{"anyOf":[{"type":"object","properties":{}},{"type":"null"}]},"labels":{"type":"array","items":{"type":"string"}},"createdAt":{"type":"string"},"updatedAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"terminatedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"exitCode":{"anyOf":[{"type":"integer"},{"type":"null"}]},"errorType":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"userId":{"anyOf":[{"type":"string"},{"type":"null"}]},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]},"kubernetesJobId":{"anyOf":[{"type":"string"},{"type":"null"}]},"region":{"anyOf":[{"type":"string"},{"type":"null"}]},"registryCredentialsId":{"anyOf":[{"type":"string"},{"type":"null"}]},"pendingImageBuildId":{"anyOf":[{"type":"string"},{"type":"null"}]},"guaranteed":{"type":"boolean"}},"required":["id","name","dockerImage","startCommand","cpuCores","memoryGB","diskSizeGB","diskMountPath","gpuCount","gpuType","vm","networkAccess","networkAllowlist","networkDenylist","status","timeoutMinutes","idleTimeoutMinutes","terminationReason","environmentVars","secrets","advancedConfigs","labels","createdAt","updatedAt","startedAt","terminatedAt","exitCode","errorType","errorMessage","userId","teamId","kubernetesJobId","region","registryCredentialsId","pendingImageBuildId","guaranteed"]},
+  GetSandbox: {"type":"object","properties":{"id":{"type":"string"},"name":{"type":"string"},"dockerImage":{"type":"string"},"startCommand":{"anyOf":[{"type":"string"},{"type":"null"}]},"cpuCores":{"type":"number"},"memoryGB":{"type":"number"},"diskSizeGB":{"type":"number"},"diskMountPath":{"type":"string"},"gpuCount":{"type":"integer"},"gpuType":{"anyOf":[{"type":"string"},{"type":"null"}]},"vm":{"type":"boolean"},"networkAccess":{"type":"boolean"},"networkAllowlist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"networkDenylist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"status":{"type":"string"},"timeoutMinutes":{"type":"integer"},"idleTimeoutMinutes":{"anyOf":[{"type":"integer"},{"type":"null"}]},"terminationReason":{"anyOf":[{"type":"string"},{"type":"null"}]},"environmentVars":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"secrets":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"advancedConfigs":{"anyOf":[{"type":"object","properties":{}},{"type":"null"}]},"labels":{"type":"array","items":{"type":"string"}},"createdAt":{"type":"string"},"updatedAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"terminatedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"exitCode":{"anyOf":[{"type":"integer"},{"type":"null"}]},"errorType":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"userId":{"anyOf":[{"type":"string"},{"type":"null"}]},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]},"kubernetesJobId":{"anyOf":[{"type":"string"},{"type":"null"}]},"region":{"anyOf":[{"type":"string"},{"type":"null"}]},"registryCredentialsId":{"anyOf":[{"type":"string"},{"type":"null"}]},"pendingImageBuildId":{"anyOf":[{"type":"string"},{"type":"null"}]},"guaranteed":{"type":"boolean"},"checkpointId":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","name","dockerImage","startCommand","cpuCores","memoryGB","diskSizeGB","diskMountPath","gpuCount","gpuType","vm","networkAccess","networkAllowlist","networkDenylist","status","timeoutMinutes","idleTimeoutMinutes","terminationReason","environmentVars","secrets","advancedConfigs","labels","createdAt","updatedAt","startedAt","terminatedAt","exitCode","errorType","errorMessage","userId","teamId","kubernetesJobId","region","registryCredentialsId","pendingImageBuildId","guaranteed"]},
+  UpdateSandbox: {"type":"object","properties":{"id":{"type":"string"},"name":{"type":"string"},"dockerImage":{"type":"string"},"startCommand":{"anyOf":[{"type":"string"},{"type":"null"}]},"cpuCores":{"type":"number"},"memoryGB":{"type":"number"},"diskSizeGB":{"type":"number"},"diskMountPath":{"type":"string"},"gpuCount":{"type":"integer"},"gpuType":{"anyOf":[{"type":"string"},{"type":"null"}]},"vm":{"type":"boolean"},"networkAccess":{"type":"boolean"},"networkAllowlist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"networkDenylist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"status":{"type":"string"},"timeoutMinutes":{"type":"integer"},"idleTimeoutMinutes":{"anyOf":[{"type":"integer"},{"type":"null"}]},"terminationReason":{"anyOf":[{"type":"string"},{"type":"null"}]},"environmentVars":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"secrets":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"advancedConfigs":{"anyOf":[{"type":"object","properties":{}},{"type":"null"}]},"labels":{"type":"array","items":{"type":"string"}},"createdAt":{"type":"string"},"updatedAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"terminatedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"exitCode":{"anyOf":[{"type":"integer"},{"type":"null"}]},"errorType":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"userId":{"anyOf":[{"type":"string"},{"type":"null"}]},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]},"kubernetesJobId":{"anyOf":[{"type":"string"},{"type":"null"}]},"region":{"anyOf":[{"type":"string"},{"type":"null"}]},"registryCredentialsId":{"anyOf":[{"type":"string"},{"type":"null"}]},"pendingImageBuildId":{"anyOf":[{"type":"string"},{"type":"null"}]},"guaranteed":{"type":"boolean"},"checkpointId":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","name","dockerImage","startCommand","cpuCores","memoryGB","diskSizeGB","diskMountPath","gpuCount","gpuType","vm","networkAccess","networkAllowlist","networkDenylist","status","timeoutMinutes","idleTimeoutMinutes","terminationReason","environmentVars","secrets","advancedConfigs","labels","createdAt","updatedAt","startedAt","terminatedAt","exitCode","errorType","errorMessage","userId","teamId","kubernetesJobId","region","registryCredentialsId","pendingImageBuildId","guaranteed"]},
   DeleteSandbox: {"type":"object","properties":{"success":{"type":"boolean"},"message":{"type":"string"}},"required":["success","message"]},
-  PauseSandbox: {"type":"object","properties":{"id":{"type":"string"},"name":{"type":"string"},"dockerImage":{"type":"string"},"startCommand":{"anyOf":[{"type":"string"},{"type":"null"}]},"cpuCores":{"type":"number"},"memoryGB":{"type":"number"},"diskSizeGB":{"type":"number"},"diskMountPath":{"type":"string"},"gpuCount":{"type":"integer"},"gpuType":{"anyOf":[{"type":"string"},{"type":"null"}]},"vm":{"type":"boolean"},"networkAccess":{"type":"boolean"},"networkAllowlist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"networkDenylist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"status":{"type":"string"},"timeoutMinutes":{"type":"integer"},"idleTimeoutMinutes":{"anyOf":[{"type":"integer"},{"type":"null"}]},"terminationReason":{"anyOf":[{"type":"string"},{"type":"null"}]},"environmentVars":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"secrets":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"advancedConfigs":{"anyOf":[{"type":"object","properties":{}},{"type":"null"}]},"labels":{"type":"array","items":{"type":"string"}},"createdAt":{"type":"string"},"updatedAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"terminatedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"exitCode":{"anyOf":[{"type":"integer"},{"type":"null"}]},"errorType":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"userId":{"anyOf":[{"type":"string"},{"type":"null"}]},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]},"kubernetesJobId":{"anyOf":[{"type":"string"},{"type":"null"}]},"region":{"anyOf":[{"type":"string"},{"type":"null"}]},"registryCredentialsId":{"anyOf":[{"type":"string"},{"type":"null"}]},"pendingImageBuildId":{"anyOf":[{"type":"string"},{"type":"null"}]},"guaranteed":{"type":"boolean"}},"required":["id","name","dockerImage","startCommand","cpuCores","memoryGB","diskSizeGB","diskMountPath","gpuCount","gpuType","vm","networkAccess","networkAllowlist","networkDenylist","status","timeoutMinutes","idleTimeoutMinutes","terminationReason","environmentVars","secrets","advancedConfigs","labels","createdAt","updatedAt","startedAt","terminatedAt","exitCode","errorType","errorMessage","userId","teamId","kubernetesJobId","region","registryCredentialsId","pendingImageBuildId","guaranteed"]},
-  ResumeSandbox: {"type":"object","properties":{"id":{"type":"string"},"name":{"type":"string"},"dockerImage":{"type":"string"},"startCommand":{"anyOf":[{"type":"string"},{"type":"null"}]},"cpuCores":{"type":"number"},"memoryGB":{"type":"number"},"diskSizeGB":{"type":"number"},"diskMountPath":{"type":"string"},"gpuCount":{"type":"integer"},"gpuType":{"anyOf":[{"type":"string"},{"type":"null"}]},"vm":{"type":"boolean"},"networkAccess":{"type":"boolean"},"networkAllowlist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"networkDenylist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"status":{"type":"string"},"timeoutMinutes":{"type":"integer"},"idleTimeoutMinutes":{"anyOf":[{"type":"integer"},{"type":"null"}]},"terminationReason":{"anyOf":[{"type":"string"},{"type":"null"}]},"environmentVars":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"secrets":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"advancedConfigs":{"anyOf":[{"type":"object","properties":{}},{"type":"null"}]},"labels":{"type":"array","items":{"type":"string"}},"createdAt":{"type":"string"},"updatedAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"terminatedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"exitCode":{"anyOf":[{"type":"integer"},{"type":"null"}]},"errorType":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"userId":{"anyOf":[{"type":"string"},{"type":"null"}]},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]},"kubernetesJobId":{"anyOf":[{"type":"string"},{"type":"null"}]},"region":{"anyOf":[{"type":"string"},{"type":"null"}]},"registryCredentialsId":{"anyOf":[{"type":"string"},{"type":"null"}]},"pendingImageBuildId":{"anyOf":[{"type":"string"},{"type":"null"}]},"guaranteed":{"type":"boolean"}},"required":["id","name","dockerImage","startCommand","cpuCores","memoryGB","diskSizeGB","diskMountPath","gpuCount","gpuType","vm","networkAccess","networkAllowlist","networkDenylist","status","timeoutMinutes","idleTimeoutMinutes","terminationReason","environmentVars","secrets","advancedConfigs","labels","createdAt","updatedAt","startedAt","terminatedAt","exitCode","errorType","errorMessage","userId","teamId","kubernetesJobId","region","registryCredentialsId","pendingImageBuildId","guaranteed"]},
+  PauseSandbox: {"type":"object","properties":{"id":{"type":"string"},"name":{"type":"string"},"dockerImage":{"type":"string"},"startCommand":{"anyOf":[{"type":"string"},{"type":"null"}]},"cpuCores":{"type":"number"},"memoryGB":{"type":"number"},"diskSizeGB":{"type":"number"},"diskMountPath":{"type":"string"},"gpuCount":{"type":"integer"},"gpuType":{"anyOf":[{"type":"string"},{"type":"null"}]},"vm":{"type":"boolean"},"networkAccess":{"type":"boolean"},"networkAllowlist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"networkDenylist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"status":{"type":"string"},"timeoutMinutes":{"type":"integer"},"idleTimeoutMinutes":{"anyOf":[{"type":"integer"},{"type":"null"}]},"terminationReason":{"anyOf":[{"type":"string"},{"type":"null"}]},"environmentVars":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"secrets":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"advancedConfigs":{"anyOf":[{"type":"object","properties":{}},{"type":"null"}]},"labels":{"type":"array","items":{"type":"string"}},"createdAt":{"type":"string"},"updatedAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"terminatedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"exitCode":{"anyOf":[{"type":"integer"},{"type":"null"}]},"errorType":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"userId":{"anyOf":[{"type":"string"},{"type":"null"}]},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]},"kubernetesJobId":{"anyOf":[{"type":"string"},{"type":"null"}]},"region":{"anyOf":[{"type":"string"},{"type":"null"}]},"registryCredentialsId":{"anyOf":[{"type":"string"},{"type":"null"}]},"pendingImageBuildId":{"anyOf":[{"type":"string"},{"type":"null"}]},"guaranteed":{"type":"boolean"},"checkpointId":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","name","dockerImage","startCommand","cpuCores","memoryGB","diskSizeGB","diskMountPath","gpuCount","gpuType","vm","networkAccess","networkAllowlist","networkDenylist","status","timeoutMinutes","idleTimeoutMinutes","terminationReason","environmentVars","secrets","advancedConfigs","labels","createdAt","updatedAt","startedAt","terminatedAt","exitCode","errorType","errorMessage","userId","teamId","kubernetesJobId","region","registryCredentialsId","pendingImageBuildId","guaranteed"]},
+  ResumeSandbox: {"type":"object","properties":{"id":{"type":"string"},"name":{"type":"string"},"dockerImage":{"type":"string"},"startCommand":{"anyOf":[{"type":"string"},{"type":"null"}]},"cpuCores":{"type":"number"},"memoryGB":{"type":"number"},"diskSizeGB":{"type":"number"},"diskMountPath":{"type":"string"},"gpuCount":{"type":"integer"},"gpuType":{"anyOf":[{"type":"string"},{"type":"null"}]},"vm":{"type":"boolean"},"networkAccess":{"type":"boolean"},"networkAllowlist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"networkDenylist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"status":{"type":"string"},"timeoutMinutes":{"type":"integer"},"idleTimeoutMinutes":{"anyOf":[{"type":"integer"},{"type":"null"}]},"terminationReason":{"anyOf":[{"type":"string"},{"type":"null"}]},"environmentVars":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"secrets":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"advancedConfigs":{"anyOf":[{"type":"object","properties":{}},{"type":"null"}]},"labels":{"type":"array","items":{"type":"string"}},"createdAt":{"type":"string"},"updatedAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"terminatedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"exitCode":{"anyOf":[{"type":"integer"},{"type":"null"}]},"errorType":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"userId":{"anyOf":[{"type":"string"},{"type":"null"}]},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]},"kubernetesJobId":{"anyOf":[{"type":"string"},{"type":"null"}]},"region":{"anyOf":[{"type":"string"},{"type":"null"}]},"registryCredentialsId":{"anyOf":[{"type":"string"},{"type":"null"}]},"pendingImageBuildId":{"anyOf":[{"type":"string"},{"type":"null"}]},"guaranteed":{"type":"boolean"},"checkpointId":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","name","dockerImage","startCommand","cpuCores","memoryGB","diskSizeGB","diskMountPath","gpuCount","gpuType","vm","networkAccess","networkAllowlist","networkDenylist","status","timeoutMinutes","idleTimeoutMinutes","terminationReason","environmentVars","secrets","advancedConfigs","labels","createdAt","updatedAt","startedAt","terminatedAt","exitCode","errorType","errorMessage","userId","teamId","kubernetesJobId","region","registryCredentialsId","pendingImageBuildId","guaranteed"]},
   GetSandboxLogs: {"type":"object","properties":{"logs":{"type":"string"}},"required":["logs"]},
   GetSandboxErrorContext: {"type":"object","properties":{"status":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorType":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["status","errorType","errorMessage"]},
   AuthorizeSandbox: {"type":"object","properties":{"token":{"type":"string"},"gateway_url":{"type":"string"},"user_ns":{"type":"string"},"job_id":{"type":"string"},"expires_at":{"type":"string"}},"required":["token","gateway_url","user_ns","job_id","expires_at"]},
+  CreateCheckpoint: {"type":"object","properties":{"id":{"type":"string"},"sandbox_id":{"type":"string"},"parent_id":{"anyOf":[{"type":"string"},{"type":"null"}]},"team_id":{"anyOf":[{"type":"string"},{"type":"null"}]},"user_id":{"type":"string"},"state":{"type":"string"},"depth":{"type":"integer"},"docker_image":{"type":"string"},"disk_size_bytes":{"type":"integer"},"stored_bytes":{"type":"integer"},"memory":{"type":"boolean"},"error":{"anyOf":[{"type":"string"},{"type":"null"}]},"created_at":{"type":"string"},"updated_at":{"type":"string"},"expires_at":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","sandbox_id","parent_id","team_id","user_id","state","depth","docker_image","disk_size_bytes","stored_bytes","memory","error","created_at","updated_at","expires_at"]},
+  ListSandboxCheckpoints: {"type":"object","properties":{"checkpoints":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"sandbox_id":{"type":"string"},"parent_id":{"anyOf":[{"type":"string"},{"type":"null"}]},"team_id":{"anyOf":[{"type":"string"},{"type":"null"}]},"user_id":{"type":"string"},"state":{"type":"string"},"depth":{"type":"integer"},"docker_image":{"type":"string"},"disk_size_bytes":{"type":"integer"},"stored_bytes":{"type":"integer"},"memory":{"type":"boolean"},"error":{"anyOf":[{"type":"string"},{"type":"null"}]},"created_at":{"type":"string"},"updated_at":{"type":"string"},"expires_at":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","sandbox_id","parent_id","team_id","user_id","state","depth","docker_image","disk_size_bytes","stored_bytes","memory","error","created_at","updated_at","expires_at"]}}},"required":["checkpoints"]},
+  ListCheckpoints: {"type":"object","properties":{"checkpoints":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"sandbox_id":{"type":"string"},"parent_id":{"anyOf":[{"type":"string"},{"type":"null"}]},"team_id":{"anyOf":[{"type":"string"},{"type":"null"}]},"user_id":{"type":"string"},"state":{"type":"string"},"depth":{"type":"integer"},"docker_image":{"type":"string"},"disk_size_bytes":{"type":"integer"},"stored_bytes":{"type":"integer"},"memory":{"type":"boolean"},"error":{"anyOf":[{"type":"string"},{"type":"null"}]},"created_at":{"type":"string"},"updated_at":{"type":"string"},"expires_at":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","sandbox_id","parent_id","team_id","user_id","state","depth","docker_image","disk_size_bytes","stored_bytes","memory","error","created_at","updated_at","expires_at"]}},"total":{"type":"integer"},"page":{"type":"integer"},"per_page":{"type":"integer"},"has_next":{"type":"boolean"}},"required":["checkpoints","total","page","per_page","has_next"]},
+  GetCheckpoint: {"type":"object","properties":{"id":{"type":"string"},"sandbox_id":{"type":"string"},"parent_id":{"anyOf":[{"type":"string"},{"type":"null"}]},"team_id":{"anyOf":[{"type":"string"},{"type":"null"}]},"user_id":{"type":"string"},"state":{"type":"string"},"depth":{"type":"integer"},"docker_image":{"type":"string"},"disk_size_bytes":{"type":"integer"},"stored_bytes":{"type":"integer"},"memory":{"type":"boolean"},"error":{"anyOf":[{"type":"string"},{"type":"null"}]},"created_at":{"type":"string"},"updated_at":{"type":"string"},"expires_at":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","sandbox_id","parent_id","team_id","user_id","state","depth","docker_image","disk_size_bytes","stored_bytes","memory","error","created_at","updated_at","expires_at"]},
+  DeleteCheckpoint: {"type":"object","properties":{"success":{"type":"boolean"},"message":{"type":"string"}},"required":["success","message"]},
+  ForkCheckpoint: {"type":"object","properties":{"sandboxes":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"name":{"type":"string"},"dockerImage":{"type":"string"},"startCommand":{"anyOf":[{"type":"string"},{"type":"null"}]},"cpuCores":{"type":"number"},"memoryGB":{"type":"number"},"diskSizeGB":{"type":"number"},"diskMountPath":{"type":"string"},"gpuCount":{"type":"integer"},"gpuType":{"anyOf":[{"type":"string"},{"type":"null"}]},"vm":{"type":"boolean"},"networkAccess":{"type":"boolean"},"networkAllowlist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"networkDenylist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"status":{"type":"string"},"timeoutMinutes":{"type":"integer"},"idleTimeoutMinutes":{"anyOf":[{"type":"integer"},{"type":"null"}]},"terminationReason":{"anyOf":[{"type":"string"},{"type":"null"}]},"environmentVars":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"secrets":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"advancedConfigs":{"anyOf":[{"type":"object","properties":{}},{"type":"null"}]},"labels":{"type":"array","items":{"type":"string"}},"createdAt":{"type":"string"},"updatedAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"terminatedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"exitCode":{"anyOf":[{"type":"integer"},{"type":"null"}]},"errorType":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"userId":{"anyOf":[{"type":"string"},{"type":"null"}]},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]},"kubernetesJobId":{"anyOf":[{"type":"string"},{"type":"null"}]},"region":{"anyOf":[{"type":"string"},{"type":"null"}]},"registryCredentialsId":{"anyOf":[{"type":"string"},{"type":"null"}]},"pendingImageBuildId":{"anyOf":[{"type":"string"},{"type":"null"}]},"guaranteed":{"type":"boolean"},"checkpointId":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","name","dockerImage","startCommand","cpuCores","memoryGB","diskSizeGB","diskMountPath","gpuCount","gpuType","vm","networkAccess","networkAllowlist","networkDenylist","status","timeoutMinutes","idleTimeoutMinutes","terminationReason","environmentVars","secrets","advancedConfigs","labels","createdAt","updatedAt","startedAt","terminatedAt","exitCode","errorType","errorMessage","userId","teamId","kubernetesJobId","region","registryCredentialsId","pendingImageBuildId","guaranteed"]}}},"required":["sandboxes"]},
+  ForkSandbox: {"type":"object","properties":{"checkpoint":{"type":"object","properties":{"id":{"type":"string"},"sandbox_id":{"type":"string"},"parent_id":{"anyOf":[{"type":"string"},{"type":"null"}]},"team_id":{"anyOf":[{"type":"string"},{"type":"null"}]},"user_id":{"type":"string"},"state":{"type":"string"},"depth":{"type":"integer"},"docker_image":{"type":"string"},"disk_size_bytes":{"type":"integer"},"stored_bytes":{"type":"integer"},"memory":{"type":"boolean"},"error":{"anyOf":[{"type":"string"},{"type":"null"}]},"created_at":{"type":"string"},"updated_at":{"type":"string"},"expires_at":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","sandbox_id","parent_id","team_id","user_id","state","depth","docker_image","disk_size_bytes","stored_bytes","memory","error","created_at","updated_at","expires_at"]},"sandboxes":{"type":"array","items":{"type":"object","properties":{"id":{"type":"string"},"name":{"type":"string"},"dockerImage":{"type":"string"},"startCommand":{"anyOf":[{"type":"string"},{"type":"null"}]},"cpuCores":{"type":"number"},"memoryGB":{"type":"number"},"diskSizeGB":{"type":"number"},"diskMountPath":{"type":"string"},"gpuCount":{"type":"integer"},"gpuType":{"anyOf":[{"type":"string"},{"type":"null"}]},"vm":{"type":"boolean"},"networkAccess":{"type":"boolean"},"networkAllowlist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"networkDenylist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"status":{"type":"string"},"timeoutMinutes":{"type":"integer"},"idleTimeoutMinutes":{"anyOf":[{"type":"integer"},{"type":"null"}]},"terminationReason":{"anyOf":[{"type":"string"},{"type":"null"}]},"environmentVars":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"secrets":{"anyOf":[{"type":"object","additionalProperties":{"type":"string"}},{"type":"null"}]},"advancedConfigs":{"anyOf":[{"type":"object","properties":{}},{"type":"null"}]},"labels":{"type":"array","items":{"type":"string"}},"createdAt":{"type":"string"},"updatedAt":{"type":"string"},"startedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"terminatedAt":{"anyOf":[{"type":"string"},{"type":"null"}]},"exitCode":{"anyOf":[{"type":"integer"},{"type":"null"}]},"errorType":{"anyOf":[{"type":"string"},{"type":"null"}]},"errorMessage":{"anyOf":[{"type":"string"},{"type":"null"}]},"userId":{"anyOf":[{"type":"string"},{"type":"null"}]},"teamId":{"anyOf":[{"type":"string"},{"type":"null"}]},"kubernetesJobId":{"anyOf":[{"type":"string"},{"type":"null"}]},"region":{"anyOf":[{"type":"string"},{"type":"null"}]},"registryCredentialsId":{"anyOf":[{"type":"string"},{"type":"null"}]},"pendingImageBuildId":{"anyOf":[{"type":"string"},{"type":"null"}]},"guaranteed":{"type":"boolean"},"checkpointId":{"anyOf":[{"type":"string"},{"type":"null"}]}},"required":["id","name","dockerImage","startCommand","cpuCores","memoryGB","diskSizeGB","diskMountPath","gpuCount","gpuType","vm","networkAccess","networkAllowlist","networkDenylist","status","timeoutMinutes","idleTimeoutMinutes","terminationReason","environmentVars","secrets","advancedConfigs","labels","createdAt","updatedAt","startedAt","terminatedAt","exitCode","errorType","errorMessage","userId","teamId","kubernetesJobId","region","registryCredentialsId","pendingImageBuildId","guaranteed"]}}},"required":["checkpoint","sandboxes"]},
   GetEgressPolicy: {"type":"object","properties":{"policy":{"type":"object","properties":{"allowlist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"denylist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]}},"required":["allowlist","denylist"]},"generation":{"type":"integer"},"applied_generation":{"type":"integer"},"applied":{"type":"boolean"}},"required":["policy","generation","applied_generation","applied"]},
   SetEgressPolicy: {"type":"object","properties":{"policy":{"type":"object","properties":{"allowlist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]},"denylist":{"anyOf":[{"type":"array","items":{"type":"string"}},{"type":"null"}]}},"required":["allowlist","denylist"]},"generation":{"type":"integer"},"applied_generation":{"type":"integer"},"applied":{"type":"boolean"}},"required":["policy","generation","applied_generation","applied"]},
   GetEgressLog: {"type":"object","properties":{"entries":{"type":"array","items":{"type":"object","properties":{"at":{"type":"string"},"kind":{"type":"string"},"destination":{"type":"string"},"port":{"anyOf":[{"type":"integer"},{"type":"null"}]},"protocol":{"type":"string"},"verdict":{"type":"string"},"answers":{"type":"array","items":{"type":"string"}}},"required":["at","kind","destination","port","protocol","verdict"]}}},"required":["entries"]},

@@ -4,13 +4,21 @@ import type {
   BulkDeleteSandboxesRequest,
   BulkDeleteSandboxesResponse,
   CloseSshSessionResponse,
+  CreateCheckpointRequest,
+  CreateCheckpointResponse,
   CreateSandboxRequest,
   CreateSandboxResponse,
   CreateSshSessionRequest,
   CreateSshSessionResponse,
+  DeleteCheckpointResponse,
   DeleteSandboxResponse,
   ExposePortRequest,
   ExposePortResponse,
+  ForkCheckpointRequest,
+  ForkCheckpointResponse,
+  ForkSandboxRequest,
+  ForkSandboxResponse,
+  GetCheckpointResponse,
   GetEgressLogQuery,
   GetEgressLogResponse,
   GetEgressPolicyResponse,
@@ -18,9 +26,12 @@ import type {
   GetSandboxLogsResponse,
   GetSandboxResponse,
   ListAllExposedPortsResponse,
+  ListCheckpointsQuery,
+  ListCheckpointsResponse,
   ListExposedPortsResponse,
   ListSandboxesQuery,
   ListSandboxesResponse,
+  ListSandboxCheckpointsResponse,
   PauseSandboxResponse,
   ResumeSandboxResponse,
   SetEgressPolicyRequest,
@@ -131,6 +142,45 @@ export class SandboxesApi {
   /** `POST /sandbox/{id}/resume` (Corral's own): the processes continue where they stopped. Idempotent. */
   resume(id: string): Promise<ResumeSandboxResponse> {
     return this.http.call('POST', `/sandbox/${seg(id)}/resume`, { idempotent: true, operation: 'ResumeSandbox' });
+  }
+
+  /**
+   * `POST /sandbox/{id}/checkpoints` (Prime's `checkpoint`): starts a checkpoint of a RUNNING or
+   * PAUSED sandbox and answers it PENDING; `memory: true` (Corral's own) captures its processes too.
+   * Not retried (a retry would take a second checkpoint).
+   */
+  checkpoint(id: string, body: CreateCheckpointRequest = null): Promise<CreateCheckpointResponse> {
+    return this.http.call('POST', `/sandbox/${seg(id)}/checkpoints`, { ...(body !== null ? { body } : {}), operation: 'CreateCheckpoint' });
+  }
+
+  /** `GET /sandbox/{id}/checkpoints[?checkpoint_id=]` (Prime's `list_checkpoints`): the sandbox's checkpoints, newest first. */
+  listCheckpoints(id: string, checkpointId?: string): Promise<ListSandboxCheckpointsResponse> {
+    return this.http.call('GET', `/sandbox/${seg(id)}/checkpoints`, { query: checkpointId !== undefined ? { checkpoint_id: checkpointId } : {}, operation: 'ListSandboxCheckpoints' });
+  }
+
+  /** `GET /sandbox/checkpoints` (Corral's own): every checkpoint you may see, newest first, a page at a time. */
+  listAllCheckpoints(query: ListCheckpointsQuery = {}): Promise<ListCheckpointsResponse> {
+    return this.http.call('GET', '/sandbox/checkpoints', { query, operation: 'ListCheckpoints' });
+  }
+
+  /** `GET /sandbox/checkpoints/{checkpoint_id}` (Prime's `get_checkpoint`). */
+  getCheckpoint(checkpointId: string): Promise<GetCheckpointResponse> {
+    return this.http.call('GET', `/sandbox/checkpoints/${seg(checkpointId)}`, { operation: 'GetCheckpoint' });
+  }
+
+  /** `DELETE /sandbox/checkpoints/{checkpoint_id}` (Corral's own): deletes it and its data. */
+  deleteCheckpoint(checkpointId: string): Promise<DeleteCheckpointResponse> {
+    return this.http.call('DELETE', `/sandbox/checkpoints/${seg(checkpointId)}`, { operation: 'DeleteCheckpoint' });
+  }
+
+  /** `POST /sandbox/checkpoints/{checkpoint_id}/fork` (Corral's own): `count` sandboxes restored from a DURABLE checkpoint. */
+  forkCheckpoint(checkpointId: string, body: ForkCheckpointRequest): Promise<ForkCheckpointResponse> {
+    return this.http.call('POST', `/sandbox/checkpoints/${seg(checkpointId)}/fork`, { body, idempotent: Boolean(body.idempotency_key), operation: 'ForkCheckpoint' });
+  }
+
+  /** `POST /sandbox/{id}/fork` (Corral's own): checkpoints the sandbox, waits until it is stored, then forks it `count` times. */
+  fork(id: string, body: ForkSandboxRequest): Promise<ForkSandboxResponse> {
+    return this.http.call('POST', `/sandbox/${seg(id)}/fork`, { body, operation: 'ForkSandbox' });
   }
 
   /** `POST /sandbox/{id}/expose`: an HTTP URL or a TCP endpoint for a port in the sandbox. */

@@ -89,6 +89,18 @@ export const API_ERRORS = {
   SANDBOX_NOT_RUNNING: { status: 409 },
   /** The runtime driver cannot pause sandboxes (`kubernetes`, or a driver without the capability). */
   PAUSE_UNSUPPORTED: { status: 409 },
+  /** The checkpoint does not exist, or is neither the caller's nor a team's they administer. */
+  CHECKPOINT_NOT_FOUND: { status: 404 },
+  /** The runtime driver cannot take or restore checkpoints (`kubernetes`, or a driver without the capability). */
+  CHECKPOINT_UNSUPPORTED: { status: 409 },
+  /** A memory checkpoint (`memory: true`) on a runtime driver that captures filesystems only. */
+  MEMORY_CHECKPOINT_UNSUPPORTED: { status: 409 },
+  /** A restore or fork of a checkpoint that is not DURABLE (still being captured, failed, or being deleted). */
+  CHECKPOINT_NOT_DURABLE: { status: 409 },
+  /** A delete of a checkpoint whose capture is still running (PENDING or FROZEN). */
+  CHECKPOINT_BUSY: { status: 409 },
+  /** `POST /sandbox/{id}/fork`: the checkpoint it took first failed; nothing was forked. */
+  CHECKPOINT_CAPTURE_FAILED: { status: 409 },
   /** The user holds as many unexpired tunnels as allowed (Prime's 400 "maximum number of"). */
   TUNNEL_LIMIT_REACHED: { status: 400 },
   /** The create would take the user's or team's active sandboxes past a quota (count, CPU, memory or disk). */

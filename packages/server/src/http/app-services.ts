@@ -6,7 +6,9 @@ import type { NetworkService } from '../network/network-service.js';
 import type { RuntimeIsolation } from '../runtime/runtime.js';
 import type { SandboxEventActor } from '../records/event-records.js';
 import type { AuthService, Principal } from '../services/auth-service.js';
+import type { CheckpointService } from '../services/checkpoint-service.js';
 import type { CorralMetrics } from '../services/corral-metrics.js';
+import type { ForkService } from '../services/fork-service.js';
 import type { CreateHold } from '../services/create-hold.js';
 import type { SandboxEvents } from '../services/sandbox-events.js';
 import type { EgressService } from '../services/egress-service.js';
@@ -35,6 +37,10 @@ export interface AppServices {
   config: CorralConfig;
   auth: AuthService;
   sandboxes: SandboxService;
+  /** Checkpoints of sandboxes (take, read, list, delete). */
+  checkpoints: CheckpointService;
+  /** Forks of checkpoints and of running sandboxes. */
+  forks: ForkService;
   /** Sandboxes' egress policies and logs. */
   egress: EgressService;
   /** Per-user and per-team quotas over active sandboxes. */

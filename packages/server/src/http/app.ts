@@ -16,6 +16,7 @@ import { registerImageRoutes } from './routes/image-routes.js';
 import { registerHealthRoutes } from './routes/health-routes.js';
 import { registerMetricsRoutes } from './routes/metrics-routes.js';
 import { registerSandboxActionRoutes } from './routes/sandbox-action-routes.js';
+import { registerCheckpointRoutes } from './routes/checkpoint-routes.js';
 import { registerSandboxRoutes } from './routes/sandbox-routes.js';
 import { registerTemplateRoutes } from './routes/template-routes.js';
 import { registerTunnelRoutes } from './routes/tunnel-routes.js';
@@ -110,6 +111,7 @@ export async function buildApp(services: AppServices, logger: Logger | false = f
     async (api) => {
       registerSandboxRoutes(api, services);
       registerSandboxActionRoutes(api, services);
+      registerCheckpointRoutes(api, services);
       registerEgressRoutes(api, services);
       registerObserveRoutes(api, services);
       registerExposureRoutes(api, services);

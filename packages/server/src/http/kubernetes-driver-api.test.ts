@@ -115,4 +115,33 @@ describe('kubernetesJobId and the kubernetes driver\'s egress limits, through th
       await s.close();
     }
   });
+
+  it('refuses checkpoints, restores and forks with 409 CHECKPOINT_UNSUPPORTED (the kubelet has no capture Corral drives)', async () => {
+    const s = await serve(new PodLikeRuntime());
+    try {
+      const { sandbox } = await create(s.t);
+      await eventually(async () => ((await s.t.server.store.getSandbox(sandbox.id))?.status === 'RUNNING' ? true : undefined), 5_000, 'RUNNING');
+      // A checkpoint another driver stored (a deployment that switched drivers): visible, DURABLE, not restorable here.
+      const now = new Date().toISOString();
+      const owner = (await s.t.server.store.getSandbox(sandbox.id))?.userId ?? '';
+      await s.t.server.store.insertCheckpoint({
+        id: `ckpt-${randomBytes(4).toString('hex')}`, sandboxId: sandbox.id, parentId: null, depth: 1, userId: owner, teamId: null, state: 'DURABLE',
+        dockerImage: 'busybox:latest', diskSizeGb: 1, registryCredentialsId: null, runtimeDriver: 'oci', runtimeOwner: s.t.server.config.instanceId,
+        replicaId: s.t.server.config.replicaId, runtimeRef: 'ref', sizeBytes: 1, memory: false, error: null, createdAt: now, updatedAt: now, expiresAt: null,
+      });
+      const [stored] = (await s.t.server.store.listCheckpoints({ sandboxId: sandbox.id }, 1, 1)).checkpoints;
+      const refusals = [
+        await s.t.request('POST', `/api/v1/sandbox/${sandbox.id}/checkpoints`),
+        await s.t.request('POST', `/api/v1/sandbox/${sandbox.id}/fork`, { body: { count: 1 } }),
+        await s.t.request('POST', '/api/v1/sandbox', { body: { name: 'r', checkpoint_id: stored?.id } }),
+        await s.t.request('POST', `/api/v1/sandbox/checkpoints/${stored?.id}/fork`, { body: { count: 1 } }),
+      ];
+      for (const r of refusals) {
+        assert.equal(r.statusCode, 409, r.body);
+        assert.equal(r.json<ErrorBody>().code, 'CHECKPOINT_UNSUPPORTED');
+      }
+    } finally {
+      await s.close();
+    }
+  });
 });

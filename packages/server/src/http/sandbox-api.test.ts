@@ -145,7 +145,11 @@ describe('sandbox API', () => {
     const params = response.json<{ errors: Array<{ param: string; details: string }> }>().errors.map((e) => e.param).sort();
     assert.deepEqual(params, ['cpu_cores', 'gpu_count', 'labels', 'memory_gb', 'name', 'timeout_minutes']);
     const missing = await t.request('POST', '/api/v1/sandbox', { body: {} });
-    assert.deepEqual(missing.json<{ errors: Array<{ param: string }> }>().errors.map((e) => e.param).sort(), ['docker_image', 'name']);
+    assert.deepEqual(missing.json<{ errors: Array<{ param: string }> }>().errors.map((e) => e.param).sort(), ['name']);
+    // docker_image is required unless checkpoint_id restores a checkpoint (checked past the schema).
+    const noImage = await t.request('POST', '/api/v1/sandbox', { body: { name: 'x' } });
+    assert.equal(noImage.statusCode, 422);
+    assert.deepEqual(noImage.json<{ errors: Array<{ param: string }> }>().errors.map((e) => e.param), ['docker_image']);
   });
 
   it('refuses semantic conflicts with 422', async () => {

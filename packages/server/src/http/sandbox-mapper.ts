@@ -45,5 +45,6 @@ export function toSandboxResponse(s: SandboxRecord): SandboxResponse {
     registryCredentialsId: s.registryCredentialsId,
     pendingImageBuildId: null,
     guaranteed: s.guaranteed,
+    checkpointId: s.checkpointId,
   };
 }

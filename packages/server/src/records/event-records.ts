@@ -7,7 +7,9 @@
  * - `exposure.created`, `exposure.deleted`: a port exposure;
  * - `ssh.session_created`, `ssh.session_deleted`: an SSH session;
  * - `egress.policy_changed`: a new egress policy (`generation` and the lists, which hold domains and addresses);
- * - `stream.opened`: a streaming exec (WebSocket) or Connect-RPC `Start` session started its process (`command` truncated, `tty`).
+ * - `stream.opened`: a streaming exec (WebSocket) or Connect-RPC `Start` session started its process (`command` truncated, `tty`);
+ * - `checkpoint.created`, `checkpoint.durable`, `checkpoint.failed`, `checkpoint.deleted`: a checkpoint of the sandbox
+ *   was asked for, stored, failed (`error`), or deleted (`checkpointId`, `memory`, `sizeBytes`, `durationMs`).
  */
 export const SANDBOX_EVENT_TYPES = [
   'sandbox.created',
@@ -22,6 +24,10 @@ export const SANDBOX_EVENT_TYPES = [
   'ssh.session_deleted',
   'egress.policy_changed',
   'stream.opened',
+  'checkpoint.created',
+  'checkpoint.durable',
+  'checkpoint.failed',
+  'checkpoint.deleted',
 ] as const;
 
 export type SandboxEventType = (typeof SANDBOX_EVENT_TYPES)[number];

@@ -102,6 +102,11 @@ export interface SandboxRecord {
    * deadline is `startedAt + timeoutMinutes + pausedMs` (the lifetime clock stops while paused).
    */
   pausedMs: number;
+  /**
+   * The checkpoint the sandbox was restored (or forked) from, when it was (migration 0015); its
+   * filesystem started as that checkpoint's. Served as the Corral extension field `checkpointId`.
+   */
+  checkpointId: string | null;
 }
 
 /** Fields a status transition may set besides `status`. */

@@ -38,6 +38,8 @@ export interface MetricSources {
   eventBacklog?: () => number;
   /** Image builds and transfers waiting for a builder slot, and running. */
   imageBuilds?: () => { queued: number; running: number };
+  /** This deployment's checkpoints by state. */
+  checkpoints?: () => Promise<Array<{ state: string; count: number }>>;
 }
 
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
@@ -180,6 +182,13 @@ export class CorralMetrics {
     labelNames: ['driver'] as const,
     registers: [this.registry],
   });
+  readonly checkpointCaptureSeconds = new Histogram({
+    name: 'corral_checkpoint_capture_seconds',
+    help: 'Checkpoint captures from asked for until stored (durable) or failed, by driver, memory and result',
+    labelNames: ['driver', 'memory', 'result'] as const,
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600],
+    registers: [this.registry],
+  });
 
   constructor(options: { /** Node.js process metrics (`process_*`, `nodejs_*`); default true. */ processMetrics?: boolean } = {}) {
     const sources = this.sources;
@@ -193,6 +202,17 @@ export class CorralMetrics {
         // A store that cannot answer leaves the gauge empty for this scrape rather than failing it.
         const rows = await Promise.resolve(sources.sandboxes?.()).catch(() => undefined);
         for (const row of rows ?? []) this.set({ status: row.status, driver: row.driver }, row.count);
+      },
+    });
+    new Gauge({
+      name: 'corral_checkpoints',
+      help: "This deployment's checkpoints by state",
+      labelNames: ['state'] as const,
+      registers: [this.registry],
+      async collect() {
+        this.reset();
+        const rows = await Promise.resolve(sources.checkpoints?.()).catch(() => undefined);
+        for (const row of rows ?? []) this.set({ state: row.state }, row.count);
       },
     });
     new Gauge({

@@ -52,6 +52,28 @@ export class QuotaService {
     return { user, team };
   }
 
+  /**
+   * Refuses (403 `QUOTA_EXCEEDED`) a new checkpoint while the owner's (or the team's) disk use —
+   * active sandboxes' disks plus stored checkpoint bytes — is at or past its disk limit.
+   */
+  async checkCheckpointDisk(userId: string, teamId: string | null): Promise<void> {
+    const user = await this.store.getUser(userId);
+    const scopes: Array<[QuotaScope, string, boolean]> = [['user', userId, user?.isAdmin ?? false]];
+    if (teamId !== null) scopes.push(['team', teamId, false]);
+    for (const [scope, subjectId, isAdminUser] of scopes) {
+      const limit = (await this.effective(scope, subjectId, isAdminUser)).diskGb;
+      if (limit === null) continue;
+      const used = (await this.store.quotaUsage(scope, subjectId)).diskGb;
+      if (used >= limit) {
+        const who = scope === 'user' ? "the sandbox's owner" : `team ${subjectId}`;
+        throw new ApiError(
+          'QUOTA_EXCEEDED',
+          `Quota exceeded: ${who} may use at most ${limit} GB of disk in active sandboxes and checkpoints (${Math.round(used * 1000) / 1000} in use); delete checkpoints or end sandboxes first`,
+        );
+      }
+    }
+  }
+
   /** The API error for a refused create, in Prime's `{detail}` shape. */
   static toApiError(error: QuotaExceededError): ApiError {
     const who = error.scope === 'user' ? 'you' : `team ${error.subjectId}`;
@@ -59,7 +81,7 @@ export class QuotaService {
       sandboxes: `may run at most ${plural(error.limit, 'sandbox', 'sandboxes')} at once (${error.used} active)`,
       cpuCores: `may use at most ${error.limit} CPU cores in active sandboxes (${error.used} in use, ${error.asked} asked)`,
       memoryGb: `may use at most ${error.limit} GB of memory in active sandboxes (${error.used} in use, ${error.asked} asked)`,
-      diskGb: `may use at most ${error.limit} GB of disk in active sandboxes (${error.used} in use, ${error.asked} asked)`,
+      diskGb: `may use at most ${error.limit} GB of disk in active sandboxes and checkpoints (${error.used} in use, ${error.asked} asked)`,
     };
     return new ApiError('QUOTA_EXCEEDED', `Quota exceeded: ${who} ${what[error.resource]}; end a sandbox or ask an administrator to raise the quota`);
   }

@@ -25,6 +25,10 @@ export const PRIME_RATE_LIMITS = {
   'sandbox.egressPolicy.set': { limit: 60, windowSeconds: 60, perSandbox: true },
   'sandbox.egressLog': { limit: 300, windowSeconds: 60, perSandbox: true },
   'sandbox.pause': { limit: 60, windowSeconds: 60, perSandbox: true },
+  // Checkpoints: Prime publishes no limits; a capture or delete like a pause, a read like `sandbox.get` (per checkpoint id: none in the path).
+  'sandbox.checkpoint': { limit: 60, windowSeconds: 60, perSandbox: true },
+  'sandbox.checkpointGet': { limit: 600, windowSeconds: 60, perSandbox: false },
+  'sandbox.fork': { limit: 60, windowSeconds: 60, perSandbox: false },
   'sandbox.events': { limit: 300, windowSeconds: 60, perSandbox: true },
   'sandbox.stats': { limit: 300, windowSeconds: 60, perSandbox: true },
   'expose.create': { limit: 20, windowSeconds: 60, perSandbox: true },

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { RuntimeSandboxState } from '../runtime/runtime.js';
+import type { CheckpointService } from './checkpoint-service.js';
 import type { CorralMetrics } from './corral-metrics.js';
 import type { ReplicaPresence } from './replica-presence.js';
 import type { SandboxLifecycle } from './sandbox-lifecycle.js';
@@ -30,6 +31,8 @@ export interface ReconcileReport {
   removeFailed: string[];
   /** Ended rows deleted because they passed the retention period. */
   purged: number;
+  /** Checkpoint rows the sweep failed (a capture cut by a restart) or deleted. */
+  checkpointsSwept: number;
   /** Running sandboxes whose egress policy was (re-)applied to the runtime this pass. */
   egressApplied: string[];
   /** Running sandboxes whose egress policy could not be applied; retried with backoff. */
@@ -54,6 +57,8 @@ export interface ReconcilerOptions {
   presence?: Pick<ReplicaPresence, 'tryLead' | 'liveReplicas'>;
   /** Where pass durations are recorded (`corral_reconcile_pass_duration_seconds`). */
   metrics?: CorralMetrics;
+  /** Checkpoints to sweep each pass (captures cut by a restart, DELETING rows, expired ones); none when absent. */
+  checkpoints?: Pick<CheckpointService, 'sweep'>;
 }
 
 /**
@@ -70,6 +75,8 @@ export interface ReconcilerOptions {
  * - containers with no live row → removed (ended rows keep theirs for a grace period, for logs);
  *   a removal that fails is retried on later passes, with backoff, until the container is gone;
  * - ended rows older than the retention period → deleted;
+ * - checkpoints (`CheckpointService.sweep`): a capture no live process runs → FAILED, DELETING
+ *   rows → deleted again, checkpoints past their retention → deleted;
  * - a RUNNING sandbox whose egress policy generation is not applied yet, or whose policy this
  *   process's runtime was never given (after a restart) → applied (`EgressApplier`), with backoff.
  *
@@ -87,6 +94,7 @@ export class Reconciler {
   private readonly concurrency: number;
   private readonly presence: Pick<ReplicaPresence, 'tryLead' | 'liveReplicas'> | undefined;
   private readonly metrics: CorralMetrics | undefined;
+  private readonly checkpoints: Pick<CheckpointService, 'sweep'> | undefined;
   /** This instance's active rows as of the last pass. */
   private readonly view = new Map<string, SandboxRecord>();
   /** Wall-clock time of the last full read; undefined before the first. */
@@ -109,6 +117,7 @@ export class Reconciler {
     this.concurrency = Math.max(1, resolved.concurrency ?? 16);
     this.presence = resolved.presence;
     this.metrics = resolved.metrics;
+    this.checkpoints = resolved.checkpoints;
   }
 
   /** Runs one pass now (or joins the pass in progress). */
@@ -205,8 +214,15 @@ export class Reconciler {
     }
     if (runtime) await this.removeOrphans(containers, now, report);
     report.purged = await this.store.purgeEndedSandboxes(new Date(now - this.retentionMs).toISOString(), 1000);
+    if (this.checkpoints) {
+      try {
+        report.checkpointsSwept = await this.checkpoints.sweep(now, this.presence ? liveReplicas : new Set());
+      } catch (error) {
+        this.log.warn({ err: error }, 'checkpoint sweep failed; the next pass retries');
+      }
+    }
     const changed =
-      report.timedOut.length + report.idled.length + report.lost.length + report.exited.length + report.orphansRemoved.length + report.removeFailed.length + report.purged +
+      report.timedOut.length + report.idled.length + report.lost.length + report.exited.length + report.orphansRemoved.length + report.removeFailed.length + report.purged + report.checkpointsSwept +
       report.egressApplied.length + report.egressFailed.length + report.adopted.length + report.repaused.length;
     if (changed > 0) this.log.info(report, 'reconciled');
     return report;
@@ -382,6 +398,7 @@ function emptyReport(): ReconcileReport {
     orphansRemoved: [],
     removeFailed: [],
     purged: 0,
+    checkpointsSwept: 0,
     egressApplied: [],
     egressFailed: [],
     repaused: [],

@@ -194,6 +194,14 @@ export class SandboxLifecycle {
         if (!credential) throw new RuntimeError('IMAGE_PULL_FAILED', `Registry credentials ${sandbox.registryCredentialsId} no longer exist`);
         spec.registryAuth = { username: credential.username, password: credential.password, serverAddress: credential.server };
       }
+      if (sandbox.checkpointId !== null) {
+        // A restore: the driver starts it from the checkpoint's layers (deleted meanwhile: it cannot start).
+        const checkpoint = await this.store.getCheckpoint(sandbox.checkpointId);
+        if (!checkpoint || checkpoint.state !== 'DURABLE' || checkpoint.runtimeRef === null) {
+          throw new RuntimeError('CHECKPOINT_FAILED', `Checkpoint ${sandbox.checkpointId} is ${checkpoint?.state ?? 'gone'}; the sandbox cannot be restored from it`);
+        }
+        spec.checkpoint = { ref: checkpoint.runtimeRef, memory: checkpoint.memory };
+      }
       const created = await runtime.create(spec);
       this.metrics?.startup('runtime_create', runtime.name, Date.now() - claimedAt);
       runtimeId = created.runtimeId;

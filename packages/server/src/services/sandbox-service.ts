@@ -16,18 +16,26 @@ import type { SandboxLifecycle } from './sandbox-lifecycle.js';
 import { type SandboxNetworkUsage, readInsideUsage } from './sandbox-stats.js';
 import { isTerminal, type SandboxRecord, type SandboxStatus } from '../records/sandbox-records.js';
 import { maySeeSandbox } from './sandbox-visibility.js';
+import { restorableCheckpoint } from './checkpoint-service.js';
 
 /** A validated create request, in the service's own terms. */
 export interface CreateSandboxInput {
   name: string;
-  dockerImage: string;
+  /** Null when the request gave none: required, unless `checkpointId` is given (the checkpoint's image is used). */
+  dockerImage: string | null;
   startCommand: string | { executable: string; args?: string[] } | null;
   cpuCores: number;
   memoryGb: number;
-  diskSizeGb: number;
+  /** Null when the request gave none: 10, or the checkpoint's disk size when restoring. */
+  diskSizeGb: number | null;
   gpuCount: number;
   gpuType: string | null;
   vm: boolean;
+  /**
+   * Restore: start from this DURABLE checkpoint (visible to the caller); its image and disk size
+   * are used, and a different `dockerImage` or `diskSizeGb` is refused (422).
+   */
+  checkpointId: string | null;
   /** The legacy switch; null when the request did not give it. `false` is `networkAllowlist: []`. */
   networkAccess: boolean | null;
   /** Only what it names is reachable; `[]`: no egress at all. Exclusive with `networkDenylist`. */
@@ -51,6 +59,12 @@ export interface CreateSandboxInput {
    */
   admissionTimeoutSeconds: number | null;
 }
+
+/** A create with its image and disk size settled (from the request, or from the checkpoint it restores). */
+type ResolvedCreate = CreateSandboxInput & { dockerImage: string; diskSizeGb: number };
+
+/** `disk_size_gb` when a create gives none (Prime's default). */
+const DEFAULT_DISK_SIZE_GB = 10;
 
 /** Which sandboxes a listing covers, as the API's query names it. */
 export interface ListSandboxesInput {
@@ -147,7 +161,8 @@ export class SandboxService {
    * Creates a sandbox (or returns the one created earlier with the same idempotency key), within
    * the caller's and the team's quotas (403 QUOTA_EXCEEDED otherwise).
    */
-  async create(caller: Principal, input: CreateSandboxInput): Promise<SandboxRecord> {
+  async create(caller: Principal, request: CreateSandboxInput): Promise<SandboxRecord> {
+    const input = await this.resolveSource(caller, request);
     this.checkCreate(caller, input);
     const network = resolveCreateEgress(input);
     const runtime = this.lifecycle.runtime;
@@ -202,6 +217,7 @@ export class SandboxService {
       kubernetesJobId: null,
       pausedAt: null,
       pausedMs: 0,
+      checkpointId: input.checkpointId,
       runtimeDriver: null,
       runtimeId: null,
       runtimeOwner: this.config.instanceId,
@@ -229,6 +245,30 @@ export class SandboxService {
   }
 
   /**
+   * The image, disk size and registry credentials a create starts from: what it asked for, or
+   * the checkpoint's when it restores one (`restorableCheckpoint`: 404 / 409 for one it may not
+   * restore; 422 for a `docker_image` or `disk_size_gb` other than the checkpoint's).
+   */
+  private async resolveSource(caller: Principal, input: CreateSandboxInput): Promise<ResolvedCreate> {
+    if (input.checkpointId === null) {
+      if (input.dockerImage === null) throw ApiError.invalid('docker_image', 'required unless checkpoint_id is given');
+      return { ...input, dockerImage: input.dockerImage, diskSizeGb: input.diskSizeGb ?? DEFAULT_DISK_SIZE_GB };
+    }
+    const checkpoint = await restorableCheckpoint(this.store, this.lifecycle.runtime, this.config.instanceId, caller, input.checkpointId);
+    if (input.dockerImage !== null && input.dockerImage !== checkpoint.dockerImage) {
+      throw ApiError.invalid('docker_image', `omit it when restoring a checkpoint: checkpoint ${checkpoint.id} runs ${checkpoint.dockerImage}`);
+    }
+    if (input.diskSizeGb !== null && input.diskSizeGb !== checkpoint.diskSizeGb) {
+      throw ApiError.invalid('disk_size_gb', `omit it when restoring a checkpoint: checkpoint ${checkpoint.id} has a ${checkpoint.diskSizeGb} GB disk`);
+    }
+    let registryCredentialsId = input.registryCredentialsId;
+    if (registryCredentialsId === null && checkpoint.registryCredentialsId !== null && (await this.registryCredentials.usable(caller, checkpoint.registryCredentialsId))) {
+      registryCredentialsId = checkpoint.registryCredentialsId;
+    }
+    return { ...input, dockerImage: checkpoint.dockerImage, diskSizeGb: checkpoint.diskSizeGb, registryCredentialsId };
+  }
+
+  /**
    * The row as the API shows it: a PENDING sandbox waiting in this process's admission queue has
    * why it waits (and its place in the queue) as its `errorMessage`.
    */
@@ -238,7 +278,7 @@ export class SandboxService {
     return reason === undefined ? sandbox : { ...sandbox, errorMessage: reason };
   }
 
-  private checkCreate(caller: Principal, input: CreateSandboxInput): void {
+  private checkCreate(caller: Principal, input: ResolvedCreate): void {
     if (input.teamId !== null && !caller.teams.has(input.teamId)) {
       throw ApiError.invalid('team_id', `you are not a member of team ${input.teamId}`);
     }

@@ -12,6 +12,8 @@ import type { ImageArtifactsTable, ImageBuildsTable } from './schema.js';
 import type { ApiKeysTable, Database, RegistryCredentialsTable, SandboxesTable, TeamMembersTable, UsersTable, WebhookDeliveriesTable, WebhookEndpointsTable } from './schema.js';
 import type { WebhookAttemptRecord, WebhookDeliveryPatch, WebhookDeliveryRecord, WebhookDeliveryStatus, WebhookEndpointRecord } from '../records/webhook-records.js';
 import type { SandboxFilter, Store } from './store.js';
+import type { CheckpointFilter, CheckpointPatch, CheckpointRecord, CheckpointState } from '../records/checkpoint-records.js';
+import * as checkpoints from './checkpoint-store.js';
 import type { ApiKeyRecord, RegistryCredentialRecord, TeamMemberRecord, TeamRecord, TeamRole, UserRecord } from '../records/account-records.js';
 
 type SandboxRow = Selectable<SandboxesTable>;
@@ -71,6 +73,7 @@ function rowToSandbox(row: SandboxRow): SandboxRecord {
     pausedAt: row.paused_at ?? null,
     pausedMs: Number(row.paused_ms ?? 0),
     provisioner: row.provisioner ?? null,
+    checkpointId: row.checkpoint_id ?? null,
   };
 }
 
@@ -121,6 +124,7 @@ function sandboxToRow(s: SandboxRecord): SandboxRow {
     paused_at: s.pausedAt,
     paused_ms: s.pausedMs,
     provisioner: s.provisioner,
+    checkpoint_id: s.checkpointId,
   };
 }
 
@@ -376,11 +380,12 @@ export class KyselyStore implements Store {
       .where(scope === 'user' ? 'user_id' : 'team_id', '=', subjectId)
       .where('status', 'in', [...ACTIVE_STATUSES])
       .executeTakeFirst();
+    const checkpointGb = (await checkpoints.checkpointBytes(db, scope, subjectId)) / 1024 ** 3;
     return {
       sandboxes: Number(row?.sandboxes ?? 0),
       cpuCores: Number(row?.cpu ?? 0),
       memoryGb: Number(row?.memory ?? 0),
-      diskGb: Number(row?.disk ?? 0),
+      diskGb: Number(row?.disk ?? 0) + checkpointGb,
     };
   }
 
@@ -770,6 +775,30 @@ export class KyselyStore implements Store {
       await trx.deleteFrom('sandboxes').where('id', 'in', ids).execute();
     });
     return ids.length;
+  }
+
+  insertCheckpoint(checkpoint: CheckpointRecord): Promise<void> {
+    return checkpoints.insertCheckpoint(this.db, checkpoint);
+  }
+
+  getCheckpoint(id: string): Promise<CheckpointRecord | undefined> {
+    return checkpoints.getCheckpoint(this.db, id);
+  }
+
+  listCheckpoints(filter: CheckpointFilter, page: number, perPage: number): Promise<{ checkpoints: CheckpointRecord[]; total: number }> {
+    return checkpoints.listCheckpoints(this.db, filter, page, perPage);
+  }
+
+  updateCheckpoint(id: string, patch: CheckpointPatch, expectStates?: readonly CheckpointState[]): Promise<CheckpointRecord | undefined> {
+    return checkpoints.updateCheckpoint(this.db, id, patch, expectStates);
+  }
+
+  deleteCheckpoint(id: string): Promise<boolean> {
+    return checkpoints.deleteCheckpoint(this.db, id);
+  }
+
+  countCheckpoints(runtimeOwner: string): Promise<Array<{ state: CheckpointState; count: number }>> {
+    return checkpoints.countCheckpoints(this.db, runtimeOwner);
   }
 
   /** Now on the database's clock, in ms since the epoch (every lease compares against it, never a replica's clock). */

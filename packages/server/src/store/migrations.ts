@@ -369,6 +369,42 @@ migrations['0014_webhooks'] = {
   },
 };
 
+migrations['0015_checkpoints'] = {
+  async up(db: Kysely<unknown>): Promise<void> {
+    // Checkpoints of sandboxes (docs/checkpoints.md). They outlive their sandbox, so there is no
+    // foreign key to it; `runtime_ref` is the driver's handle of the stored data (null until DURABLE).
+    await db.schema
+      .createTable('checkpoints')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('sandbox_id', 'text', (c) => c.notNull())
+      .addColumn('parent_id', 'text')
+      .addColumn('depth', 'integer', (c) => c.notNull())
+      .addColumn('user_id', 'text', (c) => c.notNull())
+      .addColumn('team_id', 'text')
+      .addColumn('state', 'text', (c) => c.notNull())
+      .addColumn('docker_image', 'text', (c) => c.notNull())
+      .addColumn('disk_size_gb', sql`double precision`, (c) => c.notNull())
+      .addColumn('registry_credentials_id', 'text')
+      .addColumn('runtime_driver', 'text', (c) => c.notNull())
+      .addColumn('runtime_owner', 'text', (c) => c.notNull())
+      .addColumn('replica_id', 'text', (c) => c.notNull())
+      .addColumn('runtime_ref', 'text')
+      .addColumn('size_bytes', sql`double precision`, (c) => c.notNull().defaultTo(0))
+      .addColumn('memory', 'integer', (c) => c.notNull().defaultTo(0))
+      .addColumn('error', 'text')
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addColumn('updated_at', 'text', (c) => c.notNull())
+      .addColumn('expires_at', 'text')
+      .execute();
+    await db.schema.createIndex('checkpoints_sandbox').on('checkpoints').columns(['sandbox_id', 'created_at']).execute();
+    await db.schema.createIndex('checkpoints_user').on('checkpoints').columns(['user_id', 'created_at']).execute();
+    await db.schema.createIndex('checkpoints_team').on('checkpoints').columns(['team_id', 'created_at']).execute();
+    await db.schema.createIndex('checkpoints_state').on('checkpoints').columns(['state']).execute();
+    // A sandbox restored (or forked) from a checkpoint names it.
+    await db.schema.alterTable('sandboxes').addColumn('checkpoint_id', 'text').execute();
+  },
+};
+
 migrations['0016_image_build_visibility'] = {
   // The visibility a build's image gets when it completes (Prime's `visibility` of POST /images/build).
   async up(db: Kysely<unknown>): Promise<void> {

@@ -52,6 +52,8 @@ export interface SandboxesTable {
   paused_ms: number;
   /** The replica holding the provisioning work (migration 0008). */
   provisioner: string | null;
+  /** Added by migration 0015: the checkpoint the sandbox was restored from, else null. */
+  checkpoint_id: string | null;
 }
 
 /** One row per (sandbox, label), for ALL-match label filters. */
@@ -214,7 +216,32 @@ export interface WebhookDeliveriesTable {
   created_at: string;
 }
 
+/** Checkpoints (migration 0015); `memory` 0/1, sizes in bytes. */
+export interface CheckpointsTable {
+  id: string;
+  sandbox_id: string;
+  parent_id: string | null;
+  depth: number;
+  user_id: string;
+  team_id: string | null;
+  state: string;
+  docker_image: string;
+  disk_size_gb: number;
+  registry_credentials_id: string | null;
+  runtime_driver: string;
+  runtime_owner: string;
+  replica_id: string;
+  runtime_ref: string | null;
+  size_bytes: number;
+  memory: number;
+  error: string | null;
+  created_at: string;
+  updated_at: string;
+  expires_at: string | null;
+}
+
 export interface Database {
+  checkpoints: CheckpointsTable;
   webhook_endpoints: WebhookEndpointsTable;
   webhook_deliveries: WebhookDeliveriesTable;
   sandbox_events: SandboxEventsTable;

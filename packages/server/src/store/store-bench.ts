@@ -69,6 +69,7 @@ function record(prefix: string, i: number, userId: string): SandboxRecord {
     kubernetesJobId: null,
     pausedAt: null,
     pausedMs: 0,
+    checkpointId: null,
   };
 }
 

@@ -4,6 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import type { ImageArtifactRecord, ImageBuildRecord } from '../records/image-records.js';
 import type { SandboxRecord, SandboxStatus } from '../records/sandbox-records.js';
 import type { SandboxEventRecord } from '../records/event-records.js';
+import type { CheckpointRecord } from '../records/checkpoint-records.js';
 import type { WebhookDeliveryRecord, WebhookEndpointRecord } from '../records/webhook-records.js';
 import { sandboxFixture } from '../testing/sandbox-fixture.js';
 import type { SandboxFilter, Store } from './store.js';
@@ -1237,6 +1238,94 @@ export function runStoreSuite(name: string, open: () => Promise<Store>): void {
         for (let i = 0; i < 1000 && (await store.getWebhookDelivery(due.id)); i += 1) await store.purgeWebhookDeliveries(at(5), 1000);
         assert.equal(await store.getWebhookDelivery(due.id), undefined);
         assert.ok(await store.getWebhookDelivery(later.id));
+      });
+    });
+
+    describe('checkpoints', () => {
+      function checkpoint(overrides: Partial<CheckpointRecord> = {}): CheckpointRecord {
+        return {
+          id: unique('ckpt'),
+          sandboxId: unique('sb'),
+          parentId: null,
+          depth: 1,
+          userId: unique('user'),
+          teamId: null,
+          state: 'PENDING',
+          dockerImage: 'busybox:latest',
+          diskSizeGb: 2.5,
+          registryCredentialsId: null,
+          runtimeDriver: 'oci',
+          runtimeOwner: unique('instance'),
+          replicaId: 'r1',
+          runtimeRef: null,
+          sizeBytes: 0,
+          memory: false,
+          error: null,
+          createdAt: at(1),
+          updatedAt: at(1),
+          expiresAt: null,
+          ...overrides,
+        };
+      }
+
+      test('inserts, reads back every field, moves state by compare-and-set, deletes', async () => {
+        const c = checkpoint({ teamId: unique('team'), memory: true, expiresAt: at(60), registryCredentialsId: 'rc' });
+        await store.insertCheckpoint(c);
+        assert.deepEqual(await store.getCheckpoint(c.id), c);
+        assert.equal(await store.updateCheckpoint(c.id, { state: 'DURABLE' }, ['DURABLE']), undefined, 'not DURABLE yet: nothing changes');
+        const frozen = await store.updateCheckpoint(c.id, { state: 'FROZEN' }, ['PENDING']);
+        assert.equal(frozen?.state, 'FROZEN');
+        const durable = await store.updateCheckpoint(c.id, { state: 'DURABLE', runtimeRef: 'ref-1', sizeBytes: 5 * 1024 ** 3 + 17, parentId: 'p', depth: 2 }, ['PENDING', 'FROZEN']);
+        assert.equal(durable?.state, 'DURABLE');
+        assert.equal(durable?.runtimeRef, 'ref-1');
+        assert.equal(durable?.sizeBytes, 5 * 1024 ** 3 + 17, 'sizes past 4 GiB survive');
+        assert.equal(durable?.parentId, 'p');
+        assert.equal(durable?.depth, 2);
+        assert.ok((durable?.updatedAt ?? '') > c.updatedAt);
+        assert.equal(await store.deleteCheckpoint(c.id), true);
+        assert.equal(await store.getCheckpoint(c.id), undefined);
+        assert.equal(await store.deleteCheckpoint(c.id), false);
+        assert.equal(await store.updateCheckpoint(c.id, { state: 'FAILED' }), undefined);
+      });
+
+      test('lists newest first by sandbox, owner or team visibility, state, ids and expiry; counts by state', async () => {
+        const owner = unique('user');
+        const team = unique('team');
+        const sandboxId = unique('sb');
+        const instance = unique('instance');
+        const a = checkpoint({ userId: owner, sandboxId, runtimeOwner: instance, createdAt: at(1), state: 'DURABLE', expiresAt: at(10) });
+        const b = checkpoint({ userId: owner, sandboxId, runtimeOwner: instance, createdAt: at(2), state: 'FAILED' });
+        const c = checkpoint({ userId: unique('user'), teamId: team, runtimeOwner: instance, createdAt: at(3), state: 'DURABLE', expiresAt: at(30) });
+        const hidden = checkpoint({ runtimeOwner: instance, createdAt: at(4) });
+        for (const row of [a, b, c, hidden]) await store.insertCheckpoint(row);
+        const bySandbox = await store.listCheckpoints({ sandboxId }, 1, 10);
+        assert.deepEqual(bySandbox.checkpoints.map((r) => r.id), [b.id, a.id]);
+        assert.equal(bySandbox.total, 2);
+        const visible = await store.listCheckpoints({ visibleTo: { userId: owner, teamIds: [team] } }, 1, 10);
+        assert.deepEqual(visible.checkpoints.map((r) => r.id), [c.id, b.id, a.id]);
+        const ownOnly = await store.listCheckpoints({ visibleTo: { userId: owner, teamIds: [] } }, 1, 10);
+        assert.deepEqual(ownOnly.checkpoints.map((r) => r.id), [b.id, a.id]);
+        const paged = await store.listCheckpoints({ visibleTo: { userId: owner, teamIds: [team] } }, 2, 2);
+        assert.deepEqual(paged.checkpoints.map((r) => r.id), [a.id]);
+        assert.equal(paged.total, 3);
+        assert.deepEqual((await store.listCheckpoints({ sandboxId, states: ['DURABLE'] }, 1, 10)).checkpoints.map((r) => r.id), [a.id]);
+        assert.deepEqual((await store.listCheckpoints({ sandboxId, ids: [b.id] }, 1, 10)).checkpoints.map((r) => r.id), [b.id]);
+        assert.equal((await store.listCheckpoints({ sandboxId, ids: [] }, 1, 10)).total, 0);
+        assert.deepEqual((await store.listCheckpoints({ runtimeOwner: instance, expiredBefore: at(20) }, 1, 10)).checkpoints.map((r) => r.id), [a.id]);
+        const counts = Object.fromEntries((await store.countCheckpoints(instance)).map((r) => [r.state, r.count]));
+        assert.deepEqual(counts, { DURABLE: 2, FAILED: 1, PENDING: 1 });
+      });
+
+      test("counts checkpoint bytes (but FAILED ones) in the owner's and the team's disk usage; keeps a sandbox's checkpoint id", async () => {
+        const owner = unique('user');
+        const team = unique('team');
+        await store.insertCheckpoint(checkpoint({ userId: owner, teamId: team, state: 'DURABLE', sizeBytes: 2 * 1024 ** 3 }));
+        await store.insertCheckpoint(checkpoint({ userId: owner, state: 'FAILED', sizeBytes: 1024 ** 3 }));
+        const s = sandbox({ userId: owner, teamId: team, status: 'RUNNING', diskSizeGb: 5, checkpointId: 'from-ckpt' });
+        await insertAll([s]);
+        assert.equal((await store.quotaUsage('user', owner)).diskGb, 7);
+        assert.equal((await store.quotaUsage('team', team)).diskGb, 7);
+        assert.equal((await store.getSandbox(s.id))?.checkpointId, 'from-ckpt');
       });
     });
   });

@@ -3,6 +3,7 @@ import type { QuotaCheck, QuotaRecord, QuotaScope, QuotaUsage } from '../records
 import type { ExposureRecord, SshKeyRecord, SshSessionRecord, TunnelFilter, TunnelPatch, TunnelRecord } from '../records/network-records.js';
 import type { ImageArtifactRecord, ImageBuildPatch, ImageBuildRecord, ImageBuildStatus } from '../records/image-records.js';
 import type { SandboxEventRecord } from '../records/event-records.js';
+import type { CheckpointFilter, CheckpointPatch, CheckpointRecord, CheckpointState } from '../records/checkpoint-records.js';
 import type { WebhookDeliveryPatch, WebhookDeliveryRecord, WebhookEndpointRecord } from '../records/webhook-records.js';
 import type { ApiKeyRecord, RegistryCredentialRecord, TeamMemberRecord, TeamRecord, UserRecord } from '../records/account-records.js';
 
@@ -43,7 +44,10 @@ export interface Store {
    * creates, on any replica, cannot overshoot.
    */
   insertSandbox(sandbox: SandboxRecord, quota?: QuotaCheck): Promise<{ sandbox: SandboxRecord; created: boolean }>;
-  /** What the active sandboxes of a user, or of a team, use now. */
+  /**
+   * What the active sandboxes of a user, or of a team, use now; `diskGb` also counts the bytes
+   * stored in their checkpoints (every state but FAILED).
+   */
   quotaUsage(scope: QuotaScope, subjectId: string): Promise<QuotaUsage>;
   getQuota(scope: QuotaScope, subjectId: string): Promise<QuotaRecord | undefined>;
   /** Stores a user's or team's override, replacing any earlier one. */
@@ -119,6 +123,21 @@ export interface Store {
   listSandboxEvents(sandboxId: string, after: string | null, limit: number): Promise<SandboxEventRecord[]>;
   /** Deletes up to `limit` ended sandboxes whose `terminatedAt` is before `endedBefore`, with their labels and events; returns how many. */
   purgeEndedSandboxes(endedBefore: string, limit: number): Promise<number>;
+
+  /** Stores a new checkpoint row. */
+  insertCheckpoint(checkpoint: CheckpointRecord): Promise<void>;
+  getCheckpoint(id: string): Promise<CheckpointRecord | undefined>;
+  /** One page, newest first, and the number of matches. */
+  listCheckpoints(filter: CheckpointFilter, page: number, perPage: number): Promise<{ checkpoints: CheckpointRecord[]; total: number }>;
+  /**
+   * Applies a patch; with `expectStates` only while the checkpoint is in one of them
+   * (compare-and-set). The updated row, or undefined when it is not (or does not exist).
+   */
+  updateCheckpoint(id: string, patch: CheckpointPatch, expectStates?: readonly CheckpointState[]): Promise<CheckpointRecord | undefined>;
+  /** Deletes the row; true when it existed. */
+  deleteCheckpoint(id: string): Promise<boolean>;
+  /** Checkpoints of deployment `runtimeOwner`, counted by state. */
+  countCheckpoints(runtimeOwner: string): Promise<Array<{ state: CheckpointState; count: number }>>;
 
   insertUser(user: UserRecord): Promise<void>;
   getUser(id: string): Promise<UserRecord | undefined>;

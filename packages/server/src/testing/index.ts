@@ -5,6 +5,7 @@
  */
 export { GatedRuntime } from './gated-runtime.js';
 export { PausableRuntime } from './pausable-runtime.js';
+export { type CheckpointCall, CheckpointingRuntime } from './checkpointing-runtime.js';
 export { TEST_IMAGE, dockerMissing, driverMissing, eventually, needNothingMissing, ociMissing, unavailableSuite } from './runtime-available.js';
 export { sandboxFixture, specFixture } from './sandbox-fixture.js';
 export { type ListeningTestServer, type TestServer, startListeningServer, startTestServer } from './test-server.js';

@@ -50,6 +50,7 @@ export function sandboxFixture(overrides: Partial<SandboxRecord> & Pick<SandboxR
     kubernetesJobId: null,
     pausedAt: null,
     pausedMs: 0,
+    checkpointId: null,
     ...overrides,
   };
 }

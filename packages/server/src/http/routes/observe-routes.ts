@@ -12,7 +12,7 @@ const SandboxEvent = Type.Object({
   id: Type.String({ description: 'Sorts in recording order; pass the last one seen as `after`' }),
   sandboxId: Type.String(),
   at: Type.String({ description: 'ISO-8601 time' }),
-  type: Type.String({ description: 'sandbox.created, sandbox.status, exec, file.upload, file.download, file.read, exposure.created, exposure.deleted, ssh.session_created, ssh.session_deleted, egress.policy_changed, stream.opened' }),
+  type: Type.String({ description: 'sandbox.created, sandbox.status, exec, file.upload, file.download, file.read, exposure.created, exposure.deleted, ssh.session_created, ssh.session_deleted, egress.policy_changed, stream.opened, checkpoint.created, checkpoint.durable, checkpoint.failed, checkpoint.deleted' }),
   actor: Type.Union([Type.Object({ userId: Type.String(), keyId: Type.Union([Type.String(), Type.Null()]) }), Type.Null()]),
   data: Type.Record(Type.String(), Type.Unknown()),
 });

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { ApiError } from '../../errors/api-error.js';
 import { CREATE_WAIT_HEADER, requestedCreateWait } from '../../services/create-hold.js';
 import type { SandboxStatus } from '../../records/sandbox-records.js';
+import type { CreateSandboxInput } from '../../services/sandbox-service.js';
 import { type AppServices, principalOf } from '../app-services.js';
 import { toSandboxResponse } from '../sandbox-mapper.js';
 import { ERROR_RESPONSES, SandboxIdParams, SuccessResponse } from '../schemas/common.js';
@@ -19,6 +20,36 @@ import {
 
 const tags = ['Sandbox'];
 
+/** The create fields of a request body (of `POST /sandbox`, or of a fork), with Prime's defaults. */
+export function createInputOf(b: Omit<CreateSandboxBody, 'name' | 'checkpoint_id'> & { name?: string }, defaultName = 'sandbox'): Omit<CreateSandboxInput, 'checkpointId'> {
+  return {
+    name: b.name ?? defaultName,
+    dockerImage: b.docker_image ?? null,
+    startCommand: b.start_command ?? null,
+    cpuCores: b.cpu_cores ?? 1,
+    memoryGb: b.memory_gb ?? 2,
+    diskSizeGb: b.disk_size_gb ?? null,
+    gpuCount: b.gpu_count ?? 0,
+    gpuType: b.gpu_type ?? null,
+    vm: b.vm ?? false,
+    networkAccess: b.network_access ?? null,
+    networkAllowlist: b.network_allowlist ?? null,
+    networkDenylist: b.network_denylist ?? null,
+    timeoutMinutes: b.timeout_minutes ?? 60,
+    idleTimeoutMinutes: b.idle_timeout_minutes ?? null,
+    environmentVars: b.environment_vars ?? null,
+    secrets: b.secrets ?? null,
+    labels: b.labels ?? [],
+    teamId: b.team_id ?? null,
+    region: b.region ?? null,
+    advancedConfigs: (b.advanced_configs as Record<string, unknown> | null | undefined) ?? null,
+    registryCredentialsId: b.registry_credentials_id ?? null,
+    guaranteed: b.guaranteed ?? false,
+    idempotencyKey: b.idempotency_key ?? null,
+    admissionTimeoutSeconds: b.admission_timeout_seconds ?? null,
+  };
+}
+
 /** Sandbox CRUD, listing, bulk delete and batch status: `/api/v1/sandbox…`. */
 export function registerSandboxRoutes(app: FastifyInstance, { sandboxes, createHold }: AppServices): void {
   app.post<{ Body: CreateSandboxBody }>(
@@ -31,32 +62,7 @@ export function registerSandboxRoutes(app: FastifyInstance, { sandboxes, createH
       const b = request.body;
       const wait = requestedCreateWait(request.headers[CREATE_WAIT_HEADER]);
       if (wait.error !== undefined) throw ApiError.invalid(CREATE_WAIT_HEADER, wait.error);
-      const created = await sandboxes.create(principalOf(request), {
-        name: b.name,
-        dockerImage: b.docker_image,
-        startCommand: b.start_command ?? null,
-        cpuCores: b.cpu_cores ?? 1,
-        memoryGb: b.memory_gb ?? 2,
-        diskSizeGb: b.disk_size_gb ?? 10,
-        gpuCount: b.gpu_count ?? 0,
-        gpuType: b.gpu_type ?? null,
-        vm: b.vm ?? false,
-        networkAccess: b.network_access ?? null,
-        networkAllowlist: b.network_allowlist ?? null,
-        networkDenylist: b.network_denylist ?? null,
-        timeoutMinutes: b.timeout_minutes ?? 60,
-        idleTimeoutMinutes: b.idle_timeout_minutes ?? null,
-        environmentVars: b.environment_vars ?? null,
-        secrets: b.secrets ?? null,
-        labels: b.labels ?? [],
-        teamId: b.team_id ?? null,
-        region: b.region ?? null,
-        advancedConfigs: (b.advanced_configs as Record<string, unknown> | null | undefined) ?? null,
-        registryCredentialsId: b.registry_credentials_id ?? null,
-        guaranteed: b.guaranteed ?? false,
-        idempotencyKey: b.idempotency_key ?? null,
-        admissionTimeoutSeconds: b.admission_timeout_seconds ?? null,
-      });
+      const created = await sandboxes.create(principalOf(request), { ...createInputOf(b), checkpointId: b.checkpoint_id ?? null });
       // Held while it provisions (bounded); a client that goes away ends the hold, never the provisioning.
       const left = new AbortController();
       const onClose = (): void => left.abort();

@@ -120,7 +120,7 @@ export const TunnelStatusResponse = Type.Object({
 /** `GET /tunnel` query. */
 export const ListTunnelsQuery = Type.Object({
   teamId: Type.Optional(Type.String({ minLength: 1, maxLength: 128 })),
-  page: Type.Optional(Type.Integer({ minimum: 1, default: 1 })),
+  page: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000, default: 1 })),
   perPage: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 50 })),
   status: Type.Optional(StringEnum(['pending', 'connected', 'disconnected', 'expired'] as const)),
   labels: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 128 }), { maxItems: 50 })),

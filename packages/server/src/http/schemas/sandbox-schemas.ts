@@ -28,11 +28,14 @@ const StartCommandObject = Type.Object({
 /** `CreateSandboxRequest`: every field of the Prime API (server OpenAPI ∪ SDK 0.2.39). Unknown fields are ignored. */
 export const CreateSandboxBody = Type.Object({
   name: Type.String({ minLength: 1, maxLength: 100 }),
-  docker_image: Type.String({ minLength: 1, maxLength: 512 }),
+  docker_image: Type.Optional(Type.String({ minLength: 1, maxLength: 512, description: 'Required unless checkpoint_id is given' })),
+  checkpoint_id: Type.Optional(
+    Nullable(Type.String({ minLength: 1, maxLength: 64, description: 'Restore: start from this DURABLE checkpoint (its image and disk size; omit docker_image and disk_size_gb)' })),
+  ),
   start_command: Type.Optional(Nullable(Type.Union([Type.String({ maxLength: 131_072 }), StartCommandObject]))),
   cpu_cores: Type.Optional(Type.Number({ minimum: 0.1, maximum: 16, default: 1 })),
   memory_gb: Type.Optional(Type.Number({ minimum: 0.1, maximum: 64, default: 2 })),
-  disk_size_gb: Type.Optional(Type.Number({ minimum: 0.1, maximum: 1000, default: 10 })),
+  disk_size_gb: Type.Optional(Type.Number({ minimum: 0.1, maximum: 1000, description: 'Default 10; a restore takes the checkpoint\'s' })),
   gpu_count: Type.Optional(Type.Integer({ minimum: 0, maximum: 8, default: 0 })),
   gpu_type: Type.Optional(Nullable(StringEnum(GPU_TYPES))),
   vm: Type.Optional(Nullable(Type.Boolean())),
@@ -142,6 +145,7 @@ export const SandboxResponse = Type.Object({
   registryCredentialsId: NullableString,
   pendingImageBuildId: NullableString,
   guaranteed: Type.Boolean(),
+  checkpointId: Type.Optional(Nullable(Type.String({ description: 'Corral extension: the checkpoint the sandbox was restored from' }))),
 });
 export type SandboxResponse = Static<typeof SandboxResponse>;
 

@@ -13,6 +13,7 @@ import { type ImageRef, parseImageRef } from '../registry/image-ref.js';
 import { RegistryAccessCheck } from '../registry/registry-access-check.js';
 import { checkRegistryAddress } from '../registry/registry-address-policy.js';
 import { RuntimeError } from '../runtime.js';
+import { isCheckpointImage, namesCheckpointRepository } from './docker-checkpoints.js';
 import { isNotFound } from './docker-exec.js';
 import { pullImage, registrySource } from './image-pull.js';
 
@@ -181,6 +182,8 @@ export class DockerImageBuilder implements ImageBuilder {
     }
     if (!(await request.mayUseBase(ref.canonical))) throw new ImageBuildError(`FROM ${image}: no such image`, null, '');
     let info = await this.inspect(ref.canonical);
+    // Checkpoints' images are restored by checkpoint id, never built on.
+    if (namesCheckpointRepository(ref) || (info !== undefined && isCheckpointImage(info))) throw new ImageBuildError(`FROM ${image}: no such image`, null, '');
     if (info === undefined) {
       if (ref.registry === 'corral.local') throw new ImageBuildError(`FROM ${image}: no such image`, null, '');
       try {

@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import Docker from 'dockerode';
 import { runConformanceSuite } from '../conformance/conformance-suite.js';
 import { DockerRuntime } from './docker-runtime.js';
 import { LOCAL_TEST_REGISTRIES } from '../../testing/local-registries.js';
@@ -34,10 +35,11 @@ if (reason !== undefined) {
   runConformanceSuite('docker', async () => {
     const instance = `test-${randomBytes(4).toString('hex')}`;
     const diskDir = join(CACHE, 'docker-disks', instance);
+    const checkpointDir = join(CACHE, 'docker-checkpoints', instance);
     // Loop mode whatever the engine's storage driver, so it stays tested on a btrfs engine too;
     // storage-opt mode is covered by docker-runtime-btrfs.conformance.test.ts.
     const testInternet = await TestInternet.start();
-    const runtime = new DockerRuntime({ instance, diskDir, diskMode: 'loop', warn: () => undefined, insecureRegistries: [...LOCAL_TEST_REGISTRIES], execStartTimeoutMs: 5000, egressDnsUpstream: testInternet.dnsAddress, egressConnectionLog: testConnectionLog(join(diskDir, 'bin')) });
+    const runtime = new DockerRuntime({ instance, diskDir, checkpointDir, diskMode: 'loop', warn: () => undefined, insecureRegistries: [...LOCAL_TEST_REGISTRIES], execStartTimeoutMs: 5000, egressDnsUpstream: testInternet.dnsAddress, egressConnectionLog: testConnectionLog(join(diskDir, 'bin')) });
     return {
       runtime,
       image: IMAGE,
@@ -47,6 +49,15 @@ if (reason !== undefined) {
         await runtime.close();
         await testInternet.close();
         await rm(diskDir, { recursive: true, force: true });
+        // Checkpoints the cases left (they delete their own; a failed case may not have).
+        const docker = new Docker();
+        // Children first: a parent goes once no image builds on it.
+        for (let pass = 0; pass < 5; pass++) {
+          const images = await docker.listImages({ filters: { label: [`corral.checkpoint.instance=${instance}`] } });
+          if (images.length === 0) break;
+          for (const image of images) await docker.getImage(image.Id).remove({ force: true }).catch(() => undefined);
+        }
+        await rm(checkpointDir, { recursive: true, force: true });
       },
       removalFaults: {
         async trackHostObjects(runtimeId) {

@@ -13,6 +13,7 @@ import type { DiskPolicy } from '../disk-admission.js';
 import { type CapacityReserve, hostCapacity } from '../host-capacity.js';
 import { RuntimeError } from '../runtime.js';
 import type {
+  CheckpointRequest,
   DiskCapacity,
   SandboxCapacity,
   EgressLogEntry,
@@ -20,6 +21,7 @@ import type {
   ExecProcess,
   ExecRequest,
   RuntimeCapabilities,
+  RuntimeCheckpoint,
   RuntimeEvent,
   RuntimeIsolation,
   RuntimeSandboxState,
@@ -42,6 +44,8 @@ import { EgressNetwork } from './egress-network.js';
 import { hostHasIpv6 } from '../host-firewall.js';
 import type { EgressNetworkOptions } from './egress-network.js';
 import { LoopDisks } from './loop-disk.js';
+import { DockerCheckpoints, isCheckpointImage, namesCheckpointRepository, LABEL_CHECKPOINT_ID } from './docker-checkpoints.js';
+import type { CheckpointSource } from './docker-checkpoints.js';
 import { containerNetwork, gatedCommand, loadPolicy, OPEN_GATE_ARGV, prepareNamespace, savePolicy } from './docker-egress.js';
 import { EgressChanges } from '../egress/egress-changes.js';
 import { EgressEnforcer } from '../egress/egress-enforcer.js';
@@ -94,6 +98,11 @@ export interface DockerRuntimeOptions {
    * read-only; on the Docker host). Default: `etc` beside `diskDir`.
    */
   etcDir?: string;
+  /**
+   * Where workspace archives of checkpoints live (loop disk mode; on the Docker host). Default:
+   * `docker-checkpoints/<instance>` beside `diskDir`.
+   */
+  checkpointDir?: string;
   /**
    * `auto` (default): `storage-opt` when the engine's storage driver can limit a container's
    * writable layer (btrfs, zfs), else `loop` when this process can make loop disks, else `none`.
@@ -182,6 +191,9 @@ interface Tracked {
   diskBytes?: number;
 }
 
+/** Why the docker driver refuses memory checkpoints. */
+const MEMORY_CHECKPOINT_REFUSAL = 'memory checkpoints need the oci driver (CRIU); the docker driver takes filesystem checkpoints only';
+
 /** How many times a pause the runtime could not complete ("unable to freeze") is tried. */
 const PAUSE_ATTEMPTS = 5;
 
@@ -205,6 +217,9 @@ export class DockerRuntime implements SandboxRuntime {
   /** Access checks for images the engine already holds. */
   private readonly access: RegistryAccessCheck;
   private readonly disks: LoopDisks;
+  private readonly checkpoints: DockerCheckpoints;
+  /** Per container, the checkpoint in progress (one at a time: each freezes and thaws it). */
+  private readonly checkpointing = new Map<string, Promise<unknown>>();
   private readonly etcFiles: SandboxEtcFiles;
   private readonly egress: EgressNetwork;
   /** The egress resolver and firewall on the network's bridge, once a sandbox needed them. */
@@ -267,6 +282,7 @@ export class DockerRuntime implements SandboxRuntime {
     this.diskPolicy = options.diskPolicy ?? NO_RESERVE;
     this.capacityReserve = options.capacityReserve ?? { cpuCores: 0, memoryBytes: 0 };
     this.sandboxCpuWeight = options.sandboxCpuWeight === undefined ? DEFAULT_SANDBOX_CPU_WEIGHT : options.sandboxCpuWeight;
+    this.checkpoints = new DockerCheckpoints(this.docker, options.instance, options.checkpointDir ?? join(this.diskDir, '..', 'docker-checkpoints', options.instance));
     this.etcFiles = new SandboxEtcFiles(options.etcDir ?? join(this.diskDir, '..', 'docker-etc', options.instance));
     this.egress = new EgressNetwork(this.docker, {
       name: 'corral-egress',
@@ -333,6 +349,7 @@ export class DockerRuntime implements SandboxRuntime {
       this.warn('diskBytes is not enforced: the engine cannot limit a container\'s writable layer and this process cannot make loop disks.');
     }
     this.gpu = await detectGpus();
+    await this.checkpoints.sweep().catch((error: unknown) => this.warn(`cleaning up deleted checkpoints failed: ${errorText(error)}`));
     await this.ensureWatcher();
     await this.readoptEgress();
   }
@@ -366,7 +383,7 @@ export class DockerRuntime implements SandboxRuntime {
   }
 
   capabilities(): RuntimeCapabilities {
-    return { gpuCount: this.gpu.gpuCount, gpuTypes: [...this.gpu.gpuTypes], egressPolicy: true, sharedRuntime: true, pause: true };
+    return { gpuCount: this.gpu.gpuCount, gpuTypes: [...this.gpu.gpuTypes], egressPolicy: true, sharedRuntime: true, pause: true, checkpoint: true, memoryCheckpoint: false };
   }
 
   /**
@@ -424,9 +441,39 @@ export class DockerRuntime implements SandboxRuntime {
   }
 
   private async createAdmitted(spec: SandboxSpec): Promise<{ runtimeId: string }> {
-    const runtimeId = containerName(spec.sandboxId);
     await this.ensureWatcher();
-    const imageBytes = await this.ensureImage(spec);
+    if (!spec.checkpoint) return this.createFrom(spec, undefined);
+    const source = await this.checkpointSource(spec.checkpoint);
+    try {
+      return await this.createFrom(spec, source);
+    } finally {
+      // The container (if made) holds the image from here; a checkpoint deleted meanwhile goes once nothing uses it.
+      await this.checkpoints.release(source);
+    }
+  }
+
+  /**
+   * The checkpoint a sandbox is restored from, held until its container exists. No pull: the image
+   * is local. A checkpoint with a workspace archive (made in loop disk mode) restores only in loop
+   * mode, one without only outside it: the workspace is in the archive, or in the image's layer.
+   */
+  private async checkpointSource(checkpoint: { ref: string; memory: boolean }): Promise<CheckpointSource> {
+    if (checkpoint.memory) throw new RuntimeError('CHECKPOINT_FAILED', MEMORY_CHECKPOINT_REFUSAL);
+    const source = await this.checkpoints.acquire(checkpoint.ref);
+    const loop = this.diskModeValue === 'loop';
+    if ((source.workspaceDigest !== undefined) !== loop) {
+      await this.checkpoints.release(source);
+      throw new RuntimeError(
+        'CHECKPOINT_FAILED',
+        `checkpoint ${checkpoint.ref} was made in ${loop ? 'a disk mode without a loop-disk workspace' : 'loop disk mode'} and restores only on a docker driver in ${loop ? 'storage-opt or none' : 'loop'} disk mode (this one is in ${this.diskModeValue})`,
+      );
+    }
+    return source;
+  }
+
+  private async createFrom(spec: SandboxSpec, source: CheckpointSource | undefined): Promise<{ runtimeId: string }> {
+    const runtimeId = containerName(spec.sandboxId);
+    const imageBytes = source ? source.baseImageBytes : await this.ensureImage(spec);
     if (spec.gpuCount > this.gpu.gpuCount) {
       throw new RuntimeError('UNSUPPORTED', `${spec.gpuCount} GPUs requested, this host has ${this.gpu.gpuCount}`);
     }
@@ -442,6 +489,11 @@ export class DockerRuntime implements SandboxRuntime {
       if (spec.networkAccess) await this.egress.ensure();
       const egress = gated ? await this.egressEnforcer() : undefined;
       if (this.diskModeValue === 'loop') workspaceSource = await this.disks.create(spec.sandboxId, spec.diskBytes);
+      if (workspaceSource !== null && source?.workspaceDigest !== undefined) {
+        await this.checkpoints.archives.extract(source.workspaceDigest, workspaceSource).catch((error: unknown) => {
+          throw new RuntimeError('CHECKPOINT_FAILED', `restoring the checkpoint's workspace failed: ${errorText(error)}`, { cause: error });
+        });
+      }
       const etcFiles = await this.etcFiles.write(spec.sandboxId, sandboxHostname(spec.sandboxId), spec.networkAccess, egress?.gateway);
       const options = buildCreateOptions(spec, {
         instance: this.instance,
@@ -454,6 +506,8 @@ export class DockerRuntime implements SandboxRuntime {
         cgroupParent: this.cgroupParent?.parent ?? null,
       });
       if (gated) options.Cmd = gatedCommand(spec.startCommand ?? IDLE_COMMAND);
+      // Restored: the checkpoint's image (by id), while the sandbox still shows the user's image name.
+      if (source) options.Image = source.imageId;
       const container = await this.docker.createContainer(options);
       await container.start();
       // The engine makes the parent with the first container in it (and with its default weight).
@@ -507,6 +561,10 @@ export class DockerRuntime implements SandboxRuntime {
       local = await this.docker.getImage(spec.image).inspect();
     } catch (error) {
       if (!isNotFound(error)) throw new RuntimeError('RUNTIME_ERROR', `image inspect failed: ${errorText(error)}`, { cause: error });
+    }
+    // Checkpoints are restored by checkpoint id, never named as an image (by their name or their id).
+    if (namesCheckpointRepository(ref) || (local && isCheckpointImage(local))) {
+      throw new RuntimeError('IMAGE_PULL_FAILED', `cannot use ${spec.image}: images of Corral's checkpoints are restored by checkpoint id, not named as an image`);
     }
     if (local) {
       const source = registrySource(local, ref);
@@ -593,12 +651,19 @@ export class DockerRuntime implements SandboxRuntime {
    * the engine's refusal of a container that is already paused is success.
    */
   async pause(runtimeId: string): Promise<void> {
+    await this.afterCheckpoint(runtimeId);
     await this.setPaused(runtimeId, true);
   }
 
   /** The engine's unpause. Idempotent: its refusal of a container that is not paused is success. */
   async resume(runtimeId: string): Promise<void> {
+    await this.afterCheckpoint(runtimeId);
     await this.setPaused(runtimeId, false);
+  }
+
+  /** Waits out a checkpoint of the container in progress, whose own freeze and thaw would undo a pause or resume made meanwhile. */
+  private async afterCheckpoint(runtimeId: string): Promise<void> {
+    await this.checkpointing.get(runtimeId)?.catch(() => undefined);
   }
 
   /**
@@ -629,6 +694,71 @@ export class DockerRuntime implements SandboxRuntime {
       if (state?.Running && state.Paused === paused) return;
       if (state && !state.Running) throw new RuntimeError('NOT_FOUND', `sandbox ${runtimeId} is not running`, { cause: error });
       throw new RuntimeError('RUNTIME_ERROR', `${paused ? 'pause' : 'unpause'} failed: ${errorText(error)}`, { cause: error });
+    }
+  }
+
+  /**
+   * A filesystem checkpoint: the container's writable layer committed into a checkpoint image (the
+   * engine freezes the container for the commit; a paused sandbox stays paused), and in loop disk
+   * mode its workspace disk archived in the same freeze (the driver pauses the container around
+   * both copies). `onFrozen` fires once the container runs again; resolves once the archive is
+   * synced to disk. Memory checkpoints are refused (`CHECKPOINT_FAILED`). See docker-checkpoints.ts.
+   */
+  async checkpoint(runtimeId: string, request: CheckpointRequest): Promise<RuntimeCheckpoint> {
+    if (request.memory) throw new RuntimeError('CHECKPOINT_FAILED', MEMORY_CHECKPOINT_REFUSAL);
+    const previous = this.checkpointing.get(runtimeId) ?? Promise.resolve();
+    const next = previous.catch(() => undefined).then(() => this.checkpointOnce(runtimeId, request));
+    this.checkpointing.set(runtimeId, next);
+    try {
+      return await next;
+    } finally {
+      if (this.checkpointing.get(runtimeId) === next) this.checkpointing.delete(runtimeId);
+    }
+  }
+
+  private async checkpointOnce(runtimeId: string, request: CheckpointRequest): Promise<RuntimeCheckpoint> {
+    let info: Docker.ContainerInspectInfo;
+    try {
+      info = await this.docker.getContainer(runtimeId).inspect();
+    } catch (error) {
+      if (isNotFound(error)) throw new RuntimeError('NOT_FOUND', `no sandbox ${runtimeId}`, { cause: error });
+      throw error;
+    }
+    if (info.Config.Labels[LABEL_INSTANCE] !== this.instance || this.tracked.get(runtimeId)?.removing === true) {
+      throw new RuntimeError('NOT_FOUND', `no sandbox ${runtimeId}`);
+    }
+    const sandboxId = info.Config.Labels[LABEL_SANDBOX_ID] ?? runtimeId.replace(/^corral-/, '');
+    try {
+      const { ref, sizeBytes } = await this.checkpoints.capture({
+        containerId: info.Id,
+        checkpointId: request.checkpointId,
+        workspaceDir: this.diskModeValue === 'loop' ? this.disks.mountPoint(sandboxId) : null,
+        freeze: async () => {
+          const state = (await this.docker.getContainer(info.Id).inspect()).State;
+          if (!state.Running || state.Paused) return async () => undefined;
+          await this.setPaused(runtimeId, true);
+          return () => this.setPaused(runtimeId, false);
+        },
+        ...(request.onFrozen ? { onFrozen: request.onFrozen } : {}),
+      });
+      return { ref, sizeBytes, memory: false };
+    } catch (error) {
+      if (error instanceof RuntimeError && error.kind !== 'RUNTIME_ERROR') throw error;
+      if (isNotFound(error)) throw new RuntimeError('NOT_FOUND', `no sandbox ${runtimeId}`, { cause: error });
+      throw new RuntimeError('CHECKPOINT_FAILED', `checkpoint of ${runtimeId} failed: ${errorText(error)}`, { cause: error });
+    }
+  }
+
+  /**
+   * Deletes a checkpoint's image and workspace archive. Idempotent. Sandboxes restored from it, and
+   * checkpoints made on top of it, keep the layers they use (the engine refuses to remove an image
+   * in use; the driver removes it once the last user is gone: see docker-checkpoints.ts).
+   */
+  async deleteCheckpoint(ref: string): Promise<void> {
+    try {
+      await this.checkpoints.delete(ref);
+    } catch (error) {
+      throw new RuntimeError('RUNTIME_ERROR', `deleting checkpoint ${ref} failed: ${errorText(error)}`, { cause: error });
     }
   }
 
@@ -775,6 +905,8 @@ export class DockerRuntime implements SandboxRuntime {
     }
     this.removeFailed.delete(runtimeId);
     this.tracked.delete(runtimeId);
+    // Restored from a checkpoint (its image's labels are on the container): that checkpoint's image goes now if it was deleted and nothing else uses it.
+    if (own?.Labels[LABEL_CHECKPOINT_ID] !== undefined) await this.checkpoints.collect(own.ImageID).catch(() => undefined);
   }
 
   /**

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Makes sure a working CRIU is on the host for the oci driver's memory checkpoints
+# (packages/server/src/runtime/oci/criu-checkpoint.ts; runc runs it through `runc --criu <path>`).
+# Prints the path of the CRIU binary to use on stdout. Idempotent and quiet: a second run only checks.
+#
+# Debian 12's criu (3.17) is installed first. It fails `criu check` on kernels from 6.13 on ("vdso:
+# Unexpected rt vDSO area bounds": the kernel split [vvar] into [vvar] and [vvar_vclock], CRIU 4.1 handles
+# it), which includes this project's machines (6.18). Then Debian 13's criu source (4.1.1, its orig
+# tarball from Debian's archive through a private apt source list: the system's sources are not
+# touched) is built once into <cache>/criu/<version>/ (~30 s on 2 cores) and that binary is used.
+set -euo pipefail
+log() { echo "ensure-criu: $*" >&2; }
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${CORRAL_CACHE_DIR:-$REPO/.cache}"
+# shellcheck source=lib/apt.sh
+source "$REPO/scripts/lib/apt.sh"
+apt_install criu
+
+works() { "$1" check >/dev/null 2>&1; }
+
+if works criu; then command -v criu; exit 0; fi
+
+VERSION=4.1.1
+DIR="$CACHE/criu/$VERSION"
+BIN="$DIR/criu-$VERSION/criu/criu"
+if [ -x "$BIN" ] && works "$BIN"; then echo "$BIN"; exit 0; fi
+
+log "Debian 12's criu fails 'criu check' on kernel $(uname -r); building Debian's criu $VERSION source into $DIR"
+apt_install gcc make pkgconf libbsd-dev libcap-dev libgnutls28-dev libnet1-dev libnftables-dev libnl-3-dev \
+  libprotobuf-c-dev libprotobuf-dev protobuf-c-compiler protobuf-compiler uuid-dev
+APT_DIR="$DIR/apt"
+rm -rf "$APT_DIR" "$DIR/criu-$VERSION"
+mkdir -p "$APT_DIR/lists/partial" "$APT_DIR/parts"
+echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main" >"$APT_DIR/sources.list"
+APT_OPTS=(-o "Dir::Etc::SourceList=$APT_DIR/sources.list" -o "Dir::Etc::SourceParts=$APT_DIR/parts" -o "Dir::State::Lists=$APT_DIR/lists")
+apt-get "${APT_OPTS[@]}" update -qq >&2
+# The orig tarball alone (apt checks its hash against the signed Sources index); no Debian
+# packaging is needed to build the binary.
+(cd "$DIR" && apt-get "${APT_OPTS[@]}" source --download-only "criu=$VERSION-1" >/dev/null 2>&1 || true)
+[ -f "$DIR/criu_$VERSION.orig.tar.xz" ] || { log "could not download criu_$VERSION.orig.tar.xz from Debian's archive"; exit 1; }
+tar -C "$DIR" -xf "$DIR/criu_$VERSION.orig.tar.xz"
+make -C "$DIR/criu-$VERSION" -j"$(nproc)" criu >"$DIR/build.log" 2>&1 || { tail -n 20 "$DIR/build.log" >&2; log "build failed"; exit 1; }
+if ! works "$BIN"; then "$BIN" check >&2 || true; log "criu $VERSION fails 'criu check' here too"; exit 1; fi
+log "criu $VERSION built: $BIN"
+echo "$BIN"

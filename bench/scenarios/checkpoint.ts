@@ -163,6 +163,7 @@ export async function run_(args: string[]): Promise<void> {
   } finally {
     await Promise.all(made.map((id) => runtime.remove(id).catch(() => undefined)));
     for (const ref of refs) await runtime.deleteCheckpoint(ref).catch(() => undefined);
+    await runtime.pruneCheckpointLayers().catch(() => undefined);
     await runtime.close();
     await rm(join(stateDir, 'instances', instance), { recursive: true, force: true });
   }

@@ -9,6 +9,7 @@ import { RuntimeError } from '../runtime.js';
 import type { SandboxSpec } from '../runtime.js';
 import { ImageStore } from './image-store.js';
 import { OciRuntime } from './oci-runtime.js';
+import { CheckpointStore } from './checkpoint-store.js';
 import { ociMissing } from '../../testing/runtime-available.js';
 import { insecureRegistriesFor } from '../../testing/local-registries.js';
 import { specFixture } from '../../testing/sandbox-fixture.js';
@@ -34,6 +35,12 @@ describe('oci checkpoints: durability, GC, paused sandboxes, the warm pool', { s
   const instance = `ckpt-${randomBytes(4).toString('hex')}`;
   const made: OciRuntime[] = [];
   let imagesRoot: string | undefined;
+  const refs: string[] = [];
+  const newRef = (): string => {
+    const ref = `ck${randomBytes(6).toString('hex')}`;
+    refs.push(ref);
+    return ref;
+  };
   const make = (images: ImageStore, extra: { warmPoolMax?: number } = {}): OciRuntime => {
     const rt = new OciRuntime({ instance, stateDir: STATE_DIR, images, runtimeBinary: RUNTIME, poolSize: 1, warmDiskSizes: [], imageGcIntervalMs: 0, imageGcMinAgeMs: 0, ...extra });
     made.push(rt);
@@ -41,6 +48,9 @@ describe('oci checkpoints: durability, GC, paused sandboxes, the warm pool', { s
   };
 
   after(async () => {
+    // Manifests live in the shared state directory: a case that failed part-way must not leave its own behind.
+    const store = new CheckpointStore(join(STATE_DIR, 'checkpoints'));
+    for (const ref of refs) await store.delete(ref);
     for (const rt of made) {
       for (const s of await rt.list().catch(() => [])) await rt.remove(s.runtimeId).catch(() => undefined);
       await rt.close().catch(() => undefined);
@@ -61,7 +71,7 @@ describe('oci checkpoints: durability, GC, paused sandboxes, the warm pool', { s
     // A paused sandbox is captured without being thawed.
     await first.pause(source);
     let frozen = 0;
-    const ref = `ck${randomBytes(6).toString('hex')}`;
+    const ref = newRef();
     const taken = await first.checkpoint(source, { checkpointId: ref, memory: false, onFrozen: () => frozen++ });
     assert.equal(frozen, 1);
     assert.equal((await first.inspect(source))?.paused, true, 'the paused sandbox is still paused after the checkpoint');
@@ -72,9 +82,9 @@ describe('oci checkpoints: durability, GC, paused sandboxes, the warm pool', { s
 
     // A checkpoint on top of the sandbox's own previous one stores only what changed since, with whiteouts for what went.
     await sh(first, source, 'head -c 3000000 /dev/urandom > /sandbox-workspace/big; mkdir -p /opt/d/e; echo 1 > /opt/d/e/f; echo x > /opt/x; sleep 0.1');
-    const base = await first.checkpoint(source, { checkpointId: `ck${randomBytes(6).toString('hex')}`, memory: false });
+    const base = await first.checkpoint(source, { checkpointId: newRef(), memory: false });
     await sh(first, source, 'rm -r /opt/d /sandbox-workspace/kept; echo y > /opt/x; echo new > /opt/new; mkdir /bin/arch; echo dir > /bin/arch/in');
-    const next = await first.checkpoint(source, { checkpointId: `ck${randomBytes(6).toString('hex')}`, parentRef: base.ref, memory: false });
+    const next = await first.checkpoint(source, { checkpointId: newRef(), parentRef: base.ref, memory: false });
     assert.ok(base.sizeBytes > 3_000_000, `the base holds the 3 MB file (${base.sizeBytes} bytes)`);
     assert.ok(next.sizeBytes < 100_000, `the next checkpoint stores only the changes (${next.sizeBytes} bytes)`);
     const nextManifest = await first.checkpoints.store.get(next.ref);
@@ -111,6 +121,15 @@ describe('oci checkpoints: durability, GC, paused sandboxes, the warm pool', { s
     assert.equal(await second.checkpoints.store.get(taken.ref), undefined);
     await second.gcImages();
     assert.ok(existsSync(images.layerDir(own)), 'GC keeps the layer while sandboxes restored from the deleted checkpoint run');
+    // Another instance on the same directories (a replica) keeps it too: it reads every instance's sandbox records.
+    const replica = new OciRuntime({ instance: `${instance}-replica`, stateDir: STATE_DIR, images, runtimeBinary: RUNTIME, poolSize: 0, warmDiskSizes: [], imageGcIntervalMs: 0, imageGcMinAgeMs: 0 });
+    made.push(replica);
+    await replica.init();
+    await replica.gcImages();
+    assert.ok(existsSync(images.layerDir(own)), 'a replica\'s GC keeps the layer of another instance\'s restores');
+    assert.deepEqual(await second.pruneCheckpointLayers(), [], 'nothing in use is pruned');
+    await replica.close();
+    await rm(join(STATE_DIR, 'instances', `${instance}-replica`), { recursive: true, force: true });
     assert.equal(await sh(second, fork, 'cat /sandbox-workspace/kept'), 'kept\n', 'the adopted restore still reads its files');
     await second.remove(fork);
     await second.remove(again);

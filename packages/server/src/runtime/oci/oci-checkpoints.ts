@@ -57,6 +57,8 @@ export class OciCheckpoints {
   /** Phase times of the most recent capture (for benchmarks). */
   lastTimings: CaptureTimings | undefined;
   private readonly running = new Map<string, Promise<unknown>>();
+  /** Layers this process's captures stored (candidates for {@link pruneLayers}). */
+  private readonly stored = new Set<string>();
   /** Per sandbox, its last capture: a capture with it as `parentRef` stores only what changed since (in memory: after a restart a capture stores the whole upper). */
   private readonly lastCapture = new Map<string, { ref: string; index: TreeIndex; frozenAtMs: number }>();
 
@@ -126,6 +128,7 @@ export class OciCheckpoints {
       await rm(staging, { recursive: true, force: true });
       const storeStart = performance.now();
       const { hex, tarBytes } = await this.images.importLayer(tar);
+      this.stored.add(hex);
       const manifest: CheckpointManifest = {
         ref,
         image: subject.image,
@@ -170,6 +173,23 @@ export class OciCheckpoints {
       source: 'checkpoint',
       createdAt: manifest.createdAt,
     };
+  }
+
+  /**
+   * Deletes the layers this process's captures stored that no image record, no checkpoint
+   * manifest and nothing in `inUse` (the layers of sandboxes) references. Returns them.
+   */
+  async pruneLayers(inUse: ReadonlySet<string>): Promise<string[]> {
+    const keep = new Set([...inUse, ...(await this.store.layersInUse())]);
+    for (const image of await this.images.list()) for (const layer of image.layers) keep.add(layer);
+    const removed: string[] = [];
+    for (const layer of this.stored) {
+      if (keep.has(layer)) continue;
+      await rm(this.images.layerDir(layer), { recursive: true, force: true });
+      this.stored.delete(layer);
+      removed.push(layer);
+    }
+    return removed;
   }
 
   /** Forgets what the driver keeps in memory about a sandbox (its last capture); called when it is removed. */

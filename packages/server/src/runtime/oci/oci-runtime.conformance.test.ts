@@ -56,6 +56,8 @@ for (const runtimeBinary of RUNTIMES) {
       async cleanup() {
         assert.deepEqual(runtime.userns, expected, 'the suite ran with the user namespace setting it meant to test');
         for (const s of await runtime.list()) await runtime.remove(s.runtimeId);
+        // The checkpoint cases' layers (their manifests are deleted by the cases).
+        await runtime.pruneCheckpointLayers();
         await runtime.close();
         await testInternet.close();
         await rm(join(STATE_DIR, 'instances', instance), { recursive: true, force: true });

@@ -1316,16 +1316,35 @@ export class OciRuntime implements SandboxRuntime {
   }
 
   /**
-   * Deletes cached layers that no stored image, no stored checkpoint and no sandbox of this
-   * instance uses. Other instances sharing the image store protect their sandboxes' layers only
-   * through image and checkpoint records.
+   * Deletes cached layers that no stored image, no stored checkpoint and no sandbox uses: this
+   * instance's (running, warm) and those recorded by every other instance on the state directory
+   * (their `state.json`), so a replica's GC never takes the lower layers of another's restores.
    */
   async gcImages(): Promise<string[]> {
-    const checkpointLayers = await this.checkpoints.store.layersInUse();
-    return this.images.gc(
-      [...this.live.values()].map((l) => l.record).concat([...this.warm.values()].flat()).flatMap((r) => r.layers).concat([...checkpointLayers]),
-      this.imageGcMinAgeMs,
-    );
+    return this.images.gc([...(await this.layersInUse()), ...(await this.checkpoints.store.layersInUse())], this.imageGcMinAgeMs);
+  }
+
+  /**
+   * Deletes the layers this driver's captures stored that nothing uses any more (no image, no
+   * checkpoint, no sandbox of any instance), at once rather than at the hourly GC: for tests and
+   * benchmarks that clean up after themselves. Returns the removed digests.
+   */
+  async pruneCheckpointLayers(): Promise<string[]> {
+    return this.checkpoints.pruneLayers(await this.layersInUse());
+  }
+
+  /** Layers of this instance's sandboxes (running and warm) and of every sandbox recorded under the state directory. */
+  private async layersInUse(): Promise<Set<string>> {
+    const layers = new Set([...this.live.values()].map((l) => l.record).concat([...this.warm.values()].flat()).flatMap((r) => r.layers));
+    const instances = join(this.stateDir, 'instances');
+    for (const instance of await readdir(instances).catch(() => [] as string[])) {
+      const sandboxes = join(instances, instance, 'sandboxes');
+      for (const id of await readdir(sandboxes).catch(() => [] as string[])) {
+        const record = await readFile(join(sandboxes, id, 'state.json'), 'utf8').then((t) => JSON.parse(t) as Partial<SandboxRecord>, () => undefined);
+        for (const layer of record?.layers ?? []) layers.add(layer);
+      }
+    }
+    return layers;
   }
 
   /**

@@ -75,8 +75,20 @@ describe('oci checkpoints: durability, GC, paused sandboxes, the warm pool', { s
     const taken = await first.checkpoint(source, { checkpointId: ref, memory: false, onFrozen: () => frozen++ });
     assert.equal(frozen, 1);
     assert.equal((await first.inspect(source))?.paused, true, 'the paused sandbox is still paused after the checkpoint');
-    assert.equal(first.checkpoints.lastTimings?.frozenMs, 0, 'a paused sandbox is not frozen again');
     await first.resume(source);
+    // A pause and a resume that come during a capture are applied after its frozen pass: the sandbox ends as the last call said.
+    await first.pause(source);
+    const during = first.checkpoint(source, { checkpointId: newRef(), memory: false });
+    await first.resume(source);
+    await during;
+    assert.equal((await first.inspect(source))?.paused, false);
+    assert.equal(await sh(first, source, 'echo thawed'), 'thawed\n', 'the resumed sandbox runs');
+    // A removal during a capture waits for its frozen pass or makes it give up; either way nothing is left frozen.
+    const doomed = (await first.create(spec())).runtimeId;
+    const racing = first.checkpoint(doomed, { checkpointId: newRef(), memory: false }).then(() => 'stored', (e: unknown) => (e instanceof RuntimeError ? e.kind : String(e)));
+    await first.remove(doomed);
+    assert.match(await racing, /^(stored|CHECKPOINT_FAILED|NOT_FOUND)$/);
+    assert.equal(await first.inspect(doomed), undefined);
     await assert.rejects(first.checkpoint(source, { checkpointId: ref, memory: false }), (e: unknown) => e instanceof RuntimeError && e.kind === 'CHECKPOINT_FAILED', 'a ref is used once');
     await assert.rejects(first.create(spec({ checkpoint: { ref, memory: true } })), (e: unknown) => e instanceof RuntimeError && e.kind === 'CHECKPOINT_FAILED', 'memory restores are refused');
 

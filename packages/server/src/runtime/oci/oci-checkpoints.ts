@@ -25,13 +25,15 @@ export interface CheckpointSubject {
   image: string;
   imageDigest: string;
   imageConfig: ImageConfig;
-  /** True while the sandbox is paused by the caller: the capture then neither freezes nor thaws it. */
+  /** True while the sandbox is paused by the caller: the capture then leaves it frozen. */
   paused(): boolean;
+  /** True once its removal began: a capture that has not frozen it yet gives up. */
+  removing(): boolean;
 }
 
 /** How long the phases of the last capture took (ms). */
 export interface CaptureTimings {
-  /** Processes frozen: from the freeze until the thaw completed, copying only what changed during the first copy (0 for a paused sandbox). */
+  /** Processes frozen: from the freeze until the thaw completed, copying only what changed during the first copy (a paused sandbox stays frozen). */
   frozenMs: number;
   /** Copying the upper directory while the sandbox ran (before the frozen window). */
   copyMs: number;
@@ -57,6 +59,8 @@ export class OciCheckpoints {
   /** Phase times of the most recent capture (for benchmarks). */
   lastTimings: CaptureTimings | undefined;
   private readonly running = new Map<string, Promise<unknown>>();
+  /** Per sandbox, the last freezer operation queued through {@link exclusive}. */
+  private readonly freezerLocks = new Map<string, Promise<unknown>>();
   /** Layers this process's captures stored (candidates for {@link pruneLayers}). */
   private readonly stored = new Set<string>();
   /** Per sandbox, its last capture: a capture with it as `parentRef` stores only what changed since (in memory: after a restart a capture stores the whole upper). */
@@ -100,19 +104,23 @@ export class OciCheckpoints {
       const precopyStart = performance.now();
       const pre = await precopyUpper(subject.upper, staging);
       const copyMs = performance.now() - precopyStart;
-      const frozenAt = performance.now();
-      const frozenAtMs = Date.now();
       let frozenMs = 0;
-      let index: TreeIndex;
-      const freeze = !subject.paused();
-      if (freeze) await this.freezer.setFrozen(subject.cgroupsPath, true);
-      try {
-        ({ index } = await syncFrozen(subject.upper, staging, pre));
-      } finally {
-        // A pause() that came during the copy keeps the sandbox frozen.
-        if (freeze && !subject.paused()) await this.freezer.setFrozen(subject.cgroupsPath, false);
-        frozenMs = freeze ? performance.now() - frozenAt : 0;
-      }
+      let frozenAtMs = Date.now();
+      // The frozen pass follows paths in the upper: no sandbox process may run until it ends.
+      // resume() and remove() queue behind it (exclusive()); a removal that began first wins.
+      const index = await this.exclusive(subject.runtimeId, async (): Promise<TreeIndex> => {
+        if (subject.removing()) throw new RuntimeError('CHECKPOINT_FAILED', 'the sandbox is being removed');
+        const frozenAt = performance.now();
+        frozenAtMs = Date.now();
+        await this.freezer.setFrozen(subject.cgroupsPath, true);
+        try {
+          return (await syncFrozen(subject.upper, staging, pre)).index;
+        } finally {
+          // The freezer ends as the driver's paused flag says: a pause() that came meanwhile keeps it frozen.
+          if (!subject.paused()) await this.freezer.setFrozen(subject.cgroupsPath, false);
+          frozenMs = performance.now() - frozenAt;
+        }
+      });
       try {
         request.onFrozen?.();
       } catch {
@@ -190,6 +198,20 @@ export class OciCheckpoints {
       removed.push(layer);
     }
     return removed;
+  }
+
+  /**
+   * Runs `work` (a freezer change of the sandbox) after every one queued before it for the same
+   * sandbox: a resume or removal never thaws a sandbox during a capture's frozen pass.
+   */
+  exclusive<T>(runtimeId: string, work: () => Promise<T>): Promise<T> {
+    const previous = this.freezerLocks.get(runtimeId) ?? Promise.resolve();
+    const next = previous.catch(() => undefined).then(work);
+    this.freezerLocks.set(runtimeId, next);
+    void next.catch(() => undefined).finally(() => {
+      if (this.freezerLocks.get(runtimeId) === next) this.freezerLocks.delete(runtimeId);
+    });
+    return next;
   }
 
   /** Forgets what the driver keeps in memory about a sandbox (its last capture); called when it is removed. */

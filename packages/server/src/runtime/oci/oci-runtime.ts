@@ -971,7 +971,8 @@ export class OciRuntime implements SandboxRuntime {
   async resume(runtimeId: string): Promise<void> {
     const live = this.running(runtimeId);
     try {
-      await this.cgroups.setFrozen(live.record.cgroupsPath, false);
+      // After a checkpoint's frozen pass of this sandbox, never during it.
+      await this.checkpoints.exclusive(runtimeId, () => this.cgroups.setFrozen(live.record.cgroupsPath, false));
     } catch (error) {
       throw new RuntimeError('RUNTIME_ERROR', `could not resume sandbox ${runtimeId}: ${(error as Error).message}`, { cause: error });
     }
@@ -997,6 +998,7 @@ export class OciRuntime implements SandboxRuntime {
         imageDigest: record.imageDigest ?? '',
         imageConfig,
         paused: () => live.paused === true,
+        removing: () => live.removing,
       },
       request,
       this.userns,
@@ -1109,6 +1111,8 @@ export class OciRuntime implements SandboxRuntime {
     const live = this.live.get(runtimeId);
     if (!live) return; // Not this instance's.
     live.removing = true;
+    // Removal thaws the sandbox before it kills it: not while a checkpoint's frozen pass reads its files.
+    await this.checkpoints.exclusive(runtimeId, () => Promise.resolve());
     try {
       await this.destroyRecord(live.record);
     } catch (error) {

@@ -4,7 +4,7 @@
  * steps in a user namespace) and is pushed to the local registry; a sandbox of
  * `corral.local/<owner>/<name>:<tag>` pulls it from there and runs what it built; another user's
  * create of it is 404, a direct reference to the registry's prefix 422; without the setting
- * builds are 501 naming it.
+ * builds are 501 naming it. A registry that wants credentials gets them, and so does the Pod (its pull Secret).
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -167,6 +167,57 @@ describe(NAME, { skip: reason, timeout: 600_000 }, () => {
     assert.equal(transfer.statusCode, 422, transfer.body);
     assert.match(transfer.json<ErrorBody>().detail, /publishes built images/);
     assert.equal((await t.request('GET', '/api/v1/sandbox', { key: bob.key })).json<{ total: number }>().total, 0, 'nothing was created for bob');
+  });
+
+  it('publishes to a registry that wants credentials (CORRAL_K8S_IMAGE_REGISTRY_USERNAME/_PASSWORD), which the Pod pulls with as its pull Secret', async () => {
+    const authPrefix = `corral-test-built/${randomBytes(4).toString('hex')}`;
+    const dataDir = join(scratch, 'data-auth');
+    mkdirSync(dataDir);
+    const config = loadConfig({
+      env: {},
+      overrides: {
+        dataDir,
+        registryInsecure: [...LOCAL_TEST_REGISTRIES],
+        k8sImageRegistry: `127.0.0.1:5001/${authPrefix}`,
+        k8sImageRegistryUsername: 'corral',
+        k8sImageRegistryPassword: 'corral-secret',
+      },
+    });
+    const imageBuilds = kubernetesImageBuilds(config);
+    assert.ok(imageBuilds);
+    const authRuntime = testKubernetesRuntime({ instance: `k8sib-${randomBytes(4).toString('hex')}`, namespace: NAMESPACE, imageBuilds });
+    await authRuntime.init();
+    const s = await startTestServer({ runtime: 'kubernetes', dataDir, reconcileIntervalMs: 1000 }, {}, { runtime: authRuntime });
+    try {
+      // A transfer is published like a build.
+      const transfer = await s.request('POST', '/api/v1/images/build', { body: { source_image: K8S_TEST_IMAGE, image_name: 'copied', image_tag: 'v1' } });
+      assert.equal(transfer.statusCode, 201, transfer.body);
+      const { build_id: id, fullImagePath } = transfer.json<{ build_id: string; fullImagePath: string }>();
+      const done = await eventually(async () => {
+        const status = (await s.request('GET', `/api/v1/images/build/${id}`)).json<{ status: string; errorMessage: string | null }>();
+        return ['COMPLETED', 'FAILED'].includes(status.status) ? status : undefined;
+      }, 300_000, 'the transfer');
+      assert.equal(done.status, 'COMPLETED', done.errorMessage ?? '');
+      const anonymous = await fetch(`http://127.0.0.1:5001/v2/${authPrefix}/${fullImagePath.split('/')[1]}/copied/tags/list`);
+      assert.equal(anonymous.status, 401, 'the registry wants credentials');
+      const created = await s.request('POST', '/api/v1/sandbox', { body: { name: 'copied', docker_image: fullImagePath } });
+      assert.equal(created.statusCode, 201, created.body);
+      const sandboxId = created.json<{ id: string }>().id;
+      const sandbox = await eventually(async () => {
+        const got = (await s.request('GET', `/api/v1/sandbox/${sandboxId}`)).json<{ status: string; errorMessage: string | null }>();
+        return ['RUNNING', 'ERROR'].includes(got.status) ? got : undefined;
+      }, 180_000, 'RUNNING');
+      assert.equal(sandbox.status, 'RUNNING', sandbox.errorMessage ?? '');
+      const row = await s.server.store.getSandbox(sandboxId);
+      const exec = await authRuntime.exec(row?.runtimeId ?? '', { argv: ['/bin/sh', '-c', 'echo copied-ran'] });
+      exec.stderr.resume();
+      const [out] = await Promise.all([collect(exec.stdout), exec.wait()]);
+      assert.equal(out.trim(), 'copied-ran');
+    } finally {
+      for (const x of await authRuntime.list()) await authRuntime.remove(x.runtimeId).catch(() => undefined);
+      await s.close();
+      await authRuntime.close();
+    }
   });
 
   it('without CORRAL_K8S_IMAGE_REGISTRY the kubernetes driver has no builds: 501 naming the setting', async () => {

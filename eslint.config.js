@@ -90,7 +90,7 @@ const driverRules = [
     },
   })),
   {
-    files: [`${SERVER}/runtime/*.ts`, `${SERVER}/runtime/egress/**/*.ts`, `${SERVER}/runtime/registry/**/*.ts`],
+    files: [`${SERVER}/runtime/*.ts`, `${SERVER}/runtime/egress/**/*.ts`, `${SERVER}/runtime/registry/**/*.ts`, `${SERVER}/runtime/oci-images/**/*.ts`],
     ignores: [...TEST_CODE, `${SERVER}/runtime/create-runtime.ts`],
     rules: {
       'no-restricted-imports': [

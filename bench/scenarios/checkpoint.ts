@@ -5,7 +5,7 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { ExecRequest, SandboxRuntime, SandboxSpec } from '../../packages/server/src/runtime/runtime.js';
-import { ImageStore } from '../../packages/server/src/runtime/oci/image-store.js';
+import { ImageStore } from '../../packages/server/src/runtime/oci-images/image-store.js';
 import { OciRuntime } from '../../packages/server/src/runtime/oci/oci-runtime.js';
 import { machine, percentiles, report, type Baseline } from '../lib/results.js';
 

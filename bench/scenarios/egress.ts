@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { makeSpec, runToEnd } from '../../packages/server/src/runtime/conformance/conformance-suite.js';
-import { ImageStore } from '../../packages/server/src/runtime/oci/image-store.js';
+import { ImageStore } from '../../packages/server/src/runtime/oci-images/image-store.js';
 import { OciRuntime } from '../../packages/server/src/runtime/oci/oci-runtime.js';
 import type { EgressPolicy } from '../../packages/server/src/runtime/runtime.js';
 import { TestInternet } from '../../packages/server/src/testing/test-internet.js';

@@ -60,6 +60,16 @@ export interface CorralConfig {
    * `api` (the API server's exec), `auto` (the agent, falling back to the API per sandbox).
    */
   k8sExec: 'auto' | 'agent' | 'api';
+  /**
+   * Where the kubernetes driver publishes built images (`host[:port]/prefix`): set, image builds run
+   * on the server's host (buildah) and each result is pushed to `<prefix>/<owner>/<name>:<tag>`;
+   * null: the kubernetes driver has no image builds.
+   */
+  k8sImageRegistry: string | null;
+  /** User name for {@link k8sImageRegistry} (pushes, deletes and the sandbox Pods' pulls); null: anonymous. */
+  k8sImageRegistryUsername: string | null;
+  /** Password for {@link k8sImageRegistry}; set with the user name or not at all. */
+  k8sImageRegistryPassword: string | null;
   /** DNS server (`address[:port]`) the egress resolver forwards allowed names to; null: the host's first nameserver. */
   egressDnsUpstream: string | null;
   /** Seconds a resolved address stays open at least, whatever the answer's TTL. */
@@ -329,6 +339,22 @@ const podSelector: Parser = (raw, name) => {
   }
   return { namespace, labels };
 };
+/** `host[:port]/path`: a registry host and a repository path (lower-case components) under it. */
+const registryPrefix: Parser = (raw, name) => {
+  if (raw === '') return null;
+  const text = raw.trim().replace(/\/+$/, '');
+  const slash = text.indexOf('/');
+  const host = text.slice(0, slash).toLowerCase();
+  const path = text.slice(slash + 1);
+  if (
+    slash < 1 ||
+    !/^(?:[a-z0-9]([a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*|\[[0-9a-f:.]+\])(?::\d{1,5})?$/.test(host) ||
+    !/^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:\/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$/.test(path)
+  ) {
+    throw new Error(`${name} must be a registry host and a repository path under it, host[:port]/prefix (e.g. registry.internal:5000/corral-built), got "${raw}"`);
+  }
+  return `${host}/${path}`;
+};
 const onOff: Parser = (raw, name) => {
   if (['1', 'true', 'on', 'yes'].includes(raw.toLowerCase())) return true;
   if (['0', 'false', 'off', 'no'].includes(raw.toLowerCase())) return false;
@@ -354,6 +380,9 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'k8sNetworkPolicy', env: 'CORRAL_K8S_NETWORK_POLICY', description: 'required: every kubernetes sandbox gets a NetworkPolicy (its egress policy; ingress only from the server) before its Pod, or does not start — enforced only where the cluster\'s network plugin enforces NetworkPolicies; off: none, sandboxes are not kept apart and egress policies are refused (422)', defaultText: 'required', parse: oneOf('required', 'off') },
   { key: 'k8sServerCidrs', env: 'CORRAL_K8S_SERVER_CIDRS', description: 'Comma-separated CIDRs the server connects to sandbox Pods from (exposures, SSH, the agent), when it runs outside the cluster or on the host network; the only ingress sandbox NetworkPolicies allow besides CORRAL_K8S_SERVER_PODS', defaultText: '(none)', parse: cidrList },
   { key: 'k8sServerPods', env: 'CORRAL_K8S_SERVER_PODS', description: 'The server\'s Pods when it runs in the cluster, <namespace>/<key>=<value>[,…] (the namespace is matched by its kubernetes.io/metadata.name label, set by Kubernetes ≥ 1.21; label it yourself on older clusters); sandbox NetworkPolicies allow ingress from them', defaultText: '(none)', parse: podSelector },
+  { key: 'k8sImageRegistry', env: 'CORRAL_K8S_IMAGE_REGISTRY', description: 'Where the kubernetes driver publishes built images, host[:port]/prefix (e.g. registry.internal:5000/corral-built): set, Dockerfile builds and transfers run on the server\'s host (buildah, as on the oci driver) and each image is pushed to <prefix>/<owner>/<name>:<tag>, which sandboxes of corral.local/<owner>/<name>:<tag> pull; references under the prefix\'s path are refused in docker_image, FROM and source_image (on any registry host). TLS is verified unless the host is in CORRAL_REGISTRY_INSECURE. Unset: no image builds on the kubernetes driver (501)', defaultText: '(unset)', parse: registryPrefix },
+  { key: 'k8sImageRegistryUsername', env: 'CORRAL_K8S_IMAGE_REGISTRY_USERNAME', description: 'User name for CORRAL_K8S_IMAGE_REGISTRY (pushes, deletes, and the pull Secret of sandbox Pods of built images)', defaultText: '(unset: anonymous)', parse: optionalText },
+  { key: 'k8sImageRegistryPassword', env: 'CORRAL_K8S_IMAGE_REGISTRY_PASSWORD', description: 'Password for CORRAL_K8S_IMAGE_REGISTRY; set with the user name', defaultText: '(unset)', parse: optionalText },
   { key: 'k8sBlockedCidrs', env: 'CORRAL_K8S_BLOCKED_CIDRS', description: 'Comma-separated CIDRs no kubernetes sandbox may reach, besides the private (RFC 1918), CGNAT, loopback, link-local (metadata) and reserved IPv4 ranges that are always closed (e.g. public addresses of your nodes)', defaultText: '(none)', parse: cidrList },
   { key: 'egressDnsUpstream', env: 'CORRAL_EGRESS_DNS_UPSTREAM', description: "DNS server (address[:port]) the sandboxes' resolver forwards names their egress policy allows to", defaultText: "(the host's first nameserver in /etc/resolv.conf)", parse: optionalText },
   { key: 'egressTtlFloorSeconds', env: 'CORRAL_EGRESS_TTL_FLOOR', description: 'Seconds an address an allowed name resolved to stays open at least, whatever the DNS answer\'s TTL', defaultText: '60', parse: integer(1, 86_400) },
@@ -424,7 +453,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'imageBuildCpus', env: 'CORRAL_IMAGE_BUILD_CPUS', description: 'CPU cores one Dockerfile build may use', defaultText: '2', parse: decimal(0.1, 256) },
   { key: 'imageBuildMemoryMb', env: 'CORRAL_IMAGE_BUILD_MEMORY_MB', description: 'Memory one Dockerfile build may use, MiB (RUN steps past it are OOM-killed)', defaultText: '2048', parse: integer(64, 1024 * 1024) },
   { key: 'imageBuildTimeoutSeconds', env: 'CORRAL_IMAGE_BUILD_TIMEOUT_SECONDS', description: 'Longest a Dockerfile build may run before it is killed and FAILED', defaultText: '1800', parse: integer(10, 86_400) },
-  { key: 'imageBuildNetwork', env: 'CORRAL_IMAGE_BUILD_NETWORK', description: "Whether RUN steps of Dockerfile builds get a network (off: loopback only; on: the host's network on the oci driver, the engine's default bridge on the docker driver)", defaultText: 'off', parse: onOff },
+  { key: 'imageBuildNetwork', env: 'CORRAL_IMAGE_BUILD_NETWORK', description: "Whether RUN steps of Dockerfile builds get a network (off: loopback only; on: the host's network with buildah (oci, docker and kubernetes drivers), the engine's default bridge with the docker driver's fallback engine builder)", defaultText: 'off', parse: onOff },
   { key: 'imageBuildContextMaxBytes', env: 'CORRAL_IMAGE_BUILD_CONTEXT_MAX_BYTES', description: 'Largest build context tarball an upload URL accepts (413 past it)', defaultText: '536870912 (512 MiB)', parse: integer(1024, 2 ** 40) },
   { key: 'imageBuildUploadTtlSeconds', env: 'CORRAL_IMAGE_BUILD_UPLOAD_TTL_SECONDS', description: 'How long the signed upload URL of a build is valid', defaultText: '900', parse: integer(10, 86_400) },
   { key: 'createWaitMs', env: 'CORRAL_CREATE_WAIT_MS', description: 'Longest time POST /api/v1/sandbox holds its answer while the sandbox starts, so it answers RUNNING (0 answers at once, PENDING), and status:batchGet while sandboxes it asks about are starting. Clients may shorten it with the X-Corral-Create-Wait header', defaultText: '3000', parse: integer(0, 25_000) },
@@ -454,6 +483,9 @@ const DEFAULTS: CorralConfig = {
   k8sServerPods: null,
   k8sBlockedCidrs: [],
   k8sExec: 'auto',
+  k8sImageRegistry: null,
+  k8sImageRegistryUsername: null,
+  k8sImageRegistryPassword: null,
   egressDnsUpstream: null,
   egressTtlFloorSeconds: 60,
   instanceId: 'corral',
@@ -565,6 +597,9 @@ export function loadConfig(
   }
   Object.assign(config, options.overrides ?? {});
   const result = config as unknown as CorralConfig;
+  if ((result.k8sImageRegistryUsername === null) !== (result.k8sImageRegistryPassword === null)) {
+    throw new Error('CORRAL_K8S_IMAGE_REGISTRY_USERNAME and CORRAL_K8S_IMAGE_REGISTRY_PASSWORD are set together or not at all');
+  }
   result.dataDir = resolve(result.dataDir);
   return result;
 }

@@ -75,4 +75,10 @@ export interface ImageBuilder {
   rename(from: string, to: string): Promise<string>;
   /** Removes a built image from the driver's store. */
   remove(reference: string): Promise<void>;
+  /**
+   * Why an image reference a user names (`docker_image`, `FROM`, `source_image`) is refused on this
+   * driver, or undefined: where the builder publishes built images to a registry, references to
+   * that place would bypass the owner check of `corral.local` images. Absent: nothing is refused.
+   */
+  refusal?(reference: string): string | undefined;
 }

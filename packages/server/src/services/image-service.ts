@@ -167,7 +167,10 @@ export class ImageService {
 
   private builder(): NonNullable<SandboxRuntime['imageBuilder']> {
     const builder = this.runtime?.imageBuilder;
-    if (!builder) throw new ApiError('NOT_IMPLEMENTED', `Image builds are not available on the ${this.runtime?.name ?? 'none'} runtime driver yet (use CORRAL_RUNTIME=oci)`);
+    if (!builder) {
+      const how = this.runtime?.name === 'kubernetes' ? 'set CORRAL_K8S_IMAGE_REGISTRY (host[:port]/prefix: the registry the cluster pulls built images from)' : 'use CORRAL_RUNTIME=oci';
+      throw new ApiError('NOT_IMPLEMENTED', `Image builds are not available on the ${this.runtime?.name ?? 'none'} runtime driver (${how})`);
+    }
     return builder;
   }
 
@@ -257,9 +260,12 @@ export class ImageService {
       }
       const name = input.imageName ?? ref.repository.split('/').at(-1) ?? '';
       const tag = input.imageTag ?? (ref.digest !== undefined ? `sha256-${ref.digest.replace(/^sha256:/, '').slice(0, 16)}` : ref.tag);
+      const reserved = this.runtime?.imageBuilder?.refusal?.(sourceImage);
       const refusal =
         ref.registry.toLowerCase() === BUILT_IMAGE_REGISTRY
           ? 'built images are already in the store: use them as they are'
+          : reserved !== undefined
+            ? reserved
           : !validName(name)
             ? `image name ${name} is not valid`
             : !IMAGE_TAG.test(tag)
@@ -515,6 +521,8 @@ export class ImageService {
    * may not use; any other reference is the driver's to pull.
    */
   async checkUse(caller: Principal, reference: string): Promise<void> {
+    const refused = this.runtime?.imageBuilder?.refusal?.(reference);
+    if (refused !== undefined) throw ApiError.invalid('docker_image', refused);
     if (!isBuiltImageRef(reference)) return;
     const artifact = await this.store.getImageArtifactByPath(parseImageRef(reference).canonical);
     if (!artifact || !mayRun(caller, artifact)) throw new ApiError('IMAGE_NOT_FOUND', `Image ${reference} not found: build it first (GET /api/v1/images lists yours)`);
@@ -528,6 +536,8 @@ export class ImageService {
         ? { accessible: true, details: `Image ${image} was built on this server` }
         : { accessible: false, details: `Image ${image} not found` };
     }
+    const refused = this.runtime?.imageBuilder?.refusal?.(image);
+    if (refused !== undefined) return { accessible: false, details: refused };
     // Without a driver nothing is ever pulled, so nothing is asked of a registry either.
     if (this.runtime === null) return { accessible: false, details: 'This server has no runtime driver (CORRAL_RUNTIME=none): it pulls no images' };
     let credentials: { username: string; password: string } | undefined;
@@ -622,6 +632,7 @@ export class ImageService {
             reference: build.fullImagePath,
             cacheKey: build.teamId === null ? `user-${build.userId}` : `team-${build.teamId}`,
             mayUseBase: async (reference) => {
+              if (this.runtime?.imageBuilder?.refusal?.(reference) !== undefined) return false;
               if (!isBuiltImageRef(reference)) return true;
               const artifact = await this.store.getImageArtifactByPath(reference);
               return artifact !== undefined && mayRun(caller, artifact);

@@ -15,6 +15,8 @@ export const dockerDriver: RuntimeDriver = {
         timeoutMs: config.imageBuildTimeoutSeconds * 1000,
         network: config.imageBuildNetwork,
       },
+      // Dockerfile builds with buildah (RUN steps in a user namespace), the engine's builder where it cannot run.
+      containedBuilds: { root: join(config.dataDir, 'docker-builds') },
       diskDir: join(config.dataDir, 'docker-disks'),
       egressConnectionLog: { group: config.egressNflogGroup, binDir: join(config.dataDir, 'bin') },
       insecureRegistries: config.registryInsecure,

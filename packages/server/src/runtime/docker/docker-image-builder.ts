@@ -163,7 +163,7 @@ export class DockerImageBuilder implements ImageBuilder {
     }
     for (const image of images) {
       emit(`corral: resolving ${image}\n`);
-      const info = await this.resolve(image, request);
+      const info = await this.resolveBase(image, request);
       const triggers = info.Config?.OnBuild ?? [];
       if (triggers.some((t) => /--from/i.test(t))) {
         throw new ImageBuildError(`FROM ${image}: its ONBUILD triggers copy from other images, which the docker driver does not allow`, null, '');
@@ -171,7 +171,13 @@ export class DockerImageBuilder implements ImageBuilder {
     }
   }
 
-  private async resolve(image: string, request: ImageBuildRequest): Promise<Docker.ImageInspectInfo> {
+  /**
+   * The engine's image for a `FROM` or `COPY --from` reference, checked as every build checks it:
+   * no image ids, the build's owner may use it (`mayUseBase`), one the engine holds only while its
+   * registry lets an anonymous pull through, a missing one pulled into the engine first from a
+   * registry Corral may reach, and found under that very name. Rejects with {@link ImageBuildError}.
+   */
+  async resolveBase(image: string, request: Pick<ImageBuildRequest, 'mayUseBase'>): Promise<Docker.ImageInspectInfo> {
     let ref: ImageRef;
     try {
       // An image id (`FROM 0123abcd…`) would let a build read any image in the engine.

@@ -54,6 +54,7 @@ import type { ConnectionLogSink } from '../egress/egress-log.js';
 import { OPEN_EGRESS } from '../egress/egress-policy.js';
 import { pullImage, registrySource } from './image-pull.js';
 import { type DockerImageBuildOptions, DockerImageBuilder } from './docker-image-builder.js';
+import { ContainedDockerImageBuilder } from './docker-contained-builder.js';
 import type { ImageBuilder } from '../image-builder.js';
 import { parseImageRef } from '../registry/image-ref.js';
 import type { ImageRef } from '../registry/image-ref.js';
@@ -81,6 +82,12 @@ export interface DockerRuntimeOptions {
   instance: string;
   /** Limits of Dockerfile builds (default 2 CPUs, 2 GiB, 30 minutes, no network). */
   imageBuild?: Partial<Pick<DockerImageBuildOptions, 'cpus' | 'memoryBytes' | 'timeoutMs' | 'network'>>;
+  /**
+   * Contained builds: the daemonless builder (buildah, RUN steps in a user namespace) with its state
+   * under `root`, bases from the engine and results copied into it; `init()` falls back to the
+   * engine's builder, with a warning, where buildah cannot run. Absent: the engine's builder.
+   */
+  containedBuilds?: { root: string };
   /**
    * Registries (`host[:port]`) that may be at loopback, private or link-local addresses (and that
    * Corral's own access checks reach over plain HTTP). Every other registry must be public.
@@ -208,8 +215,12 @@ const PAUSE_ATTEMPTS = 5;
 
 export class DockerRuntime implements SandboxRuntime {
   readonly name = 'docker';
-  /** Dockerfile builds through the engine's builder. */
-  readonly imageBuilder: ImageBuilder;
+  /** Dockerfile builds: the contained builder when `init()` found it can run, else the engine's builder. */
+  imageBuilder: ImageBuilder;
+  /** The engine's builder (transfers, renames and removes of either builder). */
+  private readonly engineBuilder: DockerImageBuilder;
+  /** The contained builder, until `init()` decides whether it can run here. */
+  private containedBuilder: ContainedDockerImageBuilder | undefined;
   private readonly docker: Docker;
   private readonly dialer: DockerDialer;
   private readonly instance: string;
@@ -267,7 +278,7 @@ export class DockerRuntime implements SandboxRuntime {
     this.access = new RegistryAccessCheck({ insecureRegistries: this.insecureRegistries });
     this.docker = options.docker ?? new Docker();
     this.dialer = new DockerDialer(this.docker, this);
-    this.imageBuilder = new DockerImageBuilder({
+    this.engineBuilder = new DockerImageBuilder({
       docker: this.docker,
       insecureRegistries: this.insecureRegistries,
       cpus: 2,
@@ -276,6 +287,18 @@ export class DockerRuntime implements SandboxRuntime {
       network: false,
       ...options.imageBuild,
     });
+    this.imageBuilder = this.engineBuilder;
+    if (options.containedBuilds) {
+      const limits = { cpus: 2, memoryBytes: 2 * 1024 ** 3, timeoutMs: 30 * 60_000, network: false, ...options.imageBuild };
+      this.containedBuilder = new ContainedDockerImageBuilder({
+        docker: this.docker,
+        engine: this.engineBuilder,
+        root: options.containedBuilds.root,
+        ...limits,
+        insecureRegistries: this.insecureRegistries,
+        ...(process.env.DOCKER_HOST ? { daemonHost: process.env.DOCKER_HOST } : {}),
+      });
+    }
     const stateDir = process.env.CORRAL_STATE_DIR ?? '/var/lib/corral';
     this.diskDir = options.diskDir ?? `${stateDir}/docker-disks`;
     this.disks = new LoopDisks(this.diskDir);
@@ -347,6 +370,17 @@ export class DockerRuntime implements SandboxRuntime {
       );
     } else if (this.diskModeValue === 'none') {
       this.warn('diskBytes is not enforced: the engine cannot limit a container\'s writable layer and this process cannot make loop disks.');
+    }
+    if (this.containedBuilder) {
+      const missing = await this.containedBuilder.unavailable();
+      if (missing === undefined) this.imageBuilder = this.containedBuilder;
+      else {
+        this.warn(
+          `Dockerfile builds use Docker Engine's builder, whose RUN steps run as root with default capabilities and no user namespace or pids limit: ` +
+            `the contained builder (buildah, as on the oci driver) cannot run here: ${missing}`,
+        );
+      }
+      this.containedBuilder = undefined;
     }
     this.gpu = await detectGpus();
     await this.checkpoints.sweep().catch((error: unknown) => this.warn(`cleaning up deleted checkpoints failed: ${errorText(error)}`));

@@ -34,6 +34,8 @@ export function serverPeersOf(config: Pick<CorralConfig, 'k8sServerCidrs' | 'k8s
 export const kubernetesDriver: RuntimeDriver = {
   async create(config) {
     const { KubernetesRuntime } = await import('./kubernetes-runtime.js');
+    const { kubernetesImageBuilds } = await import('./kubernetes-image-builds.js');
+    const imageBuilds = kubernetesImageBuilds(config);
     const runtime = new KubernetesRuntime({
       instance: config.instanceId,
       namespace: config.k8sNamespace,
@@ -46,6 +48,7 @@ export const kubernetesDriver: RuntimeDriver = {
       serverPeers: serverPeersOf(config),
       blockedCidrs: config.k8sBlockedCidrs,
       exec: config.k8sExec,
+      ...(imageBuilds ? { imageBuilds } : {}),
     });
     await runtime.init();
     return runtime;

@@ -56,6 +56,8 @@ import { networkPolicyProblem } from './network-policy.js';
 import { PodWatch } from './pod-watch.js';
 import { parseQuantity } from './quantity.js';
 import { apiErrorText, isApiStatus } from './api-errors.js';
+import type { ImageBuilder } from '../image-builder.js';
+import type { KubernetesImageBuilds } from './kubernetes-image-builds.js';
 
 /** Options for {@link KubernetesRuntime}. */
 export interface KubernetesRuntimeOptions {
@@ -95,6 +97,12 @@ export interface KubernetesRuntimeOptions {
   exec?: 'auto' | 'agent' | 'api';
   /** The sandboxes' /etc/resolv.conf; default: from the server's own (see serverResolvConf); null: the kubelet's. */
   resolvConf?: string | null;
+  /**
+   * Image builds (`CORRAL_K8S_IMAGE_REGISTRY`): the builder, and the registry it publishes to,
+   * where sandboxes of `corral.local/…` images pull them from; absent: no builds, and built images
+   * do not start.
+   */
+  imageBuilds?: KubernetesImageBuilds;
 }
 
 /** How the isolation report describes sandbox networking, by NetworkPolicy mode. */
@@ -186,6 +194,7 @@ const OOM_COUNT_SCRIPT = "cat /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory
  */
 export class KubernetesRuntime implements SandboxRuntime {
   readonly name = 'kubernetes';
+  readonly imageBuilder?: ImageBuilder;
   private readonly options: KubernetesRuntimeOptions;
   private readonly config = new KubeConfig();
   private core!: CoreV1Api;
@@ -233,6 +242,7 @@ export class KubernetesRuntime implements SandboxRuntime {
 
   constructor(options: KubernetesRuntimeOptions) {
     this.options = options;
+    if (options.imageBuilds) this.imageBuilder = options.imageBuilds.builder;
     this.diskPolicy = options.diskPolicy ?? NO_RESERVE;
     this.readyTimeoutMs = options.readyTimeoutMs ?? 120_000;
     this.isolationValue.reason += networkIsolationText(options);
@@ -347,7 +357,8 @@ export class KubernetesRuntime implements SandboxRuntime {
     return { totalBytes, freeBytes: Math.max(0, totalBytes - requested), allocatedBytes: requested, usedBytes: 0 };
   }
 
-  async create(spec: SandboxSpec): Promise<CreatedSandbox> {
+  async create(requested: SandboxSpec): Promise<CreatedSandbox> {
+    const spec = this.resolveBuiltImage(requested);
     const capacity = await this.diskCapacity();
     if (capacity) {
       const shortfall = diskShortfall(capacity, spec.diskBytes, this.diskPolicy);
@@ -408,6 +419,33 @@ export class KubernetesRuntime implements SandboxRuntime {
     if (!this.policies && !open) throw new RuntimeError('UNSUPPORTED', `CORRAL_K8S_NETWORK_POLICY=off: the kubernetes driver does not enforce egress policies (${what})`);
     const problem = networkPolicyProblem(policy);
     if (problem) throw new RuntimeError('UNSUPPORTED', `${problem.list}[${problem.index}]: ${problem.reason}`);
+  }
+
+  /**
+   * The spec with a built image (`corral.local/<owner>/<name>:<tag>`, whose use the image service
+   * checked) replaced by where it is published, pulled with the registry's credentials (never the
+   * user's). Refuses (IMAGE_PULL_FAILED) references under the publishing prefix, and built images
+   * without `CORRAL_K8S_IMAGE_REGISTRY`.
+   */
+  private resolveBuiltImage(spec: SandboxSpec): SandboxSpec {
+    const builds = this.options.imageBuilds;
+    const refused = builds?.registry.refusal(spec.image);
+    if (refused !== undefined) throw new RuntimeError('IMAGE_PULL_FAILED', refused);
+    let registry: string;
+    try {
+      registry = parseImageRef(spec.image).registry.toLowerCase();
+    } catch {
+      return spec;
+    }
+    if (registry !== 'corral.local') return spec;
+    if (!builds) throw new RuntimeError('IMAGE_PULL_FAILED', `${spec.image} is a built image: the kubernetes driver runs built images only with CORRAL_K8S_IMAGE_REGISTRY set`);
+    const { registryAuth: _userAuth, ...rest } = spec;
+    const login = builds.registry.login;
+    return {
+      ...rest,
+      image: builds.registry.publishedRef(spec.image),
+      ...(login ? { registryAuth: { username: login.username, password: login.password, serverAddress: builds.registry.host } } : {}),
+    };
   }
 
   /**

@@ -1,7 +1,7 @@
 import { chmod, lchown, lstat, mkdir, readdir, rm, utimes, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, relative } from 'node:path';
 import { runTool } from '../run-tool.js';
-import { OPAQUE_MARKER, WHITEOUT_PREFIX } from './layer-check.js';
+import { OPAQUE_MARKER, WHITEOUT_PREFIX } from '../oci-images/layer-check.js';
 import type { UsernsMapping } from './userns.js';
 
 /**

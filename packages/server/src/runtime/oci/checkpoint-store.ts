@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RuntimeError } from '../runtime.js';
-import type { ImageConfig } from './image-store.js';
+import type { ImageConfig } from '../oci-images/image-store.js';
 
 /**
  * A filesystem checkpoint as the oci driver records it: an image-like manifest whose layers (in

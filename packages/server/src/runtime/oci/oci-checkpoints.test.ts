@@ -7,7 +7,7 @@ import { after, describe, it } from 'node:test';
 import { runToEnd } from '../conformance/conformance-suite.js';
 import { RuntimeError } from '../runtime.js';
 import type { SandboxSpec } from '../runtime.js';
-import { ImageStore } from './image-store.js';
+import { ImageStore } from '../oci-images/image-store.js';
 import { OciRuntime } from './oci-runtime.js';
 import { CheckpointStore } from './checkpoint-store.js';
 import { ociMissing } from '../../testing/runtime-available.js';

@@ -8,7 +8,7 @@ import { precopyUpper, syncFrozen, writeLayerTar } from './checkpoint-capture.js
 import type { TreeIndex } from './checkpoint-capture.js';
 import { isCheckpointRef } from './checkpoint-store.js';
 import type { CheckpointManifest , CheckpointStore} from './checkpoint-store.js';
-import type { ImageConfig, ImageRecord, ImageStore } from './image-store.js';
+import type { ImageConfig, ImageRecord, ImageStore } from '../oci-images/image-store.js';
 import type { UsernsMapping } from './userns.js';
 
 /** The sandbox's files the driver writes per sandbox: never part of a checkpoint. */

@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { runToEnd } from '../conformance/conformance-suite.js';
 import { egressTableName, egressTag } from '../egress/egress-firewall.js';
 import { egressLogPrefix } from '../egress/egress-log.js';
-import { ImageStore } from './image-store.js';
+import { ImageStore } from '../oci-images/image-store.js';
 import { OciRuntime } from './oci-runtime.js';
 import { OCI_INPUT_CHAIN } from './sandbox-network.js';
 import { ociMissing } from '../../testing/runtime-available.js';

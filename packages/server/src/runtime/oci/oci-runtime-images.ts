@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import type { RootfsImageConfig, RuntimeImage, RuntimeImages } from '../runtime-images.js';
-import { ImageStore } from './image-store.js';
-import type { ImageRecord } from './image-store.js';
+import { ImageStore } from '../oci-images/image-store.js';
+import type { ImageRecord } from '../oci-images/image-store.js';
 
 function entry(record: ImageRecord): RuntimeImage {
   return { reference: record.ref, id: record.digest, source: record.source };

@@ -5,7 +5,7 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { runConformanceSuite } from '../conformance/conformance-suite.js';
-import { ImageStore } from './image-store.js';
+import { ImageStore } from '../oci-images/image-store.js';
 import { OciRuntime } from './oci-runtime.js';
 import { ensureAgentBinary } from '../native-build.js';
 import { DEFAULT_USERNS_MAPPING, usernsUnavailable } from './userns.js';

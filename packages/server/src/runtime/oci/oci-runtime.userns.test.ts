@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { runToEnd } from '../conformance/conformance-suite.js';
 import type { SandboxSpec } from '../runtime.js';
-import { ImageStore } from './image-store.js';
+import { ImageStore } from '../oci-images/image-store.js';
 import { OciRuntime } from './oci-runtime.js';
 import { USERNS_DIR } from './sandbox-network.js';
 import { ensureAgentBinary } from '../native-build.js';

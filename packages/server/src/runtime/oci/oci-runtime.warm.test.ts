@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { runToEnd } from '../conformance/conformance-suite.js';
 import type { SandboxSpec } from '../runtime.js';
-import { ImageStore } from './image-store.js';
+import { ImageStore } from '../oci-images/image-store.js';
 import { OciRuntime } from './oci-runtime.js';
 import { ociMissing } from '../../testing/runtime-available.js';
 import { insecureRegistriesFor } from '../../testing/local-registries.js';

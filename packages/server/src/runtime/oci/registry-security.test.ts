@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import tar from 'tar-stream';
 import { RuntimeError } from '../runtime.js';
 import { parseImageRef } from '../registry/image-ref.js';
-import { ImageStore } from './image-store.js';
+import { ImageStore } from '../oci-images/image-store.js';
 import { credentialsFor } from '../registry/registry-access-check.js';
 
 const sha = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;

@@ -26,6 +26,13 @@ export interface OciImageBuildOptions {
   network: boolean;
   /** Host ids root in a build maps to: build uid `n` is host uid `hostId + n`, for `size` ids. */
   userns: { hostId: number; size: number };
+  /**
+   * Called for every image a build takes content from, once the build's owner may use it and
+   * before the image store provides it (pulling it when missing): may check it further (rejecting
+   * with an {@link ImageBuildError}) and put it into the store from elsewhere (the docker driver
+   * takes it from its engine). Absent: the store alone provides images.
+   */
+  prepareBase?(reference: string, request: ImageBuildRequest): Promise<void>;
 }
 
 /** Default host id range of builds: next to the sandboxes' 0x70000000 range, apart from it. */
@@ -230,6 +237,7 @@ export class OciImageBuilder implements ImageBuilder {
       throw new ImageBuildError(`FROM ${base}: ${(error as Error).message}`, null, '');
     }
     if (!(await request.mayUseBase(canonical))) throw new ImageBuildError(`FROM ${base}: no such image`, null, '');
+    await this.options.prepareBase?.(canonical, request);
     let record: ImageRecord;
     try {
       record = await this.options.images.ensure(canonical);

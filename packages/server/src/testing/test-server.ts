@@ -8,6 +8,7 @@ import { LOCAL_TEST_REGISTRIES } from './local-registries.js';
 import type { SandboxRuntime } from '../runtime/runtime.js';
 import { pino, type Logger } from 'pino';
 import { createCorralServer, type CorralServer } from '../server.js';
+import { createRuntime } from '../runtime/create-runtime.js';
 
 /** A Corral server on a fresh data dir, with a known admin key, for tests. */
 export interface TestServer {
@@ -104,7 +105,23 @@ export async function startListeningServer(prefix: string, overrides: Partial<Co
     async close() {
       const runtime = t.server.runtime;
       if (runtime) for (const s of await runtime.list()) await runtime.remove(s.runtimeId).catch(() => undefined);
+      await t.server.close();
+      // Removing sandboxes frees admission capacity, so creates still queued may start while the
+      // server closes; closing leaves them running, as a restart would adopt them. A driver opened
+      // again on the same state removes them before the data dir goes.
+      if (runtime) await removeLeftovers(t.server.config);
       await t.close();
     },
   };
+}
+
+/** Removes every sandbox a driver opened on `config`'s state still has (what a closed test server left running). */
+async function removeLeftovers(config: CorralConfig): Promise<void> {
+  const runtime = await createRuntime(config).catch(() => null);
+  if (!runtime) return;
+  try {
+    for (const s of await runtime.list()) await runtime.remove(s.runtimeId).catch(() => undefined);
+  } finally {
+    await runtime.close();
+  }
 }

@@ -13,33 +13,12 @@
  * Every response is checked against what `SandboxCheckpoint` (pydantic) requires.
  */
 import assert from 'node:assert/strict';
-import { request as httpRequest } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { CheckpointingRuntime } from '../testing/checkpointing-runtime.js';
 import { eventually } from '../testing/runtime-available.js';
+import { type HttpAnswer, sendExact } from '../testing/exact-http.js';
 import { type TestServer, startTestServer } from '../testing/test-server.js';
 
-interface HttpAnswer {
-  status: number;
-  body: string;
-  json<T>(): T;
-}
-
-function send(url: string, method: string, headers: Record<string, string>, body?: Buffer): Promise<HttpAnswer> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest(url, { method, headers }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (chunk: Buffer) => chunks.push(chunk));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        resolve({ status: res.statusCode ?? 0, body: text, json: <T>() => JSON.parse(text) as T });
-      });
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
 
 /** `prime_sandboxes.APIClient.request`: its session headers and httpx's, `params` as the query, `json` compact. */
 function apiClient(baseUrl: string, apiKey: string) {
@@ -55,7 +34,7 @@ function apiClient(baseUrl: string, apiKey: string) {
     };
     const body = options.json !== undefined ? Buffer.from(JSON.stringify(options.json)) : undefined;
     if (body !== undefined || ['POST', 'PUT', 'PATCH'].includes(method)) headers['content-length'] = String(body?.length ?? 0);
-    return send(`${baseUrl}/api/v1${endpoint}${query}`, method, headers, body);
+    return sendExact(`${baseUrl}/api/v1${endpoint}${query}`, method, headers, body);
   };
 }
 

@@ -16,12 +16,12 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { imageBuildMissing, startImageBuildServer } from '../testing/image-build-server.js';
 import { eventually, unavailableSuite } from '../testing/runtime-available.js';
+import { type HttpAnswer, sendExact } from '../testing/exact-http.js';
 import type { ListeningTestServer } from '../testing/test-server.js';
 
 function pythonMissing(): string | undefined {
@@ -33,28 +33,6 @@ function pythonMissing(): string | undefined {
   }
 }
 
-interface HttpAnswer {
-  status: number;
-  body: string;
-  json<T>(): T;
-}
-
-/** Sends a request with exactly these headers (node adds none but Host when absent). */
-function send(url: string, method: string, headers: Record<string, string>, body?: Buffer): Promise<HttpAnswer> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest(url, { method, headers }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (chunk: Buffer) => chunks.push(chunk));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        resolve({ status: res.statusCode ?? 0, body: text, json: <T>() => JSON.parse(text) as T });
-      });
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
 
 /** httpx's default request headers (httpx 0.28). */
 const HTTPX_HEADERS = { accept: '*/*', 'accept-encoding': 'gzip, deflate', connection: 'keep-alive' };
@@ -73,14 +51,14 @@ function apiClient(baseUrl: string, apiKey: string) {
     if (options.json !== undefined) body = Buffer.from(JSON.stringify(options.json));
     // httpx sends Content-Length: 0 on a POST/PUT/PATCH without a body, and none on GET/DELETE.
     if (body !== undefined || ['POST', 'PUT', 'PATCH'].includes(method)) headers['content-length'] = String(body?.length ?? 0);
-    return send(`${baseUrl}/api/v1${endpoint}${query}`, method, headers, body);
+    return sendExact(`${baseUrl}/api/v1${endpoint}${query}`, method, headers, body);
   };
 }
 
 /** `httpx.put(upload_url, content=<file>, headers={"Content-Type": "application/octet-stream"})` (no API key). */
 function httpxPutFile(url: string, file: string): Promise<HttpAnswer> {
   const content = readFileSync(file);
-  return send(url, 'PUT', { ...HTTPX_HEADERS, 'user-agent': 'python-httpx/0.28.1', 'content-type': 'application/octet-stream', 'content-length': String(content.length) }, content);
+  return sendExact(url, 'PUT', { ...HTTPX_HEADERS, 'user-agent': 'python-httpx/0.28.1', 'content-type': 'application/octet-stream', 'content-length': String(content.length) }, content);
 }
 
 /** A `tarfile.open(path, "w:gz")` archive: `tar.add(context, arcname=".")`, then optionally the Dockerfile under `dockerfileArcname`. */

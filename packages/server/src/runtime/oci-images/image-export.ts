@@ -1,13 +1,10 @@
-import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { chmod, mkdir, mkdtemp, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
-import { createGzip } from 'node:zlib';
 import { normalizeRegistryHost, parseImageRef } from '../registry/image-ref.js';
 import { runTool } from '../run-tool.js';
 import type { ImageRecord, ImageStore } from './image-store.js';
 import { packOverlayLayer } from './layer-pack.js';
+import { writeImageLayout } from './oci-layout.js';
 
 /** Where {@link exportImage} copies an image. */
 export type ImageExportTarget =
@@ -45,61 +42,11 @@ export interface StoreLayout {
  * holding the image's env, entrypoint, command, working directory and user.
  */
 export async function writeStoreLayout(store: ImageStore, record: ImageRecord, dir: string, options: { gzip?: boolean } = {}): Promise<StoreLayout> {
-  const gzip = options.gzip ?? true;
-  const blobs = join(dir, 'blobs', 'sha256');
-  await mkdir(blobs, { recursive: true });
-  const putFile = async (path: string): Promise<{ digest: string; size: number }> => {
-    const hex = await sha256File(path);
-    await rename(path, join(blobs, hex));
-    return { digest: `sha256:${hex}`, size: (await stat(join(blobs, hex))).size };
+  const archive = async (hex: string, out: string): Promise<void> => {
+    await packOverlayLayer(store.layerDir(hex), out);
   };
-  const putJson = async (value: unknown): Promise<{ digest: string; size: number }> => {
-    const path = join(dir, 'blob.json');
-    await writeFile(path, JSON.stringify(value));
-    return putFile(path);
-  };
-  const layers: { digest: string; size: number; mediaType: string }[] = [];
-  const diffIds: string[] = [];
-  for (const hex of record.layers) {
-    const plain = join(dir, 'layer.tar');
-    const packed = await packOverlayLayer(store.layerDir(hex), plain);
-    diffIds.push(packed.digest);
-    if (gzip) {
-      const compressed = join(dir, 'layer.tar.gz');
-      await pipeline(createReadStream(plain), createGzip({ level: 6 }), createWriteStream(compressed));
-      await rm(plain);
-      layers.push({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', ...(await putFile(compressed)) });
-    } else {
-      layers.push({ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...(await putFile(plain)) });
-    }
-  }
-  const c = record.config;
-  const config = await putJson({
-    architecture: 'amd64',
-    os: 'linux',
-    created: record.createdAt,
-    config: {
-      Env: c.env,
-      Entrypoint: c.entrypoint.length > 0 ? c.entrypoint : null,
-      Cmd: c.cmd.length > 0 ? c.cmd : null,
-      WorkingDir: c.workingDir,
-      User: c.user,
-    },
-    rootfs: { type: 'layers', diff_ids: diffIds },
-    history: diffIds.map(() => ({ created: record.createdAt, created_by: `corral image store: ${record.ref}` })),
-  });
-  const manifest = await putJson({
-    schemaVersion: 2,
-    mediaType: 'application/vnd.oci.image.manifest.v1+json',
-    config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
-    layers,
-  });
-  await writeFile(join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
-  await writeFile(
-    join(dir, 'index.json'),
-    JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...manifest, annotations: { 'org.opencontainers.image.ref.name': 'latest' } }] }),
-  );
-  return { manifestDigest: manifest.digest, layerBytes: layers.reduce((sum, l) => sum + l.size, 0) };
+  const layout = await writeImageLayout(record, dir, archive, { gzip: options.gzip ?? true });
+  return { manifestDigest: layout.manifestDigest, layerBytes: layout.layers.reduce((sum, l) => sum + l.size, 0) };
 }
 
 /**
@@ -179,10 +126,4 @@ async function registryAccessArgs(
     args.push(side === '' ? '--no-creds' : flag('no-creds'));
   }
   return args;
-}
-
-async function sha256File(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
 }

@@ -1,5 +1,4 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DEFAULT_PATH } from '../container-policy.js';
@@ -13,6 +12,7 @@ import { RegistryClient } from '../registry/registry-client.js';
 import type { Descriptor, RegistryClientOptions, RegistryCredentials } from '../registry/registry-client.js';
 import { runTool } from '../run-tool.js';
 import { pathExists } from '../../util/path-exists.js';
+import { sha256File } from '../../util/sha256-file.js';
 
 /** The parts of an image config a sandbox uses. */
 export interface ImageConfig {
@@ -463,12 +463,6 @@ function hexOf(digest: string): string {
   const m = /^sha256:([0-9a-f]{64})$/.exec(digest);
   if (!m?.[1]) throw new Error(`unsupported digest ${digest}`);
   return m[1];
-}
-
-async function sha256File(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
 }
 
 

@@ -17,6 +17,8 @@ function makeUpper(dir: string): void {
   writeFileSync(join(dir, 'work space', 'sub', 'data.txt'), 'kept\n');
   linkSync(join(dir, 'work space', 'sub', 'data.txt'), join(dir, 'work space', 'hard'));
   symlinkSync('sub/data.txt', join(dir, 'work space', 'link'));
+  // A link whose target exists only inside the image (as /etc/ssl/certs has them): never followed.
+  symlinkSync('/nonexistent/on/this/host.pem', join(dir, 'dangling'));
   execFileSync('mknod', [join(dir, 'work space', 'gone file'), 'c', '0', '0']);
   execFileSync('mknod', [join(dir, 'bin-gone-é'), 'c', '0', '0']);
   execFileSync('mknod', [join(dir, 'new\nline'), 'c', '0', '0']);
@@ -65,6 +67,7 @@ describe('packOverlayLayer', { skip: root ? undefined : 'needs root (mknod, trus
     assert.equal(lstatSync(join(back, 'work space', 'sub', 'data.txt')).uid, 1000);
     assert.equal(lstatSync(join(back, 'work space', 'hard')).ino, lstatSync(join(back, 'work space', 'sub', 'data.txt')).ino, 'hard link kept');
     assert.equal(readlinkSync(join(back, 'work space', 'link')), 'sub/data.txt');
+    assert.equal(readlinkSync(join(back, 'dangling')), '/nonexistent/on/this/host.pem');
     assert.equal(readFileSync(join(back, 'opaque', 'new'), 'utf8'), 'only this\n');
     assert.equal(lstatSync(join(back, 'etc')).isDirectory(), true);
     assert.throws(() => lstatSync(join(back, 'etc', 'hosts')));

@@ -41,7 +41,7 @@ export async function findOverlayMarkers(dir: string): Promise<OverlayMarkers> {
   const opaque: string[] = [];
   // getfattr dumps only the entries that carry the attribute; in the C locale it escapes every
   // byte of a name that is not printable ASCII as \NNN.
-  const dump = await runTool('env', ['LC_ALL=C', 'getfattr', '--recursive', '--physical', '--absolute-names', '--dump', '--match', '^trusted\\.overlay\\.opaque$', dir], { timeoutMs: 600_000 });
+  const dump = await runTool('env', ['LC_ALL=C', 'getfattr', '--recursive', '--physical', '--no-dereference', '--absolute-names', '--dump', '--match', '^trusted\\.overlay\\.opaque$', dir], { timeoutMs: 600_000 });
   let file: string | undefined;
   for (const line of dump.stdout.split('\n')) {
     if (line.startsWith('# file: ')) file = line.slice('# file: '.length).replace(/\\([0-7]{3})/g, (_m, octal: string) => String.fromCharCode(parseInt(octal, 8)));

@@ -9,6 +9,7 @@ import { RuntimeError } from '../runtime.js';
 import { scanDockerfileImages } from '../dockerfile-refs.js';
 import { runTool } from '../run-tool.js';
 import type { ImageRecord, ImageStore } from './image-store.js';
+import { writeImageLayout } from './oci-layout.js';
 
 /** Limits and isolation of builds on the oci driver. */
 export interface OciImageBuildOptions {
@@ -466,51 +467,14 @@ export async function killCgroupTree(name: string, root = '/sys/fs/cgroup'): Pro
 /**
  * Writes an image of the store as an OCI layout buildah can read: each unpacked layer archived
  * again (uncompressed, ids as stored; overlay whiteouts stay as they are, which buildah's overlay
- * storage reads as whiteouts), with a config holding the image's env, command and user.
+ * storage reads as whiteouts). Returns buildah's digest of each layer (the archive's) to the store's layer.
  */
 async function writeOciLayout(record: ImageRecord, dir: string, layerDir: (hex: string) => string): Promise<Record<string, KnownLayer>> {
-  const blobs = join(dir, 'blobs', 'sha256');
-  await mkdir(blobs, { recursive: true });
-  const put = async (path: string): Promise<{ digest: string; size: number }> => {
-    const hex = await sha256File(path);
-    await rename(path, join(blobs, hex));
-    return { digest: `sha256:${hex}`, size: (await stat(join(blobs, hex))).size };
+  const archive = async (hex: string, out: string): Promise<void> => {
+    await runTool('tar', ['--create', '--file', out, '--directory', layerDir(hex), '--numeric-owner', '--xattrs', '--xattrs-include=trusted.overlay.*', '.'], { timeoutMs: 600_000 });
   };
-  const putJson = async (value: unknown): Promise<{ digest: string; size: number }> => {
-    const path = join(dir, 'blob.json');
-    await writeFile(path, JSON.stringify(value));
-    return put(path);
-  };
-  const layers: { digest: string; size: number }[] = [];
-  const known: Record<string, KnownLayer> = {};
-  for (const hex of record.layers) {
-    const tar = join(dir, 'layer.tar');
-    await runTool('tar', ['--create', '--file', tar, '--directory', layerDir(hex), '--numeric-owner', '--xattrs', '--xattrs-include=trusted.overlay.*', '.'], { timeoutMs: 600_000 });
-    const layer = await put(tar);
-    layers.push(layer);
-    known[layer.digest] = { hex, size: layer.size };
-  }
-  const c = record.config;
-  const config = await putJson({
-    architecture: 'amd64',
-    os: 'linux',
-    config: { Env: c.env, Entrypoint: c.entrypoint.length > 0 ? c.entrypoint : null, Cmd: c.cmd.length > 0 ? c.cmd : null, WorkingDir: c.workingDir, User: c.user },
-    rootfs: { type: 'layers', diff_ids: layers.map((l) => l.digest) },
-    // buildah checks that the history names as many non-empty layers as there are.
-    history: layers.map(() => ({ created: record.createdAt, created_by: `corral image store: ${record.ref}` })),
-  });
-  const manifest = await putJson({
-    schemaVersion: 2,
-    mediaType: 'application/vnd.oci.image.manifest.v1+json',
-    config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
-    layers: layers.map((l) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...l })),
-  });
-  await writeFile(join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
-  await writeFile(
-    join(dir, 'index.json'),
-    JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...manifest, annotations: { 'org.opencontainers.image.ref.name': 'latest' } }] }),
-  );
-  return known;
+  const { layers } = await writeImageLayout(record, dir, archive);
+  return Object.fromEntries(layers.map((l) => [l.digest, { hex: l.hex, size: l.size }]));
 }
 
 /** A base layer as buildah holds it (the digest of its archive) and where the image store has it unpacked. */
@@ -529,10 +493,4 @@ async function directorySize(dir: string): Promise<number> {
     total += (await lstat(join(entry.parentPath ?? entry.path, entry.name)).catch(() => ({ size: 0 }))).size;
   }
   return total;
-}
-
-async function sha256File(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
 }

@@ -169,18 +169,19 @@ export function registerFileRoutes(app: FastifyInstance, ctx: GatewayContext): v
       throw error;
     });
     const startedAt = performance.now();
-    const idleMs = ctx.config.transferIdleTimeoutSeconds * 1000;
-    // A client that stops reading (or a sandbox that stops feeding) is cut: its socket is closed.
-    const unwatch = watchTransferIdle(request.raw.socket, idleMs, () => request.raw.socket?.destroy());
     let file: { size: number; stream: Readable };
     try {
       file = await target.runtime.getFile(target.runtimeId, path);
     } catch (error) {
-      unwatch();
       release();
       done();
       throw await fileFailure(target, path, error);
     }
+    // From the first byte on, a client that stops reading (or a sandbox that stops feeding) is cut:
+    // its socket is closed. Not before: opening the file in a busy sandbox may take a while, and
+    // cutting then would close the connection with no answer at all.
+    const idleMs = ctx.config.transferIdleTimeoutSeconds * 1000;
+    const unwatch = watchTransferIdle(request.raw.socket, idleMs, () => request.raw.socket?.destroy());
     let finishedOnce = false;
     const finished = (): void => {
       if (finishedOnce) return;

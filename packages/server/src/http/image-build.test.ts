@@ -172,6 +172,21 @@ for (const driver of ['oci', 'docker'] as const) {
         assert.equal(own.status, 'COMPLETED', own.errorMessage ?? '');
       });
 
+      it('FROM a private registry image: refused without credentials, built with the owner\'s saved ones, never lent to a user without them', async () => {
+        const dockerfile = { Dockerfile: 'FROM 127.0.0.1:5001/private/busybox:latest\nRUN echo private-ok > /ok\n' };
+        const refused = await build(alice.key, 'priv', 'v1', dockerfile);
+        assert.equal(refused.status, 'FAILED');
+        assert.match(refused.errorMessage ?? '', /FROM 127\.0\.0\.1:5001\/private\/busybox/);
+        const saved = await t.request('POST', '/api/v1/template/registry-credentials', { key: alice.key, body: { name: 'private', server: '127.0.0.1:5001', username: 'corral', password: 'corral-secret' } });
+        assert.equal(saved.statusCode, 201, saved.body);
+        const built = await build(alice.key, 'priv', 'v2', dockerfile);
+        assert.equal(built.status, 'COMPLETED', built.errorMessage ?? '');
+        // Bob has no credentials: the copy alice's build pulled is not his to build on.
+        const borrowed = await build(bob.key, 'priv', 'v1', dockerfile);
+        assert.equal(borrowed.status, 'FAILED', 'a user without credentials builds on a private image another pulled');
+        assert.match(borrowed.errorMessage ?? '', /FROM 127\.0\.0\.1:5001\/private\/busybox/);
+      });
+
       it('stops a build that runs past its deadline', async () => {
         const result = await build(alice.key, 'slow', 'v1', { Dockerfile: 'FROM busybox\nRUN echo sleeping && sleep 613\n' });
         assert.equal(result.status, 'FAILED');

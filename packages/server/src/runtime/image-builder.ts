@@ -13,6 +13,13 @@ export interface ImageBuildRequest {
    * images out of another's builds. Called for every base image before it is resolved.
    */
   mayUseBase(reference: string): Promise<boolean>;
+  /**
+   * The build owner's registry credentials for a base image's registry (their own or their team's,
+   * saved with `POST /template/registry-credentials`), or undefined: a `FROM` of a private registry
+   * image is pulled with them, and an image pulled with credentials before is used only once its
+   * registry accepts these.
+   */
+  baseCredentials?(reference: string): Promise<{ username: string; password: string } | undefined>;
   /** Receives the builder's output as it comes. */
   onOutput(chunk: string): void;
 }

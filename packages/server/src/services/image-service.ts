@@ -129,6 +129,24 @@ function visibilityOf(requested: string | null, existing: ImageArtifactRecord | 
   return existing?.visibility ?? 'PRIVATE';
 }
 
+/** Whether saved registry credentials are for `registry` (a normalized `host[:port]`). */
+function serves(credentials: { server: string }, registry: string): boolean {
+  try {
+    return normalizeRegistryHost(credentials.server) === registry;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The caller's saved credentials for `registry`: those of the build's scope first (the team's for a
+ * team build, the caller's own otherwise), then any other they may use.
+ */
+function pickCredentials<T extends { server: string; teamId: string | null }>(mine: readonly T[], teamId: string | null, registry: string): T | undefined {
+  const fits = (c: T): boolean => serves(c, registry);
+  return mine.filter((c) => (teamId === null ? c.teamId === null : c.teamId === teamId)).find(fits) ?? mine.find(fits);
+}
+
 /** True for references in the built-image namespace (`corral.local/…`). */
 export function isBuiltImageRef(reference: string): boolean {
   try {
@@ -276,15 +294,8 @@ export class ImageService {
         outcomes.push({ sourceImage, success: false, error: refusal });
         continue;
       }
-      const forServer = (c: { server: string }): boolean => {
-        try {
-          return normalizeRegistryHost(c.server) === ref.registry;
-        } catch {
-          return false;
-        }
-      };
-      const credentials = chosen ?? mine.filter((c) => (input.teamId === null ? c.teamId === null : c.teamId === input.teamId)).find(forServer) ?? mine.find(forServer);
-      if (chosen && !forServer(chosen)) {
+      const credentials = chosen ?? pickCredentials(mine, input.teamId, ref.registry);
+      if (chosen && !serves(chosen, ref.registry)) {
         throw ApiError.invalid('registry_credentials_id', `the credentials are for ${chosen.server}, not for ${ref.registry}; they are not sent there`);
       }
       const build = { ...(await this.newBuild(caller, input.teamId, name, tag, '', input.visibility)), contextBytes: 0, replicaId: this.config.replicaId };
@@ -631,6 +642,12 @@ export class ImageService {
             dockerfilePath: build.dockerfilePath,
             reference: build.fullImagePath,
             cacheKey: build.teamId === null ? `user-${build.userId}` : `team-${build.teamId}`,
+            baseCredentials: async (reference) => {
+              const ref = parseImageRef(reference);
+              if (ref.registry === BUILT_IMAGE_REGISTRY) return undefined;
+              const found = pickCredentials(await this.store.listRegistryCredentials(caller.user.id, [...caller.teams.keys()]), build.teamId, ref.registry);
+              return found ? { username: found.username, password: found.password } : undefined;
+            },
             mayUseBase: async (reference) => {
               if (this.runtime?.imageBuilder?.refusal?.(reference) !== undefined) return false;
               if (!isBuiltImageRef(reference)) return true;

@@ -177,7 +177,7 @@ export class DockerImageBuilder implements ImageBuilder {
    * registry lets an anonymous pull through, a missing one pulled into the engine first from a
    * registry Corral may reach, and found under that very name. Rejects with {@link ImageBuildError}.
    */
-  async resolveBase(image: string, request: Pick<ImageBuildRequest, 'mayUseBase'>): Promise<Docker.ImageInspectInfo> {
+  async resolveBase(image: string, request: Pick<ImageBuildRequest, 'mayUseBase' | 'baseCredentials'>): Promise<Docker.ImageInspectInfo> {
     let ref: ImageRef;
     try {
       // An image id (`FROM 0123abcd…`) would let a build read any image in the engine.
@@ -187,6 +187,7 @@ export class DockerImageBuilder implements ImageBuilder {
       throw new ImageBuildError(`FROM ${image}: ${(error as Error).message}`, null, '');
     }
     if (!(await request.mayUseBase(ref.canonical))) throw new ImageBuildError(`FROM ${image}: no such image`, null, '');
+    const credentials = await request.baseCredentials?.(ref.canonical);
     let info = await this.inspect(ref.canonical);
     // Checkpoints' images are restored by checkpoint id, never built on.
     if (namesCheckpointRepository(ref) || (info !== undefined && isCheckpointImage(info))) throw new ImageBuildError(`FROM ${image}: no such image`, null, '');
@@ -194,7 +195,9 @@ export class DockerImageBuilder implements ImageBuilder {
       if (ref.registry === 'corral.local') throw new ImageBuildError(`FROM ${image}: no such image`, null, '');
       try {
         await checkRegistryAddress(ref.registry, this.options.insecureRegistries);
-        await pullImage(this.options.docker, ref.canonical, undefined);
+        // Corral's own client tries the credentials first: it sends them only to that registry.
+        if (credentials) await this.access.check(ref, credentials);
+        await pullImage(this.options.docker, ref.canonical, credentials ? { ...credentials, serverAddress: ref.registry } : undefined);
       } catch (error) {
         throw new ImageBuildError(`FROM ${image}: not in the engine and not pullable: ${(error as Error).message}`, null, '');
       }
@@ -204,7 +207,7 @@ export class DockerImageBuilder implements ImageBuilder {
       const source = registrySource(info, ref);
       if (source) {
         try {
-          await this.access.check(source, undefined);
+          await this.access.check(source, credentials);
         } catch (error) {
           throw new ImageBuildError(`FROM ${image}: ${(error as Error).message}`, null, '');
         }

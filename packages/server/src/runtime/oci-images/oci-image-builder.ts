@@ -241,7 +241,7 @@ export class OciImageBuilder implements ImageBuilder {
     await this.options.prepareBase?.(canonical, request);
     let record: ImageRecord;
     try {
-      record = await this.options.images.ensure(canonical);
+      record = await this.options.images.ensure(canonical, await request.baseCredentials?.(canonical));
     } catch (error) {
       const message = error instanceof RuntimeError ? error.message : String(error);
       throw new ImageBuildError(`FROM ${base}: not in Corral's image store and not pullable: ${message}`, null, '');

@@ -66,7 +66,9 @@ describe('oci checkpoints: durability, GC, paused sandboxes, the warm pool', { s
     const first = make(images, { warmPoolMax: 2 });
     await first.init();
     const source = (await first.create(spec())).runtimeId;
-    await sh(first, source, 'echo kept > /sandbox-workspace/kept; rm /bin/arch');
+    // A token of this run: layers are content-addressed and reproducible, so a run's checkpoint must not
+    // share its layer with a manifest another run (one that failed part-way) left in the shared directory.
+    await sh(first, source, `echo kept > /sandbox-workspace/kept; echo ${randomBytes(8).toString('hex')} > /sandbox-workspace/run; rm /bin/arch`);
 
     // A paused sandbox is captured without being thawed.
     await first.pause(source);
@@ -80,14 +82,17 @@ describe('oci checkpoints: durability, GC, paused sandboxes, the warm pool', { s
     await first.pause(source);
     const during = first.checkpoint(source, { checkpointId: newRef(), memory: false });
     await first.resume(source);
-    await during;
+    // Same files as `taken`: the same reproducible layer. Deleted, so only `taken` holds that layer below.
+    await first.deleteCheckpoint((await during).ref);
     assert.equal((await first.inspect(source))?.paused, false);
     assert.equal(await sh(first, source, 'echo thawed'), 'thawed\n', 'the resumed sandbox runs');
     // A removal during a capture waits for its frozen pass or makes it give up; either way nothing is left frozen.
     const doomed = (await first.create(spec())).runtimeId;
-    const racing = first.checkpoint(doomed, { checkpointId: newRef(), memory: false }).then(() => 'stored', (e: unknown) => (e instanceof RuntimeError ? e.kind : String(e)));
+    const racingRef = newRef();
+    const racing = first.checkpoint(doomed, { checkpointId: racingRef, memory: false }).then(() => 'stored', (e: unknown) => (e instanceof RuntimeError ? e.kind : String(e)));
     await first.remove(doomed);
     assert.match(await racing, /^(stored|CHECKPOINT_FAILED|NOT_FOUND)$/);
+    await first.deleteCheckpoint(racingRef);
     assert.equal(await first.inspect(doomed), undefined);
     await assert.rejects(first.checkpoint(source, { checkpointId: ref, memory: false }), (e: unknown) => e instanceof RuntimeError && e.kind === 'CHECKPOINT_FAILED', 'a ref is used once');
     await assert.rejects(first.create(spec({ checkpoint: { ref, memory: true } })), (e: unknown) => e instanceof RuntimeError && e.kind === 'CHECKPOINT_FAILED', 'memory restores are refused');

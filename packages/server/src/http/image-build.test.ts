@@ -173,18 +173,21 @@ for (const driver of ['oci', 'docker'] as const) {
       });
 
       it('FROM a private registry image: refused without credentials, built with the owner\'s saved ones, never lent to a user without them', async () => {
+        // A user of its own: credentials saved here would serve the other cases' users too.
+        const carol = await t.createUser('carol');
         const dockerfile = { Dockerfile: 'FROM 127.0.0.1:5001/private/busybox:latest\nRUN echo private-ok > /ok\n' };
-        const refused = await build(alice.key, 'priv', 'v1', dockerfile);
+        const refused = await build(carol.key, 'priv', 'v1', dockerfile);
         assert.equal(refused.status, 'FAILED');
         assert.match(refused.errorMessage ?? '', /FROM 127\.0\.0\.1:5001\/private\/busybox/);
-        const saved = await t.request('POST', '/api/v1/template/registry-credentials', { key: alice.key, body: { name: 'private', server: '127.0.0.1:5001', username: 'corral', password: 'corral-secret' } });
+        const saved = await t.request('POST', '/api/v1/template/registry-credentials', { key: carol.key, body: { name: 'private', server: '127.0.0.1:5001', username: 'corral', password: 'corral-secret' } });
         assert.equal(saved.statusCode, 201, saved.body);
-        const built = await build(alice.key, 'priv', 'v2', dockerfile);
+        const built = await build(carol.key, 'priv', 'v2', dockerfile);
         assert.equal(built.status, 'COMPLETED', built.errorMessage ?? '');
-        // Bob has no credentials: the copy alice's build pulled is not his to build on.
+        // Bob has no credentials: the copy carol's build pulled is not his to build on.
         const borrowed = await build(bob.key, 'priv', 'v1', dockerfile);
         assert.equal(borrowed.status, 'FAILED', 'a user without credentials builds on a private image another pulled');
         assert.match(borrowed.errorMessage ?? '', /FROM 127\.0\.0\.1:5001\/private\/busybox/);
+        assert.equal((await t.request('DELETE', '/api/v1/images/priv/v2', { key: carol.key })).statusCode, 200);
       });
 
       it('stops a build that runs past its deadline', async () => {

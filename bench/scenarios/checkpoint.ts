@@ -7,6 +7,7 @@ import { promisify } from 'node:util';
 import type { ExecRequest, SandboxRuntime, SandboxSpec } from '../../packages/server/src/runtime/runtime.js';
 import { ImageStore } from '../../packages/server/src/runtime/oci-images/image-store.js';
 import { OciRuntime } from '../../packages/server/src/runtime/oci/oci-runtime.js';
+import { specFixture } from '../../packages/server/src/testing/sandbox-fixture.js';
 import { machine, percentiles, report, type Baseline } from '../lib/results.js';
 
 const run = promisify(execFile);
@@ -62,21 +63,8 @@ export async function run_(args: string[]): Promise<void> {
     imageGcIntervalMs: 0,
   });
   await runtime.init();
-  const spec = (overrides: Partial<SandboxSpec> = {}): SandboxSpec => ({
-    sandboxId: `bench${randomBytes(5).toString('hex')}`,
-    image: IMAGE,
-    startCommand: null,
-    env: {},
-    cpuCores: 1,
-    memoryBytes: 256 * MiB,
-    diskBytes: Math.max(1024, bigMib * 2 + 256) * MiB,
-    pidsLimit: 256,
-    networkAccess: false,
-    gpuCount: 0,
-    gpuType: null,
-    workspacePath: '/sandbox-workspace',
-    ...overrides,
-  });
+  const spec = (overrides: Partial<SandboxSpec> = {}): SandboxSpec =>
+    specFixture({ sandboxId: `bench${randomBytes(5).toString('hex')}`, image: IMAGE, diskBytes: Math.max(1024, bigMib * 2 + 256) * MiB, ...overrides });
   const made: string[] = [];
   const refs: string[] = [];
   const create = async (overrides: Partial<SandboxSpec> = {}): Promise<string> => {

@@ -13,7 +13,7 @@ import { existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, it, test } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import Docker from 'dockerode';
 import { makeSpec, runToEnd } from '../conformance/conformance-suite.js';
 import { ImageBuildError } from '../image-builder.js';
@@ -23,6 +23,7 @@ import { DockerCheckpoints } from './docker-checkpoints.js';
 import { DockerRuntime } from './docker-runtime.js';
 import type { DiskMode } from './docker-runtime.js';
 import { LOCAL_TEST_REGISTRIES } from '../../testing/local-registries.js';
+import { unavailableSuite } from '../../testing/runtime-available.js';
 
 const IMAGE = process.env.CORRAL_TEST_IMAGE ?? 'corral-test/busybox:latest';
 const REPO = new URL('../../../../../', import.meta.url).pathname;
@@ -76,10 +77,7 @@ async function checkpointImages(docker: Docker, instance: string): Promise<Docke
 
 const reason = missing();
 if (reason !== undefined) {
-  test('docker checkpoints', (t) => {
-    if (process.env.CI === 'true') throw new Error(reason);
-    t.skip(reason);
-  });
+  unavailableSuite('docker checkpoints', reason);
 } else {
   for (const mode of reachableModes()) {
     describe(`docker checkpoints (${mode} disk mode)`, { concurrency: false }, () => {

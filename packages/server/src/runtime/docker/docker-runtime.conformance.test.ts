@@ -3,11 +3,11 @@ import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { test } from 'node:test';
 import Docker from 'dockerode';
 import { runConformanceSuite } from '../conformance/conformance-suite.js';
 import { DockerRuntime } from './docker-runtime.js';
 import { LOCAL_TEST_REGISTRIES } from '../../testing/local-registries.js';
+import { unavailableSuite } from '../../testing/runtime-available.js';
 import { TestInternet, testConnectionLog } from '../../testing/test-internet.js';
 import { immutableObstacle, loopBackingFiles, mountPoints, present } from '../conformance/host-objects.js';
 
@@ -27,10 +27,7 @@ function missing(): string | undefined {
 
 const reason = missing();
 if (reason !== undefined) {
-  test('docker runtime conformance', (t) => {
-    if (process.env.CI === 'true') throw new Error(reason);
-    t.skip(reason);
-  });
+  unavailableSuite('docker runtime conformance', reason);
 } else {
   runConformanceSuite('docker', async () => {
     const instance = `test-${randomBytes(4).toString('hex')}`;

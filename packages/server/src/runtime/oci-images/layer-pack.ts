@@ -28,6 +28,41 @@ export interface OverlayMarkers {
 }
 
 /**
+ * overlayfs' own attributes (`trusted.overlay.*`) of every entry under `root` that has any, by
+ * absolute path: attribute name to value. Links are not followed.
+ */
+export async function readOverlayXattrs(root: string): Promise<Map<string, Map<string, string>>> {
+  // getfattr dumps only the entries that carry a matching attribute; in the C locale it escapes
+  // every byte of a name that is not printable ASCII as \NNN.
+  const { stdout } = await runTool(
+    'env',
+    ['LC_ALL=C', 'getfattr', '--recursive', '--physical', '--no-dereference', '--absolute-names', '--dump', '--match=^trusted\\.overlay\\.', '--encoding=text', '--', root],
+    { timeoutMs: 600_000 },
+  );
+  const result = new Map<string, Map<string, string>>();
+  let current: Map<string, string> | undefined;
+  for (const line of stdout.split('\n')) {
+    if (line.startsWith('# file: ')) {
+      current = new Map();
+      result.set(unescapeGetfattr(line.slice('# file: '.length)), current);
+      continue;
+    }
+    const eq = line.indexOf('=');
+    if (!current || eq <= 0) continue;
+    current.set(line.slice(0, eq), line.slice(eq + 1).replace(/^"(.*)"$/, '$1'));
+  }
+  return result;
+}
+
+/** A path as getfattr writes it: bytes outside printable ASCII as `\ooo` octal escapes. */
+function unescapeGetfattr(path: string): string {
+  return Buffer.from(
+    path.replace(/\\([0-7]{3})/g, (_m, octal: string) => String.fromCharCode(parseInt(octal, 8))),
+    'latin1',
+  ).toString('utf8');
+}
+
+/**
  * Finds overlayfs' whiteouts (0/0 character devices) and opaque directories in `dir`, an unpacked
  * store layer or a sandbox's upper directory. Nothing is followed.
  */
@@ -39,16 +74,9 @@ export async function findOverlayMarkers(dir: string): Promise<OverlayMarkers> {
     if ((await lstat(path)).rdev === 0) whiteouts.push(relative(dir, path));
   }
   const opaque: string[] = [];
-  // getfattr dumps only the entries that carry the attribute; in the C locale it escapes every
-  // byte of a name that is not printable ASCII as \NNN.
-  const dump = await runTool('env', ['LC_ALL=C', 'getfattr', '--recursive', '--physical', '--no-dereference', '--absolute-names', '--dump', '--match', '^trusted\\.overlay\\.opaque$', dir], { timeoutMs: 600_000 });
-  let file: string | undefined;
-  for (const line of dump.stdout.split('\n')) {
-    if (line.startsWith('# file: ')) file = line.slice('# file: '.length).replace(/\\([0-7]{3})/g, (_m, octal: string) => String.fromCharCode(parseInt(octal, 8)));
-    else if (line === 'trusted.overlay.opaque="y"' && file !== undefined) {
-      const rel = relative(dir, Buffer.from(file, 'latin1').toString('utf8'));
-      if (rel !== '' && !rel.startsWith('..')) opaque.push(rel);
-    }
+  for (const [path, attrs] of await readOverlayXattrs(dir)) {
+    const rel = relative(dir, path);
+    if (attrs.get('trusted.overlay.opaque') === 'y' && rel !== '' && !rel.startsWith('..')) opaque.push(rel);
   }
   return { whiteouts, opaque };
 }

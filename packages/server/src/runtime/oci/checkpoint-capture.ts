@@ -2,6 +2,7 @@ import { chmod, lchown, lstat, mkdir, readdir, rm, utimes, writeFile } from 'nod
 import { basename, dirname, join, relative } from 'node:path';
 import { runTool } from '../run-tool.js';
 import { OPAQUE_MARKER, WHITEOUT_PREFIX } from '../oci-images/layer-check.js';
+import { readOverlayXattrs } from '../oci-images/layer-pack.js';
 import type { UsernsMapping } from './userns.js';
 
 /**
@@ -211,7 +212,7 @@ export async function writeLayerTar(staging: string, out: string, options: Layer
     await touch(dirname(full));
     await rm(full, { force: true });
   }
-  const attrs = await overlayXattrs(staging);
+  const attrs = await readOverlayXattrs(staging);
   const opaque: string[] = [];
   for (const [path, names] of attrs) {
     if (names.has('trusted.overlay.redirect') || names.has('trusted.overlay.metacopy')) {
@@ -357,31 +358,4 @@ function idMap(ids: Set<number>, base: number, size: number): string {
     if (id >= base && id < base + size) lines.push(`+${id} +${id - base}`);
   }
   return lines.length > 0 ? `${lines.join('\n')}\n` : '';
-}
-
-/** The `trusted.overlay.*` xattrs under `root` (symlinks not followed), by absolute path. */
-async function overlayXattrs(root: string): Promise<Map<string, Map<string, string>>> {
-  const { stdout } = await runTool('getfattr', ['--recursive', '--physical', '--no-dereference', '--absolute-names', '--dump', '--match=^trusted\\.overlay\\.', '--encoding=text', '--', root]);
-  const result = new Map<string, Map<string, string>>();
-  let current: Map<string, string> | undefined;
-  for (const line of stdout.split('\n')) {
-    if (line.startsWith('# file: ')) {
-      current = new Map();
-      result.set(unescapeGetfattr(line.slice('# file: '.length)), current);
-      continue;
-    }
-    const eq = line.indexOf('=');
-    if (!current || eq <= 0) continue;
-    const value = line.slice(eq + 1).replace(/^"(.*)"$/, '$1');
-    current.set(line.slice(0, eq), value);
-  }
-  return result;
-}
-
-/** getfattr writes unusual bytes of a path as `\ooo` octal escapes. */
-function unescapeGetfattr(path: string): string {
-  return Buffer.from(
-    path.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(parseInt(oct, 8))),
-    'latin1',
-  ).toString('utf8');
 }

@@ -25,6 +25,9 @@ function makeUpper(dir: string): void {
   mkdirSync(join(dir, 'opaque'));
   writeFileSync(join(dir, 'opaque', 'new'), 'only this\n');
   execFileSync('setfattr', ['-n', 'trusted.overlay.opaque', '-v', 'y', join(dir, 'opaque')]);
+  // getfattr prints a name's non-ASCII bytes as they are, and its control characters escaped.
+  mkdirSync(join(dir, 'opaqué\tdir'));
+  execFileSync('setfattr', ['-n', 'trusted.overlay.opaque', '-v', 'y', join(dir, 'opaqué\tdir')]);
   execFileSync('chown', ['1000:1001', join(dir, 'work space', 'sub', 'data.txt')]);
 }
 
@@ -41,7 +44,7 @@ describe('packOverlayLayer', { skip: root ? undefined : 'needs root (mknod, trus
     makeUpper(upper);
     const markers = await findOverlayMarkers(upper);
     assert.deepEqual(markers.whiteouts.sort(), ['bin-gone-é', 'new\nline', 'work space/gone file']);
-    assert.deepEqual(markers.opaque, ['opaque']);
+    assert.deepEqual(markers.opaque.sort(), ['opaque', 'opaqué\tdir']);
 
     const tarball = join(scratch, 'layer.tar');
     const packed = await packOverlayLayer(upper, tarball, { exclude: ['etc/hosts'] });
@@ -51,6 +54,7 @@ describe('packOverlayLayer', { skip: root ? undefined : 'needs root (mknod, trus
     assert.ok(names.includes('./work space/.wh.gone file'), listing);
     assert.ok(names.includes('./.wh.bin-gone-é'), listing);
     assert.ok(names.includes('./opaque/.wh..wh..opq'), listing);
+    assert.ok(names.includes('./opaqué\\tdir/.wh..wh..opq'), listing);
     assert.match(listing, /\.\/\.wh\.new\\nline/, 'a whiteout whose name has a newline');
     assert.ok(!names.includes('./etc/hosts'), 'excluded');
     assert.ok(!names.some((n) => n === './work space/gone file'), 'no character device is archived');
@@ -62,7 +66,7 @@ describe('packOverlayLayer', { skip: root ? undefined : 'needs root (mknod, trus
     const back = join(scratch, 'back');
     await unpackLayer(tarball, back);
     assert.deepEqual((await findOverlayMarkers(back)).whiteouts.sort(), markers.whiteouts.sort());
-    assert.deepEqual((await findOverlayMarkers(back)).opaque, ['opaque']);
+    assert.deepEqual((await findOverlayMarkers(back)).opaque.sort(), ['opaque', 'opaqué\tdir']);
     assert.equal(readFileSync(join(back, 'work space', 'sub', 'data.txt'), 'utf8'), 'kept\n');
     assert.equal(lstatSync(join(back, 'work space', 'sub', 'data.txt')).uid, 1000);
     assert.equal(lstatSync(join(back, 'work space', 'hard')).ino, lstatSync(join(back, 'work space', 'sub', 'data.txt')).ino, 'hard link kept');

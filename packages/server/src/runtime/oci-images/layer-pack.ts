@@ -32,8 +32,8 @@ export interface OverlayMarkers {
  * absolute path: attribute name to value. Links are not followed.
  */
 export async function readOverlayXattrs(root: string): Promise<Map<string, Map<string, string>>> {
-  // getfattr dumps only the entries that carry a matching attribute; in the C locale it escapes
-  // every byte of a name that is not printable ASCII as \NNN.
+  // getfattr dumps only the entries that carry a matching attribute, names escaped as
+  // {@link unescapeGetfattr} reads them (the C locale keeps its output the same whatever the server's).
   const { stdout } = await runTool(
     'env',
     ['LC_ALL=C', 'getfattr', '--recursive', '--physical', '--no-dereference', '--absolute-names', '--dump', '--match=^trusted\\.overlay\\.', '--encoding=text', '--', root],
@@ -54,12 +54,19 @@ export async function readOverlayXattrs(root: string): Promise<Map<string, Map<s
   return result;
 }
 
-/** A path as getfattr writes it: bytes outside printable ASCII as `\ooo` octal escapes. */
+/**
+ * A path as getfattr writes it: control characters and backslashes as `\ooo` octal escapes of their
+ * bytes, other bytes as they are (read here as UTF-8).
+ */
 function unescapeGetfattr(path: string): string {
-  return Buffer.from(
-    path.replace(/\\([0-7]{3})/g, (_m, octal: string) => String.fromCharCode(parseInt(octal, 8))),
-    'latin1',
-  ).toString('utf8');
+  const bytes: Buffer[] = [];
+  let last = 0;
+  for (const m of path.matchAll(/\\([0-7]{3})/g)) {
+    bytes.push(Buffer.from(path.slice(last, m.index), 'utf8'), Buffer.from([parseInt(m[1] ?? '0', 8)]));
+    last = m.index + m[0].length;
+  }
+  bytes.push(Buffer.from(path.slice(last), 'utf8'));
+  return Buffer.concat(bytes).toString('utf8');
 }
 
 /**

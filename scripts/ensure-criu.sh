@@ -33,10 +33,10 @@ rm -rf "$APT_DIR" "$DIR/criu-$VERSION"
 mkdir -p "$APT_DIR/lists/partial" "$APT_DIR/parts"
 echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main" >"$APT_DIR/sources.list"
 APT_OPTS=(-o "Dir::Etc::SourceList=$APT_DIR/sources.list" -o "Dir::Etc::SourceParts=$APT_DIR/parts" -o "Dir::State::Lists=$APT_DIR/lists")
-apt-get "${APT_OPTS[@]}" update -qq >&2
+apt_get "${APT_OPTS[@]}" update -qq >&2
 # The orig tarball alone (apt checks its hash against the signed Sources index); no Debian
 # packaging is needed to build the binary.
-(cd "$DIR" && apt-get "${APT_OPTS[@]}" source --download-only "criu=$VERSION-1" >/dev/null 2>&1 || true)
+(cd "$DIR" && apt_get "${APT_OPTS[@]}" source --download-only "criu=$VERSION-1" >/dev/null 2>&1 || true)
 [ -f "$DIR/criu_$VERSION.orig.tar.xz" ] || { log "could not download criu_$VERSION.orig.tar.xz from Debian's archive"; exit 1; }
 tar -C "$DIR" -xf "$DIR/criu_$VERSION.orig.tar.xz"
 make -C "$DIR/criu-$VERSION" -j"$(nproc)" criu >"$DIR/build.log" 2>&1 || { tail -n 20 "$DIR/build.log" >&2; log "build failed"; exit 1; }

@@ -87,7 +87,7 @@ ensure_deb_src() {
     awk '/^Types:/ { print "Types: deb-src"; next } /^#/ { next } { print }' "$src"
   } | $SUDO tee "$dst.new" >/dev/null
   $SUDO mv "$dst.new" "$dst"
-  $APT_SUDO apt-get -o DPkg::Lock::Timeout=300 update -qq >&2
+  apt_get update -qq >&2
   # shellcheck disable=SC2034 # read by apt_install (lib/apt.sh): the index is fresh
   APT_UPDATED=1
 }
@@ -121,7 +121,7 @@ build_kubernetes() {
   local out="$1" work="$2" src
   (
     cd "$work"
-    apt-get source --download-only kubernetes
+    apt_get source --download-only kubernetes
     tar xzf kubernetes_*.orig.tar.gz
     src="$(find . -mindepth 1 -maxdepth 1 -type d -name 'kubernetes-*' | head -n 1)"
     tar xJf kubernetes_*.debian.tar.xz -C "$src"

@@ -21,6 +21,8 @@ pgdir="$cache/pg"
 url="postgres://postgres@127.0.0.1:${port}/${database}"
 
 log() { echo "ensure-postgres: $*" >&2; }
+# shellcheck source=lib/apt.sh
+source "$repo/scripts/lib/apt.sh"
 
 find_bin() {
   local dir
@@ -37,9 +39,7 @@ if [[ -z "$pg_bin" ]]; then
     exit 1
   fi
   log "installing Debian postgresql"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update >&2
-  apt-get install -y --no-install-recommends postgresql >&2
+  apt_install postgresql
   pg_bin="$(find_bin)"
   if [[ -z "$pg_bin" ]]; then
     log "postgresql installed but no server binaries found under /usr/lib/postgresql"

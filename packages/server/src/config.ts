@@ -183,6 +183,8 @@ export interface CorralConfig {
   imageBuildCpus: number;
   /** Memory one build may use, MiB. */
   imageBuildMemoryMb: number;
+  /** Size of each owner's build disk, GiB: what one build writes plus the base images and layer cache kept between builds. */
+  imageBuildDiskGb: number;
   /** Longest a build may run, seconds. */
   imageBuildTimeoutSeconds: number;
   /** Whether `RUN` steps of builds get network. */
@@ -452,6 +454,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'imageBuildConcurrency', env: 'CORRAL_IMAGE_BUILD_CONCURRENCY', description: 'Dockerfile builds that run at once; more wait (status PENDING) in order', defaultText: '2', parse: integer(1, 64) },
   { key: 'imageBuildCpus', env: 'CORRAL_IMAGE_BUILD_CPUS', description: 'CPU cores one Dockerfile build may use', defaultText: '2', parse: decimal(0.1, 256) },
   { key: 'imageBuildMemoryMb', env: 'CORRAL_IMAGE_BUILD_MEMORY_MB', description: 'Memory one Dockerfile build may use, MiB (RUN steps past it are OOM-killed)', defaultText: '2048', parse: integer(64, 1024 * 1024) },
+  { key: 'imageBuildDiskGb', env: 'CORRAL_IMAGE_BUILD_DISK_GB', description: "Disk of one user's Dockerfile builds, GiB (the buildah builder of the oci, docker and kubernetes drivers): an ext4 file system of that size (a sparse file) holds what a build writes and its context, and the base images kept between the user's builds; a build past it FAILS, naming this setting; more than half of it in use after a build empties it", defaultText: '20', parse: decimal(0.25, 100_000) },
   { key: 'imageBuildTimeoutSeconds', env: 'CORRAL_IMAGE_BUILD_TIMEOUT_SECONDS', description: 'Longest a Dockerfile build may run before it is killed and FAILED', defaultText: '1800', parse: integer(10, 86_400) },
   { key: 'imageBuildNetwork', env: 'CORRAL_IMAGE_BUILD_NETWORK', description: "Whether RUN steps of Dockerfile builds get a network (off: loopback only; on: the host's network with buildah (oci, docker and kubernetes drivers), the engine's default bridge with the docker driver's fallback engine builder)", defaultText: 'off', parse: onOff },
   { key: 'imageBuildContextMaxBytes', env: 'CORRAL_IMAGE_BUILD_CONTEXT_MAX_BYTES', description: 'Largest build context tarball an upload URL accepts (413 past it)', defaultText: '536870912 (512 MiB)', parse: integer(1024, 2 ** 40) },
@@ -547,6 +550,7 @@ const DEFAULTS: CorralConfig = {
   imageBuildConcurrency: 2,
   imageBuildCpus: 2,
   imageBuildMemoryMb: 2048,
+  imageBuildDiskGb: 20,
   imageBuildTimeoutSeconds: 1800,
   imageBuildNetwork: false,
   imageBuildContextMaxBytes: 512 * 1024 ** 2,

@@ -75,6 +75,7 @@ for (const driver of ['oci', 'docker'] as const) {
           imageBuildMemoryMb: 512,
           imageBuildCpus: 0.5,
           imageBuildTimeoutSeconds: 20,
+          imageBuildDiskGb: 0.25,
         });
         alice = await t.createUser('alice');
         bob = await t.createUser('bob');
@@ -271,6 +272,16 @@ for (const driver of ['oci', 'docker'] as const) {
       // The renamed copy runs for its owner.
       assert.equal((await runInNewSandbox(t, alice.key, 'copied', renamed, 'echo copied-ran')).trim(), 'copied-ran');
     });
+
+    it('fails a build that writes past the build disk, naming the setting, and builds the owner\'s next one', async () => {
+        // 300 MiB into a 256 MiB build disk.
+        const full = await build(bob.key, 'toobig', 'v1', { Dockerfile: 'FROM busybox\nRUN dd if=/dev/zero of=/big bs=1M count=300\n' });
+        assert.equal(full.status, 'FAILED');
+        assert.match(full.errorMessage ?? '', /ran out of the build disk \(0\.25 GiB, CORRAL_IMAGE_BUILD_DISK_GB\) at STEP 2\/2: RUN dd/);
+        assert.match(full.failedStep ?? '', /RUN dd if=\/dev\/zero/);
+        const next = await build(bob.key, 'small', 'v1', { Dockerfile: 'FROM busybox\nRUN echo fits > /small\n' });
+        assert.equal(next.status, 'COMPLETED', next.errorMessage ?? '');
+      });
 
     it('reports the failing step and its output', async () => {
         const result = await build(alice.key, 'broken', 'v1', { Dockerfile: 'FROM busybox\nRUN echo first-step-ok\nRUN echo about-to-fail && exit 3\n' });

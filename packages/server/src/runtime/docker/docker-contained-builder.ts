@@ -22,6 +22,8 @@ export interface ContainedDockerBuildOptions {
   memoryBytes: number;
   timeoutMs: number;
   network: boolean;
+  /** Size of each owner's build disk (`OciImageBuildOptions.diskBytes`). */
+  diskBytes: number;
   /** Registries (`host[:port]`) reached over plain HTTP. */
   insecureRegistries: readonly string[];
   /** The engine's address when not the default socket (`DOCKER_HOST`). */
@@ -57,6 +59,7 @@ export class ContainedDockerImageBuilder implements ImageBuilder {
       memoryBytes: options.memoryBytes,
       timeoutMs: options.timeoutMs,
       network: options.network,
+      diskBytes: options.diskBytes,
       userns: DEFAULT_BUILD_USERNS,
       prepareBase: (reference, request) => this.baseFromEngine(reference, request),
     });

@@ -16,7 +16,7 @@ export const dockerDriver: RuntimeDriver = {
         network: config.imageBuildNetwork,
       },
       // Dockerfile builds with buildah (RUN steps in a user namespace), the engine's builder where it cannot run.
-      containedBuilds: { root: join(config.dataDir, 'docker-builds') },
+      containedBuilds: { root: join(config.dataDir, 'docker-builds'), diskBytes: config.imageBuildDiskGb * 1024 ** 3 },
       diskDir: join(config.dataDir, 'docker-disks'),
       egressConnectionLog: { group: config.egressNflogGroup, binDir: join(config.dataDir, 'bin') },
       insecureRegistries: config.registryInsecure,

@@ -55,6 +55,7 @@ import { OPEN_EGRESS } from '../egress/egress-policy.js';
 import { pullImage, registrySource } from './image-pull.js';
 import { type DockerImageBuildOptions, DockerImageBuilder } from './docker-image-builder.js';
 import { ContainedDockerImageBuilder } from './docker-contained-builder.js';
+import { DEFAULT_BUILD_DISK_BYTES } from '../oci-images/oci-image-builder.js';
 import type { ImageBuilder } from '../image-builder.js';
 import { parseImageRef } from '../registry/image-ref.js';
 import type { ImageRef } from '../registry/image-ref.js';
@@ -87,7 +88,7 @@ export interface DockerRuntimeOptions {
    * under `root`, bases from the engine and results copied into it; `init()` falls back to the
    * engine's builder, with a warning, where buildah cannot run. Absent: the engine's builder.
    */
-  containedBuilds?: { root: string };
+  containedBuilds?: { root: string; diskBytes?: number };
   /**
    * Registries (`host[:port]`) that may be at loopback, private or link-local addresses (and that
    * Corral's own access checks reach over plain HTTP). Every other registry must be public.
@@ -294,6 +295,7 @@ export class DockerRuntime implements SandboxRuntime {
         docker: this.docker,
         engine: this.engineBuilder,
         root: options.containedBuilds.root,
+        diskBytes: options.containedBuilds.diskBytes ?? DEFAULT_BUILD_DISK_BYTES,
         ...limits,
         insecureRegistries: this.insecureRegistries,
         ...(process.env.DOCKER_HOST ? { daemonHost: process.env.DOCKER_HOST } : {}),

@@ -21,7 +21,7 @@ export interface KubernetesImageBuilds {
 export function kubernetesImageBuilds(
   config: Pick<
     CorralConfig,
-    'dataDir' | 'registryInsecure' | 'k8sImageRegistry' | 'k8sImageRegistryUsername' | 'k8sImageRegistryPassword' | 'imageBuildCpus' | 'imageBuildMemoryMb' | 'imageBuildTimeoutSeconds' | 'imageBuildNetwork'
+    'dataDir' | 'registryInsecure' | 'k8sImageRegistry' | 'k8sImageRegistryUsername' | 'k8sImageRegistryPassword' | 'imageBuildCpus' | 'imageBuildMemoryMb' | 'imageBuildTimeoutSeconds' | 'imageBuildNetwork' | 'imageBuildDiskGb'
   >,
   onWarning?: (message: string, error: unknown) => void,
 ): KubernetesImageBuilds | undefined {
@@ -40,6 +40,7 @@ export function kubernetesImageBuilds(
     memoryBytes: config.imageBuildMemoryMb * 1024 ** 2,
     timeoutMs: config.imageBuildTimeoutSeconds * 1000,
     network: config.imageBuildNetwork,
+    diskBytes: config.imageBuildDiskGb * 1024 ** 3,
     userns: DEFAULT_BUILD_USERNS,
   });
   const builder = new PublishingImageBuilder(inner, {

@@ -10,10 +10,11 @@ import { scanDockerfileImages } from '../dockerfile-refs.js';
 import { runTool } from '../run-tool.js';
 import type { ImageRecord, ImageStore } from './image-store.js';
 import { writeImageLayout } from './oci-layout.js';
+import { BuildDisk } from './build-disk.js';
 
 /** Limits and isolation of builds on the oci driver. */
 export interface OciImageBuildOptions {
-  /** Root of the builder's state: `storage/<owner>/` (buildah's storage per owner: base images kept between builds), `run/`, `work/`. */
+  /** Root of the builder's state: `owners/<owner>/` (each owner's build disk, see {@link BuildDisk}), `run/`, `work/`. */
   root: string;
   /** The driver's image store: where `FROM` images come from and where results go. */
   images: ImageStore;
@@ -23,6 +24,11 @@ export interface OciImageBuildOptions {
   memoryBytes: number;
   /** How long a build may take before it is killed. */
   timeoutMs: number;
+  /**
+   * Size of each owner's build disk, in bytes: what one build can write (its `RUN` steps, the
+   * context, the result) together with the base images kept from the owner's earlier builds.
+   */
+  diskBytes: number;
   /** Whether `RUN` steps get network (default false: a network namespace with only loopback). */
   network: boolean;
   /** Host ids root in a build maps to: build uid `n` is host uid `hostId + n`, for `size` ids. */
@@ -39,6 +45,9 @@ export interface OciImageBuildOptions {
 /** Default host id range of builds: next to the sandboxes' 0x70000000 range, apart from it. */
 export const DEFAULT_BUILD_USERNS = { hostId: 0x7100_0000, size: 65_536 };
 
+/** Default size of an owner's build disk ({@link OciImageBuildOptions.diskBytes}): 20 GiB. */
+export const DEFAULT_BUILD_DISK_BYTES = 20 * 1024 ** 3;
+
 /** Most processes of build uids at once (RLIMIT_NPROC of RUN steps). */
 export const BUILD_NPROC = 4096;
 
@@ -50,7 +59,8 @@ export function lastStep(output: string): string | null {
 
 /**
  * Builds Dockerfiles with Debian's `buildah` (daemonless): one build at a time per owner (each
- * owner has a storage root, which keeps their base images between builds), `RUN` steps in runc
+ * owner has a build disk, {@link BuildDisk}, of the build disk limit, holding buildah's storage,
+ * which keeps their base images between builds, and the context), `RUN` steps in runc
  * with a user namespace (root in a build is an unprivileged host id), no network unless allowed,
  * CPU and memory limits and a deadline. `FROM` images come from the driver's image store (pulled
  * into it from a registry first when missing), copied into the owner's storage; buildah itself
@@ -132,13 +142,15 @@ export class OciImageBuilder implements ImageBuilder {
     return { reference, digest: copy.digest, sizeBytes };
   }
 
-  private storageArgs(cacheKey: string): string[] {
-    const safe = cacheKey.replace(/[^A-Za-z0-9_.-]/g, '_');
-    return ['--root', join(this.options.root, 'storage', safe), '--runroot', join(this.options.root, 'run', safe), '--storage-driver', 'overlay'];
+  /** buildah's storage options: its root on the owner's mounted build disk. */
+  private storageArgs(cacheKey: string, diskMount: string): string[] {
+    return ['--root', join(diskMount, 'storage'), '--runroot', join(this.options.root, 'run', safeName(cacheKey)), '--storage-driver', 'overlay'];
   }
 
   private async setup(): Promise<void> {
     await mkdir(join(this.options.root, 'work'), { recursive: true, mode: 0o700 });
+    // Owners' storage from before build disks, directly on the data dir's file system.
+    await rm(join(this.options.root, 'storage'), { recursive: true, force: true });
     // Images come only from Corral's store: no signature checks to make, no registry to search.
     await writeFile(this.policyFile, JSON.stringify({ default: [{ type: 'insecureAcceptAnything' }] }));
     await writeFile(this.registriesFile, 'unqualified-search-registries = ["docker.io"]\n');
@@ -157,39 +169,65 @@ export class OciImageBuilder implements ImageBuilder {
       output = (output + text).slice(-OUTPUT_TAIL_BYTES);
       request.onOutput(text);
     };
+    // The owner's build disk, mounted at `<scratch>/disk` for this build: buildah's storage and the
+    // context live on it, so what the build writes is bounded by its size.
+    const disk = new BuildDisk(join(this.options.root, 'owners', safeName(request.cacheKey)), this.options.diskBytes);
+    const mountPoint = join(scratch, 'disk');
+    let mounted = false;
+    let diskFull = false;
+    const outOfDisk = (what: string, step: string | null = null): ImageBuildError => {
+      diskFull = true;
+      return new ImageBuildError(`${what} the build disk (${gib(this.options.diskBytes)}, CORRAL_IMAGE_BUILD_DISK_GB)${step ? ` at ${step}` : ''}`, step, output.slice(-FAILURE_TAIL_BYTES));
+    };
     try {
+      await mkdir(mountPoint, { mode: 0o755 });
+      await disk.mount(mountPoint);
+      mounted = true;
       // Unpacked by an unprivileged host user (nobody) reading the tarball on stdin: no device nodes,
       // set-id bits or owners from the archive, and no write outside the directory it owns. GNU tar
       // also refuses members with `..` and holds back links that point out of the directory.
-      const context = join(scratch, 'context');
+      const context = join(mountPoint, 'context');
+      await rm(context, { recursive: true, force: true });
       await mkdir(context, { mode: 0o700 });
       await chown(context, NOBODY, NOBODY);
       try {
         await extractAsNobody(request.contextTar, context);
       } catch (error) {
-        throw new ImageBuildError(`the build context is not a readable tar archive: ${(error as Error).message.slice(-500)}`, null, '');
+        const message = (error as Error).message;
+        if (NO_SPACE.test(message)) throw outOfDisk('the build context does not fit in');
+        throw new ImageBuildError(`the build context is not a readable tar archive: ${message.slice(-500)}`, null, '');
       }
       const dockerfile = resolve(context, request.dockerfilePath);
       const real = await realpath(dockerfile).catch(() => undefined);
       if (real === undefined || relative(context, real).startsWith('..') || !(await stat(real)).isFile()) {
         throw new ImageBuildError(`the build context has no file ${request.dockerfilePath}`, null, '');
       }
-      const storage = this.storageArgs(request.cacheKey);
+      const storage = this.storageArgs(request.cacheKey, mountPoint);
       // Every image the Dockerfile takes content from (FROM, COPY --from, with global ARG defaults)
       // goes into the owner's storage first; buildah never pulls, so a reference left unresolved
       // can name only what the owner's storage already holds.
       const { images, unresolved } = scanDockerfileImages(await readFile(dockerfile, 'utf8'));
       for (const base of images) {
         emit(`corral: resolving ${base}\n`);
-        await this.provideBase(base, request, storage, work);
+        try {
+          await this.provideBase(base, request, storage, work, disk);
+        } catch (error) {
+          if (!(error instanceof ImageBuildError) && NO_SPACE.test((error as Error).message)) throw outOfDisk(`FROM ${base}: the image does not fit in`);
+          throw error;
+        }
       }
       for (const reference of unresolved) emit(`corral: ${reference} names a build argument without a global ARG default: only images already in your build storage can match it\n`);
       const reference = parseImageRef(request.reference).canonical;
-      await this.runBuild(request, storage, context, dockerfile, reference, scratch, emit);
+      try {
+        await this.runBuild(request, storage, context, dockerfile, reference, scratch, emit);
+      } catch (error) {
+        if (NO_SPACE.test(output)) throw outOfDisk('the build ran out of', lastStep(output));
+        throw error;
+      }
       // The result goes out as an OCI layout whose base layers the store already holds: a file
       // named by each known layer's digest is put in its place first, which buildah's push takes as
       // "already there" and does not write, and the import takes those layers from the store.
-      const known = await this.knownLayers(storage);
+      const known = await this.knownLayers(disk);
       const layout = join(work, 'result');
       await mkdir(join(layout, 'blobs', 'sha256'), { recursive: true });
       for (const digest of Object.keys(known)) await writeFile(join(layout, 'blobs', 'sha256', digest.replace(/^sha256:/, '')), '');
@@ -208,29 +246,33 @@ export class OciImageBuilder implements ImageBuilder {
       if (error instanceof ImageBuildError) throw error;
       throw new ImageBuildError((error as Error).message.slice(-2000), lastStep(output), output.slice(-FAILURE_TAIL_BYTES));
     } finally {
+      if (mounted) {
+        await rm(join(mountPoint, 'context'), { recursive: true, force: true });
+        await disk.unmount(mountPoint, diskFull);
+      }
       await rm(work, { recursive: true, force: true });
       await rm(scratch, { recursive: true, force: true });
     }
   }
 
   /** The owner's base layers: buildah's digest of each (as the archive it was given) to the store's layer. */
-  private async knownLayers(storage: string[]): Promise<Record<string, KnownLayer>> {
+  private async knownLayers(disk: BuildDisk): Promise<Record<string, KnownLayer>> {
     try {
-      return JSON.parse(await readFile(join(storage[1] ?? '', 'corral-layers.json'), 'utf8')) as Record<string, KnownLayer>;
+      return JSON.parse(await readFile(join(disk.metadataDir, 'layers.json'), 'utf8')) as Record<string, KnownLayer>;
     } catch {
       return {};
     }
   }
 
-  private async rememberLayers(storage: string[], layers: Record<string, KnownLayer>): Promise<void> {
-    const file = join(storage[1] ?? '', 'corral-layers.json');
-    await mkdir(join(file, '..'), { recursive: true });
-    await writeFile(`${file}.tmp`, JSON.stringify({ ...(await this.knownLayers(storage)), ...layers }));
+  private async rememberLayers(disk: BuildDisk, layers: Record<string, KnownLayer>): Promise<void> {
+    const file = join(disk.metadataDir, 'layers.json');
+    await mkdir(disk.metadataDir, { recursive: true });
+    await writeFile(`${file}.tmp`, JSON.stringify({ ...(await this.knownLayers(disk)), ...layers }));
     await rename(`${file}.tmp`, file);
   }
 
   /** Puts a `FROM` image into the owner's storage, from the driver's image store. */
-  private async provideBase(base: string, request: ImageBuildRequest, storage: string[], work: string): Promise<void> {
+  private async provideBase(base: string, request: ImageBuildRequest, storage: string[], work: string, disk: BuildDisk): Promise<void> {
     let canonical: string;
     try {
       canonical = parseImageRef(base).canonical;
@@ -246,11 +288,11 @@ export class OciImageBuilder implements ImageBuilder {
       const message = error instanceof RuntimeError ? error.message : String(error);
       throw new ImageBuildError(`FROM ${base}: not in Corral's image store and not pullable: ${message}`, null, '');
     }
-    const marker = join(storage[1] ?? work, 'corral-bases', createHash('sha256').update(canonical).digest('hex').slice(0, 32));
+    const marker = join(disk.metadataDir, 'bases', createHash('sha256').update(canonical).digest('hex').slice(0, 32));
     if ((await readFile(marker, 'utf8').catch(() => '')) === record.digest) return;
     const layout = join(work, `base-${createHash('sha256').update(canonical).digest('hex').slice(0, 12)}`);
     const known = await writeOciLayout(record, layout, (hex) => this.options.images.layerDir(hex));
-    await this.rememberLayers(storage, known);
+    await this.rememberLayers(disk, known);
     await runTool('skopeo', [
       'copy', '--quiet', '--policy', this.policyFile,
       `oci:${layout}:latest`,
@@ -373,6 +415,19 @@ export async function unshiftOwners(dir: string, userns: { hostId: number; size:
   };
   await walk(dir);
   return changed;
+}
+
+/** What a tool says when the build disk is full. */
+const NO_SPACE = /no space left on device/i;
+
+/** `n GiB` for messages. */
+function gib(bytes: number): string {
+  return `${Number((bytes / 1024 ** 3).toFixed(2))} GiB`;
+}
+
+/** An owner key as a file name. */
+function safeName(key: string): string {
+  return key.replace(/[^A-Za-z0-9_.-]/g, '_');
 }
 
 /** The host user that unpacks build contexts. */

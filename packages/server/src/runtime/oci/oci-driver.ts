@@ -31,6 +31,7 @@ export const ociDriver: RuntimeDriver = {
         memoryBytes: config.imageBuildMemoryMb * 1024 ** 2,
         timeoutMs: config.imageBuildTimeoutSeconds * 1000,
         network: config.imageBuildNetwork,
+        diskBytes: config.imageBuildDiskGb * 1024 ** 3,
       },
       // The API's default disk_size_gb (10): most creates ask for it.
       warmDiskSizes: [10 * 1024 ** 3],

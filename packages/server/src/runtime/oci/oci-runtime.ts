@@ -37,7 +37,7 @@ import { type CapacityReserve, hostCapacity } from '../host-capacity.js';
 import { DEFAULT_SANDBOX_CPU_WEIGHT, setCgroupCpuWeight } from '../cgroup-cpu-weight.js';
 import { DiskPool, isMountPoint } from './disk-pool.js';
 import { HostLauncher, hostLauncher, useHostLauncher } from './host-launcher.js';
-import { DEFAULT_BUILD_USERNS, OciImageBuilder, type OciImageBuildOptions } from '../oci-images/oci-image-builder.js';
+import { DEFAULT_BUILD_DISK_BYTES, DEFAULT_BUILD_USERNS, OciImageBuilder, type OciImageBuildOptions } from '../oci-images/oci-image-builder.js';
 import type { ImageBuilder } from '../image-builder.js';
 import { ImageStore } from '../oci-images/image-store.js';
 import { parseImageRef } from '../registry/image-ref.js';
@@ -323,6 +323,7 @@ export class OciRuntime implements SandboxRuntime {
       memoryBytes: 2 * 1024 ** 3,
       timeoutMs: 30 * 60_000,
       network: false,
+      diskBytes: DEFAULT_BUILD_DISK_BYTES,
       userns: DEFAULT_BUILD_USERNS,
       ...options.imageBuild,
     });

@@ -16,15 +16,16 @@ import { machine, percentiles, report, type Baseline } from '../lib/results.js';
  * Dockerfile of issue 15's "Done when": `FROM python:3.11-slim` (the offline image), a `RUN` step
  * and a multi-stage `COPY --from`. Each run is a new user: its first build is **cold** (the base
  * image is archived from Corral's store into the new owner's buildah storage), its second the
- * same context again (**cached**: the base kept in the owner's storage). Timed from
+ * same context again (**cached**: the base and the owner's layer cache kept on its build disk, so
+ * every step is reused). Timed from
  * `client.images.build()` (pack, `POST /images/build`, upload, start, poll) to its return, with
  * the phases read off the build log as it streams (polled every 200 ms at most).
  *
  * Baselines in the same run, on the same context: `buildah bud` run directly (root, no user
  * namespace, default isolation, `--pull-never`), with a storage root of its own that already
  * holds the same python image (committed once from the same rootfs tarball, not timed), once with
- * `--layers=false` (as Corral builds) and once with `--layers` after a first layered build (its
- * layer cache hit).
+ * `--layers=false` (every step run) and once with `--layers` after a first layered build (its
+ * layer cache hit, as Corral's cached build).
  */
 
 const DOCKERFILE = [
@@ -161,7 +162,7 @@ export async function run(args: string[]): Promise<void> {
     image,
     phases_ms: phaseRuns,
     corral: { what: 'images API build, cold (new owner)', ...coldP },
-    corral_cached: { what: 'images API build, again (base kept)', ...cachedP },
+    corral_cached: { what: 'images API build, again (base and layer cache kept)', ...cachedP },
     baselines,
     ratio_p50: {
       'buildah bud --layers=false (direct)': budP.p50_ms / coldP.p50_ms,

@@ -126,7 +126,7 @@ for (const driver of ['oci', 'docker'] as const) {
             'WORKDIR /src',
             'COPY app.sh ./',
             // What a RUN step sees: its network interfaces, its id mapping, and whether a host file is there.
-            `RUN echo "$GREETING from $STAGE" > out.txt && ls /sys/class/net | tr '\\n' ' ' >> out.txt && echo >> out.txt && head -1 /proc/self/uid_map >> out.txt && (test -e ${hostMarker} && echo host-visible || echo host-hidden) >> out.txt && (wget -q -T 3 -O- http://127.0.0.1:5000/v2/ >/dev/null 2>&1 && echo net-yes || echo net-no) >> out.txt && (cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max) >> out.txt`,
+            `RUN echo "$GREETING from $STAGE" > out.txt && ls /sys/class/net | tr '\\n' ' ' >> out.txt && echo >> out.txt && head -1 /proc/self/uid_map >> out.txt && (test -e ${hostMarker} && echo host-visible || echo host-hidden) >> out.txt && (wget -q -T 3 -O- http://127.0.0.1:5000/v2/ >/dev/null 2>&1 && echo net-yes || echo net-no) >> out.txt && (cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max) >> out.txt && (ls /sys/fs/cgroup /sys/fs/cgroup/* 2>/dev/null | grep -c -e corral -e docker -e kubepods || true) >> out.txt`,
             'FROM busybox',
             'COPY --from=builder /src /app',
             // An image no FROM names, copied from by name: provided to the builder like a base.
@@ -155,8 +155,9 @@ for (const driver of ['oci', 'docker'] as const) {
         assert.equal(lines[5], 'host-hidden');
         assert.equal(lines[6], 'net-no');
         assert.equal(lines[7], String(512 * 1024 ** 2), 'the memory limit applies to RUN steps');
+        assert.equal(lines[8], '0', 'a RUN step sees no cgroup but its own (no sandbox\'s, no engine\'s)');
         // What the build's root made is root's in the image, not the build's host id.
-        assert.deepEqual(lines.slice(8), ['0:0', '0:0', 'bb-copied']);
+        assert.deepEqual(lines.slice(9), ['0:0', '0:0', 'bb-copied']);
       });
 
       it('keeps the image from another user (no sandbox, no listing, no FROM) but not from its owner', async () => {
@@ -281,6 +282,23 @@ for (const driver of ['oci', 'docker'] as const) {
         assert.match(full.failedStep ?? '', /RUN dd if=\/dev\/zero/);
         const next = await build(bob.key, 'small', 'v1', { Dockerfile: 'FROM busybox\nRUN echo fits > /small\n' });
         assert.equal(next.status, 'COMPLETED', next.errorMessage ?? '');
+      });
+
+    it('reuses the RUN steps of the owner\'s earlier build (the layer cache), never another user\'s', async () => {
+        // The second RUN writes to what the first made in the WORKDIR: a cached layer's files are the build's own.
+        const files = { Dockerfile: 'FROM busybox\nWORKDIR /work\nRUN head -c 16 /dev/urandom | od -An -tx1 | tr -d " \\n" > stamp\nRUN cp stamp copy && echo more >> stamp\n' };
+        const first = await build(alice.key, 'cached', 'v1', files);
+        const again = await build(alice.key, 'cached', 'v2', files);
+        const other = await build(bob.key, 'cached', 'v1', files);
+        for (const result of [first, again, other]) assert.equal(result.status, 'COMPLETED', result.errorMessage ?? '');
+        const logs = async (key: string, id: string): Promise<string> => (await t.request('GET', `/api/v1/images/build/${id}/logs`, { key })).json<{ logs: string }>().logs;
+        assert.equal((await logs(alice.key, again.id)).match(/Using cache/g)?.length, 3, 'WORKDIR and both RUN steps come from the cache');
+        assert.doesNotMatch(await logs(bob.key, other.id), /Using cache/);
+        const stamp = (key: string, image: string): Promise<string> => runInNewSandbox(t, key, 'stamp', image, 'cat /work/copy; echo; cat /work/stamp');
+        const [a, b, c] = [await stamp(alice.key, first.fullImagePath), await stamp(alice.key, again.fullImagePath), await stamp(bob.key, other.fullImagePath)];
+        assert.match(a, /^[0-9a-f]{32}\n[0-9a-f]{32}more\n$/);
+        assert.equal(b, a, 'the cached build has the first build\'s files');
+        assert.notEqual(c, a, 'another user\'s build ran its own steps');
       });
 
     it('reports the failing step and its output', async () => {

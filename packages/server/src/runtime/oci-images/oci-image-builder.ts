@@ -1,20 +1,22 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { chmod, chown, lchown, lstat, mkdir, mkdtemp, open, readdir, readFile, realpath, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, mkdtemp, open, readdir, readFile, realpath, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { basename, join, relative, resolve } from 'node:path';
 import { FAILURE_TAIL_BYTES, type ImageBuilder, ImageBuildError, type ImageBuildRequest, type ImageBuildResult, type ImageTransferRequest, OUTPUT_TAIL_BYTES } from '../image-builder.js';
 import { parseImageRef } from '../registry/image-ref.js';
 import { RuntimeError } from '../runtime.js';
-import { scanDockerfileImages } from '../dockerfile-refs.js';
+import { qualifyDockerfileImages, scanDockerfileImages } from '../dockerfile-refs.js';
 import { runTool } from '../run-tool.js';
 import type { ImageRecord, ImageStore } from './image-store.js';
 import { writeImageLayout } from './oci-layout.js';
+import { makeBuildCgroups } from './build-cgroup.js';
 import { BuildDisk } from './build-disk.js';
+import { type BuildIdMap, BuildNamespace } from './build-namespace.js';
 
 /** Limits and isolation of builds on the oci driver. */
 export interface OciImageBuildOptions {
-  /** Root of the builder's state: `owners/<owner>/` (each owner's build disk, see {@link BuildDisk}), `run/`, `work/`. */
+  /** Root of the builder's state: `owners/<owner>/` (each owner's build disk and what it holds), `work/`. */
   root: string;
   /** The driver's image store: where `FROM` images come from and where results go. */
   images: ImageStore;
@@ -26,13 +28,13 @@ export interface OciImageBuildOptions {
   timeoutMs: number;
   /**
    * Size of each owner's build disk, in bytes: what one build can write (its `RUN` steps, the
-   * context, the result) together with the base images kept from the owner's earlier builds.
+   * context, the result) together with the base images and layer cache kept from earlier builds.
    */
   diskBytes: number;
   /** Whether `RUN` steps get network (default false: a network namespace with only loopback). */
   network: boolean;
   /** Host ids root in a build maps to: build uid `n` is host uid `hostId + n`, for `size` ids. */
-  userns: { hostId: number; size: number };
+  userns: BuildIdMap;
   /**
    * Called for every image a build takes content from, once the build's owner may use it and
    * before the image store provides it (pulling it when missing): may check it further (rejecting
@@ -48,7 +50,7 @@ export const DEFAULT_BUILD_USERNS = { hostId: 0x7100_0000, size: 65_536 };
 /** Default size of an owner's build disk ({@link OciImageBuildOptions.diskBytes}): 20 GiB. */
 export const DEFAULT_BUILD_DISK_BYTES = 20 * 1024 ** 3;
 
-/** Most processes of build uids at once (RLIMIT_NPROC of RUN steps). */
+/** Most processes of build uids at once (RLIMIT_NPROC of RUN steps, the pids limit of the build's cgroup). */
 export const BUILD_NPROC = 4096;
 
 /** The step a buildah log was at: its last `STEP n/m:` line. */
@@ -58,13 +60,15 @@ export function lastStep(output: string): string | null {
 }
 
 /**
- * Builds Dockerfiles with Debian's `buildah` (daemonless): one build at a time per owner (each
- * owner has a build disk, {@link BuildDisk}, of the build disk limit, holding buildah's storage,
- * which keeps their base images between builds, and the context), `RUN` steps in runc
- * with a user namespace (root in a build is an unprivileged host id), no network unless allowed,
- * CPU and memory limits and a deadline. `FROM` images come from the driver's image store (pulled
- * into it from a registry first when missing), copied into the owner's storage; buildah itself
- * never pulls. The result is imported into the image store under the requested reference.
+ * Builds Dockerfiles with Debian's `buildah` (daemonless), one build at a time per owner. buildah,
+ * skopeo and every `RUN` step run as root of a user namespace ({@link BuildNamespace}: root in a
+ * build is an unprivileged host id) with a private mount namespace, on the owner's build disk
+ * ({@link BuildDisk}: ext4 of the build disk limit), which keeps their base images and buildah's
+ * layer cache (`--layers`) between builds. `RUN` steps have no network unless allowed, and run in
+ * a cgroup whose CPU, memory and pids limits host root set ({@link makeBuildCgroups}), under a
+ * deadline. `FROM` images come from the driver's image store (pulled into it from a registry first
+ * when missing), copied into the owner's storage; buildah itself never pulls. The result is
+ * imported into the image store under the requested reference.
  */
 export class OciImageBuilder implements ImageBuilder {
   private readonly perOwner = new Map<string, Promise<unknown>>();
@@ -72,10 +76,19 @@ export class OciImageBuilder implements ImageBuilder {
   private toolsFound = false;
   private readonly policyFile: string;
   private readonly registriesFile: string;
+  /**
+   * Where this builder's builds keep what the build namespace's root must reach (their disk's
+   * mount point, buildah's run and temporary directories): a searchable (0711) directory of its
+   * own under /var/tmp, named by the builder's root.
+   */
+  private readonly scratchParent: string;
+  private setupDone: Promise<void> | undefined;
 
   constructor(private readonly options: OciImageBuildOptions) {
-    this.policyFile = join(options.root, 'policy.json');
-    this.registriesFile = join(options.root, 'registries.conf');
+    this.scratchParent = join('/var/tmp', `corral-builds-${createHash('sha256').update(resolve(options.root)).digest('hex').slice(0, 12)}`);
+    // Read by the tools in the build namespace: next to the builds, not under the data dir.
+    this.policyFile = join(this.scratchParent, 'policy.json');
+    this.registriesFile = join(this.scratchParent, 'registries.conf');
   }
 
   async unavailable(): Promise<string | undefined> {
@@ -142,103 +155,145 @@ export class OciImageBuilder implements ImageBuilder {
     return { reference, digest: copy.digest, sizeBytes };
   }
 
-  /** buildah's storage options: its root on the owner's mounted build disk. */
-  private storageArgs(cacheKey: string, diskMount: string): string[] {
-    return ['--root', join(diskMount, 'storage'), '--runroot', join(this.options.root, 'run', safeName(cacheKey)), '--storage-driver', 'overlay'];
-  }
-
-  private async setup(): Promise<void> {
-    await mkdir(join(this.options.root, 'work'), { recursive: true, mode: 0o700 });
-    // Owners' storage from before build disks, directly on the data dir's file system.
-    await rm(join(this.options.root, 'storage'), { recursive: true, force: true });
-    // Images come only from Corral's store: no signature checks to make, no registry to search.
-    await writeFile(this.policyFile, JSON.stringify({ default: [{ type: 'insecureAcceptAnything' }] }));
-    await writeFile(this.registriesFile, 'unqualified-search-registries = ["docker.io"]\n');
+  private setup(): Promise<void> {
+    this.setupDone ??= (async () => {
+      await mkdir(join(this.options.root, 'work'), { recursive: true, mode: 0o700 });
+      await mkdir(this.scratchParent, { recursive: true, mode: 0o711 });
+      await chmod(this.scratchParent, 0o711);
+      // Images come only from Corral's store: no signature checks to make, no registry to search.
+      await writeFile(this.policyFile, JSON.stringify({ default: [{ type: 'insecureAcceptAnything' }] }), { mode: 0o644 });
+      await writeFile(this.registriesFile, 'unqualified-search-registries = ["docker.io"]\n', { mode: 0o644 });
+      // What builds of an earlier process of this builder left (it died mid-build): disks unmounted, files deleted.
+      for (const entry of (await readdir(this.scratchParent)).filter((name) => name.startsWith('b-'))) {
+        await runTool('umount', ['--lazy', join(this.scratchParent, entry, 'disk')], { timeoutMs: 30_000 }).catch(() => undefined);
+        await rm(join(this.scratchParent, entry), { recursive: true, force: true });
+      }
+      // Owners' storage from before build disks (directly on the data dir's file system).
+      await rm(join(this.options.root, 'storage'), { recursive: true, force: true });
+      await rm(join(this.options.root, 'run'), { recursive: true, force: true });
+    })().catch((error: unknown) => {
+      this.setupDone = undefined;
+      throw error;
+    });
+    return this.setupDone;
   }
 
   private async buildNow(request: ImageBuildRequest): Promise<ImageBuildResult> {
     await this.setup();
+    const { hostId } = this.options.userns;
     const work = await mkdtemp(join(this.options.root, 'work', 'build-'));
-    // buildah's scratch directory (TMPDIR), where it mounts each RUN step's root file system: root in
-    // the build's user namespace must reach it, which a data dir under a private (0700) parent does
-    // not allow, so it is a directory of its own under /var/tmp, searchable but not listable.
-    const scratch = await mkdtemp('/var/tmp/corral-build-');
+    // The build's directory: the owner's disk is mounted at `disk/`; `run/`, `tmp/` (buildah's
+    // TMPDIR, where it keeps each RUN step's bundle) and `home/` belong to the namespace's root,
+    // which must reach them, so they are not under the data dir's private (0700) parents.
+    const scratch = await mkdtemp(join(this.scratchParent, 'b-'));
     await chmod(scratch, 0o711);
+    const paths = {
+      disk: join(scratch, 'disk'),
+      storage: join(scratch, 'disk', 'storage'),
+      context: join(scratch, 'disk', 'context'),
+      out: join(scratch, 'disk', 'out'),
+      run: join(scratch, 'run'),
+      tmp: join(scratch, 'tmp'),
+      home: join(scratch, 'home'),
+      bases: join(scratch, 'bases'),
+      stage: join(scratch, 'stage'),
+    };
+    const disk = new BuildDisk(join(this.options.root, 'owners', safeName(request.cacheKey)), this.options.diskBytes);
+    const cgroupName = buildCgroup(scratch);
     let output = '';
     const emit = (text: string): void => {
       output = (output + text).slice(-OUTPUT_TAIL_BYTES);
       request.onOutput(text);
     };
-    // The owner's build disk, mounted at `<scratch>/disk` for this build: buildah's storage and the
-    // context live on it, so what the build writes is bounded by its size.
-    const disk = new BuildDisk(join(this.options.root, 'owners', safeName(request.cacheKey)), this.options.diskBytes);
-    const mountPoint = join(scratch, 'disk');
+    let namespace: BuildNamespace | undefined;
     let mounted = false;
     let diskFull = false;
-    const outOfDisk = (what: string, step: string | null = null): ImageBuildError => {
-      diskFull = true;
-      return new ImageBuildError(`${what} the build disk (${gib(this.options.diskBytes)}, CORRAL_IMAGE_BUILD_DISK_GB)${step ? ` at ${step}` : ''}`, step, output.slice(-FAILURE_TAIL_BYTES));
-    };
     try {
-      await mkdir(mountPoint, { mode: 0o755 });
-      await disk.mount(mountPoint);
+      for (const dir of [paths.disk, paths.bases]) await mkdir(dir, { mode: 0o755 });
+      for (const dir of [paths.run, paths.tmp, paths.home, paths.stage]) {
+        await mkdir(dir, { mode: 0o700 });
+        await chown(dir, hostId, hostId);
+      }
+      await disk.mount(paths.disk);
       mounted = true;
-      // Unpacked by an unprivileged host user (nobody) reading the tarball on stdin: no device nodes,
-      // set-id bits or owners from the archive, and no write outside the directory it owns. GNU tar
-      // also refuses members with `..` and holds back links that point out of the directory.
-      const context = join(mountPoint, 'context');
-      await rm(context, { recursive: true, force: true });
-      await mkdir(context, { mode: 0o700 });
-      await chown(context, NOBODY, NOBODY);
+      for (const dir of [paths.context, paths.out]) await rm(dir, { recursive: true, force: true });
+      await mkdir(paths.storage, { recursive: true, mode: 0o700 });
+      await chown(paths.storage, hostId, hostId);
+      await mkdir(paths.out, { mode: 0o700 });
+      await chown(paths.out, hostId, hostId);
+      // The context belongs to the namespace's nobody, who unpacks it.
+      await mkdir(paths.context, { mode: 0o700 });
+      await chown(paths.context, hostId + NOBODY, hostId + NOBODY);
+      namespace = await BuildNamespace.open(this.options.userns);
+      const ns = namespace;
+      // The build's cgroups, with its limits, are all of /sys/fs/cgroup the namespace (and a step) sees.
+      const cgroups = await makeBuildCgroups(cgroupName, hostId, { memoryBytes: this.options.memoryBytes, cpuCores: this.options.cpus, pidsLimit: BUILD_NPROC });
+      await ns.isolateSysfs(cgroups.binds, paths.stage);
+      const storage = ['--root', paths.storage, '--runroot', paths.run, '--storage-driver', 'overlay'];
+      // Unpacked by the namespace's nobody reading the tarball on stdin: no device nodes, set-id
+      // bits or owners from the archive, no write outside the directory it owns, and no more than
+      // the build disk holds. GNU tar also refuses members with `..` and holds back links that
+      // point out of the directory.
       try {
-        await extractAsNobody(request.contextTar, context);
+        await extractInNamespace(request.contextTar, paths.context, ns);
       } catch (error) {
         const message = (error as Error).message;
-        if (NO_SPACE.test(message)) throw outOfDisk('the build context does not fit in');
+        if (/no space left on device/i.test(message)) {
+          diskFull = true;
+          throw new ImageBuildError(`the build context does not fit in the build disk (${gib(this.options.diskBytes)}, CORRAL_IMAGE_BUILD_DISK_GB)`, null, '');
+        }
         throw new ImageBuildError(`the build context is not a readable tar archive: ${message.slice(-500)}`, null, '');
       }
-      const dockerfile = resolve(context, request.dockerfilePath);
+      const dockerfile = resolve(paths.context, request.dockerfilePath);
       const real = await realpath(dockerfile).catch(() => undefined);
-      if (real === undefined || relative(context, real).startsWith('..') || !(await stat(real)).isFile()) {
+      if (real === undefined || relative(paths.context, real).startsWith('..') || !(await stat(real)).isFile()) {
         throw new ImageBuildError(`the build context has no file ${request.dockerfilePath}`, null, '');
       }
-      const storage = this.storageArgs(request.cacheKey, mountPoint);
       // Every image the Dockerfile takes content from (FROM, COPY --from, with global ARG defaults)
       // goes into the owner's storage first; buildah never pulls, so a reference left unresolved
       // can name only what the owner's storage already holds.
-      const { images, unresolved } = scanDockerfileImages(await readFile(dockerfile, 'utf8'));
+      const text = await readFile(dockerfile, 'utf8');
+      const { images, unresolved } = scanDockerfileImages(text);
       for (const base of images) {
         emit(`corral: resolving ${base}\n`);
-        try {
-          await this.provideBase(base, request, storage, work, disk);
-        } catch (error) {
-          if (!(error instanceof ImageBuildError) && NO_SPACE.test((error as Error).message)) throw outOfDisk(`FROM ${base}: the image does not fit in`);
-          throw error;
-        }
+        await this.provideBase(base, request, { ns, storage, disk, bases: paths.bases, runroot: paths.run, tmp: paths.tmp, home: paths.home });
       }
       for (const reference of unresolved) emit(`corral: ${reference} names a build argument without a global ARG default: only images already in your build storage can match it\n`);
       const reference = parseImageRef(request.reference).canonical;
+      // buildah in the build namespace finds images in its storage by full name only: the
+      // Dockerfile it reads names them so (`busybox` as `docker.io/library/busybox:latest`).
+      const qualified = join(paths.tmp, 'Dockerfile');
+      await writeFile(qualified, qualifyDockerfileImages(text, (image) => canonicalOrUndefined(image)), { mode: 0o644 });
       try {
-        await this.runBuild(request, storage, context, dockerfile, reference, scratch, emit);
+        await this.runBuild(request, ns, storage, paths, qualified, reference, { name: cgroupName, parent: cgroups.parent }, emit);
       } catch (error) {
-        if (NO_SPACE.test(output)) throw outOfDisk('the build ran out of', lastStep(output));
+        if (/no space left on device/i.test(output)) {
+          diskFull = true;
+          const step = lastStep(output);
+          throw new ImageBuildError(`the build ran out of the build disk (${gib(this.options.diskBytes)}, CORRAL_IMAGE_BUILD_DISK_GB)${step ? ` at ${step}` : ''}`, step, output.slice(-FAILURE_TAIL_BYTES));
+        }
         throw error;
       }
       // The result goes out as an OCI layout whose base layers the store already holds: a file
       // named by each known layer's digest is put in its place first, which buildah's push takes as
       // "already there" and does not write, and the import takes those layers from the store.
       const known = await this.knownLayers(disk);
-      const layout = join(work, 'result');
-      await mkdir(join(layout, 'blobs', 'sha256'), { recursive: true });
-      for (const digest of Object.keys(known)) await writeFile(join(layout, 'blobs', 'sha256', digest.replace(/^sha256:/, '')), '');
-      await runTool('buildah', [...storage, 'push', '--disable-compression', '--signature-policy', this.policyFile, reference, `oci:${layout}:${reference}`], { timeoutMs: 600_000 });
-      const imported = await this.options.images.importLayout(layout, reference, new Map(Object.entries(known).map(([digest, layer]) => [digest, layer.hex])));
+      await mkdir(join(paths.out, 'blobs', 'sha256'), { recursive: true });
+      await chown(join(paths.out, 'blobs'), hostId, hostId);
+      await chown(join(paths.out, 'blobs', 'sha256'), hostId, hostId);
+      for (const digest of Object.keys(known)) await writeFile(join(paths.out, 'blobs', 'sha256', digest.replace(/^sha256:/, '')), '');
+      try {
+        await this.inNamespace(ns, ['buildah', ...storage, 'push', '--disable-compression', '--signature-policy', this.policyFile, reference, `oci:${paths.out}:${reference}`], paths);
+      } catch (error) {
+        if (/no space left on device/i.test((error as Error).message)) {
+          diskFull = true;
+          throw new ImageBuildError(`the built image does not fit in the build disk (${gib(this.options.diskBytes)}, CORRAL_IMAGE_BUILD_DISK_GB)`, null, '');
+        }
+        throw error;
+      }
+      // Layers the build made hold the ids the build saw: buildah ran in the build's namespace.
+      const imported = await this.options.images.importLayout(paths.out, reference, new Map(Object.entries(known).map(([digest, layer]) => [digest, layer.hex])));
       const record = imported.record;
-      // buildah 1.28 commits the layers a build made with their host ids (root as 0x71000000, not 0):
-      // they are given back the ids the build saw, or sandboxes would see them as nobody's.
-      for (const hex of imported.added) await unshiftOwners(this.options.images.layerDir(hex), this.options.userns);
-      // The driver's store holds the result now; the owner's storage keeps only base images.
-      await runTool('buildah', [...storage, 'rmi', '--force', reference], { timeoutMs: 120_000 }).catch(() => undefined);
       const sizeBytes = imported.blobBytes + Object.values(known).filter((l) => record.layers.includes(l.hex)).reduce((sum, l) => sum + l.size, 0);
       emit(`corral: stored ${reference} (${record.digest}, ${sizeBytes} bytes)\n`);
       return { reference, digest: record.digest, sizeBytes };
@@ -246,13 +301,28 @@ export class OciImageBuilder implements ImageBuilder {
       if (error instanceof ImageBuildError) throw error;
       throw new ImageBuildError((error as Error).message.slice(-2000), lastStep(output), output.slice(-FAILURE_TAIL_BYTES));
     } finally {
+      // The owner's disk keeps the storage (base images, the layer cache); the rest goes.
+      await namespace?.close();
+      await killCgroupTree(cgroupName);
       if (mounted) {
-        await rm(join(mountPoint, 'context'), { recursive: true, force: true });
-        await disk.unmount(mountPoint, diskFull);
+        for (const dir of [paths.context, paths.out]) await rm(dir, { recursive: true, force: true });
+        await disk.unmount(paths.disk, diskFull);
       }
       await rm(work, { recursive: true, force: true });
       await rm(scratch, { recursive: true, force: true });
     }
+  }
+
+  /** Runs a tool as the build namespace's root, in the build's environment; its output. */
+  private async inNamespace(ns: BuildNamespace, argv: string[], paths: { tmp: string; home: string }, timeoutMs = 600_000): Promise<string> {
+    const { file, args } = ns.command(['env', ...this.toolEnv(paths), ...argv]);
+    const { stdout } = await runTool(file, args, { timeoutMs });
+    return stdout;
+  }
+
+  /** The environment of the build's tools, as `env` arguments: a home and a TMPDIR of the build's, and its registries file. */
+  private toolEnv(paths: { tmp: string; home: string }): string[] {
+    return [`PATH=${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}`, `HOME=${paths.home}`, `CONTAINERS_REGISTRIES_CONF=${this.registriesFile}`, `TMPDIR=${paths.tmp}`];
   }
 
   /** The owner's base layers: buildah's digest of each (as the archive it was given) to the store's layer. */
@@ -272,7 +342,11 @@ export class OciImageBuilder implements ImageBuilder {
   }
 
   /** Puts a `FROM` image into the owner's storage, from the driver's image store. */
-  private async provideBase(base: string, request: ImageBuildRequest, storage: string[], work: string, disk: BuildDisk): Promise<void> {
+  private async provideBase(
+    base: string,
+    request: ImageBuildRequest,
+    at: { ns: BuildNamespace; storage: string[]; disk: BuildDisk; bases: string; runroot: string; tmp: string; home: string },
+  ): Promise<void> {
     let canonical: string;
     try {
       canonical = parseImageRef(base).canonical;
@@ -288,16 +362,26 @@ export class OciImageBuilder implements ImageBuilder {
       const message = error instanceof RuntimeError ? error.message : String(error);
       throw new ImageBuildError(`FROM ${base}: not in Corral's image store and not pullable: ${message}`, null, '');
     }
-    const marker = join(disk.metadataDir, 'bases', createHash('sha256').update(canonical).digest('hex').slice(0, 32));
+    const key = createHash('sha256').update(canonical).digest('hex').slice(0, 32);
+    const marker = join(at.disk.metadataDir, 'bases', key);
     if ((await readFile(marker, 'utf8').catch(() => '')) === record.digest) return;
-    const layout = join(work, `base-${createHash('sha256').update(canonical).digest('hex').slice(0, 12)}`);
+    // Written by host root where the namespace's root may read it (0755 directories, 0644 files).
+    const layout = join(at.bases, key);
     const known = await writeOciLayout(record, layout, (hex) => this.options.images.layerDir(hex));
-    await this.rememberLayers(disk, known);
-    await runTool('skopeo', [
-      'copy', '--quiet', '--policy', this.policyFile,
-      `oci:${layout}:latest`,
-      `containers-storage:[overlay@${storage[1]}+${storage[3]}]${canonical}`,
-    ], { timeoutMs: 600_000 });
+    await this.rememberLayers(at.disk, known);
+    try {
+      await this.inNamespace(at.ns, [
+        'skopeo', 'copy', '--quiet', '--policy', this.policyFile,
+        `oci:${layout}:latest`,
+        `containers-storage:[overlay@${at.storage[1]}+${at.runroot}]${canonical}`,
+      ], at);
+    } catch (error) {
+      const message = (error as Error).message;
+      if (/no space left on device/i.test(message)) throw new ImageBuildError(`FROM ${base}: the image does not fit in the build disk (${gib(this.options.diskBytes)}, CORRAL_IMAGE_BUILD_DISK_GB)`, null, '');
+      throw error;
+    } finally {
+      await rm(layout, { recursive: true, force: true });
+    }
     await mkdir(join(marker, '..'), { recursive: true });
     await writeFile(`${marker}.tmp`, record.digest);
     await rename(`${marker}.tmp`, marker);
@@ -305,57 +389,46 @@ export class OciImageBuilder implements ImageBuilder {
 
   private runBuild(
     request: ImageBuildRequest,
+    ns: BuildNamespace,
     storage: string[],
-    context: string,
+    paths: { context: string; tmp: string; home: string },
     dockerfile: string,
     reference: string,
-    scratch: string,
+    cgroup: { name: string; parent: string },
     emit: (text: string) => void,
   ): Promise<void> {
-    const { cpus, memoryBytes, timeoutMs, network, userns } = this.options;
-    const memory = `${Math.max(6, Math.floor(memoryBytes / 1024 ** 2))}m`;
-    const map = `0:${userns.hostId}:${userns.size}`;
+    const { timeoutMs, network } = this.options;
     const args = [
       ...storage,
       'bud',
       '--pull-never',
-      // No --layers: buildah 1.28 commits a step's layer with its host ids under a user namespace,
-      // so the next step sees its own files as nobody's (checked by hand; see docs/images.md).
-      '--layers=false',
+      // Each step is committed and reused by the owner's next build while its inputs are the same.
+      '--layers',
       '--isolation', 'oci',
       '--runtime', 'runc',
       '--cgroup-manager', 'cgroupfs',
-      // Every RUN step's cgroup goes under one of this build's, so a stopped build's processes can be found.
-      '--cgroup-parent', buildCgroup(scratch),
+      // The cgroup host root made with the build's CPU, memory and pids limits: runc joins it.
+      '--cgroup-parent', cgroup.parent,
+      '--cgroupns', 'private',
       '--signature-policy', this.policyFile,
       '--network', network ? 'host' : 'none',
-      '--userns-uid-map', map,
-      '--userns-gid-map', map,
-      '--memory', memory,
-      '--memory-swap', memory,
-      '--cpu-period', '100000',
-      '--cpu-quota', String(Math.max(1000, Math.round(cpus * 100_000))),
-      // buildah 1.28 has no --pids-limit; RLIMIT_NPROC counts the build's (shared, unprivileged) host uid.
+      // RLIMIT_NPROC counts the namespace root's host uid; the pids limit of the cgroup counts the build.
       '--ulimit', `nproc=${BUILD_NPROC}:${BUILD_NPROC}`,
       '--format', 'oci',
       '--file', dockerfile,
       '--tag', reference,
-      context,
+      paths.context,
     ];
+    const { file, args: argv } = ns.command(['env', ...this.toolEnv(paths), 'buildah', ...args]);
     return new Promise((resolveBuild, reject) => {
-      const child = spawn('buildah', args, {
-        detached: true,
-        stdio: ['ignore', 'pipe', 'pipe'],
-        env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', HOME: this.options.root, CONTAINERS_REGISTRIES_CONF: this.registriesFile, TMPDIR: scratch },
-      });
+      const child = spawn(file, argv, { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' } });
       let output = '';
-      const collect = (chunk: Buffer): void => {
-        const text = chunk.toString('utf8');
+      const lines = new RuncNoiseFilter((text) => {
         output = (output + text).slice(-OUTPUT_TAIL_BYTES);
         emit(text);
-      };
-      child.stdout.on('data', collect);
-      child.stderr.on('data', collect);
+      });
+      child.stdout.on('data', (chunk: Buffer) => lines.write(chunk.toString('utf8')));
+      child.stderr.on('data', (chunk: Buffer) => lines.write(chunk.toString('utf8')));
       let timedOut = false;
       const timer = setTimeout(() => {
         timedOut = true;
@@ -373,6 +446,7 @@ export class OciImageBuilder implements ImageBuilder {
       });
       child.once('close', (code) => {
         clearTimeout(timer);
+        lines.end();
         if (code === 0 && !timedOut) {
           resolveBuild();
           return;
@@ -380,8 +454,8 @@ export class OciImageBuilder implements ImageBuilder {
         // A killed buildah leaves its RUN step running (runc starts it in a session of its own) and
         // its working containers in the owner's storage, which hold no image.
         const cleanup = async (): Promise<void> => {
-          await killCgroupTree(buildCgroup(scratch));
-          await runTool('buildah', [...storage, 'rm', '--all'], { timeoutMs: 60_000 }).catch(() => undefined);
+          await killCgroupTree(cgroup.name);
+          await this.inNamespace(ns, ['buildah', ...storage, 'rm', '--all'], paths, 60_000).catch(() => undefined);
         };
         const step = lastStep(output);
         const failed = (): void => {
@@ -395,34 +469,42 @@ export class OciImageBuilder implements ImageBuilder {
 }
 
 /**
- * Gives every file under `dir` whose owner or group lies in the build's host id range the id it
- * had in the build (`host id - hostId`); other ids are left alone. Links are changed, not followed.
+ * Passes a build's output on line by line, without runc's complaints that it could not remove
+ * the `steps` cgroup after a step: that cgroup is host root's by design (see
+ * {@link makeBuildCgroups}) and goes with the build.
  */
-export async function unshiftOwners(dir: string, userns: { hostId: number; size: number }): Promise<number> {
-  const shift = (id: number): number => (id >= userns.hostId && id < userns.hostId + userns.size ? id - userns.hostId : id);
-  let changed = 0;
-  const walk = async (path: string): Promise<void> => {
-    const info = await lstat(path);
-    const uid = shift(info.uid);
-    const gid = shift(info.gid);
-    if (uid !== info.uid || gid !== info.gid) {
-      await lchown(path, uid, gid);
-      // chown clears set-id bits: put back what the build made.
-      if ((info.mode & 0o6000) !== 0 && !info.isSymbolicLink()) await chmod(path, info.mode & 0o7777);
-      changed += 1;
-    }
-    if (info.isDirectory()) for (const name of await readdir(path)) await walk(join(path, name));
-  };
-  await walk(dir);
-  return changed;
+class RuncNoiseFilter {
+  private pending = '';
+
+  constructor(private readonly emit: (text: string) => void) {}
+
+  write(text: string): void {
+    const lines = (this.pending + text).split('\n');
+    this.pending = lines.pop() ?? '';
+    const kept = lines.filter((line) => !RUNC_CGROUP_NOISE.test(line));
+    if (kept.length > 0) this.emit(`${kept.join('\n')}\n`);
+  }
+
+  end(): void {
+    if (this.pending !== '' && !RUNC_CGROUP_NOISE.test(this.pending)) this.emit(this.pending);
+    this.pending = '';
+  }
 }
 
-/** What a tool says when the build disk is full. */
-const NO_SPACE = /no space left on device/i;
+const RUNC_CGROUP_NOISE = /level=(?:warning|error) msg="Failed to remove (?:cgroup|paths)/;
 
 /** `n GiB` for messages. */
 function gib(bytes: number): string {
   return `${Number((bytes / 1024 ** 3).toFixed(2))} GiB`;
+}
+
+/** The canonical form of an image reference; undefined when it does not parse. */
+function canonicalOrUndefined(image: string): string | undefined {
+  try {
+    return parseImageRef(image).canonical;
+  } catch {
+    return undefined;
+  }
 }
 
 /** An owner key as a file name. */
@@ -430,11 +512,11 @@ function safeName(key: string): string {
   return key.replace(/[^A-Za-z0-9_.-]/g, '_');
 }
 
-/** The host user that unpacks build contexts. */
+/** The build namespace's user that unpacks build contexts (its nobody). */
 const NOBODY = 65_534;
 
-/** Unpacks a tarball (plain, gzip or zstd) into `dir` as {@link NOBODY}, the archive on stdin. */
-async function extractAsNobody(tarball: string, dir: string): Promise<void> {
+/** Unpacks a tarball (plain, gzip or zstd) into `dir` as the namespace's {@link NOBODY}, the archive on stdin. */
+async function extractInNamespace(tarball: string, dir: string, ns: BuildNamespace): Promise<void> {
   // tar cannot tell the compression of a pipe: the magic numbers of gzip and zstd say it.
   const head = Buffer.alloc(4);
   const file = await open(tarball, 'r');
@@ -445,11 +527,8 @@ async function extractAsNobody(tarball: string, dir: string): Promise<void> {
   }
   const compression = head[0] === 0x1f && head[1] === 0x8b ? ['--gzip'] : head.readUInt32LE(0) === 0xfd2fb528 ? ['--zstd'] : [];
   return new Promise((done, fail) => {
-    const child = spawn(
-      'setpriv',
-      [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--', 'tar', '--extract', ...compression, '--file', '-', '--directory', dir, '--no-same-owner', '--no-same-permissions'],
-      { stdio: ['pipe', 'ignore', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' } },
-    );
+    const { file: command, args } = ns.command(['tar', '--extract', ...compression, '--file', '-', '--directory', dir, '--no-same-owner', '--no-same-permissions'], { uid: NOBODY });
+    const child = spawn(command, args, { stdio: ['pipe', 'ignore', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' } });
     let stderr = '';
     child.stderr.on('data', (c: Buffer) => {
       stderr = (stderr + c.toString('utf8')).slice(-4000);

@@ -10,8 +10,8 @@ import { dialViaExec } from '../exec-relay.js';
 import { ensureAgentBinary, ensureSeccompCompiler } from '../native-build.js';
 import { compileSeccompProfile } from './seccomp-bpf.js';
 import type { SeccompProfile } from './seccomp-bpf.js';
-import { detectCgroupLayout } from './cgroups.js';
-import type { CgroupLayout } from './cgroups.js';
+import { detectCgroupLayout } from '../cgroups.js';
+import type { CgroupLayout } from '../cgroups.js';
 import { RuntimeError } from '../runtime.js';
 import type {
   CheckpointRequest,

@@ -1,7 +1,7 @@
 import { constants } from 'node:fs';
 import { access, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
-import type { RuntimeStats } from '../runtime.js';
+import type { RuntimeStats } from './runtime.js';
 
 /** Which cgroup interface the host exposes for resource control. */
 export type CgroupVersion = 'v1' | 'v2';

@@ -49,10 +49,10 @@ function timed<T>(fn: () => T): [T, number] {
 
 /** Log lines that mark a build's phases, in order: what ends when each first appears. */
 const PHASES: Array<[string, RegExp]> = [
-  ['pack, upload, start, queue, extract', /^corral: resolving FROM/m],
+  ['pack, upload, start, queue, extract', /^corral: resolving /m],
   ['base images into the owner storage', /STEP 1\//],
   ['buildah bud', /Successfully tagged/],
-  ['push, import into the store, unshift', /^corral: stored/m],
+  ['push, import into the store', /^corral: stored/m],
 ];
 
 /** Builds through the SDK, noting when each phase's marker first shows in the log (polled every <= 200 ms). */

@@ -2,7 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { type BackgroundJob, type BackgroundJobStatus, getBackgroundJob, startBackgroundJob } from './background-jobs.js';
 import type { CorralClient } from './client.js';
-import { CommandTimeoutError, ConflictError, CorralError, SandboxNotRunningError, TimeoutError, notRunningKind } from './errors.js';
+import { CommandTimeoutError, ConflictError, ConnectionError, CorralError, SandboxNotRunningError, TimeoutError, notRunningKind } from './errors.js';
 import type { EgressLogEntry, EgressLogOptions, EgressPolicyChange, EgressPolicyStatus } from './egress.js';
 import type { EventsOptions, FollowEventsOptions, SandboxEvent, SandboxStats } from './events.js';
 import { type ExecSession, type ExecStreamOptions, openExecStream } from './exec-stream.js';
@@ -261,9 +261,12 @@ export class Sandbox {
         await this.exec("echo 'sandbox ready'", { timeout: 10 });
         return;
       } catch (error) {
+        // The probe is an `echo`, safe to send again: a connection cut while it ran (a server or
+        // replica restarting) is tried again like the server's own not-ready answers.
         const retryable =
           error instanceof ConflictError ||
           error instanceof CommandTimeoutError ||
+          error instanceof ConnectionError ||
           (error instanceof SandboxNotRunningError && error.sandboxStatus === 'RUNNING') ||
           (error instanceof CorralError && error.status >= 500);
         if (!retryable) throw error;

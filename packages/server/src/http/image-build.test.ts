@@ -284,19 +284,20 @@ for (const driver of ['oci', 'docker'] as const) {
         assert.equal(next.status, 'COMPLETED', next.errorMessage ?? '');
       });
 
-    it('reuses the RUN steps of the owner\'s earlier build (the layer cache), never another user\'s', async () => {
+    it('reuses the steps of the owner\'s earlier build (the layer cache), never another user\'s; a USER\'s files are that user\'s', async () => {
         // The second RUN writes to what the first made in the WORKDIR: a cached layer's files are the build's own.
-        const files = { Dockerfile: 'FROM busybox\nWORKDIR /work\nRUN head -c 16 /dev/urandom | od -An -tx1 | tr -d " \\n" > stamp\nRUN cp stamp copy && echo more >> stamp\n' };
+        // Then a USER: what a step of that user makes is that user's in the image.
+        const files = { Dockerfile: 'FROM busybox\nWORKDIR /work\nRUN head -c 16 /dev/urandom | od -An -tx1 | tr -d " \\n" > stamp\nRUN cp stamp copy && echo more >> stamp\nRUN echo app:x:1234:1234::/tmp:/bin/sh >> /etc/passwd && echo app:x:1234: >> /etc/group\nUSER app\nRUN id -u > /tmp/who\n' };
         const first = await build(alice.key, 'cached', 'v1', files);
         const again = await build(alice.key, 'cached', 'v2', files);
         const other = await build(bob.key, 'cached', 'v1', files);
         for (const result of [first, again, other]) assert.equal(result.status, 'COMPLETED', result.errorMessage ?? '');
         const logs = async (key: string, id: string): Promise<string> => (await t.request('GET', `/api/v1/images/build/${id}/logs`, { key })).json<{ logs: string }>().logs;
-        assert.equal((await logs(alice.key, again.id)).match(/Using cache/g)?.length, 3, 'WORKDIR and both RUN steps come from the cache');
+        assert.equal((await logs(alice.key, again.id)).match(/Using cache/g)?.length, 6, 'every step after FROM comes from the cache');
         assert.doesNotMatch(await logs(bob.key, other.id), /Using cache/);
-        const stamp = (key: string, image: string): Promise<string> => runInNewSandbox(t, key, 'stamp', image, 'cat /work/copy; echo; cat /work/stamp');
+        const stamp = (key: string, image: string): Promise<string> => runInNewSandbox(t, key, 'stamp', image, 'cat /work/copy; echo; cat /work/stamp; stat -c %u /tmp/who; cat /tmp/who');
         const [a, b, c] = [await stamp(alice.key, first.fullImagePath), await stamp(alice.key, again.fullImagePath), await stamp(bob.key, other.fullImagePath)];
-        assert.match(a, /^[0-9a-f]{32}\n[0-9a-f]{32}more\n$/);
+        assert.match(a, /^[0-9a-f]{32}\n[0-9a-f]{32}more\n1234\n1234\n$/);
         assert.equal(b, a, 'the cached build has the first build\'s files');
         assert.notEqual(c, a, 'another user\'s build ran its own steps');
       });

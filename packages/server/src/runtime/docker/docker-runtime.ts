@@ -628,7 +628,7 @@ export class DockerRuntime implements SandboxRuntime {
     }
   }
 
-  /** Runs `mkdir -p <workspace>` until it succeeds: the sandbox then accepts execs. */
+  /** Runs `mkdir -p <workspace>` (as root) until it succeeds: the sandbox then accepts execs. */
   private async waitReady(runtimeId: string, workspacePath: string): Promise<void> {
     const deadline = Date.now() + this.readyTimeoutMs;
     let lastError = '';
@@ -646,7 +646,8 @@ export class DockerRuntime implements SandboxRuntime {
       try {
         const proc = await startDockerExec({
           ...this.execOptions(runtimeId),
-          request: { argv: ['/bin/sh', '-c', 'mkdir -p "$1"', 'corral-ready', workspacePath] },
+          // As root, as the oci driver makes it: an image whose USER may not write / still starts.
+          request: { argv: ['/bin/sh', '-c', 'mkdir -p "$1"', 'corral-ready', workspacePath], user: '0' },
         });
         proc.stdout.resume();
         let stderr = '';

@@ -16,7 +16,7 @@ import { type BuildIdMap, BuildNamespace } from './build-namespace.js';
 
 /** Limits and isolation of builds on the oci driver. */
 export interface OciImageBuildOptions {
-  /** Root of the builder's state: `owners/<owner>/` (each owner's build disk and what it holds), `work/`. */
+  /** Root of the builder's state: `owners/<owner>/` (each owner's build disk and what it holds); a build's other files are under `/var/tmp/corral-builds-<hash of root>/`. */
   root: string;
   /** The driver's image store: where `FROM` images come from and where results go. */
   images: ImageStore;
@@ -157,7 +157,6 @@ export class OciImageBuilder implements ImageBuilder {
 
   private setup(): Promise<void> {
     this.setupDone ??= (async () => {
-      await mkdir(join(this.options.root, 'work'), { recursive: true, mode: 0o700 });
       await mkdir(this.scratchParent, { recursive: true, mode: 0o711 });
       await chmod(this.scratchParent, 0o711);
       // Images come only from Corral's store: no signature checks to make, no registry to search.
@@ -168,9 +167,9 @@ export class OciImageBuilder implements ImageBuilder {
         await runTool('umount', ['--lazy', join(this.scratchParent, entry, 'disk')], { timeoutMs: 30_000 }).catch(() => undefined);
         await rm(join(this.scratchParent, entry), { recursive: true, force: true });
       }
-      // Owners' storage from before build disks (directly on the data dir's file system).
-      await rm(join(this.options.root, 'storage'), { recursive: true, force: true });
-      await rm(join(this.options.root, 'run'), { recursive: true, force: true });
+      // What builds kept before build disks and build namespaces: owners' storage and run
+      // directories on the data dir's file system, and a work directory.
+      for (const old of ['storage', 'run', 'work']) await rm(join(this.options.root, old), { recursive: true, force: true });
     })().catch((error: unknown) => {
       this.setupDone = undefined;
       throw error;
@@ -181,7 +180,6 @@ export class OciImageBuilder implements ImageBuilder {
   private async buildNow(request: ImageBuildRequest): Promise<ImageBuildResult> {
     await this.setup();
     const { hostId } = this.options.userns;
-    const work = await mkdtemp(join(this.options.root, 'work', 'build-'));
     // The build's directory: the owner's disk is mounted at `disk/`; `run/`, `tmp/` (buildah's
     // TMPDIR, where it keeps each RUN step's bundle) and `home/` belong to the namespace's root,
     // which must reach them, so they are not under the data dir's private (0700) parents.
@@ -208,6 +206,11 @@ export class OciImageBuilder implements ImageBuilder {
     let namespace: BuildNamespace | undefined;
     let mounted = false;
     let diskFull = false;
+    /** The failure of a build that filled its disk (which then starts empty next time). */
+    const outOfDisk = (what: string, step: string | null = null): ImageBuildError => {
+      diskFull = true;
+      return new ImageBuildError(`${what} the build disk (${gib(this.options.diskBytes)}, CORRAL_IMAGE_BUILD_DISK_GB)${step ? ` at ${step}` : ''}`, step, step ? output.slice(-FAILURE_TAIL_BYTES) : '');
+    };
     try {
       for (const dir of [paths.disk, paths.bases]) await mkdir(dir, { mode: 0o755 });
       for (const dir of [paths.run, paths.tmp, paths.home, paths.stage]) {
@@ -238,10 +241,7 @@ export class OciImageBuilder implements ImageBuilder {
         await extractInNamespace(request.contextTar, paths.context, ns);
       } catch (error) {
         const message = (error as Error).message;
-        if (/no space left on device/i.test(message)) {
-          diskFull = true;
-          throw new ImageBuildError(`the build context does not fit in the build disk (${gib(this.options.diskBytes)}, CORRAL_IMAGE_BUILD_DISK_GB)`, null, '');
-        }
+        if (NO_SPACE.test(message)) throw outOfDisk('the build context does not fit in');
         throw new ImageBuildError(`the build context is not a readable tar archive: ${message.slice(-500)}`, null, '');
       }
       const dockerfile = resolve(paths.context, request.dockerfilePath);
@@ -256,7 +256,9 @@ export class OciImageBuilder implements ImageBuilder {
       const { images, unresolved } = scanDockerfileImages(text);
       for (const base of images) {
         emit(`corral: resolving ${base}\n`);
-        await this.provideBase(base, request, { ns, storage, disk, bases: paths.bases, runroot: paths.run, tmp: paths.tmp, home: paths.home });
+        await this.provideBase(base, request, { ns, storage, disk, bases: paths.bases, runroot: paths.run, tmp: paths.tmp, home: paths.home }).catch((error: unknown) => {
+          throw !(error instanceof ImageBuildError) && NO_SPACE.test((error as Error).message) ? outOfDisk(`FROM ${base}: the image does not fit in`) : error;
+        });
       }
       for (const reference of unresolved) emit(`corral: ${reference} names a build argument without a global ARG default: only images already in your build storage can match it\n`);
       const reference = parseImageRef(request.reference).canonical;
@@ -267,12 +269,7 @@ export class OciImageBuilder implements ImageBuilder {
       try {
         await this.runBuild(request, ns, storage, paths, qualified, reference, { name: cgroupName, parent: cgroups.parent }, emit);
       } catch (error) {
-        if (/no space left on device/i.test(output)) {
-          diskFull = true;
-          const step = lastStep(output);
-          throw new ImageBuildError(`the build ran out of the build disk (${gib(this.options.diskBytes)}, CORRAL_IMAGE_BUILD_DISK_GB)${step ? ` at ${step}` : ''}`, step, output.slice(-FAILURE_TAIL_BYTES));
-        }
-        throw error;
+        throw NO_SPACE.test(output) ? outOfDisk('the build ran out of', lastStep(output)) : error;
       }
       // The result goes out as an OCI layout whose base layers the store already holds: a file
       // named by each known layer's digest is put in its place first, which buildah's push takes as
@@ -285,11 +282,7 @@ export class OciImageBuilder implements ImageBuilder {
       try {
         await this.inNamespace(ns, ['buildah', ...storage, 'push', '--disable-compression', '--signature-policy', this.policyFile, reference, `oci:${paths.out}:${reference}`], paths);
       } catch (error) {
-        if (/no space left on device/i.test((error as Error).message)) {
-          diskFull = true;
-          throw new ImageBuildError(`the built image does not fit in the build disk (${gib(this.options.diskBytes)}, CORRAL_IMAGE_BUILD_DISK_GB)`, null, '');
-        }
-        throw error;
+        throw NO_SPACE.test((error as Error).message) ? outOfDisk('the built image does not fit in') : error;
       }
       // Layers the build made hold the ids the build saw: buildah ran in the build's namespace.
       const imported = await this.options.images.importLayout(paths.out, reference, new Map(Object.entries(known).map(([digest, layer]) => [digest, layer.hex])));
@@ -308,7 +301,6 @@ export class OciImageBuilder implements ImageBuilder {
         for (const dir of [paths.context, paths.out]) await rm(dir, { recursive: true, force: true });
         await disk.unmount(paths.disk, diskFull);
       }
-      await rm(work, { recursive: true, force: true });
       await rm(scratch, { recursive: true, force: true });
     }
   }
@@ -375,10 +367,6 @@ export class OciImageBuilder implements ImageBuilder {
         `oci:${layout}:latest`,
         `containers-storage:[overlay@${at.storage[1]}+${at.runroot}]${canonical}`,
       ], at);
-    } catch (error) {
-      const message = (error as Error).message;
-      if (/no space left on device/i.test(message)) throw new ImageBuildError(`FROM ${base}: the image does not fit in the build disk (${gib(this.options.diskBytes)}, CORRAL_IMAGE_BUILD_DISK_GB)`, null, '');
-      throw error;
     } finally {
       await rm(layout, { recursive: true, force: true });
     }
@@ -492,6 +480,9 @@ class RuncNoiseFilter {
 }
 
 const RUNC_CGROUP_NOISE = /level=(?:warning|error) msg="Failed to remove (?:cgroup|paths)/;
+
+/** What a tool says when the build disk is full. */
+const NO_SPACE = /no space left on device/i;
 
 /** `n GiB` for messages. */
 function gib(bytes: number): string {

@@ -904,6 +904,15 @@ export class OciRuntime implements SandboxRuntime {
     // extends it, up to START_CHECK_MAX_EXTRA_MS (sampled every 20 ms). Time they spend asleep
     // (`sleep 0.2; exit 4`) does not. An idle command's window is never extended: it would only
     // hold a burst's readiness back.
+    // The window starts once the start command runs (a child of the agent): on a loaded host the
+    // agent may take longer than the window to fork it, and a command that has not run yet cannot
+    // have failed. A command that ran and ended in between has ended the sandbox (the exit file).
+    if (initPid > 0) {
+      while ((await childPids(initPid)).length === 0 && Date.now() < deadline) {
+        if (existsSync(exitFile)) await failed();
+        await delay(2);
+      }
+    }
     const started = Date.now();
     const measureStarvation = idle === undefined && initPid > 0;
     const waitedBefore = measureStarvation ? await runQueueWaitMs(initPid) : 0;

@@ -109,7 +109,12 @@ describe('oci runtime: restart and leftovers', { skip: reason }, () => {
     const layers = (await again.images.get(IMAGE))?.layers ?? [];
     assert.ok(layers.length > 0);
     const scratch = new OciRuntime({ instance: `${instance}-gc`, stateDir: STATE_DIR, images: new ImageStore({ root: join(STATE_DIR, 'gc-images'), insecureRegistries: insecureRegistriesFor(IMAGE) }) });
+    // Another instance's sandbox whose state.json is being written (CI once read it empty): gc goes on.
+    const writing = join(STATE_DIR, 'instances', `${instance}-writer`, 'sandboxes', 'corral-writing');
+    await mkdir(writing, { recursive: true });
+    await writeFile(join(writing, 'state.json'), '');
     assert.deepEqual(await scratch.gcImages(), []);
+    await rm(join(STATE_DIR, 'instances', `${instance}-writer`), { recursive: true, force: true });
     await again.images.remove(IMAGE);
     const removed = await again.gcImages();
     for (const layer of layers) {

@@ -627,9 +627,7 @@ export class OciRuntime implements SandboxRuntime {
     if (existsSync(join(dir, 'exit'))) throw new Error('the warm sandbox exited');
     const claimed: SandboxRecord = { ...record, sandboxId: spec.sandboxId, env: mergeEnv(image.config.env, spec.env), egress, createdAt: new Date().toISOString() };
     delete claimed.warm;
-    const temp = join(dir, 'state.json.tmp');
-    await writeFile(temp, JSON.stringify(claimed, null, 2), { mode: 0o600 });
-    await rename(temp, join(dir, 'state.json'));
+    await writeRecord(dir, claimed);
     this.live.set(record.runtimeId, { record: claimed, exitCode: null, oomKilled: false, removing: false, removeFailed: false, report: true });
   }
 
@@ -773,7 +771,7 @@ export class OciRuntime implements SandboxRuntime {
       const etc = join(upper, 'etc');
       const etcFiles = ['hosts', 'resolv.conf', 'hostname'].map((f) => join(etc, f));
       await Promise.all([
-        writeFile(join(dir, 'state.json'), JSON.stringify(record, null, 2), { mode: 0o600 }),
+        writeRecord(dir, record),
         mkdir(join(upper, workspace), { recursive: true, mode: 0o755 }),
         mkdir(work),
         mkdir(rootfs, { recursive: true, mode: 0o700 }),
@@ -1198,7 +1196,7 @@ export class OciRuntime implements SandboxRuntime {
     }
     await this.egress.apply(runtimeId, record.netns.ip, policy);
     record.egress = policy;
-    await writeFile(join(this.sandboxDir(runtimeId), 'state.json'), JSON.stringify(record, null, 2), { mode: 0o600 });
+    await writeRecord(this.sandboxDir(runtimeId), record);
   }
 
   /**
@@ -1266,12 +1264,8 @@ export class OciRuntime implements SandboxRuntime {
     for (const runtimeId of await readdir(this.sandboxesDir)) {
       if (this.live.has(runtimeId)) continue;
       const dir = this.sandboxDir(runtimeId);
-      let record: SandboxRecord;
-      try {
-        record = JSON.parse(await readFile(join(dir, 'state.json'), 'utf8')) as SandboxRecord;
-      } catch {
-        continue; // An interrupted create: removeOrphans() cleans it.
-      }
+      const record = await readRecord<SandboxRecord>(dir);
+      if (!record) continue; // An interrupted create: removeOrphans() cleans it.
       // A warm sandbox of an earlier run is never handed out: removeOrphans() removes it like a leftover.
       if (record.warm) continue;
       if (!existsSync(join(dir, 'init.pid'))) continue;
@@ -1299,7 +1293,7 @@ export class OciRuntime implements SandboxRuntime {
     for (const runtimeId of await readdir(this.sandboxesDir)) {
       if (this.live.has(runtimeId)) continue;
       const dir = this.sandboxDir(runtimeId);
-      const record = await readFile(join(dir, 'state.json'), 'utf8').then((t) => JSON.parse(t) as SandboxRecord, () => undefined);
+      const record = await readRecord<SandboxRecord>(dir);
       if (record) await this.teardown(record).catch(() => undefined);
       else {
         await runTool('umount', ['-l', join(dir, 'rootfs')]).catch(() => undefined);
@@ -1354,7 +1348,7 @@ export class OciRuntime implements SandboxRuntime {
     for (const instance of await readdir(instances).catch(() => [] as string[])) {
       const sandboxes = join(instances, instance, 'sandboxes');
       for (const id of await readdir(sandboxes).catch(() => [] as string[])) {
-        const record = await readFile(join(sandboxes, id, 'state.json'), 'utf8').then((t) => JSON.parse(t) as Partial<SandboxRecord>, () => undefined);
+        const record = await readRecord<Partial<SandboxRecord>>(join(sandboxes, id));
         for (const layer of record?.layers ?? []) layers.add(layer);
       }
     }
@@ -1478,6 +1472,25 @@ function pullCredentials(spec: SandboxSpec): RegistryCredentials | undefined {
 
 /** Whether a child of the sandbox's init (the start command) is `program`, asleep. */
 /** The pids of `initPid`'s children (none when it is gone). */
+/**
+ * Writes a sandbox's `state.json` whole: to a file of its own, then renamed into place, so a
+ * reader (another instance's image GC, a restart) never sees it half written.
+ */
+async function writeRecord(dir: string, record: SandboxRecord): Promise<void> {
+  const temp = join(dir, `state.json.${process.pid}-${randomBytes(4).toString('hex')}.tmp`);
+  await writeFile(temp, JSON.stringify(record, null, 2), { mode: 0o600 });
+  await rename(temp, join(dir, 'state.json'));
+}
+
+/** A sandbox's `state.json`; undefined when it is missing or not whole JSON (a crash before records were written whole). */
+async function readRecord<T>(dir: string): Promise<T | undefined> {
+  try {
+    return JSON.parse(await readFile(join(dir, 'state.json'), 'utf8')) as T;
+  } catch {
+    return undefined;
+  }
+}
+
 async function childPids(initPid: number): Promise<string[]> {
   return (await readFile(`/proc/${initPid}/task/${initPid}/children`, 'utf8').catch(() => '')).trim().split(' ').filter(Boolean);
 }

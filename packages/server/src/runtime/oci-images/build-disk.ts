@@ -40,12 +40,13 @@ export class BuildDisk {
     await this.detachLeftovers();
     const current = await stat(this.image).catch(() => undefined);
     if (current?.size !== this.sizeBytes) await this.make();
+    const mountAt = (): Promise<unknown> => runTool('mount', ['-t', 'ext4', '-o', 'loop,nodev,nosuid,discard', this.image, target], { timeoutMs: 60_000 });
     try {
-      await runTool('mount', ['-t', 'ext4', '-o', 'loop,nodev,nosuid,discard', this.image, target], { timeoutMs: 60_000 });
+      await mountAt();
     } catch (error) {
       // A file system that does not mount (a host crash during a build) is made again: it held only a cache.
       await this.make();
-      await runTool('mount', ['-t', 'ext4', '-o', 'loop,nodev,nosuid,discard', this.image, target], { timeoutMs: 60_000 }).catch((again: unknown) => {
+      await mountAt().catch((again: unknown) => {
         throw new Error(`the build disk does not mount: ${(again as Error).message} (first: ${(error as Error).message})`);
       });
     }

@@ -3,30 +3,34 @@
 # (packages/server/src/runtime/oci/criu-checkpoint.ts; runc runs it through `runc --criu <path>`).
 # Prints the path of the CRIU binary to use on stdout. Idempotent and quiet: a second run only checks.
 #
-# Debian 12's criu (3.17) is installed first. It fails `criu check` on kernels from 6.13 on ("vdso:
-# Unexpected rt vDSO area bounds": the kernel split [vvar] into [vvar] and [vvar_vclock], CRIU 4.1 handles
-# it), which includes this project's machines (6.18). Then Debian 13's criu source (4.1.1, its orig
-# tarball from Debian's archive through a private apt source list: the system's sources are not
-# touched) is built once into <cache>/criu/<version>/ (~30 s on 2 cores) and that binary is used.
+# CRIU 4.1.1 (Debian 13's source: its orig tarball from Debian's archive through a private apt
+# source list, the system's sources are not touched) is built once into <cache>/criu/<version>/
+# (~30 s on 2 cores) with one patch of ours, scripts/criu/inherit-fd-once.patch: CRIU parses the
+# configuration file runc names twice and so takes each `inherit-fd` line twice, which makes the
+# second copy fail ("Can't send fd N into store"; checkpoint-restore/criu#2727). Restores of
+# memory checkpoints hand the restored agent its exec socket and log file that way.
+# Debian 12's own criu (3.17) could not be used anyway: it fails `criu check` on kernels from 6.13
+# on ("vdso: Unexpected rt vDSO area bounds": the kernel split [vvar] into [vvar] and
+# [vvar_vclock]; CRIU 4.1 handles it), which includes this project's machines (6.18).
 set -euo pipefail
 log() { echo "ensure-criu: $*" >&2; }
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${CORRAL_CACHE_DIR:-$REPO/.cache}"
 # shellcheck source=lib/apt.sh
 source "$REPO/scripts/lib/apt.sh"
-apt_install criu
-
 works() { "$1" check >/dev/null 2>&1; }
 
-if works criu; then command -v criu; exit 0; fi
-
 VERSION=4.1.1
-DIR="$CACHE/criu/$VERSION"
+PATCH="$REPO/scripts/criu/inherit-fd-once.patch"
+# The directory names the patch's content: a changed patch builds afresh.
+DIR="$CACHE/criu/$VERSION-$(sha256sum "$PATCH" | cut -c1-12)"
 BIN="$DIR/criu-$VERSION/criu/criu"
-if [ -x "$BIN" ] && works "$BIN"; then echo "$BIN"; exit 0; fi
+# <cache>/criu/current names the binary for tests (criuCandidates() in criu-checkpoint.ts).
+done_with() { ln -sfn "$1" "$CACHE/criu/current"; echo "$1"; exit 0; }
+if [ -x "$BIN" ] && works "$BIN"; then done_with "$BIN"; fi
 
-log "Debian 12's criu fails 'criu check' on kernel $(uname -r); building Debian's criu $VERSION source into $DIR"
-apt_install gcc make pkgconf libbsd-dev libcap-dev libgnutls28-dev libnet1-dev libnftables-dev libnl-3-dev \
+log "building Debian's criu $VERSION source with scripts/criu/*.patch into $DIR"
+apt_install gcc make patch pkgconf libbsd-dev libcap-dev libgnutls28-dev libnet1-dev libnftables-dev libnl-3-dev \
   libprotobuf-c-dev libprotobuf-dev protobuf-c-compiler protobuf-compiler uuid-dev
 APT_DIR="$DIR/apt"
 rm -rf "$APT_DIR" "$DIR/criu-$VERSION"
@@ -39,7 +43,8 @@ apt_get "${APT_OPTS[@]}" update -qq >&2
 (cd "$DIR" && apt_get "${APT_OPTS[@]}" source --download-only "criu=$VERSION-1" >/dev/null 2>&1 || true)
 [ -f "$DIR/criu_$VERSION.orig.tar.xz" ] || { log "could not download criu_$VERSION.orig.tar.xz from Debian's archive"; exit 1; }
 tar -C "$DIR" -xf "$DIR/criu_$VERSION.orig.tar.xz"
+patch -d "$DIR/criu-$VERSION" -p1 --quiet <"$PATCH"
 make -C "$DIR/criu-$VERSION" -j"$(nproc)" criu >"$DIR/build.log" 2>&1 || { tail -n 20 "$DIR/build.log" >&2; log "build failed"; exit 1; }
 if ! works "$BIN"; then "$BIN" check >&2 || true; log "criu $VERSION fails 'criu check' here too"; exit 1; fi
 log "criu $VERSION built: $BIN"
-echo "$BIN"
+done_with "$BIN"

@@ -20,7 +20,9 @@ case "$runtime" in
   oci)
     export CORRAL_OCI_RUNTIME="${CORRAL_OCI_RUNTIME:-crun}"
     if [ "$CORRAL_OCI_RUNTIME" = crun ]; then bash scripts/ensure-oci.sh --crun; else bash scripts/ensure-oci.sh; fi
-    bash scripts/ensure-criu.sh >/dev/null
+    # Memory checkpoints (with CORRAL_OCI_RUNTIME=runc: crun is built without CRIU) use the CRIU it builds.
+    CORRAL_CRIU="${CORRAL_CRIU:-$(bash scripts/ensure-criu.sh)}"
+    export CORRAL_CRIU
     apt_install mmdebstrap busybox-static ca-certificates
     # Cached rootfs tarballs make these quick after the first run (python: ~30 s once).
     node packages/cli/bin/corral.js images build python --runtime oci >/dev/null

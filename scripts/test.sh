@@ -69,6 +69,8 @@ npx tsc -p bench --noEmit
 npx tsc -p packages/server/dashboard
 
 wait_step system "$sys_pid"
+# The CRIU ensure-criu.sh built (memory checkpoints), for servers the tests start.
+export CORRAL_CRIU="${CORRAL_CRIU:-$CORRAL_CACHE_DIR/criu/current}"
 if [ "$kubernetes" = 1 ]; then
   wait_step kubernetes-build "$kbuild_pid"
   # The kubelet runs Pods on the Docker Engine system_setup started.

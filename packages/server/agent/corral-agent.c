@@ -1242,6 +1242,10 @@ static int run_init(int argc, char **argv) {
           }
           reap();
         } else {
+          /* A memory restore hands over a listener whose file flags are the restoring shim's
+           * (runc's Go runtime makes its stdin blocking): accepting until EAGAIN needs O_NONBLOCK. */
+          int flags = fcntl(listener, F_GETFL);
+          if (flags >= 0 && !(flags & O_NONBLOCK)) fcntl(listener, F_SETFL, flags | O_NONBLOCK);
           int conn;
           while (session_count < MAX_SESSIONS && (conn = accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
             struct session *fresh = open_session(conn);
@@ -1330,6 +1334,9 @@ static int run_init(int argc, char **argv) {
 
 static const char *exit_file, *oom_file;
 
+/* Where a restoring shim keeps the new listening socket for CRIU (see run_shim): runc's stdin. */
+#define RESTORE_SOCKET_FD 0
+
 static void record(int code) {
   long long oom = 0;
   FILE *f = fopen(oom_file, "r");
@@ -1350,9 +1357,76 @@ static void record(int code) {
   _exit(0);
 }
 
+/*
+ * Makes the listening socket. With `netns`, it is created inside that network namespace (and
+ * bound on the host path all the same: a path-bound Unix socket is reached by its path from any
+ * namespace), so that CRIU, which finds a task's sockets through the sock_diag of its own
+ * network namespace, can checkpoint the sandbox's init holding it.
+ */
+static int make_listener(const char *netns) {
+  int home = -1, target = -1;
+  if (netns) {
+    home = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    target = open(netns, O_RDONLY | O_CLOEXEC);
+    if (home < 0 || target < 0 || setns(target, CLONE_NEWNET) < 0) {
+      fprintf(stderr, "corral shim: entering %s: %s\n", netns, strerror(errno));
+      return -1;
+    }
+    close(target);
+  }
+  int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int saved = errno;
+  if (netns && setns(home, CLONE_NEWNET) < 0) {
+    fprintf(stderr, "corral shim: leaving %s: %s\n", netns, strerror(errno));
+    return -1;
+  }
+  if (home >= 0) close(home);
+  errno = saved;
+  return sock;
+}
+
+/* Copies what is waiting in the sandbox's output pipe to the log (the shim's stdout); closes the
+ * pipe at its end. What the log cannot take (a full disk) is dropped, never waited for. */
+static void copy_output(int *fd) {
+  char buf[65536];
+  while (*fd >= 0) {
+    ssize_t n = read(*fd, buf, sizeof buf);
+    if (n > 0) {
+      ssize_t off = 0;
+      while (off < n) {
+        ssize_t w = write(1, buf + off, (size_t)(n - off));
+        if (w <= 0) break;
+        off += w;
+      }
+      continue;
+    }
+    if (n == 0 || (errno != EINTR && errno != EAGAIN)) close_fd(fd);
+    if (n < 0 && errno == EAGAIN) return;
+  }
+}
+
 static int run_shim(int argc, char **argv) {
-  if (argc != 11 && argc != 12) {
-    fprintf(stderr, "usage: corral-agent shim <runtime> <root> <bundle> <pid file> <id> <log> <oom file> <exit file> <socket> [<bpf>]\n");
+  /* Options first: --netns=<path> (make the socket in it), --restore=<CRIU image> with
+   * --criu=<binary>, --work=<dir> and, optionally, --empty-netns (restore instead of run; see
+   * the top of this file). */
+  const char *netns = NULL, *restore = NULL, *criu = NULL, *work = NULL;
+  int empty_netns = 0;
+  int first = 2;
+  for (; first < argc && strncmp(argv[first], "--", 2) == 0; first++) {
+    if (strncmp(argv[first], "--netns=", 8) == 0) netns = argv[first] + 8;
+    else if (strncmp(argv[first], "--restore=", 10) == 0) restore = argv[first] + 10;
+    else if (strncmp(argv[first], "--criu=", 7) == 0) criu = argv[first] + 7;
+    else if (strncmp(argv[first], "--work=", 7) == 0) work = argv[first] + 7;
+    else if (strcmp(argv[first], "--empty-netns") == 0) empty_netns = 1;
+    else {
+      fprintf(stderr, "corral shim: unknown option %s\n", argv[first]);
+      return 2;
+    }
+  }
+  argc -= first - 2;
+  argv += first - 2;
+  if ((argc != 11 && argc != 12) || (restore && (!criu || !work))) {
+    fprintf(stderr, "usage: corral-agent shim [--netns=<path>] [--restore=<image> --criu=<criu> --work=<dir> [--empty-netns]] <runtime> <root> <bundle> <pid file> <id> <log> <oom file> <exit file> <socket> [<bpf>]\n");
     return 2;
   }
   const char *runtime = argv[2], *root = argv[3], *bundle = argv[4], *pid_file = argv[5], *id = argv[6], *log = argv[7];
@@ -1380,7 +1454,7 @@ static int run_shim(int argc, char **argv) {
     record(255);
   }
   strcpy(addr.sun_path, socket_path);
-  int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int sock = make_listener(netns);
   unlink(socket_path);
   mode_t old = umask(077);
   if (sock < 0 || bind(sock, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(sock, 1024) < 0) {
@@ -1388,13 +1462,18 @@ static int run_shim(int argc, char **argv) {
     record(255);
   }
   umask(old);
-  if (sock != 3) {
-    if (dup2(sock, 3) < 0) record(255);
+  /* run: the socket becomes the init's fd 3. restore: CRIU gives it to the restored init in place
+   * of the dumped one (`inherit-fd fd[0]:socket:[<ino>]` in the CRIU configuration file the
+   * driver writes). It must be one of runc's standard descriptors: runc passes only those (and its
+   * control socket, fd 3) on to CRIU. runc does not read its stdin. */
+  int sock_fd = restore ? RESTORE_SOCKET_FD : 3;
+  if (sock != sock_fd) {
+    if (dup2(sock, sock_fd) < 0) record(255);
     close(sock);
   } else {
-    fcntl(3, F_SETFD, 0);
+    fcntl(sock_fd, F_SETFD, 0);
   }
-  if (bpf_path) {
+  if (bpf_path && !restore) {
     int bpf = open(bpf_path, O_RDONLY);
     if (bpf < 0 || (bpf != 4 && dup2(bpf, 4) < 0)) {
       fprintf(stderr, "corral shim: %s: %s\n", bpf_path, strerror(errno));
@@ -1403,38 +1482,80 @@ static int run_shim(int argc, char **argv) {
     if (bpf != 4) close(bpf);
   }
 
+  /* A started sandbox's stdout and stderr are a pipe the shim copies into the log: CRIU can dump
+   * a pipe (a restore gets the log file in its place), not a file outside the sandbox's mounts.
+   * A restored sandbox writes to the log file directly. SIGCHLD is taken through a signalfd. */
+  int out_pipe[2] = {-1, -1};
+  if (!restore && pipe2(out_pipe, O_CLOEXEC) < 0) record(255);
+  sigset_t chld, old_mask;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &chld, &old_mask);
+  int chld_fd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (chld_fd < 0) record(255);
+
   char pid_tmp[4096];
   snprintf(pid_tmp, sizeof pid_tmp, "%s.tmp", pid_file);
   pid_t runner = fork();
   if (runner < 0) record(255);
   if (runner == 0) {
-    execlp(runtime, runtime, "--root", root, "run", "--detach", "--bundle", bundle, "--pid-file", pid_tmp, "--preserve-fds", bpf_path ? "2" : "1", id,
-           (char *)NULL);
+    sigprocmask(SIG_SETMASK, &old_mask, NULL);
+    if (!restore && (dup2(out_pipe[1], 1) < 0 || dup2(out_pipe[1], 2) < 0)) _exit(127);
+    if (restore) {
+      /* The seccomp filter, limits and namespaces come back from the image; the bundle gives the new rootfs and cgroup. */
+      const char *args[] = {runtime, "--root", root, "--criu", criu, "restore", "--detach", "--image-path", restore, "--work-path", work, "--bundle", bundle,
+                            "--pid-file", pid_tmp, id, NULL, NULL, NULL};
+      if (empty_netns) {
+        /* The id goes last: options before it. */
+        args[15] = "--empty-ns";
+        args[16] = "network";
+        args[17] = id;
+      }
+      execvp(runtime, (char *const *)args);
+    } else {
+      execlp(runtime, runtime, "--root", root, "run", "--detach", "--bundle", bundle, "--pid-file", pid_tmp, "--preserve-fds", bpf_path ? "2" : "1", id,
+             (char *)NULL);
+    }
     fprintf(stderr, "corral shim: %s: %s\n", runtime, strerror(errno));
     _exit(127);
   }
-  close(3);
-  if (bpf_path) close(4);
+  close(sock_fd);
+  if (bpf_path && !restore) close(4);
+  if (out_pipe[1] >= 0) close(out_pipe[1]);
+  if (out_pipe[0] >= 0) fcntl(out_pipe[0], F_SETFL, O_NONBLOCK);
   int status;
-  while (waitpid(runner, &status, 0) < 0) {
-    if (errno != EINTR) record(255);
-  }
-  if (exit_code(status) != 0) record(exit_code(status));
-  FILE *f = fopen(pid_tmp, "r");
   long init = 0;
-  if (!f || fscanf(f, "%ld", &init) != 1 || init <= 0) record(255);
-  fclose(f);
-  rename(pid_tmp, pid_file);
+  int runner_done = 0;
   for (;;) {
-    pid_t pid = waitpid(-1, &status, 0);
-    if (pid < 0) {
+    struct pollfd fds[2] = {{.fd = chld_fd, .events = POLLIN}, {.fd = out_pipe[0], .events = POLLIN}};
+    if (poll(fds, out_pipe[0] >= 0 ? 2 : 1, -1) < 0) {
       if (errno == EINTR) continue;
-      break;
+      record(255);
     }
-    if (pid == (pid_t)init) record(exit_code(status));
+    if (fds[1].revents) copy_output(&out_pipe[0]);
+    if (!fds[0].revents) continue;
+    struct signalfd_siginfo info;
+    while (read(chld_fd, &info, sizeof info) == sizeof info) {
+    }
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+      if (pid == runner) {
+        runner_done = 1;
+        if (exit_code(status) != 0) {
+          copy_output(&out_pipe[0]);
+          record(exit_code(status));
+        }
+        FILE *f = fopen(pid_tmp, "r");
+        if (!f || fscanf(f, "%ld", &init) != 1 || init <= 0) record(255);
+        fclose(f);
+        rename(pid_tmp, pid_file);
+      } else if (runner_done && pid == (pid_t)init) {
+        copy_output(&out_pipe[0]);
+        record(exit_code(status));
+      }
+    }
+    if (pid < 0 && errno == ECHILD && runner_done) record(255);
   }
-  record(255);
-  return 0;
 }
 
 /* --- user namespaces ------------------------------------------------------------------------- */

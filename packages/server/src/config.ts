@@ -32,6 +32,8 @@ export interface CorralConfig {
   runtime: RuntimeDriverName;
   dockerHost: string | null;
   ociRuntime: string;
+  /** The CRIU binary memory checkpoints use (oci driver with runc). */
+  criu: string;
   /** User namespace of oci sandboxes: `auto` (on where the host allows it), `off`, or an explicit host id range (required). */
   ociUserns: 'auto' | 'off' | { hostUid: number; hostGid: number; size: number };
   /** Namespaces and disks the oci driver keeps ready ahead of creates. */
@@ -371,7 +373,8 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'databaseUrl', env: 'DATABASE_URL', description: 'PostgreSQL URL; when set, replaces the embedded SQLite store', defaultText: '(unset: SQLite)', parse: optionalText },
   { key: 'publicUrl', env: 'CORRAL_PUBLIC_URL', description: 'Absolute URL clients use to reach this server (gateway_url is built from it)', defaultText: 'http://<host>:<port>', parse: optionalText },
   { key: 'runtime', env: 'CORRAL_RUNTIME', description: 'Runtime driver: docker, oci (daemonless runc/crun), kubernetes (one Pod per sandbox; KUBECONFIG or in-cluster), or none (sandboxes are stored but never started)', defaultText: 'oci', parse: oneOf(...RUNTIME_DRIVER_NAMES) },
-  { key: 'ociRuntime', env: 'CORRAL_OCI_RUNTIME', description: 'OCI runtime binary the oci driver calls: runc, or crun (faster; needs scripts/ensure-oci.sh --crun)', defaultText: 'runc', parse: oneOf('runc', 'crun') },
+  { key: 'ociRuntime', env: 'CORRAL_OCI_RUNTIME', description: 'OCI runtime binary the oci driver calls: runc, or crun (faster; needs scripts/ensure-oci.sh --crun; no memory checkpoints: it is built without CRIU)', defaultText: 'runc', parse: oneOf('runc', 'crun') },
+  { key: 'criu', env: 'CORRAL_CRIU', description: "CRIU binary for memory checkpoints on the oci driver with runc: the one scripts/ensure-criu.sh builds and prints (CRIU 4.1.1 with the patch restores need; Debian 12's criu fails on kernels from 6.13)", defaultText: 'criu', parse: text },
   { key: 'ociUserns', env: 'CORRAL_OCI_USERNS', description: 'Root in oci sandboxes is an unprivileged host id: auto (on where the host allows it; the default range is 1879048192:1879048192:65536), off, or <hostUid>:<hostGid>:<size> (required)', defaultText: 'auto', parse: usernsMode },
   { key: 'ociPoolSize', env: 'CORRAL_OCI_POOL_SIZE', description: 'Network namespaces (of each kind) and formatted disks (of each recent size) the oci driver keeps ready ahead of creates; set it near your largest burst of creates', defaultText: '8', parse: integer(0, 4096) },
   { key: 'ociWarmPoolMax', env: 'CORRAL_OCI_WARM_POOL_MAX', description: 'Most sandboxes the oci driver keeps started ahead of creates (for the most used image, idle start command, network kind and disk size; as many per kind as it had creates in the last 5 minutes); 0 (the default, until claims are proven under load) disables', defaultText: '0', parse: integer(0, 4096) },
@@ -475,6 +478,7 @@ const DEFAULTS: CorralConfig = {
   runtime: 'oci',
   dockerHost: null,
   ociRuntime: 'runc',
+  criu: 'criu',
   ociUserns: 'auto',
   ociPoolSize: 8,
   ociWarmPoolMax: 0,

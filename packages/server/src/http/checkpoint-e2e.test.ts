@@ -2,8 +2,8 @@
  * Issue 16's end-to-end case through the API on the real drivers (oci and docker): write files,
  * start a background process, checkpoint, change files, fork 8 sandboxes from the checkpoint and
  * restore one the way the Prime SDK does. Every copy sees the checkpointed files and none of the
- * later changes; a filesystem checkpoint carries no processes; a memory checkpoint is refused with
- * a clear 409 on drivers that cannot take one.
+ * later changes; a filesystem checkpoint carries no processes. A memory checkpoint (oci) carries a
+ * background process on into 8 forks; docker refuses it with a clear 409.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -11,6 +11,9 @@ import { type GatewaySandbox, execCall, waitForStatus } from '../gateway/test-su
 import { imageBuildMissing, startImageBuildServer } from '../testing/image-build-server.js';
 import { driverMissing, eventually, unavailableSuite } from '../testing/runtime-available.js';
 import type { ListeningTestServer } from '../testing/test-server.js';
+import { criuCandidates } from '../runtime/oci/criu-checkpoint.js';
+
+const CACHE = process.env.CORRAL_CACHE_DIR ?? new URL('../../../../.cache', import.meta.url).pathname;
 
 interface Checkpoint {
   id: string;
@@ -67,7 +70,8 @@ for (const driver of ['oci', 'docker'] as const) {
   describe(`checkpoints end to end through the API (${driver} driver)`, { timeout: 900_000 }, () => {
     let server: ListeningTestServer;
     before(async () => {
-      server = await startImageBuildServer(`ckpt-e2e-${driver}`, { createWaitMs: 0 }, ['busybox'], driver);
+      // Memory checkpoints (oci): runc with the CRIU scripts/ensure-criu.sh builds.
+      server = await startImageBuildServer(`ckpt-e2e-${driver}`, { createWaitMs: 0, ociRuntime: 'runc', criu: criuCandidates(CACHE)[0]! }, ['busybox'], driver);
     });
     after(async () => server?.close());
 
@@ -127,10 +131,12 @@ for (const driver of ['oci', 'docker'] as const) {
       const child = await durable(server, second.json<Checkpoint>().id);
       assert.deepEqual([child.parent_id, child.depth], [checkpoint.id, 2]);
 
-      // Memory checkpoints are refused where the driver cannot take them, with the reason.
-      const memory = await server.t.request('POST', `/api/v1/sandbox/${origin.id}/checkpoints`, { body: { memory: true } });
-      assert.equal(memory.statusCode, 409, memory.body);
-      assert.equal(memory.json<{ code: string }>().code, 'MEMORY_CHECKPOINT_UNSUPPORTED');
+      if (driver === 'docker') {
+        // Memory checkpoints are refused where the driver cannot take them, with the reason.
+        const memory = await server.t.request('POST', `/api/v1/sandbox/${origin.id}/checkpoints`, { body: { memory: true } });
+        assert.equal(memory.statusCode, 409, memory.body);
+        assert.equal(memory.json<{ code: string }>().code, 'MEMORY_CHECKPOINT_UNSUPPORTED');
+      }
 
       // Deleting the checkpoint leaves the sandboxes made from it working.
       assert.equal((await server.t.request('DELETE', `/api/v1/sandbox/checkpoints/${child.id}`)).statusCode, 200);
@@ -138,5 +144,50 @@ for (const driver of ['oci', 'docker'] as const) {
       assert.equal((await sh(copies[2]!, 'cat /opt/app/config')).trim(), 'v1');
       for (const sb of [origin, ...copies]) assert.equal((await server.t.request('DELETE', `/api/v1/sandbox/${sb.id}`)).statusCode, 200);
     });
+
+    if (driver === 'oci') {
+      it('a memory checkpoint: a background process started by a command continues in each of 8 forks, with the checkpointed files and none of the later changes', async () => {
+        const created = await server.t.request('POST', '/api/v1/sandbox', { body: { name: 'memory-origin', docker_image: 'busybox:latest', ...SMALL, disk_size_gb: 1 } });
+        assert.equal(created.statusCode, 201, created.body);
+        const origin = await gatewayOf(server, created.json<{ id: string }>().id);
+        // The background process keeps its count in the shell's memory only; the file is its output.
+        await sh(origin, "echo before > /sandbox-workspace/notes.txt; sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.1; done' >/dev/null 2>&1 &");
+        await eventually(async () => (Number((await sh(origin, 'cat /tmp/counter 2>/dev/null || echo 0')).trim()) >= 5 ? true : undefined), 30_000, 'the counter to start');
+
+        const asked = await server.t.request('POST', `/api/v1/sandbox/${origin.id}/checkpoints`, { body: { memory: true } });
+        assert.equal(asked.statusCode, 201, asked.body);
+        const checkpoint = await durable(server, asked.json<Checkpoint>().id);
+        assert.equal((checkpoint as Checkpoint & { memory: boolean }).memory, true);
+        const atCapture = Number((await sh(origin, 'cat /tmp/counter')).trim());
+        await sh(origin, 'echo after > /sandbox-workspace/notes.txt && touch /sandbox-workspace/later.txt');
+
+        const forked = await server.t.request('POST', `/api/v1/sandbox/checkpoints/${checkpoint.id}/fork`, { body: { count: 8, name: 'memory-fork', ...SMALL } });
+        assert.equal(forked.statusCode, 201, forked.body);
+        const copies = await Promise.all(forked.json<{ sandboxes: { id: string }[] }>().sandboxes.map((f) => gatewayOf(server, f.id)));
+        assert.equal(copies.length, 8);
+        for (const [i, copy] of copies.entries()) {
+          const [notes, later, counter] = (await sh(copy, 'cat /sandbox-workspace/notes.txt; test -e /sandbox-workspace/later.txt && echo later-present || echo later-absent; cat /tmp/counter')).trim().split('\n');
+          assert.deepEqual([notes, later], ['before', 'later-absent'], `copy ${i}`);
+          // Restored, not restarted: the count goes on from about where it was (a fresh process would start at 1).
+          assert.ok(Number(counter) >= atCapture - 20, `copy ${i}: counter ${counter}, about ${atCapture} at the checkpoint`);
+          await eventually(async () => (Number((await sh(copy, 'cat /tmp/counter')).trim()) > Number(counter) + 3 ? true : undefined), 30_000, `copy ${i} to go on counting`);
+        }
+        // The copies count independently: writing one's file does not touch another's.
+        await sh(copies[0]!, 'echo mine > /sandbox-workspace/notes.txt');
+        assert.equal((await sh(copies[1]!, 'cat /sandbox-workspace/notes.txt')).trim(), 'before');
+
+        // A copy restored with its processes cannot be memory-checkpointed again: FAILED with the reason.
+        const again = await server.t.request('POST', `/api/v1/sandbox/${copies[0]!.id}/checkpoints`, { body: { memory: true } });
+        assert.equal(again.statusCode, 201, again.body);
+        const failed = await eventually(async () => {
+          const c = (await server.t.request('GET', `/api/v1/sandbox/checkpoints/${again.json<Checkpoint>().id}`)).json<Checkpoint>();
+          return c.state === 'FAILED' ? c : undefined;
+        }, 60_000, 'the second memory checkpoint to fail');
+        assert.match(failed.error ?? '', /restored from a memory checkpoint/);
+
+        assert.equal((await server.t.request('DELETE', `/api/v1/sandbox/checkpoints/${checkpoint.id}`)).statusCode, 200);
+        for (const sb of [origin, ...copies]) assert.equal((await server.t.request('DELETE', `/api/v1/sandbox/${sb.id}`)).statusCode, 200);
+      });
+    }
   });
 }

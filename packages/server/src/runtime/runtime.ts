@@ -232,6 +232,8 @@ export interface RuntimeCapabilities {
   checkpoint?: boolean;
   /** Checkpoints can also capture running processes and their memory (`CheckpointRequest.memory`, CRIU). */
   memoryCheckpoint?: boolean;
+  /** When `memoryCheckpoint` is false on a driver that could have it: why not here (what to change). */
+  memoryCheckpointUnavailable?: string;
 }
 
 /** What `SandboxRuntime.checkpoint` is asked to capture. */

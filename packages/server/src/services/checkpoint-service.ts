@@ -35,7 +35,9 @@ export function checkpointingRuntime(runtime: SandboxRuntime | null, memory: boo
   if (memory && !capabilities.memoryCheckpoint) {
     throw new ApiError(
       'MEMORY_CHECKPOINT_UNSUPPORTED',
-      `The ${runtime.name} runtime driver captures filesystems only: memory checkpoints (memory: true) need a driver that can capture processes (CRIU)`,
+      capabilities.memoryCheckpointUnavailable !== undefined
+        ? `Memory checkpoints (memory: true) are unavailable on this server: ${capabilities.memoryCheckpointUnavailable}`
+        : `The ${runtime.name} runtime driver captures filesystems only: memory checkpoints (memory: true) need a driver that can capture processes (CRIU)`,
     );
   }
   return runtime as CheckpointingRuntime;

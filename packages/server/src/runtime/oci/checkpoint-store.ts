@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RuntimeError } from '../runtime.js';
 import type { ImageConfig } from '../oci-images/image-store.js';
+import type { AgentDescriptors } from './criu-checkpoint.js';
 
 /**
  * A filesystem checkpoint as the oci driver records it: an image-like manifest whose layers (in
@@ -27,8 +28,21 @@ export interface CheckpointManifest {
   config: ImageConfig;
   /** The checkpoint whose layers this one extends (the sandbox's restore source), when any. */
   parentRef?: string;
+  /** A memory checkpoint's CRIU image (in {@link CheckpointStore.memoryDir}) and what a restore needs to know of it. */
+  memory?: MemoryImage;
   createdAt: string;
 }
+
+/** The processes of a memory checkpoint, as CRIU dumped them. */
+export interface MemoryImage {
+  /** Bytes of the CRIU image. */
+  sizeBytes: number;
+  /** The dumped agent's descriptors a restore replaces (criu-checkpoint.ts). */
+  agent: AgentDescriptors;
+}
+
+/** How old a CRIU image without a manifest must be before {@link CheckpointStore.removeStaleCaptures} deletes it. */
+const STALE_MEMORY_MS = 3_600_000;
 
 /** Refs are the API's checkpoint ids: one path component, no dots first. */
 const REF_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
@@ -41,7 +55,9 @@ export function isCheckpointRef(ref: string): boolean {
 /**
  * Checkpoint manifests under `<root>` (conventionally `<stateDir>/checkpoints`, shared by every
  * instance on the state directory): `<ref>.json` (written by rename, so a manifest is whole or
- * absent) and `tmp/` for captures in progress. The layers themselves live in the image store.
+ * absent), `memory/<ref>/` for a memory checkpoint's CRIU image (moved into place before the
+ * manifest is written) and `tmp/` for captures in progress. The layers themselves live in the
+ * image store.
  */
 export class CheckpointStore {
   constructor(readonly root: string) {}
@@ -70,9 +86,25 @@ export class CheckpointStore {
     await rename(tmp, path);
   }
 
-  /** Forgets `ref` (its layers stay until the image store's GC finds nothing using them). Idempotent. */
+  /** Where the CRIU image of memory checkpoint `ref` is kept. */
+  memoryDir(ref: string): string {
+    this.path(ref); // validates the ref
+    return join(this.root, 'memory', ref);
+  }
+
+  /** Moves a finished CRIU image into place for `ref` (before its manifest is saved). */
+  async keepMemory(ref: string, imageDir: string): Promise<void> {
+    await mkdir(join(this.root, 'memory'), { recursive: true, mode: 0o700 });
+    await rename(imageDir, this.memoryDir(ref));
+  }
+
+  /**
+   * Forgets `ref` and deletes its CRIU image (sandboxes restored from it no longer need it; its
+   * layers stay until the image store's GC finds nothing using them). Idempotent.
+   */
   async delete(ref: string): Promise<void> {
     await rm(this.path(ref), { force: true });
+    await rm(this.memoryDir(ref), { recursive: true, force: true });
   }
 
   /** Every manifest stored. */
@@ -99,13 +131,22 @@ export class CheckpointStore {
     return mkdtemp(join(this.root, 'tmp', `capture-${process.pid}-`));
   }
 
-  /** Removes captures left unfinished by processes that no longer run (other servers may share the directory). */
+  /**
+   * Removes captures left unfinished by processes that no longer run (other servers may share the
+   * directory), and CRIU images older than an hour that no manifest names (a capture that died
+   * between keeping the image and saving the manifest).
+   */
   async removeStaleCaptures(): Promise<void> {
     for (const name of await readdir(join(this.root, 'tmp')).catch(() => [] as string[])) {
       const pid = Number(/^capture-(\d+)-/.exec(name)?.[1]);
       if (Number.isInteger(pid) && pid !== process.pid && existsSync(`/proc/${pid}`)) continue;
       if (pid === process.pid) continue;
       await rm(join(this.root, 'tmp', name), { recursive: true, force: true });
+    }
+    for (const ref of await readdir(join(this.root, 'memory')).catch(() => [] as string[])) {
+      if (!isCheckpointRef(ref) || existsSync(this.path(ref))) continue;
+      const age = Date.now() - (await stat(join(this.root, 'memory', ref)).catch(() => ({ mtimeMs: Date.now() }))).mtimeMs;
+      if (age > STALE_MEMORY_MS) await rm(join(this.root, 'memory', ref), { recursive: true, force: true });
     }
   }
 }

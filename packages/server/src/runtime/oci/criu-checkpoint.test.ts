@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { BinaryReader, BinaryWriter, WireType } from '@bufbuild/protobuf/wire';
 import { ensureAgentBinary } from '../native-build.js';
-import { criuCandidates, detachNetworkNamespace, dumpProcesses, errorLines, memoryCheckpointRefusal, probeCriu, restoreProcesses } from './criu-checkpoint.js';
+import { criuCandidates, detachNetworkNamespace, dumpConfig, dumpProcesses, errorLines, memoryCheckpointRefusal, probeCriu, restoreConfig, restoreProcesses } from './criu-checkpoint.js';
 import { createOwnedNetns, DEFAULT_USERNS_MAPPING, removeKeptNamespace } from './userns.js';
 
 const REPO = new URL('../../../../../', import.meta.url).pathname;
@@ -17,10 +17,18 @@ const BUSYBOX = '/bin/busybox';
 const MAPPING = DEFAULT_USERNS_MAPPING;
 
 describe('criu checkpoint: refusals, log parsing, image rewrite', () => {
-  it('refuses crun and the agent init up front, with the reason', () => {
-    assert.match(memoryCheckpointRefusal({ runtimeBinary: 'crun', agentInit: false }) ?? '', /without CRIU/);
-    assert.match(memoryCheckpointRefusal({ runtimeBinary: 'runc', agentInit: true }) ?? '', /exec socket.*filesystem checkpoint still works/);
-    assert.equal(memoryCheckpointRefusal({ runtimeBinary: 'runc', agentInit: false }), undefined);
+  it('refuses crun, a missing CRIU and a sandbox restored with memory up front, with the reason', () => {
+    const criu = { ok: true as const, path: '/x/criu', version: '4.1.1' };
+    assert.match(memoryCheckpointRefusal({ runtimeBinary: 'crun', criu, restoredWithMemory: false }) ?? '', /crun is built without CRIU.*CORRAL_OCI_RUNTIME=runc/);
+    assert.match(memoryCheckpointRefusal({ runtimeBinary: 'runc', criu: { ok: false, reason: 'no working CRIU (run scripts/ensure-criu.sh)' }, restoredWithMemory: false }) ?? '', /ensure-criu/);
+    assert.match(memoryCheckpointRefusal({ runtimeBinary: 'runc', criu: undefined, restoredWithMemory: false }) ?? '', /not probed/);
+    assert.match(memoryCheckpointRefusal({ runtimeBinary: 'runc', criu, restoredWithMemory: true }) ?? '', /restored from a memory checkpoint.*filesystem checkpoint works/);
+    assert.equal(memoryCheckpointRefusal({ runtimeBinary: 'runc', criu, restoredWithMemory: false }), undefined);
+  });
+
+  it("hands the restore the shim's exec socket (runc's stdin) in place of the dumped one", () => {
+    assert.equal(restoreConfig({ socketInode: 4242 }), 'inherit-fd fd[0]:socket:[4242]\n');
+    assert.doesNotMatch(dumpConfig(), /^[^#]/m);
   });
 
   it("keeps CRIU's error lines without the RLIMIT noise", () => {

@@ -1,33 +1,32 @@
 /**
- * Memory checkpoints of oci sandboxes with CRIU, through `runc checkpoint` / `runc restore`: a
- * standalone module the oci driver calls (it does not wire itself into the driver).
+ * Memory checkpoints of oci sandboxes with CRIU, through `runc checkpoint` (`dumpProcesses`) and
+ * `runc restore` (run by the restoring shim, `corral-agent shim --restore`; `restoreProcesses`
+ * for tests). The oci driver wires these in (oci-runtime.ts, oci-checkpoints.ts).
  *
  * What holds on this project's machines (kernel 6.18, runc 1.1.5, see docs/runtime-oci.md,
  * "Memory checkpoints (CRIU)"):
  * - Debian 12's criu 3.17 cannot run at all (`criu check`: "vdso: Unexpected rt vDSO area bounds",
  *   kernels from 6.13 split the vvar mapping); `scripts/ensure-criu.sh` builds Debian 13's 4.1.1.
  * - crun 1.8.1 is built without CRIU: only runc can checkpoint.
- * - A container without a user namespace, in a network namespace made by the host (`ip netns add`),
- *   dumps with `--leave-running` (frozen only during the dump) and restores into new containers (new
- *   id, bundle, rootfs, cgroup and network namespace), several from one image, each continuing from
- *   the captured memory.
- * - A sandbox in Corral's own user namespace (pre-made, owning its pre-made network namespace, both
- *   joined by path) dumps, but cannot be restored into another such pair: CRIU recreates the user
- *   namespace from the image (same id mapping) and then cannot join a network namespace that belongs
- *   to another user namespace (`Can't setns 16/net: Operation not permitted`; joining a user
- *   namespace by path comes after, too late). What works: `detachNetworkNamespace` on the image, then
- *   `restoreProcesses` with `emptyNetwork` into a bundle whose user and network namespaces have no
- *   path: CRIU makes a user namespace with the dumped mapping and, inside it, an empty network
- *   namespace that it owns (the structure of Corral's pair); the host then moves the sandbox's veth
- *   into it. The mapping is the dumped one: every sandbox shares one range (userns.ts), so a restored
- *   sandbox maps exactly as a fresh one.
- * - Corral's agent (the init) cannot be dumped: its exec socket is a listening Unix socket made by the
- *   shim in the host's network namespace (`unix: Unix socket <ino> not found`), and its stdout/stderr
- *   is the log file on the sandbox's disk, outside the sandbox's mounts (`Can't lookup mount=…`;
- *   `external file[<mnt hex>:<inode hex>]` in a CRIU config file gets past that one).
+ * - Dumps use `--leave-running`: the sandbox runs on afterwards.
+ * - Corral's user namespace owns the sandbox's network namespace. CRIU recreates the user
+ *   namespace from the image and then cannot join a network namespace that belongs to another user
+ *   namespace (`Can't setns 16/net`). So `detachNetworkNamespace` makes the image's network
+ *   namespace an ordinary one, and a restore with `--empty-ns network` into a bundle whose user and
+ *   network namespaces have no path gets a new user namespace with the dumped mapping (the one
+ *   every sandbox shares) owning a new, empty network namespace: the pair's shape. The driver then
+ *   plumbs it (sandbox-network.ts, `NetnsPool.adopt`).
+ * - Corral's agent (the init) is dumpable because:
+ *   - the shim makes its listening exec socket inside the sandbox's network namespace, where
+ *     CRIU's sock_diag finds it (a restore is handed the restoring shim's socket instead:
+ *     `inherit-fd`, {@link restoreConfig}; CRIU needs scripts/criu/inherit-fd-once.patch for it);
+ *   - its stdout/stderr is a pipe the shim copies into the log file (a file outside the sandbox's
+ *     mounts could not be dumped); runc hands the restore its own stdout, the log file, instead;
+ *   - no exec connection is open during the dump ({@link waitForQuietAgent}): their peers are the
+ *     server's.
  */
 import { execFile, spawn } from 'node:child_process';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, readlink, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { BinaryReader, BinaryWriter } from '@bufbuild/protobuf/wire';
@@ -35,12 +34,15 @@ import { RuntimeError } from '../runtime.js';
 
 const execFileAsync = promisify(execFile);
 
-/** The CRIU version `scripts/ensure-criu.sh` builds where Debian 12's fails. */
-export const BUILT_CRIU_VERSION = '4.1.1';
+/** The CRIU configuration file in each sandbox's directory (its config.json names it to runc). */
+export const CRIU_CONFIG_FILE = 'criu.conf';
 
-/** Where to look for CRIU, best first: the binary `scripts/ensure-criu.sh` builds into the cache, then `criu` on PATH. */
+/**
+ * Where to look for CRIU in a cache directory: the binary `scripts/ensure-criu.sh` builds (CRIU
+ * 4.1.1 with the patch restores need) and links as `<cache>/criu/current`.
+ */
 export function criuCandidates(cacheDir: string): string[] {
-  return [join(cacheDir, 'criu', BUILT_CRIU_VERSION, `criu-${BUILT_CRIU_VERSION}`, 'criu', 'criu'), 'criu'];
+  return [join(cacheDir, 'criu', 'current')];
 }
 
 /** A CRIU that passed `criu check` here, or why none did. */
@@ -73,8 +75,14 @@ function criuFailureText(error: unknown): string {
 export interface MemoryCheckpointFacts {
   /** The OCI runtime binary's name (`runc`, `crun`). */
   runtimeBinary: string;
-  /** Its init is Corral's agent holding the exec socket the shim made on the host. */
-  agentInit: boolean;
+  /** The CRIU probe's result (undefined: not probed, as on a driver that never checkpoints memory). */
+  criu: CriuProbe | undefined;
+  /**
+   * The sandbox was itself restored from a memory checkpoint: its agent's exec socket was made by
+   * the restoring shim in the host's network namespace (the sandbox's did not exist yet), where
+   * CRIU cannot find it.
+   */
+  restoredWithMemory: boolean;
 }
 
 /**
@@ -83,15 +91,70 @@ export interface MemoryCheckpointFacts {
  */
 export function memoryCheckpointRefusal(facts: MemoryCheckpointFacts): string | undefined {
   if (facts.runtimeBinary !== 'runc') {
-    return `${facts.runtimeBinary} is built without CRIU support here; memory checkpoints need runc`;
+    return `${facts.runtimeBinary} is built without CRIU support here; memory checkpoints need CORRAL_OCI_RUNTIME=runc (the filesystem checkpoint works)`;
   }
-  if (facts.agentInit) {
+  if (!facts.criu?.ok) return facts.criu?.reason ?? 'CRIU was not probed';
+  if (facts.restoredWithMemory) {
     return (
-      "the sandbox's init (Corral's agent) holds its exec socket in the host's network namespace, which CRIU " +
-      'cannot dump; the filesystem checkpoint still works'
+      'this sandbox was restored from a memory checkpoint, and its exec socket lives outside its network namespace where CRIU cannot ' +
+      'dump it; checkpoint the original sandbox instead (the filesystem checkpoint works)'
     );
   }
   return undefined;
+}
+
+/** The descriptors of a sandbox's init (Corral's agent) that CRIU must be told about. */
+export interface AgentDescriptors {
+  /** Inode of the listening exec socket (fd 3): the restoring shim's socket stands in for it. */
+  socketInode: number;
+}
+
+/** Reads {@link AgentDescriptors} from `/proc/<pid>`. */
+export async function agentDescriptors(pid: number): Promise<AgentDescriptors> {
+  const link = await readlink(`/proc/${pid}/fd/${AGENT_SOCKET_FD}`).catch(() => '');
+  const socketInode = Number(/^socket:\[(\d+)\]$/.exec(link)?.[1]);
+  if (!Number.isSafeInteger(socketInode)) throw new RuntimeError('CHECKPOINT_FAILED', `the sandbox's init holds no exec socket (fd 3: ${link || 'none'})`);
+  return { socketInode };
+}
+
+/** The init's descriptor that holds the agent's listening exec socket. */
+const AGENT_SOCKET_FD = 3;
+/** Where the restoring shim keeps the new exec socket for CRIU: runc's stdin (RESTORE_SOCKET_FD in corral-agent.c). */
+export const RESTORE_SOCKET_FD = 0;
+
+/**
+ * The CRIU configuration for a dump. Nothing needs saying: the exec socket is found in the
+ * sandbox's network namespace and the output is a pipe (runc lists it for the restore).
+ */
+export function dumpConfig(): string {
+  return '# corral: a dump needs no options beyond runc\'s\n';
+}
+
+/**
+ * The CRIU configuration for a restore: the restoring shim's exec socket (runc's stdin, which runc
+ * passes on to CRIU) stands in for the dumped one. (The dumped output pipe is replaced by runc's
+ * stdout, the restoring shim's log file, through runc's own descriptors.json.)
+ */
+export function restoreConfig(agent: AgentDescriptors): string {
+  return `inherit-fd fd[${RESTORE_SOCKET_FD}]:socket:[${agent.socketInode}]\n`;
+}
+
+/**
+ * Waits until the init holds no socket but its listening exec socket: every exec connection is
+ * closed (CRIU cannot dump them, their other ends being the server's). Returns how many were
+ * still open at the deadline (0: quiet).
+ */
+export async function waitForQuietAgent(pid: number, timeoutMs: number): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    let open = 0;
+    for (const fd of await readdir(`/proc/${pid}/fd`).catch(() => [] as string[])) {
+      if (Number(fd) === AGENT_SOCKET_FD) continue;
+      if ((await readlink(`/proc/${pid}/fd/${fd}`).catch(() => '')).startsWith('socket:')) open++;
+    }
+    if (open === 0 || Date.now() >= deadline) return open;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
 }
 
 /** NetnsEntry.ext_key (criu/images/netdev.proto): the key of an external network namespace. */

@@ -1,4 +1,4 @@
-import { lstat, rm } from 'node:fs/promises';
+import { lstat, mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { RuntimeError } from '../runtime.js';
@@ -7,7 +7,8 @@ import { pathExists } from '../../util/path-exists.js';
 import { precopyUpper, syncFrozen, writeLayerTar } from './checkpoint-capture.js';
 import type { TreeIndex } from './checkpoint-capture.js';
 import { isCheckpointRef } from './checkpoint-store.js';
-import type { CheckpointManifest , CheckpointStore} from './checkpoint-store.js';
+import type { CheckpointManifest, CheckpointStore, MemoryImage } from './checkpoint-store.js';
+import type { AgentDescriptors } from './criu-checkpoint.js';
 import type { ImageConfig, ImageRecord, ImageStore } from '../oci-images/image-store.js';
 import type { UsernsMapping } from './userns.js';
 
@@ -29,6 +30,34 @@ export interface CheckpointSubject {
   paused(): boolean;
   /** True once its removal began: a capture that has not frozen it yet gives up. */
   removing(): boolean;
+  /** For memory checkpoints: how the driver dumps the sandbox's processes. */
+  memory?: MemoryDumper;
+}
+
+/** How the driver dumps a sandbox's processes (CRIU) within a capture's freeze. */
+export interface MemoryDumper {
+  /**
+   * Called before the freeze: holds new exec sessions back and waits until none is open (CRIU
+   * cannot dump them). Returns the function that lets them through again (after the thaw).
+   */
+  quiesce(): Promise<() => void>;
+  /** Dumps the frozen processes into `imageDir` (an empty directory); returns what a restore replaces. */
+  dump(imageDir: string): Promise<AgentDescriptors>;
+}
+
+/** What a restore starts from: the lower stack and, for a memory restore, the CRIU image. */
+export interface RestoreSource {
+  image: ImageRecord;
+  memory?: { dir: string; agent: AgentDescriptors };
+}
+
+/** Total bytes of the regular files under `dir`. */
+async function treeBytes(dir: string): Promise<number> {
+  let total = 0;
+  for (const entry of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (entry.isFile()) total += (await lstat(join(entry.parentPath, entry.name))).size;
+  }
+  return total;
 }
 
 /** How long the phases of the last capture took (ms). */
@@ -77,8 +106,8 @@ export class OciCheckpoints {
    * run one after another (a second would thaw the first's freeze).
    */
   capture(subject: CheckpointSubject, request: CheckpointRequest, userns: UsernsMapping | null): Promise<RuntimeCheckpoint> {
-    if (request.memory) {
-      return Promise.reject(new RuntimeError('CHECKPOINT_FAILED', 'memory checkpoints are not available on this server (filesystem checkpoints are)'));
+    if (request.memory && !subject.memory) {
+      return Promise.reject(new RuntimeError('CHECKPOINT_FAILED', 'memory checkpoints are not available for this sandbox (filesystem checkpoints are)'));
     }
     if (!isCheckpointRef(request.checkpointId)) {
       return Promise.reject(new RuntimeError('CHECKPOINT_FAILED', `invalid checkpoint id ${JSON.stringify(request.checkpointId)}`));
@@ -106,19 +135,31 @@ export class OciCheckpoints {
       const copyMs = performance.now() - precopyStart;
       let frozenMs = 0;
       let frozenAtMs = Date.now();
+      let memory: MemoryImage | undefined;
+      const memoryDir = join(tmp, 'memory');
       // The frozen pass follows paths in the upper: no sandbox process may run until it ends.
       // resume() and remove() queue behind it (exclusive()); a removal that began first wins.
       const index = await this.exclusive(subject.runtimeId, async (): Promise<TreeIndex> => {
         if (subject.removing()) throw new RuntimeError('CHECKPOINT_FAILED', 'the sandbox is being removed');
+        const dumper = request.memory ? subject.memory : undefined;
+        const release = dumper ? await dumper.quiesce() : undefined;
         const frozenAt = performance.now();
         frozenAtMs = Date.now();
-        await this.freezer.setFrozen(subject.cgroupsPath, true);
         try {
-          return (await syncFrozen(subject.upper, staging, pre)).index;
+          await this.freezer.setFrozen(subject.cgroupsPath, true);
+          const synced = (await syncFrozen(subject.upper, staging, pre)).index;
+          // The processes are dumped in the same freeze as their files: a restore finds every file as they left it.
+          if (dumper) {
+            await mkdir(memoryDir);
+            const agent = await dumper.dump(memoryDir);
+            memory = { agent, sizeBytes: await treeBytes(memoryDir) };
+          }
+          return synced;
         } finally {
           // The freezer ends as the driver's paused flag says: a pause() that came meanwhile keeps it frozen.
           if (!subject.paused()) await this.freezer.setFrozen(subject.cgroupsPath, false);
           frozenMs = performance.now() - frozenAt;
+          release?.();
         }
       });
       try {
@@ -146,12 +187,14 @@ export class OciCheckpoints {
         sizeBytes: tarBytes,
         config: subject.imageConfig,
         ...(request.parentRef !== undefined ? { parentRef: request.parentRef } : {}),
+        ...(memory ? { memory } : {}),
         createdAt: new Date().toISOString(),
       };
+      if (memory) await this.store.keepMemory(ref, memoryDir);
       await this.store.save(manifest);
       this.lastCapture.set(subject.runtimeId, { ref, index, frozenAtMs });
       this.lastTimings = { frozenMs, copyMs, tarMs: storeStart - tarStart, storeMs: performance.now() - storeStart };
-      return { ref, sizeBytes: tarBytes, memory: false };
+      return { ref, sizeBytes: tarBytes + (memory?.sizeBytes ?? 0), memory: memory !== undefined };
     } catch (error) {
       if (error instanceof RuntimeError) throw error;
       throw new RuntimeError('CHECKPOINT_FAILED', `capturing the sandbox's filesystem failed: ${(error as Error).message}`, { cause: error });
@@ -165,15 +208,17 @@ export class OciCheckpoints {
    * stack, the image's config. `CHECKPOINT_FAILED` when the checkpoint or one of its layers is
    * gone, or memory is asked for.
    */
-  async restoreSource(ref: string, memory: boolean): Promise<ImageRecord> {
-    if (memory) throw new RuntimeError('CHECKPOINT_FAILED', 'memory checkpoints are not available on this server (filesystem checkpoints are)');
+  async restoreSource(ref: string, memory: boolean): Promise<RestoreSource> {
     if (!isCheckpointRef(ref)) throw new RuntimeError('CHECKPOINT_FAILED', `invalid checkpoint ref ${JSON.stringify(ref)}`);
     const manifest = await this.store.get(ref);
     if (!manifest) throw new RuntimeError('CHECKPOINT_FAILED', `no checkpoint ${ref}`);
+    if (memory && !manifest.memory) throw new RuntimeError('CHECKPOINT_FAILED', `checkpoint ${ref} holds no processes (it is a filesystem checkpoint)`);
+    const memoryDir = this.store.memoryDir(ref);
+    if (memory && !(await pathExists(memoryDir))) throw new RuntimeError('CHECKPOINT_FAILED', `checkpoint ${ref} lost its CRIU image`);
     for (const layer of manifest.layers) {
       if (!(await pathExists(this.images.layerDir(layer)))) throw new RuntimeError('CHECKPOINT_FAILED', `checkpoint ${ref} lost its layer ${layer}`);
     }
-    return {
+    const image: ImageRecord = {
       ref: manifest.image,
       digest: manifest.imageDigest,
       layers: manifest.layers,
@@ -181,6 +226,7 @@ export class OciCheckpoints {
       source: 'checkpoint',
       createdAt: manifest.createdAt,
     };
+    return memory && manifest.memory ? { image, memory: { dir: memoryDir, agent: manifest.memory.agent } } : { image };
   }
 
   /**

@@ -18,6 +18,7 @@ export const ociDriver: RuntimeDriver = {
       stateDir: ociStateDir(config.dataDir),
       egressConnectionLog: { group: config.egressNflogGroup, binDir: join(ociStateDir(config.dataDir), 'bin') },
       runtimeBinary: config.ociRuntime,
+      criu: [config.criu],
       userns,
       poolSize: config.ociPoolSize,
       warmPoolMax: config.ociWarmPoolMax,

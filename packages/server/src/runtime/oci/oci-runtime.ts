@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chmod, copyFile, mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, mkdtemp, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, posix } from 'node:path';
 import type { Duplex, Readable } from 'node:stream';
 import { ExecFileReader } from '../exec-file-reader.js';
@@ -45,13 +45,16 @@ import type { ImageRef } from '../registry/image-ref.js';
 import type { ImageConfig, ImageRecord } from '../oci-images/image-store.js';
 import { CheckpointStore } from './checkpoint-store.js';
 import { OciCheckpoints } from './oci-checkpoints.js';
+import type { MemoryDumper, RestoreSource } from './oci-checkpoints.js';
 import { credentialsFor } from '../registry/registry-access-check.js';
 import type { RegistryCredentials } from '../registry/registry-client.js';
 import { startOciExec } from './oci-exec.js';
 import type { ExecTarget } from './oci-exec.js';
 import { buildOciConfig, defaultSeccompProfile, mergeEnv } from './oci-spec.js';
+import { agentDescriptors, CRIU_CONFIG_FILE, detachNetworkNamespace, dumpConfig, dumpProcesses, errorLines, memoryCheckpointRefusal, probeCriu, restoreConfig, waitForQuietAgent } from './criu-checkpoint.js';
+import type { CriuProbe } from './criu-checkpoint.js';
 import { runTool } from '../run-tool.js';
-import { ensureBridge, NetnsPool } from './sandbox-network.js';
+import { ensureBridge, NETNS_DIR, NetnsPool } from './sandbox-network.js';
 import { EgressChanges } from '../egress/egress-changes.js';
 import { EgressEnforcer } from '../egress/egress-enforcer.js';
 import type { EgressConnectionLogOptions } from '../egress/egress-enforcer.js';
@@ -79,6 +82,8 @@ const WARM_QUIET_MS = 250;
 
 /** The most a start check's window grows by while the sandbox waits for a CPU (see start()). */
 const START_CHECK_MAX_EXTRA_MS = 3000;
+/** How long a memory checkpoint waits for the sandbox's open exec sessions to end. */
+const QUIET_TIMEOUT_MS = 10_000;
 
 /** The egress policy of a warm sandbox with a network until it is claimed: nothing reachable. */
 const WARM_EGRESS: EgressPolicy = Object.freeze({ allowlist: [], denylist: null }) as EgressPolicy;
@@ -100,6 +105,11 @@ export interface OciRuntimeOptions {
   stateDir: string;
   /** OCI runtime binary (default `runc`). */
   runtimeBinary?: string;
+  /**
+   * CRIU binaries to try for memory checkpoints, best first (default `criu` on PATH): the first
+   * whose `criu check` passes is used. Memory checkpoints also need `runtimeBinary` runc.
+   */
+  criu?: string[];
   /**
    * The compiled `corral-agent` (PID 1 of every sandbox and its host-side shim). Default: built
    * from `packages/server/agent/corral-agent.c` into `<stateDir>/bin` by `init()`.
@@ -197,6 +207,8 @@ interface SandboxRecord {
   imageConfig?: ImageConfig;
   /** The checkpoint the sandbox was restored from, when it was. */
   checkpointRef?: string;
+  /** Restored with its processes (a memory checkpoint): its init came from CRIU, not from a start. */
+  memoryRestored?: boolean;
   /**
    * A warm sandbox: started ahead of any create, never claimed. Never adopted after a restart (the
    * orphan sweep removes it); a claim rewrites the record without it.
@@ -217,6 +229,8 @@ interface Live {
   report: boolean;
   /** Frozen by `pause()` (read from the freezer when a sandbox is adopted after a restart). */
   paused?: boolean;
+  /** Set while a memory checkpoint needs the agent without exec sessions: new execs wait for it. */
+  quiesced?: Promise<void>;
 }
 
 /**
@@ -236,6 +250,9 @@ export class OciRuntime implements SandboxRuntime {
   readonly checkpoints: OciCheckpoints;
   private readonly instance: string;
   private readonly runtimeBinary: string;
+  private readonly criuCandidates: string[];
+  /** The CRIU memory checkpoints use (probed by `init()` when the runtime is runc). */
+  private criu: CriuProbe | undefined;
   private readonly stateDir: string;
   private agentBinary: string | undefined;
   private readonly socketDir: string;
@@ -301,6 +318,7 @@ export class OciRuntime implements SandboxRuntime {
   constructor(options: OciRuntimeOptions) {
     this.instance = options.instance;
     this.runtimeBinary = options.runtimeBinary ?? 'runc';
+    this.criuCandidates = options.criu ?? ['criu'];
     this.stateDir = options.stateDir;
     this.agentBinary = options.agentBinary;
     this.cgroupRoot = options.cgroupRoot;
@@ -414,6 +432,7 @@ export class OciRuntime implements SandboxRuntime {
     this.usernsReason = decision.reason;
     this.netns.userns = this.userns;
     this.netns.agentBinary = this.agent();
+    if (this.runtimeBinary === 'runc') this.criu = await probeCriu(this.criuCandidates);
     await this.adopt();
     await this.removeOrphans();
     await this.checkpoints.store.removeStaleCaptures();
@@ -455,7 +474,16 @@ export class OciRuntime implements SandboxRuntime {
   }
 
   capabilities(): RuntimeCapabilities {
-    return { gpuCount: 0, gpuTypes: [], egressPolicy: true, pause: true, checkpoint: true };
+    const unavailable = memoryCheckpointRefusal({ runtimeBinary: this.runtimeBinary, criu: this.criu, restoredWithMemory: false });
+    return {
+      gpuCount: 0,
+      gpuTypes: [],
+      egressPolicy: true,
+      pause: true,
+      checkpoint: true,
+      memoryCheckpoint: unavailable === undefined,
+      ...(unavailable !== undefined ? { memoryCheckpointUnavailable: unavailable } : {}),
+    };
   }
 
   /** User namespace as `init()` decided (with why not), seccomp always (precompiled or by the runtime), a cgroup namespace per sandbox. */
@@ -548,10 +576,11 @@ export class OciRuntime implements SandboxRuntime {
       const releaseDisk = await this.admitDisk(spec.diskBytes);
       try {
         // A restore stacks the checkpoint's layers (shared, never copied) under a fresh upper.
-        const image = spec.checkpoint
+        const source = spec.checkpoint
           ? await this.checkpoints.restoreSource(spec.checkpoint.ref, spec.checkpoint.memory)
-          : await this.images.ensure(spec.image, auth);
-        const record = await this.startSandbox(spec, workspace, image, { runtimeId: `corral-${spec.sandboxId}`, egress, online: !isOffline(egress), warm: false }, releaseDisk);
+          : { image: await this.images.ensure(spec.image, auth) };
+        const how = { runtimeId: `corral-${spec.sandboxId}`, egress, online: !isOffline(egress), warm: false, ...(source.memory ? { memory: source.memory } : {}) };
+        const record = await this.startSandbox(spec, workspace, source.image, how, releaseDisk);
         return { runtimeId: record.runtimeId };
       } finally {
         releaseDisk();
@@ -728,10 +757,14 @@ export class OciRuntime implements SandboxRuntime {
     spec: SandboxSpec,
     workspace: string,
     image: ImageRecord,
-    how: { runtimeId: string; egress: EgressPolicy; online: boolean; warm: boolean },
+    how: { runtimeId: string; egress: EgressPolicy; online: boolean; warm: boolean; memory?: RestoreSource['memory'] },
     releaseDisk: () => void,
   ): Promise<SandboxRecord> {
-    const { runtimeId, egress, online } = how;
+    const { runtimeId, egress, online, memory } = how;
+    if (memory) {
+      const refusal = memoryCheckpointRefusal({ runtimeBinary: this.runtimeBinary, criu: this.criu, restoredWithMemory: false });
+      if (refusal !== undefined) throw new RuntimeError('START_FAILED', `cannot restore a memory checkpoint here: ${refusal}`);
+    }
     const dir = this.sandboxDir(runtimeId);
     try {
       await mkdir(dir);
@@ -755,14 +788,16 @@ export class OciRuntime implements SandboxRuntime {
       imageDigest: image.digest,
       imageConfig: image.config,
       ...(spec.checkpoint ? { checkpointRef: spec.checkpoint.ref } : {}),
+      ...(memory ? { memoryRestored: true } : {}),
       ...(how.warm ? { warm: true } : {}),
       createdAt: new Date().toISOString(),
     };
     try {
-      const [disk, ns] = await Promise.all([this.disks.acquire(spec.diskBytes, runtimeId), this.netns.acquire(online)]);
+      // A memory restore gets the network namespace CRIU makes (adopted once it runs), not a pooled one.
+      const [disk, ns] = await Promise.all([this.disks.acquire(spec.diskBytes, runtimeId), memory ? undefined : this.netns.acquire(online)]);
       record.diskId = disk.id;
       releaseDisk(); // Counted by the pool from now on.
-      record.netns = { name: ns.name, ip: ns.ip };
+      if (ns) record.netns = { name: ns.name, ip: ns.ip };
       const hostname = `sandbox-${spec.sandboxId}`.slice(0, 63);
       const upper = join(disk.mountPoint, 'upper');
       const work = join(disk.mountPoint, 'work');
@@ -777,11 +812,12 @@ export class OciRuntime implements SandboxRuntime {
         mkdir(rootfs, { recursive: true, mode: 0o700 }),
         (async () => {
           await mkdir(etc, { recursive: true, mode: 0o755 });
-          const texts = [hostsFile(hostname, ns.ip), resolvConf(this.netns.gatewayAddress), `${hostname}\n`];
+          const texts = [hostsFile(hostname, ns?.ip), resolvConf(this.netns.gatewayAddress), `${hostname}\n`];
           await Promise.all(etcFiles.map((file, i) => writeFile(file, texts[i] ?? '', { mode: 0o644 })));
         })(),
       ]);
-      const userns = this.userns && ns.usernsPath !== undefined ? { mapping: this.userns, path: ns.usernsPath } : undefined;
+      // A memory restore's user namespace is a new one with the dumped mapping (the one every sandbox shares).
+      const userns = this.userns && (memory || ns?.usernsPath !== undefined) ? { mapping: this.userns, path: ns?.usernsPath } : undefined;
       if (userns) {
         // The mount point's directory (0700) is the mapped root's: the runtime reaches the rootfs through it from inside the user namespace.
         await chownToSandboxRoot(userns.mapping, [dirname(rootfs), etc, ...etcFiles], { upper, path: workspace });
@@ -794,7 +830,7 @@ export class OciRuntime implements SandboxRuntime {
       }
       const config = buildOciConfig(spec, {
         rootfs,
-        netnsPath: ns.path,
+        netnsPath: ns?.path,
         cgroupsPath: record.cgroupsPath,
         agentBinary: this.sandboxAgent ?? this.agent(),
         seccompPrecompiled: this.seccompBpf !== undefined,
@@ -802,10 +838,21 @@ export class OciRuntime implements SandboxRuntime {
         workingDir: image.config.workingDir,
         hostname,
         userns,
+        criuConfigPath: join(dir, CRIU_CONFIG_FILE),
       });
       await writeFile(join(dir, 'config.json'), JSON.stringify(config), { mode: 0o600 });
+      if (memory) {
+        await writeFile(join(dir, CRIU_CONFIG_FILE), restoreConfig(memory.agent), { mode: 0o600 });
+        const live: Live = { record, exitCode: null, oomKilled: false, removing: false, removeFailed: false, report: false };
+        this.live.set(runtimeId, live);
+        await this.start(record, dir, null, memory.dir);
+        await this.plumbRestored(record, hostname, online, egress);
+        live.report = true;
+        if (live.exitCode !== null) this.emit(live);
+        return record;
+      }
       // Enforced before the sandbox's first process: no window of open network.
-      await this.egress.apply(runtimeId, ns.ip, egress);
+      await this.egress.apply(runtimeId, ns?.ip, egress);
       // Exits are reported once create() succeeded; a start that fails is START_FAILED, not an event.
       if (how.warm) {
         await this.start(record, dir, spec.startCommand);
@@ -825,6 +872,24 @@ export class OciRuntime implements SandboxRuntime {
       if (error instanceof RuntimeError) throw error;
       throw new RuntimeError('START_FAILED', `starting the sandbox failed: ${(error as Error).message}`, { cause: error });
     }
+  }
+
+  /**
+   * Gives a sandbox restored with its processes its network: CRIU made its network namespace
+   * empty, so it is adopted into the pool's naming with its egress policy applied before any link
+   * exists, and connected when `online`. Also its hostname (the restored UTS namespace has the
+   * source's) and /etc/hosts. Its record names the namespace before anything can fail after it.
+   */
+  private async plumbRestored(record: SandboxRecord, hostname: string, online: boolean, egress: EgressPolicy): Promise<void> {
+    const dir = this.sandboxDir(record.runtimeId);
+    const initPid = Number((await readFile(join(dir, 'init.pid'), 'utf8')).trim());
+    const ns = await this.netns.adopt(initPid, online, (ip) => this.egress.apply(record.runtimeId, ip, egress));
+    record.netns = { name: ns.name, ip: ns.ip };
+    await writeRecord(dir, record);
+    await Promise.all([
+      runTool('nsenter', [`--target=${initPid}`, '--uts', '--', 'hostname', hostname]),
+      writeFile(join(this.diskMount(record), 'upper', 'etc', 'hosts'), hostsFile(hostname, ns.ip)),
+    ]);
   }
 
   /** How many warm sandboxes are ready to be claimed, across templates. */
@@ -857,12 +922,18 @@ export class OciRuntime implements SandboxRuntime {
    * that it did not exit at once: for `startCheckMs`, or until an idle command (`tail -f
    * /dev/null`, `sleep infinity`) is seen sleeping.
    */
-  private async start(record: SandboxRecord, dir: string, startCommand: string | null): Promise<void> {
+  private async start(record: SandboxRecord, dir: string, startCommand: string | null, restoreFrom?: string): Promise<void> {
     const pidFile = join(dir, 'init.pid');
     const exitFile = join(dir, 'exit');
     const log = join(this.diskMount(record), 'init.log');
+    const criuWork = join(dir, 'criu-restore');
+    if (restoreFrom !== undefined) await mkdir(criuWork);
+    const criu = this.criu?.ok ? this.criu.path : 'criu';
     const shimArgs = [
         'shim',
+        // The exec socket is made in the sandbox's network namespace, where CRIU finds it; a restore's does not exist yet.
+        ...(record.netns.name ? [`--netns=${join(NETNS_DIR, record.netns.name)}`] : []),
+        ...(restoreFrom !== undefined ? [`--restore=${restoreFrom}`, `--criu=${criu}`, `--work=${criuWork}`, '--empty-netns'] : []),
         this.runtimeBinary,
         this.runcRoot,
         dir,
@@ -881,6 +952,11 @@ export class OciRuntime implements SandboxRuntime {
     const deadline = Date.now() + this.readyTimeoutMs;
     const failed = async (): Promise<never> => {
       const exit = await readExitFile(exitFile);
+      if (restoreFrom !== undefined) {
+        const lines = errorLines(await readFile(join(criuWork, 'restore.log'), 'utf8').catch(() => ''));
+        const output = lines.length > 0 ? lines.slice(0, 4).join(' / ') : (await this.logs(record.runtimeId, 2048).catch(() => '')).trim();
+        throw new RuntimeError('START_FAILED', `restoring the checkpoint's processes failed (CRIU)${output ? `: ${output}` : ''}`);
+      }
       const output = (await this.logs(record.runtimeId, 2048).catch(() => '')).trim();
       throw new RuntimeError(
         'START_FAILED',
@@ -946,7 +1022,12 @@ export class OciRuntime implements SandboxRuntime {
   }
 
   async exec(runtimeId: string, request: ExecRequest): Promise<ExecProcess> {
-    const live = this.running(runtimeId);
+    let live = this.running(runtimeId);
+    // A memory checkpoint is dumping the agent: it must hold no exec connection meanwhile.
+    while (live.quiesced) {
+      await live.quiesced;
+      live = this.running(runtimeId);
+    }
     // A frozen agent would accept the connection and never answer.
     if (live.paused) throw new RuntimeError('PAUSED', `sandbox ${runtimeId} is paused`);
     try {
@@ -996,6 +1077,12 @@ export class OciRuntime implements SandboxRuntime {
     const record = live.record;
     const imageConfig = record.imageConfig ?? (await this.images.get(record.image))?.config;
     if (!imageConfig) throw new RuntimeError('CHECKPOINT_FAILED', `sandbox ${runtimeId} predates checkpoints and its image ${record.image} is gone`);
+    let memory: MemoryDumper | undefined;
+    if (request.memory) {
+      const refusal = memoryCheckpointRefusal({ runtimeBinary: this.runtimeBinary, criu: this.criu, restoredWithMemory: record.memoryRestored === true });
+      if (refusal !== undefined) throw new RuntimeError('CHECKPOINT_FAILED', `cannot checkpoint the sandbox's processes: ${refusal}`);
+      memory = this.memoryDumper(live);
+    }
     return this.checkpoints.capture(
       {
         runtimeId,
@@ -1007,10 +1094,59 @@ export class OciRuntime implements SandboxRuntime {
         imageConfig,
         paused: () => live.paused === true,
         removing: () => live.removing,
+        ...(memory ? { memory } : {}),
       },
       request,
       this.userns,
     );
+  }
+
+  /**
+   * Dumps a sandbox's processes with `runc checkpoint` (CRIU) for a memory checkpoint: new execs
+   * wait while open ones finish (up to {@link QUIET_TIMEOUT_MS}), then, within the capture's
+   * freeze, the agent's log file is declared external and the image's network namespace made an
+   * ordinary one (restores get a new one).
+   */
+  private memoryDumper(live: Live): MemoryDumper {
+    const { runtimeId } = live.record;
+    const dir = this.sandboxDir(runtimeId);
+    const initPid = async (): Promise<number> => Number((await readFile(join(dir, 'init.pid'), 'utf8')).trim());
+    return {
+      quiesce: async () => {
+        let open: () => void = () => undefined;
+        live.quiesced = new Promise<void>((resolve) => (open = resolve));
+        const release = (): void => {
+          live.quiesced = undefined;
+          open();
+        };
+        const stillOpen = await waitForQuietAgent(await initPid(), QUIET_TIMEOUT_MS).catch((error: unknown) => {
+          release();
+          throw error;
+        });
+        if (stillOpen > 0) {
+          release();
+          throw new RuntimeError(
+            'CHECKPOINT_FAILED',
+            `${stillOpen} command(s) kept running in the sandbox for ${QUIET_TIMEOUT_MS / 1000} s, and a memory checkpoint needs none attached ` +
+              '(CRIU cannot dump their connections; commands started in the background are fine): try again once they finish',
+          );
+        }
+        return release;
+      },
+      dump: async (imageDir) => {
+        if (!this.criu?.ok) throw new RuntimeError('CHECKPOINT_FAILED', 'no working CRIU');
+        const agent = await agentDescriptors(await initPid());
+        await writeFile(join(dir, CRIU_CONFIG_FILE), dumpConfig(), { mode: 0o600 });
+        const work = await mkdtemp(join(dir, 'criu-dump-'));
+        try {
+          await dumpProcesses({ criuPath: this.criu.path, runtimeRoot: this.runcRoot, containerId: runtimeId, imageDir, workDir: work });
+        } finally {
+          await rm(work, { recursive: true, force: true });
+        }
+        await detachNetworkNamespace(imageDir);
+        return agent;
+      },
+    };
   }
 
   /** Forgets a checkpoint; its layers stay while running sandboxes or other checkpoints use them. */

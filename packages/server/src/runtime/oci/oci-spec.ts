@@ -61,8 +61,8 @@ export function defaultSeccompProfile(): unknown {
 export interface BundlePlacement {
   /** Absolute path of the merged overlay (the container's root; mounted nosuid,nodev). */
   rootfs: string;
-  /** Network namespace file to join. */
-  netnsPath: string;
+  /** Network namespace file to join; undefined: a new one (a memory restore, where CRIU makes it). */
+  netnsPath: string | undefined;
   /** cgroup path (absolute, under each v1 hierarchy). */
   cgroupsPath: string;
   /** `corral-agent` on the host: PID 1 of the sandbox, serving exec sessions on the socket passed as fd 3. */
@@ -79,9 +79,15 @@ export interface BundlePlacement {
   hostname: string;
   /**
    * Join the user namespace kept at `path` (made with `mapping`; it owns the network namespace at
-   * `netnsPath`); the rootfs must be id-mapped to match.
+   * `netnsPath`), or without a path a new one with `mapping` (a memory restore); the rootfs must be
+   * id-mapped to match.
    */
-  userns?: { mapping: UsernsMapping; path: string };
+  userns?: { mapping: UsernsMapping; path: string | undefined };
+  /**
+   * The CRIU configuration file runc hands CRIU on a checkpoint or restore of this container (the
+   * `org.criu.config` annotation): the driver writes it before each one.
+   */
+  criuConfigPath?: string;
 }
 
 /** Memory.swap equals memory: no swap. CPU: quota = cores × period. */
@@ -125,9 +131,9 @@ export function buildOciConfig(spec: SandboxSpec, placement: BundlePlacement): R
       },
       cgroupsPath: placement.cgroupsPath,
       namespaces: [
-        ...(userns ? [{ type: 'user', path: userns.path }] : []),
+        ...(userns ? [{ type: 'user', ...(userns.path !== undefined ? { path: userns.path } : {}) }] : []),
         { type: 'pid' },
-        { type: 'network', path: placement.netnsPath },
+        { type: 'network', ...(placement.netnsPath !== undefined ? { path: placement.netnsPath } : {}) },
         { type: 'ipc' },
         { type: 'uts' },
         { type: 'mount' },
@@ -141,8 +147,12 @@ export function buildOciConfig(spec: SandboxSpec, placement: BundlePlacement): R
       readonlyPaths: READONLY_PATHS,
       ...(placement.seccompPrecompiled ? {} : { seccomp: defaultSeccompProfile() }),
     },
+    ...(placement.criuConfigPath !== undefined ? { annotations: { [CRIU_CONFIG_ANNOTATION]: placement.criuConfigPath } } : {}),
   };
 }
+
+/** The annotation through which runc passes a CRIU configuration file to CRIU. */
+export const CRIU_CONFIG_ANNOTATION = 'org.criu.config';
 
 /** Image env overridden by the spec env, as `KEY=value` (order: image keys first). */
 export function mergeEnv(imageEnv: string[], specEnv: Record<string, string>): string[] {

@@ -192,13 +192,16 @@ export class NetnsPool {
 
   /**
    * Gives a running sandbox's offline namespace its network, live: a veth to the bridge, an
-   * address and the default route (as {@link make} does for online ones). Returns the new fields.
+   * address and the default route (as {@link make} does for online ones). `beforeLink` runs once
+   * the address is leased and before any link exists (the egress policy for it). Returns the new
+   * fields.
    */
-  async connect(ns: Pick<SandboxNetns, 'name'>): Promise<{ ip: string; hostVeth: string }> {
+  async connect(ns: Pick<SandboxNetns, 'name'>, beforeLink?: (ip: string) => Promise<void>): Promise<{ ip: string; hostVeth: string }> {
     await ensureBridge(this.bridge);
     const ip = await this.lease(ns.name);
     const hostVeth = `vc${randomBytes(4).toString('hex')}`;
     try {
+      await beforeLink?.(ip);
       await runTool('ip', ['-batch', '-'], {
         input: [
           `link add ${hostVeth} type veth peer name eth0 netns ${ns.name}`,
@@ -218,6 +221,30 @@ export class NetnsPool {
       throw error;
     }
     return { ip, hostVeth };
+  }
+
+  /**
+   * Takes over the network namespace process `pid` runs in (one CRIU made for a memory restore:
+   * empty, owned by the restored user namespace) as a namespace of this pool: named under
+   * /run/netns (`ip netns attach`), `lo` up, IPv6 off, and with `online` connected as
+   * {@link connect} does. `beforeLink` runs before any link exists, with the leased address (none
+   * offline). On failure nothing is left.
+   */
+  async adopt(pid: number, online: boolean, beforeLink: (ip: string | undefined) => Promise<void>): Promise<SandboxNetns> {
+    const name = `${this.prefix}${randomBytes(4).toString('hex')}`;
+    const path = join(NETNS_DIR, name);
+    let connected: { ip: string; hostVeth: string } | undefined;
+    try {
+      await runTool('ip', ['netns', 'attach', name, String(pid)]);
+      await runTool('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
+      await disableIpv6(path, false, false);
+      if (online) connected = await this.connect({ name }, beforeLink);
+      else await beforeLink(undefined);
+    } catch (error) {
+      await this.destroy({ name, ip: connected?.ip });
+      throw error;
+    }
+    return { name, path, ip: connected?.ip, hostVeth: connected?.hostVeth };
   }
 
   /** Takes a running sandbox's network away, live: deletes its veth pair (and route) and frees its address. */

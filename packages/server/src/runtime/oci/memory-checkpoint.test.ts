@@ -1,0 +1,166 @@
+/**
+ * Memory checkpoints on the oci driver (runc + CRIU) with real sandboxes: a counter kept only in a
+ * shell's memory continues in every restored copy, whose agent serves execs and whose network the
+ * driver plumbs; what cannot be dumped is refused with the reason.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { runToEnd } from '../conformance/conformance-suite.js';
+import type { SandboxSpec } from '../runtime.js';
+import { OciRuntime } from './oci-runtime.js';
+import { CheckpointStore } from './checkpoint-store.js';
+import { criuCandidates, probeCriu } from './criu-checkpoint.js';
+import { ociMissing } from '../../testing/runtime-available.js';
+import { specFixture } from '../../testing/sandbox-fixture.js';
+
+const IMAGE = process.env.CORRAL_OCI_TEST_IMAGE ?? '127.0.0.1:5000/corral/busybox:latest';
+const REPO = new URL('../../../../../', import.meta.url).pathname;
+const CACHE = process.env.CORRAL_CACHE_DIR ?? join(REPO, '.cache');
+const STATE_DIR = join(CACHE, 'oci-test');
+
+async function missing(): Promise<string | undefined> {
+  const oci = ociMissing({ runtime: 'runc', registryImage: IMAGE });
+  if (oci) return oci;
+  const probe = await probeCriu(criuCandidates(CACHE));
+  return probe.ok ? undefined : probe.reason;
+}
+const reason = await missing();
+if (reason && process.env.CI === 'true') throw new Error(`memory-checkpoint.test.ts cannot run: ${reason}`);
+
+function spec(overrides: Partial<SandboxSpec> = {}): SandboxSpec {
+  return specFixture({ sandboxId: `mc${randomBytes(5).toString('hex')}`, image: IMAGE, memoryBytes: 128 * 1024 * 1024, diskBytes: 256 * 1024 * 1024, pidsLimit: 64, ...overrides });
+}
+
+async function sh(runtime: OciRuntime, runtimeId: string, script: string): Promise<string> {
+  const result = await runToEnd(runtime, runtimeId, script);
+  assert.equal(result.exitCode, 0, `${script}: ${result.stderr}`);
+  return result.stdout;
+}
+
+/** The counter: its value lives only in the shell's memory; each tick writes it to /tmp/count. */
+const COUNTER = `sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done' >/dev/null 2>&1 &`;
+
+async function count(runtime: OciRuntime, runtimeId: string): Promise<number> {
+  return Number((await sh(runtime, runtimeId, 'cat /tmp/count')).trim());
+}
+
+async function eventually(check: () => Promise<boolean>, what: string, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.fail(`timed out waiting for ${what}`);
+}
+
+describe('oci memory checkpoints (runc + CRIU)', { skip: reason, timeout: 300_000 }, () => {
+  const instance = `memck-${randomBytes(4).toString('hex')}`;
+  const refs: string[] = [];
+  let runtime: OciRuntime;
+  const newRef = (): string => {
+    const ref = `mc${randomBytes(6).toString('hex')}`;
+    refs.push(ref);
+    return ref;
+  };
+
+  before(async () => {
+    runtime = new OciRuntime({ instance, stateDir: STATE_DIR, runtimeBinary: 'runc', criu: criuCandidates(CACHE), poolSize: 1, warmDiskSizes: [] });
+    await runtime.init();
+  });
+
+  after(async () => {
+    const store = new CheckpointStore(join(STATE_DIR, 'checkpoints'));
+    for (const ref of refs) await store.delete(ref);
+    if (runtime) {
+      for (const s of await runtime.list().catch(() => [])) await runtime.remove(s.runtimeId).catch(() => undefined);
+      await runtime.close().catch(() => undefined);
+    }
+    await rm(join(STATE_DIR, 'instances', instance), { recursive: true, force: true });
+  });
+
+  it('says it can checkpoint memory; crun cannot, and says why', () => {
+    assert.equal(runtime.capabilities().memoryCheckpoint, true, runtime.capabilities().memoryCheckpointUnavailable);
+    const crun = new OciRuntime({ instance: `${instance}-crun`, stateDir: STATE_DIR, runtimeBinary: 'crun' });
+    assert.equal(crun.capabilities().memoryCheckpoint, false);
+    assert.match(crun.capabilities().memoryCheckpointUnavailable ?? '', /crun is built without CRIU.*CORRAL_OCI_RUNTIME=runc/);
+  });
+
+  it('a counter kept in memory continues in each restored copy, which serves execs, has its own network and keeps the files', async () => {
+    const source = (await runtime.create(spec({ networkAccess: true }))).runtimeId;
+    await sh(runtime, source, `echo kept > /sandbox-workspace/file; ${COUNTER}`);
+    await eventually(async () => (await count(runtime, source)) >= 10, 'the counter to reach 10');
+
+    const ref = newRef();
+    let frozen = 0;
+    const taken = await runtime.checkpoint(source, { checkpointId: ref, memory: true, onFrozen: () => frozen++ });
+    assert.equal(taken.memory, true);
+    assert.equal(frozen, 1);
+    const atCapture = await count(runtime, source);
+    // The source runs on after the dump.
+    await eventually(async () => (await count(runtime, source)) > atCapture + 5, 'the source to go on counting');
+    // Later changes stay in the source.
+    await sh(runtime, source, 'echo later > /sandbox-workspace/file');
+
+    const copies = await Promise.all([1, 2].map(async () => (await runtime.create(spec({ networkAccess: true, checkpoint: { ref, memory: true } }))).runtimeId));
+    const addresses = new Set<string>();
+    for (const copy of copies) {
+      const first = await count(runtime, copy);
+      // Continues from the captured count (a new process would start at 1), and keeps counting.
+      assert.ok(first >= atCapture - 25 && first <= atCapture + 25 + 200, `copy starts at ${first}, capture near ${atCapture}`);
+      await eventually(async () => (await count(runtime, copy)) > first + 5, 'the copy to go on counting');
+      assert.equal((await sh(runtime, copy, 'cat /sandbox-workspace/file')).trim(), 'kept');
+      // Exactly one counter: the restored one (ps shows the restored loop, not a fresh one).
+      const loops = (await sh(runtime, copy, 'ps -o args')).split('\n').filter((l) => l.includes('i=$((i+1))'));
+      assert.equal(loops.length, 1, loops.join('\n'));
+      // Its own network namespace, plumbed by the driver: an address on the bridge and a default route.
+      const addr = (await sh(runtime, copy, 'ip -4 -o addr show eth0')).trim();
+      const ip = /inet (\d+\.\d+\.\d+\.\d+)/.exec(addr)?.[1];
+      assert.ok(ip, addr);
+      addresses.add(ip);
+      assert.match(await sh(runtime, copy, 'ip route'), /^default via /m);
+      assert.equal((await sh(runtime, copy, 'hostname')).trim(), `sandbox-${(await runtime.inspect(copy))?.sandboxId}`.slice(0, 63));
+    }
+    assert.equal(addresses.size, 2, 'each copy has its own address');
+    const sourceIp = /inet (\d+\.\d+\.\d+\.\d+)/.exec(await sh(runtime, source, 'ip -4 -o addr show eth0'))?.[1];
+    assert.ok(sourceIp && !addresses.has(sourceIp));
+
+    // A copy restored with memory cannot be dumped again (its exec socket is in the host's namespace): refused, with the reason.
+    await assert.rejects(runtime.checkpoint(copies[0]!, { checkpointId: newRef(), memory: true }), (error: Error) => /restored from a memory checkpoint/.test(error.message));
+    // Its filesystem checkpoint works.
+    assert.equal((await runtime.checkpoint(copies[0]!, { checkpointId: newRef(), memory: false })).memory, false);
+
+    // Removing a copy removes its adopted network namespace.
+    const names = new Set(await readdir('/run/netns'));
+    await runtime.remove(copies[1]!);
+    const after = new Set(await readdir('/run/netns'));
+    assert.equal([...names].filter((n) => !after.has(n)).length, 1);
+    // Deleting the checkpoint deletes its CRIU image; the copy left keeps running.
+    await runtime.deleteCheckpoint(ref);
+    assert.equal(existsSync(join(STATE_DIR, 'checkpoints', 'memory', ref)), false);
+    assert.ok((await count(runtime, copies[0]!)) > 0);
+  });
+
+  it('an exec started during the dump waits for it; an exec still attached after the wait fails the checkpoint with the reason', async () => {
+    const source = (await runtime.create(spec())).runtimeId;
+    await sh(runtime, source, COUNTER);
+    // A command attached for longer than the checkpoint waits.
+    const long = await runtime.exec(source, { argv: ['/bin/sh', '-c', 'sleep 15'] });
+    long.stdout.resume();
+    long.stderr.resume();
+    const started = Date.now();
+    await assert.rejects(runtime.checkpoint(source, { checkpointId: newRef(), memory: true }), (error: Error) => /command\(s\) kept running/.test(error.message));
+    assert.ok(Date.now() - started >= 9_000);
+    await long.kill('SIGKILL');
+    await long.wait();
+    // Execs arriving while a dump runs are held and then served.
+    const ref = newRef();
+    const capture = runtime.checkpoint(source, { checkpointId: ref, memory: true });
+    const during = await Promise.all([1, 2, 3].map(() => runToEnd(runtime, source, 'echo served')));
+    for (const result of during) assert.equal(result.stdout, 'served\n');
+    assert.equal((await capture).memory, true);
+  });
+});

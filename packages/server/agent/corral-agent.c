@@ -1,14 +1,22 @@
 /*
  * corral-agent: the two native pieces of Corral's `oci` runtime driver, in one static binary.
  *
- *   corral-agent shim <runtime> <state root> <bundle> <pid file> <container id> <log file>
+ *   corral-agent shim [--netns=<path>] [--restore=<CRIU image> --criu=<criu> --work=<dir> [--empty-netns]]
+ *                     <runtime> <state root> <bundle> <pid file> <container id> <log file>
  *                     <oom file> <exit file> <socket path> [<seccomp BPF file>]
  *     Runs on the host as the parent of one sandbox (like containerd's shim). Makes itself a child
- *     subreaper, sends its stdio to the log file, binds and listens on <socket path>, runs
+ *     subreaper, sends its stdio to the log file, makes a listening socket on <socket path> (inside
+ *     the network namespace at --netns, where CRIU can find it), runs
  *     `<runtime> run --detach --preserve-fds 1` so the listening socket becomes fd 3 of the
- *     sandbox's init (and the BPF file, when given, fd 4, with --preserve-fds 2), renames the pid file into place once the sandbox runs, then waits for the
- *     init. When it exits, writes `<exit status> <oom_kill count>` to the exit file (the count is
- *     the `oom_kill N` line of <oom file>: memory.oom_control on cgroup v1, memory.events on v2).
+ *     sandbox's init (and the BPF file, when given, fd 4, with --preserve-fds 2) and a pipe its
+ *     stdout and stderr, renames the pid file into place once the sandbox runs, then copies the
+ *     pipe into the log until the init exits. When it does, writes `<exit status> <oom_kill count>`
+ *     to the exit file (the count is the `oom_kill N` line of <oom file>: memory.oom_control on
+ *     cgroup v1, memory.events on v2). With --restore it runs `<runtime> restore` of the CRIU image
+ *     instead (memory checkpoints; --empty-netns: CRIU makes a new network namespace), passing the
+ *     socket as the runtime's stdin for the CRIU configuration's `inherit-fd` (the output pipe
+ *     takes the dumped one's place through runc's descriptors.json), then hands the restored agent
+ *     a socket made inside its new network namespace (F_LISTENER).
  *
  *   corral-agent init [--seccomp-fd=N] [--listen=<socket path>] -- <command...>
  *     PID 1 inside the sandbox. With --seccomp-fd, first loads the seccomp filter compiled by
@@ -107,6 +115,9 @@ extern char **environ;
 #define F_STDIN_CLOSE 'C'
 #define F_SIGNAL 'S'
 #define F_RESIZE 'R'
+/* Unix listeners only: the frame carries (SCM_RIGHTS) a listening socket that replaces the agent's
+ * own; answered with an exit frame (0: replaced). The shim of a memory restore sends it. */
+#define F_LISTENER 'L'
 /* Frame types, agent -> host. */
 #define F_PID 'P'
 #define F_STDOUT '1'
@@ -161,9 +172,14 @@ struct session {
   int authed, doomed;
   long long accepted;
   unsigned char nonce[NONCE_LEN];
+  /* A descriptor the host passed with its last frame (SCM_RIGHTS), until a frame uses it. */
+  int passed_fd;
 };
 
 static struct session *sessions[MAX_SESSIONS];
+/* The agent's listening socket, and whether it is a Unix one (only those take F_LISTENER). */
+static int agent_listener = -1;
+static int listener_is_unix;
 static int session_count;
 static pid_t main_pid;
 
@@ -226,6 +242,7 @@ static void close_fd(int *fd) {
 static void free_session(int index) {
   struct session *s = sessions[index];
   close_fd(&s->conn);
+  close_fd(&s->passed_fd);
   if (s->tty >= 0) {
     /* out and in are the tty master too. */
     if (s->out == s->tty) s->out = -1;
@@ -875,6 +892,37 @@ static int handle_frame(struct session *s, unsigned char type, const unsigned ch
         if (sig == SIGKILL && s->marker[0]) signal_marked(s->marker, s->uid, s->gid, sig);
       }
       return 0;
+    case F_LISTENER: {
+      /* Only a listening Unix stream socket, passed with this frame, on a Unix listener. */
+      int fd = s->passed_fd, accepting = 0, domain = 0, kind = 0;
+      socklen_t l1 = sizeof accepting, l2 = sizeof domain, l3 = sizeof kind;
+      if (!listener_is_unix || fd < 0 || s->pid > 0 || getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &l1) < 0 ||
+          getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &l2) < 0 || getsockopt(fd, SOL_SOCKET, SO_TYPE, &kind, &l3) < 0 || !accepting ||
+          domain != AF_UNIX || kind != SOCK_STREAM || dup2(fd, agent_listener) < 0)
+        return -1;
+      close_fd(&s->passed_fd);
+      fcntl(agent_listener, F_SETFL, O_NONBLOCK);
+      /*
+       * Then the agent executes itself again (pid, children, seccomp filter and listener kept):
+       * CRIU restored its memory into an address space that belongs to the host's user namespace,
+       * and being non-dumpable that would keep a later CRIU dump, which checks the sandbox's
+       * namespaces from inside its user namespace, out of /proc/1. A fresh exec belongs to the
+       * sandbox's. Sent before: the answer (9 bytes into an idle socket).
+       */
+      unsigned char reply[HEADER + 4] = {F_EXIT, 0, 0, 0, 4, 0, 0, 0, 0};
+      if (write(s->conn, reply, sizeof reply) != (ssize_t)sizeof reply) return -1;
+      char resume[32];
+      snprintf(resume, sizeof resume, "--resume=%d", (int)main_pid);
+      char *args[] = {"/dev/init", "init", resume, NULL};
+      fcntl(agent_listener, F_SETFD, 0);
+      if (agent_listener != 3 && dup2(agent_listener, 3) < 0) return -1;
+      execv("/proc/self/exe", args);
+      fprintf(stderr, "corral-agent: re-executing after a restore: %s\n", strerror(errno));
+      if (agent_listener != 3) close(3);
+      fcntl(agent_listener, F_SETFD, FD_CLOEXEC);
+      s->exited = s->exit_sent = 1;
+      return 0;
+    }
     case F_RESIZE:
       if (len >= 4 && s->tty >= 0) {
         struct winsize ws = {.ws_row = (unsigned short)((p[0] << 8) | p[1]), .ws_col = (unsigned short)((p[2] << 8) | p[3])};
@@ -889,7 +937,27 @@ static int handle_frame(struct session *s, unsigned char type, const unsigned ch
 /* Reads what the host sent and handles every complete frame. Returns -1 when the host is gone. */
 static int read_conn(struct session *s) {
   if (reserve(&s->rbuf, READ_CHUNK) < 0) return -1;
-  ssize_t n = read(s->conn, s->rbuf.data + s->rbuf.len, READ_CHUNK);
+  struct iovec iov = {.iov_base = s->rbuf.data + s->rbuf.len, .iov_len = READ_CHUNK};
+  union {
+    struct cmsghdr align;
+    char buf[CMSG_SPACE(sizeof(int))];
+  } control;
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf};
+  ssize_t n = recvmsg(s->conn, &msg, MSG_CMSG_CLOEXEC);
+  if (n > 0 && msg.msg_controllen > 0) {
+    /* At most one descriptor is kept (the newest); anything else that came along is closed. */
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (size_t i = 0; i < count; i++) {
+        int fd;
+        memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+        close_fd(&s->passed_fd);
+        s->passed_fd = fd;
+      }
+    }
+    if (msg.msg_flags & MSG_CTRUNC) close_fd(&s->passed_fd);
+  }
   if (n == 0) return -1;
   if (n < 0) return (errno == EAGAIN || errno == EINTR) ? 0 : -1;
   s->rbuf.len += (size_t)n;
@@ -1073,7 +1141,7 @@ static struct session *open_session(int conn) {
   struct session *fresh = calloc(1, sizeof *fresh);
   if (!fresh) return NULL;
   fresh->conn = conn;
-  fresh->out = fresh->err = fresh->in = fresh->tty = -1;
+  fresh->out = fresh->err = fresh->in = fresh->tty = fresh->passed_fd = -1;
   fresh->authed = agent_secret_len == 0;
   fresh->accepted = now_ms();
   if (!fresh->authed) {
@@ -1092,11 +1160,15 @@ static int run_init(int argc, char **argv) {
   int first = 2;
   int seccomp_fd = -1;
   const char *listen_path = NULL, *listen_tcp = NULL, *secret_env = NULL;
+  /* --resume=<pid>: this agent re-executed itself after a memory restore (see F_LISTENER); its
+   * start command already runs as <pid> and its listener is fd 3. */
+  pid_t resume_pid = 0;
   for (; first < argc && strncmp(argv[first], "--", 2) == 0 && argv[first][2] != 0; first++) {
     if (strncmp(argv[first], "--seccomp-fd=", 13) == 0) seccomp_fd = atoi(argv[first] + 13);
     else if (strncmp(argv[first], "--listen=", 9) == 0) listen_path = argv[first] + 9;
     else if (strncmp(argv[first], "--listen-tcp=", 13) == 0) listen_tcp = argv[first] + 13;
     else if (strncmp(argv[first], "--secret-env=", 13) == 0) secret_env = argv[first] + 13;
+    else if (strncmp(argv[first], "--resume=", 9) == 0) resume_pid = atoi(argv[first] + 9);
     else {
       fprintf(stderr, "corral-agent init: unknown option %s\n", argv[first]);
       return 2;
@@ -1104,8 +1176,10 @@ static int run_init(int argc, char **argv) {
   }
   if (first < argc && strcmp(argv[first], "--") == 0) first++;
   if (first >= argc) {
-    fprintf(stderr, "corral-agent init: no command\n");
-    return 2;
+    if (resume_pid <= 0) {
+      fprintf(stderr, "corral-agent init: no command\n");
+      return 2;
+    }
   }
   int listener = 3;
   if (listen_tcp) {
@@ -1138,6 +1212,8 @@ static int run_init(int argc, char **argv) {
     fcntl(listener, F_SETFD, FD_CLOEXEC);
     fcntl(listener, F_SETFL, O_NONBLOCK);
   }
+  agent_listener = listener;
+  listener_is_unix = listener >= 0 && !listen_tcp;
   if (seccomp_fd >= 0 && load_seccomp(seccomp_fd) < 0) return 1;
   prctl(PR_SET_DUMPABLE, 0);
   signal(SIGPIPE, SIG_IGN);
@@ -1154,11 +1230,13 @@ static int run_init(int argc, char **argv) {
     perror("corral-agent: signalfd");
     return 1;
   }
-  main_pid = fork();
+  main_pid = resume_pid > 0 ? resume_pid : fork();
   if (main_pid < 0) {
     perror("corral-agent: fork");
     return 1;
   }
+  /* Children that ended while the agent re-executed itself are reaped now. */
+  if (resume_pid > 0) reap();
   if (main_pid == 0) {
     sigset_t none;
     sigemptyset(&none);
@@ -1385,6 +1463,60 @@ static int make_listener(const char *netns) {
   return sock;
 }
 
+/*
+ * After a memory restore: the restored agent listens on the socket this shim made in the host's
+ * network namespace (the sandbox's did not exist yet), which CRIU could not dump again. Makes a
+ * new one inside the restored sandbox's network namespace, bound at `<socket path>.new`, hands it
+ * to the agent (F_LISTENER over its current socket), and once the agent answers renames it over
+ * <socket path>. Returns 0 when the agent took it.
+ */
+static int hand_over_listener(long init, const char *socket_path) {
+  char netns[64];
+  snprintf(netns, sizeof netns, "/proc/%ld/ns/net", init);
+  struct sockaddr_un fresh_addr = {.sun_family = AF_UNIX}, agent_addr = {.sun_family = AF_UNIX};
+  if ((size_t)snprintf(fresh_addr.sun_path, sizeof fresh_addr.sun_path, "%s.new", socket_path) >= sizeof fresh_addr.sun_path) return -1;
+  strcpy(agent_addr.sun_path, socket_path);
+  int fresh = make_listener(netns), conn = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), ok = -1;
+  unlink(fresh_addr.sun_path);
+  mode_t old = umask(077);
+  if (fresh >= 0 && conn >= 0 && bind(fresh, (struct sockaddr *)&fresh_addr, sizeof fresh_addr) == 0 && listen(fresh, 1024) == 0 &&
+      connect(conn, (struct sockaddr *)&agent_addr, sizeof agent_addr) == 0) {
+    unsigned char frame[HEADER] = {F_LISTENER, 0, 0, 0, 0};
+    struct iovec iov = {.iov_base = frame, .iov_len = sizeof frame};
+    union {
+      struct cmsghdr align;
+      char buf[CMSG_SPACE(sizeof(int))];
+    } control;
+    memset(&control, 0, sizeof control);
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fresh, sizeof fresh);
+    unsigned char reply[HEADER + 4];
+    size_t got = 0;
+    struct pollfd pfd = {.fd = conn, .events = POLLIN};
+    if (sendmsg(conn, &msg, MSG_NOSIGNAL) == (ssize_t)sizeof frame) {
+      /* The exit frame answers: 'X', length 4, status 0. */
+      while (got < sizeof reply && poll(&pfd, 1, 10000) == 1) {
+        ssize_t n = read(conn, reply + got, sizeof reply - got);
+        if (n <= 0) break;
+        got += (size_t)n;
+      }
+    }
+    if (got == sizeof reply && reply[0] == F_EXIT && get_u32(reply + HEADER) == 0 && rename(fresh_addr.sun_path, socket_path) == 0) ok = 0;
+  }
+  umask(old);
+  if (ok < 0) {
+    fprintf(stderr, "corral shim: handing the restored agent its socket in its network namespace failed: %s\n", strerror(errno));
+    unlink(fresh_addr.sun_path);
+  }
+  if (fresh >= 0) close(fresh);
+  if (conn >= 0) close(conn);
+  return ok;
+}
+
 /* Copies what is waiting in the sandbox's output pipe to the log (the shim's stdout); closes the
  * pipe at its end. What the log cannot take (a full disk) is dropped, never waited for. */
 static void copy_output(int *fd) {
@@ -1482,11 +1614,11 @@ static int run_shim(int argc, char **argv) {
     if (bpf != 4) close(bpf);
   }
 
-  /* A started sandbox's stdout and stderr are a pipe the shim copies into the log: CRIU can dump
-   * a pipe (a restore gets the log file in its place), not a file outside the sandbox's mounts.
-   * A restored sandbox writes to the log file directly. SIGCHLD is taken through a signalfd. */
+  /* The sandbox's stdout and stderr are a pipe the shim copies into the log: CRIU can dump a pipe
+   * (and a restore gets the restoring shim's pipe in its place), not a file outside the sandbox's
+   * mounts. SIGCHLD is taken through a signalfd. */
   int out_pipe[2] = {-1, -1};
-  if (!restore && pipe2(out_pipe, O_CLOEXEC) < 0) record(255);
+  if (pipe2(out_pipe, O_CLOEXEC) < 0) record(255);
   sigset_t chld, old_mask;
   sigemptyset(&chld);
   sigaddset(&chld, SIGCHLD);
@@ -1500,7 +1632,7 @@ static int run_shim(int argc, char **argv) {
   if (runner < 0) record(255);
   if (runner == 0) {
     sigprocmask(SIG_SETMASK, &old_mask, NULL);
-    if (!restore && (dup2(out_pipe[1], 1) < 0 || dup2(out_pipe[1], 2) < 0)) _exit(127);
+    if (dup2(out_pipe[1], 1) < 0 || dup2(out_pipe[1], 2) < 0) _exit(127);
     if (restore) {
       /* The seccomp filter, limits and namespaces come back from the image; the bundle gives the new rootfs and cgroup. */
       const char *args[] = {runtime, "--root", root, "--criu", criu, "restore", "--detach", "--image-path", restore, "--work-path", work, "--bundle", bundle,
@@ -1548,6 +1680,11 @@ static int run_shim(int argc, char **argv) {
         FILE *f = fopen(pid_tmp, "r");
         if (!f || fscanf(f, "%ld", &init) != 1 || init <= 0) record(255);
         fclose(f);
+        /* A restored sandbox the agent of which cannot be handed its socket is not started. */
+        if (restore && hand_over_listener(init, socket_path) < 0) {
+          kill((pid_t)init, SIGKILL);
+          continue;
+        }
         rename(pid_tmp, pid_file);
       } else if (runner_done && pid == (pid_t)init) {
         copy_output(&out_pipe[0]);

@@ -176,17 +176,20 @@ for (const driver of ['oci', 'docker'] as const) {
         await sh(copies[0]!, 'echo mine > /sandbox-workspace/notes.txt');
         assert.equal((await sh(copies[1]!, 'cat /sandbox-workspace/notes.txt')).trim(), 'before');
 
-        // A copy restored with its processes cannot be memory-checkpointed again: FAILED with the reason.
-        const again = await server.t.request('POST', `/api/v1/sandbox/${copies[0]!.id}/checkpoints`, { body: { memory: true } });
+        // A fork of a copy (its own memory checkpoint, depth 2) goes on counting from where the copy was.
+        const again = await server.t.request('POST', `/api/v1/sandbox/${copies[0]!.id}/fork`, { body: { count: 1, memory: true, ...SMALL } });
         assert.equal(again.statusCode, 201, again.body);
-        const failed = await eventually(async () => {
-          const c = (await server.t.request('GET', `/api/v1/sandbox/checkpoints/${again.json<Checkpoint>().id}`)).json<Checkpoint>();
-          return c.state === 'FAILED' ? c : undefined;
-        }, 60_000, 'the second memory checkpoint to fail');
-        assert.match(failed.error ?? '', /restored from a memory checkpoint/);
+        const second = again.json<{ checkpoint: Checkpoint; sandboxes: { id: string }[] }>();
+        const child = (await server.t.request('GET', `/api/v1/sandbox/checkpoints/${second.checkpoint.id}`)).json<Checkpoint>();
+        assert.deepEqual([child.parent_id, child.depth], [checkpoint.id, 2]);
+        const grandchild = await gatewayOf(server, second.sandboxes[0]!.id);
+        const grandCount = Number((await sh(grandchild, 'cat /tmp/counter')).trim());
+        assert.ok(grandCount >= atCapture, `the fork of a copy counts from ${grandCount}`);
+        await eventually(async () => (Number((await sh(grandchild, 'cat /tmp/counter')).trim()) > grandCount + 3 ? true : undefined), 30_000, 'the fork of a copy to go on counting');
+        assert.equal((await sh(grandchild, 'cat /sandbox-workspace/notes.txt')).trim(), 'mine');
 
-        assert.equal((await server.t.request('DELETE', `/api/v1/sandbox/checkpoints/${checkpoint.id}`)).statusCode, 200);
-        for (const sb of [origin, ...copies]) assert.equal((await server.t.request('DELETE', `/api/v1/sandbox/${sb.id}`)).statusCode, 200);
+        for (const id of [second.checkpoint.id, checkpoint.id]) assert.equal((await server.t.request('DELETE', `/api/v1/sandbox/checkpoints/${id}`)).statusCode, 200);
+        for (const sb of [origin, ...copies, grandchild]) assert.equal((await server.t.request('DELETE', `/api/v1/sandbox/${sb.id}`)).statusCode, 200);
       });
     }
   });

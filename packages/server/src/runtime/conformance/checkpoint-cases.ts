@@ -145,3 +145,61 @@ export function registerCheckpointCases(context: ConformanceContext): void {
     }
   });
 }
+
+/**
+ * Memory checkpoints (drivers with `capabilities().memoryCheckpoint`; skipped elsewhere, where
+ * the filesystem case above checks the refusal): a count kept only in a background shell's memory
+ * goes on in 4 sandboxes restored from one memory checkpoint at once, each serving execs and
+ * reading the checkpointed files; the source runs on.
+ */
+export function registerMemoryCheckpointCases(context: ConformanceContext): void {
+  it('memory checkpoint: a background process restored in 4 sandboxes at once goes on from its captured state; the source runs on', { timeout: 300_000 }, async (t) => {
+    const runtime = context.runtime;
+    if (!runtime.capabilities().memoryCheckpoint || !runtime.checkpoint || !runtime.deleteCheckpoint) {
+      t.skip(`the ${runtime.name} driver has no memory checkpoints here${runtime.capabilities().memoryCheckpointUnavailable ? `: ${runtime.capabilities().memoryCheckpointUnavailable}` : ''}`);
+      return;
+    }
+    const made: string[] = [];
+    const ref = checkpointId();
+    const count = async (id: string): Promise<number> => Number((await sh(runtime, id, 'cat /tmp/count')).trim());
+    const goesOn = async (id: string, from: number): Promise<void> => {
+      const deadline = Date.now() + 20_000;
+      while ((await count(id)) <= from + 3) {
+        assert.ok(Date.now() < deadline, `sandbox ${id} stopped counting at ${from}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    };
+    try {
+      const { runtimeId: source } = await runtime.create(makeSpec(context.image));
+      made.push(source);
+      await sh(runtime, source, "echo kept > /sandbox-workspace/m.txt; sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done' >/dev/null 2>&1 &");
+      await within(20_000, 'the counter to start', (async () => {
+        while (!((await runToEnd(runtime, source, 'test -s /tmp/count')).exitCode === 0)) await new Promise((r) => setTimeout(r, 50));
+      })());
+      const taken = await runtime.checkpoint(source, { checkpointId: ref, memory: true });
+      assert.equal(taken.memory, true);
+      const atCapture = await count(source);
+      await goesOn(source, atCapture);
+      await sh(runtime, source, 'echo later > /sandbox-workspace/m.txt');
+
+      const copies = await Promise.all(
+        Array.from({ length: 4 }, async () => {
+          const { runtimeId } = await runtime.create(makeSpec(context.image, { checkpoint: { ref: taken.ref, memory: true } }));
+          made.push(runtimeId);
+          return runtimeId;
+        }),
+      );
+      for (const copy of copies) {
+        const first = await count(copy);
+        // A restarted counter would begin at 1; the restored one goes on from about the captured count.
+        assert.ok(first >= atCapture - 20, `copy ${copy} counts from ${first}, the source was at ${atCapture} just after the capture`);
+        await goesOn(copy, first);
+        assert.equal(await sh(runtime, copy, 'cat /sandbox-workspace/m.txt'), 'kept\n');
+      }
+      await runtime.deleteCheckpoint(taken.ref);
+    } finally {
+      await Promise.all(made.map((id) => runtime.remove(id).catch(() => undefined)));
+      await runtime.deleteCheckpoint?.(ref).catch(() => undefined);
+    }
+  });
+}

@@ -18,7 +18,7 @@ import { registerFifoEtcCases } from './fifo-etc-cases.js';
 import { registerEgressCases } from './egress-cases.js';
 import { registerDialCases } from './dial-cases.js';
 import { registerPauseCases } from './pause-cases.js';
-import { registerCheckpointCases } from './checkpoint-cases.js';
+import { registerCheckpointCases, registerMemoryCheckpointCases } from './checkpoint-cases.js';
 import type { TestInternet } from '../../testing/test-internet.js';
 
 /** Properties a driver may be unable to give on its platform ({@link ConformanceTarget.gaps}). */
@@ -250,6 +250,7 @@ export function runConformanceSuite(name: string, makeRuntime: () => Promise<Con
     registerDialCases(context);
     registerPauseCases(context);
     registerCheckpointCases(context);
+    registerMemoryCheckpointCases(context);
 
     it('lifecycle: create, exec, inspect, remove, list', async (t) => {
       const spec = makeSpec(image);

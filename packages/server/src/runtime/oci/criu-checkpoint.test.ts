@@ -17,13 +17,12 @@ const BUSYBOX = '/bin/busybox';
 const MAPPING = DEFAULT_USERNS_MAPPING;
 
 describe('criu checkpoint: refusals, log parsing, image rewrite', () => {
-  it('refuses crun, a missing CRIU and a sandbox restored with memory up front, with the reason', () => {
+  it('refuses crun and a missing CRIU up front, with the reason', () => {
     const criu = { ok: true as const, path: '/x/criu', version: '4.1.1' };
-    assert.match(memoryCheckpointRefusal({ runtimeBinary: 'crun', criu, restoredWithMemory: false }) ?? '', /crun is built without CRIU.*CORRAL_OCI_RUNTIME=runc/);
-    assert.match(memoryCheckpointRefusal({ runtimeBinary: 'runc', criu: { ok: false, reason: 'no working CRIU (run scripts/ensure-criu.sh)' }, restoredWithMemory: false }) ?? '', /ensure-criu/);
-    assert.match(memoryCheckpointRefusal({ runtimeBinary: 'runc', criu: undefined, restoredWithMemory: false }) ?? '', /not probed/);
-    assert.match(memoryCheckpointRefusal({ runtimeBinary: 'runc', criu, restoredWithMemory: true }) ?? '', /restored from a memory checkpoint.*filesystem checkpoint works/);
-    assert.equal(memoryCheckpointRefusal({ runtimeBinary: 'runc', criu, restoredWithMemory: false }), undefined);
+    assert.match(memoryCheckpointRefusal({ runtimeBinary: 'crun', criu }) ?? '', /crun is built without CRIU.*CORRAL_OCI_RUNTIME=runc/);
+    assert.match(memoryCheckpointRefusal({ runtimeBinary: 'runc', criu: { ok: false, reason: 'no working CRIU (run scripts/ensure-criu.sh)' } }) ?? '', /ensure-criu/);
+    assert.match(memoryCheckpointRefusal({ runtimeBinary: 'runc', criu: undefined }) ?? '', /not probed/);
+    assert.equal(memoryCheckpointRefusal({ runtimeBinary: 'runc', criu }), undefined);
   });
 
   it("hands the restore the shim's exec socket (runc's stdin) in place of the dumped one", () => {

@@ -18,8 +18,10 @@
  *   plumbs it (sandbox-network.ts, `NetnsPool.adopt`).
  * - Corral's agent (the init) is dumpable because:
  *   - the shim makes its listening exec socket inside the sandbox's network namespace, where
- *     CRIU's sock_diag finds it (a restore is handed the restoring shim's socket instead:
- *     `inherit-fd`, {@link restoreConfig}; CRIU needs scripts/criu/inherit-fd-once.patch for it);
+ *     CRIU's sock_diag finds it. A restore is handed the restoring shim's socket instead
+ *     (`inherit-fd`, {@link restoreConfig}; CRIU needs scripts/criu/inherit-fd-once.patch for it),
+ *     made before the restored network namespace existed; the shim then hands the agent one made
+ *     inside it (the agent's F_LISTENER frame), so a restored sandbox can be dumped again;
  *   - its stdout/stderr is a pipe the shim copies into the log file (a file outside the sandbox's
  *     mounts could not be dumped); runc hands the restore its own stdout, the log file, instead;
  *   - no exec connection is open during the dump ({@link waitForQuietAgent}): their peers are the
@@ -77,12 +79,6 @@ export interface MemoryCheckpointFacts {
   runtimeBinary: string;
   /** The CRIU probe's result (undefined: not probed, as on a driver that never checkpoints memory). */
   criu: CriuProbe | undefined;
-  /**
-   * The sandbox was itself restored from a memory checkpoint: its agent's exec socket was made by
-   * the restoring shim in the host's network namespace (the sandbox's did not exist yet), where
-   * CRIU cannot find it.
-   */
-  restoredWithMemory: boolean;
 }
 
 /**
@@ -94,12 +90,6 @@ export function memoryCheckpointRefusal(facts: MemoryCheckpointFacts): string | 
     return `${facts.runtimeBinary} is built without CRIU support here; memory checkpoints need CORRAL_OCI_RUNTIME=runc (the filesystem checkpoint works)`;
   }
   if (!facts.criu?.ok) return facts.criu?.reason ?? 'CRIU was not probed';
-  if (facts.restoredWithMemory) {
-    return (
-      'this sandbox was restored from a memory checkpoint, and its exec socket lives outside its network namespace where CRIU cannot ' +
-      'dump it; checkpoint the original sandbox instead (the filesystem checkpoint works)'
-    );
-  }
   return undefined;
 }
 

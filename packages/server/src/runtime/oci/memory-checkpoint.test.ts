@@ -107,8 +107,10 @@ describe('oci memory checkpoints (runc + CRIU)', { skip: reason, timeout: 300_00
 
     const copies = await Promise.all([1, 2].map(async () => (await runtime.create(spec({ networkAccess: true, checkpoint: { ref, memory: true } }))).runtimeId));
     const addresses = new Set<string>();
+    const firsts: number[] = [];
     for (const copy of copies) {
       const first = await count(runtime, copy);
+      firsts.push(first);
       // Continues from the captured count (a new process would start at 1), and keeps counting.
       assert.ok(first >= atCapture - 25 && first <= atCapture + 25 + 200, `copy starts at ${first}, capture near ${atCapture}`);
       await eventually(async () => (await count(runtime, copy)) > first + 5, 'the copy to go on counting');
@@ -128,9 +130,16 @@ describe('oci memory checkpoints (runc + CRIU)', { skip: reason, timeout: 300_00
     const sourceIp = /inet (\d+\.\d+\.\d+\.\d+)/.exec(await sh(runtime, source, 'ip -4 -o addr show eth0'))?.[1];
     assert.ok(sourceIp && !addresses.has(sourceIp));
 
-    // A copy restored with memory cannot be dumped again (its exec socket is in the host's namespace): refused, with the reason.
-    await assert.rejects(runtime.checkpoint(copies[0]!, { checkpointId: newRef(), memory: true }), (error: Error) => /restored from a memory checkpoint/.test(error.message));
-    // Its filesystem checkpoint works.
+    // A copy is dumped again like any sandbox (the restoring shim moved its exec socket into its network namespace),
+    // and a copy of the copy goes on counting too.
+    const again = newRef();
+    assert.equal((await runtime.checkpoint(copies[0]!, { checkpointId: again, memory: true, parentRef: ref })).memory, true);
+    const grandchild = (await runtime.create(spec({ checkpoint: { ref: again, memory: true } }))).runtimeId;
+    const grandFirst = await count(runtime, grandchild);
+    assert.ok(grandFirst > firsts[0]!, `the copy of the copy counts from ${grandFirst}, the copy from ${firsts[0]}`);
+    await eventually(async () => (await count(runtime, grandchild)) > grandFirst + 5, 'the copy of the copy to go on counting');
+    await runtime.remove(grandchild);
+    // Its filesystem checkpoint works too.
     assert.equal((await runtime.checkpoint(copies[0]!, { checkpointId: newRef(), memory: false })).memory, false);
 
     // Removing a copy removes its adopted network namespace.
@@ -142,6 +151,30 @@ describe('oci memory checkpoints (runc + CRIU)', { skip: reason, timeout: 300_00
     await runtime.deleteCheckpoint(ref);
     assert.equal(existsSync(join(STATE_DIR, 'checkpoints', 'memory', ref)), false);
     assert.ok((await count(runtime, copies[0]!)) > 0);
+  });
+
+  it('without a user namespace (CORRAL_OCI_USERNS=off) too: the copy goes on counting, offline', async () => {
+    const plain = new OciRuntime({ instance: `${instance}-plain`, stateDir: STATE_DIR, runtimeBinary: 'runc', criu: criuCandidates(CACHE), poolSize: 0, warmDiskSizes: [], userns: null });
+    await plain.init();
+    try {
+      assert.equal(plain.isolation().userNamespace, false);
+      const source = (await plain.create(spec())).runtimeId;
+      await sh(plain, source, COUNTER);
+      await eventually(async () => (await count(plain, source)) >= 5, 'the counter to start');
+      const ref = newRef();
+      await plain.checkpoint(source, { checkpointId: ref, memory: true });
+      const atCapture = await count(plain, source);
+      const copy = (await plain.create(spec({ checkpoint: { ref, memory: true } }))).runtimeId;
+      const first = await count(plain, copy);
+      assert.ok(first >= atCapture - 25, `copy starts at ${first}, capture near ${atCapture}`);
+      await eventually(async () => (await count(plain, copy)) > first + 5, 'the copy to go on counting');
+      // Offline: only lo, up.
+      assert.equal((await sh(plain, copy, 'ls /sys/class/net')).trim(), 'lo');
+    } finally {
+      for (const s of await plain.list().catch(() => [])) await plain.remove(s.runtimeId).catch(() => undefined);
+      await plain.close().catch(() => undefined);
+      await rm(join(STATE_DIR, 'instances', `${instance}-plain`), { recursive: true, force: true });
+    }
   });
 
   it('an exec started during the dump waits for it; an exec still attached after the wait fails the checkpoint with the reason', async () => {

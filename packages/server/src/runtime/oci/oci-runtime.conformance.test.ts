@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { runConformanceSuite } from '../conformance/conformance-suite.js';
 import { ImageStore } from '../oci-images/image-store.js';
+import { criuCandidates } from './criu-checkpoint.js';
 import { OciRuntime } from './oci-runtime.js';
 import { ensureAgentBinary } from '../native-build.js';
 import { DEFAULT_USERNS_MAPPING, usernsUnavailable } from './userns.js';
@@ -37,7 +38,7 @@ for (const runtimeBinary of RUNTIMES) {
   runConformanceSuite(`oci (${runtimeBinary})`, async () => {
     const instance = `test-${randomBytes(4).toString('hex')}`;
     const testInternet = await TestInternet.start();
-    const runtime = new OciRuntime({ instance, stateDir: STATE_DIR, images, runtimeBinary, userns: USERNS, egressDnsUpstream: testInternet.dnsAddress, egressConnectionLog: testConnectionLog(join(STATE_DIR, 'bin')) });
+    const runtime = new OciRuntime({ instance, stateDir: STATE_DIR, images, runtimeBinary, criu: criuCandidates(CACHE), userns: USERNS, egressDnsUpstream: testInternet.dnsAddress, egressConnectionLog: testConnectionLog(join(STATE_DIR, 'bin')) });
     const instanceDir = join(STATE_DIR, 'instances', instance);
     /** The fields of the driver's per-sandbox state.json the checks need. */
     const recordOf = (runtimeId: string) =>

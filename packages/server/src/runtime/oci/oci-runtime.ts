@@ -207,8 +207,6 @@ interface SandboxRecord {
   imageConfig?: ImageConfig;
   /** The checkpoint the sandbox was restored from, when it was. */
   checkpointRef?: string;
-  /** Restored with its processes (a memory checkpoint): its init came from CRIU, not from a start. */
-  memoryRestored?: boolean;
   /**
    * A warm sandbox: started ahead of any create, never claimed. Never adopted after a restart (the
    * orphan sweep removes it); a claim rewrites the record without it.
@@ -474,7 +472,7 @@ export class OciRuntime implements SandboxRuntime {
   }
 
   capabilities(): RuntimeCapabilities {
-    const unavailable = memoryCheckpointRefusal({ runtimeBinary: this.runtimeBinary, criu: this.criu, restoredWithMemory: false });
+    const unavailable = memoryCheckpointRefusal({ runtimeBinary: this.runtimeBinary, criu: this.criu });
     return {
       gpuCount: 0,
       gpuTypes: [],
@@ -762,7 +760,7 @@ export class OciRuntime implements SandboxRuntime {
   ): Promise<SandboxRecord> {
     const { runtimeId, egress, online, memory } = how;
     if (memory) {
-      const refusal = memoryCheckpointRefusal({ runtimeBinary: this.runtimeBinary, criu: this.criu, restoredWithMemory: false });
+      const refusal = memoryCheckpointRefusal({ runtimeBinary: this.runtimeBinary, criu: this.criu });
       if (refusal !== undefined) throw new RuntimeError('START_FAILED', `cannot restore a memory checkpoint here: ${refusal}`);
     }
     const dir = this.sandboxDir(runtimeId);
@@ -788,7 +786,6 @@ export class OciRuntime implements SandboxRuntime {
       imageDigest: image.digest,
       imageConfig: image.config,
       ...(spec.checkpoint ? { checkpointRef: spec.checkpoint.ref } : {}),
-      ...(memory ? { memoryRestored: true } : {}),
       ...(how.warm ? { warm: true } : {}),
       createdAt: new Date().toISOString(),
     };
@@ -1079,7 +1076,7 @@ export class OciRuntime implements SandboxRuntime {
     if (!imageConfig) throw new RuntimeError('CHECKPOINT_FAILED', `sandbox ${runtimeId} predates checkpoints and its image ${record.image} is gone`);
     let memory: MemoryDumper | undefined;
     if (request.memory) {
-      const refusal = memoryCheckpointRefusal({ runtimeBinary: this.runtimeBinary, criu: this.criu, restoredWithMemory: record.memoryRestored === true });
+      const refusal = memoryCheckpointRefusal({ runtimeBinary: this.runtimeBinary, criu: this.criu });
       if (refusal !== undefined) throw new RuntimeError('CHECKPOINT_FAILED', `cannot checkpoint the sandbox's processes: ${refusal}`);
       memory = this.memoryDumper(live);
     }

@@ -28,7 +28,7 @@
  *     server's.
  */
 import { execFile, spawn } from 'node:child_process';
-import { readdir, readFile, readlink, stat, writeFile } from 'node:fs/promises';
+import { readdir, readFile, readlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { BinaryReader, BinaryWriter } from '@bufbuild/protobuf/wire';

@@ -5,10 +5,14 @@
 #
 # CRIU 4.1.1 (Debian 13's source: its orig tarball from Debian's archive through a private apt
 # source list, the system's sources are not touched) is built once into <cache>/criu/<version>/
-# (~30 s on 2 cores) with one patch of ours, scripts/criu/inherit-fd-once.patch: CRIU parses the
-# configuration file runc names twice and so takes each `inherit-fd` line twice, which makes the
-# second copy fail ("Can't send fd N into store"; checkpoint-restore/criu#2727). Restores of
-# memory checkpoints hand the restored agent its exec socket and log file that way.
+# (~30 s on 2 cores) with the patches in scripts/criu/:
+# - inherit-fd-once.patch: CRIU parses the configuration file runc names twice and so takes each
+#   `inherit-fd` line twice, which makes the second copy fail ("Can't send fd N into store";
+#   checkpoint-restore/criu#2727). Restores of memory checkpoints hand the restored agent its exec
+#   socket that way.
+# - so-pass-opts-6.16.patch: from Linux 6.16 getsockopt(SO_PASSCRED/SO_PASSSEC) fails with
+#   EOPNOTSUPP on sockets other than Unix and netlink ones, and CRIU 4.1.1 then refuses to dump any
+#   TCP socket ("Can't get 1:16 opt"; checkpoint-restore/criu#2705, fixed upstream after 4.1.1).
 # Debian 12's own criu (3.17) could not be used anyway: it fails `criu check` on kernels from 6.13
 # on ("vdso: Unexpected rt vDSO area bounds": the kernel split [vvar] into [vvar] and
 # [vvar_vclock]; CRIU 4.1 handles it), which includes this project's machines (6.18).
@@ -21,9 +25,9 @@ source "$REPO/scripts/lib/apt.sh"
 works() { "$1" check >/dev/null 2>&1; }
 
 VERSION=4.1.1
-PATCH="$REPO/scripts/criu/inherit-fd-once.patch"
-# The directory names the patch's content: a changed patch builds afresh.
-DIR="$CACHE/criu/$VERSION-$(sha256sum "$PATCH" | cut -c1-12)"
+PATCHES=("$REPO"/scripts/criu/*.patch)
+# The directory names the patches' content: a changed or added patch builds afresh.
+DIR="$CACHE/criu/$VERSION-$(cat "${PATCHES[@]}" | sha256sum | cut -c1-12)"
 BIN="$DIR/criu-$VERSION/criu/criu"
 # <cache>/criu/current names the binary for tests (criuCandidates() in criu-checkpoint.ts).
 done_with() { ln -sfn "$1" "$CACHE/criu/current"; echo "$1"; exit 0; }
@@ -43,7 +47,7 @@ apt_get "${APT_OPTS[@]}" update -qq >&2
 (cd "$DIR" && apt_get "${APT_OPTS[@]}" source --download-only "criu=$VERSION-1" >/dev/null 2>&1 || true)
 [ -f "$DIR/criu_$VERSION.orig.tar.xz" ] || { log "could not download criu_$VERSION.orig.tar.xz from Debian's archive"; exit 1; }
 tar -C "$DIR" -xf "$DIR/criu_$VERSION.orig.tar.xz"
-patch -d "$DIR/criu-$VERSION" -p1 --quiet <"$PATCH"
+for p in "${PATCHES[@]}"; do patch -d "$DIR/criu-$VERSION" -p1 --quiet <"$p"; done
 make -C "$DIR/criu-$VERSION" -j"$(nproc)" criu >"$DIR/build.log" 2>&1 || { tail -n 20 "$DIR/build.log" >&2; log "build failed"; exit 1; }
 if ! works "$BIN"; then "$BIN" check >&2 || true; log "criu $VERSION fails 'criu check' here too"; exit 1; fi
 log "criu $VERSION built: $BIN"

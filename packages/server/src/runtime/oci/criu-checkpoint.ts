@@ -113,20 +113,23 @@ const AGENT_SOCKET_FD = 3;
 export const RESTORE_SOCKET_FD = 0;
 
 /**
- * The CRIU configuration for a dump. Nothing needs saying: the exec socket is found in the
- * sandbox's network namespace and the output is a pipe (runc lists it for the restore).
+ * The CRIU configuration for a dump: open TCP connections are dumped (repair mode, the sandbox's
+ * network namespace locked meanwhile) rather than refused; restores close them
+ * ({@link restoreConfig}). Nothing else needs saying: the exec socket is found in the sandbox's
+ * network namespace and the output is a pipe (runc lists it for the restore).
  */
 export function dumpConfig(): string {
-  return '# corral: a dump needs no options beyond runc\'s\n';
+  return 'tcp-established\n';
 }
 
 /**
  * The CRIU configuration for a restore: the restoring shim's exec socket (runc's stdin, which runc
- * passes on to CRIU) stands in for the dumped one. (The dumped output pipe is replaced by runc's
+ * passes on to CRIU) stands in for the dumped one, and TCP connections are restored closed. (The dumped output pipe is replaced by runc's
  * stdout, the restoring shim's log file, through runc's own descriptors.json.)
  */
 export function restoreConfig(agent: AgentDescriptors): string {
-  return `inherit-fd fd[${RESTORE_SOCKET_FD}]:socket:[${agent.socketInode}]\n`;
+  // A copy has a new address and none of its peers: its TCP connections come back closed.
+  return `inherit-fd fd[${RESTORE_SOCKET_FD}]:socket:[${agent.socketInode}]\ntcp-close\n`;
 }
 
 /**

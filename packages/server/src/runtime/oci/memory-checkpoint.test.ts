@@ -177,6 +177,22 @@ describe('oci memory checkpoints (runc + CRIU)', { skip: reason, timeout: 300_00
     }
   });
 
+  it('a listening server and an open TCP connection: the copy serves on its restored listener, its connection comes back closed, the source keeps its own', async () => {
+    const source = (await runtime.create(spec())).runtimeId;
+    await sh(runtime, source, 'mkdir -p /www && echo hello > /www/index.html && httpd -p 8000 -h /www');
+    await eventually(async () => (await runToEnd(runtime, source, 'wget -qO- http://127.0.0.1:8000/')).stdout === 'hello\n', 'httpd to serve');
+    // A connection that stays open: nc reads from a pipe that never ends.
+    await sh(runtime, source, "sh -c 'while :; do sleep 1; done | nc 127.0.0.1 8000 >/dev/null' >/dev/null 2>&1 &");
+    const ncRunning = async (id: string): Promise<boolean> => (await sh(runtime, id, 'ps -o args')).split('\n').some((l) => /^nc 127/.test(l));
+    await eventually(() => ncRunning(source), 'nc to connect');
+    const ref = newRef();
+    assert.equal((await runtime.checkpoint(source, { checkpointId: ref, memory: true })).memory, true);
+    const copy = (await runtime.create(spec({ checkpoint: { ref, memory: true } }))).runtimeId;
+    assert.equal((await sh(runtime, copy, 'wget -qO- http://127.0.0.1:8000/')), 'hello\n');
+    await eventually(async () => !(await ncRunning(copy)), "the copy's connection to be closed (nc exits)");
+    assert.ok(await ncRunning(source), 'the source keeps its connection');
+  });
+
   it('an exec started during the dump waits for it; an exec still attached after the wait fails the checkpoint with the reason', async () => {
     const source = (await runtime.create(spec())).runtimeId;
     await sh(runtime, source, COUNTER);

@@ -71,7 +71,7 @@ for (const driver of ['oci', 'docker'] as const) {
     let server: ListeningTestServer;
     before(async () => {
       // Memory checkpoints (oci): runc with the CRIU scripts/ensure-criu.sh builds.
-      server = await startImageBuildServer(`ckpt-e2e-${driver}`, { createWaitMs: 0, ociRuntime: 'runc', criu: criuCandidates(CACHE)[0]! }, ['busybox'], driver);
+      server = await startImageBuildServer(`ckpt-e2e-${driver}`, { createWaitMs: 0, ociRuntime: 'runc', criu: criuCandidates(CACHE)[0]! }, driver === 'oci' ? ['busybox', 'python'] : ['busybox'], driver);
     });
     after(async () => server?.close());
 
@@ -190,6 +190,45 @@ for (const driver of ['oci', 'docker'] as const) {
 
         for (const id of [second.checkpoint.id, checkpoint.id]) assert.equal((await server.t.request('DELETE', `/api/v1/sandbox/checkpoints/${id}`)).statusCode, 200);
         for (const sb of [origin, ...copies, grandchild]) assert.equal((await server.t.request('DELETE', `/api/v1/sandbox/${sb.id}`)).statusCode, 200);
+      });
+
+      it('a Python interpreter with loaded state resumes mid-loop in each fork (POST /sandbox/{id}/fork with memory)', async () => {
+        const created = await server.t.request('POST', '/api/v1/sandbox', { body: { name: 'python-origin', docker_image: 'python:3.11-slim', ...SMALL, disk_size_gb: 1 } });
+        assert.equal(created.statusCode, 201, created.body);
+        const origin = await gatewayOf(server, created.json<{ id: string }>().id);
+        // State only the interpreter holds: a table built once, and a loop position.
+        const program = [
+          'import time, os',
+          'table = {i: i * i for i in range(200000)}',
+          'token = os.urandom(8).hex()',
+          'step = 0',
+          'while True:',
+          '    step += 1',
+          "    open('/tmp/progress.tmp', 'w').write(f'{step} {len(table)} {table[199999]} {token}')",
+          "    os.replace('/tmp/progress.tmp', '/tmp/progress')",
+          '    time.sleep(0.05)',
+        ].join('\n');
+        await sh(origin, `cat > /tmp/loop.py <<'EOF'\n${program}\nEOF\nnohup python3 /tmp/loop.py >/dev/null 2>&1 &`);
+        const progress = async (sb: GatewaySandbox): Promise<{ step: number; size: number; last: number; token: string }> => {
+          const [step, size, last, token] = (await sh(sb, 'cat /tmp/progress 2>/dev/null || echo 0 0 0 none')).trim().split(' ');
+          return { step: Number(step), size: Number(size), last: Number(last), token: token ?? '' };
+        };
+        await eventually(async () => ((await progress(origin)).step >= 5 ? true : undefined), 60_000, 'the interpreter to loop');
+        const forked = await server.t.request('POST', `/api/v1/sandbox/${origin.id}/fork`, { body: { count: 2, memory: true, ...SMALL } });
+        assert.equal(forked.statusCode, 201, forked.body);
+        const result = forked.json<{ checkpoint: Checkpoint & { memory: boolean }; sandboxes: { id: string }[] }>();
+        assert.equal(result.checkpoint.memory, true);
+        const atFork = await progress(origin);
+        const copies = await Promise.all(result.sandboxes.map((s) => gatewayOf(server, s.id)));
+        for (const copy of copies) {
+          const first = await progress(copy);
+          // The same interpreter: its table, its random token, and a step count that goes on rather than restarting.
+          assert.deepEqual([first.size, first.last, first.token], [200000, 199999 * 199999, atFork.token]);
+          assert.ok(first.step >= atFork.step - 40, `the copy is at step ${first.step}, the origin was at ${atFork.step}`);
+          await eventually(async () => ((await progress(copy)).step > first.step + 3 ? true : undefined), 30_000, 'the copy to go on looping');
+        }
+        assert.equal((await server.t.request('DELETE', `/api/v1/sandbox/checkpoints/${result.checkpoint.id}`)).statusCode, 200);
+        for (const sb of [origin, ...copies]) assert.equal((await server.t.request('DELETE', `/api/v1/sandbox/${sb.id}`)).statusCode, 200);
       });
     }
   });

@@ -7,6 +7,7 @@ import { promisify } from 'node:util';
 import type { ExecRequest, SandboxRuntime, SandboxSpec } from '../../packages/server/src/runtime/runtime.js';
 import { ImageStore } from '../../packages/server/src/runtime/oci-images/image-store.js';
 import { OciRuntime } from '../../packages/server/src/runtime/oci/oci-runtime.js';
+import { criuCandidates } from '../../packages/server/src/runtime/oci/criu-checkpoint.js';
 import { specFixture } from '../../packages/server/src/testing/sandbox-fixture.js';
 import { machine, percentiles, report, type Baseline } from '../lib/results.js';
 
@@ -40,8 +41,9 @@ function writeScript(mib: number, path: string): string {
  * checkpoint (and of its frozen window) with 10 MiB and with 1 GiB written, and 32 sandboxes
  * forked at once from one checkpoint, each timed from create to its first exec, beside 32 plain
  * creates of the image and, where Docker runs, `docker commit` and 32 `docker run` + `docker exec`
- * of the committed image, in the same run. `--runs N` (default 3) checkpoints per size;
- * `--forks N` (default 32); `--big-mib N` (default 1024).
+ * of the committed image, in the same run. Then memory checkpoints (runc + CRIU; see
+ * {@link memoryCheckpoints}). `--runs N` (default 3) checkpoints per size; `--forks N` (default
+ * 32); `--big-mib N` (default 1024); `--memory-mib N` (default 64); `--memory-forks N` (default 8).
  */
 export async function run_(args: string[]): Promise<void> {
   const opt = (name: string, fallback: number): number => {
@@ -135,6 +137,11 @@ export async function run_(args: string[]): Promise<void> {
       baselines.push({ name: 'docker commit, 10 MiB written', p50_ms: commit, p95_ms: commit, p99_ms: commit });
       baselines.push({ name: `${forks} docker run -d + docker exec true of the commit, at once`, ...percentiles(docker.runs) });
     }
+    const memory = await memoryCheckpoints(opt('memory-mib', 64), opt('memory-forks', 8), runs).catch((error: unknown) => {
+      console.log(`memory checkpoints skipped: ${(error as Error).message.split('\n')[0]}`);
+      return undefined;
+    });
+    if (memory) baselines.push(...memory);
     const mine = percentiles(forked);
     report(
       {
@@ -148,6 +155,88 @@ export async function run_(args: string[]): Promise<void> {
       },
       'checkpoint-oci',
     );
+  } finally {
+    await Promise.all(made.map((id) => runtime.remove(id).catch(() => undefined)));
+    for (const ref of refs) await runtime.deleteCheckpoint(ref).catch(() => undefined);
+    await runtime.pruneCheckpointLayers().catch(() => undefined);
+    await runtime.close();
+    await rm(join(stateDir, 'instances', instance), { recursive: true, force: true });
+  }
+}
+
+/**
+ * Memory checkpoints (runc + CRIU, whatever runtime the filesystem part used): a sandbox whose
+ * background shell holds `mib` MiB in memory (and one holding only a counter) is checkpointed with
+ * its processes `runs` times, then restored one at a time and `forks` at once, each timed from
+ * create to its first exec. Needs runc and the CRIU `scripts/ensure-criu.sh` builds.
+ */
+async function memoryCheckpoints(mib: number, forks: number, runs: number): Promise<Baseline[]> {
+  const stateDir = join(CACHE, 'oci-test');
+  const instance = `bench-mem-${randomBytes(4).toString('hex')}`;
+  const runtime = new OciRuntime({
+    instance,
+    stateDir,
+    images: new ImageStore({ root: join(stateDir, 'images'), insecureRegistries: ['127.0.0.1:5000'] }),
+    runtimeBinary: 'runc',
+    criu: criuCandidates(CACHE),
+    poolSize: 4,
+    warmDiskSizes: [],
+    imageGcIntervalMs: 0,
+  });
+  await runtime.init();
+  const made: string[] = [];
+  const refs: string[] = [];
+  const spec = (overrides: Partial<SandboxSpec> = {}): SandboxSpec =>
+    specFixture({ sandboxId: `benchm${randomBytes(5).toString('hex')}`, image: IMAGE, memoryBytes: (mib * 3 + 256) * MiB, diskBytes: 1024 * MiB, ...overrides });
+  const create = async (overrides: Partial<SandboxSpec> = {}): Promise<string> => {
+    const { runtimeId } = await runtime.create(spec(overrides));
+    made.push(runtimeId);
+    return runtimeId;
+  };
+  try {
+    if (!runtime.capabilities().memoryCheckpoint) throw new Error(runtime.capabilities().memoryCheckpointUnavailable ?? 'no memory checkpoints');
+    /** A source whose background shell holds `hold` MiB (a string of that many bytes) and counts. */
+    const source = async (hold: number): Promise<string> => {
+      const id = await create();
+      // Inside the single-quoted script: a string of `hold` MiB the shell keeps.
+      const fill = hold > 0 ? `x=$(head -c ${hold * MiB} /dev/zero | tr "\\0" a); ` : '';
+      await sh(runtime, id, `sh -c '${fill}i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done' >/dev/null 2>&1 & while ! test -s /tmp/count; do sleep 0.05; done`);
+      return id;
+    };
+    const capture = async (id: string): Promise<{ ms: number; frozen: number; bytes: number; ref: string }> => {
+      const ref = `benchm${randomBytes(6).toString('hex')}`;
+      const started = performance.now();
+      const taken = await runtime.checkpoint(id, { checkpointId: ref, memory: true });
+      refs.push(ref);
+      return { ms: performance.now() - started, frozen: runtime.checkpoints.lastTimings?.frozenMs ?? Number.NaN, bytes: taken.sizeBytes, ref };
+    };
+    const toFirstExec = async (ref: string): Promise<number> => {
+      const started = performance.now();
+      const id = await create({ checkpoint: { ref, memory: true } });
+      await sh(runtime, id, 'true');
+      return performance.now() - started;
+    };
+    const out: Baseline[] = [];
+    for (const hold of [0, mib]) {
+      const id = await source(hold);
+      const taken: { ms: number; frozen: number; bytes: number; ref: string }[] = [];
+      for (let i = 0; i < runs; i++) taken.push(await capture(id));
+      const last = taken.at(-1)!;
+      const one: number[] = [];
+      for (let i = 0; i < runs; i++) one.push(await toFirstExec(last.ref));
+      const many = await Promise.all(Array.from({ length: forks }, () => toFirstExec(last.ref)));
+      const label = hold > 0 ? `a shell holding ${hold} MiB` : 'a counting shell';
+      console.log(
+        `memory checkpoint of ${label}: ${taken.map((t) => t.ms.toFixed(0)).join(', ')} ms (frozen ${taken.map((t) => t.frozen.toFixed(0)).join(', ')} ms), ` +
+          `${(last.bytes / MiB).toFixed(1)} MiB stored; restore to first exec ${one.map((t) => t.toFixed(0)).join(', ')} ms; ` +
+          `${forks} at once p50 ${percentiles(many).p50_ms} ms, p99 ${percentiles(many).p99_ms} ms (load ${load()})`,
+      );
+      out.push({ name: `memory checkpoint of ${label} (total)`, ...percentiles(taken.map((t) => t.ms)), frozen_ms: percentiles(taken.map((t) => t.frozen)), stored_bytes: last.bytes });
+      out.push({ name: `memory restore of ${label}, to first exec, one at a time`, ...percentiles(one) });
+      out.push({ name: `memory restore of ${label}, ${forks} at once, to first exec`, ...percentiles(many) });
+      await Promise.all(made.splice(0).map((m) => runtime.remove(m).catch(() => undefined)));
+    }
+    return out;
   } finally {
     await Promise.all(made.map((id) => runtime.remove(id).catch(() => undefined)));
     for (const ref of refs) await runtime.deleteCheckpoint(ref).catch(() => undefined);

@@ -37,6 +37,36 @@ function writeScript(mib: number, path: string): string {
 }
 
 /**
+ * An oci driver on the tests' state directory (and its image store) for one part of the scenario,
+ * and what removes its sandboxes, checkpoints, their layers and its instance directory.
+ */
+async function benchRuntime(prefix: string, runtimeBinary: string): Promise<{ runtime: OciRuntime; dispose(made: string[], refs: string[]): Promise<void> }> {
+  const stateDir = join(CACHE, 'oci-test');
+  const instance = `${prefix}-${randomBytes(4).toString('hex')}`;
+  const runtime = new OciRuntime({
+    instance,
+    stateDir,
+    images: new ImageStore({ root: join(stateDir, 'images'), insecureRegistries: ['127.0.0.1:5000'] }),
+    runtimeBinary,
+    criu: criuCandidates(CACHE),
+    poolSize: 4,
+    warmDiskSizes: [],
+    imageGcIntervalMs: 0,
+  });
+  await runtime.init();
+  return {
+    runtime,
+    async dispose(made, refs) {
+      await Promise.all(made.map((id) => runtime.remove(id).catch(() => undefined)));
+      for (const ref of refs) await runtime.deleteCheckpoint(ref).catch(() => undefined);
+      await runtime.pruneCheckpointLayers().catch(() => undefined);
+      await runtime.close();
+      await rm(join(stateDir, 'instances', instance), { recursive: true, force: true });
+    },
+  };
+}
+
+/**
  * Filesystem checkpoints on the oci driver, driven through the driver directly: the time of a
  * checkpoint (and of its frozen window) with 10 MiB and with 1 GiB written, and 32 sandboxes
  * forked at once from one checkpoint, each timed from create to its first exec, beside 32 plain
@@ -53,18 +83,7 @@ export async function run_(args: string[]): Promise<void> {
   const runs = opt('runs', 3);
   const forks = opt('forks', 32);
   const bigMib = opt('big-mib', 1024);
-  const stateDir = join(CACHE, 'oci-test');
-  const instance = `bench-ckpt-${randomBytes(4).toString('hex')}`;
-  const runtime = new OciRuntime({
-    instance,
-    stateDir,
-    images: new ImageStore({ root: join(stateDir, 'images'), insecureRegistries: ['127.0.0.1:5000'] }),
-    runtimeBinary: process.env.CORRAL_OCI_RUNTIME ?? 'crun',
-    poolSize: 4,
-    warmDiskSizes: [],
-    imageGcIntervalMs: 0,
-  });
-  await runtime.init();
+  const { runtime, dispose } = await benchRuntime('bench-ckpt', process.env.CORRAL_OCI_RUNTIME ?? 'crun');
   const spec = (overrides: Partial<SandboxSpec> = {}): SandboxSpec =>
     specFixture({ sandboxId: `bench${randomBytes(5).toString('hex')}`, image: IMAGE, diskBytes: Math.max(1024, bigMib * 2 + 256) * MiB, ...overrides });
   const made: string[] = [];
@@ -156,11 +175,7 @@ export async function run_(args: string[]): Promise<void> {
       'checkpoint-oci',
     );
   } finally {
-    await Promise.all(made.map((id) => runtime.remove(id).catch(() => undefined)));
-    for (const ref of refs) await runtime.deleteCheckpoint(ref).catch(() => undefined);
-    await runtime.pruneCheckpointLayers().catch(() => undefined);
-    await runtime.close();
-    await rm(join(stateDir, 'instances', instance), { recursive: true, force: true });
+    await dispose(made, refs);
   }
 }
 
@@ -171,19 +186,7 @@ export async function run_(args: string[]): Promise<void> {
  * create to its first exec. Needs runc and the CRIU `scripts/ensure-criu.sh` builds.
  */
 async function memoryCheckpoints(mib: number, forks: number, runs: number): Promise<Baseline[]> {
-  const stateDir = join(CACHE, 'oci-test');
-  const instance = `bench-mem-${randomBytes(4).toString('hex')}`;
-  const runtime = new OciRuntime({
-    instance,
-    stateDir,
-    images: new ImageStore({ root: join(stateDir, 'images'), insecureRegistries: ['127.0.0.1:5000'] }),
-    runtimeBinary: 'runc',
-    criu: criuCandidates(CACHE),
-    poolSize: 4,
-    warmDiskSizes: [],
-    imageGcIntervalMs: 0,
-  });
-  await runtime.init();
+  const { runtime, dispose } = await benchRuntime('bench-mem', 'runc');
   const made: string[] = [];
   const refs: string[] = [];
   const spec = (overrides: Partial<SandboxSpec> = {}): SandboxSpec =>
@@ -238,11 +241,7 @@ async function memoryCheckpoints(mib: number, forks: number, runs: number): Prom
     }
     return out;
   } finally {
-    await Promise.all(made.map((id) => runtime.remove(id).catch(() => undefined)));
-    for (const ref of refs) await runtime.deleteCheckpoint(ref).catch(() => undefined);
-    await runtime.pruneCheckpointLayers().catch(() => undefined);
-    await runtime.close();
-    await rm(join(stateDir, 'instances', instance), { recursive: true, force: true });
+    await dispose(made, refs);
   }
 }
 

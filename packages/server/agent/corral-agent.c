@@ -1517,13 +1517,34 @@ static int hand_over_listener(long init, const char *socket_path) {
   return ok;
 }
 
-/* Copies what is waiting in the sandbox's output pipe to the log (the shim's stdout); closes the
- * pipe at its end. What the log cannot take (a full disk) is dropped, never waited for. */
-static void copy_output(int *fd) {
+/*
+ * The shim copies the sandbox's output outside the sandbox's cgroup: at most LOG_RATE bytes a
+ * second (bursts of LOG_BURST), so that printing flat out cannot spend the host's CPU beyond the
+ * sandbox's own limit. Past it the pipe fills and the sandbox's writes wait.
+ */
+#define LOG_RATE (4ll << 20)
+#define LOG_BURST (1ll << 20)
+static long long log_tokens = LOG_BURST, log_refilled_ms;
+
+static void refill_log_tokens(void) {
+  long long now = now_ms();
+  if (log_refilled_ms == 0) log_refilled_ms = now;
+  log_tokens += (now - log_refilled_ms) * LOG_RATE / 1000;
+  if (log_tokens > LOG_BURST) log_tokens = LOG_BURST;
+  log_refilled_ms = now;
+}
+
+/* Copies what is waiting in the sandbox's output pipe to the log (the shim's stdout), up to the
+ * rate's tokens unless `all` (the sandbox ended); closes the pipe at its end. What the log cannot
+ * take (a full disk) is dropped, never waited for. */
+static void copy_output(int *fd, int all) {
   char buf[65536];
-  while (*fd >= 0) {
-    ssize_t n = read(*fd, buf, sizeof buf);
+  while (*fd >= 0 && (all || log_tokens > 0)) {
+    size_t want = sizeof buf;
+    if (!all && (long long)want > log_tokens) want = (size_t)log_tokens;
+    ssize_t n = read(*fd, buf, want);
     if (n > 0) {
+      log_tokens -= n;
       ssize_t off = 0;
       while (off < n) {
         ssize_t w = write(1, buf + off, (size_t)(n - off));
@@ -1659,12 +1680,16 @@ static int run_shim(int argc, char **argv) {
   long init = 0;
   int runner_done = 0;
   for (;;) {
+    refill_log_tokens();
+    /* Out of tokens: the pipe is left alone until enough for a pipe's worth have come back. */
+    int copying = out_pipe[0] >= 0 && log_tokens > 0;
+    int wait_ms = out_pipe[0] >= 0 && !copying ? (int)((65536 - log_tokens) * 1000 / LOG_RATE) + 1 : -1;
     struct pollfd fds[2] = {{.fd = chld_fd, .events = POLLIN}, {.fd = out_pipe[0], .events = POLLIN}};
-    if (poll(fds, out_pipe[0] >= 0 ? 2 : 1, -1) < 0) {
+    if (poll(fds, copying ? 2 : 1, wait_ms) < 0) {
       if (errno == EINTR) continue;
       record(255);
     }
-    if (fds[1].revents) copy_output(&out_pipe[0]);
+    if (copying && fds[1].revents) copy_output(&out_pipe[0], 0);
     if (!fds[0].revents) continue;
     struct signalfd_siginfo info;
     while (read(chld_fd, &info, sizeof info) == sizeof info) {
@@ -1674,7 +1699,7 @@ static int run_shim(int argc, char **argv) {
       if (pid == runner) {
         runner_done = 1;
         if (exit_code(status) != 0) {
-          copy_output(&out_pipe[0]);
+          copy_output(&out_pipe[0], 1);
           record(exit_code(status));
         }
         FILE *f = fopen(pid_tmp, "r");
@@ -1687,7 +1712,7 @@ static int run_shim(int argc, char **argv) {
         }
         rename(pid_tmp, pid_file);
       } else if (runner_done && pid == (pid_t)init) {
-        copy_output(&out_pipe[0]);
+        copy_output(&out_pipe[0], 1);
         record(exit_code(status));
       }
     }

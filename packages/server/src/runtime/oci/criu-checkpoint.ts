@@ -6,7 +6,8 @@
  * What holds on this project's machines (kernel 6.18, runc 1.1.5, see docs/runtime-oci.md,
  * "Memory checkpoints (CRIU)"):
  * - Debian 12's criu 3.17 cannot run at all (`criu check`: "vdso: Unexpected rt vDSO area bounds",
- *   kernels from 6.13 split the vvar mapping); `scripts/ensure-criu.sh` builds Debian 13's 4.1.1.
+ *   kernels from 6.13 split the vvar mapping); `scripts/ensure-criu.sh` builds Debian 13's 4.1.1
+ *   with two patches (inherit-fd from runc's configuration file; TCP sockets on Linux 6.16+).
  * - crun 1.8.1 is built without CRIU: only runc can checkpoint.
  * - Dumps use `--leave-running`: the sandbox runs on afterwards.
  * - Corral's user namespace owns the sandbox's network namespace. CRIU recreates the user
@@ -23,7 +24,8 @@
  *     made before the restored network namespace existed; the shim then hands the agent one made
  *     inside it (the agent's F_LISTENER frame), so a restored sandbox can be dumped again;
  *   - its stdout/stderr is a pipe the shim copies into the log file (a file outside the sandbox's
- *     mounts could not be dumped); runc hands the restore its own stdout, the log file, instead;
+ *     mounts could not be dumped); runc hands the restore its own stdout, the restoring shim's
+ *     pipe, instead;
  *   - no exec connection is open during the dump ({@link waitForQuietAgent}): their peers are the
  *     server's.
  */
@@ -41,7 +43,7 @@ export const CRIU_CONFIG_FILE = 'criu.conf';
 
 /**
  * Where to look for CRIU in a cache directory: the binary `scripts/ensure-criu.sh` builds (CRIU
- * 4.1.1 with the patch restores need) and links as `<cache>/criu/current`.
+ * 4.1.1 with the patches in scripts/criu/) and links as `<cache>/criu/current`.
  */
 export function criuCandidates(cacheDir: string): string[] {
   return [join(cacheDir, 'criu', 'current')];

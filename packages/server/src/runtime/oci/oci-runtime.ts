@@ -1101,8 +1101,8 @@ export class OciRuntime implements SandboxRuntime {
   /**
    * Dumps a sandbox's processes with `runc checkpoint` (CRIU) for a memory checkpoint: new execs
    * wait while open ones finish (up to {@link QUIET_TIMEOUT_MS}), then, within the capture's
-   * freeze, the agent's log file is declared external and the image's network namespace made an
-   * ordinary one (restores get a new one).
+   * freeze, CRIU dumps with the sandbox's `criu.conf` ({@link dumpConfig}) and the image's network
+   * namespace is made an ordinary one (restores get a new one).
    */
   private memoryDumper(live: Live): MemoryDumper {
     const { runtimeId } = live.record;

@@ -177,6 +177,45 @@ describe('oci memory checkpoints (runc + CRIU)', { skip: reason, timeout: 300_00
     }
   });
 
+  it('survives a driver restart: the checkpoint restores from the new process, and a restored sandbox is adopted and serves execs', async () => {
+    const again = `${instance}-restart`;
+    const make = (): OciRuntime => new OciRuntime({ instance: again, stateDir: STATE_DIR, runtimeBinary: 'runc', criu: criuCandidates(CACHE), poolSize: 0, warmDiskSizes: [] });
+    let first: OciRuntime | undefined = make();
+    let second: OciRuntime | undefined;
+    try {
+      await first.init();
+      const source = (await first.create(spec())).runtimeId;
+      await sh(first, source, COUNTER);
+      await eventually(async () => (await count(first!, source)) >= 5, 'the counter to start');
+      const ref = newRef();
+      await first.checkpoint(source, { checkpointId: ref, memory: true });
+      const atCapture = await count(first, source);
+      const copy = (await first.create(spec({ checkpoint: { ref, memory: true } }))).runtimeId;
+      await first.close();
+      first = undefined;
+
+      second = make();
+      await second.init();
+      const rt = second;
+      // The copy restored by the first process is adopted: listed, running, its agent answering, still counting.
+      assert.ok((await rt.list()).some((s) => s.runtimeId === copy && s.running));
+      const before = await count(rt, copy);
+      await eventually(async () => (await count(rt, copy)) > before + 3, 'the adopted copy to go on counting');
+      // The checkpoint restores from the new process too.
+      const later = (await rt.create(spec({ checkpoint: { ref, memory: true } }))).runtimeId;
+      const from = await count(rt, later);
+      assert.ok(from >= atCapture - 25, `the copy made after the restart counts from ${from}, capture near ${atCapture}`);
+      await eventually(async () => (await count(rt, later)) > from + 3, 'the copy made after the restart to go on counting');
+    } finally {
+      for (const rt of [first, second]) {
+        if (!rt) continue;
+        for (const s of await rt.list().catch(() => [])) await rt.remove(s.runtimeId).catch(() => undefined);
+        await rt.close().catch(() => undefined);
+      }
+      await rm(join(STATE_DIR, 'instances', again), { recursive: true, force: true });
+    }
+  });
+
   it('a listening server and an open TCP connection: the copy serves on its restored listener, its connection comes back closed, the source keeps its own', async () => {
     const source = (await runtime.create(spec())).runtimeId;
     await sh(runtime, source, 'mkdir -p /www && echo hello > /www/index.html && httpd -p 8000 -h /www');

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chmod, copyFile, mkdir, mkdtemp, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, mkdtemp, open, readdir, readFile, readlink, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, posix } from 'node:path';
 import type { Duplex, Readable } from 'node:stream';
 import { ExecFileReader } from '../exec-file-reader.js';
@@ -975,11 +975,13 @@ export class OciRuntime implements SandboxRuntime {
     // extends it, up to START_CHECK_MAX_EXTRA_MS (sampled every 20 ms). Time they spend asleep
     // (`sleep 0.2; exit 4`) does not. An idle command's window is never extended: it would only
     // hold a burst's readiness back.
-    // The window starts once the start command runs (a child of the agent): on a loaded host the
-    // agent may take longer than the window to fork it, and a command that has not run yet cannot
-    // have failed. A command that ran and ended in between has ended the sandbox (the exit file).
+    // The window starts once the start command runs: a child of the agent that has executed its
+    // program (its executable is no longer the agent's). On a loaded host the agent may take longer
+    // than the window to fork it, and loading the program may wait on the disk; a command that has
+    // not run yet cannot have failed. A command that ran and ended in between has ended the sandbox
+    // (the exit file).
     if (initPid > 0) {
-      while ((await childPids(initPid)).length === 0 && Date.now() < deadline) {
+      while (!(await startCommandExecuted(initPid)) && Date.now() < deadline) {
         if (existsSync(exitFile)) await failed();
         await delay(2);
       }
@@ -1622,6 +1624,19 @@ async function readRecord<T>(dir: string): Promise<T | undefined> {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Whether a child of the sandbox's init (the agent) has executed its own program: its
+ * `/proc/<pid>/exe` differs from the agent's (a forked child that has not exec'd yet shares it).
+ */
+async function startCommandExecuted(initPid: number): Promise<boolean> {
+  const agent = await readlink(`/proc/${initPid}/exe`).catch(() => undefined);
+  for (const pid of await childPids(initPid)) {
+    const exe = await readlink(`/proc/${pid}/exe`).catch(() => undefined);
+    if (exe !== undefined && exe !== agent) return true;
+  }
+  return false;
 }
 
 async function childPids(initPid: number): Promise<string[]> {

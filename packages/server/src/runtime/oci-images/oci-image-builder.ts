@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { chmod, chown, lstat, mkdir, mkdtemp, open, readdir, readFile, realpath, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, open, readdir, readFile, realpath, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { basename, join, relative, resolve } from 'node:path';
 import { FAILURE_TAIL_BYTES, type ImageBuilder, ImageBuildError, type ImageBuildRequest, type ImageBuildResult, type ImageTransferRequest, OUTPUT_TAIL_BYTES } from '../image-builder.js';
 import { parseImageRef } from '../registry/image-ref.js';
@@ -13,6 +13,7 @@ import { writeImageLayout } from './oci-layout.js';
 import { makeBuildCgroups } from './build-cgroup.js';
 import { BuildDisk } from './build-disk.js';
 import { type BuildIdMap, BuildNamespace } from './build-namespace.js';
+import { directorySize } from '../../util/directory-size.js';
 
 /** Limits and isolation of builds on the oci driver. */
 export interface OciImageBuildOptions {
@@ -610,12 +611,3 @@ export interface KnownLayer {
   size: number;
 }
 
-/** Bytes of the regular files under `dir` (links not followed). */
-async function directorySize(dir: string): Promise<number> {
-  let total = 0;
-  for (const entry of await readdir(dir, { withFileTypes: true, recursive: true }).catch(() => [])) {
-    if (!entry.isFile()) continue;
-    total += (await lstat(join(entry.parentPath ?? entry.path, entry.name)).catch(() => ({ size: 0 }))).size;
-  }
-  return total;
-}

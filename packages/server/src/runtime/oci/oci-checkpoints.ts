@@ -1,8 +1,9 @@
-import { lstat, mkdir, readdir, rm } from 'node:fs/promises';
+import { lstat, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { RuntimeError } from '../runtime.js';
 import type { CheckpointRequest, RuntimeCheckpoint } from '../runtime.js';
+import { directorySize } from '../../util/directory-size.js';
 import { pathExists } from '../../util/path-exists.js';
 import { precopyUpper, syncFrozen, writeLayerTar } from './checkpoint-capture.js';
 import type { TreeIndex } from './checkpoint-capture.js';
@@ -51,14 +52,6 @@ export interface RestoreSource {
   memory?: { dir: string; agent: AgentDescriptors };
 }
 
-/** Total bytes of the regular files under `dir`. */
-async function treeBytes(dir: string): Promise<number> {
-  let total = 0;
-  for (const entry of await readdir(dir, { withFileTypes: true, recursive: true })) {
-    if (entry.isFile()) total += (await lstat(join(entry.parentPath, entry.name))).size;
-  }
-  return total;
-}
 
 /** How long the phases of the last capture took (ms). */
 export interface CaptureTimings {
@@ -152,7 +145,7 @@ export class OciCheckpoints {
           if (dumper) {
             await mkdir(memoryDir);
             const agent = await dumper.dump(memoryDir);
-            memory = { agent, sizeBytes: await treeBytes(memoryDir) };
+            memory = { agent, sizeBytes: await directorySize(memoryDir) };
           }
           return synced;
         } finally {

@@ -638,7 +638,7 @@ export class OciRuntime implements SandboxRuntime {
   private async applyClaim(record: SandboxRecord, spec: SandboxSpec, image: ImageRecord, egress: EgressPolicy): Promise<void> {
     const dir = this.sandboxDir(record.runtimeId);
     if (existsSync(join(dir, 'exit'))) throw new Error('the warm sandbox exited');
-    const initPid = Number((await readFile(join(dir, 'init.pid'), 'utf8')).trim());
+    const initPid = await readInitPid(dir);
     // The pid must still be this sandbox's init (not a reused pid) before its namespace is entered.
     const cgroup = await readFile(`/proc/${initPid}/cgroup`, 'utf8').catch(() => '');
     if (!(initPid > 0) || !cgroup.includes(`${record.cgroupsPath}\n`)) throw new Error('the warm sandbox is not running');
@@ -879,7 +879,7 @@ export class OciRuntime implements SandboxRuntime {
    */
   private async plumbRestored(record: SandboxRecord, hostname: string, online: boolean, egress: EgressPolicy): Promise<void> {
     const dir = this.sandboxDir(record.runtimeId);
-    const initPid = Number((await readFile(join(dir, 'init.pid'), 'utf8')).trim());
+    const initPid = await readInitPid(dir);
     const ns = await this.netns.adopt(initPid, online, (ip) => this.egress.apply(record.runtimeId, ip, egress));
     record.netns = { name: ns.name, ip: ns.ip };
     await writeRecord(dir, record);
@@ -1109,7 +1109,6 @@ export class OciRuntime implements SandboxRuntime {
   private memoryDumper(live: Live): MemoryDumper {
     const { runtimeId } = live.record;
     const dir = this.sandboxDir(runtimeId);
-    const initPid = async (): Promise<number> => Number((await readFile(join(dir, 'init.pid'), 'utf8')).trim());
     return {
       quiesce: async () => {
         let open: () => void = () => undefined;
@@ -1118,7 +1117,7 @@ export class OciRuntime implements SandboxRuntime {
           live.quiesced = undefined;
           open();
         };
-        const stillOpen = await waitForQuietAgent(await initPid(), QUIET_TIMEOUT_MS).catch((error: unknown) => {
+        const stillOpen = await waitForQuietAgent(await readInitPid(dir), QUIET_TIMEOUT_MS).catch((error: unknown) => {
           release();
           throw error;
         });
@@ -1134,7 +1133,7 @@ export class OciRuntime implements SandboxRuntime {
       },
       dump: async (imageDir) => {
         if (!this.criu?.ok) throw new RuntimeError('CHECKPOINT_FAILED', 'no working CRIU');
-        const agent = await agentDescriptors(await initPid());
+        const agent = await agentDescriptors(await readInitPid(dir));
         await writeFile(join(dir, CRIU_CONFIG_FILE), dumpConfig(), { mode: 0o600 });
         const work = await mkdtemp(join(dir, 'criu-dump-'));
         try {
@@ -1624,6 +1623,11 @@ async function readRecord<T>(dir: string): Promise<T | undefined> {
   } catch {
     return undefined;
   }
+}
+
+/** The pid of a sandbox's init, from the pid file its shim renamed into the sandbox's directory `dir`. */
+async function readInitPid(dir: string): Promise<number> {
+  return Number((await readFile(join(dir, 'init.pid'), 'utf8')).trim());
 }
 
 /**

@@ -1320,10 +1320,6 @@ static int run_init(int argc, char **argv) {
           }
           reap();
         } else {
-          /* A memory restore hands over a listener whose file flags are the restoring shim's
-           * (runc's Go runtime makes its stdin blocking): accepting until EAGAIN needs O_NONBLOCK. */
-          int flags = fcntl(listener, F_GETFL);
-          if (flags >= 0 && !(flags & O_NONBLOCK)) fcntl(listener, F_SETFL, flags | O_NONBLOCK);
           int conn;
           while (session_count < MAX_SESSIONS && (conn = accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
             struct session *fresh = open_session(conn);
@@ -1672,7 +1668,8 @@ static int run_shim(int argc, char **argv) {
     fprintf(stderr, "corral shim: %s: %s\n", runtime, strerror(errno));
     _exit(127);
   }
-  close(sock_fd);
+  /* A restoring shim keeps its socket until the restore is done (see below). */
+  if (!restore) close(sock_fd);
   if (bpf_path && !restore) close(4);
   if (out_pipe[1] >= 0) close(out_pipe[1]);
   if (out_pipe[0] >= 0) fcntl(out_pipe[0], F_SETFL, O_NONBLOCK);
@@ -1705,6 +1702,12 @@ static int run_shim(int argc, char **argv) {
         FILE *f = fopen(pid_tmp, "r");
         if (!f || fscanf(f, "%ld", &init) != 1 || init <= 0) record(255);
         fclose(f);
+        if (restore) {
+          /* The restored agent holds the same open socket, made blocking by runc's Go runtime
+           * (its stdin); the agent accepts until EAGAIN, so it is made non-blocking again first. */
+          fcntl(RESTORE_SOCKET_FD, F_SETFL, O_NONBLOCK);
+          close(RESTORE_SOCKET_FD);
+        }
         /* A restored sandbox the agent of which cannot be handed its socket is not started. */
         if (restore && hand_over_listener(init, socket_path) < 0) {
           kill((pid_t)init, SIGKILL);

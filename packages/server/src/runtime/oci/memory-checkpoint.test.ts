@@ -16,6 +16,7 @@ import { CheckpointStore } from './checkpoint-store.js';
 import { criuCandidates, probeCriu } from './criu-checkpoint.js';
 import { ociMissing } from '../../testing/runtime-available.js';
 import { specFixture } from '../../testing/sandbox-fixture.js';
+import { insecureRegistriesFor } from '../../testing/local-registries.js';
 
 const IMAGE = process.env.CORRAL_OCI_TEST_IMAGE ?? '127.0.0.1:5000/corral/busybox:latest';
 const REPO = new URL('../../../../../', import.meta.url).pathname;
@@ -68,7 +69,7 @@ describe('oci memory checkpoints (runc + CRIU)', { skip: reason, timeout: 300_00
   };
 
   before(async () => {
-    runtime = new OciRuntime({ instance, stateDir: STATE_DIR, runtimeBinary: 'runc', criu: criuCandidates(CACHE), poolSize: 1, warmDiskSizes: [] });
+    runtime = new OciRuntime({ instance, stateDir: STATE_DIR, runtimeBinary: 'runc', criu: criuCandidates(CACHE), insecureRegistries: insecureRegistriesFor(IMAGE), poolSize: 1, warmDiskSizes: [] });
     await runtime.init();
   });
 
@@ -154,7 +155,7 @@ describe('oci memory checkpoints (runc + CRIU)', { skip: reason, timeout: 300_00
   });
 
   it('without a user namespace (CORRAL_OCI_USERNS=off) too: the copy goes on counting, offline', async () => {
-    const plain = new OciRuntime({ instance: `${instance}-plain`, stateDir: STATE_DIR, runtimeBinary: 'runc', criu: criuCandidates(CACHE), poolSize: 0, warmDiskSizes: [], userns: null });
+    const plain = new OciRuntime({ instance: `${instance}-plain`, stateDir: STATE_DIR, runtimeBinary: 'runc', criu: criuCandidates(CACHE), insecureRegistries: insecureRegistriesFor(IMAGE), poolSize: 0, warmDiskSizes: [], userns: null });
     await plain.init();
     try {
       assert.equal(plain.isolation().userNamespace, false);
@@ -179,7 +180,7 @@ describe('oci memory checkpoints (runc + CRIU)', { skip: reason, timeout: 300_00
 
   it('survives a driver restart: the checkpoint restores from the new process, and a restored sandbox is adopted and serves execs', async () => {
     const again = `${instance}-restart`;
-    const make = (): OciRuntime => new OciRuntime({ instance: again, stateDir: STATE_DIR, runtimeBinary: 'runc', criu: criuCandidates(CACHE), poolSize: 0, warmDiskSizes: [] });
+    const make = (): OciRuntime => new OciRuntime({ instance: again, stateDir: STATE_DIR, runtimeBinary: 'runc', criu: criuCandidates(CACHE), insecureRegistries: insecureRegistriesFor(IMAGE), poolSize: 0, warmDiskSizes: [] });
     let first: OciRuntime | undefined = make();
     let second: OciRuntime | undefined;
     try {

@@ -16,6 +16,7 @@ import { after, before, describe, it } from 'node:test';
 import { OciRuntime } from './oci-runtime.js';
 import { ociMissing } from '../../testing/runtime-available.js';
 import { specFixture } from '../../testing/sandbox-fixture.js';
+import { insecureRegistriesFor } from '../../testing/local-registries.js';
 
 const IMAGE = process.env.CORRAL_OCI_TEST_IMAGE ?? '127.0.0.1:5000/corral/busybox:latest';
 const REPO = new URL('../../../../../', import.meta.url).pathname;
@@ -41,7 +42,7 @@ describe('oci shim: the output it copies, the socket it makes', { skip: reason, 
   let runtime: OciRuntime;
 
   before(async () => {
-    runtime = new OciRuntime({ instance, stateDir: STATE_DIR, runtimeBinary: RUNTIME, poolSize: 0, warmDiskSizes: [] });
+    runtime = new OciRuntime({ instance, stateDir: STATE_DIR, runtimeBinary: RUNTIME, insecureRegistries: insecureRegistriesFor(IMAGE), poolSize: 0, warmDiskSizes: [] });
     await runtime.init();
   });
 

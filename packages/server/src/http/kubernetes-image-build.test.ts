@@ -18,7 +18,7 @@ import { kubernetesImageBuilds } from '../runtime/kubernetes/kubernetes-image-bu
 import type { KubernetesRuntime } from '../runtime/kubernetes/kubernetes-runtime.js';
 import { imageBuildMissing } from '../testing/image-build-server.js';
 import { K8S_TEST_IMAGE, kubernetesMissing, kubernetesUnavailable, testKubernetesRuntime } from '../testing/kubernetes-available.js';
-import { LOCAL_TEST_REGISTRIES } from '../testing/local-registries.js';
+import { LOCAL_TEST_REGISTRIES, localRegistryAnswers } from '../testing/local-registries.js';
 import { eventually } from '../testing/runtime-available.js';
 import { type TestServer, startTestServer } from '../testing/test-server.js';
 
@@ -26,15 +26,7 @@ const NAMESPACE = process.env.CORRAL_K8S_NAMESPACE ?? 'corral-conformance';
 const REGISTRY = '127.0.0.1:5000';
 const NAME = 'kubernetes image builds through the API';
 
-async function registryUp(): Promise<boolean> {
-  try {
-    return (await fetch(`http://${REGISTRY}/v2/`, { signal: AbortSignal.timeout(1000) })).status === 200;
-  } catch {
-    return false;
-  }
-}
-
-const reason = (await kubernetesMissing()) ?? imageBuildMissing('oci') ?? ((await registryUp()) ? undefined : `no registry at ${REGISTRY}`);
+const reason = (await kubernetesMissing()) ?? imageBuildMissing('oci') ?? ((await localRegistryAnswers(REGISTRY)) ? undefined : `no registry at ${REGISTRY}`);
 if (reason !== undefined) kubernetesUnavailable(NAME, reason);
 
 interface ErrorBody {

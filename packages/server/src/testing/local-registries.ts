@@ -10,3 +10,16 @@ export function insecureRegistriesFor(image: string): string[] {
   const registry = image.split('/')[0] ?? '';
   return [...new Set([...LOCAL_TEST_REGISTRIES, ...(registry.includes(':') || registry.includes('.') ? [registry] : [])])];
 }
+
+/**
+ * Whether the local registry at `host` answers `GET /v2/` (200, or 401 from the one with auth).
+ * The wait is long because a loaded CI host has taken over a second to answer.
+ */
+export async function localRegistryAnswers(host: string, timeoutMs = 15_000): Promise<boolean> {
+  try {
+    const response = await fetch(`http://${host}/v2/`, { signal: AbortSignal.timeout(timeoutMs) });
+    return response.status === 200 || response.status === 401;
+  } catch {
+    return false;
+  }
+}

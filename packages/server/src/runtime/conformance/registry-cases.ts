@@ -4,20 +4,12 @@ import { RuntimeError } from '../runtime.js';
 import type { SandboxSpec } from '../runtime.js';
 import { makeSpec } from './conformance-suite.js';
 import type { ConformanceContext } from './conformance-suite.js';
+import { localRegistryAnswers } from '../../testing/local-registries.js';
 
 /** The local registry with basic auth that scripts/start-registry.sh runs, and its private image. */
 const AUTH_REGISTRY = '127.0.0.1:5001';
 const PRIVATE_IMAGE = `${AUTH_REGISTRY}/private/busybox:latest`;
 const GOOD_AUTH: NonNullable<SandboxSpec['registryAuth']> = { username: 'corral', password: 'corral-secret', serverAddress: AUTH_REGISTRY };
-
-async function registryUp(): Promise<boolean> {
-  try {
-    const r = await fetch(`http://${AUTH_REGISTRY}/v2/`, { signal: AbortSignal.timeout(1000) });
-    return r.status === 401;
-  } catch {
-    return false;
-  }
-}
 
 function pullFailed(pattern: RegExp) {
   return (e: unknown): boolean => e instanceof RuntimeError && e.kind === 'IMAGE_PULL_FAILED' && pattern.test(e.message);
@@ -30,7 +22,7 @@ function pullFailed(pattern: RegExp) {
  */
 export function registerRegistryCases(context: ConformanceContext): void {
   it('registry: a private image pulled with credentials is refused to callers without them', async (t) => {
-    if (!(await registryUp())) {
+    if (!(await localRegistryAnswers(AUTH_REGISTRY))) {
       if (process.env.CI === 'true') throw new Error(`no auth registry on ${AUTH_REGISTRY} (scripts/start-registry.sh --auth corral:corral-secret)`);
       return t.skip(`no auth registry on ${AUTH_REGISTRY}`);
     }

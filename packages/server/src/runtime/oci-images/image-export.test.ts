@@ -8,17 +8,9 @@ import { after, before, describe, it } from 'node:test';
 import tar from 'tar-stream';
 import { deleteFromRegistry, exportImage } from './image-export.js';
 import { ImageStore } from './image-store.js';
+import { localRegistryAnswers } from '../../testing/local-registries.js';
 
 const REGISTRY = '127.0.0.1:5000';
-
-async function registryUp(): Promise<boolean> {
-  try {
-    const r = await fetch(`http://${REGISTRY}/v2/`, { signal: AbortSignal.timeout(1000) });
-    return r.status === 200;
-  } catch {
-    return false;
-  }
-}
 
 interface Entry {
   name: string;
@@ -90,7 +82,7 @@ describe('exportImage', () => {
   after(() => rmSync(dir, { recursive: true, force: true }));
 
   it('pushes an image of the store to a registry, and a fresh store pulls back its files, owners, deletions and opaque directories', async (t) => {
-    if (!(await registryUp())) {
+    if (!(await localRegistryAnswers(REGISTRY))) {
       if (process.env.CI) assert.fail(`the local registry ${REGISTRY} is not running`);
       t.skip(`no registry at ${REGISTRY}`);
       return;
@@ -125,7 +117,7 @@ describe('exportImage', () => {
   });
 
   it('refuses a registry that is not insecure-listed over plain HTTP (TLS is verified by default)', async (t) => {
-    if (!(await registryUp())) {
+    if (!(await localRegistryAnswers(REGISTRY))) {
       if (process.env.CI) assert.fail(`the local registry ${REGISTRY} is not running`);
       t.skip(`no registry at ${REGISTRY}`);
       return;

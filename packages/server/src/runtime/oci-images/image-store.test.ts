@@ -11,18 +11,10 @@ import { after, before, describe, it } from 'node:test';
 import tar from 'tar-stream';
 import { RuntimeError, type ImagePullReport } from '../runtime.js';
 import { ImageStore } from './image-store.js';
+import { localRegistryAnswers } from '../../testing/local-registries.js';
 
 const REGISTRY = '127.0.0.1:5000';
 const AUTH_REGISTRY = '127.0.0.1:5001';
-
-async function registryUp(host: string): Promise<boolean> {
-  try {
-    const r = await fetch(`http://${host}/v2/`, { signal: AbortSignal.timeout(1000) });
-    return r.status === 200 || r.status === 401;
-  } catch {
-    return false;
-  }
-}
 
 /** A tar archive built in memory. */
 async function makeTar(entries: { name: string; type?: 'file' | 'directory'; content?: string; mode?: number }[]): Promise<Buffer> {
@@ -123,7 +115,7 @@ describe('oci image store', { concurrency: 1 }, () => {
   after(() => rmSync(root, { recursive: true, force: true }));
 
   it('pulls anonymously from the local registry, once for concurrent callers', async (t) => {
-    if (!(await registryUp(REGISTRY))) return t.skip('no registry on 127.0.0.1:5000 (bash scripts/start-registry.sh)');
+    if (!(await localRegistryAnswers(REGISTRY))) return t.skip('no registry on 127.0.0.1:5000 (bash scripts/start-registry.sh)');
     const ref = `${REGISTRY}/corral/busybox:latest`;
     const started = performance.now();
     const [a, b] = await Promise.all([store.pull(ref), store.pull(ref)]);
@@ -135,7 +127,7 @@ describe('oci image store', { concurrency: 1 }, () => {
   });
 
   it('pulls with basic auth, and fails clearly without credentials', async (t) => {
-    if (!(await registryUp(AUTH_REGISTRY))) return t.skip('no auth registry on 127.0.0.1:5001 (bash scripts/start-registry.sh --auth corral:corral-secret)');
+    if (!(await localRegistryAnswers(AUTH_REGISTRY))) return t.skip('no auth registry on 127.0.0.1:5001 (bash scripts/start-registry.sh --auth corral:corral-secret)');
     const ref = `${AUTH_REGISTRY}/private/busybox:latest`;
     await assert.rejects(store.pull(ref), (e: unknown) => e instanceof RuntimeError && e.kind === 'IMAGE_PULL_FAILED' && /credentials/.test(e.message));
     await assert.rejects(store.pull(ref, { username: 'corral', password: 'wrong' }), (e: unknown) => e instanceof RuntimeError && e.kind === 'IMAGE_PULL_FAILED');
@@ -144,7 +136,7 @@ describe('oci image store', { concurrency: 1 }, () => {
   });
 
   it('reports each registry pull (not cached hits) to onPull: time, bytes downloaded, and failures', async (t) => {
-    if (!(await registryUp(REGISTRY))) return t.skip('no registry on 127.0.0.1:5000 (bash scripts/start-registry.sh)');
+    if (!(await localRegistryAnswers(REGISTRY))) return t.skip('no registry on 127.0.0.1:5000 (bash scripts/start-registry.sh)');
     const fresh = new ImageStore({ root: mkdtempSync(join(tmpdir(), 'corral-images-pull-')), insecureRegistries: insecure });
     const reports: ImagePullReport[] = [];
     const unsubscribe = fresh.onPull((report) => reports.push(report));

@@ -16,6 +16,21 @@ const CACHE = process.env.CORRAL_CACHE_DIR ?? join(REPO, '.cache');
 const BUSYBOX = '/bin/busybox';
 const MAPPING = DEFAULT_USERNS_MAPPING;
 
+
+/**
+ * `lsns` of one process: its namespaces and their owners. lsns scans every process, and
+ * util-linux 2.38 exits 1 with no message when one of them ends during the scan (util-linux#2799,
+ * fixed in 2.40.3), which a busy CI host hit: a few tries.
+ */
+function namespacesOf(pid: number): string {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return execFileSync('lsns', ['-n', '-p', String(pid), '-o', 'TYPE,NS,ONS'], { encoding: 'utf8' });
+    } catch (error) {
+      if (attempt >= 5) throw error;
+    }
+  }
+}
 describe('criu checkpoint: refusals, log parsing, image rewrite', () => {
   it('refuses crun and a missing CRIU up front, with the reason', () => {
     const criu = { ok: true as const, path: '/x/criu', version: '4.1.1' };
@@ -268,7 +283,7 @@ describe('criu checkpoint: a counter keeps counting in every restored copy', { s
         seen.add(ns(pid, type));
       }
       // Its network namespace belongs to its user namespace, as in Corral's pair.
-      const owners = execFileSync('lsns', ['-n', '-p', String(pid), '-o', 'TYPE,NS,ONS'], { encoding: 'utf8' });
+      const owners = namespacesOf(pid);
       const userNs = /user\s+(\d+)/.exec(owners)?.[1];
       assert.match(owners, new RegExp(`net\\s+\\d+\\s+${userNs}`));
       // Empty (only lo), and the host can move a veth end into it.

@@ -359,24 +359,21 @@ export function runConformanceSuite(name: string, makeRuntime: () => Promise<Con
       proc.stderr.resume();
       for (let i = 0; i < 200 && !out.includes('started'); i++) await new Promise((r) => setTimeout(r, 25));
       const count = `n=0; for p in /proc/[0-9]*; do if tr '\\0' ' ' < $p/cmdline 2>/dev/null | grep -q '^sleep 100[1]'; then n=$((n+1)); fi; done; echo $n`;
+      /** The number of sleeps once it is `expected`, or the last one seen after 10 s. */
+      const sleepsOnceThere = async (expected: string): Promise<string> => {
+        let seen = '';
+        for (let i = 0; i < 100 && seen !== expected; i++) {
+          if (i > 0) await new Promise((r) => setTimeout(r, 100));
+          seen = (await runToEnd(rt, shared, count)).stdout.trim();
+        }
+        return seen;
+      };
       // The subshell forks and executes its two sleeps after "started": on a loaded host that took longer than 100 ms.
-      let running = '';
-      for (let i = 0; i < 100; i++) {
-        running = (await runToEnd(rt, shared, count)).stdout.trim();
-        if (running === '3') break;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      assert.equal(running, '3');
+      assert.equal(await sleepsOnceThere('3'), '3');
       await proc.kill('SIGTERM');
       const { exitCode } = await proc.wait();
       assert.equal(exitCode, 143);
-      let left = '';
-      for (let i = 0; i < 100; i++) {
-        left = (await runToEnd(rt, shared, count)).stdout.trim();
-        if (left === '0') break;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      assert.equal(left, '0');
+      assert.equal(await sleepsOnceThere('0'), '0');
     });
 
     it('exec: kill() right after exec() still reaches the process', async () => {

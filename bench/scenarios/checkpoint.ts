@@ -40,7 +40,7 @@ function writeScript(mib: number, path: string): string {
  * An oci driver on the tests' state directory (and its image store) for one part of the scenario,
  * and what removes its sandboxes, checkpoints, their layers and its instance directory.
  */
-async function benchRuntime(prefix: string, runtimeBinary: string): Promise<{ runtime: OciRuntime; dispose(made: string[], refs: string[]): Promise<void> }> {
+async function benchRuntime(prefix: string, runtimeBinary: string, poolSize = 4): Promise<{ runtime: OciRuntime; dispose(made: string[], refs: string[]): Promise<void> }> {
   const stateDir = join(CACHE, 'oci-test');
   const instance = `${prefix}-${randomBytes(4).toString('hex')}`;
   const runtime = new OciRuntime({
@@ -49,7 +49,7 @@ async function benchRuntime(prefix: string, runtimeBinary: string): Promise<{ ru
     images: new ImageStore({ root: join(stateDir, 'images'), insecureRegistries: ['127.0.0.1:5000'] }),
     runtimeBinary,
     criu: criuCandidates(CACHE),
-    poolSize: 4,
+    poolSize,
     warmDiskSizes: [],
     imageGcIntervalMs: 0,
   });
@@ -73,7 +73,10 @@ async function benchRuntime(prefix: string, runtimeBinary: string): Promise<{ ru
  * creates of the image and, where Docker runs, `docker commit` and 32 `docker run` + `docker exec`
  * of the committed image, in the same run. Then memory checkpoints (runc + CRIU; see
  * {@link memoryCheckpoints}). `--runs N` (default 3) checkpoints per size; `--forks N` (default
- * 32); `--big-mib N` (default 1024); `--memory-mib N` (default 64); `--memory-forks N` (default 8).
+ * 32); `--big-mib N` (default 1024); `--memory-mib N` (default 64); `--memory-forks N` (default 8);
+ * `--pool N` (default 8, the server's `CORRAL_OCI_POOL_SIZE` default): disks and network namespaces
+ * the driver keeps ready; `--settle S` (default 5): seconds before each timed burst, for the pools
+ * to refill (they refill only while no create is in flight).
  */
 export async function run_(args: string[]): Promise<void> {
   const opt = (name: string, fallback: number): number => {
@@ -83,7 +86,9 @@ export async function run_(args: string[]): Promise<void> {
   const runs = opt('runs', 3);
   const forks = opt('forks', 32);
   const bigMib = opt('big-mib', 1024);
-  const { runtime, dispose } = await benchRuntime('bench-ckpt', process.env.CORRAL_OCI_RUNTIME ?? 'crun');
+  const pool = opt('pool', 8);
+  const settle = async (): Promise<void> => new Promise((r) => setTimeout(r, opt('settle', 5) * 1000));
+  const { runtime, dispose } = await benchRuntime('bench-ckpt', process.env.CORRAL_OCI_RUNTIME ?? 'crun', pool);
   const spec = (overrides: Partial<SandboxSpec> = {}): SandboxSpec =>
     specFixture({ sandboxId: `bench${randomBytes(5).toString('hex')}`, image: IMAGE, diskBytes: Math.max(1024, bigMib * 2 + 256) * MiB, ...overrides });
   const made: string[] = [];
@@ -134,9 +139,11 @@ export async function run_(args: string[]): Promise<void> {
     await runtime.checkpoint(source, { checkpointId: ref, memory: false });
     refs.push(ref);
     await burst(2, { checkpoint: { ref, memory: false }, diskBytes: 1024 * MiB }); // warm-up: the layer's dentries, the pools
+    await settle();
     const forked = await burst(forks, { checkpoint: { ref, memory: false }, diskBytes: 1024 * MiB });
-    console.log(`fork ${forks} from one checkpoint to first exec: p50 ${percentiles(forked).p50_ms} ms, p99 ${percentiles(forked).p99_ms} ms (load ${load()})`);
+    console.log(`fork ${forks} from one checkpoint to first exec (pools of ${pool}): p50 ${percentiles(forked).p50_ms} ms, p99 ${percentiles(forked).p99_ms} ms (load ${load()})`);
     await Promise.all(made.splice(0).map((id) => runtime.remove(id).catch(() => undefined)));
+    await settle();
     const plain = await burst(forks, { diskBytes: 1024 * MiB });
     console.log(`${forks} plain creates to first exec: p50 ${percentiles(plain).p50_ms} ms, p99 ${percentiles(plain).p99_ms} ms (load ${load()})`);
     await Promise.all(made.splice(0).map((id) => runtime.remove(id).catch(() => undefined)));
@@ -168,7 +175,7 @@ export async function run_(args: string[]): Promise<void> {
         driver: 'oci',
         machine: machine(),
         runs: forked.length,
-        corral: { ...mine, name: `fork ${forks} at once from one checkpoint, to first exec` },
+        corral: { ...mine, name: `fork ${forks} at once from one checkpoint, to first exec`, pool_size: pool },
         baselines,
         ratio_p50: Object.fromEntries(baselines.filter((b) => b.name.includes(`${forks}`)).map((b) => [b.name, Math.round((b.p50_ms / mine.p50_ms) * 100) / 100])),
       },

@@ -1174,6 +1174,12 @@ static int run_init(int argc, char **argv) {
       return 2;
     }
   }
+  if (resume_pid > 0) {
+    /* Executed again through /proc/self/exe, which names the process "exe": take the name a
+     * fresh sandbox's PID 1 has, the basename of argv[0] (/dev/init). */
+    const char *slash = strrchr(argv[0], '/');
+    prctl(PR_SET_NAME, slash ? slash + 1 : argv[0], 0, 0, 0);
+  }
   if (first < argc && strcmp(argv[first], "--") == 0) first++;
   if (first >= argc) {
     if (resume_pid <= 0) {

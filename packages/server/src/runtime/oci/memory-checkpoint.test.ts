@@ -124,6 +124,8 @@ describe('oci memory checkpoints (runc + CRIU)', { skip: reason, timeout: 300_00
       // Exactly one counter: the restored one (ps shows the restored loop, not a fresh one).
       const loops = (await sh(runtime, copy, 'ps -o args')).split('\n').filter((l) => l.includes('i=$((i+1))'));
       assert.equal(loops.length, 1, loops.join('\n'));
+      // PID 1 is named as in any sandbox (the agent re-executed itself through /proc/self/exe, which would name it "exe").
+      assert.equal((await sh(runtime, copy, 'cat /proc/1/comm')).trim(), (await sh(runtime, source, 'cat /proc/1/comm')).trim());
       // Its own network namespace, plumbed by the driver: an address on the bridge and a default route.
       const addr = (await sh(runtime, copy, 'ip -4 -o addr show eth0')).trim();
       const ip = /inet (\d+\.\d+\.\d+\.\d+)/.exec(addr)?.[1];

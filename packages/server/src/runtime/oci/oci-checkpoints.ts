@@ -52,7 +52,6 @@ export interface RestoreSource {
   memory?: { dir: string; agent: AgentDescriptors };
 }
 
-
 /** How long the phases of the last capture took (ms). */
 export interface CaptureTimings {
   /** Processes frozen: from the freeze until the thaw completed, copying only what changed during the first copy (a paused sandbox stays frozen). */

@@ -969,7 +969,7 @@ export class OciRuntime implements SandboxRuntime {
     if (startCommand === null) return;
     // An idle start command is settled once its process sleeps: it cannot fail "at once" any more.
     const idle = idleProgram(startCommand);
-    const initPid = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
+    const initPid = await readInitPid(dir).catch(() => 0);
     // For any other command the window is startCheckMs of the sandbox's own time: time its
     // processes spend waiting for a CPU during it (a loaded host, the sandboxes' low CPU weight)
     // extends it, up to START_CHECK_MAX_EXTRA_MS (sampled every 20 ms). Time they spend asleep
@@ -981,7 +981,8 @@ export class OciRuntime implements SandboxRuntime {
     // not run yet cannot have failed. A command that ran and ended in between has ended the sandbox
     // (the exit file).
     if (initPid > 0) {
-      while (!(await startCommandExecuted(initPid)) && Date.now() < deadline) {
+      const agentExe = await readlink(`/proc/${initPid}/exe`).catch(() => undefined);
+      while (!(await startCommandExecuted(initPid, agentExe)) && Date.now() < deadline) {
         if (existsSync(exitFile)) await failed();
         await delay(2);
       }
@@ -1631,14 +1632,14 @@ async function readInitPid(dir: string): Promise<number> {
 }
 
 /**
- * Whether a child of the sandbox's init (the agent) has executed its own program: its
- * `/proc/<pid>/exe` differs from the agent's (a forked child that has not exec'd yet shares it).
+ * Whether a child of the sandbox's init (the agent, whose `/proc/<pid>/exe` is `agentExe`) has
+ * executed its own program: its executable differs from the agent's (a forked child that has not
+ * exec'd yet shares it).
  */
-async function startCommandExecuted(initPid: number): Promise<boolean> {
-  const agent = await readlink(`/proc/${initPid}/exe`).catch(() => undefined);
+async function startCommandExecuted(initPid: number, agentExe: string | undefined): Promise<boolean> {
   for (const pid of await childPids(initPid)) {
     const exe = await readlink(`/proc/${pid}/exe`).catch(() => undefined);
-    if (exe !== undefined && exe !== agent) return true;
+    if (exe !== undefined && exe !== agentExe) return true;
   }
   return false;
 }
